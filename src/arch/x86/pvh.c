@@ -1,0 +1,98 @@
+/* The PVH entry (Xen's HVM direct boot, used by Firecracker and NetBSD):
+ * 32-bit protected mode, paging off, EBX = hvm_start_info. Layouts from
+ * xen/include/public/arch-x86/hvm/start_info.h. */
+#include <string.h>
+
+#include "arch/x86/boot.h"
+#include "arch/x86/elf.h"
+#include "arch/x86/layout.h"
+#include "util/err.h"
+
+#define HVM_START_MAGIC 0x336ec578u
+#define HVM_START_VERSION 1 /* with a memory map */
+#define MODLIST_OFFSET 0x40
+#define MEMMAP_OFFSET 0x80
+#define MEMMAP_MAX 64
+
+struct hvm_start_info {
+    uint32_t magic, version, flags, nr_modules;
+    uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+    uint32_t memmap_entries, reserved;
+};
+
+struct hvm_modlist_entry {
+    uint64_t paddr, size, cmdline_paddr, reserved;
+};
+
+struct hvm_memmap_entry {
+    uint64_t addr, size;
+    uint32_t type, reserved;
+};
+
+static int load_segments(const struct guest_memory *mem, const struct x86_boot_request *req,
+                         const struct elf_kernel *k)
+{
+    for (unsigned i = 0; i < k->count; i++) {
+        const struct elf_kernel_segment *s = &k->segments[i];
+        uint8_t *dst = gpa_ptr(mem, s->paddr, s->memsz);
+        if (!dst)
+            return err_plain(ENOMEM, "kernel segment at 0x%llx (%llu KiB) does not fit in "
+                                     "guest memory",
+                             (unsigned long long)s->paddr, (unsigned long long)(s->memsz >> 10));
+        memcpy(dst, req->kernel + s->offset, s->filesz);
+        memset(dst + s->filesz, 0, s->memsz - s->filesz);
+    }
+    return 0;
+}
+
+static int write_start_info(const struct guest_memory *mem, const struct x86_boot_request *req,
+                            uint64_t initrd_addr)
+{
+    struct e820_entry e820[MEMMAP_MAX];
+    struct hvm_memmap_entry map[MEMMAP_MAX];
+    struct hvm_modlist_entry mod = {.paddr = initrd_addr, .size = req->initrd_len};
+    unsigned n = x86_e820_build(mem, e820, MEMMAP_MAX);
+    struct hvm_start_info info = {
+        .magic = HVM_START_MAGIC,
+        .version = HVM_START_VERSION,
+        .nr_modules = req->initrd ? 1 : 0,
+        .modlist_paddr = X86_PVH_INFO_ADDR + MODLIST_OFFSET,
+        .cmdline_paddr = X86_CMDLINE_ADDR,
+        .rsdp_paddr = req->rsdp_gpa,
+        .memmap_paddr = X86_PVH_INFO_ADDR + MEMMAP_OFFSET,
+        .memmap_entries = n,
+    };
+
+    for (unsigned i = 0; i < n; i++)
+        map[i] = (struct hvm_memmap_entry){e820[i].addr, e820[i].size, e820[i].type, 0};
+    if (guest_write(mem, X86_PVH_INFO_ADDR, &info, sizeof(info)) < 0 ||
+        guest_write(mem, info.modlist_paddr, &mod, sizeof(mod)) < 0 ||
+        guest_write(mem, info.memmap_paddr, map, n * sizeof(map[0])) < 0)
+        return err_plain(ENOMEM, "guest memory too small for the boot structures");
+    return 0;
+}
+
+int x86_pvh_load(const struct guest_memory *mem, const struct x86_boot_request *req,
+                 struct x86_cpu_state *bsp)
+{
+    struct elf_kernel k;
+    uint64_t initrd_addr = 0;
+    int r;
+
+    r = elf_kernel_parse(req->kernel, req->kernel_len, &k);
+    if (r == 0)
+        r = load_segments(mem, req, &k);
+    if (r < 0)
+        return r;
+    r = x86_place_initrd(mem, req, UINT64_MAX, k.end, &initrd_addr);
+    if (r < 0)
+        return r;
+    r = write_start_info(mem, req, initrd_addr);
+    if (r < 0)
+        return r;
+    x86_flat_segments(bsp, 0);
+    bsp->cr0 = X86_CR0_PE | X86_CR0_ET;
+    bsp->rip = k.pvh_entry;
+    bsp->rbx = X86_PVH_INFO_ADDR;
+    return 0;
+}

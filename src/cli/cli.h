@@ -1,0 +1,22 @@
+/* The smolvm command line: one file per verb, each a main() of its own. */
+#ifndef SMOLVM_CLI_CLI_H
+#define SMOLVM_CLI_CLI_H
+
+enum cli_exit {
+    CLI_OK = 0,
+    CLI_FAILED = 1, /* the work failed: bad input file, no KVM, guest crash */
+    CLI_USAGE = 2,  /* the command line itself is wrong */
+};
+
+struct cli_verb {
+    const char *name;
+    const char *summary;
+    int (*main)(int argc, char **argv);
+};
+
+int cli_run(int argc, char **argv);
+
+/* Prints "smolvm: <message>" on one line to stderr and returns code. */
+int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

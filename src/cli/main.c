@@ -1,0 +1,51 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "util/trace.h"
+
+static const struct cli_verb verbs[] = {
+    {"run", "boot a Linux kernel in a microVM", cli_run},
+};
+
+int cli_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("smolvm: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return code;
+}
+
+static void usage(FILE *out)
+{
+    fputs("usage: smolvm <verb> [options]\n\nverbs:\n", out);
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        fprintf(out, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+    fputs("\n'smolvm <verb> --help' describes a verb's options.\n", out);
+}
+
+int main(int argc, char **argv)
+{
+    trace_start();
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        puts("smolvm " SMOLVM_VERSION);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        if (strcmp(argv[1], verbs[i].name) == 0)
+            return verbs[i].main(argc - 1, argv + 1);
+    return cli_fail(CLI_USAGE, "unknown verb '%s' (try 'smolvm --help')", argv[1]);
+}

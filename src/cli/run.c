@@ -1,0 +1,168 @@
+/* smolvm run: boot a kernel in a microVM with its console on this terminal. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/vm.h"
+#include "util/err.h"
+#include "util/size.h"
+#include "util/trace.h"
+
+struct run_options {
+    struct vm_config vm;
+    bool trace_boot;
+    bool json;
+};
+
+static struct vm *running_vm;
+
+static const char run_help[] =
+    "usage: smolvm run --kernel PATH [options]\n"
+    "\n"
+    "Boots a Linux kernel (bzImage, or ELF vmlinux with a PVH note) in a microVM.\n"
+    "The guest's serial console is this terminal; Ctrl-A x quits.\n"
+    "\n"
+    "  -k, --kernel PATH      kernel to boot\n"
+    "  -i, --initrd PATH      initial ramdisk\n"
+    "  -a, --cmdline TEXT     kernel command line (default \"console=ttyS0\")\n"
+    "  -c, --cpus N           vCPUs (default 1)\n"
+    "  -m, --mem SIZE         guest RAM, e.g. 256M, 1G (default 256M; plain numbers are MiB)\n"
+    "      --trace-boot       print boot timestamps (tslog style) to stderr when the guest stops\n"
+    "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
+    "      --json             print the boot trace as JSON\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "Exit status: 0 when the guest powers off or reboots, 1 on errors or a guest\n"
+    "crash, 2 on a bad command line.\n";
+
+static void stop_on_signal(int sig)
+{
+    (void)sig;
+    if (running_vm)
+        vm_signal_stop(running_vm);
+}
+
+static int parse_cpus(const char *text, unsigned *out)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || v > 1000000)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct run_options *o)
+{
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON };
+    static const struct option longopts[] = {
+        {"kernel", required_argument, NULL, 'k'},
+        {"initrd", required_argument, NULL, 'i'},
+        {"cmdline", required_argument, NULL, 'a'},
+        {"cpus", required_argument, NULL, 'c'},
+        {"mem", required_argument, NULL, 'm'},
+        {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
+        {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    int c;
+
+    vm_config_defaults(&o->vm);
+    o->vm.interactive = isatty(STDIN_FILENO);
+    optind = 1;
+    opterr = 0; /* our own one-line messages instead of getopt's */
+    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'k': o->vm.kernel_path = optarg; break;
+        case 'i': o->vm.initrd_path = optarg; break;
+        case 'a': o->vm.cmdline = optarg; break;
+        case 'c':
+            if (parse_cpus(optarg, &o->vm.cpus) < 0)
+                return cli_fail(CLI_USAGE, "--cpus '%s' is not a number", optarg);
+            break;
+        case 'm':
+            if (size_parse(optarg, 1ull << 20, &o->vm.mem_bytes) < 0)
+                return cli_fail(CLI_USAGE, "--mem: %s", err_msg());
+            break;
+        case OPT_TRACE_BOOT: o->trace_boot = true; break;
+        case OPT_TRACE_UNTIL:
+            o->vm.trace_until = optarg;
+            o->trace_boot = true;
+            break;
+        case OPT_JSON: o->json = true; break;
+        case 'h':
+            fputs(run_help, stdout);
+            exit(CLI_OK);
+        case ':':
+            return cli_fail(CLI_USAGE, "option '%s' needs a value (try 'smolvm run --help')",
+                            argv[optind - 1]);
+        default:
+            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm run --help')",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_fail(CLI_USAGE, "unexpected argument '%s'", argv[optind]);
+    if (!o->vm.kernel_path)
+        return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH)");
+    return CLI_OK;
+}
+
+static int exit_code(struct vm *vm, enum vm_stop_reason why)
+{
+    switch (why) {
+    case VM_STOP_POWEROFF:
+    case VM_STOP_RESET:
+    case VM_STOP_USER:
+        return CLI_OK;
+    case VM_STOP_SIGNAL:
+        return cli_fail(CLI_FAILED, "stopped by a signal");
+    default:
+        return cli_fail(CLI_FAILED, "%s", vm_stop_message(vm));
+    }
+}
+
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = stop_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_run(int argc, char **argv)
+{
+    struct run_options o;
+    struct vm *vm;
+    enum vm_stop_reason why;
+    int code = parse_args(argc, argv, &o);
+
+    if (code != CLI_OK)
+        return code;
+    if (vm_create(&o.vm, &vm) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    running_vm = vm;
+    install_signal_handlers();
+    why = vm_run(vm);
+    running_vm = NULL;
+    code = exit_code(vm, why);
+    vm_destroy(vm); /* restores the terminal before the trace is printed */
+    if (o.trace_boot && o.json)
+        trace_print_json(stderr, o.vm.trace_until);
+    else if (o.trace_boot)
+        trace_print_table(stderr, o.vm.trace_until);
+    return code;
+}

@@ -1,0 +1,28 @@
+/* What a VM is made of, as the CLI (and later a .smolmachine) says it. */
+#ifndef SMOLVM_CORE_CONFIG_H
+#define SMOLVM_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VM_DEFAULT_MEM (256ull << 20)
+#define VM_MIN_MEM (16ull << 20)
+#define VM_MAX_CPUS 255 /* APIC IDs fit a byte in the MADT */
+
+struct vm_config {
+    uint64_t mem_bytes;
+    unsigned cpus;
+    const char *kernel_path;
+    const char *initrd_path; /* NULL: none */
+    const char *cmdline;
+    const char *trace_until; /* NULL: no marker */
+    bool interactive;        /* stdin is a terminal: raw mode, Ctrl-A x quits */
+};
+
+void vm_config_defaults(struct vm_config *cfg);
+
+/* Checks what can be checked without a hypervisor: sizes, counts, host
+ * memory. Message and -EINVAL/-ENOMEM on failure. */
+int vm_config_check(const struct vm_config *cfg) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,77 @@
+#include "core/memory.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "util/err.h"
+
+int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
+                       unsigned count)
+{
+    memset(mem, 0, sizeof(*mem));
+    if (count > GUEST_MEMORY_MAX_REGIONS)
+        return err_plain(EINVAL, "too many guest memory regions");
+    for (unsigned i = 0; i < count; i++) {
+        void *host = mmap(NULL, layout[i].size, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (host == MAP_FAILED) {
+            int e = errno;
+            guest_memory_free(mem);
+            return err_set(e, "cannot allocate %llu MiB of guest memory",
+                           (unsigned long long)(layout[i].size >> 20));
+        }
+        /* Guest RAM is the bulk of a VM: back it with huge pages when the
+         * host allows, and keep it out of core dumps. */
+        madvise(host, layout[i].size, MADV_HUGEPAGE);
+        madvise(host, layout[i].size, MADV_DONTDUMP);
+        mem->regions[i] = layout[i];
+        mem->regions[i].host = host;
+        mem->count = i + 1;
+        mem->total += layout[i].size;
+    }
+    return 0;
+}
+
+void guest_memory_free(struct guest_memory *mem)
+{
+    for (unsigned i = 0; i < mem->count; i++)
+        munmap(mem->regions[i].host, mem->regions[i].size);
+    memset(mem, 0, sizeof(*mem));
+}
+
+void *gpa_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len)
+{
+    uint64_t last;
+
+    if (len == 0)
+        len = 1;
+    if (__builtin_add_overflow(gpa, len - 1, &last))
+        return NULL;
+    for (unsigned i = 0; i < mem->count; i++) {
+        const struct guest_region *r = &mem->regions[i];
+        if (gpa >= r->gpa && last - r->gpa < r->size && gpa - r->gpa < r->size)
+            return r->host + (gpa - r->gpa);
+    }
+    return NULL;
+}
+
+int guest_write(const struct guest_memory *mem, uint64_t gpa, const void *src, size_t len)
+{
+    void *dst = gpa_ptr(mem, gpa, len);
+    if (!dst)
+        return err_plain(EFAULT, "guest range 0x%llx+0x%zx is not RAM",
+                         (unsigned long long)gpa, len);
+    memcpy(dst, src, len);
+    return 0;
+}
+
+uint64_t guest_region_end(const struct guest_memory *mem, uint64_t gpa)
+{
+    for (unsigned i = 0; i < mem->count; i++) {
+        const struct guest_region *r = &mem->regions[i];
+        if (gpa >= r->gpa && gpa - r->gpa < r->size)
+            return r->gpa + r->size;
+    }
+    return 0;
+}

@@ -1,0 +1,40 @@
+/* Guest RAM: a few host mappings at guest-physical addresses, and the one
+ * checked accessor every reader of guest memory goes through. */
+#ifndef SMOLVM_CORE_MEMORY_H
+#define SMOLVM_CORE_MEMORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GUEST_MEMORY_MAX_REGIONS 4
+
+struct guest_region {
+    uint64_t gpa;
+    uint64_t size;
+    uint8_t *host;
+};
+
+struct guest_memory {
+    struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
+    unsigned count;
+    uint64_t total;
+};
+
+/* Maps anonymous host memory for each (gpa, size) in layout. Sizes must be
+ * page multiples and regions must not overlap. */
+int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
+                       unsigned count) __attribute__((warn_unused_result));
+void guest_memory_free(struct guest_memory *mem);
+
+/* Host pointer for [gpa, gpa+len) or NULL when any byte of it lies outside
+ * one region (overflow included). len 0 is checked as len 1. */
+void *gpa_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len);
+
+/* Copies into guest memory; -EFAULT when the range is not RAM. */
+int guest_write(const struct guest_memory *mem, uint64_t gpa, const void *src, size_t len)
+    __attribute__((warn_unused_result));
+
+/* The end of the region holding gpa (exclusive), or 0 if gpa is not RAM. */
+uint64_t guest_region_end(const struct guest_memory *mem, uint64_t gpa);
+
+#endif

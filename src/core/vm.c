@@ -1,0 +1,392 @@
+#include "core/vm.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "arch/x86/acpi.h"
+#include "arch/x86/boot.h"
+#include "arch/x86/layout.h"
+#include "devices/device.h"
+#include "hv/hv.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/trace.h"
+
+#define VM_MAX_DEVICE_TYPES 64
+
+struct vcpu {
+    struct vm *vm;
+    struct hv_vcpu *hv;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+};
+
+struct device_instance {
+    const struct device_type *type;
+    void *state;
+};
+
+struct vm {
+    struct vm_config cfg;
+    struct hv_vm *hv;
+    struct guest_memory mem;
+    struct bus pio;
+    struct bus mmio;
+    struct acpi_config acpi;
+    struct console *console;
+    struct vcpu *vcpus;
+    struct device_instance devices[VM_MAX_DEVICE_TYPES];
+    unsigned device_count;
+    struct mapped_file kernel;
+    struct mapped_file initrd;
+    int stop_fd;
+    pthread_mutex_t stop_lock;
+    atomic_int stop_reason;
+    char stop_message[512];
+};
+
+static void stop_with(struct vm *vm, enum vm_stop_reason why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void stop_with(struct vm *vm, enum vm_stop_reason why, const char *fmt, ...)
+{
+    uint64_t one = 1;
+    va_list ap;
+
+    pthread_mutex_lock(&vm->stop_lock);
+    if (atomic_load(&vm->stop_reason) == VM_RUNNING) {
+        if (fmt) {
+            va_start(ap, fmt);
+            vsnprintf(vm->stop_message, sizeof(vm->stop_message), fmt, ap);
+            va_end(ap);
+        }
+        atomic_store(&vm->stop_reason, why);
+    }
+    pthread_mutex_unlock(&vm->stop_lock);
+    if (write(vm->stop_fd, &one, sizeof(one)) < 0) {
+        /* The counter cannot overflow from a handful of stops. */
+    }
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why)
+{
+    stop_with(vm, why, NULL);
+}
+
+void vm_signal_stop(struct vm *vm)
+{
+    int running = VM_RUNNING;
+    uint64_t one = 1;
+
+    /* No mutex here: this runs in a signal handler. */
+    atomic_compare_exchange_strong(&vm->stop_reason, &running, VM_STOP_SIGNAL);
+    if (write(vm->stop_fd, &one, sizeof(one)) < 0) {
+    }
+}
+
+const char *vm_stop_message(const struct vm *vm)
+{
+    return vm->stop_message;
+}
+
+const struct vm_config *vm_config(const struct vm *vm)
+{
+    return &vm->cfg;
+}
+
+const struct guest_memory *vm_memory(const struct vm *vm)
+{
+    return &vm->mem;
+}
+
+struct console *vm_console(struct vm *vm)
+{
+    return vm->console;
+}
+
+int vm_register_pio(struct vm *vm, uint64_t port, uint64_t len, bus_handler fn, void *opaque)
+{
+    return bus_register(&vm->pio, port, len, fn, opaque);
+}
+
+int vm_register_mmio(struct vm *vm, uint64_t gpa, uint64_t len, bus_handler fn, void *opaque)
+{
+    return bus_register(&vm->mmio, gpa, len, fn, opaque);
+}
+
+int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)
+{
+    if (vm->acpi.mmio_count == ACPI_MAX_MMIO_DEVICES)
+        return err_plain(ENOSPC, "more than %d virtio-mmio devices", ACPI_MAX_MMIO_DEVICES);
+    vm->acpi.mmio[vm->acpi.mmio_count++] = (struct acpi_mmio_device){gpa, size, irq};
+    return 0;
+}
+
+int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_t len,
+                           uint8_t irq)
+{
+    struct acpi_isa_device *d;
+
+    if (vm->acpi.isa_count == ACPI_MAX_ISA_DEVICES || strlen(hid) >= sizeof(d->hid))
+        return err_plain(ENOSPC, "cannot describe legacy device %s", hid);
+    d = &vm->acpi.isa[vm->acpi.isa_count++];
+    snprintf(d->hid, sizeof(d->hid), "%s", hid);
+    d->port = port;
+    d->port_len = len;
+    d->irq = irq;
+    return 0;
+}
+
+int vm_set_irq(struct vm *vm, unsigned gsi, bool level)
+{
+    return hv_vm_set_irq(vm->hv, gsi, level);
+}
+
+static int load_inputs(struct vm *vm)
+{
+    int r = file_map(vm->cfg.kernel_path, "kernel", &vm->kernel);
+    if (r < 0)
+        return r;
+    r = x86_kernel_check(vm->kernel.data, vm->kernel.len);
+    if (r < 0) {
+        err_prefix("kernel '%s'", vm->cfg.kernel_path);
+        return r;
+    }
+    if (vm->cfg.initrd_path)
+        r = file_map(vm->cfg.initrd_path, "initrd", &vm->initrd);
+    return r;
+}
+
+static int setup_memory(struct vm *vm)
+{
+    struct guest_region layout[GUEST_MEMORY_MAX_REGIONS];
+    unsigned n = x86_ram_layout(vm->cfg.mem_bytes, layout);
+    int r = guest_memory_alloc(&vm->mem, layout, n);
+
+    for (unsigned i = 0; r == 0 && i < vm->mem.count; i++)
+        r = hv_vm_map_memory(vm->hv, vm->mem.regions[i].gpa, vm->mem.regions[i].host,
+                             vm->mem.regions[i].size);
+    return r;
+}
+
+static int create_devices(struct vm *vm)
+{
+    for (const struct device_type *const *t = device_types_begin(); t < device_types_end(); t++) {
+        struct device_instance *d;
+        int r;
+
+        if (vm->device_count == VM_MAX_DEVICE_TYPES)
+            return err_plain(ENOSPC, "too many device types");
+        d = &vm->devices[vm->device_count];
+        d->type = *t;
+        d->state = NULL;
+        r = (*t)->create(vm, &d->state);
+        if (r < 0) {
+            err_prefix("%s", (*t)->name);
+            return r;
+        }
+        vm->device_count++;
+    }
+    return 0;
+}
+
+static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
+{
+    uint8_t *acpi = gpa_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);
+    struct x86_boot_request req = {
+        .kernel = vm->kernel.data,
+        .kernel_len = vm->kernel.len,
+        .initrd = vm->initrd.data,
+        .initrd_len = vm->initrd.len,
+        .cmdline = vm->cfg.cmdline,
+        .rsdp_gpa = X86_ACPI_ADDR,
+    };
+    long used;
+    int r;
+
+    vm->acpi.cpus = vm->cfg.cpus;
+    used = acpi ? acpi_build(acpi, X86_ACPI_SIZE, X86_ACPI_ADDR, &vm->acpi) : -ENOSPC;
+    if (used < 0)
+        return err_plain(ENOSPC, "ACPI tables do not fit their area");
+    r = x86_boot_load(&vm->mem, &req, bsp);
+    if (r < 0)
+        return r;
+    trace_mark(TRACE_KERNEL_LOADED);
+    /* The guest has its own copy now. */
+    file_unmap(&vm->kernel);
+    file_unmap(&vm->initrd);
+    return 0;
+}
+
+static int create_vcpus(struct vm *vm, const struct x86_cpu_state *bsp)
+{
+    vm->vcpus = calloc(vm->cfg.cpus, sizeof(*vm->vcpus));
+    if (!vm->vcpus)
+        return err_set(ENOMEM, "vCPUs");
+    for (unsigned i = 0; i < vm->cfg.cpus; i++) {
+        int r;
+        vm->vcpus[i].vm = vm;
+        vm->vcpus[i].index = i;
+        r = hv_vcpu_create(vm->hv, i, vm->cfg.cpus, &vm->vcpus[i].hv);
+        if (r < 0)
+            return r;
+    }
+    /* Application processors wait for INIT/SIPI from the boot CPU. */
+    return hv_vcpu_set_x86_state(vm->vcpus[0].hv, bsp);
+}
+
+static int setup(struct vm *vm)
+{
+    struct x86_cpu_state bsp;
+    int r;
+
+    r = vm_config_check(&vm->cfg);
+    if (r == 0)
+        r = load_inputs(vm);
+    if (r == 0)
+        r = console_open(&vm->console, vm->cfg.interactive, vm->cfg.trace_until);
+    if (r == 0)
+        r = hv_vm_create(&vm->hv);
+    if (r < 0)
+        return r;
+    trace_mark(TRACE_HV_READY);
+    if (vm->cfg.cpus > hv_max_vcpus(vm->hv))
+        return err_plain(EINVAL, "--cpus %u is more than this host's KVM allows (%u)",
+                         vm->cfg.cpus, hv_max_vcpus(vm->hv));
+    r = setup_memory(vm);
+    if (r < 0)
+        return r;
+    trace_mark(TRACE_MEMORY_MAPPED);
+    r = create_devices(vm);
+    if (r == 0)
+        r = build_machine(vm, &bsp);
+    if (r == 0)
+        r = create_vcpus(vm, &bsp);
+    return r;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out)
+{
+    struct vm *vm = calloc(1, sizeof(*vm));
+    int r;
+
+    if (!vm)
+        return err_set(ENOMEM, "vm");
+    vm->cfg = *cfg;
+    pthread_mutex_init(&vm->stop_lock, NULL);
+    atomic_store(&vm->stop_reason, VM_RUNNING);
+    vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->stop_fd < 0) {
+        r = err_set(errno, "eventfd");
+        free(vm);
+        return r;
+    }
+    r = setup(vm);
+    if (r < 0) {
+        vm_destroy(vm);
+        return r;
+    }
+    *out = vm;
+    return 0;
+}
+
+static void dispatch(const struct bus *bus, const struct hv_exit *e)
+{
+    for (uint32_t i = 0; i < e->count; i++) {
+        uint8_t *data = e->data + (size_t)i * e->size;
+        if (!bus_dispatch(bus, e->addr, data, e->size, e->is_write) && !e->is_write)
+            memset(data, 0xff, e->size); /* nothing there: the bus floats high */
+    }
+}
+
+static void *vcpu_thread(void *arg)
+{
+    struct vcpu *v = arg;
+    struct vm *vm = v->vm;
+    struct hv_exit e;
+
+    while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
+        if (v->index == 0)
+            trace_mark(TRACE_FIRST_VCPU_ENTRY);
+        if (hv_vcpu_run(v->hv, &e) < 0) {
+            stop_with(vm, VM_STOP_ERROR, "vCPU %u: %s", v->index, err_msg());
+            break;
+        }
+        switch (e.kind) {
+        case HV_EXIT_IO:
+            dispatch(&vm->pio, &e);
+            break;
+        case HV_EXIT_MMIO:
+            dispatch(&vm->mmio, &e);
+            break;
+        case HV_EXIT_INTERRUPTED:
+            break;
+        case HV_EXIT_RESET:
+            vm_request_stop(vm, VM_STOP_RESET);
+            break;
+        case HV_EXIT_POWEROFF:
+            vm_request_stop(vm, VM_STOP_POWEROFF);
+            break;
+        case HV_EXIT_TRIPLE_FAULT:
+            stop_with(vm, VM_STOP_TRIPLE_FAULT, "the guest crashed (triple fault on vCPU %u)",
+                      v->index);
+            break;
+        case HV_EXIT_FAILED:
+            stop_with(vm, VM_STOP_ERROR, "the hypervisor could not run vCPU %u (exit reason %u)",
+                      v->index, e.reason);
+            break;
+        }
+    }
+    return NULL;
+}
+
+enum vm_stop_reason vm_run(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->cfg.cpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (pthread_create(&v->thread, NULL, vcpu_thread, v) != 0) {
+            stop_with(vm, VM_STOP_ERROR, "cannot start the thread of vCPU %u", i);
+            break;
+        }
+        v->started = true;
+    }
+    if (console_pump(vm->console, vm->stop_fd))
+        vm_request_stop(vm, VM_STOP_USER);
+    for (unsigned i = 0; i < vm->cfg.cpus; i++)
+        if (vm->vcpus[i].started)
+            hv_vcpu_kick(vm->vcpus[i].hv);
+    for (unsigned i = 0; i < vm->cfg.cpus; i++)
+        if (vm->vcpus[i].started)
+            pthread_join(vm->vcpus[i].thread, NULL);
+    trace_mark(TRACE_GUEST_STOPPED);
+    return (enum vm_stop_reason)atomic_load(&vm->stop_reason);
+}
+
+void vm_destroy(struct vm *vm)
+{
+    if (!vm)
+        return;
+    for (unsigned i = 0; vm->vcpus && i < vm->cfg.cpus; i++)
+        hv_vcpu_destroy(vm->vcpus[i].hv);
+    free(vm->vcpus);
+    for (unsigned i = vm->device_count; i-- > 0;)
+        if (vm->devices[i].type->destroy)
+            vm->devices[i].type->destroy(vm->devices[i].state);
+    guest_memory_free(&vm->mem);
+    hv_vm_destroy(vm->hv);
+    bus_free(&vm->pio);
+    bus_free(&vm->mmio);
+    console_close(vm->console);
+    file_unmap(&vm->kernel);
+    file_unmap(&vm->initrd);
+    close(vm->stop_fd);
+    pthread_mutex_destroy(&vm->stop_lock);
+    free(vm);
+}

@@ -1,0 +1,68 @@
+/* The hypervisor interface: everything smolvm asks of KVM (and later of
+ * Hypervisor.framework). Nothing outside src/hv/ includes a hypervisor's
+ * own headers; devices never call this directly, they go through the VM. */
+#ifndef SMOLVM_HV_HV_H
+#define SMOLVM_HV_HV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch/x86/cpu_state.h"
+
+struct hv_vm;
+struct hv_vcpu;
+
+enum hv_exit_kind {
+    HV_EXIT_IO,          /* port I/O: addr = port, count repetitions of size bytes */
+    HV_EXIT_MMIO,        /* addr = guest-physical, count = 1 */
+    HV_EXIT_INTERRUPTED, /* hv_vcpu_kick() or a signal */
+    HV_EXIT_TRIPLE_FAULT,
+    HV_EXIT_RESET,       /* the guest asked for a reset through the hypervisor */
+    HV_EXIT_POWEROFF,
+    HV_EXIT_FAILED,      /* the hypervisor could not run the vCPU; reason says why */
+};
+
+struct hv_exit {
+    enum hv_exit_kind kind;
+    uint64_t addr;
+    uint32_t size;
+    uint32_t count;
+    bool is_write;
+    /* size * count bytes, read from (write) or filled in (read) by the VMM. */
+    uint8_t *data;
+    uint32_t reason; /* the backend's own exit code, for messages */
+};
+
+/* Opens the hypervisor and creates a VM with an in-kernel interrupt
+ * controller and timer. Fails with a message saying how to get KVM when
+ * there is none. */
+int hv_vm_create(struct hv_vm **out) __attribute__((warn_unused_result));
+void hv_vm_destroy(struct hv_vm *vm);
+
+/* Most vCPUs the hypervisor allows in one VM. */
+unsigned hv_max_vcpus(struct hv_vm *vm);
+
+int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
+    __attribute__((warn_unused_result));
+
+/* Drives an interrupt line (GSI) of the in-kernel interrupt controller. */
+int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level);
+
+/* Creates vCPU number index (0 is the boot CPU) with the host's CPU model as
+ * the hypervisor supports it, the hypervisor leaves and paravirtual clock. */
+int hv_vcpu_create(struct hv_vm *vm, unsigned index, unsigned vcpu_count, struct hv_vcpu **out)
+    __attribute__((warn_unused_result));
+void hv_vcpu_destroy(struct hv_vcpu *vcpu);
+
+int hv_vcpu_set_x86_state(struct hv_vcpu *vcpu, const struct x86_cpu_state *state)
+    __attribute__((warn_unused_result));
+
+/* Runs the vCPU on the calling thread until an exit the VMM must handle.
+ * Returns 0 with *exit filled in, or a negative errno. */
+int hv_vcpu_run(struct hv_vcpu *vcpu, struct hv_exit *exit) __attribute__((warn_unused_result));
+
+/* Makes hv_vcpu_run() return HV_EXIT_INTERRUPTED soon, whether the vCPU is
+ * inside the guest now or enters it next. Safe from any thread. */
+void hv_vcpu_kick(struct hv_vcpu *vcpu);
+
+#endif

@@ -1,0 +1,449 @@
+/* The KVM backend of hv.h for x86-64 Linux hosts. */
+#include "hv/hv.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/err.h"
+
+/* KVM needs three pages for its own use below 4 GiB on Intel; they sit in
+ * the MMIO hole, out of the guest's RAM. */
+#define KVM_IDENTITY_MAP_ADDR 0xfffbc000ull
+#define KVM_TSS_ADDR 0xfffbd000ull
+
+#define MSR_IA32_MISC_ENABLE 0x1a0
+#define MISC_ENABLE_FAST_STRING 1ull
+#define APIC_LVT0 0x350
+#define APIC_LVT1 0x360
+#define APIC_MODE_NMI 0x4
+#define APIC_MODE_EXTINT 0x7
+#define CPUID_HYPERVISOR_BIT (1u << 31)
+
+/* The signal hv_vcpu_kick() sends to knock a thread out of KVM_RUN. */
+#define KICK_SIGNAL SIGUSR1
+
+struct hv_vm {
+    int kvm_fd;
+    int vm_fd;
+    int run_size;
+    unsigned next_slot;
+    unsigned max_vcpus;
+    struct kvm_cpuid2 *cpuid;
+};
+
+struct hv_vcpu {
+    struct hv_vm *vm;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    atomic_bool thread_known;
+};
+
+static int xioctl(int fd, unsigned long request, void *arg)
+{
+    int r;
+    do
+        r = ioctl(fd, request, arg);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
+
+static void install_kick_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kick_handler; /* no SA_RESTART: KVM_RUN must return EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(KICK_SIGNAL, &sa, NULL);
+}
+
+/* kvm-pvm (Pagetable-based Virtual Machine) offers /dev/kvm without
+ * hardware virtualization, but runs only PVM-enabled guest kernels. */
+static bool only_pvm_kvm(void)
+{
+    return access("/sys/module/kvm_pvm", F_OK) == 0 && access("/sys/module/kvm_intel", F_OK) != 0 &&
+           access("/sys/module/kvm_amd", F_OK) != 0;
+}
+
+static int open_kvm(void)
+{
+    int fd;
+
+    if (only_pvm_kvm())
+        return err_plain(ENODEV, "this host's /dev/kvm is kvm-pvm, which boots only PVM guest "
+                                 "kernels (tests/nested/run runs smolvm inside a nested-KVM guest)");
+    fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd >= 0)
+        return fd;
+    if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
+        return err_plain(ENODEV, "no /dev/kvm on this host, so KVM is unavailable "
+                                 "(tests/nested/run runs smolvm inside a nested-KVM guest)");
+    if (errno == EACCES || errno == EPERM)
+        return err_set(errno, "cannot open /dev/kvm (add your user to the 'kvm' group)");
+    return err_set(errno, "cannot open /dev/kvm");
+}
+
+static int require_caps(struct hv_vm *vm)
+{
+    static const struct {
+        int cap;
+        const char *name;
+    } caps[] = {
+        {KVM_CAP_IRQCHIP, "IRQCHIP"},       {KVM_CAP_USER_MEMORY, "USER_MEMORY"},
+        {KVM_CAP_SET_TSS_ADDR, "SET_TSS_ADDR"}, {KVM_CAP_PIT2, "PIT2"},
+        {KVM_CAP_EXT_CPUID, "EXT_CPUID"},   {KVM_CAP_IMMEDIATE_EXIT, "IMMEDIATE_EXIT"},
+    };
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+        if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
+            return err_plain(ENOTSUP, "this KVM lacks KVM_CAP_%s", caps[i].name);
+    return 0;
+}
+
+static int fetch_supported_cpuid(struct hv_vm *vm)
+{
+    for (unsigned nent = 64; nent <= 4096; nent *= 2) {
+        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
+        if (!c)
+            return err_set(ENOMEM, "cpuid table");
+        c->nent = nent;
+        if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+            vm->cpuid = c;
+            return 0;
+        }
+        free(c);
+        if (errno != E2BIG)
+            return err_set(errno, "KVM_GET_SUPPORTED_CPUID");
+    }
+    return err_plain(E2BIG, "KVM_GET_SUPPORTED_CPUID: table too large");
+}
+
+static int setup_vm(struct hv_vm *vm)
+{
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+    uint64_t identity = KVM_IDENTITY_MAP_ADDR;
+    int n;
+
+    if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
+        return err_plain(ENOTSUP, "unsupported KVM API version");
+    if (require_caps(vm) < 0)
+        return -ENOTSUP;
+    vm->vm_fd = xioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0)
+        return err_set(errno, "KVM_CREATE_VM");
+    vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (vm->run_size <= 0)
+        return err_set(errno, "KVM_GET_VCPU_MMAP_SIZE");
+    n = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (n <= 0)
+        n = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+    vm->max_vcpus = n > 0 ? (unsigned)n : 1;
+    if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
+        return err_set(errno, "KVM_SET_TSS_ADDR");
+    if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0)
+        return err_set(errno, "KVM_SET_IDENTITY_MAP_ADDR");
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        return err_set(errno, "KVM_CREATE_IRQCHIP");
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+        return err_set(errno, "KVM_CREATE_PIT2");
+    return fetch_supported_cpuid(vm);
+}
+
+int hv_vm_create(struct hv_vm **out)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    struct hv_vm *vm;
+    int r;
+
+    pthread_once(&once, install_kick_handler);
+    vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return err_set(ENOMEM, "hv_vm");
+    vm->vm_fd = -1;
+    vm->kvm_fd = open_kvm();
+    if (vm->kvm_fd < 0) {
+        r = vm->kvm_fd;
+        free(vm);
+        return r;
+    }
+    r = setup_vm(vm);
+    if (r < 0) {
+        hv_vm_destroy(vm);
+        return r;
+    }
+    *out = vm;
+    return 0;
+}
+
+void hv_vm_destroy(struct hv_vm *vm)
+{
+    if (!vm)
+        return;
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    close(vm->kvm_fd);
+    free(vm->cpuid);
+    free(vm);
+}
+
+unsigned hv_max_vcpus(struct hv_vm *vm)
+{
+    return vm->max_vcpus;
+}
+
+int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
+{
+    struct kvm_userspace_memory_region region = {
+        .slot = vm->next_slot,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)host,
+    };
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        return err_set(errno, "KVM_SET_USER_MEMORY_REGION at 0x%llx", (unsigned long long)gpa);
+    vm->next_slot++;
+    return 0;
+}
+
+int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level)
+{
+    struct kvm_irq_level irq = {.irq = gsi, .level = level};
+    if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+        return err_set(errno, "KVM_IRQ_LINE %u", gsi);
+    return 0;
+}
+
+/* The host's CPU as KVM can virtualize it, with each vCPU's own APIC ID and
+ * the hypervisor bit so the guest looks for the KVM leaves (kvmclock). */
+static int set_cpuid(struct hv_vcpu *vcpu, unsigned index)
+{
+    const struct kvm_cpuid2 *supported = vcpu->vm->cpuid;
+    size_t bytes = sizeof(*supported) + supported->nent * sizeof(supported->entries[0]);
+    struct kvm_cpuid2 *c = malloc(bytes);
+    int r = 0;
+
+    if (!c)
+        return err_set(ENOMEM, "cpuid");
+    memcpy(c, supported, bytes);
+    for (unsigned i = 0; i < c->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &c->entries[i];
+        switch (e->function) {
+        case 1:
+            e->ebx = (e->ebx & 0x00ffffffu) | (index << 24);
+            e->ecx |= CPUID_HYPERVISOR_BIT;
+            break;
+        case 0xb:
+        case 0x1f:
+            e->edx = index;
+            break;
+        }
+    }
+    if (ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0)
+        r = err_set(errno, "KVM_SET_CPUID2");
+    free(c);
+    return r;
+}
+
+static void set_lvt_mode(struct kvm_lapic_state *lapic, unsigned offset, uint32_t mode)
+{
+    uint32_t v;
+    memcpy(&v, &lapic->regs[offset], sizeof(v));
+    v = (v & ~0x700u) | (mode << 8);
+    memcpy(&lapic->regs[offset], &v, sizeof(v));
+}
+
+/* What firmware does before handing over: FPU defaults, the local APIC in
+ * virtual-wire mode (LINT0 ExtINT, LINT1 NMI) and fast strings on. */
+static int set_firmware_defaults(struct hv_vcpu *vcpu)
+{
+    struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
+    struct kvm_lapic_state lapic;
+    struct {
+        struct kvm_msrs header;
+        struct kvm_msr_entry entry;
+    } msrs = {.header.nmsrs = 1,
+              .entry = {.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING}};
+
+    if (ioctl(vcpu->fd, KVM_SET_FPU, &fpu) < 0)
+        return err_set(errno, "KVM_SET_FPU");
+    if (ioctl(vcpu->fd, KVM_GET_LAPIC, &lapic) < 0)
+        return err_set(errno, "KVM_GET_LAPIC");
+    set_lvt_mode(&lapic, APIC_LVT0, APIC_MODE_EXTINT);
+    set_lvt_mode(&lapic, APIC_LVT1, APIC_MODE_NMI);
+    if (ioctl(vcpu->fd, KVM_SET_LAPIC, &lapic) < 0)
+        return err_set(errno, "KVM_SET_LAPIC");
+    if (ioctl(vcpu->fd, KVM_SET_MSRS, &msrs) != 1)
+        return err_set(errno, "KVM_SET_MSRS");
+    return 0;
+}
+
+int hv_vcpu_create(struct hv_vm *vm, unsigned index, unsigned vcpu_count, struct hv_vcpu **out)
+{
+    struct hv_vcpu *vcpu;
+    int r;
+
+    (void)vcpu_count;
+    vcpu = calloc(1, sizeof(*vcpu));
+    if (!vcpu)
+        return err_set(ENOMEM, "hv_vcpu");
+    vcpu->vm = vm;
+    vcpu->run = MAP_FAILED;
+    vcpu->fd = xioctl(vm->vm_fd, KVM_CREATE_VCPU, (void *)(uintptr_t)index);
+    if (vcpu->fd < 0) {
+        r = err_set(errno, "KVM_CREATE_VCPU %u", index);
+        goto fail;
+    }
+    vcpu->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd, 0);
+    if (vcpu->run == MAP_FAILED) {
+        r = err_set(errno, "mmap of vCPU %u", index);
+        goto fail;
+    }
+    r = set_cpuid(vcpu, index);
+    if (r == 0)
+        r = set_firmware_defaults(vcpu);
+    if (r < 0)
+        goto fail;
+    *out = vcpu;
+    return 0;
+fail:
+    hv_vcpu_destroy(vcpu);
+    return r;
+}
+
+void hv_vcpu_destroy(struct hv_vcpu *vcpu)
+{
+    if (!vcpu)
+        return;
+    if (vcpu->run != MAP_FAILED)
+        munmap(vcpu->run, (size_t)vcpu->vm->run_size);
+    if (vcpu->fd >= 0)
+        close(vcpu->fd);
+    free(vcpu);
+}
+
+static void to_kvm_segment(struct kvm_segment *k, const struct x86_segment *s)
+{
+    *k = (struct kvm_segment){
+        .base = s->base, .limit = s->limit, .selector = s->selector, .type = s->type,
+        .present = s->present, .dpl = s->dpl, .db = s->db, .s = s->s, .l = s->l, .g = s->g,
+        .unusable = !s->present,
+    };
+}
+
+int hv_vcpu_set_x86_state(struct hv_vcpu *vcpu, const struct x86_cpu_state *st)
+{
+    struct kvm_sregs sregs;
+    struct kvm_regs regs;
+
+    if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
+        return err_set(errno, "KVM_GET_SREGS");
+    to_kvm_segment(&sregs.cs, &st->cs);
+    to_kvm_segment(&sregs.ds, &st->ds);
+    to_kvm_segment(&sregs.es, &st->es);
+    to_kvm_segment(&sregs.fs, &st->fs);
+    to_kvm_segment(&sregs.gs, &st->gs);
+    to_kvm_segment(&sregs.ss, &st->ss);
+    to_kvm_segment(&sregs.tr, &st->tr);
+    to_kvm_segment(&sregs.ldt, &st->ldt);
+    sregs.gdt.base = st->gdt.base;
+    sregs.gdt.limit = st->gdt.limit;
+    sregs.idt.base = st->idt.base;
+    sregs.idt.limit = st->idt.limit;
+    sregs.cr0 = st->cr0;
+    sregs.cr3 = st->cr3;
+    sregs.cr4 = st->cr4;
+    sregs.efer = st->efer;
+    if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0)
+        return err_set(errno, "KVM_SET_SREGS");
+    memset(&regs, 0, sizeof(regs));
+    regs.rip = st->rip;
+    regs.rflags = st->rflags;
+    regs.rsp = st->rsp;
+    regs.rsi = st->rsi;
+    regs.rbx = st->rbx;
+    if (ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
+        return err_set(errno, "KVM_SET_REGS");
+    return 0;
+}
+
+static void fill_exit(const struct kvm_run *run, struct hv_exit *exit)
+{
+    exit->reason = run->exit_reason;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        exit->kind = HV_EXIT_IO;
+        exit->addr = run->io.port;
+        exit->size = run->io.size;
+        exit->count = run->io.count;
+        exit->is_write = run->io.direction == KVM_EXIT_IO_OUT;
+        exit->data = (uint8_t *)run + run->io.data_offset;
+        break;
+    case KVM_EXIT_MMIO:
+        exit->kind = HV_EXIT_MMIO;
+        exit->addr = run->mmio.phys_addr;
+        exit->size = run->mmio.len;
+        exit->count = 1;
+        exit->is_write = run->mmio.is_write;
+        exit->data = (uint8_t *)run->mmio.data;
+        break;
+    case KVM_EXIT_SHUTDOWN:
+        exit->kind = HV_EXIT_TRIPLE_FAULT;
+        break;
+    case KVM_EXIT_SYSTEM_EVENT:
+        exit->reason = run->system_event.type;
+        exit->kind = run->system_event.type == KVM_SYSTEM_EVENT_RESET      ? HV_EXIT_RESET
+                     : run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN ? HV_EXIT_POWEROFF
+                                                                           : HV_EXIT_FAILED;
+        break;
+    case KVM_EXIT_INTR:
+        exit->kind = HV_EXIT_INTERRUPTED;
+        break;
+    case KVM_EXIT_FAIL_ENTRY:
+        exit->kind = HV_EXIT_FAILED;
+        exit->reason = (uint32_t)run->fail_entry.hardware_entry_failure_reason;
+        break;
+    default:
+        exit->kind = HV_EXIT_FAILED;
+        break;
+    }
+}
+
+int hv_vcpu_run(struct hv_vcpu *vcpu, struct hv_exit *exit)
+{
+    if (!atomic_load(&vcpu->thread_known)) {
+        vcpu->thread = pthread_self();
+        atomic_store(&vcpu->thread_known, true);
+    }
+    memset(exit, 0, sizeof(*exit));
+    if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            vcpu->run->immediate_exit = 0;
+            exit->kind = HV_EXIT_INTERRUPTED;
+            return 0;
+        }
+        return err_set(errno, "KVM_RUN");
+    }
+    fill_exit(vcpu->run, exit);
+    return 0;
+}
+
+void hv_vcpu_kick(struct hv_vcpu *vcpu)
+{
+    /* immediate_exit covers a kick that lands before KVM_RUN; the signal
+     * covers one that lands while the vCPU is inside the guest. */
+    ((volatile struct kvm_run *)vcpu->run)->immediate_exit = 1;
+    if (atomic_load(&vcpu->thread_known))
+        pthread_kill(vcpu->thread, KICK_SIGNAL);
+}

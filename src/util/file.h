@@ -1,0 +1,20 @@
+/* Read-only views of input files (kernels, initrds), with one-line errors
+ * that name the file and its role. */
+#ifndef SMOLVM_UTIL_FILE_H
+#define SMOLVM_UTIL_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mapped_file {
+    const uint8_t *data;
+    size_t len;
+};
+
+/* what names the file's role in messages ("kernel", "initrd"). Empty files,
+ * directories and unreadable files are errors. */
+int file_map(const char *path, const char *what, struct mapped_file *out)
+    __attribute__((warn_unused_result));
+void file_unmap(struct mapped_file *f);
+
+#endif

@@ -1,0 +1,60 @@
+#!/bin/bash
+# Boot one L1 Linux under QEMU TCG (-cpu EPYC,+svm) whose kvm-amd gives a real
+# /dev/kvm, and run SCRIPT inside it (chrooted into this host's tree, shared
+# read-only). SCRIPT gets a writable results folder as $1 (RESULTS_DIR seen
+# from inside); its output and exit
+# code come back as RESULTS/l1.log and RESULTS/l1.rc.
+#
+# usage: l1.sh SCRIPT RESULTS_DIR
+# env:   SMOLVM_CACHE  where the L1 initrd is cached (default ~/.cache/smolvm-ci)
+#        L1_TIMEOUT    seconds before the L1 is killed (default 1800)
+#        L1_SMP        vCPUs of the L1 (default 2)
+set -euo pipefail
+
+script=$(realpath "$1")
+results=$(realpath "$2")
+here=$(dirname "$(realpath "$0")")
+cache=${SMOLVM_CACHE:-$HOME/.cache/smolvm-ci}
+kver=$(ls /lib/modules | sort -V | tail -n 1)
+kernel=/boot/vmlinuz-$kver
+mkdir -p "$cache" "$results"
+rm -f "$results/l1.log" "$results/l1.rc"
+
+l1_initrd() {
+    local key out stage
+    key=$(cat "$here/l1-init.sh" "$here/l1.sh" /bin/busybox "$kernel" | sha256sum | cut -c1-16)
+    out=$cache/l1-$key.cpio
+    if [ ! -s "$out" ]; then
+        stage=$(mktemp -d)
+        mkdir -p "$stage"/{bin,sbin,proc,sys,dev,modules,etc}
+        cp /bin/busybox "$stage/bin/busybox"
+        for applet in $(/bin/busybox --list); do
+            [ "$applet" = busybox ] || ln -sf busybox "$stage/bin/$applet"
+        done
+        for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev \
+                 virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
+            find "/lib/modules/$kver" -name "$m.ko" -exec cp {} "$stage/modules/" \;
+        done
+        install -m 0755 "$here/l1-init.sh" "$stage/init"
+        (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out.tmp"
+        mv "$out.tmp" "$out"
+        rm -rf "$stage"
+    fi
+    echo "$out"
+}
+
+initrd=$(l1_initrd)
+timeout "${L1_TIMEOUT:-1800}" qemu-system-x86_64 \
+    -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 6144 -smp "${L1_SMP:-2}" \
+    -nographic -no-reboot -nodefaults -serial stdio \
+    -kernel "$kernel" -initrd "$initrd" \
+    -append "console=ttyS0 quiet panic=-1 smolvm.script=$script" \
+    -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
+    -virtfs local,path="$results",mount_tag=results,security_model=none,multidevs=remap \
+    < /dev/null 2>"$results/qemu-l1.err" | grep -v -e "Unhandled WRMSR" -e "^$" || true
+
+if [ ! -f "$results/l1.rc" ]; then
+    echo "l1: the L1 guest did not finish (timeout or crash)" >&2
+    exit 1
+fi
+exit "$(cat "$results/l1.rc")"

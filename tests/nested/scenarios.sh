@@ -1,0 +1,148 @@
+#!/bin/bash
+# The nested-KVM scenarios: real Linux guests under smolvm. Runs wherever
+# /dev/kvm works (inside the L1 guest, or directly on a KVM host).
+# usage: scenarios.sh RESULTS_DIR   (RESULTS_DIR/params.sh says where things are)
+# Prints "PASS name" / "FAIL name: why" lines, also kept in RESULTS_DIR/summary.
+set -u
+results=$1
+# shellcheck source=/dev/null
+. "$results/params.sh"
+: "${SMOLVM:?}" "${SMOLVM_ASAN:=$SMOLVM}" "${KERNEL:?}" "${INITRD:?}" "${VMLINUX:=}"
+work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-nested.XXXXXX")
+summary=$results/summary
+: > "$summary"
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
+GUEST_CMDLINE="console=ttyS0 panic=-1 quiet"
+
+pass() { echo "PASS $1" | tee -a "$summary"; }
+fail() { echo "FAIL $1: $2" | tee -a "$summary"; }
+
+# boot NAME [smolvm run options...]: console output in $work/NAME.out,
+# stderr in $work/NAME.err, exit code in $rc.
+boot() {
+    local name=$1
+    shift
+    timeout "$BOOT_TIMEOUT" "$SMOLVM" run "$@" < /dev/null > "$work/$name.out" 2> "$work/$name.err"
+    rc=$?
+    cp "$work/$name.out" "$work/$name.err" "$results/" 2>/dev/null
+}
+
+expect() { # expect NAME CONDITION-DESCRIPTION COMMAND...
+    local name=$1 what=$2
+    shift 2
+    if "$@"; then pass "$name"; else fail "$name" "$what (rc=$rc; see $name.out/.err)"; fi
+}
+
+has() { grep -q -- "$2" "$work/$1.out"; }
+
+scenario_boot_and_trace() {
+    boot boot --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE" \
+        --trace-until SMOLVM-GUEST-UP --json
+    expect boot-to-init "guest init's token on the console" has boot SMOLVM-GUEST-UP
+    expect poweroff-exits-0 "poweroff -f ends smolvm with 0" test "$rc" -eq 0
+    expect trace-boot-json "JSON trace with the marker time" \
+        grep -q '"marker_seen":[0-9.]*.*"marker":"SMOLVM-GUEST-UP"' "$work/boot.err"
+}
+
+scenario_two_cpus() {
+    boot cpus2 --cpus 2 --mem 512M --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=cpus"
+    expect two-vcpus "guest sees 2 CPUs" has cpus2 "GUEST-CPUS=2"
+}
+
+scenario_reboot() {
+    boot reboot --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=reboot"
+    expect reboot-exits-0 "reboot -f ends smolvm with 0" \
+        eval 'test "$rc" -eq 0 && has reboot SMOLVM-GUEST-UP'
+}
+
+scenario_panic() {
+    boot panic --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=panic"
+    expect panic-ends-vm "a panic with panic=-1 ends smolvm" \
+        eval 'test "$rc" -eq 0 && has panic "Kernel panic"'
+}
+
+scenario_pvh() {
+    if [ -z "$VMLINUX" ]; then
+        fail pvh-vmlinux "no vmlinux extracted"
+        return
+    fi
+    boot pvh --kernel "$VMLINUX" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE"
+    expect pvh-vmlinux "the ELF vmlinux boots through its PVH entry" \
+        eval 'test "$rc" -eq 0 && has pvh SMOLVM-GUEST-UP'
+}
+
+# A line typed on the host reaches the guest's shell and its answer comes
+# back: the 8250's receive path and interrupts, end to end.
+scenario_serial_input() {
+    local fifo=$work/in.fifo out=$work/echo.out i
+    mkfifo "$fifo"
+    timeout "$BOOT_TIMEOUT" "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=echo" < "$fifo" > "$out" 2> "$work/echo.err" &
+    local pid=$!
+    exec 7> "$fifo"
+    for i in $(seq 1 "$BOOT_TIMEOUT"); do
+        grep -q SMOLVM-GUEST-UP "$out" && break
+        sleep 1
+    done
+    sleep 1
+    echo "hello-from-host" >&7
+    wait "$pid"
+    rc=$?
+    exec 7>&-
+    cp "$out" "$work/echo.err" "$results/" 2>/dev/null
+    expect serial-input "guest read the host's line" has echo "GUEST-GOT=hello-from-host"
+}
+
+# bad_input NAME EXPECTED_RC [smolvm run args...]: one line on stderr, the
+# right exit code, no sanitizer report, for both builds.
+bad_input() {
+    local name=$1 want=$2 bin err lines
+    shift 2
+    for bin in "$SMOLVM" "$SMOLVM_ASAN"; do
+        err=$work/bad-$name.err
+        timeout 60 "$bin" run "$@" < /dev/null > /dev/null 2> "$err"
+        rc=$?
+        lines=$(wc -l < "$err")
+        if [ "$rc" -ne "$want" ] || [ "$lines" -ne 1 ] || ! grep -q '^smolvm: ' "$err"; then
+            fail "bad-input-$name" "rc=$rc (want $want), stderr: $(head -c 300 "$err")"
+            return
+        fi
+    done
+    pass "bad-input-$name"
+}
+
+scenario_bad_inputs() {
+    local big=$work/big.initrd
+    head -c $((40 << 20)) /dev/zero > "$big"
+    bad_input missing-kernel 1 --kernel /nonexistent/vmlinuz
+    bad_input not-a-kernel 1 --kernel /etc/hostname
+    bad_input directory-kernel 1 --kernel /boot
+    bad_input missing-initrd 1 --kernel "$KERNEL" --initrd /nonexistent/initrd
+    bad_input initrd-too-big 1 --kernel "$KERNEL" --initrd "$big" --mem 32M
+    bad_input mem-zero 1 --kernel "$KERNEL" --mem 0
+    bad_input mem-too-large 1 --kernel "$KERNEL" --mem 64T
+    bad_input mem-garbage 2 --kernel "$KERNEL" --mem lots
+    bad_input cpus-zero 1 --kernel "$KERNEL" --cpus 0
+    bad_input cpus-too-many 1 --kernel "$KERNEL" --cpus 9999
+    bad_input no-kernel 2 --mem 64M
+    bad_input unknown-option 2 --kernel "$KERNEL" --frobnicate
+    # No /dev/kvm at all: hide /dev in a private mount namespace.
+    if command -v unshare > /dev/null; then
+        local err=$work/bad-no-kvm.err
+        unshare -m sh -c "mount -t tmpfs none /dev && exec '$SMOLVM' run --kernel '$KERNEL'" \
+            > /dev/null 2> "$err" < /dev/null
+        rc=$?
+        expect bad-input-no-kvm "says there is no /dev/kvm and points at tests/nested" \
+            eval 'test "$rc" -eq 1 && grep -q "no /dev/kvm.*tests/nested" "$err"'
+    fi
+}
+
+scenario_boot_and_trace
+scenario_two_cpus
+scenario_reboot
+scenario_panic
+scenario_pvh
+scenario_serial_input
+scenario_bad_inputs
+rm -rf "$work"

@@ -1,0 +1,182 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <elf.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/x86/boot.h"
+#include "arch/x86/elf.h"
+#include "arch/x86/layout.h"
+#include "util/file.h"
+
+#define IMG_LEN 0x3000
+#define LOAD_PADDR 0x1000000ull
+#define ENTRY 0x1000850u
+
+struct fake {
+    uint8_t img[IMG_LEN];
+    Elf64_Ehdr *eh;
+    Elf64_Phdr *ph;
+};
+
+/* An ELF with one PT_LOAD (0x1000 bytes at file 0x1000, 0x2000 in memory)
+ * and one PT_NOTE holding Xen's PHYS32_ENTRY. */
+static void make_fake(struct fake *f)
+{
+    Elf64_Nhdr nh = {.n_namesz = 4, .n_descsz = 4, .n_type = 18};
+    uint32_t entry = ENTRY;
+    uint8_t *note = f->img + 0x800;
+
+    memset(f->img, 0, sizeof(f->img));
+    f->eh = (Elf64_Ehdr *)f->img;
+    memcpy(f->eh->e_ident, ELFMAG, SELFMAG);
+    f->eh->e_ident[EI_CLASS] = ELFCLASS64;
+    f->eh->e_ident[EI_DATA] = ELFDATA2LSB;
+    f->eh->e_machine = EM_X86_64;
+    f->eh->e_phoff = sizeof(Elf64_Ehdr);
+    f->eh->e_phentsize = sizeof(Elf64_Phdr);
+    f->eh->e_phnum = 2;
+    f->ph = (Elf64_Phdr *)(f->img + sizeof(Elf64_Ehdr));
+    f->ph[0] = (Elf64_Phdr){.p_type = PT_LOAD, .p_offset = 0x1000, .p_paddr = LOAD_PADDR,
+                            .p_filesz = 0x1000, .p_memsz = 0x2000};
+    f->ph[1] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = 0x800, .p_filesz = 20};
+    memcpy(note, &nh, sizeof(nh));
+    memcpy(note + 12, "Xen", 4);
+    memcpy(note + 16, &entry, 4);
+    memset(f->img + 0x1000, 0x90, 0x1000);
+}
+
+static void parses_pvh_kernel(void **state)
+{
+    struct fake f;
+    struct elf_kernel k;
+    (void)state;
+
+    make_fake(&f);
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), 0);
+    assert_int_equal(k.pvh_entry, ENTRY);
+    assert_int_equal(k.count, 1);
+    assert_int_equal(k.end, LOAD_PADDR + 0x2000);
+}
+
+static void rejects_malformed_files(void **state)
+{
+    struct fake f;
+    struct elf_kernel k;
+    Elf64_Nhdr *nh;
+    (void)state;
+
+    make_fake(&f);
+    assert_int_equal(elf_kernel_parse(f.img, 32, &k), -ENOEXEC); /* truncated header */
+    f.eh->e_phoff = IMG_LEN - 8;
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    f.eh->e_phoff = UINT64_MAX - 8; /* offset overflow */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    f.ph[0].p_filesz = 0x3000; /* segment past end of file */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    f.ph[0].p_memsz = 0x10; /* memsz < filesz */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    f.ph[0].p_paddr = UINT64_MAX - 0x100; /* paddr + memsz overflows */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    nh = (Elf64_Nhdr *)(f.img + 0x800);
+    nh->n_namesz = 0xfffffff0; /* note name runs off the segment */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    nh = (Elf64_Nhdr *)(f.img + 0x800);
+    nh->n_type = 17; /* no PVH note */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    f.eh->e_machine = EM_AARCH64;
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+    make_fake(&f);
+    f.eh->e_phnum = 0;
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
+}
+
+static void loads_with_start_info(void **state)
+{
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct fake f;
+    struct x86_cpu_state bsp;
+    uint8_t initrd[5000];
+    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN, .initrd = initrd,
+                                   .initrd_len = sizeof(initrd), .cmdline = "console=ttyS0",
+                                   .rsdp_gpa = X86_ACPI_ADDR};
+    uint32_t *info;
+    uint64_t *mod;
+    (void)state;
+
+    make_fake(&f);
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    info = gpa_ptr(&mem, X86_PVH_INFO_ADDR, 56);
+    assert_int_equal(info[0], 0x336ec578);       /* magic */
+    assert_int_equal(info[3], 1);                /* nr_modules */
+    mod = gpa_ptr(&mem, *(uint64_t *)&info[4], 32);
+    assert_int_equal(mod[1], sizeof(initrd));
+    assert_true(mod[0] >= LOAD_PADDR + 0x2000);
+    assert_int_equal(*(uint64_t *)&info[6], X86_CMDLINE_ADDR);
+    assert_int_equal(*(uint64_t *)&info[8], X86_ACPI_ADDR);
+    assert_int_equal(*(uint8_t *)gpa_ptr(&mem, LOAD_PADDR, 1), 0x90);
+    assert_int_equal(*(uint8_t *)gpa_ptr(&mem, LOAD_PADDR + 0x1800, 1), 0); /* bss zeroed */
+    assert_int_equal(bsp.rip, ENTRY);
+    assert_int_equal(bsp.rbx, X86_PVH_INFO_ADDR);
+    assert_false(bsp.cr0 & X86_CR0_PG);
+    assert_int_equal(bsp.cs.db, 1);
+    assert_int_equal(bsp.cs.l, 0);
+    guest_memory_free(&mem);
+}
+
+static void segment_outside_ram_is_an_error(void **state)
+{
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct fake f;
+    struct x86_cpu_state bsp;
+    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN};
+    (void)state;
+
+    make_fake(&f);
+    f.ph[0].p_paddr = 0x3ff0000; /* straddles the end of 64 MiB */
+    f.ph[0].p_memsz = 0x20000;
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), -ENOMEM);
+    guest_memory_free(&mem);
+}
+
+/* The oracle: Debian's own vmlinux, extracted by the test runner. */
+static void parses_debian_vmlinux(void **state)
+{
+    const char *path = getenv("SMOLVM_TEST_VMLINUX");
+    struct mapped_file file;
+    struct elf_kernel k;
+    (void)state;
+
+    if (!path || file_map(path, "vmlinux", &file) < 0)
+        skip();
+    assert_int_equal(elf_kernel_parse(file.data, file.len, &k), 0);
+    assert_int_equal(k.pvh_entry, 0x1000850);
+    file_unmap(&file);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parses_pvh_kernel),
+        cmocka_unit_test(rejects_malformed_files),
+        cmocka_unit_test(loads_with_start_info),
+        cmocka_unit_test(segment_outside_ram_is_an_error),
+        cmocka_unit_test(parses_debian_vmlinux),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

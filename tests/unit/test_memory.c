@@ -1,0 +1,68 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "arch/x86/boot.h"
+#include "arch/x86/layout.h"
+#include "core/memory.h"
+
+static void gpa_ptr_checks_bounds(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 1 << 20}, {.gpa = 4ull << 30, .size = 1 << 20}};
+    struct guest_memory mem;
+    (void)state;
+
+    assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
+    assert_non_null(gpa_ptr(&mem, 0, 1 << 20));
+    assert_null(gpa_ptr(&mem, 0, (1 << 20) + 1));
+    assert_null(gpa_ptr(&mem, (1 << 20) - 1, 2));
+    assert_non_null(gpa_ptr(&mem, (1 << 20) - 1, 1));
+    assert_null(gpa_ptr(&mem, 1 << 20, 1));
+    assert_non_null(gpa_ptr(&mem, 4ull << 30, 4096));
+    /* A range spanning the hole between regions is not RAM. */
+    assert_null(gpa_ptr(&mem, (1 << 20) - 8, (4ull << 30)));
+    /* Overflowing ranges. */
+    assert_null(gpa_ptr(&mem, UINT64_MAX, 2));
+    assert_null(gpa_ptr(&mem, 16, UINT64_MAX));
+    assert_null(gpa_ptr(&mem, UINT64_MAX - 4, 16));
+    guest_memory_free(&mem);
+}
+
+static void guest_write_refuses_outside_ram(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 8192}};
+    struct guest_memory mem;
+    char data[16] = "x";
+    (void)state;
+
+    assert_int_equal(guest_memory_alloc(&mem, layout, 1), 0);
+    assert_int_equal(guest_write(&mem, 8192 - 16, data, 16), 0);
+    assert_int_not_equal(guest_write(&mem, 8192 - 15, data, 16), 0);
+    guest_memory_free(&mem);
+}
+
+static void x86_layout_splits_around_hole(void **state)
+{
+    struct guest_region r[2];
+    (void)state;
+
+    assert_int_equal(x86_ram_layout(256ull << 20, r), 1);
+    assert_int_equal(r[0].size, 256ull << 20);
+    assert_int_equal(x86_ram_layout(4ull << 30, r), 2);
+    assert_int_equal(r[0].gpa, 0);
+    assert_int_equal(r[0].size, X86_MMIO_HOLE_START);
+    assert_int_equal(r[1].gpa, X86_MMIO_HOLE_END);
+    assert_int_equal(r[0].size + r[1].size, 4ull << 30);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gpa_ptr_checks_bounds),
+        cmocka_unit_test(guest_write_refuses_outside_ram),
+        cmocka_unit_test(x86_layout_splits_around_hole),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

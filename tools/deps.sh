@@ -1,0 +1,18 @@
+#!/bin/bash
+# Installs what smolvm needs to build and test on Debian 12, when missing.
+set -euo pipefail
+packages=(
+    meson ninja-build pkg-config gcc libcmocka-dev     # build + unit tests
+    qemu-system-x86 linux-image-amd64 busybox-static   # nested tier: L1 and guests
+    cpio xz-utils acpica-tools util-linux              # test oracles and tools
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+$sudo apt-get update -q >&2
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
