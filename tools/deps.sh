@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(
     meson ninja-build pkg-config gcc libcmocka-dev     # build + unit tests
     qemu-system-x86 linux-image-amd64 busybox-static   # nested tier: L1 and guests
-    cpio xz-utils acpica-tools util-linux              # test oracles and tools
+    cpio xz-utils acpica-tools util-linux e2fsprogs kmod # test oracles and tools
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -31,6 +31,10 @@ static const char run_help[] =
     "  -a, --cmdline TEXT     kernel command line (default \"console=ttyS0\")\n"
     "  -c, --cpus N           vCPUs (default 1)\n"
     "  -m, --mem SIZE         guest RAM, e.g. 256M, 1G (default 256M; plain numbers are MiB)\n"
+    "  -d, --disk PATH[,ro][,id=NAME][,cache=none]\n"
+    "                         a virtio-blk disk (repeatable): read-only, the serial\n"
+    "                         the guest reads, O_DIRECT\n"
+    "      --no-rng           no virtio-rng device\n"
     "      --trace-boot       print boot timestamps (tslog style) to stderr when the guest stops\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the boot trace as JSON\n"
@@ -59,15 +63,48 @@ static int parse_cpus(const char *text, unsigned *out)
     return 0;
 }
 
+/* PATH[,ro][,id=NAME][,cache=none|writeback]; the string is kept, split
+ * in place. */
+static int parse_disk(char *spec, struct vm_config *cfg)
+{
+    struct vm_disk_config *d;
+    char *opt, *save = NULL;
+
+    if (cfg->disk_count == VM_MAX_DISKS)
+        return err_plain(E2BIG, "at most %d disks", VM_MAX_DISKS);
+    d = &cfg->disks[cfg->disk_count];
+    *d = (struct vm_disk_config){.path = strtok_r(spec, ",", &save)};
+    if (!d->path || !*d->path)
+        return err_plain(EINVAL, "no path in '%s'", spec);
+    while ((opt = strtok_r(NULL, ",", &save))) {
+        if (strcmp(opt, "ro") == 0)
+            d->read_only = true;
+        else if (strcmp(opt, "rw") == 0)
+            d->read_only = false;
+        else if (strncmp(opt, "id=", 3) == 0 && opt[3])
+            d->id = opt + 3;
+        else if (strcmp(opt, "cache=none") == 0)
+            d->direct = true;
+        else if (strcmp(opt, "cache=writeback") == 0)
+            d->direct = false;
+        else
+            return err_plain(EINVAL, "unknown disk option '%s'", opt);
+    }
+    cfg->disk_count++;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
         {"cmdline", required_argument, NULL, 'a'},
         {"cpus", required_argument, NULL, 'c'},
         {"mem", required_argument, NULL, 'm'},
+        {"disk", required_argument, NULL, 'd'},
+        {"no-rng", no_argument, NULL, OPT_NO_RNG},
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
@@ -80,7 +117,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     o->vm.interactive = isatty(STDIN_FILENO);
     optind = 1;
     opterr = 0; /* our own one-line messages instead of getopt's */
-    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:d:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': o->vm.kernel_path = optarg; break;
         case 'i': o->vm.initrd_path = optarg; break;
@@ -93,6 +130,11 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             if (size_parse(optarg, 1ull << 20, &o->vm.mem_bytes) < 0)
                 return cli_fail(CLI_USAGE, "--mem: %s", err_msg());
             break;
+        case 'd':
+            if (parse_disk(optarg, &o->vm) < 0)
+                return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
+            break;
+        case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_TRACE_BOOT: o->trace_boot = true; break;
         case OPT_TRACE_UNTIL:
             o->vm.trace_until = optarg;

@@ -11,6 +11,7 @@ void vm_config_defaults(struct vm_config *cfg)
     cfg->mem_bytes = VM_DEFAULT_MEM;
     cfg->cpus = 1;
     cfg->cmdline = "console=ttyS0";
+    cfg->rng = true;
 }
 
 static uint64_t host_memory_bytes(void)

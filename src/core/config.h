@@ -9,6 +9,17 @@
 #define VM_MIN_MEM (16ull << 20)
 #define VM_MAX_CPUS 255 /* APIC IDs fit a byte in the MADT */
 
+#define VM_MAX_DISKS 16
+
+struct vm_disk_config {
+    const char *path;
+    const char *id; /* serial the guest reads with GET_ID; NULL: derived */
+    bool read_only;
+    bool direct; /* O_DIRECT, cache=none */
+};
+
+enum vm_console_kind { VM_CONSOLE_SERIAL, VM_CONSOLE_VIRTIO };
+
 struct vm_config {
     uint64_t mem_bytes;
     unsigned cpus;
@@ -17,6 +28,10 @@ struct vm_config {
     const char *cmdline;
     const char *trace_until; /* NULL: no marker */
     bool interactive;        /* stdin is a terminal: raw mode, Ctrl-A x quits */
+    enum vm_console_kind console; /* which device gets the host's stdin */
+    bool rng;                /* virtio-rng */
+    unsigned disk_count;
+    struct vm_disk_config disks[VM_MAX_DISKS];
 };
 
 void vm_config_defaults(struct vm_config *cfg);

@@ -44,6 +44,7 @@ struct vm {
     struct vcpu *vcpus;
     struct device_instance devices[VM_MAX_DEVICE_TYPES];
     unsigned device_count;
+    unsigned mmio_windows;
     struct mapped_file kernel;
     struct mapped_file initrd;
     int stop_fd;
@@ -119,6 +120,17 @@ int vm_register_pio(struct vm *vm, uint64_t port, uint64_t len, bus_handler fn, 
 int vm_register_mmio(struct vm *vm, uint64_t gpa, uint64_t len, bus_handler fn, void *opaque)
 {
     return bus_register(&vm->mmio, gpa, len, fn, opaque);
+}
+
+int vm_alloc_mmio_window(struct vm *vm, uint64_t size, uint64_t *gpa, uint32_t *irq)
+{
+    if (size != X86_VIRTIO_MMIO_WINDOW || vm->mmio_windows == X86_VIRTIO_MAX_DEVICES)
+        return err_plain(ENOSPC, "no room for another virtio-mmio device (at most %d)",
+                         X86_VIRTIO_MAX_DEVICES);
+    *gpa = X86_VIRTIO_MMIO_BASE + (uint64_t)vm->mmio_windows * X86_VIRTIO_MMIO_WINDOW;
+    *irq = X86_VIRTIO_IRQ_BASE + vm->mmio_windows;
+    vm->mmio_windows++;
+    return 0;
 }
 
 int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)

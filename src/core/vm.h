@@ -46,6 +46,9 @@ int vm_register_pio(struct vm *vm, uint64_t port, uint64_t len, bus_handler fn, 
     __attribute__((warn_unused_result));
 int vm_register_mmio(struct vm *vm, uint64_t gpa, uint64_t len, bus_handler fn, void *opaque)
     __attribute__((warn_unused_result));
+/* Hands out the next virtio-mmio window: its address and its IRQ. */
+int vm_alloc_mmio_window(struct vm *vm, uint64_t size, uint64_t *gpa, uint32_t *irq)
+    __attribute__((warn_unused_result));
 /* Adds an LNRO0005 virtio-mmio node to the DSDT. */
 int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)
     __attribute__((warn_unused_result));

@@ -1,7 +1,7 @@
 #include "util/file.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,11 +31,26 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
         close(fd);
         return err_plain(ENOEXEC, "%s '%s' is empty", what, path);
     }
-    p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    e = errno;
+    /* One read() of the whole file rather than an mmap: on network and 9p
+     * file systems page-by-page faults are many times slower. */
+    p = malloc((size_t)st.st_size);
+    if (!p) {
+        close(fd);
+        return err_set(ENOMEM, "cannot load %s '%s'", what, path);
+    }
+    for (size_t done = 0; done < (size_t)st.st_size;) {
+        ssize_t n = read(fd, (uint8_t *)p + done, (size_t)st.st_size - done);
+        if (n <= 0) {
+            e = n < 0 ? errno : EIO;
+            if (n < 0 && e == EINTR)
+                continue;
+            free(p);
+            close(fd);
+            return err_set(e, "cannot read %s '%s'", what, path);
+        }
+        done += (size_t)n;
+    }
     close(fd);
-    if (p == MAP_FAILED)
-        return err_set(e, "cannot read %s '%s'", what, path);
     out->data = p;
     out->len = (size_t)st.st_size;
     return 0;
@@ -43,8 +58,7 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
 
 void file_unmap(struct mapped_file *f)
 {
-    if (f->data)
-        munmap((void *)f->data, f->len);
+    free((void *)f->data);
     f->data = NULL;
     f->len = 0;
 }

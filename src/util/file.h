@@ -1,4 +1,4 @@
-/* Read-only views of input files (kernels, initrds), with one-line errors
+/* Whole input files in memory (kernels, initrds), with one-line errors
  * that name the file and its role. */
 #ifndef SMOLVM_UTIL_FILE_H
 #define SMOLVM_UTIL_FILE_H

@@ -6,12 +6,36 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 echo "SMOLVM-GUEST-UP"
+load_modules() {
+    for m in $(cat /modules/order); do insmod "/modules/$m" 2>/dev/null; done
+}
 test=$(sed -n 's/.*smolvm\.test=\([^ ]*\).*/\1/p' /proc/cmdline)
 case "$test" in
     demo)
         echo "Hello from a smolvm microVM."
         echo "kernel: $(uname -sr)  cpus: $(grep -c ^processor /proc/cpuinfo)  $(grep MemTotal /proc/meminfo)"
         echo "uptime at init: $(cut -d' ' -f1 /proc/uptime) s"
+        ;;
+    virtio)
+        # Three disks (raw rw, ext4, read-only raw) and the rng, all used
+        # through Debian's own virtio drivers.
+        load_modules
+        echo "GUEST-VDA=$(dd if=/dev/vda bs=8 count=1 2>/dev/null)"
+        echo "GUEST-VDA-SERIAL=$(cat /sys/block/vda/serial 2>/dev/null)"
+        printf GUESTWROTE | dd of=/dev/vda bs=512 seek=2048 conv=fsync 2>/dev/null &&
+            echo GUEST-VDA-WRITE-OK
+        mkdir -p /mnt
+        if mount -t ext4 /dev/vdb /mnt; then
+            echo ext4-from-guest > /mnt/hello.txt
+            mkdir /mnt/dir && seq 1 20000 > /mnt/dir/numbers
+            umount /mnt && echo GUEST-EXT4-OK
+        fi
+        if printf x | dd of=/dev/vdc conv=fsync 2>/dev/null; then
+            echo GUEST-RO-WRITE-SUCCEEDED
+        else
+            echo GUEST-RO-WRITE-FAILED
+        fi
+        echo "GUEST-RNG=$(cat /sys/class/misc/hw_random/rng_current) $(head -c 1048576 /dev/hwrng | wc -c)"
         ;;
     cpus) echo "GUEST-CPUS=$(grep -c ^processor /proc/cpuinfo)" ;;
     reboot) reboot -f ;;

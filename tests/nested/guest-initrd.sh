@@ -7,10 +7,11 @@ here=$(dirname "$(realpath "$0")")
 cache=${SMOLVM_CACHE:-$HOME/.cache/smolvm-ci}
 kver=$(ls /lib/modules | sort -V | tail -n 1)
 mkdir -p "$cache"
+GUEST_MODULES="virtio_mmio virtio_blk virtio_rng virtio_console ext4"
 
 build_initrd() {
     local key out stage
-    key=$(cat "$here/guest-init.sh" "$0" /bin/busybox | sha256sum | cut -c1-16)
+    key=$( (cat "$here/guest-init.sh" "$0" /bin/busybox; echo "$kver") | sha256sum | cut -c1-16)
     out=$cache/guest-$key.cpio
     if [ ! -s "$out" ]; then
         stage=$(mktemp -d)
@@ -20,6 +21,16 @@ build_initrd() {
             [ "$applet" = busybox ] || ln -sf busybox "$stage/bin/$applet"
         done
         install -m 0755 "$here/guest-init.sh" "$stage/init"
+        mknod "$stage/dev/console" c 5 1 2>/dev/null || true
+        # The Debian kernel has these as modules: carry them with their
+        # dependencies, in load order.
+        mkdir -p "$stage/modules"
+        for m in $GUEST_MODULES; do
+            modprobe --show-depends -S "$kver" "$m" | awk '$1 == "insmod" { print $2 }'
+        done | awk '!seen[$0]++' | while read -r ko; do
+            cp "$ko" "$stage/modules/"
+            basename "$ko" >> "$stage/modules/order"
+        done
         (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out.tmp"
         mv "$out.tmp" "$out"
         rm -rf "$stage"

@@ -22,6 +22,9 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 host /host || echo "l1
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
+ln -sf /proc/self/fd /host/dev/fd
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts devpts /host/dev/pts
 # Sockets and scratch files cannot live on 9p: give the chroot tmpfs for them.
 # /tmp is covered only when the script does not live there itself.
 mount -t tmpfs -o size=2g run /host/run

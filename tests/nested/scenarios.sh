@@ -94,6 +94,31 @@ scenario_serial_input() {
     expect serial-input "guest read the host's line" has echo "GUEST-GOT=hello-from-host"
 }
 
+# virtio-mmio devices found through the ACPI DSDT by Debian's stock kernel
+# (virtio_mmio as a module), judged by its drivers, debugfs and e2fsck.
+scenario_virtio_disks() {
+    local a=$work/a.raw b=$work/b.ext4 c=$work/c.raw sum_before
+    head -c $((16 << 20)) /dev/zero > "$a"
+    printf HOSTDATA | dd of="$a" conv=notrunc 2> /dev/null
+    mkfs.ext4 -q -F "$b" 32M
+    head -c $((1 << 20)) /dev/urandom > "$c"
+    sum_before=$(sha256sum < "$c")
+    boot virtio --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=virtio" \
+        --disk "$a,id=disk-a" --disk "$b" --disk "$c,ro"
+    expect virtio-blk-read "guest read the host's bytes from vda" has virtio "GUEST-VDA=HOSTDATA"
+    expect virtio-blk-get-id "guest sees the disk's id as its serial" has virtio "GUEST-VDA-SERIAL=disk-a"
+    expect virtio-blk-write "guest's write reached the image at 1 MiB" eval \
+        'has virtio GUEST-VDA-WRITE-OK && [ "$(dd if="$a" bs=512 skip=2048 count=1 2>/dev/null | head -c 10)" = GUESTWROTE ]'
+    expect virtio-blk-ext4 "ext4 written by the guest reads back in debugfs, e2fsck clean" eval \
+        'has virtio GUEST-EXT4-OK && [ "$(debugfs -R "cat /hello.txt" "$b" 2>/dev/null)" = ext4-from-guest ] &&
+         [ "$(debugfs -R "cat /dir/numbers" "$b" 2>/dev/null | wc -l)" = 20000 ] && e2fsck -fn "$b" > /dev/null 2>&1'
+    expect virtio-blk-read-only "write to a ro disk fails in the guest, image unchanged" eval \
+        'has virtio GUEST-RO-WRITE-FAILED && [ "$(sha256sum < "$c")" = "$sum_before" ]'
+    expect virtio-rng "guest read 1 MiB from virtio_rng" has virtio "GUEST-RNG=virtio_rng.0 1048576"
+    expect virtio-clean-exit "no device broke, smolvm exited 0" eval \
+        'test "$rc" -eq 0 && ! grep -q "needs reset" "$work/virtio.err"'
+}
+
 # bad_input NAME EXPECTED_RC [smolvm run args...]: one line on stderr, the
 # right exit code, no sanitizer report, for both builds.
 bad_input() {
@@ -127,6 +152,8 @@ scenario_bad_inputs() {
     bad_input cpus-too-many 1 --kernel "$KERNEL" --cpus 9999
     bad_input no-kernel 2 --mem 64M
     bad_input unknown-option 2 --kernel "$KERNEL" --frobnicate
+    bad_input missing-disk 1 --kernel "$KERNEL" --disk /nonexistent/disk.img
+    bad_input bad-disk-option 2 --kernel "$KERNEL" --disk /etc/hostname,bogus
     # No /dev/kvm at all: hide /dev in a private mount namespace.
     if command -v unshare > /dev/null; then
         local err=$work/bad-no-kvm.err
@@ -144,5 +171,6 @@ scenario_reboot
 scenario_panic
 scenario_pvh
 scenario_serial_input
+scenario_virtio_disks
 scenario_bad_inputs
 rm -rf "$work"

@@ -1,0 +1,35 @@
+#!/bin/bash
+# Runs inside a KVM host (the L1 guest, or directly): boots the same kernel
+# and initrd RUNS times with smolvm and with QEMU -M microvm, timing wall
+# time from launch to the init's first line. Writes RESULTS/times.tsv.
+# usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
+set -u
+results=$1
+# shellcheck source=/dev/null
+. "$results/params.sh"
+RUNS=${RUNS:-5}
+MARKER=SMOLVM-GUEST-UP
+CMDLINE="console=ttyS0 quiet panic=-1"
+out=$results/times.tsv
+: > "$out"
+
+# time_to_marker LABEL COMMAND...: milliseconds from launch to MARKER.
+time_to_marker() {
+    local label=$1 start ms=
+    shift
+    start=$(date +%s%N)
+    while IFS= read -r line; do
+        if [ -z "$ms" ] && [[ $line == *"$MARKER"* ]]; then
+            ms=$((($(date +%s%N) - start) / 1000000))
+        fi
+    done < <(timeout 300 "$@" < /dev/null 2>&1)
+    echo -e "$label\t${ms:-timeout}" | tee -a "$out"
+}
+
+for i in $(seq 1 "$RUNS"); do
+    time_to_marker smolvm "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" \
+        --mem 256M --cmdline "$CMDLINE"
+    time_to_marker qemu-microvm qemu-system-x86_64 -M microvm -accel kvm -cpu host \
+        -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
+        -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
+done

@@ -1,0 +1,307 @@
+#include "devices/virtio/mmio.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/vm.h"
+#include "util/err.h"
+
+enum {
+    REG_MAGIC = 0x000,
+    REG_VERSION = 0x004,
+    REG_DEVICE_ID = 0x008,
+    REG_VENDOR_ID = 0x00c,
+    REG_DEVICE_FEATURES = 0x010,
+    REG_DEVICE_FEATURES_SEL = 0x014,
+    REG_DRIVER_FEATURES = 0x020,
+    REG_DRIVER_FEATURES_SEL = 0x024,
+    REG_QUEUE_SEL = 0x030,
+    REG_QUEUE_NUM_MAX = 0x034,
+    REG_QUEUE_NUM = 0x038,
+    REG_QUEUE_READY = 0x044,
+    REG_QUEUE_NOTIFY = 0x050,
+    REG_INTERRUPT_STATUS = 0x060,
+    REG_INTERRUPT_ACK = 0x064,
+    REG_STATUS = 0x070,
+    REG_QUEUE_DESC_LOW = 0x080,
+    REG_QUEUE_DESC_HIGH = 0x084,
+    REG_QUEUE_DRIVER_LOW = 0x090,
+    REG_QUEUE_DRIVER_HIGH = 0x094,
+    REG_QUEUE_DEVICE_LOW = 0x0a0,
+    REG_QUEUE_DEVICE_HIGH = 0x0a4,
+    REG_CONFIG_GENERATION = 0x0fc,
+    REG_CONFIG = 0x100,
+};
+
+#define MAGIC 0x74726976u /* "virt" */
+#define VENDOR_SMOLVM 0x4c4f4d53u /* "SMOL" */
+#define INTERRUPT_USED 1
+#define INTERRUPT_CONFIG 2
+#define TRANSPORT_FEATURES (VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC)
+
+static void raise_irq_line(struct virtio_mmio *t)
+{
+    /* Edge-triggered, as the DSDT says: one pulse per interrupt. */
+    vm_set_irq(t->vm, t->irq, true);
+    vm_set_irq(t->vm, t->irq, false);
+}
+
+void (*virtio_mmio_raise_irq)(struct virtio_mmio *t) = raise_irq_line;
+
+static uint64_t device_features(const struct virtio_mmio *t)
+{
+    return t->ops->features | TRANSPORT_FEATURES;
+}
+
+static bool broken(const struct virtio_mmio *t)
+{
+    return t->status & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED);
+}
+
+static void reset_locked(struct virtio_mmio *t)
+{
+    t->status = 0;
+    t->driver_features = 0;
+    t->interrupt_status = 0;
+    t->device_features_sel = t->driver_features_sel = t->queue_sel = 0;
+    for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
+        t->queues[i] = (struct virtq){.mem = vm_memory(t->vm)};
+    if (t->ops->reset)
+        t->ops->reset(t->dev);
+}
+
+static struct virtq *selected_queue(struct virtio_mmio *t)
+{
+    return t->queue_sel < t->ops->num_queues ? &t->queues[t->queue_sel] : NULL;
+}
+
+static void set_half(uint64_t *v, bool high, uint32_t half)
+{
+    *v = high ? (*v & 0xffffffffull) | (uint64_t)half << 32 : (*v & ~0xffffffffull) | half;
+}
+
+static uint32_t read_reg(struct virtio_mmio *t, uint64_t offset)
+{
+    struct virtq *q = selected_queue(t);
+    uint64_t f;
+
+    switch (offset) {
+    case REG_MAGIC: return MAGIC;
+    case REG_VERSION: return 2;
+    case REG_DEVICE_ID: return t->ops->device_id;
+    case REG_VENDOR_ID: return VENDOR_SMOLVM;
+    case REG_DEVICE_FEATURES:
+        f = device_features(t);
+        return t->device_features_sel == 0 ? (uint32_t)f
+               : t->device_features_sel == 1 ? (uint32_t)(f >> 32) : 0;
+    case REG_QUEUE_NUM_MAX: return q ? t->ops->queue_max : 0;
+    case REG_QUEUE_READY: return q ? q->ready : 0;
+    case REG_INTERRUPT_STATUS: return t->interrupt_status;
+    case REG_STATUS: return t->status;
+    case REG_CONFIG_GENERATION: return t->config_generation;
+    default: return 0;
+    }
+}
+
+static void set_status(struct virtio_mmio *t, uint32_t v)
+{
+    if (v == 0) {
+        reset_locked(t);
+        return;
+    }
+    if ((v & VIRTIO_STATUS_FEATURES_OK) && !(t->status & VIRTIO_STATUS_FEATURES_OK)) {
+        /* Refuse features we did not offer, and legacy drivers. */
+        if ((t->driver_features & ~device_features(t)) ||
+            !(t->driver_features & VIRTIO_F_VERSION_1))
+            v &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK;
+    }
+    t->status = v | (t->status & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+static void queue_ready(struct virtio_mmio *t, struct virtq *q, uint32_t v)
+{
+    if (!v) {
+        q->ready = false;
+        return;
+    }
+    q->mem = vm_memory(t->vm);
+    q->event_idx = t->driver_features & VIRTIO_F_EVENT_IDX;
+    if (q->size > t->ops->queue_max || virtq_validate(q) < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "queue %u: %s", t->queue_sel,
+                 q->size > t->ops->queue_max ? "size above QueueNumMax" : err_msg());
+        pthread_mutex_unlock(&t->lock);
+        virtio_mmio_fail(t, why);
+        pthread_mutex_lock(&t->lock);
+        return;
+    }
+    q->ready = true;
+}
+
+/* Returns the queue to notify, or -1. */
+static int write_reg(struct virtio_mmio *t, uint64_t offset, uint32_t v)
+{
+    struct virtq *q = selected_queue(t);
+
+    switch (offset) {
+    case REG_DEVICE_FEATURES_SEL: t->device_features_sel = v; break;
+    case REG_DRIVER_FEATURES:
+        if (t->driver_features_sel < 2)
+            set_half(&t->driver_features, t->driver_features_sel == 1, v);
+        break;
+    case REG_DRIVER_FEATURES_SEL: t->driver_features_sel = v; break;
+    case REG_QUEUE_SEL: t->queue_sel = v; break;
+    case REG_QUEUE_NUM:
+        if (q && !q->ready)
+            q->size = (uint16_t)(v > 0xffff ? 0 : v);
+        break;
+    case REG_QUEUE_READY:
+        if (q)
+            queue_ready(t, q, v);
+        break;
+    case REG_QUEUE_NOTIFY:
+        if (v < t->ops->num_queues && (t->status & VIRTIO_STATUS_DRIVER_OK) && !broken(t))
+            return (int)v;
+        break;
+    case REG_INTERRUPT_ACK: t->interrupt_status &= ~v; break;
+    case REG_STATUS: set_status(t, v); break;
+    case REG_QUEUE_DESC_LOW:
+    case REG_QUEUE_DESC_HIGH:
+        if (q && !q->ready)
+            set_half(&q->desc_gpa, offset == REG_QUEUE_DESC_HIGH, v);
+        break;
+    case REG_QUEUE_DRIVER_LOW:
+    case REG_QUEUE_DRIVER_HIGH:
+        if (q && !q->ready)
+            set_half(&q->avail_gpa, offset == REG_QUEUE_DRIVER_HIGH, v);
+        break;
+    case REG_QUEUE_DEVICE_LOW:
+    case REG_QUEUE_DEVICE_HIGH:
+        if (q && !q->ready)
+            set_half(&q->used_gpa, offset == REG_QUEUE_DEVICE_HIGH, v);
+        break;
+    default: break;
+    }
+    return -1;
+}
+
+static void config_access(struct virtio_mmio *t, uint64_t offset, uint8_t *data, unsigned size,
+                          bool is_write)
+{
+    uint64_t off = offset - REG_CONFIG;
+
+    if (off >= t->ops->config_size || size > t->ops->config_size - off) {
+        if (!is_write)
+            memset(data, 0, size);
+        return;
+    }
+    if (!is_write && t->ops->read_config)
+        t->ops->read_config(t->dev, (uint32_t)off, data, size);
+    else if (is_write && t->ops->write_config)
+        t->ops->write_config(t->dev, (uint32_t)off, data, size);
+}
+
+void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
+                        bool is_write)
+{
+    struct virtio_mmio *t = opaque;
+    int notify = -1;
+    uint32_t v = 0;
+
+    if (offset >= REG_CONFIG) {
+        config_access(t, offset, data, size, is_write);
+        return;
+    }
+    if (size != 4 || (offset & 3)) { /* the spec allows only aligned 32-bit access */
+        if (!is_write)
+            memset(data, 0, size);
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    if (is_write) {
+        memcpy(&v, data, 4);
+        notify = write_reg(t, offset, v);
+    } else {
+        v = read_reg(t, offset);
+        memcpy(data, &v, 4);
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (notify >= 0 && t->ops->queue_notify)
+        t->ops->queue_notify(t->dev, t, (unsigned)notify);
+}
+
+struct virtq *virtio_mmio_queue(struct virtio_mmio *t, unsigned q)
+{
+    struct virtq *vq;
+    pthread_mutex_lock(&t->lock);
+    vq = (q < t->ops->num_queues && t->queues[q].ready && !broken(t)) ? &t->queues[q] : NULL;
+    pthread_mutex_unlock(&t->lock);
+    return vq;
+}
+
+void virtio_mmio_used(struct virtio_mmio *t, unsigned q)
+{
+    bool raise = false;
+
+    pthread_mutex_lock(&t->lock);
+    if (q < t->ops->num_queues && t->queues[q].ready && virtq_needs_interrupt(&t->queues[q])) {
+        t->interrupt_status |= INTERRUPT_USED;
+        raise = true;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (raise)
+        virtio_mmio_raise_irq(t);
+}
+
+void virtio_mmio_fail(struct virtio_mmio *t, const char *why)
+{
+    bool first;
+
+    pthread_mutex_lock(&t->lock);
+    first = !(t->status & VIRTIO_STATUS_NEEDS_RESET);
+    t->status |= VIRTIO_STATUS_NEEDS_RESET;
+    t->interrupt_status |= INTERRUPT_CONFIG;
+    pthread_mutex_unlock(&t->lock);
+    if (first)
+        fprintf(stderr, "smolvm: virtio-%s at 0x%llx: %s; device needs reset\n", t->ops->name,
+                (unsigned long long)t->base, why);
+    virtio_mmio_raise_irq(t);
+}
+
+int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void *dev,
+                       struct virtio_mmio **out)
+{
+    struct virtio_mmio *t;
+    int r;
+
+    if (ops->num_queues > VIRTIO_MMIO_MAX_QUEUES || ops->queue_max > VIRTQ_MAX_SIZE)
+        return err_plain(EINVAL, "virtio-%s: too many or too large queues", ops->name);
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return err_set(ENOMEM, "virtio-%s", ops->name);
+    t->vm = vm;
+    t->ops = ops;
+    t->dev = dev;
+    pthread_mutex_init(&t->lock, NULL);
+    reset_locked(t);
+    r = vm_alloc_mmio_window(vm, VIRTIO_MMIO_WINDOW, &t->base, &t->irq);
+    if (r == 0)
+        r = vm_register_mmio(vm, t->base, VIRTIO_MMIO_WINDOW, virtio_mmio_access, t);
+    if (r == 0)
+        r = vm_describe_mmio_device(vm, t->base, VIRTIO_MMIO_WINDOW, t->irq);
+    if (r < 0) {
+        virtio_mmio_destroy(t);
+        return r;
+    }
+    *out = t;
+    return 0;
+}
+
+void virtio_mmio_destroy(struct virtio_mmio *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}

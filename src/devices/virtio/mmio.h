@@ -1,0 +1,88 @@
+/* The virtio-mmio transport, version 2 (virtio 1.2, section 4.2.2). A
+ * virtio device supplies its ops; the transport owns the registers, the
+ * queues and the interrupt, and gives every device the same defences: a
+ * malformed queue marks the device DEVICE_NEEDS_RESET, the VMM goes on. */
+#ifndef SMOLVM_DEVICES_VIRTIO_MMIO_H
+#define SMOLVM_DEVICES_VIRTIO_MMIO_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/virtio/queue.h"
+
+struct vm;
+
+#define VIRTIO_MMIO_MAX_QUEUES 8
+#define VIRTIO_MMIO_WINDOW 0x1000
+
+#define VIRTIO_F_INDIRECT_DESC (1ull << 28)
+#define VIRTIO_F_EVENT_IDX (1ull << 29)
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define VIRTIO_STATUS_FAILED 0x80
+
+struct virtio_mmio;
+
+struct virtio_device_ops {
+    const char *name;
+    uint32_t device_id;
+    uint64_t features; /* the transport adds VERSION_1, EVENT_IDX, INDIRECT_DESC */
+    unsigned num_queues;
+    uint16_t queue_max;
+    /* Device config space: reads of [offset, offset+size) within
+     * config_size; writes are ignored unless write_config is set. */
+    uint32_t config_size;
+    void (*read_config)(void *dev, uint32_t offset, uint8_t *data, unsigned size);
+    void (*write_config)(void *dev, uint32_t offset, const uint8_t *data, unsigned size);
+    /* The driver kicked queue q (called with the transport unlocked). */
+    void (*queue_notify)(void *dev, struct virtio_mmio *t, unsigned q);
+    /* The driver reset the device: drop in-flight state. */
+    void (*reset)(void *dev);
+};
+
+struct virtio_mmio {
+    struct vm *vm;
+    const struct virtio_device_ops *ops;
+    void *dev;
+    uint64_t base;
+    uint32_t irq;
+    pthread_mutex_t lock;
+    uint32_t status;
+    uint32_t device_features_sel, driver_features_sel, queue_sel;
+    uint64_t driver_features;
+    uint32_t interrupt_status;
+    uint32_t config_generation;
+    struct virtq queues[VIRTIO_MMIO_MAX_QUEUES];
+};
+
+/* Places the device in the next virtio-mmio window (its MMIO range, IRQ
+ * and DSDT entry). */
+int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void *dev,
+                       struct virtio_mmio **out) __attribute__((warn_unused_result));
+void virtio_mmio_destroy(struct virtio_mmio *t);
+
+/* The register file, for the bus and for unit tests. */
+void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
+                        bool is_write);
+
+/* Queue q of a live device, or NULL when not ready or broken. */
+struct virtq *virtio_mmio_queue(struct virtio_mmio *t, unsigned q);
+
+/* After pushing used buffers to queue q: interrupts the driver if it
+ * asked for it. */
+void virtio_mmio_used(struct virtio_mmio *t, unsigned q);
+
+/* The guest broke the protocol: set DEVICE_NEEDS_RESET, tell the driver,
+ * log one line, stop using the queues until the driver resets us. */
+void virtio_mmio_fail(struct virtio_mmio *t, const char *why);
+
+/* Drives the interrupt line; tests replace it. */
+extern void (*virtio_mmio_raise_irq)(struct virtio_mmio *t);
+
+#endif

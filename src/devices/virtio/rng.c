@@ -1,0 +1,96 @@
+/* virtio-rng (virtio 1.2, section 5.4): fills each buffer the driver gives
+ * with bytes from the host's getrandom(). */
+#include <stdlib.h>
+#include <sys/random.h>
+
+#include "core/vm.h"
+#include "devices/device.h"
+#include "devices/virtio/mmio.h"
+#include "util/err.h"
+
+#define VIRTIO_ID_RNG 4
+
+struct rng {
+    struct virtq_chain chain;
+};
+
+static void fill(struct virtq_chain *c)
+{
+    for (unsigned i = c->readable; i < c->count; i++) {
+        struct virtq_buf *b = &c->bufs[i];
+        for (uint32_t done = 0; done < b->len;) {
+            ssize_t n = getrandom(b->addr + done, b->len - done, 0);
+            if (n > 0)
+                done += (uint32_t)n;
+        }
+    }
+}
+
+static void rng_notify(void *dev, struct virtio_mmio *t, unsigned qi)
+{
+    struct rng *rng = dev;
+    struct virtq *q = virtio_mmio_queue(t, qi);
+    int r;
+
+    if (!q)
+        return;
+    while ((r = virtq_pop(q, &rng->chain)) > 0) {
+        fill(&rng->chain);
+        if (virtq_push(q, rng->chain.head, (uint32_t)rng->chain.writable_bytes) < 0) {
+            r = -1;
+            break;
+        }
+    }
+    if (r < 0)
+        virtio_mmio_fail(t, err_msg());
+    virtio_mmio_used(t, qi);
+}
+
+static const struct virtio_device_ops rng_ops = {
+    .name = "rng",
+    .device_id = VIRTIO_ID_RNG,
+    .num_queues = 1,
+    .queue_max = 256,
+    .queue_notify = rng_notify,
+};
+
+struct rng_device {
+    struct rng rng;
+    struct virtio_mmio *transport;
+};
+
+static int rng_create(struct vm *vm, void **state)
+{
+    struct rng_device *d;
+    int r;
+
+    *state = NULL;
+    if (!vm_config(vm)->rng)
+        return 0;
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return err_set(ENOMEM, "virtio-rng");
+    r = virtio_mmio_create(vm, &rng_ops, &d->rng, &d->transport);
+    if (r < 0) {
+        free(d);
+        return r;
+    }
+    *state = d;
+    return 0;
+}
+
+static void rng_destroy(void *state)
+{
+    struct rng_device *d = state;
+    if (!d)
+        return;
+    virtio_mmio_destroy(d->transport);
+    free(d);
+}
+
+static const struct device_type virtio_rng = {
+    .name = "virtio-rng",
+    .create = rng_create,
+    .destroy = rng_destroy,
+};
+DEVICE_REGISTER(virtio_rng);
