@@ -35,6 +35,9 @@ static const char run_help[] =
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
     "      --no-rng           no virtio-rng device\n"
+    "      --console serial|virtio\n"
+    "                         which device gets this terminal's input: COM1 (ttyS0,\n"
+    "                         default) or virtio-console (hvc0); both show output\n"
     "      --trace-boot       print boot timestamps (tslog style) to stderr when the guest stops\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the boot trace as JSON\n"
@@ -96,7 +99,7 @@ static int parse_disk(char *spec, struct vm_config *cfg)
 
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -105,6 +108,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"mem", required_argument, NULL, 'm'},
         {"disk", required_argument, NULL, 'd'},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
+        {"console", required_argument, NULL, OPT_CONSOLE},
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
@@ -135,6 +139,14 @@ static int parse_args(int argc, char **argv, struct run_options *o)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
             break;
         case OPT_NO_RNG: o->vm.rng = false; break;
+        case OPT_CONSOLE:
+            if (strcmp(optarg, "serial") == 0)
+                o->vm.console = VM_CONSOLE_SERIAL;
+            else if (strcmp(optarg, "virtio") == 0)
+                o->vm.console = VM_CONSOLE_VIRTIO;
+            else
+                return cli_fail(CLI_USAGE, "--console must be 'serial' or 'virtio'");
+            break;
         case OPT_TRACE_BOOT: o->trace_boot = true; break;
         case OPT_TRACE_UNTIL:
             o->vm.trace_until = optarg;

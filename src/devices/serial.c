@@ -275,7 +275,8 @@ static int com1_create(struct vm *vm, void **state)
         free(c);
         return r;
     }
-    console_set_input(vm_console(vm), com1_input, c);
+    if (vm_config(vm)->console == VM_CONSOLE_SERIAL)
+        console_set_input(vm_console(vm), com1_input, c);
     *state = c;
     return 0;
 }

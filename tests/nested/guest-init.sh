@@ -37,6 +37,14 @@ case "$test" in
         fi
         echo "GUEST-RNG=$(cat /sys/class/misc/hw_random/rng_current) $(head -c 1048576 /dev/hwrng | wc -c)"
         ;;
+    hvc)
+        # A line in and out over virtio-console (hvc0).
+        load_modules
+        stty -F /dev/hvc0 -echo 2>/dev/null
+        echo GUEST-HVC-READY > /dev/hvc0
+        read -r line < /dev/hvc0
+        echo "GUEST-HVC-GOT=$line" > /dev/hvc0
+        ;;
     cpus) echo "GUEST-CPUS=$(grep -c ^processor /proc/cpuinfo)" ;;
     reboot) reboot -f ;;
     panic) echo c > /proc/sysrq-trigger ;;

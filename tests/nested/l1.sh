@@ -7,8 +7,11 @@
 #
 # usage: l1.sh SCRIPT RESULTS_DIR
 # env:   SMOLVM_CACHE  where the L1 initrd is cached (default ~/.cache/smolvm-ci)
-#        L1_TIMEOUT    seconds before the L1 is killed (default 1800)
-#        L1_SMP        vCPUs of the L1 (default 2)
+#        L1_TIMEOUT    seconds before the L1 is killed (default 1500)
+#        L1_STALL      seconds without new output in RESULTS before the L1 is
+#                      taken for hung and killed (default 420)
+#        L1_SMP        vCPUs of the L1 (default 1: multi-threaded TCG with
+#                      nested SVM was seen to lock up the L1 kernel)
 set -euo pipefail
 
 script=$(realpath "$1")
@@ -44,14 +47,33 @@ l1_initrd() {
 }
 
 initrd=$(l1_initrd)
-timeout "${L1_TIMEOUT:-1800}" qemu-system-x86_64 \
-    -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 6144 -smp "${L1_SMP:-2}" \
+timeout "${L1_TIMEOUT:-1500}" qemu-system-x86_64 \
+    -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 6144 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
     -append "console=ttyS0 quiet panic=-1 smolvm.script=$script" \
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
     -virtfs local,path="$results",mount_tag=results,security_model=none,multidevs=remap \
-    < /dev/null 2>"$results/qemu-l1.err" | grep -v -e "Unhandled WRMSR" -e "^$" || true
+    < /dev/null 2>"$results/qemu-l1.err" > "$results/l1-serial.log" &
+qemu=$!
+# A hung L1 must not eat CI's time: no file the scenarios write in RESULTS
+# changing for L1_STALL seconds ends it (the L1's own console log does not
+# count: a locked-up L1 kernel keeps printing there).
+stall=${L1_STALL:-420}
+last=$(date +%s)
+while kill -0 "$qemu" 2>/dev/null; do
+    sleep 5
+    newest=$(find "$results" -type f ! -name l1-serial.log ! -name qemu-l1.err \
+        -printf '%T@\n' | sort -n | tail -n 1)
+    [ -n "$newest" ] && [ "${newest%.*}" -gt "$last" ] && last=${newest%.*}
+    if [ $(( $(date +%s) - last )) -gt "$stall" ]; then
+        echo "l1: no progress for ${stall}s; killing the L1 guest" >&2
+        kill "$qemu" 2>/dev/null
+        break
+    fi
+done
+wait "$qemu" 2>/dev/null || true
+grep -v -e "Unhandled WRMSR" -e "^$" "$results/l1-serial.log" || true
 
 if [ ! -f "$results/l1.rc" ]; then
     echo "l1: the L1 guest did not finish (timeout or crash)" >&2

@@ -74,24 +74,40 @@ scenario_pvh() {
 
 # A line typed on the host reaches the guest's shell and its answer comes
 # back: the 8250's receive path and interrupts, end to end.
-scenario_serial_input() {
-    local fifo=$work/in.fifo out=$work/echo.out i
+# type_line NAME MARKER LINE [smolvm run args]: boots, waits for MARKER on
+# the console, types LINE on smolvm's stdin, waits for the guest to end.
+type_line() {
+    local name=$1 marker=$2 line=$3 fifo=$work/$1.fifo out=$work/$1.out i pid
+    shift 3
     mkfifo "$fifo"
-    timeout "$BOOT_TIMEOUT" "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$GUEST_CMDLINE smolvm.test=echo" < "$fifo" > "$out" 2> "$work/echo.err" &
-    local pid=$!
+    timeout "$BOOT_TIMEOUT" "$SMOLVM" run "$@" < "$fifo" > "$out" 2> "$work/$name.err" &
+    pid=$!
     exec 7> "$fifo"
     for i in $(seq 1 "$BOOT_TIMEOUT"); do
-        grep -q SMOLVM-GUEST-UP "$out" && break
+        grep -q "$marker" "$out" && break
         sleep 1
     done
     sleep 1
-    echo "hello-from-host" >&7
+    echo "$line" >&7
     wait "$pid"
     rc=$?
     exec 7>&-
-    cp "$out" "$work/echo.err" "$results/" 2>/dev/null
+    cp "$out" "$work/$name.err" "$results/" 2>/dev/null
+}
+
+# A line typed on the host reaches the guest's shell and its answer comes
+# back: the 8250's receive path and interrupts, end to end.
+scenario_serial_input() {
+    type_line echo SMOLVM-GUEST-UP hello-from-host --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=echo"
     expect serial-input "guest read the host's line" has echo "GUEST-GOT=hello-from-host"
+}
+
+# The same over virtio-console: hvc0 in both directions.
+scenario_virtio_console() {
+    type_line hvc GUEST-HVC-READY hello-over-hvc --console virtio --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=hvc"
+    expect virtio-console "hvc0 carried a line both ways" has hvc "GUEST-HVC-GOT=hello-over-hvc"
 }
 
 # virtio-mmio devices found through the ACPI DSDT by Debian's stock kernel
@@ -154,6 +170,7 @@ scenario_bad_inputs() {
     bad_input unknown-option 2 --kernel "$KERNEL" --frobnicate
     bad_input missing-disk 1 --kernel "$KERNEL" --disk /nonexistent/disk.img
     bad_input bad-disk-option 2 --kernel "$KERNEL" --disk /etc/hostname,bogus
+    bad_input bad-console 2 --kernel "$KERNEL" --console vga
     # No /dev/kvm at all: hide /dev in a private mount namespace.
     if command -v unshare > /dev/null; then
         local err=$work/bad-no-kvm.err
@@ -172,5 +189,6 @@ scenario_panic
 scenario_pvh
 scenario_serial_input
 scenario_virtio_disks
+scenario_virtio_console
 scenario_bad_inputs
 rm -rf "$work"

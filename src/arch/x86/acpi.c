@@ -11,6 +11,7 @@
 #define HEADER_LEN 36
 #define RSDP_LEN 36
 #define FADT_LEN 276
+#define FADT_IAPC_BOOT_ARCH 109
 #define FADT_FLAGS 112
 #define FADT_RESET_REG 116
 #define FADT_RESET_VALUE 128
@@ -23,6 +24,10 @@
 #define FADT_FLAG_SLP_BUTTON (1u << 5)
 #define FADT_FLAG_RESET_REG_SUP (1u << 10)
 #define FADT_FLAG_HW_REDUCED (1u << 20)
+/* No VGA and no CMOS RTC: without the latter flag Linux probes the RTC
+ * ports and waits seconds for an update cycle that never comes. */
+#define IAPC_VGA_NOT_PRESENT (1u << 2)
+#define IAPC_CMOS_RTC_NOT_PRESENT (1u << 5)
 #define GAS_SYSTEM_IO 1
 #define GAS_ACCESS_BYTE 1
 #define MADT_LOCAL_APIC 0
@@ -226,6 +231,7 @@ static int build_fadt(struct writer *w, uint64_t dsdt, uint64_t *gpa)
     if (!t)
         return -ENOSPC;
     header(t, "FACP", FADT_LEN, 6);
+    put_le(t + FADT_IAPC_BOOT_ARCH, IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT, 2);
     put_le(t + FADT_FLAGS,
            FADT_FLAG_HW_REDUCED | FADT_FLAG_RESET_REG_SUP | FADT_FLAG_PWR_BUTTON |
                FADT_FLAG_SLP_BUTTON,

@@ -165,10 +165,11 @@ static uint8_t do_request(struct blk *b, const struct virtq_chain *c, const stru
     }
 }
 
-/* 0 when served, <0 when the chain is not a well-formed request. */
-static int serve(struct blk *b, struct virtq *q)
+/* The bytes written into the chain, or <0 when it is not a well-formed
+ * request. */
+static long serve(void *dev, const struct virtq_chain *c)
 {
-    const struct virtq_chain *c = &b->chain;
+    struct blk *b = dev;
     struct blk_header h;
     uint32_t written = 0;
     uint8_t status;
@@ -181,23 +182,13 @@ static int serve(struct blk *b, struct virtq *q)
         return err_plain(EINVAL, "read request with device-readable data");
     status = do_request(b, c, &h, &written);
     virtq_chain_write(c, c->writable_bytes - 1, &status, 1);
-    return virtq_push(q, c->head, written + 1);
+    return (long)written + 1;
 }
 
 static void blk_notify(void *dev, struct virtio_mmio *t, unsigned qi)
 {
     struct blk *b = dev;
-    struct virtq *q = virtio_mmio_queue(t, qi);
-    int r;
-
-    if (!q)
-        return;
-    while ((r = virtq_pop(q, &b->chain)) > 0)
-        if ((r = serve(b, q)) < 0)
-            break;
-    if (r < 0)
-        virtio_mmio_fail(t, err_msg());
-    virtio_mmio_used(t, qi);
+    virtio_mmio_serve(t, qi, &b->chain, serve, b);
 }
 
 struct blk_devices {

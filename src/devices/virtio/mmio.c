@@ -254,6 +254,26 @@ void virtio_mmio_used(struct virtio_mmio *t, unsigned q)
         virtio_mmio_raise_irq(t);
 }
 
+void virtio_mmio_serve(struct virtio_mmio *t, unsigned qi, struct virtq_chain *chain,
+                       long (*serve)(void *dev, const struct virtq_chain *c), void *dev)
+{
+    struct virtq *q = virtio_mmio_queue(t, qi);
+    long written;
+    int r;
+
+    if (!q)
+        return;
+    while ((r = virtq_pop(q, chain)) > 0) {
+        written = serve(dev, chain);
+        r = written < 0 ? (int)written : virtq_push(q, chain->head, (uint32_t)written);
+        if (r < 0)
+            break;
+    }
+    if (r < 0)
+        virtio_mmio_fail(t, err_msg());
+    virtio_mmio_used(t, qi);
+}
+
 void virtio_mmio_fail(struct virtio_mmio *t, const char *why)
 {
     bool first;

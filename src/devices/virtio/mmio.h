@@ -78,6 +78,13 @@ struct virtq *virtio_mmio_queue(struct virtio_mmio *t, unsigned q);
  * asked for it. */
 void virtio_mmio_used(struct virtio_mmio *t, unsigned q);
 
+/* Pops every available chain of queue q, hands each to serve (which returns
+ * the bytes it wrote into the chain, or <0 for a malformed request), pushes
+ * it back and interrupts the driver if it asked. A malformed queue or
+ * request marks the device broken. */
+void virtio_mmio_serve(struct virtio_mmio *t, unsigned q, struct virtq_chain *chain,
+                       long (*serve)(void *dev, const struct virtq_chain *c), void *dev);
+
 /* The guest broke the protocol: set DEVICE_NEEDS_RESET, tell the driver,
  * log one line, stop using the queues until the driver resets us. */
 void virtio_mmio_fail(struct virtio_mmio *t, const char *why);

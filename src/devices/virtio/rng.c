@@ -14,36 +14,24 @@ struct rng {
     struct virtq_chain chain;
 };
 
-static void fill(struct virtq_chain *c)
+static long fill(void *dev, const struct virtq_chain *c)
 {
+    (void)dev;
     for (unsigned i = c->readable; i < c->count; i++) {
-        struct virtq_buf *b = &c->bufs[i];
+        const struct virtq_buf *b = &c->bufs[i];
         for (uint32_t done = 0; done < b->len;) {
             ssize_t n = getrandom(b->addr + done, b->len - done, 0);
             if (n > 0)
                 done += (uint32_t)n;
         }
     }
+    return (long)c->writable_bytes;
 }
 
 static void rng_notify(void *dev, struct virtio_mmio *t, unsigned qi)
 {
     struct rng *rng = dev;
-    struct virtq *q = virtio_mmio_queue(t, qi);
-    int r;
-
-    if (!q)
-        return;
-    while ((r = virtq_pop(q, &rng->chain)) > 0) {
-        fill(&rng->chain);
-        if (virtq_push(q, rng->chain.head, (uint32_t)rng->chain.writable_bytes) < 0) {
-            r = -1;
-            break;
-        }
-    }
-    if (r < 0)
-        virtio_mmio_fail(t, err_msg());
-    virtio_mmio_used(t, qi);
+    virtio_mmio_serve(t, qi, &rng->chain, fill, rng);
 }
 
 static const struct virtio_device_ops rng_ops = {
