@@ -35,6 +35,7 @@ static const char run_help[] =
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
     "      --no-rng           no virtio-rng device\n"
+    "      --no-kernel-cache  boot a bzImage as it is, not from its cached unpacked vmlinux\n"
     "      --console serial|virtio\n"
     "                         which device gets this terminal's input: COM1 (ttyS0,\n"
     "                         default) or virtio-console (hvc0); both show output\n"
@@ -99,7 +100,7 @@ static int parse_disk(char *spec, struct vm_config *cfg)
 
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE, OPT_NO_KERNEL_CACHE };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -109,6 +110,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"disk", required_argument, NULL, 'd'},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
         {"console", required_argument, NULL, OPT_CONSOLE},
+        {"no-kernel-cache", no_argument, NULL, OPT_NO_KERNEL_CACHE},
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
@@ -139,6 +141,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
             break;
         case OPT_NO_RNG: o->vm.rng = false; break;
+        case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
         case OPT_CONSOLE:
             if (strcmp(optarg, "serial") == 0)
                 o->vm.console = VM_CONSOLE_SERIAL;

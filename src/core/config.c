@@ -12,6 +12,7 @@ void vm_config_defaults(struct vm_config *cfg)
     cfg->cpus = 1;
     cfg->cmdline = "console=ttyS0";
     cfg->rng = true;
+    cfg->kernel_cache = true;
 }
 
 static uint64_t host_memory_bytes(void)

@@ -30,6 +30,7 @@ struct vm_config {
     bool interactive;        /* stdin is a terminal: raw mode, Ctrl-A x quits */
     enum vm_console_kind console; /* which device gets the host's stdin */
     bool rng;                /* virtio-rng */
+    bool kernel_cache;       /* boot bzImages from a cached, unpacked vmlinux */
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];
 };

@@ -12,6 +12,7 @@
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
 #include "arch/x86/layout.h"
+#include "arch/x86/unpack.h"
 #include "devices/device.h"
 #include "hv/hv.h"
 #include "util/err.h"
@@ -161,6 +162,31 @@ int vm_set_irq(struct vm *vm, unsigned gsi, bool level)
     return hv_vm_set_irq(vm->hv, gsi, level);
 }
 
+/* Swaps a bzImage for its cached, unpacked vmlinux when there is one: the
+ * guest then skips its own decompressor. Any failure keeps the bzImage. */
+static void use_unpacked_kernel(struct vm *vm)
+{
+    struct mapped_file unpacked;
+    char *dir, *path = NULL;
+
+    if (!vm->cfg.kernel_cache || x86_kernel_kind(vm->kernel.data, vm->kernel.len) !=
+                                     X86_KERNEL_BZIMAGE)
+        return;
+    dir = x86_kernel_cache_dir();
+    if (x86_unpacked_kernel(vm->kernel.data, vm->kernel.len, dir, &path) == 0 && path &&
+        file_map(path, "unpacked kernel", &unpacked) == 0) {
+        if (x86_kernel_check(unpacked.data, unpacked.len) == 0) {
+            file_unmap(&vm->kernel);
+            vm->kernel = unpacked;
+        } else {
+            file_unmap(&unpacked);
+        }
+    }
+    err_clear();
+    free(path);
+    free(dir);
+}
+
 static int load_inputs(struct vm *vm)
 {
     int r = file_map(vm->cfg.kernel_path, "kernel", &vm->kernel);
@@ -171,6 +197,7 @@ static int load_inputs(struct vm *vm)
         err_prefix("kernel '%s'", vm->cfg.kernel_path);
         return r;
     }
+    use_unpacked_kernel(vm);
     if (vm->cfg.initrd_path)
         r = file_map(vm->cfg.initrd_path, "initrd", &vm->initrd);
     return r;

@@ -1,0 +1,259 @@
+#include "arch/x86/unpack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lzma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "arch/x86/bzimage.h"
+#include "arch/x86/elf.h"
+#include "util/err.h"
+
+#define HDR_PAYLOAD_OFFSET 0x248
+#define HDR_PAYLOAD_LENGTH 0x24c
+#define MAX_VMLINUX (1ull << 30)
+#define CACHE_FORMAT_VERSION 1
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Output buffer that grows by doubling, capped at MAX_VMLINUX. */
+struct sink {
+    uint8_t *buf;
+    size_t len, cap;
+};
+
+static int sink_room(struct sink *s, size_t want)
+{
+    if (s->cap - s->len >= want)
+        return 0;
+    size_t cap = s->cap ? s->cap : (16u << 20);
+    while (cap - s->len < want)
+        cap *= 2;
+    if (cap > MAX_VMLINUX)
+        return -EFBIG;
+    uint8_t *b = realloc(s->buf, cap);
+    if (!b)
+        return -ENOMEM;
+    s->buf = b;
+    s->cap = cap;
+    return 0;
+}
+
+static int unxz(const uint8_t *in, size_t len, struct sink *s)
+{
+    lzma_stream z = LZMA_STREAM_INIT;
+    lzma_ret r;
+
+    if (lzma_stream_decoder(&z, UINT64_MAX, 0) != LZMA_OK)
+        return -ENOMEM;
+    z.next_in = in;
+    z.avail_in = len;
+    do {
+        if (sink_room(s, 1 << 20) < 0) {
+            lzma_end(&z);
+            return -EFBIG;
+        }
+        z.next_out = s->buf + s->len;
+        z.avail_out = s->cap - s->len;
+        r = lzma_code(&z, LZMA_FINISH);
+        s->len = s->cap - z.avail_out;
+    } while (r == LZMA_OK || (r == LZMA_BUF_ERROR && z.avail_out == 0));
+    lzma_end(&z);
+    /* The kernel build appends the size after the stream: ignore it. */
+    return r == LZMA_STREAM_END ? 0 : -EINVAL;
+}
+
+static int unzstd(const uint8_t *in, size_t len, struct sink *s)
+{
+    ZSTD_DStream *z = ZSTD_createDStream();
+    ZSTD_inBuffer src = {in, len, 0};
+    size_t r = 1;
+
+    if (!z)
+        return -ENOMEM;
+    while (r != 0) {
+        ZSTD_outBuffer dst;
+        if (sink_room(s, 1 << 20) < 0) {
+            ZSTD_freeDStream(z);
+            return -EFBIG;
+        }
+        dst = (ZSTD_outBuffer){s->buf + s->len, s->cap - s->len, 0};
+        r = ZSTD_decompressStream(z, &dst, &src);
+        s->len += dst.pos;
+        if (ZSTD_isError(r) || (src.pos == src.size && dst.pos == 0 && r != 0)) {
+            ZSTD_freeDStream(z);
+            return -EINVAL;
+        }
+    }
+    ZSTD_freeDStream(z);
+    return 0;
+}
+
+static int ungzip(const uint8_t *in, size_t len, struct sink *s)
+{
+    z_stream z;
+    int r;
+
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+        return -ENOMEM;
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)len;
+    do {
+        if (sink_room(s, 1 << 20) < 0) {
+            inflateEnd(&z);
+            return -EFBIG;
+        }
+        z.next_out = s->buf + s->len;
+        z.avail_out = (uInt)(s->cap - s->len > UINT32_MAX ? UINT32_MAX : s->cap - s->len);
+        uInt before = z.avail_out;
+        r = inflate(&z, Z_NO_FLUSH);
+        s->len += before - z.avail_out;
+    } while (r == Z_OK);
+    inflateEnd(&z);
+    return r == Z_STREAM_END ? 0 : -EINVAL;
+}
+
+int x86_bzimage_unpack(const uint8_t *image, size_t len, uint8_t **out, size_t *out_len)
+{
+    static const uint8_t xz[] = {0xfd, '7', 'z', 'X', 'Z', 0}, zst[] = {0x28, 0xb5, 0x2f, 0xfd},
+                         gz[] = {0x1f, 0x8b};
+    struct bzimage_header h;
+    struct sink s = {0};
+    const uint8_t *p;
+    uint64_t offset, plen;
+    int r;
+
+    if (bzimage_parse(image, len, &h) < 0)
+        return -EINVAL;
+    offset = h.setup_len + (uint64_t)le32(image + HDR_PAYLOAD_OFFSET);
+    plen = le32(image + HDR_PAYLOAD_LENGTH);
+    if (h.version < 0x0208 || plen < 8 || offset > len || plen > len - offset)
+        return err_plain(ENOTSUP, "bzImage has no payload to unpack");
+    p = image + offset;
+    if (memcmp(p, xz, sizeof(xz)) == 0)
+        r = unxz(p, plen, &s);
+    else if (memcmp(p, zst, sizeof(zst)) == 0)
+        r = unzstd(p, plen, &s);
+    else if (memcmp(p, gz, sizeof(gz)) == 0)
+        r = ungzip(p, plen, &s);
+    else
+        return err_plain(ENOTSUP, "bzImage payload compression is not xz, zstd or gzip");
+    if (r < 0) {
+        free(s.buf);
+        return err_plain(-r, "bzImage payload does not decompress");
+    }
+    *out = s.buf;
+    *out_len = s.len;
+    return 0;
+}
+
+/* FNV-1a, 64 bits: a cache key, not a defence (the unpacked file is
+ * parsed and checked again before every boot). */
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static int mkdirs(const char *dir)
+{
+    char path[4096];
+    size_t n = strlen(dir);
+
+    if (n >= sizeof(path))
+        return -ENAMETOOLONG;
+    memcpy(path, dir, n + 1);
+    for (char *q = path + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = 0;
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        *q = '/';
+    }
+    return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+static int write_atomically(const char *path, const uint8_t *data, size_t len)
+{
+    char tmp[4200];
+    int fd;
+    size_t done = 0;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    while (done < len) {
+        ssize_t w = write(fd, data + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            unlink(tmp);
+            return -EIO;
+        }
+        done += (size_t)w;
+    }
+    /* A crash may lose the cache entry, never leave half of one: rename
+     * only a complete file (a torn one would also fail the ELF checks). */
+    if (close(fd) < 0 || rename(tmp, path) < 0) {
+        unlink(tmp);
+        return -EIO;
+    }
+    return 0;
+}
+
+int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir, char **out_path)
+{
+    struct elf_kernel k;
+    uint8_t *vmlinux;
+    size_t vlen;
+    char path[4096];
+    int r;
+
+    *out_path = NULL;
+    if (!cache_dir)
+        return 0;
+    snprintf(path, sizeof(path), "%s/vmlinux-v%d-%016llx-%zu", cache_dir, CACHE_FORMAT_VERSION,
+             (unsigned long long)fnv1a(image, len), len);
+    if (access(path, R_OK) == 0) {
+        *out_path = strdup(path);
+        return *out_path ? 0 : -ENOMEM;
+    }
+    if (x86_bzimage_unpack(image, len, &vmlinux, &vlen) < 0)
+        return 0; /* boot the bzImage as it is */
+    r = elf_kernel_parse(vmlinux, vlen, &k);
+    if (r == 0 && mkdirs(cache_dir) == 0 && write_atomically(path, vmlinux, vlen) == 0)
+        *out_path = strdup(path);
+    free(vmlinux);
+    err_clear();
+    return 0;
+}
+
+char *x86_kernel_cache_dir(void)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char *dir = NULL;
+
+    if (xdg && *xdg) {
+        if (asprintf(&dir, "%s/smolvm/kernels", xdg) < 0)
+            return NULL;
+    } else if (home && *home) {
+        if (asprintf(&dir, "%s/.cache/smolvm/kernels", home) < 0)
+            return NULL;
+    }
+    return dir;
+}

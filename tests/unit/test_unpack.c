@@ -1,0 +1,168 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <glob.h>
+#include <lzma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "arch/x86/unpack.h"
+#include "util/file.h"
+
+#define SETUP_LEN 4096
+#define PAYLOAD_LEN 100000
+
+static uint8_t payload[PAYLOAD_LEN];
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A bzImage whose payload is `compressed`. */
+static uint8_t *bzimage_with(const uint8_t *compressed, size_t clen, size_t *len)
+{
+    uint8_t *img = calloc(1, SETUP_LEN + clen + 4);
+    img[0x1f1] = SETUP_LEN / 512 - 1;
+    img[0x1fe] = 0x55, img[0x1ff] = 0xaa;
+    img[0x200] = 0xeb, img[0x201] = 0x66;
+    memcpy(img + 0x202, "HdrS", 4);
+    img[0x206] = 0x0f, img[0x207] = 0x02;
+    img[0x236] = 1;
+    put32(img + 0x248, 0);
+    put32(img + 0x24c, (uint32_t)clen);
+    memcpy(img + SETUP_LEN, compressed, clen);
+    *len = SETUP_LEN + clen + 4; /* trailing size word, as the kernel build adds */
+    return img;
+}
+
+static void make_payload(void)
+{
+    for (size_t i = 0; i < PAYLOAD_LEN; i++)
+        payload[i] = (uint8_t)(i * 7 + (i >> 9));
+}
+
+static void check_roundtrip(const uint8_t *compressed, size_t clen)
+{
+    size_t len, out_len;
+    uint8_t *img = bzimage_with(compressed, clen, &len), *out;
+
+    assert_int_equal(x86_bzimage_unpack(img, len, &out, &out_len), 0);
+    assert_int_equal(out_len, PAYLOAD_LEN);
+    assert_memory_equal(out, payload, PAYLOAD_LEN);
+    free(out);
+    free(img);
+}
+
+static void unpacks_xz(void **state)
+{
+    static uint8_t c[PAYLOAD_LEN * 2];
+    size_t clen = 0;
+    (void)state;
+    make_payload();
+    assert_int_equal(lzma_easy_buffer_encode(6, LZMA_CHECK_CRC32, NULL, payload, PAYLOAD_LEN, c,
+                                             &clen, sizeof(c)),
+                     LZMA_OK);
+    check_roundtrip(c, clen);
+}
+
+static void unpacks_zstd(void **state)
+{
+    static uint8_t c[PAYLOAD_LEN * 2];
+    size_t clen;
+    (void)state;
+    make_payload();
+    clen = ZSTD_compress(c, sizeof(c), payload, PAYLOAD_LEN, 3);
+    assert_false(ZSTD_isError(clen));
+    check_roundtrip(c, clen);
+}
+
+static void unpacks_gzip(void **state)
+{
+    static uint8_t c[PAYLOAD_LEN * 2];
+    z_stream z;
+    (void)state;
+    make_payload();
+    memset(&z, 0, sizeof(z));
+    assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = payload;
+    z.avail_in = PAYLOAD_LEN;
+    z.next_out = c;
+    z.avail_out = sizeof(c);
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    check_roundtrip(c, z.total_out);
+    deflateEnd(&z);
+}
+
+static void corrupt_or_unknown_payloads_are_refused(void **state)
+{
+    static uint8_t c[PAYLOAD_LEN * 2];
+    size_t clen = 0, len, out_len;
+    uint8_t *img, *out;
+    char *path = (char *)1;
+    (void)state;
+
+    make_payload();
+    assert_int_equal(lzma_easy_buffer_encode(6, LZMA_CHECK_CRC32, NULL, payload, PAYLOAD_LEN, c,
+                                             &clen, sizeof(c)),
+                     LZMA_OK);
+    c[clen / 2] ^= 0xff; /* corrupt the middle of the stream */
+    img = bzimage_with(c, clen, &len);
+    assert_int_equal(x86_bzimage_unpack(img, len, &out, &out_len), -EINVAL);
+    /* Not bootable that way: no error, no path, the bzImage boots as is. */
+    assert_int_equal(x86_unpacked_kernel(img, len, "/tmp/smolvm-unpack-test", &path), 0);
+    assert_null(path);
+    free(img);
+
+    memset(c, 0x42, 64); /* no known magic */
+    img = bzimage_with(c, 64, &len);
+    assert_int_equal(x86_bzimage_unpack(img, len, &out, &out_len), -ENOTSUP);
+    put32(img + 0x24c, 0x7fffffff); /* payload claims to run past the file */
+    assert_int_equal(x86_bzimage_unpack(img, len, &out, &out_len), -ENOTSUP);
+    free(img);
+}
+
+/* The oracle: unpacking the host's Debian kernel gives exactly what the xz
+ * command line tool extracted from it. */
+static void host_kernel_unpacks_like_xz(void **state)
+{
+    const char *expected_path = getenv("SMOLVM_TEST_VMLINUX");
+    struct mapped_file kernel, expected;
+    glob_t g;
+    uint8_t *out;
+    size_t out_len;
+    (void)state;
+
+    if (!expected_path || glob("/boot/vmlinuz-*", 0, NULL, &g) != 0) {
+        skip();
+        return;
+    }
+    assert_int_equal(file_map(g.gl_pathv[g.gl_pathc - 1], "kernel", &kernel), 0);
+    assert_int_equal(file_map(expected_path, "vmlinux", &expected), 0);
+    assert_int_equal(x86_bzimage_unpack(kernel.data, kernel.len, &out, &out_len), 0);
+    assert_int_equal(out_len, expected.len);
+    assert_memory_equal(out, expected.data, out_len);
+    free(out);
+    file_unmap(&kernel);
+    file_unmap(&expected);
+    globfree(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(unpacks_xz),
+        cmocka_unit_test(unpacks_zstd),
+        cmocka_unit_test(unpacks_gzip),
+        cmocka_unit_test(corrupt_or_unknown_payloads_are_refused),
+        cmocka_unit_test(host_kernel_unpacks_like_xz),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
