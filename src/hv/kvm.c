@@ -270,11 +270,10 @@ static int set_firmware_defaults(struct hv_vcpu *vcpu)
 {
     struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
     struct kvm_lapic_state lapic;
-    struct {
+    union {
         struct kvm_msrs header;
-        struct kvm_msr_entry entry;
-    } msrs = {.header.nmsrs = 1,
-              .entry = {.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING}};
+        uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+    } msrs;
 
     if (ioctl(vcpu->fd, KVM_SET_FPU, &fpu) < 0)
         return err_set(errno, "KVM_SET_FPU");
@@ -284,6 +283,10 @@ static int set_firmware_defaults(struct hv_vcpu *vcpu)
     set_lvt_mode(&lapic, APIC_LVT1, APIC_MODE_NMI);
     if (ioctl(vcpu->fd, KVM_SET_LAPIC, &lapic) < 0)
         return err_set(errno, "KVM_SET_LAPIC");
+    memset(&msrs, 0, sizeof(msrs));
+    msrs.header.nmsrs = 1;
+    msrs.header.entries[0] = (struct kvm_msr_entry){.index = MSR_IA32_MISC_ENABLE,
+                                                    .data = MISC_ENABLE_FAST_STRING};
     if (ioctl(vcpu->fd, KVM_SET_MSRS, &msrs) != 1)
         return err_set(errno, "KVM_SET_MSRS");
     return 0;

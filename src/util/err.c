@@ -7,6 +7,9 @@
 static _Thread_local char message[512];
 
 static void record(int errnum, int with_strerror, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void record(int errnum, int with_strerror, const char *fmt, va_list ap)
 {
     int n = vsnprintf(message, sizeof(message), fmt, ap);
     if (with_strerror && errnum && n >= 0 && (size_t)n < sizeof(message))

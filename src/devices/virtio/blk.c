@@ -7,6 +7,7 @@
 
 #include "core/vm.h"
 #include "devices/device.h"
+#include "devices/virtio/blk.h"
 #include "devices/virtio/mmio.h"
 #include "disk/disk.h"
 #include "util/err.h"
@@ -167,7 +168,7 @@ static uint8_t do_request(struct blk *b, const struct virtq_chain *c, const stru
 
 /* The bytes written into the chain, or <0 when it is not a well-formed
  * request. */
-static long serve(void *dev, const struct virtq_chain *c)
+long virtio_blk_serve(void *dev, const struct virtq_chain *c)
 {
     struct blk *b = dev;
     struct blk_header h;
@@ -188,7 +189,7 @@ static long serve(void *dev, const struct virtq_chain *c)
 static void blk_notify(void *dev, struct virtio_mmio *t, unsigned qi)
 {
     struct blk *b = dev;
-    virtio_mmio_serve(t, qi, &b->chain, serve, b);
+    virtio_mmio_serve(t, qi, &b->chain, virtio_blk_serve, b);
 }
 
 struct blk_devices {
@@ -196,34 +197,52 @@ struct blk_devices {
     struct blk *blks[VM_MAX_DISKS];
 };
 
+struct blk *virtio_blk_new(struct disk *disk, const char *id)
+{
+    struct blk *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        return NULL;
+    b->disk = disk;
+    /* GET_ID answers 20 bytes, NUL-terminated only when shorter. */
+    memcpy(b->id, id, strnlen(id, sizeof(b->id)));
+    return b;
+}
+
+void virtio_blk_free(struct blk *b)
+{
+    free(b);
+}
+
 static void blk_free(struct blk *b)
 {
     if (!b)
         return;
     virtio_mmio_destroy(b->transport);
     disk_close(b->disk);
-    free(b);
+    virtio_blk_free(b);
 }
 
 static int blk_add(struct vm *vm, const struct vm_disk_config *cfg, unsigned index,
                    struct blk **out)
 {
-    struct blk *b = calloc(1, sizeof(*b));
     unsigned flags = (cfg->read_only ? DISK_READ_ONLY : 0) | (cfg->direct ? DISK_DIRECT : 0);
+    char id[VIRTIO_BLK_ID_BYTES + 1];
+    struct disk *disk;
+    struct blk *b;
     int r;
 
-    if (!b)
-        return err_set(ENOMEM, "virtio-blk");
-    r = disk_open(cfg->path, flags, &b->disk);
-    if (r < 0) {
-        free(b);
+    r = disk_open(cfg->path, flags, &disk);
+    if (r < 0)
         return r;
+    snprintf(id, sizeof(id), "%s", cfg->id ? cfg->id : "");
+    if (!cfg->id)
+        snprintf(id, sizeof(id), "smolvm%u", index);
+    b = virtio_blk_new(disk, id);
+    if (!b) {
+        disk_close(disk);
+        return err_set(ENOMEM, "virtio-blk");
     }
-    /* GET_ID: the given id, else "smolvm<N>"; not NUL-terminated at 20. */
-    if (cfg->id)
-        memcpy(b->id, cfg->id, strnlen(cfg->id, sizeof(b->id)));
-    else
-        snprintf(b->id, sizeof(b->id), "smolvm%u", index);
     b->ops = (struct virtio_device_ops){
         .name = "blk",
         .device_id = VIRTIO_ID_BLOCK,
