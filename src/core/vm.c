@@ -162,6 +162,16 @@ int vm_set_irq(struct vm *vm, unsigned gsi, bool level)
     return hv_vm_set_irq(vm->hv, gsi, level);
 }
 
+int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int notify_fd)
+{
+    return hv_vm_ioeventfd(vm->hv, gpa, len, value, notify_fd);
+}
+
+int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd)
+{
+    return hv_vm_irqfd(vm->hv, gsi, irq_fd);
+}
+
 /* Swaps a bzImage for its cached, unpacked vmlinux when there is one: the
  * guest then skips its own decompressor. Any failure keeps the bzImage. */
 static void use_unpacked_kernel(struct vm *vm)

@@ -56,6 +56,11 @@ int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t
 int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_t len,
                            uint8_t irq) __attribute__((warn_unused_result));
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level);
+/* Fast paths that skip smolvm's vCPU threads: a guest MMIO write of value
+ * at gpa signals notify_fd; writing irq_fd raises gsi. */
+int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int notify_fd)
+    __attribute__((warn_unused_result));
+int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd) __attribute__((warn_unused_result));
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
 struct console *vm_console(struct vm *vm);
 

@@ -48,6 +48,14 @@ int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
 /* Drives an interrupt line (GSI) of the in-kernel interrupt controller. */
 int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level);
 
+/* Guest writes of len bytes equal to value at gpa signal the eventfd fd
+ * inside the hypervisor, without a VM exit to smolvm. */
+int hv_vm_ioeventfd(struct hv_vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int fd)
+    __attribute__((warn_unused_result));
+
+/* A write to the eventfd fd raises interrupt line gsi (edge). */
+int hv_vm_irqfd(struct hv_vm *vm, unsigned gsi, int fd) __attribute__((warn_unused_result));
+
 /* Creates vCPU number index (0 is the boot CPU) with the host's CPU model as
  * the hypervisor supports it, the hypervisor leaves and paravirtual clock. */
 int hv_vcpu_create(struct hv_vm *vm, unsigned index, unsigned vcpu_count, struct hv_vcpu **out)

@@ -225,6 +225,25 @@ int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level)
     return 0;
 }
 
+int hv_vm_ioeventfd(struct hv_vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int fd)
+{
+    struct kvm_ioeventfd e = {
+        .datamatch = value, .addr = gpa, .len = len, .fd = fd,
+        .flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+    };
+    if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0)
+        return err_set(errno, "KVM_IOEVENTFD at 0x%llx", (unsigned long long)gpa);
+    return 0;
+}
+
+int hv_vm_irqfd(struct hv_vm *vm, unsigned gsi, int fd)
+{
+    struct kvm_irqfd i = {.fd = (uint32_t)fd, .gsi = gsi};
+    if (ioctl(vm->vm_fd, KVM_IRQFD, &i) < 0)
+        return err_set(errno, "KVM_IRQFD for GSI %u", gsi);
+    return 0;
+}
+
 /* The host's CPU as KVM can virtualize it, with each vCPU's own APIC ID and
  * the hypervisor bit so the guest looks for the KVM leaves (kvmclock). */
 static int set_cpuid(struct hv_vcpu *vcpu, unsigned index)

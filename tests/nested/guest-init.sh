@@ -37,6 +37,22 @@ case "$test" in
         fi
         echo "GUEST-RNG=$(cat /sys/class/misc/hw_random/rng_current) $(head -c 1048576 /dev/hwrng | wc -c)"
         ;;
+    smp-io)
+        # Both vCPUs read and write one disk at once (4 MiB regions each).
+        load_modules
+        (taskset 1 dd if=/dev/urandom of=/tmp/a bs=64k count=64 2>/dev/null
+         taskset 1 dd if=/tmp/a of=/dev/vda bs=64k seek=0 conv=fsync 2>/dev/null
+         taskset 1 dd if=/dev/vda bs=64k count=64 2>/dev/null | md5sum > /tmp/a.read) &
+        (taskset 2 dd if=/dev/urandom of=/tmp/b bs=64k count=64 2>/dev/null
+         taskset 2 dd if=/tmp/b of=/dev/vda bs=64k seek=64 conv=fsync 2>/dev/null
+         taskset 2 dd if=/dev/vda bs=64k skip=64 count=64 2>/dev/null | md5sum > /tmp/b.read) &
+        wait
+        echo 3 > /proc/sys/vm/drop_caches
+        a=$(md5sum < /tmp/a); b=$(md5sum < /tmp/b)
+        [ "$a" = "$(cat /tmp/a.read)" ] && [ "$b" = "$(cat /tmp/b.read)" ] &&
+            [ "$a" = "$(dd if=/dev/vda bs=64k count=64 2>/dev/null | md5sum)" ] &&
+            echo "GUEST-SMP-IO-OK $(md5sum < /tmp/a | cut -c1-32) $(md5sum < /tmp/b | cut -c1-32)"
+        ;;
     hvc)
         # A line in and out over virtio-console (hvc0).
         load_modules

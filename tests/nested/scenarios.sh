@@ -135,6 +135,17 @@ scenario_virtio_disks() {
         'test "$rc" -eq 0 && ! grep -q "needs reset" "$work/virtio.err"'
 }
 
+# Two vCPUs doing I/O on one disk at once; the host checks the bytes.
+scenario_smp_io() {
+    local d=$work/smp.raw sums
+    head -c $((16 << 20)) /dev/zero > "$d"
+    boot smpio --cpus 2 --mem 512M --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=smp-io" --disk "$d"
+    sums=$(sed -n 's/.*GUEST-SMP-IO-OK \([0-9a-f]*\) \([0-9a-f]*\).*/\1 \2/p' "$work/smpio.out")
+    expect virtio-blk-two-vcpus "both vCPUs' writes read back in the guest and on the host" eval \
+        '[ -n "$sums" ] && [ "$(head -c $((4 << 20)) "$d" | md5sum | cut -c1-32) $(tail -c +$(((4 << 20) + 1)) "$d" | head -c $((4 << 20)) | md5sum | cut -c1-32)" = "$sums" ]'
+}
+
 # bad_input NAME EXPECTED_RC [smolvm run args...]: one line on stderr, the
 # right exit code, no sanitizer report, for both builds.
 bad_input() {
@@ -190,5 +201,6 @@ scenario_pvh
 scenario_serial_input
 scenario_virtio_disks
 scenario_virtio_console
+scenario_smp_io
 scenario_bad_inputs
 rm -rf "$work"

@@ -254,6 +254,7 @@ static int blk_add(struct vm *vm, const struct vm_disk_config *cfg, unsigned ind
         .config_size = CONFIG_BYTES,
         .read_config = blk_read_config,
         .queue_notify = blk_notify,
+        .io_thread = true,
     };
     r = virtio_mmio_create(vm, &b->ops, b, &b->transport);
     if (r < 0) {

@@ -58,17 +58,21 @@ static long transmit(void *dev, const struct virtq_chain *chain)
 static void vconsole_notify(void *dev, struct virtio_mmio *t, unsigned q)
 {
     struct vconsole *c = dev;
+    virtio_mmio_io_lock(t);
     pthread_mutex_lock(&c->lock);
     if (q == TRANSMITQ)
         virtio_mmio_serve(t, q, &c->chain, transmit, c);
     else
         deliver_pending(c);
     pthread_mutex_unlock(&c->lock);
+    virtio_mmio_io_unlock(t);
 }
 
 static void vconsole_input(void *opaque, const uint8_t *buf, size_t len)
 {
     struct vconsole *c = opaque;
+    /* Lock order: the transport's io lock, then ours (resets come that way). */
+    virtio_mmio_io_lock(c->transport);
     pthread_mutex_lock(&c->lock);
     if (len > PENDING_MAX - c->pending_len)
         len = PENDING_MAX - c->pending_len; /* a guest not reading loses the excess */
@@ -76,12 +80,15 @@ static void vconsole_input(void *opaque, const uint8_t *buf, size_t len)
     c->pending_len += len;
     deliver_pending(c);
     pthread_mutex_unlock(&c->lock);
+    virtio_mmio_io_unlock(c->transport);
 }
 
 static void vconsole_reset(void *dev)
 {
     struct vconsole *c = dev;
+    pthread_mutex_lock(&c->lock);
     c->pending_len = 0;
+    pthread_mutex_unlock(&c->lock);
 }
 
 static const struct virtio_device_ops vconsole_ops = {

@@ -1,8 +1,11 @@
 #include "devices/virtio/mmio.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "core/vm.h"
 #include "util/err.h"
@@ -42,6 +45,10 @@ enum {
 
 static void raise_irq_line(struct virtio_mmio *t)
 {
+    uint64_t one = 1;
+
+    if (t->irq_fd >= 0 && write(t->irq_fd, &one, sizeof(one)) == sizeof(one))
+        return;
     /* Edge-triggered, as the DSDT says: one pulse per interrupt. */
     vm_set_irq(t->vm, t->irq, true);
     vm_set_irq(t->vm, t->irq, false);
@@ -218,15 +225,20 @@ void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, unsigned s
             memset(data, 0, size);
         return;
     }
-    pthread_mutex_lock(&t->lock);
     if (is_write) {
+        /* A write may reset the device: keep queue work out meanwhile. */
+        pthread_mutex_lock(&t->io_lock);
+        pthread_mutex_lock(&t->lock);
         memcpy(&v, data, 4);
         notify = write_reg(t, offset, v);
+        pthread_mutex_unlock(&t->lock);
+        pthread_mutex_unlock(&t->io_lock);
     } else {
+        pthread_mutex_lock(&t->lock);
         v = read_reg(t, offset);
+        pthread_mutex_unlock(&t->lock);
         memcpy(data, &v, 4);
     }
-    pthread_mutex_unlock(&t->lock);
     if (notify >= 0 && t->ops->queue_notify)
         t->ops->queue_notify(t->dev, t, (unsigned)notify);
 }
@@ -257,12 +269,16 @@ void virtio_mmio_used(struct virtio_mmio *t, unsigned q)
 void virtio_mmio_serve(struct virtio_mmio *t, unsigned qi, struct virtq_chain *chain,
                        long (*serve)(void *dev, const struct virtq_chain *c), void *dev)
 {
-    struct virtq *q = virtio_mmio_queue(t, qi);
+    struct virtq *q;
     long written;
     int r;
 
-    if (!q)
+    pthread_mutex_lock(&t->io_lock);
+    q = virtio_mmio_queue(t, qi);
+    if (!q) {
+        pthread_mutex_unlock(&t->io_lock);
         return;
+    }
     while ((r = virtq_pop(q, chain)) > 0) {
         written = serve(dev, chain);
         r = written < 0 ? (int)written : virtq_push(q, chain->head, (uint32_t)written);
@@ -272,6 +288,64 @@ void virtio_mmio_serve(struct virtio_mmio *t, unsigned qi, struct virtq_chain *c
     if (r < 0)
         virtio_mmio_fail(t, err_msg());
     virtio_mmio_used(t, qi);
+    pthread_mutex_unlock(&t->io_lock);
+}
+
+void virtio_mmio_io_lock(struct virtio_mmio *t)
+{
+    pthread_mutex_lock(&t->io_lock);
+}
+
+void virtio_mmio_io_unlock(struct virtio_mmio *t)
+{
+    pthread_mutex_unlock(&t->io_lock);
+}
+
+static void *io_thread(void *arg)
+{
+    struct virtio_mmio *t = arg;
+    struct pollfd fds[VIRTIO_MMIO_MAX_QUEUES + 1];
+    unsigned n = t->ops->num_queues;
+
+    for (unsigned i = 0; i < n; i++)
+        fds[i] = (struct pollfd){.fd = t->notify_fd[i], .events = POLLIN};
+    fds[n] = (struct pollfd){.fd = t->stop_fd, .events = POLLIN};
+    for (;;) {
+        uint64_t count;
+        if (poll(fds, n + 1, -1) < 0)
+            continue;
+        if (fds[n].revents)
+            return NULL;
+        for (unsigned i = 0; i < n; i++)
+            if (fds[i].revents && read(t->notify_fd[i], &count, sizeof(count)) == sizeof(count))
+                t->ops->queue_notify(t->dev, t, i);
+    }
+}
+
+static void close_fds(struct virtio_mmio *t)
+{
+    for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++) {
+        if (t->notify_fd[i] >= 0)
+            close(t->notify_fd[i]);
+        t->notify_fd[i] = -1;
+    }
+}
+
+/* Queue kicks become eventfd signals served by a thread of the device's
+ * own; on any failure the device keeps the synchronous path. */
+static void start_io_thread(struct virtio_mmio *t)
+{
+    t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    for (unsigned i = 0; i < t->ops->num_queues; i++) {
+        t->notify_fd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (t->notify_fd[i] < 0 ||
+            vm_notify_fd(t->vm, t->base + REG_QUEUE_NOTIFY, 4, i, t->notify_fd[i]) < 0) {
+            close_fds(t);
+            return;
+        }
+    }
+    if (t->stop_fd >= 0 && pthread_create(&t->thread, NULL, io_thread, t) == 0)
+        t->thread_running = true;
 }
 
 void virtio_mmio_fail(struct virtio_mmio *t, const char *why)
@@ -303,7 +377,17 @@ int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void 
     t->vm = vm;
     t->ops = ops;
     t->dev = dev;
+    t->irq_fd = t->stop_fd = -1;
+    for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
+        t->notify_fd[i] = -1;
     pthread_mutex_init(&t->lock, NULL);
+    {
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+        pthread_mutex_init(&t->io_lock, &a);
+        pthread_mutexattr_destroy(&a);
+    }
     reset_locked(t);
     r = vm_alloc_mmio_window(vm, VIRTIO_MMIO_WINDOW, &t->base, &t->irq);
     if (r == 0)
@@ -314,14 +398,32 @@ int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void 
         virtio_mmio_destroy(t);
         return r;
     }
+    t->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (t->irq_fd >= 0 && vm_irq_fd(vm, t->irq, t->irq_fd) < 0) {
+        close(t->irq_fd);
+        t->irq_fd = -1;
+    }
+    if (ops->io_thread && ops->queue_notify)
+        start_io_thread(t);
+    err_clear();
     *out = t;
     return 0;
 }
 
 void virtio_mmio_destroy(struct virtio_mmio *t)
 {
+    uint64_t one = 1;
+
     if (!t)
         return;
+    if (t->thread_running && write(t->stop_fd, &one, sizeof(one)) == sizeof(one))
+        pthread_join(t->thread, NULL);
+    close_fds(t);
+    if (t->stop_fd >= 0)
+        close(t->stop_fd);
+    if (t->irq_fd >= 0)
+        close(t->irq_fd);
     pthread_mutex_destroy(&t->lock);
+    pthread_mutex_destroy(&t->io_lock);
     free(t);
 }

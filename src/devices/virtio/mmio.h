@@ -44,6 +44,9 @@ struct virtio_device_ops {
     void (*queue_notify)(void *dev, struct virtio_mmio *t, unsigned q);
     /* The driver reset the device: drop in-flight state. */
     void (*reset)(void *dev);
+    /* Serve queue notifications on a thread of the device's own, woken by
+     * the hypervisor (ioeventfd), instead of on the kicking vCPU. */
+    bool io_thread;
 };
 
 struct virtio_mmio {
@@ -52,7 +55,13 @@ struct virtio_mmio {
     void *dev;
     uint64_t base;
     uint32_t irq;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;    /* the registers */
+    pthread_mutex_t io_lock; /* queue processing vs. reset; recursive; taken before lock */
+    int irq_fd;              /* irqfd, or -1: KVM_IRQ_LINE pulses */
+    int notify_fd[VIRTIO_MMIO_MAX_QUEUES]; /* ioeventfds of the I/O thread, or -1 */
+    int stop_fd;
+    pthread_t thread;
+    bool thread_running;
     uint32_t status;
     uint32_t device_features_sel, driver_features_sel, queue_sel;
     uint64_t driver_features;
@@ -84,6 +93,11 @@ void virtio_mmio_used(struct virtio_mmio *t, unsigned q);
  * request marks the device broken. */
 void virtio_mmio_serve(struct virtio_mmio *t, unsigned q, struct virtq_chain *chain,
                        long (*serve)(void *dev, const struct virtq_chain *c), void *dev);
+
+/* Serializes a device's own queue work (outside virtio_mmio_serve) with
+ * resets and with the I/O thread. */
+void virtio_mmio_io_lock(struct virtio_mmio *t);
+void virtio_mmio_io_unlock(struct virtio_mmio *t);
 
 /* The guest broke the protocol: set DEVICE_NEEDS_RESET, tell the driver,
  * log one line, stop using the queues until the driver resets us. */
