@@ -23,7 +23,7 @@ time_to_marker() {
             ms=$((($(date +%s%N) - start) / 1000000))
         fi
     done < <(timeout 300 "$@" < /dev/null 2>&1)
-    echo -e "$label\t${ms:-timeout}" | tee -a "$out"
+    echo -e "$label\tboot-to-init\t${ms:-timeout}" | tee -a "$out"
 }
 
 for i in $(seq 1 "$RUNS"); do

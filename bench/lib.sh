@@ -1,0 +1,54 @@
+# Shared by the benchmarks: build, describe the guest, run a script where
+# KVM works (directly, or inside one nested-KVM L1), report medians.
+# shellcheck shell=bash
+bench_repo=$(realpath "$(dirname "${BASH_SOURCE[0]}")/..")
+
+# bench_prepare: prints a results dir holding params.sh.
+bench_prepare() {
+    local results kver
+    "$bench_repo/tools/deps.sh"
+    "$bench_repo/tools/build.sh"
+    kver=$(ls /lib/modules | sort -V | tail -n 1)
+    results=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-bench.XXXXXX")
+    {
+        echo "SMOLVM=$bench_repo/build/smolvm"
+        echo "KERNEL=/boot/vmlinuz-$kver"
+        echo "INITRD=$("$bench_repo/tests/nested/guest-initrd.sh" initrd)"
+        echo "RUNS=${RUNS:-5}"
+    } > "$results/params.sh"
+    echo "$results"
+}
+
+# bench_inside SCRIPT RESULTS
+bench_inside() {
+    if [ -c /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+        bash "$1" "$2"
+    else
+        echo "bench: no hardware KVM here; measuring inside one nested-KVM L1 guest" >&2
+        "$bench_repo/tests/nested/l1.sh" "$1" "$2" > "$2/l1-console.log" 2>&1 || true
+        cat "$2/l1.log"
+    fi
+}
+
+# bench_report RESULTS UNIT BETTER: RESULTS/times.tsv holds "vmm<TAB>metric<TAB>value"
+# lines; prints each metric's medians and the smolvm/qemu-microvm ratio.
+# BETTER is "lower" (times) or "higher" (throughput), for the reader.
+bench_report() {
+    local tsv=$1/times.tsv unit=$2 better=$3 metric
+    for metric in $(cut -f2 "$tsv" | sort -u); do
+        awk -F'\t' -v m="$metric" -v unit="$unit" -v better="$better" '
+            $2 == m && $3 ~ /^[0-9.]+$/ { v[$1] = v[$1] " " $3; n[$1]++ }
+            function median(list,   a, k, i, j, t) {
+                k = split(list, a, " ")
+                for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
+                    if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+                return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+            }
+            END {
+                s = median(v["smolvm"]); q = median(v["qemu-microvm"])
+                printf "%-14s smolvm %9.1f %s   qemu-microvm %9.1f %s", m, s, unit, q, unit
+                if (q > 0) printf "   ratio smolvm/qemu %.2f (%s is better)", s / q, better
+                printf "\n   smolvm:%s\n   qemu-microvm:%s\n", v["smolvm"], v["qemu-microvm"]
+            }' "$tsv"
+    done
+}
