@@ -299,8 +299,10 @@ static int setup(struct vm *vm)
     r = vm_config_check(&vm->cfg);
     if (r == 0)
         r = load_inputs(vm);
-    if (r == 0)
+    if (r == 0) {
+        trace_mark(TRACE_INPUTS_READ);
         r = console_open(&vm->console, vm->cfg.interactive, vm->cfg.trace_until);
+    }
     if (r == 0)
         r = hv_vm_create(&vm->hv);
     if (r < 0)

@@ -10,6 +10,7 @@
 
 enum trace_point {
     TRACE_VMM_START,
+    TRACE_INPUTS_READ, /* kernel and initrd in memory (and a bzImage unpacked) */
     TRACE_HV_READY,
     TRACE_MEMORY_MAPPED,
     TRACE_KERNEL_LOADED,
