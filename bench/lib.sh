@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 bench_repo=$(realpath "$(dirname "${BASH_SOURCE[0]}")/..")
 
-# bench_prepare: prints a results dir holding params.sh.
+# bench_prepare DEFAULT_RUNS: prints a results dir holding params.sh.
 bench_prepare() {
     local results kver
     "$bench_repo/tools/deps.sh"
@@ -14,7 +14,7 @@ bench_prepare() {
         echo "SMOLVM=$bench_repo/build/smolvm"
         echo "KERNEL=/boot/vmlinuz-$kver"
         echo "INITRD=$("$bench_repo/tests/nested/guest-initrd.sh" initrd)"
-        echo "RUNS=${RUNS:-5}"
+        echo "RUNS=${RUNS:-$1}"
     } > "$results/params.sh"
     echo "$results"
 }

@@ -283,7 +283,7 @@ static int create_vcpus(struct vm *vm, const struct x86_cpu_state *bsp)
         int r;
         vm->vcpus[i].vm = vm;
         vm->vcpus[i].index = i;
-        r = hv_vcpu_create(vm->hv, i, vm->cfg.cpus, &vm->vcpus[i].hv);
+        r = hv_vcpu_create(vm->hv, i, &vm->vcpus[i].hv);
         if (r < 0)
             return r;
     }

@@ -58,7 +58,7 @@ int hv_vm_irqfd(struct hv_vm *vm, unsigned gsi, int fd) __attribute__((warn_unus
 
 /* Creates vCPU number index (0 is the boot CPU) with the host's CPU model as
  * the hypervisor supports it, the hypervisor leaves and paravirtual clock. */
-int hv_vcpu_create(struct hv_vm *vm, unsigned index, unsigned vcpu_count, struct hv_vcpu **out)
+int hv_vcpu_create(struct hv_vm *vm, unsigned index, struct hv_vcpu **out)
     __attribute__((warn_unused_result));
 void hv_vcpu_destroy(struct hv_vcpu *vcpu);
 

@@ -311,12 +311,11 @@ static int set_firmware_defaults(struct hv_vcpu *vcpu)
     return 0;
 }
 
-int hv_vcpu_create(struct hv_vm *vm, unsigned index, unsigned vcpu_count, struct hv_vcpu **out)
+int hv_vcpu_create(struct hv_vm *vm, unsigned index, struct hv_vcpu **out)
 {
     struct hv_vcpu *vcpu;
     int r;
 
-    (void)vcpu_count;
     vcpu = calloc(1, sizeof(*vcpu));
     if (!vcpu)
         return err_set(ENOMEM, "hv_vcpu");

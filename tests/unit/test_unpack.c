@@ -49,6 +49,15 @@ static void make_payload(void)
         payload[i] = (uint8_t)(i * 7 + (i >> 9));
 }
 
+static size_t xz_compress(uint8_t *c, size_t cap)
+{
+    size_t clen = 0;
+    assert_int_equal(lzma_easy_buffer_encode(6, LZMA_CHECK_CRC32, NULL, payload, PAYLOAD_LEN, c,
+                                             &clen, cap),
+                     LZMA_OK);
+    return clen;
+}
+
 static void check_roundtrip(const uint8_t *compressed, size_t clen)
 {
     size_t len, out_len;
@@ -64,13 +73,9 @@ static void check_roundtrip(const uint8_t *compressed, size_t clen)
 static void unpacks_xz(void **state)
 {
     static uint8_t c[PAYLOAD_LEN * 2];
-    size_t clen = 0;
     (void)state;
     make_payload();
-    assert_int_equal(lzma_easy_buffer_encode(6, LZMA_CHECK_CRC32, NULL, payload, PAYLOAD_LEN, c,
-                                             &clen, sizeof(c)),
-                     LZMA_OK);
-    check_roundtrip(c, clen);
+    check_roundtrip(c, xz_compress(c, sizeof(c)));
 }
 
 static void unpacks_zstd(void **state)
@@ -110,9 +115,7 @@ static void corrupt_or_unknown_payloads_are_refused(void **state)
     (void)state;
 
     make_payload();
-    assert_int_equal(lzma_easy_buffer_encode(6, LZMA_CHECK_CRC32, NULL, payload, PAYLOAD_LEN, c,
-                                             &clen, sizeof(c)),
-                     LZMA_OK);
+    clen = xz_compress(c, sizeof(c));
     c[clen / 2] ^= 0xff; /* corrupt the middle of the stream */
     img = bzimage_with(c, clen, &len);
     assert_int_equal(x86_bzimage_unpack(img, len, &out, &out_len), -EINVAL);

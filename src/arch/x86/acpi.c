@@ -7,6 +7,7 @@
 
 #include "arch/x86/aml.h"
 #include "arch/x86/layout.h"
+#include "util/le.h"
 
 #define HEADER_LEN 36
 #define RSDP_LEN 36
@@ -47,12 +48,6 @@ struct writer {
     size_t len;
     uint64_t base;
 };
-
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 uint8_t acpi_checksum(const uint8_t *p, size_t n)
 {

@@ -7,6 +7,7 @@
 #include "arch/x86/boot.h"
 #include "arch/x86/layout.h"
 #include "util/err.h"
+#include "util/le.h"
 
 #define HDR_SETUP_SECTS 0x1f1
 #define HDR_BOOT_FLAG 0x1fe
@@ -42,13 +43,6 @@
 #define LOADER_UNDEFINED 0xff
 #define HEAP_END 0xfe00
 #define ENTRY_64_OFFSET 0x200
-
-static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t le32(const uint8_t *p) { return (uint32_t)le16(p) | (uint32_t)le16(p + 2) << 16; }
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
 
 int bzimage_parse(const uint8_t *image, size_t len, struct bzimage_header *h)
 {
@@ -109,17 +103,17 @@ static int write_zero_page(const struct guest_memory *mem, const struct x86_boot
                          cmdline_len, h->cmdline_size);
     memset(zp, 0, sizeof(zp));
     memcpy(zp + HDR_SETUP_SECTS, req->kernel + HDR_SETUP_SECTS, h->header_end - HDR_SETUP_SECTS);
-    put16(zp + BP_VID_MODE, VID_MODE_NORMAL);
+    put_le(zp + BP_VID_MODE, VID_MODE_NORMAL, 2);
     zp[HDR_TYPE_OF_LOADER] = LOADER_UNDEFINED;
     zp[HDR_LOADFLAGS] |= LOADFLAG_CAN_USE_HEAP;
-    put16(zp + HDR_HEAP_END_PTR, HEAP_END);
-    put32(zp + HDR_CMD_LINE_PTR, (uint32_t)X86_CMDLINE_ADDR);
-    put32(zp + HDR_RAMDISK_IMAGE, (uint32_t)initrd_addr);
-    put32(zp + HDR_RAMDISK_SIZE, (uint32_t)req->initrd_len);
-    put32(zp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(initrd_addr >> 32));
-    put32(zp + BP_EXT_RAMDISK_SIZE, (uint32_t)((uint64_t)req->initrd_len >> 32));
-    put32(zp + BP_EXT_CMD_LINE_PTR, 0);
-    put64(zp + BP_ACPI_RSDP_ADDR, req->rsdp_gpa);
+    put_le(zp + HDR_HEAP_END_PTR, HEAP_END, 2);
+    put_le(zp + HDR_CMD_LINE_PTR, (uint32_t)X86_CMDLINE_ADDR, 4);
+    put_le(zp + HDR_RAMDISK_IMAGE, (uint32_t)initrd_addr, 4);
+    put_le(zp + HDR_RAMDISK_SIZE, (uint32_t)req->initrd_len, 4);
+    put_le(zp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(initrd_addr >> 32), 4);
+    put_le(zp + BP_EXT_RAMDISK_SIZE, (uint32_t)((uint64_t)req->initrd_len >> 32), 4);
+    put_le(zp + BP_EXT_CMD_LINE_PTR, 0, 4);
+    put_le(zp + BP_ACPI_RSDP_ADDR, req->rsdp_gpa, 8);
     n = x86_e820_build(mem, e820, BP_E820_MAX);
     zp[BP_E820_ENTRIES] = (uint8_t)n;
     memcpy(zp + BP_E820_TABLE, e820, n * sizeof(e820[0]));

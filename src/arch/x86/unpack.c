@@ -14,16 +14,12 @@
 #include "arch/x86/bzimage.h"
 #include "arch/x86/elf.h"
 #include "util/err.h"
+#include "util/le.h"
 
 #define HDR_PAYLOAD_OFFSET 0x248
 #define HDR_PAYLOAD_LENGTH 0x24c
 #define MAX_VMLINUX (1ull << 30)
-#define CACHE_FORMAT_VERSION 1
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
+#define CACHE_FORMAT_VERSION 2
 
 /* Output buffer that grows by doubling, capped at MAX_VMLINUX. */
 struct sink {
@@ -157,12 +153,19 @@ int x86_bzimage_unpack(const uint8_t *image, size_t len, uint8_t **out, size_t *
     return 0;
 }
 
-/* FNV-1a, 64 bits: a cache key, not a defence (the unpacked file is
- * parsed and checked again before every boot). */
-static uint64_t fnv1a(const uint8_t *p, size_t n)
+/* FNV-1a over 64-bit words, as a cache key, not a defence (the unpacked
+ * file is parsed and checked again before every boot). Words, not bytes:
+ * it runs on every boot, over the whole bzImage. */
+static uint64_t content_key(const uint8_t *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
+    uint64_t h = 0xcbf29ce484222325ull, w;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < n; i++)
         h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
 }
@@ -228,7 +231,7 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
     if (!cache_dir)
         return 0;
     snprintf(path, sizeof(path), "%s/vmlinux-v%d-%016llx-%zu", cache_dir, CACHE_FORMAT_VERSION,
-             (unsigned long long)fnv1a(image, len), len);
+             (unsigned long long)content_key(image, len), len);
     if (access(path, R_OK) == 0) {
         *out_path = strdup(path);
         return *out_path ? 0 : -ENOMEM;

@@ -1,5 +1,6 @@
 /* virtio-blk (virtio 1.2, section 5.2) over the disk.h interface. Requests
- * are served on the vCPU thread that kicks the queue. */
+ * are served on the device's I/O thread (ioeventfd), or on the kicking vCPU
+ * where the hypervisor offers no ioeventfd. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "devices/virtio/mmio.h"
 #include "disk/disk.h"
 #include "util/err.h"
+#include "util/le.h"
 
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_BLK_F_SEG_MAX (1ull << 2)
@@ -59,12 +61,6 @@ struct blk {
     struct virtq_chain chain;
     struct iovec iov[VIRTQ_MAX_CHAIN];
 };
-
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static void blk_read_config(void *dev, uint32_t offset, uint8_t *data, unsigned size)
 {
@@ -235,8 +231,9 @@ static int blk_add(struct vm *vm, const struct vm_disk_config *cfg, unsigned ind
     r = disk_open(cfg->path, flags, &disk);
     if (r < 0)
         return r;
-    snprintf(id, sizeof(id), "%s", cfg->id ? cfg->id : "");
-    if (!cfg->id)
+    if (cfg->id)
+        snprintf(id, sizeof(id), "%s", cfg->id);
+    else
         snprintf(id, sizeof(id), "smolvm%u", index);
     b = virtio_blk_new(disk, id);
     if (!b) {

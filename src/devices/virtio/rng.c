@@ -11,6 +11,7 @@
 #define VIRTIO_ID_RNG 4
 
 struct rng {
+    struct virtio_mmio *transport;
     struct virtq_chain chain;
 };
 
@@ -42,14 +43,9 @@ static const struct virtio_device_ops rng_ops = {
     .queue_notify = rng_notify,
 };
 
-struct rng_device {
-    struct rng rng;
-    struct virtio_mmio *transport;
-};
-
 static int rng_create(struct vm *vm, void **state)
 {
-    struct rng_device *d;
+    struct rng *d;
     int r;
 
     *state = NULL;
@@ -58,7 +54,7 @@ static int rng_create(struct vm *vm, void **state)
     d = calloc(1, sizeof(*d));
     if (!d)
         return err_set(ENOMEM, "virtio-rng");
-    r = virtio_mmio_create(vm, &rng_ops, &d->rng, &d->transport);
+    r = virtio_mmio_create(vm, &rng_ops, d, &d->transport);
     if (r < 0) {
         free(d);
         return r;
@@ -69,7 +65,7 @@ static int rng_create(struct vm *vm, void **state)
 
 static void rng_destroy(void *state)
 {
-    struct rng_device *d = state;
+    struct rng *d = state;
     if (!d)
         return;
     virtio_mmio_destroy(d->transport);
