@@ -15,6 +15,12 @@ struct cli_verb {
 };
 
 int cli_run(int argc, char **argv);
+int cli_start(int argc, char **argv);
+int cli_save(int argc, char **argv);
+int cli_ps(int argc, char **argv);
+int cli_pause(int argc, char **argv);
+int cli_resume(int argc, char **argv);
+int cli_stop(int argc, char **argv);
 
 /* Prints "smolvm: <message>" on one line to stderr and returns code. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

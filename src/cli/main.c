@@ -7,6 +7,12 @@
 
 static const struct cli_verb verbs[] = {
     {"run", "boot a Linux kernel in a microVM", cli_run},
+    {"start", "start a .smolmachine (resumes it if it holds state)", cli_start},
+    {"save", "save a running VM into a .smolmachine", cli_save},
+    {"ps", "list running VMs", cli_ps},
+    {"pause", "pause a running VM", cli_pause},
+    {"resume", "resume a paused VM", cli_resume},
+    {"stop", "stop a running VM", cli_stop},
 };
 
 int cli_fail(int code, const char *fmt, ...)

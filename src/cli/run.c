@@ -1,12 +1,12 @@
 /* smolvm run: boot a kernel in a microVM with its console on this terminal. */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/serve.h"
 #include "core/vm.h"
 #include "util/err.h"
 #include "util/size.h"
@@ -14,11 +14,8 @@
 
 struct run_options {
     struct vm_config vm;
-    bool trace_boot;
-    bool json;
+    struct serve_options serve;
 };
-
-static struct vm *running_vm;
 
 static const char run_help[] =
     "usage: smolvm run --kernel PATH [options]\n"
@@ -31,6 +28,7 @@ static const char run_help[] =
     "  -a, --cmdline TEXT     kernel command line (default \"console=ttyS0\")\n"
     "  -c, --cpus N           vCPUs (default 1)\n"
     "  -m, --mem SIZE         guest RAM, e.g. 256M, 1G (default 256M; plain numbers are MiB)\n"
+    "  -n, --name NAME        the VM's name for 'smolvm save/pause/stop/ps' (default vm-PID)\n"
     "  -d, --disk PATH[,ro][,id=NAME][,cache=none]\n"
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
@@ -46,13 +44,6 @@ static const char run_help[] =
     "\n"
     "Exit status: 0 when the guest powers off or reboots, 1 on errors or a guest\n"
     "crash, 2 on a bad command line.\n";
-
-static void stop_on_signal(int sig)
-{
-    (void)sig;
-    if (running_vm)
-        vm_signal_stop(running_vm);
-}
 
 static int parse_cpus(const char *text, unsigned *out)
 {
@@ -108,6 +99,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"cpus", required_argument, NULL, 'c'},
         {"mem", required_argument, NULL, 'm'},
         {"disk", required_argument, NULL, 'd'},
+        {"name", required_argument, NULL, 'n'},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
         {"console", required_argument, NULL, OPT_CONSOLE},
         {"no-kernel-cache", no_argument, NULL, OPT_NO_KERNEL_CACHE},
@@ -119,11 +111,12 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     };
     int c;
 
+    memset(o, 0, sizeof(*o));
     vm_config_defaults(&o->vm);
     o->vm.interactive = isatty(STDIN_FILENO);
     optind = 1;
     opterr = 0; /* our own one-line messages instead of getopt's */
-    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:d:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:d:n:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': o->vm.kernel_path = optarg; break;
         case 'i': o->vm.initrd_path = optarg; break;
@@ -140,6 +133,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             if (parse_disk(optarg, &o->vm) < 0)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
             break;
+        case 'n': o->serve.name = optarg; break;
         case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
         case OPT_CONSOLE:
@@ -150,12 +144,12 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             else
                 return cli_fail(CLI_USAGE, "--console must be 'serial' or 'virtio'");
             break;
-        case OPT_TRACE_BOOT: o->trace_boot = true; break;
+        case OPT_TRACE_BOOT: o->serve.trace_boot = true; break;
         case OPT_TRACE_UNTIL:
-            o->vm.trace_until = optarg;
-            o->trace_boot = true;
+            o->vm.trace_until = o->serve.trace_until = optarg;
+            o->serve.trace_boot = true;
             break;
-        case OPT_JSON: o->json = true; break;
+        case OPT_JSON: o->serve.json = true; break;
         case 'h':
             fputs(run_help, stdout);
             exit(CLI_OK);
@@ -174,52 +168,18 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     return CLI_OK;
 }
 
-static int exit_code(struct vm *vm, enum vm_stop_reason why)
-{
-    switch (why) {
-    case VM_STOP_POWEROFF:
-    case VM_STOP_RESET:
-    case VM_STOP_USER:
-        return CLI_OK;
-    case VM_STOP_SIGNAL:
-        return cli_fail(CLI_FAILED, "stopped by a signal");
-    default:
-        return cli_fail(CLI_FAILED, "%s", vm_stop_message(vm));
-    }
-}
-
-static void install_signal_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = stop_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
 int cli_run(int argc, char **argv)
 {
     struct run_options o;
-    struct vm *vm;
-    enum vm_stop_reason why;
+    struct machine *m;
+    char name[80];
     int code = parse_args(argc, argv, &o);
 
+    if (code == CLI_OK)
+        code = serve_name(o.serve.name, name, sizeof(name));
     if (code != CLI_OK)
         return code;
-    if (vm_create(&o.vm, &vm) < 0)
+    if (machine_boot(&o.vm, &m) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    running_vm = vm;
-    install_signal_handlers();
-    why = vm_run(vm);
-    running_vm = NULL;
-    code = exit_code(vm, why);
-    vm_destroy(vm); /* restores the terminal before the trace is printed */
-    if (o.trace_boot && o.json)
-        trace_print_json(stderr, o.vm.trace_until);
-    else if (o.trace_boot)
-        trace_print_table(stderr, o.vm.trace_until);
-    return code;
+    return serve_machine(m, name, &o.serve);
 }

@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,8 +27,6 @@ int vm_config_check(const struct vm_config *cfg)
 {
     uint64_t host = host_memory_bytes();
 
-    if (!cfg->kernel_path)
-        return err_plain(EINVAL, "no kernel given (--kernel PATH)");
     if (cfg->cpus == 0 || cfg->cpus > VM_MAX_CPUS)
         return err_plain(EINVAL, "--cpus must be between 1 and %d", VM_MAX_CPUS);
     if (cfg->mem_bytes < VM_MIN_MEM)
@@ -39,4 +39,119 @@ int vm_config_check(const struct vm_config *cfg)
                          (unsigned long long)(cfg->mem_bytes >> 20),
                          (unsigned long long)(host >> 20));
     return 0;
+}
+
+/* ---- JSON, as a .smolmachine carries it ---- */
+
+static const char *console_name(enum vm_console_kind k)
+{
+    return k == VM_CONSOLE_VIRTIO ? "virtio" : "serial";
+}
+
+char *vm_config_to_json(const struct vm_config *cfg)
+{
+    json_t *root = json_object(), *disks = json_array();
+    char *text;
+
+    for (unsigned i = 0; i < cfg->disk_count; i++) {
+        const struct vm_disk_config *d = &cfg->disks[i];
+        json_t *o = json_object();
+        if (d->id)
+            json_object_set_new(o, "id", json_string(d->id));
+        json_object_set_new(o, "read_only", json_boolean(d->read_only));
+        json_object_set_new(o, "direct", json_boolean(d->direct));
+        json_array_append_new(disks, o);
+    }
+    json_object_set_new(root, "cpus", json_integer(cfg->cpus));
+    json_object_set_new(root, "mem_bytes", json_integer((json_int_t)cfg->mem_bytes));
+    json_object_set_new(root, "cmdline", json_string(cfg->cmdline ? cfg->cmdline : ""));
+    json_object_set_new(root, "console", json_string(console_name(cfg->console)));
+    json_object_set_new(root, "rng", json_boolean(cfg->rng));
+    json_object_set_new(root, "disks", disks);
+    text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(root);
+    if (!text)
+        err_set(ENOMEM, "config");
+    return text;
+}
+
+static char *dup_string(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? strdup(v) : NULL;
+}
+
+static int parse_disks(json_t *disks, struct vm_config *cfg)
+{
+    size_t i;
+    json_t *d;
+
+    if (!json_is_array(disks) || json_array_size(disks) > VM_MAX_DISKS)
+        return err_plain(EINVAL, "config: bad \"disks\"");
+    json_array_foreach(disks, i, d) {
+        struct vm_disk_config *dc = &cfg->disks[cfg->disk_count++];
+        if (!json_is_object(d))
+            return err_plain(EINVAL, "config: bad disk %zu", i);
+        dc->id = dup_string(d, "id");
+        dc->read_only = json_is_true(json_object_get(d, "read_only"));
+        dc->direct = json_is_true(json_object_get(d, "direct"));
+    }
+    return 0;
+}
+
+int vm_config_from_json(const char *text, struct vm_config *cfg)
+{
+    json_error_t error;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &error), *v;
+    const char *console;
+    int r = 0;
+
+    vm_config_defaults(cfg);
+    cfg->cmdline = NULL;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return err_plain(EINVAL, "config: %s (line %d)", root ? "not an object" : error.text,
+                         error.line);
+    }
+    v = json_object_get(root, "cpus");
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > VM_MAX_CPUS)
+        r = err_plain(EINVAL, "config: bad \"cpus\"");
+    else
+        cfg->cpus = (unsigned)json_integer_value(v);
+    v = json_object_get(root, "mem_bytes");
+    if (r == 0 && (!json_is_integer(v) || json_integer_value(v) <= 0))
+        r = err_plain(EINVAL, "config: bad \"mem_bytes\"");
+    else if (r == 0)
+        cfg->mem_bytes = (uint64_t)json_integer_value(v);
+    console = json_string_value(json_object_get(root, "console"));
+    if (r == 0 && console && strcmp(console, "virtio") == 0)
+        cfg->console = VM_CONSOLE_VIRTIO;
+    else if (r == 0 && console && strcmp(console, "serial") != 0)
+        r = err_plain(EINVAL, "config: bad \"console\"");
+    cfg->rng = !json_is_false(json_object_get(root, "rng"));
+    cfg->cmdline = dup_string(root, "cmdline");
+    cfg->owns_strings = true;
+    if (r == 0 && json_object_get(root, "disks"))
+        r = parse_disks(json_object_get(root, "disks"), cfg);
+    json_decref(root);
+    if (r < 0)
+        vm_config_release(cfg);
+    return r;
+}
+
+void vm_config_release(struct vm_config *cfg)
+{
+    if (!cfg->owns_strings)
+        return;
+    free((char *)cfg->cmdline);
+    free((char *)cfg->kernel_path);
+    free((char *)cfg->initrd_path);
+    cfg->kernel_path = cfg->initrd_path = NULL;
+    for (unsigned i = 0; i < cfg->disk_count; i++) {
+        free((char *)cfg->disks[i].id);
+        free((char *)cfg->disks[i].path);
+    }
+    cfg->cmdline = NULL;
+    cfg->disk_count = 0;
+    cfg->owns_strings = false;
 }

@@ -33,6 +33,7 @@ struct vm_config {
     bool kernel_cache;       /* boot bzImages from a cached, unpacked vmlinux */
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];
+    bool owns_strings; /* from vm_config_from_json(): vm_config_release() frees them */
 };
 
 void vm_config_defaults(struct vm_config *cfg);
@@ -40,5 +41,14 @@ void vm_config_defaults(struct vm_config *cfg);
 /* Checks what can be checked without a hypervisor: sizes, counts, host
  * memory. Message and -EINVAL/-ENOMEM on failure. */
 int vm_config_check(const struct vm_config *cfg) __attribute__((warn_unused_result));
+
+/* The guest-visible config (not host paths: a bundle carries its own
+ * kernel, initrd and disks) as JSON text (malloc'd, NULL with a message
+ * on failure), and back: a hostile text gives a message, never a VM with
+ * values out of range. */
+char *vm_config_to_json(const struct vm_config *cfg);
+int vm_config_from_json(const char *text, struct vm_config *cfg)
+    __attribute__((warn_unused_result));
+void vm_config_release(struct vm_config *cfg);
 
 #endif

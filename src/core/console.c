@@ -1,6 +1,5 @@
 #include "core/console.h"
 
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +7,7 @@
 #include <unistd.h>
 
 #include "util/err.h"
+#include "util/loop.h"
 #include "util/trace.h"
 
 #define CTRL_A 0x01
@@ -25,6 +25,8 @@ struct console {
     size_t marker_len;
     char window[MARKER_MAX]; /* the last marker_len output bytes */
     size_t window_fill;
+    struct loop *loop;
+    bool quit;
 };
 
 int console_open(struct console **out, bool interactive, const char *marker)
@@ -146,31 +148,32 @@ static void deliver(struct console *con, const uint8_t *buf, size_t len)
         fn(opaque, buf, len);
 }
 
-int console_pump(struct console *con, int stop_fd)
+static bool read_input(void *opaque, int fd)
 {
-    struct pollfd fds[2] = {{.fd = stop_fd, .events = POLLIN}, {.fd = STDIN_FILENO, .events = POLLIN}};
-    nfds_t nfds = 2;
+    struct console *con = opaque;
     uint8_t buf[256];
+    ssize_t n = read(fd, buf, sizeof(buf));
     int quit = 0;
 
-    for (;;) {
-        if (poll(fds, nfds, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            return 0;
-        }
-        if (fds[0].revents)
-            return 0;
-        if (nfds > 1 && fds[1].revents) {
-            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
-            if (n <= 0) {
-                nfds = 1; /* stdin closed: the guest keeps running without input */
-                continue;
-            }
-            n = (ssize_t)(con->interactive ? filter_escapes(con, buf, (size_t)n, &quit) : (size_t)n);
-            deliver(con, buf, (size_t)n);
-            if (quit)
-                return 1;
-        }
+    if (n <= 0) {
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            return true;
+        loop_remove(con->loop, fd); /* stdin closed: the guest runs on without input */
+        return true;
     }
+    n = (ssize_t)(con->interactive ? filter_escapes(con, buf, (size_t)n, &quit) : (size_t)n);
+    deliver(con, buf, (size_t)n);
+    con->quit = quit;
+    return !quit;
+}
+
+int console_attach(struct console *con, struct loop *l)
+{
+    con->loop = l;
+    return loop_add(l, STDIN_FILENO, read_input, con);
+}
+
+bool console_quit_requested(const struct console *con)
+{
+    return con->quit;
 }

@@ -21,8 +21,10 @@ void console_close(struct console *con);
 void console_output(struct console *con, const uint8_t *buf, size_t len);
 void console_set_input(struct console *con, console_input_fn fn, void *opaque);
 
-/* Forwards stdin until stop_fd becomes readable or the user types Ctrl-A x
- * (returns 1 then, else 0). */
-int console_pump(struct console *con, int stop_fd);
+struct loop;
+/* Forwards stdin to the input device from the loop; the user typing
+ * Ctrl-A x ends the loop and makes console_quit_requested() true. */
+int console_attach(struct console *con, struct loop *l) __attribute__((warn_unused_result));
+bool console_quit_requested(const struct console *con);
 
 #endif

@@ -13,46 +13,12 @@
 #include "arch/x86/boot.h"
 #include "arch/x86/layout.h"
 #include "arch/x86/unpack.h"
+#include "core/vm_internal.h"
 #include "devices/device.h"
 #include "hv/hv.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/trace.h"
-
-#define VM_MAX_DEVICE_TYPES 64
-
-struct vcpu {
-    struct vm *vm;
-    struct hv_vcpu *hv;
-    unsigned index;
-    pthread_t thread;
-    bool started;
-};
-
-struct device_instance {
-    const struct device_type *type;
-    void *state;
-};
-
-struct vm {
-    struct vm_config cfg;
-    struct hv_vm *hv;
-    struct guest_memory mem;
-    struct bus pio;
-    struct bus mmio;
-    struct acpi_config acpi;
-    struct console *console;
-    struct vcpu *vcpus;
-    struct device_instance devices[VM_MAX_DEVICE_TYPES];
-    unsigned device_count;
-    unsigned mmio_windows;
-    struct mapped_file kernel;
-    struct mapped_file initrd;
-    int stop_fd;
-    pthread_mutex_t stop_lock;
-    atomic_int stop_reason;
-    char stop_message[512];
-};
 
 static void stop_with(struct vm *vm, enum vm_stop_reason why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -75,6 +41,10 @@ static void stop_with(struct vm *vm, enum vm_stop_reason why, const char *fmt, .
     if (write(vm->stop_fd, &one, sizeof(one)) < 0) {
         /* The counter cannot overflow from a handful of stops. */
     }
+    /* Parked vCPUs must see the stop. */
+    pthread_mutex_lock(&vm->pause_lock);
+    pthread_cond_broadcast(&vm->pause_cond);
+    pthread_mutex_unlock(&vm->pause_lock);
 }
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why)
@@ -111,6 +81,38 @@ const struct guest_memory *vm_memory(const struct vm *vm)
 struct console *vm_console(struct vm *vm)
 {
     return vm->console;
+}
+
+int vm_register_state(struct vm *vm, const char *name, const struct vm_state_ops *ops,
+                      void *opaque)
+{
+    struct vm_state_part *p;
+
+    if (vm->part_count == VM_MAX_STATE_PARTS || strlen(name) >= VM_STATE_NAME_MAX)
+        return err_plain(ENOSPC, "cannot register the state of %s", name);
+    for (unsigned i = 0; i < vm->part_count; i++)
+        if (strcmp(vm->parts[i].name, name) == 0)
+            return err_plain(EEXIST, "two devices named %s", name);
+    p = &vm->parts[vm->part_count++];
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->ops = ops;
+    p->opaque = opaque;
+    return 0;
+}
+
+bool vm_restoring(const struct vm *vm)
+{
+    return vm->restoring != NULL;
+}
+
+int vm_watch(struct vm *vm, int fd, loop_fn fn, void *opaque)
+{
+    return loop_add(&vm->loop, fd, fn, opaque);
+}
+
+void vm_unwatch(struct vm *vm, int fd)
+{
+    loop_remove(&vm->loop, fd);
 }
 
 int vm_register_pio(struct vm *vm, uint64_t port, uint64_t len, bus_handler fn, void *opaque)
@@ -199,7 +201,11 @@ static void use_unpacked_kernel(struct vm *vm)
 
 static int load_inputs(struct vm *vm)
 {
-    int r = file_map(vm->cfg.kernel_path, "kernel", &vm->kernel);
+    int r;
+
+    if (!vm->cfg.kernel_path)
+        return err_plain(EINVAL, "no kernel given (--kernel PATH)");
+    r = file_map(vm->cfg.kernel_path, "kernel", &vm->kernel);
     if (r < 0)
         return r;
     r = x86_kernel_check(vm->kernel.data, vm->kernel.len);
@@ -288,7 +294,19 @@ static int create_vcpus(struct vm *vm, const struct x86_cpu_state *bsp)
             return r;
     }
     /* Application processors wait for INIT/SIPI from the boot CPU. */
-    return hv_vcpu_set_x86_state(vm->vcpus[0].hv, bsp);
+    return bsp ? hv_vcpu_set_x86_state(vm->vcpus[0].hv, bsp) : 0;
+}
+
+static int restore_machine(struct vm *vm)
+{
+    const struct vm_snapshot *snap = vm->restoring;
+    int r = snap->load_memory(snap->opaque, &vm->mem);
+
+    if (r == 0)
+        r = vm_restore_state(vm, snap->state, snap->state_len);
+    if (r == 0)
+        trace_mark(TRACE_STATE_RESTORED);
+    return r;
 }
 
 static int setup(struct vm *vm)
@@ -297,7 +315,7 @@ static int setup(struct vm *vm)
     int r;
 
     r = vm_config_check(&vm->cfg);
-    if (r == 0)
+    if (r == 0 && !vm->restoring)
         r = load_inputs(vm);
     if (r == 0) {
         trace_mark(TRACE_INPUTS_READ);
@@ -316,14 +334,17 @@ static int setup(struct vm *vm)
         return r;
     trace_mark(TRACE_MEMORY_MAPPED);
     r = create_devices(vm);
-    if (r == 0)
-        r = build_machine(vm, &bsp);
+    if (r < 0)
+        return r;
+    if (vm->restoring)
+        return create_vcpus(vm, NULL) ?: restore_machine(vm);
+    r = build_machine(vm, &bsp);
     if (r == 0)
         r = create_vcpus(vm, &bsp);
     return r;
 }
 
-int vm_create(const struct vm_config *cfg, struct vm **out)
+static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
 {
     struct vm *vm = calloc(1, sizeof(*vm));
     int r;
@@ -331,7 +352,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     if (!vm)
         return err_set(ENOMEM, "vm");
     vm->cfg = *cfg;
+    vm->restoring = snap;
     pthread_mutex_init(&vm->stop_lock, NULL);
+    pthread_mutex_init(&vm->pause_lock, NULL);
+    pthread_cond_init(&vm->pause_cond, NULL);
     atomic_store(&vm->stop_reason, VM_RUNNING);
     vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->stop_fd < 0) {
@@ -344,8 +368,19 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
         vm_destroy(vm);
         return r;
     }
+    vm->restoring = NULL;
     *out = vm;
     return 0;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out)
+{
+    return create(cfg, NULL, out);
+}
+
+int vm_restore(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+{
+    return create(cfg, snap, out);
 }
 
 static void dispatch(const struct bus *bus, const struct hv_exit *e)
@@ -378,6 +413,9 @@ static void *vcpu_thread(void *arg)
             dispatch(&vm->mmio, &e);
             break;
         case HV_EXIT_INTERRUPTED:
+            /* Pending I/O of an earlier exit is complete now: a safe
+             * point to hold still for a snapshot. */
+            vm_park_vcpu(vm);
             break;
         case HV_EXIT_RESET:
             vm_request_stop(vm, VM_STOP_RESET);
@@ -398,6 +436,13 @@ static void *vcpu_thread(void *arg)
     return NULL;
 }
 
+static bool stop_requested(void *opaque, int fd)
+{
+    (void)opaque;
+    (void)fd;
+    return false;
+}
+
 enum vm_stop_reason vm_run(struct vm *vm)
 {
     for (unsigned i = 0; i < vm->cfg.cpus; i++) {
@@ -408,8 +453,14 @@ enum vm_stop_reason vm_run(struct vm *vm)
         }
         v->started = true;
     }
-    if (console_pump(vm->console, vm->stop_fd))
+    if (loop_add(&vm->loop, vm->stop_fd, stop_requested, vm) < 0 ||
+        console_attach(vm->console, &vm->loop) < 0)
+        stop_with(vm, VM_STOP_ERROR, "%s", err_msg());
+    else
+        loop_run(&vm->loop);
+    if (console_quit_requested(vm->console))
         vm_request_stop(vm, VM_STOP_USER);
+    vm_resume(vm); /* a paused VM stopped from outside */
     for (unsigned i = 0; i < vm->cfg.cpus; i++)
         if (vm->vcpus[i].started)
             hv_vcpu_kick(vm->vcpus[i].hv);
@@ -439,5 +490,7 @@ void vm_destroy(struct vm *vm)
     file_unmap(&vm->initrd);
     close(vm->stop_fd);
     pthread_mutex_destroy(&vm->stop_lock);
+    pthread_mutex_destroy(&vm->pause_lock);
+    pthread_cond_destroy(&vm->pause_cond);
     free(vm);
 }

@@ -11,6 +11,8 @@
 #include "core/config.h"
 #include "core/console.h"
 #include "core/memory.h"
+#include "util/blob.h"
+#include "util/loop.h"
 
 enum vm_stop_reason {
     VM_RUNNING,
@@ -39,6 +41,40 @@ void vm_destroy(struct vm *vm);
 /* Async-signal-safe: makes vm_run() return VM_STOP_SIGNAL. */
 void vm_signal_stop(struct vm *vm);
 
+/* Asks vm_run() to return `why` (VM_STOP_USER for a stop from outside). */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
+
+/* Watches fd on vm_run()'s thread (the control socket); fn returning false
+ * stops the VM with VM_STOP_USER. */
+int vm_watch(struct vm *vm, int fd, loop_fn fn, void *opaque) __attribute__((warn_unused_result));
+void vm_unwatch(struct vm *vm, int fd);
+
+/* ---- snapshots (state.c) ----
+ * Called on vm_run()'s thread (from a watch handler). vm_pause() returns
+ * once every vCPU is out of the guest, its pending I/O completed, and every
+ * device quiet; the guest's memory and state then hold still until
+ * vm_resume(). */
+int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
+void vm_resume(struct vm *vm);
+bool vm_paused(const struct vm *vm);
+/* The hypervisor's VM and vCPU state and every device's, as bytes; the VM
+ * must be paused. Guest memory is not included: see vm_memory(). */
+int vm_save_state(struct vm *vm, struct blob *out) __attribute__((warn_unused_result));
+
+/* What vm_restore() builds a running VM from instead of a kernel. */
+struct vm_snapshot {
+    const void *state; /* from vm_save_state() */
+    size_t state_len;
+    /* Fills guest RAM (already allocated, zeroed, same layout as saved). */
+    int (*load_memory)(void *opaque, const struct guest_memory *mem);
+    void *opaque;
+};
+
+/* Creates a VM from cfg (kernel and initrd are not read) and puts it into
+ * the saved state; vm_run() then resumes the guest where it was saved. */
+int vm_restore(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+    __attribute__((warn_unused_result));
+
 /* ---- for devices ---- */
 const struct vm_config *vm_config(const struct vm *vm);
 const struct guest_memory *vm_memory(const struct vm *vm);
@@ -56,12 +92,26 @@ int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t
 int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_t len,
                            uint8_t irq) __attribute__((warn_unused_result));
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level);
+/* Snapshot participants: each device instance with guest-visible state
+ * registers one when it is created, under a name unique in the VM (a
+ * restore matches saved state to participants by name). Between pause and
+ * resume a participant changes neither guest memory nor its own state;
+ * restore runs after guest memory and the vCPUs are restored. */
+struct vm_state_ops {
+    int (*save)(void *opaque, struct blob *out);
+    int (*restore)(void *opaque, struct blob_reader *in);
+    void (*pause)(void *opaque);  /* NULL: nothing runs outside the vCPUs */
+    void (*resume)(void *opaque);
+};
+int vm_register_state(struct vm *vm, const char *name, const struct vm_state_ops *ops,
+                      void *opaque) __attribute__((warn_unused_result));
+/* While vm_restore() builds the VM: devices skip their power-on set-up. */
+bool vm_restoring(const struct vm *vm);
 /* Fast paths that skip smolvm's vCPU threads: a guest MMIO write of value
  * at gpa signals notify_fd; writing irq_fd raises gsi. */
 int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int notify_fd)
     __attribute__((warn_unused_result));
 int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd) __attribute__((warn_unused_result));
-void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
 struct console *vm_console(struct vm *vm);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "arch/x86/cpu_state.h"
+#include "util/blob.h"
 
 struct hv_vm;
 struct hv_vcpu;
@@ -72,5 +73,21 @@ int hv_vcpu_run(struct hv_vcpu *vcpu, struct hv_exit *exit) __attribute__((warn_
 /* Makes hv_vcpu_run() return HV_EXIT_INTERRUPTED soon, whether the vCPU is
  * inside the guest now or enters it next. Safe from any thread. */
 void hv_vcpu_kick(struct hv_vcpu *vcpu);
+
+/* ---- snapshots ----
+ * Save and restore run while no vCPU is inside hv_vcpu_run(). The bytes are
+ * the backend's own; hv_state_format() names them, and a restore refuses
+ * state another format wrote. A vCPU is restored after hv_vcpu_create() on
+ * a VM restored with hv_vm_restore(). Restore fails with a message on a
+ * malformed blob or on state this host cannot take. */
+const char *hv_state_format(void);
+int hv_vm_save(struct hv_vm *vm, struct blob *out) __attribute__((warn_unused_result));
+int hv_vm_restore(struct hv_vm *vm, struct blob_reader *in) __attribute__((warn_unused_result));
+int hv_vcpu_save(struct hv_vcpu *vcpu, struct blob *out) __attribute__((warn_unused_result));
+int hv_vcpu_restore(struct hv_vcpu *vcpu, struct blob_reader *in)
+    __attribute__((warn_unused_result));
+/* Tells the guest its vCPU was stopped (kvmclock's PVCLOCK_GUEST_STOPPED),
+ * so its soft-lockup watchdog does not take a pause for a hang. */
+void hv_vcpu_tell_paused(struct hv_vcpu *vcpu);
 
 #endif

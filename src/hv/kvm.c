@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "hv/kvm_internal.h"
 #include "util/err.h"
 
 /* KVM needs three pages for its own use below 4 GiB on Intel; they sit in
@@ -30,24 +31,7 @@
 /* The signal hv_vcpu_kick() sends to knock a thread out of KVM_RUN. */
 #define KICK_SIGNAL SIGUSR1
 
-struct hv_vm {
-    int kvm_fd;
-    int vm_fd;
-    int run_size;
-    unsigned next_slot;
-    unsigned max_vcpus;
-    struct kvm_cpuid2 *cpuid;
-};
-
-struct hv_vcpu {
-    struct hv_vm *vm;
-    int fd;
-    struct kvm_run *run;
-    pthread_t thread;
-    atomic_bool thread_known;
-};
-
-static int xioctl(int fd, unsigned long request, void *arg)
+int kvm_xioctl(int fd, unsigned long request, void *arg)
 {
     int r;
     do
@@ -140,7 +124,7 @@ static int setup_vm(struct hv_vm *vm)
         return err_plain(ENOTSUP, "unsupported KVM API version");
     if (require_caps(vm) < 0)
         return -ENOTSUP;
-    vm->vm_fd = xioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    vm->vm_fd = kvm_xioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
     if (vm->vm_fd < 0)
         return err_set(errno, "KVM_CREATE_VM");
     vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -195,6 +179,7 @@ void hv_vm_destroy(struct hv_vm *vm)
         close(vm->vm_fd);
     close(vm->kvm_fd);
     free(vm->cpuid);
+    free(vm->snapshot_msrs);
     free(vm);
 }
 
@@ -321,7 +306,7 @@ int hv_vcpu_create(struct hv_vm *vm, unsigned index, struct hv_vcpu **out)
         return err_set(ENOMEM, "hv_vcpu");
     vcpu->vm = vm;
     vcpu->run = MAP_FAILED;
-    vcpu->fd = xioctl(vm->vm_fd, KVM_CREATE_VCPU, (void *)(uintptr_t)index);
+    vcpu->fd = kvm_xioctl(vm->vm_fd, KVM_CREATE_VCPU, (void *)(uintptr_t)index);
     if (vcpu->fd < 0) {
         r = err_set(errno, "KVM_CREATE_VCPU %u", index);
         goto fail;

@@ -85,6 +85,17 @@ case "$test" in
     cpus) echo "GUEST-CPUS=$(grep -c ^processor /proc/cpuinfo)" ;;
     reboot) reboot -f ;;
     panic) echo c > /proc/sysrq-trigger ;;
+    snap)
+        # Saved to a .smolmachine while blocked on input, then resumed from
+        # it: the token lives only in guest RAM, the disk is read after.
+        load_modules
+        token=$(cat /proc/sys/kernel/random/uuid)
+        echo "GUEST-SNAP-READY token=$token"
+        read -r line
+        echo "GUEST-SNAP-GOT=$line token=$token disk=$(dd if=/dev/vda bs=8 count=1 2>/dev/null)"
+        printf AFTERRESTORE | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null &&
+            echo GUEST-SNAP-WRITE-OK
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

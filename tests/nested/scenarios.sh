@@ -10,6 +10,9 @@ results=$1
 : "${SMOLVM:?}" "${SMOLVM_ASAN:=$SMOLVM}" "${KERNEL:?}" "${INITRD:?}" "${VMLINUX:=}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-nested.XXXXXX")
 summary=$results/summary
+# Control sockets and instance files of the VMs under test stay in $work.
+export XDG_RUNTIME_DIR=$work/run XDG_DATA_HOME=$work/data
+mkdir -m 0700 -p "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME"
 : > "$summary"
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
 GUEST_CMDLINE="console=ttyS0 panic=-1 quiet"
@@ -70,6 +73,36 @@ scenario_pvh() {
     boot pvh --kernel "$VMLINUX" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE"
     expect pvh-vmlinux "the ELF vmlinux boots through its PVH entry" \
         eval 'test "$rc" -eq 0 && has pvh SMOLVM-GUEST-UP'
+}
+
+# background NAME VERB ARGS...: smolvm VERB in the background, its stdin a
+# fifo held open on fd 7 (type with `echo ... >&7`), pid in $bg_pid.
+background() {
+    local name=$1 fifo=$work/$1.fifo
+    shift
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    timeout "$BOOT_TIMEOUT" "$SMOLVM" "$@" < "$fifo" > "$work/$name.out" 2> "$work/$name.err" &
+    bg_pid=$!
+    exec 7> "$fifo"
+}
+
+# wait_for NAME TEXT: until TEXT is on NAME's console (or the timeout).
+wait_for() {
+    local i
+    for i in $(seq 1 "$BOOT_TIMEOUT"); do
+        grep -q -- "$2" "$work/$1.out" && return 0
+        kill -0 "$bg_pid" 2>/dev/null || return 1
+        sleep 1
+    done
+    return 1
+}
+
+finish() { # finish NAME: waits for the background smolvm; rc and logs
+    wait "$bg_pid"
+    rc=$?
+    exec 7>&-
+    cp "$work/$1.out" "$work/$1.err" "$results/" 2>/dev/null
 }
 
 # A line typed on the host reaches the guest's shell and its answer comes
@@ -148,6 +181,54 @@ scenario_smp_io() {
 
 # bad_input NAME EXPECTED_RC [smolvm run args...]: one line on stderr, the
 # right exit code, no sanitizer report, for both builds.
+# The flagship: a running guest saved into a .smolmachine and resumed from
+# it in a new smolvm process, its RAM (a token only the guest knew), its
+# pending console read and its virtio disk carried over.
+scenario_snapshot() {
+    local bundle=$work/snap.smolmachine disk=$work/snap.raw token ps_out
+    printf SNAPDISK > "$disk"
+    truncate -s 16M "$disk"
+    background snap-run run --name snap-a --kernel "$KERNEL" --initrd "$INITRD" \
+        --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=snap"
+    if ! wait_for snap-run GUEST-SNAP-READY; then
+        finish snap-run
+        fail snapshot-save "the guest never got ready (see snap-run.out/.err)"
+        return
+    fi
+    sleep 1
+    token=$(sed -n 's/.*GUEST-SNAP-READY token=\([0-9a-f-]*\).*/\1/p' "$work/snap-run.out" | head -n 1)
+    ps_out=$("$SMOLVM" ps --json 2>&1)
+    expect control-ps "ps --json lists the VM as running" \
+        eval 'echo "$ps_out" | grep -q "\"name\": \"snap-a\"" && echo "$ps_out" | grep -q running'
+    expect control-pause-resume "pause, then resume, answer ok" \
+        eval '"$SMOLVM" pause snap-a && "$SMOLVM" ps | grep -q "snap-a.*paused" && "$SMOLVM" resume snap-a'
+    "$SMOLVM" save snap-a -o "$bundle" > "$work/snap-save.out" 2>&1
+    rc=$?
+    cp "$work/snap-save.out" "$results/" 2>/dev/null
+    expect snapshot-save "save writes the bundle" test "$rc" -eq 0 -a -s "$bundle"
+    finish snap-run
+    expect snapshot-save-ends-vm "the saved VM ends with 0" test "$rc" -eq 0
+    background snap-start start "$bundle" --name snap-b --trace-boot --json
+    sleep 2
+    echo hello-after-restore >&7
+    wait_for snap-start GUEST-SNAP-WRITE-OK
+    "$SMOLVM" stop snap-b 2>/dev/null
+    finish snap-start
+    expect snapshot-resume "the restored guest read the line with its saved token" \
+        has snap-start "GUEST-SNAP-GOT=hello-after-restore token=$token disk=SNAPDISK"
+    expect snapshot-no-reboot "the restored guest did not boot again" \
+        eval '! has snap-start SMOLVM-GUEST-UP'
+    expect snapshot-disk-after-restore "the restored guest wrote its disk" \
+        has snap-start GUEST-SNAP-WRITE-OK
+    expect snapshot-trace "start traces state_restored" \
+        grep -q '"state_restored":' "$work/snap-start.err"
+    head -c 100000 "$bundle" > "$work/snap-short.smolmachine"
+    "$SMOLVM" start "$work/snap-short.smolmachine" < /dev/null > /dev/null 2> "$work/snap-short.err"
+    rc=$?
+    expect snapshot-truncated "a truncated bundle: exit 1, one line" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/snap-short.err")" -eq 1 && grep -q truncated "$work/snap-short.err"'
+}
+
 bad_input() {
     local name=$1 want=$2 bin err lines
     shift 2
@@ -203,4 +284,5 @@ scenario_virtio_disks
 scenario_virtio_console
 scenario_smp_io
 scenario_bad_inputs
+scenario_snapshot
 rm -rf "$work"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/vm.h"
+#include "util/blob.h"
 #include "util/err.h"
 
 enum {
@@ -363,6 +364,130 @@ void virtio_mmio_fail(struct virtio_mmio *t, const char *why)
     virtio_mmio_raise_irq(t);
 }
 
+/* ---- snapshots: the registers and each queue's place in its rings ---- */
+
+static void save_queue(const struct virtq *q, struct blob *out)
+{
+    blob_put_u16(out, q->size);
+    blob_put_u8(out, q->ready);
+    blob_put_u8(out, q->event_idx);
+    blob_put_u64(out, q->desc_gpa);
+    blob_put_u64(out, q->avail_gpa);
+    blob_put_u64(out, q->used_gpa);
+    blob_put_u16(out, q->last_avail);
+    blob_put_u16(out, q->used_idx);
+    blob_put_u16(out, q->signalled_used);
+    blob_put_u8(out, q->signalled_valid);
+}
+
+static int transport_save(void *opaque, struct blob *out)
+{
+    struct virtio_mmio *t = opaque;
+
+    pthread_mutex_lock(&t->lock);
+    blob_put_u32(out, t->status);
+    blob_put_u32(out, t->device_features_sel);
+    blob_put_u32(out, t->driver_features_sel);
+    blob_put_u32(out, t->queue_sel);
+    blob_put_u64(out, t->driver_features);
+    blob_put_u32(out, t->interrupt_status);
+    blob_put_u32(out, t->config_generation);
+    blob_put_u32(out, t->ops->num_queues);
+    for (unsigned i = 0; i < t->ops->num_queues; i++)
+        save_queue(&t->queues[i], out);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+static bool bool_field(struct blob_reader *in)
+{
+    uint8_t v = blob_get_u8(in);
+    if (v > 1)
+        in->failed = true;
+    return v;
+}
+
+/* A saved queue is as hostile as one the guest sets up: it passes the same
+ * checks as at QueueReady. */
+static int restore_queue(struct virtio_mmio *t, struct virtq *q, struct blob_reader *in)
+{
+    q->mem = vm_memory(t->vm);
+    q->size = blob_get_u16(in);
+    q->ready = bool_field(in);
+    q->event_idx = bool_field(in);
+    q->desc_gpa = blob_get_u64(in);
+    q->avail_gpa = blob_get_u64(in);
+    q->used_gpa = blob_get_u64(in);
+    q->last_avail = blob_get_u16(in);
+    q->used_idx = blob_get_u16(in);
+    q->signalled_used = blob_get_u16(in);
+    q->signalled_valid = bool_field(in);
+    if (in->failed)
+        return err_plain(EINVAL, "truncated queue state");
+    if (q->ready && (q->size > t->ops->queue_max || virtq_validate(q) < 0))
+        return err_plain(EINVAL, "saved queue does not fit guest memory");
+    return 0;
+}
+
+/* Requests the guest made available before the save but the device had
+ * not taken yet: nobody will kick for them again. */
+static void kick_ready_queues(struct virtio_mmio *t)
+{
+    uint64_t one = 1;
+
+    if (!(t->status & VIRTIO_STATUS_DRIVER_OK) || broken(t) || !t->ops->queue_notify)
+        return;
+    for (unsigned i = 0; i < t->ops->num_queues; i++) {
+        if (!t->queues[i].ready)
+            continue;
+        if (t->notify_fd[i] >= 0 && write(t->notify_fd[i], &one, sizeof(one)) == sizeof(one))
+            continue;
+        t->ops->queue_notify(t->dev, t, i);
+    }
+}
+
+static int transport_restore(void *opaque, struct blob_reader *in)
+{
+    struct virtio_mmio *t = opaque;
+    int r = 0;
+
+    pthread_mutex_lock(&t->lock);
+    t->status = blob_get_u32(in);
+    t->device_features_sel = blob_get_u32(in);
+    t->driver_features_sel = blob_get_u32(in);
+    t->queue_sel = blob_get_u32(in);
+    t->driver_features = blob_get_u64(in);
+    t->interrupt_status = blob_get_u32(in);
+    t->config_generation = blob_get_u32(in);
+    if (blob_get_u32(in) != t->ops->num_queues || (t->driver_features & ~device_features(t)))
+        r = err_plain(EINVAL, "state of a different device");
+    for (unsigned i = 0; r == 0 && i < t->ops->num_queues; i++)
+        r = restore_queue(t, &t->queues[i], in);
+    if (r < 0)
+        reset_locked(t);
+    pthread_mutex_unlock(&t->lock);
+    if (r == 0)
+        kick_ready_queues(t);
+    return r;
+}
+
+static void transport_pause(void *opaque)
+{
+    virtio_mmio_io_lock(opaque);
+}
+
+static void transport_resume(void *opaque)
+{
+    virtio_mmio_io_unlock(opaque);
+}
+
+static const struct vm_state_ops transport_state = {
+    .save = transport_save,
+    .restore = transport_restore,
+    .pause = transport_pause,
+    .resume = transport_resume,
+};
+
 int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void *dev,
                        struct virtio_mmio **out)
 {
@@ -394,6 +519,12 @@ int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void 
         r = vm_register_mmio(vm, t->base, VIRTIO_MMIO_WINDOW, virtio_mmio_access, t);
     if (r == 0)
         r = vm_describe_mmio_device(vm, t->base, VIRTIO_MMIO_WINDOW, t->irq);
+    if (r == 0) {
+        char name[48];
+        snprintf(name, sizeof(name), "virtio-%s@0x%llx", ops->name,
+                 (unsigned long long)t->base);
+        r = vm_register_state(vm, name, &transport_state, t);
+    }
     if (r < 0) {
         virtio_mmio_destroy(t);
         return r;

@@ -1,0 +1,38 @@
+/* The control socket of a running VM: a unix socket named after the VM in
+ * a per-user folder ($XDG_RUNTIME_DIR/smolvm, else /tmp/smolvm-UID, 0700).
+ * One request per connection: a line of JSON {"command": ..., ...}, one
+ * line of JSON back: {"ok": true, ...} or {"ok": false, "error": "..."}. */
+#ifndef SMOLVM_API_CONTROL_H
+#define SMOLVM_API_CONTROL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+/* A VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+bool control_name_ok(const char *name);
+
+/* The socket folder, created if missing (malloc'd). */
+int control_dir(char **out) __attribute__((warn_unused_result));
+
+/* Answers one request; returns a new reference. */
+typedef json_t *(*control_handler)(void *opaque, const char *command, json_t *request);
+
+struct control;
+/* Binds NAME's socket; fails if a live VM already has the name. */
+int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
+    __attribute__((warn_unused_result));
+int control_listen_fd(const struct control *c);
+/* Serves one connection waiting on the listening socket. */
+void control_accept(struct control *c);
+/* Closes and removes the socket. */
+void control_close(struct control *c);
+
+/* Sends a request to VM NAME and returns its answer (new reference). */
+int control_request(const char *name, json_t *request, json_t **answer)
+    __attribute__((warn_unused_result));
+
+/* Helpers for handlers. */
+json_t *control_ok(void);
+json_t *control_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,70 @@
+/* The .smolmachine container: one file of named sections behind a header
+ * with a section table. Every section carries a SHA-256 (the memory
+ * section one per chunk) and the table carries one of its own, so a reader
+ * verifies what it uses and nothing more. Sections start page-aligned.
+ *
+ *   0     header: magic "SMOLMACH", version, section count, file size,
+ *         the section table, SHA-256 of all that; 4 KiB
+ *   4096  sections, each at a 4 KiB boundary
+ *
+ * A writer builds the file under a temporary name, fsyncs it and renames it
+ * into place: a crash leaves the old file or the new one, never half. */
+#ifndef SMOLVM_BUNDLE_BUNDLE_H
+#define SMOLVM_BUNDLE_BUNDLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/memory.h"
+
+#define BUNDLE_NAME_MAX 24
+
+enum bundle_encoding {
+    BUNDLE_RAW = 0,    /* the bytes as they are (mmap-able) */
+    BUNDLE_ZSTD = 1,   /* one zstd frame */
+    BUNDLE_MEMORY = 2, /* guest RAM in independently compressed chunks, zero chunks elided */
+};
+
+/* Called now and then during long work: done of total bytes. */
+typedef void (*bundle_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+
+struct bundle_writer;
+
+int bundle_writer_open(const char *path, struct bundle_writer **out)
+    __attribute__((warn_unused_result));
+int bundle_add(struct bundle_writer *w, const char *name, const void *data, size_t len,
+               enum bundle_encoding enc) __attribute__((warn_unused_result));
+int bundle_add_file(struct bundle_writer *w, const char *name, const char *path,
+                    enum bundle_encoding enc) __attribute__((warn_unused_result));
+int bundle_add_memory(struct bundle_writer *w, const char *name, const struct guest_memory *mem,
+                      bundle_progress_fn progress, void *opaque) __attribute__((warn_unused_result));
+/* Copies a section of another bundle as it is stored (no re-encoding). */
+struct bundle;
+int bundle_copy_section(struct bundle_writer *w, const struct bundle *src, const char *name)
+    __attribute__((warn_unused_result));
+/* Writes the header, syncs, renames into place; frees w either way. */
+int bundle_writer_commit(struct bundle_writer *w) __attribute__((warn_unused_result));
+/* Drops the temporary file; frees w. */
+void bundle_writer_abort(struct bundle_writer *w);
+
+struct bundle;
+
+/* Maps the file and checks its header and section table; each section's
+ * hash is checked when it is read. */
+int bundle_open(const char *path, struct bundle **out) __attribute__((warn_unused_result));
+void bundle_close(struct bundle *b);
+bool bundle_has(const struct bundle *b, const char *name);
+/* A section's bytes, decoded and verified, in a malloc'd buffer (plus a
+ * NUL after them, for text). */
+int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
+    __attribute__((warn_unused_result));
+/* Decodes and verifies a section into a new file at path (mode 0600). */
+int bundle_extract(const struct bundle *b, const char *name, const char *path)
+    __attribute__((warn_unused_result));
+/* Fills guest RAM laid out as it was saved (same regions) from a
+ * BUNDLE_MEMORY section, verifying each chunk. */
+int bundle_load_memory(const struct bundle *b, const char *name, const struct guest_memory *mem)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,248 @@
+#include "bundle/machine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/blob.h"
+#include "util/err.h"
+
+#define SECTION_CONFIG "config"
+#define SECTION_KERNEL "kernel"
+#define SECTION_INITRD "initrd"
+#define SECTION_STATE "state"
+#define SECTION_MEMORY "memory"
+
+static void disk_section(char *buf, size_t size, unsigned i)
+{
+    snprintf(buf, size, "disk.%u", i);
+}
+
+struct machine {
+    struct vm *vm;
+    struct bundle *source; /* the bundle it started from, or NULL */
+    struct vm_config cfg;  /* strings owned here when started from a bundle */
+    char *dir;
+};
+
+struct vm *machine_vm(struct machine *m)
+{
+    return m->vm;
+}
+
+void machine_destroy(struct machine *m)
+{
+    if (!m)
+        return;
+    vm_destroy(m->vm);
+    vm_config_release(&m->cfg);
+    free(m->dir);
+    bundle_close(m->source);
+    free(m);
+}
+
+int machine_boot(const struct vm_config *cfg, struct machine **out)
+{
+    struct machine *m = calloc(1, sizeof(*m));
+    int r;
+
+    if (!m)
+        return err_set(ENOMEM, "machine");
+    m->cfg = *cfg;
+    m->cfg.owns_strings = false;
+    r = vm_create(&m->cfg, &m->vm);
+    if (r < 0) {
+        free(m);
+        return r;
+    }
+    *out = m;
+    return 0;
+}
+
+/* The kernel and initrd come from the source bundle when there is one: a
+ * restored VM has no files of them. */
+static int add_boot_file(struct bundle_writer *w, const struct machine *m, const char *section,
+                         const char *path, enum bundle_encoding enc)
+{
+    if (m->source && bundle_has(m->source, section))
+        return bundle_copy_section(w, m->source, section);
+    if (!path)
+        return 0;
+    return bundle_add_file(w, section, path, enc);
+}
+
+static int add_inputs(struct bundle_writer *w, const struct machine *m)
+{
+    char *json = vm_config_to_json(&m->cfg);
+    int r;
+
+    if (!json)
+        return -ENOMEM;
+    r = bundle_add(w, SECTION_CONFIG, json, strlen(json), BUNDLE_RAW);
+    free(json);
+    /* A bzImage is compressed already. */
+    if (r == 0)
+        r = add_boot_file(w, m, SECTION_KERNEL, m->cfg.kernel_path, BUNDLE_RAW);
+    if (r == 0)
+        r = add_boot_file(w, m, SECTION_INITRD, m->cfg.initrd_path, BUNDLE_ZSTD);
+    for (unsigned i = 0; r == 0 && i < m->cfg.disk_count; i++) {
+        char name[BUNDLE_NAME_MAX + 1];
+        disk_section(name, sizeof(name), i);
+        r = bundle_add_file(w, name, m->cfg.disks[i].path, BUNDLE_ZSTD);
+    }
+    return r;
+}
+
+static int add_state(struct bundle_writer *w, struct vm *vm, const struct machine_save_options *o)
+{
+    struct blob state = {0};
+    int r = vm_save_state(vm, &state);
+
+    if (r == 0)
+        r = bundle_add(w, SECTION_STATE, state.data, state.len, BUNDLE_RAW);
+    blob_free(&state);
+    if (r == 0)
+        r = bundle_add_memory(w, SECTION_MEMORY, vm_memory(vm), o->progress, o->opaque);
+    return r;
+}
+
+int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
+{
+    struct bundle_writer *w;
+    int r;
+
+    if (o->with_state && !vm_paused(m->vm))
+        return err_plain(EBUSY, "the VM must be paused to save its state");
+    r = bundle_writer_open(path, &w);
+    if (r < 0)
+        return r;
+    /* State first: it is what must match the paused guest exactly. */
+    if (o->with_state)
+        r = add_state(w, m->vm, o);
+    if (r == 0)
+        r = add_inputs(w, m);
+    if (r < 0) {
+        bundle_writer_abort(w);
+        return r;
+    }
+    return bundle_writer_commit(w);
+}
+
+/* ---- start ---- */
+
+/* Where an instance's own files (its disks, its kernel) live. */
+static int instance_dir(const char *name, char **out)
+{
+    const char *data = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    char *base;
+    int r;
+
+    if (data && data[0] == '/')
+        r = asprintf(&base, "%s/smolvm", data);
+    else if (home && home[0] == '/')
+        r = asprintf(&base, "%s/.local/share/smolvm", home);
+    else
+        r = asprintf(&base, "/tmp/smolvm-data-%u", (unsigned)getuid());
+    if (r < 0)
+        return err_set(ENOMEM, "instance folder");
+    r = asprintf(out, "%s/instances/%s", base, name);
+    if (r >= 0) {
+        char *instances;
+        r = asprintf(&instances, "%s/instances", base);
+        if (r >= 0) {
+            mkdir(base, 0700);
+            mkdir(instances, 0700);
+            mkdir(*out, 0700);
+            free(instances);
+        }
+    }
+    free(base);
+    return r < 0 ? err_set(ENOMEM, "instance folder") : 0;
+}
+
+static int extract(struct machine *s, const char *section, const char **path)
+{
+    char *p;
+    int r;
+
+    if (asprintf(&p, "%s/%s", s->dir, section) < 0)
+        return err_set(ENOMEM, "%s", section);
+    *path = p; /* owned by s->cfg */
+    r = bundle_extract(s->source, section, p);
+    return r;
+}
+
+static int extract_files(struct machine *s, bool boots)
+{
+    int r = 0;
+
+    if (boots) {
+        r = extract(s, SECTION_KERNEL, &s->cfg.kernel_path);
+        if (r == 0 && bundle_has(s->source, SECTION_INITRD))
+            r = extract(s, SECTION_INITRD, &s->cfg.initrd_path);
+    }
+    for (unsigned i = 0; r == 0 && i < s->cfg.disk_count; i++) {
+        char name[BUNDLE_NAME_MAX + 1];
+        disk_section(name, sizeof(name), i);
+        r = extract(s, name, &s->cfg.disks[i].path);
+    }
+    return r;
+}
+
+static int load_memory(void *opaque, const struct guest_memory *mem)
+{
+    return bundle_load_memory(opaque, SECTION_MEMORY, mem);
+}
+
+static int build(struct machine *s)
+{
+    struct vm_snapshot snap = {.load_memory = load_memory, .opaque = s->source};
+    uint8_t *state;
+    size_t len;
+    int r;
+
+    if (!bundle_has(s->source, SECTION_STATE))
+        return vm_create(&s->cfg, &s->vm);
+    r = bundle_read(s->source, SECTION_STATE, &state, &len);
+    if (r < 0)
+        return r;
+    snap.state = state;
+    snap.state_len = len;
+    r = vm_restore(&s->cfg, &snap, &s->vm);
+    free(state);
+    return r;
+}
+
+int machine_start(const char *path, const struct machine_start_options *o, struct machine **out)
+{
+    struct machine *m = calloc(1, sizeof(*m));
+    uint8_t *json = NULL;
+    size_t len;
+    int r;
+
+    if (!m)
+        return err_set(ENOMEM, "machine");
+    r = bundle_open(path, &m->source);
+    if (r == 0)
+        r = bundle_read(m->source, SECTION_CONFIG, &json, &len);
+    if (r == 0)
+        r = vm_config_from_json((const char *)json, &m->cfg);
+    free(json);
+    if (r == 0) {
+        m->cfg.interactive = o->interactive;
+        m->cfg.trace_until = o->trace_until;
+        r = instance_dir(o->name, &m->dir);
+    }
+    if (r == 0)
+        r = extract_files(m, !bundle_has(m->source, SECTION_STATE));
+    if (r == 0)
+        r = build(m);
+    if (r < 0) {
+        machine_destroy(m);
+        return r;
+    }
+    *out = m;
+    return 0;
+}

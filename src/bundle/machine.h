@@ -1,0 +1,43 @@
+/* A VM as a .smolmachine: its config, kernel, initrd and disks, and, when
+ * saved with its state, its vCPU/VM/device state and memory. Starting a
+ * bundle with state resumes the guest where it was saved; without state
+ * it boots. */
+#ifndef SMOLVM_BUNDLE_MACHINE_H
+#define SMOLVM_BUNDLE_MACHINE_H
+
+#include <stdbool.h>
+
+#include "bundle/bundle.h"
+#include "core/vm.h"
+
+struct machine;
+
+/* A VM booted from cfg (which must outlive the machine). */
+int machine_boot(const struct vm_config *cfg, struct machine **out)
+    __attribute__((warn_unused_result));
+
+struct machine_start_options {
+    const char *name;        /* the instance: where its writable disks live */
+    bool interactive;
+    const char *trace_until;
+};
+
+/* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */
+int machine_start(const char *path, const struct machine_start_options *o, struct machine **out)
+    __attribute__((warn_unused_result));
+
+struct vm *machine_vm(struct machine *m);
+void machine_destroy(struct machine *m);
+
+struct machine_save_options {
+    bool with_state; /* false: --no-memory, the bundle boots fresh */
+    bundle_progress_fn progress;
+    void *opaque;
+};
+
+/* Writes FILE; with state, the VM must be paused. A machine started from a
+ * bundle copies its kernel and initrd from there. */
+int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,332 @@
+/* Guest RAM in a bundle: fixed-size chunks, each compressed on its own
+ * (zstd) so a restore decompresses them in parallel straight into guest
+ * memory, all-zero chunks left out (fresh anonymous memory is zero
+ * already, so they cost nothing on restore), and a SHA-256 per chunk. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "bundle/internal.h"
+#include "util/err.h"
+#include "util/le.h"
+
+#define MAX_WORKERS 4
+#define BATCH_CHUNKS 64
+#define ZSTD_LEVEL 1 /* RAM is large and mostly easy; level 1 keeps saves quick */
+
+struct chunk {
+    const uint8_t *host; /* the guest memory it covers */
+    size_t len;
+    uint8_t kind;
+    uint8_t *packed; /* while saving */
+    size_t stored;
+    uint64_t offset; /* within the section */
+    uint8_t sha256[SHA256_BYTES];
+};
+
+struct chunk_list {
+    struct chunk *chunks;
+    size_t count;
+};
+
+static unsigned worker_count(size_t jobs)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = cpus > 0 ? (unsigned)cpus : 1;
+
+    if (n > MAX_WORKERS)
+        n = MAX_WORKERS;
+    return jobs < n ? (unsigned)(jobs ? jobs : 1) : n;
+}
+
+/* Runs job(ctx, i) for i in [first, end) on a few threads. The first
+ * failure's message is kept in err. */
+struct parallel {
+    atomic_size_t next;
+    size_t end;
+    int (*job)(void *ctx, size_t i);
+    void *ctx;
+    pthread_mutex_t lock;
+    int result;
+    char err[512];
+};
+
+static void *parallel_worker(void *arg)
+{
+    struct parallel *p = arg;
+
+    for (;;) {
+        size_t i = atomic_fetch_add(&p->next, 1);
+        int r;
+        if (i >= p->end)
+            return NULL;
+        r = p->job(p->ctx, i);
+        if (r < 0) {
+            pthread_mutex_lock(&p->lock);
+            if (p->result == 0) {
+                p->result = r;
+                snprintf(p->err, sizeof(p->err), "%s", err_msg());
+            }
+            pthread_mutex_unlock(&p->lock);
+            atomic_store(&p->next, p->end); /* the others stop early */
+        }
+    }
+}
+
+static int run_parallel(size_t first, size_t end, int (*job)(void *, size_t), void *ctx)
+{
+    struct parallel p = {.end = end, .job = job, .ctx = ctx};
+    pthread_t threads[MAX_WORKERS];
+    unsigned n = worker_count(end - first), started = 0;
+
+    atomic_init(&p.next, first);
+    pthread_mutex_init(&p.lock, NULL);
+    for (unsigned i = 1; i < n; i++)
+        if (pthread_create(&threads[started], NULL, parallel_worker, &p) == 0)
+            started++;
+    parallel_worker(&p); /* the caller works too */
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&p.lock);
+    if (p.result < 0)
+        err_plain(-p.result, "%s", p.err);
+    return p.result;
+}
+
+static int list_chunks(const struct guest_memory *mem, struct chunk_list *out)
+{
+    size_t n = 0, k = 0;
+
+    for (unsigned r = 0; r < mem->count; r++)
+        n += (mem->regions[r].size + MEMORY_CHUNK - 1) / MEMORY_CHUNK;
+    out->chunks = calloc(n ? n : 1, sizeof(*out->chunks));
+    if (!out->chunks)
+        return err_set(ENOMEM, "memory chunk table");
+    for (unsigned r = 0; r < mem->count; r++)
+        for (uint64_t off = 0; off < mem->regions[r].size; off += MEMORY_CHUNK) {
+            uint64_t left = mem->regions[r].size - off;
+            out->chunks[k].host = mem->regions[r].host + off;
+            out->chunks[k].len = left < MEMORY_CHUNK ? (size_t)left : MEMORY_CHUNK;
+            k++;
+        }
+    out->count = n;
+    return 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+    static const uint8_t zero[4096];
+    for (size_t off = 0; off < len; off += sizeof(zero)) {
+        size_t n = len - off < sizeof(zero) ? len - off : sizeof(zero);
+        if (memcmp(p + off, zero, n) != 0)
+            return false;
+    }
+    return true;
+}
+
+static int pack_chunk(void *ctx, size_t i)
+{
+    struct chunk *c = &((struct chunk_list *)ctx)->chunks[i];
+    size_t cap = ZSTD_compressBound(c->len);
+
+    if (all_zero(c->host, c->len)) {
+        c->kind = CHUNK_ZERO;
+        return 0;
+    }
+    c->packed = malloc(cap);
+    if (!c->packed)
+        return err_set(ENOMEM, "compressing memory");
+    c->stored = ZSTD_compress(c->packed, cap, c->host, c->len, ZSTD_LEVEL);
+    if (ZSTD_isError(c->stored))
+        return err_plain(EIO, "zstd: %s", ZSTD_getErrorName(c->stored));
+    if (c->stored >= c->len) { /* incompressible: keep it raw */
+        c->kind = CHUNK_RAW;
+        c->stored = c->len;
+        memcpy(c->packed, c->host, c->len);
+    } else {
+        c->kind = CHUNK_ZSTD;
+    }
+    sha256(c->packed, c->stored, c->sha256);
+    return 0;
+}
+
+static size_t index_size(const struct guest_memory *mem, size_t chunks)
+{
+    return 16 + (size_t)mem->count * 16 + chunks * MEMORY_CHUNK_ENTRY;
+}
+
+static void encode_index(const struct guest_memory *mem, const struct chunk_list *l, uint8_t *p)
+{
+    memcpy(p, MEMORY_MAGIC, 8);
+    put_le(p + 8, MEMORY_CHUNK, 4);
+    put_le(p + 12, mem->count, 4);
+    p += 16;
+    for (unsigned r = 0; r < mem->count; r++, p += 16) {
+        put_le(p, mem->regions[r].gpa, 8);
+        put_le(p + 8, mem->regions[r].size, 8);
+    }
+    for (size_t i = 0; i < l->count; i++, p += MEMORY_CHUNK_ENTRY) {
+        const struct chunk *c = &l->chunks[i];
+        memset(p, 0, MEMORY_CHUNK_ENTRY);
+        put_le(p, c->offset, 8);
+        put_le(p + 8, c->stored, 4);
+        p[12] = c->kind;
+        memcpy(p + 16, c->sha256, SHA256_BYTES);
+    }
+}
+
+/* Compresses a batch in parallel, then appends it in order. */
+static int write_chunks(struct bundle_writer *w, struct bundle_section *s, struct chunk_list *l,
+                        uint64_t *pos, bundle_progress_fn progress, void *opaque)
+{
+    for (size_t first = 0; first < l->count; first += BATCH_CHUNKS) {
+        size_t end = first + BATCH_CHUNKS < l->count ? first + BATCH_CHUNKS : l->count;
+        int r = run_parallel(first, end, pack_chunk, l);
+
+        for (size_t i = first; i < end; i++) {
+            struct chunk *c = &l->chunks[i];
+            if (r == 0 && c->kind != CHUNK_ZERO) {
+                c->offset = *pos;
+                r = bundle_write_at(w, s->offset + *pos, c->packed, c->stored);
+                *pos += c->stored;
+            }
+            free(c->packed);
+            c->packed = NULL;
+        }
+        if (r < 0)
+            return r;
+        if (progress)
+            progress(opaque, (uint64_t)end * MEMORY_CHUNK, (uint64_t)l->count * MEMORY_CHUNK);
+    }
+    return 0;
+}
+
+int bundle_add_memory(struct bundle_writer *w, const char *name, const struct guest_memory *mem,
+                      bundle_progress_fn progress, void *opaque)
+{
+    struct bundle_section *s = bundle_new_section(w, name, BUNDLE_MEMORY);
+    struct chunk_list l = {0};
+    uint8_t *index = NULL;
+    size_t index_len;
+    uint64_t pos;
+    int r;
+
+    if (!s)
+        return -ENOSPC;
+    r = list_chunks(mem, &l);
+    if (r < 0)
+        return r;
+    index_len = index_size(mem, l.count);
+    pos = (index_len + BUNDLE_ALIGN - 1) / BUNDLE_ALIGN * BUNDLE_ALIGN;
+    r = write_chunks(w, s, &l, &pos, progress, opaque);
+    if (r == 0 && !(index = malloc(index_len)))
+        r = err_set(ENOMEM, "memory index");
+    if (r == 0) {
+        encode_index(mem, &l, index);
+        sha256(index, index_len, s->sha256);
+        s->stored = pos;
+        s->size = mem->total;
+        r = bundle_write_at(w, s->offset, index, index_len);
+        w->end = s->offset + pos;
+    }
+    free(index);
+    free(l.chunks);
+    return r;
+}
+
+/* ---- restore ---- */
+
+struct load {
+    const struct bundle *b;
+    const uint8_t *section;
+    const struct bundle_section *s;
+    struct chunk_list l;
+};
+
+static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *index_len)
+{
+    const struct bundle_section *s = ld->s;
+    const uint8_t *p = ld->section;
+    size_t len;
+
+    if (s->stored < 16 || memcmp(p, MEMORY_MAGIC, 8) != 0 || le32(p + 8) != MEMORY_CHUNK)
+        return err_plain(EINVAL, "'%s' is corrupt: bad memory index", ld->b->path);
+    if (le32(p + 12) != mem->count)
+        return err_plain(EINVAL, "'%s': saved RAM layout differs from this VM's", ld->b->path);
+    if (list_chunks(mem, &ld->l) < 0)
+        return -ENOMEM;
+    len = index_size(mem, ld->l.count);
+    if (len > s->stored)
+        return err_plain(EINVAL, "'%s' is corrupt: memory index truncated", ld->b->path);
+    if (bundle_verify(ld->b, p, len, s->sha256, "the memory index") < 0)
+        return -EINVAL;
+    for (unsigned r = 0; r < mem->count; r++)
+        if (le64(p + 16 + r * 16) != mem->regions[r].gpa ||
+            le64(p + 24 + r * 16) != mem->regions[r].size)
+            return err_plain(EINVAL, "'%s': saved RAM layout differs from this VM's", ld->b->path);
+    *index_len = len;
+    return 0;
+}
+
+static int parse_chunks(struct load *ld, const uint8_t *e, size_t index_len)
+{
+    for (size_t i = 0; i < ld->l.count; i++, e += MEMORY_CHUNK_ENTRY) {
+        struct chunk *c = &ld->l.chunks[i];
+        c->offset = le64(e);
+        c->stored = le32(e + 8);
+        c->kind = e[12];
+        memcpy(c->sha256, e + 16, SHA256_BYTES);
+        if (c->kind == CHUNK_ZERO)
+            continue;
+        if (c->kind > CHUNK_RAW || c->offset < index_len || c->offset > ld->s->stored ||
+            c->stored > ld->s->stored - c->offset || (c->kind == CHUNK_RAW && c->stored != c->len))
+            return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu out of place",
+                             ld->b->path, i);
+    }
+    return 0;
+}
+
+static int load_chunk(void *ctx, size_t i)
+{
+    struct load *ld = ctx;
+    struct chunk *c = &ld->l.chunks[i];
+    const uint8_t *src = ld->section + c->offset;
+    char what[48];
+    size_t n;
+
+    if (c->kind == CHUNK_ZERO)
+        return 0;
+    snprintf(what, sizeof(what), "memory chunk %zu", i);
+    if (bundle_verify(ld->b, src, c->stored, c->sha256, what) < 0)
+        return -EINVAL;
+    if (c->kind == CHUNK_RAW) {
+        memcpy((uint8_t *)c->host, src, c->len);
+        return 0;
+    }
+    n = ZSTD_decompress((uint8_t *)c->host, c->len, src, c->stored);
+    if (ZSTD_isError(n) || n != c->len)
+        return err_plain(EINVAL, "'%s' is corrupt: %s does not decompress", ld->b->path, what);
+    return 0;
+}
+
+int bundle_load_memory(const struct bundle *b, const char *name, const struct guest_memory *mem)
+{
+    struct load ld = {.b = b, .s = bundle_section(b, name)};
+    size_t index_len = 0;
+    int r;
+
+    if (!ld.s || ld.s->encoding != BUNDLE_MEMORY)
+        return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
+    ld.section = b->file.data + ld.s->offset;
+    r = parse_index(&ld, mem, &index_len);
+    if (r == 0)
+        r = parse_chunks(&ld, ld.section + 16 + mem->count * 16, index_len);
+    if (r == 0)
+        r = run_parallel(0, ld.l.count, load_chunk, &ld);
+    free(ld.l.chunks);
+    return r;
+}

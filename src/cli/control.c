@@ -1,0 +1,206 @@
+/* The verbs that talk to a running VM over its control socket: ps, pause,
+ * resume, stop, save. */
+#include <dirent.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/control.h"
+#include "cli/cli.h"
+#include "util/err.h"
+
+/* Sends req (consumed) to NAME; prints the error of a failed answer. */
+static int ask(const char *name, json_t *req, json_t **answer)
+{
+    json_t *a;
+    int r = control_request(name, req, &a);
+
+    json_decref(req);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (!json_is_true(json_object_get(a, "ok"))) {
+        const char *why = json_string_value(json_object_get(a, "error"));
+        json_decref(a);
+        return cli_fail(CLI_FAILED, "%s: %s", name, why ? why : "failed");
+    }
+    if (answer)
+        *answer = a;
+    else
+        json_decref(a);
+    return CLI_OK;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
+}
+
+static int simple_verb(int argc, char **argv, const char *command, const char *help)
+{
+    if (wants_help(argc, argv)) {
+        fputs(help, stdout);
+        return CLI_OK;
+    }
+    if (argc != 2 || argv[1][0] == '-')
+        return cli_fail(CLI_USAGE, "usage: smolvm %s NAME", argv[0]);
+    return ask(argv[1], json_pack("{s:s}", "command", command), NULL);
+}
+
+int cli_pause(int argc, char **argv)
+{
+    return simple_verb(argc, argv, "pause",
+                       "usage: smolvm pause NAME\n\nStops the VM's vCPUs; 'smolvm resume' "
+                       "continues them.\n");
+}
+
+int cli_resume(int argc, char **argv)
+{
+    return simple_verb(argc, argv, "resume",
+                       "usage: smolvm resume NAME\n\nContinues a paused VM.\n");
+}
+
+int cli_stop(int argc, char **argv)
+{
+    return simple_verb(argc, argv, "stop",
+                       "usage: smolvm stop NAME\n\nEnds the VM at once (no guest shutdown).\n");
+}
+
+/* FILE's folder must exist; FILE itself need not. */
+static int absolute_path(const char *file, char **out)
+{
+    const char *slash = strrchr(file, '/');
+    char *dir = slash ? strndup(file, (size_t)(slash - file)) : strdup("."), *real;
+    int r = 0;
+
+    if (!dir)
+        return err_set(ENOMEM, "path");
+    real = realpath(dir[0] ? dir : "/", NULL);
+    if (!real)
+        r = err_set(errno, "the folder of '%s'", file);
+    else if (asprintf(out, "%s/%s", strcmp(real, "/") ? real : "", slash ? slash + 1 : file) < 0)
+        r = err_set(ENOMEM, "path");
+    free(real);
+    free(dir);
+    return r;
+}
+
+static const char save_help[] =
+    "usage: smolvm save NAME -o FILE.smolmachine [--resume] [--no-memory]\n"
+    "\n"
+    "Writes the running VM NAME into one file: its config, kernel, initrd, disks\n"
+    "and, unless --no-memory, its state and memory, so 'smolvm start FILE' resumes\n"
+    "it where it was. The VM ends after the save unless --resume.\n"
+    "\n"
+    "  -o, --output FILE  the bundle to write (replaced atomically)\n"
+    "      --resume       keep the VM running after the save\n"
+    "      --no-memory    no state: the bundle boots afresh\n"
+    "      --json         print the result as JSON\n";
+
+int cli_save(int argc, char **argv)
+{
+    enum { OPT_RESUME = 256, OPT_NO_MEMORY, OPT_JSON };
+    static const struct option longopts[] = {
+        {"output", required_argument, NULL, 'o'}, {"resume", no_argument, NULL, OPT_RESUME},
+        {"no-memory", no_argument, NULL, OPT_NO_MEMORY}, {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'}, {0},
+    };
+    const char *output = NULL;
+    bool resume = false, memory = true, json = false;
+    char *path;
+    json_t *answer;
+    int c, code;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'o': output = optarg; break;
+        case OPT_RESUME: resume = true; break;
+        case OPT_NO_MEMORY: memory = false; break;
+        case OPT_JSON: json = true; break;
+        case 'h': fputs(save_help, stdout); return CLI_OK;
+        case ':': return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
+        default:
+            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm save --help')",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1 || !output)
+        return cli_fail(CLI_USAGE, "usage: smolvm save NAME -o FILE.smolmachine");
+    /* The VM resolves paths from its own working folder: send an absolute one. */
+    if (absolute_path(output, &path) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    code = ask(argv[optind], json_pack("{s:s,s:s,s:b,s:b}", "command", "save", "path", path,
+                                       "resume", resume, "memory", memory), &answer);
+    if (code != CLI_OK) {
+        free(path);
+        return code;
+    }
+    if (json)
+        json_dumpf(answer, stdout, JSON_COMPACT), putchar('\n');
+    else
+        printf("saved %s in %.3f s\n", path,
+               json_real_value(json_object_get(answer, "seconds")));
+    json_decref(answer);
+    free(path);
+    return CLI_OK;
+}
+
+static void print_status(json_t *a, bool json)
+{
+    if (json) {
+        json_object_del(a, "ok");
+        return;
+    }
+    printf("%-20s %-8d %-8s %4lld %8lld %10.1f\n",
+           json_string_value(json_object_get(a, "name")),
+           (int)json_integer_value(json_object_get(a, "pid")),
+           json_string_value(json_object_get(a, "state")),
+           (long long)json_integer_value(json_object_get(a, "cpus")),
+           (long long)(json_integer_value(json_object_get(a, "mem_bytes")) >> 20),
+           json_real_value(json_object_get(a, "uptime_s")));
+}
+
+int cli_ps(int argc, char **argv)
+{
+    bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
+    json_t *list = json_array();
+    struct dirent *e;
+    char *dir;
+    DIR *d;
+
+    if (wants_help(argc, argv)) {
+        fputs("usage: smolvm ps [--json]\n\nLists this user's running VMs.\n", stdout);
+        return CLI_OK;
+    }
+    if (argc > 2 || (argc == 2 && !json))
+        return cli_fail(CLI_USAGE, "usage: smolvm ps [--json]");
+    if (control_dir(&dir) < 0 || !(d = opendir(dir)))
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (!json)
+        printf("%-20s %-8s %-8s %4s %8s %10s\n", "NAME", "PID", "STATE", "CPUS", "MEM_MIB",
+               "UPTIME_S");
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        json_t *a;
+        if (n <= 5 || strcmp(e->d_name + n - 5, ".sock") != 0)
+            continue;
+        e->d_name[n - 5] = 0;
+        if (control_request(e->d_name, json_pack("{s:s}", "command", "status"), &a) < 0)
+            continue; /* a VM that died without cleaning up */
+        print_status(a, json);
+        json_array_append_new(list, a);
+    }
+    closedir(d);
+    free(dir);
+    if (json)
+        json_dumpf(list, stdout, JSON_INDENT(2)), putchar('\n');
+    json_decref(list);
+    return CLI_OK;
+}

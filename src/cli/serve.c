@@ -1,0 +1,169 @@
+#include "cli/serve.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/control.h"
+#include "cli/cli.h"
+#include "util/err.h"
+#include "util/trace.h"
+
+struct served {
+    struct machine *m;
+    const char *name;
+    struct control *control;
+    struct timespec started;
+};
+
+static struct vm *running_vm;
+
+static void stop_on_signal(int sig)
+{
+    (void)sig;
+    if (running_vm)
+        vm_signal_stop(running_vm);
+}
+
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = stop_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int serve_name(const char *given, char *out, unsigned size)
+{
+    if (given) {
+        if (!control_name_ok(given))
+            return cli_fail(CLI_USAGE, "--name '%s': use 1-64 letters, digits, '.', '_', '-'",
+                            given);
+        snprintf(out, size, "%s", given);
+    } else {
+        snprintf(out, size, "vm-%d", (int)getpid());
+    }
+    return CLI_OK;
+}
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static json_t *status(struct served *s)
+{
+    const struct vm_config *cfg = vm_config(machine_vm(s->m));
+    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f}", "ok", 1, "name", s->name, "pid",
+                     (int)getpid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
+                     "cpus", (int)cfg->cpus, "mem_bytes", (json_int_t)cfg->mem_bytes,
+                     "uptime_s", seconds_since(&s->started));
+}
+
+static json_t *save(struct served *s, json_t *req)
+{
+    struct vm *vm = machine_vm(s->m);
+    const char *path = json_string_value(json_object_get(req, "path"));
+    struct machine_save_options o = {.with_state = !json_is_false(json_object_get(req, "memory"))};
+    bool resume = json_is_true(json_object_get(req, "resume")), was_paused = vm_paused(vm);
+    struct timespec t0;
+    json_t *answer;
+
+    if (!path || path[0] != '/')
+        return control_error("save needs an absolute \"path\"");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (o.with_state && vm_pause(vm) < 0)
+        return control_error("%s", err_msg());
+    if (machine_save(s->m, path, &o) < 0)
+        answer = control_error("%s", err_msg());
+    else
+        answer = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path, "seconds",
+                           seconds_since(&t0));
+    if (resume && !was_paused)
+        vm_resume(vm);
+    else if (!resume && json_is_true(json_object_get(answer, "ok")))
+        vm_request_stop(vm, VM_STOP_USER); /* saved: this instance's job is done */
+    return answer;
+}
+
+static json_t *handle(void *opaque, const char *command, json_t *req)
+{
+    struct served *s = opaque;
+    struct vm *vm = machine_vm(s->m);
+
+    if (strcmp(command, "status") == 0)
+        return status(s);
+    if (strcmp(command, "pause") == 0)
+        return vm_pause(vm) < 0 ? control_error("%s", err_msg()) : control_ok();
+    if (strcmp(command, "resume") == 0) {
+        vm_resume(vm);
+        return control_ok();
+    }
+    if (strcmp(command, "stop") == 0) {
+        vm_request_stop(vm, VM_STOP_USER);
+        return control_ok();
+    }
+    if (strcmp(command, "save") == 0)
+        return save(s, req);
+    return control_error("unknown command '%s'", command);
+}
+
+static bool control_ready(void *opaque, int fd)
+{
+    struct served *s = opaque;
+    (void)fd;
+    control_accept(s->control);
+    return true;
+}
+
+static int exit_code(struct vm *vm, enum vm_stop_reason why)
+{
+    switch (why) {
+    case VM_STOP_POWEROFF:
+    case VM_STOP_RESET:
+    case VM_STOP_USER:
+        return CLI_OK;
+    case VM_STOP_SIGNAL:
+        return cli_fail(CLI_FAILED, "stopped by a signal");
+    default:
+        return cli_fail(CLI_FAILED, "%s", vm_stop_message(vm));
+    }
+}
+
+int serve_machine(struct machine *m, const char *name, const struct serve_options *o)
+{
+    struct served s = {.m = m, .name = name};
+    struct vm *vm = machine_vm(m);
+    enum vm_stop_reason why;
+    int code;
+
+    clock_gettime(CLOCK_MONOTONIC, &s.started);
+    if (control_open(name, handle, &s, &s.control) < 0 ||
+        vm_watch(vm, control_listen_fd(s.control), control_ready, &s) < 0) {
+        code = cli_fail(CLI_FAILED, "%s", err_msg());
+        control_close(s.control);
+        machine_destroy(m);
+        return code;
+    }
+    running_vm = vm;
+    install_signal_handlers();
+    why = vm_run(vm);
+    running_vm = NULL;
+    code = exit_code(vm, why);
+    control_close(s.control);
+    machine_destroy(m); /* restores the terminal before the trace is printed */
+    if (o->trace_boot && o->json)
+        trace_print_json(stderr, o->trace_until);
+    else if (o->trace_boot)
+        trace_print_table(stderr, o->trace_until);
+    return code;
+}

@@ -1,0 +1,75 @@
+/* smolvm start: run a .smolmachine; with saved state it resumes. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/serve.h"
+#include "util/err.h"
+
+static const char start_help[] =
+    "usage: smolvm start FILE.smolmachine [options]\n"
+    "\n"
+    "Starts the VM a bundle holds. A bundle saved with its state resumes where it\n"
+    "was saved, skipping boot; one without boots its kernel. The console is this\n"
+    "terminal; Ctrl-A x quits.\n"
+    "\n"
+    "  -n, --name NAME        the VM's name (default vm-PID); its disks live in\n"
+    "                         ~/.local/share/smolvm/instances/NAME\n"
+    "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
+    "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
+    "      --json             print the trace as JSON\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "Exit status: 0 when the guest powers off or is stopped, 1 on errors (a corrupt\n"
+    "or truncated bundle included), 2 on a bad command line.\n";
+
+int cli_start(int argc, char **argv)
+{
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON };
+    static const struct option longopts[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
+        {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    struct serve_options o = {0};
+    struct machine_start_options so = {.interactive = isatty(STDIN_FILENO)};
+    struct machine *m;
+    char name[80];
+    int c, code;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'n': o.name = optarg; break;
+        case OPT_TRACE_BOOT: o.trace_boot = true; break;
+        case OPT_TRACE_UNTIL:
+            o.trace_until = so.trace_until = optarg;
+            o.trace_boot = true;
+            break;
+        case OPT_JSON: o.json = true; break;
+        case 'h':
+            fputs(start_help, stdout);
+            return CLI_OK;
+        case ':':
+            return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
+        default:
+            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm start --help')",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1)
+        return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");
+    code = serve_name(o.name, name, sizeof(name));
+    if (code != CLI_OK)
+        return code;
+    so.name = name;
+    if (machine_start(argv[optind], &so, &m) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    return serve_machine(m, name, &o);
+}

@@ -1,0 +1,72 @@
+/* The VM object's insides, shared by vm.c (building and running) and
+ * state.c (pause, save, restore). Nothing outside src/core/ includes it. */
+#ifndef SMOLVM_CORE_VM_INTERNAL_H
+#define SMOLVM_CORE_VM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "arch/x86/acpi.h"
+#include "core/vm.h"
+#include "util/file.h"
+#include "util/loop.h"
+
+#define VM_MAX_DEVICE_TYPES 64
+#define VM_MAX_STATE_PARTS 64
+#define VM_STATE_NAME_MAX 48
+
+struct vm_state_part {
+    char name[VM_STATE_NAME_MAX];
+    const struct vm_state_ops *ops;
+    void *opaque;
+};
+
+struct vcpu {
+    struct vm *vm;
+    struct hv_vcpu *hv;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+};
+
+struct device_instance {
+    const struct device_type *type;
+    void *state;
+};
+
+struct vm {
+    struct vm_config cfg;
+    struct hv_vm *hv;
+    struct guest_memory mem;
+    struct bus pio;
+    struct bus mmio;
+    struct acpi_config acpi;
+    struct console *console;
+    struct vcpu *vcpus;
+    struct device_instance devices[VM_MAX_DEVICE_TYPES];
+    unsigned device_count;
+    unsigned mmio_windows;
+    struct mapped_file kernel;
+    struct mapped_file initrd;
+    struct vm_state_part parts[VM_MAX_STATE_PARTS];
+    unsigned part_count;
+    const struct vm_snapshot *restoring; /* non-NULL while vm_restore() builds the VM */
+    struct loop loop;
+    pthread_mutex_t pause_lock;
+    pthread_cond_t pause_cond;
+    bool pause_requested;
+    unsigned vcpus_paused;
+    bool devices_paused;
+    int stop_fd;
+    pthread_mutex_t stop_lock;
+    atomic_int stop_reason;
+    char stop_message[512];
+};
+
+/* vm.c's vCPU threads park here while a pause is requested. */
+void vm_park_vcpu(struct vm *vm);
+/* Puts a freshly built VM (vCPUs created, memory loaded) into saved state. */
+int vm_restore_state(struct vm *vm, const void *state, size_t len)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,273 @@
+/* The .smolmachine container and its memory codec, against hostile files:
+ * every byte of a bundle may be truncated, flipped or forged. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle/bundle.h"
+#include "util/err.h"
+
+#define RAM_LOW (3u << 20)
+#define RAM_HIGH (1u << 20)
+
+static char dir[64], path[128];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/smolvm-test-bundle.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/m.smolmachine", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Two regions, like low RAM and RAM above the 4 GiB hole: a pattern in
+ * some chunks, random bytes in one (incompressible), the rest zero. */
+static void fake_ram(struct guest_memory *mem)
+{
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    assert_int_equal(guest_memory_alloc(mem, layout, 2), 0);
+    memset(mem->regions[0].host + 4096, 0xab, 100000);
+    for (size_t i = 0; i < (512u << 10); i++)
+        mem->regions[0].host[(2u << 20) + i] = (uint8_t)(rand() >> 7);
+    memcpy(mem->regions[1].host + RAM_HIGH - 5, "tail", 5);
+}
+
+static void write_bundle(const struct guest_memory *mem)
+{
+    struct bundle_writer *w;
+    static const char config[] = "{\"cpus\": 1}";
+    uint8_t big[100000];
+
+    memset(big, 'k', sizeof(big));
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", config, strlen(config), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "kernel", big, sizeof(big), BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_add_memory(w, "memory", mem, NULL, NULL), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+}
+
+static void round_trip(void **state)
+{
+    struct guest_memory mem, back;
+    struct bundle *b;
+    uint8_t *data;
+    size_t len;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_true(bundle_has(b, "kernel"));
+    assert_false(bundle_has(b, "initrd"));
+    assert_int_equal(bundle_read(b, "config", &data, &len), 0);
+    assert_string_equal((char *)data, "{\"cpus\": 1}");
+    free(data);
+    assert_int_equal(bundle_read(b, "kernel", &data, &len), 0);
+    assert_int_equal(len, 100000);
+    assert_int_equal(data[99999], 'k');
+    free(data);
+    {
+        struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+        assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    }
+    assert_int_equal(bundle_load_memory(b, "memory", &back), 0);
+    assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+    assert_memory_equal(back.regions[1].host, mem.regions[1].host, RAM_HIGH);
+    bundle_close(b);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
+static long file_size(void)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (long)st.st_size;
+}
+
+static void flip_byte(long offset)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t c;
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &c, 1, offset), 1);
+    c ^= 0x40;
+    assert_int_equal(pwrite(fd, &c, 1, offset), 1);
+    close(fd);
+}
+
+static void truncated_bundle_is_refused(void **state)
+{
+    struct guest_memory mem;
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(truncate(path, file_size() - 1), 0);
+    assert_true(bundle_open(path, &b) < 0);
+    assert_non_null(strstr(err_msg(), "truncated"));
+    assert_int_equal(truncate(path, 100), 0);
+    assert_true(bundle_open(path, &b) < 0);
+    assert_non_null(strstr(err_msg(), "not a .smolmachine"));
+    guest_memory_free(&mem);
+}
+
+static void corrupt_header_is_refused(void **state)
+{
+    struct guest_memory mem;
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    flip_byte(30); /* in the section table */
+    assert_true(bundle_open(path, &b) < 0);
+    assert_non_null(strstr(err_msg(), "checksum"));
+    guest_memory_free(&mem);
+}
+
+/* Where the incompressible (stored raw) chunk's bytes sit in the file. */
+static long find_raw_chunk(const struct guest_memory *mem)
+{
+    const uint8_t *needle = mem->regions[0].host + (2u << 20);
+    long size = file_size(), off = -1;
+    uint8_t *all = malloc((size_t)size);
+    int fd = open(path, O_RDONLY);
+    const uint8_t *hit;
+
+    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
+    hit = memmem(all, (size_t)size, needle, 4096);
+    if (hit)
+        off = (long)(hit - all);
+    close(fd);
+    free(all);
+    return off;
+}
+
+static void corrupt_memory_chunk_is_refused(void **state)
+{
+    struct guest_memory mem, back;
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct bundle *b;
+    long at;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    at = find_raw_chunk(&mem);
+    assert_true(at > 0);
+    flip_byte(at + 1000);
+    assert_int_equal(bundle_open(path, &b), 0); /* chunks are checked when loaded */
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_true(bundle_load_memory(b, "memory", &back) < 0);
+    assert_non_null(strstr(err_msg(), "memory chunk"));
+    bundle_close(b);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
+static void memory_layout_must_match(void **state)
+{
+    struct guest_memory mem, other;
+    struct guest_region layout[1] = {{0, RAM_LOW, NULL}};
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&other, layout, 1), 0);
+    assert_true(bundle_load_memory(b, "memory", &other) < 0);
+    assert_non_null(strstr(err_msg(), "layout"));
+    assert_true(bundle_load_memory(b, "kernel", &other) < 0);
+    bundle_close(b);
+    guest_memory_free(&other);
+    guest_memory_free(&mem);
+}
+
+/* Every single-byte change anywhere in the header or the index must be
+ * caught, and random garbage must never crash the reader. */
+static void survives_random_corruption(void **state)
+{
+    struct guest_memory mem, back;
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    long size;
+    (void)state;
+
+    fake_ram(&mem);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    write_bundle(&mem);
+    size = file_size();
+    for (int i = 0; i < 300; i++) {
+        struct bundle *b;
+        long at = i < 150 ? rand() % 8192 : rand() % size;
+        uint8_t *data;
+        size_t len;
+        int loaded = 1;
+
+        write_bundle(&mem);
+        flip_byte(at);
+        if (bundle_open(path, &b) < 0)
+            continue;
+        if (bundle_read(b, "kernel", &data, &len) == 0)
+            free(data);
+        loaded = bundle_load_memory(b, "memory", &back);
+        if (loaded == 0) /* the flip hit padding: what loaded must be exact */
+            assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+        bundle_close(b);
+    }
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
+static void failed_write_leaves_nothing(void **state)
+{
+    struct bundle_writer *w;
+    struct stat st;
+    (void)state;
+
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
+    assert_true(bundle_add(w, "config", "{}", 2, BUNDLE_RAW) < 0); /* duplicate */
+    assert_true(bundle_add_file(w, "kernel", "/nonexistent/kernel", BUNDLE_RAW) < 0);
+    bundle_writer_abort(w);
+    assert_true(stat(path, &st) < 0);
+    {
+        char cmd[160];
+        snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", dir);
+        assert_int_equal(system(cmd), 0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(truncated_bundle_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_header_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_write_leaves_nothing, setup, teardown),
+    };
+    srand(7);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

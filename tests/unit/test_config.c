@@ -1,0 +1,89 @@
+/* The VM config as a .smolmachine carries it (JSON), and VM names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/control.h"
+#include "core/config.h"
+
+static void round_trip(void **state)
+{
+    struct vm_config a, b;
+    char *json;
+    (void)state;
+
+    vm_config_defaults(&a);
+    a.cpus = 3;
+    a.mem_bytes = 512ull << 20;
+    a.cmdline = "console=hvc0 quiet \"quoted\"";
+    a.console = VM_CONSOLE_VIRTIO;
+    a.rng = false;
+    a.kernel_path = "/host/path/not/carried";
+    a.disk_count = 2;
+    a.disks[0] = (struct vm_disk_config){.path = "/x", .id = "root", .read_only = true};
+    a.disks[1] = (struct vm_disk_config){.path = "/y", .direct = true};
+    json = vm_config_to_json(&a);
+    assert_non_null(json);
+    assert_null(strstr(json, "/host/path"));
+    assert_int_equal(vm_config_from_json(json, &b), 0);
+    assert_int_equal(b.cpus, 3);
+    assert_true(b.mem_bytes == 512ull << 20);
+    assert_string_equal(b.cmdline, a.cmdline);
+    assert_int_equal(b.console, VM_CONSOLE_VIRTIO);
+    assert_false(b.rng);
+    assert_null(b.kernel_path);
+    assert_int_equal(b.disk_count, 2);
+    assert_string_equal(b.disks[0].id, "root");
+    assert_true(b.disks[0].read_only);
+    assert_null(b.disks[1].id);
+    assert_true(b.disks[1].direct);
+    vm_config_release(&b);
+    free(json);
+}
+
+static void hostile_json_is_refused(void **state)
+{
+    static const char *const bad[] = {
+        "", "[]", "{", "{\"cpus\": 0, \"mem_bytes\": 1}", "{\"cpus\": 100000, \"mem_bytes\": 1}",
+        "{\"cpus\": 1}", "{\"cpus\": 1, \"mem_bytes\": -5}", "{\"cpus\": \"1\", \"mem_bytes\": 1}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"console\": \"vga\"}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"disks\": 5}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"disks\": [1]}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"disks\": [{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}",
+        "{\"cpus\": 1, \"cpus\": 2, \"mem_bytes\": 1}",
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct vm_config c;
+        assert_true(vm_config_from_json(bad[i], &c) < 0);
+    }
+}
+
+static void vm_names(void **state)
+{
+    (void)state;
+    assert_true(control_name_ok("web-1"));
+    assert_true(control_name_ok("a.b_c"));
+    assert_false(control_name_ok(""));
+    assert_false(control_name_ok("../etc"));
+    assert_false(control_name_ok("a/b"));
+    assert_false(control_name_ok(".hidden"));
+    assert_false(control_name_ok("-rf"));
+    assert_false(control_name_ok("x x"));
+    assert_false(control_name_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(round_trip),
+        cmocka_unit_test(hostile_json_is_refused),
+        cmocka_unit_test(vm_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
