@@ -8,6 +8,7 @@
 
 #include "util/blob.h"
 #include "util/err.h"
+#include "util/paths.h"
 
 #define SECTION_CONFIG "config"
 #define SECTION_KERNEL "kernel"
@@ -25,6 +26,7 @@ struct machine {
     struct bundle *source; /* the bundle it started from, or NULL */
     struct vm_config cfg;  /* strings owned here when started from a bundle */
     char *dir;
+    bool memory_cache;
 };
 
 struct vm *machine_vm(struct machine *m)
@@ -135,31 +137,22 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
 /* Where an instance's own files (its disks, its kernel) live. */
 static int instance_dir(const char *name, char **out)
 {
-    const char *data = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-    char *base;
+    char *dir = paths_data_dir("instances"), *path = NULL;
     int r;
 
-    if (data && data[0] == '/')
-        r = asprintf(&base, "%s/smolvm", data);
-    else if (home && home[0] == '/')
-        r = asprintf(&base, "%s/.local/share/smolvm", home);
-    else
-        r = asprintf(&base, "/tmp/smolvm-data-%u", (unsigned)getuid());
-    if (r < 0)
-        return err_set(ENOMEM, "instance folder");
-    r = asprintf(out, "%s/instances/%s", base, name);
-    if (r >= 0) {
-        char *instances;
-        r = asprintf(&instances, "%s/instances", base);
-        if (r >= 0) {
-            mkdir(base, 0700);
-            mkdir(instances, 0700);
-            mkdir(*out, 0700);
-            free(instances);
-        }
+    if (!dir || asprintf(&path, "%s/%s", dir, name) < 0) {
+        free(dir);
+        return err_plain(ENOENT, "no folder for instances (set HOME or XDG_DATA_HOME)");
     }
-    free(base);
-    return r < 0 ? err_set(ENOMEM, "instance folder") : 0;
+    r = paths_mkdirs(path);
+    free(dir);
+    if (r < 0) {
+        r = err_set(-r, "cannot create '%s'", path);
+        free(path);
+        return r;
+    }
+    *out = path;
+    return 0;
 }
 
 static int extract(struct machine *s, const char *section, const char **path)
@@ -191,14 +184,26 @@ static int extract_files(struct machine *s, bool boots)
     return r;
 }
 
+/* Mapped from the unpacked cache when there can be one; read into RAM
+ * otherwise (no cache folder, or a full disk). */
 static int load_memory(void *opaque, const struct guest_memory *mem)
 {
-    return bundle_load_memory(opaque, SECTION_MEMORY, mem);
+    const struct machine *m = opaque;
+    char *dir = m->memory_cache ? paths_cache_dir("memory") : NULL;
+    int r = -ENOENT;
+
+    if (dir && paths_mkdirs(dir) == 0)
+        r = bundle_map_memory(m->source, SECTION_MEMORY, mem, dir);
+    free(dir);
+    if (r == -EINVAL)
+        return r;
+    err_clear();
+    return bundle_load_memory(m->source, SECTION_MEMORY, mem);
 }
 
 static int build(struct machine *s)
 {
-    struct vm_snapshot snap = {.load_memory = load_memory, .opaque = s->source};
+    struct vm_snapshot snap = {.load_memory = load_memory, .opaque = s};
     uint8_t *state;
     size_t len;
     int r;
@@ -233,6 +238,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0) {
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;
+        m->memory_cache = !o->no_memory_cache;
         r = instance_dir(o->name, &m->dir);
     }
     if (r == 0)

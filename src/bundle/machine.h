@@ -20,6 +20,7 @@ struct machine_start_options {
     const char *name;        /* the instance: where its writable disks live */
     bool interactive;
     const char *trace_until;
+    bool no_memory_cache; /* read RAM in full instead of mapping an unpacked copy */
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */

@@ -2,11 +2,14 @@
  * (zstd) so a restore decompresses them in parallel straight into guest
  * memory, all-zero chunks left out (fresh anonymous memory is zero
  * already, so they cost nothing on restore), and a SHA-256 per chunk. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -313,20 +316,140 @@ static int load_chunk(void *ctx, size_t i)
     return 0;
 }
 
-int bundle_load_memory(const struct bundle *b, const char *name, const struct guest_memory *mem)
+/* Parses and checks the section's index and chunk table against the
+ * layout of mem (whose host pointers say where each chunk goes). */
+static int open_section(struct load *ld, const struct bundle *b, const char *name,
+                        const struct guest_memory *mem)
 {
-    struct load ld = {.b = b, .s = bundle_section(b, name)};
     size_t index_len = 0;
     int r;
 
-    if (!ld.s || ld.s->encoding != BUNDLE_MEMORY)
+    *ld = (struct load){.b = b, .s = bundle_section(b, name)};
+    if (!ld->s || ld->s->encoding != BUNDLE_MEMORY)
         return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
-    ld.section = b->file.data + ld.s->offset;
-    r = parse_index(&ld, mem, &index_len);
+    ld->section = b->file.data + ld->s->offset;
+    r = parse_index(ld, mem, &index_len);
     if (r == 0)
-        r = parse_chunks(&ld, ld.section + 16 + mem->count * 16, index_len);
+        r = parse_chunks(ld, ld->section + 16 + mem->count * 16, index_len);
+    return r;
+}
+
+int bundle_load_memory(const struct bundle *b, const char *name, const struct guest_memory *mem)
+{
+    struct load ld;
+    int r = open_section(&ld, b, name, mem);
+
     if (r == 0)
         r = run_parallel(0, ld.l.count, load_chunk, &ld);
     free(ld.l.chunks);
+    return r;
+}
+
+/* ---- the unpacked cache: RAM as a file every start maps privately ---- */
+
+static void hex(const uint8_t *bytes, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", bytes[i]);
+}
+
+/* The same RAM layout, its regions laid end to end in a file mapping. */
+static struct guest_memory file_view(const struct guest_memory *mem, uint8_t *base)
+{
+    struct guest_memory view = *mem;
+    uint64_t off = 0;
+
+    for (unsigned i = 0; i < view.count; i++) {
+        view.regions[i].host = base + off;
+        off += view.regions[i].size;
+    }
+    return view;
+}
+
+/* Unpacks the section into path: a sparse file (zero chunks are holes),
+ * complete and synced before it gets its name. */
+static int unpack_to_cache(const struct bundle *b, const char *name,
+                           const struct guest_memory *mem, const char *path)
+{
+    struct guest_memory view;
+    struct load ld;
+    char *tmp;
+    uint8_t *map = MAP_FAILED;
+    int fd, r;
+
+    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
+        return err_set(ENOMEM, "memory cache");
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    r = fd < 0 || ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
+    if (r == 0) {
+        map = mmap(NULL, mem->total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED)
+            r = err_set(errno, "mapping '%s'", tmp);
+    }
+    if (r == 0) {
+        view = file_view(mem, map);
+        r = open_section(&ld, b, name, &view);
+        if (r == 0)
+            r = run_parallel(0, ld.l.count, load_chunk, &ld);
+        free(ld.l.chunks);
+    }
+    if (map != MAP_FAILED)
+        munmap(map, mem->total);
+    if (r == 0 && fdatasync(fd) < 0)
+        r = err_set(errno, "syncing '%s'", tmp);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = err_set(errno, "naming '%s'", path);
+    if (fd >= 0)
+        close(fd);
+    if (r < 0)
+        unlink(tmp);
+    free(tmp);
+    return r;
+}
+
+static int map_regions(const struct guest_memory *mem, int fd)
+{
+    uint64_t off = 0;
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
+        return err_plain(EIO, "memory cache file has the wrong size");
+    for (unsigned i = 0; i < mem->count; i++) {
+        const struct guest_region *g = &mem->regions[i];
+        if (mmap(g->host, g->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+                 fd, (off_t)off) == MAP_FAILED)
+            return err_set(errno, "mapping the memory cache");
+        off += g->size;
+    }
+    return 0;
+}
+
+int bundle_map_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
+                      const char *cache_dir)
+{
+    const struct bundle_section *s = bundle_section(b, name);
+    char key[2 * SHA256_BYTES + 1], *path;
+    int fd, r;
+
+    if (!s || s->encoding != BUNDLE_MEMORY)
+        return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
+    /* The section's hash covers every chunk's hash: it names the content. */
+    hex(s->sha256, SHA256_BYTES, key);
+    if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
+        return err_set(ENOMEM, "memory cache");
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        r = unpack_to_cache(b, name, mem, path);
+        fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        if (r == 0 && fd < 0)
+            r = err_set(errno, "'%s'", path);
+    } else {
+        r = 0;
+    }
+    if (r == 0)
+        r = map_regions(mem, fd);
+    if (fd >= 0)
+        close(fd);
+    free(path);
     return r;
 }

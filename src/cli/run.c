@@ -15,6 +15,7 @@
 struct run_options {
     struct vm_config vm;
     struct serve_options serve;
+    const char *name;
 };
 
 static const char run_help[] =
@@ -133,7 +134,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             if (parse_disk(optarg, &o->vm) < 0)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
             break;
-        case 'n': o->serve.name = optarg; break;
+        case 'n': o->name = optarg; break;
         case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
         case OPT_CONSOLE:
@@ -171,15 +172,17 @@ static int parse_args(int argc, char **argv, struct run_options *o)
 int cli_run(int argc, char **argv)
 {
     struct run_options o;
+    struct server *server;
     struct machine *m;
-    char name[80];
     int code = parse_args(argc, argv, &o);
 
     if (code == CLI_OK)
-        code = serve_name(o.serve.name, name, sizeof(name));
+        code = serve_open(o.name, &server);
     if (code != CLI_OK)
         return code;
-    if (machine_boot(&o.vm, &m) < 0)
+    if (machine_boot(&o.vm, &m) < 0) {
+        serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    return serve_machine(m, name, &o.serve);
+    }
+    return serve_machine(server, m, &o.serve);
 }

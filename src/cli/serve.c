@@ -12,9 +12,9 @@
 #include "util/err.h"
 #include "util/trace.h"
 
-struct served {
-    struct machine *m;
-    const char *name;
+struct server {
+    struct machine *m; /* NULL until built: no request is served before */
+    char name[80];
     struct control *control;
     struct timespec started;
 };
@@ -40,19 +40,6 @@ static void install_signal_handlers(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-int serve_name(const char *given, char *out, unsigned size)
-{
-    if (given) {
-        if (!control_name_ok(given))
-            return cli_fail(CLI_USAGE, "--name '%s': use 1-64 letters, digits, '.', '_', '-'",
-                            given);
-        snprintf(out, size, "%s", given);
-    } else {
-        snprintf(out, size, "vm-%d", (int)getpid());
-    }
-    return CLI_OK;
-}
-
 static double seconds_since(const struct timespec *t)
 {
     struct timespec now;
@@ -60,7 +47,7 @@ static double seconds_since(const struct timespec *t)
     return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-static json_t *status(struct served *s)
+static json_t *status(struct server *s)
 {
     const struct vm_config *cfg = vm_config(machine_vm(s->m));
     return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f}", "ok", 1, "name", s->name, "pid",
@@ -69,7 +56,7 @@ static json_t *status(struct served *s)
                      "uptime_s", seconds_since(&s->started));
 }
 
-static json_t *save(struct served *s, json_t *req)
+static json_t *save(struct server *s, json_t *req)
 {
     struct vm *vm = machine_vm(s->m);
     const char *path = json_string_value(json_object_get(req, "path"));
@@ -97,7 +84,7 @@ static json_t *save(struct served *s, json_t *req)
 
 static json_t *handle(void *opaque, const char *command, json_t *req)
 {
-    struct served *s = opaque;
+    struct server *s = opaque;
     struct vm *vm = machine_vm(s->m);
 
     if (strcmp(command, "status") == 0)
@@ -119,7 +106,7 @@ static json_t *handle(void *opaque, const char *command, json_t *req)
 
 static bool control_ready(void *opaque, int fd)
 {
-    struct served *s = opaque;
+    struct server *s = opaque;
     (void)fd;
     control_accept(s->control);
     return true;
@@ -139,18 +126,51 @@ static int exit_code(struct vm *vm, enum vm_stop_reason why)
     }
 }
 
-int serve_machine(struct machine *m, const char *name, const struct serve_options *o)
+int serve_open(const char *name, struct server **out)
 {
-    struct served s = {.m = m, .name = name};
+    struct server *s;
+
+    if (name && !control_name_ok(name))
+        return cli_fail(CLI_USAGE, "--name '%s': use 1-64 letters, digits, '.', '_', '-'", name);
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return cli_fail(CLI_FAILED, "out of memory");
+    if (name)
+        snprintf(s->name, sizeof(s->name), "%s", name);
+    else
+        snprintf(s->name, sizeof(s->name), "vm-%d", (int)getpid());
+    if (control_open(s->name, handle, s, &s->control) < 0) {
+        free(s);
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
+    *out = s;
+    return CLI_OK;
+}
+
+const char *serve_name(const struct server *s)
+{
+    return s->name;
+}
+
+void serve_abort(struct server *s)
+{
+    if (!s)
+        return;
+    control_close(s->control);
+    free(s);
+}
+
+int serve_machine(struct server *s, struct machine *m, const struct serve_options *o)
+{
     struct vm *vm = machine_vm(m);
     enum vm_stop_reason why;
     int code;
 
-    clock_gettime(CLOCK_MONOTONIC, &s.started);
-    if (control_open(name, handle, &s, &s.control) < 0 ||
-        vm_watch(vm, control_listen_fd(s.control), control_ready, &s) < 0) {
+    s->m = m;
+    clock_gettime(CLOCK_MONOTONIC, &s->started);
+    if (vm_watch(vm, control_listen_fd(s->control), control_ready, s) < 0) {
         code = cli_fail(CLI_FAILED, "%s", err_msg());
-        control_close(s.control);
+        serve_abort(s);
         machine_destroy(m);
         return code;
     }
@@ -159,7 +179,7 @@ int serve_machine(struct machine *m, const char *name, const struct serve_option
     why = vm_run(vm);
     running_vm = NULL;
     code = exit_code(vm, why);
-    control_close(s.control);
+    serve_abort(s);
     machine_destroy(m); /* restores the terminal before the trace is printed */
     if (o->trace_boot && o->json)
         trace_print_json(stderr, o->trace_until);

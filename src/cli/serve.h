@@ -8,16 +8,22 @@
 #include "bundle/machine.h"
 
 struct serve_options {
-    const char *name;        /* NULL: generated */
     bool trace_boot;
     bool json;
     const char *trace_until;
 };
 
-/* Picks the VM's name: the given one, checked, or a generated one. */
-int serve_name(const char *given, char *out, unsigned size);
+struct server;
 
-/* Runs m until it stops; destroys it; returns the exit code. */
-int serve_machine(struct machine *m, const char *name, const struct serve_options *o);
+/* Claims the VM's name (given, checked, or generated) by opening its
+ * control socket, before anything is built under that name. Returns a
+ * CLI exit code. */
+int serve_open(const char *name, struct server **out);
+const char *serve_name(const struct server *s);
+/* Gives the name up again when the VM could not be built. */
+void serve_abort(struct server *s);
+
+/* Runs m until it stops; destroys m and s; returns the exit code. */
+int serve_machine(struct server *s, struct machine *m, const struct serve_options *o);
 
 #endif

@@ -17,6 +17,8 @@ static const char start_help[] =
     "\n"
     "  -n, --name NAME        the VM's name (default vm-PID); its disks live in\n"
     "                         ~/.local/share/smolvm/instances/NAME\n"
+    "      --no-memory-cache  read the saved RAM in full instead of mapping the copy\n"
+    "                         unpacked (once) in ~/.cache/smolvm/memory\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the trace as JSON\n"
@@ -27,32 +29,35 @@ static const char start_help[] =
 
 int cli_start(int argc, char **argv)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_MEMORY_CACHE };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"no-memory-cache", no_argument, NULL, OPT_NO_MEMORY_CACHE},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     struct serve_options o = {0};
+    const char *name = NULL;
+    struct server *server;
     struct machine_start_options so = {.interactive = isatty(STDIN_FILENO)};
     struct machine *m;
-    char name[80];
     int c, code;
 
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': o.name = optarg; break;
+        case 'n': name = optarg; break;
         case OPT_TRACE_BOOT: o.trace_boot = true; break;
         case OPT_TRACE_UNTIL:
             o.trace_until = so.trace_until = optarg;
             o.trace_boot = true;
             break;
         case OPT_JSON: o.json = true; break;
+        case OPT_NO_MEMORY_CACHE: so.no_memory_cache = true; break;
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;
@@ -65,11 +70,13 @@ int cli_start(int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");
-    code = serve_name(o.name, name, sizeof(name));
+    code = serve_open(name, &server);
     if (code != CLI_OK)
         return code;
-    so.name = name;
-    if (machine_start(argv[optind], &so, &m) < 0)
+    so.name = serve_name(server);
+    if (machine_start(argv[optind], &so, &m) < 0) {
+        serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    return serve_machine(m, name, &o);
+    }
+    return serve_machine(server, m, &o);
 }

@@ -302,8 +302,10 @@ static int restore_machine(struct vm *vm)
     const struct vm_snapshot *snap = vm->restoring;
     int r = snap->load_memory(snap->opaque, &vm->mem);
 
-    if (r == 0)
+    if (r == 0) {
+        trace_mark(TRACE_MEMORY_RESTORED);
         r = vm_restore_state(vm, snap->state, snap->state_len);
+    }
     if (r == 0)
         trace_mark(TRACE_STATE_RESTORED);
     return r;

@@ -321,9 +321,16 @@ static int set_clock(struct hv_vm *vm, const struct blob_reader *body)
     if (body->left != sizeof(clock))
         return err_plain(EINVAL, "snapshot: malformed clock record");
     memcpy(&clock, body->p, sizeof(clock));
-    /* Only the guest's clock value carries over; the flags describe the
-     * host it was read on. */
-    clock = (struct kvm_clock_data){.clock = clock.clock};
+    /* The guest's clock carries over, advanced by the wall-clock time the
+     * VM spent saved (KVM adds it when given KVM_CLOCK_REALTIME), so the
+     * guest neither sees time run backwards nor keeps a stale date; the
+     * other flags describe the host it was read on. */
+    if ((clock.flags & KVM_CLOCK_REALTIME) &&
+        (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK) & KVM_CLOCK_REALTIME))
+        clock = (struct kvm_clock_data){.clock = clock.clock, .realtime = clock.realtime,
+                                        .flags = KVM_CLOCK_REALTIME};
+    else
+        clock = (struct kvm_clock_data){.clock = clock.clock};
     if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
         return err_set(errno, "KVM_SET_CLOCK");
     return 0;

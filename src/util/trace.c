@@ -9,6 +9,7 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_HV_READY] = "hypervisor_ready",
     [TRACE_MEMORY_MAPPED] = "guest_memory_mapped",
     [TRACE_KERNEL_LOADED] = "kernel_loaded",
+    [TRACE_MEMORY_RESTORED] = "memory_restored",
     [TRACE_STATE_RESTORED] = "state_restored",
     [TRACE_FIRST_VCPU_ENTRY] = "first_vcpu_entry",
     [TRACE_FIRST_SERIAL_BYTE] = "first_serial_byte",

@@ -14,6 +14,7 @@ enum trace_point {
     TRACE_HV_READY,
     TRACE_MEMORY_MAPPED,
     TRACE_KERNEL_LOADED,
+    TRACE_MEMORY_RESTORED, /* a .smolmachine's RAM is mapped or read */
     TRACE_STATE_RESTORED, /* a .smolmachine's memory and state are in place */
     TRACE_FIRST_VCPU_ENTRY,
     TRACE_FIRST_SERIAL_BYTE,

@@ -96,6 +96,26 @@ case "$test" in
         printf AFTERRESTORE | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null &&
             echo GUEST-SNAP-WRITE-OK
         ;;
+    counter)
+        # A counter in RAM and in a file on an ext4 disk, printed every
+        # 100 ms with the guest's clock, until "quit" arrives on the console;
+        # then a clean unmount. Saved and resumed while it runs.
+        load_modules
+        mkdir -p /mnt && mount -t ext4 /dev/vda /mnt || echo GUEST-COUNTER-NO-DISK
+        n=0 in=/dev/console
+        # With --console virtio the host's input arrives on hvc0.
+        [ -c /dev/hvc0 ] && in=/dev/hvc0 && stty -F /dev/hvc0 -echo 2>/dev/null
+        exec 3< "$in" # held open: a tty closed between reads drops its input
+        echo GUEST-COUNTER-READY
+        while true; do
+            n=$((n + 1))
+            echo "$n" > /mnt/counter
+            sync
+            echo "COUNT $n file=$(cat /mnt/counter) date=$(date +%s)"
+            if read -t 0.1 -r line <&3; then [ "$line" = quit ] && break; fi
+        done
+        umount /mnt && echo GUEST-COUNTER-CLEAN
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

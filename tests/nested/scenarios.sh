@@ -229,6 +229,71 @@ scenario_snapshot() {
         eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/snap-short.err")" -eq 1 && grep -q truncated "$work/snap-short.err"'
 }
 
+counts() { grep -a -o '^COUNT [0-9]*' "$work/$1.out" | cut -d' ' -f2; }
+first_count() { counts "$1" | head -n 1; }
+last_count() { counts "$1" | tail -n 1; }
+date_at() { grep -a "^COUNT $2 " "$work/$1.out" | sed -n 's/.*date=\([0-9]*\).*/\1/p' | head -n 1; }
+disk_counter() { debugfs -R 'cat /counter' "$1" 2>/dev/null | tr -d '\n'; }
+
+# quit_counter NAME: asks the counter guest to stop (clean unmount) and
+# waits for its smolvm to end.
+quit_counter() {
+    echo quit >&7
+    wait_for "$1" GUEST-COUNTER-CLEAN
+    finish "$1"
+}
+
+# start_counter NAME BUNDLE AFTER: starts BUNDLE, lets it count AFTER more
+# times, quits it. Its instance disk ends up in $XDG_DATA_HOME.
+start_counter() {
+    local name=$1 first
+    background "$name" start "$2" --name "$name" --trace-boot --json
+    wait_for "$name" '^COUNT '
+    first=$(first_count "$name")
+    wait_for "$name" "^COUNT $((first + $3)) "
+    quit_counter "$name"
+}
+
+# The issue's own test: a 2-vCPU guest with virtio-blk and virtio-console
+# counting in RAM and on disk is saved with --resume mid-I/O; the bundle is
+# started twice; each start continues from the saved count with the saved
+# disk, neither sees the other's writes, every disk checks clean, the
+# bundle is never written, and the guest's clock moved on over the gap.
+scenario_snapshot_counter() {
+    local disk=$work/counter.ext4 bundle=$work/counter.smolmachine saved sum1 sum2 d0 d1 f1 f2
+    mkfs.ext4 -q -F "$disk" 32M
+    background cnt run --name cnt --cpus 2 --mem 512M --console virtio --kernel "$KERNEL" \
+        --initrd "$INITRD" --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for cnt '^COUNT 20 '
+    "$SMOLVM" save cnt -o "$bundle" --resume > "$work/cnt-save.out" 2>&1
+    rc=$?
+    saved=$(last_count cnt)
+    expect snapshot-save-resume "save --resume writes the bundle" test "$rc" -eq 0 -a -s "$bundle"
+    wait_for cnt "^COUNT $((saved + 10)) "
+    quit_counter cnt
+    expect snapshot-resume-keeps-running "the saved VM counted on and unmounted cleanly" \
+        eval 'test "$rc" -eq 0 && test "$(last_count cnt)" -ge $((saved + 10)) && e2fsck -fn "$disk" > /dev/null 2>&1'
+    sum1=$(sha256sum < "$bundle")
+    sleep 5 # the guest's clock must move over this gap
+    start_counter cnt1 "$bundle" 30
+    start_counter cnt2 "$bundle" 10
+    sum2=$(sha256sum < "$bundle")
+    f1=$(first_count cnt1) f2=$(first_count cnt2)
+    expect snapshot-continues-count "each start goes on from the saved count ($saved)" \
+        eval 'test "$f1" -gt 0 && test "$f1" -le $((saved + 2)) && test "$f1" -ge $((saved - 2)) && test "$f1" = "$f2"'
+    expect snapshot-not-rebooted "no start booted again" \
+        eval '! has cnt1 SMOLVM-GUEST-UP && ! has cnt2 SMOLVM-GUEST-UP'
+    d0=$(date_at cnt "$((f1 - 1))") d1=$(date_at cnt1 "$f1")
+    expect snapshot-clock-moves-on "the restored guest's clock covers the gap (${d0:-?} -> ${d1:-?})" \
+        eval 'test -n "$d0" && test -n "$d1" && test $((d1 - d0)) -ge 4'
+    expect snapshot-disks-separate "each start wrote its own disk" \
+        eval 'test "$(disk_counter "$XDG_DATA_HOME/smolvm/instances/cnt1/disk.0")" = "$(last_count cnt1)" && test "$(disk_counter "$XDG_DATA_HOME/smolvm/instances/cnt2/disk.0")" = "$(last_count cnt2)" && test "$(last_count cnt1)" != "$(last_count cnt2)"'
+    expect snapshot-disks-clean "e2fsck -fn: both instance disks clean" \
+        eval 'e2fsck -fn "$XDG_DATA_HOME/smolvm/instances/cnt1/disk.0" > /dev/null 2>&1 && e2fsck -fn "$XDG_DATA_HOME/smolvm/instances/cnt2/disk.0" > /dev/null 2>&1'
+    expect snapshot-bundle-unchanged "starting never writes the bundle" test "$sum1" = "$sum2"
+    cp "$work/cnt-save.out" "$results/" 2>/dev/null
+}
+
 bad_input() {
     local name=$1 want=$2 bin err lines
     shift 2
@@ -285,4 +350,5 @@ scenario_virtio_console
 scenario_smp_io
 scenario_bad_inputs
 scenario_snapshot
+scenario_snapshot_counter
 rm -rf "$work"

@@ -95,6 +95,37 @@ static void round_trip(void **state)
     guest_memory_free(&mem);
 }
 
+/* Mapped from the unpacked cache: the same bytes, built once, and the
+ * guest's writes stay private to it. */
+static void mapped_from_cache(void **state)
+{
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct guest_memory mem, a, b;
+    struct bundle *bundle;
+    char cache[128], cmd[200];
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    assert_int_equal(bundle_open(path, &bundle), 0);
+    assert_int_equal(guest_memory_alloc(&a, layout, 2), 0);
+    assert_int_equal(bundle_map_memory(bundle, "memory", &a, cache), 0);
+    assert_memory_equal(a.regions[0].host, mem.regions[0].host, RAM_LOW);
+    assert_memory_equal(a.regions[1].host, mem.regions[1].host, RAM_HIGH);
+    memset(a.regions[0].host, 0x77, 8192); /* private: must not reach b */
+    assert_int_equal(guest_memory_alloc(&b, layout, 2), 0);
+    assert_int_equal(bundle_map_memory(bundle, "memory", &b, cache), 0);
+    assert_memory_equal(b.regions[0].host, mem.regions[0].host, RAM_LOW);
+    snprintf(cmd, sizeof(cmd), "test $(ls '%s' | grep -c '\\.ram$') -eq 1", cache);
+    assert_int_equal(system(cmd), 0);
+    bundle_close(bundle);
+    guest_memory_free(&a);
+    guest_memory_free(&b);
+    guest_memory_free(&mem);
+}
+
 static long file_size(void)
 {
     struct stat st;
@@ -261,6 +292,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(mapped_from_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_bundle_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_header_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),

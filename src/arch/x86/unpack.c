@@ -14,6 +14,7 @@
 #include "arch/x86/bzimage.h"
 #include "arch/x86/elf.h"
 #include "util/err.h"
+#include "util/paths.h"
 #include "util/le.h"
 
 #define HDR_PAYLOAD_OFFSET 0x248
@@ -170,25 +171,6 @@ static uint64_t content_key(const uint8_t *p, size_t n)
     return h;
 }
 
-static int mkdirs(const char *dir)
-{
-    char path[4096];
-    size_t n = strlen(dir);
-
-    if (n >= sizeof(path))
-        return -ENAMETOOLONG;
-    memcpy(path, dir, n + 1);
-    for (char *q = path + 1; *q; q++) {
-        if (*q != '/')
-            continue;
-        *q = 0;
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
-            return -errno;
-        *q = '/';
-    }
-    return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 static int write_atomically(const char *path, const uint8_t *data, size_t len)
 {
     char tmp[4200];
@@ -239,7 +221,7 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
     if (x86_bzimage_unpack(image, len, &vmlinux, &vlen) < 0)
         return 0; /* boot the bzImage as it is */
     r = elf_kernel_parse(vmlinux, vlen, &k);
-    if (r == 0 && mkdirs(cache_dir) == 0 && write_atomically(path, vmlinux, vlen) == 0)
+    if (r == 0 && paths_mkdirs(cache_dir) == 0 && write_atomically(path, vmlinux, vlen) == 0)
         *out_path = strdup(path);
     free(vmlinux);
     err_clear();
@@ -248,15 +230,5 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
 
 char *x86_kernel_cache_dir(void)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char *dir = NULL;
-
-    if (xdg && *xdg) {
-        if (asprintf(&dir, "%s/smolvm/kernels", xdg) < 0)
-            return NULL;
-    } else if (home && *home) {
-        if (asprintf(&dir, "%s/.cache/smolvm/kernels", home) < 0)
-            return NULL;
-    }
-    return dir;
+    return paths_cache_dir("kernels");
 }

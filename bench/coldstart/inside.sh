@@ -1,0 +1,82 @@
+#!/bin/bash
+# Runs where KVM works: see run. Writes RESULTS/times.tsv and facts.txt.
+set -u
+results=$1
+# shellcheck source=/dev/null
+. "$results/params.sh"
+RUNS=${RUNS:-5}
+CMDLINE="console=ttyS0 quiet panic=-1 smolvm.test=echo"
+work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-coldstart.XXXXXX")
+export XDG_RUNTIME_DIR=$work/run XDG_DATA_HOME=$work/data XDG_CACHE_HOME=$work/cache
+mkdir -m 0700 -p "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME" "$XDG_CACHE_HOME"
+out=$results/times.tsv facts=$results/facts.txt
+: > "$out"
+: > "$facts"
+
+# ms_to LABEL METRIC MARKER COMMAND...: launch to MARKER on the console, the
+# guest's input line "go" waiting on stdin from the start.
+ms_to() {
+    local label=$1 metric=$2 marker=$3 start ms=
+    shift 3
+    start=$(date +%s%N)
+    while IFS= read -r line; do
+        if [ -z "$ms" ] && [[ $line == *"$marker"* ]]; then
+            ms=$((($(date +%s%N) - start) / 1000000))
+        fi
+    done < <(echo go | timeout 300 "$@" 2>&1)
+    echo -e "$label\t$metric\t${ms:-timeout}" | tee -a "$out"
+}
+
+# save_at_ready MEM BUNDLE: boots, waits for the ready line, saves.
+save_at_ready() {
+    local fifo=$work/fifo log=$work/boot.log pid i t0 t1
+    rm -f "$fifo"; mkfifo "$fifo"
+    "$SMOLVM" run --name bench --mem "$1" --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$CMDLINE" < "$fifo" > "$log" 2>&1 &
+    pid=$!
+    exec 7> "$fifo"
+    for i in $(seq 1 300); do grep -q SMOLVM-GUEST-UP "$log" && break; sleep 0.5; done
+    sleep 1
+    t0=$(date +%s%N)
+    "$SMOLVM" save bench -o "$2" > /dev/null
+    t1=$(date +%s%N)
+    wait "$pid"
+    exec 7>&-
+    echo "mem $1: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000000)) ms," \
+         "RAM in use by the guest $(grep -o 'MemTotal.*' "$log" | head -n 1)" >> "$facts"
+}
+
+for mem in 256M 2G; do
+    bundle=$work/ready-$mem.smolmachine
+    save_at_ready "$mem" "$bundle"
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    ms_to smolvm "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s
+    for i in $(seq 1 "$RUNS"); do
+        ms_to smolvm "start-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s
+        ms_to smolvm "start-full-read-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s \
+            --no-memory-cache
+        ms_to smolvm "boot-$mem" SMOLVM-GUEST-UP "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
+            --initrd "$INITRD" --cmdline "$CMDLINE"
+    done
+done
+awk -F'\t' '{ v[$2] = v[$2] " " $3 }
+    function median(list,   a, k, i, j, t) {
+        k = split(list, a, " ")
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
+            if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }
+    END {
+        for (m in v) med[m] = median(v[m])
+        split("256M 2G", mems, " ")
+        for (i = 1; i <= 2; i++) {
+            x = mems[i]
+            if (med["boot-" x] > 0)
+                printf "mem %s: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start %.0f ms; full-read start %.0f ms\n",
+                    x, med["start-" x], med["boot-" x], med["start-" x] / med["boot-" x],
+                    med["start-first-" x], med["start-full-read-" x]
+        }
+        if (med["start-256M"] > 0)
+            printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-2G"] / med["start-256M"]
+    }' "$out" >> "$facts"
+rm -rf "$work"
