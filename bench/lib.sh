@@ -15,6 +15,7 @@ bench_prepare() {
         echo "KERNEL=/boot/vmlinuz-$kver"
         echo "INITRD=$("$bench_repo/tests/nested/guest-initrd.sh" initrd)"
         echo "RUNS=${RUNS:-$1}"
+        [ -z "${MEMS:-}" ] || echo "MEMS=\"$MEMS\""
     } > "$results/params.sh"
     echo "$results"
 }
@@ -30,20 +31,25 @@ bench_inside() {
     fi
 }
 
+# An awk function for the programs here: the median of a space-separated list.
+# shellcheck disable=SC2016
+BENCH_MEDIAN_AWK='
+    function median(list,   a, k, i, j, t) {
+        k = split(list, a, " ")
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
+            if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }'
+export BENCH_MEDIAN_AWK
+
 # bench_report RESULTS UNIT BETTER: RESULTS/times.tsv holds "vmm<TAB>metric<TAB>value"
 # lines; prints each metric's medians and the smolvm/qemu-microvm ratio.
 # BETTER is "lower" (times) or "higher" (throughput), for the reader.
 bench_report() {
     local tsv=$1/times.tsv unit=$2 better=$3 metric
     for metric in $(cut -f2 "$tsv" | sort -u); do
-        awk -F'\t' -v m="$metric" -v unit="$unit" -v better="$better" '
+        awk -F'\t' -v m="$metric" -v unit="$unit" -v better="$better" "$BENCH_MEDIAN_AWK"'
             $2 == m && $3 ~ /^[0-9.]+$/ { v[$1] = v[$1] " " $3; n[$1]++ }
-            function median(list,   a, k, i, j, t) {
-                k = split(list, a, " ")
-                for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
-                    if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-                return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-            }
             END {
                 s = median(v["smolvm"]); q = median(v["qemu-microvm"])
                 printf "%-14s smolvm %9.1f %s   qemu-microvm %9.1f %s", m, s, unit, q, unit

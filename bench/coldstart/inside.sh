@@ -2,6 +2,8 @@
 # Runs where KVM works: see run. Writes RESULTS/times.tsv and facts.txt.
 set -u
 results=$1
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh" # for BENCH_MEDIAN_AWK
 # shellcheck source=/dev/null
 . "$results/params.sh"
 RUNS=${RUNS:-5}
@@ -23,7 +25,7 @@ ms_to() {
         if [ -z "$ms" ] && [[ $line == *"$marker"* ]]; then
             ms=$((($(date +%s%N) - start) / 1000000))
         fi
-    done < <(echo go | timeout 300 "$@" 2>&1)
+    done < <(echo go | timeout 300 "$@" 2>&1 | tee "$work/last.log")
     echo -e "$label\t$metric\t${ms:-timeout}" | tee -a "$out"
 }
 
@@ -46,37 +48,34 @@ save_at_ready() {
          "RAM in use by the guest $(grep -o 'MemTotal.*' "$log" | head -n 1)" >> "$facts"
 }
 
-for mem in 256M 2G; do
+for mem in ${MEMS:-256M 2G}; do
     bundle=$work/ready-$mem.smolmachine
     save_at_ready "$mem" "$bundle"
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
-    ms_to smolvm "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s
+    ms_to smolvm "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --trace-boot --json
+    echo "first start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
     for i in $(seq 1 "$RUNS"); do
-        ms_to smolvm "start-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s
-        ms_to smolvm "start-full-read-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s \
-            --no-memory-cache
+        for mode in copy map decompress; do
+            ms_to smolvm "start-$mode-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s \
+                --memory "$mode" --trace-boot --json
+            [ "$i" = 1 ] && echo "$mode start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
+        done
         ms_to smolvm "boot-$mem" SMOLVM-GUEST-UP "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
             --initrd "$INITRD" --cmdline "$CMDLINE"
     done
 done
-awk -F'\t' '{ v[$2] = v[$2] " " $3 }
-    function median(list,   a, k, i, j, t) {
-        k = split(list, a, " ")
-        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
-            if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-    }
+awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3 }
     END {
         for (m in v) med[m] = median(v[m])
-        split("256M 2G", mems, " ")
-        for (i = 1; i <= 2; i++) {
-            x = mems[i]
+        n = split(mems, m, " ")
+        for (i = 1; i <= n; i++) {
+            x = m[i]
             if (med["boot-" x] > 0)
-                printf "mem %s: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start %.0f ms; full-read start %.0f ms\n",
-                    x, med["start-" x], med["boot-" x], med["start-" x] / med["boot-" x],
-                    med["start-first-" x], med["start-full-read-" x]
+                printf "mem %s: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start (unpacks) %.0f ms; --memory map %.0f ms, decompress %.0f ms\n",
+                    x, med["start-copy-" x], med["boot-" x], med["start-copy-" x] / med["boot-" x],
+                    med["start-first-" x], med["start-map-" x], med["start-decompress-" x]
         }
-        if (med["start-256M"] > 0)
-            printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-2G"] / med["start-256M"]
+        if (med["start-copy-256M"] > 0 && med["start-copy-2G"] > 0)
+            printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-copy-2G"] / med["start-copy-256M"]
     }' "$out" >> "$facts"
 rm -rf "$work"

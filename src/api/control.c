@@ -235,6 +235,15 @@ void control_close(struct control *c)
     free(c);
 }
 
+void control_forget(struct control *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    free(c->path);
+    free(c);
+}
+
 int control_request(const char *name, json_t *request, json_t **answer)
 {
     struct sockaddr_un addr;

@@ -26,6 +26,8 @@ int control_listen_fd(const struct control *c);
 void control_accept(struct control *c);
 /* Closes and removes the socket. */
 void control_close(struct control *c);
+/* Closes this process's handle only (after fork, the other keeps serving). */
+void control_forget(struct control *c);
 
 /* Sends a request to VM NAME and returns its answer (new reference). */
 int control_request(const char *name, json_t *request, json_t **answer)

@@ -67,12 +67,16 @@ int bundle_extract(const struct bundle *b, const char *name, const char *path)
 int bundle_load_memory(const struct bundle *b, const char *name, const struct guest_memory *mem)
     __attribute__((warn_unused_result));
 
-/* The same, lazily: the section is unpacked once (verified) into
- * cache_dir/<its hash>.ram and each region of mem is mapped from there
- * MAP_PRIVATE, so a start reads only the pages the guest touches and its
- * writes never reach the file. -EINVAL means the bundle is corrupt; other
- * errors concern the cache (the caller may fall back to loading). */
-int bundle_map_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
-                      const char *cache_dir) __attribute__((warn_unused_result));
+/* From the unpacked cache: the section is unpacked once (verified) into
+ * cache_dir/<its hash>.ram (a sparse file), then each start either maps
+ * it (BUNDLE_MAP: MAP_PRIVATE, the guest faults in only what it touches,
+ * its writes never reach the file) or copies its data extents into RAM
+ * (BUNDLE_COPY: no decompression or hashing, and RAM keeps huge pages).
+ * -EINVAL means the bundle is corrupt; other errors concern the cache
+ * (the caller may fall back to bundle_load_memory()). */
+enum bundle_memory_mode { BUNDLE_MAP, BUNDLE_COPY };
+int bundle_cached_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
+                         const char *cache_dir, enum bundle_memory_mode mode)
+    __attribute__((warn_unused_result));
 
 #endif

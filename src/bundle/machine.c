@@ -26,7 +26,7 @@ struct machine {
     struct bundle *source; /* the bundle it started from, or NULL */
     struct vm_config cfg;  /* strings owned here when started from a bundle */
     char *dir;
-    bool memory_cache;
+    enum machine_memory memory;
 };
 
 struct vm *machine_vm(struct machine *m)
@@ -189,13 +189,14 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, const struct guest_memory *mem)
 {
     const struct machine *m = opaque;
-    char *dir = m->memory_cache ? paths_cache_dir("memory") : NULL;
+    char *dir = m->memory != MACHINE_MEMORY_DECOMPRESS ? paths_cache_dir("memory") : NULL;
+    enum bundle_memory_mode mode = m->memory == MACHINE_MEMORY_MAP ? BUNDLE_MAP : BUNDLE_COPY;
     int r = -ENOENT;
 
     if (dir && paths_mkdirs(dir) == 0)
-        r = bundle_map_memory(m->source, SECTION_MEMORY, mem, dir);
+        r = bundle_cached_memory(m->source, SECTION_MEMORY, mem, dir, mode);
     free(dir);
-    if (r == -EINVAL)
+    if (r == 0 || r == -EINVAL)
         return r;
     err_clear();
     return bundle_load_memory(m->source, SECTION_MEMORY, mem);
@@ -238,7 +239,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0) {
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;
-        m->memory_cache = !o->no_memory_cache;
+        m->memory = o->memory;
         r = instance_dir(o->name, &m->dir);
     }
     if (r == 0)

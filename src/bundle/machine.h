@@ -20,7 +20,12 @@ struct machine_start_options {
     const char *name;        /* the instance: where its writable disks live */
     bool interactive;
     const char *trace_until;
-    bool no_memory_cache; /* read RAM in full instead of mapping an unpacked copy */
+    enum machine_memory {
+        MACHINE_MEMORY_DEFAULT,
+        MACHINE_MEMORY_MAP,        /* map the unpacked cache lazily */
+        MACHINE_MEMORY_COPY,       /* copy the unpacked cache's data */
+        MACHINE_MEMORY_DECOMPRESS, /* decompress from the bundle, no cache */
+    } memory;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -424,8 +425,39 @@ static int map_regions(const struct guest_memory *mem, int fd)
     return 0;
 }
 
-int bundle_map_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
-                      const char *cache_dir)
+/* Copies the file's data extents (holes are zero RAM already). */
+static int copy_regions(const struct guest_memory *mem, int fd)
+{
+    uint64_t base = 0;
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
+        return err_plain(EIO, "memory cache file has the wrong size");
+    for (unsigned i = 0; i < mem->count; i++) {
+        const struct guest_region *g = &mem->regions[i];
+        off_t pos = (off_t)base, end = (off_t)(base + g->size);
+        while (pos < end) {
+            off_t data = lseek(fd, pos, SEEK_DATA), hole;
+            if (data < 0 || data >= end)
+                break;
+            hole = lseek(fd, data, SEEK_HOLE);
+            if (hole < 0 || hole > end)
+                hole = end;
+            for (off_t at = data; at < hole;) {
+                ssize_t n = pread(fd, g->host + (at - (off_t)base), (size_t)(hole - at), at);
+                if (n <= 0)
+                    return err_set(n < 0 ? errno : EIO, "reading the memory cache");
+                at += n;
+            }
+            pos = hole;
+        }
+        base += g->size;
+    }
+    return 0;
+}
+
+int bundle_cached_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
+                         const char *cache_dir, enum bundle_memory_mode mode)
 {
     const struct bundle_section *s = bundle_section(b, name);
     char key[2 * SHA256_BYTES + 1], *path;
@@ -447,7 +479,7 @@ int bundle_map_memory(const struct bundle *b, const char *name, const struct gue
         r = 0;
     }
     if (r == 0)
-        r = map_regions(mem, fd);
+        r = mode == BUNDLE_MAP ? map_regions(mem, fd) : copy_regions(mem, fd);
     if (fd >= 0)
         close(fd);
     free(path);

@@ -10,6 +10,7 @@
 
 #include "api/control.h"
 #include "cli/cli.h"
+#include "cli/serve.h"
 #include "util/err.h"
 
 /* Sends req (consumed) to NAME; prints the error of a failed answer. */
@@ -170,7 +171,7 @@ static void print_status(json_t *a, bool json)
 int cli_ps(int argc, char **argv)
 {
     bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
-    json_t *list = json_array();
+    json_t *list = json_array(), *status_request = json_pack("{s:s}", "command", "status");
     struct dirent *e;
     char *dir;
     DIR *d;
@@ -192,15 +193,62 @@ int cli_ps(int argc, char **argv)
         if (n <= 5 || strcmp(e->d_name + n - 5, ".sock") != 0)
             continue;
         e->d_name[n - 5] = 0;
-        if (control_request(e->d_name, json_pack("{s:s}", "command", "status"), &a) < 0)
+        if (control_request(e->d_name, status_request, &a) < 0)
             continue; /* a VM that died without cleaning up */
         print_status(a, json);
         json_array_append_new(list, a);
     }
     closedir(d);
     free(dir);
+    json_decref(status_request);
     if (json)
         json_dumpf(list, stdout, JSON_INDENT(2)), putchar('\n');
     json_decref(list);
+    return CLI_OK;
+}
+
+/* Copies what the log holds; with follow, waits for more while the VM
+ * still answers on its socket. */
+int cli_logs(int argc, char **argv)
+{
+    bool follow = argc == 3 && (strcmp(argv[1], "-f") == 0 || strcmp(argv[1], "--follow") == 0);
+    const char *name = argv[argc - 1];
+    char buf[65536], *path;
+    json_t *status_request;
+    FILE *f;
+
+    if (wants_help(argc, argv)) {
+        fputs("usage: smolvm logs [-f] NAME\n\nPrints the console of a VM run with --detach;\n"
+              "-f keeps printing until the VM ends.\n", stdout);
+        return CLI_OK;
+    }
+    if (argc != 2 && !follow)
+        return cli_fail(CLI_USAGE, "usage: smolvm logs [-f] NAME");
+    if (!control_name_ok(name))
+        return cli_fail(CLI_USAGE, "'%s' is not a VM name", name);
+    path = serve_log_path(name);
+    f = path ? fopen(path, "r") : NULL;
+    if (!f) {
+        free(path);
+        return cli_fail(CLI_FAILED, "no log for '%s' (was it run with --detach?)", name);
+    }
+    status_request = json_pack("{s:s}", "command", "status");
+    for (;;) {
+        size_t n = fread(buf, 1, sizeof(buf), f);
+        json_t *a;
+        if (n > 0) {
+            fwrite(buf, 1, n, stdout);
+            continue;
+        }
+        fflush(stdout);
+        clearerr(f);
+        if (!follow || control_request(name, status_request, &a) < 0)
+            break;
+        json_decref(a);
+        usleep(200000);
+    }
+    json_decref(status_request);
+    fclose(f);
+    free(path);
     return CLI_OK;
 }

@@ -13,6 +13,7 @@ static const struct cli_verb verbs[] = {
     {"pause", "pause a running VM", cli_pause},
     {"resume", "resume a paused VM", cli_resume},
     {"stop", "stop a running VM", cli_stop},
+    {"logs", "print the console of a detached VM", cli_logs},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -16,6 +16,7 @@ struct run_options {
     struct vm_config vm;
     struct serve_options serve;
     const char *name;
+    bool detach;
 };
 
 static const char run_help[] =
@@ -30,6 +31,8 @@ static const char run_help[] =
     "  -c, --cpus N           vCPUs (default 1)\n"
     "  -m, --mem SIZE         guest RAM, e.g. 256M, 1G (default 256M; plain numbers are MiB)\n"
     "  -n, --name NAME        the VM's name for 'smolvm save/pause/stop/ps' (default vm-PID)\n"
+    "      --detach           run in the background once the VM is up (prints its name);\n"
+    "                         the console goes to a log ('smolvm logs NAME')\n"
     "  -d, --disk PATH[,ro][,id=NAME][,cache=none]\n"
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
@@ -92,7 +95,7 @@ static int parse_disk(char *spec, struct vm_config *cfg)
 
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE, OPT_NO_KERNEL_CACHE };
+    enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE, OPT_NO_KERNEL_CACHE };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -101,6 +104,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"mem", required_argument, NULL, 'm'},
         {"disk", required_argument, NULL, 'd'},
         {"name", required_argument, NULL, 'n'},
+        {"detach", no_argument, NULL, OPT_DETACH},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
         {"console", required_argument, NULL, OPT_CONSOLE},
         {"no-kernel-cache", no_argument, NULL, OPT_NO_KERNEL_CACHE},
@@ -135,6 +139,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
             break;
         case 'n': o->name = optarg; break;
+        case OPT_DETACH: o->detach = true; break;
         case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
         case OPT_CONSOLE:
@@ -180,6 +185,13 @@ int cli_run(int argc, char **argv)
         code = serve_open(o.name, &server);
     if (code != CLI_OK)
         return code;
+    if (o.detach) {
+        bool parent;
+        code = serve_detach(server, &parent);
+        if (parent || code != CLI_OK)
+            return code;
+        o.vm.interactive = false;
+    }
     if (machine_boot(&o.vm, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

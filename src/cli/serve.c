@@ -1,5 +1,6 @@
 #include "cli/serve.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ struct server {
     char name[80];
     struct control *control;
     struct timespec started;
+    int ready_fd; /* --detach: tells the waiting parent the VM runs; else -1 */
 };
 
 static struct vm *running_vm;
@@ -135,6 +137,7 @@ int serve_open(const char *name, struct server **out)
     s = calloc(1, sizeof(*s));
     if (!s)
         return cli_fail(CLI_FAILED, "out of memory");
+    s->ready_fd = -1;
     if (name)
         snprintf(s->name, sizeof(s->name), "%s", name);
     else
@@ -150,6 +153,88 @@ int serve_open(const char *name, struct server **out)
 const char *serve_name(const struct server *s)
 {
     return s->name;
+}
+
+char *serve_log_path(const char *name)
+{
+    char *dir, *path = NULL;
+
+    if (control_dir(&dir) < 0)
+        return NULL;
+    if (asprintf(&path, "%s/%s.log", dir, name) < 0)
+        path = NULL;
+    free(dir);
+    return path;
+}
+
+/* The parent's side: "ok" on the pipe means the VM runs; anything else,
+ * the child failed and its log says why. */
+static int wait_for_child(struct server *s, int fd)
+{
+    char buf[8] = {0}, *log = serve_log_path(s->name), line[512] = "", last[512] = "";
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    FILE *f;
+
+    close(fd);
+    if (n == 2 && strcmp(buf, "ok") == 0) {
+        free(log);
+        puts(s->name);
+        return CLI_OK;
+    }
+    f = log ? fopen(log, "r") : NULL;
+    while (f && fgets(line, sizeof(line), f))
+        snprintf(last, sizeof(last), "%s", line);
+    if (f)
+        fclose(f);
+    free(log);
+    last[strcspn(last, "\n")] = 0;
+    fprintf(stderr, "%s\n", last[0] ? last : "smolvm: the VM did not start");
+    return CLI_FAILED;
+}
+
+static int redirect_to_log(const char *name)
+{
+    char *log = serve_log_path(name);
+    int fd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    free(log);
+    if (fd < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
+        dup2(fd, STDERR_FILENO) < 0)
+        return -1;
+    close(fd);
+    close(null);
+    return 0;
+}
+
+int serve_detach(struct server *s, bool *parent)
+{
+    int fds[2];
+    pid_t pid;
+
+    *parent = true;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return cli_fail(CLI_FAILED, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0)
+        return cli_fail(CLI_FAILED, "fork: %s", strerror(errno));
+    if (pid > 0) {
+        int code;
+        close(fds[1]);
+        code = wait_for_child(s, fds[0]);
+        /* The socket is the child's now: close it without removing it. */
+        control_forget(s->control);
+        free(s);
+        return code;
+    }
+    *parent = false;
+    close(fds[0]);
+    setsid();
+    if (redirect_to_log(s->name) < 0)
+        _exit(CLI_FAILED);
+    s->ready_fd = fds[1];
+    return CLI_OK;
 }
 
 void serve_abort(struct server *s)
@@ -176,6 +261,13 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
     }
     running_vm = vm;
     install_signal_handlers();
+    if (s->ready_fd >= 0) {
+        if (write(s->ready_fd, "ok", 2) != 2) {
+            /* The parent is gone; the VM runs on regardless. */
+        }
+        close(s->ready_fd);
+        s->ready_fd = -1;
+    }
     why = vm_run(vm);
     running_vm = NULL;
     code = exit_code(vm, why);

@@ -20,6 +20,13 @@ struct server;
  * CLI exit code. */
 int serve_open(const char *name, struct server **out);
 const char *serve_name(const struct server *s);
+/* --detach: forks. The child (*parent false) goes on to build and run the
+ * VM with its console in a log file (`smolvm logs NAME`); the parent waits
+ * until the VM runs or fails and returns the exit code to leave with. */
+int serve_detach(struct server *s, bool *parent);
+/* The log file of VM NAME (malloc'd). */
+char *serve_log_path(const char *name);
+
 /* Gives the name up again when the VM could not be built. */
 void serve_abort(struct server *s);
 

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -15,10 +16,13 @@ static const char start_help[] =
     "was saved, skipping boot; one without boots its kernel. The console is this\n"
     "terminal; Ctrl-A x quits.\n"
     "\n"
+    "      --detach           run in the background once the VM is up (prints its name)\n"
     "  -n, --name NAME        the VM's name (default vm-PID); its disks live in\n"
     "                         ~/.local/share/smolvm/instances/NAME\n"
-    "      --no-memory-cache  read the saved RAM in full instead of mapping the copy\n"
-    "                         unpacked (once) in ~/.cache/smolvm/memory\n"
+    "      --memory copy|map|decompress\n"
+    "                         how saved RAM comes back: copied from the copy unpacked\n"
+    "                         (once, verified) in ~/.cache/smolvm/memory (default),\n"
+    "                         mapped from it lazily, or decompressed from the bundle\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the trace as JSON\n"
@@ -29,18 +33,20 @@ static const char start_help[] =
 
 int cli_start(int argc, char **argv)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_MEMORY_CACHE };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_MEMORY, OPT_DETACH };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
+        {"detach", no_argument, NULL, OPT_DETACH},
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
-        {"no-memory-cache", no_argument, NULL, OPT_NO_MEMORY_CACHE},
+        {"memory", required_argument, NULL, OPT_MEMORY},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     struct serve_options o = {0};
     const char *name = NULL;
+    bool detach = false;
     struct server *server;
     struct machine_start_options so = {.interactive = isatty(STDIN_FILENO)};
     struct machine *m;
@@ -57,7 +63,17 @@ int cli_start(int argc, char **argv)
             o.trace_boot = true;
             break;
         case OPT_JSON: o.json = true; break;
-        case OPT_NO_MEMORY_CACHE: so.no_memory_cache = true; break;
+        case OPT_MEMORY:
+            if (strcmp(optarg, "copy") == 0)
+                so.memory = MACHINE_MEMORY_COPY;
+            else if (strcmp(optarg, "map") == 0)
+                so.memory = MACHINE_MEMORY_MAP;
+            else if (strcmp(optarg, "decompress") == 0)
+                so.memory = MACHINE_MEMORY_DECOMPRESS;
+            else
+                return cli_fail(CLI_USAGE, "--memory must be copy, map or decompress");
+            break;
+        case OPT_DETACH: detach = true; break;
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;
@@ -73,6 +89,13 @@ int cli_start(int argc, char **argv)
     code = serve_open(name, &server);
     if (code != CLI_OK)
         return code;
+    if (detach) {
+        bool parent;
+        code = serve_detach(server, &parent);
+        if (parent || code != CLI_OK)
+            return code;
+        so.interactive = false;
+    }
     so.name = serve_name(server);
     if (machine_start(argv[optind], &so, &m) < 0) {
         serve_abort(server);

@@ -159,6 +159,15 @@ int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_
     return 0;
 }
 
+int vm_describe_vmgenid(struct vm *vm, uint64_t gpa, uint32_t gsi)
+{
+    if (vm->acpi.vmgenid_gpa)
+        return err_plain(EEXIST, "two VM generation ID devices");
+    vm->acpi.vmgenid_gpa = gpa;
+    vm->acpi.ged_irq = gsi;
+    return 0;
+}
+
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level)
 {
     return hv_vm_set_irq(vm->hv, gsi, level);

@@ -91,6 +91,10 @@ int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t
 /* Adds a legacy port-I/O device (EISA id such as "PNP0501") to the DSDT. */
 int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_t len,
                            uint8_t irq) __attribute__((warn_unused_result));
+/* Adds the VM generation ID device (16 bytes at gpa) and the Generic Event
+ * Device that notifies the guest of a new one through gsi. */
+int vm_describe_vmgenid(struct vm *vm, uint64_t gpa, uint32_t gsi)
+    __attribute__((warn_unused_result));
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level);
 /* Snapshot participants: each device instance with guest-visible state
  * registers one when it is created, under a name unique in the VM (a

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "arch/x86/cpuid.h"
 #include "hv/kvm_internal.h"
 #include "util/err.h"
 
@@ -27,6 +28,7 @@ enum record {
     REC_MSRS,
     REC_EVENTS,
     REC_TSC_KHZ,
+    REC_CPUID,
     REC_IRQCHIP = 64,
     REC_PIT2,
     REC_CLOCK,
@@ -141,6 +143,66 @@ static int save_ioctl(int fd, unsigned long request, const char *name, uint32_t 
     return r;
 }
 
+static int save_cpuid(struct hv_vcpu *vcpu, struct blob *out)
+{
+    unsigned n = vcpu->vm->cpuid->nent + 16;
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+
+    if (!c)
+        return err_set(ENOMEM, "cpuid");
+    c->nent = n;
+    if (ioctl(vcpu->fd, KVM_GET_CPUID2, c) < 0) {
+        free(c);
+        return err_set(errno, "KVM_GET_CPUID2");
+    }
+    blob_put_record(out, REC_CPUID, c->entries, c->nent * (uint32_t)sizeof(c->entries[0]));
+    free(c);
+    return 0;
+}
+
+static struct x86_cpuid_entry *plain_entries(const struct kvm_cpuid_entry2 *e, unsigned n)
+{
+    struct x86_cpuid_entry *p = calloc(n ? n : 1, sizeof(*p));
+    for (unsigned i = 0; p && i < n; i++)
+        p[i] = (struct x86_cpuid_entry){e[i].function, e[i].index, e[i].eax, e[i].ebx,
+                                        e[i].ecx, e[i].edx};
+    return p;
+}
+
+/* The saved guest must find every CPU feature it saw; then it sees exactly
+ * the CPUID it saw, not this host's. */
+static int set_cpuid(struct hv_vcpu *vcpu, const struct blob_reader *body)
+{
+    const struct kvm_cpuid2 *host = vcpu->vm->cpuid;
+    size_t entry = sizeof(struct kvm_cpuid_entry2);
+    unsigned n = (unsigned)(body->left / entry);
+    struct x86_cpuid_entry *a, *b;
+    struct kvm_cpuid2 *c;
+    char why[128];
+    int fits, r = 0;
+
+    if (body->left % entry || n == 0 || n > 4096)
+        return err_plain(EINVAL, "snapshot: malformed CPUID record");
+    c = calloc(1, sizeof(*c) + n * entry);
+    if (!c)
+        return err_set(ENOMEM, "cpuid");
+    c->nent = n;
+    memcpy(c->entries, body->p, n * entry);
+    a = plain_entries(c->entries, n);
+    b = plain_entries(host->entries, host->nent);
+    fits = a && b ? x86_cpuid_fits(a, n, b, host->nent, why, sizeof(why)) : -1;
+    if (!a || !b)
+        r = err_set(ENOMEM, "cpuid");
+    else if (fits < 0)
+        r = err_plain(ENOTSUP, "this host's CPU lacks a feature the saved guest uses: %s", why);
+    else if (ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0)
+        r = err_set(errno, "KVM_SET_CPUID2 with the saved CPU model");
+    free(a);
+    free(b);
+    free(c);
+    return r;
+}
+
 int hv_vcpu_save(struct hv_vcpu *vcpu, struct blob *out)
 {
     const struct {
@@ -159,8 +221,9 @@ int hv_vcpu_save(struct hv_vcpu *vcpu, struct blob *out)
         {KVM_GET_LAPIC, "KVM_GET_LAPIC", REC_LAPIC, sizeof(struct kvm_lapic_state)},
     };
     struct kvm_vcpu_events events;
-    int khz, r = 0;
+    int khz, r = save_cpuid(vcpu, out);
 
+    /* MP_STATE still comes first among the state KVM computes. */
     for (size_t i = 0; r == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
         r = save_ioctl(vcpu->fd, steps[i].request, steps[i].name, steps[i].tag, steps[i].size,
                        out);
@@ -267,12 +330,16 @@ int hv_vcpu_restore(struct hv_vcpu *vcpu, struct blob_reader *in)
     uint32_t tag, seen = 0;
     int r;
 
-    /* The TSC frequency must be right before the MSRs set the TSC. */
+    /* The CPU model, then the TSC frequency, before anything that depends
+     * on them (XSAVE layout, the MSRs that set the TSC). */
+    for (struct blob_reader scan = *in; blob_next_record(&scan, &tag, &body);)
+        if (tag == REC_CPUID && (r = set_cpuid(vcpu, &body)) < 0)
+            return r;
     for (struct blob_reader scan = *in; blob_next_record(&scan, &tag, &body);)
         if (tag == REC_TSC_KHZ && (r = set_tsc_khz(vcpu, &body)) < 0)
             return r;
     while (blob_next_record(in, &tag, &body)) {
-        if (tag == REC_TSC_KHZ)
+        if (tag == REC_TSC_KHZ || tag == REC_CPUID)
             continue;
         r = restore_record(vcpu, tag, &body);
         if (r < 0)

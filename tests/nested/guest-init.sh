@@ -90,9 +90,15 @@ case "$test" in
         # it: the token lives only in guest RAM, the disk is read after.
         load_modules
         token=$(cat /proc/sys/kernel/random/uuid)
+        echo "GUEST-VMGENID-DEVICES=$(ls /sys/bus/acpi/drivers/vmgenid 2>/dev/null | grep -c VMGENCTR)"
         echo "GUEST-SNAP-READY token=$token"
         read -r line
         echo "GUEST-SNAP-GOT=$line token=$token disk=$(dd if=/dev/vda bs=8 count=1 2>/dev/null)"
+        # The GED's interrupt count (the vmgenid notification) and fresh
+        # random bytes: two starts of one bundle must not share them.
+        sleep 0.2
+        echo "GUEST-GED-IRQS=$(awk '/Ged/ { print $2 }' /proc/interrupts)"
+        echo "GUEST-RANDOM=$(head -c 16 /dev/urandom | md5sum | cut -c1-32)"
         printf AFTERRESTORE | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null &&
             echo GUEST-SNAP-WRITE-OK
         ;;

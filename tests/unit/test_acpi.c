@@ -31,6 +31,8 @@ static struct acpi_config sample_config(unsigned cpus)
     c.isa[0] = (struct acpi_isa_device){"PNP0501", 0x3f8, 8, 4};
     c.mmio[0] = (struct acpi_mmio_device){0xd0000000, 0x200, 5};
     c.mmio[1] = (struct acpi_mmio_device){0xd0000200, 0x200, 6};
+    c.vmgenid_gpa = 0x1234ef000ull;
+    c.ged_irq = 23;
     return c;
 }
 
@@ -168,7 +170,7 @@ static void iasl_disassembles_the_tables(void **state)
     struct acpi_config c = sample_config(2);
     const uint8_t *xsdt;
     const char *sigs[] = {"FACP", "APIC"};
-    char dir[] = "/tmp/smolvm-acpi-XXXXXX", cmd[512];
+    char dir[] = "/tmp/smolvm-acpi-XXXXXX", cmd[1024];
     (void)state;
 
     if (system("command -v iasl >/dev/null 2>&1") != 0)
@@ -193,6 +195,16 @@ static void iasl_disassembles_the_tables(void **state)
     snprintf(cmd, sizeof(cmd), "grep -q 'EisaId (\"PNP0501\")' %s/t2.dsl && "
              "grep -q 'Name (_S5, Package' %s/t2.dsl && grep -q 'Hardware Reduced (V5) : 1' %s/t0.dsl && "
              "grep -q 'CMOS RTC Not Present (V5) : 1' %s/t0.dsl", dir, dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    /* The VM generation ID device, its address split in two, and the GED
+     * whose _EVT notifies it, as ACPICA reads them. */
+    snprintf(cmd, sizeof(cmd), "tr -d ' \\n' < %s/t2.dsl > %s/flat && "
+             "grep -q 'Name(_HID,\"VMGENCTR\")' %s/flat && "
+             "grep -q 'Name(ADDR,Package(0x02){0x234EF000,One})' %s/flat && "
+             "grep -q 'Name(_HID,\"ACPI0013\"' %s/flat && "
+             "grep -q 'Interrupt(ResourceConsumer,Edge,ActiveHigh,Exclusive,,,){0x00000017,}' %s/flat && "
+             "grep -q 'Method(_EVT,1' %s/flat && grep -q 'Notify(VGEN,0x80' %s/flat",
+             dir, dir, dir, dir, dir, dir, dir, dir);
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);

@@ -111,12 +111,12 @@ static void mapped_from_cache(void **state)
     assert_int_equal(mkdir(cache, 0700), 0);
     assert_int_equal(bundle_open(path, &bundle), 0);
     assert_int_equal(guest_memory_alloc(&a, layout, 2), 0);
-    assert_int_equal(bundle_map_memory(bundle, "memory", &a, cache), 0);
+    assert_int_equal(bundle_cached_memory(bundle, "memory", &a, cache, BUNDLE_MAP), 0);
     assert_memory_equal(a.regions[0].host, mem.regions[0].host, RAM_LOW);
     assert_memory_equal(a.regions[1].host, mem.regions[1].host, RAM_HIGH);
     memset(a.regions[0].host, 0x77, 8192); /* private: must not reach b */
     assert_int_equal(guest_memory_alloc(&b, layout, 2), 0);
-    assert_int_equal(bundle_map_memory(bundle, "memory", &b, cache), 0);
+    assert_int_equal(bundle_cached_memory(bundle, "memory", &b, cache, BUNDLE_COPY), 0);
     assert_memory_equal(b.regions[0].host, mem.regions[0].host, RAM_LOW);
     snprintf(cmd, sizeof(cmd), "test $(ls '%s' | grep -c '\\.ram$') -eq 1", cache);
     assert_int_equal(system(cmd), 0);
@@ -158,6 +158,20 @@ static void truncated_bundle_is_refused(void **state)
     assert_int_equal(truncate(path, 100), 0);
     assert_true(bundle_open(path, &b) < 0);
     assert_non_null(strstr(err_msg(), "not a .smolmachine"));
+    guest_memory_free(&mem);
+}
+
+static void newer_version_is_named(void **state)
+{
+    struct guest_memory mem;
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    flip_byte(9); /* version 1 -> 0x4001 */
+    assert_true(bundle_open(path, &b) < 0);
+    assert_non_null(strstr(err_msg(), "bundle version 16385; this smolvm reads version 1"));
     guest_memory_free(&mem);
 }
 
@@ -294,6 +308,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(mapped_from_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_bundle_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(newer_version_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_header_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),

@@ -131,6 +131,19 @@ static size_t open_device(struct aml *a, const char *name, const char *hid, int 
     return dev;
 }
 
+/* Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) {irq} */
+static size_t edge_interrupt(uint8_t *res, uint32_t irq)
+{
+    size_t n = 0;
+
+    res[n++] = RESOURCE_EXTENDED_IRQ;
+    put_le(res + n, 6, 2), n += 2;
+    res[n++] = IRQ_FLAG_CONSUMER | 0x02 /* edge */;
+    res[n++] = 1;
+    put_le(res + n, irq, 4), n += 4;
+    return n;
+}
+
 static void dsdt_isa_device(struct aml *a, unsigned index, const struct acpi_isa_device *d)
 {
     char name[5];
@@ -169,14 +182,46 @@ static void dsdt_mmio_device(struct aml *a, unsigned index, const struct acpi_mm
     res[n++] = 1; /* read/write */
     put_le(res + n, d->base, 4), n += 4;
     put_le(res + n, d->size, 4), n += 4;
-    res[n++] = RESOURCE_EXTENDED_IRQ;
-    put_le(res + n, 6, 2), n += 2;
-    res[n++] = IRQ_FLAG_CONSUMER | 0x02 /* edge */;
-    res[n++] = 1;
-    put_le(res + n, d->irq, 4), n += 4;
+    n += edge_interrupt(res + n, d->irq);
     res[n++] = RESOURCE_END_TAG;
     res[n++] = 0;
     emit_crs(a, res, n);
+    aml_close(a, dev);
+}
+
+/* Device(VGEN){ _HID "VMGENCTR", ADDR = Package{low, high} } and a Generic
+ * Event Device whose _EVT notifies it: Linux's vmgenid driver rereads the
+ * ID on the notification and reseeds its RNG (a restored clone must not
+ * repeat its parent's random numbers). */
+static void dsdt_vmgenid(struct aml *a, const struct acpi_config *cfg)
+{
+    uint8_t res[16];
+    size_t dev, pkg, method, n;
+
+    dev = open_device(a, "VGEN", "VMGENCTR", 0, 0);
+    aml_byte(a, AML_NAME_OP);
+    aml_name_seg(a, "ADDR");
+    aml_byte(a, AML_PACKAGE_OP);
+    pkg = aml_open(a);
+    aml_byte(a, 2);
+    aml_integer(a, cfg->vmgenid_gpa & 0xffffffffu);
+    aml_integer(a, cfg->vmgenid_gpa >> 32);
+    aml_close(a, pkg);
+    aml_close(a, dev);
+
+    dev = open_device(a, "GED0", "ACPI0013", 0, 0);
+    n = edge_interrupt(res, cfg->ged_irq);
+    res[n++] = RESOURCE_END_TAG;
+    res[n++] = 0;
+    emit_crs(a, res, n);
+    aml_byte(a, AML_METHOD_OP); /* Method(_EVT, 1){ Notify(VGEN, 0x80) } */
+    method = aml_open(a);
+    aml_name_seg(a, "_EVT");
+    aml_byte(a, 1);
+    aml_byte(a, AML_NOTIFY_OP);
+    aml_name_seg(a, "VGEN");
+    aml_integer(a, 0x80);
+    aml_close(a, method);
     aml_close(a, dev);
 }
 
@@ -208,6 +253,8 @@ static int build_dsdt(struct writer *w, const struct acpi_config *cfg, uint64_t 
         dsdt_isa_device(&a, i, &cfg->isa[i]);
     for (unsigned i = 0; i < cfg->mmio_count; i++)
         dsdt_mmio_device(&a, i, &cfg->mmio[i]);
+    if (cfg->vmgenid_gpa)
+        dsdt_vmgenid(&a, cfg);
     aml_close(&a, sb);
     if (a.overflow)
         return -ENOSPC;

@@ -33,6 +33,10 @@ struct acpi_config {
     struct acpi_isa_device isa[ACPI_MAX_ISA_DEVICES];
     unsigned mmio_count;
     struct acpi_mmio_device mmio[ACPI_MAX_MMIO_DEVICES];
+    /* VM generation ID: where its 16 bytes are, and the GSI of the Generic
+     * Event Device that tells the guest it changed; 0: no such device. */
+    uint64_t vmgenid_gpa;
+    uint32_t ged_irq;
 };
 
 /* Writes the tables into buf, which the guest will see at base; the RSDP

@@ -35,5 +35,7 @@ void aml_close(struct aml *a, size_t mark);
 #define AML_SCOPE_OP 0x10
 #define AML_EXT_OP 0x5b
 #define AML_DEVICE_OP 0x82 /* after AML_EXT_OP */
+#define AML_METHOD_OP 0x14
+#define AML_NOTIFY_OP 0x86
 
 #endif

@@ -18,7 +18,10 @@
 #define X86_CMDLINE_MAX 0x10000ull
 #define X86_EBDA_START 0x9fc00ull       /* end of conventional RAM */
 #define X86_ACPI_ADDR 0xe0000ull        /* RSDP first, the other tables after it */
-#define X86_ACPI_SIZE 0x10000ull
+#define X86_ACPI_SIZE 0xf000ull
+/* The VM generation ID (16 bytes) the ACPI VMGENCTR device points at: a
+ * page of its own after the tables, reserved like them. */
+#define X86_VMGENID_ADDR 0xef000ull
 /* The real-mode reset vector (F000:FFF0). Linux on a hardware-reduced ACPI
  * machine that is not EFI falls back to a "BIOS reboot" that jumps here, so
  * a tiny stub here resets the machine the i8042 way. */
@@ -31,7 +34,9 @@
 #define X86_VIRTIO_MMIO_BASE 0xd0000000ull
 #define X86_VIRTIO_MMIO_WINDOW 0x1000ull
 #define X86_VIRTIO_IRQ_BASE 5 /* GSIs 5..23 of the I/O APIC */
-#define X86_VIRTIO_MAX_DEVICES 19
+#define X86_VIRTIO_MAX_DEVICES 18
+/* The ACPI Generic Event Device's interrupt (the vmgenid notification). */
+#define X86_GED_IRQ 23
 #define X86_IOAPIC_ADDR 0xfec00000ull
 #define X86_LAPIC_ADDR 0xfee00000ull
 
