@@ -296,7 +296,9 @@ int bundle_open(const char *path, struct bundle **out)
     if (!b)
         return err_set(ENOMEM, "bundle");
     b->path = strdup(path);
-    r = b->path ? file_map(path, "bundle", &b->file) : err_set(ENOMEM, "bundle");
+    /* Mapped: a start from the memory cache reads the header, config and
+     * state, never the memory chunks. */
+    r = b->path ? file_map_lazy(path, "bundle", &b->file) : err_set(ENOMEM, "bundle");
     if (r == 0)
         r = parse_header(b);
     if (r < 0) {

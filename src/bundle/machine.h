@@ -21,7 +21,7 @@ struct machine_start_options {
     bool interactive;
     const char *trace_until;
     enum machine_memory {
-        MACHINE_MEMORY_DEFAULT,
+        MACHINE_MEMORY_DEFAULT,    /* map */
         MACHINE_MEMORY_MAP,        /* map the unpacked cache lazily */
         MACHINE_MEMORY_COPY,       /* copy the unpacked cache's data */
         MACHINE_MEMORY_DECOMPRESS, /* decompress from the bundle, no cache */

@@ -2,10 +2,54 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/err.h"
+
+/* Opens a non-empty regular file; its fd, or -errno with a message. */
+static int open_regular(const char *path, const char *what, struct stat *st)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC), e;
+
+    if (fd < 0)
+        return err_set(errno, "cannot open %s '%s'", what, path);
+    if (fstat(fd, st) < 0) {
+        e = errno;
+        close(fd);
+        return err_set(e, "cannot stat %s '%s'", what, path);
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return err_plain(EINVAL, "%s '%s' is not a regular file", what, path);
+    }
+    if (st->st_size == 0) {
+        close(fd);
+        return err_plain(ENOEXEC, "%s '%s' is empty", what, path);
+    }
+    return fd;
+}
+
+int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
+{
+    struct stat st;
+    void *p;
+    int fd;
+
+    *out = (struct mapped_file){0};
+    fd = open_regular(path, what, &st);
+    if (fd < 0)
+        return fd;
+    p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return err_set(errno, "cannot map %s '%s'", what, path);
+    out->data = p;
+    out->len = (size_t)st.st_size;
+    out->mmapped = true;
+    return 0;
+}
 
 int file_map(const char *path, const char *what, struct mapped_file *out)
 {
@@ -13,24 +57,10 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
     void *p;
     int fd, e;
 
-    out->data = NULL;
-    out->len = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    *out = (struct mapped_file){0};
+    fd = open_regular(path, what, &st);
     if (fd < 0)
-        return err_set(errno, "cannot open %s '%s'", what, path);
-    if (fstat(fd, &st) < 0) {
-        e = errno;
-        close(fd);
-        return err_set(e, "cannot stat %s '%s'", what, path);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return err_plain(EINVAL, "%s '%s' is not a regular file", what, path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return err_plain(ENOEXEC, "%s '%s' is empty", what, path);
-    }
+        return fd;
     /* One read() of the whole file rather than an mmap: on network and 9p
      * file systems page-by-page faults are many times slower. */
     p = malloc((size_t)st.st_size);
@@ -58,7 +88,11 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
 
 void file_unmap(struct mapped_file *f)
 {
-    free((void *)f->data);
+    if (f->mmapped && f->data)
+        munmap((void *)f->data, f->len);
+    else
+        free((void *)f->data);
+    f->mmapped = false;
     f->data = NULL;
     f->len = 0;
 }

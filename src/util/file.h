@@ -3,17 +3,24 @@
 #ifndef SMOLVM_UTIL_FILE_H
 #define SMOLVM_UTIL_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct mapped_file {
     const uint8_t *data;
     size_t len;
+    bool mmapped;
 };
 
 /* what names the file's role in messages ("kernel", "initrd"). Empty files,
  * directories and unreadable files are errors. */
 int file_map(const char *path, const char *what, struct mapped_file *out)
+    __attribute__((warn_unused_result));
+/* The same, mapped instead of read: for large files of which only parts
+ * are used (a bundle's memory section on a start from the cache). The file
+ * must not shrink while mapped. */
+int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
     __attribute__((warn_unused_result));
 void file_unmap(struct mapped_file *f);
 
