@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +21,18 @@
 
 #define ZSTD_LEVEL 3
 
+static void init_crypto(void)
+{
+    /* Reading openssl.cnf costs more than hashing a bundle's config and
+     * state; SHA-256 needs none of it. */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, NULL);
+}
+
 void sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES])
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, init_crypto);
     SHA256(data, len, out);
 }
 
