@@ -20,6 +20,7 @@
 
 struct control {
     int fd;
+    int client_fd; /* the connection being answered, or -1 */
     char *path;
     control_handler fn;
     void *opaque;
@@ -113,7 +114,7 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
 
     if (!c)
         return err_set(ENOMEM, "control socket");
-    c->fd = -1;
+    c->fd = c->client_fd = -1;
     c->fn = fn;
     c->opaque = opaque;
     r = socket_address(name, &addr, &c->path);
@@ -213,7 +214,9 @@ void control_accept(struct control *c)
         return;
     set_timeout(fd); /* a client that never finishes must not hold up the VM */
     text = read_message(fd, MAX_REQUEST, true);
+    c->client_fd = fd;
     answer = text ? answer_for(c, text) : control_error("out of memory");
+    c->client_fd = -1;
     reply = json_dumps(answer, JSON_COMPACT);
     if (reply) {
         write_all(fd, reply, strlen(reply));
@@ -223,6 +226,18 @@ void control_accept(struct control *c)
     json_decref(answer);
     free(text);
     close(fd);
+}
+
+void control_progress(struct control *c, uint64_t done, uint64_t total)
+{
+    char line[96];
+    int n;
+
+    if (c->client_fd < 0)
+        return;
+    n = snprintf(line, sizeof(line), "{\"progress\":%llu,\"total\":%llu}\n",
+                 (unsigned long long)done, (unsigned long long)total);
+    write_all(c->client_fd, line, (size_t)n);
 }
 
 void control_close(struct control *c)
@@ -244,11 +259,56 @@ void control_forget(struct control *c)
     free(c);
 }
 
-int control_request(const char *name, json_t *request, json_t **answer)
+/* One line of the reply: a progress report, or the answer. */
+static void take_line(const char *line, json_t **answer, control_progress_fn fn, void *opaque)
+{
+    json_error_t error;
+    json_t *j = json_loads(line, 0, &error);
+    json_t *done = json_object_get(j, "progress");
+
+    if (done && json_object_size(j) == 2) {
+        if (fn)
+            fn(opaque, (uint64_t)json_integer_value(done),
+               (uint64_t)json_integer_value(json_object_get(j, "total")));
+        json_decref(j);
+        return;
+    }
+    json_decref(*answer);
+    *answer = j;
+}
+
+/* Reads the reply line by line until the server closes. */
+static void read_reply(int fd, json_t **answer, control_progress_fn fn, void *opaque)
+{
+    char *buf = malloc(MAX_ANSWER + 1);
+    size_t len = 0;
+
+    *answer = NULL;
+    while (buf && len < MAX_ANSWER) {
+        ssize_t n = read(fd, buf + len, MAX_ANSWER - len);
+        char *start = buf, *nl;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = 0;
+        while ((nl = strchr(start, '\n'))) {
+            *nl = 0;
+            take_line(start, answer, fn, opaque);
+            start = nl + 1;
+        }
+        len -= (size_t)(start - buf);
+        memmove(buf, start, len);
+    }
+    free(buf);
+}
+
+int control_request_progress(const char *name, json_t *request, json_t **answer,
+                             control_progress_fn fn, void *opaque)
 {
     struct sockaddr_un addr;
-    json_error_t error;
-    char *text, *reply;
+    char *text;
     int fd, r = socket_address(name, &addr, NULL);
 
     if (r < 0)
@@ -262,16 +322,19 @@ int control_request(const char *name, json_t *request, json_t **answer)
         write_all(fd, "\n", 1);
     }
     shutdown(fd, SHUT_WR);
-    reply = read_message(fd, MAX_ANSWER, false);
+    read_reply(fd, answer, fn, opaque);
     close(fd);
     free(text);
-    *answer = reply ? json_loads(reply, JSON_DISABLE_EOF_CHECK, &error) : NULL;
-    free(reply);
     if (!json_is_object(*answer)) {
         json_decref(*answer);
         return err_plain(EIO, "VM '%s' gave no answer", name);
     }
     return 0;
+}
+
+int control_request(const char *name, json_t *request, json_t **answer)
+{
+    return control_request_progress(name, request, answer, NULL, NULL);
 }
 
 json_t *control_ok(void)

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* A VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool control_name_ok(const char *name);
@@ -29,8 +30,17 @@ void control_close(struct control *c);
 /* Closes this process's handle only (after fork, the other keeps serving). */
 void control_forget(struct control *c);
 
+/* While answering: tells the client how far long work has got (a line
+ * {"progress": done, "total": total} before the answer). */
+void control_progress(struct control *c, uint64_t done, uint64_t total);
+
 /* Sends a request to VM NAME and returns its answer (new reference). */
 int control_request(const char *name, json_t *request, json_t **answer)
+    __attribute__((warn_unused_result));
+/* The same, with fn called for each progress line. */
+typedef void (*control_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+int control_request_progress(const char *name, json_t *request, json_t **answer,
+                             control_progress_fn fn, void *opaque)
     __attribute__((warn_unused_result));
 
 /* Helpers for handlers. */

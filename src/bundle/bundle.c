@@ -20,6 +20,8 @@
 #include "util/le.h"
 
 #define ZSTD_LEVEL 3
+/* Sections are loaded whole; a larger one (a big disk) needs streaming, not yet written. */
+#define BUNDLE_READ_MAX (1ull << 30)
 
 static void init_crypto(void)
 {
@@ -354,21 +356,42 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
     return 0;
 }
 
-int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
+/* The section, verified, with its sizes checked against what its encoding
+ * says (a zstd frame records its content size). */
+static const struct bundle_section *checked_section(const struct bundle *b, const char *name)
 {
     const struct bundle_section *s = bundle_section(b, name);
+    const uint8_t *stored;
+
+    if (!s) {
+        err_plain(ENOENT, "'%s' has no '%s' section", b->path, name);
+        return NULL;
+    }
+    stored = b->file.data + s->offset;
+    if (s->encoding == BUNDLE_MEMORY || (s->encoding == BUNDLE_RAW && s->size != s->stored) ||
+        (s->encoding == BUNDLE_ZSTD &&
+         ZSTD_getFrameContentSize(stored, s->stored) != (unsigned long long)s->size)) {
+        err_plain(EINVAL, "'%s' is corrupt: section '%s' has a bad size", b->path, name);
+        return NULL;
+    }
+    if (bundle_verify(b, stored, s->stored, s->sha256, name) < 0)
+        return NULL;
+    return s;
+}
+
+int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
+{
+    const struct bundle_section *s = checked_section(b, name);
     const uint8_t *stored;
     uint8_t *buf;
     size_t n;
 
     if (!s)
-        return err_plain(ENOENT, "'%s' has no '%s' section", b->path, name);
-    stored = b->file.data + s->offset;
-    if (s->encoding == BUNDLE_MEMORY || (s->encoding == BUNDLE_RAW && s->size != s->stored) ||
-        s->size > SIZE_MAX - 1)
-        return err_plain(EINVAL, "'%s' is corrupt: section '%s' has a bad size", b->path, name);
-    if (bundle_verify(b, stored, s->stored, s->sha256, name) < 0)
         return -EINVAL;
+    if (s->size > BUNDLE_READ_MAX)
+        return err_plain(EFBIG, "'%s': section '%s' is too large to load (%llu bytes)", b->path,
+                         name, (unsigned long long)s->size);
+    stored = b->file.data + s->offset;
     buf = malloc(s->size + 1);
     if (!buf)
         return err_set(ENOMEM, "'%s': section '%s' (%llu bytes)", b->path, name,
@@ -389,6 +412,22 @@ int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t
     return 0;
 }
 
+static int write_out(int fd, const void *data, size_t len, const char *path)
+{
+    const uint8_t *p = data;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return err_set(n < 0 ? errno : EIO, "writing '%s'", path);
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int bundle_extract(const struct bundle *b, const char *name, const char *path)
 {
     uint8_t *data;
@@ -402,17 +441,11 @@ int bundle_extract(const struct bundle *b, const char *name, const char *path)
         free(data);
         return err_set(errno, "cannot create '%s'", path);
     }
-    for (size_t done = 0; r == 0 && done < len;) {
-        ssize_t n = write(fd, data + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            r = err_set(n < 0 ? errno : EIO, "writing '%s'", path);
-        else
-            done += (size_t)n;
-    }
+    r = write_out(fd, data, len, path);
     if (close(fd) < 0 && r == 0)
         r = err_set(errno, "writing '%s'", path);
+    if (r < 0)
+        unlink(path);
     free(data);
     return r;
 }

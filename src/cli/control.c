@@ -13,12 +13,26 @@
 #include "cli/serve.h"
 #include "util/err.h"
 
-/* Sends req (consumed) to NAME; prints the error of a failed answer. */
-static int ask(const char *name, json_t *req, json_t **answer)
+/* A bar on stderr when it is a terminal: "saving: 42% of 256 MiB". */
+static void show_progress(void *opaque, uint64_t done, uint64_t total)
 {
-    json_t *a;
-    int r = control_request(name, req, &a);
+    const char *what = opaque;
+    if (total)
+        fprintf(stderr, "\r%s: %3llu%% of %llu MiB", what,
+                (unsigned long long)(done * 100 / total), (unsigned long long)(total >> 20));
+}
 
+/* Sends req (consumed) to NAME; prints the error of a failed answer.
+ * progress_what names long work to show progress of on a terminal. */
+static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what)
+{
+    bool bar = progress_what && isatty(STDERR_FILENO);
+    json_t *a;
+    int r = control_request_progress(name, req, &a, bar ? show_progress : NULL,
+                                     (void *)progress_what);
+
+    if (bar)
+        fputs("\r\033[K", stderr);
     json_decref(req);
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
@@ -32,6 +46,11 @@ static int ask(const char *name, json_t *req, json_t **answer)
     else
         json_decref(a);
     return CLI_OK;
+}
+
+static int ask(const char *name, json_t *req, json_t **answer)
+{
+    return ask_showing(name, req, answer, NULL);
 }
 
 static bool wants_help(int argc, char **argv)
@@ -137,8 +156,9 @@ int cli_save(int argc, char **argv)
     /* The VM resolves paths from its own working folder: send an absolute one. */
     if (absolute_path(output, &path) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    code = ask(argv[optind], json_pack("{s:s,s:s,s:b,s:b}", "command", "save", "path", path,
-                                       "resume", resume, "memory", memory), &answer);
+    code = ask_showing(argv[optind], json_pack("{s:s,s:s,s:b,s:b}", "command", "save", "path",
+                                               path, "resume", resume, "memory", memory),
+                       &answer, json ? NULL : "saving memory");
     if (code != CLI_OK) {
         free(path);
         return code;

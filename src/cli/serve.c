@@ -58,11 +58,18 @@ static json_t *status(struct server *s)
                      "uptime_s", seconds_since(&s->started));
 }
 
+static void save_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct server *s = opaque;
+    control_progress(s->control, done, total);
+}
+
 static json_t *save(struct server *s, json_t *req)
 {
     struct vm *vm = machine_vm(s->m);
     const char *path = json_string_value(json_object_get(req, "path"));
-    struct machine_save_options o = {.with_state = !json_is_false(json_object_get(req, "memory"))};
+    struct machine_save_options o = {.with_state = !json_is_false(json_object_get(req, "memory")),
+                                     .progress = save_progress, .opaque = s};
     bool resume = json_is_true(json_object_get(req, "resume")), was_paused = vm_paused(vm);
     struct timespec t0;
     json_t *answer;

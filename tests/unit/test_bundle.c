@@ -84,6 +84,15 @@ static void round_trip(void **state)
     assert_int_equal(data[99999], 'k');
     free(data);
     {
+        char out[160], cmd[512];
+        snprintf(out, sizeof(out), "%s/kernel.out", dir);
+        assert_int_equal(bundle_extract(b, "kernel", out), 0);
+        snprintf(cmd, sizeof(cmd), "test $(stat -c %%s '%s') -eq 100000 && "
+                 "test $(tr -d k < '%s' | wc -c) -eq 0", out, out);
+        assert_int_equal(system(cmd), 0);
+        assert_true(bundle_extract(b, "memory", out) < 0);
+    }
+    {
         struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
         assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
     }
