@@ -14,6 +14,7 @@ static const struct cli_verb verbs[] = {
     {"resume", "resume a paused VM", cli_resume},
     {"stop", "stop a running VM", cli_stop},
     {"logs", "print the console of a detached VM", cli_logs},
+    {"disk", "create, inspect, check and convert disk images", cli_disk},
 };
 
 int cli_fail(int code, const char *fmt, ...)

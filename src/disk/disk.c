@@ -2,52 +2,111 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "disk/check.h"
 #include "util/err.h"
+#include "util/iov.h"
 
 #define PROBE_BYTES 512
 
 /* Probe order: formats with a magic number first, raw last. */
 static const struct disk_format *const formats[] = {
+    &disk_format_qcow2,
     &disk_format_raw,
 };
+#define FORMAT_COUNT (sizeof(formats) / sizeof(formats[0]))
+
+const struct disk_format *disk_format_find(const char *name)
+{
+    for (size_t i = 0; i < FORMAT_COUNT; i++)
+        if (strcmp(formats[i]->name, name) == 0)
+            return formats[i];
+    return NULL;
+}
 
 static const struct disk_format *probe(int fd)
 {
     uint8_t head[PROBE_BYTES];
     ssize_t n = pread(fd, head, sizeof(head), 0);
-    size_t count = sizeof(formats) / sizeof(formats[0]);
 
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < FORMAT_COUNT; i++)
         if (formats[i]->probe(head, n > 0 ? (size_t)n : 0))
             return formats[i];
-    return formats[count - 1];
+    return formats[FORMAT_COUNT - 1];
 }
 
-int disk_open(const char *path, unsigned flags, struct disk **out)
+static int identify(struct disk *d)
 {
-    bool ro = flags & DISK_READ_ONLY;
-    int oflags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | ((flags & DISK_DIRECT) ? O_DIRECT : 0);
+    struct stat st;
+    if (fstat(d->fd, &st) < 0)
+        return err_set(errno, "stat");
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return err_plain(EINVAL, "not a file or block device");
+    d->dev = st.st_dev;
+    d->ino = st.st_ino;
+    for (const struct disk *c = d->child; c; c = c->child)
+        if (c->dev == d->dev && c->ino == d->ino)
+            return err_plain(ELOOP, "backing chain has a cycle");
+    return 0;
+}
+
+static int open_file(struct disk *d, const char *path)
+{
+    bool ro = d->read_only;
+    /* O_NONBLOCK: a backing file name in a hostile image may name a FIFO. */
+    int oflags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
+                 ((d->flags & DISK_DIRECT) ? O_DIRECT : 0);
+
+    d->fd = open(path, oflags);
+    if (d->fd < 0)
+        return err_set(errno, "cannot open disk '%s'", path);
+    if (identify(d) < 0)
+        return -EINVAL;
+    if (fcntl(d->fd, F_SETFL, fcntl(d->fd, F_GETFL) & ~O_NONBLOCK) < 0)
+        return err_set(errno, "fcntl");
+    if (flock(d->fd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0)
+        return err_plain(EBUSY, "disk '%s' is in use by another process", path);
+    return 0;
+}
+
+static int open_chain(const char *path, unsigned flags, const char *format,
+                      const struct disk *child, struct disk **out)
+{
     struct disk *d = calloc(1, sizeof(*d));
     int r;
 
     if (!d)
         return err_set(ENOMEM, "disk");
-    d->read_only = ro;
-    d->fd = open(path, oflags);
-    if (d->fd < 0) {
-        r = err_set(errno, "cannot open disk '%s'", path);
-        free(d);
-        return r;
-    }
-    if (flock(d->fd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-        r = err_plain(EBUSY, "disk '%s' is in use by another process", path);
+    d->fd = -1;
+    d->flags = flags;
+    d->read_only = flags & DISK_READ_ONLY;
+    d->child = child;
+    d->depth = child ? child->depth + 1 : 0;
+    d->path = strdup(path);
+    if (!d->path) {
+        r = err_set(ENOMEM, "disk");
         goto fail;
     }
-    d->format = probe(d->fd);
+    r = open_file(d, path);
+    if (r < 0)
+        goto fail;
+    if (format) {
+        d->format = disk_format_find(format);
+        if (!d->format) {
+            r = err_plain(EINVAL, "unknown disk format '%s'", format);
+            goto fail;
+        }
+    } else {
+        d->format = probe(d->fd);
+        d->probed_raw = d->format == &disk_format_raw && !d->read_only;
+    }
     r = d->format->open(d);
     if (r < 0) {
         err_prefix("disk '%s'", path);
@@ -56,8 +115,43 @@ int disk_open(const char *path, unsigned flags, struct disk **out)
     *out = d;
     return 0;
 fail:
-    close(d->fd);
-    free(d);
+    d->format = NULL; /* not opened: no close callback */
+    disk_close(d);
+    return r;
+}
+
+int disk_open(const char *path, unsigned flags, struct disk **out)
+{
+    return open_chain(path, flags, NULL, NULL, out);
+}
+
+int disk_open_as(const char *path, unsigned flags, const char *format, struct disk **out)
+{
+    return open_chain(path, flags, format, NULL, out);
+}
+
+int disk_open_backing(struct disk *d, const char *name, const char *format)
+{
+    char *resolved = NULL, *copy = NULL;
+    int r;
+
+    if (d->flags & DISK_NO_BACKING)
+        return 0;
+    if (d->depth + 1 >= DISK_MAX_CHAIN)
+        return err_plain(ELOOP, "backing chain deeper than %d images", DISK_MAX_CHAIN);
+    if (name[0] != '/') {
+        copy = strdup(d->path);
+        if (!copy || asprintf(&resolved, "%s/%s", dirname(copy), name) < 0) {
+            free(copy);
+            return err_set(ENOMEM, "backing file name");
+        }
+        free(copy);
+        name = resolved;
+    }
+    r = open_chain(name, (d->flags & ~DISK_READ_ONLY) | DISK_READ_ONLY, format, d, &d->backing);
+    if (r < 0)
+        err_prefix("backing file");
+    free(resolved);
     return r;
 }
 
@@ -67,8 +161,21 @@ void disk_close(struct disk *d)
         return;
     if (d->format && d->format->close)
         d->format->close(d);
-    close(d->fd);
+    disk_close(d->backing);
+    if (d->fd >= 0)
+        close(d->fd);
+    free(d->path);
     free(d);
+}
+
+int disk_create(const char *format, const char *path, const struct disk_create_options *o)
+{
+    const struct disk_format *f = disk_format_find(format);
+    if (!f)
+        return err_plain(EINVAL, "unknown disk format '%s'", format);
+    if (!f->create)
+        return err_plain(ENOTSUP, "cannot create %s images", format);
+    return f->create(path, o);
 }
 
 static int check_range(const struct disk *d, uint64_t offset, uint64_t len)
@@ -77,14 +184,6 @@ static int check_range(const struct disk *d, uint64_t offset, uint64_t len)
     if (__builtin_add_overflow(offset, len, &end) || end > d->size)
         return -EINVAL;
     return 0;
-}
-
-static uint64_t iov_bytes(const struct iovec *iov, int n)
-{
-    uint64_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-    return total;
 }
 
 int disk_read(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
@@ -98,6 +197,48 @@ int disk_read(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
     return r < 0 ? (int)r : (uint64_t)r == len ? 0 : -EIO;
 }
 
+int disk_read_backing(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
+{
+    uint64_t len = iov_bytes(iov, n), have = 0;
+    struct iovec part[1024];
+    int count, r;
+
+    if (d->backing && offset < d->backing->size) {
+        have = d->backing->size - offset < len ? d->backing->size - offset : len;
+        count = iov_slice(iov, n, 0, have, part, 1024);
+        if (count < 0)
+            return -EINVAL;
+        r = disk_read(d->backing, part, count, offset);
+        if (r < 0)
+            return r;
+    }
+    iov_zero(iov, n, have, len - have);
+    return 0;
+}
+
+/* A guest that writes a qcow2 header into a raw disk whose format was
+ * probed would, on the next open, get its backing file (any host file)
+ * opened: refuse such writes, as QEMU does. */
+static bool makes_other_format(struct disk *d, const struct iovec *iov, int n, uint64_t offset,
+                               uint64_t len)
+{
+    uint8_t head[PROBE_BYTES];
+    ssize_t got = pread(d->fd, head, sizeof(head), 0);
+    uint64_t end = offset + len < PROBE_BYTES ? offset + len : PROBE_BYTES;
+
+    if (got < 0)
+        got = 0;
+    if ((uint64_t)got < end) {
+        memset(head + got, 0, end - (uint64_t)got);
+        got = (ssize_t)end;
+    }
+    iov_to_buf(iov, n, 0, head + offset, end - offset);
+    for (size_t i = 0; i < FORMAT_COUNT; i++)
+        if (formats[i] != &disk_format_raw && formats[i]->probe(head, (size_t)got))
+            return true;
+    return false;
+}
+
 int disk_write(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
 {
     uint64_t len = iov_bytes(iov, n);
@@ -107,6 +248,11 @@ int disk_write(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
         return -EROFS;
     if (check_range(d, offset, len) < 0)
         return -EINVAL;
+    if (d->probed_raw && offset < PROBE_BYTES && makes_other_format(d, iov, n, offset, len)) {
+        fprintf(stderr, "smolvm: disk '%s': refused a write that would make this raw image "
+                        "look like another format (give format=raw to allow it)\n", d->path);
+        return -EPERM;
+    }
     r = d->format->pwritev(d, iov, n, offset);
     return r < 0 ? (int)r : (uint64_t)r == len ? 0 : -EIO;
 }
@@ -132,4 +278,68 @@ int disk_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     if (check_range(d, offset, len) < 0)
         return -EINVAL;
     return d->format->write_zeroes(d, offset, len);
+}
+
+int disk_status(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
+{
+    if (check_range(d, offset, len) < 0 || len == 0)
+        return -EINVAL;
+    if (d->format->status)
+        return d->format->status(d, offset, len, out);
+    *out = (struct disk_extent){DISK_EXTENT_DATA, len, offset};
+    return 0;
+}
+
+int disk_status_chain(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out,
+                      unsigned *depth)
+{
+    int r = disk_status(d, offset, len, out);
+
+    *depth = 0;
+    if (r < 0 || out->kind != DISK_EXTENT_UNALLOCATED)
+        return r;
+    if (!d->backing || offset >= d->backing->size) {
+        out->kind = DISK_EXTENT_ZERO;
+        out->absent = true;
+        return 0;
+    }
+    uint64_t part = out->length;
+    if (part > d->backing->size - offset)
+        part = d->backing->size - offset;
+    r = disk_status_chain(d->backing, offset, part, out, depth);
+    ++*depth;
+    return r;
+}
+
+int disk_check(struct disk *d, unsigned repair, struct disk_check_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    return d->format->check ? d->format->check(d, repair, res) : 0;
+}
+
+void disk_check_print(const struct disk_check_result *res, FILE *out)
+{
+    uint64_t corrupt = res->corruptions - res->corruptions_fixed;
+    uint64_t leaks = res->leaks - res->leaks_fixed;
+
+    if (res->first_error[0])
+        fprintf(out, "ERROR %s\n", res->first_error);
+    if (res->leaks_fixed || res->corruptions_fixed)
+        fprintf(out, "The following inconsistencies were found and repaired:\n\n"
+                     "    %llu leaked clusters\n    %llu corruptions\n\n",
+                (unsigned long long)res->leaks_fixed, (unsigned long long)res->corruptions_fixed);
+    if (corrupt)
+        fprintf(out, "\n%llu errors were found on the image.\n"
+                     "Data may be corrupted, or further writes to the image may corrupt it.\n",
+                (unsigned long long)corrupt);
+    if (leaks)
+        fprintf(out, "\n%llu leaked clusters were found on the image.\n"
+                     "This means waste of disk space, but no harm to data.\n",
+                (unsigned long long)leaks);
+    if (!corrupt && !leaks)
+        fputs("No errors were found on the image.\n", out);
+    if (res->total_clusters)
+        fprintf(out, "%llu/%llu = %.2f%% allocated\n", (unsigned long long)res->allocated_clusters,
+                (unsigned long long)res->total_clusters,
+                100.0 * (double)res->allocated_clusters / (double)res->total_clusters);
 }

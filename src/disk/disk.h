@@ -11,8 +11,39 @@
 
 #define DISK_READ_ONLY 1u
 #define DISK_DIRECT 2u /* O_DIRECT: bypass the host page cache */
+#define DISK_NO_BACKING 4u /* do not open backing files (info, fuzzing) */
+#define DISK_CHECKING 8u   /* open damaged images too, to check or repair them */
+
+/* Backing chains deeper than this are refused (and so are cycles). */
+#define DISK_MAX_CHAIN 64
 
 struct disk;
+struct json_t;
+struct disk_check_result;
+
+/* What a range of a disk is, for map, convert and copy-on-write. */
+enum disk_extent_kind {
+    DISK_EXTENT_DATA,        /* stored in this image */
+    DISK_EXTENT_ZERO,        /* reads as zeros, stored nowhere */
+    DISK_EXTENT_UNALLOCATED, /* not in this image: comes from the backing file */
+};
+
+struct disk_extent {
+    enum disk_extent_kind kind;
+    uint64_t length;
+    uint64_t host_offset; /* DATA only; UINT64_MAX when not a plain offset */
+    bool absent;          /* disk_status_chain: no image in the chain has it */
+};
+
+struct disk_create_options {
+    uint64_t size;
+    const char *backing;        /* as recorded in the image; NULL for none */
+    const char *backing_format; /* NULL: probed */
+    uint32_t cluster_size;      /* 0: the format's default */
+    unsigned refcount_bits;     /* 0: 16 */
+    bool lazy_refcounts;
+    unsigned compat_version; /* qcow2: 2 or 3; 0: 3 */
+};
 
 struct disk_format {
     const char *name;
@@ -26,6 +57,15 @@ struct disk_format {
     int (*discard)(struct disk *d, uint64_t offset, uint64_t len);
     int (*write_zeroes)(struct disk *d, uint64_t offset, uint64_t len);
     void (*close)(struct disk *d);
+    /* What [offset, offset+len) is, from offset on: fills out with the
+     * first extent (length <= len). Optional: absent means all data. */
+    int (*status)(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out);
+    /* Adds format-specific fields to an info object. Optional. */
+    int (*describe)(struct disk *d, struct json_t *info);
+    /* Checks metadata (check.h). Optional. */
+    int (*check)(struct disk *d, unsigned repair, struct disk_check_result *res);
+    /* Creates an empty image at path (which must not exist). Optional. */
+    int (*create)(const char *path, const struct disk_create_options *o);
 };
 
 struct disk {
@@ -33,6 +73,14 @@ struct disk {
     int fd;
     uint64_t size; /* virtual size in bytes */
     bool read_only;
+    bool probed_raw; /* raw by probing: the guest may not write another format's magic */
+    unsigned flags;          /* DISK_* as opened */
+    char *path;
+    struct disk *backing;    /* read-only, or NULL */
+    unsigned depth;          /* 0 for the image opened, 1 for its backing file, ... */
+    const struct disk *child; /* the image this is the backing file of */
+    dev_t dev;
+    ino_t ino;
     void *priv;
 };
 
@@ -41,7 +89,38 @@ struct disk {
  * writer (flock). */
 int disk_open(const char *path, unsigned flags, struct disk **out)
     __attribute__((warn_unused_result));
+/* Like disk_open with the format given (NULL: probe), as users do for raw
+ * files that could look like another format. */
+int disk_open_as(const char *path, unsigned flags, const char *format, struct disk **out)
+    __attribute__((warn_unused_result));
 void disk_close(struct disk *d);
+
+/* Opens the backing file name as recorded in d (relative names are relative
+ * to d's directory), with format (NULL: probe), into d->backing. For the
+ * format drivers. Refuses chains deeper than DISK_MAX_CHAIN and cycles. */
+int disk_open_backing(struct disk *d, const char *name, const char *format)
+    __attribute__((warn_unused_result));
+
+/* The format called name, or NULL. */
+const struct disk_format *disk_format_find(const char *name);
+
+/* Creates an image of the named format. */
+int disk_create(const char *format, const char *path, const struct disk_create_options *o)
+    __attribute__((warn_unused_result));
+
+/* The first extent of [offset, offset+len). */
+int disk_status(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
+    __attribute__((warn_unused_result));
+
+/* Like disk_status through the backing chain: DATA or ZERO only, and
+ * *depth is the image in the chain that holds it (0: d itself). */
+int disk_status_chain(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out,
+                      unsigned *depth) __attribute__((warn_unused_result));
+
+/* Reads from d's backing file for an unallocated range: zeros where there
+ * is no backing file or it is shorter. */
+int disk_read_backing(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
+    __attribute__((warn_unused_result));
 
 /* All return 0 or a negative errno (-EROFS on a read-only disk, -EINVAL
  * outside the disk). */
@@ -55,5 +134,6 @@ int disk_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     __attribute__((warn_unused_result));
 
 extern const struct disk_format disk_format_raw;
+extern const struct disk_format disk_format_qcow2;
 
 #endif

@@ -2,6 +2,7 @@
  * punch holes. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,6 +118,46 @@ static int raw_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     return 0;
 }
 
+static int raw_status(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
+{
+    /* A hole reads as zeros; SEEK_DATA/SEEK_HOLE find where they are. */
+    off_t data = lseek(d->fd, (off_t)offset, SEEK_DATA);
+    uint64_t end;
+
+    if (data < 0 && errno == ENXIO) /* only a hole up to the end */
+        data = (off_t)(offset + len);
+    if (data < 0) { /* no SEEK_DATA here: all data */
+        *out = (struct disk_extent){DISK_EXTENT_DATA, len, offset};
+        return 0;
+    }
+    if ((uint64_t)data > offset) {
+        end = (uint64_t)data - offset < len ? (uint64_t)data : offset + len;
+        *out = (struct disk_extent){DISK_EXTENT_ZERO, end - offset, UINT64_MAX};
+        return 0;
+    }
+    off_t hole = lseek(d->fd, (off_t)offset, SEEK_HOLE);
+    end = hole < 0 || (uint64_t)hole > offset + len ? offset + len : (uint64_t)hole;
+    *out = (struct disk_extent){DISK_EXTENT_DATA, end - offset, offset};
+    return 0;
+}
+
+static int raw_create(const char *path, const struct disk_create_options *o)
+{
+    int fd, r = 0;
+
+    if (o->backing)
+        return err_plain(EINVAL, "raw images cannot have a backing file");
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return err_set(errno, "cannot create '%s'", path);
+    if (ftruncate(fd, (off_t)o->size) < 0 || fsync(fd) < 0)
+        r = err_set(errno, "cannot size '%s'", path);
+    close(fd);
+    if (r < 0)
+        unlink(path);
+    return r;
+}
+
 const struct disk_format disk_format_raw = {
     .name = "raw",
     .probe = raw_probe,
@@ -126,4 +167,6 @@ const struct disk_format disk_format_raw = {
     .flush = raw_flush,
     .discard = raw_punch,
     .write_zeroes = raw_write_zeroes,
+    .status = raw_status,
+    .create = raw_create,
 };

@@ -1,0 +1,433 @@
+/* smolvm disk: qemu-img's verbs and flags over the disk library, so users
+ * who know one know the other. Exit codes as qemu-img where it defines
+ * them (compare: 1 = different; check: 2 = corrupt, 3 = leaks). */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "disk/check.h"
+#include "disk/copy.h"
+#include "disk/disk.h"
+#include "util/err.h"
+#include "util/size.h"
+
+struct disk_verb {
+    const char *name, *summary, *usage;
+    int (*main)(int argc, char **argv);
+};
+
+static const struct disk_verb *current;
+
+/* --json, and qemu-img's --output=json. */
+static const struct option json_options[] = {{"json", no_argument, NULL, 'j'},
+                                             {"output", required_argument, NULL, 'O'},
+                                             {NULL, 0, NULL, 0}};
+
+static int usage_error(void)
+{
+    fprintf(stderr, "usage: smolvm disk %s\n", current->usage);
+    return CLI_USAGE;
+}
+
+static int open_failed(void)
+{
+    return cli_fail(CLI_FAILED, "%s", err_msg());
+}
+
+/* -o cluster_size=64k,refcount_bits=16,lazy_refcounts=on,compat=1.1 */
+static int parse_create_options(char *text, struct disk_create_options *o)
+{
+    char *save = NULL;
+    for (char *opt = strtok_r(text, ",", &save); opt; opt = strtok_r(NULL, ",", &save)) {
+        char *value = strchr(opt, '=');
+        uint64_t n;
+        if (!value)
+            return cli_fail(CLI_USAGE, "option '%s' needs a value", opt);
+        *value++ = 0;
+        if (strcmp(opt, "cluster_size") == 0 && size_parse(value, 1, &n) == 0 && n <= UINT32_MAX)
+            o->cluster_size = (uint32_t)n;
+        else if (strcmp(opt, "refcount_bits") == 0 && size_parse(value, 1, &n) == 0 && n <= 64)
+            o->refcount_bits = (unsigned)n;
+        else if (strcmp(opt, "lazy_refcounts") == 0)
+            o->lazy_refcounts = strcmp(value, "on") == 0;
+        else if (strcmp(opt, "compat") == 0)
+            o->compat_version = strcmp(value, "0.10") == 0 || strcmp(value, "v2") == 0 ? 2 : 3;
+        else if (strcmp(opt, "backing_fmt") == 0)
+            o->backing_format = value;
+        else
+            return cli_fail(CLI_USAGE, "unknown or invalid option '%s=%s'", opt, value);
+    }
+    return 0;
+}
+
+/* The size of the backing file named as it will be recorded in path. */
+static int backing_size(const char *path, const char *backing, const char *format,
+                        uint64_t *size)
+{
+    char *dir = strdup(path), *slash = strrchr(dir, '/'), *full = NULL;
+    struct disk *d;
+    int r;
+
+    if (backing[0] == '/' || !slash)
+        full = strdup(backing);
+    else if (asprintf(&full, "%.*s/%s", (int)(slash - dir), dir, backing) < 0)
+        full = NULL;
+    free(dir);
+    if (!full)
+        return -ENOMEM;
+    r = disk_open_as(full, DISK_READ_ONLY, format, &d);
+    free(full);
+    if (r < 0)
+        return r;
+    *size = d->size;
+    disk_close(d);
+    return 0;
+}
+
+static int verb_create(int argc, char **argv)
+{
+    struct disk_create_options o = {0};
+    const char *format = "raw";
+    int c;
+
+    while ((c = getopt(argc, argv, "f:b:F:o:")) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'b')
+            o.backing = optarg;
+        else if (c == 'F')
+            o.backing_format = optarg;
+        else if (c == 'o') {
+            if (parse_create_options(optarg, &o) != 0)
+                return CLI_USAGE;
+        } else
+            return usage_error();
+    }
+    if (argc - optind < 1 || argc - optind > 2 || (argc - optind == 1 && !o.backing))
+        return usage_error();
+    if (argc - optind == 2 && size_parse(argv[optind + 1], 1, &o.size) < 0)
+        return cli_fail(CLI_USAGE, "%s", err_msg());
+    if (argc - optind == 1 && backing_size(argv[optind], o.backing, o.backing_format, &o.size) < 0)
+        return open_failed();
+    if (disk_create(format, argv[optind], &o) < 0)
+        return open_failed();
+    return CLI_OK;
+}
+
+static json_t *describe(struct disk *d)
+{
+    json_t *info = json_object();
+    struct stat st;
+
+    json_object_set_new(info, "filename", json_string(d->path));
+    json_object_set_new(info, "format", json_string(d->format->name));
+    json_object_set_new(info, "virtual-size", json_integer((json_int_t)d->size));
+    if (fstat(d->fd, &st) == 0)
+        json_object_set_new(info, "actual-size", json_integer((json_int_t)st.st_blocks * 512));
+    if (d->format->describe)
+        d->format->describe(d, info);
+    return info;
+}
+
+static void print_info(json_t *info)
+{
+    json_t *spec = json_object_get(info, "format-specific");
+    const char *key;
+    json_t *value;
+
+    printf("image: %s\nfile format: %s\nvirtual size: %lld bytes\ndisk size: %lld bytes\n",
+           json_string_value(json_object_get(info, "filename")),
+           json_string_value(json_object_get(info, "format")),
+           (long long)json_integer_value(json_object_get(info, "virtual-size")),
+           (long long)json_integer_value(json_object_get(info, "actual-size")));
+    if (json_object_get(info, "cluster-size"))
+        printf("cluster_size: %lld\n",
+               (long long)json_integer_value(json_object_get(info, "cluster-size")));
+    if (json_object_get(info, "backing-filename"))
+        printf("backing file: %s\n",
+               json_string_value(json_object_get(info, "backing-filename")));
+    if (json_object_get(info, "backing-filename-format"))
+        printf("backing file format: %s\n",
+               json_string_value(json_object_get(info, "backing-filename-format")));
+    if (!spec)
+        return;
+    puts("Format specific information:");
+    json_object_foreach(spec, key, value) {
+        char *text = json_dumps(value, JSON_ENCODE_ANY);
+        printf("    %s: %s\n", key, text ? text : "?");
+        free(text);
+    }
+}
+
+static int verb_info(int argc, char **argv)
+{
+    static const struct option longs[] = {{"json", no_argument, NULL, 'j'},
+                                          {"backing-chain", no_argument, NULL, 'B'},
+                                          {"output", required_argument, NULL, 'O'},
+                                          {NULL, 0, NULL, 0}};
+    const char *format = NULL;
+    bool json = false, chain = false;
+    struct disk *d;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "f:", longs, NULL)) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'j' || (c == 'O' && strcmp(optarg, "json") == 0))
+            json = true;
+        else if (c == 'B')
+            chain = true;
+        else if (c != 'O')
+            return usage_error();
+    }
+    if (argc - optind != 1)
+        return usage_error();
+    if (disk_open_as(argv[optind], DISK_READ_ONLY | (chain ? 0 : DISK_NO_BACKING), format, &d) < 0)
+        return open_failed();
+    json_t *all = json_array();
+    for (struct disk *i = d; i; i = i->backing)
+        json_array_append_new(all, describe(i));
+    disk_close(d);
+    if (json) {
+        json_t *out = chain ? all : json_array_get(all, 0);
+        char *text = json_dumps(out, JSON_INDENT(4));
+        puts(text);
+        free(text);
+    } else {
+        for (size_t i = 0; i < json_array_size(all); i++) {
+            if (i)
+                putchar('\n');
+            print_info(json_array_get(all, i));
+        }
+    }
+    json_decref(all);
+    return CLI_OK;
+}
+
+static void bar(void *opaque, uint64_t done, uint64_t total)
+{
+    (void)opaque;
+    fprintf(stderr, "\r    (%.2f/100%%)", total ? 100.0 * (double)done / (double)total : 100.0);
+}
+
+static int verb_convert(int argc, char **argv)
+{
+    struct disk_create_options o = {0};
+    const char *in_format = NULL, *out_format = "raw";
+    bool progress = false;
+    struct disk *src, *dst;
+    int c, r;
+
+    while ((c = getopt(argc, argv, "f:O:o:p")) != -1) {
+        if (c == 'f')
+            in_format = optarg;
+        else if (c == 'O')
+            out_format = optarg;
+        else if (c == 'p')
+            progress = true;
+        else if (c == 'o') {
+            if (parse_create_options(optarg, &o) != 0)
+                return CLI_USAGE;
+        } else
+            return usage_error();
+    }
+    if (argc - optind != 2)
+        return usage_error();
+    if (disk_open_as(argv[optind], DISK_READ_ONLY, in_format, &src) < 0)
+        return open_failed();
+    o.size = src->size;
+    if (disk_create(out_format, argv[optind + 1], &o) < 0 ||
+        disk_open_as(argv[optind + 1], 0, out_format, &dst) < 0) {
+        disk_close(src);
+        return open_failed();
+    }
+    r = disk_copy(src, dst, progress ? bar : NULL, NULL);
+    if (progress)
+        fputc('\n', stderr);
+    disk_close(src);
+    disk_close(dst);
+    if (r < 0) {
+        unlink(argv[optind + 1]);
+        return cli_fail(CLI_FAILED, "convert: %s", err_msg());
+    }
+    return CLI_OK;
+}
+
+static int verb_compare(int argc, char **argv)
+{
+    const char *fa = NULL, *fb = NULL;
+    struct disk *a, *b;
+    uint64_t at = 0;
+    int c, r;
+
+    while ((c = getopt(argc, argv, "f:F:")) != -1) {
+        if (c == 'f')
+            fa = optarg;
+        else if (c == 'F')
+            fb = optarg;
+        else
+            return usage_error();
+    }
+    if (argc - optind != 2)
+        return usage_error();
+    if (disk_open_as(argv[optind], DISK_READ_ONLY, fa, &a) < 0)
+        return open_failed();
+    if (disk_open_as(argv[optind + 1], DISK_READ_ONLY, fb, &b) < 0) {
+        disk_close(a);
+        return open_failed();
+    }
+    r = disk_compare(a, b, &at);
+    disk_close(a);
+    disk_close(b);
+    if (r < 0)
+        return cli_fail(CLI_USAGE, "compare: %s", err_msg()); /* qemu-img: 2 = error */
+    if (r == 1) {
+        printf("Content mismatch at offset %llu!\n", (unsigned long long)at);
+        return 1;
+    }
+    puts("Images are identical.");
+    return CLI_OK;
+}
+
+static int verb_map(int argc, char **argv)
+{
+    const char *format = NULL;
+    bool json = false;
+    struct disk *d;
+    int c, r = 0;
+
+    while ((c = getopt_long(argc, argv, "f:", json_options, NULL)) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'j' || (c == 'O' && strcmp(optarg, "json") == 0))
+            json = true;
+        else if (c != 'O')
+            return usage_error();
+    }
+    if (argc - optind != 1)
+        return usage_error();
+    if (disk_open_as(argv[optind], DISK_READ_ONLY, format, &d) < 0)
+        return open_failed();
+    json_t *all = json_array();
+    for (uint64_t offset = 0; r == 0 && offset < d->size;) {
+        struct disk_extent e;
+        unsigned depth;
+        r = disk_status_chain(d, offset, d->size - offset, &e, &depth);
+        if (r < 0)
+            break;
+        json_t *x = json_pack("{sIsIsisbsbsb}", "start", (json_int_t)offset, "length",
+                              (json_int_t)e.length, "depth", (int)depth, "present",
+                              !e.absent, "zero",
+                              e.kind == DISK_EXTENT_ZERO, "data", e.kind == DISK_EXTENT_DATA);
+        if (e.kind == DISK_EXTENT_DATA && e.host_offset != UINT64_MAX)
+            json_object_set_new(x, "offset", json_integer((json_int_t)e.host_offset));
+        json_array_append_new(all, x);
+        offset += e.length;
+    }
+    disk_close(d);
+    if (r < 0) {
+        json_decref(all);
+        return cli_fail(CLI_FAILED, "map: %s", err_msg());
+    }
+    if (json) {
+        char *text = json_dumps(all, JSON_INDENT(2));
+        puts(text);
+        free(text);
+    } else {
+        printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+        for (size_t i = 0; i < json_array_size(all); i++) {
+            json_t *x = json_array_get(all, i);
+            if (!json_object_get(x, "offset"))
+                continue;
+            printf("%#-16llx%#-16llx%#-16llx%s\n",
+                   (long long)json_integer_value(json_object_get(x, "start")),
+                   (long long)json_integer_value(json_object_get(x, "length")),
+                   (long long)json_integer_value(json_object_get(x, "offset")), argv[optind]);
+        }
+    }
+    json_decref(all);
+    return CLI_OK;
+}
+
+static int verb_check(int argc, char **argv)
+{
+    const char *format = NULL;
+    unsigned repair = 0;
+    bool json = false;
+    struct disk_check_result res = {0};
+    struct disk *d;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "f:r:", json_options, NULL)) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'r' && strcmp(optarg, "leaks") == 0)
+            repair = DISK_REPAIR_LEAKS;
+        else if (c == 'r' && strcmp(optarg, "all") == 0)
+            repair = DISK_REPAIR_LEAKS | DISK_REPAIR_ERRORS;
+        else if (c == 'j' || (c == 'O' && strcmp(optarg, "json") == 0))
+            json = true;
+        else if (c != 'O')
+            return usage_error();
+    }
+    if (argc - optind != 1)
+        return usage_error();
+    if (disk_open_as(argv[optind], (repair ? 0 : DISK_READ_ONLY) | DISK_NO_BACKING | DISK_CHECKING,
+                     format, &d) < 0)
+        return open_failed();
+    int r = disk_check(d, repair, &res);
+    disk_close(d);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "check: %s", err_msg());
+    if (json) {
+        json_t *o = json_pack("{sssIsIsIsI}", "filename", argv[optind], "corruptions",
+                              (json_int_t)res.corruptions, "leaks", (json_int_t)res.leaks,
+                              "corruptions-fixed", (json_int_t)res.corruptions_fixed,
+                              "leaks-fixed", (json_int_t)res.leaks_fixed);
+        char *text = json_dumps(o, JSON_INDENT(4));
+        puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        disk_check_print(&res, stdout);
+    }
+    return res.corruptions > res.corruptions_fixed ? 2 : res.leaks > res.leaks_fixed ? 3 : CLI_OK;
+}
+
+static const struct disk_verb verbs[] = {
+    {"create", "create a new image", "create -f FMT [-b BACKING [-F BFMT]] [-o OPTS] FILE [SIZE]", verb_create},
+    {"info", "show an image's format, size, backing file", "info [--json] [--backing-chain] [-f FMT] FILE", verb_info},
+    {"check", "check an image's metadata (and repair it with -r)", "check [-r leaks|all] [-f FMT] [--json] FILE", verb_check},
+    {"convert", "copy an image into a new one of any format", "convert [-f FMT] -O FMT [-o OPTS] [-p] SRC DST", verb_convert},
+    {"compare", "compare the content of two images", "compare [-f FMT] [-F FMT] A B", verb_compare},
+    {"map", "show where an image's data is", "map [--json] [-f FMT] FILE", verb_map},
+};
+
+int cli_disk(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        FILE *out = argc < 2 ? stderr : stdout;
+        fputs("usage: smolvm disk <verb> [options]  (the flags of qemu-img)\n\nverbs:\n", out);
+        for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+            fprintf(out, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+        return argc < 2 ? CLI_USAGE : CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        if (strcmp(argv[1], verbs[i].name) != 0)
+            continue;
+        current = &verbs[i];
+        for (int a = 2; a < argc; a++)
+            if (strcmp(argv[a], "--help") == 0) {
+                printf("usage: smolvm disk %s\n\n%s\n", verbs[i].usage, verbs[i].summary);
+                return CLI_OK;
+            }
+        optind = 1;
+        return verbs[i].main(argc - 1, argv + 1);
+    }
+    return cli_fail(CLI_USAGE, "unknown disk verb '%s' (try 'smolvm disk --help')", argv[1]);
+}

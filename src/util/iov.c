@@ -1,0 +1,98 @@
+#include "util/iov.h"
+
+#include <string.h>
+
+uint64_t iov_bytes(const struct iovec *iov, int n)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    return total;
+}
+
+/* Walks the pieces of [skip, skip+len), calling visit on each. */
+static void iov_walk(const struct iovec *iov, int n, uint64_t skip, uint64_t len,
+                     void (*visit)(void *base, size_t len, void *ctx), void *ctx)
+{
+    for (int i = 0; i < n && len > 0; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        size_t take = iov[i].iov_len - (size_t)skip;
+        if (take > len)
+            take = (size_t)len;
+        visit((uint8_t *)iov[i].iov_base + skip, take, ctx);
+        skip = 0;
+        len -= take;
+    }
+}
+
+struct slice_ctx {
+    struct iovec *out;
+    int max, count;
+};
+
+static void slice_visit(void *base, size_t len, void *ctx)
+{
+    struct slice_ctx *s = ctx;
+    if (s->count < s->max)
+        s->out[s->count] = (struct iovec){base, len};
+    s->count++;
+}
+
+int iov_slice(const struct iovec *iov, int n, uint64_t skip, uint64_t len, struct iovec *out,
+              int max)
+{
+    struct slice_ctx s = {out, max, 0};
+    iov_walk(iov, n, skip, len, slice_visit, &s);
+    return s.count > max ? -1 : s.count;
+}
+
+struct copy_ctx {
+    uint8_t *buf;
+    int to_iov;
+};
+
+static void copy_visit(void *base, size_t len, void *ctx)
+{
+    struct copy_ctx *c = ctx;
+    if (c->to_iov)
+        memcpy(base, c->buf, len);
+    else
+        memcpy(c->buf, base, len);
+    c->buf += len;
+}
+
+void iov_to_buf(const struct iovec *iov, int n, uint64_t skip, void *buf, size_t len)
+{
+    struct copy_ctx c = {buf, 0};
+    iov_walk(iov, n, skip, len, copy_visit, &c);
+}
+
+void iov_from_buf(const struct iovec *iov, int n, uint64_t skip, const void *buf, size_t len)
+{
+    struct copy_ctx c = {(uint8_t *)buf, 1};
+    iov_walk(iov, n, skip, len, copy_visit, &c);
+}
+
+static void zero_visit(void *base, size_t len, void *ctx)
+{
+    (void)ctx;
+    memset(base, 0, len);
+}
+
+void iov_zero(const struct iovec *iov, int n, uint64_t skip, uint64_t len)
+{
+    iov_walk(iov, n, skip, len, zero_visit, NULL);
+}
+
+int buf_is_zero(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    /* Compare the buffer with itself shifted by one byte after checking the
+     * first: memcmp is vectorised, a byte loop is not. */
+    if (len == 0)
+        return 1;
+    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
