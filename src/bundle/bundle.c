@@ -16,6 +16,7 @@
 #include "bundle/format.h"
 #include "bundle/internal.h"
 #include "util/err.h"
+#include "util/iov.h"
 #include "util/file.h"
 #include "util/le.h"
 
@@ -428,6 +429,36 @@ static int write_out(int fd, const void *data, size_t len, const char *path)
     return 0;
 }
 
+/* Leaves holes where data is zeros: disk images are mostly empty. */
+static int write_sparse(int fd, const uint8_t *data, size_t len, const char *path)
+{
+    const size_t block = 64u << 10;
+    int r = 0;
+
+    for (size_t at = 0; r == 0 && at < len; at += block) {
+        size_t n = len - at < block ? len - at : block;
+        if (buf_is_zero(data + at, n)) {
+            if (lseek(fd, (off_t)n, SEEK_CUR) < 0)
+                r = err_set(errno, "writing '%s'", path);
+        } else {
+            r = write_out(fd, data + at, n, path);
+        }
+    }
+    if (r == 0 && ftruncate(fd, (off_t)len) < 0)
+        r = err_set(errno, "writing '%s'", path);
+    return r;
+}
+
+int bundle_section_key(const struct bundle *b, const char *name, char key[65])
+{
+    const struct bundle_section *s = bundle_section(b, name);
+    if (!s)
+        return err_plain(ENOENT, "'%s' has no '%s' section", b->path, name);
+    for (size_t i = 0; i < SHA256_BYTES; i++)
+        sprintf(key + 2 * i, "%02x", s->sha256[i]);
+    return 0;
+}
+
 int bundle_extract(const struct bundle *b, const char *name, const char *path)
 {
     uint8_t *data;
@@ -441,7 +472,7 @@ int bundle_extract(const struct bundle *b, const char *name, const char *path)
         free(data);
         return err_set(errno, "cannot create '%s'", path);
     }
-    r = write_out(fd, data, len, path);
+    r = write_sparse(fd, data, len, path);
     if (close(fd) < 0 && r == 0)
         r = err_set(errno, "writing '%s'", path);
     if (r < 0)

@@ -59,7 +59,11 @@ bool bundle_has(const struct bundle *b, const char *name);
  * NUL after them, for text). */
 int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
     __attribute__((warn_unused_result));
-/* Decodes and verifies a section into a new file at path (mode 0600). */
+/* The hex SHA-256 of a section as stored: a name for its content (caches
+ * are keyed by it). 0, or -ENOENT without such a section. */
+int bundle_section_key(const struct bundle *b, const char *name, char key[65]);
+/* Decodes and verifies a section into a new file at path (mode 0600),
+ * sparse where the content is zeros. */
 int bundle_extract(const struct bundle *b, const char *name, const char *path)
     __attribute__((warn_unused_result));
 /* Fills guest RAM laid out as it was saved (same regions) from a

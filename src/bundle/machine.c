@@ -6,7 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "disk/copy.h"
+#include "disk/disk.h"
 #include "util/blob.h"
+#include "util/file.h"
 #include "util/err.h"
 #include "util/paths.h"
 
@@ -75,7 +78,48 @@ static int add_boot_file(struct bundle_writer *w, const struct machine *m, const
     return bundle_add_file(w, section, path, enc);
 }
 
-static int add_inputs(struct bundle_writer *w, const struct machine *m)
+/* A bundle holds each disk as its whole content, raw: an instance's
+ * overlay (qcow2 on a cached base) or any other format is flattened into
+ * a sparse temporary file next to the bundle first. The VM is paused, so
+ * reading beside its writer sees a consistent image. */
+static int add_disk(struct bundle_writer *w, const struct vm_disk_config *cfg, unsigned index,
+                    const char *bundle_path)
+{
+    char name[BUNDLE_NAME_MAX + 1], *flat = NULL;
+    struct disk *d, *out;
+    struct disk_create_options o = {0};
+    int r;
+
+    disk_section(name, sizeof(name), index);
+    r = disk_open_as(cfg->path, DISK_READ_ONLY | DISK_NO_LOCK, cfg->format, &d);
+    if (r < 0)
+        return r;
+    if (d->format == &disk_format_raw && !d->backing) {
+        disk_close(d);
+        return bundle_add_file(w, name, cfg->path, BUNDLE_ZSTD);
+    }
+    o.size = d->size;
+    if (asprintf(&flat, "%s.%s.tmp", bundle_path, name) < 0) {
+        disk_close(d);
+        return err_set(ENOMEM, "%s", name);
+    }
+    unlink(flat);
+    r = disk_create("raw", flat, &o);
+    if (r == 0)
+        r = disk_open_as(flat, 0, "raw", &out);
+    if (r == 0) {
+        r = disk_copy(d, out, NULL, NULL);
+        disk_close(out);
+    }
+    disk_close(d);
+    if (r == 0)
+        r = bundle_add_file(w, name, flat, BUNDLE_ZSTD);
+    unlink(flat);
+    free(flat);
+    return r;
+}
+
+static int add_inputs(struct bundle_writer *w, const struct machine *m, const char *path)
 {
     char *json = vm_config_to_json(&m->cfg);
     int r;
@@ -89,11 +133,8 @@ static int add_inputs(struct bundle_writer *w, const struct machine *m)
         r = add_boot_file(w, m, SECTION_KERNEL, m->cfg.kernel_path, BUNDLE_RAW);
     if (r == 0)
         r = add_boot_file(w, m, SECTION_INITRD, m->cfg.initrd_path, BUNDLE_ZSTD);
-    for (unsigned i = 0; r == 0 && i < m->cfg.disk_count; i++) {
-        char name[BUNDLE_NAME_MAX + 1];
-        disk_section(name, sizeof(name), i);
-        r = bundle_add_file(w, name, m->cfg.disks[i].path, BUNDLE_ZSTD);
-    }
+    for (unsigned i = 0; r == 0 && i < m->cfg.disk_count; i++)
+        r = add_disk(w, &m->cfg.disks[i], i, path);
     return r;
 }
 
@@ -124,7 +165,7 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
     if (o->with_state)
         r = add_state(w, m->vm, o);
     if (r == 0)
-        r = add_inputs(w, m);
+        r = add_inputs(w, m, path);
     if (r < 0) {
         bundle_writer_abort(w);
         return r;
@@ -167,6 +208,69 @@ static int extract(struct machine *s, const char *section, const char **path)
     return r;
 }
 
+/* A bundle's disk, unpacked once into the cache under the hash of its
+ * section and never written again: the shared, read-only base of every
+ * instance started from it. */
+static int cached_base(const struct machine *s, const char *section, char **out)
+{
+    char key[65], *dir = paths_cache_dir("disks"), *path = NULL, *tmp = NULL;
+    int r = dir ? paths_mkdirs(dir) : -ENOENT;
+
+    if (r == 0)
+        r = bundle_section_key(s->source, section, key);
+    if (r == 0 && (asprintf(&path, "%s/%s.raw", dir, key) < 0 ||
+                   asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0))
+        r = err_set(ENOMEM, "disk cache");
+    if (r == 0 && access(path, R_OK) != 0) {
+        /* Unpacked under a temporary name and renamed: a crash or a
+         * concurrent start never leaves a half-written base in place. */
+        r = bundle_extract(s->source, section, tmp);
+        if (r == 0 && (chmod(tmp, 0444) < 0 || file_sync(tmp) < 0 || rename(tmp, path) < 0))
+            r = err_set(errno, "disk cache '%s'", path);
+        if (r < 0)
+            unlink(tmp);
+    }
+    free(dir);
+    free(tmp);
+    if (r < 0) {
+        free(path);
+        return r;
+    }
+    *out = path;
+    return 0;
+}
+
+/* Disk i of the instance: a qcow2 overlay whose backing file is the cached
+ * base, so a start copies nothing and the bundle's disk is never written;
+ * a full copy where there is no cache. */
+static int instance_disk(struct machine *s, unsigned i)
+{
+    char name[BUNDLE_NAME_MAX + 1], *base = NULL, *overlay;
+    struct disk *b;
+    int r;
+
+    disk_section(name, sizeof(name), i);
+    if (cached_base(s, name, &base) < 0) {
+        err_clear();
+        return extract(s, name, &s->cfg.disks[i].path);
+    }
+    if (asprintf(&overlay, "%s/%s.qcow2", s->dir, name) < 0) {
+        free(base);
+        return err_set(ENOMEM, "%s", name);
+    }
+    s->cfg.disks[i].path = overlay; /* owned by s->cfg */
+    unlink(overlay);
+    r = disk_open_as(base, DISK_READ_ONLY, "raw", &b);
+    if (r == 0) {
+        struct disk_create_options o = {.size = b->size, .backing = base,
+                                        .backing_format = "raw"};
+        disk_close(b);
+        r = disk_create("qcow2", overlay, &o);
+    }
+    free(base);
+    return r;
+}
+
 static int extract_files(struct machine *s, bool boots)
 {
     int r = 0;
@@ -176,11 +280,8 @@ static int extract_files(struct machine *s, bool boots)
         if (r == 0 && bundle_has(s->source, SECTION_INITRD))
             r = extract(s, SECTION_INITRD, &s->cfg.initrd_path);
     }
-    for (unsigned i = 0; r == 0 && i < s->cfg.disk_count; i++) {
-        char name[BUNDLE_NAME_MAX + 1];
-        disk_section(name, sizeof(name), i);
-        r = extract(s, name, &s->cfg.disks[i].path);
-    }
+    for (unsigned i = 0; r == 0 && i < s->cfg.disk_count; i++)
+        r = instance_disk(s, i);
     return r;
 }
 

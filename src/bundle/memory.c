@@ -16,6 +16,7 @@
 
 #include "bundle/internal.h"
 #include "util/err.h"
+#include "util/iov.h"
 #include "util/le.h"
 
 #define MAX_WORKERS 4
@@ -121,23 +122,12 @@ static int list_chunks(const struct guest_memory *mem, struct chunk_list *out)
     return 0;
 }
 
-static bool all_zero(const uint8_t *p, size_t len)
-{
-    static const uint8_t zero[4096];
-    for (size_t off = 0; off < len; off += sizeof(zero)) {
-        size_t n = len - off < sizeof(zero) ? len - off : sizeof(zero);
-        if (memcmp(p + off, zero, n) != 0)
-            return false;
-    }
-    return true;
-}
-
 static int pack_chunk(void *ctx, size_t i)
 {
     struct chunk *c = &((struct chunk_list *)ctx)->chunks[i];
     size_t cap = ZSTD_compressBound(c->len);
 
-    if (all_zero(c->host, c->len)) {
+    if (buf_is_zero(c->host, c->len)) {
         c->kind = CHUNK_ZERO;
         return 0;
     }
@@ -348,12 +338,6 @@ int bundle_load_memory(const struct bundle *b, const char *name, const struct gu
 
 /* ---- the unpacked cache: RAM as a file every start maps privately ---- */
 
-static void hex(const uint8_t *bytes, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        sprintf(out + 2 * i, "%02x", bytes[i]);
-}
-
 /* The same RAM layout, its regions laid end to end in a file mapping. */
 static struct guest_memory file_view(const struct guest_memory *mem, uint8_t *base)
 {
@@ -466,7 +450,7 @@ int bundle_cached_memory(const struct bundle *b, const char *name, const struct 
     if (!s || s->encoding != BUNDLE_MEMORY)
         return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
     /* The section's hash covers every chunk's hash: it names the content. */
-    hex(s->sha256, SHA256_BYTES, key);
+    bundle_section_key(b, name, key);
     if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
         return err_set(ENOMEM, "memory cache");
     fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -57,6 +58,14 @@ static int parse_create_options(char *text, struct disk_create_options *o)
             o->lazy_refcounts = strcmp(value, "on") == 0;
         else if (strcmp(opt, "compat") == 0)
             o->compat_version = strcmp(value, "0.10") == 0 || strcmp(value, "v2") == 0 ? 2 : 3;
+        else if (strcmp(opt, "subformat") == 0 && (strcmp(value, "fixed") == 0 ||
+                                                     strcmp(value, "static") == 0))
+            o->fixed = true;
+        else if (strcmp(opt, "subformat") == 0 && strcmp(value, "dynamic") == 0)
+            o->fixed = false;
+        else if (strcmp(opt, "block_size") == 0 && size_parse(value, 1, &n) == 0 &&
+                 n <= UINT32_MAX)
+            o->cluster_size = (uint32_t)n;
         else if (strcmp(opt, "backing_fmt") == 0)
             o->backing_format = value;
         else
@@ -399,12 +408,79 @@ static int verb_check(int argc, char **argv)
     return res.corruptions > res.corruptions_fixed ? 2 : res.leaks > res.leaks_fixed ? 3 : CLI_OK;
 }
 
+static void print_snapshots(json_t *list)
+{
+    size_t i;
+    json_t *x;
+
+    puts("Snapshot list:");
+    printf("%-10s%-17s%12s%20s%14s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
+    json_array_foreach(list, i, x) {
+        time_t when = (time_t)json_integer_value(json_object_get(x, "date-sec"));
+        long long clock = json_integer_value(json_object_get(x, "vm-clock-sec"));
+        char date[32];
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", localtime(&when));
+        printf("%-10s%-17s%12lld%20s  %02lld:%02lld:%02lld.%03lld\n",
+               json_string_value(json_object_get(x, "id")),
+               json_string_value(json_object_get(x, "name")),
+               (long long)json_integer_value(json_object_get(x, "vm-state-size")), date,
+               clock / 3600, clock / 60 % 60, clock % 60,
+               (long long)json_integer_value(json_object_get(x, "vm-clock-nsec")) / 1000000);
+    }
+}
+
+static int verb_snapshot(int argc, char **argv)
+{
+    const char *format = NULL, *name = NULL;
+    enum disk_snapshot_op op = DISK_SNAPSHOT_CREATE;
+    bool list = false, json = false;
+    struct disk *d;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "f:c:a:d:l", json_options, NULL)) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'c' || c == 'a' || c == 'd') {
+            op = c == 'c' ? DISK_SNAPSHOT_CREATE : c == 'a' ? DISK_SNAPSHOT_APPLY
+                                                            : DISK_SNAPSHOT_DELETE;
+            name = optarg;
+        } else if (c == 'l')
+            list = true;
+        else if (c == 'j' || (c == 'O' && strcmp(optarg, "json") == 0))
+            json = true;
+        else if (c != 'O')
+            return usage_error();
+    }
+    if (argc - optind != 1 || list == !!name)
+        return usage_error();
+    if (disk_open_as(argv[optind], list ? DISK_READ_ONLY | DISK_NO_BACKING : 0, format, &d) < 0)
+        return open_failed();
+    if (list) {
+        json_t *all = json_array();
+        r = disk_snapshot_list(d, all);
+        if (r == 0 && json) {
+            char *text = json_dumps(all, JSON_INDENT(4));
+            puts(text);
+            free(text);
+        } else if (r == 0 && json_array_size(all)) {
+            print_snapshots(all);
+        }
+        json_decref(all);
+    } else {
+        r = disk_snapshot(d, op, name);
+    }
+    disk_close(d);
+    return r < 0 ? cli_fail(CLI_FAILED, "snapshot: %s", err_msg()) : CLI_OK;
+}
+
 static const struct disk_verb verbs[] = {
     {"create", "create a new image", "create -f FMT [-b BACKING [-F BFMT]] [-o OPTS] FILE [SIZE]", verb_create},
     {"info", "show an image's format, size, backing file", "info [--json] [--backing-chain] [-f FMT] FILE", verb_info},
     {"check", "check an image's metadata (and repair it with -r)", "check [-r leaks|all] [-f FMT] [--json] FILE", verb_check},
     {"convert", "copy an image into a new one of any format", "convert [-f FMT] -O FMT [-o OPTS] [-p] SRC DST", verb_convert},
     {"compare", "compare the content of two images", "compare [-f FMT] [-F FMT] A B", verb_compare},
+    {"snapshot", "list, create, apply or delete internal snapshots",
+     "snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [--json] FILE", verb_snapshot},
     {"map", "show where an image's data is", "map [--json] [-f FMT] FILE", verb_map},
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "disk/disk.h"
 #include "cli/serve.h"
 #include "core/vm.h"
 #include "util/err.h"
@@ -33,7 +34,7 @@ static const char run_help[] =
     "  -n, --name NAME        the VM's name for 'smolvm save/pause/stop/ps' (default vm-PID)\n"
     "      --detach           run in the background once the VM is up (prints its name);\n"
     "                         the console goes to a log ('smolvm logs NAME')\n"
-    "  -d, --disk PATH[,ro][,id=NAME][,cache=none]\n"
+    "  -d, --disk PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]\n"
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
     "      --no-rng           no virtio-rng device\n"
@@ -62,7 +63,7 @@ static int parse_cpus(const char *text, unsigned *out)
     return 0;
 }
 
-/* PATH[,ro][,id=NAME][,cache=none|writeback]; the string is kept, split
+/* PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none|writeback]; the string is kept, split
  * in place. */
 static int parse_disk(char *spec, struct vm_config *cfg)
 {
@@ -82,6 +83,8 @@ static int parse_disk(char *spec, struct vm_config *cfg)
             d->read_only = false;
         else if (strncmp(opt, "id=", 3) == 0 && opt[3])
             d->id = opt + 3;
+        else if (strncmp(opt, "format=", 7) == 0 && disk_format_find(opt + 7))
+            d->format = opt + 7;
         else if (strcmp(opt, "cache=none") == 0)
             d->direct = true;
         else if (strcmp(opt, "cache=writeback") == 0)

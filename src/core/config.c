@@ -58,6 +58,8 @@ char *vm_config_to_json(const struct vm_config *cfg)
         json_t *o = json_object();
         if (d->id)
             json_object_set_new(o, "id", json_string(d->id));
+        if (d->format)
+            json_object_set_new(o, "format", json_string(d->format));
         json_object_set_new(o, "read_only", json_boolean(d->read_only));
         json_object_set_new(o, "direct", json_boolean(d->direct));
         json_array_append_new(disks, o);
@@ -93,6 +95,7 @@ static int parse_disks(json_t *disks, struct vm_config *cfg)
         if (!json_is_object(d))
             return err_plain(EINVAL, "config: bad disk %zu", i);
         dc->id = dup_string(d, "id");
+        dc->format = dup_string(d, "format");
         dc->read_only = json_is_true(json_object_get(d, "read_only"));
         dc->direct = json_is_true(json_object_get(d, "direct"));
     }
@@ -149,6 +152,7 @@ void vm_config_release(struct vm_config *cfg)
     cfg->kernel_path = cfg->initrd_path = NULL;
     for (unsigned i = 0; i < cfg->disk_count; i++) {
         free((char *)cfg->disks[i].id);
+        free((char *)cfg->disks[i].format);
         free((char *)cfg->disks[i].path);
     }
     cfg->cmdline = NULL;

@@ -14,6 +14,7 @@
 struct vm_disk_config {
     const char *path;
     const char *id; /* serial the guest reads with GET_ID; NULL: derived */
+    const char *format; /* disk image format; NULL: probed */
     bool read_only;
     bool direct; /* O_DIRECT, cache=none */
 };

@@ -19,6 +19,9 @@
 /* Probe order: formats with a magic number first, raw last. */
 static const struct disk_format *const formats[] = {
     &disk_format_qcow2,
+    &disk_format_vhd,
+    &disk_format_vdi,
+    &disk_format_vmdk,
     &disk_format_raw,
 };
 #define FORMAT_COUNT (sizeof(formats) / sizeof(formats[0]))
@@ -71,7 +74,7 @@ static int open_file(struct disk *d, const char *path)
         return -EINVAL;
     if (fcntl(d->fd, F_SETFL, fcntl(d->fd, F_GETFL) & ~O_NONBLOCK) < 0)
         return err_set(errno, "fcntl");
-    if (flock(d->fd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0)
+    if (!(d->flags & DISK_NO_LOCK) && flock(d->fd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0)
         return err_plain(EBUSY, "disk '%s' is in use by another process", path);
     return 0;
 }
@@ -342,4 +345,18 @@ void disk_check_print(const struct disk_check_result *res, FILE *out)
         fprintf(out, "%llu/%llu = %.2f%% allocated\n", (unsigned long long)res->allocated_clusters,
                 (unsigned long long)res->total_clusters,
                 100.0 * (double)res->allocated_clusters / (double)res->total_clusters);
+}
+
+int disk_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name)
+{
+    if (!d->format->snapshot)
+        return err_plain(ENOTSUP, "%s images have no internal snapshots", d->format->name);
+    if (op != DISK_SNAPSHOT_CREATE && d->read_only)
+        return -EROFS;
+    return d->format->snapshot(d, op, name);
+}
+
+int disk_snapshot_list(struct disk *d, struct json_t *list)
+{
+    return d->format->snapshot_list ? d->format->snapshot_list(d, list) : 0;
 }

@@ -13,6 +13,7 @@
 #define DISK_DIRECT 2u /* O_DIRECT: bypass the host page cache */
 #define DISK_NO_BACKING 4u /* do not open backing files (info, fuzzing) */
 #define DISK_CHECKING 8u   /* open damaged images too, to check or repair them */
+#define DISK_NO_LOCK 16u   /* read-only, beside the writer of a paused VM in this process */
 
 /* Backing chains deeper than this are refused (and so are cycles). */
 #define DISK_MAX_CHAIN 64
@@ -35,6 +36,8 @@ struct disk_extent {
     bool absent;          /* disk_status_chain: no image in the chain has it */
 };
 
+enum disk_snapshot_op { DISK_SNAPSHOT_CREATE, DISK_SNAPSHOT_APPLY, DISK_SNAPSHOT_DELETE };
+
 struct disk_create_options {
     uint64_t size;
     const char *backing;        /* as recorded in the image; NULL for none */
@@ -43,6 +46,7 @@ struct disk_create_options {
     unsigned refcount_bits;     /* 0: 16 */
     bool lazy_refcounts;
     unsigned compat_version; /* qcow2: 2 or 3; 0: 3 */
+    bool fixed;              /* vpc, vdi: all space allocated up front */
 };
 
 struct disk_format {
@@ -62,6 +66,10 @@ struct disk_format {
     int (*status)(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out);
     /* Adds format-specific fields to an info object. Optional. */
     int (*describe)(struct disk *d, struct json_t *info);
+    /* Internal snapshots by name (or id). Optional. */
+    int (*snapshot)(struct disk *d, enum disk_snapshot_op op, const char *name);
+    /* Appends one object per internal snapshot to a JSON array. Optional. */
+    int (*snapshot_list)(struct disk *d, struct json_t *list);
     /* Checks metadata (check.h). Optional. */
     int (*check)(struct disk *d, unsigned repair, struct disk_check_result *res);
     /* Creates an empty image at path (which must not exist). Optional. */
@@ -108,6 +116,12 @@ const struct disk_format *disk_format_find(const char *name);
 int disk_create(const char *format, const char *path, const struct disk_create_options *o)
     __attribute__((warn_unused_result));
 
+/* Creates, applies (reverts the disk to) or deletes an internal snapshot;
+ * -ENOTSUP for formats without them. */
+int disk_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name)
+    __attribute__((warn_unused_result));
+int disk_snapshot_list(struct disk *d, struct json_t *list) __attribute__((warn_unused_result));
+
 /* The first extent of [offset, offset+len). */
 int disk_status(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
     __attribute__((warn_unused_result));
@@ -135,5 +149,8 @@ int disk_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
 
 extern const struct disk_format disk_format_raw;
 extern const struct disk_format disk_format_qcow2;
+extern const struct disk_format disk_format_vhd;
+extern const struct disk_format disk_format_vdi;
+extern const struct disk_format disk_format_vmdk;
 
 #endif

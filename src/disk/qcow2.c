@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "disk/fileio.h"
 #include "disk/qcow2.h"
 #include "disk/qcow2_compress.h"
 #include "util/be.h"
@@ -44,20 +45,7 @@ int qcow2_corrupt(struct qcow2 *q, const char *fmt, ...)
 
 int qcow2_pread(struct qcow2 *q, void *buf, size_t len, uint64_t offset)
 {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = pread(q->fd, (uint8_t *)buf + done, len - done, (off_t)(offset + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0) { /* past the end of the file reads as zeros, as in QEMU */
-            memset((uint8_t *)buf + done, 0, len - done);
-            break;
-        }
-        done += (size_t)r;
-    }
-    return 0;
+    return disk_pread_all(q->fd, buf, len, offset);
 }
 
 static void grew(struct qcow2 *q, uint64_t end)
@@ -68,49 +56,20 @@ static void grew(struct qcow2 *q, uint64_t end)
 
 int qcow2_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t offset)
 {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = pwrite(q->fd, (const uint8_t *)buf + done, len - done, (off_t)(offset + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return r < 0 ? -errno : -EIO;
-        done += (size_t)r;
-    }
-    grew(q, offset + len);
-    return 0;
+    int r = disk_pwrite_all(q->fd, buf, len, offset);
+    if (r == 0)
+        grew(q, offset + len);
+    return r;
 }
 
 /* The iovec slice [skip, skip+len) from or to the file at offset. */
 static int file_iov(struct qcow2 *q, const struct iovec *iov, int n, uint64_t skip, uint64_t len,
                     uint64_t offset, bool write)
 {
-    struct iovec piece[IOV_PIECES];
-    int count = iov_slice(iov, n, skip, len, piece, IOV_PIECES);
-    uint64_t done = 0;
-
-    if (count < 0)
-        return -EINVAL;
-    while (done < len) {
-        struct iovec rest[IOV_PIECES];
-        int m = iov_slice(piece, count, done, len - done, rest, IOV_PIECES);
-        ssize_t r = write ? pwritev(q->fd, rest, m, (off_t)(offset + done))
-                          : preadv(q->fd, rest, m, (off_t)(offset + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0) {
-            if (write)
-                return -EIO;
-            iov_zero(piece, count, done, len - done); /* past the end of the file */
-            break;
-        }
-        done += (uint64_t)r;
-    }
-    if (write)
+    int r = disk_iov_io(q->fd, iov, n, skip, len, offset, write);
+    if (r == 0 && write)
         grew(q, offset + len);
-    return 0;
+    return r;
 }
 
 /* ---- metadata cache ---- */
@@ -544,16 +503,23 @@ static int lookup(struct qcow2 *q, uint64_t offset, uint64_t len, struct mapping
 
 /* ---- reads ---- */
 
+void qcow2_compressed_range(const struct qcow2 *q, uint64_t entry, uint64_t *start,
+                            uint64_t *len)
+{
+    unsigned shift = 62 - (q->cluster_bits - 8);
+    uint64_t sectors = ((entry & ~QCOW2_OFLAG_COPIED & ~QCOW2_OFLAG_COMPRESSED) >> shift) + 1;
+    *start = entry & ((1ull << shift) - 1);
+    *len = sectors * 512 - (*start & 511);
+}
+
 /* Inflates the compressed cluster whose L2 entry is entry into out. */
 static int read_compressed(struct qcow2 *q, uint64_t entry, uint8_t *out)
 {
-    unsigned shift = 62 - (q->cluster_bits - 8);
-    uint64_t host = entry & ((1ull << shift) - 1);
-    uint64_t sectors = ((entry & ~QCOW2_OFLAG_COPIED & ~QCOW2_OFLAG_COMPRESSED) >> shift) + 1;
-    uint64_t len = sectors * 512 - (host & 511);
+    uint64_t host, len;
     uint8_t *in;
     int r;
 
+    qcow2_compressed_range(q, entry, &host, &len);
     if (len > 2 * q->cluster_size || host >= q->file_size)
         return qcow2_corrupt(q, "compressed cluster at 0x%llx is invalid",
                              (unsigned long long)host);
@@ -566,16 +532,6 @@ static int read_compressed(struct qcow2 *q, uint64_t entry, uint8_t *out)
                       (unsigned long long)host);
     free(in);
     return r;
-}
-
-/* The host range [start, end) of compressed data, for refcounting. */
-static void compressed_range(const struct qcow2 *q, uint64_t entry, uint64_t *start, uint64_t *len)
-{
-    unsigned shift = 62 - (q->cluster_bits - 8);
-    uint64_t host = entry & ((1ull << shift) - 1);
-    uint64_t sectors = ((entry & ~QCOW2_OFLAG_COPIED & ~QCOW2_OFLAG_COMPRESSED) >> shift) + 1;
-    *start = host;
-    *len = sectors * 512 - (host & 511);
 }
 
 static int read_mapped(struct qcow2 *q, const struct mapping *m, const struct iovec *iov, int n,
@@ -647,7 +603,7 @@ static int release_entry(struct qcow2 *q, uint64_t entry)
 {
     uint64_t start, len;
     if (entry & QCOW2_OFLAG_COMPRESSED) {
-        compressed_range(q, entry, &start, &len);
+        qcow2_compressed_range(q, entry, &start, &len);
         return qcow2_free_later(q, start, len);
     }
     start = entry & QCOW2_OFFSET_MASK;
@@ -976,7 +932,13 @@ static int qcow2_describe(struct disk *d, json_t *info)
         json_object_set_new(info, "backing-filename", json_string(q->backing_name));
     if (q->backing_format)
         json_object_set_new(info, "backing-filename-format", json_string(q->backing_format));
-    json_object_set_new(info, "snapshot-count", json_integer(q->snapshot_count));
+    if (q->snapshot_count) {
+        json_t *list = json_array();
+        if (qcow2_snapshot_list(d, list) == 0)
+            json_object_set_new(info, "snapshots", list);
+        else
+            json_decref(list);
+    }
     return 0;
 }
 
@@ -993,5 +955,7 @@ const struct disk_format disk_format_qcow2 = {
     .status = qcow2_status,
     .describe = qcow2_describe,
     .check = qcow2_check,
+    .snapshot = qcow2_snapshot,
+    .snapshot_list = qcow2_snapshot_list,
     .create = qcow2_create,
 };

@@ -111,6 +111,9 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t offset, uint64_t len, int de
 /* A run of up to want contiguous clusters with refcount 1 (synced): host
  * offset in *offset, count in *got (>= 1). */
 int qcow2_alloc(struct qcow2 *q, uint64_t want, uint64_t *offset, uint64_t *got);
+/* n contiguous clusters past everything in use, counted and synced (for
+ * tables: L1 copies, snapshot tables). */
+int qcow2_alloc_run(struct qcow2 *q, uint64_t n, uint64_t *offset);
 /* Drops a reference to the clusters of [offset, offset+len) once the
  * metadata that stopped using them is synced. */
 int qcow2_free_later(struct qcow2 *q, uint64_t offset, uint64_t len);
@@ -122,10 +125,18 @@ int qcow2_release_pool(struct qcow2 *q);
 /* A new empty image (qcow2_create.c). */
 int qcow2_create(const char *path, const struct disk_create_options *o);
 
+/* Internal snapshots (qcow2_snapshot.c). */
+int qcow2_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name);
+int qcow2_snapshot_list(struct disk *d, struct json_t *list);
+
 /* qemu-img check (qcow2_check.c). */
 int qcow2_check(struct disk *d, unsigned repair, struct disk_check_result *res);
 /* Sets one cluster's refcount (repairs only). */
 int qcow2_refcount_set(struct qcow2 *q, uint64_t cluster, uint64_t value);
+
+/* The host bytes a compressed cluster's L2 entry points to. */
+void qcow2_compressed_range(const struct qcow2 *q, uint64_t entry, uint64_t *start,
+                            uint64_t *len);
 
 /* Writes entry index of an in-memory table (L1, refcount table) and its
  * copy on disk at table_offset. */

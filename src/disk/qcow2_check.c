@@ -61,7 +61,6 @@ static bool aligned(struct walk *w, uint64_t offset, const char *what)
 static int walk_l2(struct walk *w, uint64_t l2_offset, uint8_t *table)
 {
     struct qcow2 *q = w->q;
-    unsigned shift = 62 - (q->cluster_bits - 8);
     int r = qcow2_pread(q, table, q->cluster_size, l2_offset);
 
     if (r < 0)
@@ -69,9 +68,9 @@ static int walk_l2(struct walk *w, uint64_t l2_offset, uint8_t *table)
     for (uint64_t i = 0; i < q->l2_entries; i++) {
         uint64_t e = be64(table + i * q->l2_entry_bytes);
         if (e & QCOW2_OFLAG_COMPRESSED) {
-            uint64_t host = e & ((1ull << shift) - 1);
-            uint64_t sectors = ((e & ~(3ull << 62)) >> shift) + 1;
-            use(w, host, sectors * 512 - (host & 511), "compressed cluster");
+            uint64_t host, len;
+            qcow2_compressed_range(q, e, &host, &len);
+            use(w, host, len, "compressed cluster");
         } else if ((e & QCOW2_OFFSET_MASK) && aligned(w, e & QCOW2_OFFSET_MASK, "data cluster")) {
             use(w, e & QCOW2_OFFSET_MASK, q->cluster_size, "data cluster");
         }

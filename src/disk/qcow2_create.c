@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "disk/fileio.h"
 #include "disk/qcow2.h"
 #include "util/be.h"
 #include "util/err.h"
@@ -93,20 +94,6 @@ static int header(const struct disk_create_options *o, const struct layout *l, u
     return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t len, uint64_t offset)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(offset + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
 /* The metadata as one buffer: header, refcount table, blocks, L1. */
 static int fill(const struct disk_create_options *o, const struct layout *l, uint8_t *buf)
 {
@@ -136,7 +123,7 @@ int qcow2_create(const char *path, const struct disk_create_options *o)
     struct layout l = {0};
     uint8_t *buf;
     uint64_t bytes;
-    int fd, r = plan(o, &l);
+    int r = plan(o, &l);
 
     if (r < 0)
         return r;
@@ -149,19 +136,7 @@ int qcow2_create(const char *path, const struct disk_create_options *o)
         free(buf);
         return r;
     }
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        free(buf);
-        return err_set(errno, "cannot create '%s'", path);
-    }
-    r = write_all(fd, buf, bytes, 0);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
+    r = disk_write_new(path, buf, bytes, 0, NULL, 0);
     free(buf);
-    if (r < 0) {
-        unlink(path);
-        return err_set(-r, "cannot write '%s'", path);
-    }
-    return 0;
+    return r;
 }

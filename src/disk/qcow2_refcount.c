@@ -399,3 +399,45 @@ int qcow2_refcount_set(struct qcow2 *q, uint64_t cluster, uint64_t value)
         qcow2_cache_drop(q, &q->refblock_cache, offset);
     return r;
 }
+
+int qcow2_alloc_run(struct qcow2 *q, uint64_t n, uint64_t *offset)
+{
+    for (;;) {
+        uint64_t c = top_cluster(q), missing = UINT64_MAX;
+        uint64_t first = c / q->refblock_entries, last = (c + n - 1) / q->refblock_entries;
+        int r;
+
+        if (last >= q->reftable_entries) {
+            r = grow_reftable(q, last);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        for (uint64_t i = first; i <= last && missing == UINT64_MAX; i++)
+            if (!q->reftable[i])
+                missing = i;
+        if (missing == UINT64_MAX) {
+            r = qcow2_refcount_update(q, c << q->cluster_bits, n << q->cluster_bits, +1);
+            if (r == 0 && fdatasync(q->fd) < 0)
+                r = -errno;
+            if (r == 0) {
+                *offset = c << q->cluster_bits;
+                /* The run is in the file from now on, so the next one
+                 * goes after it even before it is written. */
+                uint64_t end = (c + n) << q->cluster_bits;
+                if (end > q->file_size && ftruncate(q->fd, (off_t)end) == 0)
+                    q->file_size = end;
+            }
+            return r;
+        }
+        /* A block covering itself: at the first cluster of its range, or
+         * here if that is behind us. */
+        uint64_t at = missing * q->refblock_entries > c ? missing * q->refblock_entries : c;
+        r = new_refblock(q, at, true);
+        if (r == 0)
+            r = qcow2_write_table_entry(q, q->reftable_offset, q->reftable, missing,
+                                        at << q->cluster_bits);
+        if (r < 0)
+            return r;
+    }
+}

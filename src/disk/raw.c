@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "disk/disk.h"
+#include "disk/fileio.h"
 #include "util/err.h"
 
 static int raw_probe(const uint8_t *head, size_t len)
@@ -143,19 +144,9 @@ static int raw_status(struct disk *d, uint64_t offset, uint64_t len, struct disk
 
 static int raw_create(const char *path, const struct disk_create_options *o)
 {
-    int fd, r = 0;
-
     if (o->backing)
         return err_plain(EINVAL, "raw images cannot have a backing file");
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return err_set(errno, "cannot create '%s'", path);
-    if (ftruncate(fd, (off_t)o->size) < 0 || fsync(fd) < 0)
-        r = err_set(errno, "cannot size '%s'", path);
-    close(fd);
-    if (r < 0)
-        unlink(path);
-    return r;
+    return disk_write_new(path, NULL, 0, o->size, NULL, 0);
 }
 
 const struct disk_format disk_format_raw = {

@@ -96,3 +96,16 @@ void file_unmap(struct mapped_file *f)
     f->data = NULL;
     f->len = 0;
 }
+
+int file_sync(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        errno = -r;
+    return r;
+}

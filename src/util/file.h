@@ -24,4 +24,8 @@ int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
     __attribute__((warn_unused_result));
 void file_unmap(struct mapped_file *f);
 
+/* fsync of the file at path: its data is on disk before it is renamed
+ * into place. 0 or -errno (errno set). */
+int file_sync(const char *path);
+
 #endif

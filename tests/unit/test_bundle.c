@@ -104,6 +104,46 @@ static void round_trip(void **state)
     guest_memory_free(&mem);
 }
 
+/* A disk section comes out sparse (its zeros are holes) with the same
+ * bytes, and its key names its content. */
+static void sparse_disk_extract(void **state)
+{
+    const size_t size = 4u << 20;
+    uint8_t *disk = calloc(1, size), *back = malloc(size);
+    struct bundle_writer *w;
+    struct bundle *b;
+    char out[160], key[65], again[65];
+    struct stat st;
+    (void)state;
+
+    memset(disk, 0x5a, 70000);
+    memcpy(disk + size - 4, "end", 4);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "disk.0", disk, size, BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    snprintf(out, sizeof(out), "%s/disk.out", dir);
+    unlink(out);
+    assert_int_equal(bundle_extract(b, "disk.0", out), 0);
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(st.st_size, size);
+    assert_true(st.st_blocks * 512 <= (512u << 10));
+    int fd = open(out, O_RDONLY);
+    assert_true(read(fd, back, size) == (ssize_t)size);
+    close(fd);
+    assert_memory_equal(back, disk, size);
+    assert_int_equal(bundle_section_key(b, "disk.0", key), 0);
+    assert_int_equal(strlen(key), 64);
+    assert_true(bundle_section_key(b, "disk.1", again) < 0);
+    bundle_close(b);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_section_key(b, "disk.0", again), 0);
+    assert_string_equal(key, again);
+    bundle_close(b);
+    free(disk);
+    free(back);
+}
+
 /* Mapped from the unpacked cache: the same bytes, built once, and the
  * guest's writes stay private to it. */
 static void mapped_from_cache(void **state)
@@ -315,6 +355,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(sparse_disk_extract, setup, teardown),
         cmocka_unit_test_setup_teardown(mapped_from_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_bundle_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_version_is_named, setup, teardown),

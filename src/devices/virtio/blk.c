@@ -228,7 +228,7 @@ static int blk_add(struct vm *vm, const struct vm_disk_config *cfg, unsigned ind
     struct blk *b;
     int r;
 
-    r = disk_open(cfg->path, flags, &disk);
+    r = disk_open_as(cfg->path, flags, cfg->format, &disk);
     if (r < 0)
         return r;
     if (cfg->id)
