@@ -108,7 +108,7 @@ static int add_disk(struct bundle_writer *w, const struct vm_disk_config *cfg, u
     if (r == 0)
         r = disk_open_as(flat, 0, "raw", &out);
     if (r == 0) {
-        r = disk_copy(d, out, NULL, NULL);
+        r = disk_copy(d, out, false, NULL, NULL);
         disk_close(out);
     }
     disk_close(d);

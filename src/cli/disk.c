@@ -66,6 +66,9 @@ static int parse_create_options(char *text, struct disk_create_options *o)
         else if (strcmp(opt, "block_size") == 0 && size_parse(value, 1, &n) == 0 &&
                  n <= UINT32_MAX)
             o->cluster_size = (uint32_t)n;
+        else if (strcmp(opt, "compression_type") == 0 && (strcmp(value, "zstd") == 0 ||
+                                                            strcmp(value, "zlib") == 0))
+            o->zstd = strcmp(value, "zstd") == 0;
         else if (strcmp(opt, "backing_fmt") == 0)
             o->backing_format = value;
         else
@@ -228,13 +231,22 @@ static int verb_convert(int argc, char **argv)
 {
     struct disk_create_options o = {0};
     const char *in_format = NULL, *out_format = "raw";
-    bool progress = false;
+    bool progress = false, compress = false;
+    unsigned cache = 0;
     struct disk *src, *dst;
     int c, r;
 
-    while ((c = getopt(argc, argv, "f:O:o:p")) != -1) {
+    while ((c = getopt(argc, argv, "f:O:o:pct:")) != -1) {
         if (c == 'f')
             in_format = optarg;
+        else if (c == 't' && strcmp(optarg, "unsafe") == 0)
+            cache = DISK_UNSAFE;
+        else if (c == 't' && strcmp(optarg, "none") == 0)
+            cache = DISK_DIRECT;
+        else if (c == 't' && strcmp(optarg, "writeback") == 0)
+            cache = 0;
+        else if (c == 'c')
+            compress = true;
         else if (c == 'O')
             out_format = optarg;
         else if (c == 'p')
@@ -251,11 +263,11 @@ static int verb_convert(int argc, char **argv)
         return open_failed();
     o.size = src->size;
     if (disk_create(out_format, argv[optind + 1], &o) < 0 ||
-        disk_open_as(argv[optind + 1], 0, out_format, &dst) < 0) {
+        disk_open_as(argv[optind + 1], cache, out_format, &dst) < 0) {
         disk_close(src);
         return open_failed();
     }
-    r = disk_copy(src, dst, progress ? bar : NULL, NULL);
+    r = disk_copy(src, dst, compress, progress ? bar : NULL, NULL);
     if (progress)
         fputc('\n', stderr);
     disk_close(src);
@@ -473,14 +485,193 @@ static int verb_snapshot(int argc, char **argv)
     return r < 0 ? cli_fail(CLI_FAILED, "snapshot: %s", err_msg()) : CLI_OK;
 }
 
+static int verb_resize(int argc, char **argv)
+{
+    static const struct option longs[] = {{"shrink", no_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
+    const char *format = NULL, *text;
+    bool shrink = false;
+    uint64_t size;
+    struct disk *d;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "f:", longs, NULL)) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 's')
+            shrink = true;
+        else
+            return usage_error();
+    }
+    if (argc - optind != 2)
+        return usage_error();
+    text = argv[optind + 1];
+    if (size_parse(text + (*text == '+' || *text == '-'), 1, &size) < 0)
+        return cli_fail(CLI_USAGE, "%s", err_msg());
+    if (disk_open_as(argv[optind], 0, format, &d) < 0)
+        return open_failed();
+    if (*text == '+')
+        size = d->size + size;
+    else if (*text == '-')
+        size = size > d->size ? 0 : d->size - size;
+    if (size < d->size && !shrink) {
+        disk_close(d);
+        return cli_fail(CLI_FAILED, "shrinking drops data past the new end: add --shrink");
+    }
+    r = disk_resize(d, size);
+    disk_close(d);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "resize: %s", err_msg());
+    puts("Image resized.");
+    return CLI_OK;
+}
+
+static int verb_commit(int argc, char **argv)
+{
+    const char *format = NULL;
+    bool keep = false, progress = false;
+    int c;
+
+    while ((c = getopt(argc, argv, "f:dp")) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'd')
+            keep = true;
+        else if (c == 'p')
+            progress = true;
+        else
+            return usage_error();
+    }
+    if (argc - optind != 1)
+        return usage_error();
+    int r = disk_commit(argv[optind], format, keep, progress ? bar : NULL, NULL);
+    if (progress)
+        fputc('\n', stderr);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "commit: %s", err_msg());
+    puts("Image committed.");
+    return CLI_OK;
+}
+
+static int verb_rebase(int argc, char **argv)
+{
+    const char *format = NULL, *backing = NULL, *backing_format = NULL;
+    bool unsafe = false, progress = false;
+    int c;
+
+    while ((c = getopt(argc, argv, "f:b:F:up")) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'b')
+            backing = optarg;
+        else if (c == 'F')
+            backing_format = optarg;
+        else if (c == 'u')
+            unsafe = true;
+        else if (c == 'p')
+            progress = true;
+        else
+            return usage_error();
+    }
+    if (argc - optind != 1 || !backing)
+        return usage_error();
+    int r = disk_rebase(argv[optind], format, backing, backing_format, unsafe,
+                        progress ? bar : NULL, NULL);
+    if (progress)
+        fputc('\n', stderr);
+    return r < 0 ? cli_fail(CLI_FAILED, "rebase: %s", err_msg()) : CLI_OK;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* qemu-img bench's flags and output, one request at a time: offsets go
+ * from -o by -S (default: the buffer size), wrapping at the end of the
+ * disk, so the same flags give both tools the same pattern. */
+static int verb_bench(int argc, char **argv)
+{
+    const char *format = NULL;
+    uint64_t count = 75000, size = 4096, step = 0, offset = 0, flush_every = 0;
+    bool write = false, direct = false;
+    struct disk *d;
+    int c, r = 0;
+
+    static const struct option longs[] = {{"flush-interval", required_argument, NULL, 'F'},
+                                          {NULL, 0, NULL, 0}};
+    while ((c = getopt_long(argc, argv, "c:d:f:o:s:S:t:wn", longs, NULL)) != -1) {
+        if (c == 'f')
+            format = optarg;
+        else if (c == 'w')
+            write = true;
+        else if (c == 't')
+            direct = strcmp(optarg, "none") == 0;
+        else if (c == 'd' || c == 'n')
+            continue; /* one request at a time */
+        else if ((c == 'c' || c == 'o' || c == 's' || c == 'S' || c == 'F') &&
+                 size_parse(optarg, 1, c == 'c' ? &count : c == 'o' ? &offset : c == 's' ? &size
+                                                          : c == 'S' ? &step : &flush_every) == 0)
+            continue;
+        else
+            return usage_error();
+    }
+    if (argc - optind != 1 || size == 0 || size > (64u << 20))
+        return usage_error();
+    if (disk_open_as(argv[optind], (write ? 0 : DISK_READ_ONLY) | (direct ? DISK_DIRECT : 0),
+                     format, &d) < 0)
+        return open_failed();
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, size) != 0 || d->size < size) {
+        disk_close(d);
+        free(buf);
+        return cli_fail(CLI_FAILED, "bench: buffer larger than the disk");
+    }
+    memset(buf, 0xa5, size);
+    printf("Sending %llu %s requests, %llu bytes each, from offset %llu, step size %llu\n",
+           (unsigned long long)count, write ? "write" : "read", (unsigned long long)size,
+           (unsigned long long)offset, (unsigned long long)(step ? step : size));
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (uint64_t i = 0; r == 0 && i < count; i++) {
+        struct iovec iov = {buf, size};
+        if (offset + size > d->size)
+            offset = 0;
+        r = write ? disk_write(d, &iov, 1, offset) : disk_read(d, &iov, 1, offset);
+        if (r == 0 && write && flush_every && (i + 1) % flush_every == 0)
+            r = disk_flush(d);
+        offset = (offset + (step ? step : size)) % d->size;
+    }
+    if (r == 0 && write)
+        r = disk_flush(d);
+    double took = seconds_since(&t0);
+    disk_close(d);
+    free(buf);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "bench: %s", strerror(-r));
+    printf("Run completed in %.3f seconds.\n", took);
+    return CLI_OK;
+}
+
 static const struct disk_verb verbs[] = {
     {"create", "create a new image", "create -f FMT [-b BACKING [-F BFMT]] [-o OPTS] FILE [SIZE]", verb_create},
     {"info", "show an image's format, size, backing file", "info [--json] [--backing-chain] [-f FMT] FILE", verb_info},
     {"check", "check an image's metadata (and repair it with -r)", "check [-r leaks|all] [-f FMT] [--json] FILE", verb_check},
-    {"convert", "copy an image into a new one of any format", "convert [-f FMT] -O FMT [-o OPTS] [-p] SRC DST", verb_convert},
+    {"convert", "copy an image into a new one of any format", "convert [-f FMT] -O FMT [-o OPTS] [-c] [-p] [-t writeback|unsafe|none] SRC DST", verb_convert},
     {"compare", "compare the content of two images", "compare [-f FMT] [-F FMT] A B", verb_compare},
     {"snapshot", "list, create, apply or delete internal snapshots",
      "snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [--json] FILE", verb_snapshot},
+    {"resize", "change an image's virtual size", "resize [-f FMT] [--shrink] FILE [+|-]SIZE",
+     verb_resize},
+    {"commit", "write an overlay's data into its backing file", "commit [-f FMT] [-d] [-p] FILE",
+     verb_commit},
+    {"rebase", "change an overlay's backing file, keeping its content",
+     "rebase [-f FMT] [-u] [-p] -b BACKING [-F BFMT] FILE", verb_rebase},
+    {"bench", "time reads or writes through the library, as qemu-img bench",
+     "bench [-c COUNT] [-f FMT] [-o OFFSET] [-s SIZE] [-S STEP] [-t none|writeback] [-w] "
+     "[--flush-interval N] FILE",
+     verb_bench},
     {"map", "show where an image's data is", "map [--json] [-f FMT] FILE", verb_map},
 };
 

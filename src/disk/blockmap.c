@@ -64,7 +64,7 @@ ssize_t blockmap_pwritev(struct disk *d, const struct iovec *iov, int n, uint64_
 
 int blockmap_flush(struct disk *d)
 {
-    return fdatasync(d->fd) < 0 ? -errno : 0;
+    return disk_barrier(d);
 }
 
 int blockmap_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)

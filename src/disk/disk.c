@@ -135,26 +135,28 @@ int disk_open_as(const char *path, unsigned flags, const char *format, struct di
 
 int disk_open_backing(struct disk *d, const char *name, const char *format)
 {
-    char *resolved = NULL, *copy = NULL;
+    char *copy = NULL;
     int r;
 
+    if (name[0] != '/') {
+        copy = strdup(d->path);
+        if (!copy || asprintf(&d->backing_path, "%s/%s", dirname(copy), name) < 0)
+            d->backing_path = NULL;
+        free(copy);
+    } else {
+        d->backing_path = strdup(name);
+    }
+    d->backing_format = format ? strdup(format) : NULL;
+    if (!d->backing_path || (format && !d->backing_format))
+        return err_set(ENOMEM, "backing file name");
     if (d->flags & DISK_NO_BACKING)
         return 0;
     if (d->depth + 1 >= DISK_MAX_CHAIN)
         return err_plain(ELOOP, "backing chain deeper than %d images", DISK_MAX_CHAIN);
-    if (name[0] != '/') {
-        copy = strdup(d->path);
-        if (!copy || asprintf(&resolved, "%s/%s", dirname(copy), name) < 0) {
-            free(copy);
-            return err_set(ENOMEM, "backing file name");
-        }
-        free(copy);
-        name = resolved;
-    }
-    r = open_chain(name, (d->flags & ~DISK_READ_ONLY) | DISK_READ_ONLY, format, d, &d->backing);
+    r = open_chain(d->backing_path, (d->flags & ~DISK_READ_ONLY) | DISK_READ_ONLY, format, d,
+                   &d->backing);
     if (r < 0)
         err_prefix("backing file");
-    free(resolved);
     return r;
 }
 
@@ -167,6 +169,8 @@ void disk_close(struct disk *d)
     disk_close(d->backing);
     if (d->fd >= 0)
         close(d->fd);
+    free(d->backing_path);
+    free(d->backing_format);
     free(d->path);
     free(d);
 }
@@ -359,4 +363,20 @@ int disk_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name)
 int disk_snapshot_list(struct disk *d, struct json_t *list)
 {
     return d->format->snapshot_list ? d->format->snapshot_list(d, list) : 0;
+}
+
+int disk_resize(struct disk *d, uint64_t size)
+{
+    if (d->read_only)
+        return -EROFS;
+    if (!d->format->resize)
+        return err_plain(ENOTSUP, "%s images cannot be resized", d->format->name);
+    return d->format->resize(d, size);
+}
+
+int disk_barrier(struct disk *d)
+{
+    if (d->flags & DISK_UNSAFE)
+        return 0;
+    return fdatasync(d->fd) < 0 ? -errno : 0;
 }

@@ -14,6 +14,7 @@
 #define DISK_NO_BACKING 4u /* do not open backing files (info, fuzzing) */
 #define DISK_CHECKING 8u   /* open damaged images too, to check or repair them */
 #define DISK_NO_LOCK 16u   /* read-only, beside the writer of a paused VM in this process */
+#define DISK_UNSAFE 32u    /* no syncs at all (qemu's cache=unsafe): a new image being filled */
 
 /* Backing chains deeper than this are refused (and so are cycles). */
 #define DISK_MAX_CHAIN 64
@@ -46,6 +47,7 @@ struct disk_create_options {
     unsigned refcount_bits;     /* 0: 16 */
     bool lazy_refcounts;
     unsigned compat_version; /* qcow2: 2 or 3; 0: 3 */
+    bool zstd;               /* qcow2: compressed clusters in zstd, not deflate */
     bool fixed;              /* vpc, vdi: all space allocated up front */
 };
 
@@ -66,6 +68,15 @@ struct disk_format {
     int (*status)(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out);
     /* Adds format-specific fields to an info object. Optional. */
     int (*describe)(struct disk *d, struct json_t *info);
+    /* Changes the virtual size. Optional. */
+    int (*resize)(struct disk *d, uint64_t size);
+    /* Records another backing file (NULL: none) without touching data. */
+    int (*set_backing)(struct disk *d, const char *name, const char *format);
+    /* Drops all data, so every read goes to the backing file. */
+    int (*make_empty)(struct disk *d);
+    /* Stores one whole cluster compressed (offset cluster-aligned).
+     * Optional: images written by convert -c. */
+    int (*write_compressed)(struct disk *d, uint64_t offset, const uint8_t *cluster);
     /* Internal snapshots by name (or id). Optional. */
     int (*snapshot)(struct disk *d, enum disk_snapshot_op op, const char *name);
     /* Appends one object per internal snapshot to a JSON array. Optional. */
@@ -80,11 +91,14 @@ struct disk {
     const struct disk_format *format;
     int fd;
     uint64_t size; /* virtual size in bytes */
+    uint32_t cluster_size; /* allocation unit, where the format has one (0: none) */
     bool read_only;
     bool probed_raw; /* raw by probing: the guest may not write another format's magic */
     unsigned flags;          /* DISK_* as opened */
     char *path;
     struct disk *backing;    /* read-only, or NULL */
+    char *backing_path;      /* the backing file's path resolved (even when not opened) */
+    char *backing_format;    /* as recorded, or NULL */
     unsigned depth;          /* 0 for the image opened, 1 for its backing file, ... */
     const struct disk *child; /* the image this is the backing file of */
     dev_t dev;
@@ -116,6 +130,9 @@ const struct disk_format *disk_format_find(const char *name);
 int disk_create(const char *format, const char *path, const struct disk_create_options *o)
     __attribute__((warn_unused_result));
 
+/* Changes the virtual size (shrinking drops what is past the end). */
+int disk_resize(struct disk *d, uint64_t size) __attribute__((warn_unused_result));
+
 /* Creates, applies (reverts the disk to) or deletes an internal snapshot;
  * -ENOTSUP for formats without them. */
 int disk_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name)
@@ -135,6 +152,10 @@ int disk_status_chain(struct disk *d, uint64_t offset, uint64_t len, struct disk
  * is no backing file or it is shorter. */
 int disk_read_backing(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
     __attribute__((warn_unused_result));
+
+/* fdatasync of d's file, unless d was opened DISK_UNSAFE: the ordering
+ * points of the format drivers. 0 or a negative errno. */
+int disk_barrier(struct disk *d) __attribute__((warn_unused_result));
 
 /* All return 0 or a negative errno (-EROFS on a read-only disk, -EINVAL
  * outside the disk). */

@@ -214,6 +214,7 @@ static int parse_header(struct qcow2 *q, const uint8_t *h, const uint8_t **featu
     if (q->cluster_bits < QCOW2_MIN_CLUSTER_BITS || q->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
         return err_plain(EINVAL, "cluster size 2^%u is outside 512 B .. 2 MiB", q->cluster_bits);
     q->cluster_size = 1ull << q->cluster_bits;
+    q->disk->cluster_size = (uint32_t)q->cluster_size;
     size = be64(h + 24);
     if (be32(h + 32) != 0)
         return err_plain(ENOTSUP, "encrypted images are not supported");
@@ -377,7 +378,7 @@ static void qcow2_close(struct disk *d)
     if (!q)
         return;
     if (!d->read_only && !q->broken) {
-        if (qcow2_sync(q) < 0 || qcow2_release_pool(q) < 0 || fdatasync(q->fd) < 0)
+        if (qcow2_sync(q) < 0 || qcow2_release_pool(q) < 0 || disk_barrier(d) < 0)
             fprintf(stderr, "smolvm: qcow2 '%s': closing: %s\n", d->path, err_msg());
     }
     qcow2_free(q);
@@ -690,8 +691,8 @@ static int writable_l2(struct qcow2 *q, uint64_t gc, uint64_t *l2_offset)
 }
 
 /* Points count guest clusters from gc (within one L2 table) at host
- * clusters from host (0: no cluster, with flags ZERO or 0), releasing what
- * they pointed to before. */
+ * clusters from host (0: no cluster; then flags is the entry itself: 0,
+ * ZERO, or a compressed cluster's), releasing what they pointed to. */
 static int set_entries(struct qcow2 *q, uint64_t gc, uint64_t count, uint64_t host, uint64_t flags)
 {
     uint64_t l2_offset, index = gc % q->l2_entries;
@@ -795,7 +796,10 @@ static ssize_t qcow2_pwritev(struct disk *d, const struct iovec *iov, int n, uin
         int r;
 
         pthread_mutex_lock(&q->lock);
-        r = q->broken ? -EIO : lookup(q, offset + done, len - done, &m);
+        /* Without its backing file a partial write could not copy the rest
+         * of a cluster from it. */
+        r = q->broken ? -EIO : q->backing_name && !d->backing ? -EROFS
+                                                               : lookup(q, offset + done, len - done, &m);
         if (r == 0 && m.kind == DISK_EXTENT_DATA && m.copied) {
             pthread_mutex_unlock(&q->lock);
             r = file_iov(q, iov, n, done, m.length, m.host, true);
@@ -822,9 +826,7 @@ static int qcow2_flush(struct disk *d)
     return r;
 }
 
-/* Sets whole clusters of [offset, offset+len) to flags (0: unallocated,
- * ZERO: reads zeros) and returns the partial head and tail lengths. */
-static int set_whole_clusters(struct qcow2 *q, uint64_t offset, uint64_t len, uint64_t flags)
+int qcow2_set_clusters(struct qcow2 *q, uint64_t offset, uint64_t len, uint64_t flags)
 {
     uint64_t first = qcow2_div_round_up(offset, q->cluster_size);
     uint64_t end = offset + len;
@@ -843,7 +845,7 @@ static int set_whole_clusters(struct qcow2 *q, uint64_t offset, uint64_t len, ui
         if (r < 0)
             break;
         uint64_t same = qcow2_div_round_up(m.length, q->cluster_size);
-        bool nothing_to_do = (m.kind == DISK_EXTENT_UNALLOCATED && !q->disk->backing) ||
+        bool nothing_to_do = (m.kind == DISK_EXTENT_UNALLOCATED && (!q->backing_name || !flags)) ||
                              (m.kind == DISK_EXTENT_ZERO && flags == QCOW2_OFLAG_ZERO && !m.host);
         if (!nothing_to_do)
             r = set_entries(q, gc, same < count ? same : count, 0, flags);
@@ -890,7 +892,7 @@ static int qcow2_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     split_clusters(q, offset, len, &head, &tail);
     r = write_zero_bytes(d, offset, head);
     if (r == 0 && len > head + tail)
-        r = set_whole_clusters(q, offset + head, len - head - tail, QCOW2_OFLAG_ZERO);
+        r = qcow2_set_clusters(q, offset + head, len - head - tail, QCOW2_OFLAG_ZERO);
     if (r == 0)
         r = write_zero_bytes(d, offset + len - tail, tail);
     return r;
@@ -904,13 +906,63 @@ static int qcow2_discard(struct disk *d, uint64_t offset, uint64_t len)
     /* A discarded range may read as anything; with a backing file it must
      * not show the backing file's data through (the guest wrote over it),
      * so it becomes zeros where the format can say so. */
-    if (d->backing && q->version < 3)
+    if (q->backing_name && q->version < 3)
         return 0;
     split_clusters(q, offset, len, &head, &tail);
     if (len <= head + tail)
         return 0;
-    return set_whole_clusters(q, offset + head, len - head - tail,
-                              d->backing ? QCOW2_OFLAG_ZERO : 0);
+    return qcow2_set_clusters(q, offset + head, len - head - tail,
+                              q->backing_name ? QCOW2_OFLAG_ZERO : 0);
+}
+
+/* Where compressed clusters are packed: bytes left in the current host
+ * cluster, each host cluster counted once per compressed cluster in it. */
+static int place_compressed(struct qcow2 *q, uint64_t len, uint64_t *host)
+{
+    uint64_t room = q->compress_cursor ? q->cluster_size - (q->compress_cursor & (q->cluster_size - 1))
+                                       : 0;
+    int r;
+
+    if (q->compress_cursor && len <= room && room != q->cluster_size) {
+        r = qcow2_refcount_update(q, q->compress_cursor, 1, +1);
+        *host = q->compress_cursor;
+    } else {
+        r = qcow2_alloc_run(q, qcow2_div_round_up(len, q->cluster_size), host);
+    }
+    if (r == 0)
+        q->compress_cursor = *host + len;
+    return r;
+}
+
+static int qcow2_write_compressed(struct disk *d, uint64_t offset, const uint8_t *cluster)
+{
+    struct qcow2 *q = d->priv;
+    uint8_t *out = malloc(q->cluster_size);
+    unsigned shift = 62 - (q->cluster_bits - 8);
+    ssize_t len;
+    uint64_t host;
+    int r;
+
+    if (!out)
+        return -ENOMEM;
+    len = qcow2_compress(q->compression_type, cluster, q->cluster_size, out, q->cluster_size - 1);
+    if (len < 0) { /* does not shrink: stored as it is */
+        free(out);
+        struct iovec iov = {(void *)cluster, q->cluster_size};
+        return (int)qcow2_pwritev(d, &iov, 1, offset);
+    }
+    pthread_mutex_lock(&q->lock);
+    r = place_compressed(q, (uint64_t)len, &host);
+    if (r == 0)
+        r = qcow2_pwrite(q, out, (size_t)len, host);
+    if (r == 0) {
+        uint64_t sectors = ((host + (uint64_t)len - 1) >> 9) - (host >> 9);
+        r = set_entries(q, offset >> q->cluster_bits, 1, 0,
+                        QCOW2_OFLAG_COMPRESSED | (sectors << shift) | host);
+    }
+    pthread_mutex_unlock(&q->lock);
+    free(out);
+    return r;
 }
 
 static int qcow2_describe(struct disk *d, json_t *info)
@@ -955,6 +1007,10 @@ const struct disk_format disk_format_qcow2 = {
     .status = qcow2_status,
     .describe = qcow2_describe,
     .check = qcow2_check,
+    .resize = qcow2_resize,
+    .set_backing = qcow2_set_backing,
+    .make_empty = qcow2_make_empty,
+    .write_compressed = qcow2_write_compressed,
     .snapshot = qcow2_snapshot,
     .snapshot_list = qcow2_snapshot_list,
     .create = qcow2_create,

@@ -87,6 +87,7 @@ struct qcow2 {
         uint64_t cluster, count;
     } pending_free[QCOW2_PENDING_MAX]; /* to unreference after the next sync */
     unsigned pending_count;
+    uint64_t compress_cursor; /* where the next compressed cluster may go, or 0 */
     bool broken; /* corruption found: no more writes */
 };
 
@@ -124,6 +125,16 @@ int qcow2_release_pool(struct qcow2 *q);
 
 /* A new empty image (qcow2_create.c). */
 int qcow2_create(const char *path, const struct disk_create_options *o);
+
+/* Points the whole clusters of [offset, offset+len) at nothing (flags 0:
+ * unallocated, reading through to the backing file) or at zeros (flags
+ * QCOW2_OFLAG_ZERO), dropping what they held (qcow2.c). */
+int qcow2_set_clusters(struct qcow2 *q, uint64_t offset, uint64_t len, uint64_t flags);
+
+/* Virtual size, backing file, emptying (qcow2_header.c). */
+int qcow2_resize(struct disk *d, uint64_t size);
+int qcow2_set_backing(struct disk *d, const char *name, const char *format);
+int qcow2_make_empty(struct disk *d);
 
 /* Internal snapshots (qcow2_snapshot.c). */
 int qcow2_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name);

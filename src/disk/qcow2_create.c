@@ -75,7 +75,11 @@ static int header(const struct disk_create_options *o, const struct layout *l, u
     put_be(h + 40, (1 + l->reftable_clusters + l->refblocks) << l->cluster_bits, 8);
     put_be(h + 48, l->cluster_size, 8);
     put_be(h + 56, l->reftable_clusters, 4);
+    if (o->zstd && version < 3)
+        return err_plain(EINVAL, "zstd compression needs compat 1.1 (v3) images");
     if (version >= 3) {
+        put_be(h + 72, o->zstd ? QCOW2_INCOMPAT_COMPRESSION : 0, 8);
+        h[104] = o->zstd ? QCOW2_COMPRESSION_ZSTD : QCOW2_COMPRESSION_DEFLATE;
         put_be(h + 80, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0, 8);
         put_be(h + 96, l->refcount_order, 4);
         put_be(h + 100, V3_HEADER_WRITTEN, 4);

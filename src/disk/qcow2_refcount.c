@@ -232,14 +232,14 @@ static int grow_reftable(struct qcow2 *q, uint64_t index)
         put_be(raw + 8 * i, table[i], 8);
     if (r == 0)
         r = qcow2_pwrite(q, raw, clusters * q->cluster_size, top << q->cluster_bits);
-    if (r == 0 && fdatasync(q->fd) < 0)
-        r = -errno;
+    if (r == 0)
+        r = disk_barrier(q->disk);
     put_be(header, top << q->cluster_bits, 8);
     put_be(header + 8, clusters, 4);
     if (r == 0)
         r = qcow2_pwrite(q, header, 12, 48);
-    if (r == 0 && fdatasync(q->fd) < 0)
-        r = -errno;
+    if (r == 0)
+        r = disk_barrier(q->disk);
     free(raw);
     if (r < 0) {
         free(table);
@@ -296,7 +296,7 @@ static int refill(struct qcow2 *q, uint64_t n)
     if (r == 0 && run)
         r = qcow2_refcount_update(q, run_start << q->cluster_bits, run << q->cluster_bits, +1);
     q->free_hint = c;
-    if (r == 0 && fdatasync(q->fd) < 0)
+    if (r == 0 && disk_barrier(q->disk) < 0)
         r = err_set(errno, "sync");
     return r;
 }
@@ -361,7 +361,7 @@ int qcow2_sync(struct qcow2 *q)
 {
     int r = 0;
 
-    if (fdatasync(q->fd) < 0)
+    if (disk_barrier(q->disk) < 0)
         return err_set(errno, "sync");
     for (unsigned i = 0; r == 0 && i < q->pending_count; i++) {
         uint64_t first = q->pending_free[i].cluster, count = q->pending_free[i].count;
@@ -418,8 +418,8 @@ int qcow2_alloc_run(struct qcow2 *q, uint64_t n, uint64_t *offset)
                 missing = i;
         if (missing == UINT64_MAX) {
             r = qcow2_refcount_update(q, c << q->cluster_bits, n << q->cluster_bits, +1);
-            if (r == 0 && fdatasync(q->fd) < 0)
-                r = -errno;
+            if (r == 0)
+                r = disk_barrier(q->disk);
             if (r == 0) {
                 *offset = c << q->cluster_bits;
                 /* The run is in the file from now on, so the next one

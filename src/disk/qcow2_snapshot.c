@@ -137,14 +137,14 @@ static int write_table(struct qcow2 *q, const struct snapshot *s, uint32_t count
     if (r == 0 && len)
         r = qcow2_pwrite(q, buf, len, at);
     free(buf);
-    if (r == 0 && fdatasync(q->fd) < 0)
-        r = -errno;
+    if (r == 0)
+        r = disk_barrier(q->disk);
     put_be(header, count, 4);
     put_be(header + 4, at, 8);
     if (r == 0)
         r = qcow2_pwrite(q, header, sizeof(header), 60);
-    if (r == 0 && fdatasync(q->fd) < 0)
-        r = -errno;
+    if (r == 0)
+        r = disk_barrier(q->disk);
     if (r < 0)
         return err_set(-r, "write the snapshot table");
     q->snapshot_count = count;

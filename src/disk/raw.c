@@ -88,7 +88,7 @@ static ssize_t raw_pwritev(struct disk *d, const struct iovec *iov, int n, uint6
 
 static int raw_flush(struct disk *d)
 {
-    return fdatasync(d->fd) < 0 ? -errno : 0;
+    return disk_barrier(d);
 }
 
 static int raw_punch(struct disk *d, uint64_t offset, uint64_t len)
@@ -149,6 +149,14 @@ static int raw_create(const char *path, const struct disk_create_options *o)
     return disk_write_new(path, NULL, 0, o->size, NULL, 0);
 }
 
+static int raw_resize(struct disk *d, uint64_t size)
+{
+    if (ftruncate(d->fd, (off_t)size) < 0)
+        return err_set(errno, "resize");
+    d->size = size;
+    return 0;
+}
+
 const struct disk_format disk_format_raw = {
     .name = "raw",
     .probe = raw_probe,
@@ -160,4 +168,5 @@ const struct disk_format disk_format_raw = {
     .write_zeroes = raw_write_zeroes,
     .status = raw_status,
     .create = raw_create,
+    .resize = raw_resize,
 };

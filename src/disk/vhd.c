@@ -212,8 +212,8 @@ static int allocate_block(struct disk *d, uint64_t offset)
     free(bitmap);
     if (r == 0)
         r = disk_pwrite_all(d->fd, v->footer, FOOTER, at + v->bitmap_bytes + v->block_size);
-    if (r == 0 && fdatasync(d->fd) < 0)
-        r = -errno;
+    if (r == 0)
+        r = disk_barrier(d);
     put_be(b, at / 512, 4);
     if (r == 0)
         r = disk_pwrite_all(d->fd, b, 4, v->bat_offset + 4ull * block);

@@ -210,8 +210,8 @@ static int allocate_table(struct disk *d, struct vmdk *v, uint32_t t)
         uint32_t *dir = copy ? v->rgd : v->gd;
         r = disk_pwrite_all(d->fd, zeros, sizeof(zeros), v->end);
         v->end += sizeof(zeros);
-        if (r == 0 && fdatasync(d->fd) < 0)
-            r = -errno;
+        if (r == 0)
+            r = disk_barrier(d);
         if (r == 0)
             r = write_entry(d, copy ? v->rgd_sector : v->gd_sector, t, sector);
         if (r == 0)

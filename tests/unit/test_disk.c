@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "disk/check.h"
+#include "disk/copy.h"
 #include "disk/disk.h"
 #include "util/be.h"
 #include "util/err.h"
@@ -385,6 +386,91 @@ static void test_internal_snapshots(void **state)
                         "-c 'read -P 0 1M 1M' q.qcow2 | grep -c '^read' | grep -q 2"), 0);
 }
 
+/* rebase keeps the content while the chain changes, commit writes the
+ * overlay into its base, resize grows the L1 table (small clusters) and
+ * shrinks with what is past the end dropped; qemu-img judges each. */
+static void test_rebase_commit_resize(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("rm -f b1.qcow2 o.qcow2 n.qcow2 && "
+                        "qemu-img create -q -f qcow2 b1.qcow2 8M && "
+                        "qemu-io -c 'write -P 1 0 8M' b1.qcow2 >/dev/null && "
+                        "qemu-img create -q -f qcow2 -b b1.qcow2 -F qcow2 o.qcow2 && "
+                        "qemu-io -c 'write -P 2 1M 100k' -c 'write -z 3M 64k' o.qcow2 >/dev/null && "
+                        "qemu-img convert -O raw o.qcow2 want.raw && "
+                        "qemu-img create -q -f qcow2 n.qcow2 8M && "
+                        "qemu-io -c 'write -P 1 0 2M' -c 'write -P 3 6M 1M' n.qcow2 >/dev/null"), 0);
+    assert_int_equal(disk_rebase(in_dir("o.qcow2"), NULL, "n.qcow2", "qcow2", false, NULL, NULL),
+                     0);
+    assert_int_equal(sh("qemu-img info o.qcow2 | grep -q 'backing file: n.qcow2' && "
+                        "qemu-img check -q o.qcow2 && qemu-img compare -q o.qcow2 want.raw"), 0);
+    assert_int_equal(disk_commit(in_dir("o.qcow2"), NULL, false, NULL, NULL), 0);
+    assert_int_equal(sh("qemu-img check -q n.qcow2 && qemu-img compare -q n.qcow2 want.raw && "
+                        "qemu-img compare -q o.qcow2 want.raw && "
+                        "test \"$(qemu-img map --output=json o.qcow2 | grep -c '\"depth\": 0')\" = 0"),
+                     0);
+    /* Unsafe: only the name changes. */
+    assert_int_equal(disk_rebase(in_dir("o.qcow2"), NULL, "b1.qcow2", "qcow2", true, NULL, NULL),
+                     0);
+    assert_int_equal(sh("qemu-img info o.qcow2 | grep -q 'backing file: b1.qcow2'"), 0);
+
+    struct disk *d;
+    uint8_t b[512];
+    sh("rm -f r.qcow2");
+    create("r.qcow2", 1u << 20, 512, 16, NULL);
+    d = open_rw("r.qcow2");
+    memset(b, 9, sizeof(b));
+    write_at(d, (1u << 20) - 512, b, sizeof(b));
+    assert_int_equal(disk_resize(d, 64u << 20), 0); /* 512 B clusters: L1 grows */
+    write_at(d, (64u << 20) - 512, b, sizeof(b));
+    disk_close(d);
+    assert_int_equal(sh("qemu-img check -q r.qcow2 && "
+                        "qemu-img info r.qcow2 | grep -q '(67108864 bytes)' && "
+                        "qemu-io -c 'read -P 9 1048064 512' -c 'read -P 9 67108352 512' "
+                        "-c 'read -P 0 2M 512' r.qcow2 | grep -c '^read' | grep -q 3"), 0);
+    d = open_rw("r.qcow2");
+    assert_int_equal(disk_resize(d, 1u << 20), 0);
+    assert_int_equal(disk_resize(d, 64u << 20), 0); /* what was dropped stays dropped */
+    disk_close(d);
+    assert_int_equal(sh("qemu-img check -q r.qcow2 && "
+                        "qemu-io -c 'read -P 0 67108352 512' r.qcow2 | grep -q '^read'"), 0);
+}
+
+/* convert -c: compressed clusters (deflate and zstd, small and large
+ * clusters) that qemu-img checks clean and reads back the same. */
+static void test_compressed_convert(void **state)
+{
+    static const char *const opts[] = {"", "-o compression_type=zstd", "-o cluster_size=4k",
+                                       "-o cluster_size=2M", "-o cluster_size=512,compat=0.10"};
+    (void)state;
+    assert_int_equal(sh("head -c 1M /dev/urandom > c.raw && yes compress | head -c 3M >> c.raw && "
+                        "truncate -s 9M c.raw && printf tail >> c.raw && truncate -s 9437696 c.raw"), 0);
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        sh("rm -f c.qcow2");
+        struct disk *src, *dst;
+        struct disk_create_options o = {.size = (9u << 20) + 512};
+        if (strstr(opts[i], "zstd"))
+            o.zstd = true;
+        if (strstr(opts[i], "4k"))
+            o.cluster_size = 4096;
+        if (strstr(opts[i], "2M"))
+            o.cluster_size = 2u << 20;
+        if (strstr(opts[i], "512"))
+            o.cluster_size = 512, o.compat_version = 2;
+        assert_int_equal(disk_open_as(in_dir("c.raw"), DISK_READ_ONLY, "raw", &src), 0);
+        assert_int_equal(disk_create("qcow2", in_dir("c.qcow2"), &o), 0);
+        assert_int_equal(disk_open(in_dir("c.qcow2"), 0, &dst), 0);
+        assert_int_equal(disk_copy(src, dst, true, NULL, NULL), 0);
+        disk_close(src);
+        disk_close(dst);
+        if (sh("qemu-img check -q c.qcow2 && qemu-img compare -q c.qcow2 c.raw && "
+               "qemu-img check c.qcow2 | grep -q '[1-9][0-9.]*%% compressed'") != 0)
+            fail_msg("convert -c %s: qemu-img disagrees", opts[i]);
+        assert_int_equal(sh("qemu-img convert -O raw c.qcow2 back.raw && cmp -s back.raw c.raw"),
+                         0);
+    }
+}
+
 /* Our check agrees with qemu-img: clean images clean, leaks found and
  * repaired. */
 static void test_check_finds_and_repairs_leaks(void **state)
@@ -655,6 +741,8 @@ int main(void)
         cmocka_unit_test(test_reads_what_qemu_writes),
         cmocka_unit_test(test_snapshot_copy_on_write),
         cmocka_unit_test(test_internal_snapshots),
+        cmocka_unit_test(test_rebase_commit_resize),
+        cmocka_unit_test(test_compressed_convert),
         cmocka_unit_test(test_check_finds_and_repairs_leaks),
         cmocka_unit_test(test_crash_keeps_flushed_writes),
         cmocka_unit_test(test_hostile_headers),
