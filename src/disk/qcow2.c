@@ -196,7 +196,7 @@ static int check_incompatible(struct qcow2 *q, const uint8_t *features, size_t f
         return err_plain(EROFS, "image is marked corrupt: open it read-only, or repair it");
     if ((q->incompatible & QCOW2_INCOMPAT_DIRTY) && !q->disk->read_only)
         return err_plain(EROFS, "image was not closed cleanly (lazy refcounts): "
-                                "repair it with 'qemu-img check -r all' first");
+                                "repair it with 'smolvm disk check -r all' first");
     if ((q->incompatible & QCOW2_INCOMPAT_EXTL2) && !q->disk->read_only)
         return err_plain(EROFS, "images with extended L2 entries are read-only here");
     return 0;

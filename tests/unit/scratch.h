@@ -1,0 +1,51 @@
+/* A scratch directory per test program, and shell commands run in it: the
+ * tests that ask outside tools (qemu-img, e2fsck, cpio) to judge files. */
+#ifndef SMOLVM_TESTS_SCRATCH_H
+#define SMOLVM_TESTS_SCRATCH_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+static char dir[64];
+
+/* Group setup and teardown: mkdtemp /tmp/smolvm-test-<name>.XXXXXX. */
+static inline int scratch_setup(const char *name)
+{
+    snprintf(dir, sizeof(dir), "/tmp/smolvm-test-%s.XXXXXX", name);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static inline int scratch_teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* dir/name, in one of 8 rotating buffers (several may be in use at once). */
+static inline char *in_dir(const char *name)
+{
+    static char paths[8][256];
+    static unsigned next;
+    char *p = paths[next++ % 8];
+    snprintf(p, 256, "%s/%s", dir, name);
+    return p;
+}
+
+/* Runs a shell command in the scratch directory; returns its exit status. */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    int n = snprintf(cmd, sizeof(cmd), "cd '%s' && ", dir);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+    va_end(ap);
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+#endif
