@@ -1,19 +1,20 @@
 #!/bin/bash
-# Installs dependencies, builds smolvm and boots a demo microVM (Debian's
-# kernel + a busybox initramfs) with its boot trace. On a host without
+# Installs dependencies, builds smolvm, builds the default appliance (the
+# host's kernel and modules, our init, an ext2 root with busybox: `smolvm
+# image build`) and boots it with its boot trace. On a host without
 # hardware KVM it says so and runs the demo inside the nested-KVM harness.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 tools/deps.sh
 tools/build.sh
-kver=$(ls /lib/modules | sort -V | tail -n 1)
-initrd=$(tests/nested/guest-initrd.sh initrd)
+appliance=$(build/smolvm image build)
+echo "demo: appliance in $appliance"
 demo=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-demo.XXXXXX")
 cat > "$demo/demo.sh" <<SCRIPT
 #!/bin/bash
-'$repo/build/smolvm' run --kernel /boot/vmlinuz-$kver --initrd '$initrd' \\
-    --cmdline 'console=ttyS0 quiet panic=-1 smolvm.test=demo' \\
+'$repo/build/smolvm' run '$appliance' \\
+    --cmdline 'quiet smolvm.run="echo Hello from a smolvm microVM.; uname -sr; grep MemTotal /proc/meminfo; grep vda /proc/mounts; cat /proc/uptime"' \\
     --trace-until 'Hello from a smolvm microVM.' < /dev/null
 echo "smolvm exited with \$?"
 SCRIPT

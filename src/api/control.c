@@ -51,14 +51,14 @@ static int check_private_dir(const char *dir)
 
 int control_dir(char **out)
 {
-    const char *runtime = getenv("XDG_RUNTIME_DIR");
+    const char *runtime = getenv("XDG_RUNTIME_DIR"), *tmp = getenv("TMPDIR");
     char *dir;
     int r;
 
     if (runtime && runtime[0] == '/')
         r = asprintf(&dir, "%s/smolvm", runtime);
     else
-        r = asprintf(&dir, "/tmp/smolvm-%u", (unsigned)getuid());
+        r = asprintf(&dir, "%s/smolvm-%u", tmp && tmp[0] == '/' ? tmp : "/tmp", (unsigned)getuid());
     if (r < 0)
         return err_set(ENOMEM, "control folder");
     r = check_private_dir(dir);

@@ -1,5 +1,5 @@
 /* The control socket of a running VM: a unix socket named after the VM in
- * a per-user folder ($XDG_RUNTIME_DIR/smolvm, else /tmp/smolvm-UID, 0700).
+ * a per-user folder ($XDG_RUNTIME_DIR/smolvm, else ${TMPDIR:-/tmp}/smolvm-UID, 0700).
  * One request per connection: a line of JSON {"command": ..., ...}, one
  * line of JSON back: {"ok": true, ...} or {"ok": false, "error": "..."}. */
 #ifndef SMOLVM_API_CONTROL_H

@@ -243,10 +243,47 @@ static int cached_base(const struct machine *s, const char *section, char **out)
 /* Disk i of the instance: a qcow2 overlay whose backing file is the cached
  * base, so a start copies nothing and the bundle's disk is never written;
  * a full copy where there is no cache. */
+/* A fresh, empty qcow2 delta at path on top of base. */
+static int fresh_overlay(const char *path, const char *base, const char *base_format)
+{
+    struct disk *b;
+    int r;
+
+    unlink(path);
+    r = disk_open_as(base, DISK_READ_ONLY, base_format, &b);
+    if (r == 0) {
+        struct disk_create_options o = {.size = b->size, .backing = base,
+                                        .backing_format = base_format};
+        disk_close(b);
+        r = disk_create("qcow2", path, &o);
+    }
+    return r;
+}
+
+int machine_instance_overlay(const char *name, const char *file, const char *base,
+                             const char *base_format, char **out)
+{
+    char *dir, *path = NULL;
+    int r = instance_dir(name, &dir);
+
+    if (r < 0)
+        return r;
+    if (asprintf(&path, "%s/%s", dir, file) < 0)
+        r = err_set(ENOMEM, "%s", file);
+    free(dir);
+    if (r == 0)
+        r = fresh_overlay(path, base, base_format);
+    if (r < 0) {
+        free(path);
+        return r;
+    }
+    *out = path;
+    return 0;
+}
+
 static int instance_disk(struct machine *s, unsigned i)
 {
     char name[BUNDLE_NAME_MAX + 1], *base = NULL, *overlay;
-    struct disk *b;
     int r;
 
     disk_section(name, sizeof(name), i);
@@ -259,14 +296,7 @@ static int instance_disk(struct machine *s, unsigned i)
         return err_set(ENOMEM, "%s", name);
     }
     s->cfg.disks[i].path = overlay; /* owned by s->cfg */
-    unlink(overlay);
-    r = disk_open_as(base, DISK_READ_ONLY, "raw", &b);
-    if (r == 0) {
-        struct disk_create_options o = {.size = b->size, .backing = base,
-                                        .backing_format = "raw"};
-        disk_close(b);
-        r = disk_create("qcow2", overlay, &o);
-    }
+    r = fresh_overlay(overlay, base, "raw");
     free(base);
     return r;
 }

@@ -13,6 +13,13 @@
 struct machine;
 
 /* A VM booted from cfg (which must outlive the machine). */
+/* A fresh qcow2 delta named file in instance name's folder over a
+ * read-only base (a bundle's cached disk, an appliance's root): the base
+ * is never written. *out malloc'd. */
+int machine_instance_overlay(const char *name, const char *file, const char *base,
+                             const char *base_format, char **out)
+    __attribute__((warn_unused_result));
+
 int machine_boot(const struct vm_config *cfg, struct machine **out)
     __attribute__((warn_unused_result));
 

@@ -23,6 +23,7 @@ int cli_resume(int argc, char **argv);
 int cli_stop(int argc, char **argv);
 int cli_logs(int argc, char **argv);
 int cli_disk(int argc, char **argv);
+int cli_image(int argc, char **argv);
 
 /* Prints "smolvm: <message>" on one line to stderr and returns code. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -15,6 +15,7 @@ static const struct cli_verb verbs[] = {
     {"stop", "stop a running VM", cli_stop},
     {"logs", "print the console of a detached VM", cli_logs},
     {"disk", "create, inspect, check and convert disk images", cli_disk},
+    {"image", "build a bootable appliance from the host's kernel and busybox", cli_image},
 };
 
 int cli_fail(int code, const char *fmt, ...)

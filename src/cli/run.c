@@ -1,4 +1,5 @@
 /* smolvm run: boot a kernel in a microVM with its console on this terminal. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "disk/disk.h"
 #include "cli/serve.h"
 #include "core/vm.h"
+#include "image/appliance.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/trace.h"
@@ -17,13 +19,19 @@ struct run_options {
     struct vm_config vm;
     struct serve_options serve;
     const char *name;
+    const char *appliance;
     bool detach;
 };
 
 static const char run_help[] =
     "usage: smolvm run --kernel PATH [options]\n"
+    "       smolvm run [options] APPLIANCE_DIR   (from 'smolvm image build')\n"
     "\n"
     "Boots a Linux kernel (bzImage, or ELF vmlinux with a PVH note) in a microVM.\n"
+    "An appliance brings its kernel, initrd and root disk; the root disk is used\n"
+    "through a fresh copy-on-write delta, so the appliance is never written, and\n"
+    "--cmdline is added to its own command line (smolvm.run=\"CMD\" runs CMD and\n"
+    "powers off).\n"
     "The guest's serial console is this terminal; Ctrl-A x quits.\n"
     "\n"
     "  -k, --kernel PATH      kernel to boot\n"
@@ -114,6 +122,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"appliance", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -142,6 +151,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
             break;
         case 'n': o->name = optarg; break;
+        case 'A': o->appliance = optarg; break;
         case OPT_DETACH: o->detach = true; break;
         case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
@@ -170,11 +180,49 @@ static int parse_args(int argc, char **argv, struct run_options *o)
                             argv[optind - 1]);
         }
     }
+    if (optind + 1 == argc && !o->appliance)
+        o->appliance = argv[optind++];
     if (optind < argc)
         return cli_fail(CLI_USAGE, "unexpected argument '%s'", argv[optind]);
-    if (!o->vm.kernel_path)
-        return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH)");
+    if (!o->vm.kernel_path && !o->appliance)
+        return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH, or an appliance folder)");
     return CLI_OK;
+}
+
+/* The appliance's kernel, initrd, command line (the user's added) and
+ * root disk, as a delta over its root in the instance's folder; what the
+ * command line gave explicitly wins. Strings live until exit. */
+static int use_appliance(struct run_options *o, const char *name)
+{
+    struct appliance_files f;
+    char *root = NULL, *cmdline = NULL;
+    int r = appliance_open(o->appliance, &f);
+
+    if (r < 0)
+        return r;
+    if (o->vm.disk_count == VM_MAX_DISKS)
+        r = err_plain(E2BIG, "no room for the appliance's root disk");
+    if (r == 0)
+        r = machine_instance_overlay(name, "root.qcow2", f.root, "raw", &root);
+    if (r == 0 && asprintf(&cmdline, "%s%s%s", f.cmdline, o->vm.cmdline ? " " : "",
+                           o->vm.cmdline ? o->vm.cmdline : "") < 0)
+        r = err_set(ENOMEM, "cmdline");
+    if (r < 0) {
+        appliance_files_release(&f);
+        free(root);
+        return r;
+    }
+    /* The root is the first disk: /dev/vda, where the appliance's init looks. */
+    memmove(&o->vm.disks[1], &o->vm.disks[0], o->vm.disk_count * sizeof(o->vm.disks[0]));
+    o->vm.disks[0] = (struct vm_disk_config){.path = root, .format = "qcow2"};
+    o->vm.disk_count++;
+    o->vm.cmdline = cmdline;
+    if (!o->vm.kernel_path)
+        o->vm.kernel_path = f.kernel, f.kernel = NULL;
+    if (!o->vm.initrd_path)
+        o->vm.initrd_path = f.initrd, f.initrd = NULL;
+    appliance_files_release(&f);
+    return 0;
 }
 
 int cli_run(int argc, char **argv)
@@ -188,6 +236,10 @@ int cli_run(int argc, char **argv)
         code = serve_open(o.name, &server);
     if (code != CLI_OK)
         return code;
+    if (o.appliance && use_appliance(&o, serve_name(server)) < 0) {
+        serve_abort(server);
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
     if (o.detach) {
         bool parent;
         code = serve_detach(server, &parent);

@@ -109,3 +109,25 @@ int file_sync(const char *path)
         errno = -r;
     return r;
 }
+
+int file_write_new(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), r = 0;
+    const uint8_t *p = data;
+
+    if (fd < 0)
+        return err_set(errno, "cannot create '%s'", path);
+    while (r == 0 && len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            r = err_set(n < 0 ? errno : EIO, "writing '%s'", path);
+        else
+            p += n, len -= (size_t)n;
+    }
+    if (r == 0 && fsync(fd) < 0)
+        r = err_set(errno, "writing '%s'", path);
+    close(fd);
+    return r;
+}

@@ -24,6 +24,11 @@ int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
     __attribute__((warn_unused_result));
 void file_unmap(struct mapped_file *f);
 
+/* Creates (or truncates) path with len bytes of data, synced. 0 or a
+ * negative errno with the message set. */
+int file_write_new(const char *path, const void *data, size_t len)
+    __attribute__((warn_unused_result));
+
 /* fsync of the file at path: its data is on disk before it is renamed
  * into place. 0 or -errno (errno set). */
 int file_sync(const char *path);

@@ -328,6 +328,34 @@ scenario_snapshot_counter() {
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
 }
 
+# An appliance from `smolvm image build` (made here, in L1, from the host's
+# kernel, modules and busybox) boots: our static init loads the modules,
+# mounts the ext2 root we wrote from scratch and runs the command line's
+# smolvm.run; the root goes through a delta, so the appliance is unchanged;
+# a second build is a cache hit.
+scenario_appliance() {
+    local app=$work/app sum
+    echo appliance-added-file > "$work/added.txt"
+    "$SMOLVM" image build -o "$app" --add "$work/added.txt:/etc/added.txt" \
+        > "$work/app-build.out" 2>&1
+    expect appliance-builds "smolvm image build makes kernel, initrd and root.ext2" \
+        eval 'test -s "$app/kernel" && test -s "$app/initrd" && test -s "$app/root.ext2"'
+    sum=$(sha256sum < "$app/root.ext2")
+    boot appliance --mem 256M \
+        --cmdline 'smolvm.run="echo APPLIANCE-UP; cat /etc/added.txt; grep vda /proc/mounts; ls /sys/bus/virtio/drivers; echo written > /root/x; sync"' \
+        "$app"
+    expect appliance-boots "the appliance's init mounts its ext2 root and runs smolvm.run" \
+        eval 'test "$rc" -eq 0 && has appliance APPLIANCE-UP && has appliance appliance-added-file && has appliance "^/dev/vda / ext[24] rw"'
+    expect appliance-modules "its modules loaded from the initrd (virtio_blk, 9pnet_virtio, virtio_net bound)" \
+        eval 'has appliance virtio_blk && has appliance 9pnet_virtio && has appliance virtio_net'
+    expect appliance-unchanged "the appliance's root.ext2 is not written (a delta took the write)" \
+        eval 'test "$sum" = "$(sha256sum < "$app/root.ext2")" && e2fsck -fn "$app/root.ext2" > /dev/null 2>&1'
+    "$SMOLVM" image build -o "$app" --add "$work/added.txt:/etc/added.txt" --json \
+        > "$work/app-rebuild.out" 2>&1
+    expect appliance-cached "an unchanged rebuild is a cache hit" \
+        grep -q '"cached": true' "$work/app-rebuild.out"
+}
+
 # run --detach returns once the VM runs; ps, logs and stop reach it.
 scenario_detach() {
     local out
@@ -406,4 +434,5 @@ scenario_bad_inputs
 scenario_snapshot
 scenario_snapshot_counter
 scenario_detach
+scenario_appliance
 rm -rf "$work"

@@ -14,8 +14,10 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "image/appliance.h"
 #include "image/cpio.h"
 #include "image/ext2.h"
 #include "image/kmod.h"
@@ -256,6 +258,95 @@ static void test_ext2_from_host_tree(void **state)
     assert_int_equal(sh("debugfs -R 'stat /sub/pipe' t.ext2 2>/dev/null | grep -q 'Type: FIFO'"), 0);
 }
 
+static char *built_init(void)
+{
+    static char path[4200];
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    assert_true(n > 0);
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0;
+    snprintf(path, sizeof(path), "%s/../../smolvm-init", exe);
+    return path;
+}
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* An appliance: kernel, an initrd with our init and the modules' closure
+ * in load order, an e2fsck-clean root with busybox and what was added; an
+ * unchanged rebuild is a lookup, a changed input a rebuild, two builders
+ * at once one result. */
+static void test_appliance_build_and_cache(void **state)
+{
+    struct appliance_add adds[] = {{NULL, "/etc/added"}, {NULL, "/opt/tree"}};
+    struct appliance_options o = {.init = built_init(), .adds = adds, .add_count = 2};
+    struct appliance a;
+    (void)state;
+    assert_int_equal(sh("echo added-file > added && mkdir -p tree/sub && echo deep > tree/sub/f"),
+                     0);
+    adds[0].host = strdup(in_dir("added"));
+    adds[1].host = strdup(in_dir("tree"));
+    o.out_dir = strdup(in_dir("app"));
+    if (appliance_build(&o, &a) < 0)
+        fail_msg("build: %s", err_msg());
+    assert_false(a.cached);
+    appliance_release(&a);
+    assert_int_equal(sh("e2fsck -fn app/root.ext2 > /dev/null 2>&1"), 0);
+    assert_int_equal(sh("debugfs -R 'cat /etc/added' app/root.ext2 2>/dev/null | grep -qx added-file && "
+                        "debugfs -R 'cat /opt/tree/sub/f' app/root.ext2 2>/dev/null | grep -qx deep && "
+                        "debugfs -R 'stat /bin/sh' app/root.ext2 2>/dev/null | "
+                        "grep -q 'Fast link dest: \"/bin/busybox\"'"), 0);
+    assert_int_equal(sh("cpio -it < app/initrd 2>/dev/null > list && grep -qx init list && "
+                        "grep -qx modules/ext4.ko list && grep -qx modules/virtio_blk.ko list && "
+                        "cmp -s app/kernel \"$(ls /boot/vmlinuz-* | sort -V | tail -n 1)\""), 0);
+    /* Every module in the order file is in the archive, and ext4 comes
+     * after jbd2 (its dependency). */
+    assert_int_equal(sh("mkdir ix && cd ix && cpio -id < ../app/initrd 2>/dev/null && "
+                        "for m in $(cat modules/order); do test -s modules/$m || exit 1; done && "
+                        "test $(grep -n '^jbd2.ko$' modules/order | cut -d: -f1) -lt "
+                        "$(grep -n '^ext4.ko$' modules/order | cut -d: -f1) && "
+                        "cmp -s init %s", o.init), 0);
+    double t0 = seconds_now();
+    assert_int_equal(appliance_build(&o, &a), 0);
+    assert_true(a.cached);
+    assert_true(seconds_now() - t0 < 1.0);
+    char key[65];
+    memcpy(key, a.key, sizeof(key));
+    appliance_release(&a);
+    assert_int_equal(sh("sleep 0.01; echo changed > tree/sub/f"), 0);
+    assert_int_equal(appliance_build(&o, &a), 0);
+    assert_false(a.cached);
+    assert_string_not_equal(a.key, key);
+    appliance_release(&a);
+    assert_int_equal(sh("debugfs -R 'cat /opt/tree/sub/f' app/root.ext2 2>/dev/null | grep -qx changed"),
+                     0);
+    /* Two builders into the cache at once. */
+    setenv("XDG_CACHE_HOME", in_dir("cache"), 1);
+    free((char *)o.out_dir);
+    o.out_dir = NULL;
+    pid_t child = fork();
+    if (child == 0)
+        _exit(appliance_build(&o, &a) == 0 ? 0 : 1);
+    assert_int_equal(appliance_build(&o, &a), 0);
+    int status;
+    waitpid(child, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(sh("ls cache/smolvm/appliance | grep -v '^\\.' | wc -l | grep -qx 1 && "
+                        "e2fsck -fn %s/root.ext2 > /dev/null 2>&1", a.dir), 0);
+    appliance_release(&a);
+    unsetenv("XDG_CACHE_HOME");
+    o.kernel = "/etc/hostname";
+    assert_true(appliance_build(&o, &a) < 0);
+    assert_non_null(strstr(err_msg(), "not a bzImage"));
+    free((char *)adds[0].host);
+    free((char *)adds[1].host);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_kmod_read_compressed),
         cmocka_unit_test(test_ext2_checked_by_e2fsck),
         cmocka_unit_test(test_ext2_from_host_tree),
+        cmocka_unit_test(test_appliance_build_and_cache),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,168 @@
+/* The /init of smolvm appliances: a static binary in the initramfs that
+ * loads the kernel modules listed in /modules/order (virtio-mmio, the
+ * disk, the root file system and the other devices, in dependency order),
+ * mounts the root disk, moves /dev, /proc and /sys onto it and switches to
+ * it. Then it runs the command given as smolvm.run="..." on the kernel
+ * command line through /bin/sh and powers off, or execs /sbin/init.
+ *
+ * Kernel command line: smolvm.root=/dev/vda (default), smolvm.rootfs=ext2
+ * (ext4 also mounts ext2), smolvm.ro, smolvm.run="command". */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CMDLINE_MAX 4096
+#define ROOT_WAIT_MS 5000
+
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("smolvm-init: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void power_off(void)
+{
+    sync();
+    reboot(RB_POWER_OFF);
+    for (;;)
+        pause();
+}
+
+static void fail(const char *what)
+{
+    say("%s: %s; powering off", what, strerror(errno));
+    power_off();
+}
+
+/* The value of key=... on the command line (double quotes allowed), or
+ * NULL; "" for a bare key. */
+static const char *param(const char *cmdline, const char *key, char *out, size_t size)
+{
+    size_t klen = strlen(key);
+    for (const char *p = cmdline; *p;) {
+        while (*p == ' ' || *p == '\n')
+            p++;
+        const char *start = p;
+        bool quoted = false;
+        while (*p && (quoted || (*p != ' ' && *p != '\n'))) {
+            if (*p == '"')
+                quoted = !quoted;
+            p++;
+        }
+        if ((size_t)(p - start) >= klen && strncmp(start, key, klen) == 0 &&
+            (start[klen] == '=' || start + klen == p)) {
+            const char *v = start[klen] == '=' ? start + klen + 1 : p;
+            size_t n = 0;
+            for (; v < p && n + 1 < size; v++)
+                if (*v != '"')
+                    out[n++] = *v;
+            out[n] = 0;
+            return out;
+        }
+    }
+    return NULL;
+}
+
+static void load_modules(void)
+{
+    char name[256], path[300];
+    FILE *order = fopen("/modules/order", "r");
+
+    while (order && fgets(name, sizeof(name), order)) {
+        name[strcspn(name, "\n")] = 0;
+        snprintf(path, sizeof(path), "/modules/%s", name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST))
+            say("module %s: %s", name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    if (order)
+        fclose(order);
+}
+
+static void wait_for(const char *device)
+{
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (int waited = 0; access(device, F_OK) != 0 && waited < ROOT_WAIT_MS; waited += 10)
+        nanosleep(&tick, NULL);
+}
+
+static void switch_root(const char *dev, const char *fstype, bool ro)
+{
+    static const char *const moved[] = {"/dev", "/proc", "/sys"};
+    char target[32];
+
+    mkdir("/newroot", 0755);
+    wait_for(dev);
+    if (mount(dev, "/newroot", fstype, ro ? MS_RDONLY : 0, NULL) < 0 &&
+        mount(dev, "/newroot", "ext4", ro ? MS_RDONLY : 0, NULL) < 0)
+        fail(dev);
+    for (int i = 0; i < 3; i++) {
+        snprintf(target, sizeof(target), "/newroot%s", moved[i]);
+        mkdir(target, 0755);
+        if (mount(moved[i], target, NULL, MS_MOVE, NULL) < 0)
+            say("move %s: %s", moved[i], strerror(errno));
+    }
+    /* The initramfs stays in memory, unreachable: it is small. */
+    if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 ||
+        chdir("/") < 0)
+        fail("switch root");
+}
+
+int main(void)
+{
+    char cmdline[CMDLINE_MAX] = "", dev[128], fstype[32], run[CMDLINE_MAX];
+    int fd;
+
+    mkdir("/dev", 0755);
+    mkdir("/proc", 0555);
+    mkdir("/sys", 0555);
+    mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+    mount("proc", "/proc", "proc", 0, NULL);
+    mount("sysfs", "/sys", "sysfs", 0, NULL);
+    fd = open("/proc/cmdline", O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
+        cmdline[n > 0 ? n : 0] = 0;
+        close(fd);
+    }
+    load_modules();
+    switch_root(param(cmdline, "smolvm.root", dev, sizeof(dev)) ? dev : "/dev/vda",
+                param(cmdline, "smolvm.rootfs", fstype, sizeof(fstype)) ? fstype : "ext2",
+                param(cmdline, "smolvm.ro", run, sizeof(run)) != NULL);
+    setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+    setenv("HOME", "/root", 1);
+    if (!param(cmdline, "smolvm.run", run, sizeof(run))) {
+        execl("/sbin/init", "init", (char *)NULL);
+        fail("/sbin/init");
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        execl("/bin/sh", "sh", "-c", run, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    while (child > 0 && waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    printf("smolvm-init: command exited with %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128);
+    fflush(stdout);
+    power_off();
+    return 0;
+}

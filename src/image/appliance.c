@@ -1,0 +1,511 @@
+#include "image/appliance.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "image/cpio.h"
+#include "image/ext2.h"
+#include "image/kmod.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/paths.h"
+
+/* Bumped whenever what a build makes changes: old cache entries are then
+ * not reused. */
+#define BUILDER_VERSION 1
+#define BUSYBOX "/bin/busybox"
+#define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
+#define ROOT_ROOM (64u << 20)
+
+static const char *const default_modules[] = {
+    "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "virtio_rng",
+    "9p", "9pnet_virtio", "vmw_vsock_virtio_transport", "ext4",
+};
+
+static void step(const struct appliance_options *o, const char *what)
+{
+    if (o->progress)
+        o->progress(o->opaque, what);
+}
+
+/* ---- inputs ---- */
+
+static int newest_kernel(char **out)
+{
+    glob_t g;
+    char *best = NULL;
+
+    if (glob("/boot/vmlinuz-*", 0, NULL, &g) != 0)
+        return err_plain(ENOENT, "no kernel in /boot: install one (Debian: apt-get install "
+                                 "linux-image-amd64)");
+    for (size_t i = 0; i < g.gl_pathc; i++)
+        if (!best || strverscmp(g.gl_pathv[i], best) > 0)
+            best = g.gl_pathv[i];
+    *out = strdup(best);
+    globfree(&g);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* The release a bzImage was built as: its setup header points at a
+ * "6.1.0-56-amd64 (...)" string. */
+static int kernel_release(const char *kernel, char *out, size_t size)
+{
+    uint8_t h[1024];
+    char text[256];
+    int fd = open(kernel, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? pread(fd, h, sizeof(h), 0) : -1;
+    int r = -EINVAL;
+
+    if (n >= 0x210 && memcmp(h + 0x202, "HdrS", 4) == 0) {
+        unsigned at = (unsigned)(h[0x20e] | h[0x20f] << 8) + 0x200;
+        if (pread(fd, text, sizeof(text) - 1, at) > 0) {
+            text[sizeof(text) - 1] = 0;
+            size_t len = strcspn(text, " ");
+            if (len && len < size) {
+                memcpy(out, text, len);
+                out[len] = 0;
+                r = 0;
+            }
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return r < 0 ? err_plain(EINVAL, "'%s' is not a bzImage kernel with a version", kernel) : 0;
+}
+
+static void hash_line(EVP_MD_CTX *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void hash_line(EVP_MD_CTX *h, const char *fmt, ...)
+{
+    char line[4352];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    EVP_DigestUpdate(h, line, n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line));
+    EVP_DigestUpdate(h, "\n", 1);
+}
+
+/* A file's identity without reading it: where, how big, when, which inode. */
+static int hash_identity(EVP_MD_CTX *h, const char *what, const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return err_set(errno, "%s '%s'", what, path);
+    hash_line(h, "%s %s %llu %lld.%09ld %llu %o", what, path, (unsigned long long)st.st_size,
+              (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino,
+              st.st_mode);
+    if (!S_ISDIR(st.st_mode))
+        return 0;
+    struct dirent **names = NULL;
+    int n = scandir(path, &names, NULL, alphasort), r = 0;
+    if (n < 0)
+        return err_set(errno, "%s '%s'", what, path);
+    for (int i = 0; i < n; i++) {
+        struct dirent *e = names[i];
+        char *child = NULL;
+        if (r == 0 && strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            asprintf(&child, "%s/%s", path, e->d_name) >= 0)
+            r = hash_identity(h, what, child);
+        free(child);
+        free(e);
+    }
+    free(names);
+    return r;
+}
+
+static int input_key(const struct appliance_options *o, const char *kernel, const char *init,
+                     const char *const *modules, size_t count, char key[65])
+{
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    unsigned char digest[32];
+    int r = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) ? 0 : -ENOMEM;
+
+    if (r == 0) {
+        hash_line(h, "builder %d", BUILDER_VERSION);
+        r = hash_identity(h, "kernel", kernel);
+    }
+    if (r == 0)
+        r = hash_identity(h, "init", init);
+    if (r == 0)
+        r = hash_identity(h, "busybox", BUSYBOX);
+    for (size_t i = 0; r == 0 && i < count; i++)
+        hash_line(h, "module %s", modules[i]);
+    for (size_t i = 0; r == 0 && i < o->add_count; i++) {
+        hash_line(h, "add-to %s", o->adds[i].guest);
+        r = hash_identity(h, "add", o->adds[i].host);
+    }
+    hash_line(h, "size %llu", (unsigned long long)o->root_size);
+    if (r == 0)
+        EVP_DigestFinal_ex(h, digest, NULL);
+    EVP_MD_CTX_free(h);
+    for (int i = 0; r == 0 && i < 32; i++)
+        sprintf(key + 2 * i, "%02x", digest[i]);
+    return r;
+}
+
+/* ---- the parts ---- */
+
+static int copy_file(const char *from, const char *to)
+{
+    struct mapped_file f;
+    int r = file_map(from, "kernel", &f);
+    if (r < 0)
+        return r;
+    r = file_write_new(to, f.data, f.len);
+    file_unmap(&f);
+    return r;
+}
+
+static int module_entries(struct cpio *c, const struct kmod_list *l)
+{
+    char order[16384] = "";
+    int r = cpio_add_dir(c, "modules", 0755);
+
+    for (size_t i = 0; r == 0 && i < l->count; i++) {
+        char name[80], entry[96];
+        uint8_t *data;
+        size_t len;
+        kmod_name(l->paths[i], name, sizeof(name) - 4);
+        strcat(name, ".ko");
+        snprintf(entry, sizeof(entry), "modules/%s", name);
+        r = kmod_read(l->paths[i], &data, &len);
+        if (r == 0) {
+            r = cpio_add_file(c, entry, 0644, data, len);
+            free(data);
+        }
+        snprintf(order + strlen(order), sizeof(order) - strlen(order), "%s\n", name);
+    }
+    return r < 0 ? r : cpio_add_file(c, "modules/order", 0644, order, strlen(order));
+}
+
+static int make_initrd(const char *path, const char *init, const struct kmod_list *modules,
+                       uint32_t timestamp)
+{
+    static const char *const dirs[] = {"dev", "proc", "sys", "newroot"};
+    struct mapped_file f;
+    struct cpio c;
+    int r = file_map(init, "init", &f);
+
+    if (r < 0)
+        return r;
+    cpio_init(&c, timestamp);
+    for (int i = 0; r == 0 && i < 4; i++)
+        r = cpio_add_dir(&c, dirs[i], 0755);
+    if (r == 0)
+        r = cpio_add(&c, &(struct cpio_entry){.name = "dev/console", .mode = S_IFCHR | 0600,
+                                              .rdev_major = 5, .rdev_minor = 1});
+    if (r == 0)
+        r = cpio_add_file(&c, "init", 0755, f.data, f.len);
+    file_unmap(&f);
+    if (r == 0)
+        r = module_entries(&c, modules);
+    if (r == 0)
+        r = cpio_finish(&c);
+    if (r == 0)
+        r = file_write_new(path, c.out.data, c.out.len);
+    cpio_free(&c);
+    return r;
+}
+
+static int busybox_links(struct ext2 *e, uint32_t timestamp)
+{
+    struct ext2_attr link = {S_IFLNK | 0777, 0, 0, timestamp};
+    char line[256];
+    FILE *list = popen(BUSYBOX " --list-full", "r");
+    int r = list ? 0 : err_set(errno, "run " BUSYBOX);
+
+    while (r == 0 && fgets(line, sizeof(line), list)) {
+        char path[300];
+        line[strcspn(line, "\n")] = 0;
+        if (!line[0] || strcmp(line, "bin/busybox") == 0)
+            continue;
+        snprintf(path, sizeof(path), "/%s", line);
+        r = ext2_add_symlink(e, path, "/bin/busybox", &link);
+    }
+    if (list && pclose(list) != 0 && r == 0)
+        r = err_plain(EIO, BUSYBOX " --list-full failed");
+    return r;
+}
+
+static int root_files(struct ext2 *e, uint32_t timestamp)
+{
+    static const struct {
+        const char *path, *text;
+        mode_t mode;
+    } files[] = {
+        {"/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0644},
+        {"/etc/group", "root:x:0:\n", 0644},
+        {"/etc/hostname", "smolvm\n", 0644},
+        {"/etc/fstab", "", 0644},
+        {"/etc/inittab", "::sysinit:/etc/init.d/rcS\n::askfirst:-/bin/sh\n"
+                         "::ctrlaltdel:/sbin/poweroff\n::shutdown:/bin/umount -a -r\n", 0644},
+        {"/etc/init.d/rcS", "#!/bin/sh\nmount -t tmpfs tmpfs /tmp\nmount -t tmpfs tmpfs /run\n"
+                            "hostname -F /etc/hostname\necho \"smolvm appliance: $(uname -r)\"\n",
+         0755},
+    };
+    static const struct {
+        const char *path;
+        mode_t mode;
+    } dirs[] = {{"/bin", 0755}, {"/sbin", 0755}, {"/usr/bin", 0755}, {"/usr/sbin", 0755},
+                {"/proc", 0555}, {"/sys", 0555}, {"/dev", 0755}, {"/tmp", 01777},
+                {"/run", 0755}, {"/root", 0700}, {"/mnt", 0755}, {"/var/tmp", 01777}};
+    int r = 0;
+
+    for (size_t i = 0; r == 0 && i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        r = ext2_add_dir(e, dirs[i].path, &(struct ext2_attr){S_IFDIR | dirs[i].mode, 0, 0,
+                                                              timestamp});
+    for (size_t i = 0; r == 0 && i < sizeof(files) / sizeof(files[0]); i++)
+        r = ext2_add_data(e, files[i].path,
+                          &(struct ext2_attr){S_IFREG | files[i].mode, 0, 0, timestamp},
+                          files[i].text, strlen(files[i].text));
+    if (r == 0)
+        r = ext2_add_file(e, "/bin/busybox", &(struct ext2_attr){S_IFREG | 0755, 0, 0, timestamp},
+                          BUSYBOX);
+    return r == 0 ? busybox_links(e, timestamp) : r;
+}
+
+static int add_host(struct ext2 *e, const struct appliance_add *a)
+{
+    struct stat st;
+    if (stat(a->host, &st) < 0)
+        return err_set(errno, "--add '%s'", a->host);
+    if (S_ISDIR(st.st_mode))
+        return ext2_add_tree(e, a->host, a->guest);
+    return ext2_add_file(e, a->guest, &(struct ext2_attr){st.st_mode, st.st_uid, st.st_gid,
+                                                         (uint32_t)st.st_mtime}, a->host);
+}
+
+static int make_root(const char *path, const struct appliance_options *o, uint32_t timestamp)
+{
+    struct ext2 *e;
+    int r = ext2_new(4096, timestamp, &e);
+
+    if (r < 0)
+        return r;
+    r = root_files(e, timestamp);
+    for (size_t i = 0; r == 0 && i < o->add_count; i++)
+        r = add_host(e, &o->adds[i]);
+    if (r == 0)
+        r = ext2_write(e, path, o->root_size ? o->root_size : ROOT_ROOM);
+    ext2_free(e);
+    return r;
+}
+
+static int write_manifest(const char *path, const char *key, const char *kernel,
+                          const char *release, const char *const *modules, size_t count)
+{
+    json_t *m = json_pack("{sisssssssss[]}", "builder", BUILDER_VERSION, "key", key, "kernel",
+                          kernel, "release", release, "cmdline", DEFAULT_CMDLINE, "modules");
+    for (size_t i = 0; m && i < count; i++)
+        json_array_append_new(json_object_get(m, "modules"), json_string(modules[i]));
+    char *text = m ? json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(m);
+    int r = text ? file_write_new(path, text, strlen(text)) : err_set(ENOMEM, "manifest");
+    free(text);
+    return r;
+}
+
+/* ---- the build ---- */
+
+static char *part(const char *dir, const char *name)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+static int build_into(const char *tmp, const struct appliance_options *o, const char *kernel,
+                      const char *release, const char *init, const char *const *modules,
+                      size_t count, const char *key)
+{
+    char moddir[300], *k = part(tmp, "kernel"), *i = part(tmp, "initrd");
+    char *root = part(tmp, "root.ext2"), *manifest = part(tmp, "appliance.json");
+    struct kmod_list l = {0};
+    struct stat st;
+    int r = k && i && root && manifest ? 0 : -ENOMEM;
+    uint32_t timestamp = stat(kernel, &st) == 0 ? (uint32_t)st.st_mtime : 0;
+
+    snprintf(moddir, sizeof(moddir), "/lib/modules/%s", release);
+    step(o, "kernel");
+    if (r == 0)
+        r = copy_file(kernel, k);
+    step(o, "modules");
+    if (r == 0)
+        r = kmod_resolve(moddir, modules, count, &l);
+    step(o, "initrd");
+    if (r == 0)
+        r = make_initrd(i, init, &l, timestamp);
+    step(o, "root file system");
+    if (r == 0)
+        r = make_root(root, o, timestamp);
+    if (r == 0)
+        r = write_manifest(manifest, key, kernel, release, modules, count);
+    kmod_list_free(&l);
+    free(k);
+    free(i);
+    free(root);
+    free(manifest);
+    return r;
+}
+
+static int default_init(char **out)
+{
+    char exe[4096], *candidates[2] = {NULL, NULL};
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0)
+        return err_set(errno, "where am I");
+    exe[n] = 0;
+    char *dir = dirname(exe);
+    if (asprintf(&candidates[0], "%s/smolvm-init", dir) < 0 ||
+        asprintf(&candidates[1], "%s/../libexec/smolvm/smolvm-init", dir) < 0)
+        return -ENOMEM;
+    for (int i = 0; i < 2; i++)
+        if (!*out && access(candidates[i], R_OK) == 0)
+            *out = candidates[i];
+        else
+            free(candidates[i]);
+    return *out ? 0 : err_plain(ENOENT, "no smolvm-init next to %s (build it, or give --init)", exe);
+}
+
+static int remove_tree(const char *path)
+{
+    char *cmd = NULL;
+    if (asprintf(&cmd, "rm -rf '%s'", path) < 0)
+        return -ENOMEM;
+    int r = system(cmd) == 0 ? 0 : -EIO;
+    free(cmd);
+    return r;
+}
+
+static bool ready(const char *dir, const char *key)
+{
+    char *manifest = part(dir, "appliance.json");
+    json_t *m = manifest ? json_load_file(manifest, 0, NULL) : NULL;
+    const char *have = json_string_value(json_object_get(m, "key"));
+    bool same = have && strcmp(have, key) == 0;
+    json_decref(m);
+    free(manifest);
+    return same;
+}
+
+/* Builds in a temporary folder beside the target, under a lock, and
+ * renames it into place: a crash or a second builder never leaves half an
+ * appliance where a finished one is expected. */
+static int build_locked(const struct appliance_options *o, const char *dir, const char *kernel,
+                        const char *release, const char *init, const char *const *modules,
+                        size_t count, struct appliance *out)
+{
+    char *copy = strdup(dir), *parent = copy ? dirname(copy) : NULL, *lock = NULL, *tmp = NULL;
+    int fd = -1, r = parent ? paths_mkdirs(parent) : -ENOMEM;
+
+    if (r == 0 && (asprintf(&lock, "%s/.appliance.lock", parent) < 0 ||
+                   asprintf(&tmp, "%s.tmp-%d", dir, (int)getpid()) < 0))
+        r = -ENOMEM;
+    if (r == 0 && ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0 ||
+                   flock(fd, LOCK_EX) < 0))
+        r = err_set(errno, "lock '%s'", lock);
+    if (r == 0 && ready(dir, out->key)) { /* another builder finished it meanwhile */
+        out->cached = true;
+    } else if (r == 0) {
+        remove_tree(tmp);
+        r = mkdir(tmp, 0755) < 0 ? err_set(errno, "'%s'", tmp) : 0;
+        if (r == 0)
+            r = build_into(tmp, o, kernel, release, init, modules, count, out->key);
+        if (r == 0 && access(dir, F_OK) == 0)
+            r = remove_tree(dir);
+        if (r == 0 && rename(tmp, dir) < 0)
+            r = err_set(errno, "rename into '%s'", dir);
+        if (r < 0)
+            remove_tree(tmp);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(copy);
+    free(lock);
+    free(tmp);
+    return r;
+}
+
+int appliance_build(const struct appliance_options *o, struct appliance *out)
+{
+    const char *const *modules = o->modules ? o->modules : default_modules;
+    size_t count = o->modules ? o->module_count : sizeof(default_modules) / sizeof(*modules);
+    char *kernel = NULL, *init = NULL, release[128], *cache = NULL;
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    r = o->kernel ? ((kernel = strdup(o->kernel)) ? 0 : -ENOMEM) : newest_kernel(&kernel);
+    if (r == 0)
+        r = kernel_release(kernel, release, sizeof(release));
+    if (r == 0)
+        r = o->init ? ((init = strdup(o->init)) ? 0 : -ENOMEM) : default_init(&init);
+    if (r == 0)
+        r = input_key(o, kernel, init, modules, count, out->key);
+    if (r == 0 && o->out_dir) {
+        out->dir = strdup(o->out_dir);
+    } else if (r == 0) {
+        cache = paths_cache_dir("appliance");
+        if (!cache || asprintf(&out->dir, "%s/%s", cache, out->key) < 0)
+            r = err_plain(ENOENT, "no cache folder (set HOME or XDG_CACHE_HOME, or give -o DIR)");
+    }
+    if (r == 0 && !out->dir)
+        r = -ENOMEM;
+    if (r == 0 && ready(out->dir, out->key))
+        out->cached = true;
+    else if (r == 0)
+        r = build_locked(o, out->dir, kernel, release, init, modules, count, out);
+    free(kernel);
+    free(init);
+    free(cache);
+    if (r < 0)
+        appliance_release(out);
+    return r;
+}
+
+void appliance_release(struct appliance *a)
+{
+    free(a->dir);
+    a->dir = NULL;
+}
+
+int appliance_open(const char *dir, struct appliance_files *out)
+{
+    char *manifest = part(dir, "appliance.json");
+    json_t *m = manifest ? json_load_file(manifest, 0, NULL) : NULL;
+    const char *cmdline = json_string_value(json_object_get(m, "cmdline"));
+    int r = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->kernel = part(dir, "kernel");
+    out->initrd = part(dir, "initrd");
+    out->root = part(dir, "root.ext2");
+    out->cmdline = strdup(cmdline ? cmdline : DEFAULT_CMDLINE);
+    if (!m || !out->kernel || !out->initrd || !out->root || !out->cmdline ||
+        access(out->kernel, R_OK) || access(out->initrd, R_OK) || access(out->root, R_OK))
+        r = err_plain(ENOENT, "'%s' is not an appliance (smolvm image build makes one)", dir);
+    json_decref(m);
+    free(manifest);
+    if (r < 0)
+        appliance_files_release(out);
+    return r;
+}
+
+void appliance_files_release(struct appliance_files *f)
+{
+    free(f->kernel);
+    free(f->initrd);
+    free(f->root);
+    free(f->cmdline);
+    memset(f, 0, sizeof(*f));
+}

@@ -1,0 +1,55 @@
+/* Appliances (as libguestfs's supermin): a bootable Linux assembled from
+ * what the host has. A directory holding
+ *   kernel       the host's kernel
+ *   initrd       a cpio of our static /init and the kernel modules needed
+ *                to reach the root disk and the devices (with their
+ *                dependencies, decompressed)
+ *   root.ext2    an ext2 root: busybox with its applet links, /etc basics,
+ *                and whatever was added
+ *   appliance.json  what it was built from, and its kernel command line
+ * cached under a hash of its inputs, so an unchanged rebuild is a lookup. */
+#ifndef SMOLVM_IMAGE_APPLIANCE_H
+#define SMOLVM_IMAGE_APPLIANCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct appliance_add {
+    const char *host;  /* a file or a directory tree */
+    const char *guest; /* where it goes in the root (absolute) */
+};
+
+struct appliance_options {
+    const char *out_dir;            /* NULL: the cache, by input hash */
+    const char *kernel;             /* NULL: the newest /boot/vmlinuz-* */
+    const char *const *modules;     /* NULL: the default set */
+    size_t module_count;
+    const struct appliance_add *adds;
+    size_t add_count;
+    uint64_t root_size;             /* 0: the content plus room */
+    const char *init;               /* our static /init; NULL: next to this program */
+    void (*progress)(void *opaque, const char *step);
+    void *opaque;
+};
+
+struct appliance {
+    char *dir;
+    bool cached;  /* found ready, nothing built */
+    char key[65]; /* the input hash */
+};
+
+int appliance_build(const struct appliance_options *o, struct appliance *out)
+    __attribute__((warn_unused_result));
+void appliance_release(struct appliance *a);
+
+/* Paths of an appliance directory's parts (DIR/kernel, ...): 0 if DIR
+ * is one, -ENOENT (message set) if not. Strings malloc'd. */
+struct appliance_files {
+    char *kernel, *initrd, *root, *cmdline;
+};
+int appliance_open(const char *dir, struct appliance_files *out)
+    __attribute__((warn_unused_result));
+void appliance_files_release(struct appliance_files *f);
+
+#endif
