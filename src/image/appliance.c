@@ -157,17 +157,6 @@ static int input_key(const struct appliance_options *o, const char *kernel, cons
 
 /* ---- the parts ---- */
 
-static int copy_file(const char *from, const char *to)
-{
-    struct mapped_file f;
-    int r = file_map(from, "kernel", &f);
-    if (r < 0)
-        return r;
-    r = file_write_new(to, f.data, f.len);
-    file_unmap(&f);
-    return r;
-}
-
 static int module_entries(struct cpio *c, const struct kmod_list *l)
 {
     char order[16384] = "";
@@ -339,7 +328,7 @@ static int build_into(const char *tmp, const struct appliance_options *o, const 
     snprintf(moddir, sizeof(moddir), "/lib/modules/%s", release);
     step(o, "kernel");
     if (r == 0)
-        r = copy_file(kernel, k);
+        r = file_copy(kernel, k);
     step(o, "modules");
     if (r == 0)
         r = kmod_resolve(moddir, modules, count, &l);

@@ -222,7 +222,7 @@ static int sort_children(struct ext2_node *dir)
 
 static int number(struct writer *w, struct ext2_node *n, uint64_t *blocks)
 {
-    uint64_t b;
+    uint64_t b = 0;
     int r = sort_children(n);
 
     if (r < 0)

@@ -131,3 +131,14 @@ int file_write_new(const char *path, const void *data, size_t len)
     close(fd);
     return r;
 }
+
+int file_copy(const char *from, const char *to)
+{
+    struct mapped_file f;
+    int r = file_map(from, "file", &f);
+    if (r < 0)
+        return r;
+    r = file_write_new(to, f.data, f.len);
+    file_unmap(&f);
+    return r;
+}

@@ -29,6 +29,9 @@ void file_unmap(struct mapped_file *f);
 int file_write_new(const char *path, const void *data, size_t len)
     __attribute__((warn_unused_result));
 
+/* A synced byte copy of from at to (created or truncated). */
+int file_copy(const char *from, const char *to) __attribute__((warn_unused_result));
+
 /* fsync of the file at path: its data is on disk before it is renamed
  * into place. 0 or -errno (errno set). */
 int file_sync(const char *path);
