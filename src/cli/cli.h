@@ -24,6 +24,17 @@ int cli_stop(int argc, char **argv);
 int cli_logs(int argc, char **argv);
 int cli_disk(int argc, char **argv);
 int cli_image(int argc, char **argv);
+int cli_create(int argc, char **argv);
+int cli_reset(int argc, char **argv);
+int cli_commit(int argc, char **argv);
+int cli_rm(int argc, char **argv);
+int cli_ls(int argc, char **argv);
+int cli_layers(int argc, char **argv);
+int cli_gc(int argc, char **argv);
+
+struct vm_config;
+/* An instance's boot settings and delta into cfg (store.c). */
+int cli_instance_config(const char *name, struct vm_config *cfg);
 
 /* Prints "smolvm: <message>" on one line to stderr and returns code. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

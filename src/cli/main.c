@@ -7,7 +7,7 @@
 
 static const struct cli_verb verbs[] = {
     {"run", "boot a Linux kernel in a microVM", cli_run},
-    {"start", "start a .smolmachine (resumes it if it holds state)", cli_start},
+    {"start", "start a .smolmachine (resumes it if it holds state) or an instance", cli_start},
     {"save", "save a running VM into a .smolmachine", cli_save},
     {"ps", "list running VMs", cli_ps},
     {"pause", "pause a running VM", cli_pause},
@@ -16,6 +16,13 @@ static const struct cli_verb verbs[] = {
     {"logs", "print the console of a detached VM", cli_logs},
     {"disk", "create, inspect, check and convert disk images", cli_disk},
     {"image", "build a bootable appliance from the host's kernel and busybox", cli_image},
+    {"create", "create an instance on a layer (from an appliance, bundle or image)", cli_create},
+    {"reset", "discard an instance's changes", cli_reset},
+    {"commit", "freeze an instance's changes into a new layer", cli_commit},
+    {"rm", "remove an instance", cli_rm},
+    {"ls", "list instances", cli_ls},
+    {"layers", "list the layers in the store", cli_layers},
+    {"gc", "remove layers no instance uses", cli_gc},
 };
 
 int cli_fail(int code, const char *fmt, ...)

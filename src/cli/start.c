@@ -1,6 +1,7 @@
 /* smolvm start: run a .smolmachine; with saved state it resumes. */
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,10 +12,12 @@
 
 static const char start_help[] =
     "usage: smolvm start FILE.smolmachine [options]\n"
+    "       smolvm start INSTANCE [options]      (from 'smolvm create')\n"
     "\n"
     "Starts the VM a bundle holds. A bundle saved with its state resumes where it\n"
-    "was saved, skipping boot; one without boots its kernel. The console is this\n"
-    "terminal; Ctrl-A x quits.\n"
+    "was saved, skipping boot; one without boots its kernel. An instance boots on\n"
+    "its layers, writing to its own delta. The console is this terminal; Ctrl-A x\n"
+    "quits.\n"
     "\n"
     "      --detach           run in the background once the VM is up (prints its name)\n"
     "  -n, --name NAME        the VM's name (default vm-PID); its disks live in\n"
@@ -30,6 +33,22 @@ static const char start_help[] =
     "\n"
     "Exit status: 0 when the guest powers off or is stopped, 1 on errors (a corrupt\n"
     "or truncated bundle included), 2 on a bad command line.\n";
+
+/* A bundle file, or else an instance of the store by name. */
+static int start_machine(const char *what, const struct machine_start_options *so,
+                         struct machine **m)
+{
+    static struct vm_config cfg; /* its strings live as long as the VM */
+    struct stat st;
+
+    if (stat(what, &st) == 0 || strchr(what, '/'))
+        return machine_start(what, so, m);
+    vm_config_defaults(&cfg);
+    cfg.interactive = so->interactive;
+    cfg.trace_until = so->trace_until;
+    int r = cli_instance_config(what, &cfg);
+    return r < 0 ? r : machine_boot(&cfg, m);
+}
 
 int cli_start(int argc, char **argv)
 {
@@ -86,6 +105,9 @@ int cli_start(int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");
+    struct stat st;
+    if (!name && stat(argv[optind], &st) < 0 && !strchr(argv[optind], '/'))
+        name = argv[optind]; /* an instance runs under its own name */
     code = serve_open(name, &server);
     if (code != CLI_OK)
         return code;
@@ -97,7 +119,7 @@ int cli_start(int argc, char **argv)
         so.interactive = false;
     }
     so.name = serve_name(server);
-    if (machine_start(argv[optind], &so, &m) < 0) {
+    if (start_machine(argv[optind], &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }

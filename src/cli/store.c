@@ -1,0 +1,358 @@
+/* The verbs of the local store: create, reset, commit, rm, ls, layers, gc
+ * (and the instance half of start). */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle/bundle.h"
+#include "cli/cli.h"
+#include "core/config.h"
+#include "image/appliance.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "util/size.h"
+
+static bool wants_help(int argc, char **argv, const char *usage)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: %s\n", usage);
+            return true;
+        }
+    return false;
+}
+
+static int failed(const char *verb)
+{
+    return cli_fail(CLI_FAILED, "%s: %s", verb, err_msg());
+}
+
+static void print_json(json_t *j)
+{
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    puts(text ? text : "null");
+    free(text);
+}
+
+/* A bundle's disk.0, kernel and initrd, each extracted and imported. */
+static int import_bundle(struct store *s, const char *path, char top[HASH_HEX],
+                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
+{
+    static const char *const sections[] = {"disk.0", "kernel", "initrd"};
+    char *hashes[] = {top, kernel, initrd}, *tmp = NULL;
+    struct bundle *b;
+    uint8_t *json;
+    size_t len;
+    int r = bundle_open(path, &b);
+
+    if (r < 0)
+        return r;
+    r = bundle_read(b, "config", &json, &len);
+    if (r == 0) {
+        r = vm_config_from_json((const char *)json, cfg);
+        free(json);
+    }
+    for (int i = 0; r == 0 && i < 3; i++) {
+        hashes[i][0] = 0;
+        if (!bundle_has(b, sections[i]))
+            continue;
+        if (asprintf(&tmp, "%s/smolvm-import-%d-%s", getenv("TMPDIR") ?: "/tmp", (int)getpid(),
+                     sections[i]) < 0)
+            r = -ENOMEM;
+        if (r == 0)
+            r = bundle_extract(b, sections[i], tmp);
+        if (r == 0)
+            r = store_add_layer(s, tmp, sections[i], hashes[i]);
+        if (tmp)
+            unlink(tmp);
+        free(tmp);
+        tmp = NULL;
+    }
+    if (r == 0 && !top[0])
+        r = err_plain(EINVAL, "'%s' holds no disk to make layers of", path);
+    bundle_close(b);
+    return r;
+}
+
+static bool is_hash(const char *text)
+{
+    return strlen(text) == 64 && strspn(text, "0123456789abcdef") == 64;
+}
+
+/* --from: an appliance folder, a .smolmachine, a layer hash or an image. */
+static int import_source(struct store *s, const char *from, char top[HASH_HEX],
+                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
+{
+    struct appliance_files f;
+    struct stat st;
+    int r;
+
+    kernel[0] = initrd[0] = 0;
+    if (is_hash(from)) {
+        snprintf(top, HASH_HEX, "%s", from);
+        return 0;
+    }
+    if (stat(from, &st) < 0)
+        return err_set(errno, "'%s'", from);
+    if (S_ISDIR(st.st_mode)) {
+        r = appliance_open(from, &f);
+        if (r == 0)
+            r = store_add_layer(s, f.root, "appliance root", top);
+        if (r == 0)
+            r = store_add_layer(s, f.kernel, "kernel", kernel);
+        if (r == 0)
+            r = store_add_layer(s, f.initrd, "initrd", initrd);
+        if (r == 0)
+            cfg->cmdline = f.cmdline, f.cmdline = NULL;
+        appliance_files_release(&f);
+        return r;
+    }
+    struct bundle *b;
+    if (bundle_open(from, &b) == 0) {
+        bundle_close(b);
+        return import_bundle(s, from, top, kernel, initrd, cfg);
+    }
+    err_clear();
+    return store_add_layer(s, from, "image", top);
+}
+
+static int verb_create(int argc, char **argv)
+{
+    static const char usage[] =
+        "smolvm create NAME --from APPLIANCE_DIR|FILE.smolmachine|IMAGE|LAYER "
+        "[--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--cpus N] [--mem SIZE] [--json]";
+    static const struct option longs[] = {
+        {"from", required_argument, NULL, 'f'}, {"kernel", required_argument, NULL, 'k'},
+        {"initrd", required_argument, NULL, 'i'}, {"cmdline", required_argument, NULL, 'a'},
+        {"cpus", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
+        {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    const char *from = NULL, *kernel_path = NULL, *initrd_path = NULL, *cmdline = NULL;
+    char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
+    struct vm_config cfg;
+    struct store *s;
+    uint64_t cpus = 0;
+    bool json = false;
+    int c, r;
+
+    if (wants_help(argc, argv, usage))
+        return CLI_OK;
+    vm_config_defaults(&cfg);
+    cfg.cmdline = NULL;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        if (c == 'f')
+            from = optarg;
+        else if (c == 'k')
+            kernel_path = optarg;
+        else if (c == 'i')
+            initrd_path = optarg;
+        else if (c == 'a')
+            cmdline = optarg;
+        else if (c == 'j')
+            json = true;
+        else if (c == 'c' && size_parse(optarg, 1, &cpus) == 0 && cpus && cpus <= 255)
+            continue;
+        else if (c == 'm' && size_parse(optarg, 1ull << 20, &cfg.mem_bytes) == 0)
+            continue;
+        else
+            return cli_fail(CLI_USAGE, "usage: %s", usage);
+    }
+    if (argc - optind != 1 || !from)
+        return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (store_open(&s) < 0)
+        return failed("create");
+    r = import_source(s, from, top, kernel, initrd, &cfg);
+    if (r == 0 && kernel_path)
+        r = store_add_layer(s, kernel_path, "kernel", kernel);
+    if (r == 0 && initrd_path)
+        r = store_add_layer(s, initrd_path, "initrd", initrd);
+    struct instance_boot boot = {kernel[0] ? kernel : NULL, initrd[0] ? initrd : NULL,
+                                 cmdline ? cmdline : cfg.cmdline, cpus ? (unsigned)cpus : cfg.cpus,
+                                 cfg.mem_bytes};
+    if (r == 0)
+        r = store_create(s, argv[optind], top, &boot);
+    store_close(s);
+    if (r < 0)
+        return failed("create");
+    if (json) {
+        json_t *j = json_pack("{ssss}", "name", argv[optind], "top", top);
+        print_json(j);
+        json_decref(j);
+    } else {
+        printf("%s\n", argv[optind]);
+    }
+    return CLI_OK;
+}
+
+/* The verbs that take one instance name and nothing else. */
+static int one_name(int argc, char **argv, const char *usage, int (*op)(struct store *, const char *))
+{
+    struct store *s;
+    if (wants_help(argc, argv, usage))
+        return CLI_OK;
+    if (argc != 2 || argv[1][0] == '-')
+        return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (store_open(&s) < 0)
+        return failed(argv[0]);
+    int r = op(s, argv[1]);
+    store_close(s);
+    return r < 0 ? failed(argv[0]) : CLI_OK;
+}
+
+int cli_reset(int argc, char **argv)
+{
+    return one_name(argc, argv, "smolvm reset NAME   (discards the instance's changes)",
+                    store_reset);
+}
+
+int cli_rm(int argc, char **argv)
+{
+    return one_name(argc, argv, "smolvm rm NAME", store_remove);
+}
+
+int cli_commit(int argc, char **argv)
+{
+    static const char usage[] = "smolvm commit NAME [--message TEXT] [--json]";
+    static const struct option longs[] = {{"message", required_argument, NULL, 'm'},
+                                          {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    const char *message = NULL;
+    char hash[HASH_HEX];
+    bool json = false;
+    struct store *s;
+    int c;
+
+    if (wants_help(argc, argv, usage))
+        return CLI_OK;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
+        if (c == 'm')
+            message = optarg;
+        else if (c == 'j')
+            json = true;
+        else
+            return cli_fail(CLI_USAGE, "usage: %s", usage);
+    }
+    if (argc - optind != 1)
+        return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (store_open(&s) < 0)
+        return failed("commit");
+    int r = store_commit(s, argv[optind], message, hash);
+    store_close(s);
+    if (r < 0)
+        return failed("commit");
+    if (json)
+        printf("{\"layer\": \"%s\"}\n", hash);
+    else
+        puts(hash);
+    return CLI_OK;
+}
+
+/* ls and layers: a table, or --json. */
+static int listing(int argc, char **argv, int (*list)(struct store *, json_t *), bool layers)
+{
+    bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
+    struct store *s;
+    json_t *all = json_array(), *x;
+    size_t i;
+
+    if (wants_help(argc, argv, layers ? "smolvm layers [--json]" : "smolvm ls [--json]"))
+        return CLI_OK;
+    if (argc > 2 || (argc == 2 && !json))
+        return cli_fail(CLI_USAGE, "usage: smolvm %s [--json]", argv[0]);
+    if (store_open(&s) < 0 || list(s, all) < 0) {
+        json_decref(all);
+        return failed(argv[0]);
+    }
+    store_close(s);
+    if (json) {
+        print_json(all);
+    } else if (layers) {
+        printf("%-14s %-6s %-14s %12s %12s %5s  %s\n", "LAYER", "FORMAT", "PARENT", "SIZE",
+               "ON DISK", "USERS", "MESSAGE");
+        json_array_foreach(all, i, x)
+            printf("%-14.12s %-6s %-14.12s %12lld %12lld %5lld  %s\n",
+                   json_string_value(json_object_get(x, "hash")),
+                   json_string_value(json_object_get(x, "format")),
+                   json_string_value(json_object_get(x, "parent")),
+                   (long long)json_integer_value(json_object_get(x, "virtual-size")),
+                   (long long)json_integer_value(json_object_get(x, "bytes")),
+                   (long long)json_integer_value(json_object_get(x, "users")),
+                   json_string_value(json_object_get(x, "message")) ?: "");
+    } else {
+        printf("%-24s %-14s %12s\n", "NAME", "LAYER", "DELTA");
+        json_array_foreach(all, i, x)
+            printf("%-24s %-14.12s %12lld\n", json_string_value(json_object_get(x, "name")),
+                   json_string_value(json_object_get(x, "top")),
+                   (long long)json_integer_value(json_object_get(x, "delta-bytes")));
+    }
+    json_decref(all);
+    return CLI_OK;
+}
+
+int cli_ls(int argc, char **argv)
+{
+    return listing(argc, argv, store_list, false);
+}
+
+int cli_layers(int argc, char **argv)
+{
+    return listing(argc, argv, store_list_layers, true);
+}
+
+int cli_gc(int argc, char **argv)
+{
+    struct store *s;
+    unsigned removed;
+
+    if (wants_help(argc, argv, "smolvm gc   (removes layers no instance uses)"))
+        return CLI_OK;
+    if (argc != 1)
+        return cli_fail(CLI_USAGE, "usage: smolvm gc");
+    if (store_open(&s) < 0)
+        return failed("gc");
+    int r = store_gc(s, &removed);
+    store_close(s);
+    if (r < 0)
+        return failed("gc");
+    printf("%u layers removed\n", removed);
+    return CLI_OK;
+}
+
+int cli_create(int argc, char **argv)
+{
+    optind = 1;
+    return verb_create(argc, argv);
+}
+
+int cli_instance_config(const char *name, struct vm_config *cfg)
+{
+    struct store *s;
+    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
+    int r = i ? store_open(&s) : -ENOMEM;
+
+    if (r < 0)
+        return r;
+    r = store_instance(s, name, i);
+    store_close(s);
+    if (r < 0) {
+        free(i);
+        return r;
+    }
+    if (!i->boot.kernel)
+        return err_plain(EINVAL, "instance '%s' has no kernel (create it with --kernel)", name);
+    cfg->kernel_path = i->boot.kernel;
+    cfg->initrd_path = i->boot.initrd;
+    if (i->boot.cmdline)
+        cfg->cmdline = i->boot.cmdline;
+    if (i->boot.cpus)
+        cfg->cpus = i->boot.cpus;
+    if (i->boot.mem_bytes)
+        cfg->mem_bytes = i->boot.mem_bytes;
+    cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
+    cfg->disk_count = 1;
+    return 0;
+}

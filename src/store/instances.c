@@ -1,0 +1,269 @@
+/* Instances: a folder with instance.json (its top layer and what it
+ * boots) and delta.qcow2, whose backing file is its top layer, by a name
+ * relative to the folder. */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "disk/disk.h"
+#include "store/internal.h"
+#include "util/err.h"
+
+#define NAME_MAX_LEN 64
+
+static bool valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 0 && n <= NAME_MAX_LEN && name[0] != '.' &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static char *instance_file(const struct store *s, const char *name, const char *file)
+{
+    char *p = NULL;
+    if (!valid_name(name)) {
+        err_plain(EINVAL, "'%s' is not a valid instance name (letters, digits, . _ -)", name);
+        return NULL;
+    }
+    if (asprintf(&p, "%s/%s%s%s", s->instances, name, file ? "/" : "", file ? file : "") < 0)
+        return NULL;
+    return p;
+}
+
+static json_t *load(const struct store *s, const char *name)
+{
+    char *path = instance_file(s, name, "instance.json");
+    json_t *j = path ? json_load_file(path, 0, NULL) : NULL;
+    if (path && !j)
+        err_plain(ENOENT, "no instance '%s'", name);
+    free(path);
+    return j;
+}
+
+/* A fresh, empty delta on layer top. */
+static int new_delta(struct store *s, const char *name, const char *top)
+{
+    json_t *meta = store_layer_meta(s, top);
+    const char *format = json_string_value(json_object_get(meta, "format"));
+    char *delta = instance_file(s, name, "delta.qcow2"), *backing = NULL, *tmp = NULL;
+    int r = meta && format ? 0 : err_plain(ENOENT, "no layer %.64s in the store", top);
+
+    if (r == 0 && (!delta || asprintf(&backing, "../../layers/%s.%s", top, format) < 0 ||
+                   asprintf(&tmp, "%s.tmp", delta) < 0))
+        r = -ENOMEM;
+    if (r == 0) {
+        struct disk_create_options o = {
+            .size = (uint64_t)json_integer_value(json_object_get(meta, "virtual-size")),
+            .backing = backing, .backing_format = format};
+        unlink(tmp);
+        r = disk_create("qcow2", tmp, &o);
+    }
+    if (r == 0 && rename(tmp, delta) < 0)
+        r = err_set(errno, "'%s'", delta);
+    json_decref(meta);
+    free(delta);
+    free(backing);
+    free(tmp);
+    return r;
+}
+
+static int save(const struct store *s, const char *name, json_t *j)
+{
+    char *path = instance_file(s, name, "instance.json");
+    int r = path ? store_write_json(path, j) : -ENOMEM;
+    free(path);
+    return r;
+}
+
+int store_create(struct store *s, const char *name, const char *top,
+                 const struct instance_boot *b)
+{
+    char *dir = instance_file(s, name, NULL);
+    int r;
+
+    if (!dir)
+        return -EINVAL;
+    store_lock(s);
+    json_t *meta = store_layer_meta(s, top), *km = NULL, *im = NULL;
+    if (b->kernel && !(km = store_layer_meta(s, b->kernel)))
+        r = err_plain(ENOENT, "no kernel layer %.64s in the store", b->kernel);
+    else if (b->initrd && !(im = store_layer_meta(s, b->initrd)))
+        r = err_plain(ENOENT, "no initrd layer %.64s in the store", b->initrd);
+    else if (!meta)
+        r = err_plain(ENOENT, "no layer %.64s in the store", top);
+    else if (mkdir(dir, 0700) < 0)
+        r = errno == EEXIST ? err_plain(EEXIST, "an instance '%s' exists already", name)
+                            : err_set(errno, "'%s'", dir);
+    else
+        r = new_delta(s, name, top);
+    json_decref(meta);
+    json_decref(km);
+    json_decref(im);
+    if (r == 0) {
+        json_t *j = json_pack("{sssssIsisI}", "name", name, "top", top, "created",
+                              (json_int_t)time(NULL), "cpus", b->cpus ? (int)b->cpus : 1,
+                              "mem_bytes", (json_int_t)(b->mem_bytes ? b->mem_bytes : 256u << 20));
+        if (b->kernel)
+            json_object_set_new(j, "kernel", json_string(b->kernel));
+        if (b->initrd)
+            json_object_set_new(j, "initrd", json_string(b->initrd));
+        if (b->cmdline)
+            json_object_set_new(j, "cmdline", json_string(b->cmdline));
+        r = save(s, name, j);
+        json_decref(j);
+    }
+    if (r < 0 && r != -EEXIST) {
+        char *delta = instance_file(s, name, "delta.qcow2");
+        if (delta)
+            unlink(delta);
+        free(delta);
+        rmdir(dir);
+    }
+    store_unlock(s);
+    free(dir);
+    return r;
+}
+
+int store_reset(struct store *s, const char *name)
+{
+    json_t *j = load(s, name);
+    int r;
+
+    if (!j)
+        return -ENOENT;
+    store_lock(s);
+    r = new_delta(s, name, json_string_value(json_object_get(j, "top")));
+    store_unlock(s);
+    json_decref(j);
+    return r;
+}
+
+int store_commit(struct store *s, const char *name, const char *message, char hash[HASH_HEX])
+{
+    json_t *j = load(s, name);
+    char *delta = instance_file(s, name, "delta.qcow2");
+    int r = j && delta ? 0 : -ENOENT;
+
+    /* The delta becomes a layer (its parent: the top it is on); only then
+     * does the instance move onto it, with a new empty delta. A failure
+     * (a full disk) leaves the instance as it was. */
+    if (r == 0)
+        r = store_add_layer(s, delta, message, hash);
+    if (r == 0) {
+        store_lock(s);
+        json_object_set_new(j, "top", json_string(hash));
+        r = new_delta(s, name, hash);
+        if (r == 0)
+            r = save(s, name, j);
+        store_unlock(s);
+    }
+    json_decref(j);
+    free(delta);
+    return r;
+}
+
+int store_remove(struct store *s, const char *name)
+{
+    char *dir = instance_file(s, name, NULL), *cmd = NULL;
+    json_t *j = dir ? load(s, name) : NULL;
+    int r = j ? 0 : -ENOENT;
+
+    store_lock(s);
+    if (r == 0 && (asprintf(&cmd, "rm -rf -- '%s'", dir) < 0 || system(cmd) != 0))
+        r = err_plain(EIO, "cannot remove '%s'", dir);
+    store_unlock(s);
+    json_decref(j);
+    free(dir);
+    free(cmd);
+    return r;
+}
+
+int store_list(struct store *s, json_t *list)
+{
+    DIR *d = opendir(s->instances);
+    struct dirent *e;
+
+    if (!d)
+        return err_set(errno, "'%s'", s->instances);
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (!valid_name(e->d_name))
+            continue;
+        json_t *j = load(s, e->d_name);
+        char *delta = instance_file(s, e->d_name, "delta.qcow2");
+        if (j && delta && stat(delta, &st) == 0)
+            json_object_set_new(j, "delta-bytes", json_integer((json_int_t)st.st_blocks * 512));
+        if (j)
+            json_array_append_new(list, j);
+        free(delta);
+    }
+    err_clear();
+    closedir(d);
+    return 0;
+}
+
+static char *dup_field(json_t *j, const char *key)
+{
+    const char *v = json_string_value(json_object_get(j, key));
+    return v ? strdup(v) : NULL;
+}
+
+struct check_ctx {
+    struct store *s;
+    int r;
+};
+
+static void check_layer(void *opaque, const char *hash)
+{
+    struct check_ctx *c = opaque;
+    char *path = NULL;
+    if (c->r == 0)
+        c->r = store_layer_path(c->s, hash, &path);
+    free(path);
+}
+
+int store_instance(struct store *s, const char *name, struct instance *out)
+{
+    json_t *j = load(s, name);
+    struct check_ctx c = {s, 0};
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    if (!j)
+        return -ENOENT;
+    out->top = dup_field(j, "top");
+    out->delta = instance_file(s, name, "delta.qcow2");
+    char *kernel = dup_field(j, "kernel"), *initrd = dup_field(j, "initrd");
+    out->boot.cmdline = dup_field(j, "cmdline");
+    out->boot.cpus = (unsigned)json_integer_value(json_object_get(j, "cpus"));
+    out->boot.mem_bytes = (uint64_t)json_integer_value(json_object_get(j, "mem_bytes"));
+    json_decref(j);
+    r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;
+    if (r == 0)
+        r = c.r;
+    if (r == 0 && kernel)
+        r = store_layer_path(s, kernel, (char **)&out->boot.kernel);
+    if (r == 0 && initrd)
+        r = store_layer_path(s, initrd, (char **)&out->boot.initrd);
+    free(kernel);
+    free(initrd);
+    if (r < 0)
+        store_instance_release(out);
+    return r;
+}
+
+void store_instance_release(struct instance *i)
+{
+    free((char *)i->boot.kernel);
+    free((char *)i->boot.initrd);
+    free((char *)i->boot.cmdline);
+    free(i->delta);
+    free(i->top);
+    memset(i, 0, sizeof(*i));
+}

@@ -1,0 +1,489 @@
+/* Layers: content-addressed, read-only image files, each knowing its
+ * parent through its qcow2 backing name ("<parent>.<format>", relative, so
+ * the store can move) and its sidecar. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "disk/disk.h"
+#include "store/internal.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/paths.h"
+
+int store_open(struct store **out)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    char *lock = NULL;
+
+    if (!s)
+        return -ENOMEM;
+    s->lock_fd = -1;
+    s->root = paths_data_dir("");
+    s->layers = paths_data_dir("layers");
+    s->instances = paths_data_dir("instances");
+    if (!s->root || !s->layers || !s->instances) {
+        store_close(s);
+        return err_plain(ENOENT, "no data folder (set HOME or XDG_DATA_HOME)");
+    }
+    if (paths_mkdirs(s->layers) < 0 || paths_mkdirs(s->instances) < 0 ||
+        asprintf(&lock, "%s/.lock", s->root) < 0 ||
+        (s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+        int r = err_set(errno ? errno : ENOMEM, "store '%s'", s->root);
+        free(lock);
+        store_close(s);
+        return r;
+    }
+    free(lock);
+    *out = s;
+    return 0;
+}
+
+void store_close(struct store *s)
+{
+    if (!s)
+        return;
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    free(s->root);
+    free(s->layers);
+    free(s->instances);
+    free(s);
+}
+
+void store_lock(struct store *s)
+{
+    while (flock(s->lock_fd, LOCK_EX) < 0 && errno == EINTR)
+        ;
+}
+
+void store_unlock(struct store *s)
+{
+    flock(s->lock_fd, LOCK_UN);
+}
+
+static bool is_hash(const char *text)
+{
+    size_t n = strspn(text, "0123456789abcdef");
+    return n == 64 && text[64] == 0;
+}
+
+char *store_layer_file(const struct store *s, const char *hash, const char *format)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s/%s.%s", s->layers, hash, format) < 0 ? NULL : p;
+}
+
+static char *sidecar(const struct store *s, const char *hash)
+{
+    return store_layer_file(s, hash, "json");
+}
+
+json_t *store_layer_meta(const struct store *s, const char *hash)
+{
+    char *path = is_hash(hash) ? sidecar(s, hash) : NULL;
+    json_t *m = path ? json_load_file(path, 0, NULL) : NULL;
+    free(path);
+    return m;
+}
+
+int store_write_json(const char *path, json_t *value)
+{
+    char *tmp = NULL, *text = json_dumps(value, JSON_INDENT(2) | JSON_SORT_KEYS);
+    int r = text && asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) >= 0 ? 0 : -ENOMEM;
+
+    if (r == 0)
+        r = file_write_new(tmp, text, strlen(text));
+    if (r == 0 && rename(tmp, path) < 0)
+        r = err_set(errno, "rename to '%s'", path);
+    if (r < 0 && tmp)
+        unlink(tmp);
+    free(tmp);
+    free(text);
+    return r;
+}
+
+/* The store layer an image's backing file is, or "" for none; an image
+ * backed by anything else cannot become a layer. */
+static int parent_of(const struct store *s, const struct disk *d, char parent[HASH_HEX])
+{
+    parent[0] = 0;
+    if (!d->backing_path)
+        return 0;
+    char *real = realpath(d->backing_path, NULL), *layers = realpath(s->layers, NULL);
+    const char *base = real ? strrchr(real, '/') : NULL;
+    size_t dir_len = base ? (size_t)(base - real) : 0;
+    int r = 0;
+
+    if (!real || !layers || strlen(layers) != dir_len || strncmp(real, layers, dir_len) != 0 ||
+        strlen(base + 1) < 65 || base[65] != '.')
+        r = err_plain(EINVAL, "'%s' is backed by '%s', which is not a layer of the store",
+                      d->path, d->backing_path);
+    else
+        snprintf(parent, HASH_HEX, "%.64s", base + 1);
+    free(real);
+    free(layers);
+    return r;
+}
+
+/* A byte copy that keeps holes: sparse bases stay sparse. */
+static int copy_sparse(const char *from, const char *to)
+{
+    struct disk *src, *dst;
+    struct disk_create_options o = {0};
+    int r = disk_open_as(from, DISK_READ_ONLY | DISK_NO_BACKING, "raw", &src);
+
+    if (r < 0)
+        return r;
+    o.size = src->size;
+    r = disk_create("raw", to, &o);
+    if (r == 0)
+        r = disk_open_as(to, 0, "raw", &dst);
+    if (r == 0) {
+        uint8_t *buf = malloc(1u << 20);
+        for (uint64_t at = 0; r == 0 && buf && at < src->size;) {
+            struct disk_extent e;
+            r = disk_status(src, at, src->size - at < (1u << 20) ? src->size - at : 1u << 20, &e);
+            struct iovec iov = {buf, e.length};
+            if (r == 0 && e.kind == DISK_EXTENT_DATA && (r = disk_read(src, &iov, 1, at)) == 0)
+                r = disk_write(dst, &iov, 1, at);
+            at += r == 0 ? e.length : 0;
+        }
+        if (!buf)
+            r = -ENOMEM;
+        free(buf);
+        if (r == 0)
+            r = disk_flush(dst);
+        disk_close(dst);
+    }
+    disk_close(src);
+    return r < 0 ? err_set(-r, "copy '%s'", from) : 0;
+}
+
+static int stamp(json_t *meta, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return err_set(errno, "'%s'", path);
+    json_object_set_new(meta, "checked",
+                        json_pack("{sIsIsI}", "bytes", (json_int_t)st.st_size, "mtime_ns",
+                                  (json_int_t)(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec),
+                                  "inode", (json_int_t)st.st_ino));
+    return 0;
+}
+
+/* Moves a finished temporary copy into place under its content hash. */
+static int admit(struct store *s, const char *tmp, const char *format, const char *parent,
+                 uint64_t size, const char *message, char hash[HASH_HEX])
+{
+    char *final = NULL, *side = NULL;
+    int r = hash_file(tmp, hash);
+
+    if (r == 0 && (!(final = store_layer_file(s, hash, format)) || !(side = sidecar(s, hash))))
+        r = -ENOMEM;
+    if (r == 0 && access(final, F_OK) == 0) { /* the same bytes are there already */
+        unlink(tmp);
+    } else if (r == 0) {
+        json_t *meta = json_pack("{sssssIsIss}", "format", format, "parent", parent,
+                                 "virtual-size", (json_int_t)size, "created",
+                                 (json_int_t)time(NULL), "message", message ? message : "");
+        if (chmod(tmp, 0444) < 0 || rename(tmp, final) < 0)
+            r = err_set(errno, "layer '%s'", final);
+        if (r == 0)
+            r = stamp(meta, final);
+        if (r == 0)
+            r = store_write_json(side, meta);
+        json_decref(meta);
+        if (r == 0 && file_sync(s->layers) < 0)
+            r = err_set(errno, "sync '%s'", s->layers);
+    }
+    if (r < 0)
+        unlink(tmp);
+    free(final);
+    free(side);
+    return r;
+}
+
+int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
+{
+    struct disk *d;
+    char parent[HASH_HEX], *tmp = NULL;
+    int r = disk_open_as(image, DISK_READ_ONLY | DISK_NO_BACKING, NULL, &d);
+
+    if (r < 0)
+        return r;
+    const char *format = d->format->name;
+    uint64_t size = d->size;
+    if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0)
+        r = err_plain(EINVAL, "layers are raw or qcow2 images ('%s' is %s)", image, format);
+    if (r == 0)
+        r = parent_of(s, d, parent);
+    disk_close(d);
+    if (r == 0 && asprintf(&tmp, "%s/.tmp-%d-%ld", s->layers, (int)getpid(), (long)random()) < 0)
+        r = -ENOMEM;
+    if (r == 0)
+        r = strcmp(format, "raw") == 0 ? copy_sparse(image, tmp) : file_copy(image, tmp);
+    /* The parent by a name relative to the layers folder. */
+    if (r == 0 && parent[0]) {
+        r = disk_open_as(tmp, DISK_NO_BACKING, "qcow2", &d);
+        if (r == 0) {
+            char name[HASH_HEX + 8];
+            json_t *pm = store_layer_meta(s, parent);
+            snprintf(name, sizeof(name), "%s.%s", parent,
+                     json_string_value(json_object_get(pm, "format")) ?: "qcow2");
+            r = d->format->set_backing(d, name, json_string_value(json_object_get(pm, "format")));
+            json_decref(pm);
+            disk_close(d);
+        }
+    }
+    if (r == 0) {
+        store_lock(s);
+        r = admit(s, tmp, format, parent, size, message, hash);
+        store_unlock(s);
+    } else if (tmp) {
+        unlink(tmp);
+    }
+    free(tmp);
+    return r;
+}
+
+/* Rehashes a layer whose file changed since it was last checked. */
+static int verify(struct store *s, const char *hash, const char *path, json_t *meta)
+{
+    json_t *checked = json_object_get(meta, "checked");
+    struct stat st;
+    char now[HASH_HEX];
+
+    if (stat(path, &st) < 0)
+        return err_set(errno, "layer %.12s is missing", hash);
+    if (json_integer_value(json_object_get(checked, "bytes")) == st.st_size &&
+        json_integer_value(json_object_get(checked, "mtime_ns")) ==
+            st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec &&
+        json_integer_value(json_object_get(checked, "inode")) == (json_int_t)st.st_ino)
+        return 0;
+    int r = hash_file(path, now);
+    if (r == 0 && strcmp(now, hash) != 0)
+        return err_plain(EIO, "layer %.12s was modified (its content hash is now %.12s)", hash, now);
+    if (r == 0 && stamp(meta, path) == 0) {
+        /* The stamp only saves the next check a rehash: best effort. */
+        char *side = sidecar(s, hash);
+        if (side && store_write_json(side, meta) < 0)
+            err_clear();
+        free(side);
+    }
+    return r;
+}
+
+int store_layer_path(struct store *s, const char *hash, char **path)
+{
+    json_t *meta = store_layer_meta(s, hash);
+    const char *format = json_string_value(json_object_get(meta, "format"));
+    int r;
+
+    if (!meta || !format) {
+        json_decref(meta);
+        return err_plain(ENOENT, "no layer %.64s in the store", hash);
+    }
+    *path = store_layer_file(s, hash, format);
+    r = *path ? verify(s, hash, *path, meta) : -ENOMEM;
+    json_decref(meta);
+    if (r < 0) {
+        free(*path);
+        *path = NULL;
+    }
+    return r;
+}
+
+int store_chain(struct store *s, const char *top, void (*visit)(void *opaque, const char *hash),
+                void *opaque)
+{
+    char hash[HASH_HEX];
+    snprintf(hash, sizeof(hash), "%s", top);
+    for (int depth = 0; hash[0]; depth++) {
+        json_t *meta = store_layer_meta(s, hash);
+        if (!meta)
+            return err_plain(ENOENT, "layer %.12s (in a chain) is missing", hash);
+        if (depth >= DISK_MAX_CHAIN) {
+            json_decref(meta);
+            return err_plain(ELOOP, "the chain of layer %.12s loops", top);
+        }
+        if (visit)
+            visit(opaque, hash);
+        snprintf(hash, sizeof(hash), "%s", json_string_value(json_object_get(meta, "parent")) ?: "");
+        json_decref(meta);
+    }
+    return 0;
+}
+
+/* ---- listing and collecting ---- */
+
+struct usage {
+    char (*hashes)[HASH_HEX];
+    unsigned *users;
+    size_t count;
+};
+
+static void count_use(void *opaque, const char *hash)
+{
+    struct usage *u = opaque;
+    for (size_t i = 0; i < u->count; i++)
+        if (strcmp(u->hashes[i], hash) == 0)
+            u->users[i]++;
+}
+
+/* Every layer, and how many instances' chains go through each. */
+static int usage(struct store *s, struct usage *u)
+{
+    DIR *d = opendir(s->layers);
+    struct dirent *e;
+    json_t *instances = json_array();
+    size_t i;
+    json_t *inst;
+
+    memset(u, 0, sizeof(*u));
+    if (!d)
+        return err_set(errno, "'%s'", s->layers);
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n != 69 || strcmp(e->d_name + 64, ".json") != 0)
+            continue;
+        void *more = realloc(u->hashes, (u->count + 1) * sizeof(*u->hashes));
+        void *more_users = more ? realloc(u->users, (u->count + 1) * sizeof(*u->users)) : NULL;
+        if (more)
+            u->hashes = more;
+        if (!more || !more_users)
+            break;
+        u->users = more_users;
+        snprintf(u->hashes[u->count], HASH_HEX, "%.64s", e->d_name);
+        u->users[u->count++] = 0;
+    }
+    closedir(d);
+    int r = store_list(s, instances);
+    /* A broken chain (a missing layer) still counts what it reaches. */
+    json_array_foreach(instances, i, inst) {
+        if (r == 0 && store_chain(s, json_string_value(json_object_get(inst, "top")), count_use,
+                                  u) < 0)
+            err_clear();
+        static const char *const boot[] = {"kernel", "initrd"};
+        for (int k = 0; k < 2; k++)
+            if (json_string_value(json_object_get(inst, boot[k])))
+                count_use(u, json_string_value(json_object_get(inst, boot[k])));
+    }
+    json_decref(instances);
+    return r;
+}
+
+static void usage_free(struct usage *u)
+{
+    free(u->hashes);
+    free(u->users);
+}
+
+/* Layers whose parent is hash (a layer is used by its children too). */
+static unsigned children(struct store *s, const struct usage *u, const char *hash)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < u->count; i++) {
+        json_t *m = store_layer_meta(s, u->hashes[i]);
+        n += strcmp(json_string_value(json_object_get(m, "parent")) ?: "", hash) == 0;
+        json_decref(m);
+    }
+    return n;
+}
+
+int store_list_layers(struct store *s, json_t *list)
+{
+    struct usage u;
+    int r = usage(s, &u);
+
+    for (size_t i = 0; r == 0 && i < u.count; i++) {
+        json_t *m = store_layer_meta(s, u.hashes[i]);
+        struct stat st;
+        char *path = store_layer_file(s, u.hashes[i],
+                                      json_string_value(json_object_get(m, "format")) ?: "raw");
+        json_object_set_new(m, "hash", json_string(u.hashes[i]));
+        json_object_set_new(m, "users", json_integer(u.users[i]));
+        json_object_set_new(m, "bytes", json_integer(path && stat(path, &st) == 0
+                                                         ? (json_int_t)st.st_blocks * 512 : 0));
+        json_object_del(m, "checked");
+        json_array_append_new(list, m);
+        free(path);
+    }
+    usage_free(&u);
+    return r;
+}
+
+static int remove_layer_files(struct store *s, const char *hash)
+{
+    json_t *m = store_layer_meta(s, hash);
+    char *file = store_layer_file(s, hash, json_string_value(json_object_get(m, "format")) ?: "raw");
+    char *side = sidecar(s, hash);
+    int r = file && side ? 0 : -ENOMEM;
+
+    /* The sidecar last: a crash between leaves a layer gc finds again. */
+    if (r == 0 && unlink(file) < 0 && errno != ENOENT)
+        r = err_set(errno, "'%s'", file);
+    if (r == 0 && unlink(side) < 0)
+        r = err_set(errno, "'%s'", side);
+    json_decref(m);
+    free(file);
+    free(side);
+    return r;
+}
+
+int store_remove_layer(struct store *s, const char *hash)
+{
+    struct usage u;
+    int r;
+
+    store_lock(s);
+    r = usage(s, &u);
+    size_t i = 0;
+    while (r == 0 && i < u.count && strcmp(u.hashes[i], hash) != 0)
+        i++;
+    if (r == 0 && i == u.count)
+        r = err_plain(ENOENT, "no layer %.64s in the store", hash);
+    else if (r == 0 && (u.users[i] || children(s, &u, hash)))
+        r = err_plain(EBUSY, "layer %.12s is in use (%u instances, %u layers on it)", hash,
+                      u.users[i], children(s, &u, hash));
+    else if (r == 0)
+        r = remove_layer_files(s, hash);
+    usage_free(&u);
+    store_unlock(s);
+    return r;
+}
+
+int store_gc(struct store *s, unsigned *removed)
+{
+    struct usage u;
+    int r;
+    bool again = true;
+
+    *removed = 0;
+    store_lock(s);
+    /* Leaves first: removing a layer can free its parent. */
+    while (again) {
+        again = false;
+        r = usage(s, &u);
+        for (size_t i = 0; r == 0 && i < u.count; i++) {
+            if (u.users[i] || children(s, &u, u.hashes[i]))
+                continue;
+            r = remove_layer_files(s, u.hashes[i]);
+            ++*removed;
+            again = r == 0;
+        }
+        usage_free(&u);
+        if (r < 0)
+            break;
+    }
+    store_unlock(s);
+    return r;
+}

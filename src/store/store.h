@@ -1,0 +1,72 @@
+/* The local store under $XDG_DATA_HOME/smolvm: read-only layers named by
+ * the SHA-256 of their bytes (layers/<hash>.raw|.qcow2, each with a JSON
+ * sidecar saying its parent, format and size), and instances
+ * (instances/<name>/: instance.json, and delta.qcow2 on top of a layer
+ * chain). Changes happen under one lock and land by rename, so two smolvm
+ * processes never see a half-made layer or instance. A layer file is never
+ * opened for writing once it is in the store. */
+#ifndef SMOLVM_STORE_STORE_H
+#define SMOLVM_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/hash.h"
+
+struct json_t;
+struct store;
+
+/* What an instance boots with (its disk is always its delta). The kernel
+ * and initrd are layers too (raw bytes, content-addressed, shared):
+ * store_create takes their hashes, store_instance gives their paths. */
+struct instance_boot {
+    const char *kernel, *initrd, *cmdline;
+    unsigned cpus;
+    uint64_t mem_bytes;
+};
+
+int store_open(struct store **out) __attribute__((warn_unused_result));
+void store_close(struct store *s);
+
+/* Copies an image (raw, or qcow2 whose backing file is a store layer) into
+ * the store as a layer; the same bytes give the same layer, stored once. */
+int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
+    __attribute__((warn_unused_result));
+/* The layer's file, checked against its name when its file changed since
+ * the last check (a modified or missing layer is an error naming it).
+ * *path malloc'd. */
+int store_layer_path(struct store *s, const char *hash, char **path)
+    __attribute__((warn_unused_result));
+/* One object per layer: hash, format, parent, virtual-size, bytes, users. */
+int store_list_layers(struct store *s, struct json_t *list) __attribute__((warn_unused_result));
+/* Removes a layer no instance or layer uses; -EBUSY (named) otherwise. */
+int store_remove_layer(struct store *s, const char *hash) __attribute__((warn_unused_result));
+/* Removes every layer nothing uses; *removed counts them. */
+int store_gc(struct store *s, unsigned *removed) __attribute__((warn_unused_result));
+
+/* A new instance on layer top (O(1): an empty delta). -EEXIST if taken. */
+int store_create(struct store *s, const char *name, const char *top,
+                 const struct instance_boot *boot) __attribute__((warn_unused_result));
+/* Discards the instance's delta: the next start sees its layers as they are. */
+int store_reset(struct store *s, const char *name) __attribute__((warn_unused_result));
+/* Freezes the delta into a new layer on top of the chain and starts an
+ * empty delta on it. */
+int store_commit(struct store *s, const char *name, const char *message, char hash[HASH_HEX])
+    __attribute__((warn_unused_result));
+int store_remove(struct store *s, const char *name) __attribute__((warn_unused_result));
+/* One object per instance: name, top, created, delta bytes. */
+int store_list(struct store *s, struct json_t *list) __attribute__((warn_unused_result));
+
+/* For a start: the instance's boot settings (strings malloc'd, freed by
+ * store_instance_release) and its delta's path, after checking every layer
+ * of its chain. */
+struct instance {
+    struct instance_boot boot;
+    char *delta;
+    char *top;
+};
+int store_instance(struct store *s, const char *name, struct instance *out)
+    __attribute__((warn_unused_result));
+void store_instance_release(struct instance *i);
+
+#endif

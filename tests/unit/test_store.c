@@ -1,0 +1,223 @@
+/* The layer store: chains three deep read back the right data (against a
+ * raw model), commit/reset/gc keep every instance's data, the same bytes
+ * are stored once, bad layers (modified, missing, in use) give clear
+ * errors, and 20 processes creating instances at once all succeed.
+ * qemu-img checks every layer and delta. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "disk/disk.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "scratch.h"
+
+#define SIZE (4u << 20)
+
+static uint8_t model[SIZE];
+
+static int setup(void **state)
+{
+    (void)state;
+    int r = scratch_setup("store");
+    setenv("XDG_DATA_HOME", in_dir("data"), 1);
+    return r;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+/* Writes a pattern to the instance's delta (through its chain) and to
+ * the model. */
+static void write_instance(struct store *s, const char *name, uint64_t offset, size_t len, int v)
+{
+    struct instance i;
+    struct disk *d;
+    uint8_t *buf = malloc(len);
+    assert_int_equal(store_instance(s, name, &i), 0);
+    if (disk_open(i.delta, 0, &d) < 0)
+        fail_msg("open %s: %s", i.delta, err_msg());
+    memset(buf, v, len);
+    struct iovec iov = {buf, len};
+    assert_int_equal(disk_write(d, &iov, 1, offset), 0);
+    disk_close(d);
+    memcpy(model + offset, buf, len);
+    free(buf);
+    store_instance_release(&i);
+}
+
+static void expect_content(struct store *s, const char *name)
+{
+    struct instance i;
+    struct disk *d;
+    static uint8_t back[SIZE];
+    assert_int_equal(store_instance(s, name, &i), 0);
+    assert_int_equal(disk_open(i.delta, DISK_READ_ONLY, &d), 0);
+    struct iovec iov = {back, SIZE};
+    assert_int_equal(disk_read(d, &iov, 1, 0), 0);
+    disk_close(d);
+    assert_memory_equal(back, model, SIZE);
+    assert_int_equal(sh("qemu-img check -q '%s'", i.delta), 0);
+    store_instance_release(&i);
+}
+
+static unsigned layer_count(struct store *s)
+{
+    json_t *list = json_array();
+    assert_int_equal(store_list_layers(s, list), 0);
+    unsigned n = (unsigned)json_array_size(list);
+    json_decref(list);
+    return n;
+}
+
+static void test_chains_commit_reset_gc(void **state)
+{
+    struct store *s;
+    char base[HASH_HEX], again[HASH_HEX], l2[HASH_HEX], l3[HASH_HEX];
+    struct instance_boot boot = {.cmdline = "console=ttyS0"};
+    unsigned removed;
+    (void)state;
+
+    for (size_t i = 0; i < SIZE; i++)
+        model[i] = (uint8_t)(i / 4096 + 1);
+    int fd = open(in_dir("base.raw"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(write(fd, model, SIZE) == SIZE);
+    close(fd);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_layer(s, in_dir("base.raw"), "os", base), 0);
+    assert_int_equal(store_add_layer(s, in_dir("base.raw"), "again", again), 0);
+    assert_string_equal(base, again); /* the same bytes, stored once */
+    assert_int_equal(layer_count(s), 1);
+
+    assert_int_equal(store_create(s, "one", base, &boot), 0);
+    assert_int_equal(store_create(s, "one", base, &boot), -EEXIST);
+    assert_int_equal(sh("test $(du -k data/smolvm/instances/one/delta.qcow2 | cut -f1) -lt 512"), 0);
+    write_instance(s, "one", 4096 * 3 + 100, 10000, 0xa1);
+    assert_int_equal(store_commit(s, "one", "deps", l2), 0);
+    write_instance(s, "one", SIZE - 70000, 70000, 0xb2);
+    assert_int_equal(store_commit(s, "one", "user", l3), 0);
+    write_instance(s, "one", 0, 5000, 0xc3); /* in the delta, on three layers */
+    expect_content(s, "one");
+    assert_int_equal(sh("for f in data/smolvm/layers/*.qcow2; do qemu-img check -q $f || exit 1; done"),
+                     0);
+    assert_int_equal(sh("qemu-img info --backing-chain data/smolvm/instances/one/delta.qcow2 | "
+                        "grep -c '^image:' | grep -qx 4"), 0);
+
+    /* Reset: the delta goes, the committed layers stay. */
+    assert_int_equal(store_reset(s, "one"), 0);
+    for (size_t i = 0; i < 5000; i++)
+        model[i] = (uint8_t)(i / 4096 + 1);
+    expect_content(s, "one");
+
+    /* A second instance on the middle layer sees only what it holds. */
+    assert_int_equal(store_create(s, "two", l2, &boot), 0);
+    assert_true(store_remove_layer(s, l2) == -EBUSY);
+    assert_non_null(strstr(err_msg(), "in use"));
+    assert_int_equal(store_gc(s, &removed), 0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(store_remove(s, "one"), 0);
+    assert_int_equal(store_gc(s, &removed), 0);
+    assert_int_equal(removed, 1); /* l3: nobody's any more */
+    assert_int_equal(layer_count(s), 2);
+    assert_int_equal(store_remove(s, "two"), 0);
+    assert_int_equal(store_gc(s, &removed), 0);
+    assert_int_equal(removed, 2);
+    assert_int_equal(layer_count(s), 0);
+    store_close(s);
+}
+
+static void test_bad_layers(void **state)
+{
+    struct store *s;
+    char base[HASH_HEX], top[HASH_HEX];
+    struct instance_boot boot = {0};
+    struct instance i;
+    (void)state;
+
+    assert_int_equal(sh("head -c 1M /dev/urandom > b2.raw"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_layer(s, in_dir("b2.raw"), NULL, base), 0);
+    assert_int_equal(store_create(s, "victim", base, &boot), 0);
+    write_instance(s, "victim", 0, 4096, 7);
+    assert_int_equal(store_commit(s, "victim", NULL, top), 0);
+    assert_int_equal(store_instance(s, "victim", &i), 0);
+    store_instance_release(&i);
+    /* A layer changed behind the store's back. */
+    assert_int_equal(sh("f=data/smolvm/layers/%s.raw; chmod u+w $f && "
+                        "printf X | dd of=$f bs=1 seek=100 conv=notrunc 2>/dev/null", base), 0);
+    assert_true(store_instance(s, "victim", &i) < 0);
+    assert_non_null(strstr(err_msg(), "was modified"));
+    /* A layer gone. */
+    assert_int_equal(sh("rm data/smolvm/layers/%s.raw", base), 0);
+    assert_true(store_instance(s, "victim", &i) < 0);
+    assert_non_null(strstr(err_msg(), "missing"));
+    /* Names that could escape the instances folder. */
+    assert_true(store_create(s, "../evil", top, &boot) < 0);
+    assert_true(store_create(s, "a/b", top, &boot) < 0);
+    assert_true(store_create(s, "x", "not-a-hash", &boot) < 0);
+    /* An image backed by something outside the store is no layer. */
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -b b2.raw -F raw outside.qcow2"), 0);
+    assert_true(store_add_layer(s, in_dir("outside.qcow2"), NULL, top) < 0);
+    assert_non_null(strstr(err_msg(), "not a layer"));
+    assert_int_equal(store_remove(s, "victim"), 0);
+    store_close(s);
+}
+
+/* Twenty processes create instances of one base at once. */
+static void test_concurrent_creates(void **state)
+{
+    struct store *s;
+    char base[HASH_HEX];
+    pid_t pids[20];
+    (void)state;
+    assert_int_equal(sh("head -c 1M /dev/zero > z.raw && printf base >> z.raw"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_layer(s, in_dir("z.raw"), NULL, base), 0);
+    for (int i = 0; i < 20; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            struct store *mine;
+            char name[32];
+            snprintf(name, sizeof(name), "par-%d", i);
+            _exit(store_open(&mine) == 0 &&
+                          store_create(mine, name, base, &(struct instance_boot){0}) == 0
+                      ? 0
+                      : 1);
+        }
+    }
+    for (int i = 0; i < 20; i++) {
+        int status;
+        waitpid(pids[i], &status, 0);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    json_t *list = json_array();
+    assert_int_equal(store_list(s, list), 0);
+    assert_true(json_array_size(list) >= 20);
+    json_decref(list);
+    assert_int_equal(sh("for d in data/smolvm/instances/par-*; do qemu-img check -q $d/delta.qcow2 "
+                        "|| exit 1; done"), 0);
+    store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chains_commit_reset_gc),
+        cmocka_unit_test(test_bad_layers),
+        cmocka_unit_test(test_concurrent_creates),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
