@@ -210,14 +210,27 @@ int disk_read_backing(struct disk *d, const struct iovec *iov, int n, uint64_t o
     struct iovec part[1024];
     int count, r;
 
-    if (d->backing && offset < d->backing->size) {
+    if (d->backing && offset < d->backing->size)
         have = d->backing->size - offset < len ? d->backing->size - offset : len;
-        count = iov_slice(iov, n, 0, have, part, 1024);
-        if (count < 0)
-            return -EINVAL;
-        r = disk_read(d->backing, part, count, offset);
+    /* A raw base's holes are not read (a qcow2 backing file skips its own
+     * zero clusters as it reads). */
+    bool raw = d->backing && d->backing->format == &disk_format_raw;
+    for (uint64_t done = 0; done < have;) {
+        struct disk_extent e = {DISK_EXTENT_DATA, have - done, 0};
+        r = raw ? disk_status(d->backing, offset + done, have - done, &e) : 0;
         if (r < 0)
             return r;
+        if (e.kind == DISK_EXTENT_ZERO) {
+            iov_zero(iov, n, done, e.length);
+        } else {
+            count = iov_slice(iov, n, done, e.length, part, 1024);
+            if (count < 0)
+                return -EINVAL;
+            r = disk_read(d->backing, part, count, offset + done);
+            if (r < 0)
+                return r;
+        }
+        done += e.length;
     }
     iov_zero(iov, n, have, len - have);
     return 0;

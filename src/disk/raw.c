@@ -1,6 +1,8 @@
 /* Raw images: the file is the disk. Sparse-aware: discard and zeroing
  * punch holes. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <linux/falloc.h>
@@ -18,6 +20,15 @@ static int raw_probe(const uint8_t *head, size_t len)
     return 1; /* anything is a raw disk; raw is probed last */
 }
 
+/* A read-only raw disk (a base layer, a backing file) cannot change under
+ * us: the last extent found answers the next questions inside it without
+ * a system call, which reads through a chain ask once per request. */
+struct extent_cache {
+    pthread_mutex_t lock;
+    uint64_t start;
+    struct disk_extent e;
+};
+
 static int raw_open(struct disk *d)
 {
     struct stat st;
@@ -32,6 +43,12 @@ static int raw_open(struct disk *d)
         d->size = (uint64_t)st.st_size;
     } else {
         return err_plain(EINVAL, "not a file or block device");
+    }
+    if (d->read_only) {
+        struct extent_cache *c = calloc(1, sizeof(*c));
+        if (c)
+            pthread_mutex_init(&c->lock, NULL);
+        d->priv = c; /* without it, every status asks the file system */
     }
     return 0;
 }
@@ -119,7 +136,7 @@ static int raw_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     return 0;
 }
 
-static int raw_status(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
+static int find_extent(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
 {
     /* A hole reads as zeros; SEEK_DATA/SEEK_HOLE find where they are. */
     off_t data = lseek(d->fd, (off_t)offset, SEEK_DATA);
@@ -140,6 +157,41 @@ static int raw_status(struct disk *d, uint64_t offset, uint64_t len, struct disk
     end = hole < 0 || (uint64_t)hole > offset + len ? offset + len : (uint64_t)hole;
     *out = (struct disk_extent){DISK_EXTENT_DATA, end - offset, offset};
     return 0;
+}
+
+static int raw_status(struct disk *d, uint64_t offset, uint64_t len, struct disk_extent *out)
+{
+    struct extent_cache *c = d->priv;
+    int r = 0;
+
+    if (!c)
+        return find_extent(d, offset, len, out);
+    pthread_mutex_lock(&c->lock);
+    if (offset < c->start || offset >= c->start + c->e.length) {
+        r = find_extent(d, offset, d->size - offset, &c->e);
+        c->start = r == 0 ? offset : 0;
+        if (r < 0)
+            c->e.length = 0;
+    }
+    if (r == 0) {
+        uint64_t left = c->start + c->e.length - offset;
+        *out = c->e;
+        out->length = left < len ? left : len;
+        if (out->kind == DISK_EXTENT_DATA)
+            out->host_offset = offset;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+static void raw_close(struct disk *d)
+{
+    struct extent_cache *c = d->priv;
+    if (c) {
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        d->priv = NULL;
+    }
 }
 
 static int raw_create(const char *path, const struct disk_create_options *o)
@@ -167,6 +219,7 @@ const struct disk_format disk_format_raw = {
     .discard = raw_punch,
     .write_zeroes = raw_write_zeroes,
     .status = raw_status,
+    .close = raw_close,
     .create = raw_create,
     .resize = raw_resize,
 };
