@@ -8,6 +8,8 @@ packages=(
     clang libclang-rt-14-dev                           # libFuzzer targets
     qemu-system-x86 linux-image-amd64 busybox-static   # nested tier: L1 and guests
     cpio xz-utils acpica-tools util-linux e2fsprogs kmod # test oracles and tools
+    qemu-utils zstd python3                            # disk oracles (qemu-img, qemu-io)
+    golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
 )
 missing=()
 for p in "${packages[@]}"; do

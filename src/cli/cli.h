@@ -31,6 +31,7 @@ int cli_rm(int argc, char **argv);
 int cli_ls(int argc, char **argv);
 int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);
+int cli_bsd_user(int argc, char **argv);
 
 struct vm_config;
 /* An instance's boot settings and delta into cfg (store.c). */

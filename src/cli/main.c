@@ -23,6 +23,7 @@ static const struct cli_verb verbs[] = {
     {"ls", "list instances", cli_ls},
     {"layers", "list the layers in the store", cli_layers},
     {"gc", "remove layers no instance uses", cli_gc},
+    {"bsd-user", "run a FreeBSD or NetBSD amd64 program on this Linux host", cli_bsd_user},
 };
 
 int cli_fail(int code, const char *fmt, ...)
@@ -46,6 +47,9 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    if (strcmp(self, "smol-bsd-user") == 0) /* as a binfmt_misc interpreter */
+        return cli_bsd_user(argc, argv);
     trace_start();
     if (argc < 2) {
         usage(stderr);

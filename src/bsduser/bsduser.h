@@ -1,0 +1,50 @@
+/* bsd-user: FreeBSD (and NetBSD) amd64 executables run on a Linux amd64
+ * host, natively (same instruction set), their system calls translated.
+ * Syscall User Dispatch sends every `syscall` outside smolvm's own address
+ * range (the guest is loaded below GUEST_LIMIT, smolvm and its libraries
+ * live above) to a SIGSYS handler that answers it the BSD way. */
+#ifndef SMOLVM_BSDUSER_BSDUSER_H
+#define SMOLVM_BSDUSER_BSDUSER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The guest lives below this; smolvm (PIE at 0x55..., libraries at
+ * 0x7f...) above, where system calls go straight to Linux. */
+#define BSDUSER_GUEST_LIMIT 0x500000000000ull
+
+enum bsd_os { BSD_FREEBSD, BSD_NETBSD };
+
+struct bsd_image {
+    enum bsd_os os;
+    uint64_t entry;
+    uint64_t phdr, phent, phnum; /* for the auxiliary vector */
+    uint64_t base;               /* load bias (PIE), 0 otherwise */
+    uint64_t brk;                /* end of the highest segment */
+};
+
+struct bsduser_options {
+    bool strace;
+    const char *root; /* a BSD sysroot for dynamic executables (not yet) */
+};
+
+/* Maps path's segments; refuses what we cannot run with one clear message
+ * (dynamic executables without --root, other OSes, other machines). */
+int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image *out)
+    __attribute__((warn_unused_result));
+
+/* Builds the initial stack as the BSD kernel lays it out and returns the
+ * stack pointer to start with. */
+uint64_t bsd_stack(const struct bsd_image *img, const char *path, int argc, char **argv,
+                   char **envp);
+
+/* Installs the system call translation and jumps to the guest: returns
+ * only on failure to set up (message set). */
+int bsduser_run(const char *path, const struct bsduser_options *o, int argc, char **argv)
+    __attribute__((warn_unused_result));
+
+/* Guest memory allocation below BSDUSER_GUEST_LIMIT (mmap without a fixed
+ * address lands here). */
+uint64_t bsd_guest_map(uint64_t len);
+
+#endif

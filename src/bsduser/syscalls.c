@@ -1,0 +1,511 @@
+/* The BSD system calls, answered in a SIGSYS handler (Syscall User
+ * Dispatch). Numbers and names come from tables generated from the BSDs'
+ * syscalls.master (tools/gen-bsd-abi.sh); handlers are found by name, so
+ * FreeBSD and NetBSD share the ones whose meaning is the same. Results go
+ * back the BSD way: carry flag set and a BSD errno on failure. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "bsduser/bsduser.h"
+#include "bsduser/freebsd_abi.h"
+#include "bsduser/netbsd_abi.h"
+#include "util/err.h"
+
+#ifndef PR_SET_SYSCALL_USER_DISPATCH
+#define PR_SET_SYSCALL_USER_DISPATCH 59
+#define PR_SYS_DISPATCH_ON 1
+#endif
+#define SYSCALL_DISPATCH_FILTER_BLOCK 1
+#define MAX_SYSCALL 1024
+#define SYS_INDIRECT 0    /* syscall(number, ...) */
+#define SYS_INDIRECT64 198 /* __syscall(number, ...) */
+
+typedef long (*handler_fn)(const long *a);
+
+struct sysent {
+    int number;
+    const char *name;
+    int nargs;
+};
+
+static const struct sysent freebsd_table[] = {
+#define X(n, s, a) {n, s, a},
+    FREEBSD_SYSCALLS(X)
+#undef X
+};
+static const struct sysent netbsd_table[] = {
+#define X(n, s, a) {n, s, a},
+    NETBSD_SYSCALLS(X)
+#undef X
+};
+
+static const struct sysent *by_number[MAX_SYSCALL];
+static handler_fn handlers[MAX_SYSCALL];
+static int errno_map[200];
+static bool tracing;
+static enum bsd_os personality;
+static const char *exec_path;
+static uint64_t stack_top;
+
+/* ---- guest memory, copied through the kernel so a bad pointer is EFAULT ---- */
+
+static long copy_in(void *to, uint64_t from, size_t len)
+{
+    struct iovec local = {to, len}, remote = {(void *)from, len};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
+}
+
+static long copy_out(uint64_t to, const void *from, size_t len)
+{
+    struct iovec local = {(void *)from, len}, remote = {(void *)to, len};
+    return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
+}
+
+static long result(long r)
+{
+    return r < 0 ? -errno : r;
+}
+
+/* ---- translations ---- */
+
+static int open_flags(long bsd)
+{
+    static const struct {
+        long bsd;
+        int linux_;
+    } bits[] = {{FREEBSD_O_APPEND, O_APPEND}, {FREEBSD_O_CREAT, O_CREAT},
+                {FREEBSD_O_TRUNC, O_TRUNC}, {FREEBSD_O_EXCL, O_EXCL},
+                {FREEBSD_O_NONBLOCK, O_NONBLOCK}, {FREEBSD_O_DIRECTORY, O_DIRECTORY},
+                {FREEBSD_O_CLOEXEC, O_CLOEXEC}, {FREEBSD_O_NOFOLLOW, O_NOFOLLOW},
+                {FREEBSD_O_SYNC, O_SYNC}, {FREEBSD_O_NOCTTY, O_NOCTTY}};
+    int flags = (int)(bsd & 3); /* O_RDONLY, O_WRONLY, O_RDWR alike */
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+        if (bsd & bits[i].bsd)
+            flags |= bits[i].linux_;
+    return flags;
+}
+
+static int mmap_flags(long bsd)
+{
+    int flags = (int)(bsd & (FREEBSD_MAP_SHARED | FREEBSD_MAP_PRIVATE));
+    if (bsd & FREEBSD_MAP_ANON)
+        flags |= MAP_ANONYMOUS;
+    if (bsd & FREEBSD_MAP_FIXED)
+        flags |= MAP_FIXED;
+    return flags;
+}
+
+static clockid_t clock_id(long bsd)
+{
+    switch (bsd) {
+    case FREEBSD_CLOCK_MONOTONIC:
+    case FREEBSD_CLOCK_UPTIME:
+    case FREEBSD_CLOCK_MONOTONIC_FAST:
+    case FREEBSD_CLOCK_MONOTONIC_PRECISE:
+    case FREEBSD_CLOCK_UPTIME_FAST:
+    case FREEBSD_CLOCK_UPTIME_PRECISE:
+        return CLOCK_MONOTONIC;
+    case FREEBSD_CLOCK_PROCESS_CPUTIME_ID:
+        return CLOCK_PROCESS_CPUTIME_ID;
+    case FREEBSD_CLOCK_THREAD_CPUTIME_ID:
+        return CLOCK_THREAD_CPUTIME_ID;
+    default:
+        return CLOCK_REALTIME;
+    }
+}
+
+/* struct stat of FreeBSD 12 and later (ino64), 224 bytes. */
+static void put_stat(uint8_t *b, const struct stat *st)
+{
+    memset(b, 0, 224);
+    memcpy(b + 0, &(uint64_t){st->st_dev}, 8);
+    memcpy(b + 8, &(uint64_t){st->st_ino}, 8);
+    memcpy(b + 16, &(uint64_t){st->st_nlink}, 8);
+    memcpy(b + 24, &(uint16_t){(uint16_t)st->st_mode}, 2);
+    memcpy(b + 28, &(uint32_t){st->st_uid}, 4);
+    memcpy(b + 32, &(uint32_t){st->st_gid}, 4);
+    memcpy(b + 40, &(uint64_t){st->st_rdev}, 8);
+    memcpy(b + 48, &st->st_atim, 16);
+    memcpy(b + 64, &st->st_mtim, 16);
+    memcpy(b + 80, &st->st_ctim, 16);
+    memcpy(b + 96, &st->st_ctim, 16); /* no birth time: the change time */
+    memcpy(b + 112, &(int64_t){st->st_size}, 8);
+    memcpy(b + 120, &(int64_t){st->st_blocks}, 8);
+    memcpy(b + 128, &(int32_t){(int32_t)st->st_blksize}, 4);
+}
+
+/* ---- the calls ---- */
+
+static long sys_exit(const long *a)
+{
+    _exit((int)a[0]);
+}
+
+static long sys_read(const long *a) { return result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
+static long sys_write(const long *a) { return result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
+static long sys_close(const long *a) { return result(close((int)a[0])); }
+static long sys_getpid(const long *a) { (void)a; return getpid(); }
+static long sys_getppid(const long *a) { (void)a; return getppid(); }
+static long sys_getuid(const long *a) { (void)a; return getuid(); }
+static long sys_geteuid(const long *a) { (void)a; return geteuid(); }
+static long sys_getgid(const long *a) { (void)a; return getgid(); }
+static long sys_getegid(const long *a) { (void)a; return getegid(); }
+static long sys_zero(const long *a) { (void)a; return 0; }
+
+static long sys_readv(const long *a)
+{
+    return result(readv((int)a[0], (const struct iovec *)a[1], (int)a[2]));
+}
+
+static long sys_writev(const long *a)
+{
+    return result(writev((int)a[0], (const struct iovec *)a[1], (int)a[2]));
+}
+
+static long sys_open(const long *a)
+{
+    return result(openat(AT_FDCWD, (const char *)a[0], open_flags(a[1]), (mode_t)a[2]));
+}
+
+static long sys_openat(const long *a)
+{
+    int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
+    return result(openat(dirfd, (const char *)a[1], open_flags(a[2]), (mode_t)a[3]));
+}
+
+static long sys_lseek(const long *a) { return result(lseek((int)a[0], (off_t)a[1], (int)a[2])); }
+
+static long sys_mmap(const long *a)
+{
+    uint64_t addr = (uint64_t)a[0], len = (uint64_t)a[1];
+    int flags = mmap_flags(a[3]);
+    if (!(flags & MAP_FIXED)) { /* the guest stays below the host's range */
+        addr = bsd_guest_map(len);
+        flags |= MAP_FIXED_NOREPLACE;
+    } else if (addr + len > BSDUSER_GUEST_LIMIT) {
+        return -ENOMEM;
+    }
+    void *m = mmap((void *)addr, len, (int)a[2], flags, (flags & MAP_ANONYMOUS) ? -1 : (int)a[4],
+                   (off_t)a[5]);
+    return m == MAP_FAILED ? -errno : (long)m;
+}
+
+static long sys_munmap(const long *a)
+{
+    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
+        return -EINVAL;
+    return result(munmap((void *)a[0], (size_t)a[1]));
+}
+
+static long sys_mprotect(const long *a)
+{
+    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
+        return -EINVAL;
+    return result(mprotect((void *)a[0], (size_t)a[1], (int)a[2]));
+}
+
+static long sys_clock_gettime(const long *a)
+{
+    struct timespec ts;
+    if (clock_gettime(clock_id(a[0]), &ts) < 0)
+        return -errno;
+    return copy_out((uint64_t)a[1], &ts, sizeof(ts));
+}
+
+static long sys_nanosleep(const long *a)
+{
+    struct timespec ts;
+    long r = copy_in(&ts, (uint64_t)a[0], sizeof(ts));
+    return r < 0 ? r : result(nanosleep(&ts, a[1] ? (struct timespec *)a[1] : NULL));
+}
+
+static long sys_getrandom(const long *a)
+{
+    return result(getrandom((void *)a[0], (size_t)a[1], (unsigned)a[2] & GRND_NONBLOCK));
+}
+
+static long sys_fstat(const long *a)
+{
+    struct stat st;
+    uint8_t b[224];
+    if (fstat((int)a[0], &st) < 0)
+        return -errno;
+    put_stat(b, &st);
+    return copy_out((uint64_t)a[1], b, sizeof(b));
+}
+
+static long sys_fstatat(const long *a)
+{
+    struct stat st;
+    uint8_t b[224];
+    int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
+    int flags = (a[3] & FREEBSD_AT_SYMLINK_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0;
+    if (fstatat(dirfd, (const char *)a[1], &st, flags) < 0)
+        return -errno;
+    put_stat(b, &st);
+    return copy_out((uint64_t)a[2], b, sizeof(b));
+}
+
+static long sys_getcwd(const long *a)
+{
+    return getcwd((char *)a[0], (size_t)a[1]) ? 0 : -errno;
+}
+
+static long sys_thr_self(const long *a)
+{
+    long tid = syscall(SYS_gettid) + 100000; /* FreeBSD thread ids start above PIDs */
+    return copy_out((uint64_t)a[0], &tid, sizeof(tid));
+}
+
+/* The sysctl names runtimes ask for, by MIB and by name. */
+enum { CTL_KERN = 1, CTL_HW = 6, KERN_OSTYPE = 1, KERN_OSRELEASE = 2, KERN_PROC = 14,
+       KERN_OSRELDATE = 24, KERN_USRSTACK = 33, KERN_ARND = 37, KERN_PROC_PATHNAME = 12,
+       HW_MACHINE = 1, HW_NCPU = 3, HW_PAGESIZE = 7 };
+
+static long answer(uint64_t old, uint64_t oldlenp, const void *value, size_t len)
+{
+    uint64_t room;
+    long r = copy_in(&room, oldlenp, sizeof(room));
+    if (r == 0 && old && room < len)
+        return -ENOMEM;
+    if (r == 0 && old)
+        r = copy_out(old, value, len);
+    if (r == 0)
+        r = copy_out(oldlenp, &(uint64_t){len}, sizeof(uint64_t));
+    return r;
+}
+
+static long sysctl_value(const int *mib, unsigned n, uint64_t old, uint64_t oldlenp)
+{
+    int i32;
+    uint64_t u64;
+    uint8_t random[256];
+    if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_OSTYPE)
+        return answer(old, oldlenp, personality == BSD_NETBSD ? "NetBSD" : "FreeBSD",
+                      personality == BSD_NETBSD ? 7 : 8);
+    if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_OSRELEASE)
+        return answer(old, oldlenp, "13.2-RELEASE", 13);
+    if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_OSRELDATE)
+        return i32 = 1302001, answer(old, oldlenp, &i32, 4);
+    if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_USRSTACK)
+        return u64 = stack_top, answer(old, oldlenp, &u64, 8);
+    if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_ARND) {
+        uint64_t want;
+        if (copy_in(&want, oldlenp, 8) < 0)
+            return -EFAULT;
+        if (want > sizeof(random))
+            want = sizeof(random);
+        if (getrandom(random, want, 0) != (ssize_t)want)
+            return -EIO;
+        return answer(old, oldlenp, random, want);
+    }
+    if (n == 4 && mib[0] == CTL_KERN && mib[1] == KERN_PROC && mib[2] == KERN_PROC_PATHNAME)
+        return answer(old, oldlenp, exec_path, strlen(exec_path) + 1);
+    if (n == 2 && mib[0] == CTL_HW && mib[1] == HW_NCPU)
+        return i32 = (int)sysconf(_SC_NPROCESSORS_ONLN), answer(old, oldlenp, &i32, 4);
+    if (n == 2 && mib[0] == CTL_HW && mib[1] == HW_PAGESIZE)
+        return i32 = 4096, answer(old, oldlenp, &i32, 4);
+    if (n == 2 && mib[0] == CTL_HW && mib[1] == HW_MACHINE)
+        return answer(old, oldlenp, "amd64", 6);
+    return -ENOENT;
+}
+
+static long sys_sysctl(const long *a)
+{
+    int mib[8];
+    unsigned n = (unsigned)a[1];
+    if (n == 0 || n > 8 || copy_in(mib, (uint64_t)a[0], n * sizeof(int)) < 0)
+        return n > 8 ? -EINVAL : -EFAULT;
+    if (a[4])
+        return -EPERM; /* nothing is settable */
+    return sysctl_value(mib, n, (uint64_t)a[2], (uint64_t)a[3]);
+}
+
+static long sys_sysctlbyname(const long *a)
+{
+    static const struct {
+        const char *name;
+        int mib[4];
+        unsigned n;
+    } names[] = {
+        {"kern.ostype", {CTL_KERN, KERN_OSTYPE}, 2}, {"kern.osrelease", {CTL_KERN, KERN_OSRELEASE}, 2},
+        {"kern.osreldate", {CTL_KERN, KERN_OSRELDATE}, 2}, {"kern.usrstack", {CTL_KERN, KERN_USRSTACK}, 2},
+        {"kern.arandom", {CTL_KERN, KERN_ARND}, 2}, {"hw.ncpu", {CTL_HW, HW_NCPU}, 2},
+        {"hw.pagesize", {CTL_HW, HW_PAGESIZE}, 2}, {"hw.machine", {CTL_HW, HW_MACHINE}, 2},
+        {"kern.proc.pathname", {CTL_KERN, KERN_PROC, KERN_PROC_PATHNAME, -1}, 4},
+    };
+    char name[64] = "";
+    size_t len = (size_t)a[1];
+    if (len >= sizeof(name) || copy_in(name, (uint64_t)a[0], len) < 0)
+        return -ENOENT;
+    name[len] = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(names[i].name, name) == 0)
+            return sysctl_value(names[i].mib, names[i].n, (uint64_t)a[2], (uint64_t)a[3]);
+    return -ENOENT;
+}
+
+static const struct {
+    const char *name;
+    handler_fn fn;
+} implemented[] = {
+    {"exit", sys_exit}, {"thr_exit", sys_exit}, {"read", sys_read}, {"write", sys_write},
+    {"open", sys_open}, {"openat", sys_openat}, {"close", sys_close}, {"getpid", sys_getpid},
+    {"getppid", sys_getppid}, {"getuid", sys_getuid}, {"geteuid", sys_geteuid},
+    {"getgid", sys_getgid}, {"getegid", sys_getegid}, {"issetugid", sys_zero},
+    {"readv", sys_readv}, {"writev", sys_writev}, {"lseek", sys_lseek}, {"mmap", sys_mmap},
+    {"munmap", sys_munmap}, {"mprotect", sys_mprotect}, {"madvise", sys_zero},
+    {"clock_gettime", sys_clock_gettime}, {"nanosleep", sys_nanosleep},
+    {"getrandom", sys_getrandom}, {"fstat", sys_fstat}, {"fstatat", sys_fstatat},
+    {"__getcwd", sys_getcwd}, {"thr_self", sys_thr_self}, {"__sysctl", sys_sysctl},
+    {"__sysctlbyname", sys_sysctlbyname}, {"sigprocmask", sys_zero}, {"sigaction", sys_zero},
+};
+
+/* ---- dispatch ---- */
+
+static void trace(const struct sysent *e, long number, const long *a, long r)
+{
+    char line[256];
+    int n = snprintf(line, sizeof(line), "%d %s(", getpid(), e ? e->name : "unknown");
+    int args = e ? e->nargs : 6;
+    for (int i = 0; i < args && i < 6; i++)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%#lx", i ? ", " : "", a[i]);
+    if (r < 0 && r > -4096)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, ") ERR#%d '%s'%s\n",
+                      -r < 200 ? errno_map[-r] : (int)-r, strerror((int)-r),
+                      handlers[number & (MAX_SYSCALL - 1)] ? "" : " (not supported)");
+    else
+        n += snprintf(line + n, sizeof(line) - (size_t)n, ") = %ld (%#lx)\n", r, r);
+    if (write(STDERR_FILENO, line, (size_t)n) < 0)
+        return;
+}
+
+static void on_sigsys(int sig, siginfo_t *si, void *context)
+{
+    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    long number = g[REG_RAX];
+    long a[7] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9], 0};
+    int saved = errno;
+    (void)sig;
+    (void)si;
+
+    if (number == SYS_INDIRECT || number == SYS_INDIRECT64) {
+        uint64_t stack[1] = {0};
+        number = a[0];
+        memmove(a, a + 1, 5 * sizeof(long));
+        /* The sixth argument of an indirect call is on the stack. */
+        if (copy_in(stack, (uint64_t)g[REG_RSP] + 8, 8) == 0)
+            a[5] = (long)stack[0];
+    }
+    bool known = number >= 0 && number < MAX_SYSCALL;
+    handler_fn fn = known ? handlers[number] : NULL;
+    if (tracing && fn == sys_exit) /* it does not come back to be traced */
+        trace(by_number[number], number, a, 0);
+    long r = fn ? fn(a) : -ENOSYS;
+    if (tracing)
+        trace(known ? by_number[number] : NULL, number, a, r);
+    if (r < 0 && r > -4096) {
+        g[REG_RAX] = -r < 200 && errno_map[-r] ? errno_map[-r] : 78 /* ENOSYS */;
+        g[REG_EFL] |= 1; /* carry: an error */
+    } else {
+        g[REG_RAX] = r;
+        g[REG_EFL] &= ~1ll;
+    }
+    errno = saved;
+}
+
+static void on_fault(int sig, siginfo_t *si, void *context)
+{
+    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    char line[200];
+    int n = snprintf(line, sizeof(line), "smolvm bsd-user: %s faulted: %s at address %p (pc %#llx)\n",
+                     exec_path, strsignal(sig), si->si_addr, (unsigned long long)g[REG_RIP]);
+    if (write(STDERR_FILENO, line, (size_t)n) < 0)
+        _exit(128 + sig);
+    _exit(128 + sig);
+}
+
+static void build_tables(enum bsd_os os)
+{
+    const struct sysent *table = os == BSD_NETBSD ? netbsd_table : freebsd_table;
+    size_t count = os == BSD_NETBSD ? sizeof(netbsd_table) / sizeof(netbsd_table[0])
+                                    : sizeof(freebsd_table) / sizeof(freebsd_table[0]);
+    for (size_t i = 0; i < count; i++) {
+        if (table[i].number < 0 || table[i].number >= MAX_SYSCALL)
+            continue;
+        by_number[table[i].number] = &table[i];
+        for (size_t k = 0; k < sizeof(implemented) / sizeof(implemented[0]); k++)
+            if (strcmp(implemented[k].name, table[i].name) == 0)
+                handlers[table[i].number] = implemented[k].fn;
+    }
+    if (os == BSD_NETBSD)
+        NETBSD_fill_errnos(errno_map, 200);
+    else
+        FREEBSD_fill_errnos(errno_map, 200);
+}
+
+static int install(void)
+{
+    static uint8_t alt[64 << 10];
+    stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt)};
+    struct sigaction sa = {.sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO | SA_ONSTACK};
+    struct sigaction fault = {.sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK};
+
+    if (sigaltstack(&ss, NULL) < 0 || sigaction(SIGSYS, &sa, NULL) < 0)
+        return err_set(errno, "signal handlers");
+    sigaction(SIGSEGV, &fault, NULL);
+    sigaction(SIGBUS, &fault, NULL);
+    sigaction(SIGILL, &fault, NULL);
+    sigaction(SIGFPE, &fault, NULL);
+    return 0;
+}
+
+int bsduser_run(const char *path, const struct bsduser_options *o, int argc, char **argv)
+{
+    static volatile char selector = SYSCALL_DISPATCH_FILTER_BLOCK;
+    extern char **environ;
+    struct bsd_image img;
+    int r = bsd_load(path, o, &img);
+
+    if (r < 0)
+        return r;
+    personality = img.os;
+    tracing = o->strace;
+    exec_path = path;
+    build_tables(img.os);
+    stack_top = 0x3ff000000000ull;
+    uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
+    if (!sp)
+        return err_set(errno, "the guest's stack");
+    r = install();
+    if (r < 0)
+        return r;
+    /* From here on every system call made outside smolvm's range (the
+     * guest's) raises SIGSYS; ours, above, go through. */
+    if (prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
+              0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0)
+        return err_set(errno, "Syscall User Dispatch (Linux 5.11 or later)");
+    __asm__ volatile("mov %0, %%rsp\n\t"
+                     "mov %0, %%rdi\n\t"
+                     "xor %%esi, %%esi\n\t"
+                     "xor %%edx, %%edx\n\t"
+                     "xor %%ebp, %%ebp\n\t"
+                     "jmp *%1\n\t"
+                     :
+                     : "r"(sp), "r"(img.entry)
+                     : "memory");
+    __builtin_unreachable();
+}

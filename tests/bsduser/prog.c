@@ -1,0 +1,159 @@
+/* A freestanding FreeBSD (or NetBSD) program for the bsd-user tests: no
+ * libc, raw system calls by the BSD's numbers. argv[1] picks what it does;
+ * the exit status says what it saw. Built by the tests with
+ *   clang --target=x86_64-unknown-freebsd13 -ffreestanding -nostdlib -static -fuse-ld=lld */
+#ifdef NETBSD
+#define SYS_MMAP 197
+/* NetBSD recognises its binaries by this note. */
+__asm__(".section .note.netbsd.ident, \"a\"\n.p2align 2\n.long 7, 4, 1\n"
+        ".asciz \"NetBSD\"\n.p2align 2\n.long 1000000000\n.text\n");
+#else
+#define SYS_MMAP 477
+#endif
+#define SYS_EXIT 1
+#define SYS_READ 3
+#define SYS_WRITE 4
+#define SYS_OPEN 5
+#define SYS_CLOSE 6
+#define SYS_GETPID 20
+#define SYS_MUNMAP 73
+#define SYS_SYSCTL 202
+
+typedef unsigned long size_t;
+
+struct ret {
+    long value;
+    int failed; /* the carry flag: value is a BSD errno */
+};
+
+static struct ret sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    struct ret r;
+    register long r10 __asm__("r10") = d, r8 __asm__("r8") = e, r9 __asm__("r9") = f;
+    unsigned char carry;
+    __asm__ volatile("syscall; setc %1"
+                     : "=a"(r.value), "=r"(carry), "+r"(r10), "+r"(r8), "+r"(r9)
+                     : "a"(n), "D"(a), "S"(b), "d"(c)
+                     : "rcx", "r11", "memory");
+    r.failed = carry;
+    return r;
+}
+
+#define sys(...) sys6_n(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
+#define sys6_n(n, a, b, c, d, e, f, ...) sys6((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
+static size_t len(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static void say(const char *s)
+{
+    sys(SYS_WRITE, 1, s, len(s));
+}
+
+static int same(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+__attribute__((noreturn)) static void leave(long code)
+{
+    sys(SYS_EXIT, code);
+    for (;;)
+        ;
+}
+
+static int files(void)
+{
+    char buf[16];
+    struct ret fd = sys(SYS_OPEN, "bsd-file", 0x200 | 0x400 | 1, 0644); /* O_CREAT|O_TRUNC|O_WRONLY */
+    if (fd.failed || sys(SYS_WRITE, fd.value, "written", 7).value != 7)
+        return 1;
+    sys(SYS_CLOSE, fd.value);
+    fd = sys(SYS_OPEN, "bsd-file", 0, 0);
+    if (fd.failed || sys(SYS_READ, fd.value, buf, 16).value != 7 || buf[0] != 'w' || buf[6] != 'n')
+        return 2;
+    return 0;
+}
+
+static int errors(void)
+{
+    struct ret r = sys(SYS_OPEN, "/no/such/file", 0, 0);
+    if (!r.failed || r.value != 2) /* ENOENT */
+        return 1;
+    r = sys(SYS_READ, 12345, 0, 0);
+    if (!r.failed || r.value != 9) /* EBADF */
+        return 2;
+    r = sys(2); /* fork: not supported here */
+    if (!r.failed || r.value != 78) /* ENOSYS */
+        return 3;
+    r = sys(SYS_GETPID);
+    if (r.failed || r.value <= 0)
+        return 4;
+    return 0;
+}
+
+static int memory(void)
+{
+    struct ret r = sys(SYS_MMAP, 0, 1 << 20, 3, 0x1000 | 2, -1, 0); /* RW, MAP_ANON|MAP_PRIVATE */
+    if (r.failed)
+        return 1;
+    char *p = (char *)r.value;
+    p[0] = 1;
+    p[(1 << 20) - 1] = 2;
+    if ((unsigned long)p >= 0x500000000000ul)
+        return 2;
+    return sys(SYS_MUNMAP, p, 1 << 20).failed ? 3 : 0;
+}
+
+static int sysctl(void)
+{
+    int mib[2] = {1, 1}; /* kern.ostype */
+    char name[16];
+    size_t size = sizeof(name);
+    if (sys(SYS_SYSCTL, mib, 2, name, &size, 0, 0).failed || !same(name, "FreeBSD"))
+        return 1;
+    int ncpu = 0;
+    mib[0] = 6, mib[1] = 3; /* hw.ncpu */
+    size = sizeof(ncpu);
+    if (sys(SYS_SYSCTL, mib, 2, &ncpu, &size, 0, 0).failed || ncpu < 1)
+        return 2;
+    return 0;
+}
+
+void _start(long *ap);
+void _start(long *ap)
+{
+    long argc = ap[0];
+    char **argv = (char **)(ap + 1);
+    const char *what = argc > 1 ? argv[1] : "hello";
+
+    if (same(what, "hello")) {
+        say("hello from a BSD program\n");
+        leave(7);
+    }
+    if (same(what, "args")) {
+        for (long i = 2; i < argc; i++) {
+            say(argv[i]);
+            say("\n");
+        }
+        leave(argc);
+    }
+    if (same(what, "files"))
+        leave(files());
+    if (same(what, "errors"))
+        leave(errors());
+    if (same(what, "memory"))
+        leave(memory());
+    if (same(what, "sysctl"))
+        leave(sysctl());
+    if (same(what, "fault"))
+        *(volatile int *)16 = 1;
+    leave(100);
+}

@@ -1,0 +1,111 @@
+/* bsd-user against real BSD executables: freestanding programs built for
+ * FreeBSD and NetBSD by clang and lld (tests/bsduser/prog.c) run under
+ * `smolvm bsd-user`, checked by what they print, their exit status and
+ * --strace; executables it cannot run are refused with one clear line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "scratch.h"
+
+static char smolvm[4200];
+
+static int setup(void **state)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    (void)state;
+    if (n <= 0)
+        return -1;
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0;
+    snprintf(smolvm, sizeof(smolvm), "%s/../../smolvm", exe);
+    if (scratch_setup("bsduser") < 0)
+        return -1;
+    /* The programs, as each BSD's toolchain would link them. */
+    static const char flags[] = "-ffreestanding -fno-stack-protector -nostdlib -O1 "
+                                "-fuse-ld=lld -Wl,-e,_start " SMOLVM_SOURCE_ROOT "/tests/bsduser/prog.c";
+    return sh("clang --target=x86_64-unknown-freebsd13 -static %s -o fbsd && "
+              "clang --target=x86_64-unknown-freebsd13 -fPIE -Wl,-pie -Wl,--no-dynamic-linker %s -o fbsd-pie && "
+              "clang --target=x86_64-unknown-netbsd -DNETBSD -static %s -o nbsd && "
+              "clang --target=x86_64-unknown-freebsd13 -fPIE -Wl,-pie "
+              "-Wl,--dynamic-linker=/libexec/ld-elf.so.1 %s -o fbsd-dyn",
+              flags, flags, flags, flags) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+/* Runs smolvm bsd-user ARGS in the scratch dir; output in out/err. */
+static int run(const char *args)
+{
+    return sh("timeout 20 '%s' bsd-user %s > out 2> err", smolvm, args);
+}
+
+static void test_hello_and_exit_status(void **state)
+{
+    (void)state;
+    assert_int_equal(run("./fbsd hello"), 7);
+    assert_int_equal(sh("grep -qx 'hello from a BSD program' out"), 0);
+    assert_int_equal(run("./fbsd-pie hello"), 7); /* position independent */
+    assert_int_equal(run("./nbsd hello"), 7);     /* the NetBSD personality */
+    assert_int_equal(run("./fbsd args one 'two words'"), 4);
+    assert_int_equal(sh("printf 'one\\ntwo words\\n' | cmp -s - out"), 0);
+}
+
+static void test_files_memory_sysctl(void **state)
+{
+    (void)state;
+    assert_int_equal(run("./fbsd files"), 0);
+    assert_int_equal(sh("test \"$(cat bsd-file)\" = written"), 0);
+    assert_int_equal(run("./fbsd memory"), 0);
+    assert_int_equal(run("./fbsd-pie memory"), 0);
+    assert_int_equal(run("./fbsd sysctl"), 0);
+}
+
+/* Failures come back the BSD way: carry set, BSD errno numbers (ENOENT 2,
+ * EBADF 9, ENOSYS 78 for what is not supported), and --strace says so. */
+static void test_errors_and_strace(void **state)
+{
+    (void)state;
+    assert_int_equal(run("--strace ./fbsd errors"), 0);
+    assert_int_equal(sh("grep -q 'open(.*) ERR#2 ' err && grep -q 'read(0x3039.*) ERR#9 ' err && "
+                        "grep -q 'fork() ERR#78 .*(not supported)' err && grep -q 'getpid() = ' err && "
+                        "grep -q 'exit(0)' err"), 0);
+}
+
+static void test_refusals_and_faults(void **state)
+{
+    (void)state;
+    assert_int_equal(run("./fbsd fault"), 139);
+    assert_int_equal(sh("grep -q 'fbsd faulted: Segmentation fault at address 0x10' err"), 0);
+    assert_int_equal(run("./fbsd-dyn"), 1);
+    assert_int_equal(sh("grep -q 'dynamic executable: give --root' err && test $(wc -l < err) -eq 1"), 0);
+    assert_int_equal(run("/bin/true"), 1);
+    assert_int_equal(sh("grep -q 'not a FreeBSD or NetBSD executable' err"), 0);
+    assert_int_equal(run("/etc/hostname"), 1);
+    assert_int_equal(sh("grep -q 'not an ELF file' err"), 0);
+    assert_int_equal(sh("head -c 100 fbsd > truncated && chmod +x truncated"), 0);
+    assert_int_equal(run("./truncated"), 1);
+    assert_int_equal(run(""), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello_and_exit_status),
+        cmocka_unit_test(test_files_memory_sysctl),
+        cmocka_unit_test(test_errors_and_strace),
+        cmocka_unit_test(test_refusals_and_faults),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
