@@ -188,7 +188,7 @@ static long sys_openat(const long *a)
 
 static long sys_lseek(const long *a) { return result(lseek((int)a[0], (off_t)a[1], (int)a[2])); }
 
-static long sys_mmap(const long *a)
+static long map(const long *a, long offset)
 {
     uint64_t addr = (uint64_t)a[0], len = (uint64_t)a[1];
     int flags = mmap_flags(a[3]);
@@ -198,10 +198,15 @@ static long sys_mmap(const long *a)
     } else if (addr + len > BSDUSER_GUEST_LIMIT) {
         return -ENOMEM;
     }
-    void *m = mmap((void *)addr, len, (int)a[2], flags, (flags & MAP_ANONYMOUS) ? -1 : (int)a[4],
-                   (off_t)a[5]);
+    bool anon = flags & MAP_ANONYMOUS;
+    void *m = mmap((void *)addr, len, (int)a[2], flags, anon ? -1 : (int)a[4],
+                   anon ? 0 : (off_t)offset);
     return m == MAP_FAILED ? -errno : (long)m;
 }
+
+static long sys_mmap(const long *a) { return map(a, a[5]); }
+/* NetBSD's mmap has a pad before the offset: its seventh argument. */
+static long sys_mmap_netbsd(const long *a) { return map(a, a[6]); }
 
 static long sys_munmap(const long *a)
 {
@@ -268,6 +273,113 @@ static long sys_thr_self(const long *a)
 {
     long tid = syscall(SYS_gettid) + 100000; /* FreeBSD thread ids start above PIDs */
     return copy_out((uint64_t)a[0], &tid, sizeof(tid));
+}
+
+/* Paths and descriptors: Linux's calls, with the flags that differ. */
+static int at_dir(long fd) { return fd == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)fd; }
+static long sys_unlink(const long *a) { return result(unlink((const char *)a[0])); }
+static long sys_unlinkat(const long *a)
+{
+    return result(unlinkat(at_dir(a[0]), (const char *)a[1],
+                           (a[2] & FREEBSD_AT_REMOVEDIR) ? AT_REMOVEDIR : 0));
+}
+static long sys_mkdir(const long *a) { return result(mkdir((const char *)a[0], (mode_t)a[1])); }
+static long sys_mkdirat(const long *a)
+{
+    return result(mkdirat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2]));
+}
+static long sys_rmdir(const long *a) { return result(rmdir((const char *)a[0])); }
+static long sys_rename(const long *a) { return result(rename((const char *)a[0], (const char *)a[1])); }
+static long sys_chdir(const long *a) { return result(chdir((const char *)a[0])); }
+static long sys_fchdir(const long *a) { return result(fchdir((int)a[0])); }
+static long sys_chmod(const long *a) { return result(chmod((const char *)a[0], (mode_t)a[1])); }
+static long sys_fchmod(const long *a) { return result(fchmod((int)a[0], (mode_t)a[1])); }
+static long sys_access(const long *a) { return result(access((const char *)a[0], (int)a[1])); }
+static long sys_symlink(const long *a) { return result(symlink((const char *)a[0], (const char *)a[1])); }
+static long sys_readlink(const long *a)
+{
+    return result(readlink((const char *)a[0], (char *)a[1], (size_t)a[2]));
+}
+static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
+static long sys_dup(const long *a) { return result(dup((int)a[0])); }
+static long sys_dup2(const long *a) { return result(dup2((int)a[0], (int)a[1])); }
+static long sys_fsync(const long *a) { return result(fsync((int)a[0])); }
+static long sys_ftruncate(const long *a) { return result(ftruncate((int)a[0], (off_t)a[1])); }
+static long sys_kill(const long *a) { return result(kill((pid_t)a[0], (int)a[1])); }
+
+static long sys_pipe2(const long *a)
+{
+    int fds[2];
+    if (pipe2(fds, open_flags(a[1]) & (O_CLOEXEC | O_NONBLOCK)) < 0)
+        return -errno;
+    return copy_out((uint64_t)a[0], fds, sizeof(fds));
+}
+
+static long sys_fcntl(const long *a)
+{
+    int fd = (int)a[0];
+    long r;
+    switch (a[1]) {
+    case FREEBSD_F_DUPFD: return result(fcntl(fd, F_DUPFD, (int)a[2]));
+    case FREEBSD_F_DUPFD_CLOEXEC: return result(fcntl(fd, F_DUPFD_CLOEXEC, (int)a[2]));
+    case FREEBSD_F_GETFD: return result(fcntl(fd, F_GETFD));
+    case FREEBSD_F_SETFD: return result(fcntl(fd, F_SETFD, (int)a[2] & FD_CLOEXEC));
+    case FREEBSD_F_GETFL:
+        r = fcntl(fd, F_GETFL);
+        if (r < 0)
+            return -errno;
+        return (r & O_ACCMODE) | (r & O_NONBLOCK ? FREEBSD_O_NONBLOCK : 0) |
+               (r & O_APPEND ? FREEBSD_O_APPEND : 0);
+    case FREEBSD_F_SETFL: return result(fcntl(fd, F_SETFL, open_flags(a[2]) & (O_NONBLOCK | O_APPEND)));
+    default: return -EINVAL;
+    }
+}
+
+/* getdirentries: Linux dirent64 records rewritten as FreeBSD's (ino64
+ * layout: fileno, off, reclen, type, pad, namlen, pad, name, 8-aligned). */
+static long sys_getdirentries(const long *a)
+{
+    uint8_t in[4096], *out = malloc((size_t)a[2] > 0 ? (size_t)a[2] : 1);
+    size_t room = (size_t)a[2], used = 0;
+    off_t pos = lseek((int)a[0], 0, SEEK_CUR); /* where each record starts */
+    long n = out ? syscall(SYS_getdents64, (int)a[0], in, room < sizeof(in) ? room : sizeof(in)) : -1;
+    long r = n < 0 ? -errno : 0;
+
+    for (long at = 0; r == 0 && at < n;) {
+        uint64_t ino, off;
+        uint16_t reclen, namlen;
+        memcpy(&ino, in + at, 8);
+        memcpy(&off, in + at + 8, 8);
+        memcpy(&reclen, in + at + 16, 2);
+        const char *name = (const char *)in + at + 19;
+        namlen = (uint16_t)strnlen(name, 255);
+        uint16_t size = (uint16_t)((24 + namlen + 1 + 7) & ~7u);
+        if (used + size > room) { /* the rest is for the next call */
+            lseek((int)a[0], pos, SEEK_SET);
+            if (!used)
+                r = -EINVAL;
+            break;
+        }
+        pos = (off_t)off;
+        uint8_t *d = out + used;
+        memset(d, 0, size);
+        memcpy(d, &ino, 8);
+        memcpy(d + 8, &off, 8);
+        memcpy(d + 16, &size, 2);
+        d[18] = in[at + 18]; /* d_type: the same DT_ values */
+        memcpy(d + 20, &namlen, 2);
+        memcpy(d + 24, name, namlen);
+        used += size;
+        at += reclen;
+    }
+    if (r == 0)
+        r = copy_out((uint64_t)a[1], out, used);
+    if (r == 0 && a[3]) {
+        uint64_t base = (uint64_t)lseek((int)a[0], 0, SEEK_CUR);
+        r = copy_out((uint64_t)a[3], &base, sizeof(base));
+    }
+    free(out);
+    return r < 0 ? r : (long)used;
 }
 
 /* The sysctl names runtimes ask for, by MIB and by name. */
@@ -372,6 +484,13 @@ static const struct {
     {"getrandom", sys_getrandom}, {"fstat", sys_fstat}, {"fstatat", sys_fstatat},
     {"__getcwd", sys_getcwd}, {"thr_self", sys_thr_self}, {"__sysctl", sys_sysctl},
     {"__sysctlbyname", sys_sysctlbyname}, {"sigprocmask", sys_zero}, {"sigaction", sys_zero},
+    {"unlink", sys_unlink}, {"unlinkat", sys_unlinkat}, {"mkdir", sys_mkdir},
+    {"mkdirat", sys_mkdirat}, {"rmdir", sys_rmdir}, {"rename", sys_rename}, {"chdir", sys_chdir},
+    {"fchdir", sys_fchdir}, {"chmod", sys_chmod}, {"fchmod", sys_fchmod}, {"access", sys_access},
+    {"symlink", sys_symlink}, {"readlink", sys_readlink}, {"umask", sys_umask}, {"dup", sys_dup},
+    {"dup2", sys_dup2}, {"fsync", sys_fsync}, {"ftruncate", sys_ftruncate}, {"kill", sys_kill},
+    {"pipe2", sys_pipe2}, {"fcntl", sys_fcntl}, {"getdirentries", sys_getdirentries},
+    {"netbsd:mmap", sys_mmap_netbsd},
 };
 
 /* ---- dispatch ---- */
@@ -412,6 +531,10 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
     }
     bool known = number >= 0 && number < MAX_SYSCALL;
     handler_fn fn = known ? handlers[number] : NULL;
+    /* A seventh argument is on the stack, above the return address. */
+    if (known && by_number[number] && by_number[number]->nargs > 6 &&
+        copy_in(&a[6], (uint64_t)g[REG_RSP] + 8, 8) < 0)
+        a[6] = 0;
     if (tracing && fn == sys_exit) /* it does not come back to be traced */
         trace(by_number[number], number, a, 0);
     long r = fn ? fn(a) : -ENOSYS;
@@ -447,8 +570,15 @@ static void build_tables(enum bsd_os os)
         if (table[i].number < 0 || table[i].number >= MAX_SYSCALL)
             continue;
         by_number[table[i].number] = &table[i];
+        /* "os:name" for what one BSD does its own way, else "name". */
+        char own[80];
+        snprintf(own, sizeof(own), "%s:%s", os == BSD_NETBSD ? "netbsd" : "freebsd",
+                 table[i].name);
         for (size_t k = 0; k < sizeof(implemented) / sizeof(implemented[0]); k++)
-            if (strcmp(implemented[k].name, table[i].name) == 0)
+            if (strcmp(implemented[k].name, table[i].name) == 0 && !handlers[table[i].number])
+                handlers[table[i].number] = implemented[k].fn;
+        for (size_t k = 0; k < sizeof(implemented) / sizeof(implemented[0]); k++)
+            if (strcmp(implemented[k].name, own) == 0)
                 handlers[table[i].number] = implemented[k].fn;
     }
     if (os == BSD_NETBSD)

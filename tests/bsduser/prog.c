@@ -82,6 +82,48 @@ static int files(void)
     return 0;
 }
 
+#define SYS_UNLINK 10
+#define SYS_DUP2 90
+#define SYS_FCNTL 92
+#define SYS_MKDIR 136
+#define SYS_RMDIR 137
+#define SYS_PIPE2 542
+#define SYS_GETDIRENTRIES 554
+
+/* Directories through getdirentries, a pipe, dup2, fcntl. */
+static int dirs(void)
+{
+    char buf[4096];
+    long base = 0;
+    int seen = 0, fds[2];
+    if (sys(SYS_MKDIR, "bsd-dir", 0755).failed)
+        return 1;
+    sys(SYS_CLOSE, sys(SYS_OPEN, "bsd-dir/a", 0x200 | 1, 0644).value);
+    sys(SYS_CLOSE, sys(SYS_OPEN, "bsd-dir/bb", 0x200 | 1, 0644).value);
+    struct ret d = sys(SYS_OPEN, "bsd-dir", 0x20000, 0); /* O_DIRECTORY */
+    struct ret n = sys(SYS_GETDIRENTRIES, d.value, buf, sizeof(buf), &base);
+    if (d.failed || n.failed)
+        return 2;
+    for (long at = 0; at < n.value;) {
+        unsigned short reclen = *(unsigned short *)(buf + at + 16);
+        const char *name = buf + at + 24;
+        seen += same(name, "a") + 2 * same(name, "bb");
+        if (!reclen)
+            return 3;
+        at += reclen;
+    }
+    sys(SYS_CLOSE, d.value);
+    if (seen != 3 || sys(SYS_UNLINK, "bsd-dir/a").failed || sys(SYS_UNLINK, "bsd-dir/bb").failed ||
+        sys(SYS_RMDIR, "bsd-dir").failed)
+        return 4;
+    if (sys(SYS_PIPE2, fds, 0).failed || sys(SYS_WRITE, fds[1], "p", 1).value != 1 ||
+        sys(SYS_READ, fds[0], buf, 1).value != 1 || buf[0] != 'p')
+        return 5;
+    if (sys(SYS_DUP2, fds[1], 20).value != 20 || sys(SYS_FCNTL, 20, 3, 0).value != 1) /* O_WRONLY */
+        return 6;
+    return 0;
+}
+
 static int errors(void)
 {
     struct ret r = sys(SYS_OPEN, "/no/such/file", 0, 0);
@@ -153,6 +195,8 @@ void _start(long *ap)
         leave(memory());
     if (same(what, "sysctl"))
         leave(sysctl());
+    if (same(what, "dirs"))
+        leave(dirs());
     if (same(what, "fault"))
         *(volatile int *)16 = 1;
     leave(100);

@@ -69,7 +69,11 @@ static void test_files_memory_sysctl(void **state)
     assert_int_equal(sh("test \"$(cat bsd-file)\" = written"), 0);
     assert_int_equal(run("./fbsd memory"), 0);
     assert_int_equal(run("./fbsd-pie memory"), 0);
+    assert_int_equal(run("./nbsd memory"), 0); /* NetBSD's seven-argument mmap */
     assert_int_equal(run("./fbsd sysctl"), 0);
+    if (run("./fbsd dirs") != 0)
+        fail_msg("dirs: %d", run("--strace ./fbsd dirs"));
+    assert_int_equal(sh("test ! -e bsd-dir"), 0);
 }
 
 /* Failures come back the BSD way: carry set, BSD errno numbers (ENOENT 2,
