@@ -304,6 +304,7 @@ static int load_l1(struct qcow2 *q)
 
 static void qcow2_free(struct qcow2 *q)
 {
+    free(q->inflated);
     qcow2_cache_free(&q->l2_cache);
     qcow2_cache_free(&q->refblock_cache);
     free(q->l1);
@@ -553,13 +554,23 @@ static int read_mapped(struct qcow2 *q, const struct mapping *m, const struct io
     }
     if (!m->compressed)
         return file_iov(q, iov, n, skip, m->length, m->host, false);
-    uint8_t *cluster = malloc(q->cluster_size);
-    if (!cluster)
-        return -ENOMEM;
-    int r = read_compressed(q, m->entry, cluster);
+    /* The last cluster inflated is kept: reads smaller than a cluster
+     * would otherwise inflate it again for every piece. */
+    int r = 0;
+    pthread_mutex_lock(&q->lock);
+    if (!q->inflated)
+        q->inflated = malloc(q->cluster_size);
+    if (!q->inflated)
+        r = -ENOMEM;
+    else if (q->inflated_entry != m->entry) {
+        q->inflated_entry = 0;
+        r = read_compressed(q, m->entry, q->inflated);
+        if (r == 0)
+            q->inflated_entry = m->entry;
+    }
     if (r == 0)
-        iov_from_buf(iov, n, skip, cluster + (offset & (q->cluster_size - 1)), m->length);
-    free(cluster);
+        iov_from_buf(iov, n, skip, q->inflated + (offset & (q->cluster_size - 1)), m->length);
+    pthread_mutex_unlock(&q->lock);
     return r;
 }
 
@@ -699,6 +710,8 @@ static int set_entries(struct qcow2 *q, uint64_t gc, uint64_t count, uint64_t ho
     uint64_t old[64];
     uint8_t *table;
     int r = writable_l2(q, gc, &l2_offset);
+
+    q->inflated_entry = 0; /* the bytes behind a dropped entry may be reused */
 
     if (r == 0)
         r = qcow2_cache_get(q, &q->l2_cache, l2_offset, &table);

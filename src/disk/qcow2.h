@@ -88,6 +88,8 @@ struct qcow2 {
     } pending_free[QCOW2_PENDING_MAX]; /* to unreference after the next sync */
     unsigned pending_count;
     uint64_t compress_cursor; /* where the next compressed cluster may go, or 0 */
+    uint8_t *inflated;        /* the compressed cluster read last, inflated */
+    uint64_t inflated_entry;  /* its L2 entry (0: none) */
     bool broken; /* corruption found: no more writes */
 };
 

@@ -37,6 +37,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    sh("umount full 2>/dev/null");
     return scratch_teardown();
 }
 
@@ -212,12 +213,56 @@ static void test_concurrent_creates(void **state)
     store_close(s);
 }
 
+/* A disk that fills up during a commit: the commit fails with a clear
+ * error and the instance, its data and the store stay as they were. Needs
+ * a small file system: a tmpfs (root only; skipped otherwise). */
+static void test_full_disk_during_commit(void **state)
+{
+    struct store *s;
+    char base[HASH_HEX], hash[HASH_HEX];
+    (void)state;
+    if (sh("mkdir -p full && mount -t tmpfs -o size=2560k tmpfs full 2>/dev/null") != 0) {
+        skip();
+        return;
+    }
+    setenv("XDG_DATA_HOME", in_dir("full"), 1);
+    assert_int_equal(sh("head -c 1M /dev/urandom > small.raw"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_layer(s, in_dir("small.raw"), NULL, base), 0);
+    assert_int_equal(store_create(s, "filled", base, &(struct instance_boot){0}), 0);
+    memset(model, 0, sizeof(model));
+    write_instance(s, "filled", 0, 900 << 10, 0x77); /* a delta that fits once, not twice */
+    int r = store_commit(s, "filled", "too big", hash);
+    assert_true(r < 0);
+    assert_non_null(strstr(err_msg(), "space"));
+    /* Nothing half-made in the store; the instance reads as before. */
+    assert_int_equal(layer_count(s), 1);
+    assert_int_equal(sh("ls -A full/smolvm/layers | grep -c tmp | grep -qx 0"), 0);
+    struct instance i;
+    assert_int_equal(store_instance(s, "filled", &i), 0);
+    assert_string_equal(i.top, base);
+    store_instance_release(&i);
+    uint8_t back[4096];
+    assert_int_equal(store_instance(s, "filled", &i), 0);
+    struct disk *d;
+    assert_int_equal(disk_open(i.delta, DISK_READ_ONLY, &d), 0);
+    struct iovec iov = {back, sizeof(back)};
+    assert_int_equal(disk_read(d, &iov, 1, 800 << 10), 0);
+    assert_int_equal(back[0], 0x77);
+    disk_close(d);
+    store_instance_release(&i);
+    store_close(s);
+    sh("umount full");
+    setenv("XDG_DATA_HOME", in_dir("data"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chains_commit_reset_gc),
         cmocka_unit_test(test_bad_layers),
         cmocka_unit_test(test_concurrent_creates),
+        cmocka_unit_test(test_full_disk_during_commit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
