@@ -81,15 +81,10 @@ static int parse_create_options(char *text, struct disk_create_options *o)
 static int backing_size(const char *path, const char *backing, const char *format,
                         uint64_t *size)
 {
-    char *dir = strdup(path), *slash = strrchr(dir, '/'), *full = NULL;
+    char *full = disk_backing_path(path, backing);
     struct disk *d;
     int r;
 
-    if (backing[0] == '/' || !slash)
-        full = strdup(backing);
-    else if (asprintf(&full, "%.*s/%s", (int)(slash - dir), dir, backing) < 0)
-        full = NULL;
-    free(dir);
     if (!full)
         return -ENOMEM;
     r = disk_open_as(full, DISK_READ_ONLY, format, &d);

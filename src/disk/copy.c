@@ -338,13 +338,9 @@ int disk_rebase(const char *path, const char *format, const char *backing,
         backing = NULL;
     if (r == 0 && !unsafe && backing) {
         /* The new name is relative to the image, as it will be read. */
-        char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL, *full = NULL;
-        if (backing[0] != '/' && slash && asprintf(&full, "%.*s/%s", (int)(slash - dir), dir,
-                                                   backing) < 0)
-            full = NULL;
-        r = disk_open_as(full ? full : backing, DISK_READ_ONLY, backing_format, &fresh);
+        char *full = disk_backing_path(path, backing);
+        r = full ? disk_open_as(full, DISK_READ_ONLY, backing_format, &fresh) : -ENOMEM;
         free(full);
-        free(dir);
     }
     for (uint64_t offset = 0; r == 0 && !unsafe && offset < d->size;) {
         struct disk_extent e;

@@ -133,19 +133,24 @@ int disk_open_as(const char *path, unsigned flags, const char *format, struct di
     return open_chain(path, flags, format, NULL, out);
 }
 
+char *disk_backing_path(const char *image, const char *name)
+{
+    char *copy, *path = NULL;
+
+    if (name[0] == '/')
+        return strdup(name);
+    copy = strdup(image);
+    if (!copy || asprintf(&path, "%s/%s", dirname(copy), name) < 0)
+        path = NULL;
+    free(copy);
+    return path;
+}
+
 int disk_open_backing(struct disk *d, const char *name, const char *format)
 {
-    char *copy = NULL;
     int r;
 
-    if (name[0] != '/') {
-        copy = strdup(d->path);
-        if (!copy || asprintf(&d->backing_path, "%s/%s", dirname(copy), name) < 0)
-            d->backing_path = NULL;
-        free(copy);
-    } else {
-        d->backing_path = strdup(name);
-    }
+    d->backing_path = disk_backing_path(d->path, name);
     d->backing_format = format ? strdup(format) : NULL;
     if (!d->backing_path || (format && !d->backing_format))
         return err_set(ENOMEM, "backing file name");

@@ -123,6 +123,10 @@ void disk_close(struct disk *d);
 int disk_open_backing(struct disk *d, const char *name, const char *format)
     __attribute__((warn_unused_result));
 
+/* Where a backing file name recorded in image points: relative names are
+ * relative to image's folder. malloc'd, NULL when out of memory. */
+char *disk_backing_path(const char *image, const char *name);
+
 /* The format called name, or NULL. */
 const struct disk_format *disk_format_find(const char *name);
 

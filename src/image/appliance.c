@@ -367,16 +367,6 @@ static int default_init(char **out)
     return *out ? 0 : err_plain(ENOENT, "no smolvm-init next to %s (build it, or give --init)", exe);
 }
 
-static int remove_tree(const char *path)
-{
-    char *cmd = NULL;
-    if (asprintf(&cmd, "rm -rf '%s'", path) < 0)
-        return -ENOMEM;
-    int r = system(cmd) == 0 ? 0 : -EIO;
-    free(cmd);
-    return r;
-}
-
 static bool ready(const char *dir, const char *key)
 {
     char *manifest = part(dir, "appliance.json");
@@ -407,16 +397,16 @@ static int build_locked(const struct appliance_options *o, const char *dir, cons
     if (r == 0 && ready(dir, out->key)) { /* another builder finished it meanwhile */
         out->cached = true;
     } else if (r == 0) {
-        remove_tree(tmp);
+        file_remove_tree(tmp);
         r = mkdir(tmp, 0755) < 0 ? err_set(errno, "'%s'", tmp) : 0;
         if (r == 0)
             r = build_into(tmp, o, kernel, release, init, modules, count, out->key);
         if (r == 0 && access(dir, F_OK) == 0)
-            r = remove_tree(dir);
+            r = file_remove_tree(dir);
         if (r == 0 && rename(tmp, dir) < 0)
             r = err_set(errno, "rename into '%s'", dir);
         if (r < 0)
-            remove_tree(tmp);
+            file_remove_tree(tmp);
     }
     if (fd >= 0)
         close(fd);

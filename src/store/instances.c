@@ -14,6 +14,7 @@
 #include "disk/disk.h"
 #include "store/internal.h"
 #include "util/err.h"
+#include "util/file.h"
 
 #define NAME_MAX_LEN 64
 
@@ -170,17 +171,16 @@ int store_commit(struct store *s, const char *name, const char *message, char ha
 
 int store_remove(struct store *s, const char *name)
 {
-    char *dir = instance_file(s, name, NULL), *cmd = NULL;
+    char *dir = instance_file(s, name, NULL);
     json_t *j = dir ? load(s, name) : NULL;
     int r = j ? 0 : -ENOENT;
 
     store_lock(s);
-    if (r == 0 && (asprintf(&cmd, "rm -rf -- '%s'", dir) < 0 || system(cmd) != 0))
-        r = err_plain(EIO, "cannot remove '%s'", dir);
+    if (r == 0 && file_remove_tree(dir) < 0)
+        r = err_set(errno, "cannot remove '%s'", dir);
     store_unlock(s);
     json_decref(j);
     free(dir);
-    free(cmd);
     return r;
 }
 

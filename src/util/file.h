@@ -32,6 +32,9 @@ int file_write_new(const char *path, const void *data, size_t len)
 /* A synced byte copy of from at to (created or truncated). */
 int file_copy(const char *from, const char *to) __attribute__((warn_unused_result));
 
+/* rm -rf path: 0 (also when it is not there) or a negative errno. */
+int file_remove_tree(const char *path); /* cleanups may ignore it */
+
 /* fsync of the file at path: its data is on disk before it is renamed
  * into place. 0 or -errno (errno set). */
 int file_sync(const char *path);
