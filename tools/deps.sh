@@ -12,6 +12,8 @@ packages=(
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
 )
 missing=()
+# bsd-user's real BSD executables come as npm packages (any npm will do).
+command -v npm > /dev/null || packages+=(npm)
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done

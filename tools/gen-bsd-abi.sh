@@ -18,16 +18,23 @@ awk '/^\tSYS_[A-Z0-9_]+ *= *[0-9]+ *\/\/ *\{/ {
     printf "    X(%d, \"%s\", %d) \\\n", num, name, n
 }' "$sysnum"
 echo
-# Linux errno -> this BSD's, for the names both have.
-echo "static inline void ${prefix}_fill_errnos(int *map, int size)"
-echo "{"
-echo "    (void)map;"
-echo "    (void)size;"
-awk '/^\tE[A-Z0-9]+ +=  *syscall\.Errno\(0x[0-9a-f]+\)/ {
-    v = $3; sub(/syscall\.Errno\(/, "", v); sub(/\)/, "", v)
-    printf "#ifdef %s\n    if (%s < size)\n        map[%s] = %s;\n#endif\n", $1, $1, $1, v
-}' "$errors"
-echo "}"
+# fill_fn FUNC KIND DIRECTION: a C function filling a table between Linux's
+# and this BSD's values for the names both have. KIND: Errno or Signal;
+# DIRECTION: to_bsd (map[Linux] = BSD) or to_linux (map[BSD] = Linux).
+fill_fn() {
+    echo "static inline void ${prefix}_fill_$1(int *map, int size)"
+    echo "{"
+    echo "    (void)map;"
+    echo "    (void)size;"
+    awk -v kind="$2" -v dir="$3" '$0 ~ "^\t[A-Z][A-Z0-9]+ += +syscall\\." kind "\\(0x[0-9a-f]+\\)" {
+        v = $3; sub(/.*\(/, "", v); sub(/\)/, "", v)
+        idx = dir == "to_bsd" ? $1 : v; val = dir == "to_bsd" ? v : $1
+        printf "#ifdef %s\n    if (%s < size)\n        map[%s] = %s;\n#endif\n", $1, idx, idx, val
+    }' "$errors"
+    echo "}"
+}
+fill_fn errnos Errno to_bsd
+fill_fn signals Signal to_linux
 # Plain constants (flags, clock ids, ...) as PREFIX_NAME.
 awk -v p="$prefix" '/^\t[A-Z][A-Z0-9_]* += -?0x[0-9a-f]+$/ || /^\t[A-Z][A-Z0-9_]* += -?[0-9]+$/ {
     if (!seen[$1]++)

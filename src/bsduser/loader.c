@@ -32,10 +32,9 @@ static uint64_t next_map = MAP_START;
 
 uint64_t bsd_guest_map(uint64_t len)
 {
-    uint64_t at = next_map;
-    next_map += (len + PAGE - 1) & ~(PAGE - 1);
-    next_map += PAGE; /* a guard page between mappings */
-    return at;
+    /* Threads map at once; a guard page between mappings. */
+    return __atomic_fetch_add(&next_map, ((len + PAGE - 1) & ~(PAGE - 1)) + PAGE,
+                              __ATOMIC_RELAXED);
 }
 
 /* The BSD an executable is for: EI_OSABI, or a .note.tag / NetBSD note. */

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -20,20 +20,16 @@
 #include <unistd.h>
 
 #include "bsduser/bsduser.h"
+#include "bsduser/internal.h"
 #include "bsduser/freebsd_abi.h"
 #include "bsduser/netbsd_abi.h"
 #include "util/err.h"
 
-#ifndef PR_SET_SYSCALL_USER_DISPATCH
-#define PR_SET_SYSCALL_USER_DISPATCH 59
-#define PR_SYS_DISPATCH_ON 1
-#endif
-#define SYSCALL_DISPATCH_FILTER_BLOCK 1
 #define MAX_SYSCALL 1024
 #define SYS_INDIRECT 0    /* syscall(number, ...) */
 #define SYS_INDIRECT64 198 /* __syscall(number, ...) */
 
-typedef long (*handler_fn)(const long *a);
+typedef bsd_handler_fn handler_fn;
 
 struct sysent {
     int number;
@@ -55,6 +51,7 @@ static const struct sysent netbsd_table[] = {
 static const struct sysent *by_number[MAX_SYSCALL];
 static handler_fn handlers[MAX_SYSCALL];
 static int errno_map[200];
+static int signal_map[65];
 static bool tracing;
 static enum bsd_os personality;
 static const char *exec_path;
@@ -62,21 +59,16 @@ static uint64_t stack_top;
 
 /* ---- guest memory, copied through the kernel so a bad pointer is EFAULT ---- */
 
-static long copy_in(void *to, uint64_t from, size_t len)
+long bsd_copy_in(void *to, uint64_t from, size_t len)
 {
     struct iovec local = {to, len}, remote = {(void *)from, len};
     return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
 }
 
-static long copy_out(uint64_t to, const void *from, size_t len)
+long bsd_copy_out(uint64_t to, const void *from, size_t len)
 {
     struct iovec local = {(void *)from, len}, remote = {(void *)to, len};
     return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
-}
-
-static long result(long r)
-{
-    return r < 0 ? -errno : r;
 }
 
 /* ---- translations ---- */
@@ -154,9 +146,9 @@ static long sys_exit(const long *a)
     _exit((int)a[0]);
 }
 
-static long sys_read(const long *a) { return result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
-static long sys_write(const long *a) { return result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
-static long sys_close(const long *a) { return result(close((int)a[0])); }
+static long sys_read(const long *a) { return bsd_result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
+static long sys_write(const long *a) { return bsd_result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
+static long sys_close(const long *a) { return bsd_result(close((int)a[0])); }
 static long sys_getpid(const long *a) { (void)a; return getpid(); }
 static long sys_getppid(const long *a) { (void)a; return getppid(); }
 static long sys_getuid(const long *a) { (void)a; return getuid(); }
@@ -167,40 +159,48 @@ static long sys_zero(const long *a) { (void)a; return 0; }
 
 static long sys_readv(const long *a)
 {
-    return result(readv((int)a[0], (const struct iovec *)a[1], (int)a[2]));
+    return bsd_result(readv((int)a[0], (const struct iovec *)a[1], (int)a[2]));
 }
 
 static long sys_writev(const long *a)
 {
-    return result(writev((int)a[0], (const struct iovec *)a[1], (int)a[2]));
+    return bsd_result(writev((int)a[0], (const struct iovec *)a[1], (int)a[2]));
 }
 
 static long sys_open(const long *a)
 {
-    return result(openat(AT_FDCWD, (const char *)a[0], open_flags(a[1]), (mode_t)a[2]));
+    return bsd_result(openat(AT_FDCWD, (const char *)a[0], open_flags(a[1]), (mode_t)a[2]));
 }
 
 static long sys_openat(const long *a)
 {
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
-    return result(openat(dirfd, (const char *)a[1], open_flags(a[2]), (mode_t)a[3]));
+    return bsd_result(openat(dirfd, (const char *)a[1], open_flags(a[2]), (mode_t)a[3]));
 }
 
-static long sys_lseek(const long *a) { return result(lseek((int)a[0], (off_t)a[1], (int)a[2])); }
+static long sys_lseek(const long *a) { return bsd_result(lseek((int)a[0], (off_t)a[1], (int)a[2])); }
 
 static long map(const long *a, long offset)
 {
     uint64_t addr = (uint64_t)a[0], len = (uint64_t)a[1];
     int flags = mmap_flags(a[3]);
-    if (!(flags & MAP_FIXED)) { /* the guest stays below the host's range */
-        addr = bsd_guest_map(len);
-        flags |= MAP_FIXED_NOREPLACE;
-    } else if (addr + len > BSDUSER_GUEST_LIMIT) {
-        return -ENOMEM;
-    }
     bool anon = flags & MAP_ANONYMOUS;
-    void *m = mmap((void *)addr, len, (int)a[2], flags, anon ? -1 : (int)a[4],
-                   anon ? 0 : (off_t)offset);
+    int fd = anon ? -1 : (int)a[4];
+    off_t at = anon ? 0 : (off_t)offset;
+
+    if (len == 0 || len > BSDUSER_GUEST_LIMIT || addr > BSDUSER_GUEST_LIMIT - len)
+        return flags & MAP_FIXED || len == 0 ? -EINVAL : -ENOMEM;
+    if (flags & MAP_FIXED)
+        return bsd_result((long)mmap((void *)addr, len, (int)a[2], flags, fd, at));
+    /* The guest stays below the host's range: at its hint when that is
+     * free (runtimes place their heaps so), else in the guest's map area. */
+    flags |= MAP_FIXED_NOREPLACE;
+    void *m = addr ? mmap((void *)addr, len, (int)a[2], flags, fd, at) : MAP_FAILED;
+    for (int tries = 0; m == MAP_FAILED && tries < 64; tries++) {
+        m = mmap((void *)bsd_guest_map(len), len, (int)a[2], flags, fd, at);
+        if (m == MAP_FAILED && errno != EEXIST)
+            break;
+    }
     return m == MAP_FAILED ? -errno : (long)m;
 }
 
@@ -212,14 +212,14 @@ static long sys_munmap(const long *a)
 {
     if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
         return -EINVAL;
-    return result(munmap((void *)a[0], (size_t)a[1]));
+    return bsd_result(munmap((void *)a[0], (size_t)a[1]));
 }
 
 static long sys_mprotect(const long *a)
 {
     if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
         return -EINVAL;
-    return result(mprotect((void *)a[0], (size_t)a[1], (int)a[2]));
+    return bsd_result(mprotect((void *)a[0], (size_t)a[1], (int)a[2]));
 }
 
 static long sys_clock_gettime(const long *a)
@@ -227,19 +227,19 @@ static long sys_clock_gettime(const long *a)
     struct timespec ts;
     if (clock_gettime(clock_id(a[0]), &ts) < 0)
         return -errno;
-    return copy_out((uint64_t)a[1], &ts, sizeof(ts));
+    return bsd_copy_out((uint64_t)a[1], &ts, sizeof(ts));
 }
 
 static long sys_nanosleep(const long *a)
 {
     struct timespec ts;
-    long r = copy_in(&ts, (uint64_t)a[0], sizeof(ts));
-    return r < 0 ? r : result(nanosleep(&ts, a[1] ? (struct timespec *)a[1] : NULL));
+    long r = bsd_copy_in(&ts, (uint64_t)a[0], sizeof(ts));
+    return r < 0 ? r : bsd_result(nanosleep(&ts, a[1] ? (struct timespec *)a[1] : NULL));
 }
 
 static long sys_getrandom(const long *a)
 {
-    return result(getrandom((void *)a[0], (size_t)a[1], (unsigned)a[2] & GRND_NONBLOCK));
+    return bsd_result(getrandom((void *)a[0], (size_t)a[1], (unsigned)a[2] & GRND_NONBLOCK));
 }
 
 static long sys_fstat(const long *a)
@@ -249,7 +249,7 @@ static long sys_fstat(const long *a)
     if (fstat((int)a[0], &st) < 0)
         return -errno;
     put_stat(b, &st);
-    return copy_out((uint64_t)a[1], b, sizeof(b));
+    return bsd_copy_out((uint64_t)a[1], b, sizeof(b));
 }
 
 static long sys_fstatat(const long *a)
@@ -261,7 +261,7 @@ static long sys_fstatat(const long *a)
     if (fstatat(dirfd, (const char *)a[1], &st, flags) < 0)
         return -errno;
     put_stat(b, &st);
-    return copy_out((uint64_t)a[2], b, sizeof(b));
+    return bsd_copy_out((uint64_t)a[2], b, sizeof(b));
 }
 
 static long sys_getcwd(const long *a)
@@ -269,50 +269,53 @@ static long sys_getcwd(const long *a)
     return getcwd((char *)a[0], (size_t)a[1]) ? 0 : -errno;
 }
 
-static long sys_thr_self(const long *a)
-{
-    long tid = syscall(SYS_gettid) + 100000; /* FreeBSD thread ids start above PIDs */
-    return copy_out((uint64_t)a[0], &tid, sizeof(tid));
-}
-
 /* Paths and descriptors: Linux's calls, with the flags that differ. */
 static int at_dir(long fd) { return fd == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)fd; }
-static long sys_unlink(const long *a) { return result(unlink((const char *)a[0])); }
+static long sys_unlink(const long *a) { return bsd_result(unlink((const char *)a[0])); }
 static long sys_unlinkat(const long *a)
 {
-    return result(unlinkat(at_dir(a[0]), (const char *)a[1],
+    return bsd_result(unlinkat(at_dir(a[0]), (const char *)a[1],
                            (a[2] & FREEBSD_AT_REMOVEDIR) ? AT_REMOVEDIR : 0));
 }
-static long sys_mkdir(const long *a) { return result(mkdir((const char *)a[0], (mode_t)a[1])); }
+static long sys_mkdir(const long *a) { return bsd_result(mkdir((const char *)a[0], (mode_t)a[1])); }
 static long sys_mkdirat(const long *a)
 {
-    return result(mkdirat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2]));
+    return bsd_result(mkdirat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2]));
 }
-static long sys_rmdir(const long *a) { return result(rmdir((const char *)a[0])); }
-static long sys_rename(const long *a) { return result(rename((const char *)a[0], (const char *)a[1])); }
-static long sys_chdir(const long *a) { return result(chdir((const char *)a[0])); }
-static long sys_fchdir(const long *a) { return result(fchdir((int)a[0])); }
-static long sys_chmod(const long *a) { return result(chmod((const char *)a[0], (mode_t)a[1])); }
-static long sys_fchmod(const long *a) { return result(fchmod((int)a[0], (mode_t)a[1])); }
-static long sys_access(const long *a) { return result(access((const char *)a[0], (int)a[1])); }
-static long sys_symlink(const long *a) { return result(symlink((const char *)a[0], (const char *)a[1])); }
+static long sys_rmdir(const long *a) { return bsd_result(rmdir((const char *)a[0])); }
+static long sys_rename(const long *a) { return bsd_result(rename((const char *)a[0], (const char *)a[1])); }
+static long sys_chdir(const long *a) { return bsd_result(chdir((const char *)a[0])); }
+static long sys_fchdir(const long *a) { return bsd_result(fchdir((int)a[0])); }
+static long sys_chmod(const long *a) { return bsd_result(chmod((const char *)a[0], (mode_t)a[1])); }
+static long sys_fchmod(const long *a) { return bsd_result(fchmod((int)a[0], (mode_t)a[1])); }
+static long sys_access(const long *a) { return bsd_result(access((const char *)a[0], (int)a[1])); }
+static long sys_symlink(const long *a) { return bsd_result(symlink((const char *)a[0], (const char *)a[1])); }
 static long sys_readlink(const long *a)
 {
-    return result(readlink((const char *)a[0], (char *)a[1], (size_t)a[2]));
+    return bsd_result(readlink((const char *)a[0], (char *)a[1], (size_t)a[2]));
 }
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
-static long sys_dup(const long *a) { return result(dup((int)a[0])); }
-static long sys_dup2(const long *a) { return result(dup2((int)a[0], (int)a[1])); }
-static long sys_fsync(const long *a) { return result(fsync((int)a[0])); }
-static long sys_ftruncate(const long *a) { return result(ftruncate((int)a[0], (off_t)a[1])); }
-static long sys_kill(const long *a) { return result(kill((pid_t)a[0], (int)a[1])); }
+static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
+static long sys_dup2(const long *a) { return bsd_result(dup2((int)a[0], (int)a[1])); }
+static long sys_fsync(const long *a) { return bsd_result(fsync((int)a[0])); }
+static long sys_ftruncate(const long *a) { return bsd_result(ftruncate((int)a[0], (off_t)a[1])); }
+static long sys_kill(const long *a)
+{
+    int sig = bsd_linux_signal(a[1]);
+    return a[1] && !sig ? -EINVAL : bsd_result(kill((pid_t)a[0], sig));
+}
+
+int bsd_linux_signal(long bsd)
+{
+    return bsd > 0 && bsd < 65 ? signal_map[bsd] : 0;
+}
 
 static long sys_pipe2(const long *a)
 {
     int fds[2];
     if (pipe2(fds, open_flags(a[1]) & (O_CLOEXEC | O_NONBLOCK)) < 0)
         return -errno;
-    return copy_out((uint64_t)a[0], fds, sizeof(fds));
+    return bsd_copy_out((uint64_t)a[0], fds, sizeof(fds));
 }
 
 static long sys_fcntl(const long *a)
@@ -320,17 +323,17 @@ static long sys_fcntl(const long *a)
     int fd = (int)a[0];
     long r;
     switch (a[1]) {
-    case FREEBSD_F_DUPFD: return result(fcntl(fd, F_DUPFD, (int)a[2]));
-    case FREEBSD_F_DUPFD_CLOEXEC: return result(fcntl(fd, F_DUPFD_CLOEXEC, (int)a[2]));
-    case FREEBSD_F_GETFD: return result(fcntl(fd, F_GETFD));
-    case FREEBSD_F_SETFD: return result(fcntl(fd, F_SETFD, (int)a[2] & FD_CLOEXEC));
+    case FREEBSD_F_DUPFD: return bsd_result(fcntl(fd, F_DUPFD, (int)a[2]));
+    case FREEBSD_F_DUPFD_CLOEXEC: return bsd_result(fcntl(fd, F_DUPFD_CLOEXEC, (int)a[2]));
+    case FREEBSD_F_GETFD: return bsd_result(fcntl(fd, F_GETFD));
+    case FREEBSD_F_SETFD: return bsd_result(fcntl(fd, F_SETFD, (int)a[2] & FD_CLOEXEC));
     case FREEBSD_F_GETFL:
         r = fcntl(fd, F_GETFL);
         if (r < 0)
             return -errno;
         return (r & O_ACCMODE) | (r & O_NONBLOCK ? FREEBSD_O_NONBLOCK : 0) |
                (r & O_APPEND ? FREEBSD_O_APPEND : 0);
-    case FREEBSD_F_SETFL: return result(fcntl(fd, F_SETFL, open_flags(a[2]) & (O_NONBLOCK | O_APPEND)));
+    case FREEBSD_F_SETFL: return bsd_result(fcntl(fd, F_SETFL, open_flags(a[2]) & (O_NONBLOCK | O_APPEND)));
     default: return -EINVAL;
     }
 }
@@ -373,10 +376,10 @@ static long sys_getdirentries(const long *a)
         at += reclen;
     }
     if (r == 0)
-        r = copy_out((uint64_t)a[1], out, used);
+        r = bsd_copy_out((uint64_t)a[1], out, used);
     if (r == 0 && a[3]) {
         uint64_t base = (uint64_t)lseek((int)a[0], 0, SEEK_CUR);
-        r = copy_out((uint64_t)a[3], &base, sizeof(base));
+        r = bsd_copy_out((uint64_t)a[3], &base, sizeof(base));
     }
     free(out);
     return r < 0 ? r : (long)used;
@@ -390,13 +393,13 @@ enum { CTL_KERN = 1, CTL_HW = 6, KERN_OSTYPE = 1, KERN_OSRELEASE = 2, KERN_PROC 
 static long answer(uint64_t old, uint64_t oldlenp, const void *value, size_t len)
 {
     uint64_t room;
-    long r = copy_in(&room, oldlenp, sizeof(room));
+    long r = bsd_copy_in(&room, oldlenp, sizeof(room));
     if (r == 0 && old && room < len)
         return -ENOMEM;
     if (r == 0 && old)
-        r = copy_out(old, value, len);
+        r = bsd_copy_out(old, value, len);
     if (r == 0)
-        r = copy_out(oldlenp, &(uint64_t){len}, sizeof(uint64_t));
+        r = bsd_copy_out(oldlenp, &(uint64_t){len}, sizeof(uint64_t));
     return r;
 }
 
@@ -416,7 +419,7 @@ static long sysctl_value(const int *mib, unsigned n, uint64_t old, uint64_t oldl
         return u64 = stack_top, answer(old, oldlenp, &u64, 8);
     if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_ARND) {
         uint64_t want;
-        if (copy_in(&want, oldlenp, 8) < 0)
+        if (bsd_copy_in(&want, oldlenp, 8) < 0)
             return -EFAULT;
         if (want > sizeof(random))
             want = sizeof(random);
@@ -435,12 +438,46 @@ static long sysctl_value(const int *mib, unsigned n, uint64_t old, uint64_t oldl
     return -ENOENT;
 }
 
+static const struct {
+    const char *name;
+    int mib[4];
+    unsigned n;
+} sysctl_names[] = {
+    {"kern.ostype", {CTL_KERN, KERN_OSTYPE}, 2}, {"kern.osrelease", {CTL_KERN, KERN_OSRELEASE}, 2},
+    {"kern.osreldate", {CTL_KERN, KERN_OSRELDATE}, 2}, {"kern.usrstack", {CTL_KERN, KERN_USRSTACK}, 2},
+    {"kern.arandom", {CTL_KERN, KERN_ARND}, 2}, {"hw.ncpu", {CTL_HW, HW_NCPU}, 2},
+    {"hw.pagesize", {CTL_HW, HW_PAGESIZE}, 2}, {"hw.machine", {CTL_HW, HW_MACHINE}, 2},
+    {"kern.proc.pathname", {CTL_KERN, KERN_PROC, KERN_PROC_PATHNAME, -1}, 4},
+};
+
+/* A name the guest passes (len bytes, maybe NUL-terminated), or -1. */
+static int sysctl_lookup(uint64_t addr, size_t len)
+{
+    char name[64] = "";
+    if (len >= sizeof(name) || bsd_copy_in(name, addr, len) < 0)
+        return -1;
+    name[len] = 0;
+    for (size_t i = 0; i < sizeof(sysctl_names) / sizeof(sysctl_names[0]); i++)
+        if (strcmp(sysctl_names[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+enum { CTL_SYSCTL = 0, SYSCTL_NAME2OID = 3 };
+
 static long sys_sysctl(const long *a)
 {
     int mib[8];
     unsigned n = (unsigned)a[1];
-    if (n == 0 || n > 8 || copy_in(mib, (uint64_t)a[0], n * sizeof(int)) < 0)
+    if (n == 0 || n > 8 || bsd_copy_in(mib, (uint64_t)a[0], n * sizeof(int)) < 0)
         return n > 8 ? -EINVAL : -EFAULT;
+    /* sysctlnametomib(3): the name in, its MIB out. */
+    if (n == 2 && mib[0] == CTL_SYSCTL && mib[1] == SYSCTL_NAME2OID) {
+        int i = sysctl_lookup((uint64_t)a[4], (size_t)a[5]);
+        return i < 0 ? -ENOENT
+                     : answer((uint64_t)a[2], (uint64_t)a[3], sysctl_names[i].mib,
+                              sysctl_names[i].n * sizeof(int));
+    }
     if (a[4])
         return -EPERM; /* nothing is settable */
     return sysctl_value(mib, n, (uint64_t)a[2], (uint64_t)a[3]);
@@ -448,33 +485,53 @@ static long sys_sysctl(const long *a)
 
 static long sys_sysctlbyname(const long *a)
 {
-    static const struct {
-        const char *name;
-        int mib[4];
-        unsigned n;
-    } names[] = {
-        {"kern.ostype", {CTL_KERN, KERN_OSTYPE}, 2}, {"kern.osrelease", {CTL_KERN, KERN_OSRELEASE}, 2},
-        {"kern.osreldate", {CTL_KERN, KERN_OSRELDATE}, 2}, {"kern.usrstack", {CTL_KERN, KERN_USRSTACK}, 2},
-        {"kern.arandom", {CTL_KERN, KERN_ARND}, 2}, {"hw.ncpu", {CTL_HW, HW_NCPU}, 2},
-        {"hw.pagesize", {CTL_HW, HW_PAGESIZE}, 2}, {"hw.machine", {CTL_HW, HW_MACHINE}, 2},
-        {"kern.proc.pathname", {CTL_KERN, KERN_PROC, KERN_PROC_PATHNAME, -1}, 4},
-    };
-    char name[64] = "";
-    size_t len = (size_t)a[1];
-    if (len >= sizeof(name) || copy_in(name, (uint64_t)a[0], len) < 0)
-        return -ENOENT;
-    name[len] = 0;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcmp(names[i].name, name) == 0)
-            return sysctl_value(names[i].mib, names[i].n, (uint64_t)a[2], (uint64_t)a[3]);
-    return -ENOENT;
+    int i = sysctl_lookup((uint64_t)a[0], (size_t)a[1]);
+    return i < 0 ? -ENOENT
+                 : sysctl_value(sysctl_names[i].mib, sysctl_names[i].n, (uint64_t)a[2],
+                                (uint64_t)a[3]);
 }
 
-static const struct {
-    const char *name;
-    handler_fn fn;
-} implemented[] = {
-    {"exit", sys_exit}, {"thr_exit", sys_exit}, {"read", sys_read}, {"write", sys_write},
+/* ---- resource limits: the BSDs number them alike (0-10), Linux not ---- */
+
+#define BSD_RLIM_INFINITY 0x7fffffffffffffffull
+
+static int linux_resource(long bsd)
+{
+    static const int map[] = {RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_DATA, RLIMIT_STACK, RLIMIT_CORE,
+                              RLIMIT_RSS, RLIMIT_MEMLOCK, RLIMIT_NPROC, RLIMIT_NOFILE, -1,
+                              RLIMIT_AS};
+    return bsd >= 0 && bsd < (long)(sizeof(map) / sizeof(map[0])) ? map[bsd] : -1;
+}
+
+static long sys_getrlimit(const long *a)
+{
+    struct rlimit l;
+    int res = linux_resource(a[0]);
+    if (res < 0)
+        return -EINVAL;
+    if (getrlimit(res, &l) < 0)
+        return -errno;
+    uint64_t out[2] = {l.rlim_cur == RLIM_INFINITY ? BSD_RLIM_INFINITY : l.rlim_cur,
+                       l.rlim_max == RLIM_INFINITY ? BSD_RLIM_INFINITY : l.rlim_max};
+    return bsd_copy_out((uint64_t)a[1], out, sizeof(out));
+}
+
+static long sys_setrlimit(const long *a)
+{
+    uint64_t in[2];
+    int res = linux_resource(a[0]);
+    if (res < 0)
+        return -EINVAL;
+    if (bsd_copy_in(in, (uint64_t)a[1], sizeof(in)) < 0)
+        return -EFAULT;
+    struct rlimit l = {in[0] >= BSD_RLIM_INFINITY ? RLIM_INFINITY : in[0],
+                       in[1] >= BSD_RLIM_INFINITY ? RLIM_INFINITY : in[1]};
+    return bsd_result(setrlimit(res, &l));
+}
+
+static const struct bsd_handler implemented[] = {
+    {"getrlimit", sys_getrlimit}, {"setrlimit", sys_setrlimit},
+    {"exit", sys_exit}, {"read", sys_read}, {"write", sys_write},
     {"open", sys_open}, {"openat", sys_openat}, {"close", sys_close}, {"getpid", sys_getpid},
     {"getppid", sys_getppid}, {"getuid", sys_getuid}, {"geteuid", sys_geteuid},
     {"getgid", sys_getgid}, {"getegid", sys_getegid}, {"issetugid", sys_zero},
@@ -482,8 +539,8 @@ static const struct {
     {"munmap", sys_munmap}, {"mprotect", sys_mprotect}, {"madvise", sys_zero},
     {"clock_gettime", sys_clock_gettime}, {"nanosleep", sys_nanosleep},
     {"getrandom", sys_getrandom}, {"fstat", sys_fstat}, {"fstatat", sys_fstatat},
-    {"__getcwd", sys_getcwd}, {"thr_self", sys_thr_self}, {"__sysctl", sys_sysctl},
-    {"__sysctlbyname", sys_sysctlbyname}, {"sigprocmask", sys_zero}, {"sigaction", sys_zero},
+    {"__getcwd", sys_getcwd}, {"__sysctl", sys_sysctl},
+    {"__sysctlbyname", sys_sysctlbyname},
     {"unlink", sys_unlink}, {"unlinkat", sys_unlinkat}, {"mkdir", sys_mkdir},
     {"mkdirat", sys_mkdirat}, {"rmdir", sys_rmdir}, {"rename", sys_rename}, {"chdir", sys_chdir},
     {"fchdir", sys_fchdir}, {"chmod", sys_chmod}, {"fchmod", sys_fchmod}, {"access", sys_access},
@@ -526,14 +583,14 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
         number = a[0];
         memmove(a, a + 1, 5 * sizeof(long));
         /* The sixth argument of an indirect call is on the stack. */
-        if (copy_in(stack, (uint64_t)g[REG_RSP] + 8, 8) == 0)
+        if (bsd_copy_in(stack, (uint64_t)g[REG_RSP] + 8, 8) == 0)
             a[5] = (long)stack[0];
     }
     bool known = number >= 0 && number < MAX_SYSCALL;
     handler_fn fn = known ? handlers[number] : NULL;
     /* A seventh argument is on the stack, above the return address. */
     if (known && by_number[number] && by_number[number]->nargs > 6 &&
-        copy_in(&a[6], (uint64_t)g[REG_RSP] + 8, 8) < 0)
+        bsd_copy_in(&a[6], (uint64_t)g[REG_RSP] + 8, 8) < 0)
         a[6] = 0;
     if (tracing && fn == sys_exit) /* it does not come back to be traced */
         trace(by_number[number], number, a, 0);
@@ -561,6 +618,25 @@ static void on_fault(int sig, siginfo_t *si, void *context)
     _exit(128 + sig);
 }
 
+/* Every part's calls: a plain name fills a number nothing filled yet, an
+ * "os:name" one takes it over. */
+static void fill_handlers(const struct sysent *e, const char *own)
+{
+    const struct {
+        const struct bsd_handler *calls;
+        size_t count;
+    } parts[] = {{implemented, sizeof(implemented) / sizeof(implemented[0])},
+                 {bsd_thread_calls, bsd_thread_call_count},
+                 {bsd_kqueue_calls, bsd_kqueue_call_count}};
+    for (size_t p = 0; p < sizeof(parts) / sizeof(parts[0]); p++)
+        for (size_t k = 0; k < parts[p].count; k++) {
+            const struct bsd_handler *h = &parts[p].calls[k];
+            if (strcmp(h->name, own) == 0 ||
+                (strcmp(h->name, e->name) == 0 && !handlers[e->number]))
+                handlers[e->number] = h->fn;
+        }
+}
+
 static void build_tables(enum bsd_os os)
 {
     const struct sysent *table = os == BSD_NETBSD ? netbsd_table : freebsd_table;
@@ -570,42 +646,46 @@ static void build_tables(enum bsd_os os)
         if (table[i].number < 0 || table[i].number >= MAX_SYSCALL)
             continue;
         by_number[table[i].number] = &table[i];
-        /* "os:name" for what one BSD does its own way, else "name". */
         char own[80];
         snprintf(own, sizeof(own), "%s:%s", os == BSD_NETBSD ? "netbsd" : "freebsd",
                  table[i].name);
-        for (size_t k = 0; k < sizeof(implemented) / sizeof(implemented[0]); k++)
-            if (strcmp(implemented[k].name, table[i].name) == 0 && !handlers[table[i].number])
-                handlers[table[i].number] = implemented[k].fn;
-        for (size_t k = 0; k < sizeof(implemented) / sizeof(implemented[0]); k++)
-            if (strcmp(implemented[k].name, own) == 0)
-                handlers[table[i].number] = implemented[k].fn;
+        fill_handlers(&table[i], own);
     }
-    if (os == BSD_NETBSD)
+    if (os == BSD_NETBSD) {
         NETBSD_fill_errnos(errno_map, 200);
-    else
+        NETBSD_fill_signals(signal_map, 65);
+    } else {
         FREEBSD_fill_errnos(errno_map, 200);
+        FREEBSD_fill_signals(signal_map, 65);
+    }
 }
 
+uint64_t bsd_dispatch(int sig, void *info, void *context);
+uint64_t bsd_dispatch(int sig, void *info, void *context)
+{
+    if (sig == SIGSYS)
+        on_sigsys(sig, info, context);
+    else
+        on_fault(sig, info, context);
+    return 0;
+}
+
+/* Every handler goes through the entry that swaps %fs. */
 static int install(void)
 {
-    static uint8_t alt[64 << 10];
-    stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt)};
-    struct sigaction sa = {.sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO | SA_ONSTACK};
-    struct sigaction fault = {.sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK};
+    struct sigaction sa = {.sa_sigaction = (void (*)(int, siginfo_t *, void *))bsd_signal_entry,
+                           .sa_flags = SA_SIGINFO | SA_ONSTACK};
+    static const int signals[] = {SIGSYS, SIGSEGV, SIGBUS, SIGILL, SIGFPE};
 
-    if (sigaltstack(&ss, NULL) < 0 || sigaction(SIGSYS, &sa, NULL) < 0)
-        return err_set(errno, "signal handlers");
-    sigaction(SIGSEGV, &fault, NULL);
-    sigaction(SIGBUS, &fault, NULL);
-    sigaction(SIGILL, &fault, NULL);
-    sigaction(SIGFPE, &fault, NULL);
-    return 0;
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+        if (sigaction(signals[i], &sa, NULL) < 0)
+            return err_set(errno, "signal handlers");
+    int r = bsd_thread_setup();
+    return r < 0 ? err_set(-r, "Syscall User Dispatch (Linux 5.11 or later)") : 0;
 }
 
 int bsduser_run(const char *path, const struct bsduser_options *o, int argc, char **argv)
 {
-    static volatile char selector = SYSCALL_DISPATCH_FILTER_BLOCK;
     extern char **environ;
     struct bsd_image img;
     int r = bsd_load(path, o, &img);
@@ -620,22 +700,22 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
     uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
     if (!sp)
         return err_set(errno, "the guest's stack");
+    /* From here on every system call made outside smolvm's range (the
+     * guest's) raises SIGSYS; ours, above, go through. */
     r = install();
     if (r < 0)
         return r;
-    /* From here on every system call made outside smolvm's range (the
-     * guest's) raises SIGSYS; ours, above, go through. */
-    if (prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
-              0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0)
-        return err_set(errno, "Syscall User Dispatch (Linux 5.11 or later)");
+    /* %rdi points at argc. FreeBSD's exec_setregs leaves %rsp 8 below a
+     * 16-byte boundary, as after a call (its crt1 _start is C); NetBSD's
+     * start code reads argc at %rsp itself. */
+    uint64_t rsp = img.os == BSD_FREEBSD ? ((sp - 8) & ~15ull) + 8 : sp;
     __asm__ volatile("mov %0, %%rsp\n\t"
-                     "mov %0, %%rdi\n\t"
                      "xor %%esi, %%esi\n\t"
                      "xor %%edx, %%edx\n\t"
                      "xor %%ebp, %%ebp\n\t"
-                     "jmp *%1\n\t"
+                     "jmp *%2\n\t"
                      :
-                     : "r"(sp), "r"(img.entry)
+                     : "a"(rsp), "D"(sp), "c"(img.entry)
                      : "memory");
     __builtin_unreachable();
 }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bundle/layers.h"
 #include "disk/copy.h"
 #include "disk/disk.h"
 #include "util/blob.h"
@@ -28,6 +29,7 @@ struct machine {
     struct vm *vm;
     struct bundle *source; /* the bundle it started from, or NULL */
     struct vm_config cfg;  /* strings owned here when started from a bundle */
+    struct bundle_chains chains; /* disks carried as layers */
     char *dir;
     enum machine_memory memory;
 };
@@ -44,6 +46,7 @@ void machine_destroy(struct machine *m)
     vm_destroy(m->vm);
     vm_config_release(&m->cfg);
     free(m->dir);
+    bundle_chains_release(&m->chains);
     bundle_close(m->source);
     free(m);
 }
@@ -66,32 +69,52 @@ int machine_boot(const struct vm_config *cfg, struct machine **out)
     return 0;
 }
 
+/* What a bundle is written from: a machine (running or paused), or an
+ * instance of the store at rest. */
+struct save_job {
+    const struct vm_config *cfg;
+    const struct bundle *source; /* copied from when the files are not at hand */
+    const char *path;
+    bool flatten;
+    struct bundle_chains chains;
+};
+
 /* The kernel and initrd come from the source bundle when there is one: a
  * restored VM has no files of them. */
-static int add_boot_file(struct bundle_writer *w, const struct machine *m, const char *section,
+static int add_boot_file(struct bundle_writer *w, const struct save_job *job, const char *section,
                          const char *path, enum bundle_encoding enc)
 {
-    if (m->source && bundle_has(m->source, section))
-        return bundle_copy_section(w, m->source, section);
+    if (job->source && bundle_has(job->source, section))
+        return bundle_copy_section(w, job->source, section);
     if (!path)
         return 0;
     return bundle_add_file(w, section, path, enc);
 }
 
-/* A bundle holds each disk as its whole content, raw: an instance's
- * overlay (qcow2 on a cached base) or any other format is flattened into
- * a sparse temporary file next to the bundle first. The VM is paused, so
- * reading beside its writer sees a consistent image. */
-static int add_disk(struct bundle_writer *w, const struct vm_disk_config *cfg, unsigned index,
-                    const char *bundle_path)
+/* A temporary file next to the bundle being written. */
+static char *scratch_path(const struct save_job *job, const char *name)
 {
-    char name[BUNDLE_NAME_MAX + 1], *flat = NULL;
+    char *p = NULL;
+    if (asprintf(&p, "%s.%s.tmp", job->path, name) < 0) {
+        err_set(ENOMEM, "%s", name);
+        return NULL;
+    }
+    unlink(p);
+    return p;
+}
+
+/* A disk flattened into its whole content, raw: an overlay (qcow2 on a
+ * cached base) or any other format becomes a sparse temporary file next to
+ * the bundle first. The VM is paused, so reading beside its writer sees a
+ * consistent image. */
+static int add_flat_disk(struct bundle_writer *w, const struct save_job *job,
+                         const struct vm_disk_config *cfg, const char *name)
+{
+    char *flat;
     struct disk *d, *out;
     struct disk_create_options o = {0};
-    int r;
+    int r = disk_open_as(cfg->path, DISK_READ_ONLY | DISK_NO_LOCK, cfg->format, &d);
 
-    disk_section(name, sizeof(name), index);
-    r = disk_open_as(cfg->path, DISK_READ_ONLY | DISK_NO_LOCK, cfg->format, &d);
     if (r < 0)
         return r;
     if (d->format == &disk_format_raw && !d->backing) {
@@ -99,11 +122,10 @@ static int add_disk(struct bundle_writer *w, const struct vm_disk_config *cfg, u
         return bundle_add_file(w, name, cfg->path, BUNDLE_ZSTD);
     }
     o.size = d->size;
-    if (asprintf(&flat, "%s.%s.tmp", bundle_path, name) < 0) {
+    if (!(flat = scratch_path(job, name))) {
         disk_close(d);
-        return err_set(ENOMEM, "%s", name);
+        return -ENOMEM;
     }
-    unlink(flat);
     r = disk_create("raw", flat, &o);
     if (r == 0)
         r = disk_open_as(flat, 0, "raw", &out);
@@ -119,22 +141,43 @@ static int add_disk(struct bundle_writer *w, const struct vm_disk_config *cfg, u
     return r;
 }
 
-static int add_inputs(struct bundle_writer *w, const struct machine *m, const char *path)
+/* A store instance's disk goes as its chain of layers (each stored once,
+ * so an importer that has them skips them) unless flattened. */
+static int add_disk(struct bundle_writer *w, struct save_job *job, unsigned index)
 {
-    char *json = vm_config_to_json(&m->cfg);
+    const struct vm_disk_config *cfg = &job->cfg->disks[index];
+    char name[BUNDLE_NAME_MAX + 1], *tmp;
     int r;
 
-    if (!json)
+    disk_section(name, sizeof(name), index);
+    if (job->flatten || !bundle_disk_is_layered(cfg->path, cfg->format))
+        return add_flat_disk(w, job, cfg, name);
+    if (!(tmp = scratch_path(job, name)))
         return -ENOMEM;
-    r = bundle_add(w, SECTION_CONFIG, json, strlen(json), BUNDLE_RAW);
+    r = bundle_chains_add_disk(&job->chains, w, index, cfg->path, tmp);
+    free(tmp);
+    return r;
+}
+
+static int add_config(struct bundle_writer *w, const struct save_job *job)
+{
+    char *json = vm_config_to_json(job->cfg);
+    int r = json ? bundle_add(w, SECTION_CONFIG, json, strlen(json), BUNDLE_RAW) : -ENOMEM;
     free(json);
+    return r;
+}
+
+static int add_inputs(struct bundle_writer *w, struct save_job *job)
+{
     /* A bzImage is compressed already. */
+    int r = add_boot_file(w, job, SECTION_KERNEL, job->cfg->kernel_path, BUNDLE_RAW);
     if (r == 0)
-        r = add_boot_file(w, m, SECTION_KERNEL, m->cfg.kernel_path, BUNDLE_RAW);
+        r = add_boot_file(w, job, SECTION_INITRD, job->cfg->initrd_path, BUNDLE_ZSTD);
+    for (unsigned i = 0; r == 0 && i < job->cfg->disk_count; i++)
+        r = add_disk(w, job, i);
     if (r == 0)
-        r = add_boot_file(w, m, SECTION_INITRD, m->cfg.initrd_path, BUNDLE_ZSTD);
-    for (unsigned i = 0; r == 0 && i < m->cfg.disk_count; i++)
-        r = add_disk(w, &m->cfg.disks[i], i, path);
+        r = bundle_chains_write(&job->chains, w);
+    bundle_chains_release(&job->chains);
     return r;
 }
 
@@ -151,8 +194,19 @@ static int add_state(struct bundle_writer *w, struct vm *vm, const struct machin
     return r;
 }
 
+static int finish(struct bundle_writer *w, int r)
+{
+    if (r < 0) {
+        bundle_writer_abort(w);
+        return r;
+    }
+    return bundle_writer_commit(w);
+}
+
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
 {
+    struct save_job job = {.cfg = &m->cfg, .source = m->source, .path = path,
+                           .flatten = o->flatten};
     struct bundle_writer *w;
     int r;
 
@@ -165,12 +219,63 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
     if (o->with_state)
         r = add_state(w, m->vm, o);
     if (r == 0)
-        r = add_inputs(w, m, path);
+        r = add_config(w, &job);
+    if (r == 0 && !o->state_only)
+        r = add_inputs(w, &job);
+    return finish(w, r);
+}
+
+bool machine_has_state(const struct bundle *b)
+{
+    return bundle_has(b, SECTION_STATE);
+}
+
+int machine_copy_state(const char *from, const char *to)
+{
+    static const char *const sections[] = {SECTION_CONFIG, SECTION_STATE, SECTION_MEMORY};
+    struct bundle *b;
+    struct bundle_writer *w;
+    int r = bundle_open(from, &b);
+
+    if (r < 0)
+        return r;
+    if (!bundle_has(b, SECTION_STATE))
+        r = err_plain(EINVAL, "'%s' holds no saved state", from);
+    if (r == 0)
+        r = bundle_writer_open(to, &w);
+    for (size_t i = 0; r == 0 && i < sizeof(sections) / sizeof(sections[0]); i++)
+        if ((r = bundle_copy_section(w, b, sections[i])) < 0)
+            bundle_writer_abort(w);
+    if (r == 0)
+        r = bundle_writer_commit(w);
+    bundle_close(b);
+    return r;
+}
+
+int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten)
+{
+    struct save_job job = {.cfg = cfg, .path = path, .flatten = flatten};
+    struct bundle *source = NULL;
+    struct bundle_writer *w;
+    int r = state ? bundle_open(state, &source) : 0;
+
+    if (r == 0)
+        r = bundle_writer_open(path, &w);
     if (r < 0) {
-        bundle_writer_abort(w);
+        bundle_close(source);
         return r;
     }
-    return bundle_writer_commit(w);
+    /* The saved state goes with the config it was saved under. */
+    if (source)
+        r = bundle_copy_section(w, source, SECTION_STATE);
+    if (r == 0 && source)
+        r = bundle_copy_section(w, source, SECTION_MEMORY);
+    if (r == 0)
+        r = source ? bundle_copy_section(w, source, SECTION_CONFIG) : add_config(w, &job);
+    if (r == 0)
+        r = add_inputs(w, &job);
+    bundle_close(source);
+    return finish(w, r);
 }
 
 /* ---- start ---- */
@@ -281,23 +386,80 @@ int machine_instance_overlay(const char *name, const char *file, const char *bas
     return 0;
 }
 
+/* Disk i is now the file at path (owned by cfg from here on). */
+static int set_disk(struct vm_config *cfg, unsigned i, char *path, const char *format)
+{
+    char *f = format ? strdup(format) : NULL;
+    free((char *)cfg->disks[i].path);
+    free((char *)cfg->disks[i].format);
+    cfg->disks[i].path = path;
+    cfg->disks[i].format = f;
+    return !path || (format && !f) ? err_set(ENOMEM, "disk %u", i) : 0;
+}
+
+/* A disk carried as layers: each unpacked once (and checked) into the
+ * layer cache, where they back each other by name. *top: the top's file. */
+static int cached_layers(const struct machine *s, unsigned i, char **top)
+{
+    const struct bundle_layer *l = bundle_chains_find(&s->chains, s->chains.tops[i]);
+    char *dir = paths_cache_dir("layers");
+    int r = dir ? paths_mkdirs(dir) : err_plain(ENOENT, "no cache folder (set HOME)");
+    bool added;
+
+    if (r == 0 && asprintf(top, "%s/%s.%s", dir, l->hash, l->format) < 0)
+        r = err_set(ENOMEM, "layers");
+    /* Parents come before children in the table: the walk ends. */
+    for (; r == 0 && l; l = l->parent[0] ? bundle_chains_find(&s->chains, l->parent) : NULL)
+        r = bundle_layer_extract(s->source, &s->chains, l, dir, &added);
+    free(dir);
+    return r;
+}
+
 static int instance_disk(struct machine *s, unsigned i)
 {
     char name[BUNDLE_NAME_MAX + 1], *base = NULL, *overlay;
+    const char *base_format = "raw";
     int r;
 
     disk_section(name, sizeof(name), i);
-    if (cached_base(s, name, &base) < 0) {
+    if (i < s->chains.disk_count && s->chains.tops[i][0]) {
+        r = cached_layers(s, i, &base);
+        base_format = "qcow2";
+        if (r < 0) {
+            free(base);
+            return r;
+        }
+    } else if (cached_base(s, name, &base) < 0) {
+        const char *path = NULL;
         err_clear();
-        return extract(s, name, &s->cfg.disks[i].path);
+        r = extract(s, name, &path);
+        int owned = set_disk(&s->cfg, i, (char *)path, "raw");
+        return r < 0 ? r : owned;
     }
     if (asprintf(&overlay, "%s/%s.qcow2", s->dir, name) < 0) {
         free(base);
         return err_set(ENOMEM, "%s", name);
     }
-    s->cfg.disks[i].path = overlay; /* owned by s->cfg */
-    r = fresh_overlay(overlay, base, "raw");
+    r = set_disk(&s->cfg, i, overlay, "qcow2");
+    if (r == 0)
+        r = fresh_overlay(overlay, base, base_format);
     free(base);
+    return r;
+}
+
+/* A store instance resuming: its own files, the state's config. */
+static int adopt_instance(struct vm_config *cfg, const struct vm_config *instance)
+{
+    if (instance->disk_count != cfg->disk_count)
+        return err_plain(EINVAL, "the instance has %u disks, its saved state %u",
+                         instance->disk_count, cfg->disk_count);
+    free((char *)cfg->kernel_path);
+    free((char *)cfg->initrd_path);
+    cfg->kernel_path = instance->kernel_path ? strdup(instance->kernel_path) : NULL;
+    cfg->initrd_path = instance->initrd_path ? strdup(instance->initrd_path) : NULL;
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < cfg->disk_count; i++)
+        r = set_disk(cfg, i, strdup(instance->disks[i].path), instance->disks[i].format);
     return r;
 }
 
@@ -372,9 +534,15 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;
         m->memory = o->memory;
-        r = instance_dir(o->name, &m->dir);
+        /* A store instance has its folder (and disks) already. */
+        if (!o->instance)
+            r = instance_dir(o->name, &m->dir);
     }
     if (r == 0)
+        r = bundle_chains_read(m->source, &m->chains);
+    if (r == 0 && o->instance)
+        r = adopt_instance(&m->cfg, o->instance);
+    else if (r == 0)
         r = extract_files(m, !bundle_has(m->source, SECTION_STATE));
     if (r == 0)
         r = build(m);

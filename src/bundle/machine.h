@@ -33,6 +33,9 @@ struct machine_start_options {
         MACHINE_MEMORY_COPY,       /* copy the unpacked cache's data */
         MACHINE_MEMORY_DECOMPRESS, /* decompress from the bundle, no cache */
     } memory;
+    /* A store instance resuming from a bundle of its state: its kernel,
+     * initrd and disks replace the bundle's (which has none). */
+    const struct vm_config *instance;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */
@@ -44,6 +47,8 @@ void machine_destroy(struct machine *m);
 
 struct machine_save_options {
     bool with_state; /* false: --no-memory, the bundle boots fresh */
+    bool state_only; /* config, state and memory only: the disks stay where they are */
+    bool flatten;    /* every disk as its whole content, even a store instance's chain */
     bundle_progress_fn progress;
     void *opaque;
 };
@@ -51,6 +56,19 @@ struct machine_save_options {
 /* Writes FILE; with state, the VM must be paused. A machine started from a
  * bundle copies its kernel and initrd from there. */
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
+    __attribute__((warn_unused_result));
+
+/* Whether a bundle holds a saved state (starting it resumes). */
+bool machine_has_state(const struct bundle *b);
+
+/* A bundle at to holding only from's config, saved state and memory (as
+ * stored): what a store instance resumes from. */
+int machine_copy_state(const char *from, const char *to) __attribute__((warn_unused_result));
+
+/* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when
+ * state names a bundle, that bundle's config, state and memory (as
+ * stored). */
+int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten)
     __attribute__((warn_unused_result));
 
 #endif

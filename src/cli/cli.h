@@ -2,6 +2,8 @@
 #ifndef SMOLVM_CLI_CLI_H
 #define SMOLVM_CLI_CLI_H
 
+#include <stdbool.h>
+
 enum cli_exit {
     CLI_OK = 0,
     CLI_FAILED = 1, /* the work failed: bad input file, no KVM, guest crash */
@@ -34,8 +36,20 @@ int cli_gc(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
 
 struct vm_config;
-/* An instance's boot settings and delta into cfg (store.c). */
-int cli_instance_config(const char *name, struct vm_config *cfg);
+/* An instance's boot settings and delta into cfg, and the state bundle it
+ * resumes from (NULL: it boots; shared: the pristine state, which stays)
+ * (store.c). Strings live on. */
+int cli_instance_config(const char *name, struct vm_config *cfg, const char **resume,
+                        bool *resume_shared);
+/* The instance's saved state was resumed: later starts boot. */
+int cli_instance_resumed(const char *name);
+/* A stopped instance written to a bundle: its chain (or flattened), its
+ * kernel and initrd, and its saved state when its next start would resume. */
+int cli_instance_export(const char *name, const char *path, bool flatten);
+/* Where a running instance's suspended state goes, and marking it
+ * written (the next start resumes it). */
+int cli_instance_suspend_path(const char *name, char **path);
+int cli_instance_suspended(const char *name);
 
 /* Prints "smolvm: <message>" on one line to stderr and returns code. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

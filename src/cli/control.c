@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/control.h"
@@ -111,28 +112,65 @@ static int absolute_path(const char *file, char **out)
 }
 
 static const char save_help[] =
-    "usage: smolvm save NAME -o FILE.smolmachine [--resume] [--no-memory]\n"
+    "usage: smolvm save NAME -o FILE.smolmachine [--resume] [--no-memory] [--flatten]\n"
+    "       smolvm save INSTANCE                  (suspends a running store instance)\n"
     "\n"
-    "Writes the running VM NAME into one file: its config, kernel, initrd, disks\n"
-    "and, unless --no-memory, its state and memory, so 'smolvm start FILE' resumes\n"
-    "it where it was. The VM ends after the save unless --resume.\n"
+    "Writes the VM NAME into one file: its config, kernel, initrd, disks and, for a\n"
+    "running VM unless --no-memory, its state and memory, so 'smolvm start FILE'\n"
+    "resumes it where it was. The VM ends after the save unless --resume. A store\n"
+    "instance's disk goes as its chain of layers (an importer that has a layer\n"
+    "skips it); a stopped instance can be saved too. Without -o, a running\n"
+    "instance is suspended into its own folder: 'smolvm start INSTANCE' resumes it.\n"
     "\n"
     "  -o, --output FILE  the bundle to write (replaced atomically)\n"
     "      --resume       keep the VM running after the save\n"
     "      --no-memory    no state: the bundle boots afresh\n"
+    "      --flatten      every disk as one image, not a chain of layers\n"
     "      --json         print the result as JSON\n";
+
+/* Whether a VM of that name answers on its control socket. */
+static bool running(const char *name)
+{
+    json_t *a = NULL;
+    bool up = control_request(name, json_pack("{s:s}", "command", "status"), &a) == 0;
+    json_decref(a);
+    err_clear();
+    return up;
+}
+
+static void print_saved(const char *path, json_t *answer, bool json)
+{
+    if (json)
+        json_dumpf(answer, stdout, JSON_COMPACT), putchar('\n');
+    else
+        printf("saved %s in %.3f s\n", path, json_real_value(json_object_get(answer, "seconds")));
+}
+
+static int save_at_rest(const char *name, const char *path, bool flatten, bool json)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (cli_instance_export(name, path, flatten) < 0)
+        return cli_fail(CLI_FAILED, "save: %s", err_msg());
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    json_t *a = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path,
+                          "seconds", (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    print_saved(path, a, json);
+    json_decref(a);
+    return CLI_OK;
+}
 
 int cli_save(int argc, char **argv)
 {
-    enum { OPT_RESUME = 256, OPT_NO_MEMORY, OPT_JSON };
+    enum { OPT_RESUME = 256, OPT_NO_MEMORY, OPT_JSON, OPT_FLATTEN };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'}, {"resume", no_argument, NULL, OPT_RESUME},
         {"no-memory", no_argument, NULL, OPT_NO_MEMORY}, {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, 'h'}, {0},
+        {"flatten", no_argument, NULL, OPT_FLATTEN}, {"help", no_argument, NULL, 'h'}, {0},
     };
     const char *output = NULL;
-    bool resume = false, memory = true, json = false;
-    char *path;
+    bool resume = false, memory = true, json = false, flatten = false, suspend;
+    char *path = NULL;
     json_t *answer;
     int c, code;
 
@@ -144,6 +182,7 @@ int cli_save(int argc, char **argv)
         case OPT_RESUME: resume = true; break;
         case OPT_NO_MEMORY: memory = false; break;
         case OPT_JSON: json = true; break;
+        case OPT_FLATTEN: flatten = true; break;
         case 'h': fputs(save_help, stdout); return CLI_OK;
         case ':': return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
         default:
@@ -151,26 +190,32 @@ int cli_save(int argc, char **argv)
                             argv[optind - 1]);
         }
     }
-    if (optind != argc - 1 || !output)
+    suspend = !output;
+    if (optind != argc - 1 || (suspend && (resume || !memory || flatten)))
         return cli_fail(CLI_USAGE, "usage: smolvm save NAME -o FILE.smolmachine");
+    const char *name = argv[optind];
     /* The VM resolves paths from its own working folder: send an absolute one. */
-    if (absolute_path(output, &path) < 0)
-        return cli_fail(CLI_FAILED, "%s", err_msg());
-    code = ask_showing(argv[optind], json_pack("{s:s,s:s,s:b,s:b}", "command", "save", "path",
-                                               path, "resume", resume, "memory", memory),
-                       &answer, json ? NULL : "saving memory");
-    if (code != CLI_OK) {
+    if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0)
+        return cli_fail(CLI_FAILED, "save: %s", err_msg());
+    if (!running(name)) {
+        code = suspend ? cli_fail(CLI_FAILED, "save: no VM '%s' is running", name)
+                       : save_at_rest(name, path, flatten, json);
         free(path);
         return code;
     }
-    if (json)
-        json_dumpf(answer, stdout, JSON_COMPACT), putchar('\n');
-    else
-        printf("saved %s in %.3f s\n", path,
-               json_real_value(json_object_get(answer, "seconds")));
-    json_decref(answer);
+    code = ask_showing(name,
+                       json_pack("{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path,
+                                 "resume", resume, "memory", memory, "flatten", flatten,
+                                 "state_only", suspend),
+                       &answer, json ? NULL : "saving memory");
+    if (code == CLI_OK && suspend && cli_instance_suspended(name) < 0)
+        code = cli_fail(CLI_FAILED, "save: %s", err_msg());
+    if (code == CLI_OK) {
+        print_saved(path, answer, json);
+        json_decref(answer);
+    }
     free(path);
-    return CLI_OK;
+    return code;
 }
 
 static void print_status(json_t *a, bool json)

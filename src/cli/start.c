@@ -1,4 +1,5 @@
 /* smolvm start: run a .smolmachine; with saved state it resumes. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -43,11 +44,26 @@ static int start_machine(const char *what, const struct machine_start_options *s
 
     if (stat(what, &st) == 0 || strchr(what, '/'))
         return machine_start(what, so, m);
+    const char *resume;
+    bool shared;
     vm_config_defaults(&cfg);
     cfg.interactive = so->interactive;
     cfg.trace_until = so->trace_until;
-    int r = cli_instance_config(what, &cfg);
-    return r < 0 ? r : machine_boot(&cfg, m);
+    int r = cli_instance_config(what, &cfg, &resume, &shared);
+    if (r < 0 || !resume)
+        return r < 0 ? r : machine_boot(&cfg, m);
+    struct machine_start_options from_state = *so;
+    from_state.instance = &cfg;
+    /* A suspended state is read once: caching its memory would only fill
+     * the cache. */
+    if (!shared && so->memory == MACHINE_MEMORY_DEFAULT)
+        from_state.memory = MACHINE_MEMORY_DECOMPRESS;
+    r = machine_start(resume, &from_state, m);
+    if (r == 0 && cli_instance_resumed(what) < 0) {
+        machine_destroy(*m);
+        return -EIO;
+    }
+    return r;
 }
 
 int cli_start(int argc, char **argv)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
+#include "bundle/machine.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "image/appliance.h"
@@ -39,61 +40,17 @@ static void print_json(json_t *j)
     free(text);
 }
 
-/* A bundle's disk.0, kernel and initrd, each extracted and imported. */
-static int import_bundle(struct store *s, const char *path, char top[HASH_HEX],
-                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
-{
-    static const char *const sections[] = {"disk.0", "kernel", "initrd"};
-    char *hashes[] = {top, kernel, initrd}, *tmp = NULL;
-    struct bundle *b;
-    uint8_t *json;
-    size_t len;
-    int r = bundle_open(path, &b);
-
-    if (r < 0)
-        return r;
-    r = bundle_read(b, "config", &json, &len);
-    if (r == 0) {
-        r = vm_config_from_json((const char *)json, cfg);
-        free(json);
-    }
-    for (int i = 0; r == 0 && i < 3; i++) {
-        hashes[i][0] = 0;
-        if (!bundle_has(b, sections[i]))
-            continue;
-        if (asprintf(&tmp, "%s/smolvm-import-%d-%s", getenv("TMPDIR") ?: "/tmp", (int)getpid(),
-                     sections[i]) < 0)
-            r = -ENOMEM;
-        if (r == 0)
-            r = bundle_extract(b, sections[i], tmp);
-        if (r == 0)
-            r = store_add_layer(s, tmp, sections[i], hashes[i]);
-        if (tmp)
-            unlink(tmp);
-        free(tmp);
-        tmp = NULL;
-    }
-    if (r == 0 && !top[0])
-        r = err_plain(EINVAL, "'%s' holds no disk to make layers of", path);
-    bundle_close(b);
-    return r;
-}
-
-static bool is_hash(const char *text)
-{
-    return strlen(text) == 64 && strspn(text, "0123456789abcdef") == 64;
-}
-
 /* --from: an appliance folder, a .smolmachine, a layer hash or an image. */
 static int import_source(struct store *s, const char *from, char top[HASH_HEX],
-                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
+                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
+                         const char **state)
 {
     struct appliance_files f;
     struct stat st;
     int r;
 
     kernel[0] = initrd[0] = 0;
-    if (is_hash(from)) {
+    if (hash_is_hex(from)) {
         snprintf(top, HASH_HEX, "%s", from);
         return 0;
     }
@@ -114,8 +71,9 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     }
     struct bundle *b;
     if (bundle_open(from, &b) == 0) {
+        *state = machine_has_state(b) ? from : NULL;
         bundle_close(b);
-        return import_bundle(s, from, top, kernel, initrd, cfg);
+        return store_import_bundle(s, from, top, kernel, initrd, cfg);
     }
     err_clear();
     return store_add_layer(s, from, "image", top);
@@ -132,6 +90,8 @@ static int verb_create(int argc, char **argv)
         {"cpus", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
         {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
     const char *from = NULL, *kernel_path = NULL, *initrd_path = NULL, *cmdline = NULL;
+    const char *state = NULL;
+    uint64_t mem = 0;
     char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
     struct vm_config cfg;
     struct store *s;
@@ -156,7 +116,7 @@ static int verb_create(int argc, char **argv)
             json = true;
         else if (c == 'c' && size_parse(optarg, 1, &cpus) == 0 && cpus && cpus <= 255)
             continue;
-        else if (c == 'm' && size_parse(optarg, 1ull << 20, &cfg.mem_bytes) == 0)
+        else if (c == 'm' && size_parse(optarg, 1ull << 20, &mem) == 0 && mem)
             continue;
         else
             return cli_fail(CLI_USAGE, "usage: %s", usage);
@@ -165,14 +125,19 @@ static int verb_create(int argc, char **argv)
         return cli_fail(CLI_USAGE, "usage: %s", usage);
     if (store_open(&s) < 0)
         return failed("create");
-    r = import_source(s, from, top, kernel, initrd, &cfg);
+    r = import_source(s, from, top, kernel, initrd, &cfg, &state);
+    if (r == 0 && state && (cpus || mem))
+        r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", from);
     if (r == 0 && kernel_path)
         r = store_add_layer(s, kernel_path, "kernel", kernel);
     if (r == 0 && initrd_path)
         r = store_add_layer(s, initrd_path, "initrd", initrd);
-    struct instance_boot boot = {kernel[0] ? kernel : NULL, initrd[0] ? initrd : NULL,
-                                 cmdline ? cmdline : cfg.cmdline, cpus ? (unsigned)cpus : cfg.cpus,
-                                 cfg.mem_bytes};
+    struct instance_boot boot = {.kernel = kernel[0] ? kernel : NULL,
+                                 .initrd = initrd[0] ? initrd : NULL,
+                                 .cmdline = cmdline ? cmdline : cfg.cmdline,
+                                 .state = state,
+                                 .cpus = cpus ? (unsigned)cpus : cfg.cpus,
+                                 .mem_bytes = mem ? mem : cfg.mem_bytes};
     if (r == 0)
         r = store_create(s, argv[optind], top, &boot);
     store_close(s);
@@ -283,11 +248,15 @@ static int listing(int argc, char **argv, int (*list)(struct store *, json_t *),
                    (long long)json_integer_value(json_object_get(x, "users")),
                    json_string_value(json_object_get(x, "message")) ?: "");
     } else {
-        printf("%-24s %-14s %12s\n", "NAME", "LAYER", "DELTA");
-        json_array_foreach(all, i, x)
-            printf("%-24s %-14.12s %12lld\n", json_string_value(json_object_get(x, "name")),
+        printf("%-24s %-14s %12s  %s\n", "NAME", "LAYER", "DELTA", "NEXT START");
+        json_array_foreach(all, i, x) {
+            const char *resume = json_string_value(json_object_get(x, "resume"));
+            printf("%-24s %-14.12s %12lld  %s\n", json_string_value(json_object_get(x, "name")),
                    json_string_value(json_object_get(x, "top")),
-                   (long long)json_integer_value(json_object_get(x, "delta-bytes")));
+                   (long long)json_integer_value(json_object_get(x, "delta-bytes")),
+                   !resume ? "boots" : strstr(resume, "suspended") ? "resumes (suspended)"
+                                                                   : "resumes (saved state)");
+        }
     }
     json_decref(all);
     return CLI_OK;
@@ -328,7 +297,8 @@ int cli_create(int argc, char **argv)
     return verb_create(argc, argv);
 }
 
-int cli_instance_config(const char *name, struct vm_config *cfg)
+int cli_instance_config(const char *name, struct vm_config *cfg, const char **resume,
+                        bool *resume_shared)
 {
     struct store *s;
     struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
@@ -354,5 +324,57 @@ int cli_instance_config(const char *name, struct vm_config *cfg)
         cfg->mem_bytes = i->boot.mem_bytes;
     cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
     cfg->disk_count = 1;
+    *resume = i->resume;
+    *resume_shared = i->resume_pristine;
     return 0;
+}
+
+int cli_instance_export(const char *name, const char *path, bool flatten)
+{
+    static struct vm_config cfg;
+    const char *resume;
+    bool shared;
+
+    vm_config_defaults(&cfg);
+    int r = cli_instance_config(name, &cfg, &resume, &shared);
+    return r < 0 ? r : machine_export(&cfg, resume, path, flatten);
+}
+
+/* The instance's store, for one call. */
+static int with_store(const char *name, int (*op)(struct store *, const char *, char **),
+                      char **out)
+{
+    struct store *s;
+    int r = store_open(&s);
+    if (r == 0)
+        r = op(s, name, out);
+    store_close(s);
+    return r;
+}
+
+static int resumed(struct store *s, const char *name, char **unused)
+{
+    (void)unused;
+    return store_resumed(s, name);
+}
+
+static int suspended(struct store *s, const char *name, char **unused)
+{
+    (void)unused;
+    return store_suspended(s, name);
+}
+
+int cli_instance_suspend_path(const char *name, char **path)
+{
+    return with_store(name, store_suspend_path, path);
+}
+
+int cli_instance_suspended(const char *name)
+{
+    return with_store(name, suspended, NULL);
+}
+
+int cli_instance_resumed(const char *name)
+{
+    return with_store(name, resumed, NULL);
 }

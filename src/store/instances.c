@@ -11,12 +11,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bundle/machine.h"
 #include "disk/disk.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/file.h"
 
 #define NAME_MAX_LEN 64
+#define PRISTINE "pristine.smolmachine"
+#define SUSPENDED "suspended.smolmachine"
 
 static bool valid_name(const char *name)
 {
@@ -103,6 +106,10 @@ int store_create(struct store *s, const char *name, const char *top,
                             : err_set(errno, "'%s'", dir);
     else
         r = new_delta(s, name, top);
+    char *pristine = b->state && r == 0 ? instance_file(s, name, PRISTINE) : NULL;
+    if (pristine)
+        r = machine_copy_state(b->state, pristine);
+    free(pristine);
     json_decref(meta);
     json_decref(km);
     json_decref(im);
@@ -116,19 +123,43 @@ int store_create(struct store *s, const char *name, const char *top,
             json_object_set_new(j, "initrd", json_string(b->initrd));
         if (b->cmdline)
             json_object_set_new(j, "cmdline", json_string(b->cmdline));
+        if (b->state) {
+            json_object_set_new(j, "pristine", json_string(PRISTINE));
+            json_object_set_new(j, "resume", json_string(PRISTINE));
+        }
         r = save(s, name, j);
         json_decref(j);
     }
-    if (r < 0 && r != -EEXIST) {
-        char *delta = instance_file(s, name, "delta.qcow2");
-        if (delta)
-            unlink(delta);
-        free(delta);
-        rmdir(dir);
-    }
+    if (r < 0 && r != -EEXIST && file_remove_tree(dir) < 0)
+        err_clear();
     store_unlock(s);
     free(dir);
     return r;
+}
+
+/* Sets (or with NULL removes) what the next start resumes. */
+static int set_resume(struct store *s, const char *name, const char *file)
+{
+    json_t *j = load(s, name);
+    int r = j ? 0 : -ENOENT;
+
+    store_lock(s);
+    if (r == 0)
+        r = file ? json_object_set_new(j, "resume", json_string(file)) : json_object_del(j, "resume");
+    if (r == 0)
+        r = save(s, name, j);
+    store_unlock(s);
+    json_decref(j);
+    return r == -1 ? 0 : r;
+}
+
+/* A suspended state is resumed once: its guest then runs on. */
+static void drop_suspended(struct store *s, const char *name)
+{
+    char *path = instance_file(s, name, SUSPENDED);
+    if (path)
+        unlink(path);
+    free(path);
 }
 
 int store_reset(struct store *s, const char *name)
@@ -141,8 +172,33 @@ int store_reset(struct store *s, const char *name)
     store_lock(s);
     r = new_delta(s, name, json_string_value(json_object_get(j, "top")));
     store_unlock(s);
+    if (r == 0)
+        r = set_resume(s, name, json_string_value(json_object_get(j, "pristine")));
+    if (r == 0)
+        drop_suspended(s, name);
     json_decref(j);
     return r;
+}
+
+int store_resumed(struct store *s, const char *name)
+{
+    int r = set_resume(s, name, NULL);
+    if (r == 0)
+        drop_suspended(s, name);
+    return r;
+}
+
+int store_suspend_path(struct store *s, const char *name, char **path)
+{
+    json_t *j = load(s, name);
+    json_decref(j);
+    *path = j ? instance_file(s, name, SUSPENDED) : NULL;
+    return *path ? 0 : -ENOENT;
+}
+
+int store_suspended(struct store *s, const char *name)
+{
+    return set_resume(s, name, SUSPENDED);
 }
 
 int store_commit(struct store *s, const char *name, const char *message, char hash[HASH_HEX])
@@ -243,6 +299,11 @@ int store_instance(struct store *s, const char *name, struct instance *out)
     out->boot.cmdline = dup_field(j, "cmdline");
     out->boot.cpus = (unsigned)json_integer_value(json_object_get(j, "cpus"));
     out->boot.mem_bytes = (uint64_t)json_integer_value(json_object_get(j, "mem_bytes"));
+    const char *resume = json_string_value(json_object_get(j, "resume"));
+    if (resume && valid_name(resume)) {
+        out->resume = instance_file(s, name, resume);
+        out->resume_pristine = strcmp(resume, PRISTINE) == 0;
+    }
     json_decref(j);
     r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;
     if (r == 0)
@@ -265,5 +326,6 @@ void store_instance_release(struct instance *i)
     free((char *)i->boot.cmdline);
     free(i->delta);
     free(i->top);
+    free(i->resume);
     memset(i, 0, sizeof(*i));
 }

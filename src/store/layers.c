@@ -70,12 +70,6 @@ void store_unlock(struct store *s)
     flock(s->lock_fd, LOCK_UN);
 }
 
-static bool is_hash(const char *text)
-{
-    size_t n = strspn(text, "0123456789abcdef");
-    return n == 64 && text[64] == 0;
-}
-
 char *store_layer_file(const struct store *s, const char *hash, const char *format)
 {
     char *p = NULL;
@@ -89,7 +83,7 @@ static char *sidecar(const struct store *s, const char *hash)
 
 json_t *store_layer_meta(const struct store *s, const char *hash)
 {
-    char *path = is_hash(hash) ? sidecar(s, hash) : NULL;
+    char *path = hash_is_hex(hash) ? sidecar(s, hash) : NULL;
     json_t *m = path ? json_load_file(path, 0, NULL) : NULL;
     free(path);
     return m;
@@ -180,35 +174,77 @@ static int stamp(json_t *meta, const char *path)
     return 0;
 }
 
+/* The sidecar of a layer file in place: written last, so a layer with a
+ * sidecar is whole. */
+static int record(struct store *s, const char *hash, const char *format, const char *parent,
+                  uint64_t size, const char *message)
+{
+    char *file = store_layer_file(s, hash, format), *side = sidecar(s, hash);
+    json_t *meta = json_pack("{sssssIsIss}", "format", format, "parent", parent, "virtual-size",
+                             (json_int_t)size, "created", (json_int_t)time(NULL), "message",
+                             message ? message : "");
+    int r = file && side && meta ? stamp(meta, file) : -ENOMEM;
+
+    if (r == 0)
+        r = store_write_json(side, meta);
+    if (r == 0 && file_sync(s->layers) < 0)
+        r = err_set(errno, "sync '%s'", s->layers);
+    json_decref(meta);
+    free(file);
+    free(side);
+    return r;
+}
+
+int store_import_layer(struct store *s, const struct store_import *l)
+{
+    json_t *meta, *parent = NULL;
+    char *file = store_layer_file(s, l->hash, l->format);
+    struct disk *d;
+    int r = file ? 0 : -ENOMEM;
+
+    store_lock(s);
+    meta = store_layer_meta(s, l->hash);
+    if (l->parent[0] && !(parent = store_layer_meta(s, l->parent)))
+        r = err_plain(ENOENT, "layer %.12s: its parent %.12s is not in the store", l->hash,
+                      l->parent);
+    /* A layer whose sidecar outlived its file is placed again. */
+    if (r == 0 && (!meta || access(file, F_OK) != 0)) {
+        r = l->place(l->opaque, s->layers);
+        if (r == 0)
+            r = disk_open_as(file, DISK_READ_ONLY | DISK_NO_BACKING, l->format, &d);
+        if (r == 0) {
+            uint64_t size = d->size;
+            disk_close(d);
+            r = record(s, l->hash, l->format, l->parent, size, l->message);
+        }
+    }
+    store_unlock(s);
+    json_decref(meta);
+    json_decref(parent);
+    free(file);
+    return r;
+}
+
 /* Moves a finished temporary copy into place under its content hash. */
 static int admit(struct store *s, const char *tmp, const char *format, const char *parent,
                  uint64_t size, const char *message, char hash[HASH_HEX])
 {
-    char *final = NULL, *side = NULL;
+    char *final = NULL;
     int r = hash_file(tmp, hash);
 
-    if (r == 0 && (!(final = store_layer_file(s, hash, format)) || !(side = sidecar(s, hash))))
+    if (r == 0 && !(final = store_layer_file(s, hash, format)))
         r = -ENOMEM;
     if (r == 0 && access(final, F_OK) == 0) { /* the same bytes are there already */
         unlink(tmp);
     } else if (r == 0) {
-        json_t *meta = json_pack("{sssssIsIss}", "format", format, "parent", parent,
-                                 "virtual-size", (json_int_t)size, "created",
-                                 (json_int_t)time(NULL), "message", message ? message : "");
         if (chmod(tmp, 0444) < 0 || rename(tmp, final) < 0)
             r = err_set(errno, "layer '%s'", final);
         if (r == 0)
-            r = stamp(meta, final);
-        if (r == 0)
-            r = store_write_json(side, meta);
-        json_decref(meta);
-        if (r == 0 && file_sync(s->layers) < 0)
-            r = err_set(errno, "sync '%s'", s->layers);
+            r = record(s, hash, format, parent, size, message);
     }
     if (r < 0)
         unlink(tmp);
     free(final);
-    free(side);
     return r;
 }
 

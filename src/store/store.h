@@ -21,6 +21,9 @@ struct store;
  * store_create takes their hashes, store_instance gives their paths. */
 struct instance_boot {
     const char *kernel, *initrd, *cmdline;
+    /* A bundle with saved state: the instance's pristine state, which its
+     * first start (and the first after each reset) resumes. */
+    const char *state;
     unsigned cpus;
     uint64_t mem_bytes;
 };
@@ -31,6 +34,23 @@ void store_close(struct store *s);
 /* Copies an image (raw, or qcow2 whose backing file is a store layer) into
  * the store as a layer; the same bytes give the same layer, stored once. */
 int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
+    __attribute__((warn_unused_result));
+/* Brings a layer in by its known hash (from a bundle): when the store lacks
+ * it, place() puts the checked file at dir/<hash>.<format>, and the store
+ * records it. The parent must be in the store already. */
+struct store_import {
+    const char *hash, *format, *parent, *message;
+    int (*place)(void *opaque, const char *dir);
+    void *opaque;
+};
+int store_import_layer(struct store *s, const struct store_import *l)
+    __attribute__((warn_unused_result));
+/* Imports a bundle's disk 0 (its chain, each layer the store lacks, or its
+ * flattened image), kernel and initrd as layers; cfg gets its config.
+ * A hash is "" where the bundle has no such thing. */
+struct vm_config;
+int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
+                        char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
     __attribute__((warn_unused_result));
 /* The layer's file, checked against its name when its file changed since
  * the last check (a modified or missing layer is an error naming it).
@@ -47,7 +67,8 @@ int store_gc(struct store *s, unsigned *removed) __attribute__((warn_unused_resu
 /* A new instance on layer top (O(1): an empty delta). -EEXIST if taken. */
 int store_create(struct store *s, const char *name, const char *top,
                  const struct instance_boot *boot) __attribute__((warn_unused_result));
-/* Discards the instance's delta: the next start sees its layers as they are. */
+/* Discards the instance's delta (and any newer state): the next start sees
+ * its layers as they are, resuming the pristine state when it has one. */
 int store_reset(struct store *s, const char *name) __attribute__((warn_unused_result));
 /* Freezes the delta into a new layer on top of the chain and starts an
  * empty delta on it. */
@@ -64,9 +85,19 @@ struct instance {
     struct instance_boot boot;
     char *delta;
     char *top;
+    char *resume; /* the state bundle this start resumes from, or NULL: it boots */
+    bool resume_pristine; /* resume is the pristine state, shared by every start */
 };
 int store_instance(struct store *s, const char *name, struct instance *out)
     __attribute__((warn_unused_result));
 void store_instance_release(struct instance *i);
+/* The instance resumed (its guest now runs on and writes its delta): its
+ * saved state is spent, and later starts boot, until a reset. */
+int store_resumed(struct store *s, const char *name) __attribute__((warn_unused_result));
+/* Where a running instance's state goes when it is suspended (*path
+ * malloc'd), and the mark, once written, that its next start resumes it. */
+int store_suspend_path(struct store *s, const char *name, char **path)
+    __attribute__((warn_unused_result));
+int store_suspended(struct store *s, const char *name) __attribute__((warn_unused_result));
 
 #endif

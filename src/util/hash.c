@@ -5,11 +5,17 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "util/err.h"
 
 #define CHUNK (1u << 20)
+
+bool hash_is_hex(const char *text)
+{
+    return strspn(text, "0123456789abcdef") == 64 && text[64] == 0;
+}
 
 int hash_file(const char *path, char hex[HASH_HEX])
 {

@@ -169,6 +169,90 @@ static int sysctl(void)
     return 0;
 }
 
+#define SYS_GETRLIMIT 194
+#define SYS_SYSARCH 165
+#define SYS_THR_SELF 432
+#define SYS_THR_EXIT 431
+#define SYS_UMTX_OP 454
+#define SYS_THR_NEW 455
+#define SYS_CPUSET_GETAFFINITY 487
+#define AMD64_SET_FSBASE 129
+#define UMTX_OP_WAIT 2
+#define UMTX_OP_WAIT_UINT_PRIVATE 15
+#define THREADS 4
+
+struct thr_param {
+    void (*start)(void *);
+    void *arg;
+    char *stack_base;
+    size_t stack_size;
+    char *tls_base;
+    size_t tls_size;
+    long *child_tid, *parent_tid;
+    int flags;
+    void *rtp, *spare[3];
+};
+
+static char stacks[THREADS][16384] __attribute__((aligned(16)));
+static long tls_blocks[THREADS][2];  /* %fs:0 of each thread: its number */
+static long exited[THREADS], tids[THREADS];
+static volatile long sum;
+
+static long fs0(void)
+{
+    long v;
+    __asm__ volatile("mov %%fs:0, %0" : "=r"(v));
+    return v;
+}
+
+/* Each thread adds its own TLS value (1..THREADS) and ends; thr_exit sets
+ * and wakes its exit word. */
+static void worker(void *arg)
+{
+    long *done = arg;
+    __atomic_fetch_add(&sum, fs0(), __ATOMIC_SEQ_CST);
+    sys(SYS_THR_EXIT, done);
+    for (;;)
+        ;
+}
+
+/* TLS through sysarch, threads through thr_new, waits through _umtx_op. */
+static int threads(void)
+{
+    long mine[1] = {42}, *fs = mine;
+    if (sys(SYS_SYSARCH, AMD64_SET_FSBASE, &fs).failed || fs0() != 42)
+        return 1;
+    for (int i = 0; i < THREADS; i++) {
+        tls_blocks[i][0] = i + 1;
+        struct thr_param p = {worker, &exited[i], stacks[i], sizeof(stacks[i]),
+                              (char *)tls_blocks[i], 16, &tids[i], &tids[i], 0, 0, {0}};
+        if (sys(SYS_THR_NEW, &p, sizeof(p)).failed || tids[i] <= 100000)
+            return 2;
+    }
+    for (int i = 0; i < THREADS; i++)
+        while (__atomic_load_n(&exited[i], __ATOMIC_SEQ_CST) == 0)
+            sys(SYS_UMTX_OP, &exited[i], UMTX_OP_WAIT, 0, 0, 0);
+    if (sum != THREADS * (THREADS + 1) / 2 || fs0() != 42)
+        return 3; /* each saw its own TLS, and ours is intact */
+    long self = 0;
+    if (sys(SYS_THR_SELF, &self).failed || self <= 100000)
+        return 4;
+    unsigned word = 0;
+    struct { long sec, nsec; } timeout = {0, 1000000};
+    struct ret r = sys(SYS_UMTX_OP, &word, UMTX_OP_WAIT_UINT_PRIVATE, 0, sizeof(timeout), &timeout);
+    if (!r.failed || r.value != 60) /* ETIMEDOUT */
+        return 5;
+    r = sys(SYS_UMTX_OP, &word, UMTX_OP_WAIT_UINT_PRIVATE, 1, 0, 0);
+    if (r.failed) /* the value differs: no wait, no error */
+        return 6;
+    unsigned long mask[2] = {0, 0}, limit[2] = {0, 0};
+    if (sys(SYS_CPUSET_GETAFFINITY, 3, 2, -1, sizeof(mask), mask).failed || !(mask[0] & 1))
+        return 7;
+    if (sys(SYS_GETRLIMIT, 8, limit).failed || limit[0] == 0 || limit[1] < limit[0])
+        return 8; /* RLIMIT_NOFILE */
+    return 0;
+}
+
 void _start(long *ap);
 void _start(long *ap)
 {
@@ -197,6 +281,8 @@ void _start(long *ap)
         leave(sysctl());
     if (same(what, "dirs"))
         leave(dirs());
+    if (same(what, "threads"))
+        leave(threads());
     if (same(what, "fault"))
         *(volatile int *)16 = 1;
     leave(100);

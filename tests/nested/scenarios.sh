@@ -328,6 +328,57 @@ scenario_snapshot_counter() {
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
 }
 
+# An instance made from a bundle with saved state (the counter's): its
+# first start resumes the saved guest; once resumed it boots like any VM;
+# reset brings the pristine state back; `save NAME` suspends a running
+# instance and the next start resumes that; `save NAME -o` writes its chain
+# of layers, which another instance imports sharing every layer it has and
+# `start FILE` boots from.
+scenario_instance_state() {
+    local bundle=$work/counter.smolmachine saved first suspended before after f
+    saved=$(first_count cnt1) # where every start of the bundle resumes
+    "$SMOLVM" create st --from "$bundle" > "$work/st-create.out" 2>&1
+    rc=$?
+    cp "$work/st-create.out" "$results/" 2>/dev/null
+    expect instance-state-created "create --from a bundle with state: $(tail -n 1 "$work/st-create.out")" \
+        test "$rc" -eq 0
+    test "$rc" -eq 0 || return
+    start_counter st-1 st 5
+    first=$(first_count st-1)
+    expect instance-state-resumes "the first start resumes the saved count ($saved), no boot" \
+        eval 'test -n "$first" && test "$first" -ge $((saved - 2)) && test "$first" -le $((saved + 2)) && ! has st-1 SMOLVM-GUEST-UP'
+    start_counter st-2 st 3
+    expect instance-state-spent "once resumed, the next start boots" \
+        eval 'has st-2 SMOLVM-GUEST-UP && test "$(first_count st-2)" -le 2'
+    "$SMOLVM" reset st > /dev/null 2>&1
+    background st-3 start st
+    wait_for st-3 'COUNT '
+    first=$(first_count st-3)
+    wait_for st-3 "COUNT $((first + 5)) "
+    "$SMOLVM" save st > "$work/st-suspend.out" 2>&1
+    rc=$?
+    suspended=$(last_count st-3)
+    finish st-3
+    expect instance-state-reset "reset: the pristine state again ($saved)" \
+        eval 'test "$first" -ge $((saved - 2)) && test "$first" -le $((saved + 2)) && ! has st-3 SMOLVM-GUEST-UP'
+    expect instance-suspend "save NAME suspends the instance into its folder" \
+        eval 'test -s "$XDG_DATA_HOME/smolvm/instances/st/suspended.smolmachine" && "$SMOLVM" ls --json | grep -q suspended'
+    start_counter st-4 st 3
+    first=$(first_count st-4)
+    expect instance-suspend-resumes "the next start resumes the suspended guest (at $suspended)" \
+        eval 'test "$first" -ge $((suspended - 2)) && test "$first" -le $((suspended + 2)) && ! has st-4 SMOLVM-GUEST-UP && test ! -e "$XDG_DATA_HOME/smolvm/instances/st/suspended.smolmachine"'
+    "$SMOLVM" save st -o "$work/st.smolmachine" > "$work/st-export.out" 2>&1
+    before=$("$SMOLVM" layers --json | grep -c '"hash"')
+    "$SMOLVM" create st-copy --from "$work/st.smolmachine" > /dev/null 2>&1
+    after=$("$SMOLVM" layers --json | grep -c '"hash"')
+    f=$(qemu-img convert -O raw "$XDG_DATA_HOME/smolvm/instances/st-copy/delta.qcow2" "$work/st-copy.raw" && echo "$work/st-copy.raw")
+    expect instance-save-chain "save -o carries the chain: the copy adds one layer ($before -> $after), its disk is the instance's" \
+        eval 'test "$after" -eq $((before + 1)) && test "$(disk_counter "$f")" = "$(last_count st-4)" && e2fsck -fn "$f" > /dev/null 2>&1'
+    start_counter st-5 "$work/st.smolmachine" 2
+    expect instance-chain-boots "start FILE boots a bundle that carries layers" \
+        eval 'has st-5 SMOLVM-GUEST-UP && has st-5 GUEST-COUNTER-CLEAN'
+}
+
 # An appliance from `smolvm image build` (made here, in L1, from the host's
 # kernel, modules and busybox) boots: our static init loads the modules,
 # mounts the ext2 root we wrote from scratch and runs the command line's
@@ -463,6 +514,7 @@ scenario_smp_io
 scenario_bad_inputs
 scenario_snapshot
 scenario_snapshot_counter
+scenario_instance_state
 scenario_detach
 scenario_appliance
 scenario_instances

@@ -76,6 +76,15 @@ static void test_files_memory_sysctl(void **state)
     assert_int_equal(sh("test ! -e bsd-dir"), 0);
 }
 
+/* Threads on their own TLS (sysarch, thr_new, thr_exit's wake, _umtx_op
+ * waits with timeouts), affinity and resource limits. */
+static void test_threads(void **state)
+{
+    (void)state;
+    if (run("./fbsd threads") != 0)
+        fail_msg("threads: %d (%s)", run("--strace ./fbsd threads"), "see err");
+}
+
 /* Failures come back the BSD way: carry set, BSD errno numbers (ENOENT 2,
  * EBADF 9, ENOSYS 78 for what is not supported), and --strace says so. */
 static void test_errors_and_strace(void **state)
@@ -108,6 +117,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_and_exit_status),
         cmocka_unit_test(test_files_memory_sysctl),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_errors_and_strace),
         cmocka_unit_test(test_refusals_and_faults),
     };

@@ -99,6 +99,25 @@ static void round_trip(void **state)
     assert_int_equal(bundle_load_memory(b, "memory", &back), 0);
     assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
     assert_memory_equal(back.regions[1].host, mem.regions[1].host, RAM_HIGH);
+    {
+        /* A memory section copied as stored (an instance's saved state)
+         * loads the same RAM from the new file. */
+        char copy[160];
+        struct bundle_writer *w;
+        struct bundle *c;
+        snprintf(copy, sizeof(copy), "%s/copy.smolmachine", dir);
+        assert_int_equal(bundle_writer_open(copy, &w), 0);
+        assert_int_equal(bundle_copy_section(w, b, "config"), 0);
+        assert_int_equal(bundle_copy_section(w, b, "memory"), 0);
+        assert_int_equal(bundle_writer_commit(w), 0);
+        assert_int_equal(bundle_open(copy, &c), 0);
+        memset(back.regions[0].host, 0, RAM_LOW);
+        memset(back.regions[1].host, 0, RAM_HIGH);
+        assert_int_equal(bundle_load_memory(c, "memory", &back), 0);
+        assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+        assert_memory_equal(back.regions[1].host, mem.regions[1].host, RAM_HIGH);
+        bundle_close(c);
+    }
     bundle_close(b);
     guest_memory_free(&back);
     guest_memory_free(&mem);

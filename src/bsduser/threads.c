@@ -1,0 +1,418 @@
+/* Guest threads and what they need: each guest thread runs on a host
+ * pthread (so smolvm's own code keeps its thread-local storage), with its
+ * own alternate signal stack and Syscall User Dispatch; the %fs base is
+ * swapped between the guest's TLS and smolvm's at every signal entry and
+ * exit. thr_new/thr_exit/thr_kill, sysarch's fs base, _umtx_op on futexes,
+ * and the signal-state calls a runtime makes at start. */
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bsduser/freebsd_abi.h"
+#include "bsduser/internal.h"
+
+#ifndef PR_SET_SYSCALL_USER_DISPATCH
+#define PR_SET_SYSCALL_USER_DISPATCH 59
+#define PR_SYS_DISPATCH_ON 1
+#endif
+#define ARCH_SET_FS 0x1002
+#define ARCH_GET_FS 0x1003
+#define TID_BASE 100000 /* FreeBSD thread ids start above process ids */
+#define STR(x) #x
+#define XSTR(x) STR(x)
+
+/* ---- signal entry: %fs first, C after ---- */
+
+/* The kernel calls this on the thread's alternate stack (every handler is
+ * SA_ONSTACK); the block at the stack's aligned bottom holds the host %fs.
+ * With FSGSBASE (Linux 5.9+ lets user space use it) %fs is swapped by
+ * wrfsbase; without, by arch_prctl, which clobbers rax, rcx, r11 only. The
+ * handler's arguments are kept. */
+__attribute__((visibility("hidden"))) int bsd_fsgsbase;
+__asm__(".text\n"
+        ".globl bsd_signal_entry\n"
+        ".type bsd_signal_entry, @function\n"
+        "bsd_signal_entry:\n"
+        "    push %rdi\n"
+        "    push %rsi\n"
+        "    push %rdx\n"
+        "    mov %rsp, %rax\n"
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rax\n"
+        "    mov (%rax), %rsi\n"
+        "    call bsd_set_fs\n"
+        "    pop %rdx\n"
+        "    pop %rsi\n"
+        "    pop %rdi\n"
+        "    sub $8, %rsp\n"
+        "    call bsd_on_signal@PLT\n"
+        "    add $8, %rsp\n"
+        "    mov %rax, %rsi\n"
+        "    call bsd_set_fs\n"
+        "    ret\n"
+        ".size bsd_signal_entry, .-bsd_signal_entry\n"
+        /* %fs base := %rsi; clobbers rax, rcx, rdi, r11. */
+        "bsd_set_fs:\n"
+        "    cmpl $0, bsd_fsgsbase(%rip)\n"
+        "    je 1f\n"
+        "    wrfsbase %rsi\n"
+        "    ret\n"
+        "1:  mov $" XSTR(ARCH_SET_FS) ", %edi\n"
+        "    mov $" XSTR(SYS_arch_prctl) ", %eax\n"
+        "    syscall\n"
+        "    ret\n");
+
+/* The calling thread's block, from where its signal handler runs. */
+static struct bsd_thread *self(void)
+{
+    return (struct bsd_thread *)((uintptr_t)__builtin_frame_address(0) &
+                                 ~(uintptr_t)(BSD_ALT_STACK_SIZE - 1));
+}
+
+static atomic_int live_threads = 1;
+
+int bsd_thread_setup(void)
+{
+    bsd_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0; /* HWCAP2_FSGSBASE */
+    /* Twice the size, then trimmed: an aligned stack. */
+    uint8_t *raw = mmap(NULL, 2 * BSD_ALT_STACK_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return -errno;
+    uintptr_t at = ((uintptr_t)raw + BSD_ALT_STACK_SIZE - 1) & ~(uintptr_t)(BSD_ALT_STACK_SIZE - 1);
+    if (at > (uintptr_t)raw)
+        munmap(raw, at - (uintptr_t)raw);
+    munmap((void *)(at + BSD_ALT_STACK_SIZE), (uintptr_t)raw + BSD_ALT_STACK_SIZE - at);
+    struct bsd_thread *t = (struct bsd_thread *)at;
+    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &t->host_fs) < 0)
+        return -errno;
+    t->guest_fs = t->host_fs; /* until the guest sets its own */
+    stack_t ss = {.ss_sp = (void *)at, .ss_size = BSD_ALT_STACK_SIZE};
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGSYS);
+    sigaddset(&mask, SIGSEGV);
+    sigaddset(&mask, SIGBUS);
+    sigaddset(&mask, SIGILL);
+    sigaddset(&mask, SIGFPE);
+    /* Every system call made below the guest limit raises SIGSYS; smolvm's,
+     * above it, go through. The setting is per thread (clone drops it). */
+    static volatile char selector = 1; /* SYSCALL_DISPATCH_FILTER_BLOCK */
+    if (sigaltstack(&ss, NULL) < 0 || pthread_sigmask(SIG_UNBLOCK, &mask, NULL) != 0 ||
+        prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
+              0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0)
+        return -errno;
+    return 0;
+}
+
+uint64_t bsd_dispatch(int sig, void *info, void *context);
+
+uint64_t bsd_on_signal(int sig, void *info, void *context)
+{
+    struct bsd_thread *t = self();
+    ucontext_t *uc = context;
+    bsd_dispatch(sig, info, context);
+    return (uint64_t)uc->uc_mcontext.gregs[REG_RIP] < BSDUSER_GUEST_LIMIT ? t->guest_fs
+                                                                           : t->host_fs;
+}
+
+/* ---- sysarch / _lwp_setprivate: the guest's thread pointer ---- */
+
+enum { AMD64_GET_FSBASE = 128, AMD64_SET_FSBASE = 129 };
+
+static long sys_sysarch(const long *a)
+{
+    uint64_t base;
+    if (a[0] == AMD64_GET_FSBASE)
+        return bsd_copy_out((uint64_t)a[1], &self()->guest_fs, 8);
+    if (a[0] != AMD64_SET_FSBASE)
+        return -EINVAL;
+    if (bsd_copy_in(&base, (uint64_t)a[1], 8) < 0)
+        return -EFAULT;
+    self()->guest_fs = base;
+    return 0;
+}
+
+static long sys_lwp_setprivate(const long *a)
+{
+    self()->guest_fs = (uint64_t)a[0];
+    return 0;
+}
+
+/* ---- threads ---- */
+
+static long thread_id(void)
+{
+    return syscall(SYS_gettid) + TID_BASE;
+}
+
+static long sys_thr_self(const long *a)
+{
+    long tid = thread_id();
+    return bsd_copy_out((uint64_t)a[0], &tid, sizeof(tid));
+}
+
+/* FreeBSD's struct thr_param. */
+struct thr_param {
+    uint64_t start_func, arg, stack_base, stack_size, tls_base, tls_size;
+    uint64_t child_tid, parent_tid;
+    int32_t flags;
+    uint64_t rtp;
+    uint64_t spare[3];
+};
+
+struct start {
+    struct thr_param p;
+    atomic_int state; /* 0 starting, 1 running, <0 -errno */
+};
+
+static void tell(struct start *s, int state)
+{
+    atomic_store(&s->state, state);
+    syscall(SYS_futex, &s->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *thread_main(void *opaque)
+{
+    struct start *s = opaque;
+    struct thr_param p = s->p;
+    long tid = thread_id();
+    int r = bsd_thread_setup();
+
+    if (r == 0 && ((p.child_tid && bsd_copy_out(p.child_tid, &tid, 8) < 0) ||
+                   (p.parent_tid && bsd_copy_out(p.parent_tid, &tid, 8) < 0)))
+        r = -EFAULT;
+    if (r < 0) {
+        tell(s, r);
+        return NULL;
+    }
+    atomic_fetch_add(&live_threads, 1);
+    tell(s, 1); /* s is the creator's: not touched after this */
+    uint64_t sp = ((p.stack_base + p.stack_size) & ~15ull) - 8;
+    /* From the guest's %fs on, no more host C: straight into the guest. */
+    __asm__ volatile("mov %[fs], %%rsi\n\t"
+                     "mov $" XSTR(ARCH_SET_FS) ", %%edi\n\t"
+                     "mov $" XSTR(SYS_arch_prctl) ", %%eax\n\t"
+                     "syscall\n\t"
+                     "mov %[sp], %%rsp\n\t"
+                     "mov %[arg], %%rdi\n\t"
+                     "xor %%ebp, %%ebp\n\t"
+                     "jmp *%[entry]\n\t"
+                     :
+                     : [fs] "r"(p.tls_base), [sp] "r"(sp), [arg] "r"(p.arg),
+                       [entry] "r"(p.start_func)
+                     : "rax", "rcx", "rdx", "rsi", "rdi", "r11", "memory");
+    __builtin_unreachable();
+}
+
+static long sys_thr_new(const long *a)
+{
+    struct start s = {.state = 0};
+    pthread_attr_t attr;
+    pthread_t th;
+    size_t size = (size_t)a[1] < sizeof(s.p) ? (size_t)a[1] : sizeof(s.p);
+
+    if (bsd_copy_in(&s.p, (uint64_t)a[0], size) < 0)
+        return -EFAULT;
+    if (!s.p.start_func || s.p.start_func >= BSDUSER_GUEST_LIMIT || !s.p.stack_size)
+        return -EINVAL;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 128 << 10);
+    int r = pthread_create(&th, &attr, thread_main, &s);
+    pthread_attr_destroy(&attr);
+    if (r != 0)
+        return -r;
+    while (atomic_load(&s.state) == 0)
+        syscall(SYS_futex, &s.state, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    return atomic_load(&s.state) < 0 ? atomic_load(&s.state) : 0;
+}
+
+/* The state word is set and its waiters woken (as FreeBSD does), then the
+ * thread ends; the last one ends the process. */
+static long sys_thr_exit(const long *a)
+{
+    if (a[0]) {
+        long one = 1;
+        if (bsd_copy_out((uint64_t)a[0], &one, sizeof(one)) == 0)
+            syscall(SYS_futex, (void *)a[0], FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+    }
+    if (atomic_fetch_sub(&live_threads, 1) == 1)
+        syscall(SYS_exit_group, 0);
+    syscall(SYS_exit, 0);
+    return 0;
+}
+
+static long sys_thr_kill(const long *a)
+{
+    int sig = bsd_linux_signal(a[1]);
+    if (a[1] && !sig)
+        return -EINVAL;
+    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - TID_BASE), sig));
+}
+
+/* ---- _umtx_op on futexes (what runtimes use: wait and wake) ---- */
+
+enum { UMTX_OP_WAIT = 2, UMTX_OP_WAKE = 3, UMTX_OP_WAIT_UINT = 11, UMTX_OP_WAIT_UINT_PRIVATE = 15,
+       UMTX_OP_WAKE_PRIVATE = 16, UMTX_OP_NWAKE_PRIVATE = 21, UMTX_ABSTIME = 1 };
+
+/* The wait's timeout: none, a relative timespec, or a struct _umtx_time
+ * (timespec, flags, clock) which may be absolute. */
+static long umtx_timeout(uint64_t size, uint64_t addr, struct timespec *ts, bool *absolute,
+                         bool *realtime)
+{
+    struct {
+        struct timespec timeout;
+        uint32_t flags, clockid;
+    } t = {0};
+    *absolute = *realtime = false;
+    if (!addr)
+        return 0;
+    if (size > sizeof(t))
+        size = sizeof(t);
+    if (size < sizeof(struct timespec))
+        size = sizeof(struct timespec);
+    if (bsd_copy_in(&t, addr, size) < 0)
+        return -EFAULT;
+    if (t.timeout.tv_nsec < 0 || t.timeout.tv_nsec >= 1000000000 || t.timeout.tv_sec < 0)
+        return -EINVAL;
+    *ts = t.timeout;
+    *absolute = t.flags & UMTX_ABSTIME;
+    *realtime = t.clockid == FREEBSD_CLOCK_REALTIME;
+    return 1;
+}
+
+static long umtx_wait(uint64_t obj, uint32_t expect, uint64_t size, uint64_t addr, bool private_)
+{
+    struct timespec ts;
+    bool absolute, realtime;
+    long has = umtx_timeout(size, addr, &ts, &absolute, &realtime);
+    if (has < 0)
+        return has;
+    int op = (absolute ? FUTEX_WAIT_BITSET : FUTEX_WAIT) | (private_ ? FUTEX_PRIVATE_FLAG : 0) |
+             (absolute && realtime ? FUTEX_CLOCK_REALTIME : 0);
+    long r = syscall(SYS_futex, (void *)obj, op, expect, has ? &ts : NULL, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    /* A changed value is no error on FreeBSD: the wait just ends. */
+    return r < 0 && errno == EAGAIN ? 0 : bsd_result(r);
+}
+
+static long sys_umtx_op(const long *a)
+{
+    uint64_t obj = (uint64_t)a[0], val = (uint64_t)a[2];
+    uint32_t now;
+
+    if (obj >= BSDUSER_GUEST_LIMIT || (obj & 3))
+        return -EFAULT;
+    switch (a[1]) {
+    case UMTX_OP_WAIT: /* a long: compared whole, slept on its low half */
+    {
+        uint64_t word;
+        if (bsd_copy_in(&word, obj, 8) < 0)
+            return -EFAULT;
+        if (word != val)
+            return 0;
+        return umtx_wait(obj, (uint32_t)val, (uint64_t)a[3], (uint64_t)a[4], false);
+    }
+    case UMTX_OP_WAIT_UINT:
+    case UMTX_OP_WAIT_UINT_PRIVATE:
+        if (bsd_copy_in(&now, obj, 4) < 0)
+            return -EFAULT;
+        return umtx_wait(obj, (uint32_t)val, (uint64_t)a[3], (uint64_t)a[4],
+                         a[1] == UMTX_OP_WAIT_UINT_PRIVATE);
+    case UMTX_OP_WAKE:
+    case UMTX_OP_WAKE_PRIVATE:
+        return bsd_result(syscall(SYS_futex, (void *)obj,
+                                  a[1] == UMTX_OP_WAKE ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE,
+                                  val > INT32_MAX ? INT32_MAX : (int)val, NULL, NULL, 0)) < 0
+                   ? -errno
+                   : 0;
+    case UMTX_OP_NWAKE_PRIVATE:
+        for (uint64_t i = 0; i < val && i < 4096; i++) {
+            uint64_t addr;
+            if (bsd_copy_in(&addr, obj + 8 * i, 8) < 0)
+                return -EFAULT;
+            syscall(SYS_futex, (void *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+        }
+        return 0;
+    default:
+        return -ENOSYS;
+    }
+}
+
+/* ---- the signal state a runtime sets up (no delivery to guest handlers yet) ---- */
+
+static long zero_out(uint64_t addr, size_t len)
+{
+    static const uint8_t zeros[64];
+    return addr ? bsd_copy_out(addr, zeros, len) : 0;
+}
+
+static long sys_sigaction(const long *a)
+{
+    return zero_out((uint64_t)a[2], 32); /* the old action: the default */
+}
+
+static long sys_sigprocmask(const long *a)
+{
+    return zero_out((uint64_t)a[2], 16); /* the old mask: empty */
+}
+
+static long sys_sigaltstack(const long *a)
+{
+    static const struct {
+        uint64_t sp, size;
+        int32_t flags, pad;
+    } disabled = {0, 0, 4 /* SS_DISABLE */, 0};
+    return a[1] ? bsd_copy_out((uint64_t)a[1], &disabled, sizeof(disabled)) : 0;
+}
+
+/* ---- scheduling ---- */
+
+static long sys_sched_yield(const long *a)
+{
+    (void)a;
+    return bsd_result(sched_yield());
+}
+
+/* cpuset_getaffinity(level, which, id, size, mask): this process's CPUs. */
+static long sys_cpuset_getaffinity(const long *a)
+{
+    cpu_set_t set;
+    uint8_t mask[128] = {0};
+    size_t size = (size_t)a[3];
+    if (size > sizeof(mask) || size < 8)
+        return size < 8 ? -ERANGE : -EINVAL;
+    if (sched_getaffinity(0, sizeof(set), &set) < 0)
+        return -errno;
+    for (int cpu = 0; cpu < CPU_SETSIZE && (size_t)cpu < size * 8; cpu++)
+        if (CPU_ISSET(cpu, &set))
+            mask[cpu / 8] |= (uint8_t)(1u << (cpu % 8));
+    return bsd_copy_out((uint64_t)a[4], mask, size);
+}
+
+static long sys_nothing(const long *a)
+{
+    (void)a;
+    return 0;
+}
+
+const struct bsd_handler bsd_thread_calls[] = {
+    {"sysarch", sys_sysarch}, {"netbsd:_lwp_setprivate", sys_lwp_setprivate},
+    {"thr_self", sys_thr_self}, {"thr_new", sys_thr_new}, {"thr_exit", sys_thr_exit},
+    {"thr_kill", sys_thr_kill}, {"_umtx_op", sys_umtx_op}, {"sigaction", sys_sigaction},
+    {"sigprocmask", sys_sigprocmask}, {"sigaltstack", sys_sigaltstack},
+    {"sched_yield", sys_sched_yield}, {"cpuset_getaffinity", sys_cpuset_getaffinity},
+    {"rtprio_thread", sys_nothing}, {"thr_set_name", sys_nothing},
+};
+const size_t bsd_thread_call_count = sizeof(bsd_thread_calls) / sizeof(bsd_thread_calls[0]);

@@ -1,0 +1,344 @@
+#include "bundle/layers.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "disk/disk.h"
+#include "util/err.h"
+#include "util/file.h"
+
+#define MAX_LAYERS 1024
+
+/* "<64 hex>.raw" or "<64 hex>.qcow2", as the format says. */
+static bool layer_file_name(const char *path, const char *format, char hash[HASH_HEX])
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strlen(base) < 66 || base[64] != '.' || strcmp(base + 65, format) != 0)
+        return false;
+    snprintf(hash, HASH_HEX, "%.64s", base);
+    return hash_is_hex(hash);
+}
+
+static char *folder_of(const char *path)
+{
+    char *copy = strdup(path), *real = copy ? realpath(dirname(copy), NULL) : NULL;
+    free(copy);
+    return real;
+}
+
+/* Every backing file of d hash-named, all in one folder. */
+static bool chain_is_layers(const struct disk *d)
+{
+    char *folder = folder_of(d->backing->path), hash[HASH_HEX];
+    bool ok = folder != NULL;
+
+    for (const struct disk *b = d->backing; ok && b; b = b->backing) {
+        char *here = folder_of(b->path);
+        ok = here && strcmp(here, folder) == 0 && layer_file_name(b->path, b->format->name, hash);
+        free(here);
+    }
+    free(folder);
+    return ok;
+}
+
+bool bundle_disk_is_layered(const char *path, const char *format)
+{
+    struct disk *d;
+    bool layered;
+
+    if (disk_open_as(path, DISK_READ_ONLY | DISK_NO_LOCK, format, &d) < 0) {
+        err_clear();
+        return false;
+    }
+    layered = d->format == disk_format_find("qcow2") && d->backing && chain_is_layers(d);
+    disk_close(d);
+    return layered;
+}
+
+const struct bundle_layer *bundle_chains_find(const struct bundle_chains *c, const char *hash)
+{
+    for (size_t i = 0; i < c->count; i++)
+        if (strcmp(c->layers[i].hash, hash) == 0)
+            return &c->layers[i];
+    return NULL;
+}
+
+static struct bundle_layer *append(struct bundle_chains *c, const char *hash, const char *parent,
+                                   const char *format)
+{
+    if (c->count >= MAX_LAYERS) {
+        err_plain(E2BIG, "more than %d layers", MAX_LAYERS);
+        return NULL;
+    }
+    struct bundle_layer *more = realloc(c->layers, (c->count + 1) * sizeof(*more));
+    if (!more) {
+        err_set(ENOMEM, "layers");
+        return NULL;
+    }
+    c->layers = more;
+    struct bundle_layer *l = &c->layers[c->count];
+    memset(l, 0, sizeof(*l));
+    snprintf(l->hash, sizeof(l->hash), "%s", hash);
+    snprintf(l->parent, sizeof(l->parent), "%s", parent);
+    snprintf(l->format, sizeof(l->format), "%s", format);
+    snprintf(l->section, sizeof(l->section), "layer.%zu", c->count);
+    c->count++;
+    return l;
+}
+
+/* A store keeps a layer's message in "<hash>.json" beside it: it travels
+ * with the layer, when there is one. */
+static void remembered_message(const char *layer_path, struct bundle_layer *l)
+{
+    char *side = NULL;
+    const char *dot = strrchr(layer_path, '.');
+    if (asprintf(&side, "%.*s.json", (int)(dot - layer_path), layer_path) < 0)
+        return;
+    json_t *j = json_load_file(side, 0, NULL);
+    const char *message = json_string_value(json_object_get(j, "message"));
+    snprintf(l->message, sizeof(l->message), "%s", message ? message : "");
+    json_decref(j);
+    free(side);
+}
+
+/* Layers of the chain below the delta, base first, each added once. */
+static int add_backing_layers(struct bundle_chains *c, struct bundle_writer *w, const struct disk *b)
+{
+    char hash[HASH_HEX], parent[HASH_HEX] = "";
+    int r;
+
+    if (!b)
+        return 0;
+    r = add_backing_layers(c, w, b->backing);
+    if (r < 0 || !layer_file_name(b->path, b->format->name, hash))
+        return r;
+    if (bundle_chains_find(c, hash))
+        return 0;
+    if (b->backing && !layer_file_name(b->backing->path, b->backing->format->name, parent))
+        return err_plain(EINVAL, "'%s' is not a layer", b->backing->path);
+    struct bundle_layer *l = append(c, hash, parent, b->format->name);
+    if (!l)
+        return -ENOMEM;
+    remembered_message(b->path, l);
+    return bundle_add_file(w, l->section, b->path, BUNDLE_ZSTD);
+}
+
+/* The delta as a layer over top: a copy whose backing name is the one the
+ * layers have among themselves. */
+static int add_delta(struct bundle_chains *c, struct bundle_writer *w, const char *path,
+                     const char *top, const char *top_format, const char *tmp, char hash[HASH_HEX])
+{
+    char name[HASH_HEX + 8];
+    struct disk *t;
+    int r = file_copy(path, tmp);
+
+    snprintf(name, sizeof(name), "%s.%s", top, top_format);
+    if (r == 0)
+        r = disk_open_as(tmp, DISK_NO_BACKING, "qcow2", &t);
+    if (r == 0) {
+        r = t->format->set_backing(t, name, top_format);
+        disk_close(t);
+    }
+    if (r == 0)
+        r = hash_file(tmp, hash);
+    if (r == 0 && !bundle_chains_find(c, hash)) {
+        struct bundle_layer *l = append(c, hash, top, "qcow2");
+        if (l)
+            snprintf(l->message, sizeof(l->message), "saved instance");
+        r = l ? bundle_add_file(w, l->section, tmp, BUNDLE_ZSTD) : -ENOMEM;
+    }
+    unlink(tmp);
+    return r;
+}
+
+int bundle_chains_add_disk(struct bundle_chains *c, struct bundle_writer *w, unsigned index,
+                           const char *path, const char *tmp)
+{
+    char top[HASH_HEX];
+    struct disk *d;
+    int r;
+
+    if (index >= VM_MAX_DISKS)
+        return err_plain(EINVAL, "disk %u: too many disks", index);
+    r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_LOCK, "qcow2", &d);
+    if (r < 0)
+        return r;
+    if (!d->backing || !layer_file_name(d->backing->path, d->backing->format->name, top))
+        r = err_plain(EINVAL, "'%s' is not a delta over layers", path);
+    if (r == 0)
+        r = add_backing_layers(c, w, d->backing);
+    if (r == 0)
+        r = add_delta(c, w, path, top, d->backing->format->name, tmp, c->tops[index]);
+    disk_close(d);
+    if (r == 0 && index >= c->disk_count)
+        c->disk_count = index + 1;
+    return r;
+}
+
+int bundle_chains_write(const struct bundle_chains *c, struct bundle_writer *w)
+{
+    json_t *layers = json_array(), *tops = json_array();
+    for (size_t i = 0; i < c->count; i++) {
+        const struct bundle_layer *l = &c->layers[i];
+        json_array_append_new(layers, json_pack("{ssssssssss}", "hash", l->hash, "parent",
+                                                l->parent, "format", l->format, "section",
+                                                l->section, "message", l->message));
+    }
+    for (unsigned i = 0; i < c->disk_count; i++)
+        json_array_append_new(tops, json_string(c->tops[i]));
+    json_t *j = json_pack("{soso}", "layers", layers, "disks", tops);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    int r = text ? 0 : err_set(ENOMEM, "layers");
+
+    if (r == 0 && c->count)
+        r = bundle_add(w, BUNDLE_LAYERS_SECTION, text, strlen(text), BUNDLE_RAW);
+    free(text);
+    json_decref(j);
+    return r;
+}
+
+void bundle_chains_release(struct bundle_chains *c)
+{
+    free(c->layers);
+    memset(c, 0, sizeof(*c));
+}
+
+static bool copy_field(char *out, size_t size, json_t *object, const char *key)
+{
+    const char *v = json_string_value(json_object_get(object, key));
+    return v && snprintf(out, size, "%s", v) < (int)size;
+}
+
+/* One entry, checked against the ones before it. */
+static int parse_layer(const struct bundle *b, struct bundle_chains *c, json_t *e)
+{
+    char hash[HASH_HEX], parent[HASH_HEX], format[8], section[BUNDLE_NAME_MAX + 1];
+    const struct bundle_layer *p;
+
+    if (!copy_field(hash, sizeof(hash), e, "hash") || !hash_is_hex(hash) ||
+        !copy_field(parent, sizeof(parent), e, "parent") ||
+        !copy_field(format, sizeof(format), e, "format") ||
+        !copy_field(section, sizeof(section), e, "section"))
+        return err_plain(EINVAL, "a layer entry is malformed");
+    if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0)
+        return err_plain(EINVAL, "layer %.12s: format '%s' is not raw or qcow2", hash, format);
+    if (bundle_chains_find(c, hash))
+        return err_plain(EINVAL, "layer %.12s is listed twice", hash);
+    if (parent[0] && (!(p = bundle_chains_find(c, parent)) || strcmp(format, "raw") == 0))
+        return err_plain(EINVAL, "layer %.12s: its parent %.12s is not a layer before it", hash,
+                         parent);
+    if (!bundle_has(b, section))
+        return err_plain(EINVAL, "layer %.12s: no section '%s'", hash, section);
+    struct bundle_layer *l = append(c, hash, parent, format);
+    if (!l)
+        return -ENOMEM;
+    snprintf(l->section, sizeof(l->section), "%s", section);
+    if (!copy_field(l->message, sizeof(l->message), e, "message"))
+        l->message[0] = 0;
+    return 0;
+}
+
+static int parse(const struct bundle *b, struct bundle_chains *c, json_t *j)
+{
+    json_t *layers = json_object_get(j, "layers"), *tops = json_object_get(j, "disks"), *e;
+    size_t i;
+    int r = 0;
+
+    if (!json_is_array(layers) || !json_is_array(tops) || json_array_size(tops) > VM_MAX_DISKS)
+        return err_plain(EINVAL, "the layer table is malformed");
+    json_array_foreach(layers, i, e) {
+        if (r == 0)
+            r = parse_layer(b, c, e);
+    }
+    for (i = 0; r == 0 && i < json_array_size(tops); i++) {
+        const char *top = json_string_value(json_array_get(tops, i));
+        if (!top || (top[0] && !bundle_chains_find(c, top)))
+            r = err_plain(EINVAL, "disk %zu: its top layer is not in the bundle", i);
+        else
+            snprintf(c->tops[i], HASH_HEX, "%s", top);
+    }
+    c->disk_count = (unsigned)json_array_size(tops);
+    return r;
+}
+
+int bundle_chains_read(const struct bundle *b, struct bundle_chains *c)
+{
+    uint8_t *text;
+    size_t len;
+    int r;
+
+    memset(c, 0, sizeof(*c));
+    if (!bundle_has(b, BUNDLE_LAYERS_SECTION))
+        return 0;
+    r = bundle_read(b, BUNDLE_LAYERS_SECTION, &text, &len);
+    if (r < 0)
+        return r;
+    json_t *j = json_loadb((const char *)text, len, 0, NULL);
+    free(text);
+    r = j ? parse(b, c, j) : err_plain(EINVAL, "the layer table is not JSON");
+    json_decref(j);
+    if (r < 0)
+        bundle_chains_release(c);
+    return r;
+}
+
+/* The unpacked file is the layer it claims to be, backed by its parent
+ * (by the name the layers use among themselves) or by nothing. */
+static int check_layer(const struct bundle_chains *c, const struct bundle_layer *l,
+                       const char *path)
+{
+    const struct bundle_layer *p = l->parent[0] ? bundle_chains_find(c, l->parent) : NULL;
+    char hash[HASH_HEX], name[HASH_HEX + 8], *want = NULL;
+    struct disk *d;
+    int r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_BACKING, l->format, &d);
+
+    if (r < 0)
+        return r;
+    if (p) {
+        snprintf(name, sizeof(name), "%s.%s", p->hash, p->format);
+        want = disk_backing_path(path, name);
+    }
+    if (!p ? d->backing_path != NULL
+           : !d->backing_path || !want || strcmp(d->backing_path, want) != 0 ||
+                 (d->backing_format && strcmp(d->backing_format, p->format) != 0))
+        r = err_plain(EINVAL, "layer %.12s is not backed by its parent (it names '%s')", l->hash,
+                      d->backing_path ? d->backing_path : "nothing");
+    disk_close(d);
+    free(want);
+    if (r == 0)
+        r = hash_file(path, hash);
+    if (r == 0 && strcmp(hash, l->hash) != 0)
+        r = err_plain(EINVAL, "layer %.12s is corrupt (its bytes hash to %.12s)", l->hash, hash);
+    return r;
+}
+
+int bundle_layer_extract(const struct bundle *b, const struct bundle_chains *c,
+                         const struct bundle_layer *l, const char *dir, bool *added)
+{
+    char *final = NULL, *tmp = NULL;
+    int r = 0;
+
+    *added = false;
+    if (asprintf(&final, "%s/%s.%s", dir, l->hash, l->format) < 0 ||
+        asprintf(&tmp, "%s/.%s.%d.tmp", dir, l->hash, (int)getpid()) < 0)
+        r = err_set(ENOMEM, "layer");
+    if (r == 0 && access(final, F_OK) != 0) {
+        r = bundle_extract(b, l->section, tmp);
+        if (r == 0)
+            r = check_layer(c, l, tmp);
+        if (r == 0 && (chmod(tmp, 0444) < 0 || file_sync(tmp) < 0 || rename(tmp, final) < 0))
+            r = err_set(errno, "layer '%s'", final);
+        unlink(tmp);
+        *added = r == 0;
+    }
+    free(final);
+    free(tmp);
+    return r;
+}

@@ -1,0 +1,69 @@
+#!/bin/bash
+# bsd-user against real BSD executables nobody here wrote: esbuild (a Go
+# program: threads, _umtx_op, sysarch TLS, signals set-up, sysctl) as npm
+# ships it for FreeBSD and for Linux, the same version. Each case runs the
+# FreeBSD build under `smolvm bsd-user` and the Linux build natively and
+# wants the same output. Packages are cached outside the clone.
+# usage: real.sh SMOLVM   Prints PASS/FAIL/SKIP lines, then "N passed, N failed, N skipped".
+set -uo pipefail
+smolvm=$(realpath "$1")
+version=0.28.2
+cache=${SMOLVM_CI_CACHE:-$HOME/.cache/smolvm-ci}/npm
+work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-bsd-real.XXXXXX")
+passed=0 failed=0 skipped=0
+trap 'rm -rf "$work"' EXIT
+
+# fetch OS: the esbuild binary for OS, from the cache or npm.
+fetch() {
+    local dir=$cache/esbuild-$1-x64-$version
+    if [ ! -x "$dir/package/bin/esbuild" ]; then
+        mkdir -p "$dir" &&
+            (cd "$dir" && timeout 300 npm pack --silent "@esbuild/$1-x64@$version" > /dev/null 2>&1 &&
+                tar xzf "esbuild-$1-x64-$version.tgz" && rm -f ./*.tgz) || return 1
+    fi
+    echo "$dir/package/bin/esbuild"
+}
+
+if ! linux=$(fetch linux) || ! freebsd=$(fetch freebsd); then
+    echo "SKIP bsd-user-real: npm could not fetch esbuild $version"
+    echo "0 passed, 0 failed, 1 skipped"
+    exit 0
+fi
+
+# same NAME ARGS...: the FreeBSD build under bsd-user and the Linux build,
+# run in $work/proj, give the same stdout, stderr and exit status.
+same() {
+    local name=$1 a b
+    shift
+    (cd "$work/proj" && timeout 120 "$smolvm" bsd-user "$freebsd" "$@" > "$work/$name.bsd" 2> "$work/$name.bsd.err")
+    a=$?
+    (cd "$work/proj" && "$linux" "$@" > "$work/$name.linux" 2> "$work/$name.linux.err")
+    b=$?
+    if [ "$a" -eq "$b" ] && cmp -s "$work/$name.bsd" "$work/$name.linux" &&
+        cmp -s "$work/$name.bsd.err" "$work/$name.linux.err" &&
+        { [ -s "$work/$name.linux" ] || [ -s "$work/$name.linux.err" ]; }; then
+        passed=$((passed + 1))
+        echo "PASS bsd-user-real $name: FreeBSD esbuild under bsd-user = Linux esbuild ($(wc -c < "$work/$name.linux") bytes, exit $a)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL bsd-user-real $name: exit $a vs $b; $(tail -n 2 "$work/$name.bsd.err" | tr '\n' ' ')"
+    fi
+}
+
+mkdir -p "$work/proj/src"
+printf 'import {sq} from "./lib";\nconsole.log(sq(7) as number);\n' > "$work/proj/main.ts"
+printf 'export const sq = (x: number): number => x * x;\nexport const unused = 1;\n' > "$work/proj/lib.ts"
+# A few hundred modules: esbuild parses them on all its threads.
+for i in $(seq 1 300); do
+    printf 'import {v%d} from "./m%d";\nexport const v%d = (v%d as number) + %d;\n' \
+        $((i - 1)) $((i - 1)) "$i" $((i - 1)) "$i" > "$work/proj/src/m$i.ts"
+done
+printf 'export const v0 = 0;\n' > "$work/proj/src/m0.ts"
+printf 'import {v300} from "./src/m300";\nconsole.log(v300);\n' > "$work/proj/big.ts"
+
+same version --version
+same bundle main.ts --bundle --minify
+same many-modules big.ts --bundle --sourcemap=inline --format=esm
+printf 'let x = ;\n' > "$work/proj/bad.ts"
+same syntax-error bad.ts --bundle
+echo "$passed passed, $failed failed, $skipped skipped"

@@ -1,0 +1,362 @@
+/* Instances travel as bundles: a saved instance carries its chain of
+ * layers (or one flattened image), another store imports it keeping each
+ * layer once, hostile layer tables and layer files are refused with the
+ * store left as it was, and an instance made from a bundle with saved
+ * state resumes it once, and again after each reset. qemu-img judges the
+ * disks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle/bundle.h"
+#include "bundle/layers.h"
+#include "bundle/machine.h"
+#include "core/config.h"
+#include "disk/disk.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "scratch.h"
+
+#define SIZE (4u << 20)
+
+static int setup(void **state)
+{
+    (void)state;
+    return scratch_setup("store-bundles");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+/* Each store in its own folder: the "host" a bundle goes to or comes from. */
+static struct store *open_store(const char *which)
+{
+    struct store *s;
+    setenv("XDG_DATA_HOME", in_dir(which), 1);
+    if (store_open(&s) < 0)
+        fail_msg("store %s: %s", which, err_msg());
+    return s;
+}
+
+static void write_disk(const char *path, uint64_t offset, size_t len, int v)
+{
+    struct disk *d;
+    uint8_t *buf = malloc(len);
+    if (disk_open(path, 0, &d) < 0)
+        fail_msg("open %s: %s", path, err_msg());
+    memset(buf, v, len);
+    struct iovec iov = {buf, len};
+    assert_int_equal(disk_write(d, &iov, 1, offset), 0);
+    disk_close(d);
+    free(buf);
+}
+
+static unsigned layer_count(struct store *s)
+{
+    json_t *list = json_array();
+    assert_int_equal(store_list_layers(s, list), 0);
+    unsigned n = (unsigned)json_array_size(list);
+    json_decref(list);
+    return n;
+}
+
+static char *delta_of(struct store *s, const char *name)
+{
+    struct instance i;
+    if (store_instance(s, name, &i) < 0)
+        fail_msg("instance %s: %s", name, err_msg());
+    char *delta = strdup(i.delta);
+    store_instance_release(&i);
+    return delta;
+}
+
+/* Exports instance name as a bundle the way 'smolvm save' does at rest. */
+static void export(struct store *s, const char *name, const char *path, bool flatten)
+{
+    struct instance i;
+    struct vm_config cfg;
+    assert_int_equal(store_instance(s, name, &i), 0);
+    vm_config_defaults(&cfg);
+    cfg.kernel_path = i.boot.kernel;
+    cfg.disks[0] = (struct vm_disk_config){.path = i.delta, .format = "qcow2"};
+    cfg.disk_count = 1;
+    if (machine_export(&cfg, i.resume, path, flatten) < 0)
+        fail_msg("export: %s", err_msg());
+    store_instance_release(&i);
+}
+
+static void import(struct store *s, const char *bundle, const char *name)
+{
+    char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
+    struct vm_config cfg;
+    if (store_import_bundle(s, bundle, top, kernel, initrd, &cfg) < 0)
+        fail_msg("import %s: %s", bundle, err_msg());
+    struct instance_boot boot = {.kernel = kernel[0] ? kernel : NULL};
+    vm_config_release(&cfg);
+    assert_int_equal(store_create(s, name, top, &boot), 0);
+}
+
+static bool has_section(const char *path, const char *name)
+{
+    struct bundle *b;
+    assert_int_equal(bundle_open(path, &b), 0);
+    bool has = bundle_has(b, name);
+    bundle_close(b);
+    return has;
+}
+
+static ino_t inode(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+/* Two instances on one OS layer and a committed layer, saved: the other
+ * store gets the same disks, and the OS layer once. */
+static void test_chain_travels(void **state)
+{
+    char base[HASH_HEX], kernel[HASH_HEX], mid[HASH_HEX];
+    struct disk_create_options o = {.size = SIZE};
+    (void)state;
+
+    struct store *a = open_store("a");
+    assert_int_equal(disk_create("raw", in_dir("os.raw"), &o), 0);
+    write_disk(in_dir("os.raw"), 0, SIZE / 2, 0x11);
+    assert_int_equal(sh("echo not-a-kernel > kernel"), 0);
+    assert_int_equal(store_add_layer(a, in_dir("os.raw"), "os", base), 0);
+    assert_int_equal(store_add_layer(a, in_dir("kernel"), "kernel", kernel), 0);
+    struct instance_boot boot = {.kernel = kernel};
+    assert_int_equal(store_create(a, "web", base, &boot), 0);
+    assert_int_equal(store_create(a, "db", base, &boot), 0);
+    char *web = delta_of(a, "web"), *db = delta_of(a, "db");
+    write_disk(web, 65536, 100000, 0x22);
+    assert_int_equal(store_commit(a, "web", "deps", mid), 0);
+    write_disk(web, SIZE - 4096, 4096, 0x33); /* uncommitted: goes as a layer too */
+    write_disk(db, 8192, 4096, 0x44);
+    export(a, "web", in_dir("web.smolmachine"), false);
+    export(a, "db", in_dir("db.smolmachine"), false);
+    export(a, "web", in_dir("flat.smolmachine"), true);
+    store_close(a);
+    assert_true(has_section(in_dir("web.smolmachine"), BUNDLE_LAYERS_SECTION));
+    assert_false(has_section(in_dir("web.smolmachine"), "disk.0"));
+    assert_true(has_section(in_dir("flat.smolmachine"), "disk.0"));
+    assert_false(has_section(in_dir("flat.smolmachine"), BUNDLE_LAYERS_SECTION));
+
+    struct store *b = open_store("b");
+    import(b, in_dir("web.smolmachine"), "web");
+    assert_int_equal(layer_count(b), 4); /* os, deps, the saved delta, kernel */
+    assert_int_equal(sh("grep -q '\"message\": \"deps\"' b/smolvm/layers/*.json"), 0);
+    char *os_file = NULL;
+    assert_int_equal(store_layer_path(b, base, &os_file), 0);
+    ino_t before = inode(os_file);
+    import(b, in_dir("db.smolmachine"), "db");
+    assert_int_equal(layer_count(b), 5); /* db's delta only: os and kernel were there */
+    assert_true(inode(os_file) == before);
+    import(b, in_dir("web.smolmachine"), "web2");
+    assert_int_equal(layer_count(b), 5);
+    import(b, in_dir("flat.smolmachine"), "flat");
+    char *web_b = delta_of(b, "web"), *db_b = delta_of(b, "db"), *flat_b = delta_of(b, "flat");
+    assert_int_equal(sh("qemu-img compare -q '%s' '%s'", web, web_b), 0);
+    assert_int_equal(sh("qemu-img compare -q '%s' '%s'", db, db_b), 0);
+    assert_int_equal(sh("qemu-img compare -q '%s' '%s'", web, flat_b), 0);
+    assert_int_equal(sh("qemu-img compare -q '%s' '%s'", web, db_b), 1);
+    assert_int_equal(sh("for f in b/smolvm/layers/*.qcow2; do qemu-img check -q $f || exit 1; done"),
+                     0);
+    assert_int_equal(sh("qemu-img info --backing-chain '%s' | grep -c '^image:' | grep -qx 4", web_b),
+                     0);
+    store_close(b);
+    free(os_file);
+    free(web);
+    free(db);
+    free(web_b);
+    free(db_b);
+    free(flat_b);
+}
+
+/* A bundle with one qcow2 layer (of the given bytes) and a layer table. */
+static void hostile_bundle(const char *name, const char *table, const char *layer)
+{
+    struct bundle_writer *w;
+    const char *layer_file = in_dir(layer);
+    assert_int_equal(bundle_writer_open(in_dir(name), &w), 0);
+    assert_int_equal(bundle_add(w, "config", "{\"cpus\":1,\"mem_bytes\":134217728}", 32, BUNDLE_RAW),
+                     0);
+    assert_int_equal(bundle_add_file(w, "layer.0", layer_file, BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_add(w, BUNDLE_LAYERS_SECTION, table, strlen(table), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+}
+
+/* A layer table of one layer (and disk 0's top). */
+static const char *table(const char *hash, const char *parent, const char *format,
+                         const char *section, const char *top)
+{
+    static char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"layers\":[{\"hash\":\"%s\",\"parent\":\"%s\",\"format\":\"%s\","
+             "\"section\":\"%s\"}],\"disks\":[\"%s\"]}", hash, parent, format, section, top);
+    return text;
+}
+
+static char *file_hash(const char *path)
+{
+    static char hex[HASH_HEX];
+    assert_int_equal(hash_file(path, hex), 0);
+    return hex;
+}
+
+static void expect_refused(struct store *s, const char *bundle, const char *why)
+{
+    char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
+    struct vm_config cfg;
+    int r = store_import_bundle(s, bundle, top, kernel, initrd, &cfg);
+    if (r >= 0)
+        fail_msg("%s: imported", bundle);
+    if (!strstr(err_msg(), why))
+        fail_msg("%s: '%s' does not say '%s'", bundle, err_msg(), why);
+    vm_config_release(&cfg);
+}
+
+/* A layer backed by a host file, a layer whose bytes are not its name, and
+ * tables that lie: each refused, nothing left in the store. */
+static void test_hostile_layers(void **state)
+{
+    char zero[65];
+    (void)state;
+    memset(zero, '0', 64);
+    zero[64] = 0;
+    assert_int_equal(sh("echo secret > secret && qemu-img create -q -f qcow2 -F raw -b "
+                        "\"$PWD/secret\" evil.qcow2 1M && qemu-img create -q -f qcow2 plain.qcow2 1M"),
+                     0);
+    struct store *s = open_store("c");
+
+    const char *evil = file_hash(in_dir("evil.qcow2"));
+    hostile_bundle("evil.smolmachine", table(evil, "", "qcow2", "layer.0", evil), "evil.qcow2");
+    expect_refused(s, in_dir("evil.smolmachine"), "not backed by its parent");
+
+    hostile_bundle("liar.smolmachine", table(zero, "", "qcow2", "layer.0", zero), "plain.qcow2");
+    expect_refused(s, in_dir("liar.smolmachine"), "corrupt");
+
+    const char *plain = file_hash(in_dir("plain.qcow2"));
+    hostile_bundle("orphan.smolmachine", table(plain, zero, "qcow2", "layer.0", plain), "plain.qcow2");
+    expect_refused(s, in_dir("orphan.smolmachine"), "is not a layer before it");
+
+    hostile_bundle("nosection.smolmachine", table(plain, "", "qcow2", "layer.7", plain), "plain.qcow2");
+    expect_refused(s, in_dir("nosection.smolmachine"), "no section");
+
+    hostile_bundle("notop.smolmachine", table(plain, "", "qcow2", "layer.0", zero), "plain.qcow2");
+    expect_refused(s, in_dir("notop.smolmachine"), "top layer");
+
+    hostile_bundle("format.smolmachine", table(plain, "", "../x", "layer.0", plain), "plain.qcow2");
+    expect_refused(s, in_dir("format.smolmachine"), "not raw or qcow2");
+
+    hostile_bundle("garbage.smolmachine", "{\"layers\": [", "plain.qcow2");
+    expect_refused(s, in_dir("garbage.smolmachine"), "not JSON");
+
+    assert_int_equal(layer_count(s), 0);
+    assert_int_equal(sh("test -z \"$(ls -A c/smolvm/layers)\""), 0);
+    store_close(s);
+}
+
+/* A bundle as a VM saved with its state would be (the state and memory
+ * are opaque here: only their journey is tested). */
+static void state_bundle(const char *path)
+{
+    struct bundle_writer *w;
+    struct vm_config cfg;
+    vm_config_defaults(&cfg);
+    cfg.disk_count = 1;
+    cfg.disks[0].format = "raw";
+    char *config = vm_config_to_json(&cfg);
+    assert_int_equal(sh("truncate -s 1M disk.raw && echo kernel > kernel"), 0);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "state", "vcpus...", 8, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "memory", "pages...", 8, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "config", config, strlen(config), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add_file(w, "kernel", in_dir("kernel"), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add_file(w, "disk.0", in_dir("disk.raw"), BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(config);
+}
+
+static void expect_resume(struct store *s, const char *name, const char *file)
+{
+    struct instance i;
+    assert_int_equal(store_instance(s, name, &i), 0);
+    if (!file)
+        assert_null(i.resume);
+    else if (!i.resume || !strstr(i.resume, file))
+        fail_msg("%s resumes from %s, not %s", name, i.resume ? i.resume : "nothing", file);
+    store_instance_release(&i);
+}
+
+/* Pristine state: resumed by the first start, again after a reset; a
+ * suspended state: resumed once, dropped by a reset. */
+static void test_saved_state(void **state)
+{
+    char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
+    struct vm_config cfg;
+    char *suspended = NULL;
+    (void)state;
+
+    state_bundle(in_dir("state.smolmachine"));
+    struct store *s = open_store("d");
+    assert_int_equal(store_import_bundle(s, in_dir("state.smolmachine"), top, kernel, initrd, &cfg),
+                     0);
+    vm_config_release(&cfg);
+    struct instance_boot boot = {.kernel = kernel, .state = in_dir("state.smolmachine")};
+    assert_int_equal(store_create(s, "vm", top, &boot), 0);
+    expect_resume(s, "vm", "pristine");
+
+    /* The instance's state goes with it when it is saved before running. */
+    export(s, "vm", in_dir("again.smolmachine"), false);
+    struct bundle *b;
+    assert_int_equal(bundle_open(in_dir("again.smolmachine"), &b), 0);
+    assert_true(machine_has_state(b));
+    bundle_close(b);
+
+    assert_int_equal(store_resumed(s, "vm"), 0);
+    expect_resume(s, "vm", NULL);
+    assert_int_equal(store_reset(s, "vm"), 0);
+    expect_resume(s, "vm", "pristine");
+
+    assert_int_equal(store_resumed(s, "vm"), 0);
+    assert_int_equal(store_suspend_path(s, "vm", &suspended), 0);
+    assert_int_equal(sh("echo state > '%s'", suspended), 0);
+    assert_int_equal(store_suspended(s, "vm"), 0);
+    expect_resume(s, "vm", "suspended");
+    assert_int_equal(store_reset(s, "vm"), 0);
+    expect_resume(s, "vm", "pristine");
+    assert_int_equal(access(suspended, F_OK), -1);
+
+    /* A bundle without state gives an instance that boots. */
+    assert_int_equal(store_create(s, "cold", top, &(struct instance_boot){.kernel = kernel}), 0);
+    expect_resume(s, "cold", NULL);
+    assert_int_equal(store_reset(s, "cold"), 0);
+    expect_resume(s, "cold", NULL);
+    free(suspended);
+    store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chain_travels),
+        cmocka_unit_test(test_hostile_layers),
+        cmocka_unit_test(test_saved_state),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
