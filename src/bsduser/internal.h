@@ -3,6 +3,7 @@
 #ifndef SMOLVM_BSDUSER_INTERNAL_H
 #define SMOLVM_BSDUSER_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,11 @@ extern const struct bsd_handler bsd_thread_calls[];
 extern const size_t bsd_thread_call_count;
 extern const struct bsd_handler bsd_kqueue_calls[];
 extern const size_t bsd_kqueue_call_count;
+extern const struct bsd_handler bsd_lwp_calls[];
+extern const size_t bsd_lwp_call_count;
+
+/* A descriptor the guest closes: if it was a kqueue, its notes go. */
+void bsd_kqueue_forget(int fd);
 
 /* Guest memory through the kernel: a bad pointer is -EFAULT, never a
  * fault in smolvm. */
@@ -36,8 +42,12 @@ static inline long bsd_result(long r)
     return r < 0 ? -*__errno_location() : r;
 }
 
-/* A FreeBSD signal number as Linux's, 0 for none there. */
+/* A BSD signal number as Linux's, 0 for none there. */
 int bsd_linux_signal(long bsd);
+/* A Linux errno as the guest's BSD's. */
+int bsd_errno(int linux_errno);
+/* Which BSD the guest is. */
+enum bsd_os bsd_personality(void);
 
 /* Every thread running guest code has an alternate signal stack aligned
  * to its size, starting with this block: the signal entry finds it from
@@ -49,14 +59,39 @@ struct bsd_thread {
     uint64_t guest_fs; /* the guest's (sysarch AMD64_SET_FSBASE) */
 };
 
-/* This thread's block: its alternate stack, signal handling and Syscall
- * User Dispatch; guest code may run on it from here on. */
-int bsd_thread_setup(void) __attribute__((warn_unused_result));
+/* This thread's block (*out, may be NULL): its alternate stack, signal
+ * handling and Syscall User Dispatch; guest code may run on it from here. */
+int bsd_thread_setup(struct bsd_thread **out) __attribute__((warn_unused_result));
 /* The signal entry (set as every handler): switches %fs to smolvm's, calls
  * bsd_on_signal, switches to the %fs it returns. */
 void bsd_signal_entry(int sig, void *info, void *context);
 /* Answers a signal with the host's %fs in place; returns the %fs base to
  * go back with (the guest's when guest code was interrupted). */
 uint64_t bsd_on_signal(int sig, void *info, void *context);
+
+/* Sleeps while the 32-bit word at guest address word holds expect, until
+ * woken or ts (NULL: none; relative, or absolute on the monotonic or the
+ * real-time clock) passes: 0, -ETIMEDOUT, -EINTR, -EAGAIN. */
+struct timespec;
+long bsd_futex_wait(uint64_t word, uint32_t expect, const struct timespec *ts, bool absolute,
+                    bool realtime, bool private_);
+
+/* A guest thread's first registers. */
+struct bsd_guest_regs {
+    uint64_t rip, rsp, fs;
+    uint64_t rdi, rsi, rdx, rcx, r8, r9, r10, r11, r12, r13, r14, r15, rbp, rbx, rax;
+};
+/* Starts a guest thread on a host pthread with regs; its id is written
+ * to child_tid and parent_tid (guest addresses, 0: none) before it runs.
+ * Returns the id. */
+long bsd_thread_start(const struct bsd_guest_regs *regs, uint64_t child_tid, uint64_t parent_tid);
+/* Ends the calling guest thread (the last one ends the process). */
+void bsd_thread_exit(void) __attribute__((noreturn));
+/* The calling thread's id as the guest sees it. */
+long bsd_thread_id(void);
+
+/* The registers of the guest's interrupted code, while its call is being
+ * answered (a Linux ucontext_t). */
+extern __thread void *bsd_context;
 
 #endif

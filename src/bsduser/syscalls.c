@@ -73,18 +73,24 @@ long bsd_copy_out(uint64_t to, const void *from, size_t len)
 
 /* ---- translations ---- */
 
+/* The open(2) flags as each BSD numbers them. */
+#define OPEN_FLAGS(P)                                                                          \
+    {                                                                                          \
+        {P##_O_APPEND, O_APPEND}, {P##_O_CREAT, O_CREAT}, {P##_O_TRUNC, O_TRUNC},              \
+            {P##_O_EXCL, O_EXCL}, {P##_O_NONBLOCK, O_NONBLOCK},                                \
+            {P##_O_DIRECTORY, O_DIRECTORY}, {P##_O_CLOEXEC, O_CLOEXEC},                        \
+            {P##_O_NOFOLLOW, O_NOFOLLOW}, {P##_O_SYNC, O_SYNC}, { P##_O_NOCTTY, O_NOCTTY }     \
+    }
+
 static int open_flags(long bsd)
 {
     static const struct {
         long bsd;
         int linux_;
-    } bits[] = {{FREEBSD_O_APPEND, O_APPEND}, {FREEBSD_O_CREAT, O_CREAT},
-                {FREEBSD_O_TRUNC, O_TRUNC}, {FREEBSD_O_EXCL, O_EXCL},
-                {FREEBSD_O_NONBLOCK, O_NONBLOCK}, {FREEBSD_O_DIRECTORY, O_DIRECTORY},
-                {FREEBSD_O_CLOEXEC, O_CLOEXEC}, {FREEBSD_O_NOFOLLOW, O_NOFOLLOW},
-                {FREEBSD_O_SYNC, O_SYNC}, {FREEBSD_O_NOCTTY, O_NOCTTY}};
+    } freebsd[] = OPEN_FLAGS(FREEBSD), netbsd[] = OPEN_FLAGS(NETBSD);
+    const __typeof__(freebsd[0]) *bits = personality == BSD_NETBSD ? netbsd : freebsd;
     int flags = (int)(bsd & 3); /* O_RDONLY, O_WRONLY, O_RDWR alike */
-    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+    for (size_t i = 0; i < sizeof(freebsd) / sizeof(freebsd[0]); i++)
         if (bsd & bits[i].bsd)
             flags |= bits[i].linux_;
     return flags;
@@ -100,8 +106,17 @@ static int mmap_flags(long bsd)
     return flags;
 }
 
+/* NetBSD's clocks (<time.h>), which x/sys does not list. */
+enum { NETBSD_CLOCK_MONOTONIC = 3, NETBSD_CLOCK_THREAD = 0x20000000,
+       NETBSD_CLOCK_PROCESS = 0x40000000 };
+
 static clockid_t clock_id(long bsd)
 {
+    if (personality == BSD_NETBSD)
+        return bsd == NETBSD_CLOCK_MONOTONIC ? CLOCK_MONOTONIC
+             : bsd == NETBSD_CLOCK_THREAD    ? CLOCK_THREAD_CPUTIME_ID
+             : bsd == NETBSD_CLOCK_PROCESS   ? CLOCK_PROCESS_CPUTIME_ID
+                                             : CLOCK_REALTIME;
     switch (bsd) {
     case FREEBSD_CLOCK_MONOTONIC:
     case FREEBSD_CLOCK_UPTIME:
@@ -119,24 +134,45 @@ static clockid_t clock_id(long bsd)
     }
 }
 
-/* struct stat of FreeBSD 12 and later (ino64), 224 bytes. */
-static void put_stat(uint8_t *b, const struct stat *st)
+/* Where each BSD's struct stat keeps what (offsets; widths where they
+ * differ): FreeBSD 12+ (ino64), 224 bytes; NetBSD 5+ (__stat50), 152. */
+struct stat_layout {
+    size_t size, dev, ino, nlink, mode, uid, gid, rdev, atim, mtim, ctim, birth, bytes, blocks,
+        blksize;
+    int nlink_width, mode_width;
+};
+
+static const struct stat_layout freebsd_stat = {224, 0, 8, 16, 24, 28, 32, 40, 48, 64, 80, 96,
+                                                112, 120, 128, 8, 2};
+static const struct stat_layout netbsd_stat = {152, 0, 16, 24, 8, 28, 32, 40, 48, 64, 80, 96,
+                                               112, 120, 128, 4, 4};
+
+static void put_uint(uint8_t *at, uint64_t v, int width)
 {
-    memset(b, 0, 224);
-    memcpy(b + 0, &(uint64_t){st->st_dev}, 8);
-    memcpy(b + 8, &(uint64_t){st->st_ino}, 8);
-    memcpy(b + 16, &(uint64_t){st->st_nlink}, 8);
-    memcpy(b + 24, &(uint16_t){(uint16_t)st->st_mode}, 2);
-    memcpy(b + 28, &(uint32_t){st->st_uid}, 4);
-    memcpy(b + 32, &(uint32_t){st->st_gid}, 4);
-    memcpy(b + 40, &(uint64_t){st->st_rdev}, 8);
-    memcpy(b + 48, &st->st_atim, 16);
-    memcpy(b + 64, &st->st_mtim, 16);
-    memcpy(b + 80, &st->st_ctim, 16);
-    memcpy(b + 96, &st->st_ctim, 16); /* no birth time: the change time */
-    memcpy(b + 112, &(int64_t){st->st_size}, 8);
-    memcpy(b + 120, &(int64_t){st->st_blocks}, 8);
-    memcpy(b + 128, &(int32_t){(int32_t)st->st_blksize}, 4);
+    memcpy(at, &v, (size_t)width); /* little-endian: the low bytes */
+}
+
+/* st as the guest's struct stat, out to guest address to. No birth time
+ * on Linux here: the change time stands in. */
+static long put_stat(uint64_t to, const struct stat *st)
+{
+    const struct stat_layout *l = personality == BSD_NETBSD ? &netbsd_stat : &freebsd_stat;
+    uint8_t b[224] = {0};
+    put_uint(b + l->dev, st->st_dev, 8);
+    put_uint(b + l->ino, st->st_ino, 8);
+    put_uint(b + l->nlink, st->st_nlink, l->nlink_width);
+    put_uint(b + l->mode, st->st_mode, l->mode_width);
+    put_uint(b + l->uid, st->st_uid, 4);
+    put_uint(b + l->gid, st->st_gid, 4);
+    put_uint(b + l->rdev, st->st_rdev, 8);
+    memcpy(b + l->atim, &st->st_atim, 16);
+    memcpy(b + l->mtim, &st->st_mtim, 16);
+    memcpy(b + l->ctim, &st->st_ctim, 16);
+    memcpy(b + l->birth, &st->st_ctim, 16);
+    put_uint(b + l->bytes, (uint64_t)st->st_size, 8);
+    put_uint(b + l->blocks, (uint64_t)st->st_blocks, 8);
+    put_uint(b + l->blksize, (uint64_t)st->st_blksize, 4);
+    return bsd_copy_out(to, b, l->size);
 }
 
 /* ---- the calls ---- */
@@ -148,7 +184,11 @@ static long sys_exit(const long *a)
 
 static long sys_read(const long *a) { return bsd_result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
 static long sys_write(const long *a) { return bsd_result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
-static long sys_close(const long *a) { return bsd_result(close((int)a[0])); }
+static long sys_close(const long *a)
+{
+    bsd_kqueue_forget((int)a[0]);
+    return bsd_result(close((int)a[0]));
+}
 static long sys_getpid(const long *a) { (void)a; return getpid(); }
 static long sys_getppid(const long *a) { (void)a; return getppid(); }
 static long sys_getuid(const long *a) { (void)a; return getuid(); }
@@ -245,23 +285,29 @@ static long sys_getrandom(const long *a)
 static long sys_fstat(const long *a)
 {
     struct stat st;
-    uint8_t b[224];
-    if (fstat((int)a[0], &st) < 0)
-        return -errno;
-    put_stat(b, &st);
-    return bsd_copy_out((uint64_t)a[1], b, sizeof(b));
+    return fstat((int)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
 }
 
 static long sys_fstatat(const long *a)
 {
     struct stat st;
-    uint8_t b[224];
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
     int flags = (a[3] & FREEBSD_AT_SYMLINK_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0;
     if (fstatat(dirfd, (const char *)a[1], &st, flags) < 0)
         return -errno;
-    put_stat(b, &st);
-    return bsd_copy_out((uint64_t)a[2], b, sizeof(b));
+    return put_stat((uint64_t)a[2], &st);
+}
+
+static long sys_stat(const long *a)
+{
+    struct stat st;
+    return stat((const char *)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
+}
+
+static long sys_lstat(const long *a)
+{
+    struct stat st;
+    return lstat((const char *)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
 }
 
 static long sys_getcwd(const long *a)
@@ -305,6 +351,17 @@ static long sys_kill(const long *a)
     return a[1] && !sig ? -EINVAL : bsd_result(kill((pid_t)a[0], sig));
 }
 
+int bsd_errno(int linux_errno)
+{
+    return linux_errno > 0 && linux_errno < 200 && errno_map[linux_errno] ? errno_map[linux_errno]
+                                                                         : 78 /* ENOSYS */;
+}
+
+enum bsd_os bsd_personality(void)
+{
+    return personality;
+}
+
 int bsd_linux_signal(long bsd)
 {
     return bsd > 0 && bsd < 65 ? signal_map[bsd] : 0;
@@ -340,6 +397,34 @@ static long sys_fcntl(const long *a)
 
 /* getdirentries: Linux dirent64 records rewritten as FreeBSD's (ino64
  * layout: fileno, off, reclen, type, pad, namlen, pad, name, 8-aligned). */
+/* struct dirent: FreeBSD's d_fileno, d_off, d_reclen, d_type, pad,
+ * d_namlen, pad, d_name at 24; NetBSD's d_fileno, d_reclen, d_namlen,
+ * d_type, d_name at 13. d_type has the same DT_ values as Linux. */
+static size_t dirent_header(void)
+{
+    return personality == BSD_NETBSD ? 13 : 24;
+}
+
+static void put_dirent(uint8_t *d, uint16_t size, uint64_t ino, uint64_t off, uint8_t type,
+                       const char *name, uint16_t namlen)
+{
+    memset(d, 0, size);
+    memcpy(d, &ino, 8);
+    if (personality == BSD_NETBSD) {
+        memcpy(d + 8, &size, 2);
+        memcpy(d + 10, &namlen, 2);
+        d[12] = type;
+    } else {
+        memcpy(d + 8, &off, 8);
+        memcpy(d + 16, &size, 2);
+        d[18] = type;
+        memcpy(d + 20, &namlen, 2);
+    }
+    memcpy(d + dirent_header(), name, namlen);
+}
+
+/* getdirentries(fd, buf, size, &base), and NetBSD's getdents(fd, buf,
+ * size) (a[3] is then not a pointer it passed: ignored). */
 static long sys_getdirentries(const long *a)
 {
     uint8_t in[4096], *out = malloc((size_t)a[2] > 0 ? (size_t)a[2] : 1);
@@ -356,7 +441,7 @@ static long sys_getdirentries(const long *a)
         memcpy(&reclen, in + at + 16, 2);
         const char *name = (const char *)in + at + 19;
         namlen = (uint16_t)strnlen(name, 255);
-        uint16_t size = (uint16_t)((24 + namlen + 1 + 7) & ~7u);
+        uint16_t size = (uint16_t)((dirent_header() + namlen + 1 + 7) & ~7u);
         if (used + size > room) { /* the rest is for the next call */
             lseek((int)a[0], pos, SEEK_SET);
             if (!used)
@@ -364,20 +449,13 @@ static long sys_getdirentries(const long *a)
             break;
         }
         pos = (off_t)off;
-        uint8_t *d = out + used;
-        memset(d, 0, size);
-        memcpy(d, &ino, 8);
-        memcpy(d + 8, &off, 8);
-        memcpy(d + 16, &size, 2);
-        d[18] = in[at + 18]; /* d_type: the same DT_ values */
-        memcpy(d + 20, &namlen, 2);
-        memcpy(d + 24, name, namlen);
+        put_dirent(out + used, size, ino, off, in[at + 18], name, namlen);
         used += size;
         at += reclen;
     }
     if (r == 0)
         r = bsd_copy_out((uint64_t)a[1], out, used);
-    if (r == 0 && a[3]) {
+    if (r == 0 && a[3] && personality != BSD_NETBSD) {
         uint64_t base = (uint64_t)lseek((int)a[0], 0, SEEK_CUR);
         r = bsd_copy_out((uint64_t)a[3], &base, sizeof(base));
     }
@@ -530,7 +608,8 @@ static long sys_setrlimit(const long *a)
 }
 
 static const struct bsd_handler implemented[] = {
-    {"getrlimit", sys_getrlimit}, {"setrlimit", sys_setrlimit},
+    {"getrlimit", sys_getrlimit}, {"setrlimit", sys_setrlimit}, {"netbsd:stat", sys_stat},
+    {"netbsd:lstat", sys_lstat},
     {"exit", sys_exit}, {"read", sys_read}, {"write", sys_write},
     {"open", sys_open}, {"openat", sys_openat}, {"close", sys_close}, {"getpid", sys_getpid},
     {"getppid", sys_getppid}, {"getuid", sys_getuid}, {"geteuid", sys_geteuid},
@@ -547,6 +626,7 @@ static const struct bsd_handler implemented[] = {
     {"symlink", sys_symlink}, {"readlink", sys_readlink}, {"umask", sys_umask}, {"dup", sys_dup},
     {"dup2", sys_dup2}, {"fsync", sys_fsync}, {"ftruncate", sys_ftruncate}, {"kill", sys_kill},
     {"pipe2", sys_pipe2}, {"fcntl", sys_fcntl}, {"getdirentries", sys_getdirentries},
+    {"netbsd:getdents", sys_getdirentries},
     {"netbsd:mmap", sys_mmap_netbsd},
 };
 
@@ -598,7 +678,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
     if (tracing)
         trace(known ? by_number[number] : NULL, number, a, r);
     if (r < 0 && r > -4096) {
-        g[REG_RAX] = -r < 200 && errno_map[-r] ? errno_map[-r] : 78 /* ENOSYS */;
+        g[REG_RAX] = bsd_errno((int)-r);
         g[REG_EFL] |= 1; /* carry: an error */
     } else {
         g[REG_RAX] = r;
@@ -627,7 +707,8 @@ static void fill_handlers(const struct sysent *e, const char *own)
         size_t count;
     } parts[] = {{implemented, sizeof(implemented) / sizeof(implemented[0])},
                  {bsd_thread_calls, bsd_thread_call_count},
-                 {bsd_kqueue_calls, bsd_kqueue_call_count}};
+                 {bsd_kqueue_calls, bsd_kqueue_call_count},
+                 {bsd_lwp_calls, bsd_lwp_call_count}};
     for (size_t p = 0; p < sizeof(parts) / sizeof(parts[0]); p++)
         for (size_t k = 0; k < parts[p].count; k++) {
             const struct bsd_handler *h = &parts[p].calls[k];
@@ -661,8 +742,11 @@ static void build_tables(enum bsd_os os)
 }
 
 uint64_t bsd_dispatch(int sig, void *info, void *context);
+__thread void *bsd_context;
+
 uint64_t bsd_dispatch(int sig, void *info, void *context)
 {
+    bsd_context = context;
     if (sig == SIGSYS)
         on_sigsys(sig, info, context);
     else
@@ -680,7 +764,7 @@ static int install(void)
     for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
         if (sigaction(signals[i], &sa, NULL) < 0)
             return err_set(errno, "signal handlers");
-    int r = bsd_thread_setup();
+    int r = bsd_thread_setup(NULL);
     return r < 0 ? err_set(-r, "Syscall User Dispatch (Linux 5.11 or later)") : 0;
 }
 

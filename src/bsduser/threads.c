@@ -5,6 +5,7 @@
  * exit. thr_new/thr_exit/thr_kill, sysarch's fs base, _umtx_op on futexes,
  * and the signal-state calls a runtime makes at start. */
 #include <errno.h>
+#include <stddef.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -81,7 +82,7 @@ static struct bsd_thread *self(void)
 
 static atomic_int live_threads = 1;
 
-int bsd_thread_setup(void)
+int bsd_thread_setup(struct bsd_thread **out)
 {
     bsd_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0; /* HWCAP2_FSGSBASE */
     /* Twice the size, then trimmed: an aligned stack. */
@@ -112,6 +113,8 @@ int bsd_thread_setup(void)
         prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
               0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0)
         return -errno;
+    if (out)
+        *out = t;
     return 0;
 }
 
@@ -151,29 +154,22 @@ static long sys_lwp_setprivate(const long *a)
 
 /* ---- threads ---- */
 
-static long thread_id(void)
+long bsd_thread_id(void)
 {
     return syscall(SYS_gettid) + TID_BASE;
 }
 
 static long sys_thr_self(const long *a)
 {
-    long tid = thread_id();
+    long tid = bsd_thread_id();
     return bsd_copy_out((uint64_t)a[0], &tid, sizeof(tid));
 }
 
-/* FreeBSD's struct thr_param. */
-struct thr_param {
-    uint64_t start_func, arg, stack_base, stack_size, tls_base, tls_size;
-    uint64_t child_tid, parent_tid;
-    int32_t flags;
-    uint64_t rtp;
-    uint64_t spare[3];
-};
-
 struct start {
-    struct thr_param p;
-    atomic_int state; /* 0 starting, 1 running, <0 -errno */
+    struct bsd_guest_regs regs;
+    uint64_t tid_out[2]; /* where the new thread's id goes before it runs */
+    atomic_int state;    /* 0 starting, 1 running, <0 -errno */
+    long tid;
 };
 
 static void tell(struct start *s, int state)
@@ -185,46 +181,80 @@ static void tell(struct start *s, int state)
 static void *thread_main(void *opaque)
 {
     struct start *s = opaque;
-    struct thr_param p = s->p;
-    long tid = thread_id();
-    int r = bsd_thread_setup();
+    struct bsd_guest_regs regs = s->regs;
+    long tid = bsd_thread_id();
+    struct bsd_thread *t = NULL;
+    int r = bsd_thread_setup(&t);
 
-    if (r == 0 && ((p.child_tid && bsd_copy_out(p.child_tid, &tid, 8) < 0) ||
-                   (p.parent_tid && bsd_copy_out(p.parent_tid, &tid, 8) < 0)))
-        r = -EFAULT;
+    for (int i = 0; i < 2 && r == 0; i++)
+        if (s->tid_out[i] && bsd_copy_out(s->tid_out[i], &tid, 8) < 0)
+            r = -EFAULT;
     if (r < 0) {
         tell(s, r);
         return NULL;
     }
+    s->tid = tid;
     atomic_fetch_add(&live_threads, 1);
     tell(s, 1); /* s is the creator's: not touched after this */
-    uint64_t sp = ((p.stack_base + p.stack_size) & ~15ull) - 8;
-    /* From the guest's %fs on, no more host C: straight into the guest. */
-    __asm__ volatile("mov %[fs], %%rsi\n\t"
+    /* Not in a handler: the block comes from the setup, not the stack. */
+    if (!regs.fs)
+        regs.fs = t->host_fs;
+    else
+        t->guest_fs = regs.fs;
+    /* From the guest's %fs on, no more host C: every register from regs,
+     * then its %rip. */
+    __asm__ volatile("mov %c[fs](%%rbx), %%rsi\n\t"
                      "mov $" XSTR(ARCH_SET_FS) ", %%edi\n\t"
                      "mov $" XSTR(SYS_arch_prctl) ", %%eax\n\t"
                      "syscall\n\t"
-                     "mov %[sp], %%rsp\n\t"
-                     "mov %[arg], %%rdi\n\t"
-                     "xor %%ebp, %%ebp\n\t"
-                     "jmp *%[entry]\n\t"
+                     "mov %c[rsp](%%rbx), %%rsp\n\t"
+                     "push %c[rip](%%rbx)\n\t"
+                     "mov %c[rdi](%%rbx), %%rdi\n\t"
+                     "mov %c[rsi](%%rbx), %%rsi\n\t"
+                     "mov %c[rdx](%%rbx), %%rdx\n\t"
+                     "mov %c[rcx](%%rbx), %%rcx\n\t"
+                     "mov %c[r8](%%rbx), %%r8\n\t"
+                     "mov %c[r9](%%rbx), %%r9\n\t"
+                     "mov %c[r10](%%rbx), %%r10\n\t"
+                     "mov %c[r11](%%rbx), %%r11\n\t"
+                     "mov %c[r12](%%rbx), %%r12\n\t"
+                     "mov %c[r13](%%rbx), %%r13\n\t"
+                     "mov %c[r14](%%rbx), %%r14\n\t"
+                     "mov %c[r15](%%rbx), %%r15\n\t"
+                     "mov %c[rbp](%%rbx), %%rbp\n\t"
+                     "mov %c[rax](%%rbx), %%rax\n\t"
+                     "mov %c[rbx](%%rbx), %%rbx\n\t"
+                     "ret\n\t"
                      :
-                     : [fs] "r"(p.tls_base), [sp] "r"(sp), [arg] "r"(p.arg),
-                       [entry] "r"(p.start_func)
-                     : "rax", "rcx", "rdx", "rsi", "rdi", "r11", "memory");
+                     : "b"(&regs), [fs] "i"(offsetof(struct bsd_guest_regs, fs)),
+                       [rsp] "i"(offsetof(struct bsd_guest_regs, rsp)),
+                       [rip] "i"(offsetof(struct bsd_guest_regs, rip)),
+                       [rdi] "i"(offsetof(struct bsd_guest_regs, rdi)),
+                       [rsi] "i"(offsetof(struct bsd_guest_regs, rsi)),
+                       [rdx] "i"(offsetof(struct bsd_guest_regs, rdx)),
+                       [rcx] "i"(offsetof(struct bsd_guest_regs, rcx)),
+                       [r8] "i"(offsetof(struct bsd_guest_regs, r8)),
+                       [r9] "i"(offsetof(struct bsd_guest_regs, r9)),
+                       [r10] "i"(offsetof(struct bsd_guest_regs, r10)),
+                       [r11] "i"(offsetof(struct bsd_guest_regs, r11)),
+                       [r12] "i"(offsetof(struct bsd_guest_regs, r12)),
+                       [r13] "i"(offsetof(struct bsd_guest_regs, r13)),
+                       [r14] "i"(offsetof(struct bsd_guest_regs, r14)),
+                       [r15] "i"(offsetof(struct bsd_guest_regs, r15)),
+                       [rbp] "i"(offsetof(struct bsd_guest_regs, rbp)),
+                       [rax] "i"(offsetof(struct bsd_guest_regs, rax)),
+                       [rbx] "i"(offsetof(struct bsd_guest_regs, rbx))
+                     : "memory");
     __builtin_unreachable();
 }
 
-static long sys_thr_new(const long *a)
+long bsd_thread_start(const struct bsd_guest_regs *regs, uint64_t child_tid, uint64_t parent_tid)
 {
-    struct start s = {.state = 0};
+    struct start s = {.regs = *regs, .tid_out = {child_tid, parent_tid}, .state = 0};
     pthread_attr_t attr;
     pthread_t th;
-    size_t size = (size_t)a[1] < sizeof(s.p) ? (size_t)a[1] : sizeof(s.p);
 
-    if (bsd_copy_in(&s.p, (uint64_t)a[0], size) < 0)
-        return -EFAULT;
-    if (!s.p.start_func || s.p.start_func >= BSDUSER_GUEST_LIMIT || !s.p.stack_size)
+    if (!regs->rip || regs->rip >= BSDUSER_GUEST_LIMIT)
         return -EINVAL;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -235,7 +265,41 @@ static long sys_thr_new(const long *a)
         return -r;
     while (atomic_load(&s.state) == 0)
         syscall(SYS_futex, &s.state, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
-    return atomic_load(&s.state) < 0 ? atomic_load(&s.state) : 0;
+    return atomic_load(&s.state) < 0 ? atomic_load(&s.state) : s.tid;
+}
+
+void bsd_thread_exit(void)
+{
+    if (atomic_fetch_sub(&live_threads, 1) == 1)
+        syscall(SYS_exit_group, 0);
+    for (;;)
+        syscall(SYS_exit, 0);
+}
+
+/* FreeBSD's struct thr_param. */
+struct thr_param {
+    uint64_t start_func, arg, stack_base, stack_size, tls_base, tls_size;
+    uint64_t child_tid, parent_tid;
+    int32_t flags;
+    uint64_t rtp;
+    uint64_t spare[3];
+};
+
+/* The new thread starts at start_func(arg), %rsp as after a call, on
+ * tls_base. */
+static long sys_thr_new(const long *a)
+{
+    struct thr_param p = {0};
+    size_t size = (size_t)a[1] < sizeof(p) ? (size_t)a[1] : sizeof(p);
+
+    if (bsd_copy_in(&p, (uint64_t)a[0], size) < 0)
+        return -EFAULT;
+    if (!p.stack_size)
+        return -EINVAL;
+    struct bsd_guest_regs regs = {.rip = p.start_func, .rdi = p.arg, .fs = p.tls_base,
+                                  .rsp = ((p.stack_base + p.stack_size) & ~15ull) - 8};
+    long r = bsd_thread_start(&regs, p.child_tid, p.parent_tid);
+    return r < 0 ? r : 0;
 }
 
 /* The state word is set and its waiters woken (as FreeBSD does), then the
@@ -247,9 +311,7 @@ static long sys_thr_exit(const long *a)
         if (bsd_copy_out((uint64_t)a[0], &one, sizeof(one)) == 0)
             syscall(SYS_futex, (void *)a[0], FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
     }
-    if (atomic_fetch_sub(&live_threads, 1) == 1)
-        syscall(SYS_exit_group, 0);
-    syscall(SYS_exit, 0);
+    bsd_thread_exit();
     return 0;
 }
 
@@ -292,6 +354,14 @@ static long umtx_timeout(uint64_t size, uint64_t addr, struct timespec *ts, bool
     return 1;
 }
 
+long bsd_futex_wait(uint64_t word, uint32_t expect, const struct timespec *ts, bool absolute,
+                    bool realtime, bool private_)
+{
+    int op = (absolute ? FUTEX_WAIT_BITSET : FUTEX_WAIT) | (private_ ? FUTEX_PRIVATE_FLAG : 0) |
+             (absolute && realtime ? FUTEX_CLOCK_REALTIME : 0);
+    return bsd_result(syscall(SYS_futex, (void *)word, op, expect, ts, NULL, FUTEX_BITSET_MATCH_ANY));
+}
+
 static long umtx_wait(uint64_t obj, uint32_t expect, uint64_t size, uint64_t addr, bool private_)
 {
     struct timespec ts;
@@ -299,12 +369,9 @@ static long umtx_wait(uint64_t obj, uint32_t expect, uint64_t size, uint64_t add
     long has = umtx_timeout(size, addr, &ts, &absolute, &realtime);
     if (has < 0)
         return has;
-    int op = (absolute ? FUTEX_WAIT_BITSET : FUTEX_WAIT) | (private_ ? FUTEX_PRIVATE_FLAG : 0) |
-             (absolute && realtime ? FUTEX_CLOCK_REALTIME : 0);
-    long r = syscall(SYS_futex, (void *)obj, op, expect, has ? &ts : NULL, NULL,
-                     FUTEX_BITSET_MATCH_ANY);
+    long r = bsd_futex_wait(obj, expect, has ? &ts : NULL, absolute, realtime, private_);
     /* A changed value is no error on FreeBSD: the wait just ends. */
-    return r < 0 && errno == EAGAIN ? 0 : bsd_result(r);
+    return r == -EAGAIN ? 0 : r;
 }
 
 static long sys_umtx_op(const long *a)
@@ -412,6 +479,8 @@ const struct bsd_handler bsd_thread_calls[] = {
     {"thr_self", sys_thr_self}, {"thr_new", sys_thr_new}, {"thr_exit", sys_thr_exit},
     {"thr_kill", sys_thr_kill}, {"_umtx_op", sys_umtx_op}, {"sigaction", sys_sigaction},
     {"sigprocmask", sys_sigprocmask}, {"sigaltstack", sys_sigaltstack},
+    {"netbsd:__sigprocmask14", sys_sigprocmask}, {"netbsd:__sigaltstack14", sys_sigaltstack},
+    {"netbsd:__sigaction_sigtramp", sys_sigaction}, {"netbsd:__setitimer50", sys_nothing},
     {"sched_yield", sys_sched_yield}, {"cpuset_getaffinity", sys_cpuset_getaffinity},
     {"rtprio_thread", sys_nothing}, {"thr_set_name", sys_nothing},
 };

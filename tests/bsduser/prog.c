@@ -253,8 +253,159 @@ static int threads(void)
     return 0;
 }
 
-void _start(long *ap);
-void _start(long *ap)
+#define SYS_KQUEUE 362
+#define SYS_KEVENT 560
+#define EVFILT_READ (-1)
+#define EVFILT_TIMER (-7)
+#define EVFILT_USER (-11)
+#define EV_ADD 0x1
+#define EV_DELETE 0x2
+#define EV_ONESHOT 0x10
+#define EV_CLEAR 0x20
+#define EV_ERROR 0x4000
+#define NOTE_TRIGGER 0x1000000
+
+struct kevent {
+    unsigned long ident;
+    short filter;
+    unsigned short flags;
+    unsigned fflags;
+    long data;
+    void *udata;
+    unsigned long ext[4];
+};
+
+static struct kevent kev(unsigned long ident, short filter, unsigned short flags, unsigned fflags,
+                         long data, void *udata)
+{
+    struct kevent k = {ident, filter, flags, fflags, data, udata, {0, 0, 0, 0}};
+    return k;
+}
+
+/* kevent(kq, one change or none, room for one event, timeout in ms): the
+ * count of events; *out the event. */
+static long one(long kq, struct kevent *change, struct kevent *out, long ms)
+{
+    struct { long sec, nsec; } t = {ms / 1000, (ms % 1000) * 1000000};
+    struct ret r = sys(SYS_KEVENT, kq, change, change ? 1 : 0, out, out ? 1 : 0, &t);
+    return r.failed ? -r.value : r.value;
+}
+
+/* A pipe, a user event and a timer through one kqueue; errors in the list. */
+static int kqueue(void)
+{
+    int fds[2];
+    struct kevent got, c;
+    long kq = sys(SYS_KQUEUE).value;
+    if (kq < 0 || sys(SYS_PIPE2, fds, 0).failed)
+        return 1;
+    c = kev((unsigned long)fds[0], EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)0x1234);
+    if (one(kq, &c, 0, 0) != 0 || one(kq, 0, &got, 10) != 0)
+        return 2; /* registered; nothing to read yet: a timeout */
+    sys(SYS_WRITE, fds[1], "xyz", 3);
+    if (one(kq, 0, &got, 1000) != 1 || got.ident != (unsigned long)fds[0] ||
+        got.filter != EVFILT_READ || got.data != 3 || got.udata != (void *)0x1234)
+        return 3;
+    if (one(kq, 0, &got, 10) != 0)
+        return 4; /* EV_CLEAR: said once */
+    c = kev(7, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, 0);
+    struct kevent trigger = kev(7, EVFILT_USER, 0, NOTE_TRIGGER, 0, 0);
+    if (one(kq, &c, 0, 0) != 0 || one(kq, &trigger, 0, 0) != 0 ||
+        one(kq, 0, &got, 1000) != 1 || got.ident != 7 || got.filter != EVFILT_USER)
+        return 5;
+    c = kev(9, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 5, 0);
+    if (one(kq, &c, 0, 0) != 0 || one(kq, 0, &got, 1000) != 1 || got.filter != EVFILT_TIMER ||
+        got.ident != 9 || got.data != 1)
+        return 6;
+    c = kev(999, EVFILT_READ, EV_ADD, 0, 0, 0);
+    if (one(kq, &c, &got, 0) != 1 || !(got.flags & EV_ERROR) || got.data != 9) /* EBADF */
+        return 7;
+    if (one(kq, &c, 0, 0) != -9)
+        return 8; /* no room for the error: the call fails */
+    c = kev((unsigned long)fds[0], EVFILT_READ, EV_DELETE, 0, 0, 0);
+    sys(SYS_WRITE, fds[1], "more", 4);
+    if (one(kq, &c, 0, 0) != 0 || one(kq, 0, &got, 10) != 0)
+        return 9; /* deleted: nothing more */
+    return sys(SYS_CLOSE, kq).failed ? 10 : 0;
+}
+
+#ifdef NETBSD
+#define SYS_GETCONTEXT 307
+#define SYS_LWP_CREATE 309
+#define SYS_LWP_EXIT 310
+#define SYS_LWP_SELF 311
+#define SYS_LWP_UNPARK 321
+#define SYS_LWP_PARK60 478
+#define SYS_GETDENTS 390
+#define SYS_OPEN_DIR_FLAGS 0x200000 /* O_DIRECTORY */
+
+static char lwp_stack[16384] __attribute__((aligned(16)));
+static volatile long lwp_saw;
+static long main_lwp;
+
+/* Started with %rdi and %rsi from the context _lwp_create was given. */
+static void lwp_main(long a, long b)
+{
+    lwp_saw = a + b;
+    sys(SYS_LWP_UNPARK, main_lwp, 0);
+    sys(SYS_LWP_EXIT);
+}
+
+/* A new LWP from getcontext's registers with some changed, park/unpark,
+ * a park that times out; getdents on a directory. */
+static int lwp(void)
+{
+    unsigned char uc[784];
+    int id = 0;
+    main_lwp = sys(SYS_LWP_SELF).value;
+    if (main_lwp <= 0 || sys(SYS_GETCONTEXT, uc).failed)
+        return 1;
+    long *gregs = (long *)(uc + 56);
+    gregs[21] = (long)lwp_main;                              /* rip */
+    gregs[24] = (long)(lwp_stack + sizeof(lwp_stack)) - 8;   /* rsp, as after a call */
+    gregs[0] = 40;                                           /* rdi */
+    gregs[1] = 2;                                            /* rsi */
+    if (sys(SYS_LWP_CREATE, uc, 0, &id).failed || id <= 0 || id == main_lwp)
+        return 2;
+    struct { long sec, nsec; } two = {2, 0}, short_ = {0, 1000000};
+    for (int i = 0; i < 100 && !lwp_saw; i++)
+        sys(SYS_LWP_PARK60, 3, 0, &two, 0, 0, 0); /* CLOCK_MONOTONIC, relative */
+    if (lwp_saw != 42)
+        return 3;
+    struct ret r = sys(SYS_LWP_PARK60, 3, 0, &short_, 0, 0, 0);
+    if (!r.failed || r.value != 60) /* ETIMEDOUT */
+        return 4;
+    char buf[4096];
+    struct ret d = sys(SYS_OPEN, ".", SYS_OPEN_DIR_FLAGS, 0);
+    struct ret n = sys(SYS_GETDENTS, d.value, buf, sizeof(buf));
+    if (d.failed || n.failed || n.value < 13)
+        return 5;
+    int dots = 0;
+    for (long at = 0; at < n.value;) {
+        unsigned short reclen = *(unsigned short *)(buf + at + 8);
+        dots += same(buf + at + 13, ".") + same(buf + at + 13, "..");
+        if (!reclen)
+            return 6;
+        at += reclen;
+    }
+    return dots == 2 ? 0 : 7;
+}
+#endif
+
+/* FreeBSD enters _start with %rdi at argc and %rsp as after a call, so it
+ * can be C; NetBSD's start code finds argc at %rsp, aligned. */
+#ifdef NETBSD
+__asm__(".globl _start\n_start:\n"
+        "    mov %rsp, %rdi\n"
+        "    and $-16, %rsp\n"
+        "    call start_c\n");
+#define ENTRY start_c
+#else
+#define ENTRY _start
+#endif
+
+void ENTRY(long *ap);
+void ENTRY(long *ap)
 {
     long argc = ap[0];
     char **argv = (char **)(ap + 1);
@@ -281,6 +432,12 @@ void _start(long *ap)
         leave(sysctl());
     if (same(what, "dirs"))
         leave(dirs());
+#ifdef NETBSD
+    if (same(what, "lwp"))
+        leave(lwp());
+#endif
+    if (same(what, "kqueue"))
+        leave(kqueue());
     if (same(what, "threads"))
         leave(threads());
     if (same(what, "fault"))

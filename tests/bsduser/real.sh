@@ -1,8 +1,8 @@
 #!/bin/bash
 # bsd-user against real BSD executables nobody here wrote: esbuild (a Go
-# program: threads, _umtx_op, sysarch TLS, signals set-up, sysctl) as npm
-# ships it for FreeBSD and for Linux, the same version. Each case runs the
-# FreeBSD build under `smolvm bsd-user` and the Linux build natively and
+# program: threads, TLS, futex-like waits, signal set-up, sysctl) as npm
+# ships it for FreeBSD, NetBSD and Linux, the same version. Each case runs
+# a BSD build under `smolvm bsd-user` and the Linux build natively and
 # wants the same output. Packages are cached outside the clone.
 # usage: real.sh SMOLVM   Prints PASS/FAIL/SKIP lines, then "N passed, N failed, N skipped".
 set -uo pipefail
@@ -24,18 +24,20 @@ fetch() {
     echo "$dir/package/bin/esbuild"
 }
 
-if ! linux=$(fetch linux) || ! freebsd=$(fetch freebsd); then
+if ! linux=$(fetch linux) || ! freebsd=$(fetch freebsd) || ! netbsd=$(fetch netbsd); then
     echo "SKIP bsd-user-real: npm could not fetch esbuild $version"
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
 
-# same NAME ARGS...: the FreeBSD build under bsd-user and the Linux build,
-# run in $work/proj, give the same stdout, stderr and exit status.
+# same OS NAME ARGS...: OS's build (freebsd or netbsd) under bsd-user and
+# the Linux build, run in $work/proj, give the same stdout, stderr and exit
+# status.
 same() {
-    local name=$1 a b
-    shift
-    (cd "$work/proj" && timeout 120 "$smolvm" bsd-user "$freebsd" "$@" > "$work/$name.bsd" 2> "$work/$name.bsd.err")
+    local os=$1 name=$1-$2 a b bin
+    shift 2
+    bin=${!os}
+    (cd "$work/proj" && timeout 120 "$smolvm" bsd-user "$bin" "$@" > "$work/$name.bsd" 2> "$work/$name.bsd.err")
     a=$?
     (cd "$work/proj" && "$linux" "$@" > "$work/$name.linux" 2> "$work/$name.linux.err")
     b=$?
@@ -43,7 +45,7 @@ same() {
         cmp -s "$work/$name.bsd.err" "$work/$name.linux.err" &&
         { [ -s "$work/$name.linux" ] || [ -s "$work/$name.linux.err" ]; }; then
         passed=$((passed + 1))
-        echo "PASS bsd-user-real $name: FreeBSD esbuild under bsd-user = Linux esbuild ($(wc -c < "$work/$name.linux") bytes, exit $a)"
+        echo "PASS bsd-user-real $name: $os esbuild under bsd-user = Linux esbuild ($(wc -c < "$work/$name.linux") bytes, exit $a)"
     else
         failed=$((failed + 1))
         echo "FAIL bsd-user-real $name: exit $a vs $b; $(tail -n 2 "$work/$name.bsd.err" | tr '\n' ' ')"
@@ -61,9 +63,11 @@ done
 printf 'export const v0 = 0;\n' > "$work/proj/src/m0.ts"
 printf 'import {v300} from "./src/m300";\nconsole.log(v300);\n' > "$work/proj/big.ts"
 
-same version --version
-same bundle main.ts --bundle --minify
-same many-modules big.ts --bundle --sourcemap=inline --format=esm
 printf 'let x = ;\n' > "$work/proj/bad.ts"
-same syntax-error bad.ts --bundle
+for os in freebsd netbsd; do
+    same $os version --version
+    same $os bundle main.ts --bundle --minify
+    same $os many-modules big.ts --bundle --sourcemap=inline --format=esm
+    same $os syntax-error bad.ts --bundle
+done
 echo "$passed passed, $failed failed, $skipped skipped"

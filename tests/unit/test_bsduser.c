@@ -85,6 +85,27 @@ static void test_threads(void **state)
         fail_msg("threads: %d (%s)", run("--strace ./fbsd threads"), "see err");
 }
 
+/* NetBSD's LWPs: _lwp_create from getcontext's registers (rip, rsp, rdi,
+ * rsi changed), _lwp_park/_lwp_unpark, a park timing out; getdents. */
+static void test_netbsd_lwp(void **state)
+{
+    (void)state;
+    int r = run("./nbsd lwp");
+    if (r != 0)
+        fail_msg("lwp: step %d failed (%d with --strace)", r, run("--strace ./nbsd lwp"));
+}
+
+/* kqueue on epoll: a pipe's readiness with its byte count and udata, once
+ * under EV_CLEAR; a user event; a one-shot timer; errors as EV_ERROR
+ * events, or the call's error without room; EV_DELETE. */
+static void test_kqueue(void **state)
+{
+    (void)state;
+    int r = run("./fbsd kqueue");
+    if (r != 0)
+        fail_msg("kqueue: step %d failed (%d with --strace)", r, run("--strace ./fbsd kqueue"));
+}
+
 /* Failures come back the BSD way: carry set, BSD errno numbers (ENOENT 2,
  * EBADF 9, ENOSYS 78 for what is not supported), and --strace says so. */
 static void test_errors_and_strace(void **state)
@@ -118,6 +139,8 @@ int main(void)
         cmocka_unit_test(test_hello_and_exit_status),
         cmocka_unit_test(test_files_memory_sysctl),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_kqueue),
+        cmocka_unit_test(test_netbsd_lwp),
         cmocka_unit_test(test_errors_and_strace),
         cmocka_unit_test(test_refusals_and_faults),
     };

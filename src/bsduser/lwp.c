@@ -1,0 +1,171 @@
+/* NetBSD's light-weight processes: _lwp_create from a ucontext (every
+ * register of the new thread, as getcontext gave it and the caller
+ * changed it), _lwp_exit/_self/_kill, and _lwp_park/_lwp_unpark, a
+ * one-token semaphore per LWP kept in a futex word. */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "bsduser/internal.h"
+
+/* NetBSD amd64 ucontext_t: uc_flags, uc_link, uc_sigmask (16), uc_stack
+ * (24), then mcontext: __gregs[26], _mc_tlsbase, __fpregs[512]. */
+#define UC_SIZE 784
+#define UC_GREGS 56
+#define UC_TLSBASE (UC_GREGS + 26 * 8)
+enum { UC_SIGMASK = 0x1, UC_STACK = 0x2, UC_CPU = 0x4, UC_TLSBASE_FLAG = 0x80000 };
+/* Its __gregs order. */
+enum { G_RDI, G_RSI, G_RDX, G_RCX, G_R8, G_R9, G_R10, G_R11, G_R12, G_R13, G_R14, G_R15, G_RBP,
+       G_RBX, G_RAX, G_GS, G_FS, G_ES, G_DS, G_TRAPNO, G_ERR, G_RIP, G_CS, G_RFLAGS, G_RSP, G_SS,
+       G_COUNT };
+/* NetBSD's clocks (<time.h>) and _lwp_park's flag. */
+enum { NETBSD_CLOCK_REALTIME = 0, NETBSD_TIMER_ABSTIME = 1 };
+
+/* Linux's REG_* for each of NetBSD's gregs (-1: none). */
+static const int linux_reg[G_COUNT] = {
+    [G_RDI] = REG_RDI, [G_RSI] = REG_RSI, [G_RDX] = REG_RDX, [G_RCX] = REG_RCX, [G_R8] = REG_R8,
+    [G_R9] = REG_R9, [G_R10] = REG_R10, [G_R11] = REG_R11, [G_R12] = REG_R12, [G_R13] = REG_R13,
+    [G_R14] = REG_R14, [G_R15] = REG_R15, [G_RBP] = REG_RBP, [G_RBX] = REG_RBX,
+    [G_RAX] = REG_RAX, [G_GS] = -1, [G_FS] = -1, [G_ES] = -1, [G_DS] = -1,
+    [G_TRAPNO] = REG_TRAPNO, [G_ERR] = REG_ERR, [G_RIP] = REG_RIP, [G_CS] = -1,
+    [G_RFLAGS] = REG_EFL, [G_RSP] = REG_RSP, [G_SS] = -1,
+};
+
+/* getcontext(ucp): the caller's registers as they are at the call (it
+ * returns 0 there, so %rax is 0 and carry clear). */
+static long sys_getcontext(const long *a)
+{
+    uint8_t uc[UC_SIZE] = {0};
+    uint64_t gregs[G_COUNT] = {0};
+    const greg_t *g = ((ucontext_t *)bsd_context)->uc_mcontext.gregs;
+    uint32_t flags = UC_CPU | UC_SIGMASK | UC_STACK;
+
+    for (int i = 0; i < G_COUNT; i++)
+        gregs[i] = linux_reg[i] < 0 ? 0 : (uint64_t)g[linux_reg[i]];
+    gregs[G_RAX] = 0;
+    gregs[G_RFLAGS] &= ~1ull;
+    memcpy(uc, &flags, 4);
+    memcpy(uc + UC_GREGS, gregs, sizeof(gregs));
+    return bsd_copy_out((uint64_t)a[0], uc, sizeof(uc));
+}
+
+/* _lwp_create(ucp, flags, &new): a thread with every register of ucp. */
+static long sys_lwp_create(const long *a)
+{
+    uint8_t uc[UC_SIZE];
+    uint64_t gregs[G_COUNT], tls = 0;
+    uint32_t flags;
+
+    if (bsd_copy_in(uc, (uint64_t)a[0], sizeof(uc)) < 0)
+        return -EFAULT;
+    memcpy(&flags, uc, 4);
+    memcpy(gregs, uc + UC_GREGS, sizeof(gregs));
+    if (flags & UC_TLSBASE_FLAG)
+        memcpy(&tls, uc + UC_TLSBASE, 8);
+    struct bsd_guest_regs r = {
+        .rip = gregs[G_RIP], .rsp = gregs[G_RSP], .fs = tls, .rdi = gregs[G_RDI],
+        .rsi = gregs[G_RSI], .rdx = gregs[G_RDX], .rcx = gregs[G_RCX], .r8 = gregs[G_R8],
+        .r9 = gregs[G_R9], .r10 = gregs[G_R10], .r11 = gregs[G_R11], .r12 = gregs[G_R12],
+        .r13 = gregs[G_R13], .r14 = gregs[G_R14], .r15 = gregs[G_R15], .rbp = gregs[G_RBP],
+        .rbx = gregs[G_RBX], .rax = gregs[G_RAX]};
+    /* The id goes out as a 32-bit lwpid_t. */
+    long id = bsd_thread_start(&r, 0, 0);
+    if (id < 0)
+        return id;
+    int32_t lwp = (int32_t)id;
+    return a[2] ? bsd_copy_out((uint64_t)a[2], &lwp, sizeof(lwp)) : 0;
+}
+
+static long sys_lwp_self(const long *a)
+{
+    (void)a;
+    return bsd_thread_id();
+}
+
+static long sys_lwp_exit(const long *a)
+{
+    (void)a;
+    bsd_thread_exit();
+}
+
+static long sys_lwp_kill(const long *a)
+{
+    int sig = bsd_linux_signal(a[1]);
+    if (a[1] && !sig)
+        return -EINVAL;
+    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - 100000), sig));
+}
+
+/* ---- park tokens: one futex word per LWP, found by its id ---- */
+
+#define PARK_SLOTS 4096
+
+static struct {
+    atomic_long id;
+    atomic_uint token;
+} parks[PARK_SLOTS];
+
+static atomic_uint *token_of(long id)
+{
+    for (unsigned i = 0; i < PARK_SLOTS; i++) {
+        unsigned slot = (unsigned)((unsigned long)id + i) % PARK_SLOTS;
+        long none = 0;
+        if (atomic_load(&parks[slot].id) == id ||
+            atomic_compare_exchange_strong(&parks[slot].id, &none, id) ||
+            atomic_load(&parks[slot].id) == id)
+            return &parks[slot].token;
+    }
+    return NULL;
+}
+
+static long unpark(long lwp)
+{
+    atomic_uint *t = token_of(lwp);
+    if (!t)
+        return -ENOMEM;
+    atomic_store(t, 1);
+    syscall(SYS_futex, t, 1 /* FUTEX_WAKE */, 1, NULL, NULL, 0);
+    return 0;
+}
+
+/* ___lwp_park60(clock, flags, ts, unpark, hint, unparkhint): wakes unpark
+ * first, then takes this LWP's token, sleeping for it until ts. */
+static long sys_lwp_park60(const long *a)
+{
+    struct timespec ts;
+    atomic_uint *t = token_of(bsd_thread_id());
+    long r = 0;
+
+    if (!t)
+        return -ENOMEM;
+    if (a[2] && bsd_copy_in(&ts, (uint64_t)a[2], sizeof(ts)) < 0)
+        return -EFAULT;
+    if (a[3])
+        unpark(a[3]);
+    if (atomic_exchange(t, 0))
+        return 0;
+    r = bsd_futex_wait((uint64_t)t, 0, a[2] ? &ts : NULL, a[1] & NETBSD_TIMER_ABSTIME,
+                       a[0] == NETBSD_CLOCK_REALTIME, false);
+    if (atomic_exchange(t, 0))
+        return 0;
+    return r == -ETIMEDOUT || r == -EINTR ? r : 0;
+}
+
+static long sys_lwp_unpark(const long *a)
+{
+    return unpark(a[0]);
+}
+
+const struct bsd_handler bsd_lwp_calls[] = {
+    {"netbsd:getcontext", sys_getcontext}, {"netbsd:_lwp_create", sys_lwp_create},
+    {"netbsd:_lwp_self", sys_lwp_self}, {"netbsd:_lwp_exit", sys_lwp_exit},
+    {"netbsd:_lwp_kill", sys_lwp_kill}, {"netbsd:___lwp_park60", sys_lwp_park60},
+    {"netbsd:_lwp_unpark", sys_lwp_unpark},
+};
+const size_t bsd_lwp_call_count = sizeof(bsd_lwp_calls) / sizeof(bsd_lwp_calls[0]);
