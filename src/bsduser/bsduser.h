@@ -33,6 +33,15 @@ struct bsduser_options {
 int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image *out)
     __attribute__((warn_unused_result));
 
+/* The checks bsd_load makes before it maps anything, on a file's bytes
+ * in memory: 0, or -ENOEXEC (-ENOTSUP) with the message set. */
+int bsd_check_elf(const uint8_t *file, size_t len, const struct bsduser_options *o,
+                  enum bsd_os *os) __attribute__((warn_unused_result));
+
+/* Whether path is an executable bsd-user runs (a FreeBSD or NetBSD amd64
+ * ELF): an execve of one stays under bsd-user. */
+bool bsd_probe(const char *path);
+
 /* Builds the initial stack as the BSD kernel lays it out and returns the
  * stack pointer to start with. */
 uint64_t bsd_stack(const struct bsd_image *img, const char *path, int argc, char **argv,

@@ -20,12 +20,21 @@ struct bsd_handler {
     bsd_handler_fn fn;
 };
 
-extern const struct bsd_handler bsd_thread_calls[];
-extern const size_t bsd_thread_call_count;
-extern const struct bsd_handler bsd_kqueue_calls[];
-extern const size_t bsd_kqueue_call_count;
-extern const struct bsd_handler bsd_lwp_calls[];
-extern const size_t bsd_lwp_call_count;
+/* Each part's table of calls, and its length. */
+#define BSD_CALLS(part)                                                                        \
+    extern const struct bsd_handler bsd_##part##_calls[];                                      \
+    extern const size_t bsd_##part##_call_count
+BSD_CALLS(thread);
+BSD_CALLS(kqueue);
+BSD_CALLS(lwp);
+BSD_CALLS(signal);
+BSD_CALLS(process);
+BSD_CALLS(socket);
+BSD_CALLS(ioctl);
+
+/* A handler's result meaning "the registers are set already" (sigreturn):
+ * neither %rax nor the carry flag is touched. */
+#define BSD_JUSTRETURN (-100000L)
 
 /* A descriptor the guest closes: if it was a kqueue, its notes go. */
 void bsd_kqueue_forget(int fd);
@@ -79,6 +88,7 @@ long bsd_futex_wait(uint64_t word, uint32_t expect, const struct timespec *ts, b
 /* A guest thread's first registers. */
 struct bsd_guest_regs {
     uint64_t rip, rsp, fs;
+    uint64_t sigmask[2]; /* the creator's: a new thread starts with it */
     uint64_t rdi, rsi, rdx, rcx, r8, r9, r10, r11, r12, r13, r14, r15, rbp, rbx, rax;
 };
 /* Starts a guest thread on a host pthread with regs; its id is written
@@ -89,6 +99,29 @@ long bsd_thread_start(const struct bsd_guest_regs *regs, uint64_t child_tid, uin
 void bsd_thread_exit(void) __attribute__((noreturn));
 /* The calling thread's id as the guest sees it. */
 long bsd_thread_id(void);
+
+/* Signals (signals.c). A host signal meant for the guest: delivered into
+ * context now, or kept until the guest can take it; false when the guest
+ * has no handler for it. */
+#include <signal.h>
+bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uint64_t *guest_fs);
+/* Delivers a kept signal the guest's mask lets through, into the context
+ * about to be resumed (at the end of each call). */
+void bsd_signals_flush(void *context, uint64_t *guest_fs);
+/* The calling thread's guest signal mask: old into out, in as the new
+ * (either may be NULL). */
+void bsd_signal_mask(uint64_t out[2], const uint64_t in[2]);
+/* Linux's signal number as the guest's BSD's (0: none there). */
+int bsd_signal_number(int linux_sig);
+/* Whether --strace is on (an exec'd BSD program keeps it). */
+bool bsd_tracing(void);
+/* Syscall User Dispatch on for the calling task (a thread, a forked child). */
+int bsd_dispatch_on(void);
+/* After fork: in the child only the caller's thread is left. */
+void bsd_threads_forked(bool child);
+
+/* In a handler: where the calling thread's guest %fs base is kept. */
+uint64_t *bsd_guest_fs(void);
 
 /* The registers of the guest's interrupted code, while its call is being
  * answered (a Linux ucontext_t). */

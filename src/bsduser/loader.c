@@ -96,17 +96,30 @@ static int check_static(const uint8_t *file, const Elf64_Ehdr *h, const struct b
     return 0;
 }
 
+/* A loadable segment lies in the file and, moved by bias, in the guest's
+ * range. */
+static int check_segment(const Elf64_Phdr *p, uint64_t bias, size_t file_len)
+{
+    uint64_t start = (p->p_vaddr + bias) & ~(PAGE - 1), shift = (p->p_vaddr + bias) - start;
+    uint64_t end = (p->p_vaddr + bias + p->p_memsz + PAGE - 1) & ~(PAGE - 1);
+
+    if (p->p_filesz > p->p_memsz || p->p_offset > file_len || p->p_filesz > file_len - p->p_offset ||
+        p->p_vaddr > BSDUSER_GUEST_LIMIT || p->p_memsz > BSDUSER_GUEST_LIMIT ||
+        end > BSDUSER_GUEST_LIMIT || end <= start || (p->p_offset & (PAGE - 1)) != (shift & (PAGE - 1)))
+        return err_plain(ENOEXEC, "a segment at 0x%llx is invalid or out of range",
+                         (unsigned long long)p->p_vaddr);
+    return 0;
+}
+
 static int map_segment(int fd, const Elf64_Phdr *p, uint64_t bias, size_t file_len)
 {
     uint64_t start = (p->p_vaddr + bias) & ~(PAGE - 1), shift = (p->p_vaddr + bias) - start;
     uint64_t end = (p->p_vaddr + bias + p->p_memsz + PAGE - 1) & ~(PAGE - 1);
     int prot = (p->p_flags & PF_R ? PROT_READ : 0) | (p->p_flags & PF_W ? PROT_WRITE : 0) |
                (p->p_flags & PF_X ? PROT_EXEC : 0);
-
-    if (p->p_filesz > p->p_memsz || p->p_offset > file_len || p->p_filesz > file_len - p->p_offset ||
-        end > BSDUSER_GUEST_LIMIT || end <= start || (p->p_offset & (PAGE - 1)) != (shift & (PAGE - 1)))
-        return err_plain(ENOEXEC, "a segment at 0x%llx is invalid or out of range",
-                         (unsigned long long)p->p_vaddr);
+    int r = check_segment(p, bias, file_len);
+    if (r < 0)
+        return r;
     void *m = mmap((void *)start, end - start, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
     if (m == MAP_FAILED)
@@ -118,38 +131,95 @@ static int map_segment(int fd, const Elf64_Phdr *p, uint64_t bias, size_t file_l
     return 0;
 }
 
+/* The file mapped read-only and its header checked: an ELF for amd64 from
+ * one of the BSDs. */
+struct elf_file {
+    int fd;
+    uint8_t *data;
+    size_t len;
+};
+
+static void elf_close(struct elf_file *f)
+{
+    if (f->data && f->data != MAP_FAILED)
+        munmap(f->data, f->len);
+    if (f->fd >= 0)
+        close(f->fd);
+}
+
+static int elf_open(const char *path, struct elf_file *f, enum bsd_os *os)
+{
+    struct stat st;
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    f->data = NULL;
+    if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+        int r = err_set(errno, "'%s'", path);
+        elf_close(f);
+        return r;
+    }
+    f->len = (size_t)st.st_size;
+    f->data = f->len >= sizeof(Elf64_Ehdr) ? mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, f->fd, 0)
+                                           : MAP_FAILED;
+    if (f->data == MAP_FAILED) {
+        elf_close(f);
+        return err_plain(ENOEXEC, "'%s' is not an ELF file", path);
+    }
+    const Elf64_Ehdr *h = (const Elf64_Ehdr *)f->data;
+    int r = check_header(f->len, h);
+    if (r == 0)
+        r = which_bsd(f->data, f->len, h, os);
+    if (r < 0)
+        elf_close(f);
+    return r;
+}
+
+int bsd_check_elf(const uint8_t *file, size_t len, const struct bsduser_options *o,
+                  enum bsd_os *os)
+{
+    const Elf64_Ehdr *h = (const Elf64_Ehdr *)file;
+    int r = check_header(len, h);
+    if (r == 0)
+        r = which_bsd(file, len, h, os);
+    if (r == 0)
+        r = check_static(file, h, o);
+    for (int i = 0; r == 0 && i < h->e_phnum; i++) {
+        const Elf64_Phdr *p = (const Elf64_Phdr *)(file + h->e_phoff + (uint64_t)i * sizeof(*p));
+        if (p->p_type == PT_LOAD)
+            r = check_segment(p, h->e_type == ET_DYN ? PIE_BASE : 0, len);
+    }
+    return r;
+}
+
+bool bsd_probe(const char *path)
+{
+    struct elf_file f;
+    enum bsd_os os;
+    if (elf_open(path, &f, &os) < 0) {
+        err_clear();
+        return false;
+    }
+    elf_close(&f);
+    return true;
+}
+
 int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image *out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    uint8_t *file;
+    struct elf_file f;
     int r;
 
     memset(out, 0, sizeof(*out));
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        r = err_set(errno, "'%s'", path);
-        if (fd >= 0)
-            close(fd);
-        return r;
-    }
-    file = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (file == MAP_FAILED || st.st_size < (off_t)sizeof(Elf64_Ehdr)) {
-        if (file != MAP_FAILED)
-            munmap(file, (size_t)st.st_size);
-        close(fd);
-        return err_plain(ENOEXEC, "'%s' is not an ELF file", path);
-    }
+    r = elf_open(path, &f, &out->os);
+    if (r < 0)
+        return r == -ENOEXEC ? r : (err_prefix("'%s'", path), r);
+    int fd = f.fd;
+    uint8_t *file = f.data;
     const Elf64_Ehdr *h = (const Elf64_Ehdr *)file;
-    r = check_header((size_t)st.st_size, h);
-    if (r == 0)
-        r = which_bsd(file, (size_t)st.st_size, h, &out->os);
-    if (r == 0)
-        r = check_static(file, h, o);
+    r = check_static(file, h, o);
     out->base = h->e_type == ET_DYN ? PIE_BASE : 0;
     for (int i = 0; r == 0 && i < h->e_phnum; i++) {
         const Elf64_Phdr *p = (const Elf64_Phdr *)(file + h->e_phoff + (uint64_t)i * sizeof(*p));
         if (p->p_type == PT_LOAD) {
-            r = map_segment(fd, p, out->base, (size_t)st.st_size);
+            r = map_segment(fd, p, out->base, f.len);
             uint64_t end = (p->p_vaddr + out->base + p->p_memsz + PAGE - 1) & ~(PAGE - 1);
             if (end > out->brk)
                 out->brk = end;
@@ -160,8 +230,7 @@ int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image
     out->entry = h->e_entry + out->base;
     out->phent = sizeof(Elf64_Phdr);
     out->phnum = h->e_phnum;
-    munmap(file, (size_t)st.st_size);
-    close(fd);
+    elf_close(&f);
     return r < 0 ? (err_prefix("'%s'", path), r) : 0;
 }
 

@@ -357,6 +357,11 @@ int bsd_errno(int linux_errno)
                                                                          : 78 /* ENOSYS */;
 }
 
+bool bsd_tracing(void)
+{
+    return tracing;
+}
+
 enum bsd_os bsd_personality(void)
 {
     return personality;
@@ -639,7 +644,9 @@ static void trace(const struct sysent *e, long number, const long *a, long r)
     int args = e ? e->nargs : 6;
     for (int i = 0; i < args && i < 6; i++)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%#lx", i ? ", " : "", a[i]);
-    if (r < 0 && r > -4096)
+    if (r == BSD_JUSTRETURN)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, ") = (its context restored)\n");
+    else if (r < 0 && r > -4096)
         n += snprintf(line + n, sizeof(line) - (size_t)n, ") ERR#%d '%s'%s\n",
                       -r < 200 ? errno_map[-r] : (int)-r, strerror((int)-r),
                       handlers[number & (MAX_SYSCALL - 1)] ? "" : " (not supported)");
@@ -677,13 +684,16 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
     long r = fn ? fn(a) : -ENOSYS;
     if (tracing)
         trace(known ? by_number[number] : NULL, number, a, r);
-    if (r < 0 && r > -4096) {
+    if (r == BSD_JUSTRETURN) {
+        ; /* sigreturn: every register is set */
+    } else if (r < 0 && r > -4096) {
         g[REG_RAX] = bsd_errno((int)-r);
         g[REG_EFL] |= 1; /* carry: an error */
     } else {
         g[REG_RAX] = r;
         g[REG_EFL] &= ~1ll;
     }
+    bsd_signals_flush(context, bsd_guest_fs());
     errno = saved;
 }
 
@@ -708,7 +718,11 @@ static void fill_handlers(const struct sysent *e, const char *own)
     } parts[] = {{implemented, sizeof(implemented) / sizeof(implemented[0])},
                  {bsd_thread_calls, bsd_thread_call_count},
                  {bsd_kqueue_calls, bsd_kqueue_call_count},
-                 {bsd_lwp_calls, bsd_lwp_call_count}};
+                 {bsd_lwp_calls, bsd_lwp_call_count},
+                 {bsd_signal_calls, bsd_signal_call_count},
+                 {bsd_process_calls, bsd_process_call_count},
+                 {bsd_socket_calls, bsd_socket_call_count},
+                 {bsd_ioctl_calls, bsd_ioctl_call_count}};
     for (size_t p = 0; p < sizeof(parts) / sizeof(parts[0]); p++)
         for (size_t k = 0; k < parts[p].count; k++) {
             const struct bsd_handler *h = &parts[p].calls[k];
@@ -749,7 +763,8 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
     bsd_context = context;
     if (sig == SIGSYS)
         on_sigsys(sig, info, context);
-    else
+    else if (!bsd_signal_arrived(sig, info, context, bsd_guest_fs()) &&
+             (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE))
         on_fault(sig, info, context);
     return 0;
 }

@@ -82,6 +82,22 @@ static struct bsd_thread *self(void)
 
 static atomic_int live_threads = 1;
 
+/* Every system call made below the guest limit raises SIGSYS; smolvm's,
+ * above it, go through. The setting is per task: threads and forked
+ * children set it again. */
+int bsd_dispatch_on(void)
+{
+    static volatile char selector = 1; /* SYSCALL_DISPATCH_FILTER_BLOCK */
+    return prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
+                 0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0 ? -errno : 0;
+}
+
+void bsd_threads_forked(bool child)
+{
+    if (child)
+        atomic_store(&live_threads, 1); /* the caller is the only one */
+}
+
 int bsd_thread_setup(struct bsd_thread **out)
 {
     bsd_fsgsbase = (getauxval(AT_HWCAP2) & 2) != 0; /* HWCAP2_FSGSBASE */
@@ -106,12 +122,8 @@ int bsd_thread_setup(struct bsd_thread **out)
     sigaddset(&mask, SIGBUS);
     sigaddset(&mask, SIGILL);
     sigaddset(&mask, SIGFPE);
-    /* Every system call made below the guest limit raises SIGSYS; smolvm's,
-     * above it, go through. The setting is per thread (clone drops it). */
-    static volatile char selector = 1; /* SYSCALL_DISPATCH_FILTER_BLOCK */
     if (sigaltstack(&ss, NULL) < 0 || pthread_sigmask(SIG_UNBLOCK, &mask, NULL) != 0 ||
-        prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
-              0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0)
+        bsd_dispatch_on() < 0)
         return -errno;
     if (out)
         *out = t;
@@ -119,6 +131,11 @@ int bsd_thread_setup(struct bsd_thread **out)
 }
 
 uint64_t bsd_dispatch(int sig, void *info, void *context);
+
+uint64_t *bsd_guest_fs(void)
+{
+    return &self()->guest_fs;
+}
 
 uint64_t bsd_on_signal(int sig, void *info, void *context)
 {
@@ -196,6 +213,7 @@ static void *thread_main(void *opaque)
     s->tid = tid;
     atomic_fetch_add(&live_threads, 1);
     tell(s, 1); /* s is the creator's: not touched after this */
+    bsd_signal_mask(NULL, regs.sigmask);
     /* Not in a handler: the block comes from the setup, not the stack. */
     if (!regs.fs)
         regs.fs = t->host_fs;
@@ -251,6 +269,7 @@ static void *thread_main(void *opaque)
 long bsd_thread_start(const struct bsd_guest_regs *regs, uint64_t child_tid, uint64_t parent_tid)
 {
     struct start s = {.regs = *regs, .tid_out = {child_tid, parent_tid}, .state = 0};
+    bsd_signal_mask(s.regs.sigmask, NULL);
     pthread_attr_t attr;
     pthread_t th;
 
@@ -417,33 +436,6 @@ static long sys_umtx_op(const long *a)
     }
 }
 
-/* ---- the signal state a runtime sets up (no delivery to guest handlers yet) ---- */
-
-static long zero_out(uint64_t addr, size_t len)
-{
-    static const uint8_t zeros[64];
-    return addr ? bsd_copy_out(addr, zeros, len) : 0;
-}
-
-static long sys_sigaction(const long *a)
-{
-    return zero_out((uint64_t)a[2], 32); /* the old action: the default */
-}
-
-static long sys_sigprocmask(const long *a)
-{
-    return zero_out((uint64_t)a[2], 16); /* the old mask: empty */
-}
-
-static long sys_sigaltstack(const long *a)
-{
-    static const struct {
-        uint64_t sp, size;
-        int32_t flags, pad;
-    } disabled = {0, 0, 4 /* SS_DISABLE */, 0};
-    return a[1] ? bsd_copy_out((uint64_t)a[1], &disabled, sizeof(disabled)) : 0;
-}
-
 /* ---- scheduling ---- */
 
 static long sys_sched_yield(const long *a)
@@ -477,10 +469,7 @@ static long sys_nothing(const long *a)
 const struct bsd_handler bsd_thread_calls[] = {
     {"sysarch", sys_sysarch}, {"netbsd:_lwp_setprivate", sys_lwp_setprivate},
     {"thr_self", sys_thr_self}, {"thr_new", sys_thr_new}, {"thr_exit", sys_thr_exit},
-    {"thr_kill", sys_thr_kill}, {"_umtx_op", sys_umtx_op}, {"sigaction", sys_sigaction},
-    {"sigprocmask", sys_sigprocmask}, {"sigaltstack", sys_sigaltstack},
-    {"netbsd:__sigprocmask14", sys_sigprocmask}, {"netbsd:__sigaltstack14", sys_sigaltstack},
-    {"netbsd:__sigaction_sigtramp", sys_sigaction}, {"netbsd:__setitimer50", sys_nothing},
+    {"thr_kill", sys_thr_kill}, {"_umtx_op", sys_umtx_op}, {"netbsd:__setitimer50", sys_nothing},
     {"sched_yield", sys_sched_yield}, {"cpuset_getaffinity", sys_cpuset_getaffinity},
     {"rtprio_thread", sys_nothing}, {"thr_set_name", sys_nothing},
 };

@@ -132,7 +132,7 @@ static int errors(void)
     r = sys(SYS_READ, 12345, 0, 0);
     if (!r.failed || r.value != 9) /* EBADF */
         return 2;
-    r = sys(2); /* fork: not supported here */
+    r = sys(26, 0, 0, 0, 0); /* ptrace: not supported here */
     if (!r.failed || r.value != 78) /* ENOSYS */
         return 3;
     r = sys(SYS_GETPID);
@@ -329,6 +329,255 @@ static int kqueue(void)
     return sys(SYS_CLOSE, kq).failed ? 10 : 0;
 }
 
+#define SYS_KILL 37
+#define SYS_SIGPROCMASK 340
+#define SYS_SIGPENDING 343
+#define SYS_SIGACTION 416
+#define SIGSEGV_ 11
+#define SIGUSR1_ 30
+#define SA_SIGINFO_ 0x40
+/* FreeBSD's ucontext_t: the mcontext at 16; its rax at 56, rip at 160,
+ * rsp at 184 (from there). */
+#define UC_RAX (16 + 56)
+#define UC_RIP (16 + 160)
+#define UC_RSP (16 + 184)
+
+struct sigaction_ {
+    void (*handler)(int, void *, void *);
+    int flags;
+    unsigned mask[4];
+};
+
+static volatile int usr1_seen, usr1_good, segv_good;
+
+static void on_usr1(int sig, void *info, void *uc)
+{
+    long rip = *(long *)((char *)uc + UC_RIP);
+    usr1_seen++;
+    usr1_good = sig == SIGUSR1_ && *(int *)info == SIGUSR1_ && rip > 0 && rip < 0x500000000000l;
+    *(long *)((char *)uc + UC_RAX) = 77; /* what the interrupted kill() returns */
+}
+
+static void resumed(void);
+
+/* A fault: its address comes in the siginfo, and the handler sends the
+ * program on elsewhere by changing the context. */
+static void on_segv(int sig, void *info, void *uc)
+{
+    segv_good = sig == SIGSEGV_ && *(void **)((char *)info + 24) == (void *)16;
+    *(long *)((char *)uc + UC_RIP) = (long)resumed;
+    *(long *)((char *)uc + UC_RSP) = (*(long *)((char *)uc + UC_RSP) & ~15l) - 8;
+}
+
+static void resumed(void)
+{
+    leave(segv_good ? 0 : 9);
+}
+
+/* Handlers with siginfo and a ucontext, sigreturn from a changed context,
+ * masking with the signal kept pending, a fault handled. */
+static int signals(void)
+{
+    struct sigaction_ act = {on_usr1, SA_SIGINFO_, {0, 0, 0, 0}}, old = {0, 0, {0, 0, 0, 0}};
+    long pid = sys(SYS_GETPID).value;
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, &old).failed || old.handler)
+        return 1;
+    struct ret r = sys(SYS_KILL, pid, SIGUSR1_);
+    if (usr1_seen != 1 || !usr1_good)
+        return 2;
+    if (r.failed || r.value != 77)
+        return 3; /* the handler's change to the context came back */
+    unsigned set[4] = {1u << (SIGUSR1_ - 1), 0, 0, 0}, pend[4] = {0, 0, 0, 0};
+    sys(SYS_SIGPROCMASK, 1 /* SIG_BLOCK */, set, 0);
+    sys(SYS_KILL, pid, SIGUSR1_);
+    if (usr1_seen != 1 || sys(SYS_SIGPENDING, pend).failed || !(pend[0] & set[0]))
+        return 4; /* masked: pending, not delivered */
+    sys(SYS_SIGPROCMASK, 2 /* SIG_UNBLOCK */, set, 0);
+    if (usr1_seen != 2)
+        return 5; /* unmasked: delivered */
+    struct sigaction_ segv = {on_segv, SA_SIGINFO_, {0, 0, 0, 0}};
+    if (sys(SYS_SIGACTION, SIGSEGV_, &segv, 0).failed)
+        return 6;
+    *(volatile int *)16 = 1;
+    return 7; /* not reached: the handler sent us to resumed() */
+}
+
+#define SYS_FORK 2
+#define SYS_WAIT4 7
+#define SYS_EXECVE 59
+
+/* fork: the child exits 3, the parent's wait4 sees it; fork again and
+ * execve this very program (a BSD one: it stays under bsd-user, exit 7),
+ * and a host program (exit status 5); a missing one: ENOENT. */
+static int processes(char *self)
+{
+    int status = 0;
+    long child = sys(SYS_FORK).value;
+    if (child == 0)
+        leave(3);
+    if (child < 0 || sys(SYS_WAIT4, child, &status, 0, 0).value != child || status != (3 << 8))
+        return 1;
+    char *hello[] = {self, "hello", 0}, *env[] = {0};
+    if ((child = sys(SYS_FORK).value) == 0)
+        leave(sys(SYS_EXECVE, self, hello, env).value + 100);
+    if (sys(SYS_WAIT4, child, &status, 0, 0).value != child || status != (7 << 8))
+        return 2;
+    char *sh[] = {"/bin/sh", "-c", "exit 5", 0};
+    if ((child = sys(SYS_FORK).value) == 0)
+        leave(sys(SYS_EXECVE, "/bin/sh", sh, env).value + 100);
+    if (sys(SYS_WAIT4, child, &status, 0, 0).value != child || status != (5 << 8))
+        return 3;
+    struct ret r = sys(SYS_EXECVE, "/no/such/program", sh, env);
+    if (!r.failed || r.value != 2)
+        return 4;
+    r = sys(SYS_WAIT4, -1, &status, 1 /* WNOHANG */, 0);
+    if (!r.failed || r.value != 10) /* ECHILD */
+        return 5;
+    return 0;
+}
+
+#define SYS_RECVMSG 27
+#define SYS_SENDMSG 28
+#define SYS_RECVFROM 29
+#define SYS_ACCEPT 30
+#define SYS_GETSOCKNAME 32
+#define SYS_SOCKET 97
+#define SYS_CONNECT 98
+#define SYS_BIND 104
+#define SYS_SETSOCKOPT 105
+#define SYS_LISTEN 106
+#define SYS_GETSOCKOPT 118
+#define SYS_SENDTO 133
+#define SYS_SOCKETPAIR 135
+
+/* A BSD sockaddr_in: sa_len and an 8-bit family first. */
+struct sin {
+    unsigned char len, family;
+    unsigned short port;
+    unsigned char addr[4], zero[8];
+};
+
+struct iov_ {
+    const void *base;
+    size_t len;
+};
+
+struct msghdr_ {
+    void *name;
+    unsigned namelen;
+    struct iov_ *iov;
+    int iovlen;
+    void *control;
+    unsigned controllen;
+    int flags;
+};
+
+static int same_bytes(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+/* A socketpair; TCP on 127.0.0.1 (bind, listen, getsockname, connect,
+ * accept, options); UDP with addresses; sendmsg/recvmsg; MSG_PEEK. */
+static int sockets(void)
+{
+    int sv[2], one = 1, type = 0;
+    unsigned len = 16, plen = 16;
+    char buf[16];
+    struct sin any = {16, 2, 0, {127, 0, 0, 1}, {0}}, bound = {0}, peer = {0}, from = {0};
+
+    if (sys(SYS_SOCKETPAIR, 1, 1, 0, sv).failed || sys(SYS_WRITE, sv[0], "abc", 3).value != 3 ||
+        sys(SYS_READ, sv[1], buf, 16).value != 3 || !same_bytes(buf, "abc", 3))
+        return 1;
+    long s = sys(SYS_SOCKET, 2, 1 | 0x10000000, 0).value; /* SOCK_CLOEXEC */
+    if (s < 0 || sys(SYS_SETSOCKOPT, s, 0xffff, 4, &one, 4).failed) /* SO_REUSEADDR */
+        return 2;
+    if (sys(SYS_BIND, s, &any, 16).failed || sys(SYS_LISTEN, s, 4).failed ||
+        sys(SYS_GETSOCKNAME, s, &bound, &len).failed || len != 16 || bound.len != 16 ||
+        bound.family != 2 || !bound.port)
+        return 3;
+    long c = sys(SYS_SOCKET, 2, 1, 0).value;
+    if (c < 0 || sys(SYS_CONNECT, c, &bound, 16).failed)
+        return 4;
+    long t = sys(SYS_ACCEPT, s, &peer, &plen).value;
+    if (t < 0 || peer.family != 2 || peer.addr[0] != 127 || peer.addr[3] != 1)
+        return 5;
+    if (sys(SYS_SENDTO, c, "ping", 4, 0, 0, 0).value != 4 ||
+        sys(SYS_RECVFROM, t, buf, 16, 0, 0, 0).value != 4 || !same_bytes(buf, "ping", 4))
+        return 6;
+    len = 4;
+    if (sys(SYS_GETSOCKOPT, t, 0xffff, 0x1008, &type, &len).failed || type != 1) /* SO_TYPE */
+        return 7;
+    long u1 = sys(SYS_SOCKET, 2, 2, 0).value, u2 = sys(SYS_SOCKET, 2, 2, 0).value;
+    len = 16;
+    plen = 16;
+    if (sys(SYS_BIND, u1, &any, 16).failed || sys(SYS_GETSOCKNAME, u1, &bound, &len).failed ||
+        sys(SYS_SENDTO, u2, "dgram", 5, 0, &bound, 16).value != 5 ||
+        sys(SYS_RECVFROM, u1, buf, 16, 0, &from, &plen).value != 5 || from.family != 2 ||
+        from.len != 16 || !same_bytes(buf, "dgram", 5))
+        return 8;
+    struct iov_ out[2] = {{"he", 2}, {"llo", 3}}, in[1] = {{buf, 16}};
+    struct msghdr_ m = {0, 0, out, 2, 0, 0, 0}, r = {0, 0, in, 1, 0, 0, 0};
+    if (sys(SYS_SENDMSG, c, &m, 0).value != 5 || sys(SYS_RECVMSG, t, &r, 0).value != 5 ||
+        !same_bytes(buf, "hello", 5))
+        return 9;
+    buf[0] = 0;
+    sys(SYS_SENDTO, c, "x", 1, 0, 0, 0);
+    if (sys(SYS_RECVFROM, t, buf, 1, 2, 0, 0).value != 1 || buf[0] != 'x' || /* MSG_PEEK */
+        sys(SYS_RECVFROM, t, buf + 1, 1, 0, 0, 0).value != 1 || buf[1] != 'x')
+        return 10;
+    return 0;
+}
+
+#define SYS_IOCTL 54
+#define TIOCGETA 0x402c7413ul
+#define TIOCSETA 0x802c7414ul
+#define TIOCGWINSZ 0x40087468ul
+#define FIONREAD 0x4004667ful
+#define FIOCLEX 0x20006601ul
+
+struct termios_ {
+    unsigned iflag, oflag, cflag, lflag;
+    unsigned char cc[20];
+    unsigned ispeed, ospeed;
+};
+
+/* Descriptor requests on a pipe (and ENOTTY for terminal ones); with
+ * "tty", the terminal on stdin as a BSD sees it: flags, control
+ * characters and speed in BSD numbering, and a change read back. */
+static int terminal(int tty)
+{
+    int fds[2], n = 0;
+    struct termios_ t;
+    unsigned short ws[4];
+    if (sys(SYS_PIPE2, fds, 0).failed || sys(SYS_WRITE, fds[1], "abc", 3).value != 3 ||
+        sys(SYS_IOCTL, fds[0], FIONREAD, &n).failed || n != 3)
+        return 1;
+    struct ret r = sys(SYS_IOCTL, fds[0], TIOCGETA, &t);
+    if (!r.failed || r.value != 25) /* ENOTTY */
+        return 2;
+    if (sys(SYS_IOCTL, fds[0], FIOCLEX, 0).failed || sys(SYS_FCNTL, fds[0], 1, 0).value != 1)
+        return 3; /* F_GETFD: FD_CLOEXEC */
+    if (!tty)
+        return 0;
+    if (sys(SYS_IOCTL, 0, TIOCGETA, &t).failed)
+        return 4;
+    /* ICANON|ECHO|ISIG; CS8|CREAD; ^C in VINTR (8), VMIN (16) 1. */
+    if ((t.lflag & 0x188) != 0x188 || (t.cflag & 0xb00) != 0xb00 || t.cc[8] != 3 || t.cc[16] != 1 ||
+        t.ospeed == 0)
+        return 5;
+    t.lflag &= ~0x108u; /* ICANON, ECHO */
+    t.cc[16] = 0;
+    struct termios_ back;
+    if (sys(SYS_IOCTL, 0, TIOCSETA, &t).failed || sys(SYS_IOCTL, 0, TIOCGETA, &back).failed ||
+        (back.lflag & 0x108) || back.cc[16] != 0 || !(back.lflag & 0x80))
+        return 6;
+    return sys(SYS_IOCTL, 0, TIOCGWINSZ, ws).failed ? 7 : 0;
+}
+
 #ifdef NETBSD
 #define SYS_GETCONTEXT 307
 #define SYS_LWP_CREATE 309
@@ -372,6 +621,8 @@ static int lwp(void)
         sys(SYS_LWP_PARK60, 3, 0, &two, 0, 0, 0); /* CLOCK_MONOTONIC, relative */
     if (lwp_saw != 42)
         return 3;
+    /* The unpark may have come before any park: its token is taken here. */
+    sys(SYS_LWP_PARK60, 3, 0, &short_, 0, 0, 0);
     struct ret r = sys(SYS_LWP_PARK60, 3, 0, &short_, 0, 0, 0);
     if (!r.failed || r.value != 60) /* ETIMEDOUT */
         return 4;
@@ -438,6 +689,16 @@ void ENTRY(long *ap)
 #endif
     if (same(what, "kqueue"))
         leave(kqueue());
+    if (same(what, "signals"))
+        leave(signals());
+    if (same(what, "ioctl"))
+        leave(terminal(0));
+    if (same(what, "tty"))
+        leave(terminal(1));
+    if (same(what, "sockets"))
+        leave(sockets());
+    if (same(what, "processes"))
+        leave(processes(argv[0]));
     if (same(what, "threads"))
         leave(threads());
     if (same(what, "fault"))

@@ -63,11 +63,43 @@ done
 printf 'export const v0 = 0;\n' > "$work/proj/src/m0.ts"
 printf 'import {v300} from "./src/m300";\nconsole.log(v300);\n' > "$work/proj/big.ts"
 
+# serve OS|linux PORT OUT: esbuild's HTTP server (Go's net/http: sockets,
+# the kqueue poller) bundles on request; OUT gets what curl fetched.
+serve() {
+    local bin=$1 port=$2 out=$3 i
+    [ "$1" = linux ] && bin=$linux || bin=${!1}
+    # It serves while its stdin stays open.
+    if [ "$1" = linux ]; then
+        (cd "$work/proj" && sleep 30 | timeout 40 "$bin" main.ts --bundle --outdir=served \
+            --serve=127.0.0.1:"$port" > /dev/null 2>&1) &
+    else
+        (cd "$work/proj" && sleep 30 | timeout 40 "$smolvm" bsd-user "$bin" main.ts --bundle \
+            --outdir=served --serve=127.0.0.1:"$port" > /dev/null 2>&1) &
+    fi
+    for i in $(seq 1 50); do
+        curl -sf -m 5 "http://127.0.0.1:$port/main.js" > "$out" 2> /dev/null && break
+        sleep 0.2
+    done
+    curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/missing.js" >> "$out.codes"
+    pkill -f -- "--serve=127.0.0.1:$port" 2> /dev/null
+}
+
 printf 'let x = ;\n' > "$work/proj/bad.ts"
 for os in freebsd netbsd; do
     same $os version --version
     same $os bundle main.ts --bundle --minify
     same $os many-modules big.ts --bundle --sourcemap=inline --format=esm
     same $os syntax-error bad.ts --bundle
+    port=$((20000 + RANDOM % 20000))
+    serve linux "$port" "$work/serve-linux"
+    serve $os $((port + 1)) "$work/serve-$os"
+    if [ -s "$work/serve-linux" ] && cmp -s "$work/serve-linux" "$work/serve-$os" &&
+        [ "$(cat "$work/serve-$os.codes")" = 404 ]; then
+        passed=$((passed + 1))
+        echo "PASS bsd-user-real $os-serve: $os esbuild's HTTP server under bsd-user served the bundle the Linux build serves ($(wc -c < "$work/serve-linux") bytes; 404 for a missing file)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL bsd-user-real $os-serve: $(wc -c < "$work/serve-$os" 2>/dev/null) bytes vs $(wc -c < "$work/serve-linux" 2>/dev/null); codes $(cat "$work/serve-$os.codes" 2>/dev/null)"
+    fi
 done
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -1,0 +1,389 @@
+/* Signals for the guest: its actions (sigaction), its per-thread mask and
+ * alternate stack, and delivery the FreeBSD way: a frame on the guest's
+ * stack with a siginfo and a ucontext, the handler called with (sig,
+ * &siginfo, &ucontext) and returning into a trampoline page that calls
+ * sigreturn(&ucontext), which restores every register from the (maybe
+ * changed) ucontext. A signal that interrupts smolvm's own code (a call
+ * being answered) waits until the call returns to the guest; one the guest
+ * masks waits until it unmasks it. Faults in guest code go to its handler
+ * when it has one. */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "bsduser/internal.h"
+
+#define BSD_SIGNALS 128
+/* <sys/signal.h>, the same in both BSDs. */
+enum { SA_ONSTACK_ = 0x1, SA_RESTART_ = 0x2, SA_RESETHAND_ = 0x4, SA_NODEFER_ = 0x10,
+       SA_SIGINFO_ = 0x40, SIG_BLOCK_ = 1, SIG_UNBLOCK_ = 2, SIG_SETMASK_ = 3,
+       SS_ONSTACK_ = 1, SS_DISABLE_ = 4, SIG_DFL_ = 0, SIG_IGN_ = 1 };
+/* FreeBSD's frame: ucontext_t (880 bytes; mcontext at 16, 800 bytes) and
+ * siginfo_t (80 bytes). */
+enum { UC_SIZE = 880, UC_MCONTEXT = 16, MC_SIZE = 800, SI_SIZE = 80 };
+/* mcontext_t fields. */
+enum { MC_ONSTACK = 0, MC_RDI = 8, MC_RSI = 16, MC_RDX = 24, MC_RCX = 32, MC_R8 = 40, MC_R9 = 48,
+       MC_RAX = 56, MC_RBX = 64, MC_RBP = 72, MC_R10 = 80, MC_R11 = 88, MC_R12 = 96,
+       MC_R13 = 104, MC_R14 = 112, MC_R15 = 120, MC_TRAPNO = 128, MC_ADDR = 136,
+       MC_FLAGS = 144, MC_ERR = 152, MC_RIP = 160, MC_CS = 168, MC_RFLAGS = 176, MC_RSP = 184,
+       MC_SS = 192, MC_LEN = 200, MC_FPFORMAT = 208, MC_OWNEDFP = 216, MC_FPSTATE = 224,
+       MC_FSBASE = 736, MC_GSBASE = 744 };
+enum { MC_FPFMT_XMM = 0x10002, MC_FPOWNED_FPU = 0x20001, MC_HASBASES = 0x2 };
+
+struct action {
+    uint64_t handler;
+    uint32_t flags;
+    uint64_t mask[2];
+};
+
+static struct action actions[BSD_SIGNALS];
+
+/* Per thread: the guest's mask, its signals waiting, its alternate stack. */
+static __thread uint64_t mask[2], pending[2];
+static __thread siginfo_t pending_info[BSD_SIGNALS];
+static __thread struct {
+    uint64_t sp, size;
+    int32_t flags;
+} altstack = {0, 0, SS_DISABLE_};
+
+static uint64_t trampoline;
+
+static bool in_set(const uint64_t *set, int sig)
+{
+    return (set[(sig - 1) / 64] >> ((sig - 1) % 64)) & 1;
+}
+
+static void set_bit(uint64_t *set, int sig, bool on)
+{
+    uint64_t bit = 1ull << ((sig - 1) % 64);
+    set[(sig - 1) / 64] = on ? set[(sig - 1) / 64] | bit : set[(sig - 1) / 64] & ~bit;
+}
+
+/* Linux's number back to the guest's (the maps are one-to-one). */
+int bsd_signal_number(int linux_sig)
+{
+    for (int s = 1; s < 65; s++)
+        if (bsd_linux_signal(s) == linux_sig)
+            return s;
+    return 0;
+}
+
+/* Signals smolvm keeps its own handler on (faults and system calls). */
+static bool ours(int linux_sig)
+{
+    return linux_sig == SIGSYS || linux_sig == SIGSEGV || linux_sig == SIGBUS ||
+           linux_sig == SIGILL || linux_sig == SIGFPE;
+}
+
+/* The trampoline page: a handler returns onto it with %rsp at the
+ * ucontext; it calls sigreturn(ucontext). */
+static int make_trampoline(void)
+{
+    /* mov %rsp,%rdi; mov $417,%eax (SYS_sigreturn); syscall; hlt */
+    static const uint8_t code[] = {0x48, 0x89, 0xe7, 0xb8, 0xa1, 0x01, 0x00, 0x00, 0x0f, 0x05, 0xf4};
+    if (trampoline)
+        return 0;
+    uint64_t at = bsd_guest_map(4096);
+    void *p = mmap((void *)at, 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    memcpy(p, code, sizeof(code));
+    if (mprotect(p, 4096, PROT_READ | PROT_EXEC) < 0)
+        return -errno;
+    trampoline = at;
+    return 0;
+}
+
+/* ---- the calls ---- */
+
+/* FreeBSD's struct sigaction: handler, int flags, sigset mask (32 bytes);
+ * NetBSD's: handler, sigset mask, int flags. */
+static void get_action(const uint8_t *b, struct action *a)
+{
+    bool netbsd = bsd_personality() == BSD_NETBSD;
+    memcpy(&a->handler, b, 8);
+    memcpy(&a->flags, b + (netbsd ? 24 : 8), 4);
+    memcpy(a->mask, b + (netbsd ? 8 : 12), 16);
+}
+
+static void put_action(uint8_t *b, const struct action *a)
+{
+    bool netbsd = bsd_personality() == BSD_NETBSD;
+    memset(b, 0, 32);
+    memcpy(b, &a->handler, 8);
+    memcpy(b + (netbsd ? 24 : 8), &a->flags, 4);
+    memcpy(b + (netbsd ? 8 : 12), a->mask, 16);
+}
+
+static long install(int sig, const struct action *a)
+{
+    int host = bsd_linux_signal(sig);
+    /* Ours stay (the dispatcher looks the action up); NetBSD's frames are
+     * not built yet: its handlers are recorded, not called. */
+    if (!host || ours(host) || bsd_personality() == BSD_NETBSD)
+        return 0;
+    struct sigaction sa = {.sa_flags = SA_SIGINFO | SA_ONSTACK};
+    if (a->handler == SIG_DFL_ || a->handler == SIG_IGN_)
+        sa.sa_handler = a->handler == SIG_DFL_ ? SIG_DFL : SIG_IGN;
+    else
+        sa.sa_sigaction = (void (*)(int, siginfo_t *, void *))bsd_signal_entry;
+    if (a->flags & SA_RESTART_)
+        sa.sa_flags |= SA_RESTART;
+    return sigaction(host, &sa, NULL) < 0 ? -errno : 0;
+}
+
+static long sys_sigaction(const long *a)
+{
+    int sig = (int)a[0];
+    uint8_t b[32];
+    struct action now;
+
+    if (sig < 1 || sig >= BSD_SIGNALS || (a[1] && (bsd_linux_signal(sig) == SIGKILL ||
+                                                    bsd_linux_signal(sig) == SIGSTOP)))
+        return -EINVAL;
+    if (a[1] && bsd_copy_in(b, (uint64_t)a[1], sizeof(b)) < 0)
+        return -EFAULT;
+    if (a[2]) {
+        put_action(b + 0, &actions[sig]);
+        if (bsd_copy_out((uint64_t)a[2], b, sizeof(b)) < 0)
+            return -EFAULT;
+        if (a[1] && bsd_copy_in(b, (uint64_t)a[1], sizeof(b)) < 0)
+            return -EFAULT;
+    }
+    if (!a[1])
+        return 0;
+    get_action(b, &now);
+    if (now.handler > SIG_IGN_ && make_trampoline() < 0)
+        return -ENOMEM;
+    actions[sig] = now;
+    return install(sig, &now);
+}
+
+static long sys_sigprocmask(const long *a)
+{
+    uint64_t set[2], old[2] = {mask[0], mask[1]};
+    if (a[1]) {
+        if (bsd_copy_in(set, (uint64_t)a[1], sizeof(set)) < 0)
+            return -EFAULT;
+        for (int i = 0; i < 2; i++)
+            mask[i] = a[0] == SIG_BLOCK_ ? mask[i] | set[i]
+                    : a[0] == SIG_UNBLOCK_ ? mask[i] & ~set[i] : set[i];
+        if (a[0] < SIG_BLOCK_ || a[0] > SIG_SETMASK_) {
+            memcpy(mask, old, sizeof(old));
+            return -EINVAL;
+        }
+        /* SIGKILL and SIGSTOP cannot be masked. */
+        set_bit(mask, bsd_signal_number(SIGKILL), false);
+        set_bit(mask, bsd_signal_number(SIGSTOP), false);
+    }
+    return a[2] ? bsd_copy_out((uint64_t)a[2], old, sizeof(old)) : 0;
+}
+
+static long sys_sigaltstack(const long *a)
+{
+    __typeof__(altstack) now, old = altstack;
+    if (a[0]) {
+        if (bsd_copy_in(&now, (uint64_t)a[0], sizeof(now)) < 0)
+            return -EFAULT;
+        if (!(now.flags & SS_DISABLE_) && now.size < 2048)
+            return -ENOMEM;
+        altstack = now;
+    }
+    return a[1] ? bsd_copy_out((uint64_t)a[1], &old, sizeof(old)) : 0;
+}
+
+static long sys_sigpending(const long *a)
+{
+    return bsd_copy_out((uint64_t)a[0], pending, sizeof(pending));
+}
+
+/* ---- delivery ---- */
+
+static void put64(uint8_t *b, size_t at, uint64_t v)
+{
+    memcpy(b + at, &v, 8);
+}
+
+static uint64_t get64(const uint8_t *b, size_t at)
+{
+    uint64_t v;
+    memcpy(&v, b + at, 8);
+    return v;
+}
+
+/* Linux's general registers <-> FreeBSD's mcontext. */
+static const struct {
+    int linux_reg;
+    size_t mc;
+} regs[] = {
+    {REG_RDI, MC_RDI}, {REG_RSI, MC_RSI}, {REG_RDX, MC_RDX}, {REG_RCX, MC_RCX},
+    {REG_R8, MC_R8},   {REG_R9, MC_R9},   {REG_RAX, MC_RAX}, {REG_RBX, MC_RBX},
+    {REG_RBP, MC_RBP}, {REG_R10, MC_R10}, {REG_R11, MC_R11}, {REG_R12, MC_R12},
+    {REG_R13, MC_R13}, {REG_R14, MC_R14}, {REG_R15, MC_R15}, {REG_RIP, MC_RIP},
+    {REG_EFL, MC_RFLAGS}, {REG_RSP, MC_RSP}, {REG_ERR, MC_ERR}, {REG_TRAPNO, MC_TRAPNO},
+};
+
+static void save_context(uint8_t *uc, const ucontext_t *host, uint64_t guest_fs)
+{
+    uint8_t *mc = uc + UC_MCONTEXT;
+    memset(uc, 0, UC_SIZE);
+    memcpy(uc, mask, 16);
+    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+        put64(mc, regs[i].mc, (uint64_t)host->uc_mcontext.gregs[regs[i].linux_reg]);
+    put64(mc, MC_CS, 0x43);
+    put64(mc, MC_SS, 0x3b);
+    put64(mc, MC_LEN, MC_SIZE);
+    put64(mc, MC_FSBASE, guest_fs);
+    memcpy(mc + MC_FLAGS, &(uint32_t){MC_HASBASES}, 4);
+    if (host->uc_mcontext.fpregs) {
+        put64(mc, MC_FPFORMAT, MC_FPFMT_XMM);
+        put64(mc, MC_OWNEDFP, MC_FPOWNED_FPU);
+        memcpy(mc + MC_FPSTATE, host->uc_mcontext.fpregs, 512);
+    }
+}
+
+/* The flags a program may change: the arithmetic ones, TF, DF, OF, AC. */
+#define USER_FLAGS 0x40dd5ull
+
+static void load_context(const uint8_t *uc, ucontext_t *host, uint64_t *guest_fs)
+{
+    const uint8_t *mc = uc + UC_MCONTEXT;
+    greg_t *g = host->uc_mcontext.gregs;
+    uint64_t flags = (uint64_t)g[REG_EFL];
+    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+        g[regs[i].linux_reg] = (greg_t)get64(mc, regs[i].mc);
+    g[REG_EFL] = (greg_t)((flags & ~USER_FLAGS) | (get64(mc, MC_RFLAGS) & USER_FLAGS));
+    if (host->uc_mcontext.fpregs && get64(mc, MC_FPFORMAT) == MC_FPFMT_XMM) {
+        uint32_t mxcsr_mask = host->uc_mcontext.fpregs->mxcr_mask;
+        memcpy(host->uc_mcontext.fpregs, mc + MC_FPSTATE, 512);
+        /* Reserved MXCSR bits would fault the return to the guest. */
+        host->uc_mcontext.fpregs->mxcsr &= mxcsr_mask ? mxcsr_mask : 0xffbf;
+        host->uc_mcontext.fpregs->mxcr_mask = mxcsr_mask;
+    }
+    uint32_t mc_flags;
+    memcpy(&mc_flags, mc + MC_FLAGS, 4);
+    if ((mc_flags & MC_HASBASES) && get64(mc, MC_FSBASE))
+        *guest_fs = get64(mc, MC_FSBASE);
+    memcpy(mask, uc, 16);
+}
+
+/* FreeBSD's siginfo_t: signo, errno, code, pid, uid, status, addr, value. */
+static void put_siginfo(uint8_t *si, int sig, const siginfo_t *info)
+{
+    memset(si, 0, SI_SIZE);
+    int32_t head[6] = {sig, 0, info->si_code > 0 ? info->si_code : 0x10001 /* SI_USER */,
+                       info->si_pid, (int32_t)info->si_uid, 0};
+    memcpy(si, head, sizeof(head));
+    put64(si, 24, (uint64_t)info->si_addr);
+}
+
+/* Builds the frame on the guest's stack and points the context at the
+ * handler; false when the frame cannot be written (the guest's stack is
+ * gone: it dies as FreeBSD kills it). */
+static bool deliver(int sig, const siginfo_t *info, ucontext_t *host, uint64_t *guest_fs)
+{
+    struct action *a = &actions[sig];
+    greg_t *g = host->uc_mcontext.gregs;
+    uint64_t sp = (uint64_t)g[REG_RSP];
+    bool on_alt = altstack.sp && sp >= altstack.sp && sp < altstack.sp + altstack.size;
+    uint8_t uc[UC_SIZE], si[SI_SIZE];
+
+    if ((a->flags & SA_ONSTACK_) && !(altstack.flags & SS_DISABLE_) && !on_alt)
+        sp = altstack.sp + altstack.size;
+    sp -= 128; /* the interrupted code's red zone */
+    uint64_t si_at = (sp - SI_SIZE) & ~15ull, uc_at = (si_at - UC_SIZE) & ~63ull;
+    uint64_t frame = uc_at - 8; /* the return address: as after a call */
+    save_context(uc, host, *guest_fs);
+    put_siginfo(si, sig, info);
+    if (bsd_copy_out(si_at, si, sizeof(si)) < 0 || bsd_copy_out(uc_at, uc, sizeof(uc)) < 0 ||
+        bsd_copy_out(frame, &trampoline, 8) < 0)
+        return false;
+    for (int i = 0; i < 2; i++)
+        mask[i] |= a->mask[i];
+    if (!(a->flags & SA_NODEFER_))
+        set_bit(mask, sig, true);
+    g[REG_RIP] = (greg_t)a->handler;
+    g[REG_RSP] = (greg_t)frame;
+    g[REG_RDI] = sig;
+    g[REG_RSI] = (greg_t)si_at;
+    g[REG_RDX] = (greg_t)uc_at;
+    g[REG_RAX] = 0;
+    g[REG_EFL] &= ~(greg_t)0x400; /* DF clear, as the ABI wants */
+    if (a->flags & SA_RESETHAND_)
+        actions[sig].handler = SIG_DFL_;
+    return true;
+}
+
+/* Signals waiting that the mask now lets through, into the guest
+ * context about to be resumed. */
+void bsd_signals_flush(void *context, uint64_t *guest_fs)
+{
+    for (int sig = 1; sig < BSD_SIGNALS; sig++)
+        if (in_set(pending, sig) && !in_set(mask, sig)) {
+            set_bit(pending, sig, false);
+            if (actions[sig].handler > SIG_IGN_ &&
+                !deliver(sig, &pending_info[sig], context, guest_fs))
+                _exit(128 + SIGSEGV);
+            return; /* one at a time: the handler's return brings the next */
+        }
+}
+
+/* A host signal for the guest: delivered now when guest code was running
+ * and the guest does not mask it, else kept for later. false: no handler
+ * of the guest's (the caller acts as the default would). */
+bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uint64_t *guest_fs)
+{
+    int sig = bsd_signal_number(linux_sig);
+    const greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    bool guest_code = (uint64_t)g[REG_RIP] < BSDUSER_GUEST_LIMIT;
+
+    if (!sig || actions[sig].handler <= SIG_IGN_ || bsd_personality() == BSD_NETBSD)
+        return false;
+    bool fault = ours(linux_sig) && linux_sig != SIGSYS;
+    if (fault && (!guest_code || in_set(mask, sig)))
+        return false; /* a fault that cannot wait: the default */
+    if (!fault && (!guest_code || in_set(mask, sig))) {
+        set_bit(pending, sig, true);
+        pending_info[sig] = *info;
+        return true;
+    }
+    if (!deliver(sig, info, context, guest_fs))
+        return false;
+    return true;
+}
+
+/* sigreturn(ucontext): every register back from the (maybe changed)
+ * context; the call's own result is none (the registers are the result). */
+static long sys_sigreturn(const long *a)
+{
+    uint8_t uc[UC_SIZE];
+    if (bsd_copy_in(uc, (uint64_t)a[0], sizeof(uc)) < 0)
+        return -EFAULT;
+    if (get64(uc + UC_MCONTEXT, MC_RIP) >= BSDUSER_GUEST_LIMIT)
+        return -EINVAL;
+    load_context(uc, bsd_context, bsd_guest_fs());
+    return BSD_JUSTRETURN;
+}
+
+void bsd_signal_mask(uint64_t out[2], const uint64_t in[2])
+{
+    if (out)
+        memcpy(out, mask, sizeof(mask));
+    if (in)
+        memcpy(mask, in, sizeof(mask));
+}
+
+const struct bsd_handler bsd_signal_calls[] = {
+    {"sigaction", sys_sigaction}, {"sigprocmask", sys_sigprocmask},
+    {"sigaltstack", sys_sigaltstack}, {"sigpending", sys_sigpending},
+    {"freebsd:sigreturn", sys_sigreturn},
+    {"netbsd:__sigprocmask14", sys_sigprocmask}, {"netbsd:__sigaltstack14", sys_sigaltstack},
+    {"netbsd:__sigaction_sigtramp", sys_sigaction},
+};
+const size_t bsd_signal_call_count = sizeof(bsd_signal_calls) / sizeof(bsd_signal_calls[0]);
