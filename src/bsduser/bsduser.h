@@ -17,19 +17,25 @@ enum bsd_os { BSD_FREEBSD, BSD_NETBSD };
 
 struct bsd_image {
     enum bsd_os os;
-    uint64_t entry;
+    uint64_t entry;              /* the program's (AT_ENTRY) */
+    uint64_t start;              /* where execution begins: the runtime linker's entry, or entry */
     uint64_t phdr, phent, phnum; /* for the auxiliary vector */
     uint64_t base;               /* load bias (PIE), 0 otherwise */
+    uint64_t interp_base;        /* the runtime linker's load address (AT_BASE), 0: none */
     uint64_t brk;                /* end of the highest segment */
 };
 
 struct bsduser_options {
     bool strace;
-    const char *root; /* a BSD sysroot for dynamic executables (not yet) */
+    /* A BSD sysroot: a dynamic executable's runtime linker comes from
+     * there, and absolute paths the program uses are looked up there
+     * first (as QEMU's -L does). */
+    const char *root;
 };
 
-/* Maps path's segments; refuses what we cannot run with one clear message
- * (dynamic executables without --root, other OSes, other machines). */
+/* Maps path's segments (and, for a dynamic executable, its runtime linker
+ * from the --root sysroot); refuses what we cannot run with one clear
+ * message (dynamic executables without --root, other OSes, machines). */
 int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image *out)
     __attribute__((warn_unused_result));
 

@@ -113,8 +113,14 @@ void bsd_signals_flush(void *context, uint64_t *guest_fs);
 void bsd_signal_mask(uint64_t out[2], const uint64_t in[2]);
 /* Linux's signal number as the guest's BSD's (0: none there). */
 int bsd_signal_number(int linux_sig);
-/* Whether --strace is on (an exec'd BSD program keeps it). */
+/* Whether --strace is on, and the --root sysroot (NULL: none): an exec'd
+ * BSD program keeps both. */
 bool bsd_tracing(void);
+const char *bsd_root(void);
+/* A guest path argument as the host path to use: under --root an
+ * absolute path that exists in the sysroot is taken from there. buf:
+ * PATH_MAX bytes. NULL: the guest pointer is bad (EFAULT). */
+const char *bsd_path(uint64_t guest, char *buf);
 /* Syscall User Dispatch on for the calling task (a thread, a forked child). */
 int bsd_dispatch_on(void);
 /* After fork: in the child only the caller's thread is left. */

@@ -2,6 +2,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "util/err.h"
 
 #define PIE_BASE 0x200000000000ull /* above ASan's shadow, below the host */
+#define INTERP_BASE 0x280000000000ull /* the runtime linker */
 #define STACK_SIZE (8u << 20)
 #define STACK_TOP 0x3ff000000000ull
 #define MAP_START 0x300000000000ull /* guest mmap area grows up from here */
@@ -82,16 +84,24 @@ static int check_header(size_t len, const Elf64_Ehdr *h)
     return 0;
 }
 
-/* Dynamic executables need the BSD's runtime linker. */
-static int check_static(const uint8_t *file, const Elf64_Ehdr *h, const struct bsduser_options *o)
+/* Dynamic executables need the BSD's runtime linker, from --root; its
+ * path (bounded, in the file) into interp when there is one. */
+static int check_static(const uint8_t *file, size_t len, const Elf64_Ehdr *h,
+                        const struct bsduser_options *o, char *interp, size_t size)
 {
     for (int i = 0; i < h->e_phnum; i++) {
         const Elf64_Phdr *p = (const Elf64_Phdr *)(file + h->e_phoff + (uint64_t)i * sizeof(*p));
-        if (p->p_type == PT_INTERP && !o->root)
+        if (p->p_type != PT_INTERP)
+            continue;
+        if (!o->root)
             return err_plain(ENOEXEC, "a dynamic executable: give --root DIR, a sysroot with "
                                       "the BSD's runtime linker and libraries");
-        if (p->p_type == PT_INTERP)
-            return err_plain(ENOTSUP, "dynamic executables are not supported yet, even with --root");
+        if (p->p_offset > len || p->p_filesz > len - p->p_offset || p->p_filesz < 2 ||
+            p->p_filesz > size || file[p->p_offset + p->p_filesz - 1] != 0 ||
+            file[p->p_offset] != '/')
+            return err_plain(ENOEXEC, "its runtime linker's path (PT_INTERP) is malformed");
+        if (interp)
+            memcpy(interp, file + p->p_offset, p->p_filesz);
     }
     return 0;
 }
@@ -181,7 +191,7 @@ int bsd_check_elf(const uint8_t *file, size_t len, const struct bsduser_options 
     if (r == 0)
         r = which_bsd(file, len, h, os);
     if (r == 0)
-        r = check_static(file, h, o);
+        r = check_static(file, len, h, o, NULL, PATH_MAX);
     for (int i = 0; r == 0 && i < h->e_phnum; i++) {
         const Elf64_Phdr *p = (const Elf64_Phdr *)(file + h->e_phoff + (uint64_t)i * sizeof(*p));
         if (p->p_type == PT_LOAD)
@@ -202,35 +212,73 @@ bool bsd_probe(const char *path)
     return true;
 }
 
+/* Maps every loadable segment of f moved by bias; the highest end into
+ * *brk, the program headers' address into *phdr. */
+static int map_all(const struct elf_file *f, uint64_t bias, uint64_t *brk, uint64_t *phdr)
+{
+    const Elf64_Ehdr *h = (const Elf64_Ehdr *)f->data;
+    int r = 0;
+    for (int i = 0; r == 0 && i < h->e_phnum; i++) {
+        const Elf64_Phdr *p = (const Elf64_Phdr *)(f->data + h->e_phoff + (uint64_t)i * sizeof(*p));
+        if (p->p_type != PT_LOAD)
+            continue;
+        r = map_segment(f->fd, p, bias, f->len);
+        uint64_t end = (p->p_vaddr + bias + p->p_memsz + PAGE - 1) & ~(PAGE - 1);
+        if (end > *brk)
+            *brk = end;
+        if (p->p_offset <= h->e_phoff && h->e_phoff < p->p_offset + p->p_filesz)
+            *phdr = p->p_vaddr + bias + (h->e_phoff - p->p_offset);
+    }
+    return r;
+}
+
+/* The runtime linker from the sysroot, at INTERP_BASE: where the program
+ * starts. */
+static int load_interpreter(const char *root, const char *interp, struct bsd_image *out)
+{
+    char path[PATH_MAX];
+    struct elf_file f;
+    enum bsd_os os;
+    uint64_t brk = 0, phdr = 0;
+
+    if (snprintf(path, sizeof(path), "%s%s", root, interp) >= (int)sizeof(path))
+        return err_plain(ENAMETOOLONG, "its runtime linker's path is too long");
+    int r = elf_open(path, &f, &os);
+    if (r < 0)
+        return err_prefix("the runtime linker '%s'", path), r;
+    if (((const Elf64_Ehdr *)f.data)->e_type != ET_DYN)
+        r = err_plain(ENOEXEC, "the runtime linker '%s' is not position independent", path);
+    if (r == 0)
+        r = map_all(&f, INTERP_BASE, &brk, &phdr);
+    if (r == 0) {
+        out->interp_base = INTERP_BASE;
+        out->start = ((const Elf64_Ehdr *)f.data)->e_entry + INTERP_BASE;
+    }
+    elf_close(&f);
+    return r;
+}
+
 int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image *out)
 {
     struct elf_file f;
+    char interp[PATH_MAX] = "";
     int r;
 
     memset(out, 0, sizeof(*out));
     r = elf_open(path, &f, &out->os);
     if (r < 0)
         return r == -ENOEXEC ? r : (err_prefix("'%s'", path), r);
-    int fd = f.fd;
-    uint8_t *file = f.data;
-    const Elf64_Ehdr *h = (const Elf64_Ehdr *)file;
-    r = check_static(file, h, o);
+    const Elf64_Ehdr *h = (const Elf64_Ehdr *)f.data;
+    r = check_static(f.data, f.len, h, o, interp, sizeof(interp));
     out->base = h->e_type == ET_DYN ? PIE_BASE : 0;
-    for (int i = 0; r == 0 && i < h->e_phnum; i++) {
-        const Elf64_Phdr *p = (const Elf64_Phdr *)(file + h->e_phoff + (uint64_t)i * sizeof(*p));
-        if (p->p_type == PT_LOAD) {
-            r = map_segment(fd, p, out->base, f.len);
-            uint64_t end = (p->p_vaddr + out->base + p->p_memsz + PAGE - 1) & ~(PAGE - 1);
-            if (end > out->brk)
-                out->brk = end;
-            if (p->p_offset <= h->e_phoff && h->e_phoff < p->p_offset + p->p_filesz)
-                out->phdr = p->p_vaddr + out->base + (h->e_phoff - p->p_offset);
-        }
-    }
-    out->entry = h->e_entry + out->base;
+    if (r == 0)
+        r = map_all(&f, out->base, &out->brk, &out->phdr);
+    out->entry = out->start = h->e_entry + out->base;
     out->phent = sizeof(Elf64_Phdr);
     out->phnum = h->e_phnum;
     elf_close(&f);
+    if (r == 0 && interp[0])
+        return load_interpreter(o->root, interp, out);
     return r < 0 ? (err_prefix("'%s'", path), r) : 0;
 }
 
@@ -271,7 +319,7 @@ uint64_t bsd_stack(const struct bsd_image *img, const char *path, int argc, char
     sp &= ~15ull;
     uint64_t aux[][2] = {
         {AT_PHDR_, img->phdr}, {AT_PHENT_, img->phent}, {AT_PHNUM_, img->phnum},
-        {AT_PAGESZ_, PAGE}, {AT_BASE_, 0}, {AT_FLAGS_, 0}, {AT_ENTRY_, img->entry},
+        {AT_PAGESZ_, PAGE}, {AT_BASE_, img->interp_base}, {AT_FLAGS_, 0}, {AT_ENTRY_, img->entry},
         {AT_EXECPATH_, exec_path}, {AT_CANARY_, canary_at}, {AT_CANARYLEN_, sizeof(canary)},
         {AT_OSRELDATE_, FREEBSD_OSREL}, {AT_NCPUS_, (uint64_t)sysconf(_SC_NPROCESSORS_ONLN)},
         {AT_PAGESIZES_, sizes_at}, {AT_PAGESIZESLEN_, sizeof(pagesizes)},

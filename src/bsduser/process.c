@@ -3,6 +3,7 @@
  * executable stays under bsd-user: smolvm runs again with it; anything
  * else runs as it is), wait4 (the status's signal number translated). */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,11 +57,14 @@ static char **strings(uint64_t at)
  * again (same options); any other runs as it is. */
 static long sys_execve(const long *a)
 {
-    const char *path = (const char *)a[0];
+    char buf[PATH_MAX];
+    const char *path = bsd_path((uint64_t)a[0], buf);
     char **argv = strings((uint64_t)a[1]), **envp = strings((uint64_t)a[2]);
     long r = -EFAULT;
 
-    if (argv && envp && access(path, X_OK) < 0)
+    if (!path)
+        r = -EFAULT;
+    else if (argv && envp && access(path, X_OK) < 0)
         r = -errno;
     else if (argv && envp && !bsd_probe(path))
         r = bsd_result(execve(path, argv, envp));
@@ -68,13 +72,17 @@ static long sys_execve(const long *a)
         size_t n = 0;
         while (argv[n])
             n++;
-        char **again = calloc(n + 5, sizeof(*again));
+        char **again = calloc(n + 7, sizeof(*again));
         size_t k = 0;
         if (again) {
             again[k++] = "smolvm";
             again[k++] = "bsd-user";
             if (bsd_tracing())
                 again[k++] = "--strace";
+            if (bsd_root()) {
+                again[k++] = "--root";
+                again[k++] = (char *)bsd_root();
+            }
             again[k++] = (char *)path;
             for (size_t i = 1; i < n; i++)
                 again[k++] = argv[i];

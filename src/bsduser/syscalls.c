@@ -5,6 +5,7 @@
  * back the BSD way: carry flag set and a BSD errno on failure. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,15 +208,57 @@ static long sys_writev(const long *a)
     return bsd_result(writev((int)a[0], (const struct iovec *)a[1], (int)a[2]));
 }
 
+/* ---- paths: with --root, an absolute one is looked up in the sysroot
+ * first (the BSD's /lib, /etc, /usr/share there; the host's otherwise) ---- */
+
+static const char *root;
+
+/* A guest string into buf (PATH_MAX), read through the kernel: a bad
+ * pointer is false, never a fault in smolvm. */
+static bool copy_path(char *buf, uint64_t guest)
+{
+    for (size_t at = 0; at < PATH_MAX; at++) {
+        if (bsd_copy_in(buf + at, guest + at, 1) < 0)
+            return false;
+        if (!buf[at])
+            return true;
+    }
+    return false;
+}
+
+const char *bsd_path(uint64_t guest, char *buf)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (!root)
+        return (const char *)guest; /* the kernel reads it: EFAULT when bad */
+    if (!copy_path(path, guest))
+        return NULL;
+    if (path[0] == '/' && snprintf(buf, PATH_MAX, "%s%s", root, path) < PATH_MAX &&
+        lstat(buf, &st) == 0)
+        return buf;
+    memcpy(buf, path, strlen(path) + 1);
+    return buf;
+}
+
+/* A path argument, or -EFAULT from the handler. */
+#define PATH_ARG(name, value)                                                                  \
+    char name##_buf[PATH_MAX];                                                                 \
+    const char *name = bsd_path((uint64_t)(value), name##_buf);                               \
+    if (!name)                                                                                 \
+        return -EFAULT
+
 static long sys_open(const long *a)
 {
-    return bsd_result(openat(AT_FDCWD, (const char *)a[0], open_flags(a[1]), (mode_t)a[2]));
+    PATH_ARG(path, a[0]);
+    return bsd_result(openat(AT_FDCWD, path, open_flags(a[1]), (mode_t)a[2]));
 }
 
 static long sys_openat(const long *a)
 {
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
-    return bsd_result(openat(dirfd, (const char *)a[1], open_flags(a[2]), (mode_t)a[3]));
+    PATH_ARG(path, a[1]);
+    return bsd_result(openat(dirfd, path, open_flags(a[2]), (mode_t)a[3]));
 }
 
 static long sys_lseek(const long *a) { return bsd_result(lseek((int)a[0], (off_t)a[1], (int)a[2])); }
@@ -293,7 +336,8 @@ static long sys_fstatat(const long *a)
     struct stat st;
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
     int flags = (a[3] & FREEBSD_AT_SYMLINK_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0;
-    if (fstatat(dirfd, (const char *)a[1], &st, flags) < 0)
+    PATH_ARG(path, a[1]);
+    if (fstatat(dirfd, path, &st, flags) < 0)
         return -errno;
     return put_stat((uint64_t)a[2], &st);
 }
@@ -301,13 +345,15 @@ static long sys_fstatat(const long *a)
 static long sys_stat(const long *a)
 {
     struct stat st;
-    return stat((const char *)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
+    PATH_ARG(path, a[0]);
+    return stat(path, &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
 }
 
 static long sys_lstat(const long *a)
 {
     struct stat st;
-    return lstat((const char *)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
+    PATH_ARG(path, a[0]);
+    return lstat(path, &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
 }
 
 static long sys_getcwd(const long *a)
@@ -334,11 +380,16 @@ static long sys_chdir(const long *a) { return bsd_result(chdir((const char *)a[0
 static long sys_fchdir(const long *a) { return bsd_result(fchdir((int)a[0])); }
 static long sys_chmod(const long *a) { return bsd_result(chmod((const char *)a[0], (mode_t)a[1])); }
 static long sys_fchmod(const long *a) { return bsd_result(fchmod((int)a[0], (mode_t)a[1])); }
-static long sys_access(const long *a) { return bsd_result(access((const char *)a[0], (int)a[1])); }
+static long sys_access(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(access(path, (int)a[1]));
+}
 static long sys_symlink(const long *a) { return bsd_result(symlink((const char *)a[0], (const char *)a[1])); }
 static long sys_readlink(const long *a)
 {
-    return bsd_result(readlink((const char *)a[0], (char *)a[1], (size_t)a[2]));
+    PATH_ARG(path, a[0]);
+    return bsd_result(readlink(path, (char *)a[1], (size_t)a[2]));
 }
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
 static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
@@ -360,6 +411,11 @@ int bsd_errno(int linux_errno)
 bool bsd_tracing(void)
 {
     return tracing;
+}
+
+const char *bsd_root(void)
+{
+    return root;
 }
 
 enum bsd_os bsd_personality(void)
@@ -793,6 +849,7 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
         return r;
     personality = img.os;
     tracing = o->strace;
+    root = o->root;
     exec_path = path;
     build_tables(img.os);
     stack_top = 0x3ff000000000ull;
@@ -814,7 +871,7 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
                      "xor %%ebp, %%ebp\n\t"
                      "jmp *%2\n\t"
                      :
-                     : "a"(rsp), "D"(sp), "c"(img.entry)
+                     : "a"(rsp), "D"(sp), "c"(img.start)
                      : "memory");
     __builtin_unreachable();
 }

@@ -6,7 +6,9 @@
  * and the signal-state calls a runtime makes at start. */
 #include <errno.h>
 #include <stddef.h>
+#include <linux/filter.h>
 #include <linux/futex.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -83,13 +85,50 @@ static struct bsd_thread *self(void)
 static atomic_int live_threads = 1;
 
 /* Every system call made below the guest limit raises SIGSYS; smolvm's,
- * above it, go through. The setting is per task: threads and forked
- * children set it again. */
+ * above it, go through. Syscall User Dispatch (Linux 5.11+) is per task:
+ * threads and forked children turn it on again. Where it is missing (or
+ * SMOLVM_BSDUSER_DISPATCH=seccomp asks), a seccomp filter does the same
+ * from the instruction pointer, for this process and all it starts. */
+static int dispatch_by_seccomp(void)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, instruction_pointer) + 4),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, (uint32_t)(BSDUSER_GUEST_LIMIT >> 32), 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof(code) / sizeof(code[0]), code};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        return -errno;
+    return 0;
+}
+
 int bsd_dispatch_on(void)
 {
+    static enum { UNDECIDED, USER_DISPATCH, SECCOMP } how;
     static volatile char selector = 1; /* SYSCALL_DISPATCH_FILTER_BLOCK */
-    return prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
-                 0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) < 0 ? -errno : 0;
+    const char *want = getenv("SMOLVM_BSDUSER_DISPATCH");
+
+    if (how == SECCOMP)
+        return 0; /* inherited by threads and children */
+    if (how == UNDECIDED && want && strcmp(want, "seccomp") == 0) {
+        how = SECCOMP;
+        return dispatch_by_seccomp();
+    }
+    if (prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, BSDUSER_GUEST_LIMIT,
+              0x800000000000ull - BSDUSER_GUEST_LIMIT, &selector) == 0) {
+        how = USER_DISPATCH;
+        return 0;
+    }
+    if (how != UNDECIDED || errno != EINVAL)
+        return -errno;
+    static const char warning[] = "smolvm bsd-user: no Syscall User Dispatch here (Linux 5.11+); "
+                                  "catching system calls with a seccomp filter instead\n";
+    if (write(STDERR_FILENO, warning, sizeof(warning) - 1) < 0)
+        return -EIO;
+    how = SECCOMP;
+    return dispatch_by_seccomp();
 }
 
 void bsd_threads_forked(bool child)

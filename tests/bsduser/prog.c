@@ -578,6 +578,18 @@ static int terminal(int tty)
     return sys(SYS_IOCTL, 0, TIOCGWINSZ, ws).failed ? 7 : 0;
 }
 
+/* Under --root: a file only the sysroot has, read by its absolute path;
+ * one only the host has (/dev/null) still found. */
+static int rootfile(void)
+{
+    char buf[32];
+    struct ret fd = sys(SYS_OPEN, "/etc/smolvm-root-test", 0, 0);
+    if (fd.failed || sys(SYS_READ, fd.value, buf, sizeof(buf)).value != 13 ||
+        !same_bytes(buf, "from the root", 13))
+        return 1;
+    return sys(SYS_OPEN, "/dev/null", 1, 0).failed ? 2 : 0;
+}
+
 #ifdef NETBSD
 #define SYS_GETCONTEXT 307
 #define SYS_LWP_CREATE 309
@@ -691,6 +703,8 @@ void ENTRY(long *ap)
         leave(kqueue());
     if (same(what, "signals"))
         leave(signals());
+    if (same(what, "rootfile"))
+        leave(rootfile());
     if (same(what, "ioctl"))
         leave(terminal(0));
     if (same(what, "tty"))

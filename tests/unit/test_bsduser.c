@@ -35,7 +35,12 @@ static int setup(void **state)
               "clang --target=x86_64-unknown-freebsd13 -fPIE -Wl,-pie -Wl,--no-dynamic-linker %s -o fbsd-pie && "
               "clang --target=x86_64-unknown-netbsd -DNETBSD -static %s -o nbsd && "
               "clang --target=x86_64-unknown-freebsd13 -fPIE -Wl,-pie "
-              "-Wl,--dynamic-linker=/libexec/ld-elf.so.1 %s -o fbsd-dyn",
+              "-Wl,--dynamic-linker=/libexec/ld-elf.so.1 %s -o fbsd-dyn && "
+              /* A sysroot with a stand-in runtime linker and a file of its own. */
+              "mkdir -p root/libexec root/etc && echo -n 'from the root' > root/etc/smolvm-root-test && "
+              "clang --target=x86_64-unknown-freebsd13 -ffreestanding -fno-stack-protector -nostdlib "
+              "-O1 -fuse-ld=lld -fPIE -Wl,-pie -Wl,--no-dynamic-linker -Wl,-e,rtld_start "
+              SMOLVM_SOURCE_ROOT "/tests/bsduser/rtld.c -o root/libexec/ld-elf.so.1",
               flags, flags, flags, flags) == 0 ? 0 : -1;
 }
 
@@ -135,6 +140,37 @@ static void test_ioctl_termios(void **state)
         fail_msg("tty: step %d failed", r);
 }
 
+/* Where Syscall User Dispatch is missing a seccomp filter on the
+ * instruction pointer catches the guest's calls instead: the same
+ * programs pass that way (forced here), threads and children included. */
+static void test_seccomp_fallback(void **state)
+{
+    static const char *const cases[] = {"./fbsd threads", "./fbsd signals", "./fbsd processes",
+                                        "./fbsd sockets", "./nbsd lwp"};
+    (void)state;
+    setenv("SMOLVM_BSDUSER_DISPATCH", "seccomp", 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_program(cases[i]);
+    assert_int_equal(run("./fbsd hello"), 7);
+    unsetenv("SMOLVM_BSDUSER_DISPATCH");
+}
+
+/* --root: a dynamic executable starts in its runtime linker, loaded from
+ * the sysroot with AT_BASE and AT_ENTRY set; absolute paths are looked
+ * up in the sysroot first; a sysroot without the linker: one line. */
+static void test_root(void **state)
+{
+    (void)state;
+    assert_int_equal(run("--root root ./fbsd-dyn hello"), 7);
+    assert_int_equal(sh("grep -qx 'hello from a BSD program' out && "
+                        "grep -qx 'rtld: starting the program' err"), 0);
+    expect_program("--root root ./fbsd rootfile");
+    assert_int_equal(run("./fbsd rootfile"), 1); /* no sysroot: the host has no such file */
+    assert_int_equal(run("--root /nonexistent ./fbsd-dyn hello"), 1);
+    assert_int_equal(sh("grep -q \"runtime linker '/nonexistent/libexec/ld-elf.so.1'\" err && "
+                        "test $(wc -l < err) -eq 1"), 0);
+}
+
 /* NetBSD's LWPs: _lwp_create from getcontext's registers (rip, rsp, rdi,
  * rsi changed), _lwp_park/_lwp_unpark, a park timing out; getdents. */
 static void test_netbsd_lwp(void **state)
@@ -191,6 +227,8 @@ int main(void)
         cmocka_unit_test(test_processes),
         cmocka_unit_test(test_sockets),
         cmocka_unit_test(test_ioctl_termios),
+        cmocka_unit_test(test_seccomp_fallback),
+        cmocka_unit_test(test_root),
         cmocka_unit_test(test_errors_and_strace),
         cmocka_unit_test(test_refusals_and_faults),
     };
