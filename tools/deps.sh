@@ -10,7 +10,7 @@ packages=(
     cpio xz-utils acpica-tools util-linux e2fsprogs kmod # test oracles and tools
     qemu-utils zstd python3                            # disk oracles (qemu-img, qemu-io)
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
-    golang-1.19-src curl                               # bsd-user: NetBSD's call numbers; serve test
+    golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests
 )
 missing=()
 # bsd-user's real BSD executables come as npm packages (any npm will do).

@@ -127,7 +127,25 @@ static long sys_wait4(const long *a)
     return pid;
 }
 
+/* Process groups, sessions and ids: the same calls. */
+static long sys_setpgid(const long *a) { return bsd_result(setpgid((pid_t)a[0], (pid_t)a[1])); }
+static long sys_getpgid(const long *a) { return bsd_result(getpgid((pid_t)a[0])); }
+static long sys_getpgrp(const long *a) { (void)a; return getpgrp(); }
+static long sys_setsid(const long *a) { (void)a; return bsd_result(setsid()); }
+static long sys_getsid(const long *a) { return bsd_result(getsid((pid_t)a[0])); }
+static long sys_setuid(const long *a) { return bsd_result(syscall(SYS_setuid, (uid_t)a[0])); }
+static long sys_setgid(const long *a) { return bsd_result(syscall(SYS_setgid, (gid_t)a[0])); }
+static long sys_seteuid(const long *a) { return bsd_result(syscall(SYS_setresuid, -1, (uid_t)a[0], -1)); }
+static long sys_setegid(const long *a) { return bsd_result(syscall(SYS_setresgid, -1, (gid_t)a[0], -1)); }
+/* gid_t is 32 bits on all three. */
+static long sys_getgroups(const long *a) { return bsd_result(syscall(SYS_getgroups, (int)a[0], (void *)a[1])); }
+static long sys_setgroups(const long *a) { return bsd_result(syscall(SYS_setgroups, (int)a[0], (void *)a[1])); }
+
 const struct bsd_handler bsd_process_calls[] = {
+    {"setpgid", sys_setpgid}, {"getpgid", sys_getpgid}, {"getpgrp", sys_getpgrp},
+    {"setsid", sys_setsid}, {"getsid", sys_getsid}, {"setuid", sys_setuid},
+    {"setgid", sys_setgid}, {"seteuid", sys_seteuid}, {"setegid", sys_setegid},
+    {"getgroups", sys_getgroups}, {"setgroups", sys_setgroups},
     {"fork", sys_fork}, {"vfork", sys_fork}, {"execve", sys_execve}, {"wait4", sys_wait4},
 };
 const size_t bsd_process_call_count = sizeof(bsd_process_calls) / sizeof(bsd_process_calls[0]);

@@ -364,10 +364,93 @@ static long sys_getcwd(const long *a)
 /* Paths and descriptors: Linux's calls, with the flags that differ. */
 static int at_dir(long fd) { return fd == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)fd; }
 static long sys_unlink(const long *a) { return bsd_result(unlink((const char *)a[0])); }
+/* The *at() flags (both BSDs number them alike). */
+static int at_flags(long bsd)
+{
+    return (bsd & FREEBSD_AT_EACCESS ? AT_EACCESS : 0) |
+           (bsd & FREEBSD_AT_SYMLINK_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) |
+           (bsd & FREEBSD_AT_SYMLINK_FOLLOW ? AT_SYMLINK_FOLLOW : 0) |
+           (bsd & FREEBSD_AT_REMOVEDIR ? AT_REMOVEDIR : 0);
+}
+
 static long sys_unlinkat(const long *a)
 {
-    return bsd_result(unlinkat(at_dir(a[0]), (const char *)a[1],
-                           (a[2] & FREEBSD_AT_REMOVEDIR) ? AT_REMOVEDIR : 0));
+    return bsd_result(unlinkat(at_dir(a[0]), (const char *)a[1], at_flags(a[2])));
+}
+
+static long sys_faccessat(const long *a)
+{
+    PATH_ARG(path, a[1]);
+    return bsd_result(faccessat(at_dir(a[0]), path, (int)a[2], at_flags(a[3])));
+}
+
+static long sys_readlinkat(const long *a)
+{
+    PATH_ARG(path, a[1]);
+    return bsd_result(readlinkat(at_dir(a[0]), path, (char *)a[2], (size_t)a[3]));
+}
+
+static long sys_renameat(const long *a)
+{
+    return bsd_result(renameat(at_dir(a[0]), (const char *)a[1], at_dir(a[2]), (const char *)a[3]));
+}
+
+static long sys_linkat(const long *a)
+{
+    return bsd_result(linkat(at_dir(a[0]), (const char *)a[1], at_dir(a[2]), (const char *)a[3],
+                             at_flags(a[4])));
+}
+
+static long sys_symlinkat(const long *a)
+{
+    return bsd_result(symlinkat((const char *)a[0], at_dir(a[1]), (const char *)a[2]));
+}
+
+static long sys_fchmodat(const long *a)
+{
+    return bsd_result(fchmodat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2], at_flags(a[3])));
+}
+
+static long sys_fchownat(const long *a)
+{
+    return bsd_result(fchownat(at_dir(a[0]), (const char *)a[1], (uid_t)a[2], (gid_t)a[3],
+                               at_flags(a[4])));
+}
+
+/* utimensat(fd, path, times, flag): UTIME_NOW and UTIME_OMIT are -1 and
+ * -2 on the BSDs. */
+static long sys_utimensat(const long *a)
+{
+    struct timespec t[2];
+    if (a[2] && bsd_copy_in(t, (uint64_t)a[2], sizeof(t)) < 0)
+        return -EFAULT;
+    for (int i = 0; a[2] && i < 2; i++)
+        t[i].tv_nsec = t[i].tv_nsec == -1 ? UTIME_NOW : t[i].tv_nsec == -2 ? UTIME_OMIT : t[i].tv_nsec;
+    return bsd_result(utimensat(at_dir(a[0]), (const char *)a[1], a[2] ? t : NULL, at_flags(a[3])));
+}
+
+static long sys_pread(const long *a)
+{
+    return bsd_result(pread((int)a[0], (void *)a[1], (size_t)a[2], (off_t)a[3]));
+}
+
+static long sys_pwrite(const long *a)
+{
+    return bsd_result(pwrite((int)a[0], (const void *)a[1], (size_t)a[2], (off_t)a[3]));
+}
+
+static long sys_link(const long *a) { return bsd_result(link((const char *)a[0], (const char *)a[1])); }
+static long sys_chown(const long *a) { return bsd_result(chown((const char *)a[0], (uid_t)a[1], (gid_t)a[2])); }
+static long sys_lchown(const long *a) { return bsd_result(lchown((const char *)a[0], (uid_t)a[1], (gid_t)a[2])); }
+static long sys_fchown(const long *a) { return bsd_result(fchown((int)a[0], (uid_t)a[1], (gid_t)a[2])); }
+static long sys_chroot(const long *a) { return bsd_result(chroot((const char *)a[0])); }
+static long sys_getrusage(const long *a)
+{
+    return bsd_result(syscall(SYS_getrusage, (int)a[0], (void *)a[1]));
+}
+static long sys_gettimeofday(const long *a)
+{
+    return bsd_result(syscall(SYS_gettimeofday, (void *)a[0], (void *)a[1]));
 }
 static long sys_mkdir(const long *a) { return bsd_result(mkdir((const char *)a[0], (mode_t)a[1])); }
 static long sys_mkdirat(const long *a)
@@ -670,6 +753,12 @@ static long sys_setrlimit(const long *a)
 
 static const struct bsd_handler implemented[] = {
     {"getrlimit", sys_getrlimit}, {"setrlimit", sys_setrlimit}, {"netbsd:stat", sys_stat},
+    {"faccessat", sys_faccessat}, {"readlinkat", sys_readlinkat}, {"renameat", sys_renameat},
+    {"linkat", sys_linkat}, {"symlinkat", sys_symlinkat}, {"fchmodat", sys_fchmodat},
+    {"fchownat", sys_fchownat}, {"utimensat", sys_utimensat}, {"pread", sys_pread},
+    {"pwrite", sys_pwrite}, {"link", sys_link}, {"chown", sys_chown}, {"lchown", sys_lchown},
+    {"fchown", sys_fchown}, {"chroot", sys_chroot}, {"getrusage", sys_getrusage},
+    {"gettimeofday", sys_gettimeofday},
     {"netbsd:lstat", sys_lstat},
     {"exit", sys_exit}, {"read", sys_read}, {"write", sys_write},
     {"open", sys_open}, {"openat", sys_openat}, {"close", sys_close}, {"getpid", sys_getpid},

@@ -154,14 +154,11 @@ int bsd_thread_setup(struct bsd_thread **out)
         return -errno;
     t->guest_fs = t->host_fs; /* until the guest sets its own */
     stack_t ss = {.ss_sp = (void *)at, .ss_size = BSD_ALT_STACK_SIZE};
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGSYS);
-    sigaddset(&mask, SIGSEGV);
-    sigaddset(&mask, SIGBUS);
-    sigaddset(&mask, SIGILL);
-    sigaddset(&mask, SIGFPE);
-    if (sigaltstack(&ss, NULL) < 0 || pthread_sigmask(SIG_UNBLOCK, &mask, NULL) != 0 ||
+    /* Only now, with the stack the signal entry needs, may signals come
+     * (a new thread starts with them all blocked). */
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigaltstack(&ss, NULL) < 0 || pthread_sigmask(SIG_SETMASK, &none, NULL) != 0 ||
         bsd_dispatch_on() < 0)
         return -errno;
     if (out)
@@ -317,7 +314,13 @@ long bsd_thread_start(const struct bsd_guest_regs *regs, uint64_t child_tid, uin
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 128 << 10);
+    /* Blocked until the new thread has its alternate stack: the signal
+     * entry finds its block there and nowhere else. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int r = pthread_create(&th, &attr, thread_main, &s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (r != 0)
         return -r;

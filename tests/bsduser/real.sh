@@ -1,34 +1,44 @@
 #!/bin/bash
-# bsd-user against real BSD executables nobody here wrote: esbuild (a Go
-# program: threads, TLS, futex-like waits, signal set-up, sysctl) as npm
-# ships it for FreeBSD, NetBSD and Linux, the same version. Each case runs
-# a BSD build under `smolvm bsd-user` and the Linux build natively and
-# wants the same output. Packages are cached outside the clone.
-# usage: real.sh SMOLVM   Prints PASS/FAIL/SKIP lines, then "N passed, N failed, N skipped".
+# bsd-user against real BSD executables nobody here wrote, as npm ships
+# them for the BSDs and for Linux (the same version): esbuild (Go: threads,
+# TLS, futex-like waits, signals, sysctl, kqueue, sockets) for FreeBSD and
+# NetBSD, and lefthook (Go: fork/exec, pipes) for FreeBSD. Each case runs a
+# BSD build under `smolvm bsd-user` and the Linux build natively and wants
+# the same output. Packages are cached outside the clone.
+# usage: real.sh SMOLVM [--fetch]   Prints PASS/FAIL/SKIP lines, then
+# "N passed, N failed, N skipped"; --fetch only fetches the packages.
 set -uo pipefail
 smolvm=$(realpath "$1")
-version=0.28.2
+version=0.28.2 lefthook_version=2.2.2
 cache=${SMOLVM_CI_CACHE:-$HOME/.cache/smolvm-ci}/npm
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-bsd-real.XXXXXX")
 passed=0 failed=0 skipped=0
 trap 'rm -rf "$work"' EXIT
 
-# fetch OS: the esbuild binary for OS, from the cache or npm.
+# fetch PACKAGE VERSION BINARY: the package's executable, from the cache
+# or npm.
 fetch() {
-    local dir=$cache/esbuild-$1-x64-$version
-    if [ ! -x "$dir/package/bin/esbuild" ]; then
+    local name=${1#@} dir
+    dir=$cache/${name//\//-}-$2
+    if [ ! -x "$dir/package/bin/$3" ]; then
         mkdir -p "$dir" &&
-            (cd "$dir" && timeout 300 npm pack --silent "@esbuild/$1-x64@$version" > /dev/null 2>&1 &&
-                tar xzf "esbuild-$1-x64-$version.tgz" && rm -f ./*.tgz) || return 1
+            (cd "$dir" && timeout 300 npm pack --silent "$1@$2" > /dev/null 2>&1 &&
+                tar xzf ./*.tgz && rm -f ./*.tgz) || return 1
     fi
-    echo "$dir/package/bin/esbuild"
+    echo "$dir/package/bin/$3"
 }
 
-if ! linux=$(fetch linux) || ! freebsd=$(fetch freebsd) || ! netbsd=$(fetch netbsd); then
-    echo "SKIP bsd-user-real: npm could not fetch esbuild $version"
+if ! linux=$(fetch @esbuild/linux-x64 "$version" esbuild) ||
+    ! freebsd=$(fetch @esbuild/freebsd-x64 "$version" esbuild) ||
+    ! netbsd=$(fetch @esbuild/netbsd-x64 "$version" esbuild) ||
+    ! lefthook_linux=$(fetch lefthook-linux-x64 "$lefthook_version" lefthook) ||
+    ! lefthook_freebsd=$(fetch lefthook-freebsd-x64 "$lefthook_version" lefthook); then
+    echo "SKIP bsd-user-real: npm could not fetch esbuild $version or lefthook $lefthook_version"
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
+# --fetch: only the packages, for bench/bsduser.
+[ "${2:-}" = --fetch ] && exit 0
 
 # same OS NAME ARGS...: OS's build (freebsd or netbsd) under bsd-user and
 # the Linux build, run in $work/proj, give the same stdout, stderr and exit
@@ -66,22 +76,26 @@ printf 'import {v300} from "./src/m300";\nconsole.log(v300);\n' > "$work/proj/bi
 # serve OS|linux PORT OUT: esbuild's HTTP server (Go's net/http: sockets,
 # the kqueue poller) bundles on request; OUT gets what curl fetched.
 serve() {
-    local bin=$1 port=$2 out=$3 i
+    local bin=$1 port=$2 out=$3 i server
     [ "$1" = linux ] && bin=$linux || bin=${!1}
     # It serves while its stdin stays open.
     if [ "$1" = linux ]; then
-        (cd "$work/proj" && sleep 30 | timeout 40 "$bin" main.ts --bundle --outdir=served \
-            --serve=127.0.0.1:"$port" > /dev/null 2>&1) &
+        (cd "$work/proj" && sleep 60 | timeout 70 "$bin" main.ts --bundle --outdir=served \
+            --serve=127.0.0.1:"$port" > /dev/null 2>&1) 2> /dev/null &
+        server=$!
     else
-        (cd "$work/proj" && sleep 30 | timeout 40 "$smolvm" bsd-user "$bin" main.ts --bundle \
-            --outdir=served --serve=127.0.0.1:"$port" > /dev/null 2>&1) &
+        (cd "$work/proj" && sleep 60 | timeout 70 "$smolvm" bsd-user "$bin" main.ts --bundle \
+            --outdir=served --serve=127.0.0.1:"$port" > /dev/null 2>&1) 2> /dev/null &
+        server=$!
     fi
-    for i in $(seq 1 50); do
+    for i in $(seq 1 200); do # a loaded machine starts it slowly
         curl -sf -m 5 "http://127.0.0.1:$port/main.js" > "$out" 2> /dev/null && break
         sleep 0.2
     done
     curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/missing.js" >> "$out.codes"
     pkill -f -- "--serve=127.0.0.1:$port" 2> /dev/null
+    pkill -P "$server" 2> /dev/null # its stdin's sleep too
+    wait "$server" 2> /dev/null     # reaped quietly (no "Terminated")
 }
 
 printf 'let x = ;\n' > "$work/proj/bad.ts"
@@ -102,4 +116,28 @@ for os in freebsd netbsd; do
         echo "FAIL bsd-user-real $os-serve: $(wc -c < "$work/serve-$os" 2>/dev/null) bytes vs $(wc -c < "$work/serve-linux" 2>/dev/null); codes $(cat "$work/serve-$os.codes" 2>/dev/null)"
     fi
 done
+# lefthook (Go: fork and exec of the hooks' shell commands, run in
+# parallel, pipes, process groups) runs a git pre-commit hook; the same
+# output as its Linux build, timings aside.
+hooks() { # hooks BIN OUT [RUNNER...]: in a fresh copy of the repository
+    local bin=$1 out=$2
+    shift 2
+    rm -rf "$work/repo-run" && cp -a "$work/repo" "$work/repo-run"
+    (cd "$work/repo-run" && timeout 120 "$@" "$bin" run pre-commit --no-tty 2>&1 |
+        grep -v -e 'done in' -e 'seconds' > "$out")
+}
+mkdir -p "$work/repo"
+(cd "$work/repo" && git init -q . && printf 'a\nb\n' > one.txt && printf 'c\n' > two.txt &&
+    printf 'pre-commit:\n  parallel: true\n  commands:\n    greet:\n      run: echo hello from lefthook\n    count:\n      glob: "*.txt"\n      run: wc -l {all_files}\n' > lefthook.yml &&
+    git add -A)
+hooks "$lefthook_linux" "$work/hooks-linux"
+hooks "$lefthook_freebsd" "$work/hooks-freebsd" "$smolvm" bsd-user
+if grep -q 'hello from lefthook' "$work/hooks-linux" && grep -q '3 total' "$work/hooks-linux" &&
+    cmp -s "$work/hooks-linux" "$work/hooks-freebsd"; then
+    passed=$((passed + 1))
+    echo "PASS bsd-user-real freebsd-lefthook: FreeBSD lefthook under bsd-user ran the pre-commit hook as the Linux build does"
+else
+    failed=$((failed + 1))
+    echo "FAIL bsd-user-real freebsd-lefthook: $(diff "$work/hooks-linux" "$work/hooks-freebsd" | head -n 3 | tr '\n' ' ')"
+fi
 echo "$passed passed, $failed failed, $skipped skipped"
