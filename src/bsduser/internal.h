@@ -126,6 +126,10 @@ int bsd_dispatch_on(void);
 /* After fork: in the child only the caller's thread is left. */
 void bsd_threads_forked(bool child);
 
+/* The interrupted guest context (a Linux ucontext_t) as the guest BSD's
+ * ucontext_t into uc (880 bytes of room), with the thread's mask. */
+void bsd_context_save(uint8_t *uc, const void *context, uint64_t guest_fs);
+
 /* In a handler: where the calling thread's guest %fs base is kept. */
 uint64_t *bsd_guest_fs(void);
 

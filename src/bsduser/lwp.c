@@ -19,7 +19,7 @@
 #define UC_SIZE 784
 #define UC_GREGS 56
 #define UC_TLSBASE (UC_GREGS + 26 * 8)
-enum { UC_SIGMASK = 0x1, UC_STACK = 0x2, UC_CPU = 0x4, UC_TLSBASE_FLAG = 0x80000 };
+enum { UC_TLSBASE_FLAG = 0x80000 }; /* uc_flags: _mc_tlsbase is set */
 /* Its __gregs order. */
 enum { G_RDI, G_RSI, G_RDX, G_RCX, G_R8, G_R9, G_R10, G_R11, G_R12, G_R13, G_R14, G_R15, G_RBP,
        G_RBX, G_RAX, G_GS, G_FS, G_ES, G_DS, G_TRAPNO, G_ERR, G_RIP, G_CS, G_RFLAGS, G_RSP, G_SS,
@@ -27,32 +27,16 @@ enum { G_RDI, G_RSI, G_RDX, G_RCX, G_R8, G_R9, G_R10, G_R11, G_R12, G_R13, G_R14
 /* NetBSD's clocks (<time.h>) and _lwp_park's flag. */
 enum { NETBSD_CLOCK_REALTIME = 0, NETBSD_TIMER_ABSTIME = 1 };
 
-/* Linux's REG_* for each of NetBSD's gregs (-1: none). */
-static const int linux_reg[G_COUNT] = {
-    [G_RDI] = REG_RDI, [G_RSI] = REG_RSI, [G_RDX] = REG_RDX, [G_RCX] = REG_RCX, [G_R8] = REG_R8,
-    [G_R9] = REG_R9, [G_R10] = REG_R10, [G_R11] = REG_R11, [G_R12] = REG_R12, [G_R13] = REG_R13,
-    [G_R14] = REG_R14, [G_R15] = REG_R15, [G_RBP] = REG_RBP, [G_RBX] = REG_RBX,
-    [G_RAX] = REG_RAX, [G_GS] = -1, [G_FS] = -1, [G_ES] = -1, [G_DS] = -1,
-    [G_TRAPNO] = REG_TRAPNO, [G_ERR] = REG_ERR, [G_RIP] = REG_RIP, [G_CS] = -1,
-    [G_RFLAGS] = REG_EFL, [G_RSP] = REG_RSP, [G_SS] = -1,
-};
-
 /* getcontext(ucp): the caller's registers as they are at the call (it
  * returns 0 there, so %rax is 0 and carry clear). */
 static long sys_getcontext(const long *a)
 {
-    uint8_t uc[UC_SIZE] = {0};
-    uint64_t gregs[G_COUNT] = {0};
-    const greg_t *g = ((ucontext_t *)bsd_context)->uc_mcontext.gregs;
-    uint32_t flags = UC_CPU | UC_SIGMASK | UC_STACK;
-
-    for (int i = 0; i < G_COUNT; i++)
-        gregs[i] = linux_reg[i] < 0 ? 0 : (uint64_t)g[linux_reg[i]];
-    gregs[G_RAX] = 0;
-    gregs[G_RFLAGS] &= ~1ull;
-    memcpy(uc, &flags, 4);
-    memcpy(uc + UC_GREGS, gregs, sizeof(gregs));
-    return bsd_copy_out((uint64_t)a[0], uc, sizeof(uc));
+    uint8_t uc[880];
+    ucontext_t now = *(ucontext_t *)bsd_context;
+    now.uc_mcontext.gregs[REG_RAX] = 0;
+    now.uc_mcontext.gregs[REG_EFL] &= ~1ll;
+    bsd_context_save(uc, &now, *bsd_guest_fs());
+    return bsd_copy_out((uint64_t)a[0], uc, UC_SIZE);
 }
 
 /* _lwp_create(ucp, flags, &new): a thread with every register of ucp. */

@@ -1,9 +1,10 @@
 /* Signals for the guest: its actions (sigaction), its per-thread mask and
- * alternate stack, and delivery the FreeBSD way: a frame on the guest's
- * stack with a siginfo and a ucontext, the handler called with (sig,
- * &siginfo, &ucontext) and returning into a trampoline page that calls
- * sigreturn(&ucontext), which restores every register from the (maybe
- * changed) ucontext. A signal that interrupts smolvm's own code (a call
+ * alternate stack, and delivery as its BSD does it: a frame on the guest's
+ * stack with a siginfo and a ucontext (each BSD's layout), the handler
+ * called with (sig, &siginfo, &ucontext) and returning into a trampoline
+ * (FreeBSD: a page of ours calling sigreturn; NetBSD: the one libc gave
+ * __sigaction_sigtramp, calling setcontext(%r15)) that restores every
+ * register from the (maybe changed) ucontext. A signal that interrupts smolvm's own code (a call
  * being answered) waits until the call returns to the guest; one the guest
  * masks waits until it unmasks it. Faults in guest code go to its handler
  * when it has one. */
@@ -39,6 +40,7 @@ struct action {
     uint64_t handler;
     uint32_t flags;
     uint64_t mask[2];
+    uint64_t tramp; /* NetBSD: where the handler returns (from __sigaction_sigtramp) */
 };
 
 static struct action actions[BSD_SIGNALS];
@@ -124,9 +126,8 @@ static void put_action(uint8_t *b, const struct action *a)
 static long install(int sig, const struct action *a)
 {
     int host = bsd_linux_signal(sig);
-    /* Ours stay (the dispatcher looks the action up); NetBSD's frames are
-     * not built yet: its handlers are recorded, not called. */
-    if (!host || ours(host) || bsd_personality() == BSD_NETBSD)
+    /* Ours stay: the dispatcher looks the action up. */
+    if (!host || ours(host))
         return 0;
     struct sigaction sa = {.sa_flags = SA_SIGINFO | SA_ONSTACK};
     if (a->handler == SIG_DFL_ || a->handler == SIG_IGN_)
@@ -159,6 +160,11 @@ static long sys_sigaction(const long *a)
     if (!a[1])
         return 0;
     get_action(b, &now);
+    /* NetBSD's __sigaction_sigtramp(sig, act, oact, tramp, version). */
+    now.tramp = bsd_personality() == BSD_NETBSD ? (uint64_t)a[3] : 0;
+    if (bsd_personality() == BSD_NETBSD && now.handler > SIG_IGN_ &&
+        (!now.tramp || now.tramp >= BSDUSER_GUEST_LIMIT))
+        return -EINVAL;
     if (now.handler > SIG_IGN_ && make_trampoline() < 0)
         return -ENOMEM;
     actions[sig] = now;
@@ -205,6 +211,41 @@ static long sys_sigpending(const long *a)
 
 /* ---- delivery ---- */
 
+/* ---- the guest's ucontext_t and siginfo_t, per BSD ---- */
+
+struct reg_slot {
+    int linux_reg;
+    size_t at; /* in the ucontext */
+};
+
+#define FB(r, mc) {REG_##r, UC_MCONTEXT + MC_##mc}
+static const struct reg_slot freebsd_regs[] = {
+    FB(RDI, RDI), FB(RSI, RSI), FB(RDX, RDX), FB(RCX, RCX), FB(R8, R8),   FB(R9, R9),
+    FB(RAX, RAX), FB(RBX, RBX), FB(RBP, RBP), FB(R10, R10), FB(R11, R11), FB(R12, R12),
+    FB(R13, R13), FB(R14, R14), FB(R15, R15), FB(RIP, RIP), FB(EFL, RFLAGS), FB(RSP, RSP),
+    FB(ERR, ERR), FB(TRAPNO, TRAPNO)};
+/* NetBSD's __gregs[] order, from 56. */
+#define NB(r, i) {REG_##r, 56 + 8 * (i)}
+static const struct reg_slot netbsd_regs[] = {
+    NB(RDI, 0),  NB(RSI, 1),  NB(RDX, 2),  NB(RCX, 3),  NB(R8, 4),   NB(R9, 5),
+    NB(R10, 6),  NB(R11, 7),  NB(R12, 8),  NB(R13, 9),  NB(R14, 10), NB(R15, 11),
+    NB(RBP, 12), NB(RBX, 13), NB(RAX, 14), NB(TRAPNO, 19), NB(ERR, 20), NB(RIP, 21),
+    NB(EFL, 23), NB(RSP, 24)};
+
+struct context_format {
+    size_t size, si_size;
+    const struct reg_slot *regs;
+    size_t nregs;
+    size_t mask_at, fp_at, fs_at;
+    /* What else the format keeps (lengths, flags). */
+    void (*mark)(uint8_t *uc, bool has_fp);
+    /* Whether the context carries the registers, the FPU, the %fs base,
+     * the mask (NetBSD's uc_flags; FreeBSD's always do). */
+    uint32_t (*parts)(const uint8_t *uc);
+    void (*siginfo)(uint8_t *si, int sig, const siginfo_t *info);
+};
+enum { HAS_CPU = 1, HAS_FPU = 2, HAS_FS = 4, HAS_MASK = 8 };
+
 static void put64(uint8_t *b, size_t at, uint64_t v)
 {
     memcpy(b + at, &v, 8);
@@ -217,35 +258,92 @@ static uint64_t get64(const uint8_t *b, size_t at)
     return v;
 }
 
-/* Linux's general registers <-> FreeBSD's mcontext. */
-static const struct {
-    int linux_reg;
-    size_t mc;
-} regs[] = {
-    {REG_RDI, MC_RDI}, {REG_RSI, MC_RSI}, {REG_RDX, MC_RDX}, {REG_RCX, MC_RCX},
-    {REG_R8, MC_R8},   {REG_R9, MC_R9},   {REG_RAX, MC_RAX}, {REG_RBX, MC_RBX},
-    {REG_RBP, MC_RBP}, {REG_R10, MC_R10}, {REG_R11, MC_R11}, {REG_R12, MC_R12},
-    {REG_R13, MC_R13}, {REG_R14, MC_R14}, {REG_R15, MC_R15}, {REG_RIP, MC_RIP},
-    {REG_EFL, MC_RFLAGS}, {REG_RSP, MC_RSP}, {REG_ERR, MC_ERR}, {REG_TRAPNO, MC_TRAPNO},
-};
-
-static void save_context(uint8_t *uc, const ucontext_t *host, uint64_t guest_fs)
+static void freebsd_mark(uint8_t *uc, bool has_fp)
 {
     uint8_t *mc = uc + UC_MCONTEXT;
-    memset(uc, 0, UC_SIZE);
-    memcpy(uc, mask, 16);
-    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
-        put64(mc, regs[i].mc, (uint64_t)host->uc_mcontext.gregs[regs[i].linux_reg]);
     put64(mc, MC_CS, 0x43);
     put64(mc, MC_SS, 0x3b);
     put64(mc, MC_LEN, MC_SIZE);
-    put64(mc, MC_FSBASE, guest_fs);
     memcpy(mc + MC_FLAGS, &(uint32_t){MC_HASBASES}, 4);
-    if (host->uc_mcontext.fpregs) {
+    if (has_fp) {
         put64(mc, MC_FPFORMAT, MC_FPFMT_XMM);
         put64(mc, MC_OWNEDFP, MC_FPOWNED_FPU);
-        memcpy(mc + MC_FPSTATE, host->uc_mcontext.fpregs, 512);
     }
+}
+
+static uint32_t freebsd_parts(const uint8_t *uc)
+{
+    uint32_t flags;
+    memcpy(&flags, uc + UC_MCONTEXT + MC_FLAGS, 4);
+    return HAS_CPU | HAS_MASK |
+           (get64(uc + UC_MCONTEXT, MC_FPFORMAT) == MC_FPFMT_XMM ? HAS_FPU : 0) |
+           ((flags & MC_HASBASES) && get64(uc + UC_MCONTEXT, MC_FSBASE) ? HAS_FS : 0);
+}
+
+/* FreeBSD's siginfo_t: signo, errno, code, pid, uid, status, addr, value (80 bytes). */
+static void freebsd_siginfo(uint8_t *si, int sig, const siginfo_t *info)
+{
+    int32_t head[6] = {sig, 0, info->si_code > 0 ? info->si_code : 0x10001 /* SI_USER */,
+                       info->si_pid, (int32_t)info->si_uid, 0};
+    memcpy(si, head, sizeof(head));
+    put64(si, 24, (uint64_t)info->si_addr);
+}
+
+/* NetBSD's uc_flags. */
+enum { NB_SIGMASK = 0x1, NB_STACK = 0x2, NB_CPU = 0x4, NB_FPU = 0x8, NB_TLSBASE = 0x80000 };
+
+static void netbsd_mark(uint8_t *uc, bool has_fp)
+{
+    uint32_t flags = NB_SIGMASK | NB_STACK | NB_CPU | NB_TLSBASE | (has_fp ? NB_FPU : 0);
+    memcpy(uc, &flags, 4);
+}
+
+static uint32_t netbsd_parts(const uint8_t *uc)
+{
+    uint32_t flags;
+    memcpy(&flags, uc, 4);
+    return (flags & NB_CPU ? HAS_CPU : 0) | (flags & NB_FPU ? HAS_FPU : 0) |
+           (flags & NB_TLSBASE ? HAS_FS : 0) | (flags & NB_SIGMASK ? HAS_MASK : 0);
+}
+
+/* NetBSD's siginfo_t: signo, code, errno, pad, then the reason (pid and
+ * uid, or the fault address) at 16: 128 bytes. */
+static void netbsd_siginfo(uint8_t *si, int sig, const siginfo_t *info)
+{
+    int32_t head[6] = {sig, info->si_code > 0 ? info->si_code : 0 /* SI_USER */, 0, 0,
+                       info->si_pid, (int32_t)info->si_uid};
+    memcpy(si, head, sizeof(head));
+    if (info->si_code > 0)
+        put64(si, 16, (uint64_t)info->si_addr);
+}
+
+static const struct context_format freebsd_format = {
+    UC_SIZE, SI_SIZE, freebsd_regs, sizeof(freebsd_regs) / sizeof(freebsd_regs[0]),
+    0, UC_MCONTEXT + MC_FPSTATE, UC_MCONTEXT + MC_FSBASE, freebsd_mark, freebsd_parts,
+    freebsd_siginfo};
+static const struct context_format netbsd_format = {
+    784, 128, netbsd_regs, sizeof(netbsd_regs) / sizeof(netbsd_regs[0]),
+    16, 272, 264, netbsd_mark, netbsd_parts, netbsd_siginfo};
+#define MAX_UC 880
+#define MAX_SI 128
+
+static const struct context_format *format(void)
+{
+    return bsd_personality() == BSD_NETBSD ? &netbsd_format : &freebsd_format;
+}
+
+void bsd_context_save(uint8_t *uc, const void *context, uint64_t guest_fs)
+{
+    const struct context_format *f = format();
+    const ucontext_t *host = context;
+    memset(uc, 0, f->size);
+    memcpy(uc + f->mask_at, mask, 16);
+    for (size_t i = 0; i < f->nregs; i++)
+        put64(uc, f->regs[i].at, (uint64_t)host->uc_mcontext.gregs[f->regs[i].linux_reg]);
+    put64(uc, f->fs_at, guest_fs);
+    if (host->uc_mcontext.fpregs)
+        memcpy(uc + f->fp_at, host->uc_mcontext.fpregs, 512);
+    f->mark(uc, host->uc_mcontext.fpregs != NULL);
 }
 
 /* The flags a program may change: the arithmetic ones, TF, DF, OF, AC. */
@@ -253,34 +351,25 @@ static void save_context(uint8_t *uc, const ucontext_t *host, uint64_t guest_fs)
 
 static void load_context(const uint8_t *uc, ucontext_t *host, uint64_t *guest_fs)
 {
-    const uint8_t *mc = uc + UC_MCONTEXT;
+    const struct context_format *f = format();
+    uint32_t parts = f->parts(uc);
     greg_t *g = host->uc_mcontext.gregs;
     uint64_t flags = (uint64_t)g[REG_EFL];
-    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
-        g[regs[i].linux_reg] = (greg_t)get64(mc, regs[i].mc);
-    g[REG_EFL] = (greg_t)((flags & ~USER_FLAGS) | (get64(mc, MC_RFLAGS) & USER_FLAGS));
-    if (host->uc_mcontext.fpregs && get64(mc, MC_FPFORMAT) == MC_FPFMT_XMM) {
+    for (size_t i = 0; (parts & HAS_CPU) && i < f->nregs; i++)
+        g[f->regs[i].linux_reg] = (greg_t)get64(uc, f->regs[i].at);
+    if (parts & HAS_CPU)
+        g[REG_EFL] = (greg_t)((flags & ~USER_FLAGS) | ((uint64_t)g[REG_EFL] & USER_FLAGS));
+    if ((parts & HAS_FPU) && host->uc_mcontext.fpregs) {
         uint32_t mxcsr_mask = host->uc_mcontext.fpregs->mxcr_mask;
-        memcpy(host->uc_mcontext.fpregs, mc + MC_FPSTATE, 512);
+        memcpy(host->uc_mcontext.fpregs, uc + f->fp_at, 512);
         /* Reserved MXCSR bits would fault the return to the guest. */
         host->uc_mcontext.fpregs->mxcsr &= mxcsr_mask ? mxcsr_mask : 0xffbf;
         host->uc_mcontext.fpregs->mxcr_mask = mxcsr_mask;
     }
-    uint32_t mc_flags;
-    memcpy(&mc_flags, mc + MC_FLAGS, 4);
-    if ((mc_flags & MC_HASBASES) && get64(mc, MC_FSBASE))
-        *guest_fs = get64(mc, MC_FSBASE);
-    memcpy(mask, uc, 16);
-}
-
-/* FreeBSD's siginfo_t: signo, errno, code, pid, uid, status, addr, value. */
-static void put_siginfo(uint8_t *si, int sig, const siginfo_t *info)
-{
-    memset(si, 0, SI_SIZE);
-    int32_t head[6] = {sig, 0, info->si_code > 0 ? info->si_code : 0x10001 /* SI_USER */,
-                       info->si_pid, (int32_t)info->si_uid, 0};
-    memcpy(si, head, sizeof(head));
-    put64(si, 24, (uint64_t)info->si_addr);
+    if ((parts & HAS_FS) && get64(uc, f->fs_at))
+        *guest_fs = get64(uc, f->fs_at);
+    if (parts & HAS_MASK)
+        memcpy(mask, uc + f->mask_at, 16);
 }
 
 /* Builds the frame on the guest's stack and points the context at the
@@ -288,21 +377,25 @@ static void put_siginfo(uint8_t *si, int sig, const siginfo_t *info)
  * gone: it dies as FreeBSD kills it). */
 static bool deliver(int sig, const siginfo_t *info, ucontext_t *host, uint64_t *guest_fs)
 {
+    const struct context_format *f = format();
     struct action *a = &actions[sig];
     greg_t *g = host->uc_mcontext.gregs;
     uint64_t sp = (uint64_t)g[REG_RSP];
     bool on_alt = altstack.sp && sp >= altstack.sp && sp < altstack.sp + altstack.size;
-    uint8_t uc[UC_SIZE], si[SI_SIZE];
+    uint8_t uc[MAX_UC], si[MAX_SI] = {0};
+    /* FreeBSD's handlers return into our trampoline (sigreturn); NetBSD's
+     * into the one libc gave sigaction, which calls setcontext(%r15). */
+    uint64_t ret = bsd_personality() == BSD_NETBSD ? a->tramp : trampoline;
 
     if ((a->flags & SA_ONSTACK_) && !(altstack.flags & SS_DISABLE_) && !on_alt)
         sp = altstack.sp + altstack.size;
     sp -= 128; /* the interrupted code's red zone */
-    uint64_t si_at = (sp - SI_SIZE) & ~15ull, uc_at = (si_at - UC_SIZE) & ~63ull;
+    uint64_t si_at = (sp - f->si_size) & ~15ull, uc_at = (si_at - f->size) & ~63ull;
     uint64_t frame = uc_at - 8; /* the return address: as after a call */
-    save_context(uc, host, *guest_fs);
-    put_siginfo(si, sig, info);
-    if (bsd_copy_out(si_at, si, sizeof(si)) < 0 || bsd_copy_out(uc_at, uc, sizeof(uc)) < 0 ||
-        bsd_copy_out(frame, &trampoline, 8) < 0)
+    bsd_context_save(uc, host, *guest_fs);
+    f->siginfo(si, sig, info);
+    if (!ret || bsd_copy_out(si_at, si, f->si_size) < 0 || bsd_copy_out(uc_at, uc, f->size) < 0 ||
+        bsd_copy_out(frame, &ret, 8) < 0)
         return false;
     for (int i = 0; i < 2; i++)
         mask[i] |= a->mask[i];
@@ -313,6 +406,7 @@ static bool deliver(int sig, const siginfo_t *info, ucontext_t *host, uint64_t *
     g[REG_RDI] = sig;
     g[REG_RSI] = (greg_t)si_at;
     g[REG_RDX] = (greg_t)uc_at;
+    g[REG_R15] = (greg_t)uc_at;
     g[REG_RAX] = 0;
     g[REG_EFL] &= ~(greg_t)0x400; /* DF clear, as the ABI wants */
     if (a->flags & SA_RESETHAND_)
@@ -343,7 +437,7 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
     const greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
     bool guest_code = (uint64_t)g[REG_RIP] < BSDUSER_GUEST_LIMIT;
 
-    if (!sig || actions[sig].handler <= SIG_IGN_ || bsd_personality() == BSD_NETBSD)
+    if (!sig || actions[sig].handler <= SIG_IGN_)
         return false;
     bool fault = ours(linux_sig) && linux_sig != SIGSYS;
     if (fault && (!guest_code || in_set(mask, sig)))
@@ -358,15 +452,18 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
     return true;
 }
 
-/* sigreturn(ucontext): every register back from the (maybe changed)
- * context; the call's own result is none (the registers are the result). */
+/* sigreturn(ucontext) on FreeBSD, setcontext(ucontext) on NetBSD: every
+ * register back from the (maybe changed) context; the call's own result
+ * is none (the registers are the result). */
 static long sys_sigreturn(const long *a)
 {
-    uint8_t uc[UC_SIZE];
-    if (bsd_copy_in(uc, (uint64_t)a[0], sizeof(uc)) < 0)
+    const struct context_format *f = format();
+    uint8_t uc[MAX_UC];
+    if (bsd_copy_in(uc, (uint64_t)a[0], f->size) < 0)
         return -EFAULT;
-    if (get64(uc + UC_MCONTEXT, MC_RIP) >= BSDUSER_GUEST_LIMIT)
-        return -EINVAL;
+    for (size_t i = 0; i < f->nregs; i++)
+        if (f->regs[i].linux_reg == REG_RIP && get64(uc, f->regs[i].at) >= BSDUSER_GUEST_LIMIT)
+            return -EINVAL;
     load_context(uc, bsd_context, bsd_guest_fs());
     return BSD_JUSTRETURN;
 }
@@ -382,7 +479,7 @@ void bsd_signal_mask(uint64_t out[2], const uint64_t in[2])
 const struct bsd_handler bsd_signal_calls[] = {
     {"sigaction", sys_sigaction}, {"sigprocmask", sys_sigprocmask},
     {"sigaltstack", sys_sigaltstack}, {"sigpending", sys_sigpending},
-    {"freebsd:sigreturn", sys_sigreturn},
+    {"freebsd:sigreturn", sys_sigreturn}, {"netbsd:setcontext", sys_sigreturn},
     {"netbsd:__sigprocmask14", sys_sigprocmask}, {"netbsd:__sigaltstack14", sys_sigaltstack},
     {"netbsd:__sigaction_sigtramp", sys_sigaction},
 };

@@ -653,6 +653,76 @@ static int lwp(void)
     }
     return dots == 2 ? 0 : 7;
 }
+
+#define SYS_SIGACTION_SIGTRAMP 340
+#define SYS_SIGPROCMASK14 293
+/* NetBSD's ucontext: __gregs from 56; rax is 14, rip 21, rsp 24. */
+#define NB_RAX (56 + 14 * 8)
+#define NB_RIP (56 + 21 * 8)
+#define NB_RSP (56 + 24 * 8)
+
+struct nb_sigaction {
+    void (*handler)(int, void *, void *);
+    unsigned mask[4];
+    int flags;
+};
+
+/* What libc hands __sigaction_sigtramp: the handler returns here, with
+ * the ucontext in %r15, and it calls setcontext. */
+void nb_tramp(void);
+__asm__(".globl nb_tramp\nnb_tramp:\n"
+        "    mov %r15, %rdi\n"
+        "    mov $308, %eax\n" /* SYS_setcontext */
+        "    syscall\n"
+        "    ud2\n");
+
+static volatile int nb_seen, nb_good, nb_segv_good;
+
+static void nb_on_usr1(int sig, void *info, void *uc)
+{
+    long rip = *(long *)((char *)uc + NB_RIP);
+    nb_seen++;
+    nb_good = sig == 30 && *(int *)info == 30 && rip > 0 && rip < 0x500000000000l;
+    *(long *)((char *)uc + NB_RAX) = 77;
+}
+
+static void nb_resumed(void)
+{
+    leave(nb_segv_good ? 0 : 9);
+}
+
+static void nb_on_segv(int sig, void *info, void *uc)
+{
+    nb_segv_good = sig == 11 && *(void **)((char *)info + 16) == (void *)16;
+    *(long *)((char *)uc + NB_RIP) = (long)nb_resumed;
+    *(long *)((char *)uc + NB_RSP) = (*(long *)((char *)uc + NB_RSP) & ~15l) - 8;
+}
+
+/* NetBSD's signal delivery: siginfo and ucontext in its layouts, the
+ * handler's return through libc's trampoline and setcontext. */
+static int nb_signals(void)
+{
+    struct nb_sigaction act = {nb_on_usr1, {0, 0, 0, 0}, 0x40 /* SA_SIGINFO */};
+    long pid = sys(SYS_GETPID).value;
+    if (sys(SYS_SIGACTION_SIGTRAMP, 30, &act, 0, nb_tramp, 2).failed)
+        return 1;
+    struct ret r = sys(37, pid, 30); /* kill */
+    if (nb_seen != 1 || !nb_good || r.failed || r.value != 77)
+        return 2;
+    unsigned set[4] = {1u << 29, 0, 0, 0};
+    sys(SYS_SIGPROCMASK14, 1, set, 0);
+    sys(37, pid, 30);
+    if (nb_seen != 1)
+        return 3;
+    sys(SYS_SIGPROCMASK14, 2, set, 0);
+    if (nb_seen != 2)
+        return 4;
+    struct nb_sigaction segv = {nb_on_segv, {0, 0, 0, 0}, 0x40};
+    if (sys(SYS_SIGACTION_SIGTRAMP, 11, &segv, 0, nb_tramp, 2).failed)
+        return 5;
+    *(volatile int *)16 = 1;
+    return 6;
+}
 #endif
 
 /* FreeBSD enters _start with %rdi at argc and %rsp as after a call, so it
@@ -698,6 +768,8 @@ void ENTRY(long *ap)
 #ifdef NETBSD
     if (same(what, "lwp"))
         leave(lwp());
+    if (same(what, "signals"))
+        leave(nb_signals());
 #endif
     if (same(what, "kqueue"))
         leave(kqueue());

@@ -109,6 +109,7 @@ static void test_signals(void **state)
 {
     (void)state;
     expect_program("./fbsd signals");
+    expect_program("./nbsd signals"); /* NetBSD's layouts and trampoline */
 }
 
 /* fork (both returns), wait4's status, execve of a BSD program (still
