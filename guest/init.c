@@ -79,16 +79,41 @@ static const char *param(const char *cmdline, const char *key, char *out, size_t
     return NULL;
 }
 
-static void load_modules(void)
+/* A module's parameters from the kernel command line ("virtio_mmio.device=...":
+ * module name, a dot, the parameter), as modprobe passes them: the kernel
+ * applies command-line parameters only to built-in code. */
+static void module_args(const char *cmdline, const char *file, char *out, size_t size)
 {
-    char name[256], path[300];
+    char module[64];
+    const char *base = strrchr(file, '/');
+    size_t n = strcspn(base ? base + 1 : file, ".");
+    snprintf(module, sizeof(module), "%.*s", (int)n, base ? base + 1 : file);
+    for (char *c = module; *c; c++)
+        *c = *c == '-' ? '_' : *c;
+    out[0] = 0;
+    for (const char *p = cmdline; *p;) {
+        size_t len = strcspn(p, " \n");
+        if (len > strlen(module) + 1 && strncmp(p, module, strlen(module)) == 0 &&
+            p[strlen(module)] == '.' && strlen(out) + len < size - 1) {
+            strncat(out, p + strlen(module) + 1, len - strlen(module) - 1);
+            strcat(out, " ");
+        }
+        p += len;
+        p += strspn(p, " \n");
+    }
+}
+
+static void load_modules(const char *cmdline)
+{
+    char name[256], path[300], args[1024];
     FILE *order = fopen("/modules/order", "r");
 
     while (order && fgets(name, sizeof(name), order)) {
         name[strcspn(name, "\n")] = 0;
         snprintf(path, sizeof(path), "/modules/%s", name);
+        module_args(cmdline, name, args, sizeof(args));
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST))
+        if (fd < 0 || (syscall(SYS_finit_module, fd, args, 0) < 0 && errno != EEXIST))
             say("module %s: %s", name, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -143,7 +168,7 @@ int main(void)
         cmdline[n > 0 ? n : 0] = 0;
         close(fd);
     }
-    load_modules();
+    load_modules(cmdline);
     switch_root(param(cmdline, "smolvm.root", dev, sizeof(dev)) ? dev : "/dev/vda",
                 param(cmdline, "smolvm.rootfs", fstype, sizeof(fstype)) ? fstype : "ext2",
                 param(cmdline, "smolvm.ro", run, sizeof(run)) != NULL);

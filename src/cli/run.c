@@ -50,6 +50,9 @@ static const char run_help[] =
     "      --console serial|virtio\n"
     "                         which device gets this terminal's input: COM1 (ttyS0,\n"
     "                         default) or virtio-console (hvc0); both show output\n"
+    "      --virtio-discovery acpi|cmdline\n"
+    "                         how the guest finds its virtio-mmio devices: ACPI\n"
+    "                         (default) or virtio_mmio.device= on its command line\n"
     "      --trace-boot       print boot timestamps (tslog style) to stderr when the guest stops\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the boot trace as JSON\n"
@@ -106,7 +109,8 @@ static int parse_disk(char *spec, struct vm_config *cfg)
 
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
-    enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE, OPT_NO_KERNEL_CACHE };
+    enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE,
+           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -119,6 +123,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
         {"console", required_argument, NULL, OPT_CONSOLE},
         {"no-kernel-cache", no_argument, NULL, OPT_NO_KERNEL_CACHE},
+        {"virtio-discovery", required_argument, NULL, OPT_DISCOVERY},
         {"trace-boot", no_argument, NULL, OPT_TRACE_BOOT},
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
@@ -162,6 +167,14 @@ static int parse_args(int argc, char **argv, struct run_options *o)
                 o->vm.console = VM_CONSOLE_VIRTIO;
             else
                 return cli_fail(CLI_USAGE, "--console must be 'serial' or 'virtio'");
+            break;
+        case OPT_DISCOVERY:
+            if (strcmp(optarg, "acpi") == 0)
+                o->vm.discovery = VM_DISCOVERY_ACPI;
+            else if (strcmp(optarg, "cmdline") == 0)
+                o->vm.discovery = VM_DISCOVERY_CMDLINE;
+            else
+                return cli_fail(CLI_USAGE, "--virtio-discovery must be 'acpi' or 'cmdline'");
             break;
         case OPT_TRACE_BOOT: o->serve.trace_boot = true; break;
         case OPT_TRACE_UNTIL:

@@ -69,6 +69,8 @@ char *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(root, "cmdline", json_string(cfg->cmdline ? cfg->cmdline : ""));
     json_object_set_new(root, "console", json_string(console_name(cfg->console)));
     json_object_set_new(root, "rng", json_boolean(cfg->rng));
+    json_object_set_new(root, "discovery",
+                        json_string(cfg->discovery == VM_DISCOVERY_CMDLINE ? "cmdline" : "acpi"));
     json_object_set_new(root, "disks", disks);
     text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
@@ -132,6 +134,11 @@ int vm_config_from_json(const char *text, struct vm_config *cfg)
     else if (r == 0 && console && strcmp(console, "serial") != 0)
         r = err_plain(EINVAL, "config: bad \"console\"");
     cfg->rng = !json_is_false(json_object_get(root, "rng"));
+    const char *discovery = json_string_value(json_object_get(root, "discovery"));
+    if (r == 0 && discovery && strcmp(discovery, "cmdline") == 0)
+        cfg->discovery = VM_DISCOVERY_CMDLINE;
+    else if (r == 0 && discovery && strcmp(discovery, "acpi") != 0)
+        r = err_plain(EINVAL, "config: bad \"discovery\"");
     cfg->cmdline = dup_string(root, "cmdline");
     cfg->owns_strings = true;
     if (r == 0 && json_object_get(root, "disks"))

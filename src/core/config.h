@@ -20,6 +20,10 @@ struct vm_disk_config {
 };
 
 enum vm_console_kind { VM_CONSOLE_SERIAL, VM_CONSOLE_VIRTIO };
+/* How the guest finds its virtio-mmio devices: ACPI DSDT nodes (LNRO0005),
+ * or virtio_mmio.device= on the kernel command line (for kernels built
+ * with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES and without ACPI). */
+enum vm_discovery { VM_DISCOVERY_ACPI, VM_DISCOVERY_CMDLINE };
 
 struct vm_config {
     uint64_t mem_bytes;
@@ -31,6 +35,7 @@ struct vm_config {
     bool interactive;        /* stdin is a terminal: raw mode, Ctrl-A x quits */
     enum vm_console_kind console; /* which device gets the host's stdin */
     bool rng;                /* virtio-rng */
+    enum vm_discovery discovery;
     bool kernel_cache;       /* boot bzImages from a cached, unpacked vmlinux */
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];

@@ -144,6 +144,19 @@ int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t
     return 0;
 }
 
+int vm_discovery_cmdline(const char *base, const struct acpi_mmio_device *d, unsigned n,
+                         char *out, size_t size)
+{
+    int len = snprintf(out, size, "%s", base ? base : "");
+    for (unsigned i = 0; i < n && len >= 0 && (size_t)len < size; i++)
+        len += snprintf(out + len, size - (size_t)len, "%svirtio_mmio.device=0x%x@0x%llx:%u",
+                        len ? " " : "", d[i].size, (unsigned long long)d[i].base, d[i].irq);
+    if (len < 0 || (size_t)len >= size)
+        return err_plain(E2BIG, "the kernel command line with %u virtio_mmio.device= entries "
+                                "is longer than %zu bytes", n, size - 1);
+    return 0;
+}
+
 int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_t len,
                            uint8_t irq)
 {
@@ -272,11 +285,22 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
         .cmdline = vm->cfg.cmdline,
         .rsdp_gpa = X86_ACPI_ADDR,
     };
+    struct acpi_config tables = vm->acpi;
+    char cmdline[X86_CMDLINE_MAX];
     long used;
     int r;
 
-    vm->acpi.cpus = vm->cfg.cpus;
-    used = acpi ? acpi_build(acpi, X86_ACPI_SIZE, X86_ACPI_ADDR, &vm->acpi) : -ENOSPC;
+    /* Devices on the command line are left out of the DSDT: the guest
+     * would find them twice. */
+    if (vm->cfg.discovery == VM_DISCOVERY_CMDLINE) {
+        if (vm_discovery_cmdline(vm->cfg.cmdline, tables.mmio, tables.mmio_count, cmdline,
+                                 sizeof(cmdline)) < 0)
+            return -E2BIG;
+        req.cmdline = cmdline;
+        tables.mmio_count = 0;
+    }
+    tables.cpus = vm->cfg.cpus;
+    used = acpi ? acpi_build(acpi, X86_ACPI_SIZE, X86_ACPI_ADDR, &tables) : -ENOSPC;
     if (used < 0)
         return err_plain(ENOSPC, "ACPI tables do not fit their area");
     r = x86_boot_load(&vm->mem, &req, bsp);

@@ -6,8 +6,15 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 echo "SMOLVM-GUEST-UP"
+# Each module gets its parameters from the command line (name.param=value),
+# as modprobe passes them: the kernel applies those only to built-in code.
 load_modules() {
-    for m in $(cat /modules/order); do insmod "/modules/$m" 2>/dev/null; done
+    local m name
+    for m in $(cat /modules/order); do
+        name=$(basename "$m"); name=${name%%.*}; name=$(echo "$name" | tr - _)
+        # shellcheck disable=SC2046
+        insmod "/modules/$m" $(tr ' ' '\n' < /proc/cmdline | sed -n "s/^$name\.//p") 2>/dev/null
+    done
 }
 test=$(sed -n 's/.*smolvm\.test=\([^ ]*\).*/\1/p' /proc/cmdline)
 case "$test" in

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "api/control.h"
+#include "arch/x86/acpi.h"
 #include "core/config.h"
+#include "core/vm.h"
 
 static void round_trip(void **state)
 {
@@ -22,6 +24,7 @@ static void round_trip(void **state)
     a.cmdline = "console=hvc0 quiet \"quoted\"";
     a.console = VM_CONSOLE_VIRTIO;
     a.rng = false;
+    a.discovery = VM_DISCOVERY_CMDLINE;
     a.kernel_path = "/host/path/not/carried";
     a.disk_count = 2;
     a.disks[0] = (struct vm_disk_config){.path = "/x", .id = "root", .read_only = true};
@@ -35,6 +38,7 @@ static void round_trip(void **state)
     assert_string_equal(b.cmdline, a.cmdline);
     assert_int_equal(b.console, VM_CONSOLE_VIRTIO);
     assert_false(b.rng);
+    assert_int_equal(b.discovery, VM_DISCOVERY_CMDLINE);
     assert_null(b.kernel_path);
     assert_int_equal(b.disk_count, 2);
     assert_string_equal(b.disks[0].id, "root");
@@ -55,6 +59,7 @@ static void hostile_json_is_refused(void **state)
         "{\"cpus\": 1, \"mem_bytes\": 1, \"disks\": [1]}",
         "{\"cpus\": 1, \"mem_bytes\": 1, \"disks\": [{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}",
         "{\"cpus\": 1, \"cpus\": 2, \"mem_bytes\": 1}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"discovery\": \"dt\"}",
     };
     (void)state;
 
@@ -62,6 +67,22 @@ static void hostile_json_is_refused(void **state)
         struct vm_config c;
         assert_true(vm_config_from_json(bad[i], &c) < 0);
     }
+}
+
+/* virtio_mmio.device=<size>@<base>:<irq> in the form Linux's
+ * virtio_mmio module parses, after the command line given; too long is
+ * an error, never a cut line. */
+static void discovery_cmdline(void **state)
+{
+    struct acpi_mmio_device d[2] = {{0xd0000000, 0x200, 5}, {0xd0000200, 0x200, 6}};
+    char out[160];
+    (void)state;
+    assert_int_equal(vm_discovery_cmdline("console=ttyS0", d, 2, out, sizeof(out)), 0);
+    assert_string_equal(out, "console=ttyS0 virtio_mmio.device=0x200@0xd0000000:5 "
+                             "virtio_mmio.device=0x200@0xd0000200:6");
+    assert_int_equal(vm_discovery_cmdline(NULL, d, 1, out, sizeof(out)), 0);
+    assert_string_equal(out, "virtio_mmio.device=0x200@0xd0000000:5");
+    assert_true(vm_discovery_cmdline("console=ttyS0", d, 2, out, 60) < 0);
 }
 
 static void vm_names(void **state)
@@ -84,6 +105,7 @@ int main(void)
         cmocka_unit_test(round_trip),
         cmocka_unit_test(hostile_json_is_refused),
         cmocka_unit_test(vm_names),
+        cmocka_unit_test(discovery_cmdline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
