@@ -107,6 +107,12 @@ static int parse_disk(char *spec, struct vm_config *cfg)
     return 0;
 }
 
+/* 0 for the first word, 1 for the second, -1 for neither. */
+static int pick(const char *arg, const char *first, const char *second)
+{
+    return strcmp(arg, first) == 0 ? 0 : strcmp(arg, second) == 0 ? 1 : -1;
+}
+
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
     enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE,
@@ -131,7 +137,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    int c;
+    int c, choice;
 
     memset(o, 0, sizeof(*o));
     vm_config_defaults(&o->vm);
@@ -161,20 +167,14 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
         case OPT_CONSOLE:
-            if (strcmp(optarg, "serial") == 0)
-                o->vm.console = VM_CONSOLE_SERIAL;
-            else if (strcmp(optarg, "virtio") == 0)
-                o->vm.console = VM_CONSOLE_VIRTIO;
-            else
+            if ((choice = pick(optarg, "serial", "virtio")) < 0)
                 return cli_fail(CLI_USAGE, "--console must be 'serial' or 'virtio'");
+            o->vm.console = choice ? VM_CONSOLE_VIRTIO : VM_CONSOLE_SERIAL;
             break;
         case OPT_DISCOVERY:
-            if (strcmp(optarg, "acpi") == 0)
-                o->vm.discovery = VM_DISCOVERY_ACPI;
-            else if (strcmp(optarg, "cmdline") == 0)
-                o->vm.discovery = VM_DISCOVERY_CMDLINE;
-            else
+            if ((choice = pick(optarg, "acpi", "cmdline")) < 0)
                 return cli_fail(CLI_USAGE, "--virtio-discovery must be 'acpi' or 'cmdline'");
+            o->vm.discovery = choice ? VM_DISCOVERY_CMDLINE : VM_DISCOVERY_ACPI;
             break;
         case OPT_TRACE_BOOT: o->serve.trace_boot = true; break;
         case OPT_TRACE_UNTIL:
