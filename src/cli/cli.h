@@ -30,6 +30,7 @@ int cli_create(int argc, char **argv);
 int cli_reset(int argc, char **argv);
 int cli_commit(int argc, char **argv);
 int cli_rm(int argc, char **argv);
+int cli_pack(int argc, char **argv);
 int cli_ls(int argc, char **argv);
 int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);

@@ -9,6 +9,7 @@ static const struct cli_verb verbs[] = {
     {"run", "boot a Linux kernel in a microVM", cli_run},
     {"start", "start a .smolmachine (resumes it if it holds state) or an instance", cli_start},
     {"save", "save a running VM into a .smolmachine", cli_save},
+    {"pack", "write a .smolmachine that boots, from a kernel or an appliance", cli_pack},
     {"ps", "list running VMs", cli_ps},
     {"pause", "pause a running VM", cli_pause},
     {"resume", "resume a paused VM", cli_resume},

@@ -1,6 +1,7 @@
 /* smolvm run: boot a kernel in a microVM with its console on this terminal. */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +21,24 @@ struct run_options {
     struct serve_options serve;
     const char *name;
     const char *appliance;
+    const char *output; /* pack: the bundle to write */
     bool detach;
 };
+
+static const char pack_help[] =
+    "usage: smolvm pack -o FILE.smolmachine --kernel PATH [run options]\n"
+    "       smolvm pack -o FILE.smolmachine [run options] APPLIANCE_DIR\n"
+    "\n"
+    "Writes the VM 'smolvm run' would boot with the same options into one bundle,\n"
+    "without running it: its config, kernel, initrd and disks (each as its whole\n"
+    "content). 'smolvm start FILE' boots it; 'smolvm create NAME --from FILE' makes\n"
+    "an instance of it.\n"
+    "\n"
+    "  -o, --output FILE      the bundle (replaced atomically)\n"
+    "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --no-rng,\n"
+    "               --console, --virtio-discovery ('smolvm run --help')\n"
+    "\n"
+    "Exit status: 0 when written, 1 on errors, 2 on a bad command line.\n";
 
 static const char run_help[] =
     "usage: smolvm run --kernel PATH [options]\n"
@@ -134,6 +151,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
         {"appliance", required_argument, NULL, 'A'},
+        {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -144,7 +162,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     o->vm.interactive = isatty(STDIN_FILENO);
     optind = 1;
     opterr = 0; /* our own one-line messages instead of getopt's */
-    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:d:n:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:d:n:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': o->vm.kernel_path = optarg; break;
         case 'i': o->vm.initrd_path = optarg; break;
@@ -163,6 +181,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             break;
         case 'n': o->name = optarg; break;
         case 'A': o->appliance = optarg; break;
+        case 'o': o->output = optarg; break;
         case OPT_DETACH: o->detach = true; break;
         case OPT_NO_RNG: o->vm.rng = false; break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
@@ -183,7 +202,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             break;
         case OPT_JSON: o->serve.json = true; break;
         case 'h':
-            fputs(run_help, stdout);
+            fputs(strcmp(argv[0], "pack") == 0 ? pack_help : run_help, stdout);
             exit(CLI_OK);
         case ':':
             return cli_fail(CLI_USAGE, "option '%s' needs a value (try 'smolvm run --help')",
@@ -215,7 +234,10 @@ static int use_appliance(struct run_options *o, const char *name)
         return r;
     if (o->vm.disk_count == VM_MAX_DISKS)
         r = err_plain(E2BIG, "no room for the appliance's root disk");
-    if (r == 0)
+    /* Packed, the root goes as it is (only read). */
+    if (r == 0 && !name)
+        root = f.root, f.root = NULL;
+    else if (r == 0)
         r = machine_instance_overlay(name, "root.qcow2", f.root, "raw", &root);
     if (r == 0 && asprintf(&cmdline, "%s%s%s", f.cmdline, o->vm.cmdline ? " " : "",
                            o->vm.cmdline ? o->vm.cmdline : "") < 0)
@@ -227,7 +249,7 @@ static int use_appliance(struct run_options *o, const char *name)
     }
     /* The root is the first disk: /dev/vda, where the appliance's init looks. */
     memmove(&o->vm.disks[1], &o->vm.disks[0], o->vm.disk_count * sizeof(o->vm.disks[0]));
-    o->vm.disks[0] = (struct vm_disk_config){.path = root, .format = "qcow2"};
+    o->vm.disks[0] = (struct vm_disk_config){.path = root, .format = name ? "qcow2" : "raw"};
     o->vm.disk_count++;
     o->vm.cmdline = cmdline;
     if (!o->vm.kernel_path)
@@ -238,12 +260,39 @@ static int use_appliance(struct run_options *o, const char *name)
     return 0;
 }
 
+int cli_pack(int argc, char **argv)
+{
+    struct run_options o;
+    int code = parse_args(argc, argv, &o);
+
+    if (code != CLI_OK)
+        return code;
+    if (!o.output)
+        return cli_fail(CLI_USAGE, "pack needs -o FILE.smolmachine (try 'smolvm pack --help')");
+    if (o.appliance && use_appliance(&o, NULL) < 0)
+        return cli_fail(CLI_FAILED, "pack: %s", err_msg());
+    if (vm_config_check(&o.vm) < 0 || machine_export(&o.vm, NULL, o.output, true) < 0)
+        return cli_fail(CLI_FAILED, "pack: %s", err_msg());
+    if (o.serve.json) {
+        json_t *j = json_pack("{ss}", "path", o.output);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(j);
+    } else {
+        printf("%s\n", o.output);
+    }
+    return CLI_OK;
+}
+
 int cli_run(int argc, char **argv)
 {
     struct run_options o;
     struct server *server;
     struct machine *m;
     int code = parse_args(argc, argv, &o);
+
+    if (code == CLI_OK && o.output)
+        return cli_fail(CLI_USAGE, "run writes no bundle: use 'smolvm pack -o FILE'");
 
     if (code == CLI_OK)
         code = serve_open(o.name, &server);

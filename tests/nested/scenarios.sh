@@ -423,6 +423,14 @@ scenario_appliance() {
         > "$work/app-rebuild.out" 2>&1
     expect appliance-cached "an unchanged rebuild is a cache hit" \
         grep -q '"cached": true' "$work/app-rebuild.out"
+    "$SMOLVM" pack -o "$work/app.smolmachine" "$app" --mem 256M \
+        --cmdline 'smolvm.run="echo PACKED-UP; cat /etc/added.txt"' > "$work/app-pack.out" 2>&1
+    timeout "$BOOT_TIMEOUT" "$SMOLVM" start "$work/app.smolmachine" --name packed \
+        < /dev/null > "$work/packed.out" 2>&1
+    rc=$?
+    cp "$work/packed.out" "$results/" 2>/dev/null
+    expect appliance-packed "smolvm pack of the appliance gives a bundle that boots it" \
+        eval 'test "$rc" -eq 0 && has packed PACKED-UP && has packed appliance-added-file'
 }
 
 # Five instances of one appliance (smolvm create: O(1), an empty delta on

@@ -29,9 +29,17 @@
 
 #define SIZE (4u << 20)
 
+static char smolvm[4096];
+
 static int setup(void **state)
 {
     (void)state;
+    /* The smolvm binary next to this test's folder (build/tests/unit/..). */
+    ssize_t n = readlink("/proc/self/exe", smolvm, sizeof(smolvm) - 32);
+    if (n <= 0)
+        return -1;
+    smolvm[n] = 0;
+    strcpy(strrchr(smolvm, '/'), "/../../smolvm");
     return scratch_setup("store-bundles");
 }
 
@@ -351,12 +359,48 @@ static void test_saved_state(void **state)
     store_close(s);
 }
 
+/* smolvm pack: a bundle that boots (no state) from a kernel, an initrd and
+ * a disk, each section the file's bytes, the config as given; bad command
+ * lines and missing files: one line, exit 2 or 1. */
+static void test_pack(void **state)
+{
+    uint8_t *data;
+    size_t len;
+    struct vm_config cfg;
+    struct bundle *b;
+    (void)state;
+
+    assert_int_equal(sh("head -c 300000 /dev/urandom > K && echo initrd > I && truncate -s 4M D && "
+                        "printf DISKDATA | dd of=D bs=1 seek=1048576 conv=notrunc 2>/dev/null"), 0);
+    assert_int_equal(sh("'%s' pack -o p.smolmachine --kernel K --initrd I --disk D --cpus 2 "
+                        "--mem 300M --cmdline 'console=ttyS0 x=y' > pack.out", smolvm), 0);
+    assert_int_equal(bundle_open(in_dir("p.smolmachine"), &b), 0);
+    assert_false(machine_has_state(b));
+    assert_int_equal(bundle_read(b, "config", &data, &len), 0);
+    assert_int_equal(vm_config_from_json((const char *)data, &cfg), 0);
+    free(data);
+    assert_int_equal(cfg.cpus, 2);
+    assert_true(cfg.mem_bytes == 300ull << 20);
+    assert_string_equal(cfg.cmdline, "console=ttyS0 x=y");
+    assert_int_equal(cfg.disk_count, 1);
+    vm_config_release(&cfg);
+    assert_int_equal(bundle_extract(b, "kernel", in_dir("K.out")), 0);
+    assert_int_equal(bundle_extract(b, "initrd", in_dir("I.out")), 0);
+    assert_int_equal(bundle_extract(b, "disk.0", in_dir("D.out")), 0);
+    bundle_close(b);
+    assert_int_equal(sh("cmp -s K K.out && cmp -s I I.out && cmp -s D D.out"), 0);
+    assert_int_equal(sh("'%s' pack --kernel K 2> err", smolvm), 2);
+    assert_int_equal(sh("'%s' pack -o q.smolmachine --kernel missing 2> err; test $? -eq 1 && "
+                        "test $(wc -l < err) -eq 1 && test ! -e q.smolmachine", smolvm), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain_travels),
         cmocka_unit_test(test_hostile_layers),
         cmocka_unit_test(test_saved_state),
+        cmocka_unit_test(test_pack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
