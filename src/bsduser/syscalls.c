@@ -522,8 +522,12 @@ static long sys_pipe2(const long *a)
 static long sys_fcntl(const long *a)
 {
     int fd = (int)a[0];
-    long r;
-    switch (a[1]) {
+    long r, cmd = a[1];
+    /* The commands both BSDs number alike, but F_DUPFD_CLOEXEC. */
+    if (personality == BSD_NETBSD)
+        cmd = cmd == NETBSD_F_DUPFD_CLOEXEC ? FREEBSD_F_DUPFD_CLOEXEC
+            : cmd == FREEBSD_F_DUPFD_CLOEXEC ? -1 : cmd;
+    switch (cmd) {
     case FREEBSD_F_DUPFD: return bsd_result(fcntl(fd, F_DUPFD, (int)a[2]));
     case FREEBSD_F_DUPFD_CLOEXEC: return bsd_result(fcntl(fd, F_DUPFD_CLOEXEC, (int)a[2]));
     case FREEBSD_F_GETFD: return bsd_result(fcntl(fd, F_GETFD));

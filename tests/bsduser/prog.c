@@ -651,7 +651,11 @@ static int lwp(void)
             return 6;
         at += reclen;
     }
-    return dots == 2 ? 0 : 7;
+    if (dots != 2)
+        return 7;
+    /* NetBSD's own number for F_DUPFD_CLOEXEC (12). */
+    long copy = sys(SYS_FCNTL, d.value, 12, 30).value;
+    return copy >= 30 && sys(SYS_FCNTL, copy, 1, 0).value == 1 ? 0 : 8;
 }
 
 #define SYS_SIGACTION_SIGTRAMP 340
