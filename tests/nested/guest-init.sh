@@ -64,21 +64,26 @@ case "$test" in
         # Sequential throughput on vda, 3 rounds; the page cache is dropped
         # before reads. Prints "BENCH name MB/s" lines.
         load_modules
-        rate() { # rate NAME BYTES dd-args...: MB/s, timed with /proc/uptime
+        rate() { # rate NAME BYTES COMMAND...: MB/s, timed with /proc/uptime
             name=$1 bytes=$2; shift 2
             t0=$(cut -d' ' -f1 /proc/uptime)
-            dd "$@" 2>/dev/null
+            "$@" 2>/dev/null
             t1=$(cut -d' ' -f1 /proc/uptime)
             awk -v n="$name" -v b="$bytes" -v a="$t0" -v c="$t1" \
                 'BEGIN { if (c > a) printf "BENCH %s %.1f\n", n, b / 1048576 / (c - a) }'
         }
         for i in 1 2 3; do
-            rate seq-write-1M 67108864 if=/dev/zero of=/dev/vda bs=1M count=64 conv=fsync
+            rate seq-write-1M 67108864 dd if=/dev/zero of=/dev/vda bs=1M count=64 conv=fsync
             echo 3 > /proc/sys/vm/drop_caches
-            rate seq-read-1M 67108864 if=/dev/vda of=/dev/null bs=1M count=64
-            rate seq-write-4K 16777216 if=/dev/zero of=/dev/vda bs=4k count=4096 conv=fsync
+            rate seq-read-1M 67108864 dd if=/dev/vda of=/dev/null bs=1M count=64
+            rate seq-write-4K 16777216 dd if=/dev/zero of=/dev/vda bs=4k count=4096 conv=fsync
             echo 3 > /proc/sys/vm/drop_caches
-            rate seq-read-4K 16777216 if=/dev/vda of=/dev/null bs=4k count=4096 iflag=direct
+            rate seq-read-4K 16777216 dd if=/dev/vda of=/dev/null bs=4k count=4096 iflag=direct
+            # Random 4 KiB, direct, one at a time (bench/blk adds randio).
+            if [ -x /bin/randio ]; then
+                rate rand-read-4K 8388608 randio read /dev/vda 2048 64
+                rate rand-write-4K 8388608 randio write /dev/vda 2048 64
+            fi
         done
         ;;
     hvc)
