@@ -415,22 +415,6 @@ int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t
     return 0;
 }
 
-static int write_out(int fd, const void *data, size_t len, const char *path)
-{
-    const uint8_t *p = data;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return err_set(n < 0 ? errno : EIO, "writing '%s'", path);
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Leaves holes where data is zeros: disk images are mostly empty. */
 static int write_sparse(int fd, const uint8_t *data, size_t len, const char *path)
 {
@@ -443,7 +427,7 @@ static int write_sparse(int fd, const uint8_t *data, size_t len, const char *pat
             if (lseek(fd, (off_t)n, SEEK_CUR) < 0)
                 r = err_set(errno, "writing '%s'", path);
         } else {
-            r = write_out(fd, data + at, n, path);
+            r = file_write_all(fd, data + at, n, path);
         }
     }
     if (r == 0 && ftruncate(fd, (off_t)len) < 0)

@@ -112,22 +112,29 @@ int file_sync(const char *path)
     return r;
 }
 
-int file_write_new(const char *path, const void *data, size_t len)
+int file_write_all(int fd, const void *data, size_t len, const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), r = 0;
     const uint8_t *p = data;
 
-    if (fd < 0)
-        return err_set(errno, "cannot create '%s'", path);
-    while (r == 0 && len > 0) {
+    while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            r = err_set(n < 0 ? errno : EIO, "writing '%s'", path);
-        else
-            p += n, len -= (size_t)n;
+            return err_set(n < 0 ? errno : EIO, "writing '%s'", path);
+        p += n;
+        len -= (size_t)n;
     }
+    return 0;
+}
+
+int file_write_new(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), r;
+
+    if (fd < 0)
+        return err_set(errno, "cannot create '%s'", path);
+    r = file_write_all(fd, data, len, path);
     if (r == 0 && fsync(fd) < 0)
         r = err_set(errno, "writing '%s'", path);
     close(fd);
