@@ -105,6 +105,8 @@ long bsd_thread_id(void);
  * has no handler for it. */
 #include <signal.h>
 bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uint64_t *guest_fs);
+/* SIGSEGV, SIGBUS, SIGILL, SIGFPE: a fault that cannot wait. */
+bool bsd_fault_signal(int linux_sig);
 /* Delivers a kept signal the guest's mask lets through, into the context
  * about to be resumed (at the end of each call). */
 void bsd_signals_flush(void *context, uint64_t *guest_fs);

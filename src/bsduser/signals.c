@@ -75,11 +75,16 @@ int bsd_signal_number(int linux_sig)
     return 0;
 }
 
+bool bsd_fault_signal(int linux_sig)
+{
+    return linux_sig == SIGSEGV || linux_sig == SIGBUS || linux_sig == SIGILL ||
+           linux_sig == SIGFPE;
+}
+
 /* Signals smolvm keeps its own handler on (faults and system calls). */
 static bool ours(int linux_sig)
 {
-    return linux_sig == SIGSYS || linux_sig == SIGSEGV || linux_sig == SIGBUS ||
-           linux_sig == SIGILL || linux_sig == SIGFPE;
+    return linux_sig == SIGSYS || bsd_fault_signal(linux_sig);
 }
 
 /* The trampoline page: a handler returns onto it with %rsp at the
@@ -439,7 +444,7 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
 
     if (!sig || actions[sig].handler <= SIG_IGN_)
         return false;
-    bool fault = ours(linux_sig) && linux_sig != SIGSYS;
+    bool fault = bsd_fault_signal(linux_sig);
     if (fault && (!guest_code || in_set(mask, sig)))
         return false; /* a fault that cannot wait: the default */
     if (!fault && (!guest_code || in_set(mask, sig))) {

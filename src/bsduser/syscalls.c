@@ -217,11 +217,17 @@ static const char *root;
  * pointer is false, never a fault in smolvm. */
 static bool copy_path(char *buf, uint64_t guest)
 {
-    for (size_t at = 0; at < PATH_MAX; at++) {
-        if (bsd_copy_in(buf + at, guest + at, 1) < 0)
+    /* A piece within one page is read whole or not at all: page by page,
+     * never past the page the NUL is in. */
+    for (size_t at = 0; at < PATH_MAX;) {
+        size_t piece = 4096 - (size_t)((guest + at) & 4095);
+        if (piece > PATH_MAX - at)
+            piece = PATH_MAX - at;
+        if (bsd_copy_in(buf + at, guest + at, piece) < 0)
             return false;
-        if (!buf[at])
+        if (memchr(buf + at, 0, piece))
             return true;
+        at += piece;
     }
     return false;
 }
@@ -913,7 +919,7 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
     if (sig == SIGSYS)
         on_sigsys(sig, info, context);
     else if (!bsd_signal_arrived(sig, info, context, bsd_guest_fs()) &&
-             (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE))
+             bsd_fault_signal(sig))
         on_fault(sig, info, context);
     return 0;
 }

@@ -21,6 +21,7 @@
 #include "store/store.h"
 #include "util/err.h"
 #include "scratch.h"
+#include "store_check.h"
 
 #define SIZE (4u << 20)
 
@@ -73,15 +74,6 @@ static void expect_content(struct store *s, const char *name)
     assert_memory_equal(back, model, SIZE);
     assert_int_equal(sh("qemu-img check -q '%s'", i.delta), 0);
     store_instance_release(&i);
-}
-
-static unsigned layer_count(struct store *s)
-{
-    json_t *list = json_array();
-    assert_int_equal(store_list_layers(s, list), 0);
-    unsigned n = (unsigned)json_array_size(list);
-    json_decref(list);
-    return n;
 }
 
 static void test_chains_commit_reset_gc(void **state)

@@ -26,6 +26,7 @@
 #include "store/store.h"
 #include "util/err.h"
 #include "scratch.h"
+#include "store_check.h"
 
 #define SIZE (4u << 20)
 
@@ -70,15 +71,6 @@ static void write_disk(const char *path, uint64_t offset, size_t len, int v)
     assert_int_equal(disk_write(d, &iov, 1, offset), 0);
     disk_close(d);
     free(buf);
-}
-
-static unsigned layer_count(struct store *s)
-{
-    json_t *list = json_array();
-    assert_int_equal(store_list_layers(s, list), 0);
-    unsigned n = (unsigned)json_array_size(list);
-    json_decref(list);
-    return n;
 }
 
 static char *delta_of(struct store *s, const char *name)
