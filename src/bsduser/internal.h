@@ -31,6 +31,7 @@ BSD_CALLS(signal);
 BSD_CALLS(process);
 BSD_CALLS(socket);
 BSD_CALLS(ioctl);
+BSD_CALLS(fsinfo);
 
 /* A handler's result meaning "the registers are set already" (sigreturn):
  * neither %rax nor the carry flag is touched. */
@@ -38,6 +39,12 @@ BSD_CALLS(ioctl);
 
 /* A descriptor the guest closes: if it was a kqueue, its notes go. */
 void bsd_kqueue_forget(int fd);
+/* A signal arrived (BSD number; async-signal-safe): kqueue notes on it
+ * count it, whatever the guest's action or mask. */
+void bsd_kqueue_signalled(int sig);
+/* A kqueue note on signal sig comes (on) or goes: while one is there,
+ * the signal is caught even where the guest ignores it. */
+long bsd_signal_watch(int sig, bool on);
 
 /* Guest memory through the kernel: a bad pointer is -EFAULT, never a
  * fault in smolvm. */
@@ -123,6 +130,14 @@ const char *bsd_root(void);
  * absolute path that exists in the sysroot is taken from there. buf:
  * PATH_MAX bytes. NULL: the guest pointer is bad (EFAULT). */
 const char *bsd_path(uint64_t guest, char *buf);
+/* In a handler: the guest path at value as the host's, in name (a local
+ * buffer); a bad pointer returns -EFAULT from the handler. */
+#define PATH_ARG(name, value)                                                                  \
+    char name##_buf[PATH_MAX];                                                                 \
+    const char *name = bsd_path((uint64_t)(value), name##_buf);                               \
+    if (!name)                                                                                 \
+        return -EFAULT
+
 /* Syscall User Dispatch on for the calling task (a thread, a forked child). */
 int bsd_dispatch_on(void);
 /* After fork: in the child only the caller's thread is left. */

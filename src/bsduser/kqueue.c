@@ -1,13 +1,15 @@
 /* kqueue/kevent on epoll. A kqueue is an epoll descriptor (the number the
  * guest sees) plus the notes registered on it: read and write readiness of
  * descriptors (one epoll registration per descriptor, for both filters),
- * user events (an eventfd each) and timers (a timerfd each). Descriptors
+ * user events and signals (an eventfd each) and timers (a timerfd each). Descriptors
  * epoll cannot watch (regular files, directories) are always ready, as
  * FreeBSD's vnode filter mostly is. Both BSDs' struct kevent layouts are
  * read and written here; internally a note is one shape. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +30,7 @@
 /* epoll data: the descriptor, or a note's eventfd/timerfd with this bit. */
 #define OWN_FD (1ull << 40)
 
-enum filter { F_READ, F_WRITE, F_USER, F_TIMER, F_NONE };
+enum filter { F_READ, F_WRITE, F_USER, F_TIMER, F_SIGNAL, F_NONE };
 
 /* EV_* and NOTE_* values the two BSDs share. */
 enum { EV_ADD = 0x1, EV_DELETE = 0x2, EV_ENABLE = 0x4, EV_DISABLE = 0x8, EV_ONESHOT = 0x10,
@@ -76,9 +78,11 @@ static enum filter filter_of(int raw)
 {
     if (netbsd)
         return raw == NETBSD_EVFILT_READ ? F_READ : raw == NETBSD_EVFILT_WRITE ? F_WRITE
-             : raw == NETBSD_EVFILT_TIMER ? F_TIMER : raw == 8 /* EVFILT_USER */ ? F_USER : F_NONE;
+             : raw == NETBSD_EVFILT_TIMER ? F_TIMER : raw == 8 /* EVFILT_USER */ ? F_USER
+             : raw == NETBSD_EVFILT_SIGNAL ? F_SIGNAL : F_NONE;
     return raw == FREEBSD_EVFILT_READ ? F_READ : raw == FREEBSD_EVFILT_WRITE ? F_WRITE
-         : raw == FREEBSD_EVFILT_TIMER ? F_TIMER : raw == FREEBSD_EVFILT_USER ? F_USER : F_NONE;
+         : raw == FREEBSD_EVFILT_TIMER ? F_TIMER : raw == FREEBSD_EVFILT_USER ? F_USER
+         : raw == FREEBSD_EVFILT_SIGNAL ? F_SIGNAL : F_NONE;
 }
 
 static void get_kev(const uint8_t *b, struct kev *k)
@@ -140,6 +144,53 @@ static struct kqueue *queue(int fd)
     return queues[fd];
 }
 
+/* ---- signal notes: counted from the signal handler, without locks ---- */
+
+/* A signal note's eventfd (+1; 0: a free slot) and signal; busy counts
+ * handlers writing to it, so it is closed only once none is. */
+#define MAX_SIGNAL_NOTES 64
+static struct {
+    _Atomic int fd_plus_1, sig, busy;
+} watched[MAX_SIGNAL_NOTES];
+
+void bsd_kqueue_signalled(int sig)
+{
+    for (int i = 0; i < MAX_SIGNAL_NOTES; i++) {
+        atomic_fetch_add(&watched[i].busy, 1);
+        int fd = atomic_load(&watched[i].fd_plus_1) - 1;
+        if (fd >= 0 && atomic_load(&watched[i].sig) == sig)
+            eventfd_write(fd, 1);
+        atomic_fetch_sub(&watched[i].busy, 1);
+    }
+}
+
+static long watch_signal(int sig, int fd)
+{
+    for (int i = 0; i < MAX_SIGNAL_NOTES; i++) {
+        int free_slot = 0;
+        /* Taken (-1: no descriptor yet) before its signal changes. */
+        if (atomic_compare_exchange_strong(&watched[i].fd_plus_1, &free_slot, -1)) {
+            atomic_store(&watched[i].sig, sig);
+            atomic_store(&watched[i].fd_plus_1, fd + 1);
+            return bsd_signal_watch(sig, true);
+        }
+    }
+    return -ENOMEM;
+}
+
+static void unwatch_signal(int sig, int fd)
+{
+    for (int i = 0; i < MAX_SIGNAL_NOTES; i++) {
+        int mine = fd + 1;
+        if (atomic_compare_exchange_strong(&watched[i].fd_plus_1, &mine, 0)) {
+            while (atomic_load(&watched[i].busy))
+                sched_yield();
+            bsd_signal_watch(sig, false);
+            return;
+        }
+    }
+}
+
 static struct note *find(struct kqueue *q, uint64_t ident, enum filter filter)
 {
     for (size_t i = 0; i < q->count; i++)
@@ -150,6 +201,8 @@ static struct note *find(struct kqueue *q, uint64_t ident, enum filter filter)
 
 static void drop(struct kqueue *q, struct note *n)
 {
+    if (n->kev.filter == F_SIGNAL && n->own_fd >= 0)
+        unwatch_signal((int)n->kev.ident, n->own_fd);
     if (n->own_fd >= 0)
         close(n->own_fd);
     *n = q->notes[--q->count];
@@ -231,15 +284,19 @@ static uint64_t timer_ns(const struct kev *k)
     return (uint64_t)(k->data > 0 ? k->data : 1) * unit;
 }
 
-/* A user event's eventfd or a timer's timerfd, watched by the queue. */
+/* A user event's or a signal's eventfd, or a timer's timerfd, watched
+ * by the queue. */
 static int own_fd(int epfd, struct note *n, size_t index)
 {
     if (n->own_fd < 0) {
-        n->own_fd = n->kev.filter == F_USER ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-                                            : timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        n->own_fd = n->kev.filter == F_TIMER
+                        ? timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+                        : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         struct epoll_event e = {.events = EPOLLIN, .data.u64 = OWN_FD | index};
         if (n->own_fd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, n->own_fd, &e) < 0)
             return -errno;
+        if (n->kev.filter == F_SIGNAL)
+            return watch_signal((int)n->kev.ident, n->own_fd);
     }
     if (n->kev.filter == F_TIMER) {
         uint64_t ns = timer_ns(&n->kev);
@@ -273,6 +330,8 @@ static long change(int epfd, struct kqueue *q, const struct kev *k)
         return -EINVAL;
     if (fd_filter && fcntl((int)k->ident, F_GETFD) < 0)
         return -EBADF;
+    if (k->filter == F_SIGNAL && (k->ident < 1 || k->ident >= 128))
+        return -EINVAL;
     if (!n && !(k->flags & EV_ADD))
         return -ENOENT;
     if (k->flags & EV_DELETE) {
@@ -287,6 +346,8 @@ static long change(int epfd, struct kqueue *q, const struct kev *k)
         q->notes = more;
         n = &q->notes[q->count++];
         *n = (struct note){.kev = *k, .enabled = true, .own_fd = -1};
+        if (k->filter == F_SIGNAL) /* counted since the last report */
+            n->kev.flags |= EV_CLEAR;
     } else if (k->flags & EV_ADD) {
         n->reported = false;
         n->kev.udata = k->udata;
@@ -348,15 +409,17 @@ static void report_own(int epfd, struct kqueue *q, size_t index, struct answer *
         return;
     struct note *n = &q->notes[index];
     uint64_t count = 0;
-    /* A user event stays triggered until cleared (EV_CLEAR: by this report). */
-    if (n->kev.filter == F_TIMER || (n->kev.flags & EV_CLEAR))
-        if (read(n->own_fd, &count, sizeof(count)) < 0 && n->kev.filter == F_TIMER)
-            return; /* a timer read before: nothing new */
+    /* A user event stays triggered until cleared (EV_CLEAR: by this
+     * report); timers and signals say how many times they fired. */
+    bool counted = n->kev.filter == F_TIMER || n->kev.filter == F_SIGNAL;
+    if (counted || (n->kev.flags & EV_CLEAR))
+        if (read(n->own_fd, &count, sizeof(count)) < 0 && counted)
+            return; /* read before: nothing new */
     if (!n->enabled)
         return;
     struct kev k = n->kev;
     k.flags = (k.flags & (EV_CLEAR | EV_ONESHOT)) | EV_ADD;
-    k.data = n->kev.filter == F_TIMER ? (int64_t)count : 0;
+    k.data = counted ? (int64_t)count : 0;
     k.fflags = 0;
     add(a, &k);
     if (n->kev.flags & EV_ONESHOT) {

@@ -128,6 +128,16 @@ static void put_action(uint8_t *b, const struct action *a)
     memcpy(b + (netbsd ? 8 : 12), a->mask, 16);
 }
 
+/* kqueue notes on each signal (EVFILT_SIGNAL): they count it even while
+ * the guest ignores it, so then smolvm catches it and drops it. */
+static int watchers[BSD_SIGNALS];
+
+static bool ignored_by_default(int linux_sig)
+{
+    return linux_sig == SIGCHLD || linux_sig == SIGURG || linux_sig == SIGWINCH ||
+           linux_sig == SIGCONT;
+}
+
 static long install(int sig, const struct action *a)
 {
     int host = bsd_linux_signal(sig);
@@ -135,7 +145,8 @@ static long install(int sig, const struct action *a)
     if (!host || ours(host))
         return 0;
     struct sigaction sa = {.sa_flags = SA_SIGINFO | SA_ONSTACK};
-    if (a->handler == SIG_DFL_ || a->handler == SIG_IGN_)
+    bool counted = watchers[sig] && (a->handler == SIG_IGN_ || ignored_by_default(host));
+    if ((a->handler == SIG_DFL_ || a->handler == SIG_IGN_) && !counted)
         sa.sa_handler = a->handler == SIG_DFL_ ? SIG_DFL : SIG_IGN;
     else
         sa.sa_sigaction = (void (*)(int, siginfo_t *, void *))bsd_signal_entry;
@@ -174,6 +185,14 @@ static long sys_sigaction(const long *a)
         return -ENOMEM;
     actions[sig] = now;
     return install(sig, &now);
+}
+
+long bsd_signal_watch(int sig, bool on)
+{
+    if (sig < 1 || sig >= BSD_SIGNALS || !bsd_linux_signal(sig))
+        return -EINVAL;
+    watchers[sig] += on ? 1 : -1;
+    return install(sig, &actions[sig]);
 }
 
 static long sys_sigprocmask(const long *a)
@@ -442,6 +461,8 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
     const greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
     bool guest_code = (uint64_t)g[REG_RIP] < BSDUSER_GUEST_LIMIT;
 
+    if (sig)
+        bsd_kqueue_signalled(sig);
     if (!sig || actions[sig].handler <= SIG_IGN_)
         return false;
     bool fault = bsd_fault_signal(linux_sig);

@@ -1,7 +1,7 @@
 /* Sockets: Linux's, with what the BSDs lay out or number differently
  * translated: struct sockaddr (sa_len and an 8-bit family first; INET6's
  * family number), SOCK_CLOEXEC/SOCK_NONBLOCK, SOL_SOCKET and its options,
- * MSG_* flags, struct msghdr. Control messages are not passed yet. */
+ * MSG_* flags, struct msghdr and its control messages (descriptors). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -33,7 +33,7 @@ struct pair {
     {{P##_MSG_OOB, MSG_OOB}, {P##_MSG_PEEK, MSG_PEEK}, {P##_MSG_DONTROUTE, MSG_DONTROUTE},      \
      {P##_MSG_EOR, MSG_EOR}, {P##_MSG_TRUNC, MSG_TRUNC}, {P##_MSG_CTRUNC, MSG_CTRUNC},         \
      {P##_MSG_WAITALL, MSG_WAITALL}, {P##_MSG_DONTWAIT, MSG_DONTWAIT},                         \
-     {P##_MSG_NOSIGNAL, MSG_NOSIGNAL}}
+     {P##_MSG_NOSIGNAL, MSG_NOSIGNAL}, {P##_MSG_CMSG_CLOEXEC, MSG_CMSG_CLOEXEC}}
 
 static const struct pair freebsd_options[] = SOCKET_OPTIONS(FREEBSD),
                          netbsd_options[] = SOCKET_OPTIONS(NETBSD),
@@ -261,20 +261,108 @@ struct bsd_msghdr {
     int32_t flags;
 };
 
+/* Control messages. Both BSDs lay a header out as {uint32 len; int level;
+ * int type;} with the data 8-aligned at 16 and the next header at len
+ * rounded up to 8; Linux's length is 64-bit, its data also at 16. Only
+ * descriptors (SOL_SOCKET, SCM_RIGHTS: the same number everywhere) pass:
+ * anything else is refused when sent and left out when received. */
+#define CONTROL_ROOM 4096
+#define BSD_CMSG_DATA 16
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+
+struct bsd_cmsghdr {
+    uint32_t len;
+    int32_t level, type;
+};
+
+static long control_in(uint64_t guest, size_t len, uint8_t *out, size_t *out_len)
+{
+    uint8_t in[CONTROL_ROOM];
+    struct bsd_cmsghdr c;
+    size_t at = 0, put = 0;
+    if (len > sizeof(in))
+        return -ENOBUFS;
+    if (bsd_copy_in(in, guest, len) < 0)
+        return -EFAULT;
+    while (at + sizeof(c) <= len) {
+        memcpy(&c, in + at, sizeof(c));
+        if (c.len < BSD_CMSG_DATA || c.len > len - at)
+            return -EINVAL;
+        if (c.level != FREEBSD_SOL_SOCKET || c.type != SCM_RIGHTS)
+            return -EINVAL;
+        size_t data = c.len - BSD_CMSG_DATA;
+        struct cmsghdr *h = (struct cmsghdr *)(out + put);
+        if (put + CMSG_SPACE(data) > CONTROL_ROOM)
+            return -ENOBUFS;
+        *h = (struct cmsghdr){.cmsg_len = CMSG_LEN(data), .cmsg_level = SOL_SOCKET,
+                              .cmsg_type = SCM_RIGHTS};
+        memcpy(CMSG_DATA(h), in + at + BSD_CMSG_DATA, data);
+        put += CMSG_SPACE(data);
+        at += ALIGN8(c.len);
+    }
+    *out_len = put;
+    return 0;
+}
+
+/* Descriptors a message carried that the guest cannot be given. */
+static void close_passed(const struct cmsghdr *h)
+{
+    size_t n = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(fd));
+        close(fd);
+    }
+}
+
+/* What recvmsg got, into the guest's buffer of room bytes: the length
+ * written, MSG_CTRUNC into *flags when something did not fit. */
+static long control_out(struct msghdr *m, uint64_t guest, size_t room, int *flags)
+{
+    uint8_t out[CONTROL_ROOM] = {0};
+    size_t put = 0;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(m); h; h = CMSG_NXTHDR(m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t data = h->cmsg_len - CMSG_LEN(0);
+        if (put + BSD_CMSG_DATA + data > room) {
+            close_passed(h);
+            *flags |= MSG_CTRUNC;
+            continue;
+        }
+        struct bsd_cmsghdr c = {.len = (uint32_t)(BSD_CMSG_DATA + data),
+                                .level = FREEBSD_SOL_SOCKET, .type = SCM_RIGHTS};
+        memcpy(out + put, &c, sizeof(c));
+        memcpy(out + put + BSD_CMSG_DATA, CMSG_DATA(h), data);
+        put = ALIGN8(put + BSD_CMSG_DATA + data);
+    }
+    put = put < room ? put : room;
+    return bsd_copy_out(guest, out, put) < 0 ? -EFAULT : (long)put;
+}
+
 static long message(const long *a, bool sending)
 {
     struct bsd_msghdr m;
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     struct iovec *iov;
+    uint8_t control[CONTROL_ROOM] __attribute__((aligned(8)));
+    size_t control_len = 0;
     long r;
 
     if (bsd_copy_in(&m, (uint64_t)a[1], sizeof(m)) < 0)
         return -EFAULT;
     if (m.iovlen < 0 || m.iovlen > MAX_IOV)
         return -EMSGSIZE;
-    if (m.control && m.controllen)
-        return -EOPNOTSUPP; /* control messages (descriptor passing): not yet */
+    if (!m.control)
+        m.controllen = 0;
+    if (sending && m.controllen) {
+        r = control_in(m.control, m.controllen, control, &control_len);
+        if (r < 0)
+            return r;
+    } else if (!sending) {
+        control_len = m.controllen < CONTROL_ROOM ? m.controllen : CONTROL_ROOM;
+    }
     iov = calloc((size_t)m.iovlen + 1, sizeof(*iov));
     if (!iov)
         return -ENOMEM;
@@ -282,7 +370,8 @@ static long message(const long *a, bool sending)
     if (r == 0 && sending && m.name)
         r = sockaddr_in(m.name, m.namelen, &ss, &len);
     struct msghdr h = {.msg_name = m.name ? &ss : NULL, .msg_namelen = m.name ? len : 0,
-                       .msg_iov = iov, .msg_iovlen = (size_t)m.iovlen};
+                       .msg_iov = iov, .msg_iovlen = (size_t)m.iovlen,
+                       .msg_control = control_len ? control : NULL, .msg_controllen = control_len};
     ssize_t n = r < 0 ? -1 : sending ? sendmsg((int)a[0], &h, msg_flags(a[2]))
                                      : recvmsg((int)a[0], &h, msg_flags(a[2]));
     if (r == 0 && n < 0)
@@ -291,11 +380,12 @@ static long message(const long *a, bool sending)
         if (m.name)
             r = sockaddr_out(m.name, (uint64_t)a[1] + offsetof(struct bsd_msghdr, namelen), &ss,
                              h.msg_namelen);
+        long put = h.msg_controllen ? control_out(&h, m.control, m.controllen, &h.msg_flags) : 0;
         m.flags = (int32_t)bsd_msg_flags(h.msg_flags);
-        m.controllen = 0;
+        m.controllen = put < 0 ? 0 : (uint32_t)put;
         if (r == 0)
-            r = bsd_copy_out((uint64_t)a[1] + offsetof(struct bsd_msghdr, controllen),
-                             &m.controllen, 8);
+            r = put < 0 ? put : bsd_copy_out((uint64_t)a[1] + offsetof(struct bsd_msghdr, controllen),
+                                             &m.controllen, 8);
     }
     free(iov);
     return r < 0 ? r : n;

@@ -248,12 +248,6 @@ const char *bsd_path(uint64_t guest, char *buf)
 }
 
 /* A path argument, or -EFAULT from the handler. */
-#define PATH_ARG(name, value)                                                                  \
-    char name##_buf[PATH_MAX];                                                                 \
-    const char *name = bsd_path((uint64_t)(value), name##_buf);                               \
-    if (!name)                                                                                 \
-        return -EFAULT
-
 static long sys_open(const long *a)
 {
     PATH_ARG(path, a[0]);
@@ -877,7 +871,8 @@ static void fill_handlers(const struct sysent *e, const char *own)
                  {bsd_signal_calls, bsd_signal_call_count},
                  {bsd_process_calls, bsd_process_call_count},
                  {bsd_socket_calls, bsd_socket_call_count},
-                 {bsd_ioctl_calls, bsd_ioctl_call_count}};
+                 {bsd_ioctl_calls, bsd_ioctl_call_count},
+                 {bsd_fsinfo_calls, bsd_fsinfo_call_count}};
     for (size_t p = 0; p < sizeof(parts) / sizeof(parts[0]); p++)
         for (size_t k = 0; k < parts[p].count; k++) {
             const struct bsd_handler *h = &parts[p].calls[k];

@@ -502,6 +502,23 @@ static long sys_cpuset_getaffinity(const long *a)
     return bsd_copy_out((uint64_t)a[4], mask, size);
 }
 
+/* rtprio(function, pid, struct rtprio *) and rtprio_thread(function,
+ * lwpid, ...): every thread runs in the time-sharing class at priority 0;
+ * asking for a real-time or idle class is refused, as FreeBSD refuses an
+ * unprivileged caller. */
+static long sys_rtprio(const long *a)
+{
+    enum { RTP_LOOKUP = 0, RTP_SET = 1, RTP_PRIO_NORMAL = 3 };
+    uint16_t rtp[2] = {RTP_PRIO_NORMAL, 0};
+    if (a[0] == RTP_LOOKUP)
+        return bsd_copy_out((uint64_t)a[2], rtp, sizeof(rtp));
+    if (a[0] != RTP_SET)
+        return -EINVAL;
+    if (bsd_copy_in(rtp, (uint64_t)a[2], sizeof(rtp)) < 0)
+        return -EFAULT;
+    return rtp[0] == RTP_PRIO_NORMAL ? 0 : -EPERM;
+}
+
 static long sys_nothing(const long *a)
 {
     (void)a;
@@ -513,6 +530,6 @@ const struct bsd_handler bsd_thread_calls[] = {
     {"thr_self", sys_thr_self}, {"thr_new", sys_thr_new}, {"thr_exit", sys_thr_exit},
     {"thr_kill", sys_thr_kill}, {"_umtx_op", sys_umtx_op}, {"netbsd:__setitimer50", sys_nothing},
     {"sched_yield", sys_sched_yield}, {"cpuset_getaffinity", sys_cpuset_getaffinity},
-    {"rtprio_thread", sys_nothing}, {"thr_set_name", sys_nothing},
+    {"rtprio_thread", sys_rtprio}, {"freebsd:rtprio", sys_rtprio}, {"thr_set_name", sys_nothing},
 };
 const size_t bsd_thread_call_count = sizeof(bsd_thread_calls) / sizeof(bsd_thread_calls[0]);

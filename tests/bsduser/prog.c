@@ -217,6 +217,8 @@ static void worker(void *arg)
 }
 
 /* TLS through sysarch, threads through thr_new, waits through _umtx_op. */
+#define SYS_RTPRIO 166
+
 static int threads(void)
 {
     long mine[1] = {42}, *fs = mine;
@@ -250,6 +252,12 @@ static int threads(void)
         return 7;
     if (sys(SYS_GETRLIMIT, 8, limit).failed || limit[0] == 0 || limit[1] < limit[0])
         return 8; /* RLIMIT_NOFILE */
+    unsigned short rtp[2] = {0xffff, 0xffff}, realtime[2] = {2, 10}; /* RTP_PRIO_REALTIME */
+    if (sys(SYS_RTPRIO, 0, 0, rtp).failed || rtp[0] != 3 || rtp[1] != 0) /* normal, 0 */
+        return 9;
+    r = sys(SYS_RTPRIO, 1, 0, realtime);
+    if (!r.failed || r.value != 1 || sys(SYS_RTPRIO, 1, 0, rtp).failed) /* EPERM; normal: fine */
+        return 10;
     return 0;
 }
 
@@ -409,6 +417,31 @@ static int signals(void)
 /* fork: the child exits 3, the parent's wait4 sees it; fork again and
  * execve this very program (a BSD one: it stays under bsd-user, exit 7),
  * and a host program (exit status 5); a missing one: ENOENT. */
+#define EVFILT_SIGNAL (-6)
+#define SIG_IGN_ ((void (*)(int, void *, void *))1)
+
+/* EVFILT_SIGNAL: a signal the program ignores is still counted, twice
+ * sent, one event with data 2; a deleted note counts nothing more. */
+static int kqueue_signals(void)
+{
+    struct sigaction_ ignore = {SIG_IGN_, 0, {0, 0, 0, 0}};
+    struct kevent got, c = kev(SIGUSR1_, EVFILT_SIGNAL, EV_ADD, 0, 0, (void *)0x55);
+    long kq = sys(SYS_KQUEUE).value, pid = sys(SYS_GETPID).value;
+    if (kq < 0 || sys(SYS_SIGACTION, SIGUSR1_, &ignore, 0).failed || one(kq, &c, 0, 0) != 0)
+        return 1;
+    if (sys(SYS_KILL, pid, SIGUSR1_).failed || sys(SYS_KILL, pid, SIGUSR1_).failed)
+        return 2;
+    if (one(kq, 0, &got, 1000) != 1 || got.ident != SIGUSR1_ || got.filter != EVFILT_SIGNAL ||
+        got.data != 2 || got.udata != (void *)0x55)
+        return 3;
+    if (one(kq, 0, &got, 10) != 0)
+        return 4; /* counted since the last report: nothing new */
+    c.flags = EV_DELETE;
+    if (one(kq, &c, 0, 0) != 0 || sys(SYS_KILL, pid, SIGUSR1_).failed || one(kq, 0, &got, 10) != 0)
+        return 5;
+    return sys(SYS_CLOSE, kq).failed ? 6 : 0;
+}
+
 static int processes(char *self)
 {
     int status = 0;
@@ -480,6 +513,44 @@ static int same_bytes(const char *a, const char *b, size_t n)
     return 1;
 }
 
+#define SYS_PIPE2_ 542
+#define MSG_CTRUNC_ 0x20
+/* A BSD control message: {u_int len; int level; int type;}, data at 16. */
+struct rights {
+    unsigned len;
+    int level, type, pad;
+    int fd[2];
+};
+
+/* A pipe's read end passed over a UNIX socket (SCM_RIGHTS) arrives as a
+ * working descriptor; without room for it the message says MSG_CTRUNC;
+ * a control message of a kind not passed (SCM_CREDS) is EINVAL. */
+static int passing(int sv[2])
+{
+    int p[2];
+    char buf[8];
+    struct rights c = {16 + 4, 0xffff, 1, 0, {0, 0}}, got = {0, 0, 0, 0, {-1, -1}};
+    struct iov_ one = {"m", 1}, in = {buf, 8};
+    struct msghdr_ m = {0, 0, &one, 1, &c, 24, 0}, r = {0, 0, &in, 1, &got, sizeof(got), 0};
+    if (sys(SYS_PIPE2_, p, 0).failed)
+        return 11;
+    c.fd[0] = p[0];
+    if (sys(SYS_SENDMSG, sv[0], &m, 0).value != 1 || sys(SYS_RECVMSG, sv[1], &r, 0).value != 1 ||
+        r.controllen != 24 /* CMSG_SPACE */ || got.len != 20 || got.level != 0xffff || got.type != 1 ||
+        got.fd[0] < 0 || got.fd[0] == p[0] || (r.flags & MSG_CTRUNC_))
+        return 12;
+    if (sys(SYS_WRITE, p[1], "via", 3).value != 3 || sys(SYS_READ, got.fd[0], buf, 8).value != 3 ||
+        !same_bytes(buf, "via", 3))
+        return 13;
+    r.controllen = 8; /* too small for one descriptor */
+    if (sys(SYS_SENDMSG, sv[0], &m, 0).value != 1 || sys(SYS_RECVMSG, sv[1], &r, 0).value != 1 ||
+        !(r.flags & MSG_CTRUNC_) || r.controllen != 0)
+        return 14;
+    c.type = 3; /* SCM_CREDS */
+    struct ret bad = sys(SYS_SENDMSG, sv[0], &m, 0);
+    return bad.failed && bad.value == 22 ? 0 : 15;
+}
+
 /* A socketpair; TCP on 127.0.0.1 (bind, listen, getsockname, connect,
  * accept, options); UDP with addresses; sendmsg/recvmsg; MSG_PEEK. */
 static int sockets(void)
@@ -529,7 +600,7 @@ static int sockets(void)
     if (sys(SYS_RECVFROM, t, buf, 1, 2, 0, 0).value != 1 || buf[0] != 'x' || /* MSG_PEEK */
         sys(SYS_RECVFROM, t, buf + 1, 1, 0, 0, 0).value != 1 || buf[1] != 'x')
         return 10;
-    return 0;
+    return passing(sv);
 }
 
 #define SYS_IOCTL 54
@@ -576,6 +647,69 @@ static int terminal(int tty)
         (back.lflag & 0x108) || back.cc[16] != 0 || !(back.lflag & 0x80))
         return 6;
     return sys(SYS_IOCTL, 0, TIOCGWINSZ, ws).failed ? 7 : 0;
+}
+
+#ifdef NETBSD
+#define SYS_STATFS 357 /* statvfs1(path, buf, flags) */
+#define SYS_FSTATFS 358
+#define SYS_GETFSSTAT 356
+#define STATFS_SIZE 2256
+#define F_FSID 128
+#define F_TYPENAME 172
+#define F_ONNAME 204
+#else
+#define SYS_STATFS 555
+#define SYS_FSTATFS 556
+#define SYS_GETFSSTAT 557
+#define STATFS_SIZE 2344
+#define F_FSID 192
+#define F_TYPENAME 280
+#define F_ONNAME 1320
+#endif
+#define F_BLOCKS 32
+
+static void say_number(unsigned long n)
+{
+    char digits[24];
+    int at = 23;
+    digits[at] = 0;
+    do
+        digits[--at] = (char)('0' + n % 10);
+    while (n /= 10);
+    say(digits + at);
+}
+
+static char fs_here[STATFS_SIZE], fs_open[STATFS_SIZE], fs_all[4][STATFS_SIZE];
+
+/* statfs(".") and fstatfs of "." agree; the mount table has it; prints
+ * "TYPE MOUNTPOINT BLOCKS" for the test to hold against the host's. */
+static int fsinfo(void)
+{
+    struct ret fd = sys(SYS_OPEN, ".", 0, 0);
+    if (sys(SYS_STATFS, ".", fs_here, 0).failed || fd.failed ||
+        sys(SYS_FSTATFS, fd.value, fs_open, 0).failed)
+        return 1;
+#ifndef NETBSD
+    if (*(unsigned *)fs_here != 0x20140518) /* STATFS_VERSION */
+        return 2;
+#endif
+    if (!same_bytes(fs_here + F_FSID, fs_open + F_FSID, 8) ||
+        !same(fs_here + F_ONNAME, fs_open + F_ONNAME) || fs_here[F_ONNAME] != '/')
+        return 3;
+    struct ret count = sys(SYS_GETFSSTAT, 0, 0, 2), some = sys(SYS_GETFSSTAT, fs_all, sizeof(fs_all), 2);
+    if (count.failed || count.value < 1 || some.failed || some.value < 1 || some.value > 4 ||
+        (count.value >= 4 && some.value != 4) || fs_all[0][F_ONNAME] != '/')
+        return 4;
+    struct ret bad = sys(SYS_STATFS, "/nonexistent-dir", fs_open, 0);
+    if (!bad.failed || bad.value != 2)
+        return 5;
+    say(fs_here + F_TYPENAME);
+    say(" ");
+    say(fs_here + F_ONNAME);
+    say(" ");
+    say_number(*(unsigned long *)(fs_here + F_BLOCKS));
+    say("\n");
+    return 0;
 }
 
 /* Under --root: a file only the sysroot has, read by its absolute path;
@@ -777,6 +911,10 @@ void ENTRY(long *ap)
 #endif
     if (same(what, "kqueue"))
         leave(kqueue());
+    if (same(what, "ksignal"))
+        leave(kqueue_signals());
+    if (same(what, "fsinfo"))
+        leave(fsinfo());
     if (same(what, "signals"))
         leave(signals());
     if (same(what, "rootfile"))

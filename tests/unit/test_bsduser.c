@@ -129,6 +129,22 @@ static void test_sockets(void **state)
     expect_program("./fbsd sockets");
 }
 
+/* File system information in each BSD's struct (FreeBSD statfs, NetBSD
+ * statvfs): the type by its BSD name, the mount point and the block count
+ * the host's own tools (findmnt, stat -f) give for the same directory. */
+static void test_fsinfo(void **state)
+{
+    static const char expect[] =
+        "t=$(findmnt -n -o FSTYPE -T .); case $t in ext[234]) t=ext2fs;; overlay) t=unionfs;; esac; "
+        "echo \"$t $(findmnt -n -o TARGET -T .) $(stat -f -c %%b .)\" > fs.expect";
+    (void)state;
+    assert_int_equal(sh(expect), 0);
+    expect_program("./fbsd fsinfo");
+    assert_int_equal(sh("diff -u fs.expect out >&2"), 0);
+    expect_program("./nbsd fsinfo");
+    assert_int_equal(sh("diff -u fs.expect out >&2"), 0);
+}
+
 /* ioctl: FIONREAD/FIOCLEX on a pipe, ENOTTY for terminal requests there;
  * in a pseudo-terminal (script(1) makes one), termios in BSD numbering
  * both ways and the window size. */
@@ -187,6 +203,7 @@ static void test_kqueue(void **state)
 {
     (void)state;
     expect_program("./fbsd kqueue");
+    expect_program("./fbsd ksignal"); /* EVFILT_SIGNAL, the signal ignored */
 }
 
 /* Failures come back the BSD way: carry set, BSD errno numbers (ENOENT 2,
@@ -227,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_processes),
         cmocka_unit_test(test_sockets),
+        cmocka_unit_test(test_fsinfo),
         cmocka_unit_test(test_ioctl_termios),
         cmocka_unit_test(test_seccomp_fallback),
         cmocka_unit_test(test_root),
