@@ -7,12 +7,14 @@
 #include <unistd.h>
 
 #include "bundle/layers.h"
+#include "bundle/workingset.h"
 #include "disk/copy.h"
 #include "disk/disk.h"
 #include "util/blob.h"
 #include "util/file.h"
 #include "util/err.h"
 #include "util/paths.h"
+#include "util/trace.h"
 
 #define SECTION_CONFIG "config"
 #define SECTION_KERNEL "kernel"
@@ -32,7 +34,13 @@ struct machine {
     struct bundle_chains chains; /* disks carried as layers */
     char *dir;
     enum machine_memory memory;
+    char *working_set; /* to record, a while after the start */
+    struct working_set_recorder *recorder;
 };
+
+/* How long after a start the pages present make its working set: the
+ * guest's first second (REAP's window). */
+#define WORKING_SET_WINDOW_MS 1000
 
 struct vm *machine_vm(struct machine *m)
 {
@@ -43,6 +51,8 @@ void machine_destroy(struct machine *m)
 {
     if (!m)
         return;
+    working_set_recorder_stop(m->recorder);
+    free(m->working_set);
     vm_destroy(m->vm);
     vm_config_release(&m->cfg);
     free(m->dir);
@@ -477,18 +487,41 @@ static int extract_files(struct machine *s, bool boots)
     return r;
 }
 
+/* The working set recorded next to the memory cache is faulted in; when
+ * there is none (or it does not fit this RAM) this start records one. */
+static void prefetch(struct machine *m, const char *dir, const struct guest_memory *mem)
+{
+    char key[65], *path;
+    if (bundle_section_key(m->source, SECTION_MEMORY, key) < 0 ||
+        asprintf(&path, "%s/%s.ws", dir, key) < 0)
+        return;
+    struct working_set_counts c;
+    int r = working_set_prefetch(path, mem, &c);
+    if (r == 0)
+        trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
+    if (r == -EINVAL)
+        unlink(path);
+    if (r < 0)
+        m->working_set = path;
+    else
+        free(path);
+    err_clear();
+}
+
 /* Mapped from the unpacked cache by default (bench/coldstart: fastest of
  * the three, and flat in RAM size); read into RAM when there can be no
  * cache (no cache folder, or a full disk). */
 static int load_memory(void *opaque, const struct guest_memory *mem)
 {
-    const struct machine *m = opaque;
+    struct machine *m = opaque;
     char *dir = m->memory != MACHINE_MEMORY_DECOMPRESS ? paths_cache_dir("memory") : NULL;
     enum bundle_memory_mode mode = m->memory == MACHINE_MEMORY_COPY ? BUNDLE_COPY : BUNDLE_MAP;
     int r = -ENOENT;
 
     if (dir && paths_mkdirs(dir) == 0)
         r = bundle_cached_memory(m->source, SECTION_MEMORY, mem, dir, mode);
+    if (r == 0 && (m->memory == MACHINE_MEMORY_DEFAULT || m->memory == MACHINE_MEMORY_MAP))
+        prefetch(m, dir, mem);
     free(dir);
     if (r == 0 || r == -EINVAL)
         return r;
@@ -546,6 +579,10 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         r = extract_files(m, !bundle_has(m->source, SECTION_STATE));
     if (r == 0)
         r = build(m);
+    if (r == 0 && m->working_set &&
+        working_set_recorder_start(m->working_set, vm_memory(m->vm), WORKING_SET_WINDOW_MS,
+                                   &m->recorder) < 0)
+        err_clear(); /* only later starts lose */
     if (r < 0) {
         machine_destroy(m);
         return r;

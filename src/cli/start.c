@@ -23,10 +23,13 @@ static const char start_help[] =
     "      --detach           run in the background once the VM is up (prints its name)\n"
     "  -n, --name NAME        the VM's name (default vm-PID); its disks live in\n"
     "                         ~/.local/share/smolvm/instances/NAME\n"
-    "      --memory map|copy|decompress\n"
-    "                         how saved RAM comes back: mapped lazily (default) from the\n"
-    "                         copy unpacked (once, verified) in ~/.cache/smolvm/memory,\n"
-    "                         copied from it, or decompressed from the bundle\n"
+    "      --memory map|lazy|copy|decompress\n"
+    "                         how saved RAM comes back: mapped (default) from the copy\n"
+    "                         unpacked (once, verified) in ~/.cache/smolvm/memory, with\n"
+    "                         the pages the first start touched in its first second\n"
+    "                         faulted in before the guest runs; mapped with every page\n"
+    "                         left to fault in when touched (lazy); copied from it; or\n"
+    "                         decompressed from the bundle\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the trace as JSON\n"
@@ -103,10 +106,12 @@ int cli_start(int argc, char **argv)
                 so.memory = MACHINE_MEMORY_COPY;
             else if (strcmp(optarg, "map") == 0)
                 so.memory = MACHINE_MEMORY_MAP;
+            else if (strcmp(optarg, "lazy") == 0)
+                so.memory = MACHINE_MEMORY_LAZY;
             else if (strcmp(optarg, "decompress") == 0)
                 so.memory = MACHINE_MEMORY_DECOMPRESS;
             else
-                return cli_fail(CLI_USAGE, "--memory must be copy, map or decompress");
+                return cli_fail(CLI_USAGE, "--memory must be map, lazy, copy or decompress");
             break;
         case OPT_DETACH: detach = true; break;
         case 'h':

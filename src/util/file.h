@@ -24,12 +24,12 @@ int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
     __attribute__((warn_unused_result));
 void file_unmap(struct mapped_file *f);
 
-/* Creates (or truncates) path with len bytes of data, synced. 0 or a
- * negative errno with the message set. */
 /* Writes all of data at fd's position (short writes and EINTR retried);
  * a failure names path. */
 int file_write_all(int fd, const void *data, size_t len, const char *path)
     __attribute__((warn_unused_result));
+/* Creates (or truncates) path with len bytes of data, synced. 0 or a
+ * negative errno with the message set. */
 int file_write_new(const char *path, const void *data, size_t len)
     __attribute__((warn_unused_result));
 

@@ -17,7 +17,13 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_GUEST_STOPPED] = "guest_stopped",
 };
 
+static const char *const count_names[TRACE_COUNT_COUNT] = {
+    [TRACE_PREFETCHED_PAGES] = "prefetched_pages",
+};
+
 static int64_t time_zero;
+/* 0: not set; a value is stored as value + 1. */
+static _Atomic uint64_t counts[TRACE_COUNT_COUNT];
 /* 0 means "not recorded": a real point is stored as ns + 1. */
 static _Atomic int64_t recorded[TRACE_POINT_COUNT];
 
@@ -33,6 +39,8 @@ void trace_start(void)
     time_zero = now_ns();
     for (int i = 0; i < TRACE_POINT_COUNT; i++)
         atomic_store(&recorded[i], 0);
+    for (int i = 0; i < TRACE_COUNT_COUNT; i++)
+        atomic_store(&counts[i], 0);
     trace_mark(TRACE_VMM_START);
 }
 
@@ -40,6 +48,11 @@ void trace_mark(enum trace_point point)
 {
     int64_t expected = 0;
     atomic_compare_exchange_strong(&recorded[point], &expected, now_ns() - time_zero + 1);
+}
+
+void trace_set_count(enum trace_count count, uint64_t value)
+{
+    atomic_store(&counts[count], value + 1);
 }
 
 bool trace_recorded(enum trace_point point)
@@ -68,6 +81,10 @@ void trace_print_table(FILE *out, const char *marker)
         fputc('\n', out);
         previous = t;
     }
+    for (int i = 0; i < TRACE_COUNT_COUNT; i++)
+        if (atomic_load(&counts[i]))
+            fprintf(out, "%-22s %12llu\n", count_names[i],
+                    (unsigned long long)(atomic_load(&counts[i]) - 1));
 }
 
 static void json_string(FILE *out, const char *s)
@@ -98,6 +115,15 @@ void trace_print_json(FILE *out, const char *marker)
         sep = ",";
     }
     fputs("}", out);
+    bool any = false;
+    for (int i = 0; i < TRACE_COUNT_COUNT; i++)
+        if (atomic_load(&counts[i])) {
+            fprintf(out, "%s\"%s\":%llu", any ? "," : ",\"counts\":{", count_names[i],
+                    (unsigned long long)(atomic_load(&counts[i]) - 1));
+            any = true;
+        }
+    if (any)
+        fputs("}", out);
     if (marker) {
         fputs(",\"marker\":", out);
         json_string(out, marker);

@@ -23,6 +23,12 @@ enum trace_point {
     TRACE_POINT_COUNT
 };
 
+/* Counts recorded beside the timestamps (what a start did). */
+enum trace_count {
+    TRACE_PREFETCHED_PAGES, /* the working set faulted in before the guest ran */
+    TRACE_COUNT_COUNT
+};
+
 /* Sets time zero. Called first thing in main(). */
 void trace_start(void);
 
@@ -33,6 +39,9 @@ bool trace_recorded(enum trace_point point);
 
 /* Nanoseconds from time zero to the point, or -1 if never recorded. */
 int64_t trace_ns(enum trace_point point);
+
+/* Sets a count (printed with the points once set). */
+void trace_set_count(enum trace_count count, uint64_t value);
 
 /* Prints every recorded point; marker names the --trace-until string. */
 void trace_print_table(FILE *out, const char *marker);

@@ -328,6 +328,10 @@ scenario_snapshot_counter() {
         eval 'test "$f1" -gt 0 && test "$f1" -le $((saved + 2)) && test "$f1" -ge $((saved - 2)) && test "$f1" = "$f2"'
     expect snapshot-not-rebooted "no start booted again" \
         eval '! has cnt1 SMOLVM-GUEST-UP && ! has cnt2 SMOLVM-GUEST-UP'
+    local prefetched
+    prefetched=$(grep -a -o '"prefetched_pages":[0-9]*' "$work/cnt2.err" | cut -d: -f2)
+    expect snapshot-working-set "the first start recorded its working set, the second faulted ${prefetched:-no} pages in before running (and went on from the same count)" \
+        eval '! grep -q prefetched_pages "$work/cnt1.err" && test "${prefetched:-0}" -gt 100'
     # COUNT f1 can be a line the guest queued before the save and the
     # restored console sends out: the first count made after the start is
     # f1 + 1, and the original printed f1 before the save.

@@ -1,0 +1,314 @@
+/* The working set file: a header (magic, the RAM's total size, the range
+ * count) then ranges of pages {first page of the RAM laid end to end,
+ * page count, written}; a range never crosses a region. Recorded from
+ * /proc/self/pagemap: bit 63 says a page is present, bit 61 that it is
+ * still the file's page (clear: the guest wrote it and has its own copy),
+ * bit 62 that it was swapped out (only a written page can be). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bundle/workingset.h"
+#include "util/err.h"
+#include "util/file.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define PAGE 4096u
+#define MAGIC "SMOLWS\0\1"
+#define MAX_RANGES (1u << 20)
+#define PAGEMAP_BATCH 4096
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+#define PM_FILE (1ull << 61)
+
+struct ws_header {
+    char magic[8];
+    uint64_t ram_total;
+    uint32_t count, reserved;
+};
+
+struct ws_range {
+    uint64_t first_page;
+    uint32_t pages, written;
+};
+
+/* Ranges after a header, in one buffer the size of the file. */
+struct ws_file {
+    uint8_t *bytes;
+    size_t count, room;
+};
+
+static struct ws_range *range_at(const struct ws_file *f, size_t i)
+{
+    return (struct ws_range *)(f->bytes + sizeof(struct ws_header)) + i;
+}
+
+/* Extends the last range with page, or starts one (always at a region's
+ * first present page: may_join false). */
+static int add_page(struct ws_file *f, uint64_t page, bool written, bool may_join)
+{
+    struct ws_range *last = f->count ? range_at(f, f->count - 1) : NULL;
+    if (may_join && last && last->first_page + last->pages == page &&
+        last->written == (uint32_t)written && last->pages < UINT32_MAX) {
+        last->pages++;
+        return 0;
+    }
+    if (f->count == MAX_RANGES)
+        return err_plain(E2BIG, "working set: more than %u ranges", MAX_RANGES);
+    if (f->count == f->room) {
+        size_t room = f->room ? f->room * 2 : 256;
+        uint8_t *more = realloc(f->bytes, sizeof(struct ws_header) + room * sizeof(struct ws_range));
+        if (!more)
+            return err_set(ENOMEM, "working set");
+        f->bytes = more;
+        f->room = room;
+    }
+    *range_at(f, f->count++) = (struct ws_range){page, 1, written};
+    return 0;
+}
+
+/* The present pages of one region; first_page: its first page's number
+ * in the RAM laid end to end. */
+static int scan_region(int pagemap, const struct guest_region *g, uint64_t first_page,
+                       struct ws_file *f)
+{
+    uint64_t entries[PAGEMAP_BATCH], pages = g->size / PAGE, vpage = (uintptr_t)g->host / PAGE;
+    bool may_join = false;
+
+    for (uint64_t done = 0; done < pages;) {
+        size_t want = pages - done < PAGEMAP_BATCH ? (size_t)(pages - done) : PAGEMAP_BATCH;
+        ssize_t n = pread(pagemap, entries, want * 8, (off_t)((vpage + done) * 8));
+        if (n <= 0 || n % 8)
+            return err_set(n < 0 ? errno : EIO, "reading /proc/self/pagemap");
+        for (size_t i = 0; i < (size_t)n / 8; i++) {
+            uint64_t e = entries[i];
+            if (!(e & (PM_PRESENT | PM_SWAPPED)))
+                continue;
+            int r = add_page(f, first_page + done + i, (e & PM_SWAPPED) || !(e & PM_FILE), may_join);
+            if (r < 0)
+                return r;
+            may_join = true;
+        }
+        done += (uint64_t)n / 8;
+    }
+    return 0;
+}
+
+static void count_pages(const struct ws_file *f, struct working_set_counts *c)
+{
+    *c = (struct working_set_counts){.ranges = f->count};
+    for (size_t i = 0; i < f->count; i++)
+        *(range_at(f, i)->written ? &c->written_pages : &c->read_pages) += range_at(f, i)->pages;
+}
+
+/* A cache hint, not data: a torn file fails the checks of the next start
+ * and is recorded again, so it is renamed into place without an fsync. */
+static int write_file(const char *path, const struct ws_file *f, uint64_t ram_total)
+{
+    struct ws_header h = {.ram_total = ram_total, .count = (uint32_t)f->count};
+    char *tmp;
+    memcpy(h.magic, MAGIC, sizeof(h.magic));
+    memcpy(f->bytes, &h, sizeof(h));
+    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
+        return err_set(ENOMEM, "working set");
+    int r = file_write_new(tmp, f->bytes, sizeof(h) + f->count * sizeof(struct ws_range));
+    if (r == 0 && rename(tmp, path) < 0)
+        r = err_set(errno, "naming '%s'", path);
+    if (r < 0)
+        unlink(tmp);
+    free(tmp);
+    return r;
+}
+
+int working_set_record(const char *path, const struct guest_memory *mem,
+                       struct working_set_counts *counts)
+{
+    struct ws_file f = {.bytes = malloc(sizeof(struct ws_header))};
+    uint64_t first_page = 0;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), r = 0;
+
+    if (pagemap < 0 || !f.bytes) {
+        r = pagemap < 0 ? err_set(errno, "opening /proc/self/pagemap") : err_set(ENOMEM, "working set");
+        goto out;
+    }
+    for (unsigned i = 0; r == 0 && i < mem->count; i++) {
+        r = scan_region(pagemap, &mem->regions[i], first_page, &f);
+        first_page += mem->regions[i].size / PAGE;
+    }
+    if (r == 0)
+        r = write_file(path, &f, mem->total);
+    if (r == 0 && counts)
+        count_pages(&f, counts);
+out:
+    if (pagemap >= 0)
+        close(pagemap);
+    free(f.bytes);
+    return r;
+}
+
+/* Where page number first of the RAM laid end to end is, when all of
+ * [first, first + pages) lies in one region; NULL otherwise. */
+static uint8_t *host_of(const struct guest_memory *mem, uint64_t first, uint64_t pages)
+{
+    uint64_t base = 0;
+    for (unsigned i = 0; i < mem->count; i++) {
+        uint64_t n = mem->regions[i].size / PAGE;
+        if (first >= base && first < base + n)
+            return pages <= base + n - first ? mem->regions[i].host + (first - base) * PAGE : NULL;
+        base += n;
+    }
+    return NULL;
+}
+
+/* Faults a range in: MADV_POPULATE_* (Linux 5.14+), else by touching
+ * each page (the vCPUs do not run yet, so writing a byte back is safe). */
+static void populate(uint8_t *at, uint64_t pages, bool written)
+{
+    if (madvise(at, pages * PAGE, written ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0)
+        return;
+    for (uint64_t i = 0; i < pages; i++) {
+        volatile uint8_t *p = at + i * PAGE;
+        uint8_t v = *p;
+        if (written)
+            *p = v;
+    }
+}
+
+/* Reads and checks the whole file before anything is touched. */
+static int read_file(const char *path, const struct guest_memory *mem, struct ws_file *f)
+{
+    struct mapped_file m;
+    struct ws_header h;
+    int r = file_map(path, "working set", &m);
+    if (r < 0)
+        return r;
+    memset(&h, 0, sizeof(h));
+    if (m.len >= sizeof(h))
+        memcpy(&h, m.data, sizeof(h));
+    r = m.len < sizeof(h) || memcmp(h.magic, MAGIC, sizeof(h.magic)) != 0 ||
+                h.ram_total != mem->total || h.count > MAX_RANGES ||
+                m.len != sizeof(h) + (size_t)h.count * sizeof(struct ws_range)
+            ? err_plain(EINVAL, "'%s' is not a working set of this guest's RAM", path)
+            : 0;
+    f->count = h.count;
+    f->bytes = r == 0 ? malloc(m.len) : NULL;
+    if (r == 0 && !f->bytes)
+        r = err_set(ENOMEM, "working set");
+    if (r == 0)
+        memcpy(f->bytes, m.data, m.len);
+    for (size_t i = 0; r == 0 && i < f->count; i++)
+        if (!range_at(f, i)->pages || range_at(f, i)->written > 1 ||
+            !host_of(mem, range_at(f, i)->first_page, range_at(f, i)->pages))
+            r = err_plain(EINVAL, "'%s': range %zu lies outside the guest's RAM", path, i);
+    file_unmap(&m);
+    return r;
+}
+
+int working_set_prefetch(const char *path, const struct guest_memory *mem,
+                         struct working_set_counts *counts)
+{
+    struct ws_file f = {0};
+    if (access(path, F_OK) < 0)
+        return err_set(errno, "'%s'", path);
+    int r = read_file(path, mem, &f);
+    for (size_t i = 0; r == 0 && i < f.count; i++) {
+        const struct ws_range *w = range_at(&f, i);
+        populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
+    }
+    if (r == 0 && counts)
+        count_pages(&f, counts);
+    free(f.bytes);
+    return r;
+}
+
+/* ---- recording a while after the start ---- */
+
+struct working_set_recorder {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stopping, recorded;
+    unsigned delay_ms;
+    char *path;
+    const struct guest_memory *mem;
+};
+
+static void record_once(struct working_set_recorder *w)
+{
+    if (w->recorded)
+        return;
+    w->recorded = true;
+    if (working_set_record(w->path, w->mem, NULL) < 0)
+        fprintf(stderr, "smolvm: the working set was not recorded: %s\n", err_msg());
+}
+
+static void *recorder_main(void *arg)
+{
+    struct working_set_recorder *w = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += w->delay_ms / 1000;
+    until.tv_nsec += (long)(w->delay_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&w->lock);
+    while (!w->stopping && pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
+        ;
+    record_once(w);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int working_set_recorder_start(const char *path, const struct guest_memory *mem,
+                               unsigned delay_ms, struct working_set_recorder **out)
+{
+    struct working_set_recorder *w = calloc(1, sizeof(*w));
+    pthread_condattr_t attr;
+    if (!w || !(w->path = strdup(path))) {
+        free(w);
+        return err_set(ENOMEM, "working set");
+    }
+    w->mem = mem;
+    w->delay_ms = delay_ms;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    int r = pthread_create(&w->thread, NULL, recorder_main, w);
+    if (r != 0) {
+        free(w->path);
+        free(w);
+        return err_set(r, "working set recorder");
+    }
+    *out = w;
+    return 0;
+}
+
+void working_set_recorder_stop(struct working_set_recorder *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w->path);
+    free(w);
+}

@@ -1,0 +1,234 @@
+/* The working set of a restored guest: which pages are present is asked
+ * of the kernel (/proc/self/pagemap), both when recording and when the
+ * tests check what a prefetch faulted in; hostile working set files are
+ * refused before any page is touched. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bundle/workingset.h"
+#include "scratch.h"
+#include "util/err.h"
+#include "util/file.h"
+
+#define PAGE 4096u
+#define REGION_PAGES 32
+#define PM_PRESENT (1ull << 63)
+#define PM_FILE (1ull << 61)
+
+static int ram_fd = -1;
+static struct guest_memory mem;
+
+/* Two regions, as a restore maps them: the RAM file's halves MAP_PRIVATE.
+ * Out of the page cache and without readahead, so a read fault maps only
+ * the page read (the kernel maps cached neighbours with it otherwise). */
+static void map_ram(void)
+{
+    mem = (struct guest_memory){.count = 2, .total = 2 * REGION_PAGES * PAGE};
+    posix_fadvise(ram_fd, 0, 0, POSIX_FADV_DONTNEED);
+    for (unsigned i = 0; i < 2; i++) {
+        uint8_t *at = mmap(NULL, REGION_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, ram_fd,
+                           (off_t)i * REGION_PAGES * PAGE);
+        assert_true(at != MAP_FAILED);
+        madvise(at, REGION_PAGES * PAGE, MADV_RANDOM);
+        mem.regions[i] = (struct guest_region){.gpa = i ? 1ull << 32 : 0,
+                                               .size = REGION_PAGES * PAGE, .host = at};
+    }
+}
+
+static void unmap_ram(void)
+{
+    for (unsigned i = 0; i < mem.count; i++)
+        munmap(mem.regions[i].host, mem.regions[i].size);
+}
+
+static uint8_t *page(unsigned n)
+{
+    return mem.regions[n / REGION_PAGES].host + (n % REGION_PAGES) * PAGE;
+}
+
+static uint64_t pagemap_entry(unsigned n)
+{
+    uint64_t e = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &e, 8, (off_t)((uintptr_t)page(n) / PAGE * 8)), 8);
+    close(fd);
+    return e;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (scratch_setup("workingset") < 0)
+        return -1;
+    ram_fd = open(in_dir("ram"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    for (unsigned n = 0; ram_fd >= 0 && n < 2 * REGION_PAGES; n++) {
+        uint8_t b[PAGE];
+        memset(b, (int)n + 1, sizeof(b));
+        if (write(ram_fd, b, sizeof(b)) != (ssize_t)sizeof(b))
+            return -1;
+    }
+    return ram_fd < 0 || fdatasync(ram_fd) < 0 ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    close(ram_fd);
+    return scratch_teardown();
+}
+
+static const unsigned read_pages[] = {1, 2, 3, 31, 32, 33}, written_pages[] = {5, 40};
+
+/* The guest's first second, played: some pages read, some written. */
+static void touch(void)
+{
+    volatile uint8_t sum = 0;
+    for (size_t i = 0; i < sizeof(read_pages) / sizeof(read_pages[0]); i++)
+        sum += *page(read_pages[i]);
+    for (size_t i = 0; i < sizeof(written_pages) / sizeof(written_pages[0]); i++)
+        *page(written_pages[i]) = 0xee;
+    (void)sum;
+}
+
+/* What pagemap says of every page: '.' absent, 'r' the file's, 'w' a copy. */
+static void present_map(char out[2 * REGION_PAGES + 1])
+{
+    for (unsigned n = 0; n < 2 * REGION_PAGES; n++) {
+        uint64_t e = pagemap_entry(n);
+        out[n] = !(e & PM_PRESENT) ? '.' : (e & PM_FILE) ? 'r' : 'w';
+    }
+    out[2 * REGION_PAGES] = 0;
+}
+
+static size_t count_of(const char *map, char c)
+{
+    size_t n = 0;
+    for (; *map; map++)
+        n += *map == c;
+    return n;
+}
+
+/* Recorded from one mapping, prefetched into a fresh one: the same pages
+ * are present (every page touched among them), written ones as private
+ * copies, with the file's content (not the first mapping's writes). */
+static void test_record_then_prefetch(void **state)
+{
+    struct working_set_counts c, p;
+    char first[2 * REGION_PAGES + 1], again[2 * REGION_PAGES + 1];
+    (void)state;
+    map_ram();
+    touch();
+    present_map(first);
+    assert_int_equal(working_set_record(in_dir("ram.ws"), &mem, &c), 0);
+    unmap_ram();
+    for (size_t i = 0; i < sizeof(read_pages) / sizeof(read_pages[0]); i++)
+        assert_int_equal(first[read_pages[i]], 'r');
+    assert_int_equal(first[5], 'w');
+    assert_int_equal(first[40], 'w');
+    assert_int_equal(c.written_pages, 2);
+    assert_int_equal(c.read_pages, count_of(first, 'r'));
+    assert_true(c.ranges >= 5); /* 1-3, 5, 31, 32-33 (a region starts), 40 */
+
+    map_ram();
+    assert_int_equal(working_set_prefetch(in_dir("ram.ws"), &mem, &p), 0);
+    present_map(again);
+    assert_string_equal(again, first);
+    assert_memory_equal(&p, &c, sizeof(p));
+    assert_int_equal(*page(40), 41);
+    assert_int_equal(*page(5), 6);
+    unmap_ram();
+}
+
+/* Hostile or stale files: refused (EINVAL) before any page is touched. */
+static void expect_refused(const void *bytes, size_t len)
+{
+    assert_int_equal(file_write_new(in_dir("bad.ws"), bytes, len), 0);
+    map_ram();
+    assert_int_equal(working_set_prefetch(in_dir("bad.ws"), &mem, NULL), -EINVAL);
+    for (unsigned n = 0; n < 2 * REGION_PAGES; n++)
+        assert_false(pagemap_entry(n) & PM_PRESENT);
+    unmap_ram();
+    err_clear();
+}
+
+struct ws_file_image {
+    char magic[8];
+    uint64_t ram_total;
+    uint32_t count, reserved;
+    struct {
+        uint64_t first_page;
+        uint32_t pages, written;
+    } range[2];
+};
+
+static void test_hostile_files(void **state)
+{
+    struct ws_file_image good = {"SMOLWS\0\1", 2 * REGION_PAGES * PAGE, 2, 0,
+                                 {{1, 2, 0}, {40, 1, 1}}},
+                         f;
+    (void)state;
+    expect_refused(&good, 10); /* truncated header */
+    expect_refused(&good, sizeof(good) - 1); /* truncated range */
+    f = good, f.magic[0] = 'X';
+    expect_refused(&f, sizeof(f));
+    f = good, f.ram_total *= 2; /* another RAM size */
+    expect_refused(&f, sizeof(f));
+    f = good, f.count = 0xffffffffu; /* more ranges than the file holds */
+    expect_refused(&f, sizeof(f));
+    f = good, f.range[1].first_page = 2 * REGION_PAGES; /* past the RAM */
+    expect_refused(&f, sizeof(f));
+    f = good, f.range[1].first_page = 1ull << 60, f.range[1].pages = 0xffffffffu;
+    expect_refused(&f, sizeof(f));
+    f = good, f.range[0].first_page = 30, f.range[0].pages = 4; /* across two regions */
+    expect_refused(&f, sizeof(f));
+    f = good, f.range[0].pages = 0;
+    expect_refused(&f, sizeof(f));
+    f = good, f.range[0].written = 7;
+    expect_refused(&f, sizeof(f));
+    map_ram();
+    assert_int_equal(working_set_prefetch(in_dir("none.ws"), &mem, NULL), -ENOENT);
+    err_clear();
+    assert_int_equal(file_write_new(in_dir("good.ws"), &good, sizeof(good)), 0);
+    assert_int_equal(working_set_prefetch(in_dir("good.ws"), &mem, NULL), 0);
+    assert_true(pagemap_entry(2) & PM_PRESENT);
+    unmap_ram();
+}
+
+/* The recorder writes the file after its delay, or when stopped sooner. */
+static void test_recorder(void **state)
+{
+    struct working_set_recorder *w;
+    (void)state;
+    map_ram();
+    touch();
+    unlink(in_dir("late.ws"));
+    assert_int_equal(working_set_recorder_start(in_dir("late.ws"), &mem, 20, &w), 0);
+    for (int i = 0; i < 500 && access(in_dir("late.ws"), F_OK) < 0; i++)
+        usleep(10000);
+    assert_int_equal(access(in_dir("late.ws"), F_OK), 0);
+    working_set_recorder_stop(w);
+    assert_int_equal(working_set_recorder_start(in_dir("soon.ws"), &mem, 600000, &w), 0);
+    working_set_recorder_stop(w);
+    assert_int_equal(access(in_dir("soon.ws"), F_OK), 0);
+    unmap_ram();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_record_then_prefetch),
+        cmocka_unit_test(test_hostile_files),
+        cmocka_unit_test(test_recorder),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
