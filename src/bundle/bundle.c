@@ -21,7 +21,8 @@
 #include "util/le.h"
 
 #define ZSTD_LEVEL 3
-/* Sections are loaded whole; a larger one (a big disk) needs streaming, not yet written. */
+/* Sections read into memory are small (config, state); files (disks) are
+ * streamed by stream.c. */
 #define BUNDLE_READ_MAX (1ull << 30)
 
 static void init_crypto(void)
@@ -31,11 +32,15 @@ static void init_crypto(void)
     OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, NULL);
 }
 
-void sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES])
+void bundle_crypto_init(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-
     pthread_once(&once, init_crypto);
+}
+
+void sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES])
+{
+    bundle_crypto_init();
     SHA256(data, len, out);
 }
 
@@ -136,19 +141,6 @@ int bundle_add(struct bundle_writer *w, const char *name, const void *data, size
     r = bundle_write_at(w, s->offset, bytes, stored);
     w->end = s->offset + stored;
     free(packed);
-    return r;
-}
-
-int bundle_add_file(struct bundle_writer *w, const char *name, const char *path,
-                    enum bundle_encoding enc)
-{
-    struct mapped_file f;
-    int r = file_map(path, name, &f);
-
-    if (r < 0)
-        return r;
-    r = bundle_add(w, name, f.data, f.len, enc);
-    file_unmap(&f);
     return r;
 }
 
@@ -359,9 +351,7 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
     return 0;
 }
 
-/* The section, verified, with its sizes checked against what its encoding
- * says (a zstd frame records its content size). */
-static const struct bundle_section *checked_section(const struct bundle *b, const char *name)
+const struct bundle_section *bundle_checked_section(const struct bundle *b, const char *name)
 {
     const struct bundle_section *s = bundle_section(b, name);
     const uint8_t *stored;
@@ -384,7 +374,7 @@ static const struct bundle_section *checked_section(const struct bundle *b, cons
 
 int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
 {
-    const struct bundle_section *s = checked_section(b, name);
+    const struct bundle_section *s = bundle_checked_section(b, name);
     const uint8_t *stored;
     uint8_t *buf;
     size_t n;
@@ -415,26 +405,6 @@ int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t
     return 0;
 }
 
-/* Leaves holes where data is zeros: disk images are mostly empty. */
-static int write_sparse(int fd, const uint8_t *data, size_t len, const char *path)
-{
-    const size_t block = 64u << 10;
-    int r = 0;
-
-    for (size_t at = 0; r == 0 && at < len; at += block) {
-        size_t n = len - at < block ? len - at : block;
-        if (buf_is_zero(data + at, n)) {
-            if (lseek(fd, (off_t)n, SEEK_CUR) < 0)
-                r = err_set(errno, "writing '%s'", path);
-        } else {
-            r = file_write_all(fd, data + at, n, path);
-        }
-    }
-    if (r == 0 && ftruncate(fd, (off_t)len) < 0)
-        r = err_set(errno, "writing '%s'", path);
-    return r;
-}
-
 int bundle_section_key(const struct bundle *b, const char *name, char key[65])
 {
     const struct bundle_section *s = bundle_section(b, name);
@@ -443,26 +413,4 @@ int bundle_section_key(const struct bundle *b, const char *name, char key[65])
     for (size_t i = 0; i < SHA256_BYTES; i++)
         sprintf(key + 2 * i, "%02x", s->sha256[i]);
     return 0;
-}
-
-int bundle_extract(const struct bundle *b, const char *name, const char *path)
-{
-    uint8_t *data;
-    size_t len;
-    int fd, r = bundle_read(b, name, &data, &len);
-
-    if (r < 0)
-        return r;
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        free(data);
-        return err_set(errno, "cannot create '%s'", path);
-    }
-    r = write_sparse(fd, data, len, path);
-    if (close(fd) < 0 && r == 0)
-        r = err_set(errno, "writing '%s'", path);
-    if (r < 0)
-        unlink(path);
-    free(data);
-    return r;
 }

@@ -31,4 +31,10 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
                   const uint8_t expected[SHA256_BYTES], const char *what)
     __attribute__((warn_unused_result));
 
+/* The section, verified, with its sizes checked against what its encoding
+ * says (a zstd frame records its content size); NULL, message set. */
+const struct bundle_section *bundle_checked_section(const struct bundle *b, const char *name);
+/* OpenSSL set up without reading its configuration (once). */
+void bundle_crypto_init(void);
+
 #endif

@@ -12,7 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
+#include <zstd.h>
+
 #include "bundle/bundle.h"
+#include "bundle/internal.h"
 #include "util/err.h"
 
 #define RAM_LOW (3u << 20)
@@ -370,11 +374,92 @@ static void failed_write_leaves_nothing(void **state)
     }
 }
 
+/* A disk larger than any section read into memory (1 GiB) goes in and
+ * comes out streamed: same bytes (qemu-img compare), holes kept, and the process never
+ * held more than a few tens of MiB of it. */
+static void large_disk_streams(void **state)
+{
+    const off_t size = (1ll << 30) + 4096; /* just over what a section read may hold */
+    char src[160], out[160], cmd[1200];
+    struct bundle_writer *w;
+    struct bundle *b;
+    struct rusage ru;
+    struct stat st;
+    (void)state;
+
+    snprintf(src, sizeof(src), "%s/big.raw", dir);
+    snprintf(out, sizeof(out), "%s/big.out", dir);
+    snprintf(cmd, sizeof(cmd),
+             "truncate -s %lld '%s' && printf first | dd of='%s' conv=notrunc status=none && "
+             "head -c 2M /dev/urandom | dd of='%s' bs=1M seek=700 conv=notrunc status=none && "
+             "printf last | dd of='%s' bs=1 seek=%lld conv=notrunc status=none",
+             (long long)size, src, src, src, src, (long long)size - 4);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add_file(w, "disk.0", src, BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size < (8 << 20)); /* zeros compress away */
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_extract(b, "disk.0", out), 0);
+    bundle_close(b);
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(st.st_size, size);
+    assert_true(st.st_blocks * 512 < (16 << 20)); /* sparse */
+    snprintf(cmd, sizeof(cmd), "qemu-img compare -q -f raw -F raw '%s' '%s'", src, out);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+    assert_true(ru.ru_maxrss < 256 * 1024); /* KiB */
+    unlink(src);
+    unlink(out);
+}
+
+/* A section whose bytes match its hash but whose zstd frame is cut short,
+ * or followed by more: extraction fails (EINVAL), leaving no file. */
+static void bad_frame_is_refused(void **state)
+{
+    const size_t size = 3u << 20;
+    uint8_t *data = malloc(size), *frame = malloc(ZSTD_compressBound(size) + 16);
+    size_t n;
+    char out[160];
+    (void)state;
+
+    memset(data, 'x', size);
+    n = ZSTD_compress(frame, ZSTD_compressBound(size), data, size, 1);
+    assert_false(ZSTD_isError(n));
+    memcpy(frame + n, "trailing", 8);
+    snprintf(out, sizeof(out), "%s/frame.out", dir);
+    const size_t lengths[] = {n - 6, n + 8};
+    for (size_t i = 0; i < 2; i++) {
+        struct bundle_writer *w;
+        struct bundle *b;
+        assert_int_equal(bundle_writer_open(path, &w), 0);
+        struct bundle_section *s = bundle_new_section(w, "disk.0", BUNDLE_ZSTD);
+        assert_non_null(s);
+        s->stored = lengths[i];
+        s->size = size;
+        sha256(frame, lengths[i], s->sha256);
+        assert_int_equal(bundle_write_at(w, s->offset, frame, lengths[i]), 0);
+        w->end = s->offset + s->stored;
+        assert_int_equal(bundle_writer_commit(w), 0);
+        assert_int_equal(bundle_open(path, &b), 0);
+        assert_int_equal(bundle_extract(b, "disk.0", out), -EINVAL);
+        assert_non_null(strstr(err_msg(), "does not decompress"));
+        assert_int_equal(access(out, F_OK), -1);
+        bundle_close(b);
+        err_clear();
+    }
+    free(data);
+    free(frame);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(sparse_disk_extract, setup, teardown),
+        cmocka_unit_test_setup_teardown(large_disk_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_frame_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(mapped_from_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_bundle_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_version_is_named, setup, teardown),
