@@ -79,7 +79,7 @@ int bundle_load_memory(const struct bundle *b, const char *name, const struct gu
  * -EINVAL means the bundle is corrupt; other errors concern the cache
  * (the caller may fall back to bundle_load_memory()). */
 enum bundle_memory_mode { BUNDLE_MAP, BUNDLE_COPY };
-int bundle_cached_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
+int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_memory *mem,
                          const char *cache_dir, enum bundle_memory_mode mode)
     __attribute__((warn_unused_result));
 

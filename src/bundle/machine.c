@@ -511,7 +511,7 @@ static void prefetch(struct machine *m, const char *dir, const struct guest_memo
 /* Mapped from the unpacked cache by default (bench/coldstart: fastest of
  * the three, and flat in RAM size); read into RAM when there can be no
  * cache (no cache folder, or a full disk). */
-static int load_memory(void *opaque, const struct guest_memory *mem)
+static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
     char *dir = m->memory != MACHINE_MEMORY_DECOMPRESS ? paths_cache_dir("memory") : NULL;

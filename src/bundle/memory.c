@@ -26,6 +26,7 @@
 struct chunk {
     const uint8_t *host; /* the guest memory it covers */
     size_t len;
+    bool anonymous; /* in anonymous RAM: a page never touched is zero */
     uint8_t kind;
     uint8_t *packed; /* while saving */
     size_t stored;
@@ -36,6 +37,7 @@ struct chunk {
 struct chunk_list {
     struct chunk *chunks;
     size_t count;
+    int pagemap; /* /proc/self/pagemap, or -1 */
 };
 
 static unsigned worker_count(size_t jobs)
@@ -116,18 +118,38 @@ static int list_chunks(const struct guest_memory *mem, struct chunk_list *out)
             uint64_t left = mem->regions[r].size - off;
             out->chunks[k].host = mem->regions[r].host + off;
             out->chunks[k].len = left < MEMORY_CHUNK ? (size_t)left : MEMORY_CHUNK;
+            out->chunks[k].anonymous = !mem->regions[r].file_backed;
             k++;
         }
     out->count = n;
     return 0;
 }
 
+/* Whether the kernel says no page of an anonymous chunk was ever touched
+ * (none present, none swapped out): zero without reading it, so a save
+ * neither scans nor faults in RAM the guest never used. */
+static bool never_touched(const struct chunk *c, int pagemap)
+{
+    uint64_t entries[MEMORY_CHUNK / 4096];
+    size_t pages = c->len / 4096;
+    if (!c->anonymous || pagemap < 0 || c->len % 4096 || (uintptr_t)c->host % 4096)
+        return false;
+    if (pread(pagemap, entries, pages * 8, (off_t)((uintptr_t)c->host / 4096 * 8)) !=
+        (ssize_t)(pages * 8))
+        return false;
+    for (size_t i = 0; i < pages; i++)
+        if (entries[i] & (3ull << 62)) /* present, swapped */
+            return false;
+    return true;
+}
+
 static int pack_chunk(void *ctx, size_t i)
 {
-    struct chunk *c = &((struct chunk_list *)ctx)->chunks[i];
+    struct chunk_list *l = ctx;
+    struct chunk *c = &l->chunks[i];
     size_t cap = ZSTD_compressBound(c->len);
 
-    if (buf_is_zero(c->host, c->len)) {
+    if (never_touched(c, l->pagemap) || buf_is_zero(c->host, c->len)) {
         c->kind = CHUNK_ZERO;
         return 0;
     }
@@ -214,6 +236,7 @@ int bundle_add_memory(struct bundle_writer *w, const char *name, const struct gu
     r = list_chunks(mem, &l);
     if (r < 0)
         return r;
+    l.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     index_len = index_size(mem, l.count);
     pos = (index_len + BUNDLE_ALIGN - 1) / BUNDLE_ALIGN * BUNDLE_ALIGN;
     r = write_chunks(w, s, &l, &pos, progress, opaque);
@@ -229,6 +252,8 @@ int bundle_add_memory(struct bundle_writer *w, const char *name, const struct gu
     }
     free(index);
     free(l.chunks);
+    if (l.pagemap >= 0)
+        close(l.pagemap);
     return r;
 }
 
@@ -392,7 +417,7 @@ static int unpack_to_cache(const struct bundle *b, const char *name,
     return r;
 }
 
-static int map_regions(const struct guest_memory *mem, int fd)
+static int map_regions(struct guest_memory *mem, int fd)
 {
     uint64_t off = 0;
     struct stat st;
@@ -400,10 +425,11 @@ static int map_regions(const struct guest_memory *mem, int fd)
     if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
         return err_plain(EIO, "memory cache file has the wrong size");
     for (unsigned i = 0; i < mem->count; i++) {
-        const struct guest_region *g = &mem->regions[i];
+        struct guest_region *g = &mem->regions[i];
         if (mmap(g->host, g->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
                  fd, (off_t)off) == MAP_FAILED)
             return err_set(errno, "mapping the memory cache");
+        g->file_backed = true;
         off += g->size;
     }
     return 0;
@@ -440,7 +466,7 @@ static int copy_regions(const struct guest_memory *mem, int fd)
     return 0;
 }
 
-int bundle_cached_memory(const struct bundle *b, const char *name, const struct guest_memory *mem,
+int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_memory *mem,
                          const char *cache_dir, enum bundle_memory_mode mode)
 {
     const struct bundle_section *s = bundle_section(b, name);

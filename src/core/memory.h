@@ -3,6 +3,7 @@
 #ifndef SMOLVM_CORE_MEMORY_H
 #define SMOLVM_CORE_MEMORY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,6 +13,9 @@ struct guest_region {
     uint64_t gpa;
     uint64_t size;
     uint8_t *host;
+    /* Mapped MAP_PRIVATE from a file (a restored RAM cache): a page never
+     * touched holds the file's bytes. Else anonymous: such a page is zero. */
+    bool file_backed;
 };
 
 struct guest_memory {

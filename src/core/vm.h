@@ -66,7 +66,7 @@ struct vm_snapshot {
     const void *state; /* from vm_save_state() */
     size_t state_len;
     /* Fills guest RAM (already allocated, zeroed, same layout as saved). */
-    int (*load_memory)(void *opaque, const struct guest_memory *mem);
+    int (*load_memory)(void *opaque, struct guest_memory *mem);
     void *opaque;
 };
 

@@ -374,6 +374,44 @@ static void failed_write_leaves_nothing(void **state)
     }
 }
 
+static bool page_present(const void *at)
+{
+    uint64_t e = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &e, 8, (off_t)((uintptr_t)at / 4096 * 8)), 8);
+    close(fd);
+    return e >> 63;
+}
+
+/* Saving RAM the guest never touched neither reads nor maps it (the
+ * kernel's pagemap says it stays absent); what was written comes back. */
+static void save_skips_untouched_ram(void **state)
+{
+    struct guest_region layout[1] = {{0, 64u << 20, NULL}};
+    struct guest_memory mem, back;
+    struct bundle_writer *w;
+    struct bundle *b;
+    (void)state;
+
+    assert_int_equal(guest_memory_alloc(&mem, layout, 1), 0);
+    memset(mem.regions[0].host + (5u << 20), 0x77, 8192);
+    mem.regions[0].host[(40u << 20) + 1] = 1;
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add_memory(w, "memory", &mem, NULL, NULL), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    assert_false(page_present(mem.regions[0].host + (20u << 20)));
+    assert_false(page_present(mem.regions[0].host + (60u << 20)));
+    assert_int_equal(guest_memory_alloc(&back, layout, 1), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_load_memory(b, "memory", &back), 0);
+    bundle_close(b);
+    assert_memory_equal(back.regions[0].host + (5u << 20), mem.regions[0].host + (5u << 20), 8192);
+    assert_int_equal(back.regions[0].host[(40u << 20) + 1], 1);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
 /* A disk larger than any section read into memory (1 GiB) goes in and
  * comes out streamed: same bytes (qemu-img compare), holes kept, and the process never
  * held more than a few tens of MiB of it. */
@@ -459,6 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(sparse_disk_extract, setup, teardown),
         cmocka_unit_test_setup_teardown(large_disk_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(save_skips_untouched_ram, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_frame_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(mapped_from_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_bundle_is_refused, setup, teardown),
