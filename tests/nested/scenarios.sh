@@ -305,7 +305,7 @@ start_counter() {
 # disk, neither sees the other's writes, every disk checks clean, the
 # bundle is never written, and the guest's clock moved on over the gap.
 scenario_snapshot_counter() {
-    local disk=$work/counter.ext4 bundle=$work/counter.smolmachine saved sum1 sum2 d0 d1 f1 f2 r1 r2
+    local disk=$work/counter.ext4 bundle=$work/counter.smolmachine saved sum1 sum2 d0 d1 f1 f2 r1 r2 c1 h1
     mkfs.ext4 -q -F "$disk" 32M
     background cnt run --name cnt --cpus 2 --mem 512M --console virtio --kernel "$KERNEL" \
         --initrd "$INITRD" --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
@@ -321,6 +321,8 @@ scenario_snapshot_counter() {
     sum1=$(sha256sum < "$bundle")
     sleep 5 # the guest's clock must move over this gap
     start_counter cnt1 "$bundle" 30
+    r1=$(instance_raw cnt1) # the first start's disk before the second runs
+    c1=$(disk_counter "$r1") h1=$(sha256sum < "$r1")
     start_counter cnt2 "$bundle" 10
     sum2=$(sha256sum < "$bundle")
     f1=$(first_count cnt1) f2=$(first_count cnt2)
@@ -342,8 +344,10 @@ scenario_snapshot_counter() {
     expect snapshot-disks-are-deltas "instances write qcow2 deltas on one cached base (qemu-img check clean, each < 4 MiB of a 32 MiB disk)" \
         eval 'qemu-img check -q "$o1" && qemu-img check -q "$o2" && test "$(du -k "$o1" | cut -f1)" -lt 4096 && test "$(du -k "$o2" | cut -f1)" -lt 4096 && b1=$(qemu-img info --output=json "$o1" | grep -o "\"backing-filename\": \"[^\"]*\"") && test -n "$b1" && test "$b1" = "$(qemu-img info --output=json "$o2" | grep -o "\"backing-filename\": \"[^\"]*\"")"'
     r1=$(instance_raw cnt1) r2=$(instance_raw cnt2)
+    # The second start leaves the first's disk byte for byte as it was
+    # (whatever counts the two reached: quitting can take a few more).
     expect snapshot-disks-separate "each start wrote its own disk" \
-        eval 'test "$(disk_counter "$r1")" = "$(last_count cnt1)" && test "$(disk_counter "$r2")" = "$(last_count cnt2)" && test "$(last_count cnt1)" != "$(last_count cnt2)"'
+        eval 'test "$c1" = "$(last_count cnt1)" && test "$(sha256sum < "$r1")" = "$h1" && test "$(disk_counter "$r2")" = "$(last_count cnt2)"'
     expect snapshot-disks-clean "e2fsck -fn: both instance disks clean" \
         eval 'e2fsck -fn "$r1" > /dev/null 2>&1 && e2fsck -fn "$r2" > /dev/null 2>&1'
     expect snapshot-bundle-unchanged "starting never writes the bundle" test "$sum1" = "$sum2"
