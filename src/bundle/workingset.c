@@ -222,6 +222,13 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     if (access(path, F_OK) < 0)
         return err_set(errno, "'%s'", path);
     int r = read_file(path, mem, &f);
+    /* Every range's reads are queued at once (the cache file may be out of
+     * the page cache, after a reboot or with many bundles) before each is
+     * waited for and mapped. */
+    for (size_t i = 0; r == 0 && i < f.count; i++) {
+        const struct ws_range *w = range_at(&f, i);
+        madvise(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, MADV_WILLNEED);
+    }
     for (size_t i = 0; r == 0 && i < f.count; i++) {
         const struct ws_range *w = range_at(&f, i);
         populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
