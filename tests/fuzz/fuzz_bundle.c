@@ -1,7 +1,7 @@
 /* libFuzzer target: a .smolmachine from nowhere. Opens the bytes as a
  * bundle, reads every section it names, parses the config and loads the
  * memory section into a small guest RAM, with and without the mapped
- * cache. Nothing may crash, hang or read out of bounds.
+ * cache, and extracts its disk (streamed). Nothing may crash, hang or read out of bounds.
  * FUZZ_BUNDLE_SEED=PATH writes a valid seed bundle to PATH and exits. */
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +30,7 @@ static void write_seed(const char *path)
     if (bundle_writer_open(path, &w) < 0 ||
         bundle_add(w, "config", config, strlen(config), BUNDLE_RAW) < 0 ||
         bundle_add(w, "state", "state", 5, BUNDLE_ZSTD) < 0 ||
+        bundle_add(w, "disk.0", ram.regions[0].host, 16384, BUNDLE_ZSTD) < 0 ||
         bundle_add_memory(w, "memory", &ram, NULL, NULL) < 0 || bundle_writer_commit(w) < 0)
         exit(1);
     exit(0);
@@ -93,6 +94,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* The cache keys on the section hash: a fresh folder each time
          * would be slow; stale entries are what a real cache meets too. */
         (void)bundle_cached_memory(b, "memory", &ram, cache_dir, BUNDLE_COPY);
+        char disk[96];
+        snprintf(disk, sizeof(disk), "%s/disk", cache_dir);
+        if (bundle_extract(b, "disk.0", disk) == 0)
+            unlink(disk);
         bundle_close(b);
     }
     close(fd);
