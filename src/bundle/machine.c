@@ -563,6 +563,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0)
         r = vm_config_from_json((const char *)json, &m->cfg);
     free(json);
+    trace_mark(TRACE_BUNDLE_OPENED);
     if (r == 0) {
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;

@@ -5,6 +5,7 @@
 
 static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_VMM_START] = "vmm_start",
+    [TRACE_BUNDLE_OPENED] = "bundle_opened",
     [TRACE_INPUTS_READ] = "inputs_read",
     [TRACE_HV_READY] = "hypervisor_ready",
     [TRACE_MEMORY_MAPPED] = "guest_memory_mapped",

@@ -10,6 +10,7 @@
 
 enum trace_point {
     TRACE_VMM_START,
+    TRACE_BUNDLE_OPENED, /* a .smolmachine's header checked, its config read */
     TRACE_INPUTS_READ, /* kernel and initrd in memory (and a bzImage unpacked) */
     TRACE_HV_READY,
     TRACE_MEMORY_MAPPED,
