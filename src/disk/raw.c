@@ -12,6 +12,7 @@
 #include "disk/disk.h"
 #include "disk/fileio.h"
 #include "util/err.h"
+#include "util/iov.h"
 
 static int raw_probe(const uint8_t *head, size_t len)
 {
@@ -53,54 +54,23 @@ static int raw_open(struct disk *d)
     return 0;
 }
 
-static ssize_t full_io(struct disk *d, const struct iovec *iov, int n, uint64_t offset,
-                       bool write)
+/* A request in one preadv/pwritev (up to 1024 pieces; the rest of a
+ * short transfer follows); reads past the end of the file are zeros. */
+static ssize_t raw_io(struct disk *d, const struct iovec *iov, int n, uint64_t offset, bool write)
 {
-    /* One call nearly always does it; loop for the short transfers a
-     * signal or a huge request can cause. */
-    ssize_t total = 0;
-    struct iovec local[64];
-    int count = n < 64 ? n : 64;
-
-    for (int i = 0; i < count; i++)
-        local[i] = iov[i];
-    while (count > 0) {
-        ssize_t r = write ? pwritev(d->fd, local, count, (off_t)offset)
-                          : preadv(d->fd, local, count, (off_t)offset);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            break; /* end of file: callers check the length */
-        total += r;
-        offset += (uint64_t)r;
-        while (count > 0 && (size_t)r >= local[0].iov_len) {
-            r -= (ssize_t)local[0].iov_len;
-            for (int i = 1; i < count; i++)
-                local[i - 1] = local[i];
-            count--;
-        }
-        if (count > 0) {
-            local[0].iov_base = (uint8_t *)local[0].iov_base + r;
-            local[0].iov_len -= (size_t)r;
-        }
-    }
-    if (n > 64) {
-        ssize_t more = full_io(d, iov + 64, n - 64, offset, write);
-        return more < 0 ? more : total + more;
-    }
-    return total;
+    uint64_t len = iov_bytes(iov, n);
+    int r = disk_iov_io(d->fd, iov, n, 0, len, offset, write);
+    return r < 0 ? r : (ssize_t)len;
 }
 
 static ssize_t raw_preadv(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
 {
-    return full_io(d, iov, n, offset, false);
+    return raw_io(d, iov, n, offset, false);
 }
 
 static ssize_t raw_pwritev(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
 {
-    return full_io(d, iov, n, offset, true);
+    return raw_io(d, iov, n, offset, true);
 }
 
 static int raw_flush(struct disk *d)
@@ -126,10 +96,9 @@ static int raw_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     /* No hole punching on this file system: write the zeros. */
     while (len > 0) {
         size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
-        struct iovec iov = {(void *)zeros, n};
-        ssize_t w = full_io(d, &iov, 1, offset, true);
+        int w = disk_pwrite_all(d->fd, zeros, n, offset);
         if (w < 0)
-            return (int)w;
+            return w;
         offset += n;
         len -= n;
     }
