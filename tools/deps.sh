@@ -11,6 +11,7 @@ packages=(
     qemu-utils zstd python3                            # disk oracles (qemu-img, qemu-io)
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
     golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests
+    linux-source-6.1 flex bison libelf-dev bc          # nested: a small kernel with cmdline virtio-mmio
 )
 missing=()
 # bsd-user's real BSD executables come as npm packages (any npm will do).

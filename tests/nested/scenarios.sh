@@ -185,6 +185,19 @@ scenario_cmdline_discovery() {
     # another way (Debian's).
     expect virtio-cmdline-entries "three devices on the guest's command line, handed to virtio_mmio, none from ACPI" \
         eval 'test "$rc" -eq 0 && test "$(grep -a "Kernel command line:" "$work/cmdline-discovery.out" | grep -o "virtio_mmio.device=0x[0-9a-f]*@0x[0-9a-f]*:[0-9]*" | sort -u | wc -l)" -eq 3 && { has cmdline-discovery GUEST-VDA=HOSTDATA || { has cmdline-discovery "virtio_mmio: unknown parameter .device." && has cmdline-discovery "GUEST-RNG=none 0"; }; }'
+    # A kernel built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (tiny-kernel.sh)
+    # takes every device from the command line. (Its drivers then fail to
+    # bind, EINVAL: under hardware-reduced ACPI Linux numbers no ISA IRQs,
+    # so a bare IRQ number has no interrupt behind it; an MP table or a
+    # legacy PIC for this mode is still to do.)
+    if [ -z "${TINY_KERNEL:-}" ]; then
+        fail virtio-cmdline-discovery "no small kernel was built (tests/nested/tiny-kernel.sh)"
+        return
+    fi
+    boot cmdline-tiny --kernel "$TINY_KERNEL" --initrd "$INITRD" --virtio-discovery cmdline \
+        --cmdline "console=ttyS0 panic=-1 smolvm.test=virtio" --disk "$a" --disk "$b,ro"
+    expect virtio-cmdline-discovery "a kernel with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES registers all three devices from the command line" \
+        eval 'test "$rc" -eq 0 && test "$(grep -a -c "virtio-mmio: Registering device virtio-mmio.[0-2] at 0xd000[0-2]000-0xd000[0-2]fff, IRQ [0-9]*" "$work/cmdline-tiny.out")" -eq 3'
 }
 
 scenario_smp_io() {
@@ -346,7 +359,14 @@ scenario_snapshot_counter() {
     r1=$(instance_raw cnt1) r2=$(instance_raw cnt2)
     # The second start leaves the first's disk byte for byte as it was
     # (whatever counts the two reached: quitting can take a few more).
-    expect snapshot-disks-separate "each start wrote its own disk" \
+    {
+        echo "first start: last count $(last_count cnt1), its disk $c1 before the second start, $(disk_counter "$r1") after"
+        echo "first start's flattened disk: $h1 before, $(sha256sum < "$r1") after"
+        echo "second start: last count $(last_count cnt2), its disk $(disk_counter "$r2")"
+        qemu-img info "$XDG_DATA_HOME/smolvm/instances/cnt1/disk.0.qcow2" | grep -i backing
+        qemu-img info "$XDG_DATA_HOME/smolvm/instances/cnt2/disk.0.qcow2" | grep -i backing
+    } > "$results/snapshot-disks-separate.txt" 2>&1
+    expect snapshot-disks-separate "each start wrote its own disk (see snapshot-disks-separate.txt)" \
         eval 'test "$c1" = "$(last_count cnt1)" && test "$(sha256sum < "$r1")" = "$h1" && test "$(disk_counter "$r2")" = "$(last_count cnt2)"'
     expect snapshot-disks-clean "e2fsck -fn: both instance disks clean" \
         eval 'e2fsck -fn "$r1" > /dev/null 2>&1 && e2fsck -fn "$r2" > /dev/null 2>&1'
