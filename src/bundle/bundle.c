@@ -16,11 +16,9 @@
 #include "bundle/format.h"
 #include "bundle/internal.h"
 #include "util/err.h"
-#include "util/iov.h"
 #include "util/file.h"
 #include "util/le.h"
 
-#define ZSTD_LEVEL 3
 /* Sections read into memory are small (config, state); files (disks) are
  * streamed by stream.c. */
 #define BUNDLE_READ_MAX (1ull << 30)
@@ -126,7 +124,7 @@ int bundle_add(struct bundle_writer *w, const char *name, const void *data, size
         packed = malloc(cap ? cap : 1);
         if (!packed)
             return err_set(ENOMEM, "bundle: compressing '%s'", name);
-        stored = ZSTD_compress(packed, cap, data, len, ZSTD_LEVEL);
+        stored = ZSTD_compress(packed, cap, data, len, BUNDLE_ZSTD_LEVEL);
         if (ZSTD_isError(stored)) {
             free(packed);
             return err_plain(EIO, "bundle: zstd: %s", ZSTD_getErrorName(stored));

@@ -31,6 +31,9 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
                   const uint8_t expected[SHA256_BYTES], const char *what)
     __attribute__((warn_unused_result));
 
+/* zstd level of compressed sections (RAM chunks use their own). */
+#define BUNDLE_ZSTD_LEVEL 3
+
 /* The section, verified, with its sizes checked against what its encoding
  * says (a zstd frame records its content size); NULL, message set. */
 const struct bundle_section *bundle_checked_section(const struct bundle *b, const char *name);

@@ -18,7 +18,6 @@
 #include "util/iov.h"
 
 #define PIECE (1u << 20)
-#define ZSTD_LEVEL 3
 #define ZSTD_WORKERS 2
 
 static const uint8_t zeros[PIECE];
@@ -82,7 +81,7 @@ static int compress_file(struct section_out *o, int fd, uint64_t len, uint8_t *i
     int r = z && out_buf ? 0 : err_set(ENOMEM, "compressing '%s'", path);
 
     if (r == 0) {
-        ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, ZSTD_LEVEL);
+        ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, BUNDLE_ZSTD_LEVEL);
         ZSTD_CCtx_setParameter(z, ZSTD_c_nbWorkers, ZSTD_WORKERS); /* where libzstd has threads */
         ZSTD_CCtx_setPledgedSrcSize(z, len);
     }

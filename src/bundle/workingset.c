@@ -112,23 +112,12 @@ static void count_pages(const struct ws_file *f, struct working_set_counts *c)
         *(range_at(f, i)->written ? &c->written_pages : &c->read_pages) += range_at(f, i)->pages;
 }
 
-/* A cache hint, not data: a torn file fails the checks of the next start
- * and is recorded again, so it is renamed into place without an fsync. */
 static int write_file(const char *path, const struct ws_file *f, uint64_t ram_total)
 {
     struct ws_header h = {.ram_total = ram_total, .count = (uint32_t)f->count};
-    char *tmp;
     memcpy(h.magic, MAGIC, sizeof(h.magic));
     memcpy(f->bytes, &h, sizeof(h));
-    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
-        return err_set(ENOMEM, "working set");
-    int r = file_write_new(tmp, f->bytes, sizeof(h) + f->count * sizeof(struct ws_range));
-    if (r == 0 && rename(tmp, path) < 0)
-        r = err_set(errno, "naming '%s'", path);
-    if (r < 0)
-        unlink(tmp);
-    free(tmp);
-    return r;
+    return file_replace(path, f->bytes, sizeof(h) + f->count * sizeof(struct ws_range));
 }
 
 int working_set_record(const char *path, const struct guest_memory *mem,

@@ -91,16 +91,8 @@ json_t *store_layer_meta(const struct store *s, const char *hash)
 
 int store_write_json(const char *path, json_t *value)
 {
-    char *tmp = NULL, *text = json_dumps(value, JSON_INDENT(2) | JSON_SORT_KEYS);
-    int r = text && asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) >= 0 ? 0 : -ENOMEM;
-
-    if (r == 0)
-        r = file_write_new(tmp, text, strlen(text));
-    if (r == 0 && rename(tmp, path) < 0)
-        r = err_set(errno, "rename to '%s'", path);
-    if (r < 0 && tmp)
-        unlink(tmp);
-    free(tmp);
+    char *text = json_dumps(value, JSON_INDENT(2) | JSON_SORT_KEYS);
+    int r = text ? file_replace(path, text, strlen(text)) : err_set(ENOMEM, "'%s'", path);
     free(text);
     return r;
 }

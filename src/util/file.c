@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -138,6 +139,20 @@ int file_write_new(const char *path, const void *data, size_t len)
     if (r == 0 && fsync(fd) < 0)
         r = err_set(errno, "writing '%s'", path);
     close(fd);
+    return r;
+}
+
+int file_replace(const char *path, const void *data, size_t len)
+{
+    char *tmp;
+    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
+        return err_set(ENOMEM, "'%s'", path);
+    int r = file_write_new(tmp, data, len);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = err_set(errno, "cannot rename to '%s'", path);
+    if (r < 0)
+        unlink(tmp);
+    free(tmp);
     return r;
 }
 

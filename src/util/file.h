@@ -33,6 +33,11 @@ int file_write_all(int fd, const void *data, size_t len, const char *path)
 int file_write_new(const char *path, const void *data, size_t len)
     __attribute__((warn_unused_result));
 
+/* path replaced whole by len bytes of data: written and synced under a
+ * temporary name, then renamed, so a reader sees the old file or the new. */
+int file_replace(const char *path, const void *data, size_t len)
+    __attribute__((warn_unused_result));
+
 /* A synced byte copy of from at to (created or truncated). */
 int file_copy(const char *from, const char *to) __attribute__((warn_unused_result));
 
