@@ -60,10 +60,15 @@ static bool in_set(const uint64_t *set, int sig)
     return (set[(sig - 1) / 64] >> ((sig - 1) % 64)) & 1;
 }
 
+/* One instruction: a signal handler that interrupts it (and marks
+ * another signal pending) loses nothing. */
 static void set_bit(uint64_t *set, int sig, bool on)
 {
     uint64_t bit = 1ull << ((sig - 1) % 64);
-    set[(sig - 1) / 64] = on ? set[(sig - 1) / 64] | bit : set[(sig - 1) / 64] & ~bit;
+    if (on)
+        __atomic_fetch_or(&set[(sig - 1) / 64], bit, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&set[(sig - 1) / 64], ~bit, __ATOMIC_RELAXED);
 }
 
 /* Linux's number back to the guest's (the maps are one-to-one). */
@@ -469,8 +474,8 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
     if (fault && (!guest_code || in_set(mask, sig)))
         return false; /* a fault that cannot wait: the default */
     if (!fault && (!guest_code || in_set(mask, sig))) {
-        set_bit(pending, sig, true);
         pending_info[sig] = *info;
+        set_bit(pending, sig, true);
         return true;
     }
     if (!deliver(sig, info, context, guest_fs))

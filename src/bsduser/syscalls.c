@@ -910,12 +910,17 @@ __thread void *bsd_context;
 
 uint64_t bsd_dispatch(int sig, void *info, void *context)
 {
+    /* A signal may come while a call is being answered: its handler runs
+     * on top, and the call must still find (and restore into) its own
+     * context afterwards. */
+    void *outer = bsd_context;
     bsd_context = context;
     if (sig == SIGSYS)
         on_sigsys(sig, info, context);
     else if (!bsd_signal_arrived(sig, info, context, bsd_guest_fs()) &&
              bsd_fault_signal(sig))
         on_fault(sig, info, context);
+    bsd_context = outer;
     return 0;
 }
 

@@ -410,6 +410,44 @@ static int signals(void)
     return 7; /* not reached: the handler sent us to resumed() */
 }
 
+#define SYS_THR_KILL 433
+#define STORM_SIGNALS 20000
+
+static volatile long storm_seen, storm_sent;
+static long storm_target, storm_tls[2];
+static char storm_stack[16384] __attribute__((aligned(16)));
+
+static void storm_on_usr1(int sig, void *info, void *uc)
+{
+    (void)sig, (void)info, (void)uc;
+    storm_seen++;
+}
+
+static void storm_sender(void *arg)
+{
+    for (int i = 0; i < STORM_SIGNALS; i++)
+        sys(SYS_THR_KILL, storm_target, SIGUSR1_);
+    sys(SYS_THR_EXIT, arg);
+}
+
+/* Signals sent from another thread as fast as it can: many arrive while
+ * the handler's sigreturn is being answered, and each return must still
+ * land where the signal interrupted the program. */
+static int storm(void)
+{
+    struct sigaction_ act = {storm_on_usr1, SA_SIGINFO_, {0, 0, 0, 0}};
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_THR_SELF, &storm_target).failed)
+        return 1;
+    long tid = 0;
+    struct thr_param p = {storm_sender, (long *)&storm_sent, storm_stack, sizeof(storm_stack),
+                          (char *)storm_tls, 16, &tid, &tid, 0, 0, {0}};
+    if (sys(SYS_THR_NEW, &p, sizeof(p)).failed)
+        return 2;
+    while (__atomic_load_n(&storm_sent, __ATOMIC_SEQ_CST) == 0)
+        ; /* guest code, interrupted over and over */
+    return storm_seen > 0 ? 0 : 3;
+}
+
 #define SYS_FORK 2
 #define SYS_WAIT4 7
 #define SYS_EXECVE 59
@@ -917,6 +955,8 @@ void ENTRY(long *ap)
         leave(fsinfo());
     if (same(what, "signals"))
         leave(signals());
+    if (same(what, "storm"))
+        leave(storm());
     if (same(what, "rootfile"))
         leave(rootfile());
     if (same(what, "ioctl"))
