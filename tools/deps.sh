@@ -4,10 +4,10 @@ set -euo pipefail
 packages=(
     meson ninja-build pkg-config gcc libcmocka-dev     # build + unit tests
     liblzma-dev libzstd-dev zlib1g-dev                 # unpacking bzImage payloads, bundles
-    libjansson-dev libssl-dev                          # bundle config (JSON), SHA-256
+    libjansson-dev nettle-dev                          # bundle config (JSON), SHA-256
     clang libclang-rt-14-dev                           # libFuzzer targets
     qemu-system-x86 linux-image-amd64 busybox-static   # nested tier: L1 and guests
-    cpio xz-utils acpica-tools util-linux e2fsprogs kmod # test oracles and tools
+    cpio xz-utils acpica-tools dmidecode util-linux e2fsprogs kmod # test oracles and tools
     qemu-utils zstd python3                            # disk oracles (qemu-img, qemu-io)
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
     golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests

@@ -2,9 +2,6 @@
 
 #include <fcntl.h>
 #include <libgen.h>
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,30 +14,12 @@
 #include "bundle/internal.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/hash.h"
 #include "util/le.h"
 
 /* Sections read into memory are small (config, state); files (disks) are
  * streamed by stream.c. */
 #define BUNDLE_READ_MAX (1ull << 30)
-
-static void init_crypto(void)
-{
-    /* Reading openssl.cnf costs more than hashing a bundle's config and
-     * state; SHA-256 needs none of it. */
-    OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, NULL);
-}
-
-void bundle_crypto_init(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_crypto);
-}
-
-void sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES])
-{
-    bundle_crypto_init();
-    SHA256(data, len, out);
-}
 
 /* ---- writing ---- */
 
@@ -135,7 +114,7 @@ int bundle_add(struct bundle_writer *w, const char *name, const void *data, size
     }
     s->stored = stored;
     s->size = len;
-    sha256(bytes, stored, s->sha256);
+    hash_bytes(bytes, stored, s->sha256);
     r = bundle_write_at(w, s->offset, bytes, stored);
     w->end = s->offset + stored;
     free(packed);
@@ -183,7 +162,7 @@ static void encode_header(const struct bundle_writer *w, uint8_t *h)
         put_le(e + 48, s->size, 8);
         memcpy(e + 56, s->sha256, SHA256_BYTES);
     }
-    sha256(h, (size_t)(e - h), e);
+    hash_bytes(h, (size_t)(e - h), e);
 }
 
 static int sync_dir_of(const char *path)
@@ -282,7 +261,7 @@ static int parse_header(struct bundle *b)
     if (b->count > BUNDLE_MAX_SECTIONS)
         return err_plain(EINVAL, "'%s' is corrupt: %u sections", b->path, b->count);
     table_end = HEADER_FIXED + (size_t)b->count * ENTRY_SIZE;
-    sha256(h, table_end, digest);
+    hash_bytes(h, table_end, digest);
     if (memcmp(digest, h + table_end, SHA256_BYTES) != 0)
         return err_plain(EINVAL, "'%s' is corrupt: its header fails its checksum", b->path);
     if (le64(h + 16) != b->file.len)
@@ -343,7 +322,7 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
 {
     uint8_t digest[SHA256_BYTES];
 
-    sha256(data, len, digest);
+    hash_bytes(data, len, digest);
     if (memcmp(digest, expected, SHA256_BYTES) != 0)
         return err_plain(EINVAL, "'%s' is corrupt: %s fails its checksum", b->path, what);
     return 0;
@@ -408,7 +387,6 @@ int bundle_section_key(const struct bundle *b, const char *name, char key[65])
     const struct bundle_section *s = bundle_section(b, name);
     if (!s)
         return err_plain(ENOENT, "'%s' has no '%s' section", b->path, name);
-    for (size_t i = 0; i < SHA256_BYTES; i++)
-        sprintf(key + 2 * i, "%02x", s->sha256[i]);
+    hash_to_hex(s->sha256, key);
     return 0;
 }

@@ -37,6 +37,4 @@ struct bundle_section {
 #define MEMORY_CHUNK_ENTRY 48
 enum memory_chunk_kind { CHUNK_ZERO = 0, CHUNK_ZSTD = 1, CHUNK_RAW = 2 };
 
-void sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES]);
-
 #endif

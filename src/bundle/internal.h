@@ -37,7 +37,5 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
 /* The section, verified, with its sizes checked against what its encoding
  * says (a zstd frame records its content size); NULL, message set. */
 const struct bundle_section *bundle_checked_section(const struct bundle *b, const char *name);
-/* OpenSSL set up without reading its configuration (once). */
-void bundle_crypto_init(void);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "bundle/internal.h"
 #include "util/err.h"
+#include "util/hash.h"
 #include "util/iov.h"
 #include "util/le.h"
 
@@ -166,7 +167,7 @@ static int pack_chunk(void *ctx, size_t i)
     } else {
         c->kind = CHUNK_ZSTD;
     }
-    sha256(c->packed, c->stored, c->sha256);
+    hash_bytes(c->packed, c->stored, c->sha256);
     return 0;
 }
 
@@ -244,7 +245,7 @@ int bundle_add_memory(struct bundle_writer *w, const char *name, const struct gu
         r = err_set(ENOMEM, "memory index");
     if (r == 0) {
         encode_index(mem, &l, index);
-        sha256(index, index_len, s->sha256);
+        hash_bytes(index, index_len, s->sha256);
         s->stored = pos;
         s->size = mem->total;
         r = bundle_write_at(w, s->offset, index, index_len);

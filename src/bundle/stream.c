@@ -5,7 +5,6 @@
  * SHA-256 taken as the bytes are written; extracted after the section's
  * hash is checked, decompressed piece by piece, zeros left as holes. */
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,6 +14,7 @@
 #include "bundle/internal.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/hash.h"
 #include "util/iov.h"
 
 #define PIECE (1u << 20)
@@ -27,15 +27,14 @@ static const uint8_t zeros[PIECE];
 struct section_out {
     struct bundle_writer *w;
     struct bundle_section *s;
-    EVP_MD_CTX *hash;
+    struct hash_state hash;
 };
 
 static int emit(struct section_out *o, const void *data, size_t len)
 {
     if (!len)
         return 0;
-    if (EVP_DigestUpdate(o->hash, data, len) != 1)
-        return err_plain(EIO, "hashing section '%s'", o->s->name);
+    hash_add(&o->hash, data, len);
     int r = bundle_write_at(o->w, o->s->offset + o->s->stored, data, len);
     o->s->stored += len;
     return r;
@@ -131,14 +130,12 @@ int bundle_add_file(struct bundle_writer *w, const char *name, const char *path,
     off_t len = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
     uint8_t *buf = malloc(PIECE);
     struct section_out o = {.w = w};
-    unsigned digest_len = 0;
     int r = 0;
 
-    bundle_crypto_init();
-    o.hash = EVP_MD_CTX_new();
+    hash_begin(&o.hash);
     if (fd < 0 || len < 0)
         r = err_set(errno, "cannot read %s '%s'", name, path);
-    else if (!buf || !o.hash || EVP_DigestInit_ex(o.hash, EVP_sha256(), NULL) != 1)
+    else if (!buf)
         r = err_set(ENOMEM, "bundle: section '%s'", name);
     else if (enc != BUNDLE_RAW && enc != BUNDLE_ZSTD)
         r = err_plain(EINVAL, "bundle: bad encoding for '%s'", name);
@@ -149,11 +146,10 @@ int bundle_add_file(struct bundle_writer *w, const char *name, const char *path,
         r = enc == BUNDLE_ZSTD ? compress_file(&o, fd, (uint64_t)len, buf, path)
                                : copy_file(&o, fd, (uint64_t)len, buf, path);
     }
-    if (r == 0 && EVP_DigestFinal_ex(o.hash, o.s->sha256, &digest_len) != 1)
-        r = err_plain(EIO, "hashing section '%s'", name);
+    if (r == 0)
+        hash_end(&o.hash, o.s->sha256);
     if (o.s)
         w->end = o.s->offset + o.s->stored;
-    EVP_MD_CTX_free(o.hash);
     free(buf);
     if (fd >= 0)
         close(fd);

@@ -6,7 +6,6 @@
 #include <glob.h>
 #include <jansson.h>
 #include <libgen.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include "image/kmod.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/hash.h"
 #include "util/paths.h"
 
 /* Bumped whenever what a build makes changes: old cache entries are then
@@ -85,20 +85,20 @@ static int kernel_release(const char *kernel, char *out, size_t size)
     return r < 0 ? err_plain(EINVAL, "'%s' is not a bzImage kernel with a version", kernel) : 0;
 }
 
-static void hash_line(EVP_MD_CTX *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void hash_line(EVP_MD_CTX *h, const char *fmt, ...)
+static void hash_line(struct hash_state *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void hash_line(struct hash_state *h, const char *fmt, ...)
 {
     char line[4352];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    EVP_DigestUpdate(h, line, n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line));
-    EVP_DigestUpdate(h, "\n", 1);
+    hash_add(h, line, n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line));
+    hash_add(h, "\n", 1);
 }
 
 /* A file's identity without reading it: where, how big, when, which inode. */
-static int hash_identity(EVP_MD_CTX *h, const char *what, const char *path)
+static int hash_identity(struct hash_state *h, const char *what, const char *path)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
@@ -128,14 +128,12 @@ static int hash_identity(EVP_MD_CTX *h, const char *what, const char *path)
 static int input_key(const struct appliance_options *o, const char *kernel, const char *init,
                      const char *const *modules, size_t count, char key[65])
 {
-    EVP_MD_CTX *h = EVP_MD_CTX_new();
-    unsigned char digest[32];
-    int r = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) ? 0 : -ENOMEM;
+    struct hash_state state, *h = &state;
+    uint8_t digest[HASH_BYTES];
 
-    if (r == 0) {
-        hash_line(h, "builder %d", BUILDER_VERSION);
-        r = hash_identity(h, "kernel", kernel);
-    }
+    hash_begin(h);
+    hash_line(h, "builder %d", BUILDER_VERSION);
+    int r = hash_identity(h, "kernel", kernel);
     if (r == 0)
         r = hash_identity(h, "init", init);
     if (r == 0)
@@ -147,11 +145,9 @@ static int input_key(const struct appliance_options *o, const char *kernel, cons
         r = hash_identity(h, "add", o->adds[i].host);
     }
     hash_line(h, "size %llu", (unsigned long long)o->root_size);
+    hash_end(h, digest);
     if (r == 0)
-        EVP_DigestFinal_ex(h, digest, NULL);
-    EVP_MD_CTX_free(h);
-    for (int i = 0; r == 0 && i < 32; i++)
-        sprintf(key + 2 * i, "%02x", digest[i]);
+        hash_to_hex(digest, key);
     return r;
 }
 
