@@ -70,6 +70,7 @@ static const char run_help[] =
     "      --virtio-discovery acpi|cmdline\n"
     "                         how the guest finds its virtio-mmio devices: ACPI\n"
     "                         (default) or virtio_mmio.device= on its command line\n"
+    "                         (with acpi=noirq: IRQ numbers from the MP table)\n"
     "      --trace-boot       print boot timestamps (tslog style) to stderr when the guest stops\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the boot trace as JSON\n"

@@ -12,6 +12,7 @@
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
 #include "arch/x86/layout.h"
+#include "arch/x86/mptable.h"
 #include "arch/x86/unpack.h"
 #include "core/vm_internal.h"
 #include "devices/device.h"
@@ -147,10 +148,13 @@ int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t
 int vm_discovery_cmdline(const char *base, const struct acpi_mmio_device *d, unsigned n,
                          char *out, size_t size)
 {
-    int len = snprintf(out, size, "%s", base ? base : "");
+    /* Under hardware-reduced ACPI Linux numbers its IRQs apart from the
+     * GSIs, so "IRQ 5" would be nothing; with ACPI's interrupt routing
+     * off it takes the MP table's, where IRQ N is GSI N. */
+    int len = snprintf(out, size, "%s%sacpi=noirq", base ? base : "", base && *base ? " " : "");
     for (unsigned i = 0; i < n && len >= 0 && (size_t)len < size; i++)
         len += snprintf(out + len, size - (size_t)len, "%svirtio_mmio.device=0x%x@0x%llx:%u",
-                        len ? " " : "", d[i].size, (unsigned long long)d[i].base, d[i].irq);
+                        " ", d[i].size, (unsigned long long)d[i].base, d[i].irq);
     if (len < 0 || (size_t)len >= size)
         return err_plain(E2BIG, "the kernel command line with %u virtio_mmio.device= entries "
                                 "is longer than %zu bytes", n, size - 1);
@@ -277,6 +281,7 @@ static int create_devices(struct vm *vm)
 static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
 {
     uint8_t *acpi = gpa_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);
+    uint8_t *mptable = gpa_ptr(&vm->mem, X86_MPTABLE_ADDR, X86_MPTABLE_SIZE);
     struct x86_boot_request req = {
         .kernel = vm->kernel.data,
         .kernel_len = vm->kernel.len,
@@ -303,6 +308,12 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
     used = acpi ? acpi_build(acpi, X86_ACPI_SIZE, X86_ACPI_ADDR, &tables) : -ENOSPC;
     if (used < 0)
         return err_plain(ENOSPC, "ACPI tables do not fit their area");
+    used = mptable ? mptable_build(mptable, X86_MPTABLE_SIZE, X86_MPTABLE_ADDR,
+                                   vm->cfg.cpus < MPTABLE_MAX_CPUS ? vm->cfg.cpus
+                                                                   : MPTABLE_MAX_CPUS)
+                   : -ENOSPC;
+    if (used < 0)
+        return err_plain(ENOSPC, "the MP table does not fit its area");
     r = x86_boot_load(&vm->mem, &req, bsp);
     if (r < 0)
         return r;

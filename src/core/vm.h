@@ -88,9 +88,9 @@ int vm_alloc_mmio_window(struct vm *vm, uint64_t size, uint64_t *gpa, uint32_t *
 /* Adds an LNRO0005 virtio-mmio node to the DSDT. */
 int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)
     __attribute__((warn_unused_result));
-/* The kernel command line base with a virtio_mmio.device=<size>@<base>:<irq>
- * entry per device appended, into out (size bytes); -E2BIG when it does
- * not fit. */
+/* The kernel command line base with acpi=noirq (the MP table's IRQ
+ * numbers) and a virtio_mmio.device=<size>@<base>:<irq> entry per device
+ * appended, into out (size bytes); -E2BIG when it does not fit. */
 struct acpi_mmio_device;
 int vm_discovery_cmdline(const char *base, const struct acpi_mmio_device *d, unsigned n,
                          char *out, size_t size) __attribute__((warn_unused_result));

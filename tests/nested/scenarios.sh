@@ -186,18 +186,30 @@ scenario_cmdline_discovery() {
     expect virtio-cmdline-entries "three devices on the guest's command line, handed to virtio_mmio, none from ACPI" \
         eval 'test "$rc" -eq 0 && test "$(grep -a "Kernel command line:" "$work/cmdline-discovery.out" | grep -o "virtio_mmio.device=0x[0-9a-f]*@0x[0-9a-f]*:[0-9]*" | sort -u | wc -l)" -eq 3 && { has cmdline-discovery GUEST-VDA=HOSTDATA || { has cmdline-discovery "virtio_mmio: unknown parameter .device." && has cmdline-discovery "GUEST-RNG=none 0"; }; }'
     # A kernel built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (tiny-kernel.sh)
-    # takes every device from the command line. (Its drivers then fail to
-    # bind, EINVAL: under hardware-reduced ACPI Linux numbers no ISA IRQs,
-    # so a bare IRQ number has no interrupt behind it; an MP table or a
-    # legacy PIC for this mode is still to do.)
+    # takes every device from the command line, and they work: smolvm adds
+    # acpi=noirq, so the kernel numbers IRQs by the MP table (IRQ N = GSI
+    # N) while ACPI still powers it off.
     if [ -z "${TINY_KERNEL:-}" ]; then
         fail virtio-cmdline-discovery "no small kernel was built (tests/nested/tiny-kernel.sh)"
         return
     fi
+    dd if=/dev/zero of="$a" bs=512 seek=2048 count=1 conv=notrunc 2> /dev/null
     boot cmdline-tiny --kernel "$TINY_KERNEL" --initrd "$INITRD" --virtio-discovery cmdline \
         --cmdline "console=ttyS0 panic=-1 smolvm.test=virtio" --disk "$a" --disk "$b,ro"
-    expect virtio-cmdline-discovery "a kernel with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES registers all three devices from the command line" \
-        eval 'test "$rc" -eq 0 && test "$(grep -a -c "virtio-mmio: Registering device virtio-mmio.[0-2] at 0xd000[0-2]000-0xd000[0-2]fff, IRQ [0-9]*" "$work/cmdline-tiny.out")" -eq 3'
+    expect virtio-cmdline-discovery "a kernel with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES registers all three devices from the command line, reads and writes the disk, reads 1 MiB from the rng, powers off" \
+        eval 'test "$rc" -eq 0 && test "$(grep -a -c "virtio-mmio: Registering device virtio-mmio.[0-2] at 0xd000[0-2]000-0xd000[0-2]fff, IRQ [0-9]*" "$work/cmdline-tiny.out")" -eq 3 &&
+            has cmdline-tiny GUEST-VDA=HOSTDATA && has cmdline-tiny GUEST-VDA-WRITE-OK &&
+            [ "$(dd if="$a" bs=512 skip=2048 count=1 2> /dev/null | head -c 10)" = GUESTWROTE ] &&
+            has cmdline-tiny "GUEST-RNG=virtio_rng.0 1048576"'
+    # Without ACPI at all the MP table is all the kernel has: both vCPUs,
+    # the I/O APIC and its pins come from there.
+    boot mptable-tiny --cpus 2 --kernel "$TINY_KERNEL" --initrd "$INITRD" --virtio-discovery cmdline \
+        --cmdline "console=ttyS0 panic=-1 acpi=off smolvm.test=virtio smolvm.end=reboot" \
+        --disk "$a" --disk "$b,ro"
+    expect mptable-no-acpi "with acpi=off the kernel finds 2 CPUs and the I/O APIC in the MP table; the devices work" \
+        eval 'test "$rc" -eq 0 && has mptable-tiny "Intel MultiProcessor Specification v1.4" &&
+            has mptable-tiny "smp: Brought up 1 node, 2 CPUs" && has mptable-tiny GUEST-VDA=HOSTDATA &&
+            has mptable-tiny "GUEST-RNG=virtio_rng.0 1048576"'
 }
 
 scenario_smp_io() {

@@ -70,18 +70,18 @@ static void hostile_json_is_refused(void **state)
 }
 
 /* virtio_mmio.device=<size>@<base>:<irq> in the form Linux's
- * virtio_mmio module parses, after the command line given; too long is
- * an error, never a cut line. */
+ * virtio_mmio module parses, after the command line given and acpi=noirq;
+ * too long is an error, never a cut line. */
 static void discovery_cmdline(void **state)
 {
     struct acpi_mmio_device d[2] = {{0xd0000000, 0x200, 5}, {0xd0000200, 0x200, 6}};
     char out[160];
     (void)state;
     assert_int_equal(vm_discovery_cmdline("console=ttyS0", d, 2, out, sizeof(out)), 0);
-    assert_string_equal(out, "console=ttyS0 virtio_mmio.device=0x200@0xd0000000:5 "
+    assert_string_equal(out, "console=ttyS0 acpi=noirq virtio_mmio.device=0x200@0xd0000000:5 "
                              "virtio_mmio.device=0x200@0xd0000200:6");
     assert_int_equal(vm_discovery_cmdline(NULL, d, 1, out, sizeof(out)), 0);
-    assert_string_equal(out, "virtio_mmio.device=0x200@0xd0000000:5");
+    assert_string_equal(out, "acpi=noirq virtio_mmio.device=0x200@0xd0000000:5");
     assert_true(vm_discovery_cmdline("console=ttyS0", d, 2, out, 60) < 0);
 }
 

@@ -22,6 +22,10 @@
 /* The VM generation ID (16 bytes) the ACPI VMGENCTR device points at: a
  * page of its own after the tables, reserved like them. */
 #define X86_VMGENID_ADDR 0xef000ull
+/* The MP table: its floating pointer where Linux scans the BIOS area
+ * (0xf0000-0xfffff, reserved in the e820 map like the ACPI tables). */
+#define X86_MPTABLE_ADDR 0xf0000ull
+#define X86_MPTABLE_SIZE 0x8000ull
 /* The real-mode reset vector (F000:FFF0). Linux on a hardware-reduced ACPI
  * machine that is not EFI falls back to a "BIOS reboot" that jumps here, so
  * a tiny stub here resets the machine the i8042 way. */
