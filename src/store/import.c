@@ -16,19 +16,20 @@
 static int import_section(struct store *s, const struct bundle *b, const char *section,
                           char hash[HASH_HEX])
 {
-    char *tmp = NULL;
+    char *tmp;
     int r;
 
     hash[0] = 0;
     if (!bundle_has(b, section))
         return 0;
-    if (asprintf(&tmp, "%s/smolvm-import-%d-%s", getenv("TMPDIR") ?: "/tmp", (int)getpid(),
-                 section) < 0)
+    /* Unpacked where the layer will live: moved into place, not copied. */
+    if (!(tmp = store_layer_temp(s)))
         return -ENOMEM;
     r = bundle_extract(b, section, tmp);
     if (r == 0)
-        r = store_add_layer(s, tmp, section, hash);
-    unlink(tmp);
+        r = store_adopt_layer(s, tmp, section, hash);
+    else
+        unlink(tmp);
     free(tmp);
     return r;
 }

@@ -17,6 +17,14 @@ void store_unlock(struct store *s);
 
 /* layers/<hash>.<suffix>, malloc'd. */
 char *store_layer_file(const struct store *s, const char *hash, const char *suffix);
+/* A fresh temporary path in the layers folder (malloc'd), for a file to
+ * hand to store_adopt_layer: on the same filesystem, so it moves, not
+ * copies, into place. */
+char *store_layer_temp(const struct store *s);
+/* store_add_layer for a file at a store_layer_temp() path: taken over
+ * (moved under its hash, or removed), not copied. */
+int store_adopt_layer(struct store *s, const char *tmp, const char *message, char hash[HASH_HEX])
+    __attribute__((warn_unused_result));
 /* A layer's sidecar, or NULL when there is no such layer. */
 json_t *store_layer_meta(const struct store *s, const char *hash);
 /* Walks a chain from top to its base; errors on a missing layer or loop. */

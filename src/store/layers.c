@@ -240,27 +240,34 @@ static int admit(struct store *s, const char *tmp, const char *format, const cha
     return r;
 }
 
-int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
+/* An image's format, virtual size and parent layer ("" for none). */
+static int inspect(struct store *s, const char *image, const char **format, uint64_t *size,
+                   char parent[HASH_HEX])
 {
     struct disk *d;
-    char parent[HASH_HEX], *tmp = NULL;
     int r = disk_open_as(image, DISK_READ_ONLY | DISK_NO_BACKING, NULL, &d);
 
     if (r < 0)
         return r;
-    const char *format = d->format->name;
-    uint64_t size = d->size;
-    if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0)
-        r = err_plain(EINVAL, "layers are raw or qcow2 images ('%s' is %s)", image, format);
+    *format = d->format->name;
+    *size = d->size;
+    if (strcmp(*format, "raw") != 0 && strcmp(*format, "qcow2") != 0)
+        r = err_plain(EINVAL, "layers are raw or qcow2 images ('%s' is %s)", image, *format);
     if (r == 0)
         r = parent_of(s, d, parent);
     disk_close(d);
-    if (r == 0 && asprintf(&tmp, "%s/.tmp-%d-%ld", s->layers, (int)getpid(), (long)random()) < 0)
-        r = -ENOMEM;
-    if (r == 0)
-        r = strcmp(format, "raw") == 0 ? copy_sparse(image, tmp) : file_copy(image, tmp);
-    /* The parent by a name relative to the layers folder. */
-    if (r == 0 && parent[0]) {
+    return r;
+}
+
+/* A copy in the layers folder becomes a layer: its parent named relative
+ * to that folder, then moved under its hash. Removed on failure. */
+static int finish(struct store *s, const char *tmp, const char *format, const char *parent,
+                  uint64_t size, const char *message, char hash[HASH_HEX])
+{
+    struct disk *d;
+    int r = 0;
+
+    if (parent[0]) {
         r = disk_open_as(tmp, DISK_NO_BACKING, "qcow2", &d);
         if (r == 0) {
             char name[HASH_HEX + 8];
@@ -276,10 +283,48 @@ int store_add_layer(struct store *s, const char *image, const char *message, cha
         store_lock(s);
         r = admit(s, tmp, format, parent, size, message, hash);
         store_unlock(s);
-    } else if (tmp) {
+    } else {
         unlink(tmp);
     }
+    return r;
+}
+
+char *store_layer_temp(const struct store *s)
+{
+    char *tmp;
+    return asprintf(&tmp, "%s/.tmp-%d-%ld", s->layers, (int)getpid(), (long)random()) < 0 ? NULL
+                                                                                           : tmp;
+}
+
+int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
+{
+    const char *format;
+    char parent[HASH_HEX], *tmp = NULL;
+    uint64_t size;
+    int r = inspect(s, image, &format, &size, parent);
+
+    if (r == 0 && !(tmp = store_layer_temp(s)))
+        r = -ENOMEM;
+    if (r == 0)
+        r = strcmp(format, "raw") == 0 ? copy_sparse(image, tmp) : file_copy(image, tmp);
+    if (r == 0)
+        r = finish(s, tmp, format, parent, size, message, hash);
+    else if (tmp)
+        unlink(tmp);
     free(tmp);
+    return r;
+}
+
+int store_adopt_layer(struct store *s, const char *tmp, const char *message, char hash[HASH_HEX])
+{
+    const char *format;
+    char parent[HASH_HEX];
+    uint64_t size;
+    int r = inspect(s, tmp, &format, &size, parent);
+
+    if (r == 0)
+        return finish(s, tmp, format, parent, size, message, hash);
+    unlink(tmp);
     return r;
 }
 

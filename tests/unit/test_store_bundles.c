@@ -102,7 +102,11 @@ static void import(struct store *s, const char *bundle, const char *name)
 {
     char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
     struct vm_config cfg;
-    if (store_import_bundle(s, bundle, top, kernel, initrd, &cfg) < 0)
+    /* Unpacked straight into the store, never staged in TMPDIR. */
+    setenv("TMPDIR", "/nonexistent-smolvm-tmp", 1);
+    int r = store_import_bundle(s, bundle, top, kernel, initrd, &cfg);
+    unsetenv("TMPDIR");
+    if (r < 0)
         fail_msg("import %s: %s", bundle, err_msg());
     struct instance_boot boot = {.kernel = kernel[0] ? kernel : NULL};
     vm_config_release(&cfg);
