@@ -5,6 +5,8 @@
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
 results=$1
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh" # bench_ms_to
 # shellcheck source=/dev/null
 . "$results/params.sh"
 RUNS=${RUNS:-5}
@@ -15,15 +17,10 @@ out=$results/times.tsv
 
 # time_to_marker LABEL COMMAND...: milliseconds from launch to MARKER.
 time_to_marker() {
-    local label=$1 start ms=
+    local label=$1 ms
     shift
-    start=$(date +%s%N)
-    while IFS= read -r line; do
-        if [ -z "$ms" ] && [[ $line == *"$MARKER"* ]]; then
-            ms=$((($(date +%s%N) - start) / 1000000))
-        fi
-    done < <(timeout 300 "$@" < /dev/null 2>&1)
-    echo -e "$label\tboot-to-init\t${ms:-timeout}" | tee -a "$out"
+    bench_ms_to ms "$MARKER" "$@" < /dev/null
+    echo -e "$label\tboot-to-init\t$ms" | tee -a "$out"
 }
 
 for i in $(seq 1 "$RUNS"); do

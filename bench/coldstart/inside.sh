@@ -3,7 +3,7 @@
 set -u
 results=$1
 # shellcheck source=../lib.sh
-. "$(dirname "$(realpath "$0")")/../lib.sh" # for BENCH_MEDIAN_AWK
+. "$(dirname "$(realpath "$0")")/../lib.sh" # bench_ms_to, BENCH_MEDIAN_AWK
 # shellcheck source=/dev/null
 . "$results/params.sh"
 RUNS=${RUNS:-5}
@@ -18,15 +18,11 @@ out=$results/times.tsv facts=$results/facts.txt
 # ms_to LABEL METRIC MARKER COMMAND...: launch to MARKER on the console, the
 # guest's input line "go" waiting on stdin from the start.
 ms_to() {
-    local label=$1 metric=$2 marker=$3 start ms=
+    local label=$1 metric=$2 marker=$3 ms
     shift 3
-    start=$(date +%s%N)
-    while IFS= read -r line; do
-        if [ -z "$ms" ] && [[ $line == *"$marker"* ]]; then
-            ms=$((($(date +%s%N) - start) / 1000000))
-        fi
-    done < <(echo go | timeout 300 "$@" 2>&1 | tee "$work/last.log")
-    echo -e "$label\t$metric\t${ms:-timeout}" | tee -a "$out"
+    : > "$work/last.log"
+    BENCH_LOG=$work/last.log bench_ms_to ms "$marker" "$@" <<< go
+    echo -e "$label\t$metric\t$ms" | tee -a "$out"
 }
 
 # save_at_ready MEM BUNDLE: boots, waits for the ready line, saves.
@@ -39,20 +35,20 @@ save_at_ready() {
     exec 7> "$fifo"
     for i in $(seq 1 300); do grep -q SMOLVM-GUEST-UP "$log" && break; sleep 0.5; done
     sleep 1
-    t0=$(date +%s%N)
+    t0=${EPOCHREALTIME/./}
     "$SMOLVM" save bench -o "$2" > /dev/null
-    t1=$(date +%s%N)
+    t1=${EPOCHREALTIME/./}
     wait "$pid"
     exec 7>&-
-    echo "mem $1: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000000)) ms," \
+    echo "mem $1: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms," \
          "RAM in use by the guest $(grep -o 'MemTotal.*' "$log" | head -n 1)" >> "$facts"
 }
 
 # The floor under every start: launching smolvm itself (exec, the dynamic
 # loader, exit), here where the host tree is shared into L1.
-t0=$(date +%s%N)
+t0=${EPOCHREALTIME/./}
 for i in 1 2 3 4 5; do "$SMOLVM" --version > /dev/null; done
-echo "smolvm --version (launch and exit): $((($(date +%s%N) - t0) / 5000000)) ms each" >> "$facts"
+echo "smolvm --version (launch and exit): $(((${EPOCHREALTIME/./} - t0) / 5000)) ms each" >> "$facts"
 
 for mem in ${MEMS:-256M 2G}; do
     bundle=$work/ready-$mem.smolmachine
