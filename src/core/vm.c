@@ -153,8 +153,8 @@ int vm_discovery_cmdline(const char *base, const struct acpi_mmio_device *d, uns
      * off it takes the MP table's, where IRQ N is GSI N. */
     int len = snprintf(out, size, "%s%sacpi=noirq", base ? base : "", base && *base ? " " : "");
     for (unsigned i = 0; i < n && len >= 0 && (size_t)len < size; i++)
-        len += snprintf(out + len, size - (size_t)len, "%svirtio_mmio.device=0x%x@0x%llx:%u",
-                        " ", d[i].size, (unsigned long long)d[i].base, d[i].irq);
+        len += snprintf(out + len, size - (size_t)len, " virtio_mmio.device=0x%x@0x%llx:%u",
+                        d[i].size, (unsigned long long)d[i].base, d[i].irq);
     if (len < 0 || (size_t)len >= size)
         return err_plain(E2BIG, "the kernel command line with %u virtio_mmio.device= entries "
                                 "is longer than %zu bytes", n, size - 1);

@@ -13,6 +13,8 @@
 #define PROCESSOR_LEN 20
 #define ENTRY_LEN 8 /* bus, I/O APIC, interrupt assignments */
 #define SPEC_REV 4  /* 1.4 */
+/* After the processors: the bus, the I/O APIC, its pins, LINT0 and LINT1. */
+#define FIXED_ENTRIES (2 + MPTABLE_IOAPIC_PINS + 2)
 enum { ENTRY_PROCESSOR, ENTRY_BUS, ENTRY_IOAPIC, ENTRY_IO_INTERRUPT, ENTRY_LOCAL_INTERRUPT };
 enum { INT_VECTORED = 0, INT_NMI = 1, INT_EXTINT = 3 };
 #define CPU_ENABLED 0x1
@@ -51,8 +53,7 @@ static uint8_t *interrupt(uint8_t *p, uint8_t type, uint8_t kind, uint8_t src_ir
 
 long mptable_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpus)
 {
-    size_t config_len = HEADER_LEN + PROCESSOR_LEN * (size_t)cpus +
-                        ENTRY_LEN * (2 + MPTABLE_IOAPIC_PINS + 2);
+    size_t config_len = HEADER_LEN + PROCESSOR_LEN * (size_t)cpus + ENTRY_LEN * FIXED_ENTRIES;
     size_t total = FLOATING_LEN + config_len;
     uint8_t ioapic_id = (uint8_t)cpus; /* after the vCPUs' APIC IDs */
 
@@ -92,7 +93,7 @@ long mptable_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpus)
     t[6] = SPEC_REV;
     memcpy(t + 8, "SMOLVM  ", 8);
     memcpy(t + 16, "SMOLVMMV    ", 12);
-    put_le(t + 34, cpus + 2 + MPTABLE_IOAPIC_PINS + 2, 2);
+    put_le(t + 34, cpus + FIXED_ENTRIES, 2);
     put_le(t + 36, X86_LAPIC_ADDR, 4);
     t[7] = (uint8_t)-acpi_checksum(t, config_len);
     return (long)total;
