@@ -20,6 +20,7 @@
 #include "disk/disk.h"
 #include "store/store.h"
 #include "util/err.h"
+#include "util/hash.h"
 #include "scratch.h"
 #include "store_check.h"
 
@@ -248,6 +249,34 @@ static void test_full_disk_during_commit(void **state)
     setenv("XDG_DATA_HOME", in_dir("data"), 1);
 }
 
+/* The hashes that name layers and key caches are SHA-256 as coreutils'
+ * sha256sum computes it: a file crossing the 1 MiB read chunk, and bytes
+ * fed piece by piece against the same bytes at once. */
+static void test_hash_is_sha256(void **state)
+{
+    char ours[HASH_HEX], theirs[HASH_HEX + 1] = "";
+    uint8_t whole[HASH_BYTES], pieces[HASH_BYTES];
+    struct hash_state h;
+    (void)state;
+    assert_int_equal(sh("head -c 3000000 /dev/urandom > hashed && sha256sum hashed | cut -c1-64 > sum"), 0);
+    assert_int_equal(hash_file(in_dir("hashed"), ours), 0);
+    FILE *f = fopen(in_dir("sum"), "r");
+    assert_non_null(f);
+    assert_non_null(fgets(theirs, sizeof(theirs), f));
+    theirs[strcspn(theirs, "\n")] = 0;
+    fclose(f);
+    assert_string_equal(ours, theirs);
+    hash_bytes("abcdefgh", 8, whole);
+    hash_begin(&h);
+    hash_add(&h, "abc", 3);
+    hash_add(&h, "defgh", 5);
+    hash_end(&h, pieces);
+    assert_memory_equal(whole, pieces, HASH_BYTES);
+    hash_bytes("abc", 3, whole); /* FIPS 180-2's first example */
+    hash_to_hex(whole, ours);
+    assert_string_equal(ours, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_bad_layers),
         cmocka_unit_test(test_concurrent_creates),
         cmocka_unit_test(test_full_disk_during_commit),
+        cmocka_unit_test(test_hash_is_sha256),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
