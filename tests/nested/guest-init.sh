@@ -121,8 +121,10 @@ case "$test" in
         load_modules
         mkdir -p /mnt && mount -t ext4 /dev/vda /mnt || echo GUEST-COUNTER-NO-DISK
         n=0 in=/dev/console
-        # With --console virtio the host's input arrives on hvc0.
-        [ -c /dev/hvc0 ] && in=/dev/hvc0 && stty -F /dev/hvc0 -echo 2>/dev/null
+        # With --console virtio the host's input arrives on hvc0. No echo:
+        # an echoed "quit" lands inside the COUNT lines the host parses.
+        [ -c /dev/hvc0 ] && in=/dev/hvc0
+        stty -F "$in" -echo 2>/dev/null
         exec 3< "$in" # held open: a tty closed between reads drops its input
         echo GUEST-COUNTER-READY
         while true; do
