@@ -36,6 +36,28 @@ case "$script" in /tmp/*) ;; *) mount -t tmpfs -o size=2g tmp /host/tmp ;; esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /host/run/l1-results \
     || echo "l1: no results share"
 
+# Once a minute a line on the console, not in the results (the host's stall
+# watchdog must not take it for progress): a wedged L1 falls silent; a
+# smolvm older than any scenario's timeout shows where its threads wait.
+heartbeat() {
+    local up pid age
+    while sleep 60; do
+        up=$(cut -d. -f1 /proc/uptime)
+        echo "l1: heartbeat ${up}s, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+            "$(grep MemAvailable /proc/meminfo | tr -s ' ')"
+        for pid in $(pidof smolvm); do
+            age=$((up - $(cut -d' ' -f22 /proc/$pid/stat) / 100))
+            [ "$age" -gt 200 ] || continue
+            echo "l1: smolvm $pid running ${age}s: $(tr '\0' ' ' < /proc/$pid/cmdline)"
+            for t in /proc/$pid/task/*; do
+                echo "l1:   thread ${t##*/} $(cat $t/comm) $(grep State $t/status) in $(cat $t/wchan)"
+                sed 's/^/l1:     /' $t/stack
+            done
+        done
+    done
+}
+heartbeat &
+
 if [ -c /dev/kvm ]; then echo "l1: /dev/kvm ready"; else echo "l1: no /dev/kvm"; fi
 echo "l1: running $script"
 out=/host/run/l1-results

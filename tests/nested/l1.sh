@@ -73,7 +73,8 @@ while kill -0 "$qemu" 2>/dev/null; do
     fi
 done
 wait "$qemu" 2>/dev/null || true
-grep -v -e "Unhandled WRMSR" -e "^$" "$results/l1-serial.log" || true
+grep -v -e "Unhandled WRMSR" -e "^$" -e "^l1: heartbeat" "$results/l1-serial.log" || true
+grep "^l1: heartbeat" "$results/l1-serial.log" | tail -n 1 || true
 
 if [ ! -f "$results/l1.rc" ]; then
     echo "l1: the L1 guest did not finish (timeout or crash)" >&2

@@ -25,7 +25,7 @@ fail() { echo "FAIL $1: $2" | tee -a "$summary"; }
 boot() {
     local name=$1
     shift
-    timeout "$BOOT_TIMEOUT" "$SMOLVM" run "$@" < /dev/null > "$work/$name.out" 2> "$work/$name.err"
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" run "$@" < /dev/null > "$work/$name.out" 2> "$work/$name.err"
     rc=$?
     cp "$work/$name.out" "$work/$name.err" "$results/" 2>/dev/null
 }
@@ -82,7 +82,7 @@ background() {
     shift
     rm -f "$fifo"
     mkfifo "$fifo"
-    timeout "$BOOT_TIMEOUT" "$SMOLVM" "$@" < "$fifo" > "$work/$name.out" 2> "$work/$name.err" &
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" "$@" < "$fifo" > "$work/$name.out" 2> "$work/$name.err" &
     bg_pid=$!
     exec 7> "$fifo"
 }
@@ -113,7 +113,7 @@ type_line() {
     local name=$1 marker=$2 line=$3 fifo=$work/$1.fifo out=$work/$1.out i pid
     shift 3
     mkfifo "$fifo"
-    timeout "$BOOT_TIMEOUT" "$SMOLVM" run "$@" < "$fifo" > "$out" 2> "$work/$name.err" &
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" run "$@" < "$fifo" > "$out" 2> "$work/$name.err" &
     pid=$!
     exec 7> "$fifo"
     for i in $(seq 1 "$BOOT_TIMEOUT"); do
@@ -465,7 +465,7 @@ scenario_appliance() {
         grep -q '"cached": true' "$work/app-rebuild.out"
     "$SMOLVM" pack -o "$work/app.smolmachine" "$app" --mem 256M \
         --cmdline 'smolvm.run="echo PACKED-UP; cat /etc/added.txt"' > "$work/app-pack.out" 2>&1
-    timeout "$BOOT_TIMEOUT" "$SMOLVM" start "$work/app.smolmachine" --name packed \
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start "$work/app.smolmachine" --name packed \
         < /dev/null > "$work/packed.out" 2>&1
     rc=$?
     cp "$work/packed.out" "$results/" 2>/dev/null
@@ -488,11 +488,12 @@ scenario_instances() {
     expect instances-created "five instances created, each delta a few KiB" \
         eval 'test "$("$SMOLVM" ls --json | grep -c "\"name\": \"inst")" = 5 && test "$(du -sk "$XDG_DATA_HOME/smolvm/instances/inst1" | cut -f1)" -lt 256'
     for i in 1 2 3 4 5; do
-        timeout "$BOOT_TIMEOUT" "$SMOLVM" start "inst$i" < /dev/null > "$work/inst$i.out" 2>&1 &
+        timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start "inst$i" < /dev/null > "$work/inst$i.out" 2>&1 &
         pids+=($!)
     done
     rc=0
     for i in "${pids[@]}"; do wait "$i" || rc=$?; done
+    cp "$work"/inst?.out "$results/" 2>/dev/null
     flat() { qemu-img convert -O raw "$XDG_DATA_HOME/smolvm/instances/$1/delta.qcow2" "$work/$1.raw" && echo "$work/$1.raw"; }
     expect instances-run-together "five instances ran at once, each wrote its own file" \
         eval 'test "$rc" -eq 0 && (for i in 1 2 3 4 5; do has inst$i "WROTE-inst$i" || exit 1; done)'
@@ -506,7 +507,7 @@ scenario_instances() {
 # run --detach returns once the VM runs; ps, logs and stop reach it.
 scenario_detach() {
     local out
-    out=$(timeout 120 "$SMOLVM" run --detach --name det --kernel "$KERNEL" --initrd "$INITRD" \
+    out=$(timeout -k 10 120 "$SMOLVM" run --detach --name det --kernel "$KERNEL" --initrd "$INITRD" \
         --cmdline "$GUEST_CMDLINE smolvm.test=counter" 2> "$work/det.err")
     rc=$?
     expect detach-returns "run --detach prints the name and exits 0" test "$rc" -eq 0 -a "$out" = det
@@ -528,7 +529,7 @@ bad_input() {
     shift 2
     for bin in "$SMOLVM" "$SMOLVM_ASAN"; do
         err=$work/bad-$name.err
-        timeout 60 "$bin" run "$@" < /dev/null > /dev/null 2> "$err"
+        timeout -k 10 60 "$bin" run "$@" < /dev/null > /dev/null 2> "$err"
         rc=$?
         lines=$(wc -l < "$err")
         if [ "$rc" -ne "$want" ] || [ "$lines" -ne 1 ] || ! grep -q '^smolvm: ' "$err"; then
