@@ -33,20 +33,30 @@ bench_inside() {
 
 # bench_ms_to VAR MARKER COMMAND...: sets VAR to the milliseconds from
 # launching COMMAND until a line with MARKER comes out of it (stdout and
-# stderr, also appended to $BENCH_LOG when set), or to "timeout". COMMAND
-# reads this function's stdin. The clock is bash's own: a forked `date`
-# costs about 100 ms in a nested L1, and that would be in every figure.
+# stderr, also appended to $BENCH_LOG when set), or to "timeout" (no line
+# for 300 s: COMMAND is killed). COMMAND reads this function's stdin. Only
+# COMMAND is launched in the measured span (no `timeout` wrapper), and the
+# clock is bash's own: a fork and exec cost tens of ms in a nested L1, and
+# that would be in every figure.
 bench_ms_to() {
     # Prefixed locals: VAR, set by name at the end, must not be one of them.
-    local _bms_var=$1 _bms_marker=$2 _bms_start _bms_line _bms_ms=
+    local _bms_var=$1 _bms_marker=$2 _bms_start _bms_line _bms_ms= _bms_pid _bms_fd _bms_rc=0
     shift 2
     _bms_start=${EPOCHREALTIME/./}
-    while IFS= read -r _bms_line; do
+    exec {_bms_fd}< <(exec "$@" 2>&1)
+    _bms_pid=$!
+    while IFS= read -r -t 300 -u "$_bms_fd" _bms_line || { _bms_rc=$?; false; }; do
         if [ -z "$_bms_ms" ] && [[ $_bms_line == *"$_bms_marker"* ]]; then
             _bms_ms=$(((${EPOCHREALTIME/./} - _bms_start) / 1000))
         fi
         [ -z "${BENCH_LOG:-}" ] || printf '%s\n' "$_bms_line" >> "$BENCH_LOG"
-    done < <(timeout 300 "$@" 2>&1)
+    done
+    if [ "$_bms_rc" -gt 128 ]; then # read timed out
+        kill -9 "$_bms_pid" 2>/dev/null
+        _bms_ms=
+    fi
+    exec {_bms_fd}<&-
+    wait "$_bms_pid" 2>/dev/null
     printf -v "$_bms_var" '%s' "${_bms_ms:-timeout}"
 }
 
