@@ -33,8 +33,10 @@ bench_inside() {
 
 # bench_ms_to VAR MARKER COMMAND...: sets VAR to the milliseconds from
 # launching COMMAND until a line with MARKER comes out of it (stdout and
-# stderr, also appended to $BENCH_LOG when set), or to "timeout" (no line
-# for 300 s: COMMAND is killed). COMMAND reads this function's stdin. Only
+# stderr, also appended to $BENCH_LOG when set), or to "timeout" (no
+# MARKER; no line for 300 s: COMMAND is killed). With BENCH_KILL_AT_MARKER
+# set, COMMAND is killed once MARKER is out (a guest that would wait for
+# input it missed). COMMAND reads this function's stdin. Only
 # COMMAND is launched in the measured span (no `timeout` wrapper), and the
 # clock is bash's own: a fork and exec cost tens of ms in a nested L1, and
 # that would be in every figure.
@@ -48,13 +50,12 @@ bench_ms_to() {
     while IFS= read -r -t 300 -u "$_bms_fd" _bms_line || { _bms_rc=$?; false; }; do
         if [ -z "$_bms_ms" ] && [[ $_bms_line == *"$_bms_marker"* ]]; then
             _bms_ms=$(((${EPOCHREALTIME/./} - _bms_start) / 1000))
+            [ -z "${BENCH_KILL_AT_MARKER:-}" ] || _bms_rc=255
         fi
         [ -z "${BENCH_LOG:-}" ] || printf '%s\n' "$_bms_line" >> "$BENCH_LOG"
+        [ "$_bms_rc" = 0 ] || break
     done
-    if [ "$_bms_rc" -gt 128 ]; then # read timed out
-        kill -9 "$_bms_pid" 2>/dev/null
-        _bms_ms=
-    fi
+    [ "$_bms_rc" -gt 128 ] && kill -9 "$_bms_pid" 2>/dev/null
     exec {_bms_fd}<&-
     wait "$_bms_pid" 2>/dev/null
     printf -v "$_bms_var" '%s' "${_bms_ms:-timeout}"
