@@ -563,6 +563,10 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0)
         r = vm_config_from_json((const char *)json, &m->cfg);
     free(json);
+    /* A bundle moved to a smaller host is refused before anything of it
+     * is unpacked or an instance folder made. */
+    if (r == 0 && (r = vm_config_check(&m->cfg)) < 0)
+        err_prefix("'%s' cannot start on this host", path);
     trace_mark(TRACE_BUNDLE_OPENED);
     if (r == 0) {
         m->cfg.interactive = o->interactive;

@@ -35,7 +35,7 @@ int vm_config_check(const struct vm_config *cfg)
     if (cfg->mem_bytes % 4096)
         return err_plain(EINVAL, "--mem must be a multiple of 4 KiB");
     if (cfg->mem_bytes > host)
-        return err_plain(ENOMEM, "--mem of %llu MiB is more than this host's %llu MiB",
+        return err_plain(ENOMEM, "guest memory (--mem) of %llu MiB is more than this host's %llu MiB",
                          (unsigned long long)(cfg->mem_bytes >> 20),
                          (unsigned long long)(host >> 20));
     return 0;

@@ -17,6 +17,8 @@
 
 #include "bundle/bundle.h"
 #include "bundle/internal.h"
+#include "bundle/machine.h"
+#include "core/config.h"
 #include "util/err.h"
 #include "util/hash.h"
 
@@ -492,6 +494,41 @@ static void bad_frame_is_refused(void **state)
     free(frame);
 }
 
+/* A bundle saved on a bigger host asks for more RAM than this one has:
+ * refused by name before anything is unpacked or an instance made. */
+static void too_much_memory_is_refused(void **state)
+{
+    struct vm_config cfg;
+    struct bundle_writer *w;
+    struct machine *m = NULL;
+    char data[128], instance[192];
+    (void)state;
+
+    vm_config_defaults(&cfg);
+    cfg.mem_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) +
+                    (1ull << 30);
+    char *json = vm_config_to_json(&cfg);
+    assert_non_null(json);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", json, strlen(json), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "state", "x", 1, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(json);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    setenv("XDG_DATA_HOME", data, 1);
+    setenv("XDG_CACHE_HOME", data, 1);
+    struct machine_start_options o = {.name = "big"};
+    assert_int_equal(machine_start(path, &o, &m), -ENOMEM);
+    assert_null(m);
+    assert_non_null(strstr(err_msg(), "cannot start on this host"));
+    assert_non_null(strstr(err_msg(), "more than this host's"));
+    snprintf(instance, sizeof(instance), "%s/smolvm", data);
+    assert_int_equal(access(instance, F_OK), -1);
+    unsetenv("XDG_DATA_HOME");
+    unsetenv("XDG_CACHE_HOME");
+    err_clear();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -508,6 +545,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(too_much_memory_is_refused, setup, teardown),
     };
     srand(7);
     return cmocka_run_group_tests(tests, NULL, NULL);
