@@ -31,6 +31,8 @@ case "$test" in
         echo "GUEST-VDA-SERIAL=$(cat /sys/block/vda/serial 2>/dev/null)"
         printf GUESTWROTE | dd of=/dev/vda bs=512 seek=2048 conv=fsync 2>/dev/null &&
             echo GUEST-VDA-WRITE-OK
+        # Discard (BLKDISCARD: VIRTIO_BLK_T_DISCARD) 4 MiB at 8 MiB.
+        blkdiscard -o 8388608 -l 4194304 /dev/vda && echo GUEST-DISCARD-OK
         mkdir -p /mnt
         if mount -t ext4 /dev/vdb /mnt; then
             echo ext4-from-guest > /mnt/hello.txt

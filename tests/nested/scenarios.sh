@@ -149,6 +149,7 @@ scenario_virtio_disks() {
     local a=$work/a.raw b=$work/b.ext4 c=$work/c.raw sum_before
     head -c $((16 << 20)) /dev/zero > "$a"
     printf HOSTDATA | dd of="$a" conv=notrunc 2> /dev/null
+    head -c $((4 << 20)) /dev/urandom | dd of="$a" bs=1M seek=8 conv=notrunc 2> /dev/null
     mkfs.ext4 -q -F "$b" 32M
     head -c $((1 << 20)) /dev/urandom > "$c"
     sum_before=$(sha256sum < "$c")
@@ -158,6 +159,9 @@ scenario_virtio_disks() {
     expect virtio-blk-get-id "guest sees the disk's id as its serial" has virtio "GUEST-VDA-SERIAL=disk-a"
     expect virtio-blk-write "guest's write reached the image at 1 MiB" eval \
         'has virtio GUEST-VDA-WRITE-OK && [ "$(dd if="$a" bs=512 skip=2048 count=1 2>/dev/null | head -c 10)" = GUESTWROTE ]'
+    expect virtio-blk-discard "the guest's discard punched 4 MiB out of the image: zeros, blocks freed" eval \
+        'has virtio GUEST-DISCARD-OK && cmp -s -n $((4 << 20)) -i $((8 << 20)):0 "$a" /dev/zero &&
+         [ "$(du -k "$a" | cut -f1)" -le $((12 << 10)) ]'
     expect virtio-blk-ext4 "ext4 written by the guest reads back in debugfs, e2fsck clean" eval \
         'has virtio GUEST-EXT4-OK && [ "$(debugfs -R "cat /hello.txt" "$b" 2>/dev/null)" = ext4-from-guest ] &&
          [ "$(debugfs -R "cat /dir/numbers" "$b" 2>/dev/null | wc -l)" = 20000 ] && e2fsck -fn "$b" > /dev/null 2>&1'
