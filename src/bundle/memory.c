@@ -15,6 +15,7 @@
 #include <zstd.h>
 
 #include "bundle/internal.h"
+#include "disk/fileio.h"
 #include "util/err.h"
 #include "util/hash.h"
 #include "util/iov.h"
@@ -26,6 +27,7 @@
 
 struct chunk {
     const uint8_t *host; /* the guest memory it covers */
+    uint64_t at;         /* where it starts in the RAM laid end to end */
     size_t len;
     bool anonymous; /* in anonymous RAM: a page never touched is zero */
     uint8_t kind;
@@ -108,20 +110,24 @@ static int run_parallel(size_t first, size_t end, int (*job)(void *, size_t), vo
 static int list_chunks(const struct guest_memory *mem, struct chunk_list *out)
 {
     size_t n = 0, k = 0;
+    uint64_t at = 0;
 
     for (unsigned r = 0; r < mem->count; r++)
         n += (mem->regions[r].size + MEMORY_CHUNK - 1) / MEMORY_CHUNK;
     out->chunks = calloc(n ? n : 1, sizeof(*out->chunks));
     if (!out->chunks)
         return err_set(ENOMEM, "memory chunk table");
-    for (unsigned r = 0; r < mem->count; r++)
+    for (unsigned r = 0; r < mem->count; r++) {
         for (uint64_t off = 0; off < mem->regions[r].size; off += MEMORY_CHUNK) {
             uint64_t left = mem->regions[r].size - off;
             out->chunks[k].host = mem->regions[r].host + off;
+            out->chunks[k].at = at + off;
             out->chunks[k].len = left < MEMORY_CHUNK ? (size_t)left : MEMORY_CHUNK;
             out->chunks[k].anonymous = !mem->regions[r].file_backed;
             k++;
         }
+        at += mem->regions[r].size;
+    }
     out->count = n;
     return 0;
 }
@@ -265,6 +271,7 @@ struct load {
     const uint8_t *section;
     const struct bundle_section *s;
     struct chunk_list l;
+    int fd; /* cache_chunk's file: the RAM laid end to end */
 };
 
 static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *index_len)
@@ -310,27 +317,57 @@ static int parse_chunks(struct load *ld, const uint8_t *e, size_t index_len)
     return 0;
 }
 
-static int load_chunk(void *ctx, size_t i)
+/* Chunk i checked and, when compressed, decompressed into dst: *data is
+ * its bytes (dst, or the bundle's own for a raw chunk; NULL: all zero). */
+static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, const uint8_t **data)
 {
-    struct load *ld = ctx;
-    struct chunk *c = &ld->l.chunks[i];
+    const struct chunk *c = &ld->l.chunks[i];
     const uint8_t *src = ld->section + c->offset;
     char what[48];
     size_t n;
 
+    *data = NULL;
     if (c->kind == CHUNK_ZERO)
         return 0;
     snprintf(what, sizeof(what), "memory chunk %zu", i);
     if (bundle_verify(ld->b, src, c->stored, c->sha256, what) < 0)
         return -EINVAL;
     if (c->kind == CHUNK_RAW) {
-        memcpy((uint8_t *)c->host, src, c->len);
+        *data = src;
         return 0;
     }
-    n = ZSTD_decompress((uint8_t *)c->host, c->len, src, c->stored);
+    n = ZSTD_decompress(dst, c->len, src, c->stored);
     if (ZSTD_isError(n) || n != c->len)
         return err_plain(EINVAL, "'%s' is corrupt: %s does not decompress", ld->b->path, what);
+    *data = dst;
     return 0;
+}
+
+static int load_chunk(void *ctx, size_t i)
+{
+    struct load *ld = ctx;
+    uint8_t *host = (uint8_t *)ld->l.chunks[i].host;
+    const uint8_t *data;
+    int r = chunk_bytes(ld, i, host, &data);
+
+    if (r == 0 && data && data != host)
+        memcpy(host, data, ld->l.chunks[i].len);
+    return r;
+}
+
+/* Into the cache file through a buffer: decompressed into a shared
+ * mapping of the file instead, every page of it would be a fault. */
+static int cache_chunk(void *ctx, size_t i)
+{
+    struct load *ld = ctx;
+    uint8_t buffer[MEMORY_CHUNK];
+    const uint8_t *data;
+    int r = chunk_bytes(ld, i, buffer, &data);
+
+    if (r < 0 || !data)
+        return r;
+    r = disk_pwrite_all(ld->fd, data, ld->l.chunks[i].len, ld->l.chunks[i].at);
+    return r < 0 ? err_set(-r, "writing the memory cache") : 0;
 }
 
 /* Parses and checks the section's index and chunk table against the
@@ -341,7 +378,7 @@ static int open_section(struct load *ld, const struct bundle *b, const char *nam
     size_t index_len = 0;
     int r;
 
-    *ld = (struct load){.b = b, .s = bundle_section(b, name)};
+    *ld = (struct load){.b = b, .s = bundle_section(b, name), .fd = -1};
     if (!ld->s || ld->s->encoding != BUNDLE_MEMORY)
         return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
     ld->section = b->file.data + ld->s->offset;
@@ -364,28 +401,13 @@ int bundle_load_memory(const struct bundle *b, const char *name, const struct gu
 
 /* ---- the unpacked cache: RAM as a file every start maps privately ---- */
 
-/* The same RAM layout, its regions laid end to end in a file mapping. */
-static struct guest_memory file_view(const struct guest_memory *mem, uint8_t *base)
-{
-    struct guest_memory view = *mem;
-    uint64_t off = 0;
-
-    for (unsigned i = 0; i < view.count; i++) {
-        view.regions[i].host = base + off;
-        off += view.regions[i].size;
-    }
-    return view;
-}
-
 /* Unpacks the section into path: a sparse file (zero chunks are holes),
  * complete and synced before it gets its name. */
 static int unpack_to_cache(const struct bundle *b, const char *name,
                            const struct guest_memory *mem, const char *path)
 {
-    struct guest_memory view;
     struct load ld;
     char *tmp;
-    uint8_t *map = MAP_FAILED;
     int fd, r;
 
     if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
@@ -393,19 +415,12 @@ static int unpack_to_cache(const struct bundle *b, const char *name,
     fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     r = fd < 0 || ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
     if (r == 0) {
-        map = mmap(NULL, mem->total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED)
-            r = err_set(errno, "mapping '%s'", tmp);
-    }
-    if (r == 0) {
-        view = file_view(mem, map);
-        r = open_section(&ld, b, name, &view);
+        r = open_section(&ld, b, name, mem);
+        ld.fd = fd;
         if (r == 0)
-            r = run_parallel(0, ld.l.count, load_chunk, &ld);
+            r = run_parallel(0, ld.l.count, cache_chunk, &ld);
         free(ld.l.chunks);
     }
-    if (map != MAP_FAILED)
-        munmap(map, mem->total);
     if (r == 0 && fdatasync(fd) < 0)
         r = err_set(errno, "syncing '%s'", tmp);
     if (r == 0 && rename(tmp, path) < 0)
