@@ -12,6 +12,9 @@
 #                      taken for hung and killed (default 420)
 #        L1_SMP        vCPUs of the L1 (default 1: multi-threaded TCG with
 #                      nested SVM was seen to lock up the L1 kernel)
+#        L1_DISK       a raw image the L1 sees as a virtio disk (/dev/vda,
+#                      host page cache bypassed): files whose page cache a
+#                      script drops must come back from a disk, not tmpfs
 set -euo pipefail
 
 script=$(realpath "$1")
@@ -47,6 +50,8 @@ l1_initrd() {
 }
 
 initrd=$(l1_initrd)
+disk=()
+[ -z "${L1_DISK:-}" ] || disk=(-drive "file=$L1_DISK,format=raw,if=virtio,cache=none")
 timeout "${L1_TIMEOUT:-1500}" qemu-system-x86_64 \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 6144 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
@@ -54,6 +59,7 @@ timeout "${L1_TIMEOUT:-1500}" qemu-system-x86_64 \
     -append "console=ttyS0 quiet panic=-1 smolvm.script=$script" \
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
     -virtfs local,path="$results",mount_tag=results,security_model=none,multidevs=remap \
+    "${disk[@]}" \
     < /dev/null 2>"$results/qemu-l1.err" > "$results/l1-serial.log" &
 qemu=$!
 # A hung L1 must not eat CI's time: no file the scenarios write in RESULTS
