@@ -22,6 +22,7 @@
 #include "util/le.h"
 
 #define MAX_WORKERS 4
+#define PAGE 4096u
 #define BATCH_CHUNKS 64
 #define ZSTD_LEVEL 1 /* RAM is large and mostly easy; level 1 keeps saves quick */
 
@@ -30,6 +31,7 @@ struct chunk {
     uint64_t at;         /* where it starts in the RAM laid end to end */
     size_t len;
     bool anonymous; /* in anonymous RAM: a page never touched is zero */
+    bool untouched; /* no page of it ever touched (mark_untouched) */
     uint8_t kind;
     uint8_t *packed; /* while saving */
     size_t stored;
@@ -132,22 +134,39 @@ static int list_chunks(const struct guest_memory *mem, struct chunk_list *out)
     return 0;
 }
 
-/* Whether the kernel says no page of an anonymous chunk was ever touched
- * (none present, none swapped out): zero without reading it, so a save
- * neither scans nor faults in RAM the guest never used. */
-static bool never_touched(const struct chunk *c, int pagemap)
+static bool pagemap_covers(const struct chunk *c)
 {
-    uint64_t entries[MEMORY_CHUNK / 4096];
-    size_t pages = c->len / 4096;
-    if (!c->anonymous || pagemap < 0 || c->len % 4096 || (uintptr_t)c->host % 4096)
-        return false;
-    if (pread(pagemap, entries, pages * 8, (off_t)((uintptr_t)c->host / 4096 * 8)) !=
-        (ssize_t)(pages * 8))
-        return false;
-    for (size_t i = 0; i < pages; i++)
-        if (entries[i] & (3ull << 62)) /* present, swapped */
-            return false;
-    return true;
+    return c->anonymous && c->len % PAGE == 0 && (uintptr_t)c->host % PAGE == 0;
+}
+
+/* Marks the anonymous chunks of [first, end) of which the kernel says no
+ * page was ever touched (none present, none swapped out): zero without
+ * being read, so a save neither scans nor faults in RAM the guest never
+ * used. One pagemap read covers chunks that lie end to end. */
+static void mark_untouched(struct chunk_list *l, size_t first, size_t end)
+{
+    uint64_t *entries = l->pagemap >= 0 ? malloc(BATCH_CHUNKS * (MEMORY_CHUNK / PAGE) * 8) : NULL;
+
+    for (size_t i = first; entries && i < end;) {
+        const struct chunk *c = &l->chunks[i];
+        size_t run = 0, pages = 0, at = 0;
+        while (i + run < end && pagemap_covers(&c[run]) &&
+               (run == 0 || c[run].host == c[run - 1].host + c[run - 1].len))
+            pages += c[run++].len / PAGE;
+        ssize_t want = (ssize_t)(pages * 8);
+        if (run && pread(l->pagemap, entries, (size_t)want,
+                         (off_t)((uintptr_t)c->host / PAGE * 8)) == want)
+            for (size_t k = 0; k < run; k++) {
+                size_t n = c[k].len / PAGE;
+                l->chunks[i + k].untouched = true;
+                for (size_t p = 0; p < n; p++)
+                    if (entries[at + p] & (3ull << 62)) /* present, swapped */
+                        l->chunks[i + k].untouched = false;
+                at += n;
+            }
+        i += run ? run : 1;
+    }
+    free(entries);
 }
 
 static int pack_chunk(void *ctx, size_t i)
@@ -156,7 +175,7 @@ static int pack_chunk(void *ctx, size_t i)
     struct chunk *c = &l->chunks[i];
     size_t cap = ZSTD_compressBound(c->len);
 
-    if (never_touched(c, l->pagemap) || buf_is_zero(c->host, c->len)) {
+    if (c->untouched || buf_is_zero(c->host, c->len)) {
         c->kind = CHUNK_ZERO;
         return 0;
     }
@@ -208,6 +227,7 @@ static int write_chunks(struct bundle_writer *w, struct bundle_section *s, struc
 {
     for (size_t first = 0; first < l->count; first += BATCH_CHUNKS) {
         size_t end = first + BATCH_CHUNKS < l->count ? first + BATCH_CHUNKS : l->count;
+        mark_untouched(l, first, end);
         int r = run_parallel(first, end, pack_chunk, l);
 
         for (size_t i = first; i < end; i++) {
