@@ -20,7 +20,14 @@
 struct disk_verb {
     const char *name, *summary, *usage;
     int (*main)(int argc, char **argv);
+    const char *options; /* for --help */
 };
+
+#define FORMAT_OPTION "  -f FMT     the image's format (raw, qcow2, vmdk, vdi, vpc), not probed\n"
+#define CREATE_OPTIONS                                                                          \
+    "  -o OPTS    comma-separated, as qemu-img: cluster_size=SIZE, refcount_bits=N,\n"         \
+    "             compat=0.10|1.1, lazy_refcounts=on|off, compression_type=zlib|zstd\n"       \
+    "             (qcow2); subformat=dynamic|fixed (vpc; vdi: static), block_size=SIZE\n"
 
 static const struct disk_verb *current;
 
@@ -650,24 +657,62 @@ static int verb_bench(int argc, char **argv)
 }
 
 static const struct disk_verb verbs[] = {
-    {"create", "create a new image", "create -f FMT [-b BACKING [-F BFMT]] [-o OPTS] FILE [SIZE]", verb_create},
-    {"info", "show an image's format, size, backing file", "info [--json] [--backing-chain] [-f FMT] FILE", verb_info},
-    {"check", "check an image's metadata (and repair it with -r)", "check [-r leaks|all] [-f FMT] [--json] FILE", verb_check},
-    {"convert", "copy an image into a new one of any format", "convert [-f FMT] -O FMT [-o OPTS] [-c] [-p] [-t writeback|unsafe|none] SRC DST", verb_convert},
-    {"compare", "compare the content of two images", "compare [-f FMT] [-F FMT] A B", verb_compare},
+    {"create", "create a new image", "create -f FMT [-b BACKING [-F BFMT]] [-o OPTS] FILE [SIZE]",
+     verb_create,
+     "  -f FMT     raw (the default), qcow2, vmdk, vdi or vpc\n"
+     "  -b BACKING an overlay on BACKING (named relative to FILE); SIZE defaults to its size\n"
+     "  -F BFMT    BACKING's format\n" CREATE_OPTIONS},
+    {"info", "show an image's format, size, backing file", "info [--json] [--backing-chain] [-f FMT] FILE",
+     verb_info,
+     FORMAT_OPTION "  --json     as JSON (also --output=json)\n"
+     "  --backing-chain  every image of the chain, FILE first\n"},
+    {"check", "check an image's metadata (and repair it with -r)", "check [-r leaks|all] [-f FMT] [--json] FILE",
+     verb_check,
+     "  -r leaks   free leaked clusters; -r all: repair what can be repaired\n" FORMAT_OPTION
+     "  --json     the counts as JSON\n"
+     "Exit status as qemu-img's: 0 clean, 2 corruptions left, 3 only leaks left.\n"},
+    {"convert", "copy an image into a new one of any format",
+     "convert [-f FMT] -O FMT [-o OPTS] [-c] [-p] [-t writeback|unsafe|none] SRC DST", verb_convert,
+     "  -f FMT     SRC's format, not probed\n"
+     "  -O FMT     DST's format (raw by default, qcow2, vmdk, vdi, vpc)\n" CREATE_OPTIONS
+     "  -c         compress DST's clusters (qcow2: deflate, or zstd with compression_type)\n"
+     "  -p         show progress\n"
+     "  -t MODE    writeback (DST synced at the end), unsafe (no sync), none (O_DIRECT)\n"
+     "Zero runs of 64 KiB or more are not written (DST stays sparse); DST is removed if the\n"
+     "copy fails.\n"},
+    {"compare", "compare the content of two images", "compare [-f FMT] [-F FMT] A B", verb_compare,
+     "  -f FMT     A's format    -F FMT  B's format\n"
+     "Exit status as qemu-img's: 0 identical, 1 different (the first offset printed), 2 error.\n"},
     {"snapshot", "list, create, apply or delete internal snapshots",
-     "snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [--json] FILE", verb_snapshot},
+     "snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [--json] FILE", verb_snapshot,
+     "  -l         list the snapshots (--json: as JSON)\n"
+     "  -c NAME    take one of the image as it is now\n"
+     "  -a NAME    apply one: the image's content becomes the snapshot's\n"
+     "  -d NAME    delete one (by name or id)\n" FORMAT_OPTION},
     {"resize", "change an image's virtual size", "resize [-f FMT] [--shrink] FILE [+|-]SIZE",
-     verb_resize},
+     verb_resize,
+     FORMAT_OPTION "  --shrink   allow a smaller size (what lies past it is lost)\n"
+     "SIZE is absolute, or relative with + or -; K, M, G and T suffixes.\n"},
     {"commit", "write an overlay's data into its backing file", "commit [-f FMT] [-d] [-p] FILE",
-     verb_commit},
+     verb_commit,
+     FORMAT_OPTION "  -d         keep FILE's data (else FILE is emptied afterwards)\n"
+     "  -p         show progress\n"},
     {"rebase", "change an overlay's backing file, keeping its content",
-     "rebase [-f FMT] [-u] [-p] -b BACKING [-F BFMT] FILE", verb_rebase},
+     "rebase [-f FMT] [-u] [-p] -b BACKING [-F BFMT] FILE", verb_rebase,
+     FORMAT_OPTION "  -b BACKING the new backing file (\"\" for none)\n"
+     "  -F BFMT    its format\n"
+     "  -u         unsafe: only rewrite the name, copy nothing\n"
+     "  -p         show progress\n"},
     {"bench", "time reads or writes through the library, as qemu-img bench",
      "bench [-c COUNT] [-f FMT] [-o OFFSET] [-s SIZE] [-S STEP] [-t none|writeback] [-w] "
      "[--flush-interval N] FILE",
-     verb_bench},
-    {"map", "show where an image's data is", "map [--json] [-f FMT] FILE", verb_map},
+     verb_bench,
+     "  -c COUNT   requests (default 75000)     -s SIZE  bytes each (default 4096)\n"
+     "  -o OFFSET  where the first one goes      -S STEP  between requests (default SIZE)\n"
+     "  -w         write instead of read         -t none  O_DIRECT\n"
+     "  --flush-interval N  a flush every N writes\n" FORMAT_OPTION},
+    {"map", "show where an image's data is", "map [--json] [-f FMT] FILE", verb_map,
+     FORMAT_OPTION "  --json     as JSON (also --output=json), as qemu-img map's\n"},
 };
 
 int cli_disk(int argc, char **argv)
@@ -685,7 +730,8 @@ int cli_disk(int argc, char **argv)
         current = &verbs[i];
         for (int a = 2; a < argc; a++)
             if (strcmp(argv[a], "--help") == 0) {
-                printf("usage: smolvm disk %s\n\n%s\n", verbs[i].usage, verbs[i].summary);
+                printf("usage: smolvm disk %s\n\n%s.\n\n%s", verbs[i].usage, verbs[i].summary,
+                       verbs[i].options);
                 return CLI_OK;
             }
         optind = 1;
