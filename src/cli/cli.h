@@ -52,6 +52,9 @@ int cli_instance_export(const char *name, const char *path, bool flatten);
 int cli_instance_suspend_path(const char *name, char **path);
 int cli_instance_suspended(const char *name);
 
+/* Whether a VM named name answers on its control socket (control.c). */
+bool cli_vm_running(const char *name);
+
 /* Prints "smolvm: <message>" on one line to stderr and returns code. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

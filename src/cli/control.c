@@ -129,7 +129,7 @@ static const char save_help[] =
     "      --json         print the result as JSON\n";
 
 /* Whether a VM of that name answers on its control socket. */
-static bool running(const char *name)
+bool cli_vm_running(const char *name)
 {
     json_t *a = NULL;
     bool up = control_request(name, json_pack("{s:s}", "command", "status"), &a) == 0;
@@ -197,7 +197,7 @@ int cli_save(int argc, char **argv)
     /* The VM resolves paths from its own working folder: send an absolute one. */
     if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0)
         return cli_fail(CLI_FAILED, "save: %s", err_msg());
-    if (!running(name)) {
+    if (!cli_vm_running(name)) {
         code = suspend ? cli_fail(CLI_FAILED, "save: no VM '%s' is running", name)
                        : save_at_rest(name, path, flatten, json);
         free(path);

@@ -18,11 +18,12 @@
 #include "util/err.h"
 #include "util/size.h"
 
-static bool wants_help(int argc, char **argv, const char *usage)
+/* --help prints the usage line, then what the verb does and its options. */
+static bool wants_help(int argc, char **argv, const char *usage, const char *text)
 {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: %s\n", usage);
+            printf("usage: %s\n\n%s", usage, text);
             return true;
         }
     return false;
@@ -99,7 +100,19 @@ static int verb_create(int argc, char **argv)
     bool json = false;
     int c, r;
 
-    if (wants_help(argc, argv, usage))
+    if (wants_help(argc, argv, usage,
+                   "Creates instance NAME on a layer of the store, copying nothing: it writes to a\n"
+                   "qcow2 delta of its own. SOURCE is an appliance folder ('smolvm image build';\n"
+                   "its root, kernel and initrd become layers), a .smolmachine (its layers are\n"
+                   "imported, each once; a saved state is kept, so the first start resumes it),\n"
+                   "a disk image, or the hash of a layer.\n\n"
+                   "      --from SOURCE   what the instance starts from (required)\n"
+                   "      --kernel PATH   the kernel to boot (default: the source's)\n"
+                   "      --initrd PATH   the initrd (default: the source's)\n"
+                   "      --cmdline TEXT  the kernel command line\n"
+                   "      --cpus N        vCPUs (not for a source with a saved state)\n"
+                   "      --mem SIZE      guest RAM, e.g. 512M (not for a saved state)\n"
+                   "      --json          print the result as JSON\n"))
         return CLI_OK;
     vm_config_defaults(&cfg);
     cfg.cmdline = NULL;
@@ -154,13 +167,19 @@ static int verb_create(int argc, char **argv)
 }
 
 /* The verbs that take one instance name and nothing else. */
-static int one_name(int argc, char **argv, const char *usage, int (*op)(struct store *, const char *))
+static int one_name(int argc, char **argv, const char *usage, const char *text,
+                    int (*op)(struct store *, const char *))
 {
     struct store *s;
-    if (wants_help(argc, argv, usage))
+    if (wants_help(argc, argv, usage, text))
         return CLI_OK;
     if (argc != 2 || argv[1][0] == '-')
         return cli_fail(CLI_USAGE, "usage: %s", usage);
+    /* Its delta is under a running VM: discarding it would pull the disk
+     * out from under the guest. */
+    if (cli_vm_running(argv[1]))
+        return cli_fail(CLI_FAILED, "%s: instance '%s' is running (stop or save it first)",
+                        argv[0], argv[1]);
     if (store_open(&s) < 0)
         return failed(argv[0]);
     int r = op(s, argv[1]);
@@ -170,13 +189,19 @@ static int one_name(int argc, char **argv, const char *usage, int (*op)(struct s
 
 int cli_reset(int argc, char **argv)
 {
-    return one_name(argc, argv, "smolvm reset NAME   (discards the instance's changes)",
+    return one_name(argc, argv, "smolvm reset NAME",
+                    "Discards what instance NAME wrote since its top layer (its delta starts\n"
+                    "empty again); an instance made from a bundle with saved state resumes that\n"
+                    "state again on its next start. NAME must not be running.\n",
                     store_reset);
 }
 
 int cli_rm(int argc, char **argv)
 {
-    return one_name(argc, argv, "smolvm rm NAME", store_remove);
+    return one_name(argc, argv, "smolvm rm NAME",
+                    "Removes instance NAME: its folder, delta and saved state. Its layers stay\n"
+                    "in the store until 'smolvm gc'. NAME must not be running.\n",
+                    store_remove);
 }
 
 int cli_commit(int argc, char **argv)
@@ -190,7 +215,12 @@ int cli_commit(int argc, char **argv)
     struct store *s;
     int c;
 
-    if (wants_help(argc, argv, usage))
+    if (wants_help(argc, argv, usage,
+                   "Freezes instance NAME's delta into a new read-only layer (named by the\n"
+                   "SHA-256 of its bytes) and gives NAME a fresh delta on top of it; 'smolvm\n"
+                   "reset' then returns to this point. Prints the layer's hash.\n\n"
+                   "  -m, --message TEXT  a note kept with the layer ('smolvm layers' shows it)\n"
+                   "      --json          print the result as JSON\n"))
         return CLI_OK;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
@@ -224,7 +254,13 @@ static int listing(int argc, char **argv, int (*list)(struct store *, json_t *),
     json_t *all = json_array(), *x;
     size_t i;
 
-    if (wants_help(argc, argv, layers ? "smolvm layers [--json]" : "smolvm ls [--json]"))
+    if (wants_help(argc, argv, layers ? "smolvm layers [--json]" : "smolvm ls [--json]",
+                   layers ? "Lists the store's layers: hash, format, parent, virtual size, bytes on\n"
+                            "disk, how many instances and layers use it, and its message.\n\n"
+                            "      --json  print the list as JSON\n"
+                          : "Lists the store's instances: name, top layer, bytes in its delta, and\n"
+                            "whether its next start boots or resumes a saved state.\n\n"
+                            "      --json  print the list as JSON\n"))
         return CLI_OK;
     if (argc > 2 || (argc == 2 && !json))
         return cli_fail(CLI_USAGE, "usage: smolvm %s [--json]", argv[0]);
@@ -277,7 +313,9 @@ int cli_gc(int argc, char **argv)
     struct store *s;
     unsigned removed;
 
-    if (wants_help(argc, argv, "smolvm gc   (removes layers no instance uses)"))
+    if (wants_help(argc, argv, "smolvm gc",
+                   "Removes the layers no instance and no other layer uses (leaves first),\n"
+                   "and prints how many went.\n"))
         return CLI_OK;
     if (argc != 1)
         return cli_fail(CLI_USAGE, "usage: smolvm gc");

@@ -417,6 +417,12 @@ scenario_instance_state() {
     wait_for st-3 'COUNT '
     first=$(first_count st-3)
     wait_for st-3 "COUNT $((first + 5)) "
+    "$SMOLVM" reset st > "$work/st-busy.err" 2>&1
+    local reset_rc=$?
+    "$SMOLVM" rm st >> "$work/st-busy.err" 2>&1
+    local rm_rc=$?
+    expect instance-busy "reset and rm refuse a running instance (exit 1, one line each), its folder kept" \
+        eval 'test "$reset_rc" -eq 1 -a "$rm_rc" -eq 1 && test "$(grep -c "^smolvm: .*is running" "$work/st-busy.err")" -eq 2 && test -s "$XDG_DATA_HOME/smolvm/instances/st/delta.qcow2"'
     "$SMOLVM" save st > "$work/st-suspend.out" 2>&1
     rc=$?
     suspended=$(last_count st-3)
