@@ -11,6 +11,8 @@
 #include "api/control.h"
 #include "cli/cli.h"
 #include "util/err.h"
+#include "util/file.h"
+#include "util/paths.h"
 #include "util/trace.h"
 
 struct server {
@@ -19,6 +21,7 @@ struct server {
     struct control *control;
     struct timespec started;
     int ready_fd; /* --detach: tells the waiting parent the VM runs; else -1 */
+    bool generated; /* no --name: nothing can find its files once it ends */
 };
 
 static struct vm *running_vm;
@@ -151,6 +154,7 @@ int serve_open(const char *name, struct server **out)
         snprintf(s->name, sizeof(s->name), "%s", name);
     else
         snprintf(s->name, sizeof(s->name), "vm-%d", (int)getpid());
+    s->generated = !name;
     if (control_open(s->name, handle, s, &s->control) < 0) {
         free(s);
         return cli_fail(CLI_FAILED, "%s", err_msg());
@@ -246,11 +250,28 @@ int serve_detach(struct server *s, bool *parent)
     return CLI_OK;
 }
 
+/* The disks a VM with a generated name wrote (its deltas, in the folder a
+ * bundle's or an appliance's start makes) would pile up unseen: no later
+ * command can name them. A store instance of that name keeps its folder. */
+static void remove_unnamed_files(const struct server *s)
+{
+    char *dir = s->generated ? paths_data_dir("instances") : NULL, *path = NULL, *store = NULL;
+
+    if (dir && asprintf(&path, "%s/%s", dir, s->name) >= 0 &&
+        asprintf(&store, "%s/instance.json", path) >= 0 && access(store, F_OK) < 0 &&
+        access(path, F_OK) == 0)
+        file_remove_tree(path);
+    free(store);
+    free(path);
+    free(dir);
+}
+
 void serve_abort(struct server *s)
 {
     if (!s)
         return;
     control_close(s->control);
+    remove_unnamed_files(s);
     free(s);
 }
 

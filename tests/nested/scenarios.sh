@@ -469,6 +469,8 @@ scenario_appliance() {
         eval 'has appliance virtio_blk && has appliance 9pnet_virtio && has appliance virtio_net'
     expect appliance-unchanged "the appliance's root.ext2 is not written (a delta took the write)" \
         eval 'test "$sum" = "$(sha256sum < "$app/root.ext2")" && e2fsck -fn "$app/root.ext2" > /dev/null 2>&1'
+    expect appliance-leaves-nothing "a run without --name removes its delta when it ends" \
+        eval 'test "$rc" -eq 0 && ! ls "$XDG_DATA_HOME/smolvm/instances" 2>/dev/null | grep -q "^vm-"'
     "$SMOLVM" image build -o "$app" --add "$work/added.txt:/etc/added.txt" --json \
         > "$work/app-rebuild.out" 2>&1
     expect appliance-cached "an unchanged rebuild is a cache hit" \
