@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bundle/layers.h"
+#include "bundle/signature.h"
 #include "bundle/workingset.h"
 #include "disk/copy.h"
 #include "disk/disk.h"
@@ -204,8 +205,12 @@ static int add_state(struct bundle_writer *w, struct vm *vm, const struct machin
     return r;
 }
 
-static int finish(struct bundle_writer *w, int r)
+/* Signed last (sign_key: a private key file, or NULL), over every
+ * section written. */
+static int finish(struct bundle_writer *w, int r, const char *sign_key)
 {
+    if (r == 0 && sign_key)
+        r = bundle_sign(w, sign_key);
     if (r < 0) {
         bundle_writer_abort(w);
         return r;
@@ -232,7 +237,7 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
         r = add_config(w, &job);
     if (r == 0 && !o->state_only)
         r = add_inputs(w, &job);
-    return finish(w, r);
+    return finish(w, r, o->sign_key);
 }
 
 bool machine_has_state(const struct bundle *b)
@@ -262,7 +267,8 @@ int machine_copy_state(const char *from, const char *to)
     return r;
 }
 
-int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten)
+int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten,
+                   const char *sign_key)
 {
     struct save_job job = {.cfg = cfg, .path = path, .flatten = flatten};
     struct bundle *source = NULL;
@@ -285,7 +291,7 @@ int machine_export(const struct vm_config *cfg, const char *state, const char *p
     if (r == 0)
         r = add_inputs(w, &job);
     bundle_close(source);
-    return finish(w, r);
+    return finish(w, r, sign_key);
 }
 
 /* ---- start ---- */
@@ -558,6 +564,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (!m)
         return err_set(ENOMEM, "machine");
     r = bundle_open(path, &m->source);
+    if (r == 0 && o->trusted_key)
+        r = bundle_check_signature(m->source, o->trusted_key);
     if (r == 0)
         r = bundle_read(m->source, SECTION_CONFIG, &json, &len);
     if (r == 0)

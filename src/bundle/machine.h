@@ -37,6 +37,8 @@ struct machine_start_options {
     /* A store instance resuming from a bundle of its state: its kernel,
      * initrd and disks replace the bundle's (which has none). */
     const struct vm_config *instance;
+    /* A public key file: the bundle must be signed with its private key. */
+    const char *trusted_key;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */
@@ -50,6 +52,7 @@ struct machine_save_options {
     bool with_state; /* false: --no-memory, the bundle boots fresh */
     bool state_only; /* config, state and memory only: the disks stay where they are */
     bool flatten;    /* every disk as its whole content, even a store instance's chain */
+    const char *sign_key; /* a private key file: the bundle is signed with it */
     bundle_progress_fn progress;
     void *opaque;
 };
@@ -69,7 +72,7 @@ int machine_copy_state(const char *from, const char *to) __attribute__((warn_unu
 /* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when
  * state names a bundle, that bundle's config, state and memory (as
  * stored). */
-int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten)
-    __attribute__((warn_unused_result));
+int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten,
+                   const char *sign_key) __attribute__((warn_unused_result));
 
 #endif

@@ -34,6 +34,7 @@ int cli_pack(int argc, char **argv);
 int cli_ls(int argc, char **argv);
 int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);
+int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
 
 struct vm_config;
@@ -46,7 +47,7 @@ int cli_instance_config(const char *name, struct vm_config *cfg, const char **re
 int cli_instance_resumed(const char *name);
 /* A stopped instance written to a bundle: its chain (or flattened), its
  * kernel and initrd, and its saved state when its next start would resume. */
-int cli_instance_export(const char *name, const char *path, bool flatten);
+int cli_instance_export(const char *name, const char *path, bool flatten, const char *sign_key);
 /* Where a running instance's suspended state goes, and marking it
  * written (the next start resumes it). */
 int cli_instance_suspend_path(const char *name, char **path);

@@ -112,7 +112,7 @@ static int absolute_path(const char *file, char **out)
 }
 
 static const char save_help[] =
-    "usage: smolvm save NAME -o FILE.smolmachine [--resume] [--no-memory] [--flatten]\n"
+    "usage: smolvm save NAME -o FILE.smolmachine [--resume] [--no-memory] [--flatten] [--sign KEY]\n"
     "       smolvm save INSTANCE                  (suspends a running store instance)\n"
     "\n"
     "Writes the VM NAME into one file: its config, kernel, initrd, disks and, for a\n"
@@ -126,6 +126,7 @@ static const char save_help[] =
     "      --resume       keep the VM running after the save\n"
     "      --no-memory    no state: the bundle boots afresh\n"
     "      --flatten      every disk as one image, not a chain of layers\n"
+    "      --sign KEY     sign it with the private key KEY ('smolvm keygen')\n"
     "      --json         print the result as JSON\n";
 
 /* Whether a VM of that name answers on its control socket. */
@@ -146,11 +147,12 @@ static void print_saved(const char *path, json_t *answer, bool json)
         printf("saved %s in %.3f s\n", path, json_real_value(json_object_get(answer, "seconds")));
 }
 
-static int save_at_rest(const char *name, const char *path, bool flatten, bool json)
+static int save_at_rest(const char *name, const char *path, bool flatten, const char *key,
+                        bool json)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (cli_instance_export(name, path, flatten) < 0)
+    if (cli_instance_export(name, path, flatten, key) < 0)
         return cli_fail(CLI_FAILED, "save: %s", err_msg());
     clock_gettime(CLOCK_MONOTONIC, &t1);
     json_t *a = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path,
@@ -162,15 +164,16 @@ static int save_at_rest(const char *name, const char *path, bool flatten, bool j
 
 int cli_save(int argc, char **argv)
 {
-    enum { OPT_RESUME = 256, OPT_NO_MEMORY, OPT_JSON, OPT_FLATTEN };
+    enum { OPT_RESUME = 256, OPT_NO_MEMORY, OPT_JSON, OPT_FLATTEN, OPT_SIGN };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'}, {"resume", no_argument, NULL, OPT_RESUME},
         {"no-memory", no_argument, NULL, OPT_NO_MEMORY}, {"json", no_argument, NULL, OPT_JSON},
-        {"flatten", no_argument, NULL, OPT_FLATTEN}, {"help", no_argument, NULL, 'h'}, {0},
+        {"flatten", no_argument, NULL, OPT_FLATTEN}, {"sign", required_argument, NULL, OPT_SIGN},
+        {"help", no_argument, NULL, 'h'}, {0},
     };
     const char *output = NULL;
     bool resume = false, memory = true, json = false, flatten = false, suspend;
-    char *path = NULL;
+    char *path = NULL, *key = NULL;
     json_t *answer;
     int c, code;
 
@@ -183,6 +186,11 @@ int cli_save(int argc, char **argv)
         case OPT_NO_MEMORY: memory = false; break;
         case OPT_JSON: json = true; break;
         case OPT_FLATTEN: flatten = true; break;
+        case OPT_SIGN:
+            free(key);
+            if (absolute_path(optarg, &key) < 0)
+                return cli_fail(CLI_FAILED, "save: %s", err_msg());
+            break;
         case 'h': fputs(save_help, stdout); return CLI_OK;
         case ':': return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
         default:
@@ -191,30 +199,33 @@ int cli_save(int argc, char **argv)
         }
     }
     suspend = !output;
-    if (optind != argc - 1 || (suspend && (resume || !memory || flatten)))
+    if (optind != argc - 1 || (suspend && (resume || !memory || flatten || key))) {
+        free(key);
         return cli_fail(CLI_USAGE, "usage: smolvm save NAME -o FILE.smolmachine");
+    }
     const char *name = argv[optind];
     /* The VM resolves paths from its own working folder: send an absolute one. */
-    if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0)
-        return cli_fail(CLI_FAILED, "save: %s", err_msg());
-    if (!cli_vm_running(name)) {
-        code = suspend ? cli_fail(CLI_FAILED, "save: no VM '%s' is running", name)
-                       : save_at_rest(name, path, flatten, json);
-        free(path);
-        return code;
-    }
-    code = ask_showing(name,
-                       json_pack("{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path,
-                                 "resume", resume, "memory", memory, "flatten", flatten,
-                                 "state_only", suspend),
-                       &answer, json ? NULL : "saving memory");
-    if (code == CLI_OK && suspend && cli_instance_suspended(name) < 0)
+    if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0) {
         code = cli_fail(CLI_FAILED, "save: %s", err_msg());
-    if (code == CLI_OK) {
-        print_saved(path, answer, json);
-        json_decref(answer);
+    } else if (!cli_vm_running(name)) {
+        code = suspend ? cli_fail(CLI_FAILED, "save: no VM '%s' is running", name)
+                       : save_at_rest(name, path, flatten, key, json);
+    } else {
+        json_t *request = json_pack("{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path,
+                                    "resume", resume, "memory", memory, "flatten", flatten,
+                                    "state_only", suspend);
+        if (key)
+            json_object_set_new(request, "sign", json_string(key));
+        code = ask_showing(name, request, &answer, json ? NULL : "saving memory");
+        if (code == CLI_OK && suspend && cli_instance_suspended(name) < 0)
+            code = cli_fail(CLI_FAILED, "save: %s", err_msg());
+        if (code == CLI_OK) {
+            print_saved(path, answer, json);
+            json_decref(answer);
+        }
     }
     free(path);
+    free(key);
     return code;
 }
 

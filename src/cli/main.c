@@ -24,6 +24,7 @@ static const struct cli_verb verbs[] = {
     {"ls", "list instances", cli_ls},
     {"layers", "list the layers in the store", cli_layers},
     {"gc", "remove layers no instance uses", cli_gc},
+    {"keygen", "make a key pair to sign and verify .smolmachine files", cli_keygen},
     {"bsd-user", "run a FreeBSD or NetBSD amd64 program on this Linux host", cli_bsd_user},
 };
 

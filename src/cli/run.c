@@ -22,6 +22,7 @@ struct run_options {
     const char *name;
     const char *appliance;
     const char *output; /* pack: the bundle to write */
+    const char *sign_key; /* pack --sign: a private key file */
     bool detach;
 };
 
@@ -35,6 +36,7 @@ static const char pack_help[] =
     "an instance of it.\n"
     "\n"
     "  -o, --output FILE      the bundle (replaced atomically)\n"
+    "      --sign KEY         sign it with the private key KEY ('smolvm keygen')\n"
     "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --no-rng,\n"
     "               --console, --virtio-discovery ('smolvm run --help')\n"
     "\n"
@@ -134,7 +136,7 @@ static int pick(const char *arg, const char *first, const char *second)
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
     enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE,
-           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY };
+           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -153,6 +155,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"json", no_argument, NULL, OPT_JSON},
         {"appliance", required_argument, NULL, 'A'},
         {"output", required_argument, NULL, 'o'},
+        {"sign", required_argument, NULL, OPT_SIGN},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -202,6 +205,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             o->serve.trace_boot = true;
             break;
         case OPT_JSON: o->serve.json = true; break;
+        case OPT_SIGN: o->sign_key = optarg; break;
         case 'h':
             fputs(strcmp(argv[0], "pack") == 0 ? pack_help : run_help, stdout);
             exit(CLI_OK);
@@ -272,7 +276,7 @@ int cli_pack(int argc, char **argv)
         return cli_fail(CLI_USAGE, "pack needs -o FILE.smolmachine (try 'smolvm pack --help')");
     if (o.appliance && use_appliance(&o, NULL) < 0)
         return cli_fail(CLI_FAILED, "pack: %s", err_msg());
-    if (vm_config_check(&o.vm) < 0 || machine_export(&o.vm, NULL, o.output, true) < 0)
+    if (vm_config_check(&o.vm) < 0 || machine_export(&o.vm, NULL, o.output, true, o.sign_key) < 0)
         return cli_fail(CLI_FAILED, "pack: %s", err_msg());
     if (o.serve.json) {
         json_t *j = json_pack("{ss}", "path", o.output);
@@ -292,7 +296,7 @@ int cli_run(int argc, char **argv)
     struct machine *m;
     int code = parse_args(argc, argv, &o);
 
-    if (code == CLI_OK && o.output)
+    if (code == CLI_OK && (o.output || o.sign_key))
         return cli_fail(CLI_USAGE, "run writes no bundle: use 'smolvm pack -o FILE'");
 
     if (code == CLI_OK)

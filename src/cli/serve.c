@@ -74,6 +74,7 @@ static json_t *save(struct server *s, json_t *req)
     struct machine_save_options o = {.with_state = !json_is_false(json_object_get(req, "memory")),
                                      .state_only = json_is_true(json_object_get(req, "state_only")),
                                      .flatten = json_is_true(json_object_get(req, "flatten")),
+                                     .sign_key = json_string_value(json_object_get(req, "sign")),
                                      .progress = save_progress, .opaque = s};
     bool resume = json_is_true(json_object_get(req, "resume")), was_paused = vm_paused(vm);
     struct timespec t0;

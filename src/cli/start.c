@@ -30,6 +30,9 @@ static const char start_help[] =
     "                         faulted in before the guest runs; mapped with every page\n"
     "                         left to fault in when touched (lazy); copied from it; or\n"
     "                         decompressed from the bundle\n"
+    "      --verify KEY.pub   refuse the bundle unless it is signed with the private key\n"
+    "                         of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"
+    "                         unchanged since\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the trace as JSON\n"
@@ -49,6 +52,8 @@ static int start_machine(const char *what, const struct machine_start_options *s
         return machine_start(what, so, m);
     const char *resume;
     bool shared;
+    if (so->trusted_key)
+        return err_plain(EINVAL, "--verify checks a bundle file; '%s' is an instance", what);
     vm_config_defaults(&cfg);
     cfg.interactive = so->interactive;
     cfg.trace_until = so->trace_until;
@@ -71,7 +76,7 @@ static int start_machine(const char *what, const struct machine_start_options *s
 
 int cli_start(int argc, char **argv)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_MEMORY, OPT_DETACH };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_MEMORY, OPT_DETACH, OPT_VERIFY };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
         {"detach", no_argument, NULL, OPT_DETACH},
@@ -79,6 +84,7 @@ int cli_start(int argc, char **argv)
         {"trace-until", required_argument, NULL, OPT_TRACE_UNTIL},
         {"json", no_argument, NULL, OPT_JSON},
         {"memory", required_argument, NULL, OPT_MEMORY},
+        {"verify", required_argument, NULL, OPT_VERIFY},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -114,6 +120,7 @@ int cli_start(int argc, char **argv)
                 return cli_fail(CLI_USAGE, "--memory must be map, lazy, copy or decompress");
             break;
         case OPT_DETACH: detach = true; break;
+        case OPT_VERIFY: so.trusted_key = optarg; break;
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;

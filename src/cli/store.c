@@ -367,7 +367,7 @@ int cli_instance_config(const char *name, struct vm_config *cfg, const char **re
     return 0;
 }
 
-int cli_instance_export(const char *name, const char *path, bool flatten)
+int cli_instance_export(const char *name, const char *path, bool flatten, const char *sign_key)
 {
     static struct vm_config cfg;
     const char *resume;
@@ -375,7 +375,7 @@ int cli_instance_export(const char *name, const char *path, bool flatten)
 
     vm_config_defaults(&cfg);
     int r = cli_instance_config(name, &cfg, &resume, &shared);
-    return r < 0 ? r : machine_export(&cfg, resume, path, flatten);
+    return r < 0 ? r : machine_export(&cfg, resume, path, flatten, sign_key);
 }
 
 /* The instance's store, for one call. */

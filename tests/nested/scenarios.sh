@@ -483,6 +483,20 @@ scenario_appliance() {
     cp "$work/packed.out" "$results/" 2>/dev/null
     expect appliance-packed "smolvm pack of the appliance gives a bundle that boots it" \
         eval 'test "$rc" -eq 0 && has packed PACKED-UP && has packed appliance-added-file'
+    # Signed: starts under --verify with its public key; another key's is refused.
+    "$SMOLVM" keygen "$work/sig" > /dev/null 2>&1
+    "$SMOLVM" keygen "$work/sig-other" > /dev/null 2>&1
+    "$SMOLVM" pack -o "$work/signed.smolmachine" "$app" --mem 256M --sign "$work/sig.key" \
+        --cmdline 'smolvm.run="echo SIGNED-UP"' > /dev/null 2>&1
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start "$work/signed.smolmachine" --verify "$work/sig.pub" \
+        < /dev/null > "$work/signed.out" 2>&1
+    rc=$?
+    "$SMOLVM" start "$work/signed.smolmachine" --verify "$work/sig-other.pub" < /dev/null \
+        > /dev/null 2> "$work/signed-other.err"
+    local other_rc=$?
+    cp "$work/signed.out" "$work/signed-other.err" "$results/" 2>/dev/null
+    expect bundle-signed "pack --sign: start --verify boots it with its key, refuses another key's (exit 1, one line)" \
+        eval 'test "$rc" -eq 0 && has signed SIGNED-UP && test "$other_rc" -eq 1 && test "$(wc -l < "$work/signed-other.err")" -eq 1 && grep -q "signed by another key" "$work/signed-other.err"'
 }
 
 # Five instances of one appliance (smolvm create: O(1), an empty delta on
@@ -511,6 +525,15 @@ scenario_instances() {
         eval 'test "$rc" -eq 0 && (for i in 1 2 3 4 5; do has inst$i "WROTE-inst$i" || exit 1; done)'
     expect instances-isolated "each delta holds only its own file (debugfs)" \
         eval '(for i in 1 2 3 4 5; do f=$(flat inst$i) && test "$(debugfs -R "cat /root/mine" "$f" 2>/dev/null)" = inst$i && test "$(debugfs -R "cat /root/seen" "$f" 2>/dev/null | tr -d "\n")" = "mineseen" || exit 1; done)'
+    # An instance at rest saved signed (its chain of layers) starts verified.
+    "$SMOLVM" keygen "$work/inst-sig" > /dev/null 2>&1
+    "$SMOLVM" save inst2 -o "$work/inst2.smolmachine" --sign "$work/inst-sig.key" > /dev/null 2>&1
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start "$work/inst2.smolmachine" --verify "$work/inst-sig.pub" \
+        < /dev/null > "$work/inst2-signed.out" 2>&1
+    rc=$?
+    cp "$work/inst2-signed.out" "$results/" 2>/dev/null
+    expect instance-saved-signed "save --sign of an instance: start --verify boots its chain" \
+        eval 'test "$rc" -eq 0 && has inst2-signed "WROTE-inst2"'
     "$SMOLVM" reset inst1 > /dev/null 2>&1
     expect instances-reset "reset brings one back to the pristine layer, the others keep theirs" \
         eval 'f=$(flat inst1) && ! debugfs -R "stat /root/mine" "$f" 2>&1 | grep -q Inode && f2=$(flat inst2) && test "$(debugfs -R "cat /root/mine" "$f2" 2>/dev/null)" = inst2 && e2fsck -fn "$f2" > /dev/null 2>&1'

@@ -93,7 +93,7 @@ static void export(struct store *s, const char *name, const char *path, bool fla
     cfg.kernel_path = i.boot.kernel;
     cfg.disks[0] = (struct vm_disk_config){.path = i.delta, .format = "qcow2"};
     cfg.disk_count = 1;
-    if (machine_export(&cfg, i.resume, path, flatten) < 0)
+    if (machine_export(&cfg, i.resume, path, flatten, NULL) < 0)
         fail_msg("export: %s", err_msg());
     store_instance_release(&i);
 }

@@ -1,0 +1,24 @@
+/* Signed bundles: an ed25519 signature (nettle) over the section table,
+ * which holds every section's SHA-256, so a bundle from elsewhere can be
+ * checked against a key its user trusts before anything of it is used. */
+#ifndef SMOLVM_BUNDLE_SIGNATURE_H
+#define SMOLVM_BUNDLE_SIGNATURE_H
+
+#include "bundle/bundle.h"
+
+#define SIGNATURE_SECTION "signature"
+
+/* A new key pair: PREFIX.key (the private key, hex, 0600) and PREFIX.pub
+ * (the public key, hex). Neither may exist yet. */
+int bundle_keygen(const char *prefix) __attribute__((warn_unused_result));
+
+/* Adds the signature section over every section added so far, with the
+ * private key in key_path: the last section before the commit. */
+int bundle_sign(struct bundle_writer *w, const char *key_path) __attribute__((warn_unused_result));
+
+/* 0 when b is signed by the public key in pub_path and no section listed
+ * has changed since; else a message naming what is wrong. */
+int bundle_check_signature(const struct bundle *b, const char *pub_path)
+    __attribute__((warn_unused_result));
+
+#endif

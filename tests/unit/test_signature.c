@@ -1,0 +1,144 @@
+/* Signed bundles: a bundle signed with a key verifies against its public
+ * key only, and any section added, dropped or swapped after signing, a
+ * foreign key, a forged signature section or a malformed key file is
+ * refused by name. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bundle/bundle.h"
+#include "bundle/signature.h"
+#include "scratch.h"
+#include "util/err.h"
+
+static int setup(void **state)
+{
+    (void)state;
+    if (scratch_setup("signature") < 0 || bundle_keygen(in_dir("k")) < 0 ||
+        bundle_keygen(in_dir("other")) < 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+/* A bundle of two sections; signed with key (NULL: not), then extra
+ * sections added after the signature. */
+static const char *write_bundle(const char *name, const char *key, const char *extra)
+{
+    struct bundle_writer *w;
+    const char *path = in_dir(name);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "kernel", "kernel bytes", 12, BUNDLE_ZSTD), 0);
+    if (key)
+        assert_int_equal(bundle_sign(w, key), 0);
+    if (extra)
+        assert_int_equal(bundle_add(w, extra, "more", 4, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    return path;
+}
+
+/* bundle_check_signature's result on path against pub; message checked. */
+static void signature_check(const char *path, const char *pub, int want, const char *message)
+{
+    struct bundle *b;
+    assert_int_equal(bundle_open(path, &b), 0);
+    err_clear();
+    assert_int_equal(bundle_check_signature(b, pub), want);
+    if (message && !strstr(err_msg(), message))
+        fail_msg("wanted \"%s\", got \"%s\"", message, err_msg());
+    bundle_close(b);
+}
+
+static void signed_bundle_verifies(void **state)
+{
+    struct stat st;
+    (void)state;
+    signature_check(write_bundle("a.smolmachine", in_dir("k.key"), NULL), in_dir("k.pub"), 0, NULL);
+    assert_int_equal(stat(in_dir("k.key"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void other_key_is_refused(void **state)
+{
+    (void)state;
+    signature_check(write_bundle("b.smolmachine", in_dir("k.key"), NULL), in_dir("other.pub"),
+                 -EPERM, "signed by another key");
+    signature_check(write_bundle("c.smolmachine", NULL, NULL), in_dir("k.pub"), -EPERM,
+                 "is not signed");
+}
+
+/* A section added after signing (what a forger who rewrites the table's
+ * hashes can do) breaks the signature. */
+static void section_added_after_signing_is_refused(void **state)
+{
+    (void)state;
+    signature_check(write_bundle("d.smolmachine", in_dir("k.key"), "state"), in_dir("k.pub"), -EPERM,
+                 "does not match its contents");
+}
+
+/* A signature section made by hand: the right key's bytes with a
+ * signature of zeros, and one of the wrong length. */
+static void forged_signature_sections_are_refused(void **state)
+{
+    uint8_t payload[104] = "SMOLSIG1";
+    char hex[65] = {0};
+    struct bundle_writer *w;
+    FILE *f = fopen(in_dir("k.pub"), "r");
+    (void)state;
+    assert_non_null(f);
+    assert_int_equal(fread(hex, 1, 64, f), 64);
+    fclose(f);
+    for (int i = 0; i < 32; i++)
+        sscanf(hex + 2 * i, "%2hhx", &payload[8 + i]);
+    assert_int_equal(bundle_writer_open(in_dir("e.smolmachine"), &w), 0);
+    assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, SIGNATURE_SECTION, payload, sizeof(payload), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    signature_check(in_dir("e.smolmachine"), in_dir("k.pub"), -EPERM, "does not match");
+    assert_int_equal(bundle_writer_open(in_dir("f.smolmachine"), &w), 0);
+    assert_int_equal(bundle_add(w, SIGNATURE_SECTION, payload, 50, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    signature_check(in_dir("f.smolmachine"), in_dir("k.pub"), -EINVAL, "bad signature section");
+}
+
+static void bad_key_files_are_named(void **state)
+{
+    struct bundle_writer *w;
+    (void)state;
+    FILE *f = fopen(in_dir("short.pub"), "w");
+    fputs("abcd\n", f);
+    fclose(f);
+    f = fopen(in_dir("nothex.key"), "w");
+    fputs("zz56e99ac65a60000e470c7ecc4dc92053b0ba1bf8ee4d9eed5acef312577542\n", f);
+    fclose(f);
+    signature_check(write_bundle("g.smolmachine", in_dir("k.key"), NULL), in_dir("short.pub"), -EINVAL,
+                 "is not 64 hex digits");
+    signature_check(in_dir("g.smolmachine"), in_dir("missing.pub"), -ENOENT, "missing.pub");
+    assert_int_equal(bundle_writer_open(in_dir("h.smolmachine"), &w), 0);
+    assert_int_equal(bundle_sign(w, in_dir("nothex.key")), -EINVAL);
+    bundle_writer_abort(w);
+    assert_int_equal(bundle_keygen(in_dir("k")), -EEXIST); /* never overwrites a key */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(signed_bundle_verifies),
+        cmocka_unit_test(other_key_is_refused),
+        cmocka_unit_test(section_added_after_signing_is_refused),
+        cmocka_unit_test(forged_signature_sections_are_refused),
+        cmocka_unit_test(bad_key_files_are_named),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
