@@ -11,6 +11,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/machine.h"
+#include "bundle/signature.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "image/appliance.h"
@@ -41,16 +42,37 @@ static void print_json(json_t *j)
     free(text);
 }
 
+/* --from a bundle that must be signed with trusted_key's private key:
+ * checked before anything of it enters the store. */
+static int import_verified(struct store *s, const char *from, char top[HASH_HEX],
+                           char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
+                           const char **state, const char *trusted_key)
+{
+    struct bundle *b;
+    int r = bundle_open(from, &b);
+
+    if (r < 0) {
+        err_prefix("--verify checks a bundle file");
+        return r;
+    }
+    r = bundle_check_signature(b, trusted_key);
+    *state = machine_has_state(b) ? from : NULL;
+    bundle_close(b);
+    return r < 0 ? r : store_import_bundle(s, from, top, kernel, initrd, cfg);
+}
+
 /* --from: an appliance folder, a .smolmachine, a layer hash or an image. */
 static int import_source(struct store *s, const char *from, char top[HASH_HEX],
                          char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
-                         const char **state)
+                         const char **state, const char *trusted_key)
 {
     struct appliance_files f;
     struct stat st;
     int r;
 
     kernel[0] = initrd[0] = 0;
+    if (trusted_key)
+        return import_verified(s, from, top, kernel, initrd, cfg, state, trusted_key);
     if (hash_is_hex(from)) {
         snprintf(top, HASH_HEX, "%s", from);
         return 0;
@@ -84,13 +106,16 @@ static int verb_create(int argc, char **argv)
 {
     static const char usage[] =
         "smolvm create NAME --from APPLIANCE_DIR|FILE.smolmachine|IMAGE|LAYER "
-        "[--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--cpus N] [--mem SIZE] [--json]";
+        "[--verify KEY.pub] [--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--cpus N] [--mem SIZE] "
+        "[--json]";
     static const struct option longs[] = {
         {"from", required_argument, NULL, 'f'}, {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'}, {"cmdline", required_argument, NULL, 'a'},
         {"cpus", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
-        {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+        {"json", no_argument, NULL, 'j'}, {"verify", required_argument, NULL, 'v'},
+        {NULL, 0, NULL, 0}};
     const char *from = NULL, *kernel_path = NULL, *initrd_path = NULL, *cmdline = NULL;
+    const char *trusted_key = NULL;
     const char *state = NULL;
     uint64_t mem = 0;
     char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
@@ -107,6 +132,8 @@ static int verb_create(int argc, char **argv)
                    "imported, each once; a saved state is kept, so the first start resumes it),\n"
                    "a disk image, or the hash of a layer.\n\n"
                    "      --from SOURCE   what the instance starts from (required)\n"
+                   "      --verify KEY.pub  SOURCE must be a bundle signed with KEY's private\n"
+                   "                      key and unchanged since ('smolvm keygen')\n"
                    "      --kernel PATH   the kernel to boot (default: the source's)\n"
                    "      --initrd PATH   the initrd (default: the source's)\n"
                    "      --cmdline TEXT  the kernel command line\n"
@@ -127,6 +154,8 @@ static int verb_create(int argc, char **argv)
             cmdline = optarg;
         else if (c == 'j')
             json = true;
+        else if (c == 'v')
+            trusted_key = optarg;
         else if (c == 'c' && size_parse(optarg, 1, &cpus) == 0 && cpus && cpus <= 255)
             continue;
         else if (c == 'm' && size_parse(optarg, 1ull << 20, &mem) == 0 && mem)
@@ -138,7 +167,7 @@ static int verb_create(int argc, char **argv)
         return cli_fail(CLI_USAGE, "usage: %s", usage);
     if (store_open(&s) < 0)
         return failed("create");
-    r = import_source(s, from, top, kernel, initrd, &cfg, &state);
+    r = import_source(s, from, top, kernel, initrd, &cfg, &state, trusted_key);
     if (r == 0 && state && (cpus || mem))
         r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", from);
     if (r == 0 && kernel_path)

@@ -497,6 +497,13 @@ scenario_appliance() {
     cp "$work/signed.out" "$work/signed-other.err" "$results/" 2>/dev/null
     expect bundle-signed "pack --sign: start --verify boots it with its key, refuses another key's (exit 1, one line)" \
         eval 'test "$rc" -eq 0 && has signed SIGNED-UP && test "$other_rc" -eq 1 && test "$(wc -l < "$work/signed-other.err")" -eq 1 && grep -q "signed by another key" "$work/signed-other.err"'
+    "$SMOLVM" create signed-bad --from "$work/signed.smolmachine" --verify "$work/sig-other.pub" \
+        > /dev/null 2>&1
+    other_rc=$?
+    "$SMOLVM" create signed-ok --from "$work/signed.smolmachine" --verify "$work/sig.pub" > /dev/null 2>&1
+    rc=$?
+    expect bundle-signed-create "create --verify: an instance from the signed bundle with its key, none with another's" \
+        eval 'test "$rc" -eq 0 -a "$other_rc" -eq 1 && "$SMOLVM" ls | grep -q "^signed-ok " && ! "$SMOLVM" ls | grep -q "^signed-bad "'
 }
 
 # Five instances of one appliance (smolvm create: O(1), an empty delta on
