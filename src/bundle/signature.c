@@ -37,7 +37,7 @@ static void table_digest(const struct bundle_section *sections, unsigned count,
         uint8_t e[4 + 8 * 3];
         if (strcmp(s->name, SIGNATURE_SECTION) == 0)
             continue;
-        hash_add(&h, s->name, BUNDLE_NAME_MAX + 1);
+        hash_add(&h, s->name, strnlen(s->name, BUNDLE_NAME_MAX) + 1); /* with its NUL */
         put_le(e, s->encoding, 4);
         put_le(e + 4, s->offset, 8);
         put_le(e + 12, s->stored, 8);
@@ -68,7 +68,7 @@ static int read_key(const char *path, const char *what, uint8_t key[KEY_BYTES])
     for (unsigned i = 0; ok && i < KEY_BYTES; i++) {
         int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
         ok = hi >= 0 && lo >= 0;
-        key[i] = (uint8_t)(hi << 4 | lo);
+        key[i] = ok ? (uint8_t)(hi << 4 | lo) : 0;
     }
     return ok ? 0 : err_plain(EINVAL, "%s '%s' is not 64 hex digits", what, path);
 }
@@ -100,7 +100,11 @@ int bundle_keygen(const char *prefix)
     if (getrandom(priv, sizeof(priv), 0) != (ssize_t)sizeof(priv))
         return err_set(errno, "getrandom");
     ed25519_sha512_public_key(pub, priv);
-    if (asprintf(&key_path, "%s.key", prefix) < 0 || asprintf(&pub_path, "%s.pub", prefix) < 0)
+    if (asprintf(&key_path, "%s.key", prefix) < 0)
+        key_path = NULL;
+    if (asprintf(&pub_path, "%s.pub", prefix) < 0)
+        pub_path = NULL;
+    if (!key_path || !pub_path)
         r = err_set(ENOMEM, "keygen");
     else if ((r = write_key(key_path, priv, 0600)) == 0 && (r = write_key(pub_path, pub, 0644)) < 0)
         unlink(key_path);
