@@ -1,7 +1,8 @@
 /* libFuzzer target: a .smolmachine from nowhere. Opens the bytes as a
  * bundle, reads every section it names, parses the config and loads the
  * memory section into a small guest RAM, with and without the mapped
- * cache, and extracts its disk (streamed). Nothing may crash, hang or read out of bounds.
+ * cache, extracts its disk (streamed) and checks its signature against a
+ * fixed key (the seed is signed with it). Nothing may crash, hang or read out of bounds.
  * FUZZ_BUNDLE_SEED=PATH writes a valid seed bundle to PATH and exits. */
 #include <stdint.h>
 #include <stdio.h>
@@ -10,7 +11,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <nettle/eddsa.h>
+
 #include "bundle/bundle.h"
+#include "bundle/signature.h"
 #include "core/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -20,6 +24,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static struct guest_memory ram;
 static char cache_dir[] = "/tmp/smolvm-fuzz-cache-XXXXXX";
+static char key_path[64], pub_path[64];
+
+/* A fixed key pair (private key all 0x01), so the seed's signature holds
+ * from run to run. */
+static void write_keys(void)
+{
+    uint8_t priv[ED25519_KEY_SIZE], pub[ED25519_KEY_SIZE];
+    FILE *k, *p;
+    memset(priv, 1, sizeof(priv));
+    ed25519_sha512_public_key(pub, priv);
+    snprintf(key_path, sizeof(key_path), "%s/k.key", cache_dir);
+    snprintf(pub_path, sizeof(pub_path), "%s/k.pub", cache_dir);
+    k = fopen(key_path, "w");
+    p = fopen(pub_path, "w");
+    if (!k || !p)
+        abort();
+    for (size_t i = 0; i < sizeof(priv); i++) {
+        fprintf(k, "%02x", priv[i]);
+        fprintf(p, "%02x", pub[i]);
+    }
+    fputc('\n', k);
+    fputc('\n', p);
+    fclose(k);
+    fclose(p);
+}
 
 static void write_seed(const char *path)
 {
@@ -31,7 +60,8 @@ static void write_seed(const char *path)
         bundle_add(w, "config", config, strlen(config), BUNDLE_RAW) < 0 ||
         bundle_add(w, "state", "state", 5, BUNDLE_ZSTD) < 0 ||
         bundle_add(w, "disk.0", ram.regions[0].host, 16384, BUNDLE_ZSTD) < 0 ||
-        bundle_add_memory(w, "memory", &ram, NULL, NULL) < 0 || bundle_writer_commit(w) < 0)
+        bundle_add_memory(w, "memory", &ram, NULL, NULL) < 0 || bundle_sign(w, key_path) < 0 ||
+        bundle_writer_commit(w) < 0)
         exit(1);
     exit(0);
 }
@@ -54,6 +84,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (guest_memory_alloc(&ram, &layout, 1) < 0 || !mkdtemp(cache_dir))
         abort();
     atexit(remove_cache);
+    write_keys();
     if (seed)
         write_seed(seed);
     return 0;
@@ -98,6 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(disk, sizeof(disk), "%s/disk", cache_dir);
         if (bundle_extract(b, "disk.0", disk) == 0)
             unlink(disk);
+        (void)bundle_check_signature(b, pub_path);
         bundle_close(b);
     }
     close(fd);
