@@ -11,7 +11,6 @@
 
 #include "bundle/bundle.h"
 #include "bundle/machine.h"
-#include "bundle/signature.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "image/appliance.h"
@@ -42,8 +41,8 @@ static void print_json(json_t *j)
     free(text);
 }
 
-/* --from a bundle that must be signed with trusted_key's private key:
- * checked before anything of it enters the store. */
+/* --from a bundle that must be signed with trusted_key's private key: the
+ * import checks it before anything of the bundle enters the store. */
 static int import_verified(struct store *s, const char *from, char top[HASH_HEX],
                            char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
                            const char **state, const char *trusted_key)
@@ -55,10 +54,9 @@ static int import_verified(struct store *s, const char *from, char top[HASH_HEX]
         err_prefix("--verify checks a bundle file");
         return r;
     }
-    r = bundle_check_signature(b, trusted_key);
     *state = machine_has_state(b) ? from : NULL;
     bundle_close(b);
-    return r < 0 ? r : store_import_bundle(s, from, top, kernel, initrd, cfg);
+    return store_import_bundle(s, from, top, kernel, initrd, cfg, trusted_key);
 }
 
 /* --from: an appliance folder, a .smolmachine, a layer hash or an image. */
@@ -96,7 +94,7 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     if (bundle_open(from, &b) == 0) {
         *state = machine_has_state(b) ? from : NULL;
         bundle_close(b);
-        return store_import_bundle(s, from, top, kernel, initrd, cfg);
+        return store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
     }
     err_clear();
     return store_add_layer(s, from, "image", top);

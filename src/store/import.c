@@ -8,6 +8,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/layers.h"
+#include "bundle/signature.h"
 #include "core/config.h"
 #include "store/internal.h"
 #include "util/err.h"
@@ -68,7 +69,8 @@ static int import_chains(struct store *s, const struct bundle *b, char top[HASH_
 
 /* A bundle's disk 0 (as layers or flattened), kernel and initrd. */
 int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
-                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
+                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
+                         const char *trusted_key)
 {
     struct bundle *b;
     uint8_t *json;
@@ -77,6 +79,10 @@ int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
 
     if (r < 0)
         return r;
+    if (trusted_key && (r = bundle_check_signature(b, trusted_key)) < 0) {
+        bundle_close(b);
+        return r;
+    }
     r = bundle_read(b, "config", &json, &len);
     if (r == 0) {
         r = vm_config_from_json((const char *)json, cfg);

@@ -47,11 +47,13 @@ int store_import_layer(struct store *s, const struct store_import *l)
     __attribute__((warn_unused_result));
 /* Imports a bundle's disk 0 (its chain, each layer the store lacks, or its
  * flattened image), kernel and initrd as layers; cfg gets its config.
- * A hash is "" where the bundle has no such thing. */
+ * A hash is "" where the bundle has no such thing. With trusted_key (a
+ * public key file), the bundle opened is first checked to be signed with
+ * it, so what is imported is what was verified. */
 struct vm_config;
 int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
-                        char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg)
-    __attribute__((warn_unused_result));
+                        char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
+                        const char *trusted_key) __attribute__((warn_unused_result));
 /* The layer's file, checked against its name when its file changed since
  * the last check (a modified or missing layer is an error naming it).
  * *path malloc'd. */

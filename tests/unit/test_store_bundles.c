@@ -104,7 +104,7 @@ static void import(struct store *s, const char *bundle, const char *name)
     struct vm_config cfg;
     /* Unpacked straight into the store, never staged in TMPDIR. */
     setenv("TMPDIR", "/nonexistent-smolvm-tmp", 1);
-    int r = store_import_bundle(s, bundle, top, kernel, initrd, &cfg);
+    int r = store_import_bundle(s, bundle, top, kernel, initrd, &cfg, NULL);
     unsetenv("TMPDIR");
     if (r < 0)
         fail_msg("import %s: %s", bundle, err_msg());
@@ -226,7 +226,7 @@ static void expect_refused(struct store *s, const char *bundle, const char *why)
 {
     char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
     struct vm_config cfg;
-    int r = store_import_bundle(s, bundle, top, kernel, initrd, &cfg);
+    int r = store_import_bundle(s, bundle, top, kernel, initrd, &cfg, NULL);
     if (r >= 0)
         fail_msg("%s: imported", bundle);
     if (!strstr(err_msg(), why))
@@ -318,7 +318,7 @@ static void test_saved_state(void **state)
 
     state_bundle(in_dir("state.smolmachine"));
     struct store *s = open_store("d");
-    assert_int_equal(store_import_bundle(s, in_dir("state.smolmachine"), top, kernel, initrd, &cfg),
+    assert_int_equal(store_import_bundle(s, in_dir("state.smolmachine"), top, kernel, initrd, &cfg, NULL),
                      0);
     vm_config_release(&cfg);
     struct instance_boot boot = {.kernel = kernel, .state = in_dir("state.smolmachine")};
