@@ -82,8 +82,9 @@ int bsd_thread_setup(struct bsd_thread **out) __attribute__((warn_unused_result)
  * bsd_on_signal, switches to the %fs it returns. */
 void bsd_signal_entry(int sig, void *info, void *context);
 /* Answers a signal with the host's %fs in place; returns the %fs base to
- * go back with (the guest's when guest code was interrupted). */
-uint64_t bsd_on_signal(int sig, void *info, void *context);
+ * go back with: the guest's when guest code was interrupted, else
+ * entry_fs, the one in place when the signal came. */
+uint64_t bsd_on_signal(int sig, void *info, void *context, uint64_t entry_fs);
 
 /* Sleeps while the 32-bit word at guest address word holds expect, until
  * woken or ts (NULL: none; relative, or absolute on the monotonic or the

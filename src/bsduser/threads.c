@@ -40,8 +40,14 @@
 /* The kernel calls this on the thread's alternate stack (every handler is
  * SA_ONSTACK); the block at the stack's aligned bottom holds the host %fs.
  * With FSGSBASE (Linux 5.9+ lets user space use it) %fs is swapped by
- * wrfsbase; without, by arch_prctl, which clobbers rax, rcx, r11 only. The
- * handler's arguments are kept. */
+ * wrfsbase; without, by arch_prctl, which clobbers rax, rcx, r11 only.
+ * The %fs base at entry goes to bsd_on_signal too: a signal that
+ * interrupts smolvm's own code must return with it, as it found it. That
+ * code may be this entry's own last steps (or a new thread's first ones)
+ * after the guest's %fs is loaded and before guest code runs: the kernel's
+ * sigreturn does not restore %fs, so returning there with the host's would
+ * resume the guest on smolvm's TLS (Go then reads its g from the wrong
+ * place: a nil g, SIGSEGV at 0x10). */
 __attribute__((visibility("hidden"))) int bsd_fsgsbase;
 __asm__(".text\n"
         ".globl bsd_signal_entry\n"
@@ -50,16 +56,18 @@ __asm__(".text\n"
         "    push %rdi\n"
         "    push %rsi\n"
         "    push %rdx\n"
+        "    sub $16, %rsp\n" /* (%rsp): the %fs base at entry; 8(%rsp): alignment */
+        "    call bsd_get_fs\n"
         "    mov %rsp, %rax\n"
         "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rax\n"
         "    mov (%rax), %rsi\n"
         "    call bsd_set_fs\n"
-        "    pop %rdx\n"
-        "    pop %rsi\n"
-        "    pop %rdi\n"
-        "    sub $8, %rsp\n"
+        "    mov 32(%rsp), %rdi\n"
+        "    mov 24(%rsp), %rsi\n"
+        "    mov 16(%rsp), %rdx\n"
+        "    mov (%rsp), %rcx\n"
         "    call bsd_on_signal@PLT\n"
-        "    add $8, %rsp\n"
+        "    add $40, %rsp\n"
         "    mov %rax, %rsi\n"
         "    call bsd_set_fs\n"
         "    ret\n"
@@ -71,6 +79,18 @@ __asm__(".text\n"
         "    wrfsbase %rsi\n"
         "    ret\n"
         "1:  mov $" XSTR(ARCH_SET_FS) ", %edi\n"
+        "    mov $" XSTR(SYS_arch_prctl) ", %eax\n"
+        "    syscall\n"
+        "    ret\n"
+        /* The caller's (%rsp) := %fs base; clobbers rax, rcx, rsi, rdi, r11. */
+        "bsd_get_fs:\n"
+        "    cmpl $0, bsd_fsgsbase(%rip)\n"
+        "    je 1f\n"
+        "    rdfsbase %rax\n"
+        "    mov %rax, 8(%rsp)\n"
+        "    ret\n"
+        "1:  lea 8(%rsp), %rsi\n"
+        "    mov $" XSTR(ARCH_GET_FS) ", %edi\n"
         "    mov $" XSTR(SYS_arch_prctl) ", %eax\n"
         "    syscall\n"
         "    ret\n");
@@ -173,13 +193,13 @@ uint64_t *bsd_guest_fs(void)
     return &self()->guest_fs;
 }
 
-uint64_t bsd_on_signal(int sig, void *info, void *context)
+uint64_t bsd_on_signal(int sig, void *info, void *context, uint64_t entry_fs)
 {
     struct bsd_thread *t = self();
     ucontext_t *uc = context;
     bsd_dispatch(sig, info, context);
     return (uint64_t)uc->uc_mcontext.gregs[REG_RIP] < BSDUSER_GUEST_LIMIT ? t->guest_fs
-                                                                           : t->host_fs;
+                                                                           : entry_fs;
 }
 
 /* ---- sysarch / _lwp_setprivate: the guest's thread pointer ---- */

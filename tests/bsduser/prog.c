@@ -432,11 +432,16 @@ static void storm_sender(void *arg)
 
 /* Signals sent from another thread as fast as it can: many arrive while
  * the handler's sigreturn is being answered, and each return must still
- * land where the signal interrupted the program. */
-static int storm(void)
+ * land where the signal interrupted the program. With calls, the program
+ * makes system calls meanwhile, on a TLS of its own: many signals arrive
+ * while a call's answer is going back (its %fs already the program's),
+ * and after each call %fs must still be the program's. */
+static int storm(int calls)
 {
     struct sigaction_ act = {storm_on_usr1, SA_SIGINFO_, {0, 0, 0, 0}};
-    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_THR_SELF, &storm_target).failed)
+    long mine[1] = {42}, *fs = mine;
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_THR_SELF, &storm_target).failed ||
+        sys(SYS_SYSARCH, AMD64_SET_FSBASE, &fs).failed)
         return 1;
     long tid = 0;
     struct thr_param p = {storm_sender, (long *)&storm_sent, storm_stack, sizeof(storm_stack),
@@ -444,7 +449,8 @@ static int storm(void)
     if (sys(SYS_THR_NEW, &p, sizeof(p)).failed)
         return 2;
     while (__atomic_load_n(&storm_sent, __ATOMIC_SEQ_CST) == 0)
-        ; /* guest code, interrupted over and over */
+        if (calls && (sys(SYS_GETPID).failed || fs0() != 42))
+            return 4; /* guest code interrupted over and over */
     return storm_seen > 0 ? 0 : 3;
 }
 
@@ -956,7 +962,9 @@ void ENTRY(long *ap)
     if (same(what, "signals"))
         leave(signals());
     if (same(what, "storm"))
-        leave(storm());
+        leave(storm(0));
+    if (same(what, "callstorm"))
+        leave(storm(1));
     if (same(what, "rootfile"))
         leave(rootfile());
     if (same(what, "ioctl"))

@@ -112,6 +112,9 @@ static void test_signals(void **state)
     expect_program("./nbsd signals"); /* NetBSD's layouts and trampoline */
     for (int i = 0; i < 5; i++)
         expect_program("./fbsd storm"); /* signals arriving during sigreturn */
+    /* ... and while a call's answer goes back, the program's %fs loaded */
+    for (int i = 0; i < 3; i++)
+        expect_program("./fbsd callstorm");
 }
 
 /* fork (both returns), wait4's status, execve of a BSD program (still
@@ -165,7 +168,8 @@ static void test_ioctl_termios(void **state)
 static void test_seccomp_fallback(void **state)
 {
     static const char *const cases[] = {"./fbsd threads", "./fbsd signals", "./fbsd processes",
-                                        "./fbsd sockets", "./nbsd lwp", "./fbsd storm"};
+                                        "./fbsd sockets", "./nbsd lwp", "./fbsd storm",
+                                        "./fbsd callstorm"};
     (void)state;
     setenv("SMOLVM_BSDUSER_DISPATCH", "seccomp", 1);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
