@@ -332,10 +332,16 @@ int disk_rebase(const char *path, const char *format, const char *backing,
     uint8_t *old = malloc(CHUNK), *now = malloc(CHUNK);
     int r = old && now ? disk_open_as(path, unsafe ? DISK_NO_BACKING : 0, format, &d) : -ENOMEM;
 
+    if (backing && !*backing) /* "": the image stands alone, its chain's data copied in */
+        backing = NULL;
     if (r == 0 && !d->format->set_backing)
         r = err_plain(ENOTSUP, "%s images have no backing file", d->format->name);
-    if (backing && !*backing)
-        backing = NULL;
+    /* As qemu-img since 6.1: a backing file is recorded with its format,
+     * so that no later open has to probe it. */
+    if (r == 0 && backing && !backing_format)
+        r = err_plain(EINVAL, "the backing file's format must be given (-F)");
+    if (!backing)
+        backing_format = NULL;
     if (r == 0 && !unsafe && backing) {
         /* The new name is relative to the image, as it will be read. */
         char *full = disk_backing_path(path, backing);
