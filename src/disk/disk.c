@@ -287,23 +287,28 @@ static bool makes_other_format(struct disk *d, const uint8_t *new_head, uint64_t
 /* A write reaching the probed head of a probed raw disk: the head's bytes
  * are copied out of the request once, checked, and written from that copy
  * (a bounce buffer, as QEMU's raw driver does), so a second vCPU changing
- * guest memory between the check and the write cannot slip a header in. */
+ * guest memory between the check and the write cannot slip a header in.
+ * The copy runs to the first 4 KiB boundary, aligned: with O_DIRECT, the
+ * pieces stay multiples of any logical block size the request was. */
+#define BOUNCE_BYTES 4096
+
 static ssize_t write_probed_head(struct disk *d, const struct iovec *iov, int n,
                                  uint64_t offset, uint64_t len)
 {
-    uint8_t head[PROBE_BYTES];
+    _Alignas(BOUNCE_BYTES) uint8_t head[BOUNCE_BYTES];
     struct iovec parts[1025];
-    uint64_t checked = len < PROBE_BYTES - offset ? len : PROBE_BYTES - offset;
+    uint64_t copied = len < BOUNCE_BYTES - offset ? len : BOUNCE_BYTES - offset;
+    uint64_t checked = copied < PROBE_BYTES - offset ? copied : PROBE_BYTES - offset;
     int count = 0;
 
-    iov_to_buf(iov, n, 0, head, checked);
+    iov_to_buf(iov, n, 0, head, copied);
     if (makes_other_format(d, head, offset, checked)) {
         fprintf(stderr, "smolvm: disk '%s': refused a write that would make this raw image "
                         "look like another format (give format=raw to allow it)\n", d->path);
         return -EPERM;
     }
-    parts[0] = (struct iovec){head, checked};
-    if (len > checked && (count = iov_slice(iov, n, checked, len - checked, parts + 1, 1024)) < 0)
+    parts[0] = (struct iovec){head, copied};
+    if (len > copied && (count = iov_slice(iov, n, copied, len - copied, parts + 1, 1024)) < 0)
         return -EINVAL;
     return d->format->pwritev(d, parts, count + 1, offset);
 }

@@ -243,6 +243,17 @@ static void test_raw_guard_writes_checked_bytes(void **state)
     disk_close(d);
     assert_int_equal(sh("qemu-img info g.raw | grep -q 'file format: raw' && "
                         "qemu-io -f raw -c 'read -P 0x5a 512 8192' g.raw | grep -q '^read'"), 0);
+    /* With O_DIRECT (where the file system has it), the copy keeps an
+     * aligned request aligned. */
+    if (disk_open(in_dir("g.raw"), DISK_DIRECT, &d) == 0) {
+        uint8_t *aligned = aligned_alloc(4096, 3 * 4096);
+        memset(aligned, 0x33, 3 * 4096);
+        struct iovec pieces[2] = {{aligned, 4096}, {aligned + 4096, 2 * 4096}};
+        assert_int_equal(disk_write(d, pieces, 2, 0), 0);
+        disk_close(d);
+        free(aligned);
+        assert_int_equal(sh("qemu-io -f raw -c 'read -P 0x33 0 12k' g.raw | grep -q '^read'"), 0);
+    }
 }
 
 int main(void)
