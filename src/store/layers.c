@@ -170,8 +170,8 @@ static int copy_sparse(const char *from, const char *to)
  *   tick as the stamp would otherwise leave the ctime, and the stamp, as
  *   they were.
  * The bytes it vouches for were hashed by this process moments before:
- * under their temporary name (record) or by verify(), which stamps only a
- * file that did not change while it was read. *before: the file as it was
+ * under their temporary name (record) or by verify(), which syncs them
+ * and stamps only a file that did not change while it was read. *before: the file as it was
  * when hashing began (NULL: record's own stat). No stamp is written when
  * the file changed, or its ctime is ahead of the clock: the next use hashes. */
 static int64_t ns(struct timespec t)
@@ -185,18 +185,22 @@ static bool same_file(const struct stat *a, const struct stat *b)
            ns(a->st_mtim) == ns(b->st_mtim) && ns(a->st_ctim) == ns(b->st_ctim);
 }
 
+/* Waits until the clock files are stamped with has passed st's ctime
+ * (false, at once, when that is more than a second away). */
 static bool past_ctime(const struct stat *st)
 {
     int64_t after = ns(st->st_ctim) + (st->st_ctim.tv_nsec == 0 ? 1000000000ll : 1);
     struct timespec now;
 
-    for (int waited_ms = 0; waited_ms < 2000; waited_ms++) {
+    for (;;) {
         clock_gettime(CLOCK_REALTIME_COARSE, &now);
-        if (ns(now) >= after)
+        int64_t wait = after - ns(now);
+        if (wait <= 0)
             return true;
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
+        if (wait > 1100000000ll)
+            return false;
+        nanosleep(&(struct timespec){wait / 1000000000, wait % 1000000000}, NULL);
     }
-    return false;
 }
 
 static int stamp(json_t *meta, const char *path, const struct stat *before)
@@ -426,8 +430,11 @@ static int verify(struct store *s, const char *hash, const char *path, json_t *m
         return err_plain(EIO, "layer %.12s was modified (its content hash is now %.12s)", hash, now);
     if (r < 0)
         return r;
-    /* The stamp only saves the next check a rehash: best effort. */
-    char *side = stamp(meta, path, &st) == 0 && json_object_get(meta, "checked")
+    /* The stamp only saves the next check a rehash: best effort, and only
+     * once the bytes just hashed are on disk (a file an older version
+     * never synced is read from the page cache here). */
+    char *side = file_sync(path) == 0 && stamp(meta, path, &st) == 0 &&
+                         json_object_get(meta, "checked")
                      ? sidecar(s, hash) : NULL;
     if (side && store_write_json(side, meta) < 0)
         err_clear();
