@@ -282,6 +282,9 @@ int disk_commit(const char *path, const char *format, bool keep, disk_progress_f
         r = err_plain(EINVAL, "'%s' has no backing file", path);
     else
         r = disk_open_as(top->backing_path, 0, top->backing_format, &base);
+    /* As when the chain opens: an unrecorded backing format is raw only. */
+    if (r == 0 && !top->backing_format && base->format != &disk_format_raw)
+        r = disk_refuse_unrecorded(top->backing_path, base->format->name, path);
     uint64_t size = base && base->size < top->size ? base->size : top->size;
     for (uint64_t offset = 0; r == 0 && offset < size;) {
         struct disk_extent e;

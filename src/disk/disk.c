@@ -79,6 +79,13 @@ static int open_file(struct disk *d, const char *path)
     return 0;
 }
 
+int disk_refuse_unrecorded(const char *backing, const char *looks_like, const char *image)
+{
+    return err_plain(EINVAL, "'%s' has no recorded format and is not raw (it looks like %s): "
+                             "record it with 'smolvm disk rebase -u -F %s -b NAME %s'",
+                     backing, looks_like, looks_like, image);
+}
+
 static int open_chain(const char *path, unsigned flags, const char *format,
                       const struct disk *child, struct disk **out)
 {
@@ -117,9 +124,7 @@ static int open_chain(const char *path, unsigned flags, const char *format,
      * backing file it writes; older images can be given theirs with
      * `disk rebase -u -b NAME -F FMT`. */
     if (child && !format && d->format != &disk_format_raw) {
-        r = err_plain(EINVAL, "'%s' has no recorded format and is not raw (it looks like %s): "
-                              "record it with 'smolvm disk rebase -u -F %s -b NAME %s'",
-                      path, d->format->name, d->format->name, child->path);
+        r = disk_refuse_unrecorded(path, d->format->name, child->path);
         goto fail;
     }
     r = d->format->open(d);

@@ -126,6 +126,10 @@ void disk_close(struct disk *d);
 int disk_open_backing(struct disk *d, const char *name, const char *format)
     __attribute__((warn_unused_result));
 
+/* The error (-EINVAL, message set) for image's backing file whose format
+ * image does not record and whose bytes look like looks_like, not raw. */
+int disk_refuse_unrecorded(const char *backing, const char *looks_like, const char *image);
+
 /* Where a backing file name recorded in image points: relative names are
  * relative to image's folder. malloc'd, NULL when out of memory. */
 char *disk_backing_path(const char *image, const char *name);

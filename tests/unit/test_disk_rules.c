@@ -173,6 +173,11 @@ static void test_backing_format_required(void **state)
     expect_open("o.qcow2", "no recorded format");
     assert_non_null(strstr(err_msg(), "looks like qcow2"));
     assert_non_null(strstr(err_msg(), "rebase -u -F qcow2"));
+    /* commit writes into the backing file: the same rule, nothing written. */
+    assert_int_equal(sh("cp looks.raw looks.before"), 0);
+    assert_true(disk_commit(in_dir("o.qcow2"), NULL, false, NULL, NULL) < 0);
+    assert_non_null(strstr(err_msg(), "no recorded format"));
+    assert_int_equal(sh("cmp -s looks.raw looks.before"), 0);
     /* Its format recorded again, it opens as that format. */
     assert_int_equal(disk_rebase(in_dir("o.qcow2"), NULL, "looks.raw", "raw", true, NULL, NULL), 0);
     expect_open("o.qcow2", NULL);
