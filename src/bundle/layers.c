@@ -289,29 +289,38 @@ int bundle_chains_read(const struct bundle *b, struct bundle_chains *c)
     return r;
 }
 
-/* The unpacked file is the layer it claims to be, backed by its parent
- * (by the name the layers use among themselves) or by nothing. */
+/* The unpacked file is the layer it claims to be: opened as its declared
+ * format (never probed: a raw layer's bytes may look like anything),
+ * backed by nothing if it is a base, else by exactly its parent's name
+ * ("<hash>.<format>", which the layers use among themselves) with its
+ * parent's format recorded (without it the parent would be probed when
+ * the chain opens). A qcow2 with an external data file fails to open. */
 static int check_layer(const struct bundle_chains *c, const struct bundle_layer *l,
                        const char *path)
 {
     const struct bundle_layer *p = l->parent[0] ? bundle_chains_find(c, l->parent) : NULL;
-    char hash[HASH_HEX], name[HASH_HEX + 8], *want = NULL;
+    char hash[HASH_HEX], want[HASH_HEX + 8] = "";
     struct disk *d;
     int r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_BACKING, l->format, &d);
 
-    if (r < 0)
+    if (r < 0) {
+        err_prefix("layer %.12s", l->hash);
         return r;
-    if (p) {
-        snprintf(name, sizeof(name), "%s.%s", p->hash, p->format);
-        want = disk_backing_path(path, name);
     }
-    if (!p ? d->backing_path != NULL
-           : !d->backing_path || !want || strcmp(d->backing_path, want) != 0 ||
-                 (d->backing_format && strcmp(d->backing_format, p->format) != 0))
-        r = err_plain(EINVAL, "layer %.12s is not backed by its parent (it names '%s')", l->hash,
-                      d->backing_path ? d->backing_path : "nothing");
+    if (p)
+        snprintf(want, sizeof(want), "%s.%s", p->hash, p->format);
+    if (!p && d->backing_name)
+        r = err_plain(EINVAL, "layer %.12s is a base but has a backing file ('%s')", l->hash,
+                      d->backing_name);
+    else if (p && (!d->backing_name || strcmp(d->backing_name, want) != 0))
+        r = err_plain(EINVAL, "layer %.12s is not backed by its parent (it names '%s', not '%s')",
+                      l->hash, d->backing_name ? d->backing_name : "nothing", want);
+    else if (p && !d->backing_format)
+        r = err_plain(EINVAL, "layer %.12s does not record its parent's format", l->hash);
+    else if (p && strcmp(d->backing_format, p->format) != 0)
+        r = err_plain(EINVAL, "layer %.12s records its parent as %s, not %s", l->hash,
+                      d->backing_format, p->format);
     disk_close(d);
-    free(want);
     if (r == 0)
         r = hash_file(path, hash);
     if (r == 0 && strcmp(hash, l->hash) != 0)
@@ -333,7 +342,10 @@ int bundle_layer_extract(const struct bundle *b, const struct bundle_chains *c,
         r = bundle_extract(b, l->section, tmp);
         if (r == 0)
             r = check_layer(c, l, tmp);
-        if (r == 0 && (chmod(tmp, 0444) < 0 || file_sync(tmp) < 0 || rename(tmp, final) < 0))
+        /* Its bytes on disk before its name, its name before anything
+         * (a store's sidecar) says it is there. */
+        if (r == 0 && (chmod(tmp, 0444) < 0 || file_sync(tmp) < 0 || rename(tmp, final) < 0 ||
+                       file_sync(dir) < 0))
             r = err_set(errno, "layer '%s'", final);
         unlink(tmp);
         *added = r == 0;

@@ -440,7 +440,9 @@ static int instance_disk(struct machine *s, unsigned i)
     disk_section(name, sizeof(name), i);
     if (i < s->chains.disk_count && s->chains.tops[i][0]) {
         r = cached_layers(s, i, &base);
-        base_format = "qcow2";
+        /* As the layer table says: a top declared raw is never opened as
+         * what its bytes look like. */
+        base_format = bundle_chains_find(&s->chains, s->chains.tops[i])->format;
         if (r < 0) {
             free(base);
             return r;

@@ -282,6 +282,9 @@ int disk_commit(const char *path, const char *format, bool keep, disk_progress_f
         r = err_plain(EINVAL, "'%s' has no backing file", path);
     else
         r = disk_open_as(top->backing_path, 0, top->backing_format, &base);
+    /* As when the chain opens: an unrecorded backing format is raw only. */
+    if (r == 0 && !top->backing_format && base->format != &disk_format_raw)
+        r = disk_refuse_unrecorded(top->backing_path, base->format->name, path);
     uint64_t size = base && base->size < top->size ? base->size : top->size;
     for (uint64_t offset = 0; r == 0 && offset < size;) {
         struct disk_extent e;
@@ -332,10 +335,16 @@ int disk_rebase(const char *path, const char *format, const char *backing,
     uint8_t *old = malloc(CHUNK), *now = malloc(CHUNK);
     int r = old && now ? disk_open_as(path, unsafe ? DISK_NO_BACKING : 0, format, &d) : -ENOMEM;
 
+    if (backing && !*backing) /* "": the image stands alone, its chain's data copied in */
+        backing = NULL;
     if (r == 0 && !d->format->set_backing)
         r = err_plain(ENOTSUP, "%s images have no backing file", d->format->name);
-    if (backing && !*backing)
-        backing = NULL;
+    /* As qemu-img since 6.1: a backing file is recorded with its format,
+     * so that no later open has to probe it. */
+    if (r == 0 && backing && !backing_format)
+        r = err_plain(EINVAL, "the backing file's format must be given (-F)");
+    if (!backing)
+        backing_format = NULL;
     if (r == 0 && !unsafe && backing) {
         /* The new name is relative to the image, as it will be read. */
         char *full = disk_backing_path(path, backing);

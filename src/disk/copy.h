@@ -27,10 +27,12 @@ int disk_compare(struct disk *a, struct disk *b, uint64_t *mismatch)
 int disk_commit(const char *path, const char *format, bool keep, disk_progress_fn progress,
                 void *opaque) __attribute__((warn_unused_result));
 
-/* Records backing (format: NULL probes) as the backing file of the image
- * at path. Unless unsafe, first copies into it every range the old chain
- * and the new backing file read differently, so its content stays the
- * same, as `qemu-img rebase`. */
+/* Records backing, with its format (required, as qemu-img does), as the
+ * backing file of the image at path; NULL or "" for none (the image then
+ * stands alone). Unless unsafe, first copies into it every range the old
+ * chain and the new backing file (or zeros) read differently, so its
+ * content stays the same, as `qemu-img rebase`. The header changes last:
+ * a failure leaves the image backed as it was. */
 int disk_rebase(const char *path, const char *format, const char *backing,
                 const char *backing_format, bool unsafe, disk_progress_fn progress, void *opaque)
     __attribute__((warn_unused_result));

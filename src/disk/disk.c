@@ -79,6 +79,13 @@ static int open_file(struct disk *d, const char *path)
     return 0;
 }
 
+int disk_refuse_unrecorded(const char *backing, const char *looks_like, const char *image)
+{
+    return err_plain(EINVAL, "'%s' has no recorded format and is not raw (it looks like %s): "
+                             "record it with 'smolvm disk rebase -u -F %s -b NAME %s'",
+                     backing, looks_like, looks_like, image);
+}
+
 static int open_chain(const char *path, unsigned flags, const char *format,
                       const struct disk *child, struct disk **out)
 {
@@ -109,6 +116,16 @@ static int open_chain(const char *path, unsigned flags, const char *format,
     } else {
         d->format = probe(d->fd);
         d->probed_raw = d->format == &disk_format_raw && !d->read_only;
+    }
+    /* A backing file whose format its image does not record is read raw
+     * or not at all: probing it as anything else would let whoever wrote
+     * its first bytes (a guest, for a raw disk) choose what it is, and
+     * name further files. qemu-img since 6.1 records the format of every
+     * backing file it writes; older images can be given theirs with
+     * `disk rebase -u -b NAME -F FMT`. */
+    if (child && !format && d->format != &disk_format_raw) {
+        r = disk_refuse_unrecorded(path, d->format->name, child->path);
+        goto fail;
     }
     r = d->format->open(d);
     if (r < 0) {
@@ -150,9 +167,10 @@ int disk_open_backing(struct disk *d, const char *name, const char *format)
 {
     int r;
 
+    d->backing_name = strdup(name);
     d->backing_path = disk_backing_path(d->path, name);
     d->backing_format = format ? strdup(format) : NULL;
-    if (!d->backing_path || (format && !d->backing_format))
+    if (!d->backing_name || !d->backing_path || (format && !d->backing_format))
         return err_set(ENOMEM, "backing file name");
     if (d->flags & DISK_NO_BACKING)
         return 0;
@@ -174,6 +192,7 @@ void disk_close(struct disk *d)
     disk_close(d->backing);
     if (d->fd >= 0)
         close(d->fd);
+    free(d->backing_name);
     free(d->backing_path);
     free(d->backing_format);
     free(d->path);
@@ -187,6 +206,10 @@ int disk_create(const char *format, const char *path, const struct disk_create_o
         return err_plain(EINVAL, "unknown disk format '%s'", format);
     if (!f->create)
         return err_plain(ENOTSUP, "cannot create %s images", format);
+    /* As qemu-img since 6.1: no image is written that a later open would
+     * have to probe the backing file of. */
+    if (o->backing && o->backing[0] && !o->backing_format)
+        return err_plain(EINVAL, "a backing file needs its format (-F)");
     return f->create(path, o);
 }
 
@@ -243,13 +266,15 @@ int disk_read_backing(struct disk *d, const struct iovec *iov, int n, uint64_t o
 
 /* A guest that writes a qcow2 header into a raw disk whose format was
  * probed would, on the next open, get its backing file (any host file)
- * opened: refuse such writes, as QEMU does. */
-static bool makes_other_format(struct disk *d, const struct iovec *iov, int n, uint64_t offset,
+ * opened: refuse such writes, as QEMU does. new_head holds the guest's
+ * bytes for [offset, offset+len) of the probed head (len <= PROBE_BYTES -
+ * offset), copied once. */
+static bool makes_other_format(struct disk *d, const uint8_t *new_head, uint64_t offset,
                                uint64_t len)
 {
     uint8_t head[PROBE_BYTES];
     ssize_t got = pread(d->fd, head, sizeof(head), 0);
-    uint64_t end = offset + len < PROBE_BYTES ? offset + len : PROBE_BYTES;
+    uint64_t end = offset + len;
 
     if (got < 0)
         got = 0;
@@ -257,11 +282,40 @@ static bool makes_other_format(struct disk *d, const struct iovec *iov, int n, u
         memset(head + got, 0, end - (uint64_t)got);
         got = (ssize_t)end;
     }
-    iov_to_buf(iov, n, 0, head + offset, end - offset);
+    memcpy(head + offset, new_head, len);
     for (size_t i = 0; i < FORMAT_COUNT; i++)
         if (formats[i] != &disk_format_raw && formats[i]->probe(head, (size_t)got))
             return true;
     return false;
+}
+
+/* A write reaching the probed head of a probed raw disk: the head's bytes
+ * are copied out of the request once, checked, and written from that copy
+ * (a bounce buffer, as QEMU's raw driver does), so a second vCPU changing
+ * guest memory between the check and the write cannot slip a header in.
+ * The copy runs to the first 4 KiB boundary, aligned: with O_DIRECT, the
+ * pieces stay multiples of any logical block size the request was. */
+#define BOUNCE_BYTES 4096
+
+static ssize_t write_probed_head(struct disk *d, const struct iovec *iov, int n,
+                                 uint64_t offset, uint64_t len)
+{
+    _Alignas(BOUNCE_BYTES) uint8_t head[BOUNCE_BYTES];
+    struct iovec parts[1025];
+    uint64_t copied = len < BOUNCE_BYTES - offset ? len : BOUNCE_BYTES - offset;
+    uint64_t checked = copied < PROBE_BYTES - offset ? copied : PROBE_BYTES - offset;
+    int count = 0;
+
+    iov_to_buf(iov, n, 0, head, copied);
+    if (makes_other_format(d, head, offset, checked)) {
+        fprintf(stderr, "smolvm: disk '%s': refused a write that would make this raw image "
+                        "look like another format (give format=raw to allow it)\n", d->path);
+        return -EPERM;
+    }
+    parts[0] = (struct iovec){head, copied};
+    if (len > copied && (count = iov_slice(iov, n, copied, len - copied, parts + 1, 1024)) < 0)
+        return -EINVAL;
+    return d->format->pwritev(d, parts, count + 1, offset);
 }
 
 int disk_write(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
@@ -273,12 +327,10 @@ int disk_write(struct disk *d, const struct iovec *iov, int n, uint64_t offset)
         return -EROFS;
     if (check_range(d, offset, len) < 0)
         return -EINVAL;
-    if (d->probed_raw && offset < PROBE_BYTES && makes_other_format(d, iov, n, offset, len)) {
-        fprintf(stderr, "smolvm: disk '%s': refused a write that would make this raw image "
-                        "look like another format (give format=raw to allow it)\n", d->path);
-        return -EPERM;
-    }
-    r = d->format->pwritev(d, iov, n, offset);
+    if (d->probed_raw && offset < PROBE_BYTES && len > 0)
+        r = write_probed_head(d, iov, n, offset, len);
+    else
+        r = d->format->pwritev(d, iov, n, offset);
     return r < 0 ? (int)r : (uint64_t)r == len ? 0 : -EIO;
 }
 

@@ -42,7 +42,7 @@ enum disk_snapshot_op { DISK_SNAPSHOT_CREATE, DISK_SNAPSHOT_APPLY, DISK_SNAPSHOT
 struct disk_create_options {
     uint64_t size;
     const char *backing;        /* as recorded in the image; NULL for none */
-    const char *backing_format; /* NULL: probed */
+    const char *backing_format; /* required with backing (as qemu-img) */
     uint32_t cluster_size;      /* 0: the format's default */
     unsigned refcount_bits;     /* 0: 16 */
     bool lazy_refcounts;
@@ -97,6 +97,7 @@ struct disk {
     unsigned flags;          /* DISK_* as opened */
     char *path;
     struct disk *backing;    /* read-only, or NULL */
+    char *backing_name;      /* the backing file's name as recorded in the image */
     char *backing_path;      /* the backing file's path resolved (even when not opened) */
     char *backing_format;    /* as recorded, or NULL */
     unsigned depth;          /* 0 for the image opened, 1 for its backing file, ... */
@@ -118,10 +119,16 @@ int disk_open_as(const char *path, unsigned flags, const char *format, struct di
 void disk_close(struct disk *d);
 
 /* Opens the backing file name as recorded in d (relative names are relative
- * to d's directory), with format (NULL: probe), into d->backing. For the
- * format drivers. Refuses chains deeper than DISK_MAX_CHAIN and cycles. */
+ * to d's directory), with format as recorded in d; NULL (not recorded):
+ * raw, and refused when its bytes look like another format (never probed
+ * into one). For the format drivers. Refuses chains deeper than
+ * DISK_MAX_CHAIN and cycles. */
 int disk_open_backing(struct disk *d, const char *name, const char *format)
     __attribute__((warn_unused_result));
+
+/* The error (-EINVAL, message set) for image's backing file whose format
+ * image does not record and whose bytes look like looks_like, not raw. */
+int disk_refuse_unrecorded(const char *backing, const char *looks_like, const char *image);
 
 /* Where a backing file name recorded in image points: relative names are
  * relative to image's folder. malloc'd, NULL when out of memory. */

@@ -93,6 +93,9 @@ static size_t put_extension(uint8_t *h, size_t off, uint32_t type, const void *d
 int qcow2_set_backing(struct disk *d, const char *name, const char *format)
 {
     struct qcow2 *q = d->priv;
+
+    if (name && !*name)
+        name = NULL;
     size_t cs = q->cluster_size, name_len = name ? strlen(name) : 0, in, out;
     uint8_t *old = malloc(cs), *h = calloc(1, cs);
     uint64_t old_end;
@@ -128,7 +131,8 @@ int qcow2_set_backing(struct disk *d, const char *name, const char *format)
     }
     put_be(h + 8, name ? out : 0, 8);
     put_be(h + 16, name_len, 4);
-    memcpy(h + out, name, name_len);
+    if (name) /* none: the image stands alone (memcpy from NULL is undefined) */
+        memcpy(h + out, name, name_len);
     out += name_len;
     pthread_mutex_lock(&q->lock);
     r = synced(q, qcow2_pwrite(q, h, out > old_end ? out : old_end, 0));

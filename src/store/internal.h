@@ -21,8 +21,9 @@ char *store_layer_file(const struct store *s, const char *hash, const char *suff
  * hand to store_adopt_layer: on the same filesystem, so it moves, not
  * copies, into place. */
 char *store_layer_temp(const struct store *s);
-/* store_add_layer for a file at a store_layer_temp() path: taken over
- * (moved under its hash, or removed), not copied. */
+/* store_add_layer for a raw file (a bundle's kernel, initrd or flattened
+ * disk: never probed) at a store_layer_temp() path: taken over (moved
+ * under its hash, or removed), not copied. */
 int store_adopt_layer(struct store *s, const char *tmp, const char *message, char hash[HASH_HEX])
     __attribute__((warn_unused_result));
 /* A layer's sidecar, or NULL when there is no such layer. */

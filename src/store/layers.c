@@ -154,20 +154,83 @@ static int copy_sparse(const char *from, const char *to)
     return r < 0 ? err_set(-r, "copy '%s'", from) : 0;
 }
 
-static int stamp(json_t *meta, const char *path)
+/* The "checked" stamp: what a layer file looked like (size, inode, mtime,
+ * ctime) when its bytes were last found to hash to its name. verify()
+ * trusts a stamp that still matches instead of reading the file again, so
+ * a stamp must never vouch for bytes other than the ones hashed:
+ * - It is taken only once those bytes are on disk: the file fsync'd, then
+ *   renamed, then its folder synced, and only then the sidecar written.
+ *   After a power loss a layer can read back as zeros only if it was never
+ *   synced, and then it has no stamp. Stamps from before this rule (they
+ *   lack ctime_ns; they were taken before any sync) are not trusted.
+ * - It holds the ctime, which no one sets back (touch -d restores an
+ *   mtime, not a ctime): bytes rewritten in place no longer match.
+ * - It is taken once the clock has moved past the file's ctime (a tick,
+ *   or a second on a file system that keeps seconds): a change in the same
+ *   tick as the stamp would otherwise leave the ctime, and the stamp, as
+ *   they were.
+ * The bytes it vouches for were hashed by this process moments before:
+ * under their temporary name (record) or by verify(), which syncs them
+ * and stamps only a file that did not change while it was read. *before: the file as it was
+ * when hashing began (NULL: record's own stat). No stamp is written when
+ * the file changed, or its ctime is ahead of the clock: the next use hashes. */
+static int64_t ns(struct timespec t)
+{
+    return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_size == b->st_size && a->st_ino == b->st_ino &&
+           ns(a->st_mtim) == ns(b->st_mtim) && ns(a->st_ctim) == ns(b->st_ctim);
+}
+
+/* Waits until the clock files are stamped with has passed st's ctime
+ * (false, at once, when that is more than a second away). */
+static bool past_ctime(const struct stat *st)
+{
+    int64_t after = ns(st->st_ctim) + (st->st_ctim.tv_nsec == 0 ? 1000000000ll : 1);
+    struct timespec now;
+
+    for (;;) {
+        clock_gettime(CLOCK_REALTIME_COARSE, &now);
+        int64_t wait = after - ns(now);
+        if (wait <= 0)
+            return true;
+        if (wait > 1100000000ll)
+            return false;
+        nanosleep(&(struct timespec){wait / 1000000000, wait % 1000000000}, NULL);
+    }
+}
+
+static int stamp(json_t *meta, const char *path, const struct stat *before)
 {
     struct stat st;
+
+    json_object_del(meta, "checked");
     if (stat(path, &st) < 0)
         return err_set(errno, "'%s'", path);
+    if ((before && !same_file(before, &st)) || !past_ctime(&st))
+        return 0;
     json_object_set_new(meta, "checked",
-                        json_pack("{sIsIsI}", "bytes", (json_int_t)st.st_size, "mtime_ns",
-                                  (json_int_t)(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec),
-                                  "inode", (json_int_t)st.st_ino));
+                        json_pack("{sIsIsIsI}", "bytes", (json_int_t)st.st_size, "mtime_ns",
+                                  (json_int_t)ns(st.st_mtim), "ctime_ns",
+                                  (json_int_t)ns(st.st_ctim), "inode", (json_int_t)st.st_ino));
     return 0;
 }
 
-/* The sidecar of a layer file in place: written last, so a layer with a
- * sidecar is whole. */
+/* Whether a stamp (see stamp) still vouches for the file at st. */
+static bool stamp_matches(json_t *checked, const struct stat *st)
+{
+    json_t *ctime = json_object_get(checked, "ctime_ns");
+    return json_is_integer(ctime) && json_integer_value(ctime) == ns(st->st_ctim) &&
+           json_integer_value(json_object_get(checked, "bytes")) == st->st_size &&
+           json_integer_value(json_object_get(checked, "mtime_ns")) == ns(st->st_mtim) &&
+           json_integer_value(json_object_get(checked, "inode")) == (json_int_t)st->st_ino;
+}
+
+/* The sidecar of a layer file in place: written last, once the file and
+ * its name are on disk, so a layer with a sidecar is whole. */
 static int record(struct store *s, const char *hash, const char *format, const char *parent,
                   uint64_t size, const char *message)
 {
@@ -175,8 +238,12 @@ static int record(struct store *s, const char *hash, const char *format, const c
     json_t *meta = json_pack("{sssssIsIss}", "format", format, "parent", parent, "virtual-size",
                              (json_int_t)size, "created", (json_int_t)time(NULL), "message",
                              message ? message : "");
-    int r = file && side && meta ? stamp(meta, file) : -ENOMEM;
+    int r = file && side && meta ? 0 : -ENOMEM;
 
+    if (r == 0 && file_sync(s->layers) < 0)
+        r = err_set(errno, "sync '%s'", s->layers);
+    if (r == 0)
+        r = stamp(meta, file, NULL);
     if (r == 0)
         r = store_write_json(side, meta);
     if (r == 0 && file_sync(s->layers) < 0)
@@ -199,7 +266,11 @@ int store_import_layer(struct store *s, const struct store_import *l)
     if (l->parent[0] && !(parent = store_layer_meta(s, l->parent)))
         r = err_plain(ENOENT, "layer %.12s: its parent %.12s is not in the store", l->hash,
                       l->parent);
-    /* A layer whose sidecar outlived its file is placed again. */
+    /* A layer whose sidecar outlived its file is placed again; so is a
+     * file without its sidecar (a crash came between them): nothing says
+     * it was whole or checked, and placing it checks it. */
+    if (r == 0 && !meta && unlink(file) < 0 && errno != ENOENT)
+        r = err_set(errno, "'%s'", file);
     if (r == 0 && (!meta || access(file, F_OK) != 0)) {
         r = l->place(l->opaque, s->layers);
         if (r == 0)
@@ -217,35 +288,49 @@ int store_import_layer(struct store *s, const struct store_import *l)
     return r;
 }
 
-/* Moves a finished temporary copy into place under its content hash. */
+static int verify(struct store *s, const char *hash, const char *path, json_t *meta);
+
+/* Moves a finished temporary copy into place under its content hash: its
+ * bytes on disk before its name (record syncs the name before the
+ * sidecar). */
 static int admit(struct store *s, const char *tmp, const char *format, const char *parent,
                  uint64_t size, const char *message, char hash[HASH_HEX])
 {
     char *final = NULL;
+    json_t *meta = NULL;
     int r = hash_file(tmp, hash);
 
     if (r == 0 && !(final = store_layer_file(s, hash, format)))
         r = -ENOMEM;
-    if (r == 0 && access(final, F_OK) == 0) { /* the same bytes are there already */
+    if (r == 0)
+        meta = store_layer_meta(s, hash);
+    /* The same bytes are there already, whole: the copy is dropped. A
+     * file without its sidecar, or no longer its bytes, is replaced. */
+    if (r == 0 && meta &&
+        strcmp(json_string_value(json_object_get(meta, "format")) ?: "", format) == 0 &&
+        verify(s, hash, final, meta) == 0) {
         unlink(tmp);
     } else if (r == 0) {
-        if (chmod(tmp, 0444) < 0 || rename(tmp, final) < 0)
+        err_clear();
+        if (chmod(tmp, 0444) < 0 || file_sync(tmp) < 0 || rename(tmp, final) < 0)
             r = err_set(errno, "layer '%s'", final);
         if (r == 0)
             r = record(s, hash, format, parent, size, message);
     }
     if (r < 0)
         unlink(tmp);
+    json_decref(meta);
     free(final);
     return r;
 }
 
-/* An image's format, virtual size and parent layer ("" for none). */
+/* An image's format (as given, or probed when NULL), virtual size and
+ * parent layer ("" for none). */
 static int inspect(struct store *s, const char *image, const char **format, uint64_t *size,
                    char parent[HASH_HEX])
 {
     struct disk *d;
-    int r = disk_open_as(image, DISK_READ_ONLY | DISK_NO_BACKING, NULL, &d);
+    int r = disk_open_as(image, DISK_READ_ONLY | DISK_NO_BACKING, *format, &d);
 
     if (r < 0)
         return r;
@@ -298,7 +383,7 @@ char *store_layer_temp(const struct store *s)
 
 int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
 {
-    const char *format;
+    const char *format = NULL; /* the user's image: probed, as qemu-img does */
     char parent[HASH_HEX], *tmp = NULL;
     uint64_t size;
     int r = inspect(s, image, &format, &size, parent);
@@ -317,7 +402,9 @@ int store_add_layer(struct store *s, const char *image, const char *message, cha
 
 int store_adopt_layer(struct store *s, const char *tmp, const char *message, char hash[HASH_HEX])
 {
-    const char *format;
+    /* A bundle's kernel, initrd and flattened disk are raw bytes: pinned,
+     * never probed (a disk whose bytes are a qcow2 stays those bytes). */
+    const char *format = "raw";
     char parent[HASH_HEX];
     uint64_t size;
     int r = inspect(s, tmp, &format, &size, parent);
@@ -328,31 +415,32 @@ int store_adopt_layer(struct store *s, const char *tmp, const char *message, cha
     return r;
 }
 
-/* Rehashes a layer whose file changed since it was last checked. */
+/* Rehashes a layer whose stamp does not vouch for it (see stamp). */
 static int verify(struct store *s, const char *hash, const char *path, json_t *meta)
 {
-    json_t *checked = json_object_get(meta, "checked");
     struct stat st;
     char now[HASH_HEX];
 
     if (stat(path, &st) < 0)
         return err_set(errno, "layer %.12s is missing", hash);
-    if (json_integer_value(json_object_get(checked, "bytes")) == st.st_size &&
-        json_integer_value(json_object_get(checked, "mtime_ns")) ==
-            st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec &&
-        json_integer_value(json_object_get(checked, "inode")) == (json_int_t)st.st_ino)
+    if (stamp_matches(json_object_get(meta, "checked"), &st))
         return 0;
     int r = hash_file(path, now);
     if (r == 0 && strcmp(now, hash) != 0)
         return err_plain(EIO, "layer %.12s was modified (its content hash is now %.12s)", hash, now);
-    if (r == 0 && stamp(meta, path) == 0) {
-        /* The stamp only saves the next check a rehash: best effort. */
-        char *side = sidecar(s, hash);
-        if (side && store_write_json(side, meta) < 0)
-            err_clear();
-        free(side);
-    }
-    return r;
+    if (r < 0)
+        return r;
+    /* The stamp only saves the next check a rehash: best effort, and only
+     * once the bytes just hashed are on disk (a file an older version
+     * never synced is read from the page cache here). */
+    char *side = file_sync(path) == 0 && stamp(meta, path, &st) == 0 &&
+                         json_object_get(meta, "checked")
+                     ? sidecar(s, hash) : NULL;
+    if (side && store_write_json(side, meta) < 0)
+        err_clear();
+    free(side);
+    err_clear();
+    return 0;
 }
 
 int store_layer_path(struct store *s, const char *hash, char **path)
