@@ -126,17 +126,43 @@ int bsd_signal_number(int linux_sig);
  * BSD program keeps both. */
 bool bsd_tracing(void);
 const char *bsd_root(void);
-/* A guest path argument as the host path to use: under --root an
- * absolute path that exists in the sysroot is taken from there. buf:
- * PATH_MAX bytes. NULL: the guest pointer is bad (EFAULT). */
-const char *bsd_path(uint64_t guest, char *buf);
+/* Every path argument of every call goes through bsd_path: it reads the
+ * guest's string (at most PATH_MAX bytes, a bad pointer: NULL, EFAULT)
+ * and applies the --root rule (QEMU's -L, extended to calls that make an
+ * entry). An absolute path is taken from the sysroot R
+ *   - when R/path exists (lstat: a dangling link there counts), or
+ *   - for BSD_PATH_MAKE, when path does not exist on the host and R has
+ *     its parent directory: the new entry goes where the next lookup of
+ *     the same path will find it (with no such rule mkdir("/d") would make
+ *     the host's /d, and the program could not see it in R afterwards);
+ * otherwise it is the host's (/dev, /proc, /tmp where R has none).
+ * Relative paths, and all paths without --root, are used as given. A
+ * symlink's contents (BSD_PATH_CONTENT) are stored as given, never looked
+ * up. --root is a lookup order, not a jail ("..", links, the host's
+ * absolute paths all reach the host), as QEMU's -L. */
+enum bsd_path_use {
+    BSD_PATH_FIND,   /* an existing entry: open, stat, unlink, chdir, ... */
+    BSD_PATH_MAKE,   /* an entry the call may create: O_CREAT, mkdir, rename's and
+                        link's new name, symlink's, mkfifo, bind */
+    BSD_PATH_CONTENT /* not a lookup: symlink's contents */
+};
+/* The host path for the guest's path at guest; buf: PATH_MAX bytes.
+ * NULL: the guest pointer is bad (EFAULT). */
+const char *bsd_path(uint64_t guest, char *buf, enum bsd_path_use use);
+/* The same rule on a path already in smolvm's memory (an AF_UNIX
+ * socket's): the host path, in buf (PATH_MAX bytes) or path itself. */
+const char *bsd_root_lookup(const char *path, char *buf, enum bsd_path_use use);
 /* In a handler: the guest path at value as the host's, in name (a local
- * buffer); a bad pointer returns -EFAULT from the handler. */
-#define PATH_ARG(name, value)                                                                  \
+ * buffer); a bad pointer returns -EFAULT from the handler. PATH_ARG finds
+ * an existing entry, NEW_PATH_ARG names one the call may make. */
+#define PATH_ARG_USE(name, value, use)                                                         \
     char name##_buf[PATH_MAX];                                                                 \
-    const char *name = bsd_path((uint64_t)(value), name##_buf);                               \
+    const char *name = bsd_path((uint64_t)(value), name##_buf, use);                          \
     if (!name)                                                                                 \
         return -EFAULT
+#define PATH_ARG(name, value) PATH_ARG_USE(name, value, BSD_PATH_FIND)
+#define NEW_PATH_ARG(name, value) PATH_ARG_USE(name, value, BSD_PATH_MAKE)
+#define LINK_CONTENT_ARG(name, value) PATH_ARG_USE(name, value, BSD_PATH_CONTENT)
 
 /* Syscall User Dispatch on for the calling task (a thread, a forked child). */
 int bsd_dispatch_on(void);

@@ -232,32 +232,61 @@ static bool copy_path(char *buf, uint64_t guest)
     return false;
 }
 
-const char *bsd_path(uint64_t guest, char *buf)
+/* Whether the sysroot has in_root's parent directory (in_root: the root
+ * then an absolute path; trailing slashes are not a component). */
+static bool root_has_parent(const char *in_root)
+{
+    char parent[PATH_MAX];
+    struct stat st;
+    size_t at = strlen(in_root), floor = strlen(root) + 1;
+    memcpy(parent, in_root, at + 1);
+    while (at > floor && parent[at - 1] == '/')
+        at--;
+    while (at > floor && parent[at - 1] != '/')
+        at--;
+    parent[at] = 0; /* "R/dir/" or "R/" */
+    return stat(parent, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+const char *bsd_root_lookup(const char *path, char *buf, enum bsd_path_use use)
+{
+    char in_root[PATH_MAX];
+    struct stat st;
+    if (!root || path[0] != '/' || use == BSD_PATH_CONTENT ||
+        snprintf(in_root, sizeof(in_root), "%s%s", root, path) >= (int)sizeof(in_root))
+        return path;
+    if (lstat(in_root, &st) == 0 ||
+        (use == BSD_PATH_MAKE && lstat(path, &st) < 0 && errno == ENOENT &&
+         root_has_parent(in_root))) {
+        memcpy(buf, in_root, strlen(in_root) + 1);
+        return buf;
+    }
+    return path;
+}
+
+const char *bsd_path(uint64_t guest, char *buf, enum bsd_path_use use)
 {
     char path[PATH_MAX];
-    struct stat st;
     if (!root)
         return (const char *)guest; /* the kernel reads it: EFAULT when bad */
     if (!copy_path(path, guest))
         return NULL;
-    if (path[0] == '/' && snprintf(buf, PATH_MAX, "%s%s", root, path) < PATH_MAX &&
-        lstat(buf, &st) == 0)
-        return buf;
-    memcpy(buf, path, strlen(path) + 1);
+    const char *host = bsd_root_lookup(path, buf, use);
+    if (host == path)
+        memcpy(buf, path, strlen(path) + 1);
     return buf;
 }
 
-/* A path argument, or -EFAULT from the handler. */
 static long sys_open(const long *a)
 {
-    PATH_ARG(path, a[0]);
+    PATH_ARG_USE(path, a[0], open_flags(a[1]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
     return bsd_result(openat(AT_FDCWD, path, open_flags(a[1]), (mode_t)a[2]));
 }
 
 static long sys_openat(const long *a)
 {
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
-    PATH_ARG(path, a[1]);
+    PATH_ARG_USE(path, a[1], open_flags(a[2]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
     return bsd_result(openat(dirfd, path, open_flags(a[2]), (mode_t)a[3]));
 }
 
@@ -356,14 +385,29 @@ static long sys_lstat(const long *a)
     return lstat(path, &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
 }
 
+/* Under --root a directory in the sysroot is named as the guest named
+ * it (chdir("/usr") went to R/usr: the guest sees /usr, not R/usr). */
 static long sys_getcwd(const long *a)
 {
-    return getcwd((char *)a[0], (size_t)a[1]) ? 0 : -errno;
+    char cwd[PATH_MAX];
+    const char *seen = cwd;
+    size_t rootlen = root ? strlen(root) : 0;
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -errno;
+    if (root && strncmp(cwd, root, rootlen) == 0 && (cwd[rootlen] == '/' || !cwd[rootlen]))
+        seen = cwd[rootlen] ? cwd + rootlen : "/";
+    if (strlen(seen) + 1 > (size_t)a[1])
+        return -ERANGE;
+    return bsd_copy_out((uint64_t)a[0], seen, strlen(seen) + 1);
 }
 
 /* Paths and descriptors: Linux's calls, with the flags that differ. */
 static int at_dir(long fd) { return fd == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)fd; }
-static long sys_unlink(const long *a) { return bsd_result(unlink((const char *)a[0])); }
+static long sys_unlink(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(unlink(path));
+}
 /* The *at() flags (both BSDs number them alike). */
 static int at_flags(long bsd)
 {
@@ -375,7 +419,8 @@ static int at_flags(long bsd)
 
 static long sys_unlinkat(const long *a)
 {
-    return bsd_result(unlinkat(at_dir(a[0]), (const char *)a[1], at_flags(a[2])));
+    PATH_ARG(path, a[1]);
+    return bsd_result(unlinkat(at_dir(a[0]), path, at_flags(a[2])));
 }
 
 static long sys_faccessat(const long *a)
@@ -392,29 +437,35 @@ static long sys_readlinkat(const long *a)
 
 static long sys_renameat(const long *a)
 {
-    return bsd_result(renameat(at_dir(a[0]), (const char *)a[1], at_dir(a[2]), (const char *)a[3]));
+    PATH_ARG(from, a[1]);
+    NEW_PATH_ARG(to, a[3]);
+    return bsd_result(renameat(at_dir(a[0]), from, at_dir(a[2]), to));
 }
 
 static long sys_linkat(const long *a)
 {
-    return bsd_result(linkat(at_dir(a[0]), (const char *)a[1], at_dir(a[2]), (const char *)a[3],
-                             at_flags(a[4])));
+    PATH_ARG(from, a[1]);
+    NEW_PATH_ARG(to, a[3]);
+    return bsd_result(linkat(at_dir(a[0]), from, at_dir(a[2]), to, at_flags(a[4])));
 }
 
 static long sys_symlinkat(const long *a)
 {
-    return bsd_result(symlinkat((const char *)a[0], at_dir(a[1]), (const char *)a[2]));
+    LINK_CONTENT_ARG(content, a[0]);
+    NEW_PATH_ARG(path, a[2]);
+    return bsd_result(symlinkat(content, at_dir(a[1]), path));
 }
 
 static long sys_fchmodat(const long *a)
 {
-    return bsd_result(fchmodat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2], at_flags(a[3])));
+    PATH_ARG(path, a[1]);
+    return bsd_result(fchmodat(at_dir(a[0]), path, (mode_t)a[2], at_flags(a[3])));
 }
 
 static long sys_fchownat(const long *a)
 {
-    return bsd_result(fchownat(at_dir(a[0]), (const char *)a[1], (uid_t)a[2], (gid_t)a[3],
-                               at_flags(a[4])));
+    PATH_ARG(path, a[1]);
+    return bsd_result(fchownat(at_dir(a[0]), path, (uid_t)a[2], (gid_t)a[3], at_flags(a[4])));
 }
 
 /* utimensat(fd, path, times, flag): UTIME_NOW and UTIME_OMIT are -1 and
@@ -422,11 +473,12 @@ static long sys_fchownat(const long *a)
 static long sys_utimensat(const long *a)
 {
     struct timespec t[2];
+    PATH_ARG(path, a[1]);
     if (a[2] && bsd_copy_in(t, (uint64_t)a[2], sizeof(t)) < 0)
         return -EFAULT;
     for (int i = 0; a[2] && i < 2; i++)
         t[i].tv_nsec = t[i].tv_nsec == -1 ? UTIME_NOW : t[i].tv_nsec == -2 ? UTIME_OMIT : t[i].tv_nsec;
-    return bsd_result(utimensat(at_dir(a[0]), (const char *)a[1], a[2] ? t : NULL, at_flags(a[3])));
+    return bsd_result(utimensat(at_dir(a[0]), path, a[2] ? t : NULL, at_flags(a[3])));
 }
 
 static long sys_pread(const long *a)
@@ -439,11 +491,28 @@ static long sys_pwrite(const long *a)
     return bsd_result(pwrite((int)a[0], (const void *)a[1], (size_t)a[2], (off_t)a[3]));
 }
 
-static long sys_link(const long *a) { return bsd_result(link((const char *)a[0], (const char *)a[1])); }
-static long sys_chown(const long *a) { return bsd_result(chown((const char *)a[0], (uid_t)a[1], (gid_t)a[2])); }
-static long sys_lchown(const long *a) { return bsd_result(lchown((const char *)a[0], (uid_t)a[1], (gid_t)a[2])); }
+static long sys_link(const long *a)
+{
+    PATH_ARG(from, a[0]);
+    NEW_PATH_ARG(to, a[1]);
+    return bsd_result(link(from, to));
+}
+static long sys_chown(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chown(path, (uid_t)a[1], (gid_t)a[2]));
+}
+static long sys_lchown(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(lchown(path, (uid_t)a[1], (gid_t)a[2]));
+}
 static long sys_fchown(const long *a) { return bsd_result(fchown((int)a[0], (uid_t)a[1], (gid_t)a[2])); }
-static long sys_chroot(const long *a) { return bsd_result(chroot((const char *)a[0])); }
+static long sys_chroot(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chroot(path));
+}
 static long sys_getrusage(const long *a)
 {
     return bsd_result(syscall(SYS_getrusage, (int)a[0], (void *)a[1]));
@@ -452,28 +521,191 @@ static long sys_gettimeofday(const long *a)
 {
     return bsd_result(syscall(SYS_gettimeofday, (void *)a[0], (void *)a[1]));
 }
-static long sys_mkdir(const long *a) { return bsd_result(mkdir((const char *)a[0], (mode_t)a[1])); }
+static long sys_mkdir(const long *a)
+{
+    NEW_PATH_ARG(path, a[0]);
+    return bsd_result(mkdir(path, (mode_t)a[1]));
+}
 static long sys_mkdirat(const long *a)
 {
-    return bsd_result(mkdirat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2]));
+    NEW_PATH_ARG(path, a[1]);
+    return bsd_result(mkdirat(at_dir(a[0]), path, (mode_t)a[2]));
 }
-static long sys_rmdir(const long *a) { return bsd_result(rmdir((const char *)a[0])); }
-static long sys_rename(const long *a) { return bsd_result(rename((const char *)a[0], (const char *)a[1])); }
-static long sys_chdir(const long *a) { return bsd_result(chdir((const char *)a[0])); }
+static long sys_rmdir(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(rmdir(path));
+}
+static long sys_rename(const long *a)
+{
+    PATH_ARG(from, a[0]);
+    NEW_PATH_ARG(to, a[1]);
+    return bsd_result(rename(from, to));
+}
+static long sys_chdir(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chdir(path));
+}
 static long sys_fchdir(const long *a) { return bsd_result(fchdir((int)a[0])); }
-static long sys_chmod(const long *a) { return bsd_result(chmod((const char *)a[0], (mode_t)a[1])); }
+static long sys_chmod(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chmod(path, (mode_t)a[1]));
+}
 static long sys_fchmod(const long *a) { return bsd_result(fchmod((int)a[0], (mode_t)a[1])); }
 static long sys_access(const long *a)
 {
     PATH_ARG(path, a[0]);
     return bsd_result(access(path, (int)a[1]));
 }
-static long sys_symlink(const long *a) { return bsd_result(symlink((const char *)a[0], (const char *)a[1])); }
+static long sys_symlink(const long *a)
+{
+    LINK_CONTENT_ARG(content, a[0]);
+    NEW_PATH_ARG(path, a[1]);
+    return bsd_result(symlink(content, path));
+}
 static long sys_readlink(const long *a)
 {
     PATH_ARG(path, a[0]);
     return bsd_result(readlink(path, (char *)a[1], (size_t)a[2]));
 }
+static long sys_truncate(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(truncate(path, (off_t)a[1]));
+}
+/* NetBSD's truncate and ftruncate have a pad before the length. */
+static long sys_truncate_netbsd(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(truncate(path, (off_t)a[2]));
+}
+static long sys_ftruncate_netbsd(const long *a)
+{
+    return bsd_result(ftruncate((int)a[0], (off_t)a[2]));
+}
+
+/* utimes(path, tv), lutimes and futimesat(fd, path, tv): two timevals
+ * (the same layout on all three) or NULL for now. */
+static long set_times(int dirfd, const char *path, uint64_t tv, int flags)
+{
+    struct timeval in[2];
+    struct timespec t[2];
+    if (tv && bsd_copy_in(in, tv, sizeof(in)) < 0)
+        return -EFAULT;
+    for (int i = 0; tv && i < 2; i++)
+        t[i] = (struct timespec){in[i].tv_sec, in[i].tv_usec * 1000};
+    return bsd_result(utimensat(dirfd, path, tv ? t : NULL, flags));
+}
+static long sys_utimes(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return set_times(AT_FDCWD, path, (uint64_t)a[1], 0);
+}
+static long sys_lutimes(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return set_times(AT_FDCWD, path, (uint64_t)a[1], AT_SYMLINK_NOFOLLOW);
+}
+static long sys_futimesat(const long *a)
+{
+    PATH_ARG(path, a[1]);
+    return set_times(at_dir(a[0]), path, (uint64_t)a[2], 0);
+}
+
+static long sys_eaccess(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(faccessat(AT_FDCWD, path, (int)a[1], AT_EACCESS));
+}
+static long sys_lchmod(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(fchmodat(AT_FDCWD, path, (mode_t)a[1], AT_SYMLINK_NOFOLLOW));
+}
+static long sys_mkfifo(const long *a)
+{
+    NEW_PATH_ARG(path, a[0]);
+    return bsd_result(mkfifo(path, (mode_t)a[1]));
+}
+static long sys_mkfifoat(const long *a)
+{
+    NEW_PATH_ARG(path, a[1]);
+    return bsd_result(mkfifoat(at_dir(a[0]), path, (mode_t)a[2]));
+}
+/* Device nodes: the BSDs' device numbers mean nothing here (EPERM, as in
+ * a jail); FIFOs, sockets and plain files are made. */
+static long make_node(long dirfd, uint64_t guest, long mode)
+{
+    NEW_PATH_ARG(path, guest);
+    if (S_ISCHR((mode_t)mode) || S_ISBLK((mode_t)mode))
+        return -EPERM;
+    return bsd_result(mknodat(at_dir(dirfd), path, (mode_t)mode, 0));
+}
+static long sys_mknodat(const long *a) { return make_node(a[0], (uint64_t)a[1], a[2]); }
+static long sys_mknod(const long *a) { return make_node(FREEBSD_AT_FDCWD, (uint64_t)a[0], a[1]); }
+
+/* pathconf names 1 (_PC_LINK_MAX) to 9 (_PC_VDISABLE): Linux's are one
+ * less on both BSDs; the others are not answered. */
+static long linux_pathconf(long name)
+{
+    return name >= 1 && name <= 9 ? name - 1 : -1;
+}
+static long sys_pathconf(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    long name = linux_pathconf(a[1]);
+    errno = 0;
+    long r = name < 0 ? -1 : pathconf(path, (int)name);
+    return r < 0 ? (name < 0 ? -EINVAL : errno ? -errno : r) : r;
+}
+static long sys_lpathconf(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    long name = linux_pathconf(a[1]);
+    int fd = name < 0 ? -1 : open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return name < 0 ? -EINVAL : -errno;
+    errno = 0;
+    long r = fpathconf(fd, (int)name);
+    r = r < 0 && errno ? -errno : r;
+    close(fd);
+    return r;
+}
+static long sys_fpathconf(const long *a)
+{
+    long name = linux_pathconf(a[1]);
+    errno = 0;
+    long r = name < 0 ? -1 : fpathconf((int)a[0], (int)name);
+    return r < 0 ? (name < 0 ? -EINVAL : errno ? -errno : r) : r;
+}
+
+/* File flags (chflags): Linux has none of the BSDs' (immutable, nodump,
+ * ...): clearing them all is done, setting one is not supported. */
+static long file_flags(int dirfd, const char *path, long flags, int at)
+{
+    struct stat st;
+    if (fstatat(dirfd, path, &st, at) < 0)
+        return -errno;
+    return flags ? -EOPNOTSUPP : 0;
+}
+static long sys_chflags(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return file_flags(AT_FDCWD, path, a[1], 0);
+}
+static long sys_lchflags(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return file_flags(AT_FDCWD, path, a[1], AT_SYMLINK_NOFOLLOW);
+}
+static long sys_chflagsat(const long *a)
+{
+    PATH_ARG(path, a[1]);
+    return file_flags(at_dir(a[0]), path, a[2], at_flags(a[3]) & AT_SYMLINK_NOFOLLOW);
+}
+
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
 static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
 static long sys_dup2(const long *a) { return bsd_result(dup2((int)a[0], (int)a[1])); }
@@ -782,6 +1014,13 @@ static const struct bsd_handler implemented[] = {
     {"pipe2", sys_pipe2}, {"fcntl", sys_fcntl}, {"getdirentries", sys_getdirentries},
     {"netbsd:getdents", sys_getdirentries},
     {"netbsd:mmap", sys_mmap_netbsd},
+    {"truncate", sys_truncate}, {"netbsd:truncate", sys_truncate_netbsd},
+    {"netbsd:ftruncate", sys_ftruncate_netbsd}, {"utimes", sys_utimes},
+    {"lutimes", sys_lutimes}, {"futimesat", sys_futimesat}, {"eaccess", sys_eaccess},
+    {"lchmod", sys_lchmod}, {"mkfifo", sys_mkfifo}, {"mkfifoat", sys_mkfifoat},
+    {"mknodat", sys_mknodat}, {"mknod", sys_mknod},
+    {"pathconf", sys_pathconf}, {"lpathconf", sys_lpathconf}, {"fpathconf", sys_fpathconf},
+    {"chflags", sys_chflags}, {"lchflags", sys_lchflags}, {"chflagsat", sys_chflagsat},
 };
 
 /* ---- dispatch ---- */
@@ -948,7 +1187,9 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
         return r;
     personality = img.os;
     tracing = o->strace;
-    root = o->root;
+    /* Absolute: a chdir must not move the sysroot. */
+    char *absolute_root = o->root ? realpath(o->root, NULL) : NULL;
+    root = absolute_root ? absolute_root : o->root;
     exec_path = path;
     build_tables(img.os);
     stack_top = 0x3ff000000000ull;
