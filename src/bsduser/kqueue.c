@@ -24,7 +24,7 @@
 #include "bsduser/internal.h"
 #include "bsduser/netbsd_abi.h"
 
-#define MAX_KQUEUES 1024
+#define MAX_KQUEUES BSD_MAX_KQUEUES
 #define MAX_EVENTS 256
 #define MAX_CHANGES 4096
 /* epoll data: the descriptor, or a note's eventfd/timerfd with this bit. */
@@ -60,8 +60,6 @@ struct kqueue {
     size_t count;
 };
 
-static struct kqueue *queues[MAX_KQUEUES];
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 #define netbsd (bsd_personality() == BSD_NETBSD)
 
 /* ---- the guest's struct kevent ---- */
@@ -138,29 +136,26 @@ static void put_kev(uint8_t *b, const struct kev *k)
 static struct kqueue *queue(int fd)
 {
     struct stat st;
-    if (fd < 0 || fd >= MAX_KQUEUES || !queues[fd] || fstat(fd, &st) < 0 ||
-        st.st_ino != queues[fd]->ino)
+    if (fd < 0 || fd >= MAX_KQUEUES || !bsd_proc->queues[fd] || fstat(fd, &st) < 0 ||
+        st.st_ino != bsd_proc->queues[fd]->ino)
         return NULL;
-    return queues[fd];
+    return bsd_proc->queues[fd];
 }
 
 /* ---- signal notes: counted from the signal handler, without locks ---- */
 
 /* A signal note's eventfd (+1; 0: a free slot) and signal; busy counts
  * handlers writing to it, so it is closed only once none is. */
-#define MAX_SIGNAL_NOTES 64
-static struct {
-    _Atomic int fd_plus_1, sig, busy;
-} watched[MAX_SIGNAL_NOTES];
+#define MAX_SIGNAL_NOTES BSD_MAX_SIGNAL_NOTES
 
 void bsd_kqueue_signalled(int sig)
 {
     for (int i = 0; i < MAX_SIGNAL_NOTES; i++) {
-        atomic_fetch_add(&watched[i].busy, 1);
-        int fd = atomic_load(&watched[i].fd_plus_1) - 1;
-        if (fd >= 0 && atomic_load(&watched[i].sig) == sig)
+        atomic_fetch_add(&bsd_proc->signal_notes[i].busy, 1);
+        int fd = atomic_load(&bsd_proc->signal_notes[i].fd_plus_1) - 1;
+        if (fd >= 0 && atomic_load(&bsd_proc->signal_notes[i].sig) == sig)
             eventfd_write(fd, 1);
-        atomic_fetch_sub(&watched[i].busy, 1);
+        atomic_fetch_sub(&bsd_proc->signal_notes[i].busy, 1);
     }
 }
 
@@ -169,9 +164,9 @@ static long watch_signal(int sig, int fd)
     for (int i = 0; i < MAX_SIGNAL_NOTES; i++) {
         int free_slot = 0;
         /* Taken (-1: no descriptor yet) before its signal changes. */
-        if (atomic_compare_exchange_strong(&watched[i].fd_plus_1, &free_slot, -1)) {
-            atomic_store(&watched[i].sig, sig);
-            atomic_store(&watched[i].fd_plus_1, fd + 1);
+        if (atomic_compare_exchange_strong(&bsd_proc->signal_notes[i].fd_plus_1, &free_slot, -1)) {
+            atomic_store(&bsd_proc->signal_notes[i].sig, sig);
+            atomic_store(&bsd_proc->signal_notes[i].fd_plus_1, fd + 1);
             return bsd_signal_watch(sig, true);
         }
     }
@@ -182,8 +177,8 @@ static void unwatch_signal(int sig, int fd)
 {
     for (int i = 0; i < MAX_SIGNAL_NOTES; i++) {
         int mine = fd + 1;
-        if (atomic_compare_exchange_strong(&watched[i].fd_plus_1, &mine, 0)) {
-            while (atomic_load(&watched[i].busy))
+        if (atomic_compare_exchange_strong(&bsd_proc->signal_notes[i].fd_plus_1, &mine, 0)) {
+            while (atomic_load(&bsd_proc->signal_notes[i].busy))
                 sched_yield();
             bsd_signal_watch(sig, false);
             return;
@@ -219,12 +214,12 @@ static void free_queue(struct kqueue *q)
 
 void bsd_kqueue_forget(int fd)
 {
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&bsd_proc->kqueue_lock);
     if (fd >= 0 && fd < MAX_KQUEUES) {
-        free_queue(queues[fd]);
-        queues[fd] = NULL;
+        free_queue(bsd_proc->queues[fd]);
+        bsd_proc->queues[fd] = NULL;
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&bsd_proc->kqueue_lock);
 }
 
 static long sys_kqueue(const long *a)
@@ -241,10 +236,10 @@ static long sys_kqueue(const long *a)
         return -e;
     }
     q->ino = st.st_ino;
-    pthread_mutex_lock(&lock);
-    free_queue(queues[fd]); /* a kqueue closed since, whose number came back */
-    queues[fd] = q;
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_lock(&bsd_proc->kqueue_lock);
+    free_queue(bsd_proc->queues[fd]); /* a kqueue closed since, whose number came back */
+    bsd_proc->queues[fd] = q;
+    pthread_mutex_unlock(&bsd_proc->kqueue_lock);
     return fd;
 }
 
@@ -450,10 +445,10 @@ static long apply_changes(int kq, uint64_t list, long nchanges, struct answer *a
         if (bsd_copy_in(raw, list + (uint64_t)i * kev_size(), kev_size()) < 0)
             return -EFAULT;
         get_kev(raw, &k);
-        pthread_mutex_lock(&lock);
+        pthread_mutex_lock(&bsd_proc->kqueue_lock);
         struct kqueue *q = queue(kq);
         long r = q ? change(kq, q, &k) : -EBADF;
-        pthread_mutex_unlock(&lock);
+        pthread_mutex_unlock(&bsd_proc->kqueue_lock);
         /* Errors (and every change, with EV_RECEIPT) are answered in the
          * event list while it has room; else the call fails. */
         if (r < 0 && a->count >= a->max)
@@ -484,16 +479,16 @@ static long sys_kevent(const long *a)
         return -ENOMEM;
     long r = apply_changes(kq, (uint64_t)a[1], nchanges, &out);
     bool ready = false;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&bsd_proc->kqueue_lock);
     struct kqueue *q = queue(kq);
     for (size_t i = 0; q && i < q->count; i++)
         ready |= q->notes[i].always_ready && q->notes[i].enabled;
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&bsd_proc->kqueue_lock);
     if (r == 0 && !q)
         r = -EBADF;
     if (r == 0 && out.count == 0 && out.max > 0) {
         int n = epoll_wait(kq, ev, out.max, ready ? 0 : (int)ms);
-        pthread_mutex_lock(&lock);
+        pthread_mutex_lock(&bsd_proc->kqueue_lock);
         q = queue(kq);
         for (int i = 0; q && i < n; i++) {
             if (ev[i].data.u64 & OWN_FD)
@@ -504,7 +499,7 @@ static long sys_kevent(const long *a)
         for (size_t i = 0; q && i < q->count; i++)
             if (q->notes[i].always_ready)
                 report_fd(q, (int)q->notes[i].kev.ident, EPOLLIN | EPOLLOUT, &out);
-        pthread_mutex_unlock(&lock);
+        pthread_mutex_unlock(&bsd_proc->kqueue_lock);
         if (n < 0)
             r = -errno;
     }

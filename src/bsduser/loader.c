@@ -12,13 +12,13 @@
 #include <unistd.h>
 
 #include "bsduser/bsduser.h"
+#include "bsduser/internal.h"
 #include "util/err.h"
 
 #define PIE_BASE 0x200000000000ull /* above ASan's shadow, below the host */
 #define INTERP_BASE 0x280000000000ull /* the runtime linker */
 #define STACK_SIZE (8u << 20)
 #define STACK_TOP 0x3ff000000000ull
-#define MAP_START 0x300000000000ull /* guest mmap area grows up from here */
 #define PAGE 4096ull
 #define FREEBSD_OSREL 1300139    /* 13.x */
 
@@ -30,12 +30,10 @@ enum {
     AT_STACKPROT_ = 23, AT_HWCAP_ = 25,
 };
 
-static uint64_t next_map = MAP_START;
-
 uint64_t bsd_guest_map(uint64_t len)
 {
     /* Threads map at once; a guard page between mappings. */
-    return __atomic_fetch_add(&next_map, ((len + PAGE - 1) & ~(PAGE - 1)) + PAGE,
+    return __atomic_fetch_add(&bsd_proc->next_map, ((len + PAGE - 1) & ~(PAGE - 1)) + PAGE,
                               __ATOMIC_RELAXED);
 }
 

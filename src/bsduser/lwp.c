@@ -88,22 +88,16 @@ static long sys_lwp_kill(const long *a)
 
 /* ---- park tokens: one futex word per LWP, found by its id ---- */
 
-#define PARK_SLOTS 4096
-
-static struct {
-    atomic_long id;
-    atomic_uint token;
-} parks[PARK_SLOTS];
 
 static atomic_uint *token_of(long id)
 {
-    for (unsigned i = 0; i < PARK_SLOTS; i++) {
-        unsigned slot = (unsigned)((unsigned long)id + i) % PARK_SLOTS;
+    for (unsigned i = 0; i < BSD_PARK_SLOTS; i++) {
+        unsigned slot = (unsigned)((unsigned long)id + i) % BSD_PARK_SLOTS;
         long none = 0;
-        if (atomic_load(&parks[slot].id) == id ||
-            atomic_compare_exchange_strong(&parks[slot].id, &none, id) ||
-            atomic_load(&parks[slot].id) == id)
-            return &parks[slot].token;
+        if (atomic_load(&bsd_proc->parks[slot].id) == id ||
+            atomic_compare_exchange_strong(&bsd_proc->parks[slot].id, &none, id) ||
+            atomic_load(&bsd_proc->parks[slot].id) == id)
+            return &bsd_proc->parks[slot].token;
     }
     return NULL;
 }

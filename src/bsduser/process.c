@@ -58,7 +58,7 @@ static char **strings(uint64_t at)
 static long sys_execve(const long *a)
 {
     char buf[PATH_MAX];
-    const char *path = bsd_path((uint64_t)a[0], buf);
+    const char *path = bsd_path((uint64_t)a[0], buf, BSD_PATH_FIND);
     char **argv = strings((uint64_t)a[1]), **envp = strings((uint64_t)a[2]);
     long r = -EFAULT;
 

@@ -19,7 +19,6 @@
 
 #include "bsduser/internal.h"
 
-#define BSD_SIGNALS 128
 /* <sys/signal.h>, the same in both BSDs. */
 enum { SA_ONSTACK_ = 0x1, SA_RESTART_ = 0x2, SA_RESETHAND_ = 0x4, SA_NODEFER_ = 0x10,
        SA_SIGINFO_ = 0x40, SIG_BLOCK_ = 1, SIG_UNBLOCK_ = 2, SIG_SETMASK_ = 3,
@@ -36,15 +35,6 @@ enum { MC_ONSTACK = 0, MC_RDI = 8, MC_RSI = 16, MC_RDX = 24, MC_RCX = 32, MC_R8 
        MC_FSBASE = 736, MC_GSBASE = 744 };
 enum { MC_FPFMT_XMM = 0x10002, MC_FPOWNED_FPU = 0x20001, MC_HASBASES = 0x2 };
 
-struct action {
-    uint64_t handler;
-    uint32_t flags;
-    uint64_t mask[2];
-    uint64_t tramp; /* NetBSD: where the handler returns (from __sigaction_sigtramp) */
-};
-
-static struct action actions[BSD_SIGNALS];
-
 /* Per thread: the guest's mask, its signals waiting, its alternate stack. */
 static __thread uint64_t mask[2], pending[2];
 static __thread siginfo_t pending_info[BSD_SIGNALS];
@@ -52,8 +42,6 @@ static __thread struct {
     uint64_t sp, size;
     int32_t flags;
 } altstack = {0, 0, SS_DISABLE_};
-
-static uint64_t trampoline;
 
 static bool in_set(const uint64_t *set, int sig)
 {
@@ -98,7 +86,7 @@ static int make_trampoline(void)
 {
     /* mov %rsp,%rdi; mov $417,%eax (SYS_sigreturn); syscall; hlt */
     static const uint8_t code[] = {0x48, 0x89, 0xe7, 0xb8, 0xa1, 0x01, 0x00, 0x00, 0x0f, 0x05, 0xf4};
-    if (trampoline)
+    if (bsd_proc->trampoline)
         return 0;
     uint64_t at = bsd_guest_map(4096);
     void *p = mmap((void *)at, 4096, PROT_READ | PROT_WRITE,
@@ -108,7 +96,7 @@ static int make_trampoline(void)
     memcpy(p, code, sizeof(code));
     if (mprotect(p, 4096, PROT_READ | PROT_EXEC) < 0)
         return -errno;
-    trampoline = at;
+    bsd_proc->trampoline = at;
     return 0;
 }
 
@@ -116,7 +104,7 @@ static int make_trampoline(void)
 
 /* FreeBSD's struct sigaction: handler, int flags, sigset mask (32 bytes);
  * NetBSD's: handler, sigset mask, int flags. */
-static void get_action(const uint8_t *b, struct action *a)
+static void get_action(const uint8_t *b, struct bsd_action *a)
 {
     bool netbsd = bsd_personality() == BSD_NETBSD;
     memcpy(&a->handler, b, 8);
@@ -124,7 +112,7 @@ static void get_action(const uint8_t *b, struct action *a)
     memcpy(a->mask, b + (netbsd ? 8 : 12), 16);
 }
 
-static void put_action(uint8_t *b, const struct action *a)
+static void put_action(uint8_t *b, const struct bsd_action *a)
 {
     bool netbsd = bsd_personality() == BSD_NETBSD;
     memset(b, 0, 32);
@@ -133,9 +121,9 @@ static void put_action(uint8_t *b, const struct action *a)
     memcpy(b + (netbsd ? 8 : 12), a->mask, 16);
 }
 
-/* kqueue notes on each signal (EVFILT_SIGNAL): they count it even while
- * the guest ignores it, so then smolvm catches it and drops it. */
-static int watchers[BSD_SIGNALS];
+/* kqueue notes on each signal (EVFILT_SIGNAL, bsd_proc->watchers): they
+ * count it even while the guest ignores it, so then smolvm catches it and
+ * drops it. */
 
 static bool ignored_by_default(int linux_sig)
 {
@@ -143,14 +131,14 @@ static bool ignored_by_default(int linux_sig)
            linux_sig == SIGCONT;
 }
 
-static long install(int sig, const struct action *a)
+static long install(int sig, const struct bsd_action *a)
 {
     int host = bsd_linux_signal(sig);
     /* Ours stay: the dispatcher looks the action up. */
     if (!host || ours(host))
         return 0;
     struct sigaction sa = {.sa_flags = SA_SIGINFO | SA_ONSTACK};
-    bool counted = watchers[sig] && (a->handler == SIG_IGN_ || ignored_by_default(host));
+    bool counted = bsd_proc->watchers[sig] && (a->handler == SIG_IGN_ || ignored_by_default(host));
     if ((a->handler == SIG_DFL_ || a->handler == SIG_IGN_) && !counted)
         sa.sa_handler = a->handler == SIG_DFL_ ? SIG_DFL : SIG_IGN;
     else
@@ -164,7 +152,7 @@ static long sys_sigaction(const long *a)
 {
     int sig = (int)a[0];
     uint8_t b[32];
-    struct action now;
+    struct bsd_action now;
 
     if (sig < 1 || sig >= BSD_SIGNALS || (a[1] && (bsd_linux_signal(sig) == SIGKILL ||
                                                     bsd_linux_signal(sig) == SIGSTOP)))
@@ -172,7 +160,7 @@ static long sys_sigaction(const long *a)
     if (a[1] && bsd_copy_in(b, (uint64_t)a[1], sizeof(b)) < 0)
         return -EFAULT;
     if (a[2]) {
-        put_action(b + 0, &actions[sig]);
+        put_action(b + 0, &bsd_proc->actions[sig]);
         if (bsd_copy_out((uint64_t)a[2], b, sizeof(b)) < 0)
             return -EFAULT;
         if (a[1] && bsd_copy_in(b, (uint64_t)a[1], sizeof(b)) < 0)
@@ -188,7 +176,7 @@ static long sys_sigaction(const long *a)
         return -EINVAL;
     if (now.handler > SIG_IGN_ && make_trampoline() < 0)
         return -ENOMEM;
-    actions[sig] = now;
+    bsd_proc->actions[sig] = now;
     return install(sig, &now);
 }
 
@@ -196,8 +184,8 @@ long bsd_signal_watch(int sig, bool on)
 {
     if (sig < 1 || sig >= BSD_SIGNALS || !bsd_linux_signal(sig))
         return -EINVAL;
-    watchers[sig] += on ? 1 : -1;
-    return install(sig, &actions[sig]);
+    bsd_proc->watchers[sig] += on ? 1 : -1;
+    return install(sig, &bsd_proc->actions[sig]);
 }
 
 static long sys_sigprocmask(const long *a)
@@ -407,14 +395,14 @@ static void load_context(const uint8_t *uc, ucontext_t *host, uint64_t *guest_fs
 static bool deliver(int sig, const siginfo_t *info, ucontext_t *host, uint64_t *guest_fs)
 {
     const struct context_format *f = format();
-    struct action *a = &actions[sig];
+    struct bsd_action *a = &bsd_proc->actions[sig];
     greg_t *g = host->uc_mcontext.gregs;
     uint64_t sp = (uint64_t)g[REG_RSP];
     bool on_alt = altstack.sp && sp >= altstack.sp && sp < altstack.sp + altstack.size;
     uint8_t uc[MAX_UC], si[MAX_SI] = {0};
     /* FreeBSD's handlers return into our trampoline (sigreturn); NetBSD's
      * into the one libc gave sigaction, which calls setcontext(%r15). */
-    uint64_t ret = bsd_personality() == BSD_NETBSD ? a->tramp : trampoline;
+    uint64_t ret = bsd_personality() == BSD_NETBSD ? a->tramp : bsd_proc->trampoline;
 
     if ((a->flags & SA_ONSTACK_) && !(altstack.flags & SS_DISABLE_) && !on_alt)
         sp = altstack.sp + altstack.size;
@@ -439,7 +427,7 @@ static bool deliver(int sig, const siginfo_t *info, ucontext_t *host, uint64_t *
     g[REG_RAX] = 0;
     g[REG_EFL] &= ~(greg_t)0x400; /* DF clear, as the ABI wants */
     if (a->flags & SA_RESETHAND_)
-        actions[sig].handler = SIG_DFL_;
+        bsd_proc->actions[sig].handler = SIG_DFL_;
     return true;
 }
 
@@ -450,7 +438,7 @@ void bsd_signals_flush(void *context, uint64_t *guest_fs)
     for (int sig = 1; sig < BSD_SIGNALS; sig++)
         if (in_set(pending, sig) && !in_set(mask, sig)) {
             set_bit(pending, sig, false);
-            if (actions[sig].handler > SIG_IGN_ &&
+            if (bsd_proc->actions[sig].handler > SIG_IGN_ &&
                 !deliver(sig, &pending_info[sig], context, guest_fs))
                 _exit(128 + SIGSEGV);
             return; /* one at a time: the handler's return brings the next */
@@ -468,7 +456,7 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
 
     if (sig)
         bsd_kqueue_signalled(sig);
-    if (!sig || actions[sig].handler <= SIG_IGN_)
+    if (!sig || bsd_proc->actions[sig].handler <= SIG_IGN_)
         return false;
     bool fault = bsd_fault_signal(linux_sig);
     if (fault && (!guest_code || in_set(mask, sig)))

@@ -3,7 +3,9 @@
  * family number), SOCK_CLOEXEC/SOCK_NONBLOCK, SOL_SOCKET and its options,
  * MSG_* flags, struct msghdr and its control messages (descriptors). */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -98,7 +100,29 @@ static int sock_type(long bsd)
 /* ---- struct sockaddr: sa_len, sa_family (8 bits each), then the same
  * bytes as Linux's after its 16-bit family ---- */
 
-static long sockaddr_in(uint64_t addr, long len, struct sockaddr_storage *out, socklen_t *out_len)
+/* A path socket's name under the --root rule (bind makes its entry,
+ * connect and sendto find one): rewritten in place when the sysroot's is
+ * the one, -ENAMETOOLONG when that does not fit sun_path. */
+static long unix_path_in_root(struct sockaddr_un *un, socklen_t *out_len, enum bsd_path_use use)
+{
+    char path[sizeof(un->sun_path) + 1], buf[PATH_MAX];
+    size_t n = *out_len - offsetof(struct sockaddr_un, sun_path);
+    memcpy(path, un->sun_path, n < sizeof(un->sun_path) ? n : sizeof(un->sun_path));
+    path[n < sizeof(un->sun_path) ? n : sizeof(un->sun_path)] = 0;
+    const char *host = bsd_root_lookup(path, buf, use);
+    if (host == path)
+        return 0;
+    if (strlen(host) >= sizeof(un->sun_path))
+        return -ENAMETOOLONG;
+    memcpy(un->sun_path, host, strlen(host) + 1);
+    *out_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(host) + 1);
+    return 0;
+}
+
+/* The guest's address at addr (len bytes) as Linux's; an AF_UNIX path is
+ * looked up as use says. */
+static long sockaddr_in(uint64_t addr, long len, struct sockaddr_storage *out, socklen_t *out_len,
+                        enum bsd_path_use use)
 {
     uint8_t b[sizeof(struct sockaddr_storage)];
     if (len < 2 || len > (long)sizeof(b))
@@ -115,6 +139,8 @@ static long sockaddr_in(uint64_t addr, long len, struct sockaddr_storage *out, s
     /* A path socket's length may leave the terminating NUL out. */
     if (f == AF_UNIX && len < (long)sizeof(struct sockaddr_un))
         *out_len = (socklen_t)len + 1;
+    if (f == AF_UNIX && len > 2)
+        return unix_path_in_root((struct sockaddr_un *)out, out_len, use);
     return 0;
 }
 
@@ -157,22 +183,23 @@ static long sys_socketpair(const long *a)
     return bsd_copy_out((uint64_t)a[3], sv, sizeof(sv));
 }
 
-static long with_address(const long *a, int (*op)(int, const struct sockaddr *, socklen_t))
+static long with_address(const long *a, int (*op)(int, const struct sockaddr *, socklen_t),
+                         enum bsd_path_use use)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    long r = sockaddr_in((uint64_t)a[1], a[2], &ss, &len);
+    long r = sockaddr_in((uint64_t)a[1], a[2], &ss, &len, use);
     return r < 0 ? r : bsd_result(op((int)a[0], (struct sockaddr *)&ss, len));
 }
 
 static long sys_bind(const long *a)
 {
-    return with_address(a, bind);
+    return with_address(a, bind, BSD_PATH_MAKE);
 }
 
 static long sys_connect(const long *a)
 {
-    return with_address(a, connect);
+    return with_address(a, connect, BSD_PATH_FIND);
 }
 
 static long sys_listen(const long *a)
@@ -232,7 +259,7 @@ static long sys_sendto(const long *a)
 {
     struct sockaddr_storage ss;
     socklen_t len = 0;
-    long r = a[4] ? sockaddr_in((uint64_t)a[4], a[5], &ss, &len) : 0;
+    long r = a[4] ? sockaddr_in((uint64_t)a[4], a[5], &ss, &len, BSD_PATH_FIND) : 0;
     return r < 0 ? r : bsd_result(sendto((int)a[0], (void *)a[1], (size_t)a[2], msg_flags(a[3]),
                                          a[4] ? (struct sockaddr *)&ss : NULL, len));
 }
@@ -368,7 +395,7 @@ static long message(const long *a, bool sending)
         return -ENOMEM;
     r = bsd_copy_in(iov, m.iov, (size_t)m.iovlen * sizeof(*iov)); /* the same layout */
     if (r == 0 && sending && m.name)
-        r = sockaddr_in(m.name, m.namelen, &ss, &len);
+        r = sockaddr_in(m.name, m.namelen, &ss, &len, BSD_PATH_FIND);
     struct msghdr h = {.msg_name = m.name ? &ss : NULL, .msg_namelen = m.name ? len : 0,
                        .msg_iov = iov, .msg_iovlen = (size_t)m.iovlen,
                        .msg_control = control_len ? control : NULL, .msg_controllen = control_len};

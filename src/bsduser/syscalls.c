@@ -26,37 +26,24 @@
 #include "bsduser/netbsd_abi.h"
 #include "util/err.h"
 
-#define MAX_SYSCALL 1024
+#define MAX_SYSCALL BSD_MAX_SYSCALL
 #define SYS_INDIRECT 0    /* syscall(number, ...) */
 #define SYS_INDIRECT64 198 /* __syscall(number, ...) */
 
 typedef bsd_handler_fn handler_fn;
 
-struct sysent {
-    int number;
-    const char *name;
-    int nargs;
-};
-
-static const struct sysent freebsd_table[] = {
+static const struct bsd_sysent freebsd_table[] = {
 #define X(n, s, a) {n, s, a},
     FREEBSD_SYSCALLS(X)
 #undef X
 };
-static const struct sysent netbsd_table[] = {
+static const struct bsd_sysent netbsd_table[] = {
 #define X(n, s, a) {n, s, a},
     NETBSD_SYSCALLS(X)
 #undef X
 };
 
-static const struct sysent *by_number[MAX_SYSCALL];
-static handler_fn handlers[MAX_SYSCALL];
-static int errno_map[200];
-static int signal_map[65];
-static bool tracing;
-static enum bsd_os personality;
-static const char *exec_path;
-static uint64_t stack_top;
+struct bsd_process *bsd_proc;
 
 /* ---- guest memory, copied through the kernel so a bad pointer is EFAULT ---- */
 
@@ -89,7 +76,7 @@ static int open_flags(long bsd)
         long bsd;
         int linux_;
     } freebsd[] = OPEN_FLAGS(FREEBSD), netbsd[] = OPEN_FLAGS(NETBSD);
-    const __typeof__(freebsd[0]) *bits = personality == BSD_NETBSD ? netbsd : freebsd;
+    const __typeof__(freebsd[0]) *bits = bsd_proc->os == BSD_NETBSD ? netbsd : freebsd;
     int flags = (int)(bsd & 3); /* O_RDONLY, O_WRONLY, O_RDWR alike */
     for (size_t i = 0; i < sizeof(freebsd) / sizeof(freebsd[0]); i++)
         if (bsd & bits[i].bsd)
@@ -113,7 +100,7 @@ enum { NETBSD_CLOCK_MONOTONIC = 3, NETBSD_CLOCK_THREAD = 0x20000000,
 
 static clockid_t clock_id(long bsd)
 {
-    if (personality == BSD_NETBSD)
+    if (bsd_proc->os == BSD_NETBSD)
         return bsd == NETBSD_CLOCK_MONOTONIC ? CLOCK_MONOTONIC
              : bsd == NETBSD_CLOCK_THREAD    ? CLOCK_THREAD_CPUTIME_ID
              : bsd == NETBSD_CLOCK_PROCESS   ? CLOCK_PROCESS_CPUTIME_ID
@@ -157,7 +144,7 @@ static void put_uint(uint8_t *at, uint64_t v, int width)
  * on Linux here: the change time stands in. */
 static long put_stat(uint64_t to, const struct stat *st)
 {
-    const struct stat_layout *l = personality == BSD_NETBSD ? &netbsd_stat : &freebsd_stat;
+    const struct stat_layout *l = bsd_proc->os == BSD_NETBSD ? &netbsd_stat : &freebsd_stat;
     uint8_t b[224] = {0};
     put_uint(b + l->dev, st->st_dev, 8);
     put_uint(b + l->ino, st->st_ino, 8);
@@ -211,8 +198,6 @@ static long sys_writev(const long *a)
 /* ---- paths: with --root, an absolute one is looked up in the sysroot
  * first (the BSD's /lib, /etc, /usr/share there; the host's otherwise) ---- */
 
-static const char *root;
-
 /* A guest string into buf (PATH_MAX), read through the kernel: a bad
  * pointer is false, never a fault in smolvm. */
 static bool copy_path(char *buf, uint64_t guest)
@@ -232,32 +217,61 @@ static bool copy_path(char *buf, uint64_t guest)
     return false;
 }
 
-const char *bsd_path(uint64_t guest, char *buf)
+/* Whether the sysroot has in_root's parent directory (in_root: the root
+ * then an absolute path; trailing slashes are not a component). */
+static bool root_has_parent(const char *in_root)
+{
+    char parent[PATH_MAX];
+    struct stat st;
+    size_t at = strlen(in_root), floor = strlen(bsd_proc->root) + 1;
+    memcpy(parent, in_root, at + 1);
+    while (at > floor && parent[at - 1] == '/')
+        at--;
+    while (at > floor && parent[at - 1] != '/')
+        at--;
+    parent[at] = 0; /* "R/dir/" or "R/" */
+    return stat(parent, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+const char *bsd_root_lookup(const char *path, char *buf, enum bsd_path_use use)
+{
+    char in_root[PATH_MAX];
+    struct stat st;
+    if (!bsd_proc->root || path[0] != '/' || use == BSD_PATH_CONTENT ||
+        snprintf(in_root, sizeof(in_root), "%s%s", bsd_proc->root, path) >= (int)sizeof(in_root))
+        return path;
+    if (lstat(in_root, &st) == 0 ||
+        (use == BSD_PATH_MAKE && lstat(path, &st) < 0 && errno == ENOENT &&
+         root_has_parent(in_root))) {
+        memcpy(buf, in_root, strlen(in_root) + 1);
+        return buf;
+    }
+    return path;
+}
+
+const char *bsd_path(uint64_t guest, char *buf, enum bsd_path_use use)
 {
     char path[PATH_MAX];
-    struct stat st;
-    if (!root)
+    if (!bsd_proc->root)
         return (const char *)guest; /* the kernel reads it: EFAULT when bad */
     if (!copy_path(path, guest))
         return NULL;
-    if (path[0] == '/' && snprintf(buf, PATH_MAX, "%s%s", root, path) < PATH_MAX &&
-        lstat(buf, &st) == 0)
-        return buf;
-    memcpy(buf, path, strlen(path) + 1);
+    const char *host = bsd_root_lookup(path, buf, use);
+    if (host == path)
+        memcpy(buf, path, strlen(path) + 1);
     return buf;
 }
 
-/* A path argument, or -EFAULT from the handler. */
 static long sys_open(const long *a)
 {
-    PATH_ARG(path, a[0]);
+    PATH_ARG_USE(path, a[0], open_flags(a[1]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
     return bsd_result(openat(AT_FDCWD, path, open_flags(a[1]), (mode_t)a[2]));
 }
 
 static long sys_openat(const long *a)
 {
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
-    PATH_ARG(path, a[1]);
+    PATH_ARG_USE(path, a[1], open_flags(a[2]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
     return bsd_result(openat(dirfd, path, open_flags(a[2]), (mode_t)a[3]));
 }
 
@@ -356,14 +370,30 @@ static long sys_lstat(const long *a)
     return lstat(path, &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
 }
 
+/* Under --root a directory in the sysroot is named as the guest named
+ * it (chdir("/usr") went to R/usr: the guest sees /usr, not R/usr). */
 static long sys_getcwd(const long *a)
 {
-    return getcwd((char *)a[0], (size_t)a[1]) ? 0 : -errno;
+    char cwd[PATH_MAX];
+    const char *seen = cwd;
+    size_t rootlen = bsd_proc->root ? strlen(bsd_proc->root) : 0;
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -errno;
+    if (rootlen && strncmp(cwd, bsd_proc->root, rootlen) == 0 &&
+        (cwd[rootlen] == '/' || !cwd[rootlen]))
+        seen = cwd[rootlen] ? cwd + rootlen : "/";
+    if (strlen(seen) + 1 > (size_t)a[1])
+        return -ERANGE;
+    return bsd_copy_out((uint64_t)a[0], seen, strlen(seen) + 1);
 }
 
 /* Paths and descriptors: Linux's calls, with the flags that differ. */
 static int at_dir(long fd) { return fd == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)fd; }
-static long sys_unlink(const long *a) { return bsd_result(unlink((const char *)a[0])); }
+static long sys_unlink(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(unlink(path));
+}
 /* The *at() flags (both BSDs number them alike). */
 static int at_flags(long bsd)
 {
@@ -375,7 +405,8 @@ static int at_flags(long bsd)
 
 static long sys_unlinkat(const long *a)
 {
-    return bsd_result(unlinkat(at_dir(a[0]), (const char *)a[1], at_flags(a[2])));
+    PATH_ARG(path, a[1]);
+    return bsd_result(unlinkat(at_dir(a[0]), path, at_flags(a[2])));
 }
 
 static long sys_faccessat(const long *a)
@@ -392,29 +423,35 @@ static long sys_readlinkat(const long *a)
 
 static long sys_renameat(const long *a)
 {
-    return bsd_result(renameat(at_dir(a[0]), (const char *)a[1], at_dir(a[2]), (const char *)a[3]));
+    PATH_ARG(from, a[1]);
+    NEW_PATH_ARG(to, a[3]);
+    return bsd_result(renameat(at_dir(a[0]), from, at_dir(a[2]), to));
 }
 
 static long sys_linkat(const long *a)
 {
-    return bsd_result(linkat(at_dir(a[0]), (const char *)a[1], at_dir(a[2]), (const char *)a[3],
-                             at_flags(a[4])));
+    PATH_ARG(from, a[1]);
+    NEW_PATH_ARG(to, a[3]);
+    return bsd_result(linkat(at_dir(a[0]), from, at_dir(a[2]), to, at_flags(a[4])));
 }
 
 static long sys_symlinkat(const long *a)
 {
-    return bsd_result(symlinkat((const char *)a[0], at_dir(a[1]), (const char *)a[2]));
+    LINK_CONTENT_ARG(content, a[0]);
+    NEW_PATH_ARG(path, a[2]);
+    return bsd_result(symlinkat(content, at_dir(a[1]), path));
 }
 
 static long sys_fchmodat(const long *a)
 {
-    return bsd_result(fchmodat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2], at_flags(a[3])));
+    PATH_ARG(path, a[1]);
+    return bsd_result(fchmodat(at_dir(a[0]), path, (mode_t)a[2], at_flags(a[3])));
 }
 
 static long sys_fchownat(const long *a)
 {
-    return bsd_result(fchownat(at_dir(a[0]), (const char *)a[1], (uid_t)a[2], (gid_t)a[3],
-                               at_flags(a[4])));
+    PATH_ARG(path, a[1]);
+    return bsd_result(fchownat(at_dir(a[0]), path, (uid_t)a[2], (gid_t)a[3], at_flags(a[4])));
 }
 
 /* utimensat(fd, path, times, flag): UTIME_NOW and UTIME_OMIT are -1 and
@@ -422,11 +459,12 @@ static long sys_fchownat(const long *a)
 static long sys_utimensat(const long *a)
 {
     struct timespec t[2];
+    PATH_ARG(path, a[1]);
     if (a[2] && bsd_copy_in(t, (uint64_t)a[2], sizeof(t)) < 0)
         return -EFAULT;
     for (int i = 0; a[2] && i < 2; i++)
         t[i].tv_nsec = t[i].tv_nsec == -1 ? UTIME_NOW : t[i].tv_nsec == -2 ? UTIME_OMIT : t[i].tv_nsec;
-    return bsd_result(utimensat(at_dir(a[0]), (const char *)a[1], a[2] ? t : NULL, at_flags(a[3])));
+    return bsd_result(utimensat(at_dir(a[0]), path, a[2] ? t : NULL, at_flags(a[3])));
 }
 
 static long sys_pread(const long *a)
@@ -439,11 +477,28 @@ static long sys_pwrite(const long *a)
     return bsd_result(pwrite((int)a[0], (const void *)a[1], (size_t)a[2], (off_t)a[3]));
 }
 
-static long sys_link(const long *a) { return bsd_result(link((const char *)a[0], (const char *)a[1])); }
-static long sys_chown(const long *a) { return bsd_result(chown((const char *)a[0], (uid_t)a[1], (gid_t)a[2])); }
-static long sys_lchown(const long *a) { return bsd_result(lchown((const char *)a[0], (uid_t)a[1], (gid_t)a[2])); }
+static long sys_link(const long *a)
+{
+    PATH_ARG(from, a[0]);
+    NEW_PATH_ARG(to, a[1]);
+    return bsd_result(link(from, to));
+}
+static long sys_chown(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chown(path, (uid_t)a[1], (gid_t)a[2]));
+}
+static long sys_lchown(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(lchown(path, (uid_t)a[1], (gid_t)a[2]));
+}
 static long sys_fchown(const long *a) { return bsd_result(fchown((int)a[0], (uid_t)a[1], (gid_t)a[2])); }
-static long sys_chroot(const long *a) { return bsd_result(chroot((const char *)a[0])); }
+static long sys_chroot(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chroot(path));
+}
 static long sys_getrusage(const long *a)
 {
     return bsd_result(syscall(SYS_getrusage, (int)a[0], (void *)a[1]));
@@ -452,28 +507,191 @@ static long sys_gettimeofday(const long *a)
 {
     return bsd_result(syscall(SYS_gettimeofday, (void *)a[0], (void *)a[1]));
 }
-static long sys_mkdir(const long *a) { return bsd_result(mkdir((const char *)a[0], (mode_t)a[1])); }
+static long sys_mkdir(const long *a)
+{
+    NEW_PATH_ARG(path, a[0]);
+    return bsd_result(mkdir(path, (mode_t)a[1]));
+}
 static long sys_mkdirat(const long *a)
 {
-    return bsd_result(mkdirat(at_dir(a[0]), (const char *)a[1], (mode_t)a[2]));
+    NEW_PATH_ARG(path, a[1]);
+    return bsd_result(mkdirat(at_dir(a[0]), path, (mode_t)a[2]));
 }
-static long sys_rmdir(const long *a) { return bsd_result(rmdir((const char *)a[0])); }
-static long sys_rename(const long *a) { return bsd_result(rename((const char *)a[0], (const char *)a[1])); }
-static long sys_chdir(const long *a) { return bsd_result(chdir((const char *)a[0])); }
+static long sys_rmdir(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(rmdir(path));
+}
+static long sys_rename(const long *a)
+{
+    PATH_ARG(from, a[0]);
+    NEW_PATH_ARG(to, a[1]);
+    return bsd_result(rename(from, to));
+}
+static long sys_chdir(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chdir(path));
+}
 static long sys_fchdir(const long *a) { return bsd_result(fchdir((int)a[0])); }
-static long sys_chmod(const long *a) { return bsd_result(chmod((const char *)a[0], (mode_t)a[1])); }
+static long sys_chmod(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(chmod(path, (mode_t)a[1]));
+}
 static long sys_fchmod(const long *a) { return bsd_result(fchmod((int)a[0], (mode_t)a[1])); }
 static long sys_access(const long *a)
 {
     PATH_ARG(path, a[0]);
     return bsd_result(access(path, (int)a[1]));
 }
-static long sys_symlink(const long *a) { return bsd_result(symlink((const char *)a[0], (const char *)a[1])); }
+static long sys_symlink(const long *a)
+{
+    LINK_CONTENT_ARG(content, a[0]);
+    NEW_PATH_ARG(path, a[1]);
+    return bsd_result(symlink(content, path));
+}
 static long sys_readlink(const long *a)
 {
     PATH_ARG(path, a[0]);
     return bsd_result(readlink(path, (char *)a[1], (size_t)a[2]));
 }
+static long sys_truncate(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(truncate(path, (off_t)a[1]));
+}
+/* NetBSD's truncate and ftruncate have a pad before the length. */
+static long sys_truncate_netbsd(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(truncate(path, (off_t)a[2]));
+}
+static long sys_ftruncate_netbsd(const long *a)
+{
+    return bsd_result(ftruncate((int)a[0], (off_t)a[2]));
+}
+
+/* utimes(path, tv), lutimes and futimesat(fd, path, tv): two timevals
+ * (the same layout on all three) or NULL for now. */
+static long set_times(int dirfd, const char *path, uint64_t tv, int flags)
+{
+    struct timeval in[2];
+    struct timespec t[2];
+    if (tv && bsd_copy_in(in, tv, sizeof(in)) < 0)
+        return -EFAULT;
+    for (int i = 0; tv && i < 2; i++)
+        t[i] = (struct timespec){in[i].tv_sec, in[i].tv_usec * 1000};
+    return bsd_result(utimensat(dirfd, path, tv ? t : NULL, flags));
+}
+static long sys_utimes(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return set_times(AT_FDCWD, path, (uint64_t)a[1], 0);
+}
+static long sys_lutimes(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return set_times(AT_FDCWD, path, (uint64_t)a[1], AT_SYMLINK_NOFOLLOW);
+}
+static long sys_futimesat(const long *a)
+{
+    PATH_ARG(path, a[1]);
+    return set_times(at_dir(a[0]), path, (uint64_t)a[2], 0);
+}
+
+static long sys_eaccess(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(faccessat(AT_FDCWD, path, (int)a[1], AT_EACCESS));
+}
+static long sys_lchmod(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return bsd_result(fchmodat(AT_FDCWD, path, (mode_t)a[1], AT_SYMLINK_NOFOLLOW));
+}
+static long sys_mkfifo(const long *a)
+{
+    NEW_PATH_ARG(path, a[0]);
+    return bsd_result(mkfifo(path, (mode_t)a[1]));
+}
+static long sys_mkfifoat(const long *a)
+{
+    NEW_PATH_ARG(path, a[1]);
+    return bsd_result(mkfifoat(at_dir(a[0]), path, (mode_t)a[2]));
+}
+/* Device nodes: the BSDs' device numbers mean nothing here (EPERM, as in
+ * a jail); FIFOs, sockets and plain files are made. */
+static long make_node(long dirfd, uint64_t guest, long mode)
+{
+    NEW_PATH_ARG(path, guest);
+    if (S_ISCHR((mode_t)mode) || S_ISBLK((mode_t)mode))
+        return -EPERM;
+    return bsd_result(mknodat(at_dir(dirfd), path, (mode_t)mode, 0));
+}
+static long sys_mknodat(const long *a) { return make_node(a[0], (uint64_t)a[1], a[2]); }
+static long sys_mknod(const long *a) { return make_node(FREEBSD_AT_FDCWD, (uint64_t)a[0], a[1]); }
+
+/* pathconf names 1 (_PC_LINK_MAX) to 9 (_PC_VDISABLE): Linux's are one
+ * less on both BSDs; the others are not answered. */
+static long linux_pathconf(long name)
+{
+    return name >= 1 && name <= 9 ? name - 1 : -1;
+}
+static long sys_pathconf(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    long name = linux_pathconf(a[1]);
+    errno = 0;
+    long r = name < 0 ? -1 : pathconf(path, (int)name);
+    return r < 0 ? (name < 0 ? -EINVAL : errno ? -errno : r) : r;
+}
+static long sys_lpathconf(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    long name = linux_pathconf(a[1]);
+    int fd = name < 0 ? -1 : open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return name < 0 ? -EINVAL : -errno;
+    errno = 0;
+    long r = fpathconf(fd, (int)name);
+    r = r < 0 && errno ? -errno : r;
+    close(fd);
+    return r;
+}
+static long sys_fpathconf(const long *a)
+{
+    long name = linux_pathconf(a[1]);
+    errno = 0;
+    long r = name < 0 ? -1 : fpathconf((int)a[0], (int)name);
+    return r < 0 ? (name < 0 ? -EINVAL : errno ? -errno : r) : r;
+}
+
+/* File flags (chflags): Linux has none of the BSDs' (immutable, nodump,
+ * ...): clearing them all is done, setting one is not supported. */
+static long file_flags(int dirfd, const char *path, long flags, int at)
+{
+    struct stat st;
+    if (fstatat(dirfd, path, &st, at) < 0)
+        return -errno;
+    return flags ? -EOPNOTSUPP : 0;
+}
+static long sys_chflags(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return file_flags(AT_FDCWD, path, a[1], 0);
+}
+static long sys_lchflags(const long *a)
+{
+    PATH_ARG(path, a[0]);
+    return file_flags(AT_FDCWD, path, a[1], AT_SYMLINK_NOFOLLOW);
+}
+static long sys_chflagsat(const long *a)
+{
+    PATH_ARG(path, a[1]);
+    return file_flags(at_dir(a[0]), path, a[2], at_flags(a[3]) & AT_SYMLINK_NOFOLLOW);
+}
+
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
 static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
 static long sys_dup2(const long *a) { return bsd_result(dup2((int)a[0], (int)a[1])); }
@@ -487,28 +705,29 @@ static long sys_kill(const long *a)
 
 int bsd_errno(int linux_errno)
 {
-    return linux_errno > 0 && linux_errno < 200 && errno_map[linux_errno] ? errno_map[linux_errno]
-                                                                         : 78 /* ENOSYS */;
+    const int *map = bsd_proc->errno_map;
+    return linux_errno > 0 && linux_errno < 200 && map[linux_errno] ? map[linux_errno]
+                                                                    : 78 /* ENOSYS */;
 }
 
 bool bsd_tracing(void)
 {
-    return tracing;
+    return bsd_proc->tracing;
 }
 
 const char *bsd_root(void)
 {
-    return root;
+    return bsd_proc->root;
 }
 
 enum bsd_os bsd_personality(void)
 {
-    return personality;
+    return bsd_proc->os;
 }
 
 int bsd_linux_signal(long bsd)
 {
-    return bsd > 0 && bsd < 65 ? signal_map[bsd] : 0;
+    return bsd > 0 && bsd < 65 ? bsd_proc->signal_map[bsd] : 0;
 }
 
 static long sys_pipe2(const long *a)
@@ -524,7 +743,7 @@ static long sys_fcntl(const long *a)
     int fd = (int)a[0];
     long r, cmd = a[1];
     /* The commands both BSDs number alike, but F_DUPFD_CLOEXEC. */
-    if (personality == BSD_NETBSD)
+    if (bsd_proc->os == BSD_NETBSD)
         cmd = cmd == NETBSD_F_DUPFD_CLOEXEC ? FREEBSD_F_DUPFD_CLOEXEC
             : cmd == FREEBSD_F_DUPFD_CLOEXEC ? -1 : cmd;
     switch (cmd) {
@@ -550,7 +769,7 @@ static long sys_fcntl(const long *a)
  * d_type, d_name at 13. d_type has the same DT_ values as Linux. */
 static size_t dirent_header(void)
 {
-    return personality == BSD_NETBSD ? 13 : 24;
+    return bsd_proc->os == BSD_NETBSD ? 13 : 24;
 }
 
 static void put_dirent(uint8_t *d, uint16_t size, uint64_t ino, uint64_t off, uint8_t type,
@@ -558,7 +777,7 @@ static void put_dirent(uint8_t *d, uint16_t size, uint64_t ino, uint64_t off, ui
 {
     memset(d, 0, size);
     memcpy(d, &ino, 8);
-    if (personality == BSD_NETBSD) {
+    if (bsd_proc->os == BSD_NETBSD) {
         memcpy(d + 8, &size, 2);
         memcpy(d + 10, &namlen, 2);
         d[12] = type;
@@ -603,7 +822,7 @@ static long sys_getdirentries(const long *a)
     }
     if (r == 0)
         r = bsd_copy_out((uint64_t)a[1], out, used);
-    if (r == 0 && a[3] && personality != BSD_NETBSD) {
+    if (r == 0 && a[3] && bsd_proc->os != BSD_NETBSD) {
         uint64_t base = (uint64_t)lseek((int)a[0], 0, SEEK_CUR);
         r = bsd_copy_out((uint64_t)a[3], &base, sizeof(base));
     }
@@ -635,14 +854,14 @@ static long sysctl_value(const int *mib, unsigned n, uint64_t old, uint64_t oldl
     uint64_t u64;
     uint8_t random[256];
     if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_OSTYPE)
-        return answer(old, oldlenp, personality == BSD_NETBSD ? "NetBSD" : "FreeBSD",
-                      personality == BSD_NETBSD ? 7 : 8);
+        return answer(old, oldlenp, bsd_proc->os == BSD_NETBSD ? "NetBSD" : "FreeBSD",
+                      bsd_proc->os == BSD_NETBSD ? 7 : 8);
     if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_OSRELEASE)
         return answer(old, oldlenp, "13.2-RELEASE", 13);
     if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_OSRELDATE)
         return i32 = 1302001, answer(old, oldlenp, &i32, 4);
     if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_USRSTACK)
-        return u64 = stack_top, answer(old, oldlenp, &u64, 8);
+        return u64 = bsd_proc->stack_top, answer(old, oldlenp, &u64, 8);
     if (n == 2 && mib[0] == CTL_KERN && mib[1] == KERN_ARND) {
         uint64_t want;
         if (bsd_copy_in(&want, oldlenp, 8) < 0)
@@ -654,7 +873,7 @@ static long sysctl_value(const int *mib, unsigned n, uint64_t old, uint64_t oldl
         return answer(old, oldlenp, random, want);
     }
     if (n == 4 && mib[0] == CTL_KERN && mib[1] == KERN_PROC && mib[2] == KERN_PROC_PATHNAME)
-        return answer(old, oldlenp, exec_path, strlen(exec_path) + 1);
+        return answer(old, oldlenp, bsd_proc->exec_path, strlen(bsd_proc->exec_path) + 1);
     if (n == 2 && mib[0] == CTL_HW && mib[1] == HW_NCPU)
         return i32 = (int)sysconf(_SC_NPROCESSORS_ONLN), answer(old, oldlenp, &i32, 4);
     if (n == 2 && mib[0] == CTL_HW && mib[1] == HW_PAGESIZE)
@@ -782,11 +1001,18 @@ static const struct bsd_handler implemented[] = {
     {"pipe2", sys_pipe2}, {"fcntl", sys_fcntl}, {"getdirentries", sys_getdirentries},
     {"netbsd:getdents", sys_getdirentries},
     {"netbsd:mmap", sys_mmap_netbsd},
+    {"truncate", sys_truncate}, {"netbsd:truncate", sys_truncate_netbsd},
+    {"netbsd:ftruncate", sys_ftruncate_netbsd}, {"utimes", sys_utimes},
+    {"lutimes", sys_lutimes}, {"futimesat", sys_futimesat}, {"eaccess", sys_eaccess},
+    {"lchmod", sys_lchmod}, {"mkfifo", sys_mkfifo}, {"mkfifoat", sys_mkfifoat},
+    {"mknodat", sys_mknodat}, {"mknod", sys_mknod},
+    {"pathconf", sys_pathconf}, {"lpathconf", sys_lpathconf}, {"fpathconf", sys_fpathconf},
+    {"chflags", sys_chflags}, {"lchflags", sys_lchflags}, {"chflagsat", sys_chflagsat},
 };
 
 /* ---- dispatch ---- */
 
-static void trace(const struct sysent *e, long number, const long *a, long r)
+static void trace(const struct bsd_sysent *e, long number, const long *a, long r)
 {
     char line[256];
     int n = snprintf(line, sizeof(line), "%d %s(", getpid(), e ? e->name : "unknown");
@@ -797,8 +1023,8 @@ static void trace(const struct sysent *e, long number, const long *a, long r)
         n += snprintf(line + n, sizeof(line) - (size_t)n, ") = (its context restored)\n");
     else if (r < 0 && r > -4096)
         n += snprintf(line + n, sizeof(line) - (size_t)n, ") ERR#%d '%s'%s\n",
-                      -r < 200 ? errno_map[-r] : (int)-r, strerror((int)-r),
-                      handlers[number & (MAX_SYSCALL - 1)] ? "" : " (not supported)");
+                      -r < 200 ? bsd_proc->errno_map[-r] : (int)-r, strerror((int)-r),
+                      bsd_proc->handlers[number & (MAX_SYSCALL - 1)] ? "" : " (not supported)");
     else
         n += snprintf(line + n, sizeof(line) - (size_t)n, ") = %ld (%#lx)\n", r, r);
     if (write(STDERR_FILENO, line, (size_t)n) < 0)
@@ -823,16 +1049,16 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
             a[5] = (long)stack[0];
     }
     bool known = number >= 0 && number < MAX_SYSCALL;
-    handler_fn fn = known ? handlers[number] : NULL;
+    handler_fn fn = known ? bsd_proc->handlers[number] : NULL;
     /* A seventh argument is on the stack, above the return address. */
-    if (known && by_number[number] && by_number[number]->nargs > 6 &&
+    if (known && bsd_proc->by_number[number] && bsd_proc->by_number[number]->nargs > 6 &&
         bsd_copy_in(&a[6], (uint64_t)g[REG_RSP] + 8, 8) < 0)
         a[6] = 0;
-    if (tracing && fn == sys_exit) /* it does not come back to be traced */
-        trace(by_number[number], number, a, 0);
+    if (bsd_proc->tracing && fn == sys_exit) /* it does not come back to be traced */
+        trace(bsd_proc->by_number[number], number, a, 0);
     long r = fn ? fn(a) : -ENOSYS;
-    if (tracing)
-        trace(known ? by_number[number] : NULL, number, a, r);
+    if (bsd_proc->tracing)
+        trace(known ? bsd_proc->by_number[number] : NULL, number, a, r);
     if (r == BSD_JUSTRETURN) {
         ; /* sigreturn: every register is set */
     } else if (r < 0 && r > -4096) {
@@ -851,7 +1077,7 @@ static void on_fault(int sig, siginfo_t *si, void *context)
     greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
     char line[200];
     int n = snprintf(line, sizeof(line), "smolvm bsd-user: %s faulted: %s at address %p (pc %#llx)\n",
-                     exec_path, strsignal(sig), si->si_addr, (unsigned long long)g[REG_RIP]);
+                     bsd_proc->exec_path, strsignal(sig), si->si_addr, (unsigned long long)g[REG_RIP]);
     if (write(STDERR_FILENO, line, (size_t)n) < 0)
         _exit(128 + sig);
     _exit(128 + sig);
@@ -859,7 +1085,7 @@ static void on_fault(int sig, siginfo_t *si, void *context)
 
 /* Every part's calls: a plain name fills a number nothing filled yet, an
  * "os:name" one takes it over. */
-static void fill_handlers(const struct sysent *e, const char *own)
+static void fill_handlers(const struct bsd_sysent *e, const char *own)
 {
     const struct {
         const struct bsd_handler *calls;
@@ -877,31 +1103,31 @@ static void fill_handlers(const struct sysent *e, const char *own)
         for (size_t k = 0; k < parts[p].count; k++) {
             const struct bsd_handler *h = &parts[p].calls[k];
             if (strcmp(h->name, own) == 0 ||
-                (strcmp(h->name, e->name) == 0 && !handlers[e->number]))
-                handlers[e->number] = h->fn;
+                (strcmp(h->name, e->name) == 0 && !bsd_proc->handlers[e->number]))
+                bsd_proc->handlers[e->number] = h->fn;
         }
 }
 
 static void build_tables(enum bsd_os os)
 {
-    const struct sysent *table = os == BSD_NETBSD ? netbsd_table : freebsd_table;
+    const struct bsd_sysent *table = os == BSD_NETBSD ? netbsd_table : freebsd_table;
     size_t count = os == BSD_NETBSD ? sizeof(netbsd_table) / sizeof(netbsd_table[0])
                                     : sizeof(freebsd_table) / sizeof(freebsd_table[0]);
     for (size_t i = 0; i < count; i++) {
         if (table[i].number < 0 || table[i].number >= MAX_SYSCALL)
             continue;
-        by_number[table[i].number] = &table[i];
+        bsd_proc->by_number[table[i].number] = &table[i];
         char own[80];
         snprintf(own, sizeof(own), "%s:%s", os == BSD_NETBSD ? "netbsd" : "freebsd",
                  table[i].name);
         fill_handlers(&table[i], own);
     }
     if (os == BSD_NETBSD) {
-        NETBSD_fill_errnos(errno_map, 200);
-        NETBSD_fill_signals(signal_map, 65);
+        NETBSD_fill_errnos(bsd_proc->errno_map, 200);
+        NETBSD_fill_signals(bsd_proc->signal_map, 65);
     } else {
-        FREEBSD_fill_errnos(errno_map, 200);
-        FREEBSD_fill_signals(signal_map, 65);
+        FREEBSD_fill_errnos(bsd_proc->errno_map, 200);
+        FREEBSD_fill_signals(bsd_proc->signal_map, 65);
     }
 }
 
@@ -938,6 +1164,27 @@ static int install(void)
     return r < 0 ? err_set(-r, "Syscall User Dispatch (Linux 5.11 or later)") : 0;
 }
 
+/* The process's state, with its call tables: it lives as long as the
+ * process. */
+static struct bsd_process *process_new(const char *path, const struct bsduser_options *o,
+                                       enum bsd_os os)
+{
+    struct bsd_process *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->os = os;
+    p->tracing = o->strace;
+    /* Absolute: a chdir must not move the sysroot. */
+    char *absolute_root = o->root ? realpath(o->root, NULL) : NULL;
+    p->root = absolute_root ? absolute_root : o->root;
+    p->exec_path = path;
+    p->stack_top = 0x3ff000000000ull;
+    p->next_map = BSD_MAP_START;
+    atomic_init(&p->live_threads, 1);
+    pthread_mutex_init(&p->kqueue_lock, NULL);
+    return p;
+}
+
 int bsduser_run(const char *path, const struct bsduser_options *o, int argc, char **argv)
 {
     extern char **environ;
@@ -946,12 +1193,11 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
 
     if (r < 0)
         return r;
-    personality = img.os;
-    tracing = o->strace;
-    root = o->root;
-    exec_path = path;
+    /* Set once, here: no guest code, thread or signal handler yet. */
+    bsd_proc = process_new(path, o, img.os);
+    if (!bsd_proc)
+        return err_set(ENOMEM, "bsd-user's state");
     build_tables(img.os);
-    stack_top = 0x3ff000000000ull;
     uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
     if (!sp)
         return err_set(errno, "the guest's stack");

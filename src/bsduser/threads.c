@@ -102,8 +102,6 @@ static struct bsd_thread *self(void)
                                  ~(uintptr_t)(BSD_ALT_STACK_SIZE - 1));
 }
 
-static atomic_int live_threads = 1;
-
 /* Every system call made below the guest limit raises SIGSYS; smolvm's,
  * above it, go through. Syscall User Dispatch (Linux 5.11+) is per task:
  * threads and forked children turn it on again. Where it is missing (or
@@ -154,7 +152,7 @@ int bsd_dispatch_on(void)
 void bsd_threads_forked(bool child)
 {
     if (child)
-        atomic_store(&live_threads, 1); /* the caller is the only one */
+        atomic_store(&bsd_proc->live_threads, 1); /* the caller is the only one */
 }
 
 int bsd_thread_setup(struct bsd_thread **out)
@@ -267,7 +265,7 @@ static void *thread_main(void *opaque)
         return NULL;
     }
     s->tid = tid;
-    atomic_fetch_add(&live_threads, 1);
+    atomic_fetch_add(&bsd_proc->live_threads, 1);
     tell(s, 1); /* s is the creator's: not touched after this */
     bsd_signal_mask(NULL, regs.sigmask);
     /* Not in a handler: the block comes from the setup, not the stack. */
@@ -351,7 +349,7 @@ long bsd_thread_start(const struct bsd_guest_regs *regs, uint64_t child_tid, uin
 
 void bsd_thread_exit(void)
 {
-    if (atomic_fetch_sub(&live_threads, 1) == 1)
+    if (atomic_fetch_sub(&bsd_proc->live_threads, 1) == 1)
         syscall(SYS_exit_group, 0);
     for (;;)
         syscall(SYS_exit, 0);

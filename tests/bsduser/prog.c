@@ -768,6 +768,141 @@ static int rootfile(void)
     return sys(SYS_OPEN, "/dev/null", 1, 0).failed ? 2 : 0;
 }
 
+#define SYS_LINK 9
+#define SYS_CHDIR 12
+#define SYS_CHMOD 15
+#define SYS_CHOWN 16
+#define SYS_CHFLAGS 34
+#define SYS_ACCESS 33
+#define SYS_SYMLINK 57
+#define SYS_READLINK 58
+#define SYS_RENAME 128
+#define SYS_MKFIFO 132
+#define SYS_UTIMES 138
+#define SYS_PATHCONF 191
+#define SYS_GETCWD 326
+#define SYS_EACCESS 376
+#define SYS_TRUNCATE 479
+#define SYS_FACCESSAT 489
+#define SYS_FCHMODAT 490
+#define SYS_FCHOWNAT 491
+#define SYS_LINKAT 495
+#define SYS_MKDIRAT 496
+#define SYS_OPENAT 499
+#define SYS_READLINKAT 500
+#define SYS_RENAMEAT 501
+#define SYS_SYMLINKAT 502
+#define SYS_UNLINKAT 503
+#define SYS_UTIMENSAT 547
+#define SYS_ROOT_STATFS 555
+#define AT_FDCWD_ (-100)
+#define AT_REMOVEDIR_ 0x800
+
+/* base/name, in one of four buffers (a call may take two). */
+static const char *under(const char *base, const char *name)
+{
+    static char paths[4][512];
+    static unsigned next;
+    char *p = paths[next++ % 4];
+    size_t n = 0;
+    for (const char *s = base; *s && n < 400; s++)
+        p[n++] = *s;
+    p[n++] = '/';
+    for (const char *s = name; *s && n < 510; s++)
+        p[n++] = *s;
+    p[n] = 0;
+    return p;
+}
+
+/* --root R, base B (an absolute directory both the host and R have):
+ * every path-taking call on B/... acts in R/B, but a creation whose host
+ * entry exists (host-only) stays the host's. The test looks at both
+ * trees afterwards. */
+static int rootops(const char *b)
+{
+    char buf[4096]; /* a struct statfs: 2344 bytes */
+    long times[4] = {1000000, 0, 1000000, 0}, spec[4] = {2000000, 0, 2000000, 0};
+    if (sys(SYS_UNLINK, under(b, "victim")).failed ||
+        sys(SYS_UNLINKAT, AT_FDCWD_, under(b, "victim2"), 0).failed)
+        return 1;
+    if (sys(SYS_MKDIR, under(b, "d1"), 0755).failed ||
+        sys(SYS_MKDIRAT, AT_FDCWD_, under(b, "d2"), 0755).failed ||
+        sys(SYS_RMDIR, under(b, "d2")).failed ||
+        sys(SYS_MKDIRAT, AT_FDCWD_, under(b, "d3"), 0755).failed ||
+        sys(SYS_UNLINKAT, AT_FDCWD_, under(b, "d3"), AT_REMOVEDIR_).failed)
+        return 2;
+    if (sys(SYS_RENAME, under(b, "ren-src"), under(b, "ren-dst")).failed ||
+        sys(SYS_RENAMEAT, AT_FDCWD_, under(b, "ren2-src"), AT_FDCWD_, under(b, "ren2-dst")).failed)
+        return 3;
+    if (sys(SYS_CHMOD, under(b, "mode"), 0600).failed ||
+        sys(SYS_FCHMODAT, AT_FDCWD_, under(b, "mode2"), 0600, 0).failed)
+        return 4;
+    if (sys(SYS_CHOWN, under(b, "only-in-root"), -1, -1).failed ||
+        sys(SYS_FCHOWNAT, AT_FDCWD_, under(b, "only-in-root"), -1, -1, 0).failed)
+        return 5;
+    struct ret n = sys(SYS_READLINK, under(b, "link"), buf, sizeof(buf));
+    if (n.failed || n.value != 11 || !same_bytes(buf, "target-text", 11))
+        return 6;
+    n = sys(SYS_READLINKAT, AT_FDCWD_, under(b, "link"), buf, sizeof(buf));
+    if (n.failed || n.value != 11)
+        return 7;
+    if (sys(SYS_ACCESS, under(b, "only-in-root"), 0).failed ||
+        sys(SYS_FACCESSAT, AT_FDCWD_, under(b, "only-in-root"), 0, 0).failed ||
+        sys(SYS_EACCESS, under(b, "only-in-root"), 0).failed)
+        return 8;
+    if (sys(SYS_TRUNCATE, under(b, "trunc"), 3).failed)
+        return 9;
+    if (sys(SYS_UTIMES, under(b, "times"), times).failed ||
+        sys(SYS_UTIMENSAT, AT_FDCWD_, under(b, "times2"), spec, 0).failed)
+        return 10;
+    if (sys(SYS_LINK, under(b, "linksrc"), under(b, "linkdst")).failed ||
+        sys(SYS_LINKAT, AT_FDCWD_, under(b, "linksrc"), AT_FDCWD_, under(b, "linkdst2"), 0).failed)
+        return 11;
+    if (sys(SYS_SYMLINK, "sym-text", under(b, "sym")).failed ||
+        sys(SYS_SYMLINKAT, "sym-text", AT_FDCWD_, under(b, "sym2")).failed)
+        return 12;
+    struct ret fd = sys(SYS_OPEN, under(b, "created"), 0x200 | 1, 0644); /* O_CREAT|O_WRONLY */
+    if (fd.failed)
+        return 13;
+    sys(SYS_CLOSE, fd.value);
+    fd = sys(SYS_OPENAT, AT_FDCWD_, under(b, "host-only"), 0x200 | 0x400 | 1, 0644);
+    if (fd.failed || sys(SYS_WRITE, fd.value, "guest", 5).value != 5)
+        return 14;
+    sys(SYS_CLOSE, fd.value);
+    if (sys(SYS_MKFIFO, under(b, "fifo"), 0600).failed)
+        return 15;
+    if (sys(SYS_ROOT_STATFS, under(b, "only-in-root"), buf).failed ||
+        sys(SYS_PATHCONF, under(b, "only-in-root"), 4).value != 255 || /* _PC_NAME_MAX */
+        sys(SYS_CHFLAGS, under(b, "only-in-root"), 0).failed)
+        return 16;
+    /* chdir into R/B/sub: the guest's cwd is still B/sub, and a relative
+     * name is made there. */
+    const char *sub = under(b, "sub");
+    if (sys(SYS_CHDIR, sub).failed || sys(SYS_GETCWD, buf, sizeof(buf)).failed || !same(buf, sub))
+        return 17;
+    fd = sys(SYS_OPEN, "rel", 0x200 | 1, 0644);
+    if (fd.failed)
+        return 18;
+    sys(SYS_CLOSE, fd.value);
+    /* A socket bound to B/sock is made in R/B, and connected to there. */
+    struct {
+        unsigned char len, family;
+        char path[104];
+    } addr = {0, 1};
+    const char *sock = under(b, "sock");
+    size_t k = 0;
+    while (sock[k] && k < sizeof(addr.path) - 1) {
+        addr.path[k] = sock[k];
+        k++;
+    }
+    addr.len = (unsigned char)(2 + k + 1);
+    struct ret s1 = sys(SYS_SOCKET, 1, 1, 0), s2 = sys(SYS_SOCKET, 1, 1, 0); /* AF_UNIX, SOCK_STREAM */
+    if (s1.failed || s2.failed || sys(SYS_BIND, s1.value, &addr, addr.len).failed ||
+        sys(SYS_LISTEN, s1.value, 1).failed || sys(SYS_CONNECT, s2.value, &addr, addr.len).failed)
+        return 19;
+    return 0;
+}
+
 #ifdef NETBSD
 #define SYS_GETCONTEXT 307
 #define SYS_LWP_CREATE 309
@@ -967,6 +1102,8 @@ void ENTRY(long *ap)
         leave(storm(1));
     if (same(what, "rootfile"))
         leave(rootfile());
+    if (same(what, "rootops") && argc > 2)
+        leave(rootops(argv[2]));
     if (same(what, "ioctl"))
         leave(terminal(0));
     if (same(what, "tty"))

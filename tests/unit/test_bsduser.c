@@ -194,6 +194,39 @@ static void test_root(void **state)
                         "test $(wc -l < err) -eq 1"), 0);
 }
 
+/* --root R for every call that takes a path: with B a directory both the
+ * host and R have, the program's unlink, mkdir(at), rmdir, rename(at),
+ * chmod, chown, readlink, access, truncate, utimes, utimensat, link,
+ * symlink, open O_CREAT, mkfifo, statfs, pathconf, chflags, chdir (and
+ * getcwd), bind and connect of B/... act in R/B and leave the host's B as
+ * it was; a new name the host has already (host-only) stays the host's. */
+static void test_root_every_path_call(void **state)
+{
+    static const char both[] = "victim victim2 ren-src ren2-src mode mode2 trunc times times2 linksrc";
+    (void)state;
+    assert_int_equal(sh("B=$PWD/rb && mkdir -p $B/sub root$B/sub && "
+                        "for f in %s; do echo host > $B/$f; echo root-content > root$B/$f; done && "
+                        "chmod 644 $B/* root$B/* && echo host > $B/host-only && "
+                        "touch root$B/only-in-root && ln -s target-text root$B/link", both), 0);
+    expect_program("--root root ./fbsd rootops $PWD/rb");
+    /* R/B changed ... */
+    assert_int_equal(sh("cd root$PWD/rb && test ! -e victim && test ! -e victim2 && test -d d1 && "
+                        "test ! -e d2 && test ! -e d3 && test ! -e ren-src && test -f ren-dst && "
+                        "test ! -e ren2-src && test -f ren2-dst && test $(stat -c %%a mode) = 600 && "
+                        "test $(stat -c %%a mode2) = 600 && test $(stat -c %%s trunc) = 3 && "
+                        "test $(stat -c %%Y times) = 1000000 && test $(stat -c %%Y times2) = 2000000 && "
+                        "test $(stat -c %%h linksrc) = 3 && test $(readlink sym) = sym-text && "
+                        "test $(readlink sym2) = sym-text && test -f created && test -p fifo && "
+                        "test -f sub/rel && test -S sock && test ! -e host-only"), 0);
+    /* ... the host's B did not. */
+    assert_int_equal(sh("cd rb && for f in %s; do test \"$(cat $f)\" = host || exit 1; done && "
+                        "test $(stat -c %%a mode) = 644 && test $(stat -c %%Y times) != 1000000 && "
+                        "test \"$(cat host-only)\" = guest && "
+                        "test \"$(ls -A | sort | tr '\\n' ' ')\" = "
+                        "'host-only linksrc mode mode2 ren-src ren2-src sub times times2 trunc victim victim2 ' && "
+                        "test -z \"$(ls -A sub)\"", both), 0);
+}
+
 /* NetBSD's LWPs: _lwp_create from getcontext's registers (rip, rsp, rdi,
  * rsi changed), _lwp_park/_lwp_unpark, a park timing out; getdents. */
 static void test_netbsd_lwp(void **state)
@@ -254,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_ioctl_termios),
         cmocka_unit_test(test_seccomp_fallback),
         cmocka_unit_test(test_root),
+        cmocka_unit_test(test_root_every_path_call),
         cmocka_unit_test(test_errors_and_strace),
         cmocka_unit_test(test_refusals_and_faults),
     };
