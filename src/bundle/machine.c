@@ -227,6 +227,9 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
 
     if (o->with_state && !vm_paused(m->vm))
         return err_plain(EBUSY, "the VM must be paused to save its state");
+    /* A bundle signed with a public key could never be verified. */
+    if (o->sign_key && (r = bundle_check_signing_key(o->sign_key)) < 0)
+        return r;
     r = bundle_writer_open(path, &w);
     if (r < 0)
         return r;
@@ -273,8 +276,10 @@ int machine_export(const struct vm_config *cfg, const char *state, const char *p
     struct save_job job = {.cfg = cfg, .path = path, .flatten = flatten};
     struct bundle *source = NULL;
     struct bundle_writer *w;
-    int r = state ? bundle_open(state, &source) : 0;
+    int r = sign_key ? bundle_check_signing_key(sign_key) : 0;
 
+    if (r == 0 && state)
+        r = bundle_open(state, &source);
     if (r == 0)
         r = bundle_writer_open(path, &w);
     if (r < 0) {
