@@ -93,6 +93,13 @@ struct bundle_section *bundle_new_section(struct bundle_writer *w, const char *n
             err_plain(EEXIST, "bundle: two sections named '%s'", name);
             return NULL;
         }
+    /* Guest RAM and the saved vCPU and device state hold the guest's
+     * secrets: a bundle that carries them is its owner's only, like the
+     * RAM cache (before any byte of them is written). */
+    if ((enc == BUNDLE_MEMORY || strcmp(name, "state") == 0) && fchmod(w->fd, 0600) < 0) {
+        err_set(errno, "bundle: '%s'", w->tmp_path);
+        return NULL;
+    }
     s = &w->sections[w->count++];
     memset(s, 0, sizeof(*s));
     snprintf(s->name, sizeof(s->name), "%s", name);

@@ -16,6 +16,7 @@
 
 #include "bundle/internal.h"
 #include "disk/fileio.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
 #include "util/iov.h"
@@ -525,6 +526,11 @@ int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_
     if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
         return err_set(ENOMEM, "memory cache");
     fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && !cache_fd_trusted(fd)) { /* see util/cache.h: rebuilt */
+        close(fd);
+        fd = -1;
+        unlink(path);
+    }
     if (fd < 0) {
         r = unpack_to_cache(b, name, mem, path);
         fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;

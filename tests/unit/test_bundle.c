@@ -20,6 +20,7 @@
 #include "bundle/internal.h"
 #include "bundle/machine.h"
 #include "core/config.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
 
@@ -744,6 +745,93 @@ static void config_bomb_is_refused(void **state)
     (void)state;
 }
 
+/* A bundle that carries guest RAM (or saved state) is its owner's only;
+ * one without stays readable (pack's output is meant to be shared). */
+static void ram_bundle_is_private(void **state)
+{
+    struct guest_memory mem;
+    struct bundle_writer *w;
+    struct stat st;
+    mode_t old = umask(022);
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    umask(old);
+    guest_memory_free(&mem);
+}
+
+/* The memory cache is reused without hashing it again, so a cache file
+ * another user could have written is not used (it is rebuilt), and cache
+ * folders are made the user's only, or refused when they are another's. */
+static void tampered_cache_is_not_used(void **state)
+{
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct guest_memory mem, back;
+    struct bundle *b;
+    char xdg[128], root[160], ram[512], *cache;
+    struct stat st;
+    (void)state;
+
+    snprintf(xdg, sizeof(xdg), "%s/xdg", dir);
+    snprintf(root, sizeof(root), "%s/smolvm", xdg);
+    setenv("XDG_CACHE_HOME", xdg, 1);
+    assert_int_equal(cache_dir_prepare("memory", &cache), 0);
+    assert_int_equal(chmod(root, 0777), 0);
+    assert_int_equal(chmod(cache, 0777), 0);
+    free(cache);
+    assert_int_equal(cache_dir_prepare("memory", &cache), 0);
+    assert_int_equal(stat(root, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(cache, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    char key[65];
+    assert_int_equal(bundle_section_key(b, "memory", key), 0);
+    snprintf(ram, sizeof(ram), "%s/%s.ram", cache, key);
+    for (int round = 0; round < (geteuid() == 0 ? 2 : 1); round++) {
+        assert_int_equal(bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY), 0);
+        /* Another user writes the cache file: world-writable, or theirs. */
+        int fd = open(ram, O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "evil", 4, 4096), 4);
+        close(fd);
+        if (round == 0)
+            assert_int_equal(chmod(ram, 0666), 0);
+        else
+            assert_int_equal(chown(ram, 12345, 12345), 0);
+        memset(back.regions[0].host, 0, RAM_LOW);
+        assert_int_equal(bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY), 0);
+        assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+        assert_int_equal(stat(ram, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(st.st_uid, geteuid());
+    }
+    if (geteuid() == 0) { /* a folder of another user's is refused */
+        char *again;
+        assert_int_equal(chown(cache, 12345, 12345), 0);
+        assert_int_equal(cache_dir_prepare("memory", &again), -EPERM);
+        assert_non_null(strstr(err_msg(), "belongs to uid 12345"));
+        err_clear();
+    }
+    bundle_close(b);
+    free(cache);
+    unsetenv("XDG_CACHE_HOME");
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -765,6 +853,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(bytes_changed_after_check_are_not_used, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_while_reading_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(config_bomb_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
+        cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
     };
     srand(7);
     return cmocka_run_group_tests(tests, NULL, NULL);
