@@ -20,6 +20,7 @@
 #include "bundle/internal.h"
 #include "bundle/machine.h"
 #include "core/config.h"
+#include "store/store.h"
 #include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
@@ -663,6 +664,48 @@ static void truncated_while_reading_leaves_nothing(void **state)
     guest_memory_free(&mem);
 }
 
+/* The same in the store: a bundle whose disk is cut short while create
+ * --from unpacks it leaves no .tmp-* and no layer behind. */
+static void truncated_import_leaves_nothing_in_store(void **state)
+{
+    char data[128], cmd[400], top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
+    struct vm_config cfg, back;
+    struct bundle_writer *w;
+    struct bundle *b;
+    struct store *s;
+    uint8_t *disk = malloc(3u << 20);
+    (void)state;
+
+    for (size_t i = 0; i < (3u << 20); i++)
+        disk[i] = (uint8_t)(i * 7 + (i >> 12));
+    vm_config_defaults(&cfg);
+    char *json = vm_config_to_json(&cfg);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", json, strlen(json), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "disk.0", disk, 3u << 20, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(json);
+    free(disk);
+    assert_int_equal(bundle_open(path, &b), 0);
+    hook_after = section_of(b, "disk.0")->offset;
+    bundle_close(b);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    setenv("XDG_DATA_HOME", data, 1);
+    assert_int_equal(store_open(&s), 0);
+    bundle_read_hook = change_file;
+    hook_action = HOOK_TRUNCATE;
+    assert_int_equal(store_import_bundle(s, path, top, kernel, initrd, &back, NULL), -EINVAL);
+    bundle_read_hook = NULL;
+    assert_non_null(strstr(err_msg(), "is corrupt"));
+    assert_null(strchr(err_msg(), '\n'));
+    vm_config_release(&back);
+    store_close(s);
+    snprintf(cmd, sizeof(cmd), "test -z \"$(find '%s/smolvm/layers' -type f)\"", data);
+    assert_int_equal(system(cmd), 0);
+    unsetenv("XDG_DATA_HOME");
+    err_clear();
+}
+
 /* One zstd frame of 1 GiB of zeros (about 32 KiB stored); its header says
  * content_size, which may be a lie. */
 static size_t zeros_frame(uint8_t **out, uint64_t content_size)
@@ -852,6 +895,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(magic_means_bundle, setup, teardown),
         cmocka_unit_test_setup_teardown(bytes_changed_after_check_are_not_used, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_while_reading_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(truncated_import_leaves_nothing_in_store, setup, teardown),
         cmocka_unit_test_setup_teardown(config_bomb_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
