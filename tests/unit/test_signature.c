@@ -153,6 +153,10 @@ static void public_key_cannot_sign(void **state)
     err_clear();
     assert_int_equal(machine_export(&cfg, NULL, out, true, in_dir("k.pub")), -EINVAL);
     assert_non_null(strstr(err_msg(), "is a public key"));
+    /* Before the bundle is even created: not "cannot create". */
+    assert_int_equal(machine_export(&cfg, NULL, in_dir("nowhere/p.smolmachine"), true,
+                                    in_dir("k.pub")), -EINVAL);
+    assert_non_null(strstr(err_msg(), "is a public key"));
     snprintf(tmp, sizeof(tmp), "%s.tmp-%d", out, (int)getpid());
     assert_int_equal(access(out, F_OK), -1);
     assert_int_equal(access(tmp, F_OK), -1);
