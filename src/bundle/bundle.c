@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -13,7 +12,6 @@
 #include "bundle/format.h"
 #include "bundle/internal.h"
 #include "util/err.h"
-#include "util/file.h"
 #include "util/hash.h"
 #include "util/le.h"
 
