@@ -194,8 +194,10 @@ static int write_atomically(const char *path, const uint8_t *data, size_t len)
         done += (size_t)w;
     }
     /* A crash may lose the cache entry, never leave half of one: rename
-     * only a complete file (a torn one would also fail the ELF checks). */
-    if (close(fd) < 0 || rename(tmp, path) < 0) {
+     * only a complete file, synced (a torn one would also fail the ELF
+     * checks). */
+    int synced = fsync(fd);
+    if (close(fd) < 0 || synced < 0 || rename(tmp, path) < 0) {
         unlink(tmp);
         return -EIO;
     }
