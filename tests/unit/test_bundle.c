@@ -610,6 +610,19 @@ static void bytes_changed_after_check_are_not_used(void **state)
     /* Read again, the changed bytes fail their hash. */
     assert_int_equal(bundle_read(b, "config", &data, &len), -EINVAL);
     assert_non_null(strstr(err_msg(), "fails its checksum"));
+    /* The same for a memory chunk, changed once it was read. */
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct guest_memory back;
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    hook_action = HOOK_REWRITE;
+    hook_after = section_of(b, "memory")->offset + 4096; /* past the index */
+    assert_int_equal(bundle_load_memory(b, "memory", &back), 0);
+    assert_int_equal(hook_action, HOOK_OFF);
+    assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+    assert_memory_equal(back.regions[1].host, mem.regions[1].host, RAM_HIGH);
+    assert_int_equal(bundle_load_memory(b, "memory", &back), -EINVAL);
+    assert_non_null(strstr(err_msg(), "fails its checksum"));
+    guest_memory_free(&back);
     bundle_read_hook = NULL;
     bundle_close(b);
     guest_memory_free(&mem);
