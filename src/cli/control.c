@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/control.h"
+#include "bundle/signature.h"
 #include "cli/cli.h"
 #include "cli/serve.h"
 #include "util/err.h"
@@ -188,8 +189,12 @@ int cli_save(int argc, char **argv)
         case OPT_FLATTEN: flatten = true; break;
         case OPT_SIGN:
             free(key);
-            if (absolute_path(optarg, &key) < 0)
+            key = NULL;
+            /* Checked before the VM is asked (or paused). */
+            if (absolute_path(optarg, &key) < 0 || bundle_check_signing_key(key) < 0) {
+                free(key);
                 return cli_fail(CLI_FAILED, "save: %s", err_msg());
+            }
             break;
         case 'h': fputs(save_help, stdout); return CLI_OK;
         case ':': return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);

@@ -90,13 +90,17 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
         appliance_files_release(&f);
         return r;
     }
+    /* A file with the bundle's magic is a bundle or an error: a corrupt
+     * one is never taken for a raw disk image. */
     struct bundle *b;
-    if (bundle_open(from, &b) == 0) {
-        *state = machine_has_state(b) ? from : NULL;
-        bundle_close(b);
-        return store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
+    if ((r = bundle_probe(from)) != 0) {
+        if (r > 0 && (r = bundle_open(from, &b)) == 0) {
+            *state = machine_has_state(b) ? from : NULL;
+            bundle_close(b);
+            r = store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
+        }
+        return r;
     }
-    err_clear();
     return store_add_layer(s, from, "image", top);
 }
 
