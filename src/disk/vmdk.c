@@ -5,6 +5,7 @@
  * of 0 reads as zeros (1 too, with the zeroed-grain flag). Compressed
  * (streamOptimized) and delta images are refused. */
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -325,6 +326,15 @@ static int vmdk_create(const char *path, const struct disk_create_options *o)
     return r;
 }
 
+/* qemu-img info's "cluster-size": the allocation unit. */
+static int vmdk_describe(struct disk *d, json_t *info)
+{
+    const struct vmdk *x = d->priv;
+    if (x->grain_bytes)
+        json_object_set_new(info, "cluster-size", json_integer((json_int_t)x->grain_bytes));
+    return 0;
+}
+
 const struct disk_format disk_format_vmdk = {
     .name = "vmdk",
     .probe = vmdk_probe,
@@ -334,6 +344,7 @@ const struct disk_format disk_format_vmdk = {
     .flush = blockmap_flush,
     .write_zeroes = blockmap_write_zeroes,
     .close = vmdk_close,
+    .describe = vmdk_describe,
     .status = blockmap_status,
     .create = vmdk_create,
 };
