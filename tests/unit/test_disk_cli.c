@@ -438,10 +438,13 @@ static void test_amend(void **state)
     assert_int_equal(disk("amend -o compat=0.10 z.qcow2"), 0);
     assert_int_equal(sh("qemu-img check -q z.qcow2 && qemu-img compare -q z.qcow2 z.raw && "
                         "qemu-img info z.qcow2 | grep -q 'compat: 0.10'"), 0);
-    /* Zero clusters over a backing file cannot be: refused, file unchanged. */
+    /* Zero clusters over a backing file cannot be: refused, file unchanged
+     * (the preallocated zero cluster before it too). */
     assert_int_equal(sh("qemu-img create -q -f qcow2 -b z.qcow2 -F qcow2 zb.qcow2 && "
-                        "qemu-io -c 'write -P 1 1M 64k' -c 'write -z 0 64k' zb.qcow2 >/dev/null && "
-                        "cp zb.qcow2 zb.before"), 0);
+                        "qemu-io -c 'write -P 1 0 64k' -c 'write -z 0 64k' -c 'write -z 1M 64k' "
+                        "zb.qcow2 >/dev/null && cp zb.qcow2 zb.before && "
+                        "qemu-img map --output=json zb.qcow2 | grep -q '\"start\": 0, .*\"zero\": true, .*\"offset\"'"),
+                     0);
     assert_int_equal(disk("amend -o compat=0.10 zb.qcow2"), 1);
     assert_one_line("amend");
     assert_non_null(strstr(err, "zero clusters over its backing file"));
