@@ -252,7 +252,7 @@ static void test_info_json_matches_qemu(void **state)
 {
     static const char *const images[] = {
         "i.raw", "i3.qcow2", "i2.qcow2", "io.qcow2", "sub/io.qcow2", "iz.qcow2", "isnap.qcow2",
-        "idirty.qcow2", "iabs.qcow2", "i.vdi", "i.vpc", "ifixed.vpc", "i.vmdk",
+        "idirty.qcow2", "iabs.qcow2", "i.vdi", "i.vpc", "ifixed.vpc", "i.vmdk", "mine.vmdk",
     };
     (void)state;
     assert_int_equal(sh("qemu-img create -q -f raw i.raw 1M && "
@@ -272,15 +272,12 @@ static void test_info_json_matches_qemu(void **state)
                         "qemu-img create -q -f vpc -o subformat=fixed ifixed.vpc 10M && "
                         "qemu-img create -q -f vmdk i.vmdk 10M"),
                      0);
+    assert_int_equal(disk("convert -O vmdk i3.qcow2 mine.vmdk"), 0); /* ours, described */
     for (size_t i = 0; i < sizeof(images) / sizeof(images[0]); i++) {
         for (int chain = 0; chain < 2; chain++) {
             const char *flag = chain ? "--backing-chain" : "";
             json_t *want = json_of("qemu-img info --output=json %s %s", flag, images[i]);
             json_t *got = json_of("'%s' disk info --output=json %s %s", smolvm, flag, images[i]);
-            /* VMDK's format-specific (its descriptor's CID and extents) is
-             * not shown (yet): every other key must match. */
-            if (strstr(images[i], ".vmdk"))
-                json_object_del(chain ? json_array_get(want, 0) : want, "format-specific");
             assert_same_json(want, got, images[i]);
         }
     }
