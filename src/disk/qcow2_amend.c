@@ -95,7 +95,8 @@ static size_t put_extension(uint8_t *h, size_t off, uint32_t type, const uint8_t
 {
     put_be(h + off, type, 4);
     put_be(h + off + 4, len, 4);
-    memcpy(h + off + 8, data, len);
+    if (len)
+        memcpy(h + off + 8, data, len);
     return off + 8 + ((len + 7) & ~(size_t)7);
 }
 
