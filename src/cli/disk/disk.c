@@ -23,7 +23,7 @@ bool disk_json;
     "                  (qcow2); subformat=dynamic|fixed (vpc; vdi: static), block_size=SIZE\n"
 #define PROGRESS_OPTION "  -p              show progress\n"
 #define INFO_KEYS                                                                               \
-    "the image as qemu-img info --output=json: virtual-size, filename, format,\n"             \
+    "the image, as qemu-img info's: virtual-size, filename, format,\n"             \
     "actual-size, dirty-flag, cluster-size, backing-filename, full-backing-filename,\n"       \
     "backing-filename-format, snapshots, format-specific {type, data}"
 
@@ -52,9 +52,9 @@ static const struct disk_verb verbs[] = {
     {"check", "check an image's metadata (and repair it with -r)",
      "check [-r leaks|all] [-f FMT] [--json] FILE", disk_verb_check, "f:r:", no_longs, true,
      "  -r leaks        free leaked clusters; -r all: repair what can be repaired\n" FORMAT_OPTION
-     "Exit status as qemu-img's: 0 clean, 2 corruptions left, 3 only leaks left, 63 the\n"
-     "format cannot be checked (raw, vpc).\n",
-     "as qemu-img check: filename, format, check-errors, total-clusters, and when not 0\n"
+     "Exit status as qemu-img's: 0 clean, 1 failed, 2 corruptions left (or a wrong command\n"
+     "line), 3 only leaks left, 63 the format cannot be checked (raw, vpc).\n",
+     "filename, format, check-errors, total-clusters, and when not 0\n"
      "corruptions, leaks, corruptions-fixed, leaks-fixed, allocated-clusters"},
     {"convert", "copy an image into a new one of any format",
      "convert [-f FMT] -O FMT [-o OPTS] [-c] [-p] [-t writeback|unsafe|none] SRC DST",
@@ -71,7 +71,8 @@ static const struct disk_verb verbs[] = {
      disk_verb_compare, "f:F:", no_longs, true,
      "  -f FMT          A's format\n"
      "  -F FMT          B's format\n"
-     "Exit status as qemu-img's: 0 identical, 1 different (the first offset printed), 2 error.\n",
+     "Exit status as qemu-img's: 0 identical, 1 different (the first offset printed), 2 an\n"
+     "error of any kind (a wrong command line too).\n",
      "identical (true or false), mismatch-offset (when different)"},
     {"snapshot", "list, create, apply or delete internal snapshots",
      "snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [--json] FILE", disk_verb_snapshot,
@@ -115,7 +116,7 @@ static const struct disk_verb verbs[] = {
      "  FILE            or FILE converted (its data, through its backing chain)\n" FORMAT_OPTION
      "  -O FMT          the new image's format: qcow2 (the default) or raw\n"
      "  -o OPTS         qcow2's cluster_size=SIZE, refcount_bits=N\n",
-     "as qemu-img measure: required (bytes for the image as it is), fully-allocated (bytes\n"
+     "required (bytes for the image as it is), fully-allocated (bytes\n"
      "once every cluster is written)"},
     {"bench", "time reads or writes through the library, as qemu-img bench",
      "bench [-c COUNT] [-f FMT] [-o OFFSET] [-s SIZE] [-S STEP] [-t none|writeback] [-w] "
@@ -132,7 +133,7 @@ static const struct disk_verb verbs[] = {
      "operation (read or write), requests, request-size, offset, step, seconds"},
     {"map", "show where an image's data is", "map [--json] [-f FMT] FILE", disk_verb_map, "f:",
      no_longs, true, FORMAT_OPTION,
-     "as qemu-img map --output=json: an array of start, length, depth, present, zero, data,\n"
+     "an array of start, length, depth, present, zero, data,\n"
      "offset (where data is stored in FILE)"},
 };
 
@@ -371,19 +372,32 @@ int disk_option(int argc, char **argv)
     }
 }
 
+/* The lines of text that are (or are not) indented: options, then notes. */
+static void print_lines(const char *text, bool indented)
+{
+    for (const char *line = text; *line;) {
+        size_t len = strcspn(line, "\n");
+        if ((line[0] == ' ') == indented)
+            printf("%.*s\n", (int)len, line);
+        line += len + (line[len] == '\n');
+    }
+}
+
 static void print_help(const struct disk_verb *v)
 {
-    printf("usage: smolvm disk %s\n\n%s.\n\n%s", v->usage, v->summary, v->options);
+    printf("usage: smolvm disk %s\n\n%s.\n\n", v->usage, v->summary);
+    print_lines(v->options, true);
     if (v->json)
         printf("  --json          print the result as JSON (also qemu-img's --output=json)\n");
-    printf("  -h, --help      this help\n");
+    printf("  -h, --help      this help\n\n");
+    print_lines(v->options, false);
     if (v->json)
-        printf("\nWith --json (or --output=json), stdout holds one JSON value, keys as\n"
-               "qemu-img's:\n%s.\n"
+        printf("With --json (or --output=json), stdout holds one JSON value, keys as qemu-img's:\n"
+               "%s.\n"
                "An error is {\"error\": \"message\"} on stdout instead, with the same exit status.\n",
                v->json_keys);
-    printf("Exit status: 0 done, 1 failed, 2 the command line is wrong%s.\n",
-           strcmp(v->name, "check") == 0 ? " (and see above)" : "");
+    if (!strstr(v->options, "Exit status"))
+        printf("Exit status: 0 done, 1 failed, 2 the command line is wrong.\n");
 }
 
 /* The verb's getopt tables: its own, with --json and --output added. */
