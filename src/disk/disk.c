@@ -363,10 +363,18 @@ void disk_check_print(const struct disk_check_result *res, FILE *out)
                 (unsigned long long)leaks);
     if (!corrupt && !leaks)
         fputs("No errors were found on the image.\n", out);
-    if (res->total_clusters)
-        fprintf(out, "%llu/%llu = %.2f%% allocated\n", (unsigned long long)res->allocated_clusters,
+    if (res->total_clusters && res->allocated_clusters) { /* as qemu-img */
+        double allocated = (double)res->allocated_clusters;
+        fprintf(out, "%llu/%llu = %.2f%% allocated, %.2f%% fragmented, %.2f%% compressed "
+                     "clusters\n",
+                (unsigned long long)res->allocated_clusters,
                 (unsigned long long)res->total_clusters,
-                100.0 * (double)res->allocated_clusters / (double)res->total_clusters);
+                100.0 * (double)res->allocated_clusters / (double)res->total_clusters,
+                100.0 * (double)res->fragmented_clusters / allocated,
+                100.0 * (double)res->compressed_clusters / allocated);
+    }
+    if (res->image_end_offset)
+        fprintf(out, "Image end offset: %llu\n", (unsigned long long)res->image_end_offset);
 }
 
 int disk_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name)

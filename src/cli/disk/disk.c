@@ -54,8 +54,9 @@ static const struct disk_verb verbs[] = {
      "  -r leaks        free leaked clusters; -r all: repair what can be repaired\n" FORMAT_OPTION
      "Exit status as qemu-img's: 0 clean, 1 failed, 2 corruptions left (or a wrong command\n"
      "line), 3 only leaks left, 63 the format cannot be checked (raw, vpc).\n",
-     "filename, format, check-errors, total-clusters, and when not 0\n"
-     "corruptions, leaks, corruptions-fixed, leaks-fixed, allocated-clusters"},
+     "filename, format, check-errors, total-clusters, image-end-offset, and when not 0\n"
+     "corruptions, leaks, corruptions-fixed, leaks-fixed, allocated-clusters,\n"
+     "compressed-clusters, fragmented-clusters"},
     {"convert", "copy an image into a new one of any format",
      "convert [-f FMT] -O FMT [-o OPTS] [-c] [-p] [-t writeback|unsafe|none] SRC DST",
      disk_verb_convert, "f:O:o:pct:", no_longs, true,

@@ -204,7 +204,10 @@ static json_t *check_json(const char *path, const char *format,
                   {"corruptions-fixed", res->corruptions_fixed},
                   {"leaks-fixed", res->leaks_fixed},
                   {"allocated-clusters", res->allocated_clusters},
-                  {"total-clusters", res->total_clusters}};
+                  {"total-clusters", res->total_clusters},
+                  {"image-end-offset", res->image_end_offset},
+                  {"compressed-clusters", res->compressed_clusters},
+                  {"fragmented-clusters", res->fragmented_clusters}};
     for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
         if (counts[i].value)
             json_object_set_new(o, counts[i].key, json_integer((json_int_t)counts[i].value));
