@@ -210,9 +210,8 @@ void disk_progress(void *opaque, uint64_t done, uint64_t total)
     fprintf(stderr, "\r    (%.2f/100%%)", total ? 100.0 * (double)done / (double)total : 100.0);
 }
 
-static bool is_on(const char *name, const char *value, bool *out)
+bool disk_parse_on_off(const char *value, bool *out)
 {
-    (void)name;
     if (strcmp(value, "on") == 0 || strcmp(value, "true") == 0)
         *out = true;
     else if (strcmp(value, "off") == 0 || strcmp(value, "false") == 0)
@@ -236,7 +235,7 @@ int disk_parse_create_options(char *text, struct disk_create_options *o)
             o->cluster_size = (uint32_t)n;
         else if (strcmp(opt, "refcount_bits") == 0 && size_parse(value, 1, &n) == 0 && n <= 64)
             o->refcount_bits = (unsigned)n;
-        else if (strcmp(opt, "lazy_refcounts") == 0 && is_on(opt, value, &o->lazy_refcounts))
+        else if (strcmp(opt, "lazy_refcounts") == 0 && disk_parse_on_off(value, &o->lazy_refcounts))
             continue;
         else if (strcmp(opt, "compat") == 0 && (strcmp(value, "0.10") == 0 ||
                                                  strcmp(value, "v2") == 0))

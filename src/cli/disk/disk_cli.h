@@ -54,8 +54,8 @@ int disk_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 #define disk_usage(...) disk_fail(CLI_USAGE, __VA_ARGS__)
 /* The library's message (err_msg()) about path, naming path once; exit 1. */
 int disk_failed(const char *path);
-/* Checks that argc - optind operands are in [min, max]; else a one-line
- * usage error (returns CLI_USAGE) and -1... returns 0 when fine. */
+/* 0 when the operands after the options number min to max; else -1 after
+ * a one-line usage error naming the verb's usage. */
 int disk_operands(int argc, int min, int max);
 
 /* Prints j (indented, as qemu-img) and frees it; returns CLI_OK. */
@@ -64,6 +64,8 @@ int disk_print_json(struct json_t *j);
 /* -o cluster_size=64k,refcount_bits=16,... (qemu-img's create options);
  * a bad one is reported: returns CLI_USAGE, or 0. */
 int disk_parse_create_options(char *text, struct disk_create_options *o);
+/* on/off (or true/false) into *out; false for anything else. */
+bool disk_parse_on_off(const char *value, bool *out);
 /* A size operand: bytes, K/M/G/T suffixes; a usage error otherwise. */
 int disk_parse_size(const char *text, uint64_t *out);
 /* -p's progress bar. */

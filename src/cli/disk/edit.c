@@ -266,6 +266,7 @@ int disk_verb_rebase(int argc, char **argv)
 static int parse_amend_options(char *text, struct disk_amend_options *o)
 {
     char *save = NULL;
+    bool on;
     for (char *opt = strtok_r(text, ",", &save); opt; opt = strtok_r(NULL, ",", &save)) {
         char *value = strchr(opt, '=');
         if (!value)
@@ -276,9 +277,8 @@ static int parse_amend_options(char *text, struct disk_amend_options *o)
         else if (strcmp(opt, "compat") == 0 && (strcmp(value, "1.1") == 0 ||
                                                  strcmp(value, "v3") == 0))
             o->compat_version = 3;
-        else if (strcmp(opt, "lazy_refcounts") == 0 && (strcmp(value, "on") == 0 ||
-                                                         strcmp(value, "off") == 0))
-            o->lazy_refcounts = strcmp(value, "on") == 0 ? 1 : 0;
+        else if (strcmp(opt, "lazy_refcounts") == 0 && disk_parse_on_off(value, &on))
+            o->lazy_refcounts = on;
         else if (strcmp(opt, "compat") == 0 || strcmp(opt, "lazy_refcounts") == 0)
             return disk_usage("-o %s: invalid value '%s'", opt, value);
         else
