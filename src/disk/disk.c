@@ -17,6 +17,8 @@
 #define PROBE_BYTES 512
 
 /* Probe order: formats with a magic number first, raw last. */
+bool disk_quiet;
+
 static const struct disk_format *const formats[] = {
     &disk_format_qcow2,
     &disk_format_vhd,

@@ -39,8 +39,9 @@ int qcow2_corrupt(struct qcow2 *q, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     q->broken = true;
-    fprintf(stderr, "smolvm: qcow2 '%s' is corrupt: %s\n", q->disk->path, msg);
-    return err_plain(EIO, "corrupt qcow2 image: %s", msg);
+    if (!disk_quiet) /* a running VM's only word of it */
+        fprintf(stderr, "smolvm: qcow2 '%s' is corrupt: %s\n", q->disk->path, msg);
+    return err_plain(EIO, "qcow2 '%s' is corrupt: %s", q->disk->path, msg);
 }
 
 int qcow2_pread(struct qcow2 *q, void *buf, size_t len, uint64_t offset)

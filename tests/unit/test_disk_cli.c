@@ -216,6 +216,27 @@ static void test_runtime_error_one_line(void **state)
             fail_msg("disk %s: names the file %u times: %s", cases[i],
                      occurrences(err, "nope.qcow2"), err);
     }
+    /* A corrupt image (its L1 entry points between clusters): the driver's
+     * finding is the one line, naming the file once. */
+    assert_int_equal(sh("qemu-img create -q -f qcow2 bad.qcow2 64M && "
+                        "qemu-io -c 'write -P 1 0 64k' bad.qcow2 >/dev/null && "
+                        "qemu-img info --output=json bad.qcow2 >/dev/null && "
+                        "printf '\\000\\000\\000\\000\\000\\005\\002\\001' | "
+                        "dd of=bad.qcow2 bs=1 seek=196608 conv=notrunc 2>/dev/null && "
+                        "cp bad.qcow2 bad2.qcow2"), 0);
+    static const char *const corrupt[] = {"map bad.qcow2", "convert bad.qcow2 bad.raw",
+                                          "measure bad.qcow2"};
+    for (size_t i = 0; i < sizeof(corrupt) / sizeof(corrupt[0]); i++) {
+        char verb[16];
+        sscanf(corrupt[i], "%15s", verb);
+        if (disk("%s", corrupt[i]) != 1)
+            fail_msg("disk %s: not exit 1 (%s)", corrupt[i], err);
+        assert_one_line(verb);
+        assert_int_equal(occurrences(err, "bad.qcow2"), 1);
+        assert_non_null(strstr(err, "corrupt"));
+    }
+    assert_int_equal(disk("compare bad.qcow2 bad2.qcow2"), 2);
+    assert_one_line("compare");
     /* A file that exists but cannot be amended. */
     assert_int_equal(sh("qemu-img create -q -f raw plain.raw 1M"), 0);
     assert_int_equal(disk("amend -o compat=1.1 plain.raw"), 1);

@@ -177,6 +177,14 @@ int disk_failed(const char *path)
     return disk_fail(CLI_FAILED, "%s: %s", path, msg);
 }
 
+int disk_failed_pair(const char *a, const char *b)
+{
+    const char *msg = err_msg();
+    if (strstr(msg, a) || strstr(msg, b))
+        return disk_fail(CLI_FAILED, "%s", *msg ? msg : "failed");
+    return disk_fail(CLI_FAILED, "%s, %s: %s", a, b, *msg ? msg : "failed");
+}
+
 int disk_operands(int argc, int min, int max)
 {
     int n = argc - optind;
@@ -439,6 +447,7 @@ int cli_disk(int argc, char **argv)
         }
         optind = 1;
         opterr = 0;
+        disk_quiet = true; /* one line per error, ours */
         return disk_verb->main(argc - 1, argv + 1);
     }
     return cli_fail(CLI_USAGE, "disk: unknown verb '%s' (try 'smolvm disk --help')", argv[1]);

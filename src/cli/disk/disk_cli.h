@@ -54,6 +54,9 @@ int disk_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 #define disk_usage(...) disk_fail(CLI_USAGE, __VA_ARGS__)
 /* The library's message (err_msg()) about path, naming path once; exit 1. */
 int disk_failed(const char *path);
+/* The same for an operation on two images (convert, compare), when the
+ * message does not say which one. */
+int disk_failed_pair(const char *a, const char *b);
 /* 0 when the operands after the options number min to max; else -1 after
  * a one-line usage error naming the verb's usage. */
 int disk_operands(int argc, int min, int max);

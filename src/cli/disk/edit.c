@@ -113,8 +113,9 @@ int disk_verb_convert(int argc, char **argv)
     disk_close(src);
     disk_close(dst);
     if (r < 0) {
+        disk_failed_pair(from, to);
         unlink(to);
-        return disk_failed(to);
+        return CLI_FAILED;
     }
     return disk_report_image(to, out_format);
 }

@@ -293,8 +293,10 @@ int disk_verb_compare(int argc, char **argv)
     r = disk_compare(a, b, &at);
     disk_close(a);
     disk_close(b);
-    if (r < 0)
-        return disk_fail(COMPARE_ERROR, "%s", err_msg());
+    if (r < 0) {
+        disk_failed_pair(argv[optind], argv[optind + 1]);
+        return COMPARE_ERROR;
+    }
     if (disk_json) {
         json_t *j = json_pack("{sb}", "identical", r == 0);
         if (r == 1)
