@@ -284,12 +284,11 @@ static void list_options(char *out, size_t size)
         snprintf(out + n, size - n, "-h");
 }
 
-static int unknown_option(const char *token, int len)
+static int unknown_option(const char *token)
 {
     char takes[256];
     list_options(takes, sizeof(takes));
-    return disk_usage("unknown option '%.*s' (disk %s takes %s)", len, token, disk_verb->name,
-                      takes);
+    return disk_usage("unknown option '%s' (disk %s takes %s)", token, disk_verb->name, takes);
 }
 
 static const struct option *exact_long(const char *name, size_t len)
@@ -311,7 +310,7 @@ static bool takes_json(const char *value)
  * --out for --output). "-5G" is an operand (resize's negative sizes). */
 static int prescan(int argc, char **argv, bool *help)
 {
-    int bad = 0, bad_len = 0;
+    char bad[64] = ""; /* the first option the verb does not take */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0)
@@ -324,35 +323,29 @@ static int prescan(int argc, char **argv, bool *help)
             const char *value = a[2 + len] == '=' ? a + 3 + len : i + 1 < argc ? argv[i + 1] : "";
             if (strcmp(a, "--help") == 0)
                 *help = true;
-            else if (!o && !bad)
-                bad = i, bad_len = (int)(len + 2);
-            if (o && o->val == DISK_OPT_JSON)
-                disk_json = true;
-            if (o && o->val == DISK_OPT_OUTPUT && takes_json(value))
+            else if (!o && !bad[0])
+                snprintf(bad, sizeof(bad), "%.*s", (int)len + 2, a);
+            if (o && (o->val == DISK_OPT_JSON || (o->val == DISK_OPT_OUTPUT && takes_json(value))))
                 disk_json = true;
             if (o && o->has_arg == required_argument && a[2 + len] != '=')
-                i++;
+                i++; /* its value */
             continue;
         }
         for (const char *p = a + 1; *p; p++) {
             const char *s = *p == ':' ? NULL : strchr(shorts, *p);
             if (*p == 'h')
                 *help = true;
-            else if (!s && !bad)
-                bad = i, bad_len = -(int)(p - a); /* which letter */
-            if (s && s[1] == ':') {
+            else if (!s && !bad[0])
+                snprintf(bad, sizeof(bad), "-%c", *p);
+            if (s && s[1] == ':') { /* the rest, or the next argument, is its value */
                 i += p[1] == 0;
                 break;
             }
         }
     }
-    if (*help || !bad)
+    if (*help || !bad[0])
         return 0;
-    if (bad_len < 0) {
-        char letter[3] = {'-', argv[bad][-bad_len], 0};
-        return unknown_option(letter, 2);
-    }
-    return unknown_option(argv[bad], bad_len);
+    return unknown_option(bad);
 }
 
 int disk_option(int argc, char **argv)
@@ -372,7 +365,7 @@ int disk_option(int argc, char **argv)
                        disk_verb->usage);
             return '?';
         } else if (c == '?') {
-            unknown_option(argv[optind - 1], (int)strlen(argv[optind - 1]));
+            unknown_option(argv[optind - 1]);
             return '?';
         } else {
             return c;
