@@ -309,6 +309,32 @@ static void test_info_json_matches_qemu(void **state)
     assert_non_null(strstr(out, "\"dirty-flag\": true"));
 }
 
+/* map, JSON and text, is qemu-img map's: extents merged as there, a raw
+ * file's holes with their offset, each layer of a chain by its name. */
+static void test_map_matches_qemu(void **state)
+{
+    static const char *const images[] = {"mp.qcow2", "mp.raw", "mpo.qcow2", "mpr.qcow2",
+                                         "mp.vdi", "mp.vpc"};
+    (void)state;
+    assert_int_equal(sh("qemu-img create -q -f qcow2 mp.qcow2 64M && "
+                        "qemu-io -c 'write -P 1 0 100k' -c 'write -P 2 1M 3k' -c 'write -z 2M 1M' "
+                        "-c 'write -P 3 63M 1M' mp.qcow2 >/dev/null && "
+                        "qemu-img convert -O raw mp.qcow2 mp.raw && "
+                        "qemu-img convert -O vdi mp.qcow2 mp.vdi && "
+                        "qemu-img convert -O vpc mp.qcow2 mp.vpc && "
+                        "qemu-img create -q -f qcow2 -b mp.qcow2 -F qcow2 mpo.qcow2 && "
+                        "qemu-io -c 'write -P 9 5M 70k' mpo.qcow2 >/dev/null && "
+                        "qemu-img create -q -f qcow2 -b mp.raw -F raw mpr.qcow2 && "
+                        "qemu-io -c 'write -P 9 3M 64k' mpr.qcow2 >/dev/null"), 0);
+    for (size_t i = 0; i < sizeof(images) / sizeof(images[0]); i++) {
+        assert_same_json(json_of("qemu-img map --output=json %s", images[i]),
+                         json_of("'%s' disk map --output=json %s", smolvm, images[i]), images[i]);
+        if (sh("qemu-img map %s > q.txt && '%s' disk map %s > s.txt && diff q.txt s.txt >&2",
+               images[i], smolvm, images[i]) != 0)
+            fail_msg("map %s: the text differs from qemu-img's", images[i]);
+    }
+}
+
 /* 0 identical, 1 different, 2 for any error (qemu-img compare's). */
 static void test_compare_exit_codes(void **state)
 {
@@ -482,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_runtime_error_one_line),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_info_json_matches_qemu),
+        cmocka_unit_test(test_map_matches_qemu),
         cmocka_unit_test(test_compare_exit_codes),
         cmocka_unit_test(test_check_raw),
         cmocka_unit_test(test_resize_negative),

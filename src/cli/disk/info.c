@@ -46,6 +46,23 @@ json_t *disk_describe(struct disk *d, const char *shown_name)
     return info;
 }
 
+/* Each image of d's chain described, d (shown as path) first; a backing
+ * file goes by the name qemu-img gives it. */
+static json_t *describe_chain(struct disk *d, const char *path)
+{
+    json_t *all = json_array();
+    char *name = strdup(path);
+    for (struct disk *i = d; i && name; i = i->backing) {
+        json_t *info = disk_describe(i, name);
+        const char *next = json_string_value(json_object_get(info, "full-backing-filename"));
+        free(name);
+        name = next ? strdup(next) : NULL;
+        json_array_append_new(all, info);
+    }
+    free(name);
+    return all;
+}
+
 int disk_report_image(const char *path, const char *format)
 {
     struct disk *d;
@@ -110,16 +127,7 @@ int disk_verb_info(int argc, char **argv)
     const char *path = argv[optind];
     if (disk_open_as(path, DISK_READ_ONLY | (chain ? 0 : DISK_NO_BACKING), format, &d) < 0)
         return disk_failed(path);
-    json_t *all = json_array();
-    char *name = strdup(path);
-    for (struct disk *i = d; i && name; i = i->backing) {
-        json_t *info = disk_describe(i, name);
-        const char *next = json_string_value(json_object_get(info, "full-backing-filename"));
-        free(name);
-        name = next ? strdup(next) : NULL;
-        json_array_append_new(all, info);
-    }
-    free(name);
+    json_t *all = describe_chain(d, path);
     disk_close(d);
     if (disk_json && chain)
         return disk_print_json(all);
@@ -135,6 +143,45 @@ int disk_verb_info(int argc, char **argv)
     }
     json_decref(all);
     return CLI_OK;
+}
+
+/* One extent of qemu-img map's list, merged into the previous one when it
+ * goes on from it with the same flags (as qemu-img map does). */
+static void add_extent(json_t *all, uint64_t start, const struct disk_extent *e, unsigned depth,
+                       uint64_t offset)
+{
+    json_t *last = json_array_get(all, json_array_size(all) - 1);
+    bool zero = e->kind == DISK_EXTENT_ZERO, data = e->kind == DISK_EXTENT_DATA;
+
+    if (last && json_integer_value(json_object_get(last, "depth")) == depth &&
+        json_is_true(json_object_get(last, "present")) == !e->absent &&
+        json_is_true(json_object_get(last, "zero")) == zero &&
+        json_is_true(json_object_get(last, "data")) == data &&
+        !json_object_get(last, "offset") == (offset == UINT64_MAX)) {
+        json_int_t length = json_integer_value(json_object_get(last, "length"));
+        json_t *at = json_object_get(last, "offset");
+        if (!at || (uint64_t)(json_integer_value(at) + length) == offset) {
+            json_object_set_new(last, "length", json_integer(length + (json_int_t)e->length));
+            return;
+        }
+    }
+    json_t *x = json_pack("{sIsIsisbsbsb}", "start", (json_int_t)start, "length",
+                          (json_int_t)e->length, "depth", (int)depth, "present", !e->absent,
+                          "zero", zero, "data", data);
+    if (offset != UINT64_MAX)
+        json_object_set_new(x, "offset", json_integer((json_int_t)offset));
+    json_array_append_new(all, x);
+}
+
+/* Where an extent lies in its file: a raw file maps one to one, holes too. */
+static uint64_t extent_offset(struct disk *d, unsigned depth, uint64_t start,
+                              const struct disk_extent *e)
+{
+    for (unsigned i = 0; i < depth && d->backing; i++)
+        d = d->backing;
+    if (d->format == &disk_format_raw && !e->absent)
+        return start;
+    return e->kind == DISK_EXTENT_DATA ? e->host_offset : UINT64_MAX;
 }
 
 int disk_verb_map(int argc, char **argv)
@@ -154,39 +201,39 @@ int disk_verb_map(int argc, char **argv)
     const char *path = argv[optind];
     if (disk_open_as(path, DISK_READ_ONLY, format, &d) < 0)
         return disk_failed(path);
-    json_t *all = json_array();
+    json_t *all = json_array(), *chain = describe_chain(d, path);
     for (uint64_t offset = 0; r == 0 && offset < d->size;) {
         struct disk_extent e;
         unsigned depth;
         r = disk_status_chain(d, offset, d->size - offset, &e, &depth);
         if (r < 0)
             break;
-        json_t *x = json_pack("{sIsIsisbsbsb}", "start", (json_int_t)offset, "length",
-                              (json_int_t)e.length, "depth", (int)depth, "present",
-                              !e.absent, "zero",
-                              e.kind == DISK_EXTENT_ZERO, "data", e.kind == DISK_EXTENT_DATA);
-        if (e.kind == DISK_EXTENT_DATA && e.host_offset != UINT64_MAX)
-            json_object_set_new(x, "offset", json_integer((json_int_t)e.host_offset));
-        json_array_append_new(all, x);
+        add_extent(all, offset, &e, depth, extent_offset(d, depth, offset, &e));
         offset += e.length;
     }
     disk_close(d);
     if (r < 0) {
+        json_decref(chain);
         json_decref(all);
         return disk_failed(path);
     }
-    if (disk_json)
+    if (disk_json) {
+        json_decref(chain);
         return disk_print_json(all);
+    }
     printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
     for (size_t i = 0; i < json_array_size(all); i++) {
         json_t *x = json_array_get(all, i);
-        if (!json_object_get(x, "offset"))
+        if (!json_object_get(x, "offset") || !json_is_true(json_object_get(x, "data")))
             continue;
+        json_t *layer = json_array_get(chain, (size_t)json_integer_value(json_object_get(x, "depth")));
         printf("%#-16llx%#-16llx%#-16llx%s\n",
                (long long)json_integer_value(json_object_get(x, "start")),
                (long long)json_integer_value(json_object_get(x, "length")),
-               (long long)json_integer_value(json_object_get(x, "offset")), path);
+               (long long)json_integer_value(json_object_get(x, "offset")),
+               json_string_value(json_object_get(layer, "filename")));
     }
+    json_decref(chain);
     json_decref(all);
     return CLI_OK;
 }
