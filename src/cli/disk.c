@@ -189,7 +189,7 @@ static int verb_info(int argc, char **argv)
     struct disk *d;
     int c;
 
-    while ((c = getopt_long(argc, argv, "f:", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "f:", longs, NULL)) != -1) {
         if (c == 'f')
             format = optarg;
         else if (c == 'j' || (c == 'O' && strcmp(optarg, "json") == 0))
@@ -324,7 +324,7 @@ static int verb_map(int argc, char **argv)
     struct disk *d;
     int c, r = 0;
 
-    while ((c = getopt_long(argc, argv, "f:", json_options, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "f:", json_options, NULL)) != -1) {
         if (c == 'f')
             format = optarg;
         else if (c == 'j' || (c == 'O' && strcmp(optarg, "json") == 0))
@@ -386,7 +386,7 @@ static int verb_check(int argc, char **argv)
     struct disk *d;
     int c;
 
-    while ((c = getopt_long(argc, argv, "f:r:", json_options, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "f:r:", json_options, NULL)) != -1) {
         if (c == 'f')
             format = optarg;
         else if (c == 'r' && strcmp(optarg, "leaks") == 0)
@@ -451,7 +451,7 @@ static int verb_snapshot(int argc, char **argv)
     struct disk *d;
     int c, r;
 
-    while ((c = getopt_long(argc, argv, "f:c:a:d:l", json_options, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "f:c:a:d:l", json_options, NULL)) != -1) {
         if (c == 'f')
             format = optarg;
         else if (c == 'c' || c == 'a' || c == 'd') {
@@ -496,7 +496,7 @@ static int verb_resize(int argc, char **argv)
     struct disk *d;
     int c, r;
 
-    while ((c = getopt_long(argc, argv, "f:", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "f:", longs, NULL)) != -1) {
         if (c == 'f')
             format = optarg;
         else if (c == 's')
@@ -603,7 +603,7 @@ static int verb_bench(int argc, char **argv)
 
     static const struct option longs[] = {{"flush-interval", required_argument, NULL, 'F'},
                                           {NULL, 0, NULL, 0}};
-    while ((c = getopt_long(argc, argv, "c:d:f:o:s:S:t:wn", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "c:d:f:o:s:S:t:wn", longs, NULL)) != -1) {
         if (c == 'f')
             format = optarg;
         else if (c == 'w')

@@ -98,7 +98,7 @@ int cli_start(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': name = optarg; break;
         case OPT_TRACE_BOOT: o.trace_boot = true; break;
@@ -124,11 +124,7 @@ int cli_start(int argc, char **argv)
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;
-        case ':':
-            return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
-        default:
-            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm start --help')",
-                            argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt_long said why */
         }
     }
     if (optind != argc - 1)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/control.h"
 #include "bundle/bundle.h"
 #include "bundle/machine.h"
 #include "cli/cli.h"
@@ -31,7 +32,19 @@ static bool wants_help(int argc, char **argv, const char *usage, const char *tex
 
 static int failed(const char *verb)
 {
-    return cli_fail(CLI_FAILED, "%s: %s", verb, err_msg());
+    (void)verb; /* cli_fail names it */
+    return cli_fail(CLI_FAILED, "%s", err_msg());
+}
+
+/* A name no instance can have is a wrong command line, refused before
+ * anything is done. */
+static bool bad_name(const char *name)
+{
+    if (control_name_ok(name))
+        return false;
+    cli_fail(CLI_USAGE, "'%s' is not a valid instance name (1-64 letters, digits, '.', '_', '-')",
+             name);
+    return true;
 }
 
 static void print_json(json_t *j)
@@ -141,7 +154,7 @@ static int verb_create(int argc, char **argv)
         return CLI_OK;
     vm_config_defaults(&cfg);
     cfg.cmdline = NULL;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "", longs, NULL)) != -1) {
         if (c == 'f')
             from = optarg;
         else if (c == 'k')
@@ -163,6 +176,8 @@ static int verb_create(int argc, char **argv)
     }
     if (argc - optind != 1 || !from)
         return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (bad_name(argv[optind]))
+        return CLI_USAGE;
     if (store_open(&s) < 0)
         return failed("create");
     r = import_source(s, from, top, kernel, initrd, &cfg, &state, trusted_key);
@@ -202,11 +217,12 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
         return CLI_OK;
     if (argc != 2 || argv[1][0] == '-')
         return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (bad_name(argv[1]))
+        return CLI_USAGE;
     /* Its delta is under a running VM: discarding it would pull the disk
      * out from under the guest. */
     if (cli_vm_running(argv[1]))
-        return cli_fail(CLI_FAILED, "%s: instance '%s' is running (stop or save it first)",
-                        argv[0], argv[1]);
+        return cli_fail(CLI_FAILED, "instance '%s' is running (stop or save it first)", argv[1]);
     if (store_open(&s) < 0)
         return failed(argv[0]);
     int r = op(s, argv[1]);
@@ -250,7 +266,7 @@ int cli_commit(int argc, char **argv)
                    "      --json          print the result as JSON\n"))
         return CLI_OK;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
         if (c == 'm')
             message = optarg;
         else if (c == 'j')
