@@ -80,6 +80,10 @@ bool cli_json(void);
  * with "VERB: " is not prefixed twice. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A VM or instance name (letters, digits, '.', '_', '-'): CLI_OK, or
+ * CLI_USAGE with the message printed. */
+int cli_check_name(const char *name);
+
 struct option;
 /* getopt_long() taking exact long option names only ("--mem" is not
  * "--memory"). An unknown or abbreviated option, or one missing its value,

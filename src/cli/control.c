@@ -79,6 +79,8 @@ static int simple_verb(int argc, char **argv, const char *command, const char *s
         }
     if (optind != argc - 1)
         return cli_fail(CLI_USAGE, "takes one VM name (try 'smolvm %s --help')", argv[0]);
+    if (cli_check_name(argv[optind]) != CLI_OK)
+        return CLI_USAGE;
     int code = ask(argv[optind], json_pack("{s:s}", "command", command), NULL);
     if (code == CLI_OK && cli_json()) {
         json_t *j = json_pack("{s:s,s:s}", "name", argv[optind], "state", state);
@@ -218,6 +220,10 @@ int cli_save(int argc, char **argv)
         return cli_fail(CLI_USAGE, "usage: smolvm save NAME -o FILE.smolmachine");
     }
     const char *name = argv[optind];
+    if (cli_check_name(name) != CLI_OK) {
+        free(key);
+        return CLI_USAGE;
+    }
     /* The VM resolves paths from its own working folder: send an absolute one. */
     if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0) {
         code = cli_fail(CLI_FAILED, "%s", err_msg());

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/control.h"
 #include "cli/cli.h"
 
 static const char *current_verb;
@@ -67,6 +68,14 @@ int cli_fail(int code, const char *fmt, ...)
     }
     free(text);
     return code;
+}
+
+int cli_check_name(const char *name)
+{
+    if (control_name_ok(name))
+        return CLI_OK;
+    return cli_fail(CLI_USAGE, "'%s' is not a valid name (1-64 letters, digits, '.', '_', '-')",
+                    name);
 }
 
 /* "--memory, --name, ..." for the message about an option not taken. */

@@ -35,7 +35,7 @@ static const char start_help[] =
     "                         unchanged since\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
-    "      --json             print the trace as JSON\n"
+    "      --json             print the trace as JSON on stderr (as 'smolvm run')\n"
     "  -h, --help             this text\n"
     "\n"
     "Exit status: 0 when the guest powers off or is stopped, 1 on errors (a corrupt\n"

@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api/control.h"
 #include "bundle/bundle.h"
 #include "bundle/machine.h"
 #include "cli/cli.h"
@@ -36,16 +35,6 @@ static int failed(const char *verb)
     return cli_fail(CLI_FAILED, "%s", err_msg());
 }
 
-/* A name no instance can have is a wrong command line, refused before
- * anything is done. */
-static bool bad_name(const char *name)
-{
-    if (control_name_ok(name))
-        return false;
-    cli_fail(CLI_USAGE, "'%s' is not a valid instance name (1-64 letters, digits, '.', '_', '-')",
-             name);
-    return true;
-}
 
 static void print_json(json_t *j)
 {
@@ -176,7 +165,7 @@ static int verb_create(int argc, char **argv)
     }
     if (argc - optind != 1 || !from)
         return cli_fail(CLI_USAGE, "usage: %s", usage);
-    if (bad_name(argv[optind]))
+    if (cli_check_name(argv[optind]) != CLI_OK)
         return CLI_USAGE;
     if (store_open(&s) < 0)
         return failed("create");
@@ -217,7 +206,7 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
         return CLI_OK;
     if (argc != 2 || argv[1][0] == '-')
         return cli_fail(CLI_USAGE, "usage: %s", usage);
-    if (bad_name(argv[1]))
+    if (cli_check_name(argv[1]) != CLI_OK)
         return CLI_USAGE;
     /* Its delta is under a running VM: discarding it would pull the disk
      * out from under the guest. */

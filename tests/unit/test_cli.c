@@ -137,6 +137,8 @@ static void test_usage_errors_exit_2(void **state)
     assert_one_line(smolvm("image build --size 12Q"), 2, "image build");
     assert_one_line(smolvm("keygen"), 2, "keygen");
     assert_one_line(smolvm("stop"), 2, "stop");
+    assert_one_line(smolvm("stop a/b"), 2, "stop");
+    assert_one_line(smolvm("save a/b -o x.smolmachine"), 2, "save");
     assert_one_line(smolvm("bsd-user"), 2, "bsd-user");
 }
 
