@@ -590,11 +590,11 @@ scenario_bad_inputs() {
     bad_input directory-kernel 1 --kernel /boot
     bad_input missing-initrd 1 --kernel "$KERNEL" --initrd /nonexistent/initrd
     bad_input initrd-too-big 1 --kernel "$KERNEL" --initrd "$big" --mem 32M
-    bad_input mem-zero 1 --kernel "$KERNEL" --mem 0
+    bad_input mem-zero 2 --kernel "$KERNEL" --mem 0
     bad_input mem-too-large 1 --kernel "$KERNEL" --mem 64T
     bad_input mem-garbage 2 --kernel "$KERNEL" --mem lots
-    bad_input cpus-zero 1 --kernel "$KERNEL" --cpus 0
-    bad_input cpus-too-many 1 --kernel "$KERNEL" --cpus 9999
+    bad_input cpus-zero 2 --kernel "$KERNEL" --cpus 0
+    bad_input cpus-too-many 2 --kernel "$KERNEL" --cpus 9999
     bad_input no-kernel 2 --mem 64M
     bad_input unknown-option 2 --kernel "$KERNEL" --frobnicate
     bad_input missing-disk 1 --kernel "$KERNEL" --disk /nonexistent/disk.img
