@@ -2,6 +2,7 @@
 #ifndef SMOLVM_CLI_CLI_H
 #define SMOLVM_CLI_CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 enum cli_exit {
@@ -79,6 +80,7 @@ bool cli_json(void);
  * error under --json) and returns code. A message that already begins
  * with "VERB: " is not prefixed twice. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_vfail(int code, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* A VM or instance name (letters, digits, '.', '_', '-'): CLI_OK, or
  * CLI_USAGE with the message printed. */

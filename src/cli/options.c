@@ -44,13 +44,19 @@ static const char *without_verb(const char *message)
 
 int cli_fail(int code, const char *fmt, ...)
 {
-    char *text = NULL;
     va_list ap;
-
     va_start(ap, fmt);
+    int r = cli_vfail(code, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int cli_vfail(int code, const char *fmt, va_list ap)
+{
+    char *text = NULL;
+
     if (vasprintf(&text, fmt, ap) < 0)
         text = NULL;
-    va_end(ap);
     const char *message = text ? without_verb(text) : "out of memory";
     if (current_verb)
         fprintf(stderr, "smolvm: %s: %s\n", current_verb, message);

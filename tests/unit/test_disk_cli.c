@@ -257,12 +257,15 @@ static void test_json_errors(void **state)
                  {"measure --json -O vdi --size 1G", 2},  {"check --json nope.qcow2", 1}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int status = disk("%s", cases[i].args);
-        if (status != cases[i].status || err[0])
+        /* The shared convention: the one line on stderr, the object on stdout. */
+        if (status != cases[i].status || strncmp(err, "smolvm: disk ", 13) != 0 ||
+            strchr(err, '\n') != err + strlen(err) - 1)
             fail_msg("disk %s: exit %d, stderr '%s'", cases[i].args, status, err);
         json_t *j = parse(out);
-        if (!json_is_object(j) || json_object_size(j) != 1 ||
-            !json_string_value(json_object_get(j, "error")))
-            fail_msg("disk %s: not {\"error\": ...}: %s", cases[i].args, out);
+        if (!json_is_object(j) || !json_string_value(json_object_get(j, "error")) ||
+            json_integer_value(json_object_get(j, "exit_code")) != cases[i].status ||
+            strncmp(json_string_value(json_object_get(j, "verb")) ?: "", "disk ", 5) != 0)
+            fail_msg("disk %s: not {\"error\", \"verb\", \"exit_code\"}: %s", cases[i].args, out);
         json_decref(j);
     }
 }

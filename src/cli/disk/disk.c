@@ -144,27 +144,26 @@ static const struct disk_verb verbs[] = {
 static struct option longs[MAX_LONGS];
 static char shorts[32];
 
+/* The shared convention (cli_fail): "smolvm: disk VERB: message" on
+ * stderr, and under --json the error object on stdout as well. */
 int disk_fail(int code, const char *fmt, ...)
 {
+    char verb[32];
     va_list ap;
-    char msg[1024];
 
+    snprintf(verb, sizeof(verb), "disk %s", disk_verb ? disk_verb->name : "");
+    cli_set_verb(disk_verb ? verb : "disk");
+    cli_set_json(disk_json);
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int r = cli_vfail(code, fmt, ap);
     va_end(ap);
-    if (disk_json) {
-        json_t *j = json_pack("{ss}", "error", msg);
-        char *text = j ? json_dumps(j, JSON_INDENT(4)) : NULL;
-        if (text)
-            puts(text);
-        free(text);
-        json_decref(j);
-        fflush(stdout);
-    } else {
-        fprintf(stderr, "smolvm: disk %s: %s\n", disk_verb ? disk_verb->name : "", msg);
-    }
-    return code;
+    cli_set_verb("disk");
+    return r;
 }
+
+/* What a failure exits with: CLI_FAILED, but compare's errors are 2 (its 1
+ * means "different"), as in qemu-img. */
+int disk_failure_code = CLI_FAILED;
 
 int disk_failed(const char *path)
 {
@@ -173,16 +172,16 @@ int disk_failed(const char *path)
         msg = "failed";
     /* The library's messages mostly name the file already: name it once. */
     if (strstr(msg, path))
-        return disk_fail(CLI_FAILED, "%s", msg);
-    return disk_fail(CLI_FAILED, "%s: %s", path, msg);
+        return disk_fail(disk_failure_code, "%s", msg);
+    return disk_fail(disk_failure_code, "%s: %s", path, msg);
 }
 
 int disk_failed_pair(const char *a, const char *b)
 {
     const char *msg = err_msg();
     if (strstr(msg, a) || strstr(msg, b))
-        return disk_fail(CLI_FAILED, "%s", *msg ? msg : "failed");
-    return disk_fail(CLI_FAILED, "%s, %s: %s", a, b, *msg ? msg : "failed");
+        return disk_fail(disk_failure_code, "%s", *msg ? msg : "failed");
+    return disk_fail(disk_failure_code, "%s, %s: %s", a, b, *msg ? msg : "failed");
 }
 
 int disk_operands(int argc, int min, int max)
@@ -395,7 +394,7 @@ static void print_help(const struct disk_verb *v)
     if (v->json)
         printf("With --json (or --output=json), stdout holds one JSON value, keys as qemu-img's:\n"
                "%s.\n"
-               "An error is {\"error\": \"message\"} on stdout instead, with the same exit status.\n",
+               "An error is also {\"error\", \"verb\", \"exit_code\"} on stdout, after its line on stderr.\n",
                v->json_keys);
     if (!strstr(v->options, "Exit status"))
         printf("Exit status: 0 done, 1 failed, 2 the command line is wrong.\n");

@@ -47,12 +47,13 @@ extern bool disk_json;
  * handled here. */
 int disk_option(int argc, char **argv);
 
-/* "smolvm: disk VERB: message" on stderr, or {"error": "message"} on
- * stdout under --json; returns code. */
+/* "smolvm: disk VERB: message" on stderr, and under --json also
+ * {"error", "verb", "exit_code"} on stdout (cli_fail's convention); returns code. */
 int disk_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A usage error: the message, exit 2. */
 #define disk_usage(...) disk_fail(CLI_USAGE, __VA_ARGS__)
 /* The library's message (err_msg()) about path, naming path once; exit 1. */
+extern int disk_failure_code;
 int disk_failed(const char *path);
 /* The same for an operation on two images (convert, compare), when the
  * message does not say which one. */

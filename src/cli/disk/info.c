@@ -318,6 +318,7 @@ int disk_verb_compare(int argc, char **argv)
     uint64_t at = 0;
     int c, r;
 
+    disk_failure_code = COMPARE_ERROR;
     while ((c = disk_option(argc, argv)) != -1) {
         if (c == 'f')
             fa = optarg;
