@@ -307,6 +307,37 @@ static void corrupt_memory_chunk_is_refused(void **state)
     guest_memory_free(&mem);
 }
 
+/* docs/smolmachine-format.md is enough to read a bundle: the reader written
+ * from it alone (docs/smolmachine_ls.py) lists what smolvm wrote and checks
+ * every hash (table, sections, memory index and chunks), and catches a
+ * changed memory chunk. */
+static int format_reader(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "python3 %s/docs/smolmachine_ls.py '%s' > %s/ls.out 2>&1",
+             SMOLVM_SOURCE_ROOT, path, dir);
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void format_document_reader_agrees(void **state)
+{
+    struct guest_memory mem;
+    long at;
+    (void)state;
+
+    if (system("command -v python3 > /dev/null") != 0)
+        skip();
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(format_reader(), 0);
+    at = find_raw_chunk(&mem);
+    assert_true(at > 0);
+    flip_byte(at + 1000);
+    assert_int_equal(format_reader(), 1);
+    guest_memory_free(&mem);
+}
+
 static void memory_layout_must_match(void **state)
 {
     struct guest_memory mem, other;
@@ -902,6 +933,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_header_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(format_document_reader_agrees, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(too_much_memory_is_refused, setup, teardown),
