@@ -48,4 +48,15 @@ static int sh(const char *fmt, ...)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/* The scratch file name read into buf (empty when it is missing), NUL-ended. */
+static void slurp(const char *name, char *buf, size_t size) __attribute__((unused));
+static void slurp(const char *name, char *buf, size_t size)
+{
+    FILE *f = fopen(in_dir(name), "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = 0;
+    if (f)
+        fclose(f);
+}
+
 #endif

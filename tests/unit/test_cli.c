@@ -30,15 +30,6 @@ static int teardown(void **state)
     return scratch_teardown();
 }
 
-static void slurp(const char *name, char *buf, size_t size)
-{
-    FILE *f = fopen(in_dir(name), "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = 0;
-    if (f)
-        fclose(f);
-}
-
 /* smolvm ARGS (shell words) in the scratch folder; its exit status, with
  * its stdout and stderr in out and err. */
 static int smolvm(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

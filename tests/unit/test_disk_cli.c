@@ -43,15 +43,6 @@ static int teardown(void **state)
 
 static char out[65536], err[65536];
 
-static void slurp(const char *name, char *buf, size_t size)
-{
-    FILE *f = fopen(in_dir(name), "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = 0;
-    if (f)
-        fclose(f);
-}
-
 /* smolvm disk ARGS in the scratch folder; stdout and stderr into out, err. */
 static int disk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int disk(const char *fmt, ...)
