@@ -140,15 +140,6 @@ static void expect_open(const char *name, const char *message)
         fail_msg("%s: '%s' lacks '%s'", name, err_msg(), message);
 }
 
-/* An image without its backing format recorded: made by hand here, as
- * qemu-img no longer writes them (the extension's type renamed). */
-static void forget_backing_format(const char *image)
-{
-    assert_int_equal(sh("python3 -c \"d=open('%s','rb').read(65536);i=d.find(bytes.fromhex("
-                        "'e2792aca'));assert i>0;f=open('%s','r+b');f.seek(i);"
-                        "f.write(bytes.fromhex('0badf00d'))\"", image, image), 0);
-}
-
 /* As qemu-img: no image is written with a backing file but not its
  * format. An image read without one (older tools wrote them) gets its
  * backing file raw when it looks raw, and is refused, saying how to
@@ -169,7 +160,7 @@ static void test_backing_format_required(void **state)
                         "qemu-img create -q -f qcow2 -F raw -b \"$PWD/hostfile\" looks.raw 1M && "
                         "qemu-img create -q -f qcow2 -F raw -b looks.raw o.qcow2"), 0);
     expect_open("o.qcow2", NULL); /* recorded raw: raw */
-    forget_backing_format("o.qcow2");
+    scratch_forget_backing_format("o.qcow2");
     expect_open("o.qcow2", "no recorded format");
     assert_non_null(strstr(err_msg(), "looks like qcow2"));
     assert_non_null(strstr(err_msg(), "rebase -u -F qcow2"));
@@ -186,7 +177,7 @@ static void test_backing_format_required(void **state)
     /* A plain raw base without a recorded format is read raw. */
     assert_int_equal(sh("rm -f plain.raw p.qcow2 && yes plain | head -c 1M > plain.raw && "
                         "qemu-img create -q -f qcow2 -F raw -b plain.raw p.qcow2"), 0);
-    forget_backing_format("p.qcow2");
+    scratch_forget_backing_format("p.qcow2");
     struct disk *d;
     uint8_t b[6];
     struct iovec iov = {b, sizeof(b)};

@@ -309,15 +309,6 @@ static void expect_refused_naming(struct store *s, const char *bundle, const cha
         fail_msg("%s: '%s' does not name layer %s", bundle, err_msg(), prefix);
 }
 
-/* A qcow2 image's backing-format header extension renamed to a type
- * nobody knows: the image then records no backing format. */
-static void drop_backing_format(const char *image)
-{
-    assert_int_equal(sh("python3 -c \"d=open('%s','rb').read(65536);i=d.find(bytes.fromhex("
-                        "'e2792aca'));assert i>0;f=open('%s','r+b');f.seek(i);"
-                        "f.write(bytes.fromhex('0badf00d'))\"", image, image), 0);
-}
-
 /* Formats in a bundle's chain are the layer table's, never probed: a layer
  * declared raw whose bytes are a qcow2 backed by a host file gives the
  * guest those bytes, never the host file's; a child that does not record
@@ -364,7 +355,7 @@ static void test_chain_formats_pinned(void **state)
     /* A child without its parent's format recorded. */
     assert_int_equal(sh("rm -f nofmt.qcow2 && qemu-img create -q -f qcow2 -F raw -b %s.raw -u "
                         "nofmt.qcow2 1M", fake_hash), 0);
-    drop_backing_format("nofmt.qcow2");
+    scratch_forget_backing_format("nofmt.qcow2");
     chain_bundle("nofmt.smolmachine", "fake.raw", "raw", "nofmt.qcow2");
     expect_refused_naming(s, in_dir("nofmt.smolmachine"), "nofmt.qcow2",
                           "does not record its parent's format");
