@@ -6,7 +6,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static char dir[64];
 
@@ -22,6 +24,19 @@ static inline int scratch_teardown(void)
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The smolvm binary of this build (build/tests/unit/.. /smolvm) into path:
+ * 0, or -1 when /proc/self/exe cannot be read. */
+static int scratch_find_smolvm(char *path, size_t size) __attribute__((unused));
+static int scratch_find_smolvm(char *path, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", path, size - 32);
+    if (n <= 0)
+        return -1;
+    path[n] = 0;
+    strcpy(strrchr(path, '/'), "/../../smolvm");
+    return 0;
 }
 
 /* dir/name, in one of 8 rotating buffers (several may be in use at once). */

@@ -35,12 +35,8 @@ static char smolvm[4096];
 static int setup(void **state)
 {
     (void)state;
-    /* The smolvm binary next to this test's folder (build/tests/unit/..). */
-    ssize_t n = readlink("/proc/self/exe", smolvm, sizeof(smolvm) - 32);
-    if (n <= 0)
+    if (scratch_find_smolvm(smolvm, sizeof(smolvm)) < 0)
         return -1;
-    smolvm[n] = 0;
-    strcpy(strrchr(smolvm, '/'), "/../../smolvm");
     return scratch_setup("store-bundles");
 }
 
