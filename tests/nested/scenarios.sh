@@ -390,6 +390,46 @@ scenario_snapshot_counter() {
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
 }
 
+# save --no-memory of a guest writing its disk (the counter, syncing every
+# 100 ms): the save pauses the VM while it reads the disk, so the bundle's
+# disk is one point in time (clean after the journal replay a boot does,
+# its counter a count the guest wrote), and the VM counts on with --resume.
+# A save that fails leaves the VM running, not
+# paused, and says so (-o names a folder: the write fails at its end).
+scenario_save_disk_consistent() {
+    local disk=$work/nomem.ext4 bundle=$work/nomem.smolmachine top layer flat saved state
+    mkfs.ext4 -q -F "$disk" 256M
+    background nomem run --name nomem --kernel "$KERNEL" --initrd "$INITRD" --disk "$disk" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for nomem 'COUNT 20 '
+    mkdir -p "$work/a-folder"
+    "$SMOLVM" save nomem -o "$work/a-folder" > "$work/nomem-fail.out" 2>&1
+    rc=$?
+    state=$("$SMOLVM" ps --json | grep -A3 '"name": "nomem"' | grep -o '"state": "[a-z]*"')
+    saved=$(last_count nomem)
+    expect save-failed-runs-on "a failed save: exit 1, one line saying the VM runs on; ps says running" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/nomem-fail.out")" -eq 1 && grep -q "runs on" "$work/nomem-fail.out" && test "$state" = "\"state\": \"running\"" && wait_for nomem "COUNT $((saved + 5)) "'
+    "$SMOLVM" save nomem -o "$bundle" --no-memory --resume > "$work/nomem-save.out" 2>&1
+    rc=$?
+    saved=$(last_count nomem)
+    wait_for nomem "COUNT $((saved + 10)) "
+    quit_counter nomem
+    expect save-no-memory-resumes "save --no-memory --resume writes the bundle, the guest counts on" \
+        eval 'test "$rc" -eq 0 && test -s "$bundle" && test "$(last_count nomem)" -ge $((saved + 10))'
+    "$SMOLVM" create nomem-copy --from "$bundle" > /dev/null 2>&1
+    top=$("$SMOLVM" ls --json | grep -A8 '"name": "nomem-copy"' | sed -n 's/.*"top": "\([0-9a-f]*\)".*/\1/p')
+    layer=$(ls "$XDG_DATA_HOME/smolvm/layers/$top".* 2>/dev/null | grep -v json)
+    flat=$work/nomem-bundle.raw
+    qemu-img convert -O raw "$layer" "$flat" 2> "$work/nomem-convert.err"
+    e2fsck -fp "$flat" > "$work/nomem-fsck.out" 2>&1
+    local preen=$?
+    e2fsck -fn "$flat" >> "$work/nomem-fsck.out" 2>&1
+    local check=$?
+    cp "$work/nomem-fail.out" "$work/nomem-save.out" "$work/nomem-fsck.out" "$results/" 2>/dev/null
+    expect save-no-memory-disk-consistent "the bundle's disk replays its journal and checks clean (e2fsck -fp, -fn), its counter one the guest wrote (see nomem-fsck.out)" \
+        eval 'test -n "$top" && test "$preen" -lt 4 && test "$check" -eq 0 && c=$(disk_counter "$flat") && test "$c" -ge 20 && test "$c" -le "$saved" && grep -q "COUNT $c " "$work/nomem.out"'
+}
+
 # An instance made from a bundle with saved state (the counter's): its
 # first start resumes the saved guest; once resumed it boots like any VM;
 # reset brings the pristine state back; `save NAME` suspends a running
@@ -615,7 +655,7 @@ scenario_bad_inputs() {
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
-    instance_state detach appliance instances"
+    instance_state detach appliance instances save_disk_consistent"
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
 done
