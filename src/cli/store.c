@@ -202,11 +202,6 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
         return CLI_OK;
     if (argc != 2 || argv[1][0] == '-')
         return cli_fail(CLI_USAGE, "usage: %s", usage);
-    /* Its delta is under a running VM: discarding it would pull the disk
-     * out from under the guest. */
-    if (cli_vm_running(argv[1]))
-        return cli_fail(CLI_FAILED, "%s: instance '%s' is running (stop or save it first)",
-                        argv[0], argv[1]);
     if (store_open(&s) < 0)
         return failed(argv[0]);
     int r = op(s, argv[1]);
@@ -219,7 +214,8 @@ int cli_reset(int argc, char **argv)
     return one_name(argc, argv, "smolvm reset NAME",
                     "Discards what instance NAME wrote since its top layer (its delta starts\n"
                     "empty again); an instance made from a bundle with saved state resumes that\n"
-                    "state again on its next start. NAME must not be running.\n",
+                    "state again on its next start. Refused while a VM (under any name) has\n"
+                    "NAME's disk open.\n",
                     store_reset);
 }
 
@@ -227,7 +223,8 @@ int cli_rm(int argc, char **argv)
 {
     return one_name(argc, argv, "smolvm rm NAME",
                     "Removes instance NAME: its folder, delta and saved state. Its layers stay\n"
-                    "in the store until 'smolvm gc'. NAME must not be running.\n",
+                    "in the store until 'smolvm gc'. Refused while a VM (under any name) has\n"
+                    "NAME's disk open.\n",
                     store_remove);
 }
 
@@ -245,7 +242,8 @@ int cli_commit(int argc, char **argv)
     if (wants_help(argc, argv, usage,
                    "Freezes instance NAME's delta into a new read-only layer (named by the\n"
                    "SHA-256 of its bytes) and gives NAME a fresh delta on top of it; 'smolvm\n"
-                   "reset' then returns to this point. Prints the layer's hash.\n\n"
+                   "reset' then returns to this point. Prints the layer's hash. Refused while a\n"
+                   "VM (under any name) has NAME's disk open.\n\n"
                    "  -m, --message TEXT  a note kept with the layer ('smolvm layers' shows it)\n"
                    "      --json          print the result as JSON\n"))
         return CLI_OK;

@@ -3,10 +3,12 @@
  * relative to the folder. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +50,41 @@ static json_t *load(const struct store *s, const char *name)
         err_plain(ENOENT, "no instance '%s'", name);
     free(path);
     return j;
+}
+
+/* The disk library's flock on the delta, shared (a VM writing the delta
+ * holds it exclusive), taken before the delta is copied, replaced or
+ * removed: refused while any VM, under whatever name, has it open for
+ * writing; held, no VM can open it for writing until *fd is closed, while
+ * readers (the copy a commit makes) still can. An instance without a
+ * delta has nothing to guard (*fd -1). */
+static int lock_delta(const struct store *s, const char *name, int *fd)
+{
+    char *delta = instance_file(s, name, "delta.qcow2");
+    int r = 0;
+
+    *fd = delta ? open(delta, O_RDONLY | O_CLOEXEC) : -1;
+    if (!delta)
+        r = -EINVAL;
+    else if (*fd < 0 && errno != ENOENT)
+        r = err_set(errno, "'%s'", delta);
+    else if (*fd >= 0 && flock(*fd, LOCK_SH | LOCK_NB) < 0)
+        r = errno == EWOULDBLOCK
+                ? err_plain(EBUSY, "instance '%s' is in use: a VM has its disk '%s' open "
+                                   "(stop or save it first)", name, delta)
+                : err_set(errno, "lock '%s'", delta);
+    if (r < 0 && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    free(delta);
+    return r;
+}
+
+static void unlock_delta(int fd)
+{
+    if (fd >= 0)
+        close(fd);
 }
 
 /* A fresh, empty delta on layer top. */
@@ -165,13 +202,16 @@ static void drop_suspended(struct store *s, const char *name)
 int store_reset(struct store *s, const char *name)
 {
     json_t *j = load(s, name);
-    int r;
+    int r, held;
 
     if (!j)
         return -ENOENT;
+    r = lock_delta(s, name, &held);
     store_lock(s);
-    r = new_delta(s, name, json_string_value(json_object_get(j, "top")));
+    if (r == 0)
+        r = new_delta(s, name, json_string_value(json_object_get(j, "top")));
     store_unlock(s);
+    unlock_delta(held);
     if (r == 0)
         r = set_resume(s, name, json_string_value(json_object_get(j, "pristine")));
     if (r == 0)
@@ -205,8 +245,10 @@ int store_commit(struct store *s, const char *name, const char *message, char ha
 {
     json_t *j = load(s, name);
     char *delta = instance_file(s, name, "delta.qcow2");
-    int r = j && delta ? 0 : -ENOENT;
+    int r = j && delta ? 0 : -ENOENT, held = -1;
 
+    if (r == 0)
+        r = lock_delta(s, name, &held);
     /* The delta becomes a layer (its parent: the top it is on); only then
      * does the instance move onto it, with a new empty delta. A failure
      * (a full disk) leaves the instance as it was. */
@@ -220,6 +262,7 @@ int store_commit(struct store *s, const char *name, const char *message, char ha
             r = save(s, name, j);
         store_unlock(s);
     }
+    unlock_delta(held);
     json_decref(j);
     free(delta);
     return r;
@@ -229,12 +272,15 @@ int store_remove(struct store *s, const char *name)
 {
     char *dir = instance_file(s, name, NULL);
     json_t *j = dir ? load(s, name) : NULL;
-    int r = j ? 0 : -ENOENT;
+    int r = j ? 0 : -ENOENT, held = -1;
 
+    if (r == 0)
+        r = lock_delta(s, name, &held);
     store_lock(s);
     if (r == 0 && file_remove_tree(dir) < 0)
         r = err_set(errno, "cannot remove '%s'", dir);
     store_unlock(s);
+    unlock_delta(held);
     json_decref(j);
     free(dir);
     return r;

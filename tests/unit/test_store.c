@@ -277,6 +277,47 @@ static void test_hash_is_sha256(void **state)
     assert_string_equal(ours, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+/* A VM that runs the instance under another name holds its delta the way
+ * the VMM does (the disk library's open for writing): reset, rm and commit
+ * refuse, with one line naming it, and leave the folder as it was. */
+static void test_delta_in_use(void **state)
+{
+    struct store *s;
+    struct disk *vm_disk;
+    struct instance i;
+    char base[HASH_HEX], layer[HASH_HEX];
+    struct instance_boot boot = {.cmdline = "console=ttyS0"};
+    (void)state;
+
+    assert_int_equal(sh("head -c 1M /dev/urandom > busy.raw"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_layer(s, in_dir("busy.raw"), "os", base), 0);
+    assert_int_equal(store_create(s, "busy", base, &boot), 0);
+    write_instance(s, "busy", 0, 4096, 0x5a);
+    unsigned layers = layer_count(s);
+    assert_int_equal(sh("cd data/smolvm/instances/busy && ls -li --time-style=full-iso > ../../../before"),
+                     0);
+    assert_int_equal(store_instance(s, "busy", &i), 0);
+    assert_int_equal(disk_open(i.delta, 0, &vm_disk), 0);
+
+    assert_int_equal(store_reset(s, "busy"), -EBUSY);
+    assert_non_null(strstr(err_msg(), "instance 'busy' is in use"));
+    assert_null(strchr(err_msg(), '\n'));
+    assert_int_equal(store_remove(s, "busy"), -EBUSY);
+    assert_int_equal(store_commit(s, "busy", "live", layer), -EBUSY);
+    assert_int_equal(layer_count(s), layers);
+    assert_int_equal(sh("cd data/smolvm/instances/busy && ls -li --time-style=full-iso | "
+                        "cmp -s - ../../../before"), 0);
+
+    /* The VM gone, each goes through again. */
+    disk_close(vm_disk);
+    assert_int_equal(store_commit(s, "busy", "at rest", layer), 0);
+    assert_int_equal(store_reset(s, "busy"), 0);
+    assert_int_equal(store_remove(s, "busy"), 0);
+    store_instance_release(&i);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_creates),
         cmocka_unit_test(test_full_disk_during_commit),
         cmocka_unit_test(test_hash_is_sha256),
+        cmocka_unit_test(test_delta_in_use),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
