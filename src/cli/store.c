@@ -78,13 +78,14 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     if (stat(from, &st) < 0)
         return err_set(errno, "'%s'", from);
     if (S_ISDIR(st.st_mode)) {
+        bool reused;
         r = appliance_open(from, &f);
         if (r == 0)
-            r = store_add_layer(s, f.root, "appliance root", top);
+            r = store_add_source(s, f.root, "appliance root", top, &reused);
         if (r == 0)
-            r = store_add_layer(s, f.kernel, "kernel", kernel);
+            r = store_add_source(s, f.kernel, "kernel", kernel, &reused);
         if (r == 0)
-            r = store_add_layer(s, f.initrd, "initrd", initrd);
+            r = store_add_source(s, f.initrd, "initrd", initrd, &reused);
         if (r == 0)
             cfg->cmdline = f.cmdline, f.cmdline = NULL;
         appliance_files_release(&f);

@@ -35,6 +35,13 @@ void store_close(struct store *s);
  * the store as a layer; the same bytes give the same layer, stored once. */
 int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
     __attribute__((warn_unused_result));
+/* store_add_layer for a file outside the store that is added again and
+ * again (an appliance's kernel, initrd and root): a regular file whose
+ * identity and stamp (device, inode, size, mtime, ctime) match one added
+ * before gives that layer without being read (*reused); any other is
+ * copied, and remembered unless it changed in the last 2 s. */
+int store_add_source(struct store *s, const char *path, const char *message, char hash[HASH_HEX],
+                     bool *reused) __attribute__((warn_unused_result));
 /* Brings a layer in by its known hash (from a bundle): when the store lacks
  * it, place() puts the checked file at dir/<hash>.<format>, and the store
  * records it. The parent must be in the store already. */

@@ -318,6 +318,51 @@ static void test_delta_in_use(void **state)
     store_close(s);
 }
 
+/* A file added again with the same stamp is not read again; a changed
+ * one (in place, or replaced by another file) is; a file that changed in
+ * the last moments is not remembered. */
+static void test_sources_reused(void **state)
+{
+    struct store *s;
+    char first[HASH_HEX], again[HASH_HEX], changed[HASH_HEX], expect[HASH_HEX];
+    bool reused;
+    (void)state;
+
+    assert_int_equal(sh("head -c 1M /dev/urandom > src.raw && head -c 1M /dev/urandom > other.raw"),
+                     0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", first, &reused), 0);
+    assert_false(reused);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", again, &reused), 0);
+    assert_false(reused); /* just written: its stamp could hide a change */
+    sleep(3);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", again, &reused), 0);
+    assert_false(reused);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", again, &reused), 0);
+    assert_true(reused);
+    assert_string_equal(again, first);
+
+    /* Changed in place, the same size: copied again, a new layer. */
+    assert_int_equal(sh("printf x | dd of=src.raw bs=1 seek=1000 conv=notrunc 2>/dev/null"), 0);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", changed, &reused), 0);
+    assert_false(reused);
+    assert_int_equal(hash_file(in_dir("src.raw"), expect), 0);
+    assert_string_equal(changed, expect);
+    assert_string_not_equal(changed, first);
+
+    /* Another file moved in its place. */
+    sleep(3);
+    assert_int_equal(store_add_source(s, in_dir("other.raw"), "root", again, &reused), 0);
+    assert_int_equal(store_add_source(s, in_dir("other.raw"), "root", again, &reused), 0);
+    assert_true(reused);
+    assert_int_equal(sh("cp other.raw copy.raw && touch -r other.raw copy.raw && mv copy.raw src.raw"),
+                     0);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", changed, &reused), 0);
+    assert_false(reused);
+    assert_string_equal(changed, again);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -327,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_full_disk_during_commit),
         cmocka_unit_test(test_hash_is_sha256),
         cmocka_unit_test(test_delta_in_use),
+        cmocka_unit_test(test_sources_reused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
