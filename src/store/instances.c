@@ -23,7 +23,7 @@
 #define PRISTINE "pristine.smolmachine"
 #define SUSPENDED "suspended.smolmachine"
 
-static bool valid_name(const char *name)
+bool store_name_ok(const char *name)
 {
     size_t n = strlen(name);
     return n > 0 && n <= NAME_MAX_LEN && name[0] != '.' &&
@@ -33,7 +33,7 @@ static bool valid_name(const char *name)
 static char *instance_file(const struct store *s, const char *name, const char *file)
 {
     char *p = NULL;
-    if (!valid_name(name)) {
+    if (!store_name_ok(name)) {
         err_plain(EINVAL, "'%s' is not a valid instance name (letters, digits, . _ -)", name);
         return NULL;
     }
@@ -286,6 +286,29 @@ int store_remove(struct store *s, const char *name)
     return r;
 }
 
+/* What its next start does, in words. */
+static const char *next_start(json_t *j)
+{
+    const char *resume = json_string_value(json_object_get(j, "resume"));
+    return !resume ? "boots" : strcmp(resume, SUSPENDED) == 0 ? "resumes suspended"
+                                                              : "resumes saved state";
+}
+
+json_t *store_instance_info(struct store *s, const char *name)
+{
+    json_t *j = load(s, name);
+    char *delta = j ? instance_file(s, name, "delta.qcow2") : NULL;
+    struct stat st;
+
+    if (!j)
+        return NULL;
+    json_object_set_new(j, "delta_bytes", json_integer(delta && stat(delta, &st) == 0
+                                                           ? (json_int_t)st.st_blocks * 512 : 0));
+    json_object_set_new(j, "next_start", json_string(next_start(j)));
+    free(delta);
+    return j;
+}
+
 int store_list(struct store *s, json_t *list)
 {
     DIR *d = opendir(s->instances);
@@ -294,16 +317,9 @@ int store_list(struct store *s, json_t *list)
     if (!d)
         return err_set(errno, "'%s'", s->instances);
     while ((e = readdir(d))) {
-        struct stat st;
-        if (!valid_name(e->d_name))
-            continue;
-        json_t *j = load(s, e->d_name);
-        char *delta = instance_file(s, e->d_name, "delta.qcow2");
-        if (j && delta && stat(delta, &st) == 0)
-            json_object_set_new(j, "delta-bytes", json_integer((json_int_t)st.st_blocks * 512));
+        json_t *j = store_name_ok(e->d_name) ? store_instance_info(s, e->d_name) : NULL;
         if (j)
             json_array_append_new(list, j);
-        free(delta);
     }
     err_clear();
     closedir(d);
@@ -346,7 +362,7 @@ int store_instance(struct store *s, const char *name, struct instance *out)
     out->boot.cpus = (unsigned)json_integer_value(json_object_get(j, "cpus"));
     out->boot.mem_bytes = (uint64_t)json_integer_value(json_object_get(j, "mem_bytes"));
     const char *resume = json_string_value(json_object_get(j, "resume"));
-    if (resume && valid_name(resume)) {
+    if (resume && store_name_ok(resume)) {
         out->resume = instance_file(s, name, resume);
         out->resume_pristine = strcmp(resume, PRISTINE) == 0;
     }

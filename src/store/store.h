@@ -84,8 +84,18 @@ int store_reset(struct store *s, const char *name) __attribute__((warn_unused_re
 int store_commit(struct store *s, const char *name, const char *message, char hash[HASH_HEX])
     __attribute__((warn_unused_result));
 int store_remove(struct store *s, const char *name) __attribute__((warn_unused_result));
-/* One object per instance: name, top, created, delta bytes. */
+/* reset, commit and remove refuse (-EBUSY, named) while a VM, under any
+ * name, has the instance's delta open for writing. */
+/* One object per instance, as store_instance_info gives it. */
 int store_list(struct store *s, struct json_t *list) __attribute__((warn_unused_result));
+/* An instance as ls shows it: its instance.json (name, top, created, cpus,
+ * mem_bytes, kernel, initrd, cmdline, ...), delta_bytes and next_start
+ * ("boots", "resumes saved state", "resumes suspended"); NULL when there
+ * is no such instance (named by err). */
+struct json_t *store_instance_info(struct store *s, const char *name);
+/* Whether name can name an instance: 1-64 letters, digits, '.', '_', '-',
+ * not starting with '.'. */
+bool store_name_ok(const char *name);
 
 /* For a start: the instance's boot settings (strings malloc'd, freed by
  * store_instance_release) and its delta's path, after checking every layer
