@@ -139,14 +139,16 @@ static void test_json_and_tables(void **state)
     json_decref(j);
     assert_int_equal(run("create alpha --from img.raw"), 0);
     assert_int_equal(sh("test \"$(cat out)\" = alpha"), 0);
+    assert_int_equal(run("create mid --from img.raw"), 0);
 
     assert_int_equal(run("ls"), 0);
-    assert_int_equal(sh("sed -n 2p out | grep -q '^alpha ' && sed -n 3p out | grep -q '^zeta ' && "
+    assert_int_equal(sh("sed -n 2p out | grep -q '^alpha ' && sed -n 3p out | grep -q '^mid ' && "
+                        "sed -n 4p out | grep -q '^zeta ' && "
                         "sed -n 2p out | grep -Eq ' [0-9.]+K  boots$'"), 0);
     assert_int_equal(run("ls --json"), 0);
     j = out_json();
     expect_snake_case(j);
-    assert_int_equal(json_array_size(j), 2);
+    assert_int_equal(json_array_size(j), 3);
     x = json_array_get(j, 0);
     assert_string_equal(json_string_value(json_object_get(x, "name")), "alpha");
     /* Every column of the table: name, layer, delta, next start. */
@@ -167,7 +169,7 @@ static void test_json_and_tables(void **state)
     sleep(1);
     assert_int_equal(run("create small --from small.raw"), 0); /* the newest layer */
     assert_int_equal(run("layers"), 0);
-    assert_int_equal(sh("sed -n 2p out | grep -Eq '^[0-9a-f]{12} +raw +2.0M +2.0M +2  image$' && "
+    assert_int_equal(sh("sed -n 2p out | grep -Eq '^[0-9a-f]{12} +raw +2.0M +2.0M +3  image$' && "
                         "sed -n 3p out | grep -q ' later$' && sed -n 4p out | grep -Eq ' 100 +.* 1  image$'"),
                      0);
     assert_int_equal(run("layers --json"), 0);
