@@ -427,6 +427,7 @@ scenario_save_disk_consistent() {
     local preen=$?
     e2fsck -fn "$flat" >> "$work/nomem-fsck.out" 2>&1
     local check=$?
+    echo "preen=$preen check=$check counter=$(disk_counter "$flat") saved=$saved top=$top" >> "$work/nomem-fsck.out"
     cp "$work/nomem-fail.out" "$work/nomem-save.out" "$work/nomem-fsck.out" "$results/" 2>/dev/null
     expect save-no-memory-disk-consistent "the bundle's disk replays its journal and checks clean (e2fsck -fp, -fn), its counter one the guest wrote (see nomem-fsck.out)" \
         eval 'test -n "$top" && test "$preen" -lt 4 && test "$check" -eq 0 && c=$(disk_counter "$flat") && test "$c" -ge 20 && test "$c" -le "$saved" && grep -q "COUNT $c " "$work/nomem.out"'
