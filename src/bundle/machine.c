@@ -226,8 +226,9 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
     struct bundle_writer *w;
     int r;
 
-    if (o->with_state && !vm_paused(m->vm))
-        return err_plain(EBUSY, "the VM must be paused to save its state");
+    /* Its disks are read beside their writer: the guest must not write. */
+    if (!vm_paused(m->vm))
+        return err_plain(EBUSY, "the VM must be paused to save it");
     /* A bundle signed with a public key could never be verified. */
     if (o->sign_key && (r = bundle_check_signing_key(o->sign_key)) < 0)
         return r;

@@ -57,7 +57,8 @@ struct machine_save_options {
     void *opaque;
 };
 
-/* Writes FILE; with state, the VM must be paused. A machine started from a
+/* Writes FILE from a paused VM (its disks are read while it cannot write
+ * them; with state, its state and memory too). A machine started from a
  * bundle copies its kernel and initrd from there. */
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
     __attribute__((warn_unused_result));

@@ -40,8 +40,9 @@ static int ask_showing(const char *name, json_t *req, json_t **answer, const cha
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if (!json_is_true(json_object_get(a, "ok"))) {
         const char *why = json_string_value(json_object_get(a, "error"));
-        json_decref(a);
-        return cli_fail(CLI_FAILED, "%s: %s", name, why ? why : "failed");
+        int code = cli_fail(CLI_FAILED, "%s: %s", name, why ? why : "failed");
+        json_decref(a); /* why is a's */
+        return code;
     }
     if (answer)
         *answer = a;

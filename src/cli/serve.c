@@ -67,6 +67,11 @@ static void save_progress(void *opaque, uint64_t done, uint64_t total)
     control_progress(s->control, done, total);
 }
 
+/* Every save pauses the VM (vCPUs parked, each device's I/O thread between
+ * requests) for as long as it reads the VM: the state must match the guest
+ * exactly, and a disk copied while the guest writes it would be torn (a
+ * metadata block from before a write, a data block from after). A failed
+ * save gives the VM back as it found it, and says so. */
 static json_t *save(struct server *s, json_t *req)
 {
     struct vm *vm = machine_vm(s->m);
@@ -83,17 +88,20 @@ static json_t *save(struct server *s, json_t *req)
     if (!path || path[0] != '/')
         return control_error("save needs an absolute \"path\"");
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (o.with_state && vm_pause(vm) < 0)
+    if (vm_pause(vm) < 0)
         return control_error("%s", err_msg());
-    if (machine_save(s->m, path, &o) < 0)
-        answer = control_error("%s", err_msg());
-    else
-        answer = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path, "seconds",
-                           seconds_since(&t0));
-    if (resume && !was_paused)
-        vm_resume(vm);
-    else if (!resume && json_is_true(json_object_get(answer, "ok")))
+    if (machine_save(s->m, path, &o) < 0) {
+        answer = control_error("%s (the VM %s)", err_msg(),
+                               was_paused ? "stays paused, as it was" : "runs on");
+        if (!was_paused)
+            vm_resume(vm);
+        return answer;
+    }
+    answer = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path, "seconds", seconds_since(&t0));
+    if (!resume)
         vm_request_stop(vm, VM_STOP_USER); /* saved: this instance's job is done */
+    else if (!was_paused)
+        vm_resume(vm);
     return answer;
 }
 

@@ -1,6 +1,7 @@
 /* The verbs of the local store: create, reset, commit, rm, ls, layers, gc
  * (and the instance half of start). */
 #include <errno.h>
+#include <stdarg.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -29,18 +30,106 @@ static bool wants_help(int argc, char **argv, const char *usage, const char *tex
     return false;
 }
 
-static int failed(const char *verb)
+/* --json anywhere: errors too are then JSON, so it is known before the
+ * options are parsed. */
+static bool wants_json(int argc, char **argv)
 {
-    (void)verb; /* cli_fail names it */
-    return cli_fail(CLI_FAILED, "%s", err_msg());
+    /* main() looked for it already (cli_json); argv kept for the callers. */
+    (void)argc;
+    (void)argv;
+    return cli_json();
 }
-
 
 static void print_json(json_t *j)
 {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     puts(text ? text : "null");
     free(text);
+}
+
+/* The shared convention (cli_fail): "smolvm: VERB: message" on stderr,
+ * and under --json the error object on stdout too; main() recorded the
+ * verb and whether --json was given. */
+static int report_error(int code, const char *verb, bool json, const char *message)
+{
+    (void)verb;
+    (void)json;
+    return cli_fail(code, "%s", message);
+}
+
+static int failed(const char *verb, bool json)
+{
+    return report_error(CLI_FAILED, verb, json, err_msg());
+}
+
+static int usage_error(const char *verb, bool json, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int usage_error(const char *verb, bool json, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof(message))
+        snprintf(message + n, sizeof(message) - (size_t)n, " (try 'smolvm %s --help')", verb);
+    return report_error(CLI_USAGE, verb, json, message);
+}
+
+/* An option the verb does not handle (cli_getopt_long refuses unknown ones itself). */
+static int bad_option(const char *verb, bool json, int c, char **argv)
+{
+    if (c == ':')
+        return usage_error(verb, json, "option '%s' needs a value", argv[optind - 1]);
+    return usage_error(verb, json, "unknown option '%s'", argv[optind - 1]);
+}
+
+/* The one NAME a verb takes, checked as the store checks it. */
+static int name_argument(const char *verb, bool json, int argc, char **argv, const char **name)
+{
+    if (argc == optind)
+        return usage_error(verb, json, "no instance NAME");
+    if (argc - optind > 1)
+        return usage_error(verb, json, "one instance NAME ('%s' is one too many)",
+                           argv[optind + 1]);
+    if (!store_name_ok(argv[optind]))
+        return usage_error(verb, json, "'%s' is not a valid instance name (1-64 letters, digits, "
+                                       "'.', '_', '-')", argv[optind]);
+    *name = argv[optind];
+    return CLI_OK;
+}
+
+/* The store's keys in the style of the rest ("virtual-size" in a layer's
+ * sidecar is virtual_size here); what only the store uses stays out. */
+static json_t *snake_case(json_t *in)
+{
+    json_t *out = json_object(), *value;
+    const char *key;
+
+    json_object_foreach(in, key, value) {
+        char k[64];
+        snprintf(k, sizeof(k), "%s", key);
+        for (char *p = k; *p; p++)
+            *p = *p == '-' ? '_' : *p;
+        if (strcmp(k, "pristine") != 0 && strcmp(k, "resume") != 0)
+            json_object_set(out, k, value);
+    }
+    return out;
+}
+
+/* An instance as ls shows it, printed as what a verb did to it. */
+static int print_instance(struct store *s, const char *name, const char *key, const char *value)
+{
+    json_t *info = store_instance_info(s, name), *j;
+    if (!info)
+        return -ENOENT;
+    j = snake_case(info);
+    if (key)
+        json_object_set_new(j, key, json_string(value));
+    print_json(j);
+    json_decref(j);
+    json_decref(info);
+    return 0;
 }
 
 /* --from a bundle that must be signed with trusted_key's private key: the
@@ -80,13 +169,14 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     if (stat(from, &st) < 0)
         return err_set(errno, "'%s'", from);
     if (S_ISDIR(st.st_mode)) {
+        bool reused;
         r = appliance_open(from, &f);
         if (r == 0)
-            r = store_add_layer(s, f.root, "appliance root", top);
+            r = store_add_source(s, f.root, "appliance root", top, &reused);
         if (r == 0)
-            r = store_add_layer(s, f.kernel, "kernel", kernel);
+            r = store_add_source(s, f.kernel, "kernel", kernel, &reused);
         if (r == 0)
-            r = store_add_layer(s, f.initrd, "initrd", initrd);
+            r = store_add_source(s, f.initrd, "initrd", initrd, &reused);
         if (r == 0)
             cfg->cmdline = f.cmdline, f.cmdline = NULL;
         appliance_files_release(&f);
@@ -119,22 +209,23 @@ static int verb_create(int argc, char **argv)
         {"json", no_argument, NULL, 'j'}, {"verify", required_argument, NULL, 'v'},
         {NULL, 0, NULL, 0}};
     const char *from = NULL, *kernel_path = NULL, *initrd_path = NULL, *cmdline = NULL;
-    const char *trusted_key = NULL;
+    const char *trusted_key = NULL, *name;
     const char *state = NULL;
     uint64_t mem = 0;
     char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
     struct vm_config cfg;
     struct store *s;
     uint64_t cpus = 0;
-    bool json = false;
+    bool json = wants_json(argc, argv), reused;
     int c, r;
 
     if (wants_help(argc, argv, usage,
                    "Creates instance NAME on a layer of the store, copying nothing: it writes to a\n"
                    "qcow2 delta of its own. SOURCE is an appliance folder ('smolvm image build';\n"
-                   "its root, kernel and initrd become layers), a .smolmachine (its layers are\n"
-                   "imported, each once; a saved state is kept, so the first start resumes it),\n"
-                   "a disk image, or the hash of a layer.\n\n"
+                   "its root, kernel and initrd become layers, read once: an unchanged folder's\n"
+                   "files are not read again), a .smolmachine (its layers are imported, each\n"
+                   "once; a saved state is kept, so the first start resumes it), a disk image,\n"
+                   "or the hash of a layer.\n\n"
                    "      --from SOURCE   what the instance starts from (required)\n"
                    "      --verify KEY.pub  SOURCE must be a bundle signed with KEY's private\n"
                    "                      key and unchanged since ('smolvm keygen')\n"
@@ -143,7 +234,9 @@ static int verb_create(int argc, char **argv)
                    "      --cmdline TEXT  the kernel command line\n"
                    "      --cpus N        vCPUs (not for a source with a saved state)\n"
                    "      --mem SIZE      guest RAM, e.g. 512M (not for a saved state)\n"
-                   "      --json          print the result as JSON\n"))
+                   "      --json          print the instance as 'smolvm ls --json' does (name,\n"
+                   "                      top, kernel, initrd, cmdline, cpus, mem_bytes, created,\n"
+                   "                      delta_bytes, next_start); errors as {\"error\": ...}\n"))
         return CLI_OK;
     vm_config_defaults(&cfg);
     cfg.cmdline = NULL;
@@ -160,26 +253,26 @@ static int verb_create(int argc, char **argv)
             json = true;
         else if (c == 'v')
             trusted_key = optarg;
-        else if (c == 'c' && size_parse(optarg, 1, &cpus) == 0 && cpus && cpus <= 255)
-            continue;
-        else if (c == 'm' && size_parse(optarg, 1ull << 20, &mem) == 0 && mem)
-            continue;
-        else
-            return cli_fail(CLI_USAGE, "usage: %s", usage);
+        else if (c == 'c' && (size_parse(optarg, 1, &cpus) < 0 || !cpus || cpus > 255))
+            return usage_error("create", json, "--cpus '%s': a number from 1 to 255", optarg);
+        else if (c == 'm' && (size_parse(optarg, 1ull << 20, &mem) < 0 || !mem))
+            return usage_error("create", json, "--mem '%s': a size such as 512M", optarg);
+        else if (c != 'c' && c != 'm')
+            return bad_option("create", json, c, argv);
     }
-    if (argc - optind != 1 || !from)
-        return cli_fail(CLI_USAGE, "usage: %s", usage);
-    if (cli_check_name(argv[optind]) != CLI_OK)
-        return CLI_USAGE;
+    if ((r = name_argument("create", json, argc, argv, &name)) != CLI_OK)
+        return r;
+    if (!from)
+        return usage_error("create", json, "--from SOURCE is required");
     if (store_open(&s) < 0)
-        return failed("create");
+        return failed("create", json);
     r = import_source(s, from, top, kernel, initrd, &cfg, &state, trusted_key);
     if (r == 0 && state && (cpus || mem))
         r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", from);
     if (r == 0 && kernel_path)
-        r = store_add_layer(s, kernel_path, "kernel", kernel);
+        r = store_add_source(s, kernel_path, "kernel", kernel, &reused);
     if (r == 0 && initrd_path)
-        r = store_add_layer(s, initrd_path, "initrd", initrd);
+        r = store_add_source(s, initrd_path, "initrd", initrd, &reused);
     struct instance_boot boot = {.kernel = kernel[0] ? kernel : NULL,
                                  .initrd = initrd[0] ? initrd : NULL,
                                  .cmdline = cmdline ? cmdline : cfg.cmdline,
@@ -187,56 +280,67 @@ static int verb_create(int argc, char **argv)
                                  .cpus = cpus ? (unsigned)cpus : cfg.cpus,
                                  .mem_bytes = mem ? mem : cfg.mem_bytes};
     if (r == 0)
-        r = store_create(s, argv[optind], top, &boot);
+        r = store_create(s, name, top, &boot);
+    if (r == 0 && json)
+        r = print_instance(s, name, NULL, NULL);
+    else if (r == 0)
+        printf("%s\n", name);
     store_close(s);
-    if (r < 0)
-        return failed("create");
-    if (json) {
-        json_t *j = json_pack("{ssss}", "name", argv[optind], "top", top);
-        print_json(j);
-        json_decref(j);
-    } else {
-        printf("%s\n", argv[optind]);
-    }
-    return CLI_OK;
+    return r < 0 ? failed("create", json) : CLI_OK;
 }
 
-/* The verbs that take one instance name and nothing else. */
+/* reset and rm: one instance name, and --json. */
 static int one_name(int argc, char **argv, const char *usage, const char *text,
                     int (*op)(struct store *, const char *))
 {
+    static const struct option longs[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    bool json = wants_json(argc, argv), removes = op == store_remove;
+    const char *name;
     struct store *s;
+    int c, r;
+
     if (wants_help(argc, argv, usage, text))
         return CLI_OK;
-    if (argc != 2 || argv[1][0] == '-')
-        return cli_fail(CLI_USAGE, "usage: %s", usage);
-    if (cli_check_name(argv[1]) != CLI_OK)
-        return CLI_USAGE;
-    /* Its delta is under a running VM: discarding it would pull the disk
-     * out from under the guest. */
-    if (cli_vm_running(argv[1]))
-        return cli_fail(CLI_FAILED, "instance '%s' is running (stop or save it first)", argv[1]);
+    optind = 1;
+    while ((c = cli_getopt_long(argc, argv, "", longs, NULL)) != -1)
+        if (c != 'j')
+            return bad_option(argv[0], json, c, argv);
+    if ((r = name_argument(argv[0], json, argc, argv, &name)) != CLI_OK)
+        return r;
     if (store_open(&s) < 0)
-        return failed(argv[0]);
-    int r = op(s, argv[1]);
+        return failed(argv[0], json);
+    r = op(s, name);
+    if (r == 0 && json && removes) {
+        json_t *j = json_pack("{sssb}", "name", name, "removed", 1);
+        print_json(j);
+        json_decref(j);
+    } else if (r == 0 && json) {
+        r = print_instance(s, name, NULL, NULL);
+    }
     store_close(s);
-    return r < 0 ? failed(argv[0]) : CLI_OK;
+    return r < 0 ? failed(argv[0], json) : CLI_OK;
 }
 
 int cli_reset(int argc, char **argv)
 {
-    return one_name(argc, argv, "smolvm reset NAME",
+    return one_name(argc, argv, "smolvm reset NAME [--json]",
                     "Discards what instance NAME wrote since its top layer (its delta starts\n"
                     "empty again); an instance made from a bundle with saved state resumes that\n"
-                    "state again on its next start. NAME must not be running.\n",
+                    "state again on its next start. Refused while a VM (under any name) has\n"
+                    "NAME's disk open.\n\n"
+                    "      --json  print the instance as 'smolvm ls --json' does; errors as\n"
+                    "              {\"error\": ...}\n",
                     store_reset);
 }
 
 int cli_rm(int argc, char **argv)
 {
-    return one_name(argc, argv, "smolvm rm NAME",
+    return one_name(argc, argv, "smolvm rm NAME [--json]",
                     "Removes instance NAME: its folder, delta and saved state. Its layers stay\n"
-                    "in the store until 'smolvm gc'. NAME must not be running.\n",
+                    "in the store until 'smolvm gc'. Refused while a VM (under any name) has\n"
+                    "NAME's disk open.\n\n"
+                    "      --json  print {\"name\": NAME, \"removed\": true}; errors as\n"
+                    "              {\"error\": ...}\n",
                     store_remove);
 }
 
@@ -245,91 +349,148 @@ int cli_commit(int argc, char **argv)
     static const char usage[] = "smolvm commit NAME [--message TEXT] [--json]";
     static const struct option longs[] = {{"message", required_argument, NULL, 'm'},
                                           {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
-    const char *message = NULL;
+    const char *message = NULL, *name;
     char hash[HASH_HEX];
-    bool json = false;
+    bool json = wants_json(argc, argv);
     struct store *s;
-    int c;
+    int c, r;
 
     if (wants_help(argc, argv, usage,
                    "Freezes instance NAME's delta into a new read-only layer (named by the\n"
                    "SHA-256 of its bytes) and gives NAME a fresh delta on top of it; 'smolvm\n"
-                   "reset' then returns to this point. Prints the layer's hash.\n\n"
+                   "reset' then returns to this point. Prints the layer's hash. Refused while a\n"
+                   "VM (under any name) has NAME's disk open.\n\n"
                    "  -m, --message TEXT  a note kept with the layer ('smolvm layers' shows it)\n"
-                   "      --json          print the result as JSON\n"))
+                   "      --json          print the instance as 'smolvm ls --json' does, with\n"
+                   "                      \"layer\": the new layer; errors as {\"error\": ...}\n"))
         return CLI_OK;
     optind = 1;
     while ((c = cli_getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
         if (c == 'm')
             message = optarg;
-        else if (c == 'j')
-            json = true;
-        else
-            return cli_fail(CLI_USAGE, "usage: %s", usage);
+        else if (c != 'j')
+            return bad_option("commit", json, c, argv);
     }
-    if (argc - optind != 1)
-        return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if ((r = name_argument("commit", json, argc, argv, &name)) != CLI_OK)
+        return r;
     if (store_open(&s) < 0)
-        return failed("commit");
-    int r = store_commit(s, argv[optind], message, hash);
-    store_close(s);
-    if (r < 0)
-        return failed("commit");
-    if (json)
-        printf("{\"layer\": \"%s\"}\n", hash);
-    else
+        return failed("commit", json);
+    r = store_commit(s, name, message, hash);
+    if (r == 0 && json)
+        r = print_instance(s, name, "layer", hash);
+    else if (r == 0)
         puts(hash);
-    return CLI_OK;
+    store_close(s);
+    return r < 0 ? failed("commit", json) : CLI_OK;
+}
+
+static const char *sort_key;
+
+/* By sort_key: a string (a name) or a number (a time), then by hash. */
+static int by_key(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_t *kx = json_object_get(x, sort_key), *ky = json_object_get(y, sort_key);
+    long long nx = json_integer_value(kx), ny = json_integer_value(ky);
+    int c = json_is_string(kx) ? strcmp(json_string_value(kx) ?: "", json_string_value(ky) ?: "")
+                               : (nx > ny) - (nx < ny);
+    return c ? c : strcmp(json_string_value(json_object_get(x, "hash")) ?: "",
+                          json_string_value(json_object_get(y, "hash")) ?: "");
+}
+
+/* The list in a stable order, its keys snake_case. */
+static json_t *sorted(json_t *list, const char *key)
+{
+    size_t n = json_array_size(list), i;
+    json_t **items = calloc(n ? n : 1, sizeof(*items)), *out = json_array(), *x;
+
+    json_array_foreach(list, i, x)
+        if (items)
+            items[i] = x;
+    sort_key = key;
+    if (items)
+        qsort(items, n, sizeof(*items), by_key);
+    for (i = 0; items && i < n; i++)
+        json_array_append_new(out, snake_case(items[i]));
+    free(items);
+    return out;
+}
+
+static const char *human(json_t *x, const char *key, char out[SIZE_TEXT_MAX])
+{
+    size_format((uint64_t)json_integer_value(json_object_get(x, key)), out);
+    return out;
+}
+
+static void print_layers(json_t *all)
+{
+    char size[SIZE_TEXT_MAX], bytes[SIZE_TEXT_MAX];
+    json_t *x;
+    size_t i;
+
+    printf("%-14s %-6s %-14s %6s %7s %5s  %s\n", "LAYER", "FORMAT", "PARENT", "SIZE", "ON DISK",
+           "USERS", "MESSAGE");
+    json_array_foreach(all, i, x)
+        printf("%-14.12s %-6s %-14.12s %6s %7s %5lld  %s\n",
+               json_string_value(json_object_get(x, "hash")),
+               json_string_value(json_object_get(x, "format")),
+               json_string_value(json_object_get(x, "parent")), human(x, "virtual_size", size),
+               human(x, "bytes", bytes), (long long)json_integer_value(json_object_get(x, "users")),
+               json_string_value(json_object_get(x, "message")) ?: "");
+}
+
+static void print_instances(json_t *all)
+{
+    char delta[SIZE_TEXT_MAX];
+    json_t *x;
+    size_t i;
+
+    printf("%-24s %-14s %6s  %s\n", "NAME", "LAYER", "DELTA", "NEXT START");
+    json_array_foreach(all, i, x)
+        printf("%-24s %-14.12s %6s  %s\n", json_string_value(json_object_get(x, "name")),
+               json_string_value(json_object_get(x, "top")), human(x, "delta_bytes", delta),
+               json_string_value(json_object_get(x, "next_start")));
 }
 
 /* ls and layers: a table, or --json. */
 static int listing(int argc, char **argv, int (*list)(struct store *, json_t *), bool layers)
 {
-    bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
+    bool json = wants_json(argc, argv);
     struct store *s;
-    json_t *all = json_array(), *x;
-    size_t i;
+    json_t *all = json_array(), *in_order;
 
     if (wants_help(argc, argv, layers ? "smolvm layers [--json]" : "smolvm ls [--json]",
-                   layers ? "Lists the store's layers: hash, format, parent, virtual size, bytes on\n"
-                            "disk, how many instances and layers use it, and its message.\n\n"
-                            "      --json  print the list as JSON\n"
-                          : "Lists the store's instances: name, top layer, bytes in its delta, and\n"
-                            "whether its next start boots or resumes a saved state.\n\n"
-                            "      --json  print the list as JSON\n"))
+                   layers ? "Lists the store's layers, oldest first (by creation time, then hash):\n"
+                            "hash, format, parent, virtual size, bytes on disk, how many instances\n"
+                            "use it (its chain goes through it), and its message. Sizes as 'ls -h'.\n\n"
+                            "      --json  print the list as JSON: per layer hash, format, parent,\n"
+                            "              virtual_size, bytes, users, message, created (seconds\n"
+                            "              since 1970), sizes in bytes; errors as {\"error\": ...}\n"
+                          : "Lists the store's instances by name: name, top layer, bytes in its\n"
+                            "delta (as 'ls -h'), and whether its next start boots or resumes a\n"
+                            "saved state.\n\n"
+                            "      --json  print the list as JSON: per instance name, top,\n"
+                            "              delta_bytes, next_start, kernel, initrd, cmdline, cpus,\n"
+                            "              mem_bytes, created; errors as {\"error\": ...}\n"))
         return CLI_OK;
-    if (argc > 2 || (argc == 2 && !json))
-        return cli_fail(CLI_USAGE, "usage: smolvm %s [--json]", argv[0]);
+    if (argc > 2 || (argc == 2 && !json)) {
+        json_decref(all);
+        return argv[1][0] == '-' ? usage_error(argv[0], json, "unknown option '%s'", argv[1])
+                                 : usage_error(argv[0], json, "no arguments, only --json");
+    }
     if (store_open(&s) < 0 || list(s, all) < 0) {
         json_decref(all);
-        return failed(argv[0]);
+        return failed(argv[0], json);
     }
     store_close(s);
-    if (json) {
-        print_json(all);
-    } else if (layers) {
-        printf("%-14s %-6s %-14s %12s %12s %5s  %s\n", "LAYER", "FORMAT", "PARENT", "SIZE",
-               "ON DISK", "USERS", "MESSAGE");
-        json_array_foreach(all, i, x)
-            printf("%-14.12s %-6s %-14.12s %12lld %12lld %5lld  %s\n",
-                   json_string_value(json_object_get(x, "hash")),
-                   json_string_value(json_object_get(x, "format")),
-                   json_string_value(json_object_get(x, "parent")),
-                   (long long)json_integer_value(json_object_get(x, "virtual-size")),
-                   (long long)json_integer_value(json_object_get(x, "bytes")),
-                   (long long)json_integer_value(json_object_get(x, "users")),
-                   json_string_value(json_object_get(x, "message")) ?: "");
-    } else {
-        printf("%-24s %-14s %12s  %s\n", "NAME", "LAYER", "DELTA", "NEXT START");
-        json_array_foreach(all, i, x) {
-            const char *resume = json_string_value(json_object_get(x, "resume"));
-            printf("%-24s %-14.12s %12lld  %s\n", json_string_value(json_object_get(x, "name")),
-                   json_string_value(json_object_get(x, "top")),
-                   (long long)json_integer_value(json_object_get(x, "delta-bytes")),
-                   !resume ? "boots" : strstr(resume, "suspended") ? "resumes (suspended)"
-                                                                   : "resumes (saved state)");
-        }
-    }
+    in_order = sorted(all, layers ? "created" : "name");
+    if (json)
+        print_json(in_order);
+    else if (layers)
+        print_layers(in_order);
+    else
+        print_instances(in_order);
+    json_decref(in_order);
     json_decref(all);
     return CLI_OK;
 }
@@ -346,22 +507,31 @@ int cli_layers(int argc, char **argv)
 
 int cli_gc(int argc, char **argv)
 {
+    bool json = wants_json(argc, argv);
     struct store *s;
     unsigned removed;
 
-    if (wants_help(argc, argv, "smolvm gc",
+    if (wants_help(argc, argv, "smolvm gc [--json]",
                    "Removes the layers no instance and no other layer uses (leaves first),\n"
-                   "and prints how many went.\n"))
+                   "and prints how many went.\n\n"
+                   "      --json  print {\"layers_removed\": N}; errors as {\"error\": ...}\n"))
         return CLI_OK;
-    if (argc != 1)
-        return cli_fail(CLI_USAGE, "usage: smolvm gc");
+    if (argc > 2 || (argc == 2 && !json))
+        return argv[1][0] == '-' ? usage_error("gc", json, "unknown option '%s'", argv[1])
+                                 : usage_error("gc", json, "no arguments, only --json");
     if (store_open(&s) < 0)
-        return failed("gc");
+        return failed("gc", json);
     int r = store_gc(s, &removed);
     store_close(s);
     if (r < 0)
-        return failed("gc");
-    printf("%u layers removed\n", removed);
+        return failed("gc", json);
+    if (json) {
+        json_t *j = json_pack("{si}", "layers_removed", (int)removed);
+        print_json(j);
+        json_decref(j);
+    } else {
+        printf("%u layers removed\n", removed);
+    }
     return CLI_OK;
 }
 

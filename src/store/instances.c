@@ -3,10 +3,12 @@
  * relative to the folder. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,7 +23,7 @@
 #define PRISTINE "pristine.smolmachine"
 #define SUSPENDED "suspended.smolmachine"
 
-static bool valid_name(const char *name)
+bool store_name_ok(const char *name)
 {
     size_t n = strlen(name);
     return n > 0 && n <= NAME_MAX_LEN && name[0] != '.' &&
@@ -31,7 +33,7 @@ static bool valid_name(const char *name)
 static char *instance_file(const struct store *s, const char *name, const char *file)
 {
     char *p = NULL;
-    if (!valid_name(name)) {
+    if (!store_name_ok(name)) {
         err_plain(EINVAL, "'%s' is not a valid instance name (letters, digits, . _ -)", name);
         return NULL;
     }
@@ -48,6 +50,41 @@ static json_t *load(const struct store *s, const char *name)
         err_plain(ENOENT, "no instance '%s'", name);
     free(path);
     return j;
+}
+
+/* The disk library's flock on the delta, shared (a VM writing the delta
+ * holds it exclusive), taken before the delta is copied, replaced or
+ * removed: refused while any VM, under whatever name, has it open for
+ * writing; held, no VM can open it for writing until *fd is closed, while
+ * readers (the copy a commit makes) still can. An instance without a
+ * delta has nothing to guard (*fd -1). */
+static int lock_delta(const struct store *s, const char *name, int *fd)
+{
+    char *delta = instance_file(s, name, "delta.qcow2");
+    int r = 0;
+
+    *fd = delta ? open(delta, O_RDONLY | O_CLOEXEC) : -1;
+    if (!delta)
+        r = -EINVAL;
+    else if (*fd < 0 && errno != ENOENT)
+        r = err_set(errno, "'%s'", delta);
+    else if (*fd >= 0 && flock(*fd, LOCK_SH | LOCK_NB) < 0)
+        r = errno == EWOULDBLOCK
+                ? err_plain(EBUSY, "instance '%s' is in use: a VM has its disk '%s' open "
+                                   "(stop or save it first)", name, delta)
+                : err_set(errno, "lock '%s'", delta);
+    if (r < 0 && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    free(delta);
+    return r;
+}
+
+static void unlock_delta(int fd)
+{
+    if (fd >= 0)
+        close(fd);
 }
 
 /* A fresh, empty delta on layer top. */
@@ -165,13 +202,16 @@ static void drop_suspended(struct store *s, const char *name)
 int store_reset(struct store *s, const char *name)
 {
     json_t *j = load(s, name);
-    int r;
+    int r, held;
 
     if (!j)
         return -ENOENT;
+    r = lock_delta(s, name, &held);
     store_lock(s);
-    r = new_delta(s, name, json_string_value(json_object_get(j, "top")));
+    if (r == 0)
+        r = new_delta(s, name, json_string_value(json_object_get(j, "top")));
     store_unlock(s);
+    unlock_delta(held);
     if (r == 0)
         r = set_resume(s, name, json_string_value(json_object_get(j, "pristine")));
     if (r == 0)
@@ -205,8 +245,10 @@ int store_commit(struct store *s, const char *name, const char *message, char ha
 {
     json_t *j = load(s, name);
     char *delta = instance_file(s, name, "delta.qcow2");
-    int r = j && delta ? 0 : -ENOENT;
+    int r = j && delta ? 0 : -ENOENT, held = -1;
 
+    if (r == 0)
+        r = lock_delta(s, name, &held);
     /* The delta becomes a layer (its parent: the top it is on); only then
      * does the instance move onto it, with a new empty delta. A failure
      * (a full disk) leaves the instance as it was. */
@@ -220,6 +262,7 @@ int store_commit(struct store *s, const char *name, const char *message, char ha
             r = save(s, name, j);
         store_unlock(s);
     }
+    unlock_delta(held);
     json_decref(j);
     free(delta);
     return r;
@@ -229,15 +272,41 @@ int store_remove(struct store *s, const char *name)
 {
     char *dir = instance_file(s, name, NULL);
     json_t *j = dir ? load(s, name) : NULL;
-    int r = j ? 0 : -ENOENT;
+    int r = j ? 0 : -ENOENT, held = -1;
 
+    if (r == 0)
+        r = lock_delta(s, name, &held);
     store_lock(s);
     if (r == 0 && file_remove_tree(dir) < 0)
         r = err_set(errno, "cannot remove '%s'", dir);
     store_unlock(s);
+    unlock_delta(held);
     json_decref(j);
     free(dir);
     return r;
+}
+
+/* What its next start does, in words. */
+static const char *next_start(json_t *j)
+{
+    const char *resume = json_string_value(json_object_get(j, "resume"));
+    return !resume ? "boots" : strcmp(resume, SUSPENDED) == 0 ? "resumes suspended"
+                                                              : "resumes saved state";
+}
+
+json_t *store_instance_info(struct store *s, const char *name)
+{
+    json_t *j = load(s, name);
+    char *delta = j ? instance_file(s, name, "delta.qcow2") : NULL;
+    struct stat st;
+
+    if (!j)
+        return NULL;
+    json_object_set_new(j, "delta_bytes", json_integer(delta && stat(delta, &st) == 0
+                                                           ? (json_int_t)st.st_blocks * 512 : 0));
+    json_object_set_new(j, "next_start", json_string(next_start(j)));
+    free(delta);
+    return j;
 }
 
 int store_list(struct store *s, json_t *list)
@@ -248,16 +317,9 @@ int store_list(struct store *s, json_t *list)
     if (!d)
         return err_set(errno, "'%s'", s->instances);
     while ((e = readdir(d))) {
-        struct stat st;
-        if (!valid_name(e->d_name))
-            continue;
-        json_t *j = load(s, e->d_name);
-        char *delta = instance_file(s, e->d_name, "delta.qcow2");
-        if (j && delta && stat(delta, &st) == 0)
-            json_object_set_new(j, "delta-bytes", json_integer((json_int_t)st.st_blocks * 512));
+        json_t *j = store_name_ok(e->d_name) ? store_instance_info(s, e->d_name) : NULL;
         if (j)
             json_array_append_new(list, j);
-        free(delta);
     }
     err_clear();
     closedir(d);
@@ -300,7 +362,7 @@ int store_instance(struct store *s, const char *name, struct instance *out)
     out->boot.cpus = (unsigned)json_integer_value(json_object_get(j, "cpus"));
     out->boot.mem_bytes = (uint64_t)json_integer_value(json_object_get(j, "mem_bytes"));
     const char *resume = json_string_value(json_object_get(j, "resume"));
-    if (resume && valid_name(resume)) {
+    if (resume && store_name_ok(resume)) {
         out->resume = instance_file(s, name, resume);
         out->resume_pristine = strcmp(resume, PRISTINE) == 0;
     }

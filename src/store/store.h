@@ -35,6 +35,13 @@ void store_close(struct store *s);
  * the store as a layer; the same bytes give the same layer, stored once. */
 int store_add_layer(struct store *s, const char *image, const char *message, char hash[HASH_HEX])
     __attribute__((warn_unused_result));
+/* store_add_layer for a file outside the store that is added again and
+ * again (an appliance's kernel, initrd and root): a regular file whose
+ * identity and stamp (device, inode, size, mtime, ctime) match one added
+ * before gives that layer without being read (*reused); any other is
+ * copied, and remembered unless it changed in the last 2 s. */
+int store_add_source(struct store *s, const char *path, const char *message, char hash[HASH_HEX],
+                     bool *reused) __attribute__((warn_unused_result));
 /* Brings a layer in by its known hash (from a bundle): when the store lacks
  * it, place() puts the checked file at dir/<hash>.<format>, and the store
  * records it. The parent must be in the store already. */
@@ -77,8 +84,18 @@ int store_reset(struct store *s, const char *name) __attribute__((warn_unused_re
 int store_commit(struct store *s, const char *name, const char *message, char hash[HASH_HEX])
     __attribute__((warn_unused_result));
 int store_remove(struct store *s, const char *name) __attribute__((warn_unused_result));
-/* One object per instance: name, top, created, delta bytes. */
+/* reset, commit and remove refuse (-EBUSY, named) while a VM, under any
+ * name, has the instance's delta open for writing. */
+/* One object per instance, as store_instance_info gives it. */
 int store_list(struct store *s, struct json_t *list) __attribute__((warn_unused_result));
+/* An instance as ls shows it: its instance.json (name, top, created, cpus,
+ * mem_bytes, kernel, initrd, cmdline, ...), delta_bytes and next_start
+ * ("boots", "resumes saved state", "resumes suspended"); NULL when there
+ * is no such instance (named by err). */
+struct json_t *store_instance_info(struct store *s, const char *name);
+/* Whether name can name an instance: 1-64 letters, digits, '.', '_', '-',
+ * not starting with '.'. */
+bool store_name_ok(const char *name);
 
 /* For a start: the instance's boot settings (strings malloc'd, freed by
  * store_instance_release) and its delta's path, after checking every layer

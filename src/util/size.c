@@ -2,6 +2,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -52,4 +54,25 @@ int size_parse(const char *text, uint64_t default_unit, uint64_t *out)
     if (__builtin_mul_overflow(value, multiplier, out))
         return err_plain(ERANGE, "size '%s' is too large", text);
     return 0;
+}
+
+void size_format(uint64_t bytes, char out[SIZE_TEXT_MAX])
+{
+    static const char units[] = "KMGTPE";
+    unsigned u = 0;
+    long double scale = 1024;
+
+    if (bytes < 1024) {
+        snprintf(out, SIZE_TEXT_MAX, "%u", (unsigned)bytes);
+        return;
+    }
+    while (u < 5 && (long double)bytes / scale >= 1024)
+        scale *= 1024, u++;
+    long double v = (long double)bytes / scale, tenths = ceill(v * 10), whole = ceill(v);
+    if (tenths < 100)
+        snprintf(out, SIZE_TEXT_MAX, "%.1Lf%c", tenths / 10, units[u]);
+    else if (whole < 1024 || u == 5)
+        snprintf(out, SIZE_TEXT_MAX, "%.0Lf%c", whole, units[u]);
+    else
+        snprintf(out, SIZE_TEXT_MAX, "1.0%c", units[u + 1]);
 }

@@ -12,4 +12,9 @@
 int size_parse(const char *text, uint64_t default_unit, uint64_t *out)
     __attribute__((warn_unused_result));
 
+/* Bytes as `ls -h` shows them: "512", "1.5K", "12K", "1.0G" (binary
+ * units, rounded up; one decimal below 10). */
+#define SIZE_TEXT_MAX 8
+void size_format(uint64_t bytes, char out[SIZE_TEXT_MAX]);
+
 #endif

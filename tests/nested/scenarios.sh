@@ -390,6 +390,49 @@ scenario_snapshot_counter() {
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
 }
 
+# save --no-memory of a guest writing its disk (the counter, syncing every
+# 100 ms): the save pauses the VM while it reads the disk, so the bundle's
+# disk is one point in time (clean after the journal replay a boot does,
+# its counter a count the guest wrote), and the VM counts on with --resume.
+# Then a save that fails (-o names a folder: the write fails at its end)
+# leaves the VM running, not paused, and says so.
+scenario_save_disk_consistent() {
+    local disk=$work/nomem.ext4 bundle=$work/nomem.smolmachine top layer flat saved state save_rc
+    mkfs.ext4 -q -F "$disk" 256M
+    background nomem run --name nomem --kernel "$KERNEL" --initrd "$INITRD" --disk "$disk" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for nomem 'COUNT 20 '
+    "$SMOLVM" save nomem -o "$bundle" --no-memory --resume > "$work/nomem-save.out" 2>&1
+    save_rc=$?
+    saved=$(last_count nomem)
+    wait_for nomem "COUNT $((saved + 10)) "
+    rc=$save_rc
+    expect save-no-memory-resumes "save --no-memory --resume writes the bundle, the guest counts on" \
+        eval 'test "$rc" -eq 0 && test -s "$bundle" && has nomem "COUNT $((saved + 10)) "'
+    mkdir -p "$work/a-folder"
+    "$SMOLVM" save nomem -o "$work/a-folder" > "$work/nomem-fail.out" 2>&1
+    rc=$?
+    state=$("$SMOLVM" ps --json | grep -A3 '"name": "nomem"' | grep -o '"state": "[a-z]*"')
+    local failed_at
+    failed_at=$(last_count nomem)
+    expect save-failed-runs-on "a failed save: exit 1, one line saying the VM runs on; ps says running; it counts on" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/nomem-fail.out")" -eq 1 && grep -q "runs on" "$work/nomem-fail.out" && test "$state" = "\"state\": \"running\"" && wait_for nomem "COUNT $((failed_at + 5)) "'
+    quit_counter nomem
+    "$SMOLVM" create nomem-copy --from "$bundle" > /dev/null 2>&1
+    top=$("$SMOLVM" ls --json | grep -A8 '"name": "nomem-copy"' | sed -n 's/.*"top": "\([0-9a-f]*\)".*/\1/p')
+    layer=$(ls "$XDG_DATA_HOME/smolvm/layers/$top".* 2>/dev/null | grep -v json)
+    flat=$work/nomem-bundle.raw
+    qemu-img convert -O raw "$layer" "$flat" 2> "$work/nomem-convert.err"
+    e2fsck -fp "$flat" > "$work/nomem-fsck.out" 2>&1
+    local preen=$?
+    e2fsck -fn "$flat" >> "$work/nomem-fsck.out" 2>&1
+    local check=$?
+    echo "preen=$preen check=$check counter=$(disk_counter "$flat") saved=$saved top=$top" >> "$work/nomem-fsck.out"
+    cp "$work/nomem-fail.out" "$work/nomem-save.out" "$work/nomem-fsck.out" "$results/" 2>/dev/null
+    expect save-no-memory-disk-consistent "the bundle's disk replays its journal and checks clean (e2fsck -fp, -fn), its counter one the guest wrote (see nomem-fsck.out)" \
+        eval 'test -n "$top" && test "$preen" -lt 4 && test "$check" -eq 0 && c=$(disk_counter "$flat") && test "$c" -ge 20 && test "$c" -le "$saved" && grep -q "COUNT $c " "$work/nomem.out"'
+}
+
 # An instance made from a bundle with saved state (the counter's): its
 # first start resumes the saved guest; once resumed it boots like any VM;
 # reset brings the pristine state back; `save NAME` suspends a running
@@ -642,7 +685,8 @@ scenario_bundle_refusals() {
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
-    instance_state detach appliance instances bundle_refusals"
+    instance_state detach appliance instances bundle_refusals
+    save_disk_consistent"
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
 done

@@ -55,6 +55,24 @@ static void rejects_overflow(void **state)
     assert_int_equal(size_parse("16E", 1, &v), -ERANGE);
 }
 
+/* As `ls -sh` and `du -h` print them: rounded up, one decimal below 10. */
+static void formats_like_ls_h(void **state)
+{
+    static const struct {
+        uint64_t bytes;
+        const char *text;
+    } cases[] = {{0, "0"},           {1023, "1023"},         {1024, "1.0K"},
+                 {1025, "1.1K"},     {1536, "1.5K"},         {10240, "10K"},
+                 {12288, "12K"},     {10239, "10K"},         {1048575, "1.0M"},
+                 {67108864, "64M"},  {1073741824, "1.0G"},   {UINT64_MAX, "16E"}};
+    char out[SIZE_TEXT_MAX];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_format(cases[i].bytes, out);
+        assert_string_equal(out, cases[i].text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -62,6 +80,7 @@ int main(void)
         cmocka_unit_test(plain_numbers_use_default_unit),
         cmocka_unit_test(rejects_garbage),
         cmocka_unit_test(rejects_overflow),
+        cmocka_unit_test(formats_like_ls_h),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -326,6 +326,92 @@ static void test_hash_is_sha256(void **state)
     assert_string_equal(ours, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+/* A VM that runs the instance under another name holds its delta the way
+ * the VMM does (the disk library's open for writing): reset, rm and commit
+ * refuse, with one line naming it, and leave the folder as it was. */
+static void test_delta_in_use(void **state)
+{
+    struct store *s;
+    struct disk *vm_disk;
+    struct instance i;
+    char base[HASH_HEX], layer[HASH_HEX];
+    struct instance_boot boot = {.cmdline = "console=ttyS0"};
+    (void)state;
+
+    assert_int_equal(sh("head -c 1M /dev/urandom > busy.raw"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_layer(s, in_dir("busy.raw"), "os", base), 0);
+    assert_int_equal(store_create(s, "busy", base, &boot), 0);
+    write_instance(s, "busy", 0, 4096, 0x5a);
+    unsigned layers = layer_count(s);
+    assert_int_equal(sh("cd data/smolvm/instances/busy && ls -li --time-style=full-iso > ../../../before"),
+                     0);
+    assert_int_equal(store_instance(s, "busy", &i), 0);
+    assert_int_equal(disk_open(i.delta, 0, &vm_disk), 0);
+
+    assert_int_equal(store_reset(s, "busy"), -EBUSY);
+    assert_non_null(strstr(err_msg(), "instance 'busy' is in use"));
+    assert_null(strchr(err_msg(), '\n'));
+    assert_int_equal(store_remove(s, "busy"), -EBUSY);
+    assert_int_equal(store_commit(s, "busy", "live", layer), -EBUSY);
+    assert_int_equal(layer_count(s), layers);
+    assert_int_equal(sh("cd data/smolvm/instances/busy && ls -li --time-style=full-iso | "
+                        "cmp -s - ../../../before"), 0);
+
+    /* The VM gone, each goes through again. */
+    disk_close(vm_disk);
+    assert_int_equal(store_commit(s, "busy", "at rest", layer), 0);
+    assert_int_equal(store_reset(s, "busy"), 0);
+    assert_int_equal(store_remove(s, "busy"), 0);
+    store_instance_release(&i);
+    store_close(s);
+}
+
+/* A file added again with the same stamp is not read again; a changed
+ * one (in place, or replaced by another file) is; a file that changed in
+ * the last moments is not remembered. */
+static void test_sources_reused(void **state)
+{
+    struct store *s;
+    char first[HASH_HEX], again[HASH_HEX], changed[HASH_HEX], expect[HASH_HEX];
+    bool reused;
+    (void)state;
+
+    assert_int_equal(sh("head -c 1M /dev/urandom > src.raw && head -c 1M /dev/urandom > other.raw"),
+                     0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", first, &reused), 0);
+    assert_false(reused);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", again, &reused), 0);
+    assert_false(reused); /* just written: its stamp could hide a change */
+    sleep(3);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", again, &reused), 0);
+    assert_false(reused);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", again, &reused), 0);
+    assert_true(reused);
+    assert_string_equal(again, first);
+
+    /* Changed in place, the same size: copied again, a new layer. */
+    assert_int_equal(sh("printf x | dd of=src.raw bs=1 seek=1000 conv=notrunc 2>/dev/null"), 0);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", changed, &reused), 0);
+    assert_false(reused);
+    assert_int_equal(hash_file(in_dir("src.raw"), expect), 0);
+    assert_string_equal(changed, expect);
+    assert_string_not_equal(changed, first);
+
+    /* Another file moved in its place. */
+    sleep(3);
+    assert_int_equal(store_add_source(s, in_dir("other.raw"), "root", again, &reused), 0);
+    assert_int_equal(store_add_source(s, in_dir("other.raw"), "root", again, &reused), 0);
+    assert_true(reused);
+    assert_int_equal(sh("cp other.raw copy.raw && touch -r other.raw copy.raw && mv copy.raw src.raw"),
+                     0);
+    assert_int_equal(store_add_source(s, in_dir("src.raw"), "root", changed, &reused), 0);
+    assert_false(reused);
+    assert_string_equal(changed, again);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +421,8 @@ int main(void)
         cmocka_unit_test(test_concurrent_creates),
         cmocka_unit_test(test_full_disk_during_commit),
         cmocka_unit_test(test_hash_is_sha256),
+        cmocka_unit_test(test_delta_in_use),
+        cmocka_unit_test(test_sources_reused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
