@@ -272,6 +272,28 @@ static void test_refusals_and_faults(void **state)
     assert_int_equal(run(""), 2);
 }
 
+/* --register installs a binfmt_misc entry: ./fbsd runs under bsd-user,
+ * its argv whole; --unregister removes it. Run in a user namespace of its
+ * own, whose binfmt_misc (Linux 6.7+) goes with it: nothing is left on
+ * the host, even when a step fails. */
+static void test_binfmt_misc(void **state)
+{
+    (void)state;
+    if (sh("unshare --user --map-root-user --mount sh -c "
+           "'mount -t binfmt_misc none /proc/sys/fs/binfmt_misc' 2>/dev/null") != 0)
+        skip(); /* no binfmt_misc of a user namespace's own here (Linux < 6.7, or no userns) */
+    assert_int_equal(sh("unshare --user --map-root-user --mount sh -c '"
+                        "\"$0\" bsd-user --register && "
+                        "grep -qx \"flags: PF\" /proc/sys/fs/binfmt_misc/smolvm-freebsd && "
+                        "./fbsd args one two > out; echo $? > status; "
+                        "\"$0\" bsd-user --unregister && "
+                        "! test -e /proc/sys/fs/binfmt_misc/smolvm-freebsd' '%s' 2> err",
+                        smolvm),
+                     0);
+    assert_int_equal(sh("test $(cat status) = 4 && printf 'one\\ntwo\\n' | cmp - out"), 0);
+    assert_int_equal(run("--register extra"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_root_every_path_call),
         cmocka_unit_test(test_errors_and_strace),
         cmocka_unit_test(test_refusals_and_faults),
+        cmocka_unit_test(test_binfmt_misc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
