@@ -245,6 +245,15 @@ static void test_kqueue(void **state)
     expect_program("./fbsd ksignal"); /* EVFILT_SIGNAL, the signal ignored */
 }
 
+/* FreeBSD 11's calls (freebsd11_stat, _fstat, _lstat, _fstatat,
+ * _getdirentries, _kevent, _statfs, _getfsstat, _mknod) in their old
+ * layouts: what programs built for FreeBSD 11 and Go up to 1.17 call. */
+static void test_freebsd11_abi(void **state)
+{
+    (void)state;
+    expect_program("./fbsd freebsd11");
+}
+
 /* Failures come back the BSD way: carry set, BSD errno numbers (ENOENT 2,
  * EBADF 9, ENOSYS 78 for what is not supported), and --strace says so. */
 static void test_errors_and_strace(void **state)
@@ -301,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_files_memory_sysctl),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_kqueue),
+        cmocka_unit_test(test_freebsd11_abi),
         cmocka_unit_test(test_netbsd_lwp),
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_processes),
