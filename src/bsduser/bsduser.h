@@ -27,6 +27,9 @@ struct bsd_image {
 
 struct bsduser_options {
     bool strace;
+    /* Where --strace's lines go: a descriptor open for writing (-o FILE's;
+     * it implies --strace); 0: stderr. */
+    int trace_fd;
     /* A BSD sysroot: a dynamic executable's runtime linker comes from
      * there, and absolute paths the program uses are looked up there
      * first (as QEMU's -L does). */

@@ -59,6 +59,7 @@ struct kqueue;
 struct bsd_process {
     enum bsd_os os;
     bool tracing;          /* --strace */
+    int trace_fd;          /* where its lines go: stderr, or -o FILE's */
     const char *root;      /* --root, made absolute; NULL: none */
     const char *exec_path; /* the program, as given (kern.proc.pathname) */
     uint64_t stack_top;    /* kern.usrstack */
@@ -199,8 +200,13 @@ void bsd_signals_flush(void *context, uint64_t *guest_fs);
 void bsd_signal_mask(uint64_t out[2], const uint64_t in[2]);
 /* Linux's signal number as the guest's BSD's (0: none there). */
 int bsd_signal_number(int linux_sig);
+/* --strace's line for a call (e: NULL when unknown) with arguments a
+ * and result r (a negative Linux errno; BSD_JUSTRETURN); supported: it
+ * has a handler (else its failure says so). */
+void bsd_trace(const struct bsd_sysent *e, const long *a, long r, bool supported);
+
 /* Whether --strace is on, and the --root sysroot (NULL: none): an exec'd
- * BSD program keeps both. */
+ * BSD program keeps both, and -o FILE's descriptor (bsd_proc->trace_fd). */
 bool bsd_tracing(void);
 const char *bsd_root(void);
 /* Every path argument of every call goes through bsd_path: it reads the

@@ -193,8 +193,17 @@ static long sys_exit(const long *a)
 
 static long sys_read(const long *a) { return bsd_result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
 static long sys_write(const long *a) { return bsd_result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
+/* -o FILE's descriptor is smolvm's: the guest can neither close it nor
+ * dup2 over it (EBADF, as for a descriptor it does not have). */
+static bool is_trace_fd(long fd)
+{
+    return bsd_proc->trace_fd != STDERR_FILENO && fd == bsd_proc->trace_fd;
+}
+
 static long sys_close(const long *a)
 {
+    if (is_trace_fd(a[0]))
+        return -EBADF;
     bsd_kqueue_forget((int)a[0]);
     return bsd_result(close((int)a[0]));
 }
@@ -720,7 +729,10 @@ static long sys_chflagsat(const long *a)
 
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
 static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
-static long sys_dup2(const long *a) { return bsd_result(dup2((int)a[0], (int)a[1])); }
+static long sys_dup2(const long *a)
+{
+    return is_trace_fd(a[0]) || is_trace_fd(a[1]) ? -EBADF : bsd_result(dup2((int)a[0], (int)a[1]));
+}
 static long sys_fsync(const long *a) { return bsd_result(fsync((int)a[0])); }
 static long sys_ftruncate(const long *a) { return bsd_result(ftruncate((int)a[0], (off_t)a[1])); }
 static long sys_kill(const long *a)
@@ -1068,21 +1080,7 @@ static const struct bsd_handler implemented[] = {
 
 static void trace(const struct bsd_sysent *e, long number, const long *a, long r)
 {
-    char line[256];
-    int n = snprintf(line, sizeof(line), "%d %s(", getpid(), e ? e->name : "unknown");
-    int args = e ? e->nargs : 6;
-    for (int i = 0; i < args && i < 6; i++)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%#lx", i ? ", " : "", a[i]);
-    if (r == BSD_JUSTRETURN)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, ") = (its context restored)\n");
-    else if (r < 0 && r > -4096)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, ") ERR#%d '%s'%s\n",
-                      -r < 200 ? bsd_proc->errno_map[-r] : (int)-r, strerror((int)-r),
-                      bsd_proc->handlers[number & (MAX_SYSCALL - 1)] ? "" : " (not supported)");
-    else
-        n += snprintf(line + n, sizeof(line) - (size_t)n, ") = %ld (%#lx)\n", r, r);
-    if (write(STDERR_FILENO, line, (size_t)n) < 0)
-        return;
+    bsd_trace(e, a, r, bsd_proc->handlers[number & (MAX_SYSCALL - 1)] != NULL);
 }
 
 static void on_sigsys(int sig, siginfo_t *si, void *context)
@@ -1236,7 +1234,16 @@ static struct bsd_process *process_new(const char *path, const struct bsduser_op
     if (!p)
         return NULL;
     p->os = os;
-    p->tracing = o->strace;
+    p->tracing = o->strace || o->trace_fd > 0;
+    /* -o FILE's descriptor out of the guest's way (programs take the
+     * lowest free ones), closed at an exec. */
+    p->trace_fd = o->trace_fd > 0 ? fcntl(o->trace_fd, F_DUPFD_CLOEXEC, 512) : STDERR_FILENO;
+    if (o->trace_fd > 0 && p->trace_fd >= 0)
+        close(o->trace_fd);
+    if (p->trace_fd < 0) {
+        free(p);
+        return NULL;
+    }
     /* Absolute: a chdir must not move the sysroot. */
     char *absolute_root = o->root ? realpath(o->root, NULL) : NULL;
     p->root = absolute_root ? absolute_root : o->root;

@@ -1,7 +1,9 @@
 /* smolvm bsd-user: run a FreeBSD or NetBSD amd64 executable on this Linux
  * host (also installed as smol-bsd-user, for binfmt_misc). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <stdlib.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,7 +16,7 @@
 #include "util/err.h"
 
 static const char help[] =
-    "usage: smolvm bsd-user [--root DIR] [--strace] PROGRAM [ARGS...]\n"
+    "usage: smolvm bsd-user [--root DIR] [--strace [-o FILE]] PROGRAM [ARGS...]\n"
     "       smolvm bsd-user --register | --unregister\n"
     "\n"
     "Runs a FreeBSD (or NetBSD) amd64 executable natively, translating its system\n"
@@ -24,8 +26,11 @@ static const char help[] =
     "      --root DIR  a BSD sysroot: a dynamic executable's runtime linker is\n"
     "                  loaded from there, and absolute paths are looked up there\n"
     "                  first\n"
-    "      --strace    print every system call (as truss does); unsupported ones\n"
-    "                  fail with ENOSYS and are named there\n"
+    "      --strace    print every system call as truss does (strings, flags by\n"
+    "                  name, structures by address, errno names); unsupported\n"
+    "                  ones fail with ENOSYS and are named there\n"
+    "      -o FILE     --strace's lines into FILE (made or emptied) instead of\n"
+    "                  stderr, from the programs it execs too\n"
     "\n"
     "      --register  install the binfmt_misc entry that runs FreeBSD amd64\n"
     "                  executables directly (./prog) with smol-bsd-user, the link\n"
@@ -87,6 +92,8 @@ int cli_bsd_user(int argc, char **argv)
                                           {"strace", no_argument, NULL, 's'},
                                           {"register", no_argument, NULL, 'R'},
                                           {"unregister", no_argument, NULL, 'U'},
+                                          /* -o FILE's descriptor, passed on at an exec */
+                                          {"trace-fd", required_argument, NULL, 'T'},
                                           {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct bsduser_options o = {0};
     int c;
@@ -101,8 +108,21 @@ int cli_bsd_user(int argc, char **argv)
     }
     optind = 1;
     /* Options end at the program: its own arguments are its own. */
-    while ((c = getopt_long(argc, argv, "+", longs, NULL)) != -1) {
-        if (c == 'r')
+    while ((c = getopt_long(argc, argv, "+o:", longs, NULL)) != -1) {
+        if (c == 'o') {
+            if (o.trace_fd > 0)
+                return cli_fail(CLI_USAGE, "bsd-user: -o given twice");
+            o.trace_fd = open(optarg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (o.trace_fd < 0)
+                return cli_fail(CLI_FAILED, "bsd-user: %s: %s", optarg, strerror(errno));
+        } else if (c == 'T') {
+            char *end;
+            long fd = strtol(optarg, &end, 10);
+            if (*end || end == optarg || fd <= STDERR_FILENO || fd > 1 << 20 ||
+                fcntl((int)fd, F_GETFD) < 0 || o.trace_fd > 0)
+                return cli_fail(CLI_USAGE, "bsd-user: --trace-fd %s: not an open descriptor", optarg);
+            o.trace_fd = (int)fd;
+        } else if (c == 'r')
             o.root = optarg;
         else if (c == 's')
             o.strace = true;

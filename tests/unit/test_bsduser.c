@@ -260,9 +260,33 @@ static void test_errors_and_strace(void **state)
 {
     (void)state;
     assert_int_equal(run("--strace ./fbsd errors"), 0);
-    assert_int_equal(sh("grep -q 'open(.*) ERR#2 ' err && grep -q 'read(0x3039.*) ERR#9 ' err && "
+    assert_int_equal(sh("grep -q 'open(.*) ERR#2 ENOENT ' err && grep -q 'read(12345,.*) ERR#9 EBADF ' err && "
                         "grep -q 'ptrace(.*) ERR#78 .*(not supported)' err && grep -q 'getpid() = ' err && "
                         "grep -q 'exit(0)' err"), 0);
+}
+
+/* --strace -o FILE: the lines go to FILE (stderr stays the program's),
+ * arguments decoded as truss does: strings quoted and cut at 32 bytes,
+ * flags by name, errno names; a program it execs traces into it too. */
+static void test_strace_to_file(void **state)
+{
+    (void)state;
+    assert_int_equal(run("--strace -o trace ./fbsd files"), 0);
+    assert_int_equal(sh("test ! -s err && cut -d' ' -f2- trace > calls && printf '%%s\\n' "
+                        "'open(\"bsd-file\",O_WRONLY|O_CREAT|O_TRUNC,0644) = 3 (0x3)' "
+                        "'write(3,\"written\",7) = 7 (0x7)' 'close(3) = 0 (0x0)' "
+                        "'open(\"bsd-file\",O_RDONLY,00) = 3 (0x3)' "
+                        "'read(3,\"written\",16) = 7 (0x7)' 'exit(0)' | diff - calls"),
+                     0);
+    assert_int_equal(run("-o trace ./fbsd args 0123456789012345678901234567890123456789"), 3);
+    assert_int_equal(sh("grep -qF 'write(1,\"01234567890123456789012345678901\"...,40) = 40 (0x28)' trace"), 0);
+    assert_int_equal(run("-o trace ./fbsd errors"), 0);
+    assert_int_equal(sh("grep -qF 'open(\"/no/such/file\",O_RDONLY,00) ERR#2 ENOENT' trace"), 0);
+    assert_int_equal(run("-o trace ./fbsd memory"), 0);
+    assert_int_equal(sh("grep -qF 'mmap(0x0,1048576,PROT_READ|PROT_WRITE,MAP_PRIVATE|MAP_ANON,-1,0x0) = ' trace"), 0);
+    assert_int_equal(run("-o trace ./fbsd processes"), 0);
+    assert_int_equal(sh("grep -qF 'write(1,\"hello from a BSD program\\n\",25)' trace"), 0);
+    assert_int_equal(run("-o /nonexistent-dir/trace ./fbsd"), 1);
 }
 
 static void test_refusals_and_faults(void **state)
@@ -321,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_root),
         cmocka_unit_test(test_root_every_path_call),
         cmocka_unit_test(test_errors_and_strace),
+        cmocka_unit_test(test_strace_to_file),
         cmocka_unit_test(test_refusals_and_faults),
         cmocka_unit_test(test_binfmt_misc),
     };
