@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "bsduser/bsduser.h"
@@ -64,14 +65,27 @@ int bsd_binfmt_unregister(void)
     return binfmt_write(BINFMT_ENTRY, "-1");
 }
 
+/* Whether the kernel tells the interpreter that argv[0] was kept (flag P):
+ * AT_FLAGS_PRESERVE_ARGV0, Linux 5.12+. Without it, smol-bsd-user could not
+ * tell the program's argv[0] from an argument of its own. */
+static bool kernel_says_argv0_kept(void)
+{
+    struct utsname u;
+    int major = 0, minor = 0;
+    return uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+           (major > 5 || (major == 5 && minor >= 12));
+}
+
 int bsd_binfmt_register(const char *interpreter)
 {
     char line[512];
     /* P: the program's own argv[0] is kept (the kernel says so in
-     * AT_FLAGS); F: the interpreter is opened now, so the entry works in
-     * containers and chroots that do not have it. */
-    if (snprintf(line, sizeof(line), ":%s:M::%s:%s:%s:PF", BSDUSER_BINFMT_NAME, freebsd_magic,
-                 freebsd_mask, interpreter) >= (int)sizeof(line) ||
+     * AT_FLAGS; on older kernels the program's path stands in for it);
+     * F: the interpreter is opened now, so the entry works in containers
+     * and chroots that do not have it. */
+    if (snprintf(line, sizeof(line), ":%s:M::%s:%s:%s:%sF", BSDUSER_BINFMT_NAME, freebsd_magic,
+                 freebsd_mask, interpreter, kernel_says_argv0_kept() ? "P" : "") >=
+            (int)sizeof(line) ||
         strchr(interpreter, ':'))
         return err_plain(EINVAL, "%s: not usable as a binfmt_misc interpreter (too long, or a ':')",
                          interpreter);
