@@ -48,6 +48,18 @@
  * sigreturn does not restore %fs, so returning there with the host's would
  * resume the guest on smolvm's TLS (Go then reads its g from the wrong
  * place: a nil g, SIGSEGV at 0x10). */
+/*
+ * Without FSGSBASE each arch_prctl is a system call, most of a guest call's
+ * cost; so none is made that changes nothing: when guest code was
+ * interrupted, the %fs base is the block's guest_fs (the guest's base
+ * changes only through the calls that record it there, and every return
+ * to guest code loads it), so it is not asked for; and a switch to the
+ * base already loaded (a guest that never set its own runs on smolvm's)
+ * is skipped. */
+#define UC_RIP 168 /* offsetof(ucontext_t, uc_mcontext.gregs[REG_RIP]) */
+_Static_assert(offsetof(ucontext_t, uc_mcontext.gregs[REG_RIP]) == UC_RIP, "ucontext layout");
+#define GUEST_LIMIT 0x500000000000 /* BSDUSER_GUEST_LIMIT, as the assembler spells it */
+_Static_assert(GUEST_LIMIT == BSDUSER_GUEST_LIMIT, "the guest limit");
 __attribute__((visibility("hidden"))) int bsd_fsgsbase;
 __asm__(".text\n"
         ".globl bsd_signal_entry\n"
@@ -57,20 +69,35 @@ __asm__(".text\n"
         "    push %rsi\n"
         "    push %rdx\n"
         "    sub $16, %rsp\n" /* (%rsp): the %fs base at entry; 8(%rsp): alignment */
-        "    call bsd_get_fs\n"
         "    mov %rsp, %rax\n"
         "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rax\n"
+        "    mov " XSTR(UC_RIP) "(%rdx), %rcx\n"
+        "    movabs $" XSTR(GUEST_LIMIT) ", %rsi\n"
+        "    cmp %rsi, %rcx\n"
+        "    jae 1f\n"
+        "    mov 8(%rax), %rcx\n" /* guest code: its base is guest_fs */
+        "    mov %rcx, (%rsp)\n"
+        "    jmp 2f\n"
+        "1:  call bsd_get_fs\n"
+        "2:  mov %rsp, %rax\n"
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rax\n"
         "    mov (%rax), %rsi\n"
+        "    cmp (%rsp), %rsi\n" /* smolvm's base loaded already? */
+        "    je 3f\n"
         "    call bsd_set_fs\n"
-        "    mov 32(%rsp), %rdi\n"
+        "3:  mov 32(%rsp), %rdi\n"
         "    mov 24(%rsp), %rsi\n"
         "    mov 16(%rsp), %rdx\n"
         "    mov (%rsp), %rcx\n"
         "    call bsd_on_signal@PLT\n"
         "    add $40, %rsp\n"
         "    mov %rax, %rsi\n"
+        "    mov %rsp, %rcx\n" /* the block's host_fs: the base loaded now */
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rcx\n"
+        "    cmp (%rcx), %rsi\n"
+        "    je 4f\n"
         "    call bsd_set_fs\n"
-        "    ret\n"
+        "4:  ret\n"
         ".size bsd_signal_entry, .-bsd_signal_entry\n"
         /* %fs base := %rsi; clobbers rax, rcx, rdi, r11. */
         "bsd_set_fs:\n"
