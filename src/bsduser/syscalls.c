@@ -818,13 +818,12 @@ static void put_dirent(uint8_t *d, enum dirent_format f, uint16_t size, uint64_t
                        uint64_t off, uint8_t type, const char *name, uint16_t namlen)
 {
     memset(d, 0, size);
+    memcpy(d, &ino, f == DIRENT_FREEBSD11 ? 4 : 8); /* 32 bits: cut, as FreeBSD's kernel does */
     if (f == DIRENT_FREEBSD11) {
-        uint32_t ino32 = (uint32_t)ino; /* cut, as FreeBSD's kernel does */
-        memcpy(d, &ino32, 4);
         memcpy(d + 4, &size, 2);
         d[6] = type;
         d[7] = (uint8_t)namlen; /* at most 255 */
-    } else if (memcpy(d, &ino, 8), f == DIRENT_NETBSD) {
+    } else if (f == DIRENT_NETBSD) {
         memcpy(d + 8, &size, 2);
         memcpy(d + 10, &namlen, 2);
         d[12] = type;
