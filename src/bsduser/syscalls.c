@@ -1237,6 +1237,8 @@ static struct bsd_process *process_new(const char *path, const struct bsduser_op
     /* -o FILE's descriptor out of the guest's way (programs take the
      * lowest free ones), closed at an exec. */
     p->trace_fd = o->trace_fd > 0 ? fcntl(o->trace_fd, F_DUPFD_CLOEXEC, 512) : STDERR_FILENO;
+    if (p->trace_fd < 0 && errno == EINVAL) /* a descriptor limit of 512 or less */
+        p->trace_fd = fcntl(o->trace_fd, F_DUPFD_CLOEXEC, 3);
     if (o->trace_fd > 0 && p->trace_fd >= 0)
         close(o->trace_fd);
     if (p->trace_fd < 0) {
