@@ -161,7 +161,8 @@ static int elf_open(const char *path, struct elf_file *f, enum bsd_os *os)
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     f->data = NULL;
     if (f->fd < 0 || fstat(f->fd, &st) < 0) {
-        int r = err_set(errno, "'%s'", path);
+        /* Only the reason: the callers put the path (and its role) in front. */
+        int e = errno, r = err_plain(e, "%s", strerror(e));
         elf_close(f);
         return r;
     }

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -13,13 +12,26 @@
 #include "bundle/format.h"
 #include "bundle/internal.h"
 #include "util/err.h"
-#include "util/file.h"
 #include "util/hash.h"
 #include "util/le.h"
 
-/* Sections read into memory are small (config, state); files (disks) are
- * streamed by stream.c. */
-#define BUNDLE_READ_MAX (1ull << 30)
+/* Sections read whole into memory are metadata, each capped by kind (a
+ * bundle of a few KiB must not make the reader allocate a GiB: the limits
+ * are checked against the declared size before anything is read or
+ * decompressed, and the decompressor cannot write past the declared size).
+ * Real bundles need far less: a config is a few KiB, a layer table about
+ * 300 bytes per layer, a saved state tens of KiB per vCPU. Files (disks,
+ * kernel, initrd) and RAM are streamed by stream.c and memory.c. */
+static const struct section_limit {
+    const char *name;
+    uint64_t max;
+} section_limits[] = {
+    {"config", 1ull << 20},
+    {"layers", 4ull << 20},
+    {"state", 16ull << 20},
+    {"signature", 4096},
+};
+#define SECTION_READ_MAX_OTHER (16ull << 20)
 
 /* ---- writing ---- */
 
@@ -79,6 +91,13 @@ struct bundle_section *bundle_new_section(struct bundle_writer *w, const char *n
             err_plain(EEXIST, "bundle: two sections named '%s'", name);
             return NULL;
         }
+    /* Guest RAM and the saved vCPU and device state hold the guest's
+     * secrets: a bundle that carries them is its owner's only, like the
+     * RAM cache (before any byte of them is written). */
+    if ((enc == BUNDLE_MEMORY || strcmp(name, "state") == 0) && fchmod(w->fd, 0600) < 0) {
+        err_set(errno, "bundle: '%s'", w->tmp_path);
+        return NULL;
+    }
     s = &w->sections[w->count++];
     memset(s, 0, sizeof(*s));
     snprintf(s->name, sizeof(s->name), "%s", name);
@@ -121,27 +140,44 @@ int bundle_add(struct bundle_writer *w, const char *name, const void *data, size
     return r;
 }
 
+/* The bytes are copied piece by piece through private memory and hashed
+ * as they go: what is written is what was checked. A memory section's hash
+ * covers its index only; its chunks carry their own and every reader
+ * checks both, so that copy is checked where it is used. Its offsets are
+ * within the section: the bytes move as they are. */
 int bundle_copy_section(struct bundle_writer *w, const struct bundle *src, const char *name)
 {
     const struct bundle_section *from = bundle_section(src, name);
     struct bundle_section *s;
+    struct hash_state hash;
+    uint8_t digest[SHA256_BYTES], *buf;
+    int r = 0;
 
     if (!from)
         return err_plain(ENOENT, "'%s' has no '%s' section", src->path, name);
-    /* A memory section's hash covers its index; its chunks carry their own
-     * and every reader checks both, so the copy is checked where it is used.
-     * Its offsets are within the section: the bytes move as they are. */
-    if (from->encoding != BUNDLE_MEMORY &&
-        bundle_verify(src, src->file.data + from->offset, from->stored, from->sha256, name) < 0)
-        return -EINVAL;
     s = bundle_new_section(w, name, (enum bundle_encoding)from->encoding);
     if (!s)
         return -ENOSPC;
+    if (!(buf = malloc(BUNDLE_PIECE)))
+        return err_set(ENOMEM, "bundle: copying '%s'", name);
     s->stored = from->stored;
     s->size = from->size;
     memcpy(s->sha256, from->sha256, SHA256_BYTES);
     w->end = s->offset + s->stored;
-    return bundle_write_at(w, s->offset, src->file.data + from->offset, from->stored);
+    hash_begin(&hash);
+    for (uint64_t at = 0; r == 0 && at < from->stored;) {
+        size_t n = from->stored - at < BUNDLE_PIECE ? (size_t)(from->stored - at) : BUNDLE_PIECE;
+        r = bundle_pread(src, from->offset + at, buf, n);
+        hash_add(&hash, buf, n);
+        if (r == 0)
+            r = bundle_write_at(w, s->offset + at, buf, n);
+        at += n;
+    }
+    hash_end(&hash, digest);
+    free(buf);
+    if (r == 0 && from->encoding != BUNDLE_MEMORY && memcmp(digest, from->sha256, SHA256_BYTES))
+        r = err_plain(EINVAL, "'%s' is corrupt: %s fails its checksum", src->path, name);
+    return r;
 }
 
 static void encode_header(const struct bundle_writer *w, uint8_t *h)
@@ -224,6 +260,33 @@ void bundle_writer_abort(struct bundle_writer *w)
 
 /* ---- reading ---- */
 
+/* Nothing of a bundle is mapped: another process may write the file or
+ * truncate it while it is read (a shared mapping turns that into bytes
+ * changing after their hash was checked, or SIGBUS). Every byte used is
+ * read into private memory first, its hash checked there, and that same
+ * copy is what gets used. */
+
+void (*bundle_read_hook)(const struct bundle *b, uint64_t offset, size_t len);
+
+int bundle_pread(const struct bundle *b, uint64_t offset, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    for (size_t done = 0; done < len;) {
+        ssize_t n = pread(b->fd, p + done, len - done, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_set(errno, "reading '%s'", b->path);
+        if (n == 0)
+            return err_plain(EINVAL, "'%s' is corrupt: it shrank while being read", b->path);
+        done += (size_t)n;
+    }
+    if (bundle_read_hook)
+        bundle_read_hook(b, offset, len);
+    return 0;
+}
+
 static int parse_entry(struct bundle *b, const uint8_t *e, struct bundle_section *s)
 {
     memcpy(s->name, e, BUNDLE_NAME_MAX);
@@ -234,7 +297,7 @@ static int parse_entry(struct bundle *b, const uint8_t *e, struct bundle_section
     s->size = le64(e + 48);
     memcpy(s->sha256, e + 56, SHA256_BYTES);
     if (!s->name[0] || s->encoding > BUNDLE_MEMORY || s->offset < BUNDLE_HEADER_SIZE ||
-        s->offset > b->file.len || s->stored > b->file.len - s->offset)
+        s->offset > b->len || s->stored > b->len - s->offset)
         return err_plain(EINVAL, "'%s' is corrupt: section '%s' lies outside the file", b->path,
                          s->name);
     for (const struct bundle_section *o = b->sections; o < s; o++)
@@ -244,14 +307,14 @@ static int parse_entry(struct bundle *b, const uint8_t *e, struct bundle_section
     return 0;
 }
 
-static int parse_header(struct bundle *b)
+/* h: the header as read (private), file_len: the file's size then. */
+static int parse_header(struct bundle *b, const uint8_t *h, uint64_t file_len)
 {
-    const uint8_t *h = b->file.data;
     uint8_t digest[SHA256_BYTES];
     uint32_t version;
     size_t table_end;
 
-    if (b->file.len < BUNDLE_HEADER_SIZE || memcmp(h, BUNDLE_MAGIC, 8) != 0)
+    if (file_len < BUNDLE_HEADER_SIZE || memcmp(h, BUNDLE_MAGIC, 8) != 0)
         return err_plain(EINVAL, "'%s' is not a .smolmachine bundle", b->path);
     version = le32(h + 8);
     if (version != BUNDLE_VERSION)
@@ -264,29 +327,54 @@ static int parse_header(struct bundle *b)
     hash_bytes(h, table_end, digest);
     if (memcmp(digest, h + table_end, SHA256_BYTES) != 0)
         return err_plain(EINVAL, "'%s' is corrupt: its header fails its checksum", b->path);
-    if (le64(h + 16) != b->file.len)
+    if (le64(h + 16) != file_len)
         return err_plain(EINVAL, "'%s' is truncated or padded: %llu bytes, header says %llu",
-                         b->path, (unsigned long long)b->file.len,
-                         (unsigned long long)le64(h + 16));
+                         b->path, (unsigned long long)file_len, (unsigned long long)le64(h + 16));
+    b->len = file_len;
     for (unsigned i = 0; i < b->count; i++)
         if (parse_entry(b, h + HEADER_FIXED + (size_t)i * ENTRY_SIZE, &b->sections[i]) < 0)
             return -EINVAL;
     return 0;
 }
 
+int bundle_probe(const char *path)
+{
+    char magic[8];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : pread(fd, magic, sizeof(magic), 0);
+
+    if (n < 0) {
+        int r = err_set(errno, "'%s'", path);
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    close(fd);
+    return n == (ssize_t)sizeof(magic) && memcmp(magic, BUNDLE_MAGIC, 8) == 0;
+}
+
 int bundle_open(const char *path, struct bundle **out)
 {
     struct bundle *b = calloc(1, sizeof(*b));
-    int r;
+    uint8_t header[BUNDLE_HEADER_SIZE] = {0};
+    struct stat st;
+    int r = 0;
 
     if (!b)
         return err_set(ENOMEM, "bundle");
-    b->path = strdup(path);
-    /* Mapped: a start from the memory cache reads the header, config and
-     * state, never the memory chunks. */
-    r = b->path ? file_map_lazy(path, "bundle", &b->file) : err_set(ENOMEM, "bundle");
+    b->fd = -1;
+    if (!(b->path = strdup(path)))
+        r = err_set(ENOMEM, "bundle");
+    if (r == 0 && (b->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        r = err_set(errno, "bundle '%s'", path);
+    if (r == 0 && fstat(b->fd, &st) < 0)
+        r = err_set(errno, "bundle '%s'", path);
+    if (r == 0 && !S_ISREG(st.st_mode))
+        r = err_plain(EINVAL, "'%s' is not a .smolmachine bundle (not a file)", path);
+    if (r == 0 && st.st_size >= BUNDLE_HEADER_SIZE)
+        r = bundle_pread(b, 0, header, sizeof(header));
     if (r == 0)
-        r = parse_header(b);
+        r = parse_header(b, header, (uint64_t)st.st_size);
     if (r < 0) {
         bundle_close(b);
         return r;
@@ -299,7 +387,8 @@ void bundle_close(struct bundle *b)
 {
     if (!b)
         return;
-    file_unmap(&b->file);
+    if (b->fd >= 0)
+        close(b->fd);
     free(b->path);
     free(b);
 }
@@ -328,53 +417,66 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
     return 0;
 }
 
-const struct bundle_section *bundle_checked_section(const struct bundle *b, const char *name)
+const struct bundle_section *bundle_sized_section(const struct bundle *b, const char *name)
 {
     const struct bundle_section *s = bundle_section(b, name);
-    const uint8_t *stored;
 
     if (!s) {
         err_plain(ENOENT, "'%s' has no '%s' section", b->path, name);
         return NULL;
     }
-    stored = b->file.data + s->offset;
-    if (s->encoding == BUNDLE_MEMORY || (s->encoding == BUNDLE_RAW && s->size != s->stored) ||
-        (s->encoding == BUNDLE_ZSTD &&
-         ZSTD_getFrameContentSize(stored, s->stored) != (unsigned long long)s->size)) {
+    if (s->encoding == BUNDLE_MEMORY || (s->encoding == BUNDLE_RAW && s->size != s->stored)) {
         err_plain(EINVAL, "'%s' is corrupt: section '%s' has a bad size", b->path, name);
         return NULL;
     }
-    if (bundle_verify(b, stored, s->stored, s->sha256, name) < 0)
-        return NULL;
     return s;
+}
+
+uint64_t bundle_read_limit(const char *name)
+{
+    for (size_t i = 0; i < sizeof(section_limits) / sizeof(section_limits[0]); i++)
+        if (strcmp(section_limits[i].name, name) == 0)
+            return section_limits[i].max;
+    return SECTION_READ_MAX_OTHER;
 }
 
 int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
 {
-    const struct bundle_section *s = bundle_checked_section(b, name);
-    const uint8_t *stored;
-    uint8_t *buf;
-    size_t n;
+    const struct bundle_section *s = bundle_sized_section(b, name);
+    uint64_t limit = bundle_read_limit(name);
+    uint8_t *stored = NULL, *buf = NULL;
+    int r;
 
     if (!s)
         return -EINVAL;
-    if (s->size > BUNDLE_READ_MAX)
-        return err_plain(EFBIG, "'%s': section '%s' is too large to load (%llu bytes)", b->path,
-                         name, (unsigned long long)s->size);
-    stored = b->file.data + s->offset;
-    buf = malloc(s->size + 1);
-    if (!buf)
-        return err_set(ENOMEM, "'%s': section '%s' (%llu bytes)", b->path, name,
-                       (unsigned long long)s->size);
-    if (s->encoding == BUNDLE_RAW) {
+    /* Before any byte is read: the declared size, and what a frame of
+     * that size can take stored. */
+    if (s->size > limit || s->stored > ZSTD_compressBound(limit))
+        return err_plain(EFBIG, "'%s' is corrupt: section '%s' is larger than %llu KiB", b->path,
+                         name, (unsigned long long)(limit >> 10));
+    if (!(stored = malloc(s->stored ? s->stored : 1)) || !(buf = malloc(s->size + 1))) {
+        free(stored);
+        return err_set(ENOMEM, "'%s': section '%s'", b->path, name);
+    }
+    r = bundle_pread(b, s->offset, stored, s->stored);
+    if (r == 0)
+        r = bundle_verify(b, stored, s->stored, s->sha256, name);
+    if (r == 0 && s->encoding == BUNDLE_RAW) {
         memcpy(buf, stored, s->size);
-    } else {
-        n = ZSTD_decompress(buf, s->size, stored, s->stored);
-        if (ZSTD_isError(n) || n != s->size) {
-            free(buf);
-            return err_plain(EINVAL, "'%s' is corrupt: section '%s' does not decompress", b->path,
-                             name);
-        }
+    } else if (r == 0) {
+        /* dst holds the declared size: a frame that says less than it
+         * holds fails here instead of growing. */
+        size_t n = ZSTD_getFrameContentSize(stored, s->stored) == s->size
+                       ? ZSTD_decompress(buf, s->size, stored, s->stored)
+                       : (size_t)-1;
+        if (n == (size_t)-1 || ZSTD_isError(n) || n != s->size)
+            r = err_plain(EINVAL, "'%s' is corrupt: section '%s' does not decompress", b->path,
+                          name);
+    }
+    free(stored);
+    if (r < 0) {
+        free(buf);
+        return r;
     }
     buf[s->size] = 0;
     *data = buf;

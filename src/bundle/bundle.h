@@ -50,13 +50,19 @@ void bundle_writer_abort(struct bundle_writer *w);
 
 struct bundle;
 
-/* Maps the file and checks its header and section table; each section's
- * hash is checked when it is read. */
+/* Opens the file and checks its header and section table; each section's
+ * hash is checked on the bytes as they are read (into private memory: a
+ * file changed or truncated under the reader is a corrupt bundle). */
 int bundle_open(const char *path, struct bundle **out) __attribute__((warn_unused_result));
+/* 1 when the file starts with the bundle magic (it is a bundle or a
+ * corrupt one, never anything else), 0 when not; <0, message set. */
+int bundle_probe(const char *path) __attribute__((warn_unused_result));
 void bundle_close(struct bundle *b);
 bool bundle_has(const struct bundle *b, const char *name);
-/* A section's bytes, decoded and verified, in a malloc'd buffer (plus a
- * NUL after them, for text). */
+/* A metadata section's bytes, decoded and verified, in a malloc'd buffer
+ * (plus a NUL after them, for text). Capped by kind (config 1 MiB, layers
+ * 4 MiB, state 16 MiB, signature 4 KiB, any other 16 MiB): larger is
+ * refused (-EFBIG) before anything is read or decompressed. */
 int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
     __attribute__((warn_unused_result));
 /* The hex SHA-256 of a section as stored: a name for its content (caches

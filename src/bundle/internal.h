@@ -15,7 +15,8 @@ struct bundle_writer {
 
 struct bundle {
     char *path;
-    struct mapped_file file;
+    int fd;       /* read with pread into private memory, never mapped */
+    uint64_t len; /* the size the header vouches for */
     struct bundle_section sections[BUNDLE_MAX_SECTIONS];
     unsigned count;
 };
@@ -34,8 +35,21 @@ int bundle_verify(const struct bundle *b, const void *data, size_t len,
 /* zstd level of compressed sections (RAM chunks use their own). */
 #define BUNDLE_ZSTD_LEVEL 3
 
-/* The section, verified, with its sizes checked against what its encoding
- * says (a zstd frame records its content size); NULL, message set. */
-const struct bundle_section *bundle_checked_section(const struct bundle *b, const char *name);
+/* Streamed sections move in pieces of this size. */
+#define BUNDLE_PIECE (1u << 20)
+
+/* All len bytes at offset into buf (private memory): a file that shrinks
+ * under the reader is a corrupt bundle (-EINVAL, message set). */
+int bundle_pread(const struct bundle *b, uint64_t offset, void *buf, size_t len)
+    __attribute__((warn_unused_result));
+/* Test seam: called after each successful bundle_pread, so a test can
+ * change or truncate the file between two reads. NULL in smolvm. */
+extern void (*bundle_read_hook)(const struct bundle *b, uint64_t offset, size_t len);
+
+/* The section, its sizes checked against what its encoding allows (its
+ * hash is checked on the bytes as they are read); NULL, message set. */
+const struct bundle_section *bundle_sized_section(const struct bundle *b, const char *name);
+/* How many bytes bundle_read() decodes of a section of this name. */
+uint64_t bundle_read_limit(const char *name);
 
 #endif

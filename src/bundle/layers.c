@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "disk/disk.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/file.h"
 
@@ -338,7 +339,7 @@ int bundle_layer_extract(const struct bundle *b, const struct bundle_chains *c,
     if (asprintf(&final, "%s/%s.%s", dir, l->hash, l->format) < 0 ||
         asprintf(&tmp, "%s/.%s.%d.tmp", dir, l->hash, (int)getpid()) < 0)
         r = err_set(ENOMEM, "layer");
-    if (r == 0 && access(final, F_OK) != 0) {
+    if (r == 0 && !cache_file_usable(final)) {
         r = bundle_extract(b, l->section, tmp);
         if (r == 0)
             r = check_layer(c, l, tmp);

@@ -12,6 +12,7 @@
 #include "disk/copy.h"
 #include "disk/disk.h"
 #include "util/blob.h"
+#include "util/cache.h"
 #include "util/file.h"
 #include "util/err.h"
 #include "util/paths.h"
@@ -227,6 +228,9 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
 
     if (o->with_state && !vm_paused(m->vm))
         return err_plain(EBUSY, "the VM must be paused to save its state");
+    /* A bundle signed with a public key could never be verified. */
+    if (o->sign_key && (r = bundle_check_signing_key(o->sign_key)) < 0)
+        return r;
     r = bundle_writer_open(path, &w);
     if (r < 0)
         return r;
@@ -273,8 +277,10 @@ int machine_export(const struct vm_config *cfg, const char *state, const char *p
     struct save_job job = {.cfg = cfg, .path = path, .flatten = flatten};
     struct bundle *source = NULL;
     struct bundle_writer *w;
-    int r = state ? bundle_open(state, &source) : 0;
+    int r = sign_key ? bundle_check_signing_key(sign_key) : 0;
 
+    if (r == 0 && state)
+        r = bundle_open(state, &source);
     if (r == 0)
         r = bundle_writer_open(path, &w);
     if (r < 0) {
@@ -334,15 +340,15 @@ static int extract(struct machine *s, const char *section, const char **path)
  * instance started from it. */
 static int cached_base(const struct machine *s, const char *section, char **out)
 {
-    char key[65], *dir = paths_cache_dir("disks"), *path = NULL, *tmp = NULL;
-    int r = dir ? paths_mkdirs(dir) : -ENOENT;
+    char key[65], *dir = NULL, *path = NULL, *tmp = NULL;
+    int r = cache_dir_prepare("disks", &dir);
 
     if (r == 0)
         r = bundle_section_key(s->source, section, key);
     if (r == 0 && (asprintf(&path, "%s/%s.raw", dir, key) < 0 ||
                    asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0))
         r = err_set(ENOMEM, "disk cache");
-    if (r == 0 && access(path, R_OK) != 0) {
+    if (r == 0 && !cache_file_usable(path)) {
         /* Unpacked under a temporary name and renamed: a crash or a
          * concurrent start never leaves a half-written base in place. */
         r = bundle_extract(s->source, section, tmp);
@@ -418,8 +424,8 @@ static int set_disk(struct vm_config *cfg, unsigned i, char *path, const char *f
 static int cached_layers(const struct machine *s, unsigned i, char **top)
 {
     const struct bundle_layer *l = bundle_chains_find(&s->chains, s->chains.tops[i]);
-    char *dir = paths_cache_dir("layers");
-    int r = dir ? paths_mkdirs(dir) : err_plain(ENOENT, "no cache folder (set HOME)");
+    char *dir = NULL;
+    int r = cache_dir_prepare("layers", &dir);
     bool added;
 
     if (r == 0 && asprintf(top, "%s/%s.%s", dir, l->hash, l->format) < 0)
@@ -522,11 +528,13 @@ static void prefetch(struct machine *m, const char *dir, const struct guest_memo
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    char *dir = m->memory != MACHINE_MEMORY_DECOMPRESS ? paths_cache_dir("memory") : NULL;
+    char *dir = NULL;
     enum bundle_memory_mode mode = m->memory == MACHINE_MEMORY_COPY ? BUNDLE_COPY : BUNDLE_MAP;
     int r = -ENOENT;
 
-    if (dir && paths_mkdirs(dir) == 0)
+    if (m->memory != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
+        err_clear(); /* no usable cache: decompressed from the bundle */
+    if (dir)
         r = bundle_cached_memory(m->source, SECTION_MEMORY, mem, dir, mode);
     if (r == 0 && (m->memory == MACHINE_MEMORY_DEFAULT || m->memory == MACHINE_MEMORY_MAP))
         prefetch(m, dir, mem);

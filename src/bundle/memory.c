@@ -16,6 +16,7 @@
 
 #include "bundle/internal.h"
 #include "disk/fileio.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
 #include "util/iov.h"
@@ -286,9 +287,11 @@ int bundle_add_memory(struct bundle_writer *w, const char *name, const struct gu
 
 /* ---- restore ---- */
 
+/* The index is read into private memory, its hash checked there, and
+ * parsed from that copy; each chunk likewise (see bundle_pread). */
 struct load {
     const struct bundle *b;
-    const uint8_t *section;
+    uint8_t *index;
     const struct bundle_section *s;
     struct chunk_list l;
     int fd; /* cache_chunk's file: the RAM laid end to end */
@@ -297,19 +300,23 @@ struct load {
 static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *index_len)
 {
     const struct bundle_section *s = ld->s;
-    const uint8_t *p = ld->section;
+    uint8_t head[16], *p;
     size_t len;
 
-    if (s->stored < 16 || memcmp(p, MEMORY_MAGIC, 8) != 0 || le32(p + 8) != MEMORY_CHUNK)
+    if (s->stored < 16 || bundle_pread(ld->b, s->offset, head, sizeof(head)) < 0 ||
+        memcmp(head, MEMORY_MAGIC, 8) != 0 || le32(head + 8) != MEMORY_CHUNK)
         return err_plain(EINVAL, "'%s' is corrupt: bad memory index", ld->b->path);
-    if (le32(p + 12) != mem->count)
+    if (le32(head + 12) != mem->count)
         return err_plain(EINVAL, "'%s': saved RAM layout differs from this VM's", ld->b->path);
     if (list_chunks(mem, &ld->l) < 0)
         return -ENOMEM;
     len = index_size(mem, ld->l.count);
     if (len > s->stored)
         return err_plain(EINVAL, "'%s' is corrupt: memory index truncated", ld->b->path);
-    if (bundle_verify(ld->b, p, len, s->sha256, "the memory index") < 0)
+    if (!(p = ld->index = malloc(len)))
+        return err_set(ENOMEM, "memory index");
+    if (bundle_pread(ld->b, s->offset, p, len) < 0 ||
+        bundle_verify(ld->b, p, len, s->sha256, "the memory index") < 0)
         return -EINVAL;
     for (unsigned r = 0; r < mem->count; r++)
         if (le64(p + 16 + r * 16) != mem->regions[r].gpa ||
@@ -329,50 +336,52 @@ static int parse_chunks(struct load *ld, const uint8_t *e, size_t index_len)
         memcpy(c->sha256, e + 16, SHA256_BYTES);
         if (c->kind == CHUNK_ZERO)
             continue;
+        /* A compressed chunk is smaller than its RAM (the writer keeps
+         * it raw otherwise): what it is read into is bounded. */
         if (c->kind > CHUNK_RAW || c->offset < index_len || c->offset > ld->s->stored ||
-            c->stored > ld->s->stored - c->offset || (c->kind == CHUNK_RAW && c->stored != c->len))
+            c->stored > ld->s->stored - c->offset || (c->kind == CHUNK_RAW && c->stored != c->len) ||
+            (c->kind == CHUNK_ZSTD && c->stored >= c->len))
             return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu out of place",
                              ld->b->path, i);
     }
     return 0;
 }
 
-/* Chunk i checked and, when compressed, decompressed into dst: *data is
- * its bytes (dst, or the bundle's own for a raw chunk; NULL: all zero). */
-static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, const uint8_t **data)
+/* Chunk i read, checked and decoded into dst (private memory: guest RAM
+ * not yet running, or a buffer). 0 with *zero set: an elided chunk, dst
+ * untouched. */
+static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero)
 {
     const struct chunk *c = &ld->l.chunks[i];
-    const uint8_t *src = ld->section + c->offset;
+    uint8_t *packed = dst;
     char what[48];
     size_t n;
+    int r;
 
-    *data = NULL;
-    if (c->kind == CHUNK_ZERO)
+    *zero = c->kind == CHUNK_ZERO;
+    if (*zero)
         return 0;
     snprintf(what, sizeof(what), "memory chunk %zu", i);
-    if (bundle_verify(ld->b, src, c->stored, c->sha256, what) < 0)
-        return -EINVAL;
-    if (c->kind == CHUNK_RAW) {
-        *data = src;
-        return 0;
+    if (c->kind == CHUNK_ZSTD && !(packed = malloc(c->stored)))
+        return err_set(ENOMEM, "%s", what);
+    r = bundle_pread(ld->b, ld->s->offset + c->offset, packed, c->stored);
+    if (r == 0)
+        r = bundle_verify(ld->b, packed, c->stored, c->sha256, what);
+    if (r == 0 && c->kind == CHUNK_ZSTD) {
+        n = ZSTD_decompress(dst, c->len, packed, c->stored);
+        if (ZSTD_isError(n) || n != c->len)
+            r = err_plain(EINVAL, "'%s' is corrupt: %s does not decompress", ld->b->path, what);
     }
-    n = ZSTD_decompress(dst, c->len, src, c->stored);
-    if (ZSTD_isError(n) || n != c->len)
-        return err_plain(EINVAL, "'%s' is corrupt: %s does not decompress", ld->b->path, what);
-    *data = dst;
-    return 0;
+    if (packed != dst)
+        free(packed);
+    return r;
 }
 
 static int load_chunk(void *ctx, size_t i)
 {
     struct load *ld = ctx;
-    uint8_t *host = (uint8_t *)ld->l.chunks[i].host;
-    const uint8_t *data;
-    int r = chunk_bytes(ld, i, host, &data);
-
-    if (r == 0 && data && data != host)
-        memcpy(host, data, ld->l.chunks[i].len);
-    return r;
+    bool zero;
+    return chunk_bytes(ld, i, (uint8_t *)ld->l.chunks[i].host, &zero);
 }
 
 /* Into the cache file through a buffer: decompressed into a shared
@@ -381,12 +390,12 @@ static int cache_chunk(void *ctx, size_t i)
 {
     struct load *ld = ctx;
     uint8_t buffer[MEMORY_CHUNK];
-    const uint8_t *data;
-    int r = chunk_bytes(ld, i, buffer, &data);
+    bool zero;
+    int r = chunk_bytes(ld, i, buffer, &zero);
 
-    if (r < 0 || !data)
+    if (r < 0 || zero)
         return r;
-    r = disk_pwrite_all(ld->fd, data, ld->l.chunks[i].len, ld->l.chunks[i].at);
+    r = disk_pwrite_all(ld->fd, buffer, ld->l.chunks[i].len, ld->l.chunks[i].at);
     return r < 0 ? err_set(-r, "writing the memory cache") : 0;
 }
 
@@ -401,10 +410,9 @@ static int open_section(struct load *ld, const struct bundle *b, const char *nam
     *ld = (struct load){.b = b, .s = bundle_section(b, name), .fd = -1};
     if (!ld->s || ld->s->encoding != BUNDLE_MEMORY)
         return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
-    ld->section = b->file.data + ld->s->offset;
     r = parse_index(ld, mem, &index_len);
     if (r == 0)
-        r = parse_chunks(ld, ld->section + 16 + mem->count * 16, index_len);
+        r = parse_chunks(ld, ld->index + 16 + mem->count * 16, index_len);
     return r;
 }
 
@@ -416,6 +424,7 @@ int bundle_load_memory(const struct bundle *b, const char *name, const struct gu
     if (r == 0)
         r = run_parallel(0, ld.l.count, load_chunk, &ld);
     free(ld.l.chunks);
+    free(ld.index);
     return r;
 }
 
@@ -440,6 +449,7 @@ static int unpack_to_cache(const struct bundle *b, const char *name,
         if (r == 0)
             r = run_parallel(0, ld.l.count, cache_chunk, &ld);
         free(ld.l.chunks);
+        free(ld.index);
     }
     if (r == 0 && fdatasync(fd) < 0)
         r = err_set(errno, "syncing '%s'", tmp);
@@ -516,6 +526,11 @@ int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_
     if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
         return err_set(ENOMEM, "memory cache");
     fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && !cache_fd_trusted(fd)) { /* see util/cache.h: rebuilt */
+        close(fd);
+        fd = -1;
+        unlink(path);
+    }
     if (fd < 0) {
         r = unpack_to_cache(b, name, mem, path);
         fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;

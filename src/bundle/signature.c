@@ -53,36 +53,96 @@ static int hex_value(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* 32 bytes from a file of 64 hex digits (and a newline). */
-static int read_key(const char *path, const char *what, uint8_t key[KEY_BYTES])
+/* Key files are hex on one line, and say what they are by their length: a
+ * public key is 64 digits (32 bytes); a private key is 128, the secret
+ * seed followed by its public key (as NaCl keeps an ed25519 secret key),
+ * so a public key given where the private one is wanted (or the reverse)
+ * is refused before anything is signed or written. */
+enum key_kind { PUBLIC_KEY = KEY_BYTES, PRIVATE_KEY = 2 * KEY_BYTES };
+
+/* The bytes of a key file: *kind says how many it held. */
+static int read_key_file(const char *path, const char *what, uint8_t key[PRIVATE_KEY],
+                         enum key_kind *kind)
 {
-    char text[2 * KEY_BYTES + 2];
+    char text[2 * PRIVATE_KEY + 2];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof(text));
+    size_t digits;
 
     if (fd >= 0)
         close(fd);
     if (n < 0)
         return err_set(errno, "%s '%s'", what, path);
-    bool ok = n == 2 * KEY_BYTES || (n == 2 * KEY_BYTES + 1 && text[2 * KEY_BYTES] == '\n');
-    for (unsigned i = 0; ok && i < KEY_BYTES; i++) {
+    digits = n > 0 && text[n - 1] == '\n' ? (size_t)n - 1 : (size_t)n;
+    bool ok = digits == 2 * PUBLIC_KEY || digits == 2 * PRIVATE_KEY;
+    for (size_t i = 0; ok && i < digits / 2; i++) {
         int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
         ok = hi >= 0 && lo >= 0;
         key[i] = ok ? (uint8_t)(hi << 4 | lo) : 0;
     }
-    return ok ? 0 : err_plain(EINVAL, "%s '%s' is not 64 hex digits", what, path);
+    if (!ok)
+        return err_plain(EINVAL, "%s '%s' is not a smolvm key (64 or 128 hex digits)", what,
+                         path);
+    *kind = (enum key_kind)(digits / 2);
+    return 0;
 }
 
-static int write_key(const char *path, const uint8_t key[KEY_BYTES], mode_t mode)
+/* The private key in path: its seed, checked against the public half. */
+static int read_private_key(const char *path, uint8_t seed[KEY_BYTES])
 {
-    char hex[HASH_HEX];
+    uint8_t key[PRIVATE_KEY], pub[KEY_BYTES];
+    enum key_kind kind;
+    int r = read_key_file(path, "signing key", key, &kind);
+
+    if (r == 0 && kind != PRIVATE_KEY)
+        r = err_plain(EINVAL,
+                      "signing key '%s' is a public key, not a private key (sign with the "
+                      "PREFIX.key that 'smolvm keygen' wrote)",
+                      path);
+    if (r == 0) {
+        ed25519_sha512_public_key(pub, key);
+        if (memcmp(pub, key + KEY_BYTES, KEY_BYTES) != 0)
+            r = err_plain(EINVAL, "signing key '%s' is damaged: its halves do not match", path);
+    }
+    memcpy(seed, key, KEY_BYTES);
+    explicit_bzero(key, sizeof(key));
+    return r;
+}
+
+static int read_public_key(const char *path, uint8_t pub[KEY_BYTES])
+{
+    uint8_t key[PRIVATE_KEY];
+    enum key_kind kind;
+    int r = read_key_file(path, "public key", key, &kind);
+
+    if (r == 0 && kind != PUBLIC_KEY)
+        r = err_plain(EINVAL, "'%s' is a private key; verify with its public key (PREFIX.pub)",
+                      path);
+    memcpy(pub, key, KEY_BYTES);
+    explicit_bzero(key, sizeof(key));
+    return r;
+}
+
+int bundle_check_signing_key(const char *path)
+{
+    uint8_t seed[KEY_BYTES];
+    int r = read_private_key(path, seed);
+    explicit_bzero(seed, sizeof(seed));
+    return r;
+}
+
+static int write_key(const char *path, const uint8_t *key, enum key_kind kind, mode_t mode)
+{
+    char hex[2 * PRIVATE_KEY + 1];
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode), r;
 
     if (fd < 0)
         return err_set(errno, "'%s'", path);
-    hash_to_hex(key, hex); /* 32 bytes as hex, as a digest is */
-    hex[2 * KEY_BYTES] = '\n';
-    r = file_write_all(fd, hex, 2 * KEY_BYTES + 1, path);
+    for (size_t i = 0; i < kind; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key[i]);
+    hex[2 * kind] = '\n';
+    r = file_write_all(fd, hex, 2 * kind + 1, path);
+    explicit_bzero(hex, sizeof(hex));
     if (r == 0 && fsync(fd) < 0)
         r = err_set(errno, "syncing '%s'", path);
     close(fd);
@@ -93,11 +153,11 @@ static int write_key(const char *path, const uint8_t key[KEY_BYTES], mode_t mode
 
 int bundle_keygen(const char *prefix)
 {
-    uint8_t priv[KEY_BYTES], pub[KEY_BYTES];
+    uint8_t priv[PRIVATE_KEY], *pub = priv + KEY_BYTES;
     char *key_path = NULL, *pub_path = NULL;
     int r;
 
-    if (getrandom(priv, sizeof(priv), 0) != (ssize_t)sizeof(priv))
+    if (getrandom(priv, KEY_BYTES, 0) != (ssize_t)KEY_BYTES)
         return err_set(errno, "getrandom");
     ed25519_sha512_public_key(pub, priv);
     if (asprintf(&key_path, "%s.key", prefix) < 0)
@@ -106,7 +166,8 @@ int bundle_keygen(const char *prefix)
         pub_path = NULL;
     if (!key_path || !pub_path)
         r = err_set(ENOMEM, "keygen");
-    else if ((r = write_key(key_path, priv, 0600)) == 0 && (r = write_key(pub_path, pub, 0644)) < 0)
+    else if ((r = write_key(key_path, priv, PRIVATE_KEY, 0600)) == 0 &&
+             (r = write_key(pub_path, pub, PUBLIC_KEY, 0644)) < 0)
         unlink(key_path);
     explicit_bzero(priv, sizeof(priv));
     free(key_path);
@@ -117,7 +178,7 @@ int bundle_keygen(const char *prefix)
 int bundle_sign(struct bundle_writer *w, const char *key_path)
 {
     uint8_t priv[KEY_BYTES], digest[HASH_BYTES], payload[PAYLOAD];
-    int r = read_key(key_path, "signing key", priv);
+    int r = read_private_key(key_path, priv);
 
     if (r < 0)
         return r;
@@ -133,7 +194,7 @@ int bundle_check_signature(const struct bundle *b, const char *pub_path)
 {
     uint8_t trusted[KEY_BYTES], digest[HASH_BYTES], *payload = NULL;
     size_t len = 0;
-    int r = read_key(pub_path, "public key", trusted);
+    int r = read_public_key(pub_path, trusted);
 
     if (r < 0)
         return r;

@@ -8,9 +8,14 @@
 
 #define SIGNATURE_SECTION "signature"
 
-/* A new key pair: PREFIX.key (the private key, hex, 0600) and PREFIX.pub
- * (the public key, hex). Neither may exist yet. */
+/* A new key pair: PREFIX.key (the private key: 128 hex digits, seed then
+ * public key, 0600) and PREFIX.pub (the public key: 64 hex digits). Neither
+ * may exist yet. */
 int bundle_keygen(const char *prefix) __attribute__((warn_unused_result));
+
+/* 0 when key_path holds a private key (not a public one, not damaged):
+ * checked before a bundle to be signed is written. */
+int bundle_check_signing_key(const char *key_path) __attribute__((warn_unused_result));
 
 /* Adds the signature section over every section added so far, with the
  * private key in key_path: the last section before the commit. */

@@ -5,6 +5,7 @@
  * SHA-256 taken as the bytes are written; extracted after the section's
  * hash is checked, decompressed piece by piece, zeros left as holes. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,7 +18,7 @@
 #include "util/hash.h"
 #include "util/iov.h"
 
-#define PIECE (1u << 20)
+#define PIECE BUNDLE_PIECE
 #define ZSTD_WORKERS 2
 
 static const uint8_t zeros[PIECE];
@@ -177,53 +178,103 @@ static int write_sparse(int fd, const uint8_t *data, size_t len, const char *pat
     return r;
 }
 
-static int decompress_to(const struct bundle *b, const struct bundle_section *s, int fd,
-                         const char *path)
-{
-    ZSTD_DCtx *z = ZSTD_createDCtx();
-    uint8_t *out_buf = malloc(PIECE);
-    ZSTD_inBuffer in = {b->file.data + s->offset, s->stored, 0};
-    uint64_t total = 0;
-    size_t left = 1;
-    int r = z && out_buf ? 0 : err_set(ENOMEM, "unpacking '%s'", path);
+/* The stored bytes, read piece by piece into private memory and hashed as
+ * they are used: decoded into the file at once, which is removed unless
+ * every byte read matches the section's hash. */
+struct section_in {
+    const struct bundle *b;
+    const struct bundle_section *s;
+    int fd;
+    const char *path;
+    ZSTD_DCtx *z; /* NULL: stored raw */
+    uint8_t *out_buf;
+    uint64_t total; /* bytes decoded so far */
+    size_t left;    /* what ZSTD_decompressStream last said: 0 at a frame's end */
+};
 
-    while (r == 0 && left != 0) {
-        ZSTD_outBuffer out = {out_buf, PIECE, 0};
-        left = ZSTD_decompressStream(z, &out, &in);
-        if (ZSTD_isError(left) || total + out.pos > s->size ||
-            (left != 0 && in.pos == in.size && out.pos == 0))
-            r = err_plain(EINVAL, "'%s' is corrupt: section '%s' does not decompress", b->path,
-                          s->name);
-        else
-            r = write_sparse(fd, out_buf, out.pos, path);
-        total += out.pos;
+static int corrupt(const struct section_in *in)
+{
+    return err_plain(EINVAL, "'%s' is corrupt: section '%s' does not decompress", in->b->path,
+                     in->s->name);
+}
+
+/* Decodes one piece of stored bytes; last: no more follow. */
+static int decode_piece(struct section_in *in, const uint8_t *piece, size_t len, bool last)
+{
+    ZSTD_inBuffer src = {piece, len, 0};
+    bool full = false;
+    int r = 0;
+
+    if (!in->z)
+        return write_sparse(in->fd, piece, len, in->path);
+    while (r == 0 && (src.pos < src.size || full)) {
+        ZSTD_outBuffer out = {in->out_buf, PIECE, 0};
+        if (in->left == 0) { /* the frame ended: bytes after it are corrupt */
+            if (src.pos < src.size)
+                return corrupt(in);
+            break;
+        }
+        in->left = ZSTD_decompressStream(in->z, &out, &src);
+        if (ZSTD_isError(in->left) || in->total + out.pos > in->s->size)
+            return corrupt(in);
+        r = write_sparse(in->fd, in->out_buf, out.pos, in->path);
+        in->total += out.pos;
+        full = out.pos == out.size;
     }
-    if (r == 0 && (total != s->size || in.pos != in.size))
-        r = err_plain(EINVAL, "'%s' is corrupt: section '%s' does not decompress", b->path,
-                      s->name);
-    ZSTD_freeDCtx(z);
-    free(out_buf);
+    if (r == 0 && last && (in->left != 0 || in->total != in->s->size))
+        r = corrupt(in);
+    return r;
+}
+
+static int decode_section(struct section_in *in)
+{
+    const struct bundle_section *s = in->s;
+    uint8_t *buf = malloc(PIECE), digest[SHA256_BYTES];
+    struct hash_state hash;
+    int r = buf ? 0 : err_set(ENOMEM, "unpacking '%s'", in->path);
+
+    hash_begin(&hash);
+    /* At least once: an empty zstd section is no frame at all. */
+    for (uint64_t at = 0; r == 0;) {
+        size_t n = s->stored - at < PIECE ? (size_t)(s->stored - at) : PIECE;
+        r = bundle_pread(in->b, s->offset + at, buf, n);
+        if (r == 0) {
+            hash_add(&hash, buf, n);
+            at += n;
+            r = decode_piece(in, buf, n, at == s->stored);
+        }
+        if (at == s->stored)
+            break;
+    }
+    hash_end(&hash, digest);
+    if (r == 0 && memcmp(digest, s->sha256, SHA256_BYTES) != 0)
+        r = err_plain(EINVAL, "'%s' is corrupt: %s fails its checksum", in->b->path, s->name);
+    free(buf);
     return r;
 }
 
 int bundle_extract(const struct bundle *b, const char *name, const char *path)
 {
-    const struct bundle_section *s = bundle_checked_section(b, name);
-    int fd, r;
+    const struct bundle_section *s = bundle_sized_section(b, name);
+    struct section_in in = {.b = b, .s = s, .path = path, .left = 1};
+    int r = 0;
 
     if (!s)
         return -EINVAL;
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return err_set(errno, "cannot create '%s'", path);
-    r = s->encoding == BUNDLE_RAW
-            ? write_sparse(fd, b->file.data + s->offset, s->size, path)
-            : decompress_to(b, s, fd, path);
-    if (r == 0 && ftruncate(fd, (off_t)s->size) < 0)
+    if (s->encoding == BUNDLE_ZSTD && (!(in.z = ZSTD_createDCtx()) || !(in.out_buf = malloc(PIECE))))
+        r = err_set(ENOMEM, "unpacking '%s'", path);
+    in.fd = r == 0 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    if (r == 0 && in.fd < 0)
+        r = err_set(errno, "cannot create '%s'", path);
+    if (r == 0)
+        r = decode_section(&in);
+    if (r == 0 && ftruncate(in.fd, (off_t)s->size) < 0)
         r = err_set(errno, "writing '%s'", path);
-    if (close(fd) < 0 && r == 0)
+    if (in.fd >= 0 && close(in.fd) < 0 && r == 0)
         r = err_set(errno, "writing '%s'", path);
-    if (r < 0)
+    if (r < 0 && in.fd >= 0)
         unlink(path);
+    ZSTD_freeDCtx(in.z);
+    free(in.out_buf);
     return r;
 }

@@ -16,7 +16,7 @@
 #include "util/err.h"
 
 static const char help[] =
-    "usage: smolvm bsd-user [--root DIR] [--strace [-o FILE]] PROGRAM [ARGS...]\n"
+    "usage: smolvm bsd-user [--root DIR] [--strace [-o FILE]] [--] PROGRAM [ARGS...]\n"
     "       smolvm bsd-user --register | --unregister\n"
     "\n"
     "Runs a FreeBSD (or NetBSD) amd64 executable natively, translating its system\n"
@@ -25,13 +25,12 @@ static const char help[] =
     "\n"
     "      --root DIR  a BSD sysroot: a dynamic executable's runtime linker is\n"
     "                  loaded from there, and absolute paths are looked up there\n"
-    "                  first\n"
+    "                  first (it must be a folder)\n"
     "      --strace    print every system call as truss does (strings, flags by\n"
     "                  name, structures by address, errno names); unsupported\n"
     "                  ones fail with ENOSYS and are named there\n"
     "      -o FILE     --strace's lines into FILE (made or emptied) instead of\n"
     "                  stderr, from the programs it execs too\n"
-    "\n"
     "      --register  install the binfmt_misc entry that runs FreeBSD amd64\n"
     "                  executables directly (./prog) with smol-bsd-user, the link\n"
     "                  next to smolvm (made when missing); it works in containers\n"
@@ -39,6 +38,8 @@ static const char help[] =
     "                  NetBSD executables get none: they are marked only by an\n"
     "                  ELF note at no fixed offset\n"
     "      --unregister  remove it\n"
+    "  -h, --help      this text\n"
+    "Options end at PROGRAM: what follows it is the program's own.\n"
     "\n"
     "System calls are caught with Syscall User Dispatch (Linux 5.11+), else with a\n"
     "seccomp filter (SMOLVM_BSDUSER_DISPATCH=seccomp forces that).\n"
@@ -73,7 +74,7 @@ static int binfmt(bool add)
     int r = add ? interpreter_path(interpreter, sizeof(interpreter)) : 0;
     if (r == 0)
         r = add ? bsd_binfmt_register(interpreter) : bsd_binfmt_unregister();
-    return r < 0 ? cli_fail(CLI_FAILED, "bsd-user: %s", err_msg()) : CLI_OK;
+    return r < 0 ? cli_fail(CLI_FAILED, "%s", err_msg()) : CLI_OK;
 }
 
 /* Run by binfmt_misc with flag P (the kernel says so in AT_FLAGS): argv is
@@ -103,24 +104,24 @@ int cli_bsd_user(int argc, char **argv)
         /* An empty argv (argc 0 for the program): its path stands in. */
         char **args = argc > 2 ? argv + 2 : argv + 1;
         if (bsduser_run(path, &o, argc > 2 ? argc - 2 : 1, args) < 0)
-            return cli_fail(CLI_FAILED, "bsd-user: %s", err_msg());
+            return cli_fail(CLI_FAILED, "%s", err_msg());
         return CLI_FAILED;
     }
     optind = 1;
     /* Options end at the program: its own arguments are its own. */
-    while ((c = getopt_long(argc, argv, "+o:", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "+ho:", longs, NULL)) != -1) {
         if (c == 'o') {
             if (o.trace_fd > 0)
-                return cli_fail(CLI_USAGE, "bsd-user: -o given twice");
+                return cli_fail(CLI_USAGE, "-o given twice");
             o.trace_fd = open(optarg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
             if (o.trace_fd < 0)
-                return cli_fail(CLI_FAILED, "bsd-user: %s: %s", optarg, strerror(errno));
+                return cli_fail(CLI_FAILED, "-o '%s': %s", optarg, strerror(errno));
         } else if (c == 'T') {
             char *end;
             long fd = strtol(optarg, &end, 10);
             if (*end || end == optarg || fd <= STDERR_FILENO || fd > 1 << 20 ||
                 fcntl((int)fd, F_GETFD) < 0 || o.trace_fd > 0)
-                return cli_fail(CLI_USAGE, "bsd-user: --trace-fd %s: not an open descriptor", optarg);
+                return cli_fail(CLI_USAGE, "--trace-fd %s: not an open descriptor", optarg);
             o.trace_fd = (int)fd;
         } else if (c == 'r')
             o.root = optarg;
@@ -128,17 +129,21 @@ int cli_bsd_user(int argc, char **argv)
             o.strace = true;
         else if (c == 'R' || c == 'U') {
             if (optind != argc || argc != 2)
-                return cli_fail(CLI_USAGE, "bsd-user: %s takes nothing else", argv[optind - 1]);
+                return cli_fail(CLI_USAGE, "%s takes nothing else", argv[optind - 1]);
             return binfmt(c == 'R');
         } else if (c == 'h') {
             fputs(help, stdout);
             return CLI_OK;
-        } else
-            return cli_fail(CLI_USAGE, "unknown option (try 'smolvm bsd-user --help')");
+        }
     }
     if (optind >= argc)
         return cli_fail(CLI_USAGE, "no program given (try 'smolvm bsd-user --help')");
+    struct stat st;
+    if (o.root && stat(o.root, &st) < 0)
+        return cli_fail(CLI_FAILED, "--root '%s': %s", o.root, strerror(errno));
+    if (o.root && !S_ISDIR(st.st_mode))
+        return cli_fail(CLI_FAILED, "--root '%s' is not a folder", o.root);
     if (bsduser_run(argv[optind], &o, argc - optind, argv + optind) < 0)
-        return cli_fail(CLI_FAILED, "bsd-user: %s", err_msg());
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     return CLI_FAILED;
 }

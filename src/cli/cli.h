@@ -2,6 +2,7 @@
 #ifndef SMOLVM_CLI_CLI_H
 #define SMOLVM_CLI_CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 enum cli_exit {
@@ -56,7 +57,41 @@ int cli_instance_suspended(const char *name);
 /* Whether a VM named name answers on its control socket (control.c). */
 bool cli_vm_running(const char *name);
 
-/* Prints "smolvm: <message>" on one line to stderr and returns code. */
+/* The conventions every verb follows (options.c; README "Command line"):
+ * - exit CLI_OK, CLI_FAILED for a runtime failure, CLI_USAGE for a wrong
+ *   command line (a bad size or name included), and nothing built before
+ *   the command line is known to be right;
+ * - an error is one line on stderr, "smolvm: VERB: message" naming the
+ *   file, never followed by the usage text (--help prints that, to stdout);
+ * - under --json a verb prints its result as one JSON object (snake_case
+ *   keys, listed in its --help) and an error also as {"error": "message",
+ *   "verb": "VERB", "exit_code": N} on stdout. */
+
+/* The verb messages are prefixed with: main() sets it, a verb with verbs
+ * of its own ("image build") may refine it. */
+void cli_set_verb(const char *verb);
+const char *cli_verb(void);
+/* --json was given: set by main() for the whole command line (so errors
+ * before the option is reached are JSON too) and by cli_getopt_long(). */
+void cli_set_json(bool on);
+bool cli_json(void);
+
+/* Prints "smolvm: VERB: <message>" on one line to stderr (and the JSON
+ * error under --json) and returns code. A message that already begins
+ * with "VERB: " is not prefixed twice. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_vfail(int code, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* A VM or instance name (letters, digits, '.', '_', '-'): CLI_OK, or
+ * CLI_USAGE with the message printed. */
+int cli_check_name(const char *name);
+
+struct option;
+/* getopt_long() taking exact long option names only ("--mem" is not
+ * "--memory"). An unknown or abbreviated option, or one missing its value,
+ * is refused here: one line naming the options the verb takes, and exit
+ * CLI_USAGE. So it never returns '?' or ':'. */
+int cli_getopt_long(int argc, char *const argv[], const char *optstring,
+                    const struct option *longopts, int *longindex);
 
 #endif

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/control.h"
+#include "bundle/signature.h"
 #include "cli/cli.h"
 #include "cli/serve.h"
 #include "util/err.h"
@@ -62,34 +63,53 @@ static bool wants_help(int argc, char **argv)
     return false;
 }
 
-static int simple_verb(int argc, char **argv, const char *command, const char *help)
+/* pause, resume, stop: NAME [--json]; under --json, the VM's state after. */
+static int simple_verb(int argc, char **argv, const char *command, const char *state,
+                       const char *help)
 {
-    if (wants_help(argc, argv)) {
-        fputs(help, stdout);
-        return CLI_OK;
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'}, {0}};
+    int c;
+
+    optind = 1;
+    while ((c = cli_getopt_long(argc, argv, "h", longopts, NULL)) != -1)
+        if (c == 'h') {
+            fputs(help, stdout);
+            fputs("\n  --json  print {\"name\", \"state\"} when done\n", stdout);
+            return CLI_OK;
+        }
+    if (optind != argc - 1)
+        return cli_fail(CLI_USAGE, "takes one VM name (try 'smolvm %s --help')", argv[0]);
+    if (cli_check_name(argv[optind]) != CLI_OK)
+        return CLI_USAGE;
+    int code = ask(argv[optind], json_pack("{s:s}", "command", command), NULL);
+    if (code == CLI_OK && cli_json()) {
+        json_t *j = json_pack("{s:s,s:s}", "name", argv[optind], "state", state);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(j);
     }
-    if (argc != 2 || argv[1][0] == '-')
-        return cli_fail(CLI_USAGE, "usage: smolvm %s NAME", argv[0]);
-    return ask(argv[1], json_pack("{s:s}", "command", command), NULL);
+    return code;
 }
 
 int cli_pause(int argc, char **argv)
 {
-    return simple_verb(argc, argv, "pause",
-                       "usage: smolvm pause NAME\n\nStops the VM's vCPUs; 'smolvm resume' "
+    return simple_verb(argc, argv, "pause", "paused",
+                       "usage: smolvm pause NAME [--json]\n\nStops the VM's vCPUs; 'smolvm resume' "
                        "continues them.\n");
 }
 
 int cli_resume(int argc, char **argv)
 {
-    return simple_verb(argc, argv, "resume",
-                       "usage: smolvm resume NAME\n\nContinues a paused VM.\n");
+    return simple_verb(argc, argv, "resume", "running",
+                       "usage: smolvm resume NAME [--json]\n\nContinues a paused VM.\n");
 }
 
 int cli_stop(int argc, char **argv)
 {
-    return simple_verb(argc, argv, "stop",
-                       "usage: smolvm stop NAME\n\nEnds the VM at once (no guest shutdown).\n");
+    return simple_verb(argc, argv, "stop", "stopped",
+                       "usage: smolvm stop NAME [--json]\n\nEnds the VM at once (no guest "
+                       "shutdown).\n");
 }
 
 /* FILE's folder must exist; FILE itself need not. */
@@ -127,7 +147,7 @@ static const char save_help[] =
     "      --no-memory    no state: the bundle boots afresh\n"
     "      --flatten      every disk as one image, not a chain of layers\n"
     "      --sign KEY     sign it with the private key KEY ('smolvm keygen')\n"
-    "      --json         print the result as JSON\n";
+    "      --json         print {\"ok\", \"path\", \"seconds\"} when saved\n";
 
 /* Whether a VM of that name answers on its control socket. */
 bool cli_vm_running(const char *name)
@@ -153,7 +173,7 @@ static int save_at_rest(const char *name, const char *path, bool flatten, const 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (cli_instance_export(name, path, flatten, key) < 0)
-        return cli_fail(CLI_FAILED, "save: %s", err_msg());
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     clock_gettime(CLOCK_MONOTONIC, &t1);
     json_t *a = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path,
                           "seconds", (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
@@ -179,7 +199,7 @@ int cli_save(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': output = optarg; break;
         case OPT_RESUME: resume = true; break;
@@ -188,14 +208,15 @@ int cli_save(int argc, char **argv)
         case OPT_FLATTEN: flatten = true; break;
         case OPT_SIGN:
             free(key);
-            if (absolute_path(optarg, &key) < 0)
-                return cli_fail(CLI_FAILED, "save: %s", err_msg());
+            key = NULL;
+            /* Checked before the VM is asked (or paused). */
+            if (absolute_path(optarg, &key) < 0 || bundle_check_signing_key(key) < 0) {
+                free(key);
+                return cli_fail(CLI_FAILED, "%s", err_msg());
+            }
             break;
         case 'h': fputs(save_help, stdout); return CLI_OK;
-        case ':': return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
-        default:
-            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm save --help')",
-                            argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt_long said why */
         }
     }
     suspend = !output;
@@ -204,11 +225,15 @@ int cli_save(int argc, char **argv)
         return cli_fail(CLI_USAGE, "usage: smolvm save NAME -o FILE.smolmachine");
     }
     const char *name = argv[optind];
+    if (cli_check_name(name) != CLI_OK) {
+        free(key);
+        return CLI_USAGE;
+    }
     /* The VM resolves paths from its own working folder: send an absolute one. */
     if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0) {
-        code = cli_fail(CLI_FAILED, "save: %s", err_msg());
+        code = cli_fail(CLI_FAILED, "%s", err_msg());
     } else if (!cli_vm_running(name)) {
-        code = suspend ? cli_fail(CLI_FAILED, "save: no VM '%s' is running", name)
+        code = suspend ? cli_fail(CLI_FAILED, "no VM '%s' is running", name)
                        : save_at_rest(name, path, flatten, key, json);
     } else {
         json_t *request = json_pack("{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path,
@@ -218,7 +243,7 @@ int cli_save(int argc, char **argv)
             json_object_set_new(request, "sign", json_string(key));
         code = ask_showing(name, request, &answer, json ? NULL : "saving memory");
         if (code == CLI_OK && suspend && cli_instance_suspended(name) < 0)
-            code = cli_fail(CLI_FAILED, "save: %s", err_msg());
+            code = cli_fail(CLI_FAILED, "%s", err_msg());
         if (code == CLI_OK) {
             print_saved(path, answer, json);
             json_decref(answer);
@@ -253,7 +278,9 @@ int cli_ps(int argc, char **argv)
     DIR *d;
 
     if (wants_help(argc, argv)) {
-        fputs("usage: smolvm ps [--json]\n\nLists this user's running VMs.\n", stdout);
+        fputs("usage: smolvm ps [--json]\n\nLists this user's running VMs.\n\n"
+              "  --json  an array of {\"name\", \"pid\", \"state\", \"cpus\", \"mem_bytes\",\n"
+              "          \"uptime_s\"}\n", stdout);
         return CLI_OK;
     }
     if (argc > 2 || (argc == 2 && !json))

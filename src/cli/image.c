@@ -23,16 +23,23 @@ static const char build_help[] =
     "the kernel modules it needs (with their dependencies), and an ext2 root with\n"
     "busybox and what --add names. Cached by its inputs under\n"
     "$XDG_CACHE_HOME/smolvm/appliance/ (or DIR with -o): an unchanged rebuild is\n"
-    "a lookup. Prints the folder; boot it with 'smolvm run DIR'.\n"
+    "a lookup. Says what it built (kernel release, module files, root size) on\n"
+    "stderr and prints the folder; boot it with 'smolvm run DIR'.\n"
     "\n"
-    "  -o, --output DIR     where to build (default: the cache)\n"
+    "  -o, --output DIR     where to build (default: the cache). DIR must not exist\n"
+    "                       or be an appliance built before, which is replaced\n"
+    "                       atomically; anything else there is refused, untouched\n"
     "      --kernel PATH    a bzImage (default: the newest /boot/vmlinuz-*)\n"
-    "      --modules LIST   kernel modules to carry (default: virtio-mmio, blk, console,\n"
-    "                       net, rng, 9p, vsock, ext4)\n"
+    "      --modules LIST   kernel modules to add to the default set (virtio_mmio,\n"
+    "                       virtio_blk, virtio_console, virtio_net, virtio_rng, 9p,\n"
+    "                       9pnet_virtio, vmw_vsock_virtio_transport, ext4)\n"
     "      --add HOST[:GUEST]  a file or directory tree into the root (default: same path)\n"
-    "      --size SIZE      the root file system's size (default: content + 64 MiB)\n"
+    "      --size SIZE      the root file system's size (default: content + 64 MiB); a\n"
+    "                       size the content does not fit in is refused (exit 1)\n"
     "      --init PATH      the initramfs's /init (default: smolvm-init beside smolvm)\n"
-    "      --json           print {\"dir\", \"cached\", \"seconds\", \"key\"}\n";
+    "      --json           print {\"dir\", \"cached\", \"seconds\", \"key\",\n"
+    "                       \"kernel_release\", \"module_count\", \"root_bytes\"}\n"
+    "  -h, --help           this text\n";
 
 static void progress(void *opaque, const char *step)
 {
@@ -66,7 +73,7 @@ static int build(int argc, char **argv)
     bool json = false;
     int c;
 
-    while ((c = getopt_long(argc, argv, "o:", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "o:h", longs, NULL)) != -1) {
         switch (c) {
         case 'o': o.out_dir = optarg; break;
         case 'k': o.kernel = optarg; break;
@@ -96,7 +103,7 @@ static int build(int argc, char **argv)
                 return cli_fail(CLI_USAGE, "--size: %s", err_msg());
             break;
         case 'h': fputs(build_help, stdout); return CLI_OK;
-        default: return cli_fail(CLI_USAGE, "unknown option (try 'smolvm image build --help')");
+        default: return CLI_USAGE; /* cli_getopt_long said why */
         }
     }
     if (optind != argc)
@@ -104,18 +111,21 @@ static int build(int argc, char **argv)
     o.opaque = isatty(STDERR_FILENO) ? &o : NULL;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (appliance_build(&o, &a) < 0)
-        return cli_fail(CLI_FAILED, "image build: %s", err_msg());
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     if (json) {
-        json_t *j = json_pack("{sssbsfss}", "dir", a.dir, "cached", a.cached, "seconds", seconds,
-                              "key", a.key);
+        json_t *j = json_pack("{sssbsfsssssIsI}", "dir", a.dir, "cached", a.cached, "seconds",
+                              seconds, "key", a.key, "kernel_release", a.release, "module_count",
+                              (json_int_t)a.module_count, "root_bytes", (json_int_t)a.root_bytes);
         char *text = json_dumps(j, 0);
         puts(text);
         free(text);
         json_decref(j);
     } else {
-        fprintf(stderr, "image build: %s in %.3f s\n", a.cached ? "cached" : "built", seconds);
+        fprintf(stderr, "image build: %s in %.3f s: Linux %s, %zu module files, %llu MiB root\n",
+                a.cached ? "cached" : "built", seconds, a.release, a.module_count,
+                (unsigned long long)(a.root_bytes >> 20));
         puts(a.dir);
     }
     appliance_release(&a);
@@ -125,6 +135,7 @@ static int build(int argc, char **argv)
 int cli_image(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "build") == 0) {
+        cli_set_verb("image build");
         optind = 1;
         return build(argc - 1, argv + 1);
     }
@@ -132,5 +143,5 @@ int cli_image(int argc, char **argv)
         fputs(build_help, stdout);
         return CLI_OK;
     }
-    return cli_fail(CLI_USAGE, "usage: smolvm image build [options] (try --help)");
+    return cli_fail(CLI_USAGE, "the only image verb is 'build' (try 'smolvm image build --help')");
 }

@@ -1,4 +1,3 @@
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,15 +27,14 @@ static const struct cli_verb verbs[] = {
     {"bsd-user", "run a FreeBSD or NetBSD amd64 program on this Linux host", cli_bsd_user},
 };
 
-int cli_fail(int code, const char *fmt, ...)
+/* --json anywhere before "--": errors met before the parser reaches it are
+ * JSON too. */
+static bool wants_json(int argc, char **argv)
 {
-    va_list ap;
-    fputs("smolvm: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return code;
+    for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--json") == 0)
+            return true;
+    return false;
 }
 
 static void usage(FILE *out)
@@ -50,8 +48,10 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
-    if (strcmp(self, "smol-bsd-user") == 0) /* as a binfmt_misc interpreter */
+    if (strcmp(self, "smol-bsd-user") == 0) { /* as a binfmt_misc interpreter */
+        cli_set_verb("bsd-user");
         return cli_bsd_user(argc, argv);
+    }
     trace_start();
     if (argc < 2) {
         usage(stderr);
@@ -67,7 +67,11 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-        if (strcmp(argv[1], verbs[i].name) == 0)
+        if (strcmp(argv[1], verbs[i].name) == 0) {
+            cli_set_verb(verbs[i].name);
+            /* bsd-user's arguments after the program are the program's. */
+            cli_set_json(verbs[i].main != cli_bsd_user && wants_json(argc, argv));
             return verbs[i].main(argc - 1, argv + 1);
+        }
     return cli_fail(CLI_USAGE, "unknown verb '%s' (try 'smolvm --help')", argv[1]);
 }

@@ -37,6 +37,8 @@ static const char pack_help[] =
     "\n"
     "  -o, --output FILE      the bundle (replaced atomically)\n"
     "      --sign KEY         sign it with the private key KEY ('smolvm keygen')\n"
+    "      --json             print {\"path\"} when written\n"
+    "  -h, --help             this text\n"
     "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --no-rng,\n"
     "               --console, --virtio-discovery ('smolvm run --help')\n"
     "\n"
@@ -75,7 +77,8 @@ static const char run_help[] =
     "                         (with acpi=noirq: IRQ numbers from the MP table)\n"
     "      --trace-boot       print boot timestamps (tslog style) to stderr when the guest stops\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
-    "      --json             print the boot trace as JSON\n"
+    "      --json             print the boot trace as JSON on stderr (stdout is the\n"
+    "                         console): {\"unit\", \"events\", \"counts\", \"marker\"}\n"
     "  -h, --help             this text\n"
     "\n"
     "Exit status: 0 when the guest powers off or reboots, 1 on errors or a guest\n"
@@ -166,7 +169,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     o->vm.interactive = isatty(STDIN_FILENO);
     optind = 1;
     opterr = 0; /* our own one-line messages instead of getopt's */
-    while ((c = getopt_long(argc, argv, ":k:i:a:c:m:d:n:o:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, ":k:i:a:c:m:d:n:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': o->vm.kernel_path = optarg; break;
         case 'i': o->vm.initrd_path = optarg; break;
@@ -209,12 +212,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         case 'h':
             fputs(strcmp(argv[0], "pack") == 0 ? pack_help : run_help, stdout);
             exit(CLI_OK);
-        case ':':
-            return cli_fail(CLI_USAGE, "option '%s' needs a value (try 'smolvm run --help')",
-                            argv[optind - 1]);
-        default:
-            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm run --help')",
-                            argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt_long said why */
         }
     }
     if (optind + 1 == argc && !o->appliance)
@@ -223,6 +221,11 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         return cli_fail(CLI_USAGE, "unexpected argument '%s'", argv[optind]);
     if (!o->vm.kernel_path && !o->appliance)
         return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH, or an appliance folder)");
+    /* --cpus 0 or --mem 1K is a wrong command line; more memory than this
+     * host has (ENOMEM) is this host's limit, checked at boot. */
+    if (vm_config_check(&o->vm) == -EINVAL)
+        return cli_fail(CLI_USAGE, "%s", err_msg());
+    err_clear();
     return CLI_OK;
 }
 
@@ -273,11 +276,11 @@ int cli_pack(int argc, char **argv)
     if (code != CLI_OK)
         return code;
     if (!o.output)
-        return cli_fail(CLI_USAGE, "pack needs -o FILE.smolmachine (try 'smolvm pack --help')");
+        return cli_fail(CLI_USAGE, "needs -o FILE.smolmachine (try 'smolvm pack --help')");
     if (o.appliance && use_appliance(&o, NULL) < 0)
-        return cli_fail(CLI_FAILED, "pack: %s", err_msg());
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     if (vm_config_check(&o.vm) < 0 || machine_export(&o.vm, NULL, o.output, true, o.sign_key) < 0)
-        return cli_fail(CLI_FAILED, "pack: %s", err_msg());
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     if (o.serve.json) {
         json_t *j = json_pack("{ss}", "path", o.output);
         json_dumpf(j, stdout, JSON_COMPACT);

@@ -35,7 +35,7 @@ static const char start_help[] =
     "                         unchanged since\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
-    "      --json             print the trace as JSON\n"
+    "      --json             print the trace as JSON on stderr (as 'smolvm run')\n"
     "  -h, --help             this text\n"
     "\n"
     "Exit status: 0 when the guest powers off or is stopped, 1 on errors (a corrupt\n"
@@ -98,7 +98,7 @@ int cli_start(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': name = optarg; break;
         case OPT_TRACE_BOOT: o.trace_boot = true; break;
@@ -124,11 +124,7 @@ int cli_start(int argc, char **argv)
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;
-        case ':':
-            return cli_fail(CLI_USAGE, "option '%s' needs a value", argv[optind - 1]);
-        default:
-            return cli_fail(CLI_USAGE, "unknown option '%s' (try 'smolvm start --help')",
-                            argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt_long said why */
         }
     }
     if (optind != argc - 1)

@@ -31,8 +31,10 @@ static bool wants_help(int argc, char **argv, const char *usage, const char *tex
 
 static int failed(const char *verb)
 {
-    return cli_fail(CLI_FAILED, "%s: %s", verb, err_msg());
+    (void)verb; /* cli_fail names it */
+    return cli_fail(CLI_FAILED, "%s", err_msg());
 }
+
 
 static void print_json(json_t *j)
 {
@@ -90,13 +92,17 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
         appliance_files_release(&f);
         return r;
     }
+    /* A file with the bundle's magic is a bundle or an error: a corrupt
+     * one is never taken for a raw disk image. */
     struct bundle *b;
-    if (bundle_open(from, &b) == 0) {
-        *state = machine_has_state(b) ? from : NULL;
-        bundle_close(b);
-        return store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
+    if ((r = bundle_probe(from)) != 0) {
+        if (r > 0 && (r = bundle_open(from, &b)) == 0) {
+            *state = machine_has_state(b) ? from : NULL;
+            bundle_close(b);
+            r = store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
+        }
+        return r;
     }
-    err_clear();
     return store_add_layer(s, from, "image", top);
 }
 
@@ -141,7 +147,7 @@ static int verb_create(int argc, char **argv)
         return CLI_OK;
     vm_config_defaults(&cfg);
     cfg.cmdline = NULL;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "", longs, NULL)) != -1) {
         if (c == 'f')
             from = optarg;
         else if (c == 'k')
@@ -163,6 +169,8 @@ static int verb_create(int argc, char **argv)
     }
     if (argc - optind != 1 || !from)
         return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (cli_check_name(argv[optind]) != CLI_OK)
+        return CLI_USAGE;
     if (store_open(&s) < 0)
         return failed("create");
     r = import_source(s, from, top, kernel, initrd, &cfg, &state, trusted_key);
@@ -202,11 +210,12 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
         return CLI_OK;
     if (argc != 2 || argv[1][0] == '-')
         return cli_fail(CLI_USAGE, "usage: %s", usage);
+    if (cli_check_name(argv[1]) != CLI_OK)
+        return CLI_USAGE;
     /* Its delta is under a running VM: discarding it would pull the disk
      * out from under the guest. */
     if (cli_vm_running(argv[1]))
-        return cli_fail(CLI_FAILED, "%s: instance '%s' is running (stop or save it first)",
-                        argv[0], argv[1]);
+        return cli_fail(CLI_FAILED, "instance '%s' is running (stop or save it first)", argv[1]);
     if (store_open(&s) < 0)
         return failed(argv[0]);
     int r = op(s, argv[1]);
@@ -250,7 +259,7 @@ int cli_commit(int argc, char **argv)
                    "      --json          print the result as JSON\n"))
         return CLI_OK;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
         if (c == 'm')
             message = optarg;
         else if (c == 'j')

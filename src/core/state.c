@@ -190,6 +190,28 @@ static int restore_record(struct vm *vm, uint32_t tag, struct blob_reader *body,
     }
 }
 
+int vm_save_device_state(struct vm *vm, struct blob *out)
+{
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < vm->part_count; i++)
+        if (vm->parts[i].ops->save)
+            r = save_part(&vm->parts[i], out);
+    return r == 0 && out->failed ? err_set(ENOMEM, "VM state") : r;
+}
+
+int vm_restore_device_state(struct vm *vm, const void *state, size_t len)
+{
+    struct blob_reader in = blob_reader(state, len), body;
+    uint64_t restored = 0;
+    uint32_t tag;
+    int r = 0;
+
+    while (r == 0 && blob_next_record(&in, &tag, &body))
+        r = tag == STATE_DEVICE ? restore_device(vm, &body, &restored)
+                                : err_plain(EINVAL, "snapshot: not a device record");
+    return r == 0 && in.failed ? err_plain(EINVAL, "snapshot: truncated state") : r;
+}
+
 int vm_restore_state(struct vm *vm, const void *state, size_t len)
 {
     struct blob_reader in = blob_reader(state, len), body;

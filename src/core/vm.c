@@ -185,19 +185,26 @@ int vm_describe_vmgenid(struct vm *vm, uint64_t gpa, uint32_t gsi)
     return 0;
 }
 
+/* A VM of devices only (vm_create_devices_only) has no hypervisor to
+ * take interrupts or eventfds: its devices keep their synchronous paths. */
+static int no_hv(void)
+{
+    return err_plain(ENODEV, "no hypervisor (a VM of devices only)");
+}
+
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level)
 {
-    return hv_vm_set_irq(vm->hv, gsi, level);
+    return vm->hv ? hv_vm_set_irq(vm->hv, gsi, level) : no_hv();
 }
 
 int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int notify_fd)
 {
-    return hv_vm_ioeventfd(vm->hv, gpa, len, value, notify_fd);
+    return vm->hv ? hv_vm_ioeventfd(vm->hv, gpa, len, value, notify_fd) : no_hv();
 }
 
 int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd)
 {
-    return hv_vm_irqfd(vm->hv, gsi, irq_fd);
+    return vm->hv ? hv_vm_irqfd(vm->hv, gsi, irq_fd) : no_hv();
 }
 
 /* Swaps a bzImage for its cached, unpacked vmlinux when there is one: the
@@ -390,7 +397,7 @@ static int setup(struct vm *vm)
     return r;
 }
 
-static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+static int alloc_vm(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
 {
     struct vm *vm = calloc(1, sizeof(*vm));
     int r;
@@ -409,6 +416,44 @@ static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, s
         free(vm);
         return r;
     }
+    *out = vm;
+    return 0;
+}
+
+int vm_create_devices_only(const struct vm_config *cfg, struct vm **out)
+{
+    struct guest_region layout[GUEST_MEMORY_MAX_REGIONS];
+    struct vm *vm;
+    int r = alloc_vm(cfg, NULL, &vm);
+
+    if (r < 0)
+        return r;
+    r = console_open(&vm->console, false, NULL);
+    if (r == 0)
+        r = guest_memory_alloc(&vm->mem, layout, x86_ram_layout(vm->cfg.mem_bytes, layout));
+    if (r == 0)
+        r = create_devices(vm);
+    if (r < 0) {
+        vm_destroy(vm);
+        return r;
+    }
+    *out = vm;
+    return 0;
+}
+
+bool vm_bus_access(struct vm *vm, bool pio, uint64_t addr, void *data, unsigned size,
+                   bool write)
+{
+    return bus_dispatch(pio ? &vm->pio : &vm->mmio, addr, data, size, write);
+}
+
+static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+{
+    struct vm *vm;
+    int r = alloc_vm(cfg, snap, &vm);
+
+    if (r < 0)
+        return r;
     r = setup(vm);
     if (r < 0) {
         vm_destroy(vm);

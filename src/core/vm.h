@@ -75,6 +75,21 @@ struct vm_snapshot {
 int vm_restore(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
     __attribute__((warn_unused_result));
 
+/* A VM of devices only: cfg's devices and plain RAM, no hypervisor, no
+ * vCPUs, no kernel (interrupts and eventfds are refused, so devices keep
+ * their synchronous paths). For tests and the device-state fuzzer, which
+ * feed its devices' restore functions arbitrary bytes without KVM. */
+int vm_create_devices_only(const struct vm_config *cfg, struct vm **out)
+    __attribute__((warn_unused_result));
+/* Each device's state as vm_save_state() records it; and such records
+ * (only device records) restored into the VM's devices. */
+int vm_save_device_state(struct vm *vm, struct blob *out) __attribute__((warn_unused_result));
+int vm_restore_device_state(struct vm *vm, const void *state, size_t len)
+    __attribute__((warn_unused_result));
+/* What a vCPU's port I/O or MMIO exit does: false when nothing is there. */
+bool vm_bus_access(struct vm *vm, bool pio, uint64_t addr, void *data, unsigned size,
+                   bool write);
+
 /* ---- for devices ---- */
 const struct vm_config *vm_config(const struct vm *vm);
 const struct guest_memory *vm_memory(const struct vm *vm);

@@ -15,6 +15,8 @@ struct disk_check_result {
     uint64_t corruptions, leaks;
     uint64_t corruptions_fixed, leaks_fixed;
     uint64_t allocated_clusters, total_clusters;
+    uint64_t image_end_offset; /* past the last cluster used or counted (qemu-img's) */
+    uint64_t compressed_clusters, fragmented_clusters; /* of the allocated ones */
     char first_error[200];
 };
 

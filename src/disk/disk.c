@@ -17,6 +17,8 @@
 #define PROBE_BYTES 512
 
 /* Probe order: formats with a magic number first, raw last. */
+bool disk_quiet;
+
 static const struct disk_format *const formats[] = {
     &disk_format_qcow2,
     &disk_format_vhd,
@@ -415,10 +417,18 @@ void disk_check_print(const struct disk_check_result *res, FILE *out)
                 (unsigned long long)leaks);
     if (!corrupt && !leaks)
         fputs("No errors were found on the image.\n", out);
-    if (res->total_clusters)
-        fprintf(out, "%llu/%llu = %.2f%% allocated\n", (unsigned long long)res->allocated_clusters,
+    if (res->total_clusters && res->allocated_clusters) { /* as qemu-img */
+        double allocated = (double)res->allocated_clusters;
+        fprintf(out, "%llu/%llu = %.2f%% allocated, %.2f%% fragmented, %.2f%% compressed "
+                     "clusters\n",
+                (unsigned long long)res->allocated_clusters,
                 (unsigned long long)res->total_clusters,
-                100.0 * (double)res->allocated_clusters / (double)res->total_clusters);
+                100.0 * (double)res->allocated_clusters / (double)res->total_clusters,
+                100.0 * (double)res->fragmented_clusters / allocated,
+                100.0 * (double)res->compressed_clusters / allocated);
+    }
+    if (res->image_end_offset)
+        fprintf(out, "Image end offset: %llu\n", (unsigned long long)res->image_end_offset);
 }
 
 int disk_snapshot(struct disk *d, enum disk_snapshot_op op, const char *name)

@@ -16,6 +16,10 @@
 #define DISK_NO_LOCK 16u   /* read-only, beside the writer of a paused VM in this process */
 #define DISK_UNSAFE 32u    /* no syncs at all (qemu's cache=unsafe): a new image being filled */
 
+/* Set by the command line, which prints every error itself: drivers then
+ * only record what they find (err_set) instead of also printing it. */
+extern bool disk_quiet;
+
 /* Backing chains deeper than this are refused (and so are cycles). */
 #define DISK_MAX_CHAIN 64
 

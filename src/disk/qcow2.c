@@ -39,8 +39,9 @@ int qcow2_corrupt(struct qcow2 *q, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     q->broken = true;
-    fprintf(stderr, "smolvm: qcow2 '%s' is corrupt: %s\n", q->disk->path, msg);
-    return err_plain(EIO, "corrupt qcow2 image: %s", msg);
+    if (!disk_quiet) /* a running VM's only word of it */
+        fprintf(stderr, "smolvm: qcow2 '%s' is corrupt: %s\n", q->disk->path, msg);
+    return err_plain(EIO, "qcow2 '%s' is corrupt: %s", q->disk->path, msg);
 }
 
 int qcow2_pread(struct qcow2 *q, void *buf, size_t len, uint64_t offset)
@@ -978,21 +979,28 @@ static int qcow2_write_compressed(struct disk *d, uint64_t offset, const uint8_t
     return r;
 }
 
+/* qemu-img info's fields, in its shape: format-specific {type, data}, and
+ * for compat=0.10 only the keys qemu-img shows for it. */
 static int qcow2_describe(struct disk *d, json_t *info)
 {
     struct qcow2 *q = d->priv;
-    json_t *spec = json_object();
+    json_t *data = json_object();
 
     json_object_set_new(info, "cluster-size", json_integer((json_int_t)q->cluster_size));
-    json_object_set_new(spec, "compat", json_string(q->version >= 3 ? "1.1" : "0.10"));
-    json_object_set_new(spec, "lazy-refcounts",
-                        json_boolean(q->compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
-    json_object_set_new(spec, "refcount-bits", json_integer(1 << q->refcount_order));
-    json_object_set_new(spec, "corrupt", json_boolean(q->incompatible & QCOW2_INCOMPAT_CORRUPT));
-    json_object_set_new(spec, "extended-l2", json_boolean(q->l2_entry_bytes == 16));
-    json_object_set_new(spec, "compression-type",
+    json_object_set_new(info, "dirty-flag", json_boolean(q->incompatible & QCOW2_INCOMPAT_DIRTY));
+    json_object_set_new(data, "compat", json_string(q->version >= 3 ? "1.1" : "0.10"));
+    json_object_set_new(data, "compression-type",
                         json_string(q->compression_type ? "zstd" : "zlib"));
-    json_object_set_new(info, "format-specific", spec);
+    json_object_set_new(data, "refcount-bits", json_integer(1 << q->refcount_order));
+    if (q->version >= 3) {
+        json_object_set_new(data, "lazy-refcounts",
+                            json_boolean(q->compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
+        json_object_set_new(data, "corrupt",
+                            json_boolean(q->incompatible & QCOW2_INCOMPAT_CORRUPT));
+        json_object_set_new(data, "extended-l2", json_boolean(q->l2_entry_bytes == 16));
+    }
+    json_object_set_new(info, "format-specific",
+                        json_pack("{ssso}", "type", "qcow2", "data", data));
     if (q->backing_name)
         json_object_set_new(info, "backing-filename", json_string(q->backing_name));
     if (q->backing_format)

@@ -20,6 +20,7 @@ struct walk {
     uint32_t *used; /* references per cluster of the file */
     uint64_t clusters;
     bool active; /* walking the image's own L1 (not a snapshot's) */
+    uint64_t next_contiguous; /* where the next data cluster would follow the last */
 };
 
 static void problem(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -58,6 +59,24 @@ static bool aligned(struct walk *w, uint64_t offset, const char *what)
     return false;
 }
 
+/* qemu-img's fragmentation figures: a compressed cluster counts as
+ * fragmented, and so does a data cluster not right after the previous one. */
+static void count_allocated(struct walk *w, uint64_t entry)
+{
+    struct disk_check_result *res = w->res;
+    uint64_t host = entry & QCOW2_OFFSET_MASK;
+
+    res->allocated_clusters++;
+    if (entry & QCOW2_OFLAG_COMPRESSED) {
+        res->compressed_clusters++;
+        res->fragmented_clusters++;
+        return;
+    }
+    if (w->next_contiguous && host != w->next_contiguous)
+        res->fragmented_clusters++;
+    w->next_contiguous = host + w->q->cluster_size;
+}
+
 static int walk_l2(struct walk *w, uint64_t l2_offset, uint8_t *table)
 {
     struct qcow2 *q = w->q;
@@ -75,7 +94,7 @@ static int walk_l2(struct walk *w, uint64_t l2_offset, uint8_t *table)
             use(w, e & QCOW2_OFFSET_MASK, q->cluster_size, "data cluster");
         }
         if (w->active && (e & (QCOW2_OFLAG_COMPRESSED | QCOW2_OFFSET_MASK)))
-            w->res->allocated_clusters++;
+            count_allocated(w, e);
     }
     return 0;
 }
@@ -148,6 +167,8 @@ static int compare(struct walk *w, unsigned repair)
         int r = qcow2_refcount_get(q, c, &stored);
         if (r < 0)
             return r;
+        if (stored || used)
+            w->res->image_end_offset = (c + 1) << q->cluster_bits;
         if (stored == used)
             continue;
         bool leak = stored > used;

@@ -399,12 +399,15 @@ int qcow2_snapshot_list(struct disk *d, json_t *list)
     for (uint32_t i = 0; i < q->snapshot_count; i++) {
         uint64_t clock = be64(s[i].fixed + 24);
         uint64_t vm_state = s[i].extra_size >= 8 ? be64(s[i].extra) : be32(s[i].fixed + 32);
-        json_array_append_new(
-            list, json_pack("{sssssIsisisIsI}", "id", s[i].id, "name", s[i].name,
-                            "vm-state-size", (json_int_t)vm_state, "date-sec",
-                            (int)be32(s[i].fixed + 16), "date-nsec", (int)be32(s[i].fixed + 20),
-                            "vm-clock-sec", (json_int_t)(clock / 1000000000),
-                            "vm-clock-nsec", (json_int_t)(clock % 1000000000)));
+        json_t *x = json_pack("{sssssIsisisIsI}", "id", s[i].id, "name", s[i].name,
+                              "vm-state-size", (json_int_t)vm_state, "date-sec",
+                              (int)be32(s[i].fixed + 16), "date-nsec", (int)be32(s[i].fixed + 20),
+                              "vm-clock-sec", (json_int_t)(clock / 1000000000),
+                              "vm-clock-nsec", (json_int_t)(clock % 1000000000));
+        /* qemu-img shows the instruction count where one was recorded. */
+        if (x && s[i].extra_size >= 24 && be64(s[i].extra + 16) != UINT64_MAX)
+            json_object_set_new(x, "icount", json_integer((json_int_t)be64(s[i].extra + 16)));
+        json_array_append_new(list, x);
     }
     free_snapshots(s, q->snapshot_count);
     return 0;

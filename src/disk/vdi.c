@@ -3,6 +3,7 @@
  * block, or "unallocated" / "zero"), then the data blocks in allocation
  * order. Snapshot differencing images are refused. */
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -214,6 +215,15 @@ static int vdi_create(const char *path, const struct disk_create_options *o)
     return r;
 }
 
+/* qemu-img info's "cluster-size": the allocation unit. */
+static int vdi_describe(struct disk *d, json_t *info)
+{
+    const struct vdi *x = d->priv;
+    if (x->block_size)
+        json_object_set_new(info, "cluster-size", json_integer((json_int_t)x->block_size));
+    return 0;
+}
+
 const struct disk_format disk_format_vdi = {
     .name = "vdi",
     .probe = vdi_probe,
@@ -223,6 +233,7 @@ const struct disk_format disk_format_vdi = {
     .flush = blockmap_flush,
     .write_zeroes = blockmap_write_zeroes,
     .close = vdi_close,
+    .describe = vdi_describe,
     .status = blockmap_status,
     .create = vdi_create,
 };

@@ -8,6 +8,7 @@
  * We write creator "smol" images whose size equals their geometry, so
  * every reader agrees. */
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -325,6 +326,15 @@ static int vhd_create(const char *path, const struct disk_create_options *o)
     return r;
 }
 
+/* qemu-img info's "cluster-size": the allocation unit. */
+static int vhd_describe(struct disk *d, json_t *info)
+{
+    const struct vhd *x = d->priv;
+    if (x->block_size)
+        json_object_set_new(info, "cluster-size", json_integer((json_int_t)x->block_size));
+    return 0;
+}
+
 const struct disk_format disk_format_vhd = {
     .name = "vpc",
     .probe = vhd_probe,
@@ -334,6 +344,7 @@ const struct disk_format disk_format_vhd = {
     .flush = blockmap_flush,
     .write_zeroes = blockmap_write_zeroes,
     .close = vhd_close,
+    .describe = vhd_describe,
     .status = blockmap_status,
     .create = vhd_create,
 };

@@ -5,6 +5,7 @@
  * of 0 reads as zeros (1 too, with the zeroed-grain flag). Compressed
  * (streamOptimized) and delta images are refused. */
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -325,6 +326,54 @@ static int vmdk_create(const char *path, const struct disk_create_options *o)
     return r;
 }
 
+/* A descriptor field's value ("CID=fffe" gives "fffe"; quotes dropped), or
+ * "" when absent. */
+static void descriptor_field(const char *text, const char *key, char *out, size_t size)
+{
+    const char *p = strstr(text, key);
+    size_t n = 0;
+
+    if (p) {
+        p += strlen(key);
+        p += *p == '"';
+        while (p[n] && p[n] != '"' && p[n] != '\n' && n + 1 < size)
+            n++;
+        memcpy(out, p, n);
+    }
+    out[n] = 0;
+}
+
+/* qemu-img info's "cluster-size" and format-specific (the descriptor's
+ * CID, parentCID, createType, and the one extent). */
+static int vmdk_describe(struct disk *d, json_t *info)
+{
+    const struct vmdk *v = d->priv;
+    char text[DESCRIPTOR_SECTORS * 512 + 1] = {0}, cid[16], parent[16], type[64];
+    uint8_t h[512];
+
+    json_object_set_new(info, "cluster-size", json_integer((json_int_t)v->grain_bytes));
+    if (disk_pread_all(d->fd, h, sizeof(h), 0) < 0)
+        return 0;
+    uint64_t offset = le64(h + 28), sectors = le64(h + 36);
+    if (!offset || !sectors)
+        return 0;
+    if (sectors > DESCRIPTOR_SECTORS)
+        sectors = DESCRIPTOR_SECTORS;
+    if (disk_pread_all(d->fd, text, sectors * 512, offset * 512) < 0)
+        return 0;
+    descriptor_field(text, "\nCID=", cid, sizeof(cid));
+    descriptor_field(text, "parentCID=", parent, sizeof(parent));
+    descriptor_field(text, "createType=", type, sizeof(type));
+    json_t *extent = json_pack("{sIsssIss}", "virtual-size", (json_int_t)d->size, "filename",
+                               d->path, "cluster-size", (json_int_t)v->grain_bytes, "format", "");
+    json_t *data = json_pack("{sIsIsss[o]}", "cid", (json_int_t)strtoull(cid, NULL, 16),
+                             "parent-cid", (json_int_t)strtoull(parent, NULL, 16),
+                             "create-type", type, "extents", extent);
+    json_object_set_new(info, "format-specific",
+                        json_pack("{ssso}", "type", "vmdk", "data", data));
+    return 0;
+}
+
 const struct disk_format disk_format_vmdk = {
     .name = "vmdk",
     .probe = vmdk_probe,
@@ -334,6 +383,7 @@ const struct disk_format disk_format_vmdk = {
     .flush = blockmap_flush,
     .write_zeroes = blockmap_write_zeroes,
     .close = vmdk_close,
+    .describe = vmdk_describe,
     .status = blockmap_status,
     .create = vmdk_create,
 };

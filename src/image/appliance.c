@@ -285,14 +285,23 @@ static int make_root(const char *path, const struct appliance_options *o, uint32
     if (r == 0)
         r = ext2_write(e, path, o->root_size ? o->root_size : ROOT_ROOM);
     ext2_free(e);
+    /* ext2_write grows an image its content does not fit in: a --size the
+     * user gave is refused instead of silently not honoured. */
+    struct stat st;
+    if (r == 0 && o->root_size && stat(path, &st) == 0 && (uint64_t)st.st_size > o->root_size)
+        r = err_plain(EFBIG, "--size of %llu MiB is too small: the root needs %llu MiB",
+                      (unsigned long long)(o->root_size >> 20),
+                      (unsigned long long)(((uint64_t)st.st_size + (1 << 20) - 1) >> 20));
     return r;
 }
 
 static int write_manifest(const char *path, const char *key, const char *kernel,
-                          const char *release, const char *const *modules, size_t count)
+                          const char *release, const char *const *modules, size_t count,
+                          size_t module_files)
 {
-    json_t *m = json_pack("{sisssssssss[]}", "builder", BUILDER_VERSION, "key", key, "kernel",
-                          kernel, "release", release, "cmdline", DEFAULT_CMDLINE, "modules");
+    json_t *m = json_pack("{sisssssssss[]sI}", "builder", BUILDER_VERSION, "key", key, "kernel",
+                          kernel, "release", release, "cmdline", DEFAULT_CMDLINE, "modules",
+                          "module_files", (json_int_t)module_files);
     for (size_t i = 0; m && i < count; i++)
         json_array_append_new(json_object_get(m, "modules"), json_string(modules[i]));
     char *text = m ? json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
@@ -335,7 +344,7 @@ static int build_into(const char *tmp, const struct appliance_options *o, const 
     if (r == 0)
         r = make_root(root, o, timestamp);
     if (r == 0)
-        r = write_manifest(manifest, key, kernel, release, modules, count);
+        r = write_manifest(manifest, key, kernel, release, modules, count, l.count);
     kmod_list_free(&l);
     free(k);
     free(i);
@@ -374,53 +383,204 @@ static bool ready(const char *dir, const char *key)
     return same;
 }
 
-/* Builds in a temporary folder beside the target, under a lock, and
- * renames it into place: a crash or a second builder never leaves half an
- * appliance where a finished one is expected. */
-static int build_locked(const struct appliance_options *o, const char *dir, const char *kernel,
-                        const char *release, const char *init, const char *const *modules,
-                        size_t count, struct appliance *out)
-{
-    char *copy = strdup(dir), *parent = copy ? dirname(copy) : NULL, *lock = NULL, *tmp = NULL;
-    int fd = -1, r = parent ? paths_mkdirs(parent) : -ENOMEM;
+/* What a build writes into its folder, and all it may replace there. */
+static const char *const parts[] = {"kernel", "initrd", "root.ext2", "appliance.json"};
 
-    if (r == 0 && (asprintf(&lock, "%s/.appliance.lock", parent) < 0 ||
-                   asprintf(&tmp, "%s.tmp-%d", dir, (int)getpid()) < 0))
+static bool is_part(const char *name)
+{
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        if (strcmp(name, parts[i]) == 0)
+            return true;
+    return false;
+}
+
+/* 0 when dir is absent or an appliance this builder wrote: a folder of
+ * only its parts, with a manifest naming the builder. Anything else is the
+ * user's, and refused by name (shown as the user wrote it). */
+static int replaceable(const char *dir, const char *shown)
+{
+    struct stat st;
+    struct dirent *e;
+    int r = 0;
+
+    if (lstat(dir, &st) < 0)
+        return errno == ENOENT ? 0 : err_set(errno, "'%s'", shown);
+    if (!S_ISDIR(st.st_mode))
+        return err_plain(EEXIST, "'%s' exists and is not an appliance folder: not replaced "
+                                 "(remove it or give another -o)", shown);
+    DIR *d = opendir(dir);
+    bool empty = true;
+    if (!d)
+        return err_set(errno, "'%s'", shown);
+    while (r == 0 && (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        empty = false;
+        if (!is_part(e->d_name))
+            r = err_plain(EEXIST, "'%s' holds '%s', which no appliance build wrote: not "
+                                  "replaced (remove it or give another -o)", shown, e->d_name);
+    }
+    closedir(d);
+    if (r == 0 && empty)
+        return 0; /* made for the build, presumably: nothing in it to lose */
+    char *manifest = r == 0 ? part(dir, "appliance.json") : NULL;
+    json_t *m = manifest ? json_load_file(manifest, 0, NULL) : NULL;
+    if (r == 0 && !json_is_integer(json_object_get(m, "builder")))
+        r = err_plain(EEXIST, "'%s' is a folder but not an appliance (no appliance.json of "
+                              "'smolvm image build'): not replaced (remove it or give another -o)",
+                      shown);
+    json_decref(m);
+    free(manifest);
+    return r;
+}
+
+/* Puts the finished folder tmp at dir in one step: renamed into a free
+ * name, or exchanged with the old appliance, which is then removed. A
+ * file system without RENAME_EXCHANGE gets the old one moved aside first
+ * (and back when the new one cannot follow). */
+static int swap_into_place(const char *tmp, const char *dir, const char *aside)
+{
+    bool exists = access(dir, F_OK) == 0;
+
+    if (!exists) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) == 0 ||
+            ((errno == EINVAL || errno == ENOSYS) && rename(tmp, dir) == 0))
+            return 0;
+        return err_set(errno, "rename into '%s'", dir);
+    }
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        file_remove_tree(tmp); /* it now holds the old appliance */
+        return 0;
+    }
+    if (errno != EINVAL && errno != ENOSYS)
+        return err_set(errno, "rename into '%s'", dir);
+    if (rename(dir, aside) < 0)
+        return err_set(errno, "move '%s' aside", dir);
+    if (rename(tmp, dir) < 0) {
+        int r = err_set(errno, "rename into '%s'", dir);
+        rename(aside, dir);
+        return r;
+    }
+    file_remove_tree(aside);
+    return 0;
+}
+
+/* The target as a path whose last part names it: "." and ".." (and
+ * trailing slashes) resolved, so its parent and a sibling can be named. */
+static int target_path(const char *given, char **out)
+{
+    char *path = strdup(given);
+    size_t n = path ? strlen(path) : 0;
+
+    if (!path)
+        return -ENOMEM;
+    while (n > 1 && path[n - 1] == '/')
+        path[--n] = 0;
+    const char *slash = strrchr(path, '/'), *last = slash ? slash + 1 : path;
+    if (strcmp(last, ".") == 0 || strcmp(last, "..") == 0 || strcmp(path, "/") == 0) {
+        char *real = realpath(path, NULL);
+        free(path);
+        if (!real)
+            return err_set(errno, "'%s'", given);
+        path = real;
+    }
+    if (strcmp(path, "/") == 0) {
+        free(path);
+        return err_plain(EINVAL, "cannot build into '/'");
+    }
+    *out = path;
+    return 0;
+}
+
+/* Builds in a temporary folder beside the target, under a lock on the
+ * parent folder (no lock file left behind), and swaps it into place: a
+ * crash or a second builder never leaves half an appliance where a
+ * finished one is expected, and only an appliance is ever replaced. */
+static int build_locked(const struct appliance_options *o, const char *dir, const char *shown,
+                        const char *kernel, const char *release, const char *init,
+                        const char *const *modules, size_t count, struct appliance *out)
+{
+    char *copy = strdup(dir), *parent = copy ? dirname(copy) : NULL, *tmp = NULL, *aside = NULL;
+    const char *base = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    int fd = -1, r = parent ? replaceable(dir, shown) : -ENOMEM;
+
+    if (r == 0)
+        r = paths_mkdirs(parent);
+    if (r == 0 && (asprintf(&tmp, "%s/.%s.tmp-XXXXXX", parent, base) < 0 ||
+                   asprintf(&aside, "%s/.%s.old-%d", parent, base, (int)getpid()) < 0))
         r = -ENOMEM;
-    if (r == 0 && ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0 ||
+    if (r == 0 && ((fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
                    flock(fd, LOCK_EX) < 0))
-        r = err_set(errno, "lock '%s'", lock);
+        r = err_set(errno, "lock '%s'", parent);
     if (r == 0 && ready(dir, out->key)) { /* another builder finished it meanwhile */
         out->cached = true;
     } else if (r == 0) {
-        file_remove_tree(tmp);
-        r = mkdir(tmp, 0755) < 0 ? err_set(errno, "'%s'", tmp) : 0;
+        r = mkdtemp(tmp) && chmod(tmp, 0755) == 0 ? 0 : err_set(errno, "'%s'", tmp);
         if (r == 0)
             r = build_into(tmp, o, kernel, release, init, modules, count, out->key);
-        if (r == 0 && access(dir, F_OK) == 0)
-            r = file_remove_tree(dir);
-        if (r == 0 && rename(tmp, dir) < 0)
-            r = err_set(errno, "rename into '%s'", dir);
+        if (r == 0)
+            r = replaceable(dir, shown); /* again: it may have changed during the build */
+        if (r == 0)
+            r = swap_into_place(tmp, dir, aside);
         if (r < 0)
             file_remove_tree(tmp);
     }
     if (fd >= 0)
         close(fd);
     free(copy);
-    free(lock);
     free(tmp);
+    free(aside);
     return r;
+}
+
+/* The default modules, then those --modules adds that are not among them. */
+static const char **module_set(const struct appliance_options *o, size_t *count)
+{
+    size_t defaults = sizeof(default_modules) / sizeof(default_modules[0]);
+    const char **all = calloc(defaults + o->module_count, sizeof(*all));
+
+    if (!all)
+        return NULL;
+    memcpy(all, default_modules, sizeof(default_modules));
+    *count = defaults;
+    for (size_t i = 0; i < o->module_count; i++) {
+        size_t j = 0;
+        while (j < *count && strcmp(all[j], o->modules[i]) != 0)
+            j++;
+        if (j == *count)
+            all[(*count)++] = o->modules[i];
+    }
+    return all;
+}
+
+/* What the folder holds, for the report: from its manifest and root. */
+static void describe(struct appliance *a)
+{
+    char *manifest = part(a->dir, "appliance.json"), *root = part(a->dir, "root.ext2");
+    json_t *m = manifest ? json_load_file(manifest, 0, NULL) : NULL;
+    const char *release = json_string_value(json_object_get(m, "release"));
+    json_t *files = json_object_get(m, "module_files");
+    struct stat st;
+
+    snprintf(a->release, sizeof(a->release), "%s", release ? release : "");
+    a->module_count = json_is_integer(files) ? (size_t)json_integer_value(files)
+                                             : json_array_size(json_object_get(m, "modules"));
+    a->root_bytes = root && stat(root, &st) == 0 ? (uint64_t)st.st_size : 0;
+    json_decref(m);
+    free(manifest);
+    free(root);
 }
 
 int appliance_build(const struct appliance_options *o, struct appliance *out)
 {
-    const char *const *modules = o->modules ? o->modules : default_modules;
-    size_t count = o->modules ? o->module_count : sizeof(default_modules) / sizeof(*modules);
+    size_t count = 0;
+    const char **modules = module_set(o, &count);
     char *kernel = NULL, *init = NULL, release[128], *cache = NULL;
-    int r;
+    int r = modules ? 0 : -ENOMEM;
 
     memset(out, 0, sizeof(*out));
-    r = o->kernel ? ((kernel = strdup(o->kernel)) ? 0 : -ENOMEM) : newest_kernel(&kernel);
+    if (r == 0)
+        r = o->kernel ? ((kernel = strdup(o->kernel)) ? 0 : -ENOMEM) : newest_kernel(&kernel);
     if (r == 0)
         r = kernel_release(kernel, release, sizeof(release));
     if (r == 0)
@@ -428,7 +588,7 @@ int appliance_build(const struct appliance_options *o, struct appliance *out)
     if (r == 0)
         r = input_key(o, kernel, init, modules, count, out->key);
     if (r == 0 && o->out_dir) {
-        out->dir = strdup(o->out_dir);
+        r = target_path(o->out_dir, &out->dir);
     } else if (r == 0) {
         cache = paths_cache_dir("appliance");
         if (!cache || asprintf(&out->dir, "%s/%s", cache, out->key) < 0)
@@ -439,7 +599,11 @@ int appliance_build(const struct appliance_options *o, struct appliance *out)
     if (r == 0 && ready(out->dir, out->key))
         out->cached = true;
     else if (r == 0)
-        r = build_locked(o, out->dir, kernel, release, init, modules, count, out);
+        r = build_locked(o, out->dir, o->out_dir ? o->out_dir : out->dir, kernel, release, init,
+                         modules, count, out);
+    if (r == 0)
+        describe(out);
+    free(modules);
     free(kernel);
     free(init);
     free(cache);

@@ -23,7 +23,7 @@ struct appliance_add {
 struct appliance_options {
     const char *out_dir;            /* NULL: the cache, by input hash */
     const char *kernel;             /* NULL: the newest /boot/vmlinuz-* */
-    const char *const *modules;     /* NULL: the default set */
+    const char *const *modules;     /* added to the default set */
     size_t module_count;
     const struct appliance_add *adds;
     size_t add_count;
@@ -37,6 +37,9 @@ struct appliance {
     char *dir;
     bool cached;  /* found ready, nothing built */
     char key[65]; /* the input hash */
+    char release[128];   /* the kernel's */
+    size_t module_count; /* module files in the initrd, dependencies included */
+    uint64_t root_bytes; /* root.ext2's size */
 };
 
 int appliance_build(const struct appliance_options *o, struct appliance *out)

@@ -44,6 +44,8 @@ static void write_keys(void)
         fprintf(k, "%02x", priv[i]);
         fprintf(p, "%02x", pub[i]);
     }
+    for (size_t i = 0; i < sizeof(pub); i++) /* a private key carries its public key */
+        fprintf(k, "%02x", pub[i]);
     fputc('\n', k);
     fputc('\n', p);
     fclose(k);

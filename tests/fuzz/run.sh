@@ -2,7 +2,7 @@
 # Runs each libFuzzer target from its seed corpus, bounded: the virtqueue
 # walker and virtio-blk request parser fed arbitrary guest memory; the
 # .smolmachine reader, the disk formats and the bsd-user loader fed arbitrary
-# files. Target fuzz_NAME runs on tests/fuzz/corpus/NAME (a new target needs
+# files; every device's restore fed arbitrary saved device state. Target fuzz_NAME runs on tests/fuzz/corpus/NAME (a new target needs
 # only its corpus folder here). Builds build-fuzz/ (clang) first.
 # Prints "PASS fuzz NAME: ..." / "FAIL fuzz NAME: ..." lines; exits 1 if any failed.
 #

@@ -590,11 +590,11 @@ scenario_bad_inputs() {
     bad_input directory-kernel 1 --kernel /boot
     bad_input missing-initrd 1 --kernel "$KERNEL" --initrd /nonexistent/initrd
     bad_input initrd-too-big 1 --kernel "$KERNEL" --initrd "$big" --mem 32M
-    bad_input mem-zero 1 --kernel "$KERNEL" --mem 0
+    bad_input mem-zero 2 --kernel "$KERNEL" --mem 0
     bad_input mem-too-large 1 --kernel "$KERNEL" --mem 64T
     bad_input mem-garbage 2 --kernel "$KERNEL" --mem lots
-    bad_input cpus-zero 1 --kernel "$KERNEL" --cpus 0
-    bad_input cpus-too-many 1 --kernel "$KERNEL" --cpus 9999
+    bad_input cpus-zero 2 --kernel "$KERNEL" --cpus 0
+    bad_input cpus-too-many 2 --kernel "$KERNEL" --cpus 9999
     bad_input no-kernel 2 --mem 64M
     bad_input unknown-option 2 --kernel "$KERNEL" --frobnicate
     bad_input missing-disk 1 --kernel "$KERNEL" --disk /nonexistent/disk.img
@@ -611,11 +611,38 @@ scenario_bad_inputs() {
     fi
 }
 
+# Refused by name before anything is made (no guest boots): a file with the
+# bundle magic, cut short, is not imported as a raw disk; a public key
+# cannot sign (pack and save, whose key is checked before the VM is asked).
+scenario_bundle_refusals() {
+    local err=$work/refusals.err
+    "$SMOLVM" keygen "$work/rk" > /dev/null 2>&1
+    "$SMOLVM" pack -o "$work/whole.smolmachine" --kernel "$KERNEL" --mem 64M > /dev/null 2>&1
+    head -c 6000 "$work/whole.smolmachine" > "$work/cut.smolmachine"
+    "$SMOLVM" create cut --from "$work/cut.smolmachine" > /dev/null 2> "$err"
+    rc=$?
+    cp "$err" "$results/bundle-cut-create.err" 2>/dev/null
+    expect bundle-cut-create "create --from a cut-short bundle: exit 1, one line naming it, no instance" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$err")" -eq 1 && grep -q "cut.smolmachine" "$err" &&
+              ! test -e "$XDG_DATA_HOME/smolvm/instances/cut"'
+    "$SMOLVM" pack -o "$work/pub.smolmachine" --kernel "$KERNEL" --mem 64M --sign "$work/rk.pub" \
+        > /dev/null 2> "$err"
+    rc=$?
+    cp "$err" "$results/bundle-sign-public-key.err" 2>/dev/null
+    expect bundle-sign-public-key "pack --sign KEY.pub: exit 1, one line naming it, nothing written" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$err")" -eq 1 && grep -q "rk.pub. is a public key" "$err" &&
+              ! ls "$work"/pub.smolmachine* > /dev/null 2>&1'
+    "$SMOLVM" save nosuchvm -o "$work/save.smolmachine" --sign "$work/rk.pub" > /dev/null 2> "$err"
+    rc=$?
+    expect bundle-save-public-key "save --sign KEY.pub: refused for the key (exit 1) before any VM is looked up" \
+        eval 'test "$rc" -eq 1 && grep -q "is a public key" "$err"'
+}
+
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
-    instance_state detach appliance instances"
+    instance_state detach appliance instances bundle_refusals"
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
 done

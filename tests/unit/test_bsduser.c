@@ -180,7 +180,8 @@ static void test_seccomp_fallback(void **state)
 
 /* --root: a dynamic executable starts in its runtime linker, loaded from
  * the sysroot with AT_BASE and AT_ENTRY set; absolute paths are looked
- * up in the sysroot first; a sysroot without the linker: one line. */
+ * up in the sysroot first; a sysroot without the linker, or none at all:
+ * one line. */
 static void test_root(void **state)
 {
     (void)state;
@@ -189,9 +190,14 @@ static void test_root(void **state)
                         "grep -qx 'rtld: starting the program' err"), 0);
     expect_program("--root root ./fbsd rootfile");
     assert_int_equal(run("./fbsd rootfile"), 1); /* no sysroot: the host has no such file */
-    assert_int_equal(run("--root /nonexistent ./fbsd-dyn hello"), 1);
-    assert_int_equal(sh("grep -q \"runtime linker '/nonexistent/libexec/ld-elf.so.1'\" err && "
+    assert_int_equal(sh("mkdir -p emptyroot"), 0);
+    assert_int_equal(run("--root emptyroot ./fbsd-dyn hello"), 1);
+    assert_int_equal(sh("grep -q \"runtime linker 'emptyroot/libexec/ld-elf.so.1'\" err && "
                         "test $(wc -l < err) -eq 1"), 0);
+    /* A --root that is not there is refused before anything runs. */
+    assert_int_equal(run("--root /nonexistent ./fbsd hello"), 1);
+    assert_int_equal(sh("grep -q \"^smolvm: bsd-user: --root '/nonexistent': No such file\" err && "
+                        "test $(wc -l < err) -eq 1 && ! test -s out"), 0);
 }
 
 /* --root R for every call that takes a path: with B a directory both the

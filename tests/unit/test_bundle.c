@@ -13,12 +13,15 @@
 #include <unistd.h>
 
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <zstd.h>
 
 #include "bundle/bundle.h"
 #include "bundle/internal.h"
 #include "bundle/machine.h"
 #include "core/config.h"
+#include "store/store.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
 
@@ -304,6 +307,37 @@ static void corrupt_memory_chunk_is_refused(void **state)
     guest_memory_free(&mem);
 }
 
+/* docs/smolmachine-format.md is enough to read a bundle: the reader written
+ * from it alone (docs/smolmachine_ls.py) lists what smolvm wrote and checks
+ * every hash (table, sections, memory index and chunks), and catches a
+ * changed memory chunk. */
+static int format_reader(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "python3 %s/docs/smolmachine_ls.py '%s' > %s/ls.out 2>&1",
+             SMOLVM_SOURCE_ROOT, path, dir);
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void format_document_reader_agrees(void **state)
+{
+    struct guest_memory mem;
+    long at;
+    (void)state;
+
+    if (system("command -v python3 > /dev/null") != 0)
+        skip();
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(format_reader(), 0);
+    at = find_raw_chunk(&mem);
+    assert_true(at > 0);
+    flip_byte(at + 1000);
+    assert_int_equal(format_reader(), 1);
+    guest_memory_free(&mem);
+}
+
 static void memory_layout_must_match(void **state)
 {
     struct guest_memory mem, other;
@@ -529,6 +563,362 @@ static void too_much_memory_is_refused(void **state)
     err_clear();
 }
 
+/* A file with the bundle's magic is a bundle or an error: truncated, it
+ * still probes as one (create --from refuses it instead of importing it as
+ * a raw disk); a file without the magic does not. */
+static void magic_means_bundle(void **state)
+{
+    struct guest_memory mem;
+    struct bundle *b;
+    char other[160];
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(bundle_probe(path), 1);
+    assert_int_equal(truncate(path, 5000), 0);
+    assert_int_equal(bundle_probe(path), 1);
+    assert_true(bundle_open(path, &b) < 0);
+    assert_non_null(strstr(err_msg(), path));
+    snprintf(other, sizeof(other), "%s/disk.raw", dir);
+    close(open(other, O_WRONLY | O_CREAT, 0600));
+    assert_int_equal(truncate(other, 1 << 20), 0);
+    assert_int_equal(bundle_probe(other), 0);
+    assert_true(bundle_probe("/nonexistent/x") < 0);
+    guest_memory_free(&mem);
+    err_clear();
+}
+
+/* The test seam: what the hook does to the file between two reads. */
+static enum { HOOK_OFF, HOOK_TRUNCATE, HOOK_REWRITE } hook_action;
+static uint64_t hook_after; /* acts on the first read at or past this offset */
+
+static void change_file(const struct bundle *b, uint64_t offset, size_t len)
+{
+    (void)b;
+    (void)len;
+    if (hook_action == HOOK_OFF || offset < hook_after)
+        return;
+    if (hook_action == HOOK_TRUNCATE) {
+        assert_int_equal(truncate(path, (off_t)offset + 1), 0);
+    } else {
+        int fd = open(path, O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "XXXX", 4, (off_t)offset), 4);
+        close(fd);
+    }
+    hook_action = HOOK_OFF;
+}
+
+static const struct bundle_section *section_of(const struct bundle *b, const char *name)
+{
+    const struct bundle_section *s = bundle_section(b, name);
+    assert_non_null(s);
+    return s;
+}
+
+/* Another process writes the bundle after a section's hash was checked:
+ * the bytes used are the ones checked (read once, into private memory),
+ * never a second read of the file. */
+static void bytes_changed_after_check_are_not_used(void **state)
+{
+    struct guest_memory mem;
+    struct bundle *b;
+    uint8_t *data;
+    size_t len;
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    bundle_read_hook = change_file;
+    hook_action = HOOK_REWRITE;
+    hook_after = section_of(b, "config")->offset;
+    assert_int_equal(bundle_read(b, "config", &data, &len), 0);
+    assert_int_equal(hook_action, HOOK_OFF); /* the file did change */
+    assert_string_equal((char *)data, "{\"cpus\": 1}");
+    free(data);
+    /* Read again, the changed bytes fail their hash. */
+    assert_int_equal(bundle_read(b, "config", &data, &len), -EINVAL);
+    assert_non_null(strstr(err_msg(), "fails its checksum"));
+    /* The same for a memory chunk, changed once it was read. */
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct guest_memory back;
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    hook_action = HOOK_REWRITE;
+    hook_after = section_of(b, "memory")->offset + 4096; /* past the index */
+    assert_int_equal(bundle_load_memory(b, "memory", &back), 0);
+    assert_int_equal(hook_action, HOOK_OFF);
+    assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+    assert_memory_equal(back.regions[1].host, mem.regions[1].host, RAM_HIGH);
+    assert_int_equal(bundle_load_memory(b, "memory", &back), -EINVAL);
+    assert_non_null(strstr(err_msg(), "fails its checksum"));
+    guest_memory_free(&back);
+    bundle_read_hook = NULL;
+    bundle_close(b);
+    guest_memory_free(&mem);
+    err_clear();
+}
+
+/* The file truncated while it is unpacked (after its header and the memory
+ * index were read): one line saying it is corrupt, no crash (nothing of it
+ * is mapped: no SIGBUS) and nothing left in the cache or beside the
+ * extracted file. */
+static void truncated_while_reading_leaves_nothing(void **state)
+{
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct guest_memory mem, back;
+    struct bundle *b;
+    char cache[128], out[160], cmd[400];
+    (void)state;
+
+    fake_ram(&mem);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    snprintf(out, sizeof(out), "%s/kernel.out", dir);
+    bundle_read_hook = change_file;
+    for (int round = 0; round < 3; round++) {
+        if (round < 2) {
+            write_bundle(&mem);
+        } else { /* a disk of three pieces, truncated after the first */
+            struct bundle_writer *w;
+            assert_int_equal(bundle_writer_open(path, &w), 0);
+            assert_int_equal(bundle_add(w, "kernel", mem.regions[0].host, 3u << 20, BUNDLE_RAW), 0);
+            assert_int_equal(bundle_writer_commit(w), 0);
+        }
+        assert_int_equal(bundle_open(path, &b), 0);
+        const struct bundle_section *s = section_of(b, round == 2 ? "kernel" : "memory");
+        hook_action = HOOK_TRUNCATE;
+        hook_after = s->offset + (round == 2 ? 0 : 4096); /* past the memory index */
+        int r = round == 0   ? bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY)
+                : round == 1 ? bundle_load_memory(b, "memory", &back)
+                             : bundle_extract(b, "kernel", out);
+        if (r != -EINVAL)
+            fail_msg("round %d: %d (%s)", round, r, err_msg());
+        assert_non_null(strstr(err_msg(), "is corrupt"));
+        assert_null(strchr(err_msg(), '\n'));
+        bundle_close(b);
+        err_clear();
+    }
+    bundle_read_hook = NULL;
+    snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\" && ! test -e '%s'", cache, out);
+    assert_int_equal(system(cmd), 0);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
+/* The same in the store: a bundle whose disk is cut short while create
+ * --from unpacks it leaves no .tmp-* and no layer behind. */
+static void truncated_import_leaves_nothing_in_store(void **state)
+{
+    char data[128], cmd[400], top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
+    struct vm_config cfg, back;
+    struct bundle_writer *w;
+    struct bundle *b;
+    struct store *s;
+    uint8_t *disk = malloc(3u << 20);
+    (void)state;
+
+    for (size_t i = 0; i < (3u << 20); i++)
+        disk[i] = (uint8_t)(i * 7 + (i >> 12));
+    vm_config_defaults(&cfg);
+    char *json = vm_config_to_json(&cfg);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", json, strlen(json), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "disk.0", disk, 3u << 20, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(json);
+    free(disk);
+    assert_int_equal(bundle_open(path, &b), 0);
+    hook_after = section_of(b, "disk.0")->offset;
+    bundle_close(b);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    setenv("XDG_DATA_HOME", data, 1);
+    assert_int_equal(store_open(&s), 0);
+    bundle_read_hook = change_file;
+    hook_action = HOOK_TRUNCATE;
+    assert_int_equal(store_import_bundle(s, path, top, kernel, initrd, &back, NULL), -EINVAL);
+    bundle_read_hook = NULL;
+    assert_non_null(strstr(err_msg(), "is corrupt"));
+    assert_null(strchr(err_msg(), '\n'));
+    vm_config_release(&back);
+    store_close(s);
+    snprintf(cmd, sizeof(cmd), "test -z \"$(find '%s/smolvm/layers' -type f)\"", data);
+    assert_int_equal(system(cmd), 0);
+    unsetenv("XDG_DATA_HOME");
+    err_clear();
+}
+
+/* One zstd frame of 1 GiB of zeros (about 32 KiB stored); its header says
+ * content_size, which may be a lie. */
+static size_t zeros_frame(uint8_t **out, uint64_t content_size)
+{
+    const size_t piece = 1u << 20;
+    uint8_t *zero = calloc(1, piece), *frame = malloc(1u << 20);
+    ZSTD_CCtx *z = ZSTD_createCCtx();
+    size_t len = 0;
+
+    assert_non_null(zero);
+    assert_non_null(frame);
+    ZSTD_CCtx_setPledgedSrcSize(z, 1ull << 30);
+    for (size_t done = 0; done < (1u << 30); done += piece) {
+        ZSTD_inBuffer in = {zero, piece, 0};
+        ZSTD_EndDirective end = done + piece == (1u << 30) ? ZSTD_e_end : ZSTD_e_continue;
+        size_t left;
+        do {
+            ZSTD_outBuffer o = {frame + len, (1u << 20) - len, 0};
+            left = ZSTD_compressStream2(z, &o, &in, end);
+            assert_false(ZSTD_isError(left));
+            len += o.pos;
+        } while (end == ZSTD_e_end ? left != 0 : in.pos < in.size);
+    }
+    ZSTD_freeCCtx(z);
+    free(zero);
+    /* The frame header: magic, descriptor, [window], [dict id], size. */
+    uint8_t fhd = frame[4];
+    size_t at = 5 + !(fhd & 0x20) + (size_t[]){0, 1, 2, 4}[fhd & 3];
+    assert_int_equal(fhd >> 6, 2); /* a 4-byte content size */
+    assert_int_equal(frame[at] | frame[at + 1] << 8 | frame[at + 2] << 16 |
+                         (uint32_t)frame[at + 3] << 24, 1u << 30);
+    for (int i = 0; i < 4; i++)
+        frame[at + i] = (uint8_t)(content_size >> (8 * i));
+    *out = frame;
+    return len;
+}
+
+/* A config section of 1 GiB of zeros, declared as such or as 100 bytes (the
+ * frame lying about its size too): refused with one line, and the reader's
+ * peak RSS stays small. Measured in a child, whose peak starts at its
+ * parent's RSS when forked. */
+static void config_bomb_is_refused(void **state)
+{
+    for (int lie = 0; lie < 2; lie++) {
+        uint64_t declared = lie ? 100 : 1ull << 30;
+        uint8_t *frame;
+        size_t len = zeros_frame(&frame, declared);
+        struct bundle_writer *w;
+        assert_int_equal(bundle_writer_open(path, &w), 0);
+        struct bundle_section *s = bundle_new_section(w, "config", BUNDLE_ZSTD);
+        assert_non_null(s);
+        s->stored = len;
+        s->size = declared;
+        hash_bytes(frame, len, s->sha256);
+        assert_int_equal(bundle_write_at(w, s->offset, frame, len), 0);
+        w->end = s->offset + s->stored;
+        assert_int_equal(bundle_writer_commit(w), 0);
+        free(frame);
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+            struct rusage before, after;
+            struct bundle *b;
+            uint8_t *data;
+            size_t n;
+            getrusage(RUSAGE_SELF, &before);
+            if (bundle_open(path, &b) < 0 || bundle_read(b, "config", &data, &n) == 0)
+                _exit(10);
+            fprintf(stderr, "refused: %s\n", err_msg());
+            if (strchr(err_msg(), '\n') || !strstr(err_msg(), "is corrupt"))
+                _exit(11);
+            getrusage(RUSAGE_SELF, &after);
+            _exit(after.ru_maxrss - before.ru_maxrss < 64 * 1024 ? 0 : 12); /* KiB */
+        }
+        int status;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    (void)state;
+}
+
+/* A bundle that carries guest RAM (or saved state) is its owner's only;
+ * one without stays readable (pack's output is meant to be shared). */
+static void ram_bundle_is_private(void **state)
+{
+    struct guest_memory mem;
+    struct bundle_writer *w;
+    struct stat st;
+    mode_t old = umask(022);
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    umask(old);
+    guest_memory_free(&mem);
+}
+
+/* The memory cache is reused without hashing it again, so a cache file
+ * another user could have written is not used (it is rebuilt), and cache
+ * folders are made the user's only, or refused when they are another's. */
+static void tampered_cache_is_not_used(void **state)
+{
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    struct guest_memory mem, back;
+    struct bundle *b;
+    char xdg[128], root[160], ram[512], *cache;
+    struct stat st;
+    (void)state;
+
+    snprintf(xdg, sizeof(xdg), "%s/xdg", dir);
+    snprintf(root, sizeof(root), "%s/smolvm", xdg);
+    setenv("XDG_CACHE_HOME", xdg, 1);
+    assert_int_equal(cache_dir_prepare("memory", &cache), 0);
+    assert_int_equal(chmod(root, 0777), 0);
+    assert_int_equal(chmod(cache, 0777), 0);
+    free(cache);
+    assert_int_equal(cache_dir_prepare("memory", &cache), 0);
+    assert_int_equal(stat(root, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(cache, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    char key[65];
+    assert_int_equal(bundle_section_key(b, "memory", key), 0);
+    snprintf(ram, sizeof(ram), "%s/%s.ram", cache, key);
+    for (int round = 0; round < (geteuid() == 0 ? 2 : 1); round++) {
+        assert_int_equal(bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY), 0);
+        /* Another user writes the cache file: world-writable, or theirs. */
+        int fd = open(ram, O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "evil", 4, 4096), 4);
+        close(fd);
+        if (round == 0)
+            assert_int_equal(chmod(ram, 0666), 0);
+        else
+            assert_int_equal(chown(ram, 12345, 12345), 0);
+        memset(back.regions[0].host, 0, RAM_LOW);
+        assert_int_equal(bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY), 0);
+        assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+        assert_int_equal(stat(ram, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(st.st_uid, geteuid());
+    }
+    if (geteuid() == 0) { /* a folder of another user's is refused */
+        char *again;
+        assert_int_equal(chown(cache, 12345, 12345), 0);
+        assert_int_equal(cache_dir_prepare("memory", &again), -EPERM);
+        assert_non_null(strstr(err_msg(), "belongs to uid 12345"));
+        err_clear();
+    }
+    bundle_close(b);
+    free(cache);
+    unsetenv("XDG_CACHE_HOME");
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -543,9 +933,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_header_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(format_document_reader_agrees, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(too_much_memory_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(magic_means_bundle, setup, teardown),
+        cmocka_unit_test_setup_teardown(bytes_changed_after_check_are_not_used, setup, teardown),
+        cmocka_unit_test_setup_teardown(truncated_while_reading_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(truncated_import_leaves_nothing_in_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(config_bomb_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
+        cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
     };
     srand(7);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -347,6 +347,67 @@ static void test_appliance_build_and_cache(void **state)
     free((char *)adds[1].host);
 }
 
+/* -o PATH replaces only an appliance a build wrote: a file, a folder of the
+ * user's, or the current folder is refused with one line and left byte for
+ * byte; an appliance is swapped for the new one; no lock file or temporary
+ * folder is left beside it. --modules adds to the default set; a --size the
+ * root does not fit in is refused, the old appliance kept. */
+static void test_appliance_output_replaces_only_appliances(void **state)
+{
+    const char *extra[] = {"loop"};
+    struct appliance_options o = {.init = built_init()};
+    struct appliance a;
+    char cwd[4096];
+    (void)state;
+    assert_int_equal(sh("mkdir out && cd out && echo notes > notes.txt && mkdir mydir && "
+                        "echo precious > mydir/precious.txt && mkdir here && echo mine > here/x && "
+                        "find . -type f | sort | xargs sha256sum > ../before"), 0);
+    const char *refused[] = {"out/notes.txt", "out/mydir", "."};
+    for (size_t i = 0; i < 3; i++) {
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        if (i == 2)
+            assert_int_equal(chdir(in_dir("out/here")), 0);
+        o.out_dir = i == 2 ? refused[i] : strdup(in_dir(refused[i]));
+        err_clear();
+        assert_true(appliance_build(&o, &a) < 0);
+        assert_non_null(strstr(err_msg(), "not replaced"));
+        assert_null(strchr(err_msg(), '\n'));
+        if (i == 2)
+            assert_int_equal(chdir(cwd), 0);
+        else
+            free((char *)o.out_dir);
+    }
+    assert_int_equal(sh("cd out && find . -type f | sort | xargs sha256sum | cmp -s - ../before"),
+                     0);
+    o.out_dir = strdup(in_dir("out/app"));
+    if (appliance_build(&o, &a) < 0)
+        fail_msg("build: %s", err_msg());
+    assert_string_equal(a.release, kernel_release());
+    assert_true(a.module_count > 9 && a.root_bytes >= (64u << 20));
+    size_t defaults = a.module_count;
+    appliance_release(&a);
+    assert_int_equal(sh("ls -i out/app/kernel > old-inode"), 0);
+    o.modules = extra;
+    o.module_count = 1;
+    if (appliance_build(&o, &a) < 0)
+        fail_msg("rebuild: %s", err_msg());
+    assert_false(a.cached);
+    assert_true(a.module_count > defaults);
+    appliance_release(&a);
+    assert_int_equal(sh("grep -q '\"loop\"' out/app/appliance.json && "
+                        "grep -q '\"ext4\"' out/app/appliance.json && "
+                        "! ls -i out/app/kernel | cmp -s - old-inode"), 0);
+    o.root_size = 1 << 20;
+    err_clear();
+    assert_true(appliance_build(&o, &a) < 0);
+    assert_non_null(strstr(err_msg(), "too small"));
+    assert_int_equal(sh("grep -q '\"loop\"' out/app/appliance.json && test -s out/app/root.ext2"),
+                     0);
+    /* Nothing of the builds' own beside the targets. */
+    assert_int_equal(sh("test -z \"$(find out -name '.*' ! -name . ! -name ..)\""), 0);
+    free((char *)o.out_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_ext2_checked_by_e2fsck),
         cmocka_unit_test(test_ext2_from_host_tree),
         cmocka_unit_test(test_appliance_build_and_cache),
+        cmocka_unit_test(test_appliance_output_replaces_only_appliances),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

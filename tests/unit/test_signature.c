@@ -11,7 +11,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include "bundle/bundle.h"
+#include "bundle/machine.h"
+#include "core/config.h"
 #include "bundle/signature.h"
 #include "scratch.h"
 #include "util/err.h"
@@ -123,12 +127,54 @@ static void bad_key_files_are_named(void **state)
     fputs("zz56e99ac65a60000e470c7ecc4dc92053b0ba1bf8ee4d9eed5acef312577542\n", f);
     fclose(f);
     signature_check(write_bundle("g.smolmachine", in_dir("k.key"), NULL), in_dir("short.pub"), -EINVAL,
-                 "is not 64 hex digits");
+                 "is not a smolvm key");
     signature_check(in_dir("g.smolmachine"), in_dir("missing.pub"), -ENOENT, "missing.pub");
     assert_int_equal(bundle_writer_open(in_dir("h.smolmachine"), &w), 0);
     assert_int_equal(bundle_sign(w, in_dir("nothex.key")), -EINVAL);
     bundle_writer_abort(w);
     assert_int_equal(bundle_keygen(in_dir("k")), -EEXIST); /* never overwrites a key */
+}
+
+/* pack/save --sign with the public key would write a bundle nobody can
+ * verify: refused by name before anything is written; --verify with the
+ * private key is refused too. */
+static void public_key_cannot_sign(void **state)
+{
+    struct vm_config cfg;
+    const char *out = in_dir("p.smolmachine");
+    char tmp[512];
+    (void)state;
+
+    assert_int_equal(bundle_check_signing_key(in_dir("k.key")), 0);
+    assert_int_equal(bundle_check_signing_key(in_dir("k.pub")), -EINVAL);
+    assert_non_null(strstr(err_msg(), "is a public key, not a private key"));
+    assert_non_null(strstr(err_msg(), "k.pub"));
+    vm_config_defaults(&cfg);
+    err_clear();
+    assert_int_equal(machine_export(&cfg, NULL, out, true, in_dir("k.pub")), -EINVAL);
+    assert_non_null(strstr(err_msg(), "is a public key"));
+    /* Before the bundle is even created: not "cannot create". */
+    assert_int_equal(machine_export(&cfg, NULL, in_dir("nowhere/p.smolmachine"), true,
+                                    in_dir("k.pub")), -EINVAL);
+    assert_non_null(strstr(err_msg(), "is a public key"));
+    snprintf(tmp, sizeof(tmp), "%s.tmp-%d", out, (int)getpid());
+    assert_int_equal(access(out, F_OK), -1);
+    assert_int_equal(access(tmp, F_OK), -1);
+    signature_check(write_bundle("q.smolmachine", in_dir("k.key"), NULL), in_dir("k.key"), -EINVAL,
+                    "is a private key");
+    /* A private key whose public half is not its own. */
+    FILE *f = fopen(in_dir("mixed.key"), "w"), *k = fopen(in_dir("k.key"), "r"),
+         *o = fopen(in_dir("other.pub"), "r");
+    char seed[65] = {0}, pub[65] = {0};
+    assert_int_equal(fread(seed, 1, 64, k), 64);
+    assert_int_equal(fread(pub, 1, 64, o), 64);
+    fprintf(f, "%s%s\n", seed, pub);
+    fclose(f);
+    fclose(k);
+    fclose(o);
+    assert_int_equal(bundle_check_signing_key(in_dir("mixed.key")), -EINVAL);
+    assert_non_null(strstr(err_msg(), "damaged"));
+    err_clear();
 }
 
 int main(void)
@@ -139,6 +185,7 @@ int main(void)
         cmocka_unit_test(section_added_after_signing_is_refused),
         cmocka_unit_test(forged_signature_sections_are_refused),
         cmocka_unit_test(bad_key_files_are_named),
+        cmocka_unit_test(public_key_cannot_sign),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

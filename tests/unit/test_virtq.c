@@ -213,6 +213,23 @@ static void refuses_rings_outside_ram(void **state)
     assert_int_not_equal(virtq_validate(&bad), 0);
 }
 
+/* A used ring laid over the avail ring (each push would move the avail
+ * index: one kick served forever) or over the descriptors is refused;
+ * rings side by side are fine. */
+static void refuses_overlapping_rings(void **state)
+{
+    struct virtq bad = q;
+    (void)state;
+    bad.used_gpa = AVAIL;
+    assert_int_equal(virtq_validate(&bad), -EINVAL);
+    bad.used_gpa = AVAIL + 4 + 2 * QSIZE; /* over avail's used_event */
+    assert_int_equal(virtq_validate(&bad), -EINVAL);
+    bad.used_gpa = DESC + 16 * (QSIZE - 1);
+    assert_int_equal(virtq_validate(&bad), -EINVAL);
+    bad.used_gpa = DESC + 16 * QSIZE; /* right after the descriptors */
+    assert_int_equal(virtq_validate(&bad), 0);
+}
+
 static void interrupt_suppression(void **state)
 {
     uint16_t *avail = (uint16_t *)ram(AVAIL);
@@ -246,7 +263,8 @@ int main(void)
         T(refuses_a_head_out_of_range), T(refuses_buffers_outside_ram), T(refuses_length_overflow),
         T(refuses_readable_after_writable), T(refuses_nested_indirect),
         T(refuses_bad_indirect_sizes), T(refuses_over_long_chains),
-        T(refuses_an_avail_index_jump), T(refuses_rings_outside_ram), T(interrupt_suppression),
+        T(refuses_an_avail_index_jump), T(refuses_rings_outside_ram), T(refuses_overlapping_rings),
+        T(interrupt_suppression),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 
 #include "arch/x86/bzimage.h"
 #include "arch/x86/elf.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/paths.h"
 #include "util/le.h"
@@ -193,8 +194,10 @@ static int write_atomically(const char *path, const uint8_t *data, size_t len)
         done += (size_t)w;
     }
     /* A crash may lose the cache entry, never leave half of one: rename
-     * only a complete file (a torn one would also fail the ELF checks). */
-    if (close(fd) < 0 || rename(tmp, path) < 0) {
+     * only a complete file, synced (a torn one would also fail the ELF
+     * checks). */
+    int synced = fsync(fd);
+    if (close(fd) < 0 || synced < 0 || rename(tmp, path) < 0) {
         unlink(tmp);
         return -EIO;
     }
@@ -214,7 +217,7 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
         return 0;
     snprintf(path, sizeof(path), "%s/vmlinux-v%d-%016llx-%zu", cache_dir, CACHE_FORMAT_VERSION,
              (unsigned long long)content_key(image, len), len);
-    if (access(path, R_OK) == 0) {
+    if (cache_file_usable(path)) {
         *out_path = strdup(path);
         return *out_path ? 0 : -ENOMEM;
     }
@@ -230,5 +233,10 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
 
 char *x86_kernel_cache_dir(void)
 {
-    return paths_cache_dir("kernels");
+    char *dir;
+    if (cache_dir_prepare("kernels", &dir) < 0) {
+        err_clear(); /* no usable cache: the bzImage boots as it is */
+        return NULL;
+    }
+    return dir;
 }

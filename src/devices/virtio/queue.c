@@ -18,6 +18,11 @@ struct vring_desc {
 static uint64_t avail_bytes(uint16_t size) { return RING_HEADER + 2ull * size + 2; }
 static uint64_t used_bytes(uint16_t size) { return RING_HEADER + 8ull * size + 2; }
 
+static bool overlap(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len)
+{
+    return a < b + b_len && b < a + a_len;
+}
+
 int virtq_validate(const struct virtq *q)
 {
     if (q->size == 0 || q->size > VIRTQ_MAX_SIZE || (q->size & (q->size - 1)))
@@ -29,6 +34,13 @@ int virtq_validate(const struct virtq *q)
         return err_plain(EFAULT, "queue rings lie outside guest RAM");
     if ((q->desc_gpa & 15) || (q->avail_gpa & 1) || (q->used_gpa & 3))
         return err_plain(EINVAL, "queue rings are misaligned");
+    /* The device writes the used ring: laid over the avail ring, each
+     * push would move the avail index and a single kick would serve
+     * forever (found by fuzz_device_state); over the descriptors, it
+     * would rewrite a chain as it is walked. */
+    if (overlap(q->used_gpa, used_bytes(q->size), q->avail_gpa, avail_bytes(q->size)) ||
+        overlap(q->used_gpa, used_bytes(q->size), q->desc_gpa, (uint64_t)DESC_SIZE * q->size))
+        return err_plain(EINVAL, "the used ring overlaps the avail ring or the descriptors");
     return 0;
 }
 

@@ -1,0 +1,250 @@
+/* The command line as a user meets it, build/smolvm run as a program
+ * (with its own HOME and XDG folders; nothing here needs KVM): every verb
+ * has -h, takes exact option names only, says what is wrong in one line
+ * "smolvm: VERB: ..." with exit 2 for a wrong command line and 1 for a
+ * failure, and under --json also as a JSON object on stdout. And the
+ * shipped binary is hardened. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scratch.h"
+
+static char out[1 << 16], err[1 << 16];
+
+static int setup(void **state)
+{
+    (void)state;
+    return scratch_setup("cli");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+static void slurp(const char *name, char *buf, size_t size)
+{
+    FILE *f = fopen(in_dir(name), "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = 0;
+    if (f)
+        fclose(f);
+}
+
+/* smolvm ARGS (shell words) in the scratch folder; its exit status, with
+ * its stdout and stderr in out and err. */
+static int smolvm(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int smolvm(const char *fmt, ...)
+{
+    char args[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    /* Under ASan, what a verb leaves allocated when it exits is no concern here. */
+    int status = sh("mkdir -p home run && ASAN_OPTIONS=detect_leaks=0 "
+                    "HOME=$PWD/home XDG_CACHE_HOME=$PWD/home/cache "
+                    "XDG_DATA_HOME=$PWD/home/data XDG_RUNTIME_DIR=$PWD/run %s %s "
+                    "< /dev/null > out 2> err",
+                    SMOLVM_BINARY, args);
+    slurp("out", out, sizeof(out));
+    slurp("err", err, sizeof(err));
+    return status;
+}
+
+static int lines(const char *text)
+{
+    int n = 0;
+    for (; *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+/* One line on stderr naming the verb, nothing on stdout, and that exit. */
+static void assert_one_line(int status, int want, const char *verb)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "smolvm: %s: ", verb);
+    if (status != want || lines(err) != 1 || strncmp(err, prefix, strlen(prefix)) != 0)
+        fail_msg("%s: exit %d (want %d), stderr:\n%s", verb, status, want, err);
+    if (strstr(err, "usage:"))
+        fail_msg("%s: a usage text after the error: %s", verb, err);
+}
+
+static const char *const verbs[] = {
+    "run", "start", "save", "pack", "ps", "pause", "resume", "stop", "logs", "disk",
+    "image build", "create", "reset", "commit", "rm", "ls", "layers", "gc", "keygen", "bsd-user",
+};
+
+static void test_every_verb_has_help(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        for (int longform = 0; longform < 2; longform++) {
+            int status = smolvm("%s %s", verbs[i], longform ? "--help" : "-h");
+            if (status != 0 || strncmp(out, "usage: ", 7) != 0 || err[0])
+                fail_msg("smolvm %s %s: exit %d, stdout: %.80s, stderr: %s", verbs[i],
+                         longform ? "--help" : "-h", status, out, err);
+        }
+    }
+}
+
+/* getopt would take these for the option they begin; each is refused. */
+static void test_abbreviated_options_refused(void **state)
+{
+    static const struct {
+        const char *verb, *args;
+    } cases[] = {
+        {"start", "web --mem 1G"}, {"run", "--ker /boot/x"}, {"pack", "--out x.smolmachine"},
+        {"save", "vm --out x"}, {"image build", "--out app"}, {"create", "c --fro x"},
+        {"commit", "c --mess hello"}, {"keygen", "k --js"}, {"bsd-user", "--ro / /bin/true"},
+        {"pause", "vm --js"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int status = smolvm("%s %s", cases[i].verb, cases[i].args);
+        assert_one_line(status, 2, cases[i].verb);
+        assert_non_null(strstr(err, "unknown option '--"));
+        assert_non_null(strstr(err, "options: --"));
+        assert_int_equal(out[0], 0);
+    }
+    assert_one_line(smolvm("start web --mem 1G"), 2, "start");
+    assert_non_null(strstr(err, "'--mem'"));
+    assert_non_null(strstr(err, "--memory"));
+}
+
+/* A wrong value is a wrong command line: exit 2, one line, no usage text. */
+static void test_usage_errors_exit_2(void **state)
+{
+    static const char *const run_args[] = {
+        "--kernel k --mem 12Q", "--kernel k --mem 0", "--kernel k --cpus 0",
+        "--kernel k --cpus 9999", "--kernel k --frobnicate", "--kernel", "--kernel k --name a/b",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(run_args) / sizeof(run_args[0]); i++)
+        assert_one_line(smolvm("run %s", run_args[i]), 2, "run");
+    assert_one_line(smolvm("pack -o x.smolmachine --kernel k --mem 0"), 2, "pack");
+    assert_one_line(smolvm("create bad/name --from x"), 2, "create");
+    assert_one_line(smolvm("rm ../x"), 2, "rm");
+    assert_one_line(smolvm("image build --size 12Q"), 2, "image build");
+    assert_one_line(smolvm("keygen"), 2, "keygen");
+    assert_one_line(smolvm("stop"), 2, "stop");
+    assert_one_line(smolvm("stop a/b"), 2, "stop");
+    assert_one_line(smolvm("save a/b -o x.smolmachine"), 2, "save");
+    assert_one_line(smolvm("bsd-user"), 2, "bsd-user");
+}
+
+/* A runtime failure is exit 1, one line, named once. */
+static void test_failures_exit_1(void **state)
+{
+    (void)state;
+    assert_one_line(smolvm("stop nosuchvm"), 1, "stop");
+    assert_one_line(smolvm("bsd-user --root /nonexistent/sysroot /bin/true"), 1, "bsd-user");
+    assert_non_null(strstr(err, "/nonexistent/sysroot"));
+    assert_one_line(smolvm("image build --kernel /etc/hostname -o app"), 1, "image build");
+}
+
+/* Under --json an error is also {"error", "verb", "exit_code"} on stdout,
+ * even when --json comes after what is wrong. */
+static void test_json_errors(void **state)
+{
+    static const struct {
+        const char *args, *verb;
+        int code;
+    } cases[] = {
+        {"run --mem 0 --kernel k --json", "run", 2},
+        {"stop nosuchvm --json", "stop", 1},
+        {"image build --out x --json", "image build", 2},
+        {"create c --from /nonexistent --json", "create", 1},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int status = smolvm("%s", cases[i].args);
+        assert_int_equal(status, cases[i].code);
+        json_error_t e;
+        json_t *j = json_loads(out, 0, &e);
+        if (!j)
+            fail_msg("%s: stdout is not JSON: %s", cases[i].args, out);
+        assert_non_null(json_string_value(json_object_get(j, "error")));
+        assert_string_equal(json_string_value(json_object_get(j, "verb")), cases[i].verb);
+        assert_int_equal(json_integer_value(json_object_get(j, "exit_code")), cases[i].code);
+        json_decref(j);
+        assert_int_equal(lines(err), 1);
+    }
+}
+
+static void test_keygen_json(void **state)
+{
+    (void)state;
+    assert_int_equal(smolvm("keygen signer --json"), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "private_key")), "signer.key");
+    assert_string_equal(json_string_value(json_object_get(j, "public_key")), "signer.pub");
+    const char *id = json_string_value(json_object_get(j, "key_id"));
+    assert_non_null(id);
+    assert_int_equal(strlen(id), 64);
+    assert_int_equal(sh("grep -qx %s signer.pub", id), 0);
+    json_decref(j);
+    assert_one_line(smolvm("keygen signer"), 1, "keygen"); /* the files exist */
+}
+
+/* image build -o over a file, a folder of the user's, or the current
+ * folder: one line (with a reason after the colon), exit 1, all kept. */
+static void test_image_build_output_refused(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("mkdir -p user/mydir user/here && echo notes > user/notes.txt && "
+                        "echo precious > user/mydir/precious.txt && echo mine > user/here/x && "
+                        "cd user && find . -type f | sort | xargs sha256sum > ../sums"), 0);
+    assert_one_line(smolvm("image build -o user/notes.txt"), 1, "image build");
+    assert_one_line(smolvm("image build -o user/mydir"), 1, "image build");
+    assert_int_equal(sh("cd user/here && HOME=$PWD %s image build -o . > ../../out 2> ../../err",
+                        SMOLVM_BINARY), 1);
+    slurp("err", err, sizeof(err));
+    assert_one_line(1, 1, "image build");
+    assert_true(strlen(err) > strlen("smolvm: image build: \n"));
+    assert_int_equal(sh("test -z \"$(find user -name '.*' ! -name . ! -name ..)\" && "
+                        "cd user && find . -type f | sort | xargs sha256sum | cmp -s - ../sums"), 0);
+}
+
+/* Stack canaries, checked libc calls, and a read-only GOT bound at load:
+ * in the shipped build (the sanitizer builds have their own checks). */
+static void test_binary_hardened(void **state)
+{
+    (void)state;
+    if (!SMOLVM_HARDENED)
+        skip();
+    if (sh("command -v readelf > /dev/null && command -v nm > /dev/null") != 0)
+        skip();
+    assert_int_equal(sh("readelf -lW %s | grep -q GNU_RELRO", SMOLVM_BINARY), 0);
+    assert_int_equal(sh("readelf -d %s | grep -Eq 'BIND_NOW|FLAGS_1.*NOW'", SMOLVM_BINARY), 0);
+    assert_int_equal(sh("nm %s | grep -q __stack_chk_fail", SMOLVM_BINARY), 0);
+    assert_int_equal(sh("nm %s | grep -Eq ' (U|T) _*(snprintf|memcpy|vsnprintf|fprintf)_chk$'",
+                        SMOLVM_BINARY), 0);
+    /* Bound at load and still starting (a static-pie relocates itself). */
+    assert_int_equal(sh("%s --version | grep -q '^smolvm '", SMOLVM_BINARY), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_verb_has_help),
+        cmocka_unit_test(test_abbreviated_options_refused),
+        cmocka_unit_test(test_usage_errors_exit_2),
+        cmocka_unit_test(test_failures_exit_1),
+        cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_keygen_json),
+        cmocka_unit_test(test_image_build_output_refused),
+        cmocka_unit_test(test_binary_hardened),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
