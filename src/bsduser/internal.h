@@ -150,7 +150,21 @@ enum bsd_os bsd_personality(void);
 struct bsd_thread {
     uint64_t host_fs;  /* smolvm's thread pointer for this thread */
     uint64_t guest_fs; /* the guest's (sysarch AMD64_SET_FSBASE) */
+    /* Signals kept for the guest (pending, masked or not): while there are,
+     * every call takes the C path, whose end delivers them. */
+    uint32_t signals_kept;
 };
+/* Says whether the calling thread keeps signals for its guest. */
+void bsd_thread_signals_kept(bool any);
+
+/* Calls answered in the signal entry itself, without the C path (and its
+ * two %fs switches, each a system call without FSGSBASE): the BSD calls
+ * whose handler is a Linux call with the same arguments (read, write,
+ * pread, lseek, getpid, ...). Per guest number: the Linux number + 1, 0
+ * for the C path. Filled before the guest starts, not while --strace. */
+extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+/* The guest BSD's errno for each Linux one (ENOSYS where it has none). */
+extern int32_t bsd_direct_errno[200];
 
 /* This thread's block (*out, may be NULL): its alternate stack, signal
  * handling and Syscall User Dispatch; guest code may run on it from here. */

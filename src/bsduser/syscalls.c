@@ -1191,6 +1191,28 @@ static void build_tables(enum bsd_os os)
     }
 }
 
+/* The calls the signal entry makes itself (bsd_direct_calls): handlers that
+ * are one Linux call with the guest's arguments as they are (the kernel
+ * reads each as the handler's casts do: 32-bit descriptors, 64-bit sizes
+ * and offsets; readv's count it would read whole, so readv is not one). */
+static void fill_direct_calls(void)
+{
+    static const struct {
+        handler_fn fn;
+        int linux_nr;
+    } direct[] = {{sys_read, SYS_read}, {sys_write, SYS_write}, {sys_pread, SYS_pread64},
+                  {sys_pwrite, SYS_pwrite64}, {sys_lseek, SYS_lseek}, {sys_getpid, SYS_getpid},
+                  {sys_getppid, SYS_getppid},
+                  {sys_getuid, SYS_getuid}, {sys_geteuid, SYS_geteuid}, {sys_getgid, SYS_getgid},
+                  {sys_getegid, SYS_getegid}, {sys_fsync, SYS_fsync}};
+    for (int n = 0; n < MAX_SYSCALL; n++)
+        for (size_t k = 0; k < sizeof(direct) / sizeof(direct[0]); k++)
+            if (bsd_proc->handlers[n] == direct[k].fn)
+                bsd_direct_calls[n] = (uint16_t)(direct[k].linux_nr + 1);
+    for (int e = 0; e < 200; e++)
+        bsd_direct_errno[e] = bsd_errno(e);
+}
+
 uint64_t bsd_dispatch(int sig, void *info, void *context);
 __thread void *bsd_context;
 
@@ -1201,7 +1223,9 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
      * context afterwards. */
     void *outer = bsd_context;
     bsd_context = context;
-    if (sig == SIGSYS)
+    if (sig == 0) /* a direct call was answered (threads.c): what it kept */
+        bsd_signals_flush(context, bsd_guest_fs());
+    else if (sig == SIGSYS)
         on_sigsys(sig, info, context);
     else if (!bsd_signal_arrived(sig, info, context, bsd_guest_fs()) &&
              bsd_fault_signal(sig))
@@ -1269,6 +1293,8 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
     if (!bsd_proc)
         return err_set(ENOMEM, "bsd-user's state");
     build_tables(img.os);
+    if (!bsd_proc->tracing)
+        fill_direct_calls();
     uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
     if (!sp)
         return err_set(errno, "the guest's stack");

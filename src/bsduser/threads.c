@@ -56,8 +56,34 @@
  * to guest code loads it), so it is not asked for; and a switch to the
  * base already loaded (a guest that never set its own runs on smolvm's)
  * is skipped. */
-#define UC_RIP 168 /* offsetof(ucontext_t, uc_mcontext.gregs[REG_RIP]) */
-_Static_assert(offsetof(ucontext_t, uc_mcontext.gregs[REG_RIP]) == UC_RIP, "ucontext layout");
+/*
+ * A direct call (bsd_direct_calls) is made here, before any of that: its
+ * arguments from the guest's registers, its result (or the BSD errno and
+ * the carry flag) into them, and no C at all, so no %fs switch. Only when
+ * no signal is kept for the guest: a signal that comes during the call
+ * (kept, as it interrupts smolvm's code) is then delivered by the C path
+ * entered as signal 0 ("the call is answered: deliver what is kept").
+ */
+#define UC_R8 40 /* offsetof(ucontext_t, uc_mcontext.gregs[REG_...]) */
+#define UC_R9 48
+#define UC_R10 56
+#define UC_RDI 104
+#define UC_RSI 112
+#define UC_RDX 136
+#define UC_RAX 144
+#define UC_RIP 168
+#define UC_EFL 176
+#define UC_AT(reg) offsetof(ucontext_t, uc_mcontext.gregs[reg])
+_Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10) == UC_R10 &&
+                   UC_AT(REG_RDI) == UC_RDI && UC_AT(REG_RSI) == UC_RSI &&
+                   UC_AT(REG_RDX) == UC_RDX && UC_AT(REG_RAX) == UC_RAX &&
+                   UC_AT(REG_RIP) == UC_RIP && UC_AT(REG_EFL) == UC_EFL,
+               "ucontext layout");
+#define KEPT 16 /* offsetof(struct bsd_thread, signals_kept) */
+_Static_assert(offsetof(struct bsd_thread, signals_kept) == KEPT, "bsd_thread layout");
+_Static_assert(BSD_MAX_SYSCALL == 1024 && SIGSYS == 31, "the direct call table");
+uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+int32_t bsd_direct_errno[200];
 #define GUEST_LIMIT 0x500000000000 /* BSDUSER_GUEST_LIMIT, as the assembler spells it */
 _Static_assert(GUEST_LIMIT == BSDUSER_GUEST_LIMIT, "the guest limit");
 __attribute__((visibility("hidden"))) int bsd_fsgsbase;
@@ -65,7 +91,53 @@ __asm__(".text\n"
         ".globl bsd_signal_entry\n"
         ".type bsd_signal_entry, @function\n"
         "bsd_signal_entry:\n"
-        "    push %rdi\n"
+        "    cmp $31, %edi\n" /* SIGSYS */
+        "    jne 9f\n"
+        "    mov %rsp, %r14\n"
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %r14\n"
+        "    cmpl $0, " XSTR(KEPT) "(%r14)\n"
+        "    jne 9f\n"
+        "    mov " XSTR(UC_RIP) "(%rdx), %rax\n"
+        "    movabs $" XSTR(GUEST_LIMIT) ", %rcx\n"
+        "    cmp %rcx, %rax\n"
+        "    jae 9f\n"
+        "    mov " XSTR(UC_RAX) "(%rdx), %rax\n"
+        "    cmp $1024, %rax\n" /* unsigned: a negative number too */
+        "    jae 9f\n"
+        "    lea bsd_direct_calls(%rip), %rcx\n"
+        "    movzwl (%rcx,%rax,2), %eax\n"
+        "    test %eax, %eax\n"
+        "    jz 9f\n"
+        "    dec %eax\n"
+        "    mov %rdx, %r12\n"
+        "    mov %rsi, %r13\n"
+        "    mov " XSTR(UC_RDI) "(%r12), %rdi\n"
+        "    mov " XSTR(UC_RSI) "(%r12), %rsi\n"
+        "    mov " XSTR(UC_RDX) "(%r12), %rdx\n"
+        "    mov " XSTR(UC_R10) "(%r12), %r10\n"
+        "    mov " XSTR(UC_R8) "(%r12), %r8\n"
+        "    mov " XSTR(UC_R9) "(%r12), %r9\n"
+        "    syscall\n"
+        "    cmp $-4095, %rax\n"
+        "    jae 5f\n"
+        "    mov %rax, " XSTR(UC_RAX) "(%r12)\n"
+        "    andq $-2, " XSTR(UC_EFL) "(%r12)\n" /* carry clear: a result */
+        "    jmp 6f\n"
+        "5:  neg %rax\n"
+        "    mov $78, %ecx\n" /* ENOSYS: a Linux errno the BSD has not */
+        "    cmp $200, %rax\n"
+        "    jae 7f\n"
+        "    lea bsd_direct_errno(%rip), %rcx\n"
+        "    movslq (%rcx,%rax,4), %rcx\n"
+        "7:  mov %rcx, " XSTR(UC_RAX) "(%r12)\n"
+        "    orq $1, " XSTR(UC_EFL) "(%r12)\n" /* carry set: an errno */
+        "6:  cmpl $0, " XSTR(KEPT) "(%r14)\n"
+        "    jne 8f\n"
+        "    ret\n"
+        "8:  xor %edi, %edi\n" /* signal 0: deliver what came meanwhile */
+        "    mov %r13, %rsi\n"
+        "    mov %r12, %rdx\n"
+        "9:  push %rdi\n"
         "    push %rsi\n"
         "    push %rdx\n"
         "    sub $16, %rsp\n" /* (%rsp): the %fs base at entry; 8(%rsp): alignment */
@@ -127,6 +199,11 @@ static struct bsd_thread *self(void)
 {
     return (struct bsd_thread *)((uintptr_t)__builtin_frame_address(0) &
                                  ~(uintptr_t)(BSD_ALT_STACK_SIZE - 1));
+}
+
+void bsd_thread_signals_kept(bool any)
+{
+    self()->signals_kept = any;
 }
 
 /* Every system call made below the guest limit raises SIGSYS; smolvm's,

@@ -486,6 +486,43 @@ static int kqueue_signals(void)
     return sys(SYS_CLOSE, kq).failed ? 6 : 0;
 }
 
+#ifndef NETBSD
+#define SYS_NANOSLEEP 240
+
+static volatile int interrupt_seen;
+static void on_interrupt(int sig, void *info, void *uc)
+{
+    (void)sig, (void)info, (void)uc;
+    interrupt_seen++;
+}
+
+/* A read blocked in the kernel, interrupted by a signal from a child: it
+ * fails with EINTR, and the handler has run by the time it comes back
+ * (nothing else is called in between that could deliver it later). */
+static int interrupted_read(void)
+{
+    int fds[2];
+    char c;
+    struct sigaction_ act = {on_interrupt, SA_SIGINFO_, {0, 0, 0, 0}};
+    long parent = sys(SYS_GETPID).value;
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_PIPE2, fds, 0).failed)
+        return 1;
+    long child = sys(SYS_FORK).value;
+    if (child == 0) {
+        long pause[2] = {0, 300000000};
+        sys(SYS_NANOSLEEP, pause, 0);
+        leave(sys(SYS_KILL, parent, SIGUSR1_).failed);
+    }
+    struct ret r = sys(SYS_READ, fds[0], &c, 1);
+    int seen = interrupt_seen;
+    if (child < 0 || sys(SYS_WAIT4, child, 0, 0, 0).value != child)
+        return 2;
+    if (!r.failed || r.value != 4 /* EINTR */)
+        return 3;
+    return seen == 1 ? 0 : 4;
+}
+#endif
+
 static int processes(char *self)
 {
     int status = 0;
@@ -1255,6 +1292,10 @@ void ENTRY(long *ap)
         leave(terminal(1));
     if (same(what, "sockets"))
         leave(sockets());
+#ifndef NETBSD
+    if (same(what, "eintr"))
+        leave(interrupted_read());
+#endif
     if (same(what, "processes"))
         leave(processes(argv[0]));
     if (same(what, "threads"))

@@ -119,6 +119,15 @@ static void test_signals(void **state)
 
 /* fork (both returns), wait4's status, execve of a BSD program (still
  * under bsd-user) and of a host one, a missing one's ENOENT, ECHILD. */
+/* A signal that comes while a call is blocked in the kernel (one the
+ * signal entry makes itself, read) is delivered before the call's answer
+ * goes back. */
+static void test_signal_during_call(void **state)
+{
+    (void)state;
+    expect_program("./fbsd eintr");
+}
+
 static void test_processes(void **state)
 {
     (void)state;
@@ -358,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_freebsd11_abi),
         cmocka_unit_test(test_netbsd_lwp),
         cmocka_unit_test(test_signals),
+        cmocka_unit_test(test_signal_during_call),
         cmocka_unit_test(test_processes),
         cmocka_unit_test(test_sockets),
         cmocka_unit_test(test_fsinfo),
