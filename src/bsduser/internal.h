@@ -163,6 +163,11 @@ void bsd_thread_signals_kept(bool any);
  * pread, lseek, getpid, ...). Per guest number: the Linux number + 1, 0
  * for the C path. Filled before the guest starts, not while --strace. */
 extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+/* In bsd_direct_calls: the first argument is a clock id, as
+ * bsd_direct_clocks has it (Linux's + 1; 0: the C path). */
+#define BSD_DIRECT_CLOCK 0x8000
+#define BSD_DIRECT_CLOCKS 16
+extern uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
 /* The guest BSD's errno for each Linux one (ENOSYS where it has none). */
 extern int32_t bsd_direct_errno[200];
 

@@ -1192,7 +1192,10 @@ static void build_tables(enum bsd_os os)
 }
 
 /* The calls the signal entry makes itself (bsd_direct_calls): handlers that
- * are one Linux call with the guest's arguments as they are (the kernel
+ * are one Linux call with the guest's arguments as they are, or a clock id
+ * mapped (guest pointers the kernel reads or writes itself: EFAULT, as
+ * bsd_copy_in/out answer; clock_gettime here is the kernel's, not the
+ * vDSO's, still one call fewer than the C path's %fs switches) (the kernel
  * reads each as the handler's casts do: 32-bit descriptors, 64-bit sizes
  * and offsets; readv's count it would read whole, so readv is not one). */
 static void fill_direct_calls(void)
@@ -1202,13 +1205,16 @@ static void fill_direct_calls(void)
         int linux_nr;
     } direct[] = {{sys_read, SYS_read}, {sys_write, SYS_write}, {sys_pread, SYS_pread64},
                   {sys_pwrite, SYS_pwrite64}, {sys_lseek, SYS_lseek}, {sys_getpid, SYS_getpid},
-                  {sys_getppid, SYS_getppid},
+                  {sys_getppid, SYS_getppid}, {sys_nanosleep, SYS_nanosleep},
+                  {sys_clock_gettime, SYS_clock_gettime | BSD_DIRECT_CLOCK},
                   {sys_getuid, SYS_getuid}, {sys_geteuid, SYS_geteuid}, {sys_getgid, SYS_getgid},
                   {sys_getegid, SYS_getegid}, {sys_fsync, SYS_fsync}};
     for (int n = 0; n < MAX_SYSCALL; n++)
         for (size_t k = 0; k < sizeof(direct) / sizeof(direct[0]); k++)
             if (bsd_proc->handlers[n] == direct[k].fn)
                 bsd_direct_calls[n] = (uint16_t)(direct[k].linux_nr + 1);
+    for (int c = 0; c < BSD_DIRECT_CLOCKS; c++)
+        bsd_direct_clocks[c] = (uint8_t)(clock_id(c) + 1);
     for (int e = 0; e < 200; e++)
         bsd_direct_errno[e] = bsd_errno(e);
 }

@@ -83,6 +83,8 @@ _Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10
 _Static_assert(offsetof(struct bsd_thread, signals_kept) == KEPT, "bsd_thread layout");
 _Static_assert(BSD_MAX_SYSCALL == 1024 && SIGSYS == 31, "the direct call table");
 uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+_Static_assert(BSD_DIRECT_CLOCK == 0x8000 && BSD_DIRECT_CLOCKS == 16, "the direct clocks");
 int32_t bsd_direct_errno[200];
 #define GUEST_LIMIT 0x500000000000 /* BSDUSER_GUEST_LIMIT, as the assembler spells it */
 _Static_assert(GUEST_LIMIT == BSDUSER_GUEST_LIMIT, "the guest limit");
@@ -108,10 +110,20 @@ __asm__(".text\n"
         "    movzwl (%rcx,%rax,2), %eax\n"
         "    test %eax, %eax\n"
         "    jz 9f\n"
-        "    dec %eax\n"
+        "    mov " XSTR(UC_RDI) "(%rdx), %r15\n" /* (%rdi stays the signal: 9f needs it) */
+        "    btr $15, %eax\n" /* BSD_DIRECT_CLOCK: the clock id, as Linux's */
+        "    jnc 4f\n"
+        "    cmp $16, %r15\n"
+        "    jae 9f\n"
+        "    lea bsd_direct_clocks(%rip), %rcx\n"
+        "    movzbl (%rcx,%r15), %r15d\n"
+        "    test %r15d, %r15d\n"
+        "    jz 9f\n"
+        "    dec %r15d\n"
+        "4:  dec %eax\n"
         "    mov %rdx, %r12\n"
         "    mov %rsi, %r13\n"
-        "    mov " XSTR(UC_RDI) "(%r12), %rdi\n"
+        "    mov %r15, %rdi\n"
         "    mov " XSTR(UC_RSI) "(%r12), %rsi\n"
         "    mov " XSTR(UC_RDX) "(%r12), %rdx\n"
         "    mov " XSTR(UC_R10) "(%r12), %r10\n"

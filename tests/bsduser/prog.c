@@ -521,6 +521,35 @@ static int interrupted_read(void)
         return 3;
     return seen == 1 ? 0 : 4;
 }
+
+#define SYS_CLOCK_GETTIME 232
+
+/* Calls the signal entry answers itself: clock ids mapped (FreeBSD's
+ * CLOCK_MONOTONIC is 4), results, BSD errnos and the carry flag as the C
+ * path gives them; an id it does not map goes by the C path (realtime). */
+static int direct_calls(void)
+{
+    long t1[2], t2[2], wall[2], other[2], nap[2] = {0, 1000000};
+    char c;
+    if (sys(SYS_CLOCK_GETTIME, 4, t1).failed || sys(SYS_NANOSLEEP, nap, 0).failed ||
+        sys(SYS_CLOCK_GETTIME, 4, t2).failed)
+        return 1;
+    if (t2[0] * 1000000000 + t2[1] < t1[0] * 1000000000 + t1[1] + 1000000 || t2[1] >= 1000000000)
+        return 2; /* monotonic, and the nap was slept */
+    if (sys(SYS_CLOCK_GETTIME, 0, wall).failed || wall[0] < 1600000000 || t1[0] >= wall[0] ||
+        sys(SYS_CLOCK_GETTIME, 99, other).failed || other[0] < wall[0])
+        return 3;
+    struct ret bad = sys(SYS_CLOCK_GETTIME, 4, 16);
+    if (!bad.failed || bad.value != 14) /* EFAULT */
+        return 4;
+    bad = sys(SYS_READ, 12345, &c, 1);
+    if (!bad.failed || bad.value != 9) /* EBADF */
+        return 5;
+    bad = sys(SYS_NANOSLEEP, 16, 0);
+    if (!bad.failed || bad.value != 14)
+        return 6;
+    return 0;
+}
 #endif
 
 static int processes(char *self)
@@ -1295,6 +1324,8 @@ void ENTRY(long *ap)
 #ifndef NETBSD
     if (same(what, "eintr"))
         leave(interrupted_read());
+    if (same(what, "direct"))
+        leave(direct_calls());
 #endif
     if (same(what, "processes"))
         leave(processes(argv[0]));

@@ -119,13 +119,14 @@ static void test_signals(void **state)
 
 /* fork (both returns), wait4's status, execve of a BSD program (still
  * under bsd-user) and of a host one, a missing one's ENOENT, ECHILD. */
-/* A signal that comes while a call is blocked in the kernel (one the
- * signal entry makes itself, read) is delivered before the call's answer
- * goes back. */
+/* The calls the signal entry answers itself (clock_gettime, nanosleep,
+ * read, ...) answer as the C path does; a signal that comes while one is
+ * blocked in the kernel is delivered before its answer goes back. */
 static void test_signal_during_call(void **state)
 {
     (void)state;
     expect_program("./fbsd eintr");
+    expect_program("./fbsd direct");
 }
 
 static void test_processes(void **state)
