@@ -27,6 +27,9 @@ struct bsd_image {
 
 struct bsduser_options {
     bool strace;
+    /* Where --strace's lines go: a descriptor open for writing (-o FILE's;
+     * it implies --strace); 0: stderr. */
+    int trace_fd;
     /* A BSD sysroot: a dynamic executable's runtime linker comes from
      * there, and absolute paths the program uses are looked up there
      * first (as QEMU's -L does). */
@@ -57,6 +60,14 @@ uint64_t bsd_stack(const struct bsd_image *img, const char *path, int argc, char
  * only on failure to set up (message set). */
 int bsduser_run(const char *path, const struct bsduser_options *o, int argc, char **argv)
     __attribute__((warn_unused_result));
+
+/* binfmt_misc: the entry that runs FreeBSD amd64 executables with
+ * interpreter (a path whose name is smol-bsd-user), replacing an older
+ * one; its removal (none there: nothing to do). binfmt_misc is mounted
+ * when it is not. 0, or a negative errno with the message set. */
+#define BSDUSER_BINFMT_NAME "smolvm-freebsd"
+int bsd_binfmt_register(const char *interpreter) __attribute__((warn_unused_result));
+int bsd_binfmt_unregister(void) __attribute__((warn_unused_result));
 
 /* Guest memory allocation below BSDUSER_GUEST_LIMIT (mmap without a fixed
  * address lands here). */

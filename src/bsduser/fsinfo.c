@@ -161,19 +161,31 @@ static void put_name(uint8_t *b, size_t at, size_t room, const char *name)
 }
 
 static void put_names(uint8_t *b, size_t type_at, size_t type_room, size_t on_at, size_t from_at,
-                      const struct mount_row *row)
+                      size_t name_room, const struct mount_row *row)
 {
     put_name(b, type_at, type_room, row->type);
-    put_name(b, on_at, NAME_ROOM, row->on);
-    put_name(b, from_at, NAME_ROOM, row->from);
+    put_name(b, on_at, name_room, row->on);
+    put_name(b, from_at, name_room, row->from);
 }
 
+/* FreeBSD's struct statfs: today's, and FreeBSD 11's (the freebsd11_
+ * calls), the same up to f_mntfromname, which has 88 bytes there, as
+ * f_mntonname after it. */
+struct statfs_format {
+    size_t size;
+    uint32_t version;
+    size_t name_room;
+};
+static const struct statfs_format statfs_now = {FREEBSD_STATFS_SIZE, FREEBSD_STATFS_VERSION,
+                                                NAME_ROOM};
+static const struct statfs_format statfs_11 = {472, 0x20030518u, 88};
+
 /* FreeBSD: f_bsize is the fragment size, f_iosize the transfer size. */
-static void freebsd_statfs(uint8_t *b, const struct statfs *fs, const struct mount_row *row)
+static void freebsd_statfs(uint8_t *b, const struct statfs_format *f, const struct statfs *fs,
+                           const struct mount_row *row)
 {
-    static const uint32_t version = FREEBSD_STATFS_VERSION;
-    memset(b, 0, FREEBSD_STATFS_SIZE);
-    memcpy(b, &version, 4);
+    memset(b, 0, f->size);
+    memcpy(b, &f->version, 4);
     put64(b, 8, mount_flags(fs, row));
     put64(b, 16, (uint64_t)(fs->f_frsize ? fs->f_frsize : fs->f_bsize));
     put64(b, 24, (uint64_t)fs->f_bsize);
@@ -185,7 +197,7 @@ static void freebsd_statfs(uint8_t *b, const struct statfs *fs, const struct mou
     uint32_t namemax = (uint32_t)fs->f_namelen;
     memcpy(b + 184, &namemax, 4);
     memcpy(b + 192, &fs->f_fsid, 8);
-    put_names(b, 280, 16, 2344 - NAME_ROOM, 296, row);
+    put_names(b, 280, 16, 296 + f->name_room, 296, f->name_room, row);
 }
 
 static void netbsd_statvfs(uint8_t *b, const struct statfs *fs, const struct mount_row *row)
@@ -207,21 +219,28 @@ static void netbsd_statvfs(uint8_t *b, const struct statfs *fs, const struct mou
     memcpy(&first, &fs->f_fsid, 4);
     put64(b, 136, (uint64_t)(uint32_t)first);
     put64(b, 144, (uint64_t)fs->f_namelen);
-    put_names(b, 172, 32, 204, 204 + NAME_ROOM, row);
+    put_names(b, 172, 32, 204, 204 + NAME_ROOM, NAME_ROOM, row);
 }
 
-static long put_fsinfo(uint64_t to, const struct statfs *fs, const struct mount_row *row)
+/* The guest's struct (f: FreeBSD's format; NetBSD's statvfs has one). */
+static long put_fsinfo(uint64_t to, const struct statfs_format *f, const struct statfs *fs,
+                       const struct mount_row *row)
 {
     uint8_t b[FREEBSD_STATFS_SIZE];
     if (bsd_personality() == BSD_NETBSD) {
         netbsd_statvfs(b, fs, row);
         return bsd_copy_out(to, b, NETBSD_STATVFS_SIZE);
     }
-    freebsd_statfs(b, fs, row);
-    return bsd_copy_out(to, b, FREEBSD_STATFS_SIZE);
+    freebsd_statfs(b, f, fs, row);
+    return bsd_copy_out(to, b, f->size);
 }
 
-static long sys_statfs(const long *a)
+static size_t fsinfo_size(const struct statfs_format *f)
+{
+    return bsd_personality() == BSD_NETBSD ? NETBSD_STATVFS_SIZE : f->size;
+}
+
+static long statfs_as(const long *a, const struct statfs_format *f)
 {
     struct statfs fs;
     struct mount_row row;
@@ -229,20 +248,21 @@ static long sys_statfs(const long *a)
     if (statfs(path, &fs) < 0)
         return -errno;
     mount_of(-1, path, &row);
-    return put_fsinfo((uint64_t)a[1], &fs, &row);
+    return put_fsinfo((uint64_t)a[1], f, &fs, &row);
 }
 
-static long sys_fstatfs(const long *a)
+static long fstatfs_as(const long *a, const struct statfs_format *f)
 {
     struct statfs fs;
     struct mount_row row;
     if (fstatfs((int)a[0], &fs) < 0)
         return -errno;
     mount_of((int)a[0], NULL, &row);
-    return put_fsinfo((uint64_t)a[1], &fs, &row);
+    return put_fsinfo((uint64_t)a[1], f, &fs, &row);
 }
 
 struct listing {
+    const struct statfs_format *format;
     uint64_t to, room, written;
     long error;
 };
@@ -252,7 +272,7 @@ struct listing {
 static bool list_mount(const struct mount_row *row, void *arg)
 {
     struct listing *l = arg;
-    size_t size = bsd_personality() == BSD_NETBSD ? NETBSD_STATVFS_SIZE : FREEBSD_STATFS_SIZE;
+    size_t size = fsinfo_size(l->format);
     struct statfs fs;
     if (!l->to)
         return true;
@@ -260,16 +280,16 @@ static bool list_mount(const struct mount_row *row, void *arg)
         return false;
     if (statfs(row->on, &fs) < 0)
         return true;
-    l->error = put_fsinfo(l->to + l->written * size, &fs, row);
+    l->error = put_fsinfo(l->to + l->written * size, l->format, &fs, row);
     l->written++;
     return l->error == 0;
 }
 
 /* getfsstat(buf, bufsize, mode) / getvfsstat(buf, bufsize, flags): how
  * many mounts there are (buf NULL), or how many were written. */
-static long sys_getfsstat(const long *a)
+static long getfsstat_as(const long *a, const struct statfs_format *f)
 {
-    struct listing l = {.to = (uint64_t)a[0], .room = (uint64_t)a[1]};
+    struct listing l = {.format = f, .to = (uint64_t)a[0], .room = (uint64_t)a[1]};
     if (a[1] < 0)
         return -EINVAL;
     long seen = each_mount(-1, list_mount, &l);
@@ -280,9 +300,18 @@ static long sys_getfsstat(const long *a)
 
 /* NetBSD's statvfs1(path, buf, flags) and fstatvfs1(fd, buf, flags): the
  * flags (wait or not for fresh figures) change nothing here. */
+static long sys_statfs(const long *a) { return statfs_as(a, &statfs_now); }
+static long sys_fstatfs(const long *a) { return fstatfs_as(a, &statfs_now); }
+static long sys_getfsstat(const long *a) { return getfsstat_as(a, &statfs_now); }
+static long sys_freebsd11_statfs(const long *a) { return statfs_as(a, &statfs_11); }
+static long sys_freebsd11_fstatfs(const long *a) { return fstatfs_as(a, &statfs_11); }
+static long sys_freebsd11_getfsstat(const long *a) { return getfsstat_as(a, &statfs_11); }
+
 const struct bsd_handler bsd_fsinfo_calls[] = {
     {"freebsd:statfs", sys_statfs}, {"freebsd:fstatfs", sys_fstatfs},
-    {"freebsd:getfsstat", sys_getfsstat}, {"netbsd:statvfs1", sys_statfs},
+    {"freebsd:getfsstat", sys_getfsstat}, {"freebsd:freebsd11_statfs", sys_freebsd11_statfs},
+    {"freebsd:freebsd11_fstatfs", sys_freebsd11_fstatfs},
+    {"freebsd:freebsd11_getfsstat", sys_freebsd11_getfsstat}, {"netbsd:statvfs1", sys_statfs},
     {"netbsd:fstatvfs1", sys_fstatfs}, {"netbsd:getvfsstat", sys_getfsstat},
 };
 const size_t bsd_fsinfo_call_count = sizeof(bsd_fsinfo_calls) / sizeof(bsd_fsinfo_calls[0]);

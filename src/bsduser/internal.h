@@ -59,6 +59,7 @@ struct kqueue;
 struct bsd_process {
     enum bsd_os os;
     bool tracing;          /* --strace */
+    int trace_fd;          /* where its lines go: stderr, or -o FILE's */
     const char *root;      /* --root, made absolute; NULL: none */
     const char *exec_path; /* the program, as given (kern.proc.pathname) */
     uint64_t stack_top;    /* kern.usrstack */
@@ -149,7 +150,26 @@ enum bsd_os bsd_personality(void);
 struct bsd_thread {
     uint64_t host_fs;  /* smolvm's thread pointer for this thread */
     uint64_t guest_fs; /* the guest's (sysarch AMD64_SET_FSBASE) */
+    /* Signals kept for the guest (pending, masked or not): while there are,
+     * every call takes the C path, whose end delivers them. */
+    uint32_t signals_kept;
 };
+/* Says whether the calling thread keeps signals for its guest. */
+void bsd_thread_signals_kept(bool any);
+
+/* Calls answered in the signal entry itself, without the C path (and its
+ * two %fs switches, each a system call without FSGSBASE): the BSD calls
+ * whose handler is a Linux call with the same arguments (read, write,
+ * pread, lseek, getpid, ...). Per guest number: the Linux number + 1, 0
+ * for the C path. Filled before the guest starts, not while --strace. */
+extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+/* In bsd_direct_calls: the first argument is a clock id, as
+ * bsd_direct_clocks has it (Linux's + 1; 0: the C path). */
+#define BSD_DIRECT_CLOCK 0x8000
+#define BSD_DIRECT_CLOCKS 16
+extern uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+/* The guest BSD's errno for each Linux one (ENOSYS where it has none). */
+extern int32_t bsd_direct_errno[200];
 
 /* This thread's block (*out, may be NULL): its alternate stack, signal
  * handling and Syscall User Dispatch; guest code may run on it from here. */
@@ -199,8 +219,13 @@ void bsd_signals_flush(void *context, uint64_t *guest_fs);
 void bsd_signal_mask(uint64_t out[2], const uint64_t in[2]);
 /* Linux's signal number as the guest's BSD's (0: none there). */
 int bsd_signal_number(int linux_sig);
+/* --strace's line for a call (e: NULL when unknown) with arguments a
+ * and result r (a negative Linux errno; BSD_JUSTRETURN); supported: it
+ * has a handler (else its failure says so). */
+void bsd_trace(const struct bsd_sysent *e, const long *a, long r, bool supported);
+
 /* Whether --strace is on, and the --root sysroot (NULL: none): an exec'd
- * BSD program keeps both. */
+ * BSD program keeps both, and -o FILE's descriptor (bsd_proc->trace_fd). */
 bool bsd_tracing(void);
 const char *bsd_root(void);
 /* Every path argument of every call goes through bsd_path: it reads the

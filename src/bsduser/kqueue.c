@@ -65,8 +65,11 @@ struct kqueue {
 /* ---- the guest's struct kevent ---- */
 
 /* FreeBSD 12+: ident, short filter, u_short flags, u_int fflags, int64
- * data, void *udata, uint64 ext[4]: 64 bytes. NetBSD: ident, uint32
- * filter, uint32 flags, uint32 fflags, (pad), int64 data, void *udata: 40. */
+ * data, void *udata, uint64 ext[4]: 64 bytes. FreeBSD 11's (the
+ * freebsd11_kevent call, Go up to 1.17): the same without ext[], 32 (its
+ * intptr_t data is 8 bytes on amd64 too). NetBSD: ident, uint32 filter,
+ * uint32 flags, uint32 fflags, (pad), int64 data, void *udata: 40. */
+#define FREEBSD11_KEVENT_SIZE 32
 static size_t kev_size(void)
 {
     return netbsd ? 40 : 64;
@@ -109,9 +112,9 @@ static void get_kev(const uint8_t *b, struct kev *k)
     k->filter = filter_of(k->raw_filter);
 }
 
-static void put_kev(uint8_t *b, const struct kev *k)
+static void put_kev(uint8_t *b, size_t size, const struct kev *k)
 {
-    memset(b, 0, kev_size());
+    memset(b, 0, size);
     memcpy(b, &k->ident, 8);
     if (netbsd) {
         uint32_t f = (uint32_t)k->raw_filter;
@@ -366,13 +369,14 @@ static long change(int epfd, struct kqueue *q, const struct kev *k)
 
 struct answer {
     uint8_t *buf;
+    size_t kev_size; /* the guest's struct kevent's */
     int max, count;
 };
 
 static void add(struct answer *a, const struct kev *k)
 {
     if (a->count < a->max)
-        put_kev(a->buf + (size_t)a->count++ * kev_size(), k);
+        put_kev(a->buf + (size_t)a->count++ * a->kev_size, a->kev_size, k);
 }
 
 /* What one epoll event (or an always-ready note) says, as kevents. */
@@ -442,7 +446,7 @@ static long apply_changes(int kq, uint64_t list, long nchanges, struct answer *a
     uint8_t raw[64];
     for (long i = 0; i < nchanges; i++) {
         struct kev k;
-        if (bsd_copy_in(raw, list + (uint64_t)i * kev_size(), kev_size()) < 0)
+        if (bsd_copy_in(raw, list + (uint64_t)i * a->kev_size, a->kev_size) < 0)
             return -EFAULT;
         get_kev(raw, &k);
         pthread_mutex_lock(&bsd_proc->kqueue_lock);
@@ -462,19 +466,21 @@ static long apply_changes(int kq, uint64_t list, long nchanges, struct answer *a
     return 0;
 }
 
-static long sys_kevent(const long *a)
+/* kevent(kq, changes, nchanges, events, nevents, timeout), its struct
+ * kevent size bytes. */
+static long kevent_sized(const long *a, size_t size)
 {
     int kq = (int)a[0];
     long nchanges = a[2], nevents = a[4], ms = wait_ms((uint64_t)a[5]);
     struct epoll_event ev[MAX_EVENTS];
-    struct answer out = {NULL, 0, 0};
+    struct answer out = {NULL, size, 0, 0};
 
     if (nchanges < 0 || nevents < 0 || nchanges > MAX_CHANGES)
         return -EINVAL;
     if (ms < -1)
         return ms;
     out.max = nevents > MAX_EVENTS ? MAX_EVENTS : (int)nevents;
-    out.buf = calloc((size_t)out.max + 1, kev_size());
+    out.buf = calloc((size_t)out.max + 1, size);
     if (!out.buf)
         return -ENOMEM;
     long r = apply_changes(kq, (uint64_t)a[1], nchanges, &out);
@@ -503,13 +509,17 @@ static long sys_kevent(const long *a)
         if (n < 0)
             r = -errno;
     }
-    if (r == 0 && out.count && bsd_copy_out((uint64_t)a[3], out.buf, (size_t)out.count * kev_size()) < 0)
+    if (r == 0 && out.count && bsd_copy_out((uint64_t)a[3], out.buf, (size_t)out.count * size) < 0)
         r = -EFAULT;
     free(out.buf);
     return r < 0 ? r : out.count;
 }
 
+static long sys_kevent(const long *a) { return kevent_sized(a, kev_size()); }
+static long sys_freebsd11_kevent(const long *a) { return kevent_sized(a, FREEBSD11_KEVENT_SIZE); }
+
 const struct bsd_handler bsd_kqueue_calls[] = {
     {"kqueue", sys_kqueue}, {"kqueue1", sys_kqueue}, {"kevent", sys_kevent},
+    {"freebsd:freebsd11_kevent", sys_freebsd11_kevent},
 };
 const size_t bsd_kqueue_call_count = sizeof(bsd_kqueue_calls) / sizeof(bsd_kqueue_calls[0]);

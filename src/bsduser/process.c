@@ -3,6 +3,7 @@
  * executable stays under bsd-user: smolvm runs again with it; anything
  * else runs as it is), wait4 (the status's signal number translated). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -72,13 +73,21 @@ static long sys_execve(const long *a)
         size_t n = 0;
         while (argv[n])
             n++;
-        char **again = calloc(n + 7, sizeof(*again));
+        char **again = calloc(n + 9, sizeof(*again));
+        char trace_fd[16];
+        /* -o FILE's descriptor goes on into the new smolvm (and only there). */
+        bool pass_fd = bsd_tracing() && bsd_proc->trace_fd != STDERR_FILENO;
         size_t k = 0;
         if (again) {
             again[k++] = "smolvm";
             again[k++] = "bsd-user";
             if (bsd_tracing())
                 again[k++] = "--strace";
+            if (pass_fd && fcntl(bsd_proc->trace_fd, F_SETFD, 0) == 0) {
+                snprintf(trace_fd, sizeof(trace_fd), "%d", bsd_proc->trace_fd);
+                again[k++] = "--trace-fd";
+                again[k++] = trace_fd;
+            }
             if (bsd_root()) {
                 again[k++] = "--root";
                 again[k++] = (char *)bsd_root();
@@ -87,6 +96,8 @@ static long sys_execve(const long *a)
             for (size_t i = 1; i < n; i++)
                 again[k++] = argv[i];
             r = bsd_result(execve("/proc/self/exe", again, envp));
+            if (pass_fd)
+                fcntl(bsd_proc->trace_fd, F_SETFD, FD_CLOEXEC);
         }
         free(again);
     }

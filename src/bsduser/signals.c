@@ -438,6 +438,7 @@ void bsd_signals_flush(void *context, uint64_t *guest_fs)
     for (int sig = 1; sig < BSD_SIGNALS; sig++)
         if (in_set(pending, sig) && !in_set(mask, sig)) {
             set_bit(pending, sig, false);
+            bsd_thread_signals_kept(pending[0] || pending[1]);
             if (bsd_proc->actions[sig].handler > SIG_IGN_ &&
                 !deliver(sig, &pending_info[sig], context, guest_fs))
                 _exit(128 + SIGSEGV);
@@ -464,6 +465,7 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
     if (!fault && (!guest_code || in_set(mask, sig))) {
         pending_info[sig] = *info;
         set_bit(pending, sig, true);
+        bsd_thread_signals_kept(true);
         return true;
     }
     if (!deliver(sig, info, context, guest_fs))

@@ -42,6 +42,17 @@ static const struct bsd_sysent netbsd_table[] = {
     NETBSD_SYSCALLS(X)
 #undef X
 };
+/* FreeBSD 11's calls, which FreeBSD keeps (COMPAT11 in its syscalls.master)
+ * and x/sys's table leaves out: programs built on FreeBSD 11 make them, and
+ * Go up to 1.17 (kevent always; stat, getdirentries, statfs up to 1.11). */
+static const struct bsd_sysent freebsd11_table[] = {
+    {14, "freebsd11_mknod", 3}, {188, "freebsd11_stat", 2}, {189, "freebsd11_fstat", 2},
+    {190, "freebsd11_lstat", 2}, {196, "freebsd11_getdirentries", 4},
+    {272, "freebsd11_getdents", 3}, {363, "freebsd11_kevent", 6},
+    {395, "freebsd11_getfsstat", 3}, {396, "freebsd11_statfs", 2},
+    {397, "freebsd11_fstatfs", 2}, {493, "freebsd11_fstatat", 4},
+    {498, "freebsd11_mknodat", 4},
+};
 
 struct bsd_process *bsd_proc;
 
@@ -123,36 +134,46 @@ static clockid_t clock_id(long bsd)
 }
 
 /* Where each BSD's struct stat keeps what (offsets; widths where they
- * differ): FreeBSD 12+ (ino64), 224 bytes; NetBSD 5+ (__stat50), 152. */
+ * differ): FreeBSD 12+ (ino64), 224 bytes; FreeBSD 11's (freebsd11_stat:
+ * 32-bit dev, ino, rdev, 16-bit nlink), 120; NetBSD 5+ (__stat50), 152.
+ * A wider value is cut to its low bytes, as FreeBSD's kernel does by
+ * default (vfs.ino64_trunc_error=0). */
 struct stat_layout {
     size_t size, dev, ino, nlink, mode, uid, gid, rdev, atim, mtim, ctim, birth, bytes, blocks,
         blksize;
-    int nlink_width, mode_width;
+    int nlink_width, mode_width, dev_width, ino_width, rdev_width;
 };
 
 static const struct stat_layout freebsd_stat = {224, 0, 8, 16, 24, 28, 32, 40, 48, 64, 80, 96,
-                                                112, 120, 128, 8, 2};
+                                                112, 120, 128, 8, 2, 8, 8, 8};
+static const struct stat_layout freebsd11_stat = {120, 0, 4, 10, 8, 12, 16, 20, 24, 40, 56, 104,
+                                                  72, 80, 88, 2, 2, 4, 4, 4};
 static const struct stat_layout netbsd_stat = {152, 0, 16, 24, 8, 28, 32, 40, 48, 64, 80, 96,
-                                               112, 120, 128, 4, 4};
+                                               112, 120, 128, 4, 4, 8, 8, 8};
 
 static void put_uint(uint8_t *at, uint64_t v, int width)
 {
     memcpy(at, &v, (size_t)width); /* little-endian: the low bytes */
 }
 
-/* st as the guest's struct stat, out to guest address to. No birth time
- * on Linux here: the change time stands in. */
-static long put_stat(uint64_t to, const struct stat *st)
+/* The guest BSD's own struct stat. */
+static const struct stat_layout *native_stat(void)
 {
-    const struct stat_layout *l = bsd_proc->os == BSD_NETBSD ? &netbsd_stat : &freebsd_stat;
+    return bsd_proc->os == BSD_NETBSD ? &netbsd_stat : &freebsd_stat;
+}
+
+/* st as a struct stat laid out as l, out to guest address to. No birth
+ * time on Linux here: the change time stands in. */
+static long put_stat(uint64_t to, const struct stat *st, const struct stat_layout *l)
+{
     uint8_t b[224] = {0};
-    put_uint(b + l->dev, st->st_dev, 8);
-    put_uint(b + l->ino, st->st_ino, 8);
+    put_uint(b + l->dev, st->st_dev, l->dev_width);
+    put_uint(b + l->ino, st->st_ino, l->ino_width);
     put_uint(b + l->nlink, st->st_nlink, l->nlink_width);
     put_uint(b + l->mode, st->st_mode, l->mode_width);
     put_uint(b + l->uid, st->st_uid, 4);
     put_uint(b + l->gid, st->st_gid, 4);
-    put_uint(b + l->rdev, st->st_rdev, 8);
+    put_uint(b + l->rdev, st->st_rdev, l->rdev_width);
     memcpy(b + l->atim, &st->st_atim, 16);
     memcpy(b + l->mtim, &st->st_mtim, 16);
     memcpy(b + l->ctim, &st->st_ctim, 16);
@@ -172,8 +193,17 @@ static long sys_exit(const long *a)
 
 static long sys_read(const long *a) { return bsd_result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
 static long sys_write(const long *a) { return bsd_result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
+/* -o FILE's descriptor is smolvm's: the guest can neither close it nor
+ * dup2 over it (EBADF, as for a descriptor it does not have). */
+static bool is_trace_fd(long fd)
+{
+    return bsd_proc->trace_fd != STDERR_FILENO && fd == bsd_proc->trace_fd;
+}
+
 static long sys_close(const long *a)
 {
+    if (is_trace_fd(a[0]))
+        return -EBADF;
     bsd_kqueue_forget((int)a[0]);
     return bsd_result(close((int)a[0]));
 }
@@ -339,13 +369,14 @@ static long sys_getrandom(const long *a)
     return bsd_result(getrandom((void *)a[0], (size_t)a[1], (unsigned)a[2] & GRND_NONBLOCK));
 }
 
-static long sys_fstat(const long *a)
+/* The stat calls, each answering in the struct stat of layout l. */
+static long fstat_as(const long *a, const struct stat_layout *l)
 {
     struct stat st;
-    return fstat((int)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
+    return fstat((int)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st, l);
 }
 
-static long sys_fstatat(const long *a)
+static long fstatat_as(const long *a, const struct stat_layout *l)
 {
     struct stat st;
     int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
@@ -353,22 +384,26 @@ static long sys_fstatat(const long *a)
     PATH_ARG(path, a[1]);
     if (fstatat(dirfd, path, &st, flags) < 0)
         return -errno;
-    return put_stat((uint64_t)a[2], &st);
+    return put_stat((uint64_t)a[2], &st, l);
 }
 
-static long sys_stat(const long *a)
+/* stat(path, sb) and, not following a last link, lstat. */
+static long stat_as(const long *a, const struct stat_layout *l, bool follow)
 {
     struct stat st;
     PATH_ARG(path, a[0]);
-    return stat(path, &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
+    return (follow ? stat(path, &st) : lstat(path, &st)) < 0 ? -errno
+                                                              : put_stat((uint64_t)a[1], &st, l);
 }
 
-static long sys_lstat(const long *a)
-{
-    struct stat st;
-    PATH_ARG(path, a[0]);
-    return lstat(path, &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st);
-}
+static long sys_fstat(const long *a) { return fstat_as(a, native_stat()); }
+static long sys_fstatat(const long *a) { return fstatat_as(a, native_stat()); }
+static long sys_stat(const long *a) { return stat_as(a, native_stat(), true); }
+static long sys_lstat(const long *a) { return stat_as(a, native_stat(), false); }
+static long sys_freebsd11_fstat(const long *a) { return fstat_as(a, &freebsd11_stat); }
+static long sys_freebsd11_fstatat(const long *a) { return fstatat_as(a, &freebsd11_stat); }
+static long sys_freebsd11_stat(const long *a) { return stat_as(a, &freebsd11_stat, true); }
+static long sys_freebsd11_lstat(const long *a) { return stat_as(a, &freebsd11_stat, false); }
 
 /* Under --root a directory in the sysroot is named as the guest named
  * it (chdir("/usr") went to R/usr: the guest sees /usr, not R/usr). */
@@ -694,7 +729,10 @@ static long sys_chflagsat(const long *a)
 
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
 static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
-static long sys_dup2(const long *a) { return bsd_result(dup2((int)a[0], (int)a[1])); }
+static long sys_dup2(const long *a)
+{
+    return is_trace_fd(a[0]) || is_trace_fd(a[1]) ? -EBADF : bsd_result(dup2((int)a[0], (int)a[1]));
+}
 static long sys_fsync(const long *a) { return bsd_result(fsync((int)a[0])); }
 static long sys_ftruncate(const long *a) { return bsd_result(ftruncate((int)a[0], (off_t)a[1])); }
 static long sys_kill(const long *a)
@@ -765,19 +803,27 @@ static long sys_fcntl(const long *a)
 /* getdirentries: Linux dirent64 records rewritten as FreeBSD's (ino64
  * layout: fileno, off, reclen, type, pad, namlen, pad, name, 8-aligned). */
 /* struct dirent: FreeBSD's d_fileno, d_off, d_reclen, d_type, pad,
- * d_namlen, pad, d_name at 24; NetBSD's d_fileno, d_reclen, d_namlen,
- * d_type, d_name at 13. d_type has the same DT_ values as Linux. */
-static size_t dirent_header(void)
+ * d_namlen, pad, d_name at 24, records 8-aligned; FreeBSD 11's (the
+ * freebsd11_ calls) 32-bit d_fileno, d_reclen, d_type, 8-bit d_namlen,
+ * d_name at 8, 4-aligned; NetBSD's d_fileno, d_reclen, d_namlen, d_type,
+ * d_name at 13. d_type has the same DT_ values as Linux. */
+enum dirent_format { DIRENT_FREEBSD, DIRENT_FREEBSD11, DIRENT_NETBSD };
+
+static size_t dirent_header(enum dirent_format f)
 {
-    return bsd_proc->os == BSD_NETBSD ? 13 : 24;
+    return f == DIRENT_NETBSD ? 13 : f == DIRENT_FREEBSD11 ? 8 : 24;
 }
 
-static void put_dirent(uint8_t *d, uint16_t size, uint64_t ino, uint64_t off, uint8_t type,
-                       const char *name, uint16_t namlen)
+static void put_dirent(uint8_t *d, enum dirent_format f, uint16_t size, uint64_t ino,
+                       uint64_t off, uint8_t type, const char *name, uint16_t namlen)
 {
     memset(d, 0, size);
-    memcpy(d, &ino, 8);
-    if (bsd_proc->os == BSD_NETBSD) {
+    memcpy(d, &ino, f == DIRENT_FREEBSD11 ? 4 : 8); /* 32 bits: cut, as FreeBSD's kernel does */
+    if (f == DIRENT_FREEBSD11) {
+        memcpy(d + 4, &size, 2);
+        d[6] = type;
+        d[7] = (uint8_t)namlen; /* at most 255 */
+    } else if (f == DIRENT_NETBSD) {
         memcpy(d + 8, &size, 2);
         memcpy(d + 10, &namlen, 2);
         d[12] = type;
@@ -787,12 +833,12 @@ static void put_dirent(uint8_t *d, uint16_t size, uint64_t ino, uint64_t off, ui
         d[18] = type;
         memcpy(d + 20, &namlen, 2);
     }
-    memcpy(d + dirent_header(), name, namlen);
+    memcpy(d + dirent_header(f), name, namlen);
 }
 
-/* getdirentries(fd, buf, size, &base), and NetBSD's getdents(fd, buf,
- * size) (a[3] is then not a pointer it passed: ignored). */
-static long sys_getdirentries(const long *a)
+/* getdirentries(fd, buf, size, &base) with records as f, and getdents(fd,
+ * buf, size) (with_base false: a[3] is not a pointer it passed). */
+static long getdirentries_as(const long *a, enum dirent_format f, bool with_base)
 {
     uint8_t in[4096], *out = malloc((size_t)a[2] > 0 ? (size_t)a[2] : 1);
     size_t room = (size_t)a[2], used = 0;
@@ -808,7 +854,8 @@ static long sys_getdirentries(const long *a)
         memcpy(&reclen, in + at + 16, 2);
         const char *name = (const char *)in + at + 19;
         namlen = (uint16_t)strnlen(name, 255);
-        uint16_t size = (uint16_t)((dirent_header() + namlen + 1 + 7) & ~7u);
+        unsigned align = f == DIRENT_FREEBSD11 ? 4 : 8;
+        uint16_t size = (uint16_t)((dirent_header(f) + namlen + 1 + align - 1) & ~(align - 1));
         if (used + size > room) { /* the rest is for the next call */
             lseek((int)a[0], pos, SEEK_SET);
             if (!used)
@@ -816,18 +863,29 @@ static long sys_getdirentries(const long *a)
             break;
         }
         pos = (off_t)off;
-        put_dirent(out + used, size, ino, off, in[at + 18], name, namlen);
+        put_dirent(out + used, f, size, ino, off, in[at + 18], name, namlen);
         used += size;
         at += reclen;
     }
     if (r == 0)
         r = bsd_copy_out((uint64_t)a[1], out, used);
-    if (r == 0 && a[3] && bsd_proc->os != BSD_NETBSD) {
+    if (r == 0 && with_base && a[3]) {
         uint64_t base = (uint64_t)lseek((int)a[0], 0, SEEK_CUR);
         r = bsd_copy_out((uint64_t)a[3], &base, sizeof(base));
     }
     free(out);
     return r < 0 ? r : (long)used;
+}
+
+static long sys_getdirentries(const long *a) { return getdirentries_as(a, DIRENT_FREEBSD, true); }
+static long sys_getdents_netbsd(const long *a) { return getdirentries_as(a, DIRENT_NETBSD, false); }
+static long sys_freebsd11_getdirentries(const long *a)
+{
+    return getdirentries_as(a, DIRENT_FREEBSD11, true);
+}
+static long sys_freebsd11_getdents(const long *a)
+{
+    return getdirentries_as(a, DIRENT_FREEBSD11, false);
 }
 
 /* The sysctl names runtimes ask for, by MIB and by name. */
@@ -999,7 +1057,14 @@ static const struct bsd_handler implemented[] = {
     {"symlink", sys_symlink}, {"readlink", sys_readlink}, {"umask", sys_umask}, {"dup", sys_dup},
     {"dup2", sys_dup2}, {"fsync", sys_fsync}, {"ftruncate", sys_ftruncate}, {"kill", sys_kill},
     {"pipe2", sys_pipe2}, {"fcntl", sys_fcntl}, {"getdirentries", sys_getdirentries},
-    {"netbsd:getdents", sys_getdirentries},
+    {"netbsd:getdents", sys_getdents_netbsd},
+    {"freebsd:freebsd11_stat", sys_freebsd11_stat}, {"freebsd:freebsd11_lstat", sys_freebsd11_lstat},
+    {"freebsd:freebsd11_fstat", sys_freebsd11_fstat},
+    {"freebsd:freebsd11_fstatat", sys_freebsd11_fstatat},
+    {"freebsd:freebsd11_getdirentries", sys_freebsd11_getdirentries},
+    {"freebsd:freebsd11_getdents", sys_freebsd11_getdents},
+    {"freebsd:freebsd11_mknod", sys_mknod}, /* the device number (32-bit then) goes unused */
+    {"freebsd:freebsd11_mknodat", sys_mknodat},
     {"netbsd:mmap", sys_mmap_netbsd},
     {"truncate", sys_truncate}, {"netbsd:truncate", sys_truncate_netbsd},
     {"netbsd:ftruncate", sys_ftruncate_netbsd}, {"utimes", sys_utimes},
@@ -1014,21 +1079,7 @@ static const struct bsd_handler implemented[] = {
 
 static void trace(const struct bsd_sysent *e, long number, const long *a, long r)
 {
-    char line[256];
-    int n = snprintf(line, sizeof(line), "%d %s(", getpid(), e ? e->name : "unknown");
-    int args = e ? e->nargs : 6;
-    for (int i = 0; i < args && i < 6; i++)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%#lx", i ? ", " : "", a[i]);
-    if (r == BSD_JUSTRETURN)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, ") = (its context restored)\n");
-    else if (r < 0 && r > -4096)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, ") ERR#%d '%s'%s\n",
-                      -r < 200 ? bsd_proc->errno_map[-r] : (int)-r, strerror((int)-r),
-                      bsd_proc->handlers[number & (MAX_SYSCALL - 1)] ? "" : " (not supported)");
-    else
-        n += snprintf(line + n, sizeof(line) - (size_t)n, ") = %ld (%#lx)\n", r, r);
-    if (write(STDERR_FILENO, line, (size_t)n) < 0)
-        return;
+    bsd_trace(e, a, r, bsd_proc->handlers[number & (MAX_SYSCALL - 1)] != NULL);
 }
 
 static void on_sigsys(int sig, siginfo_t *si, void *context)
@@ -1108,19 +1159,28 @@ static void fill_handlers(const struct bsd_sysent *e, const char *own)
         }
 }
 
-static void build_tables(enum bsd_os os)
+/* A table's calls, by number (a number taken already stays). */
+static void add_table(enum bsd_os os, const struct bsd_sysent *table, size_t count)
 {
-    const struct bsd_sysent *table = os == BSD_NETBSD ? netbsd_table : freebsd_table;
-    size_t count = os == BSD_NETBSD ? sizeof(netbsd_table) / sizeof(netbsd_table[0])
-                                    : sizeof(freebsd_table) / sizeof(freebsd_table[0]);
     for (size_t i = 0; i < count; i++) {
-        if (table[i].number < 0 || table[i].number >= MAX_SYSCALL)
+        if (table[i].number < 0 || table[i].number >= MAX_SYSCALL ||
+            bsd_proc->by_number[table[i].number])
             continue;
         bsd_proc->by_number[table[i].number] = &table[i];
         char own[80];
         snprintf(own, sizeof(own), "%s:%s", os == BSD_NETBSD ? "netbsd" : "freebsd",
                  table[i].name);
         fill_handlers(&table[i], own);
+    }
+}
+
+static void build_tables(enum bsd_os os)
+{
+    if (os == BSD_NETBSD)
+        add_table(os, netbsd_table, sizeof(netbsd_table) / sizeof(netbsd_table[0]));
+    else {
+        add_table(os, freebsd_table, sizeof(freebsd_table) / sizeof(freebsd_table[0]));
+        add_table(os, freebsd11_table, sizeof(freebsd11_table) / sizeof(freebsd11_table[0]));
     }
     if (os == BSD_NETBSD) {
         NETBSD_fill_errnos(bsd_proc->errno_map, 200);
@@ -1129,6 +1189,34 @@ static void build_tables(enum bsd_os os)
         FREEBSD_fill_errnos(bsd_proc->errno_map, 200);
         FREEBSD_fill_signals(bsd_proc->signal_map, 65);
     }
+}
+
+/* The calls the signal entry makes itself (bsd_direct_calls): handlers that
+ * are one Linux call with the guest's arguments as they are, or a clock id
+ * mapped (guest pointers the kernel reads or writes itself: EFAULT, as
+ * bsd_copy_in/out answer; clock_gettime here is the kernel's, not the
+ * vDSO's, still one call fewer than the C path's %fs switches) (the kernel
+ * reads each as the handler's casts do: 32-bit descriptors, 64-bit sizes
+ * and offsets; readv's count it would read whole, so readv is not one). */
+static void fill_direct_calls(void)
+{
+    static const struct {
+        handler_fn fn;
+        int linux_nr;
+    } direct[] = {{sys_read, SYS_read}, {sys_write, SYS_write}, {sys_pread, SYS_pread64},
+                  {sys_pwrite, SYS_pwrite64}, {sys_lseek, SYS_lseek}, {sys_getpid, SYS_getpid},
+                  {sys_getppid, SYS_getppid}, {sys_nanosleep, SYS_nanosleep},
+                  {sys_clock_gettime, SYS_clock_gettime | BSD_DIRECT_CLOCK},
+                  {sys_getuid, SYS_getuid}, {sys_geteuid, SYS_geteuid}, {sys_getgid, SYS_getgid},
+                  {sys_getegid, SYS_getegid}, {sys_fsync, SYS_fsync}};
+    for (int n = 0; n < MAX_SYSCALL; n++)
+        for (size_t k = 0; k < sizeof(direct) / sizeof(direct[0]); k++)
+            if (bsd_proc->handlers[n] == direct[k].fn)
+                bsd_direct_calls[n] = (uint16_t)(direct[k].linux_nr + 1);
+    for (int c = 0; c < BSD_DIRECT_CLOCKS; c++)
+        bsd_direct_clocks[c] = (uint8_t)(clock_id(c) + 1);
+    for (int e = 0; e < 200; e++)
+        bsd_direct_errno[e] = bsd_errno(e);
 }
 
 uint64_t bsd_dispatch(int sig, void *info, void *context);
@@ -1141,7 +1229,9 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
      * context afterwards. */
     void *outer = bsd_context;
     bsd_context = context;
-    if (sig == SIGSYS)
+    if (sig == 0) /* a direct call was answered (threads.c): what it kept */
+        bsd_signals_flush(context, bsd_guest_fs());
+    else if (sig == SIGSYS)
         on_sigsys(sig, info, context);
     else if (!bsd_signal_arrived(sig, info, context, bsd_guest_fs()) &&
              bsd_fault_signal(sig))
@@ -1173,7 +1263,18 @@ static struct bsd_process *process_new(const char *path, const struct bsduser_op
     if (!p)
         return NULL;
     p->os = os;
-    p->tracing = o->strace;
+    p->tracing = o->strace || o->trace_fd > 0;
+    /* -o FILE's descriptor out of the guest's way (programs take the
+     * lowest free ones), closed at an exec. */
+    p->trace_fd = o->trace_fd > 0 ? fcntl(o->trace_fd, F_DUPFD_CLOEXEC, 512) : STDERR_FILENO;
+    if (p->trace_fd < 0 && errno == EINVAL) /* a descriptor limit of 512 or less */
+        p->trace_fd = fcntl(o->trace_fd, F_DUPFD_CLOEXEC, 3);
+    if (o->trace_fd > 0 && p->trace_fd >= 0)
+        close(o->trace_fd);
+    if (p->trace_fd < 0) {
+        free(p);
+        return NULL;
+    }
     /* Absolute: a chdir must not move the sysroot. */
     char *absolute_root = o->root ? realpath(o->root, NULL) : NULL;
     p->root = absolute_root ? absolute_root : o->root;
@@ -1198,6 +1299,8 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
     if (!bsd_proc)
         return err_set(ENOMEM, "bsd-user's state");
     build_tables(img.os);
+    if (!bsd_proc->tracing)
+        fill_direct_calls();
     uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
     if (!sp)
         return err_set(errno, "the guest's stack");

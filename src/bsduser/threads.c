@@ -48,29 +48,140 @@
  * sigreturn does not restore %fs, so returning there with the host's would
  * resume the guest on smolvm's TLS (Go then reads its g from the wrong
  * place: a nil g, SIGSEGV at 0x10). */
+/*
+ * Without FSGSBASE each arch_prctl is a system call, most of a guest call's
+ * cost; so none is made that changes nothing: when guest code was
+ * interrupted, the %fs base is the block's guest_fs (the guest's base
+ * changes only through the calls that record it there, and every return
+ * to guest code loads it), so it is not asked for; and a switch to the
+ * base already loaded (a guest that never set its own runs on smolvm's)
+ * is skipped. */
+/*
+ * A direct call (bsd_direct_calls) is made here, before any of that: its
+ * arguments from the guest's registers, its result (or the BSD errno and
+ * the carry flag) into them, and no C at all, so no %fs switch. Only when
+ * no signal is kept for the guest: a signal that comes during the call
+ * (kept, as it interrupts smolvm's code) is then delivered by the C path
+ * entered as signal 0 ("the call is answered: deliver what is kept").
+ */
+#define UC_R8 40 /* offsetof(ucontext_t, uc_mcontext.gregs[REG_...]) */
+#define UC_R9 48
+#define UC_R10 56
+#define UC_RDI 104
+#define UC_RSI 112
+#define UC_RDX 136
+#define UC_RAX 144
+#define UC_RIP 168
+#define UC_EFL 176
+#define UC_AT(reg) offsetof(ucontext_t, uc_mcontext.gregs[reg])
+_Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10) == UC_R10 &&
+                   UC_AT(REG_RDI) == UC_RDI && UC_AT(REG_RSI) == UC_RSI &&
+                   UC_AT(REG_RDX) == UC_RDX && UC_AT(REG_RAX) == UC_RAX &&
+                   UC_AT(REG_RIP) == UC_RIP && UC_AT(REG_EFL) == UC_EFL,
+               "ucontext layout");
+#define KEPT 16 /* offsetof(struct bsd_thread, signals_kept) */
+_Static_assert(offsetof(struct bsd_thread, signals_kept) == KEPT, "bsd_thread layout");
+_Static_assert(BSD_MAX_SYSCALL == 1024 && SIGSYS == 31, "the direct call table");
+uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+_Static_assert(BSD_DIRECT_CLOCK == 0x8000 && BSD_DIRECT_CLOCKS == 16, "the direct clocks");
+int32_t bsd_direct_errno[200];
+#define GUEST_LIMIT 0x500000000000 /* BSDUSER_GUEST_LIMIT, as the assembler spells it */
+_Static_assert(GUEST_LIMIT == BSDUSER_GUEST_LIMIT, "the guest limit");
 __attribute__((visibility("hidden"))) int bsd_fsgsbase;
 __asm__(".text\n"
         ".globl bsd_signal_entry\n"
         ".type bsd_signal_entry, @function\n"
         "bsd_signal_entry:\n"
-        "    push %rdi\n"
+        "    cmp $31, %edi\n" /* SIGSYS */
+        "    jne 9f\n"
+        "    mov %rsp, %r14\n"
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %r14\n"
+        "    cmpl $0, " XSTR(KEPT) "(%r14)\n"
+        "    jne 9f\n"
+        "    mov " XSTR(UC_RIP) "(%rdx), %rax\n"
+        "    movabs $" XSTR(GUEST_LIMIT) ", %rcx\n"
+        "    cmp %rcx, %rax\n"
+        "    jae 9f\n"
+        "    mov " XSTR(UC_RAX) "(%rdx), %rax\n"
+        "    cmp $1024, %rax\n" /* unsigned: a negative number too */
+        "    jae 9f\n"
+        "    lea bsd_direct_calls(%rip), %rcx\n"
+        "    movzwl (%rcx,%rax,2), %eax\n"
+        "    test %eax, %eax\n"
+        "    jz 9f\n"
+        "    mov " XSTR(UC_RDI) "(%rdx), %r15\n" /* (%rdi stays the signal: 9f needs it) */
+        "    btr $15, %eax\n" /* BSD_DIRECT_CLOCK: the clock id, as Linux's */
+        "    jnc 4f\n"
+        "    cmp $16, %r15\n"
+        "    jae 9f\n"
+        "    lea bsd_direct_clocks(%rip), %rcx\n"
+        "    movzbl (%rcx,%r15), %r15d\n"
+        "    test %r15d, %r15d\n"
+        "    jz 9f\n"
+        "    dec %r15d\n"
+        "4:  dec %eax\n"
+        "    mov %rdx, %r12\n"
+        "    mov %rsi, %r13\n"
+        "    mov %r15, %rdi\n"
+        "    mov " XSTR(UC_RSI) "(%r12), %rsi\n"
+        "    mov " XSTR(UC_RDX) "(%r12), %rdx\n"
+        "    mov " XSTR(UC_R10) "(%r12), %r10\n"
+        "    mov " XSTR(UC_R8) "(%r12), %r8\n"
+        "    mov " XSTR(UC_R9) "(%r12), %r9\n"
+        "    syscall\n"
+        "    cmp $-4095, %rax\n"
+        "    jae 5f\n"
+        "    mov %rax, " XSTR(UC_RAX) "(%r12)\n"
+        "    andq $-2, " XSTR(UC_EFL) "(%r12)\n" /* carry clear: a result */
+        "    jmp 6f\n"
+        "5:  neg %rax\n"
+        "    mov $78, %ecx\n" /* ENOSYS: a Linux errno the BSD has not */
+        "    cmp $200, %rax\n"
+        "    jae 7f\n"
+        "    lea bsd_direct_errno(%rip), %rcx\n"
+        "    movslq (%rcx,%rax,4), %rcx\n"
+        "7:  mov %rcx, " XSTR(UC_RAX) "(%r12)\n"
+        "    orq $1, " XSTR(UC_EFL) "(%r12)\n" /* carry set: an errno */
+        "6:  cmpl $0, " XSTR(KEPT) "(%r14)\n"
+        "    jne 8f\n"
+        "    ret\n"
+        "8:  xor %edi, %edi\n" /* signal 0: deliver what came meanwhile */
+        "    mov %r13, %rsi\n"
+        "    mov %r12, %rdx\n"
+        "9:  push %rdi\n"
         "    push %rsi\n"
         "    push %rdx\n"
         "    sub $16, %rsp\n" /* (%rsp): the %fs base at entry; 8(%rsp): alignment */
-        "    call bsd_get_fs\n"
         "    mov %rsp, %rax\n"
         "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rax\n"
+        "    mov " XSTR(UC_RIP) "(%rdx), %rcx\n"
+        "    movabs $" XSTR(GUEST_LIMIT) ", %rsi\n"
+        "    cmp %rsi, %rcx\n"
+        "    jae 1f\n"
+        "    mov 8(%rax), %rcx\n" /* guest code: its base is guest_fs */
+        "    mov %rcx, (%rsp)\n"
+        "    jmp 2f\n"
+        "1:  call bsd_get_fs\n"
+        "2:  mov %rsp, %rax\n"
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rax\n"
         "    mov (%rax), %rsi\n"
+        "    cmp (%rsp), %rsi\n" /* smolvm's base loaded already? */
+        "    je 3f\n"
         "    call bsd_set_fs\n"
-        "    mov 32(%rsp), %rdi\n"
+        "3:  mov 32(%rsp), %rdi\n"
         "    mov 24(%rsp), %rsi\n"
         "    mov 16(%rsp), %rdx\n"
         "    mov (%rsp), %rcx\n"
         "    call bsd_on_signal@PLT\n"
         "    add $40, %rsp\n"
         "    mov %rax, %rsi\n"
+        "    mov %rsp, %rcx\n" /* the block's host_fs: the base loaded now */
+        "    and $-" XSTR(BSD_ALT_STACK_SIZE) ", %rcx\n"
+        "    cmp (%rcx), %rsi\n"
+        "    je 4f\n"
         "    call bsd_set_fs\n"
-        "    ret\n"
+        "4:  ret\n"
         ".size bsd_signal_entry, .-bsd_signal_entry\n"
         /* %fs base := %rsi; clobbers rax, rcx, rdi, r11. */
         "bsd_set_fs:\n"
@@ -100,6 +211,11 @@ static struct bsd_thread *self(void)
 {
     return (struct bsd_thread *)((uintptr_t)__builtin_frame_address(0) &
                                  ~(uintptr_t)(BSD_ALT_STACK_SIZE - 1));
+}
+
+void bsd_thread_signals_kept(bool any)
+{
+    self()->signals_kept = any;
 }
 
 /* Every system call made below the guest limit raises SIGSYS; smolvm's,

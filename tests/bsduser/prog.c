@@ -486,6 +486,72 @@ static int kqueue_signals(void)
     return sys(SYS_CLOSE, kq).failed ? 6 : 0;
 }
 
+#ifndef NETBSD
+#define SYS_NANOSLEEP 240
+
+static volatile int interrupt_seen;
+static void on_interrupt(int sig, void *info, void *uc)
+{
+    (void)sig, (void)info, (void)uc;
+    interrupt_seen++;
+}
+
+/* A read blocked in the kernel, interrupted by a signal from a child: it
+ * fails with EINTR, and the handler has run by the time it comes back
+ * (nothing else is called in between that could deliver it later). */
+static int interrupted_read(void)
+{
+    int fds[2];
+    char c;
+    struct sigaction_ act = {on_interrupt, SA_SIGINFO_, {0, 0, 0, 0}};
+    long parent = sys(SYS_GETPID).value;
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_PIPE2, fds, 0).failed)
+        return 1;
+    long child = sys(SYS_FORK).value;
+    if (child == 0) {
+        long pause[2] = {0, 300000000};
+        sys(SYS_NANOSLEEP, pause, 0);
+        leave(sys(SYS_KILL, parent, SIGUSR1_).failed);
+    }
+    struct ret r = sys(SYS_READ, fds[0], &c, 1);
+    int seen = interrupt_seen;
+    if (child < 0 || sys(SYS_WAIT4, child, 0, 0, 0).value != child)
+        return 2;
+    if (!r.failed || r.value != 4 /* EINTR */)
+        return 3;
+    return seen == 1 ? 0 : 4;
+}
+
+#define SYS_CLOCK_GETTIME 232
+
+/* Calls the signal entry answers itself: clock ids mapped (FreeBSD's
+ * CLOCK_MONOTONIC is 4), results, BSD errnos and the carry flag as the C
+ * path gives them; an id it does not map goes by the C path (realtime). */
+static int direct_calls(void)
+{
+    long t1[2], t2[2], wall[2], other[2], nap[2] = {0, 1000000};
+    char c;
+    if (sys(SYS_CLOCK_GETTIME, 4, t1).failed || sys(SYS_NANOSLEEP, nap, 0).failed ||
+        sys(SYS_CLOCK_GETTIME, 4, t2).failed)
+        return 1;
+    if (t2[0] * 1000000000 + t2[1] < t1[0] * 1000000000 + t1[1] + 1000000 || t2[1] >= 1000000000)
+        return 2; /* monotonic, and the nap was slept */
+    if (sys(SYS_CLOCK_GETTIME, 0, wall).failed || wall[0] < 1600000000 || t1[0] >= wall[0] ||
+        sys(SYS_CLOCK_GETTIME, 99, other).failed || other[0] < wall[0])
+        return 3;
+    struct ret bad = sys(SYS_CLOCK_GETTIME, 4, 16);
+    if (!bad.failed || bad.value != 14) /* EFAULT */
+        return 4;
+    bad = sys(SYS_READ, 12345, &c, 1);
+    if (!bad.failed || bad.value != 9) /* EBADF */
+        return 5;
+    bad = sys(SYS_NANOSLEEP, 16, 0);
+    if (!bad.failed || bad.value != 14)
+        return 6;
+    return 0;
+}
+#endif
+
 static int processes(char *self)
 {
     int status = 0;
@@ -1042,6 +1108,147 @@ static int nb_signals(void)
 }
 #endif
 
+#ifndef NETBSD
+/* FreeBSD 11's calls (COMPAT11), as programs built for it and Go up to
+ * 1.17 make them, in their own layouts; each struct is written into a
+ * buffer of 0xaa bytes, so a byte past the old struct's end gives away a
+ * new layout. */
+#define SYS11_MKNOD 14
+#define SYS11_STAT 188
+#define SYS11_FSTAT 189
+#define SYS11_LSTAT 190
+#define SYS11_GETDIRENTRIES 196
+#define SYS11_KEVENT 363
+#define SYS11_GETFSSTAT 395
+#define SYS11_STATFS 396
+#define SYS11_FSTATAT 493
+#define SYS_FSTAT_NOW 551
+#define STAT11_SIZE 120
+#define STATFS11_SIZE 472
+
+static unsigned char old[2][STATFS11_SIZE + 8];
+
+static void fill(void *p, unsigned char v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ((unsigned char *)p)[i] = v;
+}
+
+/* Nothing past the old struct's size was written. */
+static int written_only(const unsigned char *b, size_t size)
+{
+    return b[size] == 0xaa && b[size + 7] == 0xaa;
+}
+
+/* struct freebsd11_stat: 32-bit dev and ino, 16-bit mode at 8 and nlink
+ * at 10, size at 72: the file of 7 bytes (bsd-old) as stat, lstat, fstat,
+ * fstatat see it; its inode the new fstat's, cut to 32 bits. */
+static int old_stat(void)
+{
+    unsigned char now[224];
+    struct ret fd = sys(SYS_OPEN, "bsd-old", 0x200 | 0x400 | 2, 0644);
+    if (fd.failed || sys(SYS_WRITE, fd.value, "written", 7).value != 7 ||
+        sys(SYS_FSTAT_NOW, fd.value, now).failed)
+        return 1;
+    long calls[4][5] = {{SYS11_STAT, (long)"bsd-old", (long)old[0]},
+                        {SYS11_LSTAT, (long)"bsd-old", (long)old[0]},
+                        {SYS11_FSTAT, fd.value, (long)old[0]},
+                        {SYS11_FSTATAT, -100 /* AT_FDCWD */, (long)"bsd-old", (long)old[0], 0}};
+    for (int i = 0; i < 4; i++) {
+        fill(old[0], 0xaa, sizeof(old[0]));
+        if (sys(calls[i][0], calls[i][1], calls[i][2], calls[i][3], calls[i][4]).failed)
+            return 10 + i;
+        if (!written_only(old[0], STAT11_SIZE) || *(long *)(old[0] + 72) != 7 ||
+            (*(unsigned short *)(old[0] + 8) & 0170000) != 0100000 ||
+            *(unsigned short *)(old[0] + 10) != 1 ||
+            *(unsigned *)(old[0] + 4) != (unsigned)*(unsigned long *)(now + 8))
+            return 20 + i;
+    }
+    sys(SYS_CLOSE, fd.value);
+    /* freebsd11_mknod: a FIFO (its 32-bit device number unused). */
+    if (sys(SYS11_MKNOD, "bsd-old-fifo", 0010644, 0).failed ||
+        sys(SYS11_STAT, "bsd-old-fifo", old[0]).failed ||
+        (*(unsigned short *)(old[0] + 8) & 0170000) != 0010000)
+        return 30;
+    sys(SYS_UNLINK, "bsd-old-fifo");
+    return 0;
+}
+
+/* struct freebsd11_dirent: 32-bit fileno, reclen at 4, type at 6, 8-bit
+ * namlen at 7, name at 8, records 4-aligned. */
+static int old_dirents(void)
+{
+    char buf[1024];
+    long base = -1;
+    int seen = 0;
+    struct ret d = sys(SYS_OPEN, ".", 0x20000, 0);
+    struct ret n = sys(SYS11_GETDIRENTRIES, d.value, buf, sizeof(buf), &base);
+    if (d.failed || n.failed || n.value == 0 || base < 0)
+        return 40;
+    for (long at = 0; at < n.value;) {
+        unsigned short reclen = *(unsigned short *)(buf + at + 4);
+        if (!reclen || reclen % 4 || buf[at + 8 + (unsigned char)buf[at + 7]] != 0)
+            return 41;
+        seen += same(buf + at + 8, "bsd-old") && buf[at + 6] == 8 /* DT_REG */;
+        at += reclen;
+    }
+    sys(SYS_CLOSE, d.value);
+    return seen == 1 ? 0 : 42;
+}
+
+/* struct kevent_freebsd11: 32 bytes, without ext[]. */
+static int old_kevent(void)
+{
+    int fds[2];
+    unsigned long change[4] = {0, 0, 0x1234, 0}, *got = (unsigned long *)old[0];
+    struct timespec { long s, ns; } wait = {1, 0};
+    long kq = sys(SYS_KQUEUE).value;
+    if (kq < 0 || sys(SYS_PIPE2, fds, 0).failed)
+        return 50;
+    change[0] = (unsigned long)fds[0];
+    change[1] = (unsigned long)(unsigned short)EVFILT_READ | (unsigned long)EV_ADD << 16;
+    change[3] = 0x5678; /* udata */
+    sys(SYS_WRITE, fds[1], "xyz", 3);
+    fill(old[0], 0xaa, sizeof(old[0]));
+    struct ret r = sys(SYS11_KEVENT, kq, change, 1, got, 1, &wait);
+    if (r.failed || r.value != 1 || got[0] != (unsigned long)fds[0] ||
+        (short)got[1] != EVFILT_READ || got[2] != 3 || got[3] != 0x5678 ||
+        !written_only(old[0], 32))
+        return 51;
+    return 0;
+}
+
+/* struct freebsd11_statfs: version 0x20030518, f_mntonname (88 bytes) at
+ * 384, 472 bytes; getfsstat's array in that stride. */
+static int old_statfs(void)
+{
+    fill(old, 0xaa, sizeof(old));
+    if (sys(SYS11_STATFS, ".", old[0]).failed || *(unsigned *)old[0] != 0x20030518 ||
+        old[0][384] != '/' || !written_only(old[0], STATFS11_SIZE))
+        return 60;
+    struct ret count = sys(SYS11_GETFSSTAT, 0, 0, 2);
+    fill(old, 0xaa, sizeof(old));
+    struct ret two = sys(SYS11_GETFSSTAT, old, 2 * STATFS11_SIZE, 2);
+    if (count.failed || count.value < 1 || two.failed || two.value < 1 ||
+        old[0][384] != '/' || (two.value == 2 && ((unsigned char *)old)[STATFS11_SIZE + 384] != '/'))
+        return 61;
+    return 0;
+}
+
+static int freebsd11(void)
+{
+    int r = old_stat();
+    if (!r)
+        r = old_dirents();
+    if (!r)
+        r = old_kevent();
+    if (!r)
+        r = old_statfs();
+    sys(SYS_UNLINK, "bsd-old");
+    return r;
+}
+#endif
+
 /* FreeBSD enters _start with %rdi at argc and %rsp as after a call, so it
  * can be C; NetBSD's start code finds argc at %rsp, aligned. */
 #ifdef NETBSD
@@ -1088,6 +1295,10 @@ void ENTRY(long *ap)
     if (same(what, "signals"))
         leave(nb_signals());
 #endif
+#ifndef NETBSD
+    if (same(what, "freebsd11"))
+        leave(freebsd11());
+#endif
     if (same(what, "kqueue"))
         leave(kqueue());
     if (same(what, "ksignal"))
@@ -1110,6 +1321,12 @@ void ENTRY(long *ap)
         leave(terminal(1));
     if (same(what, "sockets"))
         leave(sockets());
+#ifndef NETBSD
+    if (same(what, "eintr"))
+        leave(interrupted_read());
+    if (same(what, "direct"))
+        leave(direct_calls());
+#endif
     if (same(what, "processes"))
         leave(processes(argv[0]));
     if (same(what, "threads"))

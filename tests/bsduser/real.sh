@@ -2,14 +2,15 @@
 # bsd-user against real BSD executables nobody here wrote, as npm ships
 # them for the BSDs and for Linux (the same version): esbuild (Go: threads,
 # TLS, futex-like waits, signals, sysctl, kqueue, sockets) for FreeBSD and
-# NetBSD, and lefthook (Go: fork/exec, pipes) for FreeBSD. Each case runs a
+# NetBSD, and lefthook (Go: fork/exec, pipes) for FreeBSD; an older esbuild
+# (0.12.26, Go 1.17: FreeBSD 11's kevent) for FreeBSD too. Each case runs a
 # BSD build under `smolvm bsd-user` and the Linux build natively and wants
 # the same output. Packages are cached outside the clone.
 # usage: real.sh SMOLVM [--fetch]   Prints PASS/FAIL/SKIP lines, then
 # "N passed, N failed, N skipped"; --fetch only fetches the packages.
 set -uo pipefail
 smolvm=$(realpath "$1")
-version=0.28.2 lefthook_version=2.2.2
+version=0.28.2 lefthook_version=2.2.2 old_version=0.12.26
 cache=${SMOLVM_CI_CACHE:-$HOME/.cache/smolvm-ci}/npm
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-bsd-real.XXXXXX")
 passed=0 failed=0 skipped=0
@@ -32,21 +33,28 @@ if ! linux=$(fetch @esbuild/linux-x64 "$version" esbuild) ||
     ! freebsd=$(fetch @esbuild/freebsd-x64 "$version" esbuild) ||
     ! netbsd=$(fetch @esbuild/netbsd-x64 "$version" esbuild) ||
     ! lefthook_linux=$(fetch lefthook-linux-x64 "$lefthook_version" lefthook) ||
-    ! lefthook_freebsd=$(fetch lefthook-freebsd-x64 "$lefthook_version" lefthook); then
-    echo "SKIP bsd-user-real: npm could not fetch esbuild $version or lefthook $lefthook_version"
+    ! lefthook_freebsd=$(fetch lefthook-freebsd-x64 "$lefthook_version" lefthook) ||
+    ! freebsd_go117=$(fetch esbuild-freebsd-64 "$old_version" esbuild) ||
+    ! linux_go117=$(fetch esbuild-linux-64 "$old_version" esbuild); then
+    echo "SKIP bsd-user-real: npm could not fetch esbuild $version or $old_version or lefthook $lefthook_version"
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
 # --fetch: only the packages, for bench/bsduser.
 [ "${2:-}" = --fetch ] && exit 0
 
-# same OS NAME ARGS...: OS's build (freebsd or netbsd) under bsd-user and
-# the Linux build, run in $work/proj, give the same stdout, stderr and exit
-# status.
+# The Linux build of the same esbuild as OS's.
+linux_of() { [ "$1" = freebsd_go117 ] && echo linux_go117 || echo linux; }
+
+# same OS NAME ARGS...: OS's build (freebsd, netbsd, freebsd_go117) under
+# bsd-user and the Linux build, run in $work/proj, give the same stdout,
+# stderr and exit status.
 same() {
-    local os=$1 name=$1-$2 a b bin
+    local os=$1 name=$1-$2 a b bin linux_name
     shift 2
     bin=${!os}
+    linux_name=$(linux_of "$os")
+    local linux=${!linux_name}
     (cd "$work/proj" && timeout 120 "$smolvm" bsd-user "$bin" "$@" > "$work/$name.bsd" 2> "$work/$name.bsd.err")
     a=$?
     (cd "$work/proj" && "$linux" "$@" > "$work/$name.linux" 2> "$work/$name.linux.err")
@@ -73,13 +81,13 @@ done
 printf 'export const v0 = 0;\n' > "$work/proj/src/m0.ts"
 printf 'import {v300} from "./src/m300";\nconsole.log(v300);\n' > "$work/proj/big.ts"
 
-# serve OS|linux PORT OUT: esbuild's HTTP server (Go's net/http: sockets,
-# the kqueue poller) bundles on request; OUT gets what curl fetched.
+# serve OS|linux|linux_go117 PORT OUT: esbuild's HTTP server (Go's
+# net/http: sockets, the kqueue poller) bundles on request; OUT gets what
+# curl fetched.
 serve() {
-    local bin=$1 port=$2 out=$3 i server
-    [ "$1" = linux ] && bin=$linux || bin=${!1}
+    local bin=${!1} port=$2 out=$3 i server
     # It serves while its stdin stays open.
-    if [ "$1" = linux ]; then
+    if [ "${1#linux}" != "$1" ]; then
         (cd "$work/proj" && sleep 60 | timeout 70 "$bin" main.ts --bundle --outdir=served \
             --serve=127.0.0.1:"$port" > /dev/null 2>&1) 2> /dev/null &
         server=$!
@@ -99,13 +107,13 @@ serve() {
 }
 
 printf 'let x = ;\n' > "$work/proj/bad.ts"
-for os in freebsd netbsd; do
+for os in freebsd netbsd freebsd_go117; do
     same $os version --version
     same $os bundle main.ts --bundle --minify
     same $os many-modules big.ts --bundle --sourcemap=inline --format=esm
     same $os syntax-error bad.ts --bundle
     port=$((20000 + RANDOM % 20000))
-    serve linux "$port" "$work/serve-linux"
+    serve "$(linux_of $os)" "$port" "$work/serve-linux"
     serve $os $((port + 1)) "$work/serve-$os"
     if [ -s "$work/serve-linux" ] && cmp -s "$work/serve-linux" "$work/serve-$os" &&
         [ "$(cat "$work/serve-$os.codes")" = 404 ]; then
