@@ -158,6 +158,37 @@ static void host_kernel_unpacks_like_xz(void **state)
     globfree(&g);
 }
 
+/* The unpacked-kernel cache is named by the bzImage's SHA-256 (sha256sum
+ * is the oracle): bundles' kernels land in it too, and a key an attacker
+ * can collide would boot a hostile bundle's kernel for a trusted one. */
+static void cache_is_named_by_sha256(void **state)
+{
+    struct mapped_file kernel;
+    char cmd[512], want[65] = "", *path = NULL;
+    glob_t g;
+    FILE *f;
+    (void)state;
+
+    if (glob("/boot/vmlinuz-*", 0, NULL, &g) != 0) {
+        skip();
+        return;
+    }
+    snprintf(cmd, sizeof(cmd), "sha256sum '%s'", g.gl_pathv[g.gl_pathc - 1]);
+    assert_non_null(f = popen(cmd, "r"));
+    assert_int_equal(fscanf(f, "%64s", want), 1);
+    pclose(f);
+    assert_int_equal(file_map(g.gl_pathv[g.gl_pathc - 1], "kernel", &kernel), 0);
+    assert_int_equal(system("rm -rf /tmp/smolvm-unpack-key && mkdir -m 0700 /tmp/smolvm-unpack-key"), 0);
+    assert_int_equal(x86_unpacked_kernel(kernel.data, kernel.len, "/tmp/smolvm-unpack-key", &path), 0);
+    assert_non_null(path);
+    if (!strstr(path, want))
+        fail_msg("cache file '%s' is not named by the SHA-256 %s", path, want);
+    free(path);
+    file_unmap(&kernel);
+    globfree(&g);
+    assert_int_equal(system("rm -rf /tmp/smolvm-unpack-key"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +197,7 @@ int main(void)
         cmocka_unit_test(unpacks_gzip),
         cmocka_unit_test(corrupt_or_unknown_payloads_are_refused),
         cmocka_unit_test(host_kernel_unpacks_like_xz),
+        cmocka_unit_test(cache_is_named_by_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
