@@ -487,8 +487,17 @@ int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t
 int bundle_section_key(const struct bundle *b, const char *name, char key[65])
 {
     const struct bundle_section *s = bundle_section(b, name);
+    uint8_t what[SHA256_BYTES + 12], digest[SHA256_BYTES];
+
     if (!s)
         return err_plain(ENOENT, "'%s' has no '%s' section", b->path, name);
-    hash_to_hex(s->sha256, key);
+    /* The stored bytes' hash alone does not name the content: the same
+     * bytes declared raw instead of zstd decode to something else, and a
+     * hostile bundle could plant that under a genuine bundle's key. */
+    memcpy(what, s->sha256, SHA256_BYTES);
+    put_le(what + SHA256_BYTES, s->encoding, 4);
+    put_le(what + SHA256_BYTES + 4, s->size, 8);
+    hash_bytes(what, sizeof(what), digest);
+    hash_to_hex(digest, key);
     return 0;
 }

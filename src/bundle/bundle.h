@@ -65,8 +65,9 @@ bool bundle_has(const struct bundle *b, const char *name);
  * refused (-EFBIG) before anything is read or decompressed. */
 int bundle_read(const struct bundle *b, const char *name, uint8_t **data, size_t *len)
     __attribute__((warn_unused_result));
-/* The hex SHA-256 of a section as stored: a name for its content (caches
- * are keyed by it). 0, or -ENOENT without such a section. */
+/* A name for a section's decoded content (caches are keyed by it): the hex
+ * SHA-256 of its stored bytes' SHA-256, its encoding and its decoded size.
+ * 0, or -ENOENT without such a section. */
 int bundle_section_key(const struct bundle *b, const char *name, char key[65]);
 /* Decodes and verifies a section into a new file at path (mode 0600),
  * sparse where the content is zeros. */

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "store/store.h"
 #include "util/cache.h"
+#include "util/le.h"
 #include "util/err.h"
 #include "util/hash.h"
 
@@ -335,6 +336,39 @@ static void format_document_reader_agrees(void **state)
     assert_true(at > 0);
     flip_byte(at + 1000);
     assert_int_equal(format_reader(), 1);
+    guest_memory_free(&mem);
+}
+
+/* A cache key names the decoded content: the same stored bytes declared raw
+ * instead of zstd (a hostile bundle copying a genuine one's section) get
+ * another key, so they can never be served from the genuine one's cache. */
+static void cache_key_covers_encoding(void **state)
+{
+    struct guest_memory mem;
+    struct bundle *b;
+    char genuine[65], relabelled[65];
+    uint8_t h[4096];
+    (void)state;
+
+    fake_ram(&mem);
+    write_bundle(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_section_key(b, "kernel", genuine), 0);
+    bundle_close(b);
+    int fd = open(path, O_RDWR);
+    assert_int_equal(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+    uint32_t count = le32(h + 12);
+    uint8_t *kernel = h + 24 + 88; /* entry 1: config, kernel, memory */
+    assert_memory_equal(kernel, "kernel", 6);
+    put_le(kernel + 24, BUNDLE_RAW, 4);
+    memcpy(kernel + 48, kernel + 40, 8); /* size = stored */
+    hash_bytes(h, 24 + 88 * count, h + 24 + 88 * count);
+    assert_int_equal(pwrite(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+    close(fd);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_section_key(b, "kernel", relabelled), 0);
+    bundle_close(b);
+    assert_string_not_equal(genuine, relabelled);
     guest_memory_free(&mem);
 }
 
@@ -934,6 +968,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
         cmocka_unit_test_setup_teardown(format_document_reader_agrees, setup, teardown),
+        cmocka_unit_test_setup_teardown(cache_key_covers_encoding, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(too_much_memory_is_refused, setup, teardown),
