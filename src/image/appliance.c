@@ -416,7 +416,11 @@ static int replaceable(const char *dir, const char *shown)
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         empty = false;
-        if (!is_part(e->d_name))
+        struct stat part_st;
+        /* A part is a plain file: a folder or link named "kernel" is the user's. */
+        if (!is_part(e->d_name) ||
+            fstatat(dirfd(d), e->d_name, &part_st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(part_st.st_mode))
             r = err_plain(EEXIST, "'%s' holds '%s', which no appliance build wrote: not "
                                   "replaced (remove it or give another -o)", shown, e->d_name);
     }
@@ -438,7 +442,7 @@ static int replaceable(const char *dir, const char *shown)
  * name, or exchanged with the old appliance, which is then removed. A
  * file system without RENAME_EXCHANGE gets the old one moved aside first
  * (and back when the new one cannot follow). */
-static int swap_into_place(const char *tmp, const char *dir, const char *aside)
+static int swap_into_place(const char *tmp, const char *dir, const char *aside, const char *shown)
 {
     bool exists = access(dir, F_OK) == 0;
 
@@ -449,13 +453,28 @@ static int swap_into_place(const char *tmp, const char *dir, const char *aside)
         return err_set(errno, "rename into '%s'", dir);
     }
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
-        file_remove_tree(tmp); /* it now holds the old appliance */
+        /* tmp now holds what was at dir: checked once more, as something
+         * else may have been put there since the last check; a user's
+         * folder goes back, untouched. */
+        int r = replaceable(tmp, shown);
+        if (r < 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) < 0 &&
+            rename(tmp, aside) == 0) /* out of the way of the caller's clean-up */
+            r = err_plain(EEXIST, "'%s' changed during the build; what was there is now '%s'",
+                          shown, aside);
+        if (r < 0)
+            return r;
+        file_remove_tree(tmp);
         return 0;
     }
     if (errno != EINVAL && errno != ENOSYS)
         return err_set(errno, "rename into '%s'", dir);
     if (rename(dir, aside) < 0)
         return err_set(errno, "move '%s' aside", dir);
+    int checked = replaceable(aside, shown);
+    if (checked < 0) {
+        rename(aside, dir);
+        return checked;
+    }
     if (rename(tmp, dir) < 0) {
         int r = err_set(errno, "rename into '%s'", dir);
         rename(aside, dir);
@@ -521,7 +540,7 @@ static int build_locked(const struct appliance_options *o, const char *dir, cons
         if (r == 0)
             r = replaceable(dir, shown); /* again: it may have changed during the build */
         if (r == 0)
-            r = swap_into_place(tmp, dir, aside);
+            r = swap_into_place(tmp, dir, aside, shown);
         if (r < 0)
             file_remove_tree(tmp);
     }

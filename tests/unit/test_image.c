@@ -359,20 +359,24 @@ static void test_appliance_output_replaces_only_appliances(void **state)
     struct appliance a;
     char cwd[4096];
     (void)state;
+    /* fake: an appliance's names and manifest, but "kernel" is a folder of the user's. */
     assert_int_equal(sh("mkdir out && cd out && echo notes > notes.txt && mkdir mydir && "
                         "echo precious > mydir/precious.txt && mkdir here && echo mine > here/x && "
+                        "mkdir -p fake/kernel && echo keep > fake/kernel/work.txt && "
+                        "echo '{\"builder\": 1}' > fake/appliance.json && "
                         "find . -type f | sort | xargs sha256sum > ../before"), 0);
-    const char *refused[] = {"out/notes.txt", "out/mydir", "."};
-    for (size_t i = 0; i < 3; i++) {
+    const char *refused[] = {"out/notes.txt", "out/mydir", "out/fake", "."};
+    const size_t cwd_case = 3;
+    for (size_t i = 0; i < 4; i++) {
         assert_non_null(getcwd(cwd, sizeof(cwd)));
-        if (i == 2)
+        if (i == cwd_case)
             assert_int_equal(chdir(in_dir("out/here")), 0);
-        o.out_dir = i == 2 ? refused[i] : strdup(in_dir(refused[i]));
+        o.out_dir = i == cwd_case ? refused[i] : strdup(in_dir(refused[i]));
         err_clear();
         assert_true(appliance_build(&o, &a) < 0);
         assert_non_null(strstr(err_msg(), "not replaced"));
         assert_null(strchr(err_msg(), '\n'));
-        if (i == 2)
+        if (i == cwd_case)
             assert_int_equal(chdir(cwd), 0);
         else
             free((char *)o.out_dir);
