@@ -126,9 +126,15 @@ int store_add_source(struct store *s, const char *path, const char *message, cha
     *reused = stamp && known(s, sources, stamp, hash);
     r = *reused ? 0 : store_add_layer(s, path, message, hash);
     clock_gettime(CLOCK_REALTIME, &now);
-    if (r == 0 && !*reused && stamp && ns(&now) - ns(&st.st_ctim) > RACY_NS &&
-        ns(&now) - ns(&st.st_mtim) > RACY_NS)
+    /* Remembered only when the path still has that stamp after the copy:
+     * renamed or replaced meanwhile, the bytes copied may be another
+     * file's, and the stamp would vouch for them. */
+    struct stat after;
+    json_t *stamp_after = r == 0 && stat(path, &after) == 0 ? stamp_of(&after) : NULL;
+    if (r == 0 && !*reused && stamp && json_equal(stamp, stamp_after) &&
+        ns(&now) - ns(&st.st_ctim) > RACY_NS && ns(&now) - ns(&st.st_mtim) > RACY_NS)
         remember(s, sources, stamp, hash);
+    json_decref(stamp_after);
     json_decref(stamp);
     free(sources);
     return r;
