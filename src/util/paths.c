@@ -43,48 +43,50 @@ static int writable(const char *dir)
     return r;
 }
 
-/* KIND in the first runtime folder that is this user's and writable. */
-static char *runtime_kind_dir(const char *kind)
+/* KIND/SUB in the first runtime folder that is this user's and where it
+ * can be written; *root names that folder. */
+static char *runtime_dir(const char *kind, const char *sub, char **root)
 {
-    char *runtime[PATHS_RUNTIME_MAX], *dir = NULL;
+    char *runtime[PATHS_RUNTIME_MAX], *dir = NULL, *kind_dir;
     int n = paths_runtime_dirs(runtime);
 
     for (int i = 0; i < n && !dir; i++) {
-        if (paths_private_dir(runtime[i]) < 0)
+        if (paths_private_dir(runtime[i]) < 0 || !(kind_dir = join(runtime[i], kind)))
             continue;
-        dir = join(runtime[i], kind);
+        dir = join(kind_dir, sub);
+        free(kind_dir);
         if (dir && writable(dir) < 0) {
             free(dir);
             dir = NULL;
         }
+        if (dir)
+            *root = runtime[i], runtime[i] = NULL;
     }
     err_clear();
     paths_free(runtime, n);
     return dir;
 }
 
-/* BASE/SUB when BASE/SUB can be written; when it is read-only (or not
- * ours), KIND/SUB in the runtime folder, said once on stderr. */
-static char *writable_dir(const char *var, const char *fallback, const char *kind, const char *sub,
-                          bool *warned)
+/* BASE/SUB when it can be written; when it is read-only (or not ours),
+ * KIND/SUB in the runtime folder, said once (for caches and data alike). */
+static char *writable_dir(const char *var, const char *fallback, const char *kind, const char *sub)
 {
-    char *base = xdg_base(var, fallback), *dir = base ? join(base, sub) : NULL, *alt = NULL, *alt_sub;
+    static bool warned;
+    char *base = xdg_base(var, fallback), *dir = base ? join(base, sub) : NULL, *alt = NULL;
+    char *root = NULL;
     int r = dir ? writable(dir) : 0;
 
     if (r < 0 && paths_needs_fallback(-r))
-        alt = runtime_kind_dir(kind);
-    alt_sub = alt ? join(alt, sub) : NULL;
-    if (alt_sub && writable(alt_sub) == 0) {
-        if (!*warned)
-            fprintf(stderr, "smolvm: %s cannot be written (%s): using %s instead (lost at reboot)\n",
-                    base, strerror(-r), alt);
-        *warned = true;
+        alt = runtime_dir(kind, sub, &root);
+    if (alt) {
+        if (!warned)
+            fprintf(stderr, "smolvm: %s cannot be written (%s): using %s instead (lost at "
+                            "reboot)\n", base, strerror(-r), root);
+        warned = true;
         free(dir);
-        dir = alt_sub;
-        alt_sub = NULL;
+        dir = alt;
     }
-    free(alt_sub);
-    free(alt);
+    free(root);
     free(base);
     return dir;
 }
@@ -96,14 +98,12 @@ bool paths_needs_fallback(int err)
 
 char *paths_cache_dir(const char *sub)
 {
-    static bool warned;
-    return writable_dir("XDG_CACHE_HOME", ".cache", "cache", sub, &warned);
+    return writable_dir("XDG_CACHE_HOME", ".cache", "cache", sub);
 }
 
 char *paths_data_dir(const char *sub)
 {
-    static bool warned;
-    return writable_dir("XDG_DATA_HOME", ".local/share", "data", sub, &warned);
+    return writable_dir("XDG_DATA_HOME", ".local/share", "data", sub);
 }
 
 int paths_runtime_candidates(const char *xdg_runtime, const char *tmpdir, unsigned uid,

@@ -12,7 +12,7 @@
  * runtime folder instead, said once on stderr. */
 char *paths_cache_dir(const char *sub);
 /* $XDG_DATA_HOME/smolvm/SUB (default ~/.local/share/smolvm/SUB); falls
- * back to RUNTIME/data/SUB the same way. */
+ * back to RUNTIME/data/SUB the same way (one line on stderr for both). */
 char *paths_data_dir(const char *sub);
 /* Whether a folder that failed with err is worth replacing by the fallback. */
 bool paths_needs_fallback(int err);
