@@ -375,7 +375,7 @@ static int setup(struct vm *vm)
     r = vm_config_check(&vm->cfg);
     if (r == 0 && !vm->restoring)
         r = load_inputs(vm);
-    if (r == 0)
+    if (r == 0 && !vm->restoring)
         r = vm_check_disks(&vm->cfg);
     /* The user's mistakes first, then KVM, then the work (unpacking). */
     if (r == 0)
