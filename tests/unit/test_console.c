@@ -193,6 +193,31 @@ static void unterminated_string_ends(void **state)
     assert_true(n > 0 && n < sizeof(in) - 4096 + 1);
 }
 
+/* `smolvm logs NAME` of a detached VM's log: the rotated part first, the
+ * escapes gone; --raw gives the bytes back. */
+static void logs_shows_safe_text(void **state)
+{
+    char smolvm[4096], *run = in_dir("run-logs");
+    ssize_t n = readlink("/proc/self/exe", smolvm, sizeof(smolvm) - 32);
+    (void)state;
+
+    assert_true(n > 0);
+    smolvm[n] = 0;
+    strcpy(strrchr(smolvm, '/'), "/../../smolvm");
+    assert_int_equal(mkdir(run, 0700), 0);
+    assert_int_equal(sh("mkdir -m 0700 run-logs/smolvm && "
+                        "printf 'old \\033]0;title\\007line\\n' > run-logs/smolvm/web.log.1 && "
+                        "printf 'new\\033[2J line\\r\\n' > run-logs/smolvm/web.log"),
+                     0);
+    assert_int_equal(sh("XDG_RUNTIME_DIR=$PWD/run-logs %s logs web > safe.out && "
+                        "printf 'old line\\nnew line\\n' | cmp - safe.out", smolvm),
+                     0);
+    assert_int_equal(sh("XDG_RUNTIME_DIR=$PWD/run-logs %s logs --raw web > raw.out && "
+                        "cat run-logs/smolvm/web.log.1 run-logs/smolvm/web.log | cmp - raw.out",
+                        smolvm),
+                     0);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -216,6 +241,7 @@ int main(void)
         cmocka_unit_test(escapes_are_stripped),
         cmocka_unit_test(split_sequences_are_stripped),
         cmocka_unit_test(unterminated_string_ends),
+        cmocka_unit_test(logs_shows_safe_text),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
