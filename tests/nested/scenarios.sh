@@ -656,6 +656,27 @@ scenario_console_stalled() {
         eval 'test "$(grep -c "console output were dropped" "$work/stall.err")" -eq 1'
 }
 
+# No runtime folder can hold a unix socket (as on 9p or NFS; here, paths too
+# long for one): a run without --name goes on with one warning line, a run
+# with --name refuses.
+scenario_no_control_socket() {
+    local long=$work/$(printf '%0110d' 0)
+    if [ -d "/run/user/$(id -u)" ]; then
+        pass no-control-socket-skipped
+        return
+    fi
+    mkdir -p -m 0700 "$long"
+    XDG_RUNTIME_DIR=$long TMPDIR=$long boot nosock --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE"
+    expect no-control-socket-runs "a run without --name boots with one warning line" \
+        eval 'test "$rc" -eq 0 && has nosock SMOLVM-GUEST-UP &&
+              test "$(grep -c "no control socket" "$work/nosock.err")" -eq 1'
+    XDG_RUNTIME_DIR=$long TMPDIR=$long boot nosock-named --name named --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE"
+    expect no-control-socket-named "a run with --name needs its socket: one line, exit 1" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/nosock-named.err")" -eq 1'
+}
+
 # A read-only home (~/.cache, ~/.local/share): run and start go on from the
 # runtime folder, with one line saying so.
 scenario_readonly_home() {
@@ -681,7 +702,8 @@ scenario_readonly_home() {
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
-    instance_state detach appliance instances console_stalled readonly_home"
+    instance_state detach appliance instances console_stalled readonly_home
+    no_control_socket"
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
 done
