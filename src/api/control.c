@@ -1,6 +1,8 @@
 #include "api/control.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,13 +11,19 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/err.h"
+#include "util/paths.h"
 
 #define MAX_REQUEST (64u << 10)
 #define MAX_ANSWER (1u << 20)
-#define CLIENT_TIMEOUT_S 2
+/* The server's limit for reading a whole request (and writing each line). */
+#define REQUEST_DEADLINE_MS 2000
+/* A client's limit for connecting and for the server's first line: the
+ * server may first finish another client's request. */
+#define CLIENT_ANSWER_S 5
 #define NAME_MAX_LEN 64
 
 struct control {
@@ -35,112 +43,142 @@ bool control_name_ok(const char *name)
     return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
-/* A folder under /tmp could be someone else's trap: ours, 0700, or refused. */
-static int check_private_dir(const char *dir)
-{
-    struct stat st;
-
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return err_set(errno, "cannot create '%s'", dir);
-    if (lstat(dir, &st) < 0)
-        return err_set(errno, "'%s'", dir);
-    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
-        return err_plain(EPERM, "'%s' is not a private folder of this user", dir);
-    return 0;
-}
-
 int control_dir(char **out)
 {
-    const char *runtime = getenv("XDG_RUNTIME_DIR"), *tmp = getenv("TMPDIR");
-    char *dir;
-    int r;
+    char *dirs[PATHS_RUNTIME_MAX];
+    int n = paths_runtime_dirs(dirs), r = err_plain(ENOENT, "no runtime folder");
 
-    if (runtime && runtime[0] == '/')
-        r = asprintf(&dir, "%s/smolvm", runtime);
-    else
-        r = asprintf(&dir, "%s/smolvm-%u", tmp && tmp[0] == '/' ? tmp : "/tmp", (unsigned)getuid());
-    if (r < 0)
-        return err_set(ENOMEM, "control folder");
-    r = check_private_dir(dir);
-    if (r < 0) {
-        free(dir);
-        return r;
+    *out = NULL;
+    for (int i = 0; i < n && !*out; i++) {
+        r = paths_private_dir(dirs[i]);
+        if (r == 0)
+            *out = dirs[i], dirs[i] = NULL;
     }
-    *out = dir;
-    return 0;
+    paths_free(dirs, n);
+    if (*out)
+        err_clear();
+    return *out ? 0 : r;
 }
 
-static int socket_address(const char *name, struct sockaddr_un *addr, char **path)
+/* DIR/NAME.sock. */
+static int socket_in(const char *dir, const char *name, struct sockaddr_un *addr)
 {
-    char *dir;
     int r;
 
-    if (!control_name_ok(name))
-        return err_plain(EINVAL, "'%s' is not a valid VM name (letters, digits, '.', '_', '-')",
-                         name);
-    r = control_dir(&dir);
-    if (r < 0)
-        return r;
     memset(addr, 0, sizeof(*addr));
     addr->sun_family = AF_UNIX;
     r = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s.sock", dir, name);
-    free(dir);
     if (r < 0 || (size_t)r >= sizeof(addr->sun_path))
         return err_plain(ENAMETOOLONG, "socket path for '%s' is too long", name);
-    if (path && !(*path = strdup(addr->sun_path)))
-        return err_set(ENOMEM, "control socket");
     return 0;
 }
 
 static int connect_to(const struct sockaddr_un *addr)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = CLIENT_ANSWER_S};
 
     if (fd < 0)
         return -errno;
+    /* Bounds connect() to a VM whose backlog is full, and our writes. */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0) {
         int e = errno;
         close(fd);
-        return -e;
+        return e == EAGAIN || e == EINPROGRESS ? -ETIMEDOUT : -e;
     }
     return fd;
 }
 
-int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
+/* A connection to NAME's socket, in whichever runtime folder it is; -ENOENT
+ * when none answers, -ETIMEDOUT when one is there but busy. */
+static int connect_name(const char *name)
+{
+    char *dirs[PATHS_RUNTIME_MAX];
+    int n, fd = -ENOENT;
+
+    if (!control_name_ok(name))
+        return err_plain(EINVAL, "'%s' is not a valid VM name (letters, digits, '.', '_', '-')",
+                         name);
+    n = paths_runtime_dirs(dirs);
+    for (int i = 0; i < n && fd < 0; i++) {
+        struct sockaddr_un addr;
+        int r = socket_in(dirs[i], name, &addr) < 0 ? -ENOENT : connect_to(&addr);
+        if (r >= 0 || r == -ETIMEDOUT || fd == -ENOENT)
+            fd = r;
+    }
+    paths_free(dirs, n);
+    err_clear();
+    if (fd == -ETIMEDOUT)
+        return err_plain(ETIMEDOUT, "VM '%s' does not answer (busy?)", name);
+    if (fd < 0)
+        return err_plain(ENOENT, "no running VM named '%s'", name);
+    return fd;
+}
+
+/* Binds NAME.sock in dir, 0600, and listens. */
+static int bind_in(const char *dir, const char *name, struct control *c)
 {
     struct sockaddr_un addr;
+    int r = socket_in(dir, name, &addr);
+
+    if (r < 0)
+        return r;
+    unlink(addr.sun_path); /* a stale socket of a VM that died */
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* Nobody can connect before listen(): chmod in between leaves no window. */
+    if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        chmod(addr.sun_path, 0600) < 0 || listen(c->fd, 8) < 0) {
+        r = err_set(errno, "control socket '%s'", addr.sun_path);
+        if (c->fd >= 0)
+            close(c->fd);
+        c->fd = -1;
+        unlink(addr.sun_path);
+        return r;
+    }
+    c->path = strdup(addr.sun_path);
+    return c->path ? 0 : err_set(ENOMEM, "control socket");
+}
+
+int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
+{
     struct control *c = calloc(1, sizeof(*c));
-    int r, live;
+    char *dirs[PATHS_RUNTIME_MAX];
+    int r, live, n;
 
     if (!c)
         return err_set(ENOMEM, "control socket");
     c->fd = c->client_fd = -1;
     c->fn = fn;
     c->opaque = opaque;
-    r = socket_address(name, &addr, &c->path);
-    if (r < 0)
-        goto fail;
-    live = connect_to(&addr);
-    if (live >= 0) {
-        close(live);
-        r = err_plain(EEXIST, "a VM named '%s' is already running", name);
-        goto fail;
+    live = connect_name(name);
+    if (live >= 0 || live == -ETIMEDOUT) {
+        if (live >= 0)
+            close(live);
+        free(c);
+        return err_plain(EEXIST, "a VM named '%s' is already running", name);
     }
-    unlink(addr.sun_path); /* a stale socket of a VM that died */
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(c->fd, 8) < 0) {
-        r = err_set(errno, "control socket '%s'", addr.sun_path);
-        goto fail;
+    if (live == -EINVAL) {
+        free(c);
+        return live;
     }
+    /* The first runtime folder where a socket can be made: unix sockets
+     * fail on some file systems (9p, NFS). */
+    n = paths_runtime_dirs(dirs);
+    r = err_plain(ENOENT, "no runtime folder for the control socket");
+    for (int i = 0; i < n && c->fd < 0; i++) {
+        int e = paths_private_dir(dirs[i]);
+        r = e < 0 ? e : bind_in(dirs[i], name, c);
+    }
+    paths_free(dirs, n);
+    if (c->fd < 0) {
+        free(c->path);
+        free(c);
+        return r;
+    }
+    err_clear();
     *out = c;
     return 0;
-fail:
-    if (c->fd >= 0)
-        close(c->fd);
-    free(c->path);
-    free(c);
-    return r;
 }
 
 int control_listen_fd(const struct control *c)
@@ -148,15 +186,35 @@ int control_listen_fd(const struct control *c)
     return c->fd;
 }
 
-static void set_timeout(int fd)
+static int64_t now_ms(void)
 {
-    struct timeval tv = {.tv_sec = CLIENT_TIMEOUT_S};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* Reads until EOF, a newline (when stop_at_newline) or max bytes. */
-static char *read_message(int fd, size_t max, bool stop_at_newline)
+/* Waits for events on fd until deadline (ms, CLOCK_MONOTONIC; -1: none). */
+static bool wait_for(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events};
+        int64_t left = deadline < 0 ? -1 : deadline - now_ms();
+        int n;
+        if (deadline >= 0 && left <= 0)
+            return false;
+        n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (n > 0)
+            return true;
+        if (n == 0 && deadline < 0)
+            continue;
+        if (n == 0 || errno != EINTR)
+            return false;
+    }
+}
+
+/* Reads from a non-blocking fd until EOF, a newline (when stop_at_newline),
+ * max bytes or the deadline: NULL when the message did not end by then. */
+static char *read_message(int fd, size_t max, bool stop_at_newline, int64_t deadline)
 {
     size_t len = 0;
     char *buf = malloc(max + 1);
@@ -167,7 +225,13 @@ static char *read_message(int fd, size_t max, bool stop_at_newline)
         ssize_t n = read(fd, buf + len, max - len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n < 0 && errno == EAGAIN && wait_for(fd, POLLIN, deadline))
+            continue;
+        if (n < 0) {
+            free(buf);
+            return NULL;
+        }
+        if (n == 0)
             break;
         len += (size_t)n;
         if (stop_at_newline && memchr(buf + len - (size_t)n, '\n', (size_t)n))
@@ -177,17 +241,43 @@ static char *read_message(int fd, size_t max, bool stop_at_newline)
     return buf;
 }
 
-static void write_all(int fd, const char *s, size_t len)
+/* Writes to a non-blocking fd until done or the deadline (-1: none). */
+static bool write_all(int fd, const char *s, size_t len, int64_t deadline)
 {
     while (len > 0) {
-        ssize_t n = write(fd, s, len);
+        ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN && wait_for(fd, POLLOUT, deadline))
+            continue;
         if (n <= 0)
-            return;
+            return false;
         s += n;
         len -= (size_t)n;
     }
+    return true;
+}
+
+static bool write_line(int fd, const char *line, int64_t deadline)
+{
+    return write_all(fd, line, strlen(line), deadline) && write_all(fd, "\n", 1, deadline);
+}
+
+/* Only this user and root may drive the VM (the folder is 0700 and the
+ * socket 0600, but a socket passed on or a folder made by root must not
+ * widen that). */
+static bool peer_allowed(int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false;
+    if (cred.uid == getuid() || cred.uid == 0)
+        return true;
+    fprintf(stderr, "smolvm: control socket: refused a connection from uid %u (pid %d)\n",
+            (unsigned)cred.uid, (int)cred.pid);
+    return false;
 }
 
 static json_t *answer_for(struct control *c, const char *text)
@@ -206,22 +296,31 @@ static json_t *answer_for(struct control *c, const char *text)
 
 void control_accept(struct control *c)
 {
-    int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     json_t *answer;
     char *text, *reply;
 
     if (fd < 0)
         return;
-    set_timeout(fd); /* a client that never finishes must not hold up the VM */
-    text = read_message(fd, MAX_REQUEST, true);
+    if (!peer_allowed(fd)) {
+        close(fd);
+        return;
+    }
+    /* The whole request by one deadline: a client dripping a byte at a
+     * time must not hold up the loop that also serves stop and signals. */
+    text = read_message(fd, MAX_REQUEST, true, now_ms() + REQUEST_DEADLINE_MS);
+    if (!text) {
+        close(fd);
+        return;
+    }
+    /* The acknowledgement: a progress line the client reads as "working". */
+    write_line(fd, "{\"progress\":0,\"total\":0}", now_ms() + REQUEST_DEADLINE_MS);
     c->client_fd = fd;
-    answer = text ? answer_for(c, text) : control_error("out of memory");
+    answer = answer_for(c, text);
     c->client_fd = -1;
     reply = json_dumps(answer, JSON_COMPACT);
-    if (reply) {
-        write_all(fd, reply, strlen(reply));
-        write_all(fd, "\n", 1);
-    }
+    if (reply)
+        write_line(fd, reply, now_ms() + REQUEST_DEADLINE_MS);
     free(reply);
     json_decref(answer);
     free(text);
@@ -237,7 +336,9 @@ void control_progress(struct control *c, uint64_t done, uint64_t total)
         return;
     n = snprintf(line, sizeof(line), "{\"progress\":%llu,\"total\":%llu}\n",
                  (unsigned long long)done, (unsigned long long)total);
-    write_all(c->client_fd, line, (size_t)n);
+    /* Advisory: a client that does not read loses lines, the save goes on. */
+    if (send(c->client_fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        return;
 }
 
 void control_close(struct control *c)
@@ -277,17 +378,27 @@ static void take_line(const char *line, json_t **answer, control_progress_fn fn,
     *answer = j;
 }
 
-/* Reads the reply line by line until the server closes. */
-static void read_reply(int fd, json_t **answer, control_progress_fn fn, void *opaque)
+/* Reads the reply line by line until the server closes: the first line
+ * (the acknowledgement) within CLIENT_ANSWER_S, each later one within
+ * work_ms (-1: no limit). -ETIMEDOUT when a wait ran out. */
+static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn fn, void *opaque)
 {
     char *buf = malloc(MAX_ANSWER + 1);
     size_t len = 0;
+    bool acknowledged = false;
+    int r = buf ? 0 : -ENOMEM;
 
     *answer = NULL;
     while (buf && len < MAX_ANSWER) {
-        ssize_t n = read(fd, buf + len, MAX_ANSWER - len);
+        long wait = acknowledged ? work_ms : CLIENT_ANSWER_S * 1000;
+        ssize_t n;
         char *start = buf, *nl;
-        if (n < 0 && errno == EINTR)
+        if (!wait_for(fd, POLLIN, wait < 0 ? -1 : now_ms() + wait)) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        n = read(fd, buf + len, MAX_ANSWER - len);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0)
             break;
@@ -296,35 +407,39 @@ static void read_reply(int fd, json_t **answer, control_progress_fn fn, void *op
         while ((nl = strchr(start, '\n'))) {
             *nl = 0;
             take_line(start, answer, fn, opaque);
+            acknowledged = true;
             start = nl + 1;
         }
         len -= (size_t)(start - buf);
         memmove(buf, start, len);
     }
     free(buf);
+    return r;
 }
 
-int control_request_progress(const char *name, json_t *request, json_t **answer,
+int control_request_progress(const char *name, json_t *request, json_t **answer, long work_ms,
                              control_progress_fn fn, void *opaque)
 {
-    struct sockaddr_un addr;
-    char *text;
-    int fd, r = socket_address(name, &addr, NULL);
+    char *text = json_dumps(request, JSON_COMPACT);
+    int fd = connect_name(name), r;
 
-    if (r < 0)
-        return r;
-    fd = connect_to(&addr);
-    if (fd < 0)
-        return err_plain(ENOENT, "no running VM named '%s'", name);
-    text = json_dumps(request, JSON_COMPACT);
-    if (text) {
-        write_all(fd, text, strlen(text));
-        write_all(fd, "\n", 1);
+    *answer = NULL;
+    if (fd < 0 || !text) {
+        free(text);
+        if (fd >= 0)
+            close(fd);
+        return fd < 0 ? fd : err_set(ENOMEM, "request");
     }
-    shutdown(fd, SHUT_WR);
-    read_reply(fd, answer, fn, opaque);
-    close(fd);
+    r = write_line(fd, text, now_ms() + CLIENT_ANSWER_S * 1000) ? 0 : -errno;
     free(text);
+    shutdown(fd, SHUT_WR);
+    if (r == 0)
+        r = read_reply(fd, answer, work_ms, fn, opaque);
+    close(fd);
+    if (r == -ETIMEDOUT) {
+        json_decref(*answer);
+        return err_plain(ETIMEDOUT, "VM '%s' does not answer (busy?)", name);
+    }
     if (!json_is_object(*answer)) {
         json_decref(*answer);
         return err_plain(EIO, "VM '%s' gave no answer", name);
@@ -334,7 +449,7 @@ int control_request_progress(const char *name, json_t *request, json_t **answer,
 
 int control_request(const char *name, json_t *request, json_t **answer)
 {
-    return control_request_progress(name, request, answer, NULL, NULL);
+    return control_request_progress(name, request, answer, CONTROL_WORK_MS, NULL, NULL);
 }
 
 json_t *control_ok(void)

@@ -1,7 +1,11 @@
-/* The control socket of a running VM: a unix socket named after the VM in
- * a per-user folder ($XDG_RUNTIME_DIR/smolvm, else ${TMPDIR:-/tmp}/smolvm-UID, 0700).
- * One request per connection: a line of JSON {"command": ..., ...}, one
- * line of JSON back: {"ok": true, ...} or {"ok": false, "error": "..."}. */
+/* The control socket of a running VM: a unix socket (0600) named after the
+ * VM in the first per-user runtime folder (0700) where one can be made:
+ * $XDG_RUNTIME_DIR/smolvm, /run/user/UID/smolvm, ${TMPDIR:-/tmp}/smolvm-UID.
+ * Only this user and root are served (SO_PEERCRED).
+ * One request per connection: a line of JSON {"command": ..., ...}, read
+ * whole within 2 s; an acknowledgement line {"progress":0,"total":0}; then
+ * progress lines and one line of JSON: {"ok": true, ...} or
+ * {"ok": false, "error": "..."}. */
 #ifndef SMOLVM_API_CONTROL_H
 #define SMOLVM_API_CONTROL_H
 
@@ -12,7 +16,7 @@
 /* A VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool control_name_ok(const char *name);
 
-/* The socket folder, created if missing (malloc'd). */
+/* The first usable runtime folder, created if missing (malloc'd). */
 int control_dir(char **out) __attribute__((warn_unused_result));
 
 /* Answers one request; returns a new reference. */
@@ -34,12 +38,17 @@ void control_forget(struct control *c);
  * {"progress": done, "total": total} before the answer). */
 void control_progress(struct control *c, uint64_t done, uint64_t total);
 
-/* Sends a request to VM NAME and returns its answer (new reference). */
+/* Sends a request to VM NAME and returns its answer (new reference).
+ * Fails with -ETIMEDOUT when the VM does not acknowledge within 5 s (busy
+ * with another request) or does not answer within CONTROL_WORK_MS after. */
+#define CONTROL_WORK_MS 30000L
 int control_request(const char *name, json_t *request, json_t **answer)
     __attribute__((warn_unused_result));
-/* The same, with fn called for each progress line. */
+/* The same, with fn called for each progress line and work_ms the limit
+ * between lines once acknowledged (-1: none, for a save that takes as long
+ * as it takes; the client still learns when the VM dies). */
 typedef void (*control_progress_fn)(void *opaque, uint64_t done, uint64_t total);
-int control_request_progress(const char *name, json_t *request, json_t **answer,
+int control_request_progress(const char *name, json_t *request, json_t **answer, long work_ms,
                              control_progress_fn fn, void *opaque)
     __attribute__((warn_unused_result));
 

@@ -47,9 +47,9 @@ int bundle_writer_open(const char *path, struct bundle_writer **out)
         free(w);
         return err_set(ENOMEM, "bundle");
     }
-    w->fd = open(w->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    w->fd = file_create_exclusive(w->tmp_path, 0644);
     if (w->fd < 0) {
-        int r = err_set(errno, "cannot create '%s'", w->tmp_path);
+        int r = w->fd;
         free(w->tmp_path);
         free(w->path);
         free(w);

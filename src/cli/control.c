@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +15,8 @@
 #include "cli/cli.h"
 #include "cli/serve.h"
 #include "util/err.h"
+#include "util/paths.h"
+#include "util/term.h"
 
 /* A bar on stderr when it is a terminal: "saving: 42% of 256 MiB". */
 static void show_progress(void *opaque, uint64_t done, uint64_t total)
@@ -25,13 +28,15 @@ static void show_progress(void *opaque, uint64_t done, uint64_t total)
 }
 
 /* Sends req (consumed) to NAME; prints the error of a failed answer.
- * progress_what names long work to show progress of on a terminal. */
-static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what)
+ * progress_what names long work (no time limit once the VM has taken the
+ * request) to show progress of on a terminal, when show_bar. */
+static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what,
+                       bool show_bar)
 {
-    bool bar = progress_what && isatty(STDERR_FILENO);
+    bool bar = progress_what && show_bar && isatty(STDERR_FILENO);
     json_t *a;
-    int r = control_request_progress(name, req, &a, bar ? show_progress : NULL,
-                                     (void *)progress_what);
+    int r = control_request_progress(name, req, &a, progress_what ? -1 : CONTROL_WORK_MS,
+                                     bar ? show_progress : NULL, (void *)progress_what);
 
     if (bar)
         fputs("\r\033[K", stderr);
@@ -53,7 +58,7 @@ static int ask_showing(const char *name, json_t *req, json_t **answer, const cha
 
 static int ask(const char *name, json_t *req, json_t **answer)
 {
-    return ask_showing(name, req, answer, NULL);
+    return ask_showing(name, req, answer, NULL, false);
 }
 
 static bool wants_help(int argc, char **argv)
@@ -150,11 +155,14 @@ static const char save_help[] =
     "      --sign KEY     sign it with the private key KEY ('smolvm keygen')\n"
     "      --json         print {\"ok\", \"path\", \"seconds\"} when saved\n";
 
-/* Whether a VM of that name answers on its control socket. */
+/* Whether a VM of that name answers on its control socket (or is there
+ * but busy: a VM in the middle of a save is running). */
 bool cli_vm_running(const char *name)
 {
-    json_t *a = NULL;
-    bool up = control_request(name, json_pack("{s:s}", "command", "status"), &a) == 0;
+    json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
+    int r = control_request(name, req, &a);
+    bool up = r == 0 || r == -ETIMEDOUT;
+    json_decref(req);
     json_decref(a);
     err_clear();
     return up;
@@ -242,7 +250,7 @@ int cli_save(int argc, char **argv)
                                     "state_only", suspend);
         if (key)
             json_object_set_new(request, "sign", json_string(key));
-        code = ask_showing(name, request, &answer, json ? NULL : "saving memory");
+        code = ask_showing(name, request, &answer, "saving memory", !json);
         if (code == CLI_OK && suspend && cli_instance_suspended(name) < 0)
             code = cli_fail(CLI_FAILED, "%s", err_msg());
         if (code == CLI_OK) {
@@ -270,64 +278,142 @@ static void print_status(json_t *a, bool json)
            json_real_value(json_object_get(a, "uptime_s")));
 }
 
-int cli_ps(int argc, char **argv)
+/* The status of one VM for ps: its answer, or {"name", "state": "busy"}
+ * when it is there but answers nothing (say, in the middle of a save);
+ * NULL for a socket left by a VM that died. */
+static json_t *vm_status(const char *name, json_t *status_request)
 {
-    bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
-    json_t *list = json_array(), *status_request = json_pack("{s:s}", "command", "status");
-    struct dirent *e;
-    char *dir;
-    DIR *d;
+    json_t *a = NULL;
+    int r = control_request(name, status_request, &a);
 
-    if (wants_help(argc, argv)) {
-        fputs("usage: smolvm ps [--json]\n\nLists this user's running VMs.\n\n"
-              "  --json  an array of {\"name\", \"pid\", \"state\", \"cpus\", \"mem_bytes\",\n"
-              "          \"uptime_s\"}\n", stdout);
-        return CLI_OK;
-    }
-    if (argc > 2 || (argc == 2 && !json))
-        return cli_fail(CLI_USAGE, "usage: smolvm ps [--json]");
-    if (control_dir(&dir) < 0 || !(d = opendir(dir)))
-        return cli_fail(CLI_FAILED, "%s", err_msg());
-    if (!json)
-        printf("%-20s %-8s %-8s %4s %8s %10s\n", "NAME", "PID", "STATE", "CPUS", "MEM_MIB",
-               "UPTIME_S");
-    while ((e = readdir(d))) {
+    err_clear();
+    if (r == -ETIMEDOUT)
+        return json_pack("{s:s,s:s}", "name", name, "state", "busy");
+    return r < 0 ? NULL : a;
+}
+
+/* Adds the VMs whose sockets are in dir, once each (seen: names so far). */
+static void list_vms(const char *dir, json_t *status_request, json_t *seen, json_t *list, bool json)
+{
+    DIR *d = paths_private_dir(dir) == 0 ? opendir(dir) : NULL;
+    struct dirent *e;
+
+    err_clear();
+    while (d && (e = readdir(d))) {
         size_t n = strlen(e->d_name);
         json_t *a;
         if (n <= 5 || strcmp(e->d_name + n - 5, ".sock") != 0)
             continue;
         e->d_name[n - 5] = 0;
-        if (control_request(e->d_name, status_request, &a) < 0)
-            continue; /* a VM that died without cleaning up */
-        print_status(a, json);
+        if (json_object_get(seen, e->d_name) || !(a = vm_status(e->d_name, status_request)))
+            continue;
+        json_object_set_new(seen, e->d_name, json_true());
+        if (json_object_get(a, "pid"))
+            print_status(a, json);
+        else if (!json)
+            printf("%-20s %-8s %-8s\n", e->d_name, "-", "busy");
         json_array_append_new(list, a);
     }
-    closedir(d);
-    free(dir);
+    if (d)
+        closedir(d);
+}
+
+int cli_ps(int argc, char **argv)
+{
+    bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
+    json_t *list, *seen, *status_request;
+    char *dirs[PATHS_RUNTIME_MAX];
+    int n;
+
+    if (wants_help(argc, argv)) {
+        fputs("usage: smolvm ps [--json]\n\nLists this user's running VMs (a VM busy with\n"
+              "a long request, such as a save, shows as busy).\n\n"
+              "  --json  an array of {\"name\", \"pid\", \"state\", \"cpus\", \"mem_bytes\",\n"
+              "          \"uptime_s\", \"console_dropped\"} ({\"name\", \"state\": \"busy\"} for a\n"
+              "          busy VM)\n", stdout);
+        return CLI_OK;
+    }
+    if (argc > 2 || (argc == 2 && !json))
+        return cli_fail(CLI_USAGE, "usage: smolvm ps [--json]");
+    if (!json)
+        printf("%-20s %-8s %-8s %4s %8s %10s\n", "NAME", "PID", "STATE", "CPUS", "MEM_MIB",
+               "UPTIME_S");
+    list = json_array();
+    seen = json_object();
+    status_request = json_pack("{s:s}", "command", "status");
+    n = paths_runtime_dirs(dirs);
+    for (int i = 0; i < n; i++)
+        list_vms(dirs[i], status_request, seen, list, json);
+    paths_free(dirs, n);
     json_decref(status_request);
+    json_decref(seen);
     if (json)
         json_dumpf(list, stdout, JSON_INDENT(2)), putchar('\n');
     json_decref(list);
     return CLI_OK;
 }
 
-/* Copies what the log holds; with follow, waits for more while the VM
- * still answers on its socket. */
+/* Copies f to stdout, made safe for a terminal unless raw. */
+static void copy_out(FILE *f, struct term_strip *strip, bool raw)
+{
+    uint8_t buf[65536], safe[sizeof(buf) + 1];
+    size_t n;
+
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (raw)
+            fwrite(buf, 1, n, stdout);
+        else
+            fwrite(safe, 1, term_strip(strip, buf, n, safe), stdout);
+    }
+    clearerr(f);
+}
+
+/* Whether PATH is no longer the file f reads: the log was rotated. */
+static bool replaced(const char *path, FILE *f)
+{
+    struct stat now, open_st;
+    return stat(path, &now) == 0 && fstat(fileno(f), &open_st) == 0 &&
+           (now.st_ino != open_st.st_ino || now.st_dev != open_st.st_dev);
+}
+
+static const char logs_help[] =
+    "usage: smolvm logs [-f] [--raw] NAME\n"
+    "\n"
+    "Prints the console of a VM run with --detach: its log holds the last 1-2 MiB\n"
+    "(NAME.log, rotated to NAME.log.1 at 1 MiB). The guest's terminal escape\n"
+    "sequences and control characters are left out unless --raw.\n"
+    "\n"
+    "  -f, --follow  keep printing until the VM ends\n"
+    "      --raw     the bytes as the guest wrote them\n";
+
+/* Copies what the log holds (the rotated part first); with follow, waits
+ * for more while the VM still answers on its socket. */
 int cli_logs(int argc, char **argv)
 {
-    bool follow = argc == 3 && (strcmp(argv[1], "-f") == 0 || strcmp(argv[1], "--follow") == 0);
-    const char *name = argv[argc - 1];
-    char buf[65536], *path;
+    bool follow = false, raw = false;
+    const char *name = NULL;
+    char *path, *older = NULL;
+    struct term_strip strip = {0};
+    uint8_t tail[1];
     json_t *status_request;
     FILE *f;
 
     if (wants_help(argc, argv)) {
-        fputs("usage: smolvm logs [-f] NAME\n\nPrints the console of a VM run with --detach;\n"
-              "-f keeps printing until the VM ends.\n", stdout);
+        fputs(logs_help, stdout);
         return CLI_OK;
     }
-    if (argc != 2 && !follow)
-        return cli_fail(CLI_USAGE, "usage: smolvm logs [-f] NAME");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0)
+            follow = true;
+        else if (strcmp(argv[i], "--raw") == 0)
+            raw = true;
+        else if (argv[i][0] == '-' || name)
+            return cli_fail(CLI_USAGE, "usage: smolvm logs [-f] [--raw] NAME");
+        else
+            name = argv[i];
+    }
+    if (!name)
+        return cli_fail(CLI_USAGE, "usage: smolvm logs [-f] [--raw] NAME");
     if (!control_name_ok(name))
         return cli_fail(CLI_USAGE, "'%s' is not a VM name", name);
     path = serve_log_path(name);
@@ -336,21 +422,35 @@ int cli_logs(int argc, char **argv)
         free(path);
         return cli_fail(CLI_FAILED, "no log for '%s' (was it run with --detach?)", name);
     }
+    if (asprintf(&older, "%s.1", path) >= 0) {
+        FILE *old = fopen(older, "r");
+        if (old) {
+            copy_out(old, &strip, raw);
+            fclose(old);
+        }
+        free(older);
+    }
     status_request = json_pack("{s:s}", "command", "status");
     for (;;) {
-        size_t n = fread(buf, 1, sizeof(buf), f);
         json_t *a;
-        if (n > 0) {
-            fwrite(buf, 1, n, stdout);
-            continue;
-        }
+        copy_out(f, &strip, raw);
         fflush(stdout);
-        clearerr(f);
         if (!follow || control_request(name, status_request, &a) < 0)
             break;
         json_decref(a);
+        if (replaced(path, f)) {
+            FILE *next = fopen(path, "r");
+            if (next) {
+                copy_out(f, &strip, raw); /* what came before the rotation */
+                fclose(f);
+                f = next;
+                continue;
+            }
+        }
         usleep(200000);
     }
+    if (!raw)
+        fwrite(tail, 1, term_strip_end(&strip, tail), stdout);
     json_decref(status_request);
     fclose(f);
     free(path);

@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "disk/disk.h"
 #include "cli/serve.h"
 #include "core/vm.h"
+#include "hv/hv.h"
 #include "image/appliance.h"
 #include "util/err.h"
 #include "util/size.h"
@@ -292,6 +294,26 @@ int cli_pack(int argc, char **argv)
     return CLI_OK;
 }
 
+static int check_file(const char *path, const char *what)
+{
+    struct stat st;
+    if (path && stat(path, &st) < 0)
+        return err_set(errno, "%s '%s'", what, path);
+    return 0;
+}
+
+/* Before any work (a socket, an instance folder, an unpacked kernel): the
+ * files named exist, then KVM can run a VM here. */
+static int preflight(const struct vm_config *cfg)
+{
+    int r = check_file(cfg->kernel_path, "kernel");
+    if (r == 0)
+        r = check_file(cfg->initrd_path, "initrd");
+    if (r == 0)
+        r = vm_check_disks(cfg);
+    return r ? r : hv_check();
+}
+
 int cli_run(int argc, char **argv)
 {
     struct run_options o;
@@ -302,6 +324,8 @@ int cli_run(int argc, char **argv)
     if (code == CLI_OK && (o.output || o.sign_key))
         return cli_fail(CLI_USAGE, "run writes no bundle: use 'smolvm pack -o FILE'");
 
+    if (code == CLI_OK && preflight(&o.vm) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     if (code == CLI_OK)
         code = serve_open(o.name, &server);
     if (code != CLI_OK)

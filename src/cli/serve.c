@@ -10,6 +10,7 @@
 
 #include "api/control.h"
 #include "cli/cli.h"
+#include "core/console.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/paths.h"
@@ -22,6 +23,8 @@ struct server {
     struct timespec started;
     int ready_fd; /* --detach: tells the waiting parent the VM runs; else -1 */
     bool generated; /* no --name: nothing can find its files once it ends */
+    bool detached;  /* stdout is the log */
+    char *no_control; /* why there is no control socket (a VM without --name runs on) */
 };
 
 static struct vm *running_vm;
@@ -55,10 +58,11 @@ static double seconds_since(const struct timespec *t)
 static json_t *status(struct server *s)
 {
     const struct vm_config *cfg = vm_config(machine_vm(s->m));
-    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f}", "ok", 1, "name", s->name, "pid",
+    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I}", "ok", 1, "name", s->name, "pid",
                      (int)getpid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
                      "cpus", (int)cfg->cpus, "mem_bytes", (json_int_t)cfg->mem_bytes,
-                     "uptime_s", seconds_since(&s->started));
+                     "uptime_s", seconds_since(&s->started), "console_dropped",
+                     (json_int_t)console_dropped(vm_console(machine_vm(s->m))));
 }
 
 static void save_progress(void *opaque, uint64_t done, uint64_t total)
@@ -165,8 +169,13 @@ int serve_open(const char *name, struct server **out)
         snprintf(s->name, sizeof(s->name), "vm-%d", (int)getpid());
     s->generated = !name;
     if (control_open(s->name, handle, s, &s->control) < 0) {
-        free(s);
-        return cli_fail(CLI_FAILED, "%s", err_msg());
+        /* Nobody will look for a generated name: the VM is worth more
+         * than its socket. */
+        if (name || !(s->no_control = strdup(err_msg()))) {
+            free(s);
+            return cli_fail(CLI_FAILED, "%s", err_msg());
+        }
+        err_clear();
     }
     *out = s;
     return CLI_OK;
@@ -216,10 +225,14 @@ static int wait_for_child(struct server *s, int fd)
 
 static int redirect_to_log(const char *name)
 {
-    char *log = serve_log_path(name);
-    int fd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    char *log = serve_log_path(name), *older = NULL;
+    int fd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600)
+                 : -1;
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
+    if (log && asprintf(&older, "%s.1", log) >= 0)
+        unlink(older); /* an earlier VM's of the same name */
+    free(older);
     free(log);
     if (fd < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
         dup2(fd, STDERR_FILENO) < 0)
@@ -235,6 +248,8 @@ int serve_detach(struct server *s, bool *parent)
     pid_t pid;
 
     *parent = true;
+    if (s->no_control)
+        return cli_fail(CLI_FAILED, "--detach: %s", s->no_control);
     if (pipe2(fds, O_CLOEXEC) < 0)
         return cli_fail(CLI_FAILED, "pipe: %s", strerror(errno));
     fflush(NULL);
@@ -247,6 +262,7 @@ int serve_detach(struct server *s, bool *parent)
         code = wait_for_child(s, fds[0]);
         /* The socket is the child's now: close it without removing it. */
         control_forget(s->control);
+        free(s->no_control);
         free(s);
         return code;
     }
@@ -256,6 +272,7 @@ int serve_detach(struct server *s, bool *parent)
     if (redirect_to_log(s->name) < 0)
         _exit(CLI_FAILED);
     s->ready_fd = fds[1];
+    s->detached = true;
     return CLI_OK;
 }
 
@@ -281,6 +298,7 @@ void serve_abort(struct server *s)
         return;
     control_close(s->control);
     remove_unnamed_files(s);
+    free(s->no_control);
     free(s);
 }
 
@@ -292,7 +310,15 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
 
     s->m = m;
     clock_gettime(CLOCK_MONOTONIC, &s->started);
-    if (vm_watch(vm, control_listen_fd(s->control), control_ready, s) < 0) {
+    if (s->detached) {
+        char *log = serve_log_path(s->name);
+        console_log_to(vm_console(vm), log, SERVE_LOG_LIMIT);
+        free(log);
+    }
+    if (s->no_control)
+        fprintf(stderr, "smolvm: no control socket (%s): 'smolvm ps/stop/save' will not see "
+                        "this VM\n", s->no_control);
+    if (s->control && vm_watch(vm, control_listen_fd(s->control), control_ready, s) < 0) {
         code = cli_fail(CLI_FAILED, "%s", err_msg());
         serve_abort(s);
         machine_destroy(m);

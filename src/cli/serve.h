@@ -24,6 +24,9 @@ const char *serve_name(const struct server *s);
  * VM with its console in a log file (`smolvm logs NAME`); the parent waits
  * until the VM runs or fails and returns the exit code to leave with. */
 int serve_detach(struct server *s, bool *parent);
+/* A detached VM's log is rotated at this size (NAME.log -> NAME.log.1):
+ * it lives in $XDG_RUNTIME_DIR, often RAM. */
+#define SERVE_LOG_LIMIT (1u << 20)
 /* The log file of VM NAME (malloc'd). */
 char *serve_log_path(const char *name);
 

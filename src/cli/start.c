@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/serve.h"
+#include "hv/hv.h"
 #include "util/err.h"
 
 static const char start_help[] =
@@ -132,6 +133,8 @@ int cli_start(int argc, char **argv)
     struct stat st;
     if (!name && stat(argv[optind], &st) < 0 && !strchr(argv[optind], '/'))
         name = argv[optind]; /* an instance runs under its own name */
+    if (hv_check() < 0) /* before any work, say what to do */
+        return cli_fail(CLI_FAILED, "%s", err_msg());
     code = serve_open(name, &server);
     if (code != CLI_OK)
         return code;

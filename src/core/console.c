@@ -1,17 +1,27 @@
 #include "core/console.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/err.h"
 #include "util/loop.h"
+#include "util/ring.h"
 #include "util/trace.h"
 
 #define CTRL_A 0x01
 #define MARKER_MAX 256
+/* Output the host has not taken yet: bursts up to this much are kept. */
+#define OUTPUT_BUFFER (256u << 10)
+/* At the end, a writer that made no progress for this long is given up. */
+#define DRAIN_PATIENCE_NS 1000000000L
 
 struct console {
     bool interactive;
@@ -27,11 +37,53 @@ struct console {
     size_t window_fill;
     struct loop *loop;
     bool quit;
+
+    /* Guest output goes through a queue that a writer thread empties into
+     * out_fd, so a host that stops reading (a full pipe, a stopped
+     * terminal) costs dropped bytes, never a blocked vCPU. */
+    int out_fd;
+    pthread_mutex_t out_lock;
+    pthread_cond_t out_queued;  /* bytes queued, or closing */
+    pthread_cond_t out_written; /* the writer made progress */
+    struct ring out;
+    bool closing, writer_started;
+    pthread_t writer;
+    uint64_t written;
+    char *log_path;     /* out_fd is this log, rotated at log_limit bytes */
+    uint64_t log_limit;
 };
+
+static void *writer_thread(void *opaque);
+
+static int start_output(struct console *con, int out_fd)
+{
+    pthread_condattr_t attr;
+    int r = ring_init(&con->out, OUTPUT_BUFFER);
+
+    if (r < 0)
+        return r;
+    con->out_fd = out_fd;
+    pthread_mutex_init(&con->out_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&con->out_queued, NULL);
+    pthread_cond_init(&con->out_written, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&con->writer, NULL, writer_thread, con) != 0)
+        return err_plain(EAGAIN, "cannot start the console's output thread");
+    con->writer_started = true;
+    return 0;
+}
 
 int console_open(struct console **out, bool interactive, const char *marker)
 {
+    return console_open_fd(out, interactive, marker, STDOUT_FILENO);
+}
+
+int console_open_fd(struct console **out, bool interactive, const char *marker, int out_fd)
+{
     struct console *con = calloc(1, sizeof(*con));
+    int r;
 
     if (!con)
         return err_set(ENOMEM, "console");
@@ -40,6 +92,11 @@ int console_open(struct console **out, bool interactive, const char *marker)
         return err_plain(EINVAL, "--trace-until text is longer than %d bytes", MARKER_MAX - 1);
     }
     pthread_mutex_init(&con->lock, NULL);
+    r = start_output(con, out_fd);
+    if (r < 0) {
+        console_close(con);
+        return r;
+    }
     con->interactive = interactive;
     if (marker) {
         con->marker_len = strlen(marker);
@@ -55,12 +112,169 @@ int console_open(struct console **out, bool interactive, const char *marker)
     return 0;
 }
 
+/* Moves a full log aside (NAME.log -> NAME.log.1, one generation) and
+ * points out_fd, and stderr when it shares the log, at a fresh one. */
+static void rotate_log(struct console *con)
+{
+    char *old = NULL;
+    struct stat out_st, err_st;
+    bool err_too = fstat(con->out_fd, &out_st) == 0 && fstat(STDERR_FILENO, &err_st) == 0 &&
+                   out_st.st_dev == err_st.st_dev && out_st.st_ino == err_st.st_ino;
+    int fd;
+
+    if (asprintf(&old, "%s.1", con->log_path) < 0)
+        return;
+    if (rename(con->log_path, old) == 0 &&
+        (fd = open(con->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                   0600)) >= 0) {
+        dup2(fd, con->out_fd);
+        if (err_too)
+            dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    free(old);
+}
+
+/* How much of len may go to out_fd now: a log is rotated when full. */
+static size_t log_room(struct console *con, size_t len)
+{
+    struct stat st;
+
+    if (!con->log_path || fstat(con->out_fd, &st) < 0)
+        return len;
+    if ((uint64_t)st.st_size >= con->log_limit) {
+        rotate_log(con);
+        if (fstat(con->out_fd, &st) < 0 || (uint64_t)st.st_size >= con->log_limit)
+            return len; /* could not rotate: better a long log than a lost one */
+    }
+    return con->log_limit - (uint64_t)st.st_size < len ? con->log_limit - (uint64_t)st.st_size
+                                                         : len;
+}
+
+/* One write, the only place the writer may block; it can be cancelled
+ * there when console_close() gives up on it. */
+static ssize_t write_out(struct console *con, const uint8_t *buf, size_t len)
+{
+    ssize_t n;
+    int old;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+    n = write(con->out_fd, buf, len);
+    if (n < 0 && errno == EAGAIN) { /* someone made our stdout non-blocking */
+        struct pollfd p = {.fd = con->out_fd, .events = POLLOUT};
+        poll(&p, 1, -1);
+        errno = EINTR;
+    }
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return n;
+}
+
+static void *writer_thread(void *opaque)
+{
+    struct console *con = opaque;
+    int old;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    pthread_mutex_lock(&con->out_lock);
+    for (;;) {
+        const uint8_t *span;
+        size_t len;
+        ssize_t n;
+
+        while (con->out.len == 0 && !con->closing)
+            pthread_cond_wait(&con->out_queued, &con->out_lock);
+        if (con->out.len == 0)
+            break;
+        len = ring_peek(&con->out, &span);
+        pthread_mutex_unlock(&con->out_lock);
+        /* The producer only fills free space: span stays ours unlocked. */
+        n = write_out(con, span, log_room(con, len));
+        pthread_mutex_lock(&con->out_lock);
+        if (n > 0) {
+            ring_consume(&con->out, (size_t)n);
+            con->written += (uint64_t)n;
+        } else if (n == 0 || errno != EINTR) {
+            ring_drop_all(&con->out); /* a closed stdout must not stop the guest */
+        }
+        pthread_cond_broadcast(&con->out_written);
+    }
+    pthread_mutex_unlock(&con->out_lock);
+    return NULL;
+}
+
+static void add_ns(struct timespec *t, long ns)
+{
+    t->tv_nsec += ns;
+    t->tv_sec += t->tv_nsec / 1000000000L;
+    t->tv_nsec %= 1000000000L;
+}
+
+/* Lets the writer empty the queue while it makes progress; a writer stuck
+ * on a host that reads nothing is cancelled and what it held dropped. */
+static void stop_output(struct console *con)
+{
+    bool stuck = false;
+
+    if (!con->writer_started)
+        return;
+    pthread_mutex_lock(&con->out_lock);
+    con->closing = true;
+    pthread_cond_signal(&con->out_queued);
+    while (con->out.len && !stuck) {
+        uint64_t before = con->written;
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        add_ns(&deadline, DRAIN_PATIENCE_NS);
+        while (con->out.len && con->written == before && !stuck)
+            stuck = pthread_cond_timedwait(&con->out_written, &con->out_lock, &deadline) ==
+                    ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&con->out_lock);
+    if (stuck)
+        pthread_cancel(con->writer);
+    pthread_join(con->writer, NULL);
+    ring_drop_all(&con->out);
+    con->writer_started = false;
+}
+
+uint64_t console_dropped(struct console *con)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&con->out_lock);
+    n = con->out.dropped;
+    pthread_mutex_unlock(&con->out_lock);
+    return n;
+}
+
+void console_log_to(struct console *con, const char *path, uint64_t limit)
+{
+    pthread_mutex_lock(&con->out_lock);
+    free(con->log_path);
+    con->log_path = path ? strdup(path) : NULL;
+    con->log_limit = limit;
+    pthread_mutex_unlock(&con->out_lock);
+}
+
 void console_close(struct console *con)
 {
     if (!con)
         return;
+    if (con->out.buf)
+        stop_output(con); /* before the terminal is restored: the last lines as they were */
     if (con->tty_saved)
         tcsetattr(STDIN_FILENO, TCSANOW, &con->saved);
+    if (con->out.buf) {
+        if (con->out.dropped)
+            fprintf(stderr, "smolvm: %llu bytes of the guest's console output were dropped "
+                            "(stdout did not keep up)\n",
+                    (unsigned long long)con->out.dropped);
+        ring_free(&con->out);
+        pthread_cond_destroy(&con->out_queued);
+        pthread_cond_destroy(&con->out_written);
+        pthread_mutex_destroy(&con->out_lock);
+    }
+    free(con->log_path);
     pthread_mutex_destroy(&con->lock);
     free(con);
 }
@@ -81,22 +295,17 @@ static void watch_marker(struct console *con, uint8_t byte)
 
 void console_output(struct console *con, const uint8_t *buf, size_t len)
 {
-    size_t done = 0;
-
     if (len == 0)
         return;
     trace_mark(TRACE_FIRST_SERIAL_BYTE);
     pthread_mutex_lock(&con->lock);
     for (size_t i = 0; i < len; i++)
         watch_marker(con, buf[i]);
-    while (done < len) {
-        ssize_t n = write(STDOUT_FILENO, buf + done, len - done);
-        if (n <= 0 && errno != EINTR)
-            break; /* a closed stdout must not stop the guest */
-        if (n > 0)
-            done += (size_t)n;
-    }
     pthread_mutex_unlock(&con->lock);
+    pthread_mutex_lock(&con->out_lock);
+    if (ring_put(&con->out, buf, len))
+        pthread_cond_signal(&con->out_queued);
+    pthread_mutex_unlock(&con->out_lock);
 }
 
 void console_set_input(struct console *con, console_input_fn fn, void *opaque)

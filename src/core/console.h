@@ -1,6 +1,8 @@
 /* The host side of the guest's console: guest output to stdout (watched for
  * the first byte and the --trace-until marker), stdin to whichever device
- * owns the console, raw mode on a terminal with Ctrl-A x to quit. */
+ * owns the console, raw mode on a terminal with Ctrl-A x to quit.
+ * Output never waits for the host: it is queued (256 KiB) and written by a
+ * thread of its own; what finds the queue full is dropped and counted. */
 #ifndef SMOLVM_CORE_CONSOLE_H
 #define SMOLVM_CORE_CONSOLE_H
 
@@ -14,11 +16,22 @@ typedef void (*console_input_fn)(void *opaque, const uint8_t *buf, size_t len);
 
 int console_open(struct console **out, bool interactive, const char *marker)
     __attribute__((warn_unused_result));
-/* Restores the terminal. */
+/* The same with output to out_fd instead of stdout. */
+int console_open_fd(struct console **out, bool interactive, const char *marker, int out_fd)
+    __attribute__((warn_unused_result));
+/* Writes out what is queued while the host takes it (giving up after 1 s
+ * without progress), says on stderr how many bytes were dropped, if any,
+ * and restores the terminal. */
 void console_close(struct console *con);
 
-/* Thread-safe. */
+/* Thread-safe; never blocks on the host's output. */
 void console_output(struct console *con, const uint8_t *buf, size_t len);
+/* Bytes of output dropped so far because the host did not take them. */
+uint64_t console_dropped(struct console *con);
+/* The output fd is the log file PATH: once it holds limit bytes it becomes
+ * PATH.1 (replacing an older one) and a fresh PATH is started. Call before
+ * the guest runs. */
+void console_log_to(struct console *con, const char *path, uint64_t limit);
 void console_set_input(struct console *con, console_input_fn fn, void *opaque);
 
 struct loop;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -246,10 +247,21 @@ static int load_inputs(struct vm *vm)
         err_prefix("kernel '%s'", vm->cfg.kernel_path);
         return r;
     }
-    use_unpacked_kernel(vm);
     if (vm->cfg.initrd_path)
         r = file_map(vm->cfg.initrd_path, "initrd", &vm->initrd);
     return r;
+}
+
+int vm_check_disks(const struct vm_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->disk_count; i++) {
+        struct stat st;
+        if (stat(cfg->disks[i].path, &st) < 0)
+            return err_set(errno, "disk '%s'", cfg->disks[i].path);
+        if (S_ISDIR(st.st_mode))
+            return err_plain(EISDIR, "disk '%s' is a folder", cfg->disks[i].path);
+    }
+    return 0;
 }
 
 static int setup_memory(struct vm *vm)
@@ -370,12 +382,17 @@ static int setup(struct vm *vm)
     r = vm_config_check(&vm->cfg);
     if (r == 0 && !vm->restoring)
         r = load_inputs(vm);
+    if (r == 0 && !vm->restoring)
+        r = vm_check_disks(&vm->cfg);
+    /* The user's mistakes first, then KVM, then the work (unpacking). */
+    if (r == 0)
+        r = hv_vm_create(&vm->hv);
+    if (r == 0 && !vm->restoring)
+        use_unpacked_kernel(vm);
     if (r == 0) {
         trace_mark(TRACE_INPUTS_READ);
         r = console_open(&vm->console, vm->cfg.interactive, vm->cfg.trace_until);
     }
-    if (r == 0)
-        r = hv_vm_create(&vm->hv);
     if (r < 0)
         return r;
     trace_mark(TRACE_HV_READY);

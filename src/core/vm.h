@@ -29,6 +29,9 @@ struct vm;
 /* Loads the kernel and initrd, creates the hypervisor VM, memory, devices,
  * ACPI tables and vCPUs. Nothing runs yet. */
 int vm_create(const struct vm_config *cfg, struct vm **out) __attribute__((warn_unused_result));
+/* Every --disk names a file that is there (checked before KVM is, as the
+ * kernel and initrd are: the user's mistakes first). */
+int vm_check_disks(const struct vm_config *cfg) __attribute__((warn_unused_result));
 
 /* Runs the guest until it stops; returns why. */
 enum vm_stop_reason vm_run(struct vm *vm);

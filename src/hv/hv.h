@@ -34,6 +34,10 @@ struct hv_exit {
     uint32_t reason; /* the backend's own exit code, for messages */
 };
 
+/* Whether this host can run a VM at all, before any work is done for one:
+ * 0, or the message saying what to do. */
+int hv_check(void) __attribute__((warn_unused_result));
+
 /* Opens the hypervisor and creates a VM with an in-kernel interrupt
  * controller and timer. Fails with a message saying how to get KVM when
  * there is none. */

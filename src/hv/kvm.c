@@ -73,8 +73,10 @@ static int open_kvm(void)
     if (fd >= 0)
         return fd;
     if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
-        return err_plain(ENODEV, "no /dev/kvm on this host, so KVM is unavailable "
-                                 "(tests/nested/run runs smolvm inside a nested-KVM guest)");
+        return err_plain(ENODEV, "no /dev/kvm on this host, so KVM is unavailable: load kvm_intel "
+                                 "or kvm_amd (modprobe), enable nested virtualisation if this is "
+                                 "a VM, or run smolvm in the nested harness it ships with "
+                                 "(tests/nested/run)");
     if (errno == EACCES || errno == EPERM)
         return err_set(errno, "cannot open /dev/kvm (add your user to the 'kvm' group)");
     return err_set(errno, "cannot open /dev/kvm");
@@ -143,6 +145,24 @@ static int setup_vm(struct hv_vm *vm)
     if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
         return err_set(errno, "KVM_CREATE_PIT2");
     return fetch_supported_cpuid(vm);
+}
+
+int hv_check(void)
+{
+    int kvm = open_kvm(), vm;
+
+    if (kvm < 0)
+        return kvm;
+    vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    if (vm < 0) {
+        int r = err_set(errno, "/dev/kvm cannot create a VM (is virtualisation enabled in the "
+                               "firmware, or nested virtualisation in the host of this VM?)");
+        close(kvm);
+        return r;
+    }
+    close(vm);
+    close(kvm);
+    return 0;
 }
 
 int hv_vm_create(struct hv_vm **out)

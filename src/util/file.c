@@ -129,17 +129,29 @@ int file_write_all(int fd, const void *data, size_t len, const char *path)
     return 0;
 }
 
-int file_write_new(const char *path, const void *data, size_t len)
+int file_create_exclusive(const char *path, mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), r;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    return fd >= 0 ? fd : err_set(errno, "cannot create '%s'", path);
+}
 
-    if (fd < 0)
-        return err_set(errno, "cannot create '%s'", path);
-    r = file_write_all(fd, data, len, path);
+/* len bytes of data in fd, synced; fd closed. */
+static int write_synced(int fd, const char *path, const void *data, size_t len)
+{
+    int r = file_write_all(fd, data, len, path);
     if (r == 0 && fsync(fd) < 0)
         r = err_set(errno, "writing '%s'", path);
     close(fd);
     return r;
+}
+
+int file_write_new(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        return err_set(errno, "cannot create '%s'", path);
+    return write_synced(fd, path, data, len);
 }
 
 int file_replace(const char *path, const void *data, size_t len)
@@ -147,7 +159,12 @@ int file_replace(const char *path, const void *data, size_t len)
     char *tmp;
     if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
         return err_set(ENOMEM, "'%s'", path);
-    int r = file_write_new(tmp, data, len);
+    int fd = file_create_exclusive(tmp, 0644);
+    if (fd < 0) {
+        free(tmp); /* not ours: left alone */
+        return fd;
+    }
+    int r = write_synced(fd, tmp, data, len);
     if (r == 0 && rename(tmp, path) < 0)
         r = err_set(errno, "cannot rename to '%s'", path);
     if (r < 0)

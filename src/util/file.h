@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 struct mapped_file {
@@ -28,8 +29,13 @@ void file_unmap(struct mapped_file *f);
  * a failure names path. */
 int file_write_all(int fd, const void *data, size_t len, const char *path)
     __attribute__((warn_unused_result));
-/* Creates (or truncates) path with len bytes of data, synced. 0 or a
- * negative errno with the message set. */
+/* A temporary file of ours: path is created, never opened when something
+ * is there (a symlink or hard link planted at a predictable temporary name
+ * must not make us write through it). An fd opened O_RDWR, or a negative
+ * errno with the message set. */
+int file_create_exclusive(const char *path, mode_t mode) __attribute__((warn_unused_result));
+/* Creates (or truncates) path with len bytes of data, synced; a symlink at
+ * path is refused. 0 or a negative errno with the message set. */
 int file_write_new(const char *path, const void *data, size_t len)
     __attribute__((warn_unused_result));
 
@@ -38,7 +44,8 @@ int file_write_new(const char *path, const void *data, size_t len)
 int file_replace(const char *path, const void *data, size_t len)
     __attribute__((warn_unused_result));
 
-/* A synced byte copy of from at to (created or truncated). */
+/* A synced byte copy of from at to (created or truncated; not through a
+ * symlink). */
 int file_copy(const char *from, const char *to) __attribute__((warn_unused_result));
 
 /* rm -rf path: 0 (also when it is not there) or a negative errno. */

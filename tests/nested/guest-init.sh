@@ -138,6 +138,10 @@ case "$test" in
         done
         umount /mnt && echo GUEST-COUNTER-CLEAN
         ;;
+    flood)
+        # Console output as fast as the guest makes it, until stopped.
+        while true; do echo "FLOOD 0123456789 abcdefghijklmnopqrstuvwxyz 0123456789"; done
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

@@ -643,14 +643,27 @@ scenario_bad_inputs() {
     bad_input missing-disk 1 --kernel "$KERNEL" --disk /nonexistent/disk.img
     bad_input bad-disk-option 2 --kernel "$KERNEL" --disk /etc/hostname,bogus
     bad_input bad-console 2 --kernel "$KERNEL" --console vga
-    # No /dev/kvm at all: hide /dev in a private mount namespace.
+    # No /dev/kvm at all: hide /dev in a private mount namespace. Said
+    # before any work: nothing unpacked into the (empty) kernel cache.
     if command -v unshare > /dev/null; then
-        local err=$work/bad-no-kvm.err
-        unshare -m sh -c "mount -t tmpfs none /dev && exec '$SMOLVM' run --kernel '$KERNEL'" \
+        local err=$work/bad-no-kvm.err cache=$work/no-kvm-cache
+        mkdir -p "$cache"
+        XDG_CACHE_HOME=$cache unshare -m sh -c \
+            "mount -t tmpfs none /dev && exec '$SMOLVM' run --kernel '$KERNEL'" \
             > /dev/null 2> "$err" < /dev/null
         rc=$?
-        expect bad-input-no-kvm "says there is no /dev/kvm and points at tests/nested" \
-            eval 'test "$rc" -eq 1 && grep -q "no /dev/kvm.*tests/nested" "$err"'
+        expect bad-input-no-kvm "says there is no /dev/kvm, what to do, and points at tests/nested" \
+            eval 'test "$rc" -eq 1 && test "$(wc -l < "$err")" -eq 1 &&
+                  grep -q "no /dev/kvm.*kvm_intel.*tests/nested" "$err"'
+        expect bad-input-no-kvm-no-work "nothing unpacked before the message" \
+            test -z "$(find "$cache" -type f)"
+        # The user's own mistake comes first, with or without KVM.
+        err=$work/bad-no-kvm-disk.err
+        unshare -m sh -c "mount -t tmpfs none /dev && exec '$SMOLVM' run --kernel '$KERNEL' \
+            --disk /nonexistent/disk.img" > /dev/null 2> "$err" < /dev/null
+        rc=$?
+        expect bad-input-no-kvm-missing-disk "a missing --disk is reported even without /dev/kvm" \
+            eval 'test "$rc" -eq 1 && grep -q "disk .*/nonexistent/disk.img" "$err"'
     fi
 }
 
@@ -681,12 +694,87 @@ scenario_bundle_refusals() {
         eval 'test "$rc" -eq 1 && grep -q "is a public key" "$err"'
 }
 
+# A VM whose stdout is a pipe nobody reads: the guest floods its console,
+# the pipe fills, and the VM still answers ps and stops within seconds
+# (the vCPU writing to the 8250 used to block in write()).
+scenario_console_stalled() {
+    local fifo=$work/stall.fifo reader pid t0 t1
+    rc=0 # expect reports it; this scenario may run first
+    mkfifo "$fifo"
+    sleep 600 < "$fifo" & # holds the read end open, reads nothing
+    reader=$!
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" run --name stall --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=flood" \
+        < /dev/null > "$fifo" 2> "$work/stall.err" &
+    pid=$!
+    for _ in $(seq 1 60); do
+        "$SMOLVM" ps --json 2>/dev/null | grep -q '"console_dropped": [1-9]' && break
+        sleep 1
+    done
+    "$SMOLVM" ps --json > "$work/stall.out" 2>&1
+    expect console-stalled-counted "ps --json counts the dropped console bytes" \
+        grep -q '"console_dropped": [1-9]' "$work/stall.out"
+    t0=$(date +%s)
+    timeout 20 "$SMOLVM" stop stall
+    wait "$pid"
+    rc=$?
+    t1=$(date +%s)
+    kill "$reader" 2>/dev/null
+    cp "$work/stall.out" "$work/stall.err" "$results/" 2>/dev/null
+    expect console-stalled-stops "stop ends a VM whose stdout nobody reads within 5 s" \
+        eval 'test "$rc" -eq 0 && test $((t1 - t0)) -le 5'
+    expect console-stalled-reported "the dropped bytes are said once on stderr" \
+        eval 'test "$(grep -c "console output were dropped" "$work/stall.err")" -eq 1'
+}
+
+# No runtime folder can hold a unix socket (as on 9p or NFS; here, paths too
+# long for one): a run without --name goes on with one warning line, a run
+# with --name refuses.
+scenario_no_control_socket() {
+    local long=$work/$(printf '%0110d' 0)
+    if [ -d "/run/user/$(id -u)" ]; then
+        pass no-control-socket-skipped
+        return
+    fi
+    mkdir -p -m 0700 "$long"
+    XDG_RUNTIME_DIR=$long TMPDIR=$long boot nosock --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE"
+    expect no-control-socket-runs "a run without --name boots with one warning line" \
+        eval 'test "$rc" -eq 0 && has nosock SMOLVM-GUEST-UP &&
+              test "$(grep -c "no control socket" "$work/nosock.err")" -eq 1'
+    XDG_RUNTIME_DIR=$long TMPDIR=$long boot nosock-named --name named --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE"
+    expect no-control-socket-named "a run with --name needs its socket: one line, exit 1" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/nosock-named.err")" -eq 1'
+}
+
+# A read-only home (~/.cache, ~/.local/share): run and start go on from the
+# runtime folder, with one line saying so.
+scenario_readonly_home() {
+    local ro=$work/rohome bundle=$work/ro.smolmachine
+    mkdir -p "$ro"
+    "$SMOLVM" pack -o "$bundle" --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE" > /dev/null 2>&1
+    for verb in run start; do
+        local args="run --kernel '$KERNEL' --initrd '$INITRD' --cmdline '$GUEST_CMDLINE'"
+        [ "$verb" = start ] && args="start '$bundle'"
+        XDG_CACHE_HOME= XDG_DATA_HOME= HOME=$ro timeout -k 10 "$BOOT_TIMEOUT" unshare -m sh -c \
+            "mount -t tmpfs -o ro none '$ro' && exec '$SMOLVM' $args" \
+            < /dev/null > "$work/ro-$verb.out" 2> "$work/ro-$verb.err"
+        rc=$?
+        cp "$work/ro-$verb.out" "$work/ro-$verb.err" "$results/" 2>/dev/null
+        expect "readonly-home-$verb" "$verb boots with one line about the read-only home" \
+            eval 'test "$rc" -eq 0 && has ro-$verb SMOLVM-GUEST-UP &&
+                  test "$(grep -c "cannot be written" "$work/ro-$verb.err")" -eq 1'
+    done
+}
+
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     instance_state detach appliance instances bundle_refusals
-    save_disk_consistent"
+    save_disk_consistent console_stalled readonly_home no_control_socket"
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
 done

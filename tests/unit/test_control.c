@@ -1,0 +1,349 @@
+/* The control socket as another local process sees it: 0600 in a 0700
+ * folder, other users refused, a slow client cut off by one deadline for
+ * the whole request; the runtime folders tried in order; a read-only home
+ * replaced by a runtime folder; temporary files never written through a
+ * planted link. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/control.h"
+#include "util/file.h"
+#include "util/paths.h"
+
+#include "scratch.h"
+
+static int handled;
+
+static json_t *handler(void *opaque, const char *command, json_t *req)
+{
+    (void)opaque;
+    (void)req;
+    handled++;
+    return strcmp(command, "status") == 0 ? json_pack("{s:b,s:s}", "ok", 1, "state", "running")
+                                          : control_error("unknown command '%s'", command);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Serves the next connection on c (the VM's loop, in short). */
+static void serve_one(struct control *c)
+{
+    struct pollfd p = {.fd = control_listen_fd(c), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    control_accept(c);
+}
+
+static int raw_connect(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void fresh_runtime(const char *name)
+{
+    char *run = in_dir(name);
+    mkdir(run, 0700);
+    setenv("XDG_RUNTIME_DIR", run, 1);
+    setenv("TMPDIR", in_dir("tmp"), 1);
+    mkdir(in_dir("tmp"), 0700);
+}
+
+static void socket_is_private(void **state)
+{
+    struct control *c;
+    struct stat st;
+    (void)state;
+
+    fresh_runtime("run-mode");
+    umask(0); /* what a careless parent could leave us */
+    assert_int_equal(control_open("vm1", handler, NULL, &c), 0);
+    umask(022);
+    assert_int_equal(stat(in_dir("run-mode/smolvm/vm1.sock"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(in_dir("run-mode/smolvm"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    control_close(c);
+}
+
+struct client {
+    const char *name;
+    json_t *answer;
+    int r;
+};
+
+static void *ask_status(void *opaque)
+{
+    struct client *cl = opaque;
+    json_t *req = json_pack("{s:s}", "command", "status");
+    cl->r = control_request(cl->name, req, &cl->answer);
+    json_decref(req);
+    return NULL;
+}
+
+static void request_round_trip(void **state)
+{
+    struct control *c;
+    struct client cl = {.name = "vm2"};
+    pthread_t t;
+    (void)state;
+
+    fresh_runtime("run-trip");
+    assert_int_equal(control_open("vm2", handler, NULL, &c), 0);
+    assert_int_equal(pthread_create(&t, NULL, ask_status, &cl), 0);
+    serve_one(c);
+    pthread_join(t, NULL);
+    assert_int_equal(cl.r, 0);
+    assert_string_equal(json_string_value(json_object_get(cl.answer, "state")), "running");
+    json_decref(cl.answer);
+    control_close(c);
+}
+
+/* A client sending a byte every 0.3 s (each read well within any per-read
+ * timeout) is cut off when the request's 2 s are up. */
+static void *drip(void *opaque)
+{
+    int fd = raw_connect(opaque);
+    for (int i = 0; fd >= 0 && i < 30; i++) {
+        if (send(fd, "{", 1, MSG_NOSIGNAL) != 1)
+            break;
+        usleep(300000);
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static void slow_client_is_cut_off(void **state)
+{
+    struct control *c;
+    pthread_t t;
+    double t0;
+    (void)state;
+
+    fresh_runtime("run-drip");
+    assert_int_equal(control_open("vm3", handler, NULL, &c), 0);
+    assert_int_equal(pthread_create(&t, NULL, drip, in_dir("run-drip/smolvm/vm3.sock")), 0);
+    t0 = now_s();
+    serve_one(c);
+    assert_true(now_s() - t0 < 3);
+    pthread_join(t, NULL);
+    control_close(c);
+}
+
+/* Nobody answers (a VM busy with a long request): the client gives up. */
+static void client_gives_up_on_a_silent_vm(void **state)
+{
+    struct control *c;
+    json_t *answer = NULL, *req = json_pack("{s:s}", "command", "status");
+    double t0;
+    (void)state;
+
+    fresh_runtime("run-silent");
+    assert_int_equal(control_open("vm4", handler, NULL, &c), 0);
+    t0 = now_s();
+    assert_int_equal(control_request("vm4", req, &answer), -ETIMEDOUT);
+    assert_true(now_s() - t0 < 8);
+    json_decref(req);
+    control_close(c);
+}
+
+/* Another user reaching the socket (the folder and socket opened up, as a
+ * socket passed on would be) is refused by its credentials. */
+static void other_user_is_refused(void **state)
+{
+    struct control *c;
+    char *sock;
+    int status, before = handled;
+    pid_t pid;
+    (void)state;
+
+    if (geteuid() != 0)
+        skip();
+    fresh_runtime("run-uid");
+    assert_int_equal(control_open("vm5", handler, NULL, &c), 0);
+    sock = in_dir("run-uid/smolvm/vm5.sock");
+    chmod(dir, 0755);
+    chmod(in_dir("run-uid"), 0755);
+    chmod(in_dir("run-uid/smolvm"), 0755);
+    chmod(sock, 0666);
+    pid = fork();
+    if (pid == 0) {
+        char buf[64];
+        int fd;
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(3);
+        fd = raw_connect(sock);
+        if (fd < 0)
+            _exit(4);
+        if (send(fd, "{\"command\":\"status\"}\n", 21, MSG_NOSIGNAL) < 0)
+            _exit(0); /* already closed: refused */
+        _exit(read(fd, buf, sizeof(buf)) > 0 ? 5 : 0); /* no answer at all */
+    }
+    serve_one(c);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(handled, before);
+    chmod(dir, 0700);
+    control_close(c);
+}
+
+static void runtime_folders_in_order(void **state)
+{
+    char *d[PATHS_RUNTIME_MAX];
+    int n;
+    (void)state;
+
+    n = paths_runtime_candidates("/run/user/7", "/var/tmp", 7, d);
+    assert_int_equal(n, 2); /* $XDG_RUNTIME_DIR is /run/user/7: once */
+    assert_string_equal(d[0], "/run/user/7/smolvm");
+    assert_string_equal(d[1], "/var/tmp/smolvm-7");
+    paths_free(d, n);
+    n = paths_runtime_candidates("/x", "relative", 7, d);
+    assert_int_equal(n, 3);
+    assert_string_equal(d[0], "/x/smolvm");
+    assert_string_equal(d[1], "/run/user/7/smolvm");
+    assert_string_equal(d[2], "/tmp/smolvm-7");
+    paths_free(d, n);
+    n = paths_runtime_candidates(NULL, NULL, 7, d);
+    assert_int_equal(n, 2);
+    assert_string_equal(d[0], "/run/user/7/smolvm");
+    paths_free(d, n);
+}
+
+/* A runtime folder where no socket can be made (here: its path too long
+ * for a unix socket, as 9p or NFS refuse them): the next one is used, and
+ * clients find the VM there. */
+static void socket_falls_back_to_the_next_folder(void **state)
+{
+    struct control *c;
+    struct client cl = {.name = "vm6"};
+    char deep[200];
+    pthread_t t;
+    (void)state;
+
+    snprintf(deep, sizeof(deep), "%s/%0120d", dir, 0);
+    assert_int_equal(mkdir(deep, 0700), 0);
+    setenv("XDG_RUNTIME_DIR", deep, 1);
+    mkdir(in_dir("tmp6"), 0700);
+    setenv("TMPDIR", in_dir("tmp6"), 1);
+    assert_int_equal(control_open("vm6", handler, NULL, &c), 0);
+    assert_int_equal(pthread_create(&t, NULL, ask_status, &cl), 0);
+    serve_one(c);
+    pthread_join(t, NULL);
+    assert_int_equal(cl.r, 0);
+    json_decref(cl.answer);
+    control_close(c);
+}
+
+/* ~/.cache on a read-only file system: the cache goes to the runtime
+ * folder instead (a child in its own mount namespace, as root). */
+static void read_only_cache_falls_back(void **state)
+{
+    char *home = in_dir("rohome"), *run = in_dir("run-ro");
+    int status;
+    pid_t pid;
+    (void)state;
+
+    if (geteuid() != 0)
+        skip();
+    mkdir(home, 0700);
+    mkdir(run, 0700);
+    pid = fork();
+    if (pid == 0) {
+        char *cache, want[256];
+        struct stat st;
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("tmpfs", home, "tmpfs", MS_RDONLY, NULL) < 0)
+            _exit(77);
+        unsetenv("XDG_CACHE_HOME");
+        setenv("HOME", home, 1);
+        setenv("XDG_RUNTIME_DIR", run, 1);
+        cache = paths_cache_dir("kernels");
+        snprintf(want, sizeof(want), "%s/smolvm/cache/kernels", run);
+        _exit(cache && strcmp(cache, want) == 0 && stat(cache, &st) == 0 && S_ISDIR(st.st_mode)
+                  ? 0 : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        skip();
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A symlink planted at save's temporary name is not written through. */
+static void temporary_file_is_not_a_planted_link(void **state)
+{
+    char *victim = in_dir("victim"), tmp[300], *bundle = in_dir("out.smolmachine");
+    struct stat st;
+    (void)state;
+
+    assert_int_equal(file_write_new(victim, "precious", 8), 0);
+    snprintf(tmp, sizeof(tmp), "%s.tmp-%d", bundle, (int)getpid());
+    assert_int_equal(symlink(victim, tmp), 0);
+    assert_true(file_create_exclusive(tmp, 0600) < 0);
+    assert_true(file_replace(bundle, "new", 3) < 0);
+    assert_int_equal(stat(victim, &st), 0);
+    assert_int_equal(st.st_size, 8);
+    assert_int_equal(lstat(tmp, &st), 0);
+    assert_true(S_ISLNK(st.st_mode)); /* left as it was */
+    unlink(tmp);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    return scratch_setup("control");
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(socket_is_private),
+        cmocka_unit_test(request_round_trip),
+        cmocka_unit_test(slow_client_is_cut_off),
+        cmocka_unit_test(client_gives_up_on_a_silent_vm),
+        cmocka_unit_test(other_user_is_refused),
+        cmocka_unit_test(runtime_folders_in_order),
+        cmocka_unit_test(socket_falls_back_to_the_next_folder),
+        cmocka_unit_test(read_only_cache_falls_back),
+        cmocka_unit_test(temporary_file_is_not_a_planted_link),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
