@@ -227,6 +227,9 @@ static int parse_args(int argc, char **argv, struct run_options *o)
      * host has (ENOMEM) is this host's limit, checked at boot. */
     if (vm_config_check(&o->vm) == -EINVAL)
         return cli_fail(CLI_USAGE, "%s", err_msg());
+    /* A bad name is the command line's fault, found before any file is looked at. */
+    if (o->name && cli_check_name(o->name) != CLI_OK)
+        return CLI_USAGE;
     err_clear();
     return CLI_OK;
 }
