@@ -70,7 +70,7 @@ static int lock_delta(const struct store *s, const char *name, int *fd)
         r = err_set(errno, "'%s'", delta);
     else if (*fd >= 0 && flock(*fd, LOCK_SH | LOCK_NB) < 0)
         r = errno == EWOULDBLOCK
-                ? err_plain(EBUSY, "instance '%s' is in use: a VM has its disk '%s' open "
+                ? err_plain(EBUSY, "instance '%s' is running: a VM has its disk '%s' open "
                                    "(stop or save it first)", name, delta)
                 : err_set(errno, "lock '%s'", delta);
     if (r < 0 && *fd >= 0) {

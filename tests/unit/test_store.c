@@ -350,7 +350,7 @@ static void test_delta_in_use(void **state)
     assert_int_equal(disk_open(i.delta, 0, &vm_disk), 0);
 
     assert_int_equal(store_reset(s, "busy"), -EBUSY);
-    assert_non_null(strstr(err_msg(), "instance 'busy' is in use"));
+    assert_non_null(strstr(err_msg(), "instance 'busy' is running"));
     assert_null(strchr(err_msg(), '\n'));
     assert_int_equal(store_remove(s, "busy"), -EBUSY);
     assert_int_equal(store_commit(s, "busy", "live", layer), -EBUSY);
