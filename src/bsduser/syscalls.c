@@ -194,15 +194,16 @@ static long sys_exit(const long *a)
 static long sys_read(const long *a) { return bsd_result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
 static long sys_write(const long *a) { return bsd_result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
 /* -o FILE's descriptor is smolvm's: the guest can neither close it nor
- * dup2 over it (EBADF, as for a descriptor it does not have). */
-static bool is_trace_fd(long fd)
+ * dup2 over it (EBADF, as for a descriptor it does not have). An int, as
+ * the calls read it: 0x100000000 + fd is fd to them. */
+static bool is_trace_fd(int fd)
 {
     return bsd_proc->trace_fd != STDERR_FILENO && fd == bsd_proc->trace_fd;
 }
 
 static long sys_close(const long *a)
 {
-    if (is_trace_fd(a[0]))
+    if (is_trace_fd((int)a[0]))
         return -EBADF;
     bsd_kqueue_forget((int)a[0]);
     return bsd_result(close((int)a[0]));
