@@ -194,15 +194,16 @@ static long sys_exit(const long *a)
 static long sys_read(const long *a) { return bsd_result(read((int)a[0], (void *)a[1], (size_t)a[2])); }
 static long sys_write(const long *a) { return bsd_result(write((int)a[0], (void *)a[1], (size_t)a[2])); }
 /* -o FILE's descriptor is smolvm's: the guest can neither close it nor
- * dup2 over it (EBADF, as for a descriptor it does not have). */
-static bool is_trace_fd(long fd)
+ * dup2 over it (EBADF, as for a descriptor it does not have). An int, as
+ * the calls read it: 0x100000000 + fd is fd to them. */
+static bool is_trace_fd(int fd)
 {
     return bsd_proc->trace_fd != STDERR_FILENO && fd == bsd_proc->trace_fd;
 }
 
 static long sys_close(const long *a)
 {
-    if (is_trace_fd(a[0]))
+    if (is_trace_fd((int)a[0]))
         return -EBADF;
     bsd_kqueue_forget((int)a[0]);
     return bsd_result(close((int)a[0]));
@@ -729,10 +730,23 @@ static long sys_chflagsat(const long *a)
 
 static long sys_umask(const long *a) { return umask((mode_t)a[0]); }
 static long sys_dup(const long *a) { return bsd_result(dup((int)a[0])); }
-static long sys_dup2(const long *a)
+/* dup2, and fcntl's F_DUP2FD (cloexec false) and F_DUP2FD_CLOEXEC. Linux's
+ * dup3 refuses old == new, where FreeBSD's F_DUP2FD_CLOEXEC answers new with
+ * close-on-exec set. */
+static long dup_to(int old, int new, bool cloexec)
 {
-    return is_trace_fd(a[0]) || is_trace_fd(a[1]) ? -EBADF : bsd_result(dup2((int)a[0], (int)a[1]));
+    if (is_trace_fd(old) || is_trace_fd(new))
+        return -EBADF;
+    if (!cloexec)
+        return bsd_result(dup2(old, new));
+    if (old != new)
+        return bsd_result(dup3(old, new, O_CLOEXEC));
+    int flags = fcntl(old, F_GETFD);
+    if (flags < 0 || fcntl(old, F_SETFD, flags | FD_CLOEXEC) < 0)
+        return -errno;
+    return old;
 }
+static long sys_dup2(const long *a) { return dup_to((int)a[0], (int)a[1], false); }
 static long sys_fsync(const long *a) { return bsd_result(fsync((int)a[0])); }
 static long sys_ftruncate(const long *a) { return bsd_result(ftruncate((int)a[0], (off_t)a[1])); }
 static long sys_kill(const long *a)
@@ -780,11 +794,17 @@ static long sys_fcntl(const long *a)
 {
     int fd = (int)a[0];
     long r, cmd = a[1];
-    /* The commands both BSDs number alike, but F_DUPFD_CLOEXEC. */
+    /* The commands both BSDs number alike (F_DUPFD to F_SETFL), and NetBSD's
+     * F_DUPFD_CLOEXEC; NetBSD's others are not FreeBSD's (its 10 is F_CLOSEM). */
     if (bsd_proc->os == BSD_NETBSD)
         cmd = cmd == NETBSD_F_DUPFD_CLOEXEC ? FREEBSD_F_DUPFD_CLOEXEC
-            : cmd == FREEBSD_F_DUPFD_CLOEXEC ? -1 : cmd;
+            : cmd <= FREEBSD_F_SETFL ? cmd : -1;
     switch (cmd) {
+    /* Go's forked child moves its error pipe and the fds it hands on with
+     * F_DUP2FD_CLOEXEC whenever one is numbered below another: EINVAL here
+     * was "fork/exec: invalid argument" at random (fd numbers vary). */
+    case FREEBSD_F_DUP2FD: return dup_to(fd, (int)a[2], false);
+    case FREEBSD_F_DUP2FD_CLOEXEC: return dup_to(fd, (int)a[2], true);
     case FREEBSD_F_DUPFD: return bsd_result(fcntl(fd, F_DUPFD, (int)a[2]));
     case FREEBSD_F_DUPFD_CLOEXEC: return bsd_result(fcntl(fd, F_DUPFD_CLOEXEC, (int)a[2]));
     case FREEBSD_F_GETFD: return bsd_result(fcntl(fd, F_GETFD));

@@ -302,6 +302,8 @@ static void test_strace_to_file(void **state)
     assert_int_equal(sh("grep -qF 'mmap(0x0,1048576,PROT_READ|PROT_WRITE,MAP_PRIVATE|MAP_ANON,-1,0x0) = ' trace"), 0);
     assert_int_equal(run("-o trace ./fbsd processes"), 0);
     assert_int_equal(sh("grep -qF 'write(1,\"hello from a BSD program\\n\",25)' trace"), 0);
+    assert_int_equal(run("-o trace ./fbsd tracefd"), 0);
+    assert_int_equal(sh("grep -qF 'write(1,\"after the closes\\n\",17)' trace"), 0);
     assert_int_equal(run("-o /nonexistent-dir/trace ./fbsd"), 1);
 }
 
