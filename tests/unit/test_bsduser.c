@@ -18,14 +18,9 @@ static char smolvm[4200];
 
 static int setup(void **state)
 {
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     (void)state;
-    if (n <= 0)
+    if (scratch_find_smolvm(smolvm, sizeof(smolvm)) < 0)
         return -1;
-    exe[n] = 0;
-    *strrchr(exe, '/') = 0;
-    snprintf(smolvm, sizeof(smolvm), "%s/../../smolvm", exe);
     if (scratch_setup("bsduser") < 0)
         return -1;
     /* The programs, as each BSD's toolchain would link them. */

@@ -21,14 +21,9 @@ static char smolvm[4200];
 
 static int setup(void **state)
 {
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     (void)state;
-    if (n <= 0)
+    if (scratch_find_smolvm(smolvm, sizeof(smolvm)) < 0)
         return -1;
-    exe[n] = 0;
-    *strrchr(exe, '/') = 0;
-    snprintf(smolvm, sizeof(smolvm), "%s/../../smolvm", exe);
     return scratch_setup("store-cli") ||
            sh("head -c 2M /dev/urandom > img.raw && head -c 100 /dev/urandom > small.raw");
 }
