@@ -775,7 +775,11 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     instance_state detach appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket"
+# What is to run and what has run (tests/nested/run gives a wedged L1's
+# unfinished scenarios another one).
+echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
+    echo "$s" >> "$results/done"
 done
 rm -rf "$work"
