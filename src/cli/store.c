@@ -30,16 +30,6 @@ static bool wants_help(int argc, char **argv, const char *usage, const char *tex
     return false;
 }
 
-/* --json anywhere: errors too are then JSON, so it is known before the
- * options are parsed. */
-static bool wants_json(int argc, char **argv)
-{
-    /* main() looked for it already (cli_json); argv kept for the callers. */
-    (void)argc;
-    (void)argv;
-    return cli_json();
-}
-
 static void print_json(json_t *j)
 {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -47,53 +37,42 @@ static void print_json(json_t *j)
     free(text);
 }
 
-/* The shared convention (cli_fail): "smolvm: VERB: message" on stderr,
- * and under --json the error object on stdout too; main() recorded the
- * verb and whether --json was given. */
-static int report_error(int code, const char *verb, bool json, const char *message)
+/* Errors follow the shared convention (cli_fail: "smolvm: VERB: message",
+ * and the error object under --json, both known from main()). */
+static int failed(void)
 {
-    (void)verb;
-    (void)json;
-    return cli_fail(code, "%s", message);
+    return cli_fail(CLI_FAILED, "%s", err_msg());
 }
 
-static int failed(const char *verb, bool json)
-{
-    return report_error(CLI_FAILED, verb, json, err_msg());
-}
-
-static int usage_error(const char *verb, bool json, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int usage_error(const char *verb, bool json, const char *fmt, ...)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
     char message[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(message, sizeof(message), fmt, ap);
+    vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof(message))
-        snprintf(message + n, sizeof(message) - (size_t)n, " (try 'smolvm %s --help')", verb);
-    return report_error(CLI_USAGE, verb, json, message);
+    return cli_fail(CLI_USAGE, "%s (try 'smolvm %s --help')", message, cli_verb());
 }
 
 /* An option the verb does not handle (cli_getopt_long refuses unknown ones itself). */
-static int bad_option(const char *verb, bool json, int c, char **argv)
+static int bad_option(int c, char **argv)
 {
     if (c == ':')
-        return usage_error(verb, json, "option '%s' needs a value", argv[optind - 1]);
-    return usage_error(verb, json, "unknown option '%s'", argv[optind - 1]);
+        return usage_error("option '%s' needs a value", argv[optind - 1]);
+    return usage_error("unknown option '%s'", argv[optind - 1]);
 }
 
 /* The one NAME a verb takes, checked as the store checks it. */
-static int name_argument(const char *verb, bool json, int argc, char **argv, const char **name)
+static int name_argument(int argc, char **argv, const char **name)
 {
     if (argc == optind)
-        return usage_error(verb, json, "no instance NAME");
+        return usage_error("no instance NAME");
     if (argc - optind > 1)
-        return usage_error(verb, json, "one instance NAME ('%s' is one too many)",
+        return usage_error("one instance NAME ('%s' is one too many)",
                            argv[optind + 1]);
     if (!store_name_ok(argv[optind]))
-        return usage_error(verb, json, "'%s' is not a valid instance name (1-64 letters, digits, "
+        return usage_error("'%s' is not a valid instance name (1-64 letters, digits, "
                                        "'.', '_', '-')", argv[optind]);
     *name = argv[optind];
     return CLI_OK;
@@ -216,7 +195,7 @@ static int verb_create(int argc, char **argv)
     struct vm_config cfg;
     struct store *s;
     uint64_t cpus = 0;
-    bool json = wants_json(argc, argv), reused;
+    bool json = cli_json(), reused;
     int c, r;
 
     if (wants_help(argc, argv, usage,
@@ -254,18 +233,18 @@ static int verb_create(int argc, char **argv)
         else if (c == 'v')
             trusted_key = optarg;
         else if (c == 'c' && (size_parse(optarg, 1, &cpus) < 0 || !cpus || cpus > 255))
-            return usage_error("create", json, "--cpus '%s': a number from 1 to 255", optarg);
+            return usage_error("--cpus '%s': a number from 1 to 255", optarg);
         else if (c == 'm' && (size_parse(optarg, 1ull << 20, &mem) < 0 || !mem))
-            return usage_error("create", json, "--mem '%s': a size such as 512M", optarg);
+            return usage_error("--mem '%s': a size such as 512M", optarg);
         else if (c != 'c' && c != 'm')
-            return bad_option("create", json, c, argv);
+            return bad_option(c, argv);
     }
-    if ((r = name_argument("create", json, argc, argv, &name)) != CLI_OK)
+    if ((r = name_argument(argc, argv, &name)) != CLI_OK)
         return r;
     if (!from)
-        return usage_error("create", json, "--from SOURCE is required");
+        return usage_error("--from SOURCE is required");
     if (store_open(&s) < 0)
-        return failed("create", json);
+        return failed();
     r = import_source(s, from, top, kernel, initrd, &cfg, &state, trusted_key);
     if (r == 0 && state && (cpus || mem))
         r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", from);
@@ -286,7 +265,7 @@ static int verb_create(int argc, char **argv)
     else if (r == 0)
         printf("%s\n", name);
     store_close(s);
-    return r < 0 ? failed("create", json) : CLI_OK;
+    return r < 0 ? failed() : CLI_OK;
 }
 
 /* reset and rm: one instance name, and --json. */
@@ -294,7 +273,7 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
                     int (*op)(struct store *, const char *))
 {
     static const struct option longs[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
-    bool json = wants_json(argc, argv), removes = op == store_remove;
+    bool json = cli_json(), removes = op == store_remove;
     const char *name;
     struct store *s;
     int c, r;
@@ -304,11 +283,11 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
     optind = 1;
     while ((c = cli_getopt_long(argc, argv, "", longs, NULL)) != -1)
         if (c != 'j')
-            return bad_option(argv[0], json, c, argv);
-    if ((r = name_argument(argv[0], json, argc, argv, &name)) != CLI_OK)
+            return bad_option(c, argv);
+    if ((r = name_argument(argc, argv, &name)) != CLI_OK)
         return r;
     if (store_open(&s) < 0)
-        return failed(argv[0], json);
+        return failed();
     r = op(s, name);
     if (r == 0 && json && removes) {
         json_t *j = json_pack("{sssb}", "name", name, "removed", 1);
@@ -318,7 +297,7 @@ static int one_name(int argc, char **argv, const char *usage, const char *text,
         r = print_instance(s, name, NULL, NULL);
     }
     store_close(s);
-    return r < 0 ? failed(argv[0], json) : CLI_OK;
+    return r < 0 ? failed() : CLI_OK;
 }
 
 int cli_reset(int argc, char **argv)
@@ -351,7 +330,7 @@ int cli_commit(int argc, char **argv)
                                           {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
     const char *message = NULL, *name;
     char hash[HASH_HEX];
-    bool json = wants_json(argc, argv);
+    bool json = cli_json();
     struct store *s;
     int c, r;
 
@@ -369,19 +348,19 @@ int cli_commit(int argc, char **argv)
         if (c == 'm')
             message = optarg;
         else if (c != 'j')
-            return bad_option("commit", json, c, argv);
+            return bad_option(c, argv);
     }
-    if ((r = name_argument("commit", json, argc, argv, &name)) != CLI_OK)
+    if ((r = name_argument(argc, argv, &name)) != CLI_OK)
         return r;
     if (store_open(&s) < 0)
-        return failed("commit", json);
+        return failed();
     r = store_commit(s, name, message, hash);
     if (r == 0 && json)
         r = print_instance(s, name, "layer", hash);
     else if (r == 0)
         puts(hash);
     store_close(s);
-    return r < 0 ? failed("commit", json) : CLI_OK;
+    return r < 0 ? failed() : CLI_OK;
 }
 
 static const char *sort_key;
@@ -455,7 +434,7 @@ static void print_instances(json_t *all)
 /* ls and layers: a table, or --json. */
 static int listing(int argc, char **argv, int (*list)(struct store *, json_t *), bool layers)
 {
-    bool json = wants_json(argc, argv);
+    bool json = cli_json();
     struct store *s;
     json_t *all = json_array(), *in_order;
 
@@ -475,12 +454,12 @@ static int listing(int argc, char **argv, int (*list)(struct store *, json_t *),
         return CLI_OK;
     if (argc > 2 || (argc == 2 && !json)) {
         json_decref(all);
-        return argv[1][0] == '-' ? usage_error(argv[0], json, "unknown option '%s'", argv[1])
-                                 : usage_error(argv[0], json, "no arguments, only --json");
+        return argv[1][0] == '-' ? usage_error("unknown option '%s'", argv[1])
+                                 : usage_error("no arguments, only --json");
     }
     if (store_open(&s) < 0 || list(s, all) < 0) {
         json_decref(all);
-        return failed(argv[0], json);
+        return failed();
     }
     store_close(s);
     in_order = sorted(all, layers ? "created" : "name");
@@ -507,7 +486,7 @@ int cli_layers(int argc, char **argv)
 
 int cli_gc(int argc, char **argv)
 {
-    bool json = wants_json(argc, argv);
+    bool json = cli_json();
     struct store *s;
     unsigned removed;
 
@@ -517,14 +496,14 @@ int cli_gc(int argc, char **argv)
                    "      --json  print {\"layers_removed\": N}; errors as {\"error\": ...}\n"))
         return CLI_OK;
     if (argc > 2 || (argc == 2 && !json))
-        return argv[1][0] == '-' ? usage_error("gc", json, "unknown option '%s'", argv[1])
-                                 : usage_error("gc", json, "no arguments, only --json");
+        return argv[1][0] == '-' ? usage_error("unknown option '%s'", argv[1])
+                                 : usage_error("no arguments, only --json");
     if (store_open(&s) < 0)
-        return failed("gc", json);
+        return failed();
     int r = store_gc(s, &removed);
     store_close(s);
     if (r < 0)
-        return failed("gc", json);
+        return failed();
     if (json) {
         json_t *j = json_pack("{si}", "layers_removed", (int)removed);
         print_json(j);
