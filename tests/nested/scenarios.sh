@@ -288,10 +288,13 @@ scenario_snapshot() {
 }
 
 # Anywhere in a line: the tty's echo of "quit" can land inside one.
-counts() { grep -a -o 'COUNT [0-9]*' "$work/$1.out" | cut -d' ' -f2; }
+# The guest's tty can echo a "quit" into a COUNT line ("COUNqT 38 ...
+# daute=...i41t"): its letters are dropped before parsing.
+counted_lines() { tr -d 'qui' < "$work/$1.out"; }
+counts() { counted_lines "$1" | grep -a -o 'COUNT [0-9]*' | cut -d' ' -f2; }
 first_count() { counts "$1" | head -n 1; }
 last_count() { counts "$1" | tail -n 1; }
-date_at() { grep -a "COUNT $2 " "$work/$1.out" | sed -n 's/.*date=\([0-9]*\).*/\1/p' | head -n 1; }
+date_at() { counted_lines "$1" | grep -a "COUNT $2 " | sed -n 's/.*date=\([0-9]*\).*/\1/p' | head -n 1; }
 disk_counter() { debugfs -R 'cat /counter' "$1" 2>/dev/null | tr -d '\n'; }
 # instance_raw NAME: the instance's disk 0 (a qcow2 overlay on the cached
 # base) flattened by qemu-img, for debugfs and e2fsck.
