@@ -15,6 +15,7 @@ void vm_config_defaults(struct vm_config *cfg)
     cfg->cmdline = "console=ttyS0";
     cfg->rng = true;
     cfg->kernel_cache = true;
+    cfg->vsock_cid = VM_DEFAULT_VSOCK_CID;
 }
 
 static uint64_t host_memory_bytes(void)
@@ -32,6 +33,8 @@ int vm_config_check(const struct vm_config *cfg)
     if (cfg->mem_bytes < VM_MIN_MEM)
         return err_plain(EINVAL, "--mem must be at least %llu MiB",
                          (unsigned long long)(VM_MIN_MEM >> 20));
+    if (cfg->vsock_cid != 0 && (cfg->vsock_cid < 3 || cfg->vsock_cid == UINT32_MAX))
+        return err_plain(EINVAL, "--vsock-cid must be at least 3 (0, 1 and 2 are reserved)");
     if (cfg->mem_bytes % 4096)
         return err_plain(EINVAL, "--mem must be a multiple of 4 KiB");
     if (cfg->mem_bytes > host)
@@ -72,6 +75,7 @@ char *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(root, "discovery",
                         json_string(cfg->discovery == VM_DISCOVERY_CMDLINE ? "cmdline" : "acpi"));
     json_object_set_new(root, "disks", disks);
+    json_object_set_new(root, "vsock_cid", json_integer(cfg->vsock_cid));
     text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text)
@@ -101,6 +105,20 @@ static int parse_disks(json_t *disks, struct vm_config *cfg)
         dc->read_only = json_is_true(json_object_get(d, "read_only"));
         dc->direct = json_is_true(json_object_get(d, "direct"));
     }
+    return 0;
+}
+
+/* Bundles from before virtio-vsock have none: their saved state has no
+ * such device. */
+static int parse_vsock_cid(json_t *v, struct vm_config *cfg)
+{
+    cfg->vsock_cid = 0;
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || (json_integer_value(v) != 0 && json_integer_value(v) < 3) ||
+        json_integer_value(v) > UINT32_MAX - 1)
+        return err_plain(EINVAL, "config: bad \"vsock_cid\"");
+    cfg->vsock_cid = (uint32_t)json_integer_value(v);
     return 0;
 }
 
@@ -139,6 +157,8 @@ int vm_config_from_json(const char *text, struct vm_config *cfg)
         cfg->discovery = VM_DISCOVERY_CMDLINE;
     else if (r == 0 && discovery && strcmp(discovery, "acpi") != 0)
         r = err_plain(EINVAL, "config: bad \"discovery\"");
+    if (r == 0)
+        r = parse_vsock_cid(json_object_get(root, "vsock_cid"), cfg);
     cfg->cmdline = dup_string(root, "cmdline");
     cfg->owns_strings = true;
     if (r == 0 && json_object_get(root, "disks"))

@@ -10,6 +10,7 @@
 #define VM_MAX_CPUS 255 /* APIC IDs fit a byte in the MADT */
 
 #define VM_MAX_DISKS 16
+#define VM_DEFAULT_VSOCK_CID 3
 
 struct vm_disk_config {
     const char *path;
@@ -37,6 +38,8 @@ struct vm_config {
     bool rng;                /* virtio-rng */
     enum vm_discovery discovery;
     bool kernel_cache;       /* boot bzImages from a cached, unpacked vmlinux */
+    uint32_t vsock_cid;      /* virtio-vsock's guest CID (>= 3); 0: no device */
+    const char *vsock_path;  /* its host unix socket (host-only, not in JSON); NULL: none */
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];
     bool owns_strings; /* from vm_config_from_json(): vm_config_release() frees them */

@@ -1,0 +1,59 @@
+/* virtio-vsock (virtio 1.2, section 5.10) served by smolvm itself: no
+ * vhost-vsock module, no privileges. The host side is one unix socket per
+ * VM with Firecracker's protocol, so existing clients work:
+ *  - a host program connects to the socket, writes "CONNECT <port>\n" and
+ *    reads "OK <hostport>\n" once the guest accepted (the connection is
+ *    closed when nobody listens on that guest port);
+ *  - a guest connection to host port P is a connection to "<socket>_P".
+ * Every field of every packet comes from the guest and is checked: packets
+ * longer than their buffers and queues without room for a header mark the
+ * device broken; unknown operations and connections are answered with RST;
+ * a guest sending past the credit it was given is reset; a guest that
+ * never grants credit only stops its connections (smolvm then stops
+ * reading the host socket); connections are at most VSOCK_MAX_CONNS. */
+#ifndef SMOLVM_DEVICES_VIRTIO_VSOCK_H
+#define SMOLVM_DEVICES_VIRTIO_VSOCK_H
+
+#include <stdint.h>
+
+#define VIRTIO_ID_VSOCK 19
+#define VSOCK_HOST_CID 2
+
+#define VSOCK_RXQ 0
+#define VSOCK_TXQ 1
+#define VSOCK_EVENTQ 2
+
+/* struct virtio_vsock_hdr, little-endian, packed. */
+#define VSOCK_HDR_BYTES 44
+#define VSOCK_TYPE_STREAM 1
+enum vsock_op {
+    VSOCK_OP_INVALID = 0,
+    VSOCK_OP_REQUEST = 1,
+    VSOCK_OP_RESPONSE = 2,
+    VSOCK_OP_RST = 3,
+    VSOCK_OP_SHUTDOWN = 4,
+    VSOCK_OP_RW = 5,
+    VSOCK_OP_CREDIT_UPDATE = 6,
+    VSOCK_OP_CREDIT_REQUEST = 7,
+};
+#define VSOCK_SHUTDOWN_RCV 1
+#define VSOCK_SHUTDOWN_SEND 2
+#define VSOCK_EVENT_TRANSPORT_RESET 0
+
+/* Limits a guest cannot move. */
+#define VSOCK_MAX_CONNS 64              /* open connections, both directions */
+#define VSOCK_BUF_ALLOC (256u << 10)    /* guest->host bytes buffered per connection */
+#define VSOCK_MAX_PAYLOAD (64u << 10)   /* one packet's payload */
+#define VSOCK_CONNECT_TIMEOUT_MS 2000   /* CONNECT line, and the guest's answer to it */
+
+struct vsock_hdr {
+    uint64_t src_cid, dst_cid;
+    uint32_t src_port, dst_port, len;
+    uint16_t type, op;
+    uint32_t flags, buf_alloc, fwd_cnt;
+};
+
+void vsock_hdr_encode(const struct vsock_hdr *h, uint8_t out[VSOCK_HDR_BYTES]);
+void vsock_hdr_decode(const uint8_t in[VSOCK_HDR_BYTES], struct vsock_hdr *h);
+
+#endif
