@@ -5,6 +5,9 @@
  * it. Then it runs the command given as smolvm.run="..." on the kernel
  * command line through /bin/sh and powers off, or execs /sbin/init.
  *
+ * The guest agent (/smolvm-agent in the initramfs, when there) is started
+ * on the new root before either: `smolvm exec` and `smolvm cp` talk to it.
+ *
  * Kernel command line: smolvm.root=/dev/vda (default), smolvm.rootfs=ext2
  * (ext4 also mounts ext2), smolvm.ro, smolvm.run="command". */
 #define _GNU_SOURCE
@@ -151,6 +154,24 @@ static void switch_root(const char *dev, const char *fstype, bool ro)
         fail("switch root");
 }
 
+/* The agent runs from the initramfs file, opened before the switch, on
+ * the new root. */
+static void start_agent(int fd)
+{
+    static char *const argv[] = {"smolvm-agent", NULL};
+    extern char **environ;
+
+    if (fd < 0)
+        return;
+    if (fork() == 0) {
+        setsid();
+        fexecve(fd, argv, environ);
+        say("agent: %s", strerror(errno));
+        _exit(127);
+    }
+    close(fd);
+}
+
 int main(void)
 {
     char cmdline[CMDLINE_MAX] = "", dev[128], fstype[32], run[CMDLINE_MAX];
@@ -169,11 +190,13 @@ int main(void)
         close(fd);
     }
     load_modules(cmdline);
+    int agent = open("/smolvm-agent", O_RDONLY | O_CLOEXEC);
     switch_root(param(cmdline, "smolvm.root", dev, sizeof(dev)) ? dev : "/dev/vda",
                 param(cmdline, "smolvm.rootfs", fstype, sizeof(fstype)) ? fstype : "ext2",
                 param(cmdline, "smolvm.ro", run, sizeof(run)) != NULL);
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
     setenv("HOME", "/root", 1);
+    start_agent(agent);
     if (!param(cmdline, "smolvm.run", run, sizeof(run))) {
         execl("/sbin/init", "init", (char *)NULL);
         fail("/sbin/init");

@@ -590,6 +590,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0) {
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;
+        m->cfg.vsock_path = o->vsock_path;
         m->memory = o->memory;
         /* A store instance has its folder (and disks) already. */
         if (!o->instance)

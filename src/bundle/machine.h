@@ -39,6 +39,7 @@ struct machine_start_options {
     const struct vm_config *instance;
     /* A public key file: the bundle must be signed with its private key. */
     const char *trusted_key;
+    const char *vsock_path; /* the host end of its vsock device, if it has one */
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */

@@ -37,6 +37,12 @@ int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
+int cli_exec(int argc, char **argv);
+int cli_cp(int argc, char **argv);
+int cli_shell(int argc, char **argv);
+/* The host end of VM NAME's vsock device: RUNTIME/NAME.vsock (malloc'd;
+ * NULL without a runtime folder) (exec.c). */
+char *cli_vsock_path(const char *name);
 
 struct vm_config;
 /* An instance's boot settings and delta into cfg, and the state bundle it

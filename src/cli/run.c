@@ -42,6 +42,7 @@ static const char pack_help[] =
     "      --json             print {\"path\"} when written\n"
     "  -h, --help             this text\n"
     "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --no-rng,\n"
+    "               --no-vsock, --vsock-cid,\n"
     "               --console, --virtio-discovery ('smolvm run --help')\n"
     "\n"
     "Exit status: 0 when written, 1 on errors, 2 on a bad command line.\n";
@@ -69,6 +70,11 @@ static const char run_help[] =
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
     "      --no-rng           no virtio-rng device\n"
+    "      --no-vsock         no virtio-vsock device (no 'smolvm exec', 'cp', 'shell')\n"
+    "      --vsock-cid CID    the guest's vsock address (default 3); the host end is\n"
+    "                         the unix socket RUNTIME/NAME.vsock (Firecracker's protocol:\n"
+    "                         'CONNECT PORT'; guest connections to host port P go to\n"
+    "                         RUNTIME/NAME.vsock_P)\n"
     "      --no-kernel-cache  boot a bzImage as it is, not from its cached unpacked vmlinux\n"
     "      --console serial|virtio\n"
     "                         which device gets this terminal's input: COM1 (ttyS0,\n"
@@ -132,6 +138,16 @@ static int parse_disk(char *spec, struct vm_config *cfg)
     return 0;
 }
 
+/* --vsock-cid N: the guest's vsock address (0, 1, 2 and 2^32-1 are reserved). */
+static int parse_vsock_cid(const char *text, struct vm_config *cfg)
+{
+    unsigned cid;
+    if (parse_cpus(text, &cid) < 0 || cid < 3)
+        return -1;
+    cfg->vsock_cid = cid;
+    return 0;
+}
+
 /* 0 for the first word, 1 for the second, -1 for neither. */
 static int pick(const char *arg, const char *first, const char *second)
 {
@@ -141,7 +157,7 @@ static int pick(const char *arg, const char *first, const char *second)
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
     enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE,
-           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN };
+           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN, OPT_NO_VSOCK, OPT_VSOCK_CID };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -152,6 +168,8 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"name", required_argument, NULL, 'n'},
         {"detach", no_argument, NULL, OPT_DETACH},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
+        {"no-vsock", no_argument, NULL, OPT_NO_VSOCK},
+        {"vsock-cid", required_argument, NULL, OPT_VSOCK_CID},
         {"console", required_argument, NULL, OPT_CONSOLE},
         {"no-kernel-cache", no_argument, NULL, OPT_NO_KERNEL_CACHE},
         {"virtio-discovery", required_argument, NULL, OPT_DISCOVERY},
@@ -193,6 +211,11 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         case 'o': o->output = optarg; break;
         case OPT_DETACH: o->detach = true; break;
         case OPT_NO_RNG: o->vm.rng = false; break;
+        case OPT_NO_VSOCK: o->vm.vsock_cid = 0; break;
+        case OPT_VSOCK_CID:
+            if (parse_vsock_cid(optarg, &o->vm) < 0)
+                return cli_fail(CLI_USAGE, "--vsock-cid '%s' is not a CID of 3 or more", optarg);
+            break;
         case OPT_NO_KERNEL_CACHE: o->vm.kernel_cache = false; break;
         case OPT_CONSOLE:
             if ((choice = pick(optarg, "serial", "virtio")) < 0)
@@ -333,6 +356,7 @@ int cli_run(int argc, char **argv)
         code = serve_open(o.name, &server);
     if (code != CLI_OK)
         return code;
+    o.vm.vsock_path = cli_vsock_path(serve_name(server));
     if (o.appliance && use_appliance(&o, serve_name(server)) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

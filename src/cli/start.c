@@ -58,6 +58,7 @@ static int start_machine(const char *what, const struct machine_start_options *s
     vm_config_defaults(&cfg);
     cfg.interactive = so->interactive;
     cfg.trace_until = so->trace_until;
+    cfg.vsock_path = so->vsock_path;
     int r = cli_instance_config(what, &cfg, &resume, &shared);
     if (r < 0 || !resume)
         return r < 0 ? r : machine_boot(&cfg, m);
@@ -146,6 +147,7 @@ int cli_start(int argc, char **argv)
         so.interactive = false;
     }
     so.name = serve_name(server);
+    so.vsock_path = cli_vsock_path(so.name);
     if (start_machine(argv[optind], &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

@@ -125,6 +125,20 @@ static int hash_identity(struct hash_state *h, const char *what, const char *pat
     return r;
 }
 
+/* The guest agent built with the init (smolvm-agent beside it), or NULL:
+ * appliances are made without one then. */
+static char *agent_beside(const char *init)
+{
+    char *copy = strdup(init), *agent = NULL;
+    if (copy && asprintf(&agent, "%s/smolvm-agent", dirname(copy)) >= 0 &&
+        access(agent, R_OK) != 0) {
+        free(agent);
+        agent = NULL;
+    }
+    free(copy);
+    return agent;
+}
+
 static int input_key(const struct appliance_options *o, const char *kernel, const char *init,
                      const char *const *modules, size_t count, char key[65])
 {
@@ -136,6 +150,10 @@ static int input_key(const struct appliance_options *o, const char *kernel, cons
     int r = hash_identity(h, "kernel", kernel);
     if (r == 0)
         r = hash_identity(h, "init", init);
+    char *agent = agent_beside(init);
+    if (r == 0 && agent)
+        r = hash_identity(h, "agent", agent);
+    free(agent);
     if (r == 0)
         r = hash_identity(h, "busybox", BUSYBOX);
     for (size_t i = 0; r == 0 && i < count; i++)
@@ -175,6 +193,20 @@ static int module_entries(struct cpio *c, const struct kmod_list *l)
     return r < 0 ? r : cpio_add_file(c, "modules/order", 0644, order, strlen(order));
 }
 
+static int add_agent(struct cpio *c, const char *init)
+{
+    char *agent = agent_beside(init);
+    struct mapped_file f;
+    int r = agent ? file_map(agent, "agent", &f) : 0;
+
+    if (agent && r == 0) {
+        r = cpio_add_file(c, "smolvm-agent", 0755, f.data, f.len);
+        file_unmap(&f);
+    }
+    free(agent);
+    return r;
+}
+
 static int make_initrd(const char *path, const char *init, const struct kmod_list *modules,
                        uint32_t timestamp)
 {
@@ -194,6 +226,8 @@ static int make_initrd(const char *path, const char *init, const struct kmod_lis
     if (r == 0)
         r = cpio_add_file(&c, "init", 0755, f.data, f.len);
     file_unmap(&f);
+    if (r == 0)
+        r = add_agent(&c, init);
     if (r == 0)
         r = module_entries(&c, modules);
     if (r == 0)

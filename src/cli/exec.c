@@ -1,0 +1,746 @@
+/* smolvm exec, cp and shell: commands and files in a running VM, through
+ * the guest agent (guest/agent.c) on vsock port AGENT_PORT, reached over
+ * the VM's vsock socket (RUNTIME/NAME.vsock, Firecracker's CONNECT
+ * protocol). Protocol: docs/agent-protocol.md. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../guest/agent_proto.h"
+#include "api/control.h"
+#include "cli/cli.h"
+#include "util/err.h"
+#include "util/file.h"
+
+#define CONNECT_ANSWER_MS 5000 /* the device gives up on the guest after 2 s */
+#define JSON_OUTPUT_MAX (64u << 20)
+
+static uint8_t frame[AGENT_FRAME_MAX + 1];
+
+char *cli_vsock_path(const char *name)
+{
+    char *dir = NULL, *path = NULL;
+    if (control_dir(&dir) == 0 && asprintf(&path, "%s/%s.vsock", dir, name) < 0)
+        path = NULL;
+    free(dir);
+    return path;
+}
+
+/* ---- reaching the agent ---- */
+
+/* Reads "OK <port>\n": 1; 0 when the connection closed (nobody listens on
+ * the port); -1 on a timeout or a malformed answer. */
+static int read_ok_line(int fd)
+{
+    char line[32];
+    size_t n = 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    while (n < sizeof(line) - 1) {
+        if (poll(&p, 1, CONNECT_ANSWER_MS) != 1)
+            return -1;
+        ssize_t got = read(fd, line + n, 1);
+        if (got <= 0)
+            return n == 0 && got == 0 ? 0 : -1;
+        if (line[n++] == '\n')
+            break;
+    }
+    line[n] = 0;
+    return strncmp(line, "OK ", 3) == 0 ? 1 : -1;
+}
+
+static int connect_once(const char *path, int *out)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char line[32];
+    int r;
+
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        r = -errno;
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    int n = snprintf(line, sizeof(line), "CONNECT %u\n", AGENT_PORT);
+    r = agent_full_write(fd, line, (size_t)n) < 0 ? -1 : read_ok_line(fd);
+    if (r != 1) {
+        close(fd);
+        return r == 0 ? -ECONNREFUSED : -ETIMEDOUT;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* A connection to NAME's agent, retried while it is not listening for up
+ * to wait_ms (a VM still booting). Returns a CLI code. */
+static int agent_open(const char *name, long wait_ms, int *out)
+{
+    char *path;
+    int r;
+    struct timespec tick = {0, 100 * 1000 * 1000};
+
+    if (cli_check_name(name) != CLI_OK)
+        return CLI_USAGE;
+    path = cli_vsock_path(name);
+    if (!path)
+        return cli_fail(CLI_FAILED, "no runtime folder for VM sockets");
+    for (;;) {
+        r = connect_once(path, out);
+        if (r != -ECONNREFUSED || wait_ms <= 0)
+            break;
+        nanosleep(&tick, NULL);
+        wait_ms -= 100;
+    }
+    free(path);
+    if (r == 0)
+        return CLI_OK;
+    if (r == -ENOENT)
+        return cli_fail(CLI_FAILED, cli_vm_running(name)
+                                        ? "VM '%s' has no vsock device (started without one)"
+                                        : "no VM '%s' is running", name);
+    if (r == -ETIMEDOUT)
+        return cli_fail(CLI_FAILED, "no answer from VM '%s' (is it paused?)", name);
+    if (r == -ECONNREFUSED)
+        return cli_fail(CLI_FAILED, "no agent answers in VM '%s' (an appliance of 'smolvm image "
+                                    "build' runs one; still booting? try --wait)", name);
+    return cli_fail(CLI_FAILED, "VM '%s': %s", name, strerror(-r));
+}
+
+static int lost_agent(const char *name)
+{
+    return cli_fail(CLI_FAILED, "the agent of VM '%s' closed the connection (did it die, or "
+                                "the VM stop?)", name);
+}
+
+/* ---- exec ---- */
+
+static const char exec_help[] =
+    "usage: smolvm exec [options] NAME [--] COMMAND [ARG...]\n"
+    "\n"
+    "Runs COMMAND in the running VM NAME through its guest agent (appliances of\n"
+    "'smolvm image build' have one) and exits with its exit status (128+N when a\n"
+    "signal N killed it; 127 when it cannot be found, 126 when it cannot run).\n"
+    "Its output and errors arrive on this stdout and stderr.\n"
+    "\n"
+    "  -i, --interactive      send this stdin to the command (else it reads nothing)\n"
+    "  -t, --tty              run it on a terminal (window size and its changes\n"
+    "                         passed on; output and errors both on stdout)\n"
+    "  -e, --env K=V          set a variable (repeatable)\n"
+    "  -w, --workdir DIR      run in DIR (default: the user's home)\n"
+    "  -u, --user USER        run as USER (a name, or UID[:GID]; default root)\n"
+    "      --wait SECONDS     wait that long for the agent to listen (a VM booting)\n"
+    "      --json             print {\"exit_code\", \"signal\", \"stdout\", \"stderr\"} at the end\n"
+    "                         instead of the output\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "Exit status: the command's; 1 when it could not be run (no such VM, no agent,\n"
+    "the agent died), 2 on a bad command line.\n";
+
+struct exec_options {
+    const char *name;
+    char **argv;
+    int argc;
+    const char *env[256];
+    unsigned env_count;
+    const char *workdir, *user;
+    bool interactive, tty, json;
+    long wait_ms;
+};
+
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char s = (unsigned char)sig;
+    (void)!write(signal_pipe[1], &s, 1);
+    errno = saved;
+}
+
+static int parse_wait(const char *text, long *ms)
+{
+    char *end;
+    double s = strtod(text, &end);
+    if (end == text || *end || s < 0 || s > 3600)
+        return -1;
+    *ms = (long)(s * 1000);
+    return 0;
+}
+
+static int parse_exec(int argc, char **argv, struct exec_options *o)
+{
+    enum { OPT_JSON = 256, OPT_WAIT };
+    static const struct option longopts[] = {
+        {"interactive", no_argument, NULL, 'i'}, {"tty", no_argument, NULL, 't'},
+        {"env", required_argument, NULL, 'e'},   {"workdir", required_argument, NULL, 'w'},
+        {"user", required_argument, NULL, 'u'},  {"wait", required_argument, NULL, OPT_WAIT},
+        {"json", no_argument, NULL, OPT_JSON},   {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    int c;
+
+    optind = 1;
+    while ((c = cli_getopt_long(argc, argv, "+ite:w:u:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i': o->interactive = true; break;
+        case 't': o->tty = true; break;
+        case 'e':
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                return cli_fail(CLI_USAGE, "--env '%s' is not K=V", optarg);
+            if (o->env_count == sizeof(o->env) / sizeof(o->env[0]))
+                return cli_fail(CLI_USAGE, "at most 256 --env");
+            o->env[o->env_count++] = optarg;
+            break;
+        case 'w': o->workdir = optarg; break;
+        case 'u': o->user = optarg; break;
+        case OPT_WAIT:
+            if (parse_wait(optarg, &o->wait_ms) < 0)
+                return cli_fail(CLI_USAGE, "--wait '%s' is not a number of seconds", optarg);
+            break;
+        case OPT_JSON: o->json = true; break;
+        case 'h': fputs(exec_help, stdout); exit(CLI_OK);
+        default: return CLI_USAGE;
+        }
+    }
+    if (optind < argc)
+        o->name = argv[optind++];
+    if (optind < argc && strcmp(argv[optind], "--") == 0)
+        optind++;
+    if (!o->name || optind == argc)
+        return cli_fail(CLI_USAGE, "needs a VM name and a command (try 'smolvm exec --help')");
+    if (o->tty && o->json)
+        return cli_fail(CLI_USAGE, "--tty and --json do not go together");
+    o->argv = argv + optind;
+    o->argc = argc - optind;
+    return cli_check_name(o->name);
+}
+
+static int exec_request(const struct exec_options *o, uint8_t *payload, uint32_t *len)
+{
+    char text[48];
+    struct timespec now;
+    struct winsize ws;
+    int r = 0;
+
+    *len = 0;
+    for (int i = 0; r == 0 && i < o->argc; i++)
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "arg", o->argv[i]);
+    for (unsigned i = 0; r == 0 && i < o->env_count; i++)
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "env", o->env[i]);
+    if (r == 0 && o->workdir)
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "cwd", o->workdir);
+    if (r == 0 && o->user)
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "user", o->user);
+    if (r == 0 && o->interactive)
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "stdin", "1");
+    if (r == 0 && o->tty) {
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "tty", "1");
+        if (r == 0 && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+            snprintf(text, sizeof(text), "%u", ws.ws_row);
+            r = agent_field(payload, AGENT_FRAME_MAX, len, "rows", text);
+            snprintf(text, sizeof(text), "%u", ws.ws_col);
+            if (r == 0)
+                r = agent_field(payload, AGENT_FRAME_MAX, len, "cols", text);
+        }
+    }
+    /* The host's clock: a guest started from a bundle has the saved one. */
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(text, sizeof(text), "%lld.%09ld", (long long)now.tv_sec, now.tv_nsec);
+    if (r == 0)
+        r = agent_field(payload, AGENT_FRAME_MAX, len, "time", text);
+    return r;
+}
+
+struct output {
+    char *data;
+    size_t len, cap;
+};
+
+static int collect(struct output *out, const uint8_t *data, uint32_t len)
+{
+    if (out->len + len > JSON_OUTPUT_MAX)
+        return -1;
+    if (out->len + len > out->cap) {
+        size_t cap = (out->len + len) * 2;
+        char *p = realloc(out->data, cap);
+        if (!p)
+            return -1;
+        out->data = p;
+        out->cap = cap;
+    }
+    memcpy(out->data + out->len, data, len);
+    out->len += len;
+    return 0;
+}
+
+/* Output as a JSON string: bytes that are not UTF-8 become '?'. */
+static json_t *text_json(struct output *out)
+{
+    json_t *j = json_stringn(out->data ? out->data : "", out->len);
+    if (j)
+        return j;
+    for (size_t i = 0; i < out->len; i++)
+        if ((unsigned char)out->data[i] >= 0x80)
+            out->data[i] = '?';
+    return json_stringn(out->data, out->len);
+}
+
+struct exec_session {
+    const struct exec_options *o;
+    int conn;
+    bool stdin_open;
+    struct output out, err;
+    char *error;
+    int exit_code, signal;
+    bool done;
+};
+
+static void send_winsize(int conn)
+{
+    struct winsize ws;
+    uint8_t payload[64];
+    uint32_t len = 0;
+    char text[16];
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0)
+        return;
+    snprintf(text, sizeof(text), "%u", ws.ws_row);
+    agent_field(payload, sizeof(payload), &len, "rows", text);
+    snprintf(text, sizeof(text), "%u", ws.ws_col);
+    agent_field(payload, sizeof(payload), &len, "cols", text);
+    agent_send(conn, AGENT_WINSIZE, payload, len);
+}
+
+static void forward_signal(struct exec_session *s)
+{
+    unsigned char sig;
+    uint8_t payload[32];
+    uint32_t len = 0;
+    char text[8];
+    if (read(signal_pipe[0], &sig, 1) != 1)
+        return;
+    if (sig == SIGWINCH) {
+        send_winsize(s->conn);
+        return;
+    }
+    snprintf(text, sizeof(text), "%u", sig);
+    agent_field(payload, sizeof(payload), &len, "signal", text);
+    agent_send(s->conn, AGENT_SIGNAL, payload, len);
+}
+
+static void forward_stdin(struct exec_session *s)
+{
+    static uint8_t buf[AGENT_CHUNK];
+    ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+        return;
+    if (n <= 0)
+        s->stdin_open = false;
+    agent_send(s->conn, AGENT_STDIN, buf, n > 0 ? (uint32_t)n : 0);
+}
+
+/* A frame from the agent; false when the connection ended. */
+static bool agent_frame(struct exec_session *s)
+{
+    uint8_t type;
+    uint32_t len, at = 0;
+    const char *v;
+
+    if (agent_recv(s->conn, &type, frame, &len) <= 0)
+        return false;
+    switch (type) {
+    case AGENT_STDOUT:
+    case AGENT_STDERR: {
+        bool is_out = type == AGENT_STDOUT;
+        if (s->o->json) {
+            if (collect(is_out ? &s->out : &s->err, frame, len) < 0)
+                return false;
+        } else if (agent_full_write(is_out ? STDOUT_FILENO : STDERR_FILENO, frame, len) < 0) {
+            return false; /* our reader went away */
+        }
+        break;
+    }
+    case AGENT_ERROR:
+        free(s->error);
+        s->error = strndup((const char *)frame, len);
+        break;
+    case AGENT_EXIT:
+        if ((v = agent_next_field(frame, len, &at, "signal"))) {
+            s->signal = atoi(v);
+            s->exit_code = 128 + s->signal;
+        } else if ((at = 0, v = agent_next_field(frame, len, &at, "exit"))) {
+            s->exit_code = atoi(v) & 0xff;
+        }
+        s->done = true;
+        return false;
+    default:
+        break;
+    }
+    return true;
+}
+
+static void run_exec(struct exec_session *s)
+{
+    while (!s->done) {
+        struct pollfd p[3] = {{.fd = s->conn, .events = POLLIN},
+                              {.fd = signal_pipe[0], .events = POLLIN},
+                              {.fd = s->stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+        if (poll(p, 3, -1) < 0)
+            continue;
+        if (p[0].revents && !agent_frame(s))
+            break;
+        if (p[1].revents)
+            forward_signal(s);
+        if (p[2].revents)
+            forward_stdin(s);
+    }
+}
+
+static struct termios saved_term;
+static bool term_raw;
+
+static void restore_term(void)
+{
+    if (term_raw)
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_term);
+    term_raw = false;
+}
+
+static void raw_term(void)
+{
+    struct termios t;
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_term) < 0)
+        return;
+    t = saved_term;
+    cfmakeraw(&t);
+    if (tcsetattr(STDIN_FILENO, TCSADRAIN, &t) == 0) {
+        term_raw = true;
+        atexit(restore_term);
+    }
+}
+
+static void catch_signals(bool tty)
+{
+    static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
+
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+        sigaction(forwarded[i], &sa, NULL);
+    if (tty)
+        sigaction(SIGWINCH, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int print_json_result(struct exec_session *s)
+{
+    json_t *j = json_pack("{s:i,s:o,s:o}", "exit_code", s->exit_code, "stdout",
+                          text_json(&s->out), "stderr", text_json(&s->err));
+    if (s->signal)
+        json_object_set_new(j, "signal", json_integer(s->signal));
+    if (s->error)
+        json_object_set_new(j, "error", json_string(s->error));
+    json_dumpf(j, stdout, JSON_COMPACT);
+    putchar('\n');
+    json_decref(j);
+    return s->exit_code;
+}
+
+static int exec_with(const struct exec_options *o)
+{
+    struct exec_session s = {.o = o, .stdin_open = o->interactive};
+    uint32_t len;
+    int code;
+
+    if (exec_request(o, frame, &len) < 0)
+        return cli_fail(CLI_USAGE, "the command line is too long");
+    code = agent_open(o->name, o->wait_ms, &s.conn);
+    if (code != CLI_OK)
+        return code;
+    catch_signals(o->tty);
+    if (agent_send(s.conn, AGENT_EXEC, frame, len) < 0) {
+        close(s.conn);
+        return lost_agent(o->name);
+    }
+    if (o->tty && o->interactive)
+        raw_term();
+    run_exec(&s);
+    restore_term();
+    close(s.conn);
+    if (s.error && !o->json)
+        cli_fail(s.done ? s.exit_code : CLI_FAILED, "%s", s.error);
+    if (!s.done)
+        code = s.error ? CLI_FAILED : lost_agent(o->name);
+    else
+        code = o->json ? print_json_result(&s) : s.exit_code;
+    free(s.out.data);
+    free(s.err.data);
+    free(s.error);
+    return code;
+}
+
+int cli_exec(int argc, char **argv)
+{
+    struct exec_options o = {0};
+    int code = parse_exec(argc, argv, &o);
+    return code != CLI_OK ? code : exec_with(&o);
+}
+
+static const char shell_help[] =
+    "usage: smolvm shell NAME [--wait SECONDS]\n"
+    "\n"
+    "A shell (/bin/sh) in the running VM NAME on this terminal: 'smolvm exec -i -t\n"
+    "NAME -- /bin/sh' (without -t when stdin is not a terminal).\n"
+    "\n"
+    "Exit status: the shell's; 1 when it could not be run, 2 on a bad command line.\n";
+
+int cli_shell(int argc, char **argv)
+{
+    static char *sh[] = {"/bin/sh", NULL};
+    struct exec_options o = {.interactive = true, .tty = isatty(STDIN_FILENO), .argv = sh,
+                             .argc = 1};
+    int i = 1;
+
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        fputs(shell_help, stdout);
+        return CLI_OK;
+    }
+    if (argc == 4 && strcmp(argv[1], "--wait") == 0) {
+        if (parse_wait(argv[2], &o.wait_ms) < 0)
+            return cli_fail(CLI_USAGE, "--wait '%s' is not a number of seconds", argv[2]);
+        i = 3;
+    }
+    if (argc != i + 1)
+        return cli_fail(CLI_USAGE, "needs one VM name (try 'smolvm shell --help')");
+    o.name = argv[i];
+    return cli_check_name(o.name) != CLI_OK ? CLI_USAGE : exec_with(&o);
+}
+
+/* ---- cp ---- */
+
+static const char cp_help[] =
+    "usage: smolvm cp [--json] HOSTPATH NAME:PATH\n"
+    "       smolvm cp [--json] NAME:PATH HOSTPATH\n"
+    "\n"
+    "Copies a file into or out of the running VM NAME through its guest agent,\n"
+    "keeping its mode and modification time. A destination that is a folder\n"
+    "gets the file under its own name. The file appears whole or not at all\n"
+    "(written under a temporary name, synced, renamed). Folders are not copied.\n"
+    "\n"
+    "      --json             print {\"bytes\", \"source\", \"destination\"}\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "Exit status: 0 when copied, 1 on errors, 2 on a bad command line.\n";
+
+/* NAME:PATH (a name as VMs have, before the first ':'); a path with a ':'
+ * of its own is written ./a:b. */
+static bool remote(const char *arg, char *name, size_t size, const char **path)
+{
+    const char *colon = strchr(arg, ':');
+    if (!colon || (size_t)(colon - arg) >= size)
+        return false;
+    snprintf(name, size, "%.*s", (int)(colon - arg), arg);
+    *path = colon + 1;
+    return control_name_ok(name);
+}
+
+/* The agent's next frame must be of type want (its payload in frame,
+ * *len bytes); its ERROR is the message. */
+static int expect_answer(int conn, const char *name, uint8_t want, uint32_t *answer_len)
+{
+    uint8_t type;
+    uint32_t len = 0;
+    int r = agent_recv(conn, &type, frame, &len);
+    if (r <= 0)
+        return lost_agent(name);
+    if (type == AGENT_ERROR)
+        return cli_fail(CLI_FAILED, "%.*s", (int)len, (const char *)frame);
+    if (type != want)
+        return cli_fail(CLI_FAILED, "the agent of VM '%s' answered out of turn", name);
+    if (answer_len)
+        *answer_len = len;
+    return CLI_OK;
+}
+
+static int put_file(const char *host, const char *name, const char *path, uint64_t *bytes)
+{
+    static uint8_t buf[AGENT_CHUNK];
+    uint8_t fields[8192];
+    uint32_t len = 0;
+    char text[32], *copy;
+    struct stat st;
+    int fd = open(host, O_RDONLY | O_CLOEXEC), conn, code;
+
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return cli_fail(CLI_FAILED, "'%s' is not a file (folders are not copied yet)", host);
+    }
+    copy = strdup(host);
+    snprintf(text, sizeof(text), "%o", (unsigned)(st.st_mode & 07777));
+    if (!copy || agent_field(fields, sizeof(fields), &len, "path", path) < 0 ||
+        agent_field(fields, sizeof(fields), &len, "name", basename(copy)) < 0 ||
+        agent_field(fields, sizeof(fields), &len, "mode", text) < 0) {
+        free(copy);
+        close(fd);
+        return cli_fail(CLI_USAGE, "the path is too long");
+    }
+    free(copy);
+    snprintf(text, sizeof(text), "%lld", (long long)st.st_mtime);
+    agent_field(fields, sizeof(fields), &len, "mtime", text);
+    code = agent_open(name, 0, &conn);
+    if (code != CLI_OK) {
+        close(fd);
+        return code;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    code = agent_send(conn, AGENT_PUT, fields, len) < 0 ? lost_agent(name) : CLI_OK;
+    while (code == CLI_OK) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            code = cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
+        else if (agent_send(conn, AGENT_DATA, buf, (uint32_t)n) < 0)
+            code = expect_answer(conn, name, AGENT_OK, NULL); /* it said why it stopped */
+        else if (n == 0)
+            break;
+        *bytes += (uint64_t)(n > 0 ? n : 0);
+    }
+    if (code == CLI_OK)
+        code = expect_answer(conn, name, AGENT_OK, NULL);
+    close(conn);
+    close(fd);
+    return code;
+}
+
+/* Receives the file into fd; CLI code. */
+static int receive_file(int conn, const char *name, int fd, const char *tmp, uint64_t *bytes)
+{
+    for (;;) {
+        uint8_t type;
+        uint32_t len;
+        if (agent_recv(conn, &type, frame, &len) <= 0)
+            return lost_agent(name);
+        if (type == AGENT_ERROR)
+            return cli_fail(CLI_FAILED, "%.*s", (int)len, (const char *)frame);
+        if (type != AGENT_DATA)
+            return cli_fail(CLI_FAILED, "the agent of VM '%s' answered out of turn", name);
+        if (len == 0)
+            return CLI_OK;
+        if (file_write_all(fd, frame, len, tmp) < 0)
+            return cli_fail(CLI_FAILED, "%s", err_msg());
+        *bytes += len;
+    }
+}
+
+static int get_file(const char *name, const char *path, const char *host, uint64_t *bytes)
+{
+    uint8_t fields[8192];
+    uint32_t len = 0, at, info_len = 0;
+    char target[4096], tmp[4200], *copy;
+    struct stat st;
+    mode_t mode;
+    time_t mtime;
+    const char *v;
+    int conn, code, fd;
+
+    if (agent_field(fields, sizeof(fields), &len, "path", path) < 0)
+        return cli_fail(CLI_USAGE, "the path is too long");
+    copy = strdup(path);
+    if (stat(host, &st) == 0 && S_ISDIR(st.st_mode) && copy)
+        snprintf(target, sizeof(target), "%s/%s", host, basename(copy));
+    else
+        snprintf(target, sizeof(target), "%s", host);
+    free(copy);
+    code = agent_open(name, 0, &conn);
+    if (code != CLI_OK)
+        return code;
+    if (agent_send(conn, AGENT_GET, fields, len) < 0 ||
+        (code = expect_answer(conn, name, AGENT_FILE, &info_len)) != CLI_OK) {
+        close(conn);
+        return code == CLI_OK ? lost_agent(name) : code;
+    }
+    at = 0;
+    v = agent_next_field(frame, info_len, &at, "mode");
+    mode = v ? (mode_t)strtoul(v, NULL, 8) & 07777 : 0644;
+    at = 0;
+    v = agent_next_field(frame, info_len, &at, "mtime");
+    mtime = v ? (time_t)strtoll(v, NULL, 10) : 0;
+    snprintf(tmp, sizeof(tmp), "%s.smolvm-cp-%d", target, (int)getpid());
+    fd = file_create_exclusive(tmp, 0600);
+    if (fd < 0) {
+        close(conn);
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
+    code = receive_file(conn, name, fd, tmp, bytes);
+    struct timespec times[2] = {{0, UTIME_OMIT}, {mtime, 0}};
+    if (code == CLI_OK && (fchmod(fd, mode) < 0 || futimens(fd, times) < 0 || fsync(fd) < 0 ||
+                           rename(tmp, target) < 0))
+        code = cli_fail(CLI_FAILED, "'%s': %s", target, strerror(errno));
+    close(fd);
+    close(conn);
+    if (code != CLI_OK)
+        unlink(tmp);
+    return code;
+}
+
+int cli_cp(int argc, char **argv)
+{
+    enum { OPT_JSON = 256 };
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON}, {"help", no_argument, NULL, 'h'}, {0}};
+    char src_name[80], dst_name[80];
+    const char *src_path, *dst_path;
+    bool json = false, from_vm, to_vm;
+    uint64_t bytes = 0;
+    int c, code;
+
+    optind = 1;
+    while ((c = cli_getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(cp_help, stdout);
+            return CLI_OK;
+        }
+        if (c != OPT_JSON)
+            return CLI_USAGE;
+        json = true;
+    }
+    if (argc - optind != 2)
+        return cli_fail(CLI_USAGE, "needs a source and a destination (try 'smolvm cp --help')");
+    from_vm = remote(argv[optind], src_name, sizeof(src_name), &src_path);
+    to_vm = remote(argv[optind + 1], dst_name, sizeof(dst_name), &dst_path);
+    if (from_vm == to_vm)
+        return cli_fail(CLI_USAGE, "one of source and destination must be NAME:PATH, the "
+                                   "other a host path");
+    if ((from_vm ? src_path : dst_path)[0] == 0)
+        return cli_fail(CLI_USAGE, "no path after '%s:'", from_vm ? src_name : dst_name);
+    code = from_vm ? get_file(src_name, src_path, argv[optind + 1], &bytes)
+                   : put_file(argv[optind], dst_name, dst_path, &bytes);
+    if (code == CLI_OK && json) {
+        json_t *j = json_pack("{s:I,s:s,s:s}", "bytes", (json_int_t)bytes, "source",
+                              argv[optind], "destination", argv[optind + 1]);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(j);
+    }
+    return code;
+}
