@@ -775,12 +775,121 @@ scenario_readonly_home() {
     done
 }
 
+# vsock and the guest agent (issue 20), against the guest's own
+# vmw_vsock_virtio_transport driver in an appliance from `smolvm image
+# build` (its init starts smolvm-agent): exec's output, errors, exit status,
+# stdin and signal death; 100 sequential and 8 concurrent execs; cp of
+# 50 MiB both ways checked by sha256; a paused VM and a killed agent give
+# one clear line, not a hang; a bundle saved with the agent idle, and one
+# saved while an exec was streaming, answer exec at once after start.
+# Figures (ms) go to vsock-figures.txt in the results.
+ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+scenario_vsock() {
+    local app=$work/app t0 t1 out i pids=() ok figures=$results/vsock-figures.txt
+    "$SMOLVM" image build -o "$app" > "$work/vs-build.out" 2>&1
+    t0=$(ms_now)
+    "$SMOLVM" run --detach --name vs --mem 256M "$app" > /dev/null 2> "$work/vs-run.err"
+    "$SMOLVM" exec --wait "$BOOT_TIMEOUT" vs -- true 2> "$work/vs-first.err"
+    rc=$?
+    t1=$(ms_now)
+    echo "cold boot to first exec: $((t1 - t0)) ms" > "$figures"
+    cp "$work/vs-run.err" "$work/vs-first.err" "$results/" 2>/dev/null
+    expect vsock-agent-up "the appliance's agent answers exec after a boot" test "$rc" -eq 0
+    out=$("$SMOLVM" exec vs -- sh -c 'echo OUT-$((6*7)); echo ERR-LINE >&2; exit 7' 2> "$work/vs-err.txt")
+    rc=$?
+    expect vsock-exec-output "exec: stdout and stderr apart, the exit status is the command's" \
+        eval 'test "$rc" -eq 7 -a "$out" = OUT-42 && grep -qx ERR-LINE "$work/vs-err.txt"'
+    out=$(echo hello-stdin | "$SMOLVM" exec -i vs -- tr a-z A-Z)
+    expect vsock-exec-stdin "exec -i: stdin reaches the command" test "$out" = HELLO-STDIN
+    "$SMOLVM" exec vs -- sh -c 'kill -9 $$'
+    rc=$?
+    out=$("$SMOLVM" exec --json -e FOO=bar -w /tmp vs -- sh -c 'echo $FOO $(pwd)')
+    expect vsock-exec-signal-env "death by SIGKILL is 137; -e and -w reach the command; --json" \
+        eval 'test "$rc" -eq 137 && echo "$out" | grep -q "\"stdout\":\"bar /tmp\\\\n\"" && echo "$out" | grep -q "\"exit_code\":0"'
+    ok=0
+    t0=$(ms_now)
+    for i in $(seq 1 100); do
+        [ "$("$SMOLVM" exec vs -- echo "n$i")" = "n$i" ] && ok=$((ok + 1))
+    done
+    t1=$(ms_now)
+    echo "100 sequential execs: $((t1 - t0)) ms ($(((t1 - t0) / 100)) ms each)" >> "$figures"
+    expect vsock-exec-100 "100 sequential execs all answer" test "$ok" -eq 100
+    for i in 1 2 3 4 5 6 7 8; do
+        "$SMOLVM" exec vs -- sh -c "sleep 1; echo c$i" > "$work/vs-c$i.out" 2>&1 &
+        pids+=($!)
+    done
+    rc=0
+    for i in "${pids[@]}"; do wait "$i" || rc=$?; done
+    expect vsock-exec-concurrent "8 concurrent execs all answer" \
+        eval 'test "$rc" -eq 0 && for i in 1 2 3 4 5 6 7 8; do grep -qx "c$i" "$work/vs-c$i.out" || exit 1; done'
+    head -c $((50 << 20)) /dev/urandom > "$work/vs-big"
+    t0=$(ms_now)
+    "$SMOLVM" cp "$work/vs-big" vs:/root/big && "$SMOLVM" cp vs:/root/big "$work/vs-back"
+    rc=$?
+    t1=$(ms_now)
+    echo "cp 50 MiB in and out: $((t1 - t0)) ms" >> "$figures"
+    out=$("$SMOLVM" exec vs -- sha256sum /root/big)
+    expect vsock-cp-50m "cp 50 MiB in and out, sha256 equal on host and guest" \
+        eval 'test "$rc" -eq 0 && test "$(sha256sum < "$work/vs-big" | cut -c1-64)" = "$(sha256sum < "$work/vs-back" | cut -c1-64)" && test "${out%% *}" = "$(sha256sum < "$work/vs-big" | cut -c1-64)"'
+    "$SMOLVM" pause vs
+    t0=$(ms_now)
+    timeout 30 "$SMOLVM" exec vs -- true 2> "$work/vs-paused.err"
+    rc=$?
+    t1=$(ms_now)
+    "$SMOLVM" resume vs
+    cp "$work/vs-paused.err" "$results/" 2>/dev/null
+    expect vsock-paused "exec on a paused VM: one line naming the pause, exit 1, within 10 s" \
+        eval 'test "$rc" -eq 1 -a $((t1 - t0)) -lt 10000 && grep -q paused "$work/vs-paused.err" && test "$(wc -l < "$work/vs-paused.err")" -eq 1'
+    # (a) saved with the agent idle: exec right after start answers.
+    "$SMOLVM" save vs -o "$work/vs.smolmachine" --resume > /dev/null 2>&1
+    rc=$?
+    # (b) saved while an exec streams: the streaming client learns of the end.
+    "$SMOLVM" exec vs -- sh -c 'while :; do echo tick; sleep 0.1; done' > "$work/vs-stream.out" 2> "$work/vs-stream.err" &
+    local streamer=$!
+    sleep 1
+    "$SMOLVM" save vs -o "$work/vs-streaming.smolmachine" > /dev/null 2>&1
+    local save_rc=$?
+    timeout 20 tail --pid="$streamer" -f /dev/null
+    wait "$streamer"
+    local stream_rc=$?
+    cp "$work/vs-stream.err" "$results/" 2>/dev/null
+    expect vsock-save-streaming "a streaming exec at save time ends with one line and exit 1, no hang" \
+        eval 'test "$rc" -eq 0 -a "$save_rc" -eq 0 -a "$stream_rc" -eq 1 && grep -q tick "$work/vs-stream.out" && grep -q "closed the connection" "$work/vs-stream.err"'
+    for b in vs vs-streaming; do
+        t0=$(ms_now)
+        "$SMOLVM" start "$work/$b.smolmachine" --detach --name "$b-r" > /dev/null 2> "$work/$b-start.err"
+        out=$("$SMOLVM" exec "$b-r" -- echo restored 2> "$work/$b-exec.err")
+        rc=$?
+        t1=$(ms_now)
+        echo "start of $b.smolmachine to first exec output: $((t1 - t0)) ms" >> "$figures"
+        cp "$work/$b-start.err" "$work/$b-exec.err" "$results/" 2>/dev/null
+        expect "vsock-restored-$b" "exec right after start of $b.smolmachine (no --wait) answers" \
+            test "$rc" -eq 0 -a "$out" = restored
+    done
+    out=$("$SMOLVM" exec vs-r -- date +%s)
+    expect vsock-restored-clock "the restored guest's clock is the host's after an exec" \
+        eval 'test $(( $(date +%s) - ${out:-0} )) -le 2'
+    "$SMOLVM" exec vs-r -- sh -c 'kill -9 $(pidof smolvm-agent)' > /dev/null 2> "$work/vs-kill1.err"
+    local kill_rc=$?
+    t0=$(ms_now)
+    timeout 30 "$SMOLVM" exec vs-r -- true 2> "$work/vs-kill2.err"
+    rc=$?
+    t1=$(ms_now)
+    cp "$work/vs-kill1.err" "$work/vs-kill2.err" "$results/" 2>/dev/null
+    expect vsock-agent-killed "a killed agent: exit 1 with one clear line, then 'no agent', no hang" \
+        eval 'test "$kill_rc" -eq 1 -a "$rc" -eq 1 -a $((t1 - t0)) -lt 10000 && grep -q "no agent" "$work/vs-kill2.err"'
+    "$SMOLVM" stop vs > /dev/null 2>&1
+    "$SMOLVM" stop vs-r > /dev/null 2>&1
+    "$SMOLVM" stop vs-streaming-r > /dev/null 2>&1
+    cat "$figures"
+}
+
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     instance_state detach appliance instances bundle_refusals
-    save_disk_consistent console_stalled readonly_home no_control_socket"
+    save_disk_consistent console_stalled readonly_home no_control_socket vsock"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

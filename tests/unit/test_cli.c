@@ -73,6 +73,7 @@ static void assert_one_line(int status, int want, const char *verb)
 static const char *const verbs[] = {
     "run", "start", "save", "pack", "ps", "pause", "resume", "stop", "logs", "disk",
     "image build", "create", "reset", "commit", "rm", "ls", "layers", "gc", "keygen", "bsd-user",
+    "exec", "cp", "shell",
 };
 
 static void test_every_verb_has_help(void **state)

@@ -1,0 +1,233 @@
+/* smolvm exec, cp and shell against the real guest agent, run on the host:
+ * smolvm-agent --unix PATH listens where a VM's vsock socket would be
+ * (RUNTIME/NAME.vsock) and answers the CONNECT line as smolvm's vsock
+ * device does, so everything but the vsock device itself (test_virtio_vsock)
+ * is the shipped code: the CLI, the protocol, the agent. Also: a VM that
+ * does not exist, an agent that is not listening (the guest's RST), a VM
+ * that never answers (paused). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "scratch.h"
+
+static char out[1 << 16], err[1 << 16];
+static pid_t agent;
+
+/* smolvm ARGS with RUNTIME in the scratch folder; stdin from input (a
+ * shell redirection or pipe source) */
+static int smolvm_in(const char *input, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int smolvm_in(const char *input, const char *fmt, ...)
+{
+    char args[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    int status = sh("ASAN_OPTIONS=detect_leaks=0 XDG_RUNTIME_DIR=$PWD/run %s %s < %s > out 2> err",
+                    SMOLVM_BINARY, args, input);
+    slurp("out", out, sizeof(out));
+    slurp("err", err, sizeof(err));
+    return status;
+}
+
+#define smolvm(...) smolvm_in("/dev/null", __VA_ARGS__)
+
+static int lines(const char *text)
+{
+    int n = 0;
+    for (; *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+static void assert_one_line(int status, int want, const char *verb, const char *needle)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "smolvm: %s: ", verb);
+    if (status != want || lines(err) != 1 || strncmp(err, prefix, strlen(prefix)) != 0 ||
+        !strstr(err, needle))
+        fail_msg("%s: exit %d (want %d), stderr:\n%s", verb, status, want, err);
+}
+
+static int setup(void **state)
+{
+    char path[4096];
+    (void)state;
+    if (scratch_setup("exec") < 0 || sh("mkdir -m 700 -p run/smolvm") != 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s", SMOLVM_BINARY);
+    strcpy(strrchr(path, '/'), "/smolvm-agent");
+    agent = fork();
+    if (agent == 0) {
+        execl(path, "smolvm-agent", "--unix", in_dir("run/smolvm/vm1.vsock"), (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200 && access(in_dir("run/smolvm/vm1.vsock"), F_OK) != 0; i++)
+        usleep(10000);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kill(agent, SIGTERM);
+    waitpid(agent, NULL, 0);
+    return scratch_teardown();
+}
+
+static void exec_streams_and_status(void **state)
+{
+    (void)state;
+    assert_int_equal(smolvm("exec vm1 -- sh -c 'echo out-$((6*7)); echo err-line >&2; exit 7'"), 7);
+    assert_string_equal(out, "out-42\n");
+    assert_string_equal(err, "err-line\n");
+    /* Options after the name are the command's. */
+    assert_int_equal(smolvm("exec vm1 ls -d /"), 0);
+    assert_string_equal(out, "/\n");
+    assert_int_equal(smolvm("exec -e FOO=bar -e X=y -w /tmp vm1 -- sh -c 'echo $FOO$X $(pwd)'"), 0);
+    assert_string_equal(out, "bary /tmp\n");
+}
+
+static void exec_stdin_only_with_i(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("printf 'hello\\n' > in.txt"), 0);
+    assert_int_equal(smolvm_in("in.txt", "exec -i vm1 -- tr a-z A-Z"), 0);
+    assert_string_equal(out, "HELLO\n");
+    assert_int_equal(smolvm_in("in.txt", "exec vm1 -- cat"), 0);
+    assert_string_equal(out, ""); /* without -i the command reads nothing */
+}
+
+static void exec_signal_death_and_missing_command(void **state)
+{
+    (void)state;
+    assert_int_equal(smolvm("exec vm1 -- sh -c 'kill -9 $$'"), 137);
+    assert_one_line(smolvm("exec vm1 -- /no/such/command"), 127, "exec", "cannot run");
+    assert_int_equal(smolvm("exec --json vm1 -- sh -c 'echo a; echo b >&2; kill -TERM $$'"), 143);
+    assert_non_null(strstr(out, "\"exit_code\":143"));
+    assert_non_null(strstr(out, "\"signal\":15"));
+    assert_non_null(strstr(out, "\"stdout\":\"a\\n\""));
+    assert_non_null(strstr(out, "\"stderr\":\"b\\n\""));
+}
+
+static void exec_tty(void **state)
+{
+    (void)state;
+    assert_int_equal(smolvm("exec -t vm1 -- sh -c 'test -t 0 && test -t 1 && echo TTY-$TERM'"), 0);
+    assert_string_equal(out, "TTY-xterm\r\n"); /* a terminal's newline */
+}
+
+static void *one_exec(void *arg)
+{
+    char cmd[512];
+    long i = (long)arg;
+    snprintf(cmd, sizeof(cmd),
+             "XDG_RUNTIME_DIR=$PWD/run %s exec vm1 -- sh -c 'sleep 1; echo c%ld' > c%ld.out",
+             SMOLVM_BINARY, i, i);
+    return (void *)(long)sh("%s", cmd);
+}
+
+static void execs_run_at_once(void **state)
+{
+    pthread_t t[8];
+    char got[64], want[64];
+    (void)state;
+    time_t t0 = time(NULL);
+    for (long i = 0; i < 8; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, one_exec, (void *)i), 0);
+    for (long i = 0; i < 8; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_int_equal((long)r, 0);
+        snprintf(want, sizeof(want), "c%ld\n", i);
+        snprintf(got, sizeof(got), "c%ld.out", i);
+        slurp(got, got, sizeof(got));
+        assert_string_equal(got, want);
+    }
+    assert_true(time(NULL) - t0 < 5); /* 8 one-second commands, side by side */
+}
+
+static void cp_both_ways(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("head -c 3000000 /dev/urandom > src && chmod 640 src && "
+                        "touch -d '2020-01-02 03:04:05' src && mkdir -p guest back"),
+                     0);
+    assert_int_equal(smolvm("cp src vm1:%s", in_dir("guest/")), 0);
+    assert_int_equal(smolvm("cp --json vm1:%s back", in_dir("guest/src")), 0);
+    assert_non_null(strstr(out, "\"bytes\":3000000"));
+    assert_int_equal(sh("cmp src guest/src && cmp src back/src && "
+                        "test \"$(stat -c '%%a %%Y' src)\" = \"$(stat -c '%%a %%Y' guest/src)\" && "
+                        "test \"$(stat -c '%%a %%Y' src)\" = \"$(stat -c '%%a %%Y' back/src)\""),
+                     0);
+    assert_int_equal(sh("! ls guest back | grep -q smolvm-"), 0); /* no temporary left */
+    /* Errors: one line each. */
+    assert_one_line(smolvm("cp vm1:/no/such/file back"), 1, "cp", "/no/such/file");
+    assert_one_line(smolvm("cp vm1:/ back"), 1, "cp", "only files");
+    assert_one_line(smolvm("cp src back"), 2, "cp", "NAME:PATH");
+    assert_one_line(smolvm("cp vm1:/a vm1:/b"), 2, "cp", "NAME:PATH");
+    assert_one_line(smolvm("cp back vm1:/tmp"), 1, "cp", "not a file");
+}
+
+/* A listener at RUNTIME/NAME.vsock that reads the CONNECT line, then
+ * either closes (the guest's RST: nobody listens) or never answers. */
+static void *fake_vm(void *arg)
+{
+    const char *mode = arg;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0), c;
+    char line[64];
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", in_dir(mode[0] == 'r' ? "run/smolvm/rst.vsock"
+                                                                         : "run/smolvm/mute.vsock"));
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0)
+        return NULL;
+    c = accept(fd, NULL, NULL);
+    if (read(c, line, sizeof(line)) <= 0 || mode[0] == 'r') {
+        close(c);
+    } else {
+        sleep(8);
+        close(c);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void exec_errors_are_one_line(void **state)
+{
+    pthread_t t;
+    (void)state;
+    assert_one_line(smolvm("exec nosuchvm -- true"), 1, "exec", "no VM 'nosuchvm' is running");
+    assert_one_line(smolvm("exec vm1"), 2, "exec", "needs a VM name and a command");
+    assert_one_line(smolvm("exec -t --json vm1 -- true"), 2, "exec", "--tty");
+    pthread_create(&t, NULL, fake_vm, "rst");
+    usleep(100000);
+    assert_one_line(smolvm("exec rst -- true"), 1, "exec", "no agent");
+    pthread_join(t, NULL);
+    pthread_create(&t, NULL, fake_vm, "mute");
+    usleep(100000);
+    assert_one_line(smolvm("exec mute -- true"), 1, "exec", "paused");
+    pthread_join(t, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(exec_streams_and_status),
+        cmocka_unit_test(exec_stdin_only_with_i),
+        cmocka_unit_test(exec_signal_death_and_missing_command),
+        cmocka_unit_test(exec_tty),
+        cmocka_unit_test(execs_run_at_once),
+        cmocka_unit_test(cp_both_ways),
+        cmocka_unit_test(exec_errors_are_one_line),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
