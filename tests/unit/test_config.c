@@ -26,6 +26,8 @@ static void round_trip(void **state)
     a.rng = false;
     a.discovery = VM_DISCOVERY_CMDLINE;
     a.kernel_path = "/host/path/not/carried";
+    a.vsock_cid = 42;
+    a.vsock_path = "/host/path/not/carried.vsock";
     a.disk_count = 2;
     a.disks[0] = (struct vm_disk_config){.path = "/x", .id = "root", .read_only = true};
     a.disks[1] = (struct vm_disk_config){.path = "/y", .direct = true};
@@ -40,6 +42,8 @@ static void round_trip(void **state)
     assert_false(b.rng);
     assert_int_equal(b.discovery, VM_DISCOVERY_CMDLINE);
     assert_null(b.kernel_path);
+    assert_int_equal(b.vsock_cid, 42);
+    assert_null(b.vsock_path);
     assert_int_equal(b.disk_count, 2);
     assert_string_equal(b.disks[0].id, "root");
     assert_true(b.disks[0].read_only);
@@ -60,6 +64,9 @@ static void hostile_json_is_refused(void **state)
         "{\"cpus\": 1, \"mem_bytes\": 1, \"disks\": [{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}",
         "{\"cpus\": 1, \"cpus\": 2, \"mem_bytes\": 1}",
         "{\"cpus\": 1, \"mem_bytes\": 1, \"discovery\": \"dt\"}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"vsock_cid\": 2}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"vsock_cid\": 4294967295}",
+        "{\"cpus\": 1, \"mem_bytes\": 1, \"vsock_cid\": \"3\"}",
     };
     (void)state;
 
@@ -67,6 +74,19 @@ static void hostile_json_is_refused(void **state)
         struct vm_config c;
         assert_true(vm_config_from_json(bad[i], &c) < 0);
     }
+}
+
+/* A bundle from before virtio-vsock has no device: its saved state has
+ * none (its MMIO windows and state records stay as they were). */
+static void old_bundle_has_no_vsock(void **state)
+{
+    struct vm_config c;
+    (void)state;
+    assert_int_equal(vm_config_from_json("{\"cpus\": 1, \"mem_bytes\": 16777216}", &c), 0);
+    assert_int_equal(c.vsock_cid, 0);
+    vm_config_release(&c);
+    vm_config_defaults(&c);
+    assert_int_equal(c.vsock_cid, 3); /* new VMs have one */
 }
 
 /* virtio_mmio.device=<size>@<base>:<irq> in the form Linux's
@@ -106,6 +126,7 @@ int main(void)
         cmocka_unit_test(hostile_json_is_refused),
         cmocka_unit_test(vm_names),
         cmocka_unit_test(discovery_cmdline),
+        cmocka_unit_test(old_bundle_has_no_vsock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

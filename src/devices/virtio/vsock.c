@@ -530,6 +530,20 @@ static bool next_packet(struct vsock *v, struct vsock_hdr *h, struct conn **owne
     return false;
 }
 
+/* The packet h (of owner c, or from the RST backlog) into chain, which has
+ * room for a header: the bytes written. */
+static uint32_t emit_packet(struct vsock *v, struct vsock_hdr *h, struct conn *c,
+                            const struct virtq_chain *chain)
+{
+    uint8_t raw[VSOCK_HDR_BYTES];
+
+    if (c)
+        return conn_emit(v, c, h, chain);
+    vsock_hdr_encode(h, raw);
+    memmove(v->rst_backlog, v->rst_backlog + 1, --v->rst_count * sizeof(*h));
+    return (uint32_t)virtq_chain_write(chain, 0, raw, sizeof(raw));
+}
+
 static void fill_rx(struct vsock *v)
 {
     struct virtq *q = virtio_mmio_queue(v->transport, VSOCK_RXQ);
@@ -541,20 +555,11 @@ static void fill_rx(struct vsock *v)
     if (!q)
         return;
     while (next_packet(v, &h, &c) && (r = virtq_pop(q, &v->chain)) > 0) {
-        uint32_t written;
         if (v->chain.writable_bytes < VSOCK_HDR_BYTES) {
             r = err_plain(EINVAL, "rx buffer shorter than a packet header");
             break;
         }
-        if (c) {
-            written = conn_emit(v, c, &h, &v->chain);
-        } else {
-            uint8_t raw[VSOCK_HDR_BYTES];
-            vsock_hdr_encode(&h, raw);
-            written = (uint32_t)virtq_chain_write(&v->chain, 0, raw, sizeof(raw));
-            memmove(v->rst_backlog, v->rst_backlog + 1, --v->rst_count * sizeof(h));
-        }
-        if ((r = virtq_push(q, v->chain.head, written)) < 0)
+        if ((r = virtq_push(q, v->chain.head, emit_packet(v, &h, c, &v->chain))) < 0)
             break;
         pushed = true;
     }
@@ -794,6 +799,59 @@ static void *vsock_thread(void *arg)
     }
     virtio_mmio_io_unlock(v->transport);
     return NULL;
+}
+
+/* ---- the packet engine alone, for the fuzzer ---- */
+
+struct vsock *vsock_core_new(uint64_t cid, const char *host_path)
+{
+    struct vsock *v = calloc(1, sizeof(*v));
+    if (!v)
+        return NULL;
+    v->cid = cid;
+    v->listen_fd = v->wake_fd = -1;
+    v->next_local_port = 1u << 30;
+    for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++)
+        v->conns[i].fd = -1;
+    v->path = host_path ? strdup(host_path) : NULL;
+    return v;
+}
+
+void vsock_core_free(struct vsock *v)
+{
+    if (!v)
+        return;
+    close_all(v);
+    free(v->path);
+    free(v);
+}
+
+long vsock_core_tx(struct vsock *v, const struct virtq_chain *chain)
+{
+    return serve_tx(v, chain);
+}
+
+uint32_t vsock_core_rx(struct vsock *v, const struct virtq_chain *chain)
+{
+    struct vsock_hdr h;
+    struct conn *c;
+    if (chain->writable_bytes < VSOCK_HDR_BYTES || !next_packet(v, &h, &c))
+        return 0;
+    return emit_packet(v, &h, c, chain);
+}
+
+void vsock_core_host_events(struct vsock *v)
+{
+    struct pollfd fds[VSOCK_MAX_CONNS + 2];
+    int slot[VSOCK_MAX_CONNS + 2];
+    unsigned n = poll_set(v, fds, slot);
+
+    if (poll(fds, n, 0) <= 0)
+        return;
+    for (unsigned i = 0; i < n; i++)
+        if (fds[i].revents && slot[i] >= 0)
+            host_event(v, &v->conns[slot[i]], fds[i].revents);
+    expire(v);
 }
 
 /* ---- the virtio device ---- */

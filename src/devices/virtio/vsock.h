@@ -56,4 +56,16 @@ struct vsock_hdr {
 void vsock_hdr_encode(const struct vsock_hdr *h, uint8_t out[VSOCK_HDR_BYTES]);
 void vsock_hdr_decode(const uint8_t in[VSOCK_HDR_BYTES], struct vsock_hdr *h);
 
+/* The packet engine without a transport or thread (for the fuzzer): tx
+ * chains in (<0: a malformed packet, which breaks the device), the next
+ * packet owed to the guest out (bytes written into chain; 0: none), and one
+ * non-blocking round of host socket events. */
+struct vsock;
+struct virtq_chain;
+struct vsock *vsock_core_new(uint64_t cid, const char *host_path);
+void vsock_core_free(struct vsock *v);
+long vsock_core_tx(struct vsock *v, const struct virtq_chain *chain);
+uint32_t vsock_core_rx(struct vsock *v, const struct virtq_chain *chain);
+void vsock_core_host_events(struct vsock *v);
+
 #endif
