@@ -484,6 +484,19 @@ static void driver_reset_closes_host_connections(void **state)
     close(fd);
 }
 
+/* No driver (a guest without vsock, or before it loads): a host client is
+ * let go after the connect timeout instead of waiting forever. */
+static void host_client_let_go_without_a_driver(void **state)
+{
+    int fd;
+    (void)state;
+    mmio_write(0x070, 0);
+    fd = unix_connect(in_dir("vm.vsock"));
+    dprintf(fd, "CONNECT 52\n");
+    assert_int_equal(host_peek(fd, VSOCK_CONNECT_TIMEOUT_MS + 1000), 0);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(connection_flood_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(restore_sends_transport_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(driver_reset_closes_host_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(host_client_let_go_without_a_driver, setup, teardown),
     };
     if (scratch_setup("vsock") < 0)
         return 1;

@@ -758,10 +758,10 @@ static void work(struct vsock *v)
         v->reset_requested = false;
     }
     v->was_live = live;
+    expire(v); /* a guest without a driver lets its host clients go too */
     if (!live)
         return;
     virtio_mmio_serve(v->transport, VSOCK_TXQ, &v->chain, serve_tx, v);
-    expire(v);
     fill_rx(v);
     deliver_transport_reset(v);
 }
