@@ -91,21 +91,25 @@ static int connect_once(const char *path, int *out)
  * to wait_ms (a VM still booting). Returns a CLI code. */
 static int agent_open(const char *name, long wait_ms, int *out)
 {
+    struct timespec tick = {0, 100 * 1000 * 1000}, now;
     char *path;
     int r;
-    struct timespec tick = {0, 100 * 1000 * 1000};
 
     if (cli_check_name(name) != CLI_OK)
         return CLI_USAGE;
     path = cli_vsock_path(name);
     if (!path)
         return cli_fail(CLI_FAILED, "no runtime folder for VM sockets");
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long deadline = now.tv_sec * 1000LL + now.tv_nsec / 1000000 + wait_ms;
     for (;;) {
         r = connect_once(path, out);
-        if (r != -ECONNREFUSED || wait_ms <= 0)
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        /* Refused: no listener yet; timed out: no driver yet (or paused). */
+        if ((r != -ECONNREFUSED && r != -ETIMEDOUT) ||
+            now.tv_sec * 1000LL + now.tv_nsec / 1000000 >= deadline)
             break;
         nanosleep(&tick, NULL);
-        wait_ms -= 100;
     }
     free(path);
     if (r == 0)

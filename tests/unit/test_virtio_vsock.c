@@ -469,6 +469,16 @@ static void restore_sends_transport_reset(void **state)
     assert_int_equal(le32(event), VSOCK_EVENT_TRANSPORT_RESET);
     /* The connection open at save time is closed on the host, not left hanging. */
     assert_int_equal(host_peek(fd, WAIT_MS), 0);
+    /* A host connection waits until the guest handled the reset (it
+     * re-posts its event buffer): else the guest's reset would kill it too. */
+    int client = unix_connect(in_dir("vm.vsock"));
+    struct vsock_hdr h;
+    dprintf(client, "CONNECT 52\n");
+    assert_false(recv_pkt(&h, NULL, 300));
+    publish(VSOCK_EVENTQ, 0, 4, true);
+    assert_true(recv_pkt(&h, NULL, 200));
+    assert_int_equal(h.op, VSOCK_OP_REQUEST);
+    close(client);
     blob_free(&saved);
     close(fd);
     close(listener);

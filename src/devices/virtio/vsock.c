@@ -36,6 +36,7 @@
 #define RST_BACKLOG 64 /* RSTs for unknown connections waiting for rx buffers */
 #define LINE_MAX_BYTES 32
 #define POLL_MS 250
+#define RESET_ACK_MS 1000
 
 enum conn_state {
     CONN_FREE,
@@ -86,6 +87,13 @@ struct vsock {
     bool stopping;
     bool reset_requested;     /* the driver reset the device */
     bool transport_reset_owed;/* a start from a bundle: tell the guest */
+    /* Told, not yet handled: the guest's handler resets every connected
+     * socket, so a connection it accepted before would die with the old
+     * ones. Host connections wait until it re-posts its event buffer (a
+     * kick of the event queue), or RESET_ACK_MS. */
+    bool awaiting_reset_ack;
+    bool event_kicked;        /* set by the vCPU's notify, atomically */
+    uint64_t reset_ack_deadline_ms;
     bool was_live;            /* the queues were usable on the last round */
     uint32_t next_local_port;
     struct conn conns[VSOCK_MAX_CONNS];
@@ -438,7 +446,7 @@ static bool conn_next(struct vsock *v, struct conn *c, struct vsock_hdr *h)
         *h = conn_hdr(v, c, VSOCK_OP_RST);
         return true;
     }
-    if (c->owed & OWE_REQUEST) {
+    if ((c->owed & OWE_REQUEST) && !v->awaiting_reset_ack) {
         *h = conn_hdr(v, c, VSOCK_OP_REQUEST);
         return true;
     }
@@ -583,6 +591,9 @@ static void deliver_transport_reset(struct vsock *v)
     if (r > 0 && v->chain.writable_bytes < sizeof(event))
         r = err_plain(EINVAL, "event buffer shorter than an event");
     if (r > 0) {
+        __atomic_store_n(&v->event_kicked, false, __ATOMIC_SEQ_CST);
+        v->awaiting_reset_ack = true;
+        v->reset_ack_deadline_ms = now_ms() + RESET_ACK_MS;
         put_le(event, VSOCK_EVENT_TRANSPORT_RESET, 4);
         virtq_chain_write(&v->chain, 0, event, sizeof(event));
         r = virtq_push(q, v->chain.head, sizeof(event));
@@ -758,6 +769,9 @@ static void work(struct vsock *v)
         v->reset_requested = false;
     }
     v->was_live = live;
+    if (v->awaiting_reset_ack && (__atomic_load_n(&v->event_kicked, __ATOMIC_SEQ_CST) ||
+                                  now_ms() >= v->reset_ack_deadline_ms))
+        v->awaiting_reset_ack = false;
     expire(v); /* a guest without a driver lets its host clients go too */
     if (!live)
         return;
@@ -867,9 +881,11 @@ static void vsock_read_config(void *dev, uint32_t offset, uint8_t *data, unsigne
 
 static void vsock_notify(void *dev, struct virtio_mmio *t, unsigned q)
 {
+    struct vsock *v = dev;
     (void)t;
-    (void)q;
-    wake(dev);
+    if (q == VSOCK_EVENTQ)
+        __atomic_store_n(&v->event_kicked, true, __ATOMIC_SEQ_CST);
+    wake(v);
 }
 
 /* Called with the I/O lock held: the thread drops the connections next. */
@@ -877,7 +893,7 @@ static void vsock_reset(void *dev)
 {
     struct vsock *v = dev;
     v->reset_requested = true;
-    v->transport_reset_owed = false;
+    v->transport_reset_owed = v->awaiting_reset_ack = false;
     wake(v);
 }
 
