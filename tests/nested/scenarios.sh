@@ -855,17 +855,26 @@ scenario_vsock() {
     cp "$work/vs-stream.err" "$results/" 2>/dev/null
     expect vsock-save-streaming "a streaming exec at save time ends with one line and exit 1, no hang" \
         eval 'test "$rc" -eq 0 -a "$save_rc" -eq 0 -a "$stream_rc" -eq 1 && grep -q tick "$work/vs-stream.out" && grep -q "closed the connection" "$work/vs-stream.err"'
-    for b in vs vs-streaming; do
+    # Each bundle started twice (the second start finds its memory unpacked
+    # in the cache); the figures split the start (to --detach returning)
+    # from the first exec.
+    local b n t2
+    for b in vs vs-streaming vs; do
+        n=$b-r
+        [ -z "${started_vs:-}" ] || n=$b-r2
+        [ "$b" != vs ] || started_vs=1
         t0=$(ms_now)
-        "$SMOLVM" start "$work/$b.smolmachine" --detach --name "$b-r" > /dev/null 2> "$work/$b-start.err"
-        out=$("$SMOLVM" exec "$b-r" -- echo restored 2> "$work/$b-exec.err")
-        rc=$?
+        "$SMOLVM" start "$work/$b.smolmachine" --detach --name "$n" > /dev/null 2> "$work/$n-start.err"
         t1=$(ms_now)
-        echo "start of $b.smolmachine to first exec output: $((t1 - t0)) ms" >> "$figures"
-        cp "$work/$b-start.err" "$work/$b-exec.err" "$results/" 2>/dev/null
-        expect "vsock-restored-$b" "exec right after start of $b.smolmachine (no --wait) answers" \
+        out=$("$SMOLVM" exec "$n" -- echo restored 2> "$work/$n-exec.err")
+        rc=$?
+        t2=$(ms_now)
+        echo "start of $b.smolmachine as $n: $((t1 - t0)) ms to start --detach returning, then $((t2 - t1)) ms to the first exec's output ($((t2 - t0)) ms in all)" >> "$figures"
+        cp "$work/$n-start.err" "$work/$n-exec.err" "$results/" 2>/dev/null
+        expect "vsock-restored-$n" "exec right after start of $b.smolmachine (no --wait) answers" \
             test "$rc" -eq 0 -a "$out" = restored
     done
+    unset started_vs
     out=$("$SMOLVM" exec vs-r -- date +%s)
     expect vsock-restored-clock "the restored guest's clock is the host's after an exec" \
         eval 'test $(( $(date +%s) - ${out:-0} )) -le 2'
@@ -881,6 +890,7 @@ scenario_vsock() {
     "$SMOLVM" stop vs > /dev/null 2>&1
     "$SMOLVM" stop vs-r > /dev/null 2>&1
     "$SMOLVM" stop vs-streaming-r > /dev/null 2>&1
+    "$SMOLVM" stop vs-r2 > /dev/null 2>&1
     cat "$figures"
 }
 
