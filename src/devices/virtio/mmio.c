@@ -451,6 +451,8 @@ static int transport_restore(void *opaque, struct blob_reader *in)
     struct virtio_mmio *t = opaque;
     int r = 0;
 
+    /* Kept from a device's own thread (vsock) until every queue is whole. */
+    pthread_mutex_lock(&t->io_lock);
     pthread_mutex_lock(&t->lock);
     t->status = blob_get_u32(in);
     t->device_features_sel = blob_get_u32(in);
@@ -468,6 +470,7 @@ static int transport_restore(void *opaque, struct blob_reader *in)
     pthread_mutex_unlock(&t->lock);
     if (r == 0)
         kick_ready_queues(t);
+    pthread_mutex_unlock(&t->io_lock);
     return r;
 }
 
