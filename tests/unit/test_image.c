@@ -311,6 +311,10 @@ static void test_appliance_build_and_cache(void **state)
                         "test $(grep -n '^jbd2.ko$' modules/order | cut -d: -f1) -lt "
                         "$(grep -n '^ext4.ko$' modules/order | cut -d: -f1) && "
                         "cmp -s init %s", o.init), 0);
+    /* The guest agent built beside the init, and the vsock modules it needs. */
+    assert_int_equal(sh("cmp -s ix/smolvm-agent \"$(dirname %s)/smolvm-agent\" && "
+                        "test -x ix/smolvm-agent && "
+                        "grep -qx vmw_vsock_virtio_transport.ko ix/modules/order", o.init), 0);
     double t0 = seconds_now();
     assert_int_equal(appliance_build(&o, &a), 0);
     assert_true(a.cached);
