@@ -861,8 +861,10 @@ scenario_vsock() {
     local b n t2
     for b in vs vs-streaming vs; do
         n=$b-r
-        [ -z "${started_vs:-}" ] || n=$b-r2
-        [ "$b" != vs ] || started_vs=1
+        if [ "$b" = vs ]; then
+            [ -z "${started_vs:-}" ] || n=$b-r2
+            started_vs=1
+        fi
         t0=$(ms_now)
         "$SMOLVM" start "$work/$b.smolmachine" --detach --name "$n" > /dev/null 2> "$work/$n-start.err"
         t1=$(ms_now)
