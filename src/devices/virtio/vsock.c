@@ -93,6 +93,7 @@ struct vsock {
      * kick of the event queue), or RESET_ACK_MS. */
     bool awaiting_reset_ack;
     bool event_kicked;        /* set by the vCPU's notify, atomically */
+    uint16_t event_avail_at_reset; /* the event queue's avail index then */
     uint64_t reset_ack_deadline_ms;
     bool was_live;            /* the queues were usable on the last round */
     uint32_t next_local_port;
@@ -577,6 +578,14 @@ static void fill_rx(struct vsock *v)
         virtio_mmio_used(v->transport, VSOCK_RXQ);
 }
 
+/* The driver's avail index of q: it moves when the guest posts a buffer,
+ * kick or not (with EVENT_IDX the guest kicks only when asked to). */
+static uint16_t avail_index(const struct virtq *q)
+{
+    uint16_t *idx = (uint16_t *)gpa_ptr(q->mem, q->avail_gpa + 2, 2);
+    return idx ? __atomic_load_n(idx, __ATOMIC_ACQUIRE) : 0;
+}
+
 static void deliver_transport_reset(struct vsock *v)
 {
     struct virtq *q = virtio_mmio_queue(v->transport, VSOCK_EVENTQ);
@@ -594,6 +603,7 @@ static void deliver_transport_reset(struct vsock *v)
         __atomic_store_n(&v->event_kicked, false, __ATOMIC_SEQ_CST);
         v->awaiting_reset_ack = true;
         v->reset_ack_deadline_ms = now_ms() + RESET_ACK_MS;
+        v->event_avail_at_reset = avail_index(q);
         put_le(event, VSOCK_EVENT_TRANSPORT_RESET, 4);
         virtq_chain_write(&v->chain, 0, event, sizeof(event));
         r = virtq_push(q, v->chain.head, sizeof(event));
@@ -604,6 +614,19 @@ static void deliver_transport_reset(struct vsock *v)
     }
     v->transport_reset_owed = false;
     virtio_mmio_used(v->transport, VSOCK_EVENTQ);
+}
+
+/* The guest handled the reset (it re-posted the event buffer), or gave no
+ * sign for RESET_ACK_MS. */
+static void check_reset_ack(struct vsock *v)
+{
+    struct virtq *q = virtio_mmio_queue(v->transport, VSOCK_EVENTQ);
+
+    if (!v->awaiting_reset_ack)
+        return;
+    if (__atomic_load_n(&v->event_kicked, __ATOMIC_SEQ_CST) || !q ||
+        avail_index(q) != v->event_avail_at_reset || now_ms() >= v->reset_ack_deadline_ms)
+        v->awaiting_reset_ack = false;
 }
 
 /* ---- the host socket ---- */
@@ -769,9 +792,7 @@ static void work(struct vsock *v)
         v->reset_requested = false;
     }
     v->was_live = live;
-    if (v->awaiting_reset_ack && (__atomic_load_n(&v->event_kicked, __ATOMIC_SEQ_CST) ||
-                                  now_ms() >= v->reset_ack_deadline_ms))
-        v->awaiting_reset_ack = false;
+    check_reset_ack(v);
     expire(v); /* a guest without a driver lets its host clients go too */
     if (!live)
         return;
@@ -796,7 +817,8 @@ static void *vsock_thread(void *arg)
         n = poll_set(v, fds, slot);
         virtio_mmio_io_unlock(v->transport);
         /* Slots change only on this thread: the set stays valid while we wait. */
-        int r = poll(fds, n, POLL_MS);
+        /* Waiting for the guest to re-post its event buffer: look often. */
+        int r = poll(fds, n, v->awaiting_reset_ack ? 2 : POLL_MS);
         virtio_mmio_io_lock(v->transport);
         if (r <= 0 || v->reset_requested)
             continue;
