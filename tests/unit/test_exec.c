@@ -124,6 +124,15 @@ static void exec_tty(void **state)
     (void)state;
     assert_int_equal(smolvm("exec -t vm1 -- sh -c 'test -t 0 && test -t 1 && echo TTY-$TERM'"), 0);
     assert_string_equal(out, "TTY-xterm\r\n"); /* a terminal's newline */
+    /* Driven through a pty of its own (script): the window size reaches
+     * the command's terminal, and typed input its stdin. */
+    assert_int_equal(sh("printf 'typed\\n' | XDG_RUNTIME_DIR=$PWD/run script -qec "
+                        "\"stty rows 33 cols 101; %s exec -i -t vm1 -- "
+                        "sh -c 'stty size; read x; echo got-\\$x'\" /dev/null > out",
+                        SMOLVM_BINARY), 0);
+    slurp("out", out, sizeof(out));
+    assert_non_null(strstr(out, "33 101\r\n"));
+    assert_non_null(strstr(out, "got-typed\r\n"));
 }
 
 static void *one_exec(void *arg)
