@@ -385,7 +385,7 @@ static bool agent_frame(struct exec_session *s)
         break;
     case AGENT_EXIT:
         if ((v = agent_next_field(frame, len, &at, "signal"))) {
-            s->signal = atoi(v);
+            s->signal = atoi(v) > 0 && atoi(v) < 128 ? atoi(v) : 127;
             s->exit_code = 128 + s->signal;
         } else if ((at = 0, v = agent_next_field(frame, len, &at, "exit"))) {
             s->exit_code = atoi(v) & 0xff;
@@ -685,7 +685,8 @@ static int get_file(const char *name, const char *path, const char *host, uint64
     }
     at = 0;
     v = agent_next_field(frame, info_len, &at, "mode");
-    mode = v ? (mode_t)strtoul(v, NULL, 8) & 07777 : 0644;
+    /* The guest says; setuid, setgid and sticky bits are not taken from it. */
+    mode = v ? (mode_t)strtoul(v, NULL, 8) & 0777 : 0644;
     at = 0;
     v = agent_next_field(frame, info_len, &at, "mtime");
     mtime = v ? (time_t)strtoll(v, NULL, 10) : 0;

@@ -179,6 +179,10 @@ static void cp_both_ways(void **state)
                         "test \"$(stat -c '%%a %%Y' src)\" = \"$(stat -c '%%a %%Y' back/src)\""),
                      0);
     assert_int_equal(sh("! ls guest back | grep -q smolvm-"), 0); /* no temporary left */
+    /* A guest's setuid bit is not taken onto a host file. */
+    assert_int_equal(sh("chmod 4755 guest/src"), 0);
+    assert_int_equal(smolvm("cp vm1:%s back/suid", in_dir("guest/src")), 0);
+    assert_int_equal(sh("test \"$(stat -c %%a back/suid)\" = 755"), 0);
     /* Errors: one line each. */
     assert_one_line(smolvm("cp vm1:/no/such/file back"), 1, "cp", "/no/such/file");
     assert_one_line(smolvm("cp vm1:/ back"), 1, "cp", "only files");
