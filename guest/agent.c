@@ -408,44 +408,42 @@ static void do_exec(int conn, uint8_t *payload, uint32_t len)
 
 /* ---- files ---- */
 
-static void do_put(int conn, uint8_t *payload, uint32_t len)
+/* mode= and mtime= of a request or entry. */
+static void file_attrs(const uint8_t *payload, uint32_t len, mode_t *mode,
+                       struct timespec times[2])
 {
-    char path[4096], tmp[4200];
-    const char *p, *name, *v;
     uint32_t at = 0;
-    mode_t mode = 0644;
-    struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
-    struct stat st;
-    uint8_t type;
-    int fd;
+    const char *v;
 
-    if (!(p = agent_next_field(payload, len, &at, "path"))) {
-        send_error(conn, "put request without a path%s", "");
-        return;
-    }
-    at = 0;
-    name = agent_next_field(payload, len, &at, "name");
-    snprintf(path, sizeof(path), "%s", p);
-    /* Into a folder: under the name it had on the host (cp's rule). */
-    if (name && stat(path, &st) == 0 && S_ISDIR(st.st_mode) && !strchr(name, '/'))
-        snprintf(path, sizeof(path), "%s/%s", p, name);
-    at = 0;
+    times[0] = (struct timespec){0, UTIME_OMIT};
+    times[1] = (struct timespec){0, UTIME_OMIT};
     if ((v = agent_next_field(payload, len, &at, "mode")))
-        mode = (mode_t)strtoul(v, NULL, 8) & 07777;
+        *mode = (mode_t)strtoul(v, NULL, 8) & 07777;
     at = 0;
     if ((v = agent_next_field(payload, len, &at, "mtime")))
         times[1] = (struct timespec){strtoll(v, NULL, 10), 0};
+}
+
+/* The DATA frames that follow, into path: under a temporary name, synced,
+ * renamed. 0, or -1 with the error sent (or the client gone). */
+static int receive_file(int conn, const char *path, mode_t mode, const struct timespec times[2])
+{
+    char tmp[4200];
+    uint8_t type;
+    uint32_t len;
+    int fd;
+
     snprintf(tmp, sizeof(tmp), "%s.smolvm-put-%d", path, (int)getpid());
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         send_error(conn, "cannot write '%s': %s", path);
-        return;
+        return -1;
     }
     for (;;) {
         if (agent_recv(conn, &type, frame, &len) <= 0 || type != AGENT_DATA) {
             unlink(tmp); /* the client went away: nothing half-written stays */
             close(fd);
-            return;
+            return -1;
         }
         if (len == 0)
             break;
@@ -453,16 +451,141 @@ static void do_put(int conn, uint8_t *payload, uint32_t len)
             send_error(conn, "cannot write '%s': %s", path);
             unlink(tmp);
             close(fd);
-            return;
+            return -1;
         }
     }
     if (fchmod(fd, mode) < 0 || futimens(fd, times) < 0 || fsync(fd) < 0 || close(fd) < 0 ||
         rename(tmp, path) < 0) {
         send_error(conn, "cannot write '%s': %s", path);
         unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* A tree entry's path: relative, no "..": it stays under the root. */
+static bool inside(const char *rel)
+{
+    if (rel[0] == '/' || rel[0] == 0)
+        return false;
+    for (const char *p = rel; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
+        if (strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == 0))
+            return false;
+    return true;
+}
+
+struct dir_attrs {
+    char *path;
+    mode_t mode;
+    struct timespec times[2];
+};
+
+/* A folder's entries ('N' frames, each file's DATA after it, an empty 'N'
+ * at the end) under root. Folders get their mode and time last (their
+ * entries change their time). */
+static int receive_tree(int conn, const char *root)
+{
+    struct dir_attrs *dirs = NULL;
+    size_t ndirs = 0;
+    int r = 0;
+
+    for (;;) {
+        char full[4096];
+        struct timespec times[2];
+        mode_t mode = 0755;
+        uint8_t type;
+        uint32_t len, at = 0;
+        const char *rel, *kind, *target;
+
+        if (agent_recv(conn, &type, frame, &len) <= 0 || type != 'N') {
+            r = -1;
+            break;
+        }
+        if (len == 0)
+            break;
+        rel = agent_next_field(frame, len, &at, "path");
+        at = 0;
+        kind = agent_next_field(frame, len, &at, "type");
+        at = 0;
+        target = agent_next_field(frame, len, &at, "target");
+        file_attrs(frame, len, &mode, times);
+        if (!rel || !kind || !inside(rel) ||
+            (size_t)snprintf(full, sizeof(full), "%s/%s", root, rel) >= sizeof(full)) {
+            errno = EINVAL;
+            send_error(conn, "bad folder entry '%s': %s", rel ? rel : "");
+            r = -1;
+            break;
+        }
+        if (kind[0] == 'f') {
+            if ((r = receive_file(conn, full, mode, times)) < 0)
+                break;
+        } else if (kind[0] == 'd') {
+            struct dir_attrs *more = realloc(dirs, (ndirs + 1) * sizeof(*dirs));
+            if (more)
+                dirs = more;
+            if (!more || (mkdir(full, 0700) < 0 && errno != EEXIST)) {
+                send_error(conn, "cannot make '%s': %s", full);
+                r = -1;
+                break;
+            }
+            dirs[ndirs++] = (struct dir_attrs){strdup(full), mode, {times[0], times[1]}};
+        } else if (kind[0] == 'l' && target) {
+            unlink(full);
+            if (symlink(target, full) < 0) {
+                send_error(conn, "cannot make '%s': %s", full);
+                r = -1;
+                break;
+            }
+            utimensat(AT_FDCWD, full, times, AT_SYMLINK_NOFOLLOW);
+        }
+    }
+    while (ndirs > 0) {
+        struct dir_attrs *d = &dirs[--ndirs];
+        if (r == 0 && d->path && (chmod(d->path, d->mode) < 0 ||
+                                  utimensat(AT_FDCWD, d->path, d->times, 0) < 0)) {
+            send_error(conn, "cannot set up '%s': %s", d->path);
+            r = -1;
+        }
+        free(d->path);
+    }
+    free(dirs);
+    return r;
+}
+
+static void do_put(int conn, uint8_t *payload, uint32_t len)
+{
+    char path[4096];
+    const char *p, *name, *tree;
+    uint32_t at = 0;
+    mode_t mode = 0644;
+    struct timespec times[2];
+    struct stat st;
+    int r;
+
+    if (!(p = agent_next_field(payload, len, &at, "path"))) {
+        send_error(conn, "put request without a path%s", "");
         return;
     }
-    agent_send(conn, AGENT_OK, NULL, 0);
+    at = 0;
+    name = agent_next_field(payload, len, &at, "name");
+    at = 0;
+    tree = agent_next_field(payload, len, &at, "tree");
+    snprintf(path, sizeof(path), "%s", p);
+    /* Into a folder: under the name it had on the host (cp's rule). */
+    if (name && stat(path, &st) == 0 && S_ISDIR(st.st_mode) && !strchr(name, '/'))
+        snprintf(path, sizeof(path), "%s/%s", p, name);
+    file_attrs(payload, len, &mode, times);
+    if (tree && strcmp(tree, "1") == 0) {
+        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+            send_error(conn, "cannot make '%s': %s", path);
+            return;
+        }
+        r = receive_tree(conn, path);
+    } else {
+        r = receive_file(conn, path, mode, times);
+    }
+    if (r == 0)
+        agent_send(conn, AGENT_OK, NULL, 0);
 }
 
 static void do_get(int conn, uint8_t *payload, uint32_t len)

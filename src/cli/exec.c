@@ -4,6 +4,7 @@
  * protocol). Protocol: docs/agent-protocol.md. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -544,9 +545,11 @@ static const char cp_help[] =
     "       smolvm cp [--json] NAME:PATH HOSTPATH\n"
     "\n"
     "Copies a file into or out of the running VM NAME through its guest agent,\n"
-    "keeping its mode and modification time. A destination that is a folder\n"
-    "gets the file under its own name. The file appears whole or not at all\n"
-    "(written under a temporary name, synced, renamed). Folders are not copied.\n"
+    "or a folder into it, keeping modes, modification times and symbolic links.\n"
+    "A destination that is a folder gets the copy under its own name; one that\n"
+    "is not there becomes the copy. Each file appears whole or not at all\n"
+    "(written under a temporary name, synced, renamed). Folders are not copied\n"
+    "out of a VM yet.\n"
     "\n"
     "      --json             print {\"bytes\", \"source\", \"destination\"}\n"
     "  -h, --help             this text\n"
@@ -583,33 +586,115 @@ static int expect_answer(int conn, const char *name, uint8_t want, uint32_t *ans
     return CLI_OK;
 }
 
-static int put_file(const char *host, const char *name, const char *path, uint64_t *bytes)
+/* mode= and mtime= of st. */
+static int attr_fields(uint8_t *fields, uint32_t size, uint32_t *len, const struct stat *st)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%o", (unsigned)(st->st_mode & 07777));
+    if (agent_field(fields, size, len, "mode", text) < 0)
+        return -1;
+    snprintf(text, sizeof(text), "%lld", (long long)st->st_mtime);
+    return agent_field(fields, size, len, "mtime", text);
+}
+
+/* fd's bytes as DATA frames, then the empty one. CLI code. */
+static int send_data(int conn, int fd, const char *host, const char *name, uint64_t *bytes)
 {
     static uint8_t buf[AGENT_CHUNK];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
+        if (agent_send(conn, AGENT_DATA, buf, (uint32_t)n) < 0) {
+            int code = expect_answer(conn, name, AGENT_OK, NULL); /* it said why it stopped */
+            return code == CLI_OK ? lost_agent(name) : code;
+        }
+        if (n == 0)
+            return CLI_OK;
+        *bytes += (uint64_t)n;
+    }
+}
+
+/* The folder being sent (nftw passes no context). */
+static struct {
+    int conn;
+    const char *name;
+    size_t root_len;
+    uint64_t *bytes;
+    int code;
+} tree;
+
+static int send_entry(const char *fpath, const struct stat *st, int flag, struct FTW *ftw)
+{
     uint8_t fields[8192];
     uint32_t len = 0;
-    char text[32], *copy;
+    char target[4096];
+    const char *rel = fpath + tree.root_len;
+    const char *kind = S_ISDIR(st->st_mode) ? "d" : S_ISREG(st->st_mode) ? "f"
+                       : S_ISLNK(st->st_mode) ? "l" : NULL;
+    ssize_t n;
+    int fd = -1;
+
+    (void)ftw;
+    while (*rel == '/')
+        rel++;
+    if (!kind || flag == FTW_NS || flag == FTW_DNR)
+        return 0; /* fifos, sockets, devices, the unreadable: not copied */
+    if (agent_field(fields, sizeof(fields), &len, "path", *rel ? rel : ".") < 0 ||
+        agent_field(fields, sizeof(fields), &len, "type", kind) < 0 ||
+        attr_fields(fields, sizeof(fields), &len, st) < 0) {
+        tree.code = cli_fail(CLI_FAILED, "'%s': the path is too long", fpath);
+        return 1;
+    }
+    if (kind[0] == 'l') {
+        n = readlink(fpath, target, sizeof(target) - 1);
+        target[n > 0 ? n : 0] = 0;
+        if (n <= 0 || agent_field(fields, sizeof(fields), &len, "target", target) < 0)
+            return 0;
+    }
+    if (kind[0] == 'f' && (fd = open(fpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        tree.code = cli_fail(CLI_FAILED, "'%s': %s", fpath, strerror(errno));
+        return 1;
+    }
+    if (agent_send(tree.conn, 'N', fields, len) < 0) {
+        tree.code = expect_answer(tree.conn, tree.name, AGENT_OK, NULL);
+        tree.code = tree.code == CLI_OK ? lost_agent(tree.name) : tree.code;
+    } else if (fd >= 0) {
+        tree.code = send_data(tree.conn, fd, fpath, tree.name, tree.bytes);
+    }
+    if (fd >= 0)
+        close(fd);
+    return tree.code != CLI_OK;
+}
+
+static int put_file(const char *host, const char *name, const char *path, uint64_t *bytes)
+{
+    uint8_t fields[8192];
+    uint32_t len = 0;
+    char *copy;
     struct stat st;
     int fd = open(host, O_RDONLY | O_CLOEXEC), conn, code;
+    bool folder;
 
     if (fd < 0 || fstat(fd, &st) < 0)
         return cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
-    if (!S_ISREG(st.st_mode)) {
+    folder = S_ISDIR(st.st_mode);
+    if (!folder && !S_ISREG(st.st_mode)) {
         close(fd);
-        return cli_fail(CLI_FAILED, "'%s' is not a file (folders are not copied yet)", host);
+        return cli_fail(CLI_FAILED, "'%s' is neither a file nor a folder", host);
     }
     copy = strdup(host);
-    snprintf(text, sizeof(text), "%o", (unsigned)(st.st_mode & 07777));
     if (!copy || agent_field(fields, sizeof(fields), &len, "path", path) < 0 ||
         agent_field(fields, sizeof(fields), &len, "name", basename(copy)) < 0 ||
-        agent_field(fields, sizeof(fields), &len, "mode", text) < 0) {
+        agent_field(fields, sizeof(fields), &len, "tree", folder ? "1" : "0") < 0 ||
+        attr_fields(fields, sizeof(fields), &len, &st) < 0) {
         free(copy);
         close(fd);
         return cli_fail(CLI_USAGE, "the path is too long");
     }
     free(copy);
-    snprintf(text, sizeof(text), "%lld", (long long)st.st_mtime);
-    agent_field(fields, sizeof(fields), &len, "mtime", text);
     code = agent_open(name, 0, &conn);
     if (code != CLI_OK) {
         close(fd);
@@ -617,17 +702,19 @@ static int put_file(const char *host, const char *name, const char *path, uint64
     }
     signal(SIGPIPE, SIG_IGN);
     code = agent_send(conn, AGENT_PUT, fields, len) < 0 ? lost_agent(name) : CLI_OK;
-    while (code == CLI_OK) {
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            code = cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
-        else if (agent_send(conn, AGENT_DATA, buf, (uint32_t)n) < 0)
-            code = expect_answer(conn, name, AGENT_OK, NULL); /* it said why it stopped */
-        else if (n == 0)
-            break;
-        *bytes += (uint64_t)(n > 0 ? n : 0);
+    if (code == CLI_OK && !folder) {
+        code = send_data(conn, fd, host, name, bytes);
+    } else if (code == CLI_OK) {
+        tree.conn = conn;
+        tree.name = name;
+        tree.root_len = strlen(host);
+        tree.bytes = bytes;
+        tree.code = CLI_OK;
+        if (nftw(host, send_entry, 16, FTW_PHYS) < 0 && tree.code == CLI_OK)
+            tree.code = cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
+        code = tree.code;
+        if (code == CLI_OK && agent_send(conn, 'N', NULL, 0) < 0)
+            code = lost_agent(name);
     }
     if (code == CLI_OK)
         code = expect_answer(conn, name, AGENT_OK, NULL);

@@ -188,7 +188,27 @@ static void cp_both_ways(void **state)
     assert_one_line(smolvm("cp vm1:/ back"), 1, "cp", "only files");
     assert_one_line(smolvm("cp src back"), 2, "cp", "NAME:PATH");
     assert_one_line(smolvm("cp vm1:/a vm1:/b"), 2, "cp", "NAME:PATH");
-    assert_one_line(smolvm("cp back vm1:/tmp"), 1, "cp", "not a file");
+}
+
+static void cp_folder_into_the_vm(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("mkdir -p tree/sub/deeper into && echo one > tree/a && "
+                        "head -c 100000 /dev/urandom > tree/sub/deeper/b && chmod 600 tree/a && "
+                        "ln -s ../a tree/sub/link && chmod 750 tree/sub && "
+                        "touch -h -d '2021-05-06 07:08:09' tree/a tree/sub/deeper/b tree/sub/link "
+                        "tree/sub/deeper tree/sub tree"),
+                     0);
+    /* Into a folder that is there: under its own name. */
+    assert_int_equal(smolvm("cp tree vm1:%s", in_dir("into")), 0);
+    /* To a name that is not there: the copy takes it. */
+    assert_int_equal(smolvm("cp tree/ vm1:%s", in_dir("renamed")), 0);
+    const char *attrs = "find . -printf '%p %y %m %T@ %l\\n' | sort"; /* via %s: one % */
+    assert_int_equal(sh("a=$(cd tree && %s) && b=$(cd into/tree && %s) && c=$(cd renamed && %s) && "
+                        "test \"$a\" = \"$b\" && test \"$a\" = \"$c\" && "
+                        "cmp tree/sub/deeper/b into/tree/sub/deeper/b",
+                        attrs, attrs, attrs),
+                     0);
 }
 
 /* A listener at RUNTIME/NAME.vsock that reads the CONNECT line, then
@@ -240,6 +260,7 @@ int main(void)
         cmocka_unit_test(exec_tty),
         cmocka_unit_test(execs_run_at_once),
         cmocka_unit_test(cp_both_ways),
+        cmocka_unit_test(cp_folder_into_the_vm),
         cmocka_unit_test(exec_errors_are_one_line),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
