@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
@@ -588,9 +589,80 @@ static void do_put(int conn, uint8_t *payload, uint32_t len)
         agent_send(conn, AGENT_OK, NULL, 0);
 }
 
-static void do_get(int conn, uint8_t *payload, uint32_t len)
+/* fd's bytes as DATA frames, then the empty one: 0, or -1 (error sent, or
+ * the client gone). */
+static int send_data(int conn, int fd, const char *path)
 {
     static uint8_t buf[AGENT_CHUNK];
+    for (;;) {
+        ssize_t got = read(fd, buf, sizeof(buf));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            send_error(conn, "cannot read '%s': %s", path);
+            return -1;
+        }
+        if (agent_send(conn, AGENT_DATA, buf, (uint32_t)got) < 0)
+            return -1;
+        if (got == 0)
+            return 0;
+    }
+}
+
+static void attr_fields(uint8_t *fields, uint32_t size, uint32_t *n, const struct stat *st)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%o", (unsigned)(st->st_mode & 07777));
+    agent_field(fields, size, n, "mode", text);
+    snprintf(text, sizeof(text), "%lld", (long long)st->st_mtime);
+    agent_field(fields, size, n, "mtime", text);
+}
+
+/* The folder being sent (nftw passes no context). */
+static struct {
+    int conn;
+    size_t root_len;
+} walk;
+
+/* One entry of a folder: an 'N' frame (and a file's DATA). */
+static int send_entry(const char *fpath, const struct stat *st, int flag, struct FTW *ftw)
+{
+    uint8_t fields[8192];
+    uint32_t n = 0;
+    char target[4096];
+    const char *rel = fpath + walk.root_len;
+    const char *kind = S_ISDIR(st->st_mode) ? "d" : S_ISREG(st->st_mode) ? "f"
+                       : S_ISLNK(st->st_mode) ? "l" : NULL;
+    int fd = -1, r = 0;
+
+    (void)ftw;
+    while (*rel == '/')
+        rel++;
+    if (!kind || flag == FTW_NS || flag == FTW_DNR)
+        return 0; /* fifos, sockets, devices, the unreadable: not copied */
+    if (agent_field(fields, sizeof(fields), &n, "path", *rel ? rel : ".") < 0 ||
+        agent_field(fields, sizeof(fields), &n, "type", kind) < 0)
+        return 0;
+    attr_fields(fields, sizeof(fields), &n, st);
+    if (kind[0] == 'l') {
+        ssize_t len = readlink(fpath, target, sizeof(target) - 1);
+        target[len > 0 ? len : 0] = 0;
+        if (len <= 0 || agent_field(fields, sizeof(fields), &n, "target", target) < 0)
+            return 0;
+    }
+    if (kind[0] == 'f' && (fd = open(fpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return 0; /* gone meanwhile */
+    if (agent_send(walk.conn, 'N', fields, n) < 0)
+        r = -1;
+    else if (fd >= 0)
+        r = send_data(walk.conn, fd, fpath);
+    if (fd >= 0)
+        close(fd);
+    return r < 0;
+}
+
+static void do_get(int conn, uint8_t *payload, uint32_t len)
+{
     uint8_t info[128];
     char text[32];
     uint32_t at = 0, n = 0;
@@ -602,31 +674,27 @@ static void do_get(int conn, uint8_t *payload, uint32_t len)
         send_error(conn, "cannot read '%s': %s", path ? path : "");
         return;
     }
-    if (!S_ISREG(st.st_mode)) {
-        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-        send_error(conn, "cannot read '%s': %s (only files are copied)", path);
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        errno = EINVAL;
+        send_error(conn, "cannot read '%s': %s (neither a file nor a folder)", path);
         close(fd);
         return;
     }
-    snprintf(text, sizeof(text), "%o", (unsigned)(st.st_mode & 07777));
-    agent_field(info, sizeof(info), &n, "mode", text);
-    snprintf(text, sizeof(text), "%lld", (long long)st.st_mtime);
-    agent_field(info, sizeof(info), &n, "mtime", text);
+    attr_fields(info, sizeof(info), &n, &st);
     snprintf(text, sizeof(text), "%lld", (long long)st.st_size);
     agent_field(info, sizeof(info), &n, "size", text);
-    agent_send(conn, AGENT_FILE, info, n);
-    for (;;) {
-        ssize_t got = read(fd, buf, sizeof(buf));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            send_error(conn, "cannot read '%s': %s", path);
-            close(fd);
-            return;
-        }
-        if (agent_send(conn, AGENT_DATA, buf, (uint32_t)got) < 0 || got == 0)
-            break;
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        agent_field(info, sizeof(info), &n, "type", "d");
+        agent_send(conn, AGENT_FILE, info, n);
+        walk.conn = conn;
+        walk.root_len = strlen(path);
+        if (nftw(path, send_entry, 16, FTW_PHYS) == 0)
+            agent_send(conn, 'N', NULL, 0);
+        return;
     }
+    agent_send(conn, AGENT_FILE, info, n);
+    send_data(conn, fd, path);
     close(fd);
 }
 

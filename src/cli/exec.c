@@ -4,6 +4,8 @@
  * protocol). Protocol: docs/agent-protocol.md. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -544,12 +546,13 @@ static const char cp_help[] =
     "usage: smolvm cp [--json] HOSTPATH NAME:PATH\n"
     "       smolvm cp [--json] NAME:PATH HOSTPATH\n"
     "\n"
-    "Copies a file into or out of the running VM NAME through its guest agent,\n"
-    "or a folder into it, keeping modes, modification times and symbolic links.\n"
+    "Copies a file or a folder into or out of the running VM NAME through its\n"
+    "guest agent, keeping modes, modification times (seconds) and symbolic links.\n"
     "A destination that is a folder gets the copy under its own name; one that\n"
     "is not there becomes the copy. Each file appears whole or not at all\n"
-    "(written under a temporary name, synced, renamed). Folders are not copied\n"
-    "out of a VM yet.\n"
+    "(written under a temporary name, synced, renamed). What comes out of a VM\n"
+    "is written only beneath the destination (no link the guest made is\n"
+    "followed) and never setuid, setgid or sticky.\n"
     "\n"
     "      --json             print {\"bytes\", \"source\", \"destination\"}\n"
     "  -h, --help             this text\n"
@@ -743,6 +746,170 @@ static int receive_file(int conn, const char *name, int fd, const char *tmp, uin
     }
 }
 
+/* ---- a folder out of the VM: every name it sends is resolved beneath
+ * the target without following any symbolic link (openat2), so a hostile
+ * guest's "link -> /etc" then "link/passwd" cannot write outside it. ---- */
+
+static int open_beneath(int root, const char *rel, int flags)
+{
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                      RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, root, rel, &how, sizeof(how));
+}
+
+/* "a/b/c": the folder "a/b" opened beneath root, *base "c". */
+static int parent_beneath(int root, char *rel, const char **base)
+{
+    char *slash = strrchr(rel, '/');
+    if (!slash) {
+        *base = rel;
+        return open_beneath(root, ".", O_PATH | O_DIRECTORY);
+    }
+    *slash = 0;
+    *base = slash + 1;
+    return open_beneath(root, rel, O_PATH | O_DIRECTORY);
+}
+
+static bool safe_relative(const char *rel)
+{
+    if (!rel || rel[0] == '/' || rel[0] == 0)
+        return false;
+    for (const char *p = rel; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
+        if (strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == 0))
+            return false;
+    return true;
+}
+
+static void entry_attrs(uint32_t len, mode_t *mode, struct timespec times[2])
+{
+    uint32_t at = 0;
+    const char *v = agent_next_field(frame, len, &at, "mode");
+    /* The guest says; setuid, setgid and sticky bits are not taken from it. */
+    *mode = v ? (mode_t)strtoul(v, NULL, 8) & 0777 : 0644;
+    at = 0;
+    v = agent_next_field(frame, len, &at, "mtime");
+    times[0] = (struct timespec){0, UTIME_OMIT};
+    times[1] = (struct timespec){v ? (time_t)strtoll(v, NULL, 10) : 0, 0};
+}
+
+static int receive_file(int conn, const char *name, int fd, const char *tmp, uint64_t *bytes);
+
+/* One file of the folder: under a temporary name beside it, renamed. */
+static int tree_file(int conn, const char *name, int dir, const char *base, mode_t mode,
+                     const struct timespec times[2], uint64_t *bytes)
+{
+    char tmp[300];
+    int fd, code;
+
+    snprintf(tmp, sizeof(tmp), ".%.200s.smolvm-cp-%d", base, (int)getpid());
+    fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return cli_fail(CLI_FAILED, "'%s': %s", base, strerror(errno));
+    code = receive_file(conn, name, fd, base, bytes);
+    if (code == CLI_OK && (fchmod(fd, mode) < 0 || futimens(fd, times) < 0 || fsync(fd) < 0 ||
+                           renameat(dir, tmp, dir, base) < 0))
+        code = cli_fail(CLI_FAILED, "'%s': %s", base, strerror(errno));
+    close(fd);
+    if (code != CLI_OK)
+        unlinkat(dir, tmp, 0);
+    return code;
+}
+
+struct tree_dir {
+    char *rel;
+    mode_t mode;
+    struct timespec times[2];
+};
+
+/* One entry ('N' frame of len bytes in frame); CLI code. */
+static int tree_entry(int conn, const char *name, int root, uint32_t len, struct tree_dir **dirs,
+                      size_t *ndirs, uint64_t *bytes)
+{
+    uint32_t at = 0;
+    const char *rel = agent_next_field(frame, len, &at, "path"), *kind, *target, *base;
+    struct timespec times[2];
+    char copy[4096];
+    mode_t mode;
+    int dir, code = CLI_OK;
+
+    at = 0;
+    kind = agent_next_field(frame, len, &at, "type");
+    at = 0;
+    target = agent_next_field(frame, len, &at, "target");
+    entry_attrs(len, &mode, times);
+    if (!kind || (strcmp(rel ? rel : "", ".") != 0 && !safe_relative(rel)) ||
+        strlen(rel) >= sizeof(copy))
+        return cli_fail(CLI_FAILED, "the agent of VM '%s' sent a bad folder entry", name);
+    if (kind[0] == 'd') {
+        struct tree_dir *more = realloc(*dirs, (*ndirs + 1) * sizeof(**dirs));
+        if (!more)
+            return cli_fail(CLI_FAILED, "out of memory");
+        *dirs = more;
+        (*dirs)[(*ndirs)++] = (struct tree_dir){strdup(rel), mode, {times[0], times[1]}};
+        if (strcmp(rel, ".") == 0)
+            return CLI_OK;
+    }
+    strcpy(copy, rel);
+    dir = parent_beneath(root, copy, &base);
+    if (dir < 0)
+        return cli_fail(CLI_FAILED, "'%s' from VM '%s': %s", rel, name, strerror(errno));
+    if (kind[0] == 'd' && mkdirat(dir, base, 0700) < 0 && errno != EEXIST)
+        code = cli_fail(CLI_FAILED, "'%s': %s", rel, strerror(errno));
+    else if (kind[0] == 'f')
+        code = tree_file(conn, name, dir, base, mode, times, bytes);
+    else if (kind[0] == 'l' && target) {
+        unlinkat(dir, base, 0);
+        if (symlinkat(target, dir, base) < 0 ||
+            utimensat(dir, base, times, AT_SYMLINK_NOFOLLOW) < 0)
+            code = cli_fail(CLI_FAILED, "'%s': %s", rel, strerror(errno));
+    }
+    close(dir);
+    return code;
+}
+
+static int get_tree(int conn, const char *name, const char *target, uint64_t *bytes)
+{
+    struct tree_dir *dirs = NULL;
+    size_t ndirs = 0;
+    int root, code = CLI_OK;
+
+    if (mkdir(target, 0700) < 0 && errno != EEXIST)
+        return cli_fail(CLI_FAILED, "'%s': %s", target, strerror(errno));
+    root = open(target, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root < 0)
+        return cli_fail(CLI_FAILED, "'%s': %s", target, strerror(errno));
+    if (open_beneath(root, ".", O_PATH | O_DIRECTORY) < 0 && errno == ENOSYS)
+        code = cli_fail(CLI_FAILED, "folders come out of a VM only on Linux 5.6 or later (openat2)");
+    while (code == CLI_OK) {
+        uint8_t type;
+        uint32_t len;
+        if (agent_recv(conn, &type, frame, &len) <= 0)
+            code = lost_agent(name);
+        else if (type == AGENT_ERROR)
+            code = cli_fail(CLI_FAILED, "%.*s", (int)len, (const char *)frame);
+        else if (type != 'N')
+            code = cli_fail(CLI_FAILED, "the agent of VM '%s' answered out of turn", name);
+        else if (len == 0)
+            break;
+        else
+            code = tree_entry(conn, name, root, len, &dirs, &ndirs, bytes);
+    }
+    /* Folders get their mode and time after their entries changed them. */
+    while (ndirs > 0) {
+        struct tree_dir *d = &dirs[--ndirs];
+        int fd = d->rel ? open_beneath(root, d->rel, O_RDONLY | O_DIRECTORY) : -1;
+        if (code == CLI_OK && (fd < 0 || fchmod(fd, d->mode) < 0 || futimens(fd, d->times) < 0))
+            code = cli_fail(CLI_FAILED, "'%s': %s", d->rel ? d->rel : "", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        free(d->rel);
+    }
+    free(dirs);
+    close(root);
+    return code;
+}
+
 static int get_file(const char *name, const char *path, const char *host, uint64_t *bytes)
 {
     uint8_t fields[8192];
@@ -769,6 +936,13 @@ static int get_file(const char *name, const char *path, const char *host, uint64
         (code = expect_answer(conn, name, AGENT_FILE, &info_len)) != CLI_OK) {
         close(conn);
         return code == CLI_OK ? lost_agent(name) : code;
+    }
+    at = 0;
+    v = agent_next_field(frame, info_len, &at, "type");
+    if (v && strcmp(v, "d") == 0) {
+        code = get_tree(conn, name, target, bytes);
+        close(conn);
+        return code;
     }
     at = 0;
     v = agent_next_field(frame, info_len, &at, "mode");

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "../../guest/agent_proto.h"
 #include "scratch.h"
 
 static char out[1 << 16], err[1 << 16];
@@ -185,7 +186,7 @@ static void cp_both_ways(void **state)
     assert_int_equal(sh("test \"$(stat -c %%a back/suid)\" = 755"), 0);
     /* Errors: one line each. */
     assert_one_line(smolvm("cp vm1:/no/such/file back"), 1, "cp", "/no/such/file");
-    assert_one_line(smolvm("cp vm1:/ back"), 1, "cp", "only files");
+    assert_one_line(smolvm("cp vm1:/dev/null back"), 1, "cp", "neither a file nor a folder");
     assert_one_line(smolvm("cp src back"), 2, "cp", "NAME:PATH");
     assert_one_line(smolvm("cp vm1:/a vm1:/b"), 2, "cp", "NAME:PATH");
 }
@@ -208,6 +209,80 @@ static void cp_folder_into_the_vm(void **state)
                         "test \"$a\" = \"$b\" && test \"$a\" = \"$c\" && "
                         "cmp tree/sub/deeper/b into/tree/sub/deeper/b",
                         attrs, attrs, attrs),
+                     0);
+}
+
+static void cp_folder_out_of_the_vm(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("mkdir -p vmtree/sub outdir && echo two > vmtree/sub/f && "
+                        "head -c 70000 /dev/urandom > vmtree/big && ln -s sub/f vmtree/link && "
+                        "chmod 4711 vmtree/big && chmod 700 vmtree/sub && "
+                        "touch -h -d '2022-01-02 03:04:05' vmtree/big vmtree/sub/f vmtree/link "
+                        "vmtree/sub vmtree"),
+                     0);
+    assert_int_equal(smolvm("cp vm1:%s outdir", in_dir("vmtree")), 0);
+    /* The setuid bit stays in the guest: 711 on the host. */
+    assert_int_equal(sh("chmod 711 vmtree/big && a=$(cd vmtree && %s) && b=$(cd outdir/vmtree && %s) "
+                        "&& test \"$a\" = \"$b\" && cmp vmtree/big outdir/vmtree/big",
+                        "find . -printf '%p %y %m %T@ %l\\n' | sort",
+                        "find . -printf '%p %y %m %T@ %l\\n' | sort"),
+                     0);
+}
+
+/* A hostile guest's agent: a link out of the folder, then a file through
+ * it; then a name with "..". Neither may write outside the target. */
+static void *evil_agent(void *arg)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0), c;
+    static uint8_t buf[AGENT_FRAME_MAX + 1];
+    uint8_t fields[512], type;
+    uint32_t n, len;
+    char line[64];
+    (void)arg;
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", in_dir("run/smolvm/evil.vsock"));
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0)
+        return NULL;
+    for (int round = 0; round < 2; round++) {
+        c = accept(fd, NULL, NULL);
+        if (read(c, line, 13) != 13 || write(c, "OK 1\n", 5) != 5 ||
+            agent_recv(c, &type, buf, &len) != 1)
+            break;
+        n = 0;
+        agent_field(fields, sizeof(fields), &n, "type", "d");
+        agent_send(c, AGENT_FILE, fields, n);
+        n = 0;
+        agent_field(fields, sizeof(fields), &n, "path", round ? "../escaped" : "out");
+        agent_field(fields, sizeof(fields), &n, "type", round ? "f" : "l");
+        agent_field(fields, sizeof(fields), &n, "target", in_dir("outside"));
+        agent_send(c, 'N', fields, n);
+        if (!round) {
+            n = 0;
+            agent_field(fields, sizeof(fields), &n, "path", "out/pwned");
+            agent_field(fields, sizeof(fields), &n, "type", "f");
+            agent_send(c, 'N', fields, n);
+        }
+        agent_send(c, AGENT_DATA, "pwned", 5);
+        agent_send(c, AGENT_DATA, NULL, 0);
+        agent_send(c, 'N', NULL, 0);
+        close(c);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void cp_folder_from_a_hostile_guest_stays_inside(void **state)
+{
+    pthread_t t;
+    (void)state;
+    assert_int_equal(sh("mkdir -p outside evilout"), 0);
+    pthread_create(&t, NULL, evil_agent, NULL);
+    usleep(100000);
+    assert_one_line(smolvm("cp evil:/x evilout"), 1, "cp", "out/pwned");
+    assert_one_line(smolvm("cp evil:/x evilout"), 1, "cp", "bad folder entry");
+    pthread_join(t, NULL);
+    assert_int_equal(sh("test -z \"$(ls outside)\" && test ! -e escaped && test ! -e evilout/escaped"),
                      0);
 }
 
@@ -261,6 +336,8 @@ int main(void)
         cmocka_unit_test(execs_run_at_once),
         cmocka_unit_test(cp_both_ways),
         cmocka_unit_test(cp_folder_into_the_vm),
+        cmocka_unit_test(cp_folder_out_of_the_vm),
+        cmocka_unit_test(cp_folder_from_a_hostile_guest_stays_inside),
         cmocka_unit_test(exec_errors_are_one_line),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
