@@ -832,10 +832,11 @@ scenario_vsock() {
     expect vsock-cp-50m "cp 50 MiB in and out, sha256 equal on host and guest" \
         eval 'test "$rc" -eq 0 && test "$(sha256sum < "$work/vs-big" | cut -c1-64)" = "$(sha256sum < "$work/vs-back" | cut -c1-64)" && test "${out%% *}" = "$(sha256sum < "$work/vs-big" | cut -c1-64)"'
     mkdir -p "$work/vs-tree/sub" && echo leaf > "$work/vs-tree/sub/leaf" && ln -s sub/leaf "$work/vs-tree/link"
-    "$SMOLVM" cp "$work/vs-tree" vs:/root/ && out=$("$SMOLVM" exec vs -- cat /root/vs-tree/link)
+    "$SMOLVM" cp "$work/vs-tree" vs:/root/ && out=$("$SMOLVM" exec vs -- cat /root/vs-tree/link) &&
+        "$SMOLVM" cp vs:/root/vs-tree "$work/vs-tree-back"
     rc=$?
-    expect vsock-cp-folder "cp of a folder into the VM: its file through its symbolic link" \
-        test "$rc" -eq 0 -a "$out" = leaf
+    expect vsock-cp-folder "cp of a folder into the VM and back: its file through its symbolic link" \
+        eval 'test "$rc" -eq 0 -a "$out" = leaf && test "$(cat "$work/vs-tree-back/link")" = leaf'
     out=$(printf 'typed\n' | script -qec "stty rows 33 cols 101; $SMOLVM exec -i -t vs -- sh -c 'stty size; read x; echo got-\$x'" /dev/null)
     expect vsock-exec-tty "exec -i -t through a pty: the window size and typed input reach the command" \
         eval 'echo "$out" | grep -q "^33 101" && echo "$out" | grep -q got-typed'
