@@ -9,6 +9,8 @@
 #include "util/err.h"
 
 static void fail(struct state_io *io, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void fail(struct state_io *io, const char *fmt, va_list ap)
 {
     if (io->failed)
         return; /* the first failure is the one to report */
