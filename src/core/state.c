@@ -181,6 +181,15 @@ static int devices_restored(struct vm *vm)
     return r;
 }
 
+/* Device records of either framing; any other tag is unknown. */
+static int restore_device_record(struct vm *vm, uint32_t tag, struct blob_reader *body,
+                                 uint64_t *restored)
+{
+    if (tag != STATE_DEVICE && tag != STATE_DEVICE_V1)
+        return err_plain(EINVAL, "snapshot: unknown state record 0x%x", tag);
+    return restore_device(vm, body, tag == STATE_DEVICE, restored);
+}
+
 static int check_format(const struct blob_reader *body)
 {
     const char *mine = hv_state_format();
@@ -202,9 +211,7 @@ static int restore_record(struct vm *vm, uint32_t tag, struct blob_reader *body,
         if (*vcpus == vm->cfg.cpus)
             return err_plain(EINVAL, "snapshot: more vCPUs than its config says");
         return hv_vcpu_restore(vm->vcpus[(*vcpus)++].hv, body);
-    case STATE_DEVICE: return restore_device(vm, body, true, restored);
-    case STATE_DEVICE_V1: return restore_device(vm, body, false, restored);
-    default: return err_plain(EINVAL, "snapshot: unknown state record 0x%x", tag);
+    default: return restore_device_record(vm, tag, body, restored);
     }
 }
 
@@ -224,9 +231,7 @@ int vm_restore_device_state(struct vm *vm, const void *state, size_t len)
     int r = 0;
 
     while (r == 0 && blob_next_record(&in, &tag, &body))
-        r = tag == STATE_DEVICE || tag == STATE_DEVICE_V1
-                ? restore_device(vm, &body, tag == STATE_DEVICE, &restored)
-                : err_plain(EINVAL, "snapshot: not a device record");
+        r = restore_device_record(vm, tag, &body, &restored);
     if (r == 0 && in.failed)
         r = err_plain(EINVAL, "snapshot: truncated state");
     return r == 0 ? devices_restored(vm) : r;
