@@ -174,11 +174,15 @@ static int restore_device(struct vm *vm, struct blob_reader *body, bool versione
 /* Once every record is in: each device acts on its restored state. */
 static int devices_restored(struct vm *vm)
 {
-    int r = 0;
-    for (unsigned i = 0; r == 0 && i < vm->part_count; i++)
-        if (vm->parts[i].desc->restored && (r = vm->parts[i].desc->restored(vm->parts[i].opaque)) < 0)
-            err_prefix("snapshot: %s", vm->parts[i].name);
-    return r;
+    for (unsigned i = 0; i < vm->part_count; i++) {
+        const struct vm_state_part *p = &vm->parts[i];
+        int r = p->desc->restored ? p->desc->restored(p->opaque) : 0;
+        if (r < 0) {
+            err_prefix("snapshot: %s", p->name);
+            return r;
+        }
+    }
+    return 0;
 }
 
 /* Device records of either framing; any other tag is unknown. */
