@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bundle/layers.h"
+#include "bundle/sections.h"
 #include "bundle/signature.h"
 #include "bundle/workingset.h"
 #include "disk/copy.h"
@@ -14,20 +15,10 @@
 #include "util/blob.h"
 #include "util/cache.h"
 #include "util/file.h"
+#include "util/layer_name.h"
 #include "util/err.h"
 #include "util/paths.h"
 #include "util/trace.h"
-
-#define SECTION_CONFIG "config"
-#define SECTION_KERNEL "kernel"
-#define SECTION_INITRD "initrd"
-#define SECTION_STATE "state"
-#define SECTION_MEMORY "memory"
-
-static void disk_section(char *buf, size_t size, unsigned i)
-{
-    snprintf(buf, size, "disk.%u", i);
-}
 
 struct machine {
     struct vm *vm;
@@ -161,7 +152,7 @@ static int add_disk(struct bundle_writer *w, struct save_job *job, unsigned inde
     char name[BUNDLE_NAME_MAX + 1], *tmp;
     int r;
 
-    disk_section(name, sizeof(name), index);
+    section_disk(name, index);
     if (job->flatten || !bundle_disk_is_layered(cfg->path, cfg->format))
         return add_flat_disk(w, job, cfg, name);
     if (!(tmp = scratch_path(job, name)))
@@ -243,33 +234,6 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
     if (r == 0 && !o->state_only)
         r = add_inputs(w, &job);
     return finish(w, r, o->sign_key);
-}
-
-bool machine_has_state(const struct bundle *b)
-{
-    return bundle_has(b, SECTION_STATE);
-}
-
-int machine_copy_state(const char *from, const char *to)
-{
-    static const char *const sections[] = {SECTION_CONFIG, SECTION_STATE, SECTION_MEMORY};
-    struct bundle *b;
-    struct bundle_writer *w;
-    int r = bundle_open(from, &b);
-
-    if (r < 0)
-        return r;
-    if (!bundle_has(b, SECTION_STATE))
-        r = err_plain(EINVAL, "'%s' holds no saved state", from);
-    if (r == 0)
-        r = bundle_writer_open(to, &w);
-    for (size_t i = 0; r == 0 && i < sizeof(sections) / sizeof(sections[0]); i++)
-        if ((r = bundle_copy_section(w, b, sections[i])) < 0)
-            bundle_writer_abort(w);
-    if (r == 0)
-        r = bundle_writer_commit(w);
-    bundle_close(b);
-    return r;
 }
 
 int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten,
@@ -429,7 +393,7 @@ static int cached_layers(const struct machine *s, unsigned i, char **top)
     int r = cache_dir_prepare("layers", &dir);
     bool added;
 
-    if (r == 0 && asprintf(top, "%s/%s.%s", dir, l->hash, l->format) < 0)
+    if (r == 0 && !(*top = layer_path(dir, l->hash, l->format)))
         r = err_set(ENOMEM, "layers");
     /* Parents come before children in the table: the walk ends. */
     for (; r == 0 && l; l = l->parent[0] ? bundle_chains_find(&s->chains, l->parent) : NULL)
@@ -444,7 +408,7 @@ static int instance_disk(struct machine *s, unsigned i)
     const char *base_format = "raw";
     int r;
 
-    disk_section(name, sizeof(name), i);
+    section_disk(name, i);
     if (i < s->chains.disk_count && s->chains.tops[i][0]) {
         r = cached_layers(s, i, &base);
         /* As the layer table says: a top declared raw is never opened as
@@ -553,7 +517,7 @@ static int build(struct machine *s)
     size_t len;
     int r;
 
-    if (!bundle_has(s->source, SECTION_STATE))
+    if (!bundle_has_state(s->source))
         return vm_create(&s->cfg, &s->vm);
     r = bundle_read(s->source, SECTION_STATE, &state, &len);
     if (r < 0)
@@ -600,7 +564,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0 && o->instance)
         r = adopt_instance(&m->cfg, o->instance);
     else if (r == 0)
-        r = extract_files(m, !bundle_has(m->source, SECTION_STATE));
+        r = extract_files(m, !bundle_has_state(m->source));
     if (r == 0)
         r = build(m);
     if (r == 0 && m->working_set &&

@@ -63,13 +63,6 @@ struct machine_save_options {
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
     __attribute__((warn_unused_result));
 
-/* Whether a bundle holds a saved state (starting it resumes). */
-bool machine_has_state(const struct bundle *b);
-
-/* A bundle at to holding only from's config, saved state and memory (as
- * stored): what a store instance resumes from. */
-int machine_copy_state(const char *from, const char *to) __attribute__((warn_unused_result));
-
 /* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when
  * state names a bundle, that bundle's config, state and memory (as
  * stored). */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
+#include "bundle/sections.h"
 #include "bundle/machine.h"
 #include "cli/cli.h"
 #include "core/config.h"
@@ -124,7 +125,7 @@ static int import_verified(struct store *s, const char *from, char top[HASH_HEX]
         err_prefix("--verify checks a bundle file");
         return r;
     }
-    *state = machine_has_state(b) ? from : NULL;
+    *state = bundle_has_state(b) ? from : NULL;
     bundle_close(b);
     return store_import_bundle(s, from, top, kernel, initrd, cfg, trusted_key);
 }
@@ -166,7 +167,7 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     struct bundle *b;
     if ((r = bundle_probe(from)) != 0) {
         if (r > 0 && (r = bundle_open(from, &b)) == 0) {
-            *state = machine_has_state(b) ? from : NULL;
+            *state = bundle_has_state(b) ? from : NULL;
             bundle_close(b);
             r = store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
         }
