@@ -12,7 +12,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/sections.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "image/appliance.h"

@@ -18,7 +18,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/internal.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
 #include "core/config.h"
 #include "store/store.h"
 #include "util/cache.h"

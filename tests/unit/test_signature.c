@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
 #include "core/config.h"
 #include "bundle/sections.h"
 #include "bundle/signature.h"

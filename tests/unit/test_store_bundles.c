@@ -20,7 +20,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/layers.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
 #include "bundle/sections.h"
 #include "core/config.h"
 #include "disk/disk.h"

@@ -1,4 +1,4 @@
-#include "bundle/machine.h"
+#include "machine/machine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 #include "bundle/layers.h"
 #include "bundle/sections.h"
 #include "bundle/signature.h"
-#include "bundle/workingset.h"
+#include "machine/workingset.h"
 #include "disk/copy.h"
 #include "disk/disk.h"
 #include "util/blob.h"

@@ -2,8 +2,8 @@
  * saved with its state, its vCPU/VM/device state and memory. Starting a
  * bundle with state resumes the guest where it was saved; without state
  * it boots. */
-#ifndef SMOLVM_BUNDLE_MACHINE_H
-#define SMOLVM_BUNDLE_MACHINE_H
+#ifndef SMOLVM_MACHINE_MACHINE_H
+#define SMOLVM_MACHINE_MACHINE_H
 
 #include <stdbool.h>
 
