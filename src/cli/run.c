@@ -14,6 +14,7 @@
 #include "core/vm.h"
 #include "hv/hv.h"
 #include "image/appliance.h"
+#include "machine/instance.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/trace.h"

@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
-#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/serve.h"
 #include "hv/hv.h"
+#include "machine/instance.h"
 #include "util/err.h"
 
 static const char start_help[] =
@@ -41,39 +41,6 @@ static const char start_help[] =
     "\n"
     "Exit status: 0 when the guest powers off or is stopped, 1 on errors (a corrupt\n"
     "or truncated bundle included), 2 on a bad command line.\n";
-
-/* A bundle file, or else an instance of the store by name. */
-static int start_machine(const char *what, const struct machine_start_options *so,
-                         struct machine **m)
-{
-    static struct vm_config cfg; /* its strings live as long as the VM */
-    struct stat st;
-
-    if (stat(what, &st) == 0 || strchr(what, '/'))
-        return machine_start(what, so, m);
-    const char *resume;
-    bool shared;
-    if (so->trusted_key)
-        return err_plain(EINVAL, "--verify checks a bundle file; '%s' is an instance", what);
-    vm_config_defaults(&cfg);
-    cfg.interactive = so->interactive;
-    cfg.trace_until = so->trace_until;
-    int r = cli_instance_config(what, &cfg, &resume, &shared);
-    if (r < 0 || !resume)
-        return r < 0 ? r : machine_boot(&cfg, m);
-    struct machine_start_options from_state = *so;
-    from_state.instance = &cfg;
-    /* A suspended state is read once: caching its memory would only fill
-     * the cache. */
-    if (!shared && so->memory == MACHINE_MEMORY_DEFAULT)
-        from_state.memory = MACHINE_MEMORY_DECOMPRESS;
-    r = machine_start(resume, &from_state, m);
-    if (r == 0 && cli_instance_resumed(what) < 0) {
-        machine_destroy(*m);
-        return -EIO;
-    }
-    return r;
-}
 
 int cli_start(int argc, char **argv)
 {
@@ -130,8 +97,7 @@ int cli_start(int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");
-    struct stat st;
-    if (!name && stat(argv[optind], &st) < 0 && !strchr(argv[optind], '/'))
+    if (!name && instance_named(argv[optind]))
         name = argv[optind]; /* an instance runs under its own name */
     if (hv_check() < 0) /* before any work, say what to do */
         return cli_fail(CLI_FAILED, "%s", err_msg());
@@ -146,7 +112,7 @@ int cli_start(int argc, char **argv)
         so.interactive = false;
     }
     so.name = serve_name(server);
-    if (start_machine(argv[optind], &so, &m) < 0) {
+    if (machine_start_named(argv[optind], &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }

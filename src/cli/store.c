@@ -12,7 +12,6 @@
 
 #include "bundle/bundle.h"
 #include "bundle/sections.h"
-#include "machine/machine.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "image/appliance.h"
@@ -519,86 +518,4 @@ int cli_create(int argc, char **argv)
 {
     optind = 1;
     return verb_create(argc, argv);
-}
-
-int cli_instance_config(const char *name, struct vm_config *cfg, const char **resume,
-                        bool *resume_shared)
-{
-    struct store *s;
-    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
-    int r = i ? store_open(&s) : -ENOMEM;
-
-    if (r < 0)
-        return r;
-    r = store_instance(s, name, i);
-    store_close(s);
-    if (r < 0) {
-        free(i);
-        return r;
-    }
-    if (!i->boot.kernel)
-        return err_plain(EINVAL, "instance '%s' has no kernel (create it with --kernel)", name);
-    cfg->kernel_path = i->boot.kernel;
-    cfg->initrd_path = i->boot.initrd;
-    if (i->boot.cmdline)
-        cfg->cmdline = i->boot.cmdline;
-    if (i->boot.cpus)
-        cfg->cpus = i->boot.cpus;
-    if (i->boot.mem_bytes)
-        cfg->mem_bytes = i->boot.mem_bytes;
-    cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
-    cfg->disk_count = 1;
-    *resume = i->resume;
-    *resume_shared = i->resume_pristine;
-    return 0;
-}
-
-int cli_instance_export(const char *name, const char *path, bool flatten, const char *sign_key)
-{
-    static struct vm_config cfg;
-    const char *resume;
-    bool shared;
-
-    vm_config_defaults(&cfg);
-    int r = cli_instance_config(name, &cfg, &resume, &shared);
-    return r < 0 ? r : machine_export(&cfg, resume, path, flatten, sign_key);
-}
-
-/* The instance's store, for one call. */
-static int with_store(const char *name, int (*op)(struct store *, const char *, char **),
-                      char **out)
-{
-    struct store *s;
-    int r = store_open(&s);
-    if (r == 0)
-        r = op(s, name, out);
-    store_close(s);
-    return r;
-}
-
-static int resumed(struct store *s, const char *name, char **unused)
-{
-    (void)unused;
-    return store_resumed(s, name);
-}
-
-static int suspended(struct store *s, const char *name, char **unused)
-{
-    (void)unused;
-    return store_suspended(s, name);
-}
-
-int cli_instance_suspend_path(const char *name, char **path)
-{
-    return with_store(name, store_suspend_path, path);
-}
-
-int cli_instance_suspended(const char *name)
-{
-    return with_store(name, suspended, NULL);
-}
-
-int cli_instance_resumed(const char *name)
-{
-    return with_store(name, resumed, NULL);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "disk/disk.h"
+#include "machine/instance.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -30,7 +31,7 @@ int store_open(struct store **out)
     s->lock_fd = -1;
     s->root = paths_data_dir("");
     s->layers = paths_data_dir("layers");
-    s->instances = paths_data_dir("instances");
+    s->instances = instances_root();
     if (!s->root || !s->layers || !s->instances) {
         store_close(s);
         return err_plain(ENOENT, "no data folder (set HOME or XDG_DATA_HOME)");
