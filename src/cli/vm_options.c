@@ -16,18 +16,6 @@
 
 /* ---- parse functions: 0, or -1 with err_plain() saying why ---- */
 
-static int parse_kernel(struct vm_options *o, char *value)
-{
-    o->vm.kernel_path = value;
-    return 0;
-}
-
-static int parse_initrd(struct vm_options *o, char *value)
-{
-    o->vm.initrd_path = value;
-    return 0;
-}
-
 static int parse_cmdline(struct vm_options *o, char *value)
 {
     o->vm.cmdline = value;
@@ -133,40 +121,6 @@ static int parse_memory(struct vm_options *o, char *value)
     return 0;
 }
 
-static int parse_no_rng(struct vm_options *o, char *value)
-{
-    (void)value;
-    o->vm.rng = false;
-    return 0;
-}
-
-static int parse_no_kernel_cache(struct vm_options *o, char *value)
-{
-    (void)value;
-    o->vm.kernel_cache = false;
-    return 0;
-}
-
-static int parse_name(struct vm_options *o, char *value)
-{
-    o->name = value;
-    return 0;
-}
-
-static int parse_detach(struct vm_options *o, char *value)
-{
-    (void)value;
-    o->detach = true;
-    return 0;
-}
-
-static int parse_trace_boot(struct vm_options *o, char *value)
-{
-    (void)value;
-    o->serve.trace_boot = true;
-    return 0;
-}
-
 static int parse_trace_until(struct vm_options *o, char *value)
 {
     o->vm.trace_until = o->serve.trace_until = value;
@@ -174,45 +128,18 @@ static int parse_trace_until(struct vm_options *o, char *value)
     return 0;
 }
 
-static int parse_json(struct vm_options *o, char *value)
-{
-    (void)value;
-    o->serve.json = true;
-    return 0;
-}
-
-static int parse_appliance(struct vm_options *o, char *value)
-{
-    o->appliance = value;
-    return 0;
-}
-
-static int parse_output(struct vm_options *o, char *value)
-{
-    o->output = value;
-    return 0;
-}
-
-static int parse_sign(struct vm_options *o, char *value)
-{
-    o->sign_key = value;
-    return 0;
-}
-
-static int parse_verify(struct vm_options *o, char *value)
-{
-    o->trusted_key = value;
-    return 0;
-}
-
-static int parse_from(struct vm_options *o, char *value)
-{
-    o->from = value;
-    return 0;
-}
-
 /* ---- the table ---- */
 
+/* --help: printed by the parser, never called. */
+static int parse_help(struct vm_options *o, char *value)
+{
+    (void)o;
+    (void)value;
+    return 0;
+}
+
+#define KEEP VM_OPTION_KEEP
+#define SET VM_OPTION_SET
 #define RUN VM_OPT_RUN
 #define PACK VM_OPT_PACK
 #define START VM_OPT_START
@@ -221,11 +148,11 @@ static int parse_from(struct vm_options *o, char *value)
 
 static const struct vm_option vm_option_table[] = {
     {"from", 0, "SOURCE", CREATE, 0,
-     "what the instance starts from (required)", parse_from},
-    {"output", 'o', "FILE", PACK, RUN, "the bundle (replaced atomically)", parse_output},
+     "what the instance starts from (required)", NULL, KEEP(from)},
+    {"output", 'o', "FILE", BOOTS, RUN, "the bundle (replaced atomically)", NULL, KEEP(output)},
     {"kernel", 'k', "PATH", BOOTS | CREATE, 0,
-     "kernel to boot", parse_kernel},
-    {"initrd", 'i', "PATH", BOOTS | CREATE, 0, "initial ramdisk", parse_initrd},
+     "kernel to boot", NULL, KEEP(vm.kernel_path)},
+    {"initrd", 'i', "PATH", BOOTS | CREATE, 0, "initial ramdisk", NULL, KEEP(vm.initrd_path)},
     {"cmdline", 'a', "TEXT", BOOTS | CREATE, 0, "kernel command line (default \"console=ttyS0\")",
      parse_cmdline},
     {"cpus", 'c', "N", BOOTS | CREATE, 0,
@@ -233,20 +160,20 @@ static const struct vm_option vm_option_table[] = {
     {"mem", 'm', "SIZE", BOOTS | CREATE, 0,
      "guest RAM, e.g. 256M, 1G (default 256M; plain\n"
      "numbers are MiB)", parse_mem},
-    {"name", 'n', "NAME", RUN | START, PACK,
+    {"name", 'n', "NAME", BOOTS | START, PACK,
      "the VM's name for 'smolvm save/pause/stop/ps'\n"
      "(default vm-PID); the disks it writes live in\n"
-     "~/.local/share/smolvm/instances/NAME", parse_name},
-    {"detach", 0, NULL, RUN | START, PACK,
+     "~/.local/share/smolvm/instances/NAME", NULL, KEEP(name)},
+    {"detach", 0, NULL, BOOTS | START, PACK,
      "run in the background once the VM is up (prints its name);\n"
-     "the console goes to a log ('smolvm logs NAME')", parse_detach},
+     "the console goes to a log ('smolvm logs NAME')", NULL, SET(detach, true)},
     {"disk", 'd', "PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]", BOOTS, 0,
      "a virtio-blk disk (repeatable): read-only, the serial\n"
      "the guest reads, O_DIRECT", parse_disk},
-    {"no-rng", 0, NULL, BOOTS, 0, "no virtio-rng device", parse_no_rng},
+    {"no-rng", 0, NULL, BOOTS, 0, "no virtio-rng device", NULL, SET(vm.rng, false)},
     {"no-kernel-cache", 0, NULL, BOOTS, 0,
      "boot a bzImage as it is, not from its cached\n"
-     "unpacked vmlinux", parse_no_kernel_cache},
+     "unpacked vmlinux", NULL, SET(vm.kernel_cache, false)},
     {"console", 0, "serial|virtio", BOOTS, 0,
      "which device gets this terminal's input: COM1 (ttyS0,\n"
      "default) or virtio-console (hvc0); both show output", parse_console},
@@ -264,25 +191,28 @@ static const struct vm_option vm_option_table[] = {
     {"verify", 0, "KEY.pub", START | CREATE, 0,
      "refuse the bundle unless it is signed with the private key\n"
      "of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"
-     "unchanged since", parse_verify},
-    {"sign", 0, "KEY", PACK, RUN, "sign it with the private key KEY ('smolvm keygen')",
-     parse_sign},
-    {"trace-boot", 0, NULL, RUN | START, PACK,
+     "unchanged since", NULL, KEEP(trusted_key)},
+    {"sign", 0, "KEY", BOOTS, RUN, "sign it with the private key KEY ('smolvm keygen')", NULL,
+     KEEP(sign_key)},
+    {"trace-boot", 0, NULL, BOOTS | START, PACK,
      "print boot timestamps (tslog style; a restore's\n"
-     "included) to stderr when the guest stops", parse_trace_boot},
-    {"trace-until", 0, "TEXT", RUN | START, PACK,
+     "included) to stderr when the guest stops", NULL, SET(serve.trace_boot, true)},
+    {"trace-until", 0, "TEXT", BOOTS | START, PACK,
      "also time the first appearance of TEXT on the console", parse_trace_until},
     {"json", 0, NULL, RUN | START, 0,
      "print the boot trace as JSON on stderr (stdout is the\n"
-     "console): {\"unit\", \"events\", \"counts\", \"marker\"}", parse_json},
-    {"json", 0, NULL, PACK, 0, "print {\"path\"} when written", parse_json},
+     "console): {\"unit\", \"events\", \"counts\", \"marker\"}", NULL, SET(serve.json, true)},
+    {"json", 0, NULL, PACK, 0, "print {\"path\"} when written", NULL, SET(serve.json, true)},
     {"json", 0, NULL, CREATE, 0,
      "print the instance as 'smolvm ls --json' does (name, top,\n"
      "kernel, initrd, cmdline, cpus, mem_bytes, created,\n"
-     "delta_bytes, next_start); errors as {\"error\": ...}", parse_json},
-    {"appliance", 0, "DIR", BOOTS, BOOTS, NULL, parse_appliance},
-    {"help", 'h', NULL, BOOTS | START | CREATE, 0, "this text", NULL},
+     "delta_bytes, next_start); errors as {\"error\": ...}", NULL, SET(serve.json, true)},
+    {"appliance", 0, "DIR", BOOTS, BOOTS, NULL, NULL, KEEP(appliance)},
+    {"help", 'h', NULL, BOOTS | START | CREATE, 0, "this text", parse_help},
 };
+
+#undef KEEP
+#undef SET
 
 #define TABLE_SIZE (sizeof(vm_option_table) / sizeof(vm_option_table[0]))
 
@@ -367,11 +297,15 @@ int vm_options_parse(unsigned verb, const struct vm_options_help *help, int argc
         const struct vm_option *e = entry_of(c);
         if (!e)
             return CLI_USAGE; /* cli_getopt_long said why */
-        if (!e->parse) {
+        if (e->parse == parse_help) {
             print_help(verb, help);
             return VM_OPTIONS_HELP;
         }
-        if (e->parse(o, optarg) < 0)
+        if (!e->parse && e->sets == VM_OPTION_STRING)
+            *(const char **)((char *)o + e->value_at) = optarg;
+        else if (!e->parse)
+            *(bool *)((char *)o + e->value_at) = e->sets == VM_OPTION_TRUE;
+        else if (e->parse(o, optarg) < 0)
             return cli_fail(CLI_USAGE, "--%s: %s", e->name, err_msg());
     }
     return CLI_OK;

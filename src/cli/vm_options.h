@@ -20,12 +20,16 @@
  *    name, short name (or 0), the value's name in --help (NULL: a flag),
  *    the verbs that take it, the verbs that take it without listing it, the
  *    help text ('\n' starts a further line, indented by the generator),
- *    and the parse function.
- * A flag's parse function gets value NULL. */
+ *    and the parse function (a flag's gets value NULL). An option that only
+ *    keeps its value, or a flag that only sets a bool, needs none: NULL,
+ *    then VM_OPTION_KEEP(field) or VM_OPTION_SET(field, true|false), e.g.
+ *        {"kernel", 'k', "PATH", ..., NULL, VM_OPTION_KEEP(vm.kernel_path)},
+ *        {"no-rng", 0, NULL, ..., NULL, VM_OPTION_SET(vm.rng, false)}. */
 #ifndef SMOLVM_CLI_VM_OPTIONS_H
 #define SMOLVM_CLI_VM_OPTIONS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "cli/serve.h"
 #include "core/config.h"
@@ -64,7 +68,15 @@ struct vm_option {
     unsigned unlisted;  /* of those, the ones whose --help leaves it out */
     const char *help;
     int (*parse)(struct vm_options *o, char *value);
+    /* An option that only keeps its value, or a flag that only sets a
+     * bool: parse NULL, and VM_OPTION_KEEP(field) (a const char * field
+     * of struct vm_options) or VM_OPTION_SET(field, true or false). */
+    size_t value_at;
+    enum { VM_OPTION_STRING, VM_OPTION_FALSE, VM_OPTION_TRUE } sets;
 };
+#define VM_OPTION_KEEP(field) offsetof(struct vm_options, field), VM_OPTION_STRING
+#define VM_OPTION_SET(field, value) \
+    offsetof(struct vm_options, field), (value) ? VM_OPTION_TRUE : VM_OPTION_FALSE
 
 /* What --help prints around the option list: usage and what the verb does
  * (before), exit status (after). */
