@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/state_io.h"
 #include "core/vm.h"
 #include "devices/device.h"
 #include "devices/virtio/mmio.h"
@@ -919,6 +920,8 @@ static void vsock_reset(void *dev)
     wake(v);
 }
 
+static int vsock_state(void *dev, struct state_io *io);
+
 static const struct virtio_device_ops vsock_ops = {
     .name = "vsock",
     .device_id = VIRTIO_ID_VSOCK,
@@ -928,45 +931,32 @@ static const struct virtio_device_ops vsock_ops = {
     .read_config = vsock_read_config,
     .queue_notify = vsock_notify,
     .reset = vsock_reset,
+    .state = vsock_state,
 };
 
 /* ---- snapshots: the guest's connections do not survive a start from a
  * bundle (their host ends were in the process that saved), so the guest is
- * told with a transport reset and closes them at once. ---- */
+ * told with a transport reset and closes them at once. The record (after
+ * the transport's, version 1) holds the guest CID. Called under the
+ * transport's I/O lock. ---- */
 
-#define STATE_VERSION 1
-
-static int vsock_save(void *opaque, struct blob *out)
+static int vsock_state(void *dev, struct state_io *io)
 {
-    struct vsock *v = opaque;
-    blob_put_u8(out, STATE_VERSION);
-    blob_put_u64(out, v->cid);
-    return 0;
-}
+    struct vsock *v = dev;
+    uint64_t cid = v->cid;
 
-static int vsock_restore(void *opaque, struct blob_reader *in)
-{
-    struct vsock *v = opaque;
-    uint8_t version = blob_get_u8(in);
-    uint64_t cid = blob_get_u64(in);
-
-    if (in->failed || version != STATE_VERSION)
-        return err_plain(EINVAL, "vsock state of an unknown version");
-    if (cid != v->cid)
-        return err_plain(EINVAL, "vsock state of guest CID %llu, config says %llu",
-                         (unsigned long long)cid, (unsigned long long)v->cid);
-    virtio_mmio_io_lock(v->transport);
+    state_u64(io, &cid);
+    if (!state_restoring(io))
+        return 0;
+    state_check(io, cid == v->cid, "vsock state of guest CID %llu, config says %llu",
+                (unsigned long long)cid, (unsigned long long)v->cid);
+    if (state_failed(io))
+        return 0;
     close_all(v);
     v->transport_reset_owed = true;
-    virtio_mmio_io_unlock(v->transport);
     wake(v);
     return 0;
 }
-
-static const struct vm_state_ops vsock_state = {
-    .save = vsock_save,
-    .restore = vsock_restore,
-};
 
 static int listen_on(struct vsock *v, const char *path)
 {
@@ -1011,7 +1001,7 @@ static void vsock_destroy(void *state)
     free(v);
 }
 
-static int vsock_create(struct vm *vm, void **state)
+static int vsock_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     const struct vm_config *cfg = vm_config(vm);
     struct vsock *v;
@@ -1032,9 +1022,7 @@ static int vsock_create(struct vm *vm, void **state)
     v->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r = v->wake_fd < 0 ? err_set(errno, "eventfd") : 0;
     if (r == 0)
-        r = virtio_mmio_create(vm, &vsock_ops, v, &v->transport);
-    if (r == 0)
-        r = vm_register_state(vm, "vsock", &vsock_state, v);
+        r = virtio_mmio_create(vm, slot, &vsock_ops, v, &v->transport);
     if (r == 0 && cfg->vsock_path)
         r = listen_on(v, cfg->vsock_path);
     if (r == 0 && pthread_create(&v->thread, NULL, vsock_thread, v) != 0)
