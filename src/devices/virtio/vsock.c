@@ -90,10 +90,10 @@ struct vsock {
     bool transport_reset_owed;/* a start from a bundle: tell the guest */
     /* Told, not yet handled: the guest's handler resets every connected
      * socket, so a connection it accepted before would die with the old
-     * ones. Host connections wait until it re-posts its event buffer (a
-     * kick of the event queue), or RESET_ACK_MS. */
+     * ones. Host connections wait until it re-posts its event buffer (the
+     * avail index moves; a kick is no sign: a restore kicks every queue),
+     * or RESET_ACK_MS. */
     bool awaiting_reset_ack;
-    bool event_kicked;        /* set by the vCPU's notify, atomically */
     uint16_t event_avail_at_reset; /* the event queue's avail index then */
     uint64_t reset_ack_deadline_ms;
     bool was_live;            /* the queues were usable on the last round */
@@ -601,7 +601,6 @@ static void deliver_transport_reset(struct vsock *v)
     if (r > 0 && v->chain.writable_bytes < sizeof(event))
         r = err_plain(EINVAL, "event buffer shorter than an event");
     if (r > 0) {
-        __atomic_store_n(&v->event_kicked, false, __ATOMIC_SEQ_CST);
         v->awaiting_reset_ack = true;
         v->reset_ack_deadline_ms = now_ms() + RESET_ACK_MS;
         v->event_avail_at_reset = avail_index(q);
@@ -625,8 +624,7 @@ static void check_reset_ack(struct vsock *v)
 
     if (!v->awaiting_reset_ack)
         return;
-    if (__atomic_load_n(&v->event_kicked, __ATOMIC_SEQ_CST) || !q ||
-        avail_index(q) != v->event_avail_at_reset || now_ms() >= v->reset_ack_deadline_ms)
+    if (!q || avail_index(q) != v->event_avail_at_reset || now_ms() >= v->reset_ack_deadline_ms)
         v->awaiting_reset_ack = false;
 }
 
@@ -904,11 +902,9 @@ static void vsock_read_config(void *dev, uint32_t offset, uint8_t *data, unsigne
 
 static void vsock_notify(void *dev, struct virtio_mmio *t, unsigned q)
 {
-    struct vsock *v = dev;
     (void)t;
-    if (q == VSOCK_EVENTQ)
-        __atomic_store_n(&v->event_kicked, true, __ATOMIC_SEQ_CST);
-    wake(v);
+    (void)q;
+    wake(dev);
 }
 
 /* Called with the I/O lock held: the thread drops the connections next. */
