@@ -873,7 +873,8 @@ scenario_vsock() {
     rc=$?
     expect vsock-cp-folder "cp of a folder into the VM and back: its file through its symbolic link" \
         eval 'test "$rc" -eq 0 -a "$out" = leaf && test "$(cat "$work/vs-tree-back/link")" = leaf'
-    out=$(printf 'typed\n' | script -qec "stty rows 33 cols 101; $SMOLVM exec -i -t vs -- sh -c 'stty size; read x; echo got-\$x'" /dev/null)
+    out=$(printf 'typed\n' | script -qec "stty rows 33 cols 101; $SMOLVM exec -i -t vs -- sh -c 'stty size; read x; echo got-\$x'" /dev/null 2>&1)
+    printf '%s\n' "$out" > "$results/vs-tty.out"
     expect vsock-exec-tty "exec -i -t through a pty: the window size and typed input reach the command" \
         eval 'echo "$out" | grep -q "^33 101" && echo "$out" | grep -q got-typed'
     "$SMOLVM" pause vs
