@@ -87,6 +87,8 @@ struct bsd_process {
     struct {
         _Atomic int fd_plus_1, sig, busy;
     } signal_notes[BSD_MAX_SIGNAL_NOTES];
+    /* rewrite.c: the executable's code (read-only once the guest runs). */
+    struct bsd_code code;
     /* lwp.c: one futex word per NetBSD LWP, found by its id (lock-free). */
     struct {
         atomic_long id;
@@ -153,7 +155,14 @@ struct bsd_thread {
     /* Signals kept for the guest (pending, masked or not): while there are,
      * every call takes the C path, whose end delivers them. */
     uint32_t signals_kept;
+    /* bsd_direct_entry's, while it answers a call from a rewritten site
+     * (%gs holds the block's address): the stub's syscall, where it
+     * returns, the guest's %rdi; the result and carry BSD_DIRECT_RESULT
+     * gives back. */
+    uint64_t direct_slow, direct_back, direct_rdi, direct_result, direct_carry;
 };
+/* The calling thread's block (in a handler). */
+struct bsd_thread *bsd_thread_self(void);
 /* Says whether the calling thread keeps signals for its guest. */
 void bsd_thread_signals_kept(bool any);
 
@@ -170,6 +179,40 @@ extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
 extern uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
 /* The guest BSD's errno for each Linux one (ENOSYS where it has none). */
 extern int32_t bsd_direct_errno[200];
+
+/* Rewritten system call sites (rewrite.c). The code range whose sites are
+ * rewritten (0, 0: none); per site (its end's address modulo
+ * BSD_SITES_SEEN), a bit: tried already, so the signal entry's own
+ * answer may be used, else the C path comes here first. */
+#define BSD_SITES_SEEN 65536
+extern uint64_t bsd_rewrite_lo, bsd_rewrite_hi;
+extern uint8_t bsd_sites_seen[BSD_SITES_SEEN / 8];
+/* The executable's code and functions, from its file (at load). */
+void bsd_rewrite_scan(const uint8_t *file, size_t len, uint64_t bias, struct bsd_code *out);
+/* Keeps code for the process; rewriting starts when on. */
+void bsd_rewrite_start(const struct bsd_code *code, bool on);
+/* A call came through SIGSYS from the syscall ending at rip: rewrite its
+ * site when it can be, once. */
+void bsd_rewrite_site(uint64_t rip);
+/* Whether the registers are at a stub's syscall with BSD_DIRECT_RESULT. */
+bool bsd_direct_pending(uint64_t rip, uint64_t rax);
+/* The guest maps, unmaps or protects [at, at + len): when that touches
+ * its code, no site is rewritten any more; -EINVAL when it touches the
+ * stubs (the call is refused: rewritten sites jump there). */
+int bsd_rewrite_forget(uint64_t at, uint64_t len);
+/* Where stubs jump, %rcx the stub's own syscall (threads.c): a call
+ * bsd_direct_calls has answered there, else that syscall; with signals
+ * kept meanwhile, the result goes through that syscall too, as the
+ * pseudo-call BSD_DIRECT_RESULT (the result and carry in the block),
+ * whose SIGSYS delivers them. A signal that comes just before that
+ * syscall is kept too (bsd_direct_pending says so): a handler run there
+ * could make calls of its own and overwrite the result. */
+void bsd_direct_entry(void);
+#define BSD_DIRECT_RESULT 0xb5d0001
+/* The last instructions of bsd_direct_entry before it returns to the
+ * guest: a signal that comes there goes back to bsd_direct_tail (which
+ * checks for kept signals again). */
+extern const char bsd_direct_tail[], bsd_direct_tail_end[];
 
 /* This thread's block (*out, may be NULL): its alternate stack, signal
  * handling and Syscall User Dispatch; guest code may run on it from here. */

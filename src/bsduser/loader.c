@@ -272,6 +272,8 @@ int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image
     out->base = h->e_type == ET_DYN ? PIE_BASE : 0;
     if (r == 0)
         r = map_all(&f, out->base, &out->brk, &out->phdr);
+    if (r == 0)
+        bsd_rewrite_scan(f.data, f.len, out->base, &out->code);
     out->entry = out->start = h->e_entry + out->base;
     out->phent = sizeof(Elf64_Phdr);
     out->phnum = h->e_phnum;

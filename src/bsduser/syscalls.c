@@ -318,8 +318,11 @@ static long map(const long *a, long offset)
 
     if (len == 0 || len > BSDUSER_GUEST_LIMIT || addr > BSDUSER_GUEST_LIMIT - len)
         return flags & MAP_FIXED || len == 0 ? -EINVAL : -ENOMEM;
-    if (flags & MAP_FIXED)
+    if (flags & MAP_FIXED) {
+        if (bsd_rewrite_forget(addr, len) < 0)
+            return -EINVAL;
         return bsd_result((long)mmap((void *)addr, len, (int)a[2], flags, fd, at));
+    }
     /* The guest stays below the host's range: at its hint when that is
      * free (runtimes place their heaps so), else in the guest's map area. */
     flags |= MAP_FIXED_NOREPLACE;
@@ -338,14 +341,16 @@ static long sys_mmap_netbsd(const long *a) { return map(a, a[6]); }
 
 static long sys_munmap(const long *a)
 {
-    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
+    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT ||
+        bsd_rewrite_forget((uint64_t)a[0], (uint64_t)a[1]) < 0)
         return -EINVAL;
     return bsd_result(munmap((void *)a[0], (size_t)a[1]));
 }
 
 static long sys_mprotect(const long *a)
 {
-    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
+    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT ||
+        bsd_rewrite_forget((uint64_t)a[0], (uint64_t)a[1]) < 0)
         return -EINVAL;
     return bsd_result(mprotect((void *)a[0], (size_t)a[1], (int)a[2]));
 }
@@ -1111,6 +1116,19 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
     (void)sig;
     (void)si;
 
+    if (number == BSD_DIRECT_RESULT) {
+        /* A rewritten site's call, answered with signals kept meanwhile
+         * (bsd_direct_entry): its result, then what was kept. */
+        struct bsd_thread *t = bsd_thread_self();
+        g[REG_RAX] = (greg_t)t->direct_result;
+        g[REG_EFL] = (g[REG_EFL] & ~1ll) | (greg_t)(t->direct_carry & 1);
+        bsd_signals_flush(context, bsd_guest_fs());
+        errno = saved;
+        return;
+    }
+    if ((uint64_t)g[REG_RIP] - bsd_rewrite_lo < bsd_rewrite_hi - bsd_rewrite_lo)
+        bsd_rewrite_site((uint64_t)g[REG_RIP]);
+
     if (number == SYS_INDIRECT || number == SYS_INDIRECT64) {
         uint64_t stack[1] = {0};
         number = a[0];
@@ -1321,6 +1339,8 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
     build_tables(img.os);
     if (!bsd_proc->tracing)
         fill_direct_calls();
+    const char *rewrite = getenv("SMOLVM_BSDUSER_REWRITE");
+    bsd_rewrite_start(&img.code, !bsd_proc->tracing && !(rewrite && strcmp(rewrite, "0") == 0));
     uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
     if (!sp)
         return err_set(errno, "the guest's stack");

@@ -31,6 +31,7 @@
 #endif
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
+#define ARCH_SET_GS 0x1001
 #define TID_BASE 100000 /* FreeBSD thread ids start above process ids */
 #define STR(x) #x
 #define XSTR(x) STR(x)
@@ -81,7 +82,14 @@ _Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10
                "ucontext layout");
 #define KEPT 16 /* offsetof(struct bsd_thread, signals_kept) */
 _Static_assert(offsetof(struct bsd_thread, signals_kept) == KEPT, "bsd_thread layout");
+_Static_assert(offsetof(struct bsd_thread, direct_slow) == 24 &&
+                   offsetof(struct bsd_thread, direct_back) == 32 &&
+                   offsetof(struct bsd_thread, direct_rdi) == 40 &&
+                   offsetof(struct bsd_thread, direct_result) == 48 &&
+                   offsetof(struct bsd_thread, direct_carry) == 56,
+               "bsd_thread layout");
 _Static_assert(BSD_MAX_SYSCALL == 1024 && SIGSYS == 31, "the direct call table");
+_Static_assert(BSD_SITES_SEEN == 65536, "the rewritten sites' bits");
 uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
 uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
 _Static_assert(BSD_DIRECT_CLOCK == 0x8000 && BSD_DIRECT_CLOCKS == 16, "the direct clocks");
@@ -103,7 +111,16 @@ __asm__(".text\n"
         "    movabs $" XSTR(GUEST_LIMIT) ", %rcx\n"
         "    cmp %rcx, %rax\n"
         "    jae 9f\n"
-        "    mov " XSTR(UC_RAX) "(%rdx), %rax\n"
+        /* A site not tried yet for rewriting: the C path tries it. */
+        "    cmp bsd_rewrite_lo(%rip), %rax\n"
+        "    jb 1f\n"
+        "    cmp bsd_rewrite_hi(%rip), %rax\n"
+        "    jae 1f\n"
+        "    movzwl %ax, %ecx\n" /* (BSD_SITES_SEEN bits) */
+        "    lea bsd_sites_seen(%rip), %r15\n"
+        "    bt %ecx, (%r15)\n"
+        "    jnc 9f\n"
+        "1:  mov " XSTR(UC_RAX) "(%rdx), %rax\n"
         "    cmp $1024, %rax\n" /* unsigned: a negative number too */
         "    jae 9f\n"
         "    lea bsd_direct_calls(%rip), %rcx\n"
@@ -183,6 +200,64 @@ __asm__(".text\n"
         "    call bsd_set_fs\n"
         "4:  ret\n"
         ".size bsd_signal_entry, .-bsd_signal_entry\n"
+        /* From a rewritten site's stub (rewrite.c), on the guest's stack with
+         * the guest's registers and %fs, %rcx the stub's syscall; %gs is the
+         * thread's block. Only %rax (the result), %rcx, %r11 and the flags
+         * change, as a syscall changes them. */
+        ".globl bsd_direct_entry\n"
+        ".type bsd_direct_entry, @function\n"
+        "bsd_direct_entry:\n"
+        "    cmpl $0, %gs:" XSTR(KEPT) "\n"
+        "    jne 8f\n"
+        "    cmp $1024, %rax\n"
+        "    jae 8f\n"
+        "    mov %rcx, %gs:24\n" /* direct_slow */
+        "    lea 2(%rcx), %r11\n"
+        "    mov %r11, %gs:32\n" /* direct_back: the stub's jump to the site's end */
+        "    lea bsd_direct_calls(%rip), %r11\n"
+        "    movzwl (%r11,%rax,2), %ecx\n"
+        "    test %ecx, %ecx\n"
+        "    jz 7f\n"
+        "    mov %rdi, %gs:40\n" /* direct_rdi */
+        "    btr $15, %ecx\n" /* BSD_DIRECT_CLOCK */
+        "    jnc 1f\n"
+        "    cmp $16, %rdi\n"
+        "    jae 7f\n"
+        "    lea bsd_direct_clocks(%rip), %r11\n"
+        "    movzbl (%r11,%rdi), %edi\n"
+        "    test %edi, %edi\n"
+        "    jz 6f\n"
+        "    dec %edi\n"
+        "1:  lea -1(%rcx), %eax\n"
+        "    syscall\n"
+        "    mov %gs:40, %rdi\n"
+        "    xor %r11d, %r11d\n" /* the carry to return */
+        "    cmp $-4095, %rax\n"
+        "    jb bsd_direct_tail\n"
+        "    neg %rax\n"
+        "    mov $78, %ecx\n" /* ENOSYS: a Linux errno the BSD has not */
+        "    cmp $200, %rax\n"
+        "    jae 2f\n"
+        "    lea bsd_direct_errno(%rip), %rcx\n"
+        "    movslq (%rcx,%rax,4), %rcx\n"
+        "2:  mov %rcx, %rax\n"
+        "    mov $1, %r11d\n"
+        ".globl bsd_direct_tail\n"
+        "bsd_direct_tail:\n"
+        "    cmpl $0, %gs:" XSTR(KEPT) "\n"
+        "    jne 3f\n"
+        "    bt $0, %r11d\n"
+        "    jmp *%gs:32\n"
+        ".globl bsd_direct_tail_end\n"
+        "bsd_direct_tail_end:\n"
+        "3:  mov %rax, %gs:48\n" /* signals kept: through SIGSYS, which delivers them */
+        "    mov %r11, %gs:56\n"
+        "    mov $" XSTR(BSD_DIRECT_RESULT) ", %eax\n"
+        "    jmp *%gs:24\n"
+        "6:  mov %gs:40, %rdi\n"
+        "7:  mov %gs:24, %rcx\n"
+        "8:  jmp *%rcx\n"
+        ".size bsd_direct_entry, .-bsd_direct_entry\n"
         /* %fs base := %rsi; clobbers rax, rcx, rdi, r11. */
         "bsd_set_fs:\n"
         "    cmpl $0, bsd_fsgsbase(%rip)\n"
@@ -284,7 +359,8 @@ int bsd_thread_setup(struct bsd_thread **out)
         munmap(raw, at - (uintptr_t)raw);
     munmap((void *)(at + BSD_ALT_STACK_SIZE), (uintptr_t)raw + BSD_ALT_STACK_SIZE - at);
     struct bsd_thread *t = (struct bsd_thread *)at;
-    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &t->host_fs) < 0)
+    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &t->host_fs) < 0 ||
+        syscall(SYS_arch_prctl, ARCH_SET_GS, t) < 0) /* for bsd_direct_entry */
         return -errno;
     t->guest_fs = t->host_fs; /* until the guest sets its own */
     stack_t ss = {.ss_sp = (void *)at, .ss_size = BSD_ALT_STACK_SIZE};
@@ -307,10 +383,20 @@ uint64_t *bsd_guest_fs(void)
     return &self()->guest_fs;
 }
 
+struct bsd_thread *bsd_thread_self(void)
+{
+    return self();
+}
+
 uint64_t bsd_on_signal(int sig, void *info, void *context, uint64_t entry_fs)
 {
     struct bsd_thread *t = self();
     ucontext_t *uc = context;
+    greg_t *rip = &uc->uc_mcontext.gregs[REG_RIP];
+    /* Past bsd_direct_entry's last look at signals kept: it looks again
+     * (this one is kept: smolvm's code was running). */
+    if ((uint64_t)*rip > (uint64_t)bsd_direct_tail && (uint64_t)*rip < (uint64_t)bsd_direct_tail_end)
+        *rip = (greg_t)bsd_direct_tail;
     bsd_dispatch(sig, info, context);
     return (uint64_t)uc->uc_mcontext.gregs[REG_RIP] < BSDUSER_GUEST_LIMIT ? t->guest_fs
                                                                            : entry_fs;

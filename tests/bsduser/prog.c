@@ -512,14 +512,17 @@ static void on_interrupt(int sig, void *info, void *uc)
 
 /* A read blocked in the kernel, interrupted by a signal from a child: it
  * fails with EINTR, and the handler has run by the time it comes back
- * (nothing else is called in between that could deliver it later). */
+ * (nothing else is called in between that could deliver it later). The
+ * same read has been made once before (a byte was there), so its site is
+ * rewritten by then: the blocked read is a direct one. */
 static int interrupted_read(void)
 {
     int fds[2];
     char c;
     struct sigaction_ act = {on_interrupt, SA_SIGINFO_, {0, 0, 0, 0}};
     long parent = sys(SYS_GETPID).value;
-    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_PIPE2, fds, 0).failed)
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_PIPE2, fds, 0).failed ||
+        sys(SYS_WRITE, fds[1], "w", 1).value != 1)
         return 1;
     long child = sys(SYS_FORK).value;
     if (child == 0) {
@@ -527,7 +530,13 @@ static int interrupted_read(void)
         sys(SYS_NANOSLEEP, pause, 0);
         leave(sys(SYS_KILL, parent, SIGUSR1_).failed);
     }
-    struct ret r = sys(SYS_READ, fds[0], &c, 1);
+    struct ret r;
+#pragma clang loop unroll(disable)
+    for (int warm = 1; warm >= 0; warm--) {
+        r = sys(SYS_READ, fds[0], &c, 1);
+        if (warm && (r.failed || c != 'w'))
+            return 5;
+    }
     int seen = interrupt_seen;
     if (child < 0 || sys(SYS_WAIT4, child, 0, 0, 0).value != child)
         return 2;
@@ -565,6 +574,38 @@ static int direct_calls(void)
     return 0;
 }
 #endif
+
+/* Rewritten call sites: a loop's call (its site rewritten after the
+ * first), and a site whose instructions before the syscall a jump lands
+ * inside (so they must stay as they are: entered there, a rewritten site
+ * would run the middle of its jump). Both answer getpid every time. */
+long jump_in(long middle);
+__asm__(".text\n"
+        ".globl jump_in\n"
+        ".type jump_in, @function\n"
+        "jump_in:\n"
+        "    mov $20, %eax\n" /* SYS_GETPID */
+        "    test %rdi, %rdi\n"
+        "    jnz 1f\n"
+        "    xor %esi, %esi\n"
+        "1:  xor %edx, %edx\n"
+        "    nop\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size jump_in, .-jump_in\n");
+
+static int rewritten(long calls)
+{
+    long pid = sys(SYS_GETPID).value;
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < calls; i++)
+        if (sys(SYS_GETPID).value != pid)
+            return 1;
+    for (long i = 0; i < calls; i++)
+        if (jump_in(i & 1) != pid)
+            return 2;
+    return 0;
+}
 
 static int processes(char *self)
 {
@@ -1356,6 +1397,8 @@ void ENTRY(long *ap)
 #endif
     if (same(what, "processes"))
         leave(processes(argv[0]));
+    if (same(what, "rewrite"))
+        leave(rewritten(1000));
     if (same(what, "threads"))
         leave(threads());
     if (same(what, "fault"))
