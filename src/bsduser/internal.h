@@ -125,10 +125,15 @@ void bsd_kqueue_signalled(int sig);
  * the signal is caught even where the guest ignores it. */
 long bsd_signal_watch(int sig, bool on);
 
-/* Guest memory through the kernel: a bad pointer is -EFAULT, never a
- * fault in smolvm. */
+/* Guest memory: a bad pointer is -EFAULT, never a fault in smolvm (the
+ * copy's fault is caught, or, while a fault is being handled, the kernel
+ * copies). */
 long bsd_copy_in(void *to, uint64_t from, size_t len);
 long bsd_copy_out(uint64_t to, const void *from, size_t len);
+/* The copy itself (threads.c): 0, or -EFAULT (bsd_on_signal sends a fault
+ * at bsd_copy_faulting to bsd_copy_fixup). */
+long bsd_copy_guarded(void *to, const void *from, size_t len);
+extern const char bsd_copy_faulting[], bsd_copy_fixup[];
 
 /* A Linux call's result: the value, or -errno. */
 static inline long bsd_result(long r)

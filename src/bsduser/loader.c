@@ -278,8 +278,12 @@ int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image
     out->phent = sizeof(Elf64_Phdr);
     out->phnum = h->e_phnum;
     elf_close(&f);
-    if (r == 0 && interp[0])
-        return load_interpreter(o->root, interp, out);
+    if (r == 0 && interp[0]) {
+        r = load_interpreter(o->root, interp, out);
+        if (r < 0)
+            free(out->code.funcs);
+        return r;
+    }
     return r < 0 ? (err_prefix("'%s'", path), r) : 0;
 }
 

@@ -15,8 +15,9 @@
  * program, where a compiler's split-off cold parts jump back into their
  * parent) lands strictly inside them, and the function has no indirect
  * jump (a jump table could). The 5 bytes are written with one locked
- * 8-byte compare-exchange (within a cache line), so another thread runs
- * either the old instructions or the jump; the page is writable only for
+ * 16-byte (aligned) or 8-byte (within a cache line) compare-exchange, so
+ * another thread runs either the old instructions or the jump (a site
+ * whose 5 bytes straddle a cache line stays on SIGSYS); the page is writable only for
  * that store (mprotect around it, under a lock).
  *
  * Rewriting is off under --strace (every call is traced on the C path) and
@@ -397,9 +398,9 @@ static bool no_jump_into(uint64_t lo, uint64_t hi, uint64_t from, uint64_t to)
     return true;
 }
 
-/* The start of the whole instructions, at least 5 bytes of them, that end
- * at site (all movable); 0: none. */
-static uint64_t window_before(uint64_t lo, uint64_t site)
+/* The start of the whole instructions, at least 5 bytes of them (and
+ * more when longer is true), that end at site (all movable); 0: none. */
+static uint64_t window_before(uint64_t lo, uint64_t site, uint64_t longer)
 {
     enum { KEEP = 16 };
     uint64_t starts[KEEP];
@@ -418,7 +419,7 @@ static uint64_t window_before(uint64_t lo, uint64_t site)
         if (!decode((const uint8_t *)w, site - w, w, &moved) || moved.rip_relative ||
             moved.relative || moved.indirect_jump || moved.moves_control)
             return 0;
-        if (site - w >= 5)
+        if (site - w >= 5 && site - w > longer)
             return site - w <= 32 ? w : 0;
     }
     return 0;
@@ -479,21 +480,37 @@ static uint64_t make_stub(uint64_t w, uint64_t site)
     return at;
 }
 
+/* Where the one locked store that writes 5 bytes at w goes: the aligned
+ * 16 bytes holding them, else the 8 from w when they lie in one cache line
+ * (a locked store across two is not atomic everywhere); 0: none. */
+static uint64_t store_at(uint64_t w, unsigned *size)
+{
+    *size = (w & 15) <= 11 ? 16 : (w & 63) <= 56 ? 8 : 0;
+    return *size == 16 ? w & ~15ull : *size ? w : 0;
+}
+
 /* The 5 bytes at w := jmp stub, in one locked store: another thread
  * runs either the old bytes or the new. */
 static bool patch(uint64_t w, uint64_t stub)
 {
-    uint64_t old, new;
+    unsigned size;
+    uint64_t at = store_at(w, &size), old[2], new[2];
     uint64_t page = w & ~(PAGE - 1);
-    memcpy(&old, (const void *)w, 8);
-    new = old;
+    memcpy(old, (const void *)at, size);
+    memcpy(new, old, size);
     uint8_t jmp[5] = {0xe9};
     put_rel32(jmp + 1, w + 5, stub);
-    memcpy(&new, jmp, 5);
+    memcpy((uint8_t *)new + (w - at), jmp, 5);
     if (mprotect((void *)page, PAGE, PROT_READ | PROT_WRITE | PROT_EXEC) < 0)
         return false;
-    __asm__ volatile("lock cmpxchgq %2, (%3)" : "+a"(old) : "m"(*(uint64_t *)w), "r"(new), "r"(w)
-                     : "memory", "cc");
+    if (size == 16)
+        __asm__ volatile("lock cmpxchg16b (%4)"
+                         : "+a"(old[0]), "+d"(old[1])
+                         : "b"(new[0]), "c"(new[1]), "r"(at)
+                         : "memory", "cc");
+    else
+        __asm__ volatile("lock cmpxchgq %1, (%2)" : "+a"(old[0]) : "r"(new[0]), "r"(at)
+                         : "memory", "cc");
     /* The code segment's own protection back (bsd_rewrite_forget stops
      * all rewriting once the guest changes it). */
     if (mprotect((void *)page, PAGE, PROT_READ | PROT_EXEC) < 0)
@@ -506,9 +523,13 @@ static void rewrite(uint64_t site)
     uint64_t lo, hi, w;
     if (!function_of(site, &lo, &hi) || site + 2 > hi || memcmp((void *)site, "\x0f\x05", 2) != 0)
         return;
-    w = window_before(lo, site);
-    /* The 8 bytes the store covers in one cache line, in the code. */
-    if (!w || (w & 63) > 56 || !in_code(w, 8) || !no_jump_into(lo, hi, w, site))
+    /* The shortest window the jump can be stored into at once. */
+    unsigned size;
+    uint64_t at = 0;
+    w = window_before(lo, site, 0);
+    while (w && !(at = store_at(w, &size)))
+        w = window_before(lo, site, site - w);
+    if (!at || !in_code(at, size) || !no_jump_into(lo, hi, w, site))
         return;
     for (size_t i = 0; !bsd_proc->code.go && i < bsd_proc->code.nfuncs; i++) {
         uint64_t f = bsd_proc->code.funcs[i],

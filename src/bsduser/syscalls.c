@@ -56,17 +56,34 @@ static const struct bsd_sysent freebsd11_table[] = {
 
 struct bsd_process *bsd_proc;
 
-/* ---- guest memory, copied through the kernel so a bad pointer is EFAULT ---- */
+/* ---- guest memory: a bad pointer is EFAULT ---- */
+
+/* While a fault signal is handled (it is blocked: another would kill the
+ * process), copies go through the kernel. */
+static __thread bool handling_fault;
+
+static bool in_guest(uint64_t at, size_t len)
+{
+    return at < BSDUSER_GUEST_LIMIT && len <= BSDUSER_GUEST_LIMIT - at;
+}
 
 long bsd_copy_in(void *to, uint64_t from, size_t len)
 {
     struct iovec local = {to, len}, remote = {(void *)from, len};
+    if (!in_guest(from, len))
+        return -EFAULT;
+    if (!handling_fault)
+        return bsd_copy_guarded(to, (const void *)from, len);
     return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
 }
 
 long bsd_copy_out(uint64_t to, const void *from, size_t len)
 {
     struct iovec local = {(void *)from, len}, remote = {(void *)to, len};
+    if (!in_guest(to, len))
+        return -EFAULT;
+    if (!handling_fault)
+        return bsd_copy_guarded((void *)to, from, len);
     return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
 }
 
@@ -1266,7 +1283,9 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
      * on top, and the call must still find (and restore into) its own
      * context afterwards. */
     void *outer = bsd_context;
+    bool fault_outer = handling_fault;
     bsd_context = context;
+    handling_fault |= bsd_fault_signal(sig);
     if (sig == 0) /* a direct call was answered (threads.c): what it kept */
         bsd_signals_flush(context, bsd_guest_fs());
     else if (sig == SIGSYS)
@@ -1275,6 +1294,7 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
              bsd_fault_signal(sig))
         on_fault(sig, info, context);
     bsd_context = outer;
+    handling_fault = fault_outer;
     return 0;
 }
 

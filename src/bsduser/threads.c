@@ -258,6 +258,22 @@ __asm__(".text\n"
         "7:  mov %gs:24, %rcx\n"
         "8:  jmp *%rcx\n"
         ".size bsd_direct_entry, .-bsd_direct_entry\n"
+        /* bsd_copy_guarded(to, from, len): 0, or -EFAULT when the copy
+         * faulted (bsd_on_signal sends it to bsd_copy_fixup). */
+        ".globl bsd_copy_guarded\n"
+        ".type bsd_copy_guarded, @function\n"
+        "bsd_copy_guarded:\n"
+        "    mov %rdx, %rcx\n"
+        ".globl bsd_copy_faulting\n"
+        "bsd_copy_faulting:\n"
+        "    rep movsb\n"
+        "    xor %eax, %eax\n"
+        "    ret\n"
+        ".globl bsd_copy_fixup\n"
+        "bsd_copy_fixup:\n"
+        "    mov $-" XSTR(EFAULT) ", %rax\n"
+        "    ret\n"
+        ".size bsd_copy_guarded, .-bsd_copy_guarded\n"
         /* %fs base := %rsi; clobbers rax, rcx, rdi, r11. */
         "bsd_set_fs:\n"
         "    cmpl $0, bsd_fsgsbase(%rip)\n"
@@ -397,6 +413,11 @@ uint64_t bsd_on_signal(int sig, void *info, void *context, uint64_t entry_fs)
      * (this one is kept: smolvm's code was running). */
     if ((uint64_t)*rip > (uint64_t)bsd_direct_tail && (uint64_t)*rip < (uint64_t)bsd_direct_tail_end)
         *rip = (greg_t)bsd_direct_tail;
+    /* A guest pointer that is not there: EFAULT. */
+    if (bsd_fault_signal(sig) && (uint64_t)*rip == (uint64_t)bsd_copy_faulting) {
+        *rip = (greg_t)bsd_copy_fixup;
+        return entry_fs;
+    }
     bsd_dispatch(sig, info, context);
     return (uint64_t)uc->uc_mcontext.gregs[REG_RIP] < BSDUSER_GUEST_LIMIT ? t->guest_fs
                                                                            : entry_fs;

@@ -152,6 +152,22 @@ static int errors(void)
     r = sys(SYS_GETPID);
     if (r.failed || r.value <= 0)
         return 4;
+    /* Bad pointers the C path reads and writes: nothing there, read-only
+     * (this function's code), smolvm's range: EFAULT, nothing else. */
+#ifdef NETBSD
+    const long sigprocmask_ = 293; /* __sigprocmask14 */
+#else
+    const long sigprocmask_ = 340;
+#endif
+    const long bad[] = {16, (long)errors, 0x7f0000000000};
+    for (int i = 0; i < 3; i++) {
+        r = sys(sigprocmask_, 1 /* SIG_BLOCK */, 0, bad[i]);
+        if (!r.failed || r.value != 14)
+            return 5;
+        r = sys(sigprocmask_, 1, i == 1 ? 0 : bad[i], 0);
+        if (i != 1 && (!r.failed || r.value != 14))
+            return 6;
+    }
     return 0;
 }
 
