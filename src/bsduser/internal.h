@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <ucontext.h>
 
 #include "bsduser/bsduser.h"
 
@@ -165,6 +166,10 @@ struct bsd_thread {
      * returns, the guest's %rdi; the result and carry BSD_DIRECT_RESULT
      * gives back. */
     uint64_t direct_slow, direct_back, direct_rdi, direct_result, direct_carry;
+    /* A call bsd_direct_c allows, answered by the C path without a signal:
+     * the alternate stack's top it runs on, the guest's registers. */
+    uint64_t direct_top;
+    ucontext_t direct_uc __attribute__((aligned(64)));
 };
 /* The calling thread's block (in a handler). */
 struct bsd_thread *bsd_thread_self(void);
@@ -177,6 +182,13 @@ void bsd_thread_signals_kept(bool any);
  * pread, lseek, getpid, ...). Per guest number: the Linux number + 1, 0
  * for the C path. Filled before the guest starts, not while --strace. */
 extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+/* Calls from rewritten sites the C path answers without a signal (1): the
+ * ones whose handler gives a result and nothing else (not sigreturn, fork,
+ * exit, getcontext, ...). */
+extern uint8_t bsd_direct_c[BSD_MAX_SYSCALL];
+/* Answers the call in the thread's direct_uc (bsd_direct_entry calls it
+ * on the alternate stack, smolvm's %fs loaded). */
+void bsd_direct_c_call(void);
 /* In bsd_direct_calls: the first argument is a clock id, as
  * bsd_direct_clocks has it (Linux's + 1; 0: the C path). */
 #define BSD_DIRECT_CLOCK 0x8000
@@ -218,6 +230,7 @@ void bsd_direct_entry(void);
  * guest: a signal that comes there goes back to bsd_direct_tail (which
  * checks for kept signals again). */
 extern const char bsd_direct_tail[], bsd_direct_tail_end[];
+extern const char bsd_direct_c_tail[], bsd_direct_c_tail_end[];
 
 /* This thread's block (*out, may be NULL): its alternate stack, signal
  * handling and Syscall User Dispatch; guest code may run on it from here. */

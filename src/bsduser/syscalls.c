@@ -1124,27 +1124,11 @@ static void trace(const struct bsd_sysent *e, long number, const long *a, long r
     bsd_trace(e, a, r, bsd_proc->handlers[number & (MAX_SYSCALL - 1)] != NULL);
 }
 
-static void on_sigsys(int sig, siginfo_t *si, void *context)
+/* The guest's call in g answered into g. */
+static void answer_call(greg_t *g)
 {
-    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
     long number = g[REG_RAX];
     long a[7] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9], 0};
-    int saved = errno;
-    (void)sig;
-    (void)si;
-
-    if (number == BSD_DIRECT_RESULT) {
-        /* A rewritten site's call, answered with signals kept meanwhile
-         * (bsd_direct_entry): its result, then what was kept. */
-        struct bsd_thread *t = bsd_thread_self();
-        g[REG_RAX] = (greg_t)t->direct_result;
-        g[REG_EFL] = (g[REG_EFL] & ~1ll) | (greg_t)(t->direct_carry & 1);
-        bsd_signals_flush(context, bsd_guest_fs());
-        errno = saved;
-        return;
-    }
-    if ((uint64_t)g[REG_RIP] - bsd_rewrite_lo < bsd_rewrite_hi - bsd_rewrite_lo)
-        bsd_rewrite_site((uint64_t)g[REG_RIP]);
 
     if (number == SYS_INDIRECT || number == SYS_INDIRECT64) {
         uint64_t stack[1] = {0};
@@ -1174,7 +1158,38 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
         g[REG_RAX] = r;
         g[REG_EFL] &= ~1ll;
     }
+}
+
+static void on_sigsys(int sig, siginfo_t *si, void *context)
+{
+    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    int saved = errno;
+    (void)sig;
+    (void)si;
+
+    if (g[REG_RAX] == BSD_DIRECT_RESULT) {
+        /* A rewritten site's call, answered with signals kept meanwhile
+         * (bsd_direct_entry): its result, then what was kept. */
+        struct bsd_thread *t = bsd_thread_self();
+        g[REG_RAX] = (greg_t)t->direct_result;
+        g[REG_EFL] = (g[REG_EFL] & ~1ll) | (greg_t)(t->direct_carry & 1);
+    } else {
+        if ((uint64_t)g[REG_RIP] - bsd_rewrite_lo < bsd_rewrite_hi - bsd_rewrite_lo)
+            bsd_rewrite_site((uint64_t)g[REG_RIP]);
+        answer_call(g);
+    }
     bsd_signals_flush(context, bsd_guest_fs());
+    errno = saved;
+}
+
+void bsd_direct_c_call(void)
+{
+    ucontext_t *uc = &bsd_thread_self()->direct_uc;
+    void *outer = bsd_context;
+    int saved = errno;
+    bsd_context = uc;
+    answer_call(uc->uc_mcontext.gregs);
+    bsd_context = outer;
     errno = saved;
 }
 
@@ -1268,6 +1283,23 @@ static void fill_direct_calls(void)
         for (size_t k = 0; k < sizeof(direct) / sizeof(direct[0]); k++)
             if (bsd_proc->handlers[n] == direct[k].fn)
                 bsd_direct_calls[n] = (uint16_t)(direct[k].linux_nr + 1);
+    /* Answered by the C path without a signal: calls whose handler gives
+     * a result and nothing else, the ones Go's runtime and programs make
+     * most (by the BSD's own names). */
+    static const char *const by_c[] = {
+        "open", "openat", "close", "fstat", "fstatat", "stat", "lstat", "getdirentries",
+        "_umtx_op", "sched_yield", "thr_kill", "thr_self", "mmap", "munmap", "mprotect",
+        "madvise", "kevent", "fcntl", "sigprocmask", "sigaction", "readv", "writev", "pipe2",
+        "dup", "dup2", "access", "faccessat", "readlink", "readlinkat", "__getcwd",
+        "getrandom", "ioctl", "kill", "lseek", "getdents", "__fstat50", "__stat50",
+        "__lstat50", "__getdents30", "___lwp_park60", "_lwp_unpark", "_lwp_self", "_lwp_kill",
+        "__kevent50", "__sigprocmask14", "__clock_gettime50", "__nanosleep50"};
+    for (int n = 0; n < MAX_SYSCALL; n++)
+        for (size_t k = 0; bsd_proc->handlers[n] && bsd_proc->by_number[n] &&
+                           k < sizeof(by_c) / sizeof(by_c[0]);
+             k++)
+            if (strcmp(bsd_proc->by_number[n]->name, by_c[k]) == 0)
+                bsd_direct_c[n] = 1;
     for (int c = 0; c < BSD_DIRECT_CLOCKS; c++)
         bsd_direct_clocks[c] = (uint8_t)(clock_id(c) + 1);
     for (int e = 0; e < 200; e++)

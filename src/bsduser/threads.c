@@ -74,7 +74,31 @@
 #define UC_RAX 144
 #define UC_RIP 168
 #define UC_EFL 176
+#define UC_R12 72
+#define UC_R13 80
+#define UC_R14 88
+#define UC_R15 96
+#define UC_RBP 120
+#define UC_RBX 128
+#define UC_RSP 160
+#define UC_FPREGS 224
+#define DIRECT_TOP 64 /* offsetof(struct bsd_thread, direct_top) */
+#define DUC 128       /* offsetof(struct bsd_thread, direct_uc) */
 #define UC_AT(reg) offsetof(ucontext_t, uc_mcontext.gregs[reg])
+_Static_assert(UC_AT(REG_R12) == UC_R12 && UC_AT(REG_R13) == UC_R13 && UC_AT(REG_R14) == UC_R14 &&
+                   UC_AT(REG_R15) == UC_R15 && UC_AT(REG_RBP) == UC_RBP &&
+                   UC_AT(REG_RBX) == UC_RBX && UC_AT(REG_RSP) == UC_RSP &&
+                   offsetof(ucontext_t, uc_mcontext.fpregs) == UC_FPREGS,
+               "ucontext layout");
+_Static_assert(offsetof(struct bsd_thread, direct_top) == DIRECT_TOP &&
+                   offsetof(struct bsd_thread, direct_uc) == DUC,
+               "bsd_thread layout");
+/* The guest's registers to and from the thread's direct_uc (a %gs operand). */
+#define SAVED(reg) "%gs:" XSTR(DUC) "+" XSTR(UC_##reg)
+#define EACH_KEPT_REG(X) X(R8, r8) X(R9, r9) X(R10, r10) X(R12, r12) X(R13, r13) X(R14, r14) \
+    X(R15, r15) X(RDI, rdi) X(RSI, rsi) X(RBP, rbp) X(RBX, rbx) X(RDX, rdx) X(RAX, rax)
+#define SAVE_REG(R, r) "    mov %" #r ", " SAVED(R) "\n"
+#define LOAD_REG(R, r) "    mov " SAVED(R) ", %" #r "\n"
 _Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10) == UC_R10 &&
                    UC_AT(REG_RDI) == UC_RDI && UC_AT(REG_RSI) == UC_RSI &&
                    UC_AT(REG_RDX) == UC_RDX && UC_AT(REG_RAX) == UC_RAX &&
@@ -92,6 +116,7 @@ _Static_assert(BSD_MAX_SYSCALL == 1024 && SIGSYS == 31, "the direct call table")
 _Static_assert(BSD_SITES_SEEN == 65536, "the rewritten sites' bits");
 uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
 uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+uint8_t bsd_direct_c[BSD_MAX_SYSCALL];
 _Static_assert(BSD_DIRECT_CLOCK == 0x8000 && BSD_DIRECT_CLOCKS == 16, "the direct clocks");
 int32_t bsd_direct_errno[200];
 #define GUEST_LIMIT 0x500000000000 /* BSDUSER_GUEST_LIMIT, as the assembler spells it */
@@ -217,7 +242,7 @@ __asm__(".text\n"
         "    lea bsd_direct_calls(%rip), %r11\n"
         "    movzwl (%r11,%rax,2), %ecx\n"
         "    test %ecx, %ecx\n"
-        "    jz 7f\n"
+        "    jz 5f\n"
         "    mov %rdi, %gs:40\n" /* direct_rdi */
         "    btr $15, %ecx\n" /* BSD_DIRECT_CLOCK */
         "    jnc 1f\n"
@@ -257,6 +282,46 @@ __asm__(".text\n"
         "6:  mov %gs:40, %rdi\n"
         "7:  mov %gs:24, %rcx\n"
         "8:  jmp *%rcx\n"
+        /* The C path, without a signal: the guest's registers into
+         * direct_uc, the alternate stack, smolvm's %fs, bsd_direct_c_call;
+         * back the same way. */
+        "5:  lea bsd_direct_c(%rip), %r11\n"
+        "    cmpb $0, (%r11,%rax)\n"
+        "    je 7b\n"
+        EACH_KEPT_REG(SAVE_REG)
+        "    mov %rsp, " SAVED(RSP) "\n"
+        "    mov %gs:32, %r11\n"
+        "    mov %r11, " SAVED(RIP) "\n"
+        "    movq $0x202, " SAVED(EFL) "\n"
+        "    movq $0, " SAVED(FPREGS) "\n"
+        "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
+        "    mov %gs:0, %rsi\n" /* host_fs */
+        "    cmp %gs:8, %rsi\n" /* guest_fs: the same? */
+        "    je 1f\n"
+        "    call bsd_set_fs\n"
+        "1:  call bsd_direct_c_call\n"
+        "    mov %gs:8, %rsi\n"
+        "    cmp %gs:0, %rsi\n"
+        "    je bsd_direct_c_tail\n"
+        "    call bsd_set_fs\n"
+        ".globl bsd_direct_c_tail\n"
+        "bsd_direct_c_tail:\n"
+        "    cmpl $0, %gs:" XSTR(KEPT) "\n"
+        "    jne 2f\n"
+        EACH_KEPT_REG(LOAD_REG)
+        "    mov " SAVED(RSP) ", %rsp\n"
+        "    bt $0, " SAVED(EFL) "\n"
+        "    jmp *" SAVED(RIP) "\n"
+        ".globl bsd_direct_c_tail_end\n"
+        "bsd_direct_c_tail_end:\n"
+        "2:  mov " SAVED(RAX) ", %r11\n" /* signals kept: through SIGSYS */
+        "    mov %r11, %gs:48\n"
+        "    mov " SAVED(EFL) ", %r11\n"
+        "    mov %r11, %gs:56\n"
+        EACH_KEPT_REG(LOAD_REG)
+        "    mov " SAVED(RSP) ", %rsp\n"
+        "    mov $" XSTR(BSD_DIRECT_RESULT) ", %eax\n"
+        "    jmp *%gs:24\n"
         ".size bsd_direct_entry, .-bsd_direct_entry\n"
         /* bsd_copy_guarded(to, from, len): 0, or -EFAULT when the copy
          * faulted (bsd_on_signal sends it to bsd_copy_fixup). */
@@ -379,6 +444,7 @@ int bsd_thread_setup(struct bsd_thread **out)
         syscall(SYS_arch_prctl, ARCH_SET_GS, t) < 0) /* for bsd_direct_entry */
         return -errno;
     t->guest_fs = t->host_fs; /* until the guest sets its own */
+    t->direct_top = at + BSD_ALT_STACK_SIZE;
     stack_t ss = {.ss_sp = (void *)at, .ss_size = BSD_ALT_STACK_SIZE};
     /* Only now, with the stack the signal entry needs, may signals come
      * (a new thread starts with them all blocked). */
@@ -413,6 +479,9 @@ uint64_t bsd_on_signal(int sig, void *info, void *context, uint64_t entry_fs)
      * (this one is kept: smolvm's code was running). */
     if ((uint64_t)*rip > (uint64_t)bsd_direct_tail && (uint64_t)*rip < (uint64_t)bsd_direct_tail_end)
         *rip = (greg_t)bsd_direct_tail;
+    if ((uint64_t)*rip > (uint64_t)bsd_direct_c_tail &&
+        (uint64_t)*rip < (uint64_t)bsd_direct_c_tail_end)
+        *rip = (greg_t)bsd_direct_c_tail;
     /* A guest pointer that is not there: EFAULT. */
     if (bsd_fault_signal(sig) && (uint64_t)*rip == (uint64_t)bsd_copy_faulting) {
         *rip = (greg_t)bsd_copy_fixup;

@@ -478,8 +478,10 @@ static int storm(int calls)
                           (char *)storm_tls, 16, &tid, &tid, 0, 0, {0}};
     if (sys(SYS_THR_NEW, &p, sizeof(p)).failed)
         return 2;
+    long old[2];
     while (__atomic_load_n(&storm_sent, __ATOMIC_SEQ_CST) == 0)
-        if (calls && (sys(SYS_GETPID).failed || fs0() != 42))
+        if (calls && (sys(SYS_GETPID).failed || fs0() != 42 ||
+                      sys(SYS_SIGPROCMASK, 1 /* SIG_BLOCK */, 0, old).failed || fs0() != 42))
             return 4; /* guest code interrupted over and over */
     return storm_seen > 0 ? 0 : 3;
 }
@@ -613,10 +615,21 @@ __asm__(".text\n"
 static int rewritten(long calls)
 {
     long pid = sys(SYS_GETPID).value;
+#ifdef NETBSD
+    const long sigprocmask_ = 293; /* __sigprocmask14 */
+#else
+    const long sigprocmask_ = 340;
+#endif
+    unsigned long usr2[2] = {1ul << 30, 0}, old[2] = {0, 0}; /* SIGUSR2 (31), blocked */
 #pragma clang loop unroll(disable)
-    for (long i = 0; i < calls; i++)
+    for (long i = 0; i < calls; i++) {
         if (sys(SYS_GETPID).value != pid)
             return 1;
+        /* One the C path answers (without a signal once rewritten). */
+        struct ret r = sys(sigprocmask_, 1 /* SIG_BLOCK */, usr2, old);
+        if (r.failed || r.value != 0 || (i > 0 && old[0] != 1ul << 30))
+            return 3;
+    }
     for (long i = 0; i < calls; i++)
         if (jump_in(i & 1) != pid)
             return 2;
