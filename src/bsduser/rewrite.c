@@ -10,7 +10,9 @@
  * Verified, or not done: the function holding the site is decoded from its
  * first instruction (Go's function table, .gopclntab, or the ELF symbol
  * table gives it) up to the site, so the rewritten instructions are whole
- * ones; none of them depends on where it is (%rip-relative operands,
+ * ones, the first at least 5 bytes long (so no instruction begins inside
+ * the jump: a thread stopped between two of them goes on with the old
+ * bytes); none of them depends on where it is (%rip-relative operands,
  * jumps, calls); no jump of that function (of any function, for a non-Go
  * program, where a compiler's split-off cold parts jump back into their
  * parent) lands strictly inside them, and the function has no indirect
@@ -415,11 +417,15 @@ static uint64_t window_before(uint64_t lo, uint64_t site, uint64_t longer)
     if (at != site)
         return 0; /* the site is inside an instruction: not one we know */
     for (unsigned k = 1; k <= n && k < KEEP; k++) {
-        uint64_t w = starts[(n - k) % KEEP];
+        uint64_t w = starts[(n - k) % KEEP], next = k > 1 ? starts[(n - k + 1) % KEEP] : site;
         if (!decode((const uint8_t *)w, site - w, w, &moved) || moved.rip_relative ||
             moved.relative || moved.indirect_jump || moved.moves_control)
             return 0;
-        if (site - w >= 5 && site - w > longer)
+        /* No instruction may begin inside the jump's 5 bytes: a thread
+         * stopped there (another one, or this one under a signal handler)
+         * would go on in the middle of the jump. Past them the old bytes
+         * stay, and lead to the syscall, which still traps. */
+        if (site - w >= 5 && site - w > longer && next - w >= 5)
             return site - w <= 32 ? w : 0;
     }
     return 0;

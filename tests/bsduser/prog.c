@@ -593,10 +593,10 @@ static int direct_calls(void)
 }
 #endif
 
-/* Rewritten call sites: a loop's call (its site rewritten after the
- * first), and a site whose instructions before the syscall a jump lands
- * inside (so they must stay as they are: entered there, a rewritten site
- * would run the middle of its jump). Both answer getpid every time. */
+/* Rewritten call sites: a loop's calls (their sites rewritten after the
+ * first), and a site whose instruction before the syscall a jump lands
+ * inside (so it must stay as it is: entered there, a rewritten site would
+ * run the middle of its jump). All answer getpid every time. */
 long jump_in(long middle);
 __asm__(".text\n"
         ".globl jump_in\n"
@@ -604,10 +604,10 @@ __asm__(".text\n"
         "jump_in:\n"
         "    mov $20, %eax\n" /* SYS_GETPID */
         "    test %rdi, %rdi\n"
-        "    jnz 1f\n"
-        "    xor %esi, %esi\n"
-        "1:  xor %edx, %edx\n"
-        "    nop\n"
+        "    jz .Lwhole\n"
+        "    jmp .Lwhole+1\n"
+        /* mov $0x9090d231, %ecx; one byte in: xor %edx, %edx; nop; nop */
+        ".Lwhole: .byte 0xb9, 0x31, 0xd2, 0x90, 0x90\n"
         "    syscall\n"
         "    ret\n"
         ".size jump_in, .-jump_in\n");
