@@ -167,10 +167,17 @@ struct bsd_thread {
      * gives back. */
     uint64_t direct_slow, direct_back, direct_rdi, direct_result, direct_carry;
     /* A call bsd_direct_c allows, answered by the C path without a signal:
-     * the alternate stack's top it runs on, the guest's registers. */
-    uint64_t direct_top;
+     * the alternate stack's top it runs on, where the guest's FPU, SSE and
+     * AVX state goes meanwhile (xsave, BSD_XSAVE_AT in the block), the
+     * guest's registers. */
+    uint64_t direct_top, direct_xsave;
     ucontext_t direct_uc __attribute__((aligned(64)));
 };
+#define BSD_XSAVE_AT 4096
+#define BSD_XSAVE_MAX 32768
+/* Whether this CPU's xsave area fits there (else bsd_direct_c stays empty:
+ * the C code would change the guest's vector registers). */
+bool bsd_xsave_fits(void);
 /* The calling thread's block (in a handler). */
 struct bsd_thread *bsd_thread_self(void);
 /* Says whether the calling thread keeps signals for its guest. */

@@ -19,7 +19,8 @@
  * jump (a jump table could). The 5 bytes are written with one locked
  * 16-byte (aligned) or 8-byte (within a cache line) compare-exchange, so
  * another thread runs either the old instructions or the jump (a site
- * whose 5 bytes straddle a cache line stays on SIGSYS); the page is writable only for
+ * whose 5 bytes straddle a cache line stays on SIGSYS while the program
+ * has other threads); the page is writable only for
  * that store (mprotect around it, under a lock).
  *
  * Rewriting is off under --strace (every call is traced on the C path) and
@@ -488,10 +489,13 @@ static uint64_t make_stub(uint64_t w, uint64_t site)
 
 /* Where the one locked store that writes 5 bytes at w goes: the aligned
  * 16 bytes holding them, else the 8 from w when they lie in one cache line
- * (a locked store across two is not atomic everywhere); 0: none. */
+ * (a locked store across two is not atomic everywhere); 0: none. With no
+ * other guest thread, the 5 bytes as they are (size 5): nothing else runs
+ * them meanwhile (the only thread is here). */
 static uint64_t store_at(uint64_t w, unsigned *size)
 {
-    *size = (w & 15) <= 11 ? 16 : (w & 63) <= 56 ? 8 : 0;
+    bool single = atomic_load(&bsd_proc->live_threads) == 1;
+    *size = (w & 15) <= 11 ? 16 : (w & 63) <= 56 ? 8 : single ? 5 : 0;
     return *size == 16 ? w & ~15ull : *size ? w : 0;
 }
 
@@ -501,25 +505,27 @@ static bool patch(uint64_t w, uint64_t stub)
 {
     unsigned size;
     uint64_t at = store_at(w, &size), old[2], new[2];
-    uint64_t page = w & ~(PAGE - 1);
+    uint64_t page = at & ~(PAGE - 1), pages = ((at + size + PAGE - 1) & ~(PAGE - 1)) - page;
     memcpy(old, (const void *)at, size);
     memcpy(new, old, size);
     uint8_t jmp[5] = {0xe9};
     put_rel32(jmp + 1, w + 5, stub);
     memcpy((uint8_t *)new + (w - at), jmp, 5);
-    if (mprotect((void *)page, PAGE, PROT_READ | PROT_WRITE | PROT_EXEC) < 0)
+    if (mprotect((void *)page, pages, PROT_READ | PROT_WRITE | PROT_EXEC) < 0)
         return false;
     if (size == 16)
         __asm__ volatile("lock cmpxchg16b (%4)"
                          : "+a"(old[0]), "+d"(old[1])
                          : "b"(new[0]), "c"(new[1]), "r"(at)
                          : "memory", "cc");
-    else
+    else if (size == 8)
         __asm__ volatile("lock cmpxchgq %1, (%2)" : "+a"(old[0]) : "r"(new[0]), "r"(at)
                          : "memory", "cc");
+    else
+        memcpy((void *)at, new, size);
     /* The code segment's own protection back (bsd_rewrite_forget stops
      * all rewriting once the guest changes it). */
-    if (mprotect((void *)page, PAGE, PROT_READ | PROT_EXEC) < 0)
+    if (mprotect((void *)page, pages, PROT_READ | PROT_EXEC) < 0)
         abort(); /* a code page left writable */
     return true;
 }

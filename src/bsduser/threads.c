@@ -82,8 +82,9 @@
 #define UC_RBX 128
 #define UC_RSP 160
 #define UC_FPREGS 224
-#define DIRECT_TOP 64 /* offsetof(struct bsd_thread, direct_top) */
-#define DUC 128       /* offsetof(struct bsd_thread, direct_uc) */
+#define DIRECT_TOP 64   /* offsetof(struct bsd_thread, direct_top) */
+#define DIRECT_XSAVE 72 /* offsetof(struct bsd_thread, direct_xsave) */
+#define DUC 128         /* offsetof(struct bsd_thread, direct_uc) */
 #define UC_AT(reg) offsetof(ucontext_t, uc_mcontext.gregs[reg])
 _Static_assert(UC_AT(REG_R12) == UC_R12 && UC_AT(REG_R13) == UC_R13 && UC_AT(REG_R14) == UC_R14 &&
                    UC_AT(REG_R15) == UC_R15 && UC_AT(REG_RBP) == UC_RBP &&
@@ -91,7 +92,9 @@ _Static_assert(UC_AT(REG_R12) == UC_R12 && UC_AT(REG_R13) == UC_R13 && UC_AT(REG
                    offsetof(ucontext_t, uc_mcontext.fpregs) == UC_FPREGS,
                "ucontext layout");
 _Static_assert(offsetof(struct bsd_thread, direct_top) == DIRECT_TOP &&
-                   offsetof(struct bsd_thread, direct_uc) == DUC,
+                   offsetof(struct bsd_thread, direct_xsave) == DIRECT_XSAVE &&
+                   offsetof(struct bsd_thread, direct_uc) == DUC &&
+                   sizeof(struct bsd_thread) <= BSD_XSAVE_AT,
                "bsd_thread layout");
 /* The guest's registers to and from the thread's direct_uc (a %gs operand). */
 #define SAVED(reg) "%gs:" XSTR(DUC) "+" XSTR(UC_##reg)
@@ -292,9 +295,17 @@ __asm__(".text\n"
         "    mov %rsp, " SAVED(RSP) "\n"
         "    mov %gs:32, %r11\n"
         "    mov %r11, " SAVED(RIP) "\n"
-        "    movq $0x202, " SAVED(EFL) "\n"
         "    movq $0, " SAVED(FPREGS) "\n"
         "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
+        "    pushfq\n" /* (DF and the rest; the arithmetic ones are the syscall's to set) */
+        "    popq " SAVED(EFL) "\n"
+        "    cld\n"
+        /* The C code uses the vector registers: the guest's are kept, as a
+         * syscall keeps them. */
+        "    mov $-1, %eax\n"
+        "    mov $-1, %edx\n"
+        "    mov %gs:" XSTR(DIRECT_XSAVE) ", %rcx\n"
+        "    xsave64 (%rcx)\n"
         "    mov %gs:0, %rsi\n" /* host_fs */
         "    cmp %gs:8, %rsi\n" /* guest_fs: the same? */
         "    je 1f\n"
@@ -302,15 +313,23 @@ __asm__(".text\n"
         "1:  call bsd_direct_c_call\n"
         "    mov %gs:8, %rsi\n"
         "    cmp %gs:0, %rsi\n"
-        "    je bsd_direct_c_tail\n"
+        "    je 1f\n"
         "    call bsd_set_fs\n"
+        "1:  mov $-1, %eax\n"
+        "    mov $-1, %edx\n"
+        "    mov %gs:" XSTR(DIRECT_XSAVE) ", %rcx\n"
+        "    xrstor64 (%rcx)\n"
+        /* From here on a signal sends it back here (bsd_on_signal), with
+         * whatever %rsp: each step is done again from the block. */
         ".globl bsd_direct_c_tail\n"
         "bsd_direct_c_tail:\n"
+        "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
         "    cmpl $0, %gs:" XSTR(KEPT) "\n"
         "    jne 2f\n"
+        "    pushq " SAVED(EFL) "\n" /* with the carry the answer set */
+        "    popfq\n"
         EACH_KEPT_REG(LOAD_REG)
         "    mov " SAVED(RSP) ", %rsp\n"
-        "    bt $0, " SAVED(EFL) "\n"
         "    jmp *" SAVED(RIP) "\n"
         ".globl bsd_direct_c_tail_end\n"
         "bsd_direct_c_tail_end:\n"
@@ -445,6 +464,7 @@ int bsd_thread_setup(struct bsd_thread **out)
         return -errno;
     t->guest_fs = t->host_fs; /* until the guest sets its own */
     t->direct_top = at + BSD_ALT_STACK_SIZE;
+    t->direct_xsave = at + BSD_XSAVE_AT;
     stack_t ss = {.ss_sp = (void *)at, .ss_size = BSD_ALT_STACK_SIZE};
     /* Only now, with the stack the signal entry needs, may signals come
      * (a new thread starts with them all blocked). */
@@ -463,6 +483,16 @@ uint64_t bsd_dispatch(int sig, void *info, void *context);
 uint64_t *bsd_guest_fs(void)
 {
     return &self()->guest_fs;
+}
+
+bool bsd_xsave_fits(void)
+{
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    if (!(c & (1u << 27))) /* OSXSAVE */
+        return false;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(0));
+    return b <= BSD_XSAVE_MAX; /* the size XCR0's parts take */
 }
 
 struct bsd_thread *bsd_thread_self(void)

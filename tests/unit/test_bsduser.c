@@ -323,9 +323,10 @@ static void test_calls_switch_no_needless_fs(void **state)
 
 /* System call sites rewritten into jumps after their first call: a
  * loop's 1000 getpids and 1000 sigprocmasks (answered by the C path) take
- * one SIGSYS each (4002 without rewriting); a site whose preceding
- * instructions a jump lands inside stays as it is (1000 SIGSYS), and all
- * answer right every time, under both BSDs. */
+ * one SIGSYS each (3000 and more without rewriting); a site whose
+ * preceding instruction a jump lands inside stays as it is (1000 SIGSYS);
+ * all answer right every time, under both BSDs, and %xmm0/%xmm1 keep
+ * their values across a call the C path answers. */
 static void test_rewritten_sites(void **state)
 {
     (void)state;
