@@ -171,6 +171,9 @@ struct bsd_thread {
      * AVX state goes meanwhile (xsave, BSD_XSAVE_AT in the block), the
      * guest's registers. */
     uint64_t direct_top, direct_xsave;
+    /* clock_gettime through the vDSO: the guest's %rsp, %rsi, %rdx, %r8,
+     * %r9, %r10 meanwhile. */
+    uint64_t direct_vdso[6];
     ucontext_t direct_uc __attribute__((aligned(64)));
 };
 #define BSD_XSAVE_AT 4096
@@ -201,6 +204,10 @@ void bsd_direct_c_call(void);
 #define BSD_DIRECT_CLOCK 0x8000
 #define BSD_DIRECT_CLOCKS 16
 extern uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+/* The vDSO's clock_gettime (0: none): rewritten sites' clock_gettime
+ * calls go there, as a Linux program's do, instead of into the kernel. */
+extern uint64_t bsd_vdso_clock_gettime;
+void bsd_vdso_find(void);
 /* The guest BSD's errno for each Linux one (ENOSYS where it has none). */
 extern int32_t bsd_direct_errno[200];
 

@@ -1302,6 +1302,7 @@ static void fill_direct_calls(void)
                 bsd_direct_c[n] = 1;
     for (int c = 0; c < BSD_DIRECT_CLOCKS; c++)
         bsd_direct_clocks[c] = (uint8_t)(clock_id(c) + 1);
+    bsd_vdso_find();
     for (int e = 0; e < 200; e++)
         bsd_direct_errno[e] = bsd_errno(e);
 }

@@ -4,6 +4,7 @@
  * swapped between the guest's TLS and smolvm's at every signal entry and
  * exit. thr_new/thr_exit/thr_kill, sysarch's fs base, _umtx_op on futexes,
  * and the signal-state calls a runtime makes at start. */
+#include <elf.h>
 #include <errno.h>
 #include <stddef.h>
 #include <linux/filter.h>
@@ -93,6 +94,7 @@ _Static_assert(UC_AT(REG_R12) == UC_R12 && UC_AT(REG_R13) == UC_R13 && UC_AT(REG
                "ucontext layout");
 _Static_assert(offsetof(struct bsd_thread, direct_top) == DIRECT_TOP &&
                    offsetof(struct bsd_thread, direct_xsave) == DIRECT_XSAVE &&
+                   offsetof(struct bsd_thread, direct_vdso) == 80 &&
                    offsetof(struct bsd_thread, direct_uc) == DUC &&
                    sizeof(struct bsd_thread) <= BSD_XSAVE_AT,
                "bsd_thread layout");
@@ -256,9 +258,12 @@ __asm__(".text\n"
         "    test %edi, %edi\n"
         "    jz 6f\n"
         "    dec %edi\n"
+        "    mov bsd_vdso_clock_gettime(%rip), %r11\n"
+        "    test %r11, %r11\n"
+        "    jnz 9f\n"
         "1:  lea -1(%rcx), %eax\n"
         "    syscall\n"
-        "    mov %gs:40, %rdi\n"
+        "4:  mov %gs:40, %rdi\n"
         "    xor %r11d, %r11d\n" /* the carry to return */
         "    cmp $-4095, %rax\n"
         "    jb bsd_direct_tail\n"
@@ -341,6 +346,36 @@ __asm__(".text\n"
         "    mov " SAVED(RSP) ", %rsp\n"
         "    mov $" XSTR(BSD_DIRECT_RESULT) ", %eax\n"
         "    jmp *%gs:24\n"
+        /* clock_gettime by the vDSO (%edi the Linux clock, %rsi the guest's
+         * timespec): on the alternate stack, into a timespec there, copied
+         * out guarded (a bad pointer: EFAULT, as the kernel says). */
+        "9:  mov %rsp, %gs:80\n"
+        "    mov %rsi, %gs:88\n"
+        "    mov %rdx, %gs:96\n"
+        "    mov %r8, %gs:104\n"
+        "    mov %r9, %gs:112\n"
+        "    mov %r10, %gs:120\n"
+        "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
+        "    sub $16, %rsp\n"
+        "    mov %rsp, %rsi\n"
+        "    call *%r11\n"
+        "    test %rax, %rax\n"
+        "    jnz 1f\n"
+        "    mov $-" XSTR(EFAULT) ", %rax\n"
+        "    mov %gs:88, %rdi\n"
+        "    movabs $" XSTR(GUEST_LIMIT) "-16, %rcx\n"
+        "    cmp %rcx, %rdi\n"
+        "    ja 1f\n"
+        "    mov %rsp, %rsi\n"
+        "    mov $16, %edx\n"
+        "    call bsd_copy_guarded\n"
+        "1:  mov %gs:88, %rsi\n"
+        "    mov %gs:96, %rdx\n"
+        "    mov %gs:104, %r8\n"
+        "    mov %gs:112, %r9\n"
+        "    mov %gs:120, %r10\n"
+        "    mov %gs:80, %rsp\n"
+        "    jmp 4b\n"
         ".size bsd_direct_entry, .-bsd_direct_entry\n"
         /* bsd_copy_guarded(to, from, len): 0, or -EFAULT when the copy
          * faulted (bsd_on_signal sends it to bsd_copy_fixup). */
@@ -483,6 +518,35 @@ uint64_t bsd_dispatch(int sig, void *info, void *context);
 uint64_t *bsd_guest_fs(void)
 {
     return &self()->guest_fs;
+}
+
+uint64_t bsd_vdso_clock_gettime;
+
+/* __vdso_clock_gettime in the vDSO's dynamic symbols. */
+void bsd_vdso_find(void)
+{
+    const uint8_t *v = (const uint8_t *)getauxval(AT_SYSINFO_EHDR);
+    if (!v || memcmp(v, ELFMAG, SELFMAG) != 0)
+        return;
+    const Elf64_Ehdr *h = (const Elf64_Ehdr *)v;
+    const Elf64_Shdr *s = (const Elf64_Shdr *)(v + h->e_shoff);
+    uint64_t load = 0;
+    for (int i = 0; i < h->e_phnum; i++) {
+        const Elf64_Phdr *p = (const Elf64_Phdr *)(v + h->e_phoff) + i;
+        if (p->p_type == PT_LOAD) {
+            load = p->p_vaddr;
+            break;
+        }
+    }
+    for (int i = 0; h->e_shoff && i < h->e_shnum; i++) {
+        if (s[i].sh_type != SHT_DYNSYM || s[i].sh_link >= h->e_shnum)
+            continue;
+        const Elf64_Sym *sym = (const Elf64_Sym *)(v + s[i].sh_offset);
+        const char *names = (const char *)(v + s[s[i].sh_link].sh_offset);
+        for (size_t k = 0; k < s[i].sh_size / sizeof(*sym); k++)
+            if (sym[k].st_value && strcmp(names + sym[k].st_name, "__vdso_clock_gettime") == 0)
+                bsd_vdso_clock_gettime = (uint64_t)(v + sym[k].st_value - load);
+    }
 }
 
 bool bsd_xsave_fits(void)

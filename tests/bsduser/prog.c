@@ -633,6 +633,23 @@ static int rewritten(long calls)
     for (long i = 0; i < calls; i++)
         if (jump_in(i & 1) != pid)
             return 2;
+    /* clock_gettime from a rewritten site (the vDSO's): monotonic, and a
+     * bad pointer is EFAULT. */
+#ifdef NETBSD
+    const long clock_gettime_ = 427, monotonic = 3; /* __clock_gettime50 */
+#else
+    const long clock_gettime_ = 232, monotonic = 4;
+#endif
+    long ts[3][2] = {{0, 0}, {0, 0}, {0, 0}};
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < 4; i++) {
+        struct ret r = sys(clock_gettime_, monotonic, i < 3 ? (long)ts[i] : 16);
+        if (i < 3 && (r.failed || r.value != 0 || ts[i][1] >= 1000000000 ||
+                      (i > 0 && ts[i][0] * 1000000000 + ts[i][1] < ts[i - 1][0] * 1000000000 + ts[i - 1][1])))
+            return 5;
+        if (i == 3 && (!r.failed || r.value != 14))
+            return 6;
+    }
     /* A syscall keeps the vector registers, the C path's answer too. */
 #pragma clang loop unroll(disable)
     for (long i = 0; i < 3; i++) {
