@@ -1388,12 +1388,21 @@ __asm__(".globl _start\n_start:\n"
 #define ENTRY _start
 #endif
 
+/* Initialized data and zeroed data in one segment: its file bytes end
+ * inside a page whose rest (the file's next bytes there) must read zero. */
+static volatile long data_probe = 42;
+static volatile unsigned char bss_probe[8192];
+
 void ENTRY(long *ap);
 void ENTRY(long *ap)
 {
     long argc = ap[0];
     char **argv = (char **)(ap + 1);
     const char *what = argc > 1 ? argv[1] : "hello";
+
+    for (size_t i = 0; i < sizeof(bss_probe); i++)
+        if (bss_probe[i] || data_probe != 42)
+            leave(99);
 
     if (same(what, "hello")) {
         say("hello from a BSD program\n");
