@@ -360,7 +360,12 @@ static struct {
     int stubs;
     uint64_t next_stub;   /* pages go down from below the code */
     uint64_t lowest_stub; /* the lowest one made (0: none) */
-} rewriter = {ATOMIC_FLAG_INIT, 0, 0, 0};
+    /* A non-Go program's jump targets, all of them, sorted (decoded at its
+     * first rewrite); known: 1, -1 when some function did not decode. */
+    uint64_t *targets;
+    size_t ntargets;
+    int known;
+} rewriter = {ATOMIC_FLAG_INIT, 0, 0, 0, NULL, 0, 0};
 
 static bool in_code(uint64_t at, uint64_t len)
 {
@@ -530,6 +535,54 @@ static bool patch(uint64_t w, uint64_t stub)
     return true;
 }
 
+/* Every function's direct jumps into rewriter.targets, once: a non-Go
+ * program's split-off cold parts jump back into their parents. */
+static bool all_targets_known(void)
+{
+    const struct bsd_code *c = &bsd_proc->code;
+    size_t n = 0, room = 4096;
+    uint64_t *t = rewriter.known ? NULL : malloc(room * sizeof(*t));
+    bool ok = t != NULL;
+    struct insn in;
+    for (size_t i = 0; ok && i < c->nfuncs; i++) {
+        uint64_t end = i + 1 < c->nfuncs ? c->funcs[i + 1] : c->hi;
+        for (uint64_t at = c->funcs[i]; ok && at < end && in_code(at, end - at); at += in.len) {
+            ok = decode((const uint8_t *)at, end - at, at, &in);
+            if (ok && in.relative && n == room) {
+                uint64_t *more = realloc(t, (room *= 2) * sizeof(*t));
+                ok = more != NULL;
+                t = more ? more : t;
+            }
+            if (ok && in.relative)
+                t[n++] = in.target;
+        }
+    }
+    if (!rewriter.known) {
+        if (ok)
+            qsort(t, n, sizeof(*t), by_address);
+        else
+            free(t);
+        rewriter.targets = ok ? t : NULL;
+        rewriter.ntargets = n;
+        rewriter.known = ok ? 1 : -1;
+    }
+    return rewriter.known > 0;
+}
+
+/* Whether a jump anywhere lands strictly inside (from, to). */
+static bool targeted_inside(uint64_t from, uint64_t to)
+{
+    size_t a = 0, b = rewriter.ntargets; /* the first target above from */
+    while (a < b) {
+        size_t m = (a + b) / 2;
+        if (rewriter.targets[m] <= from)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a < rewriter.ntargets && rewriter.targets[a] < to;
+}
+
 static void rewrite(uint64_t site)
 {
     uint64_t lo, hi, w;
@@ -543,12 +596,8 @@ static void rewrite(uint64_t site)
         w = window_before(lo, site, site - w);
     if (!at || !in_code(at, size) || !no_jump_into(lo, hi, w, site))
         return;
-    for (size_t i = 0; !bsd_proc->code.go && i < bsd_proc->code.nfuncs; i++) {
-        uint64_t f = bsd_proc->code.funcs[i],
-                 end = i + 1 < bsd_proc->code.nfuncs ? bsd_proc->code.funcs[i + 1] : bsd_proc->code.hi;
-        if (f != lo && f < end && in_code(f, end - f) && !no_jump_into(f, end, w, site))
-            return;
-    }
+    if (!bsd_proc->code.go && (!all_targets_known() || targeted_inside(w, site)))
+        return;
     uint64_t stub = rewriter.stubs < MAX_STUBS ? make_stub(w, site) : 0;
     if (stub && patch(w, stub))
         rewriter.stubs++;

@@ -610,7 +610,25 @@ __asm__(".text\n"
         ".Lwhole: .byte 0xb9, 0x31, 0xd2, 0x90, 0x90\n"
         "    syscall\n"
         "    ret\n"
-        ".size jump_in, .-jump_in\n");
+        ".size jump_in, .-jump_in\n"
+        /* The same, the jump inside made by another function (as a
+         * compiler's split-off cold part jumps back into its parent). */
+        ".globl jump_far\n"
+        ".type jump_far, @function\n"
+        "jump_far:\n"
+        "    mov $20, %eax\n"
+        ".Lfar: .byte 0xb9, 0x31, 0xd2, 0x90, 0x90\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size jump_far, .-jump_far\n"
+        ".globl jump_far_middle\n"
+        ".type jump_far_middle, @function\n"
+        "jump_far_middle:\n"
+        "    mov $20, %eax\n"
+        "    jmp .Lfar+1\n"
+        ".size jump_far_middle, .-jump_far_middle\n");
+long jump_far(void);
+long jump_far_middle(void);
 
 static int rewritten(long calls)
 {
@@ -631,7 +649,7 @@ static int rewritten(long calls)
             return 3;
     }
     for (long i = 0; i < calls; i++)
-        if (jump_in(i & 1) != pid)
+        if (jump_in(i & 1) != pid || (i & 1 ? jump_far_middle() : jump_far()) != pid)
             return 2;
     /* clock_gettime from a rewritten site (the vDSO's): monotonic, and a
      * bad pointer is EFAULT. */
