@@ -1294,7 +1294,8 @@ static void fill_direct_calls(void)
         "getrandom", "ioctl", "kill", "lseek", "getdents", "__fstat50", "__stat50",
         "__lstat50", "__getdents30", "___lwp_park60", "_lwp_unpark", "_lwp_self", "_lwp_kill",
         "__kevent50", "__sigprocmask14", "__clock_gettime50", "__nanosleep50"};
-    for (int n = 0; n < MAX_SYSCALL && bsd_xsave_fits(); n++)
+    bool xsave_fits = bsd_xsave_fits(); /* (cpuid: a VM exit in a VM) */
+    for (int n = 0; n < MAX_SYSCALL && xsave_fits; n++)
         for (size_t k = 0; bsd_proc->handlers[n] && bsd_proc->by_number[n] &&
                            k < sizeof(by_c) / sizeof(by_c[0]);
              k++)
