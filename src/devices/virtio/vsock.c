@@ -419,6 +419,34 @@ static long serve_tx(void *dev, const struct virtq_chain *chain)
     return 0;
 }
 
+/* Every tx chain the guest made available. The used ring (and the
+ * transport's interrupt bookkeeping) is touched only when a chain was
+ * taken: this runs on every round of the thread, and a restored VM's state
+ * must read back as it was restored. */
+static void drain_tx(struct vsock *v)
+{
+    struct virtq *q = virtio_mmio_queue(v->transport, VSOCK_TXQ);
+    bool pushed = false;
+    int r = 0;
+
+    if (!q)
+        return;
+    while ((r = virtq_pop(q, &v->chain)) > 0) {
+        long served = serve_tx(v, &v->chain);
+        if (served < 0) {
+            r = (int)served;
+            break;
+        }
+        if ((r = virtq_push(q, v->chain.head, 0)) < 0)
+            break;
+        pushed = true;
+    }
+    if (r < 0)
+        virtio_mmio_fail(v->transport, err_msg());
+    if (pushed)
+        virtio_mmio_used(v->transport, VSOCK_TXQ);
+}
+
 /* ---- host -> guest: the rx queue ---- */
 
 static struct vsock_hdr conn_hdr(struct vsock *v, struct conn *c, uint16_t op)
@@ -795,7 +823,7 @@ static void work(struct vsock *v)
     expire(v); /* a guest without a driver lets its host clients go too */
     if (!live)
         return;
-    virtio_mmio_serve(v->transport, VSOCK_TXQ, &v->chain, serve_tx, v);
+    drain_tx(v);
     fill_rx(v);
     deliver_transport_reset(v);
 }
