@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -732,6 +733,16 @@ static int listen_vsock(void)
     return -1;
 }
 
+/* exec -t needs pseudo-terminals: an appliance's init mounts devtmpfs but
+ * not devpts (nested: "cannot set up the command's input and output"). */
+static void mount_devpts(void)
+{
+    mkdir("/dev/pts", 0755);
+    if (mount("devpts", "/dev/pts", "devpts", 0, "gid=5,mode=620,ptmxmode=666") < 0 &&
+        errno != EBUSY)
+        say("devpts: %s", strerror(errno));
+}
+
 /* For tests on the host (no vsock there): a unix socket at path that
  * speaks the host side of smolvm's vsock socket ("CONNECT <port>\n",
  * "OK <port>\n") before the agent's protocol. */
@@ -772,6 +783,8 @@ int main(int argc, char **argv)
     signal(SIGCHLD, SIG_IGN); /* connection processes are reaped by the kernel */
     if (on_unix)
         fd = listen_unix(argv[2]);
+    else
+        mount_devpts();
     /* The vsock driver may still be probing. */
     while (!on_unix && (fd = listen_vsock()) < 0) {
         if (waited++ == 50)
