@@ -310,7 +310,10 @@ quit_counter() {
     # Again until it is seen: busybox's `read -t` can drop a line that
     # lands as its timeout fires (the guest's tty echoed such a line).
     for i in $(seq 1 30); do
-        echo quit >&7
+        # In a subshell: a smolvm that already ended (a start refused)
+        # leaves the fifo without a reader, and SIGPIPE would end this
+        # script, not just the echo.
+        (echo quit >&7) 2>/dev/null
         for _ in 1 2 3 4 5 6; do
             grep -q GUEST-COUNTER-CLEAN "$work/$1.out" && break 2
             kill -0 "$bg_pid" 2>/dev/null || break 2
