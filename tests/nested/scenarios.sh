@@ -427,7 +427,7 @@ scenario_compat_bundles() {
         fi
         start_counter "compat-start-$commit" "$bundle" 5
         first=$(first_count "compat-start-$commit")
-        expect "compat-bundle-$commit" "a bundle smolvm $commit saved at COUNT ${saved:-?} starts and counts on from it (first count ${first:-none})" \
+        expect "compat-bundle-$commit" "a bundle smolvm $commit saved at COUNT ${saved:-?} starts and counts on from it (first count ${first:-none}; see compat-start-$commit.err)" \
             eval 'test -n "$first" && test -n "$saved" && test "$first" -ge $((saved - 2)) && test "$first" -le $((saved + 2)) && test "$(last_count "compat-start-$commit")" -ge $((first + 5)) && ! has "compat-start-$commit" SMOLVM-GUEST-UP'
     done
 }
