@@ -1,0 +1,37 @@
+/* The FUSE protocol (linux/fuse.h, 7.27 and later) as a virtio-fs device
+ * serves it: one request's bytes in, the reply's bytes out, answered by a
+ * passthrough file system (passthrough.h). Every request is hostile: a
+ * short header, a length past the buffer, an unknown opcode, a name
+ * without its NUL or with a '/', a node id or handle never given out
+ * each get an error reply, never a crash. Thread-safe: the device serves
+ * requests from several threads. */
+#ifndef SMOLVM_FS_FUSE_H
+#define SMOLVM_FS_FUSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fs/passthrough.h"
+
+/* Largest write (and read) a request may carry, offered in INIT. */
+#define FUSE_SERVER_MAX_IO (1u << 20)
+/* Buffers of these sizes hold any request and any reply. */
+#define FUSE_SERVER_IN_MAX (FUSE_SERVER_MAX_IO + 4096)
+#define FUSE_SERVER_OUT_MAX (FUSE_SERVER_MAX_IO + 4096)
+
+struct fuse_server;
+
+/* A server for fs (still the caller's). NULL when out of memory. */
+struct fuse_server *fuse_server_new(struct pt_fs *fs);
+void fuse_server_free(struct fuse_server *s);
+
+/* The device was reset: forget the session (a new INIT comes). */
+void fuse_server_reset(struct fuse_server *s);
+
+/* Serves the request in[0..in_len): the bytes of the reply written to
+ * out (at most out_cap), 0 when the request takes no reply (FORGET,
+ * BATCH_FORGET, INTERRUPT) or out_cap cannot hold a reply header. */
+size_t fuse_serve(struct fuse_server *s, const uint8_t *in, size_t in_len, uint8_t *out,
+                  size_t out_cap);
+
+#endif
