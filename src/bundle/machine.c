@@ -586,6 +586,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
      * is unpacked or an instance folder made. */
     if (r == 0 && (r = vm_config_check(&m->cfg)) < 0)
         err_prefix("'%s' cannot start on this host", path);
+    if (r == 0)
+        r = vm_config_map_shares(&m->cfg, o->shares, o->share_count);
     trace_mark(TRACE_BUNDLE_OPENED);
     if (r == 0) {
         m->cfg.interactive = o->interactive;

@@ -54,6 +54,12 @@ int cli_instance_export(const char *name, const char *path, bool flatten, const 
 int cli_instance_suspend_path(const char *name, char **path);
 int cli_instance_suspended(const char *name);
 
+struct vm_share_config;
+/* --share HOSTDIR[:TAG][,ro] (split in place) into shares[*count], the
+ * folder made absolute (share.c). -EINVAL for a wrong spec (a usage
+ * error), another negative errno for a folder that is not there. */
+int cli_parse_share(char *spec, struct vm_share_config *shares, unsigned *count);
+
 /* Whether a VM named name answers on its control socket (control.c). */
 bool cli_vm_running(const char *name);
 

@@ -41,7 +41,7 @@ static const char pack_help[] =
     "      --sign KEY         sign it with the private key KEY ('smolvm keygen')\n"
     "      --json             print {\"path\"} when written\n"
     "  -h, --help             this text\n"
-    "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --no-rng,\n"
+    "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --share, --no-rng,\n"
     "               --console, --virtio-discovery ('smolvm run --help')\n"
     "\n"
     "Exit status: 0 when written, 1 on errors, 2 on a bad command line.\n";
@@ -68,6 +68,10 @@ static const char run_help[] =
     "  -d, --disk PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]\n"
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
+    "      --share DIR[:TAG][,ro]\n"
+    "                         the host folder DIR as virtio-fs TAG (repeatable; default\n"
+    "                         tag: DIR's name); appliances mount it at /mnt/TAG. A\n"
+    "                         bundle keeps the tags, not DIR: its start maps them again\n"
     "      --no-rng           no virtio-rng device\n"
     "      --no-kernel-cache  boot a bzImage as it is, not from its cached unpacked vmlinux\n"
     "      --console serial|virtio\n"
@@ -141,7 +145,7 @@ static int pick(const char *arg, const char *first, const char *second)
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
     enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE,
-           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN };
+           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN, OPT_SHARE };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -149,6 +153,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"cpus", required_argument, NULL, 'c'},
         {"mem", required_argument, NULL, 'm'},
         {"disk", required_argument, NULL, 'd'},
+        {"share", required_argument, NULL, OPT_SHARE},
         {"name", required_argument, NULL, 'n'},
         {"detach", no_argument, NULL, OPT_DETACH},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
@@ -164,7 +169,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    int c, choice;
+    int c, choice, r;
 
     memset(o, 0, sizeof(*o));
     vm_config_defaults(&o->vm);
@@ -187,6 +192,10 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         case 'd':
             if (parse_disk(optarg, &o->vm) < 0)
                 return cli_fail(CLI_USAGE, "--disk: %s", err_msg());
+            break;
+        case OPT_SHARE:
+            if ((r = cli_parse_share(optarg, o->vm.shares, &o->vm.share_count)) < 0)
+                return cli_fail(r == -EINVAL ? CLI_USAGE : CLI_FAILED, "--share: %s", err_msg());
             break;
         case 'n': o->name = optarg; break;
         case 'A': o->appliance = optarg; break;
@@ -234,6 +243,22 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     return CLI_OK;
 }
 
+/* " smolvm.share=TAG,..." for the appliance's init to mount each share at
+ * /mnt/TAG, unless the command line says where already. */
+static const char *share_param(const struct vm_config *cfg)
+{
+    static char text[32 + VM_MAX_SHARES * (VM_SHARE_TAG_MAX + 1)];
+
+    if (cfg->share_count == 0 || (cfg->cmdline && strstr(cfg->cmdline, "smolvm.share=")))
+        return "";
+    strcpy(text, " smolvm.share=");
+    for (unsigned i = 0; i < cfg->share_count; i++) {
+        strcat(text, cfg->shares[i].tag);
+        strcat(text, i + 1 < cfg->share_count ? "," : "");
+    }
+    return text;
+}
+
 /* The appliance's kernel, initrd, command line (the user's added) and
  * root disk, as a delta over its root in the instance's folder; what the
  * command line gave explicitly wins. Strings live until exit. */
@@ -252,8 +277,8 @@ static int use_appliance(struct run_options *o, const char *name)
         root = f.root, f.root = NULL;
     else if (r == 0)
         r = machine_instance_overlay(name, "root.qcow2", f.root, "raw", &root);
-    if (r == 0 && asprintf(&cmdline, "%s%s%s", f.cmdline, o->vm.cmdline ? " " : "",
-                           o->vm.cmdline ? o->vm.cmdline : "") < 0)
+    if (r == 0 && asprintf(&cmdline, "%s%s%s%s", f.cmdline, o->vm.cmdline ? " " : "",
+                           o->vm.cmdline ? o->vm.cmdline : "", share_param(&o->vm)) < 0)
         r = err_set(ENOMEM, "cmdline");
     if (r < 0) {
         appliance_files_release(&f);

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/serve.h"
+#include "core/config.h"
 #include "hv/hv.h"
 #include "util/err.h"
 
@@ -34,6 +35,11 @@ static const char start_help[] =
     "      --verify KEY.pub   refuse the bundle unless it is signed with the private key\n"
     "                         of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"
     "                         unchanged since\n"
+    "      --share DIR:TAG[,ro]\n"
+    "                         the host folder for the bundle's share TAG (each share\n"
+    "                         of the bundle needs one; a bundle names no host folders).\n"
+    "                         A guest that had it mounted when saved keeps its files:\n"
+    "                         its open files and names are found again by path in DIR\n"
     "      --trace-boot       print timestamps (restore included) to stderr at the end\n"
     "      --trace-until TEXT also time the first appearance of TEXT on the console\n"
     "      --json             print the trace as JSON on stderr (as 'smolvm run')\n"
@@ -59,6 +65,8 @@ static int start_machine(const char *what, const struct machine_start_options *s
     cfg.interactive = so->interactive;
     cfg.trace_until = so->trace_until;
     int r = cli_instance_config(what, &cfg, &resume, &shared);
+    if (r == 0)
+        r = vm_config_map_shares(&cfg, so->shares, so->share_count);
     if (r < 0 || !resume)
         return r < 0 ? r : machine_boot(&cfg, m);
     struct machine_start_options from_state = *so;
@@ -77,7 +85,8 @@ static int start_machine(const char *what, const struct machine_start_options *s
 
 int cli_start(int argc, char **argv)
 {
-    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_MEMORY, OPT_DETACH, OPT_VERIFY };
+    enum { OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_MEMORY, OPT_DETACH, OPT_VERIFY,
+           OPT_SHARE };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
         {"detach", no_argument, NULL, OPT_DETACH},
@@ -86,6 +95,7 @@ int cli_start(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"memory", required_argument, NULL, OPT_MEMORY},
         {"verify", required_argument, NULL, OPT_VERIFY},
+        {"share", required_argument, NULL, OPT_SHARE},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -95,6 +105,7 @@ int cli_start(int argc, char **argv)
     struct server *server;
     struct machine_start_options so = {.interactive = isatty(STDIN_FILENO)};
     struct machine *m;
+    static struct vm_share_config shares[VM_MAX_SHARES];
     int c, code;
 
     optind = 1;
@@ -122,6 +133,12 @@ int cli_start(int argc, char **argv)
             break;
         case OPT_DETACH: detach = true; break;
         case OPT_VERIFY: so.trusted_key = optarg; break;
+        case OPT_SHARE:
+            if ((code = cli_parse_share(optarg, shares, &so.share_count)) < 0)
+                return cli_fail(code == -EINVAL ? CLI_USAGE : CLI_FAILED, "--share: %s",
+                                err_msg());
+            so.shares = shares;
+            break;
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;

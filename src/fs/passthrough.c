@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "util/blob.h"
 #include "util/err.h"
 
 #define DEFAULT_MAX_INODES (1u << 16)
@@ -41,6 +42,7 @@ struct pt_handle {
     uint32_t refs;
     bool released; /* closed once the last request using it is done */
     bool dir;
+    int flags; /* what it was opened with, for a reopen after a restore */
     pthread_mutex_t dir_lock; /* readdir seeks the shared descriptor */
 };
 
@@ -180,7 +182,7 @@ static uint64_t handle_id(const struct pt_fs *fs, const struct pt_handle *h)
 }
 
 /* fd is consumed either way. */
-static int handle_add(struct pt_fs *fs, int fd, bool dir, uint64_t *fh)
+static int handle_add(struct pt_fs *fs, int fd, bool dir, int flags, uint64_t *fh)
 {
     struct pt_handle *h;
 
@@ -196,6 +198,7 @@ static int handle_add(struct pt_fs *fs, int fd, bool dir, uint64_t *fh)
     h->refs = 0;
     h->released = false;
     h->dir = dir;
+    h->flags = flags & ~(O_TRUNC | O_CREAT | O_EXCL);
     fs->handle_count++;
     *fh = handle_id(fs, h);
     pthread_mutex_unlock(&fs->lock);
@@ -845,7 +848,7 @@ int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_ou
     if (fd < 0)
         return fd;
     *o = (struct fuse_open_out){0};
-    return handle_add(fs, fd, false, &o->fh);
+    return handle_add(fs, fd, false, host_open_flags(flags), &o->fh);
 }
 
 int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flags,
@@ -886,7 +889,7 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
     e->generation = e->nodeid >> 32;
     fill_attr(&e->attr, &st);
     *o = (struct fuse_open_out){0};
-    r = handle_add(fs, fd, false, &o->fh);
+    r = handle_add(fs, fd, false, host_open_flags(flags), &o->fh);
     if (r < 0)
         pt_forget(fs, e->nodeid, 1);
     return r;
@@ -904,7 +907,7 @@ int pt_opendir(struct pt_fs *fs, uint64_t node, struct fuse_open_out *o)
     if (fd < 0)
         return fd;
     *o = (struct fuse_open_out){0};
-    return handle_add(fs, fd, true, &o->fh);
+    return handle_add(fs, fd, true, O_RDONLY | O_DIRECTORY, &o->fh);
 }
 
 /* The handle fh as a file (dir false) or directory, or NULL with *r. */
@@ -1095,4 +1098,219 @@ long pt_readdir(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_
     pthread_mutex_unlock(&h->dir_lock);
     handle_put(fs, h);
     return n;
+}
+
+/* ---- snapshots ---- */
+
+#define STATE_VERSION 1
+
+/* fd's path relative to the root's, into rel: false when the file is no
+ * longer beneath the root under any name (deleted, moved out). */
+static bool relative_path(struct pt_fs *fs, int fd, const char *root, char *rel, size_t cap)
+{
+    char name[16], path[PATH_MAX];
+    size_t root_len = strlen(root);
+    struct stat st;
+    ssize_t n;
+
+    snprintf(name, sizeof(name), "%d", fd);
+    n = readlinkat(fs->proc_fd, name, path, sizeof(path) - 1);
+    if (n <= 0 || stat_fd(fd, &st) < 0 || (st.st_nlink == 0 && !S_ISDIR(st.st_mode)))
+        return false;
+    path[n] = 0;
+    if (strcmp(path, root) == 0) {
+        rel[0] = 0;
+        return true;
+    }
+    if (strncmp(path, root, root_len) != 0 || path[root_len] != '/' || strlen(path) >= cap)
+        return false;
+    snprintf(rel, cap, "%s", path + (strcmp(root, "/") == 0 ? 1 : root_len + 1));
+    return true;
+}
+
+static void put_path(struct blob *out, const char *rel)
+{
+    blob_put_u32(out, (uint32_t)strlen(rel));
+    blob_put(out, rel, strlen(rel));
+}
+
+int pt_save(struct pt_fs *fs, struct blob *out)
+{
+    char root[PATH_MAX], rel[PATH_MAX];
+    char name[16];
+    ssize_t n;
+    size_t count_at;
+    uint32_t count = 0;
+
+    snprintf(name, sizeof(name), "%d", fs->inodes[0].fd);
+    n = readlinkat(fs->proc_fd, name, root, sizeof(root) - 1);
+    if (n <= 0)
+        return -errno;
+    root[n] = 0;
+    pthread_mutex_lock(&fs->lock);
+    blob_put_u32(out, STATE_VERSION);
+    count_at = out->len;
+    blob_put_u32(out, 0);
+    for (uint32_t i = 0; i < fs->max_inodes; i++) {
+        struct pt_inode *in = &fs->inodes[i];
+        if (in->fd < 0 || in->nlookup == 0 || !relative_path(fs, in->fd, root, rel, sizeof(rel)))
+            continue;
+        blob_put_u32(out, i);
+        blob_put_u32(out, in->gen);
+        blob_put_u64(out, in->nlookup);
+        put_path(out, rel);
+        count++;
+    }
+    if (!out->failed)
+        memcpy(out->data + count_at, &count, 4); /* little-endian hosts only (x86) */
+    count = 0;
+    count_at = out->len;
+    blob_put_u32(out, 0);
+    for (uint32_t i = 0; i < fs->max_handles; i++) {
+        struct pt_handle *h = &fs->handles[i];
+        if (h->fd < 0 || h->released || !relative_path(fs, h->fd, root, rel, sizeof(rel)))
+            continue;
+        blob_put_u32(out, i);
+        blob_put_u32(out, h->gen);
+        blob_put_u32(out, (uint32_t)h->flags);
+        blob_put_u8(out, h->dir);
+        put_path(out, rel);
+        count++;
+    }
+    if (!out->failed)
+        memcpy(out->data + count_at, &count, 4);
+    pthread_mutex_unlock(&fs->lock);
+    return out->failed ? -ENOMEM : 0;
+}
+
+/* A saved path, NUL-terminated into rel: false when malformed. */
+static bool get_path(struct blob_reader *in, char *rel, size_t cap)
+{
+    uint32_t len = blob_get_u32(in);
+
+    if (in->failed || len >= cap || !blob_get(in, rel, len))
+        return false;
+    rel[len] = 0;
+    return strlen(rel) == len;
+}
+
+/* The saved path beneath the root, opened with flags; -1 when it is not
+ * there (any more) or would leave the root. */
+static int open_saved(struct pt_fs *fs, const char *rel, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, fs->inodes[0].fd, rel[0] ? rel : ".", &how, sizeof(how));
+
+    return fd < 0 ? -1 : (int)fd;
+}
+
+static void restore_inode(struct pt_fs *fs, uint32_t slot, uint32_t gen, uint64_t nlookup,
+                          const char *rel)
+{
+    struct pt_inode *in = &fs->inodes[slot];
+    struct stat st;
+    uint32_t b;
+    int fd;
+
+    if (slot == 0) {
+        in->nlookup = nlookup ? nlookup : 1;
+        return;
+    }
+    if (slot >= fs->max_inodes || in->fd >= 0 || gen == 0)
+        return;
+    fd = open_saved(fs, rel, O_PATH);
+    if (fd < 0)
+        return;
+    b = stat_fd(fd, &st) == 0 ? bucket_of(fs, st.st_dev, st.st_ino) : UINT32_MAX;
+    for (uint32_t s = b != UINT32_MAX ? fs->buckets[b] : 0; s; s = fs->inodes[s - 1].next)
+        if (fs->inodes[s - 1].dev == st.st_dev && fs->inodes[s - 1].ino == st.st_ino)
+            b = UINT32_MAX; /* the same file under two saved names: one node */
+    if (b == UINT32_MAX) {
+        close(fd);
+        in->gen = gen; /* the old node id stays stale */
+        return;
+    }
+    *in = (struct pt_inode){.fd = fd, .dev = st.st_dev, .ino = st.st_ino,
+                            .type = st.st_mode & S_IFMT, .gen = gen, .nlookup = nlookup,
+                            .next = fs->buckets[b]};
+    fs->buckets[b] = slot + 1;
+    fs->inode_count++;
+}
+
+static void restore_handle(struct pt_fs *fs, uint32_t slot, uint32_t gen, int flags, bool dir,
+                           const char *rel)
+{
+    struct pt_handle *h = &fs->handles[slot];
+    struct stat st;
+    int fd;
+
+    if (slot >= fs->max_handles || h->fd >= 0 || gen == 0)
+        return;
+    h->gen = gen;
+    flags = dir ? O_RDONLY | O_DIRECTORY : host_open_flags((uint32_t)flags);
+    if (fs->read_only && !dir && writes((uint32_t)flags))
+        return;
+    fd = open_saved(fs, rel, flags & ~O_TRUNC);
+    if (fd < 0)
+        return;
+    if (stat_fd(fd, &st) < 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+        close(fd);
+        return;
+    }
+    h->fd = fd;
+    h->refs = 0;
+    h->released = false;
+    h->dir = dir;
+    h->flags = flags;
+    fs->handle_count++;
+}
+
+/* The free stacks again after slots were filled out of their order. */
+static void rebuild_free_lists(struct pt_fs *fs)
+{
+    fs->free_inode_top = fs->free_handle_top = 0;
+    for (uint32_t i = fs->max_inodes; i-- > 1;)
+        if (fs->inodes[i].fd < 0)
+            fs->free_inodes[fs->free_inode_top++] = i;
+    for (uint32_t i = fs->max_handles; i-- > 0;)
+        if (fs->handles[i].fd < 0)
+            fs->free_handles[fs->free_handle_top++] = i;
+}
+
+int pt_restore(struct pt_fs *fs, struct blob_reader *in)
+{
+    char rel[PATH_MAX];
+    uint32_t count;
+    int r = 0;
+
+    pthread_mutex_lock(&fs->lock);
+    close_all(fs, true);
+    if (blob_get_u32(in) != STATE_VERSION)
+        r = err_plain(EINVAL, "shared folder state: unknown version");
+    count = r == 0 ? blob_get_u32(in) : 0;
+    for (uint32_t i = 0; r == 0 && i < count; i++) {
+        uint32_t slot = blob_get_u32(in), gen = blob_get_u32(in);
+        uint64_t nlookup = blob_get_u64(in);
+        if (!get_path(in, rel, sizeof(rel)))
+            r = err_plain(EINVAL, "shared folder state: bad node record");
+        else
+            restore_inode(fs, slot, gen, nlookup, rel);
+    }
+    count = r == 0 ? blob_get_u32(in) : 0;
+    for (uint32_t i = 0; r == 0 && i < count; i++) {
+        uint32_t slot = blob_get_u32(in), gen = blob_get_u32(in), flags = blob_get_u32(in);
+        uint8_t dir = blob_get_u8(in);
+        if (dir > 1 || !get_path(in, rel, sizeof(rel)))
+            r = err_plain(EINVAL, "shared folder state: bad handle record");
+        else
+            restore_handle(fs, slot, gen, (int)flags, dir, rel);
+    }
+    if (r < 0)
+        close_all(fs, true);
+    rebuild_free_lists(fs);
+    pthread_mutex_unlock(&fs->lock);
+    return r;
 }

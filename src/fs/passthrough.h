@@ -38,6 +38,21 @@ bool pt_read_only(const struct pt_fs *fs);
 /* The guest unmounted or the device was reset: every node but the root is
  * forgotten, every handle closed. */
 void pt_reset(struct pt_fs *fs);
+/* Across a snapshot: the guest's node ids and open handles as paths
+ * beneath the folder (with their generations, lookup counts and open
+ * flags). A restore into a fresh pt_fs, over the same folder or another
+ * one given at start, opens each path again beneath the new root (the
+ * saved paths are as hostile as any name: resolved with openat2
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); a node or handle whose file is
+ * gone (deleted, moved out, swapped for a symlink) stays unknown: ESTALE
+ * or EBADF when the guest uses it, as if another client had removed it.
+ * save: 0 or a negative errno; restore: 0, or -EINVAL with a message for
+ * a malformed record. */
+struct blob;
+struct blob_reader;
+int pt_save(struct pt_fs *fs, struct blob *out);
+int pt_restore(struct pt_fs *fs, struct blob_reader *in);
+
 /* Nodes and handles in use (for tests and limits). */
 void pt_counts(struct pt_fs *fs, uint32_t *inodes, uint32_t *handles);
 

@@ -15,9 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "devices/virtio/fs.h"
 #include "fs/fuse.h"
 #include "fs/passthrough.h"
 #include "scratch.h"
+#include "util/blob.h"
 
 static uint8_t in[FUSE_SERVER_IN_MAX];
 static uint8_t out[FUSE_SERVER_OUT_MAX];
@@ -664,6 +666,125 @@ static void bounded_tables(void **state)
     stop();
 }
 
+/* Node ids and handles across a save and a restore into a new server over
+ * a copy of the folder (a start with the share remapped): the guest's ids
+ * still name the same paths; what is gone is stale. */
+static void save_and_restore(void **state)
+{
+    uint64_t sub, inner, hello, fh, dfh, node;
+    struct fuse_open_in o = {0};
+    struct blob saved = {0};
+    struct blob_reader rd;
+    char buf[64];
+    (void)state;
+
+    start(false, NULL);
+    sub = must_lookup(FUSE_ROOT_ID, "sub");
+    inner = must_lookup(sub, "inner");
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(inner, O_RDWR, &fh), 0);
+    assert_int_equal(call(FUSE_OPENDIR, sub, &o, sizeof(o), NULL, NULL), 0);
+    dfh = ((struct fuse_open_out *)payload())->fh;
+    assert_int_equal(sh("rm share/hello"), 0);
+    assert_int_equal(pt_save(fs, &saved), 0);
+    fuse_server_free(srv);
+    pt_free(fs);
+
+    assert_int_equal(sh("rm -rf share2 && cp -a share share2 && echo moved > share2/sub/inner"), 0);
+    assert_int_equal(pt_new(in_dir("share2"), false, NULL, &fs), 0);
+    srv = fuse_server_new(fs);
+    rd = blob_reader(saved.data, saved.len);
+    assert_int_equal(pt_restore(fs, &rd), 0);
+    init_session();
+    assert_int_equal(read_at(fh, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "moved\n");
+    assert_int_equal(write_at(fh, 0, "MOVED"), 0);
+    assert_int_equal(sh("test \"$(cat share2/sub/inner)\" = MOVED && test \"$(cat share/sub/inner)\" = inner"), 0);
+    assert_int_equal(must_lookup(sub, "inner"), inner);
+    assert_int_equal(lookup(hello, "x", &node), -ESTALE);
+    {
+        struct fuse_read_in r = {.fh = dfh, .size = 4096};
+        assert_int_equal(call(FUSE_READDIR, sub, &r, sizeof(r), NULL, NULL), 0);
+        assert_true(reply_len > 0);
+    }
+    node = must_lookup(FUSE_ROOT_ID, "sub");
+    assert_int_equal(node, sub);
+    release(fh);
+    blob_free(&saved);
+
+    /* Saved paths are hostile too: none leaves the folder. */
+    {
+        const char *paths[] = {"../outside/secret", "/etc/passwd", "lnk/secret", "sub/../../outside"};
+        struct blob b = {0};
+        assert_int_equal(sh("ln -s ../outside share2/lnk"), 0);
+        blob_put_u32(&b, 1);
+        blob_put_u32(&b, 4);
+        for (uint32_t i = 0; i < 4; i++) {
+            blob_put_u32(&b, 10 + i);
+            blob_put_u32(&b, 1);
+            blob_put_u64(&b, 1);
+            blob_put_u32(&b, (uint32_t)strlen(paths[i]));
+            blob_put(&b, paths[i], strlen(paths[i]));
+        }
+        blob_put_u32(&b, 1);
+        blob_put_u32(&b, 0);
+        blob_put_u32(&b, 1);
+        blob_put_u32(&b, O_RDWR);
+        blob_put_u8(&b, 0);
+        blob_put_u32(&b, 17);
+        blob_put(&b, "../outside/secret", 17);
+        rd = blob_reader(b.data, b.len);
+        assert_int_equal(pt_restore(fs, &rd), 0);
+        for (uint32_t i = 0; i < 4; i++)
+            assert_int_equal(lookup((uint64_t)1 << 32 | (11 + i), "x", &node), -ESTALE);
+        assert_int_equal(write_at((uint64_t)1 << 32, 0, "x"), -EBADF);
+        /* Truncated, and an unknown version. */
+        rd = blob_reader(b.data, b.len - 3);
+        assert_int_equal(pt_restore(fs, &rd), -EINVAL);
+        b.data[0] = 9;
+        rd = blob_reader(b.data, b.len);
+        assert_int_equal(pt_restore(fs, &rd), -EINVAL);
+        blob_free(&b);
+    }
+    stop();
+}
+
+/* A request split across the chain's buffers as a driver may lay it out
+ * (the header cut in two), the reply across two writable buffers. */
+static void chains(void **state)
+{
+    static uint8_t cin[FUSE_SERVER_IN_MAX], cout[FUSE_SERVER_OUT_MAX];
+    uint8_t reply[200], *r1 = reply, *r2 = reply + 30;
+    struct virtq_chain c = {0};
+    struct fuse_out_header h;
+    size_t len, n;
+    (void)state;
+
+    start(false, NULL);
+    len = build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
+    c.bufs[0] = (struct virtq_buf){in, 7, false};
+    c.bufs[1] = (struct virtq_buf){in + 7, 30, false};
+    c.bufs[2] = (struct virtq_buf){in + 37, (uint32_t)(len - 37), false};
+    c.bufs[3] = (struct virtq_buf){r1, 30, true};
+    c.bufs[4] = (struct virtq_buf){r2, 170, true};
+    c.count = 5;
+    c.readable = 3;
+    c.readable_bytes = len;
+    c.writable_bytes = 200;
+    n = virtio_fs_serve_chain(srv, &c, cin, cout);
+    assert_int_equal(n, sizeof(h) + sizeof(struct fuse_entry_out));
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(h.error, 0);
+    /* A reply the chain cannot hold whole: an error that fits. */
+    c.bufs[4].len = 10;
+    c.writable_bytes = 40;
+    n = virtio_fs_serve_chain(srv, &c, cin, cout);
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(n, sizeof(h));
+    assert_int_equal(h.error, -EINVAL);
+    stop();
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -687,6 +808,8 @@ int main(void)
         cmocka_unit_test(read_only_share),
         cmocka_unit_test(malformed_requests),
         cmocka_unit_test(bounded_tables),
+        cmocka_unit_test(save_and_restore),
+        cmocka_unit_test(chains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
