@@ -475,3 +475,13 @@ void fuse_server_reset(struct fuse_server *s)
     pt_reset(s->fs);
     atomic_store(&s->initialized, false);
 }
+
+bool fuse_server_initialized(struct fuse_server *s)
+{
+    return atomic_load(&s->initialized);
+}
+
+void fuse_server_set_initialized(struct fuse_server *s, bool on)
+{
+    atomic_store(&s->initialized, on);
+}

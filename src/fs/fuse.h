@@ -8,13 +8,17 @@
 #ifndef SMOLVM_FS_FUSE_H
 #define SMOLVM_FS_FUSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "fs/passthrough.h"
 
-/* Largest write (and read) a request may carry, offered in INIT. */
-#define FUSE_SERVER_MAX_IO (1u << 20)
+/* Largest write (and read) a request may carry, offered in INIT: 64
+ * pages, so a request's chain (a descriptor per page, plus headers) fits
+ * the device's 128-entry queue even where the driver uses no indirect
+ * descriptors. */
+#define FUSE_SERVER_MAX_IO (256u << 10)
 /* Buffers of these sizes hold any request and any reply. */
 #define FUSE_SERVER_IN_MAX (FUSE_SERVER_MAX_IO + 4096)
 #define FUSE_SERVER_OUT_MAX (FUSE_SERVER_MAX_IO + 4096)
@@ -27,6 +31,11 @@ void fuse_server_free(struct fuse_server *s);
 
 /* The device was reset: forget the session (a new INIT comes). */
 void fuse_server_reset(struct fuse_server *s);
+
+/* Whether the guest's INIT was answered (a snapshot keeps it: a restored
+ * guest does not send INIT again). */
+bool fuse_server_initialized(struct fuse_server *s);
+void fuse_server_set_initialized(struct fuse_server *s, bool on);
 
 /* Serves the request in[0..in_len): the bytes of the reply written to
  * out (at most out_cap), 0 when the request takes no reply (FORGET,

@@ -142,6 +142,38 @@ case "$test" in
         # Console output as fast as the guest makes it, until stopped.
         while true; do echo "FLOOD 0123456789 abcdefghijklmnopqrstuvwxyz 0123456789"; done
         ;;
+    virtiofs)
+        # Shares rw (read-write) and ro (read-only) through Linux's own
+        # virtiofs driver; the host judges what reached its folders.
+        load_modules
+        mkdir -p /mnt/rw /mnt/ro
+        mount -t virtiofs rw /mnt/rw && mount -t virtiofs ro /mnt/ro && echo GUEST-FS-MOUNTED
+        echo "GUEST-FS-READ=$(cat /mnt/rw/from-host)"
+        echo from-guest > /mnt/rw/from-guest
+        mkdir /mnt/rw/d && echo x > /mnt/rw/d/a && mv /mnt/rw/d/a /mnt/rw/d/b && ln -s b /mnt/rw/d/l &&
+            [ "$(cat /mnt/rw/d/l)" = x ] && rm /mnt/rw/d/b /mnt/rw/d/l && rmdir /mnt/rw/d &&
+            mkdir -p /mnt/rw/keep/sub && echo k > /mnt/rw/keep/sub/f && mv /mnt/rw/keep/sub /mnt/rw/keep/moved &&
+            echo GUEST-FS-DIROPS-OK
+        seq 1 200000 > /tmp/numbers && cp /tmp/numbers /mnt/rw/numbers &&
+            echo "GUEST-FS-BIG=$(md5sum < /mnt/rw/numbers | cut -c1-32)"
+        echo "GUEST-FS-LIST=$(ls /mnt/rw | tr '\n' ' ')"
+        # The host's symlinks resolve in the guest's namespace, and writing
+        # through them reaches nothing of the host's outside the folder.
+        echo pwned > /mnt/rw/escape/pwned 2>/dev/null; echo pwned > /mnt/rw/abs/pwned 2>/dev/null
+        cat /mnt/rw/../outside/secret 2>/dev/null
+        echo "GUEST-FS-RO=$(cat /mnt/ro/file)"
+        if echo x > /mnt/ro/file || touch /mnt/ro/new || mkdir /mnt/ro/d; then
+            echo GUEST-FS-RO-WRITTEN
+        else
+            echo GUEST-FS-RO-REFUSED
+        fi
+        sync
+        echo GUEST-FS-SNAP-READY
+        read -r line
+        echo "GUEST-FS-AFTER=$line $(cat /mnt/rw/from-guest) $(ls /mnt/rw/keep)"
+        cd /mnt/rw/keep/moved && echo after-restore > f2 && cd / && sync &&
+            umount /mnt/rw && umount /mnt/ro && echo GUEST-FS-UMOUNTED
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

@@ -235,13 +235,20 @@ static void fs_resume(void *opaque)
 static int fs_save(void *opaque, struct blob *out)
 {
     struct virtio_fs *d = opaque;
+
+    blob_put_u8(out, fuse_server_initialized(d->server));
     return pt_save(d->pt, out);
 }
 
 static int fs_restore(void *opaque, struct blob_reader *in)
 {
     struct virtio_fs *d = opaque;
-    return pt_restore(d->pt, in);
+    uint32_t initialized = blob_get_bounded(in, 1);
+    int r = in->failed ? err_plain(EINVAL, "virtio-fs %s: truncated state", d->tag)
+                       : pt_restore(d->pt, in);
+
+    fuse_server_set_initialized(d->server, r == 0 && initialized);
+    return r;
 }
 
 static const struct vm_state_ops fs_state = {
