@@ -865,7 +865,10 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
     dir = dir_get(fs, parent, name, &r);
     if (!dir)
         return r;
-    fd = open_beneath(dir->fd, name, host_open_flags(flags) | O_CREAT | (int)(flags & O_EXCL),
+    /* O_NONBLOCK: a FIFO the host left under that name must not block
+     * a server thread (it is refused below, as anything not regular). */
+    fd = open_beneath(dir->fd, name,
+                      host_open_flags(flags) | O_CREAT | O_NONBLOCK | (int)(flags & O_EXCL),
                       (mode_t)(mode & 07777));
     inode_put(fs, dir);
     if (fd < 0)
@@ -874,6 +877,8 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
     r = path_fd < 0 ? path_fd : stat_fd(path_fd, &st);
     if (r == 0 && !S_ISREG(st.st_mode))
         r = -EACCES; /* O_CREAT opened something that was there already */
+    if (r == 0 && fcntl(fd, F_SETFL, host_open_flags(flags) & O_APPEND) < 0)
+        r = -errno;
     if (r < 0) {
         if (path_fd >= 0)
             close(path_fd);

@@ -483,6 +483,10 @@ static void escapes(void **state)
                               NULL),
                          -EOPNOTSUPP);
     }
+    /* A FIFO the host left in the share: neither open nor create blocks. */
+    assert_int_equal(sh("mkfifo share/fifo"), 0);
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "fifo"), O_RDONLY, &fh), -EACCES);
+    assert_int_equal(create(FUSE_ROOT_ID, "fifo", O_RDWR, &node, &fh), -EACCES);
     /* Creating through a dangling link does not create its target. */
     assert_int_equal(create(FUSE_ROOT_ID, "dangling", O_WRONLY, &node, &fh), -ELOOP);
     assert_int_equal(access(in_dir("outside/planted"), F_OK), -1);
