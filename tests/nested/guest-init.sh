@@ -174,6 +174,34 @@ case "$test" in
         cd /mnt/rw/keep/moved && echo after-restore > f2 && cd / && sync &&
             umount /mnt/rw && umount /mnt/ro && echo GUEST-FS-UMOUNTED
         ;;
+    fsbench)
+        # bench/fs: the share "bench" by virtio-fs or 9p (fsbench.fs=), each
+        # step timed from the guest's clock with caches dropped before it.
+        load_modules
+        mkdir -p /mnt/s
+        mb=$(sed -n 's/.*fsbench\.mb=\([0-9]*\).*/\1/p' /proc/cmdline)
+        if grep -q 'fsbench.fs=9p' /proc/cmdline; then
+            mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 bench /mnt/s
+        else
+            mount -t virtiofs bench /mnt/s
+        fi || echo BENCH-MOUNT-FAILED
+        step() { # step NAME COMMAND...: "BENCH NAME SECONDS"
+            local name=$1 a b
+            shift
+            sync; echo 3 > /proc/sys/vm/drop_caches
+            a=$(cut -d' ' -f1 /proc/uptime)
+            "$@" > /dev/null 2>&1 || echo "BENCH-FAILED $name"
+            b=$(cut -d' ' -f1 /proc/uptime)
+            echo "BENCH $name $(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
+        }
+        step untar tar -xf /mnt/s/tree.tar -C /mnt/s/x
+        step stat sh -c 'find /mnt/s/x | xargs stat'
+        step grep grep -r zebra /mnt/s/x
+        step write dd if=/dev/zero of=/mnt/s/big bs=1M count="${mb:-256}" conv=fsync
+        step read dd if=/mnt/s/big of=/dev/null bs=1M
+        echo "BENCH-FILES $(find /mnt/s/x -type f | wc -l)"
+        umount /mnt/s
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

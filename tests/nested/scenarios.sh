@@ -782,6 +782,7 @@ scenario_readonly_home() {
 scenario_shares() {
     local rw=$work/share-rw ro=$work/share-ro out=$work/outside moved=$work/share-moved
     local bundle=$work/shares.smolmachine
+    rc=0 # the first checks come before any exit code
     rm -rf "$rw" "$ro" "$out" "$moved"
     mkdir -p "$rw" "$ro" "$out"
     echo host-file > "$rw/from-host"
