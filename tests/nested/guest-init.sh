@@ -147,7 +147,11 @@ case "$test" in
         # virtiofs driver; the host judges what reached its folders.
         load_modules
         mkdir -p /mnt/rw /mnt/ro
-        mount -t virtiofs rw /mnt/rw && mount -t virtiofs ro /mnt/ro && echo GUEST-FS-MOUNTED
+        if mount -t virtiofs rw /mnt/rw && mount -t virtiofs ro /mnt/ro; then
+            echo GUEST-FS-MOUNTED
+        else
+            dmesg | grep -i -e virtio -e fuse
+        fi
         echo "GUEST-FS-READ=$(cat /mnt/rw/from-host)"
         echo from-guest > /mnt/rw/from-guest
         mkdir /mnt/rw/d && echo x > /mnt/rw/d/a && mv /mnt/rw/d/a /mnt/rw/d/b && ln -s b /mnt/rw/d/l &&
