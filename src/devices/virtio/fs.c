@@ -243,9 +243,10 @@ static int fs_save(void *opaque, struct blob *out)
 static int fs_restore(void *opaque, struct blob_reader *in)
 {
     struct virtio_fs *d = opaque;
-    uint32_t initialized = blob_get_bounded(in, 1);
-    int r = in->failed ? err_plain(EINVAL, "virtio-fs %s: truncated state", d->tag)
-                       : pt_restore(d->pt, in);
+    uint8_t initialized = blob_get_u8(in);
+    int r = in->failed || initialized > 1
+                ? err_plain(EINVAL, "virtio-fs %s: bad session state", d->tag)
+                : pt_restore(d->pt, in);
 
     fuse_server_set_initialized(d->server, r == 0 && initialized);
     return r;
