@@ -1313,9 +1313,10 @@ int pt_restore(struct pt_fs *fs, struct blob_reader *in)
         else
             restore_handle(fs, slot, gen, (int)flags, dir, rel);
     }
+    /* The free lists first: the slots filled above are still on them. */
+    rebuild_free_lists(fs);
     if (r < 0)
         close_all(fs, true);
-    rebuild_free_lists(fs);
     pthread_mutex_unlock(&fs->lock);
     return r;
 }

@@ -1,6 +1,6 @@
 /* libFuzzer target: device state read back from a bundle. Arbitrary bytes
  * go to every device's restore function (virtio-mmio transports and their
- * queues, the serial port, vmgenid) as the device records of a saved
+ * queues, the serial port, vmgenid, virtio-fs's node table) as the device records of a saved
  * state, on a VM of devices only (no KVM needed): a restore may fail,
  * never crash, hang or touch memory outside guest RAM. After a restore
  * that succeeds, each virtio device is kicked, as a resumed guest's
@@ -136,6 +136,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.disk_count = 1;
     cfg.disks[0].path = disk_path;
     cfg.disks[0].format = "raw";
+    /* A virtio-fs share: its saved node and handle paths are hostile too. */
+    static char share[] = "/tmp/fuzz-device-state-share.XXXXXX";
+    if (!mkdtemp(share))
+        abort();
+    cfg.share_count = 1;
+    cfg.shares[0].path = share;
+    cfg.shares[0].tag = "fuzz";
     if (vm_create_devices_only(&cfg, &vm) < 0) {
         fprintf(stderr, "fuzz_device_state: %s\n", err_msg());
         abort();

@@ -458,6 +458,9 @@ static int transport_restore(void *opaque, struct blob_reader *in)
     struct virtio_mmio *t = opaque;
     int r = 0;
 
+    /* The queues are rewritten: keep queue work (a device's own threads
+     * answering requests) out meanwhile, as for a reset. */
+    pthread_mutex_lock(&t->io_lock);
     pthread_mutex_lock(&t->lock);
     t->status = blob_get_u32(in);
     t->device_features_sel = blob_get_u32(in);
@@ -473,6 +476,7 @@ static int transport_restore(void *opaque, struct blob_reader *in)
     if (r < 0)
         reset_locked(t);
     pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&t->io_lock);
     if (r == 0)
         kick_ready_queues(t);
     return r;
