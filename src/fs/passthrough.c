@@ -260,6 +260,12 @@ static void limits_from_rlimit(struct pt_limits *l)
     uint64_t fds = 1024;
 
     if (getrlimit(RLIMIT_NOFILE, &r) == 0) {
+        /* Every node the guest's dentry cache holds is a descriptor here:
+         * as many as we may have (past the hard limit when privileged, as
+         * far as fs.nr_open allows). */
+        struct rlimit want = {DEFAULT_MAX_INODES * 4ull, DEFAULT_MAX_INODES * 4ull};
+        if (r.rlim_max < want.rlim_max && setrlimit(RLIMIT_NOFILE, &want) == 0)
+            r = want;
         if (r.rlim_cur < r.rlim_max) {
             r.rlim_cur = r.rlim_max;
             (void)setrlimit(RLIMIT_NOFILE, &r);
