@@ -467,6 +467,14 @@ static void fill_attr(struct fuse_attr *a, const struct stat *st)
     };
 }
 
+/* The permission bits a guest may set: no set-user-ID or set-group-ID
+ * file, which the host's users could run with smolvm's owner's (root's)
+ * rights; a directory keeps set-group-ID (group inheritance). */
+static mode_t guest_mode(uint32_t mode, bool dir)
+{
+    return (mode_t)(mode & (dir ? 03777u : 01777u));
+}
+
 static int stat_fd(int fd, struct stat *st)
 {
     return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
@@ -605,7 +613,8 @@ static int apply_setattr(struct pt_fs *fs, struct pt_inode *in, int fd,
     if (s->valid & FATTR_MODE) {
         if (in->type == S_IFLNK)
             return -EOPNOTSUPP;
-        r = fd >= 0 ? fchmod(fd, s->mode & 07777) : fchmodat(fs->proc_fd, name, s->mode & 07777, 0);
+        mode_t mode = guest_mode(s->mode, in->type == S_IFDIR);
+        r = fd >= 0 ? fchmod(fd, mode) : fchmodat(fs->proc_fd, name, mode, 0);
         if (r < 0)
             return -errno;
     }
@@ -702,7 +711,7 @@ int pt_mkdir(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t mode,
     dir = dir_get(fs, parent, name, &r);
     if (!dir)
         return r;
-    return entry_after(fs, dir, name, mkdirat(dir->fd, name, mode & 07777), e);
+    return entry_after(fs, dir, name, mkdirat(dir->fd, name, guest_mode(mode, true)), e);
 }
 
 static int remove_name(struct pt_fs *fs, uint64_t parent, const char *name, int flags)
@@ -875,7 +884,7 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
      * a server thread (it is refused below, as anything not regular). */
     fd = open_beneath(dir->fd, name,
                       host_open_flags(flags) | O_CREAT | O_NONBLOCK | (int)(flags & O_EXCL),
-                      (mode_t)(mode & 07777));
+                      guest_mode(mode, false));
     inode_put(fs, dir);
     if (fd < 0)
         return fd;

@@ -260,6 +260,14 @@ static void files_read_write_create(void **state)
         assert_int_equal(st.st_size, 4);
         assert_int_equal(st.st_mode & 07777, 0600);
     }
+    /* No set-user-ID or set-group-ID file for the host's users to run. */
+    {
+        struct fuse_setattr_in s = {.valid = FATTR_MODE, .mode = 06755};
+        struct stat st;
+        assert_int_equal(call(FUSE_SETATTR, node, &s, sizeof(s), NULL, NULL), 0);
+        assert_int_equal(stat(in_dir("share/new"), &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0755);
+    }
     /* O_TRUNC on open (FUSE_ATOMIC_O_TRUNC). */
     assert_int_equal(open_node(node, O_WRONLY | O_TRUNC, &fh), 0);
     release(fh);
