@@ -192,6 +192,39 @@ static void device_serves_fuse(void **state)
     ri = (struct fuse_read_in){.fh = fh, .size = 16};
     assert_int_equal(call(FUSE_READ, hello, &ri, sizeof(ri), NULL, data, 3), 0);
     assert_memory_equal(data, "hi\n", 3);
+    /* Eight reads at once, one kick: the pool answers every one. */
+    {
+        uint64_t reqq = RINGS + 0x4000;
+        struct desc *d = ram(reqq, QSIZE * sizeof(*d));
+        uint16_t *avail = ram(reqq + 0x1000, 4 + 2 * QSIZE);
+        uint16_t before = used_idx(1);
+        struct timespec tick = {0, 1000000};
+        struct {
+            struct fuse_in_header h;
+            struct fuse_read_in r;
+        } rq = {{.len = sizeof(rq), .opcode = FUSE_READ, .nodeid = hello}, {.fh = fh, .size = 3}};
+        for (uint16_t i = 0; i < 8; i++) {
+            rq.h.unique = 1000 + i;
+            memcpy(ram(REQ + i * 256, sizeof(rq)), &rq, sizeof(rq));
+            memset(ram(REPLY + i * 256, 256), 0, 256);
+            d[2 * i] = (struct desc){REQ + i * 256, sizeof(rq), 1, (uint16_t)(2 * i + 1)};
+            d[2 * i + 1] = (struct desc){REPLY + i * 256, 256, 2, 0};
+            avail[2 + (avail_idx[1] + i) % QSIZE] = (uint16_t)(2 * i);
+        }
+        avail_idx[1] += 8;
+        __atomic_store_n(&avail[1], avail_idx[1], __ATOMIC_RELEASE);
+        mmio_write(0x050, 1);
+        for (int i = 0; i < 5000 && (uint16_t)(used_idx(1) - before) < 8; i++)
+            nanosleep(&tick, NULL);
+        assert_int_equal((uint16_t)(used_idx(1) - before), 8);
+        for (unsigned i = 0; i < 8; i++) {
+            struct fuse_out_header h;
+            memcpy(&h, ram(REPLY + i * 256, sizeof(h)), sizeof(h));
+            assert_int_equal(h.error, 0);
+            assert_int_equal(h.len, sizeof(h) + 3);
+            assert_memory_equal(ram(REPLY + i * 256 + sizeof(h), 3), "hi\n", 3);
+        }
+    }
     /* A FORGET on the hiprio queue: no reply, the node is gone. */
     {
         struct {
