@@ -200,13 +200,14 @@ case "$test" in
         }
         # A line a minute: the L1's watchdog takes a silent console for a hang.
         (while sleep 60; do echo BENCH-TICK; done) &
+        ticker=$!
         step untar tar -xf /mnt/s/tree.tar -C /mnt/s/x
         step stat sh -c 'find /mnt/s/x | xargs stat'
         step grep grep -r zebra /mnt/s/x
         step write dd if=/dev/zero of=/mnt/s/big bs=1M count="${mb:-256}" conv=fsync
         step read dd if=/mnt/s/big of=/dev/null bs=1M
         echo "BENCH-FILES $(find /mnt/s/x -type f | wc -l)"
-        kill %1
+        kill "$ticker"
         umount /mnt/s
         ;;
     echo)
