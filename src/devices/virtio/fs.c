@@ -14,6 +14,7 @@
 #include "devices/virtio/fs.h"
 #include "devices/virtio/mmio.h"
 #include "fs/fuse.h"
+#include "core/state_io.h"
 #include "util/blob.h"
 #include "util/err.h"
 #include "util/le.h"
@@ -232,29 +233,29 @@ static void fs_resume(void *opaque)
     pump_all(d);
 }
 
-static int fs_save(void *opaque, struct blob *out)
+/* Version 1: whether the guest's INIT was answered, then the node and
+ * handle tables as paths (fs/passthrough.h, pt_save). */
+static int fs_state(void *opaque, struct state_io *io)
 {
     struct virtio_fs *d = opaque;
+    uint8_t initialized;
+    int r;
 
-    blob_put_u8(out, fuse_server_initialized(d->server));
-    return pt_save(d->pt, out);
-}
-
-static int fs_restore(void *opaque, struct blob_reader *in)
-{
-    struct virtio_fs *d = opaque;
-    uint8_t initialized = blob_get_u8(in);
-    int r = in->failed || initialized > 1
-                ? err_plain(EINVAL, "virtio-fs %s: bad session state", d->tag)
-                : pt_restore(d->pt, in);
-
+    if (!state_restoring(io)) {
+        blob_put_u8(io->out, fuse_server_initialized(d->server));
+        return pt_save(d->pt, io->out);
+    }
+    initialized = blob_get_u8(io->in);
+    r = io->in->failed || initialized > 1
+            ? err_plain(EINVAL, "virtio-fs %s: bad session state", d->tag)
+            : pt_restore(d->pt, io->in);
     fuse_server_set_initialized(d->server, r == 0 && initialized);
     return r;
 }
 
-static const struct vm_state_ops fs_state = {
-    .save = fs_save,
-    .restore = fs_restore,
+static const struct vm_state_desc fs_state_desc = {
+    .version = 1,
+    .state = fs_state,
     .pause = fs_pause,
     .resume = fs_resume,
 };
@@ -302,8 +303,10 @@ static int start_workers(struct virtio_fs *d)
     return 0;
 }
 
-static int fs_add(struct vm *vm, const struct vm_share_config *cfg, struct virtio_fs **out)
+/* The share of the config that slot names. */
+static int fs_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
+    const struct vm_share_config *cfg = &vm_config(vm)->shares[slot->index];
     struct virtio_fs *d;
     char name[64];
     int r;
@@ -344,56 +347,22 @@ static int fs_add(struct vm *vm, const struct vm_share_config *cfg, struct virti
     /* Registered before the transport: paused (drained) before it saves. */
     snprintf(name, sizeof(name), "virtio-fs:%s", cfg->tag);
     if (r == 0)
-        r = vm_register_state(vm, name, &fs_state, d);
+        r = vm_register_state(vm, name, &fs_state_desc, d);
     if (r == 0)
-        r = virtio_mmio_create(vm, &d->ops, d, &d->transport);
+        r = virtio_mmio_create(vm, slot, &d->ops, d, &d->transport);
     if (r == 0)
         r = start_workers(d);
     if (r < 0) {
         fs_free(d);
         return r;
     }
-    *out = d;
+    *state = d;
     return 0;
 }
-
-struct fs_devices {
-    unsigned count;
-    struct virtio_fs *devs[VM_MAX_SHARES];
-};
 
 static void fs_destroy(void *state)
 {
-    struct fs_devices *all = state;
-
-    if (!all)
-        return;
-    for (unsigned i = 0; i < all->count; i++)
-        fs_free(all->devs[i]);
-    free(all);
-}
-
-static int fs_create(struct vm *vm, void **state)
-{
-    const struct vm_config *cfg = vm_config(vm);
-    struct fs_devices *all;
-
-    *state = NULL;
-    if (cfg->share_count == 0)
-        return 0;
-    all = calloc(1, sizeof(*all));
-    if (!all)
-        return err_set(ENOMEM, "virtio-fs");
-    for (unsigned i = 0; i < cfg->share_count; i++) {
-        int r = fs_add(vm, &cfg->shares[i], &all->devs[i]);
-        if (r < 0) {
-            fs_destroy(all);
-            return r;
-        }
-        all->count++;
-    }
-    *state = all;
-    return 0;
+    fs_free(state);
 }
 
 static const struct device_type virtio_fs = {
