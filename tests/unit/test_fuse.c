@@ -35,7 +35,8 @@ static size_t build(uint32_t opcode, uint64_t node, const void *arg, size_t arg_
     struct fuse_in_header h = {.opcode = opcode, .nodeid = node, .unique = ++unique};
     size_t len = sizeof(h);
 
-    memcpy(in + len, arg, arg_len);
+    if (arg_len)
+        memcpy(in + len, arg, arg_len);
     len += arg_len;
     if (name1) {
         memcpy(in + len, name1, strlen(name1) + 1);

@@ -140,7 +140,8 @@ static int32_t call(uint32_t opcode, uint64_t node, const void *arg, size_t arg_
     struct fuse_in_header h = {.opcode = opcode, .nodeid = node, .unique = ++unique};
     size_t len = sizeof(h);
 
-    memcpy(req + len, arg, arg_len);
+    if (arg_len)
+        memcpy(req + len, arg, arg_len);
     len += arg_len;
     if (name) {
         memcpy(req + len, name, strlen(name) + 1);
