@@ -37,6 +37,7 @@ int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 /* Whether a VM named name answers on its control socket (control.c). */
 bool cli_vm_running(const char *name);
