@@ -3,7 +3,8 @@
  * loopback, bodies too large refused from their Content-Length, a client
  * that never finishes its request holding nobody else up (50 clients
  * served meanwhile) and cut off after the time limit, and a daemon
- * killed -9 replaced by one that takes over its socket. */
+ * killed -9 replaced by one that takes over its socket; every response
+ * checked against docs/openapi.yaml. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -301,6 +302,18 @@ static void slow_client_blocks_nobody(void **state)
     close(slow);
 }
 
+/* Every response to a run of requests (tests/api/openapi_check.py: good
+ * and bad bodies, a fake running VM, errors of every kind) validates
+ * against docs/openapi.yaml. */
+static void responses_match_openapi(void **state)
+{
+    (void)state;
+    if (system("python3 -c 'import jsonschema, yaml' 2>/dev/null") != 0)
+        skip(); /* tools/deps.sh installs python3-jsonschema and python3-yaml */
+    assert_int_equal(sh("python3 %s/tests/api/openapi_check.py live %s", SMOLVM_SOURCE_ROOT,
+                        sock_path()), 0);
+}
+
 /* kill -9 leaves the socket file behind: the next daemon replaces it. */
 static void restarted_after_kill(void **state)
 {
@@ -325,6 +338,7 @@ int main(void)
         cmocka_unit_test(bad_setups_refused),
         cmocka_unit_test(huge_body_refused_unread),
         cmocka_unit_test(slow_client_blocks_nobody),
+        cmocka_unit_test(responses_match_openapi),
         cmocka_unit_test(restarted_after_kill),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
