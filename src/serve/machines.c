@@ -394,8 +394,9 @@ static void save(const char *name, json_t *body, bool running, struct api_reply 
         return api_fail(r, 409, "not_running", "no VM '%s' is running", name);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!running) {
-        if (machine_instance_export(name, output, flatten, sign) < 0)
-            return api_fail_errno(r, errno ? EIO : EIO);
+        int e = machine_instance_export(name, output, flatten, sign);
+        if (e < 0)
+            return api_fail_errno(r, -e);
         return api_ok(r, 200, json_pack("{s:s,s:f}", "path", output, "seconds", since(&t0)));
     }
     if (!output && machine_instance_suspend_path(name, &path) < 0)
