@@ -110,6 +110,17 @@ static unsigned machine_route(const char *method, const char *full, const char *
     return no_route(full, error);
 }
 
+/* Whether query (after '?') has follow=1 or follow=true. */
+static bool follows(const char *query)
+{
+    char copy[256], *save = NULL;
+    snprintf(copy, sizeof(copy), "%s", query);
+    for (char *arg = strtok_r(copy, "&", &save); arg; arg = strtok_r(NULL, "&", &save))
+        if (strcmp(arg, "follow=1") == 0 || strcmp(arg, "follow=true") == 0)
+            return true;
+    return false;
+}
+
 unsigned api_route(const char *method, const char *path, struct api_match *m, json_t **error)
 {
     char full[256];
@@ -117,14 +128,16 @@ unsigned api_route(const char *method, const char *path, struct api_match *m, js
     memset(m, 0, sizeof(*m));
     *error = NULL;
     snprintf(full, sizeof(full), "%.*s", (int)strcspn(path, "?"), path);
+    m->follow = strchr(path, '?') && follows(strchr(path, '?') + 1);
     if (strcmp(full, "/machines") == 0 || strcmp(full, "/machines/") == 0) {
         m->route = strcmp(method, "GET") == 0 ? API_LIST : strcmp(method, "POST") == 0 ? API_CREATE : API_NO_ROUTE;
         return m->route ? 0 : wrong_method(method, full, "GET, POST", error);
     }
     if (strncmp(full, "/machines/", 10) == 0)
         return machine_route(method, full, full + 10, m, error);
-    if (strcmp(full, "/openapi.json") == 0 || strcmp(full, "/metrics") == 0) {
-        m->route = full[1] == 'o' ? API_OPENAPI : API_METRICS;
+    if (strcmp(full, "/openapi.json") == 0 || strcmp(full, "/metrics") == 0 ||
+        strcmp(full, "/events") == 0) {
+        m->route = full[1] == 'o' ? API_OPENAPI : full[1] == 'm' ? API_METRICS : API_EVENTS;
         return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
     }
     return no_route(full, error);
@@ -210,7 +223,8 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
     case API_INSPECT: machines_inspect(m.name, r); break;
     case API_DELETE: machines_delete(m.name, r); break;
     case API_ACTION: machines_action(m.name, m.action, j, r); break;
-    case API_LOGS: machines_logs(m.name, r); break;
+    case API_LOGS: machines_logs(m.name, m.follow, r); break;
+    case API_EVENTS: machines_events(r); break;
     case API_OPENAPI: openapi(r); break;
     case API_METRICS: machines_metrics(r); break;
     case API_NO_ROUTE: break;
@@ -221,6 +235,8 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
 
 void api_reply_release(struct api_reply *r)
 {
+    if (r->stream.release)
+        r->stream.release(r->stream.opaque);
     json_decref(r->json);
     free(r->text);
     memset(r, 0, sizeof(*r));

@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Bodies larger than this are refused (413) before they are read. */
 #define API_BODY_MAX (64u * 1024)
@@ -24,7 +25,8 @@ enum api_route {
     API_INSPECT, /* GET /machines/{name} */
     API_DELETE,  /* DELETE /machines/{name} */
     API_ACTION,  /* POST /machines/{name}/{start|stop|pause|resume|save} */
-    API_LOGS,    /* GET /machines/{name}/logs */
+    API_LOGS,    /* GET /machines/{name}/logs[?follow=1] */
+    API_EVENTS,  /* GET /events (server-sent events) */
     API_OPENAPI, /* GET /openapi.json */
     API_METRICS, /* GET /metrics */
 };
@@ -33,6 +35,7 @@ struct api_match {
     enum api_route route;
     char name[72];   /* the machine's, for the routes under /machines/{name} */
     char action[16]; /* API_ACTION's verb */
+    bool follow;     /* ?follow=1 (or true) */
 };
 
 /* Which route method and path (a query string is ignored) name. Returns
@@ -49,7 +52,17 @@ json_t *api_error(const char *code, const char *fmt, ...) __attribute__((format(
 unsigned api_parse_body(const char *body, size_t len, const char *const *allowed, json_t **out,
                         json_t **error);
 
+/* A body that goes on (logs followed, events): read() blocks until it has
+ * bytes (returns how many) or the body ends (-1), or the client has hung
+ * up (fd, the connection's socket, says so: -1 too; fd -1: not known). */
+struct api_stream {
+    ssize_t (*read)(void *opaque, int fd, char *buf, size_t max);
+    void (*release)(void *opaque);
+    void *opaque;
+};
+
 struct api_reply {
+    struct api_stream stream; /* read set: the body is this */
     unsigned status;
     json_t *json;     /* the body as JSON, or NULL */
     char *text;       /* or as text (malloc'd), of content_type */

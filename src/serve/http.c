@@ -46,13 +46,58 @@ static char token[256];
 /* The daemons' cls: which socket a connection came through. */
 static const bool on_tcp = true, on_unix = false;
 
+struct stream {
+    struct api_stream body;
+    int fd;
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream *s = cls;
+    ssize_t n = s->body.read(s->body.opaque, s->fd, buf, max);
+    (void)pos;
+    return n < 0 ? (ssize_t)MHD_CONTENT_READER_END_OF_STREAM : n;
+}
+
+static void stream_free(void *cls)
+{
+    struct stream *s = cls;
+    s->body.release(s->body.opaque);
+    free(s);
+}
+
+/* A body that goes on: no idle limit for this connection (it is quiet
+ * while the log is), its own thread blocked in stream_read. */
+static struct MHD_Response *stream_response(struct MHD_Connection *c, struct api_reply *r)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct stream *s = malloc(sizeof(*s));
+    struct MHD_Response *resp;
+
+    if (!s)
+        return NULL;
+    s->body = r->stream;
+    s->fd = info ? info->connect_fd : -1;
+    memset(&r->stream, 0, sizeof(r->stream)); /* the response's now */
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s,
+                                             stream_free);
+    if (!resp)
+        stream_free(s);
+    else
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0);
+    return resp;
+}
+
 static enum MHD_Result send_reply(struct MHD_Connection *c, struct api_reply *r)
 {
     struct MHD_Response *resp;
     enum MHD_Result ok;
     char *json = NULL;
 
-    if (r->json) {
+    if (r->stream.read) {
+        resp = stream_response(c, r);
+    } else if (r->json) {
         json = json_dumps(r->json, JSON_COMPACT);
         resp = MHD_create_response_from_buffer(json ? strlen(json) : 0, json,
                                                MHD_RESPMEM_MUST_FREE);

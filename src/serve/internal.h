@@ -16,8 +16,21 @@ void machines_inspect(const char *name, struct api_reply *r);
 void machines_create(json_t *body, struct api_reply *r);
 void machines_delete(const char *name, struct api_reply *r);
 void machines_action(const char *name, const char *action, json_t *body, struct api_reply *r);
-void machines_logs(const char *name, struct api_reply *r);
+void machines_logs(const char *name, bool follow, struct api_reply *r);
+void machines_events(struct api_reply *r);
 void machines_metrics(struct api_reply *r);
+
+/* A running VM's status answer (no "ok", no "name"), {"state": "busy"}
+ * for one that does not take the request now, NULL when none runs. */
+json_t *machine_status(const char *name);
+/* {name: state} for every machine. */
+json_t *machines_states(void);
+/* NAME.log and NAME.log.1 (malloc'd). */
+int machine_log_paths(const char *name, char **current, char **older);
+/* Streams (streams.c): a log followed while its VM runs (takes current
+ * and older), and state changes as server-sent events. */
+int log_stream(const char *name, char *current, char *older, struct api_stream *out);
+int events_stream(struct api_stream *out);
 
 /* The fields each body may have. */
 extern const char *const api_create_fields[];

@@ -42,7 +42,7 @@ void api_set_executable(const char *path)
 /* The VM's status answer (without "ok"), {"state": "busy"} when it is there
  * but does not take the request (a save in progress), NULL when no VM of
  * that name runs. */
-static json_t *running_status(const char *name)
+json_t *machine_status(const char *name)
 {
     json_t *req = json_pack("{s:s}", "command", "status"), *a = NULL;
     int r = control_request(name, req, &a);
@@ -79,7 +79,7 @@ static void add_instance_info(json_t *out, json_t *info)
 static json_t *machine_json(struct store *s, const char *name)
 {
     json_t *info = s && store_name_ok(name) ? store_instance_info(s, name) : NULL;
-    json_t *status = running_status(name), *out;
+    json_t *status = machine_status(name), *out;
 
     err_clear();
     if (!info && !status)
@@ -266,7 +266,7 @@ void machines_create(json_t *body, struct api_reply *r)
 
 void machines_delete(const char *name, struct api_reply *r)
 {
-    json_t *status = running_status(name);
+    json_t *status = machine_status(name);
     struct store *s;
     int e;
 
@@ -421,7 +421,7 @@ static void save(const char *name, json_t *body, bool running, struct api_reply 
 
 void machines_action(const char *name, const char *action, json_t *body, struct api_reply *r)
 {
-    json_t *status = running_status(name), *a;
+    json_t *status = machine_status(name), *a;
     bool running = status != NULL;
     const char *state = json_string_value(json_object_get(status, "state"));
     bool busy = state && strcmp(state, "busy") == 0;
@@ -464,49 +464,97 @@ void machines_action(const char *name, const char *action, json_t *body, struct 
     }
 }
 
-/* The log of a detached VM: NAME.log.1 then NAME.log, as they are. */
-void machines_logs(const char *name, struct api_reply *r)
+int machine_log_paths(const char *name, char **current, char **older)
 {
-    char *dir, *path = NULL;
-    size_t total = 0;
+    char *dir;
 
+    *current = *older = NULL;
     if (control_dir(&dir) < 0)
-        return api_fail_errno(r, ENOENT);
-    for (int older = 1; older >= 0; older--) {
-        FILE *f;
-        char buf[65536];
-        size_t n;
-        free(path);
-        if (asprintf(&path, "%s/%s.log%s", dir, name, older ? ".1" : "") < 0) {
-            path = NULL;
-            break;
-        }
-        if (!(f = fopen(path, "r"))) {
-            if (!older && !r->text) {
-                free(path);
-                free(dir);
-                return api_fail(r, 404, "not_found", "no log for '%s'", name);
-            }
-            continue;
-        }
-        while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-            char *grown = realloc(r->text, total + n + 1);
-            if (!grown)
-                break;
-            r->text = grown;
-            memcpy(r->text + total, buf, n);
-            total += n;
-            r->text[total] = 0;
-        }
-        fclose(f);
-    }
-    free(path);
+        return -ENOENT;
+    if (asprintf(current, "%s/%s.log", dir, name) < 0)
+        *current = NULL;
+    if (asprintf(older, "%s/%s.log.1", dir, name) < 0)
+        *older = NULL;
     free(dir);
-    if (!r->text && !(r->text = strdup("")))
-        return api_fail(r, 500, "failed", "out of memory");
-    r->text_len = total;
+    if (*current && *older)
+        return 0;
+    free(*current);
+    free(*older);
+    return -ENOMEM;
+}
+
+/* Appends what path holds to r's text; false when there is no such file. */
+static bool append_file(const char *path, struct api_reply *r)
+{
+    FILE *f = fopen(path, "r");
+    char buf[65536];
+    size_t n;
+
+    if (!f)
+        return false;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        char *grown = realloc(r->text, r->text_len + n + 1);
+        if (!grown)
+            break;
+        r->text = grown;
+        memcpy(r->text + r->text_len, buf, n);
+        r->text_len += n;
+        r->text[r->text_len] = 0;
+    }
+    fclose(f);
+    return true;
+}
+
+/* The log of a detached VM: NAME.log.1 then NAME.log, as the guest wrote
+ * them; followed, for as long as the VM runs. */
+void machines_logs(const char *name, bool follow, struct api_reply *r)
+{
+    char *current, *older;
+    int e = machine_log_paths(name, &current, &older);
+
+    if (e < 0)
+        return api_fail(r, 404, "not_found", "no log for '%s'", name);
+    if (access(current, R_OK) < 0) {
+        free(current);
+        free(older);
+        return api_fail(r, 404, "not_found", "no log for '%s' (was it started detached?)", name);
+    }
     r->status = 200;
     r->content_type = "text/plain; charset=utf-8";
+    if (follow) {
+        if (log_stream(name, current, older, &r->stream) < 0)
+            api_fail(r, 500, "failed", "out of memory");
+        return; /* the paths are the stream's */
+    }
+    append_file(older, r);
+    append_file(current, r);
+    free(current);
+    free(older);
+    if (!r->text && !(r->text = strdup("")))
+        api_fail(r, 500, "failed", "out of memory");
+}
+
+void machines_events(struct api_reply *r)
+{
+    if (events_stream(&r->stream) < 0)
+        return api_fail(r, 500, "failed", "out of memory");
+    r->status = 200;
+    r->content_type = "text/event-stream";
+}
+
+/* {name: state} for every machine (events compare one with the next). */
+json_t *machines_states(void)
+{
+    struct api_reply r = {0};
+    json_t *states = json_object(), *m;
+    size_t i;
+
+    machines_list(&r);
+    json_array_foreach(r.json, i, m)
+        json_object_set(states, json_string_value(json_object_get(m, "name")),
+                        json_object_get(m, "state"));
+    api_reply_release(&r);
+    return states;
 }
 
 /* utime + stime in seconds and the resident set of process pid. */
@@ -570,7 +618,7 @@ void machines_metrics(struct api_reply *r)
 
     running_names(names);
     json_object_foreach(names, key, v)
-        if (n < 256 && (status[n] = running_status(key)))
+        if (n < 256 && (status[n] = machine_status(key)))
             keys[n++] = key;
     for (size_t s = 0; s < sizeof(series) / sizeof(series[0]); s++) {
         append(&text, &len, "# HELP %s %s\n# TYPE %s %s\n", series[s].name, series[s].help,

@@ -174,6 +174,7 @@ def live(sock):
         ("POST", "/machines/oa/reboot", None),
         ("DELETE", "/machines/fakevm", None),
         ("GET", "/machines/fakevm/logs", None),
+        ("GET", "/machines/fakevm/logs?follow=1", None),
         ("GET", "/metrics", None),
         ("GET", "/openapi.json", None),
         ("PUT", "/machines", None),

@@ -280,6 +280,24 @@ static void running_vm(void **state)
     json_decref(j);
     json_decref(call("POST", "/machines/vm1/resume", "", 200));
     assert_false(paused);
+    /* Events: the state of each machine, then each change. */
+    char buf[512];
+    ssize_t n;
+    api_handle("GET", "/events", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "text/event-stream");
+    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n");
+    json_decref(call("POST", "/machines/vm1/pause", "", 200));
+    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"paused\"}\n\n");
+    json_decref(call("POST", "/machines/vm1/resume", "", 200));
+    api_reply_release(&r);
+
     code_is(call("POST", "/machines/vm1/stop", "", 409), "refused"); /* the VM said no */
     code_is(call("POST", "/machines/vm1/start", "", 409), "already_running");
     code_is(call("DELETE", "/machines/vm1", "", 409), "running");
@@ -311,6 +329,19 @@ static void logs_and_openapi(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.text_len, 14);
     assert_memory_equal(r.text, "old\nnew\0bytes\n", 14);
+    api_reply_release(&r);
+
+    /* Followed: the same bytes, and the end once no VM of that name runs. */
+    char buf[64];
+    size_t got = 0;
+    ssize_t n;
+    api_handle("GET", "/machines/talk/logs?follow=1", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.stream.read);
+    while ((n = r.stream.read(r.stream.opaque, -1, buf + got, sizeof(buf) - got)) > 0)
+        got += (size_t)n;
+    assert_int_equal(got, 14);
+    assert_memory_equal(buf, "old\nnew\0bytes\n", 14);
     api_reply_release(&r);
 
     api_handle("GET", "/openapi.json", "", 0, &r);
