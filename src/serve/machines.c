@@ -74,14 +74,12 @@ static void add_instance_info(json_t *out, json_t *info)
     }
 }
 
-/* A machine as GET /machines/{name} shows it, or NULL when there is no
- * instance and no running VM of that name. s may be NULL (no store). */
-static json_t *machine_json(struct store *s, const char *name)
+/* A machine as GET /machines/{name} shows it, from its instance's info
+ * (NULL: no instance) and its VM's status; NULL when there is neither. */
+static json_t *machine_view(const char *name, json_t *info)
 {
-    json_t *info = s && store_name_ok(name) ? store_instance_info(s, name) : NULL;
     json_t *status = machine_status(name), *out;
 
-    err_clear();
     if (!info && !status)
         return NULL;
     out = json_pack("{s:s,s:s,s:b}", "name", name, "state", "stopped", "instance", info != NULL);
@@ -89,8 +87,18 @@ static json_t *machine_json(struct store *s, const char *name)
         add_instance_info(out, info);
     if (status)
         json_object_update(out, status);
-    json_decref(info);
     json_decref(status);
+    return out;
+}
+
+/* The same, reading the instance from s (which may be NULL: no store). */
+static json_t *machine_json(struct store *s, const char *name)
+{
+    json_t *info = s && store_name_ok(name) ? store_instance_info(s, name) : NULL, *out;
+
+    err_clear();
+    out = machine_view(name, info);
+    json_decref(info);
     return out;
 }
 
@@ -107,7 +115,7 @@ static void running_names(json_t *names)
             size_t len = strlen(e->d_name);
             if (len > 5 && strcmp(e->d_name + len - 5, ".sock") == 0) {
                 e->d_name[len - 5] = 0;
-                if (control_name_ok(e->d_name))
+                if (control_name_ok(e->d_name) && !json_object_get(names, e->d_name))
                     json_object_set_new(names, e->d_name, json_true());
             }
         }
@@ -139,10 +147,10 @@ void machines_list(struct api_reply *r)
     const char *key;
     size_t i, n = 0;
 
+    /* names: each machine's instance info, or true for a VM alone */
     if (s && store_list(s, instances) == 0)
         json_array_foreach(instances, i, x)
-            json_object_set_new(names, json_string_value(json_object_get(x, "name")) ?: "",
-                                json_true());
+            json_object_set(names, json_string_value(json_object_get(x, "name")) ?: "", x);
     err_clear();
     running_names(names);
     json_object_del(names, "");
@@ -152,9 +160,11 @@ void machines_list(struct api_reply *r)
             sorted[n++] = key;
     if (sorted)
         qsort(sorted, n, sizeof(*sorted), by_name);
-    for (i = 0; i < n; i++)
-        if ((x = machine_json(s, sorted[i])))
+    for (i = 0; i < n; i++) {
+        json_t *info = json_object_get(names, sorted[i]);
+        if ((x = machine_view(sorted[i], json_is_object(info) ? info : NULL)))
             json_array_append_new(list, x);
+    }
     free(sorted);
     json_decref(names);
     json_decref(instances);

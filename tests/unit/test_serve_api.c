@@ -186,6 +186,9 @@ static void instances(void **state)
     json_decref(j);
     j = call("GET", "/machines", "", 200);
     assert_int_equal(json_array_size(j), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "next_start")),
+                        "boots");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "cpus")), 2);
     json_decref(j);
 
     code_is(call("GET", "/machines/nothere", "", 404), "not_found");
