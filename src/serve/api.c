@@ -9,8 +9,9 @@
 #include "api/control.h"
 #include "serve/internal.h"
 #include "util/err.h"
+#include "util/hash.h"
 
-static const char *const actions[] = {"start", "stop", "pause", "resume", "save", NULL};
+static const char *const actions[] = {"start", "stop", "pause", "resume", "save", "reset", NULL};
 
 json_t *api_error(const char *code, const char *fmt, ...)
 {
@@ -135,6 +136,26 @@ unsigned api_route(const char *method, const char *path, struct api_match *m, js
     }
     if (strncmp(full, "/machines/", 10) == 0)
         return machine_route(method, full, full + 10, m, error);
+    if (strcmp(full, "/layers") == 0) {
+        m->route = API_LAYERS;
+        return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
+    }
+    if (strncmp(full, "/layers/", 8) == 0) {
+        const char *rest = segment(full + 8, m->name, sizeof(m->name));
+        if (!rest || *rest)
+            return no_route(full, error);
+        if (!hash_is_hex(m->name)) {
+            *error = api_error("invalid_name", "'%s' is not a layer's hash (64 hex digits)",
+                               m->name);
+            return 400;
+        }
+        m->route = API_LAYER_DELETE;
+        return strcmp(method, "DELETE") == 0 ? 0 : wrong_method(method, full, "DELETE", error);
+    }
+    if (strcmp(full, "/gc") == 0) {
+        m->route = API_GC;
+        return strcmp(method, "POST") == 0 ? 0 : wrong_method(method, full, "POST", error);
+    }
     if (strcmp(full, "/openapi.json") == 0 || strcmp(full, "/metrics") == 0 ||
         strcmp(full, "/events") == 0) {
         m->route = full[1] == 'o' ? API_OPENAPI : full[1] == 'm' ? API_METRICS : API_EVENTS;
@@ -227,6 +248,9 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
     case API_EVENTS: machines_events(r); break;
     case API_OPENAPI: openapi(r); break;
     case API_METRICS: machines_metrics(r); break;
+    case API_LAYERS: layers_list(r); break;
+    case API_LAYER_DELETE: layers_delete(m.name, r); break;
+    case API_GC: layers_gc(r); break;
     case API_NO_ROUTE: break;
     }
     json_decref(j);

@@ -24,16 +24,19 @@ enum api_route {
     API_CREATE,  /* POST /machines */
     API_INSPECT, /* GET /machines/{name} */
     API_DELETE,  /* DELETE /machines/{name} */
-    API_ACTION,  /* POST /machines/{name}/{start|stop|pause|resume|save} */
+    API_ACTION,  /* POST /machines/{name}/{start|stop|pause|resume|save|reset} */
     API_LOGS,    /* GET /machines/{name}/logs[?follow=1] */
     API_EVENTS,  /* GET /events (server-sent events) */
     API_OPENAPI, /* GET /openapi.json */
     API_METRICS, /* GET /metrics */
+    API_LAYERS,  /* GET /layers */
+    API_LAYER_DELETE, /* DELETE /layers/{hash} */
+    API_GC,      /* POST /gc */
 };
 
 struct api_match {
     enum api_route route;
-    char name[72];   /* the machine's, for the routes under /machines/{name} */
+    char name[72];   /* the machine's (or the layer's hash) for the routes under it */
     char action[16]; /* API_ACTION's verb */
     bool follow;     /* ?follow=1 (or true) */
 };

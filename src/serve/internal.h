@@ -19,6 +19,9 @@ void machines_action(const char *name, const char *action, json_t *body, struct 
 void machines_logs(const char *name, bool follow, struct api_reply *r);
 void machines_events(struct api_reply *r);
 void machines_metrics(struct api_reply *r);
+void layers_list(struct api_reply *r);
+void layers_delete(const char *hash, struct api_reply *r);
+void layers_gc(struct api_reply *r);
 
 /* A running VM's status answer (no "ok", no "name"), {"state": "busy"}
  * for one that does not take the request now, NULL when none runs. */

@@ -429,6 +429,95 @@ static void save(const char *name, json_t *body, bool running, struct api_reply 
     free(path);
 }
 
+/* As `smolvm reset NAME`: the instance's delta emptied. */
+static void reset(const char *name, struct api_reply *r)
+{
+    struct store *s;
+    int e;
+
+    if (!store_name_ok(name) || store_open(&s) < 0)
+        return api_fail(r, 404, "not_found", "no instance '%s'", name);
+    e = store_reset(s, name);
+    if (e == 0)
+        api_ok(r, 200, machine_json(s, name));
+    else
+        api_fail_errno(r, -e);
+    store_close(s);
+}
+
+static int by_created(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t cx = json_integer_value(json_object_get(x, "created"));
+    json_int_t cy = json_integer_value(json_object_get(y, "created"));
+    return cx != cy ? (cx > cy) - (cx < cy)
+                    : strcmp(json_string_value(json_object_get(x, "hash")) ?: "",
+                             json_string_value(json_object_get(y, "hash")) ?: "");
+}
+
+/* As `smolvm layers --json`: oldest first, keys in snake_case. */
+void layers_list(struct api_reply *r)
+{
+    json_t *all = json_array(), *out = json_array(), *x, **items;
+    struct store *s = NULL;
+    size_t i, n;
+    int e = store_open(&s);
+
+    if (e == 0)
+        e = store_list_layers(s, all);
+    store_close(s);
+    if (e < 0) {
+        json_decref(all);
+        json_decref(out);
+        return api_fail_errno(r, -e);
+    }
+    n = json_array_size(all);
+    items = calloc(n + 1, sizeof(*items));
+    json_array_foreach(all, i, x)
+        if (items)
+            items[i] = x;
+    if (items)
+        qsort(items, n, sizeof(*items), by_created);
+    for (i = 0; items && i < n; i++) {
+        json_t *layer = json_object();
+        add_instance_info(layer, items[i]);
+        json_object_set(layer, "hash", json_object_get(items[i], "hash"));
+        json_array_append_new(out, layer);
+    }
+    free(items);
+    json_decref(all);
+    api_ok(r, 200, out);
+}
+
+void layers_delete(const char *hash, struct api_reply *r)
+{
+    struct store *s;
+    int e = store_open(&s);
+
+    if (e == 0) {
+        e = store_remove_layer(s, hash);
+        store_close(s);
+    }
+    if (e < 0)
+        return api_fail_errno(r, -e);
+    api_ok(r, 200, json_pack("{s:s,s:b}", "hash", hash, "removed", 1));
+}
+
+void layers_gc(struct api_reply *r)
+{
+    struct store *s;
+    unsigned removed = 0;
+    int e = store_open(&s);
+
+    if (e == 0) {
+        e = store_gc(s, &removed);
+        store_close(s);
+    }
+    if (e < 0)
+        return api_fail_errno(r, -e);
+    api_ok(r, 200, json_pack("{s:i}", "layers_removed", (int)removed));
+}
+
 void machines_action(const char *name, const char *action, json_t *body, struct api_reply *r)
 {
     json_t *status = machine_status(name), *a;
@@ -454,6 +543,9 @@ void machines_action(const char *name, const char *action, json_t *body, struct 
     }
     if (strcmp(action, "save") == 0)
         return save(name, body, running, r);
+    if (strcmp(action, "reset") == 0)
+        return running ? api_fail(r, 409, "running", "'%s' is running: stop it first", name)
+                       : reset(name, r);
     if (!running) {
         struct store *s = open_store();
         json_t *info = s && store_name_ok(name) ? store_instance_info(s, name) : NULL;

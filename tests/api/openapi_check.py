@@ -180,8 +180,14 @@ def live(sock):
         ("PUT", "/machines", None),
         ("GET", "/nowhere", None),
         ("POST", "/machines/oa/save", {"output": os.path.join(scratch, "oa.smolmachine")}),
+        ("POST", "/machines/oa/reset", None),
+        ("GET", "/layers", None),
+        ("DELETE", "/layers/" + "0" * 64, None),
+        ("DELETE", "/layers/nothex", None),
         ("DELETE", "/machines/oa", None),
         ("DELETE", "/machines/oa", None),
+        ("POST", "/gc", None),
+        ("GET", "/gc", None),
     ]
     for method, path, body in requests:
         conn = UnixHTTP(sock)

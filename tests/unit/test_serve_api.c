@@ -70,6 +70,11 @@ static void routes(void **state)
     route_is("GET", long_name, 404, 0, NULL, NULL);
     route_is("GET", "/openapi.json", 0, API_OPENAPI, NULL, NULL);
     route_is("GET", "/metrics", 0, API_METRICS, NULL, NULL);
+    route_is("GET", "/events", 0, API_EVENTS, NULL, NULL);
+    route_is("GET", "/layers", 0, API_LAYERS, NULL, NULL);
+    route_is("POST", "/gc", 0, API_GC, NULL, NULL);
+    route_is("GET", "/gc", 405, 0, NULL, NULL);
+    route_is("POST", "/machines/web/reset", 0, API_ACTION, "web", "reset");
     route_is("GET", "/", 404, 0, NULL, NULL);
     route_is("GET", "/etc/passwd", 404, 0, NULL, NULL);
 }
@@ -220,10 +225,34 @@ static void instances(void **state)
     code_is(call("POST", "/machines", "{\"name\":\"a\",\"from\":\"/x\",\"memory\":\"1G\"}", 400),
             "unknown_field");
 
+    /* reset, layers, gc, as the CLI's verbs */
+    j = call("POST", "/machines/web/reset", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "next_start")), "boots");
+    json_decref(j);
+    code_is(call("POST", "/machines/nothere/reset", "", 404), "not_found");
+    j = call("GET", "/layers", "", 200);
+    assert_int_equal(json_array_size(j), 1);
+    char top[80];
+    snprintf(top, sizeof(top), "/layers/%s",
+             json_string_value(json_object_get(json_array_get(j, 0), "hash")));
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "users")), 1);
+    assert_non_null(json_object_get(json_array_get(j, 0), "virtual_size"));
+    json_decref(j);
+    code_is(call("DELETE", top, "", 409), "busy"); /* web is on it */
+    code_is(call("DELETE", "/layers/xyz", "", 400), "invalid_name");
+    code_is(call("GET", top, "", 405), "method_not_allowed");
+
     j = call("DELETE", "/machines/web", "", 200);
     assert_true(json_is_true(json_object_get(j, "removed")));
     json_decref(j);
     code_is(call("DELETE", "/machines/web", "", 404), "not_found");
+    j = call("POST", "/gc", "", 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "layers_removed")), 1);
+    json_decref(j);
+    j = call("GET", "/layers", "", 200);
+    assert_int_equal(json_array_size(j), 0);
+    json_decref(j);
+    code_is(call("DELETE", top, "", 404), "not_found");
 }
 
 /* A VM as the API sees it: a process answering on its control socket. */
