@@ -126,9 +126,16 @@ unsigned api_route(const char *method, const char *path, struct api_match *m, js
 {
     char full[256];
 
+    size_t n = strcspn(path, "?");
+
     memset(m, 0, sizeof(*m));
     *error = NULL;
-    snprintf(full, sizeof(full), "%.*s", (int)strcspn(path, "?"), path);
+    if (n >= sizeof(full)) {
+        *error = api_error("no_route", "no such path (%zu bytes long)", n);
+        return 404;
+    }
+    memcpy(full, path, n);
+    full[n] = 0;
     m->follow = strchr(path, '?') && follows(strchr(path, '?') + 1);
     if (strcmp(full, "/machines") == 0 || strcmp(full, "/machines/") == 0) {
         m->route = strcmp(method, "GET") == 0 ? API_LIST : strcmp(method, "POST") == 0 ? API_CREATE : API_NO_ROUTE;
