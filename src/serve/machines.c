@@ -18,6 +18,7 @@
 #include "api/control.h"
 #include "core/config.h"
 #include "machine/instance.h"
+#include "machine/save_named.h"
 #include "serve/internal.h"
 #include "store/store.h"
 #include "util/err.h"
@@ -352,13 +353,6 @@ static void start(const char *name, struct api_reply *r)
              "%s", last_line(out));
 }
 
-static double since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 /* Sends one request to a running VM; the answer (minus "ok") or the
  * reply set. */
 static json_t *ask(const char *name, json_t *req, long work_ms, struct api_reply *r)
@@ -381,51 +375,35 @@ static json_t *ask(const char *name, json_t *req, long work_ms, struct api_reply
     return a;
 }
 
-/* As `smolvm save`: with "output" (an absolute path), a bundle; without,
- * a running store instance suspended into its folder. */
+/* As `smolvm save` (the same machine_save_named): with "output" (an
+ * absolute path), a bundle; without, a running store instance suspended
+ * into its folder. */
 static void save(const char *name, json_t *body, bool running, struct api_reply *r)
 {
-    const char *output, *sign;
-    bool resume, no_memory, flatten;
-    char *path = NULL;
-    struct timespec t0;
-    json_t *a;
+    struct machine_save_request q = {0};
+    char *path;
+    double seconds;
+    int e;
 
-    if (!string_field(body, "output", &output, r) || !string_field(body, "sign", &sign, r) ||
-        !bool_field(body, "resume", &resume, r) || !bool_field(body, "no-memory", &no_memory, r) ||
-        !bool_field(body, "flatten", &flatten, r))
+    if (!string_field(body, "output", &q.output, r) || !string_field(body, "sign", &q.sign_key, r) ||
+        !bool_field(body, "resume", &q.resume, r) || !bool_field(body, "no-memory", &q.no_memory, r) ||
+        !bool_field(body, "flatten", &q.flatten, r))
         return;
-    if ((output && output[0] != '/') || (sign && sign[0] != '/'))
+    if ((q.output && q.output[0] != '/') || (q.sign_key && q.sign_key[0] != '/'))
         return api_fail(r, 400, "invalid_value", "'output' and 'sign' must be absolute paths");
-    if (!output && (resume || no_memory || flatten || sign))
+    if (!q.output && (q.resume || q.no_memory || q.flatten || q.sign_key))
         return api_fail(r, 400, "invalid_value", "'resume', 'no-memory', 'flatten' and 'sign' "
                                                  "need 'output'");
-    if (!output && !running)
+    if (!q.output && !running)
         return api_fail(r, 409, "not_running", "no VM '%s' is running", name);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!running) {
-        int e = machine_instance_export(name, output, flatten, sign);
-        if (e < 0)
-            return api_fail_errno(r, -e);
-        return api_ok(r, 200, json_pack("{s:s,s:f}", "path", output, "seconds", since(&t0)));
-    }
-    if (!output && machine_instance_suspend_path(name, &path) < 0)
-        return api_fail(r, 404, "not_found", "%s", err_msg());
-    json_t *req = json_pack("{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path",
-                            output ? output : path, "resume", resume, "memory", !no_memory,
-                            "flatten", flatten, "state_only", !output);
-    if (sign)
-        json_object_set_new(req, "sign", json_string(sign));
-    a = ask(name, req, -1, r);
-    if (a && !output && machine_instance_suspended(name) < 0) {
-        json_decref(a);
-        a = NULL;
-        api_fail_errno(r, EIO);
-    }
-    if (a)
-        api_ok(r, 200, json_pack("{s:s,s:f}", "path", output ? output : path, "seconds",
-                                 since(&t0)));
-    json_decref(a);
+    e = machine_save_named(name, &q, &path, &seconds);
+    if (e == -ESRCH)
+        return api_fail(r, 409, "not_running", "%s", err_msg());
+    if (e == -ECANCELED)
+        return api_fail(r, 409, "refused", "%s", err_msg());
+    if (e < 0)
+        return api_fail_errno(r, -e);
+    api_ok(r, 200, json_pack("{s:s,s:f}", "path", path, "seconds", seconds));
     free(path);
 }
 
