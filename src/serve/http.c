@@ -235,7 +235,12 @@ static int unix_socket(const char *path)
         close(fd);
         return err_plain(EADDRINUSE, "'%s': a daemon answers there already", path);
     }
-    unlink(path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) { /* never a file of the user's */
+        close(fd);
+        return err_plain(EEXIST, "'%s' exists and is not a socket", path);
+    }
+    unlink(path); /* a socket nobody answers on: a daemon killed */
     mode_t old = umask(0177);
     int r = bind(fd, (struct sockaddr *)&a, sizeof(a));
     umask(old);
@@ -417,6 +422,12 @@ int main(int argc, char **argv)
             free(socket_path);
             return 1;
         }
+    }
+    /* Paths in requests must be absolute; a name never reads as a file
+     * of whatever folder the daemon was started in. */
+    if (chdir("/") < 0) {
+        fprintf(stderr, "smolvm: serve: chdir /: %s\n", strerror(errno));
+        return 1;
     }
     printf("serving on %s%s%s\n", socket_path, o.listen ? " and " : "", o.listen ? o.listen : "");
     fflush(stdout);

@@ -23,6 +23,7 @@
 #include "store/store.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/hash.h"
 #include "util/paths.h"
 #include "util/size.h"
 
@@ -256,6 +257,11 @@ void machines_create(json_t *body, struct api_reply *r)
         !string_field(body, "cmdline", &q.cmdline, r) ||
         !string_field(body, "verify", &q.trusted_key, r) || !sizes(body, &q, r))
         return;
+    /* The daemon's folder is no concern of the client's. */
+    if ((q.from[0] != '/' && !hash_is_hex(q.from)) || (q.kernel && q.kernel[0] != '/') ||
+        (q.initrd && q.initrd[0] != '/') || (q.trusted_key && q.trusted_key[0] != '/'))
+        return api_fail(r, 400, "invalid_value", "'from' (unless a layer's hash), 'kernel', "
+                                                 "'initrd' and 'verify' must be absolute paths");
     if (!store_name_ok(q.name) || !control_name_ok(q.name))
         return api_fail(r, 400, "invalid_name", "'%s' is not a machine name (1-64 letters, "
                                                 "digits, '.', '_', '-')", q.name);

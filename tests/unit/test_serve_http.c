@@ -229,6 +229,10 @@ static void bad_setups_refused(void **state)
                         "test $? = 1 && grep -q 'chmod 600' err", SMOLVM_SERVE, in_dir("s2")), 0);
     assert_int_equal(sh("%s --socket %s --listen 0.0.0.0:1 --token-file token 2>err; "
                         "test $? = 1 && grep -q allow-remote err", SMOLVM_SERVE, in_dir("s3")), 0);
+    /* a file that is not a socket is never replaced */
+    assert_int_equal(sh("echo mine > notasocket && timeout 5 %s --socket %s 2>err; test $? = 1 && "
+                        "grep -q 'not a socket' err && grep -q mine notasocket",
+                        SMOLVM_SERVE, in_dir("notasocket")), 0);
     /* a second daemon on a live socket */
     assert_int_equal(sh("%s 2>err; test $? = 1 && grep -q 'answers there already' err",
                         SMOLVM_SERVE), 0);
