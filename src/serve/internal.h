@@ -28,6 +28,8 @@ void layers_gc(struct api_reply *r);
 json_t *machine_status(const char *name);
 /* {name: state} for every machine. */
 json_t *machines_states(void);
+/* Saves in progress: {name: {"done", "total"}} (bytes of memory). */
+json_t *machines_progress(void);
 /* NAME.log and NAME.log.1 (malloc'd). */
 int machine_log_paths(const char *name, char **current, char **older);
 /* Streams (streams.c): a log followed while its VM runs (takes current

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -381,6 +382,36 @@ static json_t *ask(const char *name, json_t *req, long work_ms, struct api_reply
     return a;
 }
 
+/* Saves in progress, {name: {"done", "total"}}: GET /events reports them. */
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
+static json_t *progress;
+
+static void save_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    pthread_mutex_lock(&progress_lock);
+    if (!progress)
+        progress = json_object();
+    json_object_set_new(progress, opaque, json_pack("{s:I,s:I}", "done", (json_int_t)done,
+                                                    "total", (json_int_t)total));
+    pthread_mutex_unlock(&progress_lock);
+}
+
+static void save_done(const char *name)
+{
+    pthread_mutex_lock(&progress_lock);
+    json_object_del(progress, name);
+    pthread_mutex_unlock(&progress_lock);
+}
+
+json_t *machines_progress(void)
+{
+    json_t *copy;
+    pthread_mutex_lock(&progress_lock);
+    copy = progress ? json_deep_copy(progress) : json_object();
+    pthread_mutex_unlock(&progress_lock);
+    return copy;
+}
+
 /* As `smolvm save` (the same machine_save_named): with "output" (an
  * absolute path), a bundle; without, a running store instance suspended
  * into its folder. */
@@ -402,7 +433,10 @@ static void save(const char *name, json_t *body, bool running, struct api_reply 
                                                  "need 'output'");
     if (!q.output && !running)
         return api_fail(r, 409, "not_running", "no VM '%s' is running", name);
+    q.progress = save_progress;
+    q.opaque = (void *)name;
     e = machine_save_named(name, &q, &path, &seconds);
+    save_done(name);
     if (e == -ESRCH)
         return api_fail(r, 409, "not_running", "%s", err_msg());
     if (e == -ECANCELED)

@@ -99,16 +99,17 @@ int log_stream(const char *name, char *current, char *older, struct api_stream *
 
 struct events {
     json_t *last; /* {name: state} as last sent */
+    json_t *last_progress; /* {name: {done, total}} as last sent */
     char *pending;
     size_t len, sent;
     unsigned quiet_ms;
 };
 
-static void event(struct events *e, const char *name, const char *state)
+/* Queues "event: kind" with j (consumed) as its data. */
+static void send_event(struct events *e, const char *kind, json_t *j)
 {
-    json_t *j = json_pack("{s:s,s:s}", "name", name, "state", state);
     char *data = json_dumps(j, JSON_COMPACT), *line = NULL;
-    int n = data ? asprintf(&line, "event: state\ndata: %s\n\n", data) : -1;
+    int n = data ? asprintf(&line, "event: %s\ndata: %s\n\n", kind, data) : -1;
     char *grown = n > 0 ? realloc(e->pending, e->len + (size_t)n) : NULL;
 
     if (grown) {
@@ -121,12 +122,32 @@ static void event(struct events *e, const char *name, const char *state)
     json_decref(j);
 }
 
+static void event(struct events *e, const char *name, const char *state)
+{
+    send_event(e, "state", json_pack("{s:s,s:s}", "name", name, "state", state));
+}
+
 /* One event per machine whose state differs from the last sent ("gone"
  * for a machine no longer there). */
 static void compare(struct events *e)
 {
-    json_t *now = machines_states(), *v;
+    json_t *now, *v;
     const char *name;
+
+    /* Saves in progress, each step once (first: a VM busy saving answers
+     * the status requests below only once its save is done). */
+    json_t *progress = machines_progress();
+    json_object_foreach(progress, name, v) {
+        json_t *before = json_object_get(e->last_progress, name);
+        if (!before || !json_equal(before, v))
+            send_event(e, "progress", json_pack("{s:s,s:s,s:O,s:O}", "name", name, "operation",
+                                                "save", "done", json_object_get(v, "done"),
+                                                "total", json_object_get(v, "total")));
+    }
+    json_decref(e->last_progress);
+    e->last_progress = progress;
+
+    now = machines_states();
 
     json_object_foreach(now, name, v) {
         json_t *before = json_object_get(e->last, name);
@@ -177,6 +198,7 @@ static void events_release(void *opaque)
 {
     struct events *e = opaque;
     json_decref(e->last);
+    json_decref(e->last_progress);
     free(e->pending);
     free(e);
 }

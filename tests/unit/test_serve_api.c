@@ -263,10 +263,18 @@ static void instances(void **state)
 
 /* A VM as the API sees it: a process answering on its control socket. */
 static bool paused;
+static struct control *fake_control;
 static json_t *fake_vm(void *opaque, const char *command, json_t *req)
 {
     (void)opaque;
-    (void)req;
+    if (strcmp(command, "save") == 0) { /* 4 steps, 300 ms apart */
+        for (uint64_t done = 1; done <= 4; done++) {
+            usleep(300000);
+            control_progress(fake_control, done << 20, 4 << 20);
+        }
+        return json_pack("{s:b,s:s,s:f}", "ok", 1, "path",
+                         json_string_value(json_object_get(req, "path")), "seconds", 1.2);
+    }
     if (strcmp(command, "pause") == 0)
         paused = true;
     else if (strcmp(command, "resume") == 0)
@@ -290,6 +298,16 @@ static void *vm_loop(void *opaque)
     return NULL;
 }
 
+static volatile bool save_finished;
+static void *save_vm1(void *opaque)
+{
+    const char *body = "{\"output\":\"/x.smolmachine\"}";
+    api_handle("POST", "/machines/vm1/save", body, strlen(body), opaque);
+    save_finished = true;
+    json_decref(call("POST", "/machines/vm1/pause", "", 200)); /* an event: the reader wakes */
+    return NULL;
+}
+
 static void running_vm(void **state)
 {
     struct control *c;
@@ -299,6 +317,7 @@ static void running_vm(void **state)
     (void)state;
 
     assert_int_equal(control_open("vm1", fake_vm, NULL, &c), 0);
+    fake_control = c;
     vm_stop = false;
     assert_int_equal(pthread_create(&t, NULL, vm_loop, c), 0);
 
@@ -334,6 +353,29 @@ static void running_vm(void **state)
     buf[n] = 0;
     assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"paused\"}\n\n");
     json_decref(call("POST", "/machines/vm1/resume", "", 200));
+
+    /* A save's progress comes as events while it runs. */
+    pthread_t saver;
+    struct api_reply saved;
+    assert_int_equal(pthread_create(&saver, NULL, save_vm1, &saved), 0);
+    char all[4096] = "";
+    size_t len = 0;
+    while (!strstr(all, "event: progress") && !save_finished) {
+        n = r.stream.read(r.stream.opaque, -1, all + len, sizeof(all) - 1 - len);
+        assert_true(n > 0);
+        len += (size_t)n;
+        all[len] = 0;
+    }
+    pthread_join(saver, NULL);
+    json_decref(call("POST", "/machines/vm1/resume", "", 200));
+    assert_int_equal(saved.status, 200);
+    assert_string_equal(json_string_value(json_object_get(saved.json, "path")), "/x.smolmachine");
+    api_reply_release(&saved);
+    const char *p = strstr(all, "event: progress\ndata: {\"name\":\"vm1\",\"operation\":\"save\","
+                                "\"done\":");
+    if (!p)
+        fail_msg("no progress event in: %s", all);
+    assert_non_null(strstr(p, ",\"total\":4194304}\n\n"));
     api_reply_release(&r);
 
     code_is(call("POST", "/machines/vm1/stop", "", 409), "refused"); /* the VM said no */
