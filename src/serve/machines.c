@@ -355,9 +355,13 @@ static void start(const char *name, struct api_reply *r)
                                          "instance", 1));
         return;
     }
-    api_fail(r, WIFEXITED(status) && WEXITSTATUS(status) == 2 ? 400 : 500,
-             WIFEXITED(status) && WEXITSTATUS(status) == 2 ? "invalid_value" : "start_failed",
-             "%s", last_line(out));
+    const char *why = last_line(out);
+    if (strstr(why, "is already running")) /* a start of the same name won the race */
+        api_fail(r, 409, "already_running", "%s", why);
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+        api_fail(r, 400, "invalid_value", "%s", why);
+    else
+        api_fail(r, 500, "start_failed", "%s", why);
 }
 
 /* Sends one request to a running VM; the answer (minus "ok") or the

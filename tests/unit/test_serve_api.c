@@ -207,6 +207,29 @@ static void instances(void **state)
     code_is(call("POST", "/machines/web/save", "{\"resume\":1,\"output\":\"/x\"}", 400),
             "invalid_value");
     code_is(call("POST", "/machines/web/start", "", 500), "failed"); /* no smolvm there */
+    /* A stand-in smolvm: what the API makes of each way start ends. */
+    assert_int_equal(sh("printf '#!/bin/sh\\necho \"$*\" > args; echo booting; "
+                        "echo \"smolvm: start: $WHY\" >&2; exit $CODE\\n' > fake && chmod +x fake"), 0);
+    api_set_executable(in_dir("fake"));
+    setenv("CODE", "0", 1);
+    j = call("POST", "/machines/web/start", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "web");
+    json_decref(j);
+    assert_int_equal(sh("grep -qx 'start web --detach' args"), 0);
+    setenv("CODE", "1", 1);
+    setenv("WHY", "a VM named 'web' is already running", 1);
+    j = call("POST", "/machines/web/start", "", 409);
+    assert_string_equal(json_string_value(json_object_get(j, "message")),
+                        "a VM named 'web' is already running");
+    code_is(j, "already_running");
+    setenv("WHY", "no KVM here", 1);
+    j = call("POST", "/machines/web/start", "", 500);
+    assert_string_equal(json_string_value(json_object_get(j, "message")), "no KVM here");
+    code_is(j, "start_failed");
+    setenv("CODE", "2", 1);
+    setenv("WHY", "bad option", 1);
+    code_is(call("POST", "/machines/web/start", "", 400), "invalid_value");
+    api_set_executable("/nonexistent/smolvm");
     code_is(call("POST", "/machines/web/start", "{\"x\":1}", 400), "unknown_field");
 
     /* Bodies as the CLI's options: each value checked. */
