@@ -37,6 +37,7 @@ int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 struct vm_share_config;
 /* --share HOSTDIR[:TAG][,ro] (split in place) into shares[*count], the
