@@ -34,6 +34,9 @@ struct machine_start_options {
     const struct vm_config *instance;
     /* A public key file: the bundle must be signed with its private key. */
     const char *trusted_key;
+    /* The host folders of the bundle's shares, by tag (--share at start). */
+    const struct vm_share_config *shares;
+    unsigned share_count;
     const char *vsock_path; /* the host end of its vsock device, if it has one */
 };
 
