@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/config.h"
 #include "util/err.h"
 
 void vm_config_defaults(struct vm_config *cfg)
@@ -15,6 +16,7 @@ void vm_config_defaults(struct vm_config *cfg)
     cfg->cmdline = "console=ttyS0";
     cfg->rng = true;
     cfg->kernel_cache = true;
+    cfg->net.fd = -1;
 }
 
 static uint64_t host_memory_bytes(void)
@@ -72,6 +74,7 @@ char *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(root, "discovery",
                         json_string(cfg->discovery == VM_DISCOVERY_CMDLINE ? "cmdline" : "acpi"));
     json_object_set_new(root, "disks", disks);
+    json_object_set_new(root, "net", net_config_to_json(&cfg->net));
     text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text)
@@ -143,6 +146,8 @@ int vm_config_from_json(const char *text, struct vm_config *cfg)
     cfg->owns_strings = true;
     if (r == 0 && json_object_get(root, "disks"))
         r = parse_disks(json_object_get(root, "disks"), cfg);
+    if (r == 0)
+        r = net_config_from_json(json_object_get(root, "net"), &cfg->net);
     json_decref(root);
     if (r < 0)
         vm_config_release(cfg);

@@ -10,6 +10,30 @@
 #define VM_MAX_CPUS 255 /* APIC IDs fit a byte in the MADT */
 
 #define VM_MAX_DISKS 16
+#define VM_MAX_PORT_FORWARDS 32
+
+/* The guest's network (src/net/config.c parses and checks it). */
+enum vm_net_mode {
+    VM_NET_NONE,
+    VM_NET_USER, /* user-mode NAT (libslirp) in the smolvm-net helper process */
+    VM_NET_FD,   /* frames on an inherited SOCK_SEQPACKET socket (tests); not saved */
+};
+
+struct vm_port_forward {
+    bool udp;
+    uint32_t host_addr; /* IPv4, network order; 0: every address */
+    uint16_t host_port, guest_port;
+};
+
+struct vm_net_config {
+    enum vm_net_mode mode;
+    bool restrict_outbound; /* user,restrict: only the forwards, no outbound */
+    bool mac_set;           /* --mac; else one is made up at each boot */
+    uint8_t mac[6];
+    unsigned forward_count;
+    struct vm_port_forward forwards[VM_MAX_PORT_FORWARDS];
+    int fd; /* VM_NET_FD */
+};
 
 struct vm_disk_config {
     const char *path;
@@ -39,6 +63,7 @@ struct vm_config {
     bool kernel_cache;       /* boot bzImages from a cached, unpacked vmlinux */
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];
+    struct vm_net_config net;
     bool owns_strings; /* from vm_config_from_json(): vm_config_release() frees them */
 };
 
