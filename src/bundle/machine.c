@@ -11,6 +11,7 @@
 #include "bundle/workingset.h"
 #include "disk/copy.h"
 #include "disk/disk.h"
+#include "net/config.h"
 #include "util/blob.h"
 #include "util/cache.h"
 #include "util/file.h"
@@ -591,6 +592,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;
         m->memory = o->memory;
+        if (o->forwards)
+            r = net_replace_forwards(&m->cfg.net, o->forwards);
         /* A store instance has its folder (and disks) already. */
         if (!o->instance)
             r = instance_dir(o->name, &m->dir);

@@ -14,6 +14,7 @@
 #include "core/vm.h"
 #include "hv/hv.h"
 #include "image/appliance.h"
+#include "net/config.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/trace.h"
@@ -42,7 +43,7 @@ static const char pack_help[] =
     "      --json             print {\"path\"} when written\n"
     "  -h, --help             this text\n"
     "  run options: --kernel, --initrd, --cmdline, --cpus, --mem, --disk, --no-rng,\n"
-    "               --console, --virtio-discovery ('smolvm run --help')\n"
+    "               --console, --virtio-discovery, --net, -p, --mac ('smolvm run --help')\n"
     "\n"
     "Exit status: 0 when written, 1 on errors, 2 on a bad command line.\n";
 
@@ -69,6 +70,16 @@ static const char run_help[] =
     "                         a virtio-blk disk (repeatable): read-only, the serial\n"
     "                         the guest reads, O_DIRECT\n"
     "      --no-rng           no virtio-rng device\n"
+    "      --net none|user|user,restrict\n"
+    "                         the guest's network (default none: no NIC). user: a\n"
+    "                         virtio-net NIC behind user-mode NAT (libslirp, in the\n"
+    "                         smolvm-net helper, no root): DHCP gives 10.0.2.15, the\n"
+    "                         host is 10.0.2.2, DNS 10.0.2.3; restrict: no outbound\n"
+    "                         connections, only the forwards\n"
+    "  -p, --publish [HOSTIP:]HOSTPORT:GUESTPORT[/udp]\n"
+    "                         forward a host port to the guest (repeatable; needs\n"
+    "                         --net user; TCP unless /udp; HOSTIP default all)\n"
+    "      --mac MAC          the NIC's MAC (default: a random 52:54:00:xx:xx:xx)\n"
     "      --no-kernel-cache  boot a bzImage as it is, not from its cached unpacked vmlinux\n"
     "      --console serial|virtio\n"
     "                         which device gets this terminal's input: COM1 (ttyS0,\n"
@@ -141,7 +152,7 @@ static int pick(const char *arg, const char *first, const char *second)
 static int parse_args(int argc, char **argv, struct run_options *o)
 {
     enum { OPT_DETACH = 255, OPT_TRACE_BOOT = 256, OPT_TRACE_UNTIL, OPT_JSON, OPT_NO_RNG, OPT_CONSOLE,
-           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN };
+           OPT_NO_KERNEL_CACHE, OPT_DISCOVERY, OPT_SIGN, OPT_NET, OPT_MAC };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
@@ -161,6 +172,9 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         {"appliance", required_argument, NULL, 'A'},
         {"output", required_argument, NULL, 'o'},
         {"sign", required_argument, NULL, OPT_SIGN},
+        {"net", required_argument, NULL, OPT_NET},
+        {"publish", required_argument, NULL, 'p'},
+        {"mac", required_argument, NULL, OPT_MAC},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -171,7 +185,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
     o->vm.interactive = isatty(STDIN_FILENO);
     optind = 1;
     opterr = 0; /* our own one-line messages instead of getopt's */
-    while ((c = cli_getopt_long(argc, argv, ":k:i:a:c:m:d:n:o:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, ":k:i:a:c:m:d:n:o:p:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': o->vm.kernel_path = optarg; break;
         case 'i': o->vm.initrd_path = optarg; break;
@@ -211,6 +225,13 @@ static int parse_args(int argc, char **argv, struct run_options *o)
             break;
         case OPT_JSON: o->serve.json = true; break;
         case OPT_SIGN: o->sign_key = optarg; break;
+        case OPT_NET:
+        case 'p':
+        case OPT_MAC:
+            if (net_parse_option(c == OPT_NET ? "net" : c == 'p' ? "publish" : "mac", optarg,
+                                 &o->vm.net) < 0)
+                return cli_fail(CLI_USAGE, "%s", err_msg());
+            break;
         case 'h':
             fputs(strcmp(argv[0], "pack") == 0 ? pack_help : run_help, stdout);
             exit(CLI_OK);
@@ -225,7 +246,7 @@ static int parse_args(int argc, char **argv, struct run_options *o)
         return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH, or an appliance folder)");
     /* --cpus 0 or --mem 1K is a wrong command line; more memory than this
      * host has (ENOMEM) is this host's limit, checked at boot. */
-    if (vm_config_check(&o->vm) == -EINVAL)
+    if (vm_config_check(&o->vm) == -EINVAL || net_config_check(&o->vm.net) < 0)
         return cli_fail(CLI_USAGE, "%s", err_msg());
     /* A bad name is the command line's fault, found before any file is looked at. */
     if (o->name && cli_check_name(o->name) != CLI_OK)

@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "cli/serve.h"
 #include "hv/hv.h"
+#include "net/config.h"
 #include "util/err.h"
 
 static const char start_help[] =
@@ -31,6 +32,9 @@ static const char start_help[] =
     "                         faulted in before the guest runs; mapped with every page\n"
     "                         left to fault in when touched (lazy); copied from it; or\n"
     "                         decompressed from the bundle\n"
+    "  -p, --publish [HOSTIP:]HOSTPORT:GUESTPORT[/udp]\n"
+    "                         forward this host port instead of those the bundle was\n"
+    "                         made with (repeatable; a VM made with --net user)\n"
     "      --verify KEY.pub   refuse the bundle unless it is signed with the private key\n"
     "                         of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"
     "                         unchanged since\n"
@@ -86,6 +90,7 @@ int cli_start(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"memory", required_argument, NULL, OPT_MEMORY},
         {"verify", required_argument, NULL, OPT_VERIFY},
+        {"publish", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -93,13 +98,14 @@ int cli_start(int argc, char **argv)
     const char *name = NULL;
     bool detach = false;
     struct server *server;
-    struct machine_start_options so = {.interactive = isatty(STDIN_FILENO)};
+    static struct vm_net_config forwards;
+    struct machine_start_options so = {.interactive = isatty(STDIN_FILENO), .forwards = &forwards};
     struct machine *m;
     int c, code;
 
     optind = 1;
     opterr = 0;
-    while ((c = cli_getopt_long(argc, argv, ":n:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt_long(argc, argv, ":n:p:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': name = optarg; break;
         case OPT_TRACE_BOOT: o.trace_boot = true; break;
@@ -122,6 +128,10 @@ int cli_start(int argc, char **argv)
             break;
         case OPT_DETACH: detach = true; break;
         case OPT_VERIFY: so.trusted_key = optarg; break;
+        case 'p':
+            if (net_parse_option("publish", optarg, &forwards) < 0)
+                return cli_fail(CLI_USAGE, "%s", err_msg());
+            break;
         case 'h':
             fputs(start_help, stdout);
             return CLI_OK;
