@@ -16,6 +16,7 @@
 enum vm_net_mode {
     VM_NET_NONE,
     VM_NET_USER, /* user-mode NAT (libslirp) in the smolvm-net helper process */
+    VM_NET_TAP,  /* a host TAP device (an existing one, or made when root) */
     VM_NET_FD,   /* frames on an inherited SOCK_SEQPACKET socket (tests); not saved */
 };
 
@@ -32,6 +33,7 @@ struct vm_net_config {
     uint8_t mac[6];
     unsigned forward_count;
     struct vm_port_forward forwards[VM_MAX_PORT_FORWARDS];
+    char tap_name[16]; /* VM_NET_TAP: IFNAMSIZ, NUL-terminated */
     int fd; /* VM_NET_FD */
 };
 

@@ -3,11 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -25,6 +28,7 @@
 
 struct net_backend {
     int fd;
+    bool socket;  /* else a TAP: read() and write() */
     pid_t helper; /* 0: none */
 };
 
@@ -139,6 +143,22 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
     return await_helper(b, path);
 }
 
+/* An existing TAP (one the user may open: 'ip tuntap add NAME mode tap
+ * user USER'), or a new one when we may make it (root; it goes with us). */
+static int open_tap(const char *name, struct net_backend *b)
+{
+    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI};
+
+    b->fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (b->fd < 0)
+        return err_set(errno, "--net tap=%s: /dev/net/tun", name);
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    if (ioctl(b->fd, TUNSETIFF, &ifr) < 0)
+        return err_set(errno, "--net tap=%s: cannot attach (make it first: 'ip tuntap add %s "
+                              "mode tap user $USER')", name, name);
+    return 0;
+}
+
 int net_backend_open(const struct vm_net_config *cfg, struct net_backend **out)
 {
     struct net_backend *b = calloc(1, sizeof(*b));
@@ -148,8 +168,11 @@ int net_backend_open(const struct vm_net_config *cfg, struct net_backend **out)
     if (!b)
         return err_set(ENOMEM, "net backend");
     b->fd = -1;
+    b->socket = cfg->mode != VM_NET_TAP;
     if (cfg->mode == VM_NET_USER)
         r = start_helper(cfg, b);
+    else if (cfg->mode == VM_NET_TAP)
+        r = open_tap(cfg->tap_name, b);
     else if (cfg->mode == VM_NET_FD && (b->fd = fcntl(cfg->fd, F_DUPFD_CLOEXEC, 0)) < 0)
         r = err_set(errno, "net: fd %d", cfg->fd);
     else if (cfg->mode != VM_NET_FD)
@@ -202,7 +225,8 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len)
     ssize_t n;
 
     do
-        n = send(b->fd, frame, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        n = b->socket ? send(b->fd, frame, len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                      : write(b->fd, frame, len);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -213,8 +237,8 @@ ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap)
 {
     ssize_t n;
 
-    do
-        n = recv(b->fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC);
+    do /* a TAP truncates silently: cap is more than any frame it passes */
+        n = b->socket ? recv(b->fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC) : read(b->fd, buf, cap);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;

@@ -1,6 +1,6 @@
 /* Where the guest's Ethernet frames go: a backend is one file descriptor on
  * which each read and each write is one whole frame (a SOCK_SEQPACKET
- * socket, or a TAP device later), polled by the NIC's own thread.
+ * socket, or a TAP device), polled by the NIC's own thread.
  *
  * --net user runs libslirp in a helper process, smolvm-net, found beside
  * the smolvm executable (or at $SMOLVM_NET_HELPER): smolvm is one static

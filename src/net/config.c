@@ -9,6 +9,17 @@
 
 #include "util/err.h"
 
+/* An interface name the kernel takes: 1-15 of [A-Za-z0-9_.-], not "." or "..". */
+static bool tap_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n >= sizeof(((struct vm_net_config *)0)->tap_name) || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0)
+        return false;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
 int net_parse_mode(const char *arg, struct vm_net_config *net)
 {
     if (strcmp(arg, "none") == 0) {
@@ -20,8 +31,13 @@ int net_parse_mode(const char *arg, struct vm_net_config *net)
     } else if (strcmp(arg, "user,restrict") == 0) {
         net->mode = VM_NET_USER;
         net->restrict_outbound = true;
+    } else if (strncmp(arg, "tap=", 4) == 0 && tap_name_ok(arg + 4)) {
+        net->mode = VM_NET_TAP;
+        net->restrict_outbound = false;
+        snprintf(net->tap_name, sizeof(net->tap_name), "%s", arg + 4);
     } else {
-        return err_plain(EINVAL, "--net: '%s' is not none, user or user,restrict", arg);
+        return err_plain(EINVAL, "--net: '%s' is not none, user, user,restrict or tap=IFNAME",
+                         arg);
     }
     return 0;
 }
@@ -137,6 +153,8 @@ int net_config_check(const struct vm_net_config *net)
 {
     if (net->forward_count && net->mode != VM_NET_USER)
         return err_plain(EINVAL, "-p needs --net user");
+    if (net->restrict_outbound && net->mode != VM_NET_USER)
+        return err_plain(EINVAL, "restrict is an option of --net user");
     for (unsigned i = 0; i < net->forward_count; i++)
         for (unsigned j = 0; j < i; j++) {
             const struct vm_port_forward *a = &net->forwards[i], *b = &net->forwards[j];
@@ -176,7 +194,8 @@ void net_choose_mac(const struct vm_net_config *net, uint8_t mac[6])
 
 static const char *mode_name(enum vm_net_mode m)
 {
-    return m == VM_NET_USER ? "user" : "none"; /* an inherited fd is not saved */
+    /* An inherited fd is not saved. */
+    return m == VM_NET_USER ? "user" : m == VM_NET_TAP ? "tap" : "none";
 }
 
 json_t *net_config_to_json(const struct vm_net_config *net)
@@ -186,6 +205,8 @@ json_t *net_config_to_json(const struct vm_net_config *net)
 
     json_object_set_new(o, "mode", json_string(mode_name(net->mode)));
     json_object_set_new(o, "restrict", json_boolean(net->restrict_outbound));
+    if (net->mode == VM_NET_TAP)
+        json_object_set_new(o, "tap", json_string(net->tap_name));
     if (net->mac_set) {
         snprintf(text, sizeof(text), "%02x:%02x:%02x:%02x:%02x:%02x", net->mac[0], net->mac[1],
                  net->mac[2], net->mac[3], net->mac[4], net->mac[5]);
@@ -215,9 +236,19 @@ int net_config_from_json(json_t *o, struct vm_net_config *net)
     if (!json_is_object(o) || !mode || (restrict_ && !json_is_boolean(restrict_)) ||
         (mac && !json_is_string(mac)) || (fwd && !json_is_array(fwd)))
         return err_plain(EINVAL, "config: bad \"net\"");
-    if (strcmp(mode, "user") != 0 && strcmp(mode, "none") != 0)
+    if (strcmp(mode, "tap") == 0) {
+        const char *tap = json_string_value(json_object_get(o, "tap"));
+        char arg[32];
+        if (!tap || strlen(tap) > 20)
+            return err_plain(EINVAL, "config: bad \"net\" tap");
+        snprintf(arg, sizeof(arg), "tap=%s", tap);
+        if (net_parse_mode(arg, net) < 0)
+            return err_plain(EINVAL, "config: bad \"net\" tap");
+    } else if (strcmp(mode, "user") != 0 && strcmp(mode, "none") != 0) {
         return err_plain(EINVAL, "config: bad \"net\" mode");
-    net->mode = strcmp(mode, "user") == 0 ? VM_NET_USER : VM_NET_NONE;
+    } else {
+        net->mode = strcmp(mode, "user") == 0 ? VM_NET_USER : VM_NET_NONE;
+    }
     net->restrict_outbound = json_is_true(restrict_);
     if (mac && (r = net_parse_mac(json_string_value(mac), net)) < 0)
         return err_plain(EINVAL, "config: bad \"net\" mac");

@@ -14,7 +14,7 @@
  * CLI's option tables call it. */
 int net_parse_option(const char *name, const char *arg, struct vm_net_config *net)
     __attribute__((warn_unused_result));
-/* "none", "user", "user,restrict". */
+/* "none", "user", "user,restrict", "tap=IFNAME". */
 int net_parse_mode(const char *arg, struct vm_net_config *net) __attribute__((warn_unused_result));
 /* One more port forward (docker's -p syntax; TCP unless /udp). */
 int net_parse_forward(const char *spec, struct vm_net_config *net)

@@ -11,7 +11,10 @@
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -485,6 +488,12 @@ static void parses_modes_and_macs(void **state)
     assert_int_equal(net_parse_option("net", "none", &net), 0);
     assert_true(net.mode == VM_NET_NONE && !net.restrict_outbound);
     assert_true(net_parse_option("net", "tap", &net) < 0);
+    assert_true(net_parse_option("net", "tap=", &net) < 0);
+    assert_true(net_parse_option("net", "tap=a/b", &net) < 0);
+    assert_true(net_parse_option("net", "tap=..", &net) < 0);
+    assert_true(net_parse_option("net", "tap=0123456789abcdef", &net) < 0);
+    assert_int_equal(net_parse_option("net", "tap=tap0", &net), 0);
+    assert_true(net.mode == VM_NET_TAP && strcmp(net.tap_name, "tap0") == 0);
     assert_true(net_parse_option("net", "user,", &net) < 0);
     assert_int_equal(net_parse_option("mac", "02:00:00:00:00:01", &net), 0);
     assert_true(net_parse_mac("03:00:00:00:00:01", &net) < 0);  /* multicast */
@@ -514,6 +523,15 @@ static void the_bundle_carries_the_network(void **state)
     assert_int_equal(back.net.forward_count, 1);
     assert_memory_equal(&back.net.forwards[0], &cfg.net.forwards[0], sizeof(cfg.net.forwards[0]));
     vm_config_release(&back);
+    /* A TAP by its name. */
+    vm_config_defaults(&cfg);
+    assert_int_equal(net_parse_mode("tap=tap7", &cfg.net), 0);
+    json = vm_config_to_json(&cfg);
+    assert_int_equal(vm_config_from_json(json, &back), 0);
+    free(json);
+    assert_int_equal(back.net.mode, VM_NET_TAP);
+    assert_string_equal(back.net.tap_name, "tap7");
+    vm_config_release(&back);
     /* No "net": an older bundle, no network. */
     assert_int_equal(vm_config_from_json("{\"cpus\": 1, \"mem_bytes\": 16777216}", &back), 0);
     assert_int_equal(back.net.mode, VM_NET_NONE);
@@ -535,6 +553,9 @@ static void hostile_network_json_is_refused(void **state)
         "{\"mode\": \"user\", \"forwards\": [\"8080:80/icmp\"]}",
         "{\"mode\": \"none\", \"forwards\": [\"8080:80\"]}",
         "{\"mode\": \"user\", \"forwards\": [\"8080:80\", \"8080:81\"]}",
+        "{\"mode\": \"tap\"}",
+        "{\"mode\": \"tap\", \"tap\": \"../../x\"}",
+        "{\"mode\": \"tap\", \"tap\": \"tap0\", \"restrict\": true}",
     };
     struct vm_config cfg;
     char text[512];
@@ -654,6 +675,68 @@ static void forwards_a_host_port_and_refuses_a_taken_one(void **state)
     net_backend_close(b);
 }
 
+/* ---- --net tap=IFNAME (needs CAP_NET_ADMIN to make one: skipped without) ---- */
+
+static int tap_up(const char *name)
+{
+    struct ifreq ifr = {0};
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    r = ioctl(s, SIOCGIFFLAGS, &ifr);
+    ifr.ifr_flags |= IFF_UP;
+    r = r ?: ioctl(s, SIOCSIFFLAGS, &ifr);
+    r = r ?: ioctl(s, SIOCGIFINDEX, &ifr);
+    close(s);
+    return r < 0 ? -1 : ifr.ifr_ifindex;
+}
+
+/* Frames both ways between the backend and the host's side of the TAP (a
+ * packet socket on it), in the local experimental ethertype 0x88b5. */
+static void a_tap_carries_frames_both_ways(void **state)
+{
+    struct vm_net_config cfg = {.fd = -1};
+    struct net_backend *b;
+    uint8_t out[60] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0, 0, 0, 1, 0x88, 0xb5},
+            in[60], got[2048];
+    char name[16];
+    (void)state;
+    snprintf(name, sizeof(name), "smoltest%d", (int)(getpid() % 100000));
+    char arg[32];
+    snprintf(arg, sizeof(arg), "tap=%s", name);
+    assert_int_equal(net_parse_mode(arg, &cfg), 0);
+    if (net_backend_open(&cfg, &b) < 0) {
+        print_message("no TAP here: %s\n", err_msg());
+        skip();
+    }
+    int ifindex = tap_up(name);
+    assert_true(ifindex > 0);
+    int ps = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(0x88b5));
+    assert_true(ps >= 0);
+    struct sockaddr_ll ll = {.sll_family = AF_PACKET, .sll_protocol = htons(0x88b5),
+                             .sll_ifindex = ifindex, .sll_halen = 6};
+    assert_int_equal(bind(ps, (struct sockaddr *)&ll, sizeof(ll)), 0);
+    memcpy(out + 14, "from-the-guest", 14);
+    assert_int_equal(net_backend_send(b, out, sizeof(out)), 0);
+    struct pollfd p = {.fd = ps, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_int_equal(recv(ps, got, sizeof(got), 0), sizeof(out));
+    assert_memory_equal(got, out, sizeof(out));
+    memcpy(in, out, sizeof(in));
+    memcpy(in + 14, "from-the-host!", 14);
+    memset(ll.sll_addr, 0xff, 6);
+    assert_int_equal(sendto(ps, in, sizeof(in), 0, (struct sockaddr *)&ll, sizeof(ll)),
+                     sizeof(in));
+    ssize_t n;
+    do /* the host may send its own frames too (IPv6 neighbour discovery) */
+        n = backend_frame(b, got, sizeof(got));
+    while (n > 14 && memcmp(got + 12, "\x88\xb5", 2) != 0);
+    assert_int_equal(n, sizeof(in));
+    assert_memory_equal(got, in, sizeof(in));
+    close(ps);
+    net_backend_close(b); /* a TAP we made goes with us */
+    assert_true(tap_up(name) < 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -677,6 +760,7 @@ int main(void)
         cmocka_unit_test(hostile_network_json_is_refused),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
         cmocka_unit_test(forwards_a_host_port_and_refuses_a_taken_one),
+        cmocka_unit_test(a_tap_carries_frames_both_ways),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
