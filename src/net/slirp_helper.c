@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -290,6 +291,7 @@ int main(int argc, char **argv)
     char why[200] = "";
     int i;
 
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); /* nothing we run gains privileges */
     signal(SIGINT, SIG_IGN); /* the terminal's ^C is the VM's; we end with it */
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);

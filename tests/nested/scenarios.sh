@@ -775,12 +775,64 @@ scenario_readonly_home() {
     done
 }
 
+# fetch URL: the body, or nothing (retried for 20 s: a resumed guest's NAT
+# learns where it is from its first packets).
+fetch() {
+    local i body
+    for i in $(seq 1 20); do
+        body=$(curl -s -m 5 "$1" 2>/dev/null) && [ -n "$body" ] && { echo "$body"; return; }
+        sleep 1
+    done
+}
+
+# virtio-net with --net user, judged by the guest's own virtio_net driver
+# and busybox: a DHCP lease, an HTTP fetch from a server on this host at the
+# gateway, a host fetch of the guest's server through -p; the VM saved and
+# started twice with remapped forwards, both answering with no work in the
+# guest; restrict refusing outbound; no smolvm-net left behind.
+scenario_net() {
+    local www=$work/www hport=18080 bundle=$work/net.smolmachine host_pid body b c
+    ip link set lo up 2>/dev/null || busybox ip link set lo up
+    mkdir -p "$www" && echo host-says-hi > "$www/index.html"
+    busybox httpd -f -p "127.0.0.1:$hport" -h "$www" &
+    host_pid=$!
+    background net run --name net-a --net user -p 127.0.0.1:18081:80 --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    wait_for net GUEST-NET-SERVING
+    body=$(fetch http://127.0.0.1:18081/)
+    "$SMOLVM" save net-a -o "$bundle" > "$work/net-save.out" 2>&1
+    finish net
+    "$SMOLVM" start "$bundle" --name net-b -p 127.0.0.1:18082:80 --detach > /dev/null 2>&1
+    "$SMOLVM" start "$bundle" --name net-c -p 127.0.0.1:18083:80 --detach > /dev/null 2>&1
+    b=$(fetch http://127.0.0.1:18082/)
+    c=$(fetch http://127.0.0.1:18083/)
+    "$SMOLVM" stop net-b > /dev/null 2>&1
+    "$SMOLVM" stop net-c > /dev/null 2>&1
+    background net-r run --net user,restrict --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    wait_for net-r GUEST-NET-SERVING
+    echo quit >&7
+    finish net-r
+    kill "$host_pid" 2>/dev/null
+    sleep 2
+    expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
+    expect net-fetch-host "the guest fetched the host's page at the gateway" \
+        has net "GUEST-NET-FETCH=host-says-hi"
+    expect net-forward "a host fetch through -p reached the guest's httpd" \
+        test "$body" = guest-says-hi
+    expect net-save-start-forwards "two starts of the saved VM answer on their new forwards" \
+        test "$b" = guest-says-hi -a "$c" = guest-says-hi
+    expect net-restrict "user,restrict: a lease, but no connection out" \
+        eval 'has net-r "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-r "GUEST-NET-FETCH=host-says-hi"'
+    expect net-helper-gone "no smolvm-net outlives its VM" eval '! pidof smolvm-net > /dev/null'
+}
+
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     instance_state detach appliance instances bundle_refusals
-    save_disk_consistent console_stalled readonly_home no_control_socket"
+    save_disk_consistent console_stalled readonly_home no_control_socket net"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
