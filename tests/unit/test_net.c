@@ -14,6 +14,7 @@
 #include <linux/if_packet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <poll.h>
 #include <string.h>
@@ -124,10 +125,10 @@ static uint32_t used_len(unsigned q, uint16_t i)
     return len;
 }
 
-/* RX is served on the device's thread: wait for it. */
+/* RX is served on the device's thread: wait for it (10 s: a loaded host). */
 static bool wait_used(unsigned q, uint16_t want)
 {
-    for (int i = 0; i < 2000; i++) {
+    for (int i = 0; i < 10000; i++) {
         if (used_idx(q) == want)
             return true;
         usleep(1000);
@@ -153,6 +154,18 @@ static ssize_t peer_recv(void *buf, size_t cap)
     if (poll(&p, 1, 2000) <= 0)
         return -1;
     return recv(peer, buf, cap, MSG_DONTWAIT);
+}
+
+/* Until the device has read everything the peer sent. */
+static void wait_taken(void)
+{
+    int queued = 1;
+    for (int i = 0; i < 10000 && queued; i++) {
+        assert_int_equal(ioctl(peer, SIOCOUTQ, &queued), 0);
+        if (queued)
+            usleep(1000);
+    }
+    assert_int_equal(queued, 0);
 }
 
 static bool peer_idle(void)
@@ -399,7 +412,7 @@ static void a_reset_forgets_the_waiting_frame(void **state)
     fill_frame(old, sizeof(old), 1);
     fill_frame(fresh, sizeof(fresh), 2);
     assert_int_equal(send(peer, old, sizeof(old), 0), sizeof(old));
-    usleep(100 * 1000); /* the device takes it and waits for buffers */
+    wait_taken(); /* the device holds it, waiting for buffers */
     driver_init(F_VERSION_1 | F_MRG_RXBUF); /* resets first */
     assert_int_equal(send(peer, fresh, sizeof(fresh), 0), sizeof(fresh));
     post_rx(DATA, 2048);
@@ -421,7 +434,7 @@ static void the_link_goes_down_with_the_backend(void **state)
     assert_int_equal(link_status() & 1, 1);
     close(peer);
     peer = -1;
-    for (int i = 0; i < 2000 && (link_status() & 1); i++)
+    for (int i = 0; i < 10000 && (link_status() & 1); i++)
         usleep(1000);
     assert_int_equal(link_status() & 1, 0);
     assert_true(mmio_read(0x0fc) != generation);
