@@ -513,6 +513,10 @@ scenario_appliance() {
         eval 'test "$rc" -eq 0 && has appliance APPLIANCE-UP && has appliance appliance-added-file && has appliance "^/dev/vda / ext[24] rw"'
     expect appliance-modules "its modules loaded from the initrd (virtio_blk, 9pnet_virtio, virtio_net bound)" \
         eval 'has appliance virtio_blk && has appliance 9pnet_virtio && has appliance virtio_net'
+    boot appliance-net --mem 256M --net user \
+        --cmdline 'smolvm.run="/etc/init.d/net; ip -4 -o addr show dev eth0; cat /etc/resolv.conf"' "$app"
+    expect appliance-net "the appliance's /etc/init.d/net (run by rcS) takes a DHCP lease" \
+        eval 'has appliance-net "inet 10.0.2.15/24" && has appliance-net "nameserver 10.0.2.3"'
     expect appliance-unchanged "the appliance's root.ext2 is not written (a delta took the write)" \
         eval 'test "$sum" = "$(sha256sum < "$app/root.ext2")" && e2fsck -fn "$app/root.ext2" > /dev/null 2>&1'
     expect appliance-leaves-nothing "a run without --name removes its delta when it ends" \
@@ -796,6 +800,9 @@ scenario_net() {
     mkdir -p "$www" && echo host-says-hi > "$www/index.html"
     busybox httpd -f -p "127.0.0.1:$hport" -h "$www" &
     host_pid=$!
+    sleep 1
+    fetch "http://127.0.0.1:$hport/" > "$work/net-host-self.out"
+    cp "$work/net-host-self.out" "$results/" 2>/dev/null
     background net run --name net-a --net user -p 127.0.0.1:18081:80 --kernel "$KERNEL" \
         --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
     wait_for net GUEST-NET-SERVING
@@ -816,6 +823,8 @@ scenario_net() {
     kill "$host_pid" 2>/dev/null
     sleep 2
     expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
+    expect net-ipv6 "the guest took a fec0::/64 address from the NAT's router advertisement" \
+        has net "GUEST-NET-IPV6=fec0:"
     expect net-fetch-host "the guest fetched the host's page at the gateway" \
         has net "GUEST-NET-FETCH=host-says-hi"
     expect net-forward "a host fetch through -p reached the guest's httpd" \
