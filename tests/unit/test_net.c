@@ -23,12 +23,14 @@
 #include <unistd.h>
 
 #include "arch/x86/layout.h"
+#include "bundle/bundle.h"
 #include "core/config.h"
 #include "core/vm.h"
 #include "devices/virtio/net.h"
 #include "net/backend.h"
 #include "net/config.h"
 #include "util/blob.h"
+#include "scratch.h"
 #include "util/err.h"
 
 #define BASE X86_VIRTIO_MMIO_BASE
@@ -586,6 +588,45 @@ static void hostile_network_json_is_refused(void **state)
     assert_true(vm_config_from_json(text, &cfg) < 0);
 }
 
+/* The command line into a bundle: smolvm pack with the network options,
+ * the bundle's config read back; bad options are usage errors (exit 2). */
+static void pack_carries_the_network_options(void **state)
+{
+    char smolvm[4096], cmd[8192];
+    struct vm_config back;
+    struct bundle *b;
+    uint8_t *json;
+    size_t len;
+    (void)state;
+    assert_int_equal(scratch_setup("net"), 0);
+    assert_int_equal(scratch_find_smolvm(smolvm, sizeof(smolvm)), 0);
+    assert_int_equal(sh("head -c 4096 /dev/zero > kernel"), 0);
+    snprintf(cmd, sizeof(cmd), "'%s' pack -o t.smolmachine --kernel kernel --net user,restrict "
+             "-p 127.0.0.1:8080:80 --publish 5353:53/udp --mac 52:54:00:00:00:07 > /dev/null",
+             smolvm);
+    assert_int_equal(sh("%s", cmd), 0);
+    assert_int_equal(bundle_open(in_dir("t.smolmachine"), &b), 0);
+    assert_int_equal(bundle_read(b, "config", &json, &len), 0);
+    bundle_close(b);
+    assert_int_equal(vm_config_from_json((const char *)json, &back), 0);
+    free(json);
+    assert_int_equal(back.net.mode, VM_NET_USER);
+    assert_true(back.net.restrict_outbound);
+    assert_int_equal(back.net.forward_count, 2);
+    assert_true(back.net.forwards[1].udp && back.net.forwards[1].host_port == 5353);
+    assert_int_equal(back.net.mac[5], 7);
+    vm_config_release(&back);
+    const char *bad[] = {"--net wifi", "-p 80", "--net none -p 8080:80", "--mac 01:00:5e:00:00:01",
+                         "--net user -p 8080:80 -p 8080:81"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "'%s' pack -o u.smolmachine --kernel kernel %s 2> err", smolvm,
+                 bad[i]);
+        assert_int_equal(sh("%s", cmd), 2);
+        assert_int_equal(sh("test $(wc -l < err) -eq 1 && ! test -e u.smolmachine"), 0);
+    }
+    assert_int_equal(scratch_teardown(), 0);
+}
+
 /* ---- --net user: the smolvm-net helper (libslirp) behind the backend ---- */
 
 static void use_built_helper(void)
@@ -771,6 +812,7 @@ int main(void)
         cmocka_unit_test(parses_modes_and_macs),
         cmocka_unit_test(the_bundle_carries_the_network),
         cmocka_unit_test(hostile_network_json_is_refused),
+        cmocka_unit_test(pack_carries_the_network_options),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
         cmocka_unit_test(forwards_a_host_port_and_refuses_a_taken_one),
         cmocka_unit_test(a_tap_carries_frames_both_ways),
