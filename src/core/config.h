@@ -11,6 +11,7 @@
 
 #define VM_MAX_DISKS 16
 #define VM_MAX_PORT_FORWARDS 32
+#define VM_MAX_NET_ALLOW 16
 
 /* The guest's network (src/net/config.c parses and checks it). */
 enum vm_net_mode {
@@ -26,9 +27,16 @@ struct vm_port_forward {
     uint16_t host_port, guest_port;
 };
 
+/* user,allow=CIDR: an IPv4 network the guest may connect to. */
+struct vm_net_allow {
+    uint32_t addr, mask; /* network order */
+};
+
 struct vm_net_config {
     enum vm_net_mode mode;
     bool restrict_outbound; /* user,restrict: only the forwards, no outbound */
+    unsigned allow_count;   /* user,allow=...: outbound only to these (checked in the VMM) */
+    struct vm_net_allow allow[VM_MAX_NET_ALLOW];
     bool mac_set;           /* --mac; else one is made up at each boot */
     uint8_t mac[6];
     unsigned forward_count;

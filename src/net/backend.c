@@ -24,7 +24,7 @@
 #define HELPER_START_MS 5000
 #define HELPER_EXIT_MS 3000
 #define SOCKET_BUFFER (1 << 20) /* frames queued each way before senders wait */
-#define MAX_HELPER_ARGS (4 + 2 * VM_MAX_PORT_FORWARDS + 1)
+#define MAX_HELPER_ARGS (5 + 2 * VM_MAX_PORT_FORWARDS + 1)
 
 struct net_backend {
     int fd;
@@ -119,6 +119,8 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
     argv[argc++] = "--fd=3";
     if (cfg->restrict_outbound)
         argv[argc++] = "--restrict";
+    if (cfg->allow_count) /* the allowlist is IPv4's */
+        argv[argc++] = "--no-ipv6";
     for (unsigned i = 0; i < cfg->forward_count; i++) {
         net_format_forward(&cfg->forwards[i], fwd[i], sizeof(fwd[i]));
         argv[argc++] = "-p";

@@ -20,24 +20,78 @@ static bool tap_name_ok(const char *name)
     return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
 }
 
+/* A.B.C.D or A.B.C.D/N. */
+static int parse_cidr(const char *text, struct vm_net_allow *a)
+{
+    char addr[INET_ADDRSTRLEN];
+    const char *slash = strchr(text, '/');
+    size_t n = slash ? (size_t)(slash - text) : strlen(text);
+    unsigned long bits = 32;
+    struct in_addr in;
+    char *end;
+
+    if (n >= sizeof(addr))
+        return -1;
+    memcpy(addr, text, n);
+    addr[n] = '\0';
+    if (inet_pton(AF_INET, addr, &in) != 1)
+        return -1;
+    if (slash) {
+        errno = 0;
+        bits = strtoul(slash + 1, &end, 10);
+        if (errno || end == slash + 1 || *end || bits > 32 || slash[1] == '-' || slash[1] == '+')
+            return -1;
+    }
+    a->mask = bits ? htonl(~0u << (32 - bits)) : 0;
+    a->addr = in.s_addr & a->mask;
+    return 0;
+}
+
+/* The options after "user": restrict, allow=CIDR (repeatable). */
+static int parse_user_options(const char *arg, const char *opts, struct vm_net_config *net)
+{
+    char copy[512], *save = NULL, *opt;
+
+    if (strlen(opts) >= sizeof(copy))
+        return err_plain(EINVAL, "--net: '%.40s...' is too long", arg);
+    snprintf(copy, sizeof(copy), "%s", opts);
+    for (opt = strtok_r(copy, ",", &save); opt; opt = strtok_r(NULL, ",", &save)) {
+        if (strcmp(opt, "restrict") == 0) {
+            net->restrict_outbound = true;
+        } else if (strncmp(opt, "allow=", 6) == 0) {
+            if (net->allow_count == VM_MAX_NET_ALLOW)
+                return err_plain(EINVAL, "--net: more than %d allow=", VM_MAX_NET_ALLOW);
+            if (parse_cidr(opt + 6, &net->allow[net->allow_count]) < 0)
+                return err_plain(EINVAL, "--net: allow='%s' is not an IPv4 address or "
+                                         "A.B.C.D/N", opt + 6);
+            net->allow_count++;
+        } else {
+            return err_plain(EINVAL, "--net: unknown user option '%s' (restrict, allow=CIDR)",
+                             opt);
+        }
+    }
+    if (net->restrict_outbound && net->allow_count)
+        return err_plain(EINVAL, "--net: restrict allows nothing out; allow= lists what may go");
+    return 0;
+}
+
 int net_parse_mode(const char *arg, struct vm_net_config *net)
 {
+    net->restrict_outbound = false;
+    net->allow_count = 0;
     if (strcmp(arg, "none") == 0) {
         net->mode = VM_NET_NONE;
-        net->restrict_outbound = false;
     } else if (strcmp(arg, "user") == 0) {
         net->mode = VM_NET_USER;
-        net->restrict_outbound = false;
-    } else if (strcmp(arg, "user,restrict") == 0) {
+    } else if (strncmp(arg, "user,", 5) == 0 && arg[5]) {
         net->mode = VM_NET_USER;
-        net->restrict_outbound = true;
+        return parse_user_options(arg, arg + 5, net);
     } else if (strncmp(arg, "tap=", 4) == 0 && tap_name_ok(arg + 4)) {
         net->mode = VM_NET_TAP;
-        net->restrict_outbound = false;
         snprintf(net->tap_name, sizeof(net->tap_name), "%s", arg + 4);
     } else {
-        return err_plain(EINVAL, "--net: '%s' is not none, user, user,restrict or tap=IFNAME",
-                         arg);
+        return err_plain(EINVAL, "--net: '%s' is not none, user[,restrict|,allow=CIDR...] or "
+                                 "tap=IFNAME", arg);
     }
     return 0;
 }
@@ -153,8 +207,10 @@ int net_config_check(const struct vm_net_config *net)
 {
     if (net->forward_count && net->mode != VM_NET_USER)
         return err_plain(EINVAL, "-p needs --net user");
-    if (net->restrict_outbound && net->mode != VM_NET_USER)
-        return err_plain(EINVAL, "restrict is an option of --net user");
+    if ((net->restrict_outbound || net->allow_count) && net->mode != VM_NET_USER)
+        return err_plain(EINVAL, "restrict and allow= are options of --net user");
+    if (net->restrict_outbound && net->allow_count)
+        return err_plain(EINVAL, "--net: restrict allows nothing out; allow= lists what may go");
     for (unsigned i = 0; i < net->forward_count; i++)
         for (unsigned j = 0; j < i; j++) {
             const struct vm_port_forward *a = &net->forwards[i], *b = &net->forwards[j];
@@ -207,6 +263,17 @@ json_t *net_config_to_json(const struct vm_net_config *net)
     json_object_set_new(o, "restrict", json_boolean(net->restrict_outbound));
     if (net->mode == VM_NET_TAP)
         json_object_set_new(o, "tap", json_string(net->tap_name));
+    if (net->allow_count) {
+        json_t *allow = json_array();
+        for (unsigned i = 0; i < net->allow_count; i++) {
+            char addr[INET_ADDRSTRLEN];
+            struct in_addr in = {.s_addr = net->allow[i].addr};
+            inet_ntop(AF_INET, &in, addr, sizeof(addr));
+            snprintf(text, sizeof(text), "%s/%d", addr, __builtin_popcount(net->allow[i].mask));
+            json_array_append_new(allow, json_string(text));
+        }
+        json_object_set_new(o, "allow", allow);
+    }
     if (net->mac_set) {
         snprintf(text, sizeof(text), "%02x:%02x:%02x:%02x:%02x:%02x", net->mac[0], net->mac[1],
                  net->mac[2], net->mac[3], net->mac[4], net->mac[5]);
@@ -225,7 +292,7 @@ int net_config_from_json(json_t *o, struct vm_net_config *net)
     json_t *fwd = json_object_get(o, "forwards"), *v;
     json_t *restrict_ = json_object_get(o, "restrict");
     const char *mode = json_string_value(json_object_get(o, "mode"));
-    json_t *mac = json_object_get(o, "mac");
+    json_t *mac = json_object_get(o, "mac"), *allow = json_object_get(o, "allow");
     size_t i;
     int r;
 
@@ -234,7 +301,8 @@ int net_config_from_json(json_t *o, struct vm_net_config *net)
     if (!o)
         return 0;
     if (!json_is_object(o) || !mode || (restrict_ && !json_is_boolean(restrict_)) ||
-        (mac && !json_is_string(mac)) || (fwd && !json_is_array(fwd)))
+        (mac && !json_is_string(mac)) || (fwd && !json_is_array(fwd)) ||
+        (allow && !json_is_array(allow)))
         return err_plain(EINVAL, "config: bad \"net\"");
     if (strcmp(mode, "tap") == 0) {
         const char *tap = json_string_value(json_object_get(o, "tap"));
@@ -257,6 +325,13 @@ int net_config_from_json(json_t *o, struct vm_net_config *net)
     json_array_foreach(fwd, i, v) {
         if (!json_is_string(v) || net_parse_forward(json_string_value(v), net) < 0)
             return err_plain(EINVAL, "config: bad \"net\" forward %zu", i);
+    }
+    if (allow && json_array_size(allow) > VM_MAX_NET_ALLOW)
+        return err_plain(EINVAL, "config: more than %d \"net\" allow", VM_MAX_NET_ALLOW);
+    json_array_foreach(allow, i, v) {
+        if (!json_is_string(v) || parse_cidr(json_string_value(v), &net->allow[i]) < 0)
+            return err_plain(EINVAL, "config: bad \"net\" allow %zu", i);
+        net->allow_count++;
     }
     if (net_config_check(net) < 0) {
         char why[160];

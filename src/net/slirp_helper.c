@@ -1,6 +1,6 @@
 /* smolvm-net: user-mode NAT (libslirp) for one VM, in a process of its own.
  *
- *   smolvm-net --fd=N [--restrict] [-p HOSTIP:HOSTPORT:GUESTPORT/PROTO]...
+ *   smolvm-net --fd=N [--restrict] [--no-ipv6] [-p HOSTIP:HOSTPORT:GUESTPORT/PROTO]...
  *
  * Descriptor N is a SOCK_SEQPACKET socket whose every message is one
  * Ethernet frame of the guest's (net/backend.h). The first message we send
@@ -261,13 +261,13 @@ static int add_forward(struct helper *h, const char *spec, char *why, size_t why
     return 0;
 }
 
-static Slirp *new_slirp(struct helper *h, bool restricted)
+static Slirp *new_slirp(struct helper *h, bool restricted, bool ipv6)
 {
     SlirpConfig cfg = {
         .version = 4,
         .restricted = restricted,
         .in_enabled = true,
-        .in6_enabled = true,
+        .in6_enabled = ipv6,
         .vprefix_len = 64,
         .if_mtu = 1500,
         .if_mru = 1500,
@@ -287,7 +287,7 @@ static Slirp *new_slirp(struct helper *h, bool restricted)
 int main(int argc, char **argv)
 {
     struct helper h = {.fd = -1};
-    bool restricted = false;
+    bool restricted = false, ipv6 = true;
     char why[200] = "";
     int i;
 
@@ -300,6 +300,8 @@ int main(int argc, char **argv)
             h.fd = atoi(argv[i] + 5);
         else if (strcmp(argv[i], "--restrict") == 0)
             restricted = true;
+        else if (strcmp(argv[i], "--no-ipv6") == 0)
+            ipv6 = false;
         else
             break;
     }
@@ -308,7 +310,7 @@ int main(int argc, char **argv)
                         "(started by smolvm run --net user)\n");
         return 2;
     }
-    h.slirp = new_slirp(&h, restricted);
+    h.slirp = new_slirp(&h, restricted, ipv6);
     if (!h.slirp)
         snprintf(why, sizeof(why), "libslirp did not start");
     for (; h.slirp && !why[0] && i + 1 < argc && strcmp(argv[i], "-p") == 0; i += 2)

@@ -1,7 +1,8 @@
 /* libFuzzer target: arbitrary guest memory holding a transmit queue,
  * walked by the virtqueue code and each chain turned into a frame by
  * virtio-net's transmit path (header checks, size limits, checksum
- * completion), with and without checksum offload negotiated. Any crash,
+ * completion), with and without checksum offload negotiated, then through
+ * the egress allowlist of --net user,allow=. Any crash,
  * sanitizer report or hang is a bug; drops and refusals are expected. */
 
 #include <stdint.h>
@@ -10,6 +11,8 @@
 
 #include "devices/virtio/net.h"
 #include "devices/virtio/queue.h"
+#include "net/config.h"
+#include "net/filter.h"
 
 #define RAM_BYTES (64u << 10)
 #define MAX_REQUESTS 32
@@ -19,12 +22,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct guest_memory mem;
 static struct virtq_chain chain;
 static uint8_t frame[VIRTIO_NET_MAX_FRAME];
+static struct vm_net_config allowlist;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t *ram;
     struct virtq q;
 
+    if (!allowlist.allow_count &&
+        (net_parse_mode("user,allow=10.0.0.0/8,allow=1.2.3.4", &allowlist) < 0 ||
+         net_parse_forward("5353:53/udp", &allowlist) < 0))
+        abort();
     if (!mem.count) {
         struct guest_region r = {.gpa = 0x100000, .size = RAM_BYTES};
         if (guest_memory_alloc(&mem, &r, 1) < 0)
@@ -58,6 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         if (r == 0 && (len < VIRTIO_NET_MIN_FRAME || len > VIRTIO_NET_MAX_FRAME))
             abort(); /* a frame no peer may see went out */
+        if (r == 0)
+            (void)net_egress_allowed(&allowlist, frame, len);
         if (virtq_push(&q, chain.head, 0) < 0)
             break;
     }

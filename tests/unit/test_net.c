@@ -182,16 +182,19 @@ static void fill_frame(uint8_t *f, size_t len, uint8_t seed)
         f[i] = (uint8_t)(seed + i * 13);
 }
 
-static int setup(void **state)
+static int setup_with(const char *mode)
 {
     struct vm_config cfg;
     int sv[2];
-    (void)state;
 
     assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     vm_config_defaults(&cfg);
     cfg.mem_bytes = 16u << 20;
     cfg.rng = false;
+    if (mode) {
+        assert_int_equal(net_parse_mode(mode, &cfg.net), 0);
+        assert_int_equal(net_parse_forward("5353:53/udp", &cfg.net), 0);
+    }
     cfg.net.mode = VM_NET_FD;
     cfg.net.fd = sv[1];
     assert_int_equal(net_parse_mac("52:54:00:ab:cd:ef", &cfg.net), 0);
@@ -199,6 +202,18 @@ static int setup(void **state)
     close(sv[1]);
     peer = sv[0];
     return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return setup_with(NULL);
+}
+
+static int setup_allowlist(void **state)
+{
+    (void)state;
+    return setup_with("user,allow=192.0.2.0/24,allow=198.51.100.7");
 }
 
 static int teardown(void **state)
@@ -465,6 +480,76 @@ static void a_restored_nic_announces_itself(void **state)
     assert_int_equal(link_status(), 1);
 }
 
+/* An Ethernet + IPv4 frame to dst with protocol proto and 20 bytes of
+ * transport header (TCP flags, UDP ports as given). */
+static size_t ipv4_frame(uint8_t *f, const char *dst, uint8_t proto, uint8_t tcp_flags,
+                         uint16_t sport, uint16_t dport)
+{
+    memset(f, 0, 60);
+    memcpy(f, "\x52\x55\x0a\x00\x02\x02\x52\x54\x00\xab\xcd\xef\x08\x00", 14);
+    f[14] = 0x45;
+    f[17] = 40;
+    f[22] = 64;
+    f[23] = proto;
+    inet_pton(AF_INET, "10.0.2.15", f + 26);
+    inet_pton(AF_INET, dst, f + 30);
+    f[34] = (uint8_t)(sport >> 8);
+    f[35] = (uint8_t)sport;
+    f[36] = (uint8_t)(dport >> 8);
+    f[37] = (uint8_t)dport;
+    f[47] = tcp_flags;
+    return 54;
+}
+
+/* user,allow=: the VMM lets out only what the list allows, judged on the
+ * frame it copied; the rest is dropped and counted. */
+static void the_allowlist_is_enforced_in_the_vmm(void **state)
+{
+    static const struct {
+        const char *dst;
+        uint8_t proto, flags;
+        uint16_t sport, dport;
+        bool out;
+    } cases[] = {
+        {"192.0.2.77", 6, 0x02, 40000, 443, true},    /* an allowed network */
+        {"198.51.100.7", 17, 0, 40000, 123, true},    /* an allowed address */
+        {"198.51.100.8", 6, 0x02, 40000, 443, false}, /* its neighbour */
+        {"8.8.8.8", 17, 0, 40000, 53, false},
+        {"10.0.2.3", 17, 0, 40000, 53, true},         /* the NAT's DNS */
+        {"255.255.255.255", 17, 0, 68, 67, true},     /* DHCP */
+        {"10.0.2.2", 6, 0x02, 40000, 22, false},      /* a new connection to the host */
+        {"10.0.2.2", 6, 0x12, 80, 40000, true},       /* a forward's SYN-ACK */
+        {"10.0.2.2", 6, 0x10, 80, 40000, true},       /* ... and its data */
+        {"10.0.2.2", 17, 0, 53, 40000, true},         /* a UDP forward's reply */
+        {"10.0.2.2", 17, 0, 54, 40000, false},        /* UDP to the host otherwise */
+    };
+    uint8_t hdr[12] = {0}, frame[60], got[2048];
+    (void)state;
+    driver_init(F_VERSION_1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t before = virtio_net_dropped();
+        size_t len = ipv4_frame(frame, cases[i].dst, cases[i].proto, cases[i].flags,
+                                cases[i].sport, cases[i].dport);
+        send_frame(hdr, frame, (uint32_t)len);
+        if (cases[i].out) {
+            assert_int_equal(peer_recv(got, sizeof(got)), len);
+        } else {
+            assert_true(peer_idle());
+            assert_int_equal(virtio_net_dropped(), before + 1);
+        }
+    }
+    /* IPv6 and a header that lies about its length do not pass. */
+    ipv4_frame(frame, "192.0.2.1", 6, 0x02, 1, 2);
+    frame[12] = 0x86;
+    frame[13] = 0xdd;
+    send_frame(hdr, frame, 54);
+    ipv4_frame(frame, "192.0.2.1", 6, 0x02, 1, 2);
+    frame[14] = 0x4f; /* 60-byte header in a 40-byte packet */
+    send_frame(hdr, frame, 34 + 10);
+    assert_true(peer_idle());
+    assert_int_equal(mmio_read(0x070) & NEEDS_RESET, 0);
+}
+
 /* ---- options and the bundle's JSON ---- */
 
 static void parses_docker_port_forwards(void **state)
@@ -510,6 +595,15 @@ static void parses_modes_and_macs(void **state)
     assert_int_equal(net_parse_option("net", "tap=tap0", &net), 0);
     assert_true(net.mode == VM_NET_TAP && strcmp(net.tap_name, "tap0") == 0);
     assert_true(net_parse_option("net", "user,", &net) < 0);
+    assert_int_equal(net_parse_option("net", "user,allow=10.1.0.0/16,allow=1.2.3.4", &net), 0);
+    assert_int_equal(net.allow_count, 2);
+    assert_int_equal(net.allow[0].mask, htonl(0xffff0000u));
+    assert_int_equal(net.allow[1].mask, 0xffffffffu);
+    const char *bad_user[] = {"user,", "user,bogus", "user,allow=", "user,allow=1.2.3.0/33",
+                              "user,allow=1.2.3/24", "user,allow=1.2.3.4/-1",
+                              "user,restrict,allow=1.2.3.4", "user,allow=example.com"};
+    for (size_t i = 0; i < sizeof(bad_user) / sizeof(bad_user[0]); i++)
+        assert_true(net_parse_option("net", bad_user[i], &net) < 0);
     assert_int_equal(net_parse_option("mac", "02:00:00:00:00:01", &net), 0);
     assert_true(net_parse_mac("03:00:00:00:00:01", &net) < 0);  /* multicast */
     assert_true(net_parse_mac("02:00:00:00:00:0g", &net) < 0);
@@ -537,6 +631,16 @@ static void the_bundle_carries_the_network(void **state)
     assert_memory_equal(back.net.mac, cfg.net.mac, 6);
     assert_int_equal(back.net.forward_count, 1);
     assert_memory_equal(&back.net.forwards[0], &cfg.net.forwards[0], sizeof(cfg.net.forwards[0]));
+    vm_config_release(&back);
+    /* An allowlist, canonical. */
+    vm_config_defaults(&cfg);
+    assert_int_equal(net_parse_mode("user,allow=10.1.2.3/16,allow=1.2.3.4", &cfg.net), 0);
+    json = vm_config_to_json(&cfg);
+    assert_non_null(strstr(json, "\"10.1.0.0/16\""));
+    assert_int_equal(vm_config_from_json(json, &back), 0);
+    free(json);
+    assert_int_equal(back.net.allow_count, 2);
+    assert_memory_equal(back.net.allow, cfg.net.allow, 2 * sizeof(cfg.net.allow[0]));
     vm_config_release(&back);
     /* A TAP by its name. */
     vm_config_defaults(&cfg);
@@ -571,6 +675,14 @@ static void hostile_network_json_is_refused(void **state)
         "{\"mode\": \"tap\"}",
         "{\"mode\": \"tap\", \"tap\": \"../../x\"}",
         "{\"mode\": \"tap\", \"tap\": \"tap0\", \"restrict\": true}",
+        "{\"mode\": \"user\", \"allow\": \"1.2.3.4\"}",
+        "{\"mode\": \"user\", \"allow\": [\"1.2.3.4/40\"]}",
+        "{\"mode\": \"user\", \"allow\": [7]}",
+        "{\"mode\": \"user\", \"restrict\": true, \"allow\": [\"1.2.3.4\"]}",
+        "{\"mode\": \"none\", \"allow\": [\"1.2.3.4\"]}",
+        "{\"mode\": \"user\", \"allow\": [\"1.1.1.1\", \"1.1.1.2\", \"1.1.1.3\", \"1.1.1.4\", "
+        "\"1.1.1.5\", \"1.1.1.6\", \"1.1.1.7\", \"1.1.1.8\", \"1.1.1.9\", \"1.1.1.10\", \"1.1.1.11\", "
+        "\"1.1.1.12\", \"1.1.1.13\", \"1.1.1.14\", \"1.1.1.15\", \"1.1.1.16\", \"1.1.1.17\"]}",
     };
     struct vm_config cfg;
     char text[512];
@@ -808,6 +920,8 @@ int main(void)
         T(a_reset_forgets_the_waiting_frame),
         T(the_link_goes_down_with_the_backend),
         T(a_restored_nic_announces_itself),
+        cmocka_unit_test_setup_teardown(the_allowlist_is_enforced_in_the_vmm, setup_allowlist,
+                                        teardown),
         cmocka_unit_test(parses_docker_port_forwards),
         cmocka_unit_test(parses_modes_and_macs),
         cmocka_unit_test(the_bundle_carries_the_network),

@@ -29,6 +29,7 @@
 #include "devices/virtio/mmio.h"
 #include "net/backend.h"
 #include "net/config.h"
+#include "net/filter.h"
 #include "util/blob.h"
 #include "util/err.h"
 #include "util/le.h"
@@ -202,6 +203,8 @@ static void tx_process(struct vnet *n)
         r = virtio_net_tx_frame(&n->chain, csum, n->tx_frame, &len);
         if (r < 0)
             break;
+        if (r == 0 && !net_egress_allowed(&vm_config(n->vm)->net, n->tx_frame, len))
+            r = VIRTIO_NET_TX_DROP; /* not on the allowlist */
         if (r == 0 && !n->backend_gone) {
             r = net_backend_send(n->backend, n->tx_frame, len);
             if (r == -EAGAIN) {
