@@ -820,6 +820,11 @@ scenario_net() {
     wait_for net-r GUEST-NET-SERVING
     echo quit >&7
     finish net-r
+    background net-allow run --net user,allow=192.0.2.0/24 --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    wait_for net-allow GUEST-NET-SERVING
+    echo quit >&7
+    finish net-allow
     kill "$host_pid" 2>/dev/null
     sleep 2
     expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
@@ -833,6 +838,8 @@ scenario_net() {
         test "$b" = guest-says-hi -a "$c" = guest-says-hi
     expect net-restrict "user,restrict: a lease, but no connection out" \
         eval 'has net-r "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-r "GUEST-NET-FETCH=host-says-hi"'
+    expect net-allow "user,allow=192.0.2.0/24: a lease, but no connection to the host" \
+        eval 'has net-allow "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-allow "GUEST-NET-FETCH=host-says-hi"'
     expect net-helper-gone "no smolvm-net outlives its VM" eval '! pidof smolvm-net > /dev/null'
 }
 
