@@ -199,6 +199,8 @@ static void tx_process(struct vnet *n)
 
     if (!q)
         return;
+    virtq_notify_off(q); /* no kicks while we drain */
+again:
     while (!n->tx_blocked && (r = virtq_pop(q, &n->chain)) > 0) {
         r = virtio_net_tx_frame(&n->chain, csum, n->tx_frame, &len);
         if (r < 0)
@@ -220,6 +222,11 @@ static void tx_process(struct vnet *n)
         if ((r = virtq_push(q, n->chain.head, 0)) < 0)
             break;
         pushed = true;
+    }
+    /* Drained (a full backend resumes us on POLLOUT instead): kicks again. */
+    if (r == 0 && !n->tx_blocked && virtq_notify_on(q)) {
+        virtq_notify_off(q);
+        goto again;
     }
     if (r < 0)
         virtio_mmio_fail(n->transport, err_msg());
