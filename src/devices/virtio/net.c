@@ -409,7 +409,16 @@ static void vnet_notify(void *dev, struct virtio_mmio *t, unsigned q)
     struct vnet *n = dev;
 
     if (q == RXQ) {
-        wake(n); /* buffers for what waits: the backend thread delivers */
+        /* Buffers for what waits: delivered here, one thread hop less; the
+         * backend thread is woken only to poll its socket again. */
+        virtio_mmio_io_lock(t);
+        if (n->rx_waiting) {
+            n->rx_waiting = false;
+            rx_process(n);
+            if (!n->rx_waiting)
+                wake(n);
+        }
+        virtio_mmio_io_unlock(t);
     } else if (q == TXQ) {
         virtio_mmio_io_lock(t);
         tx_process(n);
