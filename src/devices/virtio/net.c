@@ -512,8 +512,8 @@ static void vnet_destroy(void *state)
     if (n->stop_fd >= 0)
         close(n->stop_fd);
     if (n->dropped)
-        fprintf(stderr, "smolvm: virtio-net dropped %llu frames (oversized or malformed, or "
-                        "larger than the guest's buffers)\n",
+        fprintf(stderr, "smolvm: virtio-net dropped %llu frames (not allowed out, oversized "
+                        "or malformed, or larger than the guest's buffers)\n",
                 (unsigned long long)n->dropped);
     pthread_mutex_destroy(&n->cfg_lock);
     free(n);

@@ -25,7 +25,8 @@ int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t 
                         size_t *len) __attribute__((warn_unused_result));
 
 /* Frames this process's NICs dropped, both ways (a guest's oversized or
- * malformed frames, frames too large for its receive buffers). */
+ * malformed frames or those its allowlist refuses, frames too large for
+ * its receive buffers). */
 uint64_t virtio_net_dropped(void);
 
 #endif
