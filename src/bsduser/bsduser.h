@@ -7,6 +7,7 @@
 #define SMOLVM_BSDUSER_BSDUSER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The guest lives below this; smolvm (PIE at 0x55..., libraries at
@@ -14,6 +15,16 @@
 #define BSDUSER_GUEST_LIMIT 0x500000000000ull
 
 enum bsd_os { BSD_FREEBSD, BSD_NETBSD };
+
+/* The executable's code, for rewriting its system call sites (rewrite.c):
+ * its text segment [lo, hi) and where its functions begin (sorted; go:
+ * from Go's function table, else from the ELF symbol table). */
+struct bsd_code {
+    uint64_t lo, hi;
+    uint64_t *funcs;
+    size_t nfuncs;
+    bool go;
+};
 
 struct bsd_image {
     enum bsd_os os;
@@ -23,6 +34,7 @@ struct bsd_image {
     uint64_t base;               /* load bias (PIE), 0 otherwise */
     uint64_t interp_base;        /* the runtime linker's load address (AT_BASE), 0: none */
     uint64_t brk;                /* end of the highest segment */
+    struct bsd_code code;        /* the executable's (not the runtime linker's) */
 };
 
 struct bsduser_options {

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <ucontext.h>
 
 #include "bsduser/bsduser.h"
 
@@ -87,6 +88,8 @@ struct bsd_process {
     struct {
         _Atomic int fd_plus_1, sig, busy;
     } signal_notes[BSD_MAX_SIGNAL_NOTES];
+    /* rewrite.c: the executable's code (read-only once the guest runs). */
+    struct bsd_code code;
     /* lwp.c: one futex word per NetBSD LWP, found by its id (lock-free). */
     struct {
         atomic_long id;
@@ -123,10 +126,15 @@ void bsd_kqueue_signalled(int sig);
  * the signal is caught even where the guest ignores it. */
 long bsd_signal_watch(int sig, bool on);
 
-/* Guest memory through the kernel: a bad pointer is -EFAULT, never a
- * fault in smolvm. */
+/* Guest memory: a bad pointer is -EFAULT, never a fault in smolvm (the
+ * copy's fault is caught, or, while a fault is being handled, the kernel
+ * copies). */
 long bsd_copy_in(void *to, uint64_t from, size_t len);
 long bsd_copy_out(uint64_t to, const void *from, size_t len);
+/* The copy itself (threads.c): 0, or -EFAULT (bsd_on_signal sends a fault
+ * at bsd_copy_faulting to bsd_copy_fixup). */
+long bsd_copy_guarded(void *to, const void *from, size_t len);
+extern const char bsd_copy_faulting[], bsd_copy_fixup[];
 
 /* A Linux call's result: the value, or -errno. */
 static inline long bsd_result(long r)
@@ -153,7 +161,28 @@ struct bsd_thread {
     /* Signals kept for the guest (pending, masked or not): while there are,
      * every call takes the C path, whose end delivers them. */
     uint32_t signals_kept;
+    /* bsd_direct_entry's, while it answers a call from a rewritten site
+     * (%gs holds the block's address): the stub's syscall, where it
+     * returns, the guest's %rdi; the result and carry BSD_DIRECT_RESULT
+     * gives back. */
+    uint64_t direct_slow, direct_back, direct_rdi, direct_result, direct_carry;
+    /* A call bsd_direct_c allows, answered by the C path without a signal:
+     * the alternate stack's top it runs on, where the guest's FPU, SSE and
+     * AVX state goes meanwhile (xsave, BSD_XSAVE_AT in the block), the
+     * guest's registers. */
+    uint64_t direct_top, direct_xsave;
+    /* clock_gettime through the vDSO: the guest's %rsp, %rsi, %rdx, %r8,
+     * %r9, %r10 meanwhile. */
+    uint64_t direct_vdso[6];
+    ucontext_t direct_uc __attribute__((aligned(64)));
 };
+#define BSD_XSAVE_AT 4096
+#define BSD_XSAVE_MAX 32768
+/* Whether this CPU's xsave area fits there (else bsd_direct_c stays empty:
+ * the C code would change the guest's vector registers). */
+bool bsd_xsave_fits(void);
+/* The calling thread's block (in a handler). */
+struct bsd_thread *bsd_thread_self(void);
 /* Says whether the calling thread keeps signals for its guest. */
 void bsd_thread_signals_kept(bool any);
 
@@ -163,13 +192,59 @@ void bsd_thread_signals_kept(bool any);
  * pread, lseek, getpid, ...). Per guest number: the Linux number + 1, 0
  * for the C path. Filled before the guest starts, not while --strace. */
 extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
+/* Calls from rewritten sites the C path answers without a signal (1): the
+ * ones whose handler gives a result and nothing else (not sigreturn, fork,
+ * exit, getcontext, ...). */
+extern uint8_t bsd_direct_c[BSD_MAX_SYSCALL];
+/* Answers the call in the thread's direct_uc (bsd_direct_entry calls it
+ * on the alternate stack, smolvm's %fs loaded). */
+void bsd_direct_c_call(void);
 /* In bsd_direct_calls: the first argument is a clock id, as
  * bsd_direct_clocks has it (Linux's + 1; 0: the C path). */
 #define BSD_DIRECT_CLOCK 0x8000
 #define BSD_DIRECT_CLOCKS 16
 extern uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+/* The vDSO's clock_gettime (0: none): rewritten sites' clock_gettime
+ * calls go there, as a Linux program's do, instead of into the kernel. */
+extern uint64_t bsd_vdso_clock_gettime;
+void bsd_vdso_find(void);
 /* The guest BSD's errno for each Linux one (ENOSYS where it has none). */
 extern int32_t bsd_direct_errno[200];
+
+/* Rewritten system call sites (rewrite.c). The code range whose sites are
+ * rewritten (0, 0: none); per site (its end's address modulo
+ * BSD_SITES_SEEN), a bit: tried already, so the signal entry's own
+ * answer may be used, else the C path comes here first. */
+#define BSD_SITES_SEEN 65536
+extern uint64_t bsd_rewrite_lo, bsd_rewrite_hi;
+extern uint8_t bsd_sites_seen[BSD_SITES_SEEN / 8];
+/* The executable's code and functions, from its file (at load). */
+void bsd_rewrite_scan(const uint8_t *file, size_t len, uint64_t bias, struct bsd_code *out);
+/* Keeps code for the process; rewriting starts when on. */
+void bsd_rewrite_start(const struct bsd_code *code, bool on);
+/* A call came through SIGSYS from the syscall ending at rip: rewrite its
+ * site when it can be, once. */
+void bsd_rewrite_site(uint64_t rip);
+/* Whether the registers are at a stub's syscall with BSD_DIRECT_RESULT. */
+bool bsd_direct_pending(uint64_t rip, uint64_t rax);
+/* The guest maps, unmaps or protects [at, at + len): when that touches
+ * its code, no site is rewritten any more; -EINVAL when it touches the
+ * stubs (the call is refused: rewritten sites jump there). */
+int bsd_rewrite_forget(uint64_t at, uint64_t len);
+/* Where stubs jump, %rcx the stub's own syscall (threads.c): a call
+ * bsd_direct_calls has answered there, else that syscall; with signals
+ * kept meanwhile, the result goes through that syscall too, as the
+ * pseudo-call BSD_DIRECT_RESULT (the result and carry in the block),
+ * whose SIGSYS delivers them. A signal that comes just before that
+ * syscall is kept too (bsd_direct_pending says so): a handler run there
+ * could make calls of its own and overwrite the result. */
+void bsd_direct_entry(void);
+#define BSD_DIRECT_RESULT 0xb5d0001
+/* The last instructions of bsd_direct_entry before it returns to the
+ * guest: a signal that comes there goes back to bsd_direct_tail (which
+ * checks for kept signals again). */
+extern const char bsd_direct_tail[], bsd_direct_tail_end[];
+extern const char bsd_direct_c_tail[], bsd_direct_c_tail_end[];
 
 /* This thread's block (*out, may be NULL): its alternate stack, signal
  * handling and Syscall User Dispatch; guest code may run on it from here. */

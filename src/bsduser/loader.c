@@ -119,6 +119,36 @@ static int check_segment(const Elf64_Phdr *p, uint64_t bias, size_t file_len)
     return 0;
 }
 
+/* The segment's file pages mapped from the file itself (as the kernel's
+ * loader does: no copy, the page cache's pages until written), its bss
+ * zeroed and anonymous past them: 0; 1 when the file cannot be mapped
+ * (the caller reads it instead); a negative errno. */
+static int map_segment_file(int fd, const Elf64_Phdr *p, uint64_t bias, int prot)
+{
+    uint64_t start = (p->p_vaddr + bias) & ~(PAGE - 1), shift = (p->p_vaddr + bias) - start;
+    uint64_t end = (p->p_vaddr + bias + p->p_memsz + PAGE - 1) & ~(PAGE - 1);
+    uint64_t file_end = p->p_vaddr + bias + p->p_filesz;
+    uint64_t file_pages_end = (file_end + PAGE - 1) & ~(PAGE - 1);
+    bool bss_in_page = p->p_memsz > p->p_filesz && (file_end & (PAGE - 1));
+    if (p->p_filesz == 0)
+        return 1;
+    void *m = mmap((void *)start, file_pages_end - start, prot | (bss_in_page ? PROT_WRITE : 0),
+                   MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, (off_t)(p->p_offset - shift));
+    if (m == MAP_FAILED)
+        return errno == EEXIST ? err_set(errno, "map a segment at 0x%llx", (unsigned long long)start)
+                               : 1;
+    if (bss_in_page) {
+        memset((void *)file_end, 0, file_pages_end - file_end);
+        if (mprotect(m, file_pages_end - start, prot) < 0)
+            return err_set(errno, "protect a segment");
+    }
+    if (end > file_pages_end &&
+        mmap((void *)file_pages_end, end - file_pages_end, prot,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == MAP_FAILED)
+        return err_set(errno, "map a segment at 0x%llx", (unsigned long long)file_pages_end);
+    return 0;
+}
+
 static int map_segment(int fd, const Elf64_Phdr *p, uint64_t bias, size_t file_len)
 {
     uint64_t start = (p->p_vaddr + bias) & ~(PAGE - 1), shift = (p->p_vaddr + bias) - start;
@@ -127,6 +157,9 @@ static int map_segment(int fd, const Elf64_Phdr *p, uint64_t bias, size_t file_l
                (p->p_flags & PF_X ? PROT_EXEC : 0);
     int r = check_segment(p, bias, file_len);
     if (r < 0)
+        return r;
+    r = map_segment_file(fd, p, bias, prot);
+    if (r <= 0)
         return r;
     void *m = mmap((void *)start, end - start, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -272,12 +305,18 @@ int bsd_load(const char *path, const struct bsduser_options *o, struct bsd_image
     out->base = h->e_type == ET_DYN ? PIE_BASE : 0;
     if (r == 0)
         r = map_all(&f, out->base, &out->brk, &out->phdr);
+    if (r == 0)
+        bsd_rewrite_scan(f.data, f.len, out->base, &out->code);
     out->entry = out->start = h->e_entry + out->base;
     out->phent = sizeof(Elf64_Phdr);
     out->phnum = h->e_phnum;
     elf_close(&f);
-    if (r == 0 && interp[0])
-        return load_interpreter(o->root, interp, out);
+    if (r == 0 && interp[0]) {
+        r = load_interpreter(o->root, interp, out);
+        if (r < 0)
+            free(out->code.funcs);
+        return r;
+    }
     return r < 0 ? (err_prefix("'%s'", path), r) : 0;
 }
 

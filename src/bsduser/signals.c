@@ -453,7 +453,8 @@ bool bsd_signal_arrived(int linux_sig, const siginfo_t *info, void *context, uin
 {
     int sig = bsd_signal_number(linux_sig);
     const greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
-    bool guest_code = (uint64_t)g[REG_RIP] < BSDUSER_GUEST_LIMIT;
+    bool guest_code = (uint64_t)g[REG_RIP] < BSDUSER_GUEST_LIMIT &&
+                      !bsd_direct_pending((uint64_t)g[REG_RIP], (uint64_t)g[REG_RAX]);
 
     if (sig)
         bsd_kqueue_signalled(sig);

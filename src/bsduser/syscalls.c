@@ -56,17 +56,34 @@ static const struct bsd_sysent freebsd11_table[] = {
 
 struct bsd_process *bsd_proc;
 
-/* ---- guest memory, copied through the kernel so a bad pointer is EFAULT ---- */
+/* ---- guest memory: a bad pointer is EFAULT ---- */
+
+/* While a fault signal is handled (it is blocked: another would kill the
+ * process), copies go through the kernel. */
+static __thread bool handling_fault;
+
+static bool in_guest(uint64_t at, size_t len)
+{
+    return at < BSDUSER_GUEST_LIMIT && len <= BSDUSER_GUEST_LIMIT - at;
+}
 
 long bsd_copy_in(void *to, uint64_t from, size_t len)
 {
     struct iovec local = {to, len}, remote = {(void *)from, len};
+    if (!in_guest(from, len))
+        return -EFAULT;
+    if (!handling_fault)
+        return bsd_copy_guarded(to, (const void *)from, len);
     return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
 }
 
 long bsd_copy_out(uint64_t to, const void *from, size_t len)
 {
     struct iovec local = {(void *)from, len}, remote = {(void *)to, len};
+    if (!in_guest(to, len))
+        return -EFAULT;
+    if (!handling_fault)
+        return bsd_copy_guarded((void *)to, from, len);
     return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
 }
 
@@ -318,8 +335,11 @@ static long map(const long *a, long offset)
 
     if (len == 0 || len > BSDUSER_GUEST_LIMIT || addr > BSDUSER_GUEST_LIMIT - len)
         return flags & MAP_FIXED || len == 0 ? -EINVAL : -ENOMEM;
-    if (flags & MAP_FIXED)
+    if (flags & MAP_FIXED) {
+        if (bsd_rewrite_forget(addr, len) < 0)
+            return -EINVAL;
         return bsd_result((long)mmap((void *)addr, len, (int)a[2], flags, fd, at));
+    }
     /* The guest stays below the host's range: at its hint when that is
      * free (runtimes place their heaps so), else in the guest's map area. */
     flags |= MAP_FIXED_NOREPLACE;
@@ -338,14 +358,16 @@ static long sys_mmap_netbsd(const long *a) { return map(a, a[6]); }
 
 static long sys_munmap(const long *a)
 {
-    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
+    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT ||
+        bsd_rewrite_forget((uint64_t)a[0], (uint64_t)a[1]) < 0)
         return -EINVAL;
     return bsd_result(munmap((void *)a[0], (size_t)a[1]));
 }
 
 static long sys_mprotect(const long *a)
 {
-    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT)
+    if ((uint64_t)a[0] + (uint64_t)a[1] > BSDUSER_GUEST_LIMIT ||
+        bsd_rewrite_forget((uint64_t)a[0], (uint64_t)a[1]) < 0)
         return -EINVAL;
     return bsd_result(mprotect((void *)a[0], (size_t)a[1], (int)a[2]));
 }
@@ -1102,14 +1124,11 @@ static void trace(const struct bsd_sysent *e, long number, const long *a, long r
     bsd_trace(e, a, r, bsd_proc->handlers[number & (MAX_SYSCALL - 1)] != NULL);
 }
 
-static void on_sigsys(int sig, siginfo_t *si, void *context)
+/* The guest's call in g answered into g. */
+static void answer_call(greg_t *g)
 {
-    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
     long number = g[REG_RAX];
     long a[7] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9], 0};
-    int saved = errno;
-    (void)sig;
-    (void)si;
 
     if (number == SYS_INDIRECT || number == SYS_INDIRECT64) {
         uint64_t stack[1] = {0};
@@ -1139,7 +1158,38 @@ static void on_sigsys(int sig, siginfo_t *si, void *context)
         g[REG_RAX] = r;
         g[REG_EFL] &= ~1ll;
     }
+}
+
+static void on_sigsys(int sig, siginfo_t *si, void *context)
+{
+    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    int saved = errno;
+    (void)sig;
+    (void)si;
+
+    if (g[REG_RAX] == BSD_DIRECT_RESULT) {
+        /* A rewritten site's call, answered with signals kept meanwhile
+         * (bsd_direct_entry): its result, then what was kept. */
+        struct bsd_thread *t = bsd_thread_self();
+        g[REG_RAX] = (greg_t)t->direct_result;
+        g[REG_EFL] = (g[REG_EFL] & ~1ll) | (greg_t)(t->direct_carry & 1);
+    } else {
+        if ((uint64_t)g[REG_RIP] - bsd_rewrite_lo < bsd_rewrite_hi - bsd_rewrite_lo)
+            bsd_rewrite_site((uint64_t)g[REG_RIP]);
+        answer_call(g);
+    }
     bsd_signals_flush(context, bsd_guest_fs());
+    errno = saved;
+}
+
+void bsd_direct_c_call(void)
+{
+    ucontext_t *uc = &bsd_thread_self()->direct_uc;
+    void *outer = bsd_context;
+    int saved = errno;
+    bsd_context = uc;
+    answer_call(uc->uc_mcontext.gregs);
+    bsd_context = outer;
     errno = saved;
 }
 
@@ -1233,8 +1283,27 @@ static void fill_direct_calls(void)
         for (size_t k = 0; k < sizeof(direct) / sizeof(direct[0]); k++)
             if (bsd_proc->handlers[n] == direct[k].fn)
                 bsd_direct_calls[n] = (uint16_t)(direct[k].linux_nr + 1);
+    /* Answered by the C path without a signal: calls whose handler gives
+     * a result and nothing else, the ones Go's runtime and programs make
+     * most (by the BSD's own names). */
+    static const char *const by_c[] = {
+        "open", "openat", "close", "fstat", "fstatat", "stat", "lstat", "getdirentries",
+        "_umtx_op", "sched_yield", "thr_kill", "thr_self", "mmap", "munmap", "mprotect",
+        "madvise", "kevent", "fcntl", "sigprocmask", "sigaction", "readv", "writev", "pipe2",
+        "dup", "dup2", "access", "faccessat", "readlink", "readlinkat", "__getcwd",
+        "getrandom", "ioctl", "kill", "lseek", "getdents", "__fstat50", "__stat50",
+        "__lstat50", "__getdents30", "___lwp_park60", "_lwp_unpark", "_lwp_self", "_lwp_kill",
+        "__kevent50", "__sigprocmask14", "__clock_gettime50", "__nanosleep50"};
+    bool xsave_fits = bsd_xsave_fits(); /* (cpuid: a VM exit in a VM) */
+    for (int n = 0; n < MAX_SYSCALL && xsave_fits; n++)
+        for (size_t k = 0; bsd_proc->handlers[n] && bsd_proc->by_number[n] &&
+                           k < sizeof(by_c) / sizeof(by_c[0]);
+             k++)
+            if (strcmp(bsd_proc->by_number[n]->name, by_c[k]) == 0)
+                bsd_direct_c[n] = 1;
     for (int c = 0; c < BSD_DIRECT_CLOCKS; c++)
         bsd_direct_clocks[c] = (uint8_t)(clock_id(c) + 1);
+    bsd_vdso_find();
     for (int e = 0; e < 200; e++)
         bsd_direct_errno[e] = bsd_errno(e);
 }
@@ -1248,7 +1317,9 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
      * on top, and the call must still find (and restore into) its own
      * context afterwards. */
     void *outer = bsd_context;
+    bool fault_outer = handling_fault;
     bsd_context = context;
+    handling_fault |= bsd_fault_signal(sig);
     if (sig == 0) /* a direct call was answered (threads.c): what it kept */
         bsd_signals_flush(context, bsd_guest_fs());
     else if (sig == SIGSYS)
@@ -1257,6 +1328,7 @@ uint64_t bsd_dispatch(int sig, void *info, void *context)
              bsd_fault_signal(sig))
         on_fault(sig, info, context);
     bsd_context = outer;
+    handling_fault = fault_outer;
     return 0;
 }
 
@@ -1321,6 +1393,8 @@ int bsduser_run(const char *path, const struct bsduser_options *o, int argc, cha
     build_tables(img.os);
     if (!bsd_proc->tracing)
         fill_direct_calls();
+    const char *rewrite = getenv("SMOLVM_BSDUSER_REWRITE");
+    bsd_rewrite_start(&img.code, !bsd_proc->tracing && !(rewrite && strcmp(rewrite, "0") == 0));
     uint64_t sp = bsd_stack(&img, path, argc, argv, environ);
     if (!sp)
         return err_set(errno, "the guest's stack");

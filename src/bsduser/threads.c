@@ -4,6 +4,7 @@
  * swapped between the guest's TLS and smolvm's at every signal entry and
  * exit. thr_new/thr_exit/thr_kill, sysarch's fs base, _umtx_op on futexes,
  * and the signal-state calls a runtime makes at start. */
+#include <elf.h>
 #include <errno.h>
 #include <stddef.h>
 #include <linux/filter.h>
@@ -31,6 +32,7 @@
 #endif
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
+#define ARCH_SET_GS 0x1001
 #define TID_BASE 100000 /* FreeBSD thread ids start above process ids */
 #define STR(x) #x
 #define XSTR(x) STR(x)
@@ -73,7 +75,35 @@
 #define UC_RAX 144
 #define UC_RIP 168
 #define UC_EFL 176
+#define UC_R12 72
+#define UC_R13 80
+#define UC_R14 88
+#define UC_R15 96
+#define UC_RBP 120
+#define UC_RBX 128
+#define UC_RSP 160
+#define UC_FPREGS 224
+#define DIRECT_TOP 64   /* offsetof(struct bsd_thread, direct_top) */
+#define DIRECT_XSAVE 72 /* offsetof(struct bsd_thread, direct_xsave) */
+#define DUC 128         /* offsetof(struct bsd_thread, direct_uc) */
 #define UC_AT(reg) offsetof(ucontext_t, uc_mcontext.gregs[reg])
+_Static_assert(UC_AT(REG_R12) == UC_R12 && UC_AT(REG_R13) == UC_R13 && UC_AT(REG_R14) == UC_R14 &&
+                   UC_AT(REG_R15) == UC_R15 && UC_AT(REG_RBP) == UC_RBP &&
+                   UC_AT(REG_RBX) == UC_RBX && UC_AT(REG_RSP) == UC_RSP &&
+                   offsetof(ucontext_t, uc_mcontext.fpregs) == UC_FPREGS,
+               "ucontext layout");
+_Static_assert(offsetof(struct bsd_thread, direct_top) == DIRECT_TOP &&
+                   offsetof(struct bsd_thread, direct_xsave) == DIRECT_XSAVE &&
+                   offsetof(struct bsd_thread, direct_vdso) == 80 &&
+                   offsetof(struct bsd_thread, direct_uc) == DUC &&
+                   sizeof(struct bsd_thread) <= BSD_XSAVE_AT,
+               "bsd_thread layout");
+/* The guest's registers to and from the thread's direct_uc (a %gs operand). */
+#define SAVED(reg) "%gs:" XSTR(DUC) "+" XSTR(UC_##reg)
+#define EACH_KEPT_REG(X) X(R8, r8) X(R9, r9) X(R10, r10) X(R12, r12) X(R13, r13) X(R14, r14) \
+    X(R15, r15) X(RDI, rdi) X(RSI, rsi) X(RBP, rbp) X(RBX, rbx) X(RDX, rdx) X(RAX, rax)
+#define SAVE_REG(R, r) "    mov %" #r ", " SAVED(R) "\n"
+#define LOAD_REG(R, r) "    mov " SAVED(R) ", %" #r "\n"
 _Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10) == UC_R10 &&
                    UC_AT(REG_RDI) == UC_RDI && UC_AT(REG_RSI) == UC_RSI &&
                    UC_AT(REG_RDX) == UC_RDX && UC_AT(REG_RAX) == UC_RAX &&
@@ -81,9 +111,17 @@ _Static_assert(UC_AT(REG_R8) == UC_R8 && UC_AT(REG_R9) == UC_R9 && UC_AT(REG_R10
                "ucontext layout");
 #define KEPT 16 /* offsetof(struct bsd_thread, signals_kept) */
 _Static_assert(offsetof(struct bsd_thread, signals_kept) == KEPT, "bsd_thread layout");
+_Static_assert(offsetof(struct bsd_thread, direct_slow) == 24 &&
+                   offsetof(struct bsd_thread, direct_back) == 32 &&
+                   offsetof(struct bsd_thread, direct_rdi) == 40 &&
+                   offsetof(struct bsd_thread, direct_result) == 48 &&
+                   offsetof(struct bsd_thread, direct_carry) == 56,
+               "bsd_thread layout");
 _Static_assert(BSD_MAX_SYSCALL == 1024 && SIGSYS == 31, "the direct call table");
+_Static_assert(BSD_SITES_SEEN == 65536, "the rewritten sites' bits");
 uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
 uint8_t bsd_direct_clocks[BSD_DIRECT_CLOCKS];
+uint8_t bsd_direct_c[BSD_MAX_SYSCALL];
 _Static_assert(BSD_DIRECT_CLOCK == 0x8000 && BSD_DIRECT_CLOCKS == 16, "the direct clocks");
 int32_t bsd_direct_errno[200];
 #define GUEST_LIMIT 0x500000000000 /* BSDUSER_GUEST_LIMIT, as the assembler spells it */
@@ -103,7 +141,16 @@ __asm__(".text\n"
         "    movabs $" XSTR(GUEST_LIMIT) ", %rcx\n"
         "    cmp %rcx, %rax\n"
         "    jae 9f\n"
-        "    mov " XSTR(UC_RAX) "(%rdx), %rax\n"
+        /* A site not tried yet for rewriting: the C path tries it. */
+        "    cmp bsd_rewrite_lo(%rip), %rax\n"
+        "    jb 1f\n"
+        "    cmp bsd_rewrite_hi(%rip), %rax\n"
+        "    jae 1f\n"
+        "    movzwl %ax, %ecx\n" /* (BSD_SITES_SEEN bits) */
+        "    lea bsd_sites_seen(%rip), %r15\n"
+        "    bt %ecx, (%r15)\n"
+        "    jnc 9f\n"
+        "1:  mov " XSTR(UC_RAX) "(%rdx), %rax\n"
         "    cmp $1024, %rax\n" /* unsigned: a negative number too */
         "    jae 9f\n"
         "    lea bsd_direct_calls(%rip), %rcx\n"
@@ -183,6 +230,169 @@ __asm__(".text\n"
         "    call bsd_set_fs\n"
         "4:  ret\n"
         ".size bsd_signal_entry, .-bsd_signal_entry\n"
+        /* From a rewritten site's stub (rewrite.c), on the guest's stack with
+         * the guest's registers and %fs, %rcx the stub's syscall; %gs is the
+         * thread's block. Only %rax (the result), %rcx, %r11 and the flags
+         * change, as a syscall changes them. */
+        ".globl bsd_direct_entry\n"
+        ".type bsd_direct_entry, @function\n"
+        "bsd_direct_entry:\n"
+        "    cmpl $0, %gs:" XSTR(KEPT) "\n"
+        "    jne 8f\n"
+        "    cmp $1024, %rax\n"
+        "    jae 8f\n"
+        "    mov %rcx, %gs:24\n" /* direct_slow */
+        "    lea 2(%rcx), %r11\n"
+        "    mov %r11, %gs:32\n" /* direct_back: the stub's jump to the site's end */
+        "    lea bsd_direct_calls(%rip), %r11\n"
+        "    movzwl (%r11,%rax,2), %ecx\n"
+        "    test %ecx, %ecx\n"
+        "    jz 5f\n"
+        "    mov %rdi, %gs:40\n" /* direct_rdi */
+        "    btr $15, %ecx\n" /* BSD_DIRECT_CLOCK */
+        "    jnc 1f\n"
+        "    cmp $16, %rdi\n"
+        "    jae 7f\n"
+        "    lea bsd_direct_clocks(%rip), %r11\n"
+        "    movzbl (%r11,%rdi), %edi\n"
+        "    test %edi, %edi\n"
+        "    jz 6f\n"
+        "    dec %edi\n"
+        "    mov bsd_vdso_clock_gettime(%rip), %r11\n"
+        "    test %r11, %r11\n"
+        "    jnz 9f\n"
+        "1:  lea -1(%rcx), %eax\n"
+        "    syscall\n"
+        "4:  mov %gs:40, %rdi\n"
+        "    xor %r11d, %r11d\n" /* the carry to return */
+        "    cmp $-4095, %rax\n"
+        "    jb bsd_direct_tail\n"
+        "    neg %rax\n"
+        "    mov $78, %ecx\n" /* ENOSYS: a Linux errno the BSD has not */
+        "    cmp $200, %rax\n"
+        "    jae 2f\n"
+        "    lea bsd_direct_errno(%rip), %rcx\n"
+        "    movslq (%rcx,%rax,4), %rcx\n"
+        "2:  mov %rcx, %rax\n"
+        "    mov $1, %r11d\n"
+        ".globl bsd_direct_tail\n"
+        "bsd_direct_tail:\n"
+        "    cmpl $0, %gs:" XSTR(KEPT) "\n"
+        "    jne 3f\n"
+        "    bt $0, %r11d\n"
+        "    jmp *%gs:32\n"
+        ".globl bsd_direct_tail_end\n"
+        "bsd_direct_tail_end:\n"
+        "3:  mov %rax, %gs:48\n" /* signals kept: through SIGSYS, which delivers them */
+        "    mov %r11, %gs:56\n"
+        "    mov $" XSTR(BSD_DIRECT_RESULT) ", %eax\n"
+        "    jmp *%gs:24\n"
+        "6:  mov %gs:40, %rdi\n"
+        "7:  mov %gs:24, %rcx\n"
+        "8:  jmp *%rcx\n"
+        /* The C path, without a signal: the guest's registers into
+         * direct_uc, the alternate stack, smolvm's %fs, bsd_direct_c_call;
+         * back the same way. */
+        "5:  lea bsd_direct_c(%rip), %r11\n"
+        "    cmpb $0, (%r11,%rax)\n"
+        "    je 7b\n"
+        EACH_KEPT_REG(SAVE_REG)
+        "    mov %rsp, " SAVED(RSP) "\n"
+        "    mov %gs:32, %r11\n"
+        "    mov %r11, " SAVED(RIP) "\n"
+        "    movq $0, " SAVED(FPREGS) "\n"
+        "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
+        "    pushfq\n" /* (DF and the rest; the arithmetic ones are the syscall's to set) */
+        "    popq " SAVED(EFL) "\n"
+        "    cld\n"
+        /* The C code uses the vector registers: the guest's are kept, as a
+         * syscall keeps them. */
+        "    mov $-1, %eax\n"
+        "    mov $-1, %edx\n"
+        "    mov %gs:" XSTR(DIRECT_XSAVE) ", %rcx\n"
+        "    xsave64 (%rcx)\n"
+        "    mov %gs:0, %rsi\n" /* host_fs */
+        "    cmp %gs:8, %rsi\n" /* guest_fs: the same? */
+        "    je 1f\n"
+        "    call bsd_set_fs\n"
+        "1:  call bsd_direct_c_call\n"
+        "    mov %gs:8, %rsi\n"
+        "    cmp %gs:0, %rsi\n"
+        "    je 1f\n"
+        "    call bsd_set_fs\n"
+        "1:  mov $-1, %eax\n"
+        "    mov $-1, %edx\n"
+        "    mov %gs:" XSTR(DIRECT_XSAVE) ", %rcx\n"
+        "    xrstor64 (%rcx)\n"
+        /* From here on a signal sends it back here (bsd_on_signal), with
+         * whatever %rsp: each step is done again from the block. */
+        ".globl bsd_direct_c_tail\n"
+        "bsd_direct_c_tail:\n"
+        "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
+        "    cmpl $0, %gs:" XSTR(KEPT) "\n"
+        "    jne 2f\n"
+        "    pushq " SAVED(EFL) "\n" /* with the carry the answer set */
+        "    popfq\n"
+        EACH_KEPT_REG(LOAD_REG)
+        "    mov " SAVED(RSP) ", %rsp\n"
+        "    jmp *" SAVED(RIP) "\n"
+        ".globl bsd_direct_c_tail_end\n"
+        "bsd_direct_c_tail_end:\n"
+        "2:  mov " SAVED(RAX) ", %r11\n" /* signals kept: through SIGSYS */
+        "    mov %r11, %gs:48\n"
+        "    mov " SAVED(EFL) ", %r11\n"
+        "    mov %r11, %gs:56\n"
+        EACH_KEPT_REG(LOAD_REG)
+        "    mov " SAVED(RSP) ", %rsp\n"
+        "    mov $" XSTR(BSD_DIRECT_RESULT) ", %eax\n"
+        "    jmp *%gs:24\n"
+        /* clock_gettime by the vDSO (%edi the Linux clock, %rsi the guest's
+         * timespec): on the alternate stack, into a timespec there, copied
+         * out guarded (a bad pointer: EFAULT, as the kernel says). */
+        "9:  mov %rsp, %gs:80\n"
+        "    mov %rsi, %gs:88\n"
+        "    mov %rdx, %gs:96\n"
+        "    mov %r8, %gs:104\n"
+        "    mov %r9, %gs:112\n"
+        "    mov %r10, %gs:120\n"
+        "    mov %gs:" XSTR(DIRECT_TOP) ", %rsp\n"
+        "    sub $16, %rsp\n"
+        "    mov %rsp, %rsi\n"
+        "    call *%r11\n"
+        "    test %rax, %rax\n"
+        "    jnz 1f\n"
+        "    mov $-" XSTR(EFAULT) ", %rax\n"
+        "    mov %gs:88, %rdi\n"
+        "    movabs $" XSTR(GUEST_LIMIT) "-16, %rcx\n"
+        "    cmp %rcx, %rdi\n"
+        "    ja 1f\n"
+        "    mov %rsp, %rsi\n"
+        "    mov $16, %edx\n"
+        "    call bsd_copy_guarded\n"
+        "1:  mov %gs:88, %rsi\n"
+        "    mov %gs:96, %rdx\n"
+        "    mov %gs:104, %r8\n"
+        "    mov %gs:112, %r9\n"
+        "    mov %gs:120, %r10\n"
+        "    mov %gs:80, %rsp\n"
+        "    jmp 4b\n"
+        ".size bsd_direct_entry, .-bsd_direct_entry\n"
+        /* bsd_copy_guarded(to, from, len): 0, or -EFAULT when the copy
+         * faulted (bsd_on_signal sends it to bsd_copy_fixup). */
+        ".globl bsd_copy_guarded\n"
+        ".type bsd_copy_guarded, @function\n"
+        "bsd_copy_guarded:\n"
+        "    mov %rdx, %rcx\n"
+        ".globl bsd_copy_faulting\n"
+        "bsd_copy_faulting:\n"
+        "    rep movsb\n"
+        "    xor %eax, %eax\n"
+        "    ret\n"
+        ".globl bsd_copy_fixup\n"
+        "bsd_copy_fixup:\n"
+        "    mov $-" XSTR(EFAULT) ", %rax\n"
+        "    ret\n"
+        ".size bsd_copy_guarded, .-bsd_copy_guarded\n"
         /* %fs base := %rsi; clobbers rax, rcx, rdi, r11. */
         "bsd_set_fs:\n"
         "    cmpl $0, bsd_fsgsbase(%rip)\n"
@@ -284,9 +494,12 @@ int bsd_thread_setup(struct bsd_thread **out)
         munmap(raw, at - (uintptr_t)raw);
     munmap((void *)(at + BSD_ALT_STACK_SIZE), (uintptr_t)raw + BSD_ALT_STACK_SIZE - at);
     struct bsd_thread *t = (struct bsd_thread *)at;
-    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &t->host_fs) < 0)
+    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &t->host_fs) < 0 ||
+        syscall(SYS_arch_prctl, ARCH_SET_GS, t) < 0) /* for bsd_direct_entry */
         return -errno;
     t->guest_fs = t->host_fs; /* until the guest sets its own */
+    t->direct_top = at + BSD_ALT_STACK_SIZE;
+    t->direct_xsave = at + BSD_XSAVE_AT;
     stack_t ss = {.ss_sp = (void *)at, .ss_size = BSD_ALT_STACK_SIZE};
     /* Only now, with the stack the signal entry needs, may signals come
      * (a new thread starts with them all blocked). */
@@ -307,10 +520,67 @@ uint64_t *bsd_guest_fs(void)
     return &self()->guest_fs;
 }
 
+uint64_t bsd_vdso_clock_gettime;
+
+/* __vdso_clock_gettime in the vDSO's dynamic symbols. */
+void bsd_vdso_find(void)
+{
+    const uint8_t *v = (const uint8_t *)getauxval(AT_SYSINFO_EHDR);
+    if (!v || memcmp(v, ELFMAG, SELFMAG) != 0)
+        return;
+    const Elf64_Ehdr *h = (const Elf64_Ehdr *)v;
+    const Elf64_Shdr *s = (const Elf64_Shdr *)(v + h->e_shoff);
+    uint64_t load = 0;
+    for (int i = 0; i < h->e_phnum; i++) {
+        const Elf64_Phdr *p = (const Elf64_Phdr *)(v + h->e_phoff) + i;
+        if (p->p_type == PT_LOAD) {
+            load = p->p_vaddr;
+            break;
+        }
+    }
+    for (int i = 0; h->e_shoff && i < h->e_shnum; i++) {
+        if (s[i].sh_type != SHT_DYNSYM || s[i].sh_link >= h->e_shnum)
+            continue;
+        const Elf64_Sym *sym = (const Elf64_Sym *)(v + s[i].sh_offset);
+        const char *names = (const char *)(v + s[s[i].sh_link].sh_offset);
+        for (size_t k = 0; k < s[i].sh_size / sizeof(*sym); k++)
+            if (sym[k].st_value && strcmp(names + sym[k].st_name, "__vdso_clock_gettime") == 0)
+                bsd_vdso_clock_gettime = (uint64_t)(v + sym[k].st_value - load);
+    }
+}
+
+bool bsd_xsave_fits(void)
+{
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    if (!(c & (1u << 27))) /* OSXSAVE */
+        return false;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(0));
+    return b <= BSD_XSAVE_MAX; /* the size XCR0's parts take */
+}
+
+struct bsd_thread *bsd_thread_self(void)
+{
+    return self();
+}
+
 uint64_t bsd_on_signal(int sig, void *info, void *context, uint64_t entry_fs)
 {
     struct bsd_thread *t = self();
     ucontext_t *uc = context;
+    greg_t *rip = &uc->uc_mcontext.gregs[REG_RIP];
+    /* Past bsd_direct_entry's last look at signals kept: it looks again
+     * (this one is kept: smolvm's code was running). */
+    if ((uint64_t)*rip > (uint64_t)bsd_direct_tail && (uint64_t)*rip < (uint64_t)bsd_direct_tail_end)
+        *rip = (greg_t)bsd_direct_tail;
+    if ((uint64_t)*rip > (uint64_t)bsd_direct_c_tail &&
+        (uint64_t)*rip < (uint64_t)bsd_direct_c_tail_end)
+        *rip = (greg_t)bsd_direct_c_tail;
+    /* A guest pointer that is not there: EFAULT. */
+    if (bsd_fault_signal(sig) && (uint64_t)*rip == (uint64_t)bsd_copy_faulting) {
+        *rip = (greg_t)bsd_copy_fixup;
+        return entry_fs;
+    }
     bsd_dispatch(sig, info, context);
     return (uint64_t)uc->uc_mcontext.gregs[REG_RIP] < BSDUSER_GUEST_LIMIT ? t->guest_fs
                                                                            : entry_fs;

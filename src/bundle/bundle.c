@@ -11,6 +11,7 @@
 
 #include "bundle/format.h"
 #include "bundle/internal.h"
+#include "bundle/sections.h"
 #include "util/err.h"
 #include "util/hash.h"
 #include "util/le.h"
@@ -26,10 +27,10 @@ static const struct section_limit {
     const char *name;
     uint64_t max;
 } section_limits[] = {
-    {"config", 1ull << 20},
-    {"layers", 4ull << 20},
-    {"state", 16ull << 20},
-    {"signature", 4096},
+    {SECTION_CONFIG, 1ull << 20},
+    {SECTION_LAYERS, 4ull << 20},
+    {SECTION_STATE, 16ull << 20},
+    {SECTION_SIGNATURE, 4096},
 };
 #define SECTION_READ_MAX_OTHER (16ull << 20)
 
@@ -94,7 +95,7 @@ struct bundle_section *bundle_new_section(struct bundle_writer *w, const char *n
     /* Guest RAM and the saved vCPU and device state hold the guest's
      * secrets: a bundle that carries them is its owner's only, like the
      * RAM cache (before any byte of them is written). */
-    if ((enc == BUNDLE_MEMORY || strcmp(name, "state") == 0) && fchmod(w->fd, 0600) < 0) {
+    if ((enc == BUNDLE_MEMORY || strcmp(name, SECTION_STATE) == 0) && fchmod(w->fd, 0600) < 0) {
         err_set(errno, "bundle: '%s'", w->tmp_path);
         return NULL;
     }

@@ -9,23 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bundle/sections.h"
 #include "disk/disk.h"
 #include "util/cache.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/layer_name.h"
 
 #define MAX_LAYERS 1024
-
-/* "<64 hex>.raw" or "<64 hex>.qcow2", as the format says. */
-static bool layer_file_name(const char *path, const char *format, char hash[HASH_HEX])
-{
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    if (strlen(base) < 66 || base[64] != '.' || strcmp(base + 65, format) != 0)
-        return false;
-    snprintf(hash, HASH_HEX, "%.64s", base);
-    return hash_is_hex(hash);
-}
 
 static char *folder_of(const char *path)
 {
@@ -42,7 +33,7 @@ static bool chain_is_layers(const struct disk *d)
 
     for (const struct disk *b = d->backing; ok && b; b = b->backing) {
         char *here = folder_of(b->path);
-        ok = here && strcmp(here, folder) == 0 && layer_file_name(b->path, b->format->name, hash);
+        ok = here && strcmp(here, folder) == 0 && layer_name_parse(b->path, b->format->name, hash);
         free(here);
     }
     free(folder);
@@ -89,24 +80,19 @@ static struct bundle_layer *append(struct bundle_chains *c, const char *hash, co
     snprintf(l->hash, sizeof(l->hash), "%s", hash);
     snprintf(l->parent, sizeof(l->parent), "%s", parent);
     snprintf(l->format, sizeof(l->format), "%s", format);
-    snprintf(l->section, sizeof(l->section), "layer.%zu", c->count);
+    section_layer(l->section, c->count);
     c->count++;
     return l;
 }
 
-/* A store keeps a layer's message in "<hash>.json" beside it: it travels
- * with the layer, when there is one. */
-static void remembered_message(const char *layer_path, struct bundle_layer *l)
+/* A store keeps a layer's message in its sidecar: it travels with the
+ * layer, when there is one. */
+static void remembered_message(const char *path, struct bundle_layer *l)
 {
-    char *side = NULL;
-    const char *dot = strrchr(layer_path, '.');
-    if (asprintf(&side, "%.*s.json", (int)(dot - layer_path), layer_path) < 0)
-        return;
-    json_t *j = json_load_file(side, 0, NULL);
+    json_t *j = layer_sidecar_beside(path);
     const char *message = json_string_value(json_object_get(j, "message"));
     snprintf(l->message, sizeof(l->message), "%s", message ? message : "");
     json_decref(j);
-    free(side);
 }
 
 /* Layers of the chain below the delta, base first, each added once. */
@@ -118,11 +104,11 @@ static int add_backing_layers(struct bundle_chains *c, struct bundle_writer *w, 
     if (!b)
         return 0;
     r = add_backing_layers(c, w, b->backing);
-    if (r < 0 || !layer_file_name(b->path, b->format->name, hash))
+    if (r < 0 || !layer_name_parse(b->path, b->format->name, hash))
         return r;
     if (bundle_chains_find(c, hash))
         return 0;
-    if (b->backing && !layer_file_name(b->backing->path, b->backing->format->name, parent))
+    if (b->backing && !layer_name_parse(b->backing->path, b->backing->format->name, parent))
         return err_plain(EINVAL, "'%s' is not a layer", b->backing->path);
     struct bundle_layer *l = append(c, hash, parent, b->format->name);
     if (!l)
@@ -136,11 +122,11 @@ static int add_backing_layers(struct bundle_chains *c, struct bundle_writer *w, 
 static int add_delta(struct bundle_chains *c, struct bundle_writer *w, const char *path,
                      const char *top, const char *top_format, const char *tmp, char hash[HASH_HEX])
 {
-    char name[HASH_HEX + 8];
+    char name[LAYER_NAME_MAX];
     struct disk *t;
     int r = file_copy(path, tmp);
 
-    snprintf(name, sizeof(name), "%s.%s", top, top_format);
+    layer_name(name, top, top_format);
     if (r == 0)
         r = disk_open_as(tmp, DISK_NO_BACKING, "qcow2", &t);
     if (r == 0) {
@@ -171,7 +157,7 @@ int bundle_chains_add_disk(struct bundle_chains *c, struct bundle_writer *w, uns
     r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_LOCK, "qcow2", &d);
     if (r < 0)
         return r;
-    if (!d->backing || !layer_file_name(d->backing->path, d->backing->format->name, top))
+    if (!d->backing || !layer_name_parse(d->backing->path, d->backing->format->name, top))
         r = err_plain(EINVAL, "'%s' is not a delta over layers", path);
     if (r == 0)
         r = add_backing_layers(c, w, d->backing);
@@ -199,7 +185,7 @@ int bundle_chains_write(const struct bundle_chains *c, struct bundle_writer *w)
     int r = text ? 0 : err_set(ENOMEM, "layers");
 
     if (r == 0 && c->count)
-        r = bundle_add(w, BUNDLE_LAYERS_SECTION, text, strlen(text), BUNDLE_RAW);
+        r = bundle_add(w, SECTION_LAYERS, text, strlen(text), BUNDLE_RAW);
     free(text);
     json_decref(j);
     return r;
@@ -276,9 +262,9 @@ int bundle_chains_read(const struct bundle *b, struct bundle_chains *c)
     int r;
 
     memset(c, 0, sizeof(*c));
-    if (!bundle_has(b, BUNDLE_LAYERS_SECTION))
+    if (!bundle_has(b, SECTION_LAYERS))
         return 0;
-    r = bundle_read(b, BUNDLE_LAYERS_SECTION, &text, &len);
+    r = bundle_read(b, SECTION_LAYERS, &text, &len);
     if (r < 0)
         return r;
     json_t *j = json_loadb((const char *)text, len, 0, NULL);
@@ -300,7 +286,7 @@ static int check_layer(const struct bundle_chains *c, const struct bundle_layer 
                        const char *path)
 {
     const struct bundle_layer *p = l->parent[0] ? bundle_chains_find(c, l->parent) : NULL;
-    char hash[HASH_HEX], want[HASH_HEX + 8] = "";
+    char hash[HASH_HEX], want[LAYER_NAME_MAX] = "";
     struct disk *d;
     int r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_BACKING, l->format, &d);
 
@@ -309,7 +295,7 @@ static int check_layer(const struct bundle_chains *c, const struct bundle_layer 
         return r;
     }
     if (p)
-        snprintf(want, sizeof(want), "%s.%s", p->hash, p->format);
+        layer_name(want, p->hash, p->format);
     if (!p && d->backing_name)
         r = err_plain(EINVAL, "layer %.12s is a base but has a backing file ('%s')", l->hash,
                       d->backing_name);
@@ -336,7 +322,7 @@ int bundle_layer_extract(const struct bundle *b, const struct bundle_chains *c,
     int r = 0;
 
     *added = false;
-    if (asprintf(&final, "%s/%s.%s", dir, l->hash, l->format) < 0 ||
+    if (!(final = layer_path(dir, l->hash, l->format)) ||
         asprintf(&tmp, "%s/.%s.%d.tmp", dir, l->hash, (int)getpid()) < 0)
         r = err_set(ENOMEM, "layer");
     if (r == 0 && !cache_file_usable(final)) {

@@ -15,8 +15,6 @@
 #include "core/config.h"
 #include "util/hash.h"
 
-#define BUNDLE_LAYERS_SECTION "layers"
-
 struct bundle_layer {
     char hash[HASH_HEX];
     char parent[HASH_HEX]; /* "" for a base */

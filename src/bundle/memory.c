@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -463,24 +462,6 @@ static int unpack_to_cache(const struct bundle *b, const char *name,
     return r;
 }
 
-static int map_regions(struct guest_memory *mem, int fd)
-{
-    uint64_t off = 0;
-    struct stat st;
-
-    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
-        return err_plain(EIO, "memory cache file has the wrong size");
-    for (unsigned i = 0; i < mem->count; i++) {
-        struct guest_region *g = &mem->regions[i];
-        if (mmap(g->host, g->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
-                 fd, (off_t)off) == MAP_FAILED)
-            return err_set(errno, "mapping the memory cache");
-        g->file_backed = true;
-        off += g->size;
-    }
-    return 0;
-}
-
 /* Copies the file's data extents (holes are zero RAM already). */
 static int copy_regions(const struct guest_memory *mem, int fd)
 {
@@ -540,7 +521,7 @@ int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_
         r = 0;
     }
     if (r == 0)
-        r = mode == BUNDLE_MAP ? map_regions(mem, fd) : copy_regions(mem, fd);
+        r = mode == BUNDLE_MAP ? guest_memory_map_file(mem, fd) : copy_regions(mem, fd);
     if (fd >= 0)
         close(fd);
     free(path);

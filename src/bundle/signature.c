@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bundle/internal.h"
+#include "bundle/sections.h"
 #include "util/err.h"
 #include "util/hash.h"
 #include "util/le.h"
@@ -35,7 +36,7 @@ static void table_digest(const struct bundle_section *sections, unsigned count,
     for (unsigned i = 0; i < count; i++) {
         const struct bundle_section *s = &sections[i];
         uint8_t e[4 + 8 * 3];
-        if (strcmp(s->name, SIGNATURE_SECTION) == 0)
+        if (strcmp(s->name, SECTION_SIGNATURE) == 0)
             continue;
         hash_add(&h, s->name, strnlen(s->name, BUNDLE_NAME_MAX) + 1); /* with its NUL */
         put_le(e, s->encoding, 4);
@@ -187,7 +188,7 @@ int bundle_sign(struct bundle_writer *w, const char *key_path)
     ed25519_sha512_public_key(payload + 8, priv);
     ed25519_sha512_sign(payload + 8, priv, sizeof(digest), digest, payload + 8 + KEY_BYTES);
     explicit_bzero(priv, sizeof(priv));
-    return bundle_add(w, SIGNATURE_SECTION, payload, sizeof(payload), BUNDLE_RAW);
+    return bundle_add(w, SECTION_SIGNATURE, payload, sizeof(payload), BUNDLE_RAW);
 }
 
 int bundle_check_signature(const struct bundle *b, const char *pub_path)
@@ -198,9 +199,9 @@ int bundle_check_signature(const struct bundle *b, const char *pub_path)
 
     if (r < 0)
         return r;
-    if (!bundle_has(b, SIGNATURE_SECTION))
+    if (!bundle_has(b, SECTION_SIGNATURE))
         return err_plain(EPERM, "'%s' is not signed", b->path);
-    r = bundle_read(b, SIGNATURE_SECTION, &payload, &len);
+    r = bundle_read(b, SECTION_SIGNATURE, &payload, &len);
     if (r == 0 && (len != PAYLOAD || memcmp(payload, MAGIC, 8) != 0))
         r = err_plain(EINVAL, "'%s' is corrupt: bad signature section", b->path);
     if (r == 0 && memcmp(payload + 8, trusted, KEY_BYTES) != 0)

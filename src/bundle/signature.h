@@ -6,8 +6,6 @@
 
 #include "bundle/bundle.h"
 
-#define SIGNATURE_SECTION "signature"
-
 /* A new key pair: PREFIX.key (the private key: 128 hex digits, seed then
  * public key, 0600) and PREFIX.pub (the public key: 64 hex digits). Neither
  * may exist yet. */

@@ -38,22 +38,6 @@ int cli_gc(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
 
-struct vm_config;
-/* An instance's boot settings and delta into cfg, and the state bundle it
- * resumes from (NULL: it boots; shared: the pristine state, which stays)
- * (store.c). Strings live on. */
-int cli_instance_config(const char *name, struct vm_config *cfg, const char **resume,
-                        bool *resume_shared);
-/* The instance's saved state was resumed: later starts boot. */
-int cli_instance_resumed(const char *name);
-/* A stopped instance written to a bundle: its chain (or flattened), its
- * kernel and initrd, and its saved state when its next start would resume. */
-int cli_instance_export(const char *name, const char *path, bool flatten, const char *sign_key);
-/* Where a running instance's suspended state goes, and marking it
- * written (the next start resumes it). */
-int cli_instance_suspend_path(const char *name, char **path);
-int cli_instance_suspended(const char *name);
-
 /* Whether a VM named name answers on its control socket (control.c). */
 bool cli_vm_running(const char *name);
 

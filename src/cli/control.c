@@ -14,6 +14,7 @@
 #include "bundle/signature.h"
 #include "cli/cli.h"
 #include "cli/serve.h"
+#include "machine/instance.h"
 #include "util/err.h"
 #include "util/paths.h"
 #include "util/term.h"
@@ -181,7 +182,7 @@ static int save_at_rest(const char *name, const char *path, bool flatten, const 
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (cli_instance_export(name, path, flatten, key) < 0)
+    if (machine_instance_export(name, path, flatten, key) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     clock_gettime(CLOCK_MONOTONIC, &t1);
     json_t *a = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path,
@@ -239,7 +240,7 @@ int cli_save(int argc, char **argv)
         return CLI_USAGE;
     }
     /* The VM resolves paths from its own working folder: send an absolute one. */
-    if (suspend ? cli_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0) {
+    if (suspend ? machine_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0) {
         code = cli_fail(CLI_FAILED, "%s", err_msg());
     } else if (!cli_vm_running(name)) {
         code = suspend ? cli_fail(CLI_FAILED, "no VM '%s' is running", name)
@@ -251,7 +252,7 @@ int cli_save(int argc, char **argv)
         if (key)
             json_object_set_new(request, "sign", json_string(key));
         code = ask_showing(name, request, &answer, "saving memory", !json);
-        if (code == CLI_OK && suspend && cli_instance_suspended(name) < 0)
+        if (code == CLI_OK && suspend && machine_instance_suspended(name) < 0)
             code = cli_fail(CLI_FAILED, "%s", err_msg());
         if (code == CLI_OK) {
             print_saved(path, answer, json);

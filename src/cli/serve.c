@@ -1,137 +1,28 @@
 #include "cli/serve.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "api/control.h"
 #include "cli/cli.h"
 #include "core/console.h"
-#include "devices/virtio/net.h"
+#include "machine/control.h"
+#include "machine/instance.h"
 #include "util/err.h"
-#include "util/file.h"
-#include "util/paths.h"
 #include "util/trace.h"
 
 struct server {
-    struct machine *m; /* NULL until built: no request is served before */
+    struct machine_control ctl; /* what the control socket's requests reach */
     char name[80];
     struct control *control;
-    struct timespec started;
     int ready_fd; /* --detach: tells the waiting parent the VM runs; else -1 */
     bool generated; /* no --name: nothing can find its files once it ends */
     bool detached;  /* stdout is the log */
     char *no_control; /* why there is no control socket (a VM without --name runs on) */
 };
-
-static struct vm *running_vm;
-
-static void stop_on_signal(int sig)
-{
-    (void)sig;
-    if (running_vm)
-        vm_signal_stop(running_vm);
-}
-
-static void install_signal_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = stop_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
-static double seconds_since(const struct timespec *t)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
-}
-
-static json_t *status(struct server *s)
-{
-    const struct vm_config *cfg = vm_config(machine_vm(s->m));
-    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I,s:I}", "ok", 1, "name", s->name, "pid",
-                     (int)getpid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
-                     "cpus", (int)cfg->cpus, "mem_bytes", (json_int_t)cfg->mem_bytes,
-                     "uptime_s", seconds_since(&s->started), "console_dropped",
-                     (json_int_t)console_dropped(vm_console(machine_vm(s->m))), "net_dropped",
-                     (json_int_t)virtio_net_dropped());
-}
-
-static void save_progress(void *opaque, uint64_t done, uint64_t total)
-{
-    struct server *s = opaque;
-    control_progress(s->control, done, total);
-}
-
-/* Every save pauses the VM (vCPUs parked, each device's I/O thread between
- * requests) for as long as it reads the VM: the state must match the guest
- * exactly, and a disk copied while the guest writes it would be torn (a
- * metadata block from before a write, a data block from after). A failed
- * save gives the VM back as it found it, and says so. */
-static json_t *save(struct server *s, json_t *req)
-{
-    struct vm *vm = machine_vm(s->m);
-    const char *path = json_string_value(json_object_get(req, "path"));
-    struct machine_save_options o = {.with_state = !json_is_false(json_object_get(req, "memory")),
-                                     .state_only = json_is_true(json_object_get(req, "state_only")),
-                                     .flatten = json_is_true(json_object_get(req, "flatten")),
-                                     .sign_key = json_string_value(json_object_get(req, "sign")),
-                                     .progress = save_progress, .opaque = s};
-    bool resume = json_is_true(json_object_get(req, "resume")), was_paused = vm_paused(vm);
-    struct timespec t0;
-    json_t *answer;
-
-    if (!path || path[0] != '/')
-        return control_error("save needs an absolute \"path\"");
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (vm_pause(vm) < 0)
-        return control_error("%s", err_msg());
-    if (machine_save(s->m, path, &o) < 0) {
-        answer = control_error("%s (the VM %s)", err_msg(),
-                               was_paused ? "stays paused, as it was" : "runs on");
-        if (!was_paused)
-            vm_resume(vm);
-        return answer;
-    }
-    answer = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path, "seconds", seconds_since(&t0));
-    if (!resume)
-        vm_request_stop(vm, VM_STOP_USER); /* saved: this instance's job is done */
-    else if (!was_paused)
-        vm_resume(vm);
-    return answer;
-}
-
-static json_t *handle(void *opaque, const char *command, json_t *req)
-{
-    struct server *s = opaque;
-    struct vm *vm = machine_vm(s->m);
-
-    if (strcmp(command, "status") == 0)
-        return status(s);
-    if (strcmp(command, "pause") == 0)
-        return vm_pause(vm) < 0 ? control_error("%s", err_msg()) : control_ok();
-    if (strcmp(command, "resume") == 0) {
-        vm_resume(vm);
-        return control_ok();
-    }
-    if (strcmp(command, "stop") == 0) {
-        vm_request_stop(vm, VM_STOP_USER);
-        return control_ok();
-    }
-    if (strcmp(command, "save") == 0)
-        return save(s, req);
-    return control_error("unknown command '%s'", command);
-}
 
 static bool control_ready(void *opaque, int fd)
 {
@@ -170,7 +61,8 @@ int serve_open(const char *name, struct server **out)
     else
         snprintf(s->name, sizeof(s->name), "vm-%d", (int)getpid());
     s->generated = !name;
-    if (control_open(s->name, handle, s, &s->control) < 0) {
+    s->ctl.name = s->name;
+    if (control_open(s->name, machine_control_handle, &s->ctl, &s->control) < 0) {
         /* Nobody will look for a generated name: the VM is worth more
          * than its socket. */
         if (name || !(s->no_control = strdup(err_msg()))) {
@@ -278,28 +170,13 @@ int serve_detach(struct server *s, bool *parent)
     return CLI_OK;
 }
 
-/* The disks a VM with a generated name wrote (its deltas, in the folder a
- * bundle's or an appliance's start makes) would pile up unseen: no later
- * command can name them. A store instance of that name keeps its folder. */
-static void remove_unnamed_files(const struct server *s)
-{
-    char *dir = s->generated ? paths_data_dir("instances") : NULL, *path = NULL, *store = NULL;
-
-    if (dir && asprintf(&path, "%s/%s", dir, s->name) >= 0 &&
-        asprintf(&store, "%s/instance.json", path) >= 0 && access(store, F_OK) < 0 &&
-        access(path, F_OK) == 0)
-        file_remove_tree(path);
-    free(store);
-    free(path);
-    free(dir);
-}
-
 void serve_abort(struct server *s)
 {
     if (!s)
         return;
     control_close(s->control);
-    remove_unnamed_files(s);
+    if (s->generated)
+        instance_dir_remove_unnamed(s->name);
     free(s->no_control);
     free(s);
 }
@@ -310,8 +187,9 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
     enum vm_stop_reason why;
     int code;
 
-    s->m = m;
-    clock_gettime(CLOCK_MONOTONIC, &s->started);
+    s->ctl.m = m;
+    s->ctl.control = s->control;
+    clock_gettime(CLOCK_MONOTONIC, &s->ctl.started);
     if (s->detached) {
         char *log = serve_log_path(s->name);
         console_log_to(vm_console(vm), log, SERVE_LOG_LIMIT);
@@ -326,8 +204,7 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
         machine_destroy(m);
         return code;
     }
-    running_vm = vm;
-    install_signal_handlers();
+    machine_stop_on_signals(m);
     if (s->ready_fd >= 0) {
         if (write(s->ready_fd, "ok", 2) != 2) {
             /* The parent is gone; the VM runs on regardless. */
@@ -336,7 +213,7 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
         s->ready_fd = -1;
     }
     why = vm_run(vm);
-    running_vm = NULL;
+    machine_stop_on_signals(NULL);
     code = exit_code(vm, why);
     serve_abort(s);
     machine_destroy(m); /* restores the terminal before the trace is printed */

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-#include "bundle/machine.h"
+#include "machine/machine.h"
 
 struct serve_options {
     bool trace_boot;

@@ -11,8 +11,9 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
-#include "bundle/machine.h"
+#include "bundle/sections.h"
 #include "cli/cli.h"
+#include "cli/vm_options.h"
 #include "core/config.h"
 #include "image/appliance.h"
 #include "store/store.h"
@@ -124,7 +125,7 @@ static int import_verified(struct store *s, const char *from, char top[HASH_HEX]
         err_prefix("--verify checks a bundle file");
         return r;
     }
-    *state = machine_has_state(b) ? from : NULL;
+    *state = bundle_has_state(b) ? from : NULL;
     bundle_close(b);
     return store_import_bundle(s, from, top, kernel, initrd, cfg, trusted_key);
 }
@@ -166,7 +167,7 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     struct bundle *b;
     if ((r = bundle_probe(from)) != 0) {
         if (r > 0 && (r = bundle_open(from, &b)) == 0) {
-            *state = machine_has_state(b) ? from : NULL;
+            *state = bundle_has_state(b) ? from : NULL;
             bundle_close(b);
             r = store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
         }
@@ -175,92 +176,60 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
     return store_add_layer(s, from, "image", top);
 }
 
-static int verb_create(int argc, char **argv)
+static const struct vm_options_help create_help = {
+    "usage: smolvm create NAME --from SOURCE [options]\n"
+    "\n"
+    "Creates instance NAME on a layer of the store, copying nothing: it writes to a\n"
+    "qcow2 delta of its own. SOURCE is an appliance folder ('smolvm image build';\n"
+    "its root, kernel and initrd become layers, read once: an unchanged folder's\n"
+    "files are not read again), a .smolmachine (its layers are imported, each\n"
+    "once; a saved state is kept, so the first start resumes it), a disk image,\n"
+    "or the hash of a layer. --kernel, --initrd and --cmdline default to the\n"
+    "source's; a source with a saved state fixes the CPUs and memory (--cpus and\n"
+    "--mem are refused).\n"
+    "\n",
+    "",
+};
+
+int cli_create(int argc, char **argv)
 {
-    static const char usage[] =
-        "smolvm create NAME --from APPLIANCE_DIR|FILE.smolmachine|IMAGE|LAYER "
-        "[--verify KEY.pub] [--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--cpus N] [--mem SIZE] "
-        "[--json]";
-    static const struct option longs[] = {
-        {"from", required_argument, NULL, 'f'}, {"kernel", required_argument, NULL, 'k'},
-        {"initrd", required_argument, NULL, 'i'}, {"cmdline", required_argument, NULL, 'a'},
-        {"cpus", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
-        {"json", no_argument, NULL, 'j'}, {"verify", required_argument, NULL, 'v'},
-        {NULL, 0, NULL, 0}};
-    const char *from = NULL, *kernel_path = NULL, *initrd_path = NULL, *cmdline = NULL;
-    const char *trusted_key = NULL, *name;
+    struct vm_options o = {0};
+    const char *name;
     const char *state = NULL;
-    uint64_t mem = 0;
     char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
     struct vm_config cfg;
     struct store *s;
-    uint64_t cpus = 0;
-    bool json = cli_json(), reused;
-    int c, r;
+    bool reused;
+    int r = vm_options_parse(VM_OPT_CREATE, &create_help, argc, argv, &o);
 
-    if (wants_help(argc, argv, usage,
-                   "Creates instance NAME on a layer of the store, copying nothing: it writes to a\n"
-                   "qcow2 delta of its own. SOURCE is an appliance folder ('smolvm image build';\n"
-                   "its root, kernel and initrd become layers, read once: an unchanged folder's\n"
-                   "files are not read again), a .smolmachine (its layers are imported, each\n"
-                   "once; a saved state is kept, so the first start resumes it), a disk image,\n"
-                   "or the hash of a layer.\n\n"
-                   "      --from SOURCE   what the instance starts from (required)\n"
-                   "      --verify KEY.pub  SOURCE must be a bundle signed with KEY's private\n"
-                   "                      key and unchanged since ('smolvm keygen')\n"
-                   "      --kernel PATH   the kernel to boot (default: the source's)\n"
-                   "      --initrd PATH   the initrd (default: the source's)\n"
-                   "      --cmdline TEXT  the kernel command line\n"
-                   "      --cpus N        vCPUs (not for a source with a saved state)\n"
-                   "      --mem SIZE      guest RAM, e.g. 512M (not for a saved state)\n"
-                   "      --json          print the instance as 'smolvm ls --json' does (name,\n"
-                   "                      top, kernel, initrd, cmdline, cpus, mem_bytes, created,\n"
-                   "                      delta_bytes, next_start); errors as {\"error\": ...}\n"))
+    if (r == VM_OPTIONS_HELP)
         return CLI_OK;
-    vm_config_defaults(&cfg);
-    cfg.cmdline = NULL;
-    while ((c = cli_getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        if (c == 'f')
-            from = optarg;
-        else if (c == 'k')
-            kernel_path = optarg;
-        else if (c == 'i')
-            initrd_path = optarg;
-        else if (c == 'a')
-            cmdline = optarg;
-        else if (c == 'j')
-            json = true;
-        else if (c == 'v')
-            trusted_key = optarg;
-        else if (c == 'c' && (size_parse(optarg, 1, &cpus) < 0 || !cpus || cpus > 255))
-            return usage_error("--cpus '%s': a number from 1 to 255", optarg);
-        else if (c == 'm' && (size_parse(optarg, 1ull << 20, &mem) < 0 || !mem))
-            return usage_error("--mem '%s': a size such as 512M", optarg);
-        else if (c != 'c' && c != 'm')
-            return bad_option(c, argv);
-    }
+    if (r != CLI_OK)
+        return r;
     if ((r = name_argument(argc, argv, &name)) != CLI_OK)
         return r;
-    if (!from)
+    if (!o.from)
         return usage_error("--from SOURCE is required");
     if (store_open(&s) < 0)
         return failed();
-    r = import_source(s, from, top, kernel, initrd, &cfg, &state, trusted_key);
-    if (r == 0 && state && (cpus || mem))
-        r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", from);
-    if (r == 0 && kernel_path)
-        r = store_add_source(s, kernel_path, "kernel", kernel, &reused);
-    if (r == 0 && initrd_path)
-        r = store_add_source(s, initrd_path, "initrd", initrd, &reused);
+    vm_config_defaults(&cfg);
+    cfg.cmdline = NULL;
+    r = import_source(s, o.from, top, kernel, initrd, &cfg, &state, o.trusted_key);
+    if (r == 0 && state && (o.cpus_given || o.mem_given))
+        r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", o.from);
+    if (r == 0 && o.vm.kernel_path)
+        r = store_add_source(s, o.vm.kernel_path, "kernel", kernel, &reused);
+    if (r == 0 && o.vm.initrd_path)
+        r = store_add_source(s, o.vm.initrd_path, "initrd", initrd, &reused);
     struct instance_boot boot = {.kernel = kernel[0] ? kernel : NULL,
                                  .initrd = initrd[0] ? initrd : NULL,
-                                 .cmdline = cmdline ? cmdline : cfg.cmdline,
+                                 .cmdline = o.cmdline_given ? o.vm.cmdline : cfg.cmdline,
                                  .state = state,
-                                 .cpus = cpus ? (unsigned)cpus : cfg.cpus,
-                                 .mem_bytes = mem ? mem : cfg.mem_bytes};
+                                 .cpus = o.cpus_given ? o.vm.cpus : cfg.cpus,
+                                 .mem_bytes = o.mem_given ? o.vm.mem_bytes : cfg.mem_bytes};
     if (r == 0)
         r = store_create(s, name, top, &boot);
-    if (r == 0 && json)
+    if (r == 0 && (cli_json() || o.serve.json))
         r = print_instance(s, name, NULL, NULL);
     else if (r == 0)
         printf("%s\n", name);
@@ -512,92 +481,4 @@ int cli_gc(int argc, char **argv)
         printf("%u layers removed\n", removed);
     }
     return CLI_OK;
-}
-
-int cli_create(int argc, char **argv)
-{
-    optind = 1;
-    return verb_create(argc, argv);
-}
-
-int cli_instance_config(const char *name, struct vm_config *cfg, const char **resume,
-                        bool *resume_shared)
-{
-    struct store *s;
-    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
-    int r = i ? store_open(&s) : -ENOMEM;
-
-    if (r < 0)
-        return r;
-    r = store_instance(s, name, i);
-    store_close(s);
-    if (r < 0) {
-        free(i);
-        return r;
-    }
-    if (!i->boot.kernel)
-        return err_plain(EINVAL, "instance '%s' has no kernel (create it with --kernel)", name);
-    cfg->kernel_path = i->boot.kernel;
-    cfg->initrd_path = i->boot.initrd;
-    if (i->boot.cmdline)
-        cfg->cmdline = i->boot.cmdline;
-    if (i->boot.cpus)
-        cfg->cpus = i->boot.cpus;
-    if (i->boot.mem_bytes)
-        cfg->mem_bytes = i->boot.mem_bytes;
-    cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
-    cfg->disk_count = 1;
-    *resume = i->resume;
-    *resume_shared = i->resume_pristine;
-    return 0;
-}
-
-int cli_instance_export(const char *name, const char *path, bool flatten, const char *sign_key)
-{
-    static struct vm_config cfg;
-    const char *resume;
-    bool shared;
-
-    vm_config_defaults(&cfg);
-    int r = cli_instance_config(name, &cfg, &resume, &shared);
-    return r < 0 ? r : machine_export(&cfg, resume, path, flatten, sign_key);
-}
-
-/* The instance's store, for one call. */
-static int with_store(const char *name, int (*op)(struct store *, const char *, char **),
-                      char **out)
-{
-    struct store *s;
-    int r = store_open(&s);
-    if (r == 0)
-        r = op(s, name, out);
-    store_close(s);
-    return r;
-}
-
-static int resumed(struct store *s, const char *name, char **unused)
-{
-    (void)unused;
-    return store_resumed(s, name);
-}
-
-static int suspended(struct store *s, const char *name, char **unused)
-{
-    (void)unused;
-    return store_suspended(s, name);
-}
-
-int cli_instance_suspend_path(const char *name, char **path)
-{
-    return with_store(name, store_suspend_path, path);
-}
-
-int cli_instance_suspended(const char *name)
-{
-    return with_store(name, suspended, NULL);
-}
-
-int cli_instance_resumed(const char *name)
-{
-    return with_store(name, resumed, NULL);
 }

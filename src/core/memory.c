@@ -3,8 +3,16 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "util/err.h"
+
+/* Guest RAM is the bulk of a VM and holds the guest's secrets: never in a
+ * core dump of smolvm. */
+static void keep_out_of_core_dumps(void *host, uint64_t size)
+{
+    madvise(host, size, MADV_DONTDUMP);
+}
 
 int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
                        unsigned count)
@@ -21,10 +29,9 @@ int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layo
             return err_set(e, "cannot allocate %llu MiB of guest memory",
                            (unsigned long long)(layout[i].size >> 20));
         }
-        /* Guest RAM is the bulk of a VM: back it with huge pages when the
-         * host allows, and keep it out of core dumps. */
+        /* Backed with huge pages when the host allows. */
         madvise(host, layout[i].size, MADV_HUGEPAGE);
-        madvise(host, layout[i].size, MADV_DONTDUMP);
+        keep_out_of_core_dumps(host, layout[i].size);
         mem->regions[i] = layout[i];
         mem->regions[i].host = host;
         mem->count = i + 1;
@@ -38,6 +45,25 @@ void guest_memory_free(struct guest_memory *mem)
     for (unsigned i = 0; i < mem->count; i++)
         munmap(mem->regions[i].host, mem->regions[i].size);
     memset(mem, 0, sizeof(*mem));
+}
+
+int guest_memory_map_file(struct guest_memory *mem, int fd)
+{
+    uint64_t off = 0;
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
+        return err_plain(EIO, "memory cache file has the wrong size");
+    for (unsigned i = 0; i < mem->count; i++) {
+        struct guest_region *g = &mem->regions[i];
+        if (mmap(g->host, g->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+                 fd, (off_t)off) == MAP_FAILED)
+            return err_set(errno, "mapping the memory cache");
+        keep_out_of_core_dumps(g->host, g->size);
+        g->file_backed = true;
+        off += g->size;
+    }
+    return 0;
 }
 
 void *gpa_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len)

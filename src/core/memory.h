@@ -29,6 +29,13 @@ struct guest_memory {
 int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
                        unsigned count) __attribute__((warn_unused_result));
 void guest_memory_free(struct guest_memory *mem);
+/* Maps the file fd over mem's regions in place, MAP_PRIVATE (the guest's
+ * writes stay its own; a page never touched is read from the file), the
+ * regions one after the other from offset 0: a restored RAM cache. The
+ * file must be exactly mem->total bytes. The new mappings are kept out of
+ * core dumps like the anonymous ones (a restored guest's RAM is its
+ * secrets too). Every mapping of guest RAM is made here. */
+int guest_memory_map_file(struct guest_memory *mem, int fd) __attribute__((warn_unused_result));
 
 /* Host pointer for [gpa, gpa+len) or NULL when any byte of it lies outside
  * one region (overflow included). len 0 is checked as len 1. */

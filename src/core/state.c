@@ -1,6 +1,9 @@
 /* Pausing a running VM at a consistent point, and its state as bytes:
  * the hypervisor's VM state, each vCPU's, then each registered device's,
- * as tagged records. Memory travels separately (the bundle stores it). */
+ * as tagged records. Memory travels separately (the bundle stores it).
+ *
+ * A device record is {name, version, fields} (docs/smolmachine-format.md);
+ * records from before versions existed (tag "DEV ") are read as version 1. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +15,8 @@ enum state_record {
     STATE_FORMAT = 0x544d5246, /* "FRMT" */
     STATE_HV_VM = 0x4d565648,  /* "HVVM" */
     STATE_VCPU = 0x55504356,   /* "VCPU" */
-    STATE_DEVICE = 0x20564544, /* "DEV " */
+    STATE_DEVICE_V1 = 0x20564544, /* "DEV ": unversioned, read as version 1 */
+    STATE_DEVICE = 0x56564544,    /* "DEVV" */
 };
 
 void vm_park_vcpu(struct vm *vm)
@@ -57,8 +61,8 @@ int vm_pause(struct vm *vm)
         return err_plain(ESRCH, "the VM stopped");
     }
     for (unsigned i = 0; i < vm->part_count; i++)
-        if (vm->parts[i].ops->pause)
-            vm->parts[i].ops->pause(vm->parts[i].opaque);
+        if (vm->parts[i].desc->pause)
+            vm->parts[i].desc->pause(vm->parts[i].opaque);
     vm->devices_paused = true;
     return 0;
 }
@@ -67,8 +71,8 @@ void vm_resume(struct vm *vm)
 {
     if (vm->devices_paused) {
         for (unsigned i = vm->part_count; i-- > 0;)
-            if (vm->parts[i].ops->resume)
-                vm->parts[i].ops->resume(vm->parts[i].opaque);
+            if (vm->parts[i].desc->resume)
+                vm->parts[i].desc->resume(vm->parts[i].opaque);
         vm->devices_paused = false;
         /* The guest's clock jumps over the pause; tell it so. */
         for (unsigned i = 0; i < vm->cfg.cpus; i++)
@@ -85,21 +89,19 @@ bool vm_paused(const struct vm *vm)
     return vm->devices_paused;
 }
 
-static int save_part(const struct vm_state_part *p, struct blob *out)
+static int save_part(struct vm *vm, const struct vm_state_part *p, struct blob *out)
 {
     size_t mark = blob_begin_record(out, STATE_DEVICE);
     uint16_t len = (uint16_t)strlen(p->name);
+    struct state_io io = {.out = out, .version = p->desc->version, .mem = &vm->mem};
     int r;
 
     blob_put_u16(out, len);
     blob_put(out, p->name, len);
-    r = p->ops->save(p->opaque, out);
-    if (r < 0) {
-        err_prefix("%s", p->name);
-        return r;
-    }
+    blob_put_u32(out, p->desc->version);
+    r = state_io_run(p->desc, p->opaque, &io, p->name);
     blob_end_record(out, mark);
-    return 0;
+    return r;
 }
 
 int vm_save_state(struct vm *vm, struct blob *out)
@@ -119,22 +121,13 @@ int vm_save_state(struct vm *vm, struct blob *out)
         r = hv_vcpu_save(vm->vcpus[i].hv, out);
         blob_end_record(out, mark);
     }
-    for (unsigned i = 0; r == 0 && i < vm->part_count; i++)
-        if (vm->parts[i].ops->save)
-            r = save_part(&vm->parts[i], out);
-    if (r == 0 && out->failed)
-        r = err_set(ENOMEM, "VM state");
+    if (r == 0)
+        r = vm_save_device_state(vm, out);
     return r;
 }
 
-static struct vm_state_part *find_part(struct vm *vm, struct blob_reader *body)
+static struct vm_state_part *find_part(struct vm *vm, const char *name)
 {
-    char name[VM_STATE_NAME_MAX];
-    uint16_t len = blob_get_u16(body);
-
-    if (len >= sizeof(name) || !blob_get(body, name, len))
-        return NULL;
-    name[len] = 0;
     for (unsigned i = 0; i < vm->part_count; i++)
         if (strcmp(vm->parts[i].name, name) == 0)
             return &vm->parts[i];
@@ -142,26 +135,63 @@ static struct vm_state_part *find_part(struct vm *vm, struct blob_reader *body)
     return NULL;
 }
 
-static int restore_device(struct vm *vm, struct blob_reader *body, uint64_t *restored)
+/* A device record's body (tag STATE_DEVICE, or STATE_DEVICE_V1 without the
+ * version) into its device. */
+static int restore_device(struct vm *vm, struct blob_reader *body, bool versioned,
+                          uint64_t *restored)
 {
-    struct vm_state_part *p = find_part(vm, body);
+    char name[VM_STATE_NAME_MAX];
+    uint16_t len = blob_get_u16(body);
+    struct state_io io = {.in = body, .mem = &vm->mem};
+    struct vm_state_part *p;
     unsigned index;
     int r;
 
-    if (!p)
-        return body->failed ? err_plain(EINVAL, "snapshot: malformed device record") : -EINVAL;
+    if (len >= sizeof(name) || !blob_get(body, name, len))
+        return err_plain(EINVAL, "snapshot: malformed device record (its name)");
+    name[len] = 0;
+    io.version = versioned ? blob_get_u32(body) : 1;
+    if (body->failed)
+        return err_plain(EINVAL, "snapshot: malformed device record (%s: no version)", name);
+    if (!(p = find_part(vm, name)))
+        return -EINVAL;
+    if (io.version == 0 || io.version > p->desc->version)
+        return err_plain(EINVAL, "snapshot: %s state is version %u; this smolvm reads up to "
+                                 "version %u (a newer smolvm saved it)",
+                         name, io.version, p->desc->version);
     index = (unsigned)(p - vm->parts);
     if (*restored & (1ull << index))
         return err_plain(EINVAL, "snapshot: %s saved twice", p->name);
-    r = p->ops->restore ? p->ops->restore(p->opaque, body) : 0;
-    if (r == 0 && (body->failed || body->left))
-        r = err_plain(EINVAL, "snapshot: malformed state of %s", p->name);
+    r = state_io_run(p->desc, p->opaque, &io, p->name);
     if (r < 0) {
-        err_prefix("%s", p->name);
+        err_prefix("snapshot");
         return r;
     }
     *restored |= 1ull << index;
     return 0;
+}
+
+/* Once every record is in: each device acts on its restored state. */
+static int devices_restored(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->part_count; i++) {
+        const struct vm_state_part *p = &vm->parts[i];
+        int r = p->desc->restored ? p->desc->restored(p->opaque) : 0;
+        if (r < 0) {
+            err_prefix("snapshot: %s", p->name);
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Device records of either framing; any other tag is unknown. */
+static int restore_device_record(struct vm *vm, uint32_t tag, struct blob_reader *body,
+                                 uint64_t *restored)
+{
+    if (tag != STATE_DEVICE && tag != STATE_DEVICE_V1)
+        return err_plain(EINVAL, "snapshot: unknown state record 0x%x", tag);
+    return restore_device(vm, body, tag == STATE_DEVICE, restored);
 }
 
 static int check_format(const struct blob_reader *body)
@@ -185,8 +215,7 @@ static int restore_record(struct vm *vm, uint32_t tag, struct blob_reader *body,
         if (*vcpus == vm->cfg.cpus)
             return err_plain(EINVAL, "snapshot: more vCPUs than its config says");
         return hv_vcpu_restore(vm->vcpus[(*vcpus)++].hv, body);
-    case STATE_DEVICE: return restore_device(vm, body, restored);
-    default: return err_plain(EINVAL, "snapshot: unknown state record 0x%x", tag);
+    default: return restore_device_record(vm, tag, body, restored);
     }
 }
 
@@ -194,8 +223,7 @@ int vm_save_device_state(struct vm *vm, struct blob *out)
 {
     int r = 0;
     for (unsigned i = 0; r == 0 && i < vm->part_count; i++)
-        if (vm->parts[i].ops->save)
-            r = save_part(&vm->parts[i], out);
+        r = save_part(vm, &vm->parts[i], out);
     return r == 0 && out->failed ? err_set(ENOMEM, "VM state") : r;
 }
 
@@ -207,9 +235,10 @@ int vm_restore_device_state(struct vm *vm, const void *state, size_t len)
     int r = 0;
 
     while (r == 0 && blob_next_record(&in, &tag, &body))
-        r = tag == STATE_DEVICE ? restore_device(vm, &body, &restored)
-                                : err_plain(EINVAL, "snapshot: not a device record");
-    return r == 0 && in.failed ? err_plain(EINVAL, "snapshot: truncated state") : r;
+        r = restore_device_record(vm, tag, &body, &restored);
+    if (r == 0 && in.failed)
+        r = err_plain(EINVAL, "snapshot: truncated state");
+    return r == 0 ? devices_restored(vm) : r;
 }
 
 int vm_restore_state(struct vm *vm, const void *state, size_t len)
@@ -233,9 +262,10 @@ int vm_restore_state(struct vm *vm, const void *state, size_t len)
         return err_plain(EINVAL, "snapshot: state of %u vCPUs, config says %u", vcpus,
                          vm->cfg.cpus);
     for (unsigned i = 0; i < vm->part_count; i++)
-        if (vm->parts[i].ops->save && !(restored & (1ull << i)))
+        if (!(restored & (1ull << i)))
             return err_plain(EINVAL, "snapshot: no state for %s", vm->parts[i].name);
-    for (unsigned i = 0; i < vm->cfg.cpus; i++)
+    r = devices_restored(vm);
+    for (unsigned i = 0; r == 0 && i < vm->cfg.cpus; i++)
         hv_vcpu_tell_paused(vm->vcpus[i].hv);
-    return 0;
+    return r;
 }

@@ -85,21 +85,27 @@ struct console *vm_console(struct vm *vm)
     return vm->console;
 }
 
-int vm_register_state(struct vm *vm, const char *name, const struct vm_state_ops *ops,
+int vm_register_state(struct vm *vm, const char *name, const struct vm_state_desc *desc,
                       void *opaque)
 {
     struct vm_state_part *p;
 
-    if (vm->part_count == VM_MAX_STATE_PARTS || strlen(name) >= VM_STATE_NAME_MAX)
-        return err_plain(ENOSPC, "cannot register the state of %s", name);
+    if (vm->part_count == VM_MAX_STATE_PARTS || strlen(name) >= VM_STATE_NAME_MAX || !*name)
+        return err_plain(ENOSPC, "cannot register the state of '%s'", name);
     for (unsigned i = 0; i < vm->part_count; i++)
         if (strcmp(vm->parts[i].name, name) == 0)
             return err_plain(EEXIST, "two devices named %s", name);
     p = &vm->parts[vm->part_count++];
     snprintf(p->name, sizeof(p->name), "%s", name);
-    p->ops = ops;
+    p->desc = desc;
     p->opaque = opaque;
     return 0;
+}
+
+const struct device_slot *vm_device_slots(const struct vm *vm, unsigned *count)
+{
+    *count = vm->slot_count;
+    return vm->slots;
 }
 
 bool vm_restoring(const struct vm *vm)
@@ -125,17 +131,6 @@ int vm_register_pio(struct vm *vm, uint64_t port, uint64_t len, bus_handler fn, 
 int vm_register_mmio(struct vm *vm, uint64_t gpa, uint64_t len, bus_handler fn, void *opaque)
 {
     return bus_register(&vm->mmio, gpa, len, fn, opaque);
-}
-
-int vm_alloc_mmio_window(struct vm *vm, uint64_t size, uint64_t *gpa, uint32_t *irq)
-{
-    if (size != X86_VIRTIO_MMIO_WINDOW || vm->mmio_windows == X86_VIRTIO_MAX_DEVICES)
-        return err_plain(ENOSPC, "no room for another virtio-mmio device (at most %d)",
-                         X86_VIRTIO_MAX_DEVICES);
-    *gpa = X86_VIRTIO_MMIO_BASE + (uint64_t)vm->mmio_windows * X86_VIRTIO_MMIO_WINDOW;
-    *irq = X86_VIRTIO_IRQ_BASE + vm->mmio_windows;
-    vm->mmio_windows++;
-    return 0;
 }
 
 int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)
@@ -276,25 +271,27 @@ static int setup_memory(struct vm *vm)
     return r;
 }
 
+/* One instance per slot of the placement table, in its order. */
 static int create_devices(struct vm *vm)
 {
-    for (const struct device_type *const *t = device_types_begin(); t < device_types_end(); t++) {
-        struct device_instance *d;
-        int r;
+    int r = placement_for(&vm->cfg, vm->slots, PLACEMENT_MAX, &vm->slot_count);
 
-        if (vm->device_count == VM_MAX_DEVICE_TYPES)
-            return err_plain(ENOSPC, "too many device types");
-        d = &vm->devices[vm->device_count];
-        d->type = *t;
+    for (unsigned i = 0; r == 0 && i < vm->slot_count; i++) {
+        const struct device_slot *slot = &vm->slots[i];
+        const struct device_type *type = device_type_find(slot->type);
+        struct device_instance *d = &vm->devices[vm->device_count];
+
+        if (!type)
+            return err_plain(ENOENT, "no device type %s in this smolvm", slot->type);
+        d->type = type;
         d->state = NULL;
-        r = (*t)->create(vm, &d->state);
-        if (r < 0) {
-            err_prefix("%s", (*t)->name);
-            return r;
-        }
-        vm->device_count++;
+        r = type->create(vm, slot, &d->state);
+        if (r < 0)
+            err_prefix("%s", slot->type);
+        else
+            vm->device_count++;
     }
-    return 0;
+    return r;
 }
 
 static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)

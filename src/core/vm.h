@@ -11,6 +11,8 @@
 #include "core/config.h"
 #include "core/console.h"
 #include "core/memory.h"
+#include "core/placement.h"
+#include "core/state_io.h"
 #include "util/blob.h"
 #include "util/loop.h"
 
@@ -89,6 +91,8 @@ int vm_create_devices_only(const struct vm_config *cfg, struct vm **out)
 int vm_save_device_state(struct vm *vm, struct blob *out) __attribute__((warn_unused_result));
 int vm_restore_device_state(struct vm *vm, const void *state, size_t len)
     __attribute__((warn_unused_result));
+/* The VM's devices as the placement table put them (core/placement.h). */
+const struct device_slot *vm_device_slots(const struct vm *vm, unsigned *count);
 /* What a vCPU's port I/O or MMIO exit does: false when nothing is there. */
 bool vm_bus_access(struct vm *vm, bool pio, uint64_t addr, void *data, unsigned size,
                    bool write);
@@ -99,9 +103,6 @@ const struct guest_memory *vm_memory(const struct vm *vm);
 int vm_register_pio(struct vm *vm, uint64_t port, uint64_t len, bus_handler fn, void *opaque)
     __attribute__((warn_unused_result));
 int vm_register_mmio(struct vm *vm, uint64_t gpa, uint64_t len, bus_handler fn, void *opaque)
-    __attribute__((warn_unused_result));
-/* Hands out the next virtio-mmio window: its address and its IRQ. */
-int vm_alloc_mmio_window(struct vm *vm, uint64_t size, uint64_t *gpa, uint32_t *irq)
     __attribute__((warn_unused_result));
 /* Adds an LNRO0005 virtio-mmio node to the DSDT. */
 int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)
@@ -121,17 +122,12 @@ int vm_describe_vmgenid(struct vm *vm, uint64_t gpa, uint32_t gsi)
     __attribute__((warn_unused_result));
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level);
 /* Snapshot participants: each device instance with guest-visible state
- * registers one when it is created, under a name unique in the VM (a
- * restore matches saved state to participants by name). Between pause and
- * resume a participant changes neither guest memory nor its own state;
- * restore runs after guest memory and the vCPUs are restored. */
-struct vm_state_ops {
-    int (*save)(void *opaque, struct blob *out);
-    int (*restore)(void *opaque, struct blob_reader *in);
-    void (*pause)(void *opaque);  /* NULL: nothing runs outside the vCPUs */
-    void (*resume)(void *opaque);
-};
-int vm_register_state(struct vm *vm, const char *name, const struct vm_state_ops *ops,
+ * registers one when it is created, under its slot's state_name (a restore
+ * matches saved records to participants by name), described once for save
+ * and restore (core/state_io.h). Between pause and resume a participant
+ * changes neither guest memory nor its own state; restore runs after guest
+ * memory and the vCPUs are restored. */
+int vm_register_state(struct vm *vm, const char *name, const struct vm_state_desc *desc,
                       void *opaque) __attribute__((warn_unused_result));
 /* While vm_restore() builds the VM: devices skip their power-on set-up. */
 bool vm_restoring(const struct vm *vm);

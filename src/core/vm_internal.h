@@ -11,13 +11,12 @@
 #include "util/file.h"
 #include "util/loop.h"
 
-#define VM_MAX_DEVICE_TYPES 64
 #define VM_MAX_STATE_PARTS 64
-#define VM_STATE_NAME_MAX 48
+#define VM_STATE_NAME_MAX PLACEMENT_NAME_MAX
 
 struct vm_state_part {
     char name[VM_STATE_NAME_MAX];
-    const struct vm_state_ops *ops;
+    const struct vm_state_desc *desc;
     void *opaque;
 };
 
@@ -43,9 +42,9 @@ struct vm {
     struct acpi_config acpi;
     struct console *console;
     struct vcpu *vcpus;
-    struct device_instance devices[VM_MAX_DEVICE_TYPES];
-    unsigned device_count;
-    unsigned mmio_windows;
+    struct device_slot slots[PLACEMENT_MAX];
+    struct device_instance devices[PLACEMENT_MAX]; /* one per slot, created so far */
+    unsigned slot_count, device_count;
     struct mapped_file kernel;
     struct mapped_file initrd;
     struct vm_state_part parts[VM_MAX_STATE_PARTS];

@@ -25,8 +25,9 @@ static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, unsigned si
         vm_request_stop(vm, VM_STOP_RESET);
 }
 
-static int acpi_pm_create(struct vm *vm, void **state)
+static int acpi_pm_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
+    (void)slot;
     *state = NULL;
     return vm_register_pio(vm, X86_PORT_ACPI_SLEEP_CONTROL,
                            X86_PORT_ACPI_RESET - X86_PORT_ACPI_SLEEP_CONTROL + 1, acpi_pm_io, vm);

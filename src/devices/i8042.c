@@ -21,8 +21,9 @@ static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size
         vm_request_stop(vm, VM_STOP_RESET);
 }
 
-static int i8042_create(struct vm *vm, void **state)
+static int i8042_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
+    (void)slot;
     *state = NULL;
     return vm_register_pio(vm, X86_PORT_I8042_DATA,
                            X86_PORT_I8042_CMD - X86_PORT_I8042_DATA + 1, i8042_io, vm);

@@ -9,7 +9,6 @@
 #include "arch/x86/layout.h"
 #include "core/vm.h"
 #include "devices/device.h"
-#include "util/blob.h"
 #include "util/err.h"
 
 enum {
@@ -223,42 +222,45 @@ size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len)
     return n;
 }
 
-void serial_save(struct serial *s, struct blob *out)
+/* The FIFO's bytes from rx[0] on, so that they are one field. */
+static void unwrap_rx(struct serial *s)
 {
-    pthread_mutex_lock(&s->lock);
-    blob_put(out, (uint8_t[]){s->ier, s->lcr, s->mcr, s->scr, s->dll, s->dlm, s->fcr,
-                              s->thr_empty_pending, s->irq_level}, 9);
-    blob_put_u32(out, (uint32_t)s->rx_count);
+    uint8_t fifo[SERIAL_RX_FIFO];
+
     for (size_t i = 0; i < s->rx_count; i++)
-        blob_put_u8(out, s->rx[(s->rx_head + i) % SERIAL_RX_FIFO]);
-    pthread_mutex_unlock(&s->lock);
+        fifo[i] = s->rx[(s->rx_head + i) % SERIAL_RX_FIFO];
+    memcpy(s->rx, fifo, s->rx_count);
+    s->rx_head = 0;
 }
 
-int serial_restore(struct serial *s, struct blob_reader *in)
+/* Version 1: the registers (a byte each), the FIFO's length (u32), its
+ * bytes. */
+int serial_state(struct serial *s, struct state_io *io)
 {
-    uint8_t regs[9];
     uint32_t count;
 
-    blob_get(in, regs, sizeof(regs));
-    count = blob_get_bounded(in, SERIAL_RX_FIFO);
-    if (in->failed || regs[7] > 1 || regs[8] > 1)
-        return err_plain(EINVAL, "malformed UART state");
     pthread_mutex_lock(&s->lock);
-    s->ier = regs[0] & IER_MASK;
-    s->lcr = regs[1];
-    s->mcr = regs[2];
-    s->scr = regs[3];
-    s->dll = regs[4];
-    s->dlm = regs[5];
-    s->fcr = regs[6];
-    s->thr_empty_pending = regs[7];
-    s->irq_level = regs[8]; /* the interrupt controller's state holds the line */
-    s->rx_head = 0;
-    s->rx_count = 0;
-    blob_get(in, s->rx, count);
-    s->rx_count = in->failed ? 0 : count;
+    if (!state_restoring(io))
+        unwrap_rx(s);
+    count = (uint32_t)s->rx_count;
+    state_u8(io, &s->ier);
+    state_u8(io, &s->lcr);
+    state_u8(io, &s->mcr);
+    state_u8(io, &s->scr);
+    state_u8(io, &s->dll);
+    state_u8(io, &s->dlm);
+    state_u8(io, &s->fcr);
+    state_bool(io, &s->thr_empty_pending);
+    state_bool(io, &s->irq_level); /* the interrupt controller's state holds the line */
+    state_u32_max(io, &count, SERIAL_RX_FIFO, "receive FIFO length");
+    state_bytes(io, s->rx, count);
+    if (state_restoring(io)) {
+        s->ier &= IER_MASK;
+        s->rx_head = 0;
+        s->rx_count = state_failed(io) ? 0 : count;
+    }
     pthread_mutex_unlock(&s->lock);
-    return in->failed ? err_plain(EINVAL, "truncated UART state") : 0;
+    return 0;
 }
 
 /* ---- wiring to the VM: COM1 at 0x3f8, IRQ 4, the host console ---- */
@@ -297,22 +299,15 @@ static void com1_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
         data[0] = serial_read(&c->uart, (unsigned)offset);
 }
 
-static int com1_save(void *opaque, struct blob *out)
+static int com1_state(void *opaque, struct state_io *io)
 {
     struct com1 *c = opaque;
-    serial_save(&c->uart, out);
-    return 0;
+    return serial_state(&c->uart, io);
 }
 
-static int com1_restore(void *opaque, struct blob_reader *in)
-{
-    struct com1 *c = opaque;
-    return serial_restore(&c->uart, in);
-}
+static const struct vm_state_desc com1_desc = {.version = 1, .state = com1_state};
 
-static const struct vm_state_ops com1_state = {.save = com1_save, .restore = com1_restore};
-
-static int com1_create(struct vm *vm, void **state)
+static int com1_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     struct com1 *c = calloc(1, sizeof(*c));
     int r;
@@ -325,7 +320,7 @@ static int com1_create(struct vm *vm, void **state)
     if (r == 0)
         r = vm_describe_isa_device(vm, "PNP0501", X86_PORT_COM1, 8, X86_IRQ_COM1);
     if (r == 0)
-        r = vm_register_state(vm, "serial-com1", &com1_state, c);
+        r = vm_register_state(vm, slot->state_name, &com1_desc, c);
     if (r < 0) {
         serial_destroy(&c->uart);
         free(c);

@@ -31,12 +31,11 @@ void serial_destroy(struct serial *s);
 uint8_t serial_read(struct serial *s, unsigned offset);
 void serial_write(struct serial *s, unsigned offset, uint8_t value);
 
-/* The registers and the receive FIFO, for snapshots. A restore checks
- * what it reads and fails on values a real UART cannot hold. */
-struct blob;
-struct blob_reader;
-void serial_save(struct serial *s, struct blob *out);
-int serial_restore(struct serial *s, struct blob_reader *in) __attribute__((warn_unused_result));
+/* The registers and the receive FIFO as fields of a state record
+ * (core/state_io.h), for snapshots. A restore checks what it reads and
+ * fails on values a real UART cannot hold. */
+struct state_io;
+int serial_state(struct serial *s, struct state_io *io);
 
 /* Bytes typed on the host; returns how many fit in the receive FIFO. */
 size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);

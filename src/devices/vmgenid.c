@@ -29,19 +29,19 @@ static int new_generation(struct vm *vm)
     return guest_write(vm_memory(vm), X86_VMGENID_ADDR, id, sizeof(id));
 }
 
-/* The ID itself lives in guest RAM; there is nothing else to save. */
-static int vmgenid_save(void *opaque, struct blob *out)
+/* Version 1: no fields. The ID itself lives in guest RAM; the record is
+ * there so that a restore gives it a new one. */
+static int vmgenid_state(void *opaque, struct state_io *io)
 {
     (void)opaque;
-    (void)out;
+    (void)io;
     return 0;
 }
 
-static int vmgenid_restore(void *opaque, struct blob_reader *in)
+static int vmgenid_restored(void *opaque)
 {
     struct vm *vm = opaque;
     int r = new_generation(vm);
-    (void)in;
 
     if (r < 0)
         return r;
@@ -51,10 +51,13 @@ static int vmgenid_restore(void *opaque, struct blob_reader *in)
     return 0;
 }
 
-static const struct vm_state_ops vmgenid_state = {.save = vmgenid_save,
-                                                  .restore = vmgenid_restore};
+static const struct vm_state_desc vmgenid_desc = {
+    .version = 1,
+    .state = vmgenid_state,
+    .restored = vmgenid_restored,
+};
 
-static int vmgenid_create(struct vm *vm, void **state)
+static int vmgenid_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     int r = vm_restoring(vm) ? 0 : new_generation(vm);
 
@@ -62,7 +65,7 @@ static int vmgenid_create(struct vm *vm, void **state)
     if (r == 0)
         r = vm_describe_vmgenid(vm, X86_VMGENID_ADDR, X86_GED_IRQ);
     if (r == 0)
-        r = vm_register_state(vm, "vmgenid", &vmgenid_state, vm);
+        r = vm_register_state(vm, slot->state_name, &vmgenid_desc, vm);
     return r;
 }
 

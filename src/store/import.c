@@ -8,6 +8,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/layers.h"
+#include "bundle/sections.h"
 #include "bundle/signature.h"
 #include "core/config.h"
 #include "store/internal.h"
@@ -73,6 +74,7 @@ int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
                          const char *trusted_key)
 {
     struct bundle *b;
+    char disk0[BUNDLE_NAME_MAX + 1];
     uint8_t *json;
     size_t len;
     int r = bundle_open(path, &b);
@@ -83,7 +85,7 @@ int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
         bundle_close(b);
         return r;
     }
-    r = bundle_read(b, "config", &json, &len);
+    r = bundle_read(b, SECTION_CONFIG, &json, &len);
     if (r == 0) {
         r = vm_config_from_json((const char *)json, cfg);
         free(json);
@@ -93,12 +95,13 @@ int store_import_bundle(struct store *s, const char *path, char top[HASH_HEX],
         r = err_plain(EINVAL, "'%s' has %u disks; an instance has one", path, cfg->disk_count);
     if (r == 0)
         r = import_chains(s, b, top);
+    section_disk(disk0, 0);
     if (r == 0 && !top[0])
-        r = import_section(s, b, "disk.0", top);
+        r = import_section(s, b, disk0, top);
     if (r == 0)
-        r = import_section(s, b, "kernel", kernel);
+        r = import_section(s, b, SECTION_KERNEL, kernel);
     if (r == 0)
-        r = import_section(s, b, "initrd", initrd);
+        r = import_section(s, b, SECTION_INITRD, initrd);
     if (r == 0 && !top[0])
         r = err_plain(EINVAL, "'%s' holds no disk to make layers of", path);
     bundle_close(b);

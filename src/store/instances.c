@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bundle/machine.h"
+#include "bundle/sections.h"
 #include "disk/disk.h"
 #include "store/internal.h"
 #include "util/err.h"
@@ -145,7 +145,7 @@ int store_create(struct store *s, const char *name, const char *top,
         r = new_delta(s, name, top);
     char *pristine = b->state && r == 0 ? instance_file(s, name, PRISTINE) : NULL;
     if (pristine)
-        r = machine_copy_state(b->state, pristine);
+        r = bundle_copy_state(b->state, pristine);
     free(pristine);
     json_decref(meta);
     json_decref(km);

@@ -14,9 +14,11 @@
 #include <unistd.h>
 
 #include "disk/disk.h"
+#include "machine/instance.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/layer_name.h"
 #include "util/paths.h"
 
 int store_open(struct store **out)
@@ -29,7 +31,7 @@ int store_open(struct store **out)
     s->lock_fd = -1;
     s->root = paths_data_dir("");
     s->layers = paths_data_dir("layers");
-    s->instances = paths_data_dir("instances");
+    s->instances = instances_root();
     if (!s->root || !s->layers || !s->instances) {
         store_close(s);
         return err_plain(ENOENT, "no data folder (set HOME or XDG_DATA_HOME)");
@@ -72,21 +74,17 @@ void store_unlock(struct store *s)
 
 char *store_layer_file(const struct store *s, const char *hash, const char *format)
 {
-    char *p = NULL;
-    return asprintf(&p, "%s/%s.%s", s->layers, hash, format) < 0 ? NULL : p;
+    return layer_path(s->layers, hash, format);
 }
 
 static char *sidecar(const struct store *s, const char *hash)
 {
-    return store_layer_file(s, hash, "json");
+    return store_layer_file(s, hash, LAYER_SIDECAR);
 }
 
 json_t *store_layer_meta(const struct store *s, const char *hash)
 {
-    char *path = hash_is_hex(hash) ? sidecar(s, hash) : NULL;
-    json_t *m = path ? json_load_file(path, 0, NULL) : NULL;
-    free(path);
-    return m;
+    return layer_sidecar_load(s->layers, hash);
 }
 
 int store_write_json(const char *path, json_t *value)
@@ -110,11 +108,11 @@ static int parent_of(const struct store *s, const struct disk *d, char parent[HA
     int r = 0;
 
     if (!real || !layers || strlen(layers) != dir_len || strncmp(real, layers, dir_len) != 0 ||
-        strlen(base + 1) < 65 || base[65] != '.')
+        !layer_name_parse(real, NULL, parent)) {
+        parent[0] = 0;
         r = err_plain(EINVAL, "'%s' is backed by '%s', which is not a layer of the store",
                       d->path, d->backing_path);
-    else
-        snprintf(parent, HASH_HEX, "%.64s", base + 1);
+    }
     free(real);
     free(layers);
     return r;
@@ -355,10 +353,9 @@ static int finish(struct store *s, const char *tmp, const char *format, const ch
     if (parent[0]) {
         r = disk_open_as(tmp, DISK_NO_BACKING, "qcow2", &d);
         if (r == 0) {
-            char name[HASH_HEX + 8];
+            char name[LAYER_NAME_MAX];
             json_t *pm = store_layer_meta(s, parent);
-            snprintf(name, sizeof(name), "%s.%s", parent,
-                     json_string_value(json_object_get(pm, "format")) ?: "qcow2");
+            layer_name(name, parent, json_string_value(json_object_get(pm, "format")) ?: "qcow2");
             r = d->format->set_backing(d, name, json_string_value(json_object_get(pm, "format")));
             json_decref(pm);
             disk_close(d);
@@ -513,8 +510,8 @@ static int usage(struct store *s, struct usage *u)
     if (!d)
         return err_set(errno, "'%s'", s->layers);
     while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if (n != 69 || strcmp(e->d_name + 64, ".json") != 0)
+        char hash[HASH_HEX];
+        if (!layer_name_parse(e->d_name, LAYER_SIDECAR, hash))
             continue;
         void *more = realloc(u->hashes, (u->count + 1) * sizeof(*u->hashes));
         void *more_users = more ? realloc(u->users, (u->count + 1) * sizeof(*u->users)) : NULL;
@@ -523,7 +520,7 @@ static int usage(struct store *s, struct usage *u)
         if (!more || !more_users)
             break;
         u->users = more_users;
-        snprintf(u->hashes[u->count], HASH_HEX, "%.64s", e->d_name);
+        memcpy(u->hashes[u->count], hash, HASH_HEX);
         u->users[u->count++] = 0;
     }
     closedir(d);

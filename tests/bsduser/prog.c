@@ -152,6 +152,22 @@ static int errors(void)
     r = sys(SYS_GETPID);
     if (r.failed || r.value <= 0)
         return 4;
+    /* Bad pointers the C path reads and writes: nothing there, read-only
+     * (this function's code), smolvm's range: EFAULT, nothing else. */
+#ifdef NETBSD
+    const long sigprocmask_ = 293; /* __sigprocmask14 */
+#else
+    const long sigprocmask_ = 340;
+#endif
+    const long bad[] = {16, (long)errors, 0x7f0000000000};
+    for (int i = 0; i < 3; i++) {
+        r = sys(sigprocmask_, 1 /* SIG_BLOCK */, 0, bad[i]);
+        if (!r.failed || r.value != 14)
+            return 5;
+        r = sys(sigprocmask_, 1, i == 1 ? 0 : bad[i], 0);
+        if (i != 1 && (!r.failed || r.value != 14))
+            return 6;
+    }
     return 0;
 }
 
@@ -462,8 +478,10 @@ static int storm(int calls)
                           (char *)storm_tls, 16, &tid, &tid, 0, 0, {0}};
     if (sys(SYS_THR_NEW, &p, sizeof(p)).failed)
         return 2;
+    long old[2];
     while (__atomic_load_n(&storm_sent, __ATOMIC_SEQ_CST) == 0)
-        if (calls && (sys(SYS_GETPID).failed || fs0() != 42))
+        if (calls && (sys(SYS_GETPID).failed || fs0() != 42 ||
+                      sys(SYS_SIGPROCMASK, 1 /* SIG_BLOCK */, 0, old).failed || fs0() != 42))
             return 4; /* guest code interrupted over and over */
     return storm_seen > 0 ? 0 : 3;
 }
@@ -512,14 +530,17 @@ static void on_interrupt(int sig, void *info, void *uc)
 
 /* A read blocked in the kernel, interrupted by a signal from a child: it
  * fails with EINTR, and the handler has run by the time it comes back
- * (nothing else is called in between that could deliver it later). */
+ * (nothing else is called in between that could deliver it later). The
+ * same read has been made once before (a byte was there), so its site is
+ * rewritten by then: the blocked read is a direct one. */
 static int interrupted_read(void)
 {
     int fds[2];
     char c;
     struct sigaction_ act = {on_interrupt, SA_SIGINFO_, {0, 0, 0, 0}};
     long parent = sys(SYS_GETPID).value;
-    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_PIPE2, fds, 0).failed)
+    if (sys(SYS_SIGACTION, SIGUSR1_, &act, 0).failed || sys(SYS_PIPE2, fds, 0).failed ||
+        sys(SYS_WRITE, fds[1], "w", 1).value != 1)
         return 1;
     long child = sys(SYS_FORK).value;
     if (child == 0) {
@@ -527,7 +548,13 @@ static int interrupted_read(void)
         sys(SYS_NANOSLEEP, pause, 0);
         leave(sys(SYS_KILL, parent, SIGUSR1_).failed);
     }
-    struct ret r = sys(SYS_READ, fds[0], &c, 1);
+    struct ret r;
+#pragma clang loop unroll(disable)
+    for (int warm = 1; warm >= 0; warm--) {
+        r = sys(SYS_READ, fds[0], &c, 1);
+        if (warm && (r.failed || c != 'w'))
+            return 5;
+    }
     int seen = interrupt_seen;
     if (child < 0 || sys(SYS_WAIT4, child, 0, 0, 0).value != child)
         return 2;
@@ -565,6 +592,99 @@ static int direct_calls(void)
     return 0;
 }
 #endif
+
+/* Rewritten call sites: a loop's calls (their sites rewritten after the
+ * first), and a site whose instruction before the syscall a jump lands
+ * inside (so it must stay as it is: entered there, a rewritten site would
+ * run the middle of its jump). All answer getpid every time. */
+long jump_in(long middle);
+__asm__(".text\n"
+        ".globl jump_in\n"
+        ".type jump_in, @function\n"
+        "jump_in:\n"
+        "    mov $20, %eax\n" /* SYS_GETPID */
+        "    test %rdi, %rdi\n"
+        "    jz .Lwhole\n"
+        "    jmp .Lwhole+1\n"
+        /* mov $0x9090d231, %ecx; one byte in: xor %edx, %edx; nop; nop */
+        ".Lwhole: .byte 0xb9, 0x31, 0xd2, 0x90, 0x90\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size jump_in, .-jump_in\n"
+        /* The same, the jump inside made by another function (as a
+         * compiler's split-off cold part jumps back into its parent). */
+        ".globl jump_far\n"
+        ".type jump_far, @function\n"
+        "jump_far:\n"
+        "    mov $20, %eax\n"
+        ".Lfar: .byte 0xb9, 0x31, 0xd2, 0x90, 0x90\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size jump_far, .-jump_far\n"
+        ".globl jump_far_middle\n"
+        ".type jump_far_middle, @function\n"
+        "jump_far_middle:\n"
+        "    mov $20, %eax\n"
+        "    jmp .Lfar+1\n"
+        ".size jump_far_middle, .-jump_far_middle\n");
+long jump_far(void);
+long jump_far_middle(void);
+
+static int rewritten(long calls)
+{
+    long pid = sys(SYS_GETPID).value;
+#ifdef NETBSD
+    const long sigprocmask_ = 293; /* __sigprocmask14 */
+#else
+    const long sigprocmask_ = 340;
+#endif
+    unsigned long usr2[2] = {1ul << 30, 0}, old[2] = {0, 0}; /* SIGUSR2 (31), blocked */
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < calls; i++) {
+        if (sys(SYS_GETPID).value != pid)
+            return 1;
+        /* One the C path answers (without a signal once rewritten). */
+        struct ret r = sys(sigprocmask_, 1 /* SIG_BLOCK */, usr2, old);
+        if (r.failed || r.value != 0 || (i > 0 && old[0] != 1ul << 30))
+            return 3;
+    }
+    for (long i = 0; i < calls; i++)
+        if (jump_in(i & 1) != pid || (i & 1 ? jump_far_middle() : jump_far()) != pid)
+            return 2;
+    /* clock_gettime from a rewritten site (the vDSO's): monotonic, and a
+     * bad pointer is EFAULT. */
+#ifdef NETBSD
+    const long clock_gettime_ = 427, monotonic = 3; /* __clock_gettime50 */
+#else
+    const long clock_gettime_ = 232, monotonic = 4;
+#endif
+    long ts[3][2] = {{0, 0}, {0, 0}, {0, 0}};
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < 4; i++) {
+        struct ret r = sys(clock_gettime_, monotonic, i < 3 ? (long)ts[i] : 16);
+        if (i < 3 && (r.failed || r.value != 0 || ts[i][1] >= 1000000000 ||
+                      (i > 0 && ts[i][0] * 1000000000 + ts[i][1] < ts[i - 1][0] * 1000000000 + ts[i - 1][1])))
+            return 5;
+        if (i == 3 && (!r.failed || r.value != 14))
+            return 6;
+    }
+    /* A syscall keeps the vector registers, the C path's answer too. */
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < 3; i++) {
+        unsigned long kept[2], n = sigprocmask_;
+        __asm__ volatile("movq %3, %%xmm0\n\t"
+                         "movq %3, %%xmm1\n\t"
+                         "syscall\n\t"
+                         "movq %%xmm0, %1\n\t"
+                         "movq %%xmm1, %2"
+                         : "+a"(n), "=r"(kept[0]), "=r"(kept[1])
+                         : "r"(0x1122334455667788ul + i), "D"(1), "S"(usr2), "d"(old)
+                         : "rcx", "r11", "xmm0", "xmm1", "memory");
+        if (kept[0] != 0x1122334455667788ul + i || kept[1] != kept[0])
+            return 4;
+    }
+    return 0;
+}
 
 static int processes(char *self)
 {
@@ -1286,12 +1406,21 @@ __asm__(".globl _start\n_start:\n"
 #define ENTRY _start
 #endif
 
+/* Initialized data and zeroed data in one segment: its file bytes end
+ * inside a page whose rest (the file's next bytes there) must read zero. */
+static volatile long data_probe = 42;
+static volatile unsigned char bss_probe[8192];
+
 void ENTRY(long *ap);
 void ENTRY(long *ap)
 {
     long argc = ap[0];
     char **argv = (char **)(ap + 1);
     const char *what = argc > 1 ? argv[1] : "hello";
+
+    for (size_t i = 0; i < sizeof(bss_probe); i++)
+        if (bss_probe[i] || data_probe != 42)
+            leave(99);
 
     if (same(what, "hello")) {
         say("hello from a BSD program\n");
@@ -1356,6 +1485,8 @@ void ENTRY(long *ap)
 #endif
     if (same(what, "processes"))
         leave(processes(argv[0]));
+    if (same(what, "rewrite"))
+        leave(rewritten(1000));
     if (same(what, "threads"))
         leave(threads());
     if (same(what, "fault"))

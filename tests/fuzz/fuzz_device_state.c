@@ -1,22 +1,26 @@
 /* libFuzzer target: device state read back from a bundle. Arbitrary bytes
- * go to every device's restore function (virtio-mmio transports and their
- * queues, the serial port, vmgenid, virtio-net's MAC) as the device records
- * of a saved state, on a VM of devices only (no KVM needed): a restore may fail,
- * never crash, hang or touch memory outside guest RAM. After a restore
- * that succeeds, each virtio device is kicked, as a resumed guest's
- * pending requests would be.
+ * go through the device record reader (names, versions, lengths: "DEVV"
+ * records and the unversioned "DEV " ones of older bundles, read as
+ * version 1 and upgraded) into every device's state function (virtio-mmio
+ * transports and their queues, virtio-console's pending input, the serial
+ * port, vmgenid), on a VM of devices only (no KVM needed): a restore may
+ * fail, never crash, hang or touch memory outside guest RAM. After a
+ * restore that succeeds, each virtio device is kicked, as a resumed
+ * guest's pending requests would be.
  *
  * FUZZ_DEVICE_STATE_SEED=DIR writes seeds and exits: the state of every
  * device as a guest driver leaves it (virtio devices set up through their
  * registers, queues ready and DRIVER_OK; the UART programmed), all devices
- * in one file and each device in a file of its own. */
+ * in one file and each device in a file of its own; then the same as an
+ * older smolvm wrote them (unversioned "DEV " records, virtio-console
+ * without its version-2 field). */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "arch/x86/layout.h"
@@ -94,10 +98,39 @@ static void write_file(const char *dir, const char *name, const void *data, size
         exit(1);
 }
 
-/* The whole device state, then each record of it alone. */
+#define TAG_DEVICE_V1 0x20564544u /* "DEV " */
+
+/* A "DEVV" record as the unversioned "DEV " record of before versions:
+ * no version field; virtio-console (version 2) without its pending input
+ * count (0 here). Other records of versions above 1 are left out. */
+static bool as_version_1(struct blob_reader body, struct blob *out)
+{
+    uint16_t len = blob_get_u16(&body);
+    char name[64] = "";
+    size_t mark, keep;
+    uint32_t version;
+
+    if (len >= sizeof(name) || !blob_get(&body, name, len))
+        return false;
+    version = blob_get_u32(&body);
+    keep = body.left;
+    if (version == 2 && strncmp(name, "virtio-console@", 15) == 0 && keep >= 4)
+        keep -= 4;
+    else if (version != 1)
+        return false;
+    mark = blob_begin_record(out, TAG_DEVICE_V1);
+    blob_put_u16(out, len);
+    blob_put(out, name, len);
+    blob_put(out, body.p, keep);
+    blob_end_record(out, mark);
+    return true;
+}
+
+/* The whole device state, then each record of it alone; each also as an
+ * older smolvm wrote it. */
 static void write_seeds(const char *dir)
 {
-    struct blob state = {0};
+    struct blob state = {0}, old_all = {0};
     struct blob_reader in, body;
     const uint8_t *at;
     uint32_t tag;
@@ -111,9 +144,22 @@ static void write_seeds(const char *dir)
     write_file(dir, "all", state.data, state.len);
     in = blob_reader(state.data, state.len);
     for (unsigned i = 0; (at = in.p), blob_next_record(&in, &tag, &body); i++) {
+        struct blob old = {0};
         snprintf(name, sizeof(name), "device-%u", i);
         write_file(dir, name, at, (size_t)(in.p - at));
+        if (as_version_1(body, &old) && as_version_1(body, &old_all)) {
+            snprintf(name, sizeof(name), "device-%u-v1", i);
+            write_file(dir, name, old.data, old.len);
+        }
+        blob_free(&old);
     }
+    if (vm_restore_device_state(vm, old_all.data, old_all.len) < 0) {
+        fprintf(stderr, "fuzz_device_state: the version-1 seed does not restore: %s\n",
+                err_msg());
+        exit(1);
+    }
+    write_file(dir, "all-v1", old_all.data, old_all.len);
+    blob_free(&old_all);
     blob_free(&state);
     exit(0);
 }
@@ -137,12 +183,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.disk_count = 1;
     cfg.disks[0].path = disk_path;
     cfg.disks[0].format = "raw";
-    /* A NIC whose backend's far end nobody reads: frames stay bounded. */
-    int net[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, net) < 0)
-        abort();
-    cfg.net.mode = VM_NET_FD;
-    cfg.net.fd = net[1];
     if (vm_create_devices_only(&cfg, &vm) < 0) {
         fprintf(stderr, "fuzz_device_state: %s\n", err_msg());
         abort();

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include "core/state_io.h"
 #include "devices/serial.h"
 #include "util/blob.h"
 
@@ -87,6 +88,25 @@ static void bounded_values(void **state)
 static void transmit(void *o, const uint8_t *buf, size_t len) { (void)o, (void)buf, (void)len; }
 static void set_irq(void *o, bool level) { (void)o, (void)level; }
 
+static int uart_visit(void *s, struct state_io *io)
+{
+    return serial_state(s, io);
+}
+
+static const struct vm_state_desc uart_desc = {.version = 1, .state = uart_visit};
+
+static void uart_save(struct serial *s, struct blob *out)
+{
+    struct state_io io = {.out = out, .version = 1};
+    assert_int_equal(state_io_run(&uart_desc, s, &io, "uart"), 0);
+}
+
+static int uart_restore(struct serial *s, struct blob_reader *in)
+{
+    struct state_io io = {.in = in, .version = 1};
+    return state_io_run(&uart_desc, s, &io, "uart");
+}
+
 static void uart_state_round_trip(void **state)
 {
     struct serial a, b;
@@ -102,9 +122,9 @@ static void uart_state_round_trip(void **state)
     serial_write(&a, 1, 0x01);  /* RX interrupts */
     serial_write(&a, 7, 0x5a);
     serial_receive(&a, (const uint8_t *)"hi", 2);
-    serial_save(&a, &out);
+    uart_save(&a, &out);
     r = blob_reader(out.data, out.len);
-    assert_int_equal(serial_restore(&b, &r), 0);
+    assert_int_equal(uart_restore(&b, &r), 0);
     assert_int_equal(r.left, 0);
     assert_int_equal(serial_read(&b, 7), 0x5a);
     assert_int_equal(serial_read(&b, 3), 0x03);
@@ -116,7 +136,7 @@ static void uart_state_round_trip(void **state)
     /* Every truncation fails cleanly. */
     for (size_t len = 0; len < out.len; len++) {
         r = blob_reader(out.data, len);
-        assert_true(serial_restore(&b, &r) < 0);
+        assert_true(uart_restore(&b, &r) < 0);
     }
     blob_free(&out);
     serial_destroy(&a);
@@ -134,7 +154,7 @@ static void uart_state_with_forged_fifo_count_fails(void **state)
     blob_put(&out, (uint8_t[9]){0}, 9);
     blob_put_u32(&out, SERIAL_RX_FIFO + 1);
     r = blob_reader(out.data, out.len);
-    assert_true(serial_restore(&s, &r) < 0);
+    assert_true(uart_restore(&s, &r) < 0);
     blob_free(&out);
     serial_destroy(&s);
 }

@@ -107,7 +107,9 @@ static void test_signals(void **state)
     expect_program("./nbsd signals"); /* NetBSD's layouts and trampoline */
     for (int i = 0; i < 5; i++)
         expect_program("./fbsd storm"); /* signals arriving during sigreturn */
-    /* ... and while a call's answer goes back, the program's %fs loaded */
+    /* ... and while a call's answer goes back, the program's %fs loaded
+     * (getpid answered in the signal entry or the stub's jump, sigprocmask
+     * by the C path, with or without a signal) */
     for (int i = 0; i < 3; i++)
         expect_program("./fbsd callstorm");
 }
@@ -116,7 +118,8 @@ static void test_signals(void **state)
  * under bsd-user) and of a host one, a missing one's ENOENT, ECHILD. */
 /* The calls the signal entry answers itself (clock_gettime, nanosleep,
  * read, ...) answer as the C path does; a signal that comes while one is
- * blocked in the kernel is delivered before its answer goes back. */
+ * blocked in the kernel is delivered before its answer goes back (its
+ * site rewritten: the call made without a SIGSYS). */
 static void test_signal_during_call(void **state)
 {
     (void)state;
@@ -305,16 +308,38 @@ static void test_strace_to_file(void **state)
 /* Where the CPU has no FSGSBASE every %fs switch is an arch_prctl system
  * call, most of a guest call's cost: a guest that never set its own base
  * runs on smolvm's, and its calls switch nothing (smolvm's setup makes
- * two; it was three more per call). */
+ * two; it was three more per call). Sites not rewritten: every call
+ * through SIGSYS. */
 static void test_calls_switch_no_needless_fs(void **state)
 {
     (void)state;
     if (sh("strace -V > /dev/null 2>&1") != 0)
         skip(); /* no strace here to count them */
-    assert_int_equal(sh("strace -f -qq -e trace=arch_prctl -o calls '%s' bsd-user ./fbsd files "
-                        "> /dev/null && test $(grep -c SIGSYS calls) -ge 6 && "
-                        "test $(grep -c 'arch_prctl(' calls) -le 2", smolvm),
+    assert_int_equal(sh("SMOLVM_BSDUSER_REWRITE=0 strace -f -qq -e trace=arch_prctl -o calls '%s' "
+                        "bsd-user ./fbsd files > /dev/null && test $(grep -c SIGSYS calls) -ge 6 && "
+                        "test $(grep -c 'arch_prctl(ARCH_[SG]ET_FS' calls) -le 2", smolvm),
                      0);
+}
+
+/* System call sites rewritten into jumps after their first call: a
+ * loop's 1000 getpids and 1000 sigprocmasks (answered by the C path) take
+ * one SIGSYS each (4000 and more without rewriting); two sites whose
+ * preceding instruction a jump lands inside, from the same function or
+ * another, stay as they are (1000 SIGSYS each);
+ * all answer right every time, under both BSDs, and %xmm0/%xmm1 keep
+ * their values across a call the C path answers. */
+static void test_rewritten_sites(void **state)
+{
+    (void)state;
+    expect_program("./fbsd rewrite");
+    expect_program("./nbsd rewrite");
+    if (sh("strace -V > /dev/null 2>&1") != 0)
+        skip(); /* no strace here to count them */
+    static const char count[] = "%s strace -f -qq -e trace=none -e signal=SIGSYS -o sigs '%s' "
+                                "bsd-user ./%s rewrite && n=$(grep -c SIGSYS sigs) && test $n %s";
+    assert_int_equal(sh(count, "", smolvm, "fbsd", "-ge 2000 -a $n -lt 2010"), 0);
+    assert_int_equal(sh(count, "", smolvm, "nbsd", "-ge 2000 -a $n -lt 2010"), 0);
+    assert_int_equal(sh(count, "SMOLVM_BSDUSER_REWRITE=0", smolvm, "fbsd", "-ge 4000"), 0);
 }
 
 static void test_refusals_and_faults(void **state)
@@ -366,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_netbsd_lwp),
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_signal_during_call),
+        cmocka_unit_test(test_rewritten_sites),
         cmocka_unit_test(test_processes),
         cmocka_unit_test(test_sockets),
         cmocka_unit_test(test_fsinfo),

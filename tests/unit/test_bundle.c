@@ -18,13 +18,14 @@
 
 #include "bundle/bundle.h"
 #include "bundle/internal.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
 #include "core/config.h"
 #include "store/store.h"
 #include "util/cache.h"
 #include "util/le.h"
 #include "util/err.h"
 #include "util/hash.h"
+#include "smaps.h"
 
 #define RAM_LOW (3u << 20)
 #define RAM_HIGH (1u << 20)
@@ -193,6 +194,9 @@ static void mapped_from_cache(void **state)
     assert_int_equal(bundle_cached_memory(bundle, "memory", &a, cache, BUNDLE_MAP), 0);
     assert_memory_equal(a.regions[0].host, mem.regions[0].host, RAM_LOW);
     assert_memory_equal(a.regions[1].host, mem.regions[1].host, RAM_HIGH);
+    /* Restored RAM stays out of core dumps, as fresh RAM does. */
+    assert_true(smaps_has_flag(a.regions[0].host, "dd"));
+    assert_true(smaps_has_flag(a.regions[1].host, "dd"));
     memset(a.regions[0].host, 0x77, 8192); /* private: must not reach b */
     assert_int_equal(guest_memory_alloc(&b, layout, 2), 0);
     assert_int_equal(bundle_cached_memory(bundle, "memory", &b, cache, BUNDLE_COPY), 0);

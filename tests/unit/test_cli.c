@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,51 @@ static void test_abbreviated_options_refused(void **state)
     assert_one_line(smolvm("start web --mem 1G"), 2, "start");
     assert_non_null(strstr(err, "'--mem'"));
     assert_non_null(strstr(err, "--memory"));
+}
+
+/* The VM options of run, pack, start and create come from one table: every
+ * option a verb's --help lists, that verb takes (with a value when the
+ * help shows one), and the options only some verbs take are listed by
+ * those alone. */
+static void test_vm_options_help_lists_what_is_taken(void **state)
+{
+    static const char *const vm_verbs[] = {"run", "pack", "start", "create"};
+    static char help[sizeof(out)];
+    char line[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof(vm_verbs) / sizeof(vm_verbs[0]); i++) {
+        assert_int_equal(smolvm("%s --help", vm_verbs[i]), 0);
+        snprintf(help, sizeof(help), "%s", out);
+        int listed = 0;
+        for (char *p = help; *p; p += strcspn(p, "\n") + (p[strcspn(p, "\n")] != 0)) {
+            char name[64] = "", value[64] = "";
+            snprintf(line, sizeof(line), "%.*s", (int)strcspn(p, "\n"), p);
+            char *dash = strstr(line, "--");
+            if (strncmp(line, "  ", 2) != 0 || !dash || dash - line > 6 ||
+                sscanf(dash, "--%63s %63s", name, value) < 1 || strcmp(name, "help") == 0)
+                continue;
+            listed++;
+            /* A value is shown in capitals or as choices: value=x. */
+            bool takes_value = value[0] && (strchr(value, '|') || (value[0] >= 'A' && value[0] <= 'Z'));
+            smolvm("%s --%s%s", vm_verbs[i], name, takes_value ? "=x" : "");
+            if (strstr(err, "unknown option") || strstr(err, "needs a value") ||
+                strstr(err, "doesn't allow"))
+                fail_msg("%s --%s: listed but not taken: %s", vm_verbs[i], name, err);
+        }
+        if (listed < 5)
+            fail_msg("%s --help lists %d options:\n%s", vm_verbs[i], listed, help);
+    }
+    assert_int_equal(smolvm("run --help"), 0);
+    assert_non_null(strstr(out, "--disk"));
+    assert_null(strstr(out, "--memory"));
+    assert_int_equal(smolvm("start --help"), 0);
+    assert_non_null(strstr(out, "--memory"));
+    assert_null(strstr(out, "--disk"));
+    /* run and pack take each other's options, unlisted, as they always did. */
+    assert_one_line(smolvm("pack --name x --detach --trace-boot --kernel k"), 2, "pack");
+    assert_null(strstr(err, "unknown option"));
+    assert_one_line(smolvm("run -o x.smolmachine --kernel k"), 2, "run");
+    assert_non_null(strstr(err, "smolvm pack"));
 }
 
 /* A wrong value is a wrong command line: exit 2, one line, no usage text. */
@@ -231,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_every_verb_has_help),
         cmocka_unit_test(test_abbreviated_options_refused),
         cmocka_unit_test(test_usage_errors_exit_2),
+        cmocka_unit_test(test_vm_options_help_lists_what_is_taken),
         cmocka_unit_test(test_failures_exit_1),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_keygen_json),

@@ -3,10 +3,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "arch/x86/boot.h"
 #include "arch/x86/layout.h"
 #include "core/memory.h"
+#include "smaps.h"
 
 static void gpa_ptr_checks_bounds(void **state)
 {
@@ -43,6 +46,34 @@ static void guest_write_refuses_outside_ram(void **state)
     guest_memory_free(&mem);
 }
 
+/* RAM mapped from a file (a restored VM's, from the unpacked cache) stays
+ * out of core dumps like fresh RAM, and reads the file's bytes. */
+static void file_mapped_ram_is_not_dumped(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 1 << 20}, {.gpa = 4ull << 30, .size = 8192}};
+    struct guest_memory mem;
+    char path[] = "/tmp/smolvm-test-memory-XXXXXX";
+    int fd = mkstemp(path);
+    (void)state;
+
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
+    assert_true(smaps_has_flag(mem.regions[0].host, "dd"));
+    assert_int_equal(ftruncate(fd, (1 << 20) + 4096), 0);
+    assert_true(guest_memory_map_file(&mem, fd) < 0); /* not the RAM's size */
+    assert_int_equal(ftruncate(fd, (1 << 20) + 8192), 0);
+    assert_int_equal(pwrite(fd, "x", 1, (1 << 20) + 5), 1);
+    assert_int_equal(guest_memory_map_file(&mem, fd), 0);
+    close(fd);
+    for (unsigned i = 0; i < mem.count; i++) {
+        assert_true(mem.regions[i].file_backed);
+        assert_true(smaps_has_flag(mem.regions[i].host, "dd"));
+    }
+    assert_int_equal(*(char *)gpa_ptr(&mem, (4ull << 30) + 5, 1), 'x');
+    guest_memory_free(&mem);
+}
+
 static void x86_layout_splits_around_hole(void **state)
 {
     struct guest_region r[2];
@@ -63,6 +94,7 @@ int main(void)
         cmocka_unit_test(gpa_ptr_checks_bounds),
         cmocka_unit_test(guest_write_refuses_outside_ram),
         cmocka_unit_test(x86_layout_splits_around_hole),
+        cmocka_unit_test(file_mapped_ram_is_not_dumped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,8 +14,9 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
 #include "core/config.h"
+#include "bundle/sections.h"
 #include "bundle/signature.h"
 #include "scratch.h"
 #include "util/err.h"
@@ -107,11 +108,11 @@ static void forged_signature_sections_are_refused(void **state)
         sscanf(hex + 2 * i, "%2hhx", &payload[8 + i]);
     assert_int_equal(bundle_writer_open(in_dir("e.smolmachine"), &w), 0);
     assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
-    assert_int_equal(bundle_add(w, SIGNATURE_SECTION, payload, sizeof(payload), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, SECTION_SIGNATURE, payload, sizeof(payload), BUNDLE_RAW), 0);
     assert_int_equal(bundle_writer_commit(w), 0);
     signature_check(in_dir("e.smolmachine"), in_dir("k.pub"), -EPERM, "does not match");
     assert_int_equal(bundle_writer_open(in_dir("f.smolmachine"), &w), 0);
-    assert_int_equal(bundle_add(w, SIGNATURE_SECTION, payload, 50, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, SECTION_SIGNATURE, payload, 50, BUNDLE_RAW), 0);
     assert_int_equal(bundle_writer_commit(w), 0);
     signature_check(in_dir("f.smolmachine"), in_dir("k.pub"), -EINVAL, "bad signature section");
 }

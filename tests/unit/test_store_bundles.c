@@ -20,7 +20,8 @@
 
 #include "bundle/bundle.h"
 #include "bundle/layers.h"
-#include "bundle/machine.h"
+#include "machine/machine.h"
+#include "bundle/sections.h"
 #include "core/config.h"
 #include "disk/disk.h"
 #include "store/store.h"
@@ -151,10 +152,10 @@ static void test_chain_travels(void **state)
     export(a, "db", in_dir("db.smolmachine"), false);
     export(a, "web", in_dir("flat.smolmachine"), true);
     store_close(a);
-    assert_true(has_section(in_dir("web.smolmachine"), BUNDLE_LAYERS_SECTION));
+    assert_true(has_section(in_dir("web.smolmachine"), SECTION_LAYERS));
     assert_false(has_section(in_dir("web.smolmachine"), "disk.0"));
     assert_true(has_section(in_dir("flat.smolmachine"), "disk.0"));
-    assert_false(has_section(in_dir("flat.smolmachine"), BUNDLE_LAYERS_SECTION));
+    assert_false(has_section(in_dir("flat.smolmachine"), SECTION_LAYERS));
 
     struct store *b = open_store("b");
     import(b, in_dir("web.smolmachine"), "web");
@@ -196,7 +197,7 @@ static void hostile_bundle(const char *name, const char *table, const char *laye
     assert_int_equal(bundle_add(w, "config", "{\"cpus\":1,\"mem_bytes\":134217728}", 32, BUNDLE_RAW),
                      0);
     assert_int_equal(bundle_add_file(w, "layer.0", layer_file, BUNDLE_ZSTD), 0);
-    assert_int_equal(bundle_add(w, BUNDLE_LAYERS_SECTION, table, strlen(table), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, SECTION_LAYERS, table, strlen(table), BUNDLE_RAW), 0);
     assert_int_equal(bundle_writer_commit(w), 0);
 }
 
@@ -290,7 +291,7 @@ static void chain_bundle(const char *name, const char *base, const char *base_fo
                      0);
     assert_int_equal(bundle_add_file(w, "layer.0", in_dir(base), BUNDLE_ZSTD), 0);
     assert_int_equal(bundle_add_file(w, "layer.1", in_dir(child), BUNDLE_ZSTD), 0);
-    assert_int_equal(bundle_add(w, BUNDLE_LAYERS_SECTION, text, strlen(text), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, SECTION_LAYERS, text, strlen(text), BUNDLE_RAW), 0);
     assert_int_equal(bundle_writer_commit(w), 0);
 }
 
@@ -523,7 +524,7 @@ static void test_saved_state(void **state)
     export(s, "vm", in_dir("again.smolmachine"), false);
     struct bundle *b;
     assert_int_equal(bundle_open(in_dir("again.smolmachine"), &b), 0);
-    assert_true(machine_has_state(b));
+    assert_true(bundle_has_state(b));
     bundle_close(b);
 
     assert_int_equal(store_resumed(s, "vm"), 0);
@@ -565,7 +566,7 @@ static void test_pack(void **state)
     assert_int_equal(sh("'%s' pack -o p.smolmachine --kernel K --initrd I --disk D --cpus 2 "
                         "--mem 300M --cmdline 'console=ttyS0 x=y' > pack.out", smolvm), 0);
     assert_int_equal(bundle_open(in_dir("p.smolmachine"), &b), 0);
-    assert_false(machine_has_state(b));
+    assert_false(bundle_has_state(b));
     assert_int_equal(bundle_read(b, "config", &data, &len), 0);
     assert_int_equal(vm_config_from_json((const char *)data, &cfg), 0);
     free(data);

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "bundle/workingset.h"
+#include "machine/workingset.h"
 #include "scratch.h"
 #include "util/err.h"
 #include "util/file.h"

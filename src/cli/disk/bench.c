@@ -43,13 +43,11 @@ int disk_verb_bench(int argc, char **argv)
     struct disk *d;
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
+    while ((c = disk_option(argc, argv, &format)) != -1) {
         uint64_t *number = c == 'c' ? &count : c == 'o' ? &offset : c == 's' ? &size
                          : c == 'S' ? &step : c == DISK_OPT_FLUSH_INTERVAL ? &flush_every
                          : c == 'd' ? &ignored : NULL;
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'w')
+        if (c == 'w')
             write = true;
         else if (c == 't' && (strcmp(optarg, "none") == 0 || strcmp(optarg, "writeback") == 0))
             direct = strcmp(optarg, "none") == 0;

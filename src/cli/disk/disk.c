@@ -347,11 +347,13 @@ static int prescan(int argc, char **argv, bool *help)
     return unknown_option(bad);
 }
 
-int disk_option(int argc, char **argv)
+int disk_option(int argc, char **argv, const char **format)
 {
     for (;;) {
         int c = getopt_long(argc, argv, shorts, longs, NULL);
-        if (c == DISK_OPT_JSON) {
+        if (c == 'f') {
+            *format = optarg;
+        } else if (c == DISK_OPT_JSON) {
             disk_json = true;
         } else if (c == DISK_OPT_OUTPUT) {
             if (strcmp(optarg, "json") != 0 && strcmp(optarg, "human") != 0) {

@@ -42,10 +42,12 @@ struct disk_verb {
 extern const struct disk_verb *disk_verb;
 extern bool disk_json;
 
-/* The next option (getopt_long's value), -1 at the end, or '?' after a bad
- * one was reported (the verb returns CLI_USAGE). --json and --output are
- * handled here. */
-int disk_option(int argc, char **argv);
+/* The one option parser of the disk verbs: the next option (getopt_long's
+ * value), -1 at the end, or '?' after a bad one was reported (the verb
+ * returns CLI_USAGE). What every verb takes is handled here: -f FORMAT
+ * (into *format: the image's format, never probed when given), --json and
+ * --output. */
+int disk_option(int argc, char **argv, const char **format);
 
 /* "smolvm: disk VERB: message" on stderr, and under --json also
  * {"error", "verb", "exit_code"} on stdout (cli_fail's convention); returns code. */

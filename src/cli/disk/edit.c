@@ -37,10 +37,8 @@ int disk_verb_create(int argc, char **argv)
     const char *format = "raw";
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'b')
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == 'b')
             o.backing = optarg;
         else if (c == 'F')
             o.backing_format = optarg;
@@ -70,10 +68,8 @@ int disk_verb_convert(int argc, char **argv)
     struct disk *src, *dst;
     int c, r;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            in_format = optarg;
-        else if (c == 't' && strcmp(optarg, "unsafe") == 0)
+    while ((c = disk_option(argc, argv, &in_format)) != -1) {
+        if (c == 't' && strcmp(optarg, "unsafe") == 0)
             cache = DISK_UNSAFE;
         else if (c == 't' && strcmp(optarg, "none") == 0)
             cache = DISK_DIRECT;
@@ -152,10 +148,8 @@ int disk_verb_resize(int argc, char **argv)
             memmove(argv + i, argv + i + 1, (size_t)(argc - i) * sizeof(*argv));
             argc--;
         }
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == DISK_OPT_SHRINK)
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == DISK_OPT_SHRINK)
             shrink = true;
         else
             return CLI_USAGE;
@@ -196,10 +190,8 @@ int disk_verb_commit(int argc, char **argv)
     struct disk *d;
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'd')
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == 'd')
             keep = true;
         else if (c == 'p')
             progress = true;
@@ -235,10 +227,8 @@ int disk_verb_rebase(int argc, char **argv)
     bool unsafe = false, progress = false;
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'b')
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == 'b')
             backing = optarg;
         else if (c == 'F')
             backing_format = optarg;
@@ -297,10 +287,8 @@ int disk_verb_amend(int argc, char **argv)
     struct disk *d;
     int c, r;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c != 'o' || parse_amend_options(optarg, &o) != 0)
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c != 'o' || parse_amend_options(optarg, &o) != 0)
             return CLI_USAGE;
         else
             options = true;

@@ -114,10 +114,8 @@ int disk_verb_info(int argc, char **argv)
     struct disk *d;
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == DISK_OPT_BACKING_CHAIN)
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == DISK_OPT_BACKING_CHAIN)
             chain = true;
         else
             return CLI_USAGE;
@@ -188,14 +186,10 @@ int disk_verb_map(int argc, char **argv)
 {
     const char *format = NULL;
     struct disk *d;
-    int c, r = 0;
+    int r = 0;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else
-            return CLI_USAGE;
-    }
+    if (disk_option(argc, argv, &format) != -1)
+        return CLI_USAGE;
     if (disk_operands(argc, 1, 1) < 0)
         return CLI_USAGE;
     const char *path = argv[optind];
@@ -269,10 +263,8 @@ int disk_verb_check(int argc, char **argv)
     struct disk *d;
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'r' && strcmp(optarg, "leaks") == 0)
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == 'r' && strcmp(optarg, "leaks") == 0)
             repair = DISK_REPAIR_LEAKS;
         else if (c == 'r' && strcmp(optarg, "all") == 0)
             repair = DISK_REPAIR_LEAKS | DISK_REPAIR_ERRORS;
@@ -319,10 +311,8 @@ int disk_verb_compare(int argc, char **argv)
     int c, r;
 
     disk_failure_code = COMPARE_ERROR;
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            fa = optarg;
-        else if (c == 'F')
+    while ((c = disk_option(argc, argv, &fa)) != -1) {
+        if (c == 'F')
             fb = optarg;
         else
             return COMPARE_ERROR;
@@ -387,10 +377,8 @@ int disk_verb_snapshot(int argc, char **argv)
     struct disk *d;
     int c, r;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'c' || c == 'a' || c == 'd') {
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == 'c' || c == 'a' || c == 'd') {
             op = c == 'c' ? DISK_SNAPSHOT_CREATE : c == 'a' ? DISK_SNAPSHOT_APPLY
                                                             : DISK_SNAPSHOT_DELETE;
             name = optarg;

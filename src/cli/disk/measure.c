@@ -28,10 +28,8 @@ int disk_verb_measure(int argc, char **argv)
     struct disk *src = NULL;
     int c;
 
-    while ((c = disk_option(argc, argv)) != -1) {
-        if (c == 'f')
-            format = optarg;
-        else if (c == 'O')
+    while ((c = disk_option(argc, argv, &format)) != -1) {
+        if (c == 'O')
             out_format = optarg;
         else if (c == DISK_OPT_SIZE)
             size = optarg;

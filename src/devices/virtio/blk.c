@@ -188,10 +188,6 @@ static void blk_notify(void *dev, struct virtio_mmio *t, unsigned qi)
     virtio_mmio_serve(t, qi, &b->chain, virtio_blk_serve, b);
 }
 
-struct blk_devices {
-    unsigned count;
-    struct blk *blks[VM_MAX_DISKS];
-};
 
 struct blk *virtio_blk_new(struct disk *disk, const char *id)
 {
@@ -219,9 +215,11 @@ static void blk_free(struct blk *b)
     virtio_blk_free(b);
 }
 
-static int blk_add(struct vm *vm, const struct vm_disk_config *cfg, unsigned index,
-                   struct blk **out)
+/* The disk of the config that slot names. */
+static int blk_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
+    const struct vm_disk_config *cfg = &vm_config(vm)->disks[slot->index];
+    unsigned index = slot->index;
     unsigned flags = (cfg->read_only ? DISK_READ_ONLY : 0) | (cfg->direct ? DISK_DIRECT : 0);
     char id[VIRTIO_BLK_ID_BYTES + 1];
     struct disk *disk;
@@ -253,46 +251,18 @@ static int blk_add(struct vm *vm, const struct vm_disk_config *cfg, unsigned ind
         .queue_notify = blk_notify,
         .io_thread = true,
     };
-    r = virtio_mmio_create(vm, &b->ops, b, &b->transport);
+    r = virtio_mmio_create(vm, slot, &b->ops, b, &b->transport);
     if (r < 0) {
         blk_free(b);
         return r;
     }
-    *out = b;
+    *state = b;
     return 0;
 }
 
 static void blk_destroy(void *state)
 {
-    struct blk_devices *all = state;
-    if (!all)
-        return;
-    for (unsigned i = 0; i < all->count; i++)
-        blk_free(all->blks[i]);
-    free(all);
-}
-
-static int blk_create(struct vm *vm, void **state)
-{
-    const struct vm_config *cfg = vm_config(vm);
-    struct blk_devices *all;
-
-    *state = NULL;
-    if (cfg->disk_count == 0)
-        return 0;
-    all = calloc(1, sizeof(*all));
-    if (!all)
-        return err_set(ENOMEM, "virtio-blk");
-    for (unsigned i = 0; i < cfg->disk_count; i++) {
-        int r = blk_add(vm, &cfg->disks[i], i, &all->blks[i]);
-        if (r < 0) {
-            blk_destroy(all);
-            return r;
-        }
-        all->count++;
-    }
-    *state = all;
-    return 0;
+    blk_free(state);
 }
 
 static const struct device_type virtio_blk = {

@@ -91,6 +91,28 @@ static void vconsole_reset(void *dev)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* After the transport's fields. Version 2 keeps host input the guest had
+ * no buffers for yet (typed while it was busy, or while paused); version 1
+ * had no fields of its own, and lost that input. */
+#define VCONSOLE_STATE_VERSION 2
+static int vconsole_state(void *dev, struct state_io *io)
+{
+    struct vconsole *c = dev;
+    uint32_t len;
+
+    pthread_mutex_lock(&c->lock);
+    len = (uint32_t)c->pending_len;
+    if (state_since(io, 2)) {
+        state_u32_max(io, &len, PENDING_MAX, "pending input");
+        state_bytes(io, c->pending, len);
+    } else {
+        len = 0;
+    }
+    c->pending_len = state_failed(io) ? 0 : len;
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
 static const struct virtio_device_ops vconsole_ops = {
     .name = "console",
     .device_id = VIRTIO_ID_CONSOLE,
@@ -98,6 +120,8 @@ static const struct virtio_device_ops vconsole_ops = {
     .queue_max = 256,
     .queue_notify = vconsole_notify,
     .reset = vconsole_reset,
+    .state = vconsole_state,
+    .state_version = VCONSOLE_STATE_VERSION,
 };
 
 static void vconsole_destroy(void *state)
@@ -110,20 +134,18 @@ static void vconsole_destroy(void *state)
     free(c);
 }
 
-static int vconsole_create(struct vm *vm, void **state)
+static int vconsole_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     struct vconsole *c;
     int r;
 
     *state = NULL;
-    if (vm_config(vm)->console != VM_CONSOLE_VIRTIO)
-        return 0;
     c = calloc(1, sizeof(*c));
     if (!c)
         return err_set(ENOMEM, "virtio-console");
     c->vm = vm;
     pthread_mutex_init(&c->lock, NULL);
-    r = virtio_mmio_create(vm, &vconsole_ops, c, &c->transport);
+    r = virtio_mmio_create(vm, slot, &vconsole_ops, c, &c->transport);
     if (r < 0) {
         vconsole_destroy(c);
         return r;

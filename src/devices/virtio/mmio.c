@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/placement.h"
 #include "core/vm.h"
 #include "util/blob.h"
 #include "util/err.h"
@@ -390,77 +391,68 @@ uint64_t virtio_mmio_features(struct virtio_mmio *t)
 
 /* ---- snapshots: the registers and each queue's place in its rings ---- */
 
-static void save_queue(const struct virtq *q, struct blob *out)
-{
-    blob_put_u16(out, q->size);
-    blob_put_u8(out, q->ready);
-    blob_put_u8(out, q->event_idx);
-    blob_put_u64(out, q->desc_gpa);
-    blob_put_u64(out, q->avail_gpa);
-    blob_put_u64(out, q->used_gpa);
-    blob_put_u16(out, q->last_avail);
-    blob_put_u16(out, q->used_idx);
-    blob_put_u16(out, q->signalled_used);
-    blob_put_u8(out, q->signalled_valid);
-}
-
-static int transport_save(void *opaque, struct blob *out)
-{
-    struct virtio_mmio *t = opaque;
-
-    pthread_mutex_lock(&t->lock);
-    blob_put_u32(out, t->status);
-    blob_put_u32(out, t->device_features_sel);
-    blob_put_u32(out, t->driver_features_sel);
-    blob_put_u32(out, t->queue_sel);
-    blob_put_u64(out, t->driver_features);
-    blob_put_u32(out, t->interrupt_status);
-    blob_put_u32(out, t->config_generation);
-    blob_put_u32(out, t->ops->num_queues);
-    for (unsigned i = 0; i < t->ops->num_queues; i++)
-        save_queue(&t->queues[i], out);
-    pthread_mutex_unlock(&t->lock);
-    return 0;
-}
-
-static bool bool_field(struct blob_reader *in)
-{
-    uint8_t v = blob_get_u8(in);
-    if (v > 1)
-        in->failed = true;
-    return v;
-}
-
 /* A saved queue is as hostile as one the guest sets up: it passes the same
  * checks as at QueueReady. */
-static int restore_queue(struct virtio_mmio *t, struct virtq *q, struct blob_reader *in)
+static void queue_state(struct virtio_mmio *t, unsigned index, struct state_io *io)
 {
+    struct virtq *q = &t->queues[index];
+
     q->mem = vm_memory(t->vm);
-    q->size = blob_get_u16(in);
-    q->ready = bool_field(in);
-    q->event_idx = bool_field(in);
-    q->desc_gpa = blob_get_u64(in);
-    q->avail_gpa = blob_get_u64(in);
-    q->used_gpa = blob_get_u64(in);
-    q->last_avail = blob_get_u16(in);
-    q->used_idx = blob_get_u16(in);
-    q->signalled_used = blob_get_u16(in);
-    q->signalled_valid = bool_field(in);
-    if (in->failed)
-        return err_plain(EINVAL, "truncated queue state");
-    if (q->ready && (q->size > t->ops->queue_max || virtq_validate(q) < 0))
-        return err_plain(EINVAL, "saved queue does not fit guest memory");
-    return 0;
+    state_u16(io, &q->size);
+    state_bool(io, &q->ready);
+    state_bool(io, &q->event_idx);
+    state_u64(io, &q->desc_gpa);
+    state_u64(io, &q->avail_gpa);
+    state_u64(io, &q->used_gpa);
+    state_u16(io, &q->last_avail);
+    state_u16(io, &q->used_idx);
+    state_u16(io, &q->signalled_used);
+    state_bool(io, &q->signalled_valid);
+    if (!state_restoring(io) || state_failed(io) || !q->ready)
+        return;
+    state_check(io, q->size <= t->ops->queue_max, "queue %u: size %u above QueueNumMax %u",
+                index, q->size, t->ops->queue_max);
+    if (!state_failed(io) && virtq_validate(q) < 0)
+        state_check(io, false, "queue %u: %s", index, err_msg());
+}
+
+/* Version 1 (every virtio device's record since before versions): the
+ * registers, then each queue's place in its rings; then the device's own
+ * fields, if it has any. */
+static int transport_state(void *opaque, struct state_io *io)
+{
+    struct virtio_mmio *t = opaque;
+    uint32_t queues = t->ops->num_queues;
+
+    pthread_mutex_lock(&t->lock);
+    state_u32(io, &t->status);
+    state_u32(io, &t->device_features_sel);
+    state_u32(io, &t->driver_features_sel);
+    state_u32(io, &t->queue_sel);
+    state_u64(io, &t->driver_features);
+    state_u32(io, &t->interrupt_status);
+    state_u32(io, &t->config_generation);
+    state_u32(io, &queues);
+    state_check(io, queues == t->ops->num_queues && !(t->driver_features & ~device_features(t)),
+                "state of a different device (%u queues, features 0x%llx)", queues,
+                (unsigned long long)t->driver_features);
+    for (unsigned i = 0; i < t->ops->num_queues && !state_failed(io); i++)
+        queue_state(t, i, io);
+    if (state_failed(io))
+        reset_locked(t);
+    pthread_mutex_unlock(&t->lock);
+    return t->ops->state && !state_failed(io) ? t->ops->state(t->dev, io) : 0;
 }
 
 /* Requests the guest made available before the save but the device had
  * not taken yet: nobody will kick for them again. */
-static void kick_ready_queues(struct virtio_mmio *t)
+static int transport_restored(void *opaque)
 {
+    struct virtio_mmio *t = opaque;
     uint64_t one = 1;
 
     if (!(t->status & VIRTIO_STATUS_DRIVER_OK) || broken(t) || !t->ops->queue_notify)
-        return;
+        return 0;
     for (unsigned i = 0; i < t->ops->num_queues; i++) {
         if (!t->queues[i].ready)
             continue;
@@ -468,31 +460,7 @@ static void kick_ready_queues(struct virtio_mmio *t)
             continue;
         t->ops->queue_notify(t->dev, t, i);
     }
-}
-
-static int transport_restore(void *opaque, struct blob_reader *in)
-{
-    struct virtio_mmio *t = opaque;
-    int r = 0;
-
-    pthread_mutex_lock(&t->lock);
-    t->status = blob_get_u32(in);
-    t->device_features_sel = blob_get_u32(in);
-    t->driver_features_sel = blob_get_u32(in);
-    t->queue_sel = blob_get_u32(in);
-    t->driver_features = blob_get_u64(in);
-    t->interrupt_status = blob_get_u32(in);
-    t->config_generation = blob_get_u32(in);
-    if (blob_get_u32(in) != t->ops->num_queues || (t->driver_features & ~device_features(t)))
-        r = err_plain(EINVAL, "state of a different device");
-    for (unsigned i = 0; r == 0 && i < t->ops->num_queues; i++)
-        r = restore_queue(t, &t->queues[i], in);
-    if (r < 0)
-        reset_locked(t);
-    pthread_mutex_unlock(&t->lock);
-    if (r == 0)
-        kick_ready_queues(t);
-    return r;
+    return 0;
 }
 
 static void transport_pause(void *opaque)
@@ -505,15 +473,8 @@ static void transport_resume(void *opaque)
     virtio_mmio_io_unlock(opaque);
 }
 
-static const struct vm_state_ops transport_state = {
-    .save = transport_save,
-    .restore = transport_restore,
-    .pause = transport_pause,
-    .resume = transport_resume,
-};
-
-int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void *dev,
-                       struct virtio_mmio **out)
+int virtio_mmio_create(struct vm *vm, const struct device_slot *slot,
+                       const struct virtio_device_ops *ops, void *dev, struct virtio_mmio **out)
 {
     struct virtio_mmio *t;
     int r;
@@ -538,17 +499,24 @@ int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void 
         pthread_mutexattr_destroy(&a);
     }
     reset_locked(t);
-    r = vm_alloc_mmio_window(vm, VIRTIO_MMIO_WINDOW, &t->base, &t->irq);
+    t->base = slot->mmio_base;
+    t->irq = slot->irq;
+    t->state_desc = (struct vm_state_desc){
+        .version = ops->state_version ? ops->state_version : 1,
+        .state = transport_state,
+        .restored = transport_restored,
+        .pause = transport_pause,
+        .resume = transport_resume,
+    };
+    r = slot->mmio_size == VIRTIO_MMIO_WINDOW
+            ? 0
+            : err_plain(EINVAL, "virtio-%s: no virtio-mmio window in its slot", ops->name);
     if (r == 0)
         r = vm_register_mmio(vm, t->base, VIRTIO_MMIO_WINDOW, virtio_mmio_access, t);
     if (r == 0)
         r = vm_describe_mmio_device(vm, t->base, VIRTIO_MMIO_WINDOW, t->irq);
-    if (r == 0) {
-        char name[48];
-        snprintf(name, sizeof(name), "virtio-%s@0x%llx", ops->name,
-                 (unsigned long long)t->base);
-        r = vm_register_state(vm, name, &transport_state, t);
-    }
+    if (r == 0)
+        r = vm_register_state(vm, slot->state_name, &t->state_desc, t);
     if (r < 0) {
         virtio_mmio_destroy(t);
         return r;

@@ -9,9 +9,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/state_io.h"
 #include "devices/virtio/queue.h"
 
 struct vm;
+struct device_slot;
 
 #define VIRTIO_MMIO_MAX_QUEUES 8
 #define VIRTIO_MMIO_WINDOW 0x1000
@@ -47,6 +49,12 @@ struct virtio_device_ops {
     /* Serve queue notifications on a thread of the device's own, woken by
      * the hypervisor (ioeventfd), instead of on the kicking vCPU. */
     bool io_thread;
+    /* The device's own saved fields, visited after the transport's in the
+     * same record (core/state_io.h); NULL: none. state_version is the
+     * record's version (0 means 1): bump it when the transport's fields or
+     * the device's change. */
+    int (*state)(void *dev, struct state_io *io);
+    unsigned state_version;
 };
 
 struct virtio_mmio {
@@ -68,12 +76,14 @@ struct virtio_mmio {
     uint32_t interrupt_status;
     uint32_t config_generation;
     struct virtq queues[VIRTIO_MMIO_MAX_QUEUES];
+    struct vm_state_desc state_desc;
 };
 
-/* Places the device in the next virtio-mmio window (its MMIO range, IRQ
- * and DSDT entry). */
-int virtio_mmio_create(struct vm *vm, const struct virtio_device_ops *ops, void *dev,
-                       struct virtio_mmio **out) __attribute__((warn_unused_result));
+/* Places the device in its slot's virtio-mmio window (its MMIO range, IRQ
+ * and DSDT entry) and registers its state under the slot's name. */
+int virtio_mmio_create(struct vm *vm, const struct device_slot *slot,
+                       const struct virtio_device_ops *ops, void *dev, struct virtio_mmio **out)
+    __attribute__((warn_unused_result));
 void virtio_mmio_destroy(struct virtio_mmio *t);
 
 /* The register file, for the bus and for unit tests. */

@@ -30,7 +30,6 @@
 #include "net/backend.h"
 #include "net/config.h"
 #include "net/filter.h"
-#include "util/blob.h"
 #include "util/err.h"
 #include "util/le.h"
 
@@ -443,6 +442,10 @@ static void vnet_reset(void *dev)
         wake(n);
 }
 
+/* The record: the transport's fields, then the MAC (version 1). */
+#define VNET_STATE_VERSION 1
+static int vnet_state(void *dev, struct state_io *io);
+
 static const struct virtio_device_ops vnet_ops = {
     .name = "net",
     .device_id = VIRTIO_ID_NET,
@@ -454,47 +457,30 @@ static const struct virtio_device_ops vnet_ops = {
     .queue_notify = vnet_notify,
     .reset = vnet_reset,
     .io_thread = true,
+    .state = vnet_state,
+    .state_version = VNET_STATE_VERSION,
 };
 
-/* ---- snapshots: the MAC and the link; queues are the transport's ---- */
-
-static int vnet_save(void *opaque, struct blob *out)
-{
-    struct vnet *n = opaque;
-
-    pthread_mutex_lock(&n->cfg_lock);
-    for (int i = 0; i < 6; i++)
-        blob_put_u8(out, n->mac[i]);
-    pthread_mutex_unlock(&n->cfg_lock);
-    return 0;
-}
+/* ---- snapshots: the MAC after the transport's fields (its queues) ---- */
 
 /* A restored guest is somewhere new: it announces itself (gratuitous ARP)
  * when it negotiated that, and keeps its MAC. */
-static int vnet_restore(void *opaque, struct blob_reader *in)
+static int vnet_state(void *dev, struct state_io *io)
 {
-    struct vnet *n = opaque;
-    uint8_t mac[6];
+    struct vnet *n = dev;
     bool announce;
 
-    for (int i = 0; i < 6; i++)
-        mac[i] = blob_get_u8(in);
-    if (in->failed)
-        return err_plain(EINVAL, "truncated virtio-net state");
-    announce = virtio_mmio_features(n->transport) & VIRTIO_NET_F_GUEST_ANNOUNCE;
     pthread_mutex_lock(&n->cfg_lock);
-    memcpy(n->mac, mac, 6);
-    n->status = (uint16_t)(STATUS_LINK_UP | (announce ? STATUS_ANNOUNCE : 0));
+    state_bytes(io, n->mac, sizeof(n->mac));
     pthread_mutex_unlock(&n->cfg_lock);
+    if (!state_restoring(io) || state_failed(io))
+        return 0;
+    announce = virtio_mmio_features(n->transport) & VIRTIO_NET_F_GUEST_ANNOUNCE;
+    set_status(n, (uint16_t)(STATUS_LINK_UP | (announce ? STATUS_ANNOUNCE : 0)), 0);
     if (announce)
         virtio_mmio_config_changed(n->transport);
     return 0;
 }
-
-static const struct vm_state_ops vnet_state = {
-    .save = vnet_save,
-    .restore = vnet_restore,
-};
 
 static void vnet_destroy(void *state)
 {
@@ -519,15 +505,13 @@ static void vnet_destroy(void *state)
     free(n);
 }
 
-static int vnet_create(struct vm *vm, void **state)
+static int vnet_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     const struct vm_net_config *cfg = &vm_config(vm)->net;
     struct vnet *n;
     int r;
 
     *state = NULL;
-    if (cfg->mode == VM_NET_NONE)
-        return 0;
     n = calloc(1, sizeof(*n));
     if (!n)
         return err_set(ENOMEM, "virtio-net");
@@ -543,9 +527,7 @@ static int vnet_create(struct vm *vm, void **state)
     else
         r = net_backend_open(cfg, &n->backend);
     if (r == 0)
-        r = virtio_mmio_create(vm, &vnet_ops, n, &n->transport);
-    if (r == 0)
-        r = vm_register_state(vm, "virtio-net", &vnet_state, n);
+        r = virtio_mmio_create(vm, slot, &vnet_ops, n, &n->transport);
     if (r == 0 && pthread_create(&n->thread, NULL, vnet_thread, n) != 0)
         r = err_plain(EAGAIN, "virtio-net: cannot start its thread");
     if (r < 0) {

@@ -43,18 +43,16 @@ static const struct virtio_device_ops rng_ops = {
     .queue_notify = rng_notify,
 };
 
-static int rng_create(struct vm *vm, void **state)
+static int rng_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     struct rng *d;
     int r;
 
     *state = NULL;
-    if (!vm_config(vm)->rng)
-        return 0;
     d = calloc(1, sizeof(*d));
     if (!d)
         return err_set(ENOMEM, "virtio-rng");
-    r = virtio_mmio_create(vm, &rng_ops, d, &d->transport);
+    r = virtio_mmio_create(vm, slot, &rng_ops, d, &d->transport);
     if (r < 0) {
         free(d);
         return r;

@@ -1,9 +1,11 @@
-/* A VM as a .smolmachine: its config, kernel, initrd and disks, and, when
- * saved with its state, its vCPU/VM/device state and memory. Starting a
- * bundle with state resumes the guest where it was saved; without state
- * it boots. */
-#ifndef SMOLVM_BUNDLE_MACHINE_H
-#define SMOLVM_BUNDLE_MACHINE_H
+/* A machine's lifecycle: booted from a config (boot.c), started from a
+ * .smolmachine or a store instance (start.c: a bundle with saved state
+ * resumes the guest where it was saved, one without boots), saved into a
+ * bundle (save.c), answering its control requests (control.c). Its files
+ * live in its instance folder (instance.h); what later starts reuse, in
+ * the cache (cache.h). The bundle's file format is src/bundle/. */
+#ifndef SMOLVM_MACHINE_MACHINE_H
+#define SMOLVM_MACHINE_MACHINE_H
 
 #include <stdbool.h>
 
@@ -13,13 +15,6 @@
 struct machine;
 
 /* A VM booted from cfg (which must outlive the machine). */
-/* A fresh qcow2 delta named file in instance name's folder over a
- * read-only base (a bundle's cached disk, an appliance's root): the base
- * is never written. *out malloc'd. */
-int machine_instance_overlay(const char *name, const char *file, const char *base,
-                             const char *base_format, char **out)
-    __attribute__((warn_unused_result));
-
 int machine_boot(const struct vm_config *cfg, struct machine **out)
     __attribute__((warn_unused_result));
 
@@ -48,6 +43,11 @@ struct machine_start_options {
 int machine_start(const char *path, const struct machine_start_options *o, struct machine **out)
     __attribute__((warn_unused_result));
 
+/* A bundle file, or else (instance_named()) a store instance by name:
+ * booted, or resumed from its saved state. */
+int machine_start_named(const char *what, const struct machine_start_options *o,
+                        struct machine **out) __attribute__((warn_unused_result));
+
 struct vm *machine_vm(struct machine *m);
 void machine_destroy(struct machine *m);
 
@@ -65,13 +65,6 @@ struct machine_save_options {
  * bundle copies its kernel and initrd from there. */
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
     __attribute__((warn_unused_result));
-
-/* Whether a bundle holds a saved state (starting it resumes). */
-bool machine_has_state(const struct bundle *b);
-
-/* A bundle at to holding only from's config, saved state and memory (as
- * stored): what a store instance resumes from. */
-int machine_copy_state(const char *from, const char *to) __attribute__((warn_unused_result));
 
 /* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when
  * state names a bundle, that bundle's config, state and memory (as

@@ -15,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "bundle/workingset.h"
+#include "machine/workingset.h"
 #include "util/err.h"
 #include "util/file.h"
 

@@ -5,8 +5,8 @@
  * down once, next to the cache file, and faulted in before the vCPUs run
  * on every later start: read ones mapped from the page cache (still shared
  * between instances), written ones copied. */
-#ifndef SMOLVM_BUNDLE_WORKINGSET_H
-#define SMOLVM_BUNDLE_WORKINGSET_H
+#ifndef SMOLVM_MACHINE_WORKINGSET_H
+#define SMOLVM_MACHINE_WORKINGSET_H
 
 #include <stdint.h>
 

@@ -1,0 +1,44 @@
+/* A machine's life: booted from a config here, started from a bundle in
+ * start.c, saved in save.c; destroyed here. */
+#include <stdlib.h>
+
+#include "machine/internal.h"
+#include "machine/workingset.h"
+#include "util/err.h"
+
+struct vm *machine_vm(struct machine *m)
+{
+    return m->vm;
+}
+
+void machine_destroy(struct machine *m)
+{
+    if (!m)
+        return;
+    working_set_recorder_stop(m->recorder);
+    free(m->working_set);
+    vm_destroy(m->vm);
+    vm_config_release(&m->cfg);
+    free(m->dir);
+    bundle_chains_release(&m->chains);
+    bundle_close(m->source);
+    free(m);
+}
+
+int machine_boot(const struct vm_config *cfg, struct machine **out)
+{
+    struct machine *m = calloc(1, sizeof(*m));
+    int r;
+
+    if (!m)
+        return err_set(ENOMEM, "machine");
+    m->cfg = *cfg;
+    m->cfg.owns_strings = false;
+    r = vm_create(&m->cfg, &m->vm);
+    if (r < 0) {
+        free(m);
+        return r;
+    }
+    *out = m;
+    return 0;
+}

@@ -1,0 +1,110 @@
+#include "machine/cache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle/sections.h"
+#include "machine/workingset.h"
+#include "util/cache.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/layer_name.h"
+#include "util/trace.h"
+
+/* A bundle's disk, unpacked once into the cache under the hash of its
+ * section and never written again: the shared, read-only base of every
+ * instance started from it. */
+int machine_cached_disk(const struct bundle *b, const char *section, char **out)
+{
+    char key[65], *dir = NULL, *path = NULL, *tmp = NULL;
+    int r = cache_dir_prepare("disks", &dir);
+
+    if (r == 0)
+        r = bundle_section_key(b, section, key);
+    if (r == 0 && (asprintf(&path, "%s/%s.raw", dir, key) < 0 ||
+                   asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0))
+        r = err_set(ENOMEM, "disk cache");
+    if (r == 0 && !cache_file_usable(path)) {
+        /* Unpacked under a temporary name and renamed: a crash or a
+         * concurrent start never leaves a half-written base in place. */
+        r = bundle_extract(b, section, tmp);
+        if (r == 0 && (chmod(tmp, 0444) < 0 || file_sync(tmp) < 0 || rename(tmp, path) < 0))
+            r = err_set(errno, "disk cache '%s'", path);
+        if (r < 0)
+            unlink(tmp);
+    }
+    free(dir);
+    free(tmp);
+    if (r < 0) {
+        free(path);
+        return r;
+    }
+    *out = path;
+    return 0;
+}
+
+/* Each layer unpacked once (and checked) into the layer cache, where they
+ * back each other by name. */
+int machine_cached_layers(const struct bundle *b, const struct bundle_chains *c, unsigned i,
+                          char **top)
+{
+    const struct bundle_layer *l = bundle_chains_find(c, c->tops[i]);
+    char *dir = NULL;
+    int r = cache_dir_prepare("layers", &dir);
+    bool added;
+
+    if (r == 0 && !(*top = layer_path(dir, l->hash, l->format)))
+        r = err_set(ENOMEM, "layers");
+    /* Parents come before children in the table: the walk ends. */
+    for (; r == 0 && l; l = l->parent[0] ? bundle_chains_find(c, l->parent) : NULL)
+        r = bundle_layer_extract(b, c, l, dir, &added);
+    free(dir);
+    return r;
+}
+
+/* The working set recorded next to the memory cache is faulted in; when
+ * there is none (or it does not fit this RAM) this start records one. */
+static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
+                     char **record)
+{
+    char key[65], *path;
+    if (bundle_section_key(b, SECTION_MEMORY, key) < 0 ||
+        asprintf(&path, "%s/%s.ws", dir, key) < 0)
+        return;
+    struct working_set_counts c;
+    int r = working_set_prefetch(path, mem, &c);
+    if (r == 0)
+        trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
+    if (r == -EINVAL)
+        unlink(path);
+    if (r < 0)
+        *record = path;
+    else
+        free(path);
+    err_clear();
+}
+
+/* Mapped from the unpacked cache by default (bench/coldstart: fastest of
+ * the three, and flat in RAM size); read into RAM when there can be no
+ * cache (no cache folder, or a full disk). */
+int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
+                          enum machine_memory how, char **record)
+{
+    char *dir = NULL;
+    enum bundle_memory_mode mode = how == MACHINE_MEMORY_COPY ? BUNDLE_COPY : BUNDLE_MAP;
+    int r = -ENOENT;
+
+    if (how != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
+        err_clear(); /* no usable cache: decompressed from the bundle */
+    if (dir)
+        r = bundle_cached_memory(b, SECTION_MEMORY, mem, dir, mode);
+    if (r == 0 && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_MAP))
+        prefetch(b, dir, mem, record);
+    free(dir);
+    if (r == 0 || r == -EINVAL)
+        return r;
+    err_clear();
+    return bundle_load_memory(b, SECTION_MEMORY, mem);
+}

@@ -1,0 +1,36 @@
+/* Cache policy: what a start keeps under $XDG_CACHE_HOME/smolvm so later
+ * starts of the same bundle do less, each entry named by the hash of the
+ * section it came from (util/cache.h says who may write them):
+ * - disks/<key>.raw: a disk carried whole, unpacked once: the read-only base
+ *   every instance started from it writes its own delta over;
+ * - layers/<hash>.<format>: a disk carried as layers, each unpacked once
+ *   (and checked) where they back each other by name;
+ * - memory/<key>.ram: saved RAM unpacked once, then mapped (or copied) by
+ *   every start; memory/<key>.ws: the working set the first start
+ *   recorded, faulted in before the vCPUs of every later one run.
+ * Where there is no usable cache a start unpacks from the bundle itself. */
+#ifndef SMOLVM_MACHINE_CACHE_H
+#define SMOLVM_MACHINE_CACHE_H
+
+#include "bundle/bundle.h"
+#include "bundle/layers.h"
+#include "core/memory.h"
+#include "machine/machine.h"
+
+/* How long after a start the pages present make its working set: the
+ * guest's first second (REAP's window). */
+#define WORKING_SET_WINDOW_MS 1000
+
+/* The cached base of b's section (a disk carried whole); *out malloc'd. */
+int machine_cached_disk(const struct bundle *b, const char *section, char **out)
+    __attribute__((warn_unused_result));
+/* Disk i's chain of layers in the layer cache; *top: the top's file. */
+int machine_cached_layers(const struct bundle *b, const struct bundle_chains *c, unsigned i,
+                          char **top) __attribute__((warn_unused_result));
+/* b's saved RAM into mem, as how says. *record: where this start should
+ * record its working set (malloc'd), or NULL when one is there already. */
+int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
+                          enum machine_memory how, char **record)
+    __attribute__((warn_unused_result));
+
+#endif

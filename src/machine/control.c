@@ -1,0 +1,116 @@
+#include "machine/control.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/console.h"
+#include "devices/virtio/net.h"
+#include "util/err.h"
+
+/* For the signal handler: the VM a signal stops. */
+static struct vm *running_vm;
+
+static void stop_on_signal(int sig)
+{
+    (void)sig;
+    if (running_vm)
+        vm_signal_stop(running_vm);
+}
+
+void machine_stop_on_signals(struct machine *m)
+{
+    running_vm = m ? machine_vm(m) : NULL;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = stop_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static json_t *status(struct machine_control *s)
+{
+    const struct vm_config *cfg = vm_config(machine_vm(s->m));
+    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I,s:I}", "ok", 1, "name", s->name, "pid",
+                     (int)getpid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
+                     "cpus", (int)cfg->cpus, "mem_bytes", (json_int_t)cfg->mem_bytes,
+                     "uptime_s", seconds_since(&s->started), "console_dropped",
+                     (json_int_t)console_dropped(vm_console(machine_vm(s->m))), "net_dropped",
+                     (json_int_t)virtio_net_dropped());
+}
+
+static void save_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct machine_control *s = opaque;
+    control_progress(s->control, done, total);
+}
+
+/* Every save pauses the VM (vCPUs parked, each device's I/O thread between
+ * requests) for as long as it reads the VM: the state must match the guest
+ * exactly, and a disk copied while the guest writes it would be torn (a
+ * metadata block from before a write, a data block from after). A failed
+ * save gives the VM back as it found it, and says so. */
+static json_t *save(struct machine_control *s, json_t *req)
+{
+    struct vm *vm = machine_vm(s->m);
+    const char *path = json_string_value(json_object_get(req, "path"));
+    struct machine_save_options o = {.with_state = !json_is_false(json_object_get(req, "memory")),
+                                     .state_only = json_is_true(json_object_get(req, "state_only")),
+                                     .flatten = json_is_true(json_object_get(req, "flatten")),
+                                     .sign_key = json_string_value(json_object_get(req, "sign")),
+                                     .progress = save_progress, .opaque = s};
+    bool resume = json_is_true(json_object_get(req, "resume")), was_paused = vm_paused(vm);
+    struct timespec t0;
+    json_t *answer;
+
+    if (!path || path[0] != '/')
+        return control_error("save needs an absolute \"path\"");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (vm_pause(vm) < 0)
+        return control_error("%s", err_msg());
+    if (machine_save(s->m, path, &o) < 0) {
+        answer = control_error("%s (the VM %s)", err_msg(),
+                               was_paused ? "stays paused, as it was" : "runs on");
+        if (!was_paused)
+            vm_resume(vm);
+        return answer;
+    }
+    answer = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path, "seconds", seconds_since(&t0));
+    if (!resume)
+        vm_request_stop(vm, VM_STOP_USER); /* saved: this instance's job is done */
+    else if (!was_paused)
+        vm_resume(vm);
+    return answer;
+}
+
+json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
+{
+    struct machine_control *s = opaque;
+    struct vm *vm = machine_vm(s->m);
+
+    if (strcmp(command, "status") == 0)
+        return status(s);
+    if (strcmp(command, "pause") == 0)
+        return vm_pause(vm) < 0 ? control_error("%s", err_msg()) : control_ok();
+    if (strcmp(command, "resume") == 0) {
+        vm_resume(vm);
+        return control_ok();
+    }
+    if (strcmp(command, "stop") == 0) {
+        vm_request_stop(vm, VM_STOP_USER);
+        return control_ok();
+    }
+    if (strcmp(command, "save") == 0)
+        return save(s, req);
+    return control_error("unknown command '%s'", command);
+}

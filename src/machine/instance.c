@@ -1,0 +1,184 @@
+#include "machine/instance.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "disk/disk.h"
+#include "machine/machine.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/paths.h"
+
+char *instances_root(void)
+{
+    return paths_data_dir("instances");
+}
+
+/* NAME's folder under the root (malloc'd), or NULL. */
+static char *instance_path(const char *name)
+{
+    char *dir = instances_root(), *path = NULL;
+    if (dir && asprintf(&path, "%s/%s", dir, name) < 0)
+        path = NULL;
+    free(dir);
+    return path;
+}
+
+int instance_dir(const char *name, char **out)
+{
+    char *path = instance_path(name);
+    int r;
+
+    if (!path)
+        return err_plain(ENOENT, "no folder for instances (set HOME or XDG_DATA_HOME)");
+    r = paths_mkdirs(path);
+    if (r < 0) {
+        r = err_set(-r, "cannot create '%s'", path);
+        free(path);
+        return r;
+    }
+    *out = path;
+    return 0;
+}
+
+void instance_dir_remove_unnamed(const char *name)
+{
+    char *path = instance_path(name), *store = NULL;
+
+    if (path && asprintf(&store, "%s/instance.json", path) >= 0 && access(store, F_OK) < 0 &&
+        access(path, F_OK) == 0)
+        file_remove_tree(path);
+    free(store);
+    free(path);
+}
+
+int instance_overlay_at(const char *path, const char *base, const char *base_format)
+{
+    struct disk *b;
+    int r;
+
+    unlink(path);
+    r = disk_open_as(base, DISK_READ_ONLY, base_format, &b);
+    if (r == 0) {
+        struct disk_create_options o = {.size = b->size, .backing = base,
+                                        .backing_format = base_format};
+        disk_close(b);
+        r = disk_create("qcow2", path, &o);
+    }
+    return r;
+}
+
+int machine_instance_overlay(const char *name, const char *file, const char *base,
+                             const char *base_format, char **out)
+{
+    char *dir, *path = NULL;
+    int r = instance_dir(name, &dir);
+
+    if (r < 0)
+        return r;
+    if (asprintf(&path, "%s/%s", dir, file) < 0)
+        r = err_set(ENOMEM, "%s", file);
+    free(dir);
+    if (r == 0)
+        r = instance_overlay_at(path, base, base_format);
+    if (r < 0) {
+        free(path);
+        return r;
+    }
+    *out = path;
+    return 0;
+}
+
+bool instance_named(const char *what)
+{
+    struct stat st;
+    return stat(what, &st) < 0 && !strchr(what, '/');
+}
+
+/* ---- instances of the store ---- */
+
+int machine_instance_config(const char *name, struct vm_config *cfg, const char **resume,
+                        bool *resume_shared)
+{
+    struct store *s;
+    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
+    int r = i ? store_open(&s) : -ENOMEM;
+
+    if (r < 0)
+        return r;
+    r = store_instance(s, name, i);
+    store_close(s);
+    if (r < 0) {
+        free(i);
+        return r;
+    }
+    if (!i->boot.kernel)
+        return err_plain(EINVAL, "instance '%s' has no kernel (create it with --kernel)", name);
+    cfg->kernel_path = i->boot.kernel;
+    cfg->initrd_path = i->boot.initrd;
+    if (i->boot.cmdline)
+        cfg->cmdline = i->boot.cmdline;
+    if (i->boot.cpus)
+        cfg->cpus = i->boot.cpus;
+    if (i->boot.mem_bytes)
+        cfg->mem_bytes = i->boot.mem_bytes;
+    cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
+    cfg->disk_count = 1;
+    *resume = i->resume;
+    *resume_shared = i->resume_pristine;
+    return 0;
+}
+
+int machine_instance_export(const char *name, const char *path, bool flatten, const char *sign_key)
+{
+    static struct vm_config cfg;
+    const char *resume;
+    bool shared;
+
+    vm_config_defaults(&cfg);
+    int r = machine_instance_config(name, &cfg, &resume, &shared);
+    return r < 0 ? r : machine_export(&cfg, resume, path, flatten, sign_key);
+}
+
+/* The instance's store, for one call. */
+static int with_store(const char *name, int (*op)(struct store *, const char *, char **),
+                      char **out)
+{
+    struct store *s;
+    int r = store_open(&s);
+    if (r == 0)
+        r = op(s, name, out);
+    store_close(s);
+    return r;
+}
+
+static int resumed(struct store *s, const char *name, char **unused)
+{
+    (void)unused;
+    return store_resumed(s, name);
+}
+
+static int suspended(struct store *s, const char *name, char **unused)
+{
+    (void)unused;
+    return store_suspended(s, name);
+}
+
+int machine_instance_suspend_path(const char *name, char **path)
+{
+    return with_store(name, store_suspend_path, path);
+}
+
+int machine_instance_suspended(const char *name)
+{
+    return with_store(name, suspended, NULL);
+}
+
+int machine_instance_resumed(const char *name)
+{
+    return with_store(name, resumed, NULL);
+}

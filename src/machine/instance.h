@@ -1,0 +1,54 @@
+/* Instance folders: $XDG_DATA_HOME/smolvm/instances/NAME holds what a VM
+ * named NAME writes (its deltas over a bundle's or an appliance's disks,
+ * the files unpacked for it) and, for an instance of the store
+ * (store/store.h), its instance.json, delta and saved states. This is the
+ * one place that knows where they are; a store instance is started,
+ * suspended and exported from here. */
+#ifndef SMOLVM_MACHINE_INSTANCE_H
+#define SMOLVM_MACHINE_INSTANCE_H
+
+#include <stdbool.h>
+
+struct vm_config;
+
+/* The folder of all instances (malloc'd), or NULL when there is no data
+ * folder (no HOME or XDG_DATA_HOME). */
+char *instances_root(void);
+/* NAME's folder, created if missing. *out malloc'd. */
+int instance_dir(const char *name, char **out) __attribute__((warn_unused_result));
+/* A VM without a name of its own (vm-PID) has ended: the files it wrote
+ * would pile up unseen (no later command can name them). A store
+ * instance of that name keeps its folder. */
+void instance_dir_remove_unnamed(const char *name);
+
+/* A fresh, empty qcow2 delta at path on top of base (never written). */
+int instance_overlay_at(const char *path, const char *base, const char *base_format)
+    __attribute__((warn_unused_result));
+/* The same, named file in instance name's folder (an appliance's root).
+ * *out malloc'd. */
+int machine_instance_overlay(const char *name, const char *file, const char *base,
+                             const char *base_format, char **out)
+    __attribute__((warn_unused_result));
+
+/* Whether what names a store instance rather than a bundle file (there is
+ * no such file and it has no '/'). */
+bool instance_named(const char *what);
+
+/* An instance's boot settings and delta into cfg, and the state bundle it
+ * resumes from (NULL: it boots; shared: the pristine state, which stays).
+ * Strings live on. */
+int machine_instance_config(const char *name, struct vm_config *cfg, const char **resume,
+                            bool *resume_shared) __attribute__((warn_unused_result));
+/* The instance's saved state was resumed: later starts boot. */
+int machine_instance_resumed(const char *name) __attribute__((warn_unused_result));
+/* A stopped instance written to a bundle: its chain (or flattened), its
+ * kernel and initrd, and its saved state when its next start would resume. */
+int machine_instance_export(const char *name, const char *path, bool flatten,
+                            const char *sign_key) __attribute__((warn_unused_result));
+/* Where a running instance's suspended state goes, and marking it
+ * written (the next start resumes it). */
+int machine_instance_suspend_path(const char *name, char **path)
+    __attribute__((warn_unused_result));
+int machine_instance_suspended(const char *name) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,19 @@
+/* What the machine's files share: the machine itself. */
+#ifndef SMOLVM_MACHINE_INTERNAL_H
+#define SMOLVM_MACHINE_INTERNAL_H
+
+#include "bundle/layers.h"
+#include "machine/machine.h"
+
+struct machine {
+    struct vm *vm;
+    struct bundle *source; /* the bundle it started from, or NULL */
+    struct vm_config cfg;  /* strings owned here when started from a bundle */
+    struct bundle_chains chains; /* disks carried as layers */
+    char *dir;
+    enum machine_memory memory;
+    char *working_set; /* to record, a while after the start */
+    struct working_set_recorder *recorder;
+};
+
+#endif
