@@ -78,16 +78,14 @@ int bundle_extract(const struct bundle *b, const char *name, const char *path)
 int bundle_load_memory(const struct bundle *b, const char *name, const struct guest_memory *mem)
     __attribute__((warn_unused_result));
 
-/* From the unpacked cache: the section is unpacked once (verified) into
- * cache_dir/<its hash>.ram (a sparse file), then each start either maps
- * it (BUNDLE_MAP: MAP_PRIVATE, the guest faults in only what it touches,
- * its writes never reach the file) or copies its data extents into RAM
- * (BUNDLE_COPY: no decompression or hashing, and RAM keeps huge pages).
- * -EINVAL means the bundle is corrupt; other errors concern the cache
- * (the caller may fall back to bundle_load_memory()). */
-enum bundle_memory_mode { BUNDLE_MAP, BUNDLE_COPY };
-int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_memory *mem,
-                         const char *cache_dir, enum bundle_memory_mode mode)
+/* The key that names a BUNDLE_MEMORY section's content (its hash, which
+ * covers every chunk's); -ENOENT when there is no such section. */
+int bundle_memory_key(const struct bundle *b, const char *name, char key[65])
     __attribute__((warn_unused_result));
+/* Decodes a BUNDLE_MEMORY section into fd, a file of mem->total bytes (the
+ * regions laid end to end), verifying each chunk; zero chunks are left as
+ * they are (holes in a fresh file). */
+int bundle_unpack_memory(const struct bundle *b, const char *name,
+                         const struct guest_memory *mem, int fd) __attribute__((warn_unused_result));
 
 #endif

@@ -8,14 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 #include <zstd.h>
 
 #include "bundle/internal.h"
 #include "disk/fileio.h"
-#include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
 #include "util/iov.h"
@@ -293,7 +291,7 @@ struct load {
     uint8_t *index;
     const struct bundle_section *s;
     struct chunk_list l;
-    int fd; /* cache_chunk's file: the RAM laid end to end */
+    int fd; /* bundle_unpack_memory's file: the RAM laid end to end */
 };
 
 static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *index_len)
@@ -383,9 +381,9 @@ static int load_chunk(void *ctx, size_t i)
     return chunk_bytes(ld, i, (uint8_t *)ld->l.chunks[i].host, &zero);
 }
 
-/* Into the cache file through a buffer: decompressed into a shared
+/* Into the file through a buffer: decompressed into a shared
  * mapping of the file instead, every page of it would be a fault. */
-static int cache_chunk(void *ctx, size_t i)
+static int file_chunk(void *ctx, size_t i)
 {
     struct load *ld = ctx;
     uint8_t buffer[MEMORY_CHUNK];
@@ -427,103 +425,28 @@ int bundle_load_memory(const struct bundle *b, const char *name, const struct gu
     return r;
 }
 
-/* ---- the unpacked cache: RAM as a file every start maps privately ---- */
+/* ---- RAM as a file (machine/cache.c keeps it as the memory cache) ---- */
 
-/* Unpacks the section into path: a sparse file (zero chunks are holes),
- * complete and synced before it gets its name. */
-static int unpack_to_cache(const struct bundle *b, const char *name,
-                           const struct guest_memory *mem, const char *path)
-{
-    struct load ld;
-    char *tmp;
-    int fd, r;
-
-    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
-        return err_set(ENOMEM, "memory cache");
-    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    r = fd < 0 || ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
-    if (r == 0) {
-        r = open_section(&ld, b, name, mem);
-        ld.fd = fd;
-        if (r == 0)
-            r = run_parallel(0, ld.l.count, cache_chunk, &ld);
-        free(ld.l.chunks);
-        free(ld.index);
-    }
-    if (r == 0 && fdatasync(fd) < 0)
-        r = err_set(errno, "syncing '%s'", tmp);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = err_set(errno, "naming '%s'", path);
-    if (fd >= 0)
-        close(fd);
-    if (r < 0)
-        unlink(tmp);
-    free(tmp);
-    return r;
-}
-
-/* Copies the file's data extents (holes are zero RAM already). */
-static int copy_regions(const struct guest_memory *mem, int fd)
-{
-    uint64_t base = 0;
-    struct stat st;
-
-    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
-        return err_plain(EIO, "memory cache file has the wrong size");
-    for (unsigned i = 0; i < mem->count; i++) {
-        const struct guest_region *g = &mem->regions[i];
-        off_t pos = (off_t)base, end = (off_t)(base + g->size);
-        while (pos < end) {
-            off_t data = lseek(fd, pos, SEEK_DATA), hole;
-            if (data < 0 || data >= end)
-                break;
-            hole = lseek(fd, data, SEEK_HOLE);
-            if (hole < 0 || hole > end)
-                hole = end;
-            for (off_t at = data; at < hole;) {
-                ssize_t n = pread(fd, g->host + (at - (off_t)base), (size_t)(hole - at), at);
-                if (n <= 0)
-                    return err_set(n < 0 ? errno : EIO, "reading the memory cache");
-                at += n;
-            }
-            pos = hole;
-        }
-        base += g->size;
-    }
-    return 0;
-}
-
-int bundle_cached_memory(const struct bundle *b, const char *name, struct guest_memory *mem,
-                         const char *cache_dir, enum bundle_memory_mode mode)
+int bundle_memory_key(const struct bundle *b, const char *name, char key[65])
 {
     const struct bundle_section *s = bundle_section(b, name);
-    char key[2 * SHA256_BYTES + 1], *path;
-    int fd, r;
 
     if (!s || s->encoding != BUNDLE_MEMORY)
         return err_plain(ENOENT, "'%s' holds no saved memory", b->path);
     /* The section's hash covers every chunk's hash: it names the content. */
-    bundle_section_key(b, name, key);
-    if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
-        return err_set(ENOMEM, "memory cache");
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0 && !cache_fd_trusted(fd)) { /* see util/cache.h: rebuilt */
-        close(fd);
-        fd = -1;
-        unlink(path);
-    }
-    if (fd < 0) {
-        r = unpack_to_cache(b, name, mem, path);
-        fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-        if (r == 0 && fd < 0)
-            r = err_set(errno, "'%s'", path);
-    } else {
-        r = 0;
-    }
+    return bundle_section_key(b, name, key);
+}
+
+int bundle_unpack_memory(const struct bundle *b, const char *name,
+                         const struct guest_memory *mem, int fd)
+{
+    struct load ld;
+    int r = open_section(&ld, b, name, mem);
+
+    ld.fd = fd;
     if (r == 0)
-        r = mode == BUNDLE_MAP ? guest_memory_map_file(mem, fd) : copy_regions(mem, fd);
-    if (fd >= 0)
-        close(fd);
-    free(path);
+        r = run_parallel(0, ld.l.count, file_chunk, &ld);
+    free(ld.l.chunks);
+    free(ld.index);
     return r;
 }

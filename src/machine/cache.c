@@ -1,5 +1,6 @@
 #include "machine/cache.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -64,6 +65,93 @@ int machine_cached_layers(const struct bundle *b, const struct bundle_chains *c,
     return r;
 }
 
+/* Unpacks the section into path: a sparse file (zero chunks are holes),
+ * complete and synced before it gets its name. */
+static int unpack_to_cache(const struct bundle *b, const char *name,
+                           const struct guest_memory *mem, const char *path)
+{
+    char *tmp;
+    int fd, r;
+
+    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
+        return err_set(ENOMEM, "memory cache");
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    r = fd < 0 || ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
+    if (r == 0)
+        r = bundle_unpack_memory(b, name, mem, fd);
+    if (r == 0 && fdatasync(fd) < 0)
+        r = err_set(errno, "syncing '%s'", tmp);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = err_set(errno, "naming '%s'", path);
+    if (fd >= 0)
+        close(fd);
+    if (r < 0)
+        unlink(tmp);
+    free(tmp);
+    return r;
+}
+
+/* Copies the file's data extents (holes are zero RAM already). */
+static int copy_regions(const struct guest_memory *mem, int fd)
+{
+    uint64_t base = 0;
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
+        return err_plain(EIO, "memory cache file has the wrong size");
+    for (unsigned i = 0; i < mem->count; i++) {
+        const struct guest_region *g = &mem->regions[i];
+        off_t pos = (off_t)base, end = (off_t)(base + g->size);
+        while (pos < end) {
+            off_t data = lseek(fd, pos, SEEK_DATA), hole;
+            if (data < 0 || data >= end)
+                break;
+            hole = lseek(fd, data, SEEK_HOLE);
+            if (hole < 0 || hole > end)
+                hole = end;
+            for (off_t at = data; at < hole;) {
+                ssize_t n = pread(fd, g->host + (at - (off_t)base), (size_t)(hole - at), at);
+                if (n <= 0)
+                    return err_set(n < 0 ? errno : EIO, "reading the memory cache");
+                at += n;
+            }
+            pos = hole;
+        }
+        base += g->size;
+    }
+    return 0;
+}
+
+int machine_memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
+                         const char *cache_dir, enum machine_memory_use use)
+{
+    char key[65], *path;
+    int fd, r = bundle_memory_key(b, name, key);
+
+    if (r < 0)
+        return r;
+    if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
+        return err_set(ENOMEM, "memory cache");
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && !cache_fd_trusted(fd)) { /* see util/cache.h: rebuilt */
+        close(fd);
+        fd = -1;
+        unlink(path);
+    }
+    if (fd < 0) {
+        r = unpack_to_cache(b, name, mem, path);
+        fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        if (r == 0 && fd < 0)
+            r = err_set(errno, "'%s'", path);
+    }
+    if (r == 0)
+        r = use == MEMORY_CACHE_MAP ? guest_memory_map_file(mem, fd) : copy_regions(mem, fd);
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return r;
+}
+
 /* The working set recorded next to the memory cache is faulted in; when
  * there is none (or it does not fit this RAM) this start records one. */
 static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
@@ -93,13 +181,13 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
                           enum machine_memory how, char **record)
 {
     char *dir = NULL;
-    enum bundle_memory_mode mode = how == MACHINE_MEMORY_COPY ? BUNDLE_COPY : BUNDLE_MAP;
+    enum machine_memory_use use = how == MACHINE_MEMORY_COPY ? MEMORY_CACHE_COPY : MEMORY_CACHE_MAP;
     int r = -ENOENT;
 
     if (how != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
         err_clear(); /* no usable cache: decompressed from the bundle */
     if (dir)
-        r = bundle_cached_memory(b, SECTION_MEMORY, mem, dir, mode);
+        r = machine_memory_cache(b, SECTION_MEMORY, mem, dir, use);
     if (r == 0 && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_MAP))
         prefetch(b, dir, mem, record);
     free(dir);

@@ -27,6 +27,17 @@ int machine_cached_disk(const struct bundle *b, const char *section, char **out)
 /* Disk i's chain of layers in the layer cache; *top: the top's file. */
 int machine_cached_layers(const struct bundle *b, const struct bundle_chains *c, unsigned i,
                           char **top) __attribute__((warn_unused_result));
+/* From the memory cache: section name is unpacked once (verified) into
+ * cache_dir/<its key>.ram (a sparse file), then each start either maps it
+ * (MEMORY_CACHE_MAP: MAP_PRIVATE, the guest faults in only what it
+ * touches, its writes never reach the file) or copies its data extents
+ * into RAM (MEMORY_CACHE_COPY: no decompression or hashing, and RAM keeps
+ * huge pages). -EINVAL means the bundle is corrupt; other errors concern
+ * the cache (the caller may fall back to bundle_load_memory()). */
+enum machine_memory_use { MEMORY_CACHE_MAP, MEMORY_CACHE_COPY };
+int machine_memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
+                         const char *cache_dir, enum machine_memory_use use)
+    __attribute__((warn_unused_result));
 /* b's saved RAM into mem, as how says. *record: where this start should
  * record its working set (malloc'd), or NULL when one is there already. */
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,

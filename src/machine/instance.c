@@ -13,15 +13,10 @@
 #include "util/file.h"
 #include "util/paths.h"
 
-char *instances_root(void)
-{
-    return paths_data_dir("instances");
-}
-
 /* NAME's folder under the root (malloc'd), or NULL. */
 static char *instance_path(const char *name)
 {
-    char *dir = instances_root(), *path = NULL;
+    char *dir = paths_instances_dir(), *path = NULL;
     if (dir && asprintf(&path, "%s/%s", dir, name) < 0)
         path = NULL;
     free(dir);

@@ -1,9 +1,10 @@
 /* Instance folders: $XDG_DATA_HOME/smolvm/instances/NAME holds what a VM
  * named NAME writes (its deltas over a bundle's or an appliance's disks,
  * the files unpacked for it) and, for an instance of the store
- * (store/store.h), its instance.json, delta and saved states. This is the
- * one place that knows where they are; a store instance is started,
- * suspended and exported from here. */
+ * (store/store.h), its instance.json, delta and saved states. The folder
+ * of them all is paths_instances_dir() (util/paths.h, which the store
+ * opens too); NAME's folder is made here alone (instance_dir()). A store
+ * instance is started, suspended and exported from here. */
 #ifndef SMOLVM_MACHINE_INSTANCE_H
 #define SMOLVM_MACHINE_INSTANCE_H
 
@@ -11,9 +12,6 @@
 
 struct vm_config;
 
-/* The folder of all instances (malloc'd), or NULL when there is no data
- * folder (no HOME or XDG_DATA_HOME). */
-char *instances_root(void);
 /* NAME's folder, created if missing. *out malloc'd. */
 int instance_dir(const char *name, char **out) __attribute__((warn_unused_result));
 /* A VM without a name of its own (vm-PID) has ended: the files it wrote

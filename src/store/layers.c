@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "disk/disk.h"
-#include "machine/instance.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -31,7 +30,7 @@ int store_open(struct store **out)
     s->lock_fd = -1;
     s->root = paths_data_dir("");
     s->layers = paths_data_dir("layers");
-    s->instances = instances_root();
+    s->instances = paths_instances_dir();
     if (!s->root || !s->layers || !s->instances) {
         store_close(s);
         return err_plain(ENOENT, "no data folder (set HOME or XDG_DATA_HOME)");

@@ -106,6 +106,11 @@ char *paths_data_dir(const char *sub)
     return writable_dir("XDG_DATA_HOME", ".local/share", "data", sub);
 }
 
+char *paths_instances_dir(void)
+{
+    return paths_data_dir("instances");
+}
+
 int paths_runtime_candidates(const char *xdg_runtime, const char *tmpdir, unsigned uid,
                              char *out[PATHS_RUNTIME_MAX])
 {

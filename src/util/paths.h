@@ -14,6 +14,10 @@ char *paths_cache_dir(const char *sub);
 /* $XDG_DATA_HOME/smolvm/SUB (default ~/.local/share/smolvm/SUB); falls
  * back to RUNTIME/data/SUB the same way (one line on stderr for both). */
 char *paths_data_dir(const char *sub);
+/* paths_data_dir("instances"): the folder of every instance, a VM's own
+ * files in NAME/ below it (machine/instance.h: instance_dir(); the store's
+ * instances are there too). */
+char *paths_instances_dir(void);
 /* Whether a folder that failed with err is worth replacing by the fallback. */
 bool paths_needs_fallback(int err);
 

@@ -14,6 +14,7 @@
 #include <nettle/eddsa.h>
 
 #include "bundle/bundle.h"
+#include "machine/cache.h"
 #include "bundle/signature.h"
 #include "core/config.h"
 
@@ -126,7 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)bundle_load_memory(b, "memory", &ram);
         /* The cache keys on the section hash: a fresh folder each time
          * would be slow; stale entries are what a real cache meets too. */
-        (void)bundle_cached_memory(b, "memory", &ram, cache_dir, BUNDLE_COPY);
+        (void)machine_memory_cache(b, "memory", &ram, cache_dir, MEMORY_CACHE_COPY);
         char disk[96];
         snprintf(disk, sizeof(disk), "%s/disk", cache_dir);
         if (bundle_extract(b, "disk.0", disk) == 0)

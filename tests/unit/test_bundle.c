@@ -17,6 +17,7 @@
 #include <zstd.h>
 
 #include "bundle/bundle.h"
+#include "machine/cache.h"
 #include "bundle/internal.h"
 #include "machine/machine.h"
 #include "core/config.h"
@@ -191,7 +192,7 @@ static void mapped_from_cache(void **state)
     assert_int_equal(mkdir(cache, 0700), 0);
     assert_int_equal(bundle_open(path, &bundle), 0);
     assert_int_equal(guest_memory_alloc(&a, layout, 2), 0);
-    assert_int_equal(bundle_cached_memory(bundle, "memory", &a, cache, BUNDLE_MAP), 0);
+    assert_int_equal(machine_memory_cache(bundle, "memory", &a, cache, MEMORY_CACHE_MAP), 0);
     assert_memory_equal(a.regions[0].host, mem.regions[0].host, RAM_LOW);
     assert_memory_equal(a.regions[1].host, mem.regions[1].host, RAM_HIGH);
     /* Restored RAM stays out of core dumps, as fresh RAM does. */
@@ -199,7 +200,7 @@ static void mapped_from_cache(void **state)
     assert_true(smaps_has_flag(a.regions[1].host, "dd"));
     memset(a.regions[0].host, 0x77, 8192); /* private: must not reach b */
     assert_int_equal(guest_memory_alloc(&b, layout, 2), 0);
-    assert_int_equal(bundle_cached_memory(bundle, "memory", &b, cache, BUNDLE_COPY), 0);
+    assert_int_equal(machine_memory_cache(bundle, "memory", &b, cache, MEMORY_CACHE_COPY), 0);
     assert_memory_equal(b.regions[0].host, mem.regions[0].host, RAM_LOW);
     snprintf(cmd, sizeof(cmd), "test $(ls '%s' | grep -c '\\.ram$') -eq 1", cache);
     assert_int_equal(system(cmd), 0);
@@ -729,7 +730,7 @@ static void truncated_while_reading_leaves_nothing(void **state)
         const struct bundle_section *s = section_of(b, round == 2 ? "kernel" : "memory");
         hook_action = HOOK_TRUNCATE;
         hook_after = s->offset + (round == 2 ? 0 : 4096); /* past the memory index */
-        int r = round == 0   ? bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY)
+        int r = round == 0   ? machine_memory_cache(b, "memory", &back, cache, MEMORY_CACHE_COPY)
                 : round == 1 ? bundle_load_memory(b, "memory", &back)
                              : bundle_extract(b, "kernel", out);
         if (r != -EINVAL)
@@ -926,7 +927,7 @@ static void tampered_cache_is_not_used(void **state)
     assert_int_equal(bundle_section_key(b, "memory", key), 0);
     snprintf(ram, sizeof(ram), "%s/%s.ram", cache, key);
     for (int round = 0; round < (geteuid() == 0 ? 2 : 1); round++) {
-        assert_int_equal(bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY), 0);
+        assert_int_equal(machine_memory_cache(b, "memory", &back, cache, MEMORY_CACHE_COPY), 0);
         /* Another user writes the cache file: world-writable, or theirs. */
         int fd = open(ram, O_WRONLY);
         assert_true(fd >= 0);
@@ -937,7 +938,7 @@ static void tampered_cache_is_not_used(void **state)
         else
             assert_int_equal(chown(ram, 12345, 12345), 0);
         memset(back.regions[0].host, 0, RAM_LOW);
-        assert_int_equal(bundle_cached_memory(b, "memory", &back, cache, BUNDLE_COPY), 0);
+        assert_int_equal(machine_memory_cache(b, "memory", &back, cache, MEMORY_CACHE_COPY), 0);
         assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
         assert_int_equal(stat(ram, &st), 0);
         assert_int_equal(st.st_mode & 0777, 0600);
