@@ -896,6 +896,37 @@ static void forwards_a_host_port_and_refuses_a_taken_one(void **state)
     net_backend_close(b);
 }
 
+/* A UDP forward (-p HOSTPORT:GUESTPORT/udp): a datagram to the host port
+ * reaches the guest's network (the NAT asks where 10.0.2.15 is). */
+static void forwards_a_udp_port(void **state)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct net_backend *b;
+    uint8_t frame[2048];
+    socklen_t len = sizeof(a);
+    char spec[64];
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), port;
+    (void)state;
+    use_built_helper();
+    /* A free port: bound, read, let go. */
+    assert_int_equal(bind(u, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(u, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(u);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d:53/udp", port);
+    assert_int_equal(net_parse_forward(spec, &cfg), 0);
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(sendto(u, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)), 4);
+    ssize_t n = backend_frame(b, frame, sizeof(frame));
+    assert_true(n >= 42);
+    assert_memory_equal(frame + 12, "\x08\x06", 2);          /* ARP */
+    assert_memory_equal(frame + 38, "\x0a\x00\x02\x0f", 4); /* who has the guest? */
+    close(u);
+    net_backend_close(b);
+}
+
 /* ---- --net tap=IFNAME (needs CAP_NET_ADMIN to make one: skipped without) ---- */
 
 static int tap_up(const char *name)
@@ -985,6 +1016,7 @@ int main(void)
         cmocka_unit_test(pack_carries_the_network_options),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
         cmocka_unit_test(forwards_a_host_port_and_refuses_a_taken_one),
+        cmocka_unit_test(forwards_a_udp_port),
         cmocka_unit_test(a_tap_carries_frames_both_ways),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
