@@ -6,7 +6,9 @@
  * command line through /bin/sh and powers off, or execs /sbin/init.
  *
  * Kernel command line: smolvm.root=/dev/vda (default), smolvm.rootfs=ext2
- * (ext4 also mounts ext2), smolvm.ro, smolvm.run="command". */
+ * (ext4 also mounts ext2), smolvm.ro, smolvm.run="command",
+ * smolvm.share=TAG[:DIR][,TAG[:DIR]...] (virtio-fs shares mounted at DIR,
+ * default /mnt/TAG; smolvm run adds the tags of its --share options). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -151,6 +153,36 @@ static void switch_root(const char *dev, const char *fstype, bool ro)
         fail("switch root");
 }
 
+/* mkdir -p of an absolute path. */
+static void make_dirs(char *path)
+{
+    for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+        *p = 0;
+        mkdir(path, 0755);
+        *p = '/';
+    }
+    mkdir(path, 0755);
+}
+
+static void mount_shares(const char *cmdline)
+{
+    char list[CMDLINE_MAX], dir[CMDLINE_MAX], *save = NULL;
+
+    if (!param(cmdline, "smolvm.share", list, sizeof(list)))
+        return;
+    for (char *tag = strtok_r(list, ",", &save); tag; tag = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tag, ':');
+        if (colon)
+            *colon = 0;
+        snprintf(dir, sizeof(dir), "%s%s", colon ? "" : "/mnt/", colon ? colon + 1 : tag);
+        if (dir[0] != '/')
+            continue;
+        make_dirs(dir);
+        if (mount(tag, dir, "virtiofs", 0, NULL) < 0)
+            say("share %s at %s: %s", tag, dir, strerror(errno));
+    }
+}
+
 int main(void)
 {
     char cmdline[CMDLINE_MAX] = "", dev[128], fstype[32], run[CMDLINE_MAX];
@@ -172,6 +204,7 @@ int main(void)
     switch_root(param(cmdline, "smolvm.root", dev, sizeof(dev)) ? dev : "/dev/vda",
                 param(cmdline, "smolvm.rootfs", fstype, sizeof(fstype)) ? fstype : "ext2",
                 param(cmdline, "smolvm.ro", run, sizeof(run)) != NULL);
+    mount_shares(cmdline);
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
     setenv("HOME", "/root", 1);
     if (!param(cmdline, "smolvm.run", run, sizeof(run))) {

@@ -13,6 +13,7 @@ packages=(
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
     golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests
     linux-source-6.1 flex bison libelf-dev bc          # nested: a small kernel with cmdline virtio-mmio
+    libmicrohttpd-dev python3-yaml python3-jsonschema  # smolvm serve: HTTP; its OpenAPI document, checked
 )
 missing=()
 # bsd-user's real BSD executables come as npm packages (any npm will do).

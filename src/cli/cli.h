@@ -37,6 +37,13 @@ int cli_layers(int argc, char **argv);
 int cli_gc(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
+int cli_serve(int argc, char **argv);
+
+struct vm_share_config;
+/* --share HOSTDIR[:TAG][,ro] (split in place) into shares[*count], the
+ * folder made absolute (share.c). A negative errno with a message: a
+ * wrong spec, or a folder that is not there. */
+int cli_parse_share(char *spec, struct vm_share_config *shares, unsigned *count);
 
 /* Whether a VM named name answers on its control socket (control.c). */
 bool cli_vm_running(const char *name);

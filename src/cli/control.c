@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/serve.h"
 #include "machine/instance.h"
+#include "machine/save_named.h"
 #include "util/err.h"
 #include "util/paths.h"
 #include "util/term.h"
@@ -177,21 +178,6 @@ static void print_saved(const char *path, json_t *answer, bool json)
         printf("saved %s in %.3f s\n", path, json_real_value(json_object_get(answer, "seconds")));
 }
 
-static int save_at_rest(const char *name, const char *path, bool flatten, const char *key,
-                        bool json)
-{
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (machine_instance_export(name, path, flatten, key) < 0)
-        return cli_fail(CLI_FAILED, "%s", err_msg());
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    json_t *a = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path,
-                          "seconds", (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-    print_saved(path, a, json);
-    json_decref(a);
-    return CLI_OK;
-}
-
 int cli_save(int argc, char **argv)
 {
     enum { OPT_RESUME = 256, OPT_NO_MEMORY, OPT_JSON, OPT_FLATTEN, OPT_SIGN };
@@ -203,8 +189,7 @@ int cli_save(int argc, char **argv)
     };
     const char *output = NULL;
     bool resume = false, memory = true, json = false, flatten = false, suspend;
-    char *path = NULL, *key = NULL;
-    json_t *answer;
+    char *key = NULL;
     int c, code;
 
     optind = 1;
@@ -240,26 +225,30 @@ int cli_save(int argc, char **argv)
         return CLI_USAGE;
     }
     /* The VM resolves paths from its own working folder: send an absolute one. */
-    if (suspend ? machine_instance_suspend_path(name, &path) < 0 : absolute_path(output, &path) < 0) {
+    char *absolute = NULL, *saved;
+    double seconds;
+    bool bar = !json && isatty(STDERR_FILENO);
+    struct machine_save_request q = {.resume = resume, .no_memory = !memory, .flatten = flatten,
+                                     .sign_key = key, .progress = bar ? show_progress : NULL,
+                                     .opaque = "saving memory"};
+    if (!suspend && absolute_path(output, &absolute) < 0) {
         code = cli_fail(CLI_FAILED, "%s", err_msg());
-    } else if (!cli_vm_running(name)) {
-        code = suspend ? cli_fail(CLI_FAILED, "no VM '%s' is running", name)
-                       : save_at_rest(name, path, flatten, key, json);
     } else {
-        json_t *request = json_pack("{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path,
-                                    "resume", resume, "memory", memory, "flatten", flatten,
-                                    "state_only", suspend);
-        if (key)
-            json_object_set_new(request, "sign", json_string(key));
-        code = ask_showing(name, request, &answer, "saving memory", !json);
-        if (code == CLI_OK && suspend && machine_instance_suspended(name) < 0)
+        q.output = absolute;
+        int r = machine_save_named(name, &q, &saved, &seconds);
+        if (bar)
+            fputs("\r\033[K", stderr);
+        if (r < 0) {
             code = cli_fail(CLI_FAILED, "%s", err_msg());
-        if (code == CLI_OK) {
-            print_saved(path, answer, json);
-            json_decref(answer);
+        } else {
+            json_t *a = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", saved, "seconds", seconds);
+            print_saved(saved, a, json);
+            json_decref(a);
+            free(saved);
+            code = CLI_OK;
         }
     }
-    free(path);
+    free(absolute);
     free(key);
     return code;
 }

@@ -42,6 +42,8 @@ int cli_start(int argc, char **argv)
     so.memory = o.memory;
     so.trusted_key = o.trusted_key;
     so.forwards = &o.vm.net; /* -p: replaces the bundle's forwards */
+    so.shares = o.vm.shares;
+    so.share_count = o.vm.share_count;
     const char *name = o.name;
     if (optind != argc - 1)
         return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");

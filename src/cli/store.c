@@ -112,70 +112,6 @@ static int print_instance(struct store *s, const char *name, const char *key, co
     return 0;
 }
 
-/* --from a bundle that must be signed with trusted_key's private key: the
- * import checks it before anything of the bundle enters the store. */
-static int import_verified(struct store *s, const char *from, char top[HASH_HEX],
-                           char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
-                           const char **state, const char *trusted_key)
-{
-    struct bundle *b;
-    int r = bundle_open(from, &b);
-
-    if (r < 0) {
-        err_prefix("--verify checks a bundle file");
-        return r;
-    }
-    *state = bundle_has_state(b) ? from : NULL;
-    bundle_close(b);
-    return store_import_bundle(s, from, top, kernel, initrd, cfg, trusted_key);
-}
-
-/* --from: an appliance folder, a .smolmachine, a layer hash or an image. */
-static int import_source(struct store *s, const char *from, char top[HASH_HEX],
-                         char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
-                         const char **state, const char *trusted_key)
-{
-    struct appliance_files f;
-    struct stat st;
-    int r;
-
-    kernel[0] = initrd[0] = 0;
-    if (trusted_key)
-        return import_verified(s, from, top, kernel, initrd, cfg, state, trusted_key);
-    if (hash_is_hex(from)) {
-        snprintf(top, HASH_HEX, "%s", from);
-        return 0;
-    }
-    if (stat(from, &st) < 0)
-        return err_set(errno, "'%s'", from);
-    if (S_ISDIR(st.st_mode)) {
-        bool reused;
-        r = appliance_open(from, &f);
-        if (r == 0)
-            r = store_add_source(s, f.root, "appliance root", top, &reused);
-        if (r == 0)
-            r = store_add_source(s, f.kernel, "kernel", kernel, &reused);
-        if (r == 0)
-            r = store_add_source(s, f.initrd, "initrd", initrd, &reused);
-        if (r == 0)
-            cfg->cmdline = f.cmdline, f.cmdline = NULL;
-        appliance_files_release(&f);
-        return r;
-    }
-    /* A file with the bundle's magic is a bundle or an error: a corrupt
-     * one is never taken for a raw disk image. */
-    struct bundle *b;
-    if ((r = bundle_probe(from)) != 0) {
-        if (r > 0 && (r = bundle_open(from, &b)) == 0) {
-            *state = bundle_has_state(b) ? from : NULL;
-            bundle_close(b);
-            r = store_import_bundle(s, from, top, kernel, initrd, cfg, NULL);
-        }
-        return r;
-    }
-    return store_add_layer(s, from, "image", top);
-}
-
 static const struct vm_options_help create_help = {
     "usage: smolvm create NAME --from SOURCE [options]\n"
     "\n"
@@ -195,11 +131,7 @@ int cli_create(int argc, char **argv)
 {
     struct vm_options o = {0};
     const char *name;
-    const char *state = NULL;
-    char top[HASH_HEX], kernel[HASH_HEX], initrd[HASH_HEX];
-    struct vm_config cfg;
     struct store *s;
-    bool reused;
     int r = vm_options_parse(VM_OPT_CREATE, &create_help, argc, argv, &o);
 
     if (r == VM_OPTIONS_HELP)
@@ -212,23 +144,12 @@ int cli_create(int argc, char **argv)
         return usage_error("--from SOURCE is required");
     if (store_open(&s) < 0)
         return failed();
-    vm_config_defaults(&cfg);
-    cfg.cmdline = NULL;
-    r = import_source(s, o.from, top, kernel, initrd, &cfg, &state, o.trusted_key);
-    if (r == 0 && state && (o.cpus_given || o.mem_given))
-        r = err_plain(EINVAL, "'%s' holds a saved state, which fixes its CPUs and memory", o.from);
-    if (r == 0 && o.vm.kernel_path)
-        r = store_add_source(s, o.vm.kernel_path, "kernel", kernel, &reused);
-    if (r == 0 && o.vm.initrd_path)
-        r = store_add_source(s, o.vm.initrd_path, "initrd", initrd, &reused);
-    struct instance_boot boot = {.kernel = kernel[0] ? kernel : NULL,
-                                 .initrd = initrd[0] ? initrd : NULL,
-                                 .cmdline = o.cmdline_given ? o.vm.cmdline : cfg.cmdline,
-                                 .state = state,
-                                 .cpus = o.cpus_given ? o.vm.cpus : cfg.cpus,
-                                 .mem_bytes = o.mem_given ? o.vm.mem_bytes : cfg.mem_bytes};
-    if (r == 0)
-        r = store_create(s, name, top, &boot);
+    struct store_create_request q = {
+        .name = name, .from = o.from, .kernel = o.vm.kernel_path, .initrd = o.vm.initrd_path,
+        .cmdline = o.cmdline_given ? o.vm.cmdline : NULL, .trusted_key = o.trusted_key,
+        .cpus = o.cpus_given ? o.vm.cpus : 0, .mem_bytes = o.mem_given ? o.vm.mem_bytes : 0,
+    };
+    r = store_create_from(s, &q);
     if (r == 0 && (cli_json() || o.serve.json))
         r = print_instance(s, name, NULL, NULL);
     else if (r == 0)

@@ -50,6 +50,13 @@ static int parse_mem(struct vm_options *o, char *value)
 
 /* PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none|writeback]; the
  * string is kept, split in place. */
+/* run and pack: the VM's shares; start: the host folders of the bundle's
+ * tags (cli/share.c). */
+static int parse_share(struct vm_options *o, char *spec)
+{
+    return cli_parse_share(spec, o->vm.shares, &o->vm.share_count) < 0 ? -1 : 0;
+}
+
 static int parse_disk(struct vm_options *o, char *spec)
 {
     struct vm_disk_config *d;
@@ -188,6 +195,12 @@ static const struct vm_option vm_option_table[] = {
     {"disk", 'd', "PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]", BOOTS, 0,
      "a virtio-blk disk (repeatable): read-only, the serial\n"
      "the guest reads, O_DIRECT", parse_disk},
+    {"share", 0, "DIR[:TAG][,ro]", BOOTS | START, 0,
+     "the host folder DIR as virtio-fs TAG (repeatable; default\n"
+     "tag: DIR's name); appliances mount it at /mnt/TAG. A\n"
+     "bundle keeps the tags, not the folders: start gives each\n"
+     "tag its folder again (a guest saved with it mounted goes\n"
+     "on: its files are found again by path)", parse_share},
     {"no-rng", 0, NULL, BOOTS, 0, "no virtio-rng device", NULL, SET(vm.rng, false)},
     {"no-kernel-cache", 0, NULL, BOOTS, 0,
      "boot a bzImage as it is, not from its cached\n"

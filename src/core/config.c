@@ -50,6 +50,76 @@ static const char *console_name(enum vm_console_kind k)
     return k == VM_CONSOLE_VIRTIO ? "virtio" : "serial";
 }
 
+bool vm_share_tag_valid(const char *tag)
+{
+    size_t len = strlen(tag);
+
+    return len >= 1 && len <= VM_SHARE_TAG_MAX &&
+           strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+}
+
+/* Tags and read-only flags: where a tag's folder is on the host is for
+ * whoever starts the VM to say. */
+static json_t *shares_to_json(const struct vm_config *cfg)
+{
+    json_t *shares = json_array();
+
+    for (unsigned i = 0; i < cfg->share_count; i++)
+        json_array_append_new(shares, json_pack("{s:s, s:b}", "tag", cfg->shares[i].tag,
+                                                "read_only", cfg->shares[i].read_only));
+    return shares;
+}
+
+static int parse_shares(json_t *shares, struct vm_config *cfg)
+{
+    size_t i;
+    json_t *o;
+
+    if (!json_is_array(shares) || json_array_size(shares) > VM_MAX_SHARES)
+        return err_plain(EINVAL, "config: bad \"shares\"");
+    json_array_foreach(shares, i, o) {
+        const char *tag = json_string_value(json_object_get(o, "tag"));
+        struct vm_share_config *sc = &cfg->shares[cfg->share_count];
+        if (!tag || !vm_share_tag_valid(tag))
+            return err_plain(EINVAL, "config: bad share %zu", i);
+        for (unsigned j = 0; j < cfg->share_count; j++)
+            if (strcmp(cfg->shares[j].tag, tag) == 0)
+                return err_plain(EINVAL, "config: share tag %s twice", tag);
+        sc->tag = strdup(tag);
+        sc->read_only = json_is_true(json_object_get(o, "read_only"));
+        cfg->share_count++;
+    }
+    return 0;
+}
+
+int vm_config_map_shares(struct vm_config *cfg, const struct vm_share_config *given,
+                         unsigned count)
+{
+    for (unsigned i = 0; i < count; i++) {
+        struct vm_share_config *sc = NULL;
+        for (unsigned j = 0; j < cfg->share_count && !sc; j++)
+            if (strcmp(cfg->shares[j].tag, given[i].tag) == 0)
+                sc = &cfg->shares[j];
+        if (!sc)
+            return err_plain(EINVAL, "--share %s: the VM has no share tagged %s", given[i].path,
+                             given[i].tag);
+        if (cfg->owns_strings) {
+            free((char *)sc->path);
+            sc->path = strdup(given[i].path);
+            if (!sc->path)
+                return err_set(ENOMEM, "share %s", sc->tag);
+        } else {
+            sc->path = given[i].path;
+        }
+        sc->read_only |= given[i].read_only;
+    }
+    for (unsigned i = 0; i < cfg->share_count; i++)
+        if (!cfg->shares[i].path)
+            return err_plain(EINVAL, "share %s needs a host folder: --share DIR:%s",
+                             cfg->shares[i].tag, cfg->shares[i].tag);
+    return 0;
+}
+
 char *vm_config_to_json(const struct vm_config *cfg)
 {
     json_t *root = json_object(), *disks = json_array();
@@ -75,6 +145,8 @@ char *vm_config_to_json(const struct vm_config *cfg)
                         json_string(cfg->discovery == VM_DISCOVERY_CMDLINE ? "cmdline" : "acpi"));
     json_object_set_new(root, "disks", disks);
     json_object_set_new(root, "net", net_config_to_json(&cfg->net));
+    if (cfg->share_count)
+        json_object_set_new(root, "shares", shares_to_json(cfg));
     text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text)
@@ -148,6 +220,8 @@ int vm_config_from_json(const char *text, struct vm_config *cfg)
         r = parse_disks(json_object_get(root, "disks"), cfg);
     if (r == 0)
         r = net_config_from_json(json_object_get(root, "net"), &cfg->net);
+    if (r == 0 && json_object_get(root, "shares"))
+        r = parse_shares(json_object_get(root, "shares"), cfg);
     json_decref(root);
     if (r < 0)
         vm_config_release(cfg);
@@ -167,6 +241,11 @@ void vm_config_release(struct vm_config *cfg)
         free((char *)cfg->disks[i].format);
         free((char *)cfg->disks[i].path);
     }
+    for (unsigned i = 0; i < cfg->share_count; i++) {
+        free((char *)cfg->shares[i].tag);
+        free((char *)cfg->shares[i].path);
+    }
+    cfg->share_count = 0;
     cfg->cmdline = NULL;
     cfg->disk_count = 0;
     cfg->owns_strings = false;

@@ -53,6 +53,18 @@ struct vm_disk_config {
     bool direct; /* O_DIRECT, cache=none */
 };
 
+#define VM_MAX_SHARES 8
+#define VM_SHARE_TAG_MAX 36 /* virtio-fs config space: tag[36] */
+
+/* A host folder served to the guest as virtio-fs under tag. A bundle's
+ * config carries tags only (path NULL): which host folder a tag maps to
+ * is decided by whoever starts it (--share). */
+struct vm_share_config {
+    const char *path;
+    const char *tag;
+    bool read_only;
+};
+
 enum vm_console_kind { VM_CONSOLE_SERIAL, VM_CONSOLE_VIRTIO };
 /* How the guest finds its virtio-mmio devices: ACPI DSDT nodes (LNRO0005),
  * or virtio_mmio.device= on the kernel command line (for kernels built
@@ -74,6 +86,8 @@ struct vm_config {
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];
     struct vm_net_config net;
+    unsigned share_count;
+    struct vm_share_config shares[VM_MAX_SHARES];
     bool owns_strings; /* from vm_config_from_json(): vm_config_release() frees them */
 };
 
@@ -91,5 +105,16 @@ char *vm_config_to_json(const struct vm_config *cfg);
 int vm_config_from_json(const char *text, struct vm_config *cfg)
     __attribute__((warn_unused_result));
 void vm_config_release(struct vm_config *cfg);
+
+/* Whether tag can name a share: 1 to VM_SHARE_TAG_MAX bytes of
+ * [A-Za-z0-9._-]. */
+bool vm_share_tag_valid(const char *tag);
+
+/* A bundle's (or instance's) shares given their host folders at start:
+ * each of given[] names a tag of cfg (its path is copied; ro adds to the
+ * bundle's ro, never lifts it), and every share of cfg must then have
+ * one. A message naming the tag otherwise (-EINVAL). */
+int vm_config_map_shares(struct vm_config *cfg, const struct vm_share_config *given,
+                         unsigned count) __attribute__((warn_unused_result));
 
 #endif

@@ -39,6 +39,11 @@ static unsigned virtio_console(const struct vm_config *cfg)
     return cfg->console == VM_CONSOLE_VIRTIO;
 }
 
+static unsigned shares(const struct vm_config *cfg)
+{
+    return cfg->share_count;
+}
+
 static unsigned nets(const struct vm_config *cfg)
 {
     return cfg->net.mode != VM_NET_NONE;
@@ -57,6 +62,7 @@ static const struct placement_row {
     {"virtio-rng", true, NULL, rng},
     {"virtio-blk", true, NULL, disks},
     {"virtio-console", true, NULL, virtio_console},
+    {"virtio-fs", true, NULL, shares},
     {"virtio-net", true, NULL, nets},
     /* New devices here, one row each. */
 };

@@ -3,7 +3,15 @@
  * has, and where each sits (window, IRQ, state name), is the placement
  * table's business (core/placement.c): the VM creates one instance per
  * slot the table gives for its config, finding the type here by name. The
- * order of registration (link order) decides nothing. */
+ * order of registration (link order) decides nothing.
+ *
+ * A new device: a row at the end of the table in core/placement.c (its
+ * type name, whether it takes a virtio-mmio window, how many instances a
+ * config asks for); a device_type of that name whose create() makes the
+ * instance for one slot. A virtio device passes the slot to
+ * virtio_mmio_create(vm, slot, &ops, dev, &t), which registers its record
+ * under slot->state_name; fields of its own go in ops.state (with
+ * ops.state_version), described as in core/state_io.h. */
 #ifndef SMOLVM_DEVICES_DEVICE_H
 #define SMOLVM_DEVICES_DEVICE_H
 

@@ -96,21 +96,9 @@ bool instance_named(const char *what)
 
 /* ---- instances of the store ---- */
 
-int machine_instance_config(const char *name, struct vm_config *cfg, const char **resume,
-                        bool *resume_shared)
+/* i's boot settings and delta into cfg (strings stay i's). */
+static int instance_boot_config(const char *name, const struct instance *i, struct vm_config *cfg)
 {
-    struct store *s;
-    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
-    int r = i ? store_open(&s) : -ENOMEM;
-
-    if (r < 0)
-        return r;
-    r = store_instance(s, name, i);
-    store_close(s);
-    if (r < 0) {
-        free(i);
-        return r;
-    }
     if (!i->boot.kernel)
         return err_plain(EINVAL, "instance '%s' has no kernel (create it with --kernel)", name);
     cfg->kernel_path = i->boot.kernel;
@@ -123,20 +111,53 @@ int machine_instance_config(const char *name, struct vm_config *cfg, const char 
         cfg->mem_bytes = i->boot.mem_bytes;
     cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
     cfg->disk_count = 1;
+    return 0;
+}
+
+static int read_instance(const char *name, struct instance *i)
+{
+    struct store *s;
+    int r = store_open(&s);
+
+    if (r < 0)
+        return r;
+    r = store_instance(s, name, i);
+    store_close(s);
+    return r;
+}
+
+int machine_instance_config(const char *name, struct vm_config *cfg, const char **resume,
+                        bool *resume_shared)
+{
+    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
+    int r = i ? read_instance(name, i) : -ENOMEM;
+
+    if (r < 0) {
+        free(i);
+        return r;
+    }
+    if ((r = instance_boot_config(name, i, cfg)) < 0)
+        return r;
     *resume = i->resume;
     *resume_shared = i->resume_pristine;
     return 0;
 }
 
+/* Re-entrant and leaving nothing behind: smolvm serve exports on
+ * several threads. */
 int machine_instance_export(const char *name, const char *path, bool flatten, const char *sign_key)
 {
-    static struct vm_config cfg;
-    const char *resume;
-    bool shared;
+    struct vm_config cfg;
+    struct instance i = {0};
+    int r = read_instance(name, &i);
 
     vm_config_defaults(&cfg);
-    int r = machine_instance_config(name, &cfg, &resume, &shared);
-    return r < 0 ? r : machine_export(&cfg, resume, path, flatten, sign_key);
+    if (r == 0)
+        r = instance_boot_config(name, &i, &cfg);
+    if (r == 0)
+        r = machine_export(&cfg, i.resume, path, flatten, sign_key);
+    store_instance_release(&i);
+    return r;
 }
 
 /* The instance's store, for one call. */

@@ -37,6 +37,9 @@ struct machine_start_options {
     /* start -p: port forwards replacing the bundle's (a saved host port may
      * be taken here); NULL or none: the bundle's. */
     const struct vm_net_config *forwards;
+    /* The host folders of the bundle's shares, by tag (--share at start). */
+    const struct vm_share_config *shares;
+    unsigned share_count;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */

@@ -152,6 +152,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
      * is unpacked or an instance folder made. */
     if (r == 0 && (r = vm_config_check(&m->cfg)) < 0)
         err_prefix("'%s' cannot start on this host", path);
+    if (r == 0)
+        r = vm_config_map_shares(&m->cfg, o->shares, o->share_count);
     trace_mark(TRACE_BUNDLE_OPENED);
     if (r == 0) {
         m->cfg.interactive = o->interactive;
@@ -198,6 +200,8 @@ int machine_start_named(const char *what, const struct machine_start_options *so
     cfg.interactive = so->interactive;
     cfg.trace_until = so->trace_until;
     int r = machine_instance_config(what, &cfg, &resume, &shared);
+    if (r == 0)
+        r = vm_config_map_shares(&cfg, so->shares, so->share_count);
     if (r < 0 || !resume)
         return r < 0 ? r : machine_boot(&cfg, m);
     struct machine_start_options from_state = *so;

@@ -76,6 +76,20 @@ int store_gc(struct store *s, unsigned *removed) __attribute__((warn_unused_resu
 /* A new instance on layer top (O(1): an empty delta). -EEXIST if taken. */
 int store_create(struct store *s, const char *name, const char *top,
                  const struct instance_boot *boot) __attribute__((warn_unused_result));
+/* store_create from what `smolvm create NAME --from FROM` takes: FROM is
+ * an appliance folder (its root, kernel and initrd become layers), a
+ * .smolmachine (its layers imported; a saved state kept: the first start
+ * resumes it), a disk image or a layer's hash. kernel, initrd, cmdline
+ * (NULL: the source's) and cpus, mem_bytes (0: the source's; refused for a
+ * source with a saved state) override; trusted_key (a public key file):
+ * FROM must be a bundle signed with its private key. */
+struct store_create_request {
+    const char *name, *from, *kernel, *initrd, *cmdline, *trusted_key;
+    unsigned cpus;
+    uint64_t mem_bytes;
+};
+int store_create_from(struct store *s, const struct store_create_request *q)
+    __attribute__((warn_unused_result));
 /* Discards the instance's delta (and any newer state): the next start sees
  * its layers as they are, resuming the pristine state when it has one. */
 int store_reset(struct store *s, const char *name) __attribute__((warn_unused_result));

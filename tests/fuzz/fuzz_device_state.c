@@ -3,7 +3,7 @@
  * records and the unversioned "DEV " ones of older bundles, read as
  * version 1 and upgraded) into every device's state function (virtio-mmio
  * transports and their queues, virtio-console's pending input, the serial
- * port, vmgenid), on a VM of devices only (no KVM needed): a restore may
+ * port, vmgenid, virtio-fs's node table), on a VM of devices only (no KVM needed): a restore may
  * fail, never crash, hang or touch memory outside guest RAM. After a
  * restore that succeeds, each virtio device is kicked, as a resumed
  * guest's pending requests would be.
@@ -183,6 +183,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.disk_count = 1;
     cfg.disks[0].path = disk_path;
     cfg.disks[0].format = "raw";
+    /* A virtio-fs share: its saved node and handle paths are hostile too. */
+    static char share[] = "/tmp/fuzz-device-state-share.XXXXXX";
+    if (!mkdtemp(share))
+        abort();
+    cfg.share_count = 1;
+    cfg.shares[0].path = share;
+    cfg.shares[0].tag = "fuzz";
     if (vm_create_devices_only(&cfg, &vm) < 0) {
         fprintf(stderr, "fuzz_device_state: %s\n", err_msg());
         abort();

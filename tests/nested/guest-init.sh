@@ -209,6 +209,74 @@ case "$test" in
             t=$(ms "$t0"); echo "BENCH http-request-ms $(awk -v t="$t" 'BEGIN { printf "%.2f", t / 20 }')"
         done
         ;;
+    virtiofs)
+        # Shares rw (read-write) and ro (read-only) through Linux's own
+        # virtiofs driver; the host judges what reached its folders.
+        load_modules
+        mkdir -p /mnt/rw /mnt/ro
+        if mount -t virtiofs rw /mnt/rw && mount -t virtiofs ro /mnt/ro; then
+            echo GUEST-FS-MOUNTED
+        else
+            dmesg | grep -i -e virtio -e fuse
+        fi
+        echo "GUEST-FS-READ=$(cat /mnt/rw/from-host)"
+        echo from-guest > /mnt/rw/from-guest
+        mkdir /mnt/rw/d && echo x > /mnt/rw/d/a && mv /mnt/rw/d/a /mnt/rw/d/b && ln -s b /mnt/rw/d/l &&
+            [ "$(cat /mnt/rw/d/l)" = x ] && rm /mnt/rw/d/b /mnt/rw/d/l && rmdir /mnt/rw/d &&
+            mkdir -p /mnt/rw/keep/sub && echo k > /mnt/rw/keep/sub/f && mv /mnt/rw/keep/sub /mnt/rw/keep/moved &&
+            echo GUEST-FS-DIROPS-OK
+        seq 1 200000 > /tmp/numbers && cp /tmp/numbers /mnt/rw/numbers &&
+            echo "GUEST-FS-BIG=$(md5sum < /mnt/rw/numbers | cut -c1-32)"
+        echo "GUEST-FS-LIST=$(ls /mnt/rw | tr '\n' ' ')"
+        # The host's symlinks resolve in the guest's namespace, and writing
+        # through them reaches nothing of the host's outside the folder.
+        echo pwned > /mnt/rw/escape/pwned 2>/dev/null; echo pwned > /mnt/rw/abs/pwned 2>/dev/null
+        cat /mnt/rw/../outside/secret 2>/dev/null
+        echo "GUEST-FS-RO=$(cat /mnt/ro/file)"
+        if echo x > /mnt/ro/file || touch /mnt/ro/new || mkdir /mnt/ro/d; then
+            echo GUEST-FS-RO-WRITTEN
+        else
+            echo GUEST-FS-RO-REFUSED
+        fi
+        sync
+        echo GUEST-FS-SNAP-READY
+        read -r line
+        echo "GUEST-FS-AFTER=$line $(cat /mnt/rw/from-guest) $(ls /mnt/rw/keep)"
+        cd /mnt/rw/keep/moved && echo after-restore > f2 && cd / && sync &&
+            umount /mnt/rw && umount /mnt/ro && echo GUEST-FS-UMOUNTED
+        ;;
+    fsbench)
+        # bench/fs: the share "bench" by virtio-fs or 9p (fsbench.fs=), each
+        # step timed from the guest's clock with caches dropped before it.
+        load_modules
+        mkdir -p /mnt/s
+        mb=$(sed -n 's/.*fsbench\.mb=\([0-9]*\).*/\1/p' /proc/cmdline)
+        if grep -q 'fsbench.fs=9p' /proc/cmdline; then
+            mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 bench /mnt/s
+        else
+            mount -t virtiofs bench /mnt/s
+        fi || echo BENCH-MOUNT-FAILED
+        step() { # step NAME COMMAND...: "BENCH NAME SECONDS"
+            local name=$1 a b
+            shift
+            sync; echo 3 > /proc/sys/vm/drop_caches
+            a=$(cut -d' ' -f1 /proc/uptime)
+            "$@" > /dev/null 2>&1 || echo "BENCH-FAILED $name"
+            b=$(cut -d' ' -f1 /proc/uptime)
+            echo "BENCH $name $(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
+        }
+        # A line a minute: the L1's watchdog takes a silent console for a hang.
+        (while sleep 60; do echo BENCH-TICK; done) &
+        ticker=$!
+        step untar tar -xf /mnt/s/tree.tar -C /mnt/s/x
+        step stat sh -c 'find /mnt/s/x | xargs stat'
+        step grep grep -r zebra /mnt/s/x
+        step write dd if=/dev/zero of=/mnt/s/big bs=1M count="${mb:-256}" conv=fsync
+        step read dd if=/mnt/s/big of=/dev/null bs=1M
+        echo "BENCH-FILES $(find /mnt/s/x -type f | wc -l)"
+        kill "$ticker"
+        umount /mnt/s
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

@@ -189,6 +189,24 @@ static void test_failures_exit_1(void **state)
     assert_one_line(smolvm("image build --kernel /etc/hostname -o app"), 1, "image build");
 }
 
+/* --share: a wrong spec, or a folder that is not there (named), is an
+ * error of the command line (the option table's exit 2), before any work. */
+static void test_share_option(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("mkdir -p shared && touch afile"), 0);
+    assert_one_line(smolvm("run --kernel k --share shared:bad/tag"), 2, "run");
+    assert_one_line(smolvm("run --kernel k --share shared:a --share shared:a"), 2, "run");
+    assert_non_null(strstr(err, "two shares tagged 'a'"));
+    assert_one_line(smolvm("run --kernel k --share shared,rx"), 2, "run");
+    assert_one_line(smolvm("pack -o x.smolmachine --kernel k --share :t"), 2, "pack");
+    assert_one_line(smolvm("run --kernel k --share nofolder:t"), 2, "run");
+    assert_non_null(strstr(err, "nofolder"));
+    assert_one_line(smolvm("run --kernel k --share afile"), 2, "run");
+    assert_one_line(smolvm("start x.smolmachine --share shared:toolongtoolongtoolongtoolongtoolongtoolong"),
+                    2, "start");
+}
+
 /* Under --json an error is also {"error", "verb", "exit_code"} on stdout,
  * even when --json comes after what is wrong. */
 static void test_json_errors(void **state)
@@ -279,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_usage_errors_exit_2),
         cmocka_unit_test(test_vm_options_help_lists_what_is_taken),
         cmocka_unit_test(test_failures_exit_1),
+        cmocka_unit_test(test_share_option),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_keygen_json),
         cmocka_unit_test(test_image_build_output_refused),

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 #include "arch/x86/acpi.h"
 #include "core/config.h"
 #include "core/vm.h"
+#include "util/err.h"
 
 static void round_trip(void **state)
 {
@@ -85,6 +87,56 @@ static void discovery_cmdline(void **state)
     assert_true(vm_discovery_cmdline("console=ttyS0", d, 2, out, 60) < 0);
 }
 
+/* Shares go into a bundle as tags: the host folders are not carried, and
+ * a start maps each tag to a folder again (all of them, no unknown tag). */
+static void shares_carry_tags_not_paths(void **state)
+{
+    struct vm_config a, b;
+    struct vm_share_config given[2] = {{.path = "/new/src", .tag = "src"},
+                                       {.path = "/new/data", .tag = "data", .read_only = false}};
+    char *json;
+    (void)state;
+
+    vm_config_defaults(&a);
+    a.cmdline = "";
+    a.share_count = 2;
+    a.shares[0] = (struct vm_share_config){.path = "/host/secret/src", .tag = "src"};
+    a.shares[1] = (struct vm_share_config){.path = "/host/data", .tag = "data", .read_only = true};
+    json = vm_config_to_json(&a);
+    assert_non_null(json);
+    assert_null(strstr(json, "/host"));
+    assert_int_equal(vm_config_from_json(json, &b), 0);
+    assert_int_equal(b.share_count, 2);
+    assert_string_equal(b.shares[0].tag, "src");
+    assert_null(b.shares[0].path);
+    assert_true(b.shares[1].read_only);
+    /* A start without a folder for each tag is refused, naming the tag. */
+    assert_int_equal(vm_config_map_shares(&b, given, 1), -EINVAL);
+    assert_non_null(strstr(err_msg(), "data"));
+    assert_int_equal(vm_config_map_shares(&b, given, 2), 0);
+    assert_string_equal(b.shares[0].path, "/new/src");
+    assert_true(b.shares[1].read_only); /* the bundle's ro stays */
+    given[0].tag = "other";
+    assert_int_equal(vm_config_map_shares(&b, given, 1), -EINVAL);
+    vm_config_release(&b);
+    free(json);
+
+    /* Hostile shares: bad tags, a tag twice, too many. */
+    assert_int_equal(vm_config_from_json("{\"cpus\":1,\"mem_bytes\":268435456,"
+                                         "\"shares\":[{\"tag\":\"a/b\"}]}", &b), -EINVAL);
+    assert_int_equal(vm_config_from_json("{\"cpus\":1,\"mem_bytes\":268435456,"
+                                         "\"shares\":[{\"tag\":\"\"}]}", &b), -EINVAL);
+    assert_int_equal(vm_config_from_json("{\"cpus\":1,\"mem_bytes\":268435456,"
+                                         "\"shares\":[{\"tag\":\"a\"},{\"tag\":\"a\"}]}", &b),
+                     -EINVAL);
+    assert_int_equal(vm_config_from_json("{\"cpus\":1,\"mem_bytes\":268435456,"
+                                         "\"shares\":[{},{},{},{},{},{},{},{},{}]}", &b), -EINVAL);
+    assert_int_equal(vm_config_from_json("{\"cpus\":1,\"mem_bytes\":268435456,"
+                                         "\"shares\":[{\"tag\":\"x\",\"path\":\"/etc\"}]}", &b), 0);
+    assert_null(b.shares[0].path); /* a bundle cannot name a host folder */
+    vm_config_release(&b);
+}
+
 static void vm_names(void **state)
 {
     (void)state;
@@ -105,6 +157,7 @@ int main(void)
         cmocka_unit_test(round_trip),
         cmocka_unit_test(hostile_json_is_refused),
         cmocka_unit_test(vm_names),
+        cmocka_unit_test(shares_carry_tags_not_paths),
         cmocka_unit_test(discovery_cmdline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

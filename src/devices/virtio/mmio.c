@@ -35,6 +35,8 @@ enum {
     REG_QUEUE_DRIVER_HIGH = 0x094,
     REG_QUEUE_DEVICE_LOW = 0x0a0,
     REG_QUEUE_DEVICE_HIGH = 0x0a4,
+    REG_SHM_LEN_LOW = 0x0b0,
+    REG_SHM_LEN_HIGH = 0x0b4,
     REG_CONFIG_GENERATION = 0x0fc,
     REG_CONFIG = 0x100,
 };
@@ -109,6 +111,11 @@ static uint32_t read_reg(struct virtio_mmio *t, uint64_t offset)
     case REG_INTERRUPT_STATUS: return t->interrupt_status;
     case REG_STATUS: return t->status;
     case REG_CONFIG_GENERATION: return t->config_generation;
+    /* No shared memory regions: a length of -1 says so (a 0 would be a
+     * region at 0 of size 0, which Linux's virtiofs tries to claim for
+     * DAX, failing the probe). */
+    case REG_SHM_LEN_LOW:
+    case REG_SHM_LEN_HIGH: return 0xffffffffu;
     default: return 0;
     }
 }
@@ -423,7 +430,12 @@ static int transport_state(void *opaque, struct state_io *io)
 {
     struct virtio_mmio *t = opaque;
     uint32_t queues = t->ops->num_queues;
+    bool restoring = state_restoring(io);
 
+    /* A restore rewrites the queues: keep queue work (a device's own
+     * threads answering requests) out meanwhile, as for a reset. */
+    if (restoring)
+        pthread_mutex_lock(&t->io_lock);
     pthread_mutex_lock(&t->lock);
     state_u32(io, &t->status);
     state_u32(io, &t->device_features_sel);
@@ -441,6 +453,8 @@ static int transport_state(void *opaque, struct state_io *io)
     if (state_failed(io))
         reset_locked(t);
     pthread_mutex_unlock(&t->lock);
+    if (restoring)
+        pthread_mutex_unlock(&t->io_lock);
     return t->ops->state && !state_failed(io) ? t->ops->state(t->dev, io) : 0;
 }
 

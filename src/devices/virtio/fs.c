@@ -1,0 +1,373 @@
+/* virtio-fs (virtio 1.2, section 5.11): one device per shared folder, its
+ * FUSE requests served by the passthrough server (fs/fuse.h). Queue 0 is
+ * the hiprio queue (FORGETs), queue 1 the request queue. Kicks are taken
+ * on the transport's I/O thread, which only pops chains; a small pool of
+ * threads of the device's own serves them, so a slow host file system
+ * blocks neither a vCPU nor the other requests. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/vm.h"
+#include "devices/device.h"
+#include "devices/virtio/fs.h"
+#include "devices/virtio/mmio.h"
+#include "fs/fuse.h"
+#include "core/state_io.h"
+#include "util/blob.h"
+#include "util/err.h"
+#include "util/le.h"
+
+#define VIRTIO_ID_FS 26
+#define QUEUE_SIZE 128
+#define NUM_QUEUES 2 /* hiprio + one request queue */
+#define NUM_REQUEST_QUEUES (NUM_QUEUES - 1)
+#define CONFIG_BYTES 40 /* tag[36], num_request_queues */
+#define WORKERS 4
+/* Chains popped and not yet answered: past this, kicks wait for a worker. */
+#define MAX_JOBS 64
+
+struct job {
+    struct virtq_chain chain;
+    unsigned queue;
+    unsigned epoch;
+};
+
+struct worker {
+    struct virtio_fs *dev;
+    pthread_t thread;
+    uint8_t *in, *out;
+};
+
+struct virtio_fs {
+    struct pt_fs *pt;
+    struct fuse_server *server;
+    char tag[VM_SHARE_TAG_MAX];
+    struct virtio_device_ops ops;
+    struct virtio_mmio *transport;
+
+    pthread_mutex_t lock; /* below; taken after the transport's io_lock */
+    pthread_cond_t work, idle;
+    struct job *jobs;
+    unsigned free_jobs[MAX_JOBS], free_count;
+    unsigned ready[MAX_JOBS], ready_head, ready_count; /* popped, waiting for a worker */
+    unsigned busy;    /* jobs popped and not yet pushed */
+    unsigned epoch;   /* bumped at each device reset: older jobs are dropped */
+    bool paused, stopping, backlog;
+    struct worker workers[WORKERS];
+    unsigned worker_count;
+};
+
+static void fs_read_config(void *opaque, uint32_t offset, uint8_t *data, unsigned size)
+{
+    struct virtio_fs *d = opaque;
+    uint8_t cfg[CONFIG_BYTES] = {0};
+
+    memcpy(cfg, d->tag, sizeof(d->tag));
+    put_le(cfg + 36, NUM_REQUEST_QUEUES, 4);
+    memcpy(data, cfg + offset, size);
+}
+
+/* Pops what queue q holds into free job slots (with the transport's
+ * io_lock: pops and pushes are serialised with resets). */
+static void pump(struct virtio_fs *d, struct virtio_mmio *t, unsigned q)
+{
+    struct virtq *vq;
+    int r = 0;
+
+    virtio_mmio_io_lock(t);
+    vq = virtio_mmio_queue(t, q);
+    pthread_mutex_lock(&d->lock);
+    while (vq && !d->paused && !d->stopping) {
+        struct job *j;
+        if (d->free_count == 0) {
+            d->backlog = true; /* a worker pumps again when one is free */
+            break;
+        }
+        j = &d->jobs[d->free_jobs[d->free_count - 1]];
+        r = virtq_pop(vq, &j->chain);
+        if (r <= 0)
+            break;
+        d->free_count--;
+        j->queue = q;
+        j->epoch = d->epoch;
+        d->ready[(d->ready_head + d->ready_count++) % MAX_JOBS] = (unsigned)(j - d->jobs);
+        d->busy++;
+        pthread_cond_signal(&d->work);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (r < 0)
+        virtio_mmio_fail(t, err_msg());
+    virtio_mmio_io_unlock(t);
+}
+
+static void fs_notify(void *opaque, struct virtio_mmio *t, unsigned q)
+{
+    pump(opaque, t, q);
+}
+
+static void pump_all(struct virtio_fs *d)
+{
+    for (unsigned q = 0; q < NUM_QUEUES; q++)
+        pump(d, d->transport, q);
+}
+
+/* The reply into the chain and the chain back to the driver, unless the
+ * device was reset since it was popped. */
+static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, size_t len)
+{
+    struct virtio_mmio *t = d->transport;
+    struct virtq *vq;
+    bool current;
+
+    virtio_mmio_io_lock(t);
+    pthread_mutex_lock(&d->lock);
+    current = j->epoch == d->epoch;
+    pthread_mutex_unlock(&d->lock);
+    vq = current ? virtio_mmio_queue(t, j->queue) : NULL;
+    if (vq) {
+        size_t written = virtq_chain_write(&j->chain, 0, reply, len);
+        if (virtq_push(vq, j->chain.head, (uint32_t)written) < 0)
+            virtio_mmio_fail(t, err_msg());
+        else
+            virtio_mmio_used(t, j->queue);
+    }
+    virtio_mmio_io_unlock(t);
+}
+
+/* One chain: its readable bytes are the request, its writable ones take
+ * the reply. A request longer than any FUSE request is cut, and then
+ * answered EINVAL by the server (its header's length is past the end). */
+size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chain *c, uint8_t *in,
+                             uint8_t *out)
+{
+    size_t in_len = virtq_chain_read(c, 0, in, FUSE_SERVER_IN_MAX);
+    size_t out_cap = c->writable_bytes < FUSE_SERVER_OUT_MAX ? c->writable_bytes
+                                                             : FUSE_SERVER_OUT_MAX;
+
+    return fuse_serve(server, in, in_len, out, out_cap);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct virtio_fs *d = w->dev;
+
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        struct job *j;
+        size_t len;
+        bool backlog;
+
+        while (!d->stopping && d->ready_count == 0)
+            pthread_cond_wait(&d->work, &d->lock);
+        if (d->stopping)
+            break;
+        j = &d->jobs[d->ready[d->ready_head]];
+        d->ready_head = (d->ready_head + 1) % MAX_JOBS;
+        d->ready_count--;
+        pthread_mutex_unlock(&d->lock);
+
+        len = virtio_fs_serve_chain(d->server, &j->chain, w->in, w->out);
+        complete(d, j, w->out, len);
+
+        pthread_mutex_lock(&d->lock);
+        d->free_jobs[d->free_count++] = (unsigned)(j - d->jobs);
+        d->busy--;
+        backlog = d->backlog && !d->paused;
+        d->backlog = false;
+        pthread_cond_broadcast(&d->idle);
+        if (backlog) {
+            pthread_mutex_unlock(&d->lock);
+            pump_all(d);
+            pthread_mutex_lock(&d->lock);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+/* Called by the transport with its locks held: jobs not started are
+ * dropped, running ones will not be pushed (their epoch is old), the FUSE
+ * session ends (the driver sends INIT again). */
+static void fs_reset(void *opaque)
+{
+    struct virtio_fs *d = opaque;
+
+    pthread_mutex_lock(&d->lock);
+    d->epoch++;
+    while (d->ready_count) {
+        d->free_jobs[d->free_count++] = d->ready[d->ready_head];
+        d->ready_head = (d->ready_head + 1) % MAX_JOBS;
+        d->ready_count--;
+        d->busy--;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (d->server)
+        fuse_server_reset(d->server);
+}
+
+/* ---- snapshots ---- */
+
+/* Before the transport saves its rings: every popped request answered,
+ * no new one popped until resume. */
+static void fs_pause(void *opaque)
+{
+    struct virtio_fs *d = opaque;
+
+    pthread_mutex_lock(&d->lock);
+    d->paused = true;
+    while (d->busy)
+        pthread_cond_wait(&d->idle, &d->lock);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void fs_resume(void *opaque)
+{
+    struct virtio_fs *d = opaque;
+
+    pthread_mutex_lock(&d->lock);
+    d->paused = false;
+    pthread_mutex_unlock(&d->lock);
+    pump_all(d);
+}
+
+/* Version 1: whether the guest's INIT was answered, then the node and
+ * handle tables as paths (fs/passthrough.h, pt_save). */
+static int fs_state(void *opaque, struct state_io *io)
+{
+    struct virtio_fs *d = opaque;
+    uint8_t initialized;
+    int r;
+
+    if (!state_restoring(io)) {
+        blob_put_u8(io->out, fuse_server_initialized(d->server));
+        return pt_save(d->pt, io->out);
+    }
+    initialized = blob_get_u8(io->in);
+    r = io->in->failed || initialized > 1
+            ? err_plain(EINVAL, "virtio-fs %s: bad session state", d->tag)
+            : pt_restore(d->pt, io->in);
+    fuse_server_set_initialized(d->server, r == 0 && initialized);
+    return r;
+}
+
+static const struct vm_state_desc fs_state_desc = {
+    .version = 1,
+    .state = fs_state,
+    .pause = fs_pause,
+    .resume = fs_resume,
+};
+
+/* ---- set-up ---- */
+
+static void fs_free(struct virtio_fs *d)
+{
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->lock);
+    d->stopping = true;
+    pthread_cond_broadcast(&d->work);
+    pthread_mutex_unlock(&d->lock);
+    for (unsigned i = 0; i < d->worker_count; i++)
+        pthread_join(d->workers[i].thread, NULL);
+    virtio_mmio_destroy(d->transport);
+    for (unsigned i = 0; i < d->worker_count; i++) {
+        free(d->workers[i].in);
+        free(d->workers[i].out);
+    }
+    fuse_server_free(d->server);
+    pt_free(d->pt);
+    free(d->jobs);
+    pthread_cond_destroy(&d->work);
+    pthread_cond_destroy(&d->idle);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+static int start_workers(struct virtio_fs *d)
+{
+    for (unsigned i = 0; i < WORKERS; i++) {
+        struct worker *w = &d->workers[i];
+        w->dev = d;
+        w->in = malloc(FUSE_SERVER_IN_MAX);
+        w->out = malloc(FUSE_SERVER_OUT_MAX);
+        if (!w->in || !w->out || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            free(w->in);
+            free(w->out);
+            return err_set(ENOMEM, "virtio-fs: server threads");
+        }
+        d->worker_count++;
+    }
+    return 0;
+}
+
+/* The share of the config that slot names. */
+static int fs_create(struct vm *vm, const struct device_slot *slot, void **state)
+{
+    const struct vm_share_config *cfg = &vm_config(vm)->shares[slot->index];
+    struct virtio_fs *d;
+    char name[64];
+    int r;
+
+    if (!cfg->path)
+        return err_plain(EINVAL, "share %s has no host folder (give --share DIR:%s)", cfg->tag,
+                         cfg->tag);
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return err_set(ENOMEM, "virtio-fs");
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->work, NULL);
+    pthread_cond_init(&d->idle, NULL);
+    memcpy(d->tag, cfg->tag, strnlen(cfg->tag, sizeof(d->tag)));
+    d->jobs = calloc(MAX_JOBS, sizeof(*d->jobs));
+    if (!d->jobs) {
+        fs_free(d);
+        return err_set(ENOMEM, "virtio-fs");
+    }
+    for (unsigned i = 0; i < MAX_JOBS; i++)
+        d->free_jobs[d->free_count++] = i;
+    r = pt_new(cfg->path, cfg->read_only, NULL, &d->pt);
+    if (r == 0) {
+        d->server = fuse_server_new(d->pt);
+        r = d->server ? 0 : err_set(ENOMEM, "virtio-fs");
+    }
+    d->ops = (struct virtio_device_ops){
+        .name = "fs",
+        .device_id = VIRTIO_ID_FS,
+        .num_queues = NUM_QUEUES,
+        .queue_max = QUEUE_SIZE,
+        .config_size = CONFIG_BYTES,
+        .read_config = fs_read_config,
+        .queue_notify = fs_notify,
+        .reset = fs_reset,
+        .io_thread = true,
+    };
+    /* Registered before the transport: paused (drained) before it saves. */
+    snprintf(name, sizeof(name), "virtio-fs:%s", cfg->tag);
+    if (r == 0)
+        r = vm_register_state(vm, name, &fs_state_desc, d);
+    if (r == 0)
+        r = virtio_mmio_create(vm, slot, &d->ops, d, &d->transport);
+    if (r == 0)
+        r = start_workers(d);
+    if (r < 0) {
+        fs_free(d);
+        return r;
+    }
+    *state = d;
+    return 0;
+}
+
+static void fs_destroy(void *state)
+{
+    fs_free(state);
+}
+
+static const struct device_type virtio_fs = {
+    .name = "virtio-fs",
+    .create = fs_create,
+    .destroy = fs_destroy,
+};
+DEVICE_REGISTER(virtio_fs);

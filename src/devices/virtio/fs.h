@@ -1,0 +1,20 @@
+/* virtio-fs: the part of the device that turns a popped chain into a FUSE
+ * request and its reply, apart from the transport and the worker threads,
+ * for tests and the fuzzer. */
+#ifndef SMOLVM_DEVICES_VIRTIO_FS_H
+#define SMOLVM_DEVICES_VIRTIO_FS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/virtio/queue.h"
+#include "fs/fuse.h"
+
+/* Serves chain c with server: the request is copied out of its readable
+ * buffers into in (FUSE_SERVER_IN_MAX bytes), the reply built in out
+ * (FUSE_SERVER_OUT_MAX) for the chain's writable bytes. The reply's
+ * length (0: no reply), still to be copied into the chain. */
+size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chain *c, uint8_t *in,
+                             uint8_t *out);
+
+#endif

@@ -1,0 +1,82 @@
+#include "machine/save_named.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "machine/instance.h"
+#include "util/err.h"
+
+static double since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Whether a VM of that name answers (or is there but busy: a VM in the
+ * middle of a save is running). */
+static bool running(const char *name)
+{
+    json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
+    int r = control_request(name, req, &a);
+    json_decref(req);
+    json_decref(a);
+    err_clear();
+    return r == 0 || r == -ETIMEDOUT;
+}
+
+static int ask(const char *name, const struct machine_save_request *q, const char *path)
+{
+    json_t *answer = NULL, *req = json_pack(
+        "{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path, "resume", q->resume,
+        "memory", !q->no_memory, "flatten", q->flatten, "state_only", !q->output);
+    int r;
+
+    if (q->sign_key)
+        json_object_set_new(req, "sign", json_string(q->sign_key));
+    /* No time limit once the VM has taken it: a save takes as long as it takes. */
+    r = control_request_progress(name, req, &answer, -1, q->progress, q->opaque);
+    json_decref(req);
+    if (r == 0 && !json_is_true(json_object_get(answer, "ok"))) {
+        const char *why = json_string_value(json_object_get(answer, "error"));
+        r = err_plain(ECANCELED, "%s: %s", name, why ? why : "failed");
+    }
+    json_decref(answer);
+    return r;
+}
+
+int machine_save_named(const char *name, const struct machine_save_request *q, char **path,
+                       double *seconds)
+{
+    struct timespec t0;
+    int r;
+
+    *path = NULL;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!q->output) {
+        if ((r = machine_instance_suspend_path(name, path)) < 0)
+            return r;
+        if (!running(name)) {
+            free(*path);
+            *path = NULL;
+            return err_plain(ESRCH, "no VM '%s' is running", name);
+        }
+        r = ask(name, q, *path);
+        if (r == 0)
+            r = machine_instance_suspended(name);
+    } else {
+        if (!(*path = strdup(q->output)))
+            return err_set(ENOMEM, "save");
+        r = running(name) ? ask(name, q, *path)
+                          : machine_instance_export(name, *path, q->flatten, q->sign_key);
+    }
+    if (r < 0) {
+        free(*path);
+        *path = NULL;
+        return r;
+    }
+    *seconds = since(&t0);
+    return 0;
+}

@@ -1,0 +1,45 @@
+/* What the API's files share: the operations on machines (machines.c),
+ * each giving the reply to send. */
+#ifndef SMOLVM_SERVE_INTERNAL_H
+#define SMOLVM_SERVE_INTERNAL_H
+
+#include "serve/api.h"
+
+void api_fail(struct api_reply *r, unsigned status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* err_msg() as the reply, its status and code from the error number. */
+void api_fail_errno(struct api_reply *r, int err);
+void api_ok(struct api_reply *r, unsigned status, json_t *json);
+
+void machines_list(struct api_reply *r);
+void machines_inspect(const char *name, struct api_reply *r);
+void machines_create(json_t *body, struct api_reply *r);
+void machines_delete(const char *name, struct api_reply *r);
+void machines_action(const char *name, const char *action, json_t *body, struct api_reply *r);
+void machines_logs(const char *name, bool follow, struct api_reply *r);
+void machines_events(struct api_reply *r);
+void machines_metrics(struct api_reply *r);
+void layers_list(struct api_reply *r);
+void layers_delete(const char *hash, struct api_reply *r);
+void layers_gc(struct api_reply *r);
+
+/* A running VM's status answer (no "ok", no "name"), {"state": "busy"}
+ * for one that does not take the request now, NULL when none runs. */
+json_t *machine_status(const char *name);
+/* {name: state} for every machine. */
+json_t *machines_states(void);
+/* Saves in progress: {name: {"done", "total"}} (bytes of memory). */
+json_t *machines_progress(void);
+/* NAME.log and NAME.log.1 (malloc'd). */
+int machine_log_paths(const char *name, char **current, char **older);
+/* Streams (streams.c): a log followed while its VM runs (takes current
+ * and older), and state changes as server-sent events. */
+int log_stream(const char *name, char *current, char *older, struct api_stream *out);
+int events_stream(struct api_stream *out);
+
+/* The fields each body may have. */
+extern const char *const api_create_fields[];
+extern const char *const api_save_fields[];
+extern const char *const api_no_fields[];
+
+#endif

@@ -1,0 +1,213 @@
+/* The bodies that go on: a VM's log followed while it runs, and
+ * server-sent events when a machine's state changes. Each runs on its
+ * connection's own thread and blocks there; a client that hangs up ends
+ * it at the next check. */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "serve/internal.h"
+
+#define POLL_MS 200
+#define EVENTS_POLL_MS 500
+#define KEEPALIVE_MS 15000
+
+static bool hung_up(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+struct log_follow {
+    char *name, *current, *older;
+    FILE *f;
+    bool in_older, ending;
+};
+
+/* Whether path is no longer the file f reads: the log was rotated. */
+static bool rotated(const char *path, FILE *f)
+{
+    struct stat now, open_st;
+    return stat(path, &now) == 0 && fstat(fileno(f), &open_st) == 0 &&
+           (now.st_ino != open_st.st_ino || now.st_dev != open_st.st_dev);
+}
+
+static ssize_t log_read(void *opaque, int fd, char *buf, size_t max)
+{
+    struct log_follow *l = opaque;
+
+    for (;;) {
+        size_t n = l->f ? fread(buf, 1, max, l->f) : 0;
+        if (n)
+            return (ssize_t)n;
+        if (l->f)
+            clearerr(l->f);
+        if (l->in_older || (l->f && rotated(l->current, l->f)) || !l->f) {
+            FILE *next = fopen(l->current, "r");
+            bool was_older = l->in_older;
+            l->in_older = false;
+            if (next || was_older) {
+                if (l->f)
+                    fclose(l->f);
+                l->f = next;
+                continue;
+            }
+        }
+        if (l->ending || hung_up(fd))
+            return -1;
+        json_t *status = machine_status(l->name);
+        if (!status) {
+            l->ending = true; /* what it wrote last, then the end */
+            continue;
+        }
+        json_decref(status);
+        usleep(POLL_MS * 1000);
+    }
+}
+
+static void log_release(void *opaque)
+{
+    struct log_follow *l = opaque;
+    if (l->f)
+        fclose(l->f);
+    free(l->name);
+    free(l->current);
+    free(l->older);
+    free(l);
+}
+
+int log_stream(const char *name, char *current, char *older, struct api_stream *out)
+{
+    struct log_follow *l = calloc(1, sizeof(*l));
+
+    if (!l || !(l->name = strdup(name))) {
+        free(l);
+        free(current);
+        free(older);
+        return -1;
+    }
+    l->current = current;
+    l->older = older;
+    l->f = fopen(older, "r");
+    l->in_older = true;
+    *out = (struct api_stream){.read = log_read, .release = log_release, .opaque = l};
+    return 0;
+}
+
+struct events {
+    json_t *last; /* {name: state} as last sent */
+    json_t *last_progress; /* {name: {done, total}} as last sent */
+    char *pending;
+    size_t len, sent;
+    unsigned quiet_ms;
+};
+
+/* Queues "event: kind" with j (consumed) as its data. */
+static void send_event(struct events *e, const char *kind, json_t *j)
+{
+    char *data = json_dumps(j, JSON_COMPACT), *line = NULL;
+    int n = data ? asprintf(&line, "event: %s\ndata: %s\n\n", kind, data) : -1;
+    char *grown = n > 0 ? realloc(e->pending, e->len + (size_t)n) : NULL;
+
+    if (grown) {
+        memcpy(grown + e->len, line, (size_t)n);
+        e->pending = grown;
+        e->len += (size_t)n;
+    }
+    free(line);
+    free(data);
+    json_decref(j);
+}
+
+static void event(struct events *e, const char *name, const char *state)
+{
+    send_event(e, "state", json_pack("{s:s,s:s}", "name", name, "state", state));
+}
+
+/* One event per machine whose state differs from the last sent ("gone"
+ * for a machine no longer there). */
+static void compare(struct events *e)
+{
+    json_t *now, *v;
+    const char *name;
+
+    /* Saves in progress, each step once (first: a VM busy saving answers
+     * the status requests below only once its save is done). */
+    json_t *progress = machines_progress();
+    json_object_foreach(progress, name, v) {
+        json_t *before = json_object_get(e->last_progress, name);
+        if (!before || !json_equal(before, v))
+            send_event(e, "progress", json_pack("{s:s,s:s,s:O,s:O}", "name", name, "operation",
+                                                "save", "done", json_object_get(v, "done"),
+                                                "total", json_object_get(v, "total")));
+    }
+    json_decref(e->last_progress);
+    e->last_progress = progress;
+
+    now = machines_states();
+
+    json_object_foreach(now, name, v) {
+        json_t *before = json_object_get(e->last, name);
+        if (!before || !json_equal(before, v))
+            event(e, name, json_string_value(v));
+    }
+    json_object_foreach(e->last, name, v)
+        if (!json_object_get(now, name))
+            event(e, name, "gone");
+    json_decref(e->last);
+    e->last = now;
+}
+
+static ssize_t events_read(void *opaque, int fd, char *buf, size_t max)
+{
+    struct events *e = opaque;
+
+    for (;;) {
+        if (e->sent < e->len) {
+            size_t n = e->len - e->sent < max ? e->len - e->sent : max;
+            memcpy(buf, e->pending + e->sent, n);
+            if ((e->sent += n) == e->len)
+                e->sent = e->len = 0;
+            e->quiet_ms = 0;
+            return (ssize_t)n;
+        }
+        if (hung_up(fd))
+            return -1;
+        if (e->quiet_ms >= KEEPALIVE_MS) { /* a comment: proxies keep it open */
+            static const char keepalive[] = ": keepalive\n\n";
+            e->quiet_ms = 0;
+            if (max >= sizeof(keepalive) - 1) {
+                memcpy(buf, keepalive, sizeof(keepalive) - 1);
+                return (ssize_t)(sizeof(keepalive) - 1);
+            }
+        }
+        if (e->last) {
+            usleep(EVENTS_POLL_MS * 1000);
+            e->quiet_ms += EVENTS_POLL_MS;
+        } else {
+            e->last = json_object();
+        }
+        compare(e);
+    }
+}
+
+static void events_release(void *opaque)
+{
+    struct events *e = opaque;
+    json_decref(e->last);
+    json_decref(e->last_progress);
+    free(e->pending);
+    free(e);
+}
+
+int events_stream(struct api_stream *out)
+{
+    struct events *e = calloc(1, sizeof(*e));
+    if (!e)
+        return -1;
+    *out = (struct api_stream){.read = events_read, .release = events_release, .opaque = e};
+    return 0;
+}

@@ -1,0 +1,828 @@
+/* The FUSE server and its passthrough file system driven with request
+ * bytes as a guest's virtio-fs driver lays them out, against a scratch
+ * folder: scratch/share is shared, scratch/outside is its neighbour that
+ * no request may touch. The host's own view of the files (read with
+ * plain syscalls and sh) is the judge. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "devices/virtio/fs.h"
+#include "fs/fuse.h"
+#include "fs/passthrough.h"
+#include "scratch.h"
+#include "util/blob.h"
+
+static uint8_t in[FUSE_SERVER_IN_MAX];
+static uint8_t out[FUSE_SERVER_OUT_MAX];
+static struct pt_fs *fs;
+static struct fuse_server *srv;
+static uint64_t unique = 100;
+static size_t reply_len; /* payload bytes of the last reply */
+
+/* Builds header + arg + names (each with its NUL) in `in`. */
+static size_t build(uint32_t opcode, uint64_t node, const void *arg, size_t arg_len,
+                    const char *name1, const char *name2)
+{
+    struct fuse_in_header h = {.opcode = opcode, .nodeid = node, .unique = ++unique};
+    size_t len = sizeof(h);
+
+    if (arg_len)
+        memcpy(in + len, arg, arg_len);
+    len += arg_len;
+    if (name1) {
+        memcpy(in + len, name1, strlen(name1) + 1);
+        len += strlen(name1) + 1;
+    }
+    if (name2) {
+        memcpy(in + len, name2, strlen(name2) + 1);
+        len += strlen(name2) + 1;
+    }
+    h.len = (uint32_t)len;
+    memcpy(in, &h, sizeof(h));
+    return len;
+}
+
+/* Serves in[0..len) and checks the reply's framing: its error (0 or
+ * -errno); the payload is at out + 16, reply_len bytes. */
+static int32_t serve_raw(size_t len, size_t out_cap)
+{
+    struct fuse_out_header o;
+    size_t n = fuse_serve(srv, in, len, out, out_cap);
+
+    assert_true(n >= sizeof(o));
+    memcpy(&o, out, sizeof(o));
+    assert_int_equal(o.len, n);
+    assert_true(o.error <= 0);
+    reply_len = n - sizeof(o);
+    if (o.error)
+        assert_int_equal(reply_len, 0);
+    return o.error;
+}
+
+static int32_t call(uint32_t opcode, uint64_t node, const void *arg, size_t arg_len,
+                    const char *name1, const char *name2)
+{
+    return serve_raw(build(opcode, node, arg, arg_len, name1, name2), sizeof(out));
+}
+
+static void *payload(void)
+{
+    return out + sizeof(struct fuse_out_header);
+}
+
+static void init_session(void)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 38, .max_readahead = 65536,
+                                .flags = FUSE_DO_READDIRPLUS | FUSE_MAX_PAGES};
+    struct fuse_init_out o;
+
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, NULL), 0);
+    assert_int_equal(reply_len, sizeof(o));
+    memcpy(&o, payload(), sizeof(o));
+    assert_int_equal(o.major, 7);
+    assert_int_equal(o.minor, 38);
+    assert_int_equal(o.max_write, FUSE_SERVER_MAX_IO);
+    assert_true(o.flags & FUSE_DO_READDIRPLUS);
+}
+
+static void start(bool read_only, const struct pt_limits *limits)
+{
+    assert_int_equal(sh("rm -rf share outside && mkdir -p share/sub outside && "
+                        "echo secret > outside/secret && echo hello > share/hello && "
+                        "echo inner > share/sub/inner"), 0);
+    assert_int_equal(pt_new(in_dir("share"), read_only, limits, &fs), 0);
+    srv = fuse_server_new(fs);
+    assert_non_null(srv);
+    init_session();
+}
+
+static void stop(void)
+{
+    uint32_t inodes, handles;
+
+    /* The neighbour of the share is as it was. */
+    assert_int_equal(sh("test \"$(ls -A outside)\" = secret && test \"$(cat outside/secret)\" = secret"), 0);
+    pt_counts(fs, &inodes, &handles);
+    assert_true(inodes >= 1);
+    fuse_server_free(srv);
+    pt_free(fs);
+}
+
+/* ---- helpers for common requests ---- */
+
+static int32_t lookup(uint64_t parent, const char *name, uint64_t *node)
+{
+    struct fuse_entry_out e;
+    int32_t err = call(FUSE_LOOKUP, parent, NULL, 0, name, NULL);
+
+    if (err == 0) {
+        memcpy(&e, payload(), sizeof(e));
+        *node = e.nodeid;
+    }
+    return err;
+}
+
+static uint64_t must_lookup(uint64_t parent, const char *name)
+{
+    uint64_t node = 0;
+    assert_int_equal(lookup(parent, name, &node), 0);
+    return node;
+}
+
+static int32_t open_node(uint64_t node, uint32_t flags, uint64_t *fh)
+{
+    struct fuse_open_in o = {.flags = flags};
+    struct fuse_open_out r;
+    int32_t err = call(FUSE_OPEN, node, &o, sizeof(o), NULL, NULL);
+
+    if (err == 0) {
+        memcpy(&r, payload(), sizeof(r));
+        *fh = r.fh;
+    }
+    return err;
+}
+
+static int32_t create(uint64_t parent, const char *name, uint32_t flags, uint64_t *node,
+                      uint64_t *fh)
+{
+    struct fuse_create_in c = {.flags = flags, .mode = 0644};
+    struct {
+        struct fuse_entry_out e;
+        struct fuse_open_out o;
+    } r;
+    int32_t err = call(FUSE_CREATE, parent, &c, sizeof(c), name, NULL);
+
+    if (err == 0) {
+        assert_int_equal(reply_len, sizeof(r));
+        memcpy(&r, payload(), sizeof(r));
+        *node = r.e.nodeid;
+        *fh = r.o.fh;
+    }
+    return err;
+}
+
+static int32_t write_at(uint64_t fh, uint64_t offset, const char *data)
+{
+    struct fuse_write_in w = {.fh = fh, .offset = offset, .size = (uint32_t)strlen(data)};
+    uint8_t arg[sizeof(w) + 256];
+
+    memcpy(arg, &w, sizeof(w));
+    memcpy(arg + sizeof(w), data, w.size);
+    return call(FUSE_WRITE, 1, arg, sizeof(w) + w.size, NULL, NULL);
+}
+
+/* Reads up to size bytes into buf, NUL-terminated: the error. */
+static int32_t read_at(uint64_t fh, uint64_t offset, char *buf, uint32_t size)
+{
+    struct fuse_read_in r = {.fh = fh, .offset = offset, .size = size - 1};
+    int32_t err = call(FUSE_READ, 1, &r, sizeof(r), NULL, NULL);
+
+    buf[0] = 0;
+    if (err == 0) {
+        memcpy(buf, payload(), reply_len);
+        buf[reply_len] = 0;
+    }
+    return err;
+}
+
+static void release(uint64_t fh)
+{
+    struct fuse_release_in r = {.fh = fh};
+    assert_int_equal(call(FUSE_RELEASE, 1, &r, sizeof(r), NULL, NULL), 0);
+}
+
+static void forget(uint64_t node, uint64_t n)
+{
+    struct fuse_forget_in f = {.nlookup = n};
+    assert_int_equal(fuse_serve(srv, in, build(FUSE_FORGET, node, &f, sizeof(f), NULL, NULL), out,
+                                sizeof(out)),
+                     0);
+}
+
+/* ---- the tests ---- */
+
+static void files_read_write_create(void **state)
+{
+    char buf[64], host[64];
+    uint64_t hello, fh, node, fh2;
+    struct fuse_attr_out a;
+    struct fuse_getattr_in g = {0};
+    (void)state;
+
+    start(false, NULL);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(must_lookup(FUSE_ROOT_ID, "hello"), hello); /* one node per file */
+    assert_int_equal(call(FUSE_GETATTR, hello, &g, sizeof(g), NULL, NULL), 0);
+    memcpy(&a, payload(), sizeof(a));
+    assert_int_equal(a.attr.size, 6);
+    assert_true(S_ISREG(a.attr.mode));
+
+    assert_int_equal(open_node(hello, O_RDWR, &fh), 0);
+    assert_int_equal(read_at(fh, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "hello\n");
+    assert_int_equal(write_at(fh, 0, "HE"), 0);
+    assert_int_equal(((struct fuse_write_out *)payload())->size, 2);
+    release(fh);
+    slurp("share/hello", host, sizeof(host));
+    assert_string_equal(host, "HEllo\n");
+    /* A released handle is gone. */
+    assert_int_equal(read_at(fh, 0, buf, sizeof(buf)), -EBADF);
+
+    assert_int_equal(create(FUSE_ROOT_ID, "new", O_WRONLY | O_EXCL, &node, &fh2), 0);
+    assert_int_equal(write_at(fh2, 0, "made by the guest"), 0);
+    {
+        struct fuse_fsync_in f = {.fh = fh2};
+        struct fuse_flush_in fl = {.fh = fh2};
+        assert_int_equal(call(FUSE_FSYNC, node, &f, sizeof(f), NULL, NULL), 0);
+        assert_int_equal(call(FUSE_FLUSH, node, &fl, sizeof(fl), NULL, NULL), 0);
+    }
+    release(fh2);
+    slurp("share/new", host, sizeof(host));
+    assert_string_equal(host, "made by the guest");
+    assert_int_equal(create(FUSE_ROOT_ID, "new", O_WRONLY | O_EXCL, &node, &fh2), -EEXIST);
+
+    /* setattr: truncate and chmod, without a handle. */
+    {
+        struct fuse_setattr_in s = {.valid = FATTR_SIZE | FATTR_MODE, .size = 4, .mode = 0600};
+        struct stat st;
+        assert_int_equal(call(FUSE_SETATTR, node, &s, sizeof(s), NULL, NULL), 0);
+        memcpy(&a, payload(), sizeof(a));
+        assert_int_equal(a.attr.size, 4);
+        assert_int_equal(stat(in_dir("share/new"), &st), 0);
+        assert_int_equal(st.st_size, 4);
+        assert_int_equal(st.st_mode & 07777, 0600);
+    }
+    /* No set-user-ID or set-group-ID file for the host's users to run. */
+    {
+        struct fuse_setattr_in s = {.valid = FATTR_MODE, .mode = 06755};
+        struct stat st;
+        assert_int_equal(call(FUSE_SETATTR, node, &s, sizeof(s), NULL, NULL), 0);
+        assert_int_equal(stat(in_dir("share/new"), &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0755);
+    }
+    /* O_TRUNC on open (FUSE_ATOMIC_O_TRUNC). */
+    assert_int_equal(open_node(node, O_WRONLY | O_TRUNC, &fh), 0);
+    release(fh);
+    slurp("share/new", host, sizeof(host));
+    assert_string_equal(host, "");
+    stop();
+}
+
+static void names_and_links(void **state)
+{
+    struct fuse_mkdir_in mk = {.mode = 0755};
+    struct fuse_rename_in rn;
+    struct fuse_rename2_in rn2;
+    struct fuse_link_in ln;
+    uint64_t d, node, fh;
+    char host[64];
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(call(FUSE_MKDIR, FUSE_ROOT_ID, &mk, sizeof(mk), "d", NULL), 0);
+    d = ((struct fuse_entry_out *)payload())->nodeid;
+    assert_int_equal(create(d, "f", O_WRONLY, &node, &fh), 0);
+    assert_int_equal(write_at(fh, 0, "x"), 0);
+    release(fh);
+    assert_int_equal(access(in_dir("share/d/f"), F_OK), 0);
+
+    rn = (struct fuse_rename_in){.newdir = FUSE_ROOT_ID};
+    assert_int_equal(call(FUSE_RENAME, d, &rn, sizeof(rn), "f", "g"), 0);
+    assert_int_equal(sh("test -f share/g && ! test -e share/d/f"), 0);
+    rn2 = (struct fuse_rename2_in){.newdir = FUSE_ROOT_ID, .flags = RENAME_NOREPLACE};
+    assert_int_equal(call(FUSE_RENAME2, FUSE_ROOT_ID, &rn2, sizeof(rn2), "g", "hello"), -EEXIST);
+    rn2.flags = RENAME_EXCHANGE;
+    assert_int_equal(call(FUSE_RENAME2, FUSE_ROOT_ID, &rn2, sizeof(rn2), "g", "hello"), 0);
+    slurp("share/g", host, sizeof(host));
+    assert_string_equal(host, "hello\n");
+    rn2.flags = RENAME_WHITEOUT;
+    assert_int_equal(call(FUSE_RENAME2, FUSE_ROOT_ID, &rn2, sizeof(rn2), "g", "hello"), -EINVAL);
+
+    ln = (struct fuse_link_in){.oldnodeid = node};
+    assert_int_equal(call(FUSE_LINK, d, &ln, sizeof(ln), "hard", NULL), 0);
+    assert_int_equal(((struct fuse_entry_out *)payload())->nodeid, node);
+    assert_int_equal(sh("test \"$(stat -c %%h share/hello)\" = 2 && test \"$(cat share/d/hard)\" = x"), 0);
+
+    assert_int_equal(call(FUSE_SYMLINK, d, NULL, 0, "link", "../../outside/secret"), 0);
+    node = ((struct fuse_entry_out *)payload())->nodeid;
+    assert_int_equal(call(FUSE_READLINK, node, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(reply_len, strlen("../../outside/secret"));
+    assert_memory_equal(payload(), "../../outside/secret", reply_len);
+    assert_int_equal(sh("test \"$(readlink share/d/link)\" = ../../outside/secret"), 0);
+
+    assert_int_equal(call(FUSE_RMDIR, FUSE_ROOT_ID, NULL, 0, "d", NULL), -ENOTEMPTY);
+    assert_int_equal(call(FUSE_UNLINK, d, NULL, 0, "hard", NULL), 0);
+    assert_int_equal(call(FUSE_UNLINK, d, NULL, 0, "link", NULL), 0);
+    assert_int_equal(call(FUSE_RMDIR, FUSE_ROOT_ID, NULL, 0, "d", NULL), 0);
+    assert_int_equal(sh("! test -e share/d"), 0);
+    /* The node of the removed directory still answers (the guest may hold
+     * it), a lookup in it finds nothing. */
+    assert_int_equal(lookup(d, "f", &node), -ENOENT);
+
+    {
+        struct fuse_access_in ac = {.mask = R_OK | W_OK};
+        assert_int_equal(call(FUSE_ACCESS, FUSE_ROOT_ID, &ac, sizeof(ac), NULL, NULL), 0);
+        assert_int_equal(call(FUSE_STATFS, FUSE_ROOT_ID, NULL, 0, NULL, NULL), 0);
+        assert_true(((struct fuse_statfs_out *)payload())->st.bsize > 0);
+    }
+    stop();
+}
+
+static void sparse_files(void **state)
+{
+    uint64_t node, fh;
+    struct fuse_fallocate_in fa;
+    struct fuse_lseek_in ls;
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(create(FUSE_ROOT_ID, "sparse", O_RDWR, &node, &fh), 0);
+    fa = (struct fuse_fallocate_in){.fh = fh, .offset = 0, .length = 1 << 20};
+    assert_int_equal(call(FUSE_FALLOCATE, node, &fa, sizeof(fa), NULL, NULL), 0);
+    assert_int_equal(sh("test \"$(stat -c %%s share/sparse)\" = 1048576"), 0);
+    fa = (struct fuse_fallocate_in){.fh = fh, .offset = 0, .length = 512 << 10,
+                                    .mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE};
+    assert_int_equal(call(FUSE_FALLOCATE, node, &fa, sizeof(fa), NULL, NULL), 0);
+    assert_int_equal(write_at(fh, 768 << 10, "data"), 0);
+    ls = (struct fuse_lseek_in){.fh = fh, .offset = 0, .whence = SEEK_DATA};
+    if (call(FUSE_LSEEK, node, &ls, sizeof(ls), NULL, NULL) == 0) {
+        /* tmpfs and ext4 report the hole; the data starts past it. */
+        assert_true(((struct fuse_lseek_out *)payload())->offset >= 512 << 10);
+        ls.whence = SEEK_HOLE;
+        assert_int_equal(call(FUSE_LSEEK, node, &ls, sizeof(ls), NULL, NULL), 0);
+        assert_int_equal(((struct fuse_lseek_out *)payload())->offset, 0);
+    }
+    ls.whence = 77;
+    assert_int_equal(call(FUSE_LSEEK, node, &ls, sizeof(ls), NULL, NULL), -EINVAL);
+    fa.mode = 0x40; /* FALLOC_FL_INSERT_RANGE: not for guests */
+    assert_int_equal(call(FUSE_FALLOCATE, node, &fa, sizeof(fa), NULL, NULL), -EOPNOTSUPP);
+    release(fh);
+    stop();
+}
+
+/* Lists directory node with READDIR or READDIRPLUS, size bytes a request:
+ * the names, sorted, space-separated into names. */
+static int32_t list(uint64_t node, uint32_t opcode, uint32_t size, char *names, size_t cap)
+{
+    struct fuse_open_in o = {0};
+    struct fuse_read_in r = {.size = size};
+    char found[64][NAME_MAX + 1];
+    unsigned count = 0;
+    int32_t err;
+
+    err = call(FUSE_OPENDIR, node, &o, sizeof(o), NULL, NULL);
+    if (err)
+        return err;
+    r.fh = ((struct fuse_open_out *)payload())->fh;
+    for (;;) {
+        size_t at = 0;
+        assert_int_equal(call(opcode, node, &r, sizeof(r), NULL, NULL), 0);
+        if (reply_len == 0)
+            break;
+        while (at < reply_len) {
+            const uint8_t *p = (const uint8_t *)payload() + at;
+            const struct fuse_dirent *d;
+            if (opcode == FUSE_READDIRPLUS) {
+                const struct fuse_direntplus *dp = (const void *)p;
+                d = &dp->dirent;
+                at += FUSE_DIRENTPLUS_SIZE(dp);
+                if (dp->entry_out.nodeid)
+                    forget(dp->entry_out.nodeid, 1);
+                else
+                    assert_true(d->name[0] == '.');
+            } else {
+                d = (const void *)p;
+                at += FUSE_DIRENT_SIZE(d);
+            }
+            assert_true(count < 64);
+            memcpy(found[count], d->name, d->namelen);
+            found[count++][d->namelen] = 0;
+            r.offset = d->off;
+        }
+    }
+    {
+        struct fuse_release_in rel = {.fh = r.fh};
+        assert_int_equal(call(FUSE_RELEASEDIR, node, &rel, sizeof(rel), NULL, NULL), 0);
+    }
+    qsort(found, count, sizeof(found[0]), (int (*)(const void *, const void *))strcmp);
+    names[0] = 0;
+    for (unsigned i = 0; i < count; i++) {
+        strncat(names, found[i], cap - strlen(names) - 1);
+        if (i + 1 < count)
+            strncat(names, " ", cap - strlen(names) - 1);
+    }
+    return 0;
+}
+
+static void directories(void **state)
+{
+    char names[1024];
+    uint32_t inodes, handles;
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(sh("touch share/a share/bb share/ccc"), 0);
+    assert_int_equal(list(FUSE_ROOT_ID, FUSE_READDIR, 4096, names, sizeof(names)), 0);
+    assert_string_equal(names, ". .. a bb ccc hello sub");
+    /* A buffer of two entries a request: the listing resumes at each off. */
+    assert_int_equal(list(FUSE_ROOT_ID, FUSE_READDIR, 64, names, sizeof(names)), 0);
+    assert_string_equal(names, ". .. a bb ccc hello sub");
+    assert_int_equal(list(FUSE_ROOT_ID, FUSE_READDIRPLUS, 4096, names, sizeof(names)), 0);
+    assert_string_equal(names, ". .. a bb ccc hello sub");
+    assert_int_equal(list(FUSE_ROOT_ID, FUSE_READDIRPLUS, 200, names, sizeof(names)), 0);
+    assert_string_equal(names, ". .. a bb ccc hello sub");
+    /* Every node readdirplus gave out was forgotten by list(): only the
+     * root is left, and no handle. */
+    pt_counts(fs, &inodes, &handles);
+    assert_int_equal(inodes, 1);
+    assert_int_equal(handles, 0);
+    assert_int_equal(list(must_lookup(FUSE_ROOT_ID, "hello"), FUSE_READDIR, 4096, names,
+                          sizeof(names)),
+                     -ENOTDIR);
+    stop();
+}
+
+static void escapes(void **state)
+{
+    uint64_t node, fh, link, d;
+    struct fuse_mkdir_in mk = {.mode = 0755};
+    struct fuse_link_in ln;
+    char buf[64];
+    (void)state;
+
+    start(false, NULL);
+    /* Names that are not one component. */
+    assert_int_equal(lookup(FUSE_ROOT_ID, "..", &node), -EINVAL);
+    assert_int_equal(lookup(FUSE_ROOT_ID, ".", &node), -EINVAL);
+    assert_int_equal(lookup(FUSE_ROOT_ID, "../outside", &node), -EINVAL);
+    assert_int_equal(lookup(FUSE_ROOT_ID, "sub/inner", &node), -EINVAL);
+    assert_int_equal(lookup(FUSE_ROOT_ID, "", &node), -EINVAL);
+    assert_int_equal(lookup(must_lookup(FUSE_ROOT_ID, "sub"), "..", &node), -EINVAL);
+    assert_int_equal(call(FUSE_MKDIR, FUSE_ROOT_ID, &mk, sizeof(mk), "../outside/x", NULL), -EINVAL);
+    assert_int_equal(create(FUSE_ROOT_ID, "../outside/new", O_WRONLY, &node, &fh), -EINVAL);
+
+    /* Symlinks the host put in the share, absolute and relative: the guest
+     * gets the link, never what it points at. */
+    assert_int_equal(sh("ln -s /etc share/etc && ln -s ../outside share/rel && "
+                        "ln -s ../outside/secret share/sec && ln -s ../outside/planted share/dangling"),
+                     0);
+    link = must_lookup(FUSE_ROOT_ID, "etc");
+    assert_int_equal(lookup(link, "passwd", &node), -ENOTDIR);
+    assert_int_equal(lookup(must_lookup(FUSE_ROOT_ID, "rel"), "secret", &node), -ENOTDIR);
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "sec"), O_RDONLY, &fh), -ELOOP);
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "sec"), O_WRONLY | O_TRUNC, &fh), -ELOOP);
+    {
+        struct fuse_open_in o = {0};
+        assert_int_equal(call(FUSE_OPENDIR, link, &o, sizeof(o), NULL, NULL), -ENOTDIR);
+        struct fuse_setattr_in s = {.valid = FATTR_SIZE, .size = 0};
+        assert_int_equal(call(FUSE_SETATTR, must_lookup(FUSE_ROOT_ID, "sec"), &s, sizeof(s), NULL,
+                              NULL),
+                         -EINVAL);
+        s = (struct fuse_setattr_in){.valid = FATTR_MODE, .mode = 0777};
+        assert_int_equal(call(FUSE_SETATTR, must_lookup(FUSE_ROOT_ID, "sec"), &s, sizeof(s), NULL,
+                              NULL),
+                         -EOPNOTSUPP);
+    }
+    /* A FIFO the host left in the share: neither open nor create blocks. */
+    assert_int_equal(sh("mkfifo share/fifo"), 0);
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "fifo"), O_RDONLY, &fh), -EACCES);
+    assert_int_equal(create(FUSE_ROOT_ID, "fifo", O_RDWR, &node, &fh), -EACCES);
+    /* Creating through a dangling link does not create its target. */
+    assert_int_equal(create(FUSE_ROOT_ID, "dangling", O_WRONLY, &node, &fh), -ELOOP);
+    assert_int_equal(access(in_dir("outside/planted"), F_OK), -1);
+    /* A hard link to the symlink is a link to the link. */
+    ln = (struct fuse_link_in){.oldnodeid = must_lookup(FUSE_ROOT_ID, "sec")};
+    assert_int_equal(call(FUSE_LINK, FUSE_ROOT_ID, &ln, sizeof(ln), "sec2", NULL), 0);
+    assert_int_equal(sh("test -L share/sec2"), 0);
+
+    /* A file swapped for a symlink between lookup and open: the node is
+     * the file it was, the open reaches that file, not the link's target. */
+    node = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(sh("mv share/hello share/hello.old && ln -s ../outside/secret share/hello"), 0);
+    assert_int_equal(open_node(node, O_RDWR | O_TRUNC, &fh), 0);
+    assert_int_equal(write_at(fh, 0, "guest"), 0);
+    release(fh);
+    assert_int_equal(sh("test \"$(cat share/hello.old)\" = guest"), 0);
+
+    /* A directory swapped for a symlink to the neighbour: names in the old
+     * node stay in the old directory; the new name is a link. */
+    d = must_lookup(FUSE_ROOT_ID, "sub");
+    assert_int_equal(sh("mv share/sub share/sub.old && ln -s ../outside share/sub"), 0);
+    assert_int_equal(lookup(d, "secret", &node), -ENOENT);
+    assert_int_equal(create(d, "secret", O_WRONLY, &node, &fh), 0);
+    release(fh);
+    assert_int_equal(sh("test -f share/sub.old/secret"), 0);
+    assert_int_equal(lookup(must_lookup(FUSE_ROOT_ID, "sub"), "secret", &node), -ENOTDIR);
+    assert_int_equal(read_at(fh, 0, buf, sizeof(buf)), -EBADF);
+
+    /* A directory of the share moved out of it by the host: the guest's
+     * renames of names inside the share stay inside. */
+    {
+        struct fuse_rename_in rn = {.newdir = FUSE_ROOT_ID};
+        assert_int_equal(call(FUSE_RENAME, FUSE_ROOT_ID, &rn, sizeof(rn), "sec", "../x"), -EINVAL);
+        assert_int_equal(call(FUSE_RENAME, FUSE_ROOT_ID, &rn, sizeof(rn), "../outside", "x"), -EINVAL);
+        assert_int_equal(call(FUSE_UNLINK, FUSE_ROOT_ID, NULL, 0, "../outside/secret", NULL), -EINVAL);
+    }
+    stop();
+}
+
+static void read_only_share(void **state)
+{
+    struct fuse_mkdir_in mk = {.mode = 0755};
+    struct fuse_setattr_in s = {.valid = FATTR_SIZE, .size = 0};
+    struct fuse_rename_in rn = {.newdir = FUSE_ROOT_ID};
+    struct fuse_access_in ac = {.mask = W_OK};
+    uint64_t node, fh, hello;
+    char buf[64];
+    (void)state;
+
+    start(true, NULL);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(hello, O_RDONLY, &fh), 0);
+    assert_int_equal(read_at(fh, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "hello\n");
+    assert_int_equal(write_at(fh, 0, "x"), -EROFS);
+    release(fh);
+    assert_int_equal(open_node(hello, O_WRONLY, &fh), -EROFS);
+    assert_int_equal(open_node(hello, O_RDONLY | O_TRUNC, &fh), -EROFS);
+    assert_int_equal(create(FUSE_ROOT_ID, "new", O_WRONLY, &node, &fh), -EROFS);
+    assert_int_equal(call(FUSE_MKDIR, FUSE_ROOT_ID, &mk, sizeof(mk), "d", NULL), -EROFS);
+    assert_int_equal(call(FUSE_SETATTR, hello, &s, sizeof(s), NULL, NULL), -EROFS);
+    assert_int_equal(call(FUSE_UNLINK, FUSE_ROOT_ID, NULL, 0, "hello", NULL), -EROFS);
+    assert_int_equal(call(FUSE_RMDIR, FUSE_ROOT_ID, NULL, 0, "sub", NULL), -EROFS);
+    assert_int_equal(call(FUSE_RENAME, FUSE_ROOT_ID, &rn, sizeof(rn), "hello", "x"), -EROFS);
+    assert_int_equal(call(FUSE_SYMLINK, FUSE_ROOT_ID, NULL, 0, "l", "hello"), -EROFS);
+    assert_int_equal(call(FUSE_ACCESS, hello, &ac, sizeof(ac), NULL, NULL), -EROFS);
+    assert_int_equal(sh("test \"$(ls share)\" = \"$(printf 'hello\\nsub')\" && "
+                        "test \"$(cat share/hello)\" = hello"),
+                     0);
+    stop();
+}
+
+static void malformed_requests(void **state)
+{
+    struct fuse_in_header h = {.len = 10, .opcode = FUSE_LOOKUP, .nodeid = 1};
+    struct fuse_write_in w = {.size = 1000};
+    uint64_t node;
+    (void)state;
+
+    start(false, NULL);
+    /* A short header, a length past the buffer, a length below the header. */
+    memcpy(in, &h, sizeof(h));
+    assert_int_equal(serve_raw(10, sizeof(out)), -EINVAL);
+    build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
+    ((struct fuse_in_header *)in)->len = 4096;
+    assert_int_equal(serve_raw(60, sizeof(out)), -EINVAL);
+    ((struct fuse_in_header *)in)->len = 3;
+    assert_int_equal(serve_raw(60, sizeof(out)), -EINVAL);
+    /* Unknown opcodes. */
+    assert_int_equal(call(9999, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
+    assert_int_equal(call(UINT32_MAX, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
+    assert_int_equal(call(FUSE_GETXATTR, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
+    /* A name without its NUL, and a body shorter than its argument. */
+    build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
+    ((struct fuse_in_header *)in)->len -= 1;
+    assert_int_equal(serve_raw(sizeof(h) + 5, sizeof(out)), -EINVAL);
+    assert_int_equal(call(FUSE_SETATTR, FUSE_ROOT_ID, &w, 8, NULL, NULL), -EINVAL);
+    assert_int_equal(call(FUSE_RENAME, FUSE_ROOT_ID, &(struct fuse_rename_in){.newdir = 1},
+                          sizeof(struct fuse_rename_in), "hello", NULL),
+                     -EINVAL);
+    /* Write data past the body. */
+    assert_int_equal(call(FUSE_WRITE, FUSE_ROOT_ID, &w, sizeof(w), NULL, NULL), -EINVAL);
+    /* Node ids and handles never given out, and stale ones. */
+    assert_int_equal(lookup(0, "hello", &node), -ESTALE);
+    assert_int_equal(lookup(12345, "hello", &node), -ESTALE);
+    assert_int_equal(lookup(UINT64_MAX, "hello", &node), -ESTALE);
+    assert_int_equal(lookup((uint64_t)7 << 32 | 1, "hello", &node), -ESTALE);
+    node = must_lookup(FUSE_ROOT_ID, "sub");
+    assert_int_equal(lookup(node, "inner", &node), 0);
+    forget(node, 1);
+    assert_int_equal(call(FUSE_GETATTR, node, &(struct fuse_getattr_in){0},
+                          sizeof(struct fuse_getattr_in), NULL, NULL),
+                     -ESTALE);
+    assert_int_equal(write_at(0, 0, "x"), -EBADF);
+    assert_int_equal(write_at(UINT64_MAX, 0, "x"), -EBADF);
+    assert_int_equal(read_at((uint64_t)3 << 32, 0, (char[8]){0}, 8), -EBADF);
+    /* A file node used as a directory. */
+    assert_int_equal(lookup(must_lookup(FUSE_ROOT_ID, "hello"), "x", &node), -ENOTDIR);
+    /* No room for a reply: nothing written; for a fixed reply: an error. */
+    build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
+    assert_int_equal(fuse_serve(srv, in, ((struct fuse_in_header *)in)->len, out, 8), 0);
+    assert_int_equal(serve_raw(((struct fuse_in_header *)in)->len, 40), -EINVAL);
+    /* Forgets: no reply, whatever their count says. */
+    {
+        struct {
+            struct fuse_batch_forget_in b;
+            struct fuse_forget_one one[2];
+        } bf = {{.count = UINT32_MAX}, {{FUSE_ROOT_ID, 5}, {UINT64_MAX, 1}}};
+        assert_int_equal(fuse_serve(srv, in, build(FUSE_BATCH_FORGET, 0, &bf, sizeof(bf), NULL, NULL),
+                                    out, sizeof(out)),
+                         0);
+        assert_int_equal(fuse_serve(srv, in, build(FUSE_FORGET, 1, NULL, 0, NULL, NULL), out,
+                                    sizeof(out)),
+                         0);
+    }
+    /* The root survives any forget. */
+    must_lookup(FUSE_ROOT_ID, "hello");
+    /* Before INIT (after DESTROY), only INIT is served. */
+    assert_int_equal(call(FUSE_DESTROY, 0, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(lookup(FUSE_ROOT_ID, "hello", &node), -EIO);
+    {
+        struct fuse_init_in old = {.major = 7, .minor = 12};
+        assert_int_equal(call(FUSE_INIT, 0, &old, sizeof(old), NULL, NULL), -EPROTO);
+    }
+    init_session();
+    must_lookup(FUSE_ROOT_ID, "hello");
+    stop();
+}
+
+static void bounded_tables(void **state)
+{
+    struct pt_limits small = {.max_inodes = 3, .max_handles = 2};
+    uint64_t a, b, fh1, fh2, fh3, node;
+    uint32_t inodes, handles;
+    (void)state;
+
+    start(false, &small);
+    assert_int_equal(sh("touch share/a share/b share/c"), 0);
+    a = must_lookup(FUSE_ROOT_ID, "a");
+    b = must_lookup(FUSE_ROOT_ID, "b");
+    assert_int_equal(lookup(FUSE_ROOT_ID, "c", &node), -ENFILE);
+    assert_int_equal(open_node(a, O_RDONLY, &fh1), 0);
+    assert_int_equal(open_node(b, O_RDONLY, &fh2), 0);
+    assert_int_equal(open_node(a, O_RDONLY, &fh3), -EMFILE);
+    release(fh1);
+    assert_int_equal(open_node(a, O_RDONLY, &fh3), 0);
+    assert_int_not_equal(fh3, fh1); /* the slot's generation moved on */
+    forget(b, 1);
+    node = must_lookup(FUSE_ROOT_ID, "c");
+    assert_int_not_equal(node, b);
+    assert_int_equal(lookup(b, "x", &node), -ESTALE);
+    pt_counts(fs, &inodes, &handles);
+    assert_int_equal(inodes, 3);
+    assert_int_equal(handles, 2);
+    /* A reset closes all but the root. */
+    fuse_server_reset(srv);
+    pt_counts(fs, &inodes, &handles);
+    assert_int_equal(inodes, 1);
+    assert_int_equal(handles, 0);
+    init_session();
+    stop();
+}
+
+/* Node ids and handles across a save and a restore into a new server over
+ * a copy of the folder (a start with the share remapped): the guest's ids
+ * still name the same paths; what is gone is stale. */
+static void save_and_restore(void **state)
+{
+    uint64_t sub, inner, hello, fh, dfh, node;
+    struct fuse_open_in o = {0};
+    struct blob saved = {0};
+    struct blob_reader rd;
+    char buf[64];
+    (void)state;
+
+    start(false, NULL);
+    sub = must_lookup(FUSE_ROOT_ID, "sub");
+    inner = must_lookup(sub, "inner");
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(inner, O_RDWR, &fh), 0);
+    assert_int_equal(call(FUSE_OPENDIR, sub, &o, sizeof(o), NULL, NULL), 0);
+    dfh = ((struct fuse_open_out *)payload())->fh;
+    assert_int_equal(sh("rm share/hello"), 0);
+    assert_int_equal(pt_save(fs, &saved), 0);
+    fuse_server_free(srv);
+    pt_free(fs);
+
+    assert_int_equal(sh("rm -rf share2 && cp -a share share2 && echo moved > share2/sub/inner"), 0);
+    assert_int_equal(pt_new(in_dir("share2"), false, NULL, &fs), 0);
+    srv = fuse_server_new(fs);
+    rd = blob_reader(saved.data, saved.len);
+    assert_int_equal(pt_restore(fs, &rd), 0);
+    init_session();
+    assert_int_equal(read_at(fh, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "moved\n");
+    assert_int_equal(write_at(fh, 0, "MOVED"), 0);
+    assert_int_equal(sh("test \"$(cat share2/sub/inner)\" = MOVED && test \"$(cat share/sub/inner)\" = inner"), 0);
+    assert_int_equal(must_lookup(sub, "inner"), inner);
+    assert_int_equal(lookup(hello, "x", &node), -ESTALE);
+    {
+        struct fuse_read_in r = {.fh = dfh, .size = 4096};
+        assert_int_equal(call(FUSE_READDIR, sub, &r, sizeof(r), NULL, NULL), 0);
+        assert_true(reply_len > 0);
+    }
+    node = must_lookup(FUSE_ROOT_ID, "sub");
+    assert_int_equal(node, sub);
+    release(fh);
+    blob_free(&saved);
+
+    /* Saved paths are hostile too: none leaves the folder. */
+    {
+        const char *paths[] = {"../outside/secret", "/etc/passwd", "lnk/secret", "sub/../../outside"};
+        struct blob b = {0};
+        assert_int_equal(sh("ln -s ../outside share2/lnk"), 0);
+        blob_put_u32(&b, 1);
+        blob_put_u32(&b, 4);
+        for (uint32_t i = 0; i < 4; i++) {
+            blob_put_u32(&b, 10 + i);
+            blob_put_u32(&b, 1);
+            blob_put_u64(&b, 1);
+            blob_put_u32(&b, (uint32_t)strlen(paths[i]));
+            blob_put(&b, paths[i], strlen(paths[i]));
+        }
+        blob_put_u32(&b, 1);
+        blob_put_u32(&b, 0);
+        blob_put_u32(&b, 1);
+        blob_put_u32(&b, O_RDWR);
+        blob_put_u8(&b, 0);
+        blob_put_u32(&b, 17);
+        blob_put(&b, "../outside/secret", 17);
+        rd = blob_reader(b.data, b.len);
+        assert_int_equal(pt_restore(fs, &rd), 0);
+        for (uint32_t i = 0; i < 4; i++)
+            assert_int_equal(lookup((uint64_t)1 << 32 | (11 + i), "x", &node), -ESTALE);
+        assert_int_equal(write_at((uint64_t)1 << 32, 0, "x"), -EBADF);
+        /* Truncated, and an unknown version. */
+        rd = blob_reader(b.data, b.len - 3);
+        assert_int_equal(pt_restore(fs, &rd), -EINVAL);
+        b.data[0] = 9;
+        rd = blob_reader(b.data, b.len);
+        assert_int_equal(pt_restore(fs, &rd), -EINVAL);
+        blob_free(&b);
+    }
+    stop();
+}
+
+/* A request split across the chain's buffers as a driver may lay it out
+ * (the header cut in two), the reply across two writable buffers. */
+static void chains(void **state)
+{
+    static uint8_t cin[FUSE_SERVER_IN_MAX], cout[FUSE_SERVER_OUT_MAX];
+    uint8_t reply[200], *r1 = reply, *r2 = reply + 30;
+    struct virtq_chain c = {0};
+    struct fuse_out_header h;
+    size_t len, n;
+    (void)state;
+
+    start(false, NULL);
+    len = build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
+    c.bufs[0] = (struct virtq_buf){in, 7, false};
+    c.bufs[1] = (struct virtq_buf){in + 7, 30, false};
+    c.bufs[2] = (struct virtq_buf){in + 37, (uint32_t)(len - 37), false};
+    c.bufs[3] = (struct virtq_buf){r1, 30, true};
+    c.bufs[4] = (struct virtq_buf){r2, 170, true};
+    c.count = 5;
+    c.readable = 3;
+    c.readable_bytes = len;
+    c.writable_bytes = 200;
+    n = virtio_fs_serve_chain(srv, &c, cin, cout);
+    assert_int_equal(n, sizeof(h) + sizeof(struct fuse_entry_out));
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(h.error, 0);
+    /* A reply the chain cannot hold whole: an error that fits. */
+    c.bufs[4].len = 10;
+    c.writable_bytes = 40;
+    n = virtio_fs_serve_chain(srv, &c, cin, cout);
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(n, sizeof(h));
+    assert_int_equal(h.error, -EINVAL);
+    stop();
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return scratch_setup("fuse");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(files_read_write_create),
+        cmocka_unit_test(names_and_links),
+        cmocka_unit_test(sparse_files),
+        cmocka_unit_test(directories),
+        cmocka_unit_test(escapes),
+        cmocka_unit_test(read_only_share),
+        cmocka_unit_test(malformed_requests),
+        cmocka_unit_test(bounded_tables),
+        cmocka_unit_test(save_and_restore),
+        cmocka_unit_test(chains),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,470 @@
+/* The REST API without its HTTP server (src/serve/api.c, machines.c):
+ * routing, request bodies (bad JSON, unknown fields, wrong types, too
+ * large), and the machine operations against a real store and a fake VM
+ * answering on a control socket, as a detached VM does. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/control.h"
+#include "serve/api.h"
+
+#include "scratch.h"
+
+static void route_is(const char *method, const char *path, unsigned status, enum api_route route,
+                     const char *name, const char *action)
+{
+    struct api_match m;
+    json_t *error;
+    unsigned got = api_route(method, path, &m, &error);
+
+    assert_int_equal(got, status);
+    if (status) {
+        assert_non_null(json_string_value(json_object_get(error, "code")));
+        assert_non_null(json_string_value(json_object_get(error, "message")));
+        json_decref(error);
+        return;
+    }
+    assert_null(error);
+    assert_int_equal(m.route, route);
+    if (name)
+        assert_string_equal(m.name, name);
+    if (action)
+        assert_string_equal(m.action, action);
+}
+
+static void routes(void **state)
+{
+    (void)state;
+    route_is("GET", "/machines", 0, API_LIST, NULL, NULL);
+    route_is("GET", "/machines?all=1", 0, API_LIST, NULL, NULL);
+    route_is("POST", "/machines", 0, API_CREATE, NULL, NULL);
+    route_is("PUT", "/machines", 405, 0, NULL, NULL);
+    route_is("GET", "/machines/web", 0, API_INSPECT, "web", NULL);
+    route_is("DELETE", "/machines/web", 0, API_DELETE, "web", NULL);
+    route_is("POST", "/machines/web", 405, 0, NULL, NULL);
+    for (const char *const *a = (const char *const[]){"start", "stop", "pause", "resume", "save",
+                                                      NULL}; *a; a++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/machines/web-2.x/%s", *a);
+        route_is("POST", path, 0, API_ACTION, "web-2.x", *a);
+        route_is("GET", path, 405, 0, NULL, NULL);
+    }
+    route_is("GET", "/machines/web/logs", 0, API_LOGS, "web", "logs");
+    route_is("POST", "/machines/web/reboot", 404, 0, NULL, NULL);
+    route_is("POST", "/machines/web/start/now", 404, 0, NULL, NULL);
+    route_is("GET", "/machines//start", 404, 0, NULL, NULL);
+    route_is("GET", "/machines/..", 400, 0, NULL, NULL);
+    route_is("GET", "/machines/.hidden", 400, 0, NULL, NULL);
+    route_is("GET", "/machines/a%2Fb", 400, 0, NULL, NULL);
+    char long_name[300];
+    memset(long_name, 'a', sizeof(long_name));
+    memcpy(long_name, "/machines/", 10);
+    long_name[sizeof(long_name) - 1] = 0;
+    route_is("GET", long_name, 404, 0, NULL, NULL);
+    route_is("GET", "/openapi.json", 0, API_OPENAPI, NULL, NULL);
+    route_is("GET", "/metrics", 0, API_METRICS, NULL, NULL);
+    route_is("GET", "/events", 0, API_EVENTS, NULL, NULL);
+    route_is("GET", "/layers", 0, API_LAYERS, NULL, NULL);
+    route_is("POST", "/gc", 0, API_GC, NULL, NULL);
+    route_is("GET", "/gc", 405, 0, NULL, NULL);
+    route_is("POST", "/machines/web/reset", 0, API_ACTION, "web", "reset");
+    route_is("GET", "/", 404, 0, NULL, NULL);
+    route_is("GET", "/etc/passwd", 404, 0, NULL, NULL);
+}
+
+static const char *const fields[] = {"name", "from", NULL};
+
+static void body_is(const char *body, unsigned status, const char *code)
+{
+    json_t *out, *error;
+    unsigned got = api_parse_body(body, strlen(body), fields, &out, &error);
+
+    assert_int_equal(got, status);
+    if (status) {
+        assert_null(out);
+        assert_string_equal(json_string_value(json_object_get(error, "code")), code);
+        json_decref(error);
+    } else {
+        assert_null(error);
+        json_decref(out);
+    }
+}
+
+static void bodies(void **state)
+{
+    (void)state;
+    body_is("", 0, NULL);
+    body_is("{}", 0, NULL);
+    body_is("{\"name\":\"a\",\"from\":\"/x\"}", 0, NULL);
+    body_is("{\"name\":", 400, "bad_json");
+    body_is("[1,2]", 400, "bad_json");
+    body_is("\"name\"", 400, "bad_json");
+    body_is("{\"name\":\"a\",\"name\":\"b\"}", 400, "bad_json");
+    body_is("{\"name\":\"a\",\"size\":1}", 400, "unknown_field");
+    body_is("{\"name\":\"a\"} trailing", 400, "bad_json");
+    char *huge = malloc(API_BODY_MAX + 2);
+    assert_non_null(huge);
+    memset(huge, ' ', API_BODY_MAX + 1);
+    huge[0] = '{';
+    huge[API_BODY_MAX] = '}';
+    huge[API_BODY_MAX + 1] = 0;
+    body_is(huge, 413, "too_large");
+    free(huge);
+}
+
+/* One request through api_handle: its status, its JSON body (returned,
+ * a new reference) or NULL for a text body. */
+static json_t *call(const char *method, const char *path, const char *body, unsigned status)
+{
+    struct api_reply r;
+    json_t *j;
+
+    api_handle(method, path, body, strlen(body), &r);
+    if (r.status != status)
+        fail_msg("%s %s: %u, not %u: %s", method, path, r.status, status,
+                 r.json ? json_dumps(r.json, 0) : r.text);
+    j = json_incref(r.json);
+    if (!j)
+        assert_non_null(r.text);
+    api_reply_release(&r);
+    return j;
+}
+
+static void code_is(json_t *j, const char *code)
+{
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "code")), code);
+    assert_non_null(json_string_value(json_object_get(j, "message")));
+    json_decref(j);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (scratch_setup("serve-api") < 0)
+        return -1;
+    mkdir(in_dir("run"), 0700);
+    mkdir(in_dir("tmp"), 0700);
+    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
+    setenv("TMPDIR", in_dir("tmp"), 1);
+    setenv("XDG_DATA_HOME", in_dir("data"), 1);
+    setenv("XDG_CACHE_HOME", in_dir("cache"), 1);
+    api_set_executable("/nonexistent/smolvm");
+    /* There, "disk.img" names a file: a relative path is refused anyway. */
+    return chdir(dir) == 0 ? sh("truncate -s 1M disk.img") : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+static void instances(void **state)
+{
+    char body[512];
+    json_t *j;
+    (void)state;
+
+    j = call("GET", "/machines", "", 200);
+    assert_true(json_is_array(j));
+    assert_int_equal(json_array_size(j), 0);
+    json_decref(j);
+    snprintf(body, sizeof(body), "{\"name\":\"web\",\"from\":\"%s\",\"cpus\":2,\"mem\":\"64M\"}",
+             in_dir("disk.img"));
+    j = call("POST", "/machines", body, 201);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "web");
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "stopped");
+    assert_true(json_is_true(json_object_get(j, "instance")));
+    assert_int_equal(json_integer_value(json_object_get(j, "cpus")), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "mem_bytes")), 64 << 20);
+    json_decref(j);
+    code_is(call("POST", "/machines", body, 409), "exists");
+    j = call("GET", "/machines/web", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "next_start")), "boots");
+    json_decref(j);
+    j = call("GET", "/machines", "", 200);
+    assert_int_equal(json_array_size(j), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "next_start")),
+                        "boots");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "cpus")), 2);
+    json_decref(j);
+
+    code_is(call("GET", "/machines/nothere", "", 404), "not_found");
+    code_is(call("POST", "/machines/web/pause", "", 409), "not_running");
+    code_is(call("POST", "/machines/nothere/pause", "", 404), "not_found");
+    code_is(call("POST", "/machines/web/save", "", 409), "not_running");
+    code_is(call("POST", "/machines/web/save", "{\"output\":\"rel.smolmachine\"}", 400),
+            "invalid_value");
+    code_is(call("POST", "/machines/web/save", "{\"resume\":true}", 400), "invalid_value");
+    code_is(call("POST", "/machines/web/save", "{\"resume\":1,\"output\":\"/x\"}", 400),
+            "invalid_value");
+    code_is(call("POST", "/machines/web/start", "", 500), "failed"); /* no smolvm there */
+    /* A stand-in smolvm: what the API makes of each way start ends. */
+    assert_int_equal(sh("printf '#!/bin/sh\\necho \"$*\" > args; echo booting; "
+                        "echo \"smolvm: start: $WHY\" >&2; exit $CODE\\n' > fake && chmod +x fake"), 0);
+    api_set_executable(in_dir("fake"));
+    setenv("CODE", "0", 1);
+    j = call("POST", "/machines/web/start", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "web");
+    json_decref(j);
+    assert_int_equal(sh("grep -qx 'start web --detach' args"), 0);
+    setenv("CODE", "1", 1);
+    setenv("WHY", "a VM named 'web' is already running", 1);
+    j = call("POST", "/machines/web/start", "", 409);
+    assert_string_equal(json_string_value(json_object_get(j, "message")),
+                        "a VM named 'web' is already running");
+    code_is(j, "already_running");
+    setenv("WHY", "no KVM here", 1);
+    j = call("POST", "/machines/web/start", "", 500);
+    assert_string_equal(json_string_value(json_object_get(j, "message")), "no KVM here");
+    code_is(j, "start_failed");
+    setenv("CODE", "2", 1);
+    setenv("WHY", "bad option", 1);
+    code_is(call("POST", "/machines/web/start", "", 400), "invalid_value");
+    api_set_executable("/nonexistent/smolvm");
+    code_is(call("POST", "/machines/web/start", "{\"x\":1}", 400), "unknown_field");
+
+    /* Bodies as the CLI's options: each value checked. */
+    code_is(call("POST", "/machines", "{\"name\":\"a\"}", 400), "invalid_value");
+    code_is(call("POST", "/machines", "", 400), "invalid_value");
+    code_is(call("POST", "/machines", "{\"name\":\"a b\",\"from\":\"/x\"}", 400), "invalid_name");
+    code_is(call("POST", "/machines", "{\"name\":7,\"from\":\"/x\"}", 400), "invalid_value");
+    code_is(call("POST", "/machines", "{\"name\":\"a\",\"from\":\"/no/such/file\"}", 400),
+            "invalid_value");
+    code_is(call("POST", "/machines", "{\"name\":\"a\",\"from\":\"disk.img\"}", 400),
+            "invalid_value"); /* relative: whose folder? */
+    snprintf(body, sizeof(body), "{\"name\":\"b\",\"from\":\"%s\",\"kernel\":\"vmlinuz\"}",
+             in_dir("disk.img"));
+    code_is(call("POST", "/machines", body, 400), "invalid_value");
+    snprintf(body, sizeof(body), "{\"name\":\"b\",\"from\":\"%s\",\"cpus\":0}", in_dir("disk.img"));
+    code_is(call("POST", "/machines", body, 400), "invalid_value");
+    snprintf(body, sizeof(body), "{\"name\":\"b\",\"from\":\"%s\",\"mem\":\"lots\"}",
+             in_dir("disk.img"));
+    code_is(call("POST", "/machines", body, 400), "invalid_value");
+    snprintf(body, sizeof(body), "{\"name\":\"b\",\"from\":\"%s\",\"mem\":true}", in_dir("disk.img"));
+    code_is(call("POST", "/machines", body, 400), "invalid_value");
+    code_is(call("POST", "/machines", "{\"name\":\"a\",\"from\":\"/x\",\"memory\":\"1G\"}", 400),
+            "unknown_field");
+
+    /* reset, layers, gc, as the CLI's verbs */
+    j = call("POST", "/machines/web/reset", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "next_start")), "boots");
+    json_decref(j);
+    code_is(call("POST", "/machines/nothere/reset", "", 404), "not_found");
+    j = call("GET", "/layers", "", 200);
+    assert_int_equal(json_array_size(j), 1);
+    char top[80];
+    snprintf(top, sizeof(top), "/layers/%s",
+             json_string_value(json_object_get(json_array_get(j, 0), "hash")));
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "users")), 1);
+    assert_non_null(json_object_get(json_array_get(j, 0), "virtual_size"));
+    json_decref(j);
+    code_is(call("DELETE", top, "", 409), "busy"); /* web is on it */
+    code_is(call("DELETE", "/layers/xyz", "", 400), "invalid_name");
+    code_is(call("GET", top, "", 405), "method_not_allowed");
+
+    j = call("DELETE", "/machines/web", "", 200);
+    assert_true(json_is_true(json_object_get(j, "removed")));
+    json_decref(j);
+    code_is(call("DELETE", "/machines/web", "", 404), "not_found");
+    j = call("POST", "/gc", "", 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "layers_removed")), 1);
+    json_decref(j);
+    j = call("GET", "/layers", "", 200);
+    assert_int_equal(json_array_size(j), 0);
+    json_decref(j);
+    code_is(call("DELETE", top, "", 404), "not_found");
+}
+
+/* A VM as the API sees it: a process answering on its control socket. */
+static bool paused;
+static struct control *fake_control;
+static json_t *fake_vm(void *opaque, const char *command, json_t *req)
+{
+    (void)opaque;
+    if (strcmp(command, "save") == 0) { /* 4 steps, 300 ms apart */
+        for (uint64_t done = 1; done <= 4; done++) {
+            usleep(300000);
+            control_progress(fake_control, done << 20, 4 << 20);
+        }
+        return json_pack("{s:b,s:s,s:f}", "ok", 1, "path",
+                         json_string_value(json_object_get(req, "path")), "seconds", 1.2);
+    }
+    if (strcmp(command, "pause") == 0)
+        paused = true;
+    else if (strcmp(command, "resume") == 0)
+        paused = false;
+    else if (strcmp(command, "status") != 0)
+        return control_error("cannot %s", command);
+    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I}", "ok", 1, "name", "vm1", "pid",
+                     (int)getpid(), "state", paused ? "paused" : "running", "cpus", 1,
+                     "mem_bytes", (json_int_t)(256 << 20), "uptime_s", 1.5, "console_dropped",
+                     (json_int_t)0);
+}
+
+static volatile bool vm_stop;
+static void *vm_loop(void *opaque)
+{
+    struct control *c = opaque;
+    struct pollfd p = {.fd = control_listen_fd(c), .events = POLLIN};
+    while (!vm_stop)
+        if (poll(&p, 1, 50) == 1)
+            control_accept(c);
+    return NULL;
+}
+
+static volatile bool save_finished;
+static void *save_vm1(void *opaque)
+{
+    const char *body = "{\"output\":\"/x.smolmachine\"}";
+    api_handle("POST", "/machines/vm1/save", body, strlen(body), opaque);
+    save_finished = true;
+    json_decref(call("POST", "/machines/vm1/pause", "", 200)); /* an event: the reader wakes */
+    return NULL;
+}
+
+static void running_vm(void **state)
+{
+    struct control *c;
+    pthread_t t;
+    json_t *j;
+    struct api_reply r;
+    (void)state;
+
+    assert_int_equal(control_open("vm1", fake_vm, NULL, &c), 0);
+    fake_control = c;
+    vm_stop = false;
+    assert_int_equal(pthread_create(&t, NULL, vm_loop, c), 0);
+
+    j = call("GET", "/machines", "", 200);
+    if (json_array_size(j) != 1)
+        fail_msg("%s", json_dumps(j, 0));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "name")), "vm1");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "state")),
+                        "running");
+    assert_true(json_is_false(json_object_get(json_array_get(j, 0), "instance")));
+    json_decref(j);
+    j = call("POST", "/machines/vm1/pause", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "paused");
+    json_decref(j);
+    j = call("GET", "/machines/vm1", "", 200);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "paused");
+    json_decref(j);
+    json_decref(call("POST", "/machines/vm1/resume", "", 200));
+    assert_false(paused);
+    /* Events: the state of each machine, then each change. */
+    char buf[512];
+    ssize_t n;
+    api_handle("GET", "/events", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "text/event-stream");
+    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n");
+    json_decref(call("POST", "/machines/vm1/pause", "", 200));
+    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"paused\"}\n\n");
+    json_decref(call("POST", "/machines/vm1/resume", "", 200));
+
+    /* A save's progress comes as events while it runs. */
+    pthread_t saver;
+    struct api_reply saved;
+    assert_int_equal(pthread_create(&saver, NULL, save_vm1, &saved), 0);
+    char all[4096] = "";
+    size_t len = 0;
+    while (!strstr(all, "event: progress") && !save_finished) {
+        n = r.stream.read(r.stream.opaque, -1, all + len, sizeof(all) - 1 - len);
+        assert_true(n > 0);
+        len += (size_t)n;
+        all[len] = 0;
+    }
+    pthread_join(saver, NULL);
+    json_decref(call("POST", "/machines/vm1/resume", "", 200));
+    assert_int_equal(saved.status, 200);
+    assert_string_equal(json_string_value(json_object_get(saved.json, "path")), "/x.smolmachine");
+    api_reply_release(&saved);
+    const char *p = strstr(all, "event: progress\ndata: {\"name\":\"vm1\",\"operation\":\"save\","
+                                "\"done\":");
+    if (!p)
+        fail_msg("no progress event in: %s", all);
+    assert_non_null(strstr(p, ",\"total\":4194304}\n\n"));
+    api_reply_release(&r);
+
+    code_is(call("POST", "/machines/vm1/stop", "", 409), "refused"); /* the VM said no */
+    code_is(call("POST", "/machines/vm1/start", "", 409), "already_running");
+    code_is(call("DELETE", "/machines/vm1", "", 409), "running");
+
+    api_handle("GET", "/metrics", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.text, "smolvm_machine_up{name=\"vm1\",state=\"running\"} 1\n"));
+    assert_non_null(strstr(r.text, "smolvm_machine_memory_bytes{name=\"vm1\"} 268435456\n"));
+    assert_non_null(strstr(r.text, "# TYPE smolvm_machine_cpu_seconds_total counter\n"));
+    assert_non_null(strstr(r.text, "smolvm_machine_rss_bytes{name=\"vm1\"} "));
+    api_reply_release(&r);
+
+    vm_stop = true;
+    pthread_join(t, NULL);
+    control_close(c);
+    code_is(call("POST", "/machines/vm1/pause", "", 404), "not_found");
+}
+
+static void logs_and_openapi(void **state)
+{
+    struct api_reply r;
+    json_t *doc;
+    (void)state;
+
+    code_is(call("GET", "/machines/quiet/logs", "", 404), "not_found");
+    assert_int_equal(sh("printf 'old\\n' > run/smolvm/talk.log.1 && "
+                        "printf 'new\\0bytes\\n' > run/smolvm/talk.log"), 0);
+    api_handle("GET", "/machines/talk/logs", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.text_len, 14);
+    assert_memory_equal(r.text, "old\nnew\0bytes\n", 14);
+    api_reply_release(&r);
+
+    /* Followed: the same bytes, and the end once no VM of that name runs. */
+    char buf[64];
+    size_t got = 0;
+    ssize_t n;
+    api_handle("GET", "/machines/talk/logs?follow=1", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.stream.read);
+    while ((n = r.stream.read(r.stream.opaque, -1, buf + got, sizeof(buf) - got)) > 0)
+        got += (size_t)n;
+    assert_int_equal(got, 14);
+    assert_memory_equal(buf, "old\nnew\0bytes\n", 14);
+    api_reply_release(&r);
+
+    api_handle("GET", "/openapi.json", "", 0, &r);
+    assert_int_equal(r.status, 200);
+    doc = json_loads(r.text, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "openapi")), "3.1.0");
+    assert_non_null(json_object_get(json_object_get(doc, "paths"), "/machines/{name}/start"));
+    json_decref(doc);
+    api_reply_release(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(routes),
+        cmocka_unit_test(bodies),
+        cmocka_unit_test(instances),
+        cmocka_unit_test(running_vm),
+        cmocka_unit_test(logs_and_openapi),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
