@@ -15,6 +15,7 @@
 #include "hv/hv.h"
 #include "image/appliance.h"
 #include "machine/instance.h"
+#include "net/config.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/trace.h"
@@ -66,7 +67,7 @@ static int parse_args(unsigned verb, int argc, char **argv, struct vm_options *o
         return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH, or an appliance folder)");
     /* --mem 1K is a wrong command line; more memory than this host has
      * (ENOMEM) is this host's limit, checked at boot. */
-    if (vm_config_check(&o->vm) == -EINVAL)
+    if (vm_config_check(&o->vm) == -EINVAL || net_config_check(&o->vm.net) < 0)
         return cli_fail(CLI_USAGE, "%s", err_msg());
     /* A bad name is the command line's fault, found before any file is looked at. */
     if (o->name && cli_check_name(o->name) != CLI_OK)

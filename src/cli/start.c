@@ -41,6 +41,7 @@ int cli_start(int argc, char **argv)
     so.trace_until = o.serve.trace_until;
     so.memory = o.memory;
     so.trusted_key = o.trusted_key;
+    so.forwards = &o.vm.net; /* -p: replaces the bundle's forwards */
     so.shares = o.vm.shares;
     so.share_count = o.vm.share_count;
     const char *name = o.name;

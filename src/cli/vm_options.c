@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "disk/disk.h"
+#include "net/config.h"
 #include "util/err.h"
 #include "util/size.h"
 
@@ -156,6 +157,23 @@ static int parse_trace_until(struct vm_options *o, char *value)
     return 0;
 }
 
+/* --net, -p/--publish, --mac: net/config.c's parsers (start's -p replaces
+ * a bundle's forwards: machine_start_options.forwards). */
+static int parse_net(struct vm_options *o, char *value)
+{
+    return net_parse_option("net", value, &o->vm.net) < 0 ? -1 : 0;
+}
+
+static int parse_publish(struct vm_options *o, char *value)
+{
+    return net_parse_option("publish", value, &o->vm.net) < 0 ? -1 : 0;
+}
+
+static int parse_mac(struct vm_options *o, char *value)
+{
+    return net_parse_option("mac", value, &o->vm.net) < 0 ? -1 : 0;
+}
+
 /* ---- the table ---- */
 
 /* --help: printed by the parser, never called. */
@@ -222,6 +240,23 @@ static const struct vm_option vm_option_table[] = {
      "how the guest finds its virtio-mmio devices: ACPI\n"
      "(default) or virtio_mmio.device= on its command line\n"
      "(with acpi=noirq: IRQ numbers from the MP table)", parse_discovery},
+    {"net", 0, "none|user[,restrict|,allow=CIDR...]|tap=IFNAME", BOOTS, 0,
+     "the guest's network (default none: no NIC). user: a\n"
+     "virtio-net NIC behind user-mode NAT (libslirp, in the\n"
+     "smolvm-net helper, no root): DHCP gives 10.0.2.15, the\n"
+     "host is 10.0.2.2, DNS 10.0.2.3; restrict: no outbound\n"
+     "connections, only the forwards; allow=A.B.C.D[/N]\n"
+     "(repeatable): outbound IPv4 only there, checked in the\n"
+     "VMM (DNS still answers); tap: the host's TAP IFNAME\n"
+     "('ip tuntap add IFNAME mode tap user $USER'; made for\n"
+     "the VM when run as root)", parse_net},
+    {"publish", 'p', "HOSTPORT:GUESTPORT[/udp]", BOOTS | START, 0,
+     "forward a host port to the guest (repeatable; needs\n"
+     "--net user; TCP unless /udp; [HOSTIP:]HOSTPORT:... binds\n"
+     "one host address, default all); for start, instead of\n"
+     "those the bundle was made with", parse_publish},
+    {"mac", 0, "MAC", BOOTS, 0, "the NIC's MAC (default: a random 52:54:00:xx:xx:xx)",
+     parse_mac},
     {"memory", 0, "map|lazy|copy|decompress", START, 0,
      "how saved RAM comes back: mapped (default) from the copy\n"
      "unpacked (once, verified) in ~/.cache/smolvm/memory, with\n"

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/config.h"
 #include "util/err.h"
 
 void vm_config_defaults(struct vm_config *cfg)
@@ -16,6 +17,7 @@ void vm_config_defaults(struct vm_config *cfg)
     cfg->rng = true;
     cfg->kernel_cache = true;
     cfg->vsock_cid = VM_DEFAULT_VSOCK_CID;
+    cfg->net.fd = -1;
 }
 
 static uint64_t host_memory_bytes(void)
@@ -145,6 +147,7 @@ char *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(root, "discovery",
                         json_string(cfg->discovery == VM_DISCOVERY_CMDLINE ? "cmdline" : "acpi"));
     json_object_set_new(root, "disks", disks);
+    json_object_set_new(root, "net", net_config_to_json(&cfg->net));
     if (cfg->share_count)
         json_object_set_new(root, "shares", shares_to_json(cfg));
     json_object_set_new(root, "vsock_cid", json_integer(cfg->vsock_cid));
@@ -235,6 +238,8 @@ int vm_config_from_json(const char *text, struct vm_config *cfg)
     cfg->owns_strings = true;
     if (r == 0 && json_object_get(root, "disks"))
         r = parse_disks(json_object_get(root, "disks"), cfg);
+    if (r == 0)
+        r = net_config_from_json(json_object_get(root, "net"), &cfg->net);
     if (r == 0 && json_object_get(root, "shares"))
         r = parse_shares(json_object_get(root, "shares"), cfg);
     json_decref(root);

@@ -11,6 +11,40 @@
 
 #define VM_MAX_DISKS 16
 #define VM_DEFAULT_VSOCK_CID 3
+#define VM_MAX_PORT_FORWARDS 32
+#define VM_MAX_NET_ALLOW 16
+
+/* The guest's network (src/net/config.c parses and checks it). */
+enum vm_net_mode {
+    VM_NET_NONE,
+    VM_NET_USER, /* user-mode NAT (libslirp) in the smolvm-net helper process */
+    VM_NET_TAP,  /* a host TAP device (an existing one, or made when root) */
+    VM_NET_FD,   /* frames on an inherited SOCK_SEQPACKET socket (tests); not saved */
+};
+
+struct vm_port_forward {
+    bool udp;
+    uint32_t host_addr; /* IPv4, network order; 0: every address */
+    uint16_t host_port, guest_port;
+};
+
+/* user,allow=CIDR: an IPv4 network the guest may connect to. */
+struct vm_net_allow {
+    uint32_t addr, mask; /* network order */
+};
+
+struct vm_net_config {
+    enum vm_net_mode mode;
+    bool restrict_outbound; /* user,restrict: only the forwards, no outbound */
+    unsigned allow_count;   /* user,allow=...: outbound only to these (checked in the VMM) */
+    struct vm_net_allow allow[VM_MAX_NET_ALLOW];
+    bool mac_set;           /* --mac; else one is made up at each boot */
+    uint8_t mac[6];
+    unsigned forward_count;
+    struct vm_port_forward forwards[VM_MAX_PORT_FORWARDS];
+    char tap_name[16]; /* VM_NET_TAP: IFNAMSIZ, NUL-terminated */
+    int fd; /* VM_NET_FD */
+};
 
 struct vm_disk_config {
     const char *path;
@@ -54,6 +88,7 @@ struct vm_config {
     const char *vsock_path;  /* its host unix socket (host-only, not in JSON); NULL: none */
     unsigned disk_count;
     struct vm_disk_config disks[VM_MAX_DISKS];
+    struct vm_net_config net;
     unsigned share_count;
     struct vm_share_config shares[VM_MAX_SHARES];
     bool owns_strings; /* from vm_config_from_json(): vm_config_release() frees them */

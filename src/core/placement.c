@@ -44,6 +44,11 @@ static unsigned shares(const struct vm_config *cfg)
     return cfg->share_count;
 }
 
+static unsigned nets(const struct vm_config *cfg)
+{
+    return cfg->net.mode != VM_NET_NONE;
+}
+
 static unsigned vsock(const struct vm_config *cfg)
 {
     return cfg->vsock_cid != 0;
@@ -63,8 +68,9 @@ static const struct placement_row {
     {"virtio-blk", true, NULL, disks},
     {"virtio-console", true, NULL, virtio_console},
     {"virtio-fs", true, NULL, shares},
+    {"virtio-net", true, NULL, nets},
     {"virtio-vsock", true, NULL, vsock},
-    /* New devices here, one row each, e.g. {"virtio-net", true, NULL, nets}. */
+    /* New devices here, one row each. */
 };
 
 static void place_virtio(const struct placement_row *row, unsigned window,

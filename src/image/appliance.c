@@ -24,7 +24,7 @@
 
 /* Bumped whenever what a build makes changes: old cache entries are then
  * not reused. */
-#define BUILDER_VERSION 1
+#define BUILDER_VERSION 2 /* 2: rcS brings a NIC up by DHCP */
 #define BUSYBOX "/bin/busybox"
 #define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 #define ROOT_ROOM (64u << 20)
@@ -271,7 +271,21 @@ static int root_files(struct ext2 *e, uint32_t timestamp)
         {"/etc/inittab", "::sysinit:/etc/init.d/rcS\n::askfirst:-/bin/sh\n"
                          "::ctrlaltdel:/sbin/poweroff\n::shutdown:/bin/umount -a -r\n", 0644},
         {"/etc/init.d/rcS", "#!/bin/sh\nmount -t tmpfs tmpfs /tmp\nmount -t tmpfs tmpfs /run\n"
-                            "hostname -F /etc/hostname\necho \"smolvm appliance: $(uname -r)\"\n",
+                            "hostname -F /etc/hostname\n/etc/init.d/net\n"
+                            "echo \"smolvm appliance: $(uname -r)\"\n",
+         0755},
+        /* A NIC (--net user or tap) comes up with a DHCP lease; smolvm.run
+         * commands can call it too. */
+        {"/etc/init.d/net", "#!/bin/sh\nip link set lo up\n[ -e /sys/class/net/eth0 ] || exit 0\n"
+                            "ip link set eth0 up\n"
+                            "udhcpc -i eth0 -s /etc/udhcpc.script -q -t 5 -T 1 -b > /dev/null 2>&1\n",
+         0755},
+        {"/etc/udhcpc.script", "#!/bin/sh\ncase \"$1\" in bound|renew)\n"
+                               "  ip addr flush dev \"$interface\"\n"
+                               "  ip addr add \"$ip/${mask:-24}\" dev \"$interface\"\n"
+                               "  ip route add default via \"$router\" dev \"$interface\"\n"
+                               "  for d in $dns; do echo \"nameserver $d\"; done > /etc/resolv.conf;;\n"
+                               "esac\n",
          0755},
     };
     static const struct {

@@ -34,6 +34,9 @@ struct machine_start_options {
     const struct vm_config *instance;
     /* A public key file: the bundle must be signed with its private key. */
     const char *trusted_key;
+    /* start -p: port forwards replacing the bundle's (a saved host port may
+     * be taken here); NULL or none: the bundle's. */
+    const struct vm_net_config *forwards;
     /* The host folders of the bundle's shares, by tag (--share at start). */
     const struct vm_share_config *shares;
     unsigned share_count;

@@ -11,6 +11,7 @@
 #include "machine/instance.h"
 #include "machine/internal.h"
 #include "machine/workingset.h"
+#include "net/config.h"
 #include "util/err.h"
 #include "util/trace.h"
 
@@ -158,9 +159,11 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         m->cfg.interactive = o->interactive;
         m->cfg.trace_until = o->trace_until;
         m->cfg.vsock_path = o->vsock_path;
+        if (o->forwards)
+            r = net_replace_forwards(&m->cfg.net, o->forwards);
         m->memory = o->memory;
         /* A store instance has its folder (and disks) already. */
-        if (!o->instance)
+        if (r == 0 && !o->instance)
             r = instance_dir(o->name, &m->dir);
     }
     if (r == 0)

@@ -16,6 +16,30 @@ load_modules() {
         insmod "/modules/$m" $(tr ' ' '\n' < /proc/cmdline | sed -n "s/^$name\.//p") 2>/dev/null
     done
 }
+# eth0 up with a DHCP lease (busybox udhcpc); port=smolvm.port=N.
+net_up() {
+    port=$(sed -n 's/.*smolvm\.port=\([0-9]*\).*/\1/p' /proc/cmdline)
+    mkdir -p /etc /www
+    printf '%s\n' '#!/bin/sh' 'case "$1" in bound|renew)' \
+        'ip addr add "$ip/${mask:-24}" dev "$interface"' \
+        'ip route add default via "$router" dev "$interface";; esac' > /bin/dhcp-event
+    chmod +x /bin/dhcp-event
+    ip link set lo up
+    ip link set eth0 up
+    udhcpc -i eth0 -s /bin/dhcp-event -q -n -t 10 -T 2 > /dev/null 2>&1
+}
+# http_get PATH: the response (headers, body) of the host's server at the
+# gateway, port $port, over busybox nc (HTTP/1.0: the server closes).
+http_get() {
+    rm -f /tmp/req
+    mkfifo /tmp/req
+    nc -w 15 10.0.2.2 "$port" < /tmp/req &
+    ncpid=$!
+    exec 4> /tmp/req
+    printf 'GET %s HTTP/1.0\r\n\r\n' "$1" >&4
+    wait "$ncpid"
+    exec 4>&-
+}
 test=$(sed -n 's/.*smolvm\.test=\([^ ]*\).*/\1/p' /proc/cmdline)
 case "$test" in
     demo)
@@ -141,6 +165,49 @@ case "$test" in
     flood)
         # Console output as fast as the guest makes it, until stopped.
         while true; do echo "FLOOD 0123456789 abcdefghijklmnopqrstuvwxyz 0123456789"; done
+        ;;
+    net)
+        # virtio-net through Debian's own virtio_net driver: a DHCP lease
+        # (busybox udhcpc), a fetch from the host's server at the gateway
+        # (port smolvm.port=N), then a server of our own for the host's -p
+        # forward, until a line arrives on the console.
+        load_modules
+        net_up
+        echo "GUEST-NET-LEASE=$(ip -4 -o addr show dev eth0 | awk '{ print $4 }')"
+        echo "GUEST-NET-FETCH=$(http_get / | tail -n 1)"
+        # busybox wget has been seen to segfault here before connecting: say where.
+        wget -q -T 5 -O /dev/null "http://10.0.2.2:$port/" 2> /dev/null ||
+            echo "GUEST-NET-WGET-FAILED $(dmesg | grep -a segfault | tail -n 1)"
+        # IPv6 by the NAT's router advertisement (SLAAC on fec0::/64).
+        for _ in 1 2 3 4 5; do
+            ip -6 -o addr show dev eth0 | grep -q 'inet6 fec0:' && break
+            sleep 1
+        done
+        echo "GUEST-NET-IPV6=$(ip -6 -o addr show dev eth0 | grep -o 'fec0:[0-9a-f:]*' | head -n 1)"
+        echo guest-says-hi > /www/index.html
+        httpd -p 80 -h /www && echo GUEST-NET-SERVING
+        read -r line
+        echo "GUEST-NET-DONE $line"
+        ;;
+    netbench)
+        # TCP throughput both ways with the host's servers at the gateway
+        # (bench/net): an upload to nc -l on port+1, a download of /big
+        # (16 MiB) from httpd on port, and small requests one after another
+        # (over nc, each a connection), 3 rounds. "BENCH name value" lines, timed by /proc/uptime.
+        load_modules
+        net_up
+        ms() { awk -v a="$1" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print (b - a) * 1000 }'; }
+        for _ in 1 2 3; do
+            t0=$(cut -d' ' -f1 /proc/uptime)
+            dd if=/dev/zero bs=64k count=256 2>/dev/null | nc 10.0.2.2 $((port + 1))
+            t=$(ms "$t0"); echo "BENCH tcp-guest-to-host $(awk -v t="$t" 'BEGIN { if (t > 0) printf "%.1f", 16 * 1000 / t }')"
+            t0=$(cut -d' ' -f1 /proc/uptime)
+            http_get /big > /dev/null
+            t=$(ms "$t0"); echo "BENCH tcp-host-to-guest $(awk -v t="$t" 'BEGIN { if (t > 0) printf "%.1f", 16 * 1000 / t }')"
+            t0=$(cut -d' ' -f1 /proc/uptime)
+            for _ in $(seq 1 20); do http_get /small > /dev/null; done
+            t=$(ms "$t0"); echo "BENCH http-request-ms $(awk -v t="$t" 'BEGIN { printf "%.2f", t / 20 }')"
+        done
         ;;
     virtiofs)
         # Shares rw (read-write) and ro (read-only) through Linux's own

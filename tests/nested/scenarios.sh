@@ -552,6 +552,10 @@ scenario_appliance() {
         eval 'test "$rc" -eq 0 && has appliance APPLIANCE-UP && has appliance appliance-added-file && has appliance "^/dev/vda / ext[24] rw"'
     expect appliance-modules "its modules loaded from the initrd (virtio_blk, 9pnet_virtio, virtio_net bound)" \
         eval 'has appliance virtio_blk && has appliance 9pnet_virtio && has appliance virtio_net'
+    boot appliance-net --mem 256M --net user \
+        --cmdline 'smolvm.run="/etc/init.d/net; ip -4 -o addr show dev eth0; cat /etc/resolv.conf"' "$app"
+    expect appliance-net "the appliance's /etc/init.d/net (run by rcS) takes a DHCP lease" \
+        eval 'has appliance-net "inet 10.0.2.15/24" && has appliance-net "nameserver 10.0.2.3"'
     expect appliance-unchanged "the appliance's root.ext2 is not written (a delta took the write)" \
         eval 'test "$sum" = "$(sha256sum < "$app/root.ext2")" && e2fsck -fn "$app/root.ext2" > /dev/null 2>&1'
     expect appliance-leaves-nothing "a run without --name removes its delta when it ends" \
@@ -812,6 +816,70 @@ scenario_readonly_home() {
             eval 'test "$rc" -eq 0 && has ro-$verb SMOLVM-GUEST-UP &&
                   test "$(grep -c "cannot be written" "$work/ro-$verb.err")" -eq 1'
     done
+}
+
+# fetch URL: the body, or nothing (retried for 20 s: a resumed guest's NAT
+# learns where it is from its first packets).
+fetch() {
+    local i body
+    for i in $(seq 1 20); do
+        body=$(curl -s -m 5 "$1" 2>/dev/null) && [ -n "$body" ] && { echo "$body"; return; }
+        sleep 1
+    done
+}
+
+# virtio-net with --net user, judged by the guest's own virtio_net driver
+# and busybox: a DHCP lease, an HTTP fetch from a server on this host at the
+# gateway, a host fetch of the guest's server through -p; the VM saved and
+# started twice with remapped forwards, both answering with no work in the
+# guest; restrict refusing outbound; no smolvm-net left behind.
+scenario_net() {
+    local www=$work/www hport=18080 bundle=$work/net.smolmachine host_pid body b c
+    ip link set lo up 2>/dev/null || busybox ip link set lo up
+    mkdir -p "$www" && echo host-says-hi > "$www/index.html"
+    busybox httpd -f -p "127.0.0.1:$hport" -h "$www" &
+    host_pid=$!
+    sleep 1
+    fetch "http://127.0.0.1:$hport/" > "$work/net-host-self.out"
+    cp "$work/net-host-self.out" "$results/" 2>/dev/null
+    background net run --name net-a --net user -p 127.0.0.1:18081:80 --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    wait_for net GUEST-NET-SERVING
+    body=$(fetch http://127.0.0.1:18081/)
+    "$SMOLVM" save net-a -o "$bundle" > "$work/net-save.out" 2>&1
+    finish net
+    "$SMOLVM" start "$bundle" --name net-b -p 127.0.0.1:18082:80 --detach > /dev/null 2>&1
+    "$SMOLVM" start "$bundle" --name net-c -p 127.0.0.1:18083:80 --detach > /dev/null 2>&1
+    b=$(fetch http://127.0.0.1:18082/)
+    c=$(fetch http://127.0.0.1:18083/)
+    "$SMOLVM" stop net-b > /dev/null 2>&1
+    "$SMOLVM" stop net-c > /dev/null 2>&1
+    background net-r run --net user,restrict --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    wait_for net-r GUEST-NET-SERVING
+    echo quit >&7
+    finish net-r
+    background net-allow run --net user,allow=192.0.2.0/24 --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    wait_for net-allow GUEST-NET-SERVING
+    echo quit >&7
+    finish net-allow
+    kill "$host_pid" 2>/dev/null
+    sleep 2
+    expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
+    expect net-ipv6 "the guest took a fec0::/64 address from the NAT's router advertisement" \
+        has net "GUEST-NET-IPV6=fec0:"
+    expect net-fetch-host "the guest fetched the host's page at the gateway" \
+        has net "GUEST-NET-FETCH=host-says-hi"
+    expect net-forward "a host fetch through -p reached the guest's httpd" \
+        test "$body" = guest-says-hi
+    expect net-save-start-forwards "two starts of the saved VM answer on their new forwards" \
+        test "$b" = guest-says-hi -a "$c" = guest-says-hi
+    expect net-restrict "user,restrict: a lease, but no connection out" \
+        eval 'has net-r "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-r "GUEST-NET-FETCH=host-says-hi"'
+    expect net-allow "user,allow=192.0.2.0/24: a lease, but no connection to the host" \
+        eval 'has net-allow "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-allow "GUEST-NET-FETCH=host-says-hi"'
+    expect net-helper-gone "no smolvm-net outlives its VM" eval '! pidof smolvm-net > /dev/null'
 }
 
 # smolvm serve drives a real VM through its REST API (curl on the unix
@@ -1124,7 +1192,7 @@ scenario_vsock() {
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach appliance instances bundle_refusals
-    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock"
+    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

@@ -254,6 +254,36 @@ static void interrupt_suppression(void **state)
     assert_false(virtq_needs_interrupt(&q));
 }
 
+/* Kicks off while a device drains: the avail_event (or the used flags)
+ * stops asking; on asks again and reports chains added meanwhile. */
+static void kick_suppression(void **state)
+{
+    uint16_t *avail_event = (uint16_t *)ram(USED + 4 + 8 * QSIZE), *used_flags =
+                                                                   (uint16_t *)ram(USED);
+    struct virtq_chain c;
+    (void)state;
+
+    q.event_idx = true;
+    set_desc(DESC, 0, DATA, 8, 0, 0);
+    set_desc(DESC, 1, DATA, 8, 0, 0);
+    virtq_notify_off(&q);
+    publish(0);
+    assert_int_equal(virtq_pop(&q, &c), 1);
+    assert_int_equal(*avail_event, 0); /* not moved: no kick asked */
+    publish(1);                        /* added while draining */
+    assert_true(virtq_notify_on(&q));  /* seen */
+    assert_int_equal(*avail_event, 1);
+    assert_int_equal(virtq_pop(&q, &c), 1);
+    assert_int_equal(*avail_event, 2); /* on again: each pop asks */
+    assert_false(virtq_notify_on(&q));
+    /* Without event index: VRING_USED_F_NO_NOTIFY. */
+    q.event_idx = false;
+    virtq_notify_off(&q);
+    assert_int_equal(*used_flags, 1);
+    assert_false(virtq_notify_on(&q));
+    assert_int_equal(*used_flags, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -264,7 +294,7 @@ int main(void)
         T(refuses_readable_after_writable), T(refuses_nested_indirect),
         T(refuses_bad_indirect_sizes), T(refuses_over_long_chains),
         T(refuses_an_avail_index_jump), T(refuses_rings_outside_ram), T(refuses_overlapping_rings),
-        T(interrupt_suppression),
+        T(interrupt_suppression), T(kick_suppression),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

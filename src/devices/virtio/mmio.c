@@ -372,6 +372,30 @@ void virtio_mmio_fail(struct virtio_mmio *t, const char *why)
     virtio_mmio_raise_irq(t);
 }
 
+void virtio_mmio_config_changed(struct virtio_mmio *t)
+{
+    bool live;
+
+    pthread_mutex_lock(&t->lock);
+    t->config_generation++;
+    live = (t->status & VIRTIO_STATUS_DRIVER_OK) && !broken(t);
+    if (live)
+        t->interrupt_status |= INTERRUPT_CONFIG;
+    pthread_mutex_unlock(&t->lock);
+    if (live)
+        virtio_mmio_raise_irq(t);
+}
+
+uint64_t virtio_mmio_features(struct virtio_mmio *t)
+{
+    uint64_t f;
+
+    pthread_mutex_lock(&t->lock);
+    f = (t->status & VIRTIO_STATUS_FEATURES_OK) ? t->driver_features : 0;
+    pthread_mutex_unlock(&t->lock);
+    return f;
+}
+
 /* ---- snapshots: the registers and each queue's place in its rings ---- */
 
 /* A saved queue is as hostile as one the guest sets up: it passes the same

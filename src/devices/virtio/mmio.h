@@ -113,6 +113,13 @@ void virtio_mmio_io_unlock(struct virtio_mmio *t);
  * log one line, stop using the queues until the driver resets us. */
 void virtio_mmio_fail(struct virtio_mmio *t, const char *why);
 
+/* The device's config space changed (a link went down, an announce is
+ * asked): bump the generation and interrupt a live driver. */
+void virtio_mmio_config_changed(struct virtio_mmio *t);
+
+/* The features the driver accepted (0 before FEATURES_OK). */
+uint64_t virtio_mmio_features(struct virtio_mmio *t);
+
 /* Drives the interrupt line; tests replace it. */
 extern void (*virtio_mmio_raise_irq)(struct virtio_mmio *t);
 

@@ -138,13 +138,45 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
     if (r < 0)
         return r;
     q->last_avail++;
-    if (q->event_idx) {
+    if (q->event_idx && !q->notify_off) {
         /* avail_event: ask to be notified when the driver adds past this. */
         uint8_t *used = used_ring(q);
         __atomic_store_n((uint16_t *)(used + RING_HEADER + 8ull * q->size), q->last_avail,
                          __ATOMIC_RELEASE);
     }
     return 1;
+}
+
+#define VRING_USED_F_NO_NOTIFY 1
+
+void virtq_notify_off(struct virtq *q)
+{
+    uint8_t *used = used_ring(q);
+
+    if (q->notify_off || !used)
+        return;
+    q->notify_off = true;
+    if (!q->event_idx)
+        __atomic_store_n((uint16_t *)used, VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
+}
+
+bool virtq_notify_on(struct virtq *q)
+{
+    uint8_t *used = used_ring(q);
+    uint16_t *avail = avail_ring(q);
+
+    if (!used || !avail)
+        return false;
+    q->notify_off = false;
+    if (q->event_idx)
+        __atomic_store_n((uint16_t *)(used + RING_HEADER + 8ull * q->size), q->last_avail,
+                         __ATOMIC_RELAXED);
+    else
+        __atomic_store_n((uint16_t *)used, 0, __ATOMIC_RELAXED);
+    /* Our request must be visible before we look for chains the driver
+     * added without kicking (pairs with its barrier before reading it). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return __atomic_load_n(&avail[1], __ATOMIC_ACQUIRE) != q->last_avail;
 }
 
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written)

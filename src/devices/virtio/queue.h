@@ -31,6 +31,7 @@ struct virtq {
     uint16_t used_idx;    /* our copy of used->idx */
     uint16_t signalled_used; /* used_idx when we last notified (event idx) */
     bool signalled_valid;
+    bool notify_off;      /* the driver need not kick: we are draining the ring */
 };
 
 /* One buffer of a chain, already translated to host memory. */
@@ -55,6 +56,13 @@ int virtq_validate(const struct virtq *q) __attribute__((warn_unused_result));
  * (bad avail index, descriptor index, address, length, loop, over-long
  * chain, readable buffer after a writable one, nested indirect table). */
 int virtq_pop(struct virtq *q, struct virtq_chain *chain) __attribute__((warn_unused_result));
+
+/* Kicks while the device drains the ring anyway cost the guest an exit
+ * each: off asks the driver not to kick (avail_event left behind, or
+ * VRING_USED_F_NO_NOTIFY); on asks again and says whether chains arrived
+ * meanwhile (the device then drains again: none is left unseen). */
+void virtq_notify_off(struct virtq *q);
+bool virtq_notify_on(struct virtq *q) __attribute__((warn_unused_result));
 
 /* Returns the chain with `written` bytes written by the device. */
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written)

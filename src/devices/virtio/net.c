@@ -1,0 +1,547 @@
+/* virtio-net (virtio 1.2, section 5.1) over a frame backend (net/backend.h):
+ * one receive and one transmit queue and the control queue, mergeable
+ * receive buffers, checksum offload both ways, link status and announce.
+ *
+ * Frames move off the vCPU threads: the transport's I/O thread serves the
+ * guest's kicks (transmit, control), and a thread of the device's own
+ * polls the backend (receive, and transmit once a full backend has room
+ * again). Both work under the transport's io lock, so resets and saves
+ * see a quiet device.
+ *
+ * Host memory does not grow with what a guest does not read: the device
+ * holds at most one received frame; while the guest posts no buffers it
+ * stops reading the backend, whose socket (bounded by the kernel) fills
+ * and whose peer then drops. A guest's frames that no peer may see are
+ * dropped and counted (virtio_net_dropped(), `ps --json`); a chain that is
+ * not a request at all marks the device DEVICE_NEEDS_RESET. */
+#include "devices/virtio/net.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/vm.h"
+#include "devices/device.h"
+#include "devices/virtio/mmio.h"
+#include "net/backend.h"
+#include "net/config.h"
+#include "net/filter.h"
+#include "util/err.h"
+#include "util/le.h"
+
+#define VIRTIO_ID_NET 1
+#define VIRTIO_NET_F_CSUM (1ull << 0)
+#define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
+#define VIRTIO_NET_F_MTU (1ull << 3)
+#define VIRTIO_NET_F_MAC (1ull << 5)
+#define VIRTIO_NET_F_MRG_RXBUF (1ull << 15)
+#define VIRTIO_NET_F_STATUS (1ull << 16)
+#define VIRTIO_NET_F_CTRL_VQ (1ull << 17)
+#define VIRTIO_NET_F_GUEST_ANNOUNCE (1ull << 21)
+#define VIRTIO_NET_F_CTRL_MAC_ADDR (1ull << 23)
+#define FEATURES                                                                           \
+    (VIRTIO_NET_F_CSUM | VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |   \
+     VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_CTRL_VQ |                 \
+     VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_CTRL_MAC_ADDR)
+
+#define HDR_F_NEEDS_CSUM 1
+#define HDR_F_DATA_VALID 2
+#define HDR_GSO_NONE 0
+#define HDR_NUM_BUFFERS 10 /* offset of num_buffers in the header */
+
+#define STATUS_LINK_UP 1
+#define STATUS_ANNOUNCE 2
+
+#define CTRL_MAC 1
+#define CTRL_MAC_ADDR_SET 1
+#define CTRL_ANNOUNCE 3
+#define CTRL_ANNOUNCE_ACK 0
+#define CTRL_OK 0
+#define CTRL_ERR 1
+
+#define RXQ 0
+#define TXQ 1
+#define CTRLQ 2
+#define QUEUE_SIZE 256
+#define CONFIG_BYTES 12   /* mac, status, max_virtqueue_pairs, mtu */
+#define RX_BUDGET 256     /* frames per wake-up, so transmit gets its turn */
+
+static uint64_t dropped_frames;
+
+uint64_t virtio_net_dropped(void)
+{
+    return __atomic_load_n(&dropped_frames, __ATOMIC_RELAXED);
+}
+
+
+/* ---- the transmit path (no device state: tests and the fuzzer call it) ---- */
+
+static uint16_t internet_checksum(const uint8_t *p, size_t len)
+{
+    uint64_t sum = 0;
+
+    for (; len > 1; p += 2, len -= 2)
+        sum += (uint32_t)p[0] << 8 | p[1];
+    if (len)
+        sum += (uint32_t)p[0] << 8;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t *frame,
+                        size_t *len)
+{
+    uint8_t hdr[VIRTIO_NET_HDR_BYTES];
+    size_t start, at;
+    uint64_t n;
+    uint16_t sum;
+
+    if (c->readable != c->count)
+        return err_plain(EINVAL, "transmit chain with device-writable buffers");
+    if (c->readable_bytes < VIRTIO_NET_HDR_BYTES)
+        return err_plain(EINVAL, "transmit chain without a virtio-net header");
+    virtq_chain_read(c, 0, hdr, sizeof(hdr)); /* read once, used from here */
+    n = c->readable_bytes - VIRTIO_NET_HDR_BYTES;
+    if (n > VIRTIO_NET_MAX_FRAME || n < VIRTIO_NET_MIN_FRAME || hdr[1] != HDR_GSO_NONE)
+        return VIRTIO_NET_TX_DROP;
+    virtq_chain_read(c, VIRTIO_NET_HDR_BYTES, frame, n);
+    if (hdr[0] & HDR_F_NEEDS_CSUM) {
+        start = get_le(hdr + 6, 2);
+        at = start + get_le(hdr + 8, 2);
+        if (!csum_offload || at + 2 > n)
+            return VIRTIO_NET_TX_DROP;
+        /* The field holds the pseudo-header's sum; the sum over the
+         * rest completes it. 0 is sent as 0xffff (the same in ones'
+         * complement; for UDP 0 would mean "no checksum"). */
+        sum = internet_checksum(frame + start, n - start);
+        sum = sum ? sum : 0xffff;
+        frame[at] = (uint8_t)(sum >> 8);
+        frame[at + 1] = (uint8_t)sum;
+    }
+    *len = n;
+    return 0;
+}
+
+/* ---- the device ---- */
+
+struct vnet {
+    struct vm *vm;
+    struct virtio_mmio *transport;
+    struct net_backend *backend;
+    bool checksums_valid; /* the backend's frames carry correct checksums */
+    pthread_mutex_t cfg_lock; /* mac, status: config reads come from vCPUs */
+    uint8_t mac[6];
+    uint16_t status;
+    int wake_fd, stop_fd;
+    pthread_t thread;
+    bool thread_running;
+    /* Under the transport's io lock: */
+    bool backend_gone;
+    bool tx_blocked;  /* the backend had no room: resume on POLLOUT */
+    bool rx_waiting;  /* no guest buffers for rx_frame: resume on a kick */
+    size_t rx_len;    /* a frame read, not yet given to the guest (0: none) */
+    uint8_t rx_frame[VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME];
+    uint8_t tx_frame[VIRTIO_NET_MAX_FRAME];
+    struct virtq_chain chain, first;
+    uint64_t dropped;
+    uint16_t heads[QUEUE_SIZE];
+    uint32_t lens[QUEUE_SIZE];
+};
+
+static void count_drop(struct vnet *n)
+{
+    n->dropped++;
+    __atomic_fetch_add(&dropped_frames, 1, __ATOMIC_RELAXED);
+}
+
+static void vnet_read_config(void *dev, uint32_t offset, uint8_t *data, unsigned size)
+{
+    struct vnet *n = dev;
+    uint8_t cfg[CONFIG_BYTES] = {0};
+
+    pthread_mutex_lock(&n->cfg_lock);
+    memcpy(cfg, n->mac, 6);
+    put_le(cfg + 6, n->status, 2);
+    pthread_mutex_unlock(&n->cfg_lock);
+    put_le(cfg + 8, 1, 2); /* max_virtqueue_pairs */
+    put_le(cfg + 10, VIRTIO_NET_MTU, 2);
+    memcpy(data, cfg + offset, size);
+}
+
+static void set_status(struct vnet *n, uint16_t set, uint16_t clear)
+{
+    pthread_mutex_lock(&n->cfg_lock);
+    n->status = (uint16_t)((n->status | set) & ~clear);
+    pthread_mutex_unlock(&n->cfg_lock);
+}
+
+static void wake(struct vnet *n)
+{
+    uint64_t one = 1;
+    if (write(n->wake_fd, &one, sizeof(one)) < 0)
+        return; /* the counter is full: the thread is awake anyway */
+}
+
+/* Transmit: everything the guest queued, until the backend is full. Held
+ * back chains are taken again once it has room. io lock held. */
+static void tx_process(struct vnet *n)
+{
+    struct virtq *q = virtio_mmio_queue(n->transport, TXQ);
+    bool csum = virtio_mmio_features(n->transport) & VIRTIO_NET_F_CSUM, pushed = false;
+    size_t len;
+    int r = 0;
+
+    if (!q)
+        return;
+    virtq_notify_off(q); /* no kicks while we drain */
+again:
+    while (!n->tx_blocked && (r = virtq_pop(q, &n->chain)) > 0) {
+        r = virtio_net_tx_frame(&n->chain, csum, n->tx_frame, &len);
+        if (r < 0)
+            break;
+        if (r == 0 && !net_egress_allowed(&vm_config(n->vm)->net, n->tx_frame, len))
+            r = VIRTIO_NET_TX_DROP; /* not on the allowlist */
+        if (r == 0 && !n->backend_gone) {
+            r = net_backend_send(n->backend, n->tx_frame, len);
+            if (r == -EAGAIN) {
+                q->last_avail--; /* not taken: served again on POLLOUT */
+                n->tx_blocked = true;
+                wake(n);
+                r = 0;
+                break;
+            }
+        }
+        if (r != 0 || n->backend_gone)
+            count_drop(n);
+        if ((r = virtq_push(q, n->chain.head, 0)) < 0)
+            break;
+        pushed = true;
+    }
+    /* Drained (a full backend resumes us on POLLOUT instead): kicks again. */
+    if (r == 0 && !n->tx_blocked && virtq_notify_on(q)) {
+        virtq_notify_off(q);
+        goto again;
+    }
+    if (r < 0)
+        virtio_mmio_fail(n->transport, err_msg());
+    if (pushed)
+        virtio_mmio_used(n->transport, TXQ);
+}
+
+/* One receive chain as mergeable buffers give it: device-writable only. */
+static int pop_rx(struct virtq *q, struct virtq_chain *c)
+{
+    int r = virtq_pop(q, c);
+    if (r > 0 && (c->readable || c->writable_bytes == 0))
+        return err_plain(EINVAL, "receive buffer that the device cannot write");
+    return r;
+}
+
+/* Gives rx_frame (header in front) to the guest: 1 done (or dropped),
+ * 0 not enough buffers (none taken), <0 malformed queue. */
+static int rx_deliver(struct vnet *n, struct virtq *q, bool mergeable)
+{
+    size_t total = VIRTIO_NET_HDR_BYTES + n->rx_len, done = 0;
+    uint16_t start = q->last_avail;
+    unsigned used = 0;
+    int r;
+
+    while (done < total) {
+        size_t take;
+        if ((r = pop_rx(q, &n->chain)) <= 0) {
+            if (r == 0 && used >= q->size)
+                r = err_plain(EINVAL, "a full receive ring holds less than one frame");
+            q->last_avail = start; /* none taken: the guest still owns them */
+            return r;
+        }
+        if (used == 0)
+            memcpy(&n->first, &n->chain,
+                   offsetof(struct virtq_chain, bufs) + n->chain.count * sizeof(n->chain.bufs[0]));
+        if (!mergeable && n->chain.writable_bytes < total) {
+            count_drop(n); /* a frame larger than the guest's buffers */
+            n->heads[0] = n->chain.head;
+            n->lens[0] = 0;
+            used = 1;
+            break;
+        }
+        take = n->chain.writable_bytes < total - done ? n->chain.writable_bytes : total - done;
+        virtq_chain_write(&n->chain, 0, n->rx_frame + done, take);
+        n->heads[used] = n->chain.head;
+        n->lens[used++] = (uint32_t)take;
+        done += take;
+    }
+    if (done) {
+        uint8_t count[2];
+        put_le(count, used, 2);
+        virtq_chain_write(&n->first, HDR_NUM_BUFFERS, count, 2);
+    }
+    for (unsigned i = 0; i < used; i++)
+        if ((r = virtq_push(q, n->heads[i], n->lens[i])) < 0)
+            return r;
+    return 1;
+}
+
+static void backend_closed(struct vnet *n)
+{
+    if (n->backend_gone)
+        return;
+    n->backend_gone = true;
+    fprintf(stderr, "smolvm: virtio-net: the network backend closed; the link is down\n");
+    set_status(n, 0, STATUS_LINK_UP);
+    virtio_mmio_config_changed(n->transport);
+}
+
+/* Receive: frames from the backend into the guest's buffers while it
+ * has some. io lock held. */
+static void rx_process(struct vnet *n)
+{
+    uint64_t features = virtio_mmio_features(n->transport);
+    bool pushed = false;
+    int r = 0;
+
+    for (unsigned i = 0; i < RX_BUDGET && !n->backend_gone; i++) {
+        struct virtq *q;
+        if (!n->rx_len) {
+            ssize_t got = net_backend_recv(n->backend, n->rx_frame + VIRTIO_NET_HDR_BYTES,
+                                           NET_MAX_FRAME);
+            if (got == -EAGAIN)
+                break;
+            if (got <= 0) {
+                backend_closed(n);
+                break;
+            }
+            if (got > VIRTIO_NET_MAX_FRAME) { /* more than the guest agreed to take */
+                count_drop(n);
+                continue;
+            }
+            n->rx_len = (size_t)got;
+        }
+        q = virtio_mmio_queue(n->transport, RXQ);
+        if (!q) {
+            n->rx_waiting = true;
+            break;
+        }
+        memset(n->rx_frame, 0, VIRTIO_NET_HDR_BYTES);
+        if (n->checksums_valid && (features & VIRTIO_NET_F_GUEST_CSUM))
+            n->rx_frame[0] = HDR_F_DATA_VALID;
+        n->rx_frame[HDR_NUM_BUFFERS] = 1;
+        r = rx_deliver(n, q, features & VIRTIO_NET_F_MRG_RXBUF);
+        if (r == 0)
+            n->rx_waiting = true;
+        if (r <= 0)
+            break;
+        n->rx_len = 0;
+        pushed = true;
+    }
+    if (r < 0) {
+        n->rx_len = 0;
+        virtio_mmio_fail(n->transport, err_msg());
+    }
+    if (pushed)
+        virtio_mmio_used(n->transport, RXQ);
+}
+
+static void *vnet_thread(void *arg)
+{
+    struct vnet *n = arg;
+
+    for (;;) {
+        struct pollfd p[3];
+        uint64_t count;
+
+        virtio_mmio_io_lock(n->transport);
+        p[0] = (struct pollfd){
+            .fd = n->backend_gone ? -1 : net_backend_fd(n->backend),
+            .events = (short)((n->rx_waiting ? 0 : POLLIN) | (n->tx_blocked ? POLLOUT : 0)),
+        };
+        virtio_mmio_io_unlock(n->transport);
+        p[1] = (struct pollfd){.fd = n->wake_fd, .events = POLLIN};
+        p[2] = (struct pollfd){.fd = n->stop_fd, .events = POLLIN};
+        if (poll(p, 3, -1) < 0)
+            continue;
+        if (p[2].revents)
+            return NULL;
+        virtio_mmio_io_lock(n->transport);
+        if (p[1].revents && read(n->wake_fd, &count, sizeof(count)) == sizeof(count))
+            n->rx_waiting = false;
+        if ((p[0].revents & (POLLHUP | POLLERR)) && !(p[0].revents & POLLIN))
+            backend_closed(n);
+        if (p[0].revents & POLLOUT) {
+            n->tx_blocked = false;
+            tx_process(n);
+        }
+        if (p[0].revents & POLLIN || p[1].revents)
+            rx_process(n);
+        virtio_mmio_io_unlock(n->transport);
+    }
+}
+
+/* One control command: class, command, data; the device writes the ack. */
+static long ctrl_serve(void *dev, const struct virtq_chain *c)
+{
+    struct vnet *n = dev;
+    uint8_t cmd[2 + 6] = {0}, ack = CTRL_ERR;
+
+    if (c->readable_bytes < 2 || c->writable_bytes < 1)
+        return err_plain(EINVAL, "control command without a class or an ack byte");
+    virtq_chain_read(c, 0, cmd, sizeof(cmd));
+    if (cmd[0] == CTRL_ANNOUNCE && cmd[1] == CTRL_ANNOUNCE_ACK) {
+        set_status(n, 0, STATUS_ANNOUNCE);
+        ack = CTRL_OK;
+    } else if (cmd[0] == CTRL_MAC && cmd[1] == CTRL_MAC_ADDR_SET && c->readable_bytes == 8) {
+        pthread_mutex_lock(&n->cfg_lock);
+        memcpy(n->mac, cmd + 2, 6);
+        pthread_mutex_unlock(&n->cfg_lock);
+        ack = CTRL_OK;
+    }
+    virtq_chain_write(c, 0, &ack, 1);
+    return 1;
+}
+
+static void vnet_notify(void *dev, struct virtio_mmio *t, unsigned q)
+{
+    struct vnet *n = dev;
+
+    if (q == RXQ) {
+        /* Buffers for what waits: delivered here, one thread hop less; the
+         * backend thread is woken only to poll its socket again. */
+        virtio_mmio_io_lock(t);
+        if (n->rx_waiting) {
+            n->rx_waiting = false;
+            rx_process(n);
+            if (!n->rx_waiting)
+                wake(n);
+        }
+        virtio_mmio_io_unlock(t);
+    } else if (q == TXQ) {
+        virtio_mmio_io_lock(t);
+        tx_process(n);
+        virtio_mmio_io_unlock(t);
+    } else {
+        virtio_mmio_serve(t, q, &n->chain, ctrl_serve, n);
+    }
+}
+
+/* io lock held: nothing of the old driver's survives, not even a frame. */
+static void vnet_reset(void *dev)
+{
+    struct vnet *n = dev;
+
+    if (n->rx_len)
+        count_drop(n);
+    n->rx_len = 0;
+    n->tx_blocked = false;
+    n->rx_waiting = false;
+    set_status(n, 0, STATUS_ANNOUNCE);
+    if (n->wake_fd >= 0)
+        wake(n);
+}
+
+/* The record: the transport's fields, then the MAC (version 1). */
+#define VNET_STATE_VERSION 1
+static int vnet_state(void *dev, struct state_io *io);
+
+static const struct virtio_device_ops vnet_ops = {
+    .name = "net",
+    .device_id = VIRTIO_ID_NET,
+    .features = FEATURES,
+    .num_queues = 3,
+    .queue_max = QUEUE_SIZE,
+    .config_size = CONFIG_BYTES,
+    .read_config = vnet_read_config,
+    .queue_notify = vnet_notify,
+    .reset = vnet_reset,
+    .io_thread = true,
+    .state = vnet_state,
+    .state_version = VNET_STATE_VERSION,
+};
+
+/* ---- snapshots: the MAC after the transport's fields (its queues) ---- */
+
+/* A restored guest is somewhere new: it announces itself (gratuitous ARP)
+ * when it negotiated that, and keeps its MAC. */
+static int vnet_state(void *dev, struct state_io *io)
+{
+    struct vnet *n = dev;
+    bool announce;
+
+    pthread_mutex_lock(&n->cfg_lock);
+    state_bytes(io, n->mac, sizeof(n->mac));
+    pthread_mutex_unlock(&n->cfg_lock);
+    if (!state_restoring(io) || state_failed(io))
+        return 0;
+    announce = virtio_mmio_features(n->transport) & VIRTIO_NET_F_GUEST_ANNOUNCE;
+    set_status(n, (uint16_t)(STATUS_LINK_UP | (announce ? STATUS_ANNOUNCE : 0)), 0);
+    if (announce)
+        virtio_mmio_config_changed(n->transport);
+    return 0;
+}
+
+static void vnet_destroy(void *state)
+{
+    struct vnet *n = state;
+    uint64_t one = 1;
+
+    if (!n)
+        return;
+    if (n->thread_running && write(n->stop_fd, &one, sizeof(one)) == sizeof(one))
+        pthread_join(n->thread, NULL);
+    virtio_mmio_destroy(n->transport);
+    net_backend_close(n->backend);
+    if (n->wake_fd >= 0)
+        close(n->wake_fd);
+    if (n->stop_fd >= 0)
+        close(n->stop_fd);
+    if (n->dropped)
+        fprintf(stderr, "smolvm: virtio-net dropped %llu frames (not allowed out, oversized "
+                        "or malformed, or larger than the guest's buffers)\n",
+                (unsigned long long)n->dropped);
+    pthread_mutex_destroy(&n->cfg_lock);
+    free(n);
+}
+
+static int vnet_create(struct vm *vm, const struct device_slot *slot, void **state)
+{
+    const struct vm_net_config *cfg = &vm_config(vm)->net;
+    struct vnet *n;
+    int r;
+
+    *state = NULL;
+    n = calloc(1, sizeof(*n));
+    if (!n)
+        return err_set(ENOMEM, "virtio-net");
+    n->vm = vm;
+    n->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    n->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&n->cfg_lock, NULL);
+    net_choose_mac(cfg, n->mac);
+    n->status = STATUS_LINK_UP;
+    n->checksums_valid = cfg->mode == VM_NET_USER; /* libslirp sums what it sends */
+    if (n->wake_fd < 0 || n->stop_fd < 0)
+        r = err_set(errno, "virtio-net: eventfd");
+    else
+        r = net_backend_open(cfg, &n->backend);
+    if (r == 0)
+        r = virtio_mmio_create(vm, slot, &vnet_ops, n, &n->transport);
+    if (r == 0 && pthread_create(&n->thread, NULL, vnet_thread, n) != 0)
+        r = err_plain(EAGAIN, "virtio-net: cannot start its thread");
+    if (r < 0) {
+        vnet_destroy(n);
+        return r;
+    }
+    n->thread_running = true;
+    *state = n;
+    return 0;
+}
+
+static const struct device_type virtio_net = {
+    .name = "virtio-net",
+    .create = vnet_create,
+    .destroy = vnet_destroy,
+};
+DEVICE_REGISTER(virtio_net);

@@ -1,0 +1,49 @@
+/* Where the guest's Ethernet frames go: a backend is one file descriptor on
+ * which each read and each write is one whole frame (a SOCK_SEQPACKET
+ * socket, or a TAP device), polled by the NIC's own thread.
+ *
+ * --net user runs libslirp in a helper process, smolvm-net, found beside
+ * the smolvm executable (or at $SMOLVM_NET_HELPER): smolvm is one static
+ * executable and libslirp comes only as a shared library, and the NAT
+ * stack's bugs stay out of the VMM. The helper's end of a socketpair is
+ * its only link to the VM; it exits when the VM closes it (or dies). */
+#ifndef SMOLVM_NET_BACKEND_H
+#define SMOLVM_NET_BACKEND_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "core/config.h"
+
+#define NET_MAX_FRAME 65550 /* largest frame a backend passes: 64 KiB + headers */
+
+/* The helper's first message on the socket, before any frame. */
+#define NET_HELPER_READY "smolvm-net ready"
+#define NET_HELPER_ERROR "smolvm-net error: "
+
+struct net_backend;
+
+/* Opens the backend cfg names (VM_NET_USER: starts the helper and waits for
+ * its first message: a forward whose host port is taken fails here).
+ * Message and <0 on failure. */
+int net_backend_open(const struct vm_net_config *cfg, struct net_backend **out)
+    __attribute__((warn_unused_result));
+void net_backend_close(struct net_backend *b);
+
+/* The descriptor to poll (POLLIN: a frame to receive; POLLOUT: room). */
+int net_backend_fd(const struct net_backend *b);
+
+/* One frame out: 0, -EAGAIN when the backend has no room now (poll for
+ * POLLOUT), another negative errno when it is gone. */
+int net_backend_send(struct net_backend *b, const void *frame, size_t len);
+
+/* One frame in: its length (which may exceed cap: then only cap bytes
+ * were stored and the frame is to be dropped), -EAGAIN when none waits,
+ * 0 or another negative errno when the backend is gone. */
+ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap);
+
+/* The helper's path: $SMOLVM_NET_HELPER, else smolvm-net beside this
+ * executable. */
+int net_helper_path(char *out, size_t size) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,333 @@
+/* smolvm-net: user-mode NAT (libslirp) for one VM, in a process of its own.
+ *
+ *   smolvm-net --fd=N [--restrict] [--no-ipv6] [-p HOSTIP:HOSTPORT:GUESTPORT/PROTO]...
+ *
+ * Descriptor N is a SOCK_SEQPACKET socket whose every message is one
+ * Ethernet frame of the guest's (net/backend.h). The first message we send
+ * says whether we serve (forwards bound) or why not. We exit when the VMM
+ * closes its end: the VM is gone.
+ *
+ * The guest's network is QEMU's user network: 10.0.2.0/24, the host (its
+ * loopback too) at the gateway 10.0.2.2, DNS forwarded at 10.0.2.3, the
+ * guest leased 10.0.2.15 by DHCP; IPv6 fec0::/64 by router advertisement.
+ *
+ * Frames for a guest that does not read are dropped once the socket is full
+ * (TCP retransmits): memory here does not grow with a stalled guest. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <slirp/libslirp.h>
+
+#include "net/backend.h"
+
+#define GUEST_ERRORS_SHOWN 10
+#define FRAMES_PER_WAKE 64
+
+struct timer {
+    SlirpTimerCb cb;
+    void *opaque;
+    int64_t expire_ms; /* -1: not armed */
+    struct timer *next;
+};
+
+struct helper {
+    Slirp *slirp;
+    int fd;
+    struct pollfd *fds;
+    size_t nfds, cap;
+    struct timer *timers;
+    unsigned long long dropped;
+    unsigned guest_errors;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static ssize_t send_packet(const void *buf, size_t len, void *opaque)
+{
+    struct helper *h = opaque;
+
+    if (send(h->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+            return -1;
+        h->dropped++; /* the guest is not reading: TCP will retransmit */
+    }
+    return (ssize_t)len;
+}
+
+static void guest_error(const char *msg, void *opaque)
+{
+    struct helper *h = opaque;
+    if (h->guest_errors++ < GUEST_ERRORS_SHOWN)
+        fprintf(stderr, "smolvm-net: the guest sent a bad packet: %s\n", msg);
+}
+
+static int64_t clock_get_ns(void *opaque)
+{
+    (void)opaque;
+    return now_ns();
+}
+
+static void *timer_new(SlirpTimerCb cb, void *cb_opaque, void *opaque)
+{
+    struct helper *h = opaque;
+    struct timer *t = calloc(1, sizeof(*t));
+
+    if (!t)
+        abort();
+    t->cb = cb;
+    t->opaque = cb_opaque;
+    t->expire_ms = -1;
+    t->next = h->timers;
+    h->timers = t;
+    return t;
+}
+
+static void timer_free(void *timer, void *opaque)
+{
+    struct helper *h = opaque;
+
+    for (struct timer **p = &h->timers; *p; p = &(*p)->next)
+        if (*p == timer) {
+            *p = (*p)->next;
+            free(timer);
+            return;
+        }
+}
+
+static void timer_mod(void *timer, int64_t expire_ms, void *opaque)
+{
+    (void)opaque;
+    ((struct timer *)timer)->expire_ms = expire_ms;
+}
+
+static void no_fd(int fd, void *opaque)
+{
+    (void)fd;
+    (void)opaque;
+}
+
+static void notify(void *opaque)
+{
+    (void)opaque;
+}
+
+static const SlirpCb callbacks = {
+    .send_packet = send_packet,
+    .guest_error = guest_error,
+    .clock_get_ns = clock_get_ns,
+    .timer_new = timer_new,
+    .timer_free = timer_free,
+    .timer_mod = timer_mod,
+    .register_poll_fd = no_fd,
+    .unregister_poll_fd = no_fd,
+    .notify = notify,
+};
+
+static int add_poll(int fd, int events, void *opaque)
+{
+    struct helper *h = opaque;
+    short e = 0;
+
+    if (h->nfds == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 64;
+        struct pollfd *fds = realloc(h->fds, cap * sizeof(*fds));
+        if (!fds)
+            abort();
+        h->fds = fds;
+        h->cap = cap;
+    }
+    if (events & SLIRP_POLL_IN)
+        e |= POLLIN;
+    if (events & SLIRP_POLL_OUT)
+        e |= POLLOUT;
+    if (events & SLIRP_POLL_PRI)
+        e |= POLLPRI;
+    h->fds[h->nfds] = (struct pollfd){.fd = fd, .events = e};
+    return (int)h->nfds++;
+}
+
+static int get_revents(int idx, void *opaque)
+{
+    struct helper *h = opaque;
+    short r = h->fds[idx].revents;
+
+    return (r & POLLIN ? SLIRP_POLL_IN : 0) | (r & POLLOUT ? SLIRP_POLL_OUT : 0) |
+           (r & POLLPRI ? SLIRP_POLL_PRI : 0) | (r & POLLERR ? SLIRP_POLL_ERR : 0) |
+           (r & POLLHUP ? SLIRP_POLL_HUP : 0);
+}
+
+/* Fires the timers due; returns ms until the next one (UINT32_MAX: none). */
+static uint32_t run_timers(struct helper *h)
+{
+    int64_t now = now_ns() / 1000000, next = -1;
+
+    for (struct timer *t = h->timers, *after; t; t = after) {
+        after = t->next; /* a callback may re-arm or free its timer */
+        if (t->expire_ms >= 0 && t->expire_ms <= now) {
+            t->expire_ms = -1;
+            t->cb(t->opaque);
+        }
+    }
+    for (struct timer *t = h->timers; t; t = t->next)
+        if (t->expire_ms >= 0 && (next < 0 || t->expire_ms < next))
+            next = t->expire_ms;
+    if (next < 0)
+        return UINT32_MAX;
+    return next <= now ? 0 : (uint32_t)(next - now < INT_MAX ? next - now : INT_MAX);
+}
+
+/* Frames from the guest; false when the VMM has gone. */
+static bool take_frames(struct helper *h)
+{
+    static uint8_t frame[NET_MAX_FRAME];
+
+    for (int i = 0; i < FRAMES_PER_WAKE; i++) {
+        ssize_t n = recv(h->fd, frame, sizeof(frame), MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        if (n == 0)
+            return false;
+        slirp_input(h->slirp, frame, (int)n);
+    }
+    return true;
+}
+
+static void serve(struct helper *h)
+{
+    for (;;) {
+        uint32_t timeout = run_timers(h);
+        int r;
+
+        h->nfds = 0;
+        add_poll(h->fd, SLIRP_POLL_IN, h);
+        slirp_pollfds_fill(h->slirp, &timeout, add_poll, h);
+        r = poll(h->fds, h->nfds, timeout == UINT32_MAX ? -1 : (int)timeout);
+        if (r < 0 && errno != EINTR)
+            return;
+        slirp_pollfds_poll(h->slirp, r < 0, get_revents, h);
+        if (h->fds[0].revents & POLLIN) {
+            if (!take_frames(h))
+                return;
+        } else if (h->fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+            return;
+        }
+    }
+}
+
+static void say(int fd, const char *prefix, const char *msg)
+{
+    char text[256];
+    int n = snprintf(text, sizeof(text), "%s%s", prefix, msg);
+    if (send(fd, text, (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1, MSG_NOSIGNAL) < 0)
+        return;
+}
+
+/* "A.B.C.D:HOSTPORT:GUESTPORT/tcp|udp", as smolvm passes it. */
+static int add_forward(struct helper *h, const char *spec, char *why, size_t why_size)
+{
+    char addr[INET_ADDRSTRLEN + 1], proto[4];
+    unsigned host_port, guest_port;
+    struct in_addr host, guest = {.s_addr = 0}; /* 0: the guest's DHCP address */
+
+    if (sscanf(spec, "%16[0-9.]:%u:%u/%3s", addr, &host_port, &guest_port, proto) != 4 ||
+        inet_pton(AF_INET, addr, &host) != 1 || host_port == 0 || host_port > 65535 ||
+        guest_port == 0 || guest_port > 65535 ||
+        (strcmp(proto, "tcp") != 0 && strcmp(proto, "udp") != 0)) {
+        snprintf(why, why_size, "bad forward '%s'", spec);
+        return -1;
+    }
+    errno = 0;
+    if (slirp_add_hostfwd(h->slirp, strcmp(proto, "udp") == 0, host, (int)host_port, guest,
+                          (int)guest_port) < 0) {
+        snprintf(why, why_size, "-p %s: cannot listen on host port %u/%s%s%s", spec, host_port,
+                 proto, errno ? ": " : " (taken?)", errno ? strerror(errno) : "");
+        return -1;
+    }
+    return 0;
+}
+
+static Slirp *new_slirp(struct helper *h, bool restricted, bool ipv6)
+{
+    SlirpConfig cfg = {
+        .version = 4,
+        .restricted = restricted,
+        .in_enabled = true,
+        .in6_enabled = ipv6,
+        .vprefix_len = 64,
+        .if_mtu = 1500,
+        .if_mru = 1500,
+    };
+
+    inet_pton(AF_INET, "10.0.2.0", &cfg.vnetwork);
+    inet_pton(AF_INET, "255.255.255.0", &cfg.vnetmask);
+    inet_pton(AF_INET, "10.0.2.2", &cfg.vhost);
+    inet_pton(AF_INET, "10.0.2.15", &cfg.vdhcp_start);
+    inet_pton(AF_INET, "10.0.2.3", &cfg.vnameserver);
+    inet_pton(AF_INET6, "fec0::", &cfg.vprefix_addr6);
+    inet_pton(AF_INET6, "fec0::2", &cfg.vhost6);
+    inet_pton(AF_INET6, "fec0::3", &cfg.vnameserver6);
+    return slirp_new(&cfg, &callbacks, h);
+}
+
+int main(int argc, char **argv)
+{
+    struct helper h = {.fd = -1};
+    bool restricted = false, ipv6 = true;
+    char why[200] = "";
+    int i;
+
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); /* nothing we run gains privileges */
+    signal(SIGINT, SIG_IGN); /* the terminal's ^C is the VM's; we end with it */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    for (i = 1; i < argc && strncmp(argv[i], "-p", 2) != 0; i++) {
+        if (strncmp(argv[i], "--fd=", 5) == 0)
+            h.fd = atoi(argv[i] + 5);
+        else if (strcmp(argv[i], "--restrict") == 0)
+            restricted = true;
+        else if (strcmp(argv[i], "--no-ipv6") == 0)
+            ipv6 = false;
+        else
+            break;
+    }
+    if (h.fd < 0) {
+        fprintf(stderr, "usage: smolvm-net --fd=N [--restrict] [-p FORWARD]... "
+                        "(started by smolvm run --net user)\n");
+        return 2;
+    }
+    h.slirp = new_slirp(&h, restricted, ipv6);
+    if (!h.slirp)
+        snprintf(why, sizeof(why), "libslirp did not start");
+    for (; h.slirp && !why[0] && i + 1 < argc && strcmp(argv[i], "-p") == 0; i += 2)
+        add_forward(&h, argv[i + 1], why, sizeof(why));
+    if (!why[0] && i < argc)
+        snprintf(why, sizeof(why), "unknown argument '%s'", argv[i]);
+    if (why[0]) {
+        say(h.fd, NET_HELPER_ERROR, why);
+    } else {
+        say(h.fd, NET_HELPER_READY, "");
+        serve(&h);
+    }
+    if (h.dropped)
+        fprintf(stderr, "smolvm-net: %llu frames for the guest were dropped (it was not "
+                        "reading them)\n", h.dropped);
+    if (h.slirp)
+        slirp_cleanup(h.slirp); /* frees its timers */
+    free(h.fds);
+    return why[0] ? 1 : 0;
+}
