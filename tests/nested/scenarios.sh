@@ -1056,6 +1056,8 @@ scenario_shares() {
     expect shares-after-restore "the resumed guest reads and writes its share, now the copy" \
         eval 'has shares-start "GUEST-FS-AFTER=resumed from-guest moved" && [ "$(cat "$moved/keep/moved/f2")" = after-restore ] && [ ! -e "$rw/keep/moved/f2" ]'
     expect shares-clean "no device broke" eval '! grep -q "needs reset" "$work/shares-run.err" "$work/shares-start.err"'
+}
+
 # vsock and the guest agent (issue 20), against the guest's own
 # vmw_vsock_virtio_transport driver in an appliance from `smolvm image
 # build` (its init starts smolvm-agent): exec's output, errors, exit status,
