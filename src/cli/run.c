@@ -191,7 +191,7 @@ int cli_run(int argc, char **argv)
         code = serve_open(o.name, &server);
     if (code != CLI_OK)
         return code;
-    o.vm.vsock_path = cli_vsock_path(serve_name(server));
+    o.vm.vsock_path = serve_vsock_path(server);
     if (o.appliance && use_appliance(&o, serve_name(server)) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

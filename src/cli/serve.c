@@ -80,6 +80,11 @@ const char *serve_name(const struct server *s)
     return s->name;
 }
 
+char *serve_vsock_path(const struct server *s)
+{
+    return s->no_control ? NULL : cli_vsock_path(s->name);
+}
+
 char *serve_log_path(const char *name)
 {
     char *dir, *path = NULL;

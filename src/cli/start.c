@@ -62,7 +62,7 @@ int cli_start(int argc, char **argv)
         so.interactive = false;
     }
     so.name = serve_name(server);
-    so.vsock_path = cli_vsock_path(so.name);
+    so.vsock_path = serve_vsock_path(server);
     if (machine_start_named(argv[optind], &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

@@ -187,8 +187,8 @@ scenario_cmdline_discovery() {
         --cmdline "console=ttyS0 panic=-1 smolvm.test=virtio" --disk "$a" --disk "$b,ro"
     # Found (a kernel with the option), or refused by name and not found
     # another way (Debian's).
-    expect virtio-cmdline-entries "three devices on the guest's command line, handed to virtio_mmio, none from ACPI" \
-        eval 'test "$rc" -eq 0 && test "$(grep -a "Kernel command line:" "$work/cmdline-discovery.out" | grep -o "virtio_mmio.device=0x[0-9a-f]*@0x[0-9a-f]*:[0-9]*" | sort -u | wc -l)" -eq 3 && { has cmdline-discovery GUEST-VDA=HOSTDATA || { has cmdline-discovery "virtio_mmio: unknown parameter .device." && has cmdline-discovery "GUEST-RNG=none 0"; }; }'
+    expect virtio-cmdline-entries "four devices (rng, two disks, vsock) on the guest's command line, handed to virtio_mmio, none from ACPI" \
+        eval 'test "$rc" -eq 0 && test "$(grep -a "Kernel command line:" "$work/cmdline-discovery.out" | grep -o "virtio_mmio.device=0x[0-9a-f]*@0x[0-9a-f]*:[0-9]*" | sort -u | wc -l)" -eq 4 && { has cmdline-discovery GUEST-VDA=HOSTDATA || { has cmdline-discovery "virtio_mmio: unknown parameter .device." && has cmdline-discovery "GUEST-RNG=none 0"; }; }'
     # A kernel built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (tiny-kernel.sh)
     # takes every device from the command line, and they work: smolvm adds
     # acpi=noirq, so the kernel numbers IRQs by the MP table (IRQ N = GSI
@@ -664,7 +664,8 @@ bad_input() {
         rc=$?
         lines=$(wc -l < "$err")
         if [ "$rc" -ne "$want" ] || [ "$lines" -ne 1 ] || ! grep -q '^smolvm: ' "$err"; then
-            fail "bad-input-$name" "rc=$rc (want $want), stderr: $(head -c 300 "$err")"
+            cp "$err" "$results/" 2>/dev/null
+            fail "bad-input-$name" "rc=$rc (want $want), $lines lines from $bin, stderr: $(head -c 300 "$err")"
             return
         fi
     done
