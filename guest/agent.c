@@ -610,48 +610,24 @@ static int send_data(int conn, int fd, const char *path)
     }
 }
 
-static void attr_fields(uint8_t *fields, uint32_t size, uint32_t *n, const struct stat *st)
-{
-    char text[32];
-    snprintf(text, sizeof(text), "%o", (unsigned)(st->st_mode & 07777));
-    agent_field(fields, size, n, "mode", text);
-    snprintf(text, sizeof(text), "%lld", (long long)st->st_mtime);
-    agent_field(fields, size, n, "mtime", text);
-}
-
 /* The folder being sent (nftw passes no context). */
 static struct {
     int conn;
     size_t root_len;
 } walk;
 
-/* One entry of a folder: an 'N' frame (and a file's DATA). */
+/* One entry of a folder: an 'N' frame (and a file's DATA). Entries that
+ * cannot be described or opened are left out. */
 static int send_entry(const char *fpath, const struct stat *st, int flag, struct FTW *ftw)
 {
     uint8_t fields[8192];
     uint32_t n = 0;
-    char target[4096];
-    const char *rel = fpath + walk.root_len;
-    const char *kind = S_ISDIR(st->st_mode) ? "d" : S_ISREG(st->st_mode) ? "f"
-                       : S_ISLNK(st->st_mode) ? "l" : NULL;
     int fd = -1, r = 0;
 
     (void)ftw;
-    while (*rel == '/')
-        rel++;
-    if (!kind || flag == FTW_NS || flag == FTW_DNR)
-        return 0; /* fifos, sockets, devices, the unreadable: not copied */
-    if (agent_field(fields, sizeof(fields), &n, "path", *rel ? rel : ".") < 0 ||
-        agent_field(fields, sizeof(fields), &n, "type", kind) < 0)
+    if (agent_entry_fields(fpath, walk.root_len, st, flag, fields, sizeof(fields), &n) <= 0)
         return 0;
-    attr_fields(fields, sizeof(fields), &n, st);
-    if (kind[0] == 'l') {
-        ssize_t len = readlink(fpath, target, sizeof(target) - 1);
-        target[len > 0 ? len : 0] = 0;
-        if (len <= 0 || agent_field(fields, sizeof(fields), &n, "target", target) < 0)
-            return 0;
-    }
-    if (kind[0] == 'f' && (fd = open(fpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+    if (S_ISREG(st->st_mode) && (fd = open(fpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
         return 0; /* gone meanwhile */
     if (agent_send(walk.conn, 'N', fields, n) < 0)
         r = -1;
@@ -681,7 +657,7 @@ static void do_get(int conn, uint8_t *payload, uint32_t len)
         close(fd);
         return;
     }
-    attr_fields(info, sizeof(info), &n, &st);
+    agent_attr_fields(info, sizeof(info), &n, &st);
     snprintf(text, sizeof(text), "%lld", (long long)st.st_size);
     agent_field(info, sizeof(info), &n, "size", text);
     if (S_ISDIR(st.st_mode)) {

@@ -8,8 +8,11 @@
 #define SMOLVM_GUEST_AGENT_PROTO_H
 
 #include <errno.h>
+#include <ftw.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define AGENT_PORT 5252
@@ -140,6 +143,51 @@ static inline const char *agent_next_field(const uint8_t *payload, uint32_t len,
             return key ? f + k + 1 : f;
     }
     return NULL;
+}
+
+/* mode= (octal) and mtime= of st: GET's FILE frame, PUT's request and each
+ * folder entry carry them. -1 when they do not fit. */
+static inline int agent_attr_fields(uint8_t *fields, uint32_t size, uint32_t *len,
+                                    const struct stat *st)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%o", (unsigned)(st->st_mode & 07777));
+    if (agent_field(fields, size, len, "mode", text) < 0)
+        return -1;
+    snprintf(text, sizeof(text), "%lld", (long long)st->st_mtime);
+    return agent_field(fields, size, len, "mtime", text);
+}
+
+/* The fields of a folder entry's 'N' frame, from an nftw callback's
+ * arguments (root_len: the length of the folder's own path): path=
+ * (relative to the folder, "." for itself), type= (d, f or l), mode=,
+ * mtime=, and a link's target=. 1: send it (a file's DATA follows);
+ * 0: leave it out (fifos, sockets, devices, the unreadable, a link that
+ * cannot be read); -1: the fields do not fit. Both ends of cp send
+ * folders this way. */
+static inline int agent_entry_fields(const char *fpath, size_t root_len, const struct stat *st,
+                                     int flag, uint8_t *fields, uint32_t size, uint32_t *len)
+{
+    char target[4096];
+    const char *rel = fpath + root_len;
+    const char *kind = S_ISDIR(st->st_mode) ? "d" : S_ISREG(st->st_mode) ? "f"
+                       : S_ISLNK(st->st_mode) ? "l" : NULL;
+
+    while (*rel == '/')
+        rel++;
+    if (!kind || flag == FTW_NS || flag == FTW_DNR)
+        return 0;
+    if (agent_field(fields, size, len, "path", *rel ? rel : ".") < 0 ||
+        agent_field(fields, size, len, "type", kind) < 0 ||
+        agent_attr_fields(fields, size, len, st) < 0)
+        return -1;
+    if (kind[0] == 'l') {
+        ssize_t n = readlink(fpath, target, sizeof(target) - 1);
+        target[n > 0 ? n : 0] = 0;
+        if (n <= 0 || agent_field(fields, size, len, "target", target) < 0)
+            return 0;
+    }
+    return 1;
 }
 
 #endif

@@ -589,17 +589,6 @@ static int expect_answer(int conn, const char *name, uint8_t want, uint32_t *ans
     return CLI_OK;
 }
 
-/* mode= and mtime= of st. */
-static int attr_fields(uint8_t *fields, uint32_t size, uint32_t *len, const struct stat *st)
-{
-    char text[32];
-    snprintf(text, sizeof(text), "%o", (unsigned)(st->st_mode & 07777));
-    if (agent_field(fields, size, len, "mode", text) < 0)
-        return -1;
-    snprintf(text, sizeof(text), "%lld", (long long)st->st_mtime);
-    return agent_field(fields, size, len, "mtime", text);
-}
-
 /* fd's bytes as DATA frames, then the empty one. CLI code. */
 static int send_data(int conn, int fd, const char *host, const char *name, uint64_t *bytes)
 {
@@ -633,31 +622,17 @@ static int send_entry(const char *fpath, const struct stat *st, int flag, struct
 {
     uint8_t fields[8192];
     uint32_t len = 0;
-    char target[4096];
-    const char *rel = fpath + tree.root_len;
-    const char *kind = S_ISDIR(st->st_mode) ? "d" : S_ISREG(st->st_mode) ? "f"
-                       : S_ISLNK(st->st_mode) ? "l" : NULL;
-    ssize_t n;
     int fd = -1;
+    int r = agent_entry_fields(fpath, tree.root_len, st, flag, fields, sizeof(fields), &len);
 
     (void)ftw;
-    while (*rel == '/')
-        rel++;
-    if (!kind || flag == FTW_NS || flag == FTW_DNR)
-        return 0; /* fifos, sockets, devices, the unreadable: not copied */
-    if (agent_field(fields, sizeof(fields), &len, "path", *rel ? rel : ".") < 0 ||
-        agent_field(fields, sizeof(fields), &len, "type", kind) < 0 ||
-        attr_fields(fields, sizeof(fields), &len, st) < 0) {
+    if (r < 0) {
         tree.code = cli_fail(CLI_FAILED, "'%s': the path is too long", fpath);
         return 1;
     }
-    if (kind[0] == 'l') {
-        n = readlink(fpath, target, sizeof(target) - 1);
-        target[n > 0 ? n : 0] = 0;
-        if (n <= 0 || agent_field(fields, sizeof(fields), &len, "target", target) < 0)
-            return 0;
-    }
-    if (kind[0] == 'f' && (fd = open(fpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+    if (r == 0)
+        return 0;
+    if (S_ISREG(st->st_mode) && (fd = open(fpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
         tree.code = cli_fail(CLI_FAILED, "'%s': %s", fpath, strerror(errno));
         return 1;
     }
@@ -692,7 +667,7 @@ static int put_file(const char *host, const char *name, const char *path, uint64
     if (!copy || agent_field(fields, sizeof(fields), &len, "path", path) < 0 ||
         agent_field(fields, sizeof(fields), &len, "name", basename(copy)) < 0 ||
         agent_field(fields, sizeof(fields), &len, "tree", folder ? "1" : "0") < 0 ||
-        attr_fields(fields, sizeof(fields), &len, &st) < 0) {
+        agent_attr_fields(fields, sizeof(fields), &len, &st) < 0) {
         free(copy);
         close(fd);
         return cli_fail(CLI_USAGE, "the path is too long");
