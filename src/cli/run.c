@@ -191,10 +191,8 @@ int cli_run(int argc, char **argv)
         code = serve_open(o.name, &server);
     if (code != CLI_OK)
         return code;
-    char *vsock_path = serve_vsock_path(server);
-    o.vm.vsock_path = vsock_path;
+    o.vm.vsock_path = serve_vsock_path(server);
     if (o.appliance && use_appliance(&o, serve_name(server)) < 0) {
-        free(vsock_path);
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }
@@ -206,7 +204,6 @@ int cli_run(int argc, char **argv)
         o.vm.interactive = false;
     }
     if (machine_boot(&o.vm, &m) < 0) {
-        free(vsock_path);
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }

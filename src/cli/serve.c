@@ -22,7 +22,15 @@ struct server {
     bool generated; /* no --name: nothing can find its files once it ends */
     bool detached;  /* stdout is the log */
     char *no_control; /* why there is no control socket (a VM without --name runs on) */
+    char *vsock_path; /* serve_vsock_path()'s answer, NULL until asked */
 };
+
+static void server_free(struct server *s)
+{
+    free(s->no_control);
+    free(s->vsock_path);
+    free(s);
+}
 
 static bool control_ready(void *opaque, int fd)
 {
@@ -80,9 +88,11 @@ const char *serve_name(const struct server *s)
     return s->name;
 }
 
-char *serve_vsock_path(const struct server *s)
+const char *serve_vsock_path(struct server *s)
 {
-    return s->no_control ? NULL : cli_vsock_path(s->name);
+    if (!s->no_control && !s->vsock_path)
+        s->vsock_path = cli_vsock_path(s->name);
+    return s->vsock_path;
 }
 
 char *serve_log_path(const char *name)
@@ -161,8 +171,7 @@ int serve_detach(struct server *s, bool *parent)
         code = wait_for_child(s, fds[0]);
         /* The socket is the child's now: close it without removing it. */
         control_forget(s->control);
-        free(s->no_control);
-        free(s);
+        server_free(s);
         return code;
     }
     *parent = false;
@@ -182,8 +191,7 @@ void serve_abort(struct server *s)
     control_close(s->control);
     if (s->generated)
         instance_dir_remove_unnamed(s->name);
-    free(s->no_control);
-    free(s);
+    server_free(s);
 }
 
 int serve_machine(struct server *s, struct machine *m, const struct serve_options *o)

@@ -20,11 +20,13 @@ struct server;
  * CLI exit code. */
 int serve_open(const char *name, struct server **out);
 const char *serve_name(const struct server *s);
-/* The host socket of the VM's vsock device (malloc'd), or NULL when the VM
- * has no control socket either: both live in the same folder, so a path
- * too long for one is too long for the other, and an unnamed VM without
- * them runs on (with serve's one warning line) instead of failing. */
-char *serve_vsock_path(const struct server *s);
+/* The host socket of the VM's vsock device (the server's: it lives until
+ * serve_machine() or serve_abort() ends s; the device keeps its own copy),
+ * or NULL when the VM has no control socket either: both live in the same
+ * folder, so a path too long for one is too long for the other, and an
+ * unnamed VM without them runs on (with serve's one warning line) instead
+ * of failing. */
+const char *serve_vsock_path(struct server *s);
 /* --detach: forks. The child (*parent false) goes on to build and run the
  * VM with its console in a log file (`smolvm logs NAME`); the parent waits
  * until the VM runs or fails and returns the exit code to leave with. */

@@ -62,10 +62,8 @@ int cli_start(int argc, char **argv)
         so.interactive = false;
     }
     so.name = serve_name(server);
-    char *vsock_path = serve_vsock_path(server);
-    so.vsock_path = vsock_path;
+    so.vsock_path = serve_vsock_path(server);
     if (machine_start_named(argv[optind], &so, &m) < 0) {
-        free(vsock_path);
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }
