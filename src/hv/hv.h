@@ -5,6 +5,7 @@
 #define SMOLVM_HV_HV_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arch/x86/cpu_state.h"
@@ -77,6 +78,12 @@ int hv_vcpu_run(struct hv_vcpu *vcpu, struct hv_exit *exit) __attribute__((warn_
 /* Makes hv_vcpu_run() return HV_EXIT_INTERRUPTED soon, whether the vCPU is
  * inside the guest now or enters it next. Safe from any thread. */
 void hv_vcpu_kick(struct hv_vcpu *vcpu);
+
+/* The CPU features this host's hypervisor offers a guest (what a vCPU is
+ * created with): a malloc'd table of *count entries. A migration's
+ * destination checks the source's against its own before anything moves. */
+struct x86_cpuid_entry;
+int hv_host_cpuid(struct x86_cpuid_entry **out, size_t *count) __attribute__((warn_unused_result));
 
 /* ---- snapshots ----
  * Save and restore run while no vCPU is inside hv_vcpu_run(). The bytes are

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "arch/x86/cpuid.h"
 #include "hv/kvm_internal.h"
 #include "util/err.h"
 
@@ -114,6 +115,27 @@ static int fetch_supported_cpuid(struct hv_vm *vm)
             return err_set(errno, "KVM_GET_SUPPORTED_CPUID");
     }
     return err_plain(E2BIG, "KVM_GET_SUPPORTED_CPUID: table too large");
+}
+
+int hv_host_cpuid(struct x86_cpuid_entry **out, size_t *count)
+{
+    struct hv_vm probe = {.kvm_fd = open_kvm()};
+    int r;
+
+    if (probe.kvm_fd < 0)
+        return probe.kvm_fd;
+    r = fetch_supported_cpuid(&probe);
+    close(probe.kvm_fd);
+    if (r < 0)
+        return r;
+    *count = probe.cpuid->nent;
+    *out = calloc(*count ? *count : 1, sizeof(**out));
+    for (size_t i = 0; *out && i < *count; i++) {
+        const struct kvm_cpuid_entry2 *e = &probe.cpuid->entries[i];
+        (*out)[i] = (struct x86_cpuid_entry){e->function, e->index, e->eax, e->ebx, e->ecx, e->edx};
+    }
+    free(probe.cpuid);
+    return *out ? 0 : err_set(ENOMEM, "cpuid table");
 }
 
 static int setup_vm(struct hv_vm *vm)

@@ -1,12 +1,15 @@
 #include "machine/control.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/console.h"
 #include "devices/virtio/net.h"
+#include "migrate/migrate.h"
 #include "util/err.h"
+#include "util/paths.h"
 
 /* For the signal handler: the VM a signal stops. */
 static struct vm *running_vm;
@@ -93,6 +96,32 @@ static json_t *save(struct machine_control *s, json_t *req)
     return answer;
 }
 
+/* Warm migration (migrate/migrate.h): once the destination runs the VM,
+ * this one stops; a failure leaves it as it was, and says so. */
+static json_t *migrate(struct machine_control *s, json_t *req)
+{
+    json_t *cap = json_object_get(req, "max_bandwidth");
+    struct migrate_send_options o = {.to = json_string_value(json_object_get(req, "to")),
+                                     .max_bandwidth = (uint64_t)json_integer_value(cap),
+                                     .progress = save_progress, .opaque = s};
+    struct migrate_send_result res;
+    char *scratch;
+    int r;
+
+    if (!o.to || (cap && (!json_is_integer(cap) || json_integer_value(cap) < 0)))
+        return control_error("migrate needs \"to\" and a whole \"max_bandwidth\"");
+    if (!(scratch = paths_data_dir("migrate")))
+        return control_error("%s", err_msg());
+    o.scratch_dir = scratch;
+    r = migrate_send(s->m, &o, &res);
+    free(scratch);
+    if (r < 0)
+        return control_error("%s", err_msg());
+    vm_request_stop(machine_vm(s->m), VM_STOP_USER); /* it runs there now */
+    return json_pack("{s:b,s:f,s:f,s:I}", "ok", 1, "seconds", res.seconds, "downtime_ms",
+                     res.downtime * 1000, "bytes", (json_int_t)res.bytes);
+}
+
 json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
 {
     struct machine_control *s = opaque;
@@ -112,5 +141,7 @@ json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
     }
     if (strcmp(command, "save") == 0)
         return save(s, req);
+    if (strcmp(command, "migrate") == 0)
+        return migrate(s, req);
     return control_error("unknown command '%s'", command);
 }

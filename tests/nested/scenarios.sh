@@ -396,6 +396,113 @@ scenario_snapshot_counter() {
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
 }
 
+# receiver NAME FD ARGS...: `smolvm receive ARGS` in the background, its
+# console in $work/NAME.out, its stdin a fifo held open on fd FD (3-9);
+# pid in $recv_pid.
+receiver() {
+    local name=$1 fd=$2 fifo=$work/$1.fifo
+    shift 2
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" receive --name "$name" "$@" < "$fifo" \
+        > "$work/$name.out" 2> "$work/$name.err" &
+    recv_pid=$!
+    eval "exec $fd> \"$fifo\""
+}
+
+# until_listening ADDRESS: a unix socket there, or a TCP port listening.
+until_listening() {
+    local i port
+    for i in $(seq 1 60); do
+        case $1 in
+        unix:*) test -S "${1#unix:}" && return 0 ;;
+        tcp:*) port=$(printf '%04X' "${1##*:}")
+            grep -q ":$port 00000000:0000 0A" /proc/net/tcp && return 0 ;;
+        esac
+        sleep 0.5
+    done
+    return 1
+}
+
+# migrate SOURCE ADDRESS OUT [options]: smolvm migrate, its exit code in rc.
+migrate_to() {
+    local from=$1 to=$2 out=$3
+    shift 3
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" migrate "$from" --to "$to" "$@" > "$work/$out.mig" 2>&1
+    rc=$?
+    cp "$work/$out.mig" "$results/" 2>/dev/null
+}
+
+# Warm migration between two smolvm processes in this L1 (issue 24): the
+# counter guest (RAM and disk) goes over a unix socket and back over
+# loopback TCP, each time continuing at the next count; a receiver killed
+# mid-transfer leaves the source counting, with one line, and nothing on
+# the destination's side; the attempt after it succeeds.
+scenario_migrate() {
+    local disk=$work/mig.ext4 src before after first last cut=tcp:127.0.0.1:47011
+    local sock=unix:$work/mig.sock back=tcp:127.0.0.1:47012 src_pid dst_pid
+    mkfs.ext4 -q -F "$disk" 32M
+    background mig run --name mig --cpus 2 --mem 256M --console virtio --kernel "$KERNEL" \
+        --initrd "$INITRD" --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    src_pid=$bg_pid
+    wait_for mig 'COUNT 8 '
+    # 1. The link cut: the receiver killed while the VM is on its way.
+    receiver migcut 8 --listen "$cut"
+    until_listening "$cut"
+    migrate_to mig "$cut" migcut --max-bandwidth 1M &
+    local mig_pid=$!
+    sleep 3
+    kill -9 "$recv_pid"
+    wait "$mig_pid"
+    before=$(last_count mig)
+    wait_for mig "COUNT $((before + 3)) "
+    after=$(last_count mig)
+    expect migrate-cut-source-runs "receiver killed mid-migration: migrate fails with one line, the source counts on ($before -> $after; see migcut.mig)" \
+        eval 'test "$(wc -l < "$work/migcut.mig")" -eq 1 && grep -q "smolvm: migrate: " "$work/migcut.mig" && test "$after" -ge $((before + 3))'
+    expect migrate-cut-nothing-kept "the killed receiver left no instance folder and no received bundle" \
+        eval '! test -e "$XDG_DATA_HOME/smolvm/instances/migcut" && ! ls "$XDG_DATA_HOME/smolvm/migrate/" 2>/dev/null | grep -q .'
+    exec 8>&-
+    # 2. Again, over a unix socket: the VM goes, the source ends with 0.
+    receiver migdst 8 --listen "$sock"
+    dst_pid=$recv_pid
+    until_listening "$sock"
+    migrate_to mig "$sock" migdst --json
+    expect migrate-unix "migrate over a unix socket exits 0 with its figures (see migdst.mig)" \
+        eval 'test "$rc" -eq 0 && grep -q "\"downtime_ms\"" "$work/migdst.mig"'
+    wait "$src_pid"
+    rc=$?
+    exec 7>&-
+    cp "$work/mig.out" "$work/mig.err" "$results/" 2>/dev/null
+    last=$(last_count mig)
+    bg_pid=$dst_pid
+    wait_for migdst 'COUNT '
+    first=$(first_count migdst)
+    wait_for migdst "COUNT $((first + 3)) "
+    expect migrate-source-stops "the source smolvm ended with 0 once the VM ran on the destination" test "$rc" -eq 0
+    expect migrate-continues-count "the destination goes on at the next count (source's last $last, destination's first ${first:-none})" \
+        eval 'test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1)) && ! has migdst SMOLVM-GUEST-UP'
+    # 3. And back over loopback TCP into a third process.
+    receiver migback 9 --listen "$back"
+    until_listening "$back"
+    migrate_to migdst "$back" migback
+    wait "$dst_pid"
+    exec 8>&-
+    cp "$work/migdst.out" "$work/migdst.err" "$results/" 2>/dev/null
+    last=$(last_count migdst)
+    bg_pid=$recv_pid
+    wait_for migback 'COUNT '
+    first=$(first_count migback)
+    wait_for migback "COUNT $((first + 3)) "
+    expect migrate-tcp-back "over loopback TCP back: the count goes on (last $last, first ${first:-none})" \
+        eval 'test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
+    exec 7>&9 9>&-
+    quit_counter migback
+    local raw
+    raw=$(instance_raw migback)
+    expect migrate-disk-clean "the disk that moved twice checks clean and holds the guest's last count" \
+        eval 'test "$rc" -eq 0 && e2fsck -fn "$raw" > /dev/null 2>&1 && test "$(disk_counter "$raw")" -ge "$first"'
+}
+
 # Bundles saved by older smolvm binaries still start (issue 18): for each
 # COMMIT=PATH in COMPAT_SMOLVM (tests/nested/compat-commits, built on the
 # host by compat-build.sh), that binary saves the counter guest mid-count
@@ -1195,7 +1302,7 @@ scenario_vsock() {
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach appliance instances bundle_refusals
-    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net"
+    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net migrate"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

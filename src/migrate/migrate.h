@@ -1,0 +1,48 @@
+/* Moving a running VM to another smolvm (docs/migration.md): the source
+ * side runs in the VM's own process (send.c, asked over its control
+ * socket by `smolvm migrate`), the destination in `smolvm receive`
+ * (receive.c). The link's frames are protocol.h, its sockets link.h. */
+#ifndef SMOLVM_MIGRATE_MIGRATE_H
+#define SMOLVM_MIGRATE_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "machine/machine.h"
+#include "migrate/protocol.h"
+
+struct migrate_send_options {
+    const char *to;          /* tcp:HOST:PORT or unix:PATH */
+    uint64_t max_bandwidth;  /* bytes per second on the link; 0: no cap */
+    const char *scratch_dir; /* where the paused VM is written before it goes */
+    bundle_progress_fn progress;
+    void *opaque;
+};
+
+struct migrate_send_result {
+    double seconds;  /* from the call to the destination running */
+    double downtime; /* from the pause to the destination running */
+    uint64_t bytes;  /* of the VM sent */
+};
+
+/* Warm migration of m: checks the destination takes it (version, CPU,
+ * config), pauses m, sends its config, device state, RAM and disks, and
+ * tells the destination to run once it has built the VM. 0: the VM runs
+ * there and m must stop (it stays paused). Otherwise the message is set
+ * and m is as it was (resumed if it ran) -- but for a link cut after the
+ * destination was told to run, when m stays paused (never two running). */
+int migrate_send(struct machine *m, const struct migrate_send_options *o,
+                 struct migrate_send_result *res) __attribute__((warn_unused_result));
+
+/* The destination's part up to the VM built: a HELLO checked against this
+ * host's CPU (host, host_n), the config against this host, then the VM's
+ * bundle written to bundle_fd and checked whole (size, SHA-256). 0, or a
+ * negative errno with the message set, the source told why. */
+int migrate_receive_bundle(struct migrate_link *l, const struct x86_cpuid_entry *host,
+                           size_t host_n, int bundle_fd) __attribute__((warn_unused_result));
+
+/* After the VM is built from that bundle: READY, then GO awaited (the
+ * source has stopped), DONE sent. 0: run it; otherwise drop it. */
+int migrate_receive_commit(struct migrate_link *l) __attribute__((warn_unused_result));
+
+#endif

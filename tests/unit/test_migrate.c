@@ -1,0 +1,302 @@
+/* The migration protocol (src/migrate/): frames checked whole, hostile
+ * frames refused with one message, the hello's version and CPU check, and
+ * the destination's receive of a VM's bundle from a scripted source. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "migrate/link.h"
+#include "migrate/migrate.h"
+#include "util/err.h"
+#include "util/hash.h"
+#include "util/le.h"
+
+/* A host with SSE4.2 and AVX2 (CPUID 1 ECX bit 20, 7.0 EBX bit 5). */
+static const struct x86_cpuid_entry host[] = {
+    {1, 0, 0, 0, 1u << 20, 0},
+    {7, 0, 0, 1u << 5, 0, 0},
+};
+
+/* Bytes written into a pipe, read back as a link's input. */
+static struct migrate_link link_over(const void *bytes, size_t len, int fds[2])
+{
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], bytes, len), (ssize_t)len);
+    close(fds[1]);
+    return (struct migrate_link){.in = fds[0], .out = -1, .stall_ms = 1000};
+}
+
+/* recv_frame on bytes: its result, message in *msg (static). */
+static int recv_bytes(const void *bytes, size_t len, struct migrate_frame *f)
+{
+    int fds[2];
+    struct migrate_link l = link_over(bytes, len, fds);
+    err_clear();
+    int r = migrate_recv_frame(&l, 0, f);
+    close(fds[0]);
+    return r;
+}
+
+static size_t frame(uint8_t *buf, enum migrate_frame_type type, const void *payload, uint32_t len)
+{
+    migrate_frame_encode(buf, type, payload, len);
+    return MIGRATE_HEADER + len;
+}
+
+static void frames_round_trip(void **state)
+{
+    uint8_t buf[64];
+    struct migrate_frame f;
+    (void)state;
+    size_t n = frame(buf, MIGRATE_ERROR, "no room", 7);
+    assert_int_equal(recv_bytes(buf, n, &f), -ECANCELED);
+    assert_non_null(strstr(err_msg(), "refused: no room"));
+    n = frame(buf, MIGRATE_END, "0123456789012345678901234567890123456789", 40);
+    assert_int_equal(recv_bytes(buf, n, &f), 0);
+    assert_int_equal(f.type, MIGRATE_END);
+    assert_int_equal(f.len, 40);
+    assert_memory_equal(f.payload, "0123456789", 10);
+    free(f.payload);
+}
+
+/* Each hostile frame: refused, one line saying why. */
+static void hostile_frames_refused(void **state)
+{
+    static uint8_t buf[MIGRATE_HEADER + 100];
+    struct migrate_frame f;
+    size_t n;
+    (void)state;
+
+    n = frame(buf, MIGRATE_DATA, "abcdefgh", 8);
+    assert_int_equal(recv_bytes(buf, n - 3, &f), -ECONNRESET); /* short */
+    assert_non_null(strstr(err_msg(), "in the middle of a frame"));
+    assert_int_equal(recv_bytes(buf, 5, &f), -ECONNRESET); /* short header */
+    assert_null(strchr(err_msg(), '\n'));
+
+    n = frame(buf, MIGRATE_DATA, "abcdefgh", 8);
+    buf[MIGRATE_HEADER + 3] ^= 1; /* a flipped payload bit */
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_string_equal(err_msg(), "migration frame DATA fails its checksum");
+
+    n = frame(buf, MIGRATE_READY, NULL, 0);
+    put_le(buf + 8, 1, 4); /* long: READY carries nothing */
+    assert_int_equal(recv_bytes(buf, n + 1, &f), -EPROTO);
+    assert_string_equal(err_msg(), "migration frame READY of 1 bytes (at most 0)");
+
+    n = frame(buf, MIGRATE_DATA, NULL, 0);
+    put_le(buf + 8, MIGRATE_DATA_MAX + 1, 4);
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_non_null(strstr(err_msg(), "DATA of 1048577 bytes"));
+
+    n = frame(buf, MIGRATE_GO, NULL, 0);
+    put_le(buf + 4, 77, 2); /* unknown type */
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_string_equal(err_msg(), "unknown migration frame type 77");
+
+    n = frame(buf, MIGRATE_GO, NULL, 0);
+    buf[0] = 'X';
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_non_null(strstr(err_msg(), "bad frame magic"));
+
+    n = frame(buf, MIGRATE_GO, NULL, 0);
+    put_le(buf + 6, 1, 2);
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_non_null(strstr(err_msg(), "reserved"));
+}
+
+static void wrong_frame_for_the_step(void **state)
+{
+    uint8_t buf[MIGRATE_HEADER];
+    struct migrate_frame f;
+    int fds[2];
+    (void)state;
+    size_t n = frame(buf, MIGRATE_GO, NULL, 0);
+    struct migrate_link l = link_over(buf, n, fds);
+    assert_int_equal(migrate_recv_frame(&l, MIGRATE_READY, &f), -EPROTO);
+    assert_string_equal(err_msg(), "migration frame GO where READY was due");
+    close(fds[0]);
+}
+
+static void stalled_link_times_out(void **state)
+{
+    int fds[2];
+    struct migrate_frame f;
+    (void)state;
+    assert_int_equal(pipe(fds), 0);
+    struct migrate_link l = {.in = fds[0], .out = -1, .stall_ms = 100};
+    assert_int_equal(migrate_recv_frame(&l, 0, &f), -ETIMEDOUT);
+    assert_non_null(strstr(err_msg(), "stalled"));
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void hello_checks_version_and_cpu(void **state)
+{
+    uint8_t *p;
+    uint32_t len;
+    (void)state;
+
+    assert_int_equal(migrate_hello_encode(host, 2, &p, &len), 0);
+    assert_int_equal(migrate_hello_check(p, len, host, 2), 0);
+    /* This host lacks AVX2: named. */
+    assert_int_equal(migrate_hello_check(p, len, host, 1), -ENOTSUP);
+    assert_non_null(strstr(err_msg(), "(avx2)"));
+    put_le(p, MIGRATE_VERSION + 1, 4); /* too new */
+    assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTONOSUPPORT);
+    assert_non_null(strstr(err_msg(), "version 2; this smolvm speaks version 1"));
+    put_le(p, MIGRATE_VERSION, 4);
+    assert_int_equal(migrate_hello_check(p, len - 1, host, 2), -EPROTO); /* count lies */
+    assert_int_equal(migrate_hello_check(p, 7, host, 2), -EPROTO);
+    put_le(p + 4, 0xffffffffu, 4);
+    assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTO);
+    free(p);
+}
+
+static void addresses(void **state)
+{
+    (void)state;
+    assert_int_equal(migrate_address_check("tcp:127.0.0.1:4000"), 0);
+    assert_int_equal(migrate_address_check("tcp::4000"), 0);
+    assert_int_equal(migrate_address_check("tcp:[::1]:4000"), 0);
+    assert_int_equal(migrate_address_check("tcp:localhost:4000"), 0);
+    assert_int_equal(migrate_address_check("unix:/tmp/m.sock"), 0);
+    assert_int_equal(migrate_address_check("tcp:127.0.0.1:0"), -EINVAL);
+    assert_int_equal(migrate_address_check("tcp:127.0.0.1"), -EINVAL);
+    assert_int_equal(migrate_address_check("tcp:example.org:80"), -EINVAL);
+    assert_int_equal(migrate_address_check("unix:"), -EINVAL);
+    assert_int_equal(migrate_address_check("udp:1.2.3.4:5"), -EINVAL);
+}
+
+/* ---- the destination against a scripted source ---- */
+
+struct source {
+    int fd;
+    bool corrupt_end;  /* END's hash differs from the bytes */
+    bool big_config;   /* a config this host cannot run */
+    char answer[256];  /* what the destination said last */
+};
+
+static void source_send(struct migrate_link *l, enum migrate_frame_type t, const void *p,
+                        uint32_t len)
+{
+    if (migrate_send_frame(l, t, p, len) < 0)
+        err_clear(); /* the destination hung up: its answer says why */
+}
+
+static void *run_source(void *opaque)
+{
+    struct source *s = opaque;
+    struct migrate_link l = {.in = s->fd, .out = s->fd, .stall_ms = 5000};
+    struct migrate_frame f;
+    struct vm_config cfg;
+    uint8_t *hello, end[8 + HASH_BYTES];
+    uint32_t len;
+    static const char data[] = "the VM's bundle, in two frames";
+
+    assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+    source_send(&l, MIGRATE_HELLO, hello, len);
+    free(hello);
+    if (migrate_recv_frame(&l, MIGRATE_ACCEPT, &f) == 0)
+        free(f.payload);
+    vm_config_defaults(&cfg);
+    if (s->big_config)
+        cfg.mem_bytes = 1ull << 60;
+    char *json = vm_config_to_json(&cfg);
+    source_send(&l, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
+    free(json);
+    source_send(&l, MIGRATE_DATA, data, 10);
+    source_send(&l, MIGRATE_DATA, data + 10, sizeof(data) - 10);
+    put_le(end, sizeof(data), 8);
+    hash_bytes(data, sizeof(data) - (s->corrupt_end ? 1 : 0), end + 8);
+    source_send(&l, MIGRATE_END, end, sizeof(end));
+    err_clear();
+    if (migrate_recv_frame(&l, MIGRATE_READY, &f) == 0)
+        free(f.payload);
+    snprintf(s->answer, sizeof(s->answer), "%s", err_msg());
+    return NULL;
+}
+
+/* Runs a scripted source against migrate_receive_bundle(): its result,
+ * the bundle's bytes in *got. */
+static int receive_from(struct source *s, char *got, size_t got_size)
+{
+    int sv[2], out = memfd_create("bundle", 0);
+    pthread_t t;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    s->fd = sv[1];
+    assert_int_equal(pthread_create(&t, NULL, run_source, s), 0);
+    struct migrate_link l = {.in = sv[0], .out = sv[0], .stall_ms = 5000};
+    int r = migrate_receive_bundle(&l, host, 2, out);
+    if (r == 0)
+        assert_int_equal(migrate_send_frame(&l, MIGRATE_READY, NULL, 0), 0);
+    else
+        close(sv[0]);
+    pthread_join(t, NULL);
+    memset(got, 0, got_size);
+    assert_true(pread(out, got, got_size - 1, 0) >= 0);
+    if (r == 0)
+        close(sv[0]);
+    close(sv[1]);
+    close(out);
+    return r;
+}
+
+static void receives_a_bundle(void **state)
+{
+    struct source s = {0};
+    char got[64];
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got)), 0);
+    assert_string_equal(got, "the VM's bundle, in two frames");
+}
+
+/* A bundle that arrives changed is refused, and the source is told. */
+static void refuses_a_corrupt_bundle(void **state)
+{
+    struct source s = {.corrupt_end = true};
+    char got[64];
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got)), -EPROTO);
+    assert_non_null(strstr(err_msg(), "arrived corrupt"));
+    assert_non_null(strstr(s.answer, "refused: the VM's bundle arrived corrupt"));
+}
+
+/* A config this host cannot run: refused before any of the VM moves. */
+static void refuses_a_config_too_big(void **state)
+{
+    struct source s = {.big_config = true};
+    char got[64];
+    (void)state;
+    assert_true(receive_from(&s, got, sizeof(got)) < 0);
+    assert_non_null(strstr(err_msg(), "cannot run on this host"));
+    assert_string_equal(got, "");
+    assert_non_null(strstr(s.answer, "refused: the VM cannot run on this host"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(frames_round_trip),
+        cmocka_unit_test(hostile_frames_refused),
+        cmocka_unit_test(wrong_frame_for_the_step),
+        cmocka_unit_test(stalled_link_times_out),
+        cmocka_unit_test(hello_checks_version_and_cpu),
+        cmocka_unit_test(addresses),
+        cmocka_unit_test(receives_a_bundle),
+        cmocka_unit_test(refuses_a_corrupt_bundle),
+        cmocka_unit_test(refuses_a_config_too_big),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
