@@ -459,9 +459,14 @@ static const char migrate_help[] =
     "\n"
     "  --to ADDRESS           tcp:HOST:PORT or unix:PATH\n"
     "  --max-bandwidth RATE   at most RATE bytes per second on the link (256M, 1G)\n"
-    "  --live                 pre-copy while the VM runs (not available yet)\n"
-    "  --max-downtime MS      with --live: the pause to aim for\n"
-    "  --json                 print {\"seconds\", \"downtime_ms\", \"bytes\"}\n"
+    "  --live                 pre-copy: RAM goes in rounds while the VM runs (each\n"
+    "                         round what the guest dirtied since), then it pauses\n"
+    "                         for the rest; a guest dirtying faster than the link\n"
+    "                         carries is slowed (auto-converge)\n"
+    "  --max-downtime MS      with --live: the pause to aim for (default 300)\n"
+    "  --json                 print {\"seconds\", \"downtime_ms\", \"bytes\", \"rounds\": [{\"round\",\n"
+    "                         \"dirty_rate\", \"bandwidth\", \"remaining_bytes\",\n"
+    "                         \"expected_downtime_ms\", \"throttle\"}]}\n"
     "\n"
     "Exit status: 0 when the VM runs on the destination, 1 when it could not move\n"
     "(it runs on here), 2 on a bad command line.\n";
@@ -477,7 +482,8 @@ int cli_migrate(int argc, char **argv)
     };
     const char *to = NULL, *downtime = NULL;
     bool live = false, json = false;
-    uint64_t bandwidth = 0;
+    uint64_t bandwidth = 0, downtime_ms = 300;
+    char *end;
     int c;
 
     optind = 1;
@@ -491,7 +497,13 @@ int cli_migrate(int argc, char **argv)
                 return cli_fail(CLI_USAGE, "--max-bandwidth '%s': a rate in bytes per second",
                                 optarg);
             break;
-        case OPT_DOWNTIME: downtime = optarg; break;
+        case OPT_DOWNTIME:
+            downtime = optarg;
+            downtime_ms = strtoull(optarg, &end, 10);
+            if (!*optarg || *end || !downtime_ms || downtime_ms > 3600000)
+                return cli_fail(CLI_USAGE, "--max-downtime '%s': milliseconds, 1 to 3600000",
+                                optarg);
+            break;
         case OPT_JSON: json = true; break;
         case 'h': fputs(migrate_help, stdout); return CLI_OK;
         default: return CLI_USAGE;
@@ -506,19 +518,30 @@ int cli_migrate(int argc, char **argv)
     const char *name = argv[optind];
     if (cli_check_name(name) != CLI_OK)
         return CLI_USAGE;
-    if (live)
-        return cli_fail(CLI_FAILED, "--live (pre-copy) is not available yet: without it the "
-                                    "VM pauses while it moves");
-    json_t *a, *req = json_pack("{s:s,s:s,s:I}", "command", "migrate", "to", to, "max_bandwidth",
-                                (json_int_t)bandwidth);
+    json_t *a, *req = json_pack("{s:s,s:s,s:I,s:b,s:I}", "command", "migrate", "to", to,
+                                "max_bandwidth", (json_int_t)bandwidth, "live", live,
+                                "max_downtime_ms", (json_int_t)downtime_ms);
     int code = ask_showing(name, req, &a, "migrating", !json);
     if (code != CLI_OK)
         return code;
     json_object_del(a, "ok");
-    if (json)
+    if (json) {
         json_dumpf(a, stdout, JSON_COMPACT), putchar('\n');
-    else
-        printf("migrated %s to %s in %.3f s (downtime %.0f ms, %.1f MiB)\n", name, to,
+        json_decref(a);
+        return CLI_OK;
+    }
+    size_t i;
+    json_t *round;
+    json_array_foreach(json_object_get(a, "rounds"), i, round)
+        printf("round %lld: dirty %.1f MB/s, link %.1f MB/s, %.1f MiB left, expected downtime "
+               "%.0f ms, vCPUs throttled %lld%%\n",
+               (long long)json_integer_value(json_object_get(round, "round")),
+               json_real_value(json_object_get(round, "dirty_rate")) / 1e6,
+               json_real_value(json_object_get(round, "bandwidth")) / 1e6,
+               (double)json_integer_value(json_object_get(round, "remaining_bytes")) / (1 << 20),
+               json_real_value(json_object_get(round, "expected_downtime_ms")),
+               (long long)json_integer_value(json_object_get(round, "throttle")));
+    printf("migrated %s to %s in %.3f s (downtime %.0f ms, %.1f MiB)\n", name, to,
                json_real_value(json_object_get(a, "seconds")),
                json_real_value(json_object_get(a, "downtime_ms")),
                (double)json_integer_value(json_object_get(a, "bytes")) / (1 << 20));

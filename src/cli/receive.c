@@ -37,6 +37,7 @@ static const char receive_help[] =
 
 struct received {
     struct migrate_link link;
+    int memory_fd;           /* live: the RAM as it arrived, or -1 */
     int bundle_fd;           /* the VM as it arrived: a file without a name, */
     char bundle[32];         /* opened by the machine as /proc/self/fd/N */
     char *dir;               /* its instance folder, when this receive made it */
@@ -72,11 +73,14 @@ static int receive_bundle(struct received *rc)
     rc->bundle_fd = open(scratch, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (rc->bundle_fd < 0)
         r = err_set(errno, "a file in '%s' for the VM", scratch);
-    free(scratch);
     if (r == 0) {
+        struct migrate_receive rx = {.host = cpuid, .host_n = n, .bundle_fd = rc->bundle_fd,
+                                     .scratch_dir = scratch};
         snprintf(rc->bundle, sizeof(rc->bundle), "/proc/self/fd/%d", rc->bundle_fd);
-        r = migrate_receive_bundle(&rc->link, cpuid, n, rc->bundle_fd);
+        r = migrate_receive_bundle(&rc->link, &rx);
+        rc->memory_fd = rx.memory_fd;
     }
+    free(scratch);
     free(cpuid);
     return r;
 }
@@ -92,6 +96,7 @@ static int receive(struct received *rc, struct server *server, struct machine **
         return r;
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
+    so.memory_fd = rc->memory_fd >= 0 ? rc->memory_fd : 0;
     rc->dir = new_instance_dir(so.name);
     r = machine_start(rc->bundle, &so, m);
     if (r < 0) {
@@ -156,7 +161,7 @@ int cli_receive(int argc, char **argv)
 {
     const char *listen = NULL, *name = NULL;
     bool detach = false;
-    struct received rc = {.bundle_fd = -1};
+    struct received rc = {.bundle_fd = -1, .memory_fd = -1};
     struct server *server;
     struct machine *m = NULL;
     int code = parse(argc, argv, &listen, &name, &detach), listener;
@@ -182,6 +187,8 @@ int cli_receive(int argc, char **argv)
     int r = serve_one(listen, listener, &rc, server, &m);
     if (rc.bundle_fd >= 0)
         close(rc.bundle_fd); /* the machine has its own */
+    if (rc.memory_fd >= 0)
+        close(rc.memory_fd); /* mapped by now, or not needed */
     if (r < 0) {
         if (rc.dir)
             file_remove_tree(rc.dir);

@@ -51,6 +51,14 @@ unsigned hv_max_vcpus(struct hv_vm *vm);
 int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
     __attribute__((warn_unused_result));
 
+/* Dirty-page logging (live migration): while on, every page of guest RAM
+ * the guest writes is marked until fetched. A fetch takes the marks of the
+ * RAM mapped at gpa (one bit per 4 KiB page, the bitmap rounded up to 64
+ * bits) and clears them. */
+int hv_vm_dirty_log(struct hv_vm *vm, bool on) __attribute__((warn_unused_result));
+int hv_vm_dirty_fetch(struct hv_vm *vm, uint64_t gpa, uint64_t *bitmap)
+    __attribute__((warn_unused_result));
+
 /* Drives an interrupt line (GSI) of the in-kernel interrupt controller. */
 int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level);
 

@@ -238,10 +238,37 @@ int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
         .memory_size = size,
         .userspace_addr = (uint64_t)(uintptr_t)host,
     };
+    if (vm->next_slot >= sizeof(vm->slots) / sizeof(vm->slots[0]))
+        return err_plain(ENOSPC, "guest RAM in too many pieces");
     if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return err_set(errno, "KVM_SET_USER_MEMORY_REGION at 0x%llx", (unsigned long long)gpa);
-    vm->next_slot++;
+    vm->slots[vm->next_slot++] = region;
     return 0;
+}
+
+int hv_vm_dirty_log(struct hv_vm *vm, bool on)
+{
+    for (unsigned i = 0; i < vm->next_slot; i++) {
+        struct kvm_userspace_memory_region r = vm->slots[i];
+        r.flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+            return err_set(errno, "dirty-page logging %s", on ? "on" : "off");
+        vm->slots[i].flags = r.flags;
+    }
+    return 0;
+}
+
+int hv_vm_dirty_fetch(struct hv_vm *vm, uint64_t gpa, uint64_t *bitmap)
+{
+    for (unsigned i = 0; i < vm->next_slot; i++) {
+        if (vm->slots[i].guest_phys_addr != gpa)
+            continue;
+        struct kvm_dirty_log log = {.slot = vm->slots[i].slot, .dirty_bitmap = bitmap};
+        return ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0
+                   ? err_set(errno, "KVM_GET_DIRTY_LOG at 0x%llx", (unsigned long long)gpa)
+                   : 0;
+    }
+    return err_plain(ENOENT, "no guest RAM mapped at 0x%llx", (unsigned long long)gpa);
 }
 
 int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level)

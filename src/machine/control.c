@@ -96,30 +96,70 @@ static json_t *save(struct machine_control *s, json_t *req)
     return answer;
 }
 
-/* Warm migration (migrate/migrate.h): once the destination runs the VM,
- * this one stops; a failure leaves it as it was, and says so. */
+struct migration {
+    struct machine_control *control;
+    json_t *rounds;
+};
+
+static void migrate_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct migration *mig = opaque;
+    save_progress(mig->control, done, total);
+}
+
+/* Each pre-copy round as the answer lists it. */
+static void migrate_round(void *opaque, const struct precopy *p)
+{
+    struct migration *mig = opaque;
+    json_array_append_new(mig->rounds,
+                          json_pack("{s:i,s:f,s:f,s:I,s:f,s:i}", "round", (int)p->round,
+                                    "dirty_rate", p->dirty_rate, "bandwidth", p->bandwidth,
+                                    "remaining_bytes", (json_int_t)p->remaining,
+                                    "expected_downtime_ms", p->expected_downtime_ms,
+                                    "throttle", (int)p->throttle));
+}
+
+static bool whole(json_t *v)
+{
+    return !v || (json_is_integer(v) && json_integer_value(v) >= 0);
+}
+
+/* Migration (migrate/migrate.h): once the destination runs the VM, this
+ * one stops; a failure leaves it as it was, and says so. */
 static json_t *migrate(struct machine_control *s, json_t *req)
 {
-    json_t *cap = json_object_get(req, "max_bandwidth");
+    json_t *cap = json_object_get(req, "max_bandwidth"),
+           *downtime = json_object_get(req, "max_downtime_ms");
+    struct migration mig = {.control = s, .rounds = json_array()};
     struct migrate_send_options o = {.to = json_string_value(json_object_get(req, "to")),
                                      .max_bandwidth = (uint64_t)json_integer_value(cap),
-                                     .progress = save_progress, .opaque = s};
+                                     .live = json_is_true(json_object_get(req, "live")),
+                                     .max_downtime_ms = downtime ? (uint64_t)json_integer_value(downtime) : 300,
+                                     .progress = migrate_progress, .round = migrate_round,
+                                     .opaque = &mig};
     struct migrate_send_result res;
     char *scratch;
     int r;
 
-    if (!o.to || (cap && (!json_is_integer(cap) || json_integer_value(cap) < 0)))
-        return control_error("migrate needs \"to\" and a whole \"max_bandwidth\"");
-    if (!(scratch = paths_data_dir("migrate")))
+    if (!o.to || !whole(cap) || !whole(downtime)) {
+        json_decref(mig.rounds);
+        return control_error("migrate needs \"to\", and whole \"max_bandwidth\" and "
+                             "\"max_downtime_ms\"");
+    }
+    if (!(scratch = paths_data_dir("migrate"))) {
+        json_decref(mig.rounds);
         return control_error("%s", err_msg());
+    }
     o.scratch_dir = scratch;
     r = migrate_send(s->m, &o, &res);
     free(scratch);
-    if (r < 0)
+    if (r < 0) {
+        json_decref(mig.rounds);
         return control_error("%s", err_msg());
+    }
     vm_request_stop(machine_vm(s->m), VM_STOP_USER); /* it runs there now */
-    return json_pack("{s:b,s:f,s:f,s:I}", "ok", 1, "seconds", res.seconds, "downtime_ms",
-                     res.downtime * 1000, "bytes", (json_int_t)res.bytes);
+    return json_pack("{s:b,s:f,s:f,s:I,s:o}", "ok", 1, "seconds", res.seconds, "downtime_ms",
+                     res.downtime * 1000, "bytes", (json_int_t)res.bytes, "rounds", mig.rounds);
 }
 
 json_t *machine_control_handle(void *opaque, const char *command, json_t *req)

@@ -30,6 +30,8 @@ static const struct {
     [MIGRATE_GO] = {"GO", 0},
     [MIGRATE_DONE] = {"DONE", 0},
     [MIGRATE_ERROR] = {"ERROR", ERROR_TEXT_MAX},
+    [MIGRATE_RAM] = {"RAM", 8},
+    [MIGRATE_PAGES] = {"PAGES", 8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE},
 };
 
 uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len)

@@ -24,6 +24,8 @@
 #define MIGRATE_HEADER 16
 #define MIGRATE_DATA_MAX (1u << 20) /* bytes of the bundle per DATA frame */
 #define MIGRATE_CPUID_MAX 512
+#define MIGRATE_PAGE 4096
+#define MIGRATE_PAGES_MAX 255 /* pages per PAGES frame */
 #define MIGRATE_STALL_MS 20000 /* a link silent this long is cut */
 
 enum migrate_frame_type {
@@ -36,6 +38,8 @@ enum migrate_frame_type {
     MIGRATE_GO = 7,     /* source: stopped for good; run it */
     MIGRATE_DONE = 8,   /* destination: running */
     MIGRATE_ERROR = 9,  /* either side: a one-line reason, then the link closes */
+    MIGRATE_RAM = 10,   /* source, live: u64 bytes of guest RAM (regions end to end) */
+    MIGRATE_PAGES = 11, /* source, live: u64 offset into that RAM, whole pages */
 };
 
 struct migrate_frame {

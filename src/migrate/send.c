@@ -55,12 +55,11 @@ static int handshake(struct migrate_link *l, struct machine *m)
     return r;
 }
 
-/* Sleeps as long as sending sent bytes since start takes at rate. */
+/* Sleeps as long as the cap asks: sent bytes since start. */
 static void pace(uint64_t sent, double start, uint64_t rate)
 {
-    if (!rate)
-        return;
-    double due = start + (double)sent / (double)rate, wait = due - now();
+    struct precopy cap = {.max_bandwidth = rate};
+    double wait = precopy_pace(&cap, sent, now() - start);
     if (wait > 0) {
         struct timespec t = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
         nanosleep(&t, NULL);
@@ -120,29 +119,171 @@ static int hand_over(struct migrate_link *l, bool *committed)
     if ((r = migrate_send_frame(l, MIGRATE_GO, NULL, 0)) < 0)
         return r;
     *committed = true;
-    if ((r = migrate_recv_frame(l, MIGRATE_DONE, &f)) < 0) {
-        err_prefix("told the destination to run, then");
+    if ((r = migrate_recv_frame(l, MIGRATE_DONE, &f)) < 0)
         return r;
-    }
     free(f.payload);
     return 0;
+}
+
+/* ---- live: pre-copy rounds ---- */
+
+struct dirty {
+    uint64_t *bits[GUEST_MEMORY_MAX_REGIONS];
+};
+
+static uint64_t words(const struct guest_region *g)
+{
+    return (g->size / MIGRATE_PAGE + 63) / 64;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+    static const uint8_t zero[MIGRATE_PAGE];
+    return memcmp(p, zero, MIGRATE_PAGE) == 0;
+}
+
+/* Sends the marked pages (clearing the marks), runs of them a frame each;
+ * in the first round pages of zeros are left out (the destination's RAM
+ * starts as zeros). The cap and the vCPU throttle are kept meanwhile. */
+static int send_pages(struct migrate_link *l, struct vm *vm, struct dirty *d, bool skip_zero,
+                      uint64_t cap, uint64_t *sent)
+{
+    const struct guest_memory *mem = vm_memory(vm);
+    uint8_t *frame = malloc(8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE);
+    double start = now();
+    uint64_t base = 0, before = *sent;
+    int r = frame ? 0 : err_set(ENOMEM, "migration");
+
+    for (unsigned i = 0; r == 0 && i < mem->count; base += mem->regions[i++].size) {
+        const struct guest_region *g = &mem->regions[i];
+        uint64_t pages = g->size / MIGRATE_PAGE;
+        for (uint64_t p = 0; r == 0 && p < pages;) {
+            unsigned n = 0;
+            while (p + n < pages && n < MIGRATE_PAGES_MAX &&
+                   (d->bits[i][(p + n) / 64] >> ((p + n) % 64) & 1) &&
+                   !(skip_zero && page_is_zero(g->host + (p + n) * MIGRATE_PAGE)))
+                n++;
+            if (!n) {
+                d->bits[i][p / 64] &= ~(1ull << (p % 64));
+                p++;
+                continue;
+            }
+            put_le(frame, base + p * MIGRATE_PAGE, 8);
+            memcpy(frame + 8, g->host + p * MIGRATE_PAGE, (size_t)n * MIGRATE_PAGE);
+            for (unsigned k = 0; k < n; k++, p++)
+                d->bits[i][p / 64] &= ~(1ull << (p % 64));
+            r = migrate_send_frame(l, MIGRATE_PAGES, frame, 8 + n * MIGRATE_PAGE);
+            *sent += (uint64_t)n * MIGRATE_PAGE;
+            pace(*sent - before, start, cap);
+            vm_throttle_tick(vm);
+        }
+    }
+    free(frame);
+    return r;
+}
+
+/* Pages dirtied since the last fetch into d; their bytes. */
+static int fetch_dirty(struct vm *vm, struct dirty *d, bool take_vmm, uint64_t *bytes)
+{
+    const struct guest_memory *mem = vm_memory(vm);
+    int r = 0;
+
+    *bytes = 0;
+    for (unsigned i = 0; r == 0 && i < mem->count; i++) {
+        uint64_t *fresh = calloc(words(&mem->regions[i]), 8);
+        r = fresh ? vm_dirty_fetch(vm, i, fresh, take_vmm) : err_set(ENOMEM, "dirty bitmap");
+        for (uint64_t w = 0; r == 0 && w < words(&mem->regions[i]); w++) {
+            d->bits[i][w] |= fresh[w];
+            *bytes += (uint64_t)__builtin_popcountll(d->bits[i][w]) * MIGRATE_PAGE;
+        }
+        free(fresh);
+    }
+    return r;
+}
+
+/* RAM in rounds while the VM runs, until what is left fits the downtime
+ * (or the rounds are spent); then the VM pauses and the rest goes. */
+static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_send_options *o,
+                   struct dirty *d, struct migrate_send_result *res, double *paused_at)
+{
+    const struct guest_memory *mem = vm_memory(vm);
+    struct precopy p = {.max_downtime_ms = o->max_downtime_ms, .max_bandwidth = o->max_bandwidth};
+    uint8_t total[8];
+    uint64_t left;
+    int r;
+
+    put_le(total, mem->total, 8);
+    for (unsigned i = 0; i < mem->count; i++) {
+        if (!(d->bits[i] = malloc(words(&mem->regions[i]) * 8)))
+            return err_set(ENOMEM, "dirty bitmap");
+        memset(d->bits[i], 0xff, words(&mem->regions[i]) * 8); /* round 0: all of it */
+    }
+    r = migrate_send_frame(l, MIGRATE_RAM, total, sizeof(total));
+    if (r == 0)
+        r = vm_dirty_log(vm, true);
+    for (enum precopy_step step = PRECOPY_AGAIN; r == 0 && step == PRECOPY_AGAIN;) {
+        uint64_t before = res->bytes;
+        double t0 = now();
+        r = send_pages(l, vm, d, p.round == 0, o->max_bandwidth, &res->bytes);
+        if (r == 0)
+            r = fetch_dirty(vm, d, false, &left);
+        if (r < 0)
+            break;
+        step = precopy_round(&p, res->bytes - before, left, left, now() - t0);
+        vm_throttle(vm, p.throttle);
+        if (o->round)
+            o->round(o->opaque, &p);
+    }
+    res->rounds = p.round;
+    *paused_at = now();
+    if (r == 0)
+        r = vm_pause(vm);
+    if (r == 0)
+        r = fetch_dirty(vm, d, true, &left);
+    if (r == 0)
+        r = send_pages(l, vm, d, false, o->max_bandwidth, &res->bytes);
+    return r;
 }
 
 static int save_and_send(struct migrate_link *l, struct machine *m,
                          const struct migrate_send_options *o, uint64_t *sent, bool *committed)
 {
-    struct machine_save_options so = {.with_state = true};
+    struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live};
     char *path;
     int r;
 
     if (asprintf(&path, "%s/migrate-%d.smolmachine", o->scratch_dir, (int)getpid()) < 0)
         return err_set(ENOMEM, "migration");
     r = machine_save(m, path, &so);
-    if (r == 0)
-        r = send_bundle(l, path, o, sent);
+    if (r == 0) {
+        uint64_t bundle = 0;
+        r = send_bundle(l, path, o, &bundle);
+        *sent += bundle;
+    }
     unlink(path);
     free(path);
     return r == 0 ? hand_over(l, committed) : r;
+}
+
+/* Tracking off, the VM given back unless it is theirs now; the
+ * migration's own failure stays the message. */
+static int wind_down(struct migrate_link *l, struct vm *vm, const struct migrate_send_options *o,
+                     int r, bool was_paused, bool committed)
+{
+    char why[512];
+
+    snprintf(why, sizeof(why), "%s", r < 0 ? err_msg() : "");
+    if (r < 0 && !committed)
+        migrate_send_error(l, why);
+    if (o->live && vm_dirty_log(vm, false) < 0)
+        err_clear();
+    if (r < 0 && !committed && !was_paused && vm_paused(vm))
+        vm_resume(vm);
+    if (r < 0)
+        return err_plain(-r, "%s%s", committed ? "the VM stays paused here (it may run there): "
+                                               : "",
+                         why);
+    return 0;
 }
 
 int migrate_send(struct machine *m, const struct migrate_send_options *o,
@@ -150,8 +291,9 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
 {
     struct vm *vm = machine_vm(m);
     struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS};
+    struct dirty d = {0};
     bool was_paused = vm_paused(vm), committed = false;
-    double start = now(), paused_at;
+    double start = now(), paused_at = 0;
     int r, fd = migrate_connect(o->to);
 
     memset(res, 0, sizeof(*res));
@@ -159,20 +301,19 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         return fd;
     l.in = l.out = fd;
     r = handshake(&l, m);
-    paused_at = now();
-    if (r == 0)
+    if (r == 0 && o->live) {
+        r = precopy(&l, vm, o, &d, res, &paused_at);
+    } else if (r == 0) {
+        paused_at = now();
         r = vm_pause(vm);
-    if (r == 0) {
-        r = save_and_send(&l, m, o, &res->bytes, &committed);
-        if (r < 0 && !committed)
-            migrate_send_error(&l, err_msg());
-        if (r < 0 && committed)
-            err_prefix("the VM stays paused here (it may run there)");
-        else if (r < 0 && !was_paused)
-            vm_resume(vm);
     }
+    if (r == 0)
+        r = save_and_send(&l, m, o, &res->bytes, &committed);
+    r = wind_down(&l, vm, o, r, was_paused, committed);
+    for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
+        free(d.bits[i]);
     close(fd);
     res->seconds = now() - start;
-    res->downtime = now() - paused_at;
+    res->downtime = paused_at ? now() - paused_at : 0;
     return r;
 }

@@ -1,7 +1,7 @@
 /* libFuzzer target: the destination of a migration fed an arbitrary
  * stream from a hostile source (migrate_receive_bundle(): frame headers,
  * lengths, checksums, HELLO's version and CPUID table, the config JSON,
- * DATA and END in any order). Its answers go to /dev/null, the bundle to
+ * a live migration's RAM and PAGES, DATA and END in any order). Its answers go to /dev/null, the bundle to
  * a memfd. Any crash, sanitizer report, hang or leak is a bug; refusals
  * are expected.
  *
@@ -53,8 +53,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (in >= 0 && write(in, stream, size - 1) == (ssize_t)(size - 1) &&
         lseek(in, 0, SEEK_SET) == 0 && bundle >= 0 && out >= 0) {
         struct migrate_link l = {.in = in, .out = out, .stall_ms = 10};
-        if (migrate_receive_bundle(&l, host, 2, bundle) < 0)
+        struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
+                                     .scratch_dir = "/tmp"};
+        if (migrate_receive_bundle(&l, &rx) < 0)
             err_clear();
+        if (rx.memory_fd >= 0)
+            close(rx.memory_fd);
     }
     close(in);
     close(bundle);

@@ -182,6 +182,8 @@ static void addresses(void **state)
 
 struct source {
     int fd;
+    int pages;         /* live: RAM of 4 pages, then this many PAGES frames */
+    uint64_t page_at;  /* where the last one goes */
     bool corrupt_end;  /* END's hash differs from the bytes */
     bool big_config;   /* a config this host cannot run */
     char answer[256];  /* what the destination said last */
@@ -215,6 +217,17 @@ static void *run_source(void *opaque)
     char *json = vm_config_to_json(&cfg);
     source_send(&l, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
     free(json);
+    if (s->pages) {
+        static uint8_t page[8 + MIGRATE_PAGE];
+        uint8_t ram[8];
+        put_le(ram, 4 * MIGRATE_PAGE, 8);
+        source_send(&l, MIGRATE_RAM, ram, sizeof(ram));
+        for (int i = 0; i < s->pages; i++) {
+            put_le(page, i + 1 == s->pages ? s->page_at : (uint64_t)i * MIGRATE_PAGE, 8);
+            memset(page + 8, 'a' + i, MIGRATE_PAGE);
+            source_send(&l, MIGRATE_PAGES, page, sizeof(page));
+        }
+    }
     source_send(&l, MIGRATE_DATA, data, 10);
     source_send(&l, MIGRATE_DATA, data + 10, sizeof(data) - 10);
     put_le(end, sizeof(data), 8);
@@ -229,7 +242,7 @@ static void *run_source(void *opaque)
 
 /* Runs a scripted source against migrate_receive_bundle(): its result,
  * the bundle's bytes in *got. */
-static int receive_from(struct source *s, char *got, size_t got_size)
+static int receive_from(struct source *s, char *got, size_t got_size, int *memory_fd)
 {
     int sv[2], out = memfd_create("bundle", 0);
     pthread_t t;
@@ -238,7 +251,13 @@ static int receive_from(struct source *s, char *got, size_t got_size)
     s->fd = sv[1];
     assert_int_equal(pthread_create(&t, NULL, run_source, s), 0);
     struct migrate_link l = {.in = sv[0], .out = sv[0], .stall_ms = 5000};
-    int r = migrate_receive_bundle(&l, host, 2, out);
+    struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = out,
+                                 .scratch_dir = "/tmp"};
+    int r = migrate_receive_bundle(&l, &rx);
+    if (memory_fd)
+        *memory_fd = rx.memory_fd;
+    else if (rx.memory_fd >= 0)
+        close(rx.memory_fd);
     if (r == 0)
         assert_int_equal(migrate_send_frame(&l, MIGRATE_READY, NULL, 0), 0);
     else
@@ -258,7 +277,7 @@ static void receives_a_bundle(void **state)
     struct source s = {0};
     char got[64];
     (void)state;
-    assert_int_equal(receive_from(&s, got, sizeof(got)), 0);
+    assert_int_equal(receive_from(&s, got, sizeof(got), NULL), 0);
     assert_string_equal(got, "the VM's bundle, in two frames");
 }
 
@@ -268,7 +287,7 @@ static void refuses_a_corrupt_bundle(void **state)
     struct source s = {.corrupt_end = true};
     char got[64];
     (void)state;
-    assert_int_equal(receive_from(&s, got, sizeof(got)), -EPROTO);
+    assert_int_equal(receive_from(&s, got, sizeof(got), NULL), -EPROTO);
     assert_non_null(strstr(err_msg(), "arrived corrupt"));
     assert_non_null(strstr(s.answer, "refused: the VM's bundle arrived corrupt"));
 }
@@ -279,10 +298,99 @@ static void refuses_a_config_too_big(void **state)
     struct source s = {.big_config = true};
     char got[64];
     (void)state;
-    assert_true(receive_from(&s, got, sizeof(got)) < 0);
+    assert_true(receive_from(&s, got, sizeof(got), NULL) < 0);
     assert_non_null(strstr(err_msg(), "cannot run on this host"));
     assert_string_equal(got, "");
     assert_non_null(strstr(s.answer, "refused: the VM cannot run on this host"));
+}
+
+/* Live: RAM pages land where they say, inside the RAM, in a file the
+ * machine maps. */
+static void receives_live_pages(void **state)
+{
+    struct source s = {.pages = 3, .page_at = 3 * MIGRATE_PAGE};
+    char got[64];
+    uint8_t page[MIGRATE_PAGE];
+    int fd;
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), &fd), 0);
+    assert_true(fd >= 0);
+    assert_int_equal(lseek(fd, 0, SEEK_END), 4 * MIGRATE_PAGE);
+    assert_int_equal(pread(fd, page, sizeof(page), 3 * MIGRATE_PAGE), MIGRATE_PAGE);
+    assert_int_equal(page[0], 'c');
+    assert_int_equal(pread(fd, page, sizeof(page), 2 * MIGRATE_PAGE), MIGRATE_PAGE);
+    assert_int_equal(page[MIGRATE_PAGE - 1], 0); /* never sent: zeros */
+    close(fd);
+}
+
+/* A page past the RAM, or not on a page boundary: refused, nothing kept. */
+static void refuses_pages_outside_ram(void **state)
+{
+    struct source past = {.pages = 2, .page_at = 4 * MIGRATE_PAGE};
+    struct source odd = {.pages = 1, .page_at = 100};
+    char got[64];
+    int fd;
+    (void)state;
+    assert_int_equal(receive_from(&past, got, sizeof(got), &fd), -EPROTO);
+    assert_non_null(strstr(err_msg(), "outside the RAM"));
+    assert_int_equal(fd, -1);
+    assert_int_equal(receive_from(&odd, got, sizeof(got), &fd), -EPROTO);
+    assert_int_equal(fd, -1);
+}
+
+/* ---- pre-copy rounds, on made-up clocks ---- */
+
+/* An idle guest: round 0 sends 1 GiB at 100 MB/s, 4 MiB dirty after it:
+ * 42 ms at that rate, under a 300 ms downtime: stop. */
+static void idle_guest_stops_after_one_round(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 300};
+    (void)state;
+    assert_int_equal(precopy_round(&p, 1ull << 30, 4 << 20, 4 << 20, 10.737), PRECOPY_STOP);
+    assert_int_equal(p.round, 1);
+    assert_true(p.bandwidth > 99e6 && p.bandwidth < 101e6);
+    assert_true(p.expected_downtime_ms > 40 && p.expected_downtime_ms < 43);
+    assert_int_equal(p.throttle, 0);
+}
+
+/* A guest dirtying 64 MiB/s under a 100 MB/s link: the rounds do not
+ * shrink what is left, so after two such rounds the vCPUs are throttled,
+ * step by step, until the rest fits. */
+static void fast_dirtier_gets_throttled(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 100, .max_bandwidth = 100000000};
+    uint64_t mib = 1 << 20;
+    (void)state;
+    assert_int_equal(precopy_round(&p, 1ull << 30, 640 * mib, 640 * mib, 10), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, 0);
+    assert_int_equal(precopy_round(&p, 640 * mib, 448 * mib, 448 * mib, 7), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, PRECOPY_THROTTLE_STEP);
+    assert_true(p.dirty_rate > 60 * 1e6);
+    /* Still outrunning half the link at 20%: two more rounds, 40%. */
+    assert_int_equal(precopy_round(&p, 448 * mib, 300 * mib, 300 * mib, 4.7), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, PRECOPY_THROTTLE_STEP);
+    assert_int_equal(precopy_round(&p, 300 * mib, 200 * mib, 200 * mib, 3.15), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, 2 * PRECOPY_THROTTLE_STEP);
+    /* Slowed enough: 8 MiB left at 100 MB/s is 84 ms. */
+    assert_int_equal(precopy_round(&p, 200 * mib, 8 * mib, 8 * mib, 2.1), PRECOPY_STOP);
+}
+
+/* The link never measures faster than the cap, and a guest that never
+ * converges is stopped after the last round anyway. */
+static void cap_and_round_limit(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 1, .max_bandwidth = 1000};
+    enum precopy_step step = PRECOPY_AGAIN;
+    (void)state;
+    for (unsigned i = 0; i < PRECOPY_MAX_ROUNDS && step == PRECOPY_AGAIN; i++)
+        step = precopy_round(&p, 1 << 20, 1 << 20, 1 << 20, 0.001);
+    assert_int_equal(step, PRECOPY_GIVE_UP);
+    assert_int_equal(p.round, PRECOPY_MAX_ROUNDS);
+    assert_true(p.bandwidth <= 1000);
+    assert_true(p.throttle <= PRECOPY_THROTTLE_MAX);
+    /* 5000 bytes at 1000 B/s: 5 s from the start; 2 s in, 3 s to wait. */
+    assert_true(precopy_pace(&p, 5000, 2) > 2.99 && precopy_pace(&p, 5000, 2) < 3.01);
+    assert_true(precopy_pace(&p, 5000, 6) == 0);
 }
 
 int main(void)
@@ -297,6 +405,11 @@ int main(void)
         cmocka_unit_test(receives_a_bundle),
         cmocka_unit_test(refuses_a_corrupt_bundle),
         cmocka_unit_test(refuses_a_config_too_big),
+        cmocka_unit_test(receives_live_pages),
+        cmocka_unit_test(refuses_pages_outside_ram),
+        cmocka_unit_test(idle_guest_stops_after_one_round),
+        cmocka_unit_test(fast_dirtier_gets_throttled),
+        cmocka_unit_test(cap_and_round_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
