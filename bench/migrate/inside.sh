@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs inside a KVM host (the L1 guest, or directly): the counter guest
-# migrated RUNS times back and forth over loopback TCP. Writes
+# migrated 2 x RUNS times from process to process over loopback TCP,
+# warm and live (--live) in turn. Writes
 # RESULTS/times.tsv ("smolvm<TAB>metric<TAB>ms").
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
@@ -42,18 +43,24 @@ stamped vm0 "$SMOLVM" run --name vm0 --mem "$MIGRATE_MEM" --console virtio --ker
     --initrd "$INITRD" --disk "$work/disk.ext4" --cmdline "console=ttyS0 quiet smolvm.test=counter"
 wait_count vm0
 sleep 5 # settled: idle but for the count
-for i in $(seq 1 "$RUNS"); do
-    port=$((47100 + i))
+ip link set lo up 2>/dev/null || busybox ip link set lo up 2>/dev/null
+field() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
+last=0
+for i in $(seq 1 $((2 * RUNS))); do
+    port=$((47100 + i)) kind=warm flags=
+    [ $((i % 2)) = 0 ] && kind=live flags=--live
     stamped "vm$i" "$SMOLVM" receive --listen "tcp:127.0.0.1:$port" --name "vm$i"
     sleep 1
-    "$SMOLVM" migrate "vm$((i - 1))" --to "tcp:127.0.0.1:$port" --json > "$work/m$i.json" ||
+    # shellcheck disable=SC2086
+    "$SMOLVM" migrate "vm$((i - 1))" --to "tcp:127.0.0.1:$port" $flags --json > "$work/m$i.json" ||
         { cat "$work/m$i.json" "$work/vm$i.err"; break; }
+    last=$i
     wait_count "vm$i"
-    record total "$(sed -n 's/.*"seconds":\([0-9.e+-]*\).*/\1/p' "$work/m$i.json" | awk '{printf "%d", $1 * 1000}')"
-    record downtime-vmm "$(sed -n 's/.*"downtime_ms":\([0-9.e+-]*\).*/\1/p' "$work/m$i.json" | awk '{printf "%d", $1}')"
-    record downtime-console $((($(count_time "vm$i" first) - $(count_time "vm$((i - 1))" last)) / 1000))
+    record "total-$kind" "$(field seconds "$work/m$i.json" | awk '{printf "%d", $1 * 1000}')"
+    record "downtime-vmm-$kind" "$(field downtime_ms "$work/m$i.json" | awk '{printf "%d", $1}')"
+    record "downtime-console-$kind" $((($(count_time "vm$i" first) - $(count_time "vm$((i - 1))" last)) / 1000))
     sleep 3
 done
 cat "$work"/m*.json > "$results/migrations.json" 2>/dev/null
-"$SMOLVM" stop "vm$RUNS" > /dev/null 2>&1
+"$SMOLVM" stop "vm$last" > /dev/null 2>&1
 rm -rf "$work"
