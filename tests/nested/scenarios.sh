@@ -424,6 +424,21 @@ until_listening() {
     return 1
 }
 
+# moved SOURCE SOURCE_PID DEST DEST_PID: after a migration, waits for the
+# source's smolvm to end (its code in src_rc), then for the destination to
+# count 3 more; the source's last count in $last, the destination's first
+# in $first.
+moved() {
+    wait "$2"
+    src_rc=$?
+    cp "$work/$1.out" "$work/$1.err" "$results/" 2>/dev/null
+    last=$(last_count "$1")
+    bg_pid=$4
+    wait_for "$3" 'COUNT '
+    first=$(first_count "$3")
+    wait_for "$3" "COUNT $((first + 3)) "
+}
+
 # migrate SOURCE ADDRESS OUT [options]: smolvm migrate, its exit code in rc.
 migrate_to() {
     local from=$1 to=$2 out=$3
@@ -440,7 +455,7 @@ migrate_to() {
 # the destination's side; the attempt after it succeeds.
 scenario_migrate() {
     local disk=$work/mig.ext4 src before after first last cut=tcp:127.0.0.1:47011
-    local sock=unix:$work/mig.sock back=tcp:127.0.0.1:47012 src_pid dst_pid pids=
+    local sock=unix:$work/mig.sock back=tcp:127.0.0.1:47012 src_pid dst_pid src_rc pids=
     local BOOT_TIMEOUT=900 # three migrations of one guest under TCG
     ip link set lo up 2>/dev/null || busybox ip link set lo up
     mkfs.ext4 -q -F "$disk" 32M
@@ -473,16 +488,9 @@ scenario_migrate() {
     migrate_to mig "$sock" migdst --json
     expect migrate-unix "migrate over a unix socket exits 0 with its figures (see migdst.mig)" \
         eval 'test "$rc" -eq 0 && grep -q "\"downtime_ms\"" "$work/migdst.mig"'
-    wait "$src_pid"
-    rc=$?
+    moved mig "$src_pid" migdst "$dst_pid"
     exec 7>&-
-    cp "$work/mig.out" "$work/mig.err" "$results/" 2>/dev/null
-    last=$(last_count mig)
-    bg_pid=$dst_pid
-    wait_for migdst 'COUNT '
-    first=$(first_count migdst)
-    wait_for migdst "COUNT $((first + 3)) "
-    expect migrate-source-stops "the source smolvm ended with 0 once the VM ran on the destination" test "$rc" -eq 0
+    expect migrate-source-stops "the source smolvm ended with 0 once the VM ran on the destination" test "$src_rc" -eq 0
     expect migrate-continues-count "the destination goes on at the next count (source's last $last, destination's first ${first:-none})" \
         eval 'test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1)) && ! has migdst SMOLVM-GUEST-UP'
     # 3. And back, live, over loopback TCP into a third process.
@@ -490,14 +498,8 @@ scenario_migrate() {
     pids="$pids $recv_pid"
     until_listening "$back"
     migrate_to migdst "$back" migback --live --max-downtime 500 --json
-    wait "$dst_pid"
+    moved migdst "$dst_pid" migback "$recv_pid"
     exec 8>&-
-    cp "$work/migdst.out" "$work/migdst.err" "$results/" 2>/dev/null
-    last=$(last_count migdst)
-    bg_pid=$recv_pid
-    wait_for migback 'COUNT '
-    first=$(first_count migback)
-    wait_for migback "COUNT $((first + 3)) "
     expect migrate-live-tcp "live over loopback TCP: pre-copy rounds, then the count goes on (last $last, first ${first:-none}; see migback.mig)" \
         eval 'test "$rc" -eq 0 && grep -q "\"rounds\":\[{\"round\":1" "$work/migback.mig" && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
     exec 7>&9 9>&-
