@@ -11,6 +11,7 @@
 #include "arch/x86/cpuid.h"
 #include "cli/cli.h"
 #include "cli/serve.h"
+#include "core/config.h"
 #include "hv/hv.h"
 #include "migrate/link.h"
 #include "migrate/migrate.h"
@@ -29,11 +30,20 @@ static const char receive_help[] =
     "\n"
     "  --listen ADDRESS  tcp:ADDR:PORT (ADDR may be empty: all) or unix:PATH\n"
     "  --name NAME       the VM's name here (default: generated)\n"
+    "  --share DIR:TAG   the folder here of the VM's share TAG (one each; as start)\n"
     "  --detach          run in the background; returns once the VM runs here\n"
     "  --json            errors as JSON\n"
     "\n"
     "Exit status: as 'smolvm start' once the VM runs; 1 when the migration failed,\n"
     "2 on a bad command line.\n";
+
+/* What the command line asked. */
+struct receive_options {
+    const char *listen, *name;
+    bool detach;
+    struct vm_share_config shares[VM_MAX_SHARES];
+    unsigned share_count;
+};
 
 struct received {
     struct migrate_link link;
@@ -86,10 +96,12 @@ static int receive_bundle(struct received *rc)
 }
 
 /* The VM built and, once the source has stopped, handed back to run. */
-static int receive(struct received *rc, struct server *server, struct machine **m)
+static int receive(struct received *rc, const struct receive_options *ro, struct server *server,
+                   struct machine **m)
 {
     struct machine_start_options so = {.interactive = isatty(STDIN_FILENO),
-                                       .memory = MACHINE_MEMORY_DECOMPRESS};
+                                       .memory = MACHINE_MEMORY_DECOMPRESS,
+                                       .shares = ro->shares, .share_count = ro->share_count};
     int r = receive_bundle(rc);
 
     if (r < 0)
@@ -110,13 +122,13 @@ static int receive(struct received *rc, struct server *server, struct machine **
     return r;
 }
 
-static int parse(int argc, char **argv, const char **listen, const char **name, bool *detach)
+static int parse(int argc, char **argv, struct receive_options *o)
 {
-    enum { OPT_LISTEN = 256, OPT_NAME, OPT_DETACH, OPT_JSON };
+    enum { OPT_LISTEN = 256, OPT_NAME, OPT_DETACH, OPT_JSON, OPT_SHARE };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN}, {"name", required_argument, NULL, OPT_NAME},
         {"detach", no_argument, NULL, OPT_DETACH}, {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, 'h'}, {0},
+        {"share", required_argument, NULL, OPT_SHARE}, {"help", no_argument, NULL, 'h'}, {0},
     };
     int c;
 
@@ -124,27 +136,32 @@ static int parse(int argc, char **argv, const char **listen, const char **name, 
     opterr = 0;
     while ((c = cli_getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_LISTEN: *listen = optarg; break;
-        case OPT_NAME: *name = optarg; break;
-        case OPT_DETACH: *detach = true; break;
+        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_NAME: o->name = optarg; break;
+        case OPT_DETACH: o->detach = true; break;
+        case OPT_SHARE:
+            if (cli_parse_share(optarg, o->shares, &o->share_count) < 0)
+                return cli_fail(CLI_USAGE, "--share: %s", err_msg());
+            break;
         case OPT_JSON: break; /* cli_getopt_long() set it */
         case 'h': fputs(receive_help, stdout); return -1;
         default: return CLI_USAGE;
         }
     }
-    if (optind != argc || !*listen)
+    if (optind != argc || !o->listen)
         return cli_fail(CLI_USAGE, "usage: smolvm receive --listen tcp:ADDR:PORT|unix:PATH");
-    if (migrate_address_check(*listen) < 0)
+    if (migrate_address_check(o->listen) < 0)
         return cli_fail(CLI_USAGE, "--listen %s", err_msg());
-    if (*name && cli_check_name(*name) != CLI_OK)
+    if (o->name && cli_check_name(o->name) != CLI_OK)
         return CLI_USAGE;
     return CLI_OK;
 }
 
 /* Waits for the source on listen, then receives from it. */
-static int serve_one(const char *listen, int listener, struct received *rc, struct server *server,
-                     struct machine **m)
+static int serve_one(const struct receive_options *o, int listener, struct received *rc,
+                     struct server *server, struct machine **m)
 {
+    const char *listen = o->listen;
     int fd = migrate_accept(listener);
     close(listener);
     if (strncmp(listen, "unix:", 5) == 0)
@@ -152,27 +169,26 @@ static int serve_one(const char *listen, int listener, struct received *rc, stru
     if (fd < 0)
         return fd;
     rc->link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
-    int r = receive(rc, server, m);
+    int r = receive(rc, o, server, m);
     close(fd);
     return r;
 }
 
 int cli_receive(int argc, char **argv)
 {
-    const char *listen = NULL, *name = NULL;
-    bool detach = false;
+    struct receive_options o = {0};
     struct received rc = {.bundle_fd = -1, .memory_fd = -1};
     struct server *server;
     struct machine *m = NULL;
-    int code = parse(argc, argv, &listen, &name, &detach), listener;
+    int code = parse(argc, argv, &o), listener;
 
     if (code != CLI_OK)
         return code < 0 ? CLI_OK : code;
     if (hv_check() < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    if ((listener = migrate_listen(listen)) < 0)
+    if ((listener = migrate_listen(o.listen)) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    if ((code = serve_open(name, &server)) == CLI_OK && detach) {
+    if ((code = serve_open(o.name, &server)) == CLI_OK && o.detach) {
         bool parent;
         code = serve_detach(server, &parent);
         if (parent) {
@@ -184,7 +200,7 @@ int cli_receive(int argc, char **argv)
         close(listener);
         return code;
     }
-    int r = serve_one(listen, listener, &rc, server, &m);
+    int r = serve_one(&o, listener, &rc, server, &m);
     if (rc.bundle_fd >= 0)
         close(rc.bundle_fd); /* the machine has its own */
     if (rc.memory_fd >= 0)
