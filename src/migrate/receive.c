@@ -13,20 +13,23 @@
 #include "util/hash.h"
 #include "util/le.h"
 
+static int accept_step(struct migrate_link *l)
+{
+    uint8_t version[4];
+    put_le(version, MIGRATE_VERSION, 4);
+    return migrate_send_frame(l, MIGRATE_ACCEPT, version, sizeof(version));
+}
+
 static int check_hello(struct migrate_link *l, const struct x86_cpuid_entry *host, size_t host_n)
 {
     struct migrate_frame f;
-    uint8_t version[4];
     int r = migrate_recv_frame(l, MIGRATE_HELLO, &f);
 
     if (r < 0)
         return r;
     r = migrate_hello_check(f.payload, f.len, host, host_n);
     free(f.payload);
-    if (r < 0)
-        return r;
-    put_le(version, MIGRATE_VERSION, 4);
-    return migrate_send_frame(l, MIGRATE_ACCEPT, version, sizeof(version));
+    return r < 0 ? r : accept_step(l);
 }
 
 /* The config the VM ran under must be one this host can run (memory,
@@ -45,7 +48,7 @@ static int check_config(struct migrate_link *l, uint64_t *mem_bytes)
     *mem_bytes = cfg.mem_bytes;
     vm_config_release(&cfg);
     free(f.payload);
-    return r;
+    return r < 0 ? r : accept_step(l);
 }
 
 static int check_end(const struct migrate_frame *f, uint64_t size, struct hash_state *h)

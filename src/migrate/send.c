@@ -1,6 +1,7 @@
-/* The source side of a warm migration (migrate.h): hello, config, then
- * the paused VM as a bundle (device state, RAM in the bundle's chunk
- * codec, disks), then the two-step hand-over. */
+/* The source side of a migration (migrate.h): hello and config, each
+ * accepted; live, RAM in pre-copy rounds; then the paused VM as a bundle
+ * (device state, RAM in the bundle's chunk codec unless it went already,
+ * disks), then the two-step hand-over. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,8 @@ static int handshake(struct migrate_link *l, struct machine *m)
     r = json ? migrate_send_frame(l, MIGRATE_CONFIG, json, (uint32_t)strlen(json))
              : err_set(ENOMEM, "migration config");
     free(json);
+    if (r == 0 && (r = migrate_recv_frame(l, MIGRATE_ACCEPT, &f)) == 0)
+        free(f.payload); /* it can run the VM */
     return r;
 }
 

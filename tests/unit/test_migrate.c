@@ -217,6 +217,11 @@ static void *run_source(void *opaque)
     char *json = vm_config_to_json(&cfg);
     source_send(&l, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
     free(json);
+    if (migrate_recv_frame(&l, MIGRATE_ACCEPT, &f) < 0) { /* refused: nothing more goes */
+        snprintf(s->answer, sizeof(s->answer), "%s", err_msg());
+        return NULL;
+    }
+    free(f.payload);
     if (s->pages) {
         static uint8_t page[8 + MIGRATE_PAGE];
         uint8_t ram[8];
