@@ -69,10 +69,9 @@ static int check_end(const struct migrate_frame *f, uint64_t size, struct hash_s
 /* RAM (live): a file of its size, sparse, in the scratch folder. */
 static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f, uint64_t mem_bytes)
 {
-    uint64_t total = le64(f->payload);
-
     if (f->len != 8 || rx->memory_fd >= 0)
         return err_plain(EPROTO, "migration RAM frame out of place");
+    uint64_t total = le64(f->payload);
     if (!total || total > mem_bytes || total % MIGRATE_PAGE)
         return err_plain(EPROTO, "migration RAM of %llu bytes for a VM of %llu",
                          (unsigned long long)total, (unsigned long long)mem_bytes);
