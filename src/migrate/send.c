@@ -251,7 +251,11 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
 static int save_and_send(struct migrate_link *l, struct machine *m,
                          const struct migrate_send_options *o, uint64_t *sent, bool *committed)
 {
-    struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live};
+    /* Flattened: a VM started from a bundle runs on a cached base named
+     * by the bundle's section key, not by its content's hash, so as a
+     * chain of layers the destination would refuse it as corrupt. */
+    struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
+                                      .flatten = true};
     char *path;
     int r;
 

@@ -498,6 +498,12 @@ scenario_migrate() {
     pids="$pids $recv_pid"
     until_listening "$back"
     migrate_to migdst "$back" migback --live --max-downtime 500 --json
+    if [ "$rc" -ne 0 ]; then # the source runs on: do not wait for it to end
+        fail migrate-live-tcp "live over loopback TCP: migrate failed (see migback.mig)"
+        for p in $pids; do kill -9 "$p" 2>/dev/null; done
+        exec 7>&- 8>&- 9>&-
+        return
+    fi
     moved migdst "$dst_pid" migback "$recv_pid"
     exec 8>&-
     expect migrate-live-tcp "live over loopback TCP: pre-copy rounds, then the count goes on (last $last, first ${first:-none}; see migback.mig)" \
