@@ -8,6 +8,7 @@ results=$1
 # shellcheck source=/dev/null
 . "$results/params.sh"
 : "${SMOLVM:?}" "${SMOLVM_ASAN:=$SMOLVM}" "${KERNEL:?}" "${INITRD:?}" "${VMLINUX:=}"
+: "${INITRD_NET:=$INITRD}" "${DNS_ANSWER:=}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-nested.XXXXXX")
 summary=$results/summary
 # Control sockets and instance files of the VMs under test stay in $work.
@@ -831,22 +832,35 @@ fetch() {
 
 # virtio-net with --net user, judged by the guest's own virtio_net driver
 # and busybox: a DHCP lease, an HTTP fetch from a server on this host at the
-# gateway, a host fetch of the guest's server through -p; the VM saved and
-# started twice with remapped forwards, both answering with no work in the
-# guest; restrict refusing outbound; no smolvm-net left behind.
+# gateway, a name looked up through the NAT's DNS forwarder (this host's
+# resolver: our own on 127.0.0.1, the L1 has no network), iperf3 both ways
+# (to this host at the gateway, from it through -p), a host fetch of the
+# guest's server through -p; the VM saved and started twice with remapped
+# forwards, both answering with no work in the guest; restrict refusing
+# outbound; no smolvm-net left behind.
 scenario_net() {
     local www=$work/www hport=18080 bundle=$work/net.smolmachine host_pid body b c
+    local dns_pid iperf_pid down
     ip link set lo up 2>/dev/null || busybox ip link set lo up
     mkdir -p "$www" && echo host-says-hi > "$www/index.html"
     busybox httpd -f -p "127.0.0.1:$hport" -h "$www" &
     host_pid=$!
+    echo nameserver 127.0.0.1 > "$work/resolv.conf"
+    mount --bind "$work/resolv.conf" /etc/resolv.conf
+    "$DNS_ANSWER" smolvm-dns-check.test=192.0.2.7 2> "$results/dns-answer.err" &
+    dns_pid=$!
+    iperf3 -s -p $((hport + 10)) > "$results/net-iperf-server.out" 2>&1 &
+    iperf_pid=$!
     sleep 1
     fetch "http://127.0.0.1:$hport/" > "$work/net-host-self.out"
     cp "$work/net-host-self.out" "$results/" 2>/dev/null
-    background net run --name net-a --net user -p 127.0.0.1:18081:80 --kernel "$KERNEL" \
-        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    background net run --name net-a --net user -p 127.0.0.1:18081:80 -p 127.0.0.1:18084:5201 \
+        --kernel "$KERNEL" --initrd "$INITRD_NET" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
     wait_for net GUEST-NET-SERVING
     body=$(fetch http://127.0.0.1:18081/)
+    iperf3 -c 127.0.0.1 -p 18084 -t 2 -f m > "$results/net-iperf-down.out" 2>&1
+    down=$(awk '/receiver/ { print $(NF - 2); exit }' "$results/net-iperf-down.out")
     "$SMOLVM" save net-a -o "$bundle" > "$work/net-save.out" 2>&1
     finish net
     "$SMOLVM" start "$bundle" --name net-b -p 127.0.0.1:18082:80 --detach > /dev/null 2>&1
@@ -865,8 +879,15 @@ scenario_net() {
     wait_for net-allow GUEST-NET-SERVING
     echo quit >&7
     finish net-allow
-    kill "$host_pid" 2>/dev/null
+    kill "$host_pid" "$dns_pid" "$iperf_pid" 2>/dev/null
+    umount /etc/resolv.conf
     sleep 2
+    expect net-dns "the guest looked a name up through the NAT's DNS forwarder" \
+        has net "GUEST-NET-DNS=192.0.2.7"
+    expect net-iperf-guest-to-host "iperf3 from the guest to this host at the gateway (Mbit/s)" \
+        eval 'grep -q "GUEST-NET-IPERF-UP=[0-9]*[1-9]" "$work/net.out"'
+    expect net-iperf-host-to-guest "iperf3 from this host to the guest through -p: ${down:-none} Mbit/s" \
+        eval 'echo "${down:-0}" | grep -q "[1-9]"'
     expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
     expect net-ipv6 "the guest took a fec0::/64 address from the NAT's router advertisement" \
         has net "GUEST-NET-IPV6=fec0:"
