@@ -30,6 +30,7 @@ struct net_backend {
     int fd;
     bool socket;  /* else a TAP: read() and write() */
     pid_t helper; /* 0: none */
+    bool greeting; /* the helper's first message is still to come */
 };
 
 int net_helper_path(char *out, size_t size)
@@ -85,24 +86,36 @@ static void __attribute__((noreturn)) exec_helper(const char *path, char **argv,
     _exit(127);
 }
 
-/* The helper's first message: ready, or why it cannot serve (a taken port). */
-static int await_helper(struct net_backend *b, const char *path)
+/* The helper's first message, received: ready, or why it cannot serve (a
+ * taken port). */
+static int helper_greeting(struct net_backend *b, int flags)
 {
-    struct pollfd p = {.fd = b->fd, .events = POLLIN};
     char msg[256];
     ssize_t n;
 
-    if (poll(&p, 1, HELPER_START_MS) <= 0)
-        return err_plain(ETIMEDOUT, "%s did not answer within %d s", path, HELPER_START_MS / 1000);
-    n = recv(b->fd, msg, sizeof(msg) - 1, 0);
+    do
+        n = recv(b->fd, msg, sizeof(msg) - 1, flags);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EWOULDBLOCK)
+        return -EAGAIN;
+    b->greeting = false;
     if (n <= 0)
-        return err_plain(EIO, "%s exited at start (is libslirp installed?)", path);
+        return err_plain(EIO, "smolvm-net exited at start (is libslirp installed?)");
     msg[n] = '\0';
     if (strcmp(msg, NET_HELPER_READY) == 0)
         return 0;
     if (strncmp(msg, NET_HELPER_ERROR, strlen(NET_HELPER_ERROR)) == 0)
         return err_plain(EIO, "--net user: %s", msg + strlen(NET_HELPER_ERROR));
-    return err_plain(EIO, "%s: unexpected first message", path);
+    return err_plain(EIO, "smolvm-net: unexpected first message");
+}
+
+static int await_helper(struct net_backend *b, const char *path)
+{
+    struct pollfd p = {.fd = b->fd, .events = POLLIN};
+
+    if (poll(&p, 1, HELPER_START_MS) <= 0)
+        return err_plain(ETIMEDOUT, "%s did not answer within %d s", path, HELPER_START_MS / 1000);
+    return helper_greeting(b, 0);
 }
 
 static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
@@ -142,7 +155,12 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
         b->helper = 0;
         return err_set(errno, "fork");
     }
-    return await_helper(b, path);
+    /* A forward's host port may be taken: run fails at once, saying so.
+     * Without forwards nothing can fail but the helper itself: the VM
+     * boots meanwhile, its frames wait in the socket, and the greeting is
+     * read before the first frame back (net_backend_recv). */
+    b->greeting = true;
+    return cfg->forward_count ? await_helper(b, path) : 0;
 }
 
 /* An existing TAP (one the user may open: 'ip tuntap add NAME mode tap
@@ -238,6 +256,12 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len)
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap)
 {
     ssize_t n;
+
+    if (b->greeting && (n = helper_greeting(b, MSG_DONTWAIT)) < 0) {
+        if (n != -EAGAIN)
+            fprintf(stderr, "smolvm: %s\n", err_msg());
+        return n == -EAGAIN ? n : -EIO;
+    }
 
     do /* a TAP truncates silently: cap is more than any frame it passes */
         n = b->socket ? recv(b->fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC) : read(b->fd, buf, cap);

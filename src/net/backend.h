@@ -23,8 +23,11 @@
 
 struct net_backend;
 
-/* Opens the backend cfg names (VM_NET_USER: starts the helper and waits for
- * its first message: a forward whose host port is taken fails here).
+/* Opens the backend cfg names. VM_NET_USER starts the helper; with
+ * forwards it waits for the helper's first message (a forward whose host
+ * port is taken fails here), without them it does not wait: frames sent
+ * meanwhile queue in the socket, and a helper that cannot serve shows on
+ * the first net_backend_recv (a message, and the backend is gone).
  * Message and <0 on failure. */
 int net_backend_open(const struct vm_net_config *cfg, struct net_backend **out)
     __attribute__((warn_unused_result));

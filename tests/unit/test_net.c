@@ -821,12 +821,14 @@ static void send_arp_request(struct net_backend *b, const uint8_t ip[4])
     assert_int_equal(net_backend_send(b, f, sizeof(f)), 0);
 }
 
+/* The next frame (the helper's greeting before it taken: -EAGAIN). */
 static ssize_t backend_frame(struct net_backend *b, uint8_t *buf, size_t cap)
 {
     struct pollfd p = {.fd = net_backend_fd(b), .events = POLLIN};
-    if (poll(&p, 1, 3000) <= 0)
-        return -1;
-    return net_backend_recv(b, buf, cap);
+    ssize_t n = -EAGAIN;
+    while (n == -EAGAIN && poll(&p, 1, 3000) > 0)
+        n = net_backend_recv(b, buf, cap);
+    return n == -EAGAIN ? -1 : n;
 }
 
 static void the_nat_answers_at_the_gateway(void **state)
@@ -852,6 +854,56 @@ static void the_nat_answers_at_the_gateway(void **state)
     long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     print_message("smolvm-net exited %ld ms after its socket closed\n", ms);
     assert_true(ms < 2000);
+}
+
+/* Without forwards nothing waits for the helper to start (a boot goes on
+ * meanwhile): a slow helper (here a second late) still answers the frames
+ * sent before it was up. */
+static void the_helper_starts_while_the_vm_boots(void **state)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    struct timespec t0, t1;
+    uint8_t frame[2048];
+    ssize_t n;
+    (void)state;
+    use_built_helper();
+    assert_int_equal(scratch_setup("net"), 0);
+    assert_int_equal(sh("printf '#!/bin/sh\\nsleep 1\\nexec %%s \"$@\"\\n' '%s' > slow-helper && "
+                        "chmod +x slow-helper", getenv("SMOLVM_NET_HELPER")), 0);
+    setenv("SMOLVM_NET_HELPER", in_dir("slow-helper"), 1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    print_message("net_backend_open returned after %ld ms\n", ms);
+    assert_true(ms < 500);
+    send_arp_request(b, (const uint8_t[]){10, 0, 2, 2});
+    n = backend_frame(b, frame, sizeof(frame));
+    assert_true(n >= 42);
+    assert_int_equal(frame[21], 2);                         /* an ARP reply */
+    assert_memory_equal(frame + 28, "\x0a\x00\x02\x02", 4); /* from the gateway */
+    net_backend_close(b);
+    assert_int_equal(scratch_teardown(), 0);
+}
+
+/* A helper that cannot serve shows on the first receive: one line, and
+ * the backend is gone (the link goes down), not a frame of its words. */
+static void a_helper_that_fails_late_is_gone(void **state)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    uint8_t frame[2048];
+    (void)state;
+    assert_int_equal(scratch_setup("net"), 0);
+    assert_int_equal(sh("printf '#!/bin/sh\\nprintf \"smolvm-net error: no slirp\" >&3\\n' "
+                        "> failing-helper && chmod +x failing-helper"), 0);
+    setenv("SMOLVM_NET_HELPER", in_dir("failing-helper"), 1);
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    assert_int_equal(backend_frame(b, frame, sizeof(frame)), -EIO);
+    assert_non_null(strstr(err_msg(), "no slirp"));
+    net_backend_close(b);
+    assert_int_equal(scratch_teardown(), 0);
 }
 
 static int listening_port(int *fd)
@@ -1015,6 +1067,8 @@ int main(void)
         cmocka_unit_test(hostile_network_json_is_refused),
         cmocka_unit_test(pack_carries_the_network_options),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
+        cmocka_unit_test(the_helper_starts_while_the_vm_boots),
+        cmocka_unit_test(a_helper_that_fails_late_is_gone),
         cmocka_unit_test(forwards_a_host_port_and_refuses_a_taken_one),
         cmocka_unit_test(forwards_a_udp_port),
         cmocka_unit_test(a_tap_carries_frames_both_ways),
