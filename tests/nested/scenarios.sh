@@ -901,6 +901,8 @@ scenario_net() {
         eval 'has net-r "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-r "GUEST-NET-FETCH=host-says-hi"'
     expect net-allow "user,allow=192.0.2.0/24: a lease, but no connection to the host" \
         eval 'has net-allow "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-allow "GUEST-NET-FETCH=host-says-hi"'
+    expect net-allow-no-ipv6 "user,allow=: no IPv6 route around the IPv4 allowlist" \
+        eval 'has net-allow "GUEST-NET-IPV6=$" && ! has net-allow "GUEST-NET-IPV6=fec0"'
     expect net-helper-gone "no smolvm-net outlives its VM" eval '! pidof smolvm-net > /dev/null'
 }
 
