@@ -26,9 +26,12 @@
 #define SOCKET_BUFFER (1 << 20) /* frames queued each way before senders wait */
 #define MAX_HELPER_ARGS (5 + 2 * VM_MAX_PORT_FORWARDS + 1)
 
+#define VNET_HDR_BYTES 12 /* struct virtio_net_hdr_v1 */
+
 struct net_backend {
     int fd;
     bool socket;  /* else a TAP: read() and write() */
+    bool with_header; /* a TAP with IFF_VNET_HDR */
     pid_t helper; /* 0: none */
     bool greeting; /* the helper's first message is still to come */
 };
@@ -167,7 +170,8 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
  * user USER'), or a new one when we may make it (root; it goes with us). */
 static int open_tap(const char *name, struct net_backend *b)
 {
-    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI};
+    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR};
+    int header = VNET_HDR_BYTES;
 
     b->fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (b->fd < 0)
@@ -176,6 +180,28 @@ static int open_tap(const char *name, struct net_backend *b)
     if (ioctl(b->fd, TUNSETIFF, &ifr) < 0)
         return err_set(errno, "--net tap=%s: cannot attach (make it first: 'ip tuntap add %s "
                               "mode tap user $USER')", name, name);
+    /* The guest's header goes with each frame: the host's kernel completes
+     * checksums and segments, as the guest negotiated (offloads off until
+     * then). */
+    if (ioctl(b->fd, TUNSETVNETHDRSZ, &header) < 0 || ioctl(b->fd, TUNSETOFFLOAD, 0) < 0)
+        return err_set(errno, "--net tap=%s: virtio-net headers", name);
+    b->with_header = true;
+    return 0;
+}
+
+bool net_backend_with_header(const struct net_backend *b)
+{
+    return b->with_header;
+}
+
+int net_backend_set_offloads(struct net_backend *b, bool csum, bool tso4, bool tso6)
+{
+    unsigned long flags = 0;
+
+    if (csum) /* segments need checksums left to the receiver */
+        flags = TUN_F_CSUM | (tso4 ? TUN_F_TSO4 : 0) | (tso6 ? TUN_F_TSO6 : 0);
+    if (ioctl(b->fd, TUNSETOFFLOAD, flags) < 0)
+        return err_set(errno, "TAP offloads");
     return 0;
 }
 
