@@ -392,9 +392,11 @@ static ssize_t rx_take(struct vnet *n, uint64_t features)
             largest = NET_MAX_FRAME;
         else if (gso != HDR_GSO_NONE)
             return 0; /* set before the guest's features changed */
-        if ((n->rx_frame[0] & (HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID)) &&
-            !(features & VIRTIO_NET_F_GUEST_CSUM))
-            return 0;
+        if (!(features & VIRTIO_NET_F_GUEST_CSUM)) {
+            if (n->rx_frame[0] & HDR_F_NEEDS_CSUM)
+                return 0; /* set before the guest's features changed */
+            n->rx_frame[0] &= (uint8_t)~HDR_F_DATA_VALID; /* only for a guest that asked */
+        }
     }
     if (got < VIRTIO_NET_MIN_FRAME || (size_t)got > largest)
         return 0; /* more than the guest agreed to take */
