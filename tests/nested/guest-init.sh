@@ -199,6 +199,19 @@ case "$test" in
         read -r line
         echo "GUEST-NET-DONE $line"
         ;;
+    tap)
+        # --net tap: a static address on the L1's TAP network (10.9.0.0/24,
+        # the L1 at .254), iperf3 both ways through the host kernel's
+        # segmentation offloads, until a line arrives on the console.
+        load_modules
+        ip link set eth0 up
+        ip addr add 10.9.0.1/24 dev eth0
+        echo "GUEST-TAP-IPERF-UP=$(/usr/bin/iperf3 -c 10.9.0.254 -p 5202 -t 2 -f m \
+            --connect-timeout 3000 2>&1 | awk '/receiver/ { print $(NF - 2); exit }')"
+        /usr/bin/iperf3 -s -D -p 5201 && echo GUEST-TAP-SERVING
+        read -r line
+        echo "GUEST-TAP-DONE $line"
+        ;;
     netbench)
         # TCP throughput both ways with the host's servers at the gateway
         # (bench/net): an upload to nc -l on port+1, a download of /big
