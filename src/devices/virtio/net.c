@@ -368,14 +368,13 @@ static void backend_closed(struct vnet *n)
     virtio_mmio_config_changed(n->transport);
 }
 
-/* Receive: frames from the backend into the guest's buffers while it
- * has some. io lock held. */
 /* One frame from the backend into rx_frame, header in front: its length
  * without the header, 0 when it is to be dropped, <0 as the backend's. */
 static ssize_t rx_take(struct vnet *n, uint64_t features)
 {
     size_t header = n->with_header ? 0 : VIRTIO_NET_HDR_BYTES, largest = VIRTIO_NET_MAX_FRAME;
-    ssize_t got = net_backend_recv(n->backend, n->rx_frame + header, NET_MAX_FRAME);
+    ssize_t got = net_backend_recv(n->backend, n->rx_frame + header,
+                                   sizeof(n->rx_frame) - header);
     unsigned gso;
 
     if (got <= 0)
@@ -405,6 +404,8 @@ static ssize_t rx_take(struct vnet *n, uint64_t features)
     return got;
 }
 
+/* Receive: frames from the backend into the guest's buffers while it
+ * has some. io lock held. */
 static void rx_process(struct vnet *n)
 {
     uint64_t features = virtio_mmio_features(n->transport);
