@@ -104,6 +104,16 @@ static uint16_t internet_checksum(const uint8_t *p, size_t len)
     return (uint16_t)~sum;
 }
 
+/* A transmit request is device-readable only and starts with a header. */
+static int tx_chain_check(const struct virtq_chain *c)
+{
+    if (c->readable != c->count)
+        return err_plain(EINVAL, "transmit chain with device-writable buffers");
+    if (c->readable_bytes < VIRTIO_NET_HDR_BYTES)
+        return err_plain(EINVAL, "transmit chain without a virtio-net header");
+    return 0;
+}
+
 int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t *frame,
                         size_t *len)
 {
@@ -112,10 +122,8 @@ int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t 
     uint64_t n;
     uint16_t sum;
 
-    if (c->readable != c->count)
-        return err_plain(EINVAL, "transmit chain with device-writable buffers");
-    if (c->readable_bytes < VIRTIO_NET_HDR_BYTES)
-        return err_plain(EINVAL, "transmit chain without a virtio-net header");
+    if (tx_chain_check(c) < 0)
+        return -EINVAL;
     virtq_chain_read(c, 0, hdr, sizeof(hdr)); /* read once, used from here */
     n = c->readable_bytes - VIRTIO_NET_HDR_BYTES;
     if (n > VIRTIO_NET_MAX_FRAME || n < VIRTIO_NET_MIN_FRAME || hdr[1] != HDR_GSO_NONE)
@@ -145,10 +153,8 @@ int virtio_net_tx_with_header(const struct virtq_chain *c, bool csum_offload, bo
     uint64_t n;
     unsigned gso;
 
-    if (c->readable != c->count)
-        return err_plain(EINVAL, "transmit chain with device-writable buffers");
-    if (c->readable_bytes < VIRTIO_NET_HDR_BYTES)
-        return err_plain(EINVAL, "transmit chain without a virtio-net header");
+    if (tx_chain_check(c) < 0)
+        return -EINVAL;
     n = c->readable_bytes - VIRTIO_NET_HDR_BYTES;
     if (n < VIRTIO_NET_MIN_FRAME || n > NET_MAX_FRAME)
         return VIRTIO_NET_TX_DROP;
