@@ -395,6 +395,21 @@ scenario_snapshot_counter() {
         eval 'e2fsck -fn "$r1" > /dev/null 2>&1 && e2fsck -fn "$r2" > /dev/null 2>&1'
     expect snapshot-bundle-unchanged "starting never writes the bundle" test "$sum1" = "$sum2"
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
+    # A VM started from a bundle, saved again: its disk is an overlay on the
+    # disk cache (named like a layer, but not one), and the new bundle
+    # starts where the second save left it.
+    local again=$work/counter-again.smolmachine resaved save_rc
+    background cnt3 start "$bundle" --name cnt3
+    wait_for cnt3 'COUNT '
+    "$SMOLVM" save cnt3 -o "$again" > "$work/cnt3-save.out" 2>&1
+    save_rc=$?
+    finish cnt3
+    resaved=$(last_count cnt3)
+    cp "$work/cnt3-save.out" "$results/" 2>/dev/null
+    start_counter cnt4 "$again" 5
+    f1=$(first_count cnt4)
+    expect snapshot-saved-again "a started VM saves again (exit $save_rc) and that bundle goes on from its count ($resaved -> ${f1:-none})" \
+        eval 'test "$save_rc" -eq 0 && test -n "$f1" && test "$f1" -ge $((resaved - 2)) && test "$f1" -le $((resaved + 2))'
 }
 
 # receiver NAME FD ARGS...: `smolvm receive ARGS` in the background, its
