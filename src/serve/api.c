@@ -241,6 +241,8 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
         fields = api_create_fields;
     else if (m.route == API_ACTION && strcmp(m.action, "save") == 0)
         fields = api_save_fields;
+    else if (m.route == API_ACTION && strcmp(m.action, "stop") == 0)
+        fields = api_stop_fields;
     if ((status = api_parse_body(body, len, fields, &j, &error)) != 0) {
         api_ok(r, status, error);
         return;

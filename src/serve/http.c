@@ -201,7 +201,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (q->too_slow)
         return refuse(c, 408, "too_slow", "the request took too long to arrive");
     struct api_reply r;
+    /* Work may take long (a stop waits for the guest, a save for its
+     * bytes): no idle limit meanwhile; setting it again from none restarts
+     * the clock, so the reply gets the whole limit to go out. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     api_handle(method, url, q->body ? q->body : "", q->len, &r);
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)REQUEST_SECONDS);
     return send_reply(c, &r);
 }
 

@@ -40,6 +40,7 @@ int events_stream(struct api_stream *out);
 /* The fields each body may have. */
 extern const char *const api_create_fields[];
 extern const char *const api_save_fields[];
+extern const char *const api_stop_fields[];
 extern const char *const api_no_fields[];
 
 #endif

@@ -655,6 +655,31 @@ scenario_detach() {
     expect detach-stop "stop ends it" eval '! "$SMOLVM" ps | grep -q "^det "'
 }
 
+# smolvm stop presses the ACPI power button: a guest that watches it
+# (Debian's button driver and evdev: KEY_POWER on "Power Button") powers
+# off by itself, and stop says it was not forced; a guest that ignores the
+# button is forced off after --timeout. (The appliance's C init reacts to
+# it too: the api scenario's stop.)
+scenario_power_button() {
+    local out t0 t1
+    background pb run --name pb --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=powerbutton"
+    wait_for pb GUEST-POWER-BUTTON-READY
+    out=$("$SMOLVM" stop pb --timeout 60 --json 2>&1)
+    finish pb
+    expect power-button-clean "stop pressed the power button; the guest powered off by itself (exit $rc): $out" \
+        eval 'test "$rc" -eq 0 && has pb GUEST-POWER-BUTTON-PRESSED && echo "$out" | grep -q "\"forced\":false"'
+    background pbi run --name pbi --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=echo"
+    wait_for pbi SMOLVM-GUEST-UP
+    t0=$(date +%s)
+    out=$("$SMOLVM" stop pbi --timeout 3 --json 2>&1)
+    t1=$(date +%s)
+    finish pbi
+    expect power-button-forced "a guest that ignores the button is forced off after --timeout 3 (took $((t1 - t0)) s, exit $rc): $out" \
+        eval 'test "$rc" -eq 0 && echo "$out" | grep -q "\"forced\":true" && test $((t1 - t0)) -ge 3 && test $((t1 - t0)) -le 15 && ! has pbi GUEST-GOT'
+}
+
 bad_input() {
     local name=$1 want=$2 bin err lines
     shift 2
@@ -987,12 +1012,14 @@ scenario_api() {
         eval 'test "$api_status" = 409 && echo "$api_body" | grep -q already_running'
     api DELETE /machines/apivm
     expect api-delete-running "DELETE of a running VM: 409" test "$api_status" = 409
-    api POST /machines/apivm/stop
-    local stop_status=$api_status
+    api POST /machines/apivm/stop '{"timeout":60}'
+    local stop_status=$api_status stop_body=$api_body
     sleep 2
     api GET /machines/apivm
-    expect api-stop "POST stop ends it ($stop_status): $api_body" \
+    expect api-stop "POST stop ends it ($stop_status: $stop_body): $api_body" \
         eval 'test "$stop_status" = 200 && echo "$api_body" | grep -q "\"state\":\"stopped\"" && ! "$SMOLVM" ps | grep -q "^apivm "'
+    expect api-stop-power-button "the appliance's init powered off on the power button (not forced): $stop_body" \
+        eval 'echo "$stop_body" | grep -q "\"forced\":false" && api GET /machines/apivm/logs && grep -q "power button pressed" "$work/api/$(printf %03d "$api_n").body"'
     api DELETE /machines/apivm
     expect api-delete "DELETE removes it" eval 'test "$api_status" = 200 && ! "$SMOLVM" ls | grep -q "^apivm "'
     api GET /metrics
@@ -1194,7 +1221,7 @@ scenario_vsock() {
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
-    compat_bundles instance_state detach appliance instances bundle_refusals
+    compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
