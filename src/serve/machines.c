@@ -627,6 +627,17 @@ void machines_action(const char *name, const char *action, json_t *body, struct 
     }
 }
 
+void machines_console(const char *name, struct api_reply *r)
+{
+    json_t *status = machine_status(name);
+
+    if (!status)
+        return api_fail(r, 404, "not_found", "no VM '%s' is running", name);
+    json_decref(status);
+    machines_logs(name, true, r);
+    r->websocket = r->status == 200;
+}
+
 int machine_log_paths(const char *name, char **current, char **older)
 {
     char *dir;
@@ -647,7 +658,7 @@ int machine_log_paths(const char *name, char **current, char **older)
 }
 
 /* Appends what path holds to r's text; false when there is no such file. */
-static bool append_file(const char *path, struct api_reply *r)
+bool api_append_file(const char *path, struct api_reply *r)
 {
     FILE *f = fopen(path, "r");
     char buf[65536];
@@ -689,8 +700,8 @@ void machines_logs(const char *name, bool follow, struct api_reply *r)
             api_fail(r, 500, "failed", "out of memory");
         return; /* the paths are the stream's */
     }
-    append_file(older, r);
-    append_file(current, r);
+    api_append_file(older, r);
+    api_append_file(current, r);
     free(current);
     free(older);
     if (!r->text && !(r->text = strdup("")))

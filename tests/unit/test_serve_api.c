@@ -75,7 +75,15 @@ static void routes(void **state)
     route_is("POST", "/gc", 0, API_GC, NULL, NULL);
     route_is("GET", "/gc", 405, 0, NULL, NULL);
     route_is("POST", "/machines/web/reset", 0, API_ACTION, "web", "reset");
-    route_is("GET", "/", 404, 0, NULL, NULL);
+    route_is("GET", "/", 0, API_PAGE, NULL, NULL);
+    route_is("GET", "/?token=x", 0, API_PAGE, NULL, NULL);
+    route_is("POST", "/", 405, 0, NULL, NULL);
+    route_is("GET", "/static/xterm.js", 0, API_STATIC, "xterm.js", NULL);
+    route_is("GET", "/static/xterm.css", 0, API_STATIC, "xterm.css", NULL);
+    route_is("GET", "/static/../../etc/passwd", 404, 0, NULL, NULL);
+    route_is("GET", "/static/other.js", 404, 0, NULL, NULL);
+    route_is("GET", "/machines/web/console", 0, API_CONSOLE, "web", "console");
+    route_is("POST", "/machines/web/console", 405, 0, NULL, NULL);
     route_is("GET", "/etc/passwd", 404, 0, NULL, NULL);
 }
 
