@@ -346,6 +346,7 @@ static enum MHD_Result send_reply_setting(struct MHD_Connection *c, struct api_r
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY"); /* the page's buttons */
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer"); /* ?token= stays here */
     if (set_cookie && cookie_safe(token)) {
         char cookie[sizeof(token) + 64];
         snprintf(cookie, sizeof(cookie), COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/", token);

@@ -368,6 +368,7 @@ static void web_page_and_token(void **state)
     assert_non_null(strstr(answer, "Set-Cookie: smolvm_token=" TOKEN "; HttpOnly; SameSite=Strict"));
     assert_non_null(strstr(answer, "Content-Type: text/html"));
     assert_non_null(strstr(answer, "X-Frame-Options: DENY"));
+    assert_non_null(strstr(answer, "Referrer-Policy: no-referrer"));
     assert_non_null(strstr(answer, "new Terminal("));
     assert_null(strstr(answer, "Access-Control-Allow-Origin"));
     assert_int_equal(tcp_request("/static/xterm.js", "Cookie: smolvm_token=" TOKEN "\r\n", answer,
