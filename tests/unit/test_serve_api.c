@@ -15,6 +15,7 @@
 #include "api/control.h"
 #include "serve/api.h"
 
+#include "control_loop.h"
 #include "scratch.h"
 
 static void route_is(const char *method, const char *path, unsigned status, enum api_route route,
@@ -321,11 +322,7 @@ static json_t *fake_vm(void *opaque, const char *command, json_t *req)
 static volatile bool vm_stop;
 static void *vm_loop(void *opaque)
 {
-    struct control *c = opaque;
-    struct pollfd p = {.fd = control_listen_fd(c), .events = POLLIN};
-    while (!vm_stop)
-        if (poll(&p, 1, 50) == 1)
-            control_accept(c);
+    serve_control_until(opaque, &vm_stop);
     return NULL;
 }
 
@@ -429,7 +426,8 @@ static void running_vm(void **state)
 
 /* A guest behind the power button: it powers off when pressed (its VM's
  * socket goes away) unless it ignores the button; "stop" ends it at once. */
-static bool guest_obeys, guest_gone;
+static bool guest_obeys;
+static volatile bool guest_gone;
 static int pressed, forced_off;
 static json_t *guest(void *opaque, const char *command, json_t *req)
 {
@@ -450,12 +448,8 @@ static json_t *guest(void *opaque, const char *command, json_t *req)
 
 static void *guest_loop(void *opaque)
 {
-    struct control *c = opaque;
-    struct pollfd p = {.fd = control_listen_fd(c), .events = POLLIN};
-    while (!guest_gone)
-        if (poll(&p, 1, 20) == 1)
-            control_accept(c);
-    control_close(c); /* powered off: the socket goes with the VM */
+    serve_control_until(opaque, &guest_gone);
+    control_close(opaque); /* powered off: the socket goes with the VM */
     return NULL;
 }
 

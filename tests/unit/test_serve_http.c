@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "api/control.h"
+#include "control_loop.h"
 #include "scratch.h"
 
 #define TOKEN "0123456789abcdef-token"
@@ -393,11 +394,7 @@ static json_t *console_vm(void *opaque, const char *command, json_t *req)
 static volatile bool console_vm_stop;
 static void *console_vm_loop(void *opaque)
 {
-    struct control *c = opaque;
-    struct pollfd p = {.fd = control_listen_fd(c), .events = POLLIN};
-    while (!console_vm_stop)
-        if (poll(&p, 1, 20) == 1)
-            control_accept(c);
+    serve_control_until(opaque, &console_vm_stop);
     return NULL;
 }
 
