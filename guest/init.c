@@ -302,13 +302,15 @@ static void run_command(const char *run)
             continue;
         kill(-child, SIGTERM);
         kill(child, SIGTERM);
+        status = SIGTERM; /* a wait status: killed by SIGTERM, unless it ends in time */
         while (waitpid(child, &status, WNOHANG) == 0 && waited < COMMAND_STOP_MS) {
             nanosleep(&tick, NULL);
             waited += 50;
         }
         break;
     }
-    printf("smolvm-init: command exited with %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128);
+    printf("smolvm-init: command exited with %d\n",
+           WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
     fflush(stdout);
 }
 
