@@ -259,7 +259,7 @@ scenario_snapshot() {
     sleep 2
     echo hello-after-restore >&7
     wait_for snap-start GUEST-SNAP-WRITE-OK
-    "$SMOLVM" stop snap-b 2>/dev/null
+    "$SMOLVM" stop snap-b --force 2>/dev/null
     finish snap-start
     expect snapshot-resume "the restored guest read the line with its saved token" \
         has snap-start "GUEST-SNAP-GOT=hello-after-restore token=$token disk=SNAPDISK"
@@ -790,13 +790,13 @@ scenario_console_stalled() {
     expect console-stalled-counted "ps --json counts the dropped console bytes" \
         grep -q '"console_dropped": [1-9]' "$work/stall.out"
     t0=$(date +%s)
-    timeout 20 "$SMOLVM" stop stall
+    timeout 20 "$SMOLVM" stop stall --force
     wait "$pid"
     rc=$?
     t1=$(date +%s)
     kill "$reader" 2>/dev/null
     cp "$work/stall.out" "$work/stall.err" "$results/" 2>/dev/null
-    expect console-stalled-stops "stop ends a VM whose stdout nobody reads within 5 s" \
+    expect console-stalled-stops "stop --force ends a VM whose stdout nobody reads within 5 s" \
         eval 'test "$rc" -eq 0 && test $((t1 - t0)) -le 5'
     expect console-stalled-reported "the dropped bytes are said once on stderr" \
         eval 'test "$(grep -c "console output were dropped" "$work/stall.err")" -eq 1'
@@ -878,8 +878,8 @@ scenario_net() {
     "$SMOLVM" start "$bundle" --name net-c -p 127.0.0.1:18083:80 --detach > /dev/null 2>&1
     b=$(fetch http://127.0.0.1:18082/)
     c=$(fetch http://127.0.0.1:18083/)
-    "$SMOLVM" stop net-b > /dev/null 2>&1
-    "$SMOLVM" stop net-c > /dev/null 2>&1
+    "$SMOLVM" stop net-b --force > /dev/null 2>&1
+    "$SMOLVM" stop net-c --force > /dev/null 2>&1
     background net-r run --net user,restrict --kernel "$KERNEL" --initrd "$INITRD" \
         --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
     wait_for net-r GUEST-NET-SERVING
@@ -1079,7 +1079,7 @@ scenario_shares() {
     sleep 2
     (echo resumed >&7) 2> /dev/null # a start that failed has no reader: no SIGPIPE here
     wait_for shares-start GUEST-FS-UMOUNTED
-    "$SMOLVM" stop shares-c 2>/dev/null
+    "$SMOLVM" stop shares-c --force 2>/dev/null
     finish shares-start
     expect shares-after-restore "the resumed guest reads and writes its share, now the copy" \
         eval 'has shares-start "GUEST-FS-AFTER=resumed from-guest moved" && [ "$(cat "$moved/keep/moved/f2")" = after-restore ] && [ ! -e "$rw/keep/moved/f2" ]'
@@ -1210,10 +1210,10 @@ scenario_vsock() {
     cp "$work/vs-kill1.err" "$work/vs-kill2.err" "$results/" 2>/dev/null
     expect vsock-agent-killed "a killed agent: exit 1 with one clear line, then 'no agent', no hang" \
         eval 'test "$kill_rc" -eq 1 -a "$rc" -eq 1 -a $((t1 - t0)) -lt 10000 && grep -q "no agent" "$work/vs-kill2.err"'
-    "$SMOLVM" stop vs > /dev/null 2>&1
-    "$SMOLVM" stop vs-r > /dev/null 2>&1
-    "$SMOLVM" stop vs-streaming-r > /dev/null 2>&1
-    "$SMOLVM" stop vs-r2 > /dev/null 2>&1
+    "$SMOLVM" stop vs --force > /dev/null 2>&1
+    "$SMOLVM" stop vs-r --force > /dev/null 2>&1
+    "$SMOLVM" stop vs-streaming-r --force > /dev/null 2>&1
+    "$SMOLVM" stop vs-r2 --force > /dev/null 2>&1
     cat "$figures"
 }
 
