@@ -8,6 +8,12 @@
  * The guest agent (/smolvm-agent in the initramfs, when there) is started
  * on the new root before either: `smolvm exec` and `smolvm cp` talk to it.
  *
+ * The ACPI power button (`smolvm stop`) shuts the guest down: a child
+ * watches the button's input device (the button and evdev modules); when
+ * pressed, the smolvm.run command gets SIGTERM and the guest powers off,
+ * or /sbin/init is told to power off (busybox init: SIGUSR2, systemd:
+ * SIGRTMIN+4).
+ *
  * Kernel command line: smolvm.root=/dev/vda (default), smolvm.rootfs=ext2
  * (ext4 also mounts ext2), smolvm.ro, smolvm.run="command",
  * smolvm.share=TAG[:DIR][,TAG[:DIR]...] (virtio-fs shares mounted at DIR,
@@ -20,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/input.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
@@ -30,6 +39,8 @@
 
 #define CMDLINE_MAX 4096
 #define ROOT_WAIT_MS 5000
+#define BUTTON_WAIT_MS 5000 /* evdev's node appears shortly after its module loads */
+#define COMMAND_STOP_MS 3000 /* what the command gets between SIGTERM and the poweroff */
 
 static void say(const char *fmt, ...)
 {
@@ -204,6 +215,105 @@ static void start_agent(int fd)
     close(fd);
 }
 
+/* The input device Linux's ACPI button driver names "Power Button", or -1. */
+static int open_power_button(void)
+{
+    char path[32], name[32];
+
+    for (int i = 0; i < 32; i++) {
+        snprintf(path, sizeof(path), "/dev/input/event%d", i);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        memset(name, 0, sizeof(name));
+        if (ioctl(fd, EVIOCGNAME(sizeof(name) - 1), name) >= 0 &&
+            strcmp(name, "Power Button") == 0)
+            return fd;
+        close(fd);
+    }
+    return -1;
+}
+
+/* Whether KEY_POWER was pressed (false: no button, or its device failed). */
+static bool power_key_pressed(void)
+{
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    struct input_event ev;
+    int fd = open_power_button();
+
+    for (int waited = 0; fd < 0 && waited < BUTTON_WAIT_MS; waited += 50) {
+        nanosleep(&tick, NULL);
+        fd = open_power_button();
+    }
+    for (;;) {
+        ssize_t n = fd < 0 ? -1 : read(fd, &ev, sizeof(ev));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(ev))
+            return false;
+        if (ev.type == EV_KEY && ev.code == KEY_POWER && ev.value == 1)
+            return true;
+    }
+}
+
+/* A child that exits 0 when the power button is pressed, after sending
+ * signal (0: none) to PID 1; 0 when it could not be started. */
+static pid_t watch_power_button(int signal)
+{
+    pid_t pid = fork();
+
+    if (pid != 0)
+        return pid > 0 ? pid : 0;
+    if (!power_key_pressed())
+        _exit(1);
+    say("power button pressed: shutting down");
+    if (signal)
+        kill(1, signal);
+    _exit(0);
+}
+
+/* The signal that makes /sbin/init power off. */
+static int init_poweroff_signal(void)
+{
+    char target[256];
+    ssize_t n = readlink("/sbin/init", target, sizeof(target) - 1);
+
+    target[n > 0 ? n : 0] = 0;
+    return strstr(target, "systemd") ? SIGRTMIN + 4 : SIGUSR2;
+}
+
+/* Runs the smolvm.run command until it exits or the power button is
+ * pressed (then it gets SIGTERM, and COMMAND_STOP_MS to end). */
+static void run_command(const char *run)
+{
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    pid_t watcher = watch_power_button(0), child = fork(), ended;
+    int status = 0, waited = 0;
+
+    if (child == 0) {
+        setpgid(0, 0); /* SIGTERM reaches the whole command */
+        execl("/bin/sh", "sh", "-c", run, (char *)NULL);
+        _exit(127);
+    }
+    while (child > 0 && (ended = waitpid(-1, &status, 0)) != child) {
+        if (ended < 0 && errno != EINTR)
+            break;
+        if (ended != watcher || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            continue;
+        kill(-child, SIGTERM);
+        kill(child, SIGTERM);
+        status = SIGTERM; /* a wait status: killed by SIGTERM, unless it ends in time */
+        while (waitpid(child, &status, WNOHANG) == 0 && waited < COMMAND_STOP_MS) {
+            nanosleep(&tick, NULL);
+            waited += 50;
+        }
+        break;
+    }
+    printf("smolvm-init: command exited with %d\n",
+           WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+    fflush(stdout);
+}
+
 int main(void)
 {
     char cmdline[CMDLINE_MAX] = "", dev[128], fstype[32], run[CMDLINE_MAX];
@@ -231,19 +341,11 @@ int main(void)
     setenv("HOME", "/root", 1);
     start_agent(agent);
     if (!param(cmdline, "smolvm.run", run, sizeof(run))) {
+        watch_power_button(init_poweroff_signal());
         execl("/sbin/init", "init", (char *)NULL);
         fail("/sbin/init");
     }
-    pid_t child = fork();
-    if (child == 0) {
-        execl("/bin/sh", "sh", "-c", run, (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    while (child > 0 && waitpid(child, &status, 0) < 0 && errno == EINTR)
-        ;
-    printf("smolvm-init: command exited with %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128);
-    fflush(stdout);
+    run_command(run);
     power_off();
     return 0;
 }

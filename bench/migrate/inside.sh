@@ -62,5 +62,5 @@ for i in $(seq 1 $((2 * RUNS))); do
     sleep 3
 done
 cat "$work"/m*.json > "$results/migrations.json" 2>/dev/null
-"$SMOLVM" stop "vm$last" > /dev/null 2>&1
+"$SMOLVM" stop "vm$last" --force > /dev/null 2>&1
 rm -rf "$work"

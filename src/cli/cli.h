@@ -53,9 +53,6 @@ int cli_shell(int argc, char **argv);
  * NULL without a runtime folder) (exec.c). */
 char *cli_vsock_path(const char *name);
 
-/* Whether a VM named name answers on its control socket (control.c). */
-bool cli_vm_running(const char *name);
-
 /* The conventions every verb follows (options.c; README "Command line"):
  * - exit CLI_OK, CLI_FAILED for a runtime failure, CLI_USAGE for a wrong
  *   command line (a bad size or name included), and nothing built before

@@ -1,6 +1,7 @@
 /* The verbs that talk to a running VM over its control socket: ps, pause,
  * resume, stop, save, migrate. */
 #include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "cli/serve.h"
 #include "machine/instance.h"
 #include "machine/save_named.h"
+#include "machine/stop_named.h"
 #include "migrate/link.h"
 #include "util/err.h"
 #include "util/paths.h"
@@ -73,7 +75,7 @@ static bool wants_help(int argc, char **argv)
     return false;
 }
 
-/* pause, resume, stop: NAME [--json]; under --json, the VM's state after. */
+/* pause, resume: NAME [--json]; under --json, the VM's state after. */
 static int simple_verb(int argc, char **argv, const char *command, const char *state,
                        const char *help)
 {
@@ -115,11 +117,61 @@ int cli_resume(int argc, char **argv)
                        "usage: smolvm resume NAME [--json]\n\nContinues a paused VM.\n");
 }
 
+static const char stop_help[] =
+    "usage: smolvm stop NAME [--timeout S] [--force] [--json]\n"
+    "\n"
+    "Presses the VM's ACPI power button, so the guest shuts down cleanly, and\n"
+    "ends the VM at once if it is still running S seconds later (a paused VM at\n"
+    "once).\n"
+    "\n"
+    "  -t, --timeout S  how long the guest has (default 10, at most 3600; 0: at once)\n"
+    "      --force      end it at once, no guest shutdown\n"
+    "      --json       print {\"name\", \"state\", \"forced\"} when done\n";
+
 int cli_stop(int argc, char **argv)
 {
-    return simple_verb(argc, argv, "stop", "stopped",
-                       "usage: smolvm stop NAME [--json]\n\nEnds the VM at once (no guest "
-                       "shutdown).\n");
+    enum { OPT_FORCE = 256, OPT_JSON };
+    static const struct option longopts[] = {
+        {"timeout", required_argument, NULL, 't'}, {"force", no_argument, NULL, OPT_FORCE},
+        {"json", no_argument, NULL, OPT_JSON}, {"help", no_argument, NULL, 'h'}, {0},
+    };
+    unsigned long timeout = MACHINE_STOP_TIMEOUT_S;
+    bool force = false, forced;
+    char *end;
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = cli_getopt_long(argc, argv, ":t:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            errno = 0;
+            timeout = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' ||
+                timeout > MACHINE_STOP_TIMEOUT_MAX_S)
+                return cli_fail(CLI_USAGE, "--timeout takes whole seconds, 0-%d (not '%s')",
+                                MACHINE_STOP_TIMEOUT_MAX_S, optarg);
+            break;
+        case OPT_FORCE: force = true; break;
+        case OPT_JSON: break; /* cli_json() */
+        case 'h': fputs(stop_help, stdout); return CLI_OK;
+        default: return CLI_USAGE; /* cli_getopt_long said why */
+        }
+    }
+    if (optind != argc - 1)
+        return cli_fail(CLI_USAGE, "takes one VM name (try 'smolvm stop --help')");
+    if (cli_check_name(argv[optind]) != CLI_OK)
+        return CLI_USAGE;
+    if (machine_stop_named(argv[optind], (unsigned)timeout, force, &forced) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (cli_json()) {
+        json_t *j = json_pack("{s:s,s:s,s:b}", "name", argv[optind], "state", "stopped",
+                              "forced", forced);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(j);
+    }
+    return CLI_OK;
 }
 
 /* FILE's folder must exist; FILE itself need not. */
@@ -158,19 +210,6 @@ static const char save_help[] =
     "      --flatten      every disk as one image, not a chain of layers\n"
     "      --sign KEY     sign it with the private key KEY ('smolvm keygen')\n"
     "      --json         print {\"ok\", \"path\", \"seconds\"} when saved\n";
-
-/* Whether a VM of that name answers on its control socket (or is there
- * but busy: a VM in the middle of a save is running). */
-bool cli_vm_running(const char *name)
-{
-    json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
-    int r = control_request(name, req, &a);
-    bool up = r == 0 || r == -ETIMEDOUT;
-    json_decref(req);
-    json_decref(a);
-    err_clear();
-    return up;
-}
 
 static void print_saved(const char *path, json_t *answer, bool json)
 {

@@ -26,6 +26,7 @@
 #include "../../guest/agent_proto.h"
 #include "api/control.h"
 #include "cli/cli.h"
+#include "machine/stop_named.h"
 #include "util/err.h"
 #include "util/file.h"
 
@@ -118,7 +119,7 @@ static int agent_open(const char *name, long wait_ms, int *out)
     if (r == 0)
         return CLI_OK;
     if (r == -ENOENT)
-        return cli_fail(CLI_FAILED, cli_vm_running(name)
+        return cli_fail(CLI_FAILED, machine_answers(name)
                                         ? "VM '%s' has no vsock device (started without one)"
                                         : "no VM '%s' is running", name);
     if (r == -ETIMEDOUT)

@@ -181,6 +181,14 @@ int vm_describe_vmgenid(struct vm *vm, uint64_t gpa, uint32_t gsi)
     return 0;
 }
 
+int vm_describe_power_button(struct vm *vm, uint32_t gsi)
+{
+    if (vm->acpi.power_button_irq)
+        return err_plain(EEXIST, "two power buttons");
+    vm->acpi.power_button_irq = gsi;
+    return 0;
+}
+
 /* A VM of devices only (vm_create_devices_only) has no hypervisor to
  * take interrupts or eventfds: its devices keep their synchronous paths. */
 static int no_hv(void)
@@ -191,6 +199,18 @@ static int no_hv(void)
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level)
 {
     return vm->hv ? hv_vm_set_irq(vm->hv, gsi, level) : no_hv();
+}
+
+/* An edge: the interrupt controller latches it until a vCPU takes it. */
+int vm_press_power_button(struct vm *vm)
+{
+    unsigned gsi = vm->acpi.power_button_irq;
+    int r;
+
+    if (!gsi)
+        return err_plain(ENOENT, "the VM has no power button");
+    r = vm_set_irq(vm, gsi, true);
+    return r < 0 ? r : vm_set_irq(vm, gsi, false);
 }
 
 int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int notify_fd)

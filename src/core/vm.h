@@ -49,6 +49,11 @@ void vm_signal_stop(struct vm *vm);
 /* Asks vm_run() to return `why` (VM_STOP_USER for a stop from outside). */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
 
+/* Presses the ACPI power button (the guest decides what to do: Linux's
+ * button driver reports KEY_POWER, an init powers off). -ENOENT: the VM
+ * has none. Any thread. */
+int vm_press_power_button(struct vm *vm);
+
 /* Watches fd on vm_run()'s thread (the control socket); fn returning false
  * stops the VM with VM_STOP_USER. */
 int vm_watch(struct vm *vm, int fd, loop_fn fn, void *opaque) __attribute__((warn_unused_result));
@@ -135,6 +140,9 @@ int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_
  * Device that notifies the guest of a new one through gsi. */
 int vm_describe_vmgenid(struct vm *vm, uint64_t gpa, uint32_t gsi)
     __attribute__((warn_unused_result));
+/* Adds the power button and the Generic Event Device that presses it
+ * through gsi (vm_press_power_button()). */
+int vm_describe_power_button(struct vm *vm, uint32_t gsi) __attribute__((warn_unused_result));
 int vm_set_irq(struct vm *vm, unsigned gsi, bool level);
 /* Snapshot participants: each device instance with guest-visible state
  * registers one when it is created, under its slot's state_name (a restore

@@ -1,5 +1,8 @@
 /* The hardware-reduced ACPI registers the FADT points at: writing sleep
- * type S5 with SLP_EN powers off, writing the reset value resets. */
+ * type S5 with SLP_EN powers off, writing the reset value resets. And the
+ * power button (a device of the DSDT with its Generic Event Device's
+ * interrupt: hardware-reduced ACPI has no fixed-feature button), which
+ * vm_press_power_button() presses. */
 #include "arch/x86/layout.h"
 #include "core/vm.h"
 #include "devices/device.h"
@@ -28,7 +31,11 @@ static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, unsigned si
 static int acpi_pm_create(struct vm *vm, const struct device_slot *slot, void **state)
 {
     (void)slot;
+    int r = vm_describe_power_button(vm, X86_POWER_BUTTON_IRQ);
+
     *state = NULL;
+    if (r < 0)
+        return r;
     return vm_register_pio(vm, X86_PORT_ACPI_SLEEP_CONTROL,
                            X86_PORT_ACPI_RESET - X86_PORT_ACPI_SLEEP_CONTROL + 1, acpi_pm_io, vm);
 }

@@ -32,6 +32,7 @@
 static const char *const default_modules[] = {
     "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "virtio_rng",
     "9p", "9pnet_virtio", "vmw_vsock_virtio_transport", "ext4", "virtiofs",
+    "button", "evdev", /* the ACPI power button's input device: init watches it */
 };
 
 static void step(const struct appliance_options *o, const char *what)

@@ -175,6 +175,10 @@ json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
         vm_resume(vm);
         return control_ok();
     }
+    /* The guest decides: `smolvm stop` forces it off ("stop") when it has
+     * not powered off in time. */
+    if (strcmp(command, "shutdown") == 0)
+        return vm_press_power_button(vm) < 0 ? control_error("%s", err_msg()) : control_ok();
     if (strcmp(command, "stop") == 0) {
         vm_request_stop(vm, VM_STOP_USER);
         return control_ok();

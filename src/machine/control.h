@@ -1,6 +1,6 @@
 /* What a running machine answers on its control socket (api/control.h is
  * the protocol, cli/control.c the client verbs): status, pause, resume,
- * stop, save (a suspend is a save of state and memory only, into the
+ * shutdown (the ACPI power button), stop (at once), save (a suspend is a save of state and memory only, into the
  * instance's folder). And the signals that stop it. */
 #ifndef SMOLVM_MACHINE_CONTROL_H
 #define SMOLVM_MACHINE_CONTROL_H

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "machine/instance.h"
+#include "machine/stop_named.h"
 #include "util/err.h"
 
 static double since(const struct timespec *t0)
@@ -13,18 +14,6 @@ static double since(const struct timespec *t0)
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-/* Whether a VM of that name answers (or is there but busy: a VM in the
- * middle of a save is running). */
-static bool running(const char *name)
-{
-    json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
-    int r = control_request(name, req, &a);
-    json_decref(req);
-    json_decref(a);
-    err_clear();
-    return r == 0 || r == -ETIMEDOUT;
 }
 
 static int ask(const char *name, const struct machine_save_request *q, const char *path)
@@ -58,7 +47,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
     if (!q->output) {
         if ((r = machine_instance_suspend_path(name, path)) < 0)
             return r;
-        if (!running(name)) {
+        if (!machine_answers(name)) {
             free(*path);
             *path = NULL;
             return err_plain(ESRCH, "no VM '%s' is running", name);
@@ -69,7 +58,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
     } else {
         if (!(*path = strdup(q->output)))
             return err_set(ENOMEM, "save");
-        r = running(name) ? ask(name, q, *path)
+        r = machine_answers(name) ? ask(name, q, *path)
                           : machine_instance_export(name, *path, q->flatten, q->sign_key);
     }
     if (r < 0) {

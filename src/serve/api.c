@@ -99,8 +99,8 @@ static unsigned machine_route(const char *method, const char *full, const char *
     }
     if (!(p = segment(p + 1, m->action, sizeof(m->action))) || *p)
         return no_route(full, error);
-    if (strcmp(m->action, "logs") == 0) {
-        m->route = API_LOGS;
+    if (strcmp(m->action, "logs") == 0 || strcmp(m->action, "console") == 0) {
+        m->route = m->action[0] == 'l' ? API_LOGS : API_CONSOLE;
         return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
     }
     for (int i = 0; actions[i]; i++)
@@ -158,6 +158,12 @@ unsigned api_route(const char *method, const char *path, struct api_match *m, js
         }
         m->route = API_LAYER_DELETE;
         return strcmp(method, "DELETE") == 0 ? 0 : wrong_method(method, full, "DELETE", error);
+    }
+    if (strcmp(full, "/") == 0 || strcmp(full, "/static/xterm.js") == 0 ||
+        strcmp(full, "/static/xterm.css") == 0) {
+        m->route = full[1] ? API_STATIC : API_PAGE;
+        snprintf(m->name, sizeof(m->name), "%s", full[1] ? strrchr(full, '/') + 1 : "");
+        return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
     }
     if (strcmp(full, "/gc") == 0) {
         m->route = API_GC;
@@ -241,6 +247,8 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
         fields = api_create_fields;
     else if (m.route == API_ACTION && strcmp(m.action, "save") == 0)
         fields = api_save_fields;
+    else if (m.route == API_ACTION && strcmp(m.action, "stop") == 0)
+        fields = api_stop_fields;
     if ((status = api_parse_body(body, len, fields, &j, &error)) != 0) {
         api_ok(r, status, error);
         return;
@@ -258,6 +266,9 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
     case API_LAYERS: layers_list(r); break;
     case API_LAYER_DELETE: layers_delete(m.name, r); break;
     case API_GC: layers_gc(r); break;
+    case API_PAGE: web_page(r); break;
+    case API_STATIC: web_static(m.name, r); break;
+    case API_CONSOLE: machines_console(m.name, r); break;
     case API_NO_ROUTE: break;
     }
     json_decref(j);

@@ -32,6 +32,9 @@ enum api_route {
     API_LAYERS,  /* GET /layers */
     API_LAYER_DELETE, /* DELETE /layers/{hash} */
     API_GC,      /* POST /gc */
+    API_PAGE,    /* GET / (the web console) */
+    API_STATIC,  /* GET /static/{xterm.js|xterm.css} */
+    API_CONSOLE, /* GET /machines/{name}/console (a WebSocket) */
 };
 
 struct api_match {
@@ -71,6 +74,7 @@ struct api_reply {
     char *text;       /* or as text (malloc'd), of content_type */
     size_t text_len;  /* its length (0: strlen) */
     const char *content_type;
+    bool websocket;   /* the stream goes to a WebSocket (the server upgrades) */
 };
 
 /* Answers one request. exe: the smolvm executable that starts VMs. */

@@ -6,13 +6,16 @@
  * of another origin cannot read the answers. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,12 +24,16 @@
 
 #include "api/control.h"
 #include "serve/api.h"
+#include "serve/websocket.h"
 #include "util/err.h"
 
 /* A request must arrive whole within this, and a connection idle this long
  * is closed. */
 #define REQUEST_SECONDS 10
 #define CONNECTIONS_MAX 256
+/* What a console's client may send in one message (it is typed input). */
+#define CONSOLE_MESSAGE_MAX 4096
+#define COOKIE "smolvm_token"
 
 struct request {
     char *body;
@@ -89,12 +96,236 @@ static struct MHD_Response *stream_response(struct MHD_Connection *c, struct api
     return resp;
 }
 
-static enum MHD_Result send_reply(struct MHD_Connection *c, struct api_reply *r)
+/* ---- the web console's WebSocket ---- */
+
+struct console_session {
+    struct api_stream body; /* the VM's console */
+    struct MHD_UpgradeResponseHandle *urh;
+    int fd;
+    pthread_mutex_t write_lock; /* the pump's frames and the reader's answers */
+    uint8_t pending[2 * CONSOLE_MESSAGE_MAX]; /* what the client sent with the request */
+    size_t pending_len;
+};
+
+static bool send_frame(struct console_session *s, enum ws_opcode op, const void *data,
+                       size_t len)
+{
+    uint8_t header[10];
+    size_t h = ws_frame_header(header, op, len), done = 0, total;
+    struct iovec iov[2] = {{header, h}, {(void *)data, len}};
+    bool ok = true;
+
+    total = h + len;
+    pthread_mutex_lock(&s->write_lock);
+    while (ok && done < total) {
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        for (size_t left = n > 0 ? (size_t)n : 0; left; ) { /* past what went */
+            struct iovec *v = iov[0].iov_len ? &iov[0] : &iov[1];
+            size_t step = left < v->iov_len ? left : v->iov_len;
+            v->iov_base = (uint8_t *)v->iov_base + step;
+            v->iov_len -= step;
+            left -= step;
+            done += step;
+        }
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    return ok;
+}
+
+static void send_close(struct console_session *s, unsigned code)
+{
+    uint8_t body[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    send_frame(s, WS_CLOSE, body, sizeof(body));
+}
+
+/* The console to the client, until the VM ends or the client goes. */
+static void *console_pump(void *opaque)
+{
+    struct console_session *s = opaque;
+    char buf[16384];
+    ssize_t n;
+
+    while ((n = s->body.read(s->body.opaque, s->fd, buf, sizeof(buf))) > 0)
+        if (!send_frame(s, WS_BINARY, buf, (size_t)n))
+            return NULL;
+    send_close(s, 1000);
+    return NULL;
+}
+
+/* Takes the client's frames: pings answered, a close or a broken frame
+ * ends the session. Input is not passed on: a detached VM's console takes
+ * none. Returns when the session is over. */
+static void console_read(struct console_session *s)
+{
+    struct ws_reader r;
+    struct ws_message m;
+    uint8_t *buf = s->pending;
+    size_t have = s->pending_len, at, used;
+    int got = 0;
+
+    ws_reader_init(&r, CONSOLE_MESSAGE_MAX);
+    for (;;) {
+        at = 0;
+        while ((got = ws_read(&r, buf + at, have - at, &used, &m)) >= 0 && (used || got)) {
+            at += used;
+            if (got == 1 && m.opcode == WS_CLOSE) {
+                send_close(s, 1000);
+                goto out;
+            }
+            if (got == 1 && m.opcode == WS_PING)
+                send_frame(s, WS_PONG, m.data, m.len);
+        }
+        if (got < 0) {
+            send_close(s, (unsigned)-got);
+            goto out;
+        }
+        memmove(buf, buf + at, have - at);
+        have -= at;
+        /* A frame the reader takes fits: one that does not is refused from
+         * its header before the buffer fills. */
+        if (have == sizeof(s->pending))
+            goto out;
+        ssize_t n = recv(s->fd, buf + have, sizeof(s->pending) - have, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            goto out;
+        have += (size_t)n;
+    }
+out:
+    ws_reader_free(&r);
+}
+
+static void *console_session(void *opaque)
+{
+    struct console_session *s = opaque;
+    pthread_t pump;
+    bool pumping = pthread_create(&pump, NULL, console_pump, s) == 0;
+
+    if (pumping)
+        console_read(s);
+    shutdown(s->fd, SHUT_RDWR); /* the pump's next read or send ends */
+    if (pumping)
+        pthread_join(pump, NULL);
+    s->body.release(s->body.opaque);
+    MHD_upgrade_action(s->urh, MHD_UPGRADE_ACTION_CLOSE);
+    pthread_mutex_destroy(&s->write_lock);
+    free(s);
+    return NULL;
+}
+
+static void on_upgraded(void *cls, struct MHD_Connection *c, void *req_cls, const char *extra,
+                        size_t extra_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    struct console_session *s = cls;
+    pthread_t t;
+    (void)c;
+    (void)req_cls;
+
+    s->fd = sock;
+    s->urh = urh;
+    /* libmicrohttpd's sockets are non-blocking; the session's threads block. */
+    fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) & ~O_NONBLOCK);
+    if (extra_size > sizeof(s->pending))
+        extra_size = 0; /* more than a client may send at once: refused below */
+    memcpy(s->pending, extra, extra_size);
+    s->pending_len = extra_size;
+    if (pthread_create(&t, NULL, console_session, s) == 0)
+        pthread_detach(t);
+    else
+        console_session(s);
+}
+
+static bool header_has(struct MHD_Connection *c, const char *name, const char *word)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+    return v && strcasestr(v, word);
+}
+
+/* A WebSocket handshake (RFC 6455 4.2.1) from this origin: 0 and the
+ * accept key, or the status to refuse it with. A page of another origin
+ * must not read a console with this user's cookie. */
+static unsigned websocket_handshake(struct MHD_Connection *c, char accept[WS_ACCEPT_LEN + 1])
+{
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    const char *version = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+
+    if (!header_has(c, "Upgrade", "websocket") || !header_has(c, "Connection", "upgrade") ||
+        !version || strcmp(version, "13") != 0 || !key || !ws_accept_key(key, accept))
+        return 400;
+    if (origin) {
+        const char *rest = strncmp(origin, "http://", 7) == 0    ? origin + 7
+                           : strncmp(origin, "https://", 8) == 0 ? origin + 8
+                                                                 : NULL;
+        if (!rest || !host || strcmp(rest, host) != 0)
+            return 403;
+    }
+    return 0;
+}
+
+static enum MHD_Result refuse(struct MHD_Connection *c, unsigned status, const char *code,
+                              const char *message);
+
+static enum MHD_Result upgrade_to_console(struct MHD_Connection *c, struct api_reply *r)
+{
+    char accept[WS_ACCEPT_LEN + 1];
+    unsigned status = websocket_handshake(c, accept);
+    struct console_session *s;
+    struct MHD_Response *resp;
+    enum MHD_Result ok;
+
+    if (status) {
+        api_reply_release(r);
+        return refuse(c, status, status == 403 ? "forbidden" : "invalid_value",
+                      status == 403 ? "a WebSocket from another origin"
+                                    : "this path takes a WebSocket (version 13) handshake");
+    }
+    if (!(s = calloc(1, sizeof(*s)))) {
+        api_reply_release(r);
+        return MHD_NO;
+    }
+    s->body = r->stream;
+    memset(&r->stream, 0, sizeof(r->stream)); /* the session's now */
+    pthread_mutex_init(&s->write_lock, NULL);
+    resp = MHD_create_response_for_upgrade(on_upgraded, s);
+    if (!resp) {
+        s->body.release(s->body.opaque);
+        free(s);
+        api_reply_release(r);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept);
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u); /* quiet while the VM is */
+    ok = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+    MHD_destroy_response(resp);
+    api_reply_release(r);
+    return ok;
+}
+
+/* ---- replies ---- */
+
+/* The token, as it may go in a cookie: letters, digits and -._~+/= only. */
+static bool cookie_safe(const char *t)
+{
+    return t[strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")] == 0;
+}
+
+static enum MHD_Result send_reply_setting(struct MHD_Connection *c, struct api_reply *r,
+                                          bool set_cookie)
 {
     struct MHD_Response *resp;
     enum MHD_Result ok;
     char *json = NULL;
 
+    if (r->websocket)
+        return upgrade_to_console(c, r);
     if (r->stream.read) {
         resp = stream_response(c, r);
     } else if (r->json) {
@@ -114,10 +345,22 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, struct api_reply *r)
                             r->content_type ? r->content_type : "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY"); /* the page's buttons */
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer"); /* ?token= stays here */
+    if (set_cookie && cookie_safe(token)) {
+        char cookie[sizeof(token) + 64];
+        snprintf(cookie, sizeof(cookie), COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/", token);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, cookie);
+    }
     ok = MHD_queue_response(c, r->status, resp);
     MHD_destroy_response(resp);
     api_reply_release(r);
     return ok;
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *c, struct api_reply *r)
+{
+    return send_reply_setting(c, r, false);
 }
 
 static enum MHD_Result refuse(struct MHD_Connection *c, unsigned status, const char *code,
@@ -127,18 +370,37 @@ static enum MHD_Result refuse(struct MHD_Connection *c, unsigned status, const c
     return send_reply(c, &r);
 }
 
-/* 0 when the client may be served, else the status to refuse it with. */
+static bool token_is(const char *given)
+{
+    size_t n = strlen(token);
+    unsigned char diff = 0;
+
+    if (!given || strlen(given) != n)
+        return false;
+    for (size_t i = 0; i < n; i++) /* in constant time */
+        diff |= (unsigned char)(given[i] ^ token[i]);
+    return diff == 0;
+}
+
+/* The token in the URL (?token=): a browser's first visit to the page. */
+static bool token_in_query(struct MHD_Connection *c)
+{
+    return token_is(MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token"));
+}
+
+/* 0 when the client may be served, else the status to refuse it with. On
+ * TCP the token comes as 'Authorization: Bearer', or from a browser as
+ * the cookie the page set, or in the URL. */
 static unsigned authorised(struct MHD_Connection *c, bool tcp)
 {
     if (tcp) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-        size_t n = strlen(token), given = auth ? strlen(auth) : 0;
-        unsigned char diff = 0;
-        if (!auth || given != n + 7 || strncmp(auth, "Bearer ", 7) != 0)
-            return 401;
-        for (size_t i = 0; i < n; i++) /* in constant time */
-            diff |= (unsigned char)(auth[7 + i] ^ token[i]);
-        return diff ? 401 : 0;
+        if (auth)
+            return strncmp(auth, "Bearer ", 7) == 0 && token_is(auth + 7) ? 0 : 401;
+        return token_is(MHD_lookup_connection_value(c, MHD_COOKIE_KIND, COOKIE)) ||
+                       token_in_query(c)
+                   ? 0
+                   : 401;
     }
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -201,8 +463,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (q->too_slow)
         return refuse(c, 408, "too_slow", "the request took too long to arrive");
     struct api_reply r;
+    /* Work may take long (a stop waits for the guest, a save for its
+     * bytes): no idle limit meanwhile; setting it again from none restarts
+     * the clock, so the reply gets the whole limit to go out. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     api_handle(method, url, q->body ? q->body : "", q->len, &r);
-    return send_reply(c, &r);
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)REQUEST_SECONDS);
+    return send_reply_setting(c, &r, *(const bool *)cls && token_in_query(c));
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state,
@@ -361,7 +628,7 @@ static int parse(int argc, char **argv, struct daemon_options *o)
 static struct MHD_Daemon *serve_on(int fd, const bool *tcp)
 {
     return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                                MHD_USE_POLL | MHD_USE_ERROR_LOG,
+                                MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE,
                             0, NULL, NULL, on_request, (void *)tcp,
                             MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)REQUEST_SECONDS,

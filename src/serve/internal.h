@@ -37,9 +37,19 @@ int machine_log_paths(const char *name, char **current, char **older);
 int log_stream(const char *name, char *current, char *older, struct api_stream *out);
 int events_stream(struct api_stream *out);
 
+/* Appends the file's bytes to r->text (false: cannot open it). */
+bool api_append_file(const char *path, struct api_reply *r);
+/* The web console (web.c): the page, and xterm.js's files ("xterm.js",
+ * "xterm.css"). */
+void web_page(struct api_reply *r);
+void web_static(const char *file, struct api_reply *r);
+/* A running VM's console for a WebSocket: its log, then what it writes. */
+void machines_console(const char *name, struct api_reply *r);
+
 /* The fields each body may have. */
 extern const char *const api_create_fields[];
 extern const char *const api_save_fields[];
+extern const char *const api_stop_fields[];
 extern const char *const api_no_fields[];
 
 #endif

@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "machine/instance.h"
 #include "machine/save_named.h"
+#include "machine/stop_named.h"
 #include "serve/internal.h"
 #include "store/store.h"
 #include "util/err.h"
@@ -33,6 +34,7 @@ extern char **environ;
 const char *const api_create_fields[] = {"name", "from", "kernel", "initrd", "cmdline",
                                          "cpus", "mem", "verify", NULL};
 const char *const api_save_fields[] = {"output", "resume", "no-memory", "flatten", "sign", NULL};
+const char *const api_stop_fields[] = {"timeout", "force", NULL};
 const char *const api_no_fields[] = {NULL};
 
 static char executable[PATH_MAX];
@@ -540,9 +542,44 @@ void layers_gc(struct api_reply *r)
     api_ok(r, 200, json_pack("{s:i}", "layers_removed", (int)removed));
 }
 
+/* The body of a stop: "timeout" (seconds, default 10) and "force". */
+static bool stop_options(json_t *body, unsigned *timeout, bool *force, struct api_reply *r)
+{
+    json_t *t = json_object_get(body, "timeout");
+
+    if (!bool_field(body, "force", force, r))
+        return false;
+    if (t && (!json_is_integer(t) || json_integer_value(t) < 0 ||
+              json_integer_value(t) > MACHINE_STOP_TIMEOUT_MAX_S)) {
+        api_fail(r, 400, "invalid_value", "'timeout' must be whole seconds, 0-%d",
+                 MACHINE_STOP_TIMEOUT_MAX_S);
+        return false;
+    }
+    *timeout = t ? (unsigned)json_integer_value(t) : MACHINE_STOP_TIMEOUT_S;
+    return true;
+}
+
+/* As `smolvm stop` (the same machine_stop_named): the power button, then
+ * forced after the timeout, or at once with force. */
+static void stop(const char *name, unsigned timeout, bool force, struct api_reply *r)
+{
+    bool forced;
+    int e = machine_stop_named(name, timeout, force, &forced);
+
+    if (e < 0)
+        return api_fail(r, 409, e == -ESRCH ? "not_running" : "refused", "%s", err_msg());
+    api_ok(r, 200, json_pack("{s:s,s:s,s:b}", "name", name, "state", "stopped", "forced", forced));
+}
+
 void machines_action(const char *name, const char *action, json_t *body, struct api_reply *r)
 {
-    json_t *status = machine_status(name), *a;
+    bool is_stop = strcmp(action, "stop") == 0, force = false;
+    unsigned timeout = 0;
+    json_t *status, *a;
+
+    if (is_stop && !stop_options(body, &timeout, &force, r))
+        return;
+    status = machine_status(name);
     bool running = status != NULL;
     const char *state = json_string_value(json_object_get(status, "state"));
     bool busy = state && strcmp(state, "busy") == 0;
@@ -580,12 +617,25 @@ void machines_action(const char *name, const char *action, json_t *body, struct 
     }
     if (busy)
         return api_fail(r, 409, "busy", "'%s' is busy with another request", name);
+    if (is_stop)
+        return stop(name, timeout, force, r);
     if ((a = ask(name, json_pack("{s:s}", "command", action), CONTROL_WORK_MS, r))) {
         json_decref(a);
         api_ok(r, 200, json_pack("{s:s,s:s}", "name", name, "state",
                                  strcmp(action, "pause") == 0 ? "paused"
                                  : strcmp(action, "resume") == 0 ? "running" : "stopped"));
     }
+}
+
+void machines_console(const char *name, struct api_reply *r)
+{
+    json_t *status = machine_status(name);
+
+    if (!status)
+        return api_fail(r, 404, "not_found", "no VM '%s' is running", name);
+    json_decref(status);
+    machines_logs(name, true, r);
+    r->websocket = r->status == 200;
 }
 
 int machine_log_paths(const char *name, char **current, char **older)
@@ -608,7 +658,7 @@ int machine_log_paths(const char *name, char **current, char **older)
 }
 
 /* Appends what path holds to r's text; false when there is no such file. */
-static bool append_file(const char *path, struct api_reply *r)
+bool api_append_file(const char *path, struct api_reply *r)
 {
     FILE *f = fopen(path, "r");
     char buf[65536];
@@ -650,8 +700,8 @@ void machines_logs(const char *name, bool follow, struct api_reply *r)
             api_fail(r, 500, "failed", "out of memory");
         return; /* the paths are the stream's */
     }
-    append_file(older, r);
-    append_file(current, r);
+    api_append_file(older, r);
+    api_append_file(current, r);
     free(current);
     free(older);
     if (!r->text && !(r->text = strdup("")))

@@ -300,6 +300,19 @@ case "$test" in
         kill "$ticker"
         umount /mnt/s
         ;;
+    powerbutton)
+        # smolvm stop presses the ACPI power button: Linux's button driver
+        # reports KEY_POWER on its input device; then this guest powers off.
+        load_modules
+        for _ in $(seq 1 50); do
+            dev=$(grep -l '^Power Button$' /sys/class/input/event*/device/name 2>/dev/null | head -n 1)
+            [ -n "$dev" ] && break
+            sleep 0.1
+        done
+        ev=$(basename "$(dirname "$(dirname "$dev")")")
+        echo "GUEST-POWER-BUTTON-READY $ev"
+        dd if="/dev/input/$ev" bs=24 count=1 > /dev/null 2>&1 && echo GUEST-POWER-BUTTON-PRESSED
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

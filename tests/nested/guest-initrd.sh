@@ -8,7 +8,7 @@ here=$(dirname "$(realpath "$0")")
 cache=${SMOLVM_CACHE:-$HOME/.cache/smolvm-ci}
 kver=$(ls /lib/modules | sort -V | tail -n 1)
 mkdir -p "$cache"
-GUEST_MODULES="virtio_mmio virtio_blk virtio_rng virtio_console virtio_net ext4 virtiofs 9p 9pnet_virtio"
+GUEST_MODULES="virtio_mmio virtio_blk virtio_rng virtio_console virtio_net ext4 virtiofs 9p 9pnet_virtio button evdev"
 
 build_initrd() {
     local key out stage

@@ -260,7 +260,7 @@ scenario_snapshot() {
     sleep 2
     echo hello-after-restore >&7
     wait_for snap-start GUEST-SNAP-WRITE-OK
-    "$SMOLVM" stop snap-b 2>/dev/null
+    "$SMOLVM" stop snap-b --force 2>/dev/null
     finish snap-start
     expect snapshot-resume "the restored guest read the line with its saved token" \
         has snap-start "GUEST-SNAP-GOT=hello-after-restore token=$token disk=SNAPDISK"
@@ -793,6 +793,31 @@ scenario_detach() {
     expect detach-stop "stop ends it" eval '! "$SMOLVM" ps | grep -q "^det "'
 }
 
+# smolvm stop presses the ACPI power button: a guest that watches it
+# (Debian's button driver and evdev: KEY_POWER on "Power Button") powers
+# off by itself, and stop says it was not forced; a guest that ignores the
+# button is forced off after --timeout. (The appliance's C init reacts to
+# it too: the api scenario's stop.)
+scenario_power_button() {
+    local out t0 t1
+    background pb run --name pb --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=powerbutton"
+    wait_for pb GUEST-POWER-BUTTON-READY
+    out=$("$SMOLVM" stop pb --timeout 60 --json 2>&1)
+    finish pb
+    expect power-button-clean "stop pressed the power button; the guest powered off by itself (exit $rc): $out" \
+        eval 'test "$rc" -eq 0 && has pb GUEST-POWER-BUTTON-PRESSED && echo "$out" | grep -q "\"forced\":false"'
+    background pbi run --name pbi --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=echo"
+    wait_for pbi SMOLVM-GUEST-UP
+    t0=$(date +%s)
+    out=$("$SMOLVM" stop pbi --timeout 3 --json 2>&1)
+    t1=$(date +%s)
+    finish pbi
+    expect power-button-forced "a guest that ignores the button is forced off after --timeout 3 (took $((t1 - t0)) s, exit $rc): $out" \
+        eval 'test "$rc" -eq 0 && echo "$out" | grep -q "\"forced\":true" && test $((t1 - t0)) -ge 3 && test $((t1 - t0)) -le 15 && ! has pbi GUEST-GOT'
+}
+
 bad_input() {
     local name=$1 want=$2 bin err lines
     shift 2
@@ -903,13 +928,13 @@ scenario_console_stalled() {
     expect console-stalled-counted "ps --json counts the dropped console bytes" \
         grep -q '"console_dropped": [1-9]' "$work/stall.out"
     t0=$(date +%s)
-    timeout 20 "$SMOLVM" stop stall
+    timeout 20 "$SMOLVM" stop stall --force
     wait "$pid"
     rc=$?
     t1=$(date +%s)
     kill "$reader" 2>/dev/null
     cp "$work/stall.out" "$work/stall.err" "$results/" 2>/dev/null
-    expect console-stalled-stops "stop ends a VM whose stdout nobody reads within 5 s" \
+    expect console-stalled-stops "stop --force ends a VM whose stdout nobody reads within 5 s" \
         eval 'test "$rc" -eq 0 && test $((t1 - t0)) -le 5'
     expect console-stalled-reported "the dropped bytes are said once on stderr" \
         eval 'test "$(grep -c "console output were dropped" "$work/stall.err")" -eq 1'
@@ -1010,8 +1035,8 @@ scenario_net() {
     "$SMOLVM" start "$bundle" --name net-c -p 127.0.0.1:18083:80 --detach > /dev/null 2>&1
     b=$(fetch http://127.0.0.1:18082/)
     c=$(fetch http://127.0.0.1:18083/)
-    "$SMOLVM" stop net-b > /dev/null 2>&1
-    "$SMOLVM" stop net-c > /dev/null 2>&1
+    "$SMOLVM" stop net-b --force > /dev/null 2>&1
+    "$SMOLVM" stop net-c --force > /dev/null 2>&1
     background net-r run --net user,restrict --kernel "$KERNEL" --initrd "$INITRD" \
         --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
     wait_for net-r GUEST-NET-SERVING
@@ -1201,12 +1226,14 @@ scenario_api() {
         eval 'test "$api_status" = 409 && echo "$api_body" | grep -q already_running'
     api DELETE /machines/apivm
     expect api-delete-running "DELETE of a running VM: 409" test "$api_status" = 409
-    api POST /machines/apivm/stop
-    local stop_status=$api_status
+    api POST /machines/apivm/stop '{"timeout":60}'
+    local stop_status=$api_status stop_body=$api_body
     sleep 2
     api GET /machines/apivm
-    expect api-stop "POST stop ends it ($stop_status): $api_body" \
+    expect api-stop "POST stop ends it ($stop_status: $stop_body): $api_body" \
         eval 'test "$stop_status" = 200 && echo "$api_body" | grep -q "\"state\":\"stopped\"" && ! "$SMOLVM" ps | grep -q "^apivm "'
+    expect api-stop-power-button "the appliance's init powered off on the power button (not forced): $stop_body" \
+        eval 'echo "$stop_body" | grep -q "\"forced\":false" && api GET /machines/apivm/logs && grep -q "power button pressed" "$work/api/$(printf %03d "$api_n").body"'
     api DELETE /machines/apivm
     expect api-delete "DELETE removes it" eval 'test "$api_status" = 200 && ! "$SMOLVM" ls | grep -q "^apivm "'
     api GET /metrics
@@ -1266,7 +1293,7 @@ scenario_shares() {
     sleep 2
     (echo resumed >&7) 2> /dev/null # a start that failed has no reader: no SIGPIPE here
     wait_for shares-start GUEST-FS-UMOUNTED
-    "$SMOLVM" stop shares-c 2>/dev/null
+    "$SMOLVM" stop shares-c --force 2>/dev/null
     finish shares-start
     expect shares-after-restore "the resumed guest reads and writes its share, now the copy" \
         eval 'has shares-start "GUEST-FS-AFTER=resumed from-guest moved" && [ "$(cat "$moved/keep/moved/f2")" = after-restore ] && [ ! -e "$rw/keep/moved/f2" ]'
@@ -1397,10 +1424,10 @@ scenario_vsock() {
     cp "$work/vs-kill1.err" "$work/vs-kill2.err" "$results/" 2>/dev/null
     expect vsock-agent-killed "a killed agent: exit 1 with one clear line, then 'no agent', no hang" \
         eval 'test "$kill_rc" -eq 1 -a "$rc" -eq 1 -a $((t1 - t0)) -lt 10000 && grep -q "no agent" "$work/vs-kill2.err"'
-    "$SMOLVM" stop vs > /dev/null 2>&1
-    "$SMOLVM" stop vs-r > /dev/null 2>&1
-    "$SMOLVM" stop vs-streaming-r > /dev/null 2>&1
-    "$SMOLVM" stop vs-r2 > /dev/null 2>&1
+    "$SMOLVM" stop vs --force > /dev/null 2>&1
+    "$SMOLVM" stop vs-r --force > /dev/null 2>&1
+    "$SMOLVM" stop vs-streaming-r --force > /dev/null 2>&1
+    "$SMOLVM" stop vs-r2 --force > /dev/null 2>&1
     cat "$figures"
 }
 
@@ -1408,7 +1435,7 @@ scenario_vsock() {
 # those, for work on one of them; the default is every scenario, in this order.
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
-    compat_bundles instance_state detach appliance instances bundle_refusals
+    compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate"
 # What is to run and what has run (tests/nested/run gives a wedged L1's

@@ -33,6 +33,7 @@ static struct acpi_config sample_config(unsigned cpus)
     c.mmio[1] = (struct acpi_mmio_device){0xd0000200, 0x200, 6};
     c.vmgenid_gpa = 0x1234ef000ull;
     c.ged_irq = 23;
+    c.power_button_irq = 3;
     return c;
 }
 
@@ -205,6 +206,13 @@ static void iasl_disassembles_the_tables(void **state)
              "grep -q 'Interrupt(ResourceConsumer,Edge,ActiveHigh,Exclusive,,,){0x00000017,}' %s/flat && "
              "grep -q 'Method(_EVT,1' %s/flat && grep -q 'Notify(VGEN,0x80' %s/flat",
              dir, dir, dir, dir, dir, dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    /* The power button (PNP0C0C: Linux's button driver) and the second
+     * GED, on its own interrupt, whose _EVT presses it. */
+    snprintf(cmd, sizeof(cmd), "grep -q 'Device(PWRB){Name(_HID,EisaId(\"PNP0C0C\")' %s/flat && "
+             "grep -q 'Device(GED1){Name(_HID,\"ACPI0013\"' %s/flat && "
+             "grep -q 'Interrupt(ResourceConsumer,Edge,ActiveHigh,Exclusive,,,){0x00000003,}' %s/flat && "
+             "grep -q 'Notify(PWRB,0x80' %s/flat", dir, dir, dir, dir);
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);

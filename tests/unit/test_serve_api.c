@@ -15,6 +15,7 @@
 #include "api/control.h"
 #include "serve/api.h"
 
+#include "control_loop.h"
 #include "scratch.h"
 
 static void route_is(const char *method, const char *path, unsigned status, enum api_route route,
@@ -75,7 +76,15 @@ static void routes(void **state)
     route_is("POST", "/gc", 0, API_GC, NULL, NULL);
     route_is("GET", "/gc", 405, 0, NULL, NULL);
     route_is("POST", "/machines/web/reset", 0, API_ACTION, "web", "reset");
-    route_is("GET", "/", 404, 0, NULL, NULL);
+    route_is("GET", "/", 0, API_PAGE, NULL, NULL);
+    route_is("GET", "/?token=x", 0, API_PAGE, NULL, NULL);
+    route_is("POST", "/", 405, 0, NULL, NULL);
+    route_is("GET", "/static/xterm.js", 0, API_STATIC, "xterm.js", NULL);
+    route_is("GET", "/static/xterm.css", 0, API_STATIC, "xterm.css", NULL);
+    route_is("GET", "/static/../../etc/passwd", 404, 0, NULL, NULL);
+    route_is("GET", "/static/other.js", 404, 0, NULL, NULL);
+    route_is("GET", "/machines/web/console", 0, API_CONSOLE, "web", "console");
+    route_is("POST", "/machines/web/console", 405, 0, NULL, NULL);
     route_is("GET", "/etc/passwd", 404, 0, NULL, NULL);
 }
 
@@ -313,11 +322,7 @@ static json_t *fake_vm(void *opaque, const char *command, json_t *req)
 static volatile bool vm_stop;
 static void *vm_loop(void *opaque)
 {
-    struct control *c = opaque;
-    struct pollfd p = {.fd = control_listen_fd(c), .events = POLLIN};
-    while (!vm_stop)
-        if (poll(&p, 1, 50) == 1)
-            control_accept(c);
+    serve_control_until(opaque, &vm_stop);
     return NULL;
 }
 
@@ -419,6 +424,93 @@ static void running_vm(void **state)
     code_is(call("POST", "/machines/vm1/pause", "", 404), "not_found");
 }
 
+/* A guest behind the power button: it powers off when pressed (its VM's
+ * socket goes away) unless it ignores the button; "stop" ends it at once. */
+static bool guest_obeys;
+static volatile bool guest_gone;
+static int pressed, forced_off;
+static json_t *guest(void *opaque, const char *command, json_t *req)
+{
+    (void)opaque;
+    (void)req;
+    if (strcmp(command, "shutdown") == 0) {
+        pressed++;
+        guest_gone = guest_obeys;
+    } else if (strcmp(command, "stop") == 0) {
+        forced_off++;
+        guest_gone = true;
+    } else if (strcmp(command, "status") != 0) {
+        return control_error("cannot %s", command);
+    }
+    return json_pack("{s:b,s:s,s:s}", "ok", 1, "name", "vm2", "state",
+                     paused ? "paused" : "running");
+}
+
+static void *guest_loop(void *opaque)
+{
+    serve_control_until(opaque, &guest_gone);
+    control_close(opaque); /* powered off: the socket goes with the VM */
+    return NULL;
+}
+
+/* POST .../stop with body; the answer's "forced", and how long it took. */
+static bool stop_guest(const char *body, bool obeys, bool is_paused, double *seconds)
+{
+    struct control *c;
+    struct timespec t0, t1;
+    pthread_t t;
+    json_t *j;
+    bool forced;
+
+    guest_obeys = obeys;
+    paused = is_paused;
+    guest_gone = false;
+    pressed = forced_off = 0;
+    assert_int_equal(control_open("vm2", guest, NULL, &c), 0);
+    assert_int_equal(pthread_create(&t, NULL, guest_loop, c), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    j = call("POST", "/machines/vm2/stop", body, 200);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_join(t, NULL);
+    paused = false;
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "stopped");
+    forced = json_is_true(json_object_get(j, "forced"));
+    json_decref(j);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    return forced;
+}
+
+static void stop_presses_the_power_button(void **state)
+{
+    double s;
+    (void)state;
+
+    /* A guest that powers off when pressed is not forced. */
+    assert_false(stop_guest("", true, false, &s));
+    assert_int_equal(pressed, 1);
+    assert_int_equal(forced_off, 0);
+    assert_true(s < 5);
+    /* One that ignores the button is forced off after the timeout. */
+    assert_true(stop_guest("{\"timeout\":1}", false, false, &s));
+    assert_int_equal(pressed, 1);
+    assert_int_equal(forced_off, 1);
+    assert_true(s >= 1 && s < 5);
+    /* force, a timeout of 0 and a paused VM: at once, no press. */
+    assert_true(stop_guest("{\"force\":true}", true, false, &s));
+    assert_int_equal(pressed, 0);
+    assert_true(stop_guest("{\"timeout\":0}", true, false, &s));
+    assert_int_equal(pressed, 0);
+    assert_true(stop_guest("", true, true, &s));
+    assert_int_equal(pressed, 0);
+    assert_int_equal(forced_off, 1);
+    /* Bad bodies, before any VM is asked. */
+    code_is(call("POST", "/machines/vm2/stop", "{\"timeout\":-1}", 400), "invalid_value");
+    code_is(call("POST", "/machines/vm2/stop", "{\"timeout\":3601}", 400), "invalid_value");
+    code_is(call("POST", "/machines/vm2/stop", "{\"timeout\":\"5\"}", 400), "invalid_value");
+    code_is(call("POST", "/machines/vm2/stop", "{\"force\":1}", 400), "invalid_value");
+    code_is(call("POST", "/machines/vm2/stop", "{\"grace\":1}", 400), "unknown_field");
+}
+
 static void logs_and_openapi(void **state)
 {
     struct api_reply r;
@@ -464,6 +556,7 @@ int main(void)
         cmocka_unit_test(bodies),
         cmocka_unit_test(instances),
         cmocka_unit_test(running_vm),
+        cmocka_unit_test(stop_presses_the_power_button),
         cmocka_unit_test(logs_and_openapi),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

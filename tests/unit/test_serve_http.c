@@ -22,6 +22,8 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "api/control.h"
+#include "control_loop.h"
 #include "scratch.h"
 
 #define TOKEN "0123456789abcdef-token"
@@ -129,6 +131,9 @@ static int group_setup(void **state)
     setenv("TMPDIR", in_dir("tmp"), 1);
     setenv("XDG_DATA_HOME", in_dir("data"), 1);
     setenv("XDG_CACHE_HOME", in_dir("cache"), 1);
+    /* The web console's xterm.js: only where the test puts it. */
+    setenv("HOME", in_dir("home"), 1);
+    setenv("SMOLVM_XTERM_DIR", in_dir("xterm"), 1);
     signal(SIGPIPE, SIG_IGN);
     port = 20000 + getpid() % 20000;
     if (sh("printf '%%s\\n' '" TOKEN "' > token && chmod 600 token") != 0)
@@ -333,6 +338,190 @@ static void restarted_after_kill(void **state)
     assert_int_equal(get("/machines", answer, sizeof(answer)), 200);
 }
 
+/* ---- the web console ---- */
+
+static int tcp_request(const char *path, const char *headers, char *out, size_t size)
+{
+    char req[1024];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sConnection: close\r\n\r\n",
+             path, port, headers);
+    return exchange(tcp_connect(), req, out, size);
+}
+
+/* The page and xterm.js's files, only with the token (in the URL once: the
+ * answer sets it as a cookie); one line saying how to get xterm.js when it
+ * is not there. */
+static void web_page_and_token(void **state)
+{
+    char answer[65536];
+    (void)state;
+
+    assert_int_equal(sh("rm -rf xterm"), 0);
+    assert_int_equal(tcp_request("/?token=" TOKEN, "", answer, sizeof(answer)), 503);
+    assert_non_null(strstr(answer, "\r\n\r\nsmolvm serve: the web console needs xterm.js: run "
+                                   "tools/fetch-xterm.sh"));
+    assert_int_equal(strchr(strstr(answer, "\r\n\r\n") + 4, '\n')[1], 0); /* one line */
+    assert_int_equal(sh("mkdir -p xterm/lib xterm/css && echo '/* fake xterm */' > xterm/lib/xterm.js && "
+                        "echo '.xterm{}' > xterm/css/xterm.css"), 0);
+    assert_int_equal(tcp_request("/", "", answer, sizeof(answer)), 401);
+    assert_int_equal(tcp_request("/?token=wrong", "", answer, sizeof(answer)), 401);
+    assert_int_equal(tcp_request("/?token=" TOKEN, "", answer, sizeof(answer)), 200);
+    assert_non_null(strstr(answer, "Set-Cookie: smolvm_token=" TOKEN "; HttpOnly; SameSite=Strict"));
+    assert_non_null(strstr(answer, "Content-Type: text/html"));
+    assert_non_null(strstr(answer, "X-Frame-Options: DENY"));
+    assert_non_null(strstr(answer, "Referrer-Policy: no-referrer"));
+    assert_non_null(strstr(answer, "new Terminal("));
+    assert_null(strstr(answer, "Access-Control-Allow-Origin"));
+    assert_int_equal(tcp_request("/static/xterm.js", "Cookie: smolvm_token=" TOKEN "\r\n", answer,
+                                 sizeof(answer)), 200);
+    assert_non_null(strstr(answer, "/* fake xterm */"));
+    assert_non_null(strstr(answer, "Content-Type: text/javascript"));
+    assert_int_equal(tcp_request("/static/xterm.css", "Cookie: smolvm_token=x" TOKEN "\r\n", answer,
+                                 sizeof(answer)), 401);
+    assert_int_equal(tcp_request("/static/other.js", "Cookie: smolvm_token=" TOKEN "\r\n", answer,
+                                 sizeof(answer)), 404);
+}
+
+static json_t *console_vm(void *opaque, const char *command, json_t *req)
+{
+    (void)opaque;
+    (void)req;
+    if (strcmp(command, "status") != 0)
+        return control_error("cannot %s", command);
+    return json_pack("{s:b,s:s,s:s}", "ok", 1, "name", "wsvm", "state", "running");
+}
+
+static volatile bool console_vm_stop;
+static void *console_vm_loop(void *opaque)
+{
+    serve_control_until(opaque, &console_vm_stop);
+    return NULL;
+}
+
+/* Reads exactly n bytes within 5 s. */
+static bool read_exactly(int fd, uint8_t *buf, size_t n)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    for (size_t got = 0; got < n;) {
+        ssize_t r;
+        if (poll(&p, 1, 5000) != 1 || (r = read(fd, buf + got, n - got)) <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* One server frame (unmasked, under 64 KiB): its first byte, payload in out. */
+static int read_frame(int fd, uint8_t *out, size_t *len)
+{
+    uint8_t h[4];
+    if (!read_exactly(fd, h, 2))
+        return -1;
+    assert_int_equal(h[1] & 0x80, 0);
+    *len = h[1] & 0x7f;
+    if (*len == 126) {
+        if (!read_exactly(fd, h + 2, 2))
+            return -1;
+        *len = (size_t)h[2] << 8 | h[3];
+    }
+    assert_true(*len < 65536);
+    return read_exactly(fd, out, *len) ? h[0] : -1;
+}
+
+/* A WebSocket handshake for NAME's console with extra headers; the
+ * connection, after the 101 (else -1 and the status in *status). */
+static int console_connect(const char *headers, int *status)
+{
+    char req[1024], answer[4096] = "";
+    size_t len = 0;
+    int fd = tcp_connect();
+
+    snprintf(req, sizeof(req),
+             "GET /machines/wsvm/console HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\nCookie: smolvm_token=" TOKEN "\r\n%s\r\n", port, headers);
+    assert_true(fd >= 0);
+    assert_true(send(fd, req, strlen(req), MSG_NOSIGNAL) > 0);
+    while (!strstr(answer, "\r\n\r\n") && len < sizeof(answer) - 1) { /* byte by byte: no frame taken */
+        if (!read_exactly(fd, (uint8_t *)answer + len, 1))
+            break;
+        answer[++len] = 0;
+    }
+    *status = 0;
+    sscanf(answer, "HTTP/1.1 %d", status);
+    if (*status != 101) {
+        close(fd);
+        return -1;
+    }
+    assert_non_null(strstr(answer, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    /* What the page sends once open: an empty binary frame (masked). */
+    return fd;
+}
+
+/* A running VM's console over a WebSocket: its log so far, then what it
+ * writes; a ping answered; an unmasked frame closes with 1002; another
+ * origin's page and a request that is no handshake refused. */
+static void console_websocket(void **state)
+{
+    struct control *c;
+    pthread_t t;
+    uint8_t frame[65536];
+    size_t len;
+    int fd, status;
+    (void)state;
+
+    assert_int_equal(sh("printf 'guest says hello\\r\\n' > run/smolvm/wsvm.log"), 0);
+    assert_int_equal(control_open("wsvm", console_vm, NULL, &c), 0);
+    console_vm_stop = false;
+    assert_int_equal(pthread_create(&t, NULL, console_vm_loop, c), 0);
+
+    char origin[128];
+    snprintf(origin, sizeof(origin), "Origin: http://127.0.0.1:%d\r\n", port);
+    fd = console_connect(origin, &status);
+    assert_int_equal(status, 101);
+    assert_int_equal(read_frame(fd, frame, &len), 0x82);
+    frame[len] = 0;
+    assert_string_equal((char *)frame, "guest says hello\r\n");
+    assert_int_equal(sh("printf 'login: ' >> run/smolvm/wsvm.log"), 0);
+    assert_int_equal(read_frame(fd, frame, &len), 0x82);
+    assert_int_equal(len, 7);
+    assert_memory_equal(frame, "login: ", 7);
+    /* A masked ping "hi" (mask 0x01020304). */
+    uint8_t ping[] = {0x89, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2};
+    assert_int_equal(send(fd, ping, sizeof(ping), MSG_NOSIGNAL), sizeof(ping));
+    assert_int_equal(read_frame(fd, frame, &len), 0x8a);
+    assert_int_equal(len, 2);
+    assert_memory_equal(frame, "hi", 2);
+    /* An unmasked frame: closed with 1002, then the connection. */
+    uint8_t unmasked[] = {0x81, 0x01, 'x'};
+    assert_int_equal(send(fd, unmasked, sizeof(unmasked), MSG_NOSIGNAL), sizeof(unmasked));
+    assert_int_equal(read_frame(fd, frame, &len), 0x88);
+    assert_int_equal(len, 2);
+    assert_int_equal(frame[0] << 8 | frame[1], 1002);
+    assert_false(read_exactly(fd, frame, 1));
+    close(fd);
+
+    assert_int_equal(console_connect("Origin: http://evil.example\r\n", &status), -1);
+    assert_int_equal(status, 403);
+    char req[512], answer[4096];
+    assert_int_equal(tcp_request("/machines/wsvm/console", "Cookie: smolvm_token=" TOKEN "\r\n",
+                                 answer, sizeof(answer)), 400);
+    snprintf(req, sizeof(req), "Cookie: smolvm_token=%s\r\n", "wrong-token-wrong");
+    assert_int_equal(tcp_request("/machines/wsvm/console", req, answer, sizeof(answer)), 401);
+
+    /* The VM ends: the console closes with 1000. */
+    fd = console_connect("", &status);
+    assert_int_equal(status, 101);
+    assert_int_equal(read_frame(fd, frame, &len), 0x82);
+    console_vm_stop = true;
+    pthread_join(t, NULL);
+    control_close(c);
+    while (read_frame(fd, frame, &len) == 0x82)
+        ;
+    assert_int_equal(frame[0] << 8 | frame[1], 1000);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +531,8 @@ int main(void)
         cmocka_unit_test(bad_setups_refused),
         cmocka_unit_test(huge_body_refused_unread),
         cmocka_unit_test(slow_client_blocks_nobody),
+        cmocka_unit_test(web_page_and_token),
+        cmocka_unit_test(console_websocket),
         cmocka_unit_test(responses_match_openapi),
         cmocka_unit_test(restarted_after_kill),
     };

@@ -189,14 +189,37 @@ static void dsdt_mmio_device(struct aml *a, unsigned index, const struct acpi_mm
     aml_close(a, dev);
 }
 
-/* Device(VGEN){ _HID "VMGENCTR", ADDR = Package{low, high} } and a Generic
- * Event Device whose _EVT notifies it: Linux's vmgenid driver rereads the
- * ID on the notification and reseeds its RNG (a restored clone must not
- * repeat its parent's random numbers). */
-static void dsdt_vmgenid(struct aml *a, const struct acpi_config *cfg)
+/* A Generic Event Device: Device(name){ _HID "ACPI0013", _CRS Interrupt
+ * (edge) {irq}, Method(_EVT, 1){ Notify(target, 0x80) } }. Linux's GED
+ * driver runs _EVT on each edge of irq. */
+static void dsdt_ged(struct aml *a, const char *name, uint32_t irq, const char *target)
 {
     uint8_t res[16];
-    size_t dev, pkg, method, n;
+    size_t dev, method, n;
+
+    dev = open_device(a, name, "ACPI0013", 0, 0);
+    n = edge_interrupt(res, irq);
+    res[n++] = RESOURCE_END_TAG;
+    res[n++] = 0;
+    emit_crs(a, res, n);
+    aml_byte(a, AML_METHOD_OP);
+    method = aml_open(a);
+    aml_name_seg(a, "_EVT");
+    aml_byte(a, 1);
+    aml_byte(a, AML_NOTIFY_OP);
+    aml_name_seg(a, target);
+    aml_integer(a, 0x80);
+    aml_close(a, method);
+    aml_close(a, dev);
+}
+
+/* Device(VGEN){ _HID "VMGENCTR", ADDR = Package{low, high} } and a Generic
+ * Event Device that notifies it: Linux's vmgenid driver rereads the ID on
+ * the notification and reseeds its RNG (a restored clone must not repeat
+ * its parent's random numbers). */
+static void dsdt_vmgenid(struct aml *a, const struct acpi_config *cfg)
+{
+    size_t dev, pkg;
 
     dev = open_device(a, "VGEN", "VMGENCTR", 0, 0);
     aml_byte(a, AML_NAME_OP);
@@ -208,21 +231,17 @@ static void dsdt_vmgenid(struct aml *a, const struct acpi_config *cfg)
     aml_integer(a, cfg->vmgenid_gpa >> 32);
     aml_close(a, pkg);
     aml_close(a, dev);
+    dsdt_ged(a, "GED0", cfg->ged_irq, "VGEN");
+}
 
-    dev = open_device(a, "GED0", "ACPI0013", 0, 0);
-    n = edge_interrupt(res, cfg->ged_irq);
-    res[n++] = RESOURCE_END_TAG;
-    res[n++] = 0;
-    emit_crs(a, res, n);
-    aml_byte(a, AML_METHOD_OP); /* Method(_EVT, 1){ Notify(VGEN, 0x80) } */
-    method = aml_open(a);
-    aml_name_seg(a, "_EVT");
-    aml_byte(a, 1);
-    aml_byte(a, AML_NOTIFY_OP);
-    aml_name_seg(a, "VGEN");
-    aml_integer(a, 0x80);
-    aml_close(a, method);
-    aml_close(a, dev);
+/* Device(PWRB){ _HID EisaId("PNP0C0C") } and the GED that notifies it
+ * (0x80: pressed): Linux's button driver turns that into KEY_POWER on its
+ * "Power Button" input device, which systemd-logind or smolvm's init act
+ * on. `smolvm stop` presses it before it forces the VM off. */
+static void dsdt_power_button(struct aml *a, const struct acpi_config *cfg)
+{
+    aml_close(a, open_device(a, "PWRB", "PNP0C0C", 1, 0));
+    dsdt_ged(a, "GED1", cfg->power_button_irq, "PWRB");
 }
 
 #define DSDT_MAX 8192
@@ -255,6 +274,8 @@ static int build_dsdt(struct writer *w, const struct acpi_config *cfg, uint64_t 
         dsdt_mmio_device(&a, i, &cfg->mmio[i]);
     if (cfg->vmgenid_gpa)
         dsdt_vmgenid(&a, cfg);
+    if (cfg->power_button_irq)
+        dsdt_power_button(&a, cfg);
     aml_close(&a, sb);
     if (a.overflow)
         return -ENOSPC;

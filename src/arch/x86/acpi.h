@@ -1,7 +1,8 @@
 /* The ACPI tables of smolvm's x86 microVM: RSDP, XSDT, FADT (hardware-
  * reduced, with sleep and reset registers so poweroff and reboot work),
  * MADT (one local APIC per vCPU, the I/O APIC) and a DSDT describing the
- * virtio-mmio devices as LNRO0005 and the legacy serial port. */
+ * virtio-mmio devices as LNRO0005, the legacy serial port, the VM
+ * generation ID and the power button. */
 #ifndef SMOLVM_ARCH_X86_ACPI_H
 #define SMOLVM_ARCH_X86_ACPI_H
 
@@ -37,6 +38,11 @@ struct acpi_config {
      * Event Device that tells the guest it changed; 0: no such device. */
     uint64_t vmgenid_gpa;
     uint32_t ged_irq;
+    /* The power button (PNP0C0C) and the GSI of the Generic Event Device
+     * that presses it (Linux's button driver then reports KEY_POWER);
+     * 0: no power button. A hardware-reduced machine has no fixed-feature
+     * button, so it is a device like on arm64 machines. */
+    uint32_t power_button_irq;
 };
 
 /* Writes the tables into buf, which the guest will see at base; the RSDP

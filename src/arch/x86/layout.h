@@ -41,6 +41,9 @@
 #define X86_VIRTIO_MAX_DEVICES 18
 /* The ACPI Generic Event Device's interrupt (the vmgenid notification). */
 #define X86_GED_IRQ 23
+/* The power button's Generic Event Device: COM2's ISA line, unused (there
+ * is no COM2), as every GSI from 5 up is a virtio device's or the GED's. */
+#define X86_POWER_BUTTON_IRQ 3
 #define X86_IOAPIC_ADDR 0xfec00000ull
 #define X86_LAPIC_ADDR 0xfee00000ull
 

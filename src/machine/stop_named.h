@@ -1,0 +1,25 @@
+/* Stopping a running VM by name, as `smolvm stop` and POST
+ * /machines/NAME/stop do (one implementation for both): the ACPI power
+ * button first, so the guest shuts down cleanly; forced off when it has
+ * not within the timeout. A paused VM cannot act on the button: it is
+ * forced off at once. */
+#ifndef SMOLVM_MACHINE_STOP_NAMED_H
+#define SMOLVM_MACHINE_STOP_NAMED_H
+
+#include <stdbool.h>
+
+#define MACHINE_STOP_TIMEOUT_S 10 /* as docker stop's */
+#define MACHINE_STOP_TIMEOUT_MAX_S 3600
+
+/* Stops NAME; timeout_s: how long the guest has to power off (0: forced at
+ * once, as force). *forced: it had to be. -ESRCH (named): no VM of that
+ * name runs; -ECANCELED: the VM refused (err_msg() says why); else what
+ * failed. */
+int machine_stop_named(const char *name, unsigned timeout_s, bool force, bool *forced)
+    __attribute__((warn_unused_result));
+
+/* Whether a VM of that name answers on its control socket (or is there but
+ * busy: a VM in the middle of a save is running). */
+bool machine_answers(const char *name);
+
+#endif
