@@ -44,6 +44,7 @@ static const char *const runtime_calls[] = {
     "exit", "exit_group",                     /* a thread ends; the process ends after a violation */
     "gettid", "getpid",                       /* log lines; tgkill's own process */
     "clock_gettime", "clock_nanosleep",       /* timeouts and trace marks (the vDSO's fallback) */
+    "gettimeofday", "time",                   /* time() and the log's dates, where the vDSO has none */
     "nanosleep", "sched_yield",               /* waits and spins of the C library */
     "restart_syscall",                        /* an interrupted sleep goes on */
     "getrandom",                              /* malloc's and the hash tables' seeds */
