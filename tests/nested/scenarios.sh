@@ -1230,6 +1230,8 @@ scenario_seccomp() {
             > "$results/seccomp-threads.txt"
     expect seccomp-every-thread "all $n threads of the VMM (pid ${pid:-?}) show Seccomp: 2 (not:${bad:- none}; see seccomp-threads.txt)" \
         eval 'test -n "$pid" && test "$n" -ge 7 && test -z "$bad"'
+    expect seccomp-ps "ps --json says the VMM is confined by seccomp" \
+        eval '"$SMOLVM" ps --json | grep -q "\"confinement\": \"seccomp\""'
     echo quit >&7
     finish sc
     expect seccomp-guest-runs-on "the guest counted and unmounted under the filters, exit 0" \
