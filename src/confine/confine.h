@@ -16,6 +16,16 @@
 
 #include <stddef.h>
 
+/* Defined in the ASan builds (the test builds), whose filters also allow
+ * the calls the sanitizer runtimes make on any thread (seccomp.c). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CONFINE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CONFINE_SANITIZED 1
+#endif
+#endif
+
 enum confine_seccomp {
     CONFINE_SECCOMP_ON,  /* forbidden calls end the process (run's and start's default) */
     CONFINE_SECCOMP_OFF, /* no filters */

@@ -23,14 +23,6 @@
 
 #include "util/err.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
 #define END NULL
 
 /* Every thread: the C library, malloc, locks, and the signal handlers that
@@ -120,7 +112,7 @@ static const char *const vmm_calls[] = {
  * of their own on any thread: their allocator's memory, their reports
  * (which read /proc/self/maps), and LeakSanitizer's check at exit, which
  * stops the threads from a tracer it clones. The shipped build has none. */
-#ifdef SANITIZED
+#ifdef CONFINE_SANITIZED
 static const char *const sanitizer_calls[] = {
     "sigaltstack", "prctl", "prlimit64", "sched_getaffinity",
     "open", "openat", "readlink", "getdents64", "getppid",
@@ -381,7 +373,7 @@ static int build(scmp_filter_ctx ctx, enum confine_thread kind)
      * library's pthread_create fall back to clone, which it can check. */
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-#ifdef SANITIZED
+#ifdef CONFINE_SANITIZED
     if (r == 0)
         r = allow_all(ctx, sanitizer_calls);
 #endif

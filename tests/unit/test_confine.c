@@ -23,14 +23,6 @@
 
 #include "confine/confine.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
 struct job {
     enum confine_thread kind;
     void (*allowed)(void); /* calls kind may make */
@@ -129,7 +121,7 @@ static void expect_lives(enum confine_seccomp mode, const struct job *j)
  * test builds allow that (seccomp.c), the shipped build does not. */
 static void expect_open_killed(const struct job *j)
 {
-#ifdef SANITIZED
+#ifdef CONFINE_SANITIZED
     expect_lives(CONFINE_SECCOMP_ON, j);
 #else
     expect_killed(j, "openat");
@@ -185,7 +177,7 @@ static void threads(void)
     open_file();
 }
 
-#ifndef SANITIZED
+#ifndef CONFINE_SANITIZED
 static void fork_process(void)
 {
     pid_t pid = fork();
@@ -252,7 +244,7 @@ static void vmm_makes_threads_not_processes(void **state)
     (void)state;
     struct job t = {CONFINE_VMM, threads, NULL};
     expect_lives(CONFINE_SECCOMP_ON, &t);
-#ifdef SANITIZED
+#ifdef CONFINE_SANITIZED
     skip(); /* LeakSanitizer's tracer is a clone of any kind (seccomp.c) */
 #else
     struct job f = {CONFINE_VMM, threads, fork_process};
