@@ -24,6 +24,7 @@
 #include "util/err.h"
 
 #define END NULL
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Every thread: the C library, malloc, locks, and the signal handlers that
  * may run on any thread. */
@@ -74,7 +75,6 @@ static const char *const path_calls[] = {
     "rename", "renameat", "renameat2",          /* rename in a share; save and log rotation replace files */
     "link", "linkat", "symlink", "symlinkat",   /* links made in a share */
     "readlink", "readlinkat",                   /* a link read in a share */
-    "mknodat",                                  /* FUSE_MKNOD (fifos, sockets) */
     "stat", "lstat", "access", "faccessat", "faccessat2",
     "chmod", "fchmod", "fchmodat",              /* FUSE_SETATTR; a socket's mode */
     "fchown", "fchownat",                       /* FUSE_SETATTR */
@@ -82,7 +82,6 @@ static const char *const path_calls[] = {
     "statfs", "fstatfs",                        /* FUSE_STATFS */
     "getdents64",                               /* FUSE_READDIR; stop's folder removal */
     "flock",                                    /* locks of the store and instance files */
-    "copy_file_range", "fadvise64",             /* save's copies of disks */
     END,
 };
 
@@ -90,21 +89,13 @@ static const char *const path_calls[] = {
  * working-set recorder, and threads these start (save's compressors). */
 static const char *const vmm_calls[] = {
     "accept", "accept4",                        /* a client of the control socket */
-    "socket", "connect",                        /* AF_UNIX only, see below: none today, jails may */
     "rt_sigaction",                             /* the stop signals are handed back after the run */
     "sigaltstack",                              /* a thread's signal stack */
     "wait4", "kill",                            /* the slirp helper process is ended and reaped */
-    "dup", "dup2", "dup3", "pipe2", "eventfd2", /* save and the console's log */
     "getuid", "geteuid", "getgid", "getegid",   /* the runtime folder's owner */
-    "umask", "getcwd", "uname",                 /* paths; the saved bundle's host info */
-    "sched_getaffinity", "sysinfo",             /* how many compressor threads save starts */
-    "prlimit64",                                /* the C library's stack sizes */
-    "mincore",                                  /* the working set: which pages the guest used */
-    "userfaultfd",                              /* a lazily restored guest's page faults */
-    "memfd_create",                             /* a guest RAM copy for save */
-    "sendfile", "splice",                       /* save's copies */
+    "getcwd",                                   /* realpath() of a relative path (a bundle's layers) */
+    "sched_getaffinity", "sysinfo",             /* sysconf(): save's compressor threads, RAM size */
     "set_robust_list", "rseq",                  /* a thread save starts sets these up */
-    "prctl",                                    /* a new thread's name */
     END,
 };
 
@@ -264,6 +255,9 @@ static int allow_own_signals(scmp_filter_ctx ctx)
  * where the kernel has none, KVM_IRQ_LINE on the VM. isatty() of stdio. */
 static const unsigned long device_ioctls[] = {KVM_IRQ_LINE, TCGETS};
 
+/* The terminal: its mode (put back at exit) and size. */
+static const unsigned long terminal_ioctls[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ};
+
 static int build_vcpu(scmp_filter_ctx ctx)
 {
     /* KVM_RUN enters the guest; a device the exit lands on raises its
@@ -272,13 +266,13 @@ static int build_vcpu(scmp_filter_ctx ctx)
      * I/O on this thread: the fd calls. */
     static const unsigned long ioctls[] = {KVM_RUN, KVM_IRQ_LINE, TCGETS};
     int r = allow_all(ctx, fd_io_calls);
-    return r ? r : allow_ioctls(ctx, ioctls, sizeof(ioctls) / sizeof(ioctls[0]));
+    return r ? r : allow_ioctls(ctx, ioctls, COUNT(ioctls));
 }
 
 static int build_device(scmp_filter_ctx ctx)
 {
     int r = allow_all(ctx, fd_io_calls);
-    return r ? r : allow_ioctls(ctx, device_ioctls, sizeof(device_ioctls) / sizeof(device_ioctls[0]));
+    return r ? r : allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
 }
 
 static int build_net(scmp_filter_ctx ctx)
@@ -317,31 +311,25 @@ static int build_fs(scmp_filter_ctx ctx)
 
 static int build_console(scmp_filter_ctx ctx)
 {
-    /* The terminal: its mode and size. The log: rotated by rename, the
-     * new one opened and put in place with dup2. */
-    static const unsigned long ioctls[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ};
+    /* The log: rotated by rename, the new one opened and put in place
+     * with dup2. */
     static const char *const calls[] = {"open", "openat", "rename", "renameat", "renameat2",
-                                        "dup2", "dup3", "unlink", END};
+                                        "dup2", END};
     int r = allow_all(ctx, fd_io_calls);
     if (r == 0)
         r = allow_all(ctx, calls);
-    return r ? r : allow_ioctls(ctx, ioctls, sizeof(ioctls) / sizeof(ioctls[0]));
+    return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
 }
 
 static int build_vmm(scmp_filter_ctx ctx)
 {
-    /* The terminal is put back at exit; FIONREAD and FIONBIO for sockets. */
-    static const unsigned long ioctls[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ,
-                                           FIONREAD, FIONBIO};
     int r = build_fs(ctx);
     if (r == 0)
         r = allow_all(ctx, socket_io_calls);
     if (r == 0)
         r = allow_all(ctx, vmm_calls);
     if (r == 0)
-        r = allow_unix_sockets(ctx);
-    if (r == 0)
-        r = allow_ioctls(ctx, ioctls, sizeof(ioctls) / sizeof(ioctls[0]));
+        r = allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
     /* Save reads the vCPUs' and the VM's state, a restored guest's clock
      * is set: the KVM ioctls (type 0xAE), on the fds KVM gave us. */
     if (r == 0)
