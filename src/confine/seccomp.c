@@ -69,7 +69,8 @@ static const char *const socket_io_calls[] = {
 /* File operations by name below a folder the thread holds (a share's
  * root, the VM's instance and runtime folders). */
 static const char *const path_calls[] = {
-    "open", "openat",                           /* a file of the share; save's new files */
+    "open", "openat",                           /* save's new files; the share's /proc/self/fd reopens */
+    "openat2",                                  /* a share's names, one component RESOLVE_BENEATH */
     "mkdir", "mkdirat", "rmdir",                /* folders of a share; save's and stop's folders */
     "unlink", "unlinkat",                       /* deletion in a share; stop removes its sockets */
     "rename", "renameat", "renameat2",          /* rename in a share; save and log rotation replace files */
