@@ -35,8 +35,7 @@ enum confine_seccomp {
 /* The kinds of thread of a VMM, each with its own filter. */
 enum confine_thread {
     CONFINE_VCPU,    /* runs the guest, dispatches its port and MMIO exits */
-    CONFINE_DEVICE,  /* a virtio device's queue thread: disk I/O on open files */
-    CONFINE_NET,     /* virtio-net's: frames to and from a TAP or the slirp helper */
+    CONFINE_DEVICE,  /* a virtio device's queue thread, virtio-net's: I/O on open files and sockets */
     CONFINE_VSOCK,   /* virtio-vsock's: accepts and makes unix-socket connections */
     CONFINE_FS,      /* virtio-fs's workers: file operations below the shared folder */
     CONFINE_CONSOLE, /* the console's writer: the terminal, or a log it rotates */

@@ -58,7 +58,8 @@ static const char *const fd_io_calls[] = {
     END,
 };
 
-/* Sockets already connected (the slirp helper's, an accepted vsock peer). */
+/* Sockets already connected (the slirp helper's, an accepted vsock peer):
+ * a thread with write() could write to them anyway. */
 static const char *const socket_io_calls[] = {
     "sendto", "recvfrom", "sendmsg", "recvmsg", /* send() and recv() are these */
     "shutdown",                                 /* a vsock stream's half close */
@@ -263,23 +264,24 @@ static int build_vcpu(scmp_filter_ctx ctx)
 {
     /* KVM_RUN enters the guest; a device the exit lands on raises its
      * interrupt with KVM_IRQ_LINE (the serial port, i8042); stdio's
-     * isatty() is TCGETS. The devices' synchronous paths do their disk
-     * I/O on this thread: the fd calls. */
+     * isatty() is TCGETS. The devices' synchronous paths (without a
+     * queue thread) do their disk I/O and send frames on this thread. */
     static const unsigned long ioctls[] = {KVM_RUN, KVM_IRQ_LINE, TCGETS};
     int r = allow_all(ctx, fd_io_calls);
+    if (r == 0)
+        r = allow_all(ctx, socket_io_calls);
     return r ? r : allow_ioctls(ctx, ioctls, COUNT(ioctls));
 }
 
+/* A device's queue thread: a disk's reads and writes, virtio-net's frames
+ * (send and recv on the slirp helper's socket: its queue thread sends what
+ * the guest queued, its own thread receives). */
 static int build_device(scmp_filter_ctx ctx)
 {
     int r = allow_all(ctx, fd_io_calls);
+    if (r == 0)
+        r = allow_all(ctx, socket_io_calls);
     return r ? r : allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
-}
-
-static int build_net(scmp_filter_ctx ctx)
-{
-    int r = build_device(ctx);
-    return r ? r : allow_all(ctx, socket_io_calls);
 }
 
 /* Unix sockets only: a guest that takes the vsock thread can reach the
@@ -296,7 +298,7 @@ static int build_vsock(scmp_filter_ctx ctx)
      * connection to a host port is a unix socket "PATH_PORT"; FIONREAD:
      * how much a host peer has sent. */
     static const char *const calls[] = {"accept4", "connect", END};
-    int r = build_net(ctx);
+    int r = build_device(ctx);
     if (r == 0)
         r = allow_all(ctx, calls);
     if (r == 0)
@@ -326,8 +328,6 @@ static int build_vmm(scmp_filter_ctx ctx)
 {
     int r = build_fs(ctx);
     if (r == 0)
-        r = allow_all(ctx, socket_io_calls);
-    if (r == 0)
         r = allow_all(ctx, vmm_calls);
     if (r == 0)
         r = allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
@@ -346,7 +346,6 @@ static int build_vmm(scmp_filter_ctx ctx)
 static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_VCPU] = build_vcpu,
     [CONFINE_DEVICE] = build_device,
-    [CONFINE_NET] = build_net,
     [CONFINE_VSOCK] = build_vsock,
     [CONFINE_FS] = build_fs,
     [CONFINE_CONSOLE] = build_console,

@@ -43,14 +43,20 @@ static void runtime(void)
 }
 
 static int event_fd = -1;
+static int socket_fds[2] = {-1, -1}; /* like the slirp helper's socketpair */
 
+/* A disk's and virtio-net's I/O: on fds opened before the filter. */
 static void fd_io(void)
 {
     uint64_t count = 1;
+    char frame[64] = "frame";
     runtime();
     assert_int_equal(write(event_fd, &count, sizeof(count)), sizeof(count));
     assert_int_equal(read(event_fd, &count, sizeof(count)), sizeof(count));
     fdatasync(event_fd);
+    assert_int_equal(send(socket_fds[0], frame, sizeof(frame), MSG_DONTWAIT | MSG_NOSIGNAL),
+                     sizeof(frame));
+    assert_int_equal(recv(socket_fds[1], frame, sizeof(frame), MSG_DONTWAIT), sizeof(frame));
 }
 
 static void *thread_main(void *arg)
@@ -70,6 +76,7 @@ static int run_job(enum confine_seccomp mode, const struct job *j, char *err, si
     int pipe_fds[2];
     assert_int_equal(pipe(pipe_fds), 0);
     event_fd = eventfd(0, EFD_CLOEXEC);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, socket_fds), 0);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -89,6 +96,8 @@ static int run_job(enum confine_seccomp mode, const struct job *j, char *err, si
     err[got] = '\0';
     close(pipe_fds[0]);
     close(event_fd);
+    close(socket_fds[0]);
+    close(socket_fds[1]);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     return status;
@@ -210,15 +219,12 @@ static void vcpu_runs_the_guest_but_opens_nothing(void **state)
 static void devices_open_nothing_and_make_no_sockets(void **state)
 {
     (void)state;
-    static const enum confine_thread kinds[] = {CONFINE_DEVICE, CONFINE_NET};
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        struct job io = {kinds[i], fd_io, NULL};
-        expect_lives(CONFINE_SECCOMP_ON, &io);
-        struct job open_one = {kinds[i], fd_io, open_file};
-        expect_open_killed(&open_one);
-        struct job sock = {kinds[i], fd_io, unix_socket};
-        expect_killed(&sock, "socket");
-    }
+    struct job io = {CONFINE_DEVICE, fd_io, NULL};
+    expect_lives(CONFINE_SECCOMP_ON, &io);
+    struct job open_one = {CONFINE_DEVICE, fd_io, open_file};
+    expect_open_killed(&open_one);
+    struct job sock = {CONFINE_DEVICE, fd_io, unix_socket};
+    expect_killed(&sock, "socket");
 }
 
 static void vsock_makes_unix_sockets_only(void **state)

@@ -351,7 +351,7 @@ static void *vnet_thread(void *arg)
 {
     struct vnet *n = arg;
 
-    confine_thread(CONFINE_NET, "virtio-net");
+    confine_thread(CONFINE_DEVICE, "virtio-net-rx");
     for (;;) {
         struct pollfd p[3];
         uint64_t count;
