@@ -5,6 +5,7 @@
 #include "confine/confine.h"
 
 #include <errno.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <sched.h>
@@ -254,8 +255,9 @@ static int allow_own_signals(scmp_filter_ctx ctx)
 }
 
 /* Every device thread raises its interrupt: through an irqfd (a write) or,
- * where the kernel has none, KVM_IRQ_LINE on the VM. isatty() of stdio. */
-static const unsigned long device_ioctls[] = {KVM_IRQ_LINE, TCGETS};
+ * where the kernel has none, KVM_IRQ_LINE on the VM. isatty() of stdio.
+ * virtio-net's threads set a TAP's offloads to what the guest negotiated. */
+static const unsigned long device_ioctls[] = {KVM_IRQ_LINE, TCGETS, TUNSETOFFLOAD};
 
 /* The terminal: its mode (put back at exit) and size. */
 static const unsigned long terminal_ioctls[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ};
@@ -266,10 +268,12 @@ static int build_vcpu(scmp_filter_ctx ctx)
      * interrupt with KVM_IRQ_LINE (the serial port, i8042); stdio's
      * isatty() is TCGETS. The devices' synchronous paths (without a
      * queue thread) do their disk I/O and send frames on this thread. */
-    static const unsigned long ioctls[] = {KVM_RUN, KVM_IRQ_LINE, TCGETS};
+    static const unsigned long ioctls[] = {KVM_RUN};
     int r = allow_all(ctx, fd_io_calls);
     if (r == 0)
         r = allow_all(ctx, socket_io_calls);
+    if (r == 0)
+        r = allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
     return r ? r : allow_ioctls(ctx, ioctls, COUNT(ioctls));
 }
 
