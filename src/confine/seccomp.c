@@ -99,6 +99,7 @@ static const char *const vmm_calls[] = {
     "getcwd",                                   /* realpath() of a relative path (a bundle's layers) */
     "sched_getaffinity", "sysinfo",             /* sysconf(): save's compressor threads, RAM size */
     "set_robust_list", "rseq",                  /* a thread save starts sets these up */
+    "connect", "setsockopt",                    /* migrate: the link to the destination */
     END,
 };
 
@@ -340,6 +341,11 @@ static int build_vmm(scmp_filter_ctx ctx)
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, (scmp_datum_t)KVMIO << 8));
+    /* migrate's link: TCP or a unix socket (socket(), see vmm_calls). */
+    static const int families[] = {AF_UNIX, AF_INET, AF_INET6};
+    for (size_t i = 0; i < COUNT(families) && r == 0; i++)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
     /* Threads (save's compressors), never a new process. */
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
