@@ -185,7 +185,7 @@ int cli_run(int argc, char **argv)
     if (code == CLI_OK && (o.output || o.sign_key))
         return cli_fail(CLI_USAGE, "run writes no bundle: use 'smolvm pack -o FILE'");
 
-    if (code == CLI_OK && preflight(&o.vm) < 0)
+    if (code == CLI_OK && (preflight(&o.vm) < 0 || confine_seccomp_set(o.serve.seccomp, "run") < 0))
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if (code == CLI_OK)
         code = serve_open(o.name, &server);

@@ -5,12 +5,14 @@
 
 #include <stdbool.h>
 
+#include "confine/confine.h"
 #include "machine/machine.h"
 
 struct serve_options {
     bool trace_boot;
     bool json;
     const char *trace_until;
+    enum confine_seccomp seccomp; /* --seccomp: on (the default), off, log */
 };
 
 struct server;

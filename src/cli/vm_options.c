@@ -150,6 +150,18 @@ static int parse_memory(struct vm_options *o, char *value)
     return 0;
 }
 
+static int parse_seccomp(struct vm_options *o, char *value)
+{
+    static const char *const words[] = {"on", "off", "log", NULL};
+    static const enum confine_seccomp modes[] = {CONFINE_SECCOMP_ON, CONFINE_SECCOMP_OFF,
+                                                 CONFINE_SECCOMP_LOG};
+    int i = pick(value, words);
+    if (i < 0)
+        return -1;
+    o->serve.seccomp = modes[i];
+    return 0;
+}
+
 static int parse_trace_until(struct vm_options *o, char *value)
 {
     o->vm.trace_until = o->serve.trace_until = value;
@@ -270,6 +282,10 @@ static const struct vm_option vm_option_table[] = {
      "unchanged since", NULL, KEEP(trusted_key)},
     {"sign", 0, "KEY", BOOTS, RUN, "sign it with the private key KEY ('smolvm keygen')", NULL,
      KEEP(sign_key)},
+    {"seccomp", 0, "on|off|log", RUN | START, 0,
+     "each VMM thread may make only the system calls it needs (on, the\n"
+     "default); a forbidden one ends the VM with one line. log: the kernel\n"
+     "logs them instead (dmesg), for debugging", parse_seccomp},
     {"trace-boot", 0, NULL, BOOTS | START, PACK,
      "print boot timestamps (tslog style; a restore's\n"
      "included) to stderr when the guest stops", NULL, SET(serve.trace_boot, true)},

@@ -15,6 +15,7 @@
 #include "util/loop.h"
 #include "util/ring.h"
 #include "util/trace.h"
+#include "confine/confine.h"
 
 #define CTRL_A 0x01
 #define MARKER_MAX 256
@@ -174,6 +175,7 @@ static void *writer_thread(void *opaque)
     struct console *con = opaque;
     int old;
 
+    confine_thread(CONFINE_CONSOLE, "console");
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
     pthread_mutex_lock(&con->out_lock);
     for (;;) {

@@ -21,6 +21,7 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "util/trace.h"
+#include "confine/confine.h"
 
 static void stop_with(struct vm *vm, enum vm_stop_reason why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -571,7 +572,10 @@ static void *vcpu_thread(void *arg)
     struct vcpu *v = arg;
     struct vm *vm = v->vm;
     struct hv_exit e;
+    char name[16];
 
+    snprintf(name, sizeof(name), "vcpu%u", v->index);
+    confine_thread(CONFINE_VCPU, name);
     while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
         if (v->index == 0)
             trace_mark(TRACE_FIRST_VCPU_ENTRY);
@@ -628,6 +632,8 @@ enum vm_stop_reason vm_run(struct vm *vm)
         }
         v->started = true;
     }
+    /* After the vCPUs' threads are made: they start with none of its rules. */
+    confine_thread(CONFINE_VMM, "smolvm");
     if (loop_add(&vm->loop, vm->stop_fd, stop_requested, vm) < 0 ||
         console_attach(vm->console, &vm->loop) < 0)
         stop_with(vm, VM_STOP_ERROR, "%s", err_msg());

@@ -18,6 +18,7 @@
 #include "machine/workingset.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "confine/confine.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -253,6 +254,8 @@ static void *recorder_main(void *arg)
 {
     struct working_set_recorder *w = arg;
     struct timespec until;
+    /* Reads /proc/self/pagemap and writes the working set's file. */
+    confine_thread(CONFINE_VMM, "working-set");
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += w->delay_ms / 1000;
     until.tv_nsec += (long)(w->delay_ms % 1000) * 1000000;

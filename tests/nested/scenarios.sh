@@ -1433,11 +1433,91 @@ scenario_vsock() {
 
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
+# Seccomp (issue 23): with a disk, user networking, a share, vsock and two
+# vCPUs, every thread of the running VMM is under a filter (Seccomp: 2 in
+# /proc) and the guest counts on; a device thread's forbidden call (the
+# test builds' hook) ends the VMM with its one line. Then the cost: boot to
+# init and start of a saved bundle with the filters on and off, alternated,
+# SECCOMP_RUNS times (default 3), medians in seccomp-figures.txt.
+seccomp_vmm_pid() { pgrep -P "$1" 2>/dev/null || cat "/proc/$1/task/$1/children"; }
+# seccomp_ms NAME MARKER ARGS...: ms from launching smolvm ARGS until MARKER
+# is on its output; the VM is stopped then.
+seccomp_ms() {
+    local name=$1 marker=$2 t0 pid
+    shift 2
+    t0=$(ms_now)
+    "$SMOLVM" "$@" --name "$name" < /dev/null > "$work/$name.out" 2>&1 &
+    pid=$!
+    while ! grep -q -- "$marker" "$work/$name.out" && kill -0 "$pid" 2>/dev/null; do sleep 0.01; done
+    echo $(( $(ms_now) - t0 ))
+    "$SMOLVM" stop "$name" > /dev/null 2>&1
+    wait "$pid"
+}
+seccomp_median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+scenario_seccomp() {
+    local disk=$work/sc.ext4 share=$work/sc-share bundle=$work/sc.smolmachine pid t bad= n=0
+    mkfs.ext4 -q -F "$disk" 32M
+    mkdir -p "$share"
+    background sc run --name sc --cpus 2 --net user --share "$share:sc" --disk "$disk" \
+        --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for sc 'COUNT 3 '
+    pid=$(seccomp_vmm_pid "$bg_pid")
+    for t in /proc/"$pid"/task/*; do
+        n=$((n + 1))
+        grep -q '^Seccomp:[[:space:]]*2$' "$t/status" || bad="$bad $(cat "$t/comm")"
+    done
+    ls /proc/"$pid"/task > /dev/null 2>&1 &&
+        for t in /proc/"$pid"/task/*; do echo "$(cat "$t/comm") $(grep '^Seccomp:' "$t/status")"; done \
+            > "$results/seccomp-threads.txt"
+    expect seccomp-every-thread "all $n threads of the VMM (pid ${pid:-?}) show Seccomp: 2 (not:${bad:- none}; see seccomp-threads.txt)" \
+        eval 'test -n "$pid" && test "$n" -ge 7 && test -z "$bad"'
+    expect seccomp-ps "ps --json says the VMM is confined by seccomp" \
+        eval '"$SMOLVM" ps --json | grep -q "\"confinement\": \"seccomp\""'
+    echo quit >&7
+    finish sc
+    expect seccomp-guest-runs-on "the guest counted and unmounted under the filters, exit 0" \
+        eval 'test "$rc" -eq 0 && has sc GUEST-COUNTER-CLEAN && ! grep -q seccomp "$work/sc.err"'
+    if [ "$SMOLVM_ASAN" = "$SMOLVM" ]; then
+        fail seccomp-violation "no test build (build-asan) to pull the hook"
+    else
+        SMOLVM_TEST_SECCOMP_VIOLATION=1 timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM_ASAN" run \
+            --disk "$disk" --kernel "$KERNEL" --initrd "$INITRD" \
+            --cmdline "$GUEST_CMDLINE smolvm.test=counter" < /dev/null > "$work/sc-kill.out" 2> "$work/sc-kill.err"
+        rc=$?
+        cp "$work/sc-kill.out" "$work/sc-kill.err" "$results/" 2>/dev/null
+        expect seccomp-violation "a device thread's forbidden call ends the VMM: exit 1 and its one line" \
+            eval 'test "$rc" -eq 1 && grep -qx "smolvm: run: seccomp: thread virtio-blk made a forbidden system call execve (nr 59)" "$work/sc-kill.err"'
+    fi
+    # The cost, on and off alternated.
+    background sc-save run --name sc-save --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for sc-save 'COUNT 3 '
+    "$SMOLVM" save sc-save -o "$bundle" > "$work/sc-save.out" 2>&1
+    finish sc-save
+    local mode i boot_on= boot_off= start_on= start_off= ms
+    for i in $(seq 1 "${SECCOMP_RUNS:-3}"); do
+        for mode in on off; do
+            ms=$(seccomp_ms "sc-boot-$mode-$i" SMOLVM-GUEST-UP run --seccomp=$mode --kernel "$KERNEL" \
+                --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=counter")
+            eval "boot_$mode=\"\$boot_$mode $ms\""
+            ms=$(seccomp_ms "sc-start-$mode-$i" 'COUNT ' start --seccomp=$mode "$bundle")
+            eval "start_$mode=\"\$start_$mode $ms\""
+        done
+    done
+    {
+        echo "boot to init (ms), filters on: $boot_on; median $(echo "$boot_on" | seccomp_median)"
+        echo "boot to init (ms), filters off: $boot_off; median $(echo "$boot_off" | seccomp_median)"
+        echo "start of a saved bundle (ms), filters on: $start_on; median $(echo "$start_on" | seccomp_median)"
+        echo "start of a saved bundle (ms), filters off: $start_off; median $(echo "$start_off" | seccomp_median)"
+    } > "$results/seccomp-figures.txt"
+    expect seccomp-starts "the saved bundle started with the filters on" has sc-start-on-1 'COUNT '
+}
+
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
-    migrate"
+    migrate seccomp"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

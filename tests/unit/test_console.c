@@ -18,6 +18,7 @@
 #include "util/term.h"
 
 #include "scratch.h"
+#include "confine/confine.h"
 
 static double now_s(void)
 {
@@ -233,6 +234,8 @@ static int group_teardown(void **state)
 
 int main(void)
 {
+    /* The device threads under their seccomp filters, as in run and start. */
+    confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ring_full_drops_and_counts),
         cmocka_unit_test(unread_pipe_never_blocks_the_writer),

@@ -33,6 +33,7 @@
 #include "util/blob.h"
 #include "scratch.h"
 #include "util/err.h"
+#include "confine/confine.h"
 
 #define BASE X86_VIRTIO_MMIO_BASE
 #define RXQ 0
@@ -1125,6 +1126,8 @@ static void a_tap_takes_segmentation_offloads(void **state)
 
 int main(void)
 {
+    /* The device threads under their seccomp filters, as in run and start. */
+    confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         T(offers_mac_link_and_mtu),
         T(transmits_a_frame),

@@ -17,6 +17,7 @@
 #include "disk/disk.h"
 #include "scratch.h"
 #include "util/err.h"
+#include "confine/confine.h"
 
 #define DISK_BYTES (4u << 20)
 #define SECTOR 512u
@@ -272,6 +273,8 @@ static void hostile_requests(void **state)
 
 int main(void)
 {
+    /* The device threads under their seccomp filters, as in run and start. */
+    confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(writes_then_reads_back, setup, teardown),
         cmocka_unit_test_setup_teardown(answers_its_id, setup, teardown),

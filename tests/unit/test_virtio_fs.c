@@ -22,6 +22,7 @@
 #include "scratch.h"
 #include "util/blob.h"
 #include "util/err.h"
+#include "confine/confine.h"
 
 #define QSIZE 16
 #define RINGS 0x100000ull /* queue q's rings at RINGS + q * 0x4000 */
@@ -272,6 +273,8 @@ static int teardown(void **state)
 
 int main(void)
 {
+    /* The device threads under their seccomp filters, as in run and start. */
+    confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(device_serves_fuse),
     };

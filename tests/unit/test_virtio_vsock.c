@@ -25,6 +25,7 @@
 #include "util/blob.h"
 #include "util/err.h"
 #include "util/le.h"
+#include "confine/confine.h"
 
 #define CID 3
 #define QS 64
@@ -517,6 +518,8 @@ static void host_client_let_go_without_a_driver(void **state)
 
 int main(void)
 {
+    /* The device threads under their seccomp filters, as in run and start. */
+    confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(guest_connects_to_a_host_port, setup, teardown),
         cmocka_unit_test_setup_teardown(host_connects_to_a_guest_port, setup, teardown),

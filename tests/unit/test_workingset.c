@@ -18,6 +18,7 @@
 #include "scratch.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "confine/confine.h"
 
 #define PAGE 4096u
 #define REGION_PAGES 32
@@ -225,6 +226,8 @@ static void test_recorder(void **state)
 
 int main(void)
 {
+    /* The device threads under their seccomp filters, as in run and start. */
+    confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_then_prefetch),
         cmocka_unit_test(test_hostile_files),

@@ -18,6 +18,7 @@
 #include "util/blob.h"
 #include "util/err.h"
 #include "util/le.h"
+#include "confine/confine.h"
 
 #define VIRTIO_ID_FS 26
 #define QUEUE_SIZE 128
@@ -154,6 +155,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct virtio_fs *d = w->dev;
 
+    confine_thread(CONFINE_FS, "virtio-fs");
     pthread_mutex_lock(&d->lock);
     for (;;) {
         struct job *j;

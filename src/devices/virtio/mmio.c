@@ -11,6 +11,7 @@
 #include "core/vm.h"
 #include "util/blob.h"
 #include "util/err.h"
+#include "confine/confine.h"
 
 enum {
     REG_MAGIC = 0x000,
@@ -315,7 +316,10 @@ static void *io_thread(void *arg)
     struct virtio_mmio *t = arg;
     struct pollfd fds[VIRTIO_MMIO_MAX_QUEUES + 1];
     unsigned n = t->ops->num_queues;
+    char name[16];
 
+    snprintf(name, sizeof(name), "virtio-%s", t->ops->name);
+    confine_thread(CONFINE_DEVICE, name);
     for (unsigned i = 0; i < n; i++)
         fds[i] = (struct pollfd){.fd = t->notify_fd[i], .events = POLLIN};
     fds[n] = (struct pollfd){.fd = t->stop_fd, .events = POLLIN};
@@ -326,8 +330,10 @@ static void *io_thread(void *arg)
         if (fds[n].revents)
             return NULL;
         for (unsigned i = 0; i < n; i++)
-            if (fds[i].revents && read(t->notify_fd[i], &count, sizeof(count)) == sizeof(count))
+            if (fds[i].revents && read(t->notify_fd[i], &count, sizeof(count)) == sizeof(count)) {
+                confine_test_violation();
                 t->ops->queue_notify(t->dev, t, i);
+            }
     }
 }
 

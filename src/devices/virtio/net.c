@@ -32,6 +32,7 @@
 #include "net/filter.h"
 #include "util/err.h"
 #include "util/le.h"
+#include "confine/confine.h"
 
 #define VIRTIO_ID_NET 1
 #define VIRTIO_NET_F_CSUM (1ull << 0)
@@ -460,6 +461,7 @@ static void *vnet_thread(void *arg)
 {
     struct vnet *n = arg;
 
+    confine_thread(CONFINE_DEVICE, "virtio-net-rx");
     for (;;) {
         struct pollfd p[3];
         uint64_t count;

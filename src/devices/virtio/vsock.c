@@ -31,6 +31,7 @@
 #include "devices/virtio/mmio.h"
 #include "util/err.h"
 #include "util/le.h"
+#include "confine/confine.h"
 
 #define CONFIG_BYTES 8
 #define QUEUE_SIZE 256
@@ -835,6 +836,7 @@ static void *vsock_thread(void *arg)
     int slot[VSOCK_MAX_CONNS + 2];
     unsigned n;
 
+    confine_thread(CONFINE_VSOCK, "virtio-vsock");
     virtio_mmio_io_lock(v->transport);
     for (;;) {
         uint64_t count;

@@ -1,0 +1,68 @@
+/* Confinement of the VMM process: what code that a hostile guest takes over
+ * (through a bug in a device's parser) can still do on the host.
+ *
+ * Today: one seccomp filter per kind of thread (seccomp.c), each allowing
+ * only the system calls that kind of thread makes, installed by each thread
+ * before the guest runs. A forbidden call ends the process with one line:
+ *     smolvm: run: seccomp: thread vcpu0 made a forbidden system call execve (nr 59)
+ * A jail (namespaces, landlock, cgroups) adds itself here: it describes
+ * itself through confine_describe() too.
+ *
+ * The process-wide mode is set once, by run and start, before any thread of
+ * the VM exists; the default (for every other program and the unit tests)
+ * is no filters. */
+#ifndef SMOLVM_CONFINE_CONFINE_H
+#define SMOLVM_CONFINE_CONFINE_H
+
+#include <stddef.h>
+
+/* Defined in the ASan builds (the test builds), whose filters also allow
+ * the calls the sanitizer runtimes make on any thread (seccomp.c). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CONFINE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CONFINE_SANITIZED 1
+#endif
+#endif
+
+enum confine_seccomp {
+    CONFINE_SECCOMP_ON,  /* forbidden calls end the process (run's and start's default) */
+    CONFINE_SECCOMP_OFF, /* no filters */
+    CONFINE_SECCOMP_LOG, /* forbidden calls go on, logged by the kernel (dmesg, audit) */
+};
+
+/* The kinds of thread of a VMM, each with its own filter. */
+enum confine_thread {
+    CONFINE_VCPU,    /* runs the guest, dispatches its port and MMIO exits */
+    CONFINE_DEVICE,  /* a virtio device's queue thread, virtio-net's: I/O on open files and sockets */
+    CONFINE_VSOCK,   /* virtio-vsock's: accepts and makes unix-socket connections */
+    CONFINE_FS,      /* virtio-fs's workers: file operations below the shared folder */
+    CONFINE_CONSOLE, /* the console's writer: the terminal, or a log it rotates */
+    CONFINE_VMM,     /* the event loop (control socket, save, stop) and its helpers */
+    CONFINE_THREAD_KINDS
+};
+
+/* Sets the mode for this process; verb ("run", "start") names the
+ * violation's line. Installs the violation handler when filters are on.
+ * Returns 0, or -1 after err_set() when the kernel has no seccomp filters. */
+int confine_seccomp_set(enum confine_seccomp mode, const char *verb);
+enum confine_seccomp confine_seccomp_mode(void);
+
+/* Names the calling thread (at most 15 characters, in /proc too) and
+ * installs kind's filter in it. Does nothing when the mode is off. A filter
+ * that cannot be installed ends the process with one line: a VM the user
+ * asked to confine never runs unconfined. */
+void confine_thread(enum confine_thread kind, const char *name);
+
+/* What the process got, for the VM's status: "seccomp", "seccomp (log)"
+ * or "none". */
+const char *confine_describe(void);
+
+/* Only in test builds (sanitizer builds, SMOLVM_TEST_HOOKS) and only when
+ * SMOLVM_TEST_SECCOMP_VIOLATION is set in the environment: makes the
+ * calling (device) thread try a call its filter forbids, for the nested
+ * test that checks the process is ended with its reason. Elsewhere: no-op. */
+void confine_test_violation(void);
+
+#endif

@@ -1,0 +1,413 @@
+/* One seccomp filter per kind of VMM thread (confine.h), built with
+ * libseccomp from lists of the calls each kind makes once the guest runs:
+ * everything before (opening files, mapping memory, making the VM and its
+ * threads) is done by then. Each list names why its calls are there. */
+#include "confine/confine.h"
+
+#include <errno.h>
+#include <linux/if_tun.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "util/err.h"
+
+#define END NULL
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Every thread: the C library, malloc, locks, and the signal handlers that
+ * may run on any thread. */
+static const char *const runtime_calls[] = {
+    "futex",                                  /* mutexes, condition variables, joins */
+    "mmap", "munmap", "mremap", "mprotect",   /* malloc's arenas grow and shrink */
+    "brk", "madvise",                         /* malloc's main heap; giving memory back */
+    "rt_sigreturn",                           /* the end of a signal handler (the vCPU kick, SIGTERM's stop) */
+    "rt_sigprocmask",                         /* pthread functions block signals around their work */
+    "exit", "exit_group",                     /* a thread ends; the process ends after a violation */
+    "gettid", "getpid",                       /* log lines; tgkill's own process */
+    "clock_gettime", "clock_nanosleep",       /* timeouts and trace marks (the vDSO's fallback) */
+    "gettimeofday", "time",                   /* time() and the log's dates, where the vDSO has none */
+    "nanosleep", "sched_yield",               /* waits and spins of the C library */
+    "restart_syscall",                        /* an interrupted sleep goes on */
+    "getrandom",                              /* malloc's and the hash tables' seeds */
+    "write", "close",                         /* log lines on stderr; eventfd signals; an fd done with */
+    END,
+};
+
+/* I/O on files and eventfds already open: a disk, an eventfd, a socket
+ * given to the thread. Nothing here opens anything. */
+static const char *const fd_io_calls[] = {
+    "read", "readv", "pread64", "preadv", "preadv2",       /* disk reads, eventfd counts */
+    "write", "writev", "pwrite64", "pwritev", "pwritev2",  /* disk writes, eventfd signals */
+    "lseek", "fstat", "newfstatat", "statx",               /* a file's size (fstat is newfstatat(fd, "")) */
+    "poll", "ppoll",                                       /* waiting on queue kicks and sockets */
+    "fcntl",                                               /* O_NONBLOCK of a socket */
+    "fsync", "fdatasync",                                  /* a guest's flush reaches the disk */
+    "ftruncate", "fallocate",                              /* a qcow2 file grows; discard punches holes */
+    END,
+};
+
+/* Sockets already connected (the slirp helper's, an accepted vsock peer):
+ * a thread with write() could write to them anyway. */
+static const char *const socket_io_calls[] = {
+    "sendto", "recvfrom", "sendmsg", "recvmsg", /* send() and recv() are these */
+    "shutdown",                                 /* a vsock stream's half close */
+    "getsockopt",                               /* SO_ERROR of a non-blocking connect */
+    END,
+};
+
+/* File operations by name below a folder the thread holds (a share's
+ * root, the VM's instance and runtime folders). */
+static const char *const path_calls[] = {
+    "open", "openat",                           /* save's new files; the share's /proc/self/fd reopens */
+    "openat2",                                  /* a share's names, one component RESOLVE_BENEATH */
+    "mkdir", "mkdirat", "rmdir",                /* folders of a share; save's and stop's folders */
+    "unlink", "unlinkat",                       /* deletion in a share; stop removes its sockets */
+    "rename", "renameat", "renameat2",          /* rename in a share; save and log rotation replace files */
+    "link", "linkat", "symlink", "symlinkat",   /* links made in a share */
+    "readlink", "readlinkat",                   /* a link read in a share */
+    "stat", "lstat", "access", "faccessat", "faccessat2",
+    "chmod", "fchmod", "fchmodat",              /* FUSE_SETATTR; a socket's mode */
+    "fchown", "fchownat",                       /* FUSE_SETATTR */
+    "utimensat",                                /* FUSE_SETATTR (futimens is utimensat(fd, NULL)) */
+    "statfs", "fstatfs",                        /* FUSE_STATFS */
+    "getdents64",                               /* FUSE_READDIR; stop's folder removal */
+    "flock",                                    /* locks of the store and instance files */
+    END,
+};
+
+/* The event loop (the control socket, save, stop and the teardown), the
+ * working-set recorder, and threads these start (save's compressors). */
+static const char *const vmm_calls[] = {
+    "accept", "accept4",                        /* a client of the control socket */
+    "rt_sigaction",                             /* the stop signals are handed back after the run */
+    "sigaltstack",                              /* a thread's signal stack */
+    "wait4", "kill",                            /* the slirp helper process is ended and reaped */
+    "getuid", "geteuid", "getgid", "getegid",   /* the runtime folder's owner */
+    "getcwd",                                   /* realpath() of a relative path (a bundle's layers) */
+    "sched_getaffinity", "sysinfo",             /* sysconf(): save's compressor threads, RAM size */
+    "set_robust_list", "rseq",                  /* a thread save starts sets these up */
+    "connect", "setsockopt",                    /* migrate: the link to the destination */
+    END,
+};
+
+/* The sanitizer runtimes (ASan, LSan, UBSan of the test builds) make calls
+ * of their own on any thread: their allocator's memory, their reports
+ * (which read /proc/self/maps), and LeakSanitizer's check at exit, which
+ * stops the threads from a tracer it clones. The shipped build has none. */
+#ifdef CONFINE_SANITIZED
+static const char *const sanitizer_calls[] = {
+    "sigaltstack", "prctl", "prlimit64", "sched_getaffinity",
+    "open", "openat", "readlink", "getdents64", "getppid",
+    "clone", "ptrace", "wait4", "process_vm_readv", "rt_sigaction", "kill",
+    END,
+};
+#endif
+
+/* Thread names for the violation line and the kernel's names of calls,
+ * resolved before any filter exists: the SIGSYS handler may not call
+ * malloc or libseccomp. */
+#define MAX_SYSCALL 512
+#define SYSCALL_NAME_MAX 24
+static char syscall_names[MAX_SYSCALL][SYSCALL_NAME_MAX];
+static __thread char thread_name[16] = "main";
+static enum confine_seccomp mode = CONFINE_SECCOMP_OFF;
+static char verb[16] = "run";
+
+static size_t append(char *buf, size_t at, size_t size, const char *s)
+{
+    while (*s && at + 1 < size)
+        buf[at++] = *s++;
+    buf[at] = '\0';
+    return at;
+}
+
+static size_t append_number(char *buf, size_t at, size_t size, unsigned long n)
+{
+    char digits[24];
+    size_t i = sizeof(digits) - 1;
+    digits[i] = '\0';
+    do
+        digits[--i] = (char)('0' + n % 10);
+    while ((n /= 10) && i > 0);
+    return append(buf, at, size, digits + i);
+}
+
+/* The one line, then the process ends: the call itself never ran. Only
+ * async-signal-safe calls, all of them allowed in every filter. */
+static void on_violation(int sig, siginfo_t *si, void *context)
+{
+    char line[256];
+    unsigned nr = (unsigned)si->si_syscall;
+    const char *name = nr < MAX_SYSCALL && syscall_names[nr][0] ? syscall_names[nr] : "?";
+    size_t n = 0;
+
+    (void)sig;
+    (void)context;
+    n = append(line, n, sizeof(line), "smolvm: ");
+    n = append(line, n, sizeof(line), verb);
+    n = append(line, n, sizeof(line), ": seccomp: thread ");
+    n = append(line, n, sizeof(line), thread_name);
+    n = append(line, n, sizeof(line), " made a forbidden system call ");
+    n = append(line, n, sizeof(line), name);
+    n = append(line, n, sizeof(line), " (nr ");
+    n = append_number(line, n, sizeof(line), nr);
+    n = append(line, n, sizeof(line), ")\n");
+    if (write(STDERR_FILENO, line, n) < 0) {
+        /* Nowhere to say it: the exit status still does. */
+    }
+    syscall(SYS_exit_group, 1);
+}
+
+static void resolve_syscall_names(void)
+{
+    for (int nr = 0; nr < MAX_SYSCALL; nr++) {
+        char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+        if (name)
+            snprintf(syscall_names[nr], SYSCALL_NAME_MAX, "%s", name);
+        free(name);
+    }
+}
+
+int confine_seccomp_set(enum confine_seccomp m, const char *v)
+{
+    snprintf(verb, sizeof(verb), "%s", v);
+    if (m != CONFINE_SECCOMP_OFF && prctl(PR_GET_SECCOMP) < 0)
+        return err_set(errno, "seccomp: this kernel has no seccomp filters "
+                              "(--seccomp=off runs the VM without them)");
+    if (m == CONFINE_SECCOMP_ON) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = on_violation;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        resolve_syscall_names();
+        if (sigaction(SIGSYS, &sa, NULL) < 0)
+            return err_set(errno, "seccomp: SIGSYS handler");
+    }
+    mode = m;
+    return 0;
+}
+
+enum confine_seccomp confine_seccomp_mode(void)
+{
+    return mode;
+}
+
+const char *confine_describe(void)
+{
+    switch (mode) {
+    case CONFINE_SECCOMP_ON:
+        return "seccomp";
+    case CONFINE_SECCOMP_LOG:
+        return "seccomp (log)";
+    default:
+        return "none";
+    }
+}
+
+static int allow_all(scmp_filter_ctx ctx, const char *const *names)
+{
+    for (; *names; names++) {
+        int nr = seccomp_syscall_resolve_name(*names);
+        if (nr == __NR_SCMP_ERROR)
+            continue; /* not a call of this architecture */
+        int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+        if (r < 0 && r != -EEXIST)
+            return r;
+    }
+    return 0;
+}
+
+/* ioctl(fd, request): request's low 32 bits are the number (the C
+ * library's unsigned long may carry garbage above them). */
+static int allow_ioctl(scmp_filter_ctx ctx, unsigned long request)
+{
+    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                            SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, request));
+}
+
+static int allow_ioctls(scmp_filter_ctx ctx, const unsigned long *requests, size_t n)
+{
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++)
+        r = allow_ioctl(ctx, requests[i]);
+    return r;
+}
+
+/* The kick of a vCPU, pthread_cancel and abort() signal threads of this
+ * process only. */
+static int allow_own_signals(scmp_filter_ctx ctx)
+{
+    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
+                            SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+}
+
+/* Every device thread raises its interrupt: through an irqfd (a write) or,
+ * where the kernel has none, KVM_IRQ_LINE on the VM. isatty() of stdio.
+ * virtio-net's threads set a TAP's offloads to what the guest negotiated. */
+static const unsigned long device_ioctls[] = {KVM_IRQ_LINE, TCGETS, TUNSETOFFLOAD};
+
+/* The terminal: its mode (put back at exit) and size. */
+static const unsigned long terminal_ioctls[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ};
+
+static int build_vcpu(scmp_filter_ctx ctx)
+{
+    /* KVM_RUN enters the guest; a device the exit lands on raises its
+     * interrupt with KVM_IRQ_LINE (the serial port, i8042); stdio's
+     * isatty() is TCGETS. The devices' synchronous paths (without a
+     * queue thread) do their disk I/O and send frames on this thread. */
+    static const unsigned long ioctls[] = {KVM_RUN};
+    int r = allow_all(ctx, fd_io_calls);
+    if (r == 0)
+        r = allow_all(ctx, socket_io_calls);
+    if (r == 0)
+        r = allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
+    return r ? r : allow_ioctls(ctx, ioctls, COUNT(ioctls));
+}
+
+/* A device's queue thread: a disk's reads and writes, virtio-net's frames
+ * (send and recv on the slirp helper's socket: its queue thread sends what
+ * the guest queued, its own thread receives). */
+static int build_device(scmp_filter_ctx ctx)
+{
+    int r = allow_all(ctx, fd_io_calls);
+    if (r == 0)
+        r = allow_all(ctx, socket_io_calls);
+    return r ? r : allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
+}
+
+/* Unix sockets only: a guest that takes the vsock thread can reach the
+ * host's unix sockets it could already name, not the network. */
+static int allow_unix_sockets(scmp_filter_ctx ctx)
+{
+    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                            SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+}
+
+static int build_vsock(scmp_filter_ctx ctx)
+{
+    /* accept4: exec and cp connect to the VM's socket; connect: a guest
+     * connection to a host port is a unix socket "PATH_PORT"; FIONREAD:
+     * how much a host peer has sent. */
+    static const char *const calls[] = {"accept4", "connect", END};
+    int r = build_device(ctx);
+    if (r == 0)
+        r = allow_all(ctx, calls);
+    if (r == 0)
+        r = allow_unix_sockets(ctx);
+    return r ? r : allow_ioctl(ctx, FIONREAD);
+}
+
+static int build_fs(scmp_filter_ctx ctx)
+{
+    int r = build_device(ctx);
+    return r ? r : allow_all(ctx, path_calls);
+}
+
+static int build_console(scmp_filter_ctx ctx)
+{
+    /* The log: rotated by rename, the new one opened and put in place
+     * with dup2. */
+    static const char *const calls[] = {"open", "openat", "rename", "renameat", "renameat2",
+                                        "dup2", END};
+    int r = allow_all(ctx, fd_io_calls);
+    if (r == 0)
+        r = allow_all(ctx, calls);
+    return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
+}
+
+static int build_vmm(scmp_filter_ctx ctx)
+{
+    int r = build_fs(ctx);
+    if (r == 0)
+        r = allow_all(ctx, vmm_calls);
+    if (r == 0)
+        r = allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
+    /* Save reads the vCPUs' and the VM's state, a restored guest's clock
+     * is set: the KVM ioctls (type 0xAE), on the fds KVM gave us. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                             SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, (scmp_datum_t)KVMIO << 8));
+    /* migrate's link: TCP or a unix socket (socket(), see vmm_calls). */
+    static const int families[] = {AF_UNIX, AF_INET, AF_INET6};
+    for (size_t i = 0; i < COUNT(families) && r == 0; i++)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+    /* Threads (save's compressors), never a new process. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+    return r;
+}
+
+static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
+    [CONFINE_VCPU] = build_vcpu,
+    [CONFINE_DEVICE] = build_device,
+    [CONFINE_VSOCK] = build_vsock,
+    [CONFINE_FS] = build_fs,
+    [CONFINE_CONSOLE] = build_console,
+    [CONFINE_VMM] = build_vmm,
+};
+
+static int build(scmp_filter_ctx ctx, enum confine_thread kind)
+{
+    int r = allow_all(ctx, runtime_calls);
+    if (r == 0)
+        r = allow_own_signals(ctx);
+    /* clone3's arguments are out of a filter's reach: ENOSYS makes the C
+     * library's pthread_create fall back to clone, which it can check. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+#ifdef CONFINE_SANITIZED
+    if (r == 0)
+        r = allow_all(ctx, sanitizer_calls);
+#endif
+    return r ? r : builders[kind](ctx);
+}
+
+static void fail(const char *what, int r)
+{
+    fprintf(stderr, "smolvm: %s: seccomp: cannot confine thread %s: %s: %s\n", verb,
+            thread_name, what, strerror(-r));
+    syscall(SYS_exit_group, 1);
+}
+
+void confine_thread(enum confine_thread kind, const char *name)
+{
+    snprintf(thread_name, sizeof(thread_name), "%s", name);
+    if (mode == CONFINE_SECCOMP_OFF)
+        return;
+    pthread_setname_np(pthread_self(), thread_name);
+    scmp_filter_ctx ctx = seccomp_init(mode == CONFINE_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
+    if (!ctx)
+        fail("seccomp_init", -ENOMEM);
+    int r = build(ctx, kind);
+    if (r < 0)
+        fail("building its filter", r);
+    r = seccomp_load(ctx);
+    if (r < 0)
+        fail("seccomp_load", r);
+    seccomp_release(ctx);
+}
+
+void confine_test_violation(void)
+{
+#ifdef SMOLVM_TEST_HOOKS
+    static const char *const argv[] = {"smolvm-seccomp-test", NULL};
+    if (getenv("SMOLVM_TEST_SECCOMP_VIOLATION"))
+        execve("/nonexistent/smolvm-seccomp-test", (char *const *)argv, NULL);
+#endif
+}
