@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bundle/sections.h"
+#include "machine/ram_faults.h"
 #include "machine/workingset.h"
 #include "util/cache.h"
 #include "util/err.h"
@@ -174,11 +175,35 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
     err_clear();
 }
 
+/* A first start: every chunk's hash checked in private memory, then the
+ * guest runs while its RAM is served from those bytes as it touches it,
+ * the cache file written behind it. 1: not here (a cache file is there
+ * already, or no userfaultfd): the caller goes on as before. */
+static int serve_first_start(const struct bundle *b, const struct guest_memory *mem,
+                             const char *dir, struct ram_faults **faults)
+{
+    struct bundle_memory_image *img;
+    char key[65], *path;
+    int r = bundle_memory_key(b, SECTION_MEMORY, key);
+
+    if (r < 0 || !ram_faults_supported())
+        return r < 0 ? r : 1;
+    if (asprintf(&path, "%s/%s.ram", dir, key) < 0)
+        return err_set(ENOMEM, "memory cache");
+    r = access(path, F_OK) == 0 ? 1 : bundle_memory_image_read(b, SECTION_MEMORY, mem, &img);
+    if (r == 0 && ram_faults_start(img, mem, path, faults) < 0) {
+        err_clear();
+        r = 1;
+    }
+    free(path);
+    return r;
+}
+
 /* Mapped from the unpacked cache by default (bench/coldstart: fastest of
  * the three, and flat in RAM size); read into RAM when there can be no
  * cache (no cache folder, or a full disk). */
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
-                          enum machine_memory how, char **record)
+                          enum machine_memory how, char **record, struct ram_faults **faults)
 {
     char *dir = NULL;
     enum machine_memory_use use = how == MACHINE_MEMORY_COPY ? MEMORY_CACHE_COPY : MEMORY_CACHE_MAP;
@@ -186,6 +211,14 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
 
     if (how != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
         err_clear(); /* no usable cache: decompressed from the bundle */
+    if (dir && how == MACHINE_MEMORY_DEFAULT) {
+        r = serve_first_start(b, mem, dir, faults);
+        if (r == 0 || r == -EINVAL) { /* served, or a corrupt bundle */
+            free(dir);
+            return r;
+        }
+        err_clear(); /* as before: unpacked into the cache, or loaded */
+    }
     if (dir)
         r = machine_memory_cache(b, SECTION_MEMORY, mem, dir, use);
     if (r == 0 && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_MAP))

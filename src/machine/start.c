@@ -109,7 +109,7 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    return machine_cached_memory(m->source, mem, m->memory, &m->working_set);
+    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults);
 }
 
 static int build(struct machine *s)

@@ -1,0 +1,46 @@
+/* A first start's RAM served as the guest touches it (userfaultfd), from a
+ * bundle's memory section read and checked in private memory beforehand
+ * (bundle_memory_image_read): the guest runs while the rest of its RAM is
+ * decoded behind it, and the memory cache file is written from the same
+ * decoded chunks, so later starts map it. One thread does all of it; its
+ * system calls: poll (ppoll), read, ioctl (UFFDIO_COPY, UFFDIO_ZEROPAGE,
+ * UFFDIO_WAKE, UFFDIO_UNREGISTER), pwrite64, fdatasync, rename, unlink,
+ * close, write (one line on failure), munmap/madvise (free), exit. */
+#ifndef SMOLVM_MACHINE_RAM_FAULTS_H
+#define SMOLVM_MACHINE_RAM_FAULTS_H
+
+#include "bundle/bundle.h"
+#include "core/memory.h"
+
+struct ram_faults;
+
+/* Whether this host gives smolvm a userfaultfd (see ram_faults_start). */
+bool ram_faults_supported(void);
+
+/* Registers mem's regions (fresh anonymous RAM, nothing touched yet) and
+ * starts serving them from img (owned from here on, also on failure).
+ * cache_path: the memory cache file to fill (through a temporary file
+ * renamed when whole), or NULL. -EOPNOTSUPP, no message: this host gives
+ * smolvm no userfaultfd (the caller unpacks as before). */
+int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
+                     const char *cache_path, struct ram_faults **out)
+    __attribute__((warn_unused_result));
+
+/* Returns once every chunk is in RAM (and the cache file named): what
+ * reads RAM as a whole (a save) calls it first. */
+int ram_faults_complete(struct ram_faults *f) __attribute__((warn_unused_result));
+
+/* Stops serving and frees f (NULL: nothing); a cache file not yet whole
+ * is dropped. mem must still be mapped. */
+void ram_faults_stop(struct ram_faults *f);
+
+/* What the thread does when a chunk cannot be decoded (a forged bundle
+ * whose hashes match bytes that do not decompress): the guest cannot go on
+ * without it. By default one line on stderr and the process exits 1; a
+ * test sets its own (the fault then stays unserved until the stop). */
+extern void (*ram_faults_broken)(const char *message);
+
+/* Test seam: false serves faults only (no fill behind the guest). */
+extern bool ram_faults_fill_behind;
+
+#endif
