@@ -473,43 +473,21 @@ int bundle_unpack_memory(const struct bundle *b, const char *name,
     return r;
 }
 
-/* ---- the section checked in private memory, decoded on demand ---- */
+/* ---- chunks decoded on demand ---- */
 
 struct bundle_memory_image {
     struct load ld;
-    uint8_t *stored; /* every chunk's stored bytes, each in its own place */
 };
-
-static int read_image_chunk(void *ctx, size_t i)
-{
-    struct load *ld = ctx;
-    struct chunk *c = &ld->l.chunks[i];
-    return c->kind == CHUNK_ZERO ? 0 : read_checked(ld, i, c->packed);
-}
 
 int bundle_memory_image_read(const struct bundle *b, const char *name,
                              const struct guest_memory *mem, struct bundle_memory_image **out)
 {
     struct bundle_memory_image *img = calloc(1, sizeof(*img));
-    size_t total = 0;
     int r;
 
     if (!img)
         return err_set(ENOMEM, "memory image");
     r = open_section(&img->ld, b, name, mem);
-    /* Each chunk gets room of its own, even where a forged index makes two
-     * share bytes of the file: no read lands on bytes already checked. */
-    for (size_t i = 0; r == 0 && i < img->ld.l.count; i++)
-        total += img->ld.l.chunks[i].kind == CHUNK_ZERO ? 0 : img->ld.l.chunks[i].stored;
-    if (r == 0 && !(img->stored = malloc(total ? total : 1)))
-        r = err_set(ENOMEM, "memory image of %zu MiB", total >> 20);
-    for (size_t i = 0, at = 0; r == 0 && i < img->ld.l.count; i++) {
-        struct chunk *c = &img->ld.l.chunks[i];
-        c->packed = c->kind == CHUNK_ZERO ? NULL : img->stored + at;
-        at += c->kind == CHUNK_ZERO ? 0 : c->stored;
-    }
-    if (r == 0)
-        r = run_parallel(0, img->ld.l.count, read_image_chunk, &img->ld);
     if (r < 0) {
         bundle_memory_image_free(img);
         return r;
@@ -535,16 +513,13 @@ void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, 
 int bundle_memory_image_decode(const struct bundle_memory_image *img, size_t i, uint8_t *dst,
                                bool *zero)
 {
-    const struct chunk *c = &img->ld.l.chunks[i];
-    *zero = c->kind == CHUNK_ZERO;
-    return *zero ? 0 : decode_chunk(&img->ld, i, c->packed, dst);
+    return chunk_bytes(&img->ld, i, dst, zero);
 }
 
 void bundle_memory_image_free(struct bundle_memory_image *img)
 {
     if (!img)
         return;
-    free(img->stored);
     free(img->ld.l.chunks);
     free(img->ld.index);
     free(img);

@@ -175,10 +175,10 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
     err_clear();
 }
 
-/* A first start: every chunk's hash checked in private memory, then the
- * guest runs while its RAM is served from those bytes as it touches it,
- * the cache file written behind it. 1: not here (a cache file is there
- * already, or no userfaultfd): the caller goes on as before. */
+/* A first start: the memory index checked, then the guest runs while
+ * each chunk it touches is read, checked and placed, the rest behind it
+ * and into the cache file. 1: not here (a cache file is there already,
+ * or no userfaultfd): the caller goes on as before. */
 static int serve_first_start(const struct bundle *b, const struct guest_memory *mem,
                              const char *dir, struct ram_faults **faults)
 {

@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "disk/fileio.h"
@@ -43,12 +44,20 @@ struct ram_faults {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool done; /* every chunk in (or the thread gave up): under lock */
+    bool reported; /* ram_faults_broken was called */
     int result;
 };
 
 static void exit_broken(const char *message)
 {
+    struct termios t;
     fprintf(stderr, "smolvm: %s: the guest cannot go on\n", message);
+    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &t) == 0) { /* the console's raw mode */
+        t.c_lflag |= ICANON | ECHO | ISIG;
+        t.c_iflag |= ICRNL;
+        t.c_oflag |= OPOST;
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
     _exit(1);
 }
 
@@ -133,6 +142,8 @@ static int serve_chunk(struct ram_faults *f, size_t i)
     bundle_memory_image_place(f->img, i, &at, &len, &host);
     int r = bundle_memory_image_decode(f->img, i, f->buffer, &zero);
     if (r < 0) {
+        drop_cache_file(f);
+        f->reported = true;
         ram_faults_broken(err_msg());
         return r;
     }
@@ -230,7 +241,7 @@ static void *serve_main(void *arg)
     f->result = r;
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->lock);
-    if (r < 0)
+    if (r < 0 && !f->reported)
         fprintf(stderr, "smolvm: the guest's memory: %s\n", err_msg());
     return NULL;
 }

@@ -1,11 +1,17 @@
-/* A first start's RAM served as the guest touches it (userfaultfd), from a
- * bundle's memory section read and checked in private memory beforehand
- * (bundle_memory_image_read): the guest runs while the rest of its RAM is
- * decoded behind it, and the memory cache file is written from the same
- * decoded chunks, so later starts map it. One thread does all of it; its
- * system calls: poll (ppoll), read, ioctl (UFFDIO_COPY, UFFDIO_ZEROPAGE,
- * UFFDIO_WAKE, UFFDIO_UNREGISTER), pwrite64, fdatasync, rename, unlink,
- * close, write (one line on failure), munmap/madvise (free), exit. */
+/* A first start's RAM served as the guest touches it (userfaultfd) from a
+ * bundle's memory section (bundle_memory_image_read: its index checked
+ * before the guest runs): the chunk holding a touched page is read into
+ * private memory, its hash checked there and decoded from those same
+ * bytes before any of it is placed (the bytes used are the bytes checked;
+ * hashing every chunk before the guest runs would cost a first start
+ * what it saves). The rest follows behind the guest, and the memory cache
+ * file is written from the same decoded chunks, so later starts map it. A
+ * chunk that fails its check is never placed: the guest, which needs it,
+ * cannot go on (ram_faults_broken). One thread does all of it; its system
+ * calls: poll (ppoll), read, pread64, ioctl (UFFDIO_COPY, UFFDIO_ZEROPAGE,
+ * UFFDIO_WAKE, UFFDIO_UNREGISTER; TCGETS/TCSETS when broken), pwrite64,
+ * fdatasync, rename, unlink, close, write, mmap/munmap/madvise (malloc),
+ * exit_group. */
 #ifndef SMOLVM_MACHINE_RAM_FAULTS_H
 #define SMOLVM_MACHINE_RAM_FAULTS_H
 
@@ -34,10 +40,11 @@ int ram_faults_complete(struct ram_faults *f) __attribute__((warn_unused_result)
  * is dropped. mem must still be mapped. */
 void ram_faults_stop(struct ram_faults *f);
 
-/* What the thread does when a chunk cannot be decoded (a forged bundle
- * whose hashes match bytes that do not decompress): the guest cannot go on
- * without it. By default one line on stderr and the process exits 1; a
- * test sets its own (the fault then stays unserved until the stop). */
+/* What the thread does when a chunk fails its check (or, in a forged
+ * bundle, does not decompress): the guest cannot go on without it, and a
+ * vCPU waiting for it in the kernel cannot be stopped. By default one line
+ * on stderr, the terminal out of raw mode, and the process exits 1; a test
+ * sets its own (the thread then ends, the fault unserved until the stop). */
 extern void (*ram_faults_broken)(const char *message);
 
 /* Test seam: false serves faults only (no fill behind the guest). */
