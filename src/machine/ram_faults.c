@@ -25,6 +25,7 @@
 
 #include "disk/fileio.h"
 #include "util/err.h"
+#include "util/trace.h"
 
 #define PAGE 4096u
 #define MESSAGES 16
@@ -36,7 +37,7 @@ struct ram_faults {
     struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
     size_t first_chunk[GUEST_MEMORY_MAX_REGIONS], chunk_size[GUEST_MEMORY_MAX_REGIONS];
     unsigned region_count;
-    size_t chunks, next_fill, left;
+    size_t chunks, next_fill, left, faulted;
     uint8_t *served, *buffer;
     char *cache_path, *tmp_path;
     int cache_fd;
@@ -191,6 +192,7 @@ static int serve_faults(struct ram_faults *f)
         int r = serve_chunk(f, i);
         if (r < 0)
             return r;
+        trace_set_count(TRACE_FAULTED_CHUNKS, ++f->faulted);
     }
     return 0;
 }
