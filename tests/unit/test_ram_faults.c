@@ -124,6 +124,26 @@ static void assert_cache_is_ram(const struct guest_memory *mem)
     close(fd);
 }
 
+/* A first start of the bundle at path into fresh RAM (back): served. */
+static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
+{
+    char *record = NULL;
+    *faults = NULL;
+    assert_int_equal(bundle_open(path, b), 0);
+    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
+    back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
+    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_DEFAULT, &record, faults), 0);
+    assert_non_null(*faults);
+    assert_null(record);
+}
+
+static void end(struct bundle *b, struct guest_memory *back, struct guest_memory *mem)
+{
+    bundle_close(b);
+    guest_memory_free(back);
+    guest_memory_free(mem);
+}
+
 /* The first start serves RAM as it is touched and fills the cache; the
  * second maps that cache (no server). */
 static void first_start_serves_faults(void **state)
@@ -137,12 +157,7 @@ static void first_start_serves_faults(void **state)
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    back.regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
-    assert_non_null(faults);
-    assert_null(record);
+    start_first(&back, &b, &faults);
     assert_same_ram(&mem, &back);
     assert_int_equal(ram_faults_complete(faults), 0);
     assert_cache_is_ram(&mem);
@@ -155,10 +170,8 @@ static void first_start_serves_faults(void **state)
     assert_null(faults);
     assert_same_ram(&mem, &again);
     free(record);
-    bundle_close(b);
     guest_memory_free(&again);
-    guest_memory_free(&back);
-    guest_memory_free(&mem);
+    end(b, &back, &mem);
 }
 
 /* A fault from another thread is served while the server runs: the bytes
@@ -231,7 +244,6 @@ static void corrupt_chunk_is_refused(void **state)
     struct bundle *b;
     struct toucher t;
     pthread_t thread;
-    char *record = NULL;
     static const uint8_t zero[4];
     (void)state;
 
@@ -254,9 +266,7 @@ static void corrupt_chunk_is_refused(void **state)
     void (*was)(const char *) = ram_faults_broken;
     ram_faults_broken = note_broken;
     broken[0] = 0;
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
+    start_first(&back, &b, &faults);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
     assert_true(ram_faults_complete(faults) < 0);
@@ -267,10 +277,7 @@ static void corrupt_chunk_is_refused(void **state)
     pthread_join(thread, NULL);
     assert_memory_equal(t.seen, zero, 4);
     ram_faults_broken = was;
-    free(record);
-    bundle_close(b);
-    guest_memory_free(&back);
-    guest_memory_free(&mem);
+    end(b, &back, &mem);
 }
 
 /* Stopped before the fill is done (a start that fails, a guest that
@@ -280,23 +287,17 @@ static void stop_early_leaves_no_partial_cache(void **state)
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
-    char *record = NULL;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
+    start_first(&back, &b, &faults);
     ram_faults_stop(faults);
     assert_false(any_tmp());
     if (cache_file(".ram"))
         assert_cache_is_ram(&mem);
-    free(record);
-    bundle_close(b);
-    guest_memory_free(&back);
-    guest_memory_free(&mem);
+    end(b, &back, &mem);
 }
 
 int main(void)
