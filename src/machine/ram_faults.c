@@ -30,22 +30,31 @@
 #define PAGE 4096u
 #define MESSAGES 16
 
+/* Two threads place chunks: one serves faults (at the guest's priority),
+ * one fills behind the guest in order (SCHED_IDLE: only the CPU time the
+ * guest leaves) and writes the cache file. Both may place one chunk at
+ * once: UFFDIO_COPY never replaces a page that is there (EEXIST, skipped),
+ * so the second copy changes nothing, not even a page the guest wrote in
+ * between. */
 struct ram_faults {
     int uffd;
-    pthread_t thread;
+    pthread_t fault_thread, fill_thread;
+    bool fill_started;
     struct bundle_memory_image *img;
     struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
     size_t first_chunk[GUEST_MEMORY_MAX_REGIONS], chunk_size[GUEST_MEMORY_MAX_REGIONS];
     unsigned region_count;
-    size_t chunks, next_fill, left, faulted;
-    uint8_t *served, *buffer;
+    size_t chunks;
+    atomic_size_t faulted;
+    atomic_uchar *served;
+    uint8_t *fault_buffer, *fill_buffer;
     char *cache_path, *tmp_path;
     int cache_fd;
-    atomic_bool stopping;
+    bool cache_failed; /* the fill's */
+    atomic_bool stopping, gave_up, finished, reported;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool done; /* every chunk in (or the thread gave up): under lock */
-    bool reported; /* ram_faults_broken was called */
+    bool done; /* every chunk in, or given up: under lock */
     int result;
 };
 
@@ -121,41 +130,29 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
     return 0;
 }
 
-static void drop_cache_file(struct ram_faults *f)
-{
-    if (f->cache_fd < 0)
-        return;
-    close(f->cache_fd);
-    f->cache_fd = -1;
-    unlink(f->tmp_path);
-}
-
-/* Chunk i into RAM (and into the cache file), once. */
-static int serve_chunk(struct ram_faults *f, size_t i)
+/* Chunk i decoded into buffer and placed unless it is there already;
+ * *zero: an all-zero chunk (buffer untouched). */
+static int serve_chunk(struct ram_faults *f, size_t i, uint8_t *buffer, bool *zero)
 {
     uint64_t at;
     size_t len;
     uint8_t *host;
-    bool zero;
 
-    if (f->served[i])
-        return 0;
     bundle_memory_image_place(f->img, i, &at, &len, &host);
-    int r = bundle_memory_image_decode(f->img, i, f->buffer, &zero);
+    int r = bundle_memory_image_decode(f->img, i, buffer, zero);
     if (r < 0) {
-        drop_cache_file(f);
-        f->reported = true;
-        ram_faults_broken(err_msg());
+        if (f->cache_fd >= 0)
+            unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
+        if (!atomic_exchange(&f->reported, true))
+            ram_faults_broken(err_msg());
         return r;
     }
-    r = place(f->uffd, host, zero ? NULL : f->buffer, len);
-    if (r < 0)
-        return err_set(-r, "placing memory chunk %zu", i);
-    /* A cache that cannot be written costs only later starts. */
-    if (!zero && f->cache_fd >= 0 && disk_pwrite_all(f->cache_fd, f->buffer, len, (off_t)at) < 0)
-        drop_cache_file(f);
-    f->served[i] = 1;
-    f->left--;
+    if (!atomic_load(&f->served[i])) {
+        r = place(f->uffd, host, *zero ? NULL : buffer, len);
+        if (r < 0)
+            return err_set(-r, "placing memory chunk %zu", i);
+        atomic_store(&f->served[i], 1);
+    }
     return 0;
 }
 
@@ -184,15 +181,16 @@ static int serve_faults(struct ram_faults *f)
         size_t i = chunk_of(f, addr);
         if (i == f->chunks)
             continue;
-        if (f->served[i]) { /* placed after this fault was queued */
+        if (atomic_load(&f->served[i])) { /* placed after this fault was queued */
             struct uffdio_range page = {addr, PAGE};
             ioctl(f->uffd, UFFDIO_WAKE, &page);
             continue;
         }
-        int r = serve_chunk(f, i);
+        bool zero;
+        int r = serve_chunk(f, i, f->fault_buffer, &zero);
         if (r < 0)
             return r;
-        trace_set_count(TRACE_FAULTED_CHUNKS, ++f->faulted);
+        trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
     }
     return 0;
 }
@@ -205,46 +203,79 @@ static void unregister(struct ram_faults *f)
     }
 }
 
-/* Every chunk is in: the regions are plain RAM again, the cache named. */
-static int finish(struct ram_faults *f)
+/* The cache file named when whole, else removed. */
+static void close_cache_file(struct ram_faults *f, bool whole)
 {
-    unregister(f);
-    if (f->cache_fd >= 0 && (fdatasync(f->cache_fd) < 0 || rename(f->tmp_path, f->cache_path) < 0))
-        drop_cache_file(f);
-    if (f->cache_fd >= 0)
-        close(f->cache_fd);
+    if (f->cache_fd < 0)
+        return;
+    if (!whole || f->cache_failed || fdatasync(f->cache_fd) < 0 ||
+        rename(f->tmp_path, f->cache_path) < 0)
+        unlink(f->tmp_path);
+    close(f->cache_fd);
     f->cache_fd = -1;
-    return 0;
 }
 
-static void *serve_main(void *arg)
+/* Ends the work of both threads with r (<0: given up, message set). */
+static void conclude(struct ram_faults *f, int r)
+{
+    if (r < 0 && !atomic_exchange(&f->gave_up, true) && !atomic_load(&f->reported))
+        fprintf(stderr, "smolvm: the guest's memory: %s\n", err_msg());
+    pthread_mutex_lock(&f->lock);
+    if (!f->done || r < 0)
+        f->result = r;
+    f->done = true;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void *fault_main(void *arg)
 {
     struct ram_faults *f = arg;
     struct pollfd p = {.fd = f->uffd, .events = POLLIN};
+
+    /* The flags are looked at between waits of at most 20 ms. */
+    while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
+        int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
+        /* Once finished, the regions are unregistered under it (and every
+         * chunk is in): a failed placing is no failure then. */
+        if (r < 0 && !atomic_load(&f->finished))
+            conclude(f, r);
+    }
+    return NULL;
+}
+
+static void *fill_main(void *arg)
+{
+    struct ram_faults *f = arg;
+    struct sched_param none = {0};
     int r = 0;
 
-    while (r == 0 && f->left && !atomic_load(&f->stopping)) {
-        /* Faults first; between them (poll says none) the next chunk:
-         * never idle while chunks are left, so a stop is seen soon. */
-        int n = poll(&p, 1, ram_faults_fill_behind ? 0 : 10);
-        if (n > 0 && (p.revents & POLLIN))
-            r = serve_faults(f);
-        else if (ram_faults_fill_behind && (n == 0 || (n < 0 && errno == EINTR))) {
-            while (f->next_fill < f->chunks && f->served[f->next_fill])
-                f->next_fill++;
-            if (f->next_fill < f->chunks)
-                r = serve_chunk(f, f->next_fill);
-        }
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+    /* Only this thread writes the cache file: a chunk the guest faulted
+     * in is decoded again for it. */
+    for (size_t i = 0; r == 0 && i < f->chunks; i++) {
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        bool zero;
+        if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
+            return NULL;
+        r = serve_chunk(f, i, f->fill_buffer, &zero);
+        bundle_memory_image_place(f->img, i, &at, &len, &host);
+        /* A cache that cannot be written costs only later starts. */
+        if (r == 0 && !zero && f->cache_fd >= 0 && !f->cache_failed &&
+            disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
+            f->cache_failed = true;
     }
-    if (r == 0 && !f->left)
-        r = finish(f);
-    pthread_mutex_lock(&f->lock);
-    f->done = true;
-    f->result = r;
-    pthread_cond_broadcast(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-    if (r < 0 && !f->reported)
-        fprintf(stderr, "smolvm: the guest's memory: %s\n", err_msg());
+    if (r < 0) {
+        conclude(f, r);
+        return NULL;
+    }
+    /* Every chunk in: the regions are plain RAM again, the cache named. */
+    atomic_store(&f->finished, true);
+    unregister(f);
+    close_cache_file(f, true);
+    conclude(f, 0);
     return NULL;
 }
 
@@ -272,9 +303,10 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
             return err_plain(EINVAL, "memory chunk %zu is not whole pages", i);
         largest = len > largest ? len : largest;
     }
-    f->served = calloc(f->chunks ? f->chunks : 1, 1);
-    f->buffer = aligned_alloc(PAGE, largest);
-    return f->served && f->buffer ? 0 : err_set(ENOMEM, "guest memory server");
+    f->served = calloc(f->chunks ? f->chunks : 1, sizeof(*f->served));
+    f->fault_buffer = aligned_alloc(PAGE, largest);
+    f->fill_buffer = aligned_alloc(PAGE, largest);
+    return f->served && f->fault_buffer && f->fill_buffer ? 0 : err_set(ENOMEM, "guest memory server");
 }
 
 static int open_cache_file(struct ram_faults *f, const char *path, uint64_t total)
@@ -285,7 +317,7 @@ static int open_cache_file(struct ram_faults *f, const char *path, uint64_t tota
         return err_set(ENOMEM, "memory cache");
     f->cache_fd = open(f->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (f->cache_fd >= 0 && ftruncate(f->cache_fd, (off_t)total) < 0)
-        drop_cache_file(f);
+        close_cache_file(f, false);
     return 0; /* no cache file: only later starts lose */
 }
 
@@ -311,14 +343,15 @@ static int register_regions(struct ram_faults *f)
 
 static void release(struct ram_faults *f)
 {
-    drop_cache_file(f);
+    close_cache_file(f, false);
     if (f->uffd >= 0)
         close(f->uffd);
     bundle_memory_image_free(f->img);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
     free(f->served);
-    free(f->buffer);
+    free(f->fault_buffer);
+    free(f->fill_buffer);
     free(f->cache_path);
     free(f->tmp_path);
     free(f);
@@ -335,7 +368,7 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
         return err_set(ENOMEM, "guest memory server");
     }
     f->img = img;
-    f->chunks = f->left = bundle_memory_image_chunks(img);
+    f->chunks = bundle_memory_image_chunks(img);
     f->cache_fd = -1;
     f->uffd = open_userfaultfd();
     pthread_mutex_init(&f->lock, NULL);
@@ -345,9 +378,16 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
         r = register_regions(f);
     if (r == 0)
         r = open_cache_file(f, cache_path, mem->total);
-    if (r == 0 && (r = -pthread_create(&f->thread, NULL, serve_main, f)) < 0)
-        err_set(-r, "guest memory server");
-    if (r < 0) {
+    if (r == 0 && ram_faults_fill_behind) {
+        r = -pthread_create(&f->fill_thread, NULL, fill_main, f);
+        f->fill_started = r == 0;
+    }
+    if (r == 0)
+        r = -pthread_create(&f->fault_thread, NULL, fault_main, f);
+    if (r < 0) { /* what the fill placed meanwhile is the saved RAM too */
+        atomic_store(&f->stopping, true);
+        if (f->fill_started)
+            pthread_join(f->fill_thread, NULL);
         if (f->uffd >= 0)
             unregister(f);
         release(f);
@@ -372,8 +412,10 @@ void ram_faults_stop(struct ram_faults *f)
     if (!f)
         return;
     atomic_store(&f->stopping, true);
-    pthread_join(f->thread, NULL);
-    if (f->left)
+    if (f->fill_started)
+        pthread_join(f->fill_thread, NULL);
+    pthread_join(f->fault_thread, NULL);
+    if (!atomic_load(&f->finished))
         unregister(f); /* threads still waiting wake to zero pages */
     release(f);
 }
