@@ -1,11 +1,11 @@
 /* The guest's first touch of a page of a chunk not yet in RAM stops its
  * thread (a vCPU in KVM, or a device thread) in the kernel and queues a
- * message here; the chunk is decoded from the image (checked bytes in
- * private memory) and placed with UFFDIO_COPY, which wakes it. Between
- * faults the next chunk not yet served is placed, in order, and written to
- * the cache file; when all are in, the regions are unregistered (a page
- * missing later, after a MADV_DONTNEED, is plain anonymous memory again)
- * and the cache file is synced and named. */
+ * message here; the chunk is read, checked and decoded (bundle_memory_image_decode)
+ * and placed with UFFDIO_COPY, which wakes it. Behind the guest every
+ * chunk is placed in order and written to the cache file; when all are
+ * in, the regions are unregistered (a page missing later, after a
+ * MADV_DONTNEED, is plain anonymous memory again) and the cache file is
+ * synced and named. */
 #include "machine/ram_faults.h"
 
 #include <errno.h>

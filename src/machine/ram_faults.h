@@ -7,11 +7,12 @@
  * what it saves). The rest follows behind the guest, and the memory cache
  * file is written from the same decoded chunks, so later starts map it. A
  * chunk that fails its check is never placed: the guest, which needs it,
- * cannot go on (ram_faults_broken). One thread does all of it; its system
- * calls: poll (ppoll), read, pread64, ioctl (UFFDIO_COPY, UFFDIO_ZEROPAGE,
- * UFFDIO_WAKE, UFFDIO_UNREGISTER; TCGETS/TCSETS when broken), pwrite64,
- * fdatasync, rename, unlink, close, write, mmap/munmap/madvise (malloc),
- * exit_group. */
+ * cannot go on (ram_faults_broken). Two threads (faults; the fill); their
+ * system calls: poll (ppoll), read, pread64, ioctl (UFFDIO_COPY,
+ * UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_UNREGISTER; TCGETS/TCSETS when
+ * broken), pwrite64, fdatasync, rename, unlink, close, write,
+ * sched_setscheduler (SCHED_IDLE), futex, mmap/munmap/madvise (malloc),
+ * exit, exit_group. */
 #ifndef SMOLVM_MACHINE_RAM_FAULTS_H
 #define SMOLVM_MACHINE_RAM_FAULTS_H
 
