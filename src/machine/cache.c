@@ -154,7 +154,8 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
 }
 
 /* The working set recorded next to the memory cache is faulted in; when
- * there is none (or it does not fit this RAM) this start records one. */
+ * there is none (or it does not fit this RAM, or it is a first start's
+ * provisional one) this start records one. */
 static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
                      char **record)
 {
@@ -168,7 +169,7 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
         trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
     if (r == -EINVAL)
         unlink(path);
-    if (r < 0)
+    if (r < 0 || c.provisional)
         *record = path;
     else
         free(path);
@@ -183,7 +184,7 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
                              const char *dir, struct ram_faults **faults)
 {
     struct bundle_memory_image *img;
-    char key[65], *path;
+    char key[65], *path, *ws = NULL;
     int r = bundle_memory_key(b, SECTION_MEMORY, key);
 
     if (r < 0 || !ram_faults_supported())
@@ -191,11 +192,15 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
     if (asprintf(&path, "%s/%s.ram", dir, key) < 0)
         return err_set(ENOMEM, "memory cache");
     r = access(path, F_OK) == 0 ? 1 : bundle_memory_image_read(b, SECTION_MEMORY, mem, &img);
-    if (r == 0 && ram_faults_start(img, mem, path, faults) < 0) {
+    if (r == 0 && (bundle_section_key(b, SECTION_MEMORY, key) < 0 ||
+                   asprintf(&ws, "%s/%s.ws", dir, key) < 0))
+        ws = NULL; /* only later starts lose */
+    if (r == 0 && ram_faults_start(img, mem, path, ws, faults) < 0) {
         err_clear();
         r = 1;
     }
     free(path);
+    free(ws);
     return r;
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "disk/fileio.h"
+#include "machine/workingset.h"
 #include "util/err.h"
 #include "util/trace.h"
 
@@ -46,7 +47,9 @@ struct ram_faults {
     unsigned region_count;
     size_t chunks;
     atomic_size_t faulted;
-    atomic_uchar *served;
+    atomic_uchar *served, *touched; /* touched: faulted in by the guest */
+    char *working_set;
+    struct guest_memory mem; /* the layout (for the working set) */
     uint8_t *fault_buffer, *fill_buffer;
     char *cache_path, *tmp_path;
     int cache_fd;
@@ -181,6 +184,7 @@ static int serve_faults(struct ram_faults *f)
         size_t i = chunk_of(f, addr);
         if (i == f->chunks)
             continue;
+        atomic_store(&f->touched[i], 1);
         if (atomic_load(&f->served[i])) { /* placed after this fault was queued */
             struct uffdio_range page = {addr, PAGE};
             ioctl(f->uffd, UFFDIO_WAKE, &page);
@@ -244,6 +248,26 @@ static void *fault_main(void *arg)
     return NULL;
 }
 
+/* The chunks the guest faulted in, for the next start to prefetch. */
+static void write_working_set(struct ram_faults *f)
+{
+    struct working_set_chunk *list = f->working_set ? calloc(f->chunks + 1, sizeof(*list)) : NULL;
+    size_t n = 0;
+
+    for (size_t i = 0; list && i < f->chunks; i++) {
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        if (!atomic_load(&f->touched[i]))
+            continue;
+        bundle_memory_image_place(f->img, i, &at, &len, &host);
+        list[n++] = (struct working_set_chunk){at / PAGE, (uint32_t)(len / PAGE)};
+    }
+    if (list && n && working_set_write_chunks(f->working_set, &f->mem, list, n) < 0)
+        err_clear(); /* only later starts lose */
+    free(list);
+}
+
 static void *fill_main(void *arg)
 {
     struct ram_faults *f = arg;
@@ -275,6 +299,7 @@ static void *fill_main(void *arg)
     atomic_store(&f->finished, true);
     unregister(f);
     close_cache_file(f, true);
+    write_working_set(f);
     conclude(f, 0);
     return NULL;
 }
@@ -304,9 +329,11 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
         largest = len > largest ? len : largest;
     }
     f->served = calloc(f->chunks ? f->chunks : 1, sizeof(*f->served));
+    f->touched = calloc(f->chunks ? f->chunks : 1, sizeof(*f->touched));
+    f->mem = *mem;
     f->fault_buffer = aligned_alloc(PAGE, largest);
     f->fill_buffer = aligned_alloc(PAGE, largest);
-    return f->served && f->fault_buffer && f->fill_buffer ? 0 : err_set(ENOMEM, "guest memory server");
+    return f->served && f->touched && f->fault_buffer && f->fill_buffer ? 0 : err_set(ENOMEM, "guest memory server");
 }
 
 static int open_cache_file(struct ram_faults *f, const char *path, uint64_t total)
@@ -350,6 +377,8 @@ static void release(struct ram_faults *f)
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
     free(f->served);
+    free(f->touched);
+    free(f->working_set);
     free(f->fault_buffer);
     free(f->fill_buffer);
     free(f->cache_path);
@@ -358,7 +387,7 @@ static void release(struct ram_faults *f)
 }
 
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
-                     const char *cache_path, struct ram_faults **out)
+                     const char *cache_path, const char *working_set, struct ram_faults **out)
 {
     struct ram_faults *f = calloc(1, sizeof(*f));
     int r;
@@ -378,6 +407,8 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
         r = register_regions(f);
     if (r == 0)
         r = open_cache_file(f, cache_path, mem->total);
+    if (r == 0 && working_set && !(f->working_set = strdup(working_set)))
+        r = err_set(ENOMEM, "working set");
     if (r == 0 && ram_faults_fill_behind) {
         r = -pthread_create(&f->fill_thread, NULL, fill_main, f);
         f->fill_started = r == 0;

@@ -27,10 +27,12 @@ bool ram_faults_supported(void);
 /* Registers mem's regions (fresh anonymous RAM, nothing touched yet) and
  * starts serving them from img (owned from here on, also on failure).
  * cache_path: the memory cache file to fill (through a temporary file
- * renamed when whole), or NULL. -EOPNOTSUPP, no message: this host gives
+ * renamed when whole), or NULL; working_set: where the chunks the guest
+ * faulted in before the fill was done are written down then (a
+ * provisional working set, machine/workingset.h), or NULL. -EOPNOTSUPP, no message: this host gives
  * smolvm no userfaultfd (the caller unpacks as before). */
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
-                     const char *cache_path, struct ram_faults **out)
+                     const char *cache_path, const char *working_set, struct ram_faults **out)
     __attribute__((warn_unused_result));
 
 /* Returns once every chunk is in RAM (and the cache file named): what

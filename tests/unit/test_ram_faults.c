@@ -22,6 +22,7 @@
 #include "bundle/sections.h"
 #include "machine/cache.h"
 #include "machine/ram_faults.h"
+#include "machine/workingset.h"
 #include "util/err.h"
 
 #define RAM_LOW (6u << 20)
@@ -144,8 +145,9 @@ static void end(struct bundle *b, struct guest_memory *back, struct guest_memory
     guest_memory_free(mem);
 }
 
-/* The first start serves RAM as it is touched and fills the cache; the
- * second maps that cache (no server). */
+/* The first start serves RAM as it is touched, fills the cache and writes
+ * down the chunks it faulted in; the second maps that cache (no server),
+ * prefetches them and records its exact working set. */
 static void first_start_serves_faults(void **state)
 {
     struct guest_memory mem, back, again;
@@ -164,10 +166,17 @@ static void first_start_serves_faults(void **state)
     assert_false(any_tmp());
     ram_faults_stop(faults);
 
-    faults = NULL;
+    /* The chunks the guest faulted in: a provisional working set. */
+    struct working_set_counts counts;
+    assert_non_null(cache_file(".ws"));
     assert_int_equal(guest_memory_alloc(&again, layout, 2), 0);
+    assert_int_equal(working_set_prefetch(cache_file(".ws"), &again, &counts), 0);
+    assert_true(counts.provisional);
+    assert_true(counts.read_pages > 0 && counts.read_pages % 128 == 0);
+    faults = NULL;
     assert_int_equal(machine_cached_memory(b, &again, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
     assert_null(faults);
+    assert_non_null(record); /* prefetched, and this start records the exact one */
     assert_same_ram(&mem, &again);
     free(record);
     guest_memory_free(&again);
@@ -207,7 +216,7 @@ static void faults_from_other_threads(void **state)
     /* Faults only: a touch not served would hang (the alarm ends it). */
     ram_faults_fill_behind = false;
     alarm(20);
-    assert_int_equal(ram_faults_start(img, &back, NULL, &faults), 0);
+    assert_int_equal(ram_faults_start(img, &back, NULL, NULL, &faults), 0);
     for (int i = 0; i < 4; i++) {
         t[i].at = i == 3 ? back.regions[1].host + RAM_HIGH - 5
                          : back.regions[0].host + (5u << 20) + (size_t)i * 4096 + 200;
