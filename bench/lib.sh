@@ -36,7 +36,8 @@ bench_inside() {
 # stderr, also appended to $BENCH_LOG when set), or to "timeout" (no
 # MARKER; no line for 300 s: COMMAND is killed). With BENCH_KILL_AT_MARKER
 # set, COMMAND is killed once MARKER is out (a guest that would wait for
-# input it missed). COMMAND reads this function's stdin. Only
+# input it missed; BENCH_KILL_SIGNAL, default 9: TERM lets smolvm stop
+# the guest and print its trace). COMMAND reads this function's stdin. Only
 # COMMAND is launched in the measured span (no `timeout` wrapper), and the
 # clock is bash's own: a fork and exec cost tens of ms in a nested L1, and
 # that would be in every figure.
@@ -55,7 +56,7 @@ bench_ms_to() {
         [ -z "${BENCH_LOG:-}" ] || printf '%s\n' "$_bms_line" >> "$BENCH_LOG"
         [ "$_bms_rc" = 0 ] || break
     done
-    [ "$_bms_rc" -gt 128 ] && kill -9 "$_bms_pid" 2>/dev/null
+    [ "$_bms_rc" -gt 128 ] && kill -"${BENCH_KILL_SIGNAL:-9}" "$_bms_pid" 2>/dev/null
     exec {_bms_fd}<&-
     wait "$_bms_pid" 2>/dev/null
     printf -v "$_bms_var" '%s' "${_bms_ms:-timeout}"

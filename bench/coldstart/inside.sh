@@ -7,7 +7,8 @@ results=$1
 # shellcheck source=/dev/null
 . "$results/params.sh"
 RUNS=${RUNS:-5}
-CMDLINE="console=ttyS0 quiet panic=-1 smolvm.test=echo"
+BASE_CMDLINE="console=ttyS0 quiet panic=-1"
+CMDLINE="$BASE_CMDLINE smolvm.test=echo"
 # In the nested L1, bundles and caches live on ext4 on the virtio disk run
 # gives it, so that a start after dropping the page cache reads them from a
 # disk, as after a host's reboot (the L1's tmpfs would keep them in RAM).
@@ -24,43 +25,101 @@ out=$results/times.tsv facts=$results/facts.txt
 : > "$facts"
 echo "bundles and caches on: $(df --output=source,fstype "$work" | tail -n 1)" >> "$facts"
 
+# A stdin that never gives a line (held open on fd 8): the timer-driven
+# guest's console input.
+mkfifo "$work/quiet"
+exec 8<> "$work/quiet"
+splits=$results/splits.tsv
+: > "$splits"
+
 # ms_to LABEL METRIC MARKER COMMAND...: launch to MARKER on the console, the
-# guest's input line "go" waiting on stdin from the start.
+# guest's input line "go" waiting on stdin from the start (INPUT=none: no
+# input ever). With --trace-boot --json, the start's split goes to
+# splits.tsv, each point from the launch: the launch itself is the figure
+# less the time from smolvm's main() to the marker.
 ms_to() {
     local label=$1 metric=$2 marker=$3 ms
     shift 3
     : > "$work/last.log"
-    BENCH_LOG=$work/last.log bench_ms_to ms "$marker" "$@" <<< go
+    if [ "${INPUT:-go}" = none ]; then
+        BENCH_LOG=$work/last.log bench_ms_to ms "$marker" "$@" < "$work/quiet"
+    else
+        BENCH_LOG=$work/last.log bench_ms_to ms "$marker" "$@" <<< go
+    fi
     echo -e "$label\t$metric\t$ms" | tee -a "$out"
+    grep -o '"events":{[^}]*}' "$work/last.log" | tail -n 1 | tr -d '"{}' | sed 's/^events://' |
+        awk -v metric="$metric" -v total="$ms" -F, 'total ~ /^[0-9]+$/ {
+            for (i = 1; i <= NF; i++) { split($i, kv, ":"); t[kv[1]] = kv[2] }
+            if (!("marker_seen" in t) || !("memory_restored" in t)) exit
+            launch = total - t["marker_seen"]
+            printf "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\n", metric, launch, launch + t["memory_restored"],
+                launch + t["first_vcpu_entry"], launch + t["first_serial_byte"], total
+        }' >> "$splits"
 }
 
-# save_at_ready MEM BUNDLE: boots, waits for the ready line, saves.
-save_at_ready() {
+# save_at MEM BUNDLE TEST MARKER: boots the test guest TEST (its console
+# input never comes), waits for MARKER and a second more, saves.
+save_at() {
     local fifo=$work/fifo log=$work/boot.log pid i t0 t1
     rm -f "$fifo"; mkfifo "$fifo"
     "$SMOLVM" run --name bench --mem "$1" --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$CMDLINE" < "$fifo" > "$log" 2>&1 &
+        --cmdline "$BASE_CMDLINE smolvm.test=$3" < "$fifo" > "$log" 2>&1 &
     pid=$!
     exec 7> "$fifo"
-    for i in $(seq 1 300); do grep -q SMOLVM-GUEST-UP "$log" && break; sleep 0.5; done
+    for i in $(seq 1 300); do grep -q "$4" "$log" && break; sleep 0.5; done
     sleep 1
     t0=${EPOCHREALTIME/./}
     "$SMOLVM" save bench -o "$2" > /dev/null
     t1=${EPOCHREALTIME/./}
     wait "$pid"
     exec 7>&-
-    echo "mem $1: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms" >> "$facts"
+    echo "mem $1, $3 guest: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms" >> "$facts"
 }
 
-# The floor under every start: launching smolvm itself (exec, the dynamic
-# loader, exit), here where the host tree is shared into L1.
-t0=${EPOCHREALTIME/./}
-for i in 1 2 3 4 5; do "$SMOLVM" --version > /dev/null; done
-echo "smolvm --version (launch and exit): $(((${EPOCHREALTIME/./} - t0) / 5000)) ms each" >> "$facts"
+# The floor under every start: launching a program and its exit. Against
+# a trivial static program (busybox true), from the tree shared into the
+# L1 (9p: every page of the binary read through it) and from a copy on
+# the local disk, as a user's installed binary is; the starts below run
+# that copy.
+launch_ms() {
+    local t0=${EPOCHREALTIME/./} i
+    for i in 1 2 3 4 5; do "$@" > /dev/null; done
+    echo $(((${EPOCHREALTIME/./} - t0) / 5000))
+}
+cp "$SMOLVM" "$work/smolvm"
+busybox=$(command -v busybox || true)
+[ -z "$busybox" ] || cp "$busybox" "$work/busybox"
+echo "launch and exit (ms each): smolvm --version $(launch_ms "$SMOLVM" --version) from the shared tree," \
+    "$(launch_ms "$work/smolvm" --version) from the local disk${busybox:+; busybox true $(launch_ms "$busybox" true) shared, $(launch_ms "$work/busybox" true) local}" >> "$facts"
+SMOLVM=$work/smolvm
 
 for mem in ${MEMS:-256M 2G}; do
+    # The timer-driven guest: a line every 20 ms, saved mid-count; a start
+    # is timed to its next line. First start (no memory cache; RAM served
+    # as touched), then later ones, and its cold boot to its first line.
+    tick=$work/tick-$mem.smolmachine
+    save_at "$mem" "$tick" tick "TICK 10"
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    # This guest never ends: each timed start is stopped (SIGTERM) at its line.
+    INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-first-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
+    # Not counted, each stopped by SIGTERM a few seconds in: a first start
+    # (fills the memory cache, its faulted chunks the provisional working
+    # set), then one that maps the cache and records the exact working set.
+    for i in 1 2; do
+        "$SMOLVM" start "$tick" --name s < "$work/quiet" > /dev/null 2>&1 &
+        sleep 5
+        kill -TERM $! && wait $!
+    done
+    for i in $(seq 1 "$RUNS"); do
+        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
+        [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
+        INPUT=none BENCH_KILL_AT_MARKER=1 ms_to smolvm "tick-boot-$mem" "TICK 1" "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
+            --initrd "$INITRD" --cmdline "$BASE_CMDLINE smolvm.test=tick"
+    done
+    rm -f "$tick"
+
     bundle=$work/ready-$mem.smolmachine
-    save_at_ready "$mem" "$bundle"
+    save_at "$mem" "$bundle" echo SMOLVM-GUEST-UP
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     ms_to smolvm "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --trace-boot --trace-until GUEST-GOT=go --json
     echo "first start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
@@ -104,7 +163,25 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
                 printf "mem %s, page cache dropped before each start: map + working set %.0f ms vs lazy %.0f ms: ratio %.2f\n",
                     sizes[i], med["start-map-cold-" sizes[i]], med["start-lazy-cold-" sizes[i]],
                     med["start-map-cold-" sizes[i]] / med["start-lazy-cold-" sizes[i]]
+        for (i = 1; i <= n; i++) {
+            x = sizes[i]
+            if (med["tick-boot-" x] > 0)
+                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start %.0f ms: %.2f of a later start (target <= 2)\n",
+                    x, med["tick-start-" x], med["tick-boot-" x], med["tick-start-" x] / med["tick-boot-" x],
+                    med["tick-first-" x], med["tick-first-" x] / med["tick-start-" x]
+            if (med["start-map-" x] > 0)
+                printf "mem %s, input-driven guest: first start / later start %.2f (target <= 2)\n",
+                    x, med["start-first-" x] / med["start-map-" x]
+        }
         if (med["start-map-256M"] > 0 && med["start-map-2G"] > 0)
             printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-map-2G"] / med["start-map-256M"]
     }' "$out" >> "$facts"
+# Each start's split, medians, in ms from the launch.
+awk -F'\t' "$BENCH_MEDIAN_AWK"'{ for (c = 2; c <= 6; c++) v[$1, c] = v[$1, c] " " $c; seen[$1] = 1 }
+    END {
+        for (m in seen)
+            printf "split %s (ms from launch): launched %.0f, memory restored %.0f, first vCPU entry %.0f, first guest output %.0f, the line %.0f\n",
+                m, median(v[m, 2]), median(v[m, 3]), median(v[m, 4]), median(v[m, 5]), median(v[m, 6])
+    }' "$splits" | sort >> "$facts"
+exec 8>&-
 rm -rf "$work"

@@ -88,4 +88,24 @@ int bundle_memory_key(const struct bundle *b, const char *name, char key[65])
 int bundle_unpack_memory(const struct bundle *b, const char *name,
                          const struct guest_memory *mem, int fd) __attribute__((warn_unused_result));
 
+/* A BUNDLE_MEMORY section's index, checked against mem's layout, and its
+ * chunks decoded one by one on demand (as a restored guest first touches
+ * them): each read into private memory, its hash checked there and
+ * decoded from those bytes. The bundle must outlive the image. */
+struct bundle_memory_image;
+int bundle_memory_image_read(const struct bundle *b, const char *name,
+                             const struct guest_memory *mem, struct bundle_memory_image **out)
+    __attribute__((warn_unused_result));
+size_t bundle_memory_image_chunks(const struct bundle_memory_image *img);
+/* Chunk i's place: its offset in the RAM laid end to end, its length, and
+ * where it lies in mem (the mem the image was read for). */
+void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, uint64_t *at,
+                               size_t *len, uint8_t **host);
+/* Reads, checks and decodes chunk i into dst (room for its length); 0
+ * with *zero set: an all-zero chunk, dst untouched. -EINVAL (message
+ * naming the chunk): corrupt. */
+int bundle_memory_image_decode(const struct bundle_memory_image *img, size_t i, uint8_t *dst,
+                               bool *zero) __attribute__((warn_unused_result));
+void bundle_memory_image_free(struct bundle_memory_image *img);
+
 #endif

@@ -344,6 +344,36 @@ static int parse_chunks(struct load *ld, const uint8_t *e, size_t index_len)
     return 0;
 }
 
+/* Chunk i's stored bytes read into packed (private memory) and their hash
+ * checked there. */
+static int read_checked(const struct load *ld, size_t i, uint8_t *packed)
+{
+    const struct chunk *c = &ld->l.chunks[i];
+    char what[48];
+    int r = bundle_pread(ld->b, ld->s->offset + c->offset, packed, c->stored);
+
+    snprintf(what, sizeof(what), "memory chunk %zu", i);
+    return r < 0 ? r : bundle_verify(ld->b, packed, c->stored, c->sha256, what);
+}
+
+/* A checked chunk's stored bytes (packed) decoded into dst. */
+static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, uint8_t *dst)
+{
+    const struct chunk *c = &ld->l.chunks[i];
+    size_t n;
+
+    if (c->kind == CHUNK_RAW) {
+        if (packed != dst)
+            memcpy(dst, packed, c->len);
+        return 0;
+    }
+    n = ZSTD_decompress(dst, c->len, packed, c->stored);
+    if (ZSTD_isError(n) || n != c->len)
+        return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu does not decompress",
+                         ld->b->path, i);
+    return 0;
+}
+
 /* Chunk i read, checked and decoded into dst (private memory: guest RAM
  * not yet running, or a buffer). 0 with *zero set: an elided chunk, dst
  * untouched. */
@@ -351,24 +381,16 @@ static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero
 {
     const struct chunk *c = &ld->l.chunks[i];
     uint8_t *packed = dst;
-    char what[48];
-    size_t n;
     int r;
 
     *zero = c->kind == CHUNK_ZERO;
     if (*zero)
         return 0;
-    snprintf(what, sizeof(what), "memory chunk %zu", i);
     if (c->kind == CHUNK_ZSTD && !(packed = malloc(c->stored)))
-        return err_set(ENOMEM, "%s", what);
-    r = bundle_pread(ld->b, ld->s->offset + c->offset, packed, c->stored);
+        return err_set(ENOMEM, "memory chunk %zu", i);
+    r = read_checked(ld, i, packed);
     if (r == 0)
-        r = bundle_verify(ld->b, packed, c->stored, c->sha256, what);
-    if (r == 0 && c->kind == CHUNK_ZSTD) {
-        n = ZSTD_decompress(dst, c->len, packed, c->stored);
-        if (ZSTD_isError(n) || n != c->len)
-            r = err_plain(EINVAL, "'%s' is corrupt: %s does not decompress", ld->b->path, what);
-    }
+        r = decode_chunk(ld, i, packed, dst);
     if (packed != dst)
         free(packed);
     return r;
@@ -449,4 +471,56 @@ int bundle_unpack_memory(const struct bundle *b, const char *name,
     free(ld.l.chunks);
     free(ld.index);
     return r;
+}
+
+/* ---- chunks decoded on demand ---- */
+
+struct bundle_memory_image {
+    struct load ld;
+};
+
+int bundle_memory_image_read(const struct bundle *b, const char *name,
+                             const struct guest_memory *mem, struct bundle_memory_image **out)
+{
+    struct bundle_memory_image *img = calloc(1, sizeof(*img));
+    int r;
+
+    if (!img)
+        return err_set(ENOMEM, "memory image");
+    r = open_section(&img->ld, b, name, mem);
+    if (r < 0) {
+        bundle_memory_image_free(img);
+        return r;
+    }
+    *out = img;
+    return 0;
+}
+
+size_t bundle_memory_image_chunks(const struct bundle_memory_image *img)
+{
+    return img->ld.l.count;
+}
+
+void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, uint64_t *at,
+                               size_t *len, uint8_t **host)
+{
+    const struct chunk *c = &img->ld.l.chunks[i];
+    *at = c->at;
+    *len = c->len;
+    *host = (uint8_t *)c->host;
+}
+
+int bundle_memory_image_decode(const struct bundle_memory_image *img, size_t i, uint8_t *dst,
+                               bool *zero)
+{
+    return chunk_bytes(&img->ld, i, dst, zero);
+}
+
+void bundle_memory_image_free(struct bundle_memory_image *img)
+{
+    if (!img)
+        return;
+    free(img->ld.l.chunks);
+    free(img->ld.index);
+    free(img);
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "machine/internal.h"
+#include "machine/ram_faults.h"
 #include "machine/workingset.h"
 #include "util/err.h"
 
@@ -16,6 +17,11 @@ void machine_destroy(struct machine *m)
     if (!m)
         return;
     working_set_recorder_stop(m->recorder);
+    /* A guest that ran: its RAM's cache is finished first, so the next
+     * start maps it even when this one was short. */
+    if (m->faults && m->vm && ram_faults_complete(m->faults) < 0)
+        err_clear();
+    ram_faults_stop(m->faults);
     free(m->working_set);
     vm_destroy(m->vm);
     vm_config_release(&m->cfg);

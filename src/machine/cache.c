@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bundle/sections.h"
+#include "machine/ram_faults.h"
 #include "machine/workingset.h"
 #include "util/cache.h"
 #include "util/err.h"
@@ -153,7 +154,8 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
 }
 
 /* The working set recorded next to the memory cache is faulted in; when
- * there is none (or it does not fit this RAM) this start records one. */
+ * there is none (or it does not fit this RAM, or it is a first start's
+ * provisional one) this start records one. */
 static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
                      char **record)
 {
@@ -167,18 +169,46 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
         trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
     if (r == -EINVAL)
         unlink(path);
-    if (r < 0)
+    if (r < 0 || c.provisional)
         *record = path;
     else
         free(path);
     err_clear();
 }
 
+/* A first start: the memory index checked, then the guest runs while
+ * each chunk it touches is read, checked and placed, the rest behind it
+ * and into the cache file. 1: not here (a cache file is there already,
+ * or no userfaultfd): the caller goes on as before. */
+static int serve_first_start(const struct bundle *b, const struct guest_memory *mem,
+                             const char *dir, struct ram_faults **faults)
+{
+    struct bundle_memory_image *img;
+    char key[65], *path, *ws = NULL;
+    int r = bundle_memory_key(b, SECTION_MEMORY, key);
+
+    if (r < 0 || !ram_faults_supported())
+        return r < 0 ? r : 1;
+    if (asprintf(&path, "%s/%s.ram", dir, key) < 0)
+        return err_set(ENOMEM, "memory cache");
+    r = access(path, F_OK) == 0 ? 1 : bundle_memory_image_read(b, SECTION_MEMORY, mem, &img);
+    if (r == 0 && (bundle_section_key(b, SECTION_MEMORY, key) < 0 ||
+                   asprintf(&ws, "%s/%s.ws", dir, key) < 0))
+        ws = NULL; /* only later starts lose */
+    if (r == 0 && ram_faults_start(img, mem, path, ws, faults) < 0) {
+        err_clear();
+        r = 1;
+    }
+    free(path);
+    free(ws);
+    return r;
+}
+
 /* Mapped from the unpacked cache by default (bench/coldstart: fastest of
  * the three, and flat in RAM size); read into RAM when there can be no
  * cache (no cache folder, or a full disk). */
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
-                          enum machine_memory how, char **record)
+                          enum machine_memory how, char **record, struct ram_faults **faults)
 {
     char *dir = NULL;
     enum machine_memory_use use = how == MACHINE_MEMORY_COPY ? MEMORY_CACHE_COPY : MEMORY_CACHE_MAP;
@@ -186,6 +216,14 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
 
     if (how != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
         err_clear(); /* no usable cache: decompressed from the bundle */
+    if (dir && how == MACHINE_MEMORY_DEFAULT) {
+        r = serve_first_start(b, mem, dir, faults);
+        if (r == 0 || r == -EINVAL) { /* served, or a corrupt bundle */
+            free(dir);
+            return r;
+        }
+        err_clear(); /* as before: unpacked into the cache, or loaded */
+    }
     if (dir)
         r = machine_memory_cache(b, SECTION_MEMORY, mem, dir, use);
     if (r == 0 && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_MAP))

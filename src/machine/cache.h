@@ -39,9 +39,13 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
                          const char *cache_dir, enum machine_memory_use use)
     __attribute__((warn_unused_result));
 /* b's saved RAM into mem, as how says. *record: where this start should
- * record its working set (malloc'd), or NULL when one is there already. */
+ * record its working set (malloc'd), or NULL when one is there already.
+ * The first start (no memory cache yet, the default how) leaves *faults
+ * serving RAM as the guest touches it while the cache fills behind it
+ * (machine/ram_faults.h), where this host gives smolvm a userfaultfd. */
+struct ram_faults;
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
-                          enum machine_memory how, char **record)
+                          enum machine_memory how, char **record, struct ram_faults **faults)
     __attribute__((warn_unused_result));
 
 #endif

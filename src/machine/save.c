@@ -10,6 +10,7 @@
 #include "disk/copy.h"
 #include "disk/disk.h"
 #include "machine/internal.h"
+#include "machine/ram_faults.h"
 #include "util/blob.h"
 #include "util/err.h"
 
@@ -163,6 +164,9 @@ int machine_save(struct machine *m, const char *path, const struct machine_save_
         return err_plain(EBUSY, "the VM must be paused to save it");
     /* A bundle signed with a public key could never be verified. */
     if (o->sign_key && (r = bundle_check_signing_key(o->sign_key)) < 0)
+        return r;
+    /* RAM still coming from the bundle is read whole from here on. */
+    if (m->faults && (r = ram_faults_complete(m->faults)) < 0)
         return r;
     r = bundle_writer_open(path, &w);
     if (r < 0)

@@ -111,7 +111,7 @@ static int load_memory(void *opaque, struct guest_memory *mem)
     struct machine *m = opaque;
     if (m->memory_fd > 0)
         return guest_memory_map_file(mem, m->memory_fd);
-    return machine_cached_memory(m->source, mem, m->memory, &m->working_set);
+    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults);
 }
 
 static int build(struct machine *s)

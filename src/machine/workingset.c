@@ -113,9 +113,11 @@ static void count_pages(const struct ws_file *f, struct working_set_counts *c)
         *(range_at(f, i)->written ? &c->written_pages : &c->read_pages) += range_at(f, i)->pages;
 }
 
-static int write_file(const char *path, const struct ws_file *f, uint64_t ram_total)
+/* reserved: 1 for a provisional file (working_set_write_chunks). */
+static int write_file(const char *path, const struct ws_file *f, uint64_t ram_total,
+                      uint32_t reserved)
 {
-    struct ws_header h = {.ram_total = ram_total, .count = (uint32_t)f->count};
+    struct ws_header h = {.ram_total = ram_total, .count = (uint32_t)f->count, .reserved = reserved};
     memcpy(h.magic, MAGIC, sizeof(h.magic));
     memcpy(f->bytes, &h, sizeof(h));
     return file_replace(path, f->bytes, sizeof(h) + f->count * sizeof(struct ws_range));
@@ -137,12 +139,27 @@ int working_set_record(const char *path, const struct guest_memory *mem,
         first_page += mem->regions[i].size / PAGE;
     }
     if (r == 0)
-        r = write_file(path, &f, mem->total);
+        r = write_file(path, &f, mem->total, 0);
     if (r == 0 && counts)
         count_pages(&f, counts);
 out:
     if (pagemap >= 0)
         close(pagemap);
+    free(f.bytes);
+    return r;
+}
+
+int working_set_write_chunks(const char *path, const struct guest_memory *mem,
+                             const struct working_set_chunk *chunks, size_t count)
+{
+    struct ws_file f = {.bytes = malloc(sizeof(struct ws_header))};
+    int r = f.bytes ? 0 : err_set(ENOMEM, "working set");
+
+    for (size_t i = 0; r == 0 && i < count; i++)
+        for (uint32_t p = 0; r == 0 && p < chunks[i].pages; p++)
+            r = add_page(&f, chunks[i].first_page + p, false, p > 0);
+    if (r == 0)
+        r = write_file(path, &f, mem->total, 1);
     free(f.bytes);
     return r;
 }
@@ -187,7 +204,7 @@ static int read_file(const char *path, const struct guest_memory *mem, struct ws
     if (m.len >= sizeof(h))
         memcpy(&h, m.data, sizeof(h));
     r = m.len < sizeof(h) || memcmp(h.magic, MAGIC, sizeof(h.magic)) != 0 ||
-                h.ram_total != mem->total || h.count > MAX_RANGES ||
+                h.ram_total != mem->total || h.count > MAX_RANGES || h.reserved > 1 ||
                 m.len != sizeof(h) + (size_t)h.count * sizeof(struct ws_range)
             ? err_plain(EINVAL, "'%s' is not a working set of this guest's RAM", path)
             : 0;
@@ -223,8 +240,12 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
         const struct ws_range *w = range_at(&f, i);
         populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
     }
-    if (r == 0 && counts)
+    if (r == 0 && counts) {
         count_pages(&f, counts);
+        struct ws_header h;
+        memcpy(&h, f.bytes, sizeof(h));
+        counts->provisional = h.reserved == 1;
+    }
     free(f.bytes);
     return r;
 }

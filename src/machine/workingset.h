@@ -8,12 +8,14 @@
 #ifndef SMOLVM_MACHINE_WORKINGSET_H
 #define SMOLVM_MACHINE_WORKINGSET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/memory.h"
 
 struct working_set_counts {
     uint64_t read_pages, written_pages, ranges;
+    bool provisional; /* written by working_set_write_chunks */
 };
 
 /* Writes down which pages of mem (mapped from a file, MAP_PRIVATE) are
@@ -21,6 +23,18 @@ struct working_set_counts {
  * temporary file and a rename. counts may be NULL. */
 int working_set_record(const char *path, const struct guest_memory *mem,
                        struct working_set_counts *counts) __attribute__((warn_unused_result));
+
+/* Writes a provisional working set into path: whole chunks of the RAM
+ * laid end to end ({first page, pages} each, none crossing a region), all
+ * read. A first start served by userfaultfd knows only which chunks the
+ * guest faulted in; the start that prefetches it records the exact one. */
+struct working_set_chunk {
+    uint64_t first_page;
+    uint32_t pages;
+};
+int working_set_write_chunks(const char *path, const struct guest_memory *mem,
+                             const struct working_set_chunk *chunks, size_t count)
+    __attribute__((warn_unused_result));
 
 /* Faults in the pages path lists. -ENOENT: none recorded; -EINVAL: the
  * file is not a working set of this RAM layout (nothing was touched). */

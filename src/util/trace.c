@@ -20,6 +20,7 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
 
 static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_PREFETCHED_PAGES] = "prefetched_pages",
+    [TRACE_FAULTED_CHUNKS] = "faulted_chunks",
 };
 
 static int64_t time_zero;

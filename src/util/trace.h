@@ -27,6 +27,7 @@ enum trace_point {
 /* Counts recorded beside the timestamps (what a start did). */
 enum trace_count {
     TRACE_PREFETCHED_PAGES, /* the working set faulted in before the guest ran */
+    TRACE_FAULTED_CHUNKS,   /* a first start's RAM chunks placed as the guest touched them */
     TRACE_COUNT_COUNT
 };
 

@@ -335,6 +335,44 @@ start_counter() {
     quit_counter "$name"
 }
 
+# A bundle's first start (a fresh copy, its memory cache empty) runs the
+# guest while its RAM is served as touched (userfaultfd): the timer-driven
+# guest goes on from its saved count, the trace counts the chunks it
+# faulted in, the cache is whole after it, and a second start (mapping the
+# cache) goes on from the same count.
+ticks() { grep -a -o 'TICK [0-9]*' "$work/$1.out" | cut -d' ' -f2; }
+scenario_first_start_served() {
+    local bundle=$work/tick.smolmachine copy=$work/tick-copy.smolmachine cache=$work/tick-cache
+    local saved first1 first2 i
+    mkdir -m 0700 -p "$cache"
+    background tick-run run --name tick --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=tick"
+    wait_for tick-run "TICK 20"
+    "$SMOLVM" save tick -o "$bundle" > "$work/tick-save.out" 2>&1
+    finish tick-run
+    saved=$(ticks tick-run | tail -n 1)
+    cp "$bundle" "$copy"
+    # The guest never ends: stopped (SIGTERM) 20 lines on, which also
+    # finishes the first start's memory cache.
+    for i in 1 2; do
+        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --trace-boot --json
+        wait_for "tick-$i" "TICK $((saved + 20))"
+        kill -TERM "$bg_pid"
+        finish "tick-$i"
+    done
+    first1=$(ticks tick-1 | head -n 1) first2=$(ticks tick-2 | head -n 1)
+    echo "saved at $saved; first start's first line $first1, second's $first2" > "$work/tick.facts"
+    cp "$work/tick.facts" "$results/"
+    expect first-start-served-resumes "the first start's first line is the one after the saved count (tick.facts)" \
+        eval 'test -n "$saved" && test -n "$first1" && test "$first1" -gt "$saved" && test "$first1" -le $((saved + 2)) && ticks tick-1 | grep -qx $((saved + 20))'
+    expect first-start-served-by-faults "the first start's trace counts chunks placed as the guest touched them" \
+        grep -q '"faulted_chunks":[1-9]' "$work/tick-1.err"
+    expect first-start-fills-cache "the memory cache is whole after the first start (one .ram, no .tmp)" \
+        eval 'test "$(ls "$cache/smolvm/memory" | grep -c "\.ram$")" = 1 && ! ls "$cache/smolvm/memory" | grep -q tmp'
+    expect second-start-maps-cache "the second start maps the cache (no faults served) and goes on from the same count" \
+        eval 'test "$first2" = "$first1" && ! grep -q faulted_chunks "$work/tick-2.err"'
+}
+
 # The issue's own test: a 2-vCPU guest with virtio-blk and virtio-console
 # counting in RAM and on disk is saved with --resume mid-I/O; the bundle is
 # started twice; each start continues from the saved count with the saved
@@ -1514,7 +1552,7 @@ scenario_seccomp() {
 }
 
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
-    cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
+    cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp"

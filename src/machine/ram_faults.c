@@ -1,0 +1,452 @@
+/* The guest's first touch of a page of a chunk not yet in RAM stops its
+ * thread (a vCPU in KVM, or a device thread) in the kernel and queues a
+ * message here; the chunk is read, checked and decoded (bundle_memory_image_decode)
+ * and placed with UFFDIO_COPY, which wakes it. Behind the guest every
+ * chunk is placed in order and written to the cache file; when all are
+ * in, the regions are unregistered (a page missing later, after a
+ * MADV_DONTNEED, is plain anonymous memory again) and the cache file is
+ * synced and named. */
+#include "machine/ram_faults.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "disk/fileio.h"
+#include "machine/workingset.h"
+#include "util/err.h"
+#include "util/trace.h"
+
+#define PAGE 4096u
+#define MESSAGES 16
+
+/* Two threads place chunks: one serves faults (at the guest's priority),
+ * one fills behind the guest in order (SCHED_IDLE: only the CPU time the
+ * guest leaves) and writes the cache file. Both may place one chunk at
+ * once: UFFDIO_COPY never replaces a page that is there (EEXIST, skipped),
+ * so the second copy changes nothing, not even a page the guest wrote in
+ * between. */
+struct ram_faults {
+    int uffd;
+    pthread_t fault_thread, fill_thread;
+    bool fill_started;
+    struct bundle_memory_image *img;
+    struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
+    size_t first_chunk[GUEST_MEMORY_MAX_REGIONS], chunk_size[GUEST_MEMORY_MAX_REGIONS];
+    unsigned region_count;
+    size_t chunks;
+    atomic_size_t faulted;
+    atomic_uchar *served, *touched; /* touched: faulted in by the guest */
+    char *working_set;
+    struct guest_memory mem; /* the layout (for the working set) */
+    uint8_t *fault_buffer, *fill_buffer;
+    char *cache_path, *tmp_path;
+    int cache_fd;
+    bool cache_failed; /* the fill's */
+    atomic_bool stopping, gave_up, finished, reported;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done; /* every chunk in, or given up: under lock */
+    int result;
+};
+
+static void exit_broken(const char *message)
+{
+    struct termios t;
+    fprintf(stderr, "smolvm: %s: the guest cannot go on\n", message);
+    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &t) == 0) { /* the console's raw mode */
+        t.c_lflag |= ICANON | ECHO | ISIG;
+        t.c_iflag |= ICRNL;
+        t.c_oflag |= OPOST;
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
+    _exit(1);
+}
+
+void (*ram_faults_broken)(const char *message) = exit_broken;
+bool ram_faults_fill_behind = true;
+
+/* A userfaultfd that also sees the kernel's own faults (KVM's, into guest
+ * RAM): from the system call (privileged, or vm.unprivileged_userfaultfd=1)
+ * or /dev/userfaultfd (Linux 6.1+, as its permissions say). One opened
+ * with UFFD_USER_MODE_ONLY would not do: KVM_RUN would fail with EFAULT. */
+static int open_userfaultfd(void)
+{
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+#ifdef USERFAULTFD_IOC_NEW
+    if (fd < 0) {
+        int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (dev >= 0) {
+            fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+            close(dev);
+        }
+    }
+#endif
+    return fd;
+}
+
+bool ram_faults_supported(void)
+{
+    int fd = open_userfaultfd();
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
+/* Places len bytes at dst: copied from src, or zero pages (src NULL).
+ * A page already there (EEXIST) is left as it is. */
+static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        int64_t moved;
+        int r;
+        if (src) {
+            struct uffdio_copy c = {.dst = (uintptr_t)(dst + done),
+                                    .src = (uintptr_t)(src + done), .len = len - done};
+            r = ioctl(uffd, UFFDIO_COPY, &c);
+            moved = c.copy;
+        } else {
+            struct uffdio_zeropage z = {.range = {(uintptr_t)(dst + done), len - done}};
+            r = ioctl(uffd, UFFDIO_ZEROPAGE, &z);
+            moved = z.zeropage;
+        }
+        if (r == 0)
+            return 0;
+        if (moved > 0)
+            done += (size_t)moved;
+        else if (errno == EEXIST)
+            done += PAGE;
+        else if (errno != EAGAIN)
+            return -errno;
+    }
+    return 0;
+}
+
+/* Chunk i decoded into buffer and placed unless it is there already;
+ * *zero: an all-zero chunk (buffer untouched). */
+static int serve_chunk(struct ram_faults *f, size_t i, uint8_t *buffer, bool *zero)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    int r = bundle_memory_image_decode(f->img, i, buffer, zero);
+    if (r < 0) {
+        if (f->cache_fd >= 0)
+            unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
+        if (!atomic_exchange(&f->reported, true))
+            ram_faults_broken(err_msg());
+        return r;
+    }
+    if (!atomic_load(&f->served[i])) {
+        r = place(f->uffd, host, *zero ? NULL : buffer, len);
+        if (r < 0)
+            return err_set(-r, "placing memory chunk %zu", i);
+        atomic_store(&f->served[i], 1);
+    }
+    return 0;
+}
+
+/* The chunk holding addr, or chunks when it is none of ours. */
+static size_t chunk_of(const struct ram_faults *f, uint64_t addr)
+{
+    for (unsigned r = 0; r < f->region_count; r++) {
+        uintptr_t host = (uintptr_t)f->regions[r].host;
+        if (addr >= host && addr - host < f->regions[r].size)
+            return f->first_chunk[r] + (addr - host) / f->chunk_size[r];
+    }
+    return f->chunks;
+}
+
+static int serve_faults(struct ram_faults *f)
+{
+    struct uffd_msg msgs[MESSAGES];
+    ssize_t n = read(f->uffd, msgs, sizeof(msgs));
+
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? 0 : err_set(errno, "reading guest faults");
+    for (size_t k = 0; k < (size_t)n / sizeof(msgs[0]); k++) {
+        if (msgs[k].event != UFFD_EVENT_PAGEFAULT)
+            continue;
+        uint64_t addr = msgs[k].arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+        size_t i = chunk_of(f, addr);
+        if (i == f->chunks)
+            continue;
+        atomic_store(&f->touched[i], 1);
+        if (atomic_load(&f->served[i])) { /* placed after this fault was queued */
+            struct uffdio_range page = {addr, PAGE};
+            ioctl(f->uffd, UFFDIO_WAKE, &page);
+            continue;
+        }
+        bool zero;
+        int r = serve_chunk(f, i, f->fault_buffer, &zero);
+        if (r < 0)
+            return r;
+        trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
+    }
+    return 0;
+}
+
+static void unregister(struct ram_faults *f)
+{
+    for (unsigned r = 0; r < f->region_count; r++) {
+        struct uffdio_range range = {(uintptr_t)f->regions[r].host, f->regions[r].size};
+        ioctl(f->uffd, UFFDIO_UNREGISTER, &range);
+    }
+}
+
+/* The cache file named when whole, else removed. */
+static void close_cache_file(struct ram_faults *f, bool whole)
+{
+    if (f->cache_fd < 0)
+        return;
+    if (!whole || f->cache_failed || fdatasync(f->cache_fd) < 0 ||
+        rename(f->tmp_path, f->cache_path) < 0)
+        unlink(f->tmp_path);
+    close(f->cache_fd);
+    f->cache_fd = -1;
+}
+
+/* Ends the work of both threads with r (<0: given up, message set). */
+static void conclude(struct ram_faults *f, int r)
+{
+    if (r < 0 && !atomic_exchange(&f->gave_up, true) && !atomic_load(&f->reported))
+        fprintf(stderr, "smolvm: the guest's memory: %s\n", err_msg());
+    pthread_mutex_lock(&f->lock);
+    if (!f->done || r < 0)
+        f->result = r;
+    f->done = true;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void *fault_main(void *arg)
+{
+    struct ram_faults *f = arg;
+    struct pollfd p = {.fd = f->uffd, .events = POLLIN};
+
+    /* The flags are looked at between waits of at most 20 ms. */
+    while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
+        int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
+        /* Once finished, the regions are unregistered under it (and every
+         * chunk is in): a failed placing is no failure then. */
+        if (r < 0 && !atomic_load(&f->finished))
+            conclude(f, r);
+    }
+    return NULL;
+}
+
+/* The chunks the guest faulted in, for the next start to prefetch. */
+static void write_working_set(struct ram_faults *f)
+{
+    struct working_set_chunk *list = f->working_set ? calloc(f->chunks + 1, sizeof(*list)) : NULL;
+    size_t n = 0;
+
+    for (size_t i = 0; list && i < f->chunks; i++) {
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        if (!atomic_load(&f->touched[i]))
+            continue;
+        bundle_memory_image_place(f->img, i, &at, &len, &host);
+        list[n++] = (struct working_set_chunk){at / PAGE, (uint32_t)(len / PAGE)};
+    }
+    if (list && n && working_set_write_chunks(f->working_set, &f->mem, list, n) < 0)
+        err_clear(); /* only later starts lose */
+    free(list);
+}
+
+static void *fill_main(void *arg)
+{
+    struct ram_faults *f = arg;
+    struct sched_param none = {0};
+    int r = 0;
+
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+    /* Only this thread writes the cache file: a chunk the guest faulted
+     * in is decoded again for it. */
+    for (size_t i = 0; r == 0 && i < f->chunks; i++) {
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        bool zero;
+        if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
+            return NULL;
+        r = serve_chunk(f, i, f->fill_buffer, &zero);
+        bundle_memory_image_place(f->img, i, &at, &len, &host);
+        /* A cache that cannot be written costs only later starts. */
+        if (r == 0 && !zero && f->cache_fd >= 0 && !f->cache_failed &&
+            disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
+            f->cache_failed = true;
+    }
+    if (r < 0) {
+        conclude(f, r);
+        return NULL;
+    }
+    /* Every chunk in: the regions are plain RAM again, the cache named. */
+    atomic_store(&f->finished, true);
+    unregister(f);
+    close_cache_file(f, true);
+    write_working_set(f);
+    conclude(f, 0);
+    return NULL;
+}
+
+/* The chunk tables: each region's first chunk and chunk size (all but a
+ * region's last are whole), and a buffer for the largest. */
+static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
+{
+    size_t largest = PAGE;
+
+    f->region_count = mem->count;
+    memcpy(f->regions, mem->regions, sizeof(mem->regions[0]) * mem->count);
+    for (unsigned r = 0; r < mem->count; r++)
+        f->first_chunk[r] = f->chunks;
+    for (size_t i = 0; i < f->chunks; i++) {
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        bundle_memory_image_place(f->img, i, &at, &len, &host);
+        for (unsigned r = 0; r < mem->count; r++)
+            if (host == mem->regions[r].host) {
+                f->first_chunk[r] = i;
+                f->chunk_size[r] = len;
+            }
+        if ((uintptr_t)host % PAGE || len % PAGE)
+            return err_plain(EINVAL, "memory chunk %zu is not whole pages", i);
+        largest = len > largest ? len : largest;
+    }
+    f->served = calloc(f->chunks ? f->chunks : 1, sizeof(*f->served));
+    f->touched = calloc(f->chunks ? f->chunks : 1, sizeof(*f->touched));
+    f->mem = *mem;
+    f->fault_buffer = aligned_alloc(PAGE, largest);
+    f->fill_buffer = aligned_alloc(PAGE, largest);
+    return f->served && f->touched && f->fault_buffer && f->fill_buffer ? 0 : err_set(ENOMEM, "guest memory server");
+}
+
+static int open_cache_file(struct ram_faults *f, const char *path, uint64_t total)
+{
+    if (!path)
+        return 0;
+    if (!(f->cache_path = strdup(path)) || asprintf(&f->tmp_path, "%s.tmp-%d", path, (int)getpid()) < 0)
+        return err_set(ENOMEM, "memory cache");
+    f->cache_fd = open(f->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (f->cache_fd >= 0 && ftruncate(f->cache_fd, (off_t)total) < 0)
+        close_cache_file(f, false);
+    return 0; /* no cache file: only later starts lose */
+}
+
+/* Fresh RAM, nothing present (anything written meanwhile is dropped: the
+ * saved RAM replaces it whole, as a load would), then registered. */
+static int register_regions(struct ram_faults *f)
+{
+    struct uffdio_api api = {.api = UFFD_API};
+    uint64_t needed = (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_ZEROPAGE) | (1ull << _UFFDIO_WAKE);
+
+    if (ioctl(f->uffd, UFFDIO_API, &api) < 0)
+        return -EOPNOTSUPP;
+    for (unsigned r = 0; r < f->region_count; r++) {
+        struct uffdio_register reg = {
+            .range = {(uintptr_t)f->regions[r].host, f->regions[r].size},
+            .mode = UFFDIO_REGISTER_MODE_MISSING};
+        if (madvise(f->regions[r].host, f->regions[r].size, MADV_DONTNEED) < 0 ||
+            ioctl(f->uffd, UFFDIO_REGISTER, &reg) < 0 || (reg.ioctls & needed) != needed)
+            return -EOPNOTSUPP;
+    }
+    return 0;
+}
+
+static void release(struct ram_faults *f)
+{
+    close_cache_file(f, false);
+    if (f->uffd >= 0)
+        close(f->uffd);
+    bundle_memory_image_free(f->img);
+    pthread_cond_destroy(&f->cond);
+    pthread_mutex_destroy(&f->lock);
+    free(f->served);
+    free(f->touched);
+    free(f->working_set);
+    free(f->fault_buffer);
+    free(f->fill_buffer);
+    free(f->cache_path);
+    free(f->tmp_path);
+    free(f);
+}
+
+int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
+                     const char *cache_path, const char *working_set, struct ram_faults **out)
+{
+    struct ram_faults *f = calloc(1, sizeof(*f));
+    int r;
+
+    if (!f) {
+        bundle_memory_image_free(img);
+        return err_set(ENOMEM, "guest memory server");
+    }
+    f->img = img;
+    f->chunks = bundle_memory_image_chunks(img);
+    f->cache_fd = -1;
+    f->uffd = open_userfaultfd();
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    r = f->uffd < 0 ? -EOPNOTSUPP : index_chunks(f, mem);
+    if (r == 0)
+        r = register_regions(f);
+    if (r == 0)
+        r = open_cache_file(f, cache_path, mem->total);
+    if (r == 0 && working_set && !(f->working_set = strdup(working_set)))
+        r = err_set(ENOMEM, "working set");
+    if (r == 0 && ram_faults_fill_behind) {
+        r = -pthread_create(&f->fill_thread, NULL, fill_main, f);
+        f->fill_started = r == 0;
+    }
+    if (r == 0)
+        r = -pthread_create(&f->fault_thread, NULL, fault_main, f);
+    if (r < 0) { /* what the fill placed meanwhile is the saved RAM too */
+        atomic_store(&f->stopping, true);
+        if (f->fill_started)
+            pthread_join(f->fill_thread, NULL);
+        if (f->uffd >= 0)
+            unregister(f);
+        release(f);
+        return r;
+    }
+    *out = f;
+    return 0;
+}
+
+int ram_faults_complete(struct ram_faults *f)
+{
+    pthread_mutex_lock(&f->lock);
+    while (!f->done)
+        pthread_cond_wait(&f->cond, &f->lock);
+    int r = f->result;
+    pthread_mutex_unlock(&f->lock);
+    return r < 0 ? err_plain(-r, "the guest's memory could not be served whole") : 0;
+}
+
+void ram_faults_stop(struct ram_faults *f)
+{
+    if (!f)
+        return;
+    atomic_store(&f->stopping, true);
+    if (f->fill_started)
+        pthread_join(f->fill_thread, NULL);
+    pthread_join(f->fault_thread, NULL);
+    if (!atomic_load(&f->finished))
+        unregister(f); /* threads still waiting wake to zero pages */
+    release(f);
+}

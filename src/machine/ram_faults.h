@@ -1,0 +1,56 @@
+/* A first start's RAM served as the guest touches it (userfaultfd) from a
+ * bundle's memory section (bundle_memory_image_read: its index checked
+ * before the guest runs): the chunk holding a touched page is read into
+ * private memory, its hash checked there and decoded from those same
+ * bytes before any of it is placed (the bytes used are the bytes checked;
+ * hashing every chunk before the guest runs would cost a first start
+ * what it saves). The rest follows behind the guest, and the memory cache
+ * file is written from the same decoded chunks, so later starts map it. A
+ * chunk that fails its check is never placed: the guest, which needs it,
+ * cannot go on (ram_faults_broken). Two threads (faults; the fill); their
+ * system calls: poll (ppoll), read, pread64, ioctl (UFFDIO_COPY,
+ * UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_UNREGISTER; TCGETS/TCSETS when
+ * broken), pwrite64, fdatasync, rename, unlink, close, write,
+ * sched_setscheduler (SCHED_IDLE), futex, mmap/munmap/madvise (malloc),
+ * exit, exit_group. */
+#ifndef SMOLVM_MACHINE_RAM_FAULTS_H
+#define SMOLVM_MACHINE_RAM_FAULTS_H
+
+#include "bundle/bundle.h"
+#include "core/memory.h"
+
+struct ram_faults;
+
+/* Whether this host gives smolvm a userfaultfd (see ram_faults_start). */
+bool ram_faults_supported(void);
+
+/* Registers mem's regions (fresh anonymous RAM, nothing touched yet) and
+ * starts serving them from img (owned from here on, also on failure).
+ * cache_path: the memory cache file to fill (through a temporary file
+ * renamed when whole), or NULL; working_set: where the chunks the guest
+ * faulted in before the fill was done are written down then (a
+ * provisional working set, machine/workingset.h), or NULL. -EOPNOTSUPP, no message: this host gives
+ * smolvm no userfaultfd (the caller unpacks as before). */
+int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
+                     const char *cache_path, const char *working_set, struct ram_faults **out)
+    __attribute__((warn_unused_result));
+
+/* Returns once every chunk is in RAM (and the cache file named): what
+ * reads RAM as a whole (a save) calls it first. */
+int ram_faults_complete(struct ram_faults *f) __attribute__((warn_unused_result));
+
+/* Stops serving and frees f (NULL: nothing); a cache file not yet whole
+ * is dropped. mem must still be mapped. */
+void ram_faults_stop(struct ram_faults *f);
+
+/* What the thread does when a chunk fails its check (or, in a forged
+ * bundle, does not decompress): the guest cannot go on without it, and a
+ * vCPU waiting for it in the kernel cannot be stopped. By default one line
+ * on stderr, the terminal out of raw mode, and the process exits 1; a test
+ * sets its own (the thread then ends, the fault unserved until the stop). */
+extern void (*ram_faults_broken)(const char *message);
+
+/* Test seam: false serves faults only (no fill behind the guest). */
+extern bool ram_faults_fill_behind;
+
+#endif

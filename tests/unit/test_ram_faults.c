@@ -1,0 +1,321 @@
+/* A first start's RAM served by userfaultfd from a bundle's memory section
+ * (machine/ram_faults.c), on plain mappings: the bytes a touch gets are
+ * the saved ones, the cache file filled behind is the RAM laid end to end,
+ * a corrupt chunk stops the start before anything is served. Skipped
+ * where this host gives no userfaultfd. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle/bundle.h"
+#include "bundle/sections.h"
+#include "machine/cache.h"
+#include "machine/ram_faults.h"
+#include "machine/workingset.h"
+#include "util/err.h"
+
+#define RAM_LOW (6u << 20)
+#define RAM_HIGH (1u << 20)
+
+static char dir[64], path[128], cache[128];
+static const struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/smolvm-test-uffd.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/m.smolmachine", dir);
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    mkdir(cache, 0700);
+    setenv("XDG_CACHE_HOME", cache, 1);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    unsetenv("XDG_CACHE_HOME");
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Every chunk its own pattern, one of random bytes (stored raw), some
+ * zero; written into a bundle. */
+static void saved_ram(struct guest_memory *mem)
+{
+    struct bundle_writer *w;
+    assert_int_equal(guest_memory_alloc(mem, layout, 2), 0);
+    for (size_t at = 0; at < RAM_LOW; at += 512u << 10)
+        if ((at >> 19) % 3)
+            memset(mem->regions[0].host + at + 100, (int)(at >> 19), 300000);
+    for (size_t i = 0; i < (512u << 10); i++)
+        mem->regions[0].host[(2u << 20) + i] = (uint8_t)(rand() >> 7);
+    memcpy(mem->regions[1].host + RAM_HIGH - 5, "tail", 5);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, SECTION_CONFIG, "{}", 2, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add_memory(w, SECTION_MEMORY, mem, NULL, NULL), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+}
+
+static void assert_same_ram(const struct guest_memory *a, const struct guest_memory *b)
+{
+    /* The last chunk first: the fill goes in order, so this is a fault. */
+    assert_memory_equal(a->regions[1].host, b->regions[1].host, RAM_HIGH);
+    assert_memory_equal(a->regions[0].host, b->regions[0].host, RAM_LOW);
+}
+
+/* The one file in cache/smolvm/memory ending in suffix, or NULL. */
+static char *cache_file(const char *suffix)
+{
+    static char found[256];
+    char where[160];
+    struct dirent *e;
+    snprintf(where, sizeof(where), "%s/smolvm/memory", cache);
+    DIR *d = opendir(where);
+    char *hit = NULL;
+    while (d && (e = readdir(d)))
+        if (strlen(e->d_name) > strlen(suffix) &&
+            strcmp(e->d_name + strlen(e->d_name) - strlen(suffix), suffix) == 0) {
+            snprintf(found, sizeof(found), "%s/%s", where, e->d_name);
+            hit = found;
+        }
+    if (d)
+        closedir(d);
+    return hit;
+}
+
+/* Whether a temporary cache file (".tmp-PID") is left in the cache. */
+static bool any_tmp(void)
+{
+    char where[160];
+    struct dirent *e;
+    bool found = false;
+    snprintf(where, sizeof(where), "%s/smolvm/memory", cache);
+    DIR *d = opendir(where);
+    while (d && (e = readdir(d)))
+        found |= strstr(e->d_name, ".tmp") != NULL;
+    if (d)
+        closedir(d);
+    return found;
+}
+
+static void assert_cache_is_ram(const struct guest_memory *mem)
+{
+    char *ram = cache_file(".ram");
+    assert_non_null(ram);
+    int fd = open(ram, O_RDONLY);
+    uint8_t *all = malloc(RAM_LOW + RAM_HIGH);
+    assert_int_equal(pread(fd, all, RAM_LOW + RAM_HIGH, 0), RAM_LOW + RAM_HIGH);
+    assert_memory_equal(all, mem->regions[0].host, RAM_LOW);
+    assert_memory_equal(all + RAM_LOW, mem->regions[1].host, RAM_HIGH);
+    free(all);
+    close(fd);
+}
+
+/* A first start of the bundle at path into fresh RAM (back): served. */
+static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
+{
+    char *record = NULL;
+    *faults = NULL;
+    assert_int_equal(bundle_open(path, b), 0);
+    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
+    back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
+    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_DEFAULT, &record, faults), 0);
+    assert_non_null(*faults);
+    assert_null(record);
+}
+
+static void end(struct bundle *b, struct guest_memory *back, struct guest_memory *mem)
+{
+    bundle_close(b);
+    guest_memory_free(back);
+    guest_memory_free(mem);
+}
+
+/* The first start serves RAM as it is touched, fills the cache and writes
+ * down the chunks it faulted in; the second maps that cache (no server),
+ * prefetches them and records its exact working set. */
+static void first_start_serves_faults(void **state)
+{
+    struct guest_memory mem, back, again;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char *record = NULL;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    start_first(&back, &b, &faults);
+    assert_same_ram(&mem, &back);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    assert_cache_is_ram(&mem);
+    assert_false(any_tmp());
+    ram_faults_stop(faults);
+
+    /* The chunks the guest faulted in: a provisional working set. */
+    struct working_set_counts counts;
+    assert_non_null(cache_file(".ws"));
+    assert_int_equal(guest_memory_alloc(&again, layout, 2), 0);
+    assert_int_equal(working_set_prefetch(cache_file(".ws"), &again, &counts), 0);
+    assert_true(counts.provisional);
+    assert_true(counts.read_pages > 0 && counts.read_pages % 128 == 0);
+    faults = NULL;
+    assert_int_equal(machine_cached_memory(b, &again, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
+    assert_null(faults);
+    assert_non_null(record); /* prefetched, and this start records the exact one */
+    assert_same_ram(&mem, &again);
+    free(record);
+    guest_memory_free(&again);
+    end(b, &back, &mem);
+}
+
+/* A fault from another thread is served while the server runs: the bytes
+ * it reads are the saved ones. */
+struct toucher {
+    const uint8_t *at;
+    uint8_t seen[4];
+};
+
+static void *touch(void *arg)
+{
+    struct toucher *t = arg;
+    memcpy(t->seen, t->at, sizeof(t->seen));
+    return NULL;
+}
+
+static void faults_from_other_threads(void **state)
+{
+    struct guest_memory mem, back;
+    struct bundle_memory_image *img;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct toucher t[4];
+    pthread_t threads[4];
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
+    /* Faults only: a touch not served would hang (the alarm ends it). */
+    ram_faults_fill_behind = false;
+    alarm(20);
+    assert_int_equal(ram_faults_start(img, &back, NULL, NULL, &faults), 0);
+    for (int i = 0; i < 4; i++) {
+        t[i].at = i == 3 ? back.regions[1].host + RAM_HIGH - 5
+                         : back.regions[0].host + (5u << 20) + (size_t)i * 4096 + 200;
+        assert_int_equal(pthread_create(&threads[i], NULL, touch, &t[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        assert_memory_equal(t[i].seen, mem.regions[i == 3 ? 1 : 0].host +
+                                            (t[i].at - back.regions[i == 3 ? 1 : 0].host), 4);
+    }
+    assert_memory_equal(t[3].seen, "tail", 4);
+    alarm(0);
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+    bundle_close(b);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
+/* One changed byte in a chunk: it is never placed. The server stops with
+ * one message naming the chunk, the page touched stays unserved (zero once
+ * the server is gone, never the changed bytes), no cache file is left. */
+static char broken[256];
+
+static void note_broken(const char *message)
+{
+    snprintf(broken, sizeof(broken), "%s", message);
+}
+
+static void corrupt_chunk_is_refused(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    static const uint8_t zero[4];
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    {
+        struct stat st;
+        int fd = open(path, O_RDWR);
+        assert_int_equal(fstat(fd, &st), 0);
+        uint8_t *all = malloc((size_t)st.st_size);
+        assert_int_equal(pread(fd, all, (size_t)st.st_size, 0), st.st_size);
+        uint8_t *hit = memmem(all, (size_t)st.st_size, mem.regions[0].host + (2u << 20), 4096);
+        assert_non_null(hit);
+        hit[1000] ^= 1;
+        assert_int_equal(pwrite(fd, hit + 1000, 1, hit + 1000 - all), 1);
+        free(all);
+        close(fd);
+    }
+    void (*was)(const char *) = ram_faults_broken;
+    ram_faults_broken = note_broken;
+    broken[0] = 0;
+    start_first(&back, &b, &faults);
+    t.at = back.regions[0].host + (2u << 20) + 1000;
+    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    assert_true(ram_faults_complete(faults) < 0);
+    assert_non_null(strstr(broken, "memory chunk 4"));
+    assert_null(cache_file(".ram"));
+    assert_false(any_tmp());
+    ram_faults_stop(faults);
+    pthread_join(thread, NULL);
+    assert_memory_equal(t.seen, zero, 4);
+    ram_faults_broken = was;
+    end(b, &back, &mem);
+}
+
+/* Stopped before the fill is done (a start that fails, a guest that
+ * stops at once): no half-written cache file is left, or named. */
+static void stop_early_leaves_no_partial_cache(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    start_first(&back, &b, &faults);
+    ram_faults_stop(faults);
+    assert_false(any_tmp());
+    if (cache_file(".ram"))
+        assert_cache_is_ram(&mem);
+    end(b, &back, &mem);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
