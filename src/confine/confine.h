@@ -40,6 +40,7 @@ enum confine_thread {
     CONFINE_FS,      /* virtio-fs's workers: file operations below the shared folder */
     CONFINE_CONSOLE, /* the console's writer: the terminal, or a log it rotates */
     CONFINE_VMM,     /* the event loop (control socket, save, stop) and its helpers */
+    CONFINE_MEMORY,  /* a first start's RAM: faults served from the bundle, the cache filled */
     CONFINE_THREAD_KINDS
 };
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -341,6 +342,10 @@ static int build_vmm(scmp_filter_ctx ctx)
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, (scmp_datum_t)KVMIO << 8));
+    /* A first start's RAM is plain memory again when the VM stops before
+     * every chunk was placed (machine/ram_faults.c). */
+    if (r == 0)
+        r = allow_ioctl(ctx, UFFDIO_UNREGISTER);
     /* migrate's link: TCP or a unix socket (socket(), see vmm_calls). */
     static const int families[] = {AF_UNIX, AF_INET, AF_INET6};
     for (size_t i = 0; i < COUNT(families) && r == 0; i++)
@@ -353,6 +358,27 @@ static int build_vmm(scmp_filter_ctx ctx)
     return r;
 }
 
+/* A first start's two threads (machine/ram_faults.c): one places the
+ * chunks the guest faults on, the other fills the rest in and writes the
+ * memory cache, names it when whole and writes the working set beside it.
+ * They read the bundle and write the cache through descriptors opened
+ * before; a chunk that fails its check puts the terminal back. */
+static int build_memory(scmp_filter_ctx ctx)
+{
+    static const unsigned long ioctls[] = {UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE,
+                                           UFFDIO_UNREGISTER};
+    /* sched_setscheduler: the filler runs at SCHED_IDLE, behind the guest. */
+    static const char *const calls[] = {"sched_setscheduler", END};
+    int r = allow_all(ctx, fd_io_calls);
+    if (r == 0)
+        r = allow_all(ctx, path_calls);
+    if (r == 0)
+        r = allow_all(ctx, calls);
+    if (r == 0)
+        r = allow_ioctls(ctx, ioctls, COUNT(ioctls));
+    return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
+}
+
 static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_VCPU] = build_vcpu,
     [CONFINE_DEVICE] = build_device,
@@ -360,6 +386,7 @@ static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_FS] = build_fs,
     [CONFINE_CONSOLE] = build_console,
     [CONFINE_VMM] = build_vmm,
+    [CONFINE_MEMORY] = build_memory,
 };
 
 static int build(scmp_filter_ctx ctx, enum confine_thread kind)

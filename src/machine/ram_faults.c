@@ -23,6 +23,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "confine/confine.h"
 #include "disk/fileio.h"
 #include "machine/workingset.h"
 #include "util/err.h"
@@ -76,6 +77,7 @@ static void exit_broken(const char *message)
 
 void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
+sem_t *ram_faults_fill_gate;
 
 /* A userfaultfd that also sees the kernel's own faults (KVM's, into guest
  * RAM): from the system call (privileged, or vm.unprivileged_userfaultfd=1)
@@ -237,6 +239,7 @@ static void *fault_main(void *arg)
     struct ram_faults *f = arg;
     struct pollfd p = {.fd = f->uffd, .events = POLLIN};
 
+    confine_thread(CONFINE_MEMORY, "ram-faults");
     /* The flags are looked at between waits of at most 20 ms. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
         int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
@@ -274,7 +277,10 @@ static void *fill_main(void *arg)
     struct sched_param none = {0};
     int r = 0;
 
+    confine_thread(CONFINE_MEMORY, "ram-fill");
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+    if (ram_faults_fill_gate)
+        sem_wait(ram_faults_fill_gate);
     /* Only this thread writes the cache file: a chunk the guest faulted
      * in is decoded again for it. */
     for (size_t i = 0; r == 0 && i < f->chunks; i++) {

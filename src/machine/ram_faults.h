@@ -8,13 +8,15 @@
  * file is written from the same decoded chunks, so later starts map it. A
  * chunk that fails its check is never placed: the guest, which needs it,
  * cannot go on (ram_faults_broken). Two threads (faults; the fill); their
- * system calls: poll (ppoll), read, pread64, ioctl (UFFDIO_COPY,
+ * system calls (their seccomp filter: confine/seccomp.c build_memory): poll (ppoll), read, pread64, ioctl (UFFDIO_COPY,
  * UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_UNREGISTER; TCGETS/TCSETS when
  * broken), pwrite64, fdatasync, rename, unlink, close, write,
  * sched_setscheduler (SCHED_IDLE), futex, mmap/munmap/madvise (malloc),
  * exit, exit_group. */
 #ifndef SMOLVM_MACHINE_RAM_FAULTS_H
 #define SMOLVM_MACHINE_RAM_FAULTS_H
+
+#include <semaphore.h>
 
 #include "bundle/bundle.h"
 #include "core/memory.h"
@@ -52,5 +54,8 @@ extern void (*ram_faults_broken)(const char *message);
 
 /* Test seam: false serves faults only (no fill behind the guest). */
 extern bool ram_faults_fill_behind;
+/* Test seam: when set, the fill waits for it to be posted before it
+ * places anything (so a test's touches are faults, whatever the load). */
+extern sem_t *ram_faults_fill_gate;
 
 #endif
