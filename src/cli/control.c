@@ -319,8 +319,9 @@ int cli_ps(int argc, char **argv)
         fputs("usage: smolvm ps [--json]\n\nLists this user's running VMs (a VM busy with\n"
               "a long request, such as a save, shows as busy).\n\n"
               "  --json  an array of {\"name\", \"pid\", \"state\", \"cpus\", \"mem_bytes\",\n"
-              "          \"uptime_s\", \"console_dropped\", \"net_dropped\"} ({\"name\",\n"
-              "          \"state\": \"busy\"} for a busy VM)\n", stdout);
+              "          \"uptime_s\", \"console_dropped\", \"net_dropped\", \"confinement\"}\n"
+              "          ({\"name\", \"state\": \"busy\"} for a busy VM; confinement: what\n"
+              "          --jail got, docs/security.md)\n", stdout);
         return CLI_OK;
     }
     if (argc > 2 || (argc == 2 && !json))

@@ -1,0 +1,131 @@
+/* The plan of a VM's VMM under --jail (cli/jail.h): its runtime folder
+ * (control and vsock sockets, logs), caches and store, the files its
+ * options name, the devices it opens, and its own /proc/self. */
+#include "cli/jail.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/control.h"
+#include "cli/cli.h"
+#include "confine/cgroup.h"
+#include "confine/jail.h"
+#include "net/backend.h"
+#include "util/err.h"
+#include "util/paths.h"
+
+/* A folder the paths module names (made if missing), writable. */
+static int add_owned(struct confine_plan *p, char *dir)
+{
+    int r = dir ? confine_plan_add(p, dir, true) : 0;
+    free(dir);
+    return r;
+}
+
+/* A disk: itself, and read-only the folder its backing files are found in. */
+static int add_disk(struct confine_plan *p, const struct vm_disk_config *d)
+{
+    char copy[PATH_MAX];
+    int r = confine_plan_add(p, d->path, !d->read_only);
+
+    snprintf(copy, sizeof(copy), "%s", d->path);
+    return r ? r : confine_plan_add(p, dirname(copy), false);
+}
+
+/* --net user's helper runs in the jail too: its executable (found now,
+ * while /proc/self/exe is there), the shared libraries it loads, and the
+ * host's resolver settings (its DNS proxy reads them). */
+static int add_net_helper(struct confine_plan *p)
+{
+    static const char *const host_files[] = {"/usr", "/lib", "/lib64", "/etc/ld.so.cache",
+                                             "/etc/resolv.conf", "/etc/hosts"};
+    char helper[PATH_MAX];
+    int r = net_helper_path(helper, sizeof(helper));
+
+    if (r == 0)
+        r = confine_plan_add(p, helper, false);
+    if (r == 0 && setenv("SMOLVM_NET_HELPER", helper, 1) < 0)
+        r = err_set(errno, "--jail");
+    for (size_t i = 0; i < sizeof(host_files) / sizeof(host_files[0]) && r == 0; i++)
+        r = confine_plan_add(p, host_files[i], false);
+    return r;
+}
+
+static int make_plan(const struct vm_options *o, const char *name, bool start,
+                     const char *bundle, struct confine_plan *p)
+{
+    static const char *const devices[] = {"/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"};
+    /* hv/kvm.c tells PVM hosts by which modules are there. */
+    static const char *const modules[] = {"/sys/module/kvm_pvm", "/sys/module/kvm_intel",
+                                          "/sys/module/kvm_amd"};
+    const struct vm_config *cfg = &o->vm;
+    char *runtime;
+    int r = control_dir(&runtime);
+
+    if (r < 0)
+        return r;
+    if (asprintf(&p->root, "%s/%s.jail", runtime, name) < 0)
+        p->root = NULL;
+    r = add_owned(p, runtime);
+    if (r == 0)
+        r = add_owned(p, paths_cache_dir(""));
+    if (r == 0)
+        r = add_owned(p, paths_data_dir(""));
+    for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
+        r = confine_plan_add(p, devices[i], true);
+    for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]) && r == 0; i++)
+        r = confine_plan_add(p, modules[i], false);
+    if (r == 0)
+        r = confine_plan_add(p, "/proc/self", false); /* shares reopen files by their fd */
+    if (r == 0)
+        r = confine_plan_add(p, cfg->kernel_path, false);
+    if (r == 0)
+        r = confine_plan_add(p, cfg->initrd_path, false);
+    if (r == 0)
+        r = confine_plan_add(p, o->appliance, false);
+    if (r == 0)
+        r = confine_plan_add(p, bundle, false);
+    if (r == 0)
+        r = confine_plan_add(p, o->trusted_key, false);
+    for (unsigned i = 0; i < cfg->disk_count && r == 0; i++)
+        r = add_disk(p, &cfg->disks[i]);
+    for (unsigned i = 0; i < cfg->share_count && r == 0; i++)
+        r = confine_plan_add(p, cfg->shares[i].path, !cfg->shares[i].read_only);
+    /* start: the bundle's network is not known yet; run: only --net none
+     * may lose the host's network (a TAP is attached, the helper
+     * connects, in the host's). */
+    p->new_net = !start && cfg->net.mode == VM_NET_NONE;
+    if (r == 0 && cfg->net.mode == VM_NET_TAP)
+        r = confine_plan_add(p, "/dev/net/tun", true);
+    if (r == 0 && (start || cfg->net.mode == VM_NET_USER))
+        r = add_net_helper(p);
+    return r < 0 ? r : p->root ? 0 : err_set(ENOMEM, "--jail");
+}
+
+int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
+{
+    struct confine_plan plan = {0};
+    struct cgroup_limits limits = {o->cpu_quota_milli, o->mem_limit};
+    enum confine_kind got;
+    int r = 0;
+
+    if ((limits.cpu_quota_milli || limits.mem_bytes) && cgroup_enter(name, &limits) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (!o->jail)
+        return CLI_OK;
+    r = make_plan(o, name, start, bundle, &plan);
+    if (r == 0)
+        r = confine_enter(&plan, &got);
+    confine_plan_release(&plan);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    fprintf(stderr, "smolvm: %s: confinement: %s\n", cli_verb(), confine_description());
+    confine_probe();
+    return CLI_OK;
+}

@@ -1,0 +1,214 @@
+/* The VMM's confinement (src/confine/): a jail and landlock made in a forked
+ * child here keep it to the plan's paths (read-only where read-only), with
+ * no capabilities and no_new_privs; the cgroup helpers' text. A host that
+ * allows neither mechanism skips those cases. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <dirent.h>
+#include <cmocka.h>
+#include <sys/stat.h>
+
+#include "confine/cgroup.h"
+#include "confine/jail.h"
+#include "scratch.h"
+#include "util/err.h"
+
+#define UNAVAILABLE 77
+
+static char inside[96], readonly[96], outside[96], root[96];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (scratch_setup("jail") < 0)
+        return -1;
+    snprintf(inside, sizeof(inside), "%s/inside", dir);
+    snprintf(readonly, sizeof(readonly), "%s/readonly.txt", dir);
+    snprintf(outside, sizeof(outside), "%s/outside.txt", dir);
+    snprintf(root, sizeof(root), "%s/inside/vm.jail", dir); /* as in the runtime folder */
+    if (mkdir(inside, 0700) < 0)
+        return -1;
+    FILE *f = fopen(readonly, "w"), *g = fopen(outside, "w");
+    if (!f || !g)
+        return -1;
+    fputs("ro\n", f);
+    fputs("secret\n", g);
+    fclose(f);
+    fclose(g);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+/* "NoNewPrivs:\t1" in /proc/self/status, and "CapEff:\t0000000000000000"
+ * unless landlock's (which leaves what the user has). */
+static bool powerless(bool jailed)
+{
+    char line[256];
+    bool caps = false, nnp = false;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    while (f && fgets(line, sizeof(line), f)) {
+        caps |= strcmp(line, "CapEff:\t0000000000000000\n") == 0;
+        nnp |= strcmp(line, "NoNewPrivs:\t1\n") == 0;
+    }
+    if (f)
+        fclose(f);
+    return (caps || !jailed) && nnp;
+}
+
+/* In the child, once confined: each check's number is its exit code. */
+static int check_confined(bool jailed)
+{
+    char made[128];
+    int fd;
+    DIR *d;
+
+    if (open(outside, O_RDONLY) >= 0)
+        return 1; /* a host file outside the plan */
+    if (open("/etc/passwd", O_RDONLY) >= 0)
+        return 2;
+    if ((fd = open(readonly, O_RDONLY)) < 0)
+        return 3;
+    close(fd);
+    if (open(readonly, O_WRONLY) >= 0)
+        return 4; /* read-only in the plan */
+    snprintf(made, sizeof(made), "%s/made.txt", inside);
+    if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0 || write(fd, "x", 1) != 1)
+        return 5; /* writable in the plan */
+    close(fd);
+    if (!(d = opendir("/proc/self/fd")))
+        return 6; /* the shares reopen their files through it */
+    closedir(d);
+    if (!powerless(jailed))
+        return 7;
+    /* Landlock lets nothing be made or read outside either. */
+    if (!jailed && open("/tmp/smolvm-landlock-probe", O_WRONLY | O_CREAT, 0600) >= 0)
+        return 9;
+    if (jailed && (d = opendir("/")) != NULL) {
+        /* Nothing but the plan's folders: /tmp (the scratch), /proc. */
+        struct dirent *e;
+        int entries = 0;
+        while ((e = readdir(d)))
+            entries += e->d_name[0] != '.';
+        closedir(d);
+        if (entries != 2)
+            return 8;
+    }
+    return 0;
+}
+
+static void run_confined(int (*enter)(const struct confine_plan *), bool jailed)
+{
+    pid_t pid = fork();
+    int status;
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        if (confine_plan_add(&plan, inside, true) < 0 ||
+            confine_plan_add(&plan, readonly, false) < 0 ||
+            confine_plan_add(&plan, "/nonexistent-smolvm", false) < 0 ||
+            confine_plan_add(&plan, "/proc/self", false) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        int r = enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        if (r < 0) {
+            fprintf(stderr, "%s\n", err_msg());
+            _exit(101);
+        }
+        _exit(check_confined(jailed));
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* What it wrote is the host's file. */
+    char made[128];
+    snprintf(made, sizeof(made), "%s/made.txt", inside);
+    assert_int_equal(access(made, F_OK), 0);
+    unlink(made);
+}
+
+static void test_jail_keeps_to_plan(void **state)
+{
+    (void)state;
+    run_confined(jail_enter, true);
+    /* Its root's mount point is gone from the host again. */
+    assert_int_equal(access(root, F_OK), -1);
+}
+
+static void test_landlock_keeps_to_plan(void **state)
+{
+    (void)state;
+    run_confined(landlock_enter, false);
+}
+
+static void test_plan_paths(void **state)
+{
+    (void)state;
+    struct confine_plan plan = {0};
+    char relative[128];
+
+    assert_int_equal(confine_plan_add(&plan, "/nonexistent-smolvm", true), 0);
+    assert_int_equal(plan.count, 0); /* nothing there: left out */
+    assert_int_equal(confine_plan_add(&plan, readonly, false), 0);
+    assert_int_equal(confine_plan_add(&plan, readonly, true), 0);
+    assert_int_equal(plan.count, 1); /* once, writable when any asks */
+    assert_true(plan.paths[0].writable);
+    assert_int_equal(chdir(dir), 0);
+    snprintf(relative, sizeof(relative), "./inside/../inside");
+    assert_int_equal(confine_plan_add(&plan, relative, false), 0);
+    assert_string_equal(plan.paths[1].path, inside); /* made absolute */
+    for (int i = plan.count; i < CONFINE_MAX_PATHS; i++)
+        plan.paths[plan.count++].path = strdup("/x");
+    assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
+    confine_plan_release(&plan);
+    assert_int_equal(plan.count, 0);
+}
+
+static void test_cgroup_own_path(void **state)
+{
+    (void)state;
+    char path[64];
+
+    assert_int_equal(cgroup_own_path("4:memory:/x\n0::/user.slice/a.scope\n", path, sizeof(path)), 0);
+    assert_string_equal(path, "/user.slice/a.scope");
+    assert_int_equal(cgroup_own_path("0::/\n", path, sizeof(path)), 0);
+    assert_string_equal(path, "/");
+    assert_int_equal(cgroup_own_path("1:cpu:/\n10::/x\n", path, sizeof(path)), -ENOENT);
+    assert_int_equal(cgroup_own_path("0::relative\n", path, sizeof(path)), -ENOENT);
+    assert_int_equal(cgroup_own_path("0::/a\n", path, 2), -ENAMETOOLONG);
+}
+
+static void test_cgroup_cpu_max(void **state)
+{
+    (void)state;
+    char line[64];
+
+    cgroup_cpu_max(1500, line, sizeof(line));
+    assert_string_equal(line, "150000 100000");
+    cgroup_cpu_max(10, line, sizeof(line));
+    assert_string_equal(line, "1000 100000");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jail_keeps_to_plan),
+        cmocka_unit_test(test_landlock_keeps_to_plan),
+        cmocka_unit_test(test_plan_paths),
+        cmocka_unit_test(test_cgroup_own_path),
+        cmocka_unit_test(test_cgroup_cpu_max),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
