@@ -110,6 +110,9 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
 {
+    /* What the VMM makes (sockets, cached and saved RAM, logs) is this
+     * user's alone, jailed or not. */
+    umask(077);
     struct confine_plan plan = {0};
     struct cgroup_limits limits = {o->cpu_quota_milli, o->mem_limit};
     enum confine_kind got;
@@ -125,7 +128,11 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
     confine_plan_release(&plan);
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    fprintf(stderr, "smolvm: %s: confinement: %s\n", cli_verb(), confine_description());
+    /* Asked for a jail, the user hears when it is less (status says it
+     * always: 'smolvm ps --json'). */
+    if (got != CONFINE_JAIL)
+        fprintf(stderr, "smolvm: %s: --jail: no namespaces allowed here; confinement: %s\n",
+                cli_verb(), confine_description());
     confine_probe();
     return CLI_OK;
 }
