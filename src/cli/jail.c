@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "cli/cli.h"
 #include "confine/cgroup.h"
 #include "confine/jail.h"
+#include "disk/disk.h"
 #include "net/backend.h"
 #include "util/err.h"
 #include "util/paths.h"
@@ -28,14 +28,20 @@ static int add_owned(struct confine_plan *p, char *dir)
     return r;
 }
 
-/* A disk: itself, and read-only the folder its backing files are found in. */
-static int add_disk(struct confine_plan *p, const struct vm_disk_config *d)
+/* A disk, and read-only the backing files of its chain (opened here to
+ * find them; one that does not open is the VM's error to report). */
+static int add_disk(struct confine_plan *p, const struct vm_disk_config *cfg)
 {
-    char copy[PATH_MAX];
-    int r = confine_plan_add(p, d->path, !d->read_only);
+    struct disk *d = NULL;
+    int r = confine_plan_add(p, cfg->path, !cfg->read_only);
 
-    snprintf(copy, sizeof(copy), "%s", d->path);
-    return r ? r : confine_plan_add(p, dirname(copy), false);
+    if (r == 0 && disk_open_as(cfg->path, DISK_READ_ONLY | DISK_NO_LOCK, cfg->format, &d) < 0)
+        err_clear();
+    for (const struct disk *b = d ? d->backing : NULL; b && r == 0; b = b->backing)
+        r = confine_plan_add(p, b->path, false);
+    if (d)
+        disk_close(d);
+    return r;
 }
 
 /* --net user's helper runs in the jail too: its executable (found now,
