@@ -116,9 +116,6 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
 {
-    /* What the VMM makes (sockets, cached and saved RAM, logs) is this
-     * user's alone, jailed or not. */
-    umask(077);
     struct confine_plan plan = {0};
     struct cgroup_limits limits = {o->cpu_quota_milli, o->mem_limit};
     enum confine_kind got;

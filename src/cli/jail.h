@@ -11,8 +11,7 @@
 /* Confines this process (still one thread) as o asks, for the VM name;
  * start (its network is the bundle's, not known yet) names what it
  * starts in bundle (a file, or an instance's name: left out). Says on stderr which confinement it
- * got when it is less than a jail. Everything it makes after is the
- * user's alone (umask 077). Returns a CLI exit code. */
+ * got when it is less than a jail. Returns a CLI exit code. */
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle);
 
 #endif
