@@ -4,12 +4,14 @@
  * allows neither mechanism skips those cases. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <dirent.h>
 #include <cmocka.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "confine/cgroup.h"
 #include "confine/jail.h"
@@ -153,6 +155,44 @@ static void test_landlock_keeps_to_plan(void **state)
     run_confined(landlock_enter, false);
 }
 
+static void *idle(void *opaque)
+{
+    pause();
+    return opaque;
+}
+
+/* A process that may not make namespaces (here: one of two threads, which
+ * unshare(CLONE_NEWUSER) refuses) gets landlock, and says so. */
+static void test_falls_back_to_landlock(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    int status;
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        enum confine_kind got;
+        pthread_t t;
+        if (pthread_create(&t, NULL, idle, NULL) != 0 || confine_plan_add(&plan, inside, true) < 0 ||
+            !(plan.root = strdup(root)))
+            _exit(100);
+        if (confine_enter(&plan, &got) < 0)
+            _exit(101);
+        /* None is right only where the kernel has no landlock. */
+        if (got == CONFINE_NONE)
+            _exit(syscall(SYS_landlock_create_ruleset, NULL, 0, 1) < 1 ? UNAVAILABLE : 102);
+        if (got != CONFINE_LANDLOCK || strcmp(confine_description(), "landlock") != 0)
+            _exit(103);
+        _exit(open(outside, O_RDONLY) >= 0 ? 104 : 0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_plan_paths(void **state)
 {
     (void)state;
@@ -206,6 +246,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
+        cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),
