@@ -136,6 +136,24 @@ static int by_length(const void *a, const void *b)
     return (la > lb) - (la < lb);
 }
 
+static int make_link(const char *root, const struct confine_link *l)
+{
+    char at[PATH_MAX];
+    struct stat st;
+    int r;
+
+    if ((size_t)snprintf(at, sizeof(at), "%s%s", root, l->path) >= sizeof(at))
+        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", l->path), -ENOTRECOVERABLE;
+    if (lstat(at, &st) == 0)
+        return 0; /* inside a folder bound in: there already */
+    /* Its folders, as a mount point's (the link stands for a folder). */
+    if ((r = make_mount_point(at, strlen(root), true)) < 0)
+        return r;
+    if (rmdir(at) < 0 || symlink(l->target, at) < 0)
+        return broken("cannot make", at);
+    return 0;
+}
+
 /* The plan's /proc/self is this process's /proc/PID: /proc/self names it
  * again inside (there is no procfs of the jail's own). */
 static int link_proc_self(const char *root)
@@ -172,6 +190,9 @@ static int build_root(const struct confine_plan *p)
             return r;
     if ((r = link_proc_self(p->root)) < 0)
         return r;
+    for (unsigned i = 0; i < p->link_count; i++)
+        if ((r = make_link(p->root, &p->links[i])) < 0)
+            return r;
     if (mount(NULL, p->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         return broken("cannot make read-only", p->root);
     /* pivot_root(".", "."): the old root ends up on top, detached at once. */

@@ -24,15 +24,26 @@ struct confine_path {
     bool writable;
 };
 
+/* A symbolic link the jail makes again (/lib64 -> usr/lib64: programs
+ * name their loader through it). */
+struct confine_link {
+    char *path, *target;
+};
+#define CONFINE_MAX_LINKS 8
+
 struct confine_plan {
     struct confine_path paths[CONFINE_MAX_PATHS];
     unsigned count;
+    struct confine_link links[CONFINE_MAX_LINKS];
+    unsigned link_count;
     char *root;    /* jail: the empty folder its tmpfs root is mounted on */
     bool new_net;  /* jail: a network namespace of its own (no TAP, no helper) */
 };
 
-/* Adds path (made absolute; a path that does not exist is left out: the
- * VMM cannot need it). 0, or an error (err.h) when the plan is full. */
+/* Adds path (made absolute, links resolved; a path that does not exist is
+ * left out: the VMM cannot need it). When path itself is a symbolic link,
+ * the jail makes it again beside what it names. 0, or an error (err.h)
+ * when the plan is full. */
 int confine_plan_add(struct confine_plan *p, const char *path, bool writable);
 void confine_plan_release(struct confine_plan *p);
 

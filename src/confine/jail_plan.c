@@ -8,18 +8,42 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/err.h"
 
 static const char *description = "none";
 
+static int add_link(struct confine_plan *p, const char *path)
+{
+    char target[PATH_MAX];
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+
+    if (n <= 0 || path[0] != '/')
+        return 0; /* a relative name: what it resolves to is enough */
+    target[n] = '\0';
+    if (p->link_count == CONFINE_MAX_LINKS)
+        return err_plain(E2BIG, "--jail: more than %d links to make", CONFINE_MAX_LINKS);
+    p->links[p->link_count].path = strdup(path);
+    p->links[p->link_count].target = strdup(target);
+    if (!p->links[p->link_count].path || !p->links[p->link_count].target)
+        return err_set(ENOMEM, "--jail");
+    p->link_count++;
+    return 0;
+}
+
 int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
 {
     char real[PATH_MAX];
+    struct stat st;
+    int r;
 
     if (!path || !realpath(path, real))
         return 0; /* nothing there: nothing the VMM can need */
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && strcmp(path, "/proc/self") != 0 &&
+        (r = add_link(p, path)) < 0)
+        return r;
     for (unsigned i = 0; i < p->count; i++)
         if (strcmp(p->paths[i].path, real) == 0) {
             p->paths[i].writable |= writable;
@@ -38,6 +62,10 @@ void confine_plan_release(struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->count; i++)
         free(p->paths[i].path);
+    for (unsigned i = 0; i < p->link_count; i++) {
+        free(p->links[i].path);
+        free(p->links[i].target);
+    }
     free(p->root);
     memset(p, 0, sizeof(*p));
 }

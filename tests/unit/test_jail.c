@@ -20,7 +20,7 @@
 
 #define UNAVAILABLE 77
 
-static char inside[96], readonly[96], outside[96], root[96];
+static char inside[96], readonly[96], outside[96], root[96], link_to_inside[96];
 
 static int setup(void **state)
 {
@@ -31,7 +31,8 @@ static int setup(void **state)
     snprintf(readonly, sizeof(readonly), "%s/readonly.txt", dir);
     snprintf(outside, sizeof(outside), "%s/outside.txt", dir);
     snprintf(root, sizeof(root), "%s/inside/vm.jail", dir); /* as in the runtime folder */
-    if (mkdir(inside, 0700) < 0)
+    snprintf(link_to_inside, sizeof(link_to_inside), "%s/link", dir);
+    if (mkdir(inside, 0700) < 0 || symlink("inside", link_to_inside) < 0)
         return -1;
     FILE *f = fopen(readonly, "w"), *g = fopen(outside, "w");
     if (!f || !g)
@@ -89,6 +90,10 @@ static int check_confined(bool jailed)
     if (!(d = opendir("/proc/self/fd")))
         return 6; /* the shares reopen their files through it */
     closedir(d);
+    snprintf(made, sizeof(made), "%s/made.txt", link_to_inside);
+    if (!(d = opendir(link_to_inside)) || access(made, F_OK) < 0)
+        return 10; /* a link in the plan is there again */
+    closedir(d);
     if (!powerless(jailed))
         return 7;
     /* Landlock lets nothing be made or read outside either. */
@@ -117,6 +122,7 @@ static void run_confined(int (*enter)(const struct confine_plan *), bool jailed)
         struct confine_plan plan = {0};
         if (confine_plan_add(&plan, inside, true) < 0 ||
             confine_plan_add(&plan, readonly, false) < 0 ||
+            confine_plan_add(&plan, link_to_inside, false) < 0 ||
             confine_plan_add(&plan, "/nonexistent-smolvm", false) < 0 ||
             confine_plan_add(&plan, "/proc/self", false) < 0 || !(plan.root = strdup(root)))
             _exit(100);
