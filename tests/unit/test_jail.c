@@ -161,6 +161,38 @@ static void test_landlock_keeps_to_plan(void **state)
     run_confined(landlock_enter, false);
 }
 
+/* The net helper runs in the jail: a dynamically linked program does, given
+ * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
+static void test_jail_runs_a_dynamic_program(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    int status;
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static const char *const system[] = {"/usr", "/lib", "/lib64", "/etc/ld.so.cache"};
+        struct confine_plan plan = {0};
+        for (size_t i = 0; i < sizeof(system) / sizeof(system[0]); i++)
+            if (confine_plan_add(&plan, system[i], false) < 0)
+                _exit(100);
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        int r = jail_enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        if (r < 0)
+            _exit(101);
+        execl("/usr/bin/true", "true", (char *)NULL);
+        _exit(102);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void *idle(void *opaque)
 {
     pause();
@@ -252,6 +284,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
+        cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_cgroup_own_path),
