@@ -1,8 +1,9 @@
 /* Confining the VMM before it builds a VM (--jail): the files it may reach
  * are a list (a plan), and the strongest confinement the host allows keeps
  * it to them:
- *   jail (jail.c): new user, mount, ipc, pid (for what it starts) and,
- *     unless the VM's network needs the host's, network namespaces; the
+ *   jail (jail.c): new user, mount, ipc and, unless the VM's network
+ *     needs the host's, network namespaces (no pid namespace: see
+ *     jail_enter()); the
  *     root is a tmpfs holding only the plan's paths, bind-mounted at their
  *     own paths (read-only where read-only); every capability dropped;
  *   landlock (landlock.c): without the privileges for namespaces, the
@@ -56,7 +57,7 @@ int confine_enter(const struct confine_plan *p, enum confine_kind *got)
     __attribute__((warn_unused_result));
 
 /* What confine_enter() gave this process, in one phrase ("jail (user,
- * mount, pid, ipc, net ns)", "landlock", "none"), for its stderr line and
+ * mount, ipc, net ns)", "landlock", "none"), for its stderr line and
  * status. */
 const char *confine_description(void);
 
