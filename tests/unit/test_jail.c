@@ -268,6 +268,59 @@ static void test_cgroup_own_path(void **state)
     assert_int_equal(cgroup_own_path("0::/a\n", path, 2), -ENAMETOOLONG);
 }
 
+/* In a forked child: moved into smolvm-unit-test with the limits, or, on a
+ * host that delegates no cgroup, one message naming what is missing (skip). */
+static void test_cgroup_limits(void **state)
+{
+    (void)state;
+    struct cgroup_limits l = {.cpu_quota_milli = 500, .mem_bytes = 64ull << 20};
+    char own[256] = "";
+    int fds[2], status;
+    pid_t pid;
+
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char text[1024];
+        int r = cgroup_enter("unit-test", &l);
+        if (r < 0) {
+            bool says = strstr(err_msg(), "cgroup") != NULL;
+            _exit(says && (r == -EPERM || r == -ENOTSUP) ? UNAVAILABLE : 100);
+        }
+        FILE *f = fopen("/proc/self/cgroup", "r");
+        size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        text[n] = '\0';
+        if (cgroup_own_path(text, own, sizeof(own)) < 0 || !strstr(own, "/smolvm-unit-test"))
+            _exit(101);
+        if (write(fds[1], own, strlen(own)) < 0)
+            _exit(102);
+        _exit(0);
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], own, sizeof(own) - 1);
+    close(fds[0]);
+    own[n > 0 ? n : 0] = '\0';
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char path[512], line[64] = "";
+    snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.max", own);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/unified%s/cpu.max", own);
+        f = fopen(path, "r");
+    }
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    assert_string_equal(line, "50000 100000\n");
+    *strrchr(path, '/') = '\0';
+    rmdir(path);
+}
+
 static void test_cgroup_cpu_max(void **state)
 {
     (void)state;
@@ -289,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),
+        cmocka_unit_test(test_cgroup_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
