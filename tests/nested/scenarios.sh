@@ -1251,6 +1251,22 @@ scenario_jail() {
         eval 'test "$rc" -eq 0 && has jailed2 "^COUNT" && echo "$ps_out" | grep -q "\"confinement\": \"jail (user, mount, ipc ns)\""'
     "$real_smolvm" stop jailed2 > /dev/null 2>&1
     "$real_smolvm" stop jailed > /dev/null 2>&1
+    # --cpu-quota and --mem-limit: its cgroup has them, where the L1 has a
+    # cgroup v2 with the controllers; elsewhere one line says what is missing.
+    timeout -k 10 120 "$real_smolvm" run --jail --detach --name jlim --cpu-quota 1.5 --mem-limit 1G \
+        --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=counter" \
+        > /dev/null 2> "$work/jail-limits.err"
+    rc=$?
+    ps_out=$("$real_smolvm" ps --json 2>&1)
+    pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"name":"jlim"[^}]*' | grep -o '"pid":[0-9]*' | cut -d: -f2)
+    [ -z "$pid" ] && pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"pid":[0-9]*,[^}]*"name":"jlim"' | grep -o '"pid":[0-9]*' | cut -d: -f2)
+    local cg=
+    [ -n "$pid" ] && cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
+    { echo "rc=$rc pid=$pid cgroup=$cg"; cat "$work/jail-limits.err"
+      cat "/sys/fs/cgroup$cg/cpu.max" "/sys/fs/cgroup$cg/memory.max" 2>&1; } > "$results/jail-limits.txt"
+    expect jail-limits "the VMM runs in smolvm-jlim with cpu.max and memory.max, or says which cgroup is missing" \
+        eval '{ test "$rc" -eq 0 && grep -q "^150000 100000" "/sys/fs/cgroup$cg/cpu.max" && grep -q "^1073741824" "/sys/fs/cgroup$cg/memory.max"; } || { test "$rc" -eq 1 && grep -q "cgroup" "$work/jail-limits.err"; }'
+    "$real_smolvm" stop jlim > /dev/null 2>&1
 }
 
 # The jail's cost: boot to init, and start of a saved bundle to its state
