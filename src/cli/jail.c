@@ -1,6 +1,6 @@
 /* The plan of a VM's VMM under --jail (cli/jail.h): its runtime folder
  * (control and vsock sockets, logs), caches and store, the files its
- * options name, the devices it opens, and its own /proc/self. */
+ * options name, and the devices it opens. */
 #include "cli/jail.h"
 
 #include <errno.h>
@@ -87,8 +87,6 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
         r = confine_plan_add(p, devices[i], true);
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]) && r == 0; i++)
         r = confine_plan_add(p, modules[i], false);
-    if (r == 0)
-        r = confine_plan_add(p, "/proc/self", false); /* shares reopen files by their fd */
     if (r == 0)
         r = confine_plan_add(p, cfg->kernel_path, false);
     if (r == 0)

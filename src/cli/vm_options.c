@@ -236,7 +236,7 @@ static const struct vm_option vm_option_table[] = {
      "the console goes to a log ('smolvm logs NAME')", NULL, SET(detach, true)},
     {"jail", 0, NULL, RUN | START, 0,
      "confine the VMM (docs/security.md): its own user, mount,\n"
-     "ipc (and, without --net, network) namespaces, a root\n"
+     "pid, ipc (and, without --net, network) namespaces, a root\n"
      "holding only the VM's files, no capabilities; landlock\n"
      "where namespaces are not allowed. Says which it got", NULL, SET(jail, true)},
     {"cpu-quota", 0, "CPUS", RUN | START, 0,

@@ -17,7 +17,9 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -154,19 +156,20 @@ static int make_link(const char *root, const struct confine_link *l)
     return 0;
 }
 
-/* The plan's /proc/self is this process's /proc/PID: /proc/self names it
- * again inside (there is no procfs of the jail's own). */
-static int link_proc_self(const char *root)
+/* A procfs of the jail's pid namespace: the VMM and what it starts, no
+ * other process (the shares reopen files through /proc/self/fd, saves
+ * read /proc/self/pagemap). Mounted while the host's /proc is still
+ * there: the kernel lets a namespace mount one only then. */
+static int mount_proc(const char *root)
 {
-    char pid[32], link[PATH_MAX], dir[PATH_MAX];
-    struct stat st;
+    char dir[PATH_MAX];
 
-    snprintf(pid, sizeof(pid), "%d", (int)getpid());
-    snprintf(dir, sizeof(dir), "%s/proc/%s", root, pid);
-    if (stat(dir, &st) < 0)
-        return 0; /* not in the plan */
-    snprintf(link, sizeof(link), "%s/proc/self", root);
-    return symlink(pid, link) < 0 ? broken("cannot make", link) : 0;
+    snprintf(dir, sizeof(dir), "%s/proc", root);
+    if (mkdir(dir, 0555) < 0 && errno != EEXIST)
+        return broken("cannot make", dir);
+    if (mount("proc", dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return broken("cannot mount a procfs on", dir);
+    return 0;
 }
 
 /* A tmpfs on p->root holding the plan's paths (outer folders bound before
@@ -188,7 +191,7 @@ static int build_root(const struct confine_plan *p)
     for (unsigned i = 0; i < p->count; i++)
         if ((r = bind_in(p->root, order[i])) < 0)
             return r;
-    if ((r = link_proc_self(p->root)) < 0)
+    if ((r = mount_proc(p->root)) < 0)
         return r;
     for (unsigned i = 0; i < p->link_count; i++)
         if ((r = make_link(p->root, &p->links[i])) < 0)
@@ -219,24 +222,70 @@ static int drop_capabilities(void)
     return 0;
 }
 
-/* No pid namespace: unshared here it would hold only the processes the VMM
- * starts after (the net helper), not the VMM itself, and it breaks what
- * clones a process to trace this one (LeakSanitizer's tracer finds no
- * parent). The VMM sees no other process anyway: its /proc is its own
- * /proc/PID. Moving it in means forking here and a parent relaying its
- * exit: not done. */
+static pid_t host_pid; /* the VMM's pid in the host's namespace; 0: not jailed */
+static pid_t vmm;      /* the relay's: its child, the VMM */
+
+pid_t confine_host_pid(void)
+{
+    return host_pid ? host_pid : getpid();
+}
+
+static void forward(int sig)
+{
+    kill(vmm, sig);
+}
+
+/* The process that made the jail stays outside it, as the VMM's parent:
+ * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
+ * the terminal itself) and leaves as the VMM does. */
+static void __attribute__((noreturn)) relay(pid_t child)
+{
+    struct sigaction sa = {.sa_handler = forward};
+    int status;
+
+    vmm = child;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGINT, SIG_IGN);
+    while (waitpid(child, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(1);
+    if (WIFEXITED(status))
+        _exit(WEXITSTATUS(status));
+    signal(WTERMSIG(status), SIG_DFL);
+    kill(getpid(), WTERMSIG(status));
+    _exit(128 + WTERMSIG(status));
+}
+
+/* The VMM is pid 1 of a pid namespace of its own: it forks into it here,
+ * before any thread (KVM's VM, made later, belongs to the process that
+ * makes it). Returns in the child; the parent never returns (relay()). */
 int jail_enter(const struct confine_plan *p)
 {
     uid_t uid = geteuid();
     gid_t gid = getegid();
-    int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC;
+    int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID;
+    char self[32] = "";
+    pid_t child;
     int r;
 
     if (!p->root)
         return -EINVAL;
     if (unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
         return -errno; /* not here: nothing changed */
-    if ((r = map_ids(uid, gid)) < 0 || (r = build_root(p)) < 0 || (r = drop_capabilities()) < 0)
+    if ((r = map_ids(uid, gid)) < 0)
+        return r;
+    fflush(NULL);
+    if ((child = fork()) < 0)
+        return broken("cannot fork", "into its pid namespace");
+    if (child > 0)
+        relay(child);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay killed: the VM with it */
+    /* The host's /proc, still there, names this process as the host sees it. */
+    if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
+        host_pid = (pid_t)atoi(self);
+    if ((r = build_root(p)) < 0 || (r = drop_capabilities()) < 0)
         return r;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return broken("cannot set", "no_new_privs");

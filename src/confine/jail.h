@@ -1,9 +1,9 @@
 /* Confining the VMM before it builds a VM (--jail): the files it may reach
  * are a list (a plan), and the strongest confinement the host allows keeps
  * it to them:
- *   jail (jail.c): new user, mount, ipc and, unless the VM's network
- *     needs the host's, network namespaces (no pid namespace: see
- *     jail_enter()); the
+ *   jail (jail.c): new user, mount, ipc, pid (the VMM forks into it: its
+ *     parent stays outside, relaying its exit) and, unless the VM's
+ *     network needs the host's, network namespaces; the
  *     root is a tmpfs holding only the plan's paths, bind-mounted at their
  *     own paths (read-only where read-only); every capability dropped;
  *   landlock (landlock.c): without the privileges for namespaces, the
@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define CONFINE_MAX_PATHS 64
 
@@ -57,9 +58,13 @@ int confine_enter(const struct confine_plan *p, enum confine_kind *got)
     __attribute__((warn_unused_result));
 
 /* What confine_enter() gave this process, in one phrase ("jail (user,
- * mount, ipc, net ns)", "landlock", "none"), for its stderr line and
+ * mount, pid, ipc, net ns)", "landlock", "none"), for its stderr line and
  * status. */
 const char *confine_description(void);
+
+/* This process's pid as the host sees it (status's "pid"): inside the jail
+ * the VMM is pid 1. */
+pid_t confine_host_pid(void);
 
 /* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
  * allow them (nothing changed, try the next), other errors (err.h) when

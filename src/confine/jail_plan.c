@@ -84,7 +84,8 @@ int confine_enter(const struct confine_plan *p, enum confine_kind *got)
 
     *got = CONFINE_JAIL;
     if (r == 0) {
-        description = p->new_net ? "jail (user, mount, ipc, net ns)" : "jail (user, mount, ipc ns)";
+        description = p->new_net ? "jail (user, mount, pid, ipc, net ns)"
+                                 : "jail (user, mount, pid, ipc ns)";
         return 0;
     }
     if (!unavailable(r))

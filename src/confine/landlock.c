@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/landlock.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -90,6 +91,12 @@ int landlock_enter(const struct confine_plan *p)
         return -errno;
     for (unsigned i = 0; i < p->count && r == 0; i++)
         r = allow(ruleset, &p->paths[i], attr.handled_access_fs);
+    /* Its own /proc/PID (the jail mounts a procfs of its own instead): the
+     * shares reopen files through /proc/self/fd. */
+    char self[32];
+    snprintf(self, sizeof(self), "/proc/%d", (int)getpid());
+    if (r == 0)
+        r = allow(ruleset, &(struct confine_path){.path = self}, attr.handled_access_fs);
     if (r == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         r = err_set(errno, "--jail: no_new_privs"), r = -ENOTRECOVERABLE;
     if (r == 0 && syscall(SYS_landlock_restrict_self, ruleset, 0) < 0)

@@ -43,7 +43,7 @@ static json_t *status(struct machine_control *s)
 {
     const struct vm_config *cfg = vm_config(machine_vm(s->m));
     return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I,s:I,s:s}", "ok", 1, "name", s->name, "pid",
-                     (int)getpid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
+                     (int)confine_host_pid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
                      "cpus", (int)cfg->cpus, "mem_bytes", (json_int_t)cfg->mem_bytes,
                      "uptime_s", seconds_since(&s->started), "console_dropped",
                      (json_int_t)console_dropped(vm_console(machine_vm(s->m))), "net_dropped",

@@ -1225,7 +1225,7 @@ scenario_jail() {
     expect jail-probe "the jailed VMM cannot open a host file outside its jail" \
         has jailed "confine probe: $marker: denied"
     expect jail-status "ps --json says it is jailed" \
-        eval 'echo "$ps_out" | grep -q "\"confinement\": \"jail (user, mount, ipc, net ns)\""'
+        eval 'echo "$ps_out" | grep -q "\"confinement\": \"jail (user, mount, pid, ipc, net ns)\""'
     pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"name":"jailed"[^}]*' | grep -o '"pid":[0-9]*' | cut -d: -f2)
     [ -z "$pid" ] && pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"pid":[0-9]*,[^}]*"name":"jailed"' | grep -o '"pid":[0-9]*' | cut -d: -f2)
     expect jail-powerless "no capabilities, no_new_privs, its own user and mount namespaces" \
@@ -1248,7 +1248,7 @@ scenario_jail() {
     ps_out=$("$real_smolvm" ps --json 2>&1)
     cp "$work/jailed2.out" "$work/jail-start.err" "$results/" 2>/dev/null
     expect jail-start "start --jail resumes the saved bundle, jailed" \
-        eval 'test "$rc" -eq 0 && has jailed2 "^COUNT" && echo "$ps_out" | grep -q "\"confinement\": \"jail (user, mount, ipc ns)\""'
+        eval 'test "$rc" -eq 0 && has jailed2 "^COUNT" && echo "$ps_out" | grep -q "\"confinement\": \"jail (user, mount, pid, ipc ns)\""'
     "$real_smolvm" stop jailed2 > /dev/null 2>&1
     "$real_smolvm" stop jailed > /dev/null 2>&1
     # --cpu-quota and --mem-limit: its cgroup has them, where the L1 has a
