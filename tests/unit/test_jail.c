@@ -125,10 +125,21 @@ static int check_confined(bool jailed)
     return 0;
 }
 
+/* The forked child's verdict: passed (0), or the host lacks what it tests. */
+static void child_passed(pid_t pid)
+{
+    int status;
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void run_confined(int (*enter)(const struct confine_plan *), bool jailed)
 {
     pid_t pid = fork();
-    int status;
 
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -151,11 +162,7 @@ static void run_confined(int (*enter)(const struct confine_plan *), bool jailed)
          * work in the jail (a process it clones, in its pid namespace). */
         exit(check_confined(jailed));
     }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == UNAVAILABLE)
-        skip();
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_passed(pid);
     /* What it wrote is the host's file. */
     char made[128];
     snprintf(made, sizeof(made), "%s/made.txt", inside);
@@ -183,7 +190,6 @@ static void test_jail_runs_a_dynamic_program(void **state)
 {
     (void)state;
     pid_t pid = fork();
-    int status;
 
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -202,11 +208,7 @@ static void test_jail_runs_a_dynamic_program(void **state)
         execl("/usr/bin/true", "true", (char *)NULL);
         _exit(102);
     }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == UNAVAILABLE)
-        skip();
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_passed(pid);
 }
 
 static void *idle(void *opaque)
@@ -221,7 +223,6 @@ static void test_falls_back_to_landlock(void **state)
 {
     (void)state;
     pid_t pid = fork();
-    int status;
 
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -240,11 +241,7 @@ static void test_falls_back_to_landlock(void **state)
             _exit(103);
         _exit(open(outside, O_RDONLY) >= 0 ? 104 : 0);
     }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == UNAVAILABLE)
-        skip();
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_passed(pid);
 }
 
 static void test_plan_paths(void **state)
@@ -291,7 +288,7 @@ static void test_cgroup_limits(void **state)
     (void)state;
     struct cgroup_limits l = {.cpu_quota_milli = 500, .mem_bytes = 64ull << 20};
     char own[256] = "";
-    int fds[2], status;
+    int fds[2];
     pid_t pid;
 
     assert_int_equal(pipe(fds), 0);
@@ -317,11 +314,7 @@ static void test_cgroup_limits(void **state)
     ssize_t n = read(fds[0], own, sizeof(own) - 1);
     close(fds[0]);
     own[n > 0 ? n : 0] = '\0';
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == UNAVAILABLE)
-        skip();
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_passed(pid);
     char path[512], line[64] = "";
     snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.max", own);
     FILE *f = fopen(path, "r");
