@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#include "api/control.h"
+#include "cli/cli.h"
+#include "cli/jail.h"
 #include "confine/cgroup.h"
 #include "confine/jail.h"
 #include "scratch.h"
@@ -184,6 +187,67 @@ static void test_landlock_keeps_to_plan(void **state)
     run_confined(landlock_enter, false);
 }
 
+/* run --jail's plan (cli/jail.c), as run makes it: in a forked child, the
+ * jailed VMM opens its kernel (not for writing), its disk and share, makes
+ * files in its runtime folder, and cannot open a file beside them. */
+static void test_run_jail_plan(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char xdg[3][128], disk[128], made[160], *runtime;
+        const char *vars[3] = {"XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CACHE_HOME"};
+        struct vm_options o = {0};
+        int fd;
+
+        for (int i = 0; i < 3; i++) {
+            snprintf(xdg[i], sizeof(xdg[i]), "%s/xdg%d", dir, i);
+            if (mkdir(xdg[i], 0700) < 0 || setenv(vars[i], xdg[i], 1) < 0)
+                _exit(100);
+        }
+        snprintf(disk, sizeof(disk), "%s/disk.raw", dir);
+        if ((fd = open(disk, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 20) < 0)
+            _exit(100);
+        close(fd);
+        vm_config_defaults(&o.vm);
+        o.vm.kernel_path = readonly;
+        o.vm.disk_count = 1;
+        o.vm.disks[0].path = disk;
+        o.vm.share_count = 1;
+        o.vm.shares[0] = (struct vm_share_config){.path = inside, .tag = "s"};
+        o.jail = true;
+        cli_set_verb("run");
+        if (cli_confine(&o, "t", false, NULL) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc, net ns)") != 0)
+            _exit(UNAVAILABLE);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(1);
+        if ((fd = open(readonly, O_RDONLY)) < 0 || open(readonly, O_WRONLY) >= 0)
+            _exit(2);
+        close(fd);
+        if ((fd = open(disk, O_RDWR)) < 0)
+            _exit(3);
+        close(fd);
+        snprintf(made, sizeof(made), "%s/from-jail", inside);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(4);
+        close(fd);
+        if (control_dir(&runtime) < 0)
+            _exit(5);
+        snprintf(made, sizeof(made), "%s/t.sock", runtime);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(6);
+        close(fd);
+        if ((fd = open("/dev/null", O_WRONLY)) < 0)
+            _exit(7);
+        _exit(0);
+    }
+    child_passed(pid);
+}
+
 /* The net helper runs in the jail: a dynamically linked program does, given
  * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
 static void test_jail_runs_a_dynamic_program(void **state)
@@ -346,6 +410,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
+        cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_plan_paths),
