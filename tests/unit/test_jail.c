@@ -248,6 +248,39 @@ static void test_run_jail_plan(void **state)
     child_passed(pid);
 }
 
+/* start --jail's: the bundle (read-only), and the host network kept for
+ * the net helper it may start, which is found now and runs in the jail. */
+static void test_start_jail_plan(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        int fd;
+
+        setenv("XDG_RUNTIME_DIR", inside, 1);
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        cli_set_verb("start");
+        if (cli_confine(&o, "s", true, readonly) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        if ((fd = open(readonly, O_RDONLY)) < 0 || open(readonly, O_WRONLY) >= 0)
+            _exit(1);
+        close(fd);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(2);
+        const char *helper = getenv("SMOLVM_NET_HELPER");
+        if (!helper || strcmp(helper, "/usr/bin/true") != 0)
+            _exit(3);
+        execl(helper, "true", (char *)NULL);
+        _exit(4);
+    }
+    child_passed(pid);
+}
+
 /* The net helper runs in the jail: a dynamically linked program does, given
  * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
 static void test_jail_runs_a_dynamic_program(void **state)
@@ -411,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
+        cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_plan_paths),
