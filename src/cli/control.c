@@ -361,7 +361,8 @@ int cli_ps(int argc, char **argv)
               "a long request, such as a save, shows as busy).\n\n"
               "  --json  an array of {\"name\", \"pid\", \"state\", \"cpus\", \"mem_bytes\",\n"
               "          \"uptime_s\", \"console_dropped\", \"net_dropped\", \"confinement\"}\n"
-              "          ({\"name\", \"state\": \"busy\"} for a busy VM)\n", stdout);
+              "          ({\"name\", \"state\": \"busy\"} for a busy VM; confinement: what\n"
+              "          --jail got, docs/security.md; seccomp: on, log or off)\n", stdout);
         return CLI_OK;
     }
     if (argc > 2 || (argc == 2 && !json))

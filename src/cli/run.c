@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/jail.h"
 #include "disk/disk.h"
 #include "cli/serve.h"
 #include "cli/vm_options.h"
@@ -202,6 +203,11 @@ int cli_run(int argc, char **argv)
         if (parent || code != CLI_OK)
             return code;
         o.vm.interactive = false;
+    }
+    code = cli_confine(&o, serve_name(server), false, NULL);
+    if (code != CLI_OK) {
+        serve_abort(server);
+        return code;
     }
     if (machine_boot(&o.vm, &m) < 0) {
         serve_abort(server);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/jail.h"
 #include "cli/serve.h"
 #include "cli/vm_options.h"
 #include "hv/hv.h"
@@ -64,6 +65,11 @@ int cli_start(int argc, char **argv)
     }
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
+    code = cli_confine(&o, so.name, true, argv[optind]);
+    if (code != CLI_OK) {
+        serve_abort(server);
+        return code;
+    }
     if (machine_start_named(argv[optind], &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

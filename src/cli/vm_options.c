@@ -48,6 +48,27 @@ static int parse_mem(struct vm_options *o, char *value)
     return 0;
 }
 
+/* --cpu-quota N: CPUs' worth of time (1.5), kept in thousandths. */
+static int parse_cpu_quota(struct vm_options *o, char *value)
+{
+    char *end;
+    double cpus = strtod(value, &end);
+
+    if (end == value || *end || !(cpus >= 0.01 && cpus <= 4096))
+        return err_plain(EINVAL, "'%s': a number of CPUs such as 0.5 or 2", value);
+    o->cpu_quota_milli = (uint64_t)(cpus * 1000 + 0.5);
+    return 0;
+}
+
+static int parse_mem_limit(struct vm_options *o, char *value)
+{
+    if (size_parse(value, 1ull << 20, &o->mem_limit) < 0)
+        return -1;
+    if (o->mem_limit < (16ull << 20))
+        return err_plain(EINVAL, "'%s': a size of at least 16M, such as 1G", value);
+    return 0;
+}
+
 /* PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none|writeback]; the
  * string is kept, split in place. */
 /* run and pack: the VM's shares; start: the host folders of the bundle's
@@ -225,6 +246,17 @@ static const struct vm_option vm_option_table[] = {
     {"detach", 0, NULL, BOOTS | START, PACK,
      "run in the background once the VM is up (prints its name);\n"
      "the console goes to a log ('smolvm logs NAME')", NULL, SET(detach, true)},
+    {"jail", 0, NULL, RUN | START, 0,
+     "confine the VMM (docs/security.md): its own user, mount,\n"
+     "pid, ipc (and, without --net, network) namespaces, a root\n"
+     "holding only the VM's files, no capabilities; landlock\n"
+     "where namespaces are not allowed. Says which it got", NULL, SET(jail, true)},
+    {"cpu-quota", 0, "CPUS", RUN | START, 0,
+     "at most CPUS CPUs' worth of time (e.g. 1.5), through a\n"
+     "cgroup v2 of its own (where the host delegates one)", parse_cpu_quota},
+    {"mem-limit", 0, "SIZE", RUN | START, 0,
+     "at most SIZE of memory for the whole VMM (guest RAM\n"
+     "included; same cgroup); its processes are limited too", parse_mem_limit},
     {"disk", 'd', "PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]", BOOTS, 0,
      "a virtio-blk disk (repeatable): read-only, the serial\n"
      "the guest reads, O_DIRECT", parse_disk},

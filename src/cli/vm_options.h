@@ -30,6 +30,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cli/serve.h"
 #include "core/config.h"
@@ -57,6 +58,9 @@ struct vm_options {
     const char *trusted_key;    /* start, create: --verify's public key file */
     const char *from;           /* create: what the instance starts from */
     enum machine_memory memory; /* start: how saved RAM comes back */
+    bool jail;                  /* run, start: confine the VMM (cli/jail.h) */
+    uint64_t cpu_quota_milli;   /* run, start: CPU time, thousandths of a CPU; 0: no limit */
+    uint64_t mem_limit;         /* run, start: the VMM's memory in bytes; 0: no limit */
     bool cpus_given, mem_given, cmdline_given;
 };
 

@@ -5,8 +5,8 @@
  * only the system calls that kind of thread makes, installed by each thread
  * before the guest runs. A forbidden call ends the process with one line:
  *     smolvm: run: seccomp: thread vcpu0 made a forbidden system call execve (nr 59)
- * A jail (namespaces, landlock, cgroups) adds itself here: it describes
- * itself through confine_describe() too.
+ * The jail (namespaces, landlock; jail.h) is apart and says what it got
+ * through confine_description().
  *
  * The process-wide mode is set once, by run and start, before any thread of
  * the VM exists; the default (for every other program and the unit tests)
@@ -56,9 +56,8 @@ enum confine_seccomp confine_seccomp_mode(void);
  * asked to confine never runs unconfined. */
 void confine_thread(enum confine_thread kind, const char *name);
 
-/* What the process got, for the VM's status: "seccomp", "seccomp (log)"
- * or "none". */
-const char *confine_describe(void);
+/* The mode, for the VM's status ("seccomp"): "on", "log" or "off". */
+const char *confine_seccomp_name(void);
 
 /* Only in test builds (sanitizer builds, SMOLVM_TEST_HOOKS) and only when
  * SMOLVM_TEST_SECCOMP_VIOLATION is set in the environment: makes the

@@ -207,15 +207,15 @@ enum confine_seccomp confine_seccomp_mode(void)
     return mode;
 }
 
-const char *confine_describe(void)
+const char *confine_seccomp_name(void)
 {
     switch (mode) {
     case CONFINE_SECCOMP_ON:
-        return "seccomp";
+        return "on";
     case CONFINE_SECCOMP_LOG:
-        return "seccomp (log)";
+        return "log";
     default:
-        return "none";
+        return "off";
     }
 }
 

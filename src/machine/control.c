@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "confine/confine.h"
+#include "confine/jail.h"
 #include "core/console.h"
 #include "devices/virtio/net.h"
 #include "migrate/migrate.h"
@@ -45,12 +46,13 @@ static double seconds_since(const struct timespec *t)
 static json_t *status(struct machine_control *s)
 {
     const struct vm_config *cfg = vm_config(machine_vm(s->m));
-    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I,s:I,s:s}", "ok", 1, "name", s->name, "pid",
-                     (int)getpid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
+    return json_pack("{s:b,s:s,s:i,s:s,s:i,s:I,s:f,s:I,s:I,s:s,s:s}", "ok", 1, "name", s->name, "pid",
+                     (int)confine_host_pid(), "state", vm_paused(machine_vm(s->m)) ? "paused" : "running",
                      "cpus", (int)cfg->cpus, "mem_bytes", (json_int_t)cfg->mem_bytes,
                      "uptime_s", seconds_since(&s->started), "console_dropped",
                      (json_int_t)console_dropped(vm_console(machine_vm(s->m))), "net_dropped",
-                     (json_int_t)virtio_net_dropped(), "confinement", confine_describe());
+                     (json_int_t)virtio_net_dropped(), "confinement", confine_description(), "seccomp",
+                     confine_seccomp_name());
 }
 
 static void save_progress(void *opaque, uint64_t done, uint64_t total)

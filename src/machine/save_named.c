@@ -1,19 +1,38 @@
 #include "machine/save_named.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "machine/instance.h"
 #include "machine/stop_named.h"
 #include "util/err.h"
+#include "util/file.h"
 
 static double since(const struct timespec *t0)
 {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Whether a VM of that name answers (or is there but busy: a VM in the
+ * middle of a save is running); *confined: it says it runs under --jail
+ * (src/confine/jail.h), and reaches only its own folders. */
+static bool running(const char *name, bool *confined)
+{
+    json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
+    int r = control_request(name, req, &a);
+    const char *how = r == 0 ? json_string_value(json_object_get(a, "confinement")) : NULL;
+
+    *confined = how && strcmp(how, "none") != 0;
+    json_decref(req);
+    json_decref(a);
+    err_clear();
+    return r == 0 || r == -ETIMEDOUT;
 }
 
 static int ask(const char *name, const struct machine_save_request *q, const char *path)
@@ -36,10 +55,42 @@ static int ask(const char *name, const struct machine_save_request *q, const cha
     return r;
 }
 
+/* A confined VM cannot reach path: it saves into the runtime folder (its
+ * own, and the caller's), and the bundle is moved to path from there:
+ * renamed, or copied (synced) beside path and renamed when path is on
+ * another file system. */
+static int ask_confined(const char *name, const struct machine_save_request *q, const char *path)
+{
+    char *runtime, *staging = NULL, *copy = NULL;
+    int r = control_dir(&runtime);
+
+    if (r == 0 && asprintf(&staging, "%s/%s.save-%d.smolmachine", runtime, name, (int)getpid()) < 0)
+        r = err_set(ENOMEM, "save"), staging = NULL;
+    free(runtime);
+    if (r == 0)
+        r = ask(name, q, staging);
+    if (r == 0 && rename(staging, path) < 0) {
+        if (errno != EXDEV)
+            r = err_set(errno, "save: cannot move the bundle to '%s'", path);
+        else if (asprintf(&copy, "%s.tmp-%d", path, (int)getpid()) < 0)
+            r = err_set(ENOMEM, "save"), copy = NULL;
+        else if ((r = file_copy(staging, copy)) == 0 && rename(copy, path) < 0)
+            r = err_set(errno, "save: cannot rename '%s'", copy);
+        if (r < 0 && copy)
+            unlink(copy);
+    }
+    if (staging)
+        unlink(staging);
+    free(staging);
+    free(copy);
+    return r;
+}
+
 int machine_save_named(const char *name, const struct machine_save_request *q, char **path,
                        double *seconds)
 {
     struct timespec t0;
+    bool confined;
     int r;
 
     *path = NULL;
@@ -47,7 +98,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
     if (!q->output) {
         if ((r = machine_instance_suspend_path(name, path)) < 0)
             return r;
-        if (!machine_answers(name)) {
+        if (!running(name, &confined)) {
             free(*path);
             *path = NULL;
             return err_plain(ESRCH, "no VM '%s' is running", name);
@@ -58,8 +109,10 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
     } else {
         if (!(*path = strdup(q->output)))
             return err_set(ENOMEM, "save");
-        r = machine_answers(name) ? ask(name, q, *path)
-                          : machine_instance_export(name, *path, q->flatten, q->sign_key);
+        if (!running(name, &confined))
+            r = machine_instance_export(name, *path, q->flatten, q->sign_key);
+        else
+            r = confined ? ask_confined(name, q, *path) : ask(name, q, *path);
     }
     if (r < 0) {
         free(*path);

@@ -318,10 +318,10 @@ static const char *last_line(char *out)
 
 /* `smolvm start NAME --detach`: the VM becomes a process of its own (in
  * its own session: it outlives this daemon), started exactly as the CLI
- * starts it. */
+ * starts it, and confined (--jail: the daemon's VMs are always jailed). */
 static void start(const char *name, struct api_reply *r)
 {
-    char *argv[] = {"smolvm", "start", (char *)name, "--detach", NULL}, out[4096];
+    char *argv[] = {"smolvm", "start", (char *)name, "--detach", "--jail", NULL}, out[4096];
     posix_spawn_file_actions_t fa;
     int fds[2], status;
     size_t len = 0;

@@ -290,7 +290,7 @@ static void the_thread_shows_seccomp_2(void **state)
     assert_string_equal(err, "Seccomp:\t2\n");
     assert_int_equal(run_job(CONFINE_SECCOMP_OFF, &j, err, sizeof(err)), 0);
     assert_string_equal(err, "Seccomp:\t0\n");
-    assert_string_equal(confine_describe(), "none");
+    assert_string_equal(confine_seccomp_name(), "off");
 }
 
 int main(void)

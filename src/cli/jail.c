@@ -1,0 +1,139 @@
+/* The plan of a VM's VMM under --jail (cli/jail.h): its runtime folder
+ * (control and vsock sockets, logs), caches and store, the files its
+ * options name, and the devices it opens. */
+#include "cli/jail.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/control.h"
+#include "cli/cli.h"
+#include "confine/cgroup.h"
+#include "confine/jail.h"
+#include "disk/disk.h"
+#include "net/backend.h"
+#include "util/err.h"
+#include "util/paths.h"
+
+/* A folder the paths module names (made if missing), writable. */
+static int add_owned(struct confine_plan *p, char *dir)
+{
+    int r = dir ? confine_plan_add(p, dir, true) : 0;
+    free(dir);
+    return r;
+}
+
+/* A disk, and read-only the backing files of its chain (opened here to
+ * find them; one that does not open is the VM's error to report). */
+static int add_disk(struct confine_plan *p, const struct vm_disk_config *cfg)
+{
+    struct disk *d = NULL;
+    int r = confine_plan_add(p, cfg->path, !cfg->read_only);
+
+    if (r == 0 && disk_open_as(cfg->path, DISK_READ_ONLY | DISK_NO_LOCK, cfg->format, &d) < 0)
+        err_clear();
+    for (const struct disk *b = d ? d->backing : NULL; b && r == 0; b = b->backing)
+        r = confine_plan_add(p, b->path, false);
+    if (d)
+        disk_close(d);
+    return r;
+}
+
+/* --net user's helper runs in the jail too: its executable (found now,
+ * while /proc/self/exe is there), the shared libraries it loads, and the
+ * host's resolver settings (its DNS proxy reads them). */
+static int add_net_helper(struct confine_plan *p)
+{
+    static const char *const host_files[] = {"/usr", "/lib", "/lib64", "/etc/ld.so.cache",
+                                             "/etc/resolv.conf", "/etc/hosts"};
+    char helper[PATH_MAX];
+    int r = net_helper_path(helper, sizeof(helper));
+
+    if (r == 0)
+        r = confine_plan_add(p, helper, false);
+    if (r == 0 && setenv("SMOLVM_NET_HELPER", helper, 1) < 0)
+        r = err_set(errno, "--jail");
+    for (size_t i = 0; i < sizeof(host_files) / sizeof(host_files[0]) && r == 0; i++)
+        r = confine_plan_add(p, host_files[i], false);
+    return r;
+}
+
+static int make_plan(const struct vm_options *o, const char *name, bool start,
+                     const char *bundle, struct confine_plan *p)
+{
+    static const char *const devices[] = {"/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"};
+    /* hv/kvm.c tells PVM hosts by which modules are there. */
+    static const char *const modules[] = {"/sys/module/kvm_pvm", "/sys/module/kvm_intel",
+                                          "/sys/module/kvm_amd"};
+    const struct vm_config *cfg = &o->vm;
+    char *runtime;
+    int r = control_dir(&runtime);
+
+    if (r < 0)
+        return r;
+    if (asprintf(&p->root, "%s/%s.jail", runtime, name) < 0)
+        p->root = NULL;
+    r = add_owned(p, runtime);
+    if (r == 0)
+        r = add_owned(p, paths_cache_dir(""));
+    if (r == 0)
+        r = add_owned(p, paths_data_dir(""));
+    for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
+        r = confine_plan_add(p, devices[i], true);
+    for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]) && r == 0; i++)
+        r = confine_plan_add(p, modules[i], false);
+    if (r == 0)
+        r = confine_plan_add(p, cfg->kernel_path, false);
+    if (r == 0)
+        r = confine_plan_add(p, cfg->initrd_path, false);
+    if (r == 0)
+        r = confine_plan_add(p, o->appliance, false);
+    if (r == 0)
+        r = confine_plan_add(p, bundle, false);
+    if (r == 0)
+        r = confine_plan_add(p, o->trusted_key, false);
+    for (unsigned i = 0; i < cfg->disk_count && r == 0; i++)
+        r = add_disk(p, &cfg->disks[i]);
+    for (unsigned i = 0; i < cfg->share_count && r == 0; i++)
+        r = confine_plan_add(p, cfg->shares[i].path, !cfg->shares[i].read_only);
+    /* start: the bundle's network is not known yet; run: only --net none
+     * may lose the host's network (a TAP is attached, the helper
+     * connects, in the host's). */
+    p->new_net = !start && cfg->net.mode == VM_NET_NONE;
+    if (r == 0 && cfg->net.mode == VM_NET_TAP)
+        r = confine_plan_add(p, "/dev/net/tun", true);
+    if (r == 0 && (start || cfg->net.mode == VM_NET_USER))
+        r = add_net_helper(p);
+    return r < 0 ? r : p->root ? 0 : err_set(ENOMEM, "--jail");
+}
+
+int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
+{
+    struct confine_plan plan = {0};
+    struct cgroup_limits limits = {o->cpu_quota_milli, o->mem_limit};
+    enum confine_kind got;
+    int r = 0;
+
+    if ((limits.cpu_quota_milli || limits.mem_bytes) && cgroup_enter(name, &limits) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (!o->jail)
+        return CLI_OK;
+    r = make_plan(o, name, start, bundle, &plan);
+    if (r == 0)
+        r = confine_enter(&plan, &got);
+    confine_plan_release(&plan);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    /* Asked for a jail, the user hears when it is less (status says it
+     * always: 'smolvm ps --json'). */
+    if (got != CONFINE_JAIL)
+        fprintf(stderr, "smolvm: %s: --jail: no namespaces allowed here; confinement: %s\n",
+                cli_verb(), confine_description());
+    confine_probe();
+    return CLI_OK;
+}

@@ -1,0 +1,34 @@
+/* Resource limits of a VMM (--cpu-quota, --mem-limit; a bound on its
+ * processes and threads with them): a cgroup v2 of its own,
+ * smolvm-NAME, made beside or under the one it runs in, where the host
+ * delegates one with the cpu, memory and pids controllers to this user
+ * (root; a systemd scope with Delegate=yes). The cgroup is kept when the
+ * VM ends (a process cannot remove the cgroup it is in); the next VM of
+ * the same name reuses it. */
+#ifndef SMOLVM_CONFINE_CGROUP_H
+#define SMOLVM_CONFINE_CGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CGROUP_PERIOD_US 100000 /* cpu.max's period: quotas are of 100 ms */
+#define CGROUP_PIDS_MAX 1024    /* threads and processes of one VMM */
+
+struct cgroup_limits {
+    uint64_t cpu_quota_milli; /* thousandths of a CPU; 0: no limit */
+    uint64_t mem_bytes;       /* 0: no limit */
+};
+
+/* Moves this process into NAME's cgroup with limits l. 0, or an error
+ * (err.h) saying what the host lacks. */
+int cgroup_enter(const char *name, const struct cgroup_limits *l)
+    __attribute__((warn_unused_result));
+
+/* The cgroup v2 path ("/a/b") in /proc/self/cgroup's text: its "0::" line.
+ * 0, or -ENOENT (no cgroup v2) / -ENAMETOOLONG. */
+int cgroup_own_path(const char *text, char *out, size_t size);
+
+/* cpu.max's line for a quota: "150000 100000" for 1.5 CPUs. */
+void cgroup_cpu_max(uint64_t cpu_quota_milli, char *out, size_t size);
+
+#endif

@@ -1,0 +1,293 @@
+/* The jail (jail.h): namespaces, a root of only the plan's paths, no
+ * capabilities. The paths keep their own names inside, so what the VMM
+ * opens after is opened by the same name, and the host's sockets of the
+ * VM (control, vsock: in the runtime folder, bound in) stay where
+ * `smolvm ps` and the user's programs look for them. */
+#include "confine/jail.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util/err.h"
+
+/* Past the point of no return: the process is half confined and must not
+ * run a VM. Says why; a result no caller takes for "not available here". */
+static int broken(const char *what, const char *path)
+{
+    err_set(errno, "--jail: %s %s", what, path);
+    return -ENOTRECOVERABLE;
+}
+
+static int write_text(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC), r = 0;
+    size_t len = strlen(text);
+
+    if (fd < 0)
+        return -errno;
+    if (write(fd, text, len) != (ssize_t)len)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
+/* The user's own ids, the same inside: files it makes keep their owner. */
+static int map_ids(uid_t uid, gid_t gid)
+{
+    char line[64];
+    int r = write_text("/proc/self/setgroups", "deny");
+
+    if (r < 0 && r != -ENOENT)
+        return broken("cannot write", "/proc/self/setgroups");
+    snprintf(line, sizeof(line), "%u %u 1", (unsigned)uid, (unsigned)uid);
+    if (write_text("/proc/self/uid_map", line) < 0)
+        return broken("cannot write", "/proc/self/uid_map");
+    snprintf(line, sizeof(line), "%u %u 1", (unsigned)gid, (unsigned)gid);
+    if (write_text("/proc/self/gid_map", line) < 0)
+        return broken("cannot write", "/proc/self/gid_map");
+    return 0;
+}
+
+/* The mount point of path under root: its folders, then a folder or an
+ * empty file to bind onto. */
+static int make_mount_point(const char *target, size_t root_len, bool folder)
+{
+    char dir[PATH_MAX];
+    struct stat st;
+    int fd;
+
+    if (stat(target, &st) == 0)
+        return 0; /* inside a folder bound before */
+    snprintf(dir, sizeof(dir), "%s", target);
+    for (char *slash = strchr(dir + root_len + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        if (mkdir(dir, 0755) < 0 && stat(dir, &st) < 0)
+            return broken("cannot make", dir);
+        *slash = '/';
+    }
+    if (folder)
+        return mkdir(target, 0755) < 0 ? broken("cannot make", target) : 0;
+    fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return broken("cannot make", target);
+    close(fd);
+    return 0;
+}
+
+/* A read-only remount must keep the flags the source's mount has (nosuid,
+ * nodev, noexec...): a user namespace may not lift them. */
+static unsigned long kept_flags(const char *path)
+{
+    static const struct {
+        unsigned long st, ms;
+    } flags[] = {{ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC},
+                 {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME},
+                 {ST_RELATIME, MS_RELATIME}};
+    struct statvfs sv;
+    unsigned long ms = 0;
+
+    if (statvfs(path, &sv) < 0)
+        return 0;
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (sv.f_flag & flags[i].st)
+            ms |= flags[i].ms;
+    return ms;
+}
+
+static int bind_in(const char *root, const struct confine_path *cp)
+{
+    char target[PATH_MAX];
+    struct stat st;
+    int r;
+
+    if (stat(cp->path, &st) < 0)
+        return broken("cannot find", cp->path);
+    if ((size_t)snprintf(target, sizeof(target), "%s%s", root, cp->path) >= sizeof(target))
+        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", cp->path), -ENOTRECOVERABLE;
+    if ((r = make_mount_point(target, strlen(root), S_ISDIR(st.st_mode))) < 0)
+        return r;
+    /* Without MS_REC: the folders under it mounted elsewhere stay out,
+     * unless the kernel insists (EINVAL: they are locked to this one). */
+    if (mount(cp->path, target, NULL, MS_BIND, NULL) < 0 &&
+        (errno != EINVAL || mount(cp->path, target, NULL, MS_BIND | MS_REC, NULL) < 0))
+        return broken("cannot bind", cp->path);
+    if (!cp->writable && mount(NULL, target, NULL,
+                               MS_REMOUNT | MS_BIND | MS_RDONLY | kept_flags(cp->path), NULL) < 0)
+        return broken("cannot make read-only", cp->path);
+    return 0;
+}
+
+static int by_length(const void *a, const void *b)
+{
+    size_t la = strlen((*(const struct confine_path *const *)a)->path);
+    size_t lb = strlen((*(const struct confine_path *const *)b)->path);
+    return (la > lb) - (la < lb);
+}
+
+static int make_link(const char *root, const struct confine_link *l)
+{
+    char at[PATH_MAX];
+    struct stat st;
+    int r;
+
+    if ((size_t)snprintf(at, sizeof(at), "%s%s", root, l->path) >= sizeof(at))
+        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", l->path), -ENOTRECOVERABLE;
+    if (lstat(at, &st) == 0)
+        return 0; /* inside a folder bound in: there already */
+    /* Its folders, as a mount point's (the link stands for a folder). */
+    if ((r = make_mount_point(at, strlen(root), true)) < 0)
+        return r;
+    if (rmdir(at) < 0 || symlink(l->target, at) < 0)
+        return broken("cannot make", at);
+    return 0;
+}
+
+/* A procfs of the jail's pid namespace: the VMM and what it starts, no
+ * other process (the shares reopen files through /proc/self/fd, saves
+ * read /proc/self/pagemap). Mounted while the host's /proc is still
+ * there: the kernel lets a namespace mount one only then. */
+static int mount_proc(const char *root)
+{
+    char dir[PATH_MAX];
+
+    snprintf(dir, sizeof(dir), "%s/proc", root);
+    if (mkdir(dir, 0555) < 0 && errno != EEXIST)
+        return broken("cannot make", dir);
+    if (mount("proc", dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return broken("cannot mount a procfs on", dir);
+    return 0;
+}
+
+/* A tmpfs on p->root holding the plan's paths (outer folders bound before
+ * what is inside them), read-only itself, then made /. */
+static int build_root(const struct confine_plan *p)
+{
+    const struct confine_path *order[CONFINE_MAX_PATHS];
+    int r;
+
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return broken("cannot make private", "/");
+    if (mkdir(p->root, 0700) < 0 && errno != EEXIST)
+        return broken("cannot make", p->root);
+    if (mount("smolvm-jail", p->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
+        return broken("cannot mount a tmpfs on", p->root);
+    for (unsigned i = 0; i < p->count; i++)
+        order[i] = &p->paths[i];
+    qsort(order, p->count, sizeof(order[0]), by_length);
+    for (unsigned i = 0; i < p->count; i++)
+        if ((r = bind_in(p->root, order[i])) < 0)
+            return r;
+    if ((r = mount_proc(p->root)) < 0)
+        return r;
+    for (unsigned i = 0; i < p->link_count; i++)
+        if ((r = make_link(p->root, &p->links[i])) < 0)
+            return r;
+    if (mount(NULL, p->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return broken("cannot make read-only", p->root);
+    /* pivot_root(".", "."): the old root ends up on top, detached at once. */
+    if (chdir(p->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+        return broken("cannot pivot_root into", p->root);
+    if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        return broken("cannot detach the host's root from", p->root);
+    rmdir(p->root); /* the host's empty folder, seen through the runtime folder */
+    return 0;
+}
+
+static int drop_capabilities(void)
+{
+    struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct none[2] = {{0}};
+
+    for (int cap = 0; cap < 64; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
+            break; /* past the last this kernel knows */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return broken("cannot clear", "the ambient capabilities");
+    if (syscall(SYS_capset, &head, none) < 0)
+        return broken("cannot drop", "the capabilities");
+    return 0;
+}
+
+static pid_t host_pid; /* the VMM's pid in the host's namespace; 0: not jailed */
+static pid_t vmm;      /* the relay's: its child, the VMM */
+
+pid_t confine_host_pid(void)
+{
+    return host_pid ? host_pid : getpid();
+}
+
+static void forward(int sig)
+{
+    kill(vmm, sig);
+}
+
+/* The process that made the jail stays outside it, as the VMM's parent:
+ * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
+ * the terminal itself) and leaves as the VMM does. */
+static void __attribute__((noreturn)) relay(pid_t child)
+{
+    struct sigaction sa = {.sa_handler = forward};
+    int status;
+
+    vmm = child;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGINT, SIG_IGN);
+    while (waitpid(child, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(1);
+    if (WIFEXITED(status))
+        _exit(WEXITSTATUS(status));
+    signal(WTERMSIG(status), SIG_DFL);
+    kill(getpid(), WTERMSIG(status));
+    _exit(128 + WTERMSIG(status));
+}
+
+/* The VMM is pid 1 of a pid namespace of its own: it forks into it here,
+ * before any thread (KVM's VM, made later, belongs to the process that
+ * makes it). Returns in the child; the parent never returns (relay()). */
+int jail_enter(const struct confine_plan *p)
+{
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID;
+    char self[32] = "";
+    pid_t child;
+    int r;
+
+    if (!p->root)
+        return -EINVAL;
+    if (unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
+        return -errno; /* not here: nothing changed */
+    if ((r = map_ids(uid, gid)) < 0)
+        return r;
+    fflush(NULL);
+    if ((child = fork()) < 0)
+        return broken("cannot fork", "into its pid namespace");
+    if (child > 0)
+        relay(child);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay killed: the VM with it */
+    /* The host's /proc, still there, names this process as the host sees it. */
+    if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
+        host_pid = (pid_t)atoi(self);
+    if ((r = build_root(p)) < 0 || (r = drop_capabilities()) < 0)
+        return r;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return broken("cannot set", "no_new_privs");
+    return 0;
+}

@@ -1,0 +1,80 @@
+/* Confining the VMM before it builds a VM (--jail): the files it may reach
+ * are a list (a plan), and the strongest confinement the host allows keeps
+ * it to them:
+ *   jail (jail.c): new user, mount, ipc, pid (the VMM forks into it: its
+ *     parent stays outside, relaying its exit) and, unless the VM's
+ *     network needs the host's, network namespaces; the
+ *     root is a tmpfs holding only the plan's paths, bind-mounted at their
+ *     own paths (read-only where read-only); every capability dropped;
+ *   landlock (landlock.c): without the privileges for namespaces, the
+ *     kernel's landlock LSM restricts file access to the same paths;
+ *   none: neither is there, and the VM says so.
+ * All of them set no_new_privs. The VMM must still be one thread (a user
+ * namespace and landlock are per thread: every thread made after inherits
+ * them). Resource limits (cgroup.c) are apart: --cpu-quota, --mem-limit. */
+#ifndef SMOLVM_CONFINE_JAIL_H
+#define SMOLVM_CONFINE_JAIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define CONFINE_MAX_PATHS 64
+
+struct confine_path {
+    char *path;     /* absolute; a file or a folder (with what is under it) */
+    bool writable;
+};
+
+/* A symbolic link the jail makes again (/lib64 -> usr/lib64: programs
+ * name their loader through it). */
+struct confine_link {
+    char *path, *target;
+};
+#define CONFINE_MAX_LINKS 8
+
+struct confine_plan {
+    struct confine_path paths[CONFINE_MAX_PATHS];
+    unsigned count;
+    struct confine_link links[CONFINE_MAX_LINKS];
+    unsigned link_count;
+    char *root;    /* jail: the empty folder its tmpfs root is mounted on */
+    bool new_net;  /* jail: a network namespace of its own (no TAP, no helper) */
+};
+
+/* Adds path (made absolute, links resolved; a path that does not exist is
+ * left out: the VMM cannot need it). When path itself is a symbolic link,
+ * the jail makes it again beside what it names. 0, or an error (err.h)
+ * when the plan is full. */
+int confine_plan_add(struct confine_plan *p, const char *path, bool writable);
+void confine_plan_release(struct confine_plan *p);
+
+enum confine_kind { CONFINE_NONE, CONFINE_LANDLOCK, CONFINE_JAIL };
+
+/* The jail if it can be made, else landlock, else none; all set
+ * no_new_privs. A failure once half made (a bind mount refused) is an
+ * error (err.h): the caller must not run the VM half confined. */
+int confine_enter(const struct confine_plan *p, enum confine_kind *got)
+    __attribute__((warn_unused_result));
+
+/* What confine_enter() gave this process, in one phrase ("jail (user,
+ * mount, pid, ipc, net ns)", "landlock", "none"), for its stderr line and
+ * status. */
+const char *confine_description(void);
+
+/* This process's pid as the host sees it (status's "pid"): inside the jail
+ * the VMM is pid 1. */
+pid_t confine_host_pid(void);
+
+/* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
+ * allow them (nothing changed, try the next), other errors (err.h) when
+ * it failed halfway. */
+int jail_enter(const struct confine_plan *p);
+int landlock_enter(const struct confine_plan *p);
+
+/* Test builds only (SMOLVM_TEST_HOOKS): $SMOLVM_TEST_JAIL_PROBE names a host
+ * file; once confined, the VMM tries to open it and says on stderr whether
+ * it could ("confine probe: PATH: opened" or "...: denied (reason)"). */
+void confine_probe(void);
+
+#endif

@@ -1,0 +1,456 @@
+/* The VMM's confinement (src/confine/): a jail and landlock made in a forked
+ * child here keep it to the plan's paths (read-only where read-only), with
+ * no capabilities and no_new_privs; the cgroup helpers' text. A host that
+ * allows neither mechanism skips those cases. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <dirent.h>
+#include <cmocka.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "api/control.h"
+#include "cli/cli.h"
+#include "cli/jail.h"
+#include "confine/cgroup.h"
+#include "confine/jail.h"
+#include "scratch.h"
+#include "util/err.h"
+
+#define UNAVAILABLE 77
+
+static char inside[96], readonly[96], outside[96], root[96], link_to_inside[96];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (scratch_setup("jail") < 0)
+        return -1;
+    snprintf(inside, sizeof(inside), "%s/inside", dir);
+    snprintf(readonly, sizeof(readonly), "%s/readonly.txt", dir);
+    snprintf(outside, sizeof(outside), "%s/outside.txt", dir);
+    snprintf(root, sizeof(root), "%s/inside/vm.jail", dir); /* as in the runtime folder */
+    snprintf(link_to_inside, sizeof(link_to_inside), "%s/link", dir);
+    if (mkdir(inside, 0700) < 0 || symlink("inside", link_to_inside) < 0)
+        return -1;
+    FILE *f = fopen(readonly, "w"), *g = fopen(outside, "w");
+    if (!f || !g)
+        return -1;
+    fputs("ro\n", f);
+    fputs("secret\n", g);
+    fclose(f);
+    fclose(g);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return scratch_teardown();
+}
+
+/* "NoNewPrivs:\t1" in /proc/self/status, and "CapEff:\t0000000000000000"
+ * unless landlock's (which leaves what the user has). */
+static bool powerless(bool jailed)
+{
+    char line[256];
+    bool caps = false, nnp = false;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    while (f && fgets(line, sizeof(line), f)) {
+        caps |= strcmp(line, "CapEff:\t0000000000000000\n") == 0;
+        nnp |= strcmp(line, "NoNewPrivs:\t1\n") == 0;
+    }
+    if (f)
+        fclose(f);
+    return (caps || !jailed) && nnp;
+}
+
+/* In the child, once confined: each check's number is its exit code. */
+static int check_confined(bool jailed)
+{
+    char made[128];
+    int fd;
+    DIR *d;
+
+    if (open(outside, O_RDONLY) >= 0)
+        return 1; /* a host file outside the plan */
+    if (open("/etc/passwd", O_RDONLY) >= 0)
+        return 2;
+    if ((fd = open(readonly, O_RDONLY)) < 0)
+        return 3;
+    close(fd);
+    if (open(readonly, O_WRONLY) >= 0)
+        return 4; /* read-only in the plan */
+    snprintf(made, sizeof(made), "%s/made.txt", inside);
+    if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0 || write(fd, "x", 1) != 1)
+        return 5; /* writable in the plan */
+    close(fd);
+    if (!(d = opendir("/proc/self/fd")))
+        return 6; /* the shares reopen their files through it */
+    closedir(d);
+    snprintf(made, sizeof(made), "%s/made.txt", link_to_inside);
+    if (!(d = opendir(link_to_inside)) || access(made, F_OK) < 0)
+        return 10; /* a link in the plan is there again */
+    closedir(d);
+    if (!powerless(jailed))
+        return 7;
+    if (jailed && getpid() != 1)
+        return 11; /* pid 1 of its own pid namespace */
+    if (jailed && confine_host_pid() <= 1)
+        return 12; /* but knows its pid on the host, for status */
+    if (jailed && (d = opendir("/proc")) != NULL) {
+        struct dirent *e;
+        int processes = 0;
+        while ((e = readdir(d)))
+            processes += e->d_name[0] >= '0' && e->d_name[0] <= '9';
+        closedir(d);
+        if (processes != 1)
+            return 13; /* its /proc shows itself alone */
+    }
+    /* Landlock lets nothing be made or read outside either. */
+    if (!jailed && open("/tmp/smolvm-landlock-probe", O_WRONLY | O_CREAT, 0600) >= 0)
+        return 9;
+    if (jailed && (d = opendir("/")) != NULL) {
+        /* Nothing but the plan's folders: /tmp (the scratch), /proc. */
+        struct dirent *e;
+        int entries = 0;
+        while ((e = readdir(d)))
+            entries += e->d_name[0] != '.';
+        closedir(d);
+        if (entries != 2)
+            return 8;
+    }
+    return 0;
+}
+
+/* The forked child's verdict: passed (0), or the host lacks what it tests. */
+static void child_passed(pid_t pid)
+{
+    int status;
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void run_confined(int (*enter)(const struct confine_plan *), bool jailed)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        if (confine_plan_add(&plan, inside, true) < 0 ||
+            confine_plan_add(&plan, readonly, false) < 0 ||
+            confine_plan_add(&plan, link_to_inside, false) < 0 ||
+            confine_plan_add(&plan, "/nonexistent-smolvm", false) < 0 ||
+            !(plan.root = strdup(root)))
+            _exit(100);
+        int r = enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        if (r < 0) {
+            fprintf(stderr, "%s\n", err_msg());
+            _exit(101);
+        }
+        confine_plan_release(&plan);
+        /* exit(), not _exit(): under ASan, LeakSanitizer's tracer must
+         * work in the jail (a process it clones, in its pid namespace). */
+        exit(check_confined(jailed));
+    }
+    child_passed(pid);
+    /* What it wrote is the host's file. */
+    char made[128];
+    snprintf(made, sizeof(made), "%s/made.txt", inside);
+    assert_int_equal(access(made, F_OK), 0);
+    unlink(made);
+}
+
+static void test_jail_keeps_to_plan(void **state)
+{
+    (void)state;
+    run_confined(jail_enter, true);
+    /* Its root's mount point is gone from the host again. */
+    assert_int_equal(access(root, F_OK), -1);
+}
+
+static void test_landlock_keeps_to_plan(void **state)
+{
+    (void)state;
+    run_confined(landlock_enter, false);
+}
+
+/* run --jail's plan (cli/jail.c), as run makes it: in a forked child, the
+ * jailed VMM opens its kernel (not for writing), its disk and share, makes
+ * files in its runtime folder, and cannot open a file beside them. */
+static void test_run_jail_plan(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char xdg[3][128], disk[128], made[160], *runtime;
+        const char *vars[3] = {"XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CACHE_HOME"};
+        struct vm_options o = {0};
+        int fd;
+
+        for (int i = 0; i < 3; i++) {
+            snprintf(xdg[i], sizeof(xdg[i]), "%s/xdg%d", dir, i);
+            if (mkdir(xdg[i], 0700) < 0 || setenv(vars[i], xdg[i], 1) < 0)
+                _exit(100);
+        }
+        snprintf(disk, sizeof(disk), "%s/disk.raw", dir);
+        if ((fd = open(disk, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 20) < 0)
+            _exit(100);
+        close(fd);
+        vm_config_defaults(&o.vm);
+        o.vm.kernel_path = readonly;
+        o.vm.disk_count = 1;
+        o.vm.disks[0].path = disk;
+        o.vm.share_count = 1;
+        o.vm.shares[0] = (struct vm_share_config){.path = inside, .tag = "s"};
+        o.jail = true;
+        cli_set_verb("run");
+        if (cli_confine(&o, "t", false, NULL) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc, net ns)") != 0)
+            _exit(UNAVAILABLE);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(1);
+        if ((fd = open(readonly, O_RDONLY)) < 0 || open(readonly, O_WRONLY) >= 0)
+            _exit(2);
+        close(fd);
+        if ((fd = open(disk, O_RDWR)) < 0)
+            _exit(3);
+        close(fd);
+        snprintf(made, sizeof(made), "%s/from-jail", inside);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(4);
+        close(fd);
+        if (control_dir(&runtime) < 0)
+            _exit(5);
+        snprintf(made, sizeof(made), "%s/t.sock", runtime);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(6);
+        close(fd);
+        if ((fd = open("/dev/null", O_WRONLY)) < 0)
+            _exit(7);
+        _exit(0);
+    }
+    child_passed(pid);
+}
+
+/* start --jail's: the bundle (read-only), and the host network kept for
+ * the net helper it may start, which is found now and runs in the jail. */
+static void test_start_jail_plan(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        int fd;
+
+        setenv("XDG_RUNTIME_DIR", inside, 1);
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        cli_set_verb("start");
+        if (cli_confine(&o, "s", true, readonly) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        if ((fd = open(readonly, O_RDONLY)) < 0 || open(readonly, O_WRONLY) >= 0)
+            _exit(1);
+        close(fd);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(2);
+        const char *helper = getenv("SMOLVM_NET_HELPER");
+        if (!helper || strcmp(helper, "/usr/bin/true") != 0)
+            _exit(3);
+        execl(helper, "true", (char *)NULL);
+        _exit(4);
+    }
+    child_passed(pid);
+}
+
+/* The net helper runs in the jail: a dynamically linked program does, given
+ * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
+static void test_jail_runs_a_dynamic_program(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static const char *const system[] = {"/usr", "/lib", "/lib64", "/etc/ld.so.cache"};
+        struct confine_plan plan = {0};
+        for (size_t i = 0; i < sizeof(system) / sizeof(system[0]); i++)
+            if (confine_plan_add(&plan, system[i], false) < 0)
+                _exit(100);
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        int r = jail_enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        if (r < 0)
+            _exit(101);
+        execl("/usr/bin/true", "true", (char *)NULL);
+        _exit(102);
+    }
+    child_passed(pid);
+}
+
+static void *idle(void *opaque)
+{
+    pause();
+    return opaque;
+}
+
+/* A process that may not make namespaces (here: one of two threads, which
+ * unshare(CLONE_NEWUSER) refuses) gets landlock, and says so. */
+static void test_falls_back_to_landlock(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        enum confine_kind got;
+        pthread_t t;
+        if (pthread_create(&t, NULL, idle, NULL) != 0 || confine_plan_add(&plan, inside, true) < 0 ||
+            !(plan.root = strdup(root)))
+            _exit(100);
+        if (confine_enter(&plan, &got) < 0)
+            _exit(101);
+        /* None is right only where the kernel has no landlock. */
+        if (got == CONFINE_NONE)
+            _exit(syscall(SYS_landlock_create_ruleset, NULL, 0, 1) < 1 ? UNAVAILABLE : 102);
+        if (got != CONFINE_LANDLOCK || strcmp(confine_description(), "landlock") != 0)
+            _exit(103);
+        _exit(open(outside, O_RDONLY) >= 0 ? 104 : 0);
+    }
+    child_passed(pid);
+}
+
+static void test_plan_paths(void **state)
+{
+    (void)state;
+    struct confine_plan plan = {0};
+    char relative[128];
+
+    assert_int_equal(confine_plan_add(&plan, "/nonexistent-smolvm", true), 0);
+    assert_int_equal(plan.count, 0); /* nothing there: left out */
+    assert_int_equal(confine_plan_add(&plan, readonly, false), 0);
+    assert_int_equal(confine_plan_add(&plan, readonly, true), 0);
+    assert_int_equal(plan.count, 1); /* once, writable when any asks */
+    assert_true(plan.paths[0].writable);
+    assert_int_equal(chdir(dir), 0);
+    snprintf(relative, sizeof(relative), "./inside/../inside");
+    assert_int_equal(confine_plan_add(&plan, relative, false), 0);
+    assert_string_equal(plan.paths[1].path, inside); /* made absolute */
+    for (int i = plan.count; i < CONFINE_MAX_PATHS; i++)
+        plan.paths[plan.count++].path = strdup("/x");
+    assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
+    confine_plan_release(&plan);
+    assert_int_equal(plan.count, 0);
+}
+
+static void test_cgroup_own_path(void **state)
+{
+    (void)state;
+    char path[64];
+
+    assert_int_equal(cgroup_own_path("4:memory:/x\n0::/user.slice/a.scope\n", path, sizeof(path)), 0);
+    assert_string_equal(path, "/user.slice/a.scope");
+    assert_int_equal(cgroup_own_path("0::/\n", path, sizeof(path)), 0);
+    assert_string_equal(path, "/");
+    assert_int_equal(cgroup_own_path("1:cpu:/\n10::/x\n", path, sizeof(path)), -ENOENT);
+    assert_int_equal(cgroup_own_path("0::relative\n", path, sizeof(path)), -ENOENT);
+    assert_int_equal(cgroup_own_path("0::/a\n", path, 2), -ENAMETOOLONG);
+}
+
+/* In a forked child: moved into smolvm-unit-test with the limits, or, on a
+ * host that delegates no cgroup, one message naming what is missing (skip). */
+static void test_cgroup_limits(void **state)
+{
+    (void)state;
+    struct cgroup_limits l = {.cpu_quota_milli = 500, .mem_bytes = 64ull << 20};
+    char own[256] = "";
+    int fds[2];
+    pid_t pid;
+
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char text[1024];
+        int r = cgroup_enter("unit-test", &l);
+        if (r < 0) {
+            bool says = strstr(err_msg(), "cgroup") != NULL;
+            _exit(says && (r == -EPERM || r == -ENOTSUP) ? UNAVAILABLE : 100);
+        }
+        FILE *f = fopen("/proc/self/cgroup", "r");
+        size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        text[n] = '\0';
+        if (cgroup_own_path(text, own, sizeof(own)) < 0 || !strstr(own, "/smolvm-unit-test"))
+            _exit(101);
+        if (write(fds[1], own, strlen(own)) < 0)
+            _exit(102);
+        _exit(0);
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], own, sizeof(own) - 1);
+    close(fds[0]);
+    own[n > 0 ? n : 0] = '\0';
+    child_passed(pid);
+    char path[512], line[64] = "";
+    snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.max", own);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/unified%s/cpu.max", own);
+        f = fopen(path, "r");
+    }
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    assert_string_equal(line, "50000 100000\n");
+    *strrchr(path, '/') = '\0';
+    rmdir(path);
+}
+
+static void test_cgroup_cpu_max(void **state)
+{
+    (void)state;
+    char line[64];
+
+    cgroup_cpu_max(1500, line, sizeof(line));
+    assert_string_equal(line, "150000 100000");
+    cgroup_cpu_max(10, line, sizeof(line));
+    assert_string_equal(line, "1000 100000");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jail_keeps_to_plan),
+        cmocka_unit_test(test_landlock_keeps_to_plan),
+        cmocka_unit_test(test_run_jail_plan),
+        cmocka_unit_test(test_start_jail_plan),
+        cmocka_unit_test(test_jail_runs_a_dynamic_program),
+        cmocka_unit_test(test_falls_back_to_landlock),
+        cmocka_unit_test(test_plan_paths),
+        cmocka_unit_test(test_cgroup_own_path),
+        cmocka_unit_test(test_cgroup_cpu_max),
+        cmocka_unit_test(test_cgroup_limits),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
