@@ -57,7 +57,7 @@ struct vm_options {
     const char *trusted_key;    /* start, create: --verify's public key file */
     const char *from;           /* create: what the instance starts from */
     enum machine_memory memory; /* start: how saved RAM comes back */
-    bool cpus_given, mem_given, cmdline_given;
+    bool cpus_given, mem_given, cmdline_given, discovery_given;
 };
 
 struct vm_option {
