@@ -242,8 +242,8 @@ static unsigned timeline(struct row *rows)
 }
 
 /* VMM: until the first vCPU entry; kernel: from there until it runs init;
- * init: from there to the init's last phase. False until the kernel ran
- * init. */
+ * init: from there to the init's last phase (or the --trace-until marker,
+ * for an init that says no phases). False until the kernel ran init. */
 struct split {
     int64_t vmm, kernel, init;
 };
@@ -254,7 +254,7 @@ static bool boot_split(const struct row *rows, unsigned n, struct split *out)
     for (unsigned i = 0; i < n; i++) {
         if (strcmp(rows[i].name, "kernel_run_init") == 0)
             run_init = rows[i].ns;
-        if (strncmp(rows[i].name, "init_", 5) == 0 && rows[i].ns > last_init)
+        if ((strncmp(rows[i].name, "init_", 5) == 0 || rows[i].marker) && rows[i].ns > last_init)
             last_init = rows[i].ns;
     }
     if (entry < 0 || run_init < 0)
