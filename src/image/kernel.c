@@ -508,7 +508,7 @@ static int build_entry(const struct kernel_build_options *o, const struct inputs
                            file_sync(in->dir) < 0))
                 r = err_set(errno, "'%s'", in->entry);
         } else if (log >= 0 && rename(p->log, kept_log) == 0) {
-            err_prefix("kernel build (its log: %s)", kept_log);
+            err_prefix("build failed (its log: %s)", kept_log);
         }
         file_remove_tree(p->tmp);
     }

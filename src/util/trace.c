@@ -206,6 +206,7 @@ struct row {
     const char *name;
     int64_t ns;
     bool marker;
+    unsigned seq; /* ties keep this order: the VMM's points first */
 };
 
 #define ROWS_MAX (TRACE_POINT_COUNT + GUEST_EVENTS_MAX)
@@ -213,7 +214,9 @@ struct row {
 static int by_time(const void *a, const void *b)
 {
     const struct row *x = a, *y = b;
-    return x->ns < y->ns ? -1 : x->ns > y->ns;
+    if (x->ns != y->ns)
+        return x->ns < y->ns ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 /* Where the guest's clock starts on the VMM's. */
@@ -232,11 +235,15 @@ static unsigned timeline(struct row *rows)
 {
     unsigned n = 0;
     for (int i = 0; i < TRACE_POINT_COUNT; i++)
-        if (trace_recorded(i))
-            rows[n++] = (struct row){point_names[i], trace_ns(i), i == TRACE_MARKER_SEEN};
+        if (trace_recorded(i)) {
+            rows[n] = (struct row){point_names[i], trace_ns(i), i == TRACE_MARKER_SEEN, n};
+            n++;
+        }
     int64_t offset = guest_offset();
-    for (unsigned i = 0; i < guest_count; i++)
-        rows[n++] = (struct row){guest_events[i].name, guest_events[i].guest_ns + offset, false};
+    for (unsigned i = 0; i < guest_count; i++) {
+        rows[n] = (struct row){guest_events[i].name, guest_events[i].guest_ns + offset, false, n};
+        n++;
+    }
     qsort(rows, n, sizeof(*rows), by_time);
     return n;
 }

@@ -595,6 +595,20 @@ scenario_appliance() {
         eval 'test "$rc" -eq 0 -a "$other_rc" -eq 1 && "$SMOLVM" ls | grep -q "^signed-ok " && ! "$SMOLVM" ls | grep -q "^signed-bad "'
 }
 
+# --trace-boot into the guest, on Debian's kernel: an appliance's boot shows
+# the kernel's phases (from its stamped lines) and the init's (through
+# /dev/kmsg) after the VMM's first vCPU entry, in order, and the split.
+scenario_guest_trace() {
+    local app=$work/trace-app
+    "$SMOLVM" image build -o "$app" > "$work/trace-app-build.out" 2>&1
+    boot guest-trace --mem 256M --trace-boot --cmdline 'smolvm.run="echo TRACE-UP"' "$app"
+    local order
+    order=$(grep -E "^(first_vcpu_entry|kernel_start|kernel_run_init|init_root_mounted|init_command_started|init_command_exited|guest_stopped) " \
+        "$work/guest-trace.err" | awk '{print $1}' | tr '\n' ' ')
+    expect guest-trace-phases "the VMM's, the kernel's and the init's phases on one timeline, in boot order, and the split" \
+        eval 'test "$rc" -eq 0 && has guest-trace TRACE-UP && test "$order" = "first_vcpu_entry kernel_start kernel_run_init init_root_mounted init_command_started init_command_exited guest_stopped " && grep -q "^split: vmm [0-9.]* ms, kernel [0-9.]* ms, init [0-9.]* ms" "$work/guest-trace.err"'
+}
+
 # An appliance on smolvm's micro kernel (image build --kernel micro): the
 # host built the kernel (micro-kernel.sh, cached in ~/.cache/smolvm-ci);
 # here it is found in the cache by the same key (the same source and
@@ -1229,7 +1243,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net
-    micro_kernel"
+    guest_trace micro_kernel"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

@@ -135,6 +135,20 @@ static void no_guest_phases_no_split(void **state)
     free(json);
 }
 
+static void tie_keeps_vmm_first(void **state)
+{
+    (void)state;
+    trace_start();
+    trace_mark(TRACE_FIRST_VCPU_ENTRY);
+    /* Seen "before" the entry: the guest's clock starts at the entry, and
+     * its 0.000000 line lands on it, after it in the timeline. */
+    trace_guest_line_at(LINE("[    0.000000] Linux version 6.1\r"), 0);
+    char *json = printed(true);
+    assert_non_null(strstr(json, "\"first_vcpu_entry\":"));
+    assert_true(strstr(json, "\"first_vcpu_entry\":") < strstr(json, "\"kernel_start\":"));
+    free(json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +156,7 @@ int main(void)
         cmocka_unit_test(other_and_malformed_lines),
         cmocka_unit_test(merged_timeline_and_split),
         cmocka_unit_test(no_guest_phases_no_split),
+        cmocka_unit_test(tie_keeps_vmm_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
