@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -44,18 +43,9 @@ static void step(const struct appliance_options *o, const char *what)
 
 static int newest_kernel(char **out)
 {
-    glob_t g;
-    char *best = NULL;
-
-    if (glob("/boot/vmlinuz-*", 0, NULL, &g) != 0)
-        return err_plain(ENOENT, "no kernel in /boot: install one (Debian: apt-get install "
-                                 "linux-image-amd64)");
-    for (size_t i = 0; i < g.gl_pathc; i++)
-        if (!best || strverscmp(g.gl_pathv[i], best) > 0)
-            best = g.gl_pathv[i];
-    *out = strdup(best);
-    globfree(&g);
-    return *out ? 0 : -ENOMEM;
+    *out = file_newest("/boot/vmlinuz-*");
+    return *out ? 0 : err_plain(ENOENT, "no kernel in /boot: install one (Debian: apt-get install "
+                                        "linux-image-amd64)");
 }
 
 /* The release a bzImage was built as: its setup header points at a

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -137,18 +136,9 @@ static void say(const struct kernel_build_options *o, const char *fmt, ...)
 
 static int newest_source(char **out)
 {
-    glob_t g;
-    const char *best = NULL;
-
-    if (glob("/usr/src/linux-source-*.tar.xz", 0, NULL, &g) != 0)
-        return err_plain(ENOENT, "no kernel source in /usr/src: install it (Debian: apt-get "
-                                 "install linux-source-6.1)");
-    for (size_t i = 0; i < g.gl_pathc; i++)
-        if (!best || strverscmp(g.gl_pathv[i], best) > 0)
-            best = g.gl_pathv[i];
-    *out = strdup(best);
-    globfree(&g);
-    return *out ? 0 : -ENOMEM;
+    *out = file_newest("/usr/src/linux-source-*.tar.xz");
+    return *out ? 0 : err_plain(ENOENT, "no kernel source in /usr/src: install it (Debian: "
+                                        "apt-get install linux-source-6.1)");
 }
 
 static int source_identity(const char *source, char *out, size_t size)
