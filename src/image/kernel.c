@@ -407,7 +407,7 @@ static int build_in(const struct kernel_build_options *o, const struct build_pat
     if (r == 0)
         r = configure(o, p, fragment, log, &c);
     if (r == 0)
-        say(o, "compiling with make %s (niced; about 10 minutes on 2 idle cores)", jobs);
+        say(o, "compiling with make %s, niced (the first build takes a while)", jobs);
     c.what = "compiling";
     c.started = time(NULL);
     const char *make[] = {"make", "-C", p->src, jobs, "vmlinux", NULL};
