@@ -240,6 +240,46 @@ static void bad_inputs(void **state)
     assert_non_null(strstr(err_msg(), "no-such-source.tar.xz"));
 }
 
+/* image build --kernel micro, through the program: the micro kernel found
+ * in the cache (planted here under the key the build would use), so no
+ * build; the appliance holds no modules and says how its devices are
+ * found. */
+static void appliance_on_cached_micro_kernel(void **state)
+{
+    struct kernel_build_options o = {.config = "micro"};
+    struct kernel_build_result k;
+    char smolvm[4096], manifest[4096];
+    (void)state;
+
+    setenv("XDG_CACHE_HOME", in_dir("micro-cache"), 1);
+    int r = kernel_build_lookup(&o, &k);
+    if (r < 0) {
+        skip(); /* no linux-source here */
+        return;
+    }
+    assert_int_equal(r, 1);
+    assert_int_equal(sh("mkdir -p micro-cache/smolvm/kernels/%s && echo 6.1.0-micro > "
+                        "micro-cache/smolvm/kernels/%s/release", k.key, k.key), 0);
+    char entry[128];
+    snprintf(entry, sizeof(entry), "micro-cache/smolvm/kernels/%s/vmlinux", k.key);
+    write_fake_vmlinux(in_dir(entry));
+    assert_int_equal(kernel_build_lookup(&o, &k), 0);
+    kernel_build_release(&k);
+    assert_int_equal(scratch_find_smolvm(smolvm, sizeof(smolvm)), 0);
+    assert_int_equal(sh("XDG_CACHE_HOME=$PWD/micro-cache %s image build --kernel micro "
+                        "-o micro-app > /dev/null 2> micro-build.err", smolvm), 0);
+    assert_int_equal(sh("! grep -q 'building' micro-build.err && "
+                        "grep -q 'Linux 6.1.0-micro, 0 module files' micro-build.err && "
+                        "cmp micro-app/kernel %s", entry), 0);
+    slurp("micro-app/appliance.json", manifest, sizeof(manifest));
+    assert_non_null(strstr(manifest, "\"virtio_discovery\": \"cmdline\""));
+    assert_non_null(strstr(manifest, "\"module_files\": 0"));
+    /* --modules makes no sense for it: a usage error, nothing built. */
+    assert_int_equal(sh("XDG_CACHE_HOME=$PWD/micro-cache %s image build --kernel micro "
+                        "--modules ext4 -o micro-app2 2> /dev/null", smolvm), 2);
+    assert_int_equal(access(in_dir("micro-app2"), F_OK), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +290,7 @@ int main(void)
         cmocka_unit_test(builds_once_then_cached),
         cmocka_unit_test(dropped_option_fails_with_log),
         cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(appliance_on_cached_micro_kernel),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
