@@ -17,7 +17,14 @@
  * Kernel command line: smolvm.root=/dev/vda (default), smolvm.rootfs=ext2
  * (ext4 also mounts ext2), smolvm.ro, smolvm.run="command",
  * smolvm.share=TAG[:DIR][,TAG[:DIR]...] (virtio-fs shares mounted at DIR,
- * default /mnt/TAG; smolvm run adds the tags of its --share options). */
+ * default /mnt/TAG; smolvm run adds the tags of its --share options),
+ * smolvm.trace (smolvm run --trace-boot: each phase's end is written to
+ * /dev/kmsg as "smolvm-init: trace NAME", so the kernel stamps it on its
+ * clock and smolvm puts it on the boot's timeline).
+ *
+ * A kernel without ACPI (smolvm's micro kernel) cannot power off: the
+ * machine is reset instead (the i8042's reset line), which ends the VM as
+ * well. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -52,10 +59,20 @@ static void say(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+static int trace_fd = -1; /* /dev/kmsg when smolvm.trace is on */
+
+static void trace(const char *phase)
+{
+    if (trace_fd >= 0)
+        dprintf(trace_fd, "<5>smolvm-init: trace %s\n", phase);
+}
+
 static void power_off(void)
 {
     sync();
-    reboot(RB_POWER_OFF);
+    /* Without ACPI, Linux's power-off halts the CPUs and the VM would
+     * stay; its reboot resets through the keyboard controller. */
+    reboot(access("/sys/firmware/acpi", F_OK) == 0 ? RB_POWER_OFF : RB_AUTOBOOT);
     for (;;)
         pause();
 }
@@ -309,6 +326,7 @@ static void run_command(const char *run)
         }
         break;
     }
+    trace("command_exited");
     printf("smolvm-init: command exited with %d\n",
            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
     fflush(stdout);
@@ -331,20 +349,27 @@ int main(void)
         cmdline[n > 0 ? n : 0] = 0;
         close(fd);
     }
+    if (param(cmdline, "smolvm.trace", run, sizeof(run)))
+        trace_fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    trace("start");
     load_modules(cmdline);
+    trace("modules_loaded");
     int agent = open("/smolvm-agent", O_RDONLY | O_CLOEXEC);
     switch_root(param(cmdline, "smolvm.root", dev, sizeof(dev)) ? dev : "/dev/vda",
                 param(cmdline, "smolvm.rootfs", fstype, sizeof(fstype)) ? fstype : "ext2",
                 param(cmdline, "smolvm.ro", run, sizeof(run)) != NULL);
+    trace("root_mounted");
     mount_shares(cmdline);
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
     setenv("HOME", "/root", 1);
     start_agent(agent);
     if (!param(cmdline, "smolvm.run", run, sizeof(run))) {
         watch_power_button(init_poweroff_signal());
+        trace("exec_sbin_init");
         execl("/sbin/init", "init", (char *)NULL);
         fail("/sbin/init");
     }
+    trace("command_started");
     run_command(run);
     power_off();
     return 0;

@@ -1,7 +1,10 @@
 #!/bin/bash
 # Runs inside a KVM host (the L1 guest, or directly): boots the same kernel
 # and initrd RUNS times with smolvm and with QEMU -M microvm, timing wall
-# time from launch to the init's first line. Writes RESULTS/times.tsv.
+# time from launch to the init's first line; with MICRO_KERNEL, smolvm's
+# micro kernel too, under smolvm, QEMU -M microvm and kvmtool (when there),
+# and one smolvm --trace-boot of it (RESULTS/micro-trace.txt: the split
+# between VMM, kernel and init). Writes RESULTS/times.tsv.
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
 results=$1
@@ -32,4 +35,22 @@ for i in $(seq 1 "$RUNS"); do
     time_to_marker qemu-microvm boot-to-init qemu-system-x86_64 -M microvm -accel kvm -cpu host \
         -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
+    [ -n "${MICRO_KERNEL:-}" ] || continue
+    # The micro kernel has no ACPI: its devices on the command line.
+    time_to_marker smolvm-micro "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" \
+        --mem 256M --virtio-discovery cmdline --cmdline "$CMDLINE"
+    time_to_marker qemu-microvm-micro qemu-system-x86_64 -M microvm,acpi=off -accel kvm \
+        -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
+        -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$CMDLINE"
+    if command -v lkvm > /dev/null; then
+        time_to_marker kvmtool-micro lkvm run -k "$MICRO_KERNEL" -i "$INITRD" -m 256 -c 1 \
+            -p "$CMDLINE"
+    fi
 done
+if [ -n "${MICRO_KERNEL:-}" ]; then
+    # Where the micro kernel's boot goes (without quiet: the kernel's lines
+    # are what the trace reads).
+    "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1" \
+        --trace-until "$MARKER" < /dev/null > /dev/null 2> "$results/micro-trace.txt"
+fi

@@ -27,6 +27,7 @@ int cli_stop(int argc, char **argv);
 int cli_logs(int argc, char **argv);
 int cli_disk(int argc, char **argv);
 int cli_image(int argc, char **argv);
+int cli_kernel(int argc, char **argv);
 int cli_create(int argc, char **argv);
 int cli_reset(int argc, char **argv);
 int cli_commit(int argc, char **argv);

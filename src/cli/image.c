@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "image/appliance.h"
+#include "image/kernel.h"
 #include "util/err.h"
 #include "util/size.h"
 
@@ -29,7 +30,10 @@ static const char build_help[] =
     "  -o, --output DIR     where to build (default: the cache). DIR must not exist\n"
     "                       or be an appliance built before, which is replaced\n"
     "                       atomically; anything else there is refused, untouched\n"
-    "      --kernel PATH    a bzImage (default: the newest /boot/vmlinuz-*)\n"
+    "      --kernel PATH|micro  a bzImage (default: the newest /boot/vmlinuz-*), or\n"
+    "                       micro: smolvm's small kernel (smolvm kernel build, built\n"
+    "                       once on first use), every driver built in (no modules),\n"
+    "                       no ACPI: run finds its devices on the command line\n"
     "      --modules LIST   kernel modules to add to the default set (virtio_mmio,\n"
     "                       virtio_blk, virtio_console, virtio_net, virtio_rng, 9p,\n"
     "                       9pnet_virtio, vmw_vsock_virtio_transport, ext4)\n"
@@ -45,6 +49,35 @@ static void progress(void *opaque, const char *step)
 {
     if (opaque)
         fprintf(stderr, "image build: %s\n", step);
+}
+
+static void kernel_progress(void *opaque, const char *line)
+{
+    (void)opaque;
+    fprintf(stderr, "image build: micro kernel: %s\n", line);
+}
+
+/* --kernel micro: smolvm's own kernel, built (once) or found in its cache. */
+static int use_micro_kernel(struct appliance_options *o, struct kernel_build_result *k)
+{
+    struct kernel_build_options ko = {.config = "micro", .progress = kernel_progress};
+
+    if (o->module_count)
+        return cli_fail(CLI_USAGE, "--modules: the micro kernel has its drivers built in");
+    int r = kernel_build_lookup(&ko, k);
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (r == 1) {
+        fprintf(stderr, "image build: the micro kernel is not built yet: building it now, once "
+                        "(smolvm kernel build; it is cached)\n");
+        if (kernel_build(&ko, k) < 0)
+            return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
+    o->kernel = k->path;
+    o->release = k->release;
+    o->builtin_modules = true;
+    o->cmdline_discovery = true;
+    return CLI_OK;
 }
 
 static int split_modules(char *list, const char **out, size_t *count)
@@ -108,9 +141,17 @@ static int build(int argc, char **argv)
     }
     if (optind != argc)
         return cli_fail(CLI_USAGE, "unexpected argument '%s'", argv[optind]);
+    struct kernel_build_result micro = {0};
+    if (o.kernel && strcmp(o.kernel, "micro") == 0) {
+        int code = use_micro_kernel(&o, &micro);
+        if (code != CLI_OK)
+            return code;
+    }
     o.opaque = isatty(STDERR_FILENO) ? &o : NULL;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (appliance_build(&o, &a) < 0)
+    int built = appliance_build(&o, &a);
+    kernel_build_release(&micro);
+    if (built < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;

@@ -19,6 +19,7 @@ static const struct cli_verb verbs[] = {
     {"shell", "a shell in a running VM on this terminal", cli_shell},
     {"disk", "create, inspect, check and convert disk images", cli_disk},
     {"image", "build a bootable appliance from the host's kernel and busybox", cli_image},
+    {"kernel", "build a small kernel for smolvm's machine (once, cached)", cli_kernel},
     {"create", "create an instance on a layer (from an appliance, bundle or image)", cli_create},
     {"reset", "discard an instance's changes", cli_reset},
     {"commit", "freeze an instance's changes into a new layer", cli_commit},

@@ -128,7 +128,25 @@ static int use_appliance(struct vm_options *o, const char *name)
         o->vm.kernel_path = f.kernel, f.kernel = NULL;
     if (!o->vm.initrd_path)
         o->vm.initrd_path = f.initrd, f.initrd = NULL;
+    /* A kernel without ACPI (--kernel micro) finds its devices on the
+     * command line, unless --virtio-discovery said otherwise. */
+    if (f.cmdline_discovery && !o->discovery_given)
+        o->vm.discovery = VM_DISCOVERY_CMDLINE;
     appliance_files_release(&f);
+    return 0;
+}
+
+/* --trace-boot continues into the guest: its kernel stamps its lines
+ * (printk.time=1) and the appliance's init says its phases (smolvm.trace),
+ * which the trace picks out of the console (util/trace.h). */
+static int trace_into_guest(struct vm_config *cfg)
+{
+    char *cmdline = NULL;
+    if (asprintf(&cmdline, "%s%sprintk.time=1 smolvm.trace", cfg->cmdline ? cfg->cmdline : "",
+                 cfg->cmdline && *cfg->cmdline ? " " : "") < 0)
+        return err_set(ENOMEM, "cmdline");
+    cfg->cmdline = cmdline;
+    trace_guest_enable();
     return 0;
 }
 
@@ -193,7 +211,8 @@ int cli_run(int argc, char **argv)
     if (code != CLI_OK)
         return code;
     o.vm.vsock_path = serve_vsock_path(server);
-    if (o.appliance && use_appliance(&o, serve_name(server)) < 0) {
+    if ((o.appliance && use_appliance(&o, serve_name(server)) < 0) ||
+        (o.serve.trace_boot && trace_into_guest(&o.vm) < 0)) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }

@@ -12,6 +12,7 @@
 #include "hv/hv.h"
 #include "machine/instance.h"
 #include "util/err.h"
+#include "util/trace.h"
 
 static const struct vm_options_help start_help = {
     "usage: smolvm start FILE.smolmachine [options]\n"
@@ -40,6 +41,10 @@ int cli_start(int argc, char **argv)
     if (code != CLI_OK)
         return code;
     so.trace_until = o.serve.trace_until;
+    /* A bundle that boots (no saved state): its kernel's and init's phases
+     * when its command line has them stamped (run's printk.time=1). */
+    if (o.serve.trace_boot)
+        trace_guest_enable();
     so.memory = o.memory;
     so.trusted_key = o.trusted_key;
     so.forwards = &o.vm.net; /* -p: replaces the bundle's forwards */

@@ -156,6 +156,7 @@ static int parse_discovery(struct vm_options *o, char *value)
     static const char *const words[] = {"acpi", "cmdline", NULL};
     int i = pick(value, words);
     o->vm.discovery = i == 1 ? VM_DISCOVERY_CMDLINE : VM_DISCOVERY_ACPI;
+    o->discovery_given = true;
     return i < 0 ? -1 : 0;
 }
 

@@ -61,7 +61,7 @@ struct vm_options {
     bool jail;                  /* run, start: confine the VMM (cli/jail.h) */
     uint64_t cpu_quota_milli;   /* run, start: CPU time, thousandths of a CPU; 0: no limit */
     uint64_t mem_limit;         /* run, start: the VMM's memory in bytes; 0: no limit */
-    bool cpus_given, mem_given, cmdline_given;
+    bool cpus_given, mem_given, cmdline_given, discovery_given;
 };
 
 struct vm_option {

@@ -36,6 +36,8 @@ struct console {
     size_t marker_len;
     char window[MARKER_MAX]; /* the last marker_len output bytes */
     size_t window_fill;
+    char line[160]; /* the output line so far, for trace_guest_line() */
+    size_t line_fill;
     struct loop *loop;
     bool quit;
 
@@ -295,14 +297,30 @@ static void watch_marker(struct console *con, uint8_t byte)
         trace_mark(TRACE_MARKER_SEEN);
 }
 
+/* Lines for the boot trace's guest phases: a marker is near a line's start,
+ * so a longer line is cut (its head is enough). */
+static void watch_line(struct console *con, uint8_t byte)
+{
+    if (byte == '\n') {
+        trace_guest_line(con->line, con->line_fill);
+        con->line_fill = 0;
+    } else if (con->line_fill < sizeof(con->line)) {
+        con->line[con->line_fill++] = (char)byte;
+    }
+}
+
 void console_output(struct console *con, const uint8_t *buf, size_t len)
 {
+    bool lines = trace_guest_enabled();
     if (len == 0)
         return;
     trace_mark(TRACE_FIRST_SERIAL_BYTE);
     pthread_mutex_lock(&con->lock);
-    for (size_t i = 0; i < len; i++)
+    for (size_t i = 0; i < len; i++) {
         watch_marker(con, buf[i]);
+        if (lines)
+            watch_line(con, buf[i]);
+    }
     pthread_mutex_unlock(&con->lock);
     pthread_mutex_lock(&con->out_lock);
     if (ring_put(&con->out, buf, len))

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -45,18 +44,9 @@ static void step(const struct appliance_options *o, const char *what)
 
 static int newest_kernel(char **out)
 {
-    glob_t g;
-    char *best = NULL;
-
-    if (glob("/boot/vmlinuz-*", 0, NULL, &g) != 0)
-        return err_plain(ENOENT, "no kernel in /boot: install one (Debian: apt-get install "
-                                 "linux-image-amd64)");
-    for (size_t i = 0; i < g.gl_pathc; i++)
-        if (!best || strverscmp(g.gl_pathv[i], best) > 0)
-            best = g.gl_pathv[i];
-    *out = strdup(best);
-    globfree(&g);
-    return *out ? 0 : -ENOMEM;
+    *out = file_newest("/boot/vmlinuz-*");
+    return *out ? 0 : err_plain(ENOENT, "no kernel in /boot: install one (Debian: apt-get install "
+                                        "linux-image-amd64)");
 }
 
 /* The release a bzImage was built as: its setup header points at a
@@ -159,6 +149,8 @@ static int input_key(const struct appliance_options *o, const char *kernel, cons
         r = hash_identity(h, "busybox", BUSYBOX);
     for (size_t i = 0; r == 0 && i < count; i++)
         hash_line(h, "module %s", modules[i]);
+    hash_line(h, "release %s builtin %d discovery %d", o->release ? o->release : "",
+              o->builtin_modules, o->cmdline_discovery);
     for (size_t i = 0; r == 0 && i < o->add_count; i++) {
         hash_line(h, "add-to %s", o->adds[i].guest);
         r = hash_identity(h, "add", o->adds[i].host);
@@ -344,13 +336,14 @@ static int make_root(const char *path, const struct appliance_options *o, uint32
     return r;
 }
 
-static int write_manifest(const char *path, const char *key, const char *kernel,
-                          const char *release, const char *const *modules, size_t count,
-                          size_t module_files)
+static int write_manifest(const char *path, const struct appliance_options *o, const char *key,
+                          const char *kernel, const char *release, const char *const *modules,
+                          size_t count, size_t module_files)
 {
-    json_t *m = json_pack("{sisssssssss[]sI}", "builder", BUILDER_VERSION, "key", key, "kernel",
+    json_t *m = json_pack("{sisssssssss[]sIss}", "builder", BUILDER_VERSION, "key", key, "kernel",
                           kernel, "release", release, "cmdline", DEFAULT_CMDLINE, "modules",
-                          "module_files", (json_int_t)module_files);
+                          "module_files", (json_int_t)module_files, "virtio_discovery",
+                          o->cmdline_discovery ? "cmdline" : "acpi");
     for (size_t i = 0; m && i < count; i++)
         json_array_append_new(json_object_get(m, "modules"), json_string(modules[i]));
     char *text = m ? json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
@@ -384,7 +377,7 @@ static int build_into(const char *tmp, const struct appliance_options *o, const 
     if (r == 0)
         r = file_copy(kernel, k);
     step(o, "modules");
-    if (r == 0)
+    if (r == 0 && !o->builtin_modules)
         r = kmod_resolve(moddir, modules, count, &l);
     step(o, "initrd");
     if (r == 0)
@@ -393,7 +386,7 @@ static int build_into(const char *tmp, const struct appliance_options *o, const 
     if (r == 0)
         r = make_root(root, o, timestamp);
     if (r == 0)
-        r = write_manifest(manifest, key, kernel, release, modules, count, l.count);
+        r = write_manifest(manifest, o, key, kernel, release, modules, count, l.count);
     kmod_list_free(&l);
     free(k);
     free(i);
@@ -601,15 +594,16 @@ static int build_locked(const struct appliance_options *o, const char *dir, cons
     return r;
 }
 
-/* The default modules, then those --modules adds that are not among them. */
+/* The default modules, then those --modules adds that are not among them;
+ * none for a kernel with everything built in. */
 static const char **module_set(const struct appliance_options *o, size_t *count)
 {
-    size_t defaults = sizeof(default_modules) / sizeof(default_modules[0]);
+    size_t defaults = o->builtin_modules ? 0 : sizeof(default_modules) / sizeof(default_modules[0]);
     const char **all = calloc(defaults + o->module_count, sizeof(*all));
 
     if (!all)
         return NULL;
-    memcpy(all, default_modules, sizeof(default_modules));
+    memcpy(all, default_modules, defaults * sizeof(default_modules[0]));
     *count = defaults;
     for (size_t i = 0; i < o->module_count; i++) {
         size_t j = 0;
@@ -649,7 +643,9 @@ int appliance_build(const struct appliance_options *o, struct appliance *out)
     memset(out, 0, sizeof(*out));
     if (r == 0)
         r = o->kernel ? ((kernel = strdup(o->kernel)) ? 0 : -ENOMEM) : newest_kernel(&kernel);
-    if (r == 0)
+    if (r == 0 && o->release)
+        snprintf(release, sizeof(release), "%s", o->release);
+    else if (r == 0)
         r = kernel_release(kernel, release, sizeof(release));
     if (r == 0)
         r = o->init ? ((init = strdup(o->init)) ? 0 : -ENOMEM) : default_init(&init);
@@ -698,6 +694,8 @@ int appliance_open(const char *dir, struct appliance_files *out)
     out->initrd = part(dir, "initrd");
     out->root = part(dir, "root.ext2");
     out->cmdline = strdup(cmdline ? cmdline : DEFAULT_CMDLINE);
+    const char *discovery = json_string_value(json_object_get(m, "virtio_discovery"));
+    out->cmdline_discovery = discovery && strcmp(discovery, "cmdline") == 0;
     if (!m || !out->kernel || !out->initrd || !out->root || !out->cmdline ||
         access(out->kernel, R_OK) || access(out->initrd, R_OK) || access(out->root, R_OK))
         r = err_plain(ENOENT, "'%s' is not an appliance (smolvm image build makes one)", dir);

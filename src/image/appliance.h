@@ -23,6 +23,10 @@ struct appliance_add {
 struct appliance_options {
     const char *out_dir;            /* NULL: the cache, by input hash */
     const char *kernel;             /* NULL: the newest /boot/vmlinuz-* */
+    const char *release;            /* the kernel's; NULL: from the bzImage's header */
+    bool builtin_modules;           /* the kernel has every driver built in: no modules
+                                     * (smolvm's micro kernel, image/kernel.h) */
+    bool cmdline_discovery;         /* it has no ACPI: boot with --virtio-discovery cmdline */
     const char *const *modules;     /* added to the default set */
     size_t module_count;
     const struct appliance_add *adds;
@@ -50,6 +54,7 @@ void appliance_release(struct appliance *a);
  * is one, -ENOENT (message set) if not. Strings malloc'd. */
 struct appliance_files {
     char *kernel, *initrd, *root, *cmdline;
+    bool cmdline_discovery; /* virtio devices on the command line: the kernel has no ACPI */
 };
 int appliance_open(const char *dir, struct appliance_files *out)
     __attribute__((warn_unused_result));

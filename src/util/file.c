@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -189,6 +191,22 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     (void)st;
     (void)ftw;
     return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -1 : 0;
+}
+
+char *file_newest(const char *pattern)
+{
+    glob_t g;
+    const char *best = NULL;
+    char *out = NULL;
+
+    if (glob(pattern, 0, NULL, &g) != 0)
+        return NULL;
+    for (size_t i = 0; i < g.gl_pathc; i++)
+        if (!best || strverscmp(g.gl_pathv[i], best) > 0)
+            best = g.gl_pathv[i];
+    out = best ? strdup(best) : NULL;
+    globfree(&g);
+    return out;
 }
 
 int file_remove_tree(const char *path)

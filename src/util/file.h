@@ -48,6 +48,10 @@ int file_replace(const char *path, const void *data, size_t len)
  * symlink). */
 int file_copy(const char *from, const char *to) __attribute__((warn_unused_result));
 
+/* The path matching pattern (glob) that sorts last by version
+ * (strverscmp: vmlinuz-6.1.0-10 after -9), malloc'd; NULL when none does. */
+char *file_newest(const char *pattern);
+
 /* rm -rf path: 0 (also when it is not there) or a negative errno. */
 int file_remove_tree(const char *path); /* cleanups may ignore it */
 

@@ -5,6 +5,7 @@
 #define SMOLVM_UTIL_TRACE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -45,7 +46,29 @@ int64_t trace_ns(enum trace_point point);
 /* Sets a count (printed with the points once set). */
 void trace_set_count(enum trace_count count, uint64_t value);
 
-/* Prints every recorded point; marker names the --trace-until string. */
+/* The guest's own phases, on the same timeline (--trace-boot continued
+ * into the guest, as tslog does): lines of its console that carry a printk
+ * timestamp, "[    1.234567] MESSAGE", and whose message marks a phase: the
+ * kernel's well-known lines ("Linux version", "Run /init as init process")
+ * and the appliance init's "smolvm-init: trace NAME" (written to /dev/kmsg,
+ * so stamped by the kernel's clock too). The guest clock is put on the
+ * VMM's by the tightest offset: a line reaches the host no sooner than it
+ * was stamped, and the guest runs no sooner than its first vCPU entry.
+ * Lines come from the guest: anything else, or a malformed stamp, is
+ * ignored; each phase is kept once (its first line). */
+#define TRACE_GUEST_NAME_MAX 32
+void trace_guest_enable(void);
+bool trace_guest_enabled(void);
+void trace_guest_line(const char *line, size_t len);
+/* The same with the time the line was seen (tests). */
+void trace_guest_line_at(const char *line, size_t len, int64_t host_ns);
+/* The phase a line marks and its stamp: false for any other line. */
+bool trace_guest_parse(const char *line, size_t len, char name[TRACE_GUEST_NAME_MAX],
+                       int64_t *guest_ns);
+
+/* Prints every recorded point, the guest's phases merged in by time, and
+ * (when the guest's were seen) how the boot splits between VMM, kernel and
+ * init; marker names the --trace-until string. */
 void trace_print_table(FILE *out, const char *marker);
 void trace_print_json(FILE *out, const char *marker);
 

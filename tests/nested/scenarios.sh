@@ -782,6 +782,53 @@ scenario_appliance() {
         eval 'test "$rc" -eq 0 -a "$other_rc" -eq 1 && "$SMOLVM" ls | grep -q "^signed-ok " && ! "$SMOLVM" ls | grep -q "^signed-bad "'
 }
 
+# --trace-boot into the guest, on Debian's kernel: an appliance's boot shows
+# the kernel's phases (from its stamped lines) and the init's (through
+# /dev/kmsg) after the VMM's first vCPU entry, in order, and the split.
+scenario_guest_trace() {
+    local app=$work/trace-app
+    "$SMOLVM" image build -o "$app" > "$work/trace-app-build.out" 2>&1
+    boot guest-trace --mem 256M --trace-boot --cmdline 'smolvm.run="echo TRACE-UP"' "$app"
+    local order
+    order=$(grep -E "^(first_vcpu_entry|kernel_start|kernel_run_init|init_root_mounted|init_command_started|init_command_exited|guest_stopped) " \
+        "$work/guest-trace.err" | awk '{print $1}' | tr '\n' ' ')
+    expect guest-trace-phases "the VMM's, the kernel's and the init's phases on one timeline, in boot order, and the split" \
+        eval 'test "$rc" -eq 0 && has guest-trace TRACE-UP && test "$order" = "first_vcpu_entry kernel_start kernel_run_init init_root_mounted init_command_started init_command_exited guest_stopped " && grep -q "^split: vmm [0-9.]* ms, kernel [0-9.]* ms, init [0-9.]* ms" "$work/guest-trace.err"'
+}
+
+# An appliance on smolvm's micro kernel (image build --kernel micro): the
+# host built the kernel (micro-kernel.sh, cached in ~/.cache/smolvm-ci);
+# here it is found in the cache by the same key (the same source and
+# configuration), not built again. It boots with every device on the
+# command line (no ACPI: the appliance says so), runs its command with the
+# disk, the NIC, vsock and a virtio-fs share there, powers off by a reset,
+# and --trace-boot shows the kernel's and the init's phases.
+scenario_micro_kernel() {
+    local cache=$work/micro-cache app=$work/micro-app share=$work/micro-share
+    if [ -z "${MICRO_KERNEL:-}" ]; then
+        fail micro-kernel "no micro kernel was built (tests/nested/micro-kernel.sh)"
+        return
+    fi
+    mkdir -p -m 0700 "$cache" "$cache/smolvm" "$cache/smolvm/kernels" "$share"
+    cp -r "$(dirname "$MICRO_KERNEL")" "$cache/smolvm/kernels/"
+    echo micro-share-file > "$share/hello"
+    XDG_CACHE_HOME=$cache "$SMOLVM" image build --kernel micro -o "$app" \
+        > "$work/micro-build.out" 2>&1
+    rc=$?
+    cp "$work/micro-build.out" "$results/" 2>/dev/null
+    expect micro-kernel-appliance "image build --kernel micro takes the cached kernel (no build), no modules, cmdline discovery" \
+        eval 'test "$rc" -eq 0 && ! grep -q "building it now" "$work/micro-build.out" && grep -q "0 module files" "$work/micro-build.out" && grep -q "\"virtio_discovery\": \"cmdline\"" "$app/appliance.json"'
+    boot micro --mem 256M --net user --share "$share:data" --trace-boot \
+        --cmdline 'smolvm.run="echo MICRO-UP; ls /sys/bus/virtio/drivers; grep vda /proc/mounts; cat /mnt/data/hello; ip -o link show eth0"' \
+        "$app"
+    expect micro-kernel-boots "the micro kernel boots the appliance from its ext2 root and runs smolvm.run; the reset ends smolvm with 0" \
+        eval 'test "$rc" -eq 0 && has micro MICRO-UP && has micro "^/dev/vda / ext[24] rw" && has micro "command exited with 0"'
+    expect micro-kernel-devices "blk, net, vsock and virtio-fs found from the command line and bound (the share read)" \
+        eval 'has micro virtio_blk && has micro virtio_net && has micro vmw_vsock_virtio_transport && has micro virtiofs && has micro micro-share-file && has micro "eth0:"'
+    expect micro-kernel-trace "--trace-boot shows the kernel's and the init's phases on the VMM's timeline, and the split" \
+        eval 'grep -q "^kernel_start " "$work/micro.err" && grep -q "^kernel_run_init " "$work/micro.err" && grep -q "^init_command_started " "$work/micro.err" && grep -q "^split: vmm [0-9.]* ms, kernel [0-9.]* ms, init [0-9.]* ms" "$work/micro.err"'
+}
+
 # Five instances of one appliance (smolvm create: O(1), an empty delta on
 # the shared root layer) run at the same time; each writes its own file and
 # none sees another's; reset brings one back to the pristine layer while the
@@ -1666,7 +1713,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
-    migrate seccomp jail jail_bench"
+    migrate seccomp jail jail_bench guest_trace micro_kernel"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
