@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
+#include <linux/limits.h>
 #include <unistd.h>
 
 #include "util/blob.h"
@@ -828,6 +831,136 @@ int pt_access(struct pt_fs *fs, uint64_t node, uint32_t mask)
     return r;
 }
 
+/* ---- extended attributes ---- */
+
+/* Only the user.* namespace passes: security.* (capabilities, LSM labels),
+ * trusted.* and system.* (ACLs) would let a guest give host files powers
+ * or rights on the host, or read the host's labels. Others read as absent
+ * and cannot be set. */
+static bool xattr_name_allowed(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0 && name[5] != 0;
+}
+
+/* The node's file as a path xattr calls take (they have no *at form for an
+ * O_PATH descriptor): its /proc/self/fd link, which is the file itself
+ * whatever its names are now. Symlinks (where Linux takes no user.*
+ * attributes) and stale nodes fail. */
+static struct pt_inode *xattr_node(struct pt_fs *fs, uint64_t node, char *path, size_t cap,
+                                   int *err)
+{
+    struct pt_inode *in = inode_get(fs, node);
+
+    *err = -ESTALE;
+    if (!in)
+        return NULL;
+    if (in->type == S_IFLNK) {
+        inode_put(fs, in);
+        *err = -EPERM;
+        return NULL;
+    }
+    snprintf(path, cap, "/proc/self/fd/%d", in->fd);
+    return in;
+}
+
+long pt_getxattr(struct pt_fs *fs, uint64_t node, const char *name, void *buf, size_t size)
+{
+    char path[40];
+    struct pt_inode *in;
+    ssize_t n;
+    int r;
+
+    if (!xattr_name_allowed(name))
+        return -ENODATA;
+    in = xattr_node(fs, node, path, sizeof(path), &r);
+    if (!in)
+        return r == -EPERM ? -ENODATA : r;
+    n = getxattr(path, name, buf, size);
+    inode_put(fs, in);
+    return n < 0 ? -errno : n;
+}
+
+long pt_listxattr(struct pt_fs *fs, uint64_t node, char *buf, size_t size)
+{
+    char path[40], *all = NULL;
+    struct pt_inode *in;
+    ssize_t n = -1;
+    size_t kept = 0;
+    int r;
+
+    in = xattr_node(fs, node, path, sizeof(path), &r);
+    if (!in)
+        return r == -EPERM ? 0 : r;
+    /* The host's list has names the guest does not see: read it whole
+     * (growing, in case attributes are added meanwhile), then filter. */
+    for (size_t cap = 4096; cap <= XATTR_LIST_MAX * 2; cap *= 2) {
+        char *grown = realloc(all, cap);
+        if (!grown) {
+            n = -1, errno = ENOMEM;
+            break;
+        }
+        all = grown;
+        n = listxattr(path, all, cap);
+        if (n >= 0 || errno != ERANGE)
+            break;
+    }
+    inode_put(fs, in);
+    for (ssize_t at = 0; n > 0 && at < n;) {
+        size_t len = strnlen(all + at, (size_t)(n - at));
+        if (xattr_name_allowed(all + at)) {
+            if (size && kept + len + 1 > size) {
+                kept = 0, n = -1, errno = ERANGE;
+                break;
+            }
+            if (size)
+                memcpy(buf + kept, all + at, len + 1);
+            kept += len + 1;
+        }
+        at += (ssize_t)len + 1;
+    }
+    free(all);
+    return n < 0 ? -errno : (long)kept;
+}
+
+int pt_setxattr(struct pt_fs *fs, uint64_t node, const char *name, const void *value,
+                size_t size, uint32_t flags)
+{
+    char path[40];
+    struct pt_inode *in;
+    int r;
+
+    if (fs->read_only)
+        return -EROFS;
+    if (!xattr_name_allowed(name))
+        return -EOPNOTSUPP;
+    if (flags & ~(uint32_t)(XATTR_CREATE | XATTR_REPLACE))
+        return -EINVAL;
+    in = xattr_node(fs, node, path, sizeof(path), &r);
+    if (!in)
+        return r;
+    r = setxattr(path, name, value, size, (int)flags) < 0 ? -errno : 0;
+    inode_put(fs, in);
+    return r;
+}
+
+int pt_removexattr(struct pt_fs *fs, uint64_t node, const char *name)
+{
+    char path[40];
+    struct pt_inode *in;
+    int r;
+
+    if (fs->read_only)
+        return -EROFS;
+    if (!xattr_name_allowed(name))
+        return -EOPNOTSUPP;
+    in = xattr_node(fs, node, path, sizeof(path), &r);
+    if (!in)
+        return r;
+    r = removexattr(path, name) < 0 ? -errno : 0;
+    inode_put(fs, in);
+    return r;
+}
+
 /* ---- open files ---- */
 
 /* The guest's open flags we pass on; creation and path flags are ours. */
@@ -961,7 +1094,8 @@ long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t s
     return n < 0 ? -errno : n;
 }
 
-long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const void *buf, size_t size)
+long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
+              int count)
 {
     int r;
     struct pt_handle *h;
@@ -972,7 +1106,7 @@ long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const void *buf, s
     h = file_get(fs, fh, false, &r);
     if (!h)
         return r;
-    n = offset > INT64_MAX ? (errno = EINVAL, -1) : pwrite(h->fd, buf, size, (off_t)offset);
+    n = offset > INT64_MAX ? (errno = EINVAL, -1) : pwritev(h->fd, iov, count, (off_t)offset);
     handle_put(fs, h);
     return n < 0 ? -errno : n;
 }
