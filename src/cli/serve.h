@@ -11,6 +11,7 @@ struct serve_options {
     bool trace_boot;
     bool json;
     const char *trace_until;
+    const char *hostname; /* --hostname: this start's, sent to the guest agent */
 };
 
 struct server;
