@@ -226,12 +226,13 @@ static const struct vm_option vm_option_table[] = {
     {"disk", 'd', "PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]", BOOTS, 0,
      "a virtio-blk disk (repeatable): read-only, the serial\n"
      "the guest reads, O_DIRECT", parse_disk},
-    {"share", 0, "DIR[:TAG][,ro]", BOOTS | START, 0,
+    {"share", 0, "DIR[:TAG][,ro]", BOOTS | START | CREATE, 0,
      "the host folder DIR as virtio-fs TAG (repeatable; default\n"
      "tag: DIR's name); appliances mount it at /mnt/TAG. A\n"
      "bundle keeps the tags, not the folders: start gives each\n"
      "tag its folder again (a guest saved with it mounted goes\n"
-     "on: its files are found again by path)", parse_share},
+     "on: its files are found again by path); an instance keeps\n"
+     "create's folders, a start's --share remaps a tag", parse_share},
     {"hostname", 0, "NAME", RUN | START, 0,
      "the guest's hostname for this run or start, set by its\n"
      "agent (appliances run one) as soon as it answers", parse_hostname},

@@ -111,6 +111,10 @@ static int instance_boot_config(const char *name, const struct instance *i, stru
         cfg->mem_bytes = i->boot.mem_bytes;
     cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
     cfg->disk_count = 1;
+    /* create --share: the folders a start maps by default (--share remaps). */
+    for (unsigned k = 0; k < i->boot.share_count; k++)
+        cfg->shares[k] = i->boot.shares[k];
+    cfg->share_count = i->boot.share_count;
     return 0;
 }
 

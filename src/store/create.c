@@ -103,7 +103,10 @@ int store_create_from(struct store *s, const struct store_create_request *q)
         .state = state,
         .cpus = q->cpus ? q->cpus : cfg.cpus,
         .mem_bytes = q->mem_bytes ? q->mem_bytes : cfg.mem_bytes,
+        .share_count = q->share_count <= VM_MAX_SHARES ? q->share_count : VM_MAX_SHARES,
     };
+    for (unsigned i = 0; i < boot.share_count; i++)
+        boot.shares[i] = q->shares[i];
     if (r == 0)
         r = store_create(s, q->name, top, &boot);
     free(appliance_cmdline);
