@@ -922,6 +922,15 @@ long pt_listxattr(struct pt_fs *fs, uint64_t node, char *buf, size_t size)
     return n < 0 ? -errno : (long)kept;
 }
 
+/* The node whose attribute name a set or remove changes (as xattr_node),
+ * once the share and the name allow the change. */
+static struct pt_inode *xattr_change(struct pt_fs *fs, uint64_t node, const char *name,
+                                     char *path, size_t cap, int *err)
+{
+    *err = fs->read_only ? -EROFS : !xattr_name_allowed(name) ? -EOPNOTSUPP : 0;
+    return *err ? NULL : xattr_node(fs, node, path, cap, err);
+}
+
 int pt_setxattr(struct pt_fs *fs, uint64_t node, const char *name, const void *value,
                 size_t size, uint32_t flags)
 {
@@ -929,14 +938,9 @@ int pt_setxattr(struct pt_fs *fs, uint64_t node, const char *name, const void *v
     struct pt_inode *in;
     int r;
 
-    if (fs->read_only)
-        return -EROFS;
-    if (!xattr_name_allowed(name))
-        return -EOPNOTSUPP;
     if (flags & ~(uint32_t)(XATTR_CREATE | XATTR_REPLACE))
-        return -EINVAL;
-    in = xattr_node(fs, node, path, sizeof(path), &r);
-    if (!in)
+        return fs->read_only ? -EROFS : -EINVAL;
+    if (!(in = xattr_change(fs, node, name, path, sizeof(path), &r)))
         return r;
     r = setxattr(path, name, value, size, (int)flags) < 0 ? -errno : 0;
     inode_put(fs, in);
@@ -949,12 +953,7 @@ int pt_removexattr(struct pt_fs *fs, uint64_t node, const char *name)
     struct pt_inode *in;
     int r;
 
-    if (fs->read_only)
-        return -EROFS;
-    if (!xattr_name_allowed(name))
-        return -EOPNOTSUPP;
-    in = xattr_node(fs, node, path, sizeof(path), &r);
-    if (!in)
+    if (!(in = xattr_change(fs, node, name, path, sizeof(path), &r)))
         return r;
     r = removexattr(path, name) < 0 ? -errno : 0;
     inode_put(fs, in);

@@ -1159,8 +1159,10 @@ scenario_vsock() {
             [ -z "${started_vs:-}" ] || n=$b-r2
             started_vs=1
         fi
+        local identity=()
+        [ "$n" != vs-r2 ] || identity=(--hostname restored-2)
         t0=$(ms_now)
-        "$SMOLVM" start "$work/$b.smolmachine" --detach --name "$n" > /dev/null 2> "$work/$n-start.err"
+        "$SMOLVM" start "$work/$b.smolmachine" --detach --name "$n" "${identity[@]}" > /dev/null 2> "$work/$n-start.err"
         t1=$(ms_now)
         out=$("$SMOLVM" exec "$n" -- echo restored 2> "$work/$n-exec.err")
         rc=$?
@@ -1171,6 +1173,14 @@ scenario_vsock() {
             test "$rc" -eq 0 -a "$out" = restored
     done
     unset started_vs
+    # The hello after the start (its own thread) names the guest.
+    for i in $(seq 1 50); do
+        out=$("$SMOLVM" exec vs-r2 -- hostname 2>/dev/null)
+        [ "$out" != restored-2 ] || break
+        sleep 0.1
+    done
+    expect vsock-restored-hostname "start --hostname: the restored guest takes this start's hostname" \
+        test "$out" = restored-2
     out=$("$SMOLVM" exec vs-r -- date +%s)
     expect vsock-restored-clock "the restored guest's clock is the host's after an exec" \
         eval 'test $(( $(date +%s) - ${out:-0} )) -le 2'
