@@ -257,7 +257,7 @@ int pt_release(struct pt_fs *fs, uint64_t fh)
 
 /* ---- set-up ---- */
 
-static void limits_from_rlimit(struct pt_limits *l)
+void pt_vm_limits(struct pt_limits *l, unsigned shares)
 {
     struct rlimit r;
     uint64_t fds = 1024;
@@ -276,10 +276,14 @@ static void limits_from_rlimit(struct pt_limits *l)
         if (getrlimit(RLIMIT_NOFILE, &r) == 0)
             fds = r.rlim_cur == RLIM_INFINITY ? UINT32_MAX : r.rlim_cur;
     }
-    /* Half the descriptors for nodes, an eighth for open files: the rest
-     * stays for the VMM (disks, sockets, other shares). */
+    /* Half the descriptors for nodes, an eighth for open files, split
+     * between the VM's shares: the rest stays for the VMM (disks, sockets). */
+    if (shares == 0)
+        shares = 1;
     l->max_inodes = fds / 2 < DEFAULT_MAX_INODES ? (uint32_t)(fds / 2) : DEFAULT_MAX_INODES;
     l->max_handles = fds / 8 < DEFAULT_MAX_HANDLES ? (uint32_t)(fds / 8) : DEFAULT_MAX_HANDLES;
+    l->max_inodes = l->max_inodes / shares > 2 ? l->max_inodes / shares : 2;
+    l->max_handles = l->max_handles / shares > 1 ? l->max_handles / shares : 1;
 }
 
 static int open_root(struct pt_fs *fs, const char *root)
@@ -311,7 +315,7 @@ int pt_new(const char *root, bool read_only, const struct pt_limits *limits, str
     if (limits)
         l = *limits;
     else
-        limits_from_rlimit(&l);
+        pt_vm_limits(&l, 1);
     if (l.max_inodes < 2 || l.max_handles < 1)
         return err_plain(EMFILE, "shared folder %s: too few descriptors", root);
     fs = calloc(1, sizeof(*fs));

@@ -27,8 +27,13 @@ struct pt_limits {
     uint32_t max_handles; /* open files and directories */
 };
 
-/* Opens root (a directory) for serving. limits NULL: defaults sized from
- * RLIMIT_NOFILE (raised to its hard limit). 0, or a negative errno with
+/* The limits of each of a VM's shares: the descriptors RLIMIT_NOFILE
+ * gives (raised to its hard limit) split between them, so that all the
+ * VM's shares together cannot exhaust the VMM's descriptors. */
+void pt_vm_limits(struct pt_limits *l, unsigned shares);
+
+/* Opens root (a directory) for serving. limits NULL: pt_vm_limits() of one
+ * share. 0, or a negative errno with
  * an err_set() message naming root. */
 int pt_new(const char *root, bool read_only, const struct pt_limits *limits, struct pt_fs **out)
     __attribute__((warn_unused_result));

@@ -999,6 +999,21 @@ static void locks_stay_in_the_guest(void **state)
     stop();
 }
 
+/* A VM's shares split the descriptors between them: eight shares hold no
+ * more nodes and files together than one does alone. */
+static void limits_per_vm(void **state)
+{
+    struct pt_limits one, eight;
+    (void)state;
+
+    pt_vm_limits(&one, 1);
+    pt_vm_limits(&eight, 8);
+    assert_true(one.max_inodes >= 8 && one.max_handles >= 8);
+    assert_true(8ull * eight.max_inodes <= one.max_inodes);
+    assert_true(8ull * eight.max_handles <= one.max_handles);
+    assert_true(eight.max_inodes > 0 && eight.max_handles > 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -1027,6 +1042,7 @@ int main(void)
         cmocka_unit_test(write_from_chain),
         cmocka_unit_test(xattrs),
         cmocka_unit_test(locks_stay_in_the_guest),
+        cmocka_unit_test(limits_per_vm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -340,7 +340,9 @@ static int fs_create(struct vm *vm, const struct device_slot *slot, void **state
     }
     for (unsigned i = 0; i < MAX_JOBS; i++)
         d->free_jobs[d->free_count++] = i;
-    r = pt_new(cfg->path, cfg->read_only, NULL, &d->pt);
+    struct pt_limits limits;
+    pt_vm_limits(&limits, vm_config(vm)->share_count);
+    r = pt_new(cfg->path, cfg->read_only, &limits, &d->pt);
     if (r == 0) {
         d->server = fuse_server_new(d->pt);
         r = d->server ? 0 : err_set(ENOMEM, "virtio-fs");
