@@ -1202,10 +1202,33 @@ scenario_vsock() {
 
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
+# Two appliance VMs on one host folder (issue 21): each sees what the other
+# writes, create --share gives an instance its folder, and the host's view
+# agrees.
+scenario_shares_two_vms() {
+    local app=$work/app2 dir=$work/two-share out1 out2
+    mkdir -p "$dir" && echo from-host > "$dir/host"
+    "$SMOLVM" image build -o "$app" > "$work/two-build.out" 2>&1
+    "$SMOLVM" run --detach --name two1 --mem 256M --share "$dir:w" "$app" > /dev/null 2> "$work/two1.err"
+    "$SMOLVM" create two2 --from "$app" --share "$dir:w" > /dev/null 2> "$work/two2-create.err"
+    "$SMOLVM" start two2 --detach --name two2 > /dev/null 2> "$work/two2.err"
+    "$SMOLVM" exec --wait "$BOOT_TIMEOUT" two1 -- sh -c 'echo from-one > /mnt/w/one' 2>> "$work/two1.err"
+    "$SMOLVM" exec --wait "$BOOT_TIMEOUT" two2 -- sh -c 'echo from-two > /mnt/w/two' 2>> "$work/two2.err"
+    out1=$("$SMOLVM" exec two1 -- cat /mnt/w/two /mnt/w/host 2>&1)
+    out2=$("$SMOLVM" exec two2 -- cat /mnt/w/one 2>&1)
+    cp "$work/two1.err" "$work/two2.err" "$work/two2-create.err" "$results/" 2>/dev/null
+    expect shares-two-vms "two VMs on one folder (one of them an instance made with create --share) see each other's files" \
+        eval 'test "$out1" = "$(printf "from-two\nfrom-host")" -a "$out2" = from-one && test "$(cat "$dir/one" "$dir/two")" = "$(printf "from-one\nfrom-two")"'
+    "$SMOLVM" stop two1 > /dev/null 2>&1
+    "$SMOLVM" stop two2 > /dev/null 2>&1
+    "$SMOLVM" rm two2 > /dev/null 2>&1
+}
+
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach appliance instances bundle_refusals
-    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net"
+    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net
+    shares_two_vms"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
