@@ -26,10 +26,14 @@
 #define SOCKET_BUFFER (1 << 20) /* frames queued each way before senders wait */
 #define MAX_HELPER_ARGS (5 + 2 * VM_MAX_PORT_FORWARDS + 1)
 
+#define VNET_HDR_BYTES 12 /* struct virtio_net_hdr_v1 */
+
 struct net_backend {
     int fd;
     bool socket;  /* else a TAP: read() and write() */
+    bool with_header; /* a TAP with IFF_VNET_HDR */
     pid_t helper; /* 0: none */
+    bool greeting; /* the helper's first message is still to come */
 };
 
 int net_helper_path(char *out, size_t size)
@@ -85,24 +89,36 @@ static void __attribute__((noreturn)) exec_helper(const char *path, char **argv,
     _exit(127);
 }
 
-/* The helper's first message: ready, or why it cannot serve (a taken port). */
-static int await_helper(struct net_backend *b, const char *path)
+/* The helper's first message, received: ready, or why it cannot serve (a
+ * taken port). */
+static int helper_greeting(struct net_backend *b, int flags)
 {
-    struct pollfd p = {.fd = b->fd, .events = POLLIN};
     char msg[256];
     ssize_t n;
 
-    if (poll(&p, 1, HELPER_START_MS) <= 0)
-        return err_plain(ETIMEDOUT, "%s did not answer within %d s", path, HELPER_START_MS / 1000);
-    n = recv(b->fd, msg, sizeof(msg) - 1, 0);
+    do
+        n = recv(b->fd, msg, sizeof(msg) - 1, flags);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EWOULDBLOCK)
+        return -EAGAIN;
+    b->greeting = false;
     if (n <= 0)
-        return err_plain(EIO, "%s exited at start (is libslirp installed?)", path);
+        return err_plain(EIO, "smolvm-net exited at start (is libslirp installed?)");
     msg[n] = '\0';
     if (strcmp(msg, NET_HELPER_READY) == 0)
         return 0;
     if (strncmp(msg, NET_HELPER_ERROR, strlen(NET_HELPER_ERROR)) == 0)
         return err_plain(EIO, "--net user: %s", msg + strlen(NET_HELPER_ERROR));
-    return err_plain(EIO, "%s: unexpected first message", path);
+    return err_plain(EIO, "smolvm-net: unexpected first message");
+}
+
+static int await_helper(struct net_backend *b, const char *path)
+{
+    struct pollfd p = {.fd = b->fd, .events = POLLIN};
+
+    if (poll(&p, 1, HELPER_START_MS) <= 0)
+        return err_plain(ETIMEDOUT, "%s did not answer within %d s", path, HELPER_START_MS / 1000);
+    return helper_greeting(b, 0);
 }
 
 static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
@@ -142,14 +158,20 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
         b->helper = 0;
         return err_set(errno, "fork");
     }
-    return await_helper(b, path);
+    /* A forward's host port may be taken: run fails at once, saying so.
+     * Without forwards nothing can fail but the helper itself: the VM
+     * boots meanwhile, its frames wait in the socket, and the greeting is
+     * read before the first frame back (net_backend_recv). */
+    b->greeting = true;
+    return cfg->forward_count ? await_helper(b, path) : 0;
 }
 
 /* An existing TAP (one the user may open: 'ip tuntap add NAME mode tap
  * user USER'), or a new one when we may make it (root; it goes with us). */
 static int open_tap(const char *name, struct net_backend *b)
 {
-    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI};
+    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR};
+    int header = VNET_HDR_BYTES;
 
     b->fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (b->fd < 0)
@@ -158,6 +180,28 @@ static int open_tap(const char *name, struct net_backend *b)
     if (ioctl(b->fd, TUNSETIFF, &ifr) < 0)
         return err_set(errno, "--net tap=%s: cannot attach (make it first: 'ip tuntap add %s "
                               "mode tap user $USER')", name, name);
+    /* The guest's header goes with each frame: the host's kernel completes
+     * checksums and segments, as the guest negotiated (offloads off until
+     * then). */
+    if (ioctl(b->fd, TUNSETVNETHDRSZ, &header) < 0 || ioctl(b->fd, TUNSETOFFLOAD, 0) < 0)
+        return err_set(errno, "--net tap=%s: virtio-net headers", name);
+    b->with_header = true;
+    return 0;
+}
+
+bool net_backend_with_header(const struct net_backend *b)
+{
+    return b->with_header;
+}
+
+int net_backend_set_offloads(struct net_backend *b, bool csum, bool tso4, bool tso6)
+{
+    unsigned long flags = 0;
+
+    if (csum) /* segments need checksums left to the receiver */
+        flags = TUN_F_CSUM | (tso4 ? TUN_F_TSO4 : 0) | (tso6 ? TUN_F_TSO6 : 0);
+    if (ioctl(b->fd, TUNSETOFFLOAD, flags) < 0)
+        return err_set(errno, "TAP offloads");
     return 0;
 }
 
@@ -238,6 +282,12 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len)
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap)
 {
     ssize_t n;
+
+    if (b->greeting && (n = helper_greeting(b, MSG_DONTWAIT)) < 0) {
+        if (n != -EAGAIN)
+            fprintf(stderr, "smolvm: %s\n", err_msg());
+        return n == -EAGAIN ? n : -EIO;
+    }
 
     do /* a TAP truncates silently: cap is more than any frame it passes */
         n = b->socket ? recv(b->fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC) : read(b->fd, buf, cap);

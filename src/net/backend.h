@@ -1,6 +1,7 @@
 /* Where the guest's Ethernet frames go: a backend is one file descriptor on
  * which each read and each write is one whole frame (a SOCK_SEQPACKET
- * socket, or a TAP device), polled by the NIC's own thread.
+ * socket, or a TAP device, then with the virtio-net header in front),
+ * polled by the NIC's own thread.
  *
  * --net user runs libslirp in a helper process, smolvm-net, found beside
  * the smolvm executable (or at $SMOLVM_NET_HELPER): smolvm is one static
@@ -10,6 +11,7 @@
 #ifndef SMOLVM_NET_BACKEND_H
 #define SMOLVM_NET_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -23,8 +25,11 @@
 
 struct net_backend;
 
-/* Opens the backend cfg names (VM_NET_USER: starts the helper and waits for
- * its first message: a forward whose host port is taken fails here).
+/* Opens the backend cfg names. VM_NET_USER starts the helper; with
+ * forwards it waits for the helper's first message (a forward whose host
+ * port is taken fails here), without them it does not wait: frames sent
+ * meanwhile queue in the socket, and a helper that cannot serve shows on
+ * the first net_backend_recv (a message, and the backend is gone).
  * Message and <0 on failure. */
 int net_backend_open(const struct vm_net_config *cfg, struct net_backend **out)
     __attribute__((warn_unused_result));
@@ -41,6 +46,16 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len);
  * were stored and the frame is to be dropped), -EAGAIN when none waits,
  * 0 or another negative errno when the backend is gone. */
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap);
+
+/* Whether each frame each way carries a virtio-net header (12 bytes,
+ * num_buffers included) in front: a TAP, opened with IFF_VNET_HDR. */
+bool net_backend_with_header(const struct net_backend *b);
+
+/* For such a backend: what it may send with the header, as the guest
+ * negotiated (checksums left partial, TCP segments up to 64 KiB over
+ * IPv4, IPv6). Message and <0 on failure. */
+int net_backend_set_offloads(struct net_backend *b, bool csum, bool tso4, bool tso6)
+    __attribute__((warn_unused_result));
 
 /* The helper's path: $SMOLVM_NET_HELPER, else smolvm-net beside this
  * executable. */

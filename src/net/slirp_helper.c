@@ -11,6 +11,10 @@
  * loopback too) at the gateway 10.0.2.2, DNS forwarded at 10.0.2.3, the
  * guest leased 10.0.2.15 by DHCP; IPv6 fec0::/64 by router advertisement.
  *
+ * Frames move in batches each way (recvmmsg, sendmmsg): what slirp sends the
+ * guest during one round of the loop leaves in one call before we poll
+ * again, so the VMM wakes once per batch rather than once per frame.
+ *
  * Frames for a guest that does not read are dropped once the socket is full
  * (TCP retransmits): memory here does not grow with a stalled guest. */
 #include <arpa/inet.h>
@@ -31,7 +35,16 @@
 #include "net/backend.h"
 
 #define GUEST_ERRORS_SHOWN 10
-#define FRAMES_PER_WAKE 64
+#define BATCH 64          /* frames per recvmmsg/sendmmsg */
+#define BATCH_FRAME 1536  /* the largest frame either side passes: MTU 1500 + headers */
+
+/* Frames in one direction, gathered for one system call. */
+struct batch {
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    uint8_t frames[BATCH][BATCH_FRAME];
+    unsigned count;
+};
 
 struct timer {
     SlirpTimerCb cb;
@@ -46,6 +59,7 @@ struct helper {
     struct pollfd *fds;
     size_t nfds, cap;
     struct timer *timers;
+    struct batch to_guest, from_guest;
     unsigned long long dropped;
     unsigned guest_errors;
 };
@@ -57,16 +71,52 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Sends the frames gathered for the guest; those the socket has no room
+ * for are dropped (the guest is not reading: TCP will retransmit). */
+static void flush_to_guest(struct helper *h)
+{
+    struct batch *b = &h->to_guest;
+    unsigned sent = 0;
+
+    while (sent < b->count) {
+        int n = sendmmsg(h->fd, b->msgs + sent, b->count - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (unsigned)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else { /* full (EAGAIN, ENOBUFS), or the VMM is gone: the loop sees that */
+            h->dropped += b->count - sent;
+            break;
+        }
+    }
+    b->count = 0;
+}
+
 static ssize_t send_packet(const void *buf, size_t len, void *opaque)
 {
     struct helper *h = opaque;
+    struct batch *b = &h->to_guest;
 
-    if (send(h->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
-            return -1;
-        h->dropped++; /* the guest is not reading: TCP will retransmit */
+    if (len > BATCH_FRAME) { /* slirp's MTU is ours: never */
+        h->dropped++;
+        return (ssize_t)len;
     }
+    if (b->count == BATCH)
+        flush_to_guest(h);
+    memcpy(b->frames[b->count], buf, len);
+    b->iov[b->count].iov_len = len;
+    b->msgs[b->count].msg_hdr.msg_iovlen = 1;
+    b->count++;
     return (ssize_t)len;
+}
+
+static void batch_init(struct batch *b)
+{
+    for (unsigned i = 0; i < BATCH; i++) {
+        b->iov[i] = (struct iovec){.iov_base = b->frames[i], .iov_len = BATCH_FRAME};
+        b->msgs[i].msg_hdr = (struct msghdr){.msg_iov = &b->iov[i], .msg_iovlen = 1};
+    }
+    b->count = 0;
 }
 
 static void guest_error(const char *msg, void *opaque)
@@ -191,18 +241,24 @@ static uint32_t run_timers(struct helper *h)
     return next <= now ? 0 : (uint32_t)(next - now < INT_MAX ? next - now : INT_MAX);
 }
 
-/* Frames from the guest; false when the VMM has gone. */
+/* Frames from the guest, a batch of them; false when the VMM has gone. A
+ * frame larger than the VMM passes (truncated) is dropped. */
 static bool take_frames(struct helper *h)
 {
-    static uint8_t frame[NET_MAX_FRAME];
+    struct batch *b = &h->from_guest;
+    int n;
 
-    for (int i = 0; i < FRAMES_PER_WAKE; i++) {
-        ssize_t n = recv(h->fd, frame, sizeof(frame), MSG_DONTWAIT);
-        if (n < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-        if (n == 0)
-            return false;
-        slirp_input(h->slirp, frame, (int)n);
+    for (int i = 0; i < BATCH; i++)
+        b->iov[i].iov_len = BATCH_FRAME;
+    n = recvmmsg(h->fd, b->msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    for (int i = 0; i < n; i++) {
+        unsigned len = b->msgs[i].msg_len;
+        if (len == 0)
+            return false; /* end of file: the VMM has gone */
+        if (!(b->msgs[i].msg_hdr.msg_flags & MSG_TRUNC))
+            slirp_input(h->slirp, b->frames[i], (int)len);
     }
     return true;
 }
@@ -213,6 +269,7 @@ static void serve(struct helper *h)
         uint32_t timeout = run_timers(h);
         int r;
 
+        flush_to_guest(h); /* what this round made, before we sleep */
         h->nfds = 0;
         add_poll(h->fd, SLIRP_POLL_IN, h);
         slirp_pollfds_fill(h->slirp, &timeout, add_poll, h);
@@ -286,7 +343,7 @@ static Slirp *new_slirp(struct helper *h, bool restricted, bool ipv6)
 
 int main(int argc, char **argv)
 {
-    struct helper h = {.fd = -1};
+    static struct helper h = {.fd = -1}; /* its batches are 200 KiB */
     bool restricted = false, ipv6 = true;
     char why[200] = "";
     int i;
@@ -305,6 +362,8 @@ int main(int argc, char **argv)
         else
             break;
     }
+    batch_init(&h.to_guest);
+    batch_init(&h.from_guest);
     if (h.fd < 0) {
         fprintf(stderr, "usage: smolvm-net --fd=N [--restrict] [-p FORWARD]... "
                         "(started by smolvm run --net user)\n");

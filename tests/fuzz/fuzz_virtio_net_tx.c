@@ -1,7 +1,8 @@
 /* libFuzzer target: arbitrary guest memory holding a transmit queue,
  * walked by the virtqueue code and each chain turned into a frame by
  * virtio-net's transmit path (header checks, size limits, checksum
- * completion), with and without checksum offload negotiated, then through
+ * completion), with and without checksum offload negotiated, or passed on
+ * whole with TSO as a TAP takes it (virtio_net_tx_with_header), then through
  * the egress allowlist of --net user,allow=. Any crash,
  * sanitizer report or hang is a bug; drops and refusals are expected. */
 
@@ -11,6 +12,7 @@
 
 #include "devices/virtio/net.h"
 #include "devices/virtio/queue.h"
+#include "net/backend.h"
 #include "net/config.h"
 #include "net/filter.h"
 
@@ -22,6 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct guest_memory mem;
 static struct virtq_chain chain;
 static uint8_t frame[VIRTIO_NET_MAX_FRAME];
+static uint8_t big_frame[VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME];
 static struct vm_net_config allowlist;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -61,13 +64,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int r;
         if (virtq_pop(&q, &chain) <= 0)
             break;
-        r = virtio_net_tx_frame(&chain, data[1] & 2, frame, &len);
-        if (r < 0)
-            break;
-        if (r == 0 && (len < VIRTIO_NET_MIN_FRAME || len > VIRTIO_NET_MAX_FRAME))
-            abort(); /* a frame no peer may see went out */
-        if (r == 0)
-            (void)net_egress_allowed(&allowlist, frame, len);
+        if (data[1] & 4) { /* a TAP's way: the header passed on, TSO as data[1] says */
+            r = virtio_net_tx_with_header(&chain, data[1] & 2, data[1] & 8, data[1] & 16,
+                                          big_frame, &len);
+            if (r < 0)
+                break;
+            if (r == 0 && (len < VIRTIO_NET_HDR_BYTES + VIRTIO_NET_MIN_FRAME ||
+                           len > VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME ||
+                           (big_frame[1] == 0 && len > VIRTIO_NET_HDR_BYTES + VIRTIO_NET_MAX_FRAME)))
+                abort(); /* a frame no peer may see went out */
+        } else {
+            r = virtio_net_tx_frame(&chain, data[1] & 2, frame, &len);
+            if (r < 0)
+                break;
+            if (r == 0 && (len < VIRTIO_NET_MIN_FRAME || len > VIRTIO_NET_MAX_FRAME))
+                abort(); /* a frame no peer may see went out */
+            if (r == 0)
+                (void)net_egress_allowed(&allowlist, frame, len);
+        }
         if (virtq_push(&q, chain.head, 0) < 0)
             break;
     }

@@ -184,10 +184,33 @@ case "$test" in
             sleep 1
         done
         echo "GUEST-NET-IPV6=$(ip -6 -o addr show dev eth0 | grep -o 'fec0:[0-9a-f:]*' | head -n 1)"
+        # A name the host's resolver knows, through the NAT's DNS forwarder.
+        echo "GUEST-NET-DNS=$(nslookup smolvm-dns-check.test 10.0.2.3 2>&1 |
+            awk '/^Name:/ { n = 1 } n && /^Address/ { print $NF; exit }')"
+        # iperf3 (initrd-net): to the host's server at the gateway, and a
+        # server of our own for the host's client through -p.
+        if [ -x /usr/bin/iperf3 ]; then
+            echo "GUEST-NET-IPERF-UP=$(/usr/bin/iperf3 -c 10.0.2.2 -p "$((port + 10))" -t 2 -f m \
+                --connect-timeout 3000 2>&1 | awk '/receiver/ { print $(NF - 2); exit }')"
+            /usr/bin/iperf3 -s -D -p 5201
+        fi
         echo guest-says-hi > /www/index.html
         httpd -p 80 -h /www && echo GUEST-NET-SERVING
         read -r line
         echo "GUEST-NET-DONE $line"
+        ;;
+    tap)
+        # --net tap: a static address on the L1's TAP network (10.9.0.0/24,
+        # the L1 at .254), iperf3 both ways through the host kernel's
+        # segmentation offloads, until a line arrives on the console.
+        load_modules
+        ip link set eth0 up
+        ip addr add 10.9.0.1/24 dev eth0
+        echo "GUEST-TAP-IPERF-UP=$(/usr/bin/iperf3 -c 10.9.0.254 -p 5202 -t 2 -f m \
+            --connect-timeout 3000 2>&1 | awk '/receiver/ { print $(NF - 2); exit }')"
+        /usr/bin/iperf3 -s -D -p 5201 && echo GUEST-TAP-SERVING
+        read -r line
+        echo "GUEST-TAP-DONE $line"
         ;;
     netbench)
         # TCP throughput both ways with the host's servers at the gateway

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds (once, cached by content) the busybox initrd of the nested test
-# guests and prints its path. Also extracts the PVH vmlinux from the host's
-# bzImage when asked: guest-initrd.sh vmlinux
+# guests and prints its path (initrd-net: the net scenario's, with iperf3).
+# Also extracts the PVH vmlinux from the host's bzImage when asked:
+# guest-initrd.sh vmlinux
 set -euo pipefail
 here=$(dirname "$(realpath "$0")")
 cache=${SMOLVM_CACHE:-$HOME/.cache/smolvm-ci}
@@ -38,6 +39,28 @@ build_initrd() {
     echo "$out"
 }
 
+# The net scenario's guest: the initrd above with iperf3 (Debian's, linked
+# dynamically) and the libraries it loads appended as a second archive,
+# which the kernel unpacks over the first.
+build_net_initrd() {
+    local base key out stage f
+    base=$(build_initrd)
+    key=$( (cat "$base" /usr/bin/iperf3; ldd /usr/bin/iperf3) | sha256sum | cut -c1-16)
+    out=$cache/guest-net-$key.cpio
+    if [ ! -s "$out" ]; then
+        stage=$(mktemp -d)
+        for f in /usr/bin/iperf3 $(ldd /usr/bin/iperf3 | grep -o '/[^ ]*'); do
+            mkdir -p "$stage$(dirname "$f")"
+            cp -L "$f" "$stage$f"
+        done
+        cp "$base" "$out.tmp"
+        (cd "$stage" && find . | cpio -o -H newc --quiet) >> "$out.tmp"
+        mv "$out.tmp" "$out"
+        rm -rf "$stage"
+    fi
+    echo "$out"
+}
+
 # Debian's vmlinuz carries an xz-compressed ELF vmlinux with a PVH note.
 extract_vmlinux() {
     local kernel=/boot/vmlinuz-$kver out offset
@@ -56,5 +79,6 @@ extract_vmlinux() {
 
 case "${1:-initrd}" in
     initrd) build_initrd ;;
+    initrd-net) build_net_initrd ;;
     vmlinux) extract_vmlinux ;;
 esac

@@ -8,6 +8,7 @@ results=$1
 # shellcheck source=/dev/null
 . "$results/params.sh"
 : "${SMOLVM:?}" "${SMOLVM_ASAN:=$SMOLVM}" "${KERNEL:?}" "${INITRD:?}" "${VMLINUX:=}"
+: "${INITRD_NET:=$INITRD}" "${DNS_ANSWER:=}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-nested.XXXXXX")
 summary=$results/summary
 # Control sockets and instance files of the VMs under test stay in $work.
@@ -819,6 +820,12 @@ scenario_readonly_home() {
     done
 }
 
+# positive NAME KEY: NAME's console has KEY=N with N > 0 (0.86 too).
+positive() {
+    tr -d '\r' < "$work/$1.out" | awk -F= -v key="$2" '$1 == key { found = $2 + 0 > 0 }
+        END { exit !found }'
+}
+
 # fetch URL: the body, or nothing (retried for 20 s: a resumed guest's NAT
 # learns where it is from its first packets).
 fetch() {
@@ -831,22 +838,35 @@ fetch() {
 
 # virtio-net with --net user, judged by the guest's own virtio_net driver
 # and busybox: a DHCP lease, an HTTP fetch from a server on this host at the
-# gateway, a host fetch of the guest's server through -p; the VM saved and
-# started twice with remapped forwards, both answering with no work in the
-# guest; restrict refusing outbound; no smolvm-net left behind.
+# gateway, a name looked up through the NAT's DNS forwarder (this host's
+# resolver: our own on 127.0.0.1, the L1 has no network), iperf3 both ways
+# (to this host at the gateway, from it through -p), a host fetch of the
+# guest's server through -p; the VM saved and started twice with remapped
+# forwards, both answering with no work in the guest; restrict refusing
+# outbound; no smolvm-net left behind.
 scenario_net() {
     local www=$work/www hport=18080 bundle=$work/net.smolmachine host_pid body b c
+    local dns_pid iperf_pid down
     ip link set lo up 2>/dev/null || busybox ip link set lo up
     mkdir -p "$www" && echo host-says-hi > "$www/index.html"
     busybox httpd -f -p "127.0.0.1:$hport" -h "$www" &
     host_pid=$!
+    echo nameserver 127.0.0.1 > "$work/resolv.conf"
+    mount --bind "$work/resolv.conf" /etc/resolv.conf
+    "$DNS_ANSWER" smolvm-dns-check.test=192.0.2.7 2> "$results/dns-answer.err" &
+    dns_pid=$!
+    iperf3 -s -p $((hport + 10)) > "$results/net-iperf-server.out" 2>&1 &
+    iperf_pid=$!
     sleep 1
     fetch "http://127.0.0.1:$hport/" > "$work/net-host-self.out"
     cp "$work/net-host-self.out" "$results/" 2>/dev/null
-    background net run --name net-a --net user -p 127.0.0.1:18081:80 --kernel "$KERNEL" \
-        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
+    background net run --name net-a --net user -p 127.0.0.1:18081:80 -p 127.0.0.1:18084:5201 \
+        --kernel "$KERNEL" --initrd "$INITRD_NET" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=net smolvm.port=$hport"
     wait_for net GUEST-NET-SERVING
     body=$(fetch http://127.0.0.1:18081/)
+    iperf3 -c 127.0.0.1 -p 18084 -t 2 -f m > "$results/net-iperf-down.out" 2>&1
+    down=$(awk '/receiver/ { print $(NF - 2); exit }' "$results/net-iperf-down.out")
     "$SMOLVM" save net-a -o "$bundle" > "$work/net-save.out" 2>&1
     finish net
     "$SMOLVM" start "$bundle" --name net-b -p 127.0.0.1:18082:80 --detach > /dev/null 2>&1
@@ -865,8 +885,15 @@ scenario_net() {
     wait_for net-allow GUEST-NET-SERVING
     echo quit >&7
     finish net-allow
-    kill "$host_pid" 2>/dev/null
+    kill "$host_pid" "$dns_pid" "$iperf_pid" 2>/dev/null
+    umount /etc/resolv.conf
     sleep 2
+    expect net-dns "the guest looked a name up through the NAT's DNS forwarder" \
+        has net "GUEST-NET-DNS=192.0.2.7"
+    expect net-iperf-guest-to-host "iperf3 from the guest to this host at the gateway (Mbit/s)" \
+        positive net GUEST-NET-IPERF-UP
+    expect net-iperf-host-to-guest "iperf3 from this host to the guest through -p: ${down:-none} Mbit/s" \
+        eval 'echo "${down:-0}" | grep -q "[1-9]"'
     expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
     expect net-ipv6 "the guest took a fec0::/64 address from the NAT's router advertisement" \
         has net "GUEST-NET-IPV6=fec0:"
@@ -880,7 +907,57 @@ scenario_net() {
         eval 'has net-r "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-r "GUEST-NET-FETCH=host-says-hi"'
     expect net-allow "user,allow=192.0.2.0/24: a lease, but no connection to the host" \
         eval 'has net-allow "GUEST-NET-LEASE=10.0.2.15/24" && ! has net-allow "GUEST-NET-FETCH=host-says-hi"'
+    expect net-allow-no-ipv6 "user,allow=: no IPv6 route around the IPv4 allowlist" \
+        eval 'has net-allow "GUEST-NET-IPV6=" && ! has net-allow "GUEST-NET-IPV6=fec0"'
     expect net-helper-gone "no smolvm-net outlives its VM" eval '! pidof smolvm-net > /dev/null'
+}
+
+# --net tap=IFNAME on a TAP this (root) L1 makes, judged by the guest's
+# virtio_net driver: iperf3 both ways, and frames past the 1514-byte wire
+# size seen on the TAP each way (a packet socket, tap-frames.py): the
+# guest's TCP segments went out whole for the host's kernel to cut, and the
+# kernel sent the guest whole ones (the offloads the guest negotiated).
+scenario_tap() {
+    local down sizes
+    modprobe tun 2>/dev/null # the L1 loads no more than it boots with
+    ip tuntap add smoltap0 mode tap && ip addr add 10.9.0.254/24 dev smoltap0 &&
+        ip link set smoltap0 up
+    iperf3 -s -p 5202 > "$results/tap-iperf-server.out" 2>&1 &
+    local iperf_pid=$!
+    /usr/bin/python3 - smoltap0 > "$work/tap-frames" 2> "$results/tap-frames.err" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.settimeout(1)
+most = {0: 0, 4: 0}  # PACKET_HOST (from the guest), PACKET_OUTGOING (to it)
+end = time.time() + 150
+while time.time() < end:
+    try:
+        data, addr = s.recvfrom(70000)
+    except socket.timeout:
+        continue
+    if addr[2] in most and len(data) > most[addr[2]]:
+        most[addr[2]] = len(data)
+        print("from-guest %d to-guest %d" % (most[0], most[4]), flush=True)
+PY
+    local cap_pid=$!
+    background tap run --net tap=smoltap0 --kernel "$KERNEL" --initrd "$INITRD_NET" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=tap"
+    wait_for tap GUEST-TAP-SERVING
+    iperf3 -c 10.9.0.1 -p 5201 -t 2 -f m > "$results/tap-iperf-down.out" 2>&1
+    down=$(awk '/receiver/ { print $(NF - 2); exit }' "$results/tap-iperf-down.out")
+    echo quit >&7
+    finish tap
+    kill "$iperf_pid" "$cap_pid" 2>/dev/null
+    ip link del smoltap0 2>/dev/null
+    sizes=$(tail -n 1 "$work/tap-frames")
+    cp "$work/tap-frames" "$results/" 2>/dev/null
+    expect tap-iperf-guest-to-host "iperf3 from the guest over the TAP (Mbit/s)" \
+        positive tap GUEST-TAP-IPERF-UP
+    expect tap-iperf-host-to-guest "iperf3 to the guest over the TAP: ${down:-none} Mbit/s" \
+        eval 'echo "${down:-0}" | grep -q "[1-9]"'
+    expect tap-tso "segments past 1514 bytes on the TAP both ways (largest: ${sizes:-none})" \
+        eval 'set -- $sizes; test "${2:-0}" -gt 1514 && test "${4:-0}" -gt 1514'
 }
 
 # smolvm serve drives a real VM through its REST API (curl on the unix
@@ -1227,7 +1304,7 @@ scenario_shares_two_vms() {
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach appliance instances bundle_refusals
-    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net
+    save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     shares_two_vms"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).

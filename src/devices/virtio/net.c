@@ -37,6 +37,10 @@
 #define VIRTIO_NET_F_CSUM (1ull << 0)
 #define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
 #define VIRTIO_NET_F_MTU (1ull << 3)
+#define VIRTIO_NET_F_GUEST_TSO4 (1ull << 7)
+#define VIRTIO_NET_F_GUEST_TSO6 (1ull << 8)
+#define VIRTIO_NET_F_HOST_TSO4 (1ull << 11)
+#define VIRTIO_NET_F_HOST_TSO6 (1ull << 12)
 #define VIRTIO_NET_F_MAC (1ull << 5)
 #define VIRTIO_NET_F_MRG_RXBUF (1ull << 15)
 #define VIRTIO_NET_F_STATUS (1ull << 16)
@@ -47,10 +51,17 @@
     (VIRTIO_NET_F_CSUM | VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |   \
      VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_CTRL_VQ |                 \
      VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_CTRL_MAC_ADDR)
+/* Offered only over a backend that takes the header (a TAP, IFF_VNET_HDR). */
+#define OFFLOAD_FEATURES                                                                   \
+    (VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6 | VIRTIO_NET_F_HOST_TSO4 |          \
+     VIRTIO_NET_F_HOST_TSO6)
 
 #define HDR_F_NEEDS_CSUM 1
 #define HDR_F_DATA_VALID 2
 #define HDR_GSO_NONE 0
+#define HDR_GSO_TCPV4 1
+#define HDR_GSO_TCPV6 4
+#define HDR_GSO_ECN 0x80
 #define HDR_NUM_BUFFERS 10 /* offset of num_buffers in the header */
 
 #define STATUS_LINK_UP 1
@@ -93,6 +104,16 @@ static uint16_t internet_checksum(const uint8_t *p, size_t len)
     return (uint16_t)~sum;
 }
 
+/* A transmit request is device-readable only and starts with a header. */
+static int tx_chain_check(const struct virtq_chain *c)
+{
+    if (c->readable != c->count)
+        return err_plain(EINVAL, "transmit chain with device-writable buffers");
+    if (c->readable_bytes < VIRTIO_NET_HDR_BYTES)
+        return err_plain(EINVAL, "transmit chain without a virtio-net header");
+    return 0;
+}
+
 int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t *frame,
                         size_t *len)
 {
@@ -101,10 +122,8 @@ int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t 
     uint64_t n;
     uint16_t sum;
 
-    if (c->readable != c->count)
-        return err_plain(EINVAL, "transmit chain with device-writable buffers");
-    if (c->readable_bytes < VIRTIO_NET_HDR_BYTES)
-        return err_plain(EINVAL, "transmit chain without a virtio-net header");
+    if (tx_chain_check(c) < 0)
+        return -EINVAL;
     virtq_chain_read(c, 0, hdr, sizeof(hdr)); /* read once, used from here */
     n = c->readable_bytes - VIRTIO_NET_HDR_BYTES;
     if (n > VIRTIO_NET_MAX_FRAME || n < VIRTIO_NET_MIN_FRAME || hdr[1] != HDR_GSO_NONE)
@@ -127,6 +146,33 @@ int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t 
     return 0;
 }
 
+int virtio_net_tx_with_header(const struct virtq_chain *c, bool csum_offload, bool host_tso4,
+                              bool host_tso6, uint8_t *out, size_t *len)
+{
+    uint8_t *hdr = out;
+    uint64_t n;
+    unsigned gso;
+
+    if (tx_chain_check(c) < 0)
+        return -EINVAL;
+    n = c->readable_bytes - VIRTIO_NET_HDR_BYTES;
+    if (n < VIRTIO_NET_MIN_FRAME || n > NET_MAX_FRAME)
+        return VIRTIO_NET_TX_DROP;
+    virtq_chain_read(c, 0, out, VIRTIO_NET_HDR_BYTES + n); /* read once, used from here */
+    gso = hdr[1] & (uint8_t)~HDR_GSO_ECN;
+    if (gso == HDR_GSO_NONE ? n > VIRTIO_NET_MAX_FRAME
+                            : !((gso == HDR_GSO_TCPV4 && host_tso4) ||
+                                (gso == HDR_GSO_TCPV6 && host_tso6)) ||
+                                  !(hdr[0] & HDR_F_NEEDS_CSUM) || get_le(hdr + 4, 2) == 0)
+        return VIRTIO_NET_TX_DROP; /* segments need their size and checksums */
+    if (hdr[0] & HDR_F_NEEDS_CSUM &&
+        (!csum_offload || get_le(hdr + 6, 2) + get_le(hdr + 8, 2) + 2 > n))
+        return VIRTIO_NET_TX_DROP;
+    put_le(hdr + HDR_NUM_BUFFERS, 0, 2);
+    *len = VIRTIO_NET_HDR_BYTES + n;
+    return 0;
+}
+
 /* ---- the device ---- */
 
 struct vnet {
@@ -134,6 +180,8 @@ struct vnet {
     struct virtio_mmio *transport;
     struct net_backend *backend;
     bool checksums_valid; /* the backend's frames carry correct checksums */
+    bool with_header;     /* the backend's frames carry the virtio-net header */
+    uint64_t offloads_set; /* the features the backend's offloads were set for */
     pthread_mutex_t cfg_lock; /* mac, status: config reads come from vCPUs */
     uint8_t mac[6];
     uint16_t status;
@@ -146,7 +194,7 @@ struct vnet {
     bool rx_waiting;  /* no guest buffers for rx_frame: resume on a kick */
     size_t rx_len;    /* a frame read, not yet given to the guest (0: none) */
     uint8_t rx_frame[VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME];
-    uint8_t tx_frame[VIRTIO_NET_MAX_FRAME];
+    uint8_t tx_frame[VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME];
     struct virtq_chain chain, first;
     uint64_t dropped;
     uint16_t heads[QUEUE_SIZE];
@@ -187,24 +235,54 @@ static void wake(struct vnet *n)
         return; /* the counter is full: the thread is awake anyway */
 }
 
+/* A backend that takes the header does for the guest what it negotiated
+ * to receive: checksums left to it, large TCP segments (its kernel sends
+ * neither otherwise). Called as features may have changed. io lock held. */
+static void set_offloads(struct vnet *n, uint64_t features)
+{
+    if (!n->with_header || features == n->offloads_set || n->backend_gone)
+        return;
+    n->offloads_set = features;
+    if (net_backend_set_offloads(n->backend, features & VIRTIO_NET_F_GUEST_CSUM,
+                                 features & VIRTIO_NET_F_GUEST_TSO4,
+                                 features & VIRTIO_NET_F_GUEST_TSO6) < 0)
+        fprintf(stderr, "smolvm: virtio-net: %s\n", err_msg());
+}
+
+/* One transmit chain into tx_frame: the frame alone (its checksum
+ * completed here), or header and frame for a backend that takes both. */
+static int tx_take(struct vnet *n, uint64_t features, size_t *len, size_t *header)
+{
+    bool csum = features & VIRTIO_NET_F_CSUM;
+
+    *header = n->with_header ? VIRTIO_NET_HDR_BYTES : 0;
+    if (n->with_header)
+        return virtio_net_tx_with_header(&n->chain, csum, features & VIRTIO_NET_F_HOST_TSO4,
+                                         features & VIRTIO_NET_F_HOST_TSO6, n->tx_frame, len);
+    return virtio_net_tx_frame(&n->chain, csum, n->tx_frame, len);
+}
+
 /* Transmit: everything the guest queued, until the backend is full. Held
  * back chains are taken again once it has room. io lock held. */
 static void tx_process(struct vnet *n)
 {
     struct virtq *q = virtio_mmio_queue(n->transport, TXQ);
-    bool csum = virtio_mmio_features(n->transport) & VIRTIO_NET_F_CSUM, pushed = false;
-    size_t len;
+    uint64_t features = virtio_mmio_features(n->transport);
+    bool pushed = false;
+    size_t len, header;
     int r = 0;
 
     if (!q)
         return;
+    set_offloads(n, features);
     virtq_notify_off(q); /* no kicks while we drain */
 again:
     while (!n->tx_blocked && (r = virtq_pop(q, &n->chain)) > 0) {
-        r = virtio_net_tx_frame(&n->chain, csum, n->tx_frame, &len);
+        r = tx_take(n, features, &len, &header);
         if (r < 0)
             break;
-        if (r == 0 && !net_egress_allowed(&vm_config(n->vm)->net, n->tx_frame, len))
+        if (r == 0 && !net_egress_allowed(&vm_config(n->vm)->net, n->tx_frame + header,
+                                          len - header))
             r = VIRTIO_NET_TX_DROP; /* not on the allowlist */
         if (r == 0 && !n->backend_gone) {
             r = net_backend_send(n->backend, n->tx_frame, len);
@@ -296,6 +374,42 @@ static void backend_closed(struct vnet *n)
     virtio_mmio_config_changed(n->transport);
 }
 
+/* One frame from the backend into rx_frame, header in front: its length
+ * without the header, 0 when it is to be dropped, <0 as the backend's. */
+static ssize_t rx_take(struct vnet *n, uint64_t features)
+{
+    size_t header = n->with_header ? 0 : VIRTIO_NET_HDR_BYTES, largest = VIRTIO_NET_MAX_FRAME;
+    ssize_t got = net_backend_recv(n->backend, n->rx_frame + header,
+                                   sizeof(n->rx_frame) - header);
+    unsigned gso;
+
+    if (got <= 0)
+        return got ? got : -EPIPE;
+    if (!n->with_header) {
+        memset(n->rx_frame, 0, VIRTIO_NET_HDR_BYTES);
+        if (n->checksums_valid && (features & VIRTIO_NET_F_GUEST_CSUM))
+            n->rx_frame[0] = HDR_F_DATA_VALID;
+    } else { /* the backend's kernel wrote the header, for what the guest asked */
+        got -= VIRTIO_NET_HDR_BYTES;
+        gso = n->rx_frame[1] & (uint8_t)~HDR_GSO_ECN;
+        if ((gso == HDR_GSO_TCPV4 && (features & VIRTIO_NET_F_GUEST_TSO4)) ||
+            (gso == HDR_GSO_TCPV6 && (features & VIRTIO_NET_F_GUEST_TSO6)))
+            largest = NET_MAX_FRAME;
+        else if (gso != HDR_GSO_NONE)
+            return 0; /* set before the guest's features changed */
+        if (!(features & VIRTIO_NET_F_GUEST_CSUM)) {
+            if (n->rx_frame[0] & HDR_F_NEEDS_CSUM)
+                return 0; /* set before the guest's features changed */
+            n->rx_frame[0] &= (uint8_t)~HDR_F_DATA_VALID; /* only for a guest that asked */
+        }
+    }
+    if (got < VIRTIO_NET_MIN_FRAME || (size_t)got > largest)
+        return 0; /* more than the guest agreed to take */
+    n->rx_frame[HDR_NUM_BUFFERS] = 1;
+    n->rx_frame[HDR_NUM_BUFFERS + 1] = 0;
+    return got;
+}
+
 /* Receive: frames from the backend into the guest's buffers while it
  * has some. io lock held. */
 static void rx_process(struct vnet *n)
@@ -304,18 +418,18 @@ static void rx_process(struct vnet *n)
     bool pushed = false;
     int r = 0;
 
+    set_offloads(n, features);
     for (unsigned i = 0; i < RX_BUDGET && !n->backend_gone; i++) {
         struct virtq *q;
         if (!n->rx_len) {
-            ssize_t got = net_backend_recv(n->backend, n->rx_frame + VIRTIO_NET_HDR_BYTES,
-                                           NET_MAX_FRAME);
+            ssize_t got = rx_take(n, features);
             if (got == -EAGAIN)
                 break;
-            if (got <= 0) {
+            if (got < 0) {
                 backend_closed(n);
                 break;
             }
-            if (got > VIRTIO_NET_MAX_FRAME) { /* more than the guest agreed to take */
+            if (got == 0) {
                 count_drop(n);
                 continue;
             }
@@ -326,10 +440,6 @@ static void rx_process(struct vnet *n)
             n->rx_waiting = true;
             break;
         }
-        memset(n->rx_frame, 0, VIRTIO_NET_HDR_BYTES);
-        if (n->checksums_valid && (features & VIRTIO_NET_F_GUEST_CSUM))
-            n->rx_frame[0] = HDR_F_DATA_VALID;
-        n->rx_frame[HDR_NUM_BUFFERS] = 1;
         r = rx_deliver(n, q, features & VIRTIO_NET_F_MRG_RXBUF);
         if (r == 0)
             n->rx_waiting = true;
@@ -461,6 +571,9 @@ static const struct virtio_device_ops vnet_ops = {
     .state_version = VNET_STATE_VERSION,
 };
 
+/* Over a TAP with IFF_VNET_HDR: the same, with segmentation offloads. */
+static struct virtio_device_ops vnet_offload_ops;
+
 /* ---- snapshots: the MAC after the transport's fields (its queues) ---- */
 
 /* A restored guest is somewhere new: it announces itself (gratuitous ARP)
@@ -526,8 +639,13 @@ static int vnet_create(struct vm *vm, const struct device_slot *slot, void **sta
         r = err_set(errno, "virtio-net: eventfd");
     else
         r = net_backend_open(cfg, &n->backend);
+    if (r == 0 && (n->with_header = net_backend_with_header(n->backend))) {
+        vnet_offload_ops = vnet_ops;
+        vnet_offload_ops.features |= OFFLOAD_FEATURES;
+    }
     if (r == 0)
-        r = virtio_mmio_create(vm, slot, &vnet_ops, n, &n->transport);
+        r = virtio_mmio_create(vm, slot, n->with_header ? &vnet_offload_ops : &vnet_ops, n,
+                               &n->transport);
     if (r == 0 && pthread_create(&n->thread, NULL, vnet_thread, n) != 0)
         r = err_plain(EAGAIN, "virtio-net: cannot start its thread");
     if (r < 0) {

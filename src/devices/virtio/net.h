@@ -24,6 +24,18 @@
 int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t *frame,
                         size_t *len) __attribute__((warn_unused_result));
 
+/* The transmit chain whole, header and frame, into
+ * out[VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME], for a backend that takes the
+ * header (a TAP with IFF_VNET_HDR: its kernel completes checksums and
+ * segments). host_tso4/host_tso6: the segmentation the guest negotiated,
+ * the only kinds passed on. 0 with *len (header included) set;
+ * VIRTIO_NET_TX_DROP for a frame no peer may see (over 1518 bytes without
+ * segmentation, an offload not negotiated, checksum or segment fields
+ * outside the frame); <0 with a message as virtio_net_tx_frame. */
+int virtio_net_tx_with_header(const struct virtq_chain *c, bool csum_offload, bool host_tso4,
+                              bool host_tso6, uint8_t *out, size_t *len)
+    __attribute__((warn_unused_result));
+
 /* Frames this process's NICs dropped, both ways (a guest's oversized or
  * malformed frames or those its allowlist refuses, frames too large for
  * its receive buffers). */
