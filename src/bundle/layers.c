@@ -15,6 +15,7 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "util/layer_name.h"
+#include "util/paths.h"
 
 #define MAX_LAYERS 1024
 
@@ -25,11 +26,24 @@ static char *folder_of(const char *path)
     return real;
 }
 
-/* Every backing file of d hash-named, all in one folder. */
+/* Whether folder is the cache of bundles' disks: each named "<key>.raw",
+ * the shape of a layer's name, but a key of the bundle's section, not the
+ * hash of the disk's bytes, so not a layer. */
+static bool is_disk_cache(const char *folder)
+{
+    char *cache = paths_cache_dir("disks"), *real = cache ? realpath(cache, NULL) : NULL;
+    bool is = real && strcmp(real, folder) == 0;
+    free(cache);
+    free(real);
+    return is;
+}
+
+/* Every backing file of d hash-named, all in one folder (not the disk
+ * cache, whose names only look like layers'). */
 static bool chain_is_layers(const struct disk *d)
 {
     char *folder = folder_of(d->backing->path), hash[HASH_HEX];
-    bool ok = folder != NULL;
+    bool ok = folder != NULL && !is_disk_cache(folder);
 
     for (const struct disk *b = d->backing; ok && b; b = b->backing) {
         char *here = folder_of(b->path);

@@ -38,6 +38,8 @@ int cli_gc(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_bsd_user(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_migrate(int argc, char **argv);
+int cli_receive(int argc, char **argv);
 
 struct vm_share_config;
 /* --share HOSTDIR[:TAG][,ro] (split in place) into shares[*count], the

@@ -1,5 +1,5 @@
 /* The verbs that talk to a running VM over its control socket: ps, pause,
- * resume, stop, save. */
+ * resume, stop, save, migrate. */
 #include <dirent.h>
 #include <getopt.h>
 #include <limits.h>
@@ -16,8 +16,10 @@
 #include "cli/serve.h"
 #include "machine/instance.h"
 #include "machine/save_named.h"
+#include "migrate/link.h"
 #include "util/err.h"
 #include "util/paths.h"
+#include "util/size.h"
 #include "util/term.h"
 
 /* A bar on stderr when it is a terminal: "saving: 42% of 256 MiB". */
@@ -444,5 +446,105 @@ int cli_logs(int argc, char **argv)
     json_decref(status_request);
     fclose(f);
     free(path);
+    return CLI_OK;
+}
+
+static const char migrate_help[] =
+    "usage: smolvm migrate NAME --to tcp:HOST:PORT|unix:PATH [options]\n"
+    "\n"
+    "Moves running VM NAME to the smolvm listening there ('smolvm receive'). Warm:\n"
+    "the VM pauses, its config, device state, RAM and disks go over the link, and\n"
+    "it stops here once it runs there. A link cut at any point leaves it running\n"
+    "here as before. docs/migration.md has the protocol.\n"
+    "\n"
+    "  --to ADDRESS           tcp:HOST:PORT or unix:PATH\n"
+    "  --max-bandwidth RATE   at most RATE bytes per second on the link (256M, 1G)\n"
+    "  --live                 pre-copy: RAM goes in rounds while the VM runs (each\n"
+    "                         round what the guest dirtied since), then it pauses\n"
+    "                         for the rest; a guest dirtying faster than the link\n"
+    "                         carries is slowed (auto-converge)\n"
+    "  --max-downtime MS      with --live: the pause to aim for (default 300)\n"
+    "  --json                 print {\"seconds\", \"downtime_ms\", \"bytes\", \"rounds\": [{\"round\",\n"
+    "                         \"dirty_rate\", \"bandwidth\", \"remaining_bytes\",\n"
+    "                         \"expected_downtime_ms\", \"throttle\"}]}\n"
+    "\n"
+    "Exit status: 0 when the VM runs on the destination, 1 when it could not move\n"
+    "(it runs on here), 2 on a bad command line.\n";
+
+int cli_migrate(int argc, char **argv)
+{
+    enum { OPT_TO = 256, OPT_LIVE, OPT_BANDWIDTH, OPT_DOWNTIME, OPT_JSON };
+    static const struct option longopts[] = {
+        {"to", required_argument, NULL, OPT_TO}, {"live", no_argument, NULL, OPT_LIVE},
+        {"max-bandwidth", required_argument, NULL, OPT_BANDWIDTH},
+        {"max-downtime", required_argument, NULL, OPT_DOWNTIME},
+        {"json", no_argument, NULL, OPT_JSON}, {"help", no_argument, NULL, 'h'}, {0},
+    };
+    const char *to = NULL, *downtime = NULL;
+    bool live = false, json = false;
+    uint64_t bandwidth = 0, downtime_ms = 300;
+    char *end;
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = cli_getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_TO: to = optarg; break;
+        case OPT_LIVE: live = true; break;
+        case OPT_BANDWIDTH:
+            if (size_parse(optarg, 1, &bandwidth) < 0 || !bandwidth || bandwidth > INT64_MAX)
+                return cli_fail(CLI_USAGE, "--max-bandwidth '%s': a rate in bytes per second",
+                                optarg);
+            break;
+        case OPT_DOWNTIME:
+            downtime = optarg;
+            downtime_ms = strtoull(optarg, &end, 10);
+            if (!*optarg || *end || !downtime_ms || downtime_ms > 3600000)
+                return cli_fail(CLI_USAGE, "--max-downtime '%s': milliseconds, 1 to 3600000",
+                                optarg);
+            break;
+        case OPT_JSON: json = true; break;
+        case 'h': fputs(migrate_help, stdout); return CLI_OK;
+        default: return CLI_USAGE;
+        }
+    }
+    if (optind != argc - 1 || !to)
+        return cli_fail(CLI_USAGE, "usage: smolvm migrate NAME --to tcp:HOST:PORT|unix:PATH");
+    if (downtime && !live)
+        return cli_fail(CLI_USAGE, "--max-downtime goes with --live");
+    if (migrate_address_check(to) < 0)
+        return cli_fail(CLI_USAGE, "--to %s", err_msg());
+    const char *name = argv[optind];
+    if (cli_check_name(name) != CLI_OK)
+        return CLI_USAGE;
+    json_t *a, *req = json_pack("{s:s,s:s,s:I,s:b,s:I}", "command", "migrate", "to", to,
+                                "max_bandwidth", (json_int_t)bandwidth, "live", live,
+                                "max_downtime_ms", (json_int_t)downtime_ms);
+    int code = ask_showing(name, req, &a, "migrating", !json);
+    if (code != CLI_OK)
+        return code;
+    json_object_del(a, "ok");
+    if (json) {
+        json_dumpf(a, stdout, JSON_COMPACT), putchar('\n');
+        json_decref(a);
+        return CLI_OK;
+    }
+    size_t i;
+    json_t *round;
+    json_array_foreach(json_object_get(a, "rounds"), i, round)
+        printf("round %lld: dirty %.1f MB/s, link %.1f MB/s, %.1f MiB left, expected downtime "
+               "%.0f ms, vCPUs throttled %lld%%\n",
+               (long long)json_integer_value(json_object_get(round, "round")),
+               json_real_value(json_object_get(round, "dirty_rate")) / 1e6,
+               json_real_value(json_object_get(round, "bandwidth")) / 1e6,
+               (double)json_integer_value(json_object_get(round, "remaining_bytes")) / (1 << 20),
+               json_real_value(json_object_get(round, "expected_downtime_ms")),
+               (long long)json_integer_value(json_object_get(round, "throttle")));
+    printf("migrated %s to %s in %.3f s (downtime %.0f ms, %.1f MiB)\n", name, to,
+               json_real_value(json_object_get(a, "seconds")),
+               json_real_value(json_object_get(a, "downtime_ms")),
+               (double)json_integer_value(json_object_get(a, "bytes")) / (1 << 20));
+    json_decref(a);
     return CLI_OK;
 }

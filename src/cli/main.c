@@ -27,6 +27,8 @@ static const struct cli_verb verbs[] = {
     {"layers", "list the layers in the store", cli_layers},
     {"gc", "remove layers no instance uses", cli_gc},
     {"keygen", "make a key pair to sign and verify .smolmachine files", cli_keygen},
+    {"migrate", "move a running VM to another smolvm (smolvm receive)", cli_migrate},
+    {"receive", "take a VM another smolvm migrates here, and run it", cli_receive},
     {"serve", "serve the REST API that manages machines (docs/openapi.yaml)", cli_serve},
     {"bsd-user", "run a FreeBSD or NetBSD amd64 program on this Linux host", cli_bsd_user},
 };

@@ -1,6 +1,7 @@
 #include "core/memory.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -89,7 +90,22 @@ int guest_write(const struct guest_memory *mem, uint64_t gpa, const void *src, s
         return err_plain(EFAULT, "guest range 0x%llx+0x%zx is not RAM",
                          (unsigned long long)gpa, len);
     memcpy(dst, src, len);
+    guest_memory_mark_dirty(mem, gpa, len);
     return 0;
+}
+
+void guest_memory_mark_dirty(const struct guest_memory *mem, uint64_t gpa, uint64_t len)
+{
+    for (unsigned i = 0; len && i < mem->count; i++) {
+        const struct guest_region *r = &mem->regions[i];
+        if (!r->vmm_dirty || gpa < r->gpa || gpa - r->gpa >= r->size)
+            continue;
+        uint64_t first = (gpa - r->gpa) >> 12, end = gpa - r->gpa + len;
+        uint64_t last = ((end < r->size ? end : r->size) - 1) >> 12;
+        for (uint64_t p = first; p <= last; p++)
+            atomic_fetch_or_explicit(&r->vmm_dirty[p / 64], 1ull << (p % 64),
+                                     memory_order_relaxed);
+    }
 }
 
 uint64_t guest_region_end(const struct guest_memory *mem, uint64_t gpa)

@@ -16,6 +16,9 @@ struct guest_region {
     /* Mapped MAP_PRIVATE from a file (a restored RAM cache): a page never
      * touched holds the file's bytes. Else anonymous: such a page is zero. */
     bool file_backed;
+    /* During a live migration: the pages the VMM writes (KVM's dirty log
+     * sees only the guest's), one bit per page; NULL otherwise. */
+    _Atomic(uint64_t) *vmm_dirty;
 };
 
 struct guest_memory {
@@ -44,6 +47,10 @@ void *gpa_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len);
 /* Copies into guest memory; -EFAULT when the range is not RAM. */
 int guest_write(const struct guest_memory *mem, uint64_t gpa, const void *src, size_t len)
     __attribute__((warn_unused_result));
+
+/* Marks [gpa, gpa+len) written by the VMM (nothing unless a live
+ * migration tracks it): virtqueue used rings, device-writable buffers. */
+void guest_memory_mark_dirty(const struct guest_memory *mem, uint64_t gpa, uint64_t len);
 
 /* The end of the region holding gpa (exclusive), or 0 if gpa is not RAM. */
 uint64_t guest_region_end(const struct guest_memory *mem, uint64_t gpa);

@@ -497,6 +497,55 @@ static void dispatch(const struct bus *bus, const struct hv_exit *e)
     }
 }
 
+/* Auto-converge: vm_throttle_tick() kicks every vCPU about every 10 ms;
+ * each then sits out its share of that. */
+static void throttled(struct vm *vm)
+{
+    unsigned pct = atomic_load(&vm->throttle);
+    if (pct)
+        usleep(pct * 100);
+}
+
+void vm_throttle(struct vm *vm, unsigned percent)
+{
+    atomic_store(&vm->throttle, percent > 99 ? 99 : percent);
+}
+
+void vm_throttle_tick(struct vm *vm)
+{
+    if (!atomic_load(&vm->throttle))
+        return;
+    for (unsigned i = 0; i < vm->cfg.cpus; i++)
+        hv_vcpu_kick(vm->vcpus[i].hv);
+}
+
+int vm_dirty_log(struct vm *vm, bool on)
+{
+    for (unsigned i = 0; on && i < vm->mem.count; i++) {
+        if (!vm->vmm_dirty[i])
+            vm->vmm_dirty[i] = calloc((vm->mem.regions[i].size / 4096 + 63) / 64, 8);
+        if (!vm->vmm_dirty[i])
+            return err_set(ENOMEM, "dirty-page bitmap");
+    }
+    int r = hv_vm_dirty_log(vm->hv, on);
+    for (unsigned i = 0; i < vm->mem.count; i++)
+        vm->mem.regions[i].vmm_dirty = r == 0 && on ? vm->vmm_dirty[i] : NULL;
+    if (!on)
+        vm_throttle(vm, 0);
+    return r;
+}
+
+int vm_dirty_fetch(struct vm *vm, unsigned region, uint64_t *bitmap, bool take_vmm)
+{
+    const struct guest_region *g = &vm->mem.regions[region];
+    int r = hv_vm_dirty_fetch(vm->hv, g->gpa, bitmap);
+
+    for (uint64_t w = 0; r == 0 && w < (g->size / 4096 + 63) / 64; w++)
+        bitmap[w] |= take_vmm ? atomic_exchange(&vm->vmm_dirty[region][w], 0)
+                              : atomic_load(&vm->vmm_dirty[region][w]);
+    return r;
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -521,6 +570,7 @@ static void *vcpu_thread(void *arg)
             /* Pending I/O of an earlier exit is complete now: a safe
              * point to hold still for a snapshot. */
             vm_park_vcpu(vm);
+            throttled(vm);
             break;
         case HV_EXIT_RESET:
             vm_request_stop(vm, VM_STOP_RESET);
@@ -587,6 +637,8 @@ void vm_destroy(struct vm *vm)
         if (vm->devices[i].type->destroy)
             vm->devices[i].type->destroy(vm->devices[i].state);
     guest_memory_free(&vm->mem);
+    for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
+        free(vm->vmm_dirty[i]);
     hv_vm_destroy(vm->hv);
     bus_free(&vm->pio);
     bus_free(&vm->mmio);

@@ -62,6 +62,21 @@ void vm_unwatch(struct vm *vm, int fd);
 int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
 void vm_resume(struct vm *vm);
 bool vm_paused(const struct vm *vm);
+
+/* ---- live migration (migrate/send.c) ----
+ * Dirty-page tracking on or off: the guest's writes (the hypervisor's
+ * log) and the VMM's (guest_memory_mark_dirty()). A fetch ORs the pages
+ * of region dirtied since the last fetch into bitmap (one bit per 4 KiB
+ * page, zeroed by the caller); the VMM's marks are taken (cleared) only
+ * with take_vmm -- a device may write a buffer it took long before, so
+ * those pages go again each round until the VM is paused. */
+int vm_dirty_log(struct vm *vm, bool on) __attribute__((warn_unused_result));
+int vm_dirty_fetch(struct vm *vm, unsigned region, uint64_t *bitmap, bool take_vmm)
+    __attribute__((warn_unused_result));
+/* Auto-converge: percent of each vCPU's time taken away (0: none), in
+ * slices of about 10 ms as vm_throttle_tick() is called that often. */
+void vm_throttle(struct vm *vm, unsigned percent);
+void vm_throttle_tick(struct vm *vm);
 /* The hypervisor's VM and vCPU state and every device's, as bytes; the VM
  * must be paused. Guest memory is not included: see vm_memory(). */
 int vm_save_state(struct vm *vm, struct blob *out) __attribute__((warn_unused_result));

@@ -59,6 +59,11 @@ struct vm {
     int stop_fd;
     pthread_mutex_t stop_lock;
     atomic_int stop_reason;
+    /* Live migration: percent of each vCPU's time taken away (auto-
+     * converge), and the VMM's dirty bitmaps (kept until destroy: device
+     * threads may still hold one as tracking ends). */
+    atomic_uint throttle;
+    _Atomic(uint64_t) *vmm_dirty[GUEST_MEMORY_MAX_REGIONS];
     char stop_message[512];
 };
 

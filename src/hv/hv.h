@@ -5,6 +5,7 @@
 #define SMOLVM_HV_HV_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arch/x86/cpu_state.h"
@@ -50,6 +51,14 @@ unsigned hv_max_vcpus(struct hv_vm *vm);
 int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
     __attribute__((warn_unused_result));
 
+/* Dirty-page logging (live migration): while on, every page of guest RAM
+ * the guest writes is marked until fetched. A fetch takes the marks of the
+ * RAM mapped at gpa (one bit per 4 KiB page, the bitmap rounded up to 64
+ * bits) and clears them. */
+int hv_vm_dirty_log(struct hv_vm *vm, bool on) __attribute__((warn_unused_result));
+int hv_vm_dirty_fetch(struct hv_vm *vm, uint64_t gpa, uint64_t *bitmap)
+    __attribute__((warn_unused_result));
+
 /* Drives an interrupt line (GSI) of the in-kernel interrupt controller. */
 int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level);
 
@@ -77,6 +86,12 @@ int hv_vcpu_run(struct hv_vcpu *vcpu, struct hv_exit *exit) __attribute__((warn_
 /* Makes hv_vcpu_run() return HV_EXIT_INTERRUPTED soon, whether the vCPU is
  * inside the guest now or enters it next. Safe from any thread. */
 void hv_vcpu_kick(struct hv_vcpu *vcpu);
+
+/* The CPU features this host's hypervisor offers a guest (what a vCPU is
+ * created with): a malloc'd table of *count entries. A migration's
+ * destination checks the source's against its own before anything moves. */
+struct x86_cpuid_entry;
+int hv_host_cpuid(struct x86_cpuid_entry **out, size_t *count) __attribute__((warn_unused_result));
 
 /* ---- snapshots ----
  * Save and restore run while no vCPU is inside hv_vcpu_run(). The bytes are

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "arch/x86/cpuid.h"
 #include "hv/kvm_internal.h"
 #include "util/err.h"
 
@@ -116,6 +117,27 @@ static int fetch_supported_cpuid(struct hv_vm *vm)
     return err_plain(E2BIG, "KVM_GET_SUPPORTED_CPUID: table too large");
 }
 
+int hv_host_cpuid(struct x86_cpuid_entry **out, size_t *count)
+{
+    struct hv_vm probe = {.kvm_fd = open_kvm()};
+    int r;
+
+    if (probe.kvm_fd < 0)
+        return probe.kvm_fd;
+    r = fetch_supported_cpuid(&probe);
+    close(probe.kvm_fd);
+    if (r < 0)
+        return r;
+    *count = probe.cpuid->nent;
+    *out = calloc(*count ? *count : 1, sizeof(**out));
+    for (size_t i = 0; *out && i < *count; i++) {
+        const struct kvm_cpuid_entry2 *e = &probe.cpuid->entries[i];
+        (*out)[i] = (struct x86_cpuid_entry){e->function, e->index, e->eax, e->ebx, e->ecx, e->edx};
+    }
+    free(probe.cpuid);
+    return *out ? 0 : err_set(ENOMEM, "cpuid table");
+}
+
 static int setup_vm(struct hv_vm *vm)
 {
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
@@ -216,10 +238,37 @@ int hv_vm_map_memory(struct hv_vm *vm, uint64_t gpa, void *host, uint64_t size)
         .memory_size = size,
         .userspace_addr = (uint64_t)(uintptr_t)host,
     };
+    if (vm->next_slot >= sizeof(vm->slots) / sizeof(vm->slots[0]))
+        return err_plain(ENOSPC, "guest RAM in too many pieces");
     if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return err_set(errno, "KVM_SET_USER_MEMORY_REGION at 0x%llx", (unsigned long long)gpa);
-    vm->next_slot++;
+    vm->slots[vm->next_slot++] = region;
     return 0;
+}
+
+int hv_vm_dirty_log(struct hv_vm *vm, bool on)
+{
+    for (unsigned i = 0; i < vm->next_slot; i++) {
+        struct kvm_userspace_memory_region r = vm->slots[i];
+        r.flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+            return err_set(errno, "dirty-page logging %s", on ? "on" : "off");
+        vm->slots[i].flags = r.flags;
+    }
+    return 0;
+}
+
+int hv_vm_dirty_fetch(struct hv_vm *vm, uint64_t gpa, uint64_t *bitmap)
+{
+    for (unsigned i = 0; i < vm->next_slot; i++) {
+        if (vm->slots[i].guest_phys_addr != gpa)
+            continue;
+        struct kvm_dirty_log log = {.slot = vm->slots[i].slot, .dirty_bitmap = bitmap};
+        return ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0
+                   ? err_set(errno, "KVM_GET_DIRTY_LOG at 0x%llx", (unsigned long long)gpa)
+                   : 0;
+    }
+    return err_plain(ENOENT, "no guest RAM mapped at 0x%llx", (unsigned long long)gpa);
 }
 
 int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level)

@@ -12,6 +12,8 @@ struct hv_vm {
     int vm_fd;
     int run_size;
     unsigned next_slot;
+    /* Each slot as mapped, for turning dirty logging on and off. */
+    struct kvm_userspace_memory_region slots[8];
     unsigned max_vcpus;
     struct kvm_cpuid2 *cpuid;
     /* The MSRs a snapshot carries: KVM's list, less those it cannot read

@@ -1,12 +1,15 @@
 #include "machine/control.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/console.h"
 #include "devices/virtio/net.h"
+#include "migrate/migrate.h"
 #include "util/err.h"
+#include "util/paths.h"
 
 /* For the signal handler: the VM a signal stops. */
 static struct vm *running_vm;
@@ -93,6 +96,72 @@ static json_t *save(struct machine_control *s, json_t *req)
     return answer;
 }
 
+struct migration {
+    struct machine_control *control;
+    json_t *rounds;
+};
+
+static void migrate_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct migration *mig = opaque;
+    save_progress(mig->control, done, total);
+}
+
+/* Each pre-copy round as the answer lists it. */
+static void migrate_round(void *opaque, const struct precopy *p)
+{
+    struct migration *mig = opaque;
+    json_array_append_new(mig->rounds,
+                          json_pack("{s:i,s:f,s:f,s:I,s:f,s:i}", "round", (int)p->round,
+                                    "dirty_rate", p->dirty_rate, "bandwidth", p->bandwidth,
+                                    "remaining_bytes", (json_int_t)p->remaining,
+                                    "expected_downtime_ms", p->expected_downtime_ms,
+                                    "throttle", (int)p->throttle));
+}
+
+static bool whole(json_t *v)
+{
+    return !v || (json_is_integer(v) && json_integer_value(v) >= 0);
+}
+
+/* Migration (migrate/migrate.h): once the destination runs the VM, this
+ * one stops; a failure leaves it as it was, and says so. */
+static json_t *migrate(struct machine_control *s, json_t *req)
+{
+    json_t *cap = json_object_get(req, "max_bandwidth"),
+           *downtime = json_object_get(req, "max_downtime_ms");
+    struct migration mig = {.control = s, .rounds = json_array()};
+    struct migrate_send_options o = {.to = json_string_value(json_object_get(req, "to")),
+                                     .max_bandwidth = (uint64_t)json_integer_value(cap),
+                                     .live = json_is_true(json_object_get(req, "live")),
+                                     .max_downtime_ms = downtime ? (uint64_t)json_integer_value(downtime) : 300,
+                                     .progress = migrate_progress, .round = migrate_round,
+                                     .opaque = &mig};
+    struct migrate_send_result res;
+    char *scratch;
+    int r;
+
+    if (!o.to || !whole(cap) || !whole(downtime)) {
+        json_decref(mig.rounds);
+        return control_error("migrate needs \"to\", and whole \"max_bandwidth\" and "
+                             "\"max_downtime_ms\"");
+    }
+    if (!(scratch = paths_data_dir("migrate"))) {
+        json_decref(mig.rounds);
+        return control_error("%s", err_msg());
+    }
+    o.scratch_dir = scratch;
+    r = migrate_send(s->m, &o, &res);
+    free(scratch);
+    if (r < 0) {
+        json_decref(mig.rounds);
+        return control_error("%s", err_msg());
+    }
+    vm_request_stop(machine_vm(s->m), VM_STOP_USER); /* it runs there now */
+    return json_pack("{s:b,s:f,s:f,s:I,s:o}", "ok", 1, "seconds", res.seconds, "downtime_ms",
+                     res.downtime * 1000, "bytes", (json_int_t)res.bytes, "rounds", mig.rounds);
+}
+
 json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
 {
     struct machine_control *s = opaque;
@@ -112,5 +181,7 @@ json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
     }
     if (strcmp(command, "save") == 0)
         return save(s, req);
+    if (strcmp(command, "migrate") == 0)
+        return migrate(s, req);
     return control_error("unknown command '%s'", command);
 }

@@ -14,6 +14,7 @@ struct machine {
     enum machine_memory memory;
     char *working_set; /* to record, a while after the start */
     struct working_set_recorder *recorder;
+    int memory_fd; /* machine_start_options' */
 };
 
 #endif

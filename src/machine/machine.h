@@ -41,6 +41,10 @@ struct machine_start_options {
     const struct vm_share_config *shares;
     unsigned share_count;
     const char *vsock_path; /* the host end of its vsock device, if it has one */
+    /* A live migration's destination: the guest's RAM as it arrived (the
+     * regions end to end), for a bundle whose state goes without memory;
+     * 0 when the bundle has its memory (the fd is never 0 here). */
+    int memory_fd;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */
@@ -61,6 +65,7 @@ struct machine_save_options {
     bool with_state; /* false: --no-memory, the bundle boots fresh */
     bool state_only; /* config, state and memory only: the disks stay where they are */
     bool flatten;    /* every disk as its whole content, even a store instance's chain */
+    bool memory_elsewhere; /* state without its memory: a live migration sent it */
     const char *sign_key; /* a private key file: the bundle is signed with it */
     bundle_progress_fn progress;
     void *opaque;

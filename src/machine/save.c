@@ -133,7 +133,7 @@ static int add_state(struct bundle_writer *w, struct vm *vm, const struct machin
     if (r == 0)
         r = bundle_add(w, SECTION_STATE, state.data, state.len, BUNDLE_RAW);
     blob_free(&state);
-    if (r == 0)
+    if (r == 0 && !o->memory_elsewhere)
         r = bundle_add_memory(w, SECTION_MEMORY, vm_memory(vm), o->progress, o->opaque);
     return r;
 }

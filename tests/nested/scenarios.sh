@@ -395,6 +395,143 @@ scenario_snapshot_counter() {
         eval 'e2fsck -fn "$r1" > /dev/null 2>&1 && e2fsck -fn "$r2" > /dev/null 2>&1'
     expect snapshot-bundle-unchanged "starting never writes the bundle" test "$sum1" = "$sum2"
     cp "$work/cnt-save.out" "$results/" 2>/dev/null
+    # A VM started from a bundle, saved again: its disk is an overlay on the
+    # disk cache (named like a layer, but not one), and the new bundle
+    # starts where the second save left it.
+    local again=$work/counter-again.smolmachine resaved save_rc
+    background cnt3 start "$bundle" --name cnt3
+    wait_for cnt3 'COUNT '
+    "$SMOLVM" save cnt3 -o "$again" > "$work/cnt3-save.out" 2>&1
+    save_rc=$?
+    finish cnt3
+    resaved=$(last_count cnt3)
+    cp "$work/cnt3-save.out" "$results/" 2>/dev/null
+    start_counter cnt4 "$again" 5
+    f1=$(first_count cnt4)
+    expect snapshot-saved-again "a started VM saves again (exit $save_rc) and that bundle goes on from its count ($resaved -> ${f1:-none})" \
+        eval 'test "$save_rc" -eq 0 && test -n "$f1" && test "$f1" -ge $((resaved - 2)) && test "$f1" -le $((resaved + 2))'
+}
+
+# receiver NAME FD ARGS...: `smolvm receive ARGS` in the background, its
+# console in $work/NAME.out, its stdin a fifo held open on fd FD (3-9);
+# pid in $recv_pid (smolvm's own: no timeout wrapper, so a kill reaches it;
+# scenario_migrate ends what is left).
+receiver() {
+    local name=$1 fd=$2 fifo=$work/$1.fifo
+    shift 2
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    "$SMOLVM" receive --name "$name" "$@" < "$fifo" > "$work/$name.out" 2> "$work/$name.err" &
+    recv_pid=$!
+    eval "exec $fd> \"$fifo\""
+}
+
+# until_listening ADDRESS: a unix socket there, or a TCP port listening.
+until_listening() {
+    local i port
+    for i in $(seq 1 60); do
+        case $1 in
+        unix:*) test -S "${1#unix:}" && return 0 ;;
+        tcp:*) port=$(printf '%04X' "${1##*:}")
+            grep -q ":$port 00000000:0000 0A" /proc/net/tcp && return 0 ;;
+        esac
+        sleep 0.5
+    done
+    return 1
+}
+
+# moved SOURCE SOURCE_PID DEST DEST_PID: after a migration, waits for the
+# source's smolvm to end (its code in src_rc), then for the destination to
+# count 3 more; the source's last count in $last, the destination's first
+# in $first.
+moved() {
+    wait "$2"
+    src_rc=$?
+    cp "$work/$1.out" "$work/$1.err" "$results/" 2>/dev/null
+    last=$(last_count "$1")
+    bg_pid=$4
+    wait_for "$3" 'COUNT '
+    first=$(first_count "$3")
+    wait_for "$3" "COUNT $((first + 3)) "
+}
+
+# migrate SOURCE ADDRESS OUT [options]: smolvm migrate, its exit code in rc.
+migrate_to() {
+    local from=$1 to=$2 out=$3
+    shift 3
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" migrate "$from" --to "$to" "$@" > "$work/$out.mig" 2>&1
+    rc=$?
+    cp "$work/$out.mig" "$results/" 2>/dev/null
+}
+
+# Migration between smolvm processes in this L1 (issue 24): the counter
+# guest (RAM and disk) goes warm over a unix socket and back live over
+# loopback TCP, each time continuing at the next count; a receiver killed
+# mid-transfer leaves the source counting, with one line, and nothing on
+# the destination's side; the attempt after it succeeds.
+scenario_migrate() {
+    local disk=$work/mig.ext4 src before after first last cut=tcp:127.0.0.1:47011
+    local sock=unix:$work/mig.sock back=tcp:127.0.0.1:47012 src_pid dst_pid src_rc pids=
+    local BOOT_TIMEOUT=900 # three migrations of one guest under TCG
+    ip link set lo up 2>/dev/null || busybox ip link set lo up
+    mkfs.ext4 -q -F "$disk" 32M
+    background mig run --name mig --cpus 2 --mem 256M --console virtio --kernel "$KERNEL" \
+        --initrd "$INITRD" --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    src_pid=$bg_pid
+    wait_for mig 'COUNT 8 '
+    # 1. The link cut: the receiver killed while the VM is on its way.
+    receiver migcut 8 --listen "$cut"
+    pids="$pids $recv_pid"
+    until_listening "$cut"
+    migrate_to mig "$cut" migcut --max-bandwidth 1M &
+    local mig_pid=$!
+    sleep 3
+    kill -9 "$recv_pid"
+    wait "$mig_pid"
+    before=$(last_count mig)
+    wait_for mig "COUNT $((before + 3)) "
+    after=$(last_count mig)
+    expect migrate-cut-source-runs "receiver killed mid-migration: migrate fails with one line, the source counts on ($before -> $after; see migcut.mig)" \
+        eval 'test "$(wc -l < "$work/migcut.mig")" -eq 1 && grep -q "smolvm: migrate: " "$work/migcut.mig" && test "$after" -ge $((before + 3))'
+    expect migrate-cut-nothing-kept "the killed receiver left no instance folder and no received bundle" \
+        eval '! test -e "$XDG_DATA_HOME/smolvm/instances/migcut" && ! ls "$XDG_DATA_HOME/smolvm/migrate/" 2>/dev/null | grep -q .'
+    exec 8>&-
+    # 2. Again, over a unix socket: the VM goes, the source ends with 0.
+    receiver migdst 8 --listen "$sock"
+    dst_pid=$recv_pid
+    pids="$pids $recv_pid"
+    until_listening "$sock"
+    migrate_to mig "$sock" migdst --json
+    expect migrate-unix "migrate over a unix socket exits 0 with its figures (see migdst.mig)" \
+        eval 'test "$rc" -eq 0 && grep -q "\"downtime_ms\"" "$work/migdst.mig"'
+    moved mig "$src_pid" migdst "$dst_pid"
+    exec 7>&-
+    expect migrate-source-stops "the source smolvm ended with 0 once the VM ran on the destination" test "$src_rc" -eq 0
+    expect migrate-continues-count "the destination goes on at the next count (source's last $last, destination's first ${first:-none})" \
+        eval 'test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1)) && ! has migdst SMOLVM-GUEST-UP'
+    # 3. And back, live, over loopback TCP into a third process.
+    receiver migback 9 --listen "$back"
+    pids="$pids $recv_pid"
+    until_listening "$back"
+    migrate_to migdst "$back" migback --live --max-downtime 500 --json
+    if [ "$rc" -ne 0 ]; then # the source runs on: do not wait for it to end
+        fail migrate-live-tcp "live over loopback TCP: migrate failed (see migback.mig)"
+        for p in $pids; do kill -9 "$p" 2>/dev/null; done
+        exec 7>&- 8>&- 9>&-
+        return
+    fi
+    moved migdst "$dst_pid" migback "$recv_pid"
+    exec 8>&-
+    expect migrate-live-tcp "live over loopback TCP: pre-copy rounds, then the count goes on (last $last, first ${first:-none}; see migback.mig)" \
+        eval 'test "$rc" -eq 0 && grep -q "\"rounds\":\[{\"round\":1" "$work/migback.mig" && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
+    exec 7>&9 9>&-
+    quit_counter migback
+    local raw
+    raw=$(instance_raw migback)
+    expect migrate-disk-clean "the disk that moved twice checks clean and holds the guest's last count" \
+        eval 'test "$rc" -eq 0 && e2fsck -fn "$raw" > /dev/null 2>&1 && test "$(disk_counter "$raw")" -ge "$first"'
+    for p in $pids; do kill -9 "$p" 2>/dev/null; done
+    exec 8>&- 9>&-
 }
 
 # Bundles saved by older smolvm binaries still start (issue 18): for each
@@ -1305,7 +1442,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter
     compat_bundles instance_state detach appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
-    shares_two_vms"
+    migrate shares_two_vms"
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

@@ -20,6 +20,8 @@
 #include "machine/cache.h"
 #include "bundle/internal.h"
 #include "machine/machine.h"
+#include "bundle/layers.h"
+#include "machine/instance.h"
 #include "core/config.h"
 #include "store/store.h"
 #include "util/cache.h"
@@ -602,6 +604,40 @@ static void too_much_memory_is_refused(void **state)
     err_clear();
 }
 
+/* A VM started from a bundle runs on a qcow2 overlay over the bundle's
+ * disk unpacked into the disk cache as "<key>.raw": a name of the layers'
+ * shape, but the key is not the hash of the disk's bytes. Saved as a chain
+ * of layers, its reader would refuse that "layer" as corrupt: it is not
+ * one, and the save flattens the disk instead. */
+static void started_disk_is_not_a_layer_chain(void **state)
+{
+    struct bundle_writer *w;
+    struct bundle *b;
+    struct vm_config cfg;
+    char xdg[128], overlay[160], *base = NULL;
+    uint8_t disk[65536];
+    (void)state;
+
+    memset(disk, 0x5a, sizeof(disk));
+    vm_config_defaults(&cfg);
+    char *json = vm_config_to_json(&cfg);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", json, strlen(json), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "disk.0", disk, sizeof(disk), BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(json);
+    snprintf(xdg, sizeof(xdg), "%s/xdg", dir);
+    setenv("XDG_CACHE_HOME", xdg, 1);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(machine_cached_disk(b, "disk.0", &base), 0);
+    snprintf(overlay, sizeof(overlay), "%s/disk.0.qcow2", dir);
+    assert_int_equal(instance_overlay_at(overlay, base, "raw"), 0);
+    assert_false(bundle_disk_is_layered(overlay, "qcow2"));
+    bundle_close(b);
+    free(base);
+    unsetenv("XDG_CACHE_HOME");
+}
+
 /* A file with the bundle's magic is a bundle or an error: truncated, it
  * still probes as one (create --from refuses it instead of importing it as
  * a raw disk); a file without the magic does not. */
@@ -984,6 +1020,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(config_bomb_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
+        cmocka_unit_test_setup_teardown(started_disk_is_not_a_layer_chain, setup, teardown),
     };
     srand(7);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,6 +48,33 @@ static void guest_write_refuses_outside_ram(void **state)
 
 /* RAM mapped from a file (a restored VM's, from the unpacked cache) stays
  * out of core dumps like fresh RAM, and reads the file's bytes. */
+/* guest_write() during a live migration marks every page it touches, in
+ * the region it touches, and nothing without tracking. */
+static void guest_write_marks_pages_dirty(void **state)
+{
+    static _Atomic(uint64_t) bits[2][1];
+    struct guest_region layout[2] = {{.gpa = 0, .size = 16 * 4096},
+                                     {.gpa = 1 << 20, .size = 16 * 4096}};
+    struct guest_memory mem;
+    uint8_t buf[8192] = {0};
+    (void)state;
+
+    assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
+    assert_int_equal(guest_write(&mem, 4096 - 1, buf, 2), 0); /* untracked: nothing */
+    mem.regions[0].vmm_dirty = bits[0];
+    mem.regions[1].vmm_dirty = bits[1];
+    assert_int_equal(guest_write(&mem, 4096 - 1, buf, 2), 0); /* pages 0 and 1 */
+    assert_int_equal(bits[0][0], 0x3);
+    assert_int_equal(guest_write(&mem, (1 << 20) + 5 * 4096, buf, sizeof(buf)), 0);
+    assert_int_equal(bits[1][0], 0x60);
+    guest_memory_mark_dirty(&mem, 15 * 4096, 4096 * 4); /* clipped at the region's end */
+    assert_int_equal(bits[0][0], 0x8003);
+    guest_memory_mark_dirty(&mem, 1 << 19, 4096); /* not RAM: nothing */
+    assert_int_equal(bits[0][0], 0x8003);
+    assert_int_equal(bits[1][0], 0x60);
+    guest_memory_free(&mem);
+}
+
 static void file_mapped_ram_is_not_dumped(void **state)
 {
     struct guest_region layout[] = {{.gpa = 0, .size = 1 << 20}, {.gpa = 4ull << 30, .size = 8192}};
@@ -93,6 +120,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gpa_ptr_checks_bounds),
         cmocka_unit_test(guest_write_refuses_outside_ram),
+        cmocka_unit_test(guest_write_marks_pages_dirty),
         cmocka_unit_test(x86_layout_splits_around_hole),
         cmocka_unit_test(file_mapped_ram_is_not_dumped),
     };

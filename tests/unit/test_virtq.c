@@ -284,11 +284,40 @@ static void kick_suppression(void **state)
     assert_int_equal(*used_flags, 0);
 }
 
+static bool page_marked(const _Atomic(uint64_t) *bits, uint64_t gpa)
+{
+    return bits[gpa / 4096 / 64] >> (gpa / 4096 % 64) & 1;
+}
+
+/* During a live migration the pages the device writes are marked dirty
+ * (KVM's log sees only the guest's): the writable buffers of a chain it
+ * takes and the used ring it returns it on; the readable ones are not. */
+static void marks_what_the_device_writes(void **state)
+{
+    static _Atomic(uint64_t) bits[RAM / 4096 / 64];
+    struct virtq_chain c;
+    (void)state;
+
+    mem.regions[0].vmm_dirty = bits;
+    set_desc(DESC, 0, DATA, 8, VIRTQ_DESC_F_NEXT, 1);
+    set_desc(DESC, 1, DATA + 0x3000, 0x2000, VIRTQ_DESC_F_WRITE, 0);
+    publish(0);
+    assert_int_equal(virtq_pop(&q, &c), 1);
+    assert_false(page_marked(bits, DATA));
+    assert_true(page_marked(bits, DATA + 0x3000) && page_marked(bits, DATA + 0x4000));
+    assert_false(page_marked(bits, DATA + 0x5000));
+    assert_false(page_marked(bits, USED));
+    assert_int_equal(virtq_push(&q, c.head, 16), 0);
+    assert_true(page_marked(bits, USED));
+    mem.regions[0].vmm_dirty = NULL;
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(pops_a_chain_and_pushes_it_back), T(follows_indirect_tables), T(refuses_a_loop),
+        T(marks_what_the_device_writes),
         T(refuses_a_self_loop_in_an_indirect_table), T(refuses_an_index_out_of_range),
         T(refuses_a_head_out_of_range), T(refuses_buffers_outside_ram), T(refuses_length_overflow),
         T(refuses_readable_after_writable), T(refuses_nested_indirect),

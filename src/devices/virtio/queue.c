@@ -69,6 +69,8 @@ static int add_buf(struct virtq_chain *c, const struct virtq *q, const struct vr
         if (!p)
             return err_plain(EFAULT, "descriptor buffer 0x%llx+%u is outside guest RAM",
                              (unsigned long long)d->addr, d->len);
+        if (writable) /* the device writes it: a live migration sends it again */
+            guest_memory_mark_dirty(q->mem, d->addr, d->len);
     }
     c->bufs[c->count++] = (struct virtq_buf){p, d->len, writable};
     if (writable)
@@ -192,6 +194,7 @@ int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
     /* Release pairs with the driver's read barrier after it reads
      * used->idx: the element above is visible before the index. */
     __atomic_store_n((uint16_t *)(used + 2), q->used_idx, __ATOMIC_RELEASE);
+    guest_memory_mark_dirty(q->mem, q->used_gpa, used_bytes(q->size));
     return 0;
 }
 

@@ -1,0 +1,217 @@
+/* smolvm receive: take one VM another smolvm migrates here (smolvm
+ * migrate), and run it as `start` runs a bundle. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86/cpuid.h"
+#include "cli/cli.h"
+#include "cli/serve.h"
+#include "core/config.h"
+#include "hv/hv.h"
+#include "migrate/link.h"
+#include "migrate/migrate.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/paths.h"
+
+static const char receive_help[] =
+    "usage: smolvm receive --listen tcp:ADDR:PORT|unix:PATH [options]\n"
+    "\n"
+    "Waits for one VM that 'smolvm migrate' sends here, checks this host can run\n"
+    "it (protocol version, CPU features, memory), builds it, and once the source\n"
+    "has stopped runs it here as 'smolvm start' would: the console is this\n"
+    "terminal, or with --detach a log ('smolvm logs NAME'). A migration that fails\n"
+    "leaves nothing here.\n"
+    "\n"
+    "  --listen ADDRESS  tcp:ADDR:PORT (ADDR may be empty: all) or unix:PATH\n"
+    "  --name NAME       the VM's name here (default: generated)\n"
+    "  --share DIR:TAG   the folder here of the VM's share TAG (one each; as start)\n"
+    "  --detach          run in the background; returns once the VM runs here\n"
+    "  --json            errors as JSON\n"
+    "\n"
+    "Exit status: as 'smolvm start' once the VM runs; 1 when the migration failed,\n"
+    "2 on a bad command line.\n";
+
+/* What the command line asked. */
+struct receive_options {
+    const char *listen, *name;
+    bool detach;
+    struct vm_share_config shares[VM_MAX_SHARES];
+    unsigned share_count;
+};
+
+struct received {
+    struct migrate_link link;
+    int memory_fd;           /* live: the RAM as it arrived, or -1 */
+    int bundle_fd;           /* the VM as it arrived: a file without a name, */
+    char bundle[32];         /* opened by the machine as /proc/self/fd/N */
+    char *dir;               /* its instance folder, when this receive made it */
+};
+
+/* The instance folder NAME would get, when there is none yet: a failed
+ * migration removes it again. */
+static char *new_instance_dir(const char *name)
+{
+    char *root = paths_instances_dir(), *dir = NULL;
+    struct stat st;
+    if (root && asprintf(&dir, "%s/%s", root, name) >= 0 && stat(dir, &st) == 0) {
+        free(dir);
+        dir = NULL;
+    }
+    free(root);
+    return dir;
+}
+
+/* Into a file without a name (O_TMPFILE): a receiver killed at any
+ * point leaves nothing behind. */
+static int receive_bundle(struct received *rc)
+{
+    struct x86_cpuid_entry *cpuid;
+    size_t n;
+    char *scratch = paths_data_dir("migrate");
+    int r = scratch ? hv_host_cpuid(&cpuid, &n) : -ENOMEM;
+
+    if (r < 0) {
+        free(scratch);
+        return r;
+    }
+    rc->bundle_fd = open(scratch, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (rc->bundle_fd < 0)
+        r = err_set(errno, "a file in '%s' for the VM", scratch);
+    if (r == 0) {
+        struct migrate_receive rx = {.host = cpuid, .host_n = n, .bundle_fd = rc->bundle_fd,
+                                     .scratch_dir = scratch};
+        snprintf(rc->bundle, sizeof(rc->bundle), "/proc/self/fd/%d", rc->bundle_fd);
+        r = migrate_receive_bundle(&rc->link, &rx);
+        rc->memory_fd = rx.memory_fd;
+    }
+    free(scratch);
+    free(cpuid);
+    return r;
+}
+
+/* The VM built and, once the source has stopped, handed back to run. */
+static int receive(struct received *rc, const struct receive_options *ro, struct server *server,
+                   struct machine **m)
+{
+    struct machine_start_options so = {.interactive = isatty(STDIN_FILENO),
+                                       .memory = MACHINE_MEMORY_DECOMPRESS,
+                                       .shares = ro->shares, .share_count = ro->share_count};
+    int r = receive_bundle(rc);
+
+    if (r < 0)
+        return r;
+    so.name = serve_name(server);
+    so.vsock_path = serve_vsock_path(server);
+    so.memory_fd = rc->memory_fd >= 0 ? rc->memory_fd : 0;
+    rc->dir = new_instance_dir(so.name);
+    r = machine_start(rc->bundle, &so, m);
+    if (r < 0) {
+        migrate_send_error(&rc->link, err_msg());
+        return r;
+    }
+    if ((r = migrate_receive_commit(&rc->link)) < 0) {
+        machine_destroy(*m);
+        *m = NULL;
+    }
+    return r;
+}
+
+static int parse(int argc, char **argv, struct receive_options *o)
+{
+    enum { OPT_LISTEN = 256, OPT_NAME, OPT_DETACH, OPT_JSON, OPT_SHARE };
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN}, {"name", required_argument, NULL, OPT_NAME},
+        {"detach", no_argument, NULL, OPT_DETACH}, {"json", no_argument, NULL, OPT_JSON},
+        {"share", required_argument, NULL, OPT_SHARE}, {"help", no_argument, NULL, 'h'}, {0},
+    };
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = cli_getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_NAME: o->name = optarg; break;
+        case OPT_DETACH: o->detach = true; break;
+        case OPT_SHARE:
+            if (cli_parse_share(optarg, o->shares, &o->share_count) < 0)
+                return cli_fail(CLI_USAGE, "--share: %s", err_msg());
+            break;
+        case OPT_JSON: break; /* cli_getopt_long() set it */
+        case 'h': fputs(receive_help, stdout); return -1;
+        default: return CLI_USAGE;
+        }
+    }
+    if (optind != argc || !o->listen)
+        return cli_fail(CLI_USAGE, "usage: smolvm receive --listen tcp:ADDR:PORT|unix:PATH");
+    if (migrate_address_check(o->listen) < 0)
+        return cli_fail(CLI_USAGE, "--listen %s", err_msg());
+    if (o->name && cli_check_name(o->name) != CLI_OK)
+        return CLI_USAGE;
+    return CLI_OK;
+}
+
+/* Waits for the source on listen, then receives from it. */
+static int serve_one(const struct receive_options *o, int listener, struct received *rc,
+                     struct server *server, struct machine **m)
+{
+    const char *listen = o->listen;
+    int fd = migrate_accept(listener);
+    close(listener);
+    if (strncmp(listen, "unix:", 5) == 0)
+        unlink(listen + 5);
+    if (fd < 0)
+        return fd;
+    rc->link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
+    int r = receive(rc, o, server, m);
+    close(fd);
+    return r;
+}
+
+int cli_receive(int argc, char **argv)
+{
+    struct receive_options o = {0};
+    struct received rc = {.bundle_fd = -1, .memory_fd = -1};
+    struct server *server;
+    struct machine *m = NULL;
+    int code = parse(argc, argv, &o), listener;
+
+    if (code != CLI_OK)
+        return code < 0 ? CLI_OK : code;
+    if (hv_check() < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if ((listener = migrate_listen(o.listen)) < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if ((code = serve_open(o.name, &server)) == CLI_OK && o.detach) {
+        bool parent;
+        code = serve_detach(server, &parent);
+        if (parent) {
+            close(listener);
+            return code;
+        }
+    }
+    if (code != CLI_OK) {
+        close(listener);
+        return code;
+    }
+    int r = serve_one(&o, listener, &rc, server, &m);
+    if (rc.bundle_fd >= 0)
+        close(rc.bundle_fd); /* the machine has its own */
+    if (rc.memory_fd >= 0)
+        close(rc.memory_fd); /* mapped by now, or not needed */
+    if (r < 0) {
+        if (rc.dir)
+            file_remove_tree(rc.dir);
+        free(rc.dir);
+        serve_abort(server);
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
+    free(rc.dir);
+    return serve_machine(server, m, &(struct serve_options){.json = cli_json()});
+}

@@ -1,0 +1,65 @@
+/* Moving a running VM to another smolvm (docs/migration.md): the source
+ * side runs in the VM's own process (send.c, asked over its control
+ * socket by `smolvm migrate`), the destination in `smolvm receive`
+ * (receive.c). The link's frames are protocol.h, its sockets link.h. */
+#ifndef SMOLVM_MIGRATE_MIGRATE_H
+#define SMOLVM_MIGRATE_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "machine/machine.h"
+#include "migrate/precopy.h"
+#include "migrate/protocol.h"
+
+struct migrate_send_options {
+    const char *to;          /* tcp:HOST:PORT or unix:PATH */
+    uint64_t max_bandwidth;  /* bytes per second on the link; 0: no cap */
+    const char *scratch_dir; /* where the paused VM is written before it goes */
+    bool live;                /* pre-copy rounds while it runs */
+    uint64_t max_downtime_ms; /* live: the final pause to aim for */
+    /* live: called after each round (precopy.h has what it measured) */
+    void (*round)(void *opaque, const struct precopy *p);
+    bundle_progress_fn progress;
+    void *opaque;
+};
+
+struct migrate_send_result {
+    double seconds;  /* from the call to the destination running */
+    double downtime; /* from the pause to the destination running */
+    uint64_t bytes;  /* of the VM sent */
+    unsigned rounds; /* live: pre-copy rounds */
+};
+
+/* Warm migration of m: checks the destination takes it (version, CPU,
+ * config), pauses m, sends its config, device state, RAM and disks, and
+ * tells the destination to run once it has built the VM. 0: the VM runs
+ * there and m must stop (it stays paused). Otherwise the message is set
+ * and m is as it was (resumed if it ran) -- but for a link cut after the
+ * destination was told to run, when m stays paused (never two running). */
+int migrate_send(struct machine *m, const struct migrate_send_options *o,
+                 struct migrate_send_result *res) __attribute__((warn_unused_result));
+
+struct migrate_receive {
+    const struct x86_cpuid_entry *host; /* this host's CPU */
+    size_t host_n;
+    int bundle_fd;           /* the bundle goes here */
+    const char *scratch_dir; /* a live migration's RAM goes into a file here */
+    /* out: the RAM of a live migration (regions end to end), or -1 */
+    int memory_fd;
+    uint64_t memory_bytes;
+};
+
+/* The destination's part up to the VM built: a HELLO checked against this
+ * host's CPU, the config against this host, a live migration's RAM pages
+ * (each inside the RAM the config has), then the VM's bundle written to
+ * rx->bundle_fd and checked whole (size, SHA-256). 0, or a negative errno
+ * with the message set, the source told why. */
+int migrate_receive_bundle(struct migrate_link *l, struct migrate_receive *rx)
+    __attribute__((warn_unused_result));
+
+/* After the VM is built from that bundle: READY, then GO awaited (the
+ * source has stopped), DONE sent. 0: run it; otherwise drop it. */
+int migrate_receive_commit(struct migrate_link *l) __attribute__((warn_unused_result));
+
+#endif

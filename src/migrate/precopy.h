@@ -1,0 +1,44 @@
+/* The rounds of a live (pre-copy) migration, as arithmetic: no clock, no
+ * socket, no VM -- send.c feeds in what each round measured, and this says
+ * whether to go on, stop and copy the rest, or slow the guest down
+ * (auto-converge). Unit-tested with made-up clocks (test_migrate). */
+#ifndef SMOLVM_MIGRATE_PRECOPY_H
+#define SMOLVM_MIGRATE_PRECOPY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PRECOPY_MAX_ROUNDS 30
+#define PRECOPY_THROTTLE_STEP 20 /* percent of vCPU time taken per step */
+#define PRECOPY_THROTTLE_MAX 90
+
+struct precopy {
+    /* set by the caller */
+    uint64_t max_downtime_ms; /* what the final pause may take */
+    uint64_t max_bandwidth;   /* bytes/s cap; 0: none */
+    /* measured, round by round */
+    unsigned round;           /* rounds done */
+    double bandwidth;         /* bytes/s the link carried last round */
+    double dirty_rate;        /* bytes/s the guest dirtied last round */
+    uint64_t remaining;       /* bytes dirty now (what a stop would send) */
+    double expected_downtime_ms;
+    unsigned throttle;        /* percent of vCPU time taken away */
+    unsigned slow_rounds;     /* rounds in a row the guest outran the link */
+};
+
+enum precopy_step {
+    PRECOPY_AGAIN,    /* send what is dirty, another round */
+    PRECOPY_STOP,     /* pause and send the rest: it fits the downtime */
+    PRECOPY_GIVE_UP,  /* rounds spent: pause and send the rest anyway */
+};
+
+/* A round ended: sent bytes took seconds on the link, while the guest
+ * dirtied dirty bytes (remaining: all now dirty). Returns the next step;
+ * may raise p->throttle (the caller slows the vCPUs to it). */
+enum precopy_step precopy_round(struct precopy *p, uint64_t sent, uint64_t dirtied,
+                                uint64_t remaining, double seconds);
+
+/* Seconds sending bytes must take at the cap, from a start (0: no wait). */
+double precopy_pace(const struct precopy *p, uint64_t bytes_since_start, double elapsed);
+
+#endif

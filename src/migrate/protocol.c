@@ -1,0 +1,257 @@
+/* Frames of the migration protocol (protocol.h): encoding, checking,
+ * reading and writing them with a stall timeout. */
+#include "migrate/protocol.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util/err.h"
+#include "util/le.h"
+
+#define MAGIC 0x46474d53u /* "SMGF" */
+#define ERROR_TEXT_MAX 1024
+#define CONFIG_MAX (1u << 20)
+
+static const struct {
+    const char *name;
+    uint32_t max; /* payload bytes */
+} types[] = {
+    [MIGRATE_HELLO] = {"HELLO", 8 + MIGRATE_CPUID_MAX * 24},
+    [MIGRATE_ACCEPT] = {"ACCEPT", 4},
+    [MIGRATE_CONFIG] = {"CONFIG", CONFIG_MAX},
+    [MIGRATE_DATA] = {"DATA", MIGRATE_DATA_MAX},
+    [MIGRATE_END] = {"END", 8 + 32},
+    [MIGRATE_READY] = {"READY", 0},
+    [MIGRATE_GO] = {"GO", 0},
+    [MIGRATE_DONE] = {"DONE", 0},
+    [MIGRATE_ERROR] = {"ERROR", ERROR_TEXT_MAX},
+    [MIGRATE_RAM] = {"RAM", 8},
+    [MIGRATE_PAGES] = {"PAGES", 8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE},
+};
+
+uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    static uint32_t table[256];
+    const uint8_t *p = data;
+
+    if (!table[1]) /* built once; racing builders write the same values */
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++)
+                c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+            table[i] = c;
+        }
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++)
+        crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+const char *migrate_frame_name(uint32_t type)
+{
+    return type < sizeof(types) / sizeof(types[0]) ? types[type].name : NULL;
+}
+
+int migrate_header_parse(const uint8_t h[MIGRATE_HEADER], enum migrate_frame_type *type,
+                         uint32_t *len)
+{
+    uint32_t t = le16(h + 4), n = le32(h + 8);
+    const char *name = migrate_frame_name(t);
+
+    if (le32(h) != MAGIC)
+        return err_plain(EPROTO, "not a smolvm migration stream (bad frame magic)");
+    if (!name)
+        return err_plain(EPROTO, "unknown migration frame type %u", t);
+    if (le16(h + 6))
+        return err_plain(EPROTO, "migration frame %s has reserved bits set", name);
+    if (n > types[t].max)
+        return err_plain(EPROTO, "migration frame %s of %u bytes (at most %u)", name, n,
+                         types[t].max);
+    *type = (enum migrate_frame_type)t;
+    *len = n;
+    return 0;
+}
+
+static uint32_t frame_crc(const uint8_t *header, const void *payload, uint32_t len)
+{
+    return migrate_crc32c(migrate_crc32c(0, header, 12), payload, len);
+}
+
+void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void *payload,
+                          uint32_t len)
+{
+    put_le(out, MAGIC, 4);
+    put_le(out + 4, type, 2);
+    put_le(out + 6, 0, 2);
+    put_le(out + 8, len, 4);
+    if (len)
+        memcpy(out + MIGRATE_HEADER, payload, len);
+    put_le(out + 12, frame_crc(out, out + MIGRATE_HEADER, len), 4);
+}
+
+/* Waits until fd is ready for events, at most the link's stall time. */
+static int wait_ready(const struct migrate_link *l, int fd, short events)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    int n;
+
+    do
+        n = poll(&p, 1, l->stall_ms);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return err_set(errno, "migration link");
+    if (n == 0)
+        return err_plain(ETIMEDOUT, "the migration link stalled for %d s", l->stall_ms / 1000);
+    return 0;
+}
+
+static int read_exact(const struct migrate_link *l, uint8_t *buf, size_t len, bool mid_frame)
+{
+    for (size_t done = 0; done < len;) {
+        int r = wait_ready(l, l->in, POLLIN);
+        if (r < 0)
+            return r;
+        ssize_t n = read(l->in, buf + done, len - done);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            return err_set(errno, "the migration link was cut");
+        if (n == 0)
+            return err_plain(ECONNRESET, "the migration link was closed%s",
+                             done || mid_frame ? " in the middle of a frame" : "");
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_exact(const struct migrate_link *l, const uint8_t *buf, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        int r = wait_ready(l, l->out, POLLOUT);
+        if (r < 0)
+            return r;
+        /* A peer gone is an error here, never a SIGPIPE. */
+        ssize_t n = send(l->out, buf + done, len - done, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK)
+            n = write(l->out, buf + done, len - done);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            return err_set(errno, "the migration link was cut");
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
+                       uint32_t len)
+{
+    uint8_t *buf = malloc(MIGRATE_HEADER + (size_t)len);
+    if (!buf)
+        return err_set(ENOMEM, "migration frame");
+    migrate_frame_encode(buf, type, payload, len);
+    int r = write_exact(l, buf, MIGRATE_HEADER + (size_t)len);
+    free(buf);
+    return r;
+}
+
+void migrate_send_error(struct migrate_link *l, const char *message)
+{
+    size_t n = strlen(message);
+    if (migrate_send_frame(l, MIGRATE_ERROR, message, n < ERROR_TEXT_MAX ? (uint32_t)n
+                                                                        : ERROR_TEXT_MAX) < 0)
+        err_clear();
+}
+
+/* An ERROR frame's text as the message: printable bytes only. */
+static int peer_error(const struct migrate_frame *f)
+{
+    for (uint32_t i = 0; i < f->len; i++)
+        if (f->payload[i] < 0x20 || f->payload[i] > 0x7e)
+            f->payload[i] = '?';
+    return err_plain(ECANCELED, "the other side refused: %s", (const char *)f->payload);
+}
+
+int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
+                       struct migrate_frame *out)
+{
+    uint8_t h[MIGRATE_HEADER];
+    int r = read_exact(l, h, sizeof(h), false);
+
+    memset(out, 0, sizeof(*out));
+    if (r == 0)
+        r = migrate_header_parse(h, &out->type, &out->len);
+    if (r < 0)
+        return r;
+    if (!(out->payload = malloc((size_t)out->len + 1)))
+        return err_set(ENOMEM, "migration frame");
+    out->payload[out->len] = 0;
+    r = read_exact(l, out->payload, out->len, true);
+    if (r == 0 && frame_crc(h, out->payload, out->len) != le32(h + 12))
+        r = err_plain(EPROTO, "migration frame %s fails its checksum",
+                      migrate_frame_name(out->type));
+    if (r == 0 && out->type == MIGRATE_ERROR)
+        r = peer_error(out);
+    else if (r == 0 && expect && out->type != expect)
+        r = err_plain(EPROTO, "migration frame %s where %s was due", migrate_frame_name(out->type),
+                      migrate_frame_name(expect));
+    if (r < 0) {
+        free(out->payload);
+        out->payload = NULL;
+    }
+    return r;
+}
+
+int migrate_hello_encode(const struct x86_cpuid_entry *cpuid, size_t n, uint8_t **out,
+                         uint32_t *len)
+{
+    if (n > MIGRATE_CPUID_MAX)
+        n = MIGRATE_CPUID_MAX;
+    uint8_t *p = malloc(8 + n * 24);
+    if (!p)
+        return err_set(ENOMEM, "migration hello");
+    put_le(p, MIGRATE_VERSION, 4);
+    put_le(p + 4, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t v[6] = {cpuid[i].function, cpuid[i].index, cpuid[i].eax,
+                               cpuid[i].ebx, cpuid[i].ecx, cpuid[i].edx};
+        for (int k = 0; k < 6; k++)
+            put_le(p + 8 + i * 24 + k * 4, v[k], 4);
+    }
+    *out = p;
+    *len = (uint32_t)(8 + n * 24);
+    return 0;
+}
+
+int migrate_hello_check(const uint8_t *p, uint32_t len, const struct x86_cpuid_entry *host,
+                        size_t host_n)
+{
+    char why[128];
+
+    if (len < 8)
+        return err_plain(EPROTO, "migration HELLO of %u bytes is too short", len);
+    uint32_t version = le32(p), n = le32(p + 4);
+    if (version > MIGRATE_VERSION || version == 0)
+        return err_plain(EPROTONOSUPPORT,
+                         "the source speaks migration protocol version %u; this smolvm speaks "
+                         "version %u", version, MIGRATE_VERSION);
+    if (n > MIGRATE_CPUID_MAX || len != 8 + (uint64_t)n * 24)
+        return err_plain(EPROTO, "migration HELLO: %u CPUID entries do not fill %u bytes", n, len);
+    struct x86_cpuid_entry *saved = calloc(n ? n : 1, sizeof(*saved));
+    if (!saved)
+        return err_set(ENOMEM, "migration hello");
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *e = p + 8 + (size_t)i * 24;
+        saved[i] = (struct x86_cpuid_entry){le32(e), le32(e + 4), le32(e + 8),
+                                            le32(e + 12), le32(e + 16), le32(e + 20)};
+    }
+    int fits = x86_cpuid_fits(saved, n, host, host_n, why, sizeof(why));
+    free(saved);
+    return fits < 0 ? err_plain(ENOTSUP, "this host's CPU lacks a feature the guest uses: %s", why)
+                    : 0;
+}

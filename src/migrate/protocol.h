@@ -1,0 +1,92 @@
+/* The migration wire protocol: length-framed, checksummed frames over one
+ * stream (TCP or a unix socket), read with a stall timeout so a link that
+ * dies silently is a cut link too. docs/migration.md has the sequence.
+ *
+ *   frame  0  magic "SMGF"
+ *          4  type (u16, enum migrate_frame_type)
+ *          6  reserved (u16, zero)
+ *          8  payload length (u32, at most what the type carries)
+ *         12  CRC-32C of bytes 0..11 and the payload
+ *         16  payload
+ *
+ * Every field little-endian. A reader refuses, with one message and
+ * before using the payload: a bad magic, an unknown type, a length over
+ * the type's bound, a bad checksum, a stream that ends mid-frame. */
+#ifndef SMOLVM_MIGRATE_PROTOCOL_H
+#define SMOLVM_MIGRATE_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arch/x86/cpuid.h"
+
+#define MIGRATE_VERSION 1
+#define MIGRATE_HEADER 16
+#define MIGRATE_DATA_MAX (1u << 20) /* bytes of the bundle per DATA frame */
+#define MIGRATE_CPUID_MAX 512
+#define MIGRATE_PAGE 4096
+#define MIGRATE_PAGES_MAX 255 /* pages per PAGES frame */
+#define MIGRATE_STALL_MS 20000 /* a link silent this long is cut */
+
+enum migrate_frame_type {
+    MIGRATE_HELLO = 1,  /* source: u32 version, u32 n, n CPUID entries (6 x u32) */
+    MIGRATE_ACCEPT = 2, /* destination: u32 version; the source may go on */
+    MIGRATE_CONFIG = 3, /* source: the VM's config (JSON), checked before RAM moves */
+    MIGRATE_DATA = 4,   /* source: the next bytes of the VM's bundle */
+    MIGRATE_END = 5,    /* source: u64 bundle size, its SHA-256 */
+    MIGRATE_READY = 6,  /* destination: the VM is built (not running) */
+    MIGRATE_GO = 7,     /* source: stopped for good; run it */
+    MIGRATE_DONE = 8,   /* destination: running */
+    MIGRATE_ERROR = 9,  /* either side: a one-line reason, then the link closes */
+    MIGRATE_RAM = 10,   /* source, live: u64 bytes of guest RAM (regions end to end) */
+    MIGRATE_PAGES = 11, /* source, live: u64 offset into that RAM, whole pages */
+};
+
+struct migrate_frame {
+    enum migrate_frame_type type;
+    uint32_t len;
+    uint8_t *payload; /* malloc'd, len bytes (plus a NUL) */
+};
+
+/* The two ends of a link: in and out are the same socket but for tests
+ * and the fuzzer. stall_ms: how long a read or write may wait. */
+struct migrate_link {
+    int in, out;
+    int stall_ms;
+};
+
+/* CRC-32C (Castagnoli) of len bytes, continued from crc (0 to begin). */
+uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* The frame's name ("HELLO"), or NULL for an unknown type. */
+const char *migrate_frame_name(uint32_t type);
+
+/* Checks a frame's 16-byte header: 0 with *type and *len set, or a
+ * negative errno with the message set (bad magic, unknown type, too long
+ * for its type). */
+int migrate_header_parse(const uint8_t header[MIGRATE_HEADER], enum migrate_frame_type *type,
+                         uint32_t *len) __attribute__((warn_unused_result));
+/* Header and payload into out (MIGRATE_HEADER + len bytes). */
+void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void *payload,
+                          uint32_t len);
+
+int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
+                       uint32_t len) __attribute__((warn_unused_result));
+/* The next frame, checked whole (out->payload freed with free()). A frame
+ * of another type than expect (0: any) is an error, but for ERROR, whose
+ * text becomes the message. */
+int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
+                       struct migrate_frame *out) __attribute__((warn_unused_result));
+/* An ERROR frame with the current message, best effort. */
+void migrate_send_error(struct migrate_link *l, const char *message);
+
+/* HELLO's payload: malloc'd into *out. */
+int migrate_hello_encode(const struct x86_cpuid_entry *cpuid, size_t n, uint8_t **out,
+                         uint32_t *len) __attribute__((warn_unused_result));
+/* Checks a HELLO against this host: the version, then every CPU feature
+ * the source's guest may use (host: this host's table); the first one
+ * missing is named. */
+int migrate_hello_check(const uint8_t *payload, uint32_t len, const struct x86_cpuid_entry *host,
+                        size_t host_n) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,326 @@
+/* The source side of a migration (migrate.h): hello and config, each
+ * accepted; live, RAM in pre-copy rounds; then the paused VM as a bundle
+ * (device state, RAM in the bundle's chunk codec unless it went already,
+ * disks), then the two-step hand-over. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hv/hv.h"
+#include "migrate/link.h"
+#include "migrate/migrate.h"
+#include "util/err.h"
+#include "util/hash.h"
+#include "util/le.h"
+
+/* The destination builds the VM (unpacks RAM, disks) before READY. */
+#define BUILD_WAIT_MS 300000
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Version and CPU first, then the config: a destination that cannot take
+ * the VM says so before it is paused. */
+static int handshake(struct migrate_link *l, struct machine *m)
+{
+    struct x86_cpuid_entry *cpuid;
+    struct migrate_frame f;
+    size_t n;
+    uint8_t *hello;
+    uint32_t len;
+    int r = hv_host_cpuid(&cpuid, &n);
+
+    if (r < 0)
+        return r;
+    r = migrate_hello_encode(cpuid, n, &hello, &len);
+    free(cpuid);
+    if (r < 0)
+        return r;
+    r = migrate_send_frame(l, MIGRATE_HELLO, hello, len);
+    free(hello);
+    if (r == 0 && (r = migrate_recv_frame(l, MIGRATE_ACCEPT, &f)) == 0)
+        free(f.payload);
+    if (r < 0)
+        return r;
+    char *json = vm_config_to_json(vm_config(machine_vm(m)));
+    r = json ? migrate_send_frame(l, MIGRATE_CONFIG, json, (uint32_t)strlen(json))
+             : err_set(ENOMEM, "migration config");
+    free(json);
+    if (r == 0 && (r = migrate_recv_frame(l, MIGRATE_ACCEPT, &f)) == 0)
+        free(f.payload); /* it can run the VM */
+    return r;
+}
+
+/* Sleeps as long as the cap asks: sent bytes since start. */
+static void pace(uint64_t sent, double start, uint64_t rate)
+{
+    struct precopy cap = {.max_bandwidth = rate};
+    double wait = precopy_pace(&cap, sent, now() - start);
+    if (wait > 0) {
+        struct timespec t = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        nanosleep(&t, NULL);
+    }
+}
+
+static int send_bundle(struct migrate_link *l, const char *path,
+                       const struct migrate_send_options *o, uint64_t *sent)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    off_t total = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+    uint8_t *buf = malloc(MIGRATE_DATA_MAX), end[8 + HASH_BYTES];
+    struct hash_state h;
+    double start = now();
+    int r = fd < 0 || total < 0 ? err_set(errno, "reading '%s'", path)
+            : buf              ? 0
+                               : err_set(ENOMEM, "migration");
+
+    hash_begin(&h);
+    for (*sent = 0; r == 0 && *sent < (uint64_t)total;) {
+        ssize_t n = pread(fd, buf, MIGRATE_DATA_MAX, (off_t)*sent);
+        if (n <= 0) {
+            r = err_set(n < 0 ? errno : EIO, "reading '%s'", path);
+            break;
+        }
+        hash_add(&h, buf, (size_t)n);
+        r = migrate_send_frame(l, MIGRATE_DATA, buf, (uint32_t)n);
+        *sent += (uint64_t)n;
+        if (o->progress)
+            o->progress(o->opaque, *sent, (uint64_t)total);
+        pace(*sent, start, o->max_bandwidth);
+    }
+    if (r == 0) {
+        put_le(end, (uint64_t)total, 8);
+        hash_end(&h, end + 8);
+        r = migrate_send_frame(l, MIGRATE_END, end, sizeof(end));
+    }
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+/* READY (the VM is built there), GO (from here on the VM is theirs),
+ * DONE. *committed: GO went out, so m must never run again. */
+static int hand_over(struct migrate_link *l, bool *committed)
+{
+    struct migrate_frame f;
+    int stall = l->stall_ms, r;
+
+    l->stall_ms = BUILD_WAIT_MS;
+    r = migrate_recv_frame(l, MIGRATE_READY, &f);
+    l->stall_ms = stall;
+    if (r < 0)
+        return r;
+    free(f.payload);
+    if ((r = migrate_send_frame(l, MIGRATE_GO, NULL, 0)) < 0)
+        return r;
+    *committed = true;
+    if ((r = migrate_recv_frame(l, MIGRATE_DONE, &f)) < 0)
+        return r;
+    free(f.payload);
+    return 0;
+}
+
+/* ---- live: pre-copy rounds ---- */
+
+struct dirty {
+    uint64_t *bits[GUEST_MEMORY_MAX_REGIONS];
+};
+
+static uint64_t words(const struct guest_region *g)
+{
+    return (g->size / MIGRATE_PAGE + 63) / 64;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+    static const uint8_t zero[MIGRATE_PAGE];
+    return memcmp(p, zero, MIGRATE_PAGE) == 0;
+}
+
+/* Sends the marked pages (clearing the marks), runs of them a frame each;
+ * in the first round pages of zeros are left out (the destination's RAM
+ * starts as zeros). The cap and the vCPU throttle are kept meanwhile. */
+static int send_pages(struct migrate_link *l, struct vm *vm, struct dirty *d, bool skip_zero,
+                      uint64_t cap, uint64_t *sent)
+{
+    const struct guest_memory *mem = vm_memory(vm);
+    uint8_t *frame = malloc(8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE);
+    double start = now();
+    uint64_t base = 0, before = *sent;
+    int r = frame ? 0 : err_set(ENOMEM, "migration");
+
+    for (unsigned i = 0; r == 0 && i < mem->count; base += mem->regions[i++].size) {
+        const struct guest_region *g = &mem->regions[i];
+        uint64_t pages = g->size / MIGRATE_PAGE;
+        for (uint64_t p = 0; r == 0 && p < pages;) {
+            unsigned n = 0;
+            while (p + n < pages && n < MIGRATE_PAGES_MAX &&
+                   (d->bits[i][(p + n) / 64] >> ((p + n) % 64) & 1) &&
+                   !(skip_zero && page_is_zero(g->host + (p + n) * MIGRATE_PAGE)))
+                n++;
+            if (!n) {
+                d->bits[i][p / 64] &= ~(1ull << (p % 64));
+                p++;
+                continue;
+            }
+            put_le(frame, base + p * MIGRATE_PAGE, 8);
+            memcpy(frame + 8, g->host + p * MIGRATE_PAGE, (size_t)n * MIGRATE_PAGE);
+            for (unsigned k = 0; k < n; k++, p++)
+                d->bits[i][p / 64] &= ~(1ull << (p % 64));
+            r = migrate_send_frame(l, MIGRATE_PAGES, frame, 8 + n * MIGRATE_PAGE);
+            *sent += (uint64_t)n * MIGRATE_PAGE;
+            pace(*sent - before, start, cap);
+            vm_throttle_tick(vm);
+        }
+    }
+    free(frame);
+    return r;
+}
+
+/* Pages dirtied since the last fetch into d; their bytes. */
+static int fetch_dirty(struct vm *vm, struct dirty *d, bool take_vmm, uint64_t *bytes)
+{
+    const struct guest_memory *mem = vm_memory(vm);
+    int r = 0;
+
+    *bytes = 0;
+    for (unsigned i = 0; r == 0 && i < mem->count; i++) {
+        uint64_t *fresh = calloc(words(&mem->regions[i]), 8);
+        r = fresh ? vm_dirty_fetch(vm, i, fresh, take_vmm) : err_set(ENOMEM, "dirty bitmap");
+        for (uint64_t w = 0; r == 0 && w < words(&mem->regions[i]); w++) {
+            d->bits[i][w] |= fresh[w];
+            *bytes += (uint64_t)__builtin_popcountll(d->bits[i][w]) * MIGRATE_PAGE;
+        }
+        free(fresh);
+    }
+    return r;
+}
+
+/* RAM in rounds while the VM runs, until what is left fits the downtime
+ * (or the rounds are spent); then the VM pauses and the rest goes. */
+static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_send_options *o,
+                   struct dirty *d, struct migrate_send_result *res, double *paused_at)
+{
+    const struct guest_memory *mem = vm_memory(vm);
+    struct precopy p = {.max_downtime_ms = o->max_downtime_ms, .max_bandwidth = o->max_bandwidth};
+    uint8_t total[8];
+    uint64_t left;
+    int r;
+
+    put_le(total, mem->total, 8);
+    for (unsigned i = 0; i < mem->count; i++) {
+        if (!(d->bits[i] = malloc(words(&mem->regions[i]) * 8)))
+            return err_set(ENOMEM, "dirty bitmap");
+        memset(d->bits[i], 0xff, words(&mem->regions[i]) * 8); /* round 0: all of it */
+    }
+    r = migrate_send_frame(l, MIGRATE_RAM, total, sizeof(total));
+    if (r == 0)
+        r = vm_dirty_log(vm, true);
+    for (enum precopy_step step = PRECOPY_AGAIN; r == 0 && step == PRECOPY_AGAIN;) {
+        uint64_t before = res->bytes;
+        double t0 = now();
+        r = send_pages(l, vm, d, p.round == 0, o->max_bandwidth, &res->bytes);
+        if (r == 0)
+            r = fetch_dirty(vm, d, false, &left);
+        if (r < 0)
+            break;
+        step = precopy_round(&p, res->bytes - before, left, left, now() - t0);
+        vm_throttle(vm, p.throttle);
+        if (o->round)
+            o->round(o->opaque, &p);
+    }
+    res->rounds = p.round;
+    *paused_at = now();
+    if (r == 0)
+        r = vm_pause(vm);
+    if (r == 0)
+        r = fetch_dirty(vm, d, true, &left);
+    if (r == 0)
+        r = send_pages(l, vm, d, false, o->max_bandwidth, &res->bytes);
+    return r;
+}
+
+static int save_and_send(struct migrate_link *l, struct machine *m,
+                         const struct migrate_send_options *o, uint64_t *sent, bool *committed)
+{
+    /* Flattened: a VM started from a bundle runs on a cached base named
+     * by the bundle's section key, not by its content's hash, so as a
+     * chain of layers the destination would refuse it as corrupt. */
+    struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
+                                      .flatten = true};
+    char *path;
+    int r;
+
+    if (asprintf(&path, "%s/migrate-%d.smolmachine", o->scratch_dir, (int)getpid()) < 0)
+        return err_set(ENOMEM, "migration");
+    r = machine_save(m, path, &so);
+    if (r == 0) {
+        uint64_t bundle = 0;
+        r = send_bundle(l, path, o, &bundle);
+        *sent += bundle;
+    }
+    unlink(path);
+    free(path);
+    return r == 0 ? hand_over(l, committed) : r;
+}
+
+/* Tracking off, the VM given back unless it is theirs now; the
+ * migration's own failure stays the message. */
+static int wind_down(struct migrate_link *l, struct vm *vm, const struct migrate_send_options *o,
+                     int r, bool was_paused, bool committed)
+{
+    char why[512];
+
+    snprintf(why, sizeof(why), "%s", r < 0 ? err_msg() : "");
+    if (r < 0 && !committed)
+        migrate_send_error(l, why);
+    if (o->live && vm_dirty_log(vm, false) < 0)
+        err_clear();
+    if (r < 0 && !committed && !was_paused && vm_paused(vm))
+        vm_resume(vm);
+    if (r < 0)
+        return err_plain(-r, "%s%s", committed ? "the VM stays paused here (it may run there): "
+                                               : "",
+                         why);
+    return 0;
+}
+
+int migrate_send(struct machine *m, const struct migrate_send_options *o,
+                 struct migrate_send_result *res)
+{
+    struct vm *vm = machine_vm(m);
+    struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS};
+    struct dirty d = {0};
+    bool was_paused = vm_paused(vm), committed = false;
+    double start = now(), paused_at = 0;
+    int r, fd = migrate_connect(o->to);
+
+    memset(res, 0, sizeof(*res));
+    if (fd < 0)
+        return fd;
+    l.in = l.out = fd;
+    r = handshake(&l, m);
+    if (r == 0 && o->live) {
+        r = precopy(&l, vm, o, &d, res, &paused_at);
+    } else if (r == 0) {
+        paused_at = now();
+        r = vm_pause(vm);
+    }
+    if (r == 0)
+        r = save_and_send(&l, m, o, &res->bytes, &committed);
+    r = wind_down(&l, vm, o, r, was_paused, committed);
+    for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
+        free(d.bits[i]);
+    close(fd);
+    res->seconds = now() - start;
+    res->downtime = paused_at ? now() - paused_at : 0;
+    return r;
+}

@@ -1,0 +1,68 @@
+/* libFuzzer target: the destination of a migration fed an arbitrary
+ * stream from a hostile source (migrate_receive_bundle(): frame headers,
+ * lengths, checksums, HELLO's version and CPUID table, the config JSON,
+ * a live migration's RAM and PAGES, DATA and END in any order). Its answers go to /dev/null, the bundle to
+ * a memfd. Any crash, sanitizer report, hang or leak is a bug; refusals
+ * are expected.
+ *
+ * Input: the stream itself. Byte 0 bit 0 set: checksums are fixed up
+ * before the stream is read, so the fuzzer gets past them to what the
+ * frames carry (each frame's CRC recomputed from its header's length). */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "migrate/migrate.h"
+#include "util/err.h"
+#include "util/le.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const struct x86_cpuid_entry host[] = {
+    {1, 0, 0, 0, 0xffffffffu, 0xffffffffu},
+    {7, 0, 0, 0xffffffffu, 0, 0},
+};
+
+/* Walks the frames, recomputing each CRC-32C. */
+static void fix_checksums(uint8_t *p, size_t size)
+{
+    for (size_t at = 0; at + MIGRATE_HEADER <= size;) {
+        uint32_t len = le32(p + at + 8);
+        if (len > size - at - MIGRATE_HEADER)
+            break;
+        uint32_t crc = migrate_crc32c(0, p + at, 12);
+        crc = migrate_crc32c(crc, p + at + MIGRATE_HEADER, len);
+        put_le(p + at + 12, crc, 4);
+        at += MIGRATE_HEADER + len;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    uint8_t *stream = malloc(size);
+    memcpy(stream, data + 1, size - 1);
+    if (data[0] & 1)
+        fix_checksums(stream, size - 1);
+    int in = memfd_create("stream", 0), bundle = memfd_create("bundle", 0);
+    int out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (in >= 0 && write(in, stream, size - 1) == (ssize_t)(size - 1) &&
+        lseek(in, 0, SEEK_SET) == 0 && bundle >= 0 && out >= 0) {
+        struct migrate_link l = {.in = in, .out = out, .stall_ms = 10};
+        struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
+                                     .scratch_dir = "/tmp"};
+        if (migrate_receive_bundle(&l, &rx) < 0)
+            err_clear();
+        if (rx.memory_fd >= 0)
+            close(rx.memory_fd);
+    }
+    close(in);
+    close(bundle);
+    close(out);
+    free(stream);
+    return 0;
+}

@@ -1,0 +1,454 @@
+/* The migration protocol (src/migrate/): frames checked whole, hostile
+ * frames refused with one message, the hello's version and CPU check, and
+ * the destination's receive of a VM's bundle from a scripted source. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "migrate/link.h"
+#include "migrate/migrate.h"
+#include "util/err.h"
+#include "util/hash.h"
+#include "util/le.h"
+
+/* A host with SSE4.2 and AVX2 (CPUID 1 ECX bit 20, 7.0 EBX bit 5). */
+static const struct x86_cpuid_entry host[] = {
+    {1, 0, 0, 0, 1u << 20, 0},
+    {7, 0, 0, 1u << 5, 0, 0},
+};
+
+/* Bytes written into a pipe, read back as a link's input. */
+static struct migrate_link link_over(const void *bytes, size_t len, int fds[2])
+{
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], bytes, len), (ssize_t)len);
+    close(fds[1]);
+    return (struct migrate_link){.in = fds[0], .out = -1, .stall_ms = 1000};
+}
+
+/* recv_frame on bytes: its result, message in *msg (static). */
+static int recv_bytes(const void *bytes, size_t len, struct migrate_frame *f)
+{
+    int fds[2];
+    struct migrate_link l = link_over(bytes, len, fds);
+    err_clear();
+    int r = migrate_recv_frame(&l, 0, f);
+    close(fds[0]);
+    return r;
+}
+
+static size_t frame(uint8_t *buf, enum migrate_frame_type type, const void *payload, uint32_t len)
+{
+    migrate_frame_encode(buf, type, payload, len);
+    return MIGRATE_HEADER + len;
+}
+
+static void frames_round_trip(void **state)
+{
+    uint8_t buf[64];
+    struct migrate_frame f;
+    (void)state;
+    size_t n = frame(buf, MIGRATE_ERROR, "no room", 7);
+    assert_int_equal(recv_bytes(buf, n, &f), -ECANCELED);
+    assert_non_null(strstr(err_msg(), "refused: no room"));
+    n = frame(buf, MIGRATE_END, "0123456789012345678901234567890123456789", 40);
+    assert_int_equal(recv_bytes(buf, n, &f), 0);
+    assert_int_equal(f.type, MIGRATE_END);
+    assert_int_equal(f.len, 40);
+    assert_memory_equal(f.payload, "0123456789", 10);
+    free(f.payload);
+}
+
+/* Each hostile frame: refused, one line saying why. */
+static void hostile_frames_refused(void **state)
+{
+    static uint8_t buf[MIGRATE_HEADER + 100];
+    struct migrate_frame f;
+    size_t n;
+    (void)state;
+
+    n = frame(buf, MIGRATE_DATA, "abcdefgh", 8);
+    assert_int_equal(recv_bytes(buf, n - 3, &f), -ECONNRESET); /* short */
+    assert_non_null(strstr(err_msg(), "in the middle of a frame"));
+    assert_int_equal(recv_bytes(buf, 5, &f), -ECONNRESET); /* short header */
+    assert_null(strchr(err_msg(), '\n'));
+
+    n = frame(buf, MIGRATE_DATA, "abcdefgh", 8);
+    buf[MIGRATE_HEADER + 3] ^= 1; /* a flipped payload bit */
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_string_equal(err_msg(), "migration frame DATA fails its checksum");
+
+    n = frame(buf, MIGRATE_READY, NULL, 0);
+    put_le(buf + 8, 1, 4); /* long: READY carries nothing */
+    assert_int_equal(recv_bytes(buf, n + 1, &f), -EPROTO);
+    assert_string_equal(err_msg(), "migration frame READY of 1 bytes (at most 0)");
+
+    n = frame(buf, MIGRATE_DATA, NULL, 0);
+    put_le(buf + 8, MIGRATE_DATA_MAX + 1, 4);
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_non_null(strstr(err_msg(), "DATA of 1048577 bytes"));
+
+    n = frame(buf, MIGRATE_GO, NULL, 0);
+    put_le(buf + 4, 77, 2); /* unknown type */
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_string_equal(err_msg(), "unknown migration frame type 77");
+
+    n = frame(buf, MIGRATE_GO, NULL, 0);
+    buf[0] = 'X';
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_non_null(strstr(err_msg(), "bad frame magic"));
+
+    n = frame(buf, MIGRATE_GO, NULL, 0);
+    put_le(buf + 6, 1, 2);
+    assert_int_equal(recv_bytes(buf, n, &f), -EPROTO);
+    assert_non_null(strstr(err_msg(), "reserved"));
+}
+
+static void wrong_frame_for_the_step(void **state)
+{
+    uint8_t buf[MIGRATE_HEADER];
+    struct migrate_frame f;
+    int fds[2];
+    (void)state;
+    size_t n = frame(buf, MIGRATE_GO, NULL, 0);
+    struct migrate_link l = link_over(buf, n, fds);
+    assert_int_equal(migrate_recv_frame(&l, MIGRATE_READY, &f), -EPROTO);
+    assert_string_equal(err_msg(), "migration frame GO where READY was due");
+    close(fds[0]);
+}
+
+static void stalled_link_times_out(void **state)
+{
+    int fds[2];
+    struct migrate_frame f;
+    (void)state;
+    assert_int_equal(pipe(fds), 0);
+    struct migrate_link l = {.in = fds[0], .out = -1, .stall_ms = 100};
+    assert_int_equal(migrate_recv_frame(&l, 0, &f), -ETIMEDOUT);
+    assert_non_null(strstr(err_msg(), "stalled"));
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void hello_checks_version_and_cpu(void **state)
+{
+    uint8_t *p;
+    uint32_t len;
+    (void)state;
+
+    assert_int_equal(migrate_hello_encode(host, 2, &p, &len), 0);
+    assert_int_equal(migrate_hello_check(p, len, host, 2), 0);
+    /* This host lacks AVX2: named. */
+    assert_int_equal(migrate_hello_check(p, len, host, 1), -ENOTSUP);
+    assert_non_null(strstr(err_msg(), "(avx2)"));
+    put_le(p, MIGRATE_VERSION + 1, 4); /* too new */
+    assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTONOSUPPORT);
+    assert_non_null(strstr(err_msg(), "version 2; this smolvm speaks version 1"));
+    put_le(p, MIGRATE_VERSION, 4);
+    assert_int_equal(migrate_hello_check(p, len - 1, host, 2), -EPROTO); /* count lies */
+    assert_int_equal(migrate_hello_check(p, 7, host, 2), -EPROTO);
+    put_le(p + 4, 0xffffffffu, 4);
+    assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTO);
+    free(p);
+}
+
+static void addresses(void **state)
+{
+    (void)state;
+    assert_int_equal(migrate_address_check("tcp:127.0.0.1:4000"), 0);
+    assert_int_equal(migrate_address_check("tcp::4000"), 0);
+    assert_int_equal(migrate_address_check("tcp:[::1]:4000"), 0);
+    assert_int_equal(migrate_address_check("tcp:localhost:4000"), 0);
+    assert_int_equal(migrate_address_check("unix:/tmp/m.sock"), 0);
+    assert_int_equal(migrate_address_check("tcp:127.0.0.1:0"), -EINVAL);
+    assert_int_equal(migrate_address_check("tcp:127.0.0.1"), -EINVAL);
+    assert_int_equal(migrate_address_check("tcp:example.org:80"), -EINVAL);
+    assert_int_equal(migrate_address_check("unix:"), -EINVAL);
+    assert_int_equal(migrate_address_check("udp:1.2.3.4:5"), -EINVAL);
+}
+
+/* ---- the destination against a scripted source ---- */
+
+struct source {
+    int fd;
+    int pages;         /* live: RAM of 4 pages, then this many PAGES frames */
+    uint64_t page_at;  /* where the last one goes */
+    bool corrupt_end;  /* END's hash differs from the bytes */
+    bool big_config;   /* a config this host cannot run */
+    char answer[256];  /* what the destination said last */
+};
+
+static void source_send(struct migrate_link *l, enum migrate_frame_type t, const void *p,
+                        uint32_t len)
+{
+    if (migrate_send_frame(l, t, p, len) < 0)
+        err_clear(); /* the destination hung up: its answer says why */
+}
+
+static void *run_source(void *opaque)
+{
+    struct source *s = opaque;
+    struct migrate_link l = {.in = s->fd, .out = s->fd, .stall_ms = 5000};
+    struct migrate_frame f;
+    struct vm_config cfg;
+    uint8_t *hello, end[8 + HASH_BYTES];
+    uint32_t len;
+    static const char data[] = "the VM's bundle, in two frames";
+
+    assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+    source_send(&l, MIGRATE_HELLO, hello, len);
+    free(hello);
+    if (migrate_recv_frame(&l, MIGRATE_ACCEPT, &f) == 0)
+        free(f.payload);
+    vm_config_defaults(&cfg);
+    if (s->big_config)
+        cfg.mem_bytes = 1ull << 60;
+    char *json = vm_config_to_json(&cfg);
+    source_send(&l, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
+    free(json);
+    if (migrate_recv_frame(&l, MIGRATE_ACCEPT, &f) < 0) { /* refused: nothing more goes */
+        snprintf(s->answer, sizeof(s->answer), "%s", err_msg());
+        return NULL;
+    }
+    free(f.payload);
+    if (s->pages) {
+        static uint8_t page[8 + MIGRATE_PAGE];
+        uint8_t ram[8];
+        put_le(ram, 4 * MIGRATE_PAGE, 8);
+        source_send(&l, MIGRATE_RAM, ram, sizeof(ram));
+        for (int i = 0; i < s->pages; i++) {
+            put_le(page, i + 1 == s->pages ? s->page_at : (uint64_t)i * MIGRATE_PAGE, 8);
+            memset(page + 8, 'a' + i, MIGRATE_PAGE);
+            source_send(&l, MIGRATE_PAGES, page, sizeof(page));
+        }
+    }
+    source_send(&l, MIGRATE_DATA, data, 10);
+    source_send(&l, MIGRATE_DATA, data + 10, sizeof(data) - 10);
+    put_le(end, sizeof(data), 8);
+    hash_bytes(data, sizeof(data) - (s->corrupt_end ? 1 : 0), end + 8);
+    source_send(&l, MIGRATE_END, end, sizeof(end));
+    err_clear();
+    if (migrate_recv_frame(&l, MIGRATE_READY, &f) == 0)
+        free(f.payload);
+    snprintf(s->answer, sizeof(s->answer), "%s", err_msg());
+    return NULL;
+}
+
+/* Runs a scripted source against migrate_receive_bundle(): its result,
+ * the bundle's bytes in *got. */
+static int receive_from(struct source *s, char *got, size_t got_size, int *memory_fd)
+{
+    int sv[2], out = memfd_create("bundle", 0);
+    pthread_t t;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    s->fd = sv[1];
+    assert_int_equal(pthread_create(&t, NULL, run_source, s), 0);
+    struct migrate_link l = {.in = sv[0], .out = sv[0], .stall_ms = 5000};
+    struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = out,
+                                 .scratch_dir = "/tmp"};
+    int r = migrate_receive_bundle(&l, &rx);
+    if (memory_fd)
+        *memory_fd = rx.memory_fd;
+    else if (rx.memory_fd >= 0)
+        close(rx.memory_fd);
+    if (r == 0)
+        assert_int_equal(migrate_send_frame(&l, MIGRATE_READY, NULL, 0), 0);
+    else
+        close(sv[0]);
+    pthread_join(t, NULL);
+    memset(got, 0, got_size);
+    assert_true(pread(out, got, got_size - 1, 0) >= 0);
+    if (r == 0)
+        close(sv[0]);
+    close(sv[1]);
+    close(out);
+    return r;
+}
+
+static void receives_a_bundle(void **state)
+{
+    struct source s = {0};
+    char got[64];
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), NULL), 0);
+    assert_string_equal(got, "the VM's bundle, in two frames");
+}
+
+/* A bundle that arrives changed is refused, and the source is told. */
+static void refuses_a_corrupt_bundle(void **state)
+{
+    struct source s = {.corrupt_end = true};
+    char got[64];
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), NULL), -EPROTO);
+    assert_non_null(strstr(err_msg(), "arrived corrupt"));
+    assert_non_null(strstr(s.answer, "refused: the VM's bundle arrived corrupt"));
+}
+
+/* A config this host cannot run: refused before any of the VM moves. */
+static void refuses_a_config_too_big(void **state)
+{
+    struct source s = {.big_config = true};
+    char got[64];
+    (void)state;
+    assert_true(receive_from(&s, got, sizeof(got), NULL) < 0);
+    assert_non_null(strstr(err_msg(), "cannot run on this host"));
+    assert_string_equal(got, "");
+    assert_non_null(strstr(s.answer, "refused: the VM cannot run on this host"));
+}
+
+/* Live: RAM pages land where they say, inside the RAM, in a file the
+ * machine maps. */
+static void receives_live_pages(void **state)
+{
+    struct source s = {.pages = 3, .page_at = 3 * MIGRATE_PAGE};
+    char got[64];
+    uint8_t page[MIGRATE_PAGE];
+    int fd;
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), &fd), 0);
+    assert_true(fd >= 0);
+    assert_int_equal(lseek(fd, 0, SEEK_END), 4 * MIGRATE_PAGE);
+    assert_int_equal(pread(fd, page, sizeof(page), 3 * MIGRATE_PAGE), MIGRATE_PAGE);
+    assert_int_equal(page[0], 'c');
+    assert_int_equal(pread(fd, page, sizeof(page), 2 * MIGRATE_PAGE), MIGRATE_PAGE);
+    assert_int_equal(page[MIGRATE_PAGE - 1], 0); /* never sent: zeros */
+    close(fd);
+}
+
+/* A page past the RAM, or not on a page boundary: refused, nothing kept. */
+static void refuses_pages_outside_ram(void **state)
+{
+    struct source past = {.pages = 2, .page_at = 4 * MIGRATE_PAGE};
+    struct source odd = {.pages = 1, .page_at = 100};
+    char got[64];
+    int fd;
+    (void)state;
+    assert_int_equal(receive_from(&past, got, sizeof(got), &fd), -EPROTO);
+    assert_non_null(strstr(err_msg(), "outside the RAM"));
+    assert_int_equal(fd, -1);
+    assert_int_equal(receive_from(&odd, got, sizeof(got), &fd), -EPROTO);
+    assert_int_equal(fd, -1);
+}
+
+/* A RAM frame shorter than its u64 (the fuzzer found it read past the
+ * payload): refused by its length before its bytes are used. */
+static void refuses_a_short_ram_frame(void **state)
+{
+    static uint8_t stream[8192];
+    uint8_t *hello, ram[8] = {0, 0, 1};
+    uint32_t len;
+    struct vm_config cfg;
+    size_t n = 0;
+    int fds[2], bundle = memfd_create("bundle", 0), out = open("/dev/null", O_WRONLY);
+    (void)state;
+
+    assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+    n += frame(stream + n, MIGRATE_HELLO, hello, len);
+    free(hello);
+    vm_config_defaults(&cfg);
+    char *json = vm_config_to_json(&cfg);
+    n += frame(stream + n, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
+    free(json);
+    n += frame(stream + n, MIGRATE_RAM, ram, 5);
+    struct migrate_link l = link_over(stream, n, fds);
+    l.out = out;
+    struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
+                                 .scratch_dir = "/tmp"};
+    assert_int_equal(migrate_receive_bundle(&l, &rx), -EPROTO);
+    assert_string_equal(err_msg(), "migration RAM frame out of place");
+    assert_int_equal(rx.memory_fd, -1);
+    close(fds[0]);
+    close(bundle);
+    close(out);
+}
+
+/* ---- pre-copy rounds, on made-up clocks ---- */
+
+/* An idle guest: round 0 sends 1 GiB at 100 MB/s, 4 MiB dirty after it:
+ * 42 ms at that rate, under a 300 ms downtime: stop. */
+static void idle_guest_stops_after_one_round(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 300};
+    (void)state;
+    assert_int_equal(precopy_round(&p, 1ull << 30, 4 << 20, 4 << 20, 10.737), PRECOPY_STOP);
+    assert_int_equal(p.round, 1);
+    assert_true(p.bandwidth > 99e6 && p.bandwidth < 101e6);
+    assert_true(p.expected_downtime_ms > 40 && p.expected_downtime_ms < 43);
+    assert_int_equal(p.throttle, 0);
+}
+
+/* A guest dirtying 64 MiB/s under a 100 MB/s link: the rounds do not
+ * shrink what is left, so after two such rounds the vCPUs are throttled,
+ * step by step, until the rest fits. */
+static void fast_dirtier_gets_throttled(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 100, .max_bandwidth = 100000000};
+    uint64_t mib = 1 << 20;
+    (void)state;
+    assert_int_equal(precopy_round(&p, 1ull << 30, 640 * mib, 640 * mib, 10), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, 0);
+    assert_int_equal(precopy_round(&p, 640 * mib, 448 * mib, 448 * mib, 7), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, PRECOPY_THROTTLE_STEP);
+    assert_true(p.dirty_rate > 60 * 1e6);
+    /* Still outrunning half the link at 20%: two more rounds, 40%. */
+    assert_int_equal(precopy_round(&p, 448 * mib, 300 * mib, 300 * mib, 4.7), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, PRECOPY_THROTTLE_STEP);
+    assert_int_equal(precopy_round(&p, 300 * mib, 200 * mib, 200 * mib, 3.15), PRECOPY_AGAIN);
+    assert_int_equal(p.throttle, 2 * PRECOPY_THROTTLE_STEP);
+    /* Slowed enough: 8 MiB left at 100 MB/s is 84 ms. */
+    assert_int_equal(precopy_round(&p, 200 * mib, 8 * mib, 8 * mib, 2.1), PRECOPY_STOP);
+}
+
+/* The link never measures faster than the cap, and a guest that never
+ * converges is stopped after the last round anyway. */
+static void cap_and_round_limit(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 1, .max_bandwidth = 1000};
+    enum precopy_step step = PRECOPY_AGAIN;
+    (void)state;
+    for (unsigned i = 0; i < PRECOPY_MAX_ROUNDS && step == PRECOPY_AGAIN; i++)
+        step = precopy_round(&p, 1 << 20, 1 << 20, 1 << 20, 0.001);
+    assert_int_equal(step, PRECOPY_GIVE_UP);
+    assert_int_equal(p.round, PRECOPY_MAX_ROUNDS);
+    assert_true(p.bandwidth <= 1000);
+    assert_true(p.throttle <= PRECOPY_THROTTLE_MAX);
+    /* 5000 bytes at 1000 B/s: 5 s from the start; 2 s in, 3 s to wait. */
+    assert_true(precopy_pace(&p, 5000, 2) > 2.99 && precopy_pace(&p, 5000, 2) < 3.01);
+    assert_true(precopy_pace(&p, 5000, 6) == 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(frames_round_trip),
+        cmocka_unit_test(hostile_frames_refused),
+        cmocka_unit_test(wrong_frame_for_the_step),
+        cmocka_unit_test(stalled_link_times_out),
+        cmocka_unit_test(hello_checks_version_and_cpu),
+        cmocka_unit_test(addresses),
+        cmocka_unit_test(receives_a_bundle),
+        cmocka_unit_test(refuses_a_corrupt_bundle),
+        cmocka_unit_test(refuses_a_config_too_big),
+        cmocka_unit_test(receives_live_pages),
+        cmocka_unit_test(refuses_pages_outside_ram),
+        cmocka_unit_test(refuses_a_short_ram_frame),
+        cmocka_unit_test(idle_guest_stops_after_one_round),
+        cmocka_unit_test(fast_dirtier_gets_throttled),
+        cmocka_unit_test(cap_and_round_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
