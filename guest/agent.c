@@ -675,6 +675,32 @@ static void do_get(int conn, uint8_t *payload, uint32_t len)
     close(fd);
 }
 
+/* ---- the hello of a start ---- */
+
+/* The VMM's first words after a start (a restore from a bundle, or a boot
+ * with --hostname): the host's clock, and the hostname of this start. */
+static void do_hello(int conn, uint8_t *payload, uint32_t len)
+{
+    uint32_t at = 0;
+    const char *f;
+
+    while ((f = agent_next_field(payload, len, &at, NULL))) {
+        const char *v = strchr(f, '=') ? strchr(f, '=') + 1 : "";
+        if (strncmp(f, "time=", 5) == 0) {
+            set_clock(v);
+        } else if (strncmp(f, "hostname=", 9) == 0) {
+            size_t n = strlen(v);
+            if (n == 0 || n > 64 || sethostname(v, n) < 0) {
+                if (n == 0 || n > 64)
+                    errno = EINVAL;
+                send_error(conn, "hostname%s: %s", "");
+                return;
+            }
+        }
+    }
+    agent_send(conn, AGENT_OK, NULL, 0);
+}
+
 /* ---- connections ---- */
 
 static void serve(int conn)
@@ -689,6 +715,7 @@ static void serve(int conn)
     case AGENT_EXEC: do_exec(conn, frame, len); break;
     case AGENT_PUT: do_put(conn, frame, len); break;
     case AGENT_GET: do_get(conn, frame, len); break;
+    case AGENT_HELLO: do_hello(conn, frame, len); break;
     default:
         errno = EPROTO;
         send_error(conn, "unknown request%s: %s", "");

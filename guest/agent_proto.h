@@ -28,6 +28,7 @@ enum agent_type {
     AGENT_STDIN = 'I',   /* bytes for the command; empty: end of input */
     AGENT_SIGNAL = 'S',  /* fields: signal=N */
     AGENT_WINSIZE = 'W', /* fields: rows=, cols= */
+    AGENT_HELLO = 'H',   /* fields: time=SECONDS.NANOS, hostname= (the VMM, after a start) */
     /* both ways */
     AGENT_DATA = 'D',    /* file bytes; empty: end of file */
     /* agent -> client */
@@ -36,7 +37,7 @@ enum agent_type {
     AGENT_EXIT = 'X',    /* fields: exit=N or signal=N */
     AGENT_ERROR = 'Z',   /* a message; the connection ends */
     AGENT_FILE = 'F',    /* fields: mode=, mtime=, size= (before GET's DATA) */
-    AGENT_OK = 'K',      /* PUT done */
+    AGENT_OK = 'K',      /* PUT or HELLO done */
 };
 
 static inline int agent_full_write(int fd, const void *data, size_t len)

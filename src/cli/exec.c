@@ -24,13 +24,13 @@
 #include <unistd.h>
 
 #include "../../guest/agent_proto.h"
+#include "api/agent.h"
 #include "api/control.h"
 #include "cli/cli.h"
 #include "machine/stop_named.h"
 #include "util/err.h"
 #include "util/file.h"
 
-#define CONNECT_ANSWER_MS 5000 /* the device gives up on the guest after 2 s */
 #define JSON_OUTPUT_MAX (64u << 20)
 
 static uint8_t frame[AGENT_FRAME_MAX + 1];
@@ -46,56 +46,10 @@ char *cli_vsock_path(const char *name)
 
 /* ---- reaching the agent ---- */
 
-/* Reads "OK <port>\n": 1; 0 when the connection closed (nobody listens on
- * the port); -1 on a timeout or a malformed answer. */
-static int read_ok_line(int fd)
-{
-    char line[32];
-    size_t n = 0;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-
-    while (n < sizeof(line) - 1) {
-        if (poll(&p, 1, CONNECT_ANSWER_MS) != 1)
-            return -1;
-        ssize_t got = read(fd, line + n, 1);
-        if (got <= 0)
-            return n == 0 && got == 0 ? 0 : -1;
-        if (line[n++] == '\n')
-            break;
-    }
-    line[n] = 0;
-    return strncmp(line, "OK ", 3) == 0 ? 1 : -1;
-}
-
-static int connect_once(const char *path, int *out)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    char line[32];
-    int r;
-
-    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        r = -errno;
-        if (fd >= 0)
-            close(fd);
-        return r;
-    }
-    int n = snprintf(line, sizeof(line), "CONNECT %u\n", AGENT_PORT);
-    r = agent_full_write(fd, line, (size_t)n) < 0 ? -1 : read_ok_line(fd);
-    if (r != 1) {
-        close(fd);
-        return r == 0 ? -ECONNREFUSED : -ETIMEDOUT;
-    }
-    *out = fd;
-    return 0;
-}
-
 /* A connection to NAME's agent, retried while it is not listening for up
  * to wait_ms (a VM still booting). Returns a CLI code. */
 static int agent_open(const char *name, long wait_ms, int *out)
 {
-    struct timespec tick = {0, 100 * 1000 * 1000}, now;
     char *path;
     int r;
 
@@ -104,17 +58,7 @@ static int agent_open(const char *name, long wait_ms, int *out)
     path = cli_vsock_path(name);
     if (!path)
         return cli_fail(CLI_FAILED, "no runtime folder for VM sockets");
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long long deadline = now.tv_sec * 1000LL + now.tv_nsec / 1000000 + wait_ms;
-    for (;;) {
-        r = connect_once(path, out);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        /* Refused: no listener yet; timed out: no driver yet (or paused). */
-        if ((r != -ECONNREFUSED && r != -ETIMEDOUT) ||
-            now.tv_sec * 1000LL + now.tv_nsec / 1000000 >= deadline)
-            break;
-        nanosleep(&tick, NULL);
-    }
+    r = agent_connect(path, wait_ms, out);
     free(path);
     if (r == 0)
         return CLI_OK;

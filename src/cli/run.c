@@ -77,22 +77,6 @@ static int parse_args(unsigned verb, int argc, char **argv, struct vm_options *o
     return CLI_OK;
 }
 
-/* " smolvm.share=TAG,..." for the appliance's init to mount each share at
- * /mnt/TAG, unless the command line says where already. */
-static const char *share_param(const struct vm_config *cfg)
-{
-    static char text[32 + VM_MAX_SHARES * (VM_SHARE_TAG_MAX + 1)];
-
-    if (cfg->share_count == 0 || (cfg->cmdline && strstr(cfg->cmdline, "smolvm.share=")))
-        return "";
-    strcpy(text, " smolvm.share=");
-    for (unsigned i = 0; i < cfg->share_count; i++) {
-        strcat(text, cfg->shares[i].tag);
-        strcat(text, i + 1 < cfg->share_count ? "," : "");
-    }
-    return text;
-}
-
 /* The appliance's kernel, initrd, command line (the user's added) and
  * root disk, as a delta over its root in the instance's folder; what the
  * command line gave explicitly wins. Strings live until exit. */
@@ -112,7 +96,8 @@ static int use_appliance(struct vm_options *o, const char *name)
     else if (r == 0)
         r = machine_instance_overlay(name, "root.qcow2", f.root, "raw", &root);
     if (r == 0 && asprintf(&cmdline, "%s%s%s%s", f.cmdline, o->vm.cmdline ? " " : "",
-                           o->vm.cmdline ? o->vm.cmdline : "", share_param(&o->vm)) < 0)
+                           o->vm.cmdline ? o->vm.cmdline : "",
+                           vm_share_param(o->vm.shares, o->vm.share_count, o->vm.cmdline)) < 0)
         r = err_set(ENOMEM, "cmdline");
     if (r < 0) {
         appliance_files_release(&f);

@@ -1,12 +1,15 @@
 #include "cli/serve.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "api/agent.h"
 #include "cli/cli.h"
 #include "core/console.h"
 #include "machine/control.h"
@@ -194,6 +197,50 @@ void serve_abort(struct server *s)
     server_free(s);
 }
 
+/* How long the hello waits for the agent: a booting guest under nested
+ * emulation takes seconds to start it. */
+#define HELLO_WAIT_MS 120000
+
+struct hello {
+    char *vsock_path, *hostname; /* the thread's own copies */
+};
+
+static void *send_hello(void *arg)
+{
+    struct hello *h = arg;
+
+    /* A guest without an agent is no error, unless a hostname was asked. */
+    if (agent_hello(h->vsock_path, h->hostname, HELLO_WAIT_MS) < 0 && h->hostname)
+        fprintf(stderr, "smolvm: hostname %s not set: %s\n", h->hostname, err_msg());
+    free(h->vsock_path);
+    free(h->hostname);
+    free(h);
+    return NULL;
+}
+
+/* After a restore (the guest's clock is the save's) or with --hostname:
+ * the agent hears this start's clock and hostname as soon as it can, on a
+ * thread of its own (the VM runs meanwhile). */
+static void start_hello(struct server *s, struct machine *m, const char *hostname)
+{
+    const char *path = serve_vsock_path(s);
+    struct hello *h;
+    pthread_t t;
+
+    if (!path || (!hostname && !machine_resumed(m)) || !(h = calloc(1, sizeof(*h))))
+        return;
+    h->vsock_path = strdup(path);
+    h->hostname = hostname ? strdup(hostname) : NULL;
+    if (!h->vsock_path || (hostname && !h->hostname) ||
+        pthread_create(&t, NULL, send_hello, h) != 0) {
+        free(h->vsock_path);
+        free(h->hostname);
+        free(h);
+        return;
+    }
+    pthread_detach(t);
+}
+
 int serve_machine(struct server *s, struct machine *m, const struct serve_options *o)
 {
     struct vm *vm = machine_vm(m);
@@ -225,6 +272,7 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
         close(s->ready_fd);
         s->ready_fd = -1;
     }
+    start_hello(s, m, o->hostname);
     why = vm_run(vm);
     machine_stop_on_signals(NULL);
     code = exit_code(vm, why);

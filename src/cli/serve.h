@@ -13,6 +13,7 @@ struct serve_options {
     bool json;
     const char *trace_until;
     enum confine_seccomp seccomp; /* --seccomp: on (the default), off, log */
+    const char *hostname; /* --hostname: this start's, sent to the guest agent */
 };
 
 struct server;

@@ -148,6 +148,7 @@ int cli_create(int argc, char **argv)
         .name = name, .from = o.from, .kernel = o.vm.kernel_path, .initrd = o.vm.initrd_path,
         .cmdline = o.cmdline_given ? o.vm.cmdline : NULL, .trusted_key = o.trusted_key,
         .cpus = o.cpus_given ? o.vm.cpus : 0, .mem_bytes = o.mem_given ? o.vm.mem_bytes : 0,
+        .shares = o.vm.shares, .share_count = o.vm.share_count,
     };
     r = store_create_from(s, &q);
     if (r == 0 && (cli_json() || o.serve.json))

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/agent.h"
 #include "cli/cli.h"
 #include "disk/disk.h"
 #include "net/config.h"
@@ -120,6 +121,15 @@ static int pick(const char *value, const char *const *words)
                  words[i]);
     }
     return err_plain(EINVAL, "must be one of %s", list);
+}
+
+static int parse_hostname(struct vm_options *o, char *value)
+{
+    if (!agent_hostname_ok(value))
+        return err_plain(EINVAL, "'%s' is not 1-64 of A-Z a-z 0-9 - . (not starting with - or .)",
+                         value);
+    o->serve.hostname = value;
+    return 0;
 }
 
 static int parse_no_vsock(struct vm_options *o, char *value)
@@ -261,12 +271,16 @@ static const struct vm_option vm_option_table[] = {
     {"disk", 'd', "PATH[,ro][,id=NAME][,format=raw|qcow2][,cache=none]", BOOTS, 0,
      "a virtio-blk disk (repeatable): read-only, the serial\n"
      "the guest reads, O_DIRECT", parse_disk},
-    {"share", 0, "DIR[:TAG][,ro]", BOOTS | START, 0,
+    {"share", 0, "DIR[:TAG][,ro]", BOOTS | START | CREATE, 0,
      "the host folder DIR as virtio-fs TAG (repeatable; default\n"
      "tag: DIR's name); appliances mount it at /mnt/TAG. A\n"
      "bundle keeps the tags, not the folders: start gives each\n"
      "tag its folder again (a guest saved with it mounted goes\n"
-     "on: its files are found again by path)", parse_share},
+     "on: its files are found again by path); an instance keeps\n"
+     "create's folders, a start's --share remaps a tag", parse_share},
+    {"hostname", 0, "NAME", RUN | START, 0,
+     "the guest's hostname for this run or start, set by its\n"
+     "agent (appliances run one) as soon as it answers", parse_hostname},
     {"no-rng", 0, NULL, BOOTS, 0, "no virtio-rng device", NULL, SET(vm.rng, false)},
     {"no-vsock", 0, NULL, BOOTS, 0,
      "no virtio-vsock device (no 'smolvm exec', 'cp', 'shell')", parse_no_vsock},

@@ -61,6 +61,21 @@ bool vm_share_tag_valid(const char *tag)
            strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
 }
 
+const char *vm_share_param(const struct vm_share_config *shares, unsigned count,
+                           const char *cmdline)
+{
+    static char text[32 + VM_MAX_SHARES * (VM_SHARE_TAG_MAX + 1)];
+
+    if (count == 0 || count > VM_MAX_SHARES || (cmdline && strstr(cmdline, "smolvm.share=")))
+        return "";
+    strcpy(text, " smolvm.share=");
+    for (unsigned i = 0; i < count; i++) {
+        strncat(text, shares[i].tag, VM_SHARE_TAG_MAX);
+        strcat(text, i + 1 < count ? "," : "");
+    }
+    return text;
+}
+
 /* Tags and read-only flags: where a tag's folder is on the host is for
  * whoever starts the VM to say. */
 static json_t *shares_to_json(const struct vm_config *cfg)

@@ -113,6 +113,12 @@ void vm_config_release(struct vm_config *cfg);
  * [A-Za-z0-9._-]. */
 bool vm_share_tag_valid(const char *tag);
 
+/* " smolvm.share=TAG,..." for an appliance's init to mount each share at
+ * /mnt/TAG, or "" when there are none or cmdline says where already. The
+ * text lives in a static buffer until the next call. */
+const char *vm_share_param(const struct vm_share_config *shares, unsigned count,
+                           const char *cmdline);
+
 /* A bundle's (or instance's) shares given their host folders at start:
  * each of given[] names a tag of cfg (its path is copied; ro adds to the
  * bundle's ro, never lifts it), and every share of cfg must then have

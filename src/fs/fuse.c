@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 /* The oldest kernel protocol we talk: virtio-fs arrived with 7.31 (Linux
  * 5.4); 7.27 is where every struct we use has its present size. */
@@ -14,6 +15,10 @@
 #define OUR_INIT_FLAGS (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES | \
                         FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | \
                         FUSE_MAX_PAGES)
+
+/* The most pieces a WRITE's payload may come in (UIO_MAXIOV, what
+ * pwritev takes). */
+#define WRITE_IOVS 1024
 
 struct fuse_server {
     struct pt_fs *fs;
@@ -27,6 +32,9 @@ struct req {
     const uint8_t *body;
     size_t body_len;
     size_t at;        /* names are taken from here on */
+    const struct iovec *data; /* the bytes after body, in place (fuse_serve_data) */
+    unsigned data_count;
+    size_t data_len;          /* of them, those within the header's length */
     uint8_t *payload; /* the reply after its header */
     size_t payload_cap;
 };
@@ -274,16 +282,45 @@ static long do_read(struct req *r)
                       r->h.opcode == FUSE_READDIRPLUS);
 }
 
+/* The first size bytes of the WRITE payload (which starts at r->at of
+ * the body and may go on in r->data) as iovecs: how many, or 0 when the
+ * request holds fewer than size bytes. */
+static unsigned write_payload(struct req *r, size_t size, struct iovec *iov, unsigned cap)
+{
+    size_t in_body = r->body_len - r->at, left = size;
+    unsigned n = 0;
+
+    if (size > in_body + r->data_len)
+        return 0;
+    if (in_body && left) {
+        size_t take_now = in_body < left ? in_body : left;
+        iov[n++] = (struct iovec){(void *)(r->body + r->at), take_now};
+        left -= take_now;
+    }
+    for (unsigned i = 0; i < r->data_count && left && n < cap; i++) {
+        size_t len = r->data[i].iov_len < left ? r->data[i].iov_len : left;
+        if (len)
+            iov[n++] = (struct iovec){r->data[i].iov_base, len};
+        left -= len;
+    }
+    return left ? 0 : n;
+}
+
 static long do_write(struct req *r)
 {
     struct fuse_write_in in;
     struct fuse_write_out out = {0};
+    struct iovec iov[WRITE_IOVS];
+    unsigned count;
     long n;
 
     take(r, &in, sizeof(in));
-    if (in.size > r->body_len - r->at || in.size > FUSE_SERVER_MAX_IO)
+    if (in.size > FUSE_SERVER_MAX_IO)
         return -EINVAL;
-    n = pt_write(r->s->fs, in.fh, in.offset, r->body + r->at, in.size);
+    count = write_payload(r, in.size, iov, WRITE_IOVS);
+    if (!count && in.size)
+        return -EINVAL;
+    n = pt_write(r->s->fs, in.fh, in.offset, iov, (int)count);
     if (n < 0)
         return n;
     out.size = (uint32_t)n;
@@ -349,6 +386,78 @@ static long do_lseek(struct req *r)
     return err < 0 ? err : reply(r, &out, sizeof(out));
 }
 
+/* GETXATTR and LISTXATTR: size 0 asks for the length (fuse_getxattr_out),
+ * else the value or list itself. */
+static long xattr_reply(struct req *r, uint32_t size, long n)
+{
+    struct fuse_getxattr_out out = {0};
+
+    if (n < 0 || size)
+        return n;
+    out.size = (uint32_t)n;
+    return reply(r, &out, sizeof(out));
+}
+
+/* The buffer a value or list is read into: the reply's, when the guest
+ * asks for more than a length (ERANGE when the reply cannot hold size:
+ * the guest asks again with less). */
+static long xattr_buffer(struct req *r, uint32_t size, void **buf)
+{
+    if (size > r->payload_cap)
+        return -ERANGE;
+    *buf = size ? r->payload : NULL;
+    return 0;
+}
+
+static long do_getxattr(struct req *r)
+{
+    struct fuse_getxattr_in in;
+    const char *name;
+    void *buf;
+    long err;
+
+    take(r, &in, sizeof(in));
+    name = take_string(r);
+    if (!name)
+        return -EINVAL;
+    if ((err = xattr_buffer(r, in.size, &buf)) < 0)
+        return err;
+    return xattr_reply(r, in.size, pt_getxattr(r->s->fs, r->h.nodeid, name, buf, in.size));
+}
+
+static long do_listxattr(struct req *r)
+{
+    struct fuse_getxattr_in in;
+    void *buf;
+    long err;
+
+    take(r, &in, sizeof(in));
+    if ((err = xattr_buffer(r, in.size, &buf)) < 0)
+        return err;
+    return xattr_reply(r, in.size, pt_listxattr(r->s->fs, r->h.nodeid, buf, in.size));
+}
+
+/* The body: fuse_setxattr_in as before FUSE_SETXATTR_EXT (which INIT does
+ * not offer), the name, then size bytes of value. */
+static long do_setxattr(struct req *r)
+{
+    struct fuse_setxattr_in in = {0};
+    const char *name;
+
+    take(r, &in, FUSE_COMPAT_SETXATTR_IN_SIZE);
+    name = take_string(r);
+    if (!name || in.size > r->body_len - r->at || in.size > XATTR_SIZE_MAX)
+        return -EINVAL;
+    return pt_setxattr(r->s->fs, r->h.nodeid, name, r->body + r->at, in.size, in.flags);
+}
+
+static long do_removexattr(struct req *r)
+{
+    const char *name = take_string(r);
+
+    return name ? pt_removexattr(r->s->fs, r->h.nodeid, name) : -EINVAL;
+}
+
 struct op {
     long (*serve)(struct req *r);
     uint32_t in_size;  /* the fixed argument the body must hold */
@@ -389,6 +498,10 @@ static const struct op ops[] = {
     OP(FUSE_FLUSH, do_flush, sizeof(struct fuse_flush_in), 0),
     OP(FUSE_ACCESS, do_access, sizeof(struct fuse_access_in), 0),
     OP(FUSE_FALLOCATE, do_fallocate, sizeof(struct fuse_fallocate_in), 0),
+    OP(FUSE_GETXATTR, do_getxattr, sizeof(struct fuse_getxattr_in), 0),
+    OP(FUSE_LISTXATTR, do_listxattr, sizeof(struct fuse_getxattr_in), 0),
+    OP(FUSE_SETXATTR, do_setxattr, FUSE_COMPAT_SETXATTR_IN_SIZE, 0),
+    OP(FUSE_REMOVEXATTR, do_removexattr, 0, 0),
     OP(FUSE_LSEEK, do_lseek, sizeof(struct fuse_lseek_in), sizeof(struct fuse_lseek_out)),
     /* Takes no reply; virtio-fs drivers do not send it. */
     [FUSE_INTERRUPT] = {NULL, 0, 0, true},
@@ -421,8 +534,25 @@ static long dispatch(struct req *r, const struct op *op)
 size_t fuse_serve(struct fuse_server *s, const uint8_t *in, size_t in_len, uint8_t *out,
                   size_t out_cap)
 {
+    return fuse_serve_data(s, in, in_len, NULL, 0, out, out_cap);
+}
+
+static size_t iov_bytes(const struct iovec *iov, unsigned count)
+{
+    size_t n = 0;
+
+    for (unsigned i = 0; i < count; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
+                       const struct iovec *data, unsigned data_count, uint8_t *out,
+                       size_t out_cap)
+{
     struct req r = {.s = s};
     const struct op *op = NULL;
+    size_t total = in_len + iov_bytes(data, data_count);
     long result;
 
     if (in_len >= sizeof(r.h)) {
@@ -444,12 +574,18 @@ size_t fuse_serve(struct fuse_server *s, const uint8_t *in, size_t in_len, uint8
         return 0;
     r.payload = out + sizeof(struct fuse_out_header);
     r.payload_cap = out_cap - sizeof(struct fuse_out_header);
-    if (in_len < sizeof(r.h) || r.h.len < sizeof(r.h) || r.h.len > in_len) {
+    if (in_len < sizeof(r.h) || r.h.len < sizeof(r.h) || r.h.len > total) {
         result = -EINVAL;
     } else {
         r.body = in + sizeof(r.h);
-        r.body_len = r.h.len - sizeof(r.h);
-        result = dispatch(&r, op);
+        r.body_len = (r.h.len < in_len ? r.h.len : in_len) - sizeof(r.h);
+        /* Only a WRITE's payload may lie outside in[]. */
+        if (r.h.len > in_len && r.h.opcode == FUSE_WRITE) {
+            r.data = data;
+            r.data_count = data_count;
+            r.data_len = r.h.len - in_len;
+        }
+        result = r.h.len > in_len && !r.data ? -EINVAL : dispatch(&r, op);
     }
     if (result < -4095 || result > (long)r.payload_cap)
         result = -EIO;

@@ -14,11 +14,11 @@
 
 #include "fs/passthrough.h"
 
-/* Largest write (and read) a request may carry, offered in INIT: 64
+/* Largest write (and read) a request may carry, offered in INIT: 128
  * pages, so a request's chain (a descriptor per page, plus headers) fits
- * the device's 128-entry queue even where the driver uses no indirect
- * descriptors. */
-#define FUSE_SERVER_MAX_IO (256u << 10)
+ * the device's 256-entry queue even where the driver uses no indirect
+ * descriptors (and the longest chain a device takes, VIRTQ_MAX_CHAIN). */
+#define FUSE_SERVER_MAX_IO (512u << 10)
 /* Buffers of these sizes hold any request and any reply. */
 #define FUSE_SERVER_IN_MAX (FUSE_SERVER_MAX_IO + 4096)
 #define FUSE_SERVER_OUT_MAX (FUSE_SERVER_MAX_IO + 4096)
@@ -42,5 +42,14 @@ void fuse_server_set_initialized(struct fuse_server *s, bool on);
  * BATCH_FORGET, INTERRUPT) or out_cap cannot hold a reply header. */
 size_t fuse_serve(struct fuse_server *s, const uint8_t *in, size_t in_len, uint8_t *out,
                   size_t out_cap);
+
+/* The same for a request whose bytes after in[0..in_len) are the iovecs
+ * data[0..data_count) in place (a WRITE's payload in the guest's pages,
+ * written to the file without a copy). Any other request must come whole
+ * in in[]: data's bytes past its header's length are never looked at. */
+struct iovec;
+size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
+                       const struct iovec *data, unsigned data_count, uint8_t *out,
+                       size_t out_cap);
 
 #endif

@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
+#include <linux/limits.h>
 #include <unistd.h>
 
 #include "util/blob.h"
@@ -254,7 +257,7 @@ int pt_release(struct pt_fs *fs, uint64_t fh)
 
 /* ---- set-up ---- */
 
-static void limits_from_rlimit(struct pt_limits *l)
+void pt_vm_limits(struct pt_limits *l, unsigned shares)
 {
     struct rlimit r;
     uint64_t fds = 1024;
@@ -273,10 +276,14 @@ static void limits_from_rlimit(struct pt_limits *l)
         if (getrlimit(RLIMIT_NOFILE, &r) == 0)
             fds = r.rlim_cur == RLIM_INFINITY ? UINT32_MAX : r.rlim_cur;
     }
-    /* Half the descriptors for nodes, an eighth for open files: the rest
-     * stays for the VMM (disks, sockets, other shares). */
+    /* Half the descriptors for nodes, an eighth for open files, split
+     * between the VM's shares: the rest stays for the VMM (disks, sockets). */
+    if (shares == 0)
+        shares = 1;
     l->max_inodes = fds / 2 < DEFAULT_MAX_INODES ? (uint32_t)(fds / 2) : DEFAULT_MAX_INODES;
     l->max_handles = fds / 8 < DEFAULT_MAX_HANDLES ? (uint32_t)(fds / 8) : DEFAULT_MAX_HANDLES;
+    l->max_inodes = l->max_inodes / shares > 2 ? l->max_inodes / shares : 2;
+    l->max_handles = l->max_handles / shares > 1 ? l->max_handles / shares : 1;
 }
 
 static int open_root(struct pt_fs *fs, const char *root)
@@ -308,7 +315,7 @@ int pt_new(const char *root, bool read_only, const struct pt_limits *limits, str
     if (limits)
         l = *limits;
     else
-        limits_from_rlimit(&l);
+        pt_vm_limits(&l, 1);
     if (l.max_inodes < 2 || l.max_handles < 1)
         return err_plain(EMFILE, "shared folder %s: too few descriptors", root);
     fs = calloc(1, sizeof(*fs));
@@ -828,6 +835,135 @@ int pt_access(struct pt_fs *fs, uint64_t node, uint32_t mask)
     return r;
 }
 
+/* ---- extended attributes ---- */
+
+/* Only the user.* namespace passes: security.* (capabilities, LSM labels),
+ * trusted.* and system.* (ACLs) would let a guest give host files powers
+ * or rights on the host, or read the host's labels. Others read as absent
+ * and cannot be set. */
+static bool xattr_name_allowed(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0 && name[5] != 0;
+}
+
+/* The node's file as a path xattr calls take (they have no *at form for an
+ * O_PATH descriptor): its /proc/self/fd link, which is the file itself
+ * whatever its names are now. Symlinks (where Linux takes no user.*
+ * attributes) and stale nodes fail. */
+static struct pt_inode *xattr_node(struct pt_fs *fs, uint64_t node, char *path, size_t cap,
+                                   int *err)
+{
+    struct pt_inode *in = inode_get(fs, node);
+
+    *err = -ESTALE;
+    if (!in)
+        return NULL;
+    if (in->type == S_IFLNK) {
+        inode_put(fs, in);
+        *err = -EPERM;
+        return NULL;
+    }
+    snprintf(path, cap, "/proc/self/fd/%d", in->fd);
+    return in;
+}
+
+long pt_getxattr(struct pt_fs *fs, uint64_t node, const char *name, void *buf, size_t size)
+{
+    char path[40];
+    struct pt_inode *in;
+    ssize_t n;
+    int r;
+
+    if (!xattr_name_allowed(name))
+        return -ENODATA;
+    in = xattr_node(fs, node, path, sizeof(path), &r);
+    if (!in)
+        return r == -EPERM ? -ENODATA : r;
+    n = getxattr(path, name, buf, size);
+    inode_put(fs, in);
+    return n < 0 ? -errno : n;
+}
+
+long pt_listxattr(struct pt_fs *fs, uint64_t node, char *buf, size_t size)
+{
+    char path[40], *all = NULL;
+    struct pt_inode *in;
+    ssize_t n = -1;
+    size_t kept = 0;
+    int r;
+
+    in = xattr_node(fs, node, path, sizeof(path), &r);
+    if (!in)
+        return r == -EPERM ? 0 : r;
+    /* The host's list has names the guest does not see: read it whole
+     * (growing, in case attributes are added meanwhile), then filter. */
+    for (size_t cap = 4096; cap <= XATTR_LIST_MAX * 2; cap *= 2) {
+        char *grown = realloc(all, cap);
+        if (!grown) {
+            n = -1, errno = ENOMEM;
+            break;
+        }
+        all = grown;
+        n = listxattr(path, all, cap);
+        if (n >= 0 || errno != ERANGE)
+            break;
+    }
+    inode_put(fs, in);
+    for (ssize_t at = 0; n > 0 && at < n;) {
+        size_t len = strnlen(all + at, (size_t)(n - at));
+        if (xattr_name_allowed(all + at)) {
+            if (size && kept + len + 1 > size) {
+                kept = 0, n = -1, errno = ERANGE;
+                break;
+            }
+            if (size)
+                memcpy(buf + kept, all + at, len + 1);
+            kept += len + 1;
+        }
+        at += (ssize_t)len + 1;
+    }
+    free(all);
+    return n < 0 ? -errno : (long)kept;
+}
+
+/* The node whose attribute name a set or remove changes (as xattr_node),
+ * once the share and the name allow the change. */
+static struct pt_inode *xattr_change(struct pt_fs *fs, uint64_t node, const char *name,
+                                     char *path, size_t cap, int *err)
+{
+    *err = fs->read_only ? -EROFS : !xattr_name_allowed(name) ? -EOPNOTSUPP : 0;
+    return *err ? NULL : xattr_node(fs, node, path, cap, err);
+}
+
+int pt_setxattr(struct pt_fs *fs, uint64_t node, const char *name, const void *value,
+                size_t size, uint32_t flags)
+{
+    char path[40];
+    struct pt_inode *in;
+    int r;
+
+    if (flags & ~(uint32_t)(XATTR_CREATE | XATTR_REPLACE))
+        return fs->read_only ? -EROFS : -EINVAL;
+    if (!(in = xattr_change(fs, node, name, path, sizeof(path), &r)))
+        return r;
+    r = setxattr(path, name, value, size, (int)flags) < 0 ? -errno : 0;
+    inode_put(fs, in);
+    return r;
+}
+
+int pt_removexattr(struct pt_fs *fs, uint64_t node, const char *name)
+{
+    char path[40];
+    struct pt_inode *in;
+    int r;
+
+    if (!(in = xattr_change(fs, node, name, path, sizeof(path), &r)))
+        return r;
+    r = removexattr(path, name) < 0 ? -errno : 0;
+    inode_put(fs, in);
+    return r;
+}
+
 /* ---- open files ---- */
 
 /* The guest's open flags we pass on; creation and path flags are ours. */
@@ -961,7 +1097,8 @@ long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t s
     return n < 0 ? -errno : n;
 }
 
-long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const void *buf, size_t size)
+long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
+              int count)
 {
     int r;
     struct pt_handle *h;
@@ -972,7 +1109,7 @@ long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const void *buf, s
     h = file_get(fs, fh, false, &r);
     if (!h)
         return r;
-    n = offset > INT64_MAX ? (errno = EINVAL, -1) : pwrite(h->fd, buf, size, (off_t)offset);
+    n = offset > INT64_MAX ? (errno = EINVAL, -1) : pwritev(h->fd, iov, count, (off_t)offset);
     handle_put(fs, h);
     return n < 0 ? -errno : n;
 }

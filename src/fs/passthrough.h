@@ -27,8 +27,13 @@ struct pt_limits {
     uint32_t max_handles; /* open files and directories */
 };
 
-/* Opens root (a directory) for serving. limits NULL: defaults sized from
- * RLIMIT_NOFILE (raised to its hard limit). 0, or a negative errno with
+/* The limits of each of a VM's shares: the descriptors RLIMIT_NOFILE
+ * gives (raised to its hard limit) split between them, so that all the
+ * VM's shares together cannot exhaust the VMM's descriptors. */
+void pt_vm_limits(struct pt_limits *l, unsigned shares);
+
+/* Opens root (a directory) for serving. limits NULL: pt_vm_limits() of one
+ * share. 0, or a negative errno with
  * an err_set() message naming root. */
 int pt_new(const char *root, bool read_only, const struct pt_limits *limits, struct pt_fs **out)
     __attribute__((warn_unused_result));
@@ -79,6 +84,17 @@ int pt_link(struct pt_fs *fs, uint64_t node, uint64_t new_parent, const char *ne
 int pt_statfs(struct pt_fs *fs, uint64_t node, struct fuse_kstatfs *st);
 int pt_access(struct pt_fs *fs, uint64_t node, uint32_t mask);
 
+/* Extended attributes: only user.* names (security.*, trusted.*, system.*
+ * read as absent, ENODATA, and cannot be set or removed, EOPNOTSUPP; a
+ * list shows only user.* names). get and list: the value's or the list's
+ * length, copied into buf when size is not 0 (ERANGE when it does not
+ * fit). flags: XATTR_CREATE, XATTR_REPLACE. */
+long pt_getxattr(struct pt_fs *fs, uint64_t node, const char *name, void *buf, size_t size);
+long pt_listxattr(struct pt_fs *fs, uint64_t node, char *buf, size_t size);
+int pt_setxattr(struct pt_fs *fs, uint64_t node, const char *name, const void *value,
+                size_t size, uint32_t flags);
+int pt_removexattr(struct pt_fs *fs, uint64_t node, const char *name);
+
 /* flags: the guest's open flags (O_ACCMODE, O_APPEND, O_TRUNC, O_SYNC are
  * honoured; creation flags are not, here). */
 int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_out *o);
@@ -86,9 +102,12 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
               uint32_t mode, struct fuse_entry_out *e, struct fuse_open_out *o);
 int pt_opendir(struct pt_fs *fs, uint64_t node, struct fuse_open_out *o);
 int pt_release(struct pt_fs *fs, uint64_t fh);
-/* Bytes read into buf / written from buf. */
+/* Bytes read into buf / written from iov[0..count) (the guest's pages
+ * as they are: no copy on the way). */
+struct iovec;
 long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t size);
-long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const void *buf, size_t size);
+long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
+              int count);
 int pt_flush(struct pt_fs *fs, uint64_t fh);
 int pt_fsync(struct pt_fs *fs, uint64_t fh, bool datasync);
 int pt_fallocate(struct pt_fs *fs, uint64_t fh, uint32_t mode, uint64_t offset, uint64_t len);

@@ -2,6 +2,7 @@
  * start.c, saved in save.c; destroyed here. */
 #include <stdlib.h>
 
+#include "bundle/sections.h"
 #include "machine/internal.h"
 #include "machine/ram_faults.h"
 #include "machine/workingset.h"
@@ -10,6 +11,11 @@
 struct vm *machine_vm(struct machine *m)
 {
     return m->vm;
+}
+
+bool machine_resumed(const struct machine *m)
+{
+    return m->source && bundle_has_state(m->source);
 }
 
 void machine_destroy(struct machine *m)

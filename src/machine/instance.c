@@ -111,6 +111,10 @@ static int instance_boot_config(const char *name, const struct instance *i, stru
         cfg->mem_bytes = i->boot.mem_bytes;
     cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
     cfg->disk_count = 1;
+    /* create --share: the folders a start maps by default (--share remaps). */
+    for (unsigned k = 0; k < i->boot.share_count; k++)
+        cfg->shares[k] = i->boot.shares[k];
+    cfg->share_count = i->boot.share_count;
     return 0;
 }
 
@@ -126,18 +130,23 @@ static int read_instance(const char *name, struct instance *i)
     return r;
 }
 
+/* The started instance: the VM's config points into it for the VM's life
+ * (one VM a process), so it is kept reachable here. */
+static struct instance *volatile kept_instance; /* volatile: a store the optimiser keeps */
+
 int machine_instance_config(const char *name, struct vm_config *cfg, const char **resume,
                         bool *resume_shared)
 {
-    struct instance *i = calloc(1, sizeof(*i)); /* lives as long as the VM */
+    struct instance *i = calloc(1, sizeof(*i));
     int r = i ? read_instance(name, i) : -ENOMEM;
 
+    if (r == 0 && (r = instance_boot_config(name, i, cfg)) < 0)
+        store_instance_release(i);
     if (r < 0) {
         free(i);
         return r;
     }
-    if ((r = instance_boot_config(name, i, cfg)) < 0)
-        return r;
+    kept_instance = i;
     *resume = i->resume;
     *resume_shared = i->resume_pristine;
     return 0;

@@ -57,6 +57,8 @@ int machine_start_named(const char *what, const struct machine_start_options *o,
                         struct machine **out) __attribute__((warn_unused_result));
 
 struct vm *machine_vm(struct machine *m);
+/* Whether m resumed a saved state (its guest did not boot). */
+bool machine_resumed(const struct machine *m);
 void machine_destroy(struct machine *m);
 
 struct machine_save_options {

@@ -211,6 +211,15 @@ int machine_start_named(const char *what, const struct machine_start_options *so
         return r < 0 ? r : machine_boot(&cfg, m);
     struct machine_start_options from_state = *so;
     from_state.instance = &cfg;
+    /* The instance's folders for the saved state's tags, then --share's. */
+    static struct vm_share_config shares[2 * VM_MAX_SHARES];
+    unsigned count = 0;
+    for (unsigned i = 0; i < cfg.share_count; i++)
+        shares[count++] = cfg.shares[i];
+    for (unsigned i = 0; i < so->share_count; i++)
+        shares[count++] = so->shares[i];
+    from_state.shares = shares;
+    from_state.share_count = count;
     /* A suspended state is read once: caching its memory would only fill
      * the cache. */
     if (!shared && so->memory == MACHINE_MEMORY_DEFAULT)

@@ -96,16 +96,28 @@ int store_create_from(struct store *s, const struct store_create_request *q)
         r = store_add_source(s, q->kernel, "kernel", kernel, &reused);
     if (r == 0 && q->initrd)
         r = store_add_source(s, q->initrd, "initrd", initrd, &reused);
+    const char *cmdline = q->cmdline ? q->cmdline : appliance_cmdline ? appliance_cmdline
+                                                                       : cfg.cmdline;
+    char *with_shares = NULL;
+    /* An appliance's init mounts the shares the command line names. */
+    if (r == 0 && appliance_cmdline && q->share_count &&
+        asprintf(&with_shares, "%s%s", cmdline,
+                 vm_share_param(q->shares, q->share_count, cmdline)) < 0)
+        r = err_set(ENOMEM, "cmdline");
     struct instance_boot boot = {
         .kernel = kernel[0] ? kernel : NULL,
         .initrd = initrd[0] ? initrd : NULL,
-        .cmdline = q->cmdline ? q->cmdline : appliance_cmdline ? appliance_cmdline : cfg.cmdline,
+        .cmdline = with_shares ? with_shares : cmdline,
         .state = state,
         .cpus = q->cpus ? q->cpus : cfg.cpus,
         .mem_bytes = q->mem_bytes ? q->mem_bytes : cfg.mem_bytes,
+        .share_count = q->share_count <= VM_MAX_SHARES ? q->share_count : VM_MAX_SHARES,
     };
+    for (unsigned i = 0; i < boot.share_count; i++)
+        boot.shares[i] = q->shares[i];
     if (r == 0)
         r = store_create(s, q->name, top, &boot);
     free(appliance_cmdline);
+    free(with_shares);
     return r;
 }

@@ -122,6 +122,44 @@ static int save(const struct store *s, const char *name, json_t *j)
     return r;
 }
 
+static json_t *shares_json(const struct instance_boot *b)
+{
+    json_t *a = json_array();
+
+    for (unsigned i = 0; i < b->share_count; i++)
+        json_array_append_new(a, json_pack("{sssssb}", "tag", b->shares[i].tag, "path",
+                                           b->shares[i].path, "read_only",
+                                           b->shares[i].read_only));
+    return a;
+}
+
+/* instance.json's shares, as hostile as any file: a tag that makes no tag,
+ * a path that is not absolute, or too many, are refused by name. */
+static int read_shares(json_t *j, const char *name, struct instance_boot *b)
+{
+    json_t *a = json_object_get(j, "shares"), *e;
+    size_t i;
+
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > VM_MAX_SHARES)
+        return err_plain(EINVAL, "instance '%s': bad shares", name);
+    json_array_foreach(a, i, e) {
+        const char *tag = json_string_value(json_object_get(e, "tag"));
+        const char *path = json_string_value(json_object_get(e, "path"));
+        if (!tag || !vm_share_tag_valid(tag) || !path || path[0] != '/')
+            return err_plain(EINVAL, "instance '%s': bad share %zu", name, i);
+        b->shares[i] = (struct vm_share_config){
+            .tag = strdup(tag), .path = strdup(path),
+            .read_only = json_is_true(json_object_get(e, "read_only")),
+        };
+        b->share_count++;
+        if (!b->shares[i].tag || !b->shares[i].path)
+            return err_set(ENOMEM, "instance '%s'", name);
+    }
+    return 0;
+}
+
 int store_create(struct store *s, const char *name, const char *top,
                  const struct instance_boot *b)
 {
@@ -160,6 +198,8 @@ int store_create(struct store *s, const char *name, const char *top,
             json_object_set_new(j, "initrd", json_string(b->initrd));
         if (b->cmdline)
             json_object_set_new(j, "cmdline", json_string(b->cmdline));
+        if (b->share_count)
+            json_object_set_new(j, "shares", shares_json(b));
         if (b->state) {
             json_object_set_new(j, "pristine", json_string(PRISTINE));
             json_object_set_new(j, "resume", json_string(PRISTINE));
@@ -366,8 +406,10 @@ int store_instance(struct store *s, const char *name, struct instance *out)
         out->resume = instance_file(s, name, resume);
         out->resume_pristine = strcmp(resume, PRISTINE) == 0;
     }
+    r = read_shares(j, name, &out->boot);
     json_decref(j);
-    r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;
+    if (r == 0)
+        r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;
     if (r == 0)
         r = c.r;
     if (r == 0 && kernel)
@@ -386,6 +428,10 @@ void store_instance_release(struct instance *i)
     free((char *)i->boot.kernel);
     free((char *)i->boot.initrd);
     free((char *)i->boot.cmdline);
+    for (unsigned k = 0; k < i->boot.share_count; k++) {
+        free((char *)i->boot.shares[k].tag);
+        free((char *)i->boot.shares[k].path);
+    }
     free(i->delta);
     free(i->top);
     free(i->resume);

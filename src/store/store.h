@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "util/hash.h"
 
 struct json_t;
@@ -26,6 +27,9 @@ struct instance_boot {
     const char *state;
     unsigned cpus;
     uint64_t mem_bytes;
+    /* create --share: host folders by tag (each start may remap a tag) */
+    struct vm_share_config shares[VM_MAX_SHARES];
+    unsigned share_count;
 };
 
 int store_open(struct store **out) __attribute__((warn_unused_result));
@@ -87,6 +91,8 @@ struct store_create_request {
     const char *name, *from, *kernel, *initrd, *cmdline, *trusted_key;
     unsigned cpus;
     uint64_t mem_bytes;
+    const struct vm_share_config *shares; /* --share: kept in instance.json */
+    unsigned share_count;
 };
 int store_create_from(struct store *s, const struct store_create_request *q)
     __attribute__((warn_unused_result));

@@ -171,6 +171,19 @@ static void vm_names(void **state)
     assert_false(control_name_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
 }
 
+/* The appliance init's smolvm.share= names every tag (run and create add
+ * it), unless the command line says where already. */
+static void share_param_names_the_tags(void **state)
+{
+    struct vm_share_config shares[2] = {{.tag = "src", .path = "/a"}, {.tag = "out", .path = "/b"}};
+    (void)state;
+
+    assert_string_equal(vm_share_param(shares, 2, "console=ttyS0"), " smolvm.share=src,out");
+    assert_string_equal(vm_share_param(shares, 1, NULL), " smolvm.share=src");
+    assert_string_equal(vm_share_param(shares, 2, "quiet smolvm.share=src:/x"), "");
+    assert_string_equal(vm_share_param(shares, 0, NULL), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +193,7 @@ int main(void)
         cmocka_unit_test(shares_carry_tags_not_paths),
         cmocka_unit_test(discovery_cmdline),
         cmocka_unit_test(old_bundle_has_no_vsock),
+        cmocka_unit_test(share_param_names_the_tags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,16 +12,18 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <signal.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
 #include "../../guest/agent_proto.h"
+#include "api/agent.h"
 #include "scratch.h"
 
 static char out[1 << 16], err[1 << 16];
-static pid_t agent;
+static pid_t agent, agent2; /* agent2: hello_sets_the_hostname's */
 
 /* smolvm ARGS with RUNTIME in the scratch folder; stdin from input (a
  * shell redirection or pipe source) */
@@ -82,6 +84,10 @@ static int teardown(void **state)
     (void)state;
     kill(agent, SIGTERM);
     waitpid(agent, NULL, 0);
+    if (agent2 > 0) { /* a failed check left it running */
+        kill(agent2, SIGTERM);
+        waitpid(agent2, NULL, 0);
+    }
     return scratch_teardown();
 }
 
@@ -326,6 +332,38 @@ static void exec_errors_are_one_line(void **state)
     pthread_join(t, NULL);
 }
 
+/* The hello the VMM sends after a start: an agent in a UTS namespace of
+ * its own (unshare: the host's hostname is not ours to change) takes the
+ * hostname, and a command sees it; a bad name is refused before sending;
+ * no agent at all is an error for the caller to judge. */
+static void hello_sets_the_hostname(void **state)
+{
+    char path[4096];
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s", SMOLVM_BINARY);
+    strcpy(strrchr(path, '/'), "/smolvm-agent");
+    agent2 = fork();
+    if (agent2 == 0) {
+        execlp("unshare", "unshare", "-Uru", path, "--unix", in_dir("run/smolvm/vm2.vsock"),
+               (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200 && access(in_dir("run/smolvm/vm2.vsock"), F_OK) != 0; i++)
+        usleep(10000);
+    assert_int_equal(agent_hello(in_dir("run/smolvm/vm2.vsock"), "start-2.example", 2000), 0);
+    assert_int_equal(smolvm("exec vm2 -- hostname"), 0);
+    assert_string_equal(out, "start-2.example\n");
+    /* The clock alone (a restore without --hostname). */
+    assert_int_equal(agent_hello(in_dir("run/smolvm/vm2.vsock"), NULL, 2000), 0);
+    assert_int_equal(agent_hello(in_dir("run/smolvm/vm2.vsock"), "-bad", 2000), -EINVAL);
+    assert_int_equal(agent_hello(in_dir("run/smolvm/none.vsock"), NULL, 200), -ENOENT);
+    kill(agent2, SIGTERM);
+    waitpid(agent2, NULL, 0);
+    agent2 = 0;
+    assert_one_line(smolvm("start --hostname 'a b' x.smolmachine"), 2, "start", "--hostname");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +377,7 @@ int main(void)
         cmocka_unit_test(cp_folder_out_of_the_vm),
         cmocka_unit_test(cp_folder_from_a_hostile_guest_stays_inside),
         cmocka_unit_test(exec_errors_are_one_line),
+        cmocka_unit_test(hello_sets_the_hostname),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

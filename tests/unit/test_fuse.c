@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "devices/virtio/fs.h"
@@ -587,7 +589,8 @@ static void malformed_requests(void **state)
     /* Unknown opcodes. */
     assert_int_equal(call(9999, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
     assert_int_equal(call(UINT32_MAX, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
-    assert_int_equal(call(FUSE_GETXATTR, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
+    assert_int_equal(call(FUSE_GETLK, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -ENOSYS);
+    assert_int_equal(call(FUSE_GETXATTR, FUSE_ROOT_ID, NULL, 0, NULL, NULL), -EINVAL);
     /* A name without its NUL, and a body shorter than its argument. */
     build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
     ((struct fuse_in_header *)in)->len -= 1;
@@ -798,6 +801,219 @@ static void chains(void **state)
     stop();
 }
 
+/* A WRITE's payload is written from the chain's buffers where they lie:
+ * split over many buffers (the header cut in two), the largest write
+ * INIT offers, none of it copied into the request buffer; a payload
+ * shorter than its size, or a header longer than the chain, refused. */
+static void write_from_chain(void **state)
+{
+    static uint8_t cin[FUSE_SERVER_IN_MAX], cout[FUSE_SERVER_OUT_MAX], data[FUSE_SERVER_MAX_IO];
+    const size_t head = sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in);
+    uint8_t reply[64];
+    struct virtq_chain c = {0};
+    struct fuse_out_header h;
+    struct fuse_write_out w;
+    uint64_t node, fh;
+    size_t len;
+    char host[64];
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(create(FUSE_ROOT_ID, "big", O_RDWR, &node, &fh), 0);
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7 + i / 4096);
+    {
+        struct fuse_write_in wi = {.fh = fh, .offset = 0, .size = sizeof(data)};
+        len = build(FUSE_WRITE, node, &wi, sizeof(wi), NULL, NULL);
+        ((struct fuse_in_header *)in)->len = (uint32_t)(len + sizeof(data));
+    }
+    c.bufs[0] = (struct virtq_buf){in, 7, false};
+    c.bufs[1] = (struct virtq_buf){in + 7, (uint32_t)(head - 7), false};
+    for (unsigned i = 0; i < FUSE_SERVER_MAX_IO / 4096; i++)
+        c.bufs[2 + i] = (struct virtq_buf){data + i * 4096, 4096, false};
+    c.readable = 2 + FUSE_SERVER_MAX_IO / 4096;
+    c.bufs[c.readable] = (struct virtq_buf){reply, sizeof(reply), true};
+    c.count = c.readable + 1;
+    c.readable_bytes = head + sizeof(data);
+    c.writable_bytes = sizeof(reply);
+    memset(cin, 0xa5, sizeof(cin));
+    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h) + sizeof(w));
+    memcpy(&h, cout, sizeof(h));
+    memcpy(&w, cout + sizeof(h), sizeof(w));
+    assert_int_equal(h.error, 0);
+    assert_int_equal(w.size, sizeof(data));
+    assert_int_equal(cin[head], 0xa5); /* the payload was not copied */
+    {
+        static uint8_t back[FUSE_SERVER_MAX_IO];
+        int fd = open(in_dir("share/big"), O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(read(fd, back, sizeof(back)), sizeof(back));
+        close(fd);
+        assert_memory_equal(back, data, sizeof(data));
+    }
+    /* The header says more than the chain holds. */
+    ((struct fuse_in_header *)in)->len += 1;
+    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h));
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(h.error, -EINVAL);
+    /* size past the payload the header's length gives. */
+    {
+        struct fuse_write_in wi = {.fh = fh, .offset = 0, .size = 10};
+        len = build(FUSE_WRITE, node, &wi, sizeof(wi), NULL, NULL);
+        memcpy(in + len, "abcde", 5);
+        ((struct fuse_in_header *)in)->len = (uint32_t)(len + 5);
+        c.bufs[1].len = (uint32_t)(len + 5 - 7);
+        c.readable = 2;
+        c.bufs[2] = (struct virtq_buf){reply, sizeof(reply), true};
+        c.count = 3;
+        c.readable_bytes = len + 5;
+        assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h));
+        memcpy(&h, cout, sizeof(h));
+        assert_int_equal(h.error, -EINVAL);
+        /* The same through the flat buffer (fuse_serve). */
+        assert_int_equal(serve_raw(len + 5, sizeof(out)), -EINVAL);
+        /* A small write whose payload ends in the header's buffer. */
+        wi.size = 5;
+        memcpy(in + sizeof(struct fuse_in_header), &wi, sizeof(wi));
+        assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h) + sizeof(w));
+        memcpy(&h, cout, sizeof(h));
+        assert_int_equal(h.error, 0);
+    }
+    release(fh);
+    slurp("share/big", host, 6);
+    assert_string_equal(host, "abcde");
+    /* Other requests are not taken from outside the flat buffer. */
+    len = build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", NULL);
+    {
+        struct iovec extra = {(void *)"x", 1};
+        ((struct fuse_in_header *)in)->len = (uint32_t)(len + 1);
+        assert_int_equal(fuse_serve_data(srv, in, len, &extra, 1, out, sizeof(out)), sizeof(h));
+        memcpy(&h, out, sizeof(h));
+        assert_int_equal(h.error, -EINVAL);
+    }
+    stop();
+}
+
+static int32_t setxattr_call(uint64_t node, const char *name, const char *value, uint32_t flags)
+{
+    struct fuse_setxattr_in s = {.size = (uint32_t)strlen(value), .flags = flags};
+    size_t len = build(FUSE_SETXATTR, node, &s, FUSE_COMPAT_SETXATTR_IN_SIZE, name, NULL);
+
+    memcpy(in + len, value, s.size);
+    len += s.size;
+    ((struct fuse_in_header *)in)->len = (uint32_t)len;
+    return serve_raw(len, sizeof(out));
+}
+
+static int32_t getxattr_call(uint32_t opcode, uint64_t node, const char *name, uint32_t size)
+{
+    struct fuse_getxattr_in g = {.size = size};
+    return call(opcode, node, &g, sizeof(g), name, NULL);
+}
+
+/* user.* attributes pass through both ways; security.*, trusted.* and
+ * system.* are neither read nor set nor listed; a read-only share refuses
+ * changes. */
+static void xattrs(void **state)
+{
+    char value[64];
+    uint64_t hello, link;
+    (void)state;
+
+    start(false, NULL);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(setxattr_call(hello, "user.colour", "blue", 0), 0);
+    assert_int_equal(getxattr(in_dir("share/hello"), "user.colour", value, sizeof(value)), 4);
+    assert_memory_equal(value, "blue", 4);
+    assert_int_equal(setxattr_call(hello, "user.colour", "red", XATTR_CREATE), -EEXIST);
+    assert_int_equal(setxattr(in_dir("share/hello"), "user.host", "h", 1, 0), 0);
+
+    /* Size 0 asks for the length; then the value; too small a buffer. */
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, hello, "user.host", 0), 0);
+    assert_int_equal(((struct fuse_getxattr_out *)payload())->size, 1);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, hello, "user.colour", 64), 0);
+    assert_int_equal(reply_len, 4);
+    assert_memory_equal(payload(), "blue", 4);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, hello, "user.colour", 2), -ERANGE);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, hello, "user.none", 64), -ENODATA);
+
+    /* Only user.* names are listed. */
+    assert_int_equal(getxattr_call(FUSE_LISTXATTR, hello, NULL, 0), 0);
+    assert_int_equal(((struct fuse_getxattr_out *)payload())->size, sizeof("user.colour\0user.host"));
+    assert_int_equal(getxattr_call(FUSE_LISTXATTR, hello, NULL, 64), 0);
+    assert_int_equal(reply_len, sizeof("user.colour\0user.host"));
+    assert_int_equal(getxattr_call(FUSE_LISTXATTR, hello, NULL, 5), -ERANGE);
+
+    /* The other namespaces: absent to read, refused to change. */
+    assert_int_equal(setxattr_call(hello, "security.capability", "x", 0), -EOPNOTSUPP);
+    assert_int_equal(setxattr_call(hello, "trusted.overlay.opaque", "y", 0), -EOPNOTSUPP);
+    assert_int_equal(setxattr_call(hello, "system.posix_acl_access", "z", 0), -EOPNOTSUPP);
+    assert_int_equal(setxattr_call(hello, "user.", "z", 0), -EOPNOTSUPP);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, hello, "security.selinux", 64), -ENODATA);
+    assert_int_equal(call(FUSE_REMOVEXATTR, hello, NULL, 0, "trusted.x", NULL), -EOPNOTSUPP);
+
+    assert_int_equal(call(FUSE_REMOVEXATTR, hello, NULL, 0, "user.colour", NULL), 0);
+    assert_int_equal(getxattr(in_dir("share/hello"), "user.colour", value, sizeof(value)), -1);
+    assert_int_equal(errno, ENODATA);
+
+    /* Symlinks take none (as on Linux); a missing name is malformed. */
+    assert_int_equal(call(FUSE_SYMLINK, FUSE_ROOT_ID, NULL, 0, "ln", "hello"), 0);
+    link = ((struct fuse_entry_out *)payload())->nodeid;
+    assert_int_equal(setxattr_call(link, "user.a", "b", 0), -EPERM);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, link, "user.a", 64), -ENODATA);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, 12345, "user.a", 64), -ESTALE);
+    {
+        struct fuse_getxattr_in g = {.size = 64};
+        size_t len = build(FUSE_GETXATTR, hello, &g, sizeof(g), NULL, NULL);
+        assert_int_equal(serve_raw(len, sizeof(out)), -EINVAL);
+    }
+    stop();
+
+    start(true, NULL);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(setxattr_call(hello, "user.colour", "blue", 0), -EROFS);
+    assert_int_equal(call(FUSE_REMOVEXATTR, hello, NULL, 0, "user.colour", NULL), -EROFS);
+    assert_int_equal(getxattr_call(FUSE_GETXATTR, hello, "user.colour", 64), -ENODATA);
+    stop();
+}
+
+/* Locks stay the guest's own: INIT offers neither POSIX nor flock locks
+ * (the guest kernel then keeps them locally), and a lock request is
+ * ENOSYS. */
+static void locks_stay_in_the_guest(void **state)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 38, .max_readahead = 65536,
+                                .flags = FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS | FUSE_MAX_PAGES};
+    struct fuse_lk_in lk = {0};
+    struct fuse_init_out o;
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, NULL), 0);
+    memcpy(&o, payload(), sizeof(o));
+    assert_int_equal(o.flags & (FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS), 0);
+    assert_int_equal(o.max_pages, FUSE_SERVER_MAX_IO / 4096);
+    assert_int_equal(call(FUSE_GETLK, 1, &lk, sizeof(lk), NULL, NULL), -ENOSYS);
+    assert_int_equal(call(FUSE_SETLK, 1, &lk, sizeof(lk), NULL, NULL), -ENOSYS);
+    assert_int_equal(call(FUSE_SETLKW, 1, &lk, sizeof(lk), NULL, NULL), -ENOSYS);
+    stop();
+}
+
+/* A VM's shares split the descriptors between them: eight shares hold no
+ * more nodes and files together than one does alone. */
+static void limits_per_vm(void **state)
+{
+    struct pt_limits one, eight;
+    (void)state;
+
+    pt_vm_limits(&one, 1);
+    pt_vm_limits(&eight, 8);
+    assert_true(one.max_inodes >= 8 && one.max_handles >= 8);
+    assert_true(8ull * eight.max_inodes <= one.max_inodes);
+    assert_true(8ull * eight.max_handles <= one.max_handles);
+    assert_true(eight.max_inodes > 0 && eight.max_handles > 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -823,6 +1039,10 @@ int main(void)
         cmocka_unit_test(bounded_tables),
         cmocka_unit_test(save_and_restore),
         cmocka_unit_test(chains),
+        cmocka_unit_test(write_from_chain),
+        cmocka_unit_test(xattrs),
+        cmocka_unit_test(locks_stay_in_the_guest),
+        cmocka_unit_test(limits_per_vm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

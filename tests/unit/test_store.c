@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "disk/disk.h"
+#include "machine/instance.h"
 #include "store/store.h"
 #include "util/err.h"
 #include "util/hash.h"
@@ -412,6 +413,58 @@ static void test_sources_reused(void **state)
     store_close(s);
 }
 
+/* create --share: the instance keeps its folders by tag; a start's
+ * config has them, --share remaps a tag (an unknown one refused); shares
+ * in instance.json are checked like any input. */
+static void test_instance_shares(void **state)
+{
+    struct vm_share_config given[2] = {{.path = "/srv/a", .tag = "src", .read_only = true},
+                                       {.path = "/srv/b", .tag = "out"}};
+    struct store_create_request q = {.name = "sharing", .from = in_dir("s.raw"),
+                                     .kernel = in_dir("s.raw"), .shares = given,
+                                     .share_count = 2};
+    struct vm_config cfg;
+    struct instance i;
+    const char *resume;
+    bool shared;
+    struct store *s;
+    (void)state;
+
+    assert_int_equal(sh("head -c 64K /dev/urandom > s.raw"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_create_from(s, &q), 0);
+    assert_int_equal(store_instance(s, "sharing", &i), 0);
+    assert_int_equal(i.boot.share_count, 2);
+    assert_string_equal(i.boot.shares[0].tag, "src");
+    assert_string_equal(i.boot.shares[0].path, "/srv/a");
+    assert_true(i.boot.shares[0].read_only);
+    assert_string_equal(i.boot.shares[1].path, "/srv/b");
+    assert_false(i.boot.shares[1].read_only);
+    store_instance_release(&i);
+
+    vm_config_defaults(&cfg);
+    assert_int_equal(machine_instance_config("sharing", &cfg, &resume, &shared), 0);
+    assert_int_equal(cfg.share_count, 2);
+    assert_string_equal(cfg.shares[1].path, "/srv/b");
+    given[1].path = "/srv/elsewhere";
+    assert_int_equal(vm_config_map_shares(&cfg, &given[1], 1), 0);
+    assert_string_equal(cfg.shares[1].path, "/srv/elsewhere");
+    given[1].tag = "nope";
+    assert_true(vm_config_map_shares(&cfg, &given[1], 1) < 0);
+
+    /* Hostile instance.json: a relative path, a tag with a '/'. */
+    assert_int_equal(sh("cd data/smolvm/instances/sharing && "
+                        "sed -i 's|\"/srv/a\"|\"../../x\"|' instance.json"), 0);
+    assert_true(store_instance(s, "sharing", &i) < 0);
+    assert_non_null(strstr(err_msg(), "bad share 0"));
+    assert_int_equal(sh("cd data/smolvm/instances/sharing && "
+                        "sed -i 's|\"../../x\"|\"/srv/a\"|; s|\"out\"|\"o/t\"|' instance.json"), 0);
+    assert_true(store_instance(s, "sharing", &i) < 0);
+    assert_non_null(strstr(err_msg(), "bad share 1"));
+    assert_int_equal(store_remove(s, "sharing"), 0);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_hash_is_sha256),
         cmocka_unit_test(test_delta_in_use),
         cmocka_unit_test(test_sources_reused),
+        cmocka_unit_test(test_instance_shares),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

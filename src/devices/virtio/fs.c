@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "core/vm.h"
 #include "devices/device.h"
@@ -21,7 +22,7 @@
 #include "confine/confine.h"
 
 #define VIRTIO_ID_FS 26
-#define QUEUE_SIZE 128
+#define QUEUE_SIZE 256
 #define NUM_QUEUES 2 /* hiprio + one request queue */
 #define NUM_REQUEST_QUEUES (NUM_QUEUES - 1)
 #define CONFIG_BYTES 40 /* tag[36], num_request_queues */
@@ -138,15 +139,26 @@ static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, s
 }
 
 /* One chain: its readable bytes are the request, its writable ones take
- * the reply. A request longer than any FUSE request is cut, and then
- * answered EINVAL by the server (its header's length is past the end). */
+ * the reply. A WRITE's payload is written to the file from the guest's
+ * pages where they are; any other request is copied whole into in. A
+ * request longer than any FUSE request is cut, and then answered EINVAL
+ * by the server (its header's length is past the end). */
 size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chain *c, uint8_t *in,
                              uint8_t *out)
 {
-    size_t in_len = virtq_chain_read(c, 0, in, FUSE_SERVER_IN_MAX);
+    const size_t write_head = sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in);
     size_t out_cap = c->writable_bytes < FUSE_SERVER_OUT_MAX ? c->writable_bytes
                                                              : FUSE_SERVER_OUT_MAX;
+    size_t in_len = virtq_chain_read(c, 0, in, write_head), data_len;
+    struct iovec data[VIRTQ_MAX_CHAIN];
+    unsigned data_count;
 
+    if (in_len == write_head && le32(in + offsetof(struct fuse_in_header, opcode)) ==
+                                    FUSE_WRITE) {
+        data_count = virtq_chain_readable_iov(c, write_head, data, VIRTQ_MAX_CHAIN, &data_len);
+        return fuse_serve_data(server, in, in_len, data, data_count, out, out_cap);
+    }
+    in_len += virtq_chain_read(c, in_len, in + in_len, FUSE_SERVER_IN_MAX - in_len);
     return fuse_serve(server, in, in_len, out, out_cap);
 }
 
@@ -330,7 +342,9 @@ static int fs_create(struct vm *vm, const struct device_slot *slot, void **state
     }
     for (unsigned i = 0; i < MAX_JOBS; i++)
         d->free_jobs[d->free_count++] = i;
-    r = pt_new(cfg->path, cfg->read_only, NULL, &d->pt);
+    struct pt_limits limits;
+    pt_vm_limits(&limits, vm_config(vm)->share_count);
+    r = pt_new(cfg->path, cfg->read_only, &limits, &d->pt);
     if (r == 0) {
         d->server = fuse_server_new(d->pt);
         r = d->server ? 0 : err_set(ENOMEM, "virtio-fs");

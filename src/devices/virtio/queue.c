@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "util/err.h"
 
@@ -253,4 +254,23 @@ size_t virtq_chain_read(const struct virtq_chain *c, size_t offset, void *dst, s
 size_t virtq_chain_write(const struct virtq_chain *c, size_t offset, const void *src, size_t len)
 {
     return chain_copy(c, true, offset, (void *)src, len, true);
+}
+
+unsigned virtq_chain_readable_iov(const struct virtq_chain *c, size_t offset, struct iovec *iov,
+                                  unsigned cap, size_t *bytes)
+{
+    unsigned n = 0;
+
+    *bytes = 0;
+    for (unsigned i = 0; i < c->readable && n < cap; i++) {
+        const struct virtq_buf *b = &c->bufs[i];
+        if (offset >= b->len) {
+            offset -= b->len;
+            continue;
+        }
+        iov[n++] = (struct iovec){b->addr + offset, b->len - offset};
+        *bytes += b->len - offset;
+        offset = 0;
+    }
+    return n;
 }
