@@ -63,8 +63,13 @@ static int trace_fd = -1; /* /dev/kmsg when smolvm.trace is on */
 
 static void trace(const char *phase)
 {
-    if (trace_fd >= 0)
-        dprintf(trace_fd, "<5>smolvm-init: trace %s\n", phase);
+    char line[96];
+    /* One plain write() per record: dprintf() first asks the descriptor
+     * for its offset (lseek SEEK_CUR), which /dev/kmsg refuses with
+     * EINVAL, and then writes nothing. */
+    int n = snprintf(line, sizeof(line), "<5>smolvm-init: trace %s\n", phase);
+    if (trace_fd >= 0 && n > 0 && (size_t)n < sizeof(line) && write(trace_fd, line, (size_t)n) < 0)
+        trace_fd = -1;
 }
 
 static void power_off(void)
