@@ -172,9 +172,10 @@ static int parse_discovery(struct vm_options *o, char *value)
 
 static int parse_memory(struct vm_options *o, char *value)
 {
-    static const char *const words[] = {"map", "lazy", "copy", "decompress", NULL};
+    static const char *const words[] = {"map", "lazy", "copy", "decompress", "serve", NULL};
     static const enum machine_memory modes[] = {MACHINE_MEMORY_MAP, MACHINE_MEMORY_LAZY,
-                                                MACHINE_MEMORY_COPY, MACHINE_MEMORY_DECOMPRESS};
+                                                MACHINE_MEMORY_COPY, MACHINE_MEMORY_DECOMPRESS,
+                                                MACHINE_MEMORY_SERVE};
     int i = pick(value, words);
     if (i < 0)
         return -1;
@@ -316,13 +317,15 @@ static const struct vm_option vm_option_table[] = {
      "those the bundle was made with", parse_publish},
     {"mac", 0, "MAC", BOOTS, 0, "the NIC's MAC (default: a random 52:54:00:xx:xx:xx)",
      parse_mac},
-    {"memory", 0, "map|lazy|copy|decompress", START, 0,
+    {"memory", 0, "map|lazy|copy|decompress|serve", START, 0,
      "how saved RAM comes back: mapped (default) from the copy\n"
      "unpacked (once, verified) in ~/.cache/smolvm/memory, with\n"
      "the pages the first start touched in its first second\n"
      "faulted in before the guest runs; mapped with every page\n"
-     "left to fault in when touched (lazy); copied from it; or\n"
-     "decompressed from the bundle", parse_memory},
+     "left to fault in when touched (lazy); copied from it;\n"
+     "decompressed from the bundle; or, on a first start, served\n"
+     "chunk by chunk as the guest touches it while the copy fills\n"
+     "(serve: userfaultfd; experimental)", parse_memory},
     {"verify", 0, "KEY.pub", START | CREATE, 0,
      "refuse the bundle unless it is signed with the private key\n"
      "of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"

@@ -28,6 +28,7 @@ struct machine_start_options {
         MACHINE_MEMORY_LAZY,       /* map it, every page faulted in when touched */
         MACHINE_MEMORY_COPY,       /* copy the unpacked cache's data */
         MACHINE_MEMORY_DECOMPRESS, /* decompress from the bundle, no cache */
+        MACHINE_MEMORY_SERVE,      /* map; a first start served by userfaultfd while the cache fills */
     } memory;
     /* A store instance resuming from a bundle of its state: its kernel,
      * initrd and disks replace the bundle's (which has none). */

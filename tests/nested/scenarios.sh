@@ -366,7 +366,7 @@ scenario_first_start_served() {
     # The guest never ends: stopped (SIGTERM) 20 lines on, which also
     # finishes the first start's memory cache.
     for i in 1 2; do
-        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --trace-boot --json
+        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --memory serve --trace-boot --json
         wait_for "tick-$i" "TICK $((saved + 20))"
         kill -TERM "$bg_pid"
         finish "tick-$i"

@@ -134,7 +134,7 @@ static void start_first(struct guest_memory *back, struct bundle **b, struct ram
     assert_int_equal(bundle_open(path, b), 0);
     assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
     back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_DEFAULT, &record, faults), 0);
+    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults), 0);
     assert_non_null(*faults);
     assert_null(record);
 }
