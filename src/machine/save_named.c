@@ -19,22 +19,6 @@ static double since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-/* Whether a VM of that name answers (or is there but busy: a VM in the
- * middle of a save is running); *confined: it says it runs under --jail
- * (src/confine/jail.h), and reaches only its own folders. */
-static bool running(const char *name, bool *confined)
-{
-    json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
-    int r = control_request(name, req, &a);
-    const char *how = r == 0 ? json_string_value(json_object_get(a, "confinement")) : NULL;
-
-    *confined = how && strcmp(how, "none") != 0;
-    json_decref(req);
-    json_decref(a);
-    err_clear();
-    return r == 0 || r == -ETIMEDOUT;
-}
-
 static int ask(const char *name, const struct machine_save_request *q, const char *path)
 {
     json_t *answer = NULL, *req = json_pack(
@@ -98,7 +82,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
     if (!q->output) {
         if ((r = machine_instance_suspend_path(name, path)) < 0)
             return r;
-        if (!running(name, &confined)) {
+        if (!machine_answers(name)) {
             free(*path);
             *path = NULL;
             return err_plain(ESRCH, "no VM '%s' is running", name);
@@ -109,7 +93,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
     } else {
         if (!(*path = strdup(q->output)))
             return err_set(ENOMEM, "save");
-        if (!running(name, &confined))
+        if (!machine_answers_jailed(name, &confined))
             r = machine_instance_export(name, *path, q->flatten, q->sign_key);
         else
             r = confined ? ask_confined(name, q, *path) : ask(name, q, *path);

@@ -9,14 +9,23 @@
 
 #define POLL_MS 50
 
-bool machine_answers(const char *name)
+bool machine_answers_jailed(const char *name, bool *jailed)
 {
     json_t *a = NULL, *req = json_pack("{s:s}", "command", "status");
     int r = control_request(name, req, &a);
+    const char *how = r == 0 ? json_string_value(json_object_get(a, "confinement")) : NULL;
+
+    if (jailed)
+        *jailed = how && strcmp(how, "none") != 0;
     json_decref(req);
     json_decref(a);
     err_clear();
     return r == 0 || r == -ETIMEDOUT;
+}
+
+bool machine_answers(const char *name)
+{
+    return machine_answers_jailed(name, NULL);
 }
 
 /* Sends {"command": command}; *answer (may be NULL) the VM's answer. A VM

@@ -21,5 +21,8 @@ int machine_stop_named(const char *name, unsigned timeout_s, bool force, bool *f
 /* Whether a VM of that name answers on its control socket (or is there but
  * busy: a VM in the middle of a save is running). */
 bool machine_answers(const char *name);
+/* The same; *jailed (may be NULL): it says it runs under --jail or
+ * landlock (src/confine/jail.h) and reaches only its own folders. */
+bool machine_answers_jailed(const char *name, bool *jailed);
 
 #endif
