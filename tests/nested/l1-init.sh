@@ -29,8 +29,10 @@ ln -sf /proc/self/fd /host/dev/fd
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 # Sockets and scratch files cannot live on 9p: give the chroot tmpfs for them.
-# /tmp is covered only when the script does not live there itself.
-mount -t tmpfs -o size=2g run /host/run
+# /tmp is covered only when the script does not live there itself. The
+# whole tier's scratch (disks, bundles, caches, instances) lives in /run:
+# 2 GiB ran out in the last scenarios of a full run.
+mount -t tmpfs -o size=5g run /host/run
 mkdir -p /host/run/tmp /host/run/home /host/run/l1-results
 case "$script" in /tmp/*) ;; *) mount -t tmpfs -o size=2g tmp /host/tmp ;; esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /host/run/l1-results \

@@ -53,7 +53,7 @@ initrd=$(l1_initrd)
 disk=()
 [ -z "${L1_DISK:-}" ] || disk=(-drive "file=$L1_DISK,format=raw,if=virtio,cache=none")
 timeout "${L1_TIMEOUT:-1500}" qemu-system-x86_64 \
-    -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 6144 -smp "${L1_SMP:-1}" \
+    -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
     -append "console=ttyS0 quiet panic=-1 smolvm.script=$script" \

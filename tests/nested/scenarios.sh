@@ -564,7 +564,8 @@ scenario_migrate() {
     until_listening "$back"
     migrate_to migdst "$back" migback --live --max-downtime 500 --json
     if [ "$rc" -ne 0 ]; then # the source runs on: do not wait for it to end
-        fail migrate-live-tcp "live over loopback TCP: migrate failed (see migback.mig)"
+        fail migrate-live-tcp "live over loopback TCP: migrate failed (see migback.mig, migback.err)"
+        cp "$work/migback.out" "$work/migback.err" "$results/" 2>/dev/null
         for p in $pids; do kill -9 "$p" 2>/dev/null; done
         exec 7>&- 8>&- 9>&-
         return
@@ -1770,8 +1771,14 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
+# The scratch space each scenario leaves (a full tier once ran out of it).
 for s in ${SCENARIOS:-$all_scenarios}; do
     "scenario_$s"
     echo "$s" >> "$results/done"
+    echo "$s: $(du -sm "$work" 2>/dev/null | cut -f1) MB in $work; $(df -m "$work" | awk 'NR == 2 { print $4 }') MB free" \
+        >> "$results/space.log"
+    # Bundles' memory caches are RAM-sized and only refilled when dropped:
+    # the next scenario unpacks what it starts again.
+    rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/smolvm/memory"
 done
 rm -rf "$work"
