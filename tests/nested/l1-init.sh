@@ -1,7 +1,7 @@
 #!/bin/sh
 # /init of the L1 guest: the QEMU-TCG Linux that gives the nested tier a real
 # /dev/kvm. It shares the host's tree read-only and a results folder writable,
-# then runs one host script inside a chroot of the host tree, so smolvm and its
+# then runs one host script with the host tree as its root, so smolvm and its
 # test guests run from exactly the files the host built.
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -63,8 +63,18 @@ heartbeat &
 if [ -c /dev/kvm ]; then echo "l1: /dev/kvm ready"; else echo "l1: no /dev/kvm"; fi
 echo "l1: running $script"
 out=/host/run/l1-results
-chroot /host /bin/sh -c "cd / && export HOME=/run/home TMPDIR=/run/tmp SMOLVM_IN_L1=1 && \
-    /bin/bash '$script' /run/l1-results" > $out/l1.log 2>&1
+# Not a plain chroot: Linux refuses a user namespace to a chrooted process
+# (a root that is not its mount namespace's), and --jail needs one. As
+# switch_root does, the host tree with its mounts is moved onto / -- in a
+# mount namespace of the script's own, so this init keeps the initramfs
+# (and /host, to write l1.rc) -- and the script's root is the namespace's.
+# The initramfs cannot be pivot_root'ed away; its files stay (switch_root
+# would delete them, and this init runs from them).
+in_host="cd / && export HOME=/run/home TMPDIR=/run/tmp SMOLVM_IN_L1=1 && \
+    /bin/bash '$script' /run/l1-results"
+unshare -m --propagation private /bin/sh -c \
+    'cd /host && mount --move /host / && exec chroot . /bin/sh -c "$0"' "$in_host" \
+    > $out/l1.log 2>&1
 echo "$?" > $out/l1.rc
 sync
 echo "l1: done"

@@ -17,20 +17,27 @@ mkdir -m 0700 -p "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME"
 : > "$summary"
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
 # SMOLVM_TEST_JAIL=1: every run and start gets --jail (docs/security.md),
-# through a wrapper; the jail's own scenarios use the binaries as built.
+# through a wrapper; NAME+jail in SCENARIOS: that scenario only (its
+# checks say "[jail]"). The jail's own scenarios use the binaries as built.
 real_smolvm=$SMOLVM real_smolvm_asan=$SMOLVM_ASAN
-if [ -n "${SMOLVM_TEST_JAIL:-}" ]; then
-    for bin in SMOLVM SMOLVM_ASAN; do
-        printf '#!/bin/sh\ncase "$1" in run|start) verb=$1; shift; exec %s "$verb" --jail "$@";; esac\nexec %s "$@"\n' \
-            "${!bin}" "${!bin}" > "$work/$bin-jailed"
-        chmod +x "$work/$bin-jailed"
-        eval "$bin=\$work/\$bin-jailed"
-    done
-fi
+for bin in SMOLVM SMOLVM_ASAN; do
+    printf '#!/bin/sh\ncase "$1" in run|start) verb=$1; shift; exec %s "$verb" --jail "$@";; esac\nexec %s "$@"\n' \
+        "${!bin}" "${!bin}" > "$work/$bin-jailed"
+    chmod +x "$work/$bin-jailed"
+done
+jailed= # " [jail]" while the binaries are the wrappers
+use_jail() { # use_jail yes|no
+    if [ "$1" = yes ]; then
+        SMOLVM=$work/SMOLVM-jailed SMOLVM_ASAN=$work/SMOLVM_ASAN-jailed jailed=" [jail]"
+    else
+        SMOLVM=$real_smolvm SMOLVM_ASAN=$real_smolvm_asan jailed=
+    fi
+}
+[ -z "${SMOLVM_TEST_JAIL:-}" ] || use_jail yes
 GUEST_CMDLINE="console=ttyS0 panic=-1 quiet"
 
-pass() { echo "PASS $1" | tee -a "$summary"; }
-fail() { echo "FAIL $1: $2" | tee -a "$summary"; }
+pass() { echo "PASS $1$jailed" | tee -a "$summary"; }
+fail() { echo "FAIL $1$jailed: $2" | tee -a "$summary"; }
 
 # boot NAME [smolvm run options...]: console output in $work/NAME.out,
 # stderr in $work/NAME.err, exit code in $rc.
@@ -1545,12 +1552,19 @@ scenario_vsock() {
 scenario_jail() {
     local marker=$work/jail-marker bundle=$work/jail.smolmachine ps_out pid i kind=jail
     echo secret > "$marker"
-    # The L1 runs the scenarios in a chroot, where the kernel refuses a
-    # user namespace (EPERM): there --jail falls back to landlock, and the
-    # checks below expect what the VM says it got (the namespace jail
-    # itself is checked on the host: test_jail).
-    unshare -Urm true 2> /dev/null || kind=landlock
-    echo "jail kind expected here: $kind" > "$results/jail-kind.txt"
+    # The L1 runs the scenarios with the host tree as its mount
+    # namespace's root (l1-init.sh), not chrooted, so user namespaces work
+    # there and the VM must get the namespace jail. A KVM host without
+    # them gets landlock, and the checks below expect what it says it got
+    # (the fallback itself: test_jail's landlock cases).
+    unshare -Urm true 2> "$results/jail-kind.txt"
+    rc=$?
+    [ "$rc" -eq 0 ] || kind=landlock
+    echo "jail kind expected here: $kind" >> "$results/jail-kind.txt"
+    if [ -n "${SMOLVM_IN_L1:-}" ]; then
+        expect jail-kind "the L1's scenarios may make user namespaces (see jail-kind.txt)" \
+            test "$kind" = jail
+    fi
     SMOLVM_TEST_JAIL_PROBE=$marker timeout -k 10 120 "$real_smolvm_asan" run --jail --detach \
         --name jailed --kernel "$KERNEL" --initrd "$INITRD" \
         --cmdline "$GUEST_CMDLINE smolvm.test=counter" > "$work/jail-run.out" 2> "$work/jail-run.err"
@@ -1571,6 +1585,10 @@ scenario_jail() {
     [ "$kind" = landlock ] && want=landlock
     expect jail-status "ps --json says it is confined: $want" \
         eval 'echo "$ps_out" | grep -qF "\"confinement\": \"$want\""'
+    if [ "$kind" = jail ]; then
+        expect jail-no-fallback "run says nothing of a weaker confinement" \
+            eval '! grep -q "no namespaces allowed" "$work/jail-run.err"'
+    fi
     pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"name":"jailed"[^}]*' | grep -o '"pid":[0-9]*' | cut -d: -f2)
     [ -z "$pid" ] && pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"pid":[0-9]*,[^}]*"name":"jailed"' | grep -o '"pid":[0-9]*' | cut -d: -f2)
     if [ "$kind" = jail ]; then
@@ -1773,7 +1791,10 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
 # The scratch space each scenario leaves (a full tier once ran out of it).
 for s in ${SCENARIOS:-$all_scenarios}; do
-    "scenario_$s"
+    case $s in
+    *+jail) use_jail yes; "scenario_${s%+jail}"; use_jail "${SMOLVM_TEST_JAIL:+yes}" ;;
+    *) "scenario_$s" ;;
+    esac
     echo "$s" >> "$results/done"
     echo "$s: $(du -sm "$work" 2>/dev/null | cut -f1) MB in $work; $(df -m "$work" | awk 'NR == 2 { print $4 }') MB free" \
         >> "$results/space.log"
