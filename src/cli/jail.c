@@ -137,3 +137,31 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
     confine_probe();
     return CLI_OK;
 }
+
+int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsigned share_count,
+                         const char *name)
+{
+    struct vm_options o = {.jail = jail};
+
+    if (share_count > VM_MAX_SHARES)
+        return cli_fail(CLI_USAGE, "too many shares");
+    memcpy(o.vm.shares, shares, share_count * sizeof(*shares));
+    o.vm.share_count = share_count;
+    return cli_confine(&o, name, true, NULL);
+}
+
+int cli_parse_seccomp(const char *word, enum confine_seccomp *mode)
+{
+    static const struct {
+        const char *word;
+        enum confine_seccomp mode;
+    } modes[] = {{"on", CONFINE_SECCOMP_ON}, {"off", CONFINE_SECCOMP_OFF},
+                 {"log", CONFINE_SECCOMP_LOG}};
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (strcmp(word, modes[i].word) == 0) {
+            *mode = modes[i].mode;
+            return 0;
+        }
+    return err_plain(EINVAL, "must be one of 'on', 'off', 'log'");
+}

@@ -7,11 +7,22 @@
 #include <stdbool.h>
 
 #include "cli/vm_options.h"
+#include "confine/confine.h"
 
 /* Confines this process (still one thread) as o asks, for the VM name;
  * start (its network is the bundle's, not known yet) names what it
  * starts in bundle (a file, or an instance's name: left out). Says on stderr which confinement it
  * got when it is less than a jail. Returns a CLI exit code. */
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle);
+
+/* receive's, once the source has connected and before a byte of it is
+ * read: with jail, the VMM of the VM it will start (start's plan: the data
+ * folder, where the VM arrives, the shares, the net helper). Returns a CLI
+ * exit code. */
+int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsigned share_count,
+                         const char *name);
+
+/* --seccomp's word (on, off, log): 0 and *mode, or -1 after err_set(). */
+int cli_parse_seccomp(const char *word, enum confine_seccomp *mode);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "arch/x86/cpuid.h"
 #include "cli/cli.h"
+#include "cli/jail.h"
 #include "cli/serve.h"
 #include "core/config.h"
 #include "hv/hv.h"
@@ -32,6 +33,10 @@ static const char receive_help[] =
     "  --name NAME       the VM's name here (default: generated)\n"
     "  --share DIR:TAG   the folder here of the VM's share TAG (one each; as start)\n"
     "  --detach          run in the background; returns once the VM runs here\n"
+    "  --jail            confine the VMM as 'start --jail' (docs/security.md), from\n"
+    "                    the source's first byte on\n"
+    "  --seccomp MODE    on (default), off or log: each thread's system call filter\n"
+    "                    (as start)\n"
     "  --json            errors as JSON\n"
     "\n"
     "Exit status: as 'smolvm start' once the VM runs; 1 when the migration failed,\n"
@@ -40,7 +45,8 @@ static const char receive_help[] =
 /* What the command line asked. */
 struct receive_options {
     const char *listen, *name;
-    bool detach;
+    bool detach, jail;
+    enum confine_seccomp seccomp;
     struct vm_share_config shares[VM_MAX_SHARES];
     unsigned share_count;
 };
@@ -124,11 +130,12 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
 
 static int parse(int argc, char **argv, struct receive_options *o)
 {
-    enum { OPT_LISTEN = 256, OPT_NAME, OPT_DETACH, OPT_JSON, OPT_SHARE };
+    enum { OPT_LISTEN = 256, OPT_NAME, OPT_DETACH, OPT_JSON, OPT_SHARE, OPT_JAIL, OPT_SECCOMP };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN}, {"name", required_argument, NULL, OPT_NAME},
         {"detach", no_argument, NULL, OPT_DETACH}, {"json", no_argument, NULL, OPT_JSON},
-        {"share", required_argument, NULL, OPT_SHARE}, {"help", no_argument, NULL, 'h'}, {0},
+        {"share", required_argument, NULL, OPT_SHARE}, {"jail", no_argument, NULL, OPT_JAIL},
+        {"seccomp", required_argument, NULL, OPT_SECCOMP}, {"help", no_argument, NULL, 'h'}, {0},
     };
     int c;
 
@@ -139,6 +146,11 @@ static int parse(int argc, char **argv, struct receive_options *o)
         case OPT_LISTEN: o->listen = optarg; break;
         case OPT_NAME: o->name = optarg; break;
         case OPT_DETACH: o->detach = true; break;
+        case OPT_JAIL: o->jail = true; break;
+        case OPT_SECCOMP:
+            if (cli_parse_seccomp(optarg, &o->seccomp) < 0)
+                return cli_fail(CLI_USAGE, "--seccomp: %s", err_msg());
+            break;
         case OPT_SHARE:
             if (cli_parse_share(optarg, o->shares, &o->share_count) < 0)
                 return cli_fail(CLI_USAGE, "--share: %s", err_msg());
@@ -157,21 +169,15 @@ static int parse(int argc, char **argv, struct receive_options *o)
     return CLI_OK;
 }
 
-/* Waits for the source on listen, then receives from it. */
-static int serve_one(const struct receive_options *o, int listener, struct received *rc,
-                     struct server *server, struct machine **m)
+/* Waits for the source on listen: the link, or an error (err.h). */
+static int accept_source(const struct receive_options *o, int listener)
 {
-    const char *listen = o->listen;
     int fd = migrate_accept(listener);
+
     close(listener);
-    if (strncmp(listen, "unix:", 5) == 0)
-        unlink(listen + 5);
-    if (fd < 0)
-        return fd;
-    rc->link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
-    int r = receive(rc, o, server, m);
-    close(fd);
-    return r;
+    if (strncmp(o->listen, "unix:", 5) == 0)
+        unlink(o->listen + 5);
+    return fd;
 }
 
 int cli_receive(int argc, char **argv)
@@ -184,7 +190,7 @@ int cli_receive(int argc, char **argv)
 
     if (code != CLI_OK)
         return code < 0 ? CLI_OK : code;
-    if (hv_check() < 0)
+    if (hv_check() < 0 || confine_seccomp_set(o.seccomp, "receive") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if ((listener = migrate_listen(o.listen)) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
@@ -200,7 +206,20 @@ int cli_receive(int argc, char **argv)
         close(listener);
         return code;
     }
-    int r = serve_one(&o, listener, &rc, server, &m);
+    int fd = accept_source(&o, listener), r = fd;
+    /* Confined before the source's first frame is read (the listener was
+     * made, and its socket file removed, outside). */
+    if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
+                                                serve_name(server))) != CLI_OK) {
+        close(fd);
+        serve_abort(server);
+        return code;
+    }
+    if (fd >= 0) {
+        rc.link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
+        r = receive(&rc, &o, server, &m);
+        close(fd);
+    }
     if (rc.bundle_fd >= 0)
         close(rc.bundle_fd); /* the machine has its own */
     if (rc.memory_fd >= 0)

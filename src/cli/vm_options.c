@@ -11,6 +11,7 @@
 
 #include "api/agent.h"
 #include "cli/cli.h"
+#include "cli/jail.h"
 #include "disk/disk.h"
 #include "net/config.h"
 #include "util/err.h"
@@ -185,14 +186,7 @@ static int parse_memory(struct vm_options *o, char *value)
 
 static int parse_seccomp(struct vm_options *o, char *value)
 {
-    static const char *const words[] = {"on", "off", "log", NULL};
-    static const enum confine_seccomp modes[] = {CONFINE_SECCOMP_ON, CONFINE_SECCOMP_OFF,
-                                                 CONFINE_SECCOMP_LOG};
-    int i = pick(value, words);
-    if (i < 0)
-        return -1;
-    o->serve.seccomp = modes[i];
-    return 0;
+    return cli_parse_seccomp(value, &o->serve.seccomp);
 }
 
 static int parse_trace_until(struct vm_options *o, char *value)

@@ -16,12 +16,12 @@ export XDG_RUNTIME_DIR=$work/run XDG_DATA_HOME=$work/data
 mkdir -m 0700 -p "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME"
 : > "$summary"
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
-# SMOLVM_TEST_JAIL=1: every run and start gets --jail (docs/security.md),
+# SMOLVM_TEST_JAIL=1: every run, start and receive gets --jail (docs/security.md),
 # through a wrapper; NAME+jail in SCENARIOS: that scenario only (its
 # checks say "[jail]"). The jail's own scenarios use the binaries as built.
 real_smolvm=$SMOLVM real_smolvm_asan=$SMOLVM_ASAN
 for bin in SMOLVM SMOLVM_ASAN; do
-    printf '#!/bin/sh\ncase "$1" in run|start) verb=$1; shift; exec %s "$verb" --jail "$@";; esac\nexec %s "$@"\n' \
+    printf '#!/bin/sh\ncase "$1" in run|start|receive) verb=$1; shift; exec %s "$verb" --jail "$@";; esac\nexec %s "$@"\n' \
         "${!bin}" "${!bin}" > "$work/$bin-jailed"
     chmod +x "$work/$bin-jailed"
 done

@@ -281,6 +281,60 @@ static void test_start_jail_plan(void **state)
     child_passed(pid);
 }
 
+/* receive --jail's, made once the source has connected: the VM arrives
+ * in an unnamed file in the data folder's migrate/ (and its instance
+ * folder there), its shares are writable, the net helper runs in the
+ * jail, a host file beside them is out of reach; --seccomp's words. */
+static void test_receive_jail_plan(void **state)
+{
+    (void)state;
+    enum confine_seccomp mode = CONFINE_SECCOMP_OFF;
+    pid_t pid;
+
+    assert_int_equal(cli_parse_seccomp("log", &mode), 0);
+    assert_int_equal(mode, CONFINE_SECCOMP_LOG);
+    assert_int_equal(cli_parse_seccomp("on", &mode), 0);
+    assert_int_equal(mode, CONFINE_SECCOMP_ON);
+    assert_int_equal(cli_parse_seccomp("yes", &mode), -EINVAL);
+    assert_non_null(strstr(err_msg(), "'log'"));
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_share_config share = {.path = inside, .tag = "s"};
+        char data[128], migrate[160], made[160];
+        int fd;
+
+        snprintf(data, sizeof(data), "%s/data", dir);
+        snprintf(migrate, sizeof(migrate), "%s/smolvm/migrate", data);
+        if (mkdir(data, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
+            setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
+            _exit(100);
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        cli_set_verb("receive");
+        if (cli_confine_receiver(true, &share, 1, "r") != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(1);
+        if (mkdir(migrate, 0700) < 0 && errno != EEXIST)
+            _exit(2);
+        if ((fd = open(migrate, O_TMPFILE | O_RDWR, 0600)) < 0)
+            _exit(3);
+        close(fd);
+        snprintf(made, sizeof(made), "%s/from-receiver", inside);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(4);
+        close(fd);
+        execl(getenv("SMOLVM_NET_HELPER"), "true", (char *)NULL);
+        _exit(5);
+    }
+    child_passed(pid);
+    char made[160];
+    snprintf(made, sizeof(made), "%s/from-receiver", inside);
+    assert_int_equal(unlink(made), 0);
+}
+
 /* The net helper runs in the jail: a dynamically linked program does, given
  * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
 static void test_jail_runs_a_dynamic_program(void **state)
@@ -445,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_start_jail_plan),
+        cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_plan_paths),
