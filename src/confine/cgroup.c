@@ -8,6 +8,7 @@
 #include <linux/magic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -97,6 +98,25 @@ static const char *mount_point(void)
     return NULL;
 }
 
+/* The cgroup this process made and entered, and the one it came from:
+ * left, then removed, when it ends (cgroup_leave). */
+static char made_dir[PATH_MAX], came_from[PATH_MAX];
+
+void cgroup_leave(void)
+{
+    char pid[24];
+
+    if (!made_dir[0])
+        return;
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    /* Its last processes (the net helper) may be a moment from gone. */
+    if (write_in(came_from, "cgroup.procs", pid) == 0)
+        for (int i = 0; i < 50 && rmdir(made_dir) < 0 && errno == EBUSY; i++)
+            usleep(20000);
+    err_clear(); /* jailed, the VMM cannot reach it: the relay outside does */
+    made_dir[0] = '\0';
+}
+
 int cgroup_enter(const char *name, const struct cgroup_limits *l)
 {
     char text[4096], own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], value[64];
@@ -142,5 +162,10 @@ int cgroup_enter(const char *name, const struct cgroup_limits *l)
     snprintf(value, sizeof(value), "%d", CGROUP_PIDS_MAX);
     if ((r = write_in(dir, "pids.max", value)) < 0)
         return r;
-    return write_in(dir, "cgroup.procs", "0");
+    if ((r = write_in(dir, "cgroup.procs", "0")) < 0)
+        return r;
+    snprintf(came_from, sizeof(came_from), "%s%s", root, own);
+    snprintf(made_dir, sizeof(made_dir), "%s", dir);
+    atexit(cgroup_leave);
+    return 0;
 }

@@ -2,9 +2,9 @@
  * processes and threads with them): a cgroup v2 of its own,
  * smolvm-NAME, made beside or under the one it runs in, where the host
  * delegates one with the cpu, memory and pids controllers to this user
- * (root; a systemd scope with Delegate=yes). The cgroup is kept when the
- * VM ends (a process cannot remove the cgroup it is in); the next VM of
- * the same name reuses it. */
+ * (root; a systemd scope with Delegate=yes). When the VMM ends it goes
+ * back to the cgroup it came from and removes its own (cgroup_leave, at
+ * exit; a jailed VMM cannot reach the cgroups: its relay outside does). */
 #ifndef SMOLVM_CONFINE_CGROUP_H
 #define SMOLVM_CONFINE_CGROUP_H
 
@@ -23,6 +23,12 @@ struct cgroup_limits {
  * (err.h) saying what the host lacks. */
 int cgroup_enter(const char *name, const struct cgroup_limits *l)
     __attribute__((warn_unused_result));
+
+/* Moves this process back to the cgroup it was in before cgroup_enter()
+ * and removes the one it made (what else is in it may be ending: waits a
+ * second). Nothing when it entered none, or cannot (err.h cleared). Runs
+ * at exit on its own. */
+void cgroup_leave(void);
 
 /* The cgroup v2 path ("/a/b") in /proc/self/cgroup's text: its "0::" line.
  * 0, or -ENOENT (no cgroup v2) / -ENAMETOOLONG. */

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "confine/cgroup.h"
 #include "util/err.h"
 
 /* Past the point of no return: the process is half confined and must not
@@ -251,6 +252,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             _exit(1);
+    cgroup_leave(); /* its cgroup's, made before the jail (the VMM cannot reach it) */
     if (WIFEXITED(status))
         _exit(WEXITSTATUS(status));
     signal(WTERMSIG(status), SIG_DFL);

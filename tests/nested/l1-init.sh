@@ -24,6 +24,12 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose host /host
     echo "l1: no host share"
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
+# A cgroup v2 whose cpu, memory and pids controllers are given to its
+# children, as a host that delegates them: --cpu-quota and --mem-limit
+# take effect here (scenario jail: jail-limits).
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup &&
+    echo "+cpu +memory +pids" > /host/sys/fs/cgroup/cgroup.subtree_control ||
+    echo "l1: no cgroup v2 with cpu, memory and pids"
 mount -t devtmpfs dev /host/dev
 ln -sf /proc/self/fd /host/dev/fd
 mkdir -p /host/dev/pts /host/dev/shm

@@ -433,12 +433,13 @@ static void test_cgroup_own_path(void **state)
 }
 
 /* In a forked child: moved into smolvm-unit-test with the limits, or, on a
- * host that delegates no cgroup, one message naming what is missing (skip). */
+ * host that delegates no cgroup, one message naming what is missing (skip).
+ * The child ends (exit): back where it was, its cgroup is gone. */
 static void test_cgroup_limits(void **state)
 {
     (void)state;
     struct cgroup_limits l = {.cpu_quota_milli = 500, .mem_bytes = 64ull << 20};
-    char own[256] = "";
+    char own[256] = "", report[512] = "";
     int fds[2];
     pid_t pid;
 
@@ -446,7 +447,7 @@ static void test_cgroup_limits(void **state)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char text[1024];
+        char text[1024], path[512], line[64] = "";
         int r = cgroup_enter("unit-test", &l);
         if (r < 0) {
             bool says = strstr(err_msg(), "cgroup") != NULL;
@@ -455,30 +456,30 @@ static void test_cgroup_limits(void **state)
         FILE *f = fopen("/proc/self/cgroup", "r");
         size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
         text[n] = '\0';
+        if (f)
+            fclose(f);
         if (cgroup_own_path(text, own, sizeof(own)) < 0 || !strstr(own, "/smolvm-unit-test"))
             _exit(101);
-        if (write(fds[1], own, strlen(own)) < 0)
+        snprintf(path, sizeof(path), "/sys/fs/cgroup%s", own);
+        if (access(path, F_OK) < 0)
+            snprintf(path, sizeof(path), "/sys/fs/cgroup/unified%s", own);
+        snprintf(text, sizeof(text), "%s/cpu.max", path);
+        if (!(f = fopen(text, "r")) || !fgets(line, sizeof(line), f))
             _exit(102);
-        _exit(0);
+        fclose(f);
+        dprintf(fds[1], "%s\n%s", path, line);
+        exit(0); /* not _exit(): cgroup_leave() runs at exit */
     }
     close(fds[1]);
-    ssize_t n = read(fds[0], own, sizeof(own) - 1);
+    ssize_t n = read(fds[0], report, sizeof(report) - 1);
     close(fds[0]);
-    own[n > 0 ? n : 0] = '\0';
+    report[n > 0 ? n : 0] = '\0';
     child_passed(pid);
-    char path[512], line[64] = "";
-    snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.max", own);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(path, sizeof(path), "/sys/fs/cgroup/unified%s/cpu.max", own);
-        f = fopen(path, "r");
-    }
-    assert_non_null(f);
-    assert_non_null(fgets(line, sizeof(line), f));
-    fclose(f);
+    char *line = strchr(report, '\n');
+    assert_non_null(line);
+    *line++ = '\0';
     assert_string_equal(line, "50000 100000\n");
-    *strrchr(path, '/') = '\0';
-    rmdir(path);
+    assert_int_equal(access(report, F_OK), -1); /* removed when it ended */
 }
 
 static void test_cgroup_cpu_max(void **state)
