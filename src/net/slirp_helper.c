@@ -33,6 +33,7 @@
 #include <slirp/libslirp.h>
 
 #include "net/backend.h"
+#include "net/slirp_seccomp.h"
 
 #define GUEST_ERRORS_SHOWN 10
 #define BATCH 64          /* frames per recvmmsg/sendmmsg */
@@ -376,6 +377,13 @@ int main(int argc, char **argv)
         add_forward(&h, argv[i + 1], why, sizeof(why));
     if (!why[0] && i < argc)
         snprintf(why, sizeof(why), "unknown argument '%s'", argv[i]);
+    /* Confined before the first guest frame is read (the forwards listen). */
+    if (!why[0] && (i = slirp_seccomp_install()) < 0)
+        snprintf(why, sizeof(why), "cannot install its seccomp filter: %s", strerror(-i));
+#ifdef SMOLVM_TEST_HOOKS
+    if (!why[0] && getenv("SMOLVM_TEST_NET_VIOLATION"))
+        execl("/nonexistent/smolvm-net-test", "smolvm-net-test", (char *)NULL);
+#endif
     if (why[0]) {
         say(h.fd, NET_HELPER_ERROR, why);
     } else {

@@ -7,10 +7,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
@@ -858,6 +860,87 @@ static void the_nat_answers_at_the_gateway(void **state)
     assert_true(ms < 2000);
 }
 
+/* The pid of this test's smolvm-net child (its only child named so). */
+static pid_t helper_child(void)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    pid_t found = 0;
+    int pid;
+    while (!found && fscanf(f, "%d", &pid) == 1) {
+        char comm[64] = "";
+        snprintf(line, sizeof(line), "/proc/%d/comm", pid);
+        FILE *c = fopen(line, "r");
+        if (c && fgets(comm, sizeof(comm), c) && strcmp(comm, "smolvm-net\n") == 0)
+            found = pid;
+        if (c)
+            fclose(c);
+    }
+    fclose(f);
+    return found;
+}
+
+/* The helper parses the guest's frames (libslirp) under a seccomp filter of
+ * its own, installed before it says it is ready: Seccomp 2 in its /proc
+ * status while it answers. */
+static void the_helper_runs_under_its_filter(void **state)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    uint8_t frame[2048];
+    char path[64], line[256];
+    bool filtered = false;
+    (void)state;
+    use_built_helper();
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    send_arp_request(b, (const uint8_t[]){10, 0, 2, 2});
+    assert_true(backend_frame(b, frame, sizeof(frame)) >= 42); /* it serves */
+    pid_t pid = helper_child();
+    assert_true(pid > 0);
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        filtered |= strcmp(line, "Seccomp:\t2\n") == 0;
+    fclose(f);
+    assert_true(filtered);
+    net_backend_close(b);
+}
+
+/* Test builds: the helper's hook makes a call its filter forbids (execve)
+ * once it is confined; it ends with one line, and the link with it. */
+static void a_forbidden_call_ends_the_helper(void **state)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    uint8_t frame[2048];
+    char said[256] = "";
+    (void)state;
+#ifndef SMOLVM_TEST_HOOKS
+    skip(); /* the hook is in the test builds only */
+#endif
+    use_built_helper();
+    assert_int_equal(scratch_setup("net"), 0);
+    int saved = dup(STDERR_FILENO), log = open(in_dir("helper.err"), O_RDWR | O_CREAT, 0600);
+    assert_true(saved >= 0 && log >= 0);
+    dup2(log, STDERR_FILENO);
+    setenv("SMOLVM_TEST_NET_VIOLATION", "1", 1);
+    int r = net_backend_open(&cfg, &b);
+    ssize_t n = r == 0 ? backend_frame(b, frame, sizeof(frame)) : -1;
+    unsetenv("SMOLVM_TEST_NET_VIOLATION");
+    if (r == 0)
+        net_backend_close(b);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    assert_true(pread(log, said, sizeof(said) - 1, 0) > 0);
+    close(log);
+    assert_true(n < 0); /* no frame: the helper is gone */
+    assert_non_null(strstr(said, "smolvm-net: seccomp: forbidden system call nr 59\n"));
+    assert_int_equal(scratch_teardown(), 0);
+}
+
 /* Without forwards nothing waits for the helper to start (a boot goes on
  * meanwhile): a slow helper (here a second late) still answers the frames
  * sent before it was up. */
@@ -1151,6 +1234,8 @@ int main(void)
         cmocka_unit_test(pack_carries_the_network_options),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
         cmocka_unit_test(the_helper_starts_while_the_vm_boots),
+        cmocka_unit_test(the_helper_runs_under_its_filter),
+        cmocka_unit_test(a_forbidden_call_ends_the_helper),
         cmocka_unit_test(a_helper_that_fails_late_is_gone),
         cmocka_unit_test(forwards_a_host_port_and_refuses_a_taken_one),
         cmocka_unit_test(forwards_a_udp_port),
