@@ -98,23 +98,40 @@ static const char *mount_point(void)
     return NULL;
 }
 
-/* The cgroup this process made and entered, and the one it came from:
- * left, then removed, when it ends (cgroup_leave). */
-static char made_dir[PATH_MAX], came_from[PATH_MAX];
+/* The cgroup this process made and entered (a name in the folder held by
+ * parent_fd) and the one it came from, held open: the jail's relay leaves
+ * and removes it after the VMM, from inside the jail's root (pivot_root
+ * moved its root too), where /sys/fs/cgroup is not. -1: none. */
+static int came_from_fd = -1, parent_fd = -1;
+static char made_name[NAME_MAX + 1];
+
+void cgroup_forget(void)
+{
+    if (came_from_fd >= 0)
+        close(came_from_fd);
+    if (parent_fd >= 0)
+        close(parent_fd);
+    came_from_fd = parent_fd = -1;
+}
 
 void cgroup_leave(void)
 {
     char pid[24];
+    int fd;
 
-    if (!made_dir[0])
+    if (came_from_fd < 0 || parent_fd < 0)
         return;
-    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    fd = openat(came_from_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
     /* Its last processes (the net helper) may be a moment from gone. */
-    if (write_in(came_from, "cgroup.procs", pid) == 0)
-        for (int i = 0; i < 50 && rmdir(made_dir) < 0 && errno == EBUSY; i++)
+    if (fd >= 0 && write(fd, pid, strlen(pid)) == (ssize_t)strlen(pid))
+        for (int i = 0; i < 50 && unlinkat(parent_fd, made_name, AT_REMOVEDIR) < 0 &&
+                        errno == EBUSY;
+             i++)
             usleep(20000);
-    err_clear(); /* jailed, the VMM cannot reach it: the relay outside does */
-    made_dir[0] = '\0';
+    if (fd >= 0)
+        close(fd);
+    cgroup_forget();
 }
 
 int cgroup_enter(const char *name, const struct cgroup_limits *l)
@@ -164,8 +181,14 @@ int cgroup_enter(const char *name, const struct cgroup_limits *l)
         return r;
     if ((r = write_in(dir, "cgroup.procs", "0")) < 0)
         return r;
-    snprintf(came_from, sizeof(came_from), "%s%s", root, own);
-    snprintf(made_dir, sizeof(made_dir), "%s", dir);
-    atexit(cgroup_leave);
+    /* Held open for cgroup_leave(): the folder it came from, the one it made
+     * its own in. */
+    if ((size_t)snprintf(made_name, sizeof(made_name), "smolvm-%s", name) < sizeof(made_name)) {
+        char from[PATH_MAX];
+        snprintf(from, sizeof(from), "%s%s", root, strcmp(own, "/") == 0 ? "" : own);
+        came_from_fd = open(from, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        parent_fd = open(base, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        atexit(cgroup_leave);
+    }
     return 0;
 }

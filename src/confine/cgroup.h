@@ -4,7 +4,7 @@
  * delegates one with the cpu, memory and pids controllers to this user
  * (root; a systemd scope with Delegate=yes). When the VMM ends it goes
  * back to the cgroup it came from and removes its own (cgroup_leave, at
- * exit; a jailed VMM cannot reach the cgroups: its relay outside does). */
+ * exit; a jailed VMM lets go of the cgroups: its relay outside does). */
 #ifndef SMOLVM_CONFINE_CGROUP_H
 #define SMOLVM_CONFINE_CGROUP_H
 
@@ -29,6 +29,10 @@ int cgroup_enter(const char *name, const struct cgroup_limits *l)
  * second). Nothing when it entered none, or cannot (err.h cleared). Runs
  * at exit on its own. */
 void cgroup_leave(void);
+
+/* Lets go of what cgroup_leave() needs, in a process that must not move
+ * itself out of its limits (the jailed VMM: its relay leaves for it). */
+void cgroup_forget(void);
 
 /* The cgroup v2 path ("/a/b") in /proc/self/cgroup's text: its "0::" line.
  * 0, or -ENOENT (no cgroup v2) / -ENAMETOOLONG. */

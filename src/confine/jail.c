@@ -252,7 +252,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             _exit(1);
-    cgroup_leave(); /* its cgroup's, made before the jail (the VMM cannot reach it) */
+    cgroup_leave(); /* the cgroup made before the jail, held open (the VMM let it go) */
     if (WIFEXITED(status))
         _exit(WEXITSTATUS(status));
     signal(WTERMSIG(status), SIG_DFL);
@@ -284,6 +284,7 @@ int jail_enter(const struct confine_plan *p)
     if (child > 0)
         relay(child);
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay killed: the VM with it */
+    cgroup_forget(); /* its limits stay its own: the relay leaves the cgroup after it */
     /* The host's /proc, still there, names this process as the host sees it. */
     if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
         host_pid = (pid_t)atoi(self);
