@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define END NULL
@@ -92,6 +93,11 @@ static int add_rules(scmp_filter_ctx ctx)
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, FIONREAD));
+    /* isatty() of stderr: glib's g_warning(), which libslirp says things
+     * with, asks before it colours a line. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                             SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TCGETS));
 #ifdef SLIRP_SANITIZED
     if (r == 0)
         r = allow_all(ctx, sanitizer_calls);
