@@ -1383,6 +1383,83 @@ static int freebsd11(void)
 }
 #endif
 
+#ifndef NETBSD
+/* The C path's most frequent calls from rewritten sites (bare.c answers
+ * them on the guest's own %fs base), with the guest's thread pointer at an
+ * unmapped page: smolvm's code must not read its own thread-local storage
+ * through it (a stack protector's canary, errno) before switching. Each
+ * site's answers stay right every time: fstat, fstatat (found and not,
+ * not following a link), openat (found and not), close (a file, a
+ * kqueue's descriptor, which the C path closes, and one closed already),
+ * _umtx_op's waits (the value changed; a timeout) and wake, sched_yield,
+ * a bad pointer. */
+#define SYS_FSTAT_ 551
+#define SYS_FSTATAT_ 552
+#define SYS_OPENAT_ 499
+#define SYS_SCHED_YIELD_ 331
+#define SYS_KQUEUE_ 362
+#define UMTX_OP_WAKE_PRIVATE 16
+#define AT_FDCWD_ (-100)
+#define AT_SYMLINK_NOFOLLOW_ 0x200
+
+static int bare(long calls)
+{
+    unsigned char sb[224], at[224];
+    unsigned word = 0;
+    struct { long sec, nsec; } timeout = {0, 1000};
+    struct ret fd = sys(SYS_OPEN, "bsd-bare", 0x200 | 0x400 | 1, 0644); /* O_CREAT|O_TRUNC|O_WRONLY */
+    if (fd.failed || sys(SYS_WRITE, fd.value, "written", 7).value != 7 || sys(SYS_CLOSE, fd.value).failed)
+        return 1;
+    sys(SYS_UNLINK, "bsd-bare-link");
+    if (sys(SYS_SYMLINK, "bsd-bare", "bsd-bare-link").failed)
+        return 1;
+    long *unmapped = (long *)0x1000;
+    if (sys(SYS_SYSARCH, AMD64_SET_FSBASE, &unmapped).failed)
+        return 1;
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < calls; i++) {
+        /* Each call from one site; the rare cases (the C path's, or a
+         * fault) one time in 100. */
+        int rare = i % 100 == 0;
+        fd = sys(SYS_OPENAT_, AT_FDCWD_, "bsd-bare", 0, 0);
+        if (fd.failed)
+            return 2;
+        struct ret r = sys(SYS_FSTAT_, fd.value, rare ? (void *)16 : sb);
+        if (rare ? !r.failed || r.value != 14 : r.failed) /* EFAULT */
+            return 3;
+        /* st_size at 112, st_mode at 24 (S_IFREG), st_ino at 8 */
+        if (!rare && (*(long *)(sb + 112) != 7 || (*(unsigned short *)(sb + 24) & 0170000) != 0100000))
+            return 3;
+        r = sys(SYS_FSTATAT_, AT_FDCWD_, i & 1 ? "bsd-bare-link" : "bsd-bare", at,
+                i & 1 ? AT_SYMLINK_NOFOLLOW_ : 0);
+        if (r.failed || (i & 1 ? (*(unsigned short *)(at + 24) & 0170000) != 0120000
+                               : !rare && *(long *)(at + 8) != *(long *)(sb + 8)))
+            return 4;
+        r = sys(SYS_FSTATAT_, AT_FDCWD_, "bsd-bare-none", at, 0);
+        if (!r.failed || r.value != 2) /* ENOENT */
+            return 5;
+        r = sys(SYS_OPENAT_, AT_FDCWD_, "bsd-bare-none", 0, 0);
+        if (!r.failed || r.value != 2)
+            return 6;
+        struct ret kq = rare ? sys(SYS_KQUEUE_) : fd;
+        for (int k = 0; k < 3; k++) {
+            r = sys(SYS_CLOSE, k == 1 ? kq.value : fd.value);
+            if (kq.failed || (k == 0 || (k == 1 && rare) ? r.failed || r.value != 0
+                                                          : !r.failed || r.value != 9)) /* EBADF */
+                return 8;
+        }
+        r = sys(SYS_UMTX_OP, &word, UMTX_OP_WAIT_UINT_PRIVATE, rare ? 0 : 1, rare ? sizeof(timeout) : 0,
+                rare ? &timeout : 0);
+        if (rare ? !r.failed || r.value != 60 : r.failed || r.value != 0) /* ETIMEDOUT */
+            return 9;
+        if (sys(SYS_UMTX_OP, &word, UMTX_OP_WAKE_PRIVATE, 1, 0, 0).failed ||
+            sys(SYS_SCHED_YIELD_).failed)
+            return 10;
+    }
+    return 0;
+}
+#endif
+
 /* Every descriptor above stderr closed, each with its upper 32 bits set
  * (the calls read an int): -o FILE's must stay smolvm's, and the trace
  * still gets the line written after. */
@@ -1482,6 +1559,8 @@ void ENTRY(long *ap)
         leave(interrupted_read());
     if (same(what, "direct"))
         leave(direct_calls());
+    if (same(what, "bare"))
+        leave(bare(1000));
 #endif
     if (same(what, "processes"))
         leave(processes(argv[0]));
