@@ -265,6 +265,13 @@ void bsd_rewrite_start(const struct bsd_code *code, bool on);
 /* A call came through SIGSYS from the syscall ending at rip: rewrite its
  * site when it can be, once. */
 void bsd_rewrite_site(uint64_t rip);
+/* Where the jump for the syscall at site would begin (the whole
+ * instructions it replaces, bsd_proc->code's functions decoded as above);
+ * 0: the site stays as it is. Changes nothing (fuzz_bsd_rewrite calls it on
+ * arbitrary code). */
+uint64_t bsd_rewrite_window(uint64_t site);
+/* Forgets the jump targets found in the code (for code of another program). */
+void bsd_rewrite_reset(void);
 /* Whether the registers are at a stub's syscall with BSD_DIRECT_RESULT. */
 bool bsd_direct_pending(uint64_t rip, uint64_t rax);
 /* The guest maps, unmaps or protects [at, at + len): when that touches
