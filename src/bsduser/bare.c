@@ -1,5 +1,6 @@
 /* Calls answered on the guest's own %fs base: the C path's most frequent
- * ones (fstat, fstatat, open, openat, close, _umtx_op, sched_yield: about
+ * ones (fstat, fstatat, open, openat, close, _umtx_op, sched_yield, NetBSD's
+ * stat, lstat, _lwp_park and _lwp_unpark: about
  * 23000 of esbuild's 2000-module bundle), whose two %fs switches around
  * smolvm's C code (an arch_prctl system call each, the second a trapped MSR
  * write in a VM, on a CPU without FSGSBASE) cost more than the calls
@@ -17,7 +18,8 @@
  * rewritten sites in prog.c) with the guest's own thread pointer loaded.
  *
  * The same functions answer these calls on the C path too (one
- * implementation: put_stat's layouts, open's flags, _umtx_op's futexes). */
+ * implementation: put_stat's layouts, open's flags, _umtx_op's futexes,
+ * the park tokens). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -260,6 +262,61 @@ long bsd_sched_yield(const long *a)
     return bare_syscall(SYS_sched_yield, 0, 0, 0, 0, 0, 0);
 }
 
+/* ---- NetBSD's park tokens: one futex word per LWP, found by its id ---- */
+
+/* NetBSD's clocks (<time.h>) and _lwp_park's flag. */
+enum { NETBSD_CLOCK_REALTIME = 0, NETBSD_TIMER_ABSTIME = 1 };
+
+static atomic_uint *token_of(long id)
+{
+    for (unsigned i = 0; i < BSD_PARK_SLOTS; i++) {
+        unsigned slot = (unsigned)((unsigned long)id + i) % BSD_PARK_SLOTS;
+        long none = 0;
+        if (atomic_load(&bsd_proc->parks[slot].id) == id ||
+            atomic_compare_exchange_strong(&bsd_proc->parks[slot].id, &none, id) ||
+            atomic_load(&bsd_proc->parks[slot].id) == id)
+            return &bsd_proc->parks[slot].token;
+    }
+    return NULL;
+}
+
+static long unpark(long lwp)
+{
+    atomic_uint *t = token_of(lwp);
+    if (!t)
+        return -ENOMEM;
+    atomic_store(t, 1);
+    bare_syscall(SYS_futex, (long)t, FUTEX_WAKE, 1, 0, 0, 0);
+    return 0;
+}
+
+/* ___lwp_park60(clock, flags, ts, unpark, hint, unparkhint): wakes unpark
+ * first, then takes this LWP's token, sleeping for it until ts. */
+long bsd_lwp_park60(const long *a)
+{
+    struct timespec ts;
+    atomic_uint *t = token_of(bare_syscall(SYS_gettid, 0, 0, 0, 0, 0, 0) + BSD_TID_BASE);
+
+    if (!t)
+        return -ENOMEM;
+    if (a[2] && copy_in(&ts, (uint64_t)a[2], sizeof(ts)) < 0)
+        return -EFAULT;
+    if (a[3])
+        unpark(a[3]);
+    if (atomic_exchange(t, 0))
+        return 0;
+    long r = bsd_futex_wait((uint64_t)t, 0, a[2] ? &ts : NULL, a[1] & NETBSD_TIMER_ABSTIME,
+                            a[0] == NETBSD_CLOCK_REALTIME, false);
+    if (atomic_exchange(t, 0))
+        return 0;
+    return r == -ETIMEDOUT || r == -EINTR ? r : 0;
+}
+
+long bsd_lwp_unpark(const long *a)
+{
+    return unpark(a[0]);
+}
+
 /* ---- the calls answered here, or declined ---- */
 
 /* Paths are the guest's pointers, given to the kernel as they are (it
@@ -270,6 +327,22 @@ long bsd_bare_fstatat(const long *a)
 {
     return bsd_proc->root ? BSD_DECLINE
                           : bsd_fstatat_as(a[0], (const char *)a[1], a[3], (uint64_t)a[2],
+                                           bsd_native_stat());
+}
+
+/* stat(path, sb) and, not following a last link, lstat (NetBSD's). */
+long bsd_bare_stat(const long *a)
+{
+    return bsd_proc->root ? BSD_DECLINE
+                          : bsd_fstatat_as(FREEBSD_AT_FDCWD, (const char *)a[0], 0, (uint64_t)a[1],
+                                           bsd_native_stat());
+}
+
+long bsd_bare_lstat(const long *a)
+{
+    return bsd_proc->root ? BSD_DECLINE
+                          : bsd_fstatat_as(FREEBSD_AT_FDCWD, (const char *)a[0],
+                                           FREEBSD_AT_SYMLINK_NOFOLLOW, (uint64_t)a[1],
                                            bsd_native_stat());
 }
 

@@ -206,12 +206,18 @@ bool bsd_bare_call(void);
 #define BSD_DECLINE (-100001L)
 long bsd_bare_fstat(const long *a);
 long bsd_bare_fstatat(const long *a);
+long bsd_bare_stat(const long *a);
+long bsd_bare_lstat(const long *a);
 long bsd_bare_open(const long *a);
 long bsd_bare_openat(const long *a);
 long bsd_bare_close(const long *a);
 /* Handlers without thread-local storage, the C path's too. */
 long bsd_umtx_op(const long *a);
 long bsd_sched_yield(const long *a);
+long bsd_lwp_park60(const long *a);
+long bsd_lwp_unpark(const long *a);
+/* Guest thread ids: the host's plus this (FreeBSD's start above process ids). */
+#define BSD_TID_BASE 100000
 /* Where each BSD's struct stat keeps what (offsets; widths where they
  * differ): FreeBSD 12+ (ino64), 224 bytes; FreeBSD 11's (freebsd11_stat:
  * 32-bit dev, ino, rdev, 16-bit nlink), 120; NetBSD 5+ (__stat50), 152.

@@ -1224,9 +1224,11 @@ static void fill_direct_calls(void)
     static const struct {
         handler_fn full, bare;
     } bare[] = {{sys_fstat, bsd_bare_fstat}, {sys_fstatat, bsd_bare_fstatat},
+                {sys_stat, bsd_bare_stat}, {sys_lstat, bsd_bare_lstat},
                 {sys_open, bsd_bare_open}, {sys_openat, bsd_bare_openat},
                 {sys_close, bsd_bare_close}, {bsd_umtx_op, bsd_umtx_op},
-                {bsd_sched_yield, bsd_sched_yield}};
+                {bsd_sched_yield, bsd_sched_yield}, {bsd_lwp_park60, bsd_lwp_park60},
+                {bsd_lwp_unpark, bsd_lwp_unpark}};
     for (int n = 0; n < MAX_SYSCALL; n++)
         for (size_t k = 0; bsd_direct_c[n] && k < sizeof(bare) / sizeof(bare[0]); k++)
             if (bsd_proc->handlers[n] == bare[k].full)

@@ -33,7 +33,6 @@
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
 #define ARCH_SET_GS 0x1001
-#define TID_BASE 100000 /* FreeBSD thread ids start above process ids */
 #define STR(x) #x
 #define XSTR(x) STR(x)
 
@@ -618,7 +617,7 @@ static long sys_lwp_setprivate(const long *a)
 
 long bsd_thread_id(void)
 {
-    return syscall(SYS_gettid) + TID_BASE;
+    return syscall(SYS_gettid) + BSD_TID_BASE;
 }
 
 static long sys_thr_self(const long *a)
@@ -790,7 +789,7 @@ static long sys_thr_kill(const long *a)
     int sig = bsd_linux_signal(a[1]);
     if (a[1] && !sig)
         return -EINVAL;
-    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - TID_BASE), sig));
+    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - BSD_TID_BASE), sig));
 }
 
 /* ---- scheduling ---- */
