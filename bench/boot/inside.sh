@@ -37,20 +37,23 @@ for i in $(seq 1 "$RUNS"); do
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
     [ -n "${MICRO_KERNEL:-}" ] || continue
     # The micro kernel has no ACPI: its devices on the command line.
-    time_to_marker smolvm-micro "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" \
-        --mem 256M --virtio-discovery cmdline --cmdline "$CMDLINE"
-    time_to_marker qemu-microvm-micro qemu-system-x86_64 -M microvm,acpi=off -accel kvm \
-        -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
+    time_to_marker smolvm-micro boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
+        --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --cmdline "$CMDLINE"
+    time_to_marker qemu-microvm-micro boot-to-init qemu-system-x86_64 -M microvm,acpi=off \
+        -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
         -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$CMDLINE"
     if command -v lkvm > /dev/null; then
-        time_to_marker kvmtool-micro lkvm run -k "$MICRO_KERNEL" -i "$INITRD" -m 256 -c 1 \
-            -p "$CMDLINE"
+        time_to_marker kvmtool-micro boot-to-init lkvm run -k "$MICRO_KERNEL" -i "$INITRD" \
+            -m 256 -c 1 -p "$CMDLINE"
     fi
 done
+# Where each kernel's boot goes (without quiet: the kernel's lines are
+# what the trace reads, so the console's cost is in the kernel's share).
+"$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 256M \
+    --cmdline "console=ttyS0 panic=-1" --trace-until "$MARKER" \
+    < /dev/null > "$results/stock-trace.out" 2> "$results/stock-trace.txt"
 if [ -n "${MICRO_KERNEL:-}" ]; then
-    # Where the micro kernel's boot goes (without quiet: the kernel's lines
-    # are what the trace reads).
     "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
         --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1" \
-        --trace-until "$MARKER" < /dev/null > /dev/null 2> "$results/micro-trace.txt"
+        --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
 fi
