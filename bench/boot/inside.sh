@@ -18,11 +18,12 @@ CMDLINE="console=ttyS0 quiet panic=-1"
 out=$results/times.tsv
 : > "$out"
 
-# time_to_marker LABEL METRIC COMMAND...: milliseconds from launch to MARKER.
+# time_to_marker LABEL METRIC COMMAND...: milliseconds from launch to MARKER
+# (the console's lines kept in RESULTS/LABEL-METRIC.log).
 time_to_marker() {
     local label=$1 metric=$2 ms
     shift 2
-    bench_ms_to ms "$MARKER" "$@" < /dev/null
+    BENCH_LOG=$results/$label-$metric.log bench_ms_to ms "$MARKER" "$@" < /dev/null
     echo -e "$label\t$metric\t$ms" | tee -a "$out"
 }
 
