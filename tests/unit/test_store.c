@@ -475,16 +475,26 @@ static void test_instance_shares(void **state)
     store_close(s);
 }
 
+/* The discovery a start of the instance boots with, as its saved bundle
+ * keeps it (machine_instance_export: the config every start is made from). */
 static enum vm_discovery started_discovery(const char *name)
 {
     struct vm_config cfg;
-    const char *resume;
-    bool shared;
+    struct bundle *b;
+    uint8_t *config;
+    size_t len;
 
-    vm_config_defaults(&cfg);
-    if (machine_instance_config(name, &cfg, &resume, &shared) < 0)
+    if (machine_instance_export(name, in_dir("started.smolmachine"), false, NULL) < 0)
         fail_msg("instance %s: %s", name, err_msg());
-    return cfg.discovery;
+    assert_int_equal(bundle_open(in_dir("started.smolmachine"), &b), 0);
+    assert_int_equal(bundle_read(b, "config", &config, &len), 0);
+    assert_int_equal(vm_config_from_json((const char *)config, &cfg), 0);
+    enum vm_discovery d = cfg.discovery;
+    vm_config_release(&cfg);
+    free(config);
+    bundle_close(b);
+    unlink(in_dir("started.smolmachine"));
+    return d;
 }
 
 /* A bundle that boots (no state) whose kernel finds its devices on the
