@@ -15,6 +15,7 @@ results=$1
 RUNS=${RUNS:-5}
 MARKER=SMOLVM-GUEST-UP
 CMDLINE="console=ttyS0 quiet panic=-1"
+MICRO_CMDLINE="$CMDLINE smolvm.end=reboot"
 out=$results/times.tsv
 : > "$out"
 
@@ -37,24 +38,26 @@ for i in $(seq 1 "$RUNS"); do
         -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
     [ -n "${MICRO_KERNEL:-}" ] || continue
-    # The micro kernel has no ACPI: its devices on the command line.
+    # The micro kernel has no ACPI: its devices on the command line, and it
+    # cannot power off (it would halt and the VMM wait): the init reboots.
     time_to_marker smolvm-micro boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
-        --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --cmdline "$CMDLINE"
+        --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
     time_to_marker qemu-microvm-micro boot-to-init qemu-system-x86_64 -M microvm,acpi=off \
         -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
-        -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$CMDLINE"
+        -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
     if command -v lkvm > /dev/null; then
         time_to_marker kvmtool-micro boot-to-init lkvm run -k "$MICRO_KERNEL" -i "$INITRD" \
-            -m 256 -c 1 -p "$CMDLINE"
+            -m 256 -c 1 -p "$MICRO_CMDLINE"
     fi
 done
 # Where each kernel's boot goes (without quiet: the kernel's lines are
-# what the trace reads, so the console's cost is in the kernel's share).
-"$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 256M \
+# what the trace reads, so the console's cost is in the kernel's share);
+# not timed, so bounded.
+timeout -k 10 300 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 256M \
     --cmdline "console=ttyS0 panic=-1" --trace-until "$MARKER" \
     < /dev/null > "$results/stock-trace.out" 2> "$results/stock-trace.txt"
 if [ -n "${MICRO_KERNEL:-}" ]; then
-    "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
-        --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1" \
+    timeout -k 10 300 "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1 smolvm.end=reboot" \
         --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
 fi
