@@ -206,10 +206,10 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
 
 /* Mapped from the unpacked cache by default (bench/coldstart: fastest of
  * the three, and flat in RAM size); read into RAM when there can be no
- * cache (no cache folder, or a full disk). A first start is served by
- * userfaultfd only when asked (MACHINE_MEMORY_SERVE): on Linux 6.1 a vCPU
- * waiting in a fault nobody serves any more cannot be killed, and a VM that
- * ended abnormally during a first start was seen to hang for good. */
+ * cache (no cache folder, or a full disk). A first start (no cache file
+ * yet) is served by userfaultfd by default and with MACHINE_MEMORY_SERVE:
+ * every way the VM can end lets go of its RAM first (machine/ram_faults.h),
+ * so a vCPU waiting in a fault never keeps it from ending. */
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
                           enum machine_memory how, char **record, struct ram_faults **faults)
 {
@@ -219,7 +219,7 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
 
     if (how != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
         err_clear(); /* no usable cache: decompressed from the bundle */
-    if (dir && how == MACHINE_MEMORY_SERVE) {
+    if (dir && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_SERVE)) {
         r = serve_first_start(b, mem, dir, faults);
         if (r == 0 || r == -EINVAL) { /* served, or a corrupt bundle */
             free(dir);

@@ -366,7 +366,7 @@ scenario_first_start_served() {
     # The guest never ends: stopped (SIGTERM) 20 lines on, which also
     # finishes the first start's memory cache.
     for i in 1 2; do
-        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --memory serve --trace-boot --json
+        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --trace-boot --json
         wait_for "tick-$i" "TICK $((saved + 20))"
         kill -TERM "$bg_pid"
         finish "tick-$i"
@@ -382,6 +382,36 @@ scenario_first_start_served() {
         eval 'test "$(ls "$cache/smolvm/memory" | grep -c "\.ram$")" = 1 && ! ls "$cache/smolvm/memory" | grep -q tmp'
     expect second-start-maps-cache "the second start maps the cache (no faults served) and goes on from the same count" \
         eval 'test "$first2" = "$first1" && ! grep -q faulted_chunks "$work/tick-2.err"'
+    first_start_ended_mid_serve TERM "$bundle" "$saved"
+    first_start_ended_mid_serve KILL "$bundle" "$saved"
+}
+
+runs() { case "$(ps -o stat= -p "$1" 2>/dev/null)" in "" | Z*) return 1 ;; esac; }
+
+# first_start_ended_mid_serve SIG BUNDLE SAVED: a first start (served, the
+# fill still behind the guest) sent SIG right after its first line ends
+# within 30 s (SIGKILL to smolvm itself, not to its timeout wrapper).
+first_start_ended_mid_serve() {
+    local sig=$1 copy=$work/tick-$1.smolmachine cache=$work/tick-cache-$1 vmm t filled
+    cp "$2" "$copy"
+    mkdir -m 0700 -p "$cache"
+    XDG_CACHE_HOME=$cache background "tick-$sig" start "$copy" --name "tick-$sig" --trace-boot --json
+    wait_for "tick-$sig" "TICK $(($3 + 1))"
+    vmm=$(ps -o pid= --ppid "$bg_pid" | head -n 1)
+    filled=$(ls "$cache/smolvm/memory" 2>/dev/null | grep -c '\.ram$')
+    [ -n "$vmm" ] && kill "-$sig" $vmm
+    for t in $(seq 1 30); do
+        runs "$vmm" || break
+        sleep 1
+    done
+    echo "SIG$sig at the first line (cache whole then: $filled): $(ps -o pid,stat,wchan:30 -p "$vmm" 2>/dev/null | tail -n +2)" \
+        >> "$work/tick-ends.facts"
+    expect "first-start-ends-on-sig$sig" "smolvm (pid ${vmm:-none}) ended within 30 s of SIG$sig mid-serve (tick-ends.facts)" \
+        eval 'test -n "$vmm" && ! runs "$vmm"'
+    [ -n "$vmm" ] && kill -KILL $vmm 2>/dev/null
+    finish "tick-$sig"
+    cp "$work/tick-ends.facts" "$results/" 2>/dev/null
+    rm -rf "$copy" "$cache"
 }
 
 # The issue's own test: a 2-vCPU guest with virtio-blk and virtio-console
