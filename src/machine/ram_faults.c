@@ -55,7 +55,7 @@ struct ram_faults {
     char *cache_path, *tmp_path;
     int cache_fd;
     bool cache_failed; /* the fill's */
-    atomic_bool stopping, gave_up, finished, reported;
+    atomic_bool stopping, gave_up, finished, reported, hurry;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool done; /* every chunk in, or given up: under lock */
@@ -357,6 +357,10 @@ static void *fill_main(void *arg)
         bool zero;
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
             return NULL;
+        /* Waited for (a save, a VM that stopped): no guest to leave the
+         * CPU to any more, so no reason to take only what others leave. */
+        if (atomic_exchange(&f->hurry, false))
+            pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
         r = serve_chunk(f, i, f->fill_buffer, &zero);
         bundle_memory_image_place(f->img, i, &at, &len, &host);
         /* A cache that cannot be written costs only later starts. */
@@ -529,6 +533,7 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
 
 int ram_faults_complete(struct ram_faults *f)
 {
+    atomic_store(&f->hurry, true);
     pthread_mutex_lock(&f->lock);
     while (!f->done)
         pthread_cond_wait(&f->cond, &f->lock);

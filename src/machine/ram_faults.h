@@ -38,7 +38,9 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
     __attribute__((warn_unused_result));
 
 /* Returns once every chunk is in RAM (and the cache file named): what
- * reads RAM as a whole (a save) calls it first. */
+ * reads RAM as a whole (a save) calls it first, and a VM that stopped.
+ * The fill runs at normal priority from then on (SCHED_IDLE before:
+ * behind a guest that no longer runs, a loaded host would starve it). */
 int ram_faults_complete(struct ram_faults *f) __attribute__((warn_unused_result));
 
 /* Stops serving and frees f (NULL: nothing); a cache file not yet whole
