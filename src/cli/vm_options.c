@@ -323,10 +323,9 @@ static const struct vm_option vm_option_table[] = {
      "the pages the first start touched in its first second\n"
      "faulted in before the guest runs; mapped with every page\n"
      "left to fault in when touched (lazy); copied from it; or\n"
-     "decompressed from the bundle. A first start (no copy yet)\n"
-     "is served chunk by chunk as the guest touches it while the\n"
-     "copy fills (default, serve: userfaultfd); map unpacks the\n"
-     "copy first", parse_memory},
+     "decompressed from the bundle. serve: a first start (no copy\n"
+     "yet) is served chunk by chunk as the guest touches it while\n"
+     "the copy fills (userfaultfd; experimental)", parse_memory},
     {"verify", 0, "KEY.pub", START | CREATE, 0,
      "refuse the bundle unless it is signed with the private key\n"
      "of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"

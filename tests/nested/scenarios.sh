@@ -366,7 +366,7 @@ scenario_first_start_served() {
     # The guest never ends: stopped (SIGTERM) 20 lines on, which also
     # finishes the first start's memory cache.
     for i in 1 2; do
-        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --trace-boot --json
+        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --memory serve --trace-boot --json
         wait_for "tick-$i" "TICK $((saved + 20))"
         kill -TERM "$bg_pid"
         finish "tick-$i"
@@ -395,7 +395,7 @@ first_start_ended_mid_serve() {
     local sig=$1 copy=$work/tick-$1.smolmachine cache=$work/tick-cache-$1 vmm t filled
     cp "$2" "$copy"
     mkdir -m 0700 -p "$cache"
-    XDG_CACHE_HOME=$cache background "tick-$sig" start "$copy" --name "tick-$sig" --trace-boot --json
+    XDG_CACHE_HOME=$cache background "tick-$sig" start "$copy" --name "tick-$sig" --memory serve --trace-boot --json
     wait_for "tick-$sig" "TICK $(($3 + 1))"
     vmm=$(ps -o pid= --ppid "$bg_pid" | head -n 1)
     filled=$(ls "$cache/smolvm/memory" 2>/dev/null | grep -c '\.ram$')
