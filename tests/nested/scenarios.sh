@@ -1403,7 +1403,7 @@ scenario_shares() {
 # repository the guest made (log, fsck), and the host runs the program the
 # guest built.
 scenario_shares_git_make() {
-    local src=$work/gm-src proj=$work/gm-src/proj commits
+    local src=$work/gm-src proj=$work/gm-src/proj commits first remade
     rc=0 # the first checks come before any exit code
     if [ -z "${INITRD_TOOLS:-}" ]; then
         fail shares-git-make "no toolchain initrd (see initrd-tools.log in the results)"
@@ -1429,8 +1429,12 @@ scenario_shares_git_make() {
         eval 'git -C "$proj" fsck --strict > "$results/gitmake-fsck.out" 2>&1'
     expect shares-make "make of the two-file project: the guest's program ran, the host runs the same binary" \
         eval 'has gitmake "GUEST-GM-RAN=sum=45" && [ "$("$proj/sum" 7)" = "sum=147" ]'
+    # (make may warn of clock skew: the files' times are the host's clock,
+    # which a guest under nested TCG runs seconds behind)
     expect shares-remake "an edit in the share: make rebuilds add.o and links, not main.o" \
-        eval 'has gitmake "GUEST-GM-REMADE=tcc -c add.c tcc -o sum main.o add.o | sum=145"'
+        eval 'remade=$(grep -a "GUEST-GM-REMADE=" "$work/gitmake.out") &&
+              [[ $remade == *"tcc -c add.c tcc -o sum main.o add.o "*"| sum=145"* ]] &&
+              [[ $remade != *"main.c"* ]]'
     commits=$(git -C "$proj" rev-list --count HEAD 2> /dev/null)
     expect shares-git-second "the build committed: 2 commits, a clean tree in the guest and on the host ($commits)" \
         eval 'has gitmake "GUEST-GM-CLEAN=0 2" && [ "$commits" = 2 ] && [ -z "$(git -C "$proj" status --porcelain)" ] &&
