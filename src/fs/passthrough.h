@@ -102,13 +102,12 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
               uint32_t mode, struct fuse_entry_out *e, struct fuse_open_out *o);
 int pt_opendir(struct pt_fs *fs, uint64_t node, struct fuse_open_out *o);
 int pt_release(struct pt_fs *fs, uint64_t fh);
-/* Bytes read into buf / written from iov[0..count) (the guest's pages
- * as they are: no copy on the way). */
+/* Bytes read into / written from iov[0..count) (the guest's pages as
+ * they are: no copy on the way). */
 struct iovec;
-long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t size);
+long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov, int count);
 long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
               int count);
-int pt_flush(struct pt_fs *fs, uint64_t fh);
 int pt_fsync(struct pt_fs *fs, uint64_t fh, bool datasync);
 int pt_fallocate(struct pt_fs *fs, uint64_t fh, uint32_t mode, uint64_t offset, uint64_t len);
 /* SEEK_DATA or SEEK_HOLE (SEEK_SET/CUR/END too): the new offset in *result. */
