@@ -543,6 +543,10 @@ int pt_lookup(struct pt_fs *fs, uint64_t parent, const char *name, struct fuse_e
         return r;
     r = lookup_at(fs, dir->fd, name, e);
     inode_put(fs, dir);
+    if (r == -ENOENT) {
+        *e = (struct fuse_entry_out){.entry_valid = CACHE_SECONDS};
+        r = 0;
+    }
     return r;
 }
 

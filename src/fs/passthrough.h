@@ -62,7 +62,10 @@ int pt_restore(struct pt_fs *fs, struct blob_reader *in);
 void pt_counts(struct pt_fs *fs, uint32_t *inodes, uint32_t *handles);
 
 /* name: one path component (no '/', not "." or "..", at most NAME_MAX
- * bytes): checked here too. */
+ * bytes): checked here too. A name not there is an entry with node id 0,
+ * which the guest keeps as a negative entry as long as a found one (a
+ * compiler asks its include folders for the same missing headers again
+ * and again; -ENOENT would be cached for no time). */
 int pt_lookup(struct pt_fs *fs, uint64_t parent, const char *name, struct fuse_entry_out *e);
 void pt_forget(struct pt_fs *fs, uint64_t node, uint64_t nlookup);
 int pt_getattr(struct pt_fs *fs, uint64_t node, struct fuse_attr_out *a);
