@@ -1419,7 +1419,8 @@ scenario_shares_git_make() {
         > "$proj/main.c"
     echo 'int add(int a, int b);' > "$proj/add.h"
     printf '%s\n' '#include "add.h"' 'int add(int a, int b)' '{' '    return a + b;' '}' > "$proj/add.c"
-    boot gitmake --mem 512M --kernel "$KERNEL" --initrd "$INITRD_TOOLS" --share "$src:src" \
+    # (git, five compiles and a link under nested TCG: more than a boot)
+    BOOT_TIMEOUT=$((BOOT_TIMEOUT * 3)) boot gitmake --mem 512M --kernel "$KERNEL" --initrd "$INITRD_TOOLS" --share "$src:src" \
         --cmdline "$GUEST_CMDLINE smolvm.test=gitmake"
     expect shares-git-commit "the guest's git init, add, commit: the host's git log shows its commit" \
         eval 'first=$(sed -n "s/.*GUEST-GM-COMMITTED \([0-9a-f]*\).*/\1/p" "$work/gitmake.out") &&
