@@ -296,7 +296,7 @@ static const struct vm_option vm_option_table[] = {
     {"console", 0, "serial|virtio", BOOTS, 0,
      "which device gets this terminal's input: COM1 (ttyS0,\n"
      "default) or virtio-console (hvc0); both show output", parse_console},
-    {"virtio-discovery", 0, "acpi|cmdline", BOOTS, 0,
+    {"virtio-discovery", 0, "acpi|cmdline", BOOTS | CREATE, 0,
      "how the guest finds its virtio-mmio devices: ACPI\n"
      "(default) or virtio_mmio.device= on its command line\n"
      "(with acpi=noirq: IRQ numbers from the MP table)", parse_discovery},

@@ -828,6 +828,32 @@ scenario_micro_kernel() {
         eval 'has micro virtio_blk && has micro virtio_net && has micro vmw_vsock_virtio_transport && has micro virtiofs && has micro micro-share-file && has micro "eth0:"'
     expect micro-kernel-trace "--trace-boot shows the kernel's and the init's phases on the VMM's timeline, and the split" \
         eval 'grep -q "^kernel_start " "$work/micro.err" && grep -q "^kernel_run_init " "$work/micro.err" && grep -q "^init_command_started " "$work/micro.err" && grep -q "^split: vmm [0-9.]* ms, kernel [0-9.]* ms, init [0-9.]* ms" "$work/micro.err"'
+    # An instance of the appliance (create --from) keeps its devices on the
+    # command line: without them its kernel finds no root disk.
+    "$SMOLVM" create micro-inst --from "$app" --mem 256M \
+        --cmdline 'console=ttyS0 panic=-1 smolvm.run="echo MICRO-INST-UP; ls /sys/bus/virtio/drivers"' \
+        > "$work/micro-inst-create.out" 2>&1
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start micro-inst < /dev/null > "$work/micro-inst.out" 2>&1
+    rc=$?
+    cp "$work/micro-inst-create.out" "$work/micro-inst.out" "$results/" 2>/dev/null
+    expect micro-kernel-instance "create --from the micro appliance: the instance finds its disk on the command line and runs its command" \
+        eval 'test "$rc" -eq 0 && has micro-inst MICRO-INST-UP && has micro-inst virtio_blk && has micro-inst "virtio_mmio.device="'
+    "$SMOLVM" rm micro-inst > /dev/null 2>&1
+}
+
+# bench/boot inside this L1 (named in SCENARIOS only, like jail_bench): the
+# stock and the micro kernel under smolvm, QEMU -M microvm (and kvmtool when
+# installed), RUNS times each; RESULTS/boot-bench/ holds times.tsv and the
+# traces, which bench/boot/report reads on the host.
+scenario_boot_bench() {
+    local dir=$results/boot-bench
+    mkdir -p "$dir"
+    sed "s|^SMOLVM=.*|SMOLVM=$real_smolvm|" "$results/params.sh" > "$dir/params.sh"
+    bash "$(dirname "$(realpath "$0")")/../../bench/boot/inside.sh" "$dir" \
+        > "$dir/inside.log" 2>&1
+    expect boot-bench "figures for the stock and the micro kernel under smolvm and QEMU" \
+        eval 'grep -q "^smolvm-micro	boot-to-init	[0-9]" "$dir/times.tsv" && grep -q "^qemu-microvm-micro	boot-to-init	[0-9]" "$dir/times.tsv" && grep -q "^smolvm	boot-to-init	[0-9]" "$dir/times.tsv"'
+    cat "$dir/times.tsv"
 }
 
 # Five instances of one appliance (smolvm create: O(1), an empty delta on
@@ -1815,7 +1841,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench.
+# part of the tier CI runs): jail_bench boot_bench.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
