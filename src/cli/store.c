@@ -16,6 +16,7 @@
 #include "cli/vm_options.h"
 #include "core/config.h"
 #include "image/appliance.h"
+#include "net/config.h"
 #include "store/store.h"
 #include "util/err.h"
 #include "util/size.h"
@@ -122,7 +123,8 @@ static const struct vm_options_help create_help = {
     "once; a saved state is kept, so the first start resumes it), a disk image,\n"
     "or the hash of a layer. --kernel, --initrd and --cmdline default to the\n"
     "source's; a source with a saved state fixes the CPUs and memory (--cpus and\n"
-    "--mem are refused).\n"
+    "--mem are refused). The network: --net's, else an appliance's default (user,\n"
+    "as run gives it), a bundle's own, or none for an image or a layer.\n"
     "\n",
     "",
 };
@@ -142,6 +144,12 @@ int cli_create(int argc, char **argv)
         return r;
     if (!o.from)
         return usage_error("--from SOURCE is required");
+    struct stat st; /* a folder is an appliance: the only folder create takes */
+    if (stat(o.from, &st) == 0 && S_ISDIR(st.st_mode))
+        o.appliance = o.from;
+    vm_options_default_net(&o);
+    if (net_config_check(&o.vm.net) < 0)
+        return usage_error("%s", err_msg());
     if (store_open(&s) < 0)
         return failed();
     struct store_create_request q = {
@@ -149,6 +157,7 @@ int cli_create(int argc, char **argv)
         .cmdline = o.cmdline_given ? o.vm.cmdline : NULL, .trusted_key = o.trusted_key,
         .cpus = o.cpus_given ? o.vm.cpus : 0, .mem_bytes = o.mem_given ? o.vm.mem_bytes : 0,
         .shares = o.vm.shares, .share_count = o.vm.share_count,
+        .net = o.net_given || o.appliance ? &o.vm.net : NULL,
     };
     r = store_create_from(s, &q);
     if (r == 0 && (cli_json() || o.serve.json))

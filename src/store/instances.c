@@ -15,6 +15,7 @@
 
 #include "bundle/sections.h"
 #include "disk/disk.h"
+#include "net/config.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -200,6 +201,8 @@ int store_create(struct store *s, const char *name, const char *top,
             json_object_set_new(j, "cmdline", json_string(b->cmdline));
         if (b->share_count)
             json_object_set_new(j, "shares", shares_json(b));
+        if (b->net.mode != VM_NET_NONE)
+            json_object_set_new(j, "net", net_config_to_json(&b->net));
         if (b->state) {
             json_object_set_new(j, "pristine", json_string(PRISTINE));
             json_object_set_new(j, "resume", json_string(PRISTINE));
@@ -407,6 +410,8 @@ int store_instance(struct store *s, const char *name, struct instance *out)
         out->resume_pristine = strcmp(resume, PRISTINE) == 0;
     }
     r = read_shares(j, name, &out->boot);
+    if (r == 0 && (r = net_config_from_json(json_object_get(j, "net"), &out->boot.net)) < 0)
+        err_prefix("instance '%s'", name);
     json_decref(j);
     if (r == 0)
         r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;

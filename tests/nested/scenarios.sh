@@ -733,16 +733,19 @@ scenario_appliance() {
     expect appliance-builds "smolvm image build makes kernel, initrd and root.ext2" \
         eval 'test -s "$app/kernel" && test -s "$app/initrd" && test -s "$app/root.ext2"'
     sum=$(sha256sum < "$app/root.ext2")
-    boot appliance --mem 256M \
-        --cmdline 'smolvm.run="echo APPLIANCE-UP; cat /etc/added.txt; grep vda /proc/mounts; ls /sys/bus/virtio/drivers; echo written > /root/x; sync"' \
+    boot appliance --mem 256M --net none \
+        --cmdline 'smolvm.run="echo APPLIANCE-UP; cat /etc/added.txt; grep vda /proc/mounts; ls /sys/bus/virtio/drivers; echo NICS-$(ls /sys/class/net | grep -c eth); echo written > /root/x; sync"' \
         "$app"
     expect appliance-boots "the appliance's init mounts its ext2 root and runs smolvm.run" \
         eval 'test "$rc" -eq 0 && has appliance APPLIANCE-UP && has appliance appliance-added-file && has appliance "^/dev/vda / ext[24] rw"'
     expect appliance-modules "its modules loaded from the initrd (virtio_blk, 9pnet_virtio, virtio_net bound)" \
         eval 'has appliance virtio_blk && has appliance 9pnet_virtio && has appliance virtio_net'
-    boot appliance-net --mem 256M --net user \
+    expect appliance-net-none "--net none: the appliance has no NIC" \
+        has appliance NICS-0
+    # No --net: an appliance gets the user network by default.
+    boot appliance-net --mem 256M \
         --cmdline 'smolvm.run="/etc/init.d/net; ip -4 -o addr show dev eth0; cat /etc/resolv.conf"' "$app"
-    expect appliance-net "the appliance's /etc/init.d/net (run by rcS) takes a DHCP lease" \
+    expect appliance-net "without --net (an appliance's default: user) its /etc/init.d/net (run by rcS) takes a DHCP lease" \
         eval 'has appliance-net "inet 10.0.2.15/24" && has appliance-net "nameserver 10.0.2.3"'
     expect appliance-unchanged "the appliance's root.ext2 is not written (a delta took the write)" \
         eval 'test "$sum" = "$(sha256sum < "$app/root.ext2")" && e2fsck -fn "$app/root.ext2" > /dev/null 2>&1'

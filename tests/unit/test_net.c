@@ -796,6 +796,98 @@ static void pack_carries_the_network_options(void **state)
     assert_int_equal(scratch_teardown(), 0);
 }
 
+/* The network the bundle at path (in the scratch folder) was packed with. */
+static enum vm_net_mode packed_net_mode(const char *path, unsigned *forwards)
+{
+    struct vm_config back;
+    struct bundle *b;
+    uint8_t *json;
+    size_t len;
+
+    assert_int_equal(bundle_open(in_dir(path), &b), 0);
+    assert_int_equal(bundle_read(b, "config", &json, &len), 0);
+    bundle_close(b);
+    assert_int_equal(vm_config_from_json((const char *)json, &back), 0);
+    free(json);
+    enum vm_net_mode mode = back.net.mode;
+    *forwards = back.net.forward_count;
+    vm_config_release(&back);
+    return mode;
+}
+
+/* The default network, decided by the command line: an appliance gets
+ * user-mode NAT unless --net none (and -p works on it without --net, as
+ * docker's); a kernel of the user's own gets no NIC; --help says so. */
+static void an_appliance_gets_the_user_network_by_default(void **state)
+{
+    static const struct {
+        const char *args;
+        enum vm_net_mode mode;
+        unsigned forwards;
+    } cases[] = {
+        {"app", VM_NET_USER, 0},
+        {"-p 8080:80 app", VM_NET_USER, 1},
+        {"--net none app", VM_NET_NONE, 0},
+        {"--net tap=tap7 app", VM_NET_TAP, 0},
+        {"--kernel kernel", VM_NET_NONE, 0},
+    };
+    char smolvm[4096];
+    unsigned forwards;
+    (void)state;
+    assert_int_equal(scratch_setup("net"), 0);
+    assert_int_equal(scratch_find_smolvm(smolvm, sizeof(smolvm)), 0);
+    assert_int_equal(sh("head -c 4096 /dev/zero > kernel && mkdir app && "
+                        "echo '{}' > app/appliance.json && cp kernel app/kernel && "
+                        "cp kernel app/initrd && head -c 65536 /dev/zero > app/root.ext2"),
+                     0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(sh("'%s' pack -o %zu.smolmachine %s > /dev/null", smolvm, i,
+                            cases[i].args),
+                         0);
+        char bundle[32];
+        snprintf(bundle, sizeof(bundle), "%zu.smolmachine", i);
+        assert_int_equal(packed_net_mode(bundle, &forwards), cases[i].mode);
+        assert_int_equal(forwards, cases[i].forwards);
+    }
+    /* A kernel of one's own still needs --net user for a forward. */
+    assert_int_equal(sh("'%s' pack -o x.smolmachine --kernel kernel -p 8080:80 2> /dev/null",
+                        smolvm),
+                     2);
+    assert_int_equal(sh("'%s' run --help | tr -s ' \n' ' ' | "
+                        "grep -q 'Default: user for an appliance'", smolvm),
+                     0);
+    /* create keeps the network in instance.json, which each start boots
+     * with: an appliance's default, --net none, a bundle's own (with its
+     * forwards), none for an image. */
+    static const struct {
+        const char *args, *net;
+    } creates[] = {
+        {"i-app --from app", "\"mode\":\"user\""},
+        {"i-none --from app --net none", NULL},
+        {"i-bundle --from c.smolmachine", "\"0.0.0.0:8080:80/tcp\"],\"mode\":\"user\""},
+        {"i-image --from app/root.ext2", NULL},
+    };
+    assert_int_equal(sh("'%s' pack -o c.smolmachine --kernel kernel --disk app/root.ext2 "
+                        "--net user -p 8080:80 > /dev/null", smolvm),
+                     0);
+    for (size_t i = 0; i < sizeof(creates) / sizeof(creates[0]); i++) {
+        const char *name = creates[i].args;
+        int n = (int)strcspn(name, " ");
+        assert_int_equal(sh("HOME=\"$PWD\" XDG_DATA_HOME=\"$PWD/data\" '%s' create %s > /dev/null",
+                            smolvm, creates[i].args),
+                         0);
+        if (creates[i].net)
+            assert_int_equal(sh("tr -d ' \\n' < data/smolvm/instances/%.*s/instance.json | "
+                                "grep -qF '%s'", n, name, creates[i].net),
+                             0);
+        else
+            assert_int_equal(sh("! grep -q '\"net\"' data/smolvm/instances/%.*s/instance.json", n,
+                                name),
+                             0);
+    }
+    assert_int_equal(scratch_teardown(), 0);
+}
+
 /* ---- --net user: the smolvm-net helper (libslirp) behind the backend ---- */
 
 static void use_built_helper(void)
@@ -1149,6 +1241,7 @@ int main(void)
         cmocka_unit_test(the_bundle_carries_the_network),
         cmocka_unit_test(hostile_network_json_is_refused),
         cmocka_unit_test(pack_carries_the_network_options),
+        cmocka_unit_test(an_appliance_gets_the_user_network_by_default),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
         cmocka_unit_test(the_helper_starts_while_the_vm_boots),
         cmocka_unit_test(a_helper_that_fails_late_is_gone),
