@@ -1157,6 +1157,8 @@ scenario_net() {
     expect net-iperf-host-to-guest "iperf3 from this host to the guest through -p: ${down:-none} Mbit/s" \
         eval 'echo "${down:-0}" | grep -q "[1-9]"'
     expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
+    expect net-mtu "the guest's driver took --net user's 64 KiB MTU (VIRTIO_NET_F_MTU)" \
+        has net "GUEST-NET-MTU=65520"
     expect net-ipv6 "the guest took a fec0::/64 address from the NAT's router advertisement" \
         has net "GUEST-NET-IPV6=fec0:"
     expect net-fetch-host "the guest fetched the host's page at the gateway" \
