@@ -1766,13 +1766,35 @@ scenario_shares_two_vms() {
     "$SMOLVM" rm two2 > /dev/null 2>&1
 }
 
+# bench/net in this L1 (run only when named): smolvm --net user and --net
+# tap against QEMU -M microvm -netdev user and tap, RUNS boots each (3
+# rounds a boot); the medians and ratios go to net-bench.txt.
+scenario_net_bench() {
+    local dir=$work/net-bench bench
+    bench=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../bench")
+    mkdir -p "$dir"
+    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\n' "$real_smolvm" "$KERNEL" "$INITRD" \
+        "${RUNS:-2}" > "$dir/params.sh"
+    TMPDIR=$work bash "$bench/net/inside.sh" "$dir" > "$results/net-bench.log" 2>&1
+    (
+        # shellcheck source=../../bench/lib.sh
+        . "$bench/lib.sh"
+        bench_report "$dir/throughput" MB/s higher
+        bench_report "$dir/latency" ms lower
+    ) > "$results/net-bench.txt" 2>&1
+    cp "$dir/throughput/times.tsv" "$results/net-bench-throughput.tsv" 2>/dev/null
+    cp "$dir/latency/times.tsv" "$results/net-bench-latency.tsv" 2>/dev/null
+    expect net-bench "figures for smolvm and QEMU, user and tap, both ways" \
+        eval '(for m in smolvm qemu-microvm; do for k in tcp-guest-to-host tap-tcp-host-to-guest; do grep -q "^$m	$k	[0-9]" "$dir/throughput/times.tsv" || exit 1; done; done)'
+}
+
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp jail guest_trace micro_kernel shares_two_vms"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench.
+# part of the tier CI runs): jail_bench, net_bench.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
