@@ -138,7 +138,7 @@ static int trace_into_guest(struct vm_config *cfg)
 
 int cli_pack(int argc, char **argv)
 {
-    struct vm_options o;
+    static struct vm_options o; /* an appliance's strings live until exit (use_appliance) */
     int code = parse_args(VM_OPT_PACK, argc, argv, &o);
 
     if (code != CLI_OK)

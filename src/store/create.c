@@ -120,5 +120,6 @@ int store_create_from(struct store *s, const struct store_create_request *q)
         r = store_create(s, q->name, top, &boot);
     free(appliance_cmdline);
     free(with_shares);
+    vm_config_release(&cfg); /* a bundle's, read by import_source */
     return r;
 }
