@@ -1042,28 +1042,37 @@ static void forwards_a_host_port_and_refuses_a_taken_one(void **state)
     net_backend_close(b);
 }
 
+/* The user backend with a UDP forward from a free port of 127.0.0.1 to
+ * the guest's port 53: the backend, and the host's address to send to. */
+static struct net_backend *open_udp_forward(struct sockaddr_in *a)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    socklen_t len = sizeof(*a);
+    char spec[64];
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    use_built_helper();
+    /* A free port: bound, read, let go. */
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(u, (struct sockaddr *)a, sizeof(*a)), 0);
+    assert_int_equal(getsockname(u, (struct sockaddr *)a, &len), 0);
+    close(u);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d:53/udp", ntohs(a->sin_port));
+    assert_int_equal(net_parse_forward(spec, &cfg), 0);
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    return b;
+}
+
 /* A UDP forward (-p HOSTPORT:GUESTPORT/udp): a datagram to the host port
  * reaches the guest's network (the NAT asks where 10.0.2.15 is). */
 static void forwards_a_udp_port(void **state)
 {
-    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct net_backend *b;
+    struct sockaddr_in a;
+    struct net_backend *b = open_udp_forward(&a);
     uint8_t frame[2048];
-    socklen_t len = sizeof(a);
-    char spec[64];
-    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), port;
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     (void)state;
-    use_built_helper();
-    /* A free port: bound, read, let go. */
-    assert_int_equal(bind(u, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(u, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(u);
-    snprintf(spec, sizeof(spec), "127.0.0.1:%d:53/udp", port);
-    assert_int_equal(net_parse_forward(spec, &cfg), 0);
-    assert_int_equal(net_backend_open(&cfg, &b), 0);
-    u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     assert_int_equal(sendto(u, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)), 4);
     ssize_t n = backend_frame(b, frame, sizeof(frame));
     assert_true(n >= 42);
@@ -1103,23 +1112,12 @@ static void a_burst_for_a_slow_reader_is_not_lost(void **state)
     /* More than the socket holds (smolvm sets 1 MiB, which the kernel
      * doubles, or less where wmem_max is lower), less than the helper keeps. */
     enum { FRAMES = 1600, GROUP = 20 };
-    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct net_backend *b;
+    struct sockaddr_in a;
+    struct net_backend *b = open_udp_forward(&a);
     uint8_t frame[2048], payload[1000] = "burst";
-    socklen_t len = sizeof(a);
-    char spec[64];
-    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), port, got = 0, next = 0;
+    int u, port = ntohs(a.sin_port), got = 0, next = 0;
     ssize_t n;
     (void)state;
-    use_built_helper();
-    assert_int_equal(bind(u, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(u, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(u);
-    snprintf(spec, sizeof(spec), "127.0.0.1:%d:53/udp", port);
-    assert_int_equal(net_parse_forward(spec, &cfg), 0);
-    assert_int_equal(net_backend_open(&cfg, &b), 0);
     send_arp_request(b, (const uint8_t[]){10, 0, 2, 2}); /* the NAT learns our MAC */
     assert_true(backend_frame(b, frame, sizeof(frame)) >= 42);
     u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
