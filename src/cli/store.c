@@ -144,8 +144,7 @@ int cli_create(int argc, char **argv)
         return r;
     if (!o.from)
         return usage_error("--from SOURCE is required");
-    struct stat st; /* a folder is an appliance: the only folder create takes */
-    if (stat(o.from, &st) == 0 && S_ISDIR(st.st_mode))
+    if (appliance_folder(o.from))
         o.appliance = o.from;
     vm_options_default_net(&o);
     if (net_config_check(&o.vm.net) < 0)
