@@ -161,6 +161,23 @@ static int read_shares(json_t *j, const char *name, struct instance_boot *b)
     return 0;
 }
 
+/* instance.json's virtio_discovery: absent (an older instance) is ACPI;
+ * a value that names neither is refused. */
+static int read_discovery(json_t *j, const char *name, struct instance_boot *b)
+{
+    json_t *v = json_object_get(j, "virtio_discovery");
+    const char *word = json_string_value(v);
+
+    b->discovery = VM_DISCOVERY_ACPI;
+    if (!v)
+        return 0;
+    if (word && strcmp(word, "cmdline") == 0)
+        b->discovery = VM_DISCOVERY_CMDLINE;
+    else if (!word || strcmp(word, "acpi") != 0)
+        return err_plain(EINVAL, "instance '%s': bad virtio_discovery", name);
+    return 0;
+}
+
 int store_create(struct store *s, const char *name, const char *top,
                  const struct instance_boot *b)
 {
@@ -203,6 +220,8 @@ int store_create(struct store *s, const char *name, const char *top,
             json_object_set_new(j, "shares", shares_json(b));
         if (b->net.mode != VM_NET_NONE)
             json_object_set_new(j, "net", net_config_to_json(&b->net));
+        if (b->discovery == VM_DISCOVERY_CMDLINE)
+            json_object_set_new(j, "virtio_discovery", json_string("cmdline"));
         if (b->state) {
             json_object_set_new(j, "pristine", json_string(PRISTINE));
             json_object_set_new(j, "resume", json_string(PRISTINE));
@@ -412,6 +431,8 @@ int store_instance(struct store *s, const char *name, struct instance *out)
     r = read_shares(j, name, &out->boot);
     if (r == 0 && (r = net_config_from_json(json_object_get(j, "net"), &out->boot.net)) < 0)
         err_prefix("instance '%s'", name);
+    if (r == 0)
+        r = read_discovery(j, name, &out->boot);
     json_decref(j);
     if (r == 0)
         r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;

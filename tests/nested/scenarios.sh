@@ -382,6 +382,36 @@ scenario_first_start_served() {
         eval 'test "$(ls "$cache/smolvm/memory" | grep -c "\.ram$")" = 1 && ! ls "$cache/smolvm/memory" | grep -q tmp'
     expect second-start-maps-cache "the second start maps the cache (no faults served) and goes on from the same count" \
         eval 'test "$first2" = "$first1" && ! grep -q faulted_chunks "$work/tick-2.err"'
+    first_start_ended_mid_serve TERM "$bundle" "$saved"
+    first_start_ended_mid_serve KILL "$bundle" "$saved"
+}
+
+runs() { case "$(ps -o stat= -p "$1" 2>/dev/null)" in "" | Z*) return 1 ;; esac; }
+
+# first_start_ended_mid_serve SIG BUNDLE SAVED: a first start (served, the
+# fill still behind the guest) sent SIG right after its first line ends
+# within 30 s (SIGKILL to smolvm itself, not to its timeout wrapper).
+first_start_ended_mid_serve() {
+    local sig=$1 copy=$work/tick-$1.smolmachine cache=$work/tick-cache-$1 vmm t filled
+    cp "$2" "$copy"
+    mkdir -m 0700 -p "$cache"
+    XDG_CACHE_HOME=$cache background "tick-$sig" start "$copy" --name "tick-$sig" --memory serve --trace-boot --json
+    wait_for "tick-$sig" "TICK $(($3 + 1))"
+    vmm=$(ps -o pid= --ppid "$bg_pid" | head -n 1)
+    filled=$(ls "$cache/smolvm/memory" 2>/dev/null | grep -c '\.ram$')
+    [ -n "$vmm" ] && kill "-$sig" $vmm
+    for t in $(seq 1 30); do
+        runs "$vmm" || break
+        sleep 1
+    done
+    echo "SIG$sig at the first line (cache whole then: $filled): $(ps -o pid,stat,wchan:30 -p "$vmm" 2>/dev/null | tail -n +2)" \
+        >> "$work/tick-ends.facts"
+    expect "first-start-ends-on-sig$sig" "smolvm (pid ${vmm:-none}) ended within 30 s of SIG$sig mid-serve (tick-ends.facts)" \
+        eval 'test -n "$vmm" && ! runs "$vmm"'
+    [ -n "$vmm" ] && kill -KILL $vmm 2>/dev/null
+    finish "tick-$sig"
+    cp "$work/tick-ends.facts" "$results/" 2>/dev/null
+    rm -rf "$copy" "$cache"
 }
 
 # The issue's own test: a 2-vCPU guest with virtio-blk and virtio-console
@@ -831,6 +861,32 @@ scenario_micro_kernel() {
         eval 'has micro virtio_blk && has micro virtio_net && has micro vmw_vsock_virtio_transport && has micro virtiofs && has micro micro-share-file && has micro "eth0:"'
     expect micro-kernel-trace "--trace-boot shows the kernel's and the init's phases on the VMM's timeline, and the split" \
         eval 'grep -q "^kernel_start " "$work/micro.err" && grep -q "^kernel_run_init " "$work/micro.err" && grep -q "^init_command_started " "$work/micro.err" && grep -q "^split: vmm [0-9.]* ms, kernel [0-9.]* ms, init [0-9.]* ms" "$work/micro.err"'
+    # An instance of the appliance (create --from) keeps its devices on the
+    # command line: without them its kernel finds no root disk.
+    "$SMOLVM" create micro-inst --from "$app" --mem 256M \
+        --cmdline 'console=ttyS0 panic=-1 smolvm.run="echo MICRO-INST-UP; ls /sys/bus/virtio/drivers"' \
+        > "$work/micro-inst-create.out" 2>&1
+    timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start micro-inst < /dev/null > "$work/micro-inst.out" 2>&1
+    rc=$?
+    cp "$work/micro-inst-create.out" "$work/micro-inst.out" "$results/" 2>/dev/null
+    expect micro-kernel-instance "create --from the micro appliance: the instance finds its disk on the command line and runs its command" \
+        eval 'test "$rc" -eq 0 && has micro-inst MICRO-INST-UP && has micro-inst virtio_blk && has micro-inst "virtio_mmio.device="'
+    "$SMOLVM" rm micro-inst > /dev/null 2>&1
+}
+
+# bench/boot inside this L1 (named in SCENARIOS only, like jail_bench): the
+# stock and the micro kernel under smolvm, QEMU -M microvm (and kvmtool when
+# installed), RUNS times each; RESULTS/boot-bench/ holds times.tsv and the
+# traces, which bench/boot/report reads on the host.
+scenario_boot_bench() {
+    local dir=$results/boot-bench
+    mkdir -p "$dir"
+    sed "s|^SMOLVM=.*|SMOLVM=$real_smolvm|" "$results/params.sh" > "$dir/params.sh"
+    bash "$(dirname "$(realpath "$0")")/../../bench/boot/inside.sh" "$dir" \
+        > "$dir/inside.log" 2>&1
+    expect boot-bench "figures for the stock and the micro kernel under smolvm and QEMU" \
+        eval 'grep -q "^smolvm-micro	boot-to-init	[0-9]" "$dir/times.tsv" && grep -q "^qemu-microvm-micro	boot-to-init	[0-9]" "$dir/times.tsv" && grep -q "^smolvm	boot-to-init	[0-9]" "$dir/times.tsv"'
+    cat "$dir/times.tsv"
 }
 
 # Five instances of one appliance (smolvm create: O(1), an empty delta on
@@ -1794,7 +1850,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp jail guest_trace micro_kernel shares_two_vms"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench, net_bench.
+# part of the tier CI runs): jail_bench, boot_bench, net_bench.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
