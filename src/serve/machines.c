@@ -18,6 +18,7 @@
 
 #include "api/control.h"
 #include "core/config.h"
+#include "image/appliance.h"
 #include "machine/instance.h"
 #include "machine/save_named.h"
 #include "machine/stop_named.h"
@@ -268,6 +269,10 @@ void machines_create(json_t *body, struct api_reply *r)
     if (!store_name_ok(q.name) || !control_name_ok(q.name))
         return api_fail(r, 400, "invalid_name", "'%s' is not a machine name (1-64 letters, "
                                                 "digits, '.', '_', '-')", q.name);
+    /* As `smolvm create`: an appliance gets the user network. */
+    static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
+    if (appliance_folder(q.from))
+        q.net = &user_net;
     if (store_open(&s) < 0)
         return api_fail_errno(r, EIO);
     e = store_create_from(s, &q);

@@ -26,7 +26,13 @@ net_up() {
     chmod +x /bin/dhcp-event
     ip link set lo up
     ip link set eth0 up
-    udhcpc -i eth0 -s /bin/dhcp-event -q -n -t 10 -T 2 > /dev/null 2>&1
+    # smolvm.ip=A.B.C.D/N: a static address (a TAP has no DHCP server)
+    static_ip=$(sed -n 's/.*smolvm\.ip=\([0-9./]*\).*/\1/p' /proc/cmdline)
+    if [ -n "$static_ip" ]; then
+        ip addr add "$static_ip" dev eth0
+    else
+        udhcpc -i eth0 -s /bin/dhcp-event -q -n -t 10 -T 2 > /dev/null 2>&1
+    fi
 }
 # http_get PATH: the response (headers, body) of the host's server at the
 # gateway, port $port, over busybox nc (HTTP/1.0: the server closes).
@@ -174,6 +180,7 @@ case "$test" in
         load_modules
         net_up
         echo "GUEST-NET-LEASE=$(ip -4 -o addr show dev eth0 | awk '{ print $4 }')"
+        echo "GUEST-NET-MTU=$(cat /sys/class/net/eth0/mtu)"
         echo "GUEST-NET-FETCH=$(http_get / | tail -n 1)"
         # busybox wget has been seen to segfault here before connecting: say where.
         wget -q -T 5 -O /dev/null "http://10.0.2.2:$port/" 2> /dev/null ||

@@ -763,16 +763,19 @@ scenario_appliance() {
     expect appliance-builds "smolvm image build makes kernel, initrd and root.ext2" \
         eval 'test -s "$app/kernel" && test -s "$app/initrd" && test -s "$app/root.ext2"'
     sum=$(sha256sum < "$app/root.ext2")
-    boot appliance --mem 256M \
-        --cmdline 'smolvm.run="echo APPLIANCE-UP; cat /etc/added.txt; grep vda /proc/mounts; ls /sys/bus/virtio/drivers; echo written > /root/x; sync"' \
+    boot appliance --mem 256M --net none \
+        --cmdline 'smolvm.run="echo APPLIANCE-UP; cat /etc/added.txt; grep vda /proc/mounts; ls /sys/bus/virtio/drivers; echo NICS-$(ls /sys/class/net | grep -c eth); echo written > /root/x; sync"' \
         "$app"
     expect appliance-boots "the appliance's init mounts its ext2 root and runs smolvm.run" \
         eval 'test "$rc" -eq 0 && has appliance APPLIANCE-UP && has appliance appliance-added-file && has appliance "^/dev/vda / ext[24] rw"'
     expect appliance-modules "its modules loaded from the initrd (virtio_blk, 9pnet_virtio, virtio_net bound)" \
         eval 'has appliance virtio_blk && has appliance 9pnet_virtio && has appliance virtio_net'
-    boot appliance-net --mem 256M --net user \
+    expect appliance-net-none "--net none: the appliance has no NIC" \
+        has appliance NICS-0
+    # No --net: an appliance gets the user network by default.
+    boot appliance-net --mem 256M \
         --cmdline 'smolvm.run="/etc/init.d/net; ip -4 -o addr show dev eth0; cat /etc/resolv.conf"' "$app"
-    expect appliance-net "the appliance's /etc/init.d/net (run by rcS) takes a DHCP lease" \
+    expect appliance-net "without --net (an appliance's default: user) its /etc/init.d/net (run by rcS) takes a DHCP lease" \
         eval 'has appliance-net "inet 10.0.2.15/24" && has appliance-net "nameserver 10.0.2.3"'
     expect appliance-unchanged "the appliance's root.ext2 is not written (a delta took the write)" \
         eval 'test "$sum" = "$(sha256sum < "$app/root.ext2")" && e2fsck -fn "$app/root.ext2" > /dev/null 2>&1'
@@ -1210,6 +1213,8 @@ scenario_net() {
     expect net-iperf-host-to-guest "iperf3 from this host to the guest through -p: ${down:-none} Mbit/s" \
         eval 'echo "${down:-0}" | grep -q "[1-9]"'
     expect net-dhcp "the guest's udhcpc got 10.0.2.15/24" has net "GUEST-NET-LEASE=10.0.2.15/24"
+    expect net-mtu "the guest's driver took --net user's 64 KiB MTU (VIRTIO_NET_F_MTU)" \
+        has net "GUEST-NET-MTU=65520"
     expect net-ipv6 "the guest took a fec0::/64 address from the NAT's router advertisement" \
         has net "GUEST-NET-IPV6=fec0:"
     expect net-fetch-host "the guest fetched the host's page at the gateway" \
@@ -1865,13 +1870,35 @@ scenario_shares_two_vms() {
     "$SMOLVM" rm two2 > /dev/null 2>&1
 }
 
+# bench/net in this L1 (run only when named): smolvm --net user and --net
+# tap against QEMU -M microvm -netdev user and tap, RUNS boots each (3
+# rounds a boot); the medians and ratios go to net-bench.txt.
+scenario_net_bench() {
+    local dir=$work/net-bench bench
+    bench=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../bench")
+    mkdir -p "$dir"
+    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\n' "$real_smolvm" "$KERNEL" "$INITRD" \
+        "${RUNS:-2}" > "$dir/params.sh"
+    TMPDIR=$work bash "$bench/net/inside.sh" "$dir" > "$results/net-bench.log" 2>&1
+    (
+        # shellcheck source=../../bench/lib.sh
+        . "$bench/lib.sh"
+        bench_report "$dir/throughput" MB/s higher
+        bench_report "$dir/latency" ms lower
+    ) > "$results/net-bench.txt" 2>&1
+    cp "$dir/throughput/times.tsv" "$results/net-bench-throughput.tsv" 2>/dev/null
+    cp "$dir/latency/times.tsv" "$results/net-bench-latency.tsv" 2>/dev/null
+    expect net-bench "figures for smolvm and QEMU, user and tap, both ways" \
+        eval '(for m in smolvm qemu-microvm; do for k in tcp-guest-to-host tap-tcp-host-to-guest; do grep -q "^$m	$k	[0-9]" "$dir/throughput/times.tsv" || exit 1; done; done)'
+}
+
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench boot_bench.
+# part of the tier CI runs): jail_bench, boot_bench, net_bench.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"

@@ -550,6 +550,28 @@ static void logs_and_openapi(void **state)
     api_reply_release(&r);
 }
 
+/* POST /machines of an appliance folder: its instance gets the user
+ * network, as `smolvm create` gives it; of a disk image, none. */
+static void an_appliance_instance_gets_the_user_network(void **state)
+{
+    char body[512];
+    json_t *j;
+    (void)state;
+    assert_int_equal(sh("mkdir app && echo '{}' > app/appliance.json && head -c 4096 /dev/zero > "
+                        "app/kernel && cp app/kernel app/initrd && truncate -s 64K app/root.ext2"),
+                     0);
+    snprintf(body, sizeof(body), "{\"name\":\"appnet\",\"from\":\"%s\"}", in_dir("app"));
+    j = call("POST", "/machines", body, 201);
+    assert_non_null(json_object_get(j, "net"));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "net"), "mode")),
+                        "user");
+    json_decref(j);
+    snprintf(body, sizeof(body), "{\"name\":\"nonet\",\"from\":\"%s\"}", in_dir("disk.img"));
+    j = call("POST", "/machines", body, 201);
+    assert_null(json_object_get(j, "net"));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +581,7 @@ int main(void)
         cmocka_unit_test(running_vm),
         cmocka_unit_test(stop_presses_the_power_button),
         cmocka_unit_test(logs_and_openapi),
+        cmocka_unit_test(an_appliance_instance_gets_the_user_network),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
