@@ -80,6 +80,14 @@ static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f, u
         return err_set(errno, "a file in '%s' for the VM's RAM", rx->scratch_dir);
     if (ftruncate(rx->memory_fd, (off_t)total) < 0)
         return err_set(errno, "sizing the VM's RAM");
+    /* All of it, now: the VM maps this file, and a page the source never
+     * sent (zeros) that the guest touches there would take room then --
+     * on a full file system (a tmpfs) a SIGBUS after the source has
+     * stopped, the VM lost. Here a full one fails before any RAM moves. */
+    int e = posix_fallocate(rx->memory_fd, 0, (off_t)total);
+    if (e)
+        return err_set(e, "no room for the VM's RAM (%llu MiB) in '%s'",
+                       (unsigned long long)(total >> 20), rx->scratch_dir);
     rx->memory_bytes = total;
     return 0;
 }

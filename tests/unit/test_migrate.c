@@ -328,7 +328,7 @@ static void refuses_a_config_too_big(void **state)
 }
 
 /* Live: RAM pages land where they say, inside the RAM, in a file the
- * machine maps. */
+ * machine maps, whose room is taken before any page comes. */
 static void receives_live_pages(void **state)
 {
     struct source s = {.pages = 3, .page_at = 3 * MIGRATE_PAGE};
@@ -343,6 +343,10 @@ static void receives_live_pages(void **state)
     assert_int_equal(page[0], 'c');
     assert_int_equal(pread(fd, page, sizeof(page), 2 * MIGRATE_PAGE), MIGRATE_PAGE);
     assert_int_equal(page[MIGRATE_PAGE - 1], 0); /* never sent: zeros */
+    /* ... and allocated all the same: no room taken once the VM runs */
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 >= 4 * MIGRATE_PAGE);
     close(fd);
 }
 
