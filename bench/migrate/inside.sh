@@ -133,15 +133,18 @@ for mode in counter dirtier; do
     for i in $(seq 1 "$RUNS"); do
         to="q$mode-$i" to_port=$((qport += 1)) port=$((port + 1))
         qemu "$to" "$to_port" "$mode" -incoming "tcp:127.0.0.1:$port"
-        qmp "$from_port" '{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300}}' \
-            "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"tcp:127.0.0.1:$port\"}}" > /dev/null
-        for _ in $(seq 1 1500); do
+        # auto-converge as smolvm's; QEMU's own bandwidth cap lifted (smolvm has none)
+        qmp "$from_port" '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"auto-converge","state":true}]}}' \
+            '{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"max-bandwidth":10737418240}}' \
+            "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"tcp:127.0.0.1:$port\"}}" > "$work/$to.qmp"
+        for _ in $(seq 1 600); do
             qmp "$from_port" '{"execute":"query-migrate"}' | tail -n 1 > "$work/$to.json"
             grep -q '"status": *"\(completed\|failed\|cancelled\)"' "$work/$to.json" && break
             sleep 0.2
         done
         cat "$work/$to.json" >> "$results/qemu-migrations.json"
-        grep -q '"status": *"completed"' "$work/$to.json" || { cat "$work/$to.json"; break; }
+        grep -q '"status": *"completed"' "$work/$to.json" ||
+            { cat "$work/$to.qmp" "$work/$to.json"; qmp "$from_port" '{"execute":"migrate_cancel"}'; break; }
         qmp "$from_port" '{"execute":"quit"}' > /dev/null
         wait_for "$to" ' COUNT '
         record qemu-microvm "total-$kind-live" "$(sed -n 's/.*"total-time": *\([0-9]*\).*/\1/p' "$work/$to.json")"
