@@ -153,12 +153,13 @@ case "$test" in
         jobs=
         if [ "$test" = dirtier ]; then
             mkdir -p /dirty && mount -t tmpfs -o size=72m tmpfs /dirty
-            (while true; do
+            # Each job ends at its next turn once /stop is there.
+            (while [ ! -e /stop ]; do
                 echo "DIRTIED $(dd if=/dev/zero of=/dirty/ram bs=1M count=64 conv=notrunc 2>&1 | tail -n 1)"
                 sleep 1
             done) &
             jobs="$jobs $!"
-            (i=0; while true; do
+            (i=0; while [ ! -e /stop ]; do
                 i=$(((i + 1) % 8))
                 dd if=/dev/zero of="/mnt/blk$i" bs=64k count=16 conv=fsync 2>/dev/null
             done) &
@@ -178,7 +179,8 @@ case "$test" in
             echo "COUNT $n file=$(cat /mnt/counter) date=$(date +%s)"
             if read -t 0.1 -r line <&3; then [ "$line" = quit ] && break; fi
         done
-        for j in $jobs; do kill "$j"; wait "$j"; done 2>/dev/null
+        touch /stop
+        for j in $jobs; do wait "$j"; done
         umount /mnt && echo GUEST-COUNTER-CLEAN
         ;;
     flood)
