@@ -76,7 +76,7 @@ static void pace(uint64_t sent, double start, uint64_t rate)
  * killed or a network gone would cut it: "10" or "50" (percent of the
  * way: live, through round 0's walk of RAM; warm, through the bundle) or
  * "final" (live, halfway through the bundle sent at stop-and-copy, the VM
- * paused). The tests of a cut link (tests/nested, scenario migrate_cuts)
+ * paused). The tests of a cut link (tests/nested, scenario migrate_load)
  * pull it; with no such file nothing is cut. */
 static struct {
     unsigned percent; /* 1..100; 0: nothing to cut */
