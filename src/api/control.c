@@ -341,6 +341,24 @@ void control_progress(struct control *c, uint64_t done, uint64_t total)
         return;
 }
 
+void control_note(struct control *c, json_t *note)
+{
+    json_t *line = json_pack("{s:o}", "note", note);
+    char *text = c->client_fd >= 0 && line ? json_dumps(line, JSON_COMPACT) : NULL;
+
+    json_decref(line);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps' NUL: the line's end, sent as one */
+    /* Advisory, as progress. */
+    if (send(c->client_fd, text, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        free(text);
+        return;
+    }
+    free(text);
+}
+
 void control_close(struct control *c)
 {
     if (!c)
@@ -360,13 +378,28 @@ void control_forget(struct control *c)
     free(c);
 }
 
-/* One line of the reply: a progress report, or the answer. */
-static void take_line(const char *line, json_t **answer, control_progress_fn fn, void *opaque)
+/* What the client does with the lines before the answer. */
+struct reply_listener {
+    control_progress_fn progress;
+    control_note_fn note;
+    void *opaque;
+};
+
+/* One line of the reply: a progress report, a note, or the answer. */
+static void take_line(const char *line, json_t **answer, const struct reply_listener *to)
 {
     json_error_t error;
     json_t *j = json_loads(line, 0, &error);
-    json_t *done = json_object_get(j, "progress");
+    json_t *done = json_object_get(j, "progress"), *note = json_object_get(j, "note");
+    control_progress_fn fn = to->progress;
+    void *opaque = to->opaque;
 
+    if (note && json_object_size(j) == 1) {
+        if (to->note)
+            to->note(opaque, note);
+        json_decref(j);
+        return;
+    }
     if (done && json_object_size(j) == 2) {
         if (fn)
             fn(opaque, (uint64_t)json_integer_value(done),
@@ -381,7 +414,7 @@ static void take_line(const char *line, json_t **answer, control_progress_fn fn,
 /* Reads the reply line by line until the server closes: the first line
  * (the acknowledgement) within CLIENT_ANSWER_S, each later one within
  * work_ms (-1: no limit). -ETIMEDOUT when a wait ran out. */
-static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn fn, void *opaque)
+static int read_reply(int fd, json_t **answer, long work_ms, const struct reply_listener *to)
 {
     char *buf = malloc(MAX_ANSWER + 1);
     size_t len = 0;
@@ -406,7 +439,7 @@ static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn
         buf[len] = 0;
         while ((nl = strchr(start, '\n'))) {
             *nl = 0;
-            take_line(start, answer, fn, opaque);
+            take_line(start, answer, to);
             acknowledged = true;
             start = nl + 1;
         }
@@ -420,6 +453,13 @@ static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn
 int control_request_progress(const char *name, json_t *request, json_t **answer, long work_ms,
                              control_progress_fn fn, void *opaque)
 {
+    return control_request_notes(name, request, answer, work_ms, fn, NULL, opaque);
+}
+
+int control_request_notes(const char *name, json_t *request, json_t **answer, long work_ms,
+                          control_progress_fn fn, control_note_fn note_fn, void *opaque)
+{
+    const struct reply_listener to = {fn, note_fn, opaque};
     char *text = json_dumps(request, JSON_COMPACT);
     int fd = connect_name(name), r;
 
@@ -434,7 +474,7 @@ int control_request_progress(const char *name, json_t *request, json_t **answer,
     free(text);
     shutdown(fd, SHUT_WR);
     if (r == 0)
-        r = read_reply(fd, answer, work_ms, fn, opaque);
+        r = read_reply(fd, answer, work_ms, &to);
     close(fd);
     if (r == -ETIMEDOUT) {
         json_decref(*answer);

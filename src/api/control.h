@@ -37,6 +37,9 @@ void control_forget(struct control *c);
 /* While answering: tells the client how far long work has got (a line
  * {"progress": done, "total": total} before the answer). */
 void control_progress(struct control *c, uint64_t done, uint64_t total);
+/* While answering: something for the client to show as it happens (a line
+ * {"note": note}; note consumed), such as each round of a migration. */
+void control_note(struct control *c, json_t *note);
 
 /* Sends a request to VM NAME and returns its answer (new reference).
  * Fails with -ETIMEDOUT when the VM does not acknowledge within 5 s (busy
@@ -50,6 +53,12 @@ int control_request(const char *name, json_t *request, json_t **answer)
 typedef void (*control_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 int control_request_progress(const char *name, json_t *request, json_t **answer, long work_ms,
                              control_progress_fn fn, void *opaque)
+    __attribute__((warn_unused_result));
+/* The same, with note_fn called for each note line (the note is the
+ * reply's: take a reference to keep it). */
+typedef void (*control_note_fn)(void *opaque, json_t *note);
+int control_request_notes(const char *name, json_t *request, json_t **answer, long work_ms,
+                          control_progress_fn fn, control_note_fn note_fn, void *opaque)
     __attribute__((warn_unused_result));
 
 /* Helpers for handlers. */

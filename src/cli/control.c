@@ -35,14 +35,15 @@ static void show_progress(void *opaque, uint64_t done, uint64_t total)
 
 /* Sends req (consumed) to NAME; prints the error of a failed answer.
  * progress_what names long work (no time limit once the VM has taken the
- * request) to show progress of on a terminal, when show_bar. */
-static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what,
-                       bool show_bar)
+ * request) to show progress of on a terminal, when show_bar; note_fn
+ * shows the VM's notes as they come (a migration's rounds). */
+static int ask_noting(const char *name, json_t *req, json_t **answer, const char *progress_what,
+                      bool show_bar, control_note_fn note_fn)
 {
     bool bar = progress_what && show_bar && isatty(STDERR_FILENO);
     json_t *a;
-    int r = control_request_progress(name, req, &a, progress_what ? -1 : CONTROL_WORK_MS,
-                                     bar ? show_progress : NULL, (void *)progress_what);
+    int r = control_request_notes(name, req, &a, progress_what ? -1 : CONTROL_WORK_MS,
+                                  bar ? show_progress : NULL, note_fn, (void *)progress_what);
 
     if (bar)
         fputs("\r\033[K", stderr);
@@ -60,6 +61,12 @@ static int ask_showing(const char *name, json_t *req, json_t **answer, const cha
     else
         json_decref(a);
     return CLI_OK;
+}
+
+static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what,
+                       bool show_bar)
+{
+    return ask_noting(name, req, answer, progress_what, show_bar, NULL);
 }
 
 static int ask(const char *name, json_t *req, json_t **answer)
@@ -505,11 +512,41 @@ static const char migrate_help[] =
     "                         carries is slowed (auto-converge)\n"
     "  --max-downtime MS      with --live: the pause to aim for (default 300)\n"
     "  --json                 print {\"seconds\", \"downtime_ms\", \"bytes\", \"rounds\": [{\"round\",\n"
-    "                         \"dirty_rate\", \"bandwidth\", \"remaining_bytes\",\n"
-    "                         \"expected_downtime_ms\", \"throttle\"}]}\n"
+    "                         \"sent_bytes\", \"dirty_rate\", \"bandwidth\", \"remaining_bytes\",\n"
+    "                         \"expected_downtime_ms\", \"throttle\"}]}; each round also as\n"
+    "                         it ends, one such line on stderr\n"
+    "\n"
+    "With --live each round is shown on stderr as it ends (sent, link rate, dirty\n"
+    "rate, what is left, expected downtime, throttle).\n"
     "\n"
     "Exit status: 0 when the VM runs on the destination, 1 when it could not move\n"
     "(it runs on here), 2 on a bad command line.\n";
+
+/* A pre-copy round as it ends, on stderr: a line for people... */
+static void round_line(void *opaque, json_t *round)
+{
+    (void)opaque;
+    if (isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* over the progress bar */
+    fprintf(stderr,
+            "round %lld: sent %.1f MiB, link %.1f MB/s, dirty %.1f MB/s, %.1f MiB left, "
+            "expected downtime %.0f ms, vCPUs throttled %lld%%\n",
+            (long long)json_integer_value(json_object_get(round, "round")),
+            (double)json_integer_value(json_object_get(round, "sent_bytes")) / (1 << 20),
+            json_real_value(json_object_get(round, "bandwidth")) / 1e6,
+            json_real_value(json_object_get(round, "dirty_rate")) / 1e6,
+            (double)json_integer_value(json_object_get(round, "remaining_bytes")) / (1 << 20),
+            json_real_value(json_object_get(round, "expected_downtime_ms")),
+            (long long)json_integer_value(json_object_get(round, "throttle")));
+}
+
+/* ... and with --json one line of JSON, as the answer's "rounds" has it. */
+static void round_json(void *opaque, json_t *round)
+{
+    (void)opaque;
+    json_dumpf(round, stderr, JSON_COMPACT);
+    fputc('\n', stderr);
+}
 
 int cli_migrate(int argc, char **argv)
 {
@@ -561,7 +598,7 @@ int cli_migrate(int argc, char **argv)
     json_t *a, *req = json_pack("{s:s,s:s,s:I,s:b,s:I}", "command", "migrate", "to", to,
                                 "max_bandwidth", (json_int_t)bandwidth, "live", live,
                                 "max_downtime_ms", (json_int_t)downtime_ms);
-    int code = ask_showing(name, req, &a, "migrating", !json);
+    int code = ask_noting(name, req, &a, "migrating", !json, json ? round_json : round_line);
     if (code != CLI_OK)
         return code;
     json_object_del(a, "ok");
@@ -570,17 +607,6 @@ int cli_migrate(int argc, char **argv)
         json_decref(a);
         return CLI_OK;
     }
-    size_t i;
-    json_t *round;
-    json_array_foreach(json_object_get(a, "rounds"), i, round)
-        printf("round %lld: dirty %.1f MB/s, link %.1f MB/s, %.1f MiB left, expected downtime "
-               "%.0f ms, vCPUs throttled %lld%%\n",
-               (long long)json_integer_value(json_object_get(round, "round")),
-               json_real_value(json_object_get(round, "dirty_rate")) / 1e6,
-               json_real_value(json_object_get(round, "bandwidth")) / 1e6,
-               (double)json_integer_value(json_object_get(round, "remaining_bytes")) / (1 << 20),
-               json_real_value(json_object_get(round, "expected_downtime_ms")),
-               (long long)json_integer_value(json_object_get(round, "throttle")));
     printf("migrated %s to %s in %.3f s (downtime %.0f ms, %.1f MiB)\n", name, to,
                json_real_value(json_object_get(a, "seconds")),
                json_real_value(json_object_get(a, "downtime_ms")),

@@ -170,6 +170,8 @@ static int serve_one(const struct receive_options *o, int listener, struct recei
         return fd;
     rc->link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
     int r = receive(rc, o, server, m);
+    if (r < 0)
+        migrate_linger(&rc->link); /* the source gets our ERROR, not a reset */
     close(fd);
     return r;
 }

@@ -110,16 +110,20 @@ static void migrate_progress(void *opaque, uint64_t done, uint64_t total)
     save_progress(mig->control, done, total);
 }
 
-/* Each pre-copy round as the answer lists it. */
+/* Each pre-copy round as the answer lists it, and to the client as it
+ * ends (`smolvm migrate` shows it live). */
 static void migrate_round(void *opaque, const struct precopy *p)
 {
     struct migration *mig = opaque;
-    json_array_append_new(mig->rounds,
-                          json_pack("{s:i,s:f,s:f,s:I,s:f,s:i}", "round", (int)p->round,
-                                    "dirty_rate", p->dirty_rate, "bandwidth", p->bandwidth,
-                                    "remaining_bytes", (json_int_t)p->remaining,
-                                    "expected_downtime_ms", p->expected_downtime_ms,
-                                    "throttle", (int)p->throttle));
+    json_t *round = json_pack("{s:i,s:f,s:f,s:I,s:I,s:f,s:i}", "round", (int)p->round,
+                              "dirty_rate", p->dirty_rate, "bandwidth", p->bandwidth,
+                              "sent_bytes", (json_int_t)p->sent, "remaining_bytes",
+                              (json_int_t)p->remaining, "expected_downtime_ms",
+                              p->expected_downtime_ms, "throttle", (int)p->throttle);
+    if (!round)
+        return;
+    control_note(mig->control->control, json_deep_copy(round));
+    json_array_append_new(mig->rounds, round);
 }
 
 static bool whole(json_t *v)

@@ -146,12 +146,31 @@ case "$test" in
         printf AFTERRESTORE | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null &&
             echo GUEST-SNAP-WRITE-OK
         ;;
-    counter)
+    counter|dirtier)
         # A counter in RAM and in a file on an ext4 disk, printed every
         # 100 ms with the guest's clock, until "quit" arrives on the console;
         # then a clean unmount. Saved and resumed while it runs.
+        # dirtier: the same, while two jobs load it for live migration
+        # (issue 24): 64 MiB of a tmpfs rewritten each second (at most
+        # 64 MiB/s of RAM dirtied; each pass's rate printed as DIRTIED) and
+        # 1 MiB files written and fsync'd to the disk without pause.
         load_modules
         mkdir -p /mnt && mount -t ext4 /dev/vda /mnt || echo GUEST-COUNTER-NO-DISK
+        jobs=
+        if [ "$test" = dirtier ]; then
+            mkdir -p /dirty && mount -t tmpfs -o size=72m tmpfs /dirty
+            # Each job ends at its next turn once /stop is there.
+            (while [ ! -e /stop ]; do
+                echo "DIRTIED $(dd if=/dev/zero of=/dirty/ram bs=1M count=64 conv=notrunc 2>&1 | tail -n 1)"
+                sleep 1
+            done) &
+            jobs="$jobs $!"
+            (i=0; while [ ! -e /stop ]; do
+                i=$(((i + 1) % 8))
+                dd if=/dev/zero of="/mnt/blk$i" bs=64k count=16 conv=fsync 2>/dev/null
+            done) &
+            jobs="$jobs $!"
+        fi
         n=0 in=/dev/console
         # With --console virtio the host's input arrives on hvc0. No echo:
         # an echoed "quit" lands inside the COUNT lines the host parses.
@@ -166,6 +185,8 @@ case "$test" in
             echo "COUNT $n file=$(cat /mnt/counter) date=$(date +%s)"
             if read -t 0.1 -r line <&3; then [ "$line" = quit ] && break; fi
         done
+        touch /stop
+        for j in $jobs; do wait "$j"; done
         umount /mnt && echo GUEST-COUNTER-CLEAN
         ;;
     flood)

@@ -614,6 +614,108 @@ scenario_migrate() {
     exec 8>&- 9>&-
 }
 
+# cut_and_count POINT PORT: a live migration of the counter guest "cuts"
+# (the test build's hook cutting the link at POINT: 10, 50 or final) to a
+# receiver on PORT: migrate fails with one line, the receiver with one,
+# the source counts on, the destination keeps nothing.
+cut_and_count() {
+    local point=$1 to=tcp:127.0.0.1:$2 name=cut$1 before after recv_rc
+    echo "$point" > "$work/cut-plan"
+    receiver "$name" 8 --listen "$to"
+    until_listening "$to"
+    migrate_to cuts "$to" "$name" --live --max-bandwidth 32M
+    wait "$recv_pid"
+    recv_rc=$?
+    exec 8>&-
+    cp "$work/$name.err" "$results/" 2>/dev/null
+    before=$(last_count cuts)
+    wait_for cuts "COUNT $((before + 3)) "
+    after=$(last_count cuts)
+    expect "migrate-cut-$point" "link cut at $point: migrate exits 1 with one line, the receiver too, the source counts on ($before -> $after; see $name.mig, $name.err)" \
+        eval 'test "$rc" -eq 1 && test "$(grep -vc "^round [0-9]*:" "$work/$name.mig")" -eq 1 && grep -q "smolvm: migrate: .*link" "$work/$name.mig" && test "$recv_rc" -eq 1 && test "$(wc -l < "$work/$name.err")" -eq 1 && test "$after" -ge $((before + 3))'
+    expect "migrate-cut-$point-nothing-kept" "link cut at $point: no instance folder, nothing in the scratch folder" \
+        eval '! test -e "$XDG_DATA_HOME/smolvm/instances/$name" && ! ls "$XDG_DATA_HOME/smolvm/migrate/" 2>/dev/null | grep -q .'
+}
+
+# Live migration under load (issue 24). The counter guest (a test build
+# of smolvm, whose hook cuts the link where $SMOLVM_TEST_MIGRATE_CUT's file
+# says) has its link cut at 10% and 50% of round 0 and in the final
+# stop-and-copy: each time it counts on, nothing is kept; then it goes.
+# A guest dirtying up to 64 MiB/s of RAM (and writing its disk without
+# pause) goes live under a 100M cap with auto-converge: it converges
+# (fewer rounds than the limit), counts on there, and its disk checks clean.
+scenario_migrate_load() {
+    local disk=$work/cuts.ext4 ddisk=$work/dirt.ext4 point port=47020 src_pid src_rc first last
+    local ok=tcp:127.0.0.1:47030 dirt_to=tcp:127.0.0.1:47031 BOOT_TIMEOUT=900 raw
+    ip link set lo up 2>/dev/null || busybox ip link set lo up
+    if [ "$SMOLVM_ASAN" = "$SMOLVM" ]; then
+        fail migrate-cut "no test build (build-asan) to pull the cut hook"
+    else
+        mkfs.ext4 -q -F "$disk" 32M
+        SMOLVM=$SMOLVM_ASAN SMOLVM_TEST_MIGRATE_CUT=$work/cut-plan background cuts run --name cuts \
+            --cpus 2 --mem 256M --console virtio --kernel "$KERNEL" --initrd "$INITRD" \
+            --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+        src_pid=$bg_pid
+        wait_for cuts 'COUNT 5 '
+        for point in 10 50 final; do
+            cut_and_count "$point" $((port++))
+        done
+        rm -f "$work/cut-plan"
+        receiver cutok 8 --listen "$ok"
+        local ok_pid=$recv_pid
+        until_listening "$ok"
+        migrate_to cuts "$ok" cutok --live --json
+        if [ "$rc" -eq 0 ]; then
+            moved cuts "$src_pid" cutok "$ok_pid"
+            exec 7>&-
+            expect migrate-after-cuts "after three cuts a live migration goes and the count goes on (last $last, first ${first:-none}; see cutok.mig)" \
+                eval 'test "$src_rc" -eq 0 && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
+        else
+            fail migrate-after-cuts "after three cuts the live migration failed (see cutok.mig, cutok.err)"
+            cp "$work/cutok.err" "$results/" 2>/dev/null
+        fi
+        kill -9 "$src_pid" "$ok_pid" 2>/dev/null
+        exec 7>&- 8>&-
+        rm -f "$disk"
+    fi
+    # The dirtier, under a cap.
+    mkfs.ext4 -q -F "$ddisk" 64M
+    background dirt run --name dirt --cpus 2 --mem 256M --console virtio --kernel "$KERNEL" \
+        --initrd "$INITRD" --disk "$ddisk" --cmdline "$GUEST_CMDLINE smolvm.test=dirtier"
+    src_pid=$bg_pid
+    wait_for dirt 'COUNT 5 '
+    for _ in $(seq 1 120); do [ "$(grep -c DIRTIED "$work/dirt.out")" -ge 2 ] && break; sleep 1; done
+    receiver dirtdst 9 --listen "$dirt_to"
+    local dst_pid=$recv_pid
+    until_listening "$dirt_to"
+    migrate_to dirt "$dirt_to" dirtdst --live --max-bandwidth 100M --json
+    grep -a DIRTIED "$work/dirt.out" > "$results/dirt-rates.txt"
+    if [ "$rc" -ne 0 ]; then
+        fail migrate-dirtier "the dirtying guest did not move (see dirtdst.mig, dirtdst.err)"
+        cp "$work/dirtdst.err" "$results/" 2>/dev/null
+        kill -9 "$src_pid" "$dst_pid" 2>/dev/null
+        exec 7>&- 9>&-
+        rm -f "$ddisk"
+        return
+    fi
+    moved dirt "$src_pid" dirtdst "$dst_pid"
+    local rounds live_rounds
+    # The answer (the last line) lists the rounds; each was on stderr as it ended.
+    rounds=$(tail -n 1 "$work/dirtdst.mig" | grep -o '"round":[0-9]*' | wc -l)
+    live_rounds=$(grep -c '^{"round":' "$work/dirtdst.mig")
+    expect migrate-dirtier-converges "a guest dirtying up to 64 MiB/s (see dirt-rates.txt) converges under a 100M cap: $rounds rounds (limit 30), each shown as it ended ($live_rounds), the count goes on (last $last, first ${first:-none}; see dirtdst.mig)" \
+        eval 'test "$src_rc" -eq 0 && test "$rounds" -ge 1 && test "$rounds" -lt 30 && test "$live_rounds" -eq "$rounds" && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
+    exec 7>&9 9>&-
+    quit_counter dirtdst
+    raw=$(instance_raw dirtdst)
+    expect migrate-blk-writes-clean "migrated while writing its disk: e2fsck clean, the guest's last count on it" \
+        eval 'grep -q GUEST-COUNTER-CLEAN "$work/dirtdst.out" && e2fsck -fn "$raw" > "$work/dirt-fsck.out" 2>&1 && test "$(disk_counter "$raw")" -ge "$first"'
+    cp "$work/dirt-fsck.out" "$results/" 2>/dev/null
+    kill -9 "$src_pid" "$dst_pid" 2>/dev/null
+    exec 7>&- 9>&-
+    rm -f "$ddisk" "$raw"
+}
+
 # Bundles saved by older smolvm binaries still start (issue 18): for each
 # COMMIT=PATH in COMPAT_SMOLVM (tests/nested/compat-commits, built on the
 # host by compat-build.sh), that binary saves the counter guest mid-count
@@ -1762,6 +1864,25 @@ scenario_jail_bench() {
     cat "$figures"
 }
 
+# bench/migrate in this L1 (named in SCENARIOS only, not CI's tier):
+# smolvm's migrations against QEMU's of the same guest, RUNS of each;
+# the figures in migrate-bench.txt.
+scenario_migrate_bench() {
+    local dir=$work/bench-migrate repo
+    repo=$(dirname "$(realpath "$0")")/../..
+    mkdir -p "$dir"
+    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\nMIGRATE_MEM=%s\n' "$real_smolvm" \
+        "$KERNEL" "$INITRD" "${RUNS:-1}" "${MIGRATE_MEM:-1G}" > "$dir/params.sh"
+    TMPDIR=$work bash "$repo/bench/migrate/inside.sh" "$dir" > "$results/migrate-bench.log" 2>&1
+    cp "$dir"/*.json "$dir/dirtied.txt" "$results/" 2>/dev/null
+    # shellcheck source=../../bench/lib.sh
+    (. "$repo/bench/lib.sh" && bench_report "$dir" ms lower) > "$results/migrate-bench.txt" 2>&1
+    expect migrate-bench "figures for smolvm and QEMU (see migrate-bench.txt, .log)" \
+        eval 'grep -q "^smolvm" "$dir/times.tsv" && grep -q "^qemu-microvm" "$dir/times.tsv"'
+    cat "$results/migrate-bench.txt"
+    rm -rf "$dir"
+}
+
 # SCENARIOS="snapshot detach" (from tests/nested/run's environment) runs only
 # those, for work on one of them; the default is every scenario, in this order.
 # Seccomp (issue 23): with a disk, user networking, a share, vsock and two
@@ -1898,7 +2019,9 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench, boot_bench, net_bench.
+# part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench;
+# and migrate_load (cuts at three points, a dirtying guest: long under TCG,
+# not yet seen green in an L1), also only when named.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
