@@ -25,6 +25,7 @@ int cli_pause(int argc, char **argv);
 int cli_resume(int argc, char **argv);
 int cli_stop(int argc, char **argv);
 int cli_logs(int argc, char **argv);
+int cli_attach(int argc, char **argv);
 int cli_disk(int argc, char **argv);
 int cli_image(int argc, char **argv);
 int cli_kernel(int argc, char **argv);

@@ -65,6 +65,8 @@ struct api_stream {
     ssize_t (*read)(void *opaque, int fd, char *buf, size_t max);
     void (*release)(void *opaque);
     void *opaque;
+    /* A console's: the client's bytes typed on it (false: gone), or NULL. */
+    bool (*write)(void *opaque, const void *buf, size_t len);
 };
 
 struct api_reply {

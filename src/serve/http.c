@@ -156,9 +156,9 @@ static void *console_pump(void *opaque)
     return NULL;
 }
 
-/* Takes the client's frames: pings answered, a close or a broken frame
- * ends the session. Input is not passed on: a detached VM's console takes
- * none. Returns when the session is over. */
+/* Takes the client's frames: text and binary messages typed on the VM's
+ * console, pings answered, a close or a broken frame ends the session.
+ * Returns when the session is over. */
 static void console_read(struct console_session *s)
 {
     struct ws_reader r;
@@ -178,6 +178,9 @@ static void console_read(struct console_session *s)
             }
             if (got == 1 && m.opcode == WS_PING)
                 send_frame(s, WS_PONG, m.data, m.len);
+            if (got == 1 && (m.opcode == WS_TEXT || m.opcode == WS_BINARY) && s->body.write &&
+                !s->body.write(s->body.opaque, m.data, m.len))
+                s->body.write = NULL; /* the VM takes no more: its output goes on */
         }
         if (got < 0) {
             send_close(s, (unsigned)-got);

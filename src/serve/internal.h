@@ -35,6 +35,9 @@ int machine_log_paths(const char *name, char **current, char **older);
 /* Streams (streams.c): a log followed while its VM runs (takes current
  * and older), and state changes as server-sent events. */
 int log_stream(const char *name, char *current, char *older, struct api_stream *out);
+/* Makes a log stream a console's: what its client types goes to fd (a
+ * connection to the VM's console socket, the stream's now). */
+void log_stream_input(struct api_stream *s, int fd);
 int events_stream(struct api_stream *out);
 
 /* Appends the file's bytes to r->text (false: cannot open it). */

@@ -636,6 +636,13 @@ void machines_console(const char *name, struct api_reply *r)
     json_decref(status);
     machines_logs(name, true, r);
     r->websocket = r->status == 200;
+    if (r->websocket) {
+        /* A VM from before console sockets shows its console, reading nothing. */
+        int input = control_connect(name, "console");
+        if (input >= 0)
+            log_stream_input(&r->stream, input);
+        err_clear();
+    }
 }
 
 int machine_log_paths(const char *name, char **current, char **older)
