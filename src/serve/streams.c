@@ -17,7 +17,7 @@
 #define EVENTS_POLL_MS 500
 #define KEEPALIVE_MS 15000
 
-static bool hung_up(int fd)
+bool api_client_gone(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
     return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
@@ -59,7 +59,7 @@ static ssize_t log_read(void *opaque, int fd, char *buf, size_t max)
                 continue;
             }
         }
-        if (l->ending || hung_up(fd))
+        if (l->ending || api_client_gone(fd))
             return -1;
         json_t *status = machine_status(l->name);
         if (!status) {
@@ -210,7 +210,7 @@ static ssize_t events_read(void *opaque, int fd, char *buf, size_t max)
             e->quiet_ms = 0;
             return (ssize_t)n;
         }
-        if (hung_up(fd))
+        if (api_client_gone(fd))
             return -1;
         if (e->quiet_ms >= KEEPALIVE_MS) { /* a comment: proxies keep it open */
             static const char keepalive[] = ": keepalive\n\n";

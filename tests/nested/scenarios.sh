@@ -1268,7 +1268,7 @@ scenario_api() {
     mkdir -p "$work/api"
     "$SMOLVM" image build -o "$app" > /dev/null 2>&1
     api_daemon 1
-    body='{"name":"apivm","from":"'$app'","mem":"128M","cmdline":"console=ttyS0 panic=-1 quiet smolvm.run=\"i=0; while :; do i=$((i+1)); echo TICK $i; sleep 1; done\""}'
+    body='{"name":"apivm","from":"'$app'","mem":"128M","cmdline":"console=ttyS0 panic=-1 quiet smolvm.run=\"i=0; while :; do i=$((i+1)); echo TICK $i; read -t 1 line && echo GOT-$line; done\""}'
     api POST /machines "$body"
     expect api-create "POST /machines creates the instance (201): $api_body" test "$api_status" = 201
     api POST /machines/apivm/start
@@ -1276,6 +1276,10 @@ scenario_api() {
     expect api-start "POST start: 200 and running, as its own process: $api_body" \
         eval 'test "$api_status" = 200 && test "$state" = "\"state\":\"running\"" && "$SMOLVM" ps | grep -q "^apivm "'
     expect api-logs "GET logs shows the guest's output" api_wait_log apivm 'TICK 3'
+    # Typed on its console (RUNTIME/apivm.console), read by the guest's command.
+    printf 'typed-%s\r\020\021' 42 | "$SMOLVM" attach apivm > "$work/api-attach.out" 2>&1
+    expect api-attach "smolvm attach types on the console, the guest reads it ($(tr '\r' ' ' < "$work/api-attach.out" | tail -c 200))" \
+        api_wait_log apivm 'GOT-typed-42'
     # 50 clients list and inspect while the VM is paused and resumed.
     for i in $(seq 1 50); do
         (for _ in 1 2 3; do
