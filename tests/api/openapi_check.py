@@ -281,6 +281,9 @@ def live(sock):
         ("DELETE", "/machines/oa", None),
         ("POST", "/gc", None),
         ("GET", "/gc", None),
+        ("POST", "/machines", {"name": "oa3", "from": image, "share": [scratch + ":s,ro"]}),
+        ("POST", "/machines", {"name": "oa4", "from": image, "share": "relative"}),
+        ("DELETE", "/machines/oa3", None),
     ]
     agent = None
     if os.environ.get("SMOLVM_AGENT"):

@@ -559,6 +559,45 @@ static void logs_and_openapi(void **state)
 }
 
 
+/* POST /machines's "share" is create --share (one parser): folders kept
+ * with the instance, by tag; a relative or missing folder, a bad tag or
+ * option, a tag twice and a wrong type refused, nothing created. */
+static void create_with_shares(void **state)
+{
+    char body[8192];
+    json_t *j;
+    (void)state;
+
+    assert_int_equal(sh("mkdir -p shared other"), 0);
+    snprintf(body, sizeof(body), "{\"name\":\"sharing\",\"from\":\"%s\",\"share\":[\"%s:data,ro\","
+             "\"%s\"]}", in_dir("disk.img"), in_dir("shared"), in_dir("other"));
+    json_decref(call("POST", "/machines", body, 201));
+    j = call("GET", "/machines/sharing", "", 200);
+    char *text = json_dumps(json_object_get(j, "shares"), JSON_COMPACT);
+    assert_non_null(text);
+    if (!strstr(text, "\"tag\":\"data\"") || !strstr(text, "\"read_only\":true") ||
+        !strstr(text, "\"tag\":\"other\""))
+        fail_msg("the instance's shares: %s", text);
+    free(text);
+    json_decref(j);
+    char bad[7][900], folder[200];
+    snprintf(folder, sizeof(folder), "%s", in_dir("shared"));
+    snprintf(bad[0], sizeof(bad[0]), "\"relative:data\"");
+    snprintf(bad[1], sizeof(bad[1]), "[\"/nonexistent/folder\"]");
+    snprintf(bad[2], sizeof(bad[2]), "[\"%s:bad/tag\"]", folder);
+    snprintf(bad[3], sizeof(bad[3]), "[\"%s,rx\"]", folder);
+    snprintf(bad[4], sizeof(bad[4]), "[\"%s:t\", \"%s:t\"]", folder, folder);
+    snprintf(bad[5], sizeof(bad[5]), "5");
+    snprintf(bad[6], sizeof(bad[6]), "[5]");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{\"name\":\"badshare\",\"from\":\"%s\",\"share\":%s}",
+                 in_dir("disk.img"), bad[i]);
+        code_is(call("POST", "/machines", body, 400), "invalid_value");
+    }
+    code_is(call("GET", "/machines/badshare", "", 404), "not_found");
+    json_decref(call("DELETE", "/machines/sharing", "", 200));
+}
+
 /* A stream's whole body (read as the daemon does, no client socket). */
 static size_t read_all(struct api_reply *r, char *buf, size_t size)
 {
@@ -678,6 +717,7 @@ int main(void)
         cmocka_unit_test(stop_presses_the_power_button),
         cmocka_unit_test(logs_and_openapi),
         cmocka_unit_test(exec_and_files_through_the_agent),
+        cmocka_unit_test(create_with_shares),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,12 +1,11 @@
 /* --share HOSTDIR[:TAG][,ro]: one host folder for virtio-fs (run, pack,
- * start). */
+ * start, create, receive; POST /machines's "share"). */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/cli.h"
 #include "core/config.h"
 #include "util/err.h"
 
@@ -19,7 +18,7 @@ static const char *default_tag(const char *path)
     return vm_share_tag_valid(base) ? base : "share";
 }
 
-int cli_parse_share(char *spec, struct vm_share_config *shares, unsigned *count)
+int vm_share_parse(char *spec, struct vm_share_config *shares, unsigned *count)
 {
     struct vm_share_config *s;
     char *opts = strchr(spec, ','), *colon, *path;
