@@ -115,6 +115,10 @@ static unsigned machine_route(const char *method, const char *full, const char *
         }
         return 0;
     }
+    if (strcmp(m->action, "trace") == 0) {
+        m->route = API_TRACE;
+        return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
+    }
     if (strcmp(m->action, "logs") == 0 || strcmp(m->action, "console") == 0) {
         m->route = m->action[0] == 'l' ? API_LOGS : API_CONSOLE;
         return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
@@ -325,6 +329,7 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
     case API_STATIC: web_static(m.name, r); break;
     case API_CONSOLE: machines_console(m.name, r); break;
     case API_EXEC: guest_exec(m.name, j, r); break;
+    case API_TRACE: machines_trace(m.name, r); break;
     case API_FILES_GET: guest_file_get(m.name, m.file, r); break;
     case API_FILES_PUT: { /* a body held whole (http.c streams it) */
         struct api_upload *up;

@@ -37,6 +37,7 @@ enum api_route {
     API_STATIC,  /* GET /static/{xterm.js|xterm.css} */
     API_CONSOLE, /* GET /machines/{name}/console (a WebSocket) */
     API_EXEC,    /* POST /machines/{name}/exec */
+    API_TRACE,   /* GET /machines/{name}/trace */
     API_FILES_GET, /* GET /machines/{name}/files?path=P */
     API_FILES_PUT, /* PUT /machines/{name}/files?path=P (the body streamed: api_upload_*) */
 };

@@ -51,6 +51,8 @@ void web_page(struct api_reply *r);
 void web_static(const char *file, struct api_reply *r);
 /* A running VM's console for a WebSocket: its log, then what it writes. */
 void machines_console(const char *name, struct api_reply *r);
+/* A running VM's boot trace ({"unit", "events", ...}: --trace-boot --json). */
+void machines_trace(const char *name, struct api_reply *r);
 
 /* Through the guest agent (guest.c): a command's output as it comes (one
  * JSON object a line: {"stdout"}, {"stderr"}, {"error"}, last

@@ -704,6 +704,24 @@ void machines_console(const char *name, struct api_reply *r)
     }
 }
 
+void machines_trace(const char *name, struct api_reply *r)
+{
+    json_t *req = json_pack("{s:s}", "command", "trace"), *a = NULL;
+    int e = control_request(name, req, &a);
+
+    json_decref(req);
+    if (e == -ENOENT)
+        api_fail(r, 404, "not_found", "no VM '%s' is running", name);
+    else if (e < 0)
+        api_fail_errno(r, -e);
+    else if (!json_is_object(json_object_get(a, "trace")))
+        api_fail(r, 500, "failed", "VM '%s' has no boot trace (an older smolvm runs it)", name);
+    else
+        api_ok(r, 200, json_incref(json_object_get(a, "trace")));
+    json_decref(a);
+    err_clear();
+}
+
 int machine_log_paths(const char *name, char **current, char **older)
 {
     char *dir;

@@ -8,7 +8,8 @@ WebSocket module by default).
 
 Opens URL, then: the list shows webvm running and its terminal the guest's
 login prompt; a command typed in the terminal ("uname -n" and Enter) comes
-back with its output; the stop button stops the VM (the list says
+back with its output; the boot trace is a chart of its phases and the
+store's layers a table; the stop button stops the VM (the list says
 "stopped"). A screenshot after each step goes to ARTIFACT_DIR. Exit 0 when
 all pass, else one line saying what was seen."""
 import base64
@@ -144,10 +145,17 @@ def main():
         page.wait(f"{TERMINAL}.includes('typed-on-webvm')",
                   "the typed command's output does not appear")
         page.screenshot(os.path.join(artifacts, "2-typed.png"))
+        step = "the boot trace and the layers"
+        page.wait("document.querySelectorAll('#trace-webvm .bar').length === 4 && "
+                  "document.querySelector('#trace-webvm').textContent.includes('init_start')",
+                  "the boot trace chart does not show the VM's 4 phases")
+        page.wait("document.querySelectorAll('#layers tbody tr').length >= 1",
+                  "the layers table is empty")
+        page.screenshot(os.path.join(artifacts, "3-trace-layers.png"))
         step = "the stop button"
         page.js("document.querySelector('#machine-webvm .verb-stop').click()")
         page.wait(f"{ROW_STATE} === 'stopped'", "the stop button does not stop webvm")
-        page.screenshot(os.path.join(artifacts, "3-stopped.png"))
+        page.screenshot(os.path.join(artifacts, "4-stopped.png"))
     except AssertionError as e:
         page.screenshot(os.path.join(artifacts, "failed.png"))
         print(f"FAIL console-browser: {e}; state {page.js(ROW_STATE)!r}, terminal "

@@ -4,8 +4,9 @@
 # on TCP, opened with ?token=, lists a running machine and its terminal
 # (xterm.js's DOM renderer) shows what the guest wrote on its console; a
 # command typed in the terminal reaches the guest (its console socket) and
-# its output comes back; the stop button stops the machine. The machine is
-# a stand-in: a store instance, a control socket answering status,
+# its output comes back; the boot trace shows as a chart and the store's
+# layers as a table; the stop button stops the machine. The machine is
+# a stand-in: a store instance, a control socket answering status, trace,
 # shutdown and stop, a console socket whose lines it answers in its log,
 # as a detached VM does. Screenshots of each step are kept.
 # usage: tests/api/console_browser.sh BUILD_DIR [ARTIFACT_DIR]
@@ -19,7 +20,7 @@ browser=$(command -v chromium || command -v chromium-browser || true)
 xterm=$("$here/../../tools/fetch-xterm.sh" 2>/dev/null) || { echo "SKIP console-browser: no xterm.js (npm)"; exit 0; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-browser.XXXXXX")
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -m 700 -p "$work/run/smolvm"
 export XDG_RUNTIME_DIR=$work/run SMOLVM_XTERM_DIR=$xterm HOME=$work
 printf 'Debian GNU/Linux 12 webvm ttyS0\r\n\r\nwebvm login: ' > "$work/run/smolvm/webvm.log"
@@ -57,8 +58,12 @@ s.listen(16)
 while True:
     c, _ = s.accept()
     command = json.loads(c.makefile("rb").readline()).get("command")
-    c.sendall(b'{"progress":0,"total":0}\n' + json.dumps({"ok": True, "name": "webvm",
-              "state": "running", "pid": os.getpid(), "cpus": 1, "mem_bytes": 268435456}).encode() + b'\n')
+    answer = {"ok": True, "name": "webvm", "state": "running", "pid": os.getpid(), "cpus": 1,
+              "mem_bytes": 268435456}
+    if command == "trace":
+        answer = {"ok": True, "trace": {"unit": "ms", "events": {"inputs_read": 0.5,
+                  "first_vcpu_entry": 3.0, "kernel_start": 40.0, "init_start": 180.0}}}
+    c.sendall(b'{"progress":0,"total":0}\n' + json.dumps(answer).encode() + b'\n')
     c.close()
     if command in ("shutdown", "stop"):
         log(b"\r\nreboot: Power down\r\n")

@@ -224,7 +224,11 @@ def fake_vm(name, runtime):
                     state["paused"] = True
                 elif cmd == "resume":
                     state["paused"] = False
-                if cmd in ("status", "pause", "resume", "stop"):
+                if cmd == "trace":
+                    answer = {"ok": True, "trace": {"unit": "ms", "events": {
+                        "inputs_read": 0.4, "first_vcpu_entry": 2.5, "kernel_start": 20.0},
+                        "split": {"vmm": 2.5, "kernel": 17.5, "init": 0.0}}}
+                elif cmd in ("status", "pause", "resume", "stop"):
                     answer = {"ok": True, "name": name, "pid": os.getpid(),
                               "state": "paused" if state["paused"] else "running", "cpus": 1,
                               "mem_bytes": 64 << 20, "uptime_s": 1.0, "console_dropped": 0}
@@ -267,6 +271,8 @@ def live(sock):
         ("POST", "/machines/oa/reboot", None),
         ("DELETE", "/machines/fakevm", None),
         ("GET", "/machines/fakevm/logs", None),
+        ("GET", "/machines/fakevm/trace", None),
+        ("GET", "/machines/nothere/trace", None),
         ("GET", "/machines/fakevm/logs?follow=1", None),
         ("GET", "/metrics", None),
         ("GET", "/openapi.json", None),

@@ -1280,6 +1280,9 @@ scenario_api() {
     printf 'typed-%s\r\020\021' 42 | "$SMOLVM" attach apivm > "$work/api-attach.out" 2>&1
     expect api-attach "smolvm attach types on the console, the guest reads it ($(tr '\r' ' ' < "$work/api-attach.out" | tail -c 200))" \
         api_wait_log apivm 'GOT-typed-42'
+    api GET /machines/apivm/trace
+    expect api-trace "GET trace: the running VM's boot phases: $(echo "$api_body" | head -c 300)" \
+        eval 'test "$api_status" = 200 && echo "$api_body" | grep -q "\"first_vcpu_entry\":"'
     # Exec and files through the guest agent (the requests smolvm exec and cp make).
     api POST /machines/apivm/exec '{"command":["sh","-c","echo in-guest-$((6*7)); cat; exit 3"],"stdin":"from-api"}'
     expect api-exec "POST exec runs in the guest, output and status streamed: $(echo "$api_body" | tr '\n' ' ' | head -c 300)" \
