@@ -61,8 +61,12 @@ int vm_share_parse(char *spec, struct vm_share_config *shares, unsigned *count)
     if (!s->tag)
         s->tag = default_tag(path);
     for (unsigned i = 0; i < *count; i++)
-        if (strcmp(shares[i].tag, s->tag) == 0)
-            return err_plain(EINVAL, "two shares tagged '%s'", s->tag);
+        if (strcmp(shares[i].tag, s->tag) == 0) {
+            int r = err_plain(EINVAL, "two shares tagged '%s'", s->tag);
+            free(path); /* not counted: the caller frees only what is */
+            *s = (struct vm_share_config){0};
+            return r;
+        }
     (*count)++;
     return 0;
 }
