@@ -13,7 +13,9 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "api/control.h"
 #include "serve/api.h"
@@ -598,6 +600,13 @@ static void create_with_shares(void **state)
     json_decref(call("DELETE", "/machines/sharing", "", 200));
 }
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 /* A stream's whole body (read as the daemon does, no client socket). */
 static size_t read_all(struct api_reply *r, char *buf, size_t size)
 {
@@ -701,6 +710,29 @@ static void exec_and_files_through_the_agent(void **state)
     code_is(call("GET", path, "", 400), "invalid_value");
     code_is(call("GET", "/machines/agentvm/files", "", 400), "invalid_value");
     code_is(call("GET", "/machines/agentvm/files?path=%zz", "", 400), "invalid_value");
+
+    code_is(call("GET", "/machines/agentvm/files?path=a%00b", "", 400), "invalid_value");
+    code_is(call("GET", "/machines/agentvm/files?path=a%2", "", 400), "invalid_value");
+
+    /* A client that hangs up mid-command: the stream ends within a check's
+     * time, and the agent kills the command. */
+    int sv[2];
+    alarm(60); /* a stream that does not notice kills the test rather than hang it */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    static const char sleeper[] = "{\"command\": [\"sh\", \"-c\", \"exec sleep 4242\"]}";
+    api_handle("POST", "/machines/agentvm/exec", sleeper, strlen(sleeper), &r);
+    assert_int_equal(r.status, 200);
+    close(sv[1]);
+    double t0 = now_s();
+    assert_true(r.stream.read(r.stream.opaque, sv[0], body, sizeof(body)) < 0);
+    assert_true(now_s() - t0 < 5);
+    alarm(0);
+    api_reply_release(&r);
+    close(sv[0]);
+    int i = 0;
+    while (sh("pgrep -f 'slee[p] 4242' > /dev/null") == 0 && i++ < 100)
+        usleep(50000);
+    assert_int_not_equal(sh("pgrep -f 'slee[p] 4242' > /dev/null"), 0);
 
     kill(agent, SIGTERM);
     waitpid(agent, NULL, 0);
