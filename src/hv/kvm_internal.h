@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct hv_vm {
     int kvm_fd;
@@ -29,6 +30,12 @@ struct hv_vcpu {
     pthread_t thread;
     atomic_bool thread_known;
 };
+
+/* The clock a start gives KVM_SET_CLOCK for a saved clock record: the
+ * saved clock advanced by the wall-clock time since it was read, by KVM
+ * (KVM_CLOCK_REALTIME) when the record and this host allow, else here. */
+struct kvm_clock_data kvm_clock_for_restore(const struct kvm_clock_data *saved,
+                                            uint64_t now_realtime_ns, bool kvm_adds_realtime);
 
 /* ioctl() retried on EINTR. */
 int kvm_xioctl(int fd, unsigned long request, void *arg);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "arch/x86/cpuid.h"
 #include "hv/kvm_internal.h"
@@ -361,6 +362,14 @@ void hv_vcpu_tell_paused(struct hv_vcpu *vcpu)
     }
 }
 
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 int hv_vm_save(struct hv_vm *vm, struct blob *out)
 {
     struct kvm_pit_state2 pit;
@@ -377,27 +386,47 @@ int hv_vm_save(struct hv_vm *vm, struct blob *out)
     blob_put_record(out, REC_PIT2, &pit, sizeof(pit));
     if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clock) < 0)
         return err_set(errno, "KVM_GET_CLOCK");
+    /* KVM pairs the clock with the host's wall clock only while the host
+     * runs on a stable TSC (a loaded L1 under TCG drops to the HPET):
+     * otherwise our own reading, taken right after, lets the start
+     * advance the clock over the gap itself. */
+    if (!(clock.flags & KVM_CLOCK_REALTIME))
+        clock.realtime = realtime_ns();
     blob_put_record(out, REC_CLOCK, &clock, sizeof(clock));
     return out->failed ? err_set(ENOMEM, "VM state") : 0;
 }
 
+struct kvm_clock_data kvm_clock_for_restore(const struct kvm_clock_data *saved,
+                                            uint64_t now_realtime_ns, bool kvm_adds_realtime)
+{
+    struct kvm_clock_data clock = {.clock = saved->clock};
+
+    /* The guest's clock carries over, advanced by the wall-clock time the
+     * VM spent saved, so the guest neither sees time run backwards nor
+     * keeps a stale date. KVM adds it when given KVM_CLOCK_REALTIME (and a
+     * host on a stable TSC); else we add what our own readings say. The
+     * other flags describe the host the clock was read on. A bundle saved
+     * before the own reading was kept has realtime 0: no advance. */
+    if ((saved->flags & KVM_CLOCK_REALTIME) && kvm_adds_realtime) {
+        clock.realtime = saved->realtime;
+        clock.flags = KVM_CLOCK_REALTIME;
+    } else if (saved->realtime != 0 && now_realtime_ns > saved->realtime) {
+        clock.clock += now_realtime_ns - saved->realtime;
+    }
+    return clock;
+}
+
 static int set_clock(struct hv_vm *vm, const struct blob_reader *body)
 {
-    struct kvm_clock_data clock;
+    struct kvm_clock_data saved, clock;
+    bool kvm_adds_realtime;
 
-    if (body->left != sizeof(clock))
+    if (body->left != sizeof(saved))
         return err_plain(EINVAL, "snapshot: malformed clock record");
-    memcpy(&clock, body->p, sizeof(clock));
-    /* The guest's clock carries over, advanced by the wall-clock time the
-     * VM spent saved (KVM adds it when given KVM_CLOCK_REALTIME), so the
-     * guest neither sees time run backwards nor keeps a stale date; the
-     * other flags describe the host it was read on. */
-    if ((clock.flags & KVM_CLOCK_REALTIME) &&
-        (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK) & KVM_CLOCK_REALTIME))
-        clock = (struct kvm_clock_data){.clock = clock.clock, .realtime = clock.realtime,
-                                        .flags = KVM_CLOCK_REALTIME};
-    else
-        clock = (struct kvm_clock_data){.clock = clock.clock};
+    memcpy(&saved, body->p, sizeof(saved));
+    kvm_adds_realtime =
+        ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK) & KVM_CLOCK_REALTIME;
+    clock = kvm_clock_for_restore(&saved, realtime_ns(), kvm_adds_realtime);
     if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
         return err_set(errno, "KVM_SET_CLOCK");
     return 0;
