@@ -196,6 +196,52 @@ extern uint16_t bsd_direct_calls[BSD_MAX_SYSCALL];
  * ones whose handler gives a result and nothing else (not sigreturn, fork,
  * exit, getcontext, ...). */
 extern uint8_t bsd_direct_c[BSD_MAX_SYSCALL];
+/* Calls from rewritten sites answered before that, on the guest's %fs base
+ * (bare.c: no thread-local storage, so no %fs switch): per guest number,
+ * a handler that may decline (BSD_DECLINE: the C path answers); NULL:
+ * none. bsd_bare_call answers the call in the thread's direct_uc with it
+ * (false: declined or none). */
+extern bsd_handler_fn bsd_bare_calls[BSD_MAX_SYSCALL];
+bool bsd_bare_call(void);
+#define BSD_DECLINE (-100001L)
+long bsd_bare_fstat(const long *a);
+long bsd_bare_fstatat(const long *a);
+long bsd_bare_stat(const long *a);
+long bsd_bare_lstat(const long *a);
+long bsd_bare_open(const long *a);
+long bsd_bare_openat(const long *a);
+long bsd_bare_close(const long *a);
+/* Handlers without thread-local storage, the C path's too. */
+long bsd_umtx_op(const long *a);
+long bsd_sched_yield(const long *a);
+long bsd_lwp_park60(const long *a);
+long bsd_lwp_unpark(const long *a);
+/* Guest thread ids: the host's plus this (FreeBSD's start above process ids). */
+#define BSD_TID_BASE 100000
+/* Where each BSD's struct stat keeps what (offsets; widths where they
+ * differ): FreeBSD 12+ (ino64), 224 bytes; FreeBSD 11's (freebsd11_stat:
+ * 32-bit dev, ino, rdev, 16-bit nlink), 120; NetBSD 5+ (__stat50), 152.
+ * A wider value is cut to its low bytes, as FreeBSD's kernel does by
+ * default (vfs.ino64_trunc_error=0). */
+struct bsd_stat_layout {
+    size_t size, dev, ino, nlink, mode, uid, gid, rdev, atim, mtim, ctim, birth, bytes, blocks,
+        blksize;
+    size_t nlink_width, mode_width, dev_width, ino_width, rdev_width;
+};
+extern const struct bsd_stat_layout bsd_freebsd_stat, bsd_freebsd11_stat, bsd_netbsd_stat;
+/* The guest BSD's own struct stat. */
+const struct bsd_stat_layout *bsd_native_stat(void);
+struct stat;
+/* st as a struct stat laid out as l, out to guest address to. No birth
+ * time on Linux here: the change time stands in. */
+long bsd_put_stat(uint64_t to, const struct stat *st, const struct bsd_stat_layout *l);
+/* fstat and fstatat (the BSD's dirfd and flags) answered in layout l. */
+long bsd_fstat_as(long fd, uint64_t to, const struct bsd_stat_layout *l);
+long bsd_fstatat_as(long dirfd, const char *path, long flags, uint64_t to,
+                    const struct bsd_stat_layout *l);
+/* The BSD's open(2) flags as Linux's; openat with them (the BSD's dirfd). */
+int bsd_open_flags(long bsd);
+long bsd_openat_as(long dirfd, const char *path, long flags, long mode);
 /* Answers the call in the thread's direct_uc (bsd_direct_entry calls it
  * on the alternate stack, smolvm's %fs loaded). */
 void bsd_direct_c_call(void);
@@ -225,6 +271,13 @@ void bsd_rewrite_start(const struct bsd_code *code, bool on);
 /* A call came through SIGSYS from the syscall ending at rip: rewrite its
  * site when it can be, once. */
 void bsd_rewrite_site(uint64_t rip);
+/* Where the jump for the syscall at site would begin (the whole
+ * instructions it replaces, bsd_proc->code's functions decoded as above);
+ * 0: the site stays as it is. Changes nothing (fuzz_bsd_rewrite calls it on
+ * arbitrary code). */
+uint64_t bsd_rewrite_window(uint64_t site);
+/* Forgets the jump targets found in the code (for code of another program). */
+void bsd_rewrite_reset(void);
 /* Whether the registers are at a stub's syscall with BSD_DIRECT_RESULT. */
 bool bsd_direct_pending(uint64_t rip, uint64_t rax);
 /* The guest maps, unmaps or protects [at, at + len): when that touches

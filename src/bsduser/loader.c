@@ -79,6 +79,8 @@ static int check_header(size_t len, const Elf64_Ehdr *h)
     if (h->e_phentsize != sizeof(Elf64_Phdr) || h->e_phoff > len ||
         (uint64_t)h->e_phnum * sizeof(Elf64_Phdr) > len - h->e_phoff)
         return err_plain(ENOEXEC, "program headers outside the file");
+    if (h->e_phoff & 7) /* (read in place: a real ELF's are aligned) */
+        return err_plain(ENOEXEC, "program headers not aligned");
     return 0;
 }
 

@@ -24,8 +24,6 @@ enum { UC_TLSBASE_FLAG = 0x80000 }; /* uc_flags: _mc_tlsbase is set */
 enum { G_RDI, G_RSI, G_RDX, G_RCX, G_R8, G_R9, G_R10, G_R11, G_R12, G_R13, G_R14, G_R15, G_RBP,
        G_RBX, G_RAX, G_GS, G_FS, G_ES, G_DS, G_TRAPNO, G_ERR, G_RIP, G_CS, G_RFLAGS, G_RSP, G_SS,
        G_COUNT };
-/* NetBSD's clocks (<time.h>) and _lwp_park's flag. */
-enum { NETBSD_CLOCK_REALTIME = 0, NETBSD_TIMER_ABSTIME = 1 };
 
 /* getcontext(ucp): the caller's registers as they are at the call (it
  * returns 0 there, so %rax is 0 and carry clear). */
@@ -83,67 +81,15 @@ static long sys_lwp_kill(const long *a)
     int sig = bsd_linux_signal(a[1]);
     if (a[1] && !sig)
         return -EINVAL;
-    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - 100000), sig));
+    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - BSD_TID_BASE), sig));
 }
 
-/* ---- park tokens: one futex word per LWP, found by its id ---- */
-
-
-static atomic_uint *token_of(long id)
-{
-    for (unsigned i = 0; i < BSD_PARK_SLOTS; i++) {
-        unsigned slot = (unsigned)((unsigned long)id + i) % BSD_PARK_SLOTS;
-        long none = 0;
-        if (atomic_load(&bsd_proc->parks[slot].id) == id ||
-            atomic_compare_exchange_strong(&bsd_proc->parks[slot].id, &none, id) ||
-            atomic_load(&bsd_proc->parks[slot].id) == id)
-            return &bsd_proc->parks[slot].token;
-    }
-    return NULL;
-}
-
-static long unpark(long lwp)
-{
-    atomic_uint *t = token_of(lwp);
-    if (!t)
-        return -ENOMEM;
-    atomic_store(t, 1);
-    syscall(SYS_futex, t, 1 /* FUTEX_WAKE */, 1, NULL, NULL, 0);
-    return 0;
-}
-
-/* ___lwp_park60(clock, flags, ts, unpark, hint, unparkhint): wakes unpark
- * first, then takes this LWP's token, sleeping for it until ts. */
-static long sys_lwp_park60(const long *a)
-{
-    struct timespec ts;
-    atomic_uint *t = token_of(bsd_thread_id());
-    long r = 0;
-
-    if (!t)
-        return -ENOMEM;
-    if (a[2] && bsd_copy_in(&ts, (uint64_t)a[2], sizeof(ts)) < 0)
-        return -EFAULT;
-    if (a[3])
-        unpark(a[3]);
-    if (atomic_exchange(t, 0))
-        return 0;
-    r = bsd_futex_wait((uint64_t)t, 0, a[2] ? &ts : NULL, a[1] & NETBSD_TIMER_ABSTIME,
-                       a[0] == NETBSD_CLOCK_REALTIME, false);
-    if (atomic_exchange(t, 0))
-        return 0;
-    return r == -ETIMEDOUT || r == -EINTR ? r : 0;
-}
-
-static long sys_lwp_unpark(const long *a)
-{
-    return unpark(a[0]);
-}
+/* (park tokens, _lwp_park and _lwp_unpark: bare.c) */
 
 const struct bsd_handler bsd_lwp_calls[] = {
     {"netbsd:getcontext", sys_getcontext}, {"netbsd:_lwp_create", sys_lwp_create},
     {"netbsd:_lwp_self", sys_lwp_self}, {"netbsd:_lwp_exit", sys_lwp_exit},
-    {"netbsd:_lwp_kill", sys_lwp_kill}, {"netbsd:___lwp_park60", sys_lwp_park60},
-    {"netbsd:_lwp_unpark", sys_lwp_unpark},
+    {"netbsd:_lwp_kill", sys_lwp_kill}, {"netbsd:___lwp_park60", bsd_lwp_park60},
+    {"netbsd:_lwp_unpark", bsd_lwp_unpark},
 };
 const size_t bsd_lwp_call_count = sizeof(bsd_lwp_calls) / sizeof(bsd_lwp_calls[0]);

@@ -256,7 +256,9 @@ static int by_address(const void *a, const void *b)
 static const Elf64_Shdr *section(const uint8_t *file, size_t len, const char *name, uint32_t type)
 {
     const Elf64_Ehdr *h = (const Elf64_Ehdr *)file;
-    if (h->e_shoff == 0 || h->e_shentsize != sizeof(Elf64_Shdr) || h->e_shstrndx >= h->e_shnum ||
+    /* (a real ELF's headers are aligned: these are read in place) */
+    if (h->e_shoff == 0 || (h->e_shoff & 7) || h->e_shentsize != sizeof(Elf64_Shdr) ||
+        h->e_shstrndx >= h->e_shnum ||
         h->e_shoff > len || (uint64_t)h->e_shnum * sizeof(Elf64_Shdr) > len - h->e_shoff)
         return NULL;
     const Elf64_Shdr *s = (const Elf64_Shdr *)(file + h->e_shoff), *names = &s[h->e_shstrndx];
@@ -315,7 +317,7 @@ static size_t go_functions(const uint8_t *t, size_t len, uint64_t text_section, 
 static size_t elf_functions(const uint8_t *file, size_t len, uint64_t bias, uint64_t **out)
 {
     const Elf64_Shdr *s = section(file, len, ".symtab", SHT_SYMTAB);
-    if (!s || s->sh_entsize != sizeof(Elf64_Sym))
+    if (!s || s->sh_entsize != sizeof(Elf64_Sym) || (s->sh_offset & 7))
         return 0;
     const Elf64_Sym *sym = (const Elf64_Sym *)(file + s->sh_offset);
     size_t count = s->sh_size / sizeof(Elf64_Sym), n = 0;
@@ -583,11 +585,11 @@ static bool targeted_inside(uint64_t from, uint64_t to)
     return a < rewriter.ntargets && rewriter.targets[a] < to;
 }
 
-static void rewrite(uint64_t site)
+uint64_t bsd_rewrite_window(uint64_t site)
 {
     uint64_t lo, hi, w;
     if (!function_of(site, &lo, &hi) || site + 2 > hi || memcmp((void *)site, "\x0f\x05", 2) != 0)
-        return;
+        return 0;
     /* The shortest window the jump can be stored into at once. */
     unsigned size;
     uint64_t at = 0;
@@ -595,10 +597,24 @@ static void rewrite(uint64_t site)
     while (w && !(at = store_at(w, &size)))
         w = window_before(lo, site, site - w);
     if (!at || !in_code(at, size) || !no_jump_into(lo, hi, w, site))
-        return;
+        return 0;
     if (!bsd_proc->code.go && (!all_targets_known() || targeted_inside(w, site)))
-        return;
-    uint64_t stub = rewriter.stubs < MAX_STUBS ? make_stub(w, site) : 0;
+        return 0;
+    return w;
+}
+
+void bsd_rewrite_reset(void)
+{
+    free(rewriter.targets);
+    rewriter.targets = NULL;
+    rewriter.ntargets = 0;
+    rewriter.known = 0;
+}
+
+static void rewrite(uint64_t site)
+{
+    uint64_t w = bsd_rewrite_window(site);
+    uint64_t stub = w && rewriter.stubs < MAX_STUBS ? make_stub(w, site) : 0;
     if (stub && patch(w, stub))
         rewriter.stubs++;
 }

@@ -89,29 +89,6 @@ long bsd_copy_out(uint64_t to, const void *from, size_t len)
 
 /* ---- translations ---- */
 
-/* The open(2) flags as each BSD numbers them. */
-#define OPEN_FLAGS(P)                                                                          \
-    {                                                                                          \
-        {P##_O_APPEND, O_APPEND}, {P##_O_CREAT, O_CREAT}, {P##_O_TRUNC, O_TRUNC},              \
-            {P##_O_EXCL, O_EXCL}, {P##_O_NONBLOCK, O_NONBLOCK},                                \
-            {P##_O_DIRECTORY, O_DIRECTORY}, {P##_O_CLOEXEC, O_CLOEXEC},                        \
-            {P##_O_NOFOLLOW, O_NOFOLLOW}, {P##_O_SYNC, O_SYNC}, { P##_O_NOCTTY, O_NOCTTY }     \
-    }
-
-static int open_flags(long bsd)
-{
-    static const struct {
-        long bsd;
-        int linux_;
-    } freebsd[] = OPEN_FLAGS(FREEBSD), netbsd[] = OPEN_FLAGS(NETBSD);
-    const __typeof__(freebsd[0]) *bits = bsd_proc->os == BSD_NETBSD ? netbsd : freebsd;
-    int flags = (int)(bsd & 3); /* O_RDONLY, O_WRONLY, O_RDWR alike */
-    for (size_t i = 0; i < sizeof(freebsd) / sizeof(freebsd[0]); i++)
-        if (bsd & bits[i].bsd)
-            flags |= bits[i].linux_;
-    return flags;
-}
-
 static int mmap_flags(long bsd)
 {
     int flags = (int)(bsd & (FREEBSD_MAP_SHARED | FREEBSD_MAP_PRIVATE));
@@ -148,57 +125,6 @@ static clockid_t clock_id(long bsd)
     default:
         return CLOCK_REALTIME;
     }
-}
-
-/* Where each BSD's struct stat keeps what (offsets; widths where they
- * differ): FreeBSD 12+ (ino64), 224 bytes; FreeBSD 11's (freebsd11_stat:
- * 32-bit dev, ino, rdev, 16-bit nlink), 120; NetBSD 5+ (__stat50), 152.
- * A wider value is cut to its low bytes, as FreeBSD's kernel does by
- * default (vfs.ino64_trunc_error=0). */
-struct stat_layout {
-    size_t size, dev, ino, nlink, mode, uid, gid, rdev, atim, mtim, ctim, birth, bytes, blocks,
-        blksize;
-    int nlink_width, mode_width, dev_width, ino_width, rdev_width;
-};
-
-static const struct stat_layout freebsd_stat = {224, 0, 8, 16, 24, 28, 32, 40, 48, 64, 80, 96,
-                                                112, 120, 128, 8, 2, 8, 8, 8};
-static const struct stat_layout freebsd11_stat = {120, 0, 4, 10, 8, 12, 16, 20, 24, 40, 56, 104,
-                                                  72, 80, 88, 2, 2, 4, 4, 4};
-static const struct stat_layout netbsd_stat = {152, 0, 16, 24, 8, 28, 32, 40, 48, 64, 80, 96,
-                                               112, 120, 128, 4, 4, 8, 8, 8};
-
-static void put_uint(uint8_t *at, uint64_t v, int width)
-{
-    memcpy(at, &v, (size_t)width); /* little-endian: the low bytes */
-}
-
-/* The guest BSD's own struct stat. */
-static const struct stat_layout *native_stat(void)
-{
-    return bsd_proc->os == BSD_NETBSD ? &netbsd_stat : &freebsd_stat;
-}
-
-/* st as a struct stat laid out as l, out to guest address to. No birth
- * time on Linux here: the change time stands in. */
-static long put_stat(uint64_t to, const struct stat *st, const struct stat_layout *l)
-{
-    uint8_t b[224] = {0};
-    put_uint(b + l->dev, st->st_dev, l->dev_width);
-    put_uint(b + l->ino, st->st_ino, l->ino_width);
-    put_uint(b + l->nlink, st->st_nlink, l->nlink_width);
-    put_uint(b + l->mode, st->st_mode, l->mode_width);
-    put_uint(b + l->uid, st->st_uid, 4);
-    put_uint(b + l->gid, st->st_gid, 4);
-    put_uint(b + l->rdev, st->st_rdev, l->rdev_width);
-    memcpy(b + l->atim, &st->st_atim, 16);
-    memcpy(b + l->mtim, &st->st_mtim, 16);
-    memcpy(b + l->ctim, &st->st_ctim, 16);
-    memcpy(b + l->birth, &st->st_ctim, 16);
-    put_uint(b + l->bytes, (uint64_t)st->st_size, 8);
-    put_uint(b + l->blocks, (uint64_t)st->st_blocks, 8);
-    put_uint(b + l->blksize, (uint64_t)st->st_blksize, 4);
-    return bsd_copy_out(to, b, l->size);
 }
 
 /* ---- the calls ---- */
@@ -312,15 +238,14 @@ const char *bsd_path(uint64_t guest, char *buf, enum bsd_path_use use)
 
 static long sys_open(const long *a)
 {
-    PATH_ARG_USE(path, a[0], open_flags(a[1]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
-    return bsd_result(openat(AT_FDCWD, path, open_flags(a[1]), (mode_t)a[2]));
+    PATH_ARG_USE(path, a[0], bsd_open_flags(a[1]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
+    return bsd_openat_as(FREEBSD_AT_FDCWD, path, a[1], a[2]);
 }
 
 static long sys_openat(const long *a)
 {
-    int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
-    PATH_ARG_USE(path, a[1], open_flags(a[2]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
-    return bsd_result(openat(dirfd, path, open_flags(a[2]), (mode_t)a[3]));
+    PATH_ARG_USE(path, a[1], bsd_open_flags(a[2]) & O_CREAT ? BSD_PATH_MAKE : BSD_PATH_FIND);
+    return bsd_openat_as(a[0], path, a[2], a[3]);
 }
 
 static long sys_lseek(const long *a) { return bsd_result(lseek((int)a[0], (off_t)a[1], (int)a[2])); }
@@ -393,40 +318,33 @@ static long sys_getrandom(const long *a)
 }
 
 /* The stat calls, each answering in the struct stat of layout l. */
-static long fstat_as(const long *a, const struct stat_layout *l)
+static long fstat_as(const long *a, const struct bsd_stat_layout *l)
 {
-    struct stat st;
-    return fstat((int)a[0], &st) < 0 ? -errno : put_stat((uint64_t)a[1], &st, l);
+    return bsd_fstat_as(a[0], (uint64_t)a[1], l);
 }
 
-static long fstatat_as(const long *a, const struct stat_layout *l)
+static long fstatat_as(const long *a, const struct bsd_stat_layout *l)
 {
-    struct stat st;
-    int dirfd = a[0] == FREEBSD_AT_FDCWD ? AT_FDCWD : (int)a[0];
-    int flags = (a[3] & FREEBSD_AT_SYMLINK_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0;
     PATH_ARG(path, a[1]);
-    if (fstatat(dirfd, path, &st, flags) < 0)
-        return -errno;
-    return put_stat((uint64_t)a[2], &st, l);
+    return bsd_fstatat_as(a[0], path, a[3], (uint64_t)a[2], l);
 }
 
 /* stat(path, sb) and, not following a last link, lstat. */
-static long stat_as(const long *a, const struct stat_layout *l, bool follow)
+static long stat_as(const long *a, const struct bsd_stat_layout *l, bool follow)
 {
-    struct stat st;
     PATH_ARG(path, a[0]);
-    return (follow ? stat(path, &st) : lstat(path, &st)) < 0 ? -errno
-                                                              : put_stat((uint64_t)a[1], &st, l);
+    return bsd_fstatat_as(FREEBSD_AT_FDCWD, path, follow ? 0 : FREEBSD_AT_SYMLINK_NOFOLLOW,
+                          (uint64_t)a[1], l);
 }
 
-static long sys_fstat(const long *a) { return fstat_as(a, native_stat()); }
-static long sys_fstatat(const long *a) { return fstatat_as(a, native_stat()); }
-static long sys_stat(const long *a) { return stat_as(a, native_stat(), true); }
-static long sys_lstat(const long *a) { return stat_as(a, native_stat(), false); }
-static long sys_freebsd11_fstat(const long *a) { return fstat_as(a, &freebsd11_stat); }
-static long sys_freebsd11_fstatat(const long *a) { return fstatat_as(a, &freebsd11_stat); }
-static long sys_freebsd11_stat(const long *a) { return stat_as(a, &freebsd11_stat, true); }
-static long sys_freebsd11_lstat(const long *a) { return stat_as(a, &freebsd11_stat, false); }
+static long sys_fstat(const long *a) { return fstat_as(a, bsd_native_stat()); }
+static long sys_fstatat(const long *a) { return fstatat_as(a, bsd_native_stat()); }
+static long sys_stat(const long *a) { return stat_as(a, bsd_native_stat(), true); }
+static long sys_lstat(const long *a) { return stat_as(a, bsd_native_stat(), false); }
+static long sys_freebsd11_fstat(const long *a) { return fstat_as(a, &bsd_freebsd11_stat); }
+static long sys_freebsd11_fstatat(const long *a) { return fstatat_as(a, &bsd_freebsd11_stat); }
+static long sys_freebsd11_stat(const long *a) { return stat_as(a, &bsd_freebsd11_stat, true); }
+static long sys_freebsd11_lstat(const long *a) { return stat_as(a, &bsd_freebsd11_stat, false); }
 
 /* Under --root a directory in the sysroot is named as the guest named
  * it (chdir("/usr") went to R/usr: the guest sees /usr, not R/usr). */
@@ -807,7 +725,7 @@ int bsd_linux_signal(long bsd)
 static long sys_pipe2(const long *a)
 {
     int fds[2];
-    if (pipe2(fds, open_flags(a[1]) & (O_CLOEXEC | O_NONBLOCK)) < 0)
+    if (pipe2(fds, bsd_open_flags(a[1]) & (O_CLOEXEC | O_NONBLOCK)) < 0)
         return -errno;
     return bsd_copy_out((uint64_t)a[0], fds, sizeof(fds));
 }
@@ -837,7 +755,7 @@ static long sys_fcntl(const long *a)
             return -errno;
         return (r & O_ACCMODE) | (r & O_NONBLOCK ? FREEBSD_O_NONBLOCK : 0) |
                (r & O_APPEND ? FREEBSD_O_APPEND : 0);
-    case FREEBSD_F_SETFL: return bsd_result(fcntl(fd, F_SETFL, open_flags(a[2]) & (O_NONBLOCK | O_APPEND)));
+    case FREEBSD_F_SETFL: return bsd_result(fcntl(fd, F_SETFL, bsd_open_flags(a[2]) & (O_NONBLOCK | O_APPEND)));
     default: return -EINVAL;
     }
 }
@@ -1301,6 +1219,20 @@ static void fill_direct_calls(void)
              k++)
             if (strcmp(bsd_proc->by_number[n]->name, by_c[k]) == 0)
                 bsd_direct_c[n] = 1;
+    /* Of those, the ones bare.c answers on the guest's %fs (or declines),
+     * as these handlers would. */
+    static const struct {
+        handler_fn full, bare;
+    } bare[] = {{sys_fstat, bsd_bare_fstat}, {sys_fstatat, bsd_bare_fstatat},
+                {sys_stat, bsd_bare_stat}, {sys_lstat, bsd_bare_lstat},
+                {sys_open, bsd_bare_open}, {sys_openat, bsd_bare_openat},
+                {sys_close, bsd_bare_close}, {bsd_umtx_op, bsd_umtx_op},
+                {bsd_sched_yield, bsd_sched_yield}, {bsd_lwp_park60, bsd_lwp_park60},
+                {bsd_lwp_unpark, bsd_lwp_unpark}};
+    for (int n = 0; n < MAX_SYSCALL; n++)
+        for (size_t k = 0; bsd_direct_c[n] && k < sizeof(bare) / sizeof(bare[0]); k++)
+            if (bsd_proc->handlers[n] == bare[k].full)
+                bsd_bare_calls[n] = bare[k].bare;
     for (int c = 0; c < BSD_DIRECT_CLOCKS; c++)
         bsd_direct_clocks[c] = (uint8_t)(clock_id(c) + 1);
     bsd_vdso_find();

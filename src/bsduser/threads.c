@@ -2,7 +2,7 @@
  * pthread (so smolvm's own code keeps its thread-local storage), with its
  * own alternate signal stack and Syscall User Dispatch; the %fs base is
  * swapped between the guest's TLS and smolvm's at every signal entry and
- * exit. thr_new/thr_exit/thr_kill, sysarch's fs base, _umtx_op on futexes,
+ * exit. thr_new/thr_exit/thr_kill, sysarch's fs base (_umtx_op on futexes: bare.c),
  * and the signal-state calls a runtime makes at start. */
 #include <elf.h>
 #include <errno.h>
@@ -33,7 +33,6 @@
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
 #define ARCH_SET_GS 0x1001
-#define TID_BASE 100000 /* FreeBSD thread ids start above process ids */
 #define STR(x) #x
 #define XSTR(x) STR(x)
 
@@ -305,6 +304,11 @@ __asm__(".text\n"
         "    pushfq\n" /* (DF and the rest; the arithmetic ones are the syscall's to set) */
         "    popq " SAVED(EFL) "\n"
         "    cld\n"
+        /* bare.c's answer, on the guest's %fs and without touching the
+         * vector registers, when it has one. */
+        "    call bsd_bare_call\n"
+        "    test %al, %al\n"
+        "    jnz bsd_direct_c_tail\n"
         /* The C code uses the vector registers: the guest's are kept, as a
          * syscall keeps them. */
         "    mov $-1, %eax\n"
@@ -613,7 +617,7 @@ static long sys_lwp_setprivate(const long *a)
 
 long bsd_thread_id(void)
 {
-    return syscall(SYS_gettid) + TID_BASE;
+    return syscall(SYS_gettid) + BSD_TID_BASE;
 }
 
 static long sys_thr_self(const long *a)
@@ -785,110 +789,10 @@ static long sys_thr_kill(const long *a)
     int sig = bsd_linux_signal(a[1]);
     if (a[1] && !sig)
         return -EINVAL;
-    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - TID_BASE), sig));
-}
-
-/* ---- _umtx_op on futexes (what runtimes use: wait and wake) ---- */
-
-enum { UMTX_OP_WAIT = 2, UMTX_OP_WAKE = 3, UMTX_OP_WAIT_UINT = 11, UMTX_OP_WAIT_UINT_PRIVATE = 15,
-       UMTX_OP_WAKE_PRIVATE = 16, UMTX_OP_NWAKE_PRIVATE = 21, UMTX_ABSTIME = 1 };
-
-/* The wait's timeout: none, a relative timespec, or a struct _umtx_time
- * (timespec, flags, clock) which may be absolute. */
-static long umtx_timeout(uint64_t size, uint64_t addr, struct timespec *ts, bool *absolute,
-                         bool *realtime)
-{
-    struct {
-        struct timespec timeout;
-        uint32_t flags, clockid;
-    } t = {0};
-    *absolute = *realtime = false;
-    if (!addr)
-        return 0;
-    if (size > sizeof(t))
-        size = sizeof(t);
-    if (size < sizeof(struct timespec))
-        size = sizeof(struct timespec);
-    if (bsd_copy_in(&t, addr, size) < 0)
-        return -EFAULT;
-    if (t.timeout.tv_nsec < 0 || t.timeout.tv_nsec >= 1000000000 || t.timeout.tv_sec < 0)
-        return -EINVAL;
-    *ts = t.timeout;
-    *absolute = t.flags & UMTX_ABSTIME;
-    *realtime = t.clockid == FREEBSD_CLOCK_REALTIME;
-    return 1;
-}
-
-long bsd_futex_wait(uint64_t word, uint32_t expect, const struct timespec *ts, bool absolute,
-                    bool realtime, bool private_)
-{
-    int op = (absolute ? FUTEX_WAIT_BITSET : FUTEX_WAIT) | (private_ ? FUTEX_PRIVATE_FLAG : 0) |
-             (absolute && realtime ? FUTEX_CLOCK_REALTIME : 0);
-    return bsd_result(syscall(SYS_futex, (void *)word, op, expect, ts, NULL, FUTEX_BITSET_MATCH_ANY));
-}
-
-static long umtx_wait(uint64_t obj, uint32_t expect, uint64_t size, uint64_t addr, bool private_)
-{
-    struct timespec ts;
-    bool absolute, realtime;
-    long has = umtx_timeout(size, addr, &ts, &absolute, &realtime);
-    if (has < 0)
-        return has;
-    long r = bsd_futex_wait(obj, expect, has ? &ts : NULL, absolute, realtime, private_);
-    /* A changed value is no error on FreeBSD: the wait just ends. */
-    return r == -EAGAIN ? 0 : r;
-}
-
-static long sys_umtx_op(const long *a)
-{
-    uint64_t obj = (uint64_t)a[0], val = (uint64_t)a[2];
-    uint32_t now;
-
-    if (obj >= BSDUSER_GUEST_LIMIT || (obj & 3))
-        return -EFAULT;
-    switch (a[1]) {
-    case UMTX_OP_WAIT: /* a long: compared whole, slept on its low half */
-    {
-        uint64_t word;
-        if (bsd_copy_in(&word, obj, 8) < 0)
-            return -EFAULT;
-        if (word != val)
-            return 0;
-        return umtx_wait(obj, (uint32_t)val, (uint64_t)a[3], (uint64_t)a[4], false);
-    }
-    case UMTX_OP_WAIT_UINT:
-    case UMTX_OP_WAIT_UINT_PRIVATE:
-        if (bsd_copy_in(&now, obj, 4) < 0)
-            return -EFAULT;
-        return umtx_wait(obj, (uint32_t)val, (uint64_t)a[3], (uint64_t)a[4],
-                         a[1] == UMTX_OP_WAIT_UINT_PRIVATE);
-    case UMTX_OP_WAKE:
-    case UMTX_OP_WAKE_PRIVATE:
-        return bsd_result(syscall(SYS_futex, (void *)obj,
-                                  a[1] == UMTX_OP_WAKE ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE,
-                                  val > INT32_MAX ? INT32_MAX : (int)val, NULL, NULL, 0)) < 0
-                   ? -errno
-                   : 0;
-    case UMTX_OP_NWAKE_PRIVATE:
-        for (uint64_t i = 0; i < val && i < 4096; i++) {
-            uint64_t addr;
-            if (bsd_copy_in(&addr, obj + 8 * i, 8) < 0)
-                return -EFAULT;
-            syscall(SYS_futex, (void *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
-        }
-        return 0;
-    default:
-        return -ENOSYS;
-    }
+    return bsd_result(syscall(SYS_tgkill, getpid(), (pid_t)(a[0] - BSD_TID_BASE), sig));
 }
 
 /* ---- scheduling ---- */
-
-static long sys_sched_yield(const long *a)
-{
-    (void)a;
-    return bsd_result(sched_yield());
-}
 
 /* cpuset_getaffinity(level, which, id, size, mask): this process's CPUs. */
 static long sys_cpuset_getaffinity(const long *a)
@@ -932,8 +836,8 @@ static long sys_nothing(const long *a)
 const struct bsd_handler bsd_thread_calls[] = {
     {"sysarch", sys_sysarch}, {"netbsd:_lwp_setprivate", sys_lwp_setprivate},
     {"thr_self", sys_thr_self}, {"thr_new", sys_thr_new}, {"thr_exit", sys_thr_exit},
-    {"thr_kill", sys_thr_kill}, {"_umtx_op", sys_umtx_op}, {"netbsd:__setitimer50", sys_nothing},
-    {"sched_yield", sys_sched_yield}, {"cpuset_getaffinity", sys_cpuset_getaffinity},
+    {"thr_kill", sys_thr_kill}, {"_umtx_op", bsd_umtx_op}, {"netbsd:__setitimer50", sys_nothing},
+    {"sched_yield", bsd_sched_yield}, {"cpuset_getaffinity", sys_cpuset_getaffinity},
     {"rtprio_thread", sys_rtprio}, {"freebsd:rtprio", sys_rtprio}, {"thr_set_name", sys_nothing},
 };
 const size_t bsd_thread_call_count = sizeof(bsd_thread_calls) / sizeof(bsd_thread_calls[0]);

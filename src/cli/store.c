@@ -120,9 +120,9 @@ static const struct vm_options_help create_help = {
     "its root, kernel and initrd become layers, read once: an unchanged folder's\n"
     "files are not read again), a .smolmachine (its layers are imported, each\n"
     "once; a saved state is kept, so the first start resumes it), a disk image,\n"
-    "or the hash of a layer. --kernel, --initrd and --cmdline default to the\n"
-    "source's; a source with a saved state fixes the CPUs and memory (--cpus and\n"
-    "--mem are refused).\n"
+    "or the hash of a layer. --kernel, --initrd, --cmdline and --virtio-discovery\n"
+    "default to the source's; a source with a saved state fixes the CPUs and\n"
+    "memory (--cpus and --mem are refused).\n"
     "\n",
     "",
 };
@@ -148,6 +148,7 @@ int cli_create(int argc, char **argv)
         .name = name, .from = o.from, .kernel = o.vm.kernel_path, .initrd = o.vm.initrd_path,
         .cmdline = o.cmdline_given ? o.vm.cmdline : NULL, .trusted_key = o.trusted_key,
         .cpus = o.cpus_given ? o.vm.cpus : 0, .mem_bytes = o.mem_given ? o.vm.mem_bytes : 0,
+        .discovery = o.vm.discovery, .discovery_given = o.discovery_given,
         .shares = o.vm.shares, .share_count = o.vm.share_count,
     };
     r = store_create_from(s, &q);

@@ -296,7 +296,7 @@ static const struct vm_option vm_option_table[] = {
     {"console", 0, "serial|virtio", BOOTS, 0,
      "which device gets this terminal's input: COM1 (ttyS0,\n"
      "default) or virtio-console (hvc0); both show output", parse_console},
-    {"virtio-discovery", 0, "acpi|cmdline", BOOTS, 0,
+    {"virtio-discovery", 0, "acpi|cmdline", BOOTS | CREATE, 0,
      "how the guest finds its virtio-mmio devices: ACPI\n"
      "(default) or virtio_mmio.device= on its command line\n"
      "(with acpi=noirq: IRQ numbers from the MP table)", parse_discovery},
@@ -322,10 +322,10 @@ static const struct vm_option vm_option_table[] = {
      "unpacked (once, verified) in ~/.cache/smolvm/memory, with\n"
      "the pages the first start touched in its first second\n"
      "faulted in before the guest runs; mapped with every page\n"
-     "left to fault in when touched (lazy); copied from it;\n"
-     "decompressed from the bundle; or, on a first start, served\n"
-     "chunk by chunk as the guest touches it while the copy fills\n"
-     "(serve: userfaultfd; experimental)", parse_memory},
+     "left to fault in when touched (lazy); copied from it; or\n"
+     "decompressed from the bundle. serve: a first start (no copy\n"
+     "yet) is served chunk by chunk as the guest touches it while\n"
+     "the copy fills (userfaultfd; experimental)", parse_memory},
     {"verify", 0, "KEY.pub", START | CREATE, 0,
      "refuse the bundle unless it is signed with the private key\n"
      "of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"

@@ -109,6 +109,7 @@ static int instance_boot_config(const char *name, const struct instance *i, stru
         cfg->cpus = i->boot.cpus;
     if (i->boot.mem_bytes)
         cfg->mem_bytes = i->boot.mem_bytes;
+    cfg->discovery = i->boot.discovery;
     cfg->disks[0] = (struct vm_disk_config){.path = i->delta, .format = "qcow2"};
     cfg->disk_count = 1;
     /* create --share: the folders a start maps by default (--share remaps). */

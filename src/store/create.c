@@ -32,7 +32,8 @@ static int import_verified(struct store *s, const char *from, char top[HASH_HEX]
 }
 
 /* --from: an appliance folder, a .smolmachine, a layer hash or an image.
- * *cmdline: an appliance's (malloc'd), else untouched. */
+ * *cmdline: an appliance's (malloc'd), else untouched; cfg: a bundle's
+ * config, or an appliance's device discovery. */
 static int import_source(struct store *s, const char *from, char top[HASH_HEX],
                          char kernel[HASH_HEX], char initrd[HASH_HEX], struct vm_config *cfg,
                          char **cmdline, const char **state, const char *trusted_key)
@@ -59,8 +60,10 @@ static int import_source(struct store *s, const char *from, char top[HASH_HEX],
             r = store_add_source(s, f.kernel, "kernel", kernel, &reused);
         if (r == 0)
             r = store_add_source(s, f.initrd, "initrd", initrd, &reused);
-        if (r == 0)
+        if (r == 0) {
             *cmdline = f.cmdline, f.cmdline = NULL;
+            cfg->discovery = f.cmdline_discovery ? VM_DISCOVERY_CMDLINE : VM_DISCOVERY_ACPI;
+        }
         appliance_files_release(&f);
         return r;
     }
@@ -111,6 +114,7 @@ int store_create_from(struct store *s, const struct store_create_request *q)
         .state = state,
         .cpus = q->cpus ? q->cpus : cfg.cpus,
         .mem_bytes = q->mem_bytes ? q->mem_bytes : cfg.mem_bytes,
+        .discovery = q->discovery_given ? q->discovery : cfg.discovery,
         .share_count = q->share_count <= VM_MAX_SHARES ? q->share_count : VM_MAX_SHARES,
     };
     for (unsigned i = 0; i < boot.share_count; i++)
@@ -119,5 +123,6 @@ int store_create_from(struct store *s, const struct store_create_request *q)
         r = store_create(s, q->name, top, &boot);
     free(appliance_cmdline);
     free(with_shares);
+    vm_config_release(&cfg); /* a bundle's strings (smolvm serve creates many) */
     return r;
 }

@@ -160,6 +160,23 @@ static int read_shares(json_t *j, const char *name, struct instance_boot *b)
     return 0;
 }
 
+/* instance.json's virtio_discovery: absent (an older instance) is ACPI;
+ * a value that names neither is refused. */
+static int read_discovery(json_t *j, const char *name, struct instance_boot *b)
+{
+    json_t *v = json_object_get(j, "virtio_discovery");
+    const char *word = json_string_value(v);
+
+    b->discovery = VM_DISCOVERY_ACPI;
+    if (!v)
+        return 0;
+    if (word && strcmp(word, "cmdline") == 0)
+        b->discovery = VM_DISCOVERY_CMDLINE;
+    else if (!word || strcmp(word, "acpi") != 0)
+        return err_plain(EINVAL, "instance '%s': bad virtio_discovery", name);
+    return 0;
+}
+
 int store_create(struct store *s, const char *name, const char *top,
                  const struct instance_boot *b)
 {
@@ -200,6 +217,8 @@ int store_create(struct store *s, const char *name, const char *top,
             json_object_set_new(j, "cmdline", json_string(b->cmdline));
         if (b->share_count)
             json_object_set_new(j, "shares", shares_json(b));
+        if (b->discovery == VM_DISCOVERY_CMDLINE)
+            json_object_set_new(j, "virtio_discovery", json_string("cmdline"));
         if (b->state) {
             json_object_set_new(j, "pristine", json_string(PRISTINE));
             json_object_set_new(j, "resume", json_string(PRISTINE));
@@ -407,6 +426,8 @@ int store_instance(struct store *s, const char *name, struct instance *out)
         out->resume_pristine = strcmp(resume, PRISTINE) == 0;
     }
     r = read_shares(j, name, &out->boot);
+    if (r == 0)
+        r = read_discovery(j, name, &out->boot);
     json_decref(j);
     if (r == 0)
         r = out->top && out->delta ? store_chain(s, out->top, check_layer, &c) : -ENOMEM;

@@ -27,6 +27,9 @@ struct instance_boot {
     const char *state;
     unsigned cpus;
     uint64_t mem_bytes;
+    /* How its kernel finds the virtio devices: a kernel without ACPI
+     * (--kernel micro) needs them on its command line. */
+    enum vm_discovery discovery;
     /* create --share: host folders by tag (each start may remap a tag) */
     struct vm_share_config shares[VM_MAX_SHARES];
     unsigned share_count;
@@ -85,12 +88,15 @@ int store_create(struct store *s, const char *name, const char *top,
  * .smolmachine (its layers imported; a saved state kept: the first start
  * resumes it), a disk image or a layer's hash. kernel, initrd, cmdline
  * (NULL: the source's) and cpus, mem_bytes (0: the source's; refused for a
- * source with a saved state) override; trusted_key (a public key file):
- * FROM must be a bundle signed with its private key. */
+ * source with a saved state) override, and so does discovery when
+ * discovery_given (else an appliance's or a bundle's is kept); trusted_key
+ * (a public key file): FROM must be a bundle signed with its private key. */
 struct store_create_request {
     const char *name, *from, *kernel, *initrd, *cmdline, *trusted_key;
     unsigned cpus;
     uint64_t mem_bytes;
+    enum vm_discovery discovery;
+    bool discovery_given;
     const struct vm_share_config *shares; /* --share: kept in instance.json */
     unsigned share_count;
 };

@@ -1383,6 +1383,111 @@ static int freebsd11(void)
 }
 #endif
 
+/* The C path's most frequent calls from rewritten sites (bare.c answers
+ * them on the guest's own %fs base), with the guest's thread pointer at an
+ * unmapped page: smolvm's code must not read its own thread-local storage
+ * through it (a stack protector's canary, errno) before switching. Each
+ * site's answers stay right every time: fstat, fstatat (found and not,
+ * not following a link), openat (found and not), close (a file, a
+ * kqueue's descriptor, which the C path closes, and one closed already),
+ * a bad pointer, sched_yield; FreeBSD's _umtx_op waits (the value changed;
+ * a timeout) and wake; NetBSD's stat, lstat, _lwp_unpark and _lwp_park
+ * (the token there; a timeout). */
+#ifdef NETBSD
+enum { SYS_FSTAT_ = 440, SYS_FSTATAT_ = 466, SYS_OPENAT_ = 468, SYS_SCHED_YIELD_ = 350,
+       SYS_KQUEUE_ = 344, SYS_STAT_ = 439, SYS_LSTAT_ = 441, SYS_SETPRIVATE_ = 317,
+       SYS_PARK_ = 478, SYS_UNPARK_ = 321, SYS_LWPSELF_ = 311, ST_INO = 16, ST_MODE = 8 };
+#else
+enum { SYS_FSTAT_ = 551, SYS_FSTATAT_ = 552, SYS_OPENAT_ = 499, SYS_SCHED_YIELD_ = 331,
+       SYS_KQUEUE_ = 362, SYS_UMTX_OP_ = 454, SYS_SYSARCH_ = 165, ST_INO = 8, ST_MODE = 24,
+       UMTX_OP_WAIT_UINT_PRIVATE_ = 15, UMTX_OP_WAKE_PRIVATE_ = 16 };
+#endif
+enum { AT_SYMLINK_NOFOLLOW_ = 0x200, ST_SIZE = 112, S_IFMT_ = 0170000,
+       S_IFREG_ = 0100000, S_IFLNK_ = 0120000 };
+
+/* The file type in a struct stat (FreeBSD's mode is 16 bits, NetBSD's 32). */
+static unsigned file_type(const unsigned char *sb)
+{
+    return *(const unsigned short *)(sb + ST_MODE) & S_IFMT_;
+}
+
+static int bare(long calls)
+{
+    unsigned char sb[224], at[224];
+    struct { long sec, nsec; } timeout = {0, 1000};
+    struct ret fd = sys(SYS_OPEN, "bsd-bare", 0x200 | 0x400 | 1, 0644); /* O_CREAT|O_TRUNC|O_WRONLY */
+    if (fd.failed || sys(SYS_WRITE, fd.value, "written", 7).value != 7 || sys(SYS_CLOSE, fd.value).failed)
+        return 1;
+    sys(SYS_UNLINK, "bsd-bare-link");
+    if (sys(SYS_SYMLINK, "bsd-bare", "bsd-bare-link").failed)
+        return 1;
+    long *unmapped = (long *)0x1000;
+#ifdef NETBSD
+    long self = sys(SYS_LWPSELF_).value;
+    if (sys(SYS_SETPRIVATE_, unmapped).failed)
+        return 1;
+#else
+    unsigned word = 0;
+    if (sys(SYS_SYSARCH_, AMD64_SET_FSBASE, &unmapped).failed)
+        return 1;
+#endif
+#pragma clang loop unroll(disable)
+    for (long i = 0; i < calls; i++) {
+        /* Each call from one site; the rare cases (the C path's, or a
+         * fault) one time in 100. */
+        int rare = i % 100 == 0;
+        fd = sys(SYS_OPENAT_, AT_FDCWD_, "bsd-bare", 0, 0);
+        if (fd.failed)
+            return 2;
+        struct ret r = sys(SYS_FSTAT_, fd.value, rare ? (void *)16 : sb);
+        if (rare ? !r.failed || r.value != 14 : r.failed) /* EFAULT */
+            return 3;
+        if (!rare && (*(long *)(sb + ST_SIZE) != 7 || file_type(sb) != S_IFREG_))
+            return 3;
+        r = sys(SYS_FSTATAT_, AT_FDCWD_, i & 1 ? "bsd-bare-link" : "bsd-bare", at,
+                i & 1 ? AT_SYMLINK_NOFOLLOW_ : 0);
+        if (r.failed || (i & 1 ? file_type(at) != S_IFLNK_
+                               : !rare && *(long *)(at + ST_INO) != *(long *)(sb + ST_INO)))
+            return 4;
+        r = sys(SYS_FSTATAT_, AT_FDCWD_, "bsd-bare-none", at, 0);
+        if (!r.failed || r.value != 2) /* ENOENT */
+            return 5;
+        r = sys(SYS_OPENAT_, AT_FDCWD_, "bsd-bare-none", 0, 0);
+        if (!r.failed || r.value != 2)
+            return 6;
+#ifdef NETBSD
+        r = sys(i & 1 ? SYS_LSTAT_ : SYS_STAT_, "bsd-bare-link", at);
+        if (r.failed || file_type(at) != (i & 1 ? S_IFLNK_ : S_IFREG_))
+            return 7;
+#endif
+        struct ret kq = rare ? sys(SYS_KQUEUE_) : fd;
+        for (int k = 0; k < 3; k++) {
+            r = sys(SYS_CLOSE, k == 1 ? kq.value : fd.value);
+            if (kq.failed || (k == 0 || (k == 1 && rare) ? r.failed || r.value != 0
+                                                          : !r.failed || r.value != 9)) /* EBADF */
+                return 8;
+        }
+#ifdef NETBSD
+        /* _lwp_park(CLOCK_MONOTONIC, relative, timeout, unpark, ...) */
+        if (!rare && sys(SYS_UNPARK_, self, 0).failed)
+            return 9;
+        r = sys(SYS_PARK_, 3, 0, rare ? &timeout : 0, 0, 0, 0);
+        if (rare ? !r.failed || r.value != 60 : r.failed) /* ETIMEDOUT */
+            return 9;
+#else
+        r = sys(SYS_UMTX_OP_, &word, UMTX_OP_WAIT_UINT_PRIVATE_, rare ? 0 : 1,
+                rare ? sizeof(timeout) : 0, rare ? &timeout : 0);
+        if (rare ? !r.failed || r.value != 60 : r.failed || r.value != 0) /* ETIMEDOUT */
+            return 9;
+        if (sys(SYS_UMTX_OP_, &word, UMTX_OP_WAKE_PRIVATE_, 1, 0, 0).failed)
+            return 10;
+#endif
+        if (sys(SYS_SCHED_YIELD_).failed)
+            return 10;
+    }
+    return 0;
+}
+
 /* Every descriptor above stderr closed, each with its upper 32 bits set
  * (the calls read an int): -o FILE's must stay smolvm's, and the trace
  * still gets the line written after. */
@@ -1487,6 +1592,8 @@ void ENTRY(long *ap)
         leave(processes(argv[0]));
     if (same(what, "rewrite"))
         leave(rewritten(1000));
+    if (same(what, "bare"))
+        leave(bare(1000));
     if (same(what, "threads"))
         leave(threads());
     if (same(what, "fault"))

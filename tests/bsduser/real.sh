@@ -2,15 +2,16 @@
 # bsd-user against real BSD executables nobody here wrote, as npm ships
 # them for the BSDs and for Linux (the same version): esbuild (Go: threads,
 # TLS, futex-like waits, signals, sysctl, kqueue, sockets) for FreeBSD and
-# NetBSD, and lefthook (Go: fork/exec, pipes) for FreeBSD; an older esbuild
-# (0.12.26, Go 1.17: FreeBSD 11's kevent) for FreeBSD too. Each case runs a
+# NetBSD, and lefthook (Go: fork/exec, pipes) for FreeBSD; two older esbuilds
+# for FreeBSD too: 0.12.26 (Go 1.17: FreeBSD 11's kevent in its server) and
+# 0.8.15 (Go 1.15's runtime; no server then). Each case runs a
 # BSD build under `smolvm bsd-user` and the Linux build natively and wants
 # the same output. Packages are cached outside the clone.
 # usage: real.sh SMOLVM [--fetch]   Prints PASS/FAIL/SKIP lines, then
 # "N passed, N failed, N skipped"; --fetch only fetches the packages.
 set -uo pipefail
 smolvm=$(realpath "$1")
-version=0.28.2 lefthook_version=2.2.2 old_version=0.12.26
+version=0.28.2 lefthook_version=2.2.2 old_version=0.12.26 older_version=0.8.15
 cache=${SMOLVM_CI_CACHE:-$HOME/.cache/smolvm-ci}/npm
 work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-bsd-real.XXXXXX")
 passed=0 failed=0 skipped=0
@@ -35,8 +36,10 @@ if ! linux=$(fetch @esbuild/linux-x64 "$version" esbuild) ||
     ! lefthook_linux=$(fetch lefthook-linux-x64 "$lefthook_version" lefthook) ||
     ! lefthook_freebsd=$(fetch lefthook-freebsd-x64 "$lefthook_version" lefthook) ||
     ! freebsd_go117=$(fetch esbuild-freebsd-64 "$old_version" esbuild) ||
-    ! linux_go117=$(fetch esbuild-linux-64 "$old_version" esbuild); then
-    echo "SKIP bsd-user-real: npm could not fetch esbuild $version or $old_version or lefthook $lefthook_version"
+    ! linux_go117=$(fetch esbuild-linux-64 "$old_version" esbuild) ||
+    ! freebsd_go115=$(fetch esbuild-freebsd-64 "$older_version" esbuild) ||
+    ! linux_go115=$(fetch esbuild-linux-64 "$older_version" esbuild); then
+    echo "SKIP bsd-user-real: npm could not fetch esbuild $version, $old_version or $older_version or lefthook $lefthook_version"
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
@@ -44,9 +47,9 @@ fi
 [ "${2:-}" = --fetch ] && exit 0
 
 # The Linux build of the same esbuild as OS's.
-linux_of() { [ "$1" = freebsd_go117 ] && echo linux_go117 || echo linux; }
+linux_of() { [ "${1#freebsd_go}" != "$1" ] && echo "linux_${1#freebsd_}" || echo linux; }
 
-# same OS NAME ARGS...: OS's build (freebsd, netbsd, freebsd_go117) under
+# same OS NAME ARGS...: OS's build (freebsd, netbsd, freebsd_go117, _go115) under
 # bsd-user and the Linux build, run in $work/proj, give the same stdout,
 # stderr and exit status.
 same() {
@@ -107,11 +110,12 @@ serve() {
 }
 
 printf 'let x = ;\n' > "$work/proj/bad.ts"
-for os in freebsd netbsd freebsd_go117; do
+for os in freebsd netbsd freebsd_go117 freebsd_go115; do
     same $os version --version
     same $os bundle main.ts --bundle --minify
     same $os many-modules big.ts --bundle --sourcemap=inline --format=esm
     same $os syntax-error bad.ts --bundle
+    [ $os = freebsd_go115 ] && continue # (esbuild 0.8.15 has no --serve)
     port=$((20000 + RANDOM % 20000))
     serve "$(linux_of $os)" "$port" "$work/serve-linux"
     serve $os $((port + 1)) "$work/serve-$os"

@@ -268,6 +268,29 @@ case "$test" in
         cd /mnt/rw/keep/moved && echo after-restore > f2 && cd / && sync &&
             umount /mnt/rw && umount /mnt/ro && echo GUEST-FS-UMOUNTED
         ;;
+    gitmake)
+        # A developer's loop in the share "src" (initrd-tools: Debian's git,
+        # make and tcc): git init, add, commit; make of a two-file C
+        # project, its program run; an edit rebuilds only what it touches;
+        # the build committed too. The host checks with its own git.
+        load_modules
+        export PATH=/usr/bin:/bin:/sbin HOME=/tmp GIT_AUTHOR_NAME=guest GIT_COMMITTER_NAME=guest \
+            GIT_AUTHOR_EMAIL=guest@smolvm.test GIT_COMMITTER_EMAIL=guest@smolvm.test
+        mkdir -p /mnt/src
+        mount -t virtiofs src /mnt/src || echo GUEST-GM-MOUNT-FAILED
+        cd /mnt/src/proj &&
+            git init -q --template= && git add . && git commit -q -m "two-file C project" &&
+            echo "GUEST-GM-COMMITTED $(git rev-parse HEAD)"
+        make CC=tcc && echo "GUEST-GM-RAN=$(./sum 5)"
+        sed -i 's/a + b/a + b + 100/' add.c
+        # (make compares modification times: the edit must be the newer)
+        while [ ! add.c -nt add.o ]; do touch add.c; done
+        make CC=tcc > /tmp/remake 2>&1 &&
+            echo "GUEST-GM-REMADE=$(tr '\n' ' ' < /tmp/remake)| $(./sum 5)"
+        git add -A && git commit -q -m "built in the guest" && git status --porcelain > /tmp/st &&
+            echo "GUEST-GM-CLEAN=$(wc -l < /tmp/st) $(git rev-list --count HEAD)"
+        cd / && sync && umount /mnt/src && echo GUEST-GM-DONE
+        ;;
     fsbench)
         # bench/fs: the share "bench" by virtio-fs or 9p (fsbench.fs=), each
         # step timed from the guest's clock with caches dropped before it.

@@ -52,11 +52,14 @@ l1_initrd() {
 initrd=$(l1_initrd)
 disk=()
 [ -z "${L1_DISK:-}" ] || disk=(-drive "file=$L1_DISK,format=raw,if=virtio,cache=none")
+# no_timer_check: on a loaded host TCG's timer can miss the L1 kernel's
+# 10-tick check of the I/O APIC timer, which then panics ("IO-APIC + timer
+# doesn't work") before any scenario runs.
 timeout "${L1_TIMEOUT:-1500}" qemu-system-x86_64 \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 quiet panic=-1 smolvm.script=$script" \
+    -append "console=ttyS0 quiet panic=-1 no_timer_check smolvm.script=$script" \
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
     -virtfs local,path="$results",mount_tag=results,security_model=none,multidevs=remap \
     "${disk[@]}" \

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bundle/bundle.h"
 #include "disk/disk.h"
 #include "machine/instance.h"
 #include "store/store.h"
@@ -474,6 +475,96 @@ static void test_instance_shares(void **state)
     store_close(s);
 }
 
+/* The discovery a start of the instance boots with, as its saved bundle
+ * keeps it (machine_instance_export: the config every start is made from). */
+static enum vm_discovery started_discovery(const char *name)
+{
+    struct vm_config cfg;
+    struct bundle *b;
+    uint8_t *config;
+    size_t len;
+
+    if (machine_instance_export(name, in_dir("started.smolmachine"), false, NULL) < 0)
+        fail_msg("instance %s: %s", name, err_msg());
+    assert_int_equal(bundle_open(in_dir("started.smolmachine"), &b), 0);
+    assert_int_equal(bundle_read(b, "config", &config, &len), 0);
+    assert_int_equal(vm_config_from_json((const char *)config, &cfg), 0);
+    enum vm_discovery d = cfg.discovery;
+    vm_config_release(&cfg);
+    free(config);
+    bundle_close(b);
+    unlink(in_dir("started.smolmachine"));
+    return d;
+}
+
+/* A bundle that boots (no state) whose kernel finds its devices on the
+ * command line, as 'smolvm pack' of a micro appliance makes. */
+static void cmdline_bundle(const char *path)
+{
+    struct bundle_writer *w;
+    struct vm_config cfg;
+    vm_config_defaults(&cfg);
+    cfg.discovery = VM_DISCOVERY_CMDLINE;
+    cfg.disk_count = 1;
+    cfg.disks[0].format = "raw";
+    char *config = vm_config_to_json(&cfg);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", config, strlen(config), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add_file(w, "kernel", in_dir("m.raw"), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add_file(w, "disk.0", in_dir("m.raw"), BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(config);
+}
+
+/* An instance of an appliance built with --kernel micro (no ACPI) boots
+ * with its devices on the command line, as 'run' of the appliance does;
+ * so does one of a bundle packed from it; --virtio-discovery at create
+ * wins; a stock appliance's instance keeps ACPI; a bad value in
+ * instance.json is refused by name. */
+static void test_instance_keeps_discovery(void **state)
+{
+    struct store_create_request q = {.name = "micro", .from = in_dir("micro-app")};
+    struct instance i;
+    struct store *s;
+    (void)state;
+
+    assert_int_equal(sh("mkdir -p micro-app stock-app && head -c 64K /dev/urandom > m.raw && "
+                        "for a in micro-app stock-app; do cp m.raw $a/kernel && cp m.raw $a/initrd "
+                        "&& cp m.raw $a/root.ext2; done && "
+                        "echo '{\"cmdline\": \"console=ttyS0\", \"virtio_discovery\": \"cmdline\"}' "
+                        "> micro-app/appliance.json && "
+                        "echo '{\"cmdline\": \"console=ttyS0\", \"virtio_discovery\": \"acpi\"}' "
+                        "> stock-app/appliance.json"), 0);
+    assert_int_equal(store_open(&s), 0);
+    assert_int_equal(store_create_from(s, &q), 0);
+    assert_int_equal(started_discovery("micro"), VM_DISCOVERY_CMDLINE);
+
+    q.name = "micro-acpi";
+    q.discovery_given = true;
+    q.discovery = VM_DISCOVERY_ACPI;
+    assert_int_equal(store_create_from(s, &q), 0);
+    assert_int_equal(started_discovery("micro-acpi"), VM_DISCOVERY_ACPI);
+
+    cmdline_bundle(in_dir("m.smolmachine"));
+    q = (struct store_create_request){.name = "micro-bundle", .from = in_dir("m.smolmachine")};
+    assert_int_equal(store_create_from(s, &q), 0);
+    assert_int_equal(started_discovery("micro-bundle"), VM_DISCOVERY_CMDLINE);
+
+    q = (struct store_create_request){.name = "stock", .from = in_dir("stock-app")};
+    assert_int_equal(store_create_from(s, &q), 0);
+    assert_int_equal(started_discovery("stock"), VM_DISCOVERY_ACPI);
+
+    assert_int_equal(sh("cd data/smolvm/instances/micro && "
+                        "sed -i 's|\"virtio_discovery\": \"cmdline\"|\"virtio_discovery\": \"pci\"|' instance.json && "
+                        "grep -q '\"virtio_discovery\": \"pci\"' instance.json"), 0);
+    assert_true(store_instance(s, "micro", &i) < 0);
+    assert_non_null(strstr(err_msg(), "bad virtio_discovery"));
+    for (const char *const *n = (const char *const[]){"micro", "micro-acpi", "micro-bundle", "stock", NULL};
+         *n; n++)
+        assert_int_equal(store_remove(s, *n), 0);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_delta_in_use),
         cmocka_unit_test(test_sources_reused),
         cmocka_unit_test(test_instance_shares),
+        cmocka_unit_test(test_instance_keeps_discovery),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
