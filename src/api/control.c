@@ -60,14 +60,15 @@ int control_dir(char **out)
     return *out ? 0 : r;
 }
 
-/* DIR/NAME.sock. */
-static int socket_in(const char *dir, const char *name, struct sockaddr_un *addr)
+/* DIR/NAME.SUFFIX (the control socket's suffix is "sock"). */
+static int socket_in(const char *dir, const char *name, const char *suffix,
+                     struct sockaddr_un *addr)
 {
     int r;
 
     memset(addr, 0, sizeof(*addr));
     addr->sun_family = AF_UNIX;
-    r = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s.sock", dir, name);
+    r = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s.%s", dir, name, suffix);
     if (r < 0 || (size_t)r >= sizeof(addr->sun_path))
         return err_plain(ENAMETOOLONG, "socket path for '%s' is too long", name);
     return 0;
@@ -90,9 +91,9 @@ static int connect_to(const struct sockaddr_un *addr)
     return fd;
 }
 
-/* A connection to NAME's socket, in whichever runtime folder it is; -ENOENT
- * when none answers, -ETIMEDOUT when one is there but busy. */
-static int connect_name(const char *name)
+/* A connection to NAME's socket NAME.SUFFIX, in whichever runtime folder it
+ * is; -ENOENT when none answers, -ETIMEDOUT when one is there but busy. */
+static int connect_name(const char *name, const char *suffix)
 {
     char *dirs[PATHS_RUNTIME_MAX];
     int n, fd = -ENOENT;
@@ -103,7 +104,7 @@ static int connect_name(const char *name)
     n = paths_runtime_dirs(dirs);
     for (int i = 0; i < n && fd < 0; i++) {
         struct sockaddr_un addr;
-        int r = socket_in(dirs[i], name, &addr) < 0 ? -ENOENT : connect_to(&addr);
+        int r = socket_in(dirs[i], name, suffix, &addr) < 0 ? -ENOENT : connect_to(&addr);
         if (r >= 0 || r == -ETIMEDOUT || fd == -ENOENT)
             fd = r;
     }
@@ -116,28 +117,31 @@ static int connect_name(const char *name)
     return fd;
 }
 
-/* Binds NAME.sock in dir, 0600, and listens. */
-static int bind_in(const char *dir, const char *name, struct control *c)
+/* Binds NAME.SUFFIX in dir, 0600, and listens: the fd, its path in *path. */
+static int bind_in(const char *dir, const char *name, const char *suffix, char **path)
 {
     struct sockaddr_un addr;
-    int r = socket_in(dir, name, &addr);
+    int r = socket_in(dir, name, suffix, &addr), fd;
 
     if (r < 0)
         return r;
     unlink(addr.sun_path); /* a stale socket of a VM that died */
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     /* Nobody can connect before listen(): chmod in between leaves no window. */
-    if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        chmod(addr.sun_path, 0600) < 0 || listen(c->fd, 8) < 0) {
-        r = err_set(errno, "control socket '%s'", addr.sun_path);
-        if (c->fd >= 0)
-            close(c->fd);
-        c->fd = -1;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        chmod(addr.sun_path, 0600) < 0 || listen(fd, 8) < 0) {
+        r = err_set(errno, "socket '%s'", addr.sun_path);
+        if (fd >= 0)
+            close(fd);
         unlink(addr.sun_path);
         return r;
     }
-    c->path = strdup(addr.sun_path);
-    return c->path ? 0 : err_set(ENOMEM, "control socket");
+    if (!(*path = strdup(addr.sun_path))) {
+        close(fd);
+        unlink(addr.sun_path);
+        return err_set(ENOMEM, "socket '%s'", addr.sun_path);
+    }
+    return fd;
 }
 
 int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
@@ -151,7 +155,7 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
     c->fd = c->client_fd = -1;
     c->fn = fn;
     c->opaque = opaque;
-    live = connect_name(name);
+    live = connect_name(name, "sock");
     if (live >= 0 || live == -ETIMEDOUT) {
         if (live >= 0)
             close(live);
@@ -168,7 +172,9 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
     r = err_plain(ENOENT, "no runtime folder for the control socket");
     for (int i = 0; i < n && c->fd < 0; i++) {
         int e = paths_private_dir(dirs[i]);
-        r = e < 0 ? e : bind_in(dirs[i], name, c);
+        r = e < 0 ? e : bind_in(dirs[i], name, "sock", &c->path);
+        if (r >= 0)
+            c->fd = r;
     }
     paths_free(dirs, n);
     if (c->fd < 0) {
@@ -184,6 +190,30 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
 int control_listen_fd(const struct control *c)
 {
     return c->fd;
+}
+
+int control_listen_beside(const struct control *c, const char *suffix, char **path)
+{
+    char *dir = strdup(c->path), *slash = dir ? strrchr(dir, '/') : NULL, *name, *dot;
+    int fd;
+
+    if (!slash) {
+        free(dir);
+        return err_set(ENOMEM, "socket");
+    }
+    *slash = 0;
+    name = slash + 1;
+    dot = strrchr(name, '.'); /* NAME.sock */
+    if (dot)
+        *dot = 0;
+    fd = bind_in(dir, name, suffix, path);
+    free(dir);
+    return fd;
+}
+
+int control_connect(const char *name, const char *suffix)
+{
+    return connect_name(name, suffix);
 }
 
 static int64_t now_ms(void)
@@ -266,7 +296,7 @@ static bool write_line(int fd, const char *line, int64_t deadline)
 /* Only this user and root may drive the VM (the folder is 0700 and the
  * socket 0600, but a socket passed on or a folder made by root must not
  * widen that). */
-static bool peer_allowed(int fd)
+bool control_peer_allowed(int fd)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -302,7 +332,7 @@ void control_accept(struct control *c)
 
     if (fd < 0)
         return;
-    if (!peer_allowed(fd)) {
+    if (!control_peer_allowed(fd)) {
         close(fd);
         return;
     }
@@ -461,7 +491,7 @@ int control_request_notes(const char *name, json_t *request, json_t **answer, lo
 {
     const struct reply_listener to = {fn, note_fn, opaque};
     char *text = json_dumps(request, JSON_COMPACT);
-    int fd = connect_name(name), r;
+    int fd = connect_name(name, "sock"), r;
 
     *answer = NULL;
     if (fd < 0 || !text) {

@@ -27,6 +27,17 @@ struct control;
 int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
     __attribute__((warn_unused_result));
 int control_listen_fd(const struct control *c);
+/* Another socket of the VM beside its control socket, DIR/NAME.SUFFIX (0600,
+ * listening, non-blocking; e.g. "console": input for its console). Returns
+ * the fd, its path (malloc'd) in *path. */
+int control_listen_beside(const struct control *c, const char *suffix, char **path)
+    __attribute__((warn_unused_result));
+/* A connection to VM NAME's socket NAME.SUFFIX ("sock": the control socket),
+ * sends bounded to 5 s: the fd, or -ENOENT (no such VM) / -ETIMEDOUT. */
+int control_connect(const char *name, const char *suffix) __attribute__((warn_unused_result));
+/* Whether the peer of a unix connection is this user or root (SO_PEERCRED);
+ * says on stderr whom it refused. */
+bool control_peer_allowed(int fd);
 /* Serves one connection waiting on the listening socket. */
 void control_accept(struct control *c);
 /* Closes and removes the socket. */

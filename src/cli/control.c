@@ -4,10 +4,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -493,6 +496,143 @@ int cli_logs(int argc, char **argv)
     json_decref(status_request);
     fclose(f);
     free(path);
+    return CLI_OK;
+}
+
+#define CTRL_P 0x10
+#define CTRL_Q 0x11
+
+static const char attach_help[] =
+    "usage: smolvm attach NAME\n"
+    "\n"
+    "Connects this terminal to the console of running VM NAME (started with\n"
+    "--detach, or by smolvm serve): what the guest writes from now on is shown,\n"
+    "what is typed goes to the guest as it is. Ctrl-P Ctrl-Q detaches; the VM runs\n"
+    "on. Ends when the VM does.\n";
+
+/* docker's detach keys: Ctrl-P Ctrl-Q ends the session (*detach), Ctrl-P and
+ * anything else goes on as both. Returns the bytes left to send in buf
+ * (room for one more: a Ctrl-P held from the previous call). */
+static size_t attach_keys(bool *ctrl_p, uint8_t *buf, size_t len, bool *detach)
+{
+    uint8_t in[512];
+    size_t out = 0;
+
+    memcpy(in, buf, len);
+    for (size_t i = 0; i < len; i++) {
+        if (*ctrl_p) {
+            *ctrl_p = false;
+            if (in[i] == CTRL_Q) {
+                *detach = true;
+                return out;
+            }
+            buf[out++] = CTRL_P;
+        }
+        if (in[i] == CTRL_P)
+            *ctrl_p = true;
+        else
+            buf[out++] = in[i];
+    }
+    return out;
+}
+
+static bool send_all(int fd, const uint8_t *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* The log from its end on, to stdout, following a rotation. */
+static void follow_log(const char *path, FILE **f)
+{
+    if (*f && replaced(path, *f)) {
+        FILE *next = fopen(path, "r");
+        if (next) {
+            copy_out(*f, NULL, true); /* what came before the rotation */
+            fclose(*f);
+            *f = next;
+        }
+    }
+    if (*f)
+        copy_out(*f, NULL, true);
+    fflush(stdout);
+}
+
+int cli_attach(int argc, char **argv)
+{
+    const char *name = argc == 2 ? argv[1] : NULL;
+    bool tty = isatty(STDIN_FILENO), ctrl_p = false, detach = false, stdin_open = true;
+    struct termios saved, raw;
+    char *path;
+    FILE *log;
+    int fd;
+
+    if (wants_help(argc, argv)) {
+        fputs(attach_help, stdout);
+        return CLI_OK;
+    }
+    if (!name || name[0] == '-')
+        return cli_fail(CLI_USAGE, "needs one VM name (try 'smolvm attach --help')");
+    if (!control_name_ok(name))
+        return cli_fail(CLI_USAGE, "'%s' is not a VM name", name);
+    fd = control_connect(name, "console");
+    if (fd == -ENOENT)
+        return cli_fail(CLI_FAILED, machine_answers(name) ? "VM '%s' has no console socket (an "
+                                                            "older smolvm started it)"
+                                                          : "no running VM named '%s'", name);
+    if (fd < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    path = serve_log_path(name);
+    log = path ? fopen(path, "r") : NULL;
+    if (log)
+        fseek(log, 0, SEEK_END); /* `smolvm logs` has the past */
+    if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        cfmakeraw(&raw);
+        raw.c_oflag |= OPOST | ONLCR;
+        tty = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    } else {
+        tty = false;
+    }
+    while (!detach) {
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+                              {.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+        uint8_t buf[256 + 1];
+        ssize_t n;
+
+        follow_log(path, &log);
+        if (poll(p, 2, 100) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents) /* the VM never writes here: its end */
+            break;
+        if (!p[1].revents)
+            continue;
+        n = read(STDIN_FILENO, buf, sizeof(buf) - 1);
+        if (n <= 0) {
+            stdin_open = n < 0 && errno == EINTR; /* the guest runs on; so do we */
+            continue;
+        }
+        n = (ssize_t)attach_keys(&ctrl_p, buf, (size_t)n, &detach);
+        if (!send_all(fd, buf, (size_t)n))
+            break;
+    }
+    follow_log(path, &log);
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    if (log)
+        fclose(log);
+    free(path);
+    close(fd);
+    fprintf(stderr, detach ? "\r\nsmolvm: detached from %s (it runs on)\n"
+                           : "\r\nsmolvm: %s ended\n", name);
     return CLI_OK;
 }
 

@@ -140,7 +140,7 @@ static int parse(int argc, char **argv, struct receive_options *o)
         case OPT_NAME: o->name = optarg; break;
         case OPT_DETACH: o->detach = true; break;
         case OPT_SHARE:
-            if (cli_parse_share(optarg, o->shares, &o->share_count) < 0)
+            if (vm_share_parse(optarg, o->shares, &o->share_count) < 0)
                 return cli_fail(CLI_USAGE, "--share: %s", err_msg());
             break;
         case OPT_JSON: break; /* cli_getopt_long() set it */

@@ -76,7 +76,7 @@ static int parse_mem_limit(struct vm_options *o, char *value)
  * tags (cli/share.c). */
 static int parse_share(struct vm_options *o, char *spec)
 {
-    return cli_parse_share(spec, o->vm.shares, &o->vm.share_count) < 0 ? -1 : 0;
+    return vm_share_parse(spec, o->vm.shares, &o->vm.share_count) < 0 ? -1 : 0;
 }
 
 static int parse_disk(struct vm_options *o, char *spec)

@@ -1431,7 +1431,7 @@ scenario_api() {
     mkdir -p "$work/api"
     "$SMOLVM" image build -o "$app" > /dev/null 2>&1
     api_daemon 1
-    body='{"name":"apivm","from":"'$app'","mem":"128M","cmdline":"console=ttyS0 panic=-1 quiet smolvm.run=\"i=0; while :; do i=$((i+1)); echo TICK $i; sleep 1; done\""}'
+    body='{"name":"apivm","from":"'$app'","mem":"128M","cmdline":"console=ttyS0 panic=-1 quiet smolvm.run=\"i=0; while :; do i=$((i+1)); echo TICK $i; read -t 1 line && echo GOT-$line; done\""}'
     api POST /machines "$body"
     expect api-create "POST /machines creates the instance (201): $api_body" test "$api_status" = 201
     api POST /machines/apivm/start
@@ -1439,6 +1439,26 @@ scenario_api() {
     expect api-start "POST start: 200 and running, as its own process: $api_body" \
         eval 'test "$api_status" = 200 && test "$state" = "\"state\":\"running\"" && "$SMOLVM" ps | grep -q "^apivm "'
     expect api-logs "GET logs shows the guest's output" api_wait_log apivm 'TICK 3'
+    # Typed on its console (RUNTIME/apivm.console), read by the guest's command.
+    printf 'typed-%s\r\020\021' 42 | "$SMOLVM" attach apivm > "$work/api-attach.out" 2>&1
+    expect api-attach "smolvm attach types on the console, the guest reads it ($(tr '\r' ' ' < "$work/api-attach.out" | tail -c 200))" \
+        api_wait_log apivm 'GOT-typed-42'
+    api GET /machines/apivm/trace
+    expect api-trace "GET trace: the running VM's boot phases: $(echo "$api_body" | head -c 300)" \
+        eval 'test "$api_status" = 200 && echo "$api_body" | grep -q "\"first_vcpu_entry\":"'
+    # Exec and files through the guest agent (the requests smolvm exec and cp make).
+    api POST /machines/apivm/exec '{"command":["sh","-c","echo in-guest-$((6*7)); cat; exit 3"],"stdin":"from-api"}'
+    expect api-exec "POST exec runs in the guest, output and status streamed: $(echo "$api_body" | tr '\n' ' ' | head -c 300)" \
+        eval 'test "$api_status" = 200 && echo "$api_body" | grep -q "in-guest-42" && echo "$api_body" | grep -q from-api && echo "$api_body" | tail -n 1 | grep -q "\"exit_code\":3"'
+    local up=$work/api-upload down=$work/api-download put_status get_status
+    head -c 3000000 /dev/urandom > "$up"
+    put_status=$(curl -s -m 300 --unix-socket "$api_sock" -X PUT --data-binary @"$up" -o "$work/api-put.json" \
+        -w '%{http_code}' "http://smolvm/machines/apivm/files?path=/root/api-upload")
+    get_status=$(curl -s -m 300 --unix-socket "$api_sock" -o "$down" -w '%{http_code}' \
+        "http://smolvm/machines/apivm/files?path=/root/api-upload")
+    expect api-files "PUT then GET files: 3 MB in and out, the same bytes (PUT $put_status $(cat "$work/api-put.json" 2>/dev/null), GET $get_status, $(stat -c %s "$down" 2>/dev/null) bytes)" \
+        eval 'test "$put_status" = 200 && test "$get_status" = 200 && cmp -s "$up" "$down"'
+    rm -f "$up" "$down"
     # 50 clients list and inspect while the VM is paused and resumed.
     for i in $(seq 1 50); do
         (for _ in 1 2 3; do
