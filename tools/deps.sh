@@ -9,6 +9,7 @@ packages=(
     clang libclang-rt-14-dev                           # libFuzzer targets
     qemu-system-x86 linux-image-amd64 busybox-static   # nested tier: L1 and guests
     cpio xz-utils acpica-tools dmidecode util-linux e2fsprogs kmod # test oracles and tools
+    tcc                                                # nested shares_git_make: the guest's C compiler
     qemu-utils zstd python3                            # disk oracles (qemu-img, qemu-io)
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
     golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests

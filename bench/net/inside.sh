@@ -1,8 +1,10 @@
 #!/bin/bash
 # Inside a KVM host: the guest's netbench (tests/nested/guest-init.sh)
 # against this host's busybox httpd (a 16 MiB /big, a small /small) and nc
-# listener at the NAT's gateway, under smolvm --net user and under QEMU
-# -M microvm -netdev user. RESULTS/{throughput,latency}/times.tsv.
+# listener at 10.0.2.2: the NAT's gateway under smolvm --net user and QEMU
+# -M microvm -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
+# 10.0.2.15 set statically) under smolvm --net tap and QEMU -netdev tap
+# (metrics named tap-...). RESULTS/{throughput,latency}/times.tsv.
 set -u
 results=$1
 # shellcheck source=/dev/null
@@ -16,13 +18,13 @@ mkdir -p "$results/throughput" "$results/latency" "$work/www"
 ip link set lo up 2>/dev/null || busybox ip link set lo up
 head -c $((16 << 20)) /dev/zero > "$work/www/big"
 echo small > "$work/www/small"
-busybox httpd -f -p "127.0.0.1:$port" -h "$work/www" &
+busybox httpd -f -p "$port" -h "$work/www" & # loopback (the NAT's) and the TAP
 httpd=$!
 (while true; do busybox nc -l -p $((port + 1)) > /dev/null; done) &
 sink=$!
 
-record() { # record VMM < console output
-    sed -n 's/.*BENCH \([A-Za-z0-9-]*\) \([0-9.]*\).*/\1\t\2/p' | sed "s/^/$1\t/" |
+record() { # record VMM [METRIC-PREFIX] < console output
+    sed -n 's/.*BENCH \([A-Za-z0-9-]*\) \([0-9.]*\).*/\1\t\2/p' | sed "s/^/$1\t${2:-}/" |
         while IFS= read -r line; do
             case "$line" in
                 *http-request-ms*) echo "$line" >> "$results/latency/times.tsv" ;;
@@ -32,14 +34,29 @@ record() { # record VMM < console output
         done
 }
 
+QEMU=(qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 512M -smp 1 -nodefaults
+    -no-user-config -nographic -no-reboot -serial stdio -kernel "$KERNEL" -initrd "$INITRD")
 for _ in $(seq 1 "${RUNS:-2}"); do
     timeout 600 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 512M \
         --cmdline "$CMDLINE" --net user < /dev/null 2>&1 | record smolvm
-    timeout 600 qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 512M -smp 1 \
-        -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
-        -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" \
+    timeout 600 "${QEMU[@]}" -append "$CMDLINE" \
         -netdev user,id=n0 -device virtio-net-device,netdev=n0 < /dev/null 2>&1 | record qemu-microvm
 done
+modprobe tun 2>/dev/null # the L1 loads no more than it boots with
+if ip tuntap add smolbench0 mode tap && ip addr add 10.0.2.2/24 dev smolbench0 &&
+    ip link set smolbench0 up; then
+    for _ in $(seq 1 "${RUNS:-2}"); do
+        timeout 600 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 512M \
+            --cmdline "$CMDLINE smolvm.ip=10.0.2.15/24" --net tap=smolbench0 < /dev/null 2>&1 |
+            record smolvm tap-
+        timeout 600 "${QEMU[@]}" -append "$CMDLINE smolvm.ip=10.0.2.15/24" \
+            -netdev tap,id=n0,ifname=smolbench0,script=no,downscript=no \
+            -device virtio-net-device,netdev=n0 < /dev/null 2>&1 | record qemu-microvm tap-
+    done
+else
+    echo "bench/net: no TAP here; the tap figures are left out" >&2
+fi
+ip link del smolbench0 2>/dev/null
 kill "$sink" "$httpd" 2>/dev/null
 busybox nc 127.0.0.1 $((port + 1)) < /dev/null 2>/dev/null # ends the listener left waiting
 rm -rf "$work"

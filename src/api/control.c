@@ -60,14 +60,15 @@ int control_dir(char **out)
     return *out ? 0 : r;
 }
 
-/* DIR/NAME.sock. */
-static int socket_in(const char *dir, const char *name, struct sockaddr_un *addr)
+/* DIR/NAME.SUFFIX (the control socket's suffix is "sock"). */
+static int socket_in(const char *dir, const char *name, const char *suffix,
+                     struct sockaddr_un *addr)
 {
     int r;
 
     memset(addr, 0, sizeof(*addr));
     addr->sun_family = AF_UNIX;
-    r = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s.sock", dir, name);
+    r = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s.%s", dir, name, suffix);
     if (r < 0 || (size_t)r >= sizeof(addr->sun_path))
         return err_plain(ENAMETOOLONG, "socket path for '%s' is too long", name);
     return 0;
@@ -90,9 +91,9 @@ static int connect_to(const struct sockaddr_un *addr)
     return fd;
 }
 
-/* A connection to NAME's socket, in whichever runtime folder it is; -ENOENT
- * when none answers, -ETIMEDOUT when one is there but busy. */
-static int connect_name(const char *name)
+/* A connection to NAME's socket NAME.SUFFIX, in whichever runtime folder it
+ * is; -ENOENT when none answers, -ETIMEDOUT when one is there but busy. */
+static int connect_name(const char *name, const char *suffix)
 {
     char *dirs[PATHS_RUNTIME_MAX];
     int n, fd = -ENOENT;
@@ -103,7 +104,7 @@ static int connect_name(const char *name)
     n = paths_runtime_dirs(dirs);
     for (int i = 0; i < n && fd < 0; i++) {
         struct sockaddr_un addr;
-        int r = socket_in(dirs[i], name, &addr) < 0 ? -ENOENT : connect_to(&addr);
+        int r = socket_in(dirs[i], name, suffix, &addr) < 0 ? -ENOENT : connect_to(&addr);
         if (r >= 0 || r == -ETIMEDOUT || fd == -ENOENT)
             fd = r;
     }
@@ -116,28 +117,31 @@ static int connect_name(const char *name)
     return fd;
 }
 
-/* Binds NAME.sock in dir, 0600, and listens. */
-static int bind_in(const char *dir, const char *name, struct control *c)
+/* Binds NAME.SUFFIX in dir, 0600, and listens: the fd, its path in *path. */
+static int bind_in(const char *dir, const char *name, const char *suffix, char **path)
 {
     struct sockaddr_un addr;
-    int r = socket_in(dir, name, &addr);
+    int r = socket_in(dir, name, suffix, &addr), fd;
 
     if (r < 0)
         return r;
     unlink(addr.sun_path); /* a stale socket of a VM that died */
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     /* Nobody can connect before listen(): chmod in between leaves no window. */
-    if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        chmod(addr.sun_path, 0600) < 0 || listen(c->fd, 8) < 0) {
-        r = err_set(errno, "control socket '%s'", addr.sun_path);
-        if (c->fd >= 0)
-            close(c->fd);
-        c->fd = -1;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        chmod(addr.sun_path, 0600) < 0 || listen(fd, 8) < 0) {
+        r = err_set(errno, "socket '%s'", addr.sun_path);
+        if (fd >= 0)
+            close(fd);
         unlink(addr.sun_path);
         return r;
     }
-    c->path = strdup(addr.sun_path);
-    return c->path ? 0 : err_set(ENOMEM, "control socket");
+    if (!(*path = strdup(addr.sun_path))) {
+        close(fd);
+        unlink(addr.sun_path);
+        return err_set(ENOMEM, "socket '%s'", addr.sun_path);
+    }
+    return fd;
 }
 
 int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
@@ -151,7 +155,7 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
     c->fd = c->client_fd = -1;
     c->fn = fn;
     c->opaque = opaque;
-    live = connect_name(name);
+    live = connect_name(name, "sock");
     if (live >= 0 || live == -ETIMEDOUT) {
         if (live >= 0)
             close(live);
@@ -168,7 +172,9 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
     r = err_plain(ENOENT, "no runtime folder for the control socket");
     for (int i = 0; i < n && c->fd < 0; i++) {
         int e = paths_private_dir(dirs[i]);
-        r = e < 0 ? e : bind_in(dirs[i], name, c);
+        r = e < 0 ? e : bind_in(dirs[i], name, "sock", &c->path);
+        if (r >= 0)
+            c->fd = r;
     }
     paths_free(dirs, n);
     if (c->fd < 0) {
@@ -184,6 +190,30 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
 int control_listen_fd(const struct control *c)
 {
     return c->fd;
+}
+
+int control_listen_beside(const struct control *c, const char *suffix, char **path)
+{
+    char *dir = strdup(c->path), *slash = dir ? strrchr(dir, '/') : NULL, *name, *dot;
+    int fd;
+
+    if (!slash) {
+        free(dir);
+        return err_set(ENOMEM, "socket");
+    }
+    *slash = 0;
+    name = slash + 1;
+    dot = strrchr(name, '.'); /* NAME.sock */
+    if (dot)
+        *dot = 0;
+    fd = bind_in(dir, name, suffix, path);
+    free(dir);
+    return fd;
+}
+
+int control_connect(const char *name, const char *suffix)
+{
+    return connect_name(name, suffix);
 }
 
 static int64_t now_ms(void)
@@ -266,7 +296,7 @@ static bool write_line(int fd, const char *line, int64_t deadline)
 /* Only this user and root may drive the VM (the folder is 0700 and the
  * socket 0600, but a socket passed on or a folder made by root must not
  * widen that). */
-static bool peer_allowed(int fd)
+bool control_peer_allowed(int fd)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -302,7 +332,7 @@ void control_accept(struct control *c)
 
     if (fd < 0)
         return;
-    if (!peer_allowed(fd)) {
+    if (!control_peer_allowed(fd)) {
         close(fd);
         return;
     }
@@ -341,6 +371,24 @@ void control_progress(struct control *c, uint64_t done, uint64_t total)
         return;
 }
 
+void control_note(struct control *c, json_t *note)
+{
+    json_t *line = json_pack("{s:o}", "note", note);
+    char *text = c->client_fd >= 0 && line ? json_dumps(line, JSON_COMPACT) : NULL;
+
+    json_decref(line);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps' NUL: the line's end, sent as one */
+    /* Advisory, as progress. */
+    if (send(c->client_fd, text, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        free(text);
+        return;
+    }
+    free(text);
+}
+
 void control_close(struct control *c)
 {
     if (!c)
@@ -360,13 +408,28 @@ void control_forget(struct control *c)
     free(c);
 }
 
-/* One line of the reply: a progress report, or the answer. */
-static void take_line(const char *line, json_t **answer, control_progress_fn fn, void *opaque)
+/* What the client does with the lines before the answer. */
+struct reply_listener {
+    control_progress_fn progress;
+    control_note_fn note;
+    void *opaque;
+};
+
+/* One line of the reply: a progress report, a note, or the answer. */
+static void take_line(const char *line, json_t **answer, const struct reply_listener *to)
 {
     json_error_t error;
     json_t *j = json_loads(line, 0, &error);
-    json_t *done = json_object_get(j, "progress");
+    json_t *done = json_object_get(j, "progress"), *note = json_object_get(j, "note");
+    control_progress_fn fn = to->progress;
+    void *opaque = to->opaque;
 
+    if (note && json_object_size(j) == 1) {
+        if (to->note)
+            to->note(opaque, note);
+        json_decref(j);
+        return;
+    }
     if (done && json_object_size(j) == 2) {
         if (fn)
             fn(opaque, (uint64_t)json_integer_value(done),
@@ -381,7 +444,7 @@ static void take_line(const char *line, json_t **answer, control_progress_fn fn,
 /* Reads the reply line by line until the server closes: the first line
  * (the acknowledgement) within CLIENT_ANSWER_S, each later one within
  * work_ms (-1: no limit). -ETIMEDOUT when a wait ran out. */
-static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn fn, void *opaque)
+static int read_reply(int fd, json_t **answer, long work_ms, const struct reply_listener *to)
 {
     char *buf = malloc(MAX_ANSWER + 1);
     size_t len = 0;
@@ -406,7 +469,7 @@ static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn
         buf[len] = 0;
         while ((nl = strchr(start, '\n'))) {
             *nl = 0;
-            take_line(start, answer, fn, opaque);
+            take_line(start, answer, to);
             acknowledged = true;
             start = nl + 1;
         }
@@ -420,8 +483,15 @@ static int read_reply(int fd, json_t **answer, long work_ms, control_progress_fn
 int control_request_progress(const char *name, json_t *request, json_t **answer, long work_ms,
                              control_progress_fn fn, void *opaque)
 {
+    return control_request_notes(name, request, answer, work_ms, fn, NULL, opaque);
+}
+
+int control_request_notes(const char *name, json_t *request, json_t **answer, long work_ms,
+                          control_progress_fn fn, control_note_fn note_fn, void *opaque)
+{
+    const struct reply_listener to = {fn, note_fn, opaque};
     char *text = json_dumps(request, JSON_COMPACT);
-    int fd = connect_name(name), r;
+    int fd = connect_name(name, "sock"), r;
 
     *answer = NULL;
     if (fd < 0 || !text) {
@@ -434,7 +504,7 @@ int control_request_progress(const char *name, json_t *request, json_t **answer,
     free(text);
     shutdown(fd, SHUT_WR);
     if (r == 0)
-        r = read_reply(fd, answer, work_ms, fn, opaque);
+        r = read_reply(fd, answer, work_ms, &to);
     close(fd);
     if (r == -ETIMEDOUT) {
         json_decref(*answer);

@@ -27,6 +27,17 @@ struct control;
 int control_open(const char *name, control_handler fn, void *opaque, struct control **out)
     __attribute__((warn_unused_result));
 int control_listen_fd(const struct control *c);
+/* Another socket of the VM beside its control socket, DIR/NAME.SUFFIX (0600,
+ * listening, non-blocking; e.g. "console": input for its console). Returns
+ * the fd, its path (malloc'd) in *path. */
+int control_listen_beside(const struct control *c, const char *suffix, char **path)
+    __attribute__((warn_unused_result));
+/* A connection to VM NAME's socket NAME.SUFFIX ("sock": the control socket),
+ * sends bounded to 5 s: the fd, or -ENOENT (no such VM) / -ETIMEDOUT. */
+int control_connect(const char *name, const char *suffix) __attribute__((warn_unused_result));
+/* Whether the peer of a unix connection is this user or root (SO_PEERCRED);
+ * says on stderr whom it refused. */
+bool control_peer_allowed(int fd);
 /* Serves one connection waiting on the listening socket. */
 void control_accept(struct control *c);
 /* Closes and removes the socket. */
@@ -37,6 +48,9 @@ void control_forget(struct control *c);
 /* While answering: tells the client how far long work has got (a line
  * {"progress": done, "total": total} before the answer). */
 void control_progress(struct control *c, uint64_t done, uint64_t total);
+/* While answering: something for the client to show as it happens (a line
+ * {"note": note}; note consumed), such as each round of a migration. */
+void control_note(struct control *c, json_t *note);
 
 /* Sends a request to VM NAME and returns its answer (new reference).
  * Fails with -ETIMEDOUT when the VM does not acknowledge within 5 s (busy
@@ -50,6 +64,12 @@ int control_request(const char *name, json_t *request, json_t **answer)
 typedef void (*control_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 int control_request_progress(const char *name, json_t *request, json_t **answer, long work_ms,
                              control_progress_fn fn, void *opaque)
+    __attribute__((warn_unused_result));
+/* The same, with note_fn called for each note line (the note is the
+ * reply's: take a reference to keep it). */
+typedef void (*control_note_fn)(void *opaque, json_t *note);
+int control_request_notes(const char *name, json_t *request, json_t **answer, long work_ms,
+                          control_progress_fn fn, control_note_fn note_fn, void *opaque)
     __attribute__((warn_unused_result));
 
 /* Helpers for handlers. */

@@ -25,6 +25,7 @@ int cli_pause(int argc, char **argv);
 int cli_resume(int argc, char **argv);
 int cli_stop(int argc, char **argv);
 int cli_logs(int argc, char **argv);
+int cli_attach(int argc, char **argv);
 int cli_disk(int argc, char **argv);
 int cli_image(int argc, char **argv);
 int cli_kernel(int argc, char **argv);
@@ -42,11 +43,6 @@ int cli_serve(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_receive(int argc, char **argv);
 
-struct vm_share_config;
-/* --share HOSTDIR[:TAG][,ro] (split in place) into shares[*count], the
- * folder made absolute (share.c). A negative errno with a message: a
- * wrong spec, or a folder that is not there. */
-int cli_parse_share(char *spec, struct vm_share_config *shares, unsigned *count);
 int cli_exec(int argc, char **argv);
 int cli_cp(int argc, char **argv);
 int cli_shell(int argc, char **argv);

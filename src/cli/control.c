@@ -4,10 +4,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,14 +38,15 @@ static void show_progress(void *opaque, uint64_t done, uint64_t total)
 
 /* Sends req (consumed) to NAME; prints the error of a failed answer.
  * progress_what names long work (no time limit once the VM has taken the
- * request) to show progress of on a terminal, when show_bar. */
-static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what,
-                       bool show_bar)
+ * request) to show progress of on a terminal, when show_bar; note_fn
+ * shows the VM's notes as they come (a migration's rounds). */
+static int ask_noting(const char *name, json_t *req, json_t **answer, const char *progress_what,
+                      bool show_bar, control_note_fn note_fn)
 {
     bool bar = progress_what && show_bar && isatty(STDERR_FILENO);
     json_t *a;
-    int r = control_request_progress(name, req, &a, progress_what ? -1 : CONTROL_WORK_MS,
-                                     bar ? show_progress : NULL, (void *)progress_what);
+    int r = control_request_notes(name, req, &a, progress_what ? -1 : CONTROL_WORK_MS,
+                                  bar ? show_progress : NULL, note_fn, (void *)progress_what);
 
     if (bar)
         fputs("\r\033[K", stderr);
@@ -60,6 +64,12 @@ static int ask_showing(const char *name, json_t *req, json_t **answer, const cha
     else
         json_decref(a);
     return CLI_OK;
+}
+
+static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what,
+                       bool show_bar)
+{
+    return ask_noting(name, req, answer, progress_what, show_bar, NULL);
 }
 
 static int ask(const char *name, json_t *req, json_t **answer)
@@ -489,6 +499,143 @@ int cli_logs(int argc, char **argv)
     return CLI_OK;
 }
 
+#define CTRL_P 0x10
+#define CTRL_Q 0x11
+
+static const char attach_help[] =
+    "usage: smolvm attach NAME\n"
+    "\n"
+    "Connects this terminal to the console of running VM NAME (started with\n"
+    "--detach, or by smolvm serve): what the guest writes from now on is shown,\n"
+    "what is typed goes to the guest as it is. Ctrl-P Ctrl-Q detaches; the VM runs\n"
+    "on. Ends when the VM does.\n";
+
+/* docker's detach keys: Ctrl-P Ctrl-Q ends the session (*detach), Ctrl-P and
+ * anything else goes on as both. Returns the bytes left to send in buf
+ * (room for one more: a Ctrl-P held from the previous call). */
+static size_t attach_keys(bool *ctrl_p, uint8_t *buf, size_t len, bool *detach)
+{
+    uint8_t in[512];
+    size_t out = 0;
+
+    memcpy(in, buf, len);
+    for (size_t i = 0; i < len; i++) {
+        if (*ctrl_p) {
+            *ctrl_p = false;
+            if (in[i] == CTRL_Q) {
+                *detach = true;
+                return out;
+            }
+            buf[out++] = CTRL_P;
+        }
+        if (in[i] == CTRL_P)
+            *ctrl_p = true;
+        else
+            buf[out++] = in[i];
+    }
+    return out;
+}
+
+static bool send_all(int fd, const uint8_t *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* The log from its end on, to stdout, following a rotation. */
+static void follow_log(const char *path, FILE **f)
+{
+    if (*f && replaced(path, *f)) {
+        FILE *next = fopen(path, "r");
+        if (next) {
+            copy_out(*f, NULL, true); /* what came before the rotation */
+            fclose(*f);
+            *f = next;
+        }
+    }
+    if (*f)
+        copy_out(*f, NULL, true);
+    fflush(stdout);
+}
+
+int cli_attach(int argc, char **argv)
+{
+    const char *name = argc == 2 ? argv[1] : NULL;
+    bool tty = isatty(STDIN_FILENO), ctrl_p = false, detach = false, stdin_open = true;
+    struct termios saved, raw;
+    char *path;
+    FILE *log;
+    int fd;
+
+    if (wants_help(argc, argv)) {
+        fputs(attach_help, stdout);
+        return CLI_OK;
+    }
+    if (!name || name[0] == '-')
+        return cli_fail(CLI_USAGE, "needs one VM name (try 'smolvm attach --help')");
+    if (!control_name_ok(name))
+        return cli_fail(CLI_USAGE, "'%s' is not a VM name", name);
+    fd = control_connect(name, "console");
+    if (fd == -ENOENT)
+        return cli_fail(CLI_FAILED, machine_answers(name) ? "VM '%s' has no console socket (an "
+                                                            "older smolvm started it)"
+                                                          : "no running VM named '%s'", name);
+    if (fd < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    path = serve_log_path(name);
+    log = path ? fopen(path, "r") : NULL;
+    if (log)
+        fseek(log, 0, SEEK_END); /* `smolvm logs` has the past */
+    if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        cfmakeraw(&raw);
+        raw.c_oflag |= OPOST | ONLCR;
+        tty = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    } else {
+        tty = false;
+    }
+    while (!detach) {
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+                              {.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+        uint8_t buf[256 + 1];
+        ssize_t n;
+
+        follow_log(path, &log);
+        if (poll(p, 2, 100) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents) /* the VM never writes here: its end */
+            break;
+        if (!p[1].revents)
+            continue;
+        n = read(STDIN_FILENO, buf, sizeof(buf) - 1);
+        if (n <= 0) {
+            stdin_open = n < 0 && errno == EINTR; /* the guest runs on; so do we */
+            continue;
+        }
+        n = (ssize_t)attach_keys(&ctrl_p, buf, (size_t)n, &detach);
+        if (!send_all(fd, buf, (size_t)n))
+            break;
+    }
+    follow_log(path, &log);
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    if (log)
+        fclose(log);
+    free(path);
+    close(fd);
+    fprintf(stderr, detach ? "\r\nsmolvm: detached from %s (it runs on)\n"
+                           : "\r\nsmolvm: %s ended\n", name);
+    return CLI_OK;
+}
+
 static const char migrate_help[] =
     "usage: smolvm migrate NAME --to tcp:HOST:PORT|unix:PATH [options]\n"
     "\n"
@@ -505,11 +652,41 @@ static const char migrate_help[] =
     "                         carries is slowed (auto-converge)\n"
     "  --max-downtime MS      with --live: the pause to aim for (default 300)\n"
     "  --json                 print {\"seconds\", \"downtime_ms\", \"bytes\", \"rounds\": [{\"round\",\n"
-    "                         \"dirty_rate\", \"bandwidth\", \"remaining_bytes\",\n"
-    "                         \"expected_downtime_ms\", \"throttle\"}]}\n"
+    "                         \"sent_bytes\", \"dirty_rate\", \"bandwidth\", \"remaining_bytes\",\n"
+    "                         \"expected_downtime_ms\", \"throttle\"}]}; each round also as\n"
+    "                         it ends, one such line on stderr\n"
+    "\n"
+    "With --live each round is shown on stderr as it ends (sent, link rate, dirty\n"
+    "rate, what is left, expected downtime, throttle).\n"
     "\n"
     "Exit status: 0 when the VM runs on the destination, 1 when it could not move\n"
     "(it runs on here), 2 on a bad command line.\n";
+
+/* A pre-copy round as it ends, on stderr: a line for people... */
+static void round_line(void *opaque, json_t *round)
+{
+    (void)opaque;
+    if (isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* over the progress bar */
+    fprintf(stderr,
+            "round %lld: sent %.1f MiB, link %.1f MB/s, dirty %.1f MB/s, %.1f MiB left, "
+            "expected downtime %.0f ms, vCPUs throttled %lld%%\n",
+            (long long)json_integer_value(json_object_get(round, "round")),
+            (double)json_integer_value(json_object_get(round, "sent_bytes")) / (1 << 20),
+            json_real_value(json_object_get(round, "bandwidth")) / 1e6,
+            json_real_value(json_object_get(round, "dirty_rate")) / 1e6,
+            (double)json_integer_value(json_object_get(round, "remaining_bytes")) / (1 << 20),
+            json_real_value(json_object_get(round, "expected_downtime_ms")),
+            (long long)json_integer_value(json_object_get(round, "throttle")));
+}
+
+/* ... and with --json one line of JSON, as the answer's "rounds" has it. */
+static void round_json(void *opaque, json_t *round)
+{
+    (void)opaque;
+    json_dumpf(round, stderr, JSON_COMPACT);
+    fputc('\n', stderr);
+}
 
 int cli_migrate(int argc, char **argv)
 {
@@ -561,7 +738,7 @@ int cli_migrate(int argc, char **argv)
     json_t *a, *req = json_pack("{s:s,s:s,s:I,s:b,s:I}", "command", "migrate", "to", to,
                                 "max_bandwidth", (json_int_t)bandwidth, "live", live,
                                 "max_downtime_ms", (json_int_t)downtime_ms);
-    int code = ask_showing(name, req, &a, "migrating", !json);
+    int code = ask_noting(name, req, &a, "migrating", !json, json ? round_json : round_line);
     if (code != CLI_OK)
         return code;
     json_object_del(a, "ok");
@@ -570,17 +747,6 @@ int cli_migrate(int argc, char **argv)
         json_decref(a);
         return CLI_OK;
     }
-    size_t i;
-    json_t *round;
-    json_array_foreach(json_object_get(a, "rounds"), i, round)
-        printf("round %lld: dirty %.1f MB/s, link %.1f MB/s, %.1f MiB left, expected downtime "
-               "%.0f ms, vCPUs throttled %lld%%\n",
-               (long long)json_integer_value(json_object_get(round, "round")),
-               json_real_value(json_object_get(round, "dirty_rate")) / 1e6,
-               json_real_value(json_object_get(round, "bandwidth")) / 1e6,
-               (double)json_integer_value(json_object_get(round, "remaining_bytes")) / (1 << 20),
-               json_real_value(json_object_get(round, "expected_downtime_ms")),
-               (long long)json_integer_value(json_object_get(round, "throttle")));
     printf("migrated %s to %s in %.3f s (downtime %.0f ms, %.1f MiB)\n", name, to,
                json_real_value(json_object_get(a, "seconds")),
                json_real_value(json_object_get(a, "downtime_ms")),

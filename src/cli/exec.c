@@ -37,41 +37,18 @@ static uint8_t frame[AGENT_FRAME_MAX + 1];
 
 char *cli_vsock_path(const char *name)
 {
-    char *dir = NULL, *path = NULL;
-    if (control_dir(&dir) == 0 && asprintf(&path, "%s/%s.vsock", dir, name) < 0)
-        path = NULL;
-    free(dir);
-    return path;
+    return agent_vsock_path(name);
 }
 
 /* ---- reaching the agent ---- */
 
 /* A connection to NAME's agent, retried while it is not listening for up
  * to wait_ms (a VM still booting). Returns a CLI code. */
-static int agent_open(const char *name, long wait_ms, int *out)
+static int reach_agent(const char *name, long wait_ms, int *out)
 {
-    char *path;
-    int r;
-
     if (cli_check_name(name) != CLI_OK)
         return CLI_USAGE;
-    path = cli_vsock_path(name);
-    if (!path)
-        return cli_fail(CLI_FAILED, "no runtime folder for VM sockets");
-    r = agent_connect(path, wait_ms, out);
-    free(path);
-    if (r == 0)
-        return CLI_OK;
-    if (r == -ENOENT)
-        return cli_fail(CLI_FAILED, machine_answers(name)
-                                        ? "VM '%s' has no vsock device (started without one)"
-                                        : "no VM '%s' is running", name);
-    if (r == -ETIMEDOUT)
-        return cli_fail(CLI_FAILED, "no answer from VM '%s' (is it paused?)", name);
-    if (r == -ECONNREFUSED)
-        return cli_fail(CLI_FAILED, "no agent answers in VM '%s' (an appliance of 'smolvm image "
-                                    "build' runs one; still booting? try --wait)", name);
-    return cli_fail(CLI_FAILED, "VM '%s': %s", name, strerror(-r));
+    return agent_open(name, wait_ms, out) < 0 ? cli_fail(CLI_FAILED, "%s", err_msg()) : CLI_OK;
 }
 
 static int lost_agent(const char *name)
@@ -108,7 +85,7 @@ struct exec_options {
     const char *name;
     char **argv;
     int argc;
-    const char *env[256];
+    char *env[256];
     unsigned env_count;
     const char *workdir, *user;
     bool interactive, tty, json;
@@ -183,40 +160,18 @@ static int parse_exec(int argc, char **argv, struct exec_options *o)
     return cli_check_name(o->name);
 }
 
-static int exec_request(const struct exec_options *o, uint8_t *payload, uint32_t *len)
+static struct agent_exec exec_request(const struct exec_options *o)
 {
-    char text[48];
-    struct timespec now;
+    struct agent_exec e = {.argv = o->argv, .argc = (unsigned)o->argc, .env = (char **)o->env,
+                           .env_count = o->env_count, .cwd = o->workdir, .user = o->user,
+                           .input = o->interactive, .tty = o->tty};
     struct winsize ws;
-    int r = 0;
 
-    *len = 0;
-    for (int i = 0; r == 0 && i < o->argc; i++)
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "arg", o->argv[i]);
-    for (unsigned i = 0; r == 0 && i < o->env_count; i++)
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "env", o->env[i]);
-    if (r == 0 && o->workdir)
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "cwd", o->workdir);
-    if (r == 0 && o->user)
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "user", o->user);
-    if (r == 0 && o->interactive)
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "stdin", "1");
-    if (r == 0 && o->tty) {
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "tty", "1");
-        if (r == 0 && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
-            snprintf(text, sizeof(text), "%u", ws.ws_row);
-            r = agent_field(payload, AGENT_FRAME_MAX, len, "rows", text);
-            snprintf(text, sizeof(text), "%u", ws.ws_col);
-            if (r == 0)
-                r = agent_field(payload, AGENT_FRAME_MAX, len, "cols", text);
-        }
+    if (o->tty && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+        e.rows = ws.ws_row;
+        e.cols = ws.ws_col;
     }
-    /* The host's clock: a guest started from a bundle has the saved one. */
-    clock_gettime(CLOCK_REALTIME, &now);
-    snprintf(text, sizeof(text), "%lld.%09ld", (long long)now.tv_sec, now.tv_nsec);
-    if (r == 0)
-        r = agent_field(payload, AGENT_FRAME_MAX, len, "time", text);
-    return r;
+    return e;
 }
 
 struct output {
@@ -241,16 +196,9 @@ static int collect(struct output *out, const uint8_t *data, uint32_t len)
     return 0;
 }
 
-/* Output as a JSON string: bytes that are not UTF-8 become '?'. */
 static json_t *text_json(struct output *out)
 {
-    json_t *j = json_stringn(out->data ? out->data : "", out->len);
-    if (j)
-        return j;
-    for (size_t i = 0; i < out->len; i++)
-        if ((unsigned char)out->data[i] >= 0x80)
-            out->data[i] = '?';
-    return json_stringn(out->data, out->len);
+    return agent_text_json(out->data ? out->data : (char[1]){0}, out->len);
 }
 
 struct exec_session {
@@ -309,38 +257,33 @@ static void forward_stdin(struct exec_session *s)
 /* A frame from the agent; false when the connection ended. */
 static bool agent_frame(struct exec_session *s)
 {
-    uint8_t type;
-    uint32_t len, at = 0;
-    const char *v;
+    struct agent_event ev;
 
-    if (agent_recv(s->conn, &type, frame, &len) <= 0)
+    if (agent_exec_next(s->conn, frame, &ev) <= 0)
         return false;
-    switch (type) {
-    case AGENT_STDOUT:
-    case AGENT_STDERR: {
-        bool is_out = type == AGENT_STDOUT;
+    switch (ev.kind) {
+    case AGENT_EVENT_STDOUT:
+    case AGENT_EVENT_STDERR: {
+        bool is_out = ev.kind == AGENT_EVENT_STDOUT;
         if (s->o->json) {
-            if (collect(is_out ? &s->out : &s->err, frame, len) < 0)
+            if (collect(is_out ? &s->out : &s->err, ev.data, ev.len) < 0)
                 return false;
-        } else if (agent_full_write(is_out ? STDOUT_FILENO : STDERR_FILENO, frame, len) < 0) {
+        } else if (agent_full_write(is_out ? STDOUT_FILENO : STDERR_FILENO, ev.data, ev.len) <
+                   0) {
             return false; /* our reader went away */
         }
         break;
     }
-    case AGENT_ERROR:
+    case AGENT_EVENT_ERROR:
         free(s->error);
-        s->error = strndup((const char *)frame, len);
+        s->error = strndup((const char *)ev.data, ev.len);
         break;
-    case AGENT_EXIT:
-        if ((v = agent_next_field(frame, len, &at, "signal"))) {
-            s->signal = atoi(v) > 0 && atoi(v) < 128 ? atoi(v) : 127;
-            s->exit_code = 128 + s->signal;
-        } else if ((at = 0, v = agent_next_field(frame, len, &at, "exit"))) {
-            s->exit_code = atoi(v) & 0xff;
-        }
+    case AGENT_EVENT_EXIT:
+        s->signal = ev.signal;
+        s->exit_code = ev.exit_code;
         s->done = true;
         return false;
-    default:
+    case AGENT_EVENT_OTHER:
         break;
     }
     return true;
@@ -418,18 +361,16 @@ static int print_json_result(struct exec_session *s)
 static int exec_with(const struct exec_options *o)
 {
     struct exec_session s = {.o = o, .stdin_open = o->interactive};
-    uint32_t len;
-    int code;
+    struct agent_exec e = exec_request(o);
+    int code, r;
 
-    if (exec_request(o, frame, &len) < 0)
-        return cli_fail(CLI_USAGE, "the command line is too long");
-    code = agent_open(o->name, o->wait_ms, &s.conn);
+    code = reach_agent(o->name, o->wait_ms, &s.conn);
     if (code != CLI_OK)
         return code;
     catch_signals(o->tty);
-    if (agent_send(s.conn, AGENT_EXEC, frame, len) < 0) {
+    if ((r = agent_exec_send(s.conn, &e)) < 0) {
         close(s.conn);
-        return lost_agent(o->name);
+        return r == -E2BIG ? cli_fail(CLI_USAGE, "%s", err_msg()) : lost_agent(o->name);
     }
     if (o->tty && o->interactive)
         raw_term();
@@ -516,22 +457,21 @@ static bool remote(const char *arg, char *name, size_t size, const char **path)
     return control_name_ok(name);
 }
 
+/* A CLI code for agent_expect()'s r. */
+static int answer_code(int r, const char *name)
+{
+    if (r == -EPIPE)
+        return lost_agent(name);
+    if (r == -EPROTO)
+        return cli_fail(CLI_FAILED, "the agent of VM '%s' answered out of turn", name);
+    return r < 0 ? cli_fail(CLI_FAILED, "%s", err_msg()) : CLI_OK;
+}
+
 /* The agent's next frame must be of type want (its payload in frame,
  * *len bytes); its ERROR is the message. */
 static int expect_answer(int conn, const char *name, uint8_t want, uint32_t *answer_len)
 {
-    uint8_t type;
-    uint32_t len = 0;
-    int r = agent_recv(conn, &type, frame, &len);
-    if (r <= 0)
-        return lost_agent(name);
-    if (type == AGENT_ERROR)
-        return cli_fail(CLI_FAILED, "%.*s", (int)len, (const char *)frame);
-    if (type != want)
-        return cli_fail(CLI_FAILED, "the agent of VM '%s' answered out of turn", name);
-    if (answer_len)
-        *answer_len = len;
-    return CLI_OK;
+    return answer_code(agent_expect(conn, want, frame, answer_len), name);
 }
 
 /* fd's bytes as DATA frames, then the empty one. CLI code. */
@@ -544,7 +484,7 @@ static int send_data(int conn, int fd, const char *host, const char *name, uint6
             continue;
         if (n < 0)
             return cli_fail(CLI_FAILED, "'%s': %s", host, strerror(errno));
-        if (agent_send(conn, AGENT_DATA, buf, (uint32_t)n) < 0) {
+        if (agent_data_send(conn, buf, (uint32_t)n) < 0) {
             int code = expect_answer(conn, name, AGENT_OK, NULL); /* it said why it stopped */
             return code == CLI_OK ? lost_agent(name) : code;
         }
@@ -594,11 +534,9 @@ static int send_entry(const char *fpath, const struct stat *st, int flag, struct
 
 static int put_file(const char *host, const char *name, const char *path, uint64_t *bytes)
 {
-    uint8_t fields[8192];
-    uint32_t len = 0;
     char *copy;
     struct stat st;
-    int fd = open(host, O_RDONLY | O_CLOEXEC), conn, code;
+    int fd = open(host, O_RDONLY | O_CLOEXEC), conn, code, r;
     bool folder;
 
     if (fd < 0 || fstat(fd, &st) < 0)
@@ -608,23 +546,18 @@ static int put_file(const char *host, const char *name, const char *path, uint64
         close(fd);
         return cli_fail(CLI_FAILED, "'%s' is neither a file nor a folder", host);
     }
-    copy = strdup(host);
-    if (!copy || agent_field(fields, sizeof(fields), &len, "path", path) < 0 ||
-        agent_field(fields, sizeof(fields), &len, "name", basename(copy)) < 0 ||
-        agent_field(fields, sizeof(fields), &len, "tree", folder ? "1" : "0") < 0 ||
-        agent_attr_fields(fields, sizeof(fields), &len, &st) < 0) {
-        free(copy);
-        close(fd);
-        return cli_fail(CLI_USAGE, "the path is too long");
-    }
-    free(copy);
-    code = agent_open(name, 0, &conn);
+    code = reach_agent(name, 0, &conn);
     if (code != CLI_OK) {
         close(fd);
         return code;
     }
     signal(SIGPIPE, SIG_IGN);
-    code = agent_send(conn, AGENT_PUT, fields, len) < 0 ? lost_agent(name) : CLI_OK;
+    copy = strdup(host);
+    r = copy ? agent_put_start(conn, path, basename(copy), &st, folder) : -ENOMEM;
+    free(copy);
+    code = r == -E2BIG ? cli_fail(CLI_USAGE, "the path is too long")
+           : r < 0     ? lost_agent(name)
+                       : CLI_OK;
     if (code == CLI_OK && !folder) {
         code = send_data(conn, fd, host, name, bytes);
     } else if (code == CLI_OK) {
@@ -650,16 +583,10 @@ static int put_file(const char *host, const char *name, const char *path, uint64
 static int receive_file(int conn, const char *name, int fd, const char *tmp, uint64_t *bytes)
 {
     for (;;) {
-        uint8_t type;
         uint32_t len;
-        if (agent_recv(conn, &type, frame, &len) <= 0)
-            return lost_agent(name);
-        if (type == AGENT_ERROR)
-            return cli_fail(CLI_FAILED, "%.*s", (int)len, (const char *)frame);
-        if (type != AGENT_DATA)
-            return cli_fail(CLI_FAILED, "the agent of VM '%s' answered out of turn", name);
-        if (len == 0)
-            return CLI_OK;
+        int r = agent_data_next(conn, frame, &len);
+        if (r <= 0)
+            return answer_code(r, name);
         if (file_write_all(fd, frame, len, tmp) < 0)
             return cli_fail(CLI_FAILED, "%s", err_msg());
         *bytes += len;
@@ -832,16 +759,15 @@ static int get_tree(int conn, const char *name, const char *target, uint64_t *by
 
 static int get_file(const char *name, const char *path, const char *host, uint64_t *bytes)
 {
-    uint8_t fields[8192];
-    uint32_t len = 0, at, info_len = 0;
+    uint32_t at, info_len = 0;
     char target[4096], tmp[4200], *copy;
     struct stat st;
     mode_t mode;
     time_t mtime;
     const char *v;
-    int conn, code, fd;
+    int conn, code, fd, r;
 
-    if (agent_field(fields, sizeof(fields), &len, "path", path) < 0)
+    if (strlen(path) > 8000)
         return cli_fail(CLI_USAGE, "the path is too long");
     copy = strdup(path);
     if (stat(host, &st) == 0 && S_ISDIR(st.st_mode) && copy)
@@ -849,13 +775,12 @@ static int get_file(const char *name, const char *path, const char *host, uint64
     else
         snprintf(target, sizeof(target), "%s", host);
     free(copy);
-    code = agent_open(name, 0, &conn);
+    code = reach_agent(name, 0, &conn);
     if (code != CLI_OK)
         return code;
-    if (agent_send(conn, AGENT_GET, fields, len) < 0 ||
-        (code = expect_answer(conn, name, AGENT_FILE, &info_len)) != CLI_OK) {
+    if ((r = agent_get_start(conn, path, frame, &info_len)) < 0) {
         close(conn);
-        return code == CLI_OK ? lost_agent(name) : code;
+        return answer_code(r, name);
     }
     at = 0;
     v = agent_next_field(frame, info_len, &at, "type");

@@ -14,6 +14,7 @@ static const struct cli_verb verbs[] = {
     {"resume", "resume a paused VM", cli_resume},
     {"stop", "stop a running VM", cli_stop},
     {"logs", "print the console of a detached VM", cli_logs},
+    {"attach", "type on the console of a detached VM (Ctrl-P Ctrl-Q detaches)", cli_attach},
     {"exec", "run a command in a running VM (through its guest agent)", cli_exec},
     {"cp", "copy a file into or out of a running VM", cli_cp},
     {"shell", "a shell in a running VM on this terminal", cli_shell},

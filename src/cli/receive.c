@@ -152,7 +152,7 @@ static int parse(int argc, char **argv, struct receive_options *o)
                 return cli_fail(CLI_USAGE, "--seccomp: %s", err_msg());
             break;
         case OPT_SHARE:
-            if (cli_parse_share(optarg, o->shares, &o->share_count) < 0)
+            if (vm_share_parse(optarg, o->shares, &o->share_count) < 0)
                 return cli_fail(CLI_USAGE, "--share: %s", err_msg());
             break;
         case OPT_JSON: break; /* cli_getopt_long() set it */
@@ -218,6 +218,8 @@ int cli_receive(int argc, char **argv)
     if (fd >= 0) {
         rc.link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
         r = receive(&rc, &o, server, &m);
+        if (r < 0)
+            migrate_linger(&rc.link); /* the source gets our ERROR, not a reset */
         close(fd);
     }
     if (rc.bundle_fd >= 0)

@@ -66,6 +66,7 @@ static int parse_args(unsigned verb, int argc, char **argv, struct vm_options *o
         return cli_fail(CLI_USAGE, "unexpected argument '%s'", argv[optind]);
     if (!o->vm.kernel_path && !o->appliance)
         return cli_fail(CLI_USAGE, "no kernel given (--kernel PATH, or an appliance folder)");
+    vm_options_default_net(o);
     /* --mem 1K is a wrong command line; more memory than this host has
      * (ENOMEM) is this host's limit, checked at boot. */
     if (vm_config_check(&o->vm) == -EINVAL || net_config_check(&o->vm.net) < 0)
@@ -137,7 +138,7 @@ static int trace_into_guest(struct vm_config *cfg)
 
 int cli_pack(int argc, char **argv)
 {
-    struct vm_options o;
+    static struct vm_options o; /* an appliance's strings live until exit (use_appliance) */
     int code = parse_args(VM_OPT_PACK, argc, argv, &o);
 
     if (code != CLI_OK)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,10 +27,19 @@ struct server {
     bool detached;  /* stdout is the log */
     char *no_control; /* why there is no control socket (a VM without --name runs on) */
     char *vsock_path; /* serve_vsock_path()'s answer, NULL until asked */
+    int console_fd;     /* RUNTIME/NAME.console, listening: input for the console; or -1 */
+    char *console_path;
 };
 
-static void server_free(struct server *s)
+/* Closes this process's handles; with remove, the console socket's file too
+ * (after a fork the child keeps serving it). */
+static void server_free(struct server *s, bool remove)
 {
+    if (s->console_fd >= 0)
+        close(s->console_fd);
+    if (remove && s->console_path)
+        unlink(s->console_path);
+    free(s->console_path);
     free(s->no_control);
     free(s->vsock_path);
     free(s);
@@ -40,6 +50,22 @@ static bool control_ready(void *opaque, int fd)
     struct server *s = opaque;
     (void)fd;
     control_accept(s->control);
+    return true;
+}
+
+/* A client of the console socket (`smolvm attach`, the web console): what
+ * it writes is typed on the guest's console. */
+static bool console_client(void *opaque, int fd)
+{
+    struct server *s = opaque;
+    int client = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (client < 0)
+        return true;
+    if (!control_peer_allowed(client))
+        close(client);
+    else if (console_add_input(vm_console(machine_vm(s->ctl.m)), client) < 0)
+        err_clear(); /* closed: the client sees its connection end */
     return true;
 }
 
@@ -67,6 +93,7 @@ int serve_open(const char *name, struct server **out)
     if (!s)
         return cli_fail(CLI_FAILED, "out of memory");
     s->ready_fd = -1;
+    s->console_fd = -1;
     if (name)
         snprintf(s->name, sizeof(s->name), "%s", name);
     else
@@ -81,6 +108,12 @@ int serve_open(const char *name, struct server **out)
             return cli_fail(CLI_FAILED, "%s", err_msg());
         }
         err_clear();
+    } else if ((s->console_fd = control_listen_beside(s->control, "console",
+                                                      &s->console_path)) < 0) {
+        /* The VM runs on without input from outside its terminal. */
+        fprintf(stderr, "smolvm: no console socket: %s\n", err_msg());
+        err_clear();
+        s->console_fd = -1;
     }
     *out = s;
     return CLI_OK;
@@ -174,7 +207,7 @@ int serve_detach(struct server *s, bool *parent)
         code = wait_for_child(s, fds[0]);
         /* The socket is the child's now: close it without removing it. */
         control_forget(s->control);
-        server_free(s);
+        server_free(s, false);
         return code;
     }
     *parent = false;
@@ -194,7 +227,7 @@ void serve_abort(struct server *s)
     control_close(s->control);
     if (s->generated)
         instance_dir_remove_unnamed(s->name);
-    server_free(s);
+    server_free(s, true);
 }
 
 /* How long the hello waits for the agent: a booting guest under nested
@@ -263,6 +296,10 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
         serve_abort(s);
         machine_destroy(m);
         return code;
+    }
+    if (s->console_fd >= 0 && vm_watch(vm, s->console_fd, console_client, s) < 0) {
+        fprintf(stderr, "smolvm: no console socket: %s\n", err_msg());
+        err_clear();
     }
     machine_stop_on_signals(m);
     if (s->ready_fd >= 0) {

@@ -16,6 +16,7 @@
 #include "cli/vm_options.h"
 #include "core/config.h"
 #include "image/appliance.h"
+#include "net/config.h"
 #include "store/store.h"
 #include "util/err.h"
 #include "util/size.h"
@@ -122,7 +123,9 @@ static const struct vm_options_help create_help = {
     "once; a saved state is kept, so the first start resumes it), a disk image,\n"
     "or the hash of a layer. --kernel, --initrd, --cmdline and --virtio-discovery\n"
     "default to the source's; a source with a saved state fixes the CPUs and\n"
-    "memory (--cpus and --mem are refused).\n"
+    "memory (--cpus and --mem are refused). The network: --net's, else an\n"
+    "appliance's default (user, as run gives it), a bundle's own, or none for an\n"
+    "image or a layer.\n"
     "\n",
     "",
 };
@@ -142,6 +145,11 @@ int cli_create(int argc, char **argv)
         return r;
     if (!o.from)
         return usage_error("--from SOURCE is required");
+    if (appliance_folder(o.from))
+        o.appliance = o.from;
+    vm_options_default_net(&o);
+    if (net_config_check(&o.vm.net) < 0)
+        return usage_error("%s", err_msg());
     if (store_open(&s) < 0)
         return failed();
     struct store_create_request q = {
@@ -150,6 +158,7 @@ int cli_create(int argc, char **argv)
         .cpus = o.cpus_given ? o.vm.cpus : 0, .mem_bytes = o.mem_given ? o.vm.mem_bytes : 0,
         .discovery = o.vm.discovery, .discovery_given = o.discovery_given,
         .shares = o.vm.shares, .share_count = o.vm.share_count,
+        .net = o.net_given || o.appliance ? &o.vm.net : NULL,
     };
     r = store_create_from(s, &q);
     if (r == 0 && (cli_json() || o.serve.json))

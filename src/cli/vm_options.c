@@ -77,7 +77,7 @@ static int parse_mem_limit(struct vm_options *o, char *value)
  * tags (cli/share.c). */
 static int parse_share(struct vm_options *o, char *spec)
 {
-    return cli_parse_share(spec, o->vm.shares, &o->vm.share_count) < 0 ? -1 : 0;
+    return vm_share_parse(spec, o->vm.shares, &o->vm.share_count) < 0 ? -1 : 0;
 }
 
 static int parse_disk(struct vm_options *o, char *spec)
@@ -200,6 +200,7 @@ static int parse_trace_until(struct vm_options *o, char *value)
  * a bundle's forwards: machine_start_options.forwards). */
 static int parse_net(struct vm_options *o, char *value)
 {
+    o->net_given = true;
     return net_parse_option("net", value, &o->vm.net) < 0 ? -1 : 0;
 }
 
@@ -211,6 +212,16 @@ static int parse_publish(struct vm_options *o, char *value)
 static int parse_mac(struct vm_options *o, char *value)
 {
     return net_parse_option("mac", value, &o->vm.net) < 0 ? -1 : 0;
+}
+
+/* An appliance runs a service, and docker's users expect a container to
+ * reach the network and -p to work without asking: it gets --net user. A
+ * kernel of the user's own (--kernel, no appliance) has exactly the
+ * devices asked for, as QEMU -nodefaults: its init may not know a NIC. */
+void vm_options_default_net(struct vm_options *o)
+{
+    if (o->appliance && !o->net_given)
+        o->vm.net.mode = VM_NET_USER;
 }
 
 /* ---- the table ---- */
@@ -294,32 +305,36 @@ static const struct vm_option vm_option_table[] = {
      "how the guest finds its virtio-mmio devices: ACPI\n"
      "(default) or virtio_mmio.device= on its command line\n"
      "(with acpi=noirq: IRQ numbers from the MP table)", parse_discovery},
-    {"net", 0, "none|user[,restrict|,allow=CIDR...]|tap=IFNAME", BOOTS, 0,
-     "the guest's network (default none: no NIC). user: a\n"
-     "virtio-net NIC behind user-mode NAT (libslirp, in the\n"
-     "smolvm-net helper, no root): DHCP gives 10.0.2.15, the\n"
-     "host is 10.0.2.2, DNS 10.0.2.3; restrict: no outbound\n"
+    {"net", 0, "none|user[,restrict|,allow=CIDR...]|tap=IFNAME", BOOTS | CREATE, 0,
+     "the guest's network. Default: user for an appliance (a\n"
+     "working network, as docker gives a container; --net none\n"
+     "opts out), none (no NIC) for a --kernel or an image of\n"
+     "your own; a bundle keeps what it was made with (start\n"
+     "and create too). user: a virtio-net\n"
+     "NIC behind user-mode NAT (libslirp, in the smolvm-net\n"
+     "helper, no root): DHCP gives 10.0.2.15, the host is\n"
+     "10.0.2.2, DNS 10.0.2.3; restrict: no outbound\n"
      "connections, only the forwards; allow=A.B.C.D[/N]\n"
      "(repeatable): outbound IPv4 only there, checked in the\n"
      "VMM (DNS still answers); tap: the host's TAP IFNAME\n"
      "('ip tuntap add IFNAME mode tap user $USER'; made for\n"
      "the VM when run as root)", parse_net},
-    {"publish", 'p', "HOSTPORT:GUESTPORT[/udp]", BOOTS | START, 0,
+    {"publish", 'p', "HOSTPORT:GUESTPORT[/udp]", BOOTS | START | CREATE, 0,
      "forward a host port to the guest (repeatable; needs\n"
-     "--net user; TCP unless /udp; [HOSTIP:]HOSTPORT:... binds\n"
-     "one host address, default all); for start, instead of\n"
-     "those the bundle was made with", parse_publish},
-    {"mac", 0, "MAC", BOOTS, 0, "the NIC's MAC (default: a random 52:54:00:xx:xx:xx)",
+     "--net user, an appliance's default; TCP unless /udp;\n"
+     "[HOSTIP:]HOSTPORT:... binds one host address, default\n"
+     "all); for start, instead of those the bundle was made with", parse_publish},
+    {"mac", 0, "MAC", BOOTS | CREATE, 0, "the NIC's MAC (default: a random 52:54:00:xx:xx:xx)",
      parse_mac},
     {"memory", 0, "map|lazy|copy|decompress|serve", START, 0,
      "how saved RAM comes back: mapped (default) from the copy\n"
      "unpacked (once, verified) in ~/.cache/smolvm/memory, with\n"
      "the pages the first start touched in its first second\n"
      "faulted in before the guest runs; mapped with every page\n"
-     "left to fault in when touched (lazy); copied from it;\n"
-     "decompressed from the bundle; or, on a first start, served\n"
-     "chunk by chunk as the guest touches it while the copy fills\n"
-     "(serve: userfaultfd; experimental)", parse_memory},
+     "left to fault in when touched (lazy); copied from it; or\n"
+     "decompressed from the bundle. serve: a first start (no copy\n"
+     "yet) is served chunk by chunk as the guest touches it while\n"
+     "the copy fills (userfaultfd; experimental)", parse_memory},
     {"verify", 0, "KEY.pub", START | CREATE, 0,
      "refuse the bundle unless it is signed with the private key\n"
      "of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"

@@ -61,7 +61,7 @@ struct vm_options {
     bool jail;                  /* run, start: confine the VMM (cli/jail.h) */
     uint64_t cpu_quota_milli;   /* run, start: CPU time, thousandths of a CPU; 0: no limit */
     uint64_t mem_limit;         /* run, start: the VMM's memory in bytes; 0: no limit */
-    bool cpus_given, mem_given, cmdline_given, discovery_given;
+    bool cpus_given, mem_given, cmdline_given, discovery_given, net_given;
 };
 
 struct vm_option {
@@ -87,6 +87,12 @@ struct vm_option {
 struct vm_options_help {
     const char *head, *tail;
 };
+
+/* The network a VM gets when no --net was given (run and pack decide it
+ * here, so a bundle's config keeps what it was made with: one saved
+ * without a NIC never gains one at start). An appliance is a service, as
+ * a docker container is: user-mode NAT; a bare --kernel: no NIC. */
+void vm_options_default_net(struct vm_options *o);
 
 /* vm_options_parse() printed --help: the verb exits CLI_OK. */
 #define VM_OPTIONS_HELP (-1)

@@ -112,6 +112,10 @@ void vm_config_release(struct vm_config *cfg);
 /* Whether tag can name a share: 1 to VM_SHARE_TAG_MAX bytes of
  * [A-Za-z0-9._-]. */
 bool vm_share_tag_valid(const char *tag);
+/* --share HOSTDIR[:TAG][,ro] (spec is cut up; the tag points into it, the
+ * path is malloc'd, absolute) appended to shares[*count]. 0, or -EINVAL
+ * (a bad spec, a tag twice, too many) / -errno (the folder) with err set. */
+int vm_share_parse(char *spec, struct vm_share_config *shares, unsigned *count);
 
 /* " smolvm.share=TAG,..." for an appliance's init to mount each share at
  * /mnt/TAG, or "" when there are none or cmdline says where already. The

@@ -19,6 +19,9 @@
 
 #define CTRL_A 0x01
 #define MARKER_MAX 256
+/* What one read of input takes: a client typing fast still leaves the
+ * loop to the stop request and the control socket between its reads. */
+#define INPUT_CHUNK 256
 /* Output the host has not taken yet: bursts up to this much are kept. */
 #define OUTPUT_BUFFER (256u << 10)
 /* At the end, a writer that made no progress for this long is given up. */
@@ -40,6 +43,7 @@ struct console {
     size_t line_fill;
     struct loop *loop;
     bool quit;
+    int clients[CONSOLE_INPUT_CLIENTS]; /* console_add_input()'s, -1 when free */
 
     /* Guest output goes through a queue that a writer thread empties into
      * out_fd, so a host that stops reading (a full pipe, a stopped
@@ -95,6 +99,8 @@ int console_open_fd(struct console **out, bool interactive, const char *marker, 
         return err_plain(EINVAL, "--trace-until text is longer than %d bytes", MARKER_MAX - 1);
     }
     pthread_mutex_init(&con->lock, NULL);
+    for (unsigned i = 0; i < CONSOLE_INPUT_CLIENTS; i++)
+        con->clients[i] = -1;
     r = start_output(con, out_fd);
     if (r < 0) {
         console_close(con);
@@ -278,6 +284,9 @@ void console_close(struct console *con)
         pthread_cond_destroy(&con->out_written);
         pthread_mutex_destroy(&con->out_lock);
     }
+    for (unsigned i = 0; i < CONSOLE_INPUT_CLIENTS; i++)
+        if (con->clients[i] >= 0)
+            close(con->clients[i]); /* their peers see the console end */
     free(con->log_path);
     pthread_mutex_destroy(&con->lock);
     free(con);
@@ -380,7 +389,7 @@ static void deliver(struct console *con, const uint8_t *buf, size_t len)
 static bool read_input(void *opaque, int fd)
 {
     struct console *con = opaque;
-    uint8_t buf[256];
+    uint8_t buf[INPUT_CHUNK];
     ssize_t n = read(fd, buf, sizeof(buf));
     int quit = 0;
 
@@ -394,6 +403,45 @@ static bool read_input(void *opaque, int fd)
     deliver(con, buf, (size_t)n);
     con->quit = quit;
     return !quit;
+}
+
+/* A client of the input socket: its bytes go to the guest as they are (no
+ * Ctrl-A escapes: quitting is for the terminal that runs the VM). */
+static bool read_client(void *opaque, int fd)
+{
+    struct console *con = opaque;
+    uint8_t buf[INPUT_CHUNK];
+    ssize_t n = read(fd, buf, sizeof(buf));
+
+    if (n > 0) {
+        deliver(con, buf, (size_t)n);
+        return true;
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return true;
+    loop_remove(con->loop, fd);
+    for (unsigned i = 0; i < CONSOLE_INPUT_CLIENTS; i++)
+        if (con->clients[i] == fd)
+            con->clients[i] = -1;
+    close(fd);
+    return true;
+}
+
+int console_add_input(struct console *con, int fd)
+{
+    int r = err_plain(EBUSY, "the console has %d input clients already", CONSOLE_INPUT_CLIENTS);
+
+    for (unsigned i = 0; i < CONSOLE_INPUT_CLIENTS; i++)
+        if (con->clients[i] < 0) {
+            r = con->loop ? loop_add(con->loop, fd, read_client, con)
+                          : err_plain(EINVAL, "the console is not attached to a loop");
+            if (r == 0)
+                con->clients[i] = fd;
+            break;
+        }
+    if (r < 0)
+        close(fd);
+    return r;
 }
 
 int console_attach(struct console *con, struct loop *l)

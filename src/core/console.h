@@ -40,4 +40,15 @@ struct loop;
 int console_attach(struct console *con, struct loop *l) __attribute__((warn_unused_result));
 bool console_quit_requested(const struct console *con);
 
+/* Input from outside the terminal (the VM's console socket: `smolvm attach`,
+ * the web console): fd, a connected non-blocking socket, is read from the
+ * loop of console_attach() (call after it, on the loop's thread) in chunks
+ * of at most 256 bytes, handed to the input device as they are, and closed
+ * when its peer hangs up or the console closes. The device keeps what the
+ * guest has not read yet within its own bound and drops the rest, so a
+ * client never blocks a vCPU. Takes fd in every case; refuses (-EBUSY) a
+ * client beyond CONSOLE_INPUT_CLIENTS. */
+#define CONSOLE_INPUT_CLIENTS 4
+int console_add_input(struct console *con, int fd) __attribute__((warn_unused_result));
+
 #endif

@@ -16,9 +16,9 @@
                         FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | \
                         FUSE_MAX_PAGES)
 
-/* The most pieces a WRITE's payload may come in (UIO_MAXIOV, what
- * pwritev takes). */
-#define WRITE_IOVS 1024
+/* The most pieces a WRITE's payload or a READ's destination may come in
+ * (UIO_MAXIOV, what pwritev and preadv take). */
+#define MAX_IOVS 1024
 
 struct fuse_server {
     struct pt_fs *fs;
@@ -37,6 +37,8 @@ struct req {
     size_t data_len;          /* of them, those within the header's length */
     uint8_t *payload; /* the reply after its header */
     size_t payload_cap;
+    const struct iovec *dest; /* a READ's data goes here instead (fuse_serve_read) */
+    unsigned dest_count;
 };
 
 /* The next NUL-terminated name of the body, or NULL when its NUL is
@@ -267,6 +269,30 @@ static long do_create(struct req *r)
     return err < 0 ? err : reply(r, &out, sizeof(out));
 }
 
+static size_t iov_bytes(const struct iovec *iov, unsigned count)
+{
+    size_t n = 0;
+
+    for (unsigned i = 0; i < count; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+/* The first size bytes of src[0..count) as iovecs in dst: how many. */
+static unsigned iov_prefix(const struct iovec *src, unsigned count, size_t size,
+                           struct iovec *dst, unsigned cap)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < count && size && n < cap; i++) {
+        size_t len = src[i].iov_len < size ? src[i].iov_len : size;
+        if (len)
+            dst[n++] = (struct iovec){src[i].iov_base, len};
+        size -= len;
+    }
+    return n;
+}
+
 static long do_read(struct req *r)
 {
     struct fuse_read_in in;
@@ -276,8 +302,16 @@ static long do_read(struct req *r)
     size = in.size < r->payload_cap ? in.size : r->payload_cap;
     if (size > FUSE_SERVER_MAX_IO)
         size = FUSE_SERVER_MAX_IO;
-    if (r->h.opcode == FUSE_READ)
-        return pt_read(r->s->fs, in.fh, in.offset, r->payload, size);
+    if (r->h.opcode == FUSE_READ) {
+        struct iovec iov[MAX_IOVS];
+        unsigned count = 1;
+
+        if (r->dest)
+            count = iov_prefix(r->dest, r->dest_count, size, iov, MAX_IOVS);
+        else
+            iov[0] = (struct iovec){r->payload, size};
+        return pt_read(r->s->fs, in.fh, in.offset, iov, (int)count);
+    }
     return pt_readdir(r->s->fs, in.fh, in.offset, r->payload, size,
                       r->h.opcode == FUSE_READDIRPLUS);
 }
@@ -297,11 +331,10 @@ static unsigned write_payload(struct req *r, size_t size, struct iovec *iov, uns
         iov[n++] = (struct iovec){(void *)(r->body + r->at), take_now};
         left -= take_now;
     }
-    for (unsigned i = 0; i < r->data_count && left && n < cap; i++) {
-        size_t len = r->data[i].iov_len < left ? r->data[i].iov_len : left;
-        if (len)
-            iov[n++] = (struct iovec){r->data[i].iov_base, len};
-        left -= len;
+    if (left) {
+        unsigned more = iov_prefix(r->data, r->data_count, left, iov + n, cap - n);
+        left -= iov_bytes(iov + n, more);
+        n += more;
     }
     return left ? 0 : n;
 }
@@ -310,14 +343,14 @@ static long do_write(struct req *r)
 {
     struct fuse_write_in in;
     struct fuse_write_out out = {0};
-    struct iovec iov[WRITE_IOVS];
+    struct iovec iov[MAX_IOVS];
     unsigned count;
     long n;
 
     take(r, &in, sizeof(in));
     if (in.size > FUSE_SERVER_MAX_IO)
         return -EINVAL;
-    count = write_payload(r, in.size, iov, WRITE_IOVS);
+    count = write_payload(r, in.size, iov, MAX_IOVS);
     if (!count && in.size)
         return -EINVAL;
     n = pt_write(r->s->fs, in.fh, in.offset, iov, (int)count);
@@ -349,14 +382,6 @@ static long do_fsync(struct req *r)
 
     take(r, &in, sizeof(in));
     return pt_fsync(r->s->fs, in.fh, in.fsync_flags & 1);
-}
-
-static long do_flush(struct req *r)
-{
-    struct fuse_flush_in in;
-
-    take(r, &in, sizeof(in));
-    return pt_flush(r->s->fs, in.fh);
 }
 
 static long do_access(struct req *r)
@@ -495,7 +520,6 @@ static const struct op ops[] = {
     OP(FUSE_RELEASEDIR, do_release, sizeof(struct fuse_release_in), 0),
     OP(FUSE_FSYNC, do_fsync, sizeof(struct fuse_fsync_in), 0),
     OP(FUSE_FSYNCDIR, do_fsync, sizeof(struct fuse_fsync_in), 0),
-    OP(FUSE_FLUSH, do_flush, sizeof(struct fuse_flush_in), 0),
     OP(FUSE_ACCESS, do_access, sizeof(struct fuse_access_in), 0),
     OP(FUSE_FALLOCATE, do_fallocate, sizeof(struct fuse_fallocate_in), 0),
     OP(FUSE_GETXATTR, do_getxattr, sizeof(struct fuse_getxattr_in), 0),
@@ -503,6 +527,10 @@ static const struct op ops[] = {
     OP(FUSE_SETXATTR, do_setxattr, FUSE_COMPAT_SETXATTR_IN_SIZE, 0),
     OP(FUSE_REMOVEXATTR, do_removexattr, 0, 0),
     OP(FUSE_LSEEK, do_lseek, sizeof(struct fuse_lseek_in), sizeof(struct fuse_lseek_out)),
+    /* FUSE_FLUSH (each close in the guest) is ENOSYS, as every opcode not
+     * here: the kernel then sends it no more. A flush would have nothing
+     * to do: writes are on the file when answered, and the guest's locks
+     * are its own (the host holds none). A request saved per close. */
     /* Takes no reply; virtio-fs drivers do not send it. */
     [FUSE_INTERRUPT] = {NULL, 0, 0, true},
 };
@@ -537,20 +565,11 @@ size_t fuse_serve(struct fuse_server *s, const uint8_t *in, size_t in_len, uint8
     return fuse_serve_data(s, in, in_len, NULL, 0, out, out_cap);
 }
 
-static size_t iov_bytes(const struct iovec *iov, unsigned count)
+static size_t serve(struct fuse_server *s, const uint8_t *in, size_t in_len,
+                    const struct iovec *data, unsigned data_count, const struct iovec *dest,
+                    unsigned dest_count, uint8_t *out, size_t out_cap)
 {
-    size_t n = 0;
-
-    for (unsigned i = 0; i < count; i++)
-        n += iov[i].iov_len;
-    return n;
-}
-
-size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
-                       const struct iovec *data, unsigned data_count, uint8_t *out,
-                       size_t out_cap)
-{
-    struct req r = {.s = s};
+    struct req r = {.s = s, .dest = dest, .dest_count = dest_count};
     const struct op *op = NULL;
     size_t total = in_len + iov_bytes(data, data_count);
     long result;
@@ -572,9 +591,10 @@ size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
     }
     if (out_cap < sizeof(struct fuse_out_header))
         return 0;
-    r.payload = out + sizeof(struct fuse_out_header);
-    r.payload_cap = out_cap - sizeof(struct fuse_out_header);
-    if (in_len < sizeof(r.h) || r.h.len < sizeof(r.h) || r.h.len > total) {
+    r.payload = dest ? NULL : out + sizeof(struct fuse_out_header);
+    r.payload_cap = dest ? iov_bytes(dest, dest_count) : out_cap - sizeof(struct fuse_out_header);
+    if (in_len < sizeof(r.h) || r.h.len < sizeof(r.h) || r.h.len > total ||
+        (dest && r.h.opcode != FUSE_READ)) {
         result = -EINVAL;
     } else {
         r.body = in + sizeof(r.h);
@@ -590,6 +610,24 @@ size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
     if (result < -4095 || result > (long)r.payload_cap)
         result = -EIO;
     return reply_header(out, r.h.unique, result);
+}
+
+size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
+                       const struct iovec *data, unsigned data_count, uint8_t *out,
+                       size_t out_cap)
+{
+    return serve(s, in, in_len, data, data_count, NULL, 0, out, out_cap);
+}
+
+size_t fuse_serve_read(struct fuse_server *s, const uint8_t *in, size_t in_len,
+                       const struct iovec *dest, unsigned dest_count, uint8_t *out,
+                       size_t out_cap)
+{
+    static const struct iovec none;
+
+    return serve(s, in, in_len, NULL, 0, dest_count ? dest : &none, dest_count, out,
+                 out_cap < sizeof(struct fuse_out_header) ? out_cap
+                                                          : sizeof(struct fuse_out_header));
 }
 
 struct fuse_server *fuse_server_new(struct pt_fs *fs)

@@ -52,4 +52,13 @@ size_t fuse_serve_data(struct fuse_server *s, const uint8_t *in, size_t in_len,
                        const struct iovec *data, unsigned data_count, uint8_t *out,
                        size_t out_cap);
 
+/* The same for a READ whose data goes straight into dest[0..dest_count)
+ * (the chain's writable bytes past the reply's header, in the guest's
+ * pages: no copy on the way): only the reply's header is written to out,
+ * the length returned counts the data too. Any other request is refused
+ * (EINVAL). */
+size_t fuse_serve_read(struct fuse_server *s, const uint8_t *in, size_t in_len,
+                       const struct iovec *dest, unsigned dest_count, uint8_t *out,
+                       size_t out_cap);
+
 #endif

@@ -543,6 +543,10 @@ int pt_lookup(struct pt_fs *fs, uint64_t parent, const char *name, struct fuse_e
         return r;
     r = lookup_at(fs, dir->fd, name, e);
     inode_put(fs, dir);
+    if (r == -ENOENT) {
+        *e = (struct fuse_entry_out){.entry_valid = CACHE_SECONDS};
+        r = 0;
+    }
     return r;
 }
 
@@ -1084,7 +1088,7 @@ static struct pt_handle *file_get(struct pt_fs *fs, uint64_t fh, bool dir, int *
     return h;
 }
 
-long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t size)
+long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov, int count)
 {
     int r;
     struct pt_handle *h = file_get(fs, fh, false, &r);
@@ -1092,7 +1096,7 @@ long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t s
 
     if (!h)
         return r;
-    n = offset > INT64_MAX ? (errno = EINVAL, -1) : pread(h->fd, buf, size, (off_t)offset);
+    n = offset > INT64_MAX ? (errno = EINVAL, -1) : preadv(h->fd, iov, count, (off_t)offset);
     handle_put(fs, h);
     return n < 0 ? -errno : n;
 }
@@ -1112,17 +1116,6 @@ long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec
     n = offset > INT64_MAX ? (errno = EINVAL, -1) : pwritev(h->fd, iov, count, (off_t)offset);
     handle_put(fs, h);
     return n < 0 ? -errno : n;
-}
-
-int pt_flush(struct pt_fs *fs, uint64_t fh)
-{
-    int r;
-    struct pt_handle *h = file_get(fs, fh, false, &r);
-
-    if (!h)
-        return r;
-    handle_put(fs, h);
-    return 0;
 }
 
 int pt_fsync(struct pt_fs *fs, uint64_t fh, bool datasync)

@@ -62,7 +62,10 @@ int pt_restore(struct pt_fs *fs, struct blob_reader *in);
 void pt_counts(struct pt_fs *fs, uint32_t *inodes, uint32_t *handles);
 
 /* name: one path component (no '/', not "." or "..", at most NAME_MAX
- * bytes): checked here too. */
+ * bytes): checked here too. A name not there is an entry with node id 0,
+ * which the guest keeps as a negative entry as long as a found one (a
+ * compiler asks its include folders for the same missing headers again
+ * and again; -ENOENT would be cached for no time). */
 int pt_lookup(struct pt_fs *fs, uint64_t parent, const char *name, struct fuse_entry_out *e);
 void pt_forget(struct pt_fs *fs, uint64_t node, uint64_t nlookup);
 int pt_getattr(struct pt_fs *fs, uint64_t node, struct fuse_attr_out *a);
@@ -102,13 +105,12 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
               uint32_t mode, struct fuse_entry_out *e, struct fuse_open_out *o);
 int pt_opendir(struct pt_fs *fs, uint64_t node, struct fuse_open_out *o);
 int pt_release(struct pt_fs *fs, uint64_t fh);
-/* Bytes read into buf / written from iov[0..count) (the guest's pages
- * as they are: no copy on the way). */
+/* Bytes read into / written from iov[0..count) (the guest's pages as
+ * they are: no copy on the way). */
 struct iovec;
-long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, void *buf, size_t size);
+long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov, int count);
 long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
               int count);
-int pt_flush(struct pt_fs *fs, uint64_t fh);
 int pt_fsync(struct pt_fs *fs, uint64_t fh, bool datasync);
 int pt_fallocate(struct pt_fs *fs, uint64_t fh, uint32_t mode, uint64_t offset, uint64_t len);
 /* SEEK_DATA or SEEK_HOLE (SEEK_SET/CUR/END too): the new offset in *result. */

@@ -706,6 +706,12 @@ int appliance_open(const char *dir, struct appliance_files *out)
     return r;
 }
 
+bool appliance_folder(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 void appliance_files_release(struct appliance_files *f)
 {
     free(f->kernel);

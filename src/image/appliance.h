@@ -59,5 +59,8 @@ struct appliance_files {
 int appliance_open(const char *dir, struct appliance_files *out)
     __attribute__((warn_unused_result));
 void appliance_files_release(struct appliance_files *f);
+/* Whether a VM source names an appliance: a folder (the only folder
+ * create and run take); such a VM gets a network by default. */
+bool appliance_folder(const char *path);
 
 #endif

@@ -206,10 +206,12 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
 
 /* Mapped from the unpacked cache by default (bench/coldstart: fastest of
  * the three, and flat in RAM size); read into RAM when there can be no
- * cache (no cache folder, or a full disk). A first start is served by
- * userfaultfd only when asked (MACHINE_MEMORY_SERVE): on Linux 6.1 a vCPU
- * waiting in a fault nobody serves any more cannot be killed, and a VM that
- * ended abnormally during a first start was seen to hang for good. */
+ * cache (no cache folder, or a full disk). A first start (no cache file
+ * yet) is served by userfaultfd when asked (MACHINE_MEMORY_SERVE): every
+ * way the VM can end lets go of its RAM first (machine/ram_faults.h), but
+ * until a nested run shows that on Linux 6.1 with KVM (first_start_served
+ * ends a served start with SIGTERM and SIGKILL) it stays opt-in: a CI run
+ * once hung in a first start served by default. */
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
                           enum machine_memory how, char **record, struct ram_faults **faults)
 {

@@ -1,6 +1,7 @@
 #include "machine/control.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include "devices/virtio/net.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
+#include "util/trace.h"
 #include "util/paths.h"
 
 /* For the signal handler: the VM a signal stops. */
@@ -110,16 +112,20 @@ static void migrate_progress(void *opaque, uint64_t done, uint64_t total)
     save_progress(mig->control, done, total);
 }
 
-/* Each pre-copy round as the answer lists it. */
+/* Each pre-copy round as the answer lists it, and to the client as it
+ * ends (`smolvm migrate` shows it live). */
 static void migrate_round(void *opaque, const struct precopy *p)
 {
     struct migration *mig = opaque;
-    json_array_append_new(mig->rounds,
-                          json_pack("{s:i,s:f,s:f,s:I,s:f,s:i}", "round", (int)p->round,
-                                    "dirty_rate", p->dirty_rate, "bandwidth", p->bandwidth,
-                                    "remaining_bytes", (json_int_t)p->remaining,
-                                    "expected_downtime_ms", p->expected_downtime_ms,
-                                    "throttle", (int)p->throttle));
+    json_t *round = json_pack("{s:i,s:f,s:f,s:I,s:I,s:f,s:i}", "round", (int)p->round,
+                              "dirty_rate", p->dirty_rate, "bandwidth", p->bandwidth,
+                              "sent_bytes", (json_int_t)p->sent, "remaining_bytes",
+                              (json_int_t)p->remaining, "expected_downtime_ms",
+                              p->expected_downtime_ms, "throttle", (int)p->throttle);
+    if (!round)
+        return;
+    control_note(mig->control->control, json_deep_copy(round));
+    json_array_append_new(mig->rounds, round);
 }
 
 static bool whole(json_t *v)
@@ -165,6 +171,25 @@ static json_t *migrate(struct machine_control *s, json_t *req)
                      res.downtime * 1000, "bytes", (json_int_t)res.bytes, "rounds", mig.rounds);
 }
 
+/* The boot trace so far, as --trace-boot --json prints it at the end
+ * (the web console's chart). */
+static json_t *boot_trace(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    json_t *trace;
+
+    if (!f)
+        return control_error("out of memory");
+    trace_print_json(f, NULL);
+    fclose(f);
+    trace = json_loadb(text ? text : "", len, 0, NULL);
+    free(text);
+    return trace ? json_pack("{s:b,s:o}", "ok", 1, "trace", trace)
+                 : control_error("the boot trace is not JSON");
+}
+
 json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
 {
     struct machine_control *s = opaque;
@@ -172,6 +197,8 @@ json_t *machine_control_handle(void *opaque, const char *command, json_t *req)
 
     if (strcmp(command, "status") == 0)
         return status(s);
+    if (strcmp(command, "trace") == 0)
+        return boot_trace();
     if (strcmp(command, "pause") == 0)
         return vm_pause(vm) < 0 ? control_error("%s", err_msg()) : control_ok();
     if (strcmp(command, "resume") == 0) {

@@ -116,6 +116,7 @@ static int instance_boot_config(const char *name, const struct instance *i, stru
     for (unsigned k = 0; k < i->boot.share_count; k++)
         cfg->shares[k] = i->boot.shares[k];
     cfg->share_count = i->boot.share_count;
+    cfg->net = i->boot.net; /* create's --net, or its default */
     return 0;
 }
 

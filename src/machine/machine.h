@@ -24,7 +24,7 @@ struct machine_start_options {
     const char *trace_until;
     enum machine_memory {
         MACHINE_MEMORY_DEFAULT,    /* map */
-        MACHINE_MEMORY_MAP,        /* map the unpacked cache, its working set faulted in */
+        MACHINE_MEMORY_MAP,        /* map the unpacked cache (unpacked first), its working set faulted in */
         MACHINE_MEMORY_LAZY,       /* map it, every page faulted in when touched */
         MACHINE_MEMORY_COPY,       /* copy the unpacked cache's data */
         MACHINE_MEMORY_DECOMPRESS, /* decompress from the bundle, no cache */

@@ -55,11 +55,12 @@ struct ram_faults {
     char *cache_path, *tmp_path;
     int cache_fd;
     bool cache_failed; /* the fill's */
-    atomic_bool stopping, gave_up, finished, reported;
+    atomic_bool stopping, gave_up, finished, reported, hurry;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool done; /* every chunk in, or given up: under lock */
     int result;
+    unsigned held_slot; /* held[]: the regions, for an exit */
 };
 
 static void exit_broken(const char *message)
@@ -77,7 +78,18 @@ static void exit_broken(const char *message)
 
 void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
-sem_t *ram_faults_fill_gate;
+sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
+
+/* The regions each server of this process holds, kept apart from the
+ * server (plain ints and ranges, read by an exit handler while another
+ * thread may free the server): an exit from any thread lets go of them
+ * first (let_go_at_exit). uffd + 1, 0: a free slot. */
+#define HELD_SLOTS 4
+static struct held_ram {
+    atomic_int uffd_plus_1;
+    unsigned count;
+    struct uffdio_range ranges[GUEST_MEMORY_MAX_REGIONS];
+} held[HELD_SLOTS];
 
 /* A userfaultfd that also sees the kernel's own faults (KVM's, into guest
  * RAM): from the system call (privileged, or vm.unprivileged_userfaultfd=1)
@@ -107,9 +119,13 @@ bool ram_faults_supported(void)
 }
 
 /* Places len bytes at dst: copied from src, or zero pages (src NULL).
- * A page already there (EEXIST) is left as it is. */
+ * A page already there (EEXIST) is left as it is, and whoever waits for
+ * it woken: EEXIST says the page is there, not that its waiters were
+ * woken (the kernel's own userfaultfd tests wake after it too). */
 static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
 {
+    bool existed = false;
+
     for (size_t done = 0; done < len;) {
         int64_t moved;
         int r;
@@ -124,13 +140,19 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
             moved = z.zeropage;
         }
         if (r == 0)
-            return 0;
-        if (moved > 0)
+            break;
+        if (moved > 0) {
             done += (size_t)moved;
-        else if (errno == EEXIST)
+        } else if (errno == EEXIST) {
             done += PAGE;
-        else if (errno != EAGAIN)
+            existed = true;
+        } else if (errno != EAGAIN) {
             return -errno;
+        }
+    }
+    if (existed) {
+        struct uffdio_range all = {(uintptr_t)dst, len};
+        ioctl(uffd, UFFDIO_WAKE, &all);
     }
     return 0;
 }
@@ -201,12 +223,54 @@ static int serve_faults(struct ram_faults *f)
     return 0;
 }
 
+/* The regions are plain RAM again: every thread waiting for a page of
+ * them wakes (to a zero page where nothing was placed), and no touch waits
+ * any more. Only system calls: an exit handler calls it too. */
+static void let_go(int uffd, const struct uffdio_range *ranges, unsigned count)
+{
+    for (unsigned r = 0; r < count; r++) {
+        struct uffdio_range range = ranges[r];
+        ioctl(uffd, UFFDIO_UNREGISTER, &range);
+    }
+}
+
 static void unregister(struct ram_faults *f)
 {
-    for (unsigned r = 0; r < f->region_count; r++) {
-        struct uffdio_range range = {(uintptr_t)f->regions[r].host, f->regions[r].size};
-        ioctl(f->uffd, UFFDIO_UNREGISTER, &range);
+    struct held_ram *h = &held[f->held_slot];
+    let_go(f->uffd, h->ranges, h->count);
+}
+
+/* exit() from any thread (a fatal error, the end of main) while a server
+ * holds RAM: its regions are let go before the other threads are ended,
+ * so no exit handler or ASan's leak check waits for a vCPU that waits for
+ * a chunk. (_exit and SIGKILL leave this to the kernel: every thread
+ * waiting for a page sleeps killable or interruptible, and the uffd, only
+ * ever in this process's own descriptor table, is released with its last
+ * thread, which wakes anything else, such as KVM's async page fault
+ * worker, that still waits in it.) */
+static void let_go_at_exit(void)
+{
+    for (unsigned i = 0; i < HELD_SLOTS; i++) {
+        int uffd = atomic_load(&held[i].uffd_plus_1) - 1;
+        if (uffd >= 0)
+            let_go(uffd, held[i].ranges, held[i].count);
     }
+}
+
+static void exit_lets_go(void)
+{
+    atexit(let_go_at_exit);
+}
+
+/* Serving failed for good (message set): the guest cannot go on. Said
+ * once, through ram_faults_broken (by default the process ends there);
+ * then the regions are let go, so nothing waits for a chunk nobody will
+ * place: a VM that goes on to stop (vCPUs joined first) can stop. */
+static void give_up(struct ram_faults *f)
+{
+    if (!atomic_exchange(&f->reported, true))
+        ram_faults_broken(err_msg());
+    unregister(f);
 }
 
 /* The cache file named when whole, else removed. */
@@ -221,11 +285,12 @@ static void close_cache_file(struct ram_faults *f, bool whole)
     f->cache_fd = -1;
 }
 
-/* Ends the work of both threads with r (<0: given up, message set). */
+/* Ends the work of both threads with r (<0: given up, message set; while
+ * stopping, a chunk the stop took from under a thread, no failure). */
 static void conclude(struct ram_faults *f, int r)
 {
-    if (r < 0 && !atomic_exchange(&f->gave_up, true) && !atomic_load(&f->reported))
-        fprintf(stderr, "smolvm: the guest's memory: %s\n", err_msg());
+    if (r < 0 && !atomic_load(&f->stopping) && !atomic_exchange(&f->gave_up, true))
+        give_up(f);
     pthread_mutex_lock(&f->lock);
     if (!f->done || r < 0)
         f->result = r;
@@ -240,6 +305,8 @@ static void *fault_main(void *arg)
     struct pollfd p = {.fd = f->uffd, .events = POLLIN};
 
     confine_thread(CONFINE_MEMORY, "ram-faults");
+    if (ram_faults_serve_gate)
+        sem_wait(ram_faults_serve_gate);
     /* The flags are looked at between waits of at most 20 ms. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
         int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
@@ -290,6 +357,10 @@ static void *fill_main(void *arg)
         bool zero;
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
             return NULL;
+        /* Waited for (a save, a VM that stopped): no guest to leave the
+         * CPU to any more, so no reason to take only what others leave. */
+        if (atomic_exchange(&f->hurry, false))
+            pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
         r = serve_chunk(f, i, f->fill_buffer, &zero);
         bundle_memory_image_place(f->img, i, &at, &len, &host);
         /* A cache that cannot be written costs only later starts. */
@@ -374,8 +445,31 @@ static int register_regions(struct ram_faults *f)
     return 0;
 }
 
+/* The regions written down for let_go_at_exit, in a free slot. */
+static int hold(struct ram_faults *f)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, exit_lets_go);
+    for (unsigned i = 0; i < HELD_SLOTS; i++) {
+        int free_slot = 0;
+        if (!atomic_compare_exchange_strong(&held[i].uffd_plus_1, &free_slot, -1))
+            continue; /* taken (-1: being filled in) */
+        held[i].count = f->region_count;
+        for (unsigned r = 0; r < f->region_count; r++)
+            held[i].ranges[r] = (struct uffdio_range){(uintptr_t)f->regions[r].host,
+                                                      f->regions[r].size};
+        atomic_store(&held[i].uffd_plus_1, f->uffd + 1);
+        f->held_slot = i;
+        return 0;
+    }
+    return -EOPNOTSUPP; /* more first starts at once than a VMM makes */
+}
+
 static void release(struct ram_faults *f)
 {
+    if (f->held_slot < HELD_SLOTS)
+        atomic_store(&held[f->held_slot].uffd_plus_1, 0);
     close_cache_file(f, false);
     if (f->uffd >= 0)
         close(f->uffd);
@@ -405,10 +499,13 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
     f->img = img;
     f->chunks = bundle_memory_image_chunks(img);
     f->cache_fd = -1;
+    f->held_slot = HELD_SLOTS;
     f->uffd = open_userfaultfd();
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
     r = f->uffd < 0 ? -EOPNOTSUPP : index_chunks(f, mem);
+    if (r == 0)
+        r = hold(f);
     if (r == 0)
         r = register_regions(f);
     if (r == 0)
@@ -425,7 +522,7 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
         atomic_store(&f->stopping, true);
         if (f->fill_started)
             pthread_join(f->fill_thread, NULL);
-        if (f->uffd >= 0)
+        if (f->held_slot < HELD_SLOTS)
             unregister(f);
         release(f);
         return r;
@@ -436,6 +533,7 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
 
 int ram_faults_complete(struct ram_faults *f)
 {
+    atomic_store(&f->hurry, true);
     pthread_mutex_lock(&f->lock);
     while (!f->done)
         pthread_cond_wait(&f->cond, &f->lock);
@@ -444,15 +542,19 @@ int ram_faults_complete(struct ram_faults *f)
     return r < 0 ? err_plain(-r, "the guest's memory could not be served whole") : 0;
 }
 
+/* The fault thread ends first (within its 20 ms wait) and the regions
+ * are let go at once: a thread still waiting wakes (to a zero page) now,
+ * not after the chunk the fill is decoding; the fill's placing fails
+ * then, which the stop takes for no failure. */
 void ram_faults_stop(struct ram_faults *f)
 {
     if (!f)
         return;
     atomic_store(&f->stopping, true);
-    if (f->fill_started)
-        pthread_join(f->fill_thread, NULL);
     pthread_join(f->fault_thread, NULL);
     if (!atomic_load(&f->finished))
-        unregister(f); /* threads still waiting wake to zero pages */
+        unregister(f);
+    if (f->fill_started)
+        pthread_join(f->fill_thread, NULL);
     release(f);
 }

@@ -38,18 +38,27 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
     __attribute__((warn_unused_result));
 
 /* Returns once every chunk is in RAM (and the cache file named): what
- * reads RAM as a whole (a save) calls it first. */
+ * reads RAM as a whole (a save) calls it first, and a VM that stopped.
+ * The fill runs at normal priority from then on (SCHED_IDLE before:
+ * behind a guest that no longer runs, a loaded host would starve it). */
 int ram_faults_complete(struct ram_faults *f) __attribute__((warn_unused_result));
 
 /* Stops serving and frees f (NULL: nothing); a cache file not yet whole
  * is dropped. mem must still be mapped. */
 void ram_faults_stop(struct ram_faults *f);
 
-/* What the thread does when a chunk fails its check (or, in a forged
- * bundle, does not decompress): the guest cannot go on without it, and a
- * vCPU waiting for it in the kernel cannot be stopped. By default one line
- * on stderr, the terminal out of raw mode, and the process exits 1; a test
- * sets its own (the thread then ends, the fault unserved until the stop). */
+/* What a thread does when serving fails for good (a chunk fails its
+ * check or, in a forged bundle, does not decompress; a chunk cannot be
+ * placed): the guest cannot go on without it, and a vCPU waiting for it
+ * in KVM cannot be kicked out (Linux 6.1 waits killable there). By
+ * default one line on stderr, the terminal out of raw mode, and the
+ * process exits 1; a test sets its own. When it returns, the regions are
+ * let go: every thread waiting for a page wakes to a zero page, so the
+ * vCPUs can be joined and the VM stopped.
+ *
+ * Every other end lets go too: ram_faults_stop; exit() from any thread
+ * (an exit handler); _exit, a crash and SIGKILL through the kernel (the
+ * waits are killable, the uffd is released with the last thread). */
 extern void (*ram_faults_broken)(const char *message);
 
 /* Test seam: false serves faults only (no fill behind the guest). */
@@ -57,5 +66,8 @@ extern bool ram_faults_fill_behind;
 /* Test seam: when set, the fill waits for it to be posted before it
  * places anything (so a test's touches are faults, whatever the load). */
 extern sem_t *ram_faults_fill_gate;
+/* Test seam: when set, the fault thread waits for it before it serves
+ * anything (so a test's threads are waiting in their faults first). */
+extern sem_t *ram_faults_serve_gate;
 
 #endif

@@ -207,6 +207,8 @@ int machine_start_named(const char *what, const struct machine_start_options *so
     int r = machine_instance_config(what, &cfg, &resume, &shared);
     if (r == 0)
         r = vm_config_map_shares(&cfg, so->shares, so->share_count);
+    if (r == 0 && !resume && so->forwards) /* a saved state's own net: machine_start's */
+        r = net_replace_forwards(&cfg.net, so->forwards);
     if (r < 0 || !resume)
         return r < 0 ? r : machine_boot(&cfg, m);
     struct machine_start_options from_state = *so;

@@ -43,7 +43,7 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
 struct migrate_receive {
     const struct x86_cpuid_entry *host; /* this host's CPU */
     size_t host_n;
-    int bundle_fd;           /* the bundle goes here */
+    int bundle_fd;           /* the bundle goes here: a file in scratch_dir */
     const char *scratch_dir; /* a live migration's RAM goes into a file here */
     /* out: the RAM of a live migration (regions end to end), or -1 */
     int memory_fd;

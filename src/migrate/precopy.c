@@ -7,6 +7,7 @@ enum precopy_step precopy_round(struct precopy *p, uint64_t sent, uint64_t dirti
     if (seconds < 1e-6)
         seconds = 1e-6;
     p->round++;
+    p->sent = sent;
     if (sent)
         p->bandwidth = (double)sent / seconds;
     if (p->max_bandwidth && p->bandwidth > (double)p->max_bandwidth)

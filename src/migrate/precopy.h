@@ -18,6 +18,7 @@ struct precopy {
     uint64_t max_bandwidth;   /* bytes/s cap; 0: none */
     /* measured, round by round */
     unsigned round;           /* rounds done */
+    uint64_t sent;            /* bytes the last round sent */
     double bandwidth;         /* bytes/s the link carried last round */
     double dirty_rate;        /* bytes/s the guest dirtied last round */
     uint64_t remaining;       /* bytes dirty now (what a stop would send) */

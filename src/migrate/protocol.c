@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -16,6 +18,8 @@
 #define MAGIC 0x46474d53u /* "SMGF" */
 #define ERROR_TEXT_MAX 1024
 #define CONFIG_MAX (1u << 20)
+#define PEER_REASON_MS 1000 /* a peer that hung up: its ERROR, if it comes this soon */
+#define LINGER_MS 2000      /* after our ERROR: the peer's bytes read and dropped */
 
 static const struct {
     const char *name;
@@ -148,6 +152,25 @@ static int write_exact(const struct migrate_link *l, const uint8_t *buf, size_t 
     return 0;
 }
 
+/* A peer that hung up mid-stream usually said why first (an ERROR it
+ * sent before closing): that reason, rather than the bare reset. */
+static int why_cut(struct migrate_link *l, int r)
+{
+    struct pollfd p = {.fd = l->in, .events = POLLIN};
+    struct migrate_frame f;
+    char cut[256];
+
+    if ((r != -EPIPE && r != -ECONNRESET) || l->in < 0 || poll(&p, 1, PEER_REASON_MS) != 1)
+        return r;
+    snprintf(cut, sizeof(cut), "%s", err_msg());
+    int said = migrate_recv_frame(l, MIGRATE_ERROR, &f);
+    if (said == -ECANCELED)
+        return said;
+    if (said == 0)
+        free(f.payload);
+    return err_plain(-r, "%s", cut);
+}
+
 int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
                        uint32_t len)
 {
@@ -157,15 +180,50 @@ int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, con
     migrate_frame_encode(buf, type, payload, len);
     int r = write_exact(l, buf, MIGRATE_HEADER + (size_t)len);
     free(buf);
+    return r < 0 ? why_cut(l, r) : 0;
+}
+
+int migrate_peer_check(struct migrate_link *l)
+{
+    struct pollfd p = {.fd = l->in, .events = POLLIN};
+    struct migrate_frame f;
+
+    if (poll(&p, 1, 0) != 1)
+        return 0;
+    int r = migrate_recv_frame(l, MIGRATE_ERROR, &f);
+    if (r == 0) /* an empty ERROR */
+        r = err_plain(ECANCELED, "the other side refused");
     return r;
+}
+
+void migrate_linger(struct migrate_link *l)
+{
+    uint8_t sink[65536];
+    struct pollfd p = {.fd = l->in, .events = POLLIN};
+    struct timespec t;
+
+    /* Our ERROR goes out first, and no reset (which may drop it) comes of
+     * the bytes the peer sent that nobody will read. */
+    shutdown(l->out, SHUT_WR);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long long end = (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000 + LINGER_MS, left;
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = end - ((long long)t.tv_sec * 1000 + t.tv_nsec / 1000000);
+    } while (left > 0 && poll(&p, 1, (int)left) == 1 && read(l->in, sink, sizeof(sink)) > 0);
 }
 
 void migrate_send_error(struct migrate_link *l, const char *message)
 {
+    char why[ERROR_TEXT_MAX + 1];
     size_t n = strlen(message);
-    if (migrate_send_frame(l, MIGRATE_ERROR, message, n < ERROR_TEXT_MAX ? (uint32_t)n
-                                                                        : ERROR_TEXT_MAX) < 0)
-        err_clear();
+
+    /* message is often err_msg() itself: a send that fails (the peer
+     * gone) must not leave its own message, or none, in its place. */
+    snprintf(why, sizeof(why), "%s", message);
+    if (migrate_send_frame(l, MIGRATE_ERROR, why, n < ERROR_TEXT_MAX ? (uint32_t)n
+                                                                    : ERROR_TEXT_MAX) < 0)
+        err_plain(EIO, "%s", why);
 }
 
 /* An ERROR frame's text as the message: printable bytes only. */

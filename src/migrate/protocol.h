@@ -70,6 +70,8 @@ int migrate_header_parse(const uint8_t header[MIGRATE_HEADER], enum migrate_fram
 void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void *payload,
                           uint32_t len);
 
+/* A write that fails as the peer hangs up (EPIPE, ECONNRESET) takes the
+ * ERROR it sent before it did, if one comes within 1 s, as the message. */
 int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
                        uint32_t len) __attribute__((warn_unused_result));
 /* The next frame, checked whole (out->payload freed with free()). A frame
@@ -77,8 +79,17 @@ int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, con
  * text becomes the message. */
 int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
                        struct migrate_frame *out) __attribute__((warn_unused_result));
-/* An ERROR frame with the current message, best effort. */
+/* An ERROR frame with message, best effort; the current message stays
+ * (a send that fails does not replace it). */
 void migrate_send_error(struct migrate_link *l, const char *message);
+/* After an ERROR, before the close: no more writes, and what the peer
+ * still sends read and dropped until it hangs up (at most 2 s), so the
+ * close is no reset that might lose the ERROR on its way. */
+void migrate_linger(struct migrate_link *l);
+/* For a side that only sends (the source streaming the VM): 0 while the
+ * peer has said nothing; its ERROR (or its hang-up) as the message once
+ * it has, so the source stops at once and says what the peer said. */
+int migrate_peer_check(struct migrate_link *l) __attribute__((warn_unused_result));
 
 /* HELLO's payload: malloc'd into *out. */
 int migrate_hello_encode(const struct x86_cpuid_entry *cpuid, size_t n, uint8_t **out,

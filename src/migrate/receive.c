@@ -80,8 +80,24 @@ static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f, u
         return err_set(errno, "a file in '%s' for the VM's RAM", rx->scratch_dir);
     if (ftruncate(rx->memory_fd, (off_t)total) < 0)
         return err_set(errno, "sizing the VM's RAM");
+    /* All of it, now: the VM maps this file, and a page the source never
+     * sent (zeros) that the guest touches there would take room then --
+     * on a full file system (a tmpfs) a SIGBUS after the source has
+     * stopped, the VM lost. Here a full one fails before any RAM moves. */
+    int e = posix_fallocate(rx->memory_fd, 0, (off_t)total);
+    if (e)
+        return err_set(e, "no room for the VM's RAM (%llu MiB) in '%s'",
+                       (unsigned long long)(total >> 20), rx->scratch_dir);
     rx->memory_bytes = total;
     return 0;
+}
+
+/* A write into the scratch folder failed (its file system full, most
+ * likely): one line naming the folder the file without a name is in. */
+static int scratch_failed(const struct migrate_receive *rx, int errnum, const char *what)
+{
+    return err_set(errnum, "writing the VM's %s into a file without a name in '%s'", what,
+                   rx->scratch_dir);
 }
 
 static int write_pages(struct migrate_receive *rx, const struct migrate_frame *f)
@@ -94,7 +110,7 @@ static int write_pages(struct migrate_receive *rx, const struct migrate_frame *f
     for (uint64_t done = 0; done < len;) {
         ssize_t n = pwrite(rx->memory_fd, f->payload + 8 + done, len - done, (off_t)(at + done));
         if (n <= 0)
-            return err_set(n < 0 ? errno : EIO, "writing the VM's RAM");
+            return scratch_failed(rx, n < 0 ? errno : EIO, "RAM");
         done += (uint64_t)n;
     }
     return 0;
@@ -104,7 +120,6 @@ static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint
 {
     struct hash_state h;
     uint64_t size = 0;
-
     hash_begin(&h);
     for (;;) {
         struct migrate_frame f;
@@ -114,7 +129,9 @@ static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint
         if (f.type == MIGRATE_DATA) {
             hash_add(&h, f.payload, f.len);
             size += f.len;
-            r = file_write_all(rx->bundle_fd, f.payload, f.len, "the received VM");
+            r = file_write_all(rx->bundle_fd, f.payload, f.len, "");
+            if (r < 0)
+                r = scratch_failed(rx, -r, "bundle");
         } else if (f.type == MIGRATE_RAM && !size) {
             r = open_ram(rx, &f, mem_bytes);
         } else if (f.type == MIGRATE_PAGES && !size) {

@@ -3,9 +3,11 @@
  * (device state, RAM in the bundle's chunk codec unless it went already,
  * disks), then the two-step hand-over. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +71,55 @@ static void pace(uint64_t sent, double start, uint64_t rate)
     }
 }
 
+/* Test builds only (SMOLVM_TEST_HOOKS): $SMOLVM_TEST_MIGRATE_CUT names a
+ * file saying where the next migration's link is cut, as a receiver
+ * killed or a network gone would cut it: "10" or "50" (percent of the
+ * way: live, through round 0's walk of RAM; warm, through the bundle) or
+ * "final" (live, halfway through the bundle sent at stop-and-copy, the VM
+ * paused). The tests of a cut link (tests/nested, scenario migrate_load)
+ * pull it; with no such file nothing is cut. */
+static struct {
+    unsigned percent; /* 1..100; 0: nothing to cut */
+    bool final;
+} cut_plan;
+
+static void plan_cut(void)
+{
+    memset(&cut_plan, 0, sizeof(cut_plan));
+#ifdef SMOLVM_TEST_HOOKS
+    const char *path = getenv("SMOLVM_TEST_MIGRATE_CUT");
+    char word[16] = "";
+    FILE *f = path ? fopen(path, "re") : NULL;
+    if (f && fgets(word, sizeof(word), f)) {
+        cut_plan.final = strncmp(word, "final", 5) == 0;
+        cut_plan.percent = cut_plan.final ? 50 : (unsigned)atoi(word);
+    }
+    if (f)
+        fclose(f);
+#endif
+}
+
+/* done of total through the part where the cut is planned (final: the
+ * stop-and-copy's). */
+static void cut_when_due(struct migrate_link *l, bool stop_and_copy, uint64_t done, uint64_t total)
+{
+    if (cut_plan.percent && stop_and_copy == cut_plan.final &&
+        done * 100 >= total * cut_plan.percent) {
+        shutdown(l->out, SHUT_RDWR);
+        cut_plan.percent = 0;
+    }
+}
+
+/* A frame of the VM's stream, unless the destination has spoken: while
+ * the VM streams it only speaks to give up (an ERROR: its disk full, the
+ * bundle refused), and then the reason is what the source says. */
+static int send_watched(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
+                        uint32_t len)
+{
+    int r = migrate_peer_check(l);
+    return r < 0 ? r : migrate_send_frame(l, type, payload, len);
+}
+
 static int send_bundle(struct migrate_link *l, const char *path,
                        const struct migrate_send_options *o, uint64_t *sent)
 {
@@ -89,8 +140,9 @@ static int send_bundle(struct migrate_link *l, const char *path,
             break;
         }
         hash_add(&h, buf, (size_t)n);
-        r = migrate_send_frame(l, MIGRATE_DATA, buf, (uint32_t)n);
+        r = send_watched(l, MIGRATE_DATA, buf, (uint32_t)n);
         *sent += (uint64_t)n;
+        cut_when_due(l, o->live, *sent, (uint64_t)total);
         if (o->progress)
             o->progress(o->opaque, *sent, (uint64_t)total);
         pace(*sent, start, o->max_bandwidth);
@@ -175,8 +227,10 @@ static int send_pages(struct migrate_link *l, struct vm *vm, struct dirty *d, bo
             memcpy(frame + 8, g->host + p * MIGRATE_PAGE, (size_t)n * MIGRATE_PAGE);
             for (unsigned k = 0; k < n; k++, p++)
                 d->bits[i][p / 64] &= ~(1ull << (p % 64));
-            r = migrate_send_frame(l, MIGRATE_PAGES, frame, 8 + n * MIGRATE_PAGE);
+            r = send_watched(l, MIGRATE_PAGES, frame, 8 + n * MIGRATE_PAGE);
             *sent += (uint64_t)n * MIGRATE_PAGE;
+            if (skip_zero) /* round 0 */
+                cut_when_due(l, false, base + p * MIGRATE_PAGE, mem->total);
             pace(*sent - before, start, cap);
             vm_throttle_tick(vm);
         }
@@ -304,6 +358,7 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     int r, fd = migrate_connect(o->to);
 
     memset(res, 0, sizeof(*res));
+    plan_cut();
     if (fd < 0)
         return fd;
     l.in = l.out = fd;

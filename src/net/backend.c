@@ -130,7 +130,8 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
     if ((r = net_helper_path(path, sizeof(path))) < 0)
         return r;
     if (access(path, X_OK) < 0)
-        return err_set(errno, "--net user needs its helper %s (built beside smolvm)", path);
+        return err_set(errno, "--net user (an appliance's default; --net none runs without a "
+                              "NIC) needs its helper %s, built beside smolvm", path);
     argv[argc++] = path;
     argv[argc++] = "--fd=3";
     if (cfg->restrict_outbound)

@@ -18,6 +18,10 @@
 #include "core/config.h"
 
 #define NET_MAX_FRAME 65550 /* largest frame a backend passes: 64 KiB + headers */
+/* --net user's link MTU (smolvm-net's and the NIC's, told to the guest by
+ * VIRTIO_NET_F_MTU): 64 KiB frames, as slirp4netns and passt; a TAP keeps
+ * Ethernet's 1500 (its segments go by TSO instead). */
+#define NET_USER_MTU 65520
 
 /* The helper's first message on the socket, before any frame. */
 #define NET_HELPER_READY "smolvm-net ready"

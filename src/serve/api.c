@@ -99,6 +99,26 @@ static unsigned machine_route(const char *method, const char *full, const char *
     }
     if (!(p = segment(p + 1, m->action, sizeof(m->action))) || *p)
         return no_route(full, error);
+    if (strcmp(m->action, "exec") == 0) {
+        m->route = API_EXEC;
+        return strcmp(method, "POST") == 0 ? 0 : wrong_method(method, full, "POST", error);
+    }
+    if (strcmp(m->action, "files") == 0) {
+        m->route = strcmp(method, "GET") == 0   ? API_FILES_GET
+                   : strcmp(method, "PUT") == 0 ? API_FILES_PUT
+                                                : API_NO_ROUTE;
+        if (!m->route)
+            return wrong_method(method, full, "GET, PUT", error);
+        if (!m->file[0]) {
+            *error = api_error("invalid_value", "files takes ?path=PATH (the file in the guest)");
+            return 400;
+        }
+        return 0;
+    }
+    if (strcmp(m->action, "trace") == 0) {
+        m->route = API_TRACE;
+        return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
+    }
     if (strcmp(m->action, "logs") == 0 || strcmp(m->action, "console") == 0) {
         m->route = m->action[0] == 'l' ? API_LOGS : API_CONSOLE;
         return strcmp(method, "GET") == 0 ? 0 : wrong_method(method, full, "GET", error);
@@ -122,6 +142,41 @@ static bool follows(const char *query)
     return false;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* query's path=, percent-decoded into out (size bytes); false when it is
+ * not there, too long, or holds a NUL or a bad escape. */
+static bool query_path(const char *query, char *out, size_t size)
+{
+    for (const char *arg = query; arg; arg = strchr(arg, '&') ? strchr(arg, '&') + 1 : NULL) {
+        size_t n = 0;
+        if (strncmp(arg, "path=", 5) != 0)
+            continue;
+        for (const char *p = arg + 5; *p && *p != '&'; p++) {
+            int c = (unsigned char)*p;
+            if (c == '%') {
+                int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+                if (lo < 0)
+                    return false;
+                c = hi << 4 | lo;
+                p += 2;
+            } else if (c == '+') {
+                c = ' ';
+            }
+            if (c == 0 || n + 1 >= size)
+                return false;
+            out[n++] = (char)c;
+        }
+        out[n] = 0;
+        return n > 0;
+    }
+    return false;
+}
+
 unsigned api_route(const char *method, const char *path, struct api_match *m, json_t **error)
 {
     char full[256];
@@ -137,6 +192,8 @@ unsigned api_route(const char *method, const char *path, struct api_match *m, js
     memcpy(full, path, n);
     full[n] = 0;
     m->follow = strchr(path, '?') && follows(strchr(path, '?') + 1);
+    if (strchr(path, '?') && !query_path(strchr(path, '?') + 1, m->file, sizeof(m->file)))
+        m->file[0] = 0;
     if (strcmp(full, "/machines") == 0 || strcmp(full, "/machines/") == 0) {
         m->route = strcmp(method, "GET") == 0 ? API_LIST : strcmp(method, "POST") == 0 ? API_CREATE : API_NO_ROUTE;
         return m->route ? 0 : wrong_method(method, full, "GET, POST", error);
@@ -249,7 +306,9 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
         fields = api_save_fields;
     else if (m.route == API_ACTION && strcmp(m.action, "stop") == 0)
         fields = api_stop_fields;
-    if ((status = api_parse_body(body, len, fields, &j, &error)) != 0) {
+    else if (m.route == API_EXEC)
+        fields = api_exec_fields;
+    if (m.route != API_FILES_PUT && (status = api_parse_body(body, len, fields, &j, &error)) != 0) {
         api_ok(r, status, error);
         return;
     }
@@ -269,6 +328,17 @@ void api_handle(const char *method, const char *path, const char *body, size_t l
     case API_PAGE: web_page(r); break;
     case API_STATIC: web_static(m.name, r); break;
     case API_CONSOLE: machines_console(m.name, r); break;
+    case API_EXEC: guest_exec(m.name, j, r); break;
+    case API_TRACE: machines_trace(m.name, r); break;
+    case API_FILES_GET: guest_file_get(m.name, m.file, r); break;
+    case API_FILES_PUT: { /* a body held whole (http.c streams it) */
+        struct api_upload *up;
+        if (api_upload_begin(method, path, &up, r)) {
+            api_upload_write(up, body, len);
+            api_upload_finish(up, r);
+        }
+        break;
+    }
     case API_NO_ROUTE: break;
     }
     json_decref(j);

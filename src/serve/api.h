@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Bodies larger than this are refused (413) before they are read. */
@@ -35,6 +36,10 @@ enum api_route {
     API_PAGE,    /* GET / (the web console) */
     API_STATIC,  /* GET /static/{xterm.js|xterm.css} */
     API_CONSOLE, /* GET /machines/{name}/console (a WebSocket) */
+    API_EXEC,    /* POST /machines/{name}/exec */
+    API_TRACE,   /* GET /machines/{name}/trace */
+    API_FILES_GET, /* GET /machines/{name}/files?path=P */
+    API_FILES_PUT, /* PUT /machines/{name}/files?path=P (the body streamed: api_upload_*) */
 };
 
 struct api_match {
@@ -42,6 +47,7 @@ struct api_match {
     char name[72];   /* the machine's (or the layer's hash) for the routes under it */
     char action[16]; /* API_ACTION's verb */
     bool follow;     /* ?follow=1 (or true) */
+    char file[4096]; /* ?path=, percent-decoded ("" when absent) */
 };
 
 /* Which route method and path (a query string is ignored) name. Returns
@@ -65,6 +71,8 @@ struct api_stream {
     ssize_t (*read)(void *opaque, int fd, char *buf, size_t max);
     void (*release)(void *opaque);
     void *opaque;
+    /* A console's: the client's bytes typed on it (false: gone), or NULL. */
+    bool (*write)(void *opaque, const void *buf, size_t len);
 };
 
 struct api_reply {
@@ -75,12 +83,26 @@ struct api_reply {
     size_t text_len;  /* its length (0: strlen) */
     const char *content_type;
     bool websocket;   /* the stream goes to a WebSocket (the server upgrades) */
+    bool sized;       /* the stream's length is known: size */
+    uint64_t size;
 };
 
 /* Answers one request. exe: the smolvm executable that starts VMs. */
 void api_handle(const char *method, const char *path, const char *body, size_t len,
                 struct api_reply *reply);
 void api_reply_release(struct api_reply *reply);
+
+/* A body passed on as it arrives instead of held (PUT .../files: a file
+ * of any size). api_upload_begin: whether method and path take one; if
+ * so, *up, or the refusal in *r (sent without reading the body). Then
+ * each piece of the body in order, and the reply at its end (up freed);
+ * abort when the client went away. */
+struct api_upload;
+bool api_upload_begin(const char *method, const char *path, struct api_upload **up,
+                      struct api_reply *r);
+void api_upload_write(struct api_upload *up, const char *data, size_t len);
+void api_upload_finish(struct api_upload *up, struct api_reply *r);
+void api_upload_abort(struct api_upload *up);
 
 /* The smolvm executable `start` runs (default: smolvm beside this one). */
 void api_set_executable(const char *path);

@@ -40,6 +40,8 @@ struct request {
     size_t len;
     bool too_large, too_slow;
     struct timespec started;
+    struct api_upload *upload; /* a body passed on as it arrives (PUT files) */
+    char path[5120];           /* the URL with the query the API reads */
 };
 
 struct daemon_options {
@@ -87,8 +89,8 @@ static struct MHD_Response *stream_response(struct MHD_Connection *c, struct api
     s->body = r->stream;
     s->fd = info ? info->connect_fd : -1;
     memset(&r->stream, 0, sizeof(r->stream)); /* the response's now */
-    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s,
-                                             stream_free);
+    resp = MHD_create_response_from_callback(r->sized ? r->size : MHD_SIZE_UNKNOWN, 16384,
+                                             stream_read, s, stream_free);
     if (!resp)
         stream_free(s);
     else
@@ -156,9 +158,9 @@ static void *console_pump(void *opaque)
     return NULL;
 }
 
-/* Takes the client's frames: pings answered, a close or a broken frame
- * ends the session. Input is not passed on: a detached VM's console takes
- * none. Returns when the session is over. */
+/* Takes the client's frames: text and binary messages typed on the VM's
+ * console, pings answered, a close or a broken frame ends the session.
+ * Returns when the session is over. */
 static void console_read(struct console_session *s)
 {
     struct ws_reader r;
@@ -178,6 +180,9 @@ static void console_read(struct console_session *s)
             }
             if (got == 1 && m.opcode == WS_PING)
                 send_frame(s, WS_PONG, m.data, m.len);
+            if (got == 1 && (m.opcode == WS_TEXT || m.opcode == WS_BINARY) && s->body.write &&
+                !s->body.write(s->body.opaque, m.data, m.len))
+                s->body.write = NULL; /* the VM takes no more: its output goes on */
         }
         if (got < 0) {
             send_close(s, (unsigned)-got);
@@ -418,6 +423,25 @@ static double elapsed(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* The URL again with the query arguments the API reads (libmicrohttpd
+ * hands them over decoded): follow, and path percent-encoded. */
+static void request_path(struct MHD_Connection *c, const char *url, char *out, size_t size)
+{
+    const char *follow = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
+    const char *file = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "path");
+    size_t n = (size_t)snprintf(out, size, "%s?", url);
+
+    if (follow && n < size)
+        n += (size_t)snprintf(out + n, size - n, "follow=%s&", follow);
+    if (file && n + 6 < size) {
+        n += (size_t)snprintf(out + n, size - n, "path=");
+        for (const unsigned char *p = (const unsigned char *)file; *p && n + 4 < size; p++)
+            n += (size_t)(strchr("&%+#?", *p) || *p < 0x21 || *p >= 0x7f
+                              ? snprintf(out + n, size - n, "%%%02X", *p)
+                              : snprintf(out + n, size - n, "%c", *p));
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **state)
@@ -432,13 +456,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return refuse(c, status, status == 401 ? "unauthorized" : "forbidden",
                           status == 401 ? "this socket needs 'Authorization: Bearer TOKEN'"
                                         : "only the daemon's user is served");
-        if (length && strtoull(length, NULL, 10) > API_BODY_MAX)
-            return refuse(c, 413, "too_large", "a body holds at most 65536 bytes");
         if (!(q = calloc(1, sizeof(*q))))
             return MHD_NO;
+        request_path(c, url, q->path, sizeof(q->path));
+        struct api_reply r;
+        if (api_upload_begin(method, q->path, &q->upload, &r) && !q->upload) {
+            free(q);
+            return send_reply(c, &r); /* refused before its body */
+        }
+        if (!q->upload && length && strtoull(length, NULL, 10) > API_BODY_MAX) {
+            free(q);
+            return refuse(c, 413, "too_large", "a body holds at most 65536 bytes");
+        }
         clock_gettime(CLOCK_MONOTONIC, &q->started);
         *state = q;
         return MHD_YES;
+    }
+    if (q->upload) { /* as long as it takes; an idle connection is still closed */
+        struct api_reply r;
+        if (*upload_size) {
+            api_upload_write(q->upload, upload, *upload_size);
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        api_upload_finish(q->upload, &r);
+        q->upload = NULL;
+        return send_reply(c, &r);
     }
     if (*upload_size) {
         if (elapsed(&q->started) > REQUEST_SECONDS)
@@ -467,7 +510,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
      * bytes): no idle limit meanwhile; setting it again from none restarts
      * the clock, so the reply gets the whole limit to go out. */
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
-    api_handle(method, url, q->body ? q->body : "", q->len, &r);
+    api_handle(method, q->path, q->body ? q->body : "", q->len, &r);
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)REQUEST_SECONDS);
     return send_reply_setting(c, &r, *(const bool *)cls && token_in_query(c));
 }
@@ -479,8 +522,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state,
     (void)cls;
     (void)c;
     (void)why;
-    if (q)
+    if (q) {
         free(q->body);
+        api_upload_abort(q->upload); /* the client went away mid-upload */
+    }
     free(q);
     *state = NULL;
 }

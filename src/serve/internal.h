@@ -35,7 +35,13 @@ int machine_log_paths(const char *name, char **current, char **older);
 /* Streams (streams.c): a log followed while its VM runs (takes current
  * and older), and state changes as server-sent events. */
 int log_stream(const char *name, char *current, char *older, struct api_stream *out);
+/* Makes a log stream a console's: what its client types goes to fd (a
+ * connection to the VM's console socket, the stream's now). */
+void log_stream_input(struct api_stream *s, int fd);
 int events_stream(struct api_stream *out);
+
+/* Whether the client on fd (a connection's socket; -1: not known) hung up. */
+bool api_client_gone(int fd);
 
 /* Appends the file's bytes to r->text (false: cannot open it). */
 bool api_append_file(const char *path, struct api_reply *r);
@@ -45,11 +51,20 @@ void web_page(struct api_reply *r);
 void web_static(const char *file, struct api_reply *r);
 /* A running VM's console for a WebSocket: its log, then what it writes. */
 void machines_console(const char *name, struct api_reply *r);
+/* A running VM's boot trace ({"unit", "events", ...}: --trace-boot --json). */
+void machines_trace(const char *name, struct api_reply *r);
+
+/* Through the guest agent (guest.c): a command's output as it comes (one
+ * JSON object a line: {"stdout"}, {"stderr"}, {"error"}, last
+ * {"exit_code"[, "signal"]}), a file's bytes. */
+void guest_exec(const char *name, json_t *body, struct api_reply *r);
+void guest_file_get(const char *name, const char *path, struct api_reply *r);
 
 /* The fields each body may have. */
 extern const char *const api_create_fields[];
 extern const char *const api_save_fields[];
 extern const char *const api_stop_fields[];
+extern const char *const api_exec_fields[];
 extern const char *const api_no_fields[];
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "api/control.h"
 #include "core/config.h"
+#include "image/appliance.h"
 #include "machine/instance.h"
 #include "machine/save_named.h"
 #include "machine/stop_named.h"
@@ -32,7 +33,7 @@
 extern char **environ;
 
 const char *const api_create_fields[] = {"name", "from", "kernel", "initrd", "cmdline",
-                                         "cpus", "mem", "verify", NULL};
+                                         "cpus", "mem", "verify", "share", NULL};
 const char *const api_save_fields[] = {"output", "resume", "no-memory", "flatten", "sign", NULL};
 const char *const api_stop_fields[] = {"timeout", "force", NULL};
 const char *const api_no_fields[] = {NULL};
@@ -244,7 +245,63 @@ static bool sizes(json_t *body, struct store_create_request *q, struct api_reply
     return true;
 }
 
+struct shares;
+static void create_with(json_t *body, struct shares *sh, struct api_reply *r);
+
+struct shares {
+    struct vm_share_config list[VM_MAX_SHARES];
+    char *specs[VM_MAX_SHARES];
+    unsigned count;
+};
+
+static void shares_free(struct shares *sh)
+{
+    for (unsigned i = 0; i < sh->count; i++)
+        free((char *)sh->list[i].path);
+    for (unsigned i = 0; i < VM_MAX_SHARES; i++)
+        free(sh->specs[i]);
+}
+
+/* "share": one "HOSTDIR[:TAG][,ro]" or an array of them, as create --share
+ * (one parser); absolute folders only, the daemon's folder being none of
+ * the client's. False with r set when they are not right. */
+static bool shares_field(json_t *body, struct shares *sh, struct api_reply *r)
+{
+    json_t *v = json_object_get(body, "share"), *one = json_is_string(v) ? v : NULL, *item;
+    size_t i, n = one ? 1 : json_array_size(v);
+
+    if (!v)
+        return true;
+    if ((!one && !json_is_array(v)) || n > VM_MAX_SHARES) {
+        api_fail(r, 400, "invalid_value", "'share' is \"HOSTDIR[:TAG][,ro]\" or an array of at "
+                                          "most %d of them", VM_MAX_SHARES);
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        const char *spec = json_string_value(item = one ? one : json_array_get(v, i));
+        if (!spec || spec[0] != '/') {
+            api_fail(r, 400, "invalid_value", "'share': each is \"HOSTDIR[:TAG][,ro]\" with an "
+                                              "absolute HOSTDIR");
+            return false;
+        }
+        if (!(sh->specs[i] = strdup(spec)) || vm_share_parse(sh->specs[i], sh->list, &sh->count) < 0) {
+            api_fail(r, 400, "invalid_value", "'share': %s", sh->specs[i] ? err_msg() : "out of memory");
+            err_clear();
+            return false;
+        }
+    }
+    return true;
+}
+
 void machines_create(json_t *body, struct api_reply *r)
+{
+    struct shares sh = {0};
+
+    create_with(body, &sh, r);
+    shares_free(&sh);
+}
+
+static void create_with(json_t *body, struct shares *sh, struct api_reply *r)
 {
     struct store_create_request q = {0};
     struct store *s;
@@ -258,8 +315,11 @@ void machines_create(json_t *body, struct api_reply *r)
     }
     if (!string_field(body, "kernel", &q.kernel, r) || !string_field(body, "initrd", &q.initrd, r) ||
         !string_field(body, "cmdline", &q.cmdline, r) ||
-        !string_field(body, "verify", &q.trusted_key, r) || !sizes(body, &q, r))
+        !string_field(body, "verify", &q.trusted_key, r) || !sizes(body, &q, r) ||
+        !shares_field(body, sh, r))
         return;
+    q.shares = sh->list;
+    q.share_count = sh->count;
     /* The daemon's folder is no concern of the client's. */
     if ((q.from[0] != '/' && !hash_is_hex(q.from)) || (q.kernel && q.kernel[0] != '/') ||
         (q.initrd && q.initrd[0] != '/') || (q.trusted_key && q.trusted_key[0] != '/'))
@@ -268,6 +328,10 @@ void machines_create(json_t *body, struct api_reply *r)
     if (!store_name_ok(q.name) || !control_name_ok(q.name))
         return api_fail(r, 400, "invalid_name", "'%s' is not a machine name (1-64 letters, "
                                                 "digits, '.', '_', '-')", q.name);
+    /* As `smolvm create`: an appliance gets the user network. */
+    static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
+    if (appliance_folder(q.from))
+        q.net = &user_net;
     if (store_open(&s) < 0)
         return api_fail_errno(r, EIO);
     e = store_create_from(s, &q);
@@ -636,6 +700,31 @@ void machines_console(const char *name, struct api_reply *r)
     json_decref(status);
     machines_logs(name, true, r);
     r->websocket = r->status == 200;
+    if (r->websocket) {
+        /* A VM from before console sockets shows its console, reading nothing. */
+        int input = control_connect(name, "console");
+        if (input >= 0)
+            log_stream_input(&r->stream, input);
+        err_clear();
+    }
+}
+
+void machines_trace(const char *name, struct api_reply *r)
+{
+    json_t *req = json_pack("{s:s}", "command", "trace"), *a = NULL;
+    int e = control_request(name, req, &a);
+
+    json_decref(req);
+    if (e == -ENOENT)
+        api_fail(r, 404, "not_found", "no VM '%s' is running", name);
+    else if (e < 0)
+        api_fail_errno(r, -e);
+    else if (!json_is_object(json_object_get(a, "trace")))
+        api_fail(r, 500, "failed", "VM '%s' has no boot trace (an older smolvm runs it)", name);
+    else
+        api_ok(r, 200, json_incref(json_object_get(a, "trace")));
+    json_decref(a);
+    err_clear();
 }
 
 int machine_log_paths(const char *name, char **current, char **older)

@@ -2,10 +2,12 @@
  * server-sent events when a machine's state changes. Each runs on its
  * connection's own thread and blocks there; a client that hangs up ends
  * it at the next check. */
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,7 +17,7 @@
 #define EVENTS_POLL_MS 500
 #define KEEPALIVE_MS 15000
 
-static bool hung_up(int fd)
+bool api_client_gone(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
     return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
@@ -25,6 +27,7 @@ struct log_follow {
     char *name, *current, *older;
     FILE *f;
     bool in_older, ending;
+    int input; /* a console's: its VM's console socket, or -1 */
 };
 
 /* Whether path is no longer the file f reads: the log was rotated. */
@@ -56,7 +59,7 @@ static ssize_t log_read(void *opaque, int fd, char *buf, size_t max)
                 continue;
             }
         }
-        if (l->ending || hung_up(fd))
+        if (l->ending || api_client_gone(fd))
             return -1;
         json_t *status = machine_status(l->name);
         if (!status) {
@@ -73,6 +76,8 @@ static void log_release(void *opaque)
     struct log_follow *l = opaque;
     if (l->f)
         fclose(l->f);
+    if (l->input >= 0)
+        close(l->input);
     free(l->name);
     free(l->current);
     free(l->older);
@@ -91,10 +96,41 @@ int log_stream(const char *name, char *current, char *older, struct api_stream *
     }
     l->current = current;
     l->older = older;
+    l->input = -1;
     l->f = fopen(older, "r");
     l->in_older = true;
     *out = (struct api_stream){.read = log_read, .release = log_release, .opaque = l};
     return 0;
+}
+
+/* The socket's sends are bounded (control_connect): a VM that stops
+ * reading costs this client its input, not its thread. */
+static bool console_write(void *opaque, const void *buf, size_t len)
+{
+    struct log_follow *l = opaque;
+
+    for (size_t done = 0; done < len && l->input >= 0;) {
+        ssize_t n = send(l->input, (const char *)buf + done, len - done, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(l->input);
+            l->input = -1;
+        } else {
+            done += (size_t)n;
+        }
+    }
+    return l->input >= 0;
+}
+
+void log_stream_input(struct api_stream *s, int fd)
+{
+    struct log_follow *l = s->opaque;
+
+    if (l->input >= 0)
+        close(l->input);
+    l->input = fd;
+    s->write = console_write;
 }
 
 struct events {
@@ -174,7 +210,7 @@ static ssize_t events_read(void *opaque, int fd, char *buf, size_t max)
             e->quiet_ms = 0;
             return (ssize_t)n;
         }
-        if (hung_up(fd))
+        if (api_client_gone(fd))
             return -1;
         if (e->quiet_ms >= KEEPALIVE_MS) { /* a comment: proxies keep it open */
             static const char keepalive[] = ": keepalive\n\n";

@@ -119,6 +119,7 @@ int store_create_from(struct store *s, const struct store_create_request *q)
     };
     for (unsigned i = 0; i < boot.share_count; i++)
         boot.shares[i] = q->shares[i];
+    boot.net = q->net ? *q->net : cfg.net; /* cfg: a bundle's, or defaults (none) */
     if (r == 0)
         r = store_create(s, q->name, top, &boot);
     free(appliance_cmdline);

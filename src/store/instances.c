@@ -15,6 +15,7 @@
 
 #include "bundle/sections.h"
 #include "disk/disk.h"
+#include "net/config.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -217,6 +218,8 @@ int store_create(struct store *s, const char *name, const char *top,
             json_object_set_new(j, "cmdline", json_string(b->cmdline));
         if (b->share_count)
             json_object_set_new(j, "shares", shares_json(b));
+        if (b->net.mode != VM_NET_NONE)
+            json_object_set_new(j, "net", net_config_to_json(&b->net));
         if (b->discovery == VM_DISCOVERY_CMDLINE)
             json_object_set_new(j, "virtio_discovery", json_string("cmdline"));
         if (b->state) {
@@ -426,6 +429,8 @@ int store_instance(struct store *s, const char *name, struct instance *out)
         out->resume_pristine = strcmp(resume, PRISTINE) == 0;
     }
     r = read_shares(j, name, &out->boot);
+    if (r == 0 && (r = net_config_from_json(json_object_get(j, "net"), &out->boot.net)) < 0)
+        err_prefix("instance '%s'", name);
     if (r == 0)
         r = read_discovery(j, name, &out->boot);
     json_decref(j);

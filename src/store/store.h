@@ -33,6 +33,9 @@ struct instance_boot {
     /* create --share: host folders by tag (each start may remap a tag) */
     struct vm_share_config shares[VM_MAX_SHARES];
     unsigned share_count;
+    /* the guest's network (instance.json "net"; none when absent, as in
+     * instances made before networks were kept) */
+    struct vm_net_config net;
 };
 
 int store_open(struct store **out) __attribute__((warn_unused_result));
@@ -99,6 +102,8 @@ struct store_create_request {
     bool discovery_given;
     const struct vm_share_config *shares; /* --share: kept in instance.json */
     unsigned share_count;
+    const struct vm_net_config *net; /* --net (or the CLI's default); NULL: a
+                                      * bundle's own network, else none */
 };
 int store_create_from(struct store *s, const struct store_create_request *q)
     __attribute__((warn_unused_result));

@@ -4,7 +4,10 @@
   openapi_check.py live SOCKET      drives the daemon listening on SOCKET
                                     (a fake VM answering on a control socket
                                     in $XDG_RUNTIME_DIR/smolvm stands in for a
-                                    running one) and checks each response
+                                    running one; with $SMOLVM_AGENT, that
+                                    smolvm-agent run on the host is its guest
+                                    agent, for exec and files) and checks
+                                    each response
   openapi_check.py recorded DIR     checks responses recorded by
                                     tests/nested/scenarios.sh: DIR/N.req holds
                                     "METHOD PATH", DIR/N.status the HTTP
@@ -22,9 +25,11 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import yaml
 
@@ -158,6 +163,15 @@ class Spec:
                 value = json.loads(body)
             except ValueError as e:
                 return self.fail(where, f"not JSON: {e}")
+        elif media == "application/x-ndjson":  # a JSON object a line, the last one the end
+            try:
+                lines = [json.loads(line) for line in body.decode().splitlines()]
+            except ValueError as e:
+                return self.fail(where, f"a line is not JSON: {e}")
+            if not lines or not all(isinstance(line, dict) for line in lines) or not (
+                    "exit_code" in lines[-1] or "error" in lines[-1]):
+                return self.fail(where, f"not lines of objects ending with the exit: {body[:200]!r}")
+            value = body.decode()
         else:
             value = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
         if jsonschema is None:
@@ -210,7 +224,11 @@ def fake_vm(name, runtime):
                     state["paused"] = True
                 elif cmd == "resume":
                     state["paused"] = False
-                if cmd in ("status", "pause", "resume", "stop"):
+                if cmd == "trace":
+                    answer = {"ok": True, "trace": {"unit": "ms", "events": {
+                        "inputs_read": 0.4, "first_vcpu_entry": 2.5, "kernel_start": 20.0},
+                        "split": {"vmm": 2.5, "kernel": 17.5, "init": 0.0}}}
+                elif cmd in ("status", "pause", "resume", "stop"):
                     answer = {"ok": True, "name": name, "pid": os.getpid(),
                               "state": "paused" if state["paused"] else "running", "cpus": 1,
                               "mem_bytes": 64 << 20, "uptime_s": 1.0, "console_dropped": 0}
@@ -253,6 +271,8 @@ def live(sock):
         ("POST", "/machines/oa/reboot", None),
         ("DELETE", "/machines/fakevm", None),
         ("GET", "/machines/fakevm/logs", None),
+        ("GET", "/machines/fakevm/trace", None),
+        ("GET", "/machines/nothere/trace", None),
         ("GET", "/machines/fakevm/logs?follow=1", None),
         ("GET", "/metrics", None),
         ("GET", "/openapi.json", None),
@@ -267,7 +287,34 @@ def live(sock):
         ("DELETE", "/machines/oa", None),
         ("POST", "/gc", None),
         ("GET", "/gc", None),
+        ("POST", "/machines", {"name": "oa3", "from": image, "share": [scratch + ":s,ro"]}),
+        ("POST", "/machines", {"name": "oa4", "from": image, "share": "relative"}),
+        ("DELETE", "/machines/oa3", None),
     ]
+    agent = None
+    if os.environ.get("SMOLVM_AGENT"):
+        vsock = os.path.join(runtime, "fakevm.vsock")
+        agent = subprocess.Popen([os.environ["SMOLVM_AGENT"], "--unix", vsock])
+        for _ in range(500):
+            if os.path.exists(vsock):
+                break
+            time.sleep(0.01)
+        requests += [
+            ("POST", "/machines/fakevm/exec",
+             {"command": ["sh", "-c", "echo out; echo err >&2; read x; exit 2"], "stdin": "x\n",
+              "env": ["A=b"], "cwd": "/"}),
+            ("POST", "/machines/fakevm/exec", {"command": ["/nonexistent/program"]}),
+            ("POST", "/machines/fakevm/exec", {"command": []}),
+            ("POST", "/machines/fakevm/exec", {"command": ["true"], "tty": True}),
+            ("POST", "/machines/nothere/exec", {"command": ["true"]}),
+            ("PUT", f"/machines/fakevm/files?path={scratch}/in%20vm.txt", b"file bytes\n" * 10000),
+            ("GET", f"/machines/fakevm/files?path={scratch}/in%20vm.txt", None),
+            ("GET", f"/machines/fakevm/files?path={scratch}/none", None),
+            ("GET", f"/machines/fakevm/files?path={scratch}", None),
+            ("PUT", f"/machines/fakevm/files?path={scratch}/no/such/folder", b"x"),
+            ("GET", "/machines/fakevm/files", None),
+            ("DELETE", "/machines/fakevm/files?path=/x", None),
+        ]
     for method, path, body in requests:
         conn = UnixHTTP(sock)
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
@@ -278,6 +325,12 @@ def live(sock):
         conn.close()
     srv.close()
     os.unlink(vm_path)
+    if agent:
+        agent.terminate()
+        agent.wait()
+        with open(os.path.join(scratch, "in vm.txt"), "rb") as f:
+            if f.read() != b"file bytes\n" * 10000:
+                spec.fail("PUT files", "the file in the 'guest' is not the body sent")
     return spec
 
 

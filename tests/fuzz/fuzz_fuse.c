@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fs/fuse.h"
@@ -78,8 +79,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (size >= 4)
             memcpy(&len, data, 4);
         n = len >= 1 && len <= size ? len : size;
-        /* The reply buffer's size varies too: drivers choose it. */
-        fuse_serve(srv, data, n, out, i & 1 ? sizeof(out) : 64 + (data[0] & 0x7f));
+        /* The reply buffer's size varies too: drivers choose it. Every
+         * third request goes as a READ into the guest's buffers (any other
+         * request must be refused there). */
+        if (i % 3 == 2) {
+            struct iovec dest[2] = {{out, 100 + (data[0] & 0x7f)}, {out + 300, sizeof(out) - 300}};
+            fuse_serve_read(srv, data, n, dest, 2, out + 240, 16);
+        } else {
+            fuse_serve(srv, data, n, out, i & 1 ? sizeof(out) : 64 + (data[0] & 0x7f));
+        }
         data += n;
         size -= n;
     }

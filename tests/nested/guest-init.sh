@@ -26,7 +26,13 @@ net_up() {
     chmod +x /bin/dhcp-event
     ip link set lo up
     ip link set eth0 up
-    udhcpc -i eth0 -s /bin/dhcp-event -q -n -t 10 -T 2 > /dev/null 2>&1
+    # smolvm.ip=A.B.C.D/N: a static address (a TAP has no DHCP server)
+    static_ip=$(sed -n 's/.*smolvm\.ip=\([0-9./]*\).*/\1/p' /proc/cmdline)
+    if [ -n "$static_ip" ]; then
+        ip addr add "$static_ip" dev eth0
+    else
+        udhcpc -i eth0 -s /bin/dhcp-event -q -n -t 10 -T 2 > /dev/null 2>&1
+    fi
 }
 # http_get PATH: the response (headers, body) of the host's server at the
 # gateway, port $port, over busybox nc (HTTP/1.0: the server closes).
@@ -140,12 +146,31 @@ case "$test" in
         printf AFTERRESTORE | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null &&
             echo GUEST-SNAP-WRITE-OK
         ;;
-    counter)
+    counter|dirtier)
         # A counter in RAM and in a file on an ext4 disk, printed every
         # 100 ms with the guest's clock, until "quit" arrives on the console;
         # then a clean unmount. Saved and resumed while it runs.
+        # dirtier: the same, while two jobs load it for live migration
+        # (issue 24): 64 MiB of a tmpfs rewritten each second (at most
+        # 64 MiB/s of RAM dirtied; each pass's rate printed as DIRTIED) and
+        # 1 MiB files written and fsync'd to the disk without pause.
         load_modules
         mkdir -p /mnt && mount -t ext4 /dev/vda /mnt || echo GUEST-COUNTER-NO-DISK
+        jobs=
+        if [ "$test" = dirtier ]; then
+            mkdir -p /dirty && mount -t tmpfs -o size=72m tmpfs /dirty
+            # Each job ends at its next turn once /stop is there.
+            (while [ ! -e /stop ]; do
+                echo "DIRTIED $(dd if=/dev/zero of=/dirty/ram bs=1M count=64 conv=notrunc 2>&1 | tail -n 1)"
+                sleep 1
+            done) &
+            jobs="$jobs $!"
+            (i=0; while [ ! -e /stop ]; do
+                i=$(((i + 1) % 8))
+                dd if=/dev/zero of="/mnt/blk$i" bs=64k count=16 conv=fsync 2>/dev/null
+            done) &
+            jobs="$jobs $!"
+        fi
         n=0 in=/dev/console
         # With --console virtio the host's input arrives on hvc0. No echo:
         # an echoed "quit" lands inside the COUNT lines the host parses.
@@ -160,6 +185,8 @@ case "$test" in
             echo "COUNT $n file=$(cat /mnt/counter) date=$(date +%s)"
             if read -t 0.1 -r line <&3; then [ "$line" = quit ] && break; fi
         done
+        touch /stop
+        for j in $jobs; do wait "$j"; done
         umount /mnt && echo GUEST-COUNTER-CLEAN
         ;;
     flood)
@@ -174,6 +201,7 @@ case "$test" in
         load_modules
         net_up
         echo "GUEST-NET-LEASE=$(ip -4 -o addr show dev eth0 | awk '{ print $4 }')"
+        echo "GUEST-NET-MTU=$(cat /sys/class/net/eth0/mtu)"
         echo "GUEST-NET-FETCH=$(http_get / | tail -n 1)"
         # busybox wget has been seen to segfault here before connecting: say where.
         wget -q -T 5 -O /dev/null "http://10.0.2.2:$port/" 2> /dev/null ||
@@ -267,6 +295,29 @@ case "$test" in
         echo "GUEST-FS-AFTER=$line $(cat /mnt/rw/from-guest) $(ls /mnt/rw/keep)"
         cd /mnt/rw/keep/moved && echo after-restore > f2 && cd / && sync &&
             umount /mnt/rw && umount /mnt/ro && echo GUEST-FS-UMOUNTED
+        ;;
+    gitmake)
+        # A developer's loop in the share "src" (initrd-tools: Debian's git,
+        # make and tcc): git init, add, commit; make of a two-file C
+        # project, its program run; an edit rebuilds only what it touches;
+        # the build committed too. The host checks with its own git.
+        load_modules
+        export PATH=/usr/bin:/bin:/sbin HOME=/tmp GIT_AUTHOR_NAME=guest GIT_COMMITTER_NAME=guest \
+            GIT_AUTHOR_EMAIL=guest@smolvm.test GIT_COMMITTER_EMAIL=guest@smolvm.test
+        mkdir -p /mnt/src
+        mount -t virtiofs src /mnt/src || echo GUEST-GM-MOUNT-FAILED
+        cd /mnt/src/proj &&
+            git init -q --template= && git add . && git commit -q -m "two-file C project" &&
+            echo "GUEST-GM-COMMITTED $(git rev-parse HEAD)"
+        make CC=tcc && echo "GUEST-GM-RAN=$(./sum 5)"
+        sed -i 's/a + b/a + b + 100/' add.c
+        # (make compares modification times: the edit must be the newer)
+        while [ ! add.c -nt add.o ]; do touch add.c; done
+        make CC=tcc > /tmp/remake 2>&1 &&
+            echo "GUEST-GM-REMADE=$(tr '\n' ' ' < /tmp/remake)| $(./sum 5)"
+        git add -A && git commit -q -m "built in the guest" && git status --porcelain > /tmp/st &&
+            echo "GUEST-GM-CLEAN=$(wc -l < /tmp/st) $(git rev-list --count HEAD)"
+        cd / && sync && umount /mnt/src && echo GUEST-GM-DONE
         ;;
     fsbench)
         # bench/fs: the share "bench" by virtio-fs or 9p (fsbench.fs=), each

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Builds (once, cached by content) the busybox initrd of the nested test
-# guests and prints its path (initrd-net: the net scenario's, with iperf3).
+# guests and prints its path (initrd-net: the net scenario's, with iperf3;
+# initrd-tools: shares_git_make's, with git, make and a C compiler).
 # Also extracts the PVH vmlinux from the host's bzImage when asked:
 # guest-initrd.sh vmlinux
 set -euo pipefail
@@ -39,26 +40,43 @@ build_initrd() {
     echo "$out"
 }
 
-# The net scenario's guest: the initrd above with iperf3 (Debian's, linked
-# dynamically) and the libraries it loads appended as a second archive,
-# which the kernel unpacks over the first.
-build_net_initrd() {
-    local base key out stage f
+# build_extra_initrd NAME FILE...: the initrd above with Debian's own FILEs
+# (and the shared libraries its executables load, by ldd) appended as a
+# second archive, which the kernel unpacks over the first.
+build_extra_initrd() {
+    local name=$1 base key out stage list
+    shift
     base=$(build_initrd)
-    key=$( (cat "$base" /usr/bin/iperf3; ldd /usr/bin/iperf3) | sha256sum | cut -c1-16)
-    out=$cache/guest-net-$key.cpio
+    list=$(mktemp)
+    for f in "$@"; do
+        echo "$f"
+        case $f in */bin/*) ldd "$f" | grep -o '/[^ ]*' ;; esac
+    done | awk '!seen[$0]++' > "$list"
+    key=$( (cat "$base"; xargs -a "$list" stat -L -c '%n %s %Y') | sha256sum | cut -c1-16)
+    out=$cache/guest-$name-$key.cpio
     if [ ! -s "$out" ]; then
         stage=$(mktemp -d)
-        for f in /usr/bin/iperf3 $(ldd /usr/bin/iperf3 | grep -o '/[^ ]*'); do
-            mkdir -p "$stage$(dirname "$f")"
-            cp -L "$f" "$stage$f"
-        done
+        # (-h: the libraries' symbolic links arrive as the files they name)
+        tar -chf - --no-recursion -T "$list" 2>/dev/null | tar -xf - -C "$stage"
         cp "$base" "$out.tmp"
         (cd "$stage" && find . | cpio -o -H newc --quiet) >> "$out.tmp"
         mv "$out.tmp" "$out"
         rm -rf "$stage"
     fi
+    rm -f "$list"
     echo "$out"
+}
+
+# The toolchain guest (shares_git_make): git, make and tcc (the Tiny C
+# Compiler: 0.5 MB, where gcc's cc1, as and ld are 40 MB) with glibc's
+# headers, start files and link scripts.
+toolchain_files() {
+    echo /usr/bin/git /usr/bin/make /usr/bin/tcc
+    dpkg -L tcc | grep '^/usr/lib/x86_64-linux-gnu/tcc/'
+    dpkg -L libc6-dev linux-libc-dev |
+        grep -e '^/usr/include/' -e '/crt[1in]\.o$' -e '/libc\.so$' -e '/libc_nonshared\.a$'
+    # (tcc looks for libc.so.6's own needs in its library folders)
+    dpkg -L libc6 | grep '/ld-linux-x86-64\.so\.2$'
 }
 
 # Debian's vmlinuz carries an xz-compressed ELF vmlinux with a PVH note.
@@ -79,6 +97,10 @@ extract_vmlinux() {
 
 case "${1:-initrd}" in
     initrd) build_initrd ;;
-    initrd-net) build_net_initrd ;;
+    initrd-net) build_extra_initrd net /usr/bin/iperf3 ;;
+    initrd-tools)
+        command -v tcc > /dev/null || { echo "guest-initrd: no tcc (tools/deps.sh installs it)" >&2; exit 1; }
+        # shellcheck disable=SC2046
+        build_extra_initrd tools $(toolchain_files) ;;
     vmlinux) extract_vmlinux ;;
 esac

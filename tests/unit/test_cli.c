@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "scratch.h"
 
@@ -74,7 +77,7 @@ static void assert_one_line(int status, int want, const char *verb)
 static const char *const verbs[] = {
     "run", "start", "save", "pack", "ps", "pause", "resume", "stop", "logs", "disk",
     "image build", "create", "reset", "commit", "rm", "ls", "layers", "gc", "keygen", "bsd-user",
-    "exec", "cp", "shell",
+    "exec", "cp", "shell", "attach",
 };
 
 static void test_every_verb_has_help(void **state)
@@ -290,6 +293,46 @@ static void test_binary_hardened(void **state)
     assert_int_equal(sh("%s --version | grep -q '^smolvm '", SMOLVM_BINARY), 0);
 }
 
+
+/* attach types on a VM's console socket (a stand-in here): what stdin
+ * holds goes as it is, Ctrl-P then another key as both, up to Ctrl-P
+ * Ctrl-Q, which detaches (exit 0, nothing after it sent); with no such VM,
+ * one line and exit 1. */
+static void test_attach(void **state)
+{
+    static const char want[] = "echo hi\r\x10x";
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    char got[64];
+    size_t len = 0;
+    ssize_t n;
+    int listener, typed;
+    (void)state;
+
+    assert_int_equal(sh("mkdir -p home && mkdir -p -m 0700 run/smolvm && "
+                        "printf 'echo hi\\r\\020x\\020\\021after' > typed"), 0);
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/run/smolvm/fake.console", dir);
+    listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(listener >= 0);
+    assert_int_equal(bind(listener, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(listener, 4), 0);
+    int status = sh("ASAN_OPTIONS=detect_leaks=0 HOME=$PWD/home XDG_RUNTIME_DIR=$PWD/run "
+                    "timeout 20 %s attach fake < typed > out 2> err", SMOLVM_BINARY);
+    slurp("err", err, sizeof(err));
+    if (status != 0 || !strstr(err, "detached from fake"))
+        fail_msg("attach: exit %d, stderr: %s", status, err);
+    typed = accept(listener, NULL, NULL);
+    assert_true(typed >= 0);
+    while (len < sizeof(got) && (n = read(typed, got + len, sizeof(got) - len)) > 0)
+        len += (size_t)n;
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(got, want, len);
+    close(typed);
+    close(listener);
+    assert_one_line(smolvm("attach nosuchvm"), 1, "attach");
+    assert_non_null(strstr(err, "no running VM named 'nosuchvm'"));
+    assert_one_line(smolvm("attach"), 2, "attach");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_keygen_json),
         cmocka_unit_test(test_image_build_output_refused),
         cmocka_unit_test(test_binary_hardened),
+        cmocka_unit_test(test_attach),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,19 +1,24 @@
 /* The console's output path: a host that stops reading costs dropped
  * bytes, never a blocked vCPU; a detached VM's log is rotated; `smolvm
- * logs` shows the guest's text without its terminal escapes. */
+ * logs` shows the guest's text without its terminal escapes. Its input
+ * from the console socket's clients (attach, the web console): raw,
+ * in bounded reads, a bounded number of clients. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/console.h"
+#include "util/loop.h"
 #include "util/ring.h"
 #include "util/term.h"
 
@@ -219,6 +224,167 @@ static void logs_shows_safe_text(void **state)
                      0);
 }
 
+
+/* ---- input from the console socket's clients ---- */
+
+/* The "device": what it was given, the largest single hand-over, and a
+ * pipe written once it holds `until` bytes (to end the loop). */
+struct typed {
+    uint8_t buf[1 << 17];
+    size_t len, largest, until;
+    unsigned calls;
+    int done_fd;
+};
+
+static void device_input(void *opaque, const uint8_t *buf, size_t len)
+{
+    struct typed *t = opaque;
+    size_t room = sizeof(t->buf) - t->len;
+
+    memcpy(t->buf + t->len, buf, len < room ? len : room);
+    t->len += len < room ? len : room;
+    t->largest = len > t->largest ? len : t->largest;
+    t->calls++;
+    if (t->len >= t->until && write(t->done_fd, "x", 1) != 1)
+        fail_msg("cannot end the loop");
+}
+
+static bool loop_done(void *opaque, int fd)
+{
+    (void)opaque;
+    (void)fd;
+    return false;
+}
+
+/* A console whose output goes nowhere, attached to a loop whose stdin is a
+ * pipe nobody writes (so the test's own stdin is not read), plus a watch
+ * that ends the loop when the device has its bytes. */
+struct rig {
+    struct console *con;
+    struct loop loop;
+    struct typed *typed;
+    int saved_stdin, stdin_pipe[2], done[2], sink;
+};
+
+static void rig_open(struct rig *r, size_t until)
+{
+    memset(r, 0, sizeof(*r));
+    r->typed = calloc(1, sizeof(*r->typed));
+    assert_non_null(r->typed);
+    assert_int_equal(pipe(r->stdin_pipe), 0);
+    assert_int_equal(pipe(r->done), 0);
+    r->typed->until = until;
+    r->typed->done_fd = r->done[1];
+    alarm(20); /* input that never arrives kills the test rather than hang it */
+    r->saved_stdin = dup(STDIN_FILENO);
+    assert_int_equal(dup2(r->stdin_pipe[0], STDIN_FILENO), STDIN_FILENO);
+    r->sink = open("/dev/null", O_WRONLY);
+    assert_int_equal(console_open_fd(&r->con, false, NULL, r->sink), 0);
+    console_set_input(r->con, device_input, r->typed);
+    assert_int_equal(console_attach(r->con, &r->loop), 0);
+    assert_int_equal(loop_add(&r->loop, r->done[0], loop_done, NULL), 0);
+}
+
+static void rig_close(struct rig *r)
+{
+    alarm(0);
+    console_close(r->con);
+    dup2(r->saved_stdin, STDIN_FILENO);
+    close(r->saved_stdin);
+    close(r->stdin_pipe[0]);
+    close(r->stdin_pipe[1]);
+    close(r->done[0]);
+    close(r->done[1]);
+    close(r->sink);
+    free(r->typed);
+}
+
+static void client_pair(int sv[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+/* A client's bytes reach the device as they are: Ctrl-A x is typed, not a
+ * quit (that escape is for the terminal running the VM). */
+static void socket_input_reaches_the_device(void **state)
+{
+    static const char typed[] = "echo hi\r\x01x\x03";
+    struct rig r;
+    int sv[2];
+    (void)state;
+
+    rig_open(&r, sizeof(typed) - 1);
+    client_pair(sv);
+    assert_int_equal(console_add_input(r.con, sv[0]), 0);
+    assert_int_equal(write(sv[1], typed, sizeof(typed) - 1), sizeof(typed) - 1);
+    loop_run(&r.loop);
+    assert_int_equal(r.typed->len, sizeof(typed) - 1);
+    assert_memory_equal(r.typed->buf, typed, sizeof(typed) - 1);
+    assert_false(console_quit_requested(r.con));
+    rig_close(&r);
+    close(sv[1]);
+}
+
+/* A client flooding the console is read 256 bytes at a time, each round of
+ * the loop (which also serves the stop request and the control socket). */
+static void a_flood_is_read_in_bounded_chunks(void **state)
+{
+    enum { FLOOD = 64 << 10 };
+    static uint8_t flood[FLOOD];
+    struct rig r;
+    int sv[2], size = 1 << 20;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(flood); i++)
+        flood[i] = (uint8_t)i;
+    rig_open(&r, FLOOD);
+    client_pair(sv);
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    assert_int_equal(console_add_input(r.con, sv[0]), 0);
+    assert_int_equal(write(sv[1], flood, sizeof(flood)), sizeof(flood));
+    loop_run(&r.loop);
+    assert_int_equal(r.typed->len, FLOOD);
+    assert_memory_equal(r.typed->buf, flood, FLOOD);
+    assert_true(r.typed->largest <= 256);
+    assert_true(r.typed->calls >= FLOOD / 256);
+    rig_close(&r);
+    close(sv[1]);
+}
+
+/* At most CONSOLE_INPUT_CLIENTS at once: another is closed at once; one
+ * that hangs up frees its place; the console's end closes the rest. */
+static void input_clients_are_bounded(void **state)
+{
+    struct rig r;
+    int sv[CONSOLE_INPUT_CLIENTS + 1][2];
+    char c;
+    (void)state;
+
+    rig_open(&r, 1);
+    for (int i = 0; i <= CONSOLE_INPUT_CLIENTS; i++)
+        client_pair(sv[i]);
+    for (int i = 0; i < CONSOLE_INPUT_CLIENTS; i++)
+        assert_int_equal(console_add_input(r.con, sv[i][0]), 0);
+    assert_int_equal(console_add_input(r.con, sv[CONSOLE_INPUT_CLIENTS][0]), -EBUSY);
+    assert_int_equal(read(sv[CONSOLE_INPUT_CLIENTS][1], &c, 1), 0); /* closed */
+    close(sv[CONSOLE_INPUT_CLIENTS][1]);
+
+    /* The first hangs up, the second types: the loop closes the first. */
+    close(sv[0][1]);
+    assert_int_equal(write(sv[1][1], "a", 1), 1);
+    loop_run(&r.loop);
+    client_pair(sv[0]);
+    assert_int_equal(console_add_input(r.con, sv[0][0]), 0);
+
+    console_close(r.con);
+    r.con = NULL;
+    for (int i = 0; i < CONSOLE_INPUT_CLIENTS; i++) {
+        assert_int_equal(read(sv[i][1], &c, 1), 0); /* the console ended */
+        close(sv[i][1]);
+    }
+    rig_close(&r);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -245,6 +411,9 @@ int main(void)
         cmocka_unit_test(split_sequences_are_stripped),
         cmocka_unit_test(unterminated_string_ends),
         cmocka_unit_test(logs_shows_safe_text),
+        cmocka_unit_test(socket_input_reaches_the_device),
+        cmocka_unit_test(a_flood_is_read_in_bounded_chunks),
+        cmocka_unit_test(input_clients_are_bounded),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -31,11 +31,18 @@
 
 static int handled;
 
+static struct control *noting; /* the VM whose "rounds" command sends notes */
+
 static json_t *handler(void *opaque, const char *command, json_t *req)
 {
     (void)opaque;
     (void)req;
     handled++;
+    if (strcmp(command, "rounds") == 0 && noting) {
+        for (int i = 1; i <= 3; i++)
+            control_note(noting, json_pack("{s:i}", "round", i));
+        return json_pack("{s:b,s:i}", "ok", 1, "rounds", 3);
+    }
     return strcmp(command, "status") == 0 ? json_pack("{s:b,s:s}", "ok", 1, "state", "running")
                                           : control_error("unknown command '%s'", command);
 }
@@ -125,6 +132,51 @@ static void request_round_trip(void **state)
     assert_string_equal(json_string_value(json_object_get(cl.answer, "state")), "running");
     json_decref(cl.answer);
     control_close(c);
+}
+
+struct noted {
+    int rounds[8], n, r;
+    json_t *answer;
+};
+
+static void take_note(void *opaque, json_t *note)
+{
+    struct noted *d = opaque;
+    if (d->n < 8)
+        d->rounds[d->n++] = (int)json_integer_value(json_object_get(note, "round"));
+}
+
+static void *ask_rounds(void *opaque)
+{
+    struct noted *d = opaque;
+    json_t *req = json_pack("{s:s}", "command", "rounds");
+    d->r = control_request_notes("vm7", req, &d->answer, CONTROL_WORK_MS, NULL, take_note, d);
+    json_decref(req);
+    return NULL;
+}
+
+/* Notes (a migration's rounds, live) reach the client in order, each as
+ * it is sent, and the answer after them is still the answer. */
+static void notes_come_before_the_answer(void **state)
+{
+    struct noted d = {0};
+    pthread_t t;
+    (void)state;
+
+    fresh_runtime("run-notes");
+    assert_int_equal(control_open("vm7", handler, NULL, &noting), 0);
+    assert_int_equal(pthread_create(&t, NULL, ask_rounds, &d), 0);
+    serve_one(noting);
+    pthread_join(t, NULL);
+    assert_int_equal(d.r, 0);
+    assert_int_equal(d.n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(d.rounds[i], i + 1);
+    assert_true(json_is_true(json_object_get(d.answer, "ok")));
+    assert_int_equal(json_integer_value(json_object_get(d.answer, "rounds")), 3);
+    json_decref(d.answer);
+    control_close(noting);
+    noting = NULL;
 }
 
 /* A client sending a byte every 0.3 s (each read well within any per-read
@@ -337,6 +389,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(socket_is_private),
         cmocka_unit_test(request_round_trip),
+        cmocka_unit_test(notes_come_before_the_answer),
         cmocka_unit_test(slow_client_is_cut_off),
         cmocka_unit_test(client_gives_up_on_a_silent_vm),
         cmocka_unit_test(other_user_is_refused),

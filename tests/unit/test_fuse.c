@@ -121,6 +121,8 @@ static void stop(void)
 
 /* ---- helpers for common requests ---- */
 
+/* A lookup as the guest's kernel takes it: node id 0 is ENOENT (a
+ * negative entry, cached for entry_valid seconds). */
 static int32_t lookup(uint64_t parent, const char *name, uint64_t *node)
 {
     struct fuse_entry_out e;
@@ -128,6 +130,8 @@ static int32_t lookup(uint64_t parent, const char *name, uint64_t *node)
 
     if (err == 0) {
         memcpy(&e, payload(), sizeof(e));
+        if (e.nodeid == 0)
+            return e.entry_valid > 0 ? -ENOENT : -EIO;
         *node = e.nodeid;
     }
     return err;
@@ -245,7 +249,9 @@ static void files_read_write_create(void **state)
         struct fuse_fsync_in f = {.fh = fh2};
         struct fuse_flush_in fl = {.fh = fh2};
         assert_int_equal(call(FUSE_FSYNC, node, &f, sizeof(f), NULL, NULL), 0);
-        assert_int_equal(call(FUSE_FLUSH, node, &fl, sizeof(fl), NULL, NULL), 0);
+        /* Nothing to flush (writes are on the file when answered, no host
+         * locks): ENOSYS, and the guest's kernel sends no more. */
+        assert_int_equal(call(FUSE_FLUSH, node, &fl, sizeof(fl), NULL, NULL), -ENOSYS);
     }
     release(fh2);
     slurp("share/new", host, sizeof(host));
@@ -323,6 +329,15 @@ static void names_and_links(void **state)
 
     assert_int_equal(call(FUSE_RMDIR, FUSE_ROOT_ID, NULL, 0, "d", NULL), -ENOTEMPTY);
     assert_int_equal(call(FUSE_UNLINK, d, NULL, 0, "hard", NULL), 0);
+    /* A name not there: a negative entry the guest may cache (error 0,
+     * node id 0, a timeout), not ENOENT, which it would ask again. */
+    {
+        struct fuse_entry_out e;
+        assert_int_equal(call(FUSE_LOOKUP, d, NULL, 0, "hard", NULL), 0);
+        memcpy(&e, payload(), sizeof(e));
+        assert_int_equal(e.nodeid, 0);
+        assert_true(e.entry_valid > 0);
+    }
     assert_int_equal(call(FUSE_UNLINK, d, NULL, 0, "link", NULL), 0);
     assert_int_equal(call(FUSE_RMDIR, FUSE_ROOT_ID, NULL, 0, "d", NULL), 0);
     assert_int_equal(sh("! test -e share/d"), 0);
@@ -773,7 +788,7 @@ static void chains(void **state)
     uint8_t reply[200], *r1 = reply, *r2 = reply + 30;
     struct virtq_chain c = {0};
     struct fuse_out_header h;
-    size_t len, n;
+    size_t len, n, head;
     (void)state;
 
     start(false, NULL);
@@ -787,14 +802,14 @@ static void chains(void **state)
     c.readable = 3;
     c.readable_bytes = len;
     c.writable_bytes = 200;
-    n = virtio_fs_serve_chain(srv, &c, cin, cout);
+    n = virtio_fs_serve_chain(srv, &c, cin, cout, &head);
     assert_int_equal(n, sizeof(h) + sizeof(struct fuse_entry_out));
     memcpy(&h, cout, sizeof(h));
     assert_int_equal(h.error, 0);
     /* A reply the chain cannot hold whole: an error that fits. */
     c.bufs[4].len = 10;
     c.writable_bytes = 40;
-    n = virtio_fs_serve_chain(srv, &c, cin, cout);
+    n = virtio_fs_serve_chain(srv, &c, cin, cout, &head);
     memcpy(&h, cout, sizeof(h));
     assert_int_equal(n, sizeof(h));
     assert_int_equal(h.error, -EINVAL);
@@ -814,7 +829,7 @@ static void write_from_chain(void **state)
     struct fuse_out_header h;
     struct fuse_write_out w;
     uint64_t node, fh;
-    size_t len;
+    size_t len, copied;
     char host[64];
     (void)state;
 
@@ -837,7 +852,7 @@ static void write_from_chain(void **state)
     c.readable_bytes = head + sizeof(data);
     c.writable_bytes = sizeof(reply);
     memset(cin, 0xa5, sizeof(cin));
-    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h) + sizeof(w));
+    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout, &copied), sizeof(h) + sizeof(w));
     memcpy(&h, cout, sizeof(h));
     memcpy(&w, cout + sizeof(h), sizeof(w));
     assert_int_equal(h.error, 0);
@@ -853,7 +868,7 @@ static void write_from_chain(void **state)
     }
     /* The header says more than the chain holds. */
     ((struct fuse_in_header *)in)->len += 1;
-    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h));
+    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout, &copied), sizeof(h));
     memcpy(&h, cout, sizeof(h));
     assert_int_equal(h.error, -EINVAL);
     /* size past the payload the header's length gives. */
@@ -867,7 +882,7 @@ static void write_from_chain(void **state)
         c.bufs[2] = (struct virtq_buf){reply, sizeof(reply), true};
         c.count = 3;
         c.readable_bytes = len + 5;
-        assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h));
+        assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout, &copied), sizeof(h));
         memcpy(&h, cout, sizeof(h));
         assert_int_equal(h.error, -EINVAL);
         /* The same through the flat buffer (fuse_serve). */
@@ -875,7 +890,7 @@ static void write_from_chain(void **state)
         /* A small write whose payload ends in the header's buffer. */
         wi.size = 5;
         memcpy(in + sizeof(struct fuse_in_header), &wi, sizeof(wi));
-        assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout), sizeof(h) + sizeof(w));
+        assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout, &copied), sizeof(h) + sizeof(w));
         memcpy(&h, cout, sizeof(h));
         assert_int_equal(h.error, 0);
     }
@@ -891,6 +906,71 @@ static void write_from_chain(void **state)
         memcpy(&h, out, sizeof(h));
         assert_int_equal(h.error, -EINVAL);
     }
+    stop();
+}
+
+/* A READ's data is read from the file into the chain's writable buffers
+ * where they lie, after the reply's header (cut in two here), none of it
+ * through the reply buffer; a chain with room for the header only reads
+ * nothing; any other request through fuse_serve_read is refused. */
+static void read_into_chain(void **state)
+{
+    static uint8_t cin[FUSE_SERVER_IN_MAX], cout[FUSE_SERVER_OUT_MAX];
+    uint8_t reply[16 + 9000];
+    struct virtq_chain c = {0};
+    struct fuse_out_header h;
+    uint64_t node, fh;
+    size_t len, head;
+    char text[9000];
+    (void)state;
+
+    start(false, NULL);
+    for (size_t i = 0; i < sizeof(text); i++)
+        text[i] = (char)('a' + i % 26);
+    assert_int_equal(create(FUSE_ROOT_ID, "r", O_RDWR, &node, &fh), 0);
+    {
+        int fd = open(in_dir("share/r"), O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, text, sizeof(text)), sizeof(text));
+        close(fd);
+    }
+    {
+        struct fuse_read_in ri = {.fh = fh, .offset = 100, .size = 8000};
+        len = build(FUSE_READ, node, &ri, sizeof(ri), NULL, NULL);
+    }
+    memset(reply, 0, sizeof(reply));
+    c.bufs[0] = (struct virtq_buf){in, (uint32_t)len, false};
+    c.bufs[1] = (struct virtq_buf){reply, 10, true};
+    c.bufs[2] = (struct virtq_buf){reply + 10, 4000, true};
+    c.bufs[3] = (struct virtq_buf){reply + 4010, (uint32_t)(sizeof(reply) - 4010), true};
+    c.count = 4;
+    c.readable = 1;
+    c.readable_bytes = len;
+    c.writable_bytes = sizeof(reply);
+    memset(cout, 0xa5, sizeof(cout));
+    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout, &head), sizeof(h) + 8000);
+    assert_int_equal(head, sizeof(h));
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(h.error, 0);
+    assert_int_equal(h.len, sizeof(h) + 8000);
+    assert_memory_equal(reply + sizeof(h), text + 100, 8000);
+    assert_int_equal(cout[sizeof(h)], 0xa5); /* not through the reply buffer */
+    /* Room for the header only: an empty read. */
+    c.count = 2;
+    c.bufs[1].len = sizeof(h);
+    c.writable_bytes = sizeof(h);
+    assert_int_equal(virtio_fs_serve_chain(srv, &c, cin, cout, &head), sizeof(h));
+    memcpy(&h, cout, sizeof(h));
+    assert_int_equal(h.error, 0);
+    /* Only a READ takes a destination. */
+    {
+        struct iovec dest = {reply, sizeof(reply)};
+        len = build(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "r", NULL);
+        assert_int_equal(fuse_serve_read(srv, in, len, &dest, 1, out, sizeof(out)), sizeof(h));
+        memcpy(&h, out, sizeof(h));
+        assert_int_equal(h.error, -EINVAL);
+    }
+    release(fh);
     stop();
 }
 
@@ -1040,6 +1120,7 @@ int main(void)
         cmocka_unit_test(save_and_restore),
         cmocka_unit_test(chains),
         cmocka_unit_test(write_from_chain),
+        cmocka_unit_test(read_into_chain),
         cmocka_unit_test(xattrs),
         cmocka_unit_test(locks_stay_in_the_guest),
         cmocka_unit_test(limits_per_vm),

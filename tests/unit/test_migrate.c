@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -187,8 +189,19 @@ struct source {
     uint64_t page_at;  /* where the last one goes */
     bool corrupt_end;  /* END's hash differs from the bytes */
     bool big_config;   /* a config this host cannot run */
+    int ram_pages;     /* pages of RAM (0: 4) */
+    int cut;           /* the link cut after this percent of the pages; 100: in the bundle */
     char answer[256];  /* what the destination said last */
 };
+
+/* The source's end cut, as a network gone or the source killed cuts it. */
+static bool cut_here(struct source *s, int percent)
+{
+    if (s->cut != percent)
+        return false;
+    shutdown(s->fd, SHUT_RDWR);
+    return true;
+}
 
 static void source_send(struct migrate_link *l, enum migrate_frame_type t, const void *p,
                         uint32_t len)
@@ -226,15 +239,19 @@ static void *run_source(void *opaque)
     if (s->pages) {
         static uint8_t page[8 + MIGRATE_PAGE];
         uint8_t ram[8];
-        put_le(ram, 4 * MIGRATE_PAGE, 8);
+        put_le(ram, (uint64_t)(s->ram_pages ? s->ram_pages : 4) * MIGRATE_PAGE, 8);
         source_send(&l, MIGRATE_RAM, ram, sizeof(ram));
         for (int i = 0; i < s->pages; i++) {
+            if (s->cut && s->cut < 100 && i * 100 >= s->pages * s->cut && cut_here(s, s->cut))
+                return NULL;
             put_le(page, i + 1 == s->pages ? s->page_at : (uint64_t)i * MIGRATE_PAGE, 8);
             memset(page + 8, 'a' + i, MIGRATE_PAGE);
             source_send(&l, MIGRATE_PAGES, page, sizeof(page));
         }
     }
     source_send(&l, MIGRATE_DATA, data, 10);
+    if (cut_here(s, 100)) /* in the final stop-and-copy */
+        return NULL;
     source_send(&l, MIGRATE_DATA, data + 10, sizeof(data) - 10);
     put_le(end, sizeof(data), 8);
     hash_bytes(data, sizeof(data) - (s->corrupt_end ? 1 : 0), end + 8);
@@ -311,7 +328,7 @@ static void refuses_a_config_too_big(void **state)
 }
 
 /* Live: RAM pages land where they say, inside the RAM, in a file the
- * machine maps. */
+ * machine maps, whose room is taken before any page comes. */
 static void receives_live_pages(void **state)
 {
     struct source s = {.pages = 3, .page_at = 3 * MIGRATE_PAGE};
@@ -326,7 +343,47 @@ static void receives_live_pages(void **state)
     assert_int_equal(page[0], 'c');
     assert_int_equal(pread(fd, page, sizeof(page), 2 * MIGRATE_PAGE), MIGRATE_PAGE);
     assert_int_equal(page[MIGRATE_PAGE - 1], 0); /* never sent: zeros */
+    /* ... and allocated all the same: no room taken once the VM runs */
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 >= 4 * MIGRATE_PAGE);
     close(fd);
+}
+
+/* The link cut at 10%, at 50% of the RAM and in the final stop-and-copy:
+ * each time the destination fails with one line and keeps nothing (no
+ * RAM, no file in its scratch folder). */
+static void a_cut_link_leaves_nothing(void **state)
+{
+    static const int cuts[] = {10, 50, 100};
+    char scratch[] = "/tmp/test-migrate-cut.XXXXXX";
+    (void)state;
+
+    assert_non_null(mkdtemp(scratch));
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        struct source s = {.pages = 20, .ram_pages = 20, .page_at = 19 * MIGRATE_PAGE,
+                           .cut = cuts[i]};
+        int sv[2], bundle = open(scratch, O_TMPFILE | O_RDWR, 0600);
+        pthread_t t;
+        assert_true(bundle >= 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        s.fd = sv[1];
+        assert_int_equal(pthread_create(&t, NULL, run_source, &s), 0);
+        struct migrate_link l = {.in = sv[0], .out = sv[0], .stall_ms = 5000};
+        struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
+                                     .scratch_dir = scratch};
+        err_clear();
+        assert_int_equal(migrate_receive_bundle(&l, &rx), -ECONNRESET);
+        pthread_join(t, NULL);
+        assert_string_equal(err_msg(), "the migration link was closed");
+        assert_int_equal(rx.memory_fd, -1); /* the RAM received so far: closed, gone */
+        close(bundle); /* as smolvm receive does: its bundle had no name */
+        close(sv[0]);
+        close(sv[1]);
+        assert_int_equal(rmdir(scratch), 0); /* nothing in it */
+        assert_int_equal(mkdir(scratch, 0700), 0);
+    }
+    rmdir(scratch);
 }
 
 /* A page past the RAM, or not on a page boundary: refused, nothing kept. */
@@ -374,6 +431,126 @@ static void refuses_a_short_ram_frame(void **state)
     close(fds[0]);
     close(bundle);
     close(out);
+}
+
+/* ---- a destination that gives up while the VM streams ---- */
+
+struct full_destination {
+    int fd;
+    bool linger; /* as smolvm receive does before it closes */
+    int result;
+    char message[512];
+};
+
+/* The destination with its scratch file system full (/dev/full takes
+ * the bundle): it fails at the first DATA, says so, and hangs up. */
+static void *run_full_destination(void *opaque)
+{
+    struct full_destination *d = opaque;
+    struct migrate_link l = {.in = d->fd, .out = d->fd, .stall_ms = 5000};
+    struct migrate_receive rx = {.host = host, .host_n = 2, .scratch_dir = "/scratch",
+                                 .bundle_fd = open("/dev/full", O_WRONLY | O_CLOEXEC)};
+
+    d->result = migrate_receive_bundle(&l, &rx);
+    snprintf(d->message, sizeof(d->message), "%s", err_msg());
+    if (d->linger)
+        migrate_linger(&l);
+    close(rx.bundle_fd);
+    close(d->fd);
+    return NULL;
+}
+
+/* The source's side up to the VM's bytes: hello and config, accepted. */
+static void source_handshake(struct migrate_link *l)
+{
+    struct migrate_frame f;
+    struct vm_config cfg;
+    uint8_t *hello;
+    uint32_t len;
+
+    assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+    assert_int_equal(migrate_send_frame(l, MIGRATE_HELLO, hello, len), 0);
+    free(hello);
+    assert_int_equal(migrate_recv_frame(l, MIGRATE_ACCEPT, &f), 0);
+    free(f.payload);
+    vm_config_defaults(&cfg);
+    char *json = vm_config_to_json(&cfg);
+    assert_int_equal(migrate_send_frame(l, MIGRATE_CONFIG, json, (uint32_t)strlen(json)), 0);
+    free(json);
+    assert_int_equal(migrate_recv_frame(l, MIGRATE_ACCEPT, &f), 0);
+    free(f.payload);
+}
+
+/* Streams up to frames DATA frames of 1 MiB (checking the peer before
+ * each, as send.c does, when check_peer): the first failure, frames sent. */
+static int stream_bundle(struct migrate_link *l, int frames, bool check_peer, int *sent)
+{
+    uint8_t *data = calloc(1, MIGRATE_DATA_MAX);
+    int r = 0;
+
+    assert_non_null(data);
+    for (*sent = 0; r == 0 && *sent < frames; ++*sent)
+        if ((r = check_peer ? migrate_peer_check(l) : 0) == 0)
+            r = migrate_send_frame(l, MIGRATE_DATA, data, MIGRATE_DATA_MAX);
+    free(data);
+    return r;
+}
+
+/* The source stops at once and says what the destination said (its disk
+ * full, the file named), not "the link was cut". */
+static void source_hears_the_destination_is_full(void **state)
+{
+    struct full_destination d = {.linger = true};
+    int sv[2], sent;
+    pthread_t t;
+    (void)state;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    d.fd = sv[1];
+    assert_int_equal(pthread_create(&t, NULL, run_full_destination, &d), 0);
+    struct migrate_link l = {.in = sv[0], .out = sv[0], .stall_ms = 5000};
+    source_handshake(&l);
+    int r = stream_bundle(&l, 200, true, &sent);
+    pthread_join(t, NULL);
+    close(sv[0]);
+    assert_int_equal(d.result, -ENOSPC);
+    assert_string_equal(d.message, "writing the VM's bundle into a file without a name in "
+                                   "'/scratch': No space left on device");
+    assert_int_equal(r, -ECANCELED);
+    assert_string_equal(err_msg(), "the other side refused: writing the VM's bundle into a file "
+                                   "without a name in '/scratch': No space left on device");
+    assert_true(sent < 10); /* stopped at once, not after the 200 MiB */
+}
+
+/* A destination that closes with the source's bytes unread resets a TCP
+ * link; the ERROR it sent first is still the source's message. */
+static void a_reset_link_still_says_why(void **state)
+{
+    struct full_destination d = {.linger = false};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), src, sent;
+    pthread_t t;
+    (void)state;
+
+    assert_true(listener >= 0);
+    assert_int_equal(bind(listener, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(listener, 1), 0);
+    assert_int_equal(getsockname(listener, (struct sockaddr *)&a, &alen), 0);
+    src = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(src, (struct sockaddr *)&a, sizeof(a)), 0);
+    d.fd = accept(listener, NULL, NULL);
+    close(listener);
+    assert_true(d.fd >= 0);
+    assert_int_equal(pthread_create(&t, NULL, run_full_destination, &d), 0);
+    struct migrate_link l = {.in = src, .out = src, .stall_ms = 5000};
+    source_handshake(&l);
+    int r = stream_bundle(&l, 200, false, &sent);
+    pthread_join(t, NULL);
+    close(src);
+    assert_int_equal(r, -ECANCELED);
+    assert_non_null(strstr(err_msg(), "refused: writing the VM's bundle into a file without a "
+                                      "name in '/scratch': No space left on device"));
 }
 
 /* ---- pre-copy rounds, on made-up clocks ---- */
@@ -445,7 +622,10 @@ int main(void)
         cmocka_unit_test(refuses_a_config_too_big),
         cmocka_unit_test(receives_live_pages),
         cmocka_unit_test(refuses_pages_outside_ram),
+        cmocka_unit_test(a_cut_link_leaves_nothing),
         cmocka_unit_test(refuses_a_short_ram_frame),
+        cmocka_unit_test(source_hears_the_destination_is_full),
+        cmocka_unit_test(a_reset_link_still_says_why),
         cmocka_unit_test(idle_guest_stops_after_one_round),
         cmocka_unit_test(fast_dirtier_gets_throttled),
         cmocka_unit_test(cap_and_round_limit),

@@ -798,6 +798,98 @@ static void pack_carries_the_network_options(void **state)
     assert_int_equal(scratch_teardown(), 0);
 }
 
+/* The network the bundle at path (in the scratch folder) was packed with. */
+static enum vm_net_mode packed_net_mode(const char *path, unsigned *forwards)
+{
+    struct vm_config back;
+    struct bundle *b;
+    uint8_t *json;
+    size_t len;
+
+    assert_int_equal(bundle_open(in_dir(path), &b), 0);
+    assert_int_equal(bundle_read(b, "config", &json, &len), 0);
+    bundle_close(b);
+    assert_int_equal(vm_config_from_json((const char *)json, &back), 0);
+    free(json);
+    enum vm_net_mode mode = back.net.mode;
+    *forwards = back.net.forward_count;
+    vm_config_release(&back);
+    return mode;
+}
+
+/* The default network, decided by the command line: an appliance gets
+ * user-mode NAT unless --net none (and -p works on it without --net, as
+ * docker's); a kernel of the user's own gets no NIC; --help says so. */
+static void an_appliance_gets_the_user_network_by_default(void **state)
+{
+    static const struct {
+        const char *args;
+        enum vm_net_mode mode;
+        unsigned forwards;
+    } cases[] = {
+        {"app", VM_NET_USER, 0},
+        {"-p 8080:80 app", VM_NET_USER, 1},
+        {"--net none app", VM_NET_NONE, 0},
+        {"--net tap=tap7 app", VM_NET_TAP, 0},
+        {"--kernel kernel", VM_NET_NONE, 0},
+    };
+    char smolvm[4096];
+    unsigned forwards;
+    (void)state;
+    assert_int_equal(scratch_setup("net"), 0);
+    assert_int_equal(scratch_find_smolvm(smolvm, sizeof(smolvm)), 0);
+    assert_int_equal(sh("head -c 4096 /dev/zero > kernel && mkdir app && "
+                        "echo '{}' > app/appliance.json && cp kernel app/kernel && "
+                        "cp kernel app/initrd && head -c 65536 /dev/zero > app/root.ext2"),
+                     0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(sh("'%s' pack -o %zu.smolmachine %s > /dev/null", smolvm, i,
+                            cases[i].args),
+                         0);
+        char bundle[32];
+        snprintf(bundle, sizeof(bundle), "%zu.smolmachine", i);
+        assert_int_equal(packed_net_mode(bundle, &forwards), cases[i].mode);
+        assert_int_equal(forwards, cases[i].forwards);
+    }
+    /* A kernel of one's own still needs --net user for a forward. */
+    assert_int_equal(sh("'%s' pack -o x.smolmachine --kernel kernel -p 8080:80 2> /dev/null",
+                        smolvm),
+                     2);
+    assert_int_equal(sh("'%s' run --help | tr -s ' \n' ' ' | "
+                        "grep -q 'Default: user for an appliance'", smolvm),
+                     0);
+    /* create keeps the network in instance.json, which each start boots
+     * with: an appliance's default, --net none, a bundle's own (with its
+     * forwards), none for an image. */
+    static const struct {
+        const char *args, *net;
+    } creates[] = {
+        {"i-app --from app", "\"mode\":\"user\""},
+        {"i-none --from app --net none", NULL},
+        {"i-bundle --from c.smolmachine", "\"0.0.0.0:8080:80/tcp\"],\"mode\":\"user\""},
+        {"i-image --from app/root.ext2", NULL},
+    };
+    assert_int_equal(sh("'%s' pack -o c.smolmachine --kernel kernel --disk app/root.ext2 "
+                        "--net user -p 8080:80 > /dev/null", smolvm),
+                     0);
+    for (size_t i = 0; i < sizeof(creates) / sizeof(creates[0]); i++) {
+        const char *name = creates[i].args;
+        int n = (int)strcspn(name, " ");
+        assert_int_equal(sh("HOME=\"$PWD\" XDG_DATA_HOME=\"$PWD/data\" '%s' create %s > /dev/null",
+                            smolvm, creates[i].args),
+                         0);
+        if (creates[i].net)
+            assert_int_equal(sh("tr -d ' \\n' < data/smolvm/instances/%.*s/instance.json | "
+                                "grep -qF '%s'", n, name, creates[i].net),
+                             0);
+        else
+            assert_int_equal(sh("! grep -q '\"net\"' data/smolvm/instances/%.*s/instance.json", n,
+                                name),
+                             0);
+    }
+    assert_int_equal(scratch_teardown(), 0);
+}
+
 /* ---- --net user: the smolvm-net helper (libslirp) behind the backend ---- */
 
 static void use_built_helper(void)
@@ -1033,28 +1125,37 @@ static void forwards_a_host_port_and_refuses_a_taken_one(void **state)
     net_backend_close(b);
 }
 
+/* The user backend with a UDP forward from a free port of 127.0.0.1 to
+ * the guest's port 53: the backend, and the host's address to send to. */
+static struct net_backend *open_udp_forward(struct sockaddr_in *a)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    socklen_t len = sizeof(*a);
+    char spec[64];
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    use_built_helper();
+    /* A free port: bound, read, let go. */
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(u, (struct sockaddr *)a, sizeof(*a)), 0);
+    assert_int_equal(getsockname(u, (struct sockaddr *)a, &len), 0);
+    close(u);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d:53/udp", ntohs(a->sin_port));
+    assert_int_equal(net_parse_forward(spec, &cfg), 0);
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    return b;
+}
+
 /* A UDP forward (-p HOSTPORT:GUESTPORT/udp): a datagram to the host port
  * reaches the guest's network (the NAT asks where 10.0.2.15 is). */
 static void forwards_a_udp_port(void **state)
 {
-    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct net_backend *b;
+    struct sockaddr_in a;
+    struct net_backend *b = open_udp_forward(&a);
     uint8_t frame[2048];
-    socklen_t len = sizeof(a);
-    char spec[64];
-    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), port;
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     (void)state;
-    use_built_helper();
-    /* A free port: bound, read, let go. */
-    assert_int_equal(bind(u, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(u, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(u);
-    snprintf(spec, sizeof(spec), "127.0.0.1:%d:53/udp", port);
-    assert_int_equal(net_parse_forward(spec, &cfg), 0);
-    assert_int_equal(net_backend_open(&cfg, &b), 0);
-    u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     assert_int_equal(sendto(u, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)), 4);
     ssize_t n = backend_frame(b, frame, sizeof(frame));
     assert_true(n >= 42);
@@ -1062,6 +1163,68 @@ static void forwards_a_udp_port(void **state)
     assert_memory_equal(frame + 38, "\x0a\x00\x02\x0f", 4); /* who has the guest? */
     close(u);
     net_backend_close(b);
+}
+
+/* Bytes waiting in the receive queue of this host's UDP socket bound to
+ * 127.0.0.1:port (the helper's forward), from /proc/net/udp; -1: none. */
+static long udp_queued(int port)
+{
+    char line[512], want[32];
+    long queued = -1;
+    FILE *f = fopen("/proc/net/udp", "r");
+    snprintf(want, sizeof(want), "0100007F:%04X ", port);
+    while (f && fgets(line, sizeof(line), f)) {
+        unsigned long tx, rx;
+        char *at = strstr(line, want);
+        if (at && sscanf(at + strlen(want), "%*s %*s %lx:%lx", &tx, &rx) == 2)
+            queued = (long)rx;
+    }
+    if (f)
+        fclose(f);
+    return queued;
+}
+
+/* A burst for the guest larger than the socket to the VMM holds (a VMM
+ * busy elsewhere, a guest slow to post buffers) waits in the helper and
+ * arrives whole, in order, once the VMM reads: slirp's TCP must not see
+ * losses the host never made. Each datagram to a UDP forward is one frame
+ * for the guest; the sender waits until the helper has taken each group,
+ * so none is lost on the host's side. */
+static void a_burst_for_a_slow_reader_is_not_lost(void **state)
+{
+    /* More than the socket holds (smolvm sets 1 MiB, which the kernel
+     * doubles, or less where wmem_max is lower), less than the helper keeps. */
+    enum { FRAMES = 1600, GROUP = 20 };
+    struct sockaddr_in a;
+    struct net_backend *b = open_udp_forward(&a);
+    uint8_t frame[2048], payload[1000] = "burst";
+    int u, port = ntohs(a.sin_port), got = 0, next = 0;
+    ssize_t n;
+    (void)state;
+    send_arp_request(b, (const uint8_t[]){10, 0, 2, 2}); /* the NAT learns our MAC */
+    assert_true(backend_frame(b, frame, sizeof(frame)) >= 42);
+    u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    for (int i = 0; i < FRAMES; i++) {
+        memcpy(payload + 8, &i, sizeof(i));
+        assert_int_equal(sendto(u, payload, sizeof(payload), 0, (struct sockaddr *)&a, sizeof(a)),
+                         sizeof(payload));
+        for (int waited = 0; (i + 1) % GROUP == 0 && udp_queued(port) > 0 && waited < 5000;
+             waited++)
+            poll(NULL, 0, 1);
+    }
+    close(u);
+    /* Now the reader comes: every frame, in the order sent. */
+    while (got < FRAMES && (n = backend_frame(b, frame, sizeof(frame))) > 0) {
+        int seq;
+        if (n != 14 + 20 + 8 + (ssize_t)sizeof(payload) || frame[23] != 17)
+            continue; /* not one of ours (an ARP, IPv6's router advertisement) */
+        memcpy(&seq, frame + 42 + 8, sizeof(seq));
+        assert_int_equal(seq, next);
+        next++;
+        got++;
+    }
+    net_backend_close(b);
+    assert_int_equal(got, FRAMES);
 }
 
 /* ---- --net tap=IFNAME (needs CAP_NET_ADMIN to make one: skipped without) ---- */
@@ -1232,6 +1395,7 @@ int main(void)
         cmocka_unit_test(the_bundle_carries_the_network),
         cmocka_unit_test(hostile_network_json_is_refused),
         cmocka_unit_test(pack_carries_the_network_options),
+        cmocka_unit_test(an_appliance_gets_the_user_network_by_default),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
         cmocka_unit_test(the_helper_starts_while_the_vm_boots),
         cmocka_unit_test(the_helper_runs_under_its_filter),
@@ -1239,6 +1403,7 @@ int main(void)
         cmocka_unit_test(a_helper_that_fails_late_is_gone),
         cmocka_unit_test(forwards_a_host_port_and_refuses_a_taken_one),
         cmocka_unit_test(forwards_a_udp_port),
+        cmocka_unit_test(a_burst_for_a_slow_reader_is_not_lost),
         cmocka_unit_test(a_tap_carries_frames_both_ways),
         cmocka_unit_test_teardown(a_tap_takes_segmentation_offloads, teardown),
     };

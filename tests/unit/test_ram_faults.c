@@ -10,12 +10,19 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bundle/bundle.h"
@@ -253,6 +260,22 @@ static void note_broken(const char *message)
     snprintf(broken, sizeof(broken), "%s", message);
 }
 
+/* One changed byte in chunk 4 (the one of random bytes, stored raw). */
+static void corrupt_chunk_4(const struct guest_memory *mem)
+{
+    struct stat st;
+    int fd = open(path, O_RDWR);
+    assert_int_equal(fstat(fd, &st), 0);
+    uint8_t *all = malloc((size_t)st.st_size);
+    assert_int_equal(pread(fd, all, (size_t)st.st_size, 0), st.st_size);
+    uint8_t *hit = memmem(all, (size_t)st.st_size, mem->regions[0].host + (2u << 20), 4096);
+    assert_non_null(hit);
+    hit[1000] ^= 1;
+    assert_int_equal(pwrite(fd, hit + 1000, 1, hit + 1000 - all), 1);
+    free(all);
+    close(fd);
+}
+
 static void corrupt_chunk_is_refused(void **state)
 {
     struct guest_memory mem, back;
@@ -266,19 +289,7 @@ static void corrupt_chunk_is_refused(void **state)
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    {
-        struct stat st;
-        int fd = open(path, O_RDWR);
-        assert_int_equal(fstat(fd, &st), 0);
-        uint8_t *all = malloc((size_t)st.st_size);
-        assert_int_equal(pread(fd, all, (size_t)st.st_size, 0), st.st_size);
-        uint8_t *hit = memmem(all, (size_t)st.st_size, mem.regions[0].host + (2u << 20), 4096);
-        assert_non_null(hit);
-        hit[1000] ^= 1;
-        assert_int_equal(pwrite(fd, hit + 1000, 1, hit + 1000 - all), 1);
-        free(all);
-        close(fd);
-    }
+    corrupt_chunk_4(&mem);
     void (*was)(const char *) = ram_faults_broken;
     ram_faults_broken = note_broken;
     broken[0] = 0;
@@ -316,6 +327,238 @@ static void stop_early_leaves_no_partial_cache(void **state)
     end(b, &back, &mem);
 }
 
+/* A VM that ends abnormally while threads wait in faults ends, whatever
+ * ends it, within seconds. Each end runs in a child with two threads
+ * waiting in chunk 4: one touches it (a user fault, interruptible), one
+ * writes it through process_vm_writev (the kernel's get_user_pages,
+ * killable only: as a vCPU's fault in KVM on Linux 6.1, which no kick
+ * interrupts). The fault thread waits at a gate until both wait. */
+enum ending {
+    SERVER_GIVES_UP,    /* the chunk fails its check, the broken hook returns; the VMM joins its vCPUs */
+    STOPPED_ON_SIGTERM, /* the stop signal while the server is slow: served, joined, stopped */
+    EXIT_FROM_A_THREAD, /* exit() while the server is wedged; an exit handler joins the vCPUs */
+    SERVER_CRASHES,     /* the fault thread dies of SIGSEGV */
+    KILLED,             /* SIGKILL while the server is wedged */
+};
+
+static const char *const ending_names[] = {"the server gave up", "SIGTERM while serving",
+                                           "exit() with the server wedged",
+                                           "the fault thread crashed",
+                                           "SIGKILL with the server wedged"};
+static pthread_t waiters[2];
+static pid_t waiter_tids[2];
+static volatile sig_atomic_t stop_signalled;
+
+static void *wait_in_touch(void *arg)
+{
+    waiter_tids[0] = gettid();
+    touch(arg);
+    return NULL;
+}
+
+static void *wait_in_kernel_write(void *arg)
+{
+    static const char bytes[8] = "written";
+    struct iovec local = {(void *)bytes, sizeof(bytes)}, remote = {arg, sizeof(bytes)};
+    waiter_tids[1] = gettid();
+    process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+    return NULL;
+}
+
+static bool waits_in_fault(pid_t tid)
+{
+    char file[64], wchan[64] = "";
+    snprintf(file, sizeof(file), "/proc/self/task/%d/wchan", (int)tid);
+    FILE *f = tid ? fopen(file, "r") : NULL;
+    if (f) {
+        if (!fgets(wchan, sizeof(wchan), f))
+            wchan[0] = 0;
+        fclose(f);
+    }
+    return strcmp(wchan, "handle_userfault") == 0;
+}
+
+static void join_waiters(void)
+{
+    pthread_join(waiters[0], NULL);
+    pthread_join(waiters[1], NULL);
+}
+
+/* An exit handler that waits for the vCPUs (as ASan's leak check, which
+ * stops every thread), registered before any server, so it runs after
+ * the server's own. */
+static bool join_at_exit;
+
+static void join_waiters_at_exit(void)
+{
+    if (join_at_exit)
+        join_waiters();
+}
+
+static void crash(const char *message)
+{
+    int *nowhere = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    (void)message;
+    *(volatile int *)nowhere = 1; /* SIGSEGV */
+}
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_signalled = 1;
+}
+
+/* The child: serves the bundle at path into fresh RAM, gets its two
+ * threads waiting, says so on ready and ends as how says. */
+static _Noreturn void serve_then_end(enum ending how, int ready)
+{
+    struct guest_memory back;
+    struct bundle_memory_image *img;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct toucher t;
+    static sem_t gate;
+    struct rlimit no_core = {0, 0};
+
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGTERM, on_stop_signal);
+    sem_init(&gate, 0, 0);
+    ram_faults_serve_gate = &gate;
+    ram_faults_fill_behind = false;
+    ram_faults_broken = how == SERVER_CRASHES ? crash : note_broken;
+    join_at_exit = how == EXIT_FROM_A_THREAD;
+    if (bundle_open(path, &b) < 0 || guest_memory_alloc(&back, layout, 2) < 0 ||
+        bundle_memory_image_read(b, SECTION_MEMORY, &back, &img) < 0 ||
+        ram_faults_start(img, &back, NULL, NULL, &faults) < 0)
+        _exit(90);
+    t.at = back.regions[0].host + (2u << 20) + 1000;
+    if (pthread_create(&waiters[0], NULL, wait_in_touch, &t) != 0 ||
+        pthread_create(&waiters[1], NULL, wait_in_kernel_write,
+                       back.regions[0].host + (2u << 20) + 8192) != 0)
+        _exit(91);
+    for (int i = 0; i < 1000 && !(waits_in_fault(waiter_tids[0]) && waits_in_fault(waiter_tids[1])); i++)
+        usleep(10000);
+    if (!waits_in_fault(waiter_tids[0]) || !waits_in_fault(waiter_tids[1]))
+        _exit(92);
+    if (write(ready, "r", 1) != 1)
+        _exit(93);
+    switch (how) {
+    case SERVER_GIVES_UP: /* as vm_run: the vCPUs joined, then the machine destroyed */
+        sem_post(&gate);
+        join_waiters();
+        ram_faults_stop(faults);
+        _exit(0);
+    case STOPPED_ON_SIGTERM:
+        while (!stop_signalled)
+            usleep(1000);
+        sem_post(&gate);
+        join_waiters();
+        ram_faults_stop(faults);
+        _exit(0);
+    case EXIT_FROM_A_THREAD:
+        exit(3);
+    case SERVER_CRASHES:
+        sem_post(&gate);
+        for (;;)
+            pause();
+    case KILLED:
+        for (;;)
+            pause();
+    }
+    _exit(94);
+}
+
+static double since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Ends a serving child as how says and returns its wait status; fails
+ * when it has not ended within 10 s of being told (or of getting ready). */
+static int end_serving_child(enum ending how)
+{
+    int ready[2], status = 0;
+    char c;
+    struct timespec t0;
+
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        serve_then_end(how, ready[1]);
+    }
+    close(ready[1]);
+    struct pollfd p = {.fd = ready[0], .events = POLLIN};
+    if (poll(&p, 1, 20000) != 1 || read(ready[0], &c, 1) != 1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("%s: the child never got its threads waiting (status 0x%x)", ending_names[how],
+                 status);
+    }
+    close(ready[0]);
+    if (how == KILLED)
+        kill(pid, SIGKILL);
+    if (how == STOPPED_ON_SIGTERM)
+        kill(pid, SIGTERM);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (since(&t0) > 10) {
+            kill(pid, SIGKILL); /* (if even that does not end it, the alarm does) */
+            waitpid(pid, &status, 0);
+            fail_msg("%s: the VM did not end within 10 s", ending_names[how]);
+        }
+        usleep(5000);
+    }
+    return status;
+}
+
+static void abnormal_ends_end_within_seconds(void **state)
+{
+    struct guest_memory mem;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    corrupt_chunk_4(&mem);
+    alarm(240);
+    for (int round = 0; round < 5; round++) {
+        int s = end_serving_child(SERVER_GIVES_UP);
+        assert_true(WIFEXITED(s) && WEXITSTATUS(s) == 0);
+        s = end_serving_child(EXIT_FROM_A_THREAD);
+        assert_true(WIFEXITED(s) && WEXITSTATUS(s) == 3);
+        s = end_serving_child(SERVER_CRASHES); /* (ASan reports it and exits 1) */
+        assert_true((WIFSIGNALED(s) && WTERMSIG(s) == SIGSEGV) || (WIFEXITED(s) && WEXITSTATUS(s) == 1));
+        s = end_serving_child(KILLED);
+        assert_true(WIFSIGNALED(s) && WTERMSIG(s) == SIGKILL);
+    }
+    alarm(0);
+    guest_memory_free(&mem);
+}
+
+/* The stop signal while the server is slow: the waiting threads are
+ * served (the saved chunk, not corrupt here), joined, and the VM stops. */
+static void stop_signal_while_serving_ends(void **state)
+{
+    struct guest_memory mem;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    alarm(120);
+    for (int round = 0; round < 5; round++) {
+        int s = end_serving_child(STOPPED_ON_SIGTERM);
+        assert_true(WIFEXITED(s) && WEXITSTATUS(s) == 0);
+    }
+    alarm(0);
+    guest_memory_free(&mem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,7 +566,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_signal_while_serving_ends, setup, teardown),
     };
+    atexit(join_waiters_at_exit);
     /* The fault and fill threads run under their seccomp filter, as in a
      * VM: a call missing from its list ends this test with the call named. */
     if (confine_seccomp_set(CONFINE_SECCOMP_ON, "test") < 0)

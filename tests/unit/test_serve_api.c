@@ -1,7 +1,8 @@
 /* The REST API without its HTTP server (src/serve/api.c, machines.c):
  * routing, request bodies (bad JSON, unknown fields, wrong types, too
  * large), and the machine operations against a real store and a fake VM
- * answering on a control socket, as a detached VM does. */
+ * answering on a control socket, as a detached VM does; exec and files
+ * against the guest agent itself, run on the host (smolvm-agent --unix). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,11 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include "api/control.h"
 #include "serve/api.h"
@@ -170,9 +175,14 @@ static int group_setup(void **state)
     return chdir(dir) == 0 ? sh("truncate -s 1M disk.img") : -1;
 }
 
+static pid_t agent;
 static int group_teardown(void **state)
 {
     (void)state;
+    if (agent > 0) {
+        kill(agent, SIGTERM);
+        waitpid(agent, NULL, 0);
+    }
     return scratch_teardown();
 }
 
@@ -550,6 +560,206 @@ static void logs_and_openapi(void **state)
     api_reply_release(&r);
 }
 
+/* POST /machines of an appliance folder: its instance gets the user
+ * network, as `smolvm create` gives it; of a disk image, none. */
+static void an_appliance_instance_gets_the_user_network(void **state)
+{
+    char body[512];
+    json_t *j;
+    (void)state;
+    assert_int_equal(sh("mkdir app && echo '{}' > app/appliance.json && head -c 4096 /dev/zero > "
+                        "app/kernel && cp app/kernel app/initrd && truncate -s 64K app/root.ext2"),
+                     0);
+    snprintf(body, sizeof(body), "{\"name\":\"appnet\",\"from\":\"%s\"}", in_dir("app"));
+    j = call("POST", "/machines", body, 201);
+    assert_non_null(json_object_get(j, "net"));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "net"), "mode")),
+                        "user");
+    json_decref(j);
+    snprintf(body, sizeof(body), "{\"name\":\"nonet\",\"from\":\"%s\"}", in_dir("disk.img"));
+    j = call("POST", "/machines", body, 201);
+    assert_null(json_object_get(j, "net"));
+    json_decref(j);
+}
+
+/* POST /machines's "share" is create --share (one parser): folders kept
+ * with the instance, by tag; a relative or missing folder, a bad tag or
+ * option, a tag twice and a wrong type refused, nothing created. */
+static void create_with_shares(void **state)
+{
+    char body[8192];
+    json_t *j;
+    (void)state;
+
+    assert_int_equal(sh("mkdir -p shared other"), 0);
+    snprintf(body, sizeof(body), "{\"name\":\"sharing\",\"from\":\"%s\",\"share\":[\"%s:data,ro\","
+             "\"%s\"]}", in_dir("disk.img"), in_dir("shared"), in_dir("other"));
+    json_decref(call("POST", "/machines", body, 201));
+    j = call("GET", "/machines/sharing", "", 200);
+    char *text = json_dumps(json_object_get(j, "shares"), JSON_COMPACT);
+    assert_non_null(text);
+    if (!strstr(text, "\"tag\":\"data\"") || !strstr(text, "\"read_only\":true") ||
+        !strstr(text, "\"tag\":\"other\""))
+        fail_msg("the instance's shares: %s", text);
+    free(text);
+    json_decref(j);
+    char bad[7][900], folder[200];
+    snprintf(folder, sizeof(folder), "%s", in_dir("shared"));
+    snprintf(bad[0], sizeof(bad[0]), "\"relative:data\"");
+    snprintf(bad[1], sizeof(bad[1]), "[\"/nonexistent/folder\"]");
+    snprintf(bad[2], sizeof(bad[2]), "[\"%s:bad/tag\"]", folder);
+    snprintf(bad[3], sizeof(bad[3]), "[\"%s,rx\"]", folder);
+    snprintf(bad[4], sizeof(bad[4]), "[\"%s:t\", \"%s:t\"]", folder, folder);
+    snprintf(bad[5], sizeof(bad[5]), "5");
+    snprintf(bad[6], sizeof(bad[6]), "[5]");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{\"name\":\"badshare\",\"from\":\"%s\",\"share\":%s}",
+                 in_dir("disk.img"), bad[i]);
+        code_is(call("POST", "/machines", body, 400), "invalid_value");
+    }
+    code_is(call("GET", "/machines/badshare", "", 404), "not_found");
+    json_decref(call("DELETE", "/machines/sharing", "", 200));
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* A stream's whole body (read as the daemon does, no client socket). */
+static size_t read_all(struct api_reply *r, char *buf, size_t size)
+{
+    size_t got = 0;
+    ssize_t n;
+
+    assert_non_null(r->stream.read);
+    while (got < size - 1 && (n = r->stream.read(r->stream.opaque, -1, buf + got,
+                                                 size - 1 - got)) > 0)
+        got += (size_t)n;
+    buf[got] = 0;
+    return got;
+}
+
+/* An exec's lines: stdout and stderr concatenated, and the last line. */
+static void exec_lines(char *body, char *out, char *err, json_t **last)
+{
+    *out = *err = 0;
+    *last = NULL;
+    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *o = json_string_value(json_object_get(j, "stdout"));
+        const char *e = json_string_value(json_object_get(j, "stderr"));
+        assert_non_null(j);
+        if (o)
+            strcat(out, o);
+        if (e)
+            strcat(err, e);
+        json_decref(*last);
+        *last = j;
+    }
+}
+
+/* POST exec: output streamed as lines, stdin, env and cwd passed, the
+ * exit status last; bad bodies refused; GET and PUT files: a file's bytes
+ * both ways (its length known), a folder and a missing file refused. The
+ * same requests as `smolvm exec` and `cp` make (api/agent.c). */
+/* agent: stopped by the teardown too, a failed check must not leave it. */
+static void exec_and_files_through_the_agent(void **state)
+{
+    char agent_path[4096], body[65536], out[4096], err[4096], path[512];
+    struct api_reply r;
+    json_t *last, *j;
+    (void)state;
+
+    assert_int_equal(scratch_find_smolvm(agent_path, sizeof(agent_path)), 0);
+    strcat(agent_path, "-agent");
+    mkdir(in_dir("run/smolvm"), 0700);
+    agent = fork();
+    if (agent == 0) {
+        execl(agent_path, "smolvm-agent", "--unix", in_dir("run/smolvm/agentvm.vsock"),
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500 && access(in_dir("run/smolvm/agentvm.vsock"), F_OK) != 0; i++)
+        usleep(10000);
+
+    static const char request[] =
+        "{\"command\": [\"sh\", \"-c\", \"echo out-$((6*7))-$A-$(pwd); echo err-line >&2; "
+        "read x; echo got-$x; exit 3\"], \"env\": [\"A=b\"], \"cwd\": \"/tmp\", "
+        "\"stdin\": \"typed\\n\"}";
+    api_handle("POST", "/machines/agentvm/exec", request, strlen(request), &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "application/x-ndjson");
+    read_all(&r, body, sizeof(body));
+    api_reply_release(&r);
+    exec_lines(body, out, err, &last);
+    assert_string_equal(out, "out-42-b-/tmp\ngot-typed\n");
+    assert_string_equal(err, "err-line\n");
+    assert_int_equal(json_integer_value(json_object_get(last, "exit_code")), 3);
+    json_decref(last);
+
+    code_is(call("POST", "/machines/agentvm/exec", "{\"command\": []}", 400), "invalid_value");
+    code_is(call("POST", "/machines/agentvm/exec", "{\"command\": \"ls\"}", 400), "invalid_value");
+    code_is(call("POST", "/machines/agentvm/exec", "{\"command\": [\"ls\"], \"env\": [\"=x\"]}",
+                 400), "invalid_value");
+    code_is(call("POST", "/machines/agentvm/exec", "{\"command\": [\"ls\"], \"tty\": true}", 400),
+            "unknown_field");
+    code_is(call("POST", "/machines/novm/exec", "{\"command\": [\"ls\"]}", 404), "not_found");
+    code_is(call("GET", "/machines/agentvm/exec", "", 405), "method_not_allowed");
+
+    /* A file in (its name percent-encoded), then out again. */
+    snprintf(path, sizeof(path), "/machines/agentvm/files?path=%s/a%%20file", dir);
+    j = call("PUT", path, "file bytes\n", 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 11);
+    json_decref(j);
+    assert_int_equal(sh("test \"$(cat 'a file')\" = 'file bytes'"), 0);
+    api_handle("GET", path, "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(r.sized);
+    assert_int_equal(r.size, 11);
+    assert_int_equal(read_all(&r, body, sizeof(body)), 11);
+    assert_string_equal(body, "file bytes\n");
+    api_reply_release(&r);
+
+    snprintf(path, sizeof(path), "/machines/agentvm/files?path=%s/nothere", dir);
+    code_is(call("GET", path, "", 404), "not_found");
+    snprintf(path, sizeof(path), "/machines/agentvm/files?path=%s/nofolder/x", dir);
+    code_is(call("PUT", path, "x", 400), "invalid_value");
+    snprintf(path, sizeof(path), "/machines/agentvm/files?path=%s", dir);
+    code_is(call("GET", path, "", 400), "invalid_value");
+    code_is(call("GET", "/machines/agentvm/files", "", 400), "invalid_value");
+    code_is(call("GET", "/machines/agentvm/files?path=%zz", "", 400), "invalid_value");
+
+    code_is(call("GET", "/machines/agentvm/files?path=a%00b", "", 400), "invalid_value");
+    code_is(call("GET", "/machines/agentvm/files?path=a%2", "", 400), "invalid_value");
+
+    /* A client that hangs up mid-command: the stream ends within a check's
+     * time, and the agent kills the command. */
+    int sv[2];
+    alarm(60); /* a stream that does not notice kills the test rather than hang it */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    static const char sleeper[] = "{\"command\": [\"sh\", \"-c\", \"exec sleep 4242\"]}";
+    api_handle("POST", "/machines/agentvm/exec", sleeper, strlen(sleeper), &r);
+    assert_int_equal(r.status, 200);
+    close(sv[1]);
+    double t0 = now_s();
+    assert_true(r.stream.read(r.stream.opaque, sv[0], body, sizeof(body)) < 0);
+    assert_true(now_s() - t0 < 5);
+    alarm(0);
+    api_reply_release(&r);
+    close(sv[0]);
+    int i = 0;
+    while (sh("pgrep -f 'slee[p] 4242' > /dev/null") == 0 && i++ < 100)
+        usleep(50000);
+    assert_int_not_equal(sh("pgrep -f 'slee[p] 4242' > /dev/null"), 0);
+
+    kill(agent, SIGTERM);
+    waitpid(agent, NULL, 0);
+    agent = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +769,9 @@ int main(void)
         cmocka_unit_test(running_vm),
         cmocka_unit_test(stop_presses_the_power_button),
         cmocka_unit_test(logs_and_openapi),
+        cmocka_unit_test(an_appliance_instance_gets_the_user_network),
+        cmocka_unit_test(exec_and_files_through_the_agent),
+        cmocka_unit_test(create_with_shares),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

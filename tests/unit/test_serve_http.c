@@ -312,15 +312,18 @@ static void slow_client_blocks_nobody(void **state)
 }
 
 /* Every response to a run of requests (tests/api/openapi_check.py: good
- * and bad bodies, a fake running VM, errors of every kind) validates
- * against docs/openapi.yaml. */
+ * and bad bodies, a fake running VM with the guest agent run on the host
+ * for exec and files, errors of every kind) validates against
+ * docs/openapi.yaml. */
 static void responses_match_openapi(void **state)
 {
+    char agent[4096];
     (void)state;
     if (system("python3 -c 'import yaml' 2>/dev/null") != 0)
         skip(); /* tools/deps.sh installs python3-yaml (and python3-jsonschema) */
-    assert_int_equal(sh("python3 %s/tests/api/openapi_check.py live %s", SMOLVM_SOURCE_ROOT,
-                        sock_path()), 0);
+    assert_int_equal(scratch_find_smolvm(agent, sizeof(agent)), 0);
+    assert_int_equal(sh("SMOLVM_AGENT=%s-agent python3 %s/tests/api/openapi_check.py live %s",
+                        agent, SMOLVM_SOURCE_ROOT, sock_path()), 0);
 }
 
 /* kill -9 leaves the socket file behind: the next daemon replaces it. */
@@ -458,9 +461,24 @@ static int console_connect(const char *headers, int *status)
     return fd;
 }
 
+/* The stand-in VM's console socket, RUNTIME/NAME.console, listening. */
+static int console_socket(const char *name)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/smolvm/%s.console", in_dir("run"), name);
+    unlink(addr.sun_path);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
 /* A running VM's console over a WebSocket: its log so far, then what it
- * writes; a ping answered; an unmasked frame closes with 1002; another
- * origin's page and a request that is no handshake refused. */
+ * writes; what the page types (text and binary messages) reaches the VM's
+ * console socket; a ping answered; an unmasked frame closes with 1002;
+ * another origin's page and a request that is no handshake refused. */
 static void console_websocket(void **state)
 {
     struct control *c;
@@ -472,6 +490,8 @@ static void console_websocket(void **state)
 
     assert_int_equal(sh("printf 'guest says hello\\r\\n' > run/smolvm/wsvm.log"), 0);
     assert_int_equal(control_open("wsvm", console_vm, NULL, &c), 0);
+    int listener = console_socket("wsvm"), typed;
+    uint8_t got[16];
     console_vm_stop = false;
     assert_int_equal(pthread_create(&t, NULL, console_vm_loop, c), 0);
 
@@ -486,6 +506,15 @@ static void console_websocket(void **state)
     assert_int_equal(read_frame(fd, frame, &len), 0x82);
     assert_int_equal(len, 7);
     assert_memory_equal(frame, "login: ", 7);
+    /* Typed: "ls\r" as text, "\x03" as binary (masked 0x01020304). */
+    uint8_t text[] = {0x81, 0x83, 1, 2, 3, 4, 'l' ^ 1, 's' ^ 2, '\r' ^ 3};
+    uint8_t binary[] = {0x82, 0x81, 1, 2, 3, 4, 0x03 ^ 1};
+    assert_int_equal(send(fd, text, sizeof(text), MSG_NOSIGNAL), sizeof(text));
+    assert_int_equal(send(fd, binary, sizeof(binary), MSG_NOSIGNAL), sizeof(binary));
+    typed = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(typed >= 0);
+    assert_true(read_exactly(typed, got, 4));
+    assert_memory_equal(got, "ls\r\x03", 4);
     /* A masked ping "hi" (mask 0x01020304). */
     uint8_t ping[] = {0x89, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2};
     assert_int_equal(send(fd, ping, sizeof(ping), MSG_NOSIGNAL), sizeof(ping));
@@ -500,6 +529,9 @@ static void console_websocket(void **state)
     assert_int_equal(frame[0] << 8 | frame[1], 1002);
     assert_false(read_exactly(fd, frame, 1));
     close(fd);
+    assert_false(read_exactly(typed, got, 1)); /* the session's input ended with it */
+    close(typed);
+    close(listener);
 
     assert_int_equal(console_connect("Origin: http://evil.example\r\n", &status), -1);
     assert_int_equal(status, 403);

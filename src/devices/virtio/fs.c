@@ -55,6 +55,7 @@ struct virtio_fs {
     unsigned free_jobs[MAX_JOBS], free_count;
     unsigned ready[MAX_JOBS], ready_head, ready_count; /* popped, waiting for a worker */
     unsigned busy;    /* jobs popped and not yet pushed */
+    unsigned serving; /* of them, in the server: a READ may be writing guest memory */
     unsigned epoch;   /* bumped at each device reset: older jobs are dropped */
     bool paused, stopping, backlog;
     struct worker workers[WORKERS];
@@ -115,9 +116,11 @@ static void pump_all(struct virtio_fs *d)
         pump(d, d->transport, q);
 }
 
-/* The reply into the chain and the chain back to the driver, unless the
- * device was reset since it was popped. */
-static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, size_t len)
+/* The reply's first head bytes into the chain (the rest is there
+ * already) and the chain back to the driver with len bytes written, unless
+ * the device was reset since it was popped. */
+static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, size_t head,
+                     size_t len)
 {
     struct virtio_mmio *t = d->transport;
     struct virtq *vq;
@@ -129,7 +132,9 @@ static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, s
     pthread_mutex_unlock(&d->lock);
     vq = current ? virtio_mmio_queue(t, j->queue) : NULL;
     if (vq) {
-        size_t written = virtq_chain_write(&j->chain, 0, reply, len);
+        size_t written = virtq_chain_write(&j->chain, 0, reply, head);
+        if (written == head)
+            written = len;
         if (virtq_push(vq, j->chain.head, (uint32_t)written) < 0)
             virtio_mmio_fail(t, err_msg());
         else
@@ -140,11 +145,12 @@ static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, s
 
 /* One chain: its readable bytes are the request, its writable ones take
  * the reply. A WRITE's payload is written to the file from the guest's
- * pages where they are; any other request is copied whole into in. A
- * request longer than any FUSE request is cut, and then answered EINVAL
- * by the server (its header's length is past the end). */
+ * pages where they are, a READ's data read from the file into them; any
+ * other request is copied whole into in. A request longer than any FUSE
+ * request is cut, and then answered EINVAL by the server (its header's
+ * length is past the end). */
 size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chain *c, uint8_t *in,
-                             uint8_t *out)
+                             uint8_t *out, size_t *head)
 {
     const size_t write_head = sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in);
     size_t out_cap = c->writable_bytes < FUSE_SERVER_OUT_MAX ? c->writable_bytes
@@ -152,14 +158,23 @@ size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chai
     size_t in_len = virtq_chain_read(c, 0, in, write_head), data_len;
     struct iovec data[VIRTQ_MAX_CHAIN];
     unsigned data_count;
+    uint32_t opcode = in_len >= sizeof(struct fuse_in_header)
+                          ? le32(in + offsetof(struct fuse_in_header, opcode))
+                          : 0;
+    size_t len;
 
-    if (in_len == write_head && le32(in + offsetof(struct fuse_in_header, opcode)) ==
-                                    FUSE_WRITE) {
+    if (in_len == write_head && opcode == FUSE_WRITE) {
         data_count = virtq_chain_readable_iov(c, write_head, data, VIRTQ_MAX_CHAIN, &data_len);
-        return fuse_serve_data(server, in, in_len, data, data_count, out, out_cap);
+        return *head = fuse_serve_data(server, in, in_len, data, data_count, out, out_cap);
     }
     in_len += virtq_chain_read(c, in_len, in + in_len, FUSE_SERVER_IN_MAX - in_len);
-    return fuse_serve(server, in, in_len, out, out_cap);
+    if (opcode != FUSE_READ)
+        return *head = fuse_serve(server, in, in_len, out, out_cap);
+    data_count = virtq_chain_writable_iov(c, sizeof(struct fuse_out_header), data,
+                                          VIRTQ_MAX_CHAIN, &data_len);
+    len = fuse_serve_read(server, in, in_len, data, data_count, out, out_cap);
+    *head = len < sizeof(struct fuse_out_header) ? len : sizeof(struct fuse_out_header);
+    return len;
 }
 
 static void *worker_main(void *arg)
@@ -171,7 +186,7 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&d->lock);
     for (;;) {
         struct job *j;
-        size_t len;
+        size_t len, head;
         bool backlog;
 
         while (!d->stopping && d->ready_count == 0)
@@ -181,10 +196,15 @@ static void *worker_main(void *arg)
         j = &d->jobs[d->ready[d->ready_head]];
         d->ready_head = (d->ready_head + 1) % MAX_JOBS;
         d->ready_count--;
+        d->serving++;
         pthread_mutex_unlock(&d->lock);
 
-        len = virtio_fs_serve_chain(d->server, &j->chain, w->in, w->out);
-        complete(d, j, w->out, len);
+        len = virtio_fs_serve_chain(d->server, &j->chain, w->in, w->out, &head);
+        pthread_mutex_lock(&d->lock);
+        d->serving--;
+        pthread_cond_broadcast(&d->idle);
+        pthread_mutex_unlock(&d->lock);
+        complete(d, j, w->out, head, len);
 
         pthread_mutex_lock(&d->lock);
         d->free_jobs[d->free_count++] = (unsigned)(j - d->jobs);
@@ -204,7 +224,9 @@ static void *worker_main(void *arg)
 
 /* Called by the transport with its locks held: jobs not started are
  * dropped, running ones will not be pushed (their epoch is old), the FUSE
- * session ends (the driver sends INIT again). */
+ * session ends (the driver sends INIT again). Requests in the server are
+ * waited for (it takes none of the transport's locks): a READ writes the
+ * guest's pages, which after a reset are no longer the device's. */
 static void fs_reset(void *opaque)
 {
     struct virtio_fs *d = opaque;
@@ -217,6 +239,8 @@ static void fs_reset(void *opaque)
         d->ready_count--;
         d->busy--;
     }
+    while (d->serving)
+        pthread_cond_wait(&d->idle, &d->lock);
     pthread_mutex_unlock(&d->lock);
     if (d->server)
         fuse_server_reset(d->server);

@@ -13,8 +13,10 @@
 /* Serves chain c with server: the request is copied out of its readable
  * buffers into in (FUSE_SERVER_IN_MAX bytes), the reply built in out
  * (FUSE_SERVER_OUT_MAX) for the chain's writable bytes. The reply's
- * length (0: no reply), still to be copied into the chain. */
+ * length (0: no reply); its first *head bytes are in out, still to be
+ * copied into the chain; the rest (a READ's data, read from the file into
+ * the chain's buffers) is there already. */
 size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chain *c, uint8_t *in,
-                             uint8_t *out);
+                             uint8_t *out, size_t *head);
 
 #endif

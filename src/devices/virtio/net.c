@@ -115,8 +115,8 @@ static int tx_chain_check(const struct virtq_chain *c)
     return 0;
 }
 
-int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t *frame,
-                        size_t *len)
+int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, size_t max_frame,
+                        uint8_t *frame, size_t *len)
 {
     uint8_t hdr[VIRTIO_NET_HDR_BYTES];
     size_t start, at;
@@ -127,7 +127,7 @@ int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t 
         return -EINVAL;
     virtq_chain_read(c, 0, hdr, sizeof(hdr)); /* read once, used from here */
     n = c->readable_bytes - VIRTIO_NET_HDR_BYTES;
-    if (n > VIRTIO_NET_MAX_FRAME || n < VIRTIO_NET_MIN_FRAME || hdr[1] != HDR_GSO_NONE)
+    if (n > max_frame || n < VIRTIO_NET_MIN_FRAME || hdr[1] != HDR_GSO_NONE)
         return VIRTIO_NET_TX_DROP;
     virtq_chain_read(c, VIRTIO_NET_HDR_BYTES, frame, n);
     if (hdr[0] & HDR_F_NEEDS_CSUM) {
@@ -182,6 +182,8 @@ struct vnet {
     struct net_backend *backend;
     bool checksums_valid; /* the backend's frames carry correct checksums */
     bool with_header;     /* the backend's frames carry the virtio-net header */
+    uint16_t mtu;         /* the link's: --net user's 64 KiB, else Ethernet's */
+    size_t max_frame;     /* the largest frame without segmentation, each way */
     uint64_t offloads_set; /* the features the backend's offloads were set for */
     pthread_mutex_t cfg_lock; /* mac, status: config reads come from vCPUs */
     uint8_t mac[6];
@@ -218,7 +220,7 @@ static void vnet_read_config(void *dev, uint32_t offset, uint8_t *data, unsigned
     put_le(cfg + 6, n->status, 2);
     pthread_mutex_unlock(&n->cfg_lock);
     put_le(cfg + 8, 1, 2); /* max_virtqueue_pairs */
-    put_le(cfg + 10, VIRTIO_NET_MTU, 2);
+    put_le(cfg + 10, n->mtu, 2);
     memcpy(data, cfg + offset, size);
 }
 
@@ -260,7 +262,7 @@ static int tx_take(struct vnet *n, uint64_t features, size_t *len, size_t *heade
     if (n->with_header)
         return virtio_net_tx_with_header(&n->chain, csum, features & VIRTIO_NET_F_HOST_TSO4,
                                          features & VIRTIO_NET_F_HOST_TSO6, n->tx_frame, len);
-    return virtio_net_tx_frame(&n->chain, csum, n->tx_frame, len);
+    return virtio_net_tx_frame(&n->chain, csum, n->max_frame, n->tx_frame, len);
 }
 
 /* Transmit: everything the guest queued, until the backend is full. Held
@@ -379,7 +381,7 @@ static void backend_closed(struct vnet *n)
  * without the header, 0 when it is to be dropped, <0 as the backend's. */
 static ssize_t rx_take(struct vnet *n, uint64_t features)
 {
-    size_t header = n->with_header ? 0 : VIRTIO_NET_HDR_BYTES, largest = VIRTIO_NET_MAX_FRAME;
+    size_t header = n->with_header ? 0 : VIRTIO_NET_HDR_BYTES, largest = n->max_frame;
     ssize_t got = net_backend_recv(n->backend, n->rx_frame + header,
                                    sizeof(n->rx_frame) - header);
     unsigned gso;
@@ -637,6 +639,8 @@ static int vnet_create(struct vm *vm, const struct device_slot *slot, void **sta
     net_choose_mac(cfg, n->mac);
     n->status = STATUS_LINK_UP;
     n->checksums_valid = cfg->mode == VM_NET_USER; /* libslirp sums what it sends */
+    n->mtu = cfg->mode == VM_NET_USER ? NET_USER_MTU : VIRTIO_NET_MTU;
+    n->max_frame = n->mtu + VIRTIO_NET_FRAME_HEADERS;
     if (n->wake_fd < 0 || n->stop_fd < 0)
         r = err_set(errno, "virtio-net: eventfd");
     else

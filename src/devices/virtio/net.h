@@ -11,18 +11,20 @@
 #define VIRTIO_NET_HDR_BYTES 12  /* struct virtio_net_hdr_v1, num_buffers included */
 #define VIRTIO_NET_MTU 1500
 #define VIRTIO_NET_MAX_FRAME 1518 /* the MTU, an Ethernet header and one VLAN tag */
+#define VIRTIO_NET_FRAME_HEADERS 18 /* what a frame adds to the MTU: Ethernet, a VLAN tag */
 #define VIRTIO_NET_MIN_FRAME 14   /* an Ethernet header */
 #define VIRTIO_NET_TX_DROP 1
 
 /* Copies the frame of a transmit chain (header, then the frame) into
- * frame[VIRTIO_NET_MAX_FRAME], completing the checksum the guest left to
- * the device when csum_offload was negotiated. 0 with *len set;
- * VIRTIO_NET_TX_DROP for a frame no peer may see (longer than the MTU
- * allows, a segmentation offload or checksum we did not offer, checksum
- * offsets outside the frame); <0 with a message for a chain that is not a
+ * frame[max_frame] (VIRTIO_NET_MAX_FRAME, or the MTU of the NIC's backend
+ * and 18 bytes of headers), completing the checksum the guest left to the
+ * device when csum_offload was negotiated. 0 with *len set;
+ * VIRTIO_NET_TX_DROP for a frame no peer may see (longer than max_frame, a
+ * segmentation offload or checksum we did not offer, checksum offsets
+ * outside the frame); <0 with a message for a chain that is not a
  * transmit request (no header, device-writable buffers). */
-int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, uint8_t *frame,
-                        size_t *len) __attribute__((warn_unused_result));
+int virtio_net_tx_frame(const struct virtq_chain *c, bool csum_offload, size_t max_frame,
+                        uint8_t *frame, size_t *len) __attribute__((warn_unused_result));
 
 /* The transmit chain whole, header and frame, into
  * out[VIRTIO_NET_HDR_BYTES + NET_MAX_FRAME], for a backend that takes the

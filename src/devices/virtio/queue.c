@@ -256,13 +256,14 @@ size_t virtq_chain_write(const struct virtq_chain *c, size_t offset, const void 
     return chain_copy(c, true, offset, (void *)src, len, true);
 }
 
-unsigned virtq_chain_readable_iov(const struct virtq_chain *c, size_t offset, struct iovec *iov,
-                                  unsigned cap, size_t *bytes)
+/* bufs[first..end) from offset on as iovecs. */
+static unsigned chain_iov(const struct virtq_chain *c, unsigned first, unsigned end, size_t offset,
+                          struct iovec *iov, unsigned cap, size_t *bytes)
 {
     unsigned n = 0;
 
     *bytes = 0;
-    for (unsigned i = 0; i < c->readable && n < cap; i++) {
+    for (unsigned i = first; i < end && n < cap; i++) {
         const struct virtq_buf *b = &c->bufs[i];
         if (offset >= b->len) {
             offset -= b->len;
@@ -273,4 +274,16 @@ unsigned virtq_chain_readable_iov(const struct virtq_chain *c, size_t offset, st
         offset = 0;
     }
     return n;
+}
+
+unsigned virtq_chain_readable_iov(const struct virtq_chain *c, size_t offset, struct iovec *iov,
+                                  unsigned cap, size_t *bytes)
+{
+    return chain_iov(c, 0, c->readable, offset, iov, cap, bytes);
+}
+
+unsigned virtq_chain_writable_iov(const struct virtq_chain *c, size_t offset, struct iovec *iov,
+                                  unsigned cap, size_t *bytes)
+{
+    return chain_iov(c, c->readable, c->count, offset, iov, cap, bytes);
 }

@@ -76,11 +76,14 @@ bool virtq_needs_interrupt(struct virtq *q);
 size_t virtq_chain_read(const struct virtq_chain *c, size_t offset, void *dst, size_t len);
 size_t virtq_chain_write(const struct virtq_chain *c, size_t offset, const void *src, size_t len);
 
-/* The chain's readable bytes from offset on as iovecs into the guest's
- * memory (for a device that hands them to readv/writev without a copy):
- * how many of iov[0..cap) were filled; *bytes their total. */
+/* The chain's readable (writable) bytes from offset on as iovecs into
+ * the guest's memory (for a device that hands them to writev/readv
+ * without a copy): how many of iov[0..cap) were filled; *bytes their
+ * total. */
 struct iovec;
 unsigned virtq_chain_readable_iov(const struct virtq_chain *c, size_t offset, struct iovec *iov,
+                                  unsigned cap, size_t *bytes);
+unsigned virtq_chain_writable_iov(const struct virtq_chain *c, size_t offset, struct iovec *iov,
                                   unsigned cap, size_t *bytes);
 
 #endif

@@ -1,12 +1,11 @@
 /* --share HOSTDIR[:TAG][,ro]: one host folder for virtio-fs (run, pack,
- * start). */
+ * start, create, receive; POST /machines's "share"). */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/cli.h"
 #include "core/config.h"
 #include "util/err.h"
 
@@ -19,7 +18,7 @@ static const char *default_tag(const char *path)
     return vm_share_tag_valid(base) ? base : "share";
 }
 
-int cli_parse_share(char *spec, struct vm_share_config *shares, unsigned *count)
+int vm_share_parse(char *spec, struct vm_share_config *shares, unsigned *count)
 {
     struct vm_share_config *s;
     char *opts = strchr(spec, ','), *colon, *path;
@@ -62,8 +61,12 @@ int cli_parse_share(char *spec, struct vm_share_config *shares, unsigned *count)
     if (!s->tag)
         s->tag = default_tag(path);
     for (unsigned i = 0; i < *count; i++)
-        if (strcmp(shares[i].tag, s->tag) == 0)
-            return err_plain(EINVAL, "two shares tagged '%s'", s->tag);
+        if (strcmp(shares[i].tag, s->tag) == 0) {
+            int r = err_plain(EINVAL, "two shares tagged '%s'", s->tag);
+            free(path); /* not counted: the caller frees only what is */
+            *s = (struct vm_share_config){0};
+            return r;
+        }
     (*count)++;
     return 0;
 }
