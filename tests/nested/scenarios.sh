@@ -2066,13 +2066,33 @@ scenario_net_bench() {
         eval '(for m in smolvm qemu-microvm; do for k in tcp-guest-to-host tap-tcp-host-to-guest; do grep -q "^$m	$k	[0-9]" "$dir/throughput/times.tsv" || exit 1; done; done)'
 }
 
+# bench/api in this L1 (run only when named): a timer-driven guest (tick,
+# a line every 20 ms) saved into a bundle, then bench/api/measure: GET
+# /machines latency with 100 machines, and POST .../start to the guest's
+# first console byte against `smolvm start --detach`, RUNS (3) of each.
+scenario_api_bench() {
+    local bundle=$work/api-bench.smolmachine bench
+    bench=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../bench")
+    background api-bench-tick run --name api-bench-tick --mem 256M --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=tick"
+    wait_for api-bench-tick "TICK 20"
+    "$real_smolvm" save api-bench-tick -o "$bundle" > "$work/api-bench-save.out" 2>&1
+    finish api-bench-tick
+    TMPDIR=$work SMOLVM=$real_smolvm BUNDLE=$bundle RUNS=${RUNS:-3} REQUESTS=${REQUESTS:-300} \
+        bash "$bench/api/measure" > "$results/api-bench.txt" 2> "$results/api-bench.err"
+    cat "$results/api-bench.txt"
+    expect api-bench "GET /machines latency and the API-vs-CLI start figures (api-bench.txt)" \
+        eval 'grep -q "^GET /machines with" "$results/api-bench.txt" && grep -q "API adds" "$results/api-bench.txt"'
+}
+
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench;
+# part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
+# api_bench;
 # and migrate_load (cuts at three points, a dirtying guest: long under TCG,
 # not yet seen green in an L1), also only when named.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
