@@ -53,6 +53,9 @@ void web_static(const char *file, struct api_reply *r);
 void machines_console(const char *name, struct api_reply *r);
 /* A running VM's boot trace ({"unit", "events", ...}: --trace-boot --json). */
 void machines_trace(const char *name, struct api_reply *r);
+/* The same as *trace (0), or -ENOENT (none runs), -ENOTSUP (an older
+ * smolvm: no trace), another -errno (err_msg() says why). */
+int machine_trace(const char *name, json_t **trace);
 
 /* Through the guest agent (guest.c): a command's output as it comes (one
  * JSON object a line: {"stdout"}, {"stderr"}, {"error"}, last

@@ -709,21 +709,34 @@ void machines_console(const char *name, struct api_reply *r)
     }
 }
 
-void machines_trace(const char *name, struct api_reply *r)
+int machine_trace(const char *name, json_t **trace)
 {
     json_t *req = json_pack("{s:s}", "command", "trace"), *a = NULL;
     int e = control_request(name, req, &a);
 
     json_decref(req);
+    *trace = NULL;
+    if (e == 0 && json_is_object(json_object_get(a, "trace")))
+        *trace = json_incref(json_object_get(a, "trace"));
+    else if (e == 0)
+        e = -ENOTSUP;
+    json_decref(a);
+    return e;
+}
+
+void machines_trace(const char *name, struct api_reply *r)
+{
+    json_t *trace;
+    int e = machine_trace(name, &trace);
+
     if (e == -ENOENT)
         api_fail(r, 404, "not_found", "no VM '%s' is running", name);
+    else if (e == -ENOTSUP)
+        api_fail(r, 500, "failed", "VM '%s' has no boot trace (an older smolvm runs it)", name);
     else if (e < 0)
         api_fail_errno(r, -e);
-    else if (!json_is_object(json_object_get(a, "trace")))
-        api_fail(r, 500, "failed", "VM '%s' has no boot trace (an older smolvm runs it)", name);
     else
-        api_ok(r, 200, json_incref(json_object_get(a, "trace")));
-    json_decref(a);
+        api_ok(r, 200, trace);
     err_clear();
 }
 

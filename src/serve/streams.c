@@ -12,10 +12,14 @@
 #include <unistd.h>
 
 #include "serve/internal.h"
+#include "util/err.h"
 
 #define POLL_MS 200
 #define EVENTS_POLL_MS 500
 #define KEEPALIVE_MS 15000
+/* A boot whose trace has no new phase for this long is done (a bundle's
+ * start never reaches the guest's init again, so no "split" ends it). */
+#define TRACE_SETTLED_MS 10000
 
 bool api_client_gone(int fd)
 {
@@ -136,6 +140,7 @@ void log_stream_input(struct api_stream *s, int fd)
 struct events {
     json_t *last; /* {name: state} as last sent */
     json_t *last_progress; /* {name: {done, total}} as last sent */
+    json_t *traced; /* {name: {"events": as last sent, "quiet_ms"}, or true: its boot is done} */
     char *pending;
     size_t len, sent;
     unsigned quiet_ms;
@@ -163,8 +168,50 @@ static void event(struct events *e, const char *name, const char *state)
     send_event(e, "state", json_pack("{s:s,s:s}", "name", name, "state", state));
 }
 
+/* A running machine's boot trace each time it has new phases, until its
+ * boot is done (its init ran: "split", or no new phase for a while); a
+ * machine that stops and runs again is followed again. */
+static void compare_traces(struct events *e, json_t *now)
+{
+    const char *name;
+    json_t *state, *running = json_string("running");
+    void *tmp;
+
+    json_object_foreach_safe(e->traced, tmp, name, state) {
+        const char *is = json_string_value(json_object_get(now, name));
+        if (!is || (strcmp(is, "running") != 0 && strcmp(is, "paused") != 0))
+            json_object_del(e->traced, name);
+    }
+    json_object_foreach(now, name, state) {
+        json_t *seen = json_object_get(e->traced, name), *trace;
+
+        if (json_is_true(seen) || !json_equal(state, running))
+            continue;
+        if (machine_trace(name, &trace) < 0) { /* an older smolvm, or ended meanwhile */
+            err_clear();
+            json_object_set_new(e->traced, name, json_true());
+            continue;
+        }
+        json_t *events = json_object_get(trace, "events");
+        json_int_t quiet = json_integer_value(json_object_get(seen, "quiet_ms"));
+        if (!seen || !json_equal(events, json_object_get(seen, "events"))) {
+            send_event(e, "trace", json_pack("{s:s,s:O}", "name", name, "trace", trace));
+            quiet = 0;
+        } else {
+            quiet += EVENTS_POLL_MS;
+        }
+        if (json_object_get(trace, "split") || quiet >= TRACE_SETTLED_MS)
+            json_object_set_new(e->traced, name, json_true());
+        else
+            json_object_set_new(e->traced, name,
+                                json_pack("{s:O,s:I}", "events", events, "quiet_ms", quiet));
+        json_decref(trace);
+    }
+    json_decref(running);
+}
+
 /* One event per machine whose state differs from the last sent ("gone"
- * for a machine no longer there). */
+ * for a machine no longer there), then its boot trace's new phases. */
 static void compare(struct events *e)
 {
     json_t *now, *v;
@@ -193,6 +240,7 @@ static void compare(struct events *e)
     json_object_foreach(e->last, name, v)
         if (!json_object_get(now, name))
             event(e, name, "gone");
+    compare_traces(e, now);
     json_decref(e->last);
     e->last = now;
 }
@@ -235,6 +283,7 @@ static void events_release(void *opaque)
     struct events *e = opaque;
     json_decref(e->last);
     json_decref(e->last_progress);
+    json_decref(e->traced);
     free(e->pending);
     free(e);
 }
@@ -242,8 +291,10 @@ static void events_release(void *opaque)
 int events_stream(struct api_stream *out)
 {
     struct events *e = calloc(1, sizeof(*e));
-    if (!e)
+    if (!e || !(e->traced = json_object())) {
+        free(e);
         return -1;
+    }
     *out = (struct api_stream){.read = events_read, .release = events_release, .opaque = e};
     return 0;
 }

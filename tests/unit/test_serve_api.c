@@ -306,6 +306,7 @@ static void instances(void **state)
 
 /* A VM as the API sees it: a process answering on its control socket. */
 static bool paused;
+static int trace_phases = 1;
 static struct control *fake_control;
 static json_t *fake_vm(void *opaque, const char *command, json_t *req)
 {
@@ -318,6 +319,11 @@ static json_t *fake_vm(void *opaque, const char *command, json_t *req)
         return json_pack("{s:b,s:s,s:f}", "ok", 1, "path",
                          json_string_value(json_object_get(req, "path")), "seconds", 1.2);
     }
+    if (strcmp(command, "trace") == 0) /* its boot so far: one phase, then two */
+        return json_pack("{s:b,s:{s:s,s:o}}", "ok", 1, "trace", "unit", "ms", "events",
+                         trace_phases == 1 ? json_pack("{s:f}", "first_vcpu_entry", 1.5)
+                                           : json_pack("{s:f,s:f}", "first_vcpu_entry", 1.5,
+                                                       "kernel_run_init", 80.25));
     if (strcmp(command, "pause") == 0)
         paused = true;
     else if (strcmp(command, "resume") == 0)
@@ -376,7 +382,8 @@ static void running_vm(void **state)
     json_decref(j);
     json_decref(call("POST", "/machines/vm1/resume", "", 200));
     assert_false(paused);
-    /* Events: the state of each machine, then each change. */
+    /* Events: the state of each machine (and a running one's boot trace),
+     * then each change. */
     char buf[512];
     ssize_t n;
     api_handle("GET", "/events", "", 0, &r);
@@ -385,13 +392,22 @@ static void running_vm(void **state)
     n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
     assert_true(n > 0);
     buf[n] = 0;
-    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n");
+    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n"
+                             "event: trace\ndata: {\"name\":\"vm1\",\"trace\":{\"unit\":\"ms\","
+                             "\"events\":{\"first_vcpu_entry\":1.5}}}\n\n");
+    trace_phases = 2; /* a new phase: its trace again, once running */
     json_decref(call("POST", "/machines/vm1/pause", "", 200));
     n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
     assert_true(n > 0);
     buf[n] = 0;
     assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"paused\"}\n\n");
     json_decref(call("POST", "/machines/vm1/resume", "", 200));
+    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n"
+                             "event: trace\ndata: {\"name\":\"vm1\",\"trace\":{\"unit\":\"ms\","
+                             "\"events\":{\"first_vcpu_entry\":1.5,\"kernel_run_init\":80.25}}}\n\n");
 
     /* A save's progress comes as events while it runs. */
     pthread_t saver;
