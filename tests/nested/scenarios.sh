@@ -2067,16 +2067,18 @@ scenario_net_bench() {
 }
 
 # bench/api in this L1 (run only when named): a timer-driven guest (tick,
-# a line every 20 ms) saved into a bundle, then bench/api/measure: GET
-# /machines latency with 100 machines, and POST .../start to the guest's
-# first console byte against `smolvm start --detach`, RUNS (3) of each.
+# a line every 20 ms; with a disk, which create --from needs to make
+# layers of) saved into a bundle, then bench/api/measure: GET /machines
+# latency with 100 machines, and POST .../start to the guest's first
+# console byte against `smolvm start --detach`, RUNS (3) of each.
 scenario_api_bench() {
-    local bundle=$work/api-bench.smolmachine bench
+    local bundle=$work/api-bench.smolmachine disk=$work/api-bench.ext4 bench
     bench=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../bench")
+    mkfs.ext4 -q -F "$disk" 32M
     background api-bench-tick run --name api-bench-tick --mem 256M --kernel "$KERNEL" \
-        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=tick"
+        --initrd "$INITRD" --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=tick"
     wait_for api-bench-tick "TICK 20"
-    "$real_smolvm" save api-bench-tick -o "$bundle" > "$work/api-bench-save.out" 2>&1
+    "$real_smolvm" save api-bench-tick -o "$bundle" > "$results/api-bench-save.out" 2>&1
     finish api-bench-tick
     TMPDIR=$work SMOLVM=$real_smolvm BUNDLE=$bundle RUNS=${RUNS:-3} REQUESTS=${REQUESTS:-300} \
         bash "$bench/api/measure" > "$results/api-bench.txt" 2> "$results/api-bench.err"
