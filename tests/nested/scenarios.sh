@@ -314,6 +314,10 @@ counts() { counted_lines "$1" | grep -a -o 'COUNT [0-9]*' | cut -d' ' -f2; }
 first_count() { counts "$1" | head -n 1; }
 last_count() { counts "$1" | tail -n 1; }
 date_at() { counted_lines "$1" | grep -a "COUNT $2 " | sed -n 's/.*date=\([0-9]*\).*/\1/p' | head -n 1; }
+# count_or_next DISK LAST: the disk holds the last count the console showed,
+# or the next one: the guest writes a count before printing it, and a
+# "quit" its tty echoed can mangle that last line (seen: "quCitOUN").
+count_or_next() { [ -n "$1" ] && [ -n "$2" ] && { [ "$1" = "$2" ] || [ "$1" = "$(($2 + 1))" ]; }; }
 disk_counter() { debugfs -R 'cat /counter' "$1" 2>/dev/null | tr -d '\n'; }
 # instance_raw NAME: the instance's disk 0 (a qcow2 overlay on the cached
 # base) flattened by qemu-img, for debugfs and e2fsck.
@@ -476,7 +480,7 @@ scenario_snapshot_counter() {
         qemu-img info "$XDG_DATA_HOME/smolvm/instances/cnt2/disk.0.qcow2" | grep -i backing
     } > "$results/snapshot-disks-separate.txt" 2>&1
     expect snapshot-disks-separate "each start wrote its own disk (see snapshot-disks-separate.txt)" \
-        eval 'test "$c1" = "$(last_count cnt1)" && test "$(sha256sum < "$r1")" = "$h1" && test "$(disk_counter "$r2")" = "$(last_count cnt2)"'
+        eval 'count_or_next "$c1" "$(last_count cnt1)" && test "$(sha256sum < "$r1")" = "$h1" && count_or_next "$(disk_counter "$r2")" "$(last_count cnt2)"'
     expect snapshot-disks-clean "e2fsck -fn: both instance disks clean" \
         eval 'e2fsck -fn "$r1" > /dev/null 2>&1 && e2fsck -fn "$r2" > /dev/null 2>&1'
     expect snapshot-bundle-unchanged "starting never writes the bundle" test "$sum1" = "$sum2"
