@@ -7,7 +7,7 @@
 #
 # usage: l1.sh SCRIPT RESULTS_DIR
 # env:   SMOLVM_CACHE  where the L1 initrd is cached (default ~/.cache/smolvm-ci)
-#        L1_TIMEOUT    seconds before the L1 is killed (default 1500)
+#        L1_TIMEOUT    seconds before the L1 is killed (default 2100)
 #        L1_STALL      seconds without new output in RESULTS before the L1 is
 #                      taken for hung and killed (default 420)
 #        L1_SMP        vCPUs of the L1 (default 1: multi-threaded TCG with
@@ -55,7 +55,7 @@ disk=()
 # no_timer_check: on a loaded host TCG's timer can miss the L1 kernel's
 # 10-tick check of the I/O APIC timer, which then panics ("IO-APIC + timer
 # doesn't work") before any scenario runs.
-timeout "${L1_TIMEOUT:-1500}" qemu-system-x86_64 \
+timeout "${L1_TIMEOUT:-2100}" qemu-system-x86_64 \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
