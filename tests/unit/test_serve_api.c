@@ -353,6 +353,16 @@ static void *save_vm1(void *opaque)
     return NULL;
 }
 
+/* What an event stream sends next (at least one byte), as a string. */
+static const char *next_events(struct api_reply *r, char *buf, size_t size)
+{
+    ssize_t n = r->stream.read(r->stream.opaque, -1, buf, size - 1);
+
+    assert_true(n > 0);
+    buf[n] = 0;
+    return buf;
+}
+
 static void running_vm(void **state)
 {
     struct control *c;
@@ -385,27 +395,17 @@ static void running_vm(void **state)
     /* Events: the state of each machine (and a running one's boot trace),
      * then each change. */
     char buf[512];
-    ssize_t n;
     api_handle("GET", "/events", "", 0, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.content_type, "text/event-stream");
-    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
-    assert_true(n > 0);
-    buf[n] = 0;
-    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n"
+    assert_string_equal(next_events(&r, buf, sizeof(buf)), "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n"
                              "event: trace\ndata: {\"name\":\"vm1\",\"trace\":{\"unit\":\"ms\","
                              "\"events\":{\"first_vcpu_entry\":1.5}}}\n\n");
     trace_phases = 2; /* a new phase: its trace again, once running */
     json_decref(call("POST", "/machines/vm1/pause", "", 200));
-    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
-    assert_true(n > 0);
-    buf[n] = 0;
-    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"paused\"}\n\n");
+    assert_string_equal(next_events(&r, buf, sizeof(buf)), "event: state\ndata: {\"name\":\"vm1\",\"state\":\"paused\"}\n\n");
     json_decref(call("POST", "/machines/vm1/resume", "", 200));
-    n = r.stream.read(r.stream.opaque, -1, buf, sizeof(buf) - 1);
-    assert_true(n > 0);
-    buf[n] = 0;
-    assert_string_equal(buf, "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n"
+    assert_string_equal(next_events(&r, buf, sizeof(buf)), "event: state\ndata: {\"name\":\"vm1\",\"state\":\"running\"}\n\n"
                              "event: trace\ndata: {\"name\":\"vm1\",\"trace\":{\"unit\":\"ms\","
                              "\"events\":{\"first_vcpu_entry\":1.5,\"kernel_run_init\":80.25}}}\n\n");
 
@@ -416,7 +416,7 @@ static void running_vm(void **state)
     char all[4096] = "";
     size_t len = 0;
     while (!strstr(all, "event: progress") && !save_finished) {
-        n = r.stream.read(r.stream.opaque, -1, all + len, sizeof(all) - 1 - len);
+        ssize_t n = r.stream.read(r.stream.opaque, -1, all + len, sizeof(all) - 1 - len);
         assert_true(n > 0);
         len += (size_t)n;
         all[len] = 0;
