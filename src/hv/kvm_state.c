@@ -424,8 +424,8 @@ static int set_clock(struct hv_vm *vm, const struct blob_reader *body)
     if (body->left != sizeof(saved))
         return err_plain(EINVAL, "snapshot: malformed clock record");
     memcpy(&saved, body->p, sizeof(saved));
-    kvm_adds_realtime =
-        ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK) & KVM_CLOCK_REALTIME;
+    int clock_flags = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK);
+    kvm_adds_realtime = clock_flags > 0 && (clock_flags & KVM_CLOCK_REALTIME);
     clock = kvm_clock_for_restore(&saved, realtime_ns(), kvm_adds_realtime);
     if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
         return err_set(errno, "KVM_SET_CLOCK");
