@@ -174,7 +174,7 @@ static void event(struct events *e, const char *name, const char *state)
 static void compare_traces(struct events *e, json_t *now)
 {
     const char *name;
-    json_t *state, *running = json_string("running");
+    json_t *state;
     void *tmp;
 
     json_object_foreach_safe(e->traced, tmp, name, state) {
@@ -185,7 +185,8 @@ static void compare_traces(struct events *e, json_t *now)
     json_object_foreach(now, name, state) {
         json_t *seen = json_object_get(e->traced, name), *trace;
 
-        if (json_is_true(seen) || !json_equal(state, running))
+        if (json_is_true(seen) || !json_is_string(state) ||
+            strcmp(json_string_value(state), "running") != 0)
             continue;
         if (machine_trace(name, &trace) < 0) { /* an older smolvm, or ended meanwhile */
             err_clear();
@@ -207,7 +208,6 @@ static void compare_traces(struct events *e, json_t *now)
                                 json_pack("{s:O,s:I}", "events", events, "quiet_ms", quiet));
         json_decref(trace);
     }
-    json_decref(running);
 }
 
 /* One event per machine whose state differs from the last sent ("gone"
