@@ -128,7 +128,38 @@ static int add_backing_layers(struct bundle_chains *c, struct bundle_writer *w, 
     if (!l)
         return -ENOMEM;
     remembered_message(b->path, l);
+    for (size_t i = 0; i < c->omit_count; i++)
+        if (strcmp(c->omit[i], hash) == 0) {
+            l->section[0] = 0; /* listed, not carried */
+            return 0;
+        }
     return bundle_add_file(w, l->section, b->path, BUNDLE_ZSTD);
+}
+
+int bundle_disk_layers(const char *path, const char *format, struct bundle_layer *out,
+                       size_t max, size_t *n)
+{
+    struct disk *d;
+    int r = 0;
+
+    *n = 0;
+    if (!bundle_disk_is_layered(path, format))
+        return 0;
+    if ((r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_LOCK, format, &d)) < 0)
+        return r;
+    for (const struct disk *b = d->backing; r == 0 && b; b = b->backing) {
+        if (*n == max) {
+            r = err_plain(E2BIG, "'%s': more than %zu layers", path, max);
+            break;
+        }
+        /* Top first as walked; the caller's order does not matter to an offer. */
+        memset(&out[*n], 0, sizeof(out[*n]));
+        if (!layer_name_parse(b->path, b->format->name, out[*n].hash))
+            r = err_plain(EINVAL, "'%s' is not a layer", b->path);
+        snprintf(out[(*n)++].format, sizeof(out->format), "%s", b->format->name);
+    }
+    disk_close(d);
+    return r;
 }
 
 /* The delta as a layer over top: a copy whose backing name is the one the
@@ -218,7 +249,16 @@ static bool copy_field(char *out, size_t size, json_t *object, const char *key)
 }
 
 /* One entry, checked against the ones before it. */
-static int parse_layer(const struct bundle *b, struct bundle_chains *c, json_t *e)
+static bool is_had(const char *hash, const char (*have)[HASH_HEX], size_t have_count)
+{
+    for (size_t i = 0; i < have_count; i++)
+        if (strcmp(have[i], hash) == 0)
+            return true;
+    return false;
+}
+
+static int parse_layer(const struct bundle *b, struct bundle_chains *c, json_t *e,
+                       const char (*have)[HASH_HEX], size_t have_count)
 {
     char hash[HASH_HEX], parent[HASH_HEX], format[8], section[BUNDLE_NAME_MAX + 1];
     const struct bundle_layer *p;
@@ -235,7 +275,10 @@ static int parse_layer(const struct bundle *b, struct bundle_chains *c, json_t *
     if (parent[0] && (!(p = bundle_chains_find(c, parent)) || strcmp(format, "raw") == 0))
         return err_plain(EINVAL, "layer %.12s: its parent %.12s is not a layer before it", hash,
                          parent);
-    if (!bundle_has(b, section))
+    /* Not carried: only a layer the reader said it has. */
+    if (!section[0] && !is_had(hash, have, have_count))
+        return err_plain(EINVAL, "layer %.12s is not in the bundle", hash);
+    if (section[0] && !bundle_has(b, section))
         return err_plain(EINVAL, "layer %.12s: no section '%s'", hash, section);
     struct bundle_layer *l = append(c, hash, parent, format);
     if (!l)
@@ -246,7 +289,8 @@ static int parse_layer(const struct bundle *b, struct bundle_chains *c, json_t *
     return 0;
 }
 
-static int parse(const struct bundle *b, struct bundle_chains *c, json_t *j)
+static int parse(const struct bundle *b, struct bundle_chains *c, json_t *j,
+                 const char (*have)[HASH_HEX], size_t have_count)
 {
     json_t *layers = json_object_get(j, "layers"), *tops = json_object_get(j, "disks"), *e;
     size_t i;
@@ -256,7 +300,7 @@ static int parse(const struct bundle *b, struct bundle_chains *c, json_t *j)
         return err_plain(EINVAL, "the layer table is malformed");
     json_array_foreach(layers, i, e) {
         if (r == 0)
-            r = parse_layer(b, c, e);
+            r = parse_layer(b, c, e, have, have_count);
     }
     for (i = 0; r == 0 && i < json_array_size(tops); i++) {
         const char *top = json_string_value(json_array_get(tops, i));
@@ -271,6 +315,12 @@ static int parse(const struct bundle *b, struct bundle_chains *c, json_t *j)
 
 int bundle_chains_read(const struct bundle *b, struct bundle_chains *c)
 {
+    return bundle_chains_read_thin(b, c, NULL, 0);
+}
+
+int bundle_chains_read_thin(const struct bundle *b, struct bundle_chains *c,
+                            const char (*have)[HASH_HEX], size_t have_count)
+{
     uint8_t *text;
     size_t len;
     int r;
@@ -283,7 +333,7 @@ int bundle_chains_read(const struct bundle *b, struct bundle_chains *c)
         return r;
     json_t *j = json_loadb((const char *)text, len, 0, NULL);
     free(text);
-    r = j ? parse(b, c, j) : err_plain(EINVAL, "the layer table is not JSON");
+    r = j ? parse(b, c, j, have, have_count) : err_plain(EINVAL, "the layer table is not JSON");
     json_decref(j);
     if (r < 0)
         bundle_chains_release(c);
@@ -339,7 +389,9 @@ int bundle_layer_extract(const struct bundle *b, const struct bundle_chains *c,
     if (!(final = layer_path(dir, l->hash, l->format)) ||
         asprintf(&tmp, "%s/.%s.%d.tmp", dir, l->hash, (int)getpid()) < 0)
         r = err_set(ENOMEM, "layer");
-    if (r == 0 && !cache_file_usable(final)) {
+    if (r == 0 && !cache_file_usable(final) && !l->section[0])
+        r = err_plain(ENOENT, "layer %.12s is neither in the bundle nor in '%s'", l->hash, dir);
+    else if (r == 0 && !cache_file_usable(final)) {
         r = bundle_extract(b, l->section, tmp);
         if (r == 0)
             r = check_layer(c, l, tmp);

@@ -14,6 +14,7 @@
 #include "cli/serve.h"
 #include "core/config.h"
 #include "hv/hv.h"
+#include "machine/cache.h"
 #include "migrate/link.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
@@ -54,6 +55,8 @@ struct receive_options {
 struct received {
     struct migrate_link link;
     int memory_fd;           /* live: the RAM as it arrived, or -1 */
+    char (*have)[HASH_HEX];  /* layers it has, the bundle lists without them */
+    size_t have_count;
     int bundle_fd;           /* the VM as it arrived: a file without a name, */
     char bundle[32];         /* opened by the machine as /proc/self/fd/N */
     char *dir;               /* its instance folder, when this receive made it */
@@ -91,10 +94,13 @@ static int receive_bundle(struct received *rc)
         r = err_set(errno, "a file in '%s' for the VM", scratch);
     if (r == 0) {
         struct migrate_receive rx = {.host = cpuid, .host_n = n, .bundle_fd = rc->bundle_fd,
-                                     .scratch_dir = scratch};
+                                     .scratch_dir = scratch,
+                                     .have_layer = machine_layer_at_hand};
         snprintf(rc->bundle, sizeof(rc->bundle), "/proc/self/fd/%d", rc->bundle_fd);
         r = migrate_receive_bundle(&rc->link, &rx);
         rc->memory_fd = rx.memory_fd;
+        rc->have = rx.have;
+        rc->have_count = rx.have_count;
     }
     free(scratch);
     free(cpuid);
@@ -115,6 +121,8 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
     so.memory_fd = rc->memory_fd >= 0 ? rc->memory_fd : 0;
+    so.have_layers = (const char(*)[HASH_HEX])rc->have;
+    so.have_layer_count = rc->have_count;
     rc->dir = new_instance_dir(so.name);
     r = machine_start(rc->bundle, &so, m);
     if (r < 0) {
@@ -226,6 +234,7 @@ int cli_receive(int argc, char **argv)
         close(rc.bundle_fd); /* the machine has its own */
     if (rc.memory_fd >= 0)
         close(rc.memory_fd); /* mapped by now, or not needed */
+    free(rc.have);
     if (r < 0) {
         if (rc.dir)
             file_remove_tree(rc.dir);

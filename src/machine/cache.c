@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "util/layer_name.h"
+#include "util/paths.h"
 #include "util/trace.h"
 
 /* A bundle's disk, unpacked once into the cache under the hash of its
@@ -63,6 +65,53 @@ int machine_cached_layers(const struct bundle *b, const struct bundle_chains *c,
     for (; r == 0 && l; l = l->parent[0] ? bundle_chains_find(c, l->parent) : NULL)
         r = bundle_layer_extract(b, c, l, dir, &added);
     free(dir);
+    return r;
+}
+
+/* Whether the file at path hashes to hash (a file that cannot be read does not). */
+static bool hashes_to(const char *path, const char *hash)
+{
+    char got[HASH_HEX];
+    if (hash_file(path, got) < 0) {
+        err_clear();
+        return false;
+    }
+    return strcmp(got, hash) == 0;
+}
+
+/* The store's copy of a layer into the cache as path, checked there (a
+ * copy under a temporary name, synced, renamed: as extract does). */
+static bool copy_from_store(const char *hash, const char *format, const char *path)
+{
+    char *store = paths_data_dir("layers"), *from = store ? layer_path(store, hash, format) : NULL;
+    char *tmp = NULL;
+    bool ok = from && asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) >= 0 &&
+              access(from, R_OK) == 0 && file_copy(from, tmp) == 0 && hashes_to(tmp, hash) &&
+              chmod(tmp, 0444) == 0 && file_sync(tmp) == 0 && rename(tmp, path) == 0;
+    if (!ok && tmp)
+        unlink(tmp);
+    err_clear();
+    free(store);
+    free(from);
+    free(tmp);
+    return ok;
+}
+
+int machine_layer_at_hand(const char *hash, const char *format, bool *have)
+{
+    char *dir = NULL, *path = NULL;
+    int r = cache_dir_prepare("layers", &dir);
+
+    *have = false;
+    if (r == 0 && !(path = layer_path(dir, hash, format)))
+        r = err_set(ENOMEM, "layers");
+    /* One that does not hash to its name goes: it would be used as it is. */
+    if (r == 0 && cache_file_usable(path) && !(*have = hashes_to(path, hash)))
+        unlink(path);
+    if (r == 0 && !*have)
+        *have = copy_from_store(hash, format, path);
+    free(dir);
+    free(path);
     return r;
 }
 

@@ -27,6 +27,13 @@ int machine_cached_disk(const struct bundle *b, const char *section, char **out)
 /* Disk i's chain of layers in the layer cache; *top: the top's file. */
 int machine_cached_layers(const struct bundle *b, const struct bundle_chains *c, unsigned i,
                           char **top) __attribute__((warn_unused_result));
+/* Whether layer hash (format raw or qcow2) is at hand for a migration's
+ * destination: in the layer cache, or in the store's layers (then copied
+ * into the cache, where a chain's layers back each other by name), its
+ * bytes hashing to its name either way. *have: so; 0, or <0 with the
+ * message set when the cache cannot be used. */
+int machine_layer_at_hand(const char *hash, const char *format, bool *have)
+    __attribute__((warn_unused_result));
 /* From the memory cache: section name is unpacked once (verified) into
  * cache_dir/<its key>.ram (a sparse file), then each start either maps it
  * (MEMORY_CACHE_MAP: MAP_PRIVATE, the guest faults in only what it

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 #include "bundle/bundle.h"
+#include "util/hash.h"
 #include "core/vm.h"
 
 struct machine;
@@ -46,6 +47,10 @@ struct machine_start_options {
      * regions end to end), for a bundle whose state goes without memory;
      * 0 when the bundle has its memory (the fd is never 0 here). */
     int memory_fd;
+    /* ... and the layers it said it has (in the layer cache, checked), which
+     * the bundle lists without carrying them. */
+    const char (*have_layers)[HASH_HEX];
+    size_t have_layer_count;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */
@@ -68,6 +73,9 @@ struct machine_save_options {
     bool flatten;    /* every disk as its whole content, even a store instance's chain */
     bool memory_elsewhere; /* state without its memory: a live migration sent it */
     const char *sign_key; /* a private key file: the bundle is signed with it */
+    /* Layers listed but not carried (a migration's destination has them). */
+    const char (*omit_layers)[HASH_HEX];
+    size_t omit_layer_count;
     bundle_progress_fn progress;
     void *opaque;
 };

@@ -155,7 +155,8 @@ static int finish(struct bundle_writer *w, int r, const char *sign_key)
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
 {
     struct save_job job = {.cfg = &m->cfg, .source = m->source, .path = path,
-                           .flatten = o->flatten};
+                           .flatten = o->flatten,
+                           .chains = {.omit = o->omit_layers, .omit_count = o->omit_layer_count}};
     struct bundle_writer *w;
     int r;
 

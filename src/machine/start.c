@@ -170,7 +170,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
             r = instance_dir(o->name, &m->dir);
     }
     if (r == 0)
-        r = bundle_chains_read(m->source, &m->chains);
+        r = bundle_chains_read_thin(m->source, &m->chains, o->have_layers, o->have_layer_count);
     if (r == 0 && o->instance)
         r = adopt_instance(&m->cfg, o->instance);
     else if (r == 0)

@@ -45,13 +45,22 @@ struct migrate_receive {
     size_t host_n;
     int bundle_fd;           /* the bundle goes here: a file in scratch_dir */
     const char *scratch_dir; /* a live migration's RAM goes into a file here */
+    /* Whether this host has a layer the source offers (its bytes checked
+     * against its hash): *have set; <0 with the message set when it cannot
+     * tell. NULL: it has none. */
+    int (*have_layer)(const char *hash, const char *format, bool *have);
     /* out: the RAM of a live migration (regions end to end), or -1 */
     int memory_fd;
     uint64_t memory_bytes;
+    /* out: the layers it said it has, which the bundle lists without
+     * carrying them (malloc'd; freed by the caller) */
+    char (*have)[HASH_HEX];
+    size_t have_count;
 };
 
 /* The destination's part up to the VM built: a HELLO checked against this
- * host's CPU, the config against this host, a live migration's RAM pages
+ * host's CPU, the config against this host, an OFFER of layers answered
+ * with HAVE (rx->have_layer), a live migration's RAM pages
  * (each inside the RAM the config has), then the VM's bundle written to
  * rx->bundle_fd and checked whole (size, SHA-256). 0, or a negative errno
  * with the message set, the source told why. */

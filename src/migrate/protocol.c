@@ -36,6 +36,8 @@ static const struct {
     [MIGRATE_ERROR] = {"ERROR", ERROR_TEXT_MAX},
     [MIGRATE_RAM] = {"RAM", 8},
     [MIGRATE_PAGES] = {"PAGES", 8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE},
+    [MIGRATE_OFFER] = {"OFFER", 4 + MIGRATE_LAYERS_MAX * MIGRATE_LAYER_ENTRY},
+    [MIGRATE_HAVE] = {"HAVE", 4 + MIGRATE_LAYERS_MAX},
 };
 
 uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len)
@@ -312,4 +314,63 @@ int migrate_hello_check(const uint8_t *p, uint32_t len, const struct x86_cpuid_e
     free(saved);
     return fits < 0 ? err_plain(ENOTSUP, "this host's CPU lacks a feature the guest uses: %s", why)
                     : 0;
+}
+
+/* A layer's format on the wire. */
+static const char *const layer_formats[] = {[1] = "raw", [2] = "qcow2"};
+
+int migrate_offer_encode(const struct migrate_layer *layers, size_t n, uint8_t **out,
+                         uint32_t *len)
+{
+    if (n > MIGRATE_LAYERS_MAX)
+        return err_plain(E2BIG, "more than %d layers to offer", MIGRATE_LAYERS_MAX);
+    uint8_t *p = calloc(1, 4 + n * MIGRATE_LAYER_ENTRY);
+    if (!p)
+        return err_set(ENOMEM, "migration offer");
+    put_le(p, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *e = p + 4 + i * MIGRATE_LAYER_ENTRY;
+        memcpy(e, layers[i].hash, HASH_HEX - 1);
+        e[HASH_HEX - 1] = strcmp(layers[i].format, "raw") == 0 ? 1 : 2;
+    }
+    *out = p;
+    *len = (uint32_t)(4 + n * MIGRATE_LAYER_ENTRY);
+    return 0;
+}
+
+int migrate_offer_parse(const uint8_t *p, uint32_t len, struct migrate_layer **out, size_t *n)
+{
+    uint32_t count = len >= 4 ? le32(p) : 0;
+
+    if (len < 4 || count > MIGRATE_LAYERS_MAX || len != 4 + (uint64_t)count * MIGRATE_LAYER_ENTRY)
+        return err_plain(EPROTO, "migration OFFER of %u bytes is malformed", len);
+    struct migrate_layer *l = calloc(count ? count : 1, sizeof(*l));
+    if (!l)
+        return err_set(ENOMEM, "migration offer");
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = p + 4 + (size_t)i * MIGRATE_LAYER_ENTRY;
+        uint8_t format = e[HASH_HEX - 1];
+        memcpy(l[i].hash, e, HASH_HEX - 1);
+        l[i].hash[HASH_HEX - 1] = 0;
+        if (!hash_is_hex(l[i].hash) || (format != 1 && format != 2)) {
+            free(l);
+            return err_plain(EPROTO, "migration OFFER: layer %u is not a SHA-256 and a format", i);
+        }
+        snprintf(l[i].format, sizeof(l[i].format), "%s", layer_formats[format]);
+    }
+    *out = l;
+    *n = count;
+    return 0;
+}
+
+int migrate_have_parse(const uint8_t *p, uint32_t len, size_t n, bool *have)
+{
+    if (len < 4 || le32(p) != n || len != 4 + n)
+        return err_plain(EPROTO, "migration HAVE of %u bytes does not answer %zu layers", len, n);
+    for (size_t i = 0; i < n; i++) {
+        if (p[4 + i] > 1)
+            return err_plain(EPROTO, "migration HAVE: layer %zu is neither had nor not", i);
+        have[i] = p[4 + i] == 1;
+    }
+    return 0;
 }

@@ -15,18 +15,24 @@
 #ifndef SMOLVM_MIGRATE_PROTOCOL_H
 #define SMOLVM_MIGRATE_PROTOCOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "arch/x86/cpuid.h"
+#include "util/hash.h"
 
-#define MIGRATE_VERSION 1
+/* 2: OFFER/HAVE (layers the destination has are not sent); a version 2
+ * destination takes a version 1 source (it offers nothing). */
+#define MIGRATE_VERSION 2
 #define MIGRATE_HEADER 16
 #define MIGRATE_DATA_MAX (1u << 20) /* bytes of the bundle per DATA frame */
 #define MIGRATE_CPUID_MAX 512
 #define MIGRATE_PAGE 4096
 #define MIGRATE_PAGES_MAX 255 /* pages per PAGES frame */
 #define MIGRATE_STALL_MS 20000 /* a link silent this long is cut */
+#define MIGRATE_LAYERS_MAX 256 /* layers per OFFER */
+#define MIGRATE_LAYER_ENTRY 65 /* 64 hex digits of SHA-256, a format byte */
 
 enum migrate_frame_type {
     MIGRATE_HELLO = 1,  /* source: u32 version, u32 n, n CPUID entries (6 x u32) */
@@ -40,6 +46,8 @@ enum migrate_frame_type {
     MIGRATE_ERROR = 9,  /* either side: a one-line reason, then the link closes */
     MIGRATE_RAM = 10,   /* source, live: u64 bytes of guest RAM (regions end to end) */
     MIGRATE_PAGES = 11, /* source, live: u64 offset into that RAM, whole pages */
+    MIGRATE_OFFER = 12, /* source: u32 n, n layers of its disks' chains (MIGRATE_LAYER_ENTRY) */
+    MIGRATE_HAVE = 13,  /* destination: u32 n, n bytes, 1 for each offered layer it has */
 };
 
 struct migrate_frame {
@@ -99,5 +107,23 @@ int migrate_hello_encode(const struct x86_cpuid_entry *cpuid, size_t n, uint8_t 
  * missing is named. */
 int migrate_hello_check(const uint8_t *payload, uint32_t len, const struct x86_cpuid_entry *host,
                         size_t host_n) __attribute__((warn_unused_result));
+
+/* A layer of a disk's chain as OFFER names it: its bytes' SHA-256 (the
+ * name it has in a layer folder) and its format. */
+struct migrate_layer {
+    char hash[HASH_HEX];
+    char format[8]; /* raw or qcow2 */
+};
+
+/* OFFER's payload: malloc'd into *out. */
+int migrate_offer_encode(const struct migrate_layer *layers, size_t n, uint8_t **out,
+                         uint32_t *len) __attribute__((warn_unused_result));
+/* Checks an OFFER whole (count, hex hashes, formats): its layers
+ * malloc'd into *out. */
+int migrate_offer_parse(const uint8_t *payload, uint32_t len, struct migrate_layer **out,
+                        size_t *n) __attribute__((warn_unused_result));
+/* Checks a HAVE answering an OFFER of n layers: have[i] (n bools) set. */
+int migrate_have_parse(const uint8_t *payload, uint32_t len, size_t n, bool *have)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -116,8 +116,38 @@ static int write_pages(struct migrate_receive *rx, const struct migrate_frame *f
     return 0;
 }
 
+/* OFFER: each layer this host has (rx->have_layer) is answered 1 in HAVE
+ * and remembered: the bundle may list it without carrying it. */
+static int answer_offer(struct migrate_receive *rx, struct migrate_link *l,
+                        const struct migrate_frame *f)
+{
+    struct migrate_layer *offered = NULL;
+    size_t n = 0;
+    int r = migrate_offer_parse(f->payload, f->len, &offered, &n);
+    uint8_t *answer = r == 0 ? calloc(1, 4 + n) : NULL;
+
+    if (r == 0 && (!answer || !(rx->have = calloc(n ? n : 1, HASH_HEX))))
+        r = err_set(ENOMEM, "migration offer");
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        bool have = false;
+        if (rx->have_layer && (r = rx->have_layer(offered[i].hash, offered[i].format, &have)) < 0)
+            break;
+        answer[4 + i] = have;
+        if (have)
+            memcpy(rx->have[rx->have_count++], offered[i].hash, HASH_HEX);
+    }
+    if (r == 0) {
+        put_le(answer, n, 4);
+        r = migrate_send_frame(l, MIGRATE_HAVE, answer, (uint32_t)(4 + n));
+    }
+    free(answer);
+    free(offered);
+    return r;
+}
+
 static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint64_t mem_bytes)
 {
+    bool offered = false;
     struct hash_state h;
     uint64_t size = 0;
     hash_begin(&h);
@@ -132,6 +162,9 @@ static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint
             r = file_write_all(rx->bundle_fd, f.payload, f.len, "");
             if (r < 0)
                 r = scratch_failed(rx, -r, "bundle");
+        } else if (f.type == MIGRATE_OFFER && !size && !offered && rx->memory_fd < 0) {
+            offered = true;
+            r = answer_offer(rx, l, &f);
         } else if (f.type == MIGRATE_RAM && !size) {
             r = open_ram(rx, &f, mem_bytes);
         } else if (f.type == MIGRATE_PAGES && !size) {
@@ -158,6 +191,8 @@ int migrate_receive_bundle(struct migrate_link *l, struct migrate_receive *rx)
     int r = check_hello(l, rx->host, rx->host_n);
 
     rx->memory_fd = -1;
+    rx->have = NULL;
+    rx->have_count = 0;
     if (r == 0)
         r = check_config(l, &mem_bytes);
     if (r == 0)

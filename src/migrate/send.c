@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bundle/layers.h"
 #include "hv/hv.h"
 #include "migrate/link.h"
 #include "migrate/migrate.h"
@@ -57,6 +58,74 @@ static int handshake(struct migrate_link *l, struct machine *m)
     free(json);
     if (r == 0 && (r = migrate_recv_frame(l, MIGRATE_ACCEPT, &f)) == 0)
         free(f.payload); /* it can run the VM */
+    return r;
+}
+
+/* The layers under m's disks, each once, as an OFFER names them. */
+static int disk_layers(struct machine *m, struct migrate_layer *out, size_t *n)
+{
+    const struct vm_config *cfg = vm_config(machine_vm(m));
+    struct bundle_layer *found = calloc(MIGRATE_LAYERS_MAX, sizeof(*found));
+    int r = found ? 0 : err_set(ENOMEM, "migration offer");
+
+    *n = 0;
+    for (unsigned d = 0; r == 0 && d < cfg->disk_count; d++) {
+        size_t k;
+        r = bundle_disk_layers(cfg->disks[d].path, cfg->disks[d].format, found,
+                               MIGRATE_LAYERS_MAX, &k);
+        for (size_t i = 0; r == 0 && i < k; i++) {
+            bool listed = false;
+            for (size_t j = 0; j < *n; j++)
+                listed |= strcmp(out[j].hash, found[i].hash) == 0;
+            if (listed)
+                continue;
+            if (*n == MIGRATE_LAYERS_MAX) {
+                r = err_plain(E2BIG, "more than %d layers to offer", MIGRATE_LAYERS_MAX);
+                break;
+            }
+            memcpy(out[*n].hash, found[i].hash, HASH_HEX);
+            snprintf(out[(*n)++].format, sizeof(out->format), "%s", found[i].format);
+        }
+    }
+    free(found);
+    return r;
+}
+
+/* Layers the destination has: hashes malloc'd. */
+struct layer_list {
+    char (*hashes)[HASH_HEX];
+    size_t count;
+};
+
+/* OFFER of the layers under m's disks, HAVE back: the ones the
+ * destination has go into *omit, listed in the bundle but not carried. */
+static int offer_layers(struct migrate_link *l, struct machine *m, struct layer_list *omit)
+{
+    struct migrate_layer *layers = calloc(MIGRATE_LAYERS_MAX, sizeof(*layers));
+    bool *have = calloc(MIGRATE_LAYERS_MAX, sizeof(*have));
+    struct migrate_frame f = {0};
+    uint8_t *offer = NULL;
+    uint32_t len;
+    size_t n = 0;
+    int r = layers && have ? disk_layers(m, layers, &n) : err_set(ENOMEM, "migration offer");
+
+    if (r == 0)
+        r = migrate_offer_encode(layers, n, &offer, &len);
+    if (r == 0)
+        r = migrate_send_frame(l, MIGRATE_OFFER, offer, len);
+    if (r == 0)
+        r = migrate_recv_frame(l, MIGRATE_HAVE, &f);
+    if (r == 0)
+        r = migrate_have_parse(f.payload, f.len, n, have);
+    if (r == 0 && !(omit->hashes = calloc(n ? n : 1, HASH_HEX)))
+        r = err_set(ENOMEM, "migration offer");
+    for (size_t i = 0; r == 0 && i < n; i++)
+        if (have[i])
+            memcpy(omit->hashes[omit->count++], layers[i].hash, HASH_HEX);
+    free(f.payload);
+    free(offer);
+    free(layers);
+    free(have);
     return r;
 }
 
@@ -303,13 +372,14 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
 }
 
 static int save_and_send(struct migrate_link *l, struct machine *m,
-                         const struct migrate_send_options *o, uint64_t *sent, bool *committed)
+                         const struct migrate_send_options *o, const struct layer_list *omit,
+                         uint64_t *sent, bool *committed)
 {
-    /* Flattened: a VM started from a bundle runs on a cached base named
-     * by the bundle's section key, not by its content's hash, so as a
-     * chain of layers the destination would refuse it as corrupt. */
+    /* A store instance's disk goes as its chain (the layers the
+     * destination has listed, not carried); any other disk whole. */
     struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
-                                      .flatten = true};
+                                      .omit_layers = (const char(*)[HASH_HEX])omit->hashes,
+                                      .omit_layer_count = omit->count};
     char *path;
     int r;
 
@@ -353,6 +423,7 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     struct vm *vm = machine_vm(m);
     struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS};
     struct dirty d = {0};
+    struct layer_list omit = {0};
     bool was_paused = vm_paused(vm), committed = false;
     double start = now(), paused_at = 0;
     int r, fd = migrate_connect(o->to);
@@ -363,6 +434,8 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         return fd;
     l.in = l.out = fd;
     r = handshake(&l, m);
+    if (r == 0)
+        r = offer_layers(&l, m, &omit);
     if (r == 0 && o->live) {
         r = precopy(&l, vm, o, &d, res, &paused_at);
     } else if (r == 0) {
@@ -370,10 +443,11 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         r = vm_pause(vm);
     }
     if (r == 0)
-        r = save_and_send(&l, m, o, &res->bytes, &committed);
+        r = save_and_send(&l, m, o, &omit, &res->bytes, &committed);
     r = wind_down(&l, vm, o, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);
+    free(omit.hashes);
     close(fd);
     res->seconds = now() - start;
     res->downtime = paused_at ? now() - paused_at : 0;

@@ -28,6 +28,7 @@
 #include "util/le.h"
 #include "util/err.h"
 #include "util/hash.h"
+#include "util/layer_name.h"
 #include "smaps.h"
 
 #define RAM_LOW (3u << 20)
@@ -638,6 +639,80 @@ static void started_disk_is_not_a_layer_chain(void **state)
     unsetenv("XDG_CACHE_HOME");
 }
 
+/* A store instance's chain for a migration whose destination has the
+ * base: the bundle lists the base but does not carry it (smaller by it);
+ * only a reader told it has that layer takes the list, and it finds the
+ * layer in its folder or fails saying so. */
+static void omitted_layers_are_listed_not_carried(void **state)
+{
+    char layers[128], base[256], overlay[160], hash[HASH_HEX], cache[160], cached[256];
+    struct bundle_chains c = {0}, thin;
+    struct bundle_layer found[4];
+    struct bundle_writer *w;
+    struct bundle *b;
+    size_t n;
+    bool added;
+    uint8_t disk[65536];
+    (void)state;
+
+    /* A base layer named by its hash, a delta over it. */
+    snprintf(layers, sizeof(layers), "%s/layers", dir);
+    assert_int_equal(mkdir(layers, 0700), 0);
+    snprintf(base, sizeof(base), "%s/base", layers);
+    for (size_t i = 0; i < sizeof(disk); i++)
+        disk[i] = (uint8_t)(rand() >> 5);
+    FILE *f = fopen(base, "w");
+    assert_int_equal(fwrite(disk, 1, sizeof(disk), f), sizeof(disk));
+    fclose(f);
+    assert_int_equal(hash_file(base, hash), 0);
+    char *named = layer_path(layers, hash, "raw");
+    assert_int_equal(rename(base, named), 0);
+    snprintf(overlay, sizeof(overlay), "%s/delta.qcow2", dir);
+    assert_int_equal(instance_overlay_at(overlay, named, "raw"), 0);
+    /* What an offer names: the base. */
+    assert_int_equal(bundle_disk_layers(overlay, "qcow2", found, 4, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(found[0].hash, hash);
+    assert_string_equal(found[0].format, "raw");
+
+    /* Saved with the base omitted. */
+    char omit[1][HASH_HEX];
+    memcpy(omit[0], hash, HASH_HEX);
+    c.omit = (const char(*)[HASH_HEX])omit;
+    c.omit_count = 1;
+    snprintf(base, sizeof(base), "%s/delta.tmp", dir);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_chains_add_disk(&c, w, 0, overlay, base), 0);
+    assert_int_equal(bundle_chains_write(&c, w), 0);
+    bundle_chains_release(&c);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size < (off_t)sizeof(disk)); /* random bytes: it would not shrink */
+
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_chains_read(b, &thin), -EINVAL);
+    assert_non_null(strstr(err_msg(), "is not in the bundle"));
+    assert_int_equal(bundle_chains_read_thin(b, &thin, (const char(*)[HASH_HEX])omit, 1), 0);
+    const struct bundle_layer *l = bundle_chains_find(&thin, hash);
+    assert_non_null(l);
+    assert_string_equal(l->section, "");
+    /* Not in the folder: said so; there: taken as it is. */
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    assert_int_equal(bundle_layer_extract(b, &thin, l, cache, &added), -ENOENT);
+    assert_non_null(strstr(err_msg(), "neither in the bundle"));
+    snprintf(cached, sizeof(cached), "%s/%s.raw", cache, hash);
+    assert_int_equal(link(named, cached), 0);
+    assert_int_equal(chmod(cached, 0444), 0);
+    assert_int_equal(bundle_layer_extract(b, &thin, l, cache, &added), 0);
+    assert_false(added);
+    bundle_chains_release(&thin);
+    bundle_close(b);
+    free(named);
+    err_clear();
+}
+
 /* A file with the bundle's magic is a bundle or an error: truncated, it
  * still probes as one (create --from refuses it instead of importing it as
  * a raw disk); a file without the magic does not. */
@@ -1021,6 +1096,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
         cmocka_unit_test_setup_teardown(started_disk_is_not_a_layer_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(omitted_layers_are_listed_not_carried, setup, teardown),
     };
     srand(7);
     return cmocka_run_group_tests(tests, NULL, NULL);

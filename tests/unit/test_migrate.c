@@ -157,7 +157,9 @@ static void hello_checks_version_and_cpu(void **state)
     assert_non_null(strstr(err_msg(), "(avx2)"));
     put_le(p, MIGRATE_VERSION + 1, 4); /* too new */
     assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTONOSUPPORT);
-    assert_non_null(strstr(err_msg(), "version 2; this smolvm speaks version 1"));
+    assert_non_null(strstr(err_msg(), "version 3; this smolvm speaks version 2"));
+    put_le(p, 1, 4); /* a version 1 source (it offers no layers) is taken */
+    assert_int_equal(migrate_hello_check(p, len, host, 2), 0);
     put_le(p, MIGRATE_VERSION, 4);
     assert_int_equal(migrate_hello_check(p, len - 1, host, 2), -EPROTO); /* count lies */
     assert_int_equal(migrate_hello_check(p, 7, host, 2), -EPROTO);
@@ -191,6 +193,8 @@ struct source {
     bool big_config;   /* a config this host cannot run */
     int ram_pages;     /* pages of RAM (0: 4) */
     int cut;           /* the link cut after this percent of the pages; 100: in the bundle */
+    int offer;         /* OFFER this many layers (of offered[]) before the bundle */
+    uint8_t have[8];   /* HAVE's answer, one byte per layer offered */
     char answer[256];  /* what the destination said last */
 };
 
@@ -208,6 +212,37 @@ static void source_send(struct migrate_link *l, enum migrate_frame_type t, const
 {
     if (migrate_send_frame(l, t, p, len) < 0)
         err_clear(); /* the destination hung up: its answer says why */
+}
+
+/* Layers a source offers: the destination (has_one_layer) has the second. */
+static const struct migrate_layer offered[] = {
+    {"1111111111111111111111111111111111111111111111111111111111111111", "raw"},
+    {"2222222222222222222222222222222222222222222222222222222222222222", "qcow2"},
+    {"3333333333333333333333333333333333333333333333333333333333333333", "qcow2"},
+};
+
+static int has_one_layer(const char *hash, const char *format, bool *have)
+{
+    *have = strcmp(hash, offered[1].hash) == 0 && strcmp(format, "qcow2") == 0;
+    return 0;
+}
+
+static void source_offers(struct source *s, struct migrate_link *l)
+{
+    struct migrate_frame f;
+    uint8_t *offer;
+    uint32_t len;
+    bool have[8];
+
+    assert_int_equal(migrate_offer_encode(offered, (size_t)s->offer, &offer, &len), 0);
+    source_send(l, MIGRATE_OFFER, offer, len);
+    free(offer);
+    if (migrate_recv_frame(l, MIGRATE_HAVE, &f) < 0)
+        return;
+    if (migrate_have_parse(f.payload, f.len, (size_t)s->offer, have) == 0)
+        for (int i = 0; i < s->offer; i++)
+            s->have[i] = have[i];
+    free(f.payload);
 }
 
 static void *run_source(void *opaque)
@@ -236,6 +271,8 @@ static void *run_source(void *opaque)
         return NULL;
     }
     free(f.payload);
+    if (s->offer)
+        source_offers(s, &l);
     if (s->pages) {
         static uint8_t page[8 + MIGRATE_PAGE];
         uint8_t ram[8];
@@ -265,6 +302,9 @@ static void *run_source(void *opaque)
 
 /* Runs a scripted source against migrate_receive_bundle(): its result,
  * the bundle's bytes in *got. */
+static char (*received_have)[HASH_HEX]; /* the last receive's rx.have */
+static size_t received_have_count;
+
 static int receive_from(struct source *s, char *got, size_t got_size, int *memory_fd)
 {
     int sv[2], out = memfd_create("bundle", 0);
@@ -275,8 +315,11 @@ static int receive_from(struct source *s, char *got, size_t got_size, int *memor
     assert_int_equal(pthread_create(&t, NULL, run_source, s), 0);
     struct migrate_link l = {.in = sv[0], .out = sv[0], .stall_ms = 5000};
     struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = out,
-                                 .scratch_dir = "/tmp"};
+                                 .scratch_dir = "/tmp", .have_layer = has_one_layer};
     int r = migrate_receive_bundle(&l, &rx);
+    free(received_have);
+    received_have = rx.have;
+    received_have_count = rx.have_count;
     if (memory_fd)
         *memory_fd = rx.memory_fd;
     else if (rx.memory_fd >= 0)
@@ -325,6 +368,57 @@ static void refuses_a_config_too_big(void **state)
     assert_non_null(strstr(err_msg(), "cannot run on this host"));
     assert_string_equal(got, "");
     assert_non_null(strstr(s.answer, "refused: the VM cannot run on this host"));
+}
+
+/* OFFER and HAVE: the destination says which layers it has (the second
+ * of three), remembers them for the bundle that lists them without
+ * carrying them, and the bundle comes as ever. */
+static void answers_an_offer_of_layers(void **state)
+{
+    struct source s = {.offer = 3};
+    char got[64];
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), NULL), 0);
+    assert_string_equal(got, "the VM's bundle, in two frames");
+    assert_memory_equal(s.have, ((uint8_t[]){0, 1, 0}), 3);
+    assert_int_equal(received_have_count, 1);
+    assert_string_equal(received_have[0], offered[1].hash);
+}
+
+/* OFFER and HAVE are checked whole: a hash that is not one, a format
+ * that is not raw or qcow2, a count the bytes do not fill; a HAVE that
+ * answers another number of layers, or says neither yes nor no. */
+static void hostile_offers_refused(void **state)
+{
+    struct migrate_layer *l;
+    uint8_t *p;
+    uint32_t len;
+    size_t n;
+    bool have[3];
+    (void)state;
+
+    assert_int_equal(migrate_offer_encode(offered, 3, &p, &len), 0);
+    assert_int_equal(migrate_offer_parse(p, len, &l, &n), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(l[2].hash, offered[2].hash);
+    assert_string_equal(l[0].format, "raw");
+    free(l);
+    assert_int_equal(migrate_offer_parse(p, len - 1, &l, &n), -EPROTO);
+    p[4 + 5] = 'G';
+    assert_int_equal(migrate_offer_parse(p, len, &l, &n), -EPROTO);
+    p[4 + 5] = '1';
+    p[4 + MIGRATE_LAYER_ENTRY + HASH_HEX - 1] = 7;
+    assert_int_equal(migrate_offer_parse(p, len, &l, &n), -EPROTO);
+    put_le(p, 1000, 4);
+    assert_int_equal(migrate_offer_parse(p, len, &l, &n), -EPROTO);
+    free(p);
+    uint8_t answer[7] = {3, 0, 0, 0, 1, 0, 1};
+    assert_int_equal(migrate_have_parse(answer, 7, 3, have), 0);
+    assert_true(have[0] && !have[1] && have[2]);
+    assert_int_equal(migrate_have_parse(answer, 7, 2, have), -EPROTO);
+    answer[5] = 2;
+    assert_int_equal(migrate_have_parse(answer, 7, 3, have), -EPROTO);
+    err_clear();
 }
 
 /* Live: RAM pages land where they say, inside the RAM, in a file the
@@ -618,6 +712,8 @@ int main(void)
         cmocka_unit_test(hello_checks_version_and_cpu),
         cmocka_unit_test(addresses),
         cmocka_unit_test(receives_a_bundle),
+        cmocka_unit_test(answers_an_offer_of_layers),
+        cmocka_unit_test(hostile_offers_refused),
         cmocka_unit_test(refuses_a_corrupt_bundle),
         cmocka_unit_test(refuses_a_config_too_big),
         cmocka_unit_test(receives_live_pages),
