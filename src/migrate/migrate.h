@@ -29,6 +29,10 @@ struct migrate_send_result {
     double downtime; /* from the pause to the destination running */
     uint64_t bytes;  /* of the VM sent */
     unsigned rounds; /* live: pre-copy rounds */
+    /* Where the downtime went (seconds; what a slow one is traced by):
+     * the last dirty pages, saving the bundle, sending it, the destination
+     * building the VM (READY), the hand-over (GO, DONE). */
+    double pages, save, send, build, handover;
 };
 
 /* Warm migration of m: checks the destination takes it (version, CPU,

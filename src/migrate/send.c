@@ -229,14 +229,16 @@ static int send_bundle(struct migrate_link *l, const char *path,
 
 /* READY (the VM is built there), GO (from here on the VM is theirs),
  * DONE. *committed: GO went out, so m must never run again. */
-static int hand_over(struct migrate_link *l, bool *committed)
+static int hand_over(struct migrate_link *l, bool *committed, struct migrate_send_result *res)
 {
     struct migrate_frame f;
     int stall = l->stall_ms, r;
+    double t0 = now();
 
     l->stall_ms = BUILD_WAIT_MS;
     r = migrate_recv_frame(l, MIGRATE_READY, &f);
     l->stall_ms = stall;
+    res->build = now() - t0;
     if (r < 0)
         return r;
     free(f.payload);
@@ -246,6 +248,7 @@ static int hand_over(struct migrate_link *l, bool *committed)
     if ((r = migrate_recv_frame(l, MIGRATE_DONE, &f)) < 0)
         return r;
     free(f.payload);
+    res->handover = now() - t0 - res->build;
     return 0;
 }
 
@@ -368,13 +371,15 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
         r = fetch_dirty(vm, d, true, &left);
     if (r == 0)
         r = send_pages(l, vm, d, false, o->max_bandwidth, &res->bytes);
+    res->pages = now() - *paused_at;
     return r;
 }
 
 static int save_and_send(struct migrate_link *l, struct machine *m,
                          const struct migrate_send_options *o, const struct layer_list *omit,
-                         uint64_t *sent, bool *committed)
+                         struct migrate_send_result *res, bool *committed)
 {
+    double t0 = now();
     /* A store instance's disk goes as its chain (the layers the
      * destination has listed, not carried); any other disk whole. */
     struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
@@ -386,14 +391,16 @@ static int save_and_send(struct migrate_link *l, struct machine *m,
     if (asprintf(&path, "%s/migrate-%d.smolmachine", o->scratch_dir, (int)getpid()) < 0)
         return err_set(ENOMEM, "migration");
     r = machine_save(m, path, &so);
+    res->save = now() - t0;
     if (r == 0) {
         uint64_t bundle = 0;
         r = send_bundle(l, path, o, &bundle);
-        *sent += bundle;
+        res->bytes += bundle;
     }
+    res->send = now() - t0 - res->save;
     unlink(path);
     free(path);
-    return r == 0 ? hand_over(l, committed) : r;
+    return r == 0 ? hand_over(l, committed, res) : r;
 }
 
 /* Tracking off, the VM given back unless it is theirs now; the
@@ -443,7 +450,7 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         r = vm_pause(vm);
     }
     if (r == 0)
-        r = save_and_send(&l, m, o, &omit, &res->bytes, &committed);
+        r = save_and_send(&l, m, o, &omit, res, &committed);
     r = wind_down(&l, vm, o, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);
