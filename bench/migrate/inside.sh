@@ -36,6 +36,17 @@ stamped() {
     exec {hold}> "$work/$name.in"
     eval "hold_$name=$hold"
 }
+# listening PORT: until something listens on 127.0.0.1:PORT (at most 60 s;
+# a process starting in a loaded L1 may take seconds)
+listening() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    for _ in $(seq 1 300); do
+        grep -q ":$hex 00000000:0000 0A" /proc/net/tcp && return 0
+        sleep 0.2
+    done
+    return 1
+}
 count_time() { # count_time NAME first|last: the stamp of that COUNT line
     if [ "$2" = first ]; then grep -a ' COUNT ' "$work/$1.out" | head -n 1
     else grep -a ' COUNT ' "$work/$1.out" | tail -n 1; fi | cut -d' ' -f1
@@ -76,7 +87,7 @@ for mode in counter dirtier; do
         to="s$mode-$i" how=live flags=--live port=$((port + 1))
         [ "$mode" = counter ] && [ $((i % 2)) = 1 ] && how=warm flags=
         stamped "$to" "$SMOLVM" receive --listen "tcp:127.0.0.1:$port" --name "$to"
-        sleep 1
+        listening "$port"
         # shellcheck disable=SC2086
         "$SMOLVM" migrate "$from" --to "tcp:127.0.0.1:$port" $flags --json > "$work/$to.json" ||
             { cat "$work/$to.json" "$work/$to.err"; break; }
@@ -95,7 +106,7 @@ done
 # session over bash's /dev/tcp.
 qmp() {
     local q line
-    exec {q}<> "/dev/tcp/127.0.0.1/$1" || return 1
+    listening "$1" && exec {q}<> "/dev/tcp/127.0.0.1/$1" || return 1
     shift
     read -r -t 10 line <&"$q"
     for c in '{"execute":"qmp_capabilities"}' "$@"; do
@@ -115,7 +126,7 @@ qemu() {
     stamped "$name" qemu-system-x86_64 -M microvm -accel kvm -cpu host -m "$MIGRATE_MEM" -smp 2 \
         -nodefaults -no-user-config -nographic -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyS0 quiet smolvm.test=$mode" \
-        -drive id=d0,file="$work/disk.ext4",format=raw,if=none,cache=none \
+        -drive id=d0,file="$work/disk.ext4",format=raw,if=none \
         -device virtio-blk-device,drive=d0 -qmp "tcp:127.0.0.1:$qport,server=on,wait=off" "$@"
     sleep 1
 }
@@ -133,6 +144,7 @@ for mode in counter dirtier; do
     for i in $(seq 1 "$RUNS"); do
         to="q$mode-$i" to_port=$((qport += 1)) port=$((port + 1))
         qemu "$to" "$to_port" "$mode" -incoming "tcp:127.0.0.1:$port"
+        listening "$port"
         # auto-converge as smolvm's; QEMU's own bandwidth cap lifted (smolvm has none)
         qmp "$from_port" '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"auto-converge","state":true}]}}' \
             '{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"max-bandwidth":10737418240}}' \
