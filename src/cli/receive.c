@@ -113,6 +113,7 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
 {
     struct machine_start_options so = {.interactive = isatty(STDIN_FILENO),
                                        .memory = MACHINE_MEMORY_DECOMPRESS,
+                                       .disks_private = true,
                                        .shares = ro->shares, .share_count = ro->share_count};
     int r = receive_bundle(rc);
 

@@ -16,6 +16,7 @@ struct machine {
     struct working_set_recorder *recorder;
     struct ram_faults *faults; /* a first start's RAM, served as touched */
     int memory_fd; /* machine_start_options' */
+    bool disks_private; /* machine_start_options' */
 };
 
 #endif

@@ -51,6 +51,10 @@ struct machine_start_options {
      * the bundle lists without carrying them. */
     const char (*have_layers)[HASH_HEX];
     size_t have_layer_count;
+    /* A disk the bundle carries whole goes into the instance folder, not
+     * through the disk cache: a bundle started once (a migration's) would
+     * leave there a base no later start uses, a disk's size each time. */
+    bool disks_private;
 };
 
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */

@@ -40,7 +40,7 @@ static int set_disk(struct vm_config *cfg, unsigned i, char *path, const char *f
 
 /* Disk i of the instance: a qcow2 overlay whose backing file is the cached
  * base, so a start copies nothing and the bundle's disk is never written;
- * a full copy where there is no cache. */
+ * a full copy where there is no cache, or where the start asked for one. */
 static int instance_disk(struct machine *s, unsigned i)
 {
     char name[BUNDLE_NAME_MAX + 1], *base = NULL, *overlay;
@@ -57,7 +57,7 @@ static int instance_disk(struct machine *s, unsigned i)
             free(base);
             return r;
         }
-    } else if (machine_cached_disk(s->source, name, &base) < 0) {
+    } else if (s->disks_private || machine_cached_disk(s->source, name, &base) < 0) {
         const char *path = NULL;
         err_clear();
         r = extract(s, name, &path);
@@ -165,6 +165,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
             r = net_replace_forwards(&m->cfg.net, o->forwards);
         m->memory = o->memory;
         m->memory_fd = o->memory_fd;
+        m->disks_private = o->disks_private;
         /* A store instance has its folder (and disks) already. */
         if (r == 0 && !o->instance)
             r = instance_dir(o->name, &m->dir);

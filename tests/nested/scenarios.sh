@@ -320,10 +320,12 @@ date_at() { counted_lines "$1" | grep -a "COUNT $2 " | sed -n 's/.*date=\([0-9]*
 count_or_next() { [ -n "$1" ] && [ -n "$2" ] && { [ "$1" = "$2" ] || [ "$1" = "$(($2 + 1))" ]; }; }
 disk_counter() { debugfs -R 'cat /counter' "$1" 2>/dev/null | tr -d '\n'; }
 # instance_raw NAME: the instance's disk 0 (a qcow2 overlay on the cached
-# base) flattened by qemu-img, for debugfs and e2fsck.
+# base; a received VM's, a raw copy of its own) flattened by qemu-img, for
+# debugfs and e2fsck.
 instance_raw() {
-    qemu-img convert -O raw "$XDG_DATA_HOME/smolvm/instances/$1/disk.0.qcow2" "$work/$1.raw" &&
-        echo "$work/$1.raw"
+    local disk=$XDG_DATA_HOME/smolvm/instances/$1/disk.0.qcow2
+    [ -f "$disk" ] || disk=${disk%.qcow2}
+    qemu-img convert -O raw "$disk" "$work/$1.raw" && echo "$work/$1.raw"
 }
 
 # quit_counter NAME: asks the counter guest to stop (clean unmount) and

@@ -713,6 +713,50 @@ static void omitted_layers_are_listed_not_carried(void **state)
     err_clear();
 }
 
+/* A migration's destination starts its bundle once: a disk carried whole
+ * goes into the instance folder, and nothing into the disk cache (where
+ * each migration left a base the size of the disk, never used again). A
+ * start as ever caches it. The fake kernel fails the build after the
+ * disks are in place. */
+static void private_disks_skip_the_disk_cache(void **state)
+{
+    struct vm_config cfg;
+    struct bundle_writer *w;
+    struct machine *m = NULL;
+    char xdg[128], disks[192];
+    uint8_t disk[65536];
+    (void)state;
+
+    memset(disk, 0x5a, sizeof(disk));
+    vm_config_defaults(&cfg);
+    cfg.mem_bytes = 64ull << 20;
+    cfg.disk_count = 1;
+    cfg.disks[0].path = "/saved/on/the/source.raw";
+    cfg.disks[0].format = "raw";
+    char *json = vm_config_to_json(&cfg);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "config", json, strlen(json), BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "kernel", "not a kernel", 12, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "disk.0", disk, sizeof(disk), BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    free(json);
+    snprintf(xdg, sizeof(xdg), "%s/xdg", dir);
+    setenv("XDG_DATA_HOME", xdg, 1);
+    setenv("XDG_CACHE_HOME", xdg, 1);
+    snprintf(disks, sizeof(disks), "%s/smolvm/disks", xdg);
+    struct machine_start_options o = {.name = "moved", .disks_private = true};
+    assert_true(machine_start(path, &o, &m) < 0);
+    assert_null(m);
+    assert_int_equal(access(disks, F_OK), -1);
+    o.disks_private = false; /* as ever: the base cached */
+    assert_true(machine_start(path, &o, &m) < 0);
+
+    assert_int_equal(access(disks, F_OK), 0);
+    unsetenv("XDG_DATA_HOME");
+    unsetenv("XDG_CACHE_HOME");
+    err_clear();
+}
+
 /* A file with the bundle's magic is a bundle or an error: truncated, it
  * still probes as one (create --from refuses it instead of importing it as
  * a raw disk); a file without the magic does not. */
@@ -1097,6 +1141,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
         cmocka_unit_test_setup_teardown(started_disk_is_not_a_layer_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(omitted_layers_are_listed_not_carried, setup, teardown),
+        cmocka_unit_test_setup_teardown(private_disks_skip_the_disk_cache, setup, teardown),
     };
     srand(7);
     return cmocka_run_group_tests(tests, NULL, NULL);
