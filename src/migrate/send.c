@@ -19,7 +19,8 @@
 #include "util/hash.h"
 #include "util/le.h"
 
-/* The destination builds the VM (unpacks RAM, disks) before READY. */
+/* The destination builds the VM (unpacks RAM, disks) before READY, and
+ * hashes the layers it has before HAVE. */
 #define BUILD_WAIT_MS 300000
 
 static double now(void)
@@ -113,8 +114,12 @@ static int offer_layers(struct migrate_link *l, struct machine *m, struct layer_
         r = migrate_offer_encode(layers, n, &offer, &len);
     if (r == 0)
         r = migrate_send_frame(l, MIGRATE_OFFER, offer, len);
+    /* It hashes each layer it has: as long as a build may take. */
+    int stall = l->stall_ms;
+    l->stall_ms = BUILD_WAIT_MS;
     if (r == 0)
         r = migrate_recv_frame(l, MIGRATE_HAVE, &f);
+    l->stall_ms = stall;
     if (r == 0)
         r = migrate_have_parse(f.payload, f.len, n, have);
     if (r == 0 && !(omit->hashes = calloc(n ? n : 1, HASH_HEX)))
