@@ -23,6 +23,19 @@
  * hashes the layers it has before HAVE. */
 #define BUILD_WAIT_MS 300000
 
+/* A frame the destination sends after slow work of its own (hashing its
+ * layers, building the VM): the link may be silent up to BUILD_WAIT_MS. */
+static int recv_after_work(struct migrate_link *l, enum migrate_frame_type type,
+                           struct migrate_frame *f)
+{
+    int stall = l->stall_ms, r;
+
+    l->stall_ms = BUILD_WAIT_MS;
+    r = migrate_recv_frame(l, type, f);
+    l->stall_ms = stall;
+    return r;
+}
+
 static double now(void)
 {
     struct timespec t;
@@ -114,12 +127,8 @@ static int offer_layers(struct migrate_link *l, struct machine *m, struct layer_
         r = migrate_offer_encode(layers, n, &offer, &len);
     if (r == 0)
         r = migrate_send_frame(l, MIGRATE_OFFER, offer, len);
-    /* It hashes each layer it has: as long as a build may take. */
-    int stall = l->stall_ms;
-    l->stall_ms = BUILD_WAIT_MS;
     if (r == 0)
-        r = migrate_recv_frame(l, MIGRATE_HAVE, &f);
-    l->stall_ms = stall;
+        r = recv_after_work(l, MIGRATE_HAVE, &f);
     if (r == 0)
         r = migrate_have_parse(f.payload, f.len, n, have);
     if (r == 0 && !(omit->hashes = calloc(n ? n : 1, HASH_HEX)))
@@ -237,12 +246,9 @@ static int send_bundle(struct migrate_link *l, const char *path,
 static int hand_over(struct migrate_link *l, bool *committed, struct migrate_send_result *res)
 {
     struct migrate_frame f;
-    int stall = l->stall_ms, r;
     double t0 = now();
+    int r = recv_after_work(l, MIGRATE_READY, &f);
 
-    l->stall_ms = BUILD_WAIT_MS;
-    r = migrate_recv_frame(l, MIGRATE_READY, &f);
-    l->stall_ms = stall;
     res->build = now() - t0;
     if (r < 0)
         return r;
