@@ -310,6 +310,36 @@ static void completes_a_partial_checksum(void **state)
     assert_int_equal(mmio_read(0x070) & NEEDS_RESET, 0);
 }
 
+/* The sum the device completes, for every length and both alignments of
+ * the range (odd lengths end in a zero-padded byte; the device sums 8
+ * bytes at a time), against sum16's two bytes at a time. */
+static void the_checksum_is_right_at_every_length(void **state)
+{
+    static const size_t starts[] = {14, 33, 34};
+    uint8_t hdr[12] = {1, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0}, frame[1514], got[2000];
+    (void)state;
+    driver_init(F_VERSION_1 | F_CSUM);
+    srand(19);
+    for (unsigned k = 0; k < sizeof(starts) / sizeof(starts[0]); k++) {
+        size_t start = starts[k];
+        for (size_t len = start + 8; len <= sizeof(frame); len += len < start + 120 ? 1 : 97) {
+            uint16_t seed = (uint16_t)rand();
+            for (size_t i = 0; i < len; i++)
+                frame[i] = (uint8_t)rand();
+            frame[start + 6] = (uint8_t)(seed >> 8);
+            frame[start + 7] = (uint8_t)seed;
+            hdr[6] = (uint8_t)start;
+            send_frame(hdr, frame, (uint32_t)len);
+            assert_int_equal(peer_recv(got, sizeof(got)), (ssize_t)len);
+            uint32_t s = sum16(got + start, len - start) + seed;
+            while (s >> 16)
+                s = (s & 0xffff) + (s >> 16);
+            if (s != 0xffff)
+                fail_msg("start %zu, length %zu: the range sums to %#x", start, len, s);
+        }
+    }
+}
+
 /* A backend with no room: the device leaves the guest's requests in its
  * ring (nothing dropped, no host memory) and takes them again, in order,
  * once the backend drains. */
@@ -1378,6 +1408,7 @@ int main(void)
         T(offers_mac_link_and_mtu),
         T(transmits_a_frame),
         T(completes_a_partial_checksum),
+        T(the_checksum_is_right_at_every_length),
         T(a_full_backend_holds_the_queue_back),
         T(drops_oversized_and_offload_frames),
         T(a_chain_without_header_breaks_the_device),

@@ -92,17 +92,30 @@ uint64_t virtio_net_dropped(void)
 
 /* ---- the transmit path (no device state: tests and the fuzzer call it) ---- */
 
+/* RFC 1071's sum, 8 bytes an addition: the ones'-complement sum does not
+ * depend on the order of the bytes in a word (RFC 1071 2(B)), so words are
+ * loaded in the host's order and the 16-bit result swapped once at the end.
+ * Two bytes an addition cost the VMM a pass of 3.5 instructions a byte over
+ * every 64 KiB frame of --net user. */
 static uint16_t internet_checksum(const uint8_t *p, size_t len)
 {
-    uint64_t sum = 0;
+    uint64_t sum = 0, word;
 
-    for (; len > 1; p += 2, len -= 2)
-        sum += (uint32_t)p[0] << 8 | p[1];
-    if (len)
-        sum += (uint32_t)p[0] << 8;
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
+    _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the swap below is for LE");
+    for (; len >= 8; p += 8, len -= 8) {
+        memcpy(&word, p, 8);
+        sum += word;
+        sum += sum < word; /* the end-around carry; cannot carry again */
+    }
+    word = 0;
+    memcpy(&word, p, len); /* an odd last byte is the high byte of a zero-padded word */
+    sum += word;
+    sum += sum < word;
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~__builtin_bswap16((uint16_t)sum);
 }
 
 /* A transmit request is device-readable only and starts with a header. */
