@@ -24,7 +24,7 @@
 #define HELPER_START_MS 5000
 #define HELPER_EXIT_MS 3000
 #define SOCKET_BUFFER (1 << 20) /* frames queued each way before senders wait */
-#define MAX_HELPER_ARGS (5 + 2 * VM_MAX_PORT_FORWARDS + 1)
+#define MAX_HELPER_ARGS (6 + 2 * VM_MAX_PORT_FORWARDS + 1)
 
 #define VNET_HDR_BYTES 12 /* struct virtio_net_hdr_v1 */
 
@@ -62,6 +62,24 @@ int net_helper_path(char *out, size_t size)
     }
     snprintf(out, size, "%s/%s", self, beside[0]);
     return 0;
+}
+
+unsigned net_user_mtu(void)
+{
+    const char *env = getenv("SMOLVM_NET_USER_MTU");
+    char *end;
+    unsigned long mtu;
+
+    if (!env || !*env)
+        return NET_USER_MTU;
+    mtu = strtoul(env, &end, 10);
+    return *end || mtu < NET_MIN_MTU || mtu > NET_USER_MTU ? NET_USER_MTU : (unsigned)mtu;
+}
+
+bool net_user_csum_offload(void)
+{
+    const char *env = getenv("SMOLVM_NET_USER_CSUM");
+    return !env || strcmp(env, "off") != 0;
 }
 
 static int set_nonblocking(int fd)
@@ -123,7 +141,7 @@ static int await_helper(struct net_backend *b, const char *path)
 
 static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
 {
-    char path[PATH_MAX], fwd[VM_MAX_PORT_FORWARDS][64];
+    char path[PATH_MAX], fwd[VM_MAX_PORT_FORWARDS][64], mtu[32];
     char *argv[MAX_HELPER_ARGS];
     int sv[2], argc = 0, r, size = SOCKET_BUFFER;
 
@@ -134,6 +152,8 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
                               "NIC) needs its helper %s, built beside smolvm", path);
     argv[argc++] = path;
     argv[argc++] = "--fd=3";
+    snprintf(mtu, sizeof(mtu), "--mtu=%u", net_user_mtu());
+    argv[argc++] = mtu;
     if (cfg->restrict_outbound)
         argv[argc++] = "--restrict";
     if (cfg->allow_count) /* the allowlist is IPv4's */

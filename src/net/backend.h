@@ -22,6 +22,7 @@
  * VIRTIO_NET_F_MTU): 64 KiB frames, as slirp4netns and passt; a TAP keeps
  * Ethernet's 1500 (its segments go by TSO instead). */
 #define NET_USER_MTU 65520
+#define NET_MIN_MTU 576 /* IPv4's least: what $SMOLVM_NET_USER_MTU may ask */
 
 /* The helper's first message on the socket, before any frame. */
 #define NET_HELPER_READY "smolvm-net ready"
@@ -60,6 +61,14 @@ bool net_backend_with_header(const struct net_backend *b);
  * IPv4, IPv6). Message and <0 on failure. */
 int net_backend_set_offloads(struct net_backend *b, bool csum, bool tso4, bool tso6)
     __attribute__((warn_unused_result));
+
+/* --net user's MTU: NET_USER_MTU, or $SMOLVM_NET_USER_MTU (NET_MIN_MTU to
+ * NET_USER_MTU; bench/net compares sizes with it). */
+unsigned net_user_mtu(void);
+
+/* Whether --net user offers the guest checksum offload (VIRTIO_NET_F_CSUM:
+ * the VMM completes the sums): yes, unless $SMOLVM_NET_USER_CSUM is "off". */
+bool net_user_csum_offload(void);
 
 /* The helper's path: $SMOLVM_NET_HELPER, else smolvm-net beside this
  * executable. */

@@ -193,6 +193,10 @@ struct vnet {
     struct vm *vm;
     struct virtio_mmio *transport;
     struct net_backend *backend;
+    /* vnet_ops with the features of this backend: segmentation offloads
+     * over a TAP with IFF_VNET_HDR; no checksum offload for --net user
+     * under $SMOLVM_NET_USER_CSUM=off. */
+    struct virtio_device_ops ops;
     bool checksums_valid; /* the backend's frames carry correct checksums */
     bool with_header;     /* the backend's frames carry the virtio-net header */
     uint16_t mtu;         /* the link's: --net user's 64 KiB, else Ethernet's */
@@ -588,8 +592,6 @@ static const struct virtio_device_ops vnet_ops = {
     .state_version = VNET_STATE_VERSION,
 };
 
-/* Over a TAP with IFF_VNET_HDR: the same, with segmentation offloads. */
-static struct virtio_device_ops vnet_offload_ops;
 
 /* ---- snapshots: the MAC after the transport's fields (its queues) ---- */
 
@@ -652,19 +654,19 @@ static int vnet_create(struct vm *vm, const struct device_slot *slot, void **sta
     net_choose_mac(cfg, n->mac);
     n->status = STATUS_LINK_UP;
     n->checksums_valid = cfg->mode == VM_NET_USER; /* libslirp sums what it sends */
-    n->mtu = cfg->mode == VM_NET_USER ? NET_USER_MTU : VIRTIO_NET_MTU;
+    n->mtu = cfg->mode == VM_NET_USER ? (uint16_t)net_user_mtu() : VIRTIO_NET_MTU;
     n->max_frame = n->mtu + VIRTIO_NET_FRAME_HEADERS;
     if (n->wake_fd < 0 || n->stop_fd < 0)
         r = err_set(errno, "virtio-net: eventfd");
     else
         r = net_backend_open(cfg, &n->backend);
-    if (r == 0 && (n->with_header = net_backend_with_header(n->backend))) {
-        vnet_offload_ops = vnet_ops;
-        vnet_offload_ops.features |= OFFLOAD_FEATURES;
-    }
+    n->ops = vnet_ops;
+    if (r == 0 && (n->with_header = net_backend_with_header(n->backend)))
+        n->ops.features |= OFFLOAD_FEATURES;
+    if (cfg->mode == VM_NET_USER && !net_user_csum_offload())
+        n->ops.features &= ~VIRTIO_NET_F_CSUM;
     if (r == 0)
-        r = virtio_mmio_create(vm, slot, n->with_header ? &vnet_offload_ops : &vnet_ops, n,
-                               &n->transport);
+        r = virtio_mmio_create(vm, slot, &n->ops, n, &n->transport);
     if (r == 0 && pthread_create(&n->thread, NULL, vnet_thread, n) != 0)
         r = err_plain(EAGAIN, "virtio-net: cannot start its thread");
     if (r < 0) {
