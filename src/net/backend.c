@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -300,18 +301,50 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len)
     return 0;
 }
 
+/* The helper's greeting, when it is still to come, before its frames:
+ * 0 read (or none due), -EAGAIN not yet, -EIO it cannot serve (said). */
+static int greeting_first(struct net_backend *b)
+{
+    int r;
+
+    if (!b->greeting || (r = helper_greeting(b, MSG_DONTWAIT)) == 0)
+        return 0;
+    if (r != -EAGAIN)
+        fprintf(stderr, "smolvm: %s\n", err_msg());
+    return r == -EAGAIN ? r : -EIO;
+}
+
+ssize_t net_backend_recv_iov(struct net_backend *b, const struct iovec *iov, unsigned count)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = count};
+    ssize_t n;
+
+    if ((n = greeting_first(b)) < 0)
+        return n;
+    do /* a TAP truncates silently: cap is more than any frame it passes */
+        n = b->socket ? recvmsg(b->fd, &msg, MSG_DONTWAIT | MSG_TRUNC) : readv(b->fd, iov, (int)count);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    return net_backend_recv_iov(b, &iov, 1);
+}
+
+ssize_t net_backend_peek(struct net_backend *b)
 {
     ssize_t n;
 
-    if (b->greeting && (n = helper_greeting(b, MSG_DONTWAIT)) < 0) {
-        if (n != -EAGAIN)
-            fprintf(stderr, "smolvm: %s\n", err_msg());
-        return n == -EAGAIN ? n : -EIO;
-    }
-
-    do /* a TAP truncates silently: cap is more than any frame it passes */
-        n = b->socket ? recv(b->fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC) : read(b->fd, buf, cap);
+    if (!b->socket)
+        return -ENOTSUP;
+    if ((n = greeting_first(b)) < 0)
+        return n;
+    do
+        n = recv(b->fd, NULL, 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;

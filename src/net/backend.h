@@ -52,6 +52,16 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len);
  * 0 or another negative errno when the backend is gone. */
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap);
 
+/* The same, the frame scattered over iov[0..count) (the guest's buffers:
+ * no copy in between). */
+struct iovec;
+ssize_t net_backend_recv_iov(struct net_backend *b, const struct iovec *iov, unsigned count);
+
+/* The next frame's length, the frame left in place (a socket's; a TAP
+ * cannot say: -ENOTSUP), so that buffers for it can be found first;
+ * -EAGAIN, 0 or another negative errno as net_backend_recv. */
+ssize_t net_backend_peek(struct net_backend *b);
+
 /* Whether each frame each way carries a virtio-net header (12 bytes,
  * num_buffers included) in front: a TAP, opened with IFF_VNET_HDR. */
 bool net_backend_with_header(const struct net_backend *b);
