@@ -1,8 +1,9 @@
 #!/bin/bash
 # Inside a KVM host: the guest's netbench (tests/nested/guest-init.sh)
-# against this host's busybox httpd (a 16 MiB /big, a small /small) and nc
-# listener at 10.0.2.2: the NAT's gateway under smolvm --net user and QEMU
-# -M microvm -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
+# against this host's busybox httpd (a 16 MiB /big, a small /small) and
+# upload sink (sink.py: each upload read whole, then answered) at
+# 10.0.2.2: the NAT's gateway under smolvm --net user and QEMU -M microvm
+# -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
 # 10.0.2.15 set statically) under smolvm --net tap and QEMU -netdev tap
 # (metrics named tap-...). RESULTS/{throughput,latency}/times.tsv.
 # NET_USER_VARIANTS (params.sh): more smolvm --net user boots in each
@@ -23,7 +24,7 @@ head -c $((16 << 20)) /dev/zero > "$work/www/big"
 echo small > "$work/www/small"
 busybox httpd -f -p "$port" -h "$work/www" & # loopback (the NAT's) and the TAP
 httpd=$!
-(while true; do busybox nc -l -p $((port + 1)) > /dev/null; done) &
+python3 "$(dirname "$0")/sink.py" $((port + 1)) & # reads each upload whole
 sink=$!
 
 record() { # record VMM [METRIC-PREFIX] < console output
@@ -68,5 +69,4 @@ else
 fi
 ip link del smolbench0 2>/dev/null
 kill "$sink" "$httpd" 2>/dev/null
-busybox nc 127.0.0.1 $((port + 1)) < /dev/null 2>/dev/null # ends the listener left waiting
 rm -rf "$work"
