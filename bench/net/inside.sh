@@ -6,9 +6,8 @@
 # -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
 # 10.0.2.15 set statically) under smolvm --net tap and QEMU -netdev tap
 # (metrics named tap-...). RESULTS/{throughput,latency}/times.tsv.
-# NET_USER_VARIANTS (params.sh): more smolvm --net user boots in each
-# round, each "MTU" or "MTU:nocsum" (no checksum offload offered), metrics
-# named uMTU[nocsum]-...: the sizes compared with the default.
+# NET_USER_MTUS (params.sh): more smolvm --net user boots in each round,
+# one for each MTU listed (SMOLVM_NET_USER_MTU), metrics named uMTU-...
 set -u
 results=$1
 # shellcheck source=/dev/null
@@ -43,12 +42,9 @@ QEMU=(qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 512M -smp 1 -nodefau
 for _ in $(seq 1 "${RUNS:-2}"); do
     timeout 600 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 512M \
         --cmdline "$CMDLINE" --net user < /dev/null 2>&1 | record smolvm
-    for v in ${NET_USER_VARIANTS:-}; do
-        csum=on tag=${v%%:*}
-        [[ $v != *:nocsum ]] || { csum=off; tag+=nocsum; }
-        SMOLVM_NET_USER_MTU=${v%%:*} SMOLVM_NET_USER_CSUM=$csum timeout 600 "$SMOLVM" run \
-            --kernel "$KERNEL" --initrd "$INITRD" --mem 512M --cmdline "$CMDLINE" --net user \
-            < /dev/null 2>&1 | record smolvm "u$tag-"
+    for mtu in ${NET_USER_MTUS:-}; do
+        SMOLVM_NET_USER_MTU=$mtu timeout 600 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" \
+            --mem 512M --cmdline "$CMDLINE" --net user < /dev/null 2>&1 | record smolvm "u$mtu-"
     done
     timeout 600 "${QEMU[@]}" -append "$CMDLINE" \
         -netdev user,id=n0 -device virtio-net-device,netdev=n0 < /dev/null 2>&1 | record qemu-microvm

@@ -77,12 +77,6 @@ unsigned net_user_mtu(void)
     return *end || mtu < NET_MIN_MTU || mtu > NET_USER_MTU ? NET_USER_MTU : (unsigned)mtu;
 }
 
-bool net_user_csum_offload(void)
-{
-    const char *env = getenv("SMOLVM_NET_USER_CSUM");
-    return !env || strcmp(env, "off") != 0;
-}
-
 static int set_nonblocking(int fd)
 {
     int flags = fcntl(fd, F_GETFL);

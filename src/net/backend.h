@@ -76,10 +76,6 @@ int net_backend_set_offloads(struct net_backend *b, bool csum, bool tso4, bool t
  * NET_USER_MTU; bench/net compares sizes with it). */
 unsigned net_user_mtu(void);
 
-/* Whether --net user offers the guest checksum offload (VIRTIO_NET_F_CSUM:
- * the VMM completes the sums): yes, unless $SMOLVM_NET_USER_CSUM is "off". */
-bool net_user_csum_offload(void);
-
 /* The helper's path: $SMOLVM_NET_HELPER, else smolvm-net beside this
  * executable. */
 int net_helper_path(char *out, size_t size) __attribute__((warn_unused_result));

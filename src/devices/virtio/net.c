@@ -202,8 +202,7 @@ struct vnet {
     struct virtio_mmio *transport;
     struct net_backend *backend;
     /* vnet_ops with the features of this backend: segmentation offloads
-     * over a TAP with IFF_VNET_HDR; no checksum offload for --net user
-     * under $SMOLVM_NET_USER_CSUM=off. */
+     * over a TAP with IFF_VNET_HDR. */
     struct virtio_device_ops ops;
     bool checksums_valid; /* the backend's frames carry correct checksums */
     bool with_header;     /* the backend's frames carry the virtio-net header */
@@ -759,8 +758,6 @@ static int vnet_create(struct vm *vm, const struct device_slot *slot, void **sta
     n->ops = vnet_ops;
     if (r == 0 && (n->with_header = net_backend_with_header(n->backend)))
         n->ops.features |= OFFLOAD_FEATURES;
-    if (cfg->mode == VM_NET_USER && !net_user_csum_offload())
-        n->ops.features &= ~VIRTIO_NET_F_CSUM;
     if (r == 0)
         r = virtio_mmio_create(vm, slot, &n->ops, n, &n->transport);
     if (r == 0 && pthread_create(&n->thread, NULL, vnet_thread, n) != 0)
