@@ -14,9 +14,9 @@
  * Frames from the guest come in batches (recvmmsg). A frame slirp makes for
  * the guest goes to the socket at once, straight from slirp's buffer, when
  * none waits before it: no copy, and no wait for the end of the loop's
- * round (slirp's TCP has a window of one 64 KiB segment: the guest's next
- * segment waits for this ACK). Frames that wait leave in batches
- * (sendmmsg).
+ * round (slirp's TCP window is 64 KiB, without scaling: with 64 KiB frames
+ * the guest's next segment waits for this ACK). Frames that wait leave in
+ * batches (sendmmsg).
  *
  * The link's MTU is NET_USER_MTU (64 KiB, as slirp4netns and passt): slirp
  * is a TCP endpoint of its own, so a large MTU costs nothing on the host's
