@@ -1010,6 +1010,19 @@ static bool writes(uint32_t flags)
     return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
+/* What the guest's kernel is told of a file it opened: a write-only one
+ * bypasses its page cache (FOPEN_DIRECT_IO), each write going from the
+ * writer's pages to the file as 9p's do, not first copied into pages
+ * that nothing reads through this open (a write-only file cannot be read
+ * or mapped). Readers see the writes: every open here drops the pages
+ * the guest had cached (no FOPEN_KEEP_CACHE). */
+static struct fuse_open_out open_reply(uint32_t flags)
+{
+    return (struct fuse_open_out){
+        .open_flags = (flags & O_ACCMODE) == O_WRONLY ? FOPEN_DIRECT_IO : 0,
+    };
+}
+
 /* fd, just opened with the guest's flags: an O_TRUNC open truncated it,
  * which kills privileges as a write does. fd, or a negative errno (fd
  * closed). */
@@ -1044,7 +1057,7 @@ int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_ou
     fd = kill_privs_after_trunc(fd, flags);
     if (fd < 0)
         return fd;
-    *o = (struct fuse_open_out){0};
+    *o = open_reply(flags);
     return handle_add(fs, fd, false, host_open_flags(flags), &o->fh);
 }
 
@@ -1091,7 +1104,7 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
     }
     e->generation = e->nodeid >> 32;
     fill_attr(&e->attr, &st);
-    *o = (struct fuse_open_out){0};
+    *o = open_reply(flags);
     r = handle_add(fs, fd, false, host_open_flags(flags), &o->fh);
     if (r < 0)
         pt_forget(fs, e->nodeid, 1);

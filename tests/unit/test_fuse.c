@@ -286,6 +286,43 @@ static void files_read_write_create(void **state)
     stop();
 }
 
+/* The open_flags of the OPEN or CREATE reply in out. */
+static uint32_t opened_flags(bool created)
+{
+    struct fuse_open_out o;
+
+    memcpy(&o, (uint8_t *)payload() + (created ? sizeof(struct fuse_entry_out) : 0), sizeof(o));
+    return o.open_flags;
+}
+
+/* A write-only file bypasses the guest's page cache (FOPEN_DIRECT_IO: no
+ * copy of what is written into pages nothing reads); any file that can be
+ * read keeps it. */
+static void write_only_files_bypass_the_guest_cache(void **state)
+{
+    uint64_t hello, node, fh;
+    (void)state;
+
+    start(false, NULL);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(hello, O_WRONLY | O_APPEND, &fh), 0);
+    assert_int_equal(opened_flags(false) & FOPEN_DIRECT_IO, FOPEN_DIRECT_IO);
+    release(fh);
+    assert_int_equal(open_node(hello, O_RDWR, &fh), 0);
+    assert_int_equal(opened_flags(false) & FOPEN_DIRECT_IO, 0);
+    release(fh);
+    assert_int_equal(open_node(hello, O_RDONLY, &fh), 0);
+    assert_int_equal(opened_flags(false) & FOPEN_DIRECT_IO, 0);
+    release(fh);
+    assert_int_equal(create(FUSE_ROOT_ID, "w", O_WRONLY | O_TRUNC, &node, &fh), 0);
+    assert_int_equal(opened_flags(true) & FOPEN_DIRECT_IO, FOPEN_DIRECT_IO);
+    release(fh);
+    assert_int_equal(create(FUSE_ROOT_ID, "rw", O_RDWR, &node, &fh), 0);
+    assert_int_equal(opened_flags(true) & FOPEN_DIRECT_IO, 0);
+    release(fh);
+    stop();
+}
+
 /* The host's mode bits of share/NAME. */
 static mode_t host_mode(const char *name)
 {
@@ -1163,6 +1200,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(files_read_write_create),
         cmocka_unit_test(changes_kill_set_id_bits),
+        cmocka_unit_test(write_only_files_bypass_the_guest_cache),
         cmocka_unit_test(names_and_links),
         cmocka_unit_test(sparse_files),
         cmocka_unit_test(directories),
