@@ -630,24 +630,25 @@ scenario_migrate() {
 # cut_and_count POINT PORT: a live migration of the counter guest "cuts"
 # (the test build's hook cutting the link at POINT: 10, 50 or final) to a
 # receiver on PORT: migrate fails with one line, the receiver with one,
-# the source counts on, the destination keeps nothing.
+# the source counts on, the destination keeps nothing. (Not "name": the
+# checks run inside expect, whose own "name" would hide it.)
 cut_and_count() {
-    local point=$1 to=tcp:127.0.0.1:$2 name=cut$1 before after recv_rc
+    local point=$1 to=tcp:127.0.0.1:$2 cut=cut$1 before after recv_rc
     echo "$point" > "$work/cut-plan"
-    receiver "$name" 8 --listen "$to"
+    receiver "$cut" 8 --listen "$to"
     until_listening "$to"
-    migrate_to cuts "$to" "$name" --live --max-bandwidth 32M
+    migrate_to cuts "$to" "$cut" --live --max-bandwidth 32M
     wait "$recv_pid"
     recv_rc=$?
     exec 8>&-
-    cp "$work/$name.err" "$results/" 2>/dev/null
+    cp "$work/$cut.err" "$results/" 2>/dev/null
     before=$(last_count cuts)
     wait_for cuts "COUNT $((before + 3)) "
     after=$(last_count cuts)
-    expect "migrate-cut-$point" "link cut at $point: migrate exits 1 with one line, the receiver too, the source counts on ($before -> $after; see $name.mig, $name.err)" \
-        eval 'test "$rc" -eq 1 && test "$(grep -vc "^round [0-9]*:" "$work/$name.mig")" -eq 1 && grep -q "smolvm: migrate: .*link" "$work/$name.mig" && test "$recv_rc" -eq 1 && test "$(wc -l < "$work/$name.err")" -eq 1 && test "$after" -ge $((before + 3))'
+    expect "migrate-cut-$point" "link cut at $point: migrate exits 1 with one line, the receiver too, the source counts on ($before -> $after; see $cut.mig, $cut.err)" \
+        eval 'test "$rc" -eq 1 && test "$(grep -vc "^round [0-9]*:" "$work/$cut.mig")" -eq 1 && grep -q "smolvm: migrate: .*link" "$work/$cut.mig" && test "$recv_rc" -eq 1 && test "$(wc -l < "$work/$cut.err")" -eq 1 && test "$after" -ge $((before + 3))'
     expect "migrate-cut-$point-nothing-kept" "link cut at $point: no instance folder, nothing in the scratch folder" \
-        eval '! test -e "$XDG_DATA_HOME/smolvm/instances/$name" && ! ls "$XDG_DATA_HOME/smolvm/migrate/" 2>/dev/null | grep -q .'
+        eval '! test -e "$XDG_DATA_HOME/smolvm/instances/$cut" && ! ls "$XDG_DATA_HOME/smolvm/migrate/" 2>/dev/null | grep -q .'
 }
 
 # Live migration under load (issue 24). The counter guest (a test build
