@@ -5,6 +5,7 @@
 #include "confine/confine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
@@ -100,7 +101,8 @@ static const char *const vmm_calls[] = {
     "getcwd",                                   /* realpath() of a relative path (a bundle's layers) */
     "sched_getaffinity", "sysinfo",             /* sysconf(): save's compressor threads, RAM size */
     "set_robust_list", "rseq",                  /* a thread save starts sets these up */
-    "connect", "setsockopt",                    /* migrate: the link to the destination */
+    /* No socket(), no connect(): migrate's link comes connected with the
+     * request (recvmsg), made by `smolvm migrate` outside the VMM. */
     END,
 };
 
@@ -346,11 +348,6 @@ static int build_vmm(scmp_filter_ctx ctx)
      * every chunk was placed (machine/ram_faults.c). */
     if (r == 0)
         r = allow_ioctl(ctx, UFFDIO_UNREGISTER);
-    /* migrate's link: TCP or a unix socket (socket(), see vmm_calls). */
-    static const int families[] = {AF_UNIX, AF_INET, AF_INET6};
-    for (size_t i = 0; i < COUNT(families) && r == 0; i++)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
     /* Threads (save's compressors), never a new process. */
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
@@ -379,6 +376,41 @@ static int build_memory(scmp_filter_ctx ctx)
     return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
 }
 
+/* The relay's VMM and the folder it may remove the cgroup from. */
+static pid_t relay_vmm;
+static int relay_cgroup_folder = -1;
+
+/* The relay (confine_relay()) runs no guest code and reads nothing of the
+ * guest's, but it stays outside the VMM's pid namespace: a filter keeps
+ * it to waiting and passing signals on even so. */
+static int build_relay(scmp_filter_ctx ctx)
+{
+    int r = 0;
+
+    /* waitpid(): the VMM's end, its status. SIGTERM and SIGHUP go on to
+     * the VMM. (Never pid 0 or -1: a process group, every process.) */
+    if (relay_vmm > 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(wait4), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_vmm));
+    if (r == 0 && relay_vmm > 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_vmm));
+    /* A VMM killed by a signal is passed on as the relay's own end, its
+     * handler reset first. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+    if (r == 0)
+        r = allow_all(ctx, (const char *const[]){"rt_sigaction", END});
+    /* cgroup_leave(): its pid written to cgroup.procs held open (write),
+     * the VM's cgroup removed from the folder held open. */
+    if (r == 0 && relay_cgroup_folder >= 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 2,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_cgroup_folder),
+                             SCMP_A2(SCMP_CMP_EQ, AT_REMOVEDIR));
+    return r;
+}
+
 static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_VCPU] = build_vcpu,
     [CONFINE_DEVICE] = build_device,
@@ -387,6 +419,7 @@ static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_CONSOLE] = build_console,
     [CONFINE_VMM] = build_vmm,
     [CONFINE_MEMORY] = build_memory,
+    [CONFINE_RELAY] = build_relay,
 };
 
 static int build(scmp_filter_ctx ctx, enum confine_thread kind)
@@ -428,6 +461,13 @@ void confine_thread(enum confine_thread kind, const char *name)
     if (r < 0)
         fail("seccomp_load", r);
     seccomp_release(ctx);
+}
+
+void confine_relay(pid_t vmm, int cgroup_folder)
+{
+    relay_vmm = vmm;
+    relay_cgroup_folder = cgroup_folder;
+    confine_thread(CONFINE_RELAY, "jail-relay");
 }
 
 void confine_test_violation(void)
