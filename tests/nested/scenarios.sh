@@ -625,6 +625,71 @@ scenario_migrate() {
     exec 8>&- 9>&-
 }
 
+# Migration of a jailed VM (issue 23): the source runs under --jail with
+# --net none (its own network namespace and root: it could dial nothing),
+# the receivers under receive --jail. smolvm migrate connects and passes
+# the link over the control socket. Warm over a unix socket (a path
+# outside the source's jail), then live over TCP into a second jailed
+# receiver; each time the count goes on there. Every thread of the
+# source's processes (the relay outside the jail, the VMM) shows Seccomp: 2.
+scenario_migrate_jailed() {
+    local sock=unix:$work/migj.sock back=tcp:127.0.0.1:47041 src_pid dst_pid src_rc first last
+    local pids= p ps_out procs bad n vmm_threads BOOT_TIMEOUT=900 SMOLVM=$real_smolvm
+    ip link set lo up 2>/dev/null || busybox ip link set lo up
+    background migj run --jail --net none --name migj --cpus 2 --mem 256M --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    src_pid=$bg_pid
+    wait_for migj 'COUNT 5 '
+    ps_out=$("$SMOLVM" ps --json 2>&1)
+    echo "$ps_out" > "$results/migj-ps.txt"
+    expect migrate-jailed-source "the source counts, jailed in its own network namespace (see migj-ps.txt)" \
+        eval 'has migj "COUNT 5 " && echo "$ps_out" | grep -qF "\"confinement\": \"jail (user, mount, pid, ipc, net ns)\""'
+    seccomp_tree "$src_pid" "$results/migj-threads.txt"
+    expect migrate-jailed-seccomp "every thread of the jailed source's smolvm processes (${procs:-none}: relay and VMM) shows Seccomp: 2 (not:${bad:- none}; see migj-threads.txt)" \
+        eval 'test "$(echo $procs | wc -w)" -ge 2 && test "$vmm_threads" -ge 3 && test -z "$bad"'
+    # 1. Warm, over a unix socket, into a jailed receiver.
+    receiver migjdst 8 --listen "$sock" --jail
+    dst_pid=$recv_pid
+    pids="$pids $recv_pid"
+    until_listening "$sock"
+    migrate_to migj "$sock" migjdst --json
+    if [ "$rc" -ne 0 ]; then
+        fail migrate-jailed-unix "migrate of the jailed VM failed (see migjdst.mig, migj.err, migjdst.err)"
+        cp "$work/migjdst.err" "$work/migj.err" "$results/" 2>/dev/null
+        "$SMOLVM" stop migj --force > /dev/null 2>&1
+        for p in $pids; do kill -9 "$p" 2>/dev/null; done
+        exec 7>&- 8>&-
+        return
+    fi
+    moved migj "$src_pid" migjdst "$dst_pid"
+    exec 7>&-
+    ps_out=$("$SMOLVM" ps --json 2>&1)
+    echo "$ps_out" > "$results/migjdst-ps.txt"
+    expect migrate-jailed-unix "the jailed VM moved over a unix socket into a jailed receiver and counts on there (source's last $last, destination's first ${first:-none}; source exit $src_rc; see migjdst.mig, migjdst-ps.txt)" \
+        eval 'test "$src_rc" -eq 0 && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1)) && ! has migjdst SMOLVM-GUEST-UP && echo "$ps_out" | grep -q "\"confinement\": \"jail ("'
+    # 2. Live, over loopback TCP, from that jailed receiver into another.
+    receiver migjback 9 --listen "$back" --jail
+    pids="$pids $recv_pid"
+    until_listening "$back"
+    migrate_to migjdst "$back" migjback --live --max-downtime 500 --json
+    if [ "$rc" -ne 0 ]; then
+        fail migrate-jailed-live-tcp "live over TCP from a jailed receiver: migrate failed (see migjback.mig, migjback.err)"
+        cp "$work/migjback.out" "$work/migjback.err" "$work/migjdst.err" "$results/" 2>/dev/null
+        for p in $pids; do kill -9 "$p" 2>/dev/null; done
+        exec 8>&- 9>&-
+        return
+    fi
+    moved migjdst "$dst_pid" migjback "$recv_pid"
+    exec 8>&-
+    expect migrate-jailed-live-tcp "live over TCP from one jailed receiver to another: rounds, then the count goes on (last $last, first ${first:-none}; see migjback.mig)" \
+        eval 'test "$rc" -eq 0 && grep -q "\"rounds\":\[{\"round\":1" "$work/migjback.mig" && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
+    exec 7>&9 9>&-
+    quit_counter migjback
+    cp "$work/migjback.out" "$work/migjback.err" "$results/" 2>/dev/null
+    for p in $pids; do kill -9 "$p" 2>/dev/null; done
+    exec 7>&-
+}
+
 # cut_and_count POINT PORT: a live migration of the counter guest "cuts"
 # (the test build's hook cutting the link at POINT: 10, 50 or final) to a
 # receiver on PORT: migrate fails with one line, the receiver with one,
@@ -1949,7 +2014,35 @@ scenario_migrate_bench() {
 # init and start of a saved bundle with the filters on and off, alternated,
 # SECCOMP_RUNS times (default 0: a benchmark, not run in CI's tier),
 # medians in seccomp-figures.txt.
-seccomp_vmm_pid() { pgrep -P "$1" 2>/dev/null || cat "/proc/$1/task/$1/children"; }
+# smolvm_procs PID: the smolvm processes below PID (a jail's relay, the
+# VMM, its net helper), one pid a line: a jailed VM has two beside the
+# helper, and the relay is the one a child lookup finds first.
+smolvm_procs() {
+    local c
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        case "$(tr '\0' '\n' < /proc/"$c"/cmdline 2>/dev/null | head -n 1)" in
+        *smolvm*) echo "$c" ;;
+        esac
+        smolvm_procs "$c"
+    done
+}
+# seccomp_tree PID OUT: every thread of each smolvm process below PID, with
+# its Seccomp line, into OUT; sets procs (their pids), n (threads, all of
+# them), vmm_threads (the most one process has) and bad (threads not at 2).
+seccomp_tree() {
+    local p t k
+    procs=$(smolvm_procs "$1" | tr '\n' ' ') n=0 vmm_threads=0 bad=
+    : > "$2"
+    for p in $procs; do
+        k=0
+        for t in /proc/"$p"/task/*; do
+            n=$((n + 1)) k=$((k + 1))
+            echo "$p $(cat "$t/comm" 2>/dev/null) $(grep '^Seccomp:' "$t/status" 2>/dev/null)" >> "$2"
+            grep -q '^Seccomp:[[:space:]]*2$' "$t/status" 2>/dev/null || bad="$bad $p/$(cat "$t/comm" 2>/dev/null)"
+        done
+        [ "$k" -gt "$vmm_threads" ] && vmm_threads=$k
+    done
+}
 # seccomp_ms NAME MARKER ARGS...: ms from launching smolvm ARGS until MARKER
 # is on its output; the VM is stopped then.
 seccomp_ms() {
@@ -1965,22 +2058,15 @@ seccomp_ms() {
 }
 seccomp_median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 scenario_seccomp() {
-    local disk=$work/sc.ext4 share=$work/sc-share bundle=$work/sc.smolmachine pid t bad= n=0
+    local disk=$work/sc.ext4 share=$work/sc-share bundle=$work/sc.smolmachine procs bad n vmm_threads
     mkfs.ext4 -q -F "$disk" 32M
     mkdir -p "$share"
     background sc run --name sc --cpus 2 --net user --share "$share:sc" --disk "$disk" \
         --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
     wait_for sc 'COUNT 3 '
-    pid=$(seccomp_vmm_pid "$bg_pid")
-    for t in /proc/"$pid"/task/*; do
-        n=$((n + 1))
-        grep -q '^Seccomp:[[:space:]]*2$' "$t/status" || bad="$bad $(cat "$t/comm")"
-    done
-    ls /proc/"$pid"/task > /dev/null 2>&1 &&
-        for t in /proc/"$pid"/task/*; do echo "$(cat "$t/comm") $(grep '^Seccomp:' "$t/status")"; done \
-            > "$results/seccomp-threads.txt"
-    expect seccomp-every-thread "all $n threads of the VMM (pid ${pid:-?}) show Seccomp: 2 (not:${bad:- none}; see seccomp-threads.txt)" \
-        eval 'test -n "$pid" && test "$n" -ge 7 && test -z "$bad"'
+    seccomp_tree "$bg_pid" "$results/seccomp-threads.txt"
+    expect seccomp-every-thread "all $n threads of the smolvm processes (${procs:-none}: the VMM, its net helper, a jail's relay) show Seccomp: 2 (not:${bad:- none}; see seccomp-threads.txt)" \
+        eval 'test -n "$procs" && test "$vmm_threads" -ge 7 && test -z "$bad"'
     expect seccomp-ps "ps --json says the VMM is confined by seccomp" \
         eval '"$SMOLVM" ps --json | grep -q "\"seccomp\": \"on\""'
     quit_counter sc # again until seen: one quit can land as busybox's read -t times out
@@ -2095,7 +2181,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
     compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
-    migrate seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
+    migrate migrate_jailed seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
 # part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
 # api_bench;
