@@ -61,3 +61,43 @@ if [ -n "${MICRO_KERNEL:-}" ]; then
         --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1 smolvm.end=reboot" \
         --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
 fi
+# The timed (quiet) boot's split: VMM until the first vCPU entry, then the guest.
+if [ -n "${MICRO_KERNEL:-}" ]; then
+    timeout -k 10 300 "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE" --trace-until "$MARKER" \
+        < /dev/null > "$results/micro-quiet-trace.out" 2> "$results/micro-quiet-trace.txt"
+fi
+# Each VMM's exits on the micro kernel's quiet boot (the timed one), by
+# reason, I/O port and MMIO page: kvm's tracepoints through perf, where
+# perf is (not timed). RESULTS/LABEL-exits.txt, most frequent first.
+exits_of() {
+    local label=$1 data=$results/$1.perf
+    shift
+    [ -d /sys/kernel/tracing/events/kvm ] || mount -t tracefs tracefs /sys/kernel/tracing 2> /dev/null
+    timeout -k 10 300 perf record -q -m 1024 -o "$data" -e kvm:kvm_exit -e kvm:kvm_pio \
+        -e kvm:kvm_mmio -e kvm:kvm_userspace_exit -e kvm:kvm_msr -- "$@" \
+        < /dev/null > "$results/$label-exits.out" 2>&1
+    perf script -i "$data" -F event,trace 2> /dev/null | awk '
+        { e = $1; sub(/^kvm:/, "", e); sub(/:$/, "", e) }
+        e == "kvm_exit" { for (i = 2; i < NF; i++) if ($i == "reason") k = "exit " $(i + 1) }
+        e == "kvm_pio" { k = $2 " " $4 }
+        e == "kvm_mmio" { k = "mmio " $3 " " substr($7, 1, length($7) - 3) "xxx" }
+        e == "kvm_userspace_exit" { k = "to-vmm " $3 }
+        e == "kvm_msr" { k = $2 " " $3 }
+        { n[k]++; if (e == "kvm_exit") total++ }
+        END { printf "%8d exits in all\n", total; for (k in n) printf "%8d %s\n", n[k], k }' |
+        sort -rn > "$results/$label-exits.txt"
+    rm -f "$data"
+}
+if [ -n "${MICRO_KERNEL:-}" ] && command -v perf > /dev/null; then
+    exits_of smolvm-micro "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
+    exits_of qemu-microvm-micro qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host \
+        -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
+        -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
+    # QEMU's guest timeline without quiet, beside smolvm's micro-trace.out.
+    timeout -k 10 300 qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host \
+        -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
+        -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "console=ttyS0 panic=-1 smolvm.end=reboot" \
+        < /dev/null > "$results/qemu-micro-trace.out" 2>&1
+fi
