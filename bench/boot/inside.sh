@@ -42,6 +42,11 @@ for i in $(seq 1 "$RUNS"); do
     # cannot power off (it would halt and the VMM wait): the init reboots.
     time_to_marker smolvm-micro boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
         --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
+    # The same devices as QEMU's guest here (a serial port only): smolvm
+    # adds a virtio-rng and a virtio-vsock by default.
+    time_to_marker smolvm-micro-same-devices boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
+        --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --no-rng --no-vsock \
+        --cmdline "$MICRO_CMDLINE"
     time_to_marker qemu-microvm-micro boot-to-init qemu-system-x86_64 -M microvm,acpi=off \
         -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
         -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
