@@ -5,6 +5,7 @@
 # micro kernel too, under smolvm, QEMU -M microvm and kvmtool (when there),
 # and one smolvm --trace-boot of it (RESULTS/micro-trace.txt: the split
 # between VMM, kernel and init). Writes RESULTS/times.tsv.
+# With SMOLVM_BASELINE (another smolvm binary), that one's micro boots too.
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
 results=$1
@@ -42,6 +43,12 @@ for i in $(seq 1 "$RUNS"); do
     # cannot power off (it would halt and the VMM wait): the init reboots.
     time_to_marker smolvm-micro boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
         --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
+    # Another smolvm binary (SMOLVM_BASELINE: before a change), same boot.
+    if [ -n "${SMOLVM_BASELINE:-}" ]; then
+        time_to_marker smolvm-baseline-micro boot-to-init "$SMOLVM_BASELINE" run \
+            --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M --virtio-discovery cmdline \
+            --cmdline "$MICRO_CMDLINE"
+    fi
     # The same devices as QEMU's guest here (a serial port only): smolvm
     # adds a virtio-rng and a virtio-vsock by default.
     time_to_marker smolvm-micro-same-devices boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
