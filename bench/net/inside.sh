@@ -1,10 +1,13 @@
 #!/bin/bash
 # Inside a KVM host: the guest's netbench (tests/nested/guest-init.sh)
-# against this host's busybox httpd (a 16 MiB /big, a small /small) and nc
-# listener at 10.0.2.2: the NAT's gateway under smolvm --net user and QEMU
-# -M microvm -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
+# against this host's busybox httpd (a 16 MiB /big, a small /small) and
+# upload sink (sink.py: each upload read whole, then answered) at
+# 10.0.2.2: the NAT's gateway under smolvm --net user and QEMU -M microvm
+# -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
 # 10.0.2.15 set statically) under smolvm --net tap and QEMU -netdev tap
 # (metrics named tap-...). RESULTS/{throughput,latency}/times.tsv.
+# NET_USER_MTUS (params.sh): more smolvm --net user boots in each round,
+# one for each MTU listed (SMOLVM_NET_USER_MTU), metrics named uMTU-...
 set -u
 results=$1
 # shellcheck source=/dev/null
@@ -20,7 +23,7 @@ head -c $((16 << 20)) /dev/zero > "$work/www/big"
 echo small > "$work/www/small"
 busybox httpd -f -p "$port" -h "$work/www" & # loopback (the NAT's) and the TAP
 httpd=$!
-(while true; do busybox nc -l -p $((port + 1)) > /dev/null; done) &
+python3 "$(dirname "$0")/sink.py" $((port + 1)) & # reads each upload whole
 sink=$!
 
 record() { # record VMM [METRIC-PREFIX] < console output
@@ -39,6 +42,10 @@ QEMU=(qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 512M -smp 1 -nodefau
 for _ in $(seq 1 "${RUNS:-2}"); do
     timeout 600 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 512M \
         --cmdline "$CMDLINE" --net user < /dev/null 2>&1 | record smolvm
+    for mtu in ${NET_USER_MTUS:-}; do
+        SMOLVM_NET_USER_MTU=$mtu timeout 600 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" \
+            --mem 512M --cmdline "$CMDLINE" --net user < /dev/null 2>&1 | record smolvm "u$mtu-"
+    done
     timeout 600 "${QEMU[@]}" -append "$CMDLINE" \
         -netdev user,id=n0 -device virtio-net-device,netdev=n0 < /dev/null 2>&1 | record qemu-microvm
 done
@@ -58,5 +65,4 @@ else
 fi
 ip link del smolbench0 2>/dev/null
 kill "$sink" "$httpd" 2>/dev/null
-busybox nc 127.0.0.1 $((port + 1)) < /dev/null 2>/dev/null # ends the listener left waiting
 rm -rf "$work"

@@ -14,7 +14,7 @@
 #define MIN_MINOR 27
 #define OUR_INIT_FLAGS (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES | \
                         FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | \
-                        FUSE_MAX_PAGES)
+                        FUSE_MAX_PAGES | FUSE_HANDLE_KILLPRIV)
 
 /* The most pieces a WRITE's payload or a READ's destination may come in
  * (UIO_MAXIOV, what pwritev and preadv take). */

@@ -487,6 +487,29 @@ static int stat_fd(int fd, struct stat *st)
     return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
+/* A file the guest changes (write, truncate) loses its set-user-ID bit
+ * and its set-group-ID bit (when group-executable, as Linux does) first,
+ * whoever writes in the guest: INIT leaves this to us
+ * (FUSE_HANDLE_KILLPRIV, which spares the guest a GETATTR before each
+ * chown), and the host kernel keeps them for smolvm's root (CAP_FSETID),
+ * as a guest kernel keeps them for its root. Else a set-user-ID program
+ * the host keeps in the share would run what a guest wrote with its
+ * owner's rights. fd: open for writing. */
+static int kill_privs(int fd)
+{
+    struct stat st;
+    mode_t kill;
+
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    kill = st.st_mode & S_ISUID;
+    if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+        kill |= S_ISGID;
+    if (!kill)
+        return 0;
+    return fchmod(fd, st.st_mode & 07777 & ~kill) < 0 ? -errno : 0;
+}
+
 /* ---- names ---- */
 
 /* The directory node parent for a request, or NULL with *r set. */
@@ -593,6 +616,13 @@ static int set_times(struct pt_fs *fs, struct pt_inode *in, int fd, const struct
     return utimensat(fs->proc_fd, name, ts, 0) < 0 ? -errno : 0;
 }
 
+static int truncate_fd(int fd, uint64_t size)
+{
+    int r = kill_privs(fd);
+
+    return r < 0 ? r : ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+
 static int set_size(struct pt_fs *fs, struct pt_inode *in, int fd, uint64_t size)
 {
     int r = 0;
@@ -604,12 +634,11 @@ static int set_size(struct pt_fs *fs, struct pt_inode *in, int fd, uint64_t size
     if (size > INT64_MAX)
         return -EFBIG;
     if (fd >= 0)
-        return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+        return truncate_fd(fd, size);
     fd = reopen(fs, in->fd, O_WRONLY);
     if (fd < 0)
         return fd;
-    if (ftruncate(fd, (off_t)size) < 0)
-        r = -errno;
+    r = truncate_fd(fd, size);
     close(fd);
     return r;
 }
@@ -981,6 +1010,31 @@ static bool writes(uint32_t flags)
     return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
+/* What the guest's kernel is told of a file it opened: a write-only one
+ * bypasses its page cache (FOPEN_DIRECT_IO), each write going from the
+ * writer's pages to the file as 9p's do, not first copied into pages
+ * that nothing reads through this open (a write-only file cannot be read
+ * or mapped). Readers see the writes: every open here drops the pages
+ * the guest had cached (no FOPEN_KEEP_CACHE). */
+static struct fuse_open_out open_reply(uint32_t flags)
+{
+    return (struct fuse_open_out){
+        .open_flags = (flags & O_ACCMODE) == O_WRONLY ? FOPEN_DIRECT_IO : 0,
+    };
+}
+
+/* fd, just opened with the guest's flags: an O_TRUNC open truncated it,
+ * which kills privileges as a write does. fd, or a negative errno (fd
+ * closed). */
+static int kill_privs_after_trunc(int fd, uint32_t flags)
+{
+    int r = fd >= 0 && (flags & O_TRUNC) ? kill_privs(fd) : 0;
+
+    if (r < 0)
+        close(fd);
+    return r < 0 ? r : fd;
+}
+
 int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_out *o)
 {
     struct pt_inode *in;
@@ -1000,9 +1054,10 @@ int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_ou
          : in->type == S_IFLNK ? -ELOOP
                                : -EACCES;
     inode_put(fs, in);
+    fd = kill_privs_after_trunc(fd, flags);
     if (fd < 0)
         return fd;
-    *o = (struct fuse_open_out){0};
+    *o = open_reply(flags);
     return handle_add(fs, fd, false, host_open_flags(flags), &o->fh);
 }
 
@@ -1026,6 +1081,7 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
                       host_open_flags(flags) | O_CREAT | O_NONBLOCK | (int)(flags & O_EXCL),
                       guest_mode(mode, false));
     inode_put(fs, dir);
+    fd = kill_privs_after_trunc(fd, flags);
     if (fd < 0)
         return fd;
     path_fd = reopen(fs, fd, O_PATH);
@@ -1048,7 +1104,7 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
     }
     e->generation = e->nodeid >> 32;
     fill_attr(&e->attr, &st);
-    *o = (struct fuse_open_out){0};
+    *o = open_reply(flags);
     r = handle_add(fs, fd, false, host_open_flags(flags), &o->fh);
     if (r < 0)
         pt_forget(fs, e->nodeid, 1);
@@ -1113,7 +1169,10 @@ long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec
     h = file_get(fs, fh, false, &r);
     if (!h)
         return r;
-    n = offset > INT64_MAX ? (errno = EINVAL, -1) : pwritev(h->fd, iov, count, (off_t)offset);
+    r = kill_privs(h->fd);
+    n = r < 0 ? (errno = -r, -1)
+        : offset > INT64_MAX ? (errno = EINVAL, -1)
+                             : pwritev(h->fd, iov, count, (off_t)offset);
     handle_put(fs, h);
     return n < 0 ? -errno : n;
 }

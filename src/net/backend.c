@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,7 +25,7 @@
 #define HELPER_START_MS 5000
 #define HELPER_EXIT_MS 3000
 #define SOCKET_BUFFER (1 << 20) /* frames queued each way before senders wait */
-#define MAX_HELPER_ARGS (5 + 2 * VM_MAX_PORT_FORWARDS + 1)
+#define MAX_HELPER_ARGS (6 + 2 * VM_MAX_PORT_FORWARDS + 1)
 
 #define VNET_HDR_BYTES 12 /* struct virtio_net_hdr_v1 */
 
@@ -62,6 +63,18 @@ int net_helper_path(char *out, size_t size)
     }
     snprintf(out, size, "%s/%s", self, beside[0]);
     return 0;
+}
+
+unsigned net_user_mtu(void)
+{
+    const char *env = getenv("SMOLVM_NET_USER_MTU");
+    char *end;
+    unsigned long mtu;
+
+    if (!env || !*env)
+        return NET_USER_MTU;
+    mtu = strtoul(env, &end, 10);
+    return *end || mtu < NET_MIN_MTU || mtu > NET_USER_MTU ? NET_USER_MTU : (unsigned)mtu;
 }
 
 static int set_nonblocking(int fd)
@@ -123,7 +136,7 @@ static int await_helper(struct net_backend *b, const char *path)
 
 static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
 {
-    char path[PATH_MAX], fwd[VM_MAX_PORT_FORWARDS][64];
+    char path[PATH_MAX], fwd[VM_MAX_PORT_FORWARDS][64], mtu[32];
     char *argv[MAX_HELPER_ARGS];
     int sv[2], argc = 0, r, size = SOCKET_BUFFER;
 
@@ -134,6 +147,8 @@ static int start_helper(const struct vm_net_config *cfg, struct net_backend *b)
                               "NIC) needs its helper %s, built beside smolvm", path);
     argv[argc++] = path;
     argv[argc++] = "--fd=3";
+    snprintf(mtu, sizeof(mtu), "--mtu=%u", net_user_mtu());
+    argv[argc++] = mtu;
     if (cfg->restrict_outbound)
         argv[argc++] = "--restrict";
     if (cfg->allow_count) /* the allowlist is IPv4's */
@@ -280,18 +295,50 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len)
     return 0;
 }
 
+/* The helper's greeting, when it is still to come, before its frames:
+ * 0 read (or none due), -EAGAIN not yet, -EIO it cannot serve (said). */
+static int greeting_first(struct net_backend *b)
+{
+    int r;
+
+    if (!b->greeting || (r = helper_greeting(b, MSG_DONTWAIT)) == 0)
+        return 0;
+    if (r != -EAGAIN)
+        fprintf(stderr, "smolvm: %s\n", err_msg());
+    return r == -EAGAIN ? r : -EIO;
+}
+
+ssize_t net_backend_recv_iov(struct net_backend *b, const struct iovec *iov, unsigned count)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = count};
+    ssize_t n;
+
+    if ((n = greeting_first(b)) < 0)
+        return n;
+    do /* a TAP truncates silently: cap is more than any frame it passes */
+        n = b->socket ? recvmsg(b->fd, &msg, MSG_DONTWAIT | MSG_TRUNC) : readv(b->fd, iov, (int)count);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    return net_backend_recv_iov(b, &iov, 1);
+}
+
+ssize_t net_backend_peek(struct net_backend *b)
 {
     ssize_t n;
 
-    if (b->greeting && (n = helper_greeting(b, MSG_DONTWAIT)) < 0) {
-        if (n != -EAGAIN)
-            fprintf(stderr, "smolvm: %s\n", err_msg());
-        return n == -EAGAIN ? n : -EIO;
-    }
-
-    do /* a TAP truncates silently: cap is more than any frame it passes */
-        n = b->socket ? recv(b->fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC) : read(b->fd, buf, cap);
+    if (!b->socket)
+        return -ENOTSUP;
+    if ((n = greeting_first(b)) < 0)
+        return n;
+    do
+        n = recv(b->fd, NULL, 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;

@@ -22,6 +22,7 @@
  * VIRTIO_NET_F_MTU): 64 KiB frames, as slirp4netns and passt; a TAP keeps
  * Ethernet's 1500 (its segments go by TSO instead). */
 #define NET_USER_MTU 65520
+#define NET_MIN_MTU 576 /* IPv4's least: what $SMOLVM_NET_USER_MTU may ask */
 
 /* The helper's first message on the socket, before any frame. */
 #define NET_HELPER_READY "smolvm-net ready"
@@ -51,6 +52,16 @@ int net_backend_send(struct net_backend *b, const void *frame, size_t len);
  * 0 or another negative errno when the backend is gone. */
 ssize_t net_backend_recv(struct net_backend *b, void *buf, size_t cap);
 
+/* The same, the frame scattered over iov[0..count) (the guest's buffers:
+ * no copy in between). */
+struct iovec;
+ssize_t net_backend_recv_iov(struct net_backend *b, const struct iovec *iov, unsigned count);
+
+/* The next frame's length, the frame left in place (a socket's; a TAP
+ * cannot say: -ENOTSUP), so that buffers for it can be found first;
+ * -EAGAIN, 0 or another negative errno as net_backend_recv. */
+ssize_t net_backend_peek(struct net_backend *b);
+
 /* Whether each frame each way carries a virtio-net header (12 bytes,
  * num_buffers included) in front: a TAP, opened with IFF_VNET_HDR. */
 bool net_backend_with_header(const struct net_backend *b);
@@ -60,6 +71,10 @@ bool net_backend_with_header(const struct net_backend *b);
  * IPv4, IPv6). Message and <0 on failure. */
 int net_backend_set_offloads(struct net_backend *b, bool csum, bool tso4, bool tso6)
     __attribute__((warn_unused_result));
+
+/* --net user's MTU: NET_USER_MTU, or $SMOLVM_NET_USER_MTU (NET_MIN_MTU to
+ * NET_USER_MTU; bench/net compares sizes with it). */
+unsigned net_user_mtu(void);
 
 /* The helper's path: $SMOLVM_NET_HELPER, else smolvm-net beside this
  * executable. */

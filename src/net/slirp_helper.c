@@ -1,6 +1,6 @@
 /* smolvm-net: user-mode NAT (libslirp) for one VM, in a process of its own.
  *
- *   smolvm-net --fd=N [--restrict] [--no-ipv6] [-p HOSTIP:HOSTPORT:GUESTPORT/PROTO]...
+ *   smolvm-net --fd=N [--mtu=BYTES] [--restrict] [--no-ipv6] [-p HOSTIP:HOSTPORT:GUESTPORT/PROTO]...
  *
  * Descriptor N is a SOCK_SEQPACKET socket whose every message is one
  * Ethernet frame of the guest's (net/backend.h). The first message we send
@@ -11,9 +11,12 @@
  * loopback too) at the gateway 10.0.2.2, DNS forwarded at 10.0.2.3, the
  * guest leased 10.0.2.15 by DHCP; IPv6 fec0::/64 by router advertisement.
  *
- * Frames move in batches each way (recvmmsg, sendmmsg): what slirp sends the
- * guest during one round of the loop leaves in one call before we poll
- * again, so the VMM wakes once per batch rather than once per frame.
+ * Frames from the guest come in batches (recvmmsg). A frame slirp makes for
+ * the guest goes to the socket at once, straight from slirp's buffer, when
+ * none waits before it: no copy, and no wait for the end of the loop's
+ * round (slirp's TCP window is 64 KiB, without scaling: with 64 KiB frames
+ * the guest's next segment waits for this ACK). Frames that wait leave in
+ * batches (sendmmsg).
  *
  * The link's MTU is NET_USER_MTU (64 KiB, as slirp4netns and passt): slirp
  * is a TCP endpoint of its own, so a large MTU costs nothing on the host's
@@ -123,7 +126,15 @@ static ssize_t send_packet(const void *buf, size_t len, void *opaque)
     struct helper *h = opaque;
     struct backlog *q = &h->to_guest;
     void *copy;
+    ssize_t sent;
 
+    if (!q->count && len <= BATCH_FRAME) {
+        do
+            sent = send(h->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (sent < 0 && errno == EINTR);
+        if (sent == (ssize_t)len)
+            return sent; /* else it waits: no room, or the VMM is gone (the loop sees that) */
+    }
     if (q->count == BACKLOG || q->bytes + len > BACKLOG_BYTES)
         flush_to_guest(h);
     /* slirp's MTU is ours: never larger; a guest that does not read: dropped */
@@ -346,7 +357,7 @@ static int add_forward(struct helper *h, const char *spec, char *why, size_t why
     return 0;
 }
 
-static Slirp *new_slirp(struct helper *h, bool restricted, bool ipv6)
+static Slirp *new_slirp(struct helper *h, unsigned mtu, bool restricted, bool ipv6)
 {
     SlirpConfig cfg = {
         .version = 4,
@@ -354,8 +365,8 @@ static Slirp *new_slirp(struct helper *h, bool restricted, bool ipv6)
         .in_enabled = true,
         .in6_enabled = ipv6,
         .vprefix_len = 64,
-        .if_mtu = NET_USER_MTU,
-        .if_mru = NET_USER_MTU,
+        .if_mtu = mtu,
+        .if_mru = mtu,
     };
 
     inet_pton(AF_INET, "10.0.2.0", &cfg.vnetwork);
@@ -373,6 +384,7 @@ int main(int argc, char **argv)
 {
     static struct helper h = {.fd = -1}; /* its batch is 4 MiB */
     bool restricted = false, ipv6 = true;
+    unsigned long mtu = NET_USER_MTU;
     char why[200] = "";
     int i;
 
@@ -383,6 +395,8 @@ int main(int argc, char **argv)
     for (i = 1; i < argc && strncmp(argv[i], "-p", 2) != 0; i++) {
         if (strncmp(argv[i], "--fd=", 5) == 0)
             h.fd = atoi(argv[i] + 5);
+        else if (strncmp(argv[i], "--mtu=", 6) == 0)
+            mtu = strtoul(argv[i] + 6, NULL, 10);
         else if (strcmp(argv[i], "--restrict") == 0)
             restricted = true;
         else if (strcmp(argv[i], "--no-ipv6") == 0)
@@ -392,12 +406,15 @@ int main(int argc, char **argv)
     }
     batch_init(&h.from_guest);
     if (h.fd < 0) {
-        fprintf(stderr, "usage: smolvm-net --fd=N [--restrict] [-p FORWARD]... "
+        fprintf(stderr, "usage: smolvm-net --fd=N [--mtu=BYTES] [--restrict] [-p FORWARD]... "
                         "(started by smolvm run --net user)\n");
         return 2;
     }
-    h.slirp = new_slirp(&h, restricted, ipv6);
-    if (!h.slirp)
+    if (mtu < NET_MIN_MTU || mtu > NET_USER_MTU)
+        snprintf(why, sizeof(why), "--mtu must be %u to %u", NET_MIN_MTU, NET_USER_MTU);
+    else
+        h.slirp = new_slirp(&h, (unsigned)mtu, restricted, ipv6);
+    if (!h.slirp && !why[0])
         snprintf(why, sizeof(why), "libslirp did not start");
     for (; h.slirp && !why[0] && i + 1 < argc && strcmp(argv[i], "-p") == 0; i += 2)
         add_forward(&h, argv[i + 1], why, sizeof(why));

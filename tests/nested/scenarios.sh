@@ -2070,6 +2070,33 @@ scenario_net_bench() {
         eval '(for m in smolvm qemu-microvm; do for k in tcp-guest-to-host tap-tcp-host-to-guest; do grep -q "^$m	$k	[0-9]" "$dir/throughput/times.tsv" || exit 1; done; done)'
 }
 
+# bench/fs in this L1 (run only when named): the same guest unpacks a tree,
+# stats it, greps it, writes and reads a big file in a share served by
+# smolvm's virtio-fs and by QEMU's 9p, RUNS boots each. FS_BENCH_DIRS
+# folders of 100 files (default 20 here: a loaded L1 under TCG takes
+# minutes per 2,000 files) and a FS_BENCH_MB file (default 64), the same
+# for both; the medians and ratios go to fs-bench.txt. The guests' consoles
+# go to RESULTS/fs-bench/ (the L1's watchdog sees them tick).
+scenario_fs_bench() {
+    local dir=$results/fs-bench bench
+    bench=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../bench")
+    mkdir -p "$dir"
+    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\nFS_BENCH_MB=%s\n' "$real_smolvm" "$KERNEL" \
+        "$INITRD" "${RUNS:-1}" "${FS_BENCH_MB:-64}" > "$dir/params.sh"
+    python3 "$bench/fs/make-tree.py" "$dir/tree.tar" "${FS_BENCH_DIRS:-20}"
+    TMPDIR=$work bash "$bench/fs/inside.sh" "$dir" > "$results/fs-bench.log" 2>&1
+    rm -f "$dir/tree.tar"
+    (
+        # shellcheck source=../../bench/lib.sh
+        . "$bench/lib.sh"
+        echo "${FS_BENCH_DIRS:-20} folders of 100 files, a ${FS_BENCH_MB:-64} MiB file; $(uptime)"
+        bench_report "$dir" s lower
+    ) > "$results/fs-bench.txt" 2>&1
+    expect fs-bench "all five steps timed for smolvm and QEMU (fs-bench.txt, fs-bench/console-*.log)" \
+        eval '(for m in smolvm qemu-microvm; do for k in untar stat grep write read; do grep -q "^$m	$k	[0-9]" "$dir/times.tsv" || exit 1; done; done)'
+    cat "$results/fs-bench.txt"
+}
+
 # bench/api in this L1 (run only when named): a timer-driven guest (tick,
 # a line every 20 ms; with a disk, which create --from needs to make
 # layers of) saved into a bundle, then bench/api/measure: GET /machines
@@ -2098,7 +2125,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     migrate seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
 # part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
-# api_bench;
+# api_bench, fs_bench;
 # and migrate_load (cuts at three points, a dirtying guest: long under TCG,
 # not yet seen green in an L1), also only when named.
 # What is to run and what has run (tests/nested/run gives a wedged L1's

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -282,6 +283,94 @@ static void files_read_write_create(void **state)
     release(fh);
     slurp("share/new", host, sizeof(host));
     assert_string_equal(host, "");
+    stop();
+}
+
+/* The open_flags of the OPEN or CREATE reply in out. */
+static uint32_t opened_flags(bool created)
+{
+    struct fuse_open_out o;
+
+    memcpy(&o, (uint8_t *)payload() + (created ? sizeof(struct fuse_entry_out) : 0), sizeof(o));
+    return o.open_flags;
+}
+
+/* A write-only file bypasses the guest's page cache (FOPEN_DIRECT_IO: no
+ * copy of what is written into pages nothing reads); any file that can be
+ * read keeps it. */
+static void write_only_files_bypass_the_guest_cache(void **state)
+{
+    uint64_t hello, node, fh;
+    (void)state;
+
+    start(false, NULL);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(hello, O_WRONLY | O_APPEND, &fh), 0);
+    assert_int_equal(opened_flags(false) & FOPEN_DIRECT_IO, FOPEN_DIRECT_IO);
+    release(fh);
+    assert_int_equal(open_node(hello, O_RDWR, &fh), 0);
+    assert_int_equal(opened_flags(false) & FOPEN_DIRECT_IO, 0);
+    release(fh);
+    assert_int_equal(open_node(hello, O_RDONLY, &fh), 0);
+    assert_int_equal(opened_flags(false) & FOPEN_DIRECT_IO, 0);
+    release(fh);
+    assert_int_equal(create(FUSE_ROOT_ID, "w", O_WRONLY | O_TRUNC, &node, &fh), 0);
+    assert_int_equal(opened_flags(true) & FOPEN_DIRECT_IO, FOPEN_DIRECT_IO);
+    release(fh);
+    assert_int_equal(create(FUSE_ROOT_ID, "rw", O_RDWR, &node, &fh), 0);
+    assert_int_equal(opened_flags(true) & FOPEN_DIRECT_IO, 0);
+    release(fh);
+    stop();
+}
+
+/* The host's mode bits of share/NAME. */
+static mode_t host_mode(const char *name)
+{
+    char path[64];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "share/%s", name);
+    assert_int_equal(stat(in_dir(path), &st), 0);
+    return st.st_mode & 07777;
+}
+
+/* FUSE_HANDLE_KILLPRIV: the guest sends no GETATTR before a chown and
+ * leaves killing set-user-ID/set-group-ID on a change to us. A program
+ * the host keeps set-user-ID in the share loses the bit when a guest
+ * (even its root) writes it, truncates it or opens it O_TRUNC; a
+ * set-group-ID file without group-execute keeps it, as on Linux. */
+static void changes_kill_set_id_bits(void **state)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 38, .flags = FUSE_HANDLE_KILLPRIV};
+    struct fuse_setattr_in trunc = {.valid = FATTR_SIZE, .size = 1};
+    uint64_t fh;
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, NULL), 0);
+    assert_true(((struct fuse_init_out *)payload())->flags & FUSE_HANDLE_KILLPRIV);
+    assert_int_equal(sh("for f in w t o; do echo x > share/$f; chmod 6755 share/$f; done && "
+                        "echo x > share/g && chmod 2644 share/g"), 0);
+
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "w"), O_WRONLY, &fh), 0);
+    assert_int_equal(host_mode("w"), 06755); /* opening changes nothing */
+    assert_int_equal(write_at(fh, 0, "y"), 0);
+    release(fh);
+    assert_int_equal(host_mode("w"), 0755);
+
+    assert_int_equal(call(FUSE_SETATTR, must_lookup(FUSE_ROOT_ID, "t"), &trunc, sizeof(trunc),
+                          NULL, NULL),
+                     0);
+    assert_int_equal(host_mode("t"), 0755);
+
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "o"), O_WRONLY | O_TRUNC, &fh), 0);
+    release(fh);
+    assert_int_equal(host_mode("o"), 0755);
+
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "g"), O_WRONLY, &fh), 0);
+    assert_int_equal(write_at(fh, 0, "y"), 0);
+    release(fh);
+    assert_int_equal(host_mode("g"), 02644);
     stop();
 }
 
@@ -1110,6 +1199,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(files_read_write_create),
+        cmocka_unit_test(changes_kill_set_id_bits),
+        cmocka_unit_test(write_only_files_bypass_the_guest_cache),
         cmocka_unit_test(names_and_links),
         cmocka_unit_test(sparse_files),
         cmocka_unit_test(directories),

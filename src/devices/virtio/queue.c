@@ -146,6 +146,13 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
         uint8_t *used = used_ring(q);
         __atomic_store_n((uint16_t *)(used + RING_HEADER + 8ull * q->size), q->last_avail,
                          __ATOMIC_RELEASE);
+        /* Store-load order, which only a full fence keeps: the next pop's
+         * read of avail->idx must come after this store is visible, or a
+         * driver adding a chain meanwhile reads the older avail_event,
+         * does not kick, and the device, having read the older idx, waits
+         * for a kick that never comes (pairs with the driver's barrier
+         * between publishing avail->idx and reading avail_event). */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
     }
     return 1;
 }
