@@ -120,6 +120,10 @@ for mem in ${MEMS:-256M 2G}; do
 
     bundle=$work/ready-$mem.smolmachine
     save_at "$mem" "$bundle" echo SMOLVM-GUEST-UP
+    # A first start that unpacks every chunk before the guest runs (the
+    # opt-out, --memory map), then one served as touched (the default).
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    ms_to smolvm "start-first-map-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     ms_to smolvm "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --trace-boot --trace-until GUEST-GOT=go --json
     echo "first start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
@@ -153,9 +157,9 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         for (i = 1; i <= n; i++) {
             x = sizes[i]
             if (med["boot-" x] > 0)
-                printf "mem %s: start (map + working set, the default) %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start (unpacks, records the working set) %.0f ms; --memory lazy %.0f ms (map/lazy %.2f), copy %.0f ms, decompress %.0f ms\n",
+                printf "mem %s: start (map + working set, the default) %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start (served as touched) %.0f ms, unpacking first (--memory map) %.0f ms; --memory lazy %.0f ms (map/lazy %.2f), copy %.0f ms, decompress %.0f ms\n",
                     x, med["start-map-" x], med["boot-" x], med["start-map-" x] / med["boot-" x],
-                    med["start-first-" x], med["start-lazy-" x], med["start-map-" x] / med["start-lazy-" x],
+                    med["start-first-" x], med["start-first-map-" x], med["start-lazy-" x], med["start-map-" x] / med["start-lazy-" x],
                     med["start-copy-" x], med["start-decompress-" x]
         }
         for (i = 1; i <= n; i++)
