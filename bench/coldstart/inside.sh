@@ -102,6 +102,7 @@ for mem in ${MEMS:-256M 2G}; do
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     # This guest never ends: each timed start is stopped (SIGTERM) at its line.
     INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-first-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
+    echo "tick first start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
     # Not counted, each stopped by SIGTERM a few seconds in: a first start
     # (fills the memory cache, its faulted chunks the provisional working
     # set), then one that maps the cache and records the exact working set.

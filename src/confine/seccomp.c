@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "util/err.h"
+#include "util/trace.h"
 
 #define END NULL
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -418,6 +419,7 @@ void confine_thread(enum confine_thread kind, const char *name)
     if (mode == CONFINE_SECCOMP_OFF)
         return;
     pthread_setname_np(pthread_self(), thread_name);
+    uint64_t start = trace_now_us();
     scmp_filter_ctx ctx = seccomp_init(mode == CONFINE_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
     if (!ctx)
         fail("seccomp_init", -ENOMEM);
@@ -428,6 +430,7 @@ void confine_thread(enum confine_thread kind, const char *name)
     if (r < 0)
         fail("seccomp_load", r);
     seccomp_release(ctx);
+    trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
 }
 
 void confine_test_violation(void)
