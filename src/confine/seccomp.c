@@ -433,6 +433,7 @@ static const bool built_early[CONFINE_THREAD_KINDS] = {
 };
 static struct sock_fprog programs[CONFINE_THREAD_KINDS];
 static pid_t programs_pid;
+static enum confine_seccomp programs_mode;
 
 static scmp_filter_ctx build_filter(enum confine_thread kind, int *r)
 {
@@ -472,6 +473,8 @@ static void build_program(enum confine_thread kind)
 static void build_programs(void)
 {
     uint64_t start = trace_now_us();
+    if (programs_pid == getpid() && programs_mode == mode)
+        return; /* built already: a thread may be loading one */
     for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++) {
         free(programs[kind].filter);
         programs[kind] = (struct sock_fprog){0};
@@ -479,6 +482,7 @@ static void build_programs(void)
             build_program(kind);
     }
     programs_pid = getpid();
+    programs_mode = mode;
     if (mode != CONFINE_SECCOMP_OFF)
         trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
 }
