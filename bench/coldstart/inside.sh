@@ -99,8 +99,12 @@ for mem in ${MEMS:-256M 2G}; do
     # as touched), then later ones, and its cold boot to its first line.
     tick=$work/tick-$mem.smolmachine
     save_at "$mem" "$tick" tick "TICK 10"
+    # This guest never ends: each timed start is stopped (SIGTERM) at its
+    # line. A first start that unpacks first (--memory map), then the
+    # default one, served as touched.
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
-    # This guest never ends: each timed start is stopped (SIGTERM) at its line.
+    INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-first-map-$mem" "TICK " "$SMOLVM" start "$tick" --name s --memory map --trace-boot --trace-until "TICK " --json
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-first-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
     echo "tick first start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
     # Not counted, each stopped by SIGTERM a few seconds in: a first start
@@ -171,9 +175,9 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         for (i = 1; i <= n; i++) {
             x = sizes[i]
             if (med["tick-boot-" x] > 0)
-                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start %.0f ms: %.2f of a later start (target <= 2)\n",
+                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); first start %.0f ms: %.2f of a later start (target <= 2); unpacking first (--memory map) %.0f ms\n",
                     x, med["tick-start-" x], med["tick-boot-" x], med["tick-start-" x] / med["tick-boot-" x],
-                    med["tick-first-" x], med["tick-first-" x] / med["tick-start-" x]
+                    med["tick-first-" x], med["tick-first-" x] / med["tick-start-" x], med["tick-first-map-" x]
             if (med["start-map-" x] > 0)
                 printf "mem %s, input-driven guest: first start / later start %.2f (target <= 2)\n",
                     x, med["start-first-" x] / med["start-map-" x]
