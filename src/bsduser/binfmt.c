@@ -1,11 +1,11 @@
-/* binfmt_misc entries, so `./prog` runs a FreeBSD executable under
- * bsd-user as qemu-user runs foreign ones. One entry, FreeBSD's: its
- * executables say so at a fixed place (ELF OSABI 9, e_ident[7]). NetBSD's
- * say OSABI 0 (SYSV), as Linux's do, and only a note (.note.netbsd.ident)
- * tells them apart, whose file offset depends on the linker and on how
- * many program headers come first: no magic at a fixed offset matches
- * them without matching Linux executables too, so they get no entry
- * (`smolvm bsd-user PROGRAM` runs them). */
+/* binfmt_misc entries, so `./prog` runs a BSD executable under bsd-user
+ * as qemu-user runs foreign ones. An entry matches bytes at fixed offsets,
+ * so only executables branded in the ELF header get one: FreeBSD's (OSABI
+ * 9, e_ident[7], set by FreeBSD's toolchain and Go) and NetBSD's that Go
+ * built (Go brands them OSABI 2). NetBSD's own toolchain leaves OSABI 0
+ * (SYSV), as Linux's do, and only a note (.note.netbsd.ident) at no fixed
+ * offset tells them apart: no magic matches those without matching Linux
+ * executables too (`smolvm bsd-user PROGRAM` runs them). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,15 +20,20 @@
 #include "util/err.h"
 
 #define BINFMT_DIR "/proc/sys/fs/binfmt_misc"
-#define BINFMT_ENTRY BINFMT_DIR "/" BSDUSER_BINFMT_NAME
-
-/* A 64-bit little-endian ELF, version 1, OSABI FreeBSD (any ABI version);
- * e_type EXEC or DYN (2 or 3: the mask drops the low bit); e_machine
- * x86-64 (0x3e). */
-static const char freebsd_magic[] =
-    "\\x7fELF\\x02\\x01\\x01\\x09\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\x3e\\x00";
-static const char freebsd_mask[] =
+/* A 64-bit little-endian ELF, version 1, OSABI (byte 7, filled in per
+ * BSD; any ABI version); e_type EXEC or DYN (2 or 3: the mask drops the
+ * low bit); e_machine x86-64 (0x3e). */
+#define ELF_MAGIC(osabi)                                                                           \
+    "\\x7fELF\\x02\\x01\\x01\\x" osabi "\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\x3e\\x00"
+static const char elf_mask[] =
     "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\xfe\\xff\\xff\\xff";
+
+static const struct binfmt_entry {
+    const char *name, *magic;
+} entries[] = {
+    {BSDUSER_BINFMT_FREEBSD, ELF_MAGIC("09")},
+    {BSDUSER_BINFMT_NETBSD, ELF_MAGIC("02")},
+};
 
 /* binfmt_misc mounted where its files are (it mounts it when it is not). */
 static int binfmt_ready(void)
@@ -55,14 +60,22 @@ static int binfmt_write(const char *path, const char *line)
     return 0;
 }
 
+/* The entry's control file, /proc/sys/fs/binfmt_misc/NAME. */
+static void entry_path(char *path, size_t size, const struct binfmt_entry *e)
+{
+    snprintf(path, size, "%s/%s", BINFMT_DIR, e->name);
+}
+
 int bsd_binfmt_unregister(void)
 {
     int r = binfmt_ready();
-    if (r < 0)
-        return r;
-    if (access(BINFMT_ENTRY, F_OK) < 0)
-        return 0; /* none: nothing to undo */
-    return binfmt_write(BINFMT_ENTRY, "-1");
+    for (size_t i = 0; r == 0 && i < sizeof(entries) / sizeof(entries[0]); i++) {
+        char path[PATH_MAX];
+        entry_path(path, sizeof(path), &entries[i]);
+        if (access(path, F_OK) == 0) /* none: nothing to undo */
+            r = binfmt_write(path, "-1");
+    }
+    return r;
 }
 
 /* Whether the kernel tells the interpreter that argv[0] was kept (flag P):
@@ -76,19 +89,32 @@ static bool kernel_says_argv0_kept(void)
            (major > 5 || (major == 5 && minor >= 12));
 }
 
-int bsd_binfmt_register(const char *interpreter)
+/* One entry's registration line (0), or -1 when the interpreter's path
+ * cannot be in one. */
+static int entry_line(char *line, size_t size, const struct binfmt_entry *e, const char *interpreter)
 {
-    char line[512];
     /* P: the program's own argv[0] is kept (the kernel says so in
      * AT_FLAGS; on older kernels the program's path stands in for it);
      * F: the interpreter is opened now, so the entry works in containers
      * and chroots that do not have it. */
-    if (snprintf(line, sizeof(line), ":%s:M::%s:%s:%s:%sF", BSDUSER_BINFMT_NAME, freebsd_magic,
-                 freebsd_mask, interpreter, kernel_says_argv0_kept() ? "P" : "") >=
-            (int)sizeof(line) ||
-        strchr(interpreter, ':'))
+    int n = snprintf(line, size, ":%s:M::%s:%s:%s:%sF", e->name, e->magic, elf_mask, interpreter,
+                     kernel_says_argv0_kept() ? "P" : "");
+    return n < 0 || (size_t)n >= size || strchr(interpreter, ':') ? -1 : 0;
+}
+
+int bsd_binfmt_register(const char *interpreter)
+{
+    char line[512];
+    if (entry_line(line, sizeof(line), &entries[0], interpreter) < 0)
         return err_plain(EINVAL, "%s: not usable as a binfmt_misc interpreter (too long, or a ':')",
                          interpreter);
-    int r = bsd_binfmt_unregister(); /* an older entry is replaced */
-    return r < 0 ? r : binfmt_write(BINFMT_DIR "/register", line);
+    int r = bsd_binfmt_unregister(); /* older entries are replaced */
+    for (size_t i = 0; r == 0 && i < sizeof(entries) / sizeof(entries[0]); i++) {
+        if (entry_line(line, sizeof(line), &entries[i], interpreter) < 0)
+            return err_plain(EINVAL, "%s: not usable as a binfmt_misc interpreter", interpreter);
+        r = binfmt_write(BINFMT_DIR "/register", line);
+    }
+    if (r < 0) /* all or none: an entry made before the failure goes */
+        (void)!bsd_binfmt_unregister();
+    return r;
 }

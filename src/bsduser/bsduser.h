@@ -73,11 +73,13 @@ uint64_t bsd_stack(const struct bsd_image *img, const char *path, int argc, char
 int bsduser_run(const char *path, const struct bsduser_options *o, int argc, char **argv)
     __attribute__((warn_unused_result));
 
-/* binfmt_misc: the entry that runs FreeBSD amd64 executables with
- * interpreter (a path whose name is smol-bsd-user), replacing an older
- * one; its removal (none there: nothing to do). binfmt_misc is mounted
- * when it is not. 0, or a negative errno with the message set. */
-#define BSDUSER_BINFMT_NAME "smolvm-freebsd"
+/* binfmt_misc: the entries that run FreeBSD amd64 executables and
+ * NetBSD's branded in their ELF header (Go's) with interpreter (a path
+ * whose name is smol-bsd-user), replacing older ones (both made, or
+ * neither); their removal (none there: nothing to do). binfmt_misc is
+ * mounted when it is not. 0, or a negative errno with the message set. */
+#define BSDUSER_BINFMT_FREEBSD "smolvm-freebsd"
+#define BSDUSER_BINFMT_NETBSD "smolvm-netbsd"
 int bsd_binfmt_register(const char *interpreter) __attribute__((warn_unused_result));
 int bsd_binfmt_unregister(void) __attribute__((warn_unused_result));
 

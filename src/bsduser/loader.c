@@ -40,8 +40,8 @@ uint64_t bsd_guest_map(uint64_t len)
 /* The BSD an executable is for: EI_OSABI, or a .note.tag / NetBSD note. */
 static int which_bsd(const uint8_t *file, size_t len, const Elf64_Ehdr *h, enum bsd_os *os)
 {
-    if (h->e_ident[EI_OSABI] == ELFOSABI_FREEBSD) {
-        *os = BSD_FREEBSD;
+    if (h->e_ident[EI_OSABI] == ELFOSABI_FREEBSD || h->e_ident[EI_OSABI] == ELFOSABI_NETBSD) {
+        *os = h->e_ident[EI_OSABI] == ELFOSABI_FREEBSD ? BSD_FREEBSD : BSD_NETBSD;
         return 0;
     }
     for (int i = 0; i < h->e_phnum; i++) {

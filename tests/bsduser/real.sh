@@ -156,4 +156,24 @@ else
     failed=$((failed + 1))
     echo "FAIL bsd-user-real freebsd-lefthook: $(diff "$work/hooks-linux" "$work/hooks-freebsd" | head -n 3 | tr '\n' ' ')"
 fi
+# binfmt_misc: after --register, the FreeBSD and NetBSD builds run as
+# ./esbuild (in a user namespace with a binfmt_misc of its own, Linux 6.7+,
+# so nothing is left on the host).
+if unshare --user --map-root-user --mount sh -c \
+    'mount -t binfmt_misc none /proc/sys/fs/binfmt_misc' 2> /dev/null; then
+    want=$("$linux" --version)
+    got=$(unshare --user --map-root-user --mount sh -c 'mount -t binfmt_misc none \
+        /proc/sys/fs/binfmt_misc && "$0" bsd-user --register && timeout 60 "$1" --version && timeout 60 "$2" --version' \
+        "$smolvm" "$freebsd" "$netbsd" 2>&1 | tr '\n' ' ')
+    if [ "$got" = "$want $want " ]; then
+        passed=$((passed + 1))
+        echo "PASS bsd-user-real binfmt: after --register the FreeBSD and NetBSD builds ran directly ($want)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL bsd-user-real binfmt: wanted '$want' twice, got '$got'"
+    fi
+else
+    skipped=$((skipped + 1))
+    echo "SKIP bsd-user-real binfmt: no binfmt_misc of a user namespace's own here (Linux < 6.7)"
+fi
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -384,25 +384,33 @@ static void test_refusals_and_faults(void **state)
     assert_int_equal(run(""), 2);
 }
 
-/* --register installs a binfmt_misc entry: ./fbsd runs under bsd-user,
- * its argv whole; --unregister removes it. Run in a user namespace of its
- * own, whose binfmt_misc (Linux 6.7+) goes with it: nothing is left on
- * the host, even when a step fails. */
+/* --register installs the binfmt_misc entries: ./fbsd and a NetBSD
+ * program branded OSABI 2 as Go brands them run under bsd-user, argv
+ * whole; --unregister removes both. Run in a user namespace of its own,
+ * whose binfmt_misc (Linux 6.7+) goes with it: nothing is left on the
+ * host, even when a step fails. */
 static void test_binfmt_misc(void **state)
 {
     (void)state;
     if (sh("unshare --user --map-root-user --mount sh -c "
            "'mount -t binfmt_misc none /proc/sys/fs/binfmt_misc' 2>/dev/null") != 0)
         skip(); /* no binfmt_misc of a user namespace's own here (Linux < 6.7, or no userns) */
+    assert_int_equal(sh("cp nbsd nbsd-go && printf '\\002' | "
+                        "dd of=nbsd-go bs=1 seek=7 conv=notrunc status=none"),
+                     0);
     assert_int_equal(sh("unshare --user --map-root-user --mount sh -c '"
                         "\"$0\" bsd-user --register && "
                         "grep -qx \"flags: PF\" /proc/sys/fs/binfmt_misc/smolvm-freebsd && "
-                        "./fbsd args one two > out; echo $? > status; "
+                        "grep -qx \"flags: PF\" /proc/sys/fs/binfmt_misc/smolvm-netbsd && "
+                        "timeout 60 ./fbsd args one two > out; echo $? > status; "
+                        "timeout 60 ./nbsd-go args three > nout; echo $? > nstatus; "
                         "\"$0\" bsd-user --unregister && "
-                        "! test -e /proc/sys/fs/binfmt_misc/smolvm-freebsd' '%s' 2> err",
+                        "! test -e /proc/sys/fs/binfmt_misc/smolvm-freebsd && "
+                        "! test -e /proc/sys/fs/binfmt_misc/smolvm-netbsd' '%s' 2> err",
                         smolvm),
                      0);
     assert_int_equal(sh("test $(cat status) = 4 && printf 'one\\ntwo\\n' | cmp - out"), 0);
+    assert_int_equal(sh("test $(cat nstatus) = 3 && printf 'three\\n' | cmp - nout"), 0);
     assert_int_equal(run("--register extra"), 2);
 }
 
