@@ -358,7 +358,7 @@ start_counter() {
 }
 
 # A bundle's first start (a fresh copy, its memory cache empty) runs the
-# guest while its RAM is served as touched (userfaultfd): the timer-driven
+# guest while its RAM is served as touched (userfaultfd, the default): the timer-driven
 # guest goes on from its saved count, the trace counts the chunks it
 # faulted in, the cache is whole after it, and a second start (mapping the
 # cache) goes on from the same count.
@@ -377,7 +377,7 @@ scenario_first_start_served() {
     # The guest never ends: stopped (SIGTERM) 20 lines on, which also
     # finishes the first start's memory cache.
     for i in 1 2; do
-        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --memory serve --trace-boot --json
+        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --trace-boot --json
         wait_for "tick-$i" "TICK $((saved + 20))"
         kill -TERM "$bg_pid"
         finish "tick-$i"
@@ -393,6 +393,15 @@ scenario_first_start_served() {
         eval 'test "$(ls "$cache/smolvm/memory" | grep -c "\.ram$")" = 1 && ! ls "$cache/smolvm/memory" | grep -q tmp'
     expect second-start-maps-cache "the second start maps the cache (no faults served) and goes on from the same count" \
         eval 'test "$first2" = "$first1" && ! grep -q faulted_chunks "$work/tick-2.err"'
+    # The opt-out: --memory map unpacks the whole cache before the guest runs.
+    rm -rf "$cache/smolvm/memory"
+    XDG_CACHE_HOME=$cache background tick-map start "$copy" --name tick-map --memory map --trace-boot --json
+    wait_for tick-map "TICK $((saved + 5))"
+    kill -TERM "$bg_pid"
+    finish tick-map
+    expect first-start-map-unpacks "--memory map: the first start serves no faults and goes on from the saved count" \
+        eval 'test "$(ticks tick-map | head -n 1)" = "$first1" && ! grep -q faulted_chunks "$work/tick-map.err" && grep -q "\"state_restored\":" "$work/tick-map.err"'
+    rm -rf "$cache" "$copy"
     first_start_ended_mid_serve TERM "$bundle" "$saved"
     first_start_ended_mid_serve KILL "$bundle" "$saved"
 }
@@ -406,7 +415,7 @@ first_start_ended_mid_serve() {
     local sig=$1 copy=$work/tick-$1.smolmachine cache=$work/tick-cache-$1 vmm t filled
     cp "$2" "$copy"
     mkdir -m 0700 -p "$cache"
-    XDG_CACHE_HOME=$cache background "tick-$sig" start "$copy" --name "tick-$sig" --memory serve --trace-boot --json
+    XDG_CACHE_HOME=$cache background "tick-$sig" start "$copy" --name "tick-$sig" --trace-boot --json
     wait_for "tick-$sig" "TICK $(($3 + 1))"
     vmm=$(ps -o pid= --ppid "$bg_pid" | head -n 1)
     filled=$(ls "$cache/smolvm/memory" 2>/dev/null | grep -c '\.ram$')
@@ -1065,6 +1074,21 @@ scenario_boot_bench() {
     expect boot-bench "figures for the stock and the micro kernel under smolvm and QEMU" \
         eval 'grep -q "^smolvm-micro	boot-to-init	[0-9]" "$dir/times.tsv" && grep -q "^qemu-microvm-micro	boot-to-init	[0-9]" "$dir/times.tsv" && grep -q "^smolvm	boot-to-init	[0-9]" "$dir/times.tsv"'
     cat "$dir/times.tsv"
+}
+
+# bench/coldstart inside this L1 (named in SCENARIOS only, like boot_bench):
+# later and first starts against a cold boot, both guests, 256 MiB, RUNS
+# times; RESULTS/coldstart-bench/ holds times.tsv, splits.tsv, facts.txt.
+scenario_coldstart_bench() {
+    local dir=$results/coldstart-bench
+    mkdir -p "$dir"
+    sed "s|^SMOLVM=.*|SMOLVM=$real_smolvm|" "$results/params.sh" > "$dir/params.sh"
+    TMPDIR=$work MEMS=${MEMS:-256M} RUNS=${RUNS:-3} \
+        bash "$(dirname "$(realpath "$0")")/../../bench/coldstart/inside.sh" "$dir" \
+        > "$dir/inside.log" 2>&1
+    expect coldstart-bench "start and cold boot figures for both guests (coldstart-bench/facts.txt)" \
+        eval 'grep -q "timer-driven guest: start" "$dir/facts.txt" && grep -q "input-driven guest: first start" "$dir/facts.txt"'
+    cat "$dir/facts.txt"
 }
 
 # Five instances of one appliance (smolvm create: O(1), an empty delta on
@@ -2211,7 +2235,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     migrate migrate_jailed seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
 # part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
-# api_bench, fs_bench;
+# api_bench, fs_bench, coldstart_bench;
 # and migrate_load (cuts at three points, a dirtying guest: long under TCG,
 # not yet seen green in an L1), also only when named.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
