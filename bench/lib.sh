@@ -16,6 +16,7 @@ bench_prepare() {
         echo "INITRD=$("$bench_repo/tests/nested/guest-initrd.sh" initrd)"
         echo "RUNS=${RUNS:-$1}"
         [ -z "${MEMS:-}" ] || echo "MEMS=\"$MEMS\""
+        [ -z "${SMOLVM_BASELINE:-}" ] || echo "SMOLVM_BASELINE=$(realpath "$SMOLVM_BASELINE")"
     } > "$results/params.sh"
     echo "$results"
 }

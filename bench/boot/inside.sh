@@ -5,6 +5,7 @@
 # micro kernel too, under smolvm, QEMU -M microvm and kvmtool (when there),
 # and one smolvm --trace-boot of it (RESULTS/micro-trace.txt: the split
 # between VMM, kernel and init). Writes RESULTS/times.tsv.
+# With SMOLVM_BASELINE (another smolvm binary), that one's micro boots too.
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
 results=$1
@@ -42,7 +43,21 @@ for i in $(seq 1 "$RUNS"); do
     # cannot power off (it would halt and the VMM wait): the init reboots.
     time_to_marker smolvm-micro boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
         --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
-    time_to_marker qemu-microvm-micro boot-to-init qemu-system-x86_64 -M microvm,acpi=off \
+    # Another smolvm binary (SMOLVM_BASELINE: before a change), same boot.
+    if [ -n "${SMOLVM_BASELINE:-}" ]; then
+        time_to_marker smolvm-baseline-micro boot-to-init "$SMOLVM_BASELINE" run \
+            --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M --virtio-discovery cmdline \
+            --cmdline "$MICRO_CMDLINE"
+    fi
+    # The same devices as QEMU's guest here (a serial port only): smolvm
+    # adds a virtio-rng and a virtio-vsock by default.
+    time_to_marker smolvm-micro-same-devices boot-to-init "$SMOLVM" run --kernel "$MICRO_KERNEL" \
+        --initrd "$INITRD" --mem 256M --virtio-discovery cmdline --no-rng --no-vsock \
+        --cmdline "$MICRO_CMDLINE"
+    # (Ended at the marker: after the micro kernel's reboot QEMU's guest was
+    # seen to spin until the 300 s timeout; the figure is the marker's.)
+    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro boot-to-init \
+        qemu-system-x86_64 -M microvm,acpi=off \
         -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
         -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
     if command -v lkvm > /dev/null; then
@@ -60,4 +75,57 @@ if [ -n "${MICRO_KERNEL:-}" ]; then
     timeout -k 10 300 "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
         --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1 smolvm.end=reboot" \
         --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
+fi
+# The timed (quiet) boot's split: VMM until the first vCPU entry, then the guest.
+if [ -n "${MICRO_KERNEL:-}" ]; then
+    timeout -k 10 300 "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE" --trace-until "$MARKER" \
+        < /dev/null > "$results/micro-quiet-trace.out" 2> "$results/micro-quiet-trace.txt"
+fi
+# Each VMM's exits on the micro kernel's quiet boot (the timed one), by
+# reason, I/O port and MMIO page: kvm's tracepoints through perf, where
+# perf is (not timed). RESULTS/LABEL-exits.txt, most frequent first.
+exits_of() {
+    local label=$1 data=$results/$1.perf ms
+    shift
+    [ -d /sys/kernel/tracing/events/kvm ] || mount -t tracefs tracefs /sys/kernel/tracing 2> /dev/null
+    # Up to the marker only: QEMU's guest was seen to spin after the micro
+    # kernel's reboot until killed (a 750 MB recording). perf stops the VMM
+    # on SIGINT.
+    BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=INT BENCH_LOG=$results/$label-exits.out \
+        bench_ms_to ms "$MARKER" perf record -q -m 1024 -o "$data" -e kvm:kvm_exit \
+        -e kvm:kvm_pio -e kvm:kvm_mmio -e kvm:kvm_userspace_exit -e kvm:kvm_msr -- "$@" \
+        < /dev/null
+    perf script -i "$data" -F event,trace 2> /dev/null | awk '
+        { e = $1; sub(/^kvm:/, "", e); sub(/:$/, "", e) }
+        e == "kvm_exit" { for (i = 2; i < NF; i++) if ($i == "reason") k = "exit " $(i + 1) }
+        e == "kvm_pio" { k = $2 " " $4 }
+        e == "kvm_mmio" { k = "mmio " $3 " " substr($7, 1, length($7) - 3) "xxx" }
+        e == "kvm_userspace_exit" { k = "to-vmm " $3 }
+        e == "kvm_msr" { k = $2 " " $3 }
+        { n[k]++; if (e == "kvm_exit") total++ }
+        END { printf "%8d exits in all\n", total; for (k in n) printf "%8d %s\n", n[k], k }' |
+        sort -rn > "$results/$label-exits.txt"
+    rm -f "$data"
+}
+if [ -n "${MICRO_KERNEL:-}" ] && command -v perf > /dev/null; then
+    exits_of smolvm-micro "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
+    exits_of qemu-microvm-micro qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host \
+        -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
+        -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
+    # smolvm's own system calls on that boot, each with its time (strace -r
+    # -T: where the VMM's share goes; the guest's exits to smolvm show as
+    # KVM_RUN returns). Slowed by strace: for the proportions.
+    if command -v strace > /dev/null; then
+        timeout -k 10 300 strace -f -r -T -o "$results/smolvm-micro.strace" "$SMOLVM" run \
+            --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M --virtio-discovery cmdline \
+            --cmdline "$MICRO_CMDLINE" < /dev/null > /dev/null 2>&1
+    fi
+    # QEMU's guest timeline without quiet, beside smolvm's micro-trace.out
+    # (bounded tighter: it may spin after the reboot, as above).
+    timeout -k 10 120 qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host \
+        -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
+        -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "console=ttyS0 panic=-1 smolvm.end=reboot" \
+        < /dev/null > "$results/qemu-micro-trace.out" 2>&1
 fi

@@ -12,6 +12,7 @@
 
 #include "../../guest/agent_proto.h"
 #include "api/control.h"
+#include "confine/confine.h"
 #include "machine/stop_named.h"
 #include "util/err.h"
 
@@ -126,6 +127,12 @@ int agent_hello(const char *vsock_path, const char *hostname, long wait_ms)
     free(answer);
     close(fd);
     return r;
+}
+
+int agent_hello_confined(const char *vsock_path, const char *hostname, long wait_ms)
+{
+    confine_thread(CONFINE_VSOCK, "agent-hello");
+    return agent_hello(vsock_path, hostname, wait_ms);
 }
 
 /* ---- the requests ---- */

@@ -26,6 +26,11 @@ int agent_connect(const char *vsock_path, long wait_ms, int *out)
  * with err_*() saying why (the agent's own message when it refused). */
 int agent_hello(const char *vsock_path, const char *hostname, long wait_ms)
     __attribute__((warn_unused_result));
+/* The same, from a thread of the VMM that runs beside the guest (the
+ * agent's answer is the guest's to make): the thread first takes the
+ * vsock device's seccomp filter, as every thread of a running VM has one. */
+int agent_hello_confined(const char *vsock_path, const char *hostname, long wait_ms)
+    __attribute__((warn_unused_result));
 
 /* A hostname the agent takes: 1-64 of A-Z a-z 0-9 '-' '.', not starting
  * with '-' or '.'. */

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,9 +27,14 @@
 #define CLIENT_ANSWER_S 5
 #define NAME_MAX_LEN 64
 
+/* Descriptors a client may pass with a request (SCM_RIGHTS): the first is
+ * kept for the handler, any more are closed. */
+#define PASSED_FDS_MAX 4
+
 struct control {
     int fd;
     int client_fd; /* the connection being answered, or -1 */
+    int passed_fd; /* what its client passed with the request, until taken; or -1 */
     char *path;
     control_handler fn;
     void *opaque;
@@ -152,7 +158,7 @@ int control_open(const char *name, control_handler fn, void *opaque, struct cont
 
     if (!c)
         return err_set(ENOMEM, "control socket");
-    c->fd = c->client_fd = -1;
+    c->fd = c->client_fd = c->passed_fd = -1;
     c->fn = fn;
     c->opaque = opaque;
     live = connect_name(name, "sock");
@@ -242,9 +248,40 @@ static bool wait_for(int fd, short events, int64_t deadline)
     }
 }
 
-/* Reads from a non-blocking fd until EOF, a newline (when stop_at_newline),
- * max bytes or the deadline: NULL when the message did not end by then. */
-static char *read_message(int fd, size_t max, bool stop_at_newline, int64_t deadline)
+/* recv(), keeping the first descriptor passed along (*passed, when it is
+ * still -1) and closing any other: a client cannot leave us holding more. */
+static ssize_t recv_keeping_fd(int fd, char *buf, size_t len, int *passed)
+{
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof(control.space)};
+    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(got));
+            if (*passed < 0)
+                *passed = got;
+            else
+                close(got);
+        }
+    }
+    return n;
+}
+
+/* Reads from a non-blocking socket until EOF, a newline (when
+ * stop_at_newline), max bytes or the deadline: NULL when the message did
+ * not end by then. A descriptor passed with it lands in *passed. */
+static char *read_message(int fd, size_t max, bool stop_at_newline, int64_t deadline,
+                          int *passed)
 {
     size_t len = 0;
     char *buf = malloc(max + 1);
@@ -252,7 +289,7 @@ static char *read_message(int fd, size_t max, bool stop_at_newline, int64_t dead
     if (!buf)
         return NULL;
     while (len < max) {
-        ssize_t n = read(fd, buf + len, max - len);
+        ssize_t n = recv_keeping_fd(fd, buf + len, max - len, passed);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN && wait_for(fd, POLLIN, deadline))
@@ -324,6 +361,20 @@ static json_t *answer_for(struct control *c, const char *text)
     return answer;
 }
 
+static void close_passed(struct control *c)
+{
+    if (c->passed_fd >= 0)
+        close(c->passed_fd);
+    c->passed_fd = -1;
+}
+
+int control_take_fd(struct control *c)
+{
+    int fd = c->passed_fd;
+    c->passed_fd = -1;
+    return fd;
+}
+
 void control_accept(struct control *c)
 {
     int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -338,8 +389,9 @@ void control_accept(struct control *c)
     }
     /* The whole request by one deadline: a client dripping a byte at a
      * time must not hold up the loop that also serves stop and signals. */
-    text = read_message(fd, MAX_REQUEST, true, now_ms() + REQUEST_DEADLINE_MS);
+    text = read_message(fd, MAX_REQUEST, true, now_ms() + REQUEST_DEADLINE_MS, &c->passed_fd);
     if (!text) {
+        close_passed(c);
         close(fd);
         return;
     }
@@ -348,6 +400,7 @@ void control_accept(struct control *c)
     c->client_fd = fd;
     answer = answer_for(c, text);
     c->client_fd = -1;
+    close_passed(c); /* not taken: not wanted */
     reply = json_dumps(answer, JSON_COMPACT);
     if (reply)
         write_line(fd, reply, now_ms() + REQUEST_DEADLINE_MS);
@@ -486,8 +539,42 @@ int control_request_progress(const char *name, json_t *request, json_t **answer,
     return control_request_notes(name, request, answer, work_ms, fn, NULL, opaque);
 }
 
+/* The request's first bytes with fd passed along them (SCM_RIGHTS); the
+ * rest as any request's. */
+static bool write_line_passing(int sock, const char *line, int fd, int64_t deadline)
+{
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct iovec iov = {.iov_base = (void *)line, .iov_len = strlen(line)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof(control.space)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    ssize_t n;
+
+    if (fd < 0)
+        return write_line(sock, line, deadline);
+    memset(control.space, 0, sizeof(control.space));
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n > 0 && write_line(sock, line + n, deadline);
+}
+
 int control_request_notes(const char *name, json_t *request, json_t **answer, long work_ms,
                           control_progress_fn fn, control_note_fn note_fn, void *opaque)
+{
+    return control_request_passing(name, request, -1, answer, work_ms, fn, note_fn, opaque);
+}
+
+int control_request_passing(const char *name, json_t *request, int pass_fd, json_t **answer,
+                            long work_ms, control_progress_fn fn, control_note_fn note_fn,
+                            void *opaque)
 {
     const struct reply_listener to = {fn, note_fn, opaque};
     char *text = json_dumps(request, JSON_COMPACT);
@@ -498,9 +585,13 @@ int control_request_notes(const char *name, json_t *request, json_t **answer, lo
         free(text);
         if (fd >= 0)
             close(fd);
+        if (pass_fd >= 0)
+            close(pass_fd);
         return fd < 0 ? fd : err_set(ENOMEM, "request");
     }
-    r = write_line(fd, text, now_ms() + CLIENT_ANSWER_S * 1000) ? 0 : -errno;
+    r = write_line_passing(fd, text, pass_fd, now_ms() + CLIENT_ANSWER_S * 1000) ? 0 : -errno;
+    if (pass_fd >= 0)
+        close(pass_fd); /* the VM's copy is the only one now */
     free(text);
     shutdown(fd, SHUT_WR);
     if (r == 0)

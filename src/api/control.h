@@ -40,6 +40,10 @@ int control_connect(const char *name, const char *suffix) __attribute__((warn_un
 bool control_peer_allowed(int fd);
 /* Serves one connection waiting on the listening socket. */
 void control_accept(struct control *c);
+/* While answering: the descriptor the client passed with its request
+ * (SCM_RIGHTS; migrate's link to the destination), now the handler's to
+ * close; -1 when none came. One not taken is closed with the answer. */
+int control_take_fd(struct control *c);
 /* Closes and removes the socket. */
 void control_close(struct control *c);
 /* Closes this process's handle only (after fork, the other keeps serving). */
@@ -71,6 +75,14 @@ typedef void (*control_note_fn)(void *opaque, json_t *note);
 int control_request_notes(const char *name, json_t *request, json_t **answer, long work_ms,
                           control_progress_fn fn, control_note_fn note_fn, void *opaque)
     __attribute__((warn_unused_result));
+
+/* The same, passing pass_fd along with the request (the handler takes it
+ * with control_take_fd()). pass_fd is consumed: closed once sent, so that
+ * the VM holds the only copy (a socket's peer sees its end when the VM
+ * closes it). */
+int control_request_passing(const char *name, json_t *request, int pass_fd, json_t **answer,
+                            long work_ms, control_progress_fn fn, control_note_fn note_fn,
+                            void *opaque) __attribute__((warn_unused_result));
 
 /* Helpers for handlers. */
 json_t *control_ok(void);

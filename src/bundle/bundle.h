@@ -101,10 +101,17 @@ size_t bundle_memory_image_chunks(const struct bundle_memory_image *img);
  * where it lies in mem (the mem the image was read for). */
 void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, uint64_t *at,
                                size_t *len, uint8_t **host);
-/* Reads, checks and decodes chunk i into dst (room for its length); 0
- * with *zero set: an all-zero chunk, dst untouched. -EINVAL (message
+/* What decoding chunks needs (a buffer for a chunk's stored bytes, a zstd
+ * context), kept by a thread that decodes many: nothing is allocated (and
+ * faulted in) per chunk. */
+struct bundle_chunk_decoder;
+int bundle_chunk_decoder_new(struct bundle_chunk_decoder **out) __attribute__((warn_unused_result));
+void bundle_chunk_decoder_free(struct bundle_chunk_decoder *d);
+/* Reads, checks and decodes chunk i into dst (room for its length) with
+ * d; 0 with *zero set: an all-zero chunk, dst untouched. -EINVAL (message
  * naming the chunk): corrupt. */
-int bundle_memory_image_decode(const struct bundle_memory_image *img, size_t i, uint8_t *dst,
+int bundle_memory_image_decode(const struct bundle_memory_image *img,
+                               struct bundle_chunk_decoder *d, size_t i, uint8_t *dst,
                                bool *zero) __attribute__((warn_unused_result));
 void bundle_memory_image_free(struct bundle_memory_image *img);
 

@@ -356,8 +356,38 @@ static int read_checked(const struct load *ld, size_t i, uint8_t *packed)
     return r < 0 ? r : bundle_verify(ld->b, packed, c->stored, c->sha256, what);
 }
 
-/* A checked chunk's stored bytes (packed) decoded into dst. */
-static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, uint8_t *dst)
+struct bundle_chunk_decoder {
+    uint8_t *packed; /* MEMORY_CHUNK: a zstd chunk is stored in fewer bytes than it holds */
+    ZSTD_DCtx *zstd;
+};
+
+int bundle_chunk_decoder_new(struct bundle_chunk_decoder **out)
+{
+    struct bundle_chunk_decoder *d = calloc(1, sizeof(*d));
+
+    if (d && (!(d->packed = malloc(MEMORY_CHUNK)) || !(d->zstd = ZSTD_createDCtx()))) {
+        bundle_chunk_decoder_free(d);
+        d = NULL;
+    }
+    if (!d)
+        return err_set(ENOMEM, "memory chunk decoder");
+    *out = d;
+    return 0;
+}
+
+void bundle_chunk_decoder_free(struct bundle_chunk_decoder *d)
+{
+    if (!d)
+        return;
+    free(d->packed);
+    ZSTD_freeDCtx(d->zstd);
+    free(d);
+}
+
+/* A checked chunk's stored bytes (packed) decoded into dst, with d's zstd
+ * context when there is one. */
+static int decode_chunk(const struct load *ld, struct bundle_chunk_decoder *d, size_t i,
+                        const uint8_t *packed, uint8_t *dst)
 {
     const struct chunk *c = &ld->l.chunks[i];
     size_t n;
@@ -367,7 +397,8 @@ static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, 
             memcpy(dst, packed, c->len);
         return 0;
     }
-    n = ZSTD_decompress(dst, c->len, packed, c->stored);
+    n = d ? ZSTD_decompressDCtx(d->zstd, dst, c->len, packed, c->stored)
+          : ZSTD_decompress(dst, c->len, packed, c->stored);
     if (ZSTD_isError(n) || n != c->len)
         return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu does not decompress",
                          ld->b->path, i);
@@ -375,9 +406,10 @@ static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, 
 }
 
 /* Chunk i read, checked and decoded into dst (private memory: guest RAM
- * not yet running, or a buffer). 0 with *zero set: an elided chunk, dst
- * untouched. */
-static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero)
+ * not yet running, or a buffer), through d's buffers when given. 0 with
+ * *zero set: an elided chunk, dst untouched. */
+static int chunk_bytes(const struct load *ld, struct bundle_chunk_decoder *d, size_t i,
+                       uint8_t *dst, bool *zero)
 {
     const struct chunk *c = &ld->l.chunks[i];
     uint8_t *packed = dst;
@@ -386,12 +418,14 @@ static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero
     *zero = c->kind == CHUNK_ZERO;
     if (*zero)
         return 0;
-    if (c->kind == CHUNK_ZSTD && !(packed = malloc(c->stored)))
+    if (c->kind == CHUNK_ZSTD)
+        packed = d ? d->packed : malloc(c->stored); /* stored < len <= MEMORY_CHUNK */
+    if (!packed)
         return err_set(ENOMEM, "memory chunk %zu", i);
     r = read_checked(ld, i, packed);
     if (r == 0)
-        r = decode_chunk(ld, i, packed, dst);
-    if (packed != dst)
+        r = decode_chunk(ld, d, i, packed, dst);
+    if (packed != dst && !d)
         free(packed);
     return r;
 }
@@ -400,7 +434,7 @@ static int load_chunk(void *ctx, size_t i)
 {
     struct load *ld = ctx;
     bool zero;
-    return chunk_bytes(ld, i, (uint8_t *)ld->l.chunks[i].host, &zero);
+    return chunk_bytes(ld, NULL, i, (uint8_t *)ld->l.chunks[i].host, &zero);
 }
 
 /* Into the file through a buffer: decompressed into a shared
@@ -410,7 +444,7 @@ static int file_chunk(void *ctx, size_t i)
     struct load *ld = ctx;
     uint8_t buffer[MEMORY_CHUNK];
     bool zero;
-    int r = chunk_bytes(ld, i, buffer, &zero);
+    int r = chunk_bytes(ld, NULL, i, buffer, &zero);
 
     if (r < 0 || zero)
         return r;
@@ -510,10 +544,10 @@ void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, 
     *host = (uint8_t *)c->host;
 }
 
-int bundle_memory_image_decode(const struct bundle_memory_image *img, size_t i, uint8_t *dst,
-                               bool *zero)
+int bundle_memory_image_decode(const struct bundle_memory_image *img,
+                               struct bundle_chunk_decoder *d, size_t i, uint8_t *dst, bool *zero)
 {
-    return chunk_bytes(&img->ld, i, dst, zero);
+    return chunk_bytes(&img->ld, d, i, dst, zero);
 }
 
 void bundle_memory_image_free(struct bundle_memory_image *img)

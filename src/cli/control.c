@@ -40,13 +40,15 @@ static void show_progress(void *opaque, uint64_t done, uint64_t total)
  * progress_what names long work (no time limit once the VM has taken the
  * request) to show progress of on a terminal, when show_bar; note_fn
  * shows the VM's notes as they come (a migration's rounds). */
-static int ask_noting(const char *name, json_t *req, json_t **answer, const char *progress_what,
-                      bool show_bar, control_note_fn note_fn)
+/* Asks VM NAME, passing fd along (consumed; -1: none) and showing
+ * progress and notes as they come. */
+static int ask_passing(const char *name, json_t *req, int fd, json_t **answer,
+                       const char *progress_what, bool show_bar, control_note_fn note_fn)
 {
     bool bar = progress_what && show_bar && isatty(STDERR_FILENO);
     json_t *a;
-    int r = control_request_notes(name, req, &a, progress_what ? -1 : CONTROL_WORK_MS,
-                                  bar ? show_progress : NULL, note_fn, (void *)progress_what);
+    int r = control_request_passing(name, req, fd, &a, progress_what ? -1 : CONTROL_WORK_MS,
+                                    bar ? show_progress : NULL, note_fn, (void *)progress_what);
 
     if (bar)
         fputs("\r\033[K", stderr);
@@ -64,6 +66,12 @@ static int ask_noting(const char *name, json_t *req, json_t **answer, const char
     else
         json_decref(a);
     return CLI_OK;
+}
+
+static int ask_noting(const char *name, json_t *req, json_t **answer, const char *progress_what,
+                      bool show_bar, control_note_fn note_fn)
+{
+    return ask_passing(name, req, -1, answer, progress_what, show_bar, note_fn);
 }
 
 static int ask_showing(const char *name, json_t *req, json_t **answer, const char *progress_what,
@@ -642,7 +650,9 @@ static const char migrate_help[] =
     "Moves running VM NAME to the smolvm listening there ('smolvm receive'). Warm:\n"
     "the VM pauses, its config, device state, RAM and disks go over the link, and\n"
     "it stops here once it runs there. A link cut at any point leaves it running\n"
-    "here as before. docs/migration.md has the protocol.\n"
+    "here as before. This command connects to the destination and hands the\n"
+    "connection to the VM, so a VM started with --jail migrates too.\n"
+    "docs/migration.md has the protocol.\n"
     "\n"
     "  --to ADDRESS           tcp:HOST:PORT or unix:PATH\n"
     "  --max-bandwidth RATE   at most RATE bytes per second on the link (256M, 1G)\n"
@@ -736,10 +746,19 @@ int cli_migrate(int argc, char **argv)
     const char *name = argv[optind];
     if (cli_check_name(name) != CLI_OK)
         return CLI_USAGE;
+    /* The link is made here and passed to the VM, which never dials: a
+     * jailed VMM has neither the host's network nor its file system. The
+     * VM first, so that a wrong name does not use up the receiver. */
+    if (!machine_answers(name))
+        return cli_fail(CLI_FAILED, "no running VM named '%s'", name);
+    int link = migrate_connect(to);
+    if (link < 0)
+        return cli_fail(CLI_FAILED, "destination %s", err_msg());
     json_t *a, *req = json_pack("{s:s,s:s,s:I,s:b,s:I}", "command", "migrate", "to", to,
                                 "max_bandwidth", (json_int_t)bandwidth, "live", live,
                                 "max_downtime_ms", (json_int_t)downtime_ms);
-    int code = ask_noting(name, req, &a, "migrating", !json, json ? round_json : round_line);
+    int code = ask_passing(name, req, link, &a, "migrating", !json,
+                           json ? round_json : round_line);
     if (code != CLI_OK)
         return code;
     json_object_del(a, "ok");

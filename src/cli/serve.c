@@ -243,7 +243,7 @@ static void *send_hello(void *arg)
     struct hello *h = arg;
 
     /* A guest without an agent is no error, unless a hostname was asked. */
-    if (agent_hello(h->vsock_path, h->hostname, HELLO_WAIT_MS) < 0 && h->hostname)
+    if (agent_hello_confined(h->vsock_path, h->hostname, HELLO_WAIT_MS) < 0 && h->hostname)
         fprintf(stderr, "smolvm: hostname %s not set: %s\n", h->hostname, err_msg());
     free(h->vsock_path);
     free(h->hostname);

@@ -75,6 +75,7 @@ int cli_start(int argc, char **argv)
         serve_abort(server);
         return code;
     }
+    trace_mark(TRACE_VMM_READY);
     if (machine_start_named(argv[optind], &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());

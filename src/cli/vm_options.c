@@ -327,14 +327,15 @@ static const struct vm_option vm_option_table[] = {
     {"mac", 0, "MAC", BOOTS | CREATE, 0, "the NIC's MAC (default: a random 52:54:00:xx:xx:xx)",
      parse_mac},
     {"memory", 0, "map|lazy|copy|decompress|serve", START, 0,
-     "how saved RAM comes back: mapped (default) from the copy\n"
-     "unpacked (once, verified) in ~/.cache/smolvm/memory, with\n"
-     "the pages the first start touched in its first second\n"
-     "faulted in before the guest runs; mapped with every page\n"
-     "left to fault in when touched (lazy); copied from it; or\n"
-     "decompressed from the bundle. serve: a first start (no copy\n"
-     "yet) is served chunk by chunk as the guest touches it while\n"
-     "the copy fills (userfaultfd; experimental)", parse_memory},
+     "how saved RAM comes back: mapped from the copy unpacked\n"
+     "(once, verified) in ~/.cache/smolvm/memory, with the pages\n"
+     "the first start touched in its first second faulted in\n"
+     "before the guest runs; a first start (no copy yet) is served\n"
+     "chunk by chunk as the guest touches it while the copy fills\n"
+     "(serve, the default; userfaultfd). map: the same, but a\n"
+     "first start unpacks the copy before the guest runs; lazy:\n"
+     "every page left to fault in when touched; copy: copied from\n"
+     "it; decompress: from the bundle, no copy", parse_memory},
     {"verify", 0, "KEY.pub", START | CREATE, 0,
      "refuse the bundle unless it is signed with the private key\n"
      "of KEY.pub ('smolvm keygen', 'save/pack --sign') and\n"

@@ -102,35 +102,36 @@ static const char *mount_point(void)
  * parent_fd) and the one it came from, held open: the jail's relay leaves
  * and removes it after the VMM, from inside the jail's root (pivot_root
  * moved its root too), where /sys/fs/cgroup is not. -1: none. */
-static int came_from_fd = -1, parent_fd = -1;
+static int came_from_procs = -1, parent_fd = -1;
 static char made_name[NAME_MAX + 1];
 
 void cgroup_forget(void)
 {
-    if (came_from_fd >= 0)
-        close(came_from_fd);
+    if (came_from_procs >= 0)
+        close(came_from_procs);
     if (parent_fd >= 0)
         close(parent_fd);
-    came_from_fd = parent_fd = -1;
+    came_from_procs = parent_fd = -1;
+}
+
+int cgroup_held_folder(void)
+{
+    return parent_fd;
 }
 
 void cgroup_leave(void)
 {
     char pid[24];
-    int fd;
 
-    if (came_from_fd < 0 || parent_fd < 0)
+    if (came_from_procs < 0 || parent_fd < 0)
         return;
     snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-    fd = openat(came_from_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
     /* Its last processes (the net helper) may be a moment from gone. */
-    if (fd >= 0 && write(fd, pid, strlen(pid)) == (ssize_t)strlen(pid))
+    if (write(came_from_procs, pid, strlen(pid)) == (ssize_t)strlen(pid))
         for (int i = 0; i < 50 && unlinkat(parent_fd, made_name, AT_REMOVEDIR) < 0 &&
                         errno == EBUSY;
              i++)
             usleep(20000);
-    if (fd >= 0)
-        close(fd);
     cgroup_forget();
 }
 
@@ -181,12 +182,14 @@ int cgroup_enter(const char *name, const struct cgroup_limits *l)
         return r;
     if ((r = write_in(dir, "cgroup.procs", "0")) < 0)
         return r;
-    /* Held open for cgroup_leave(): the folder it came from, the one it made
-     * its own in. */
+    /* Held open for cgroup_leave(): the cgroup.procs of the one it came
+     * from, the folder it made its own in (the jail's relay, under its
+     * filter, opens nothing). */
     if ((size_t)snprintf(made_name, sizeof(made_name), "smolvm-%s", name) < sizeof(made_name)) {
         char from[PATH_MAX];
         snprintf(from, sizeof(from), "%s%s", root, strcmp(own, "/") == 0 ? "" : own);
-        came_from_fd = open(from, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        strncat(from, "/cgroup.procs", sizeof(from) - strlen(from) - 1);
+        came_from_procs = open(from, O_WRONLY | O_CLOEXEC);
         parent_fd = open(base, O_PATH | O_DIRECTORY | O_CLOEXEC);
         atexit(cgroup_leave);
     }

@@ -34,6 +34,10 @@ void cgroup_leave(void);
  * itself out of its limits (the jailed VMM: its relay leaves for it). */
 void cgroup_forget(void);
 
+/* The folder cgroup_leave() removes the cgroup from, held open (an fd),
+ * or -1: the jail's relay may remove a folder there and nowhere else. */
+int cgroup_held_folder(void);
+
 /* The cgroup v2 path ("/a/b") in /proc/self/cgroup's text: its "0::" line.
  * 0, or -ENOENT (no cgroup v2) / -ENAMETOOLONG. */
 int cgroup_own_path(const char *text, char *out, size_t size);

@@ -15,6 +15,7 @@
 #define SMOLVM_CONFINE_CONFINE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Defined in the ASan builds (the test builds), whose filters also allow
  * the calls the sanitizer runtimes make on any thread (seccomp.c). */
@@ -41,6 +42,7 @@ enum confine_thread {
     CONFINE_CONSOLE, /* the console's writer: the terminal, or a log it rotates */
     CONFINE_VMM,     /* the event loop (control socket, save, stop) and its helpers */
     CONFINE_MEMORY,  /* a first start's RAM: faults served from the bundle, the cache filled */
+    CONFINE_RELAY,   /* the jail's relay outside the VMM's pid namespace (confine_relay()) */
     CONFINE_THREAD_KINDS
 };
 
@@ -55,6 +57,11 @@ enum confine_seccomp confine_seccomp_mode(void);
  * that cannot be installed ends the process with one line: a VM the user
  * asked to confine never runs unconfined. */
 void confine_thread(enum confine_thread kind, const char *name);
+
+/* The jail's relay (jail.c), once it has forked the VMM: its filter lets
+ * it wait for the VMM, pass signals on to it, end itself as the VMM ended,
+ * and remove the VM's cgroup from cgroup_folder (-1: none) -- nothing else. */
+void confine_relay(pid_t vmm, int cgroup_folder);
 
 /* The mode, for the VM's status ("seccomp"): "on", "log" or "off". */
 const char *confine_seccomp_name(void);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "confine/cgroup.h"
+#include "confine/confine.h"
 #include "util/err.h"
 
 /* Past the point of no return: the process is half confined and must not
@@ -249,6 +250,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
+    confine_relay(child, cgroup_held_folder());
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             _exit(1);

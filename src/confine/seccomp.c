@@ -5,6 +5,7 @@
 #include "confine/confine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
@@ -16,7 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -24,6 +29,7 @@
 #include <unistd.h>
 
 #include "util/err.h"
+#include "util/trace.h"
 
 #define END NULL
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -100,7 +106,8 @@ static const char *const vmm_calls[] = {
     "getcwd",                                   /* realpath() of a relative path (a bundle's layers) */
     "sched_getaffinity", "sysinfo",             /* sysconf(): save's compressor threads, RAM size */
     "set_robust_list", "rseq",                  /* a thread save starts sets these up */
-    "connect", "setsockopt",                    /* migrate: the link to the destination */
+    /* No socket(), no connect(): migrate's link comes connected with the
+     * request (recvmsg), made by `smolvm migrate` outside the VMM. */
     END,
 };
 
@@ -182,6 +189,8 @@ static void resolve_syscall_names(void)
     }
 }
 
+static void build_programs(void);
+
 int confine_seccomp_set(enum confine_seccomp m, const char *v)
 {
     snprintf(verb, sizeof(verb), "%s", v);
@@ -199,6 +208,7 @@ int confine_seccomp_set(enum confine_seccomp m, const char *v)
             return err_set(errno, "seccomp: SIGSYS handler");
     }
     mode = m;
+    build_programs();
     return 0;
 }
 
@@ -346,11 +356,6 @@ static int build_vmm(scmp_filter_ctx ctx)
      * every chunk was placed (machine/ram_faults.c). */
     if (r == 0)
         r = allow_ioctl(ctx, UFFDIO_UNREGISTER);
-    /* migrate's link: TCP or a unix socket (socket(), see vmm_calls). */
-    static const int families[] = {AF_UNIX, AF_INET, AF_INET6};
-    for (size_t i = 0; i < COUNT(families) && r == 0; i++)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
     /* Threads (save's compressors), never a new process. */
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
@@ -379,6 +384,41 @@ static int build_memory(scmp_filter_ctx ctx)
     return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
 }
 
+/* The relay's VMM and the folder it may remove the cgroup from. */
+static pid_t relay_vmm;
+static int relay_cgroup_folder = -1;
+
+/* The relay (confine_relay()) runs no guest code and reads nothing of the
+ * guest's, but it stays outside the VMM's pid namespace: a filter keeps
+ * it to waiting and passing signals on even so. */
+static int build_relay(scmp_filter_ctx ctx)
+{
+    int r = 0;
+
+    /* waitpid(): the VMM's end, its status. SIGTERM and SIGHUP go on to
+     * the VMM. (Never pid 0 or -1: a process group, every process.) */
+    if (relay_vmm > 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(wait4), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_vmm));
+    if (r == 0 && relay_vmm > 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_vmm));
+    /* A VMM killed by a signal is passed on as the relay's own end, its
+     * handler reset first. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+    if (r == 0)
+        r = allow_all(ctx, (const char *const[]){"rt_sigaction", END});
+    /* cgroup_leave(): its pid written to cgroup.procs held open (write),
+     * the VM's cgroup removed from the folder held open. */
+    if (r == 0 && relay_cgroup_folder >= 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 2,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_cgroup_folder),
+                             SCMP_A2(SCMP_CMP_EQ, AT_REMOVEDIR));
+    return r;
+}
+
 static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_VCPU] = build_vcpu,
     [CONFINE_DEVICE] = build_device,
@@ -387,6 +427,7 @@ static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
     [CONFINE_CONSOLE] = build_console,
     [CONFINE_VMM] = build_vmm,
     [CONFINE_MEMORY] = build_memory,
+    [CONFINE_RELAY] = build_relay,
 };
 
 static int build(scmp_filter_ctx ctx, enum confine_thread kind)
@@ -412,22 +453,110 @@ static void fail(const char *what, int r)
     syscall(SYS_exit_group, 1);
 }
 
+/* The kinds most starts run (the rest are built by their thread), built
+ * once by confine_seccomp_set on the main thread before any other thread
+ * exists: a thread then only loads its kind's program. Built on each
+ * thread instead, every filter cost a start its own libseccomp pass in a
+ * fresh malloc arena (bench/coldstart in the nested L1: seccomp_us 50-200
+ * ms a start). For this process only (the tgkill rule names its pid) and
+ * this mode. */
+static const bool built_early[CONFINE_THREAD_KINDS] = {
+    [CONFINE_VCPU] = true, [CONFINE_DEVICE] = true, [CONFINE_CONSOLE] = true,
+    [CONFINE_VMM] = true, [CONFINE_MEMORY] = true,
+};
+static struct sock_fprog programs[CONFINE_THREAD_KINDS];
+static pid_t programs_pid;
+static enum confine_seccomp programs_mode;
+
+static scmp_filter_ctx build_filter(enum confine_thread kind, int *r)
+{
+    scmp_filter_ctx ctx = seccomp_init(mode == CONFINE_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
+    *r = ctx ? build(ctx, kind) : -ENOMEM;
+    if (*r < 0 && ctx) {
+        seccomp_release(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+/* kind's program as seccomp_load would load it (libseccomp 2.5 exports
+ * only to a file), or nothing (that kind's thread builds its own). */
+static void build_program(enum confine_thread kind)
+{
+    int r, fd = memfd_create("smolvm-seccomp", MFD_CLOEXEC);
+    scmp_filter_ctx ctx = fd >= 0 ? build_filter(kind, &r) : NULL;
+    struct stat st;
+
+    if (ctx && seccomp_export_bpf(ctx, fd) == 0 && fstat(fd, &st) == 0 && st.st_size > 0 &&
+        st.st_size % sizeof(struct sock_filter) == 0 &&
+        st.st_size / sizeof(struct sock_filter) <= BPF_MAXINSNS &&
+        (programs[kind].filter = malloc((size_t)st.st_size)) &&
+        pread(fd, programs[kind].filter, (size_t)st.st_size, 0) == st.st_size) {
+        programs[kind].len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
+    } else {
+        free(programs[kind].filter);
+        programs[kind] = (struct sock_fprog){0};
+    }
+    if (ctx)
+        seccomp_release(ctx);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void build_programs(void)
+{
+    uint64_t start = trace_now_us();
+    if (programs_pid == getpid() && programs_mode == mode)
+        return; /* built already: a thread may be loading one */
+    for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++) {
+        free(programs[kind].filter);
+        programs[kind] = (struct sock_fprog){0};
+        if (mode != CONFINE_SECCOMP_OFF && built_early[kind])
+            build_program(kind);
+    }
+    programs_pid = getpid();
+    programs_mode = mode;
+    if (mode != CONFINE_SECCOMP_OFF)
+        trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
+}
+
+/* What seccomp_load does with libseccomp's default attributes: no new
+ * privileges, then the filter, on this thread only. */
+static bool load_program(enum confine_thread kind)
+{
+    if (!programs[kind].filter || programs_pid != getpid())
+        return false;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &programs[kind]) < 0)
+        fail("loading its filter", -errno);
+    return true;
+}
+
 void confine_thread(enum confine_thread kind, const char *name)
 {
     snprintf(thread_name, sizeof(thread_name), "%s", name);
     if (mode == CONFINE_SECCOMP_OFF)
         return;
     pthread_setname_np(pthread_self(), thread_name);
-    scmp_filter_ctx ctx = seccomp_init(mode == CONFINE_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
-    if (!ctx)
-        fail("seccomp_init", -ENOMEM);
-    int r = build(ctx, kind);
-    if (r < 0)
-        fail("building its filter", r);
-    r = seccomp_load(ctx);
-    if (r < 0)
-        fail("seccomp_load", r);
-    seccomp_release(ctx);
+    uint64_t start = trace_now_us();
+    if (!load_program(kind)) {
+        int r;
+        scmp_filter_ctx ctx = build_filter(kind, &r);
+        if (!ctx)
+            fail("building its filter", r);
+        r = seccomp_load(ctx);
+        if (r < 0)
+            fail("seccomp_load", r);
+        seccomp_release(ctx);
+    }
+    trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
+}
+
+void confine_relay(pid_t vmm, int cgroup_folder)
+{
+    relay_vmm = vmm;
+    relay_cgroup_folder = cgroup_folder;
+    confine_thread(CONFINE_RELAY, "jail-relay");
 }
 
 void confine_test_violation(void)

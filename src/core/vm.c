@@ -263,9 +263,24 @@ static int load_inputs(struct vm *vm)
         err_prefix("kernel '%s'", vm->cfg.kernel_path);
         return r;
     }
-    if (vm->cfg.initrd_path)
-        r = file_map(vm->cfg.initrd_path, "initrd", &vm->initrd);
+    if (vm->cfg.initrd_path) {
+        vm->initrd_fd = file_open_read(vm->cfg.initrd_path, "initrd", &vm->initrd_len);
+        r = vm->initrd_fd < 0 ? vm->initrd_fd : 0;
+    }
     return r;
+}
+
+static void close_initrd(struct vm *vm)
+{
+    if (vm->initrd_fd >= 0)
+        close(vm->initrd_fd);
+    vm->initrd_fd = -1;
+}
+
+static int read_initrd(void *opaque, void *dst, size_t len)
+{
+    struct vm *vm = opaque;
+    return file_read_exact(vm->initrd_fd, dst, len, "initrd", vm->cfg.initrd_path);
 }
 
 int vm_check_disks(const struct vm_config *cfg)
@@ -322,8 +337,9 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
     struct x86_boot_request req = {
         .kernel = vm->kernel.data,
         .kernel_len = vm->kernel.len,
-        .initrd = vm->initrd.data,
-        .initrd_len = vm->initrd.len,
+        .initrd_len = vm->initrd_len,
+        .read_initrd = vm->initrd_fd >= 0 ? read_initrd : NULL,
+        .read_initrd_opaque = vm,
         .cmdline = vm->cfg.cmdline,
         .rsdp_gpa = X86_ACPI_ADDR,
     };
@@ -357,7 +373,7 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
     trace_mark(TRACE_KERNEL_LOADED);
     /* The guest has its own copy now. */
     file_unmap(&vm->kernel);
-    file_unmap(&vm->initrd);
+    close_initrd(vm);
     return 0;
 }
 
@@ -441,6 +457,7 @@ static int alloc_vm(const struct vm_config *cfg, const struct vm_snapshot *snap,
         return err_set(ENOMEM, "vm");
     vm->cfg = *cfg;
     vm->restoring = snap;
+    vm->initrd_fd = -1;
     pthread_mutex_init(&vm->stop_lock, NULL);
     pthread_mutex_init(&vm->pause_lock, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
@@ -670,7 +687,7 @@ void vm_destroy(struct vm *vm)
     bus_free(&vm->mmio);
     console_close(vm->console);
     file_unmap(&vm->kernel);
-    file_unmap(&vm->initrd);
+    close_initrd(vm);
     close(vm->stop_fd);
     pthread_mutex_destroy(&vm->stop_lock);
     pthread_mutex_destroy(&vm->pause_lock);

@@ -46,7 +46,10 @@ struct vm {
     struct device_instance devices[PLACEMENT_MAX]; /* one per slot, created so far */
     unsigned slot_count, device_count;
     struct mapped_file kernel;
-    struct mapped_file initrd;
+    /* The initrd is read once, into guest memory where it goes: its file
+     * stays open until then (-1: none). */
+    int initrd_fd;
+    size_t initrd_len;
     struct vm_state_part parts[VM_MAX_STATE_PARTS];
     unsigned part_count;
     const struct vm_snapshot *restoring; /* non-NULL while vm_restore() builds the VM */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "confine/confine.h"
@@ -133,15 +134,35 @@ static bool whole(json_t *v)
     return !v || (json_is_integer(v) && json_integer_value(v) >= 0);
 }
 
+/* The link `smolvm migrate` connected and passed with the request: a
+ * stream socket, or -1 with the answer's error in *why. */
+static int passed_link(struct machine_control *s, json_t **why)
+{
+    int fd = control_take_fd(s->control), type = 0;
+    socklen_t len = sizeof(type);
+
+    if (fd < 0) {
+        *why = control_error("migrate needs the link to the destination passed with the "
+                             "request ('smolvm migrate' connects it)");
+        return -1;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
+        close(fd);
+        *why = control_error("the link passed with migrate is not a stream socket");
+        return -1;
+    }
+    return fd;
+}
+
 /* Migration (migrate/migrate.h): once the destination runs the VM, this
- * one stops; a failure leaves it as it was, and says so. */
+ * one stops; a failure leaves it as it was, and says so. The VMM never
+ * dials: jailed, it has neither the host's network nor its file system. */
 static json_t *migrate(struct machine_control *s, json_t *req)
 {
     json_t *cap = json_object_get(req, "max_bandwidth"),
-           *downtime = json_object_get(req, "max_downtime_ms");
-    struct migration mig = {.control = s, .rounds = json_array()};
-    struct migrate_send_options o = {.to = json_string_value(json_object_get(req, "to")),
-                                     .max_bandwidth = (uint64_t)json_integer_value(cap),
+           *downtime = json_object_get(req, "max_downtime_ms"), *why;
+    struct migration mig = {.control = s};
+    struct migrate_send_options o = {.max_bandwidth = (uint64_t)json_integer_value(cap),
                                      .live = json_is_true(json_object_get(req, "live")),
                                      .max_downtime_ms = downtime ? (uint64_t)json_integer_value(downtime) : 300,
                                      .progress = migrate_progress, .round = migrate_round,
@@ -150,14 +171,14 @@ static json_t *migrate(struct machine_control *s, json_t *req)
     char *scratch;
     int r;
 
-    if (!o.to || !whole(cap) || !whole(downtime)) {
-        json_decref(mig.rounds);
-        return control_error("migrate needs \"to\", and whole \"max_bandwidth\" and "
-                             "\"max_downtime_ms\"");
-    }
-    if (!(scratch = paths_data_dir("migrate"))) {
-        json_decref(mig.rounds);
-        return control_error("%s", err_msg());
+    if (!whole(cap) || !whole(downtime))
+        return control_error("migrate needs whole \"max_bandwidth\" and \"max_downtime_ms\"");
+    if ((o.link = passed_link(s, &why)) < 0)
+        return why;
+    if (!(scratch = paths_data_dir("migrate")) || !(mig.rounds = json_array())) {
+        free(scratch);
+        close(o.link);
+        return control_error("%s", scratch ? "out of memory" : err_msg());
     }
     o.scratch_dir = scratch;
     r = migrate_send(s->m, &o, &res);

@@ -52,6 +52,7 @@ struct ram_faults {
     char *working_set;
     struct guest_memory mem; /* the layout (for the working set) */
     uint8_t *fault_buffer, *fill_buffer;
+    struct bundle_chunk_decoder *fault_decoder, *fill_decoder;
     char *cache_path, *tmp_path;
     int cache_fd;
     bool cache_failed; /* the fill's */
@@ -157,16 +158,18 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
     return 0;
 }
 
-/* Chunk i decoded into buffer and placed unless it is there already;
- * *zero: an all-zero chunk (buffer untouched). */
-static int serve_chunk(struct ram_faults *f, size_t i, uint8_t *buffer, bool *zero)
+/* Chunk i decoded into buffer (with the calling thread's decoder) and
+ * placed unless it is there already; *zero: an all-zero chunk (buffer
+ * untouched). */
+static int serve_chunk(struct ram_faults *f, struct bundle_chunk_decoder *d, size_t i,
+                       uint8_t *buffer, bool *zero)
 {
     uint64_t at;
     size_t len;
     uint8_t *host;
 
     bundle_memory_image_place(f->img, i, &at, &len, &host);
-    int r = bundle_memory_image_decode(f->img, i, buffer, zero);
+    int r = bundle_memory_image_decode(f->img, d, i, buffer, zero);
     if (r < 0) {
         if (f->cache_fd >= 0)
             unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
@@ -175,10 +178,13 @@ static int serve_chunk(struct ram_faults *f, size_t i, uint8_t *buffer, bool *ze
         return r;
     }
     if (!atomic_load(&f->served[i])) {
+        uint64_t start = trace_now_us();
         r = place(f->uffd, host, *zero ? NULL : buffer, len);
         if (r < 0)
             return err_set(-r, "placing memory chunk %zu", i);
         atomic_store(&f->served[i], 1);
+        if (buffer == f->fault_buffer)
+            trace_add_count(TRACE_FAULT_PLACE_US, trace_now_us() - start);
     }
     return 0;
 }
@@ -215,9 +221,11 @@ static int serve_faults(struct ram_faults *f)
             continue;
         }
         bool zero;
-        int r = serve_chunk(f, i, f->fault_buffer, &zero);
+        uint64_t start = trace_now_us();
+        int r = serve_chunk(f, f->fault_decoder, i, f->fault_buffer, &zero);
         if (r < 0)
             return r;
+        trace_add_count(TRACE_FAULT_SERVE_US, trace_now_us() - start);
         trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
     }
     return 0;
@@ -361,7 +369,7 @@ static void *fill_main(void *arg)
          * CPU to any more, so no reason to take only what others leave. */
         if (atomic_exchange(&f->hurry, false))
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
-        r = serve_chunk(f, i, f->fill_buffer, &zero);
+        r = serve_chunk(f, f->fill_decoder, i, f->fill_buffer, &zero);
         bundle_memory_image_place(f->img, i, &at, &len, &host);
         /* A cache that cannot be written costs only later starts. */
         if (r == 0 && !zero && f->cache_fd >= 0 && !f->cache_failed &&
@@ -410,7 +418,10 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
     f->mem = *mem;
     f->fault_buffer = aligned_alloc(PAGE, largest);
     f->fill_buffer = aligned_alloc(PAGE, largest);
-    return f->served && f->touched && f->fault_buffer && f->fill_buffer ? 0 : err_set(ENOMEM, "guest memory server");
+    if (!f->served || !f->touched || !f->fault_buffer || !f->fill_buffer)
+        return err_set(ENOMEM, "guest memory server");
+    int r = bundle_chunk_decoder_new(&f->fault_decoder);
+    return r < 0 ? r : bundle_chunk_decoder_new(&f->fill_decoder);
 }
 
 static int open_cache_file(struct ram_faults *f, const char *path, uint64_t total)
@@ -481,6 +492,8 @@ static void release(struct ram_faults *f)
     free(f->working_set);
     free(f->fault_buffer);
     free(f->fill_buffer);
+    bundle_chunk_decoder_free(f->fault_decoder);
+    bundle_chunk_decoder_free(f->fill_decoder);
     free(f->cache_path);
     free(f->tmp_path);
     free(f);

@@ -13,7 +13,10 @@
 #include "migrate/protocol.h"
 
 struct migrate_send_options {
-    const char *to;          /* tcp:HOST:PORT or unix:PATH */
+    /* The link to the destination, connected by `smolvm migrate` and passed
+     * over the control socket: a jailed VMM can reach neither the network
+     * nor the file system to dial it itself. migrate_send() closes it. */
+    int link;
     uint64_t max_bandwidth;  /* bytes per second on the link; 0: no cap */
     const char *scratch_dir; /* where the paused VM is written before it goes */
     bool live;                /* pre-copy rounds while it runs */
@@ -35,7 +38,7 @@ struct migrate_send_result {
     double pages, save, send, build, handover;
 };
 
-/* Warm migration of m: checks the destination takes it (version, CPU,
+/* Warm migration of m over o->link: checks the destination takes it (version, CPU,
  * config), pauses m, sends its config, device state, RAM and disks, and
  * tells the destination to run once it has built the VM. 0: the VM runs
  * there and m must stop (it stays paused). Otherwise the message is set

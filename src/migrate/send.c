@@ -13,7 +13,6 @@
 
 #include "bundle/layers.h"
 #include "hv/hv.h"
-#include "migrate/link.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
 #include "util/hash.h"
@@ -444,12 +443,10 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     struct layer_list omit = {0};
     bool was_paused = vm_paused(vm), committed = false;
     double start = now(), paused_at = 0;
-    int r, fd = migrate_connect(o->to);
+    int r, fd = o->link;
 
     memset(res, 0, sizeof(*res));
     plan_cut();
-    if (fd < 0)
-        return fd;
     l.in = l.out = fd;
     r = handshake(&l, m);
     if (r == 0)

@@ -56,11 +56,35 @@ int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
     return 0;
 }
 
+int file_open_read(const char *path, const char *what, size_t *size)
+{
+    struct stat st;
+    int fd = open_regular(path, what, &st);
+
+    if (fd >= 0)
+        *size = (size_t)st.st_size;
+    return fd;
+}
+
+int file_read_exact(int fd, void *dst, size_t len, const char *what, const char *path)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = pread(fd, (uint8_t *)dst + done, len - done, (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return err_set(n < 0 ? errno : EIO, "cannot read %s '%s'%s", what, path,
+                           n == 0 ? " (it became shorter)" : "");
+        done += (size_t)n;
+    }
+    return 0;
+}
+
 int file_map(const char *path, const char *what, struct mapped_file *out)
 {
     struct stat st;
     void *p;
-    int fd, e;
+    int fd;
 
     *out = (struct mapped_file){0};
     fd = open_regular(path, what, &st);
@@ -73,17 +97,11 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
         close(fd);
         return err_set(ENOMEM, "cannot load %s '%s'", what, path);
     }
-    for (size_t done = 0; done < (size_t)st.st_size;) {
-        ssize_t n = read(fd, (uint8_t *)p + done, (size_t)st.st_size - done);
-        if (n <= 0) {
-            e = n < 0 ? errno : EIO;
-            if (n < 0 && e == EINTR)
-                continue;
-            free(p);
-            close(fd);
-            return err_set(e, "cannot read %s '%s'", what, path);
-        }
-        done += (size_t)n;
+    int r = file_read_exact(fd, p, (size_t)st.st_size, what, path);
+    if (r < 0) {
+        free(p);
+        close(fd);
+        return r;
     }
     close(fd);
     out->data = p;

@@ -24,6 +24,15 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
 int file_map_lazy(const char *path, const char *what, struct mapped_file *out)
     __attribute__((warn_unused_result));
 void file_unmap(struct mapped_file *f);
+/* Opens path read-only with file_map's checks (a non-empty regular file)
+ * and messages: its fd (to close), its size in *size; or -errno. For a file
+ * read where it is used, with file_read_exact. */
+int file_open_read(const char *path, const char *what, size_t *size)
+    __attribute__((warn_unused_result));
+/* Reads the first len bytes of fd into dst (EINTR and short reads
+ * retried); a file that ends sooner (it shrank) is an error naming it. */
+int file_read_exact(int fd, void *dst, size_t len, const char *what, const char *path)
+    __attribute__((warn_unused_result));
 
 /* Writes all of data at fd's position (short writes and EINTR retried);
  * a failure names path. */

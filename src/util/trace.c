@@ -8,6 +8,7 @@
 
 static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_VMM_START] = "vmm_start",
+    [TRACE_VMM_READY] = "vmm_ready",
     [TRACE_BUNDLE_OPENED] = "bundle_opened",
     [TRACE_INPUTS_READ] = "inputs_read",
     [TRACE_HV_READY] = "hypervisor_ready",
@@ -24,6 +25,9 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
 static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_PREFETCHED_PAGES] = "prefetched_pages",
     [TRACE_FAULTED_CHUNKS] = "faulted_chunks",
+    [TRACE_FAULT_SERVE_US] = "fault_serve_us",
+    [TRACE_FAULT_PLACE_US] = "fault_place_us",
+    [TRACE_SECCOMP_US] = "seccomp_us",
 };
 
 static int64_t time_zero;
@@ -189,6 +193,18 @@ void trace_mark(enum trace_point point)
 void trace_set_count(enum trace_count count, uint64_t value)
 {
     atomic_store(&counts[count], value + 1);
+}
+
+void trace_add_count(enum trace_count count, uint64_t value)
+{
+    uint64_t old = atomic_load(&counts[count]);
+    while (!atomic_compare_exchange_weak(&counts[count], &old, (old ? old : 1) + value))
+        ;
+}
+
+uint64_t trace_now_us(void)
+{
+    return (uint64_t)now_ns() / 1000;
 }
 
 bool trace_recorded(enum trace_point point)

@@ -11,6 +11,7 @@
 
 enum trace_point {
     TRACE_VMM_START,
+    TRACE_VMM_READY, /* a start's own setup done (its control socket, filters, confinement) */
     TRACE_BUNDLE_OPENED, /* a .smolmachine's header checked, its config read */
     TRACE_INPUTS_READ, /* kernel and initrd in memory (and a bzImage unpacked) */
     TRACE_HV_READY,
@@ -29,6 +30,9 @@ enum trace_point {
 enum trace_count {
     TRACE_PREFETCHED_PAGES, /* the working set faulted in before the guest ran */
     TRACE_FAULTED_CHUNKS,   /* a first start's RAM chunks placed as the guest touched them */
+    TRACE_FAULT_SERVE_US,   /* the time those took: read, checked, decoded and placed */
+    TRACE_FAULT_PLACE_US,   /* of which placing them (UFFDIO_COPY) */
+    TRACE_SECCOMP_US,       /* every thread's time building and loading its seccomp filter */
     TRACE_COUNT_COUNT
 };
 
@@ -45,6 +49,10 @@ int64_t trace_ns(enum trace_point point);
 
 /* Sets a count (printed with the points once set). */
 void trace_set_count(enum trace_count count, uint64_t value);
+/* Adds to a count (from any thread; a count never set starts at 0). */
+void trace_add_count(enum trace_count count, uint64_t value);
+/* Microseconds since some fixed point, for the durations trace_add_count sums. */
+uint64_t trace_now_us(void);
 
 /* The guest's own phases, on the same timeline (--trace-boot continued
  * into the guest, as tslog does): lines of its console that carry a printk

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "api/control.h"
+#include "control_loop.h"
 #include "scratch.h"
 
 static char out[1 << 16], err[1 << 16];
@@ -333,6 +337,93 @@ static void test_attach(void **state)
     assert_one_line(smolvm("attach"), 2, "attach");
 }
 
+/* A stand-in VM for migrate: the link passed with the request is written on
+ * (as the VMM sends its frames), and what the request asked is kept. */
+static struct control *fake_vm;
+static int migrate_asked;
+static char migrate_to[256];
+
+static json_t *fake_vm_handler(void *opaque, const char *command, json_t *req)
+{
+    (void)opaque;
+    if (strcmp(command, "migrate") != 0)
+        return json_pack("{s:b,s:s}", "ok", 1, "confinement", "jail (user, mount, pid, ipc ns)");
+    migrate_asked++;
+    snprintf(migrate_to, sizeof(migrate_to), "%s", json_string_value(json_object_get(req, "to")));
+    int link = control_take_fd(fake_vm);
+    if (link < 0)
+        return control_error("no link passed");
+    if (write(link, "frames from the VM", 18) != 18) {
+        close(link);
+        return control_error("the link does not take the frames");
+    }
+    close(link);
+    return json_pack("{s:b,s:f,s:f,s:I,s:[]}", "ok", 1, "seconds", 0.5, "downtime_ms", 12.0,
+                     "bytes", (json_int_t)(1 << 20), "rounds");
+}
+
+static volatile bool fake_vm_stop;
+
+static void *serve_fake_vm(void *opaque)
+{
+    (void)opaque;
+    serve_control_until(fake_vm, &fake_vm_stop);
+    return NULL;
+}
+
+/* migrate connects to the destination itself and passes the link to the
+ * VM over its control socket, so that a jailed VMM (no host network, no
+ * host files) never dials: the destination here gets what the VM wrote.
+ * A destination not there, or a VM not there: exit 1, one line, and the
+ * other side is left alone. */
+static void test_migrate_passes_the_link(void **state)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    char got[64] = "";
+    size_t len = 0;
+    ssize_t n;
+    pthread_t t;
+    (void)state;
+
+    assert_int_equal(sh("mkdir -p home && mkdir -p -m 0700 run"), 0);
+    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
+    assert_int_equal(control_open("mover", fake_vm_handler, NULL, &fake_vm), 0);
+    fake_vm_stop = false;
+    assert_int_equal(pthread_create(&t, NULL, serve_fake_vm, NULL), 0);
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/dest.sock", dir);
+    int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_true(listener >= 0);
+    assert_int_equal(bind(listener, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(listener, 4), 0);
+
+    int status = smolvm("migrate mover --to unix:%s/dest.sock", dir);
+    if (status != 0 || !strstr(out, "migrated mover to unix:"))
+        fail_msg("migrate: exit %d, stdout: %s, stderr: %s", status, out, err);
+    assert_int_equal(migrate_asked, 1);
+    assert_string_equal(migrate_to + 5, addr.sun_path); /* "unix:PATH", for its messages */
+    int link = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(link >= 0);
+    /* Ended too: the VM's copy was the only one left. */
+    while (len < sizeof(got) - 1 && (n = read(link, got + len, sizeof(got) - 1 - len)) > 0)
+        len += (size_t)n;
+    got[len] = 0;
+    assert_string_equal(got, "frames from the VM");
+    close(link);
+
+    assert_one_line(smolvm("migrate mover --to unix:%s/nobody.sock", dir), 1, "migrate");
+    assert_non_null(strstr(err, "destination unix:"));
+    assert_int_equal(migrate_asked, 1); /* the VM was not asked */
+    assert_one_line(smolvm("migrate nosuchvm --to unix:%s/dest.sock", dir), 1, "migrate");
+    assert_non_null(strstr(err, "no running VM named 'nosuchvm'"));
+    assert_int_equal(accept4(listener, NULL, NULL, SOCK_CLOEXEC), -1); /* not dialled */
+    assert_int_equal(errno, EAGAIN);
+
+    fake_vm_stop = true;
+    pthread_join(t, NULL);
+    control_close(fake_vm);
+    close(listener);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_image_build_output_refused),
         cmocka_unit_test(test_binary_hardened),
         cmocka_unit_test(test_attach),
+        cmocka_unit_test(test_migrate_passes_the_link),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -261,6 +261,30 @@ static void vmm_makes_threads_not_processes(void **state)
 #endif
 }
 
+/* migrate's link, as the VMM gets it: connected, passed with the request
+ * (recvmsg), checked to be a stream socket, written on. */
+static void passed_link_io(void)
+{
+    int type = 0;
+    socklen_t len = sizeof(type);
+    fd_io();
+    assert_int_equal(getsockopt(socket_fds[0], SOL_SOCKET, SO_TYPE, &type, &len), 0);
+}
+
+/* The VMM sends on the link `smolvm migrate` passed it, and dials nothing
+ * itself: no socket of any family (a jailed VMM could reach no destination
+ * anyway, and a taken-over one gets no new connection). */
+static void vmm_sends_on_a_passed_link_but_dials_nothing(void **state)
+{
+    (void)state;
+    struct job link = {CONFINE_VMM, passed_link_io, NULL};
+    expect_lives(CONFINE_SECCOMP_ON, &link);
+    struct job inet = {CONFINE_VMM, passed_link_io, inet_socket};
+    expect_killed(&inet, "socket");
+    struct job local = {CONFINE_VMM, passed_link_io, unix_socket};
+    expect_killed(&local, "socket");
+}
+
 static void log_mode_and_off_let_the_call_happen(void **state)
 {
     (void)state;
@@ -302,6 +326,7 @@ int main(void)
         cmocka_unit_test(vsock_makes_unix_sockets_only),
         cmocka_unit_test(fs_opens_files),
         cmocka_unit_test(vmm_makes_threads_not_processes),
+        cmocka_unit_test(vmm_sends_on_a_passed_link_but_dials_nothing),
         cmocka_unit_test(log_mode_and_off_let_the_call_happen),
         cmocka_unit_test(the_thread_shows_seccomp_2),
     };

@@ -18,6 +18,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,6 +33,8 @@
 static int handled;
 
 static struct control *noting; /* the VM whose "rounds" command sends notes */
+static struct control *linking; /* the VM whose "link" command takes a passed fd */
+static int link_taken = -2;     /* what control_take_fd() gave "link" */
 
 static json_t *handler(void *opaque, const char *command, json_t *req)
 {
@@ -42,6 +45,15 @@ static json_t *handler(void *opaque, const char *command, json_t *req)
         for (int i = 1; i <= 3; i++)
             control_note(noting, json_pack("{s:i}", "round", i));
         return json_pack("{s:b,s:i}", "ok", 1, "rounds", 3);
+    }
+    if (strcmp(command, "link") == 0 && linking) {
+        /* As migrate does: takes the link and writes on it. */
+        link_taken = control_take_fd(linking);
+        if (link_taken >= 0) {
+            assert_int_equal(write(link_taken, "via the VM", 10), 10);
+            close(link_taken);
+        }
+        return control_ok();
     }
     return strcmp(command, "status") == 0 ? json_pack("{s:b,s:s}", "ok", 1, "state", "running")
                                           : control_error("unknown command '%s'", command);
@@ -269,6 +281,132 @@ static void other_user_is_refused(void **state)
     control_close(c);
 }
 
+/* Reads fd to its end into buf: false when the peer is still open after
+ * 5 s (a copy of it left open somewhere). */
+static bool read_to_end(int fd, char *buf, size_t size)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    size_t len = 0;
+    ssize_t n = 1;
+
+    while (n > 0 && len + 1 < size && poll(&p, 1, 5000) == 1)
+        if ((n = read(fd, buf + len, size - 1 - len)) > 0)
+            len += (size_t)n;
+    buf[len] = 0;
+    return n == 0;
+}
+
+struct passing {
+    const char *command;
+    int fd, r;
+    json_t *answer;
+};
+
+static void *ask_passing(void *opaque)
+{
+    struct passing *p = opaque;
+    json_t *req = json_pack("{s:s}", "command", p->command);
+    p->r = control_request_passing("vm8", req, p->fd, &p->answer, CONTROL_WORK_MS, NULL, NULL,
+                                   NULL);
+    json_decref(req);
+    return NULL;
+}
+
+/* migrate's link: one end of a socket pair passed with the request reaches
+ * the handler, which writes on it; the client's copy is closed once sent,
+ * so the other end sees the end of the link as soon as the VM closes it. */
+static void passed_descriptor_reaches_the_handler(void **state)
+{
+    int pair[2];
+    char got[64];
+    pthread_t t;
+    (void)state;
+
+    fresh_runtime("run-pass");
+    assert_int_equal(control_open("vm8", handler, NULL, &linking), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    struct passing p = {.command = "link", .fd = pair[0]};
+    assert_int_equal(pthread_create(&t, NULL, ask_passing, &p), 0);
+    serve_one(linking);
+    pthread_join(t, NULL);
+    assert_int_equal(p.r, 0);
+    assert_true(json_is_true(json_object_get(p.answer, "ok")));
+    assert_true(link_taken >= 0);
+    assert_true(read_to_end(pair[1], got, sizeof(got)));
+    assert_string_equal(got, "via the VM");
+    json_decref(p.answer);
+    /* Without one: the handler hears -1. */
+    struct passing none = {.command = "link", .fd = -1};
+    assert_int_equal(pthread_create(&t, NULL, ask_passing, &none), 0);
+    serve_one(linking);
+    pthread_join(t, NULL);
+    assert_int_equal(none.r, 0);
+    assert_int_equal(link_taken, -1);
+    json_decref(none.answer);
+    close(pair[1]);
+    control_close(linking);
+    linking = NULL;
+}
+
+/* A client passing descriptors the handler does not take, or more than
+ * one, leaves none of them open in the VM: the peer of each sees its end. */
+static void descriptors_not_taken_are_closed(void **state)
+{
+    int pairs[3][2], fds[3];
+    char got[64];
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(fds))];
+    } control;
+    static char line[] = "{\"command\":\"link\"}\n";
+    struct iovec iov = {.iov_base = line, .iov_len = sizeof(line) - 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof(control.space)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    (void)state;
+
+    fresh_runtime("run-extra");
+    assert_int_equal(control_open("vm9", handler, NULL, &linking), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pairs[i]), 0);
+        fds[i] = pairs[i][0];
+    }
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    int fd = raw_connect(in_dir("run-extra/smolvm/vm9.sock"));
+    assert_true(fd >= 0);
+    assert_int_equal(sendmsg(fd, &msg, MSG_NOSIGNAL), sizeof(line) - 1);
+    for (int i = 0; i < 3; i++)
+        close(pairs[i][0]);
+    serve_one(linking);
+    close(fd);
+    assert_true(read_to_end(pairs[0][1], got, sizeof(got)));
+    assert_string_equal(got, "via the VM"); /* the first, taken */
+    for (int i = 1; i < 3; i++) {
+        assert_true(read_to_end(pairs[i][1], got, sizeof(got))); /* not left open */
+        close(pairs[i][1]);
+    }
+    close(pairs[0][1]);
+    /* A status request passing one: not taken, closed with the answer. */
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    control_close(linking);
+    assert_int_equal(control_open("vm8", handler, NULL, &linking), 0);
+    pthread_t t;
+    struct passing p = {.command = "status", .fd = pair[0]};
+    assert_int_equal(pthread_create(&t, NULL, ask_passing, &p), 0);
+    serve_one(linking);
+    pthread_join(t, NULL);
+    assert_int_equal(p.r, 0);
+    assert_true(read_to_end(pair[1], got, sizeof(got)));
+    json_decref(p.answer);
+    close(pair[1]);
+    control_close(linking);
+    linking = NULL;
+}
+
 static void runtime_folders_in_order(void **state)
 {
     char *d[PATHS_RUNTIME_MAX];
@@ -393,6 +531,8 @@ int main(void)
         cmocka_unit_test(slow_client_is_cut_off),
         cmocka_unit_test(client_gives_up_on_a_silent_vm),
         cmocka_unit_test(other_user_is_refused),
+        cmocka_unit_test(passed_descriptor_reaches_the_handler),
+        cmocka_unit_test(descriptors_not_taken_are_closed),
         cmocka_unit_test(runtime_folders_in_order),
         cmocka_unit_test(socket_falls_back_to_the_next_folder),
         cmocka_unit_test(read_only_cache_falls_back),

@@ -7,10 +7,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arch/x86/boot.h"
 #include "arch/x86/elf.h"
 #include "arch/x86/layout.h"
+#include "util/err.h"
 #include "util/file.h"
 
 #define IMG_LEN 0x3000
@@ -137,6 +139,65 @@ static void loads_with_start_info(void **state)
     guest_memory_free(&mem);
 }
 
+struct initrd_file {
+    int fd;
+    const char *path;
+};
+
+static int read_initrd_file(void *opaque, void *dst, size_t len)
+{
+    struct initrd_file *f = opaque;
+    return file_read_exact(f->fd, dst, len, "initrd", f->path);
+}
+
+/* An initrd read from its file straight into guest memory (no copy in
+ * between) lands where the start info says, byte for byte; one that shrank
+ * after it was opened is an error naming it, not a crash or a short module. */
+static void initrd_is_read_into_guest_memory(void **state)
+{
+    char path[] = "/tmp/smolvm-test-initrd.XXXXXX";
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct fake f;
+    struct x86_cpu_state bsp;
+    uint8_t bytes[9000];
+    size_t size = 0;
+    struct initrd_file file = {.path = path};
+    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN,
+                                   .read_initrd = read_initrd_file, .read_initrd_opaque = &file,
+                                   .cmdline = "console=ttyS0", .rsdp_gpa = X86_ACPI_ADDR};
+    uint32_t *info;
+    uint64_t *mod;
+    int tmp = mkstemp(path);
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bytes); i++)
+        bytes[i] = (uint8_t)(i * 7 + 1);
+    assert_true(tmp >= 0);
+    assert_int_equal(write(tmp, bytes, sizeof(bytes)), sizeof(bytes));
+    close(tmp);
+    file.fd = file_open_read(path, "initrd", &size);
+    assert_true(file.fd >= 0);
+    assert_int_equal(size, sizeof(bytes));
+    req.initrd_len = size;
+    make_fake(&f);
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    info = gpa_ptr(&mem, X86_PVH_INFO_ADDR, 56);
+    assert_int_equal(info[3], 1); /* nr_modules */
+    mod = gpa_ptr(&mem, *(uint64_t *)&info[4], 32);
+    assert_int_equal(mod[1], sizeof(bytes));
+    assert_memory_equal(gpa_ptr(&mem, mod[0], sizeof(bytes)), bytes, sizeof(bytes));
+
+    assert_int_equal(truncate(path, 100), 0);
+    assert_int_not_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    assert_non_null(strstr(err_msg(), "became shorter"));
+    assert_non_null(strstr(err_msg(), path));
+    close(file.fd);
+    unlink(path);
+    guest_memory_free(&mem);
+}
+
 static void segment_outside_ram_is_an_error(void **state)
 {
     struct guest_region r[2];
@@ -175,6 +236,7 @@ int main(void)
         cmocka_unit_test(parses_pvh_kernel),
         cmocka_unit_test(rejects_malformed_files),
         cmocka_unit_test(loads_with_start_info),
+        cmocka_unit_test(initrd_is_read_into_guest_memory),
         cmocka_unit_test(segment_outside_ram_is_an_error),
         cmocka_unit_test(parses_debian_vmlinux),
     };

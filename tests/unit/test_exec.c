@@ -20,6 +20,7 @@
 
 #include "../../guest/agent_proto.h"
 #include "api/agent.h"
+#include "confine/confine.h"
 #include "scratch.h"
 
 static char out[1 << 16], err[1 << 16];
@@ -332,6 +333,47 @@ static void exec_errors_are_one_line(void **state)
     pthread_join(t, NULL);
 }
 
+/* The hello thread of a started VM (cli/serve.c) with the filters on, in a
+ * forked child: the hello goes through under the vsock filter, and the
+ * thread is under it after (an exec ends the child with the one line). */
+static void *confined_hello(void *arg)
+{
+    (void)arg;
+    if (agent_hello_confined(in_dir("run/smolvm/vm2.vsock"), "start-3.example", 2000) < 0)
+        _exit(5);
+    execl("/nonexistent/smolvm-test", "smolvm-test", (char *)NULL);
+    return NULL;
+}
+
+static void hello_is_confined(void)
+{
+    int pipe_fds[2], status;
+    char said[512] = "";
+    ssize_t n;
+
+    assert_int_equal(pipe(pipe_fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pthread_t t;
+        dup2(pipe_fds[1], STDERR_FILENO);
+        if (confine_seccomp_set(CONFINE_SECCOMP_ON, "start") < 0 ||
+            pthread_create(&t, NULL, confined_hello, NULL) != 0)
+            _exit(3);
+        pthread_join(t, NULL);
+        _exit(0); /* the exec failed: no filter */
+    }
+    close(pipe_fds[1]);
+    n = read(pipe_fds[0], said, sizeof(said) - 1);
+    said[n > 0 ? n : 0] = 0;
+    close(pipe_fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1 ||
+        !strstr(said, "smolvm: start: seccomp: thread agent-hello made a forbidden system call execve"))
+        fail_msg("hello thread: status %#x, stderr '%s'", status, said);
+}
+
 /* The hello the VMM sends after a start: an agent in a UTS namespace of
  * its own (unshare: the host's hostname is not ours to change) takes the
  * hostname, and a command sees it; a bad name is refused before sending;
@@ -358,6 +400,7 @@ static void hello_sets_the_hostname(void **state)
     assert_int_equal(agent_hello(in_dir("run/smolvm/vm2.vsock"), NULL, 2000), 0);
     assert_int_equal(agent_hello(in_dir("run/smolvm/vm2.vsock"), "-bad", 2000), -EINVAL);
     assert_int_equal(agent_hello(in_dir("run/smolvm/none.vsock"), NULL, 200), -ENOENT);
+    hello_is_confined();
     kill(agent2, SIGTERM);
     waitpid(agent2, NULL, 0);
     agent2 = 0;

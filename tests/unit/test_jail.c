@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <dirent.h>
 #include <cmocka.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -17,6 +18,7 @@
 #include "cli/cli.h"
 #include "cli/jail.h"
 #include "confine/cgroup.h"
+#include "confine/confine.h"
 #include "confine/jail.h"
 #include "scratch.h"
 #include "util/err.h"
@@ -362,6 +364,125 @@ static void test_jail_runs_a_dynamic_program(void **state)
     child_passed(pid);
 }
 
+/* A jailed VMM under the filters, its relay outside (the forked child).
+ * The VMM says it runs on ready, then waits; SIGTERM ends it with exit 42
+ * (a handler, as the VMM's stop on signals: pid 1 of a namespace ignores
+ * the signals it has none for). */
+static void vmm_stops(int sig)
+{
+    (void)sig;
+    _exit(42);
+}
+
+static pid_t jailed_vmm(int ready)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
+            _exit(UNAVAILABLE);
+        int r = jail_enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        signal(SIGTERM, vmm_stops);
+        if (r < 0 || write(ready, "r", 1) != 1)
+            _exit(101);
+        for (;;)
+            pause();
+    }
+    return pid;
+}
+
+/* "Seccomp:\t2" in /proc/PID/status within 5 s (the relay installs its
+ * filter just after the fork). */
+static bool filtered(pid_t pid)
+{
+    char path[64], text[4096];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    for (int i = 0; i < 250; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        text[n] = 0;
+        if (strstr(text, "\nSeccomp:\t2\n"))
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+/* The relay's child, the VMM, as the host sees it. */
+static pid_t vmm_of(pid_t relay)
+{
+    char path[64];
+    int child = 0;
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)relay, (int)relay);
+    FILE *f = fopen(path, "r");
+    if (f && fscanf(f, "%d", &child) != 1)
+        child = 0;
+    if (f)
+        fclose(f);
+    return child;
+}
+
+/* Fails the test, ending the jailed VMM (the relay then ends too). */
+static void relay_failed(pid_t relay, const char *why)
+{
+    pid_t vmm = vmm_of(relay);
+    if (vmm > 0)
+        kill(vmm, SIGKILL);
+    waitpid(relay, NULL, 0);
+    fail_msg("%s", why);
+}
+
+/* A jailed VMM and its relay, ready: the relay's pid. */
+static pid_t relay_ready(int ready[2])
+{
+    char c;
+    pid_t relay = jailed_vmm(ready[1]);
+    if (read(ready[0], &c, 1) != 1) {
+        child_passed(relay); /* its reason: skipped, or failed */
+        fail_msg("the jailed child said nothing");
+    }
+    return relay;
+}
+
+/* The jail's relay stays outside the VMM's pid namespace, so it gets a
+ * filter of its own (a process of the VMM's, unfiltered, was what the
+ * nested seccomp check found under --jail). Under it, it still passes
+ * SIGTERM on to the VMM and ends with the VMM's exit status, and when the
+ * VMM is killed (SIGKILL) it ends by the same signal. */
+static void test_relay_is_filtered_and_relays(void **state)
+{
+    int ready[2], status;
+    (void)state;
+
+    assert_int_equal(pipe(ready), 0);
+    pid_t relay = relay_ready(ready);
+    if (!filtered(relay))
+        relay_failed(relay, "the relay shows no Seccomp: 2");
+    assert_int_equal(kill(relay, SIGTERM), 0);
+    assert_int_equal(waitpid(relay, &status, 0), relay);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 42)
+        fail_msg("relay: status %#x, not the VMM's exit 42 after SIGTERM", status);
+    relay = relay_ready(ready);
+    if (!filtered(relay))
+        relay_failed(relay, "the relay shows no Seccomp: 2");
+    pid_t vmm = vmm_of(relay);
+    assert_true(vmm > 0);
+    assert_int_equal(kill(vmm, SIGKILL), 0);
+    assert_int_equal(waitpid(relay, &status, 0), relay);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+        fail_msg("relay: status %#x, not ended by the VMM's SIGKILL", status);
+    close(ready[0]);
+    close(ready[1]);
+}
+
 static void *idle(void *opaque)
 {
     pause();
@@ -502,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
+        cmocka_unit_test(test_relay_is_filtered_and_relays),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_cgroup_own_path),

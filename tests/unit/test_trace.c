@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,34 @@ static void tie_keeps_vmm_first(void **state)
     free(json);
 }
 
+/* Durations summed from several threads at once (the fault thread's
+ * chunks, every thread's seccomp filter): none is lost, and a count never
+ * set starts at zero. */
+static void *add_thousand(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 1000; i++)
+        trace_add_count(TRACE_SECCOMP_US, 3);
+    return NULL;
+}
+
+static void counts_added_from_threads(void **state)
+{
+    pthread_t t[4];
+    (void)state;
+    trace_start();
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, add_thousand, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    trace_add_count(TRACE_FAULT_PLACE_US, 0); /* set, even to nothing */
+    char *json = printed(true);
+    assert_non_null(strstr(json, "\"seccomp_us\":12000"));
+    assert_non_null(strstr(json, "\"fault_place_us\":0"));
+    assert_null(strstr(json, "\"fault_serve_us\""));
+    free(json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +186,7 @@ int main(void)
         cmocka_unit_test(merged_timeline_and_split),
         cmocka_unit_test(no_guest_phases_no_split),
         cmocka_unit_test(tie_keeps_vmm_first),
+        cmocka_unit_test(counts_added_from_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

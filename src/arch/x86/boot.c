@@ -81,18 +81,33 @@ uint64_t x86_initrd_address(const struct guest_memory *mem, size_t initrd_len, u
     return addr >= min_addr ? addr : 0;
 }
 
+bool x86_has_initrd(const struct x86_boot_request *req)
+{
+    return req->initrd || req->read_initrd;
+}
+
 int x86_place_initrd(const struct guest_memory *mem, const struct x86_boot_request *req,
                      uint64_t limit, uint64_t min_addr, uint64_t *addr)
 {
+    void *dst;
+    int r;
+
     *addr = 0;
-    if (!req->initrd)
+    if (!x86_has_initrd(req))
         return 0;
     *addr = x86_initrd_address(mem, req->initrd_len, limit, min_addr);
     if (!*addr)
         return err_plain(ENOMEM, "initrd of %zu KiB does not fit in guest memory beside "
                                  "the kernel (%llu MiB); give the VM more --mem",
                          req->initrd_len >> 10, (unsigned long long)(mem->total >> 20));
-    return guest_write(mem, *addr, req->initrd, req->initrd_len);
+    if (!req->read_initrd)
+        return guest_write(mem, *addr, req->initrd, req->initrd_len);
+    dst = gpa_ptr(mem, *addr, req->initrd_len);
+    r = dst ? req->read_initrd(req->read_initrd_opaque, dst, req->initrd_len)
+            : err_plain(EFAULT, "the initrd's place in guest memory is not RAM");
+    if (r == 0)
+        guest_memory_mark_dirty(mem, *addr, req->initrd_len);
+    return r;
 }
 
 int x86_write_reset_stub(const struct guest_memory *mem)

@@ -26,6 +26,10 @@ struct x86_boot_request {
     size_t kernel_len;
     const uint8_t *initrd; /* may be NULL */
     size_t initrd_len;
+    /* Instead of initrd: reads the initrd's initrd_len bytes straight into
+     * guest memory at dst (from its file, no copy in between). */
+    int (*read_initrd)(void *opaque, void *dst, size_t len);
+    void *read_initrd_opaque;
     const char *cmdline;
     uint64_t rsdp_gpa;
 };
@@ -57,8 +61,9 @@ int x86_boot_load(const struct guest_memory *mem, const struct x86_boot_request 
 uint64_t x86_initrd_address(const struct guest_memory *mem, size_t initrd_len, uint64_t limit,
                             uint64_t min_addr);
 
-/* Shared by both entry paths. x86_place_initrd copies the initrd (if any)
- * to x86_initrd_address() and says so clearly when it does not fit. */
+/* Shared by both entry paths. x86_place_initrd copies (or reads) the initrd
+ * (if any) to x86_initrd_address() and says so clearly when it does not fit. */
+bool x86_has_initrd(const struct x86_boot_request *req);
 int x86_place_initrd(const struct guest_memory *mem, const struct x86_boot_request *req,
                      uint64_t limit, uint64_t min_addr, uint64_t *addr)
     __attribute__((warn_unused_result));

@@ -55,7 +55,7 @@ static int write_start_info(const struct guest_memory *mem, const struct x86_boo
     struct hvm_start_info info = {
         .magic = HVM_START_MAGIC,
         .version = HVM_START_VERSION,
-        .nr_modules = req->initrd ? 1 : 0,
+        .nr_modules = x86_has_initrd(req) ? 1 : 0,
         .modlist_paddr = X86_PVH_INFO_ADDR + MODLIST_OFFSET,
         .cmdline_paddr = X86_CMDLINE_ADDR,
         .rsdp_paddr = req->rsdp_gpa,
