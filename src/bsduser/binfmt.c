@@ -104,16 +104,16 @@ static int entry_line(char *line, size_t size, const struct binfmt_entry *e, con
 
 int bsd_binfmt_register(const char *interpreter)
 {
-    char line[512];
-    if (entry_line(line, sizeof(line), &entries[0], interpreter) < 0)
-        return err_plain(EINVAL, "%s: not usable as a binfmt_misc interpreter (too long, or a ':')",
-                         interpreter);
+    enum { ENTRIES = sizeof(entries) / sizeof(entries[0]) };
+    char lines[ENTRIES][512];
+    for (size_t i = 0; i < ENTRIES; i++) /* every line made before anything is touched */
+        if (entry_line(lines[i], sizeof(lines[i]), &entries[i], interpreter) < 0)
+            return err_plain(EINVAL,
+                             "%s: not usable as a binfmt_misc interpreter (too long, or a ':')",
+                             interpreter);
     int r = bsd_binfmt_unregister(); /* older entries are replaced */
-    for (size_t i = 0; r == 0 && i < sizeof(entries) / sizeof(entries[0]); i++) {
-        if (entry_line(line, sizeof(line), &entries[i], interpreter) < 0)
-            return err_plain(EINVAL, "%s: not usable as a binfmt_misc interpreter", interpreter);
-        r = binfmt_write(BINFMT_DIR "/register", line);
-    }
+    for (size_t i = 0; r == 0 && i < ENTRIES; i++)
+        r = binfmt_write(BINFMT_DIR "/register", lines[i]);
     if (r < 0) /* all or none: an entry made before the failure goes */
         (void)!bsd_binfmt_unregister();
     return r;
