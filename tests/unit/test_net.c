@@ -50,6 +50,7 @@
 #define F_STATUS (1ull << 16)
 #define F_CTRL_VQ (1ull << 17)
 #define F_GUEST_ANNOUNCE (1ull << 21)
+#define F_EVENT_IDX (1ull << 29)
 #define F_VERSION_1 (1ull << 32)
 #define NEEDS_RESET 0x40
 #define D_NEXT 1
@@ -520,6 +521,88 @@ static void a_reset_holds_no_frame(void **state)
     assert_true(wait_used(RXQ, 2));
     assert_memory_equal(ram(DATA + 12), old, sizeof(old));
     assert_memory_equal(ram(DATA + 0x1000 + 12), fresh, sizeof(fresh));
+}
+
+/* The device's avail_event (VIRTIO_F_EVENT_IDX): after the used ring. */
+static uint16_t avail_event(unsigned q)
+{
+    return __atomic_load_n((uint16_t *)ram(RINGS(q) + 0x2000 + 4 + 8ull * QSIZE),
+                           __ATOMIC_ACQUIRE);
+}
+
+/* Linux's rule (vring_need_event): after adding chains old..new-1 the
+ * driver kicks only when the device's avail_event lies among them. */
+static bool driver_kicks(unsigned q, uint16_t old)
+{
+    uint16_t event = avail_event(q), now = avail_idx[q];
+    return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+}
+
+static bool wait_avail_event(unsigned q, uint16_t want)
+{
+    for (int i = 0; i < 2000 && avail_event(q) != want; i++)
+        usleep(1000);
+    return avail_event(q) == want;
+}
+
+/* With VIRTIO_F_EVENT_IDX a driver kicks only when the device asked for
+ * it. A frame that finds too few buffers (none; then one of the three it
+ * needs) waits for the guest's next buffers: the device must have asked to
+ * be kicked for exactly those, or the driver adds them silently and the
+ * frame waits (for a kick that never comes; the guest's TCP sees a stall
+ * of its sender's retransmission timeout). */
+static void event_idx_receive_asks_for_the_next_kick(void **state)
+{
+    uint8_t frame[1000];
+    uint16_t old;
+    (void)state;
+    driver_init(F_VERSION_1 | F_MRG_RXBUF | F_EVENT_IDX);
+    fill_frame(frame, sizeof(frame), 5);
+    /* No buffers at all: the frame waits; three come (12 + 1000 bytes). */
+    assert_int_equal(send(peer, frame, sizeof(frame), 0), sizeof(frame));
+    usleep(50 * 1000);
+    old = avail_idx[RXQ];
+    for (unsigned i = 0; i < 3; i++)
+        post_rx(DATA + 0x1000ull * i, 400);
+    assert_true(driver_kicks(RXQ, old));
+    kick(RXQ);
+    assert_true(wait_used(RXQ, 3));
+    assert_memory_equal(ram(DATA + 12), frame, 388);
+    /* One buffer of the three the next frame needs: the device takes it,
+     * finds the ring empty, gives it back and waits. */
+    old = avail_idx[RXQ];
+    post_rx(DATA + 0x4000, 400);
+    if (driver_kicks(RXQ, old))
+        kick(RXQ);
+    assert_int_equal(send(peer, frame, sizeof(frame), 0), sizeof(frame));
+    assert_true(wait_avail_event(RXQ, 4));
+    assert_int_equal(used_idx(RXQ), 3); /* nothing given yet */
+    old = avail_idx[RXQ];
+    post_rx(DATA + 0x5000, 400);
+    post_rx(DATA + 0x6000, 400);
+    assert_true(driver_kicks(RXQ, old));
+    kick(RXQ);
+    assert_true(wait_used(RXQ, 6));
+    assert_memory_equal(ram(DATA + 0x4000 + 12), frame, 388);
+    assert_memory_equal(ram(DATA + 0x6000), frame + 788, sizeof(frame) - 788);
+}
+
+/* Buffers a guest adds without a kick (a lost notification) still get the
+ * waiting frame: the device looks again while a frame waits, and counts
+ * it, so a stall in the guest's TCP can be told from one here. */
+static void buffers_added_without_a_kick_are_found(void **state)
+{
+    uint8_t frame[200];
+    uint64_t before = virtio_net_rx_unkicked();
+    (void)state;
+    driver_init(F_VERSION_1 | F_MRG_RXBUF);
+    fill_frame(frame, sizeof(frame), 6);
+    assert_int_equal(send(peer, frame, sizeof(frame), 0), sizeof(frame));
+    usleep(50 * 1000); /* the device finds no buffers and waits */
+    post_rx(DATA, 2048); /* no kick */
+    assert_true(wait_used(RXQ, 1));
+    assert_memory_equal(ram(DATA + 12), frame, sizeof(frame));
+    assert_int_equal(virtio_net_rx_unkicked(), before + 1);
 }
 
 static uint16_t link_status(void)
@@ -1412,6 +1495,8 @@ int main(void)
         T(a_guest_that_stops_reading_costs_no_memory),
         T(drops_frames_larger_than_negotiated),
         T(a_reset_holds_no_frame),
+        T(event_idx_receive_asks_for_the_next_kick),
+        T(buffers_added_without_a_kick_are_found),
         T(the_link_goes_down_with_the_backend),
         T(a_restored_nic_announces_itself),
         cmocka_unit_test_setup_teardown(the_allowlist_is_enforced_in_the_vmm, setup_allowlist,
