@@ -381,6 +381,38 @@ static void parses_debian_vmlinux(void **state)
     file_unmap(&file);
 }
 
+/* The oracle again: Debian's vmlinux read from its file lands in guest RAM
+ * byte for byte as the in-memory loader puts it (every page of RAM). */
+static void debian_vmlinux_loads_the_same_from_its_file(void **state)
+{
+    const char *path = getenv("SMOLVM_TEST_VMLINUX");
+    struct guest_region r[2];
+    struct guest_memory from_file, from_memory;
+    struct mapped_file image;
+    struct x86_kernel_file kernel;
+    struct x86_cpu_state bsp_file, bsp_memory;
+    struct x86_boot_request req = {.cmdline = "console=ttyS0"};
+    uint64_t size = 256ull << 20;
+    (void)state;
+
+    if (!path || file_map(path, "vmlinux", &image) < 0)
+        skip();
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    x86_kernel_request(&kernel, &req);
+    assert_int_equal(guest_memory_alloc(&from_file, r, x86_ram_layout(size, r)), 0);
+    assert_int_equal(x86_boot_load(&from_file, &req, &bsp_file), 0);
+    req = (struct x86_boot_request){.kernel = image.data, .kernel_len = image.len,
+                                    .cmdline = "console=ttyS0"};
+    assert_int_equal(guest_memory_alloc(&from_memory, r, x86_ram_layout(size, r)), 0);
+    assert_int_equal(x86_boot_load(&from_memory, &req, &bsp_memory), 0);
+    assert_memory_equal(gpa_ptr(&from_file, 0, size), gpa_ptr(&from_memory, 0, size), size);
+    assert_int_equal(bsp_file.rip, bsp_memory.rip);
+    x86_kernel_close(&kernel);
+    file_unmap(&image);
+    guest_memory_free(&from_file);
+    guest_memory_free(&from_memory);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +425,7 @@ int main(void)
         cmocka_unit_test(hostile_kernel_file_is_refused_when_opened),
         cmocka_unit_test(hostile_segments_are_refused),
         cmocka_unit_test(parses_debian_vmlinux),
+        cmocka_unit_test(debian_vmlinux_loads_the_same_from_its_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
