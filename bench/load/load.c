@@ -1,4 +1,5 @@
 /* The VMM's host-side load path, without KVM: open and check the kernel
+ * (a bzImage swapped for its cached unpacked vmlinux, as core/vm.c does)
  * and initrd, map guest RAM, load the kernel and initrd into it (what
  * `smolvm run --trace-boot` reports as inputs_read, memory_mapped and
  * kernel_loaded, less KVM's own calls). Built against a tree's libsmolvm.a;
@@ -12,6 +13,7 @@
 
 #include "arch/x86/boot.h"
 #include "arch/x86/layout.h"
+#include "arch/x86/unpack.h"
 #include "core/memory.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -29,6 +31,31 @@ static int read_initrd(void *opaque, void *dst, size_t len)
 {
     struct initrd *i = opaque;
     return file_read_exact(i->fd, dst, len, "initrd", i->path);
+}
+
+/* A bzImage's cached unpacked vmlinux (made on first use: run once
+ * before timing), else path. Only a bzImage is read whole, as core/vm.c
+ * does to find its cache entry. */
+static const char *unpacked(const char *path)
+{
+    uint8_t head[0x206];
+    struct mapped_file image;
+    char *dir, *out = NULL;
+    size_t size;
+    int fd = file_open_read(path, "kernel", &size);
+
+    if (fd < 0 || size < sizeof(head) || file_read_exact(fd, head, sizeof(head), "kernel", path) < 0 ||
+        x86_kernel_kind(head, sizeof(head)) != X86_KERNEL_BZIMAGE || file_map(path, "kernel", &image) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return path;
+    }
+    close(fd);
+    dir = x86_kernel_cache_dir();
+    (void)!x86_unpacked_kernel(image.data, image.len, dir, &out);
+    file_unmap(&image);
+    free(dir);
+    return out ? out : path;
 }
 
 static long long now_us(void)
@@ -55,6 +82,7 @@ int main(int argc, char **argv)
                                    .rsdp_gpa = X86_ACPI_ADDR};
     unsigned long long mem_mib = argc > 3 ? strtoull(argv[3], NULL, 10) : 256;
     long long t0, t_inputs, t_memory, t_loaded;
+    const char *path;
 #ifdef FROM_FILE
     struct x86_kernel_file kernel;
 #else
@@ -66,12 +94,13 @@ int main(int argc, char **argv)
         return 2;
     }
     t0 = now_us();
+    path = unpacked(argv[1]);
 #ifdef FROM_FILE
-    if (x86_kernel_open(argv[1], "kernel", &kernel) < 0)
+    if (x86_kernel_open(path, "kernel", &kernel) < 0)
         return fail("kernel");
     x86_kernel_request(&kernel, &req);
 #else
-    if (file_map(argv[1], "kernel", &kernel) < 0 || x86_kernel_check(kernel.data, kernel.len) < 0)
+    if (file_map(path, "kernel", &kernel) < 0 || x86_kernel_check(kernel.data, kernel.len) < 0)
         return fail("kernel");
     req.kernel = kernel.data;
     req.kernel_len = kernel.len;
