@@ -18,9 +18,10 @@
  * holds at most one received frame (a TAP's); while the guest posts no
  * buffers it stops reading the backend, whose socket (bounded by the
  * kernel) fills and whose peer then drops. It reads again on the guest's
- * kick, or after RX_RECHECK_MS if buffers came without one (counted). A guest's frames that no peer may see are
- * dropped and counted (virtio_net_dropped(), `ps --json`); a chain that is
- * not a request at all marks the device DEVICE_NEEDS_RESET. */
+ * kick, or after RX_RECHECK_MS if buffers came without one (counted). A
+ * guest's frames that no peer may see are dropped and counted
+ * (virtio_net_dropped(), `ps --json`); a chain that is not a request at
+ * all marks the device DEVICE_NEEDS_RESET. */
 #include "devices/virtio/net.h"
 
 #include <poll.h>
