@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -300,6 +301,42 @@ static void hostile_kernel_file_is_refused_when_opened(void **state)
     unlink(path);
 }
 
+/* A kernel file rewritten in place after it was opened and checked (its
+ * headers now putting the segment over the boot structures, the entry
+ * elsewhere): the load uses the headers that were checked, not a second
+ * read of them (which, refused, would not even name the file). */
+static void kernel_file_changed_after_open_loads_what_was_checked(void **state)
+{
+    char path[] = "/tmp/smolvm-test-vmlinux.XXXXXX";
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct fake f;
+    struct x86_cpu_state bsp;
+    struct x86_kernel_file kernel;
+    struct x86_boot_request req = {.cmdline = "console=ttyS0"};
+    int fd;
+    (void)state;
+
+    make_fake(&f);
+    write_fake(&f, path);
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    f.ph[0].p_paddr = X86_PVH_INFO_ADDR;
+    f.eh->e_entry = 0x1234; /* not used: the PVH note is */
+    memset(f.img + 0x800 + 16, 0x42, 4);
+    fd = open(path, O_WRONLY); /* the same file, not a new one renamed over it */
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, f.img, 0x1000, 0), 0x1000);
+    close(fd);
+    x86_kernel_request(&kernel, &req);
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    assert_memory_equal(gpa_ptr(&mem, LOAD_PADDR, 0x1000), f.img + 0x1000, 0x1000);
+    assert_int_equal(bsp.rip, ENTRY);
+    x86_kernel_close(&kernel);
+    unlink(path);
+    guest_memory_free(&mem);
+}
+
 static int load_fake(const struct fake *f, uint64_t mem_bytes)
 {
     struct guest_region r[2];
@@ -424,6 +461,7 @@ int main(void)
         cmocka_unit_test(kernel_segments_are_read_from_the_file),
         cmocka_unit_test(hostile_kernel_file_is_refused_when_opened),
         cmocka_unit_test(hostile_segments_are_refused),
+        cmocka_unit_test(kernel_file_changed_after_open_loads_what_was_checked),
         cmocka_unit_test(parses_debian_vmlinux),
         cmocka_unit_test(debian_vmlinux_loads_the_same_from_its_file),
     };

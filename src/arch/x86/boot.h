@@ -21,6 +21,7 @@ struct e820_entry {
     uint32_t type;
 } __attribute__((packed));
 
+struct elf_kernel;
 struct elf_source;
 
 struct x86_boot_request {
@@ -28,8 +29,10 @@ struct x86_boot_request {
     size_t kernel_len;
     /* Instead of kernel: an ELF vmlinux read from its file, only its
      * headers and notes into the VMM and each segment straight into guest
-     * memory. */
+     * memory. kernel_elf: its headers as read and checked when it was
+     * opened (not read again: the file may have changed since). */
     const struct elf_source *kernel_file;
+    const struct elf_kernel *kernel_elf;
     const uint8_t *initrd; /* may be NULL */
     size_t initrd_len;
     /* Instead of initrd: reads the initrd's initrd_len bytes straight into

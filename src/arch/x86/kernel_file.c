@@ -20,11 +20,9 @@ static int read_elf(const struct elf_source *src, void *dst, size_t len, uint64_
 
 static int open_elf(struct x86_kernel_file *f, int fd, size_t size)
 {
-    struct elf_kernel k;
-
     f->fd = fd;
     f->elf = (struct elf_source){read_elf, size};
-    return elf_kernel_read(&f->elf, &k);
+    return elf_kernel_read(&f->elf, &f->headers);
 }
 
 int x86_kernel_open(const char *path, const char *what, struct x86_kernel_file *f)
@@ -62,6 +60,7 @@ void x86_kernel_request(const struct x86_kernel_file *f, struct x86_boot_request
     req->kernel = f->image.data;
     req->kernel_len = f->image.len;
     req->kernel_file = f->fd >= 0 ? &f->elf : NULL;
+    req->kernel_elf = f->fd >= 0 ? &f->headers : NULL;
 }
 
 bool x86_kernel_is_bzimage(const struct x86_kernel_file *f)

@@ -10,9 +10,10 @@
 #include "util/file.h"
 
 struct x86_kernel_file {
-    struct mapped_file image; /* a bzImage's bytes */
-    struct elf_source elf;    /* an ELF vmlinux: read from fd */
-    int fd;                   /* -1: none open */
+    struct mapped_file image;  /* a bzImage's bytes */
+    struct elf_source elf;     /* an ELF vmlinux: read from fd */
+    struct elf_kernel headers; /* its headers, as checked when opened */
+    int fd;                    /* -1: none open */
     char *path;
     const char *what;
 };

@@ -60,14 +60,15 @@ int x86_pvh_load(const struct guest_memory *mem, const struct x86_boot_request *
                  struct x86_cpu_state *bsp)
 {
     struct elf_memory_source in_memory;
-    const struct elf_source *src = req->kernel_file
-                                       ? req->kernel_file
-                                       : elf_memory_source(&in_memory, req->kernel, req->kernel_len);
+    const struct elf_source *src = req->kernel_file;
     struct elf_kernel k;
     uint64_t initrd_addr = 0;
-    int r;
+    int r = 0;
 
-    r = elf_kernel_read(src, &k);
+    if (src)
+        k = *req->kernel_elf;
+    else
+        r = elf_kernel_read(src = elf_memory_source(&in_memory, req->kernel, req->kernel_len), &k);
     if (r == 0)
         r = elf_kernel_load(mem, src, &k);
     if (r < 0)
