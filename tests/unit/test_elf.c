@@ -231,6 +231,19 @@ static void write_fake(const struct fake *f, char *path)
     close(fd);
 }
 
+/* f written to a file (path), opened as the kernel, req pointed at it and
+ * 64 MiB of guest memory for it in mem. */
+static void open_fake(const struct fake *f, char *path, struct x86_kernel_file *kernel,
+                      struct x86_boot_request *req, struct guest_memory *mem)
+{
+    struct guest_region r[2];
+
+    write_fake(f, path);
+    assert_int_equal(x86_kernel_open(path, "kernel", kernel), 0);
+    x86_kernel_request(kernel, req);
+    assert_int_equal(guest_memory_alloc(mem, r, x86_ram_layout(64ull << 20, r)), 0);
+}
+
 /* An ELF vmlinux on disk is opened with only its headers read (no copy of
  * the file in the VMM) and its segment read from the file straight into
  * guest memory, its bss zeroed over what was there; a file that shrank
@@ -238,7 +251,6 @@ static void write_fake(const struct fake *f, char *path)
 static void kernel_segments_are_read_from_the_file(void **state)
 {
     char path[] = "/tmp/smolvm-test-vmlinux.XXXXXX";
-    struct guest_region r[2];
     struct guest_memory mem;
     struct fake f;
     struct x86_cpu_state bsp;
@@ -248,13 +260,10 @@ static void kernel_segments_are_read_from_the_file(void **state)
     (void)state;
 
     make_fake(&f);
-    write_fake(&f, path);
-    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    open_fake(&f, path, &kernel, &req, &mem);
     assert_null(kernel.image.data);
     assert_false(x86_kernel_is_bzimage(&kernel));
-    x86_kernel_request(&kernel, &req);
     assert_non_null(req.kernel_file);
-    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
     seg = gpa_ptr(&mem, LOAD_PADDR, 0x2000);
     memset(seg, 0xee, 0x2000);
     assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
@@ -308,7 +317,6 @@ static void hostile_kernel_file_is_refused_when_opened(void **state)
 static void kernel_file_changed_after_open_loads_what_was_checked(void **state)
 {
     char path[] = "/tmp/smolvm-test-vmlinux.XXXXXX";
-    struct guest_region r[2];
     struct guest_memory mem;
     struct fake f;
     struct x86_cpu_state bsp;
@@ -318,8 +326,7 @@ static void kernel_file_changed_after_open_loads_what_was_checked(void **state)
     (void)state;
 
     make_fake(&f);
-    write_fake(&f, path);
-    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    open_fake(&f, path, &kernel, &req, &mem);
     f.ph[0].p_paddr = X86_PVH_INFO_ADDR;
     f.eh->e_entry = 0x1234; /* not used: the PVH note is */
     memset(f.img + 0x800 + 16, 0x42, 4);
@@ -327,8 +334,6 @@ static void kernel_file_changed_after_open_loads_what_was_checked(void **state)
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, f.img, 0x1000, 0), 0x1000);
     close(fd);
-    x86_kernel_request(&kernel, &req);
-    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
     assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
     assert_memory_equal(gpa_ptr(&mem, LOAD_PADDR, 0x1000), f.img + 0x1000, 0x1000);
     assert_int_equal(bsp.rip, ENTRY);
