@@ -552,18 +552,24 @@ static void rx_wait(struct vnet *n)
     }
 }
 
-/* A frame left the backend (given to the guest, or dropped). */
-static void rx_taken(struct vnet *n)
+/* A wait for guest buffers ended (or the device does): how long it was. */
+static void rx_wait_ended(struct vnet *n)
 {
     int64_t waited;
 
-    n->rx_frames++;
     if (!n->rx_wait_since_ms)
         return;
     waited = now_ms() - n->rx_wait_since_ms;
     if (waited > n->rx_wait_longest_ms)
         n->rx_wait_longest_ms = waited;
     n->rx_wait_since_ms = 0;
+}
+
+/* A frame left the backend (given to the guest, or dropped). */
+static void rx_taken(struct vnet *n)
+{
+    n->rx_frames++;
+    rx_wait_ended(n);
 }
 
 /* Receive: frames from the backend into the guest's buffers while it
@@ -797,8 +803,7 @@ static void say_stats(struct vnet *n)
 
     if (!want || !*want)
         return;
-    if (n->rx_wait_since_ms) /* a wait to the end */
-        rx_taken(n);
+    rx_wait_ended(n); /* a wait to the end: no frame taken */
     fprintf(stderr, "smolvm: virtio-net: %llu frames received; %llu waits for guest buffers, "
                     "longest %lld ms, %llu ended without a kick; %llu dropped\n",
             (unsigned long long)n->rx_frames, (unsigned long long)n->rx_waits,
