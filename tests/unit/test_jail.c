@@ -20,6 +20,8 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "confine/jail.h"
+#include "machine/ram_faults.h"
+#include "store/store.h"
 #include "scratch.h"
 #include "util/err.h"
 
@@ -263,6 +265,10 @@ static void test_start_jail_plan(void **state)
         int fd;
 
         setenv("XDG_RUNTIME_DIR", inside, 1);
+        /* Whether this host gives this user a userfaultfd (as a bundle's
+         * first start is served): the jail must not take it away. */
+        bool uffd = ram_faults_supported();
+
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
         if (cli_confine(&o, "s", true, readonly) != CLI_OK)
@@ -277,8 +283,56 @@ static void test_start_jail_plan(void **state)
         const char *helper = getenv("SMOLVM_NET_HELPER");
         if (!helper || strcmp(helper, "/usr/bin/true") != 0)
             _exit(3);
+        if (uffd && !ram_faults_supported())
+            _exit(5);
         execl(helper, "true", (char *)NULL);
         _exit(4);
+    }
+    child_passed(pid);
+}
+
+/* start NAME --jail of a store instance made with create --share: its
+ * folder, named in instance.json and not on the command line, is in the
+ * jail, writable. */
+static void test_start_instance_jail_plan(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char data[128], layer[128], shared[128], made[160];
+        struct vm_share_config share = {.path = shared, .tag = "w"};
+        struct store_create_request q = {.name = "sharing", .from = layer, .kernel = layer,
+                                         .shares = &share, .share_count = 1};
+        struct vm_options o = {.jail = true};
+        struct store *s;
+        int fd;
+
+        snprintf(data, sizeof(data), "%s/instance-data", dir);
+        snprintf(layer, sizeof(layer), "%s/instance-layer.raw", dir);
+        snprintf(shared, sizeof(shared), "%s/instance-share", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
+            setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
+            (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
+            _exit(100);
+        close(fd);
+        if (store_open(&s) < 0 || store_create_from(s, &q) < 0)
+            _exit(100);
+        store_close(s);
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        cli_set_verb("start");
+        if (chdir(dir) < 0 || cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        snprintf(made, sizeof(made), "%s/from-instance", shared);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(1);
+        close(fd);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(2);
+        _exit(0);
     }
     child_passed(pid);
 }
@@ -621,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_start_jail_plan),
+        cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
