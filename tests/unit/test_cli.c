@@ -396,6 +396,27 @@ static void *serve_fake_vm(void *opaque)
     return NULL;
 }
 
+/* The stand-in VM NAME answering on its control socket in run/, served
+ * by a thread until stop_fake_vm(). */
+static pthread_t start_fake_vm(const char *name)
+{
+    pthread_t t;
+
+    assert_int_equal(sh("mkdir -p home && mkdir -p -m 0700 run"), 0);
+    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
+    assert_int_equal(control_open(name, fake_vm_handler, NULL, &fake_vm), 0);
+    fake_vm_stop = false;
+    assert_int_equal(pthread_create(&t, NULL, serve_fake_vm, NULL), 0);
+    return t;
+}
+
+static void stop_fake_vm(pthread_t t)
+{
+    fake_vm_stop = true;
+    pthread_join(t, NULL);
+    control_close(fake_vm);
+}
+
 /* migrate connects to the destination itself and passes the link to the
  * VM over its control socket, so that a jailed VMM (no host network, no
  * host files) never dials: the destination here gets what the VM wrote.
@@ -410,11 +431,7 @@ static void test_migrate_passes_the_link(void **state)
     pthread_t t;
     (void)state;
 
-    assert_int_equal(sh("mkdir -p home && mkdir -p -m 0700 run"), 0);
-    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
-    assert_int_equal(control_open("mover", fake_vm_handler, NULL, &fake_vm), 0);
-    fake_vm_stop = false;
-    assert_int_equal(pthread_create(&t, NULL, serve_fake_vm, NULL), 0);
+    t = start_fake_vm("mover");
     snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/dest.sock", dir);
     int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     assert_true(listener >= 0);
@@ -443,9 +460,7 @@ static void test_migrate_passes_the_link(void **state)
     assert_int_equal(accept4(listener, NULL, NULL, SOCK_CLOEXEC), -1); /* not dialled */
     assert_int_equal(errno, EAGAIN);
 
-    fake_vm_stop = true;
-    pthread_join(t, NULL);
-    control_close(fake_vm);
+    stop_fake_vm(t);
     close(listener);
 }
 
@@ -459,11 +474,8 @@ static void test_jailed_save_moves_then_stops(void **state)
     pthread_t t;
     (void)state;
 
-    assert_int_equal(sh("mkdir -p home a-folder && mkdir -p -m 0700 run"), 0);
-    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
-    assert_int_equal(control_open("kept", fake_vm_handler, NULL, &fake_vm), 0);
-    fake_vm_stop = false;
-    assert_int_equal(pthread_create(&t, NULL, serve_fake_vm, NULL), 0);
+    assert_int_equal(sh("mkdir -p a-folder"), 0);
+    t = start_fake_vm("kept");
 
     int status = smolvm("save kept -o %s/kept.smolmachine", dir);
     if (status != 0)
@@ -482,9 +494,7 @@ static void test_jailed_save_moves_then_stops(void **state)
     assert_false(fake_vm_saved_held);
     assert_string_equal(fake_vm_after_save, "");
 
-    fake_vm_stop = true;
-    pthread_join(t, NULL);
-    control_close(fake_vm);
+    stop_fake_vm(t);
 }
 
 int main(void)
