@@ -391,6 +391,46 @@ static void test_receive_jail_plan(void **state)
     assert_int_equal(unlink(made), 0);
 }
 
+/* A file of the plan inside a folder of the plan with the same access is
+ * reached through the folder, not bound again on top (a mount point cannot
+ * be removed: an unnamed VM's delta, in its instance folder under the data
+ * folder, is removed as the VM ends); one with less access still is. */
+static void test_files_inside_folders(void **state)
+{
+    char delta[160], base[160];
+    (void)state;
+
+    snprintf(delta, sizeof(delta), "%s/delta.qcow2", inside);
+    snprintf(base, sizeof(base), "%s/base.raw", inside);
+    assert_int_equal(sh("echo d > '%s' && echo b > '%s'", delta, base), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        int fd;
+
+        if (confine_plan_add(&plan, inside, true) < 0 || confine_plan_add(&plan, delta, true) < 0 ||
+            confine_plan_add(&plan, base, false) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        int r = jail_enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EACCES)
+            _exit(UNAVAILABLE);
+        if (r < 0)
+            _exit(101);
+        if (open(base, O_WRONLY) >= 0 || errno != EROFS)
+            _exit(1); /* read-only inside the writable folder */
+        if ((fd = open(base, O_RDONLY)) < 0)
+            _exit(2);
+        close(fd);
+        if (unlink(delta) < 0)
+            _exit(3);
+        _exit(0);
+    }
+    child_passed(pid);
+    assert_int_equal(access(delta, F_OK), -1); /* removed on the host */
+    assert_int_equal(unlink(base), 0);
+}
+
 /* The net helper runs in the jail: a dynamically linked program does, given
  * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
 static void test_jail_runs_a_dynamic_program(void **state)
@@ -677,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_receive_jail_plan),
+        cmocka_unit_test(test_files_inside_folders),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
         cmocka_unit_test(test_falls_back_to_landlock),
