@@ -2045,9 +2045,10 @@ scenario_jail() {
 # made, so its setup is inside the figure). The first start of the bundle
 # unpacks its memory cache: it is made once, untimed, so every timed start
 # is a later start. Medians and confined/plain in jail-bench.txt.
-jail_bench_median() { # jail_bench_median KIND MODE: the median of FIGURES' lines
+jail_bench_median() { # jail_bench_median KIND MODE: the median of FIGURES' lines (of two: their mean)
     awk -v k="$1" -v m="$2" '$1 == k && $2 == m && $4 != "?" { print $4 }' "$figures" | sort -n |
-        awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "?" }'
+        awk '{ a[NR] = $1 } END { if (!NR) print "?"; else if (NR % 2) print a[(NR + 1) / 2];
+                                   else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 scenario_jail_bench() {
     local bundle=$work/jb.smolmachine figures=$results/jail-bench.txt mode n v opts kind
