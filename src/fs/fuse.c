@@ -83,6 +83,7 @@ static long do_init(struct req *r)
 {
     struct fuse_init_in in;
     struct fuse_init_out out = {.major = FUSE_KERNEL_VERSION};
+    bool no_open;
 
     take(r, &in, offsetof(struct fuse_init_in, flags) + sizeof(in.flags));
     if (in.major < FUSE_KERNEL_VERSION)
@@ -105,9 +106,13 @@ static long do_init(struct req *r)
      * file's pages (FOPEN_KEEP_CACHE) but drops them when a LOOKUP or
      * GETATTR shows another size or mtime (FUSE_AUTO_INVAL_DATA: its
      * reads ask again once the attributes are a second old). Without
-     * OPEN an O_TRUNC open truncates by SETATTR: no FUSE_ATOMIC_O_TRUNC. */
-    atomic_store(&r->s->no_open, (in.flags & FUSE_NO_OPEN_SUPPORT) != 0);
-    if (in.flags & FUSE_NO_OPEN_SUPPORT)
+     * OPEN an O_TRUNC open truncates by SETATTR: no FUSE_ATOMIC_O_TRUNC.
+     * A read-only share keeps OPEN: an open for writing fails there and
+     * then (EROFS), not at its first write, nor never for pages written
+     * through a shared mapping. */
+    no_open = (in.flags & FUSE_NO_OPEN_SUPPORT) && !pt_read_only(r->s->fs);
+    atomic_store(&r->s->no_open, no_open);
+    if (no_open)
         out.flags &= ~(uint32_t)FUSE_ATOMIC_O_TRUNC;
     out.max_background = 64;
     out.congestion_threshold = 48;

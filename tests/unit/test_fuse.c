@@ -872,8 +872,10 @@ static void files_opened_without_asking(void **state)
     stop();
 }
 
-/* A read-only share refuses writes through the node's own file too. */
-static void read_only_share_without_open(void **state)
+/* A read-only share keeps OPEN (an open for writing fails at once, EROFS,
+ * not at its first write), and refuses writes through the node's own file
+ * too (fh 0, which a guest may send anyway). */
+static void read_only_share_keeps_open(void **state)
 {
     struct fuse_fallocate_in fa = {.offset = 0, .length = 8192};
     uint64_t hello, node, fh;
@@ -881,8 +883,12 @@ static void read_only_share_without_open(void **state)
     (void)state;
 
     start(true, NULL);
-    init_no_open();
+    assert_int_equal(init_no_open() & FUSE_ATOMIC_O_TRUNC, FUSE_ATOMIC_O_TRUNC);
     hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(hello, O_WRONLY, &fh), -EROFS);
+    assert_int_equal(open_node(hello, O_RDONLY, &fh), 0);
+    assert_int_not_equal(fh, 0);
+    release(fh);
     assert_int_equal(read_node(hello, 0, 0, buf, sizeof(buf)), 0);
     assert_string_equal(buf, "hello\n");
     assert_int_equal(write_node(hello, 0, O_WRONLY, 0, "x"), -EROFS);
@@ -1342,7 +1348,7 @@ int main(void)
         cmocka_unit_test(changes_kill_set_id_bits),
         cmocka_unit_test(write_only_files_bypass_the_guest_cache),
         cmocka_unit_test(files_opened_without_asking),
-        cmocka_unit_test(read_only_share_without_open),
+        cmocka_unit_test(read_only_share_keeps_open),
         cmocka_unit_test(names_and_links),
         cmocka_unit_test(sparse_files),
         cmocka_unit_test(directories),
