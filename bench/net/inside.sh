@@ -8,7 +8,12 @@
 # (metrics named tap-...). RESULTS/{throughput,latency}/times.tsv.
 # NET_USER_MTUS (params.sh): more smolvm --net user boots in each round,
 # one for each MTU listed (SMOLVM_NET_USER_MTU), metrics named uMTU-...
+# Each boot's console (RESULTS/consoles.log) keeps the guest's NETDIAG
+# lines (its TCP counters after each iperf3) and, for smolvm, the device's
+# and smolvm-net's figures at exit (SMOLVM_NET_STATS): a slow round shows
+# whether frames waited in the VMM or the guest's TCP stalled.
 set -u
+export SMOLVM_NET_STATS=1
 results=$1
 # shellcheck source=/dev/null
 . "$results/params.sh"

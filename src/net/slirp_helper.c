@@ -65,6 +65,11 @@ struct backlog {
     struct iovec frames[BACKLOG];
     unsigned head, count;
     size_t bytes;
+    /* $SMOLVM_NET_STATS: how long the VMM left frames here (a stall
+     * between us and the guest shows as seconds). */
+    int64_t since_ms; /* when the oldest waiting frame came (count > 0) */
+    int64_t longest_ms;
+    unsigned long long waited, peak;
 };
 
 struct timer {
@@ -82,7 +87,7 @@ struct helper {
     struct timer *timers;
     struct backlog to_guest;
     struct batch from_guest;
-    unsigned long long dropped;
+    unsigned long long dropped, to_guest_frames, truncated;
     unsigned guest_errors;
 };
 
@@ -91,6 +96,15 @@ static int64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The backlog emptied (or we end): how long its oldest frames waited. */
+static void backlog_drained(struct backlog *q)
+{
+    int64_t waited = now_ns() / 1000000 - q->since_ms;
+
+    if (waited > q->longest_ms)
+        q->longest_ms = waited;
 }
 
 /* Sends what waits for the guest, oldest first, as long as the socket has
@@ -118,6 +132,8 @@ static void flush_to_guest(struct helper *h)
             q->head = (q->head + 1) % BACKLOG;
             q->count--;
         }
+        if (!q->count)
+            backlog_drained(q);
     }
 }
 
@@ -132,8 +148,10 @@ static ssize_t send_packet(const void *buf, size_t len, void *opaque)
         do
             sent = send(h->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
         while (sent < 0 && errno == EINTR);
-        if (sent == (ssize_t)len)
+        if (sent == (ssize_t)len) {
+            h->to_guest_frames++;
             return sent; /* else it waits: no room, or the VMM is gone (the loop sees that) */
+        }
     }
     if (q->count == BACKLOG || q->bytes + len > BACKLOG_BYTES)
         flush_to_guest(h);
@@ -144,9 +162,14 @@ static ssize_t send_packet(const void *buf, size_t len, void *opaque)
         return (ssize_t)len;
     }
     memcpy(copy, buf, len);
+    if (!q->count)
+        q->since_ms = now_ns() / 1000000;
     q->frames[(q->head + q->count) % BACKLOG] = (struct iovec){copy, len};
     q->count++;
     q->bytes += len;
+    q->waited++;
+    q->peak = q->count > q->peak ? q->count : q->peak;
+    h->to_guest_frames++;
     return (ssize_t)len;
 }
 
@@ -298,6 +321,8 @@ static bool take_frames(struct helper *h)
             return false; /* end of file: the VMM has gone */
         if (!(b->msgs[i].msg_hdr.msg_flags & MSG_TRUNC))
             slirp_input(h->slirp, b->frames[i], (int)len);
+        else
+            h->truncated++;
     }
     return true;
 }
@@ -323,6 +348,21 @@ static void serve(struct helper *h)
             return;
         }
     }
+}
+
+/* $SMOLVM_NET_STATS (smolvm's environment): our figures at exit. */
+static void say_stats(struct helper *h)
+{
+    const char *want = getenv("SMOLVM_NET_STATS");
+
+    if (!want || !*want)
+        return;
+    if (h->to_guest.count)
+        backlog_drained(&h->to_guest);
+    fprintf(stderr, "smolvm-net: %llu frames for the guest, %llu waited for room (at most %llu at "
+                    "once, longest %lld ms), %llu dropped; %llu from the guest too large\n",
+            h->to_guest_frames, h->to_guest.waited, h->to_guest.peak,
+            (long long)h->to_guest.longest_ms, h->dropped, h->truncated);
 }
 
 static void say(int fd, const char *prefix, const char *msg)
@@ -436,6 +476,7 @@ int main(int argc, char **argv)
     if (h.dropped)
         fprintf(stderr, "smolvm-net: %llu frames for the guest were dropped (it was not "
                         "reading them)\n", h.dropped);
+    say_stats(&h);
     for (unsigned k = 0; k < h.to_guest.count; k++)
         free(h.to_guest.frames[(h.to_guest.head + k) % BACKLOG].iov_base);
     if (h.slirp)

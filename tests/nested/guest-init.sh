@@ -247,9 +247,19 @@ case "$test" in
         # httpd on port (over nc, each a connection); 3 rounds. "BENCH name
         # value" lines: MB/s as iperf3's receiver counted them; request ms
         # timed by /proc/uptime. A failed iperf3 prints its error instead.
+        # After each iperf3 a NETDIAG line: the guest's TCP counters (since
+        # boot) that tell a stall in its TCP (zero windows, pruned or
+        # dropped segments, segments received twice: the sender's
+        # retransmissions) and eth0's receive drops; the VMMs say theirs
+        # at exit (smolvm: SMOLVM_NET_STATS).
         load_modules
         net_up
         ms() { awk -v a="$1" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print (b - a) * 1000 }'; }
+        netdiag() {
+            awk '/^TcpExt:/ { if (!named) { for (i = 2; i <= NF; i++) name[i] = $i; named = 1; next }
+                    for (i = 2; i <= NF; i++) if (name[i] ~ /^(TCPToZeroWindowAdv|TCPFromZeroWindowAdv|TCPWantZeroWindowAdv|TCPRcvQDrop|PruneCalled|RcvPruned|TCPOFODrop|TCPZeroWindowDrop|TCPDSACKOldSent|DelayedACKLost|TCPBacklogDrop|TCPTimeouts)$/) printf " %s=%s", name[i], $i }' /proc/net/netstat
+            echo " rx_dropped=$(cat /sys/class/net/eth0/statistics/rx_dropped)"
+        }
         iperf_mbs() { # iperf_mbs [-R]: the receiver's MBytes/sec, or iperf3's last line
             /usr/bin/iperf3 -c 10.0.2.2 -p $((port + 1)) -t 5 -f M --connect-timeout 5000 "$@" \
                 > /tmp/iperf.out 2>&1
@@ -258,7 +268,9 @@ case "$test" in
         }
         for _ in 1 2 3; do
             echo "BENCH tcp-guest-to-host $(iperf_mbs)"
+            echo "NETDIAG$(netdiag)"
             echo "BENCH tcp-host-to-guest $(iperf_mbs -R)"
+            echo "NETDIAG$(netdiag)"
             t0=$(cut -d' ' -f1 /proc/uptime)
             for _ in $(seq 1 20); do http_get /small > /dev/null; done
             t=$(ms "$t0"); echo "BENCH http-request-ms $(awk -v t="$t" 'BEGIN { printf "%.2f", t / 20 }')"

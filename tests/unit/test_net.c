@@ -50,6 +50,7 @@
 #define F_STATUS (1ull << 16)
 #define F_CTRL_VQ (1ull << 17)
 #define F_GUEST_ANNOUNCE (1ull << 21)
+#define F_EVENT_IDX (1ull << 29)
 #define F_VERSION_1 (1ull << 32)
 #define NEEDS_RESET 0x40
 #define D_NEXT 1
@@ -522,6 +523,155 @@ static void a_reset_holds_no_frame(void **state)
     assert_memory_equal(ram(DATA + 0x1000 + 12), fresh, sizeof(fresh));
 }
 
+/* stderr into the scratch file NAME until stderr_back (which returns
+ * what was said); the saved stderr is returned. */
+static int stderr_to(const char *name, int *log)
+{
+    int saved = dup(STDERR_FILENO);
+    fflush(stderr);
+    *log = open(in_dir(name), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && *log >= 0);
+    dup2(*log, STDERR_FILENO);
+    return saved;
+}
+
+static void stderr_back(int saved, int log, char *said, size_t cap)
+{
+    ssize_t n;
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    n = pread(log, said, cap - 1, 0);
+    said[n > 0 ? n : 0] = '\0';
+    close(log);
+}
+
+/* The device's avail_event (VIRTIO_F_EVENT_IDX): after the used ring. */
+static uint16_t avail_event(unsigned q)
+{
+    return __atomic_load_n((uint16_t *)ram(RINGS(q) + 0x2000 + 4 + 8ull * QSIZE),
+                           __ATOMIC_ACQUIRE);
+}
+
+/* Linux's rule (vring_need_event): after adding chains old..new-1 the
+ * driver kicks only when the device's avail_event lies among them. */
+static bool driver_kicks(unsigned q, uint16_t old)
+{
+    uint16_t event = avail_event(q), now = avail_idx[q];
+    return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+}
+
+static bool wait_avail_event(unsigned q, uint16_t want)
+{
+    for (int i = 0; i < 2000 && avail_event(q) != want; i++)
+        usleep(1000);
+    return avail_event(q) == want;
+}
+
+/* With VIRTIO_F_EVENT_IDX a driver kicks only when the device asked for
+ * it. A frame that finds too few buffers (none; then one of the three it
+ * needs) waits for the guest's next buffers: the device must have asked to
+ * be kicked for exactly those, or the driver adds them silently and the
+ * frame waits (for a kick that never comes; the guest's TCP sees a stall
+ * of its sender's retransmission timeout). */
+static void event_idx_receive_asks_for_the_next_kick(void **state)
+{
+    uint8_t frame[1000];
+    uint16_t old;
+    (void)state;
+    driver_init(F_VERSION_1 | F_MRG_RXBUF | F_EVENT_IDX);
+    fill_frame(frame, sizeof(frame), 5);
+    /* No buffers at all: the frame waits; three come (12 + 1000 bytes). */
+    assert_int_equal(send(peer, frame, sizeof(frame), 0), sizeof(frame));
+    usleep(50 * 1000);
+    old = avail_idx[RXQ];
+    for (unsigned i = 0; i < 3; i++)
+        post_rx(DATA + 0x1000ull * i, 400);
+    assert_true(driver_kicks(RXQ, old));
+    kick(RXQ);
+    assert_true(wait_used(RXQ, 3));
+    assert_memory_equal(ram(DATA + 12), frame, 388);
+    /* One buffer of the three the next frame needs: the device takes it,
+     * finds the ring empty, gives it back and waits. */
+    old = avail_idx[RXQ];
+    post_rx(DATA + 0x4000, 400);
+    if (driver_kicks(RXQ, old))
+        kick(RXQ);
+    assert_int_equal(send(peer, frame, sizeof(frame), 0), sizeof(frame));
+    assert_true(wait_avail_event(RXQ, 4));
+    assert_int_equal(used_idx(RXQ), 3); /* nothing given yet */
+    old = avail_idx[RXQ];
+    post_rx(DATA + 0x5000, 400);
+    post_rx(DATA + 0x6000, 400);
+    assert_true(driver_kicks(RXQ, old));
+    kick(RXQ);
+    assert_true(wait_used(RXQ, 6));
+    assert_memory_equal(ram(DATA + 0x4000 + 12), frame, 388);
+    assert_memory_equal(ram(DATA + 0x6000), frame + 788, sizeof(frame) - 788);
+}
+
+/* A frame of 200 bytes, one buffer of 100 for it: the device takes the
+ * buffer, finds no second one, gives it back and waits (seen: it asked to
+ * be kicked after the first buffer). */
+static void a_frame_waits_for_a_second_buffer(const uint8_t *frame, size_t len)
+{
+    driver_init(F_VERSION_1 | F_MRG_RXBUF | F_EVENT_IDX);
+    post_rx(DATA, 100);
+    kick(RXQ);
+    assert_int_equal(send(peer, frame, len, 0), (ssize_t)len);
+    assert_true(wait_avail_event(RXQ, 1));
+    assert_int_equal(used_idx(RXQ), 0);
+}
+
+/* Buffers a guest adds without a kick (a lost notification) still get the
+ * waiting frame: the device looks again while a frame waits, and counts
+ * it, so a stall in the guest's TCP can be told from one here. */
+static void buffers_added_without_a_kick_are_found(void **state)
+{
+    uint8_t frame[200];
+    uint64_t before = virtio_net_rx_unkicked();
+    (void)state;
+    fill_frame(frame, sizeof(frame), 6);
+    a_frame_waits_for_a_second_buffer(frame, sizeof(frame));
+    post_rx(DATA + 0x1000, 2048); /* no kick */
+    assert_true(wait_used(RXQ, 2));
+    assert_memory_equal(ram(DATA + 12), frame, 88);
+    assert_memory_equal(ram(DATA + 0x1000), frame + 88, sizeof(frame) - 88);
+    assert_int_equal(virtio_net_rx_unkicked(), before + 1);
+}
+
+/* $SMOLVM_NET_STATS: at exit the device says how long frames waited for
+ * guest buffers (a stall in the device shows there, one in the guest's
+ * TCP does not). */
+static void stats_say_how_long_frames_waited(void **state)
+{
+    uint8_t frame[200];
+    char said[512];
+    long long longest = -1;
+    int log, saved;
+    (void)state;
+    assert_int_equal(scratch_setup("net"), 0);
+    setenv("SMOLVM_NET_STATS", "1", 1);
+    fill_frame(frame, sizeof(frame), 7);
+    a_frame_waits_for_a_second_buffer(frame, sizeof(frame));
+    usleep(100 * 1000);
+    post_rx(DATA + 0x1000, 2048);
+    kick(RXQ);
+    assert_true(wait_used(RXQ, 2));
+    saved = stderr_to("vmm.err", &log);
+    vm_destroy(vm);
+    vm = NULL;
+    stderr_back(saved, log, said, sizeof(said));
+    unsetenv("SMOLVM_NET_STATS");
+    char *at = strstr(said, "smolvm: virtio-net: 1 frames received; 1 waits for guest buffers, "
+                            "longest ");
+    assert_non_null(at);
+    assert_int_equal(sscanf(at, "%*[^g]guest buffers, longest %lld ms", &longest), 1);
+    assert_true(longest >= 100 && longest < 10000);
+    assert_non_null(strstr(at, " ms, 0 ended without a kick; 0 dropped\n"));
+    assert_int_equal(scratch_teardown(), 0);
+}
+
 static uint16_t link_status(void)
 {
     return (uint16_t)(mmio_read(0x104) >> 16);
@@ -977,6 +1127,34 @@ static void the_nat_answers_at_the_gateway(void **state)
     assert_true(ms < 2000);
 }
 
+/* $SMOLVM_NET_STATS (inherited from smolvm): at exit the helper says how
+ * many frames it made for the guest, how many waited for room in the
+ * socket to the VMM and for how long, how many it dropped. */
+static void the_helper_says_its_figures(void **state)
+{
+    struct vm_net_config cfg = {.mode = VM_NET_USER, .fd = -1};
+    struct net_backend *b;
+    uint8_t frame[2048];
+    char said[512];
+    int log, saved;
+    (void)state;
+    use_built_helper();
+    assert_int_equal(scratch_setup("net"), 0);
+    setenv("SMOLVM_NET_STATS", "1", 1);
+    saved = stderr_to("helper.err", &log);
+    assert_int_equal(net_backend_open(&cfg, &b), 0);
+    unsetenv("SMOLVM_NET_STATS");
+    send_arp_request(b, (const uint8_t[]){10, 0, 2, 2});
+    ssize_t n = backend_frame(b, frame, sizeof(frame));
+    net_backend_close(b);
+    stderr_back(saved, log, said, sizeof(said));
+    assert_true(n >= 42);
+    assert_non_null(strstr(said, "smolvm-net: "));
+    assert_non_null(strstr(said, " frames for the guest, "));
+    assert_non_null(strstr(said, " dropped; 0 from the guest too large\n"));
+    assert_int_equal(scratch_teardown(), 0);
+}
+
 /* The pid of this test's smolvm-net child (its only child named so). */
 static pid_t helper_child(void)
 {
@@ -1040,19 +1218,14 @@ static void a_forbidden_call_ends_the_helper(void **state)
 #endif
     use_built_helper();
     assert_int_equal(scratch_setup("net"), 0);
-    int saved = dup(STDERR_FILENO), log = open(in_dir("helper.err"), O_RDWR | O_CREAT, 0600);
-    assert_true(saved >= 0 && log >= 0);
-    dup2(log, STDERR_FILENO);
+    int log, saved = stderr_to("helper.err", &log);
     setenv("SMOLVM_TEST_NET_VIOLATION", "1", 1);
     int r = net_backend_open(&cfg, &b);
     ssize_t n = r == 0 ? backend_frame(b, frame, sizeof(frame)) : -1;
     unsetenv("SMOLVM_TEST_NET_VIOLATION");
     if (r == 0)
         net_backend_close(b);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    assert_true(pread(log, said, sizeof(said) - 1, 0) > 0);
-    close(log);
+    stderr_back(saved, log, said, sizeof(said));
     assert_true(n < 0); /* no frame: the helper is gone */
     assert_non_null(strstr(said, "smolvm-net: seccomp: forbidden system call nr 59\n"));
     assert_int_equal(scratch_teardown(), 0);
@@ -1412,6 +1585,9 @@ int main(void)
         T(a_guest_that_stops_reading_costs_no_memory),
         T(drops_frames_larger_than_negotiated),
         T(a_reset_holds_no_frame),
+        T(event_idx_receive_asks_for_the_next_kick),
+        T(buffers_added_without_a_kick_are_found),
+        T(stats_say_how_long_frames_waited),
         T(the_link_goes_down_with_the_backend),
         T(a_restored_nic_announces_itself),
         cmocka_unit_test_setup_teardown(the_allowlist_is_enforced_in_the_vmm, setup_allowlist,
@@ -1423,6 +1599,7 @@ int main(void)
         cmocka_unit_test(pack_carries_the_network_options),
         cmocka_unit_test(an_appliance_gets_the_user_network_by_default),
         cmocka_unit_test(the_nat_answers_at_the_gateway),
+        cmocka_unit_test(the_helper_says_its_figures),
         cmocka_unit_test(the_helper_starts_while_the_vm_boots),
         cmocka_unit_test(the_helper_runs_under_its_filter),
         cmocka_unit_test(a_forbidden_call_ends_the_helper),

@@ -17,9 +17,11 @@
  * Host memory does not grow with what a guest does not read: the device
  * holds at most one received frame (a TAP's); while the guest posts no
  * buffers it stops reading the backend, whose socket (bounded by the
- * kernel) fills and whose peer then drops. A guest's frames that no peer may see are
- * dropped and counted (virtio_net_dropped(), `ps --json`); a chain that is
- * not a request at all marks the device DEVICE_NEEDS_RESET. */
+ * kernel) fills and whose peer then drops. It reads again on the guest's
+ * kick, or after RX_RECHECK_MS if buffers came without one (counted). A
+ * guest's frames that no peer may see are dropped and counted
+ * (virtio_net_dropped(), `ps --json`); a chain that is not a request at
+ * all marks the device DEVICE_NEEDS_RESET. */
 #include "devices/virtio/net.h"
 
 #include <poll.h>
@@ -28,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/vm.h"
@@ -89,12 +92,28 @@
 #define CONFIG_BYTES 12   /* mac, status, max_virtqueue_pairs, mtu */
 #define RX_BUDGET 256     /* frames per wake-up, so transmit gets its turn */
 #define RX_IOV 1024       /* guest buffers one received frame may fill */
+/* While a frame waits for guest buffers the device also looks again this
+ * often on its own: a lost kick then costs this long, not a TCP timeout
+ * (seconds), and is counted (virtio_net_rx_unkicked). */
+#define RX_RECHECK_MS 250
 
-static uint64_t dropped_frames;
+static uint64_t dropped_frames, unkicked_waits;
 
 uint64_t virtio_net_dropped(void)
 {
     return __atomic_load_n(&dropped_frames, __ATOMIC_RELAXED);
+}
+
+uint64_t virtio_net_rx_unkicked(void)
+{
+    return __atomic_load_n(&unkicked_waits, __ATOMIC_RELAXED);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 
@@ -227,6 +246,11 @@ struct vnet {
     struct iovec rx_iov[RX_IOV];      /* the guest's buffers for one frame */
     struct iovec rx_data_iov[RX_IOV]; /* the same past the header */
     uint64_t dropped;
+    /* What tells a stall in the device from one elsewhere (a guest's TCP,
+     * the NAT): frames given, times a frame waited for guest buffers, the
+     * longest wait, waits that ended without the guest's kick. */
+    uint64_t rx_frames, rx_waits, rx_unkicked;
+    int64_t rx_wait_since_ms, rx_wait_longest_ms; /* since: 0 when none waits */
     uint16_t heads[QUEUE_SIZE];
     uint32_t lens[QUEUE_SIZE];
 };
@@ -517,9 +541,34 @@ static ssize_t rx_take(struct vnet *n, uint64_t features)
     return got;
 }
 
+/* A frame found too few guest buffers: the device stops reading the
+ * backend until the guest kicks (or RX_RECHECK_MS passes). */
+static void rx_wait(struct vnet *n)
+{
+    n->rx_waiting = true;
+    if (!n->rx_wait_since_ms) {
+        n->rx_waits++;
+        n->rx_wait_since_ms = now_ms();
+    }
+}
+
+/* A frame left the backend (given to the guest, or dropped). */
+static void rx_taken(struct vnet *n)
+{
+    int64_t waited;
+
+    n->rx_frames++;
+    if (!n->rx_wait_since_ms)
+        return;
+    waited = now_ms() - n->rx_wait_since_ms;
+    if (waited > n->rx_wait_longest_ms)
+        n->rx_wait_longest_ms = waited;
+    n->rx_wait_since_ms = 0;
+}
+
 /* Receive: frames from the backend into the guest's buffers while it
- * has some. io lock held. */
-static void rx_process(struct vnet *n)
+ * has some; whether any was taken. io lock held. */
+static bool rx_process(struct vnet *n)
 {
     uint64_t features = virtio_mmio_features(n->transport);
     bool pushed = false;
@@ -536,9 +585,10 @@ static void rx_process(struct vnet *n)
                 break;
             }
             if (r == 0)
-                n->rx_waiting = true;
+                rx_wait(n);
             if (r <= 0)
                 break;
+            rx_taken(n);
             pushed = true;
             continue;
         }
@@ -553,20 +603,22 @@ static void rx_process(struct vnet *n)
             }
             if (got == 0) {
                 count_drop(n);
+                rx_taken(n);
                 continue;
             }
             n->rx_len = (size_t)got;
         }
         if (!q) {
-            n->rx_waiting = true;
+            rx_wait(n);
             break;
         }
         r = rx_deliver(n, q, features & VIRTIO_NET_F_MRG_RXBUF);
         if (r == 0)
-            n->rx_waiting = true;
+            rx_wait(n);
         if (r <= 0)
             break;
         n->rx_len = 0;
+        rx_taken(n);
         pushed = true;
     }
     if (r < 0) {
@@ -575,6 +627,21 @@ static void rx_process(struct vnet *n)
     }
     if (pushed)
         virtio_mmio_used(n->transport, RXQ);
+    return pushed;
+}
+
+/* RX_RECHECK_MS passed with a frame waiting for guest buffers and no kick:
+ * buffers found now came without one (a lost notification, or a kick
+ * later than that: counted and said once). io lock held. */
+static void rx_recheck(struct vnet *n)
+{
+    n->rx_waiting = false;
+    if (!rx_process(n))
+        return; /* still too few buffers */
+    n->rx_unkicked++;
+    if (__atomic_fetch_add(&unkicked_waits, 1, __ATOMIC_RELAXED) == 0)
+        fprintf(stderr, "smolvm: virtio-net: the guest added receive buffers without a kick "
+                        "(found %d ms later)\n", RX_RECHECK_MS);
 }
 
 static void *vnet_thread(void *arg)
@@ -585,8 +652,11 @@ static void *vnet_thread(void *arg)
     for (;;) {
         struct pollfd p[3];
         uint64_t count;
+        bool waiting;
+        int ready;
 
         virtio_mmio_io_lock(n->transport);
+        waiting = n->rx_waiting;
         p[0] = (struct pollfd){
             .fd = n->backend_gone ? -1 : net_backend_fd(n->backend),
             .events = (short)((n->rx_waiting ? 0 : POLLIN) | (n->tx_blocked ? POLLOUT : 0)),
@@ -594,11 +664,14 @@ static void *vnet_thread(void *arg)
         virtio_mmio_io_unlock(n->transport);
         p[1] = (struct pollfd){.fd = n->wake_fd, .events = POLLIN};
         p[2] = (struct pollfd){.fd = n->stop_fd, .events = POLLIN};
-        if (poll(p, 3, -1) < 0)
+        ready = poll(p, 3, waiting ? RX_RECHECK_MS : -1);
+        if (ready < 0)
             continue;
         if (p[2].revents)
             return NULL;
         virtio_mmio_io_lock(n->transport);
+        if (ready == 0 && n->rx_waiting)
+            rx_recheck(n);
         if (p[1].revents && read(n->wake_fd, &count, sizeof(count)) == sizeof(count))
             n->rx_waiting = false;
         if ((p[0].revents & (POLLHUP | POLLERR)) && !(p[0].revents & POLLIN))
@@ -669,6 +742,7 @@ static void vnet_reset(void *dev)
     n->rx_len = 0;
     n->tx_blocked = false;
     n->rx_waiting = false;
+    n->rx_wait_since_ms = 0;
     set_status(n, 0, STATUS_ANNOUNCE);
     if (n->wake_fd >= 0)
         wake(n);
@@ -715,6 +789,23 @@ static int vnet_state(void *dev, struct state_io *io)
     return 0;
 }
 
+/* $SMOLVM_NET_STATS: the receive side's figures at exit (bench/net keeps
+ * them beside each run's result: a stall shows where it was). */
+static void say_stats(struct vnet *n)
+{
+    const char *want = getenv("SMOLVM_NET_STATS");
+
+    if (!want || !*want)
+        return;
+    if (n->rx_wait_since_ms) /* a wait to the end */
+        rx_taken(n);
+    fprintf(stderr, "smolvm: virtio-net: %llu frames received; %llu waits for guest buffers, "
+                    "longest %lld ms, %llu ended without a kick; %llu dropped\n",
+            (unsigned long long)n->rx_frames, (unsigned long long)n->rx_waits,
+            (long long)n->rx_wait_longest_ms, (unsigned long long)n->rx_unkicked,
+            (unsigned long long)n->dropped);
+}
+
 static void vnet_destroy(void *state)
 {
     struct vnet *n = state;
@@ -724,6 +815,8 @@ static void vnet_destroy(void *state)
         return;
     if (n->thread_running && write(n->stop_fd, &one, sizeof(one)) == sizeof(one))
         pthread_join(n->thread, NULL);
+    if (n->thread_running)
+        say_stats(n);
     virtio_mmio_destroy(n->transport);
     net_backend_close(n->backend);
     if (n->wake_fd >= 0)

@@ -43,4 +43,9 @@ int virtio_net_tx_with_header(const struct virtq_chain *c, bool csum_offload, bo
  * its receive buffers). */
 uint64_t virtio_net_dropped(void);
 
+/* Times this process's NICs found receive buffers the guest added without
+ * a kick (the device looks again every 250 ms while a frame waits): 0
+ * unless a notification was lost. */
+uint64_t virtio_net_rx_unkicked(void);
+
 #endif
