@@ -16,6 +16,7 @@
 #include "confine/cgroup.h"
 #include "confine/jail.h"
 #include "disk/disk.h"
+#include "machine/instance.h"
 #include "net/backend.h"
 #include "util/err.h"
 #include "util/paths.h"
@@ -42,6 +43,35 @@ static int add_disk(struct confine_plan *p, const struct vm_disk_config *cfg)
     if (d)
         disk_close(d);
     return r;
+}
+
+static int add_share(void *plan, const struct vm_share_config *share)
+{
+    return confine_plan_add(plan, share->path, !share->read_only);
+}
+
+/* start NAME of a store instance: the folders create --share gave it,
+ * which the start maps unless --share remaps their tags (a remapped
+ * one's folder is let in all the same: it is the user's own, named by
+ * them). An instance that cannot be read is the start's error to say. */
+struct instance_shares {
+    struct confine_plan *plan;
+    int r;
+};
+
+static int add_instance_share(void *ctx, const struct vm_share_config *share)
+{
+    struct instance_shares *s = ctx;
+    return s->r = add_share(s->plan, share);
+}
+
+static int add_instance_shares(struct confine_plan *p, const char *name)
+{
+    struct instance_shares s = {p, 0};
+
+    if (machine_instance_each_share(name, add_instance_share, &s) < 0 && s.r == 0)
+        err_clear();
+    return s.r;
 }
 
 /* --net user's helper runs in the jail too: its executable (found now,
@@ -100,7 +130,15 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
     for (unsigned i = 0; i < cfg->disk_count && r == 0; i++)
         r = add_disk(p, &cfg->disks[i]);
     for (unsigned i = 0; i < cfg->share_count && r == 0; i++)
-        r = confine_plan_add(p, cfg->shares[i].path, !cfg->shares[i].read_only);
+        r = add_share(p, &cfg->shares[i]);
+    if (r == 0 && start && bundle && instance_named(bundle))
+        r = add_instance_shares(p, bundle);
+    /* A bundle's first start is served by a userfaultfd (machine/
+     * ram_faults.c), which the jail's user namespace cannot make by the
+     * system call (that needs privilege in the host's): the device's
+     * permissions decide, as outside. */
+    if (r == 0 && start)
+        r = confine_plan_add(p, "/dev/userfaultfd", true);
     /* start: the bundle's network is not known yet; run: only --net none
      * may lose the host's network (a TAP is attached, the helper
      * connects, in the host's). */

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <linux/capability.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +175,38 @@ static int mount_proc(const char *root)
     return 0;
 }
 
+/* The mount a path is on (statx's mount id), 0 when not known. */
+static uint64_t mount_of(const char *path)
+{
+    struct statx stx;
+
+    if (statx(AT_FDCWD, path, 0, STATX_MNT_ID, &stx) < 0 || !(stx.stx_mask & STATX_MNT_ID))
+        return 0;
+    return stx.stx_mnt_id;
+}
+
+/* Whether order[i] is there already, as it must be, through the nearest
+ * folder of the plan holding it (one of order[0..i-1]: they are shorter):
+ * the same access, and on the same mount (a folder is bound without what
+ * is mounted under it). Bound again on top, it would be a mount point the
+ * VMM cannot remove or rename over: an unnamed VM's delta in its
+ * instance folder, under the data folder, is removed when it ends. */
+static bool reached_through_folder(const struct confine_path *const *order, unsigned i)
+{
+    const char *path = order[i]->path;
+    uint64_t mount;
+
+    for (unsigned j = i; j-- > 0;) {
+        const char *dir = order[j]->path;
+        size_t n = strlen(dir);
+        if (strncmp(path, dir, n) != 0 || (path[n] != '/' && strcmp(dir, "/") != 0))
+            continue;
+        return order[j]->writable == order[i]->writable && (mount = mount_of(path)) != 0 &&
+               mount == mount_of(dir);
+    }
+    return false;
+}
+
 /* A tmpfs on p->root holding the plan's paths (outer folders bound before
  * what is inside them), read-only itself, then made /. */
 static int build_root(const struct confine_plan *p)
@@ -191,7 +224,7 @@ static int build_root(const struct confine_plan *p)
         order[i] = &p->paths[i];
     qsort(order, p->count, sizeof(order[0]), by_length);
     for (unsigned i = 0; i < p->count; i++)
-        if ((r = bind_in(p->root, order[i])) < 0)
+        if (!reached_through_folder(order, i) && (r = bind_in(p->root, order[i])) < 0)
             return r;
     if ((r = mount_proc(p->root)) < 0)
         return r;

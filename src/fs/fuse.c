@@ -14,7 +14,7 @@
 #define MIN_MINOR 27
 #define OUR_INIT_FLAGS (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES | \
                         FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | \
-                        FUSE_MAX_PAGES | FUSE_HANDLE_KILLPRIV)
+                        FUSE_MAX_PAGES | FUSE_HANDLE_KILLPRIV | FUSE_AUTO_INVAL_DATA)
 
 /* The most pieces a WRITE's payload or a READ's destination may come in
  * (UIO_MAXIOV, what pwritev and preadv take). */
@@ -23,6 +23,9 @@
 struct fuse_server {
     struct pt_fs *fs;
     atomic_bool initialized;
+    /* The guest opens files without asking (FUSE_NO_OPEN_SUPPORT): OPEN is
+     * ENOSYS, and READ, WRITE... come with fh 0, the node's own file. */
+    atomic_bool no_open;
 };
 
 /* One request as it is being served. */
@@ -80,6 +83,7 @@ static long do_init(struct req *r)
 {
     struct fuse_init_in in;
     struct fuse_init_out out = {.major = FUSE_KERNEL_VERSION};
+    bool no_open;
 
     take(r, &in, offsetof(struct fuse_init_in, flags) + sizeof(in.flags));
     if (in.major < FUSE_KERNEL_VERSION)
@@ -94,6 +98,22 @@ static long do_init(struct req *r)
     out.minor = in.minor < FUSE_KERNEL_MINOR_VERSION ? in.minor : FUSE_KERNEL_MINOR_VERSION;
     out.max_readahead = in.max_readahead;
     out.flags = in.flags & OUR_INIT_FLAGS;
+    /* Reading a file then takes a LOOKUP (none while the name is cached)
+     * and its READs, not also an OPEN and a RELEASE. The guest then never
+     * sends RELEASE, for a CREATE's handle either (fs/fuse/file.c
+     * fuse_file_put): CREATE keeps none (fh 0). What the host changes
+     * still shows within CACHE_SECONDS: without OPEN the guest keeps a
+     * file's pages (FOPEN_KEEP_CACHE) but drops them when a LOOKUP or
+     * GETATTR shows another size or mtime (FUSE_AUTO_INVAL_DATA: its
+     * reads ask again once the attributes are a second old). Without
+     * OPEN an O_TRUNC open truncates by SETATTR: no FUSE_ATOMIC_O_TRUNC.
+     * A read-only share keeps OPEN: an open for writing fails there and
+     * then (EROFS), not at its first write, nor never for pages written
+     * through a shared mapping. */
+    no_open = (in.flags & FUSE_NO_OPEN_SUPPORT) && !pt_read_only(r->s->fs);
+    atomic_store(&r->s->no_open, no_open);
+    if (no_open)
+        out.flags &= ~(uint32_t)FUSE_ATOMIC_O_TRUNC;
     out.max_background = 64;
     out.congestion_threshold = 48;
     out.max_write = FUSE_SERVER_MAX_IO;
@@ -105,8 +125,7 @@ static long do_init(struct req *r)
 
 static long do_destroy(struct req *r)
 {
-    pt_reset(r->s->fs);
-    atomic_store(&r->s->initialized, false);
+    fuse_server_reset(r->s);
     return 0;
 }
 
@@ -246,6 +265,8 @@ static long do_open(struct req *r)
     int err;
 
     take(r, &in, sizeof(in));
+    if (r->h.opcode == FUSE_OPEN && atomic_load(&r->s->no_open))
+        return -ENOSYS; /* the guest opens without asking from now on */
     err = r->h.opcode == FUSE_OPENDIR ? pt_opendir(r->s->fs, r->h.nodeid, &o)
                                       : pt_open(r->s->fs, r->h.nodeid, in.flags, &o);
     return err < 0 ? err : reply(r, &o, sizeof(o));
@@ -266,7 +287,14 @@ static long do_create(struct req *r)
     if (!name)
         return -EINVAL;
     err = pt_create(r->s->fs, r->h.nodeid, name, in.flags, in.mode, &out.e, &out.o);
-    return err < 0 ? err : reply(r, &out, sizeof(out));
+    if (err < 0)
+        return err;
+    if (atomic_load(&r->s->no_open)) {
+        /* Its RELEASE would never come: the node's own file instead. */
+        pt_release(r->s->fs, out.o.fh);
+        out.o.fh = 0;
+    }
+    return reply(r, &out, sizeof(out));
 }
 
 static size_t iov_bytes(const struct iovec *iov, unsigned count)
@@ -310,7 +338,7 @@ static long do_read(struct req *r)
             count = iov_prefix(r->dest, r->dest_count, size, iov, MAX_IOVS);
         else
             iov[0] = (struct iovec){r->payload, size};
-        return pt_read(r->s->fs, in.fh, in.offset, iov, (int)count);
+        return pt_read(r->s->fs, r->h.nodeid, in.fh, in.offset, iov, (int)count);
     }
     return pt_readdir(r->s->fs, in.fh, in.offset, r->payload, size,
                       r->h.opcode == FUSE_READDIRPLUS);
@@ -353,7 +381,7 @@ static long do_write(struct req *r)
     count = write_payload(r, in.size, iov, MAX_IOVS);
     if (!count && in.size)
         return -EINVAL;
-    n = pt_write(r->s->fs, in.fh, in.offset, iov, (int)count);
+    n = pt_write(r->s->fs, r->h.nodeid, in.fh, in.flags, in.offset, iov, (int)count);
     if (n < 0)
         return n;
     out.size = (uint32_t)n;
@@ -381,7 +409,7 @@ static long do_fsync(struct req *r)
     struct fuse_fsync_in in;
 
     take(r, &in, sizeof(in));
-    return pt_fsync(r->s->fs, in.fh, in.fsync_flags & 1);
+    return pt_fsync(r->s->fs, r->h.nodeid, in.fh, in.fsync_flags & 1);
 }
 
 static long do_access(struct req *r)
@@ -397,7 +425,7 @@ static long do_fallocate(struct req *r)
     struct fuse_fallocate_in in;
 
     take(r, &in, sizeof(in));
-    return pt_fallocate(r->s->fs, in.fh, in.mode, in.offset, in.length);
+    return pt_fallocate(r->s->fs, r->h.nodeid, in.fh, in.mode, in.offset, in.length);
 }
 
 static long do_lseek(struct req *r)
@@ -407,7 +435,7 @@ static long do_lseek(struct req *r)
     int err;
 
     take(r, &in, sizeof(in));
-    err = pt_lseek(r->s->fs, in.fh, in.offset, in.whence, &out.offset);
+    err = pt_lseek(r->s->fs, r->h.nodeid, in.fh, in.offset, in.whence, &out.offset);
     return err < 0 ? err : reply(r, &out, sizeof(out));
 }
 
@@ -648,6 +676,7 @@ void fuse_server_reset(struct fuse_server *s)
 {
     pt_reset(s->fs);
     atomic_store(&s->initialized, false);
+    atomic_store(&s->no_open, false);
 }
 
 bool fuse_server_initialized(struct fuse_server *s)
@@ -658,4 +687,14 @@ bool fuse_server_initialized(struct fuse_server *s)
 void fuse_server_set_initialized(struct fuse_server *s, bool on)
 {
     atomic_store(&s->initialized, on);
+}
+
+bool fuse_server_no_open(struct fuse_server *s)
+{
+    return atomic_load(&s->no_open);
+}
+
+void fuse_server_set_no_open(struct fuse_server *s, bool on)
+{
+    atomic_store(&s->no_open, on);
 }

@@ -36,6 +36,11 @@ void fuse_server_reset(struct fuse_server *s);
  * guest does not send INIT again). */
 bool fuse_server_initialized(struct fuse_server *s);
 void fuse_server_set_initialized(struct fuse_server *s, bool on);
+/* Whether the guest's INIT offered FUSE_NO_OPEN_SUPPORT: it opens files
+ * without asking (OPEN is answered ENOSYS once, RELEASE never comes) and
+ * reads and writes each through its node (fh 0). Kept by a snapshot too. */
+bool fuse_server_no_open(struct fuse_server *s);
+void fuse_server_set_no_open(struct fuse_server *s, bool on);
 
 /* Serves the request in[0..in_len): the bytes of the reply written to
  * out (at most out_cap), 0 when the request takes no reply (FORGET,

@@ -243,8 +243,11 @@ static void handle_put(struct pt_fs *fs, struct pt_handle *h)
 
 int pt_release(struct pt_fs *fs, uint64_t fh)
 {
-    struct pt_handle *h = handle_get(fs, fh);
+    struct pt_handle *h;
 
+    if (fh == 0)
+        return 0; /* the node's own file: nothing held */
+    h = handle_get(fs, fh);
     if (!h)
         return -EBADF;
     pthread_mutex_lock(&fs->lock);
@@ -689,7 +692,9 @@ int pt_setattr(struct pt_fs *fs, uint64_t node, const struct fuse_setattr_in *s,
     in = inode_get(fs, node);
     if (!in)
         return -ESTALE;
-    if (s->valid & FATTR_FH) {
+    /* fh 0: the node's own file (FUSE_NO_OPEN_SUPPORT), opened below as
+     * needed. */
+    if ((s->valid & FATTR_FH) && s->fh != 0) {
         h = handle_get(fs, s->fh);
         if (!h) {
             inode_put(fs, in);
@@ -1035,25 +1040,34 @@ static int kill_privs_after_trunc(int fd, uint32_t flags)
     return r < 0 ? r : fd;
 }
 
+/* The node's file opened with flags (its O_PATH descriptor opened again:
+ * the same file, whatever its names are now), or a negative errno. Only
+ * regular files: a FIFO would block a server thread, a device node would
+ * reach the host's hardware. */
+static int node_file(struct pt_fs *fs, uint64_t node, int flags)
+{
+    struct pt_inode *in = inode_get(fs, node);
+    int fd;
+
+    if (!in)
+        return -ESTALE;
+    fd = in->type == S_IFREG ? reopen(fs, in->fd, flags)
+         : in->type == S_IFDIR ? -EISDIR
+         : in->type == S_IFLNK ? -ELOOP
+                               : -EACCES;
+    inode_put(fs, in);
+    return fd;
+}
+
 int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_out *o)
 {
-    struct pt_inode *in;
     int fd;
 
     if ((flags & O_ACCMODE) == O_ACCMODE)
         return -EINVAL;
     if (fs->read_only && writes(flags))
         return -EROFS;
-    in = inode_get(fs, node);
-    if (!in)
-        return -ESTALE;
-    /* Only regular files: a FIFO would block a server thread, a device
-     * node would reach the host's hardware. */
-    fd = in->type == S_IFREG ? reopen(fs, in->fd, host_open_flags(flags))
-         : in->type == S_IFDIR ? -EISDIR
-         : in->type == S_IFLNK ? -ELOOP
-                               : -EACCES;
-    inode_put(fs, in);
+    fd = node_file(fs, node, host_open_flags(flags));
     fd = kill_privs_after_trunc(fd, flags);
     if (fd < 0)
         return fd;
@@ -1144,55 +1158,100 @@ static struct pt_handle *file_get(struct pt_fs *fs, uint64_t fh, bool dir, int *
     return h;
 }
 
-long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov, int count)
-{
-    int r;
-    struct pt_handle *h = file_get(fs, fh, false, &r);
-    ssize_t n;
-
-    if (!h)
-        return r;
-    n = offset > INT64_MAX ? (errno = EINVAL, -1) : preadv(h->fd, iov, count, (off_t)offset);
-    handle_put(fs, h);
-    return n < 0 ? -errno : n;
-}
-
-long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
-              int count)
-{
-    int r;
+/* The open file a READ, WRITE, FSYNC, FALLOCATE or LSEEK works on: the
+ * handle fh's descriptor, or with fh 0 (the guest opened the file without
+ * asking: FUSE_NO_OPEN_SUPPORT) node's own file opened with flags for this
+ * request alone (so the descriptors held stay those of the bounded
+ * tables, plus one per serving thread). */
+struct pt_file {
     struct pt_handle *h;
-    ssize_t n;
+    int fd;
+};
 
-    if (fs->read_only)
-        return -EROFS;
-    h = file_get(fs, fh, false, &r);
-    if (!h)
-        return r;
-    r = kill_privs(h->fd);
-    n = r < 0 ? (errno = -r, -1)
-        : offset > INT64_MAX ? (errno = EINVAL, -1)
-                             : pwritev(h->fd, iov, count, (off_t)offset);
-    handle_put(fs, h);
-    return n < 0 ? -errno : n;
-}
-
-int pt_fsync(struct pt_fs *fs, uint64_t fh, bool datasync)
+static int file_take(struct pt_fs *fs, uint64_t node, uint64_t fh, int flags, struct pt_file *f)
 {
-    struct pt_handle *h = handle_get(fs, fh);
     int r;
 
-    if (!h)
-        return -EBADF;
-    r = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? -errno : 0;
-    handle_put(fs, h);
+    f->h = NULL;
+    if (fh == 0) {
+        f->fd = node_file(fs, node, flags);
+        return f->fd < 0 ? f->fd : 0;
+    }
+    f->h = file_get(fs, fh, false, &r);
+    f->fd = f->h ? f->h->fd : -1;
     return r;
 }
 
-int pt_fallocate(struct pt_fs *fs, uint64_t fh, uint32_t mode, uint64_t offset, uint64_t len)
+static void file_done(struct pt_fs *fs, struct pt_file *f)
 {
+    if (f->h)
+        handle_put(fs, f->h);
+    else
+        close(f->fd);
+}
+
+long pt_read(struct pt_fs *fs, uint64_t node, uint64_t fh, uint64_t offset,
+             const struct iovec *iov, int count)
+{
+    struct pt_file f;
+    int r = file_take(fs, node, fh, O_RDONLY, &f);
+    ssize_t n;
+
+    if (r < 0)
+        return r;
+    n = offset > INT64_MAX ? (errno = EINVAL, -1) : preadv(f.fd, iov, count, (off_t)offset);
+    file_done(fs, &f);
+    return n < 0 ? -errno : n;
+}
+
+long pt_write(struct pt_fs *fs, uint64_t node, uint64_t fh, uint32_t flags, uint64_t offset,
+              const struct iovec *iov, int count)
+{
+    struct pt_file f;
+    ssize_t n;
     int r;
-    struct pt_handle *h;
+
+    if (fs->read_only)
+        return -EROFS;
+    r = file_take(fs, node, fh, O_WRONLY | (host_open_flags(flags) & (O_APPEND | O_SYNC | O_DSYNC)),
+                  &f);
+    if (r < 0)
+        return r;
+    r = kill_privs(f.fd);
+    n = r < 0 ? (errno = -r, -1)
+        : offset > INT64_MAX ? (errno = EINVAL, -1)
+                             : pwritev(f.fd, iov, count, (off_t)offset);
+    file_done(fs, &f);
+    return n < 0 ? -errno : n;
+}
+
+int pt_fsync(struct pt_fs *fs, uint64_t node, uint64_t fh, bool datasync)
+{
+    struct pt_file f = {.h = fh ? handle_get(fs, fh) : NULL}; /* a file's or a directory's */
+    int r = 0;
+
+    if (fh && !f.h)
+        return -EBADF;
+    if (f.h)
+        f.fd = f.h->fd;
+    else
+        r = file_take(fs, node, 0, O_RDONLY, &f);
+    /* A file only its owner may write (mode 0200) is synced through a
+     * write-only descriptor. */
+    if (r == -EACCES)
+        r = file_take(fs, node, 0, O_WRONLY, &f);
+    if (r < 0)
+        return r;
+    r = (datasync ? fdatasync(f.fd) : fsync(f.fd)) < 0 ? -errno : 0;
+    file_done(fs, &f);
+    return r;
+}
+
+int pt_fallocate(struct pt_fs *fs, uint64_t node, uint64_t fh, uint32_t mode, uint64_t offset,
+                 uint64_t len)
+{
+    struct pt_file f;
+    int r;
 
     if (fs->read_only)
         return -EROFS;
@@ -1200,29 +1259,30 @@ int pt_fallocate(struct pt_fs *fs, uint64_t fh, uint32_t mode, uint64_t offset, 
         return -EOPNOTSUPP;
     if (offset > INT64_MAX || len > INT64_MAX)
         return -EINVAL;
-    h = file_get(fs, fh, false, &r);
-    if (!h)
+    r = file_take(fs, node, fh, O_WRONLY, &f);
+    if (r < 0)
         return r;
-    r = fallocate(h->fd, (int)mode, (off_t)offset, (off_t)len) < 0 ? -errno : 0;
-    handle_put(fs, h);
+    r = fallocate(f.fd, (int)mode, (off_t)offset, (off_t)len) < 0 ? -errno : 0;
+    file_done(fs, &f);
     return r;
 }
 
-int pt_lseek(struct pt_fs *fs, uint64_t fh, uint64_t offset, uint32_t whence, uint64_t *result)
+int pt_lseek(struct pt_fs *fs, uint64_t node, uint64_t fh, uint64_t offset, uint32_t whence,
+             uint64_t *result)
 {
-    int r;
-    struct pt_handle *h;
+    struct pt_file f;
     off_t at;
+    int r;
 
     if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END && whence != SEEK_DATA &&
         whence != SEEK_HOLE)
         return -EINVAL;
-    h = file_get(fs, fh, false, &r);
-    if (!h)
+    r = file_take(fs, node, fh, O_RDONLY, &f);
+    if (r < 0)
         return r;
-    at = lseek(h->fd, (off_t)offset, (int)whence);
+    at = lseek(f.fd, (off_t)offset, (int)whence);
     r = at < 0 ? -errno : 0;
-    handle_put(fs, h);
+    file_done(fs, &f);
     if (r == 0)
         *result = (uint64_t)at;
     return r;

@@ -104,17 +104,26 @@ int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_ou
 int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flags,
               uint32_t mode, struct fuse_entry_out *e, struct fuse_open_out *o);
 int pt_opendir(struct pt_fs *fs, uint64_t node, struct fuse_open_out *o);
+/* fh 0 is not a handle: nothing to release (0). */
 int pt_release(struct pt_fs *fs, uint64_t fh);
+/* The file operations below take the request's node and handle fh: fh 0
+ * (a guest that opens files without asking the server, FUSE_NO_OPEN_SUPPORT)
+ * means node's own file, opened for that request alone (a regular file
+ * only, as pt_open); any other fh must be an open file's handle. */
 /* Bytes read into / written from iov[0..count) (the guest's pages as
- * they are: no copy on the way). */
+ * they are: no copy on the way). flags (a WRITE's): the guest's open flags,
+ * of which O_APPEND, O_SYNC and O_DSYNC are honoured with fh 0. */
 struct iovec;
-long pt_read(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov, int count);
-long pt_write(struct pt_fs *fs, uint64_t fh, uint64_t offset, const struct iovec *iov,
-              int count);
-int pt_fsync(struct pt_fs *fs, uint64_t fh, bool datasync);
-int pt_fallocate(struct pt_fs *fs, uint64_t fh, uint32_t mode, uint64_t offset, uint64_t len);
+long pt_read(struct pt_fs *fs, uint64_t node, uint64_t fh, uint64_t offset,
+             const struct iovec *iov, int count);
+long pt_write(struct pt_fs *fs, uint64_t node, uint64_t fh, uint32_t flags, uint64_t offset,
+              const struct iovec *iov, int count);
+int pt_fsync(struct pt_fs *fs, uint64_t node, uint64_t fh, bool datasync);
+int pt_fallocate(struct pt_fs *fs, uint64_t node, uint64_t fh, uint32_t mode, uint64_t offset,
+                 uint64_t len);
 /* SEEK_DATA or SEEK_HOLE (SEEK_SET/CUR/END too): the new offset in *result. */
-int pt_lseek(struct pt_fs *fs, uint64_t fh, uint64_t offset, uint32_t whence, uint64_t *result);
+int pt_lseek(struct pt_fs *fs, uint64_t node, uint64_t fh, uint64_t offset, uint32_t whence,
+             uint64_t *result);
 /* Directory entries from offset (a previous entry's off, or 0) as struct
  * fuse_dirent records, or fuse_direntplus with plus (each entry looked up,
  * "." and ".." with a zero entry), into buf: the bytes used. */

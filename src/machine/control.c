@@ -79,6 +79,10 @@ static json_t *save(struct machine_control *s, json_t *req)
                                      .sign_key = json_string_value(json_object_get(req, "sign")),
                                      .progress = save_progress, .opaque = s};
     bool resume = json_is_true(json_object_get(req, "resume")), was_paused = vm_paused(vm);
+    /* A jailed VM's save goes to its runtime folder and the caller moves
+     * it where asked (machine/save_named.c): held paused until then, the
+     * VM ends only once its bundle is there, and runs on if it cannot be. */
+    bool hold = json_is_true(json_object_get(req, "hold"));
     struct timespec t0;
     json_t *answer;
 
@@ -94,8 +98,11 @@ static json_t *save(struct machine_control *s, json_t *req)
             vm_resume(vm);
         return answer;
     }
-    answer = json_pack("{s:b,s:s,s:f}", "ok", 1, "path", path, "seconds", seconds_since(&t0));
-    if (!resume)
+    answer = json_pack("{s:b,s:s,s:f,s:b}", "ok", 1, "path", path, "seconds", seconds_since(&t0),
+                       "was_paused", was_paused);
+    if (hold)
+        ; /* the caller says what next: "stop", or "resume" */
+    else if (!resume)
         vm_request_stop(vm, VM_STOP_USER); /* saved: this instance's job is done */
     else if (!was_paused)
         vm_resume(vm);

@@ -154,6 +154,19 @@ int machine_instance_config(const char *name, struct vm_config *cfg, const char 
     return 0;
 }
 
+int machine_instance_each_share(const char *name,
+                                int (*add)(void *ctx, const struct vm_share_config *share),
+                                void *ctx)
+{
+    struct instance i = {0};
+    int r = read_instance(name, &i);
+
+    for (unsigned k = 0; r == 0 && k < i.boot.share_count; k++)
+        r = add(ctx, &i.boot.shares[k]);
+    store_instance_release(&i);
+    return r;
+}
+
 /* Re-entrant and leaving nothing behind: smolvm serve exports on
  * several threads. */
 int machine_instance_export(const char *name, const char *path, bool flatten, const char *sign_key)

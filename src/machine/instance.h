@@ -37,6 +37,13 @@ bool instance_named(const char *what);
  * Strings live on. */
 int machine_instance_config(const char *name, struct vm_config *cfg, const char **resume,
                             bool *resume_shared) __attribute__((warn_unused_result));
+/* The folders create --share gave instance name (which its start maps),
+ * each passed to add with ctx; the strings live for the call only. Stops
+ * at add's first error. */
+struct vm_share_config;
+int machine_instance_each_share(const char *name,
+                                int (*add)(void *ctx, const struct vm_share_config *share),
+                                void *ctx) __attribute__((warn_unused_result));
 /* The instance's saved state was resumed: later starts boot. */
 int machine_instance_resumed(const char *name) __attribute__((warn_unused_result));
 /* A stopped instance written to a bundle: its chain (or flattened), its

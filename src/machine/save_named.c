@@ -19,11 +19,14 @@ static double since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-static int ask(const char *name, const struct machine_save_request *q, const char *path)
+/* Asks NAME to save into path; hold: it stays paused after (and
+ * *was_paused, may be NULL, says whether it was before). */
+static int ask(const char *name, const struct machine_save_request *q, const char *path, bool hold,
+               bool *was_paused)
 {
     json_t *answer = NULL, *req = json_pack(
-        "{s:s,s:s,s:b,s:b,s:b,s:b}", "command", "save", "path", path, "resume", q->resume,
-        "memory", !q->no_memory, "flatten", q->flatten, "state_only", !q->output);
+        "{s:s,s:s,s:b,s:b,s:b,s:b,s:b}", "command", "save", "path", path, "resume", q->resume,
+        "memory", !q->no_memory, "flatten", q->flatten, "state_only", !q->output, "hold", hold);
     int r;
 
     if (q->sign_key)
@@ -35,38 +38,61 @@ static int ask(const char *name, const struct machine_save_request *q, const cha
         const char *why = json_string_value(json_object_get(answer, "error"));
         r = err_plain(ECANCELED, "%s: %s", name, why ? why : "failed");
     }
+    if (r == 0 && was_paused)
+        *was_paused = json_is_true(json_object_get(answer, "was_paused"));
     json_decref(answer);
     return r;
 }
 
+/* staging to path: renamed, or copied (synced) beside path and renamed
+ * when path is on another file system. */
+static int move_into_place(const char *staging, const char *path)
+{
+    char *copy = NULL;
+    int r = 0;
+
+    if (rename(staging, path) == 0)
+        return 0;
+    if (errno != EXDEV)
+        return err_set(errno, "save: cannot move the bundle to '%s'", path);
+    if (asprintf(&copy, "%s.tmp-%d", path, (int)getpid()) < 0)
+        return err_set(ENOMEM, "save");
+    if ((r = file_copy(staging, copy)) == 0 && rename(copy, path) < 0)
+        r = err_set(errno, "save: cannot rename '%s'", copy);
+    if (r < 0)
+        unlink(copy);
+    free(copy);
+    return r;
+}
+
 /* A confined VM cannot reach path: it saves into the runtime folder (its
- * own, and the caller's), and the bundle is moved to path from there:
- * renamed, or copied (synced) beside path and renamed when path is on
- * another file system. */
+ * own, and the caller's), and the bundle is moved to path from there.
+ * Without --resume the VM is held paused over the move and stopped once
+ * the bundle is in place; a move that fails gives the VM back as it was
+ * and says so, as a save that fails in the VM does. */
 static int ask_confined(const char *name, const struct machine_save_request *q, const char *path)
 {
-    char *runtime, *staging = NULL, *copy = NULL;
+    char *runtime, *staging = NULL, why[512];
+    bool was_paused = false, hold = !q->resume;
     int r = control_dir(&runtime);
 
     if (r == 0 && asprintf(&staging, "%s/%s.save-%d.smolmachine", runtime, name, (int)getpid()) < 0)
         r = err_set(ENOMEM, "save"), staging = NULL;
     free(runtime);
-    if (r == 0)
-        r = ask(name, q, staging);
-    if (r == 0 && rename(staging, path) < 0) {
-        if (errno != EXDEV)
-            r = err_set(errno, "save: cannot move the bundle to '%s'", path);
-        else if (asprintf(&copy, "%s.tmp-%d", path, (int)getpid()) < 0)
-            r = err_set(ENOMEM, "save"), copy = NULL;
-        else if ((r = file_copy(staging, copy)) == 0 && rename(copy, path) < 0)
-            r = err_set(errno, "save: cannot rename '%s'", copy);
-        if (r < 0 && copy)
-            unlink(copy);
+    if (r == 0 && (r = ask(name, q, staging, hold, &was_paused)) == 0) {
+        if ((r = move_into_place(staging, path)) < 0) {
+            snprintf(why, sizeof(why), "%s", err_msg());
+            if (hold && !was_paused && machine_command(name, "resume", NULL) < 0)
+                err_clear(); /* it went away meanwhile: nothing to give back */
+            r = err_plain(-r, "%s (the VM %s)", why,
+                          was_paused ? "stays paused, as it was" : "runs on");
+        } else if (hold && machine_command(name, "stop", NULL) < 0) {
+            err_clear(); /* it went away meanwhile: its bundle is saved */
+        }
     }
     if (staging)
         unlink(staging);
     free(staging);
-    free(copy);
     return r;
 }
 
@@ -87,7 +113,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
             *path = NULL;
             return err_plain(ESRCH, "no VM '%s' is running", name);
         }
-        r = ask(name, q, *path);
+        r = ask(name, q, *path, false, NULL);
         if (r == 0)
             r = machine_instance_suspended(name);
     } else {
@@ -96,7 +122,7 @@ int machine_save_named(const char *name, const struct machine_save_request *q, c
         if (!machine_answers_jailed(name, &confined))
             r = machine_instance_export(name, *path, q->flatten, q->sign_key);
         else
-            r = confined ? ask_confined(name, q, *path) : ask(name, q, *path);
+            r = confined ? ask_confined(name, q, *path) : ask(name, q, *path, false, NULL);
     }
     if (r < 0) {
         free(*path);

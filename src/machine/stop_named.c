@@ -28,9 +28,7 @@ bool machine_answers(const char *name)
     return machine_answers_jailed(name, NULL);
 }
 
-/* Sends {"command": command}; *answer (may be NULL) the VM's answer. A VM
- * that is not there is -ESRCH. */
-static int ask(const char *name, const char *command, json_t **answer)
+int machine_command(const char *name, const char *command, json_t **answer)
 {
     json_t *a = NULL, *req = json_pack("{s:s}", "command", command);
     int r = control_request(name, req, &a);
@@ -75,7 +73,7 @@ int machine_stop_named(const char *name, unsigned timeout_s, bool force, bool *f
     json_t *status = NULL;
     const char *state;
     bool paused;
-    int r = ask(name, "status", &status);
+    int r = machine_command(name, "status", &status);
 
     *forced = false;
     if (r < 0)
@@ -85,12 +83,12 @@ int machine_stop_named(const char *name, unsigned timeout_s, bool force, bool *f
     json_decref(status);
     /* A VM without the button (a bundle saved before it existed, whose
      * tables do not have it) refuses the press: forced, as after a timeout. */
-    if (!force && !paused && timeout_s > 0 && ask(name, "shutdown", NULL) == 0 &&
+    if (!force && !paused && timeout_s > 0 && machine_command(name, "shutdown", NULL) == 0 &&
         gone_within(name, timeout_s))
         return 0;
     err_clear();
     *forced = true;
-    r = ask(name, "stop", NULL);
+    r = machine_command(name, "stop", NULL);
     if (r == -ESRCH) { /* it powered off at the last moment */
         err_clear();
         *forced = false;

@@ -8,6 +8,8 @@
 
 #include <stdbool.h>
 
+#include <jansson.h>
+
 #define MACHINE_STOP_TIMEOUT_S 10 /* as docker stop's */
 #define MACHINE_STOP_TIMEOUT_MAX_S 3600
 
@@ -16,6 +18,12 @@
  * name runs; -ECANCELED: the VM refused (err_msg() says why); else what
  * failed. */
 int machine_stop_named(const char *name, unsigned timeout_s, bool force, bool *forced)
+    __attribute__((warn_unused_result));
+
+/* Sends {"command": command} to NAME; *answer (may be NULL): the VM's
+ * answer. -ESRCH (named): no VM of that name runs; -ECANCELED: the VM
+ * refused (err_msg() says why). */
+int machine_command(const char *name, const char *command, json_t **answer)
     __attribute__((warn_unused_result));
 
 /* Whether a VM of that name answers on its control socket (or is there but

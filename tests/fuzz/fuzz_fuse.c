@@ -5,6 +5,7 @@
  * the file system. Any crash, sanitizer report or hang is a bug, and so is
  * a file appearing next to the share (checked at the end of each input). */
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,13 +57,16 @@ static void check_neighbours(void)
     closedir(d);
 }
 
-static void init_session(void)
+/* no_open: as Linux, which offers FUSE_NO_OPEN_SUPPORT (then READ, WRITE
+ * and the like name the node's own file with fh 0). */
+static void init_session(bool no_open)
 {
     struct {
         struct fuse_in_header h;
         struct fuse_init_in i;
     } init = {{.len = sizeof(init), .opcode = FUSE_INIT, .unique = 1},
-              {.major = 7, .minor = 38, .flags = FUSE_DO_READDIRPLUS}};
+              {.major = 7, .minor = 38,
+               .flags = FUSE_DO_READDIRPLUS | (no_open ? FUSE_NO_OPEN_SUPPORT : 0)}};
 
     fuse_serve(srv, (const uint8_t *)&init, sizeof(init), out, sizeof(out));
 }
@@ -72,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!srv)
         setup_once();
     fuse_server_reset(srv);
-    init_session();
+    init_session(size > 0 && (data[0] & 0x80));
     for (int i = 0; i < MAX_REQUESTS && size > 0; i++) {
         uint32_t len = (uint32_t)size;
         size_t n;

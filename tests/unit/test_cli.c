@@ -343,9 +343,34 @@ static struct control *fake_vm;
 static int migrate_asked;
 static char migrate_to[256];
 
+static char fake_vm_after_save[64]; /* the commands after its last save */
+static bool fake_vm_saved_held;
+
+/* A jailed VM's save: the bundle written where asked (its runtime
+ * folder), what it was asked to do after kept. */
+static json_t *fake_vm_save(json_t *req)
+{
+    const char *path = json_string_value(json_object_get(req, "path"));
+    FILE *f = path ? fopen(path, "w") : NULL;
+
+    if (!f)
+        return control_error("cannot write the bundle");
+    fputs("a bundle", f);
+    fclose(f);
+    fake_vm_saved_held = json_is_true(json_object_get(req, "hold"));
+    fake_vm_after_save[0] = 0;
+    return json_pack("{s:b,s:s,s:f,s:b}", "ok", 1, "path", path, "seconds", 0.1, "was_paused", 0);
+}
+
 static json_t *fake_vm_handler(void *opaque, const char *command, json_t *req)
 {
     (void)opaque;
+    if (strcmp(command, "save") == 0)
+        return fake_vm_save(req);
+    if (strcmp(command, "stop") == 0 || strcmp(command, "resume") == 0) {
+        strncat(fake_vm_after_save, command, sizeof(fake_vm_after_save) - strlen(fake_vm_after_save) - 1);
+        return json_pack("{s:b}", "ok", 1);
+    }
     if (strcmp(command, "migrate") != 0)
         return json_pack("{s:b,s:s}", "ok", 1, "confinement", "jail (user, mount, pid, ipc ns)");
     migrate_asked++;
@@ -371,6 +396,27 @@ static void *serve_fake_vm(void *opaque)
     return NULL;
 }
 
+/* The stand-in VM NAME answering on its control socket in run/, served
+ * by a thread until stop_fake_vm(). */
+static pthread_t start_fake_vm(const char *name)
+{
+    pthread_t t;
+
+    assert_int_equal(sh("mkdir -p home && mkdir -p -m 0700 run"), 0);
+    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
+    assert_int_equal(control_open(name, fake_vm_handler, NULL, &fake_vm), 0);
+    fake_vm_stop = false;
+    assert_int_equal(pthread_create(&t, NULL, serve_fake_vm, NULL), 0);
+    return t;
+}
+
+static void stop_fake_vm(pthread_t t)
+{
+    fake_vm_stop = true;
+    pthread_join(t, NULL);
+    control_close(fake_vm);
+}
+
 /* migrate connects to the destination itself and passes the link to the
  * VM over its control socket, so that a jailed VMM (no host network, no
  * host files) never dials: the destination here gets what the VM wrote.
@@ -385,11 +431,7 @@ static void test_migrate_passes_the_link(void **state)
     pthread_t t;
     (void)state;
 
-    assert_int_equal(sh("mkdir -p home && mkdir -p -m 0700 run"), 0);
-    setenv("XDG_RUNTIME_DIR", in_dir("run"), 1);
-    assert_int_equal(control_open("mover", fake_vm_handler, NULL, &fake_vm), 0);
-    fake_vm_stop = false;
-    assert_int_equal(pthread_create(&t, NULL, serve_fake_vm, NULL), 0);
+    t = start_fake_vm("mover");
     snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/dest.sock", dir);
     int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     assert_true(listener >= 0);
@@ -418,10 +460,41 @@ static void test_migrate_passes_the_link(void **state)
     assert_int_equal(accept4(listener, NULL, NULL, SOCK_CLOEXEC), -1); /* not dialled */
     assert_int_equal(errno, EAGAIN);
 
-    fake_vm_stop = true;
-    pthread_join(t, NULL);
-    control_close(fake_vm);
+    stop_fake_vm(t);
     close(listener);
+}
+
+/* save -o of a jailed VM: it saves into its runtime folder and save moves
+ * the bundle where asked. The VM is held paused until the bundle is there,
+ * then stopped; a move that fails (-o names a folder) gives the VM back
+ * running, says so in one line, and leaves no bundle in the runtime
+ * folder. With --resume it is never held. */
+static void test_jailed_save_moves_then_stops(void **state)
+{
+    pthread_t t;
+    (void)state;
+
+    assert_int_equal(sh("mkdir -p a-folder"), 0);
+    t = start_fake_vm("kept");
+
+    int status = smolvm("save kept -o %s/kept.smolmachine", dir);
+    if (status != 0)
+        fail_msg("save: exit %d, stderr: %s", status, err);
+    assert_true(fake_vm_saved_held);
+    assert_string_equal(fake_vm_after_save, "stop"); /* once the bundle was there */
+    assert_int_equal(sh("test \"$(cat kept.smolmachine)\" = 'a bundle'"), 0);
+
+    assert_one_line(smolvm("save kept -o %s/a-folder", dir), 1, "save");
+    assert_non_null(strstr(err, "a-folder"));
+    assert_non_null(strstr(err, "(the VM runs on)"));
+    assert_string_equal(fake_vm_after_save, "resume");
+    assert_int_equal(sh("ls run | grep -q save-"), 1); /* nothing left behind */
+
+    assert_int_equal(smolvm("save kept -o %s/again.smolmachine --resume", dir), 0);
+    assert_false(fake_vm_saved_held);
+    assert_string_equal(fake_vm_after_save, "");
+
+    stop_fake_vm(t);
 }
 
 int main(void)
@@ -439,6 +512,7 @@ int main(void)
         cmocka_unit_test(test_binary_hardened),
         cmocka_unit_test(test_attach),
         cmocka_unit_test(test_migrate_passes_the_link),
+        cmocka_unit_test(test_jailed_save_moves_then_stops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -177,21 +177,31 @@ static int32_t create(uint64_t parent, const char *name, uint32_t flags, uint64_
     return err;
 }
 
-static int32_t write_at(uint64_t fh, uint64_t offset, const char *data)
+/* A WRITE of data on node through fh (0: the node's own file), flags the
+ * guest's open flags. */
+static int32_t write_node(uint64_t node, uint64_t fh, uint32_t flags, uint64_t offset,
+                          const char *data)
 {
-    struct fuse_write_in w = {.fh = fh, .offset = offset, .size = (uint32_t)strlen(data)};
+    struct fuse_write_in w = {.fh = fh, .offset = offset, .size = (uint32_t)strlen(data),
+                              .flags = flags};
     uint8_t arg[sizeof(w) + 256];
 
     memcpy(arg, &w, sizeof(w));
     memcpy(arg + sizeof(w), data, w.size);
-    return call(FUSE_WRITE, 1, arg, sizeof(w) + w.size, NULL, NULL);
+    return call(FUSE_WRITE, node, arg, sizeof(w) + w.size, NULL, NULL);
 }
 
-/* Reads up to size bytes into buf, NUL-terminated: the error. */
-static int32_t read_at(uint64_t fh, uint64_t offset, char *buf, uint32_t size)
+static int32_t write_at(uint64_t fh, uint64_t offset, const char *data)
+{
+    return write_node(FUSE_ROOT_ID, fh, 0, offset, data);
+}
+
+/* Reads up to size bytes of node through fh into buf, NUL-terminated: the
+ * error. */
+static int32_t read_node(uint64_t node, uint64_t fh, uint64_t offset, char *buf, uint32_t size)
 {
     struct fuse_read_in r = {.fh = fh, .offset = offset, .size = size - 1};
-    int32_t err = call(FUSE_READ, 1, &r, sizeof(r), NULL, NULL);
+    int32_t err = call(FUSE_READ, node, &r, sizeof(r), NULL, NULL);
 
     buf[0] = 0;
     if (err == 0) {
@@ -199,6 +209,11 @@ static int32_t read_at(uint64_t fh, uint64_t offset, char *buf, uint32_t size)
         buf[reply_len] = 0;
     }
     return err;
+}
+
+static int32_t read_at(uint64_t fh, uint64_t offset, char *buf, uint32_t size)
+{
+    return read_node(FUSE_ROOT_ID, fh, offset, buf, size);
 }
 
 static void release(uint64_t fh)
@@ -716,7 +731,8 @@ static void malformed_requests(void **state)
     assert_int_equal(call(FUSE_GETATTR, node, &(struct fuse_getattr_in){0},
                           sizeof(struct fuse_getattr_in), NULL, NULL),
                      -ESTALE);
-    assert_int_equal(write_at(0, 0, "x"), -EBADF);
+    /* fh 0 is the node's own file (FUSE_NO_OPEN_SUPPORT): the root is none. */
+    assert_int_equal(write_at(0, 0, "x"), -EISDIR);
     assert_int_equal(write_at(UINT64_MAX, 0, "x"), -EBADF);
     assert_int_equal(read_at((uint64_t)3 << 32, 0, (char[8]){0}, 8), -EBADF);
     /* A file node used as a directory. */
@@ -749,6 +765,136 @@ static void malformed_requests(void **state)
     }
     init_session();
     must_lookup(FUSE_ROOT_ID, "hello");
+    stop();
+}
+
+/* INIT as Linux sends it (FUSE_NO_OPEN_SUPPORT): the flags answered. */
+static uint32_t init_no_open(void)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 38, .max_readahead = 131072,
+                                .flags = FUSE_DO_READDIRPLUS | FUSE_MAX_PAGES |
+                                         FUSE_NO_OPEN_SUPPORT | FUSE_ATOMIC_O_TRUNC |
+                                         FUSE_AUTO_INVAL_DATA};
+
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, NULL), 0);
+    return ((struct fuse_init_out *)payload())->flags;
+}
+
+static uint32_t handles_held(void)
+{
+    uint32_t inodes, handles;
+
+    pt_counts(fs, &inodes, &handles);
+    return handles;
+}
+
+/* A guest that opens files without asking (Linux: OPEN answered ENOSYS
+ * once, fs/fuse/file.c fuse_file_open; no RELEASE after, fuse_file_put)
+ * reads a file with a LOOKUP and a READ, not also an OPEN and a RELEASE:
+ * READ, WRITE, FSYNC, FALLOCATE, LSEEK and SETATTR come with fh 0 and
+ * work on the node's own file; no descriptor stays open for them. */
+static void files_opened_without_asking(void **state)
+{
+    struct fuse_open_in oi = {.flags = O_RDONLY};
+    uint64_t hello, node, fh = 99, sub, link, fifo;
+    char buf[64], host[64];
+    uint32_t flags;
+    (void)state;
+
+    start(false, NULL);
+    assert_int_equal(sh("mkfifo share/fifo && ln -s hello share/link"), 0);
+    flags = init_no_open();
+    /* Host changes show although the guest keeps pages across opens; an
+     * O_TRUNC open truncates by SETATTR, as no OPEN comes. */
+    assert_int_equal(flags & FUSE_AUTO_INVAL_DATA, FUSE_AUTO_INVAL_DATA);
+    assert_int_equal(flags & FUSE_ATOMIC_O_TRUNC, 0);
+
+    /* What reading a file costs: two requests, nothing held after. */
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(call(FUSE_OPEN, hello, &oi, sizeof(oi), NULL, NULL), -ENOSYS);
+    assert_int_equal(read_node(hello, 0, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "hello\n");
+    assert_int_equal(handles_held(), 0);
+
+    /* Writes: O_APPEND honoured; the file's set-user-ID bit killed. */
+    assert_int_equal(sh("chmod 4755 share/hello"), 0);
+    assert_int_equal(write_node(hello, 0, O_WRONLY, 0, "J"), 0);
+    assert_int_equal(write_node(hello, 0, O_WRONLY | O_APPEND, 0, "more\n"), 0);
+    slurp("share/hello", host, sizeof(host));
+    assert_string_equal(host, "Jello\nmore\n");
+    assert_int_equal(host_mode("hello") & 07777, 0755);
+    {
+        struct fuse_fsync_in f = {0};
+        struct fuse_lseek_in l = {.offset = 0, .whence = SEEK_DATA};
+        struct fuse_fallocate_in fa = {.offset = 0, .length = 8192};
+        struct fuse_setattr_in sa = {.valid = FATTR_SIZE | FATTR_FH, .size = 3};
+        struct stat st;
+        assert_int_equal(call(FUSE_FSYNC, hello, &f, sizeof(f), NULL, NULL), 0);
+        assert_int_equal(call(FUSE_LSEEK, hello, &l, sizeof(l), NULL, NULL), 0);
+        assert_int_equal(((struct fuse_lseek_out *)payload())->offset, 0);
+        assert_int_equal(call(FUSE_FALLOCATE, hello, &fa, sizeof(fa), NULL, NULL), 0);
+        assert_int_equal(stat(in_dir("share/hello"), &st), 0);
+        assert_int_equal(st.st_size, 8192);
+        /* ftruncate in the guest: its handle is fh 0. */
+        assert_int_equal(call(FUSE_SETATTR, hello, &sa, sizeof(sa), NULL, NULL), 0);
+        slurp("share/hello", host, sizeof(host));
+        assert_string_equal(host, "Jel");
+    }
+
+    /* CREATE keeps no handle: its RELEASE would never come. */
+    assert_int_equal(create(FUSE_ROOT_ID, "new", O_WRONLY | O_EXCL, &node, &fh), 0);
+    assert_int_equal(fh, 0);
+    assert_int_equal(opened_flags(true) & FOPEN_DIRECT_IO, FOPEN_DIRECT_IO);
+    assert_int_equal(handles_held(), 0);
+    assert_int_equal(write_node(node, 0, O_WRONLY, 0, "made"), 0);
+    release(0);
+    slurp("share/new", host, sizeof(host));
+    assert_string_equal(host, "made");
+
+    /* fh 0 opens only a regular file, never a directory, a symlink or a
+     * FIFO (which would block the thread), nor a node never given out. */
+    sub = must_lookup(FUSE_ROOT_ID, "sub");
+    link = must_lookup(FUSE_ROOT_ID, "link");
+    fifo = must_lookup(FUSE_ROOT_ID, "fifo");
+    assert_int_equal(read_node(sub, 0, 0, buf, sizeof(buf)), -EISDIR);
+    assert_int_equal(read_node(link, 0, 0, buf, sizeof(buf)), -ELOOP);
+    assert_int_equal(read_node(fifo, 0, 0, buf, sizeof(buf)), -EACCES);
+    assert_int_equal(write_node(fifo, 0, O_WRONLY, 0, "x"), -EACCES);
+    assert_int_equal(read_node((uint64_t)9 << 32 | 40, 0, 0, buf, sizeof(buf)), -ESTALE);
+    assert_int_equal(read_node(0, 0, 0, buf, sizeof(buf)), -ESTALE);
+    assert_int_equal(handles_held(), 0);
+
+    /* A new session decides again: a guest that did not offer it opens. */
+    init_session();
+    assert_int_equal(open_node(hello, O_RDONLY, &fh), 0);
+    assert_int_not_equal(fh, 0);
+    release(fh);
+    stop();
+}
+
+/* A read-only share keeps OPEN (an open for writing fails at once, EROFS,
+ * not at its first write), and refuses writes through the node's own file
+ * too (fh 0, which a guest may send anyway). */
+static void read_only_share_keeps_open(void **state)
+{
+    struct fuse_fallocate_in fa = {.offset = 0, .length = 8192};
+    uint64_t hello, node, fh;
+    char buf[64];
+    (void)state;
+
+    start(true, NULL);
+    assert_int_equal(init_no_open() & FUSE_ATOMIC_O_TRUNC, FUSE_ATOMIC_O_TRUNC);
+    hello = must_lookup(FUSE_ROOT_ID, "hello");
+    assert_int_equal(open_node(hello, O_WRONLY, &fh), -EROFS);
+    assert_int_equal(open_node(hello, O_RDONLY, &fh), 0);
+    assert_int_not_equal(fh, 0);
+    release(fh);
+    assert_int_equal(read_node(hello, 0, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "hello\n");
+    assert_int_equal(write_node(hello, 0, O_WRONLY, 0, "x"), -EROFS);
+    assert_int_equal(call(FUSE_FALLOCATE, hello, &fa, sizeof(fa), NULL, NULL), -EROFS);
+    assert_int_equal(create(FUSE_ROOT_ID, "new", O_WRONLY, &node, &fh), -EROFS);
+    assert_int_equal(sh("test \"$(cat share/hello)\" = hello && test ! -e share/new"), 0);
     stop();
 }
 
@@ -1201,6 +1347,8 @@ int main(void)
         cmocka_unit_test(files_read_write_create),
         cmocka_unit_test(changes_kill_set_id_bits),
         cmocka_unit_test(write_only_files_bypass_the_guest_cache),
+        cmocka_unit_test(files_opened_without_asking),
+        cmocka_unit_test(read_only_share_keeps_open),
         cmocka_unit_test(names_and_links),
         cmocka_unit_test(sparse_files),
         cmocka_unit_test(directories),

@@ -20,6 +20,8 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "confine/jail.h"
+#include "machine/ram_faults.h"
+#include "store/store.h"
 #include "scratch.h"
 #include "util/err.h"
 
@@ -263,6 +265,10 @@ static void test_start_jail_plan(void **state)
         int fd;
 
         setenv("XDG_RUNTIME_DIR", inside, 1);
+        /* Whether this host gives this user a userfaultfd (as a bundle's
+         * first start is served): the jail must not take it away. */
+        bool uffd = ram_faults_supported();
+
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
         if (cli_confine(&o, "s", true, readonly) != CLI_OK)
@@ -277,8 +283,56 @@ static void test_start_jail_plan(void **state)
         const char *helper = getenv("SMOLVM_NET_HELPER");
         if (!helper || strcmp(helper, "/usr/bin/true") != 0)
             _exit(3);
+        if (uffd && !ram_faults_supported())
+            _exit(5);
         execl(helper, "true", (char *)NULL);
         _exit(4);
+    }
+    child_passed(pid);
+}
+
+/* start NAME --jail of a store instance made with create --share: its
+ * folder, named in instance.json and not on the command line, is in the
+ * jail, writable. */
+static void test_start_instance_jail_plan(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char data[128], layer[128], shared[128], made[160];
+        struct vm_share_config share = {.path = shared, .tag = "w"};
+        struct store_create_request q = {.name = "sharing", .from = layer, .kernel = layer,
+                                         .shares = &share, .share_count = 1};
+        struct vm_options o = {.jail = true};
+        struct store *s;
+        int fd;
+
+        snprintf(data, sizeof(data), "%s/instance-data", dir);
+        snprintf(layer, sizeof(layer), "%s/instance-layer.raw", dir);
+        snprintf(shared, sizeof(shared), "%s/instance-share", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
+            setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
+            (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
+            _exit(100);
+        close(fd);
+        if (store_open(&s) < 0 || store_create_from(s, &q) < 0)
+            _exit(100);
+        store_close(s);
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        cli_set_verb("start");
+        if (chdir(dir) < 0 || cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        snprintf(made, sizeof(made), "%s/from-instance", shared);
+        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+            _exit(1);
+        close(fd);
+        if (open(outside, O_RDONLY) >= 0)
+            _exit(2);
+        _exit(0);
     }
     child_passed(pid);
 }
@@ -337,6 +391,54 @@ static void test_receive_jail_plan(void **state)
     assert_int_equal(unlink(made), 0);
 }
 
+/* In a forked child: into the jail of plan, or exit UNAVAILABLE where
+ * this host allows none (exit 101: it failed halfway). */
+static void jail_or_skip(const struct confine_plan *plan)
+{
+    int r = jail_enter(plan);
+
+    if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC || r == -EACCES)
+        _exit(UNAVAILABLE);
+    if (r < 0)
+        _exit(101);
+}
+
+/* A file of the plan inside a folder of the plan with the same access is
+ * reached through the folder, not bound again on top (a mount point cannot
+ * be removed: an unnamed VM's delta, in its instance folder under the data
+ * folder, is removed as the VM ends); one with less access still is. */
+static void test_files_inside_folders(void **state)
+{
+    char delta[160], base[160];
+    (void)state;
+
+    snprintf(delta, sizeof(delta), "%s/delta.qcow2", inside);
+    snprintf(base, sizeof(base), "%s/base.raw", inside);
+    assert_int_equal(sh("echo d > '%s' && echo b > '%s'", delta, base), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        int fd;
+
+        if (confine_plan_add(&plan, inside, true) < 0 || confine_plan_add(&plan, delta, true) < 0 ||
+            confine_plan_add(&plan, base, false) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        jail_or_skip(&plan);
+        if (open(base, O_WRONLY) >= 0 || errno != EROFS)
+            _exit(1); /* read-only inside the writable folder */
+        if ((fd = open(base, O_RDONLY)) < 0)
+            _exit(2);
+        close(fd);
+        if (unlink(delta) < 0)
+            _exit(3);
+        _exit(0);
+    }
+    child_passed(pid);
+    assert_int_equal(access(delta, F_OK), -1); /* removed on the host */
+    assert_int_equal(unlink(base), 0);
+}
+
 /* The net helper runs in the jail: a dynamically linked program does, given
  * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
 static void test_jail_runs_a_dynamic_program(void **state)
@@ -353,11 +455,7 @@ static void test_jail_runs_a_dynamic_program(void **state)
                 _exit(100);
         if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
             _exit(100);
-        int r = jail_enter(&plan);
-        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC)
-            _exit(UNAVAILABLE);
-        if (r < 0)
-            _exit(101);
+        jail_or_skip(&plan);
         execl("/usr/bin/true", "true", (char *)NULL);
         _exit(102);
     }
@@ -385,11 +483,9 @@ static pid_t jailed_vmm(int ready)
             _exit(100);
         if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
             _exit(UNAVAILABLE);
-        int r = jail_enter(&plan);
-        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC)
-            _exit(UNAVAILABLE);
+        jail_or_skip(&plan);
         signal(SIGTERM, vmm_stops);
-        if (r < 0 || write(ready, "r", 1) != 1)
+        if (write(ready, "r", 1) != 1)
             _exit(101);
         for (;;)
             pause();
@@ -621,7 +717,9 @@ int main(void)
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_start_jail_plan),
+        cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_receive_jail_plan),
+        cmocka_unit_test(test_files_inside_folders),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
         cmocka_unit_test(test_falls_back_to_landlock),

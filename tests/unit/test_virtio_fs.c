@@ -259,6 +259,62 @@ static void device_serves_fuse(void **state)
     vm_destroy(vm);
 }
 
+/* A guest that opens files without asking (FUSE_NO_OPEN_SUPPORT, as
+ * Linux's INIT offers) still does after a save and start: its kernel sends
+ * no second INIT and no RELEASE, so the restored server must go on
+ * answering OPEN with ENOSYS and keeping no handle for a CREATE (else each
+ * file the guest creates would hold a descriptor for good). The reads go
+ * through the node's own file, on the device's threads under their
+ * seccomp filter. */
+static void opening_without_asking_survives_a_restore(void **state)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 31,
+                                .flags = FUSE_NO_OPEN_SUPPORT | FUSE_ATOMIC_O_TRUNC};
+    struct fuse_init_out io;
+    struct fuse_entry_out e;
+    struct fuse_open_in oi = {.flags = O_RDONLY};
+    struct fuse_create_in ci = {.flags = O_WRONLY, .mode = 0644};
+    struct {
+        struct fuse_entry_out e;
+        struct fuse_open_out o;
+    } created;
+    struct fuse_read_in ri = {.fh = 0, .size = 16};
+    struct blob saved = {0};
+    static uint8_t rings[0x8000];
+    char data[16] = {0};
+    uint64_t hello;
+    (void)state;
+
+    memset(avail_idx, 0, sizeof(avail_idx));
+    assert_int_equal(sh("mkdir -p noopen && echo hi > noopen/hello"), 0);
+    boot(in_dir("noopen"));
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, &io, sizeof(io)), 0);
+    assert_int_equal(io.flags & FUSE_ATOMIC_O_TRUNC, 0);
+    assert_int_equal(call(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "hello", &e, sizeof(e)), 0);
+    hello = e.nodeid;
+    assert_int_equal(call(FUSE_OPEN, hello, &oi, sizeof(oi), NULL, NULL, 0), -ENOSYS);
+    assert_int_equal(call(FUSE_READ, hello, &ri, sizeof(ri), NULL, data, 3), 0);
+    assert_memory_equal(data, "hi\n", 3);
+
+    assert_int_equal(vm_save_device_state(vm, &saved), 0);
+    memcpy(rings, ram(RINGS, sizeof(rings)), sizeof(rings));
+    vm_destroy(vm);
+    boot(in_dir("noopen"));
+    memcpy(ram(RINGS, sizeof(rings)), rings, sizeof(rings));
+    if (vm_restore_device_state(vm, saved.data, saved.len) < 0)
+        fail_msg("restore: %s", err_msg());
+    blob_free(&saved);
+    assert_int_equal(call(FUSE_OPEN, hello, &oi, sizeof(oi), NULL, NULL, 0), -ENOSYS);
+    assert_int_equal(call(FUSE_CREATE, FUSE_ROOT_ID, &ci, sizeof(ci), "made", &created,
+                          sizeof(created)),
+                     0);
+    assert_int_equal(created.o.fh, 0);
+    memset(data, 0, sizeof(data));
+    assert_int_equal(call(FUSE_READ, hello, &ri, sizeof(ri), NULL, data, 3), 0);
+    assert_memory_equal(data, "hi\n", 3);
+    vm_destroy(vm);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -277,6 +333,7 @@ int main(void)
     confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(device_serves_fuse),
+        cmocka_unit_test(opening_without_asking_survives_a_restore),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -271,23 +271,33 @@ static void fs_resume(void *opaque)
     pump_all(d);
 }
 
-/* Version 1: whether the guest's INIT was answered, then the node and
- * handle tables as paths (fs/passthrough.h, pt_save). */
+/* Version 1: the FUSE session (0: no INIT answered yet, 1: answered,
+ * 3: answered, and the guest opens files without asking, fuse.h
+ * fuse_server_no_open), then the node and handle tables as paths
+ * (fs/passthrough.h, pt_save). */
+#define SESSION_INITIALIZED 1u
+#define SESSION_NO_OPEN 2u
+
 static int fs_state(void *opaque, struct state_io *io)
 {
     struct virtio_fs *d = opaque;
-    uint8_t initialized;
+    uint8_t session;
     int r;
 
     if (!state_restoring(io)) {
-        blob_put_u8(io->out, fuse_server_initialized(d->server));
+        session = fuse_server_initialized(d->server) ? SESSION_INITIALIZED : 0;
+        if (session && fuse_server_no_open(d->server))
+            session |= SESSION_NO_OPEN;
+        blob_put_u8(io->out, session);
         return pt_save(d->pt, io->out);
     }
-    initialized = blob_get_u8(io->in);
-    r = io->in->failed || initialized > 1
+    session = blob_get_u8(io->in);
+    r = io->in->failed || (session != 0 && session != SESSION_INITIALIZED &&
+                           session != (SESSION_INITIALIZED | SESSION_NO_OPEN))
             ? err_plain(EINVAL, "virtio-fs %s: bad session state", d->tag)
             : pt_restore(d->pt, io->in);
-    fuse_server_set_initialized(d->server, r == 0 && initialized);
+    fuse_server_set_initialized(d->server, r == 0 && (session & SESSION_INITIALIZED));
+    fuse_server_set_no_open(d->server, r == 0 && (session & SESSION_NO_OPEN));
     return r;
 }
 
