@@ -191,11 +191,15 @@ static int write_bundle(struct migrate_receive *rx, struct bundle_stream *s,
 {
     bool part = f->type == MIGRATE_PART;
     const uint8_t *p = f->payload + (part ? 8 : 0);
-    uint64_t at = part ? le64(f->payload) : s->next, len = f->len - (part ? 8 : 0);
-    int r = part && f->len < 8 ? err_plain(EPROTO, "migration PART of %u bytes", f->len)
-                               : stream_place(s, at, len);
+    uint64_t at, len;
+    int r;
 
-    if (r < 0)
+    /* Its length first: the offset is read only from a frame that has one. */
+    if (part && f->len < 8)
+        return err_plain(EPROTO, "migration PART of %u bytes", f->len);
+    at = part ? le64(f->payload) : s->next;
+    len = f->len - (part ? 8 : 0);
+    if ((r = stream_place(s, at, len)) < 0)
         return r;
     hash_add(&s->hash, p, len);
     for (uint64_t done = 0; done < len;) {

@@ -574,36 +574,49 @@ static void refuses_pages_outside_ram(void **state)
     assert_int_equal(fd, -1);
 }
 
-/* A RAM frame shorter than its u64 (the fuzzer found it read past the
+/* A RAM or PART frame shorter than its u64 (the fuzzer found both read past the
  * payload): refused by its length before its bytes are used. */
-static void refuses_a_short_ram_frame(void **state)
+static void refuses_short_ram_and_part_frames(void **state)
 {
-    static uint8_t stream[8192];
-    uint8_t *hello, ram[8] = {0, 0, 1};
-    uint32_t len;
-    struct vm_config cfg;
-    size_t n = 0;
-    int fds[2], bundle = memfd_create("bundle", 0), out = open("/dev/null", O_WRONLY);
+    /* PART too: its offset is a u64 as well. */
+    static const struct {
+        enum migrate_frame_type type;
+        const char *why;
+    } cases[] = {
+        {MIGRATE_RAM, "migration RAM frame out of place"},
+        {MIGRATE_PART, "migration PART of 5 bytes"},
+    };
     (void)state;
 
-    assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
-    n += frame(stream + n, MIGRATE_HELLO, hello, len);
-    free(hello);
-    vm_config_defaults(&cfg);
-    char *json = vm_config_to_json(&cfg);
-    n += frame(stream + n, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
-    free(json);
-    n += frame(stream + n, MIGRATE_RAM, ram, 5);
-    struct migrate_link l = link_over(stream, n, fds);
-    l.out = out;
-    struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
-                                 .scratch_dir = "/tmp"};
-    assert_int_equal(migrate_receive_bundle(&l, &rx), -EPROTO);
-    assert_string_equal(err_msg(), "migration RAM frame out of place");
-    assert_int_equal(rx.memory_fd, -1);
-    close(fds[0]);
-    close(bundle);
-    close(out);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        static uint8_t stream[8192];
+        uint8_t *hello, *five = malloc(5);
+        uint32_t len;
+        struct vm_config cfg;
+        size_t n = 0;
+        int fds[2], bundle = memfd_create("bundle", 0), out = open("/dev/null", O_WRONLY);
+
+        memcpy(five, "\0\0\1\0\0", 5);
+        assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+        n += frame(stream + n, MIGRATE_HELLO, hello, len);
+        free(hello);
+        vm_config_defaults(&cfg);
+        char *json = vm_config_to_json(&cfg);
+        n += frame(stream + n, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
+        free(json);
+        n += frame(stream + n, cases[i].type, five, 5);
+        free(five);
+        struct migrate_link l = link_over(stream, n, fds);
+        l.out = out;
+        struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
+                                     .scratch_dir = "/tmp"};
+        assert_int_equal(migrate_receive_bundle(&l, &rx), -EPROTO);
+        assert_string_equal(err_msg(), cases[i].why);
+        assert_int_equal(rx.memory_fd, -1);
+        close(fds[0]);
+        close(bundle);
+        close(out);
+    }
 }
 
 /* ---- a destination that gives up while the VM streams ---- */
@@ -800,7 +813,7 @@ int main(void)
         cmocka_unit_test(receives_live_pages),
         cmocka_unit_test(refuses_pages_outside_ram),
         cmocka_unit_test(a_cut_link_leaves_nothing),
-        cmocka_unit_test(refuses_a_short_ram_frame),
+        cmocka_unit_test(refuses_short_ram_and_part_frames),
         cmocka_unit_test(source_hears_the_destination_is_full),
         cmocka_unit_test(a_reset_link_still_says_why),
         cmocka_unit_test(idle_guest_stops_after_one_round),
