@@ -112,12 +112,20 @@ static int add_config(struct bundle_writer *w, const struct save_job *job)
     return r;
 }
 
-/* What cannot change while the VM runs. */
+/* What cannot change while the VM runs: its kernel and initrd, and the
+ * layers under a store instance's disks (not the delta the guest writes). */
 static int add_boot_files(struct bundle_writer *w, struct save_job *job)
 {
     /* A bzImage is compressed already. */
     int r = add_boot_file(w, job, SECTION_KERNEL, job->cfg->kernel_path, BUNDLE_RAW);
-    return r ? r : add_boot_file(w, job, SECTION_INITRD, job->cfg->initrd_path, BUNDLE_ZSTD);
+    if (r == 0)
+        r = add_boot_file(w, job, SECTION_INITRD, job->cfg->initrd_path, BUNDLE_ZSTD);
+    for (unsigned i = 0; r == 0 && !job->flatten && i < job->cfg->disk_count; i++) {
+        const struct vm_disk_config *d = &job->cfg->disks[i];
+        if (bundle_disk_is_layered(d->path, d->format))
+            r = bundle_chains_add_layers(&job->chains, w, d->path);
+    }
+    return r;
 }
 
 static int add_disks(struct bundle_writer *w, struct save_job *job)
@@ -221,6 +229,7 @@ int machine_save_finish(struct machine_saving *s)
     if (r == 0 && !s->o.state_only)
         r = add_disks(w, &s->job);
     r = finish(w, r, s->o.sign_key);
+    bundle_chains_release(&s->job.chains); /* a failure before the disks */
     free(s);
     return r;
 }
@@ -230,6 +239,7 @@ void machine_save_abort(struct machine_saving *s)
     if (!s)
         return;
     bundle_writer_abort(s->w);
+    bundle_chains_release(&s->job.chains);
     free(s);
 }
 

@@ -580,13 +580,15 @@ static void write_file(const char *name, const void *data, size_t len)
 }
 
 /* A migration sends what cannot change while the VM runs before it
- * pauses: a save begun writes the kernel and initrd (the VM may run),
- * right behind the header, and no later section or the commit touches
- * those bytes again -- what went early is what the finished bundle has. */
+ * pauses: a save begun writes the kernel, the initrd and the layers under
+ * a store instance's disk (not its delta: the guest writes it), right
+ * behind the header, and no later section or the commit touches those
+ * bytes again -- what went early is what the finished bundle has. */
 static void begun_save_writes_boot_files_first(void **state)
 {
-    static uint8_t kernel[20000], early[65536], later[65536];
-    char kernel_path[160], initrd_path[160];
+    static uint8_t kernel[20000], early[262144], later[262144], layer[65536];
+    char kernel_path[160], initrd_path[160], layers[128], base[256], overlay[160];
+    char hash[HASH_HEX];
     struct machine m = {0};
     struct machine_saving *saving;
     struct bundle_writer *w;
@@ -602,13 +604,32 @@ static void begun_save_writes_boot_files_first(void **state)
     snprintf(initrd_path, sizeof(initrd_path), "%s/initrd", dir);
     write_file(kernel_path, kernel, sizeof(kernel));
     write_file(initrd_path, "an initrd", 9);
+    /* A store instance's disk: a delta over a layer of random bytes. */
+    snprintf(layers, sizeof(layers), "%s/layers", dir);
+    assert_int_equal(mkdir(layers, 0700), 0);
+    snprintf(base, sizeof(base), "%s/base", layers);
+    for (size_t i = 0; i < sizeof(layer); i++)
+        layer[i] = (uint8_t)(rand() >> 5);
+    write_file(base, layer, sizeof(layer));
+    assert_int_equal(hash_file(base, hash), 0);
+    char *named = layer_path(layers, hash, "raw");
+    assert_int_equal(rename(base, named), 0);
+    snprintf(overlay, sizeof(overlay), "%s/delta.qcow2", dir);
+    assert_int_equal(instance_overlay_at(overlay, named, "raw"), 0);
+    free(named);
     vm_config_defaults(&m.cfg);
     m.cfg.kernel_path = kernel_path;
     m.cfg.initrd_path = initrd_path;
+    m.cfg.disk_count = 1;
+    m.cfg.disks[0].path = overlay;
+    m.cfg.disks[0].format = "qcow2";
     struct machine_save_options o = {.with_state = true};
     assert_int_equal(machine_save_begin(&m, path, &o, &saving), 0);
     int fd = machine_saving_file(saving, &end);
-    assert_true(end > BUNDLE_HEADER_SIZE + sizeof(kernel) && end < sizeof(early));
+    /* kernel, initrd, the layer (incompressible): no delta, no state yet */
+    assert_true(end > BUNDLE_HEADER_SIZE + sizeof(kernel) + sizeof(layer) && end < sizeof(early));
+    assert_true(end < BUNDLE_HEADER_SIZE + 5 * BUNDLE_ALIGN /* kernel */ + BUNDLE_ALIGN /* initrd */ +
+                          sizeof(layer) + 1024);
     assert_int_equal(pread(fd, early, end - BUNDLE_HEADER_SIZE, BUNDLE_HEADER_SIZE),
                      (ssize_t)(end - BUNDLE_HEADER_SIZE));
     assert_memory_equal(early, kernel, sizeof(kernel)); /* raw, first */
