@@ -1,7 +1,7 @@
 #!/bin/bash
-# Inside a KVM host: the guest's netbench (tests/nested/guest-init.sh)
-# against this host's busybox httpd (a 16 MiB /big, a small /small) and
-# upload sink (sink.py: each upload read whole, then answered) at
+# Inside a KVM host: the guest's netbench (tests/nested/guest-init.sh,
+# iperf3 in INITRD, the net scenario's initrd) against this host's iperf3
+# server (both ways) and busybox httpd (a small /small, for latency) at
 # 10.0.2.2: the NAT's gateway under smolvm --net user and QEMU -M microvm
 # -netdev user; this host's end of a TAP (10.0.2.2/24, the guest
 # 10.0.2.15 set statically) under smolvm --net tap and QEMU -netdev tap
@@ -19,15 +19,15 @@ mkdir -p "$results/throughput" "$results/latency" "$work/www"
 : > "$results/throughput/times.tsv"
 : > "$results/latency/times.tsv"
 ip link set lo up 2>/dev/null || busybox ip link set lo up
-head -c $((16 << 20)) /dev/zero > "$work/www/big"
 echo small > "$work/www/small"
 busybox httpd -f -p "$port" -h "$work/www" & # loopback (the NAT's) and the TAP
 httpd=$!
-python3 "$(dirname "$0")/sink.py" $((port + 1)) & # reads each upload whole
-sink=$!
+iperf3 -s -p $((port + 1)) > "$work/iperf3-server.log" 2>&1 & # one test at a time, both ways
+iperf=$!
 
 record() { # record VMM [METRIC-PREFIX] < console output
-    sed -n 's/.*BENCH \([A-Za-z0-9-]*\) \([0-9.]*\).*/\1\t\2/p' | sed "s/^/$1\t${2:-}/" |
+    tee -a "$results/consoles.log" |
+        sed -n 's/.*BENCH \([A-Za-z0-9-]*\) \([0-9][0-9.]*\).*/\1\t\2/p' | sed "s/^/$1\t${2:-}/" |
         while IFS= read -r line; do
             case "$line" in
                 *http-request-ms*) echo "$line" >> "$results/latency/times.tsv" ;;
@@ -64,5 +64,5 @@ else
     echo "bench/net: no TAP here; the tap figures are left out" >&2
 fi
 ip link del smolbench0 2>/dev/null
-kill "$sink" "$httpd" 2>/dev/null
+kill "$iperf" "$httpd" 2>/dev/null
 rm -rf "$work"

@@ -12,6 +12,7 @@
 
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
+#include "arch/x86/kernel_file.h"
 #include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
 #include "arch/x86/unpack.h"
@@ -228,21 +229,16 @@ int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd)
  * guest then skips its own decompressor. Any failure keeps the bzImage. */
 static void use_unpacked_kernel(struct vm *vm)
 {
-    struct mapped_file unpacked;
+    struct x86_kernel_file unpacked;
     char *dir, *path = NULL;
 
-    if (!vm->cfg.kernel_cache || x86_kernel_kind(vm->kernel.data, vm->kernel.len) !=
-                                     X86_KERNEL_BZIMAGE)
+    if (!vm->cfg.kernel_cache || !x86_kernel_is_bzimage(&vm->kernel))
         return;
     dir = x86_kernel_cache_dir();
-    if (x86_unpacked_kernel(vm->kernel.data, vm->kernel.len, dir, &path) == 0 && path &&
-        file_map(path, "unpacked kernel", &unpacked) == 0) {
-        if (x86_kernel_check(unpacked.data, unpacked.len) == 0) {
-            file_unmap(&vm->kernel);
-            vm->kernel = unpacked;
-        } else {
-            file_unmap(&unpacked);
-        }
+    if (x86_unpacked_kernel(vm->kernel.image.data, vm->kernel.image.len, dir, &path) == 0 &&
+        path && x86_kernel_open(path, "unpacked kernel", &unpacked) == 0) {
+        x86_kernel_close(&vm->kernel);
+        vm->kernel = unpacked;
     }
     err_clear();
     free(path);
@@ -255,15 +251,8 @@ static int load_inputs(struct vm *vm)
 
     if (!vm->cfg.kernel_path)
         return err_plain(EINVAL, "no kernel given (--kernel PATH)");
-    r = file_map(vm->cfg.kernel_path, "kernel", &vm->kernel);
-    if (r < 0)
-        return r;
-    r = x86_kernel_check(vm->kernel.data, vm->kernel.len);
-    if (r < 0) {
-        err_prefix("kernel '%s'", vm->cfg.kernel_path);
-        return r;
-    }
-    if (vm->cfg.initrd_path) {
+    r = x86_kernel_open(vm->cfg.kernel_path, "kernel", &vm->kernel);
+    if (r == 0 && vm->cfg.initrd_path) {
         vm->initrd_fd = file_open_read(vm->cfg.initrd_path, "initrd", &vm->initrd_len);
         r = vm->initrd_fd < 0 ? vm->initrd_fd : 0;
     }
@@ -335,8 +324,6 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
     uint8_t *acpi = gpa_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);
     uint8_t *mptable = gpa_ptr(&vm->mem, X86_MPTABLE_ADDR, X86_MPTABLE_SIZE);
     struct x86_boot_request req = {
-        .kernel = vm->kernel.data,
-        .kernel_len = vm->kernel.len,
         .initrd_len = vm->initrd_len,
         .read_initrd = vm->initrd_fd >= 0 ? read_initrd : NULL,
         .read_initrd_opaque = vm,
@@ -367,12 +354,13 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
                    : -ENOSPC;
     if (used < 0)
         return err_plain(ENOSPC, "the MP table does not fit its area");
+    x86_kernel_request(&vm->kernel, &req);
     r = x86_boot_load(&vm->mem, &req, bsp);
     if (r < 0)
         return r;
     trace_mark(TRACE_KERNEL_LOADED);
     /* The guest has its own copy now. */
-    file_unmap(&vm->kernel);
+    x86_kernel_close(&vm->kernel);
     close_initrd(vm);
     return 0;
 }
@@ -458,6 +446,7 @@ static int alloc_vm(const struct vm_config *cfg, const struct vm_snapshot *snap,
     vm->cfg = *cfg;
     vm->restoring = snap;
     vm->initrd_fd = -1;
+    vm->kernel.fd = -1;
     pthread_mutex_init(&vm->stop_lock, NULL);
     pthread_mutex_init(&vm->pause_lock, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
@@ -686,7 +675,7 @@ void vm_destroy(struct vm *vm)
     bus_free(&vm->pio);
     bus_free(&vm->mmio);
     console_close(vm->console);
-    file_unmap(&vm->kernel);
+    x86_kernel_close(&vm->kernel);
     close_initrd(vm);
     close(vm->stop_fd);
     pthread_mutex_destroy(&vm->stop_lock);

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "arch/x86/acpi.h"
+#include "arch/x86/kernel_file.h"
 #include "core/vm.h"
 #include "util/file.h"
 #include "util/loop.h"
@@ -45,7 +46,8 @@ struct vm {
     struct device_slot slots[PLACEMENT_MAX];
     struct device_instance devices[PLACEMENT_MAX]; /* one per slot, created so far */
     unsigned slot_count, device_count;
-    struct mapped_file kernel;
+    /* Open from the inputs' check until loaded into guest memory. */
+    struct x86_kernel_file kernel;
     /* The initrd is read once, into guest memory where it goes: its file
      * stays open until then (-1: none). */
     int initrd_fd;

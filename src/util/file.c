@@ -68,8 +68,16 @@ int file_open_read(const char *path, const char *what, size_t *size)
 
 int file_read_exact(int fd, void *dst, size_t len, const char *what, const char *path)
 {
+    return file_pread_exact(fd, dst, len, 0, what, path);
+}
+
+int file_pread_exact(int fd, void *dst, size_t len, uint64_t offset, const char *what,
+                     const char *path)
+{
+    if (offset > INT64_MAX || len > INT64_MAX - offset)
+        return err_plain(EINVAL, "cannot read %s '%s': offset out of range", what, path);
     for (size_t done = 0; done < len;) {
-        ssize_t n = pread(fd, (uint8_t *)dst + done, len - done, (off_t)done);
+        ssize_t n = pread(fd, (uint8_t *)dst + done, len - done, (off_t)(offset + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)

@@ -33,6 +33,9 @@ int file_open_read(const char *path, const char *what, size_t *size)
  * retried); a file that ends sooner (it shrank) is an error naming it. */
 int file_read_exact(int fd, void *dst, size_t len, const char *what, const char *path)
     __attribute__((warn_unused_result));
+/* The same for the len bytes at offset. */
+int file_pread_exact(int fd, void *dst, size_t len, uint64_t offset, const char *what,
+                     const char *path) __attribute__((warn_unused_result));
 
 /* Writes all of data at fd's position (short writes and EINTR retried);
  * a failure names path. */

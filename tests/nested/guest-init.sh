@@ -241,20 +241,24 @@ case "$test" in
         echo "GUEST-TAP-DONE $line"
         ;;
     netbench)
-        # TCP throughput both ways with the host's servers at the gateway
-        # (bench/net): an upload to nc -l on port+1, a download of /big
-        # (16 MiB) from httpd on port, and small requests one after another
-        # (over nc, each a connection), 3 rounds. "BENCH name value" lines, timed by /proc/uptime.
+        # TCP throughput both ways with iperf3 (initrd-net) against the
+        # host's iperf3 server at the gateway, port+1 (-R: the host sends),
+        # 5 s each; and small HTTP requests one after another to the host's
+        # httpd on port (over nc, each a connection); 3 rounds. "BENCH name
+        # value" lines: MB/s as iperf3's receiver counted them; request ms
+        # timed by /proc/uptime. A failed iperf3 prints its error instead.
         load_modules
         net_up
         ms() { awk -v a="$1" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print (b - a) * 1000 }'; }
+        iperf_mbs() { # iperf_mbs [-R]: the receiver's MBytes/sec, or iperf3's last line
+            /usr/bin/iperf3 -c 10.0.2.2 -p $((port + 1)) -t 5 -f M --connect-timeout 5000 "$@" \
+                > /tmp/iperf.out 2>&1
+            awk '/receiver/ { print $(NF - 2); found = 1; exit } END { if (!found) exit 1 }' \
+                /tmp/iperf.out || echo "failed: $(tail -n 1 /tmp/iperf.out)"
+        }
         for _ in 1 2 3; do
-            t0=$(cut -d' ' -f1 /proc/uptime)
-            dd if=/dev/zero bs=64k count=256 2>/dev/null | nc 10.0.2.2 $((port + 1))
-            t=$(ms "$t0"); echo "BENCH tcp-guest-to-host $(awk -v t="$t" 'BEGIN { if (t > 0) printf "%.1f", 16 * 1000 / t }')"
-            t0=$(cut -d' ' -f1 /proc/uptime)
-            http_get /big > /dev/null
-            t=$(ms "$t0"); echo "BENCH tcp-host-to-guest $(awk -v t="$t" 'BEGIN { if (t > 0) printf "%.1f", 16 * 1000 / t }')"
+            echo "BENCH tcp-guest-to-host $(iperf_mbs)"
+            echo "BENCH tcp-host-to-guest $(iperf_mbs -R)"
             t0=$(cut -d' ' -f1 /proc/uptime)
             for _ in $(seq 1 20); do http_get /small > /dev/null; done
             t=$(ms "$t0"); echo "BENCH http-request-ms $(awk -v t="$t" 'BEGIN { printf "%.2f", t / 20 }')"

@@ -55,7 +55,12 @@ disk=()
 # no_timer_check: on a loaded host TCG's timer can miss the L1 kernel's
 # 10-tick check of the I/O APIC timer, which then panics ("IO-APIC + timer
 # doesn't work") before any scenario runs.
-timeout "${L1_TIMEOUT:-2100}" qemu-system-x86_64 \
+# nice -n L1_NICE (default -10, when allowed): the L1 is the instrument
+# benchmarks measure with, and builds beside it on a 2-core host once made
+# both VMMs' figures swing 5-10x within one run; the L1 runs ahead of them.
+nice=()
+[ "$(id -u)" -ne 0 ] || nice=(nice -n "${L1_NICE:--10}")
+"${nice[@]}" timeout "${L1_TIMEOUT:-2100}" qemu-system-x86_64 \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \

@@ -2213,7 +2213,7 @@ scenario_net_bench() {
     local dir=$work/net-bench bench
     bench=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../bench")
     mkdir -p "$dir"
-    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\n' "$real_smolvm" "$KERNEL" "$INITRD" \
+    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\n' "$real_smolvm" "$KERNEL" "$INITRD_NET" \
         "${RUNS:-2}" > "$dir/params.sh"
     TMPDIR=$work bash "$bench/net/inside.sh" "$dir" > "$results/net-bench.log" 2>&1
     (
@@ -2224,8 +2224,9 @@ scenario_net_bench() {
     ) > "$results/net-bench.txt" 2>&1
     cp "$dir/throughput/times.tsv" "$results/net-bench-throughput.tsv" 2>/dev/null
     cp "$dir/latency/times.tsv" "$results/net-bench-latency.tsv" 2>/dev/null
+    cp "$dir/consoles.log" "$results/net-bench-consoles.log" 2>/dev/null
     expect net-bench "figures for smolvm and QEMU, user and tap, both ways" \
-        eval '(for m in smolvm qemu-microvm; do for k in tcp-guest-to-host tap-tcp-host-to-guest; do grep -q "^$m	$k	[0-9]" "$dir/throughput/times.tsv" || exit 1; done; done)'
+        eval '(for m in smolvm qemu-microvm; do for k in tcp-guest-to-host tcp-host-to-guest tap-tcp-guest-to-host tap-tcp-host-to-guest; do grep -q "^$m	$k	[0-9]" "$dir/throughput/times.tsv" || exit 1; done; done)'
 }
 
 # bench/fs in this L1 (run only when named): the same guest unpacks a tree,

@@ -4,14 +4,18 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arch/x86/boot.h"
 #include "arch/x86/bzimage.h"
 #include "arch/x86/cpu_state.h"
+#include "arch/x86/kernel_file.h"
 #include "arch/x86/layout.h"
+#include "util/err.h"
 #include "util/file.h"
 
 #define SETUP_SECTS 7
@@ -207,6 +211,45 @@ static void parses_the_host_kernel(void **state)
     globfree(&g);
 }
 
+/* A bzImage opened as a kernel is read whole (its protected-mode part is
+ * copied as it is) and loaded through the boot protocol; a file that is
+ * neither a bzImage nor an ELF is refused with one line naming it. */
+static void opened_bzimage_is_read_whole(void **state)
+{
+    char path[] = "/tmp/smolvm-test-bzimage.XXXXXX";
+    struct guest_memory mem = make_memory(64ull << 20);
+    uint8_t *img = fake_bzimage();
+    struct x86_kernel_file kernel;
+    struct x86_boot_request req = {.cmdline = "console=ttyS0"};
+    struct x86_cpu_state bsp;
+    int fd = mkstemp(path);
+    (void)state;
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, img, IMAGE_LEN), IMAGE_LEN);
+    close(fd);
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    assert_true(x86_kernel_is_bzimage(&kernel));
+    assert_int_equal(kernel.image.len, IMAGE_LEN);
+    x86_kernel_request(&kernel, &req);
+    assert_null(req.kernel_file);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    assert_int_equal(*(uint8_t *)gpa_ptr(&mem, X86_HIGH_MEMORY, 1), 0xcc);
+    x86_kernel_close(&kernel);
+
+    memcpy(img + 0x202, "HdrX", 4);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fd, img, IMAGE_LEN), IMAGE_LEN);
+    close(fd);
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), -ENOEXEC);
+    assert_non_null(strstr(err_msg(), path));
+    assert_non_null(strstr(err_msg(), "not a Linux kernel"));
+    assert_null(strchr(err_msg(), '\n'));
+    unlink(path);
+    free(img);
+    guest_memory_free(&mem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +260,7 @@ int main(void)
         cmocka_unit_test(command_line_longer_than_kernel_allows),
         cmocka_unit_test(survives_random_corruption),
         cmocka_unit_test(parses_the_host_kernel),
+        cmocka_unit_test(opened_bzimage_is_read_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

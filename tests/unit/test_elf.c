@@ -11,6 +11,7 @@
 
 #include "arch/x86/boot.h"
 #include "arch/x86/elf.h"
+#include "arch/x86/kernel_file.h"
 #include "arch/x86/layout.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -215,6 +216,156 @@ static void segment_outside_ram_is_an_error(void **state)
     guest_memory_free(&mem);
 }
 
+/* f written to a fresh file; its path in path (a mkstemp template, made
+ * one again first so that a test may write several). */
+static void write_fake(const struct fake *f, char *path)
+{
+    int fd;
+
+    memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+    fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, f->img, IMG_LEN), IMG_LEN);
+    close(fd);
+}
+
+/* An ELF vmlinux on disk is opened with only its headers read (no copy of
+ * the file in the VMM) and its segment read from the file straight into
+ * guest memory, its bss zeroed over what was there; a file that shrank
+ * after it was opened is an error naming it. */
+static void kernel_segments_are_read_from_the_file(void **state)
+{
+    char path[] = "/tmp/smolvm-test-vmlinux.XXXXXX";
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct fake f;
+    struct x86_cpu_state bsp;
+    struct x86_kernel_file kernel;
+    struct x86_boot_request req = {.cmdline = "console=ttyS0", .rsdp_gpa = X86_ACPI_ADDR};
+    uint8_t *seg;
+    (void)state;
+
+    make_fake(&f);
+    write_fake(&f, path);
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    assert_null(kernel.image.data);
+    assert_false(x86_kernel_is_bzimage(&kernel));
+    x86_kernel_request(&kernel, &req);
+    assert_non_null(req.kernel_file);
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    seg = gpa_ptr(&mem, LOAD_PADDR, 0x2000);
+    memset(seg, 0xee, 0x2000);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    assert_memory_equal(seg, f.img + 0x1000, 0x1000);
+    for (unsigned i = 0x1000; i < 0x2000; i++)
+        assert_int_equal(seg[i], 0);
+    assert_int_equal(bsp.rip, ENTRY);
+
+    assert_int_equal(truncate(path, 0x1800), 0); /* mid-segment */
+    assert_int_not_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    assert_non_null(strstr(err_msg(), "became shorter"));
+    assert_non_null(strstr(err_msg(), path));
+    assert_null(strchr(err_msg(), '\n'));
+    x86_kernel_close(&kernel);
+    x86_kernel_close(&kernel); /* idempotent */
+    unlink(path);
+    guest_memory_free(&mem);
+}
+
+/* The same checks hold for a kernel read from its file: what lies past
+ * its end is refused when it is opened, with one line naming it. */
+static void hostile_kernel_file_is_refused_when_opened(void **state)
+{
+    char path[] = "/tmp/smolvm-test-vmlinux.XXXXXX";
+    struct fake f;
+    struct x86_kernel_file kernel;
+    (void)state;
+
+    make_fake(&f);
+    f.ph[0].p_offset = IMG_LEN - 0x800; /* the segment runs past EOF */
+    write_fake(&f, path);
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), -ENOEXEC);
+    assert_non_null(strstr(err_msg(), path));
+    assert_non_null(strstr(err_msg(), "outside the file"));
+    assert_null(strchr(err_msg(), '\n'));
+    assert_int_equal(kernel.fd, -1);
+    unlink(path);
+
+    make_fake(&f);
+    f.eh->e_phnum = ELF_KERNEL_MAX_PHDRS + 1; /* in the file, but more than read */
+    write_fake(&f, path);
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), -ENOEXEC);
+    assert_non_null(strstr(err_msg(), "program headers"));
+    unlink(path);
+}
+
+static int load_fake(const struct fake *f, uint64_t mem_bytes)
+{
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct x86_cpu_state bsp;
+    struct x86_boot_request req = {.kernel = f->img, .kernel_len = IMG_LEN};
+    int ret;
+
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(mem_bytes, r)), 0);
+    ret = x86_boot_load(&mem, &req, &bsp);
+    guest_memory_free(&mem);
+    if (ret < 0)
+        assert_null(strchr(err_msg(), '\n'));
+    return ret;
+}
+
+/* Segments that would overwrite one another or the boot structures, lie
+ * in the MMIO hole or outside RAM, or are larger than their file space:
+ * each refused with one line, before anything is written into the guest. */
+static void hostile_segments_are_refused(void **state)
+{
+    struct fake f;
+    struct elf_kernel k;
+    uint8_t *big;
+    (void)state;
+
+    make_fake(&f);
+    assert_int_equal(load_fake(&f, 64ull << 20), 0);
+
+    make_fake(&f); /* a second segment over the first one's bss */
+    f.ph[1] = (Elf64_Phdr){.p_type = PT_LOAD, .p_offset = 0x1000, .p_paddr = LOAD_PADDR + 0x1800,
+                           .p_filesz = 0x100, .p_memsz = 0x100};
+    f.eh->e_phnum = 3;
+    f.ph[2] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = 0x800, .p_filesz = 20};
+    assert_int_equal(load_fake(&f, 64ull << 20), -ENOEXEC);
+    assert_non_null(strstr(err_msg(), "overlap"));
+
+    make_fake(&f); /* over the PVH start info and page tables */
+    f.ph[0].p_paddr = X86_PVH_INFO_ADDR;
+    assert_int_equal(load_fake(&f, 64ull << 20), -ENOEXEC);
+    assert_non_null(strstr(err_msg(), "boot structures"));
+
+    make_fake(&f); /* in the MMIO hole */
+    f.ph[0].p_paddr = X86_VIRTIO_MMIO_BASE;
+    assert_int_equal(load_fake(&f, 64ull << 20), -ENOMEM);
+    assert_non_null(strstr(err_msg(), "does not fit"));
+
+    make_fake(&f); /* larger than RAM */
+    f.ph[0].p_memsz = 1ull << 30;
+    assert_int_equal(load_fake(&f, 64ull << 20), -ENOMEM);
+
+    make_fake(&f); /* more bytes from the file than the segment holds */
+    f.ph[0].p_filesz = 0x1800;
+    f.ph[0].p_memsz = 0x1000;
+    assert_int_equal(load_fake(&f, 64ull << 20), -ENOEXEC);
+
+    make_fake(&f); /* a note segment larger than is read, inside a larger file */
+    big = calloc(1, 2 * ELF_KERNEL_MAX_NOTES);
+    assert_non_null(big);
+    f.ph[1].p_filesz = ELF_KERNEL_MAX_NOTES + 4;
+    memcpy(big, f.img, IMG_LEN);
+    assert_int_equal(elf_kernel_parse(big, 2 * ELF_KERNEL_MAX_NOTES, &k), -ENOEXEC);
+    assert_non_null(strstr(err_msg(), "larger than"));
+    free(big);
+}
+
 /* The oracle: Debian's own vmlinux, extracted by the test runner. */
 static void parses_debian_vmlinux(void **state)
 {
@@ -230,6 +381,38 @@ static void parses_debian_vmlinux(void **state)
     file_unmap(&file);
 }
 
+/* The oracle again: Debian's vmlinux read from its file lands in guest RAM
+ * byte for byte as the in-memory loader puts it (every page of RAM). */
+static void debian_vmlinux_loads_the_same_from_its_file(void **state)
+{
+    const char *path = getenv("SMOLVM_TEST_VMLINUX");
+    struct guest_region r[2];
+    struct guest_memory from_file, from_memory;
+    struct mapped_file image;
+    struct x86_kernel_file kernel;
+    struct x86_cpu_state bsp_file, bsp_memory;
+    struct x86_boot_request req = {.cmdline = "console=ttyS0"};
+    uint64_t size = 256ull << 20;
+    (void)state;
+
+    if (!path || file_map(path, "vmlinux", &image) < 0)
+        skip();
+    assert_int_equal(x86_kernel_open(path, "kernel", &kernel), 0);
+    x86_kernel_request(&kernel, &req);
+    assert_int_equal(guest_memory_alloc(&from_file, r, x86_ram_layout(size, r)), 0);
+    assert_int_equal(x86_boot_load(&from_file, &req, &bsp_file), 0);
+    req = (struct x86_boot_request){.kernel = image.data, .kernel_len = image.len,
+                                    .cmdline = "console=ttyS0"};
+    assert_int_equal(guest_memory_alloc(&from_memory, r, x86_ram_layout(size, r)), 0);
+    assert_int_equal(x86_boot_load(&from_memory, &req, &bsp_memory), 0);
+    assert_memory_equal(gpa_ptr(&from_file, 0, size), gpa_ptr(&from_memory, 0, size), size);
+    assert_int_equal(bsp_file.rip, bsp_memory.rip);
+    x86_kernel_close(&kernel);
+    file_unmap(&image);
+    guest_memory_free(&from_file);
+    guest_memory_free(&from_memory);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,7 +421,11 @@ int main(void)
         cmocka_unit_test(loads_with_start_info),
         cmocka_unit_test(initrd_is_read_into_guest_memory),
         cmocka_unit_test(segment_outside_ram_is_an_error),
+        cmocka_unit_test(kernel_segments_are_read_from_the_file),
+        cmocka_unit_test(hostile_kernel_file_is_refused_when_opened),
+        cmocka_unit_test(hostile_segments_are_refused),
         cmocka_unit_test(parses_debian_vmlinux),
+        cmocka_unit_test(debian_vmlinux_loads_the_same_from_its_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

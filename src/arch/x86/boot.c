@@ -166,7 +166,7 @@ int x86_boot_load(const struct guest_memory *mem, const struct x86_boot_request 
         return err_plain(ENOMEM, "guest memory too small for the boot structures");
     if (x86_write_gdt(mem) < 0 || x86_write_reset_stub(mem) < 0)
         return err_plain(ENOMEM, "guest memory too small for the boot structures");
-    if (x86_kernel_kind(req->kernel, req->kernel_len) == X86_KERNEL_ELF)
+    if (req->kernel_file || x86_kernel_kind(req->kernel, req->kernel_len) == X86_KERNEL_ELF)
         return x86_pvh_load(mem, req, bsp);
     return x86_bzimage_load(mem, req, bsp);
 }

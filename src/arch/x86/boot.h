@@ -21,9 +21,15 @@ struct e820_entry {
     uint32_t type;
 } __attribute__((packed));
 
+struct elf_source;
+
 struct x86_boot_request {
     const uint8_t *kernel;
     size_t kernel_len;
+    /* Instead of kernel: an ELF vmlinux read from its file, only its
+     * headers and notes into the VMM and each segment straight into guest
+     * memory. */
+    const struct elf_source *kernel_file;
     const uint8_t *initrd; /* may be NULL */
     size_t initrd_len;
     /* Instead of initrd: reads the initrd's initrd_len bytes straight into

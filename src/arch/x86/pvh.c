@@ -29,22 +29,6 @@ struct hvm_memmap_entry {
     uint32_t type, reserved;
 };
 
-static int load_segments(const struct guest_memory *mem, const struct x86_boot_request *req,
-                         const struct elf_kernel *k)
-{
-    for (unsigned i = 0; i < k->count; i++) {
-        const struct elf_kernel_segment *s = &k->segments[i];
-        uint8_t *dst = gpa_ptr(mem, s->paddr, s->memsz);
-        if (!dst)
-            return err_plain(ENOMEM, "kernel segment at 0x%llx (%llu KiB) does not fit in "
-                                     "guest memory",
-                             (unsigned long long)s->paddr, (unsigned long long)(s->memsz >> 10));
-        memcpy(dst, req->kernel + s->offset, s->filesz);
-        memset(dst + s->filesz, 0, s->memsz - s->filesz);
-    }
-    return 0;
-}
-
 static int write_start_info(const struct guest_memory *mem, const struct x86_boot_request *req,
                             uint64_t initrd_addr)
 {
@@ -75,13 +59,17 @@ static int write_start_info(const struct guest_memory *mem, const struct x86_boo
 int x86_pvh_load(const struct guest_memory *mem, const struct x86_boot_request *req,
                  struct x86_cpu_state *bsp)
 {
+    struct elf_memory_source in_memory;
+    const struct elf_source *src = req->kernel_file
+                                       ? req->kernel_file
+                                       : elf_memory_source(&in_memory, req->kernel, req->kernel_len);
     struct elf_kernel k;
     uint64_t initrd_addr = 0;
     int r;
 
-    r = elf_kernel_parse(req->kernel, req->kernel_len, &k);
+    r = elf_kernel_read(src, &k);
     if (r == 0)
-        r = load_segments(mem, req, &k);
+        r = elf_kernel_load(mem, src, &k);
     if (r < 0)
         return r;
     r = x86_place_initrd(mem, req, UINT64_MAX, k.end, &initrd_addr);

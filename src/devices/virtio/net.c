@@ -452,11 +452,17 @@ static int rx_direct(struct vnet *n, struct virtq *q, uint64_t features)
     }
     count = iov_slice(n->rx_iov, (int)n->rx_iov_count, VIRTIO_NET_HDR_BYTES, (uint64_t)len,
                       n->rx_data_iov, RX_IOV);
-    got = count < 0 ? -EINVAL : net_backend_recv_iov(n->backend, n->rx_data_iov, (unsigned)count);
-    if (got != len) { /* cannot be, but the buffers stay the guest's */
+    if (count < 0) { /* cannot be (the chains were sized for the frame): the
+                      * frame is read and dropped, or it would be peeked again
+                      * on every wake-up; the buffers stay the guest's */
+        q->last_avail = (uint16_t)(q->last_avail - used);
+        return rx_skip(n);
+    }
+    got = net_backend_recv_iov(n->backend, n->rx_data_iov, (unsigned)count);
+    if (got != len) { /* cannot be either: the read took the frame whole or failed */
         q->last_avail = (uint16_t)(q->last_avail - used);
         count_drop(n);
-        return got < 0 && got != -EINVAL ? -EPIPE : 1;
+        return got < 0 ? -EPIPE : 1;
     }
     if (n->checksums_valid && (features & VIRTIO_NET_F_GUEST_CSUM))
         hdr[0] = HDR_F_DATA_VALID;
