@@ -181,6 +181,12 @@ int bundle_copy_section(struct bundle_writer *w, const struct bundle *src, const
     return r;
 }
 
+int bundle_writer_file(const struct bundle_writer *w, uint64_t *end)
+{
+    *end = w->end;
+    return w->fd;
+}
+
 static void encode_header(const struct bundle_writer *w, uint8_t *h)
 {
     uint8_t *e = h + HEADER_FIXED;

@@ -43,6 +43,9 @@ int bundle_add_memory(struct bundle_writer *w, const char *name, const struct gu
 struct bundle;
 int bundle_copy_section(struct bundle_writer *w, const struct bundle *src, const char *name)
     __attribute__((warn_unused_result));
+/* The file being written (w keeps it: read it, do not close it) and
+ * where its sections end so far: bytes written stay as they are. */
+int bundle_writer_file(const struct bundle_writer *w, uint64_t *end);
 /* Writes the header, syncs, renames into place; frees w either way. */
 int bundle_writer_commit(struct bundle_writer *w) __attribute__((warn_unused_result));
 /* Drops the temporary file; frees w. */

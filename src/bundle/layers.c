@@ -190,6 +190,32 @@ static int add_delta(struct bundle_chains *c, struct bundle_writer *w, const cha
     return r;
 }
 
+/* A store instance's disk, opened to read its chain. */
+static int open_delta(const char *path, char top[HASH_HEX], struct disk **d)
+{
+    int r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_LOCK, "qcow2", d);
+
+    if (r == 0 && (!(*d)->backing ||
+                   !layer_name_parse((*d)->backing->path, (*d)->backing->format->name, top))) {
+        disk_close(*d);
+        r = err_plain(EINVAL, "'%s' is not a delta over layers", path);
+    }
+    return r;
+}
+
+int bundle_chains_add_layers(struct bundle_chains *c, struct bundle_writer *w, const char *path)
+{
+    char top[HASH_HEX];
+    struct disk *d;
+    int r = open_delta(path, top, &d);
+
+    if (r < 0)
+        return r;
+    r = add_backing_layers(c, w, d->backing);
+    disk_close(d);
+    return r;
+}
+
 int bundle_chains_add_disk(struct bundle_chains *c, struct bundle_writer *w, unsigned index,
                            const char *path, const char *tmp)
 {
@@ -199,13 +225,9 @@ int bundle_chains_add_disk(struct bundle_chains *c, struct bundle_writer *w, uns
 
     if (index >= VM_MAX_DISKS)
         return err_plain(EINVAL, "disk %u: too many disks", index);
-    r = disk_open_as(path, DISK_READ_ONLY | DISK_NO_LOCK, "qcow2", &d);
-    if (r < 0)
+    if ((r = open_delta(path, top, &d)) < 0)
         return r;
-    if (!d->backing || !layer_name_parse(d->backing->path, d->backing->format->name, top))
-        r = err_plain(EINVAL, "'%s' is not a delta over layers", path);
-    if (r == 0)
-        r = add_backing_layers(c, w, d->backing);
+    r = add_backing_layers(c, w, d->backing); /* those added before: skipped */
     if (r == 0)
         r = add_delta(c, w, path, top, d->backing->format->name, tmp, c->tops[index]);
     disk_close(d);

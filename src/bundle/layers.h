@@ -45,6 +45,11 @@ bool bundle_disk_is_layered(const char *path, const char *format);
 int bundle_disk_layers(const char *path, const char *format, struct bundle_layer *out,
                        size_t max, size_t *n) __attribute__((warn_unused_result));
 
+/* Adds the layers under the delta at path (each not yet in c): files that
+ * never change, so a migration sends them while the VM still writes its
+ * delta; bundle_chains_add_disk() then skips them. */
+int bundle_chains_add_layers(struct bundle_chains *c, struct bundle_writer *w, const char *path)
+    __attribute__((warn_unused_result));
 /* Adds disk index's chain (each layer not yet in c, then the delta as a
  * layer of its own, its backing name made "<top>.<format>"). tmp: a path
  * for the delta's copy. */

@@ -114,11 +114,14 @@ static const char *const vmm_calls[] = {
 /* The sanitizer runtimes (ASan, LSan, UBSan of the test builds) make calls
  * of their own on any thread: their allocator's memory, their reports
  * (which read /proc/self/maps), and LeakSanitizer's check at exit, which
- * stops the threads from a tracer it clones. The shipped build has none. */
+ * stops the threads from a tracer it clones. The shipped build has none.
+ * The tracer gets the exiting thread's filter with SIGSYS blocked, so a
+ * call refused here kills it without a word and the exit spins forever
+ * waiting for it (it lists the threads with getdents, the old call). */
 #ifdef CONFINE_SANITIZED
 static const char *const sanitizer_calls[] = {
     "sigaltstack", "prctl", "prlimit64", "sched_getaffinity",
-    "open", "openat", "readlink", "getdents64", "getppid",
+    "open", "openat", "readlink", "getdents", "getdents64", "getppid",
     "clone", "ptrace", "wait4", "process_vm_readv", "rt_sigaction", "kill",
     END,
 };

@@ -90,6 +90,19 @@ struct machine_save_options {
 int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
     __attribute__((warn_unused_result));
 
+/* A save in two steps, for a migration: begin writes what cannot change
+ * while the VM runs (its kernel and initrd; the VM may run), finish the
+ * rest once it is paused (state, config, disks) and puts the file in
+ * place, as machine_save(). Either frees s; abort drops it unwritten. */
+struct machine_saving;
+int machine_save_begin(struct machine *m, const char *path, const struct machine_save_options *o,
+                       struct machine_saving **out) __attribute__((warn_unused_result));
+/* The file being written (read it, do not close it): begin's bytes are
+ * [BUNDLE_HEADER_SIZE, *end) of it, and finish leaves them as they are. */
+int machine_saving_file(const struct machine_saving *s, uint64_t *end);
+int machine_save_finish(struct machine_saving *s) __attribute__((warn_unused_result));
+void machine_save_abort(struct machine_saving *s);
+
 /* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when
  * state names a bundle, that bundle's config, state and memory (as
  * stored). */

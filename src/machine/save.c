@@ -112,18 +112,37 @@ static int add_config(struct bundle_writer *w, const struct save_job *job)
     return r;
 }
 
-static int add_inputs(struct bundle_writer *w, struct save_job *job)
+/* What cannot change while the VM runs: its kernel and initrd, and the
+ * layers under a store instance's disks (not the delta the guest writes). */
+static int add_boot_files(struct bundle_writer *w, struct save_job *job)
 {
     /* A bzImage is compressed already. */
     int r = add_boot_file(w, job, SECTION_KERNEL, job->cfg->kernel_path, BUNDLE_RAW);
     if (r == 0)
         r = add_boot_file(w, job, SECTION_INITRD, job->cfg->initrd_path, BUNDLE_ZSTD);
+    for (unsigned i = 0; r == 0 && !job->flatten && i < job->cfg->disk_count; i++) {
+        const struct vm_disk_config *d = &job->cfg->disks[i];
+        if (bundle_disk_is_layered(d->path, d->format))
+            r = bundle_chains_add_layers(&job->chains, w, d->path);
+    }
+    return r;
+}
+
+static int add_disks(struct bundle_writer *w, struct save_job *job)
+{
+    int r = 0;
     for (unsigned i = 0; r == 0 && i < job->cfg->disk_count; i++)
         r = add_disk(w, job, i);
     if (r == 0)
         r = bundle_chains_write(&job->chains, w);
     bundle_chains_release(&job->chains);
     return r;
+}
+
+static int add_inputs(struct bundle_writer *w, struct save_job *job)
+{
+    int r = add_boot_files(w, job);
+    return r ? r : add_disks(w, job);
 }
 
 static int add_state(struct bundle_writer *w, struct vm *vm, const struct machine_save_options *o)
@@ -152,34 +171,88 @@ static int finish(struct bundle_writer *w, int r, const char *sign_key)
     return bundle_writer_commit(w);
 }
 
-int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
-{
-    struct save_job job = {.cfg = &m->cfg, .source = m->source, .path = path,
-                           .flatten = o->flatten,
-                           .chains = {.omit = o->omit_layers, .omit_count = o->omit_layer_count}};
+struct machine_saving {
+    struct machine *m;
+    struct machine_save_options o;
+    struct save_job job;
     struct bundle_writer *w;
+};
+
+int machine_save_begin(struct machine *m, const char *path, const struct machine_save_options *o,
+                       struct machine_saving **out)
+{
+    struct machine_saving *s;
     int r;
 
-    /* Its disks are read beside their writer: the guest must not write. */
-    if (!vm_paused(m->vm))
-        return err_plain(EBUSY, "the VM must be paused to save it");
     /* A bundle signed with a public key could never be verified. */
     if (o->sign_key && (r = bundle_check_signing_key(o->sign_key)) < 0)
         return r;
-    /* RAM still coming from the bundle is read whole from here on. */
-    if (m->faults && (r = ram_faults_complete(m->faults)) < 0)
-        return r;
-    r = bundle_writer_open(path, &w);
-    if (r < 0)
-        return r;
-    /* State first: it is what must match the paused guest exactly. */
-    if (o->with_state)
-        r = add_state(w, m->vm, o);
-    if (r == 0)
-        r = add_config(w, &job);
+    if (!(s = calloc(1, sizeof(*s))))
+        return err_set(ENOMEM, "saving");
+    s->m = m;
+    s->o = *o;
+    s->job = (struct save_job){.cfg = &m->cfg, .source = m->source, .path = path,
+                               .flatten = o->flatten,
+                               .chains = {.omit = o->omit_layers,
+                                          .omit_count = o->omit_layer_count}};
+    r = bundle_writer_open(path, &s->w);
     if (r == 0 && !o->state_only)
-        r = add_inputs(w, &job);
-    return finish(w, r, o->sign_key);
+        r = add_boot_files(s->w, &s->job);
+    if (r < 0) {
+        machine_save_abort(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+int machine_saving_file(const struct machine_saving *s, uint64_t *end)
+{
+    return bundle_writer_file(s->w, end);
+}
+
+int machine_save_finish(struct machine_saving *s)
+{
+    struct bundle_writer *w = s->w;
+    int r = 0;
+
+    /* Its disks are read beside their writer: the guest must not write. */
+    if (!vm_paused(s->m->vm))
+        r = err_plain(EBUSY, "the VM must be paused to save it");
+    /* RAM still coming from the bundle is read whole from here on. */
+    if (r == 0 && s->m->faults)
+        r = ram_faults_complete(s->m->faults);
+    if (r == 0 && s->o.with_state)
+        r = add_state(w, s->m->vm, &s->o);
+    if (r == 0)
+        r = add_config(w, &s->job);
+    if (r == 0 && !s->o.state_only)
+        r = add_disks(w, &s->job);
+    r = finish(w, r, s->o.sign_key);
+    bundle_chains_release(&s->job.chains); /* a failure before the disks */
+    free(s);
+    return r;
+}
+
+void machine_save_abort(struct machine_saving *s)
+{
+    if (!s)
+        return;
+    bundle_writer_abort(s->w);
+    bundle_chains_release(&s->job.chains);
+    free(s);
+}
+
+int machine_save(struct machine *m, const char *path, const struct machine_save_options *o)
+{
+    struct machine_saving *s;
+    int r;
+
+    /* Checked before anything is written. */
+    if (!vm_paused(m->vm))
+        return err_plain(EBUSY, "the VM must be paused to save it");
+    r = machine_save_begin(m, path, o, &s);
+    return r ? r : machine_save_finish(s);
 }
 
 int machine_export(const struct vm_config *cfg, const char *state, const char *path, bool flatten,

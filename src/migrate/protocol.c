@@ -38,6 +38,7 @@ static const struct {
     [MIGRATE_PAGES] = {"PAGES", 8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE},
     [MIGRATE_OFFER] = {"OFFER", 4 + MIGRATE_LAYERS_MAX * MIGRATE_LAYER_ENTRY},
     [MIGRATE_HAVE] = {"HAVE", 4 + MIGRATE_LAYERS_MAX},
+    [MIGRATE_PART] = {"PART", 8 + MIGRATE_DATA_MAX},
 };
 
 uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len)

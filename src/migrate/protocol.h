@@ -22,9 +22,12 @@
 #include "arch/x86/cpuid.h"
 #include "util/hash.h"
 
-/* 2: OFFER/HAVE (layers the destination has are not sent); a version 2
- * destination takes a version 1 source (it offers nothing). */
-#define MIGRATE_VERSION 2
+/* 2: OFFER/HAVE (layers the destination has are not sent). 3: PART (what
+ * cannot change while the VM runs -- its kernel and initrd -- goes before
+ * the pause). A destination takes every older source (a version 1 one
+ * offers nothing, a version 2 one sends DATA only); an older destination
+ * refuses a newer source with one line naming both versions. */
+#define MIGRATE_VERSION 3
 #define MIGRATE_HEADER 16
 #define MIGRATE_DATA_MAX (1u << 20) /* bytes of the bundle per DATA frame */
 #define MIGRATE_CPUID_MAX 512
@@ -48,7 +51,11 @@ enum migrate_frame_type {
     MIGRATE_PAGES = 11, /* source, live: u64 offset into that RAM, whole pages */
     MIGRATE_OFFER = 12, /* source: u32 n, n layers of its disks' chains (MIGRATE_LAYER_ENTRY) */
     MIGRATE_HAVE = 13,  /* destination: u32 n, n bytes, 1 for each offered layer it has */
+    MIGRATE_PART = 14,  /* source: u64 offset into the bundle, the bytes there (version 3) */
 };
+
+/* Offsets of PART are below this (1 TiB): a bundle is no larger. */
+#define MIGRATE_BUNDLE_MAX (1ull << 40)
 
 struct migrate_frame {
     enum migrate_frame_type type;

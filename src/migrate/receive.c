@@ -51,16 +51,56 @@ static int check_config(struct migrate_link *l, uint64_t *mem_bytes)
     return r < 0 ? r : accept_step(l);
 }
 
-static int check_end(const struct migrate_frame *f, uint64_t size, struct hash_state *h)
+/* Where the bundle's bytes go. DATA continues where the last bytes
+ * ended; PART (version 3) names its offset. A source sends one run from
+ * where it begins to the bundle's end -- what cannot change while the VM
+ * runs before the pause, the rest after -- then, at most once, a second
+ * run from 0 up to where the first began (the header, written last). So
+ * the bytes, hashed in the order they come, cover the file once, with no
+ * gap and no overlap: END checks that, the size and the hash. */
+struct bundle_stream {
+    bool started, wrapped;
+    uint64_t first; /* where the first run began */
+    uint64_t next;  /* where the next bytes go */
+    uint64_t size;  /* wrapped: where the first run ended */
+    struct hash_state hash;
+};
+
+static int stream_place(struct bundle_stream *s, uint64_t at, uint64_t len)
+{
+    if (!s->started) {
+        s->started = true;
+        s->first = s->next = at;
+    } else if (at != s->next) {
+        if (s->wrapped || at != 0 || s->first == 0)
+            return err_plain(EPROTO, "migration bundle bytes at %llu where %llu were due",
+                             (unsigned long long)at, (unsigned long long)s->next);
+        s->wrapped = true;
+        s->size = s->next;
+    }
+    if (at >= MIGRATE_BUNDLE_MAX || len > MIGRATE_BUNDLE_MAX - at ||
+        (s->wrapped && at + len > s->first))
+        return err_plain(EPROTO, "migration bundle bytes at %llu (%llu of them) out of place",
+                         (unsigned long long)at, (unsigned long long)len);
+    s->next = at + len;
+    return 0;
+}
+
+static int check_end(const struct migrate_frame *f, struct bundle_stream *s)
 {
     uint8_t digest[HASH_BYTES];
+    uint64_t size = s->wrapped ? s->size : s->next;
 
     if (f->len != 8 + HASH_BYTES)
         return err_plain(EPROTO, "migration END of %u bytes", f->len);
+    if (s->wrapped ? s->next != s->first : s->first != 0)
+        return err_plain(EPROTO, "the source left bytes of the VM's bundle out (%llu to %llu)",
+                         (unsigned long long)(s->wrapped ? s->next : 0),
+                         (unsigned long long)s->first);
     if (le64(f->payload) != size)
         return err_plain(EPROTO, "the source sent %llu bytes of the VM but says %llu",
                          (unsigned long long)size, (unsigned long long)le64(f->payload));
-    hash_end(h, digest);
+    hash_end(&s->hash, digest);
     if (memcmp(digest, f->payload + 8, HASH_BYTES))
         return err_plain(EPROTO, "the VM's bundle arrived corrupt (its SHA-256 differs)");
     return 0;
@@ -145,38 +185,59 @@ static int answer_offer(struct migrate_receive *rx, struct migrate_link *l,
     return r;
 }
 
+/* DATA's bytes where the stream is, PART's at the offset it names. */
+static int write_bundle(struct migrate_receive *rx, struct bundle_stream *s,
+                        const struct migrate_frame *f)
+{
+    bool part = f->type == MIGRATE_PART;
+    const uint8_t *p = f->payload + (part ? 8 : 0);
+    uint64_t at, len;
+    int r;
+
+    /* Its length first: the offset is read only from a frame that has one. */
+    if (part && f->len < 8)
+        return err_plain(EPROTO, "migration PART of %u bytes", f->len);
+    at = part ? le64(f->payload) : s->next;
+    len = f->len - (part ? 8 : 0);
+    if ((r = stream_place(s, at, len)) < 0)
+        return r;
+    hash_add(&s->hash, p, len);
+    for (uint64_t done = 0; done < len;) {
+        ssize_t n = pwrite(rx->bundle_fd, p + done, len - done, (off_t)(at + done));
+        if (n <= 0)
+            return scratch_failed(rx, n < 0 ? errno : EIO, "bundle");
+        done += (uint64_t)n;
+    }
+    return 0;
+}
+
 static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint64_t mem_bytes)
 {
     bool offered = false;
-    struct hash_state h;
-    uint64_t size = 0;
-    hash_begin(&h);
+    struct bundle_stream s = {0};
+    hash_begin(&s.hash);
     for (;;) {
         struct migrate_frame f;
         int r = migrate_recv_frame(l, 0, &f);
         if (r < 0)
             return r;
-        if (f.type == MIGRATE_DATA) {
-            hash_add(&h, f.payload, f.len);
-            size += f.len;
-            r = file_write_all(rx->bundle_fd, f.payload, f.len, "");
-            if (r < 0)
-                r = scratch_failed(rx, -r, "bundle");
-        } else if (f.type == MIGRATE_OFFER && !size && !offered && rx->memory_fd < 0) {
+        if (f.type == MIGRATE_DATA || f.type == MIGRATE_PART) {
+            r = write_bundle(rx, &s, &f);
+        } else if (f.type == MIGRATE_OFFER && !s.started && !offered && rx->memory_fd < 0) {
             offered = true;
             r = answer_offer(rx, l, &f);
-        } else if (f.type == MIGRATE_RAM && !size) {
+        } else if (f.type == MIGRATE_RAM) { /* live RAM goes while the bundle's first run may */
             r = open_ram(rx, &f, mem_bytes);
-        } else if (f.type == MIGRATE_PAGES && !size) {
+        } else if (f.type == MIGRATE_PAGES) {
             r = write_pages(rx, &f);
         } else if (f.type == MIGRATE_END) {
-            r = check_end(&f, size, &h);
+            r = check_end(&f, &s);
             if (r == 0) {
                 free(f.payload);
                 return 0;
             }
         } else {
-            r = err_plain(EPROTO, "migration frame %s where DATA or END was due",
+            r = err_plain(EPROTO, "migration frame %s where DATA, PART or END was due",
                           migrate_frame_name(f.type));
         }
         free(f.payload);

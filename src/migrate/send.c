@@ -1,7 +1,8 @@
 /* The source side of a migration (migrate.h): hello and config, each
- * accepted; live, RAM in pre-copy rounds; then the paused VM as a bundle
- * (device state, RAM in the bundle's chunk codec unless it went already,
- * disks), then the two-step hand-over. */
+ * accepted; the layers the destination has; the bundle's kernel and
+ * initrd while the VM runs; live, RAM in pre-copy rounds; then the paused
+ * VM's part of the bundle (device state, RAM in the bundle's chunk codec
+ * unless it went already, disks), then the two-step hand-over. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bundle/format.h"
 #include "bundle/layers.h"
 #include "hv/hv.h"
 #include "migrate/migrate.h"
@@ -202,42 +204,98 @@ static int send_watched(struct migrate_link *l, enum migrate_frame_type type, co
     return r < 0 ? r : migrate_send_frame(l, type, payload, len);
 }
 
-static int send_bundle(struct migrate_link *l, const char *path,
-                       const struct migrate_send_options *o, uint64_t *sent)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    off_t total = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
-    uint8_t *buf = malloc(MIGRATE_DATA_MAX), end[8 + HASH_BYTES];
-    struct hash_state h;
-    double start = now();
-    int r = fd < 0 || total < 0 ? err_set(errno, "reading '%s'", path)
-            : buf              ? 0
-                               : err_set(ENOMEM, "migration");
+/* The VM's bundle on its way, written in two steps (machine.h): what
+ * cannot change while the VM runs -- bytes [BUNDLE_HEADER_SIZE, early) --
+ * goes before the pause, the rest from early to the end after it, then
+ * the header (written last). Each as PART frames, hashed in that order
+ * (the destination's check: migrate/receive.c). */
+struct outgoing {
+    char *path;
+    struct machine_saving *saving; /* until finished */
+    uint64_t early;
+    struct hash_state hash;
+    uint8_t *frame; /* u64 offset, then up to MIGRATE_DATA_MAX bytes */
+};
 
-    hash_begin(&h);
-    for (*sent = 0; r == 0 && *sent < (uint64_t)total;) {
-        ssize_t n = pread(fd, buf, MIGRATE_DATA_MAX, (off_t)*sent);
-        if (n <= 0) {
-            r = err_set(n < 0 ? errno : EIO, "reading '%s'", path);
-            break;
-        }
-        hash_add(&h, buf, (size_t)n);
-        r = send_watched(l, MIGRATE_DATA, buf, (uint32_t)n);
+/* Bytes [from, to) of fd as PARTs, at the cap. stop_and_copy: the bulk
+ * sent while the VM is paused (the cut hook's "final", the progress). */
+static int send_range(struct migrate_link *l, struct outgoing *out, int fd, uint64_t from,
+                      uint64_t to, bool stop_and_copy, const struct migrate_send_options *o,
+                      uint64_t *sent)
+{
+    double start = now();
+    int r = 0;
+
+    for (uint64_t at = from; r == 0 && at < to;) {
+        size_t want = to - at < MIGRATE_DATA_MAX ? (size_t)(to - at) : MIGRATE_DATA_MAX;
+        ssize_t n = pread(fd, out->frame + 8, want, (off_t)at);
+        if (n <= 0)
+            return err_set(n < 0 ? errno : EIO, "reading '%s'", out->path);
+        put_le(out->frame, at, 8);
+        hash_add(&out->hash, out->frame + 8, (size_t)n);
+        r = send_watched(l, MIGRATE_PART, out->frame, (uint32_t)(8 + n));
+        at += (uint64_t)n;
         *sent += (uint64_t)n;
-        cut_when_due(l, o->live, *sent, (uint64_t)total);
-        if (o->progress)
-            o->progress(o->opaque, *sent, (uint64_t)total);
-        pace(*sent, start, o->max_bandwidth);
+        if (stop_and_copy) {
+            cut_when_due(l, o->live, at - from, to - from);
+            if (o->progress)
+                o->progress(o->opaque, at - from, to - from);
+        }
+        pace(at - from, start, o->max_bandwidth);
     }
+    return r;
+}
+
+/* Before the pause: the bundle begun, its kernel and initrd sent. */
+static int send_early(struct migrate_link *l, struct machine *m, struct outgoing *out,
+                      const struct machine_save_options *so, const struct migrate_send_options *o,
+                      uint64_t *sent)
+{
+    int fd, r;
+
+    if (asprintf(&out->path, "%s/migrate-%d.smolmachine", o->scratch_dir, (int)getpid()) < 0)
+        out->path = NULL;
+    if (!out->path || !(out->frame = malloc(8 + MIGRATE_DATA_MAX)))
+        return err_set(ENOMEM, "migration");
+    hash_begin(&out->hash);
+    r = machine_save_begin(m, out->path, so, &out->saving);
+    if (r < 0)
+        return r;
+    fd = machine_saving_file(out->saving, &out->early);
+    return send_range(l, out, fd, BUNDLE_HEADER_SIZE, out->early, false, o, sent);
+}
+
+/* After it: the rest of the bundle from where the early bytes ended, the
+ * header, END (the size, the hash of it all as sent). */
+static int send_rest(struct migrate_link *l, struct outgoing *out,
+                     const struct migrate_send_options *o, uint64_t *sent)
+{
+    int fd = open(out->path, O_RDONLY | O_CLOEXEC);
+    off_t total = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+    uint8_t end[8 + HASH_BYTES];
+    int r = fd < 0 || total < 0 ? err_set(errno, "reading '%s'", out->path) : 0;
+
+    if (r == 0)
+        r = send_range(l, out, fd, out->early, (uint64_t)total, true, o, sent);
+    if (r == 0)
+        r = send_range(l, out, fd, 0, BUNDLE_HEADER_SIZE, false, o, sent);
     if (r == 0) {
         put_le(end, (uint64_t)total, 8);
-        hash_end(&h, end + 8);
+        hash_end(&out->hash, end + 8);
         r = migrate_send_frame(l, MIGRATE_END, end, sizeof(end));
     }
-    free(buf);
     if (fd >= 0)
         close(fd);
     return r;
+}
+
+static void outgoing_free(struct outgoing *out)
+{
+    machine_save_abort(out->saving);
+    if (out->path)
+        unlink(out->path);
+    free(out->path);
+    free(out->frame);
 }
 
 /* READY (the VM is built there), GO (from here on the VM is theirs),
@@ -385,31 +443,18 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
     return r;
 }
 
-static int save_and_send(struct migrate_link *l, struct machine *m,
-                         const struct migrate_send_options *o, const struct layer_list *omit,
-                         struct migrate_send_result *res, bool *committed)
+static int save_and_send(struct migrate_link *l, struct outgoing *out,
+                         const struct migrate_send_options *o, struct migrate_send_result *res,
+                         bool *committed)
 {
     double t0 = now();
-    /* A store instance's disk goes as its chain (the layers the
-     * destination has listed, not carried); any other disk whole. */
-    struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
-                                      .omit_layers = (const char(*)[HASH_HEX])omit->hashes,
-                                      .omit_layer_count = omit->count};
-    char *path;
-    int r;
+    int r = machine_save_finish(out->saving);
 
-    if (asprintf(&path, "%s/migrate-%d.smolmachine", o->scratch_dir, (int)getpid()) < 0)
-        return err_set(ENOMEM, "migration");
-    r = machine_save(m, path, &so);
+    out->saving = NULL;
     res->save = now() - t0;
-    if (r == 0) {
-        uint64_t bundle = 0;
-        r = send_bundle(l, path, o, &bundle);
-        res->bytes += bundle;
-    }
+    if (r == 0)
+        r = send_rest(l, out, o, &res->bytes);
     res->send = now() - t0 - res->save;
-    unlink(path);
-    free(path);
     return r == 0 ? hand_over(l, committed, res) : r;
 }
 
@@ -441,6 +486,7 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS};
     struct dirty d = {0};
     struct layer_list omit = {0};
+    struct outgoing out = {0};
     bool was_paused = vm_paused(vm), committed = false;
     double start = now(), paused_at = 0;
     int r, fd = o->link;
@@ -451,6 +497,14 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     r = handshake(&l, m);
     if (r == 0)
         r = offer_layers(&l, m, &omit);
+    if (r == 0) {
+        /* A store instance's disk goes as its chain (the layers the
+         * destination has listed, not carried); any other disk whole. */
+        struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
+                                          .omit_layers = (const char(*)[HASH_HEX])omit.hashes,
+                                          .omit_layer_count = omit.count};
+        r = send_early(&l, m, &out, &so, o, &res->bytes);
+    }
     if (r == 0 && o->live) {
         r = precopy(&l, vm, o, &d, res, &paused_at);
     } else if (r == 0) {
@@ -458,10 +512,11 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         r = vm_pause(vm);
     }
     if (r == 0)
-        r = save_and_send(&l, m, o, &omit, res, &committed);
+        r = save_and_send(&l, &out, o, res, &committed);
     r = wind_down(&l, vm, o, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);
+    outgoing_free(&out);
     free(omit.hashes);
     close(fd);
     res->seconds = now() - start;

@@ -22,6 +22,7 @@
 #include "machine/machine.h"
 #include "bundle/layers.h"
 #include "machine/instance.h"
+#include "machine/internal.h"
 #include "core/config.h"
 #include "store/store.h"
 #include "util/cache.h"
@@ -568,6 +569,94 @@ static void bad_frame_is_refused(void **state)
     }
     free(data);
     free(frame);
+}
+
+static void write_file(const char *name, const void *data, size_t len)
+{
+    FILE *f = fopen(name, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+/* A migration sends what cannot change while the VM runs before it
+ * pauses: a save begun writes the kernel, the initrd and the layers under
+ * a store instance's disk (not its delta: the guest writes it), right
+ * behind the header, and no later section or the commit touches those
+ * bytes again -- what went early is what the finished bundle has. */
+static void begun_save_writes_boot_files_first(void **state)
+{
+    static uint8_t kernel[20000], early[262144], later[262144], layer[65536];
+    char kernel_path[160], initrd_path[160], layers[128], base[256], overlay[160];
+    char hash[HASH_HEX];
+    struct machine m = {0};
+    struct machine_saving *saving;
+    struct bundle_writer *w;
+    struct bundle *b;
+    uint64_t end, later_end;
+    uint8_t *initrd;
+    size_t len;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(kernel); i++)
+        kernel[i] = (uint8_t)(i * 7 + (i >> 9));
+    snprintf(kernel_path, sizeof(kernel_path), "%s/kernel", dir);
+    snprintf(initrd_path, sizeof(initrd_path), "%s/initrd", dir);
+    write_file(kernel_path, kernel, sizeof(kernel));
+    write_file(initrd_path, "an initrd", 9);
+    /* A store instance's disk: a delta over a layer of random bytes. */
+    snprintf(layers, sizeof(layers), "%s/layers", dir);
+    assert_int_equal(mkdir(layers, 0700), 0);
+    snprintf(base, sizeof(base), "%s/base", layers);
+    for (size_t i = 0; i < sizeof(layer); i++)
+        layer[i] = (uint8_t)(rand() >> 5);
+    write_file(base, layer, sizeof(layer));
+    assert_int_equal(hash_file(base, hash), 0);
+    char *named = layer_path(layers, hash, "raw");
+    assert_int_equal(rename(base, named), 0);
+    snprintf(overlay, sizeof(overlay), "%s/delta.qcow2", dir);
+    assert_int_equal(instance_overlay_at(overlay, named, "raw"), 0);
+    free(named);
+    vm_config_defaults(&m.cfg);
+    m.cfg.kernel_path = kernel_path;
+    m.cfg.initrd_path = initrd_path;
+    m.cfg.disk_count = 1;
+    m.cfg.disks[0].path = overlay;
+    m.cfg.disks[0].format = "qcow2";
+    struct machine_save_options o = {.with_state = true};
+    assert_int_equal(machine_save_begin(&m, path, &o, &saving), 0);
+    int fd = machine_saving_file(saving, &end);
+    /* kernel, initrd, the layer (incompressible): no delta, no state yet */
+    assert_true(end > BUNDLE_HEADER_SIZE + sizeof(kernel) + sizeof(layer) && end < sizeof(early));
+    assert_true(end < BUNDLE_HEADER_SIZE + 5 * BUNDLE_ALIGN /* kernel */ + BUNDLE_ALIGN /* initrd */ +
+                          sizeof(layer) + 1024);
+    assert_int_equal(pread(fd, early, end - BUNDLE_HEADER_SIZE, BUNDLE_HEADER_SIZE),
+                     (ssize_t)(end - BUNDLE_HEADER_SIZE));
+    assert_memory_equal(early, kernel, sizeof(kernel)); /* raw, first */
+    machine_save_abort(saving);
+
+    /* The same through the rest of a save and its commit. */
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add_file(w, "kernel", kernel_path, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add_file(w, "initrd", initrd_path, BUNDLE_ZSTD), 0);
+    fd = bundle_writer_file(w, &end);
+    assert_int_equal(pread(fd, early, end - BUNDLE_HEADER_SIZE, BUNDLE_HEADER_SIZE),
+                     (ssize_t)(end - BUNDLE_HEADER_SIZE));
+    assert_int_equal(bundle_add(w, "state", "paused", 6, BUNDLE_RAW), 0);
+    assert_int_equal(bundle_add(w, "config", "{}", 2, BUNDLE_RAW), 0);
+    bundle_writer_file(w, &later_end);
+    assert_true(later_end > end);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_int_equal(pread(fd, later, end - BUNDLE_HEADER_SIZE, BUNDLE_HEADER_SIZE),
+                     (ssize_t)(end - BUNDLE_HEADER_SIZE));
+    close(fd);
+    assert_memory_equal(later, early, end - BUNDLE_HEADER_SIZE);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_read(b, "initrd", &initrd, &len), 0);
+    assert_memory_equal(initrd, "an initrd", 9);
+    free(initrd);
+    bundle_close(b);
 }
 
 /* A bundle saved on a bigger host asks for more RAM than this one has:
@@ -1117,6 +1206,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(begun_save_writes_boot_files_first, setup, teardown),
         cmocka_unit_test_setup_teardown(sparse_disk_extract, setup, teardown),
         cmocka_unit_test_setup_teardown(large_disk_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(save_skips_untouched_ram, setup, teardown),

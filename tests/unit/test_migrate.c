@@ -157,7 +157,7 @@ static void hello_checks_version_and_cpu(void **state)
     assert_non_null(strstr(err_msg(), "(avx2)"));
     put_le(p, MIGRATE_VERSION + 1, 4); /* too new */
     assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTONOSUPPORT);
-    assert_non_null(strstr(err_msg(), "version 3; this smolvm speaks version 2"));
+    assert_non_null(strstr(err_msg(), "version 4; this smolvm speaks version 3"));
     put_le(p, 1, 4); /* a version 1 source (it offers no layers) is taken */
     assert_int_equal(migrate_hello_check(p, len, host, 2), 0);
     put_le(p, MIGRATE_VERSION, 4);
@@ -194,6 +194,10 @@ struct source {
     int ram_pages;     /* pages of RAM (0: 4) */
     int cut;           /* the link cut after this percent of the pages; 100: in the bundle */
     int offer;         /* OFFER this many layers (of offered[]) before the bundle */
+    /* Version 3: the bundle as PARTs {offset, bytes} in this order (none:
+     * DATA), the first `early` of them before the RAM (before the pause). */
+    const uint64_t (*parts)[2];
+    int part_count, early;
     uint8_t have[8];   /* HAVE's answer, one byte per layer offered */
     char answer[256];  /* what the destination said last */
 };
@@ -245,6 +249,23 @@ static void source_offers(struct source *s, struct migrate_link *l)
     free(f.payload);
 }
 
+static const char bundle_bytes[] = "the VM's bundle, in two frames";
+
+/* Parts [from, to) of s->parts, hashed in the order sent. */
+static void send_parts(struct source *s, struct migrate_link *l, int from, int to,
+                       struct hash_state *h)
+{
+    static uint8_t part[8 + sizeof(bundle_bytes)];
+    for (int i = from; i < to; i++) {
+        uint64_t at = s->parts[i][0], len = s->parts[i][1];
+        put_le(part, at, 8);
+        if (at < sizeof(bundle_bytes))
+            memcpy(part + 8, bundle_bytes + at, len);
+        hash_add(h, part + 8, len);
+        source_send(l, MIGRATE_PART, part, (uint32_t)(8 + len));
+    }
+}
+
 static void *run_source(void *opaque)
 {
     struct source *s = opaque;
@@ -253,7 +274,8 @@ static void *run_source(void *opaque)
     struct vm_config cfg;
     uint8_t *hello, end[8 + HASH_BYTES];
     uint32_t len;
-    static const char data[] = "the VM's bundle, in two frames";
+    const char *data = bundle_bytes;
+    struct hash_state h;
 
     assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
     source_send(&l, MIGRATE_HELLO, hello, len);
@@ -273,6 +295,9 @@ static void *run_source(void *opaque)
     free(f.payload);
     if (s->offer)
         source_offers(s, &l);
+    hash_begin(&h);
+    if (s->parts)
+        send_parts(s, &l, 0, s->early, &h);
     if (s->pages) {
         static uint8_t page[8 + MIGRATE_PAGE];
         uint8_t ram[8];
@@ -286,12 +311,17 @@ static void *run_source(void *opaque)
             source_send(&l, MIGRATE_PAGES, page, sizeof(page));
         }
     }
-    source_send(&l, MIGRATE_DATA, data, 10);
-    if (cut_here(s, 100)) /* in the final stop-and-copy */
-        return NULL;
-    source_send(&l, MIGRATE_DATA, data + 10, sizeof(data) - 10);
-    put_le(end, sizeof(data), 8);
-    hash_bytes(data, sizeof(data) - (s->corrupt_end ? 1 : 0), end + 8);
+    if (s->parts) {
+        send_parts(s, &l, s->early, s->part_count, &h);
+        hash_end(&h, end + 8);
+    } else {
+        source_send(&l, MIGRATE_DATA, data, 10);
+        if (cut_here(s, 100)) /* in the final stop-and-copy */
+            return NULL;
+        source_send(&l, MIGRATE_DATA, data + 10, sizeof(bundle_bytes) - 10);
+        hash_bytes(data, sizeof(bundle_bytes) - (s->corrupt_end ? 1 : 0), end + 8);
+    }
+    put_le(end, sizeof(bundle_bytes), 8);
     source_send(&l, MIGRATE_END, end, sizeof(end));
     err_clear();
     if (migrate_recv_frame(&l, MIGRATE_READY, &f) == 0)
@@ -345,6 +375,55 @@ static void receives_a_bundle(void **state)
     (void)state;
     assert_int_equal(receive_from(&s, got, sizeof(got), NULL), 0);
     assert_string_equal(got, "the VM's bundle, in two frames");
+}
+
+/* Version 3: what cannot change while the VM runs goes first (bytes 10
+ * to 21 here, as a bundle's kernel and initrd after its header), the RAM
+ * after it, then the rest to the end and the header at 0, written last:
+ * the bundle lands whole, its hash taken in the order the bytes came. */
+static void receives_a_bundle_in_parts(void **state)
+{
+    static const uint64_t parts[][2] = {{10, 6}, {16, 5}, {21, 10}, {0, 4}, {4, 6}};
+    struct source s = {.parts = parts, .part_count = 5, .early = 2, .pages = 2,
+                       .page_at = MIGRATE_PAGE};
+    char got[64];
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), NULL), 0);
+    assert_memory_equal(got, bundle_bytes, sizeof(bundle_bytes));
+}
+
+/* Bytes of the bundle out of that order: each refused with one line
+ * before the VM is built -- a gap, an overlap, the header twice or past
+ * where the bundle began, a piece left out, an offset past any bundle. */
+static void refuses_parts_out_of_place(void **state)
+{
+    static const uint64_t gap[][2] = {{10, 11}, {25, 6}, {0, 10}};
+    static const uint64_t overlap[][2] = {{10, 21}, {0, 12}};
+    static const uint64_t twice[][2] = {{10, 21}, {0, 5}, {0, 5}};
+    static const uint64_t no_header[][2] = {{10, 21}};
+    static const uint64_t half_header[][2] = {{10, 21}, {0, 5}};
+    static const uint64_t far[][2] = {{1ull << 40, 1}};
+    static const struct {
+        const uint64_t (*parts)[2];
+        int count;
+        const char *why;
+    } cases[] = {
+        {gap, 3, "bundle bytes at 25 where 21 were due"},
+        {overlap, 2, "bundle bytes at 0 (12 of them) out of place"},
+        {twice, 3, "bundle bytes at 0 where 5 were due"},
+        {no_header, 1, "left bytes of the VM's bundle out (0 to 10)"},
+        {half_header, 2, "left bytes of the VM's bundle out (5 to 10)"},
+        {far, 1, "bundle bytes at 1099511627776 (1 of them) out of place"},
+    };
+    char got[64];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct source s = {.parts = cases[i].parts, .part_count = cases[i].count};
+        assert_int_equal(receive_from(&s, got, sizeof(got), NULL), -EPROTO);
+        if (!strstr(err_msg(), cases[i].why))
+            fail_msg("case %zu: '%s', wanted '%s'", i, err_msg(), cases[i].why);
+        assert_null(strchr(err_msg(), '\n'));
+    }
 }
 
 /* A bundle that arrives changed is refused, and the source is told. */
@@ -495,36 +574,49 @@ static void refuses_pages_outside_ram(void **state)
     assert_int_equal(fd, -1);
 }
 
-/* A RAM frame shorter than its u64 (the fuzzer found it read past the
+/* A RAM or PART frame shorter than its u64 (the fuzzer found both read past the
  * payload): refused by its length before its bytes are used. */
-static void refuses_a_short_ram_frame(void **state)
+static void refuses_short_ram_and_part_frames(void **state)
 {
-    static uint8_t stream[8192];
-    uint8_t *hello, ram[8] = {0, 0, 1};
-    uint32_t len;
-    struct vm_config cfg;
-    size_t n = 0;
-    int fds[2], bundle = memfd_create("bundle", 0), out = open("/dev/null", O_WRONLY);
+    /* PART too: its offset is a u64 as well. */
+    static const struct {
+        enum migrate_frame_type type;
+        const char *why;
+    } cases[] = {
+        {MIGRATE_RAM, "migration RAM frame out of place"},
+        {MIGRATE_PART, "migration PART of 5 bytes"},
+    };
     (void)state;
 
-    assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
-    n += frame(stream + n, MIGRATE_HELLO, hello, len);
-    free(hello);
-    vm_config_defaults(&cfg);
-    char *json = vm_config_to_json(&cfg);
-    n += frame(stream + n, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
-    free(json);
-    n += frame(stream + n, MIGRATE_RAM, ram, 5);
-    struct migrate_link l = link_over(stream, n, fds);
-    l.out = out;
-    struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
-                                 .scratch_dir = "/tmp"};
-    assert_int_equal(migrate_receive_bundle(&l, &rx), -EPROTO);
-    assert_string_equal(err_msg(), "migration RAM frame out of place");
-    assert_int_equal(rx.memory_fd, -1);
-    close(fds[0]);
-    close(bundle);
-    close(out);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        static uint8_t stream[8192];
+        uint8_t *hello, *five = malloc(5);
+        uint32_t len;
+        struct vm_config cfg;
+        size_t n = 0;
+        int fds[2], bundle = memfd_create("bundle", 0), out = open("/dev/null", O_WRONLY);
+
+        memcpy(five, "\0\0\1\0\0", 5);
+        assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+        n += frame(stream + n, MIGRATE_HELLO, hello, len);
+        free(hello);
+        vm_config_defaults(&cfg);
+        char *json = vm_config_to_json(&cfg);
+        n += frame(stream + n, MIGRATE_CONFIG, json, (uint32_t)strlen(json));
+        free(json);
+        n += frame(stream + n, cases[i].type, five, 5);
+        free(five);
+        struct migrate_link l = link_over(stream, n, fds);
+        l.out = out;
+        struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
+                                     .scratch_dir = "/tmp"};
+        assert_int_equal(migrate_receive_bundle(&l, &rx), -EPROTO);
+        assert_string_equal(err_msg(), cases[i].why);
+        assert_int_equal(rx.memory_fd, -1);
+        close(fds[0]);
+        close(bundle);
+        close(out);
+    }
 }
 
 /* ---- a destination that gives up while the VM streams ---- */
@@ -715,11 +807,13 @@ int main(void)
         cmocka_unit_test(answers_an_offer_of_layers),
         cmocka_unit_test(hostile_offers_refused),
         cmocka_unit_test(refuses_a_corrupt_bundle),
+        cmocka_unit_test(receives_a_bundle_in_parts),
+        cmocka_unit_test(refuses_parts_out_of_place),
         cmocka_unit_test(refuses_a_config_too_big),
         cmocka_unit_test(receives_live_pages),
         cmocka_unit_test(refuses_pages_outside_ram),
         cmocka_unit_test(a_cut_link_leaves_nothing),
-        cmocka_unit_test(refuses_a_short_ram_frame),
+        cmocka_unit_test(refuses_short_ram_and_part_frames),
         cmocka_unit_test(source_hears_the_destination_is_full),
         cmocka_unit_test(a_reset_link_still_says_why),
         cmocka_unit_test(idle_guest_stops_after_one_round),
