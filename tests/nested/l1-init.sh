@@ -48,13 +48,18 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /host/run/l1-r
 # watchdog must not take it for progress): a wedged L1 falls silent; a
 # smolvm older than any scenario's timeout shows where its threads wait.
 heartbeat() {
-    local up pid age
+    local up pid started age
     while sleep 60; do
         up=$(cut -d. -f1 /proc/uptime)
         echo "l1: heartbeat ${up}s, load $(cut -d' ' -f1-3 /proc/loadavg)," \
             "$(grep MemAvailable /proc/meminfo | tr -s ' ')"
         for pid in $(pidof smolvm); do
-            age=$((up - $(cut -d' ' -f22 /proc/$pid/stat) / 100))
+            # A smolvm that ended since pidof has no stat: an empty start
+            # time in $((...)) once ended this whole loop (bash leaves on an
+            # arithmetic error), and a silent heartbeat reads as a wedged L1.
+            started=$(cut -d' ' -f22 "/proc/$pid/stat" 2>/dev/null)
+            case "$started" in '' | *[!0-9]*) continue ;; esac
+            age=$((up - started / 100))
             [ "$age" -gt 200 ] || continue
             echo "l1: smolvm $pid running ${age}s: $(tr '\0' ' ' < /proc/$pid/cmdline)"
             for t in /proc/$pid/task/*; do
