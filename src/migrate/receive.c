@@ -140,6 +140,19 @@ static int scratch_failed(const struct migrate_receive *rx, int errnum, const ch
                    rx->scratch_dir);
 }
 
+/* len bytes at offset at of one of the receiver's unnamed files (RAM, bundle). */
+static int write_scratch(const struct migrate_receive *rx, int fd, const uint8_t *p, uint64_t len,
+                         uint64_t at, const char *what)
+{
+    for (uint64_t done = 0; done < len;) {
+        ssize_t n = pwrite(fd, p + done, len - done, (off_t)(at + done));
+        if (n <= 0)
+            return scratch_failed(rx, n < 0 ? errno : EIO, what);
+        done += (uint64_t)n;
+    }
+    return 0;
+}
+
 static int write_pages(struct migrate_receive *rx, const struct migrate_frame *f)
 {
     uint64_t at = f->len >= 8 ? le64(f->payload) : 0, len = f->len >= 8 ? f->len - 8 : 0;
@@ -147,13 +160,7 @@ static int write_pages(struct migrate_receive *rx, const struct migrate_frame *f
     if (rx->memory_fd < 0 || f->len < 8 + MIGRATE_PAGE || len % MIGRATE_PAGE ||
         at % MIGRATE_PAGE || at > rx->memory_bytes || len > rx->memory_bytes - at)
         return err_plain(EPROTO, "migration PAGES frame out of place or outside the RAM");
-    for (uint64_t done = 0; done < len;) {
-        ssize_t n = pwrite(rx->memory_fd, f->payload + 8 + done, len - done, (off_t)(at + done));
-        if (n <= 0)
-            return scratch_failed(rx, n < 0 ? errno : EIO, "RAM");
-        done += (uint64_t)n;
-    }
-    return 0;
+    return write_scratch(rx, rx->memory_fd, f->payload + 8, len, at, "RAM");
 }
 
 /* OFFER: each layer this host has (rx->have_layer) is answered 1 in HAVE
@@ -202,13 +209,7 @@ static int write_bundle(struct migrate_receive *rx, struct bundle_stream *s,
     if ((r = stream_place(s, at, len)) < 0)
         return r;
     hash_add(&s->hash, p, len);
-    for (uint64_t done = 0; done < len;) {
-        ssize_t n = pwrite(rx->bundle_fd, p + done, len - done, (off_t)(at + done));
-        if (n <= 0)
-            return scratch_failed(rx, n < 0 ? errno : EIO, "bundle");
-        done += (uint64_t)n;
-    }
-    return 0;
+    return write_scratch(rx, rx->bundle_fd, p, len, at, "bundle");
 }
 
 static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint64_t mem_bytes)
