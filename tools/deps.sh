@@ -5,6 +5,7 @@ packages=(
     meson ninja-build pkg-config gcc libcmocka-dev     # build + unit tests
     liblzma-dev libzstd-dev zlib1g-dev                 # unpacking bzImage payloads, bundles
     libslirp-dev                                       # --net user: smolvm-net (libslirp NAT)
+    libseccomp-dev                                     # confinement: per-thread seccomp filters
     libjansson-dev nettle-dev libgmp-dev               # bundle config (JSON), SHA-256, ed25519
     clang libclang-rt-14-dev                           # libFuzzer targets
     qemu-system-x86 linux-image-amd64 busybox-static   # nested tier: L1 and guests
