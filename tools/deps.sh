@@ -16,6 +16,7 @@ packages=(
     golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests
     linux-source-6.1 flex bison libelf-dev bc          # nested: a small kernel with cmdline virtio-mmio
     libmicrohttpd-dev python3-yaml python3-jsonschema  # smolvm serve: HTTP; its OpenAPI document, checked
+    chromium                                           # the web console driven in a real browser (console_browser.sh)
 )
 missing=()
 # bsd-user's real BSD executables come as npm packages (any npm will do).
