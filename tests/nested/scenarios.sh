@@ -2105,10 +2105,10 @@ scenario_migrate_bench() {
     local dir=$work/bench-migrate repo
     repo=$(dirname "$(realpath "$0")")/../..
     mkdir -p "$dir"
-    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\nMIGRATE_MEM=%s\n' "$real_smolvm" \
-        "$KERNEL" "$INITRD" "${RUNS:-1}" "${MIGRATE_MEM:-1G}" > "$dir/params.sh"
+    printf 'SMOLVM=%s\nKERNEL=%s\nINITRD=%s\nRUNS=%s\nMIGRATE_MEM=%s\nMIGRATE_CAP=%s\n' "$real_smolvm" \
+        "$KERNEL" "$INITRD" "${RUNS:-1}" "${MIGRATE_MEM:-1G}" "${MIGRATE_CAP:-100M}" > "$dir/params.sh"
     TMPDIR=$work bash "$repo/bench/migrate/inside.sh" "$dir" > "$results/migrate-bench.log" 2>&1
-    cp "$dir"/*.json "$dir/dirtied.txt" "$results/" 2>/dev/null
+    cp "$dir"/*.json "$dir/dirtied.txt" "$dir/times.tsv" "$results/" 2>/dev/null
     # shellcheck source=../../bench/lib.sh
     (. "$repo/bench/lib.sh" && bench_report "$dir" ms lower) > "$results/migrate-bench.txt" 2>&1
     expect migrate-bench "figures for smolvm and QEMU (see migrate-bench.txt, .log)" \
