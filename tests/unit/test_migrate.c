@@ -794,6 +794,19 @@ static void cap_and_round_limit(void **state)
     assert_true(precopy_pace(&p, 5000, 6) == 0);
 }
 
+/* Warm: round 0 while the VM runs, then the pause, however much is left
+ * (the guest dirtying 64 MiB/s) and with no throttle: the pause sends what
+ * changed during that round, never a second round. */
+static void warm_is_round_zero_alone(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 1, .max_bandwidth = 100000000, .max_rounds = 1};
+    uint64_t mib = 1 << 20;
+    (void)state;
+    assert_int_equal(precopy_round(&p, 1ull << 30, 640 * mib, 640 * mib, 10), PRECOPY_GIVE_UP);
+    assert_int_equal(p.round, 1);
+    assert_int_equal(p.throttle, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -819,6 +832,7 @@ int main(void)
         cmocka_unit_test(idle_guest_stops_after_one_round),
         cmocka_unit_test(fast_dirtier_gets_throttled),
         cmocka_unit_test(cap_and_round_limit),
+        cmocka_unit_test(warm_is_round_zero_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
