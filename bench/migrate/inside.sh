@@ -51,8 +51,7 @@ stamped() {
         echo "${EPOCHREALTIME/./} ${line%$'\r'}" # a serial tty ends its lines \r\n
     done > "$work/$name.out") &
     sleep 0.2
-    exec {hold}> "$work/$name.in"
-    eval "hold_$name=$hold"
+    exec {hold}> "$work/$name.in" # held open (never closed) for the run
 }
 # listening PORT: until something listens on 127.0.0.1:PORT (at most 60 s;
 # a process starting in a loaded L1 may take seconds)
@@ -83,14 +82,19 @@ settle() {
 # measure VMM KIND FROM TO T0: the user's figures of one migration from
 # FROM to TO that began at T0 (µs), once TO counts
 measure() {
-    local vmm=$1 kind=$2 from=$3 to=$4 t0=$5 first
+    local vmm=$1 kind=$2 from=$3 to=$4 t0=$5 first gap
     wait_for "$to" ' TICK ' || { echo "$to never counted"; return 1; }
     sleep 1.2
     first=$(first_tick "$to")
     record "$vmm" "user-total-$kind" $(((first - t0) / 1000))
-    record "$vmm" "gap-$kind" "$(cat "$work/$from.out" "$work/$to.out" | grep -a '^[0-9]* TICK ' |
-        awk -v a="$t0" -v b=$((first + 1000000)) '$1 >= a && $1 <= b { print $1 }' | sort -n |
-        awk 'NR > 1 && $1 - p > m { m = $1 - p } { p = $1 } END { printf "%d", m / 1000 }')"
+    # Each count tagged with its console (source, destination): where the
+    # largest gap lies goes to the log.
+    gap=$({ ticks "$from" | sed 's/$/ source/'; ticks "$to" | sed 's/$/ destination/'; } |
+        awk -v a="$t0" -v b=$((first + 1000000)) '$1 >= a && $1 <= b' | sort -n |
+        awk 'NR > 1 && $1 - p > m { m = $1 - p; at = pn " on the " pc " to " $3 " on the " $4 }
+            { p = $1; pn = $3; pc = $4 } END { printf "%d (count %s)", m / 1000, at }')
+    record "$vmm" "gap-$kind" "${gap%% *}"
+    echo "$to: the largest gap, ${gap#* }, from the migrate command on"
     record "$vmm" "period-$kind" "$(ticks "$from" | awk -v a=$((t0 - 3000000)) -v b="$t0" \
         '$1 >= a && $1 < b { if (p) print $1 - p; p = $1 }' | sort -n |
         awk '{ v[NR] = $1 } END { printf "%d", v[int((NR + 1) / 2)] / 1000 }')"
