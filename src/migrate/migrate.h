@@ -19,9 +19,9 @@ struct migrate_send_options {
     int link;
     uint64_t max_bandwidth;  /* bytes per second on the link; 0: no cap */
     const char *scratch_dir; /* where the paused VM is written before it goes */
-    bool live;                /* pre-copy rounds while it runs */
+    bool live;                /* pre-copy rounds while it runs (warm: round 0) */
     uint64_t max_downtime_ms; /* live: the final pause to aim for */
-    /* live: called after each round (precopy.h has what it measured) */
+    /* called after each round (precopy.h has what it measured) */
     void (*round)(void *opaque, const struct precopy *p);
     bundle_progress_fn progress;
     void *opaque;
@@ -31,7 +31,7 @@ struct migrate_send_result {
     double seconds;  /* from the call to the destination running */
     double downtime; /* from the pause to the destination running */
     uint64_t bytes;  /* of the VM sent */
-    unsigned rounds; /* live: pre-copy rounds */
+    unsigned rounds; /* pre-copy rounds (warm: 1) */
     /* Where the downtime went (seconds; what a slow one is traced by):
      * the last dirty pages, saving the bundle, sending it, the destination
      * building the VM (READY), the hand-over (GO, DONE). */

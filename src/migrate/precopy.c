@@ -30,7 +30,8 @@ enum precopy_step precopy_round(struct precopy *p, uint64_t sent, uint64_t dirti
     } else {
         p->slow_rounds = 0;
     }
-    return p->round >= PRECOPY_MAX_ROUNDS ? PRECOPY_GIVE_UP : PRECOPY_AGAIN;
+    return p->round >= (p->max_rounds ? p->max_rounds : PRECOPY_MAX_ROUNDS) ? PRECOPY_GIVE_UP
+                                                                            : PRECOPY_AGAIN;
 }
 
 double precopy_pace(const struct precopy *p, uint64_t bytes_since_start, double elapsed)

@@ -1,7 +1,7 @@
-/* The rounds of a live (pre-copy) migration, as arithmetic: no clock, no
- * socket, no VM -- send.c feeds in what each round measured, and this says
- * whether to go on, stop and copy the rest, or slow the guest down
- * (auto-converge). Unit-tested with made-up clocks (test_migrate). */
+/* The rounds of a pre-copy migration (live; a warm one is its round 0
+ * alone), as arithmetic: no clock, no socket, no VM -- send.c feeds in
+ * what each round measured, and this says whether to go on, stop and copy
+ * the rest, or slow the guest down (auto-converge). Unit-tested with made-up clocks (test_migrate). */
 #ifndef SMOLVM_MIGRATE_PRECOPY_H
 #define SMOLVM_MIGRATE_PRECOPY_H
 
@@ -16,6 +16,7 @@ struct precopy {
     /* set by the caller */
     uint64_t max_downtime_ms; /* what the final pause may take */
     uint64_t max_bandwidth;   /* bytes/s cap; 0: none */
+    unsigned max_rounds;      /* 0: PRECOPY_MAX_ROUNDS (warm: 1) */
     /* measured, round by round */
     unsigned round;           /* rounds done */
     uint64_t sent;            /* bytes the last round sent */

@@ -70,8 +70,11 @@ struct migrate_link {
     int stall_ms;
 };
 
-/* CRC-32C (Castagnoli) of len bytes, continued from crc (0 to begin). */
+/* CRC-32C (Castagnoli) of len bytes, continued from crc (0 to begin):
+ * the CPU's instruction where it has one. */
 uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len);
+/* The same from a table on any CPU (tests hold the two against each other). */
+uint32_t migrate_crc32c_portable(uint32_t crc, const void *data, size_t len);
 
 /* The frame's name ("HELLO"), or NULL for an unknown type. */
 const char *migrate_frame_name(uint32_t type);

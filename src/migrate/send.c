@@ -1,8 +1,8 @@
 /* The source side of a migration (migrate.h): hello and config, each
  * accepted; the layers the destination has; the bundle's kernel and
- * initrd while the VM runs; live, RAM in pre-copy rounds; then the paused
- * VM's part of the bundle (device state, RAM in the bundle's chunk codec
- * unless it went already, disks), then the two-step hand-over. */
+ * initrd while the VM runs; RAM while it runs (live: pre-copy rounds; warm:
+ * round 0 alone); then the paused VM's last dirty pages and its part of
+ * the bundle (device state, disks), then the two-step hand-over. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -158,9 +158,8 @@ static void pace(uint64_t sent, double start, uint64_t rate)
 /* Test builds only (SMOLVM_TEST_HOOKS): $SMOLVM_TEST_MIGRATE_CUT names a
  * file saying where the next migration's link is cut, as a receiver
  * killed or a network gone would cut it: "10" or "50" (percent of the
- * way: live, through round 0's walk of RAM; warm, through the bundle) or
- * "final" (live, halfway through the bundle sent at stop-and-copy, the VM
- * paused). The tests of a cut link (tests/nested, scenario migrate_load)
+ * way through round 0's walk of RAM) or "final" (halfway through the
+ * bundle sent at stop-and-copy, the VM paused). The tests of a cut link (tests/nested, scenario migrate_load)
  * pull it; with no such file nothing is cut. */
 static struct {
     unsigned percent; /* 1..100; 0: nothing to cut */
@@ -237,7 +236,7 @@ static int send_range(struct migrate_link *l, struct outgoing *out, int fd, uint
         at += (uint64_t)n;
         *sent += (uint64_t)n;
         if (stop_and_copy) {
-            cut_when_due(l, o->live, at - from, to - from);
+            cut_when_due(l, true, at - from, to - from);
             if (o->progress)
                 o->progress(o->opaque, at - from, to - from);
         }
@@ -320,7 +319,7 @@ static int hand_over(struct migrate_link *l, bool *committed, struct migrate_sen
     return 0;
 }
 
-/* ---- live: pre-copy rounds ---- */
+/* ---- RAM while the VM runs: pre-copy rounds ---- */
 
 struct dirty {
     uint64_t *bits[GUEST_MEMORY_MAX_REGIONS];
@@ -399,12 +398,15 @@ static int fetch_dirty(struct vm *vm, struct dirty *d, bool take_vmm, uint64_t *
 }
 
 /* RAM in rounds while the VM runs, until what is left fits the downtime
- * (or the rounds are spent); then the VM pauses and the rest goes. */
+ * (or the rounds are spent; warm: after round 0, whatever is left, so
+ * that the pause sends only what the guest changed meanwhile, not all of
+ * RAM); then the VM pauses and the rest goes. */
 static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_send_options *o,
                    struct dirty *d, struct migrate_send_result *res, double *paused_at)
 {
     const struct guest_memory *mem = vm_memory(vm);
-    struct precopy p = {.max_downtime_ms = o->max_downtime_ms, .max_bandwidth = o->max_bandwidth};
+    struct precopy p = {.max_downtime_ms = o->max_downtime_ms, .max_bandwidth = o->max_bandwidth,
+                        .max_rounds = o->live ? 0 : 1};
     uint8_t total[8];
     uint64_t left;
     int r;
@@ -460,15 +462,15 @@ static int save_and_send(struct migrate_link *l, struct outgoing *out,
 
 /* Tracking off, the VM given back unless it is theirs now; the
  * migration's own failure stays the message. */
-static int wind_down(struct migrate_link *l, struct vm *vm, const struct migrate_send_options *o,
-                     int r, bool was_paused, bool committed)
+static int wind_down(struct migrate_link *l, struct vm *vm, int r, bool was_paused,
+                     bool committed)
 {
     char why[512];
 
     snprintf(why, sizeof(why), "%s", r < 0 ? err_msg() : "");
     if (r < 0 && !committed)
         migrate_send_error(l, why);
-    if (o->live && vm_dirty_log(vm, false) < 0)
+    if (vm_dirty_log(vm, false) < 0)
         err_clear();
     if (r < 0 && !committed && !was_paused && vm_paused(vm))
         vm_resume(vm);
@@ -500,20 +502,16 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     if (r == 0) {
         /* A store instance's disk goes as its chain (the layers the
          * destination has listed, not carried); any other disk whole. */
-        struct machine_save_options so = {.with_state = true, .memory_elsewhere = o->live,
+        struct machine_save_options so = {.with_state = true, .memory_elsewhere = true,
                                           .omit_layers = (const char(*)[HASH_HEX])omit.hashes,
                                           .omit_layer_count = omit.count};
         r = send_early(&l, m, &out, &so, o, &res->bytes);
     }
-    if (r == 0 && o->live) {
+    if (r == 0)
         r = precopy(&l, vm, o, &d, res, &paused_at);
-    } else if (r == 0) {
-        paused_at = now();
-        r = vm_pause(vm);
-    }
     if (r == 0)
         r = save_and_send(&l, &out, o, res, &committed);
-    r = wind_down(&l, vm, o, r, was_paused, committed);
+    r = wind_down(&l, vm, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);
     outgoing_free(&out);

@@ -386,15 +386,36 @@ case "$test" in
         dd if="/dev/input/$ev" bs=24 count=1 > /dev/null 2>&1 && echo GUEST-POWER-BUTTON-PRESSED
         ;;
     tick)
-        # A timer-driven guest: a line every 20 ms of the guest's clock,
-        # input or not (bench/coldstart saves it mid-count and times a
-        # start to its next line). The console is held open, as counter's.
+        # A timer-driven guest: a line every 20 ms of the guest's clock
+        # (smolvm.tick_ms=N: every N ms), input or not (bench/coldstart
+        # saves it mid-count and times a start to its next line;
+        # bench/migrate takes the largest gap across a migration as the
+        # downtime a user sees). The console is held open, as counter's.
+        # smolvm.dirty_mib=N: also a job rewriting an N MiB buffer (tmpfs)
+        # with bytes that are not zeros, then sleeping 1 s (at most N MiB/s
+        # dirtied; each pass's rate printed as DIRTIED). Not zeros: a page
+        # of zeros costs QEMU's migration a flag and smolvm's a page.
+        tick_s=$(sed -n 's/.*smolvm\.tick_ms=\([0-9]*\).*/\1/p' /proc/cmdline)
+        tick_s=$(printf '0.%03d' "${tick_s:-20}")
+        dirty_mib=$(sed -n 's/.*smolvm\.dirty_mib=\([0-9]*\).*/\1/p' /proc/cmdline)
+        if [ -n "$dirty_mib" ]; then
+            mkdir -p /dirty && mount -t tmpfs -o size=$((dirty_mib + 8))m tmpfs /dirty
+            fill=0123456789abcdef fill=$fill$fill$fill$fill fill=$fill$fill$fill$fill
+            (while true; do
+                t=$(tr -d . < /proc/uptime | cut -d' ' -f1) # centiseconds
+                yes "$fill$fill$fill$fill" | dd of=/dirty/ram bs=1M count="$dirty_mib" \
+                    iflag=fullblock conv=notrunc 2> /dev/null
+                t=$(($(tr -d . < /proc/uptime | cut -d' ' -f1) - t))
+                echo "DIRTIED $dirty_mib MiB in ${t}0 ms: $((dirty_mib * 100 / (t + 1))) MiB/s"
+                sleep 1
+            done) &
+        fi
         exec 3< /dev/console
         n=0
         while true; do
             n=$((n + 1))
             echo "TICK $n"
-            read -t 0.02 -r _ <&3
+            read -t "$tick_s" -r _ <&3
         done
         ;;
     echo)
