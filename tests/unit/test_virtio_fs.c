@@ -315,6 +315,38 @@ static void opening_without_asking_survives_a_restore(void **state)
     vm_destroy(vm);
 }
 
+/* $SMOLVM_FS_STATS: at exit the device says, per opcode, how many
+ * requests it served, their file data and where their time went. */
+static void stats_count_requests_per_opcode(void **state)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 31, .flags = FUSE_NO_OPEN_SUPPORT};
+    struct fuse_init_out io;
+    struct fuse_entry_out e;
+    struct fuse_read_in ri = {.fh = 0, .size = 4096};
+    char said[2048], data[8];
+    int log, saved;
+    (void)state;
+
+    memset(avail_idx, 0, sizeof(avail_idx));
+    assert_int_equal(sh("mkdir -p counted && seq 1 1000 > counted/numbers"), 0); /* 3893 bytes: 2 reads, 7 KiB */
+    boot(in_dir("counted"));
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, &io, sizeof(io)), 0);
+    assert_int_equal(call(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "numbers", &e, sizeof(e)), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(call(FUSE_READ, e.nodeid, &ri, sizeof(ri), NULL, data, sizeof(data)), 0);
+    setenv("SMOLVM_FS_STATS", "1", 1);
+    saved = stderr_to("vmm.err", &log);
+    vm_destroy(vm);
+    vm = NULL;
+    stderr_back(saved, log, said, sizeof(said));
+    unsetenv("SMOLVM_FS_STATS");
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: 4 requests in 4 notifications\n"));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: LOOKUP 1 requests, 0 KiB; each: "));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: INIT 1 requests, 0 KiB; each: "));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: READ 2 requests, 7 KiB; each: "));
+    assert_non_null(strstr(said, " us serving, "));
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -334,6 +366,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(device_serves_fuse),
         cmocka_unit_test(opening_without_asking_survives_a_restore),
+        cmocka_unit_test(stats_count_requests_per_opcode),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -267,10 +267,10 @@ static void say_stats(const struct virtio_fs *d)
         if (!o->count)
             continue;
         fprintf(stderr,
-                "smolvm: virtio-fs %s: %s %llu requests, %.1f MiB; each: %llu us idle before "
+                "smolvm: virtio-fs %s: %s %llu requests, %llu KiB; each: %llu us idle before "
                 "it, %llu us waiting for a thread, %llu us serving, %llu us replying\n",
                 d->tag, i < STATS_OPCODES ? fuse_opcode_name(i) : "other",
-                (unsigned long long)o->count, (double)o->bytes / (1 << 20),
+                (unsigned long long)o->count, (unsigned long long)(o->bytes >> 10),
                 per_request(o->gap_us, o->count), per_request(o->waiting_us, o->count),
                 per_request(o->serving_us, o->count), per_request(o->replying_us, o->count));
     }
