@@ -53,8 +53,14 @@ struct op_stats {
     uint64_t replying_us; /* the reply pushed, the driver interrupted */
 };
 
+/* A READ's or WRITE's data: up to 4 KiB, up to 128 KiB (the guest's
+ * default readahead window), more; counted apart (a big file's reads from
+ * a small file's). */
+#define STATS_SIZES 3
+static const char *const stats_size_names[STATS_SIZES] = {"", " <=128K", " >128K"};
+
 struct fs_stats {
-    struct op_stats op[STATS_OPCODES + 1]; /* the last: any other opcode */
+    struct op_stats op[STATS_OPCODES + 1][STATS_SIZES]; /* the last: any other opcode */
     uint64_t kicks;      /* notifications that found requests */
     uint64_t popped;     /* requests they found */
     uint64_t idle_since; /* the device's last request answered then (0: none yet) */
@@ -233,10 +239,12 @@ static uint64_t data_bytes(const struct virtq_chain *c, uint32_t opcode, size_t 
 static void count_job(struct virtio_fs *d, const struct job *j, uint32_t opcode, size_t len,
                       uint64_t taken, uint64_t served, uint64_t replied)
 {
-    struct op_stats *o = &d->stats.op[opcode < STATS_OPCODES ? opcode : STATS_OPCODES];
+    uint64_t bytes = data_bytes(&j->chain, opcode, len);
+    unsigned size = bytes > (128u << 10) ? 2 : bytes > 4096 ? 1 : 0;
+    struct op_stats *o = &d->stats.op[opcode < STATS_OPCODES ? opcode : STATS_OPCODES][size];
 
     o->count++;
-    o->bytes += data_bytes(&j->chain, opcode, len);
+    o->bytes += bytes;
     o->gap_us += j->gap_us < STATS_GAP_MAX_US ? j->gap_us : 0;
     o->waiting_us += taken - j->popped_us;
     o->serving_us += served - taken;
@@ -262,15 +270,15 @@ static void say_stats(const struct virtio_fs *d)
         return;
     fprintf(stderr, "smolvm: virtio-fs %s: %llu requests in %llu notifications\n", d->tag,
             (unsigned long long)s->popped, (unsigned long long)s->kicks);
-    for (unsigned i = 0; i <= STATS_OPCODES; i++) {
-        const struct op_stats *o = &s->op[i];
+    for (unsigned i = 0; i < (STATS_OPCODES + 1) * STATS_SIZES; i++) {
+        const struct op_stats *o = &s->op[i / STATS_SIZES][i % STATS_SIZES];
         if (!o->count)
             continue;
         fprintf(stderr,
-                "smolvm: virtio-fs %s: %s %llu requests, %llu KiB; each: %llu us idle before "
+                "smolvm: virtio-fs %s: %s%s %llu requests, %llu KiB; each: %llu us idle before "
                 "it, %llu us waiting for a thread, %llu us serving, %llu us replying\n",
-                d->tag, i < STATS_OPCODES ? fuse_opcode_name(i) : "other",
-                (unsigned long long)o->count, (unsigned long long)(o->bytes >> 10),
+                d->tag, i / STATS_SIZES < STATS_OPCODES ? fuse_opcode_name(i / STATS_SIZES) : "other",
+                stats_size_names[i % STATS_SIZES], (unsigned long long)o->count, (unsigned long long)(o->bytes >> 10),
                 per_request(o->gap_us, o->count), per_request(o->waiting_us, o->count),
                 per_request(o->serving_us, o->count), per_request(o->replying_us, o->count));
     }
