@@ -39,7 +39,6 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -201,33 +200,6 @@ static void make_dirs(char *path)
     mkdir(path, 0755);
 }
 
-/* A share's reads come from the host in the page cache's readahead
- * windows, a request each (Linux's FUSE never makes a READ larger than the
- * window, 128 KiB by default: the server may only lower it), and under
- * KVM a request costs about the same whatever its size. Windows of
- * SHARE_READAHEAD_KB make a big file's sequential read two requests of the
- * device's largest (FUSE_SERVER_MAX_IO, 512 KiB) per MiB instead of eight.
- * The stat waits for the server's answer to INIT, which would lower a
- * window set before it to the one the kernel offered. */
-#define SHARE_READAHEAD_KB "1024"
-
-static void widen_readahead(const char *dir)
-{
-    char path[64];
-    struct stat st;
-    int fd;
-
-    if (stat(dir, &st) < 0)
-        return;
-    snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
-             minor(st.st_dev));
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, SHARE_READAHEAD_KB, strlen(SHARE_READAHEAD_KB)) < 0)
-        say("share at %s: readahead: %s", dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-}
-
 static void mount_shares(const char *cmdline)
 {
     char list[CMDLINE_MAX], dir[CMDLINE_MAX], *save = NULL;
@@ -244,8 +216,6 @@ static void mount_shares(const char *cmdline)
         make_dirs(dir);
         if (mount(tag, dir, "virtiofs", 0, NULL) < 0)
             say("share %s at %s: %s", tag, dir, strerror(errno));
-        else
-            widen_readahead(dir);
     }
 }
 

@@ -96,11 +96,7 @@ static long do_init(struct req *r)
     if (in.minor < MIN_MINOR)
         return -EPROTO;
     out.minor = in.minor < FUSE_KERNEL_MINOR_VERSION ? in.minor : FUSE_KERNEL_MINOR_VERSION;
-    /* No limit of ours on the guest's readahead: the kernel keeps the
-     * smaller of its window and this, so a window the guest widens just
-     * after mounting (guest/init.c widen_readahead) stays wide even when
-     * this answer is taken after the widening. */
-    out.max_readahead = UINT32_MAX;
+    out.max_readahead = in.max_readahead;
     out.flags = in.flags & OUR_INIT_FLAGS;
     /* Reading a file then takes a LOOKUP (none while the name is cached)
      * and its READs, not also an OPEN and a RELEASE. The guest then never
