@@ -3,6 +3,9 @@
 # fresh share, under smolvm (virtio-fs) and QEMU -M microvm (9p).
 # RESULTS/times.tsv.
 set -u
+# smolvm says at exit where its virtio-fs requests spent their time
+# (per opcode: console-smolvm.log).
+export SMOLVM_FS_STATS=1
 results=$1
 # shellcheck source=/dev/null
 . "$results/params.sh"

@@ -516,15 +516,17 @@ struct op {
     uint32_t in_size;  /* the fixed argument the body must hold */
     uint32_t out_size; /* the reply payload the buffer must hold */
     bool no_reply;
+    const char *name; /* "FUSE_READ"... */
 };
 
-#define OP(code, fn, in, out) [code] = {fn, in, out, false}
+#define OP(code, fn, in, out) [code] = {fn, in, out, false, #code}
 static const struct op ops[] = {
     OP(FUSE_INIT, do_init, 16, sizeof(struct fuse_init_out)),
     OP(FUSE_DESTROY, do_destroy, 0, 0),
     OP(FUSE_LOOKUP, do_lookup, 0, sizeof(struct fuse_entry_out)),
-    [FUSE_FORGET] = {do_forget, sizeof(struct fuse_forget_in), 0, true},
-    [FUSE_BATCH_FORGET] = {do_batch_forget, sizeof(struct fuse_batch_forget_in), 0, true},
+    [FUSE_FORGET] = {do_forget, sizeof(struct fuse_forget_in), 0, true, "FUSE_FORGET"},
+    [FUSE_BATCH_FORGET] = {do_batch_forget, sizeof(struct fuse_batch_forget_in), 0, true,
+                           "FUSE_BATCH_FORGET"},
     OP(FUSE_GETATTR, do_getattr, 0, sizeof(struct fuse_attr_out)),
     OP(FUSE_SETATTR, do_setattr, sizeof(struct fuse_setattr_in), sizeof(struct fuse_attr_out)),
     OP(FUSE_READLINK, do_readlink, 0, 0),
@@ -560,8 +562,15 @@ static const struct op ops[] = {
      * to do: writes are on the file when answered, and the guest's locks
      * are its own (the host holds none). A request saved per close. */
     /* Takes no reply; virtio-fs drivers do not send it. */
-    [FUSE_INTERRUPT] = {NULL, 0, 0, true},
+    [FUSE_INTERRUPT] = {NULL, 0, 0, true, "FUSE_INTERRUPT"},
 };
+
+const char *fuse_opcode_name(uint32_t opcode)
+{
+    const char *name = opcode < sizeof(ops) / sizeof(ops[0]) ? ops[opcode].name : NULL;
+
+    return name ? name + strlen("FUSE_") : "other";
+}
 
 static size_t reply_header(uint8_t *out, uint64_t unique, long result)
 {

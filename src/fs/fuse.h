@@ -25,6 +25,10 @@
 
 struct fuse_server;
 
+/* The opcode's name without its FUSE_ prefix ("READ"), "other" for one the
+ * server does not serve. */
+const char *fuse_opcode_name(uint32_t opcode);
+
 /* A server for fs (still the caller's). NULL when out of memory. */
 struct fuse_server *fuse_server_new(struct pt_fs *fs);
 void fuse_server_free(struct fuse_server *s);

@@ -3,6 +3,7 @@
 #ifndef SMOLVM_TESTS_SCRATCH_H
 #define SMOLVM_TESTS_SCRATCH_H
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,32 @@ static inline char *in_dir(const char *name)
     char *p = paths[next++ % 8];
     snprintf(p, 256, "%s/%s", dir, name);
     return p;
+}
+
+/* stderr into the scratch file NAME until stderr_back (which returns
+ * what was said); the saved stderr is returned. */
+static inline int stderr_to(const char *name, int *log)
+{
+    int saved = dup(STDERR_FILENO);
+    fflush(stderr);
+    *log = open(in_dir(name), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (saved < 0 || *log < 0) {
+        perror("stderr_to");
+        exit(1);
+    }
+    dup2(*log, STDERR_FILENO);
+    return saved;
+}
+
+static inline void stderr_back(int saved, int log, char *said, size_t cap)
+{
+    ssize_t n;
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    n = pread(log, said, cap - 1, 0);
+    said[n > 0 ? n : 0] = '\0';
+    close(log);
 }
 
 /* Runs a shell command in the scratch directory; returns its exit status. */

@@ -523,29 +523,6 @@ static void a_reset_holds_no_frame(void **state)
     assert_memory_equal(ram(DATA + 0x1000 + 12), fresh, sizeof(fresh));
 }
 
-/* stderr into the scratch file NAME until stderr_back (which returns
- * what was said); the saved stderr is returned. */
-static int stderr_to(const char *name, int *log)
-{
-    int saved = dup(STDERR_FILENO);
-    fflush(stderr);
-    *log = open(in_dir(name), O_RDWR | O_CREAT | O_TRUNC, 0600);
-    assert_true(saved >= 0 && *log >= 0);
-    dup2(*log, STDERR_FILENO);
-    return saved;
-}
-
-static void stderr_back(int saved, int log, char *said, size_t cap)
-{
-    ssize_t n;
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    n = pread(log, said, cap - 1, 0);
-    said[n > 0 ? n : 0] = '\0';
-    close(log);
-}
-
 /* The device's avail_event (VIRTIO_F_EVENT_IDX): after the used ring. */
 static uint16_t avail_event(unsigned q)
 {

@@ -40,6 +40,7 @@ static struct vm *vm;
 static uint64_t base;
 static uint16_t avail_idx[2];
 static uint64_t unique;
+static uint32_t reply_bytes = 4096; /* the reply buffer submit gives */
 
 static void mmio_write(uint64_t off, uint32_t v)
 {
@@ -103,7 +104,7 @@ static uint16_t used_idx(unsigned q)
     return __atomic_load_n((uint16_t *)ram(RINGS + q * 0x4000 + 0x2000 + 2, 2), __ATOMIC_ACQUIRE);
 }
 
-/* Puts [req, req+len) and a 4 KiB reply buffer (none on the hiprio queue)
+/* Puts [req, req+len) and a reply buffer of reply_bytes (none on the hiprio queue)
  * on queue q, kicks, waits for the device to give the chain back: the
  * FUSE error, the payload copied to payload. */
 static int32_t submit(unsigned q, const void *req, uint32_t len, void *payload, size_t cap)
@@ -116,9 +117,9 @@ static int32_t submit(unsigned q, const void *req, uint32_t len, void *payload, 
     struct timespec tick = {0, 1000000};
 
     memcpy(ram(REQ, len), req, len);
-    memset(ram(REPLY, 4096), 0, 4096);
+    memset(ram(REPLY, reply_bytes), 0, reply_bytes);
     d[0] = (struct desc){REQ, len, q ? 1 : 0, 1};
-    d[1] = (struct desc){REPLY, 4096, 2, 0};
+    d[1] = (struct desc){REPLY, reply_bytes, 2, 0};
     avail[2 + avail_idx[q] % QSIZE] = 0;
     __atomic_store_n(&avail[1], ++avail_idx[q], __ATOMIC_RELEASE);
     mmio_write(0x050, q);
@@ -128,7 +129,7 @@ static int32_t submit(unsigned q, const void *req, uint32_t len, void *payload, 
     if (q == 0)
         return 0;
     memcpy(&h, ram(REPLY, sizeof(h)), sizeof(h));
-    assert_true(h.len >= sizeof(h) && h.len <= 4096);
+    assert_true(h.len >= sizeof(h) && h.len <= reply_bytes);
     if (payload)
         memcpy(payload, ram(REPLY + sizeof(h), cap), cap);
     return h.error;
@@ -315,6 +316,43 @@ static void opening_without_asking_survives_a_restore(void **state)
     vm_destroy(vm);
 }
 
+/* $SMOLVM_FS_STATS: at exit the device says, per opcode, how many
+ * requests it served, their file data and where their time went. */
+static void stats_count_requests_per_opcode(void **state)
+{
+    struct fuse_init_in init = {.major = 7, .minor = 31, .flags = FUSE_NO_OPEN_SUPPORT};
+    struct fuse_init_out io;
+    struct fuse_entry_out e;
+    struct fuse_read_in ri = {.fh = 0, .size = 4096};
+    char said[2048], data[8];
+    int log, saved;
+    (void)state;
+
+    memset(avail_idx, 0, sizeof(avail_idx));
+    assert_int_equal(sh("mkdir -p counted && seq 1 1000 > counted/numbers && truncate -s 2M counted/numbers"), 0);
+    boot(in_dir("counted"));
+    assert_int_equal(call(FUSE_INIT, 0, &init, sizeof(init), NULL, &io, sizeof(io)), 0);
+    assert_int_equal(call(FUSE_LOOKUP, FUSE_ROOT_ID, NULL, 0, "numbers", &e, sizeof(e)), 0);
+    assert_int_equal(call(FUSE_READ, e.nodeid, &ri, sizeof(ri), NULL, data, sizeof(data)), 0);
+    ri.offset = 1 << 20; /* 128 KiB of the file's second MiB: counted apart */
+    ri.size = 128 << 10;
+    reply_bytes = sizeof(struct fuse_out_header) + ri.size;
+    assert_int_equal(call(FUSE_READ, e.nodeid, &ri, sizeof(ri), NULL, data, sizeof(data)), 0);
+    reply_bytes = 4096;
+    setenv("SMOLVM_FS_STATS", "1", 1);
+    saved = stderr_to("vmm.err", &log);
+    vm_destroy(vm);
+    vm = NULL;
+    stderr_back(saved, log, said, sizeof(said));
+    unsetenv("SMOLVM_FS_STATS");
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: 4 requests in 4 notifications\n"));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: LOOKUP 1 requests, 0 KiB; each: "));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: INIT 1 requests, 0 KiB; each: "));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: READ 1 requests, 3 KiB; each: "));
+    assert_non_null(strstr(said, "smolvm: virtio-fs work: READ <=128K 1 requests, 128 KiB; "));
+    assert_non_null(strstr(said, " us serving, "));
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -334,6 +372,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(device_serves_fuse),
         cmocka_unit_test(opening_without_asking_survives_a_restore),
+        cmocka_unit_test(stats_count_requests_per_opcode),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

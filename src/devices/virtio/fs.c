@@ -19,6 +19,7 @@
 #include "util/blob.h"
 #include "util/err.h"
 #include "util/le.h"
+#include "util/trace.h"
 #include "confine/confine.h"
 
 #define VIRTIO_ID_FS 26
@@ -29,11 +30,40 @@
 #define WORKERS 4
 /* Chains popped and not yet answered: past this, kicks wait for a worker. */
 #define MAX_JOBS 64
+/* Opcodes counted each on their own (FUSE's end at 51); the rest as one. */
+#define STATS_OPCODES 64
+/* A longer wait for the guest's next request is the guest busy elsewhere
+ * (booting, between steps), not its side of a request. */
+#define STATS_GAP_MAX_US 1000000u
 
 struct job {
     struct virtq_chain chain;
     unsigned queue;
     unsigned epoch;
+    uint64_t popped_us;
+    uint64_t gap_us; /* the device had no request for this long before it */
+};
+
+/* Where one opcode's requests spent their time, for $SMOLVM_FS_STATS. */
+struct op_stats {
+    uint64_t count, bytes;
+    uint64_t gap_us;      /* the device idle before them: the guest's side and the kick */
+    uint64_t waiting_us;  /* popped until a server thread took them */
+    uint64_t serving_us;  /* in the FUSE server */
+    uint64_t replying_us; /* the reply pushed, the driver interrupted */
+};
+
+/* A READ's or WRITE's data: up to 4 KiB, up to 128 KiB (the guest's
+ * default readahead window), more; counted apart (a big file's reads from
+ * a small file's). */
+#define STATS_SIZES 3
+static const char *const stats_size_names[STATS_SIZES] = {"", " <=128K", " >128K"};
+
+struct fs_stats {
+    struct op_stats op[STATS_OPCODES + 1][STATS_SIZES]; /* the last: any other opcode */
+    uint64_t kicks;      /* notifications that found requests */
+    uint64_t popped;     /* requests they found */
+    uint64_t idle_since; /* the device's last request answered then (0: none yet) */
 };
 
 struct worker {
@@ -60,6 +90,7 @@ struct virtio_fs {
     bool paused, stopping, backlog;
     struct worker workers[WORKERS];
     unsigned worker_count;
+    struct fs_stats stats;
 };
 
 static void fs_read_config(void *opaque, uint32_t offset, uint8_t *data, unsigned size)
@@ -77,6 +108,7 @@ static void fs_read_config(void *opaque, uint32_t offset, uint8_t *data, unsigne
 static void pump(struct virtio_fs *d, struct virtio_mmio *t, unsigned q)
 {
     struct virtq *vq;
+    uint64_t popped = d->stats.popped;
     int r = 0;
 
     virtio_mmio_io_lock(t);
@@ -95,10 +127,14 @@ static void pump(struct virtio_fs *d, struct virtio_mmio *t, unsigned q)
         d->free_count--;
         j->queue = q;
         j->epoch = d->epoch;
+        j->popped_us = trace_now_us();
+        j->gap_us = d->busy == 0 && d->stats.idle_since ? j->popped_us - d->stats.idle_since : 0;
+        d->stats.popped++;
         d->ready[(d->ready_head + d->ready_count++) % MAX_JOBS] = (unsigned)(j - d->jobs);
         d->busy++;
         pthread_cond_signal(&d->work);
     }
+    d->stats.kicks += d->stats.popped != popped;
     pthread_mutex_unlock(&d->lock);
     if (r < 0)
         virtio_mmio_fail(t, err_msg());
@@ -177,6 +213,77 @@ size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chai
     return len;
 }
 
+/* The opcode of the request in chain c (0 when it has no header). */
+static uint32_t chain_opcode(const struct virtq_chain *c)
+{
+    uint8_t h[8];
+
+    return virtq_chain_read(c, 0, h, sizeof(h)) == sizeof(h) ? le32(h + 4) : 0;
+}
+
+/* The file data a request carried: a WRITE's payload, a READ's reply. */
+static uint64_t data_bytes(const struct virtq_chain *c, uint32_t opcode, size_t reply_len)
+{
+    const size_t write_head = sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in);
+    const size_t read_head = sizeof(struct fuse_out_header);
+
+    if (opcode == FUSE_WRITE && c->readable_bytes > write_head)
+        return c->readable_bytes - write_head;
+    if (opcode == FUSE_READ && reply_len > read_head)
+        return reply_len - read_head;
+    return 0;
+}
+
+/* Job j, answered: its times (taken, served, replied: trace_now_us) into
+ * the statistics (with d->lock). */
+static void count_job(struct virtio_fs *d, const struct job *j, uint32_t opcode, size_t len,
+                      uint64_t taken, uint64_t served, uint64_t replied)
+{
+    uint64_t bytes = data_bytes(&j->chain, opcode, len);
+    unsigned size = bytes > (128u << 10) ? 2 : bytes > 4096 ? 1 : 0;
+    struct op_stats *o = &d->stats.op[opcode < STATS_OPCODES ? opcode : STATS_OPCODES][size];
+
+    o->count++;
+    o->bytes += bytes;
+    o->gap_us += j->gap_us < STATS_GAP_MAX_US ? j->gap_us : 0;
+    o->waiting_us += taken - j->popped_us;
+    o->serving_us += served - taken;
+    o->replying_us += replied - served;
+    if (d->busy == 1)
+        d->stats.idle_since = replied;
+}
+
+static unsigned long long per_request(uint64_t total_us, uint64_t count)
+{
+    return (unsigned long long)(total_us / count);
+}
+
+/* $SMOLVM_FS_STATS (smolvm's environment): at exit, per opcode, how many
+ * requests, their file data and where each one's time went on average:
+ * bench/fs keeps these beside its figures. */
+static void say_stats(const struct virtio_fs *d)
+{
+    const struct fs_stats *s = &d->stats;
+    const char *want = getenv("SMOLVM_FS_STATS");
+
+    if (!want || !*want)
+        return;
+    fprintf(stderr, "smolvm: virtio-fs %s: %llu requests in %llu notifications\n", d->tag,
+            (unsigned long long)s->popped, (unsigned long long)s->kicks);
+    for (unsigned i = 0; i < (STATS_OPCODES + 1) * STATS_SIZES; i++) {
+        const struct op_stats *o = &s->op[i / STATS_SIZES][i % STATS_SIZES];
+        if (!o->count)
+            continue;
+        fprintf(stderr,
+                "smolvm: virtio-fs %s: %s%s %llu requests, %llu KiB; each: %llu us idle before "
+                "it, %llu us waiting for a thread, %llu us serving, %llu us replying\n",
+                d->tag, i / STATS_SIZES < STATS_OPCODES ? fuse_opcode_name(i / STATS_SIZES) : "other",
+                stats_size_names[i % STATS_SIZES], (unsigned long long)o->count, (unsigned long long)(o->bytes >> 10),
+                per_request(o->gap_us, o->count), per_request(o->waiting_us, o->count),
+                per_request(o->serving_us, o->count), per_request(o->replying_us, o->count));
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -187,6 +294,8 @@ static void *worker_main(void *arg)
     for (;;) {
         struct job *j;
         size_t len, head;
+        uint64_t taken, served, replied;
+        uint32_t opcode;
         bool backlog;
 
         while (!d->stopping && d->ready_count == 0)
@@ -199,14 +308,19 @@ static void *worker_main(void *arg)
         d->serving++;
         pthread_mutex_unlock(&d->lock);
 
+        taken = trace_now_us();
+        opcode = chain_opcode(&j->chain);
         len = virtio_fs_serve_chain(d->server, &j->chain, w->in, w->out, &head);
+        served = trace_now_us();
         pthread_mutex_lock(&d->lock);
         d->serving--;
         pthread_cond_broadcast(&d->idle);
         pthread_mutex_unlock(&d->lock);
         complete(d, j, w->out, head, len);
+        replied = trace_now_us();
 
         pthread_mutex_lock(&d->lock);
+        count_job(d, j, opcode, len, taken, served, replied);
         d->free_jobs[d->free_count++] = (unsigned)(j - d->jobs);
         d->busy--;
         backlog = d->backlog && !d->paused;
@@ -320,7 +434,9 @@ static void fs_free(struct virtio_fs *d)
     pthread_mutex_unlock(&d->lock);
     for (unsigned i = 0; i < d->worker_count; i++)
         pthread_join(d->workers[i].thread, NULL);
-    virtio_mmio_destroy(d->transport);
+    virtio_mmio_destroy(d->transport); /* its I/O thread pumps no more */
+    if (d->worker_count)
+        say_stats(d);
     for (unsigned i = 0; i < d->worker_count; i++) {
         free(d->workers[i].in);
         free(d->workers[i].out);
