@@ -63,7 +63,8 @@ for i in $(seq 1 "$RUNS"); do
         -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
     # Another micro kernel (MICRO_KERNEL_VARIANT: a configuration being
     # tried), under both VMMs, same devices as the cached one's runs.
-    if [ -n "${MICRO_KERNEL_VARIANT:-}" ]; then
+    # (Skipped while its file is not there yet: it may still be building.)
+    if [ -n "${MICRO_KERNEL_VARIANT:-}" ] && [ -s "$MICRO_KERNEL_VARIANT" ]; then
         time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" run \
             --kernel "$MICRO_KERNEL_VARIANT" --initrd "$INITRD" --mem 256M \
             --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
