@@ -17,6 +17,8 @@ bench_prepare() {
         echo "RUNS=${RUNS:-$1}"
         [ -z "${MEMS:-}" ] || echo "MEMS=\"$MEMS\""
         [ -z "${SMOLVM_BASELINE:-}" ] || echo "SMOLVM_BASELINE=$(realpath "$SMOLVM_BASELINE")"
+        [ -z "${MICRO_KERNEL_VARIANT:-}" ] ||
+            echo "MICRO_KERNEL_VARIANT=$(realpath "$MICRO_KERNEL_VARIANT")"
     } > "$results/params.sh"
     echo "$results"
 }

@@ -5,7 +5,8 @@
 # micro kernel too, under smolvm, QEMU -M microvm and kvmtool (when there),
 # and one smolvm --trace-boot of it (RESULTS/micro-trace.txt: the split
 # between VMM, kernel and init). Writes RESULTS/times.tsv.
-# With SMOLVM_BASELINE (another smolvm binary), that one's micro boots too.
+# With SMOLVM_BASELINE (another smolvm binary), that one's micro boots too;
+# with MICRO_KERNEL_VARIANT (another micro kernel), that one under both VMMs.
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
 results=$1
@@ -60,6 +61,19 @@ for i in $(seq 1 "$RUNS"); do
         qemu-system-x86_64 -M microvm,acpi=off \
         -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
         -serial stdio -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "$MICRO_CMDLINE"
+    # Another micro kernel (MICRO_KERNEL_VARIANT: a configuration being
+    # tried), under both VMMs, same devices as the cached one's runs.
+    # (Skipped while its file is not there yet: it may still be building.)
+    if [ -n "${MICRO_KERNEL_VARIANT:-}" ] && [ -s "$MICRO_KERNEL_VARIANT" ]; then
+        time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" run \
+            --kernel "$MICRO_KERNEL_VARIANT" --initrd "$INITRD" --mem 256M \
+            --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
+        BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-variant boot-to-init \
+            qemu-system-x86_64 -M microvm,acpi=off \
+            -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic \
+            -no-reboot -serial stdio -kernel "$MICRO_KERNEL_VARIANT" -initrd "$INITRD" \
+            -append "$MICRO_CMDLINE"
+    fi
     if command -v lkvm > /dev/null; then
         time_to_marker kvmtool-micro boot-to-init lkvm run -k "$MICRO_KERNEL" -i "$INITRD" \
             -m 256 -c 1 -p "$MICRO_CMDLINE"

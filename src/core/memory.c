@@ -15,6 +15,27 @@ static void keep_out_of_core_dumps(void *host, uint64_t size)
     madvise(host, size, MADV_DONTDUMP);
 }
 
+/* KVM maps a guest's 2 MiB with one huge page table entry (one fault for
+ * it, not 512) only when the host address and the guest address agree
+ * modulo 2 MiB and the host backs it with a huge page. An anonymous
+ * mapping is only page-aligned (Linux before 6.7): map 2 MiB more, keep
+ * the part that starts congruent with gpa. */
+static void *map_congruent(uint64_t gpa, uint64_t size)
+{
+    uint64_t span = size + GUEST_HUGE_PAGE;
+    uint8_t *base = mmap(NULL, span, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+    if (base == MAP_FAILED)
+        return MAP_FAILED;
+    uint64_t skip = (gpa - (uintptr_t)base) & (GUEST_HUGE_PAGE - 1);
+    if (skip)
+        munmap(base, skip);
+    if (span - skip > size)
+        munmap(base + skip + size, span - skip - size);
+    return base + skip;
+}
+
 int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
                        unsigned count)
 {
@@ -22,8 +43,7 @@ int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layo
     if (count > GUEST_MEMORY_MAX_REGIONS)
         return err_plain(EINVAL, "too many guest memory regions");
     for (unsigned i = 0; i < count; i++) {
-        void *host = mmap(NULL, layout[i].size, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *host = map_congruent(layout[i].gpa, layout[i].size);
         if (host == MAP_FAILED) {
             int e = errno;
             guest_memory_free(mem);

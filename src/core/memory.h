@@ -27,6 +27,10 @@ struct guest_memory {
     uint64_t total;
 };
 
+/* The host's huge page: each region's host address is congruent with its
+ * gpa modulo this, so KVM can map the guest's RAM with huge pages. */
+#define GUEST_HUGE_PAGE (2ull << 20)
+
 /* Maps anonymous host memory for each (gpa, size) in layout. Sizes must be
  * page multiples and regions must not overlap. */
 int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,

@@ -28,6 +28,7 @@
 #define APIC_MODE_NMI 0x4
 #define APIC_MODE_EXTINT 0x7
 #define CPUID_HYPERVISOR_BIT (1u << 31)
+#define CPUID_TSC_DEADLINE_BIT (1u << 24)
 
 /* The signal hv_vcpu_kick() sends to knock a thread out of KVM_RUN. */
 #define KICK_SIGNAL SIGUSR1
@@ -99,6 +100,20 @@ static int require_caps(struct hv_vm *vm)
     return 0;
 }
 
+/* KVM emulates the local APIC's TSC-deadline mode, yet KVM_GET_SUPPORTED_CPUID
+ * leaves its bit out (it is no host CPU feature; QEMU adds it the same
+ * way). Without it a guest calibrates its APIC timer against the PIT, a
+ * tenth of a second of ticks at every boot. Part of what this host offers,
+ * so a saved guest that saw it restores where KVM has it. */
+static void offer_tsc_deadline(int kvm_fd, struct kvm_cpuid2 *c)
+{
+    if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) <= 0)
+        return;
+    for (unsigned i = 0; i < c->nent; i++)
+        if (c->entries[i].function == 1)
+            c->entries[i].ecx |= CPUID_TSC_DEADLINE_BIT;
+}
+
 static int fetch_supported_cpuid(struct hv_vm *vm)
 {
     for (unsigned nent = 64; nent <= 4096; nent *= 2) {
@@ -107,6 +122,7 @@ static int fetch_supported_cpuid(struct hv_vm *vm)
             return err_set(ENOMEM, "cpuid table");
         c->nent = nent;
         if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+            offer_tsc_deadline(vm->kvm_fd, c);
             vm->cpuid = c;
             return 0;
         }

@@ -49,6 +49,18 @@ static void a_leaf_the_host_lacks(void **state)
     assert_non_null(strstr(why, "xsaveopt"));
 }
 
+/* smolvm adds the TSC-deadline timer KVM emulates: a guest that saw it
+ * cannot go where KVM lacks it, and the refusal names it. */
+static void tsc_deadline_is_named(void **state)
+{
+    struct x86_cpuid_entry saved[1] = {host[0]};
+    char why[128];
+    (void)state;
+    saved[0].ecx |= 1u << 24;
+    assert_int_equal(x86_cpuid_fits(saved, 1, host, 1, why, sizeof(why)), -1);
+    assert_string_equal(why, "CPUID 0x1.0 ECX bit 24 (tsc-deadline)");
+}
+
 static void vmm_and_os_bits_are_ignored(void **state)
 {
     struct x86_cpuid_entry saved[1] = {host[0]}, h[1] = {host[0]};
@@ -66,6 +78,7 @@ int main(void)
         cmocka_unit_test(a_subset_fits),
         cmocka_unit_test(a_missing_feature_is_named),
         cmocka_unit_test(a_leaf_the_host_lacks),
+        cmocka_unit_test(tsc_deadline_is_named),
         cmocka_unit_test(vmm_and_os_bits_are_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

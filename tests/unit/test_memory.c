@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "arch/x86/boot.h"
@@ -31,6 +32,34 @@ static void gpa_ptr_checks_bounds(void **state)
     assert_null(gpa_ptr(&mem, 16, UINT64_MAX));
     assert_null(gpa_ptr(&mem, UINT64_MAX - 4, 16));
     guest_memory_free(&mem);
+}
+
+/* KVM maps 2 MiB of the guest with one huge page only where the host
+ * address agrees with the guest's modulo 2 MiB: each region's does, whatever
+ * the host's mmap gave (a page-aligned mapping taken first shifts it). */
+static void regions_are_congruent_with_their_gpa(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 6 << 20},
+                                    {.gpa = (4ull << 30) + (1 << 20), .size = 4 << 20}};
+    (void)state;
+
+    for (unsigned shift = 0; shift < 3; shift++) {
+        void *nudge = mmap(NULL, 4096 * (shift + 1), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0);
+        struct guest_memory mem;
+
+        assert_true(nudge != MAP_FAILED);
+        assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
+        for (unsigned i = 0; i < 2; i++) {
+            assert_int_equal(((uintptr_t)mem.regions[i].host - layout[i].gpa) % GUEST_HUGE_PAGE,
+                             0);
+            /* All of it usable. */
+            mem.regions[i].host[0] = 1;
+            mem.regions[i].host[layout[i].size - 1] = 1;
+        }
+        guest_memory_free(&mem);
+        munmap(nudge, 4096 * (shift + 1));
+    }
 }
 
 static void guest_write_refuses_outside_ram(void **state)
@@ -119,6 +148,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gpa_ptr_checks_bounds),
+        cmocka_unit_test(regions_are_congruent_with_their_gpa),
         cmocka_unit_test(guest_write_refuses_outside_ram),
         cmocka_unit_test(guest_write_marks_pages_dirty),
         cmocka_unit_test(x86_layout_splits_around_hole),

@@ -27,7 +27,8 @@ static const struct {
 } known[] = {
     {1, 0, ECX, 0, "sse3"}, {1, 0, ECX, 9, "ssse3"}, {1, 0, ECX, 12, "fma"},
     {1, 0, ECX, 19, "sse4.1"}, {1, 0, ECX, 20, "sse4.2"}, {1, 0, ECX, 22, "movbe"},
-    {1, 0, ECX, 23, "popcnt"}, {1, 0, ECX, 25, "aes"}, {1, 0, ECX, 26, "xsave"},
+    {1, 0, ECX, 23, "popcnt"}, {1, 0, ECX, 24, "tsc-deadline"}, {1, 0, ECX, 25, "aes"},
+    {1, 0, ECX, 26, "xsave"},
     {1, 0, ECX, 28, "avx"}, {1, 0, ECX, 29, "f16c"}, {1, 0, ECX, 30, "rdrand"},
     {7, 0, EBX, 3, "bmi1"}, {7, 0, EBX, 5, "avx2"}, {7, 0, EBX, 8, "bmi2"},
     {7, 0, EBX, 16, "avx512f"}, {7, 0, EBX, 18, "rdseed"}, {7, 0, EBX, 19, "adx"},
