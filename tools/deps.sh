@@ -12,6 +12,7 @@ packages=(
     cpio xz-utils acpica-tools dmidecode util-linux e2fsprogs kmod # test oracles and tools
     tcc                                                # nested shares_git_make: the guest's C compiler
     qemu-utils zstd python3                            # disk oracles (qemu-img, qemu-io)
+    iperf3                                             # nested net, tap, net_bench: TCP throughput both ways
     golang-golang-x-sys-dev lld                        # bsd-user: BSD ABI tables; test programs
     golang-1.19-src curl git                           # bsd-user: NetBSD's call numbers; real programs' tests
     linux-source-6.1 flex bison libelf-dev bc          # nested: a small kernel with cmdline virtio-mmio
