@@ -263,9 +263,9 @@ int bundle_extract(const struct bundle *b, const char *name, const char *path)
         return -EINVAL;
     if (s->encoding == BUNDLE_ZSTD && (!(in.z = ZSTD_createDCtx()) || !(in.out_buf = malloc(PIECE))))
         r = err_set(ENOMEM, "unpacking '%s'", path);
-    in.fd = r == 0 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    in.fd = r == 0 ? file_create_fresh(path, 0600) : -1;
     if (r == 0 && in.fd < 0)
-        r = err_set(errno, "cannot create '%s'", path);
+        r = in.fd;
     if (r == 0)
         r = decode_section(&in);
     if (r == 0 && ftruncate(in.fd, (off_t)s->size) < 0)

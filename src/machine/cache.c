@@ -125,8 +125,8 @@ static int unpack_to_cache(const struct bundle *b, const char *name,
 
     if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
         return err_set(ENOMEM, "memory cache");
-    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    r = fd < 0 || ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
+    fd = file_create_fresh(tmp, 0600);
+    r = fd < 0 ? fd : ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
     if (r == 0)
         r = bundle_unpack_memory(b, name, mem, fd);
     if (r == 0 && fdatasync(fd) < 0)

@@ -31,6 +31,7 @@
 #include "disk/fileio.h"
 #include "machine/workingset.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/trace.h"
 
 #define PAGE 4096u
@@ -573,8 +574,10 @@ static int open_cache_file(struct ram_faults *f, const char *path, uint64_t tota
         return 0;
     if (!(f->cache_path = strdup(path)) || asprintf(&f->tmp_path, "%s.tmp-%d", path, (int)getpid()) < 0)
         return err_set(ENOMEM, "memory cache");
-    f->cache_fd = open(f->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (f->cache_fd >= 0 && ftruncate(f->cache_fd, (off_t)total) < 0)
+    f->cache_fd = file_create_fresh(f->tmp_path, 0600);
+    if (f->cache_fd < 0)
+        err_clear();
+    else if (ftruncate(f->cache_fd, (off_t)total) < 0)
         close_cache_file(f, false);
     return 0; /* no cache file: only later starts lose */
 }

@@ -163,6 +163,13 @@ int file_create_exclusive(const char *path, mode_t mode)
     return fd >= 0 ? fd : err_set(errno, "cannot create '%s'", path);
 }
 
+int file_create_fresh(const char *path, mode_t mode)
+{
+    if (unlink(path) < 0 && errno != ENOENT)
+        return err_set(errno, "cannot replace '%s'", path);
+    return file_create_exclusive(path, mode);
+}
+
 /* len bytes of data in fd, synced; fd closed. */
 static int write_synced(int fd, const char *path, const void *data, size_t len)
 {

@@ -46,6 +46,11 @@ int file_write_all(int fd, const void *data, size_t len, const char *path)
  * must not make us write through it). An fd opened O_RDWR, or a negative
  * errno with the message set. */
 int file_create_exclusive(const char *path, mode_t mode) __attribute__((warn_unused_result));
+/* file_create_exclusive after removing whatever is at path: for names in
+ * folders another (possibly compromised, jailed) VMM of the user can write
+ * — the shared cache, an instance folder — where a name left there, a
+ * symlink above all, is never written through but replaced. */
+int file_create_fresh(const char *path, mode_t mode) __attribute__((warn_unused_result));
 /* Creates (or truncates) path with len bytes of data, synced; a symlink at
  * path is refused. 0 or a negative errno with the message set. */
 int file_write_new(const char *path, const void *data, size_t len)

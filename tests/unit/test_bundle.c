@@ -28,6 +28,7 @@
 #include "util/cache.h"
 #include "util/le.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/hash.h"
 #include "util/layer_name.h"
 #include "smaps.h"
@@ -138,6 +139,37 @@ static void round_trip(void **state)
     bundle_close(b);
     guest_memory_free(&back);
     guest_memory_free(&mem);
+}
+
+/* A name planted where a section is unpacked (a jailed VMM can write the
+ * cache folders and its instance folder, and knows the temporary names):
+ * a symlink there is replaced, never written through. */
+static void extract_replaces_a_planted_symlink(void **state)
+{
+    char out[160], victim[160], back[16] = {0};
+    struct bundle_writer *w;
+    struct bundle *b;
+    struct stat st;
+    (void)state;
+
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    snprintf(out, sizeof(out), "%s/disk.raw.99.tmp", dir);
+    assert_int_equal(file_write_new(victim, "precious", 8), 0);
+    unlink(out);
+    assert_int_equal(symlink(victim, out), 0);
+    assert_int_equal(bundle_writer_open(path, &w), 0);
+    assert_int_equal(bundle_add(w, "disk.0", "guest data", 10, BUNDLE_ZSTD), 0);
+    assert_int_equal(bundle_writer_commit(w), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(bundle_extract(b, "disk.0", out), 0);
+    bundle_close(b);
+    assert_int_equal(lstat(out, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_size, 10);
+    int fd = open(victim, O_RDONLY);
+    assert_int_equal(read(fd, back, sizeof(back)), 8);
+    close(fd);
+    assert_string_equal(back, "precious");
 }
 
 /* A disk section comes out sparse (its zeros are holes) with the same
@@ -1208,6 +1240,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(begun_save_writes_boot_files_first, setup, teardown),
         cmocka_unit_test_setup_teardown(sparse_disk_extract, setup, teardown),
+        cmocka_unit_test_setup_teardown(extract_replaces_a_planted_symlink, setup, teardown),
         cmocka_unit_test_setup_teardown(large_disk_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(save_skips_untouched_ram, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_frame_is_refused, setup, teardown),
