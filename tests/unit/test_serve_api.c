@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -677,6 +678,19 @@ static void exec_lines(char *body, char *out, char *err, json_t **last)
     }
 }
 
+static bool unix_socket_answers(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok;
+
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
 /* POST exec: output streamed as lines, stdin, env and cwd passed, the
  * exit status last; bad bodies refused; GET and PUT files: a file's bytes
  * both ways (its length known), a folder and a missing file refused. The
@@ -698,7 +712,10 @@ static void exec_and_files_through_the_agent(void **state)
               (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 500 && access(in_dir("run/smolvm/agentvm.vsock"), F_OK) != 0; i++)
+    /* Until it answers, not only until its socket is named (bound before
+     * it listens), and for up to 30 s: an ASan agent on a loaded 2-core
+     * CI machine once took longer than 5 s (the exec got 409). */
+    for (int i = 0; i < 3000 && !unix_socket_answers(in_dir("run/smolvm/agentvm.vsock")); i++)
         usleep(10000);
 
     static const char request[] =
