@@ -108,12 +108,13 @@ static void fs_read_config(void *opaque, uint32_t offset, uint8_t *data, unsigne
 static void pump(struct virtio_fs *d, struct virtio_mmio *t, unsigned q)
 {
     struct virtq *vq;
-    uint64_t popped = d->stats.popped;
+    uint64_t popped;
     int r = 0;
 
     virtio_mmio_io_lock(t);
     vq = virtio_mmio_queue(t, q);
     pthread_mutex_lock(&d->lock);
+    popped = d->stats.popped; /* workers pump too: read under the lock */
     while (vq && !d->paused && !d->stopping) {
         struct job *j;
         if (d->free_count == 0) {
