@@ -88,10 +88,7 @@ static bool have_sse42(void)
 uint32_t migrate_crc32c(uint32_t crc, const void *data, size_t len)
 {
 #if defined(__x86_64__)
-    static int fast = -1; /* racing first callers find the same answer */
-    if (fast < 0)
-        fast = have_sse42();
-    if (fast)
+    if (have_sse42()) /* no cached answer: __builtin_cpu_init runs once */
         return ~crc32c_sse42(~crc, data, len);
 #endif
     return ~crc32c_table(~crc, data, len);
