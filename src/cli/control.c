@@ -23,6 +23,7 @@
 #include "machine/stop_named.h"
 #include "migrate/link.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/paths.h"
 #include "util/size.h"
 #include "util/term.h"
@@ -467,13 +468,16 @@ int cli_logs(int argc, char **argv)
     if (!control_name_ok(name))
         return cli_fail(CLI_USAGE, "'%s' is not a VM name", name);
     path = serve_log_path(name);
-    f = path ? fopen(path, "r") : NULL;
+    f = path ? file_fopen_beneath(path) : NULL;
     if (!f) {
+        int e = path ? errno : ENOMEM;
         free(path);
+        if (e != ENOENT)
+            return cli_fail(CLI_FAILED, "cannot read the log of '%s': %s", name, strerror(e));
         return cli_fail(CLI_FAILED, "no log for '%s' (was it run with --detach?)", name);
     }
     if (asprintf(&older, "%s.1", path) >= 0) {
-        FILE *old = fopen(older, "r");
+        FILE *old = file_fopen_beneath(older);
         if (old) {
             copy_out(old, &strip, raw);
             fclose(old);
@@ -489,7 +493,7 @@ int cli_logs(int argc, char **argv)
             break;
         json_decref(a);
         if (replaced(path, f)) {
-            FILE *next = fopen(path, "r");
+            FILE *next = file_fopen_beneath(path);
             if (next) {
                 copy_out(f, &strip, raw); /* what came before the rotation */
                 fclose(f);
@@ -562,7 +566,7 @@ static bool send_all(int fd, const uint8_t *buf, size_t len)
 static void follow_log(const char *path, FILE **f)
 {
     if (*f && replaced(path, *f)) {
-        FILE *next = fopen(path, "r");
+        FILE *next = file_fopen_beneath(path);
         if (next) {
             copy_out(*f, NULL, true); /* what came before the rotation */
             fclose(*f);
@@ -599,7 +603,7 @@ int cli_attach(int argc, char **argv)
     if (fd < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     path = serve_log_path(name);
-    log = path ? fopen(path, "r") : NULL;
+    log = path ? file_fopen_beneath(path) : NULL;
     if (log)
         fseek(log, 0, SEEK_END); /* `smolvm logs` has the past */
     if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {

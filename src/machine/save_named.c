@@ -1,9 +1,11 @@
 #include "machine/save_named.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,24 +46,43 @@ static int ask(const char *name, const struct machine_save_request *q, const cha
     return r;
 }
 
-/* staging to path: renamed, or copied (synced) beside path and renamed
- * when path is on another file system. */
-static int move_into_place(const char *staging, const char *path)
+/* Whether the file at path is the one st describes (not followed). */
+static bool same_file(const char *path, const struct stat *st)
 {
-    char *copy = NULL;
-    int r = 0;
+    struct stat now;
+    return lstat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
 
-    if (rename(staging, path) == 0)
-        return 0;
-    if (errno != EXDEV)
-        return err_set(errno, "save: cannot move the bundle to '%s'", path);
-    if (asprintf(&copy, "%s.tmp-%d", path, (int)getpid()) < 0)
+/* What is at staging is taken only as file_open_sole checks it, and never
+ * by its name again: renamed beside path and found to be that same file,
+ * or copied from the checked descriptor when path is on another file
+ * system; then renamed into place. */
+int machine_save_take_staged(const char *staging, const char *path)
+{
+    struct stat st;
+    char *beside = NULL;
+    int fd = file_open_sole(staging, "saved bundle", &st), r = 0;
+
+    if (fd < 0)
+        return fd;
+    if (asprintf(&beside, "%s.tmp-%d", path, (int)getpid()) < 0) {
+        close(fd);
         return err_set(ENOMEM, "save");
-    if ((r = file_copy(staging, copy)) == 0 && rename(copy, path) < 0)
-        r = err_set(errno, "save: cannot rename '%s'", copy);
+    }
+    if (rename(staging, beside) == 0)
+        r = same_file(beside, &st) ? 0
+                                   : err_plain(EPERM, "save: the saved bundle was replaced "
+                                                      "while it was moved; not taken");
+    else if (errno == EXDEV)
+        r = file_copy_fd(fd, beside);
+    else
+        r = err_set(errno, "save: cannot move the bundle to '%s'", path);
+    close(fd);
+    if (r == 0 && rename(beside, path) < 0)
+        r = err_set(errno, "save: cannot rename '%s'", beside);
     if (r < 0)
-        unlink(copy);
-    free(copy);
+        unlink(beside);
+    free(beside);
     return r;
 }
 
@@ -80,7 +101,7 @@ static int ask_confined(const char *name, const struct machine_save_request *q, 
         r = err_set(ENOMEM, "save"), staging = NULL;
     free(runtime);
     if (r == 0 && (r = ask(name, q, staging, hold, &was_paused)) == 0) {
-        if ((r = move_into_place(staging, path)) < 0) {
+        if ((r = machine_save_take_staged(staging, path)) < 0) {
             snprintf(why, sizeof(why), "%s", err_msg());
             if (hold && !was_paused && machine_command(name, "resume", NULL) < 0)
                 err_clear(); /* it went away meanwhile: nothing to give back */

@@ -24,4 +24,10 @@ struct machine_save_request {
 int machine_save_named(const char *name, const struct machine_save_request *q, char **path,
                        double *seconds) __attribute__((warn_unused_result));
 
+/* The bundle a confined VM saved at staging (in a folder it writes) moved
+ * to path, taken only where it is a regular file of ours with no other
+ * name: a VM cannot make the user's bundle one of their files. */
+int machine_save_take_staged(const char *staging, const char *path)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -759,10 +759,9 @@ int machine_log_paths(const char *name, char **current, char **older)
     return -ENOMEM;
 }
 
-/* Appends what path holds to r's text; false when there is no such file. */
-bool api_append_file(const char *path, struct api_reply *r)
+/* Appends what f holds to r's text, and closes f; false when f is NULL. */
+static bool append_stream(FILE *f, struct api_reply *r)
 {
-    FILE *f = fopen(path, "r");
     char buf[65536];
     size_t n;
 
@@ -779,6 +778,12 @@ bool api_append_file(const char *path, struct api_reply *r)
     }
     fclose(f);
     return true;
+}
+
+/* Appends what path holds to r's text; false when there is no such file. */
+bool api_append_file(const char *path, struct api_reply *r)
+{
+    return append_stream(fopen(path, "r"), r);
 }
 
 /* The log of a detached VM: NAME.log.1 then NAME.log, as the guest wrote
@@ -802,8 +807,9 @@ void machines_logs(const char *name, bool follow, struct api_reply *r)
             api_fail(r, 500, "failed", "out of memory");
         return; /* the paths are the stream's */
     }
-    api_append_file(older, r);
-    api_append_file(current, r);
+    /* Written by the VM: read only where it is its log (file_open_beneath). */
+    append_stream(file_fopen_beneath(older), r);
+    append_stream(file_fopen_beneath(current), r);
     free(current);
     free(older);
     if (!r->text && !(r->text = strdup("")))

@@ -13,6 +13,7 @@
 
 #include "serve/internal.h"
 #include "util/err.h"
+#include "util/file.h"
 
 #define POLL_MS 200
 #define EVENTS_POLL_MS 500
@@ -53,7 +54,7 @@ static ssize_t log_read(void *opaque, int fd, char *buf, size_t max)
         if (l->f)
             clearerr(l->f);
         if (l->in_older || (l->f && rotated(l->current, l->f)) || !l->f) {
-            FILE *next = fopen(l->current, "r");
+            FILE *next = file_fopen_beneath(l->current);
             bool was_older = l->in_older;
             l->in_older = false;
             if (next || was_older) {
@@ -101,7 +102,7 @@ int log_stream(const char *name, char *current, char *older, struct api_stream *
     l->current = current;
     l->older = older;
     l->input = -1;
-    l->f = fopen(older, "r");
+    l->f = file_fopen_beneath(older);
     l->in_older = true;
     *out = (struct api_stream){.read = log_read, .release = log_release, .opaque = l};
     return 0;

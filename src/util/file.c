@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <glob.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -224,6 +226,107 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     (void)st;
     (void)ftw;
     return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -1 : 0;
+}
+
+int file_copy_fd(int fd, const char *to)
+{
+    static const size_t chunk = 1 << 20;
+    char *buf = malloc(chunk);
+    int out = buf ? file_create_fresh(to, 0644) : err_set(ENOMEM, "copying to '%s'", to);
+    off_t at = 0;
+    int r = out < 0 ? out : 0;
+
+    while (r == 0) {
+        ssize_t n = pread(fd, buf, chunk, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            r = err_set(errno, "copying to '%s'", to);
+        if (n <= 0)
+            break;
+        r = file_write_all(out, buf, (size_t)n, to);
+        at += n;
+    }
+    if (r == 0 && fsync(out) < 0)
+        r = err_set(errno, "writing '%s'", to);
+    if (out >= 0)
+        close(out);
+    free(buf);
+    return r;
+}
+
+/* fd's file, checked as file_open_beneath and file_open_sole say; fd
+ * closed when it is not one. */
+static int checked(int fd, const char *what, const char *path, struct stat *st, bool sole)
+{
+    int e = fstat(fd, st) < 0 ? errno : 0;
+
+    if (!e && !S_ISREG(st->st_mode))
+        e = EINVAL;
+    if (!e && sole && (st->st_nlink != 1 || st->st_uid != geteuid()))
+        e = EPERM;
+    if (!e)
+        return fd;
+    close(fd);
+    if (e == EINVAL)
+        return err_plain(e, "%s '%s' is not a regular file", what, path);
+    if (e == EPERM)
+        return err_plain(e, "%s '%s' has another name or owner (a link to another file?)", what,
+                         path);
+    return err_set(e, "cannot stat %s '%s'", what, path);
+}
+
+static int openat_beneath(int dirfd, const char *name)
+{
+    struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    long fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
+
+    if (fd < 0 && errno == ENOSYS) /* before Linux 5.6: no link followed at all */
+        fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    return (int)fd;
+}
+
+int file_open_beneath(const char *path, const char *what, struct stat *st)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    int dirfd = dir ? open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    int fd = dirfd < 0 ? -1 : openat_beneath(dirfd, slash ? slash + 1 : path), e = errno;
+
+    if (!dir)
+        e = ENOMEM;
+    free(dir);
+    if (dirfd >= 0)
+        close(dirfd);
+    if (fd < 0)
+        return err_set(e, "cannot open %s '%s'", what, path);
+    return checked(fd, what, path, st, false);
+}
+
+FILE *file_fopen_beneath(const char *path)
+{
+    struct stat st;
+    int fd = file_open_beneath(path, "file", &st), e = -fd;
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+
+    if (fd >= 0 && !f) {
+        e = errno;
+        close(fd);
+    }
+    err_clear();
+    if (!f)
+        errno = e;
+    return f;
+}
+
+int file_open_sole(const char *path, const char *what, struct stat *st)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+    if (fd < 0)
+        return err_set(errno, "cannot open %s '%s'", what, path);
+    return checked(fd, what, path, st, true);
 }
 
 char *file_newest(const char *pattern)

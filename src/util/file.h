@@ -4,7 +4,9 @@
 #define SMOLVM_UTIL_FILE_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <stdint.h>
 
@@ -64,6 +66,28 @@ int file_replace(const char *path, const void *data, size_t len)
 /* A synced byte copy of from at to (created or truncated; not through a
  * symlink). */
 int file_copy(const char *from, const char *to) __attribute__((warn_unused_result));
+
+/* A synced copy of all fd holds (read from offset 0 on) at to, which is
+ * made fresh (file_create_fresh): for a file checked through its fd, never
+ * read again by name. 0 or a negative errno with the message set. */
+int file_copy_fd(int fd, const char *to) __attribute__((warn_unused_result));
+
+/* Files a (possibly compromised, jailed) VMM of the user writes, read by
+ * the user's own smolvm outside its jail (docs/security.md): */
+/* path opened read-only where it is a regular file reached beneath its own
+ * folder: a symlink out of it (to one of the user's files) is refused, and
+ * a FIFO there is never waited on. *st is its fstat. An fd, or -errno with
+ * the message set (-ENOENT when nothing is there). */
+int file_open_beneath(const char *path, const char *what, struct stat *st)
+    __attribute__((warn_unused_result));
+/* file_open_beneath as a stdio stream, for a VM's console log; NULL with
+ * errno set (and no message kept) when it cannot be read so. */
+FILE *file_fopen_beneath(const char *path);
+/* path opened read-only, not through a symlink, where it is a regular file
+ * of ours with no other name: not a hard link to one of the user's files
+ * that the VMM made there. An fd, or -errno with the message set. */
+int file_open_sole(const char *path, const char *what, struct stat *st)
+    __attribute__((warn_unused_result));
 
 /* The path matching pattern (glob) that sorts last by version
  * (strverscmp: vmlinuz-6.1.0-10 after -9), malloc'd; NULL when none does. */

@@ -23,6 +23,7 @@
 #include "bundle/layers.h"
 #include "machine/instance.h"
 #include "machine/internal.h"
+#include "machine/save_named.h"
 #include "core/config.h"
 #include "store/store.h"
 #include "util/cache.h"
@@ -170,6 +171,102 @@ static void extract_replaces_a_planted_symlink(void **state)
     assert_int_equal(read(fd, back, sizeof(back)), 8);
     close(fd);
     assert_string_equal(back, "precious");
+}
+
+/* What a confined VM leaves where it saves is taken as the user's bundle
+ * only when it is a plain file of its own: a symlink or a hard link to one
+ * of the user's files, or a FIFO, is refused, and the user's file stays
+ * where and as it was. */
+static void staged_save_takes_only_a_plain_file(void **state)
+{
+    char staged[160], out[160], victim[160], back[16] = {0};
+    struct stat st;
+    (void)state;
+
+    snprintf(victim, sizeof(victim), "%s/id_key", dir);
+    snprintf(staged, sizeof(staged), "%s/vm.save-1.smolmachine", dir);
+    snprintf(out, sizeof(out), "%s/out.smolmachine", dir);
+    assert_int_equal(file_write_new(victim, "precious", 8), 0);
+    assert_int_equal(symlink(victim, staged), 0);
+    assert_true(machine_save_take_staged(staged, out) < 0);
+    assert_int_equal(lstat(out, &st), -1);
+    unlink(staged);
+    assert_int_equal(link(victim, staged), 0);
+    assert_int_equal(machine_save_take_staged(staged, out), -EPERM);
+    assert_int_equal(lstat(out, &st), -1);
+    assert_int_equal(lstat(victim, &st), 0);
+    unlink(staged);
+    assert_int_equal(mkfifo(staged, 0600), 0);
+    assert_int_equal(machine_save_take_staged(staged, out), -EINVAL);
+    unlink(staged);
+    /* A plain file: moved into place; a symlink at path is replaced, not
+     * written through. */
+    assert_int_equal(symlink(victim, out), 0);
+    assert_int_equal(file_write_new(staged, "bundle", 6), 0);
+    assert_int_equal(machine_save_take_staged(staged, out), 0);
+    assert_int_equal(lstat(out, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_size, 6);
+    assert_int_equal(lstat(staged, &st), -1);
+    int fd = open(victim, O_RDONLY);
+    assert_int_equal(read(fd, back, sizeof(back)), 8);
+    close(fd);
+    assert_string_equal(back, "precious");
+}
+
+/* file_copy_fd copies what the descriptor holds, not what is at a name. */
+static void copy_from_a_checked_descriptor(void **state)
+{
+    char from[160], to[160], back[32] = {0};
+    struct stat st;
+    (void)state;
+
+    snprintf(from, sizeof(from), "%s/from", dir);
+    snprintf(to, sizeof(to), "%s/to", dir);
+    assert_int_equal(file_write_new(from, "checked bytes", 13), 0);
+    int fd = file_open_sole(from, "file", &st);
+    assert_true(fd >= 0);
+    unlink(from);
+    assert_int_equal(file_write_new(from, "swapped", 7), 0);
+    assert_int_equal(file_copy_fd(fd, to), 0);
+    close(fd);
+    fd = open(to, O_RDONLY);
+    assert_int_equal(read(fd, back, sizeof(back)), 13);
+    close(fd);
+    assert_string_equal(back, "checked bytes");
+}
+
+/* A VM's log is read where it is one: beneath its folder (a link that
+ * stays there, as a jailed VM's name is, is followed), never a link out to
+ * one of the user's files, never a FIFO waited on. */
+static void vm_written_files_are_read_beneath_their_folder(void **state)
+{
+    char victim[160], name[256], sub[160], cmd[2048];
+    struct stat st;
+    FILE *f;
+    (void)state;
+
+    snprintf(victim, sizeof(victim), "%s/id_key", dir);
+    assert_int_equal(file_write_new(victim, "precious", 8), 0);
+    snprintf(sub, sizeof(sub), "%s/run", dir);
+    snprintf(cmd, sizeof(cmd),
+             "mkdir -p %s/vm.vm && echo log > %s/vm.vm/vm.log && ln -s vm.vm/vm.log %s/vm.log && "
+             "ln -s %s %s/evil.log && ln -s ../id_key %s/up.log && mkfifo %s/fifo.log",
+             sub, sub, sub, victim, sub, sub, sub);
+    assert_int_equal(system(cmd), 0);
+    snprintf(name, sizeof(name), "%s/vm.log", sub);
+    assert_non_null(f = file_fopen_beneath(name));
+    fclose(f);
+    snprintf(name, sizeof(name), "%s/evil.log", sub);
+    assert_null(file_fopen_beneath(name));
+    snprintf(name, sizeof(name), "%s/up.log", sub);
+    assert_null(file_fopen_beneath(name));
+    snprintf(name, sizeof(name), "%s/fifo.log", sub);
+    assert_int_equal(file_open_beneath(name, "log", &st), -EINVAL);
+    err_clear();
+    snprintf(name, sizeof(name), "%s/none.log", sub);
+    assert_null(file_fopen_beneath(name));
+    assert_int_equal(errno, ENOENT);
 }
 
 /* A disk section comes out sparse (its zeros are holes) with the same
@@ -1241,6 +1338,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(begun_save_writes_boot_files_first, setup, teardown),
         cmocka_unit_test_setup_teardown(sparse_disk_extract, setup, teardown),
         cmocka_unit_test_setup_teardown(extract_replaces_a_planted_symlink, setup, teardown),
+        cmocka_unit_test_setup_teardown(staged_save_takes_only_a_plain_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(copy_from_a_checked_descriptor, setup, teardown),
+        cmocka_unit_test_setup_teardown(vm_written_files_are_read_beneath_their_folder, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(large_disk_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(save_skips_untouched_ram, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_frame_is_refused, setup, teardown),

@@ -553,6 +553,16 @@ static void logs_and_openapi(void **state)
     assert_int_equal(r.text_len, 14);
     assert_memory_equal(r.text, "old\nnew\0bytes\n", 14);
     api_reply_release(&r);
+    /* A log a VMM made a link to one of the user's files, or a FIFO: not
+     * read through, and no wait. */
+    assert_int_equal(sh("printf 'secret' > id_key && ln -s \"$PWD/id_key\" run/smolvm/evil.log "
+                        "&& mkfifo run/smolvm/fifo.log"), 0);
+    api_handle("GET", "/machines/evil/logs", "", 0, &r);
+    assert_true(!r.text || !strstr(r.text, "secret"));
+    api_reply_release(&r);
+    api_handle("GET", "/machines/fifo/logs", "", 0, &r);
+    assert_true(!r.text || !r.text_len);
+    api_reply_release(&r);
 
     /* Followed: the same bytes, and the end once no VM of that name runs. */
     char buf[64];
