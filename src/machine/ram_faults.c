@@ -1,11 +1,14 @@
 /* The guest's first touch of a page of a chunk not yet in RAM stops its
  * thread (a vCPU in KVM, or a device thread) in the kernel and queues a
- * message here; the chunk is read, checked and decoded (bundle_memory_image_decode)
- * and placed with UFFDIO_COPY, which wakes it. Behind the guest every
- * chunk is placed in order and written to the cache file; when all are
- * in, the regions are unregistered (a page missing later, after a
- * MADV_DONTNEED, is plain anonymous memory again) and the cache file is
- * synced and named. */
+ * message here; the chunk is read, checked and decoded (bundle_memory_image_decode),
+ * and only the window holding the page (WINDOW) is placed with UFFDIO_COPY,
+ * which wakes it: placing a page costs as much as decoding it, so the
+ * guest waits for 16 pages, not 128. The rest of the chunk follows from
+ * the decoded copy the fault thread keeps, window by window between
+ * faults; behind the guest every chunk is placed in order and written to
+ * the cache file; when all are in, the regions are unregistered (a page
+ * missing later, after a MADV_DONTNEED, is plain anonymous memory again)
+ * and the cache file is synced and named. */
 #include "machine/ram_faults.h"
 
 #include <errno.h>
@@ -32,13 +35,31 @@
 
 #define PAGE 4096u
 #define MESSAGES 16
+/* What a fault places first around the touched page (aligned); chunks
+ * (at most MEMORY_CHUNK) hold at most 32 windows. */
+#define WINDOW (64u << 10)
+#define WINDOWS_MAX 32
+/* Chunks the fault thread keeps decoded, their rest not yet all placed. */
+#define DECODED_SLOTS 4
 
-/* Two threads place chunks: one serves faults (at the guest's priority),
- * one fills behind the guest in order (SCHED_IDLE: only the CPU time the
- * guest leaves) and writes the cache file. Both may place one chunk at
- * once: UFFDIO_COPY never replaces a page that is there (EEXIST, skipped),
- * so the second copy changes nothing, not even a page the guest wrote in
- * between. */
+/* A chunk the fault thread decoded: its windows are placed from here as
+ * the guest touches them, and the rest between faults. */
+struct decoded {
+    size_t chunk; /* chunks: none */
+    bool zero;
+    unsigned next; /* the window the rest goes on from */
+    uint64_t used; /* when last touched (the slot least recently used is reused) */
+    uint8_t *bytes;
+};
+
+/* Two threads place windows of chunks: one serves faults (at the guest's
+ * priority), one fills behind the guest in order (SCHED_IDLE: only the
+ * CPU time the guest leaves) and writes the cache file. A window is
+ * claimed (a bit in claimed[], set by one atomic or) before it is placed,
+ * so each page is placed once, by one of them; a touch of a window
+ * claimed but not yet placed waits for that placing, which wakes it.
+ * UFFDIO_COPY never replaces a page that is there (EEXIST, skipped)
+ * either: nothing the guest wrote is ever overwritten. */
 struct ram_faults {
     int uffd;
     pthread_t fault_thread, fill_thread;
@@ -48,11 +69,15 @@ struct ram_faults {
     size_t first_chunk[GUEST_MEMORY_MAX_REGIONS], chunk_size[GUEST_MEMORY_MAX_REGIONS];
     unsigned region_count;
     size_t chunks;
-    atomic_size_t faulted;
-    atomic_uchar *served, *touched; /* touched: faulted in by the guest */
+    atomic_size_t faulted, windows_left; /* windows not yet placed */
+    atomic_uint *claimed, *placed;       /* per chunk, a bit per window */
+    atomic_uchar *touched;               /* faulted in by the guest */
+    struct decoded decoded[DECODED_SLOTS]; /* the fault thread's */
+    uint64_t uses;
+    bool rest_open; /* ram_faults_rest_gate passed */
     char *working_set;
     struct guest_memory mem; /* the layout (for the working set) */
-    uint8_t *fault_buffer, *fill_buffer;
+    uint8_t *fill_buffer;
     struct bundle_chunk_decoder *fault_decoder, *fill_decoder;
     char *cache_path, *tmp_path;
     int cache_fd;
@@ -80,7 +105,8 @@ static void exit_broken(const char *message)
 
 void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
-sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
+sem_t *ram_faults_fill_gate, *ram_faults_serve_gate, *ram_faults_rest_gate;
+void (*ram_faults_placed)(const uint8_t *at, size_t len);
 
 /* The regions each server of this process holds, kept apart from the
  * server (plain ints and ranges, read by an exit handler while another
@@ -128,6 +154,8 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
 {
     bool existed = false;
 
+    if (ram_faults_placed)
+        ram_faults_placed(dst, len);
     for (size_t done = 0; done < len;) {
         int64_t moved;
         int r;
@@ -159,35 +187,86 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
     return 0;
 }
 
-/* Chunk i decoded into buffer (with the calling thread's decoder) and
- * placed unless it is there already; *zero: an all-zero chunk (buffer
- * untouched). */
-static int serve_chunk(struct ram_faults *f, struct bundle_chunk_decoder *d, size_t i,
-                       uint8_t *buffer, bool *zero)
+/* Chunk i's windows: a bit each. */
+static uint32_t all_windows(const struct ram_faults *f, size_t i)
 {
     uint64_t at;
     size_t len;
     uint8_t *host;
 
     bundle_memory_image_place(f->img, i, &at, &len, &host);
+    unsigned n = (unsigned)((len + WINDOW - 1) / WINDOW);
+    return n >= 32 ? UINT32_MAX : (1u << n) - 1;
+}
+
+/* Chunk i read, checked and decoded into buffer (with decoder d): never
+ * a byte of it placed otherwise. A failure is said once (by default the
+ * process ends there). *zero: an all-zero chunk (buffer untouched). */
+static int decode_checked(struct ram_faults *f, struct bundle_chunk_decoder *d, size_t i,
+                          uint8_t *buffer, bool *zero)
+{
     int r = bundle_memory_image_decode(f->img, d, i, buffer, zero);
     if (r < 0) {
         if (f->cache_fd >= 0)
             unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
         if (!atomic_exchange(&f->reported, true))
             ram_faults_broken(err_msg());
-        return r;
     }
-    if (!atomic_load(&f->served[i])) {
-        uint64_t start = trace_now_us();
-        r = place(f->uffd, host, *zero ? NULL : buffer, len);
+    return r;
+}
+
+/* The windows of chunk i in want that nobody claimed yet, claimed and
+ * placed from bytes (chunk i decoded; NULL: zero), each run of adjacent
+ * ones in one call. */
+static int place_windows(struct ram_faults *f, size_t i, uint32_t want, const uint8_t *bytes)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+    uint32_t mine = want & ~atomic_fetch_or(&f->claimed[i], want);
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    for (unsigned w = 0; w < WINDOWS_MAX && mine >> w;) {
+        if (!(mine >> w & 1)) {
+            w++;
+            continue;
+        }
+        unsigned end = w;
+        while (end < WINDOWS_MAX && mine >> end & 1)
+            end++;
+        size_t from = (size_t)w * WINDOW, to = (size_t)end * WINDOW < len ? (size_t)end * WINDOW : len;
+        int r = place(f->uffd, host + from, bytes ? bytes + from : NULL, to - from);
         if (r < 0)
             return err_set(-r, "placing memory chunk %zu", i);
-        atomic_store(&f->served[i], 1);
-        if (buffer == f->fault_buffer)
-            trace_add_count(TRACE_FAULT_PLACE_US, trace_now_us() - start);
+        uint32_t run = (end >= 32 ? UINT32_MAX : (1u << end) - 1) & ~((1u << w) - 1);
+        atomic_fetch_or(&f->placed[i], run);
+        atomic_fetch_sub(&f->windows_left, (size_t)(end - w));
+        w = end;
     }
     return 0;
+}
+
+/* The fault thread's decoded copy of chunk i: kept, or decoded now into
+ * the slot least recently used (what it held not yet placed is left to
+ * the fill). NULL: it failed its check (said). */
+static struct decoded *decoded_chunk(struct ram_faults *f, size_t i)
+{
+    struct decoded *d = &f->decoded[0];
+
+    for (unsigned k = 0; k < DECODED_SLOTS; k++) {
+        if (f->decoded[k].chunk == i) {
+            f->decoded[k].used = ++f->uses;
+            return &f->decoded[k];
+        }
+        if (f->decoded[k].used < d->used)
+            d = &f->decoded[k];
+    }
+    d->chunk = f->chunks;
+    if (decode_checked(f, f->fault_decoder, i, d->bytes, &d->zero) < 0)
+        return NULL;
+    trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
+    *d = (struct decoded){.chunk = i, .zero = d->zero, .used = ++f->uses, .bytes = d->bytes};
+    return d;
 }
 
 /* The chunk holding addr, or chunks when it is none of ours. */
@@ -199,6 +278,38 @@ static size_t chunk_of(const struct ram_faults *f, uint64_t addr)
             return f->first_chunk[r] + (addr - host) / f->chunk_size[r];
     }
     return f->chunks;
+}
+
+/* The page at addr, in chunk i, touched: its window placed (waking the
+ * guest), the rest of the chunk left for later. */
+static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    unsigned w = (unsigned)((addr - (uintptr_t)host) / WINDOW);
+    atomic_store(&f->touched[i], 1);
+    if (atomic_load(&f->placed[i]) >> w & 1) { /* placed after this fault was queued */
+        struct uffdio_range page = {addr, PAGE};
+        ioctl(f->uffd, UFFDIO_WAKE, &page);
+        return 0;
+    }
+    if (atomic_load(&f->claimed[i]) >> w & 1)
+        return 0; /* the fill places it now, and that wakes the guest */
+    uint64_t start = trace_now_us();
+    struct decoded *d = decoded_chunk(f, i);
+    if (!d)
+        return -EBADMSG;
+    uint64_t placing = trace_now_us();
+    d->next = w + 1;
+    int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes);
+    uint64_t end = trace_now_us();
+    trace_add_count(TRACE_FAULT_PLACE_US, end - placing);
+    trace_add_count(TRACE_FAULT_SERVE_US, end - start);
+    trace_add_count(TRACE_FAULTED_WINDOWS, 1);
+    return r;
 }
 
 static int serve_faults(struct ram_faults *f)
@@ -213,23 +324,46 @@ static int serve_faults(struct ram_faults *f)
             continue;
         uint64_t addr = msgs[k].arg.pagefault.address & ~(uint64_t)(PAGE - 1);
         size_t i = chunk_of(f, addr);
-        if (i == f->chunks)
-            continue;
-        atomic_store(&f->touched[i], 1);
-        if (atomic_load(&f->served[i])) { /* placed after this fault was queued */
-            struct uffdio_range page = {addr, PAGE};
-            ioctl(f->uffd, UFFDIO_WAKE, &page);
-            continue;
-        }
-        bool zero;
-        uint64_t start = trace_now_us();
-        int r = serve_chunk(f, f->fault_decoder, i, f->fault_buffer, &zero);
+        int r = i == f->chunks ? 0 : serve_page(f, i, addr);
         if (r < 0)
             return r;
-        trace_add_count(TRACE_FAULT_SERVE_US, trace_now_us() - start);
-        trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
     }
     return 0;
+}
+
+/* The decoded chunk whose rest is still to place, most recently touched
+ * first, or NULL. */
+static struct decoded *rest_to_place(struct ram_faults *f)
+{
+    struct decoded *best = NULL;
+
+    if (ram_faults_rest_gate && !f->rest_open && sem_trywait(ram_faults_rest_gate) < 0)
+        return NULL;
+    f->rest_open = true;
+    for (unsigned k = 0; k < DECODED_SLOTS; k++) {
+        struct decoded *d = &f->decoded[k];
+        if (d->chunk == f->chunks)
+            continue;
+        if (!(all_windows(f, d->chunk) & ~atomic_load(&f->claimed[d->chunk])))
+            d->chunk = f->chunks; /* all in (or being placed by the fill) */
+        else if (!best || d->used > best->used)
+            best = d;
+    }
+    return best;
+}
+
+/* Between faults: one more window of a chunk the guest faulted in, the
+ * one after the last it touched first (a guest reading on goes there
+ * next). One at a time: a fault waits for at most one window. */
+static int place_rest(struct ram_faults *f, struct decoded *d)
+{
+    uint32_t left = all_windows(f, d->chunk) & ~atomic_load(&f->claimed[d->chunk]);
+    unsigned w = d->next % WINDOWS_MAX;
+
+    while (!(left >> w & 1))
+        w = (w + 1) % WINDOWS_MAX;
+    d->next = w + 1;
+    return place_windows(f, d->chunk, 1u << w, d->zero ? NULL : d->bytes);
 }
 
 /* The regions are plain RAM again: every thread waiting for a page of
@@ -316,9 +450,12 @@ static void *fault_main(void *arg)
     confine_thread(CONFINE_MEMORY, "ram-faults");
     if (ram_faults_serve_gate)
         sem_wait(ram_faults_serve_gate);
-    /* The flags are looked at between waits of at most 20 ms. */
+    /* The flags are looked at between waits of at most 20 ms; while a
+     * chunk's rest is to place, faults are looked for between windows. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
-        int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
+        struct decoded *rest = rest_to_place(f);
+        bool faults = poll(&p, 1, rest ? 0 : 20) > 0 && (p.revents & POLLIN);
+        int r = faults ? serve_faults(f) : rest ? place_rest(f, rest) : 0;
         /* Once finished, the regions are unregistered under it (and every
          * chunk is in): a failed placing is no failure then. */
         if (r < 0 && !atomic_load(&f->finished))
@@ -347,6 +484,27 @@ static void write_working_set(struct ram_faults *f)
     free(list);
 }
 
+/* Chunk i placed where nobody did and written to the cache file. */
+static int fill_chunk(struct ram_faults *f, size_t i)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+    bool zero;
+    bool caching = f->cache_fd >= 0 && !f->cache_failed;
+
+    if (!caching && !(all_windows(f, i) & ~atomic_load(&f->claimed[i])))
+        return 0; /* nothing left to do with it */
+    int r = decode_checked(f, f->fill_decoder, i, f->fill_buffer, &zero);
+    if (r == 0)
+        r = place_windows(f, i, all_windows(f, i), zero ? NULL : f->fill_buffer);
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    /* A cache that cannot be written costs only later starts. */
+    if (r == 0 && !zero && caching && disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
+        f->cache_failed = true;
+    return r;
+}
+
 static void *fill_main(void *arg)
 {
     struct ram_faults *f = arg;
@@ -360,26 +518,24 @@ static void *fill_main(void *arg)
     /* Only this thread writes the cache file: a chunk the guest faulted
      * in is decoded again for it. */
     for (size_t i = 0; r == 0 && i < f->chunks; i++) {
-        uint64_t at;
-        size_t len;
-        uint8_t *host;
-        bool zero;
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
             return NULL;
         /* Waited for (a save, a VM that stopped): no guest to leave the
          * CPU to any more, so no reason to take only what others leave. */
         if (atomic_exchange(&f->hurry, false))
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
-        r = serve_chunk(f, f->fill_decoder, i, f->fill_buffer, &zero);
-        bundle_memory_image_place(f->img, i, &at, &len, &host);
-        /* A cache that cannot be written costs only later starts. */
-        if (r == 0 && !zero && f->cache_fd >= 0 && !f->cache_failed &&
-            disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
-            f->cache_failed = true;
+        r = fill_chunk(f, i);
     }
     if (r < 0) {
         conclude(f, r);
         return NULL;
+    }
+    /* A window the fault thread claimed is placed in a moment: the
+     * regions stay registered until it is. */
+    while (atomic_load(&f->windows_left) > 0) {
+        if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
+            return NULL;
+        usleep(1000);
     }
     /* Every chunk in: the regions are plain RAM again, the cache named. */
     atomic_store(&f->finished, true);
@@ -410,17 +566,24 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
                 f->first_chunk[r] = i;
                 f->chunk_size[r] = len;
             }
-        if ((uintptr_t)host % PAGE || len % PAGE)
+        if ((uintptr_t)host % PAGE || len % PAGE || len > (size_t)WINDOW * WINDOWS_MAX)
             return err_plain(EINVAL, "memory chunk %zu is not whole pages", i);
         largest = len > largest ? len : largest;
     }
-    f->served = calloc(f->chunks ? f->chunks : 1, sizeof(*f->served));
+    f->claimed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->claimed));
+    f->placed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->placed));
     f->touched = calloc(f->chunks ? f->chunks : 1, sizeof(*f->touched));
     f->mem = *mem;
-    f->fault_buffer = aligned_alloc(PAGE, largest);
     f->fill_buffer = aligned_alloc(PAGE, largest);
-    if (!f->served || !f->touched || !f->fault_buffer || !f->fill_buffer)
+    for (unsigned k = 0; k < DECODED_SLOTS; k++)
+        f->decoded[k] = (struct decoded){.chunk = f->chunks, .bytes = aligned_alloc(PAGE, largest)};
+    if (!f->claimed || !f->placed || !f->touched || !f->fill_buffer)
         return err_set(ENOMEM, "guest memory server");
+    for (unsigned k = 0; k < DECODED_SLOTS; k++)
+        if (!f->decoded[k].bytes)
+            return err_set(ENOMEM, "guest memory server");
+    for (size_t i = 0; i < f->chunks; i++)
+        f->windows_left += (size_t)__builtin_popcount(all_windows(f, i));
     int r = bundle_chunk_decoder_new(&f->fault_decoder);
     return r < 0 ? r : bundle_chunk_decoder_new(&f->fill_decoder);
 }
@@ -490,10 +653,12 @@ static void release(struct ram_faults *f)
     bundle_memory_image_free(f->img);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
-    free(f->served);
+    free(f->claimed);
+    free(f->placed);
     free(f->touched);
     free(f->working_set);
-    free(f->fault_buffer);
+    for (unsigned k = 0; k < DECODED_SLOTS; k++)
+        free(f->decoded[k].bytes);
     free(f->fill_buffer);
     bundle_chunk_decoder_free(f->fault_decoder);
     bundle_chunk_decoder_free(f->fill_decoder);

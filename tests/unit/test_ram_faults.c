@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +292,165 @@ static void faults_from_other_threads(void **state)
     guest_memory_free(&mem);
 }
 
+/* Every placing the server is about to make, page by page (the hook runs
+ * in its threads: counts only). */
+#define PAGES ((RAM_LOW + RAM_HIGH) / 4096)
+static atomic_uint placings[PAGES];
+static atomic_uint placing_calls;
+static struct guest_memory *placed_in;
+
+static size_t page_index(const uint8_t *at)
+{
+    const struct guest_region *low = &placed_in->regions[0], *high = &placed_in->regions[1];
+    if (at >= low->host && at < low->host + RAM_LOW)
+        return (size_t)(at - low->host) / 4096;
+    assert_true(at >= high->host && at < high->host + RAM_HIGH);
+    return (RAM_LOW + (size_t)(at - high->host)) / 4096;
+}
+
+static void count_placing(const uint8_t *at, size_t len)
+{
+    size_t first = page_index(at);
+    for (size_t p = 0; p < len / 4096; p++)
+        atomic_fetch_add(&placings[first + p], 1);
+    atomic_fetch_add(&placing_calls, 1);
+}
+
+static void count_placings_in(struct guest_memory *back)
+{
+    for (size_t p = 0; p < PAGES; p++)
+        atomic_store(&placings[p], 0);
+    atomic_store(&placing_calls, 0);
+    placed_in = back;
+    ram_faults_placed = count_placing;
+}
+
+/* Pages [first, first + n) of RAM_LOW present (mincore: the kernel's own
+ * view, not the server's), as a count. */
+static size_t present_pages(const struct guest_memory *back, size_t first, size_t n)
+{
+    unsigned char vec[128];
+    size_t count = 0;
+    assert_true(n <= sizeof(vec));
+    assert_int_equal(mincore(back->regions[0].host + first * 4096, n * 4096, vec), 0);
+    for (size_t p = 0; p < n; p++)
+        count += vec[p] & 1;
+    return count;
+}
+
+static size_t placed_pages(size_t first, size_t n)
+{
+    size_t count = 0;
+    for (size_t p = first; p < first + n; p++)
+        count += atomic_load(&placings[p]);
+    return count;
+}
+
+/* A touch is served by the 64 KiB window around it (16 pages) before
+ * anything else of its chunk; the rest of the chunk follows, each page
+ * placed once, with the fill off (the fault thread places it). */
+static void fault_places_window_then_rest(void **state)
+{
+    struct guest_memory mem, back;
+    struct bundle_memory_image *img;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    sem_t rest;
+    const size_t chunk1 = 128, window3 = chunk1 + 48; /* pages: chunk 1, its window 3 */
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
+    count_placings_in(&back);
+    sem_init(&rest, 0, 0);
+    ram_faults_rest_gate = &rest;
+    ram_faults_fill_behind = false;
+    alarm(20);
+    assert_int_equal(ram_faults_start(img, &back, NULL, NULL, &faults), 0);
+    t.at = back.regions[0].host + (window3 + 5) * 4096 + 100;
+    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    pthread_join(thread, NULL);
+    assert_memory_equal(t.seen, mem.regions[0].host + (window3 + 5) * 4096 + 100, 4);
+    /* Served: its window placed, in one call, and nothing else yet. */
+    assert_int_equal(atomic_load(&placing_calls), 1);
+    assert_int_equal(placed_pages(window3, 16), 16);
+    assert_int_equal(placed_pages(0, PAGES), 16);
+    assert_int_equal(present_pages(&back, window3, 16), 16);
+    assert_int_equal(present_pages(&back, chunk1, 128), 16);
+
+    /* The rest, after: the whole chunk in, each page placed once. */
+    sem_post(&rest);
+    for (int i = 0; i < 2000 && present_pages(&back, chunk1, 128) < 128; i++)
+        usleep(5000);
+    assert_int_equal(present_pages(&back, chunk1, 128), 128);
+    for (size_t p = 0; p < PAGES; p++)
+        assert_int_equal(atomic_load(&placings[p]), p >= chunk1 && p < chunk1 + 128 ? 1 : 0);
+    assert_memory_equal(back.regions[0].host + chunk1 * 4096, mem.regions[0].host + chunk1 * 4096,
+                        512u << 10);
+    alarm(0);
+    ram_faults_stop(faults);
+    ram_faults_placed = NULL;
+    ram_faults_rest_gate = NULL;
+    ram_faults_fill_behind = true;
+    sem_destroy(&rest);
+    bundle_close(b);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
+}
+
+/* Faults in several chunks while the fill waits, then the fill and the
+ * rest of those chunks at once, contending for the same windows: every
+ * page of RAM placed exactly once, RAM and the cache file the saved RAM. */
+static void every_page_placed_once(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t[6];
+    pthread_t threads[6];
+    sem_t fill, rest;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    alarm(60); /* (a server that never finishes) */
+    sem_init(&fill, 0, 0);
+    sem_init(&rest, 0, 0);
+    ram_faults_fill_gate = &fill;
+    ram_faults_rest_gate = &rest;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    for (int i = 0; i < 6; i++) { /* chunks 0, 2 (twice), 4 (random), 5 (zero), 11 */
+        static const size_t pages[6] = {3, 2 * 128 + 40, 2 * 128 + 41, 4 * 128 + 100, 5 * 128 + 7, 11 * 128 + 127};
+        t[i].at = back.regions[0].host + pages[i] * 4096 + 17;
+        assert_int_equal(pthread_create(&threads[i], NULL, touch, &t[i]), 0);
+    }
+    for (int i = 0; i < 6; i++)
+        pthread_join(threads[i], NULL);
+    sem_post(&fill);
+    sem_post(&rest);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    ram_faults_stop(faults);
+    alarm(0);
+    ram_faults_placed = NULL;
+    ram_faults_fill_gate = ram_faults_rest_gate = NULL;
+    sem_destroy(&fill);
+    sem_destroy(&rest);
+    for (size_t p = 0; p < PAGES; p++)
+        if (atomic_load(&placings[p]) != 1)
+            fail_msg("page %zu placed %u times", p, atomic_load(&placings[p]));
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    end(b, &back, &mem);
+}
+
 /* One changed byte in a chunk: it is never placed. The server stops with
  * one message naming the chunk, the page touched stays unserved (zero once
  * the server is gone, never the changed bytes), no cache file is left. */
@@ -334,11 +494,21 @@ static void corrupt_chunk_is_refused(void **state)
     void (*was)(const char *) = ram_faults_broken;
     ram_faults_broken = note_broken;
     broken[0] = 0;
+    sem_t gate;
+    sem_init(&gate, 0, 0);
+    ram_faults_fill_gate = &gate; /* the touch below is a fault */
     start_first(&back, &b, &faults);
+    count_placings_in(&back);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    sem_post(&gate);
     assert_true(ram_faults_complete(faults) < 0);
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&gate);
     assert_non_null(strstr(broken, "memory chunk 4"));
+    /* Not one page of it was placed, by either thread. */
+    assert_int_equal(placed_pages(4 * 128, 128), 0);
+    ram_faults_placed = NULL;
     assert_null(cache_file(".ram"));
     assert_false(any_tmp());
     ram_faults_stop(faults);
@@ -606,6 +776,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(first_start_served_by_default_map_unpacks, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
