@@ -253,10 +253,33 @@ static void *touch(void *arg)
     return NULL;
 }
 
+/* The saved RAM (mem) served into fresh RAM (back) by faults only, no
+ * fill behind: a touch not served would hang (the alarm ends it). */
+static void serve_faults_only(struct guest_memory *mem, struct guest_memory *back,
+                              struct bundle **b, struct ram_faults **faults)
+{
+    struct bundle_memory_image *img;
+    saved_ram(mem);
+    assert_int_equal(bundle_open(path, b), 0);
+    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
+    ram_faults_fill_behind = false;
+    alarm(20);
+    assert_int_equal(ram_faults_start(img, back, NULL, NULL, faults), 0);
+}
+
+static void end_faults_only(struct guest_memory *mem, struct guest_memory *back, struct bundle *b,
+                            struct ram_faults *faults)
+{
+    alarm(0);
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+    end(b, back, mem);
+}
+
 static void faults_from_other_threads(void **state)
 {
     struct guest_memory mem, back;
-    struct bundle_memory_image *img;
     struct ram_faults *faults;
     struct bundle *b;
     struct toucher t[4];
@@ -265,14 +288,7 @@ static void faults_from_other_threads(void **state)
 
     if (!ram_faults_supported())
         skip();
-    saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
-    /* Faults only: a touch not served would hang (the alarm ends it). */
-    ram_faults_fill_behind = false;
-    alarm(20);
-    assert_int_equal(ram_faults_start(img, &back, NULL, NULL, &faults), 0);
+    serve_faults_only(&mem, &back, &b, &faults);
     for (int i = 0; i < 4; i++) {
         t[i].at = i == 3 ? back.regions[1].host + RAM_HIGH - 5
                          : back.regions[0].host + (5u << 20) + (size_t)i * 4096 + 200;
@@ -284,12 +300,7 @@ static void faults_from_other_threads(void **state)
                                             (t[i].at - back.regions[i == 3 ? 1 : 0].host), 4);
     }
     assert_memory_equal(t[3].seen, "tail", 4);
-    alarm(0);
-    ram_faults_stop(faults);
-    ram_faults_fill_behind = true;
-    bundle_close(b);
-    guest_memory_free(&back);
-    guest_memory_free(&mem);
+    end_faults_only(&mem, &back, b, faults);
 }
 
 /* Every placing the server is about to make, page by page (the hook runs
@@ -352,7 +363,6 @@ static size_t placed_pages(size_t first, size_t n)
 static void fault_places_window_then_rest(void **state)
 {
     struct guest_memory mem, back;
-    struct bundle_memory_image *img;
     struct ram_faults *faults;
     struct bundle *b;
     struct toucher t;
@@ -363,16 +373,10 @@ static void fault_places_window_then_rest(void **state)
 
     if (!ram_faults_supported())
         skip();
-    saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
-    count_placings_in(&back);
     sem_init(&rest, 0, 0);
     ram_faults_rest_gate = &rest;
-    ram_faults_fill_behind = false;
-    alarm(20);
-    assert_int_equal(ram_faults_start(img, &back, NULL, NULL, &faults), 0);
+    serve_faults_only(&mem, &back, &b, &faults);
+    count_placings_in(&back);
     t.at = back.regions[0].host + (window3 + 5) * 4096 + 100;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
     pthread_join(thread, NULL);
@@ -393,15 +397,10 @@ static void fault_places_window_then_rest(void **state)
         assert_int_equal(atomic_load(&placings[p]), p >= chunk1 && p < chunk1 + 128 ? 1 : 0);
     assert_memory_equal(back.regions[0].host + chunk1 * 4096, mem.regions[0].host + chunk1 * 4096,
                         512u << 10);
-    alarm(0);
-    ram_faults_stop(faults);
+    end_faults_only(&mem, &back, b, faults);
     ram_faults_placed = NULL;
     ram_faults_rest_gate = NULL;
-    ram_faults_fill_behind = true;
     sem_destroy(&rest);
-    bundle_close(b);
-    guest_memory_free(&back);
-    guest_memory_free(&mem);
 }
 
 /* Faults in several chunks while the fill waits, then the fill and the
