@@ -496,8 +496,10 @@ static int fill_chunk(struct ram_faults *f, size_t i)
     if (!caching && !(all_windows(f, i) & ~atomic_load(&f->claimed[i])))
         return 0; /* nothing left to do with it */
     int r = decode_checked(f, f->fill_decoder, i, f->fill_buffer, &zero);
-    if (r == 0)
-        r = place_windows(f, i, all_windows(f, i), zero ? NULL : f->fill_buffer);
+    /* A window at a time: a touch of a window claimed here waits for that
+     * window only, placed at the fill's idle priority. */
+    for (uint32_t w = 0, all = all_windows(f, i); r == 0 && w < WINDOWS_MAX && all >> w; w++)
+        r = place_windows(f, i, (1u << w) & all, zero ? NULL : f->fill_buffer);
     bundle_memory_image_place(f->img, i, &at, &len, &host);
     /* A cache that cannot be written costs only later starts. */
     if (r == 0 && !zero && caching && disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
