@@ -3,10 +3,11 @@
  * message here; the chunk is read, checked and decoded (bundle_memory_image_decode),
  * and only the window holding the page (WINDOW) is placed with UFFDIO_COPY,
  * which wakes it: placing a page costs as much as decoding it, so the
- * guest waits for 16 pages, not 128. The rest of the chunk follows from
- * the decoded copy the fault thread keeps, window by window between
- * faults; behind the guest every chunk is placed in order and written to
- * the cache file; when all are in, the regions are unregistered (a page
+ * guest waits for 16 pages, not 128 (a later touch of the chunk is
+ * placed from the decoded copy the fault thread keeps). Behind the guest,
+ * at idle priority, the fill places the rest of each chunk the guest
+ * faulted in first, then every chunk in order, and writes them to the
+ * cache file; when all are in, the regions are unregistered (a page
  * missing later, after a MADV_DONTNEED, is plain anonymous memory again)
  * and the cache file is synced and named. */
 #include "machine/ram_faults.h"
@@ -39,15 +40,14 @@
  * (at most MEMORY_CHUNK) hold at most 32 windows. */
 #define WINDOW (64u << 10)
 #define WINDOWS_MAX 32
-/* Chunks the fault thread keeps decoded, their rest not yet all placed. */
+/* Chunks the fault thread keeps decoded (the guest's next touches). */
 #define DECODED_SLOTS 4
 
 /* A chunk the fault thread decoded: its windows are placed from here as
- * the guest touches them, and the rest between faults. */
+ * the guest touches them. */
 struct decoded {
     size_t chunk; /* chunks: none */
     bool zero;
-    unsigned next; /* the window the rest goes on from */
     uint64_t used; /* when last touched (the slot least recently used is reused) */
     uint8_t *bytes;
 };
@@ -74,7 +74,9 @@ struct ram_faults {
     atomic_uchar *touched;               /* faulted in by the guest */
     struct decoded decoded[DECODED_SLOTS]; /* the fault thread's */
     uint64_t uses;
-    bool rest_open; /* ram_faults_rest_gate passed */
+    size_t *faulted_order;   /* the chunks the guest faulted in, in order: the fill's first */
+    atomic_size_t faulted_n; /* of them written (by the fault thread) */
+    uint8_t *filled;         /* the fill's: chunks it did */
     char *working_set;
     struct guest_memory mem; /* the layout (for the working set) */
     uint8_t *fill_buffer;
@@ -105,7 +107,7 @@ static void exit_broken(const char *message)
 
 void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
-sem_t *ram_faults_fill_gate, *ram_faults_serve_gate, *ram_faults_rest_gate;
+sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
 void (*ram_faults_placed)(const uint8_t *at, size_t len);
 
 /* The regions each server of this process holds, kept apart from the
@@ -281,7 +283,7 @@ static size_t chunk_of(const struct ram_faults *f, uint64_t addr)
 }
 
 /* The page at addr, in chunk i, touched: its window placed (waking the
- * guest), the rest of the chunk left for later. */
+ * guest), the rest of the chunk left to the fill, which does it next. */
 static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
 {
     uint64_t at;
@@ -290,7 +292,10 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
 
     bundle_memory_image_place(f->img, i, &at, &len, &host);
     unsigned w = (unsigned)((addr - (uintptr_t)host) / WINDOW);
-    atomic_store(&f->touched[i], 1);
+    if (!atomic_exchange(&f->touched[i], 1)) {
+        f->faulted_order[atomic_load(&f->faulted_n)] = i;
+        atomic_fetch_add(&f->faulted_n, 1);
+    }
     if (atomic_load(&f->placed[i]) >> w & 1) { /* placed after this fault was queued */
         struct uffdio_range page = {addr, PAGE};
         ioctl(f->uffd, UFFDIO_WAKE, &page);
@@ -303,7 +308,6 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
     if (!d)
         return -EBADMSG;
     uint64_t placing = trace_now_us();
-    d->next = w + 1;
     int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes);
     uint64_t end = trace_now_us();
     trace_add_count(TRACE_FAULT_PLACE_US, end - placing);
@@ -329,41 +333,6 @@ static int serve_faults(struct ram_faults *f)
             return r;
     }
     return 0;
-}
-
-/* The decoded chunk whose rest is still to place, most recently touched
- * first, or NULL. */
-static struct decoded *rest_to_place(struct ram_faults *f)
-{
-    struct decoded *best = NULL;
-
-    if (ram_faults_rest_gate && !f->rest_open && sem_trywait(ram_faults_rest_gate) < 0)
-        return NULL;
-    f->rest_open = true;
-    for (unsigned k = 0; k < DECODED_SLOTS; k++) {
-        struct decoded *d = &f->decoded[k];
-        if (d->chunk == f->chunks)
-            continue;
-        if (!(all_windows(f, d->chunk) & ~atomic_load(&f->claimed[d->chunk])))
-            d->chunk = f->chunks; /* all in (or being placed by the fill) */
-        else if (!best || d->used > best->used)
-            best = d;
-    }
-    return best;
-}
-
-/* Between faults: one more window of a chunk the guest faulted in, the
- * one after the last it touched first (a guest reading on goes there
- * next). One at a time: a fault waits for at most one window. */
-static int place_rest(struct ram_faults *f, struct decoded *d)
-{
-    uint32_t left = all_windows(f, d->chunk) & ~atomic_load(&f->claimed[d->chunk]);
-    unsigned w = d->next % WINDOWS_MAX;
-
-    while (!(left >> w & 1))
-        w = (w + 1) % WINDOWS_MAX;
-    d->next = w + 1;
-    return place_windows(f, d->chunk, 1u << w, d->zero ? NULL : d->bytes);
 }
 
 /* The regions are plain RAM again: every thread waiting for a page of
@@ -450,12 +419,9 @@ static void *fault_main(void *arg)
     confine_thread(CONFINE_MEMORY, "ram-faults");
     if (ram_faults_serve_gate)
         sem_wait(ram_faults_serve_gate);
-    /* The flags are looked at between waits of at most 20 ms; while a
-     * chunk's rest is to place, faults are looked for between windows. */
+    /* The flags are looked at between waits of at most 20 ms. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
-        struct decoded *rest = rest_to_place(f);
-        bool faults = poll(&p, 1, rest ? 0 : 20) > 0 && (p.revents & POLLIN);
-        int r = faults ? serve_faults(f) : rest ? place_rest(f, rest) : 0;
+        int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
         /* Once finished, the regions are unregistered under it (and every
          * chunk is in): a failed placing is no failure then. */
         if (r < 0 && !atomic_load(&f->finished))
@@ -519,14 +485,24 @@ static void *fill_main(void *arg)
         sem_wait(ram_faults_fill_gate);
     /* Only this thread writes the cache file: a chunk the guest faulted
      * in is decoded again for it. */
-    for (size_t i = 0; r == 0 && i < f->chunks; i++) {
+    for (size_t i, next = 0, first = 0; r == 0;) {
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
             return NULL;
         /* Waited for (a save, a VM that stopped): no guest to leave the
          * CPU to any more, so no reason to take only what others leave. */
         if (atomic_exchange(&f->hurry, false))
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
-        r = fill_chunk(f, i);
+        /* The rest of what the guest touched first: it touches it again. */
+        if (first < atomic_load(&f->faulted_n))
+            i = f->faulted_order[first++];
+        else if (next < f->chunks)
+            i = next++;
+        else
+            break;
+        if (!f->filled[i]) {
+            f->filled[i] = 1;
+            r = fill_chunk(f, i);
+        }
     }
     if (r < 0) {
         conclude(f, r);
@@ -575,11 +551,13 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
     f->claimed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->claimed));
     f->placed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->placed));
     f->touched = calloc(f->chunks ? f->chunks : 1, sizeof(*f->touched));
+    f->faulted_order = calloc(f->chunks ? f->chunks : 1, sizeof(*f->faulted_order));
+    f->filled = calloc(f->chunks ? f->chunks : 1, sizeof(*f->filled));
     f->mem = *mem;
     f->fill_buffer = aligned_alloc(PAGE, largest);
     for (unsigned k = 0; k < DECODED_SLOTS; k++)
         f->decoded[k] = (struct decoded){.chunk = f->chunks, .bytes = aligned_alloc(PAGE, largest)};
-    if (!f->claimed || !f->placed || !f->touched || !f->fill_buffer)
+    if (!f->claimed || !f->placed || !f->touched || !f->faulted_order || !f->filled || !f->fill_buffer)
         return err_set(ENOMEM, "guest memory server");
     for (unsigned k = 0; k < DECODED_SLOTS; k++)
         if (!f->decoded[k].bytes)
@@ -658,6 +636,8 @@ static void release(struct ram_faults *f)
     free(f->claimed);
     free(f->placed);
     free(f->touched);
+    free(f->faulted_order);
+    free(f->filled);
     free(f->working_set);
     for (unsigned k = 0; k < DECODED_SLOTS; k++)
         free(f->decoded[k].bytes);

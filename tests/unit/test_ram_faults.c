@@ -308,6 +308,9 @@ static void faults_from_other_threads(void **state)
 #define PAGES ((RAM_LOW + RAM_HIGH) / 4096)
 static atomic_uint placings[PAGES];
 static atomic_uint placing_calls;
+/* Which page each placing began at, in order (the first PLACINGS_LOGGED). */
+#define PLACINGS_LOGGED 64
+static size_t placing_log[PLACINGS_LOGGED];
 static struct guest_memory *placed_in;
 
 static size_t page_index(const uint8_t *at)
@@ -324,7 +327,9 @@ static void count_placing(const uint8_t *at, size_t len)
     size_t first = page_index(at);
     for (size_t p = 0; p < len / 4096; p++)
         atomic_fetch_add(&placings[first + p], 1);
-    atomic_fetch_add(&placing_calls, 1);
+    unsigned call = atomic_fetch_add(&placing_calls, 1);
+    if (call < PLACINGS_LOGGED)
+        placing_log[call] = first;
 }
 
 static void count_placings_in(struct guest_memory *back)
@@ -349,6 +354,13 @@ static size_t present_pages(const struct guest_memory *back, size_t first, size_
     return count;
 }
 
+static void assert_each_page_placed_once(void)
+{
+    for (size_t p = 0; p < PAGES; p++)
+        if (atomic_load(&placings[p]) != 1)
+            fail_msg("page %zu placed %u times", p, atomic_load(&placings[p]));
+}
+
 static size_t placed_pages(size_t first, size_t n)
 {
     size_t count = 0;
@@ -358,8 +370,8 @@ static size_t placed_pages(size_t first, size_t n)
 }
 
 /* A touch is served by the 64 KiB window around it (16 pages) before
- * anything else of its chunk; the rest of the chunk follows, each page
- * placed once, with the fill off (the fault thread places it). */
+ * anything else of its chunk; the rest of that chunk is the fill's first
+ * work, before chunk 0; each page placed once. */
 static void fault_places_window_then_rest(void **state)
 {
     struct guest_memory mem, back;
@@ -367,16 +379,18 @@ static void fault_places_window_then_rest(void **state)
     struct bundle *b;
     struct toucher t;
     pthread_t thread;
-    sem_t rest;
+    sem_t fill;
     const size_t chunk1 = 128, window3 = chunk1 + 48; /* pages: chunk 1, its window 3 */
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    sem_init(&rest, 0, 0);
-    ram_faults_rest_gate = &rest;
-    serve_faults_only(&mem, &back, &b, &faults);
+    saved_ram(&mem);
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
     count_placings_in(&back);
+    alarm(20);
     t.at = back.regions[0].host + (window3 + 5) * 4096 + 100;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
     pthread_join(thread, NULL);
@@ -388,24 +402,25 @@ static void fault_places_window_then_rest(void **state)
     assert_int_equal(present_pages(&back, window3, 16), 16);
     assert_int_equal(present_pages(&back, chunk1, 128), 16);
 
-    /* The rest, after: the whole chunk in, each page placed once. */
-    sem_post(&rest);
-    for (int i = 0; i < 2000 && present_pages(&back, chunk1, 128) < 128; i++)
-        usleep(5000);
-    assert_int_equal(present_pages(&back, chunk1, 128), 128);
-    for (size_t p = 0; p < PAGES; p++)
-        assert_int_equal(atomic_load(&placings[p]), p >= chunk1 && p < chunk1 + 128 ? 1 : 0);
-    assert_memory_equal(back.regions[0].host + chunk1 * 4096, mem.regions[0].host + chunk1 * 4096,
-                        512u << 10);
-    end_faults_only(&mem, &back, b, faults);
+    /* The rest, after, and first: the fill's first 7 placings are the
+     * other windows of chunk 1; then the whole RAM, each page once. */
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    for (unsigned k = 1; k < 8; k++)
+        assert_true(placing_log[k] >= chunk1 && placing_log[k] < chunk1 + 128);
+    assert_each_page_placed_once();
+    assert_same_ram(&mem, &back);
+    ram_faults_stop(faults);
     ram_faults_placed = NULL;
-    ram_faults_rest_gate = NULL;
-    sem_destroy(&rest);
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    end(b, &back, &mem);
 }
 
-/* Faults in several chunks while the fill waits, then the fill and the
- * rest of those chunks at once, contending for the same windows: every
- * page of RAM placed exactly once, RAM and the cache file the saved RAM. */
+/* Faults in several chunks while the fill waits, then the fill, which
+ * places the rest of them: every page of RAM placed exactly once, RAM and
+ * the cache file the saved RAM. */
 static void every_page_placed_once(void **state)
 {
     struct guest_memory mem, back;
@@ -413,7 +428,7 @@ static void every_page_placed_once(void **state)
     struct bundle *b;
     struct toucher t[6];
     pthread_t threads[6];
-    sem_t fill, rest;
+    sem_t fill;
     (void)state;
 
     if (!ram_faults_supported())
@@ -421,9 +436,7 @@ static void every_page_placed_once(void **state)
     saved_ram(&mem);
     alarm(60); /* (a server that never finishes) */
     sem_init(&fill, 0, 0);
-    sem_init(&rest, 0, 0);
     ram_faults_fill_gate = &fill;
-    ram_faults_rest_gate = &rest;
     start_first(&back, &b, &faults);
     count_placings_in(&back);
     for (int i = 0; i < 6; i++) { /* chunks 0, 2 (twice), 4 (random), 5 (zero), 11 */
@@ -434,17 +447,13 @@ static void every_page_placed_once(void **state)
     for (int i = 0; i < 6; i++)
         pthread_join(threads[i], NULL);
     sem_post(&fill);
-    sem_post(&rest);
     assert_int_equal(ram_faults_complete(faults), 0);
     ram_faults_stop(faults);
     alarm(0);
     ram_faults_placed = NULL;
-    ram_faults_fill_gate = ram_faults_rest_gate = NULL;
+    ram_faults_fill_gate = NULL;
     sem_destroy(&fill);
-    sem_destroy(&rest);
-    for (size_t p = 0; p < PAGES; p++)
-        if (atomic_load(&placings[p]) != 1)
-            fail_msg("page %zu placed %u times", p, atomic_load(&placings[p]));
+    assert_each_page_placed_once();
     assert_same_ram(&mem, &back);
     assert_cache_is_ram(&mem);
     end(b, &back, &mem);
@@ -500,6 +509,8 @@ static void corrupt_chunk_is_refused(void **state)
     count_placings_in(&back);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    for (int i = 0; i < 2000 && !broken[0]; i++) /* the fault thread refuses it */
+        usleep(5000);
     sem_post(&gate);
     assert_true(ram_faults_complete(faults) < 0);
     ram_faults_fill_gate = NULL;
