@@ -56,10 +56,12 @@ struct decoded {
  * priority), one fills behind the guest in order (SCHED_IDLE: only the
  * CPU time the guest leaves) and writes the cache file. A window is
  * claimed (a bit in claimed[], set by one atomic or) before it is placed,
- * so each page is placed once, by one of them; a touch of a window
- * claimed but not yet placed waits for that placing, which wakes it.
- * UFFDIO_COPY never replaces a page that is there (EEXIST, skipped)
- * either: nothing the guest wrote is ever overwritten. */
+ * so the fill never places what the fault thread did. A touch of a window
+ * the fill claimed but has not placed is placed by the fault thread too
+ * (never waiting for the fill, which a busy guest starves): the one
+ * placing there twice, where each page still lands once, as UFFDIO_COPY
+ * never replaces a page that is there (EEXIST, skipped): nothing the
+ * guest wrote is ever overwritten. */
 struct ram_faults {
     int uffd;
     pthread_t fault_thread, fill_thread;
@@ -217,15 +219,18 @@ static int decode_checked(struct ram_faults *f, struct bundle_chunk_decoder *d, 
     return r;
 }
 
-/* The windows of chunk i in want that nobody claimed yet, claimed and
- * placed from bytes (chunk i decoded; NULL: zero), each run of adjacent
- * ones in one call. */
-static int place_windows(struct ram_faults *f, size_t i, uint32_t want, const uint8_t *bytes)
+/* The windows of chunk i in want, claimed and placed from bytes (chunk i
+ * decoded; NULL: zero), each run of adjacent ones in one call: those
+ * nobody claimed yet, or (overtake: the fault thread's) all of them, so a
+ * fault never waits for a window the idle fill claimed and has not placed. */
+static int place_windows(struct ram_faults *f, size_t i, uint32_t want, const uint8_t *bytes,
+                         bool overtake)
 {
     uint64_t at;
     size_t len;
     uint8_t *host;
-    uint32_t mine = want & ~atomic_fetch_or(&f->claimed[i], want);
+    uint32_t unclaimed = want & ~atomic_fetch_or(&f->claimed[i], want);
+    uint32_t mine = overtake ? want : unclaimed;
 
     bundle_memory_image_place(f->img, i, &at, &len, &host);
     for (unsigned w = 0; w < WINDOWS_MAX && mine >> w;) {
@@ -241,8 +246,8 @@ static int place_windows(struct ram_faults *f, size_t i, uint32_t want, const ui
         if (r < 0)
             return err_set(-r, "placing memory chunk %zu", i);
         uint32_t run = (end >= 32 ? UINT32_MAX : (1u << end) - 1) & ~((1u << w) - 1);
-        atomic_fetch_or(&f->placed[i], run);
-        atomic_fetch_sub(&f->windows_left, (size_t)(end - w));
+        uint32_t first_placed = run & ~atomic_fetch_or(&f->placed[i], run);
+        atomic_fetch_sub(&f->windows_left, (size_t)__builtin_popcount(first_placed));
         w = end;
     }
     return 0;
@@ -301,14 +306,12 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
         ioctl(f->uffd, UFFDIO_WAKE, &page);
         return 0;
     }
-    if (atomic_load(&f->claimed[i]) >> w & 1)
-        return 0; /* the fill places it now, and that wakes the guest */
     uint64_t start = trace_now_us();
     struct decoded *d = decoded_chunk(f, i);
     if (!d)
         return -EBADMSG;
     uint64_t placing = trace_now_us();
-    int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes);
+    int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes, true);
     uint64_t end = trace_now_us();
     trace_add_count(TRACE_FAULT_PLACE_US, end - placing);
     trace_add_count(TRACE_FAULT_SERVE_US, end - start);
@@ -465,7 +468,7 @@ static int fill_chunk(struct ram_faults *f, size_t i)
     /* A window at a time: a touch of a window claimed here waits for that
      * window only, placed at the fill's idle priority. */
     for (uint32_t w = 0, all = all_windows(f, i); r == 0 && w < WINDOWS_MAX && all >> w; w++)
-        r = place_windows(f, i, (1u << w) & all, zero ? NULL : f->fill_buffer);
+        r = place_windows(f, i, (1u << w) & all, zero ? NULL : f->fill_buffer, false);
     bundle_memory_image_place(f->img, i, &at, &len, &host);
     /* A cache that cannot be written costs only later starts. */
     if (r == 0 && !zero && caching && disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)

@@ -459,6 +459,84 @@ static void every_page_placed_once(void **state)
     end(b, &back, &mem);
 }
 
+/* The fill claims chunk 0's first window and stalls before placing it
+ * (the idle fill starved by a busy guest): a touch of that window is
+ * still served, by the fault thread; the fill's late placing of it finds
+ * the pages there and changes none. */
+static sem_t fill_resumes;
+static atomic_bool fill_stalls, fill_stalled;
+
+static void stall_first_placing(const uint8_t *at, size_t len)
+{
+    count_placing(at, len);
+    if (atomic_exchange(&fill_stalls, false)) {
+        atomic_store(&fill_stalled, true);
+        sem_wait(&fill_resumes);
+    }
+}
+
+struct served_toucher {
+    struct toucher t;
+    atomic_bool done;
+};
+
+static void *touch_and_say(void *arg)
+{
+    struct served_toucher *s = arg;
+    touch(&s->t);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+static void fault_never_waits_for_the_fill(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct served_toucher s = {0};
+    pthread_t thread;
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    sem_init(&fill, 0, 0);
+    sem_init(&fill_resumes, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    atomic_store(&fill_stalled, false);
+    atomic_store(&fill_stalls, true);
+    ram_faults_placed = stall_first_placing;
+    alarm(60);
+    sem_post(&fill); /* the fill's first placing: chunk 0's window 0, claimed */
+    for (int i = 0; i < 2000 && !atomic_load(&fill_stalled); i++)
+        usleep(5000);
+    assert_true(atomic_load(&fill_stalled));
+    s.t.at = back.regions[0].host + 3 * 4096 + 17;
+    assert_int_equal(pthread_create(&thread, NULL, touch_and_say, &s), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&s.done); i++)
+        usleep(5000);
+    bool served = atomic_load(&s.done);
+    sem_post(&fill_resumes);
+    pthread_join(thread, NULL);
+    if (!served)
+        fail_msg("a touch of a window the fill claimed waited for the fill");
+    assert_memory_equal(s.t.seen, mem.regions[0].host + 3 * 4096 + 17, 4);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    ram_faults_stop(faults);
+    alarm(0);
+    assert_int_equal(placed_pages(0, 16), 32); /* by both; the second found them there */
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    ram_faults_placed = NULL;
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    sem_destroy(&fill_resumes);
+    end(b, &back, &mem);
+}
+
 /* One changed byte in a chunk: it is never placed. The server stops with
  * one message naming the chunk, the page touched stays unserved (zero once
  * the server is gone, never the changed bytes), no cache file is left. */
@@ -788,6 +866,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
