@@ -1,15 +1,19 @@
 /* The guest's first touch of a page of a chunk not yet in RAM stops its
  * thread (a vCPU in KVM, or a device thread) in the kernel and queues a
- * message here; the chunk is read, checked and decoded (bundle_memory_image_decode),
- * and only the window holding the page (WINDOW) is placed with UFFDIO_COPY,
- * which wakes it: placing a page costs as much as decoding it, so the
- * guest waits for 16 pages, not 128 (a later touch of the chunk is
- * placed from the decoded copy the fault thread keeps). Behind the guest,
- * at idle priority, the fill places the rest of each chunk the guest
- * faulted in first, then every chunk in order, and writes them to the
- * cache file; when all are in, the regions are unregistered (a page
- * missing later, after a MADV_DONTNEED, is plain anonymous memory again)
- * and the cache file is synced and named. */
+ * message here; the chunk is read and its stored bytes checked
+ * (bundle_memory_image_begin), decoded only as far as the window holding
+ * the page (WINDOW; zstd's blocks, bundle_chunk_decode_to), and that
+ * window alone is placed with UFFDIO_COPY, which wakes it: placing a page
+ * costs as much as decoding it, so the guest waits for 16 pages, not 128.
+ * A later touch of the chunk is served from the fault thread's slot,
+ * decoding on from where it stopped. Behind the guest, at idle priority,
+ * the fill places the rest of each chunk the fault thread lets go of
+ * (handed over with the slot, decoded on from there: no chunk the guest
+ * touched is decoded twice, unless the fill is so far behind that no
+ * spare slot is left), then every other chunk in order, and writes them
+ * to the cache file; when all are in, the regions are unregistered (a
+ * page missing later, after a MADV_DONTNEED, is plain anonymous memory
+ * again) and the cache file is synced and named. */
 #include "machine/ram_faults.h"
 
 #include <errno.h>
@@ -40,17 +44,48 @@
  * (at most MEMORY_CHUNK) hold at most 32 windows. */
 #define WINDOW (64u << 10)
 #define WINDOWS_MAX 32
-/* Chunks the fault thread keeps decoded (the guest's next touches). */
+/* Chunks the fault thread keeps decoded (the guest's next touches), and
+ * slots to take their place while the fill places the rest of chunks it
+ * was handed. */
 #define DECODED_SLOTS 4
+#define SPARE_SLOTS 2
+#define SLOTS (DECODED_SLOTS + SPARE_SLOTS)
 
-/* A chunk the fault thread decoded: its windows are placed from here as
- * the guest touches them. */
+/* A chunk the fault thread began to decode (only as far as the guest
+ * touched it): its windows are placed from here as the guest touches
+ * them, and the fill, handed it, decodes the rest on from there. */
 struct decoded {
     size_t chunk; /* chunks: none */
     bool zero;
+    size_t ready;  /* bytes decoded */
     uint64_t used; /* when last touched (the slot least recently used is reused) */
     uint8_t *bytes;
+    struct bundle_chunk_decoder *decoder; /* where its decoding stopped */
 };
+
+/* Slots passed from one thread to the other, neither waiting: one puts,
+ * one takes. Every slot is in one place only, so SLOTS never overflow. */
+struct slot_queue {
+    struct decoded *items[SLOTS];
+    atomic_size_t put, taken;
+};
+
+static void queue_put(struct slot_queue *q, struct decoded *d)
+{
+    size_t n = atomic_load_explicit(&q->put, memory_order_relaxed);
+    q->items[n % SLOTS] = d;
+    atomic_store_explicit(&q->put, n + 1, memory_order_release);
+}
+
+static struct decoded *queue_take(struct slot_queue *q)
+{
+    size_t n = atomic_load_explicit(&q->taken, memory_order_relaxed);
+    if (n == atomic_load_explicit(&q->put, memory_order_acquire))
+        return NULL;
+    struct decoded *d = q->items[n % SLOTS];
+    atomic_store_explicit(&q->taken, n + 1, memory_order_release);
+    return d;
+}
 
 /* Two threads place windows of chunks: one serves faults (at the guest's
  * priority), one fills behind the guest in order (SCHED_IDLE: only the
@@ -74,15 +109,20 @@ struct ram_faults {
     atomic_size_t faulted, windows_left; /* windows not yet placed */
     atomic_uint *claimed, *placed;       /* per chunk, a bit per window */
     atomic_uchar *touched;               /* faulted in by the guest */
-    struct decoded decoded[DECODED_SLOTS]; /* the fault thread's */
+    atomic_uchar *held;                  /* in a slot of the fault thread's */
+    struct decoded slots[SLOTS];
+    struct decoded *decoded[DECODED_SLOTS]; /* the fault thread's */
     uint64_t uses;
-    size_t *faulted_order;   /* the chunks the guest faulted in, in order: the fill's first */
-    atomic_size_t faulted_n; /* of them written (by the fault thread) */
-    uint8_t *filled;         /* the fill's: chunks it did */
+    /* Chunks the fault thread lets go of, decoded in part, to the fill
+     * (it does the rest of them first); their slots back. */
+    struct slot_queue handed, spare;
+    atomic_bool wants_held; /* the fill: every chunk left is held */
+    uint8_t *filled;        /* the fill's: chunks it did */
+    size_t filled_n, fill_from;
     char *working_set;
     struct guest_memory mem; /* the layout (for the working set) */
     uint8_t *fill_buffer;
-    struct bundle_chunk_decoder *fault_decoder, *fill_decoder;
+    struct bundle_chunk_decoder *fill_decoder;
     char *cache_path, *tmp_path;
     int cache_fd;
     bool cache_failed; /* the fill's */
@@ -111,6 +151,7 @@ void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
 sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
 void (*ram_faults_placed)(const uint8_t *at, size_t len);
+void (*ram_faults_decoding)(size_t chunk);
 
 /* The regions each server of this process holds, kept apart from the
  * server (plain ints and ranges, read by an exit handler while another
@@ -203,13 +244,11 @@ static uint32_t all_windows(const struct ram_faults *f, size_t i)
     return n >= 32 ? UINT32_MAX : (1u << n) - 1;
 }
 
-/* Chunk i read, checked and decoded into buffer (with decoder d): never
- * a byte of it placed otherwise. A failure is said once (by default the
- * process ends there). *zero: an all-zero chunk (buffer untouched). */
-static int decode_checked(struct ram_faults *f, struct bundle_chunk_decoder *d, size_t i,
-                          uint8_t *buffer, bool *zero)
+/* r: a chunk's check or decoding (<0: it failed, message set), said once
+ * when it failed (by default the process ends there): none of a chunk
+ * that fails its check is ever placed. */
+static int refused(struct ram_faults *f, int r)
 {
-    int r = bundle_memory_image_decode(f->img, d, i, buffer, zero);
     if (r < 0) {
         if (f->cache_fd >= 0)
             unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
@@ -217,6 +256,26 @@ static int decode_checked(struct ram_faults *f, struct bundle_chunk_decoder *d, 
             ram_faults_broken(err_msg());
     }
     return r;
+}
+
+/* Chunk i begun into slot d: read and checked, nothing decoded yet. */
+static int begin_checked(struct ram_faults *f, struct decoded *d, size_t i)
+{
+    if (ram_faults_decoding)
+        ram_faults_decoding(i);
+    d->chunk = f->chunks;
+    int r = refused(f, bundle_memory_image_begin(f->img, d->decoder, i, d->bytes, &d->zero));
+    if (r == 0)
+        r = refused(f, bundle_chunk_decode_to(d->decoder, 0, &d->ready));
+    if (r == 0)
+        d->chunk = i;
+    return r;
+}
+
+/* Slot d's chunk decoded at least up to upto (said when it fails). */
+static int decoded_to(struct ram_faults *f, struct decoded *d, size_t upto)
+{
+    return d->ready >= upto ? 0 : refused(f, bundle_chunk_decode_to(d->decoder, upto, &d->ready));
 }
 
 /* The windows of chunk i in want, claimed and placed from bytes (chunk i
@@ -253,27 +312,62 @@ static int place_windows(struct ram_faults *f, size_t i, uint32_t want, const ui
     return 0;
 }
 
-/* The fault thread's decoded copy of chunk i: kept, or decoded now into
- * the slot least recently used (what it held not yet placed is left to
- * the fill). NULL: it failed its check (said). */
+/* The fault thread lets go of its slot k (decoding, or asked to): the
+ * chunk in it goes to the fill with the slot, and a spare takes its place;
+ * with none spare (the fill behind), the chunk is dropped (the fill decodes
+ * it itself). False: kept (keep_if_no_spare). */
+static bool let_go_of_slot(struct ram_faults *f, unsigned k, bool keep_if_no_spare)
+{
+    struct decoded *d = f->decoded[k], *spare = queue_take(&f->spare);
+    size_t i = d->chunk;
+
+    if (!spare && keep_if_no_spare)
+        return false;
+    if (spare) {
+        queue_put(&f->handed, d); /* before it is no longer held: the fill never loses it */
+        f->decoded[k] = spare;
+    }
+    f->decoded[k]->chunk = f->chunks;
+    atomic_store(&f->held[i], 0);
+    return true;
+}
+
+/* Chunk i in a slot of the fault thread's: kept, or begun now in the slot
+ * least recently used. NULL: it failed its check (said). */
 static struct decoded *decoded_chunk(struct ram_faults *f, size_t i)
 {
-    struct decoded *d = &f->decoded[0];
+    unsigned lru = 0;
 
     for (unsigned k = 0; k < DECODED_SLOTS; k++) {
-        if (f->decoded[k].chunk == i) {
-            f->decoded[k].used = ++f->uses;
-            return &f->decoded[k];
+        if (f->decoded[k]->chunk == i) {
+            f->decoded[k]->used = ++f->uses;
+            return f->decoded[k];
         }
-        if (f->decoded[k].used < d->used)
-            d = &f->decoded[k];
+        if (f->decoded[k]->used < f->decoded[lru]->used)
+            lru = k;
     }
-    d->chunk = f->chunks;
-    if (decode_checked(f, f->fault_decoder, i, d->bytes, &d->zero) < 0)
+    if (f->decoded[lru]->chunk != f->chunks)
+        let_go_of_slot(f, lru, false);
+    struct decoded *d = f->decoded[lru];
+    atomic_store(&f->held[i], 1);
+    if (begin_checked(f, d, i) < 0) {
+        atomic_store(&f->held[i], 0);
         return NULL;
+    }
     trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
-    *d = (struct decoded){.chunk = i, .zero = d->zero, .used = ++f->uses, .bytes = d->bytes};
+    d->used = ++f->uses;
     return d;
+}
+
+/* What the fill asked for: the chunks the fault thread holds, as many as
+ * spare slots allow (it asks again). */
+static void hand_over_held(struct ram_faults *f)
+{
+    if (!atomic_exchange(&f->wants_held, false))
+        return;
+    for (unsigned k = 0; k < DECODED_SLOTS; k++)
+        if (f->decoded[k]->chunk != f->chunks && !let_go_of_slot(f, k, true))
+            return;
 }
 
 /* The chunk holding addr, or chunks when it is none of ours. */
@@ -297,10 +391,7 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
 
     bundle_memory_image_place(f->img, i, &at, &len, &host);
     unsigned w = (unsigned)((addr - (uintptr_t)host) / WINDOW);
-    if (!atomic_exchange(&f->touched[i], 1)) {
-        f->faulted_order[atomic_load(&f->faulted_n)] = i;
-        atomic_fetch_add(&f->faulted_n, 1);
-    }
+    atomic_store(&f->touched[i], 1);
     if (atomic_load(&f->placed[i]) >> w & 1) { /* placed after this fault was queued */
         struct uffdio_range page = {addr, PAGE};
         ioctl(f->uffd, UFFDIO_WAKE, &page);
@@ -308,7 +399,8 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
     }
     uint64_t start = trace_now_us();
     struct decoded *d = decoded_chunk(f, i);
-    if (!d)
+    size_t window_end = (size_t)(w + 1) * WINDOW;
+    if (!d || decoded_to(f, d, window_end < len ? window_end : len) < 0)
         return -EBADMSG;
     uint64_t placing = trace_now_us();
     int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes, true);
@@ -425,6 +517,7 @@ static void *fault_main(void *arg)
     /* The flags are looked at between waits of at most 20 ms. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
         int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
+        hand_over_held(f);
         /* Once finished, the regions are unregistered under it (and every
          * chunk is in): a failed placing is no failure then. */
         if (r < 0 && !atomic_load(&f->finished))
@@ -453,27 +546,99 @@ static void write_working_set(struct ram_faults *f)
     free(list);
 }
 
-/* Chunk i placed where nobody did and written to the cache file. */
-static int fill_chunk(struct ram_faults *f, size_t i)
+/* Chunk i's windows placed where nobody did, from bytes (NULL: zero),
+ * and written to the cache file. */
+static int place_rest(struct ram_faults *f, size_t i, const uint8_t *bytes)
 {
     uint64_t at;
     size_t len;
     uint8_t *host;
+    int r = 0;
+
+    /* A window at a time: a touch of a window claimed here and not yet
+     * placed is served by the fault thread too. */
+    for (uint32_t w = 0, all = all_windows(f, i); r == 0 && w < WINDOWS_MAX && all >> w; w++)
+        r = place_windows(f, i, (1u << w) & all, bytes, false);
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    /* A cache that cannot be written costs only later starts. */
+    if (r == 0 && bytes && f->cache_fd >= 0 && !f->cache_failed &&
+        disk_pwrite_all(f->cache_fd, bytes, len, (off_t)at) < 0)
+        f->cache_failed = true;
+    return r;
+}
+
+static void mark_filled(struct ram_faults *f, size_t i)
+{
+    f->filled[i] = 1;
+    f->filled_n++;
+}
+
+/* Chunk i decoded here (the fill's own buffer) and done. */
+static int fill_chunk(struct ram_faults *f, size_t i)
+{
     bool zero;
     bool caching = f->cache_fd >= 0 && !f->cache_failed;
 
+    mark_filled(f, i);
     if (!caching && !(all_windows(f, i) & ~atomic_load(&f->claimed[i])))
         return 0; /* nothing left to do with it */
-    int r = decode_checked(f, f->fill_decoder, i, f->fill_buffer, &zero);
-    /* A window at a time: a touch of a window claimed here waits for that
-     * window only, placed at the fill's idle priority. */
-    for (uint32_t w = 0, all = all_windows(f, i); r == 0 && w < WINDOWS_MAX && all >> w; w++)
-        r = place_windows(f, i, (1u << w) & all, zero ? NULL : f->fill_buffer, false);
+    if (ram_faults_decoding)
+        ram_faults_decoding(i);
+    int r = refused(f, bundle_memory_image_decode(f->img, f->fill_decoder, i, f->fill_buffer, &zero));
+    return r < 0 ? r : place_rest(f, i, zero ? NULL : f->fill_buffer);
+}
+
+/* A chunk the fault thread handed over: decoded on from where it stopped
+ * and done; the slot back to it. */
+static int fill_handed(struct ram_faults *f, struct decoded *d)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+    size_t i = d->chunk;
+    int r = 0;
+
     bundle_memory_image_place(f->img, i, &at, &len, &host);
-    /* A cache that cannot be written costs only later starts. */
-    if (r == 0 && !zero && caching && disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
-        f->cache_failed = true;
+    if (!f->filled[i]) {
+        mark_filled(f, i);
+        r = decoded_to(f, d, len);
+        if (r == 0)
+            r = place_rest(f, i, d->zero ? NULL : d->bytes);
+    }
+    d->chunk = f->chunks;
+    queue_put(&f->spare, d);
     return r;
+}
+
+/* The next chunk the fill does itself: the first not done and not held by
+ * the fault thread (chunks: none). */
+static size_t next_to_fill(struct ram_faults *f)
+{
+    while (f->fill_from < f->chunks && f->filled[f->fill_from])
+        f->fill_from++;
+    for (size_t i = f->fill_from; i < f->chunks; i++)
+        if (!f->filled[i] && !atomic_load(&f->held[i]))
+            return i;
+    return f->chunks;
+}
+
+/* One step of the fill: a chunk handed over (the guest touched it: it
+ * touches it again), else one in order; with only chunks the fault
+ * thread holds left, it is asked for them. 1: every chunk done. */
+static int fill_step(struct ram_faults *f)
+{
+    struct decoded *d = queue_take(&f->handed);
+    size_t i;
+
+    if (d)
+        return fill_handed(f, d);
+    if ((i = next_to_fill(f)) < f->chunks)
+        return fill_chunk(f, i);
+    if (f->filled_n == f->chunks)
+        return 1;
+    atomic_store(&f->wants_held, true);
+    usleep(1000);
+    return 0;
 }
 
 static void *fill_main(void *arg)
@@ -486,26 +651,15 @@ static void *fill_main(void *arg)
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
     if (ram_faults_fill_gate)
         sem_wait(ram_faults_fill_gate);
-    /* Only this thread writes the cache file: a chunk the guest faulted
-     * in is decoded again for it. */
-    for (size_t i, next = 0, first = 0; r == 0;) {
+    /* Only this thread writes the cache file. */
+    while (r == 0) {
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
             return NULL;
         /* Waited for (a save, a VM that stopped): no guest to leave the
          * CPU to any more, so no reason to take only what others leave. */
         if (atomic_exchange(&f->hurry, false))
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
-        /* The rest of what the guest touched first: it touches it again. */
-        if (first < atomic_load(&f->faulted_n))
-            i = f->faulted_order[first++];
-        else if (next < f->chunks)
-            i = next++;
-        else
-            break;
-        if (!f->filled[i]) {
-            f->filled[i] = 1;
-            r = fill_chunk(f, i);
-        }
+        r = fill_step(f);
     }
     if (r < 0) {
         conclude(f, r);
@@ -525,6 +679,23 @@ static void *fill_main(void *arg)
     write_working_set(f);
     conclude(f, 0);
     return NULL;
+}
+
+/* The slots, each with room for the largest chunk: the fault thread's
+ * first, the rest spare. */
+static int make_slots(struct ram_faults *f, size_t largest)
+{
+    for (unsigned k = 0; k < SLOTS; k++) {
+        struct decoded *d = &f->slots[k];
+        *d = (struct decoded){.chunk = f->chunks, .bytes = aligned_alloc(PAGE, largest)};
+        if (!d->bytes || bundle_chunk_decoder_new(&d->decoder) < 0)
+            return err_set(ENOMEM, "guest memory server");
+        if (k < DECODED_SLOTS)
+            f->decoded[k] = d;
+        else
+            queue_put(&f->spare, d);
+    }
+    return 0;
 }
 
 /* The chunk tables: each region's first chunk and chunk size (all but a
@@ -554,20 +725,15 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
     f->claimed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->claimed));
     f->placed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->placed));
     f->touched = calloc(f->chunks ? f->chunks : 1, sizeof(*f->touched));
-    f->faulted_order = calloc(f->chunks ? f->chunks : 1, sizeof(*f->faulted_order));
+    f->held = calloc(f->chunks ? f->chunks : 1, sizeof(*f->held));
     f->filled = calloc(f->chunks ? f->chunks : 1, sizeof(*f->filled));
     f->mem = *mem;
     f->fill_buffer = aligned_alloc(PAGE, largest);
-    for (unsigned k = 0; k < DECODED_SLOTS; k++)
-        f->decoded[k] = (struct decoded){.chunk = f->chunks, .bytes = aligned_alloc(PAGE, largest)};
-    if (!f->claimed || !f->placed || !f->touched || !f->faulted_order || !f->filled || !f->fill_buffer)
+    if (!f->claimed || !f->placed || !f->touched || !f->held || !f->filled || !f->fill_buffer)
         return err_set(ENOMEM, "guest memory server");
-    for (unsigned k = 0; k < DECODED_SLOTS; k++)
-        if (!f->decoded[k].bytes)
-            return err_set(ENOMEM, "guest memory server");
     for (size_t i = 0; i < f->chunks; i++)
         f->windows_left += (size_t)__builtin_popcount(all_windows(f, i));
-    int r = bundle_chunk_decoder_new(&f->fault_decoder);
+    int r = make_slots(f, largest);
     return r < 0 ? r : bundle_chunk_decoder_new(&f->fill_decoder);
 }
 
@@ -639,13 +805,14 @@ static void release(struct ram_faults *f)
     free(f->claimed);
     free(f->placed);
     free(f->touched);
-    free(f->faulted_order);
+    free(f->held);
     free(f->filled);
     free(f->working_set);
-    for (unsigned k = 0; k < DECODED_SLOTS; k++)
-        free(f->decoded[k].bytes);
+    for (unsigned k = 0; k < SLOTS; k++) {
+        free(f->slots[k].bytes);
+        bundle_chunk_decoder_free(f->slots[k].decoder);
+    }
     free(f->fill_buffer);
-    bundle_chunk_decoder_free(f->fault_decoder);
     bundle_chunk_decoder_free(f->fill_decoder);
     free(f->cache_path);
     free(f->tmp_path);

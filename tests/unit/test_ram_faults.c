@@ -308,9 +308,6 @@ static void faults_from_other_threads(void **state)
 #define PAGES ((RAM_LOW + RAM_HIGH) / 4096)
 static atomic_uint placings[PAGES];
 static atomic_uint placing_calls;
-/* Which page each placing began at, in order (the first PLACINGS_LOGGED). */
-#define PLACINGS_LOGGED 64
-static size_t placing_log[PLACINGS_LOGGED];
 static struct guest_memory *placed_in;
 
 static size_t page_index(const uint8_t *at)
@@ -327,18 +324,44 @@ static void count_placing(const uint8_t *at, size_t len)
     size_t first = page_index(at);
     for (size_t p = 0; p < len / 4096; p++)
         atomic_fetch_add(&placings[first + p], 1);
-    unsigned call = atomic_fetch_add(&placing_calls, 1);
-    if (call < PLACINGS_LOGGED)
-        placing_log[call] = first;
+    atomic_fetch_add(&placing_calls, 1);
+}
+
+/* How often each chunk was decoded (begun), by either thread. */
+#define CHUNKS (PAGES / 128)
+static atomic_uint decodings[CHUNKS];
+
+static void count_decoding(size_t chunk)
+{
+    assert_true(chunk < CHUNKS);
+    atomic_fetch_add(&decodings[chunk], 1);
 }
 
 static void count_placings_in(struct guest_memory *back)
 {
     for (size_t p = 0; p < PAGES; p++)
         atomic_store(&placings[p], 0);
+    for (size_t c = 0; c < CHUNKS; c++)
+        atomic_store(&decodings[c], 0);
     atomic_store(&placing_calls, 0);
     placed_in = back;
     ram_faults_placed = count_placing;
+    ram_faults_decoding = count_decoding;
+}
+
+static void stop_counting(void)
+{
+    ram_faults_placed = NULL;
+    ram_faults_decoding = NULL;
+}
+
+/* No chunk decoded twice: the ones the fault thread began are finished by
+ * the fill from where it stopped. */
+static void assert_each_chunk_decoded_once(void)
+{
+    for (size_t c = 0; c < CHUNKS; c++)
+        if (atomic_load(&decodings[c]) != 1)
+            fail_msg("chunk %zu decoded %u times", c, atomic_load(&decodings[c]));
 }
 
 /* Pages [first, first + n) of RAM_LOW present (mincore: the kernel's own
@@ -370,8 +393,9 @@ static size_t placed_pages(size_t first, size_t n)
 }
 
 /* A touch is served by the 64 KiB window around it (16 pages) before
- * anything else of its chunk; the rest of that chunk is the fill's first
- * work, before chunk 0; each page placed once. */
+ * anything else of its chunk; the rest of that chunk is placed by the
+ * fill from the fault thread's copy (decoded once); each page placed
+ * once. */
 static void fault_places_window_then_rest(void **state)
 {
     struct guest_memory mem, back;
@@ -402,17 +426,17 @@ static void fault_places_window_then_rest(void **state)
     assert_int_equal(present_pages(&back, window3, 16), 16);
     assert_int_equal(present_pages(&back, chunk1, 128), 16);
 
-    /* The rest, after, and first: the fill's first 7 placings are the
-     * other windows of chunk 1; then the whole RAM, each page once. */
+    /* The rest, after: the whole RAM, each page once, each chunk decoded
+     * once (chunk 1 by the fault thread, finished by the fill). */
     sem_post(&fill);
     assert_int_equal(ram_faults_complete(faults), 0);
     alarm(0);
-    for (unsigned k = 1; k < 8; k++)
-        assert_true(placing_log[k] >= chunk1 && placing_log[k] < chunk1 + 128);
     assert_each_page_placed_once();
+    assert_each_chunk_decoded_once();
     assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
     ram_faults_stop(faults);
-    ram_faults_placed = NULL;
+    stop_counting();
     ram_faults_fill_gate = NULL;
     sem_destroy(&fill);
     end(b, &back, &mem);
@@ -450,10 +474,11 @@ static void every_page_placed_once(void **state)
     assert_int_equal(ram_faults_complete(faults), 0);
     ram_faults_stop(faults);
     alarm(0);
-    ram_faults_placed = NULL;
+    stop_counting();
     ram_faults_fill_gate = NULL;
     sem_destroy(&fill);
     assert_each_page_placed_once();
+    assert_each_chunk_decoded_once();
     assert_same_ram(&mem, &back);
     assert_cache_is_ram(&mem);
     end(b, &back, &mem);
@@ -530,10 +555,52 @@ static void fault_never_waits_for_the_fill(void **state)
     assert_int_equal(placed_pages(0, 16), 32); /* by both; the second found them there */
     assert_same_ram(&mem, &back);
     assert_cache_is_ram(&mem);
-    ram_faults_placed = NULL;
+    stop_counting();
     ram_faults_fill_gate = NULL;
     sem_destroy(&fill);
     sem_destroy(&fill_resumes);
+    end(b, &back, &mem);
+}
+
+/* A chunk is decoded a part at a time, from its stored bytes checked
+ * whole first: asked for its first window, a zstd chunk decodes its
+ * first block (128 KiB), not all of it; on, the rest, the same bytes. */
+static void chunk_decodes_only_as_far_as_asked(void **state)
+{
+    struct guest_memory mem, back;
+    struct bundle_memory_image *img;
+    struct bundle_chunk_decoder *d;
+    struct bundle *b;
+    uint8_t *bytes = malloc(512u << 10);
+    size_t ready;
+    bool zero;
+    (void)state;
+
+    saved_ram(&mem); /* chunk 1: compressible, zstd */
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
+    assert_int_equal(bundle_chunk_decoder_new(&d), 0);
+    assert_int_equal(bundle_memory_image_begin(img, d, 1, bytes, &zero), 0);
+    assert_false(zero);
+    assert_int_equal(bundle_chunk_decode_to(d, 0, &ready), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(bundle_chunk_decode_to(d, 64u << 10, &ready), 0);
+    assert_true(ready >= (64u << 10) && ready <= (128u << 10));
+    assert_memory_equal(bytes, mem.regions[0].host + (512u << 10), ready);
+    assert_int_equal(bundle_chunk_decode_to(d, 512u << 10, &ready), 0);
+    assert_int_equal(ready, 512u << 10);
+    assert_memory_equal(bytes, mem.regions[0].host + (512u << 10), 512u << 10);
+    /* A chunk stored raw is whole once begun; a zero one is zero. */
+    assert_int_equal(bundle_memory_image_begin(img, d, 4, bytes, &zero), 0);
+    assert_int_equal(bundle_chunk_decode_to(d, 4096, &ready), 0);
+    assert_int_equal(ready, 512u << 10);
+    assert_memory_equal(bytes, mem.regions[0].host + (2u << 20), 512u << 10);
+    assert_int_equal(bundle_memory_image_begin(img, d, 3, bytes, &zero), 0);
+    assert_true(zero);
+    bundle_chunk_decoder_free(d);
+    bundle_memory_image_free(img);
+    free(bytes);
     end(b, &back, &mem);
 }
 
@@ -596,7 +663,7 @@ static void corrupt_chunk_is_refused(void **state)
     assert_non_null(strstr(broken, "memory chunk 4"));
     /* Not one page of it was placed, by either thread. */
     assert_int_equal(placed_pages(4 * 128, 128), 0);
-    ram_faults_placed = NULL;
+    stop_counting();
     assert_null(cache_file(".ram"));
     assert_false(any_tmp());
     ram_faults_stop(faults);
@@ -867,6 +934,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
+        cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
