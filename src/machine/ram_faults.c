@@ -264,7 +264,9 @@ static int begin_checked(struct ram_faults *f, struct decoded *d, size_t i)
     if (ram_faults_decoding)
         ram_faults_decoding(i);
     d->chunk = f->chunks;
+    uint64_t start = trace_now_us();
     int r = refused(f, bundle_memory_image_begin(f->img, d->decoder, i, d->bytes, &d->zero));
+    trace_add_count(TRACE_FAULT_CHECK_US, trace_now_us() - start);
     if (r == 0)
         r = refused(f, bundle_chunk_decode_to(d->decoder, 0, &d->ready));
     if (r == 0)
