@@ -134,24 +134,18 @@ static void assert_cache_is_ram(const struct guest_memory *mem)
     close(fd);
 }
 
-/* A first start (as how says) of the bundle at path into fresh RAM
+/* A first start (--memory serve) of the bundle at path into fresh RAM
  * (back): served. */
-static void start_first_as(enum machine_memory how, struct guest_memory *back, struct bundle **b,
-                           struct ram_faults **faults)
+static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
 {
     char *record = NULL;
     *faults = NULL;
     assert_int_equal(bundle_open(path, b), 0);
     assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
     back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(*b, back, how, &record, faults), 0);
+    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults), 0);
     assert_non_null(*faults);
     assert_null(record);
-}
-
-static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
-{
-    start_first_as(MACHINE_MEMORY_SERVE, back, b, faults);
 }
 
 static void end(struct bundle *b, struct guest_memory *back, struct guest_memory *mem)
@@ -205,33 +199,43 @@ static void first_start_serves_faults(void **state)
     end(b, &back, &mem);
 }
 
-/* A first start is served by default; --memory map unpacks the whole
- * cache before it returns (no server), the opt-out. */
-static void first_start_served_by_default_map_unpacks(void **state)
+/* A first start unpacks the whole cache before it returns by default (no
+ * server), as --memory map does; --memory serve serves it. */
+static void unpacked_first(enum machine_memory how, const struct guest_memory *mem)
+{
+    struct guest_memory back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char *record = NULL;
+    char rm[300];
+
+    snprintf(rm, sizeof(rm), "rm -rf '%s/smolvm/memory'", cache);
+    assert_int_equal(system(rm), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(machine_cached_memory(b, &back, how, &record, &faults), 0);
+    assert_null(faults);
+    assert_non_null(cache_file(".ram")); /* unpacked before the guest runs */
+    assert_same_ram(mem, &back);
+    free(record);
+    bundle_close(b);
+    guest_memory_free(&back);
+    assert_int_equal(system(rm), 0);
+}
+
+static void first_start_unpacks_by_default_served_on_request(void **state)
 {
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
-    char *record = NULL;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_MAP, &record, &faults), 0);
-    assert_null(faults);
-    assert_non_null(cache_file(".ram")); /* unpacked before the guest runs */
-    assert_same_ram(&mem, &back);
-    free(record);
-    bundle_close(b);
-    guest_memory_free(&back);
-    char rm[300];
-    snprintf(rm, sizeof(rm), "rm -rf '%s/smolvm/memory'", cache);
-    assert_int_equal(system(rm), 0);
-
-    start_first_as(MACHINE_MEMORY_DEFAULT, &back, &b, &faults);
+    unpacked_first(MACHINE_MEMORY_DEFAULT, &mem);
+    unpacked_first(MACHINE_MEMORY_MAP, &mem);
+    start_first(&back, &b, &faults);
     assert_same_ram(&mem, &back);
     assert_int_equal(ram_faults_complete(faults), 0);
     ram_faults_stop(faults);
@@ -929,7 +933,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
-        cmocka_unit_test_setup_teardown(first_start_served_by_default_map_unpacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_start_unpacks_by_default_served_on_request, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
