@@ -110,8 +110,20 @@ void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, 
 struct bundle_chunk_decoder;
 int bundle_chunk_decoder_new(struct bundle_chunk_decoder **out) __attribute__((warn_unused_result));
 void bundle_chunk_decoder_free(struct bundle_chunk_decoder *d);
-/* Reads, checks and decodes chunk i into dst (room for its length) with
- * d; 0 with *zero set: an all-zero chunk, dst untouched. -EINVAL (message
+/* Reads chunk i's stored bytes into d and checks their hash: nothing is
+ * decoded before (a chunk that fails it is never decoded into dst, room
+ * for its length). 0 with *zero set: an all-zero chunk, dst untouched. A
+ * stored (raw) chunk is read straight into dst, whole. */
+int bundle_memory_image_begin(const struct bundle_memory_image *img,
+                              struct bundle_chunk_decoder *d, size_t i, uint8_t *dst,
+                              bool *zero) __attribute__((warn_unused_result));
+/* Decodes d's chunk on into its dst until at least upto bytes are out
+ * (zstd blocks: up to 128 KiB more), or all: *ready, the bytes out. Once
+ * all are, the frame must end there with the stored bytes. -EINVAL
+ * (message naming the chunk): corrupt; a zero chunk is ready whole. */
+int bundle_chunk_decode_to(struct bundle_chunk_decoder *d, size_t upto, size_t *ready)
+    __attribute__((warn_unused_result));
+/* Begins and decodes chunk i whole into dst with d; -EINVAL (message
  * naming the chunk): corrupt. */
 int bundle_memory_image_decode(const struct bundle_memory_image *img,
                                struct bundle_chunk_decoder *d, size_t i, uint8_t *dst,

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
+#define ZSTD_STATIC_LINKING_ONLY /* buffer-less decoding (bundle_chunk_decode_to) */
 #include <zstd.h>
 
 #include "bundle/internal.h"
@@ -356,9 +357,16 @@ static int read_checked(const struct load *ld, size_t i, uint8_t *packed)
     return r < 0 ? r : bundle_verify(ld->b, packed, c->stored, c->sha256, what);
 }
 
+/* A chunk being decoded a part at a time (zstd's buffer-less decoding:
+ * block by block straight into dst, where the blocks before stay as its
+ * window), from stored bytes read and checked whole first. */
 struct bundle_chunk_decoder {
     uint8_t *packed; /* MEMORY_CHUNK: a zstd chunk is stored in fewer bytes than it holds */
     ZSTD_DCtx *zstd;
+    const struct load *ld; /* the chunk begun: */
+    size_t chunk;
+    uint8_t *dst;
+    size_t in, out; /* stored bytes used, bytes decoded */
 };
 
 int bundle_chunk_decoder_new(struct bundle_chunk_decoder **out)
@@ -384,10 +392,8 @@ void bundle_chunk_decoder_free(struct bundle_chunk_decoder *d)
     free(d);
 }
 
-/* A checked chunk's stored bytes (packed) decoded into dst, with d's zstd
- * context when there is one. */
-static int decode_chunk(const struct load *ld, struct bundle_chunk_decoder *d, size_t i,
-                        const uint8_t *packed, uint8_t *dst)
+/* A checked chunk's stored bytes (packed) decoded into dst. */
+static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, uint8_t *dst)
 {
     const struct chunk *c = &ld->l.chunks[i];
     size_t n;
@@ -397,8 +403,7 @@ static int decode_chunk(const struct load *ld, struct bundle_chunk_decoder *d, s
             memcpy(dst, packed, c->len);
         return 0;
     }
-    n = d ? ZSTD_decompressDCtx(d->zstd, dst, c->len, packed, c->stored)
-          : ZSTD_decompress(dst, c->len, packed, c->stored);
+    n = ZSTD_decompress(dst, c->len, packed, c->stored);
     if (ZSTD_isError(n) || n != c->len)
         return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu does not decompress",
                          ld->b->path, i);
@@ -406,10 +411,9 @@ static int decode_chunk(const struct load *ld, struct bundle_chunk_decoder *d, s
 }
 
 /* Chunk i read, checked and decoded into dst (private memory: guest RAM
- * not yet running, or a buffer), through d's buffers when given. 0 with
- * *zero set: an elided chunk, dst untouched. */
-static int chunk_bytes(const struct load *ld, struct bundle_chunk_decoder *d, size_t i,
-                       uint8_t *dst, bool *zero)
+ * not yet running, or a buffer). 0 with *zero set: an elided chunk, dst
+ * untouched. */
+static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero)
 {
     const struct chunk *c = &ld->l.chunks[i];
     uint8_t *packed = dst;
@@ -419,13 +423,13 @@ static int chunk_bytes(const struct load *ld, struct bundle_chunk_decoder *d, si
     if (*zero)
         return 0;
     if (c->kind == CHUNK_ZSTD)
-        packed = d ? d->packed : malloc(c->stored); /* stored < len <= MEMORY_CHUNK */
+        packed = malloc(c->stored); /* stored < len <= MEMORY_CHUNK */
     if (!packed)
         return err_set(ENOMEM, "memory chunk %zu", i);
     r = read_checked(ld, i, packed);
     if (r == 0)
-        r = decode_chunk(ld, d, i, packed, dst);
-    if (packed != dst && !d)
+        r = decode_chunk(ld, i, packed, dst);
+    if (packed != dst)
         free(packed);
     return r;
 }
@@ -434,7 +438,7 @@ static int load_chunk(void *ctx, size_t i)
 {
     struct load *ld = ctx;
     bool zero;
-    return chunk_bytes(ld, NULL, i, (uint8_t *)ld->l.chunks[i].host, &zero);
+    return chunk_bytes(ld, i, (uint8_t *)ld->l.chunks[i].host, &zero);
 }
 
 /* Into the file through a buffer: decompressed into a shared
@@ -444,7 +448,7 @@ static int file_chunk(void *ctx, size_t i)
     struct load *ld = ctx;
     uint8_t buffer[MEMORY_CHUNK];
     bool zero;
-    int r = chunk_bytes(ld, NULL, i, buffer, &zero);
+    int r = chunk_bytes(ld, i, buffer, &zero);
 
     if (r < 0 || zero)
         return r;
@@ -544,10 +548,65 @@ void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, 
     *host = (uint8_t *)c->host;
 }
 
+int bundle_memory_image_begin(const struct bundle_memory_image *img,
+                              struct bundle_chunk_decoder *d, size_t i, uint8_t *dst, bool *zero)
+{
+    const struct chunk *c = &img->ld.l.chunks[i];
+    int r = 0;
+
+    *d = (struct bundle_chunk_decoder){.packed = d->packed, .zstd = d->zstd, .ld = &img->ld,
+                                       .chunk = i, .dst = dst, .out = c->len};
+    *zero = c->kind == CHUNK_ZERO;
+    if (c->kind == CHUNK_RAW)
+        r = read_checked(&img->ld, i, dst);
+    if (c->kind != CHUNK_ZSTD)
+        return r;
+    d->out = 0;
+    r = read_checked(&img->ld, i, d->packed);
+    if (r == 0 && ZSTD_isError(ZSTD_decompressBegin(d->zstd)))
+        r = err_set(ENOMEM, "memory chunk decoder");
+    return r;
+}
+
+/* The decoder's chunk corrupt (said). */
+static int undecodable(const struct bundle_chunk_decoder *d)
+{
+    return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu does not decompress",
+                     d->ld->b->path, d->chunk);
+}
+
+int bundle_chunk_decode_to(struct bundle_chunk_decoder *d, size_t upto, size_t *ready)
+{
+    const struct chunk *c = &d->ld->l.chunks[d->chunk];
+    size_t need;
+
+    if (c->kind != CHUNK_ZSTD) { /* ready whole since begun */
+        *ready = d->out;
+        return 0;
+    }
+    /* Once all of it is out, on to the frame's end: nothing may follow. */
+    while ((need = ZSTD_nextSrcSizeToDecompress(d->zstd)) && (d->out < upto || d->out == c->len)) {
+        if (need > c->stored - d->in)
+            return undecodable(d);
+        size_t n = ZSTD_decompressContinue(d->zstd, d->dst + d->out, c->len - d->out,
+                                           d->packed + d->in, need);
+        if (ZSTD_isError(n))
+            return undecodable(d);
+        d->in += need;
+        d->out += n;
+    }
+    if (!need && (d->out != c->len || d->in != c->stored))
+        return undecodable(d);
+    *ready = d->out;
+    return 0;
+}
+
 int bundle_memory_image_decode(const struct bundle_memory_image *img,
                                struct bundle_chunk_decoder *d, size_t i, uint8_t *dst, bool *zero)
 {
-    return chunk_bytes(&img->ld, d, i, dst, zero);
+    size_t ready;
+    int r = bundle_memory_image_begin(img, d, i, dst, zero);
+    return r < 0 ? r : bundle_chunk_decode_to(d, img->ld.l.chunks[i].len, &ready);
 }
 
 void bundle_memory_image_free(struct bundle_memory_image *img)

@@ -1,11 +1,19 @@
 /* The guest's first touch of a page of a chunk not yet in RAM stops its
  * thread (a vCPU in KVM, or a device thread) in the kernel and queues a
- * message here; the chunk is read, checked and decoded (bundle_memory_image_decode)
- * and placed with UFFDIO_COPY, which wakes it. Behind the guest every
- * chunk is placed in order and written to the cache file; when all are
- * in, the regions are unregistered (a page missing later, after a
- * MADV_DONTNEED, is plain anonymous memory again) and the cache file is
- * synced and named. */
+ * message here; the chunk is read and its stored bytes checked
+ * (bundle_memory_image_begin), decoded only as far as the window holding
+ * the page (WINDOW; zstd's blocks, bundle_chunk_decode_to), and that
+ * window alone is placed with UFFDIO_COPY, which wakes it: placing a page
+ * costs as much as decoding it, so the guest waits for 16 pages, not 128.
+ * A later touch of the chunk is served from the fault thread's slot,
+ * decoding on from where it stopped. Behind the guest, at idle priority,
+ * the fill places the rest of each chunk the fault thread lets go of
+ * (handed over with the slot, decoded on from there: no chunk the guest
+ * touched is decoded twice, unless the fill is so far behind that no
+ * spare slot is left), then every other chunk in order, and writes them
+ * to the cache file; when all are in, the regions are unregistered (a
+ * page missing later, after a MADV_DONTNEED, is plain anonymous memory
+ * again) and the cache file is synced and named. */
 #include "machine/ram_faults.h"
 
 #include <errno.h>
@@ -32,13 +40,63 @@
 
 #define PAGE 4096u
 #define MESSAGES 16
+/* What a fault places first around the touched page (aligned); chunks
+ * (at most MEMORY_CHUNK) hold at most 32 windows. */
+#define WINDOW (64u << 10)
+#define WINDOWS_MAX 32
+/* Chunks the fault thread keeps decoded (the guest's next touches), and
+ * slots to take their place while the fill places the rest of chunks it
+ * was handed. */
+#define DECODED_SLOTS 4
+#define SPARE_SLOTS 2
+#define SLOTS (DECODED_SLOTS + SPARE_SLOTS)
 
-/* Two threads place chunks: one serves faults (at the guest's priority),
- * one fills behind the guest in order (SCHED_IDLE: only the CPU time the
- * guest leaves) and writes the cache file. Both may place one chunk at
- * once: UFFDIO_COPY never replaces a page that is there (EEXIST, skipped),
- * so the second copy changes nothing, not even a page the guest wrote in
- * between. */
+/* A chunk the fault thread began to decode (only as far as the guest
+ * touched it): its windows are placed from here as the guest touches
+ * them, and the fill, handed it, decodes the rest on from there. */
+struct decoded {
+    size_t chunk; /* chunks: none */
+    bool zero;
+    size_t ready;  /* bytes decoded */
+    uint64_t used; /* when last touched (the slot least recently used is reused) */
+    uint8_t *bytes;
+    struct bundle_chunk_decoder *decoder; /* where its decoding stopped */
+};
+
+/* Slots passed from one thread to the other, neither waiting: one puts,
+ * one takes. Every slot is in one place only, so SLOTS never overflow. */
+struct slot_queue {
+    struct decoded *items[SLOTS];
+    atomic_size_t put, taken;
+};
+
+static void queue_put(struct slot_queue *q, struct decoded *d)
+{
+    size_t n = atomic_load_explicit(&q->put, memory_order_relaxed);
+    q->items[n % SLOTS] = d;
+    atomic_store_explicit(&q->put, n + 1, memory_order_release);
+}
+
+static struct decoded *queue_take(struct slot_queue *q)
+{
+    size_t n = atomic_load_explicit(&q->taken, memory_order_relaxed);
+    if (n == atomic_load_explicit(&q->put, memory_order_acquire))
+        return NULL;
+    struct decoded *d = q->items[n % SLOTS];
+    atomic_store_explicit(&q->taken, n + 1, memory_order_release);
+    return d;
+}
+
+/* Two threads place windows of chunks: one serves faults (at the guest's
+ * priority), one fills behind the guest in order (SCHED_IDLE: only the
+ * CPU time the guest leaves) and writes the cache file. A window is
+ * claimed (a bit in claimed[], set by one atomic or) before it is placed,
+ * so the fill never places what the fault thread did. A touch of a window
+ * the fill claimed but has not placed is placed by the fault thread too
+ * (never waiting for the fill, which a busy guest starves): the one
+ * placing there twice, where each page still lands once, as UFFDIO_COPY
+ * never replaces a page that is there (EEXIST, skipped): nothing the
+ * guest wrote is ever overwritten. */
 struct ram_faults {
     int uffd;
     pthread_t fault_thread, fill_thread;
@@ -48,12 +106,23 @@ struct ram_faults {
     size_t first_chunk[GUEST_MEMORY_MAX_REGIONS], chunk_size[GUEST_MEMORY_MAX_REGIONS];
     unsigned region_count;
     size_t chunks;
-    atomic_size_t faulted;
-    atomic_uchar *served, *touched; /* touched: faulted in by the guest */
+    atomic_size_t faulted, windows_left; /* windows not yet placed */
+    atomic_uint *claimed, *placed;       /* per chunk, a bit per window */
+    atomic_uchar *touched;               /* faulted in by the guest */
+    atomic_uchar *held;                  /* in a slot of the fault thread's */
+    struct decoded slots[SLOTS];
+    struct decoded *decoded[DECODED_SLOTS]; /* the fault thread's */
+    uint64_t uses;
+    /* Chunks the fault thread lets go of, decoded in part, to the fill
+     * (it does the rest of them first); their slots back. */
+    struct slot_queue handed, spare;
+    atomic_bool wants_held; /* the fill: every chunk left is held */
+    uint8_t *filled;        /* the fill's: chunks it did */
+    size_t filled_n, fill_from;
     char *working_set;
     struct guest_memory mem; /* the layout (for the working set) */
-    uint8_t *fault_buffer, *fill_buffer;
-    struct bundle_chunk_decoder *fault_decoder, *fill_decoder;
+    uint8_t *fill_buffer;
+    struct bundle_chunk_decoder *fill_decoder;
     char *cache_path, *tmp_path;
     int cache_fd;
     bool cache_failed; /* the fill's */
@@ -81,6 +150,8 @@ static void exit_broken(const char *message)
 void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
 sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
+void (*ram_faults_placed)(const uint8_t *at, size_t len);
+void (*ram_faults_decoding)(size_t chunk);
 
 /* The regions each server of this process holds, kept apart from the
  * server (plain ints and ranges, read by an exit handler while another
@@ -128,6 +199,8 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
 {
     bool existed = false;
 
+    if (ram_faults_placed)
+        ram_faults_placed(dst, len);
     for (size_t done = 0; done < len;) {
         int64_t moved;
         int r;
@@ -159,35 +232,144 @@ static int place(int uffd, uint8_t *dst, const uint8_t *src, size_t len)
     return 0;
 }
 
-/* Chunk i decoded into buffer (with the calling thread's decoder) and
- * placed unless it is there already; *zero: an all-zero chunk (buffer
- * untouched). */
-static int serve_chunk(struct ram_faults *f, struct bundle_chunk_decoder *d, size_t i,
-                       uint8_t *buffer, bool *zero)
+/* Chunk i's windows: a bit each. */
+static uint32_t all_windows(const struct ram_faults *f, size_t i)
 {
     uint64_t at;
     size_t len;
     uint8_t *host;
 
     bundle_memory_image_place(f->img, i, &at, &len, &host);
-    int r = bundle_memory_image_decode(f->img, d, i, buffer, zero);
+    unsigned n = (unsigned)((len + WINDOW - 1) / WINDOW);
+    return n >= 32 ? UINT32_MAX : (1u << n) - 1;
+}
+
+/* r: a chunk's check or decoding (<0: it failed, message set), said once
+ * when it failed (by default the process ends there): none of a chunk
+ * that fails its check is ever placed. */
+static int refused(struct ram_faults *f, int r)
+{
     if (r < 0) {
         if (f->cache_fd >= 0)
             unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
         if (!atomic_exchange(&f->reported, true))
             ram_faults_broken(err_msg());
-        return r;
     }
-    if (!atomic_load(&f->served[i])) {
-        uint64_t start = trace_now_us();
-        r = place(f->uffd, host, *zero ? NULL : buffer, len);
+    return r;
+}
+
+/* Chunk i begun into slot d: read and checked, nothing decoded yet. */
+static int begin_checked(struct ram_faults *f, struct decoded *d, size_t i)
+{
+    if (ram_faults_decoding)
+        ram_faults_decoding(i);
+    d->chunk = f->chunks;
+    uint64_t start = trace_now_us();
+    int r = refused(f, bundle_memory_image_begin(f->img, d->decoder, i, d->bytes, &d->zero));
+    trace_add_count(TRACE_FAULT_CHECK_US, trace_now_us() - start);
+    if (r == 0)
+        r = refused(f, bundle_chunk_decode_to(d->decoder, 0, &d->ready));
+    if (r == 0)
+        d->chunk = i;
+    return r;
+}
+
+/* Slot d's chunk decoded at least up to upto (said when it fails). */
+static int decoded_to(struct ram_faults *f, struct decoded *d, size_t upto)
+{
+    return d->ready >= upto ? 0 : refused(f, bundle_chunk_decode_to(d->decoder, upto, &d->ready));
+}
+
+/* The windows of chunk i in want, claimed and placed from bytes (chunk i
+ * decoded; NULL: zero), each run of adjacent ones in one call: those
+ * nobody claimed yet, or (overtake: the fault thread's) all of them, so a
+ * fault never waits for a window the idle fill claimed and has not placed. */
+static int place_windows(struct ram_faults *f, size_t i, uint32_t want, const uint8_t *bytes,
+                         bool overtake)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+    uint32_t unclaimed = want & ~atomic_fetch_or(&f->claimed[i], want);
+    uint32_t mine = overtake ? want : unclaimed;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    for (unsigned w = 0; w < WINDOWS_MAX && mine >> w;) {
+        if (!(mine >> w & 1)) {
+            w++;
+            continue;
+        }
+        unsigned end = w;
+        while (end < WINDOWS_MAX && mine >> end & 1)
+            end++;
+        size_t from = (size_t)w * WINDOW, to = (size_t)end * WINDOW < len ? (size_t)end * WINDOW : len;
+        int r = place(f->uffd, host + from, bytes ? bytes + from : NULL, to - from);
         if (r < 0)
             return err_set(-r, "placing memory chunk %zu", i);
-        atomic_store(&f->served[i], 1);
-        if (buffer == f->fault_buffer)
-            trace_add_count(TRACE_FAULT_PLACE_US, trace_now_us() - start);
+        uint32_t run = (end >= 32 ? UINT32_MAX : (1u << end) - 1) & ~((1u << w) - 1);
+        uint32_t first_placed = run & ~atomic_fetch_or(&f->placed[i], run);
+        atomic_fetch_sub(&f->windows_left, (size_t)__builtin_popcount(first_placed));
+        w = end;
     }
     return 0;
+}
+
+/* The fault thread lets go of its slot k (decoding, or asked to): the
+ * chunk in it goes to the fill with the slot, and a spare takes its place;
+ * with none spare (the fill behind), the chunk is dropped (the fill decodes
+ * it itself). False: kept (keep_if_no_spare). */
+static bool let_go_of_slot(struct ram_faults *f, unsigned k, bool keep_if_no_spare)
+{
+    struct decoded *d = f->decoded[k], *spare = queue_take(&f->spare);
+    size_t i = d->chunk;
+
+    if (!spare && keep_if_no_spare)
+        return false;
+    if (spare) {
+        queue_put(&f->handed, d); /* before it is no longer held: the fill never loses it */
+        f->decoded[k] = spare;
+    }
+    f->decoded[k]->chunk = f->chunks;
+    atomic_store(&f->held[i], 0);
+    return true;
+}
+
+/* Chunk i in a slot of the fault thread's: kept, or begun now in the slot
+ * least recently used. NULL: it failed its check (said). */
+static struct decoded *decoded_chunk(struct ram_faults *f, size_t i)
+{
+    unsigned lru = 0;
+
+    for (unsigned k = 0; k < DECODED_SLOTS; k++) {
+        if (f->decoded[k]->chunk == i) {
+            f->decoded[k]->used = ++f->uses;
+            return f->decoded[k];
+        }
+        if (f->decoded[k]->used < f->decoded[lru]->used)
+            lru = k;
+    }
+    if (f->decoded[lru]->chunk != f->chunks)
+        let_go_of_slot(f, lru, false);
+    struct decoded *d = f->decoded[lru];
+    atomic_store(&f->held[i], 1);
+    if (begin_checked(f, d, i) < 0) {
+        atomic_store(&f->held[i], 0);
+        return NULL;
+    }
+    trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
+    d->used = ++f->uses;
+    return d;
+}
+
+/* What the fill asked for: the chunks the fault thread holds, as many as
+ * spare slots allow (it asks again). */
+static void hand_over_held(struct ram_faults *f)
+{
+    if (!atomic_exchange(&f->wants_held, false))
+        return;
+    for (unsigned k = 0; k < DECODED_SLOTS; k++)
+        if (f->decoded[k]->chunk != f->chunks && !let_go_of_slot(f, k, true))
+            return;
 }
 
 /* The chunk holding addr, or chunks when it is none of ours. */
@@ -199,6 +381,36 @@ static size_t chunk_of(const struct ram_faults *f, uint64_t addr)
             return f->first_chunk[r] + (addr - host) / f->chunk_size[r];
     }
     return f->chunks;
+}
+
+/* The page at addr, in chunk i, touched: its window placed (waking the
+ * guest), the rest of the chunk left to the fill, which does it next. */
+static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    unsigned w = (unsigned)((addr - (uintptr_t)host) / WINDOW);
+    atomic_store(&f->touched[i], 1);
+    if (atomic_load(&f->placed[i]) >> w & 1) { /* placed after this fault was queued */
+        struct uffdio_range page = {addr, PAGE};
+        ioctl(f->uffd, UFFDIO_WAKE, &page);
+        return 0;
+    }
+    uint64_t start = trace_now_us();
+    struct decoded *d = decoded_chunk(f, i);
+    size_t window_end = (size_t)(w + 1) * WINDOW;
+    if (!d || decoded_to(f, d, window_end < len ? window_end : len) < 0)
+        return -EBADMSG;
+    uint64_t placing = trace_now_us();
+    int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes, true);
+    uint64_t end = trace_now_us();
+    trace_add_count(TRACE_FAULT_PLACE_US, end - placing);
+    trace_add_count(TRACE_FAULT_SERVE_US, end - start);
+    trace_add_count(TRACE_FAULTED_WINDOWS, 1);
+    return r;
 }
 
 static int serve_faults(struct ram_faults *f)
@@ -213,21 +425,9 @@ static int serve_faults(struct ram_faults *f)
             continue;
         uint64_t addr = msgs[k].arg.pagefault.address & ~(uint64_t)(PAGE - 1);
         size_t i = chunk_of(f, addr);
-        if (i == f->chunks)
-            continue;
-        atomic_store(&f->touched[i], 1);
-        if (atomic_load(&f->served[i])) { /* placed after this fault was queued */
-            struct uffdio_range page = {addr, PAGE};
-            ioctl(f->uffd, UFFDIO_WAKE, &page);
-            continue;
-        }
-        bool zero;
-        uint64_t start = trace_now_us();
-        int r = serve_chunk(f, f->fault_decoder, i, f->fault_buffer, &zero);
+        int r = i == f->chunks ? 0 : serve_page(f, i, addr);
         if (r < 0)
             return r;
-        trace_add_count(TRACE_FAULT_SERVE_US, trace_now_us() - start);
-        trace_set_count(TRACE_FAULTED_CHUNKS, atomic_fetch_add(&f->faulted, 1) + 1);
     }
     return 0;
 }
@@ -319,6 +519,7 @@ static void *fault_main(void *arg)
     /* The flags are looked at between waits of at most 20 ms. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
         int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
+        hand_over_held(f);
         /* Once finished, the regions are unregistered under it (and every
          * chunk is in): a failed placing is no failure then. */
         if (r < 0 && !atomic_load(&f->finished))
@@ -347,6 +548,101 @@ static void write_working_set(struct ram_faults *f)
     free(list);
 }
 
+/* Chunk i's windows placed where nobody did, from bytes (NULL: zero),
+ * and written to the cache file. */
+static int place_rest(struct ram_faults *f, size_t i, const uint8_t *bytes)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+    int r = 0;
+
+    /* A window at a time: a touch of a window claimed here and not yet
+     * placed is served by the fault thread too. */
+    for (uint32_t w = 0, all = all_windows(f, i); r == 0 && w < WINDOWS_MAX && all >> w; w++)
+        r = place_windows(f, i, (1u << w) & all, bytes, false);
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    /* A cache that cannot be written costs only later starts. */
+    if (r == 0 && bytes && f->cache_fd >= 0 && !f->cache_failed &&
+        disk_pwrite_all(f->cache_fd, bytes, len, (off_t)at) < 0)
+        f->cache_failed = true;
+    return r;
+}
+
+static void mark_filled(struct ram_faults *f, size_t i)
+{
+    f->filled[i] = 1;
+    f->filled_n++;
+}
+
+/* Chunk i decoded here (the fill's own buffer) and done. */
+static int fill_chunk(struct ram_faults *f, size_t i)
+{
+    bool zero;
+    bool caching = f->cache_fd >= 0 && !f->cache_failed;
+
+    mark_filled(f, i);
+    if (!caching && !(all_windows(f, i) & ~atomic_load(&f->claimed[i])))
+        return 0; /* nothing left to do with it */
+    if (ram_faults_decoding)
+        ram_faults_decoding(i);
+    int r = refused(f, bundle_memory_image_decode(f->img, f->fill_decoder, i, f->fill_buffer, &zero));
+    return r < 0 ? r : place_rest(f, i, zero ? NULL : f->fill_buffer);
+}
+
+/* A chunk the fault thread handed over: decoded on from where it stopped
+ * and done; the slot back to it. */
+static int fill_handed(struct ram_faults *f, struct decoded *d)
+{
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+    size_t i = d->chunk;
+    int r = 0;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    if (!f->filled[i]) {
+        mark_filled(f, i);
+        r = decoded_to(f, d, len);
+        if (r == 0)
+            r = place_rest(f, i, d->zero ? NULL : d->bytes);
+    }
+    d->chunk = f->chunks;
+    queue_put(&f->spare, d);
+    return r;
+}
+
+/* The next chunk the fill does itself: the first not done and not held by
+ * the fault thread (chunks: none). */
+static size_t next_to_fill(struct ram_faults *f)
+{
+    while (f->fill_from < f->chunks && f->filled[f->fill_from])
+        f->fill_from++;
+    for (size_t i = f->fill_from; i < f->chunks; i++)
+        if (!f->filled[i] && !atomic_load(&f->held[i]))
+            return i;
+    return f->chunks;
+}
+
+/* One step of the fill: a chunk handed over (the guest touched it: it
+ * touches it again), else one in order; with only chunks the fault
+ * thread holds left, it is asked for them. 1: every chunk done. */
+static int fill_step(struct ram_faults *f)
+{
+    struct decoded *d = queue_take(&f->handed);
+    size_t i;
+
+    if (d)
+        return fill_handed(f, d);
+    if ((i = next_to_fill(f)) < f->chunks)
+        return fill_chunk(f, i);
+    if (f->filled_n == f->chunks)
+        return 1;
+    atomic_store(&f->wants_held, true);
+    usleep(1000);
+    return 0;
+}
+
 static void *fill_main(void *arg)
 {
     struct ram_faults *f = arg;
@@ -357,29 +653,26 @@ static void *fill_main(void *arg)
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
     if (ram_faults_fill_gate)
         sem_wait(ram_faults_fill_gate);
-    /* Only this thread writes the cache file: a chunk the guest faulted
-     * in is decoded again for it. */
-    for (size_t i = 0; r == 0 && i < f->chunks; i++) {
-        uint64_t at;
-        size_t len;
-        uint8_t *host;
-        bool zero;
+    /* Only this thread writes the cache file. */
+    while (r == 0) {
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
             return NULL;
         /* Waited for (a save, a VM that stopped): no guest to leave the
          * CPU to any more, so no reason to take only what others leave. */
         if (atomic_exchange(&f->hurry, false))
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
-        r = serve_chunk(f, f->fill_decoder, i, f->fill_buffer, &zero);
-        bundle_memory_image_place(f->img, i, &at, &len, &host);
-        /* A cache that cannot be written costs only later starts. */
-        if (r == 0 && !zero && f->cache_fd >= 0 && !f->cache_failed &&
-            disk_pwrite_all(f->cache_fd, f->fill_buffer, len, (off_t)at) < 0)
-            f->cache_failed = true;
+        r = fill_step(f);
     }
     if (r < 0) {
         conclude(f, r);
         return NULL;
+    }
+    /* A window the fault thread claimed is placed in a moment: the
+     * regions stay registered until it is. */
+    while (atomic_load(&f->windows_left) > 0) {
+        if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
+            return NULL;
+        usleep(1000);
     }
     /* Every chunk in: the regions are plain RAM again, the cache named. */
     atomic_store(&f->finished, true);
@@ -388,6 +681,23 @@ static void *fill_main(void *arg)
     write_working_set(f);
     conclude(f, 0);
     return NULL;
+}
+
+/* The slots, each with room for the largest chunk: the fault thread's
+ * first, the rest spare. */
+static int make_slots(struct ram_faults *f, size_t largest)
+{
+    for (unsigned k = 0; k < SLOTS; k++) {
+        struct decoded *d = &f->slots[k];
+        *d = (struct decoded){.chunk = f->chunks, .bytes = aligned_alloc(PAGE, largest)};
+        if (!d->bytes || bundle_chunk_decoder_new(&d->decoder) < 0)
+            return err_set(ENOMEM, "guest memory server");
+        if (k < DECODED_SLOTS)
+            f->decoded[k] = d;
+        else
+            queue_put(&f->spare, d);
+    }
+    return 0;
 }
 
 /* The chunk tables: each region's first chunk and chunk size (all but a
@@ -410,18 +720,22 @@ static int index_chunks(struct ram_faults *f, const struct guest_memory *mem)
                 f->first_chunk[r] = i;
                 f->chunk_size[r] = len;
             }
-        if ((uintptr_t)host % PAGE || len % PAGE)
+        if ((uintptr_t)host % PAGE || len % PAGE || len > (size_t)WINDOW * WINDOWS_MAX)
             return err_plain(EINVAL, "memory chunk %zu is not whole pages", i);
         largest = len > largest ? len : largest;
     }
-    f->served = calloc(f->chunks ? f->chunks : 1, sizeof(*f->served));
+    f->claimed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->claimed));
+    f->placed = calloc(f->chunks ? f->chunks : 1, sizeof(*f->placed));
     f->touched = calloc(f->chunks ? f->chunks : 1, sizeof(*f->touched));
+    f->held = calloc(f->chunks ? f->chunks : 1, sizeof(*f->held));
+    f->filled = calloc(f->chunks ? f->chunks : 1, sizeof(*f->filled));
     f->mem = *mem;
-    f->fault_buffer = aligned_alloc(PAGE, largest);
     f->fill_buffer = aligned_alloc(PAGE, largest);
-    if (!f->served || !f->touched || !f->fault_buffer || !f->fill_buffer)
+    if (!f->claimed || !f->placed || !f->touched || !f->held || !f->filled || !f->fill_buffer)
         return err_set(ENOMEM, "guest memory server");
-    int r = bundle_chunk_decoder_new(&f->fault_decoder);
+    for (size_t i = 0; i < f->chunks; i++)
+        f->windows_left += (size_t)__builtin_popcount(all_windows(f, i));
+    int r = make_slots(f, largest);
     return r < 0 ? r : bundle_chunk_decoder_new(&f->fill_decoder);
 }
 
@@ -490,12 +804,17 @@ static void release(struct ram_faults *f)
     bundle_memory_image_free(f->img);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
-    free(f->served);
+    free(f->claimed);
+    free(f->placed);
     free(f->touched);
+    free(f->held);
+    free(f->filled);
     free(f->working_set);
-    free(f->fault_buffer);
+    for (unsigned k = 0; k < SLOTS; k++) {
+        free(f->slots[k].bytes);
+        bundle_chunk_decoder_free(f->slots[k].decoder);
+    }
     free(f->fill_buffer);
-    bundle_chunk_decoder_free(f->fault_decoder);
     bundle_chunk_decoder_free(f->fill_decoder);
     free(f->cache_path);
     free(f->tmp_path);

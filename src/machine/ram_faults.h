@@ -4,7 +4,8 @@
  * private memory, its hash checked there and decoded from those same
  * bytes before any of it is placed (the bytes used are the bytes checked;
  * hashing every chunk before the guest runs would cost a first start
- * what it saves). The rest follows behind the guest, and the memory cache
+ * what it saves), only as far as the 64 KiB around the page, which are
+ * placed first. The rest follows behind the guest, and the memory cache
  * file is written from the same decoded chunks, so later starts map it. A
  * chunk that fails its check is never placed: the guest, which needs it,
  * cannot go on (ram_faults_broken). Two threads (faults; the fill); their
@@ -69,5 +70,11 @@ extern sem_t *ram_faults_fill_gate;
 /* Test seam: when set, the fault thread waits for it before it serves
  * anything (so a test's threads are waiting in their faults first). */
 extern sem_t *ram_faults_serve_gate;
+/* Test seam: called with every range about to be placed (by either
+ * thread, under its seccomp filter: no system calls). */
+extern void (*ram_faults_placed)(const uint8_t *at, size_t len);
+/* Test seam: called with every chunk about to be decoded (by either
+ * thread, under its seccomp filter: no system calls). */
+extern void (*ram_faults_decoding)(size_t chunk);
 
 #endif

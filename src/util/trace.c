@@ -27,6 +27,8 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_FAULTED_CHUNKS] = "faulted_chunks",
     [TRACE_FAULT_SERVE_US] = "fault_serve_us",
     [TRACE_FAULT_PLACE_US] = "fault_place_us",
+    [TRACE_FAULT_CHECK_US] = "fault_check_us",
+    [TRACE_FAULTED_WINDOWS] = "faulted_windows",
     [TRACE_SECCOMP_US] = "seccomp_us",
 };
 

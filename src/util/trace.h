@@ -32,6 +32,8 @@ enum trace_count {
     TRACE_FAULTED_CHUNKS,   /* a first start's RAM chunks placed as the guest touched them */
     TRACE_FAULT_SERVE_US,   /* the time those took: read, checked, decoded and placed */
     TRACE_FAULT_PLACE_US,   /* of which placing them (UFFDIO_COPY) */
+    TRACE_FAULT_CHECK_US,   /* and reading them and checking their hash */
+    TRACE_FAULTED_WINDOWS,  /* the windows of those chunks the guest waited for (the rest placed after) */
     TRACE_SECCOMP_US,       /* every thread's time building and loading its seccomp filter */
     TRACE_COUNT_COUNT
 };

@@ -110,6 +110,34 @@ static void read_sections(struct bundle *b)
     }
 }
 
+/* The memory decoded as a first start serves it: chunk by chunk, a
+ * window (64 KiB) further at a time. */
+static void decode_in_windows(const struct bundle *b)
+{
+    static uint8_t chunk[512u << 10];
+    struct bundle_memory_image *img;
+    struct bundle_chunk_decoder *d;
+
+    if (bundle_memory_image_read(b, "memory", &ram, &img) < 0)
+        return;
+    if (bundle_chunk_decoder_new(&d) == 0) {
+        for (size_t i = 0; i < bundle_memory_image_chunks(img); i++) {
+            uint64_t at;
+            size_t len, ready = 0;
+            uint8_t *host;
+            bool zero;
+            bundle_memory_image_place(img, i, &at, &len, &host);
+            if (len > sizeof(chunk) || bundle_memory_image_begin(img, d, i, chunk, &zero) < 0)
+                continue;
+            for (size_t upto = 0; ready < len; upto += 64u << 10) /* ends: all, or corrupt */
+                if (bundle_chunk_decode_to(d, upto < len ? upto : len, &ready) < 0)
+                    break;
+        }
+        bundle_chunk_decoder_free(d);
+    }
+    bundle_memory_image_free(img);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[64];
@@ -125,6 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (bundle_open(path, &b) == 0) {
         read_sections(b);
         (void)bundle_load_memory(b, "memory", &ram);
+        decode_in_windows(b);
         /* The cache keys on the section hash: a fresh folder each time
          * would be slow; stale entries are what a real cache meets too. */
         (void)machine_memory_cache(b, "memory", &ram, cache_dir, MEMORY_CACHE_COPY);

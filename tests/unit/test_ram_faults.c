@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,24 +134,18 @@ static void assert_cache_is_ram(const struct guest_memory *mem)
     close(fd);
 }
 
-/* A first start (as how says) of the bundle at path into fresh RAM
+/* A first start (--memory serve) of the bundle at path into fresh RAM
  * (back): served. */
-static void start_first_as(enum machine_memory how, struct guest_memory *back, struct bundle **b,
-                           struct ram_faults **faults)
+static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
 {
     char *record = NULL;
     *faults = NULL;
     assert_int_equal(bundle_open(path, b), 0);
     assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
     back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(*b, back, how, &record, faults), 0);
+    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults), 0);
     assert_non_null(*faults);
     assert_null(record);
-}
-
-static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
-{
-    start_first_as(MACHINE_MEMORY_SERVE, back, b, faults);
 }
 
 static void end(struct bundle *b, struct guest_memory *back, struct guest_memory *mem)
@@ -204,33 +199,43 @@ static void first_start_serves_faults(void **state)
     end(b, &back, &mem);
 }
 
-/* A first start is served by default; --memory map unpacks the whole
- * cache before it returns (no server), the opt-out. */
-static void first_start_served_by_default_map_unpacks(void **state)
+/* A first start unpacks the whole cache before it returns by default (no
+ * server), as --memory map does; --memory serve serves it. */
+static void unpacked_first(enum machine_memory how, const struct guest_memory *mem)
+{
+    struct guest_memory back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char *record = NULL;
+    char rm[300];
+
+    snprintf(rm, sizeof(rm), "rm -rf '%s/smolvm/memory'", cache);
+    assert_int_equal(system(rm), 0);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(machine_cached_memory(b, &back, how, &record, &faults), 0);
+    assert_null(faults);
+    assert_non_null(cache_file(".ram")); /* unpacked before the guest runs */
+    assert_same_ram(mem, &back);
+    free(record);
+    bundle_close(b);
+    guest_memory_free(&back);
+    assert_int_equal(system(rm), 0);
+}
+
+static void first_start_unpacks_by_default_served_on_request(void **state)
 {
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
-    char *record = NULL;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_MAP, &record, &faults), 0);
-    assert_null(faults);
-    assert_non_null(cache_file(".ram")); /* unpacked before the guest runs */
-    assert_same_ram(&mem, &back);
-    free(record);
-    bundle_close(b);
-    guest_memory_free(&back);
-    char rm[300];
-    snprintf(rm, sizeof(rm), "rm -rf '%s/smolvm/memory'", cache);
-    assert_int_equal(system(rm), 0);
-
-    start_first_as(MACHINE_MEMORY_DEFAULT, &back, &b, &faults);
+    unpacked_first(MACHINE_MEMORY_DEFAULT, &mem);
+    unpacked_first(MACHINE_MEMORY_MAP, &mem);
+    start_first(&back, &b, &faults);
     assert_same_ram(&mem, &back);
     assert_int_equal(ram_faults_complete(faults), 0);
     ram_faults_stop(faults);
@@ -252,10 +257,33 @@ static void *touch(void *arg)
     return NULL;
 }
 
+/* The saved RAM (mem) served into fresh RAM (back) by faults only, no
+ * fill behind: a touch not served would hang (the alarm ends it). */
+static void serve_faults_only(struct guest_memory *mem, struct guest_memory *back,
+                              struct bundle **b, struct ram_faults **faults)
+{
+    struct bundle_memory_image *img;
+    saved_ram(mem);
+    assert_int_equal(bundle_open(path, b), 0);
+    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
+    ram_faults_fill_behind = false;
+    alarm(20);
+    assert_int_equal(ram_faults_start(img, back, NULL, NULL, faults), 0);
+}
+
+static void end_faults_only(struct guest_memory *mem, struct guest_memory *back, struct bundle *b,
+                            struct ram_faults *faults)
+{
+    alarm(0);
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+    end(b, back, mem);
+}
+
 static void faults_from_other_threads(void **state)
 {
     struct guest_memory mem, back;
-    struct bundle_memory_image *img;
     struct ram_faults *faults;
     struct bundle *b;
     struct toucher t[4];
@@ -264,14 +292,7 @@ static void faults_from_other_threads(void **state)
 
     if (!ram_faults_supported())
         skip();
-    saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
-    /* Faults only: a touch not served would hang (the alarm ends it). */
-    ram_faults_fill_behind = false;
-    alarm(20);
-    assert_int_equal(ram_faults_start(img, &back, NULL, NULL, &faults), 0);
+    serve_faults_only(&mem, &back, &b, &faults);
     for (int i = 0; i < 4; i++) {
         t[i].at = i == 3 ? back.regions[1].host + RAM_HIGH - 5
                          : back.regions[0].host + (5u << 20) + (size_t)i * 4096 + 200;
@@ -283,12 +304,308 @@ static void faults_from_other_threads(void **state)
                                             (t[i].at - back.regions[i == 3 ? 1 : 0].host), 4);
     }
     assert_memory_equal(t[3].seen, "tail", 4);
+    end_faults_only(&mem, &back, b, faults);
+}
+
+/* Every placing the server is about to make, page by page (the hook runs
+ * in its threads: counts only). */
+#define PAGES ((RAM_LOW + RAM_HIGH) / 4096)
+static atomic_uint placings[PAGES];
+static atomic_uint placing_calls;
+static struct guest_memory *placed_in;
+
+static size_t page_index(const uint8_t *at)
+{
+    const struct guest_region *low = &placed_in->regions[0], *high = &placed_in->regions[1];
+    if (at >= low->host && at < low->host + RAM_LOW)
+        return (size_t)(at - low->host) / 4096;
+    assert_true(at >= high->host && at < high->host + RAM_HIGH);
+    return (RAM_LOW + (size_t)(at - high->host)) / 4096;
+}
+
+static void count_placing(const uint8_t *at, size_t len)
+{
+    size_t first = page_index(at);
+    for (size_t p = 0; p < len / 4096; p++)
+        atomic_fetch_add(&placings[first + p], 1);
+    atomic_fetch_add(&placing_calls, 1);
+}
+
+/* How often each chunk was decoded (begun), by either thread. */
+#define CHUNKS (PAGES / 128)
+static atomic_uint decodings[CHUNKS];
+
+static void count_decoding(size_t chunk)
+{
+    assert_true(chunk < CHUNKS);
+    atomic_fetch_add(&decodings[chunk], 1);
+}
+
+static void count_placings_in(struct guest_memory *back)
+{
+    for (size_t p = 0; p < PAGES; p++)
+        atomic_store(&placings[p], 0);
+    for (size_t c = 0; c < CHUNKS; c++)
+        atomic_store(&decodings[c], 0);
+    atomic_store(&placing_calls, 0);
+    placed_in = back;
+    ram_faults_placed = count_placing;
+    ram_faults_decoding = count_decoding;
+}
+
+static void stop_counting(void)
+{
+    ram_faults_placed = NULL;
+    ram_faults_decoding = NULL;
+}
+
+/* No chunk decoded twice: the ones the fault thread began are finished by
+ * the fill from where it stopped. */
+static void assert_each_chunk_decoded_once(void)
+{
+    for (size_t c = 0; c < CHUNKS; c++)
+        if (atomic_load(&decodings[c]) != 1)
+            fail_msg("chunk %zu decoded %u times", c, atomic_load(&decodings[c]));
+}
+
+/* Pages [first, first + n) of RAM_LOW present (mincore: the kernel's own
+ * view, not the server's), as a count. */
+static size_t present_pages(const struct guest_memory *back, size_t first, size_t n)
+{
+    unsigned char vec[128];
+    size_t count = 0;
+    assert_true(n <= sizeof(vec));
+    assert_int_equal(mincore(back->regions[0].host + first * 4096, n * 4096, vec), 0);
+    for (size_t p = 0; p < n; p++)
+        count += vec[p] & 1;
+    return count;
+}
+
+static void assert_each_page_placed_once(void)
+{
+    for (size_t p = 0; p < PAGES; p++)
+        if (atomic_load(&placings[p]) != 1)
+            fail_msg("page %zu placed %u times", p, atomic_load(&placings[p]));
+}
+
+static size_t placed_pages(size_t first, size_t n)
+{
+    size_t count = 0;
+    for (size_t p = first; p < first + n; p++)
+        count += atomic_load(&placings[p]);
+    return count;
+}
+
+/* A touch is served by the 64 KiB window around it (16 pages) before
+ * anything else of its chunk; the rest of that chunk is placed by the
+ * fill from the fault thread's copy (decoded once); each page placed
+ * once. */
+static void fault_places_window_then_rest(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    sem_t fill;
+    const size_t chunk1 = 128, window3 = chunk1 + 48; /* pages: chunk 1, its window 3 */
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    alarm(20);
+    t.at = back.regions[0].host + (window3 + 5) * 4096 + 100;
+    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    pthread_join(thread, NULL);
+    assert_memory_equal(t.seen, mem.regions[0].host + (window3 + 5) * 4096 + 100, 4);
+    /* Served: its window placed, in one call, and nothing else yet. */
+    assert_int_equal(atomic_load(&placing_calls), 1);
+    assert_int_equal(placed_pages(window3, 16), 16);
+    assert_int_equal(placed_pages(0, PAGES), 16);
+    assert_int_equal(present_pages(&back, window3, 16), 16);
+    assert_int_equal(present_pages(&back, chunk1, 128), 16);
+
+    /* The rest, after: the whole RAM, each page once, each chunk decoded
+     * once (chunk 1 by the fault thread, finished by the fill). */
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
     alarm(0);
+    assert_each_page_placed_once();
+    assert_each_chunk_decoded_once();
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
     ram_faults_stop(faults);
-    ram_faults_fill_behind = true;
-    bundle_close(b);
-    guest_memory_free(&back);
-    guest_memory_free(&mem);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    end(b, &back, &mem);
+}
+
+/* Faults in several chunks while the fill waits, then the fill, which
+ * places the rest of them: every page of RAM placed exactly once, RAM and
+ * the cache file the saved RAM. */
+static void every_page_placed_once(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t[6];
+    pthread_t threads[6];
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    alarm(60); /* (a server that never finishes) */
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    for (int i = 0; i < 6; i++) { /* chunks 0, 2 (twice), 4 (random), 5 (zero), 11 */
+        static const size_t pages[6] = {3, 2 * 128 + 40, 2 * 128 + 41, 4 * 128 + 100, 5 * 128 + 7, 11 * 128 + 127};
+        t[i].at = back.regions[0].host + pages[i] * 4096 + 17;
+        assert_int_equal(pthread_create(&threads[i], NULL, touch, &t[i]), 0);
+    }
+    for (int i = 0; i < 6; i++)
+        pthread_join(threads[i], NULL);
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    ram_faults_stop(faults);
+    alarm(0);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    assert_each_page_placed_once();
+    assert_each_chunk_decoded_once();
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    end(b, &back, &mem);
+}
+
+/* The fill claims chunk 0's first window and stalls before placing it
+ * (the idle fill starved by a busy guest): a touch of that window is
+ * still served, by the fault thread; the fill's late placing of it finds
+ * the pages there and changes none. */
+static sem_t fill_resumes;
+static atomic_bool fill_stalls, fill_stalled;
+
+static void stall_first_placing(const uint8_t *at, size_t len)
+{
+    count_placing(at, len);
+    if (atomic_exchange(&fill_stalls, false)) {
+        atomic_store(&fill_stalled, true);
+        sem_wait(&fill_resumes);
+    }
+}
+
+struct served_toucher {
+    struct toucher t;
+    atomic_bool done;
+};
+
+static void *touch_and_say(void *arg)
+{
+    struct served_toucher *s = arg;
+    touch(&s->t);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+static void fault_never_waits_for_the_fill(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct served_toucher s = {0};
+    pthread_t thread;
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    sem_init(&fill, 0, 0);
+    sem_init(&fill_resumes, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    atomic_store(&fill_stalled, false);
+    atomic_store(&fill_stalls, true);
+    ram_faults_placed = stall_first_placing;
+    alarm(60);
+    sem_post(&fill); /* the fill's first placing: chunk 0's window 0, claimed */
+    for (int i = 0; i < 2000 && !atomic_load(&fill_stalled); i++)
+        usleep(5000);
+    assert_true(atomic_load(&fill_stalled));
+    s.t.at = back.regions[0].host + 3 * 4096 + 17;
+    assert_int_equal(pthread_create(&thread, NULL, touch_and_say, &s), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&s.done); i++)
+        usleep(5000);
+    bool served = atomic_load(&s.done);
+    sem_post(&fill_resumes);
+    pthread_join(thread, NULL);
+    if (!served)
+        fail_msg("a touch of a window the fill claimed waited for the fill");
+    assert_memory_equal(s.t.seen, mem.regions[0].host + 3 * 4096 + 17, 4);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    ram_faults_stop(faults);
+    alarm(0);
+    assert_int_equal(placed_pages(0, 16), 32); /* by both; the second found them there */
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    sem_destroy(&fill_resumes);
+    end(b, &back, &mem);
+}
+
+/* A chunk is decoded a part at a time, from its stored bytes checked
+ * whole first: asked for its first window, a zstd chunk decodes its
+ * first block (128 KiB), not all of it; on, the rest, the same bytes. */
+static void chunk_decodes_only_as_far_as_asked(void **state)
+{
+    struct guest_memory mem, back;
+    struct bundle_memory_image *img;
+    struct bundle_chunk_decoder *d;
+    struct bundle *b;
+    uint8_t *bytes = malloc(512u << 10);
+    size_t ready;
+    bool zero;
+    (void)state;
+
+    saved_ram(&mem); /* chunk 1: compressible, zstd */
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(b, SECTION_MEMORY, &back, &img), 0);
+    assert_int_equal(bundle_chunk_decoder_new(&d), 0);
+    assert_int_equal(bundle_memory_image_begin(img, d, 1, bytes, &zero), 0);
+    assert_false(zero);
+    assert_int_equal(bundle_chunk_decode_to(d, 0, &ready), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(bundle_chunk_decode_to(d, 64u << 10, &ready), 0);
+    assert_true(ready >= (64u << 10) && ready <= (128u << 10));
+    assert_memory_equal(bytes, mem.regions[0].host + (512u << 10), ready);
+    assert_int_equal(bundle_chunk_decode_to(d, 512u << 10, &ready), 0);
+    assert_int_equal(ready, 512u << 10);
+    assert_memory_equal(bytes, mem.regions[0].host + (512u << 10), 512u << 10);
+    /* A chunk stored raw is whole once begun; a zero one is zero. */
+    assert_int_equal(bundle_memory_image_begin(img, d, 4, bytes, &zero), 0);
+    assert_int_equal(bundle_chunk_decode_to(d, 4096, &ready), 0);
+    assert_int_equal(ready, 512u << 10);
+    assert_memory_equal(bytes, mem.regions[0].host + (2u << 20), 512u << 10);
+    assert_int_equal(bundle_memory_image_begin(img, d, 3, bytes, &zero), 0);
+    assert_true(zero);
+    bundle_chunk_decoder_free(d);
+    bundle_memory_image_free(img);
+    free(bytes);
+    end(b, &back, &mem);
 }
 
 /* One changed byte in a chunk: it is never placed. The server stops with
@@ -334,11 +651,23 @@ static void corrupt_chunk_is_refused(void **state)
     void (*was)(const char *) = ram_faults_broken;
     ram_faults_broken = note_broken;
     broken[0] = 0;
+    sem_t gate;
+    sem_init(&gate, 0, 0);
+    ram_faults_fill_gate = &gate; /* the touch below is a fault */
     start_first(&back, &b, &faults);
+    count_placings_in(&back);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    for (int i = 0; i < 2000 && !broken[0]; i++) /* the fault thread refuses it */
+        usleep(5000);
+    sem_post(&gate);
     assert_true(ram_faults_complete(faults) < 0);
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&gate);
     assert_non_null(strstr(broken, "memory chunk 4"));
+    /* Not one page of it was placed, by either thread. */
+    assert_int_equal(placed_pages(4 * 128, 128), 0);
+    stop_counting();
     assert_null(cache_file(".ram"));
     assert_false(any_tmp());
     ram_faults_stop(faults);
@@ -604,8 +933,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
-        cmocka_unit_test_setup_teardown(first_start_served_by_default_map_unpacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_start_unpacks_by_default_served_on_request, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
+        cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
