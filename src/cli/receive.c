@@ -124,7 +124,6 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
     so.memory_fd = rc->memory_fd >= 0 ? rc->memory_fd : 0;
     so.have_layers = (const char(*)[HASH_HEX])rc->have;
     so.have_layer_count = rc->have_count;
-    rc->dir = new_instance_dir(so.name);
     r = machine_start(rc->bundle, &so, m);
     if (r < 0) {
         migrate_send_error(&rc->link, err_msg());
@@ -203,7 +202,10 @@ int cli_receive(int argc, char **argv)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if ((listener = migrate_listen(o.listen)) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    if ((code = serve_open(o.name, &server)) == CLI_OK && o.detach) {
+    if ((code = serve_open(o.name, &server)) == CLI_OK && o.jail &&
+        (code = serve_use_own_folder(server)) != CLI_OK)
+        serve_abort(server);
+    if (code == CLI_OK && o.detach) {
         bool parent;
         code = serve_detach(server, &parent);
         if (parent) {
@@ -216,6 +218,8 @@ int cli_receive(int argc, char **argv)
         return code;
     }
     int fd = accept_source(&o, listener), r = fd;
+    /* Known before the jail, which makes the folder (its VMM cannot). */
+    rc.dir = new_instance_dir(serve_name(server));
     /* Confined before the source's first frame is read (the listener was
      * made, and its socket file removed, outside). */
     if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,

@@ -59,6 +59,8 @@ int cli_start(int argc, char **argv)
         confine_seccomp_set(o.serve.seccomp, "start") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     code = serve_open(name, &server);
+    if (code == CLI_OK && o.jail && (code = serve_use_own_folder(server)) != CLI_OK)
+        serve_abort(server);
     if (code != CLI_OK)
         return code;
     if (o.detach) {

@@ -65,8 +65,9 @@ static int move_into_place(const char *staging, const char *path)
     return r;
 }
 
-/* A confined VM cannot reach path: it saves into the runtime folder (its
- * own, and the caller's), and the bundle is moved to path from there.
+/* A confined VM cannot reach path: it saves into its own runtime folder
+ * (control_vm_dir(), the one it may write, and the caller's too), and the
+ * bundle is moved to path from there.
  * Without --resume the VM is held paused over the move and stopped once
  * the bundle is in place; a move that fails gives the VM back as it was
  * and says so, as a save that fails in the VM does. */
@@ -74,9 +75,9 @@ static int ask_confined(const char *name, const struct machine_save_request *q, 
 {
     char *runtime, *staging = NULL, why[512];
     bool was_paused = false, hold = !q->resume;
-    int r = control_dir(&runtime);
+    int r = control_vm_dir(name, &runtime);
 
-    if (r == 0 && asprintf(&staging, "%s/%s.save-%d.smolmachine", runtime, name, (int)getpid()) < 0)
+    if (r == 0 && asprintf(&staging, "%s/save-%d.smolmachine", runtime, (int)getpid()) < 0)
         r = err_set(ENOMEM, "save"), staging = NULL;
     free(runtime);
     if (r == 0 && (r = ask(name, q, staging, hold, &was_paused)) == 0) {

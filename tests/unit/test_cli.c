@@ -345,6 +345,7 @@ static char migrate_to[256];
 
 static char fake_vm_after_save[64]; /* the commands after its last save */
 static bool fake_vm_saved_held;
+static char fake_vm_saved_to[256]; /* the folder it was asked to save into */
 
 /* A jailed VM's save: the bundle written where asked (its runtime
  * folder), what it was asked to do after kept. */
@@ -358,6 +359,8 @@ static json_t *fake_vm_save(json_t *req)
     fputs("a bundle", f);
     fclose(f);
     fake_vm_saved_held = json_is_true(json_object_get(req, "hold"));
+    snprintf(fake_vm_saved_to, sizeof(fake_vm_saved_to), "%.*s",
+             (int)(strrchr(path, '/') - path), path);
     fake_vm_after_save[0] = 0;
     return json_pack("{s:b,s:s,s:f,s:b}", "ok", 1, "path", path, "seconds", 0.1, "was_paused", 0);
 }
@@ -464,8 +467,8 @@ static void test_migrate_passes_the_link(void **state)
     close(listener);
 }
 
-/* save -o of a jailed VM: it saves into its runtime folder and save moves
- * the bundle where asked. The VM is held paused until the bundle is there,
+/* save -o of a jailed VM: it saves into its own runtime folder (NAME.vm,
+ * the one its jail lets it write) and save moves the bundle where asked. The VM is held paused until the bundle is there,
  * then stopped; a move that fails (-o names a folder) gives the VM back
  * running, says so in one line, and leaves no bundle in the runtime
  * folder. With --resume it is never held. */
@@ -483,12 +486,13 @@ static void test_jailed_save_moves_then_stops(void **state)
     assert_true(fake_vm_saved_held);
     assert_string_equal(fake_vm_after_save, "stop"); /* once the bundle was there */
     assert_int_equal(sh("test \"$(cat kept.smolmachine)\" = 'a bundle'"), 0);
+    assert_non_null(strstr(fake_vm_saved_to, "/smolvm/kept.vm"));
 
     assert_one_line(smolvm("save kept -o %s/a-folder", dir), 1, "save");
     assert_non_null(strstr(err, "a-folder"));
     assert_non_null(strstr(err, "(the VM runs on)"));
     assert_string_equal(fake_vm_after_save, "resume");
-    assert_int_equal(sh("ls run | grep -q save-"), 1); /* nothing left behind */
+    assert_int_equal(sh("find run -name 'save-*' | grep -q ."), 1); /* nothing left behind */
 
     assert_int_equal(smolvm("save kept -o %s/again.smolmachine --resume", dir), 0);
     assert_false(fake_vm_saved_held);
