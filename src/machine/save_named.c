@@ -73,14 +73,21 @@ static int move_into_place(const char *staging, const char *path)
  * and says so, as a save that fails in the VM does. */
 static int ask_confined(const char *name, const struct machine_save_request *q, const char *path)
 {
-    char *runtime, *staging = NULL, why[512];
+    char *runtime, *staging = NULL, *key = NULL, why[512];
     bool was_paused = false, hold = !q->resume;
+    struct machine_save_request inside = *q;
     int r = control_vm_dir(name, &runtime);
 
     if (r == 0 && asprintf(&staging, "%s/save-%d.smolmachine", runtime, (int)getpid()) < 0)
         r = err_set(ENOMEM, "save"), staging = NULL;
+    /* --sign: the key is read by the VM (it signs as it writes), which
+     * sees only its own folder: a copy there for this save. */
+    if (r == 0 && q->sign_key && asprintf(&key, "%s/sign-%d.key", runtime, (int)getpid()) < 0)
+        r = err_set(ENOMEM, "save"), key = NULL;
+    if (r == 0 && key && (r = file_copy(q->sign_key, key)) == 0)
+        inside.sign_key = key;
     free(runtime);
-    if (r == 0 && (r = ask(name, q, staging, hold, &was_paused)) == 0) {
+    if (r == 0 && (r = ask(name, &inside, staging, hold, &was_paused)) == 0) {
         if ((r = move_into_place(staging, path)) < 0) {
             snprintf(why, sizeof(why), "%s", err_msg());
             if (hold && !was_paused && machine_command(name, "resume", NULL) < 0)
@@ -93,7 +100,10 @@ static int ask_confined(const char *name, const struct machine_save_request *q, 
     }
     if (staging)
         unlink(staging);
+    if (key)
+        unlink(key);
     free(staging);
+    free(key);
     return r;
 }
 

@@ -346,6 +346,8 @@ static char migrate_to[256];
 static char fake_vm_after_save[64]; /* the commands after its last save */
 static bool fake_vm_saved_held;
 static char fake_vm_saved_to[256]; /* the folder it was asked to save into */
+static char fake_vm_sign_key[256];  /* the key it was given to sign with, as it read it */
+static char fake_vm_sign_path[256];
 
 /* A jailed VM's save: the bundle written where asked (its runtime
  * folder), what it was asked to do after kept. */
@@ -361,6 +363,15 @@ static json_t *fake_vm_save(json_t *req)
     fake_vm_saved_held = json_is_true(json_object_get(req, "hold"));
     snprintf(fake_vm_saved_to, sizeof(fake_vm_saved_to), "%.*s",
              (int)(strrchr(path, '/') - path), path);
+    const char *key = json_string_value(json_object_get(req, "sign"));
+    FILE *k = key ? fopen(key, "r") : NULL;
+    fake_vm_sign_key[0] = 0;
+    snprintf(fake_vm_sign_path, sizeof(fake_vm_sign_path), "%s", key ? key : "");
+    if (k) {
+        if (!fgets(fake_vm_sign_key, sizeof(fake_vm_sign_key), k))
+            fake_vm_sign_key[0] = 0;
+        fclose(k);
+    }
     fake_vm_after_save[0] = 0;
     return json_pack("{s:b,s:s,s:f,s:b}", "ok", 1, "path", path, "seconds", 0.1, "was_paused", 0);
 }
@@ -496,6 +507,20 @@ static void test_jailed_save_moves_then_stops(void **state)
 
     assert_int_equal(smolvm("save kept -o %s/again.smolmachine --resume", dir), 0);
     assert_false(fake_vm_saved_held);
+    /* --sign: the VM reads a copy of the key in its own folder, gone after. */
+    char key[256] = "", key_path[128];
+    assert_int_equal(smolvm("keygen outside"), 0);
+    snprintf(key_path, sizeof(key_path), "%s/outside.key", dir);
+    FILE *k = fopen(key_path, "r");
+    assert_non_null(k);
+    assert_non_null(fgets(key, sizeof(key), k));
+    fclose(k);
+    int signed_status = smolvm("save kept -o %s/signed.smolmachine --resume --sign %s/outside.key", dir, dir);
+    if (signed_status != 0)
+        fail_msg("save --sign: exit %d, stderr: %s", signed_status, err);
+    assert_string_equal(fake_vm_sign_key, key);
+    assert_non_null(strstr(fake_vm_sign_path, "/smolvm/kept.vm/"));
+    assert_int_equal(access(fake_vm_sign_path, F_OK), -1);
     assert_string_equal(fake_vm_after_save, "");
 
     stop_fake_vm(t);
