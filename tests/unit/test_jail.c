@@ -193,6 +193,16 @@ static void test_landlock_keeps_to_plan(void **state)
     run_confined(landlock_enter, false);
 }
 
+/* Whether a file can be made (or opened for writing) at path. */
+static bool makes(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
 /* The user's smolvm folders in the scratch ($XDG_RUNTIME_DIR, _DATA_HOME,
  * _CACHE_HOME under dir/PREFIX-*), as another VM left them: its control
  * socket listening, an instance's disk, a cached memory file. */
@@ -253,13 +263,13 @@ static int others_out_of_reach(const struct xdg *x)
     if (open(x->other_cache, O_RDONLY) >= 0)
         return 22; /* a cache entry (run fills none) */
     snprintf(made, sizeof(made), "%s/smolvm/planted", x->cache);
-    if (open(made, O_WRONLY | O_CREAT, 0600) >= 0)
+    if (makes(made))
         return 23; /* the cache's root */
     snprintf(made, sizeof(made), "%s/smolvm/planted", x->data);
-    if (open(made, O_WRONLY | O_CREAT, 0600) >= 0)
+    if (makes(made))
         return 24; /* the store's root */
     snprintf(made, sizeof(made), "%s/smolvm/planted", x->runtime);
-    if (open(made, O_WRONLY | O_CREAT, 0600) >= 0)
+    if (makes(made))
         return 25; /* the runtime folder, beside the VMs' sockets */
     return 0;
 }
@@ -332,9 +342,8 @@ static void test_run_jail_plan(void **state)
             _exit(3);
         close(fd);
         snprintf(made, sizeof(made), "%s/from-jail", inside);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(4);
-        close(fd);
         if ((r = own_runtime_writable("t")) != 0 || (r = others_out_of_reach(&x)) != 0)
             _exit(r);
         if ((fd = open("/dev/null", O_WRONLY)) < 0)
@@ -448,9 +457,8 @@ static void test_start_instance_jail_plan(void **state)
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
         snprintf(made, sizeof(made), "%s/from-instance", shared);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(1);
-        close(fd);
         if (open(outside, O_RDONLY) >= 0)
             _exit(2);
         struct instance i;
@@ -458,9 +466,8 @@ static void test_start_instance_jail_plan(void **state)
             _exit(3);
         store_close(s);
         snprintf(made, sizeof(made), "%s/smolvm/instances/sharing/from-jail", data);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(4);
-        close(fd);
         snprintf(made, sizeof(made), "%s/smolvm/instances/other/instance.json", data);
         if (open(made, O_RDONLY) >= 0)
             _exit(5);
@@ -514,9 +521,8 @@ static void test_receive_jail_plan(void **state)
             _exit(3);
         close(fd);
         snprintf(made, sizeof(made), "%s/from-receiver", inside);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(4);
-        close(fd);
         execl(getenv("SMOLVM_NET_HELPER"), "true", (char *)NULL);
         _exit(5);
     }
