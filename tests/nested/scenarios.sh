@@ -2015,7 +2015,7 @@ scenario_jail() {
         timeout -k 10 120 "$real_smolvm_asan" start "$bundle" --jail --detach --name jailed2 \
         > "$work/jail-start.out" 2> "$work/jail-start.err"
     rc=$?
-    for i in $(seq 1 60); do
+    for i in $(seq 1 "$BOOT_TIMEOUT"); do # the ASan build (its probe hook), slower
         "$real_smolvm" logs jailed2 2>/dev/null | grep -q '^COUNT' && break
         sleep 1
     done
