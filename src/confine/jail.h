@@ -89,7 +89,7 @@ int landlock_enter(const struct confine_plan *p);
 
 /* Test builds only (SMOLVM_TEST_HOOKS): $SMOLVM_TEST_JAIL_PROBE names host
  * paths, ':' between them; once confined, the VMM tries each -- connects
- * to a NAME.sock (another VM's control socket), makes a file in a PATH/
+ * to a name ending in "sock" (another VM's NAME.sock, NAME.vsock), makes a file in a PATH/
  * (a folder: the cache's root), opens anything else -- and says on stderr
  * whether it could ("confine probe: PATH: opened" or "...: denied
  * (reason)"). */

@@ -134,8 +134,9 @@ const char *confine_description(void)
 }
 
 #ifdef SMOLVM_TEST_HOOKS
-/* One probe: a name ending in ".sock" is connected to (another VM's
- * control socket), one ending in '/' is a folder to make a file in (the
+/* One probe: a name ending in "sock" is connected to (another VM's
+ * control or vsock socket: opening one would fail even where it could be
+ * reached), one ending in '/' is a folder to make a file in (the
  * cache's, the store's root), anything else is opened to read. 0 or -errno. */
 static int probe_one(const char *path)
 {
@@ -143,7 +144,7 @@ static int probe_one(const char *path)
     char made[PATH_MAX];
     int fd;
 
-    if (n > 5 && strcmp(path + n - 5, ".sock") == 0) {
+    if (n > 4 && strcmp(path + n - 4, "sock") == 0) {
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
         snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
