@@ -760,6 +760,43 @@ static void test_falls_back_to_landlock(void **state)
     child_passed(pid);
 }
 
+/* The test hook's probes (test builds): a reachable NAME.vsock is
+ * connected to (opening a socket fails even when reachable), a folder is
+ * written in, a missing file is denied. */
+static void test_probe_reaches_what_is_there(void **state)
+{
+#ifdef SMOLVM_TEST_HOOKS
+    char sock[128], list[512], log[128], text[1024] = "";
+    int saved = dup(STDERR_FILENO), fd;
+    (void)state;
+
+    snprintf(sock, sizeof(sock), "%s/probe.vsock", dir);
+    snprintf(log, sizeof(log), "%s/probe.log", dir);
+    assert_true(listen_at(sock) >= 0);
+    snprintf(list, sizeof(list), "%s:%s/:%s/missing", sock, inside, dir);
+    setenv("SMOLVM_TEST_JAIL_PROBE", list, 1);
+    fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0 && dup2(fd, STDERR_FILENO) >= 0);
+    confine_probe();
+    dup2(saved, STDERR_FILENO);
+    close(fd);
+    close(saved);
+    unsetenv("SMOLVM_TEST_JAIL_PROBE");
+    fd = open(log, O_RDONLY);
+    assert_true(fd >= 0 && read(fd, text, sizeof(text) - 1) > 0);
+    close(fd);
+    snprintf(list, sizeof(list), "confine probe: %s: opened", sock);
+    assert_non_null(strstr(text, list));
+    snprintf(list, sizeof(list), "confine probe: %s/: opened", inside);
+    assert_non_null(strstr(text, list));
+    snprintf(list, sizeof(list), "confine probe: %s/missing: denied", dir);
+    assert_non_null(strstr(text, list));
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 static void test_plan_paths(void **state)
 {
     (void)state;
@@ -871,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
         cmocka_unit_test(test_falls_back_to_landlock),
+        cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),
