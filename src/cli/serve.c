@@ -16,6 +16,7 @@
 #include "machine/control.h"
 #include "machine/instance.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/trace.h"
 
 struct server {
@@ -218,23 +219,35 @@ static char *own_log_path(const struct server *s)
     return path;
 }
 
+/* An earlier VM's log of the same name at path and path.1: removed, never
+ * opened -- a link or FIFO its (jailed) VMM left in its own folder must
+ * not be written through or block this start. */
+static void remove_old_log(const char *path)
+{
+    char *older = NULL;
+
+    if (!path)
+        return;
+    unlink(path);
+    if (asprintf(&older, "%s.1", path) >= 0)
+        unlink(older);
+    free(older);
+}
+
 static int redirect_to_log(const struct server *s)
 {
-    char *log = own_log_path(s), *shown = serve_log_path(s->name), *older = NULL;
-    int fd, null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    char *log = own_log_path(s), *shown = serve_log_path(s->name);
+    int fd = -1, null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-    /* An earlier VM's of the same name: gone, link or file. */
-    if (shown && asprintf(&older, "%s.1", shown) >= 0)
-        unlink(older);
-    free(older);
-    if (shown)
-        unlink(shown);
-    if (log && s->own_dir && asprintf(&older, "%s.1", log) >= 0)
-        unlink(older);
-    free(older);
+    remove_old_log(shown); /* the link, or the log itself un-jailed */
+    if (s->own_dir)
+        remove_old_log(log);
     free(shown);
-    fd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600)
-             : -1;
+    /* Appended to: stdout and stderr share it, and the console rotates it. */
+    if (log && (fd = file_create_fresh(log, 0600)) >= 0 && fcntl(fd, F_SETFL, O_APPEND) < 0) {
+        close(fd);
+        fd = -1;
+    }
     free(log);
     if (s->own_dir && fd >= 0 &&
         (link_into_own_folder(s, "log") < 0 || link_into_own_folder(s, "log.1") < 0))
@@ -282,12 +295,18 @@ int serve_detach(struct server *s, bool *parent)
 
 void serve_abort(struct server *s)
 {
+    char why[512];
+
     if (!s)
         return;
+    /* The caller says next why it gave up: finding the instance folder
+     * may clear the message (a jail's read-only data folder, paths.c). */
+    snprintf(why, sizeof(why), "%s", err_msg());
     control_close(s->control);
     if (s->generated)
         instance_dir_remove_unnamed(s->name);
     server_free(s, true);
+    err_plain(0, "%s", why);
 }
 
 /* How long the hello waits for the agent: a booting guest under nested

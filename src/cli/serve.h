@@ -46,7 +46,8 @@ int serve_detach(struct server *s, bool *parent);
 /* The log file of VM NAME (malloc'd). */
 char *serve_log_path(const char *name);
 
-/* Gives the name up again when the VM could not be built. */
+/* Gives the name up again when the VM could not be built; err_msg() stays
+ * the reason the caller is about to give. */
 void serve_abort(struct server *s);
 
 /* Runs m until it stops; destroys m and s; returns the exit code. */
