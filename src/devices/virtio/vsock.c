@@ -512,7 +512,10 @@ static uint32_t conn_emit(struct vsock *v, struct conn *c, struct vsock_hdr *h,
     case VSOCK_OP_RST:
         free_conn(c);
         break;
-    case VSOCK_OP_REQUEST: c->owed &= ~(unsigned)OWE_REQUEST; break;
+    case VSOCK_OP_REQUEST:
+        c->owed &= ~(unsigned)OWE_REQUEST;
+        c->deadline_ms = now_ms() + VSOCK_ANSWER_TIMEOUT_MS;
+        break;
     case VSOCK_OP_RESPONSE: c->owed &= ~(unsigned)OWE_RESPONSE; break;
     case VSOCK_OP_CREDIT_UPDATE: c->owed &= ~(unsigned)OWE_CREDIT_UPDATE; break;
     case VSOCK_OP_SHUTDOWN:
