@@ -62,13 +62,16 @@ struct received {
     char *dir;               /* its instance folder, when this receive made it */
 };
 
-/* The instance folder NAME would get, when there is none yet: a failed
- * migration removes it again. */
+/* Instance NAME's folder, made here when there is none yet (mkdir's own
+ * answer, not a look before: a folder made meanwhile, an instance the
+ * user created, is never this receive's to remove): a failed migration
+ * removes it again. NULL when it was there. */
 static char *new_instance_dir(const char *name)
 {
     char *root = paths_instances_dir(), *dir = NULL;
-    struct stat st;
-    if (root && asprintf(&dir, "%s/%s", root, name) >= 0 && stat(dir, &st) == 0) {
+
+    if (root && paths_mkdirs(root) == 0 && asprintf(&dir, "%s/%s", root, name) >= 0 &&
+        mkdir(dir, 0700) < 0) {
         free(dir);
         dir = NULL;
     }
@@ -218,13 +221,17 @@ int cli_receive(int argc, char **argv)
         return code;
     }
     int fd = accept_source(&o, listener), r = fd;
-    /* Known before the jail, which makes the folder (its VMM cannot). */
-    rc.dir = new_instance_dir(serve_name(server));
+    /* Made before the jail, which binds it (its VMM cannot make it), and
+     * named by this receiver (--name or vm-PID), never by the source. */
+    rc.dir = fd >= 0 ? new_instance_dir(serve_name(server)) : NULL;
     /* Confined before the source's first frame is read (the listener was
      * made, and its socket file removed, outside). */
     if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
                                                 serve_name(server))) != CLI_OK) {
         close(fd);
+        if (rc.dir)
+            rmdir(rc.dir); /* empty: made just now */
+        free(rc.dir);
         serve_abort(server);
         return code;
     }

@@ -1909,6 +1909,7 @@ scenario_vsock() {
         t2=$(ms_now)
         echo "start of $b.smolmachine as $n: $((t1 - t0)) ms to start --detach returning, then $((t2 - t1)) ms to the first exec's output ($((t2 - t0)) ms in all)" >> "$figures"
         cp "$work/$n-start.err" "$work/$n-exec.err" "$results/" 2>/dev/null
+        [ "$rc" -eq 0 ] || "$SMOLVM" logs "$n" > "$results/$n-console.log" 2>&1
         expect "vsock-restored-$n" "exec right after start of $b.smolmachine (no --wait) answers" \
             test "$rc" -eq 0 -a "$out" = restored
     done
