@@ -4,7 +4,6 @@
 #include "cli/jail.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,25 +170,24 @@ static int add_instance(struct confine_plan *p, const char *name, bool make)
     return r;
 }
 
-/* A store instance (start NAME): its folder (delta, instance.json, saved
- * states), the store's lock, and its layers read-only (its delta's
- * chain). The rest of the data folder (other instances, keys) stays out. */
+/* A store instance (start NAME): its folder (its delta, saved states),
+ * its instance.json read-only, and the store's layers read-only (its
+ * delta's chain). The store itself -- instance.json written, its lock --
+ * stays outside (cli/start.c reads and marks the instance there); so do
+ * the other instances and the keys. */
 static int add_store_instance(struct confine_plan *p, const char *name)
 {
-    char *root = paths_data_dir(""), *lock = NULL;
-    int r = root && asprintf(&lock, "%s/.lock", root) >= 0 ? 0 : err_set(ENOMEM, "--jail");
-    int fd = r == 0 ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+    char *instances = paths_instances_dir(), *settings = NULL;
+    int r = add_data(p, "layers", false);
 
-    if (fd >= 0)
-        close(fd);
-    if (r == 0)
-        r = confine_plan_add(p, lock, true);
-    if (r == 0)
-        r = add_data(p, "layers", false);
     if (r == 0)
         r = add_instance(p, name, false);
-    free(lock);
-    free(root);
+    if (r == 0 && instances && asprintf(&settings, "%s/%s/instance.json", instances, name) < 0)
+        r = err_set(ENOMEM, "--jail"), settings = NULL;
+    if (r == 0 && settings)
+        r = confine_plan_add(p, settings, false);
+    free(settings);
+    free(instances);
     return r;
 }
 
