@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bundle/signature.h"
 #include "machine/instance.h"
 #include "machine/stop_named.h"
 #include "util/err.h"
@@ -73,22 +74,23 @@ static int move_into_place(const char *staging, const char *path)
  * and says so, as a save that fails in the VM does. */
 static int ask_confined(const char *name, const struct machine_save_request *q, const char *path)
 {
-    char *runtime, *staging = NULL, *key = NULL, why[512];
+    char *runtime, *staging = NULL, why[512];
     bool was_paused = false, hold = !q->resume;
+    /* --sign: the VM writes the bundle, save signs it on its way to path
+     * (the key never enters the jail). */
     struct machine_save_request inside = *q;
-    int r = control_vm_dir(name, &runtime);
+    int r = q->sign_key ? bundle_check_signing_key(q->sign_key) : 0;
 
+    inside.sign_key = NULL;
+    if (r == 0)
+        r = control_vm_dir(name, &runtime);
     if (r == 0 && asprintf(&staging, "%s/save-%d.smolmachine", runtime, (int)getpid()) < 0)
         r = err_set(ENOMEM, "save"), staging = NULL;
-    /* --sign: the key is read by the VM (it signs as it writes), which
-     * sees only its own folder: a copy there for this save. */
-    if (r == 0 && q->sign_key && asprintf(&key, "%s/sign-%d.key", runtime, (int)getpid()) < 0)
-        r = err_set(ENOMEM, "save"), key = NULL;
-    if (r == 0 && key && (r = file_copy(q->sign_key, key)) == 0)
-        inside.sign_key = key;
-    free(runtime);
+    if (r == 0)
+        free(runtime);
     if (r == 0 && (r = ask(name, &inside, staging, hold, &was_paused)) == 0) {
-        if ((r = move_into_place(staging, path)) < 0) {
+        if ((r = q->sign_key ? bundle_sign_copy(staging, path, q->sign_key)
+                             : move_into_place(staging, path)) < 0) {
             snprintf(why, sizeof(why), "%s", err_msg());
             if (hold && !was_paused && machine_command(name, "resume", NULL) < 0)
                 err_clear(); /* it went away meanwhile: nothing to give back */
@@ -100,10 +102,7 @@ static int ask_confined(const char *name, const struct machine_save_request *q, 
     }
     if (staging)
         unlink(staging);
-    if (key)
-        unlink(key);
     free(staging);
-    free(key);
     return r;
 }
 
