@@ -16,7 +16,11 @@
 #include "machine/stop_named.h"
 #include "util/err.h"
 
-#define CONNECT_ANSWER_MS 5000 /* the device gives up on the guest after 2 s */
+/* Longer than the device gives a running guest (devices/virtio/vsock.h:
+ * the request delivered within 2 s, or 4 s held for a restore's reset,
+ * then answered within 3 s): its closing says "no agent", this timeout a
+ * paused VM. */
+#define CONNECT_ANSWER_MS 8000
 
 /* Reads "OK <port>\n": 1; 0 when the connection closed (nobody listens on
  * the port); -1 on a timeout or a malformed answer. */

@@ -66,6 +66,23 @@ int control_dir(char **out)
     return *out ? 0 : r;
 }
 
+int control_vm_dir(const char *name, char **out)
+{
+    char *dir;
+    int r = control_name_ok(name) ? control_dir(&dir) : err_plain(EINVAL, "bad VM name");
+
+    if (r < 0)
+        return r;
+    if (asprintf(out, "%s/%s" CONTROL_VM_DIR_SUFFIX, dir, name) < 0)
+        r = err_set(ENOMEM, "runtime folder"), *out = NULL;
+    free(dir);
+    if (r == 0 && (r = paths_private_dir(*out)) < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
 /* DIR/NAME.SUFFIX (the control socket's suffix is "sock"). */
 static int socket_in(const char *dir, const char *name, const char *suffix,
                      struct sockaddr_un *addr)

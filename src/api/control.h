@@ -19,6 +19,15 @@ bool control_name_ok(const char *name);
 /* The first usable runtime folder, created if missing (malloc'd). */
 int control_dir(char **out) __attribute__((warn_unused_result));
 
+/* A confined VM's own runtime folder, DIR/NAME.vm in control_dir()'s
+ * (0700, made if missing; malloc'd): the one place of the runtime folder
+ * its jail lets it write (docs/security.md). What it makes once confined
+ * lives there: its vsock socket, a detached VM's log, a save or migration
+ * on its way out; the names `smolvm ps` and the user's programs look for
+ * (DIR/NAME.vsock, DIR/NAME.log) are links into it. */
+#define CONTROL_VM_DIR_SUFFIX ".vm"
+int control_vm_dir(const char *name, char **out) __attribute__((warn_unused_result));
+
 /* Answers one request; returns a new reference. */
 typedef json_t *(*control_handler)(void *opaque, const char *command, json_t *request);
 

@@ -191,6 +191,31 @@ int bundle_sign(struct bundle_writer *w, const char *key_path)
     return bundle_add(w, SECTION_SIGNATURE, payload, sizeof(payload), BUNDLE_RAW);
 }
 
+int bundle_sign_copy(const char *from, const char *to, const char *key_path)
+{
+    struct bundle *b;
+    struct bundle_writer *w;
+    int r = bundle_check_signing_key(key_path);
+
+    if (r == 0)
+        r = bundle_open(from, &b);
+    if (r < 0)
+        return r;
+    if ((r = bundle_writer_open(to, &w)) == 0) {
+        for (unsigned i = 0; r == 0 && i < b->count; i++)
+            if (strcmp(b->sections[i].name, SECTION_SIGNATURE) != 0)
+                r = bundle_copy_section(w, b, b->sections[i].name);
+        if (r == 0)
+            r = bundle_sign(w, key_path);
+        if (r == 0)
+            r = bundle_writer_commit(w);
+        else
+            bundle_writer_abort(w);
+    }
+    bundle_close(b);
+    return r;
+}
+
 int bundle_check_signature(const struct bundle *b, const char *pub_path)
 {
     uint8_t trusted[KEY_BYTES], digest[HASH_BYTES], *payload = NULL;

@@ -19,6 +19,13 @@ int bundle_check_signing_key(const char *key_path) __attribute__((warn_unused_re
  * private key in key_path: the last section before the commit. */
 int bundle_sign(struct bundle_writer *w, const char *key_path) __attribute__((warn_unused_result));
 
+/* The bundle at from, copied to to (its sections as stored, any signature
+ * section of its own left out) and signed there with the private key in
+ * key_path: a bundle written by a VMM that must not see the key (a jailed
+ * VM's save --sign). to is written as bundle_writer_commit() writes. */
+int bundle_sign_copy(const char *from, const char *to, const char *key_path)
+    __attribute__((warn_unused_result));
+
 /* 0 when b is signed by the public key in pub_path and no section listed
  * has changed since; else a message naming what is wrong. */
 int bundle_check_signature(const struct bundle *b, const char *pub_path)

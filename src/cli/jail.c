@@ -1,6 +1,6 @@
-/* The plan of a VM's VMM under --jail (cli/jail.h): its runtime folder
- * (control and vsock sockets, logs), caches and store, the files its
- * options name, and the devices it opens. */
+/* The plan of a VM's VMM under --jail (cli/jail.h): its own runtime
+ * folder (vsock socket, log), instance folder, the caches a start fills,
+ * the files its options name, and the devices it opens. */
 #include "cli/jail.h"
 
 #include <errno.h>
@@ -18,6 +18,7 @@
 #include "disk/disk.h"
 #include "machine/instance.h"
 #include "net/backend.h"
+#include "util/cache.h"
 #include "util/err.h"
 #include "util/paths.h"
 
@@ -93,6 +94,127 @@ static int add_net_helper(struct confine_plan *p)
     return r;
 }
 
+/* The VM's own runtime folder (control_vm_dir(): its root's mount point
+ * too), writable; the names it has in the runtime folder, which the relay
+ * removes after it (the VMM cannot: they are out of its view). */
+static int add_runtime(struct confine_plan *p, const char *name)
+{
+    static const char *const beside[] = {"sock", "console", "vsock"};
+    char *own, *runtime = NULL, *entry = NULL;
+    int r = control_vm_dir(name, &own);
+
+    if (r == 0 && (asprintf(&p->root, "%s/root", own) < 0 || !(runtime = strdup(own))))
+        r = err_set(ENOMEM, "--jail"), p->root = NULL;
+    if (r == 0)
+        r = confine_plan_add(p, own, true);
+    if (r == 0) /* DIR/NAME.vm: the folder, and the name of each beside it */
+        *strrchr(runtime, '/') = '\0';
+    for (size_t i = 0; i < sizeof(beside) / sizeof(beside[0]) && r == 0; i++) {
+        r = asprintf(&entry, "%s.%s", name, beside[i]) < 0 ? err_set(ENOMEM, "--jail")
+                                                           : confine_plan_leftover(p, runtime, entry);
+        free(entry);
+    }
+    if (r == 0)
+        r = confine_plan_leftover(p, runtime, strrchr(own, '/') + 1);
+    free(runtime);
+    free(own);
+    return r;
+}
+
+/* Cache folders a start fills (machine/cache.h: its disks' bases and
+ * layers, its RAM and working set), made and checked now; the cache's
+ * other folders (kernels, appliances) stay out. */
+static int add_caches(struct confine_plan *p)
+{
+    static const char *const filled[] = {"disks", "layers", "memory"};
+    int r = 0;
+
+    for (size_t i = 0; i < sizeof(filled) / sizeof(filled[0]) && r == 0; i++) {
+        char *dir;
+        if (cache_dir_prepare(filled[i], &dir) == 0)
+            r = add_owned(p, dir);
+        else
+            err_clear(); /* no cache: the start unpacks from the bundle, as outside */
+    }
+    return r;
+}
+
+/* A folder of the data folder, made if missing (without a data folder,
+ * what needs it fails in the VM, as outside). */
+static int add_data(struct confine_plan *p, const char *sub, bool writable)
+{
+    char *dir = paths_data_dir(sub);
+    int r = dir && paths_mkdirs(dir) == 0 ? confine_plan_add(p, dir, writable) : 0;
+
+    free(dir);
+    return r;
+}
+
+/* Instance NAME's folder (machine/instance.h), writable: made now on a
+ * start, which writes its deltas there; on a run, when it is there (an
+ * appliance's root). It is a mount point in the jail: the relay removes
+ * it after, once the VMM has emptied it (an unnamed VM's, which nothing
+ * could name later). */
+static int add_instance(struct confine_plan *p, const char *name, bool make)
+{
+    char *dir = NULL, *instances = paths_instances_dir();
+    int r = make ? instance_dir(name, &dir) : 0;
+
+    if (r == 0 && !make && instances && asprintf(&dir, "%s/%s", instances, name) < 0)
+        r = err_set(ENOMEM, "--jail"), dir = NULL;
+    if (r == 0 && dir && access(dir, F_OK) == 0 && (r = confine_plan_add(p, dir, true)) == 0 &&
+        instances)
+        r = confine_plan_leftover(p, instances, name);
+    free(dir);
+    free(instances);
+    return r;
+}
+
+/* A store instance (start NAME): its folder (its delta, saved states),
+ * its instance.json read-only, and the store's layers read-only (its
+ * delta's chain). The store itself -- instance.json written, its lock --
+ * stays outside (cli/start.c reads and marks the instance there); so do
+ * the other instances and the keys. */
+static int add_store_instance(struct confine_plan *p, const char *name)
+{
+    char *instances = paths_instances_dir(), *settings = NULL;
+    int r = add_data(p, "layers", false);
+
+    if (r == 0)
+        r = add_instance(p, name, false);
+    if (r == 0 && instances && asprintf(&settings, "%s/%s/instance.json", instances, name) < 0)
+        r = err_set(ENOMEM, "--jail"), settings = NULL;
+    if (r == 0 && settings)
+        r = confine_plan_add(p, settings, false);
+    free(settings);
+    free(instances);
+    return r;
+}
+
+/* What the VM itself needs of the user's smolvm folders: its own runtime
+ * folder, its instance folder, the caches a start fills, a migration's
+ * scratch -- never the whole folders (another VM's sockets, another
+ * instance's disks, the store). */
+static int add_own_folders(struct confine_plan *p, const char *name, bool start,
+                           const char *bundle)
+{
+    int r = add_runtime(p, name);
+
+    if (r == 0)
+        r = add_instance(p, name, start);
+    if (r == 0 && start)
+        r = add_caches(p);
+    if (r == 0 && start && bundle && instance_named(bundle))
+        r = add_store_instance(p, bundle);
+    /* receive (a start of no bundle file): the layers the store has need
+     * not come over the link (machine_layer_at_hand()). */
+    if (r == 0 && start && !bundle)
+        r = add_data(p, "layers", false);
+    if (r == 0) /* a migration's scratch, both ways (migrate/migrate.h) */
+        r = add_data(p, "migrate", true);
+    return r;
+}
+
 static int make_plan(const struct vm_options *o, const char *name, bool start,
                      const char *bundle, struct confine_plan *p)
 {
@@ -101,18 +223,8 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
     static const char *const modules[] = {"/sys/module/kvm_pvm", "/sys/module/kvm_intel",
                                           "/sys/module/kvm_amd"};
     const struct vm_config *cfg = &o->vm;
-    char *runtime;
-    int r = control_dir(&runtime);
+    int r = add_own_folders(p, name, start, bundle);
 
-    if (r < 0)
-        return r;
-    if (asprintf(&p->root, "%s/%s.jail", runtime, name) < 0)
-        p->root = NULL;
-    r = add_owned(p, runtime);
-    if (r == 0)
-        r = add_owned(p, paths_cache_dir(""));
-    if (r == 0)
-        r = add_owned(p, paths_data_dir(""));
     for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
         r = confine_plan_add(p, devices[i], true);
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]) && r == 0; i++)
@@ -147,7 +259,7 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
         r = confine_plan_add(p, "/dev/net/tun", true);
     if (r == 0 && (start || cfg->net.mode == VM_NET_USER))
         r = add_net_helper(p);
-    return r < 0 ? r : p->root ? 0 : err_set(ENOMEM, "--jail");
+    return r;
 }
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)

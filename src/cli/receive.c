@@ -62,13 +62,16 @@ struct received {
     char *dir;               /* its instance folder, when this receive made it */
 };
 
-/* The instance folder NAME would get, when there is none yet: a failed
- * migration removes it again. */
+/* Instance NAME's folder, made here when there is none yet (mkdir's own
+ * answer, not a look before: a folder made meanwhile, an instance the
+ * user created, is never this receive's to remove): a failed migration
+ * removes it again. NULL when it was there. */
 static char *new_instance_dir(const char *name)
 {
     char *root = paths_instances_dir(), *dir = NULL;
-    struct stat st;
-    if (root && asprintf(&dir, "%s/%s", root, name) >= 0 && stat(dir, &st) == 0) {
+
+    if (root && paths_mkdirs(root) == 0 && asprintf(&dir, "%s/%s", root, name) >= 0 &&
+        mkdir(dir, 0700) < 0) {
         free(dir);
         dir = NULL;
     }
@@ -124,7 +127,6 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
     so.memory_fd = rc->memory_fd >= 0 ? rc->memory_fd : 0;
     so.have_layers = (const char(*)[HASH_HEX])rc->have;
     so.have_layer_count = rc->have_count;
-    rc->dir = new_instance_dir(so.name);
     r = machine_start(rc->bundle, &so, m);
     if (r < 0) {
         migrate_send_error(&rc->link, err_msg());
@@ -203,7 +205,10 @@ int cli_receive(int argc, char **argv)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if ((listener = migrate_listen(o.listen)) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    if ((code = serve_open(o.name, &server)) == CLI_OK && o.detach) {
+    if ((code = serve_open(o.name, &server)) == CLI_OK && o.jail &&
+        (code = serve_use_own_folder(server)) != CLI_OK)
+        serve_abort(server);
+    if (code == CLI_OK && o.detach) {
         bool parent;
         code = serve_detach(server, &parent);
         if (parent) {
@@ -216,11 +221,17 @@ int cli_receive(int argc, char **argv)
         return code;
     }
     int fd = accept_source(&o, listener), r = fd;
+    /* Made before the jail, which binds it (its VMM cannot make it), and
+     * named by this receiver (--name or vm-PID), never by the source. */
+    rc.dir = fd >= 0 ? new_instance_dir(serve_name(server)) : NULL;
     /* Confined before the source's first frame is read (the listener was
      * made, and its socket file removed, outside). */
     if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
                                                 serve_name(server))) != CLI_OK) {
         close(fd);
+        if (rc.dir)
+            rmdir(rc.dir); /* empty: made just now */
+        free(rc.dir);
         serve_abort(server);
         return code;
     }

@@ -194,6 +194,8 @@ int cli_run(int argc, char **argv)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if (code == CLI_OK)
         code = serve_open(o.name, &server);
+    if (code == CLI_OK && o.jail && (code = serve_use_own_folder(server)) != CLI_OK)
+        serve_abort(server);
     if (code != CLI_OK)
         return code;
     o.vm.vsock_path = serve_vsock_path(server);

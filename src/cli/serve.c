@@ -16,6 +16,7 @@
 #include "machine/control.h"
 #include "machine/instance.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/trace.h"
 
 struct server {
@@ -27,6 +28,7 @@ struct server {
     bool detached;  /* stdout is the log */
     char *no_control; /* why there is no control socket (a VM without --name runs on) */
     char *vsock_path; /* serve_vsock_path()'s answer, NULL until asked */
+    char *own_dir;    /* serve_use_own_folder(): RUNTIME/NAME.vm, or NULL */
     int console_fd;     /* RUNTIME/NAME.console, listening: input for the console; or -1 */
     char *console_path;
 };
@@ -42,6 +44,7 @@ static void server_free(struct server *s, bool remove)
     free(s->console_path);
     free(s->no_control);
     free(s->vsock_path);
+    free(s->own_dir);
     free(s);
 }
 
@@ -126,9 +129,43 @@ const char *serve_name(const struct server *s)
 
 const char *serve_vsock_path(struct server *s)
 {
-    if (!s->no_control && !s->vsock_path)
+    if (!s->no_control && !s->vsock_path && s->own_dir &&
+        asprintf(&s->vsock_path, "%s/%s.vsock", s->own_dir, s->name) < 0)
+        s->vsock_path = NULL;
+    else if (!s->no_control && !s->vsock_path)
         s->vsock_path = cli_vsock_path(s->name);
     return s->vsock_path;
+}
+
+/* RUNTIME/NAME.SUFFIX, where clients look, made a link to the same name in
+ * the VM's own folder (whatever was there is a stale one: the name is
+ * this VM's since its control socket is). */
+static int link_into_own_folder(const struct server *s, const char *suffix)
+{
+    char *runtime = strdup(s->own_dir), *at = NULL, *target = NULL, *slash;
+    int r = 0;
+
+    if (!runtime || !(slash = strrchr(runtime, '/')) ||
+        asprintf(&at, "%.*s/%s.%s", (int)(slash - runtime), runtime, s->name, suffix) < 0 ||
+        asprintf(&target, "%s/%s.%s", slash + 1, s->name, suffix) < 0)
+        r = err_set(ENOMEM, "--jail");
+    else if ((unlink(at) < 0 && errno != ENOENT) || symlink(target, at) < 0)
+        r = err_set(errno, "--jail: '%s'", at);
+    free(runtime);
+    free(at);
+    free(target);
+    return r;
+}
+
+int serve_use_own_folder(struct server *s)
+{
+    if (s->no_control)
+        return CLI_OK; /* nobody looks for an unnamed VM without a socket */
+    free(s->vsock_path);
+    s->vsock_path = NULL;
+    if (control_vm_dir(s->name, &s->own_dir) < 0 || link_into_own_folder(s, "vsock") < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    return CLI_OK;
 }
 
 char *serve_log_path(const char *name)
@@ -168,17 +205,53 @@ static int wait_for_child(struct server *s, int fd)
     return CLI_FAILED;
 }
 
-static int redirect_to_log(const char *name)
+/* Where the VM's console log is written: in its own folder when it has
+ * one (rotated there: the jail lets it write nowhere else), else
+ * serve_log_path(). */
+static char *own_log_path(const struct server *s)
 {
-    char *log = serve_log_path(name), *older = NULL;
-    int fd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600)
-                 : -1;
-    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    char *path = NULL;
 
-    if (log && asprintf(&older, "%s.1", log) >= 0)
-        unlink(older); /* an earlier VM's of the same name */
+    if (!s->own_dir)
+        return serve_log_path(s->name);
+    if (asprintf(&path, "%s/%s.log", s->own_dir, s->name) < 0)
+        path = NULL;
+    return path;
+}
+
+/* An earlier VM's log of the same name at path and path.1: removed, never
+ * opened -- a link or FIFO its (jailed) VMM left in its own folder must
+ * not be written through or block this start. */
+static void remove_old_log(const char *path)
+{
+    char *older = NULL;
+
+    if (!path)
+        return;
+    unlink(path);
+    if (asprintf(&older, "%s.1", path) >= 0)
+        unlink(older);
     free(older);
+}
+
+static int redirect_to_log(const struct server *s)
+{
+    char *log = own_log_path(s), *shown = serve_log_path(s->name);
+    int fd = -1, null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    remove_old_log(shown); /* the link, or the log itself un-jailed */
+    if (s->own_dir)
+        remove_old_log(log);
+    free(shown);
+    /* Appended to: stdout and stderr share it, and the console rotates it. */
+    if (log && (fd = file_create_fresh(log, 0600)) >= 0 && fcntl(fd, F_SETFL, O_APPEND) < 0) {
+        close(fd);
+        fd = -1;
+    }
     free(log);
+    if (s->own_dir && fd >= 0 &&
+        (link_into_own_folder(s, "log") < 0 || link_into_own_folder(s, "log.1") < 0))
+        err_clear(); /* the log is written all the same; `smolvm logs` does not find it */
     if (fd < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
         dup2(fd, STDERR_FILENO) < 0)
         return -1;
@@ -213,7 +286,7 @@ int serve_detach(struct server *s, bool *parent)
     *parent = false;
     close(fds[0]);
     setsid();
-    if (redirect_to_log(s->name) < 0)
+    if (redirect_to_log(s) < 0)
         _exit(CLI_FAILED);
     s->ready_fd = fds[1];
     s->detached = true;
@@ -222,12 +295,18 @@ int serve_detach(struct server *s, bool *parent)
 
 void serve_abort(struct server *s)
 {
+    char why[512];
+
     if (!s)
         return;
+    /* The caller says next why it gave up: finding the instance folder
+     * may clear the message (a jail's read-only data folder, paths.c). */
+    snprintf(why, sizeof(why), "%s", err_msg());
     control_close(s->control);
     if (s->generated)
         instance_dir_remove_unnamed(s->name);
     server_free(s, true);
+    err_plain(0, "%s", why);
 }
 
 /* How long the hello waits for the agent: a booting guest under nested
@@ -284,7 +363,7 @@ int serve_machine(struct server *s, struct machine *m, const struct serve_option
     s->ctl.control = s->control;
     clock_gettime(CLOCK_MONOTONIC, &s->ctl.started);
     if (s->detached) {
-        char *log = serve_log_path(s->name);
+        char *log = own_log_path(s);
         console_log_to(vm_console(vm), log, SERVE_LOG_LIMIT);
         free(log);
     }

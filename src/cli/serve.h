@@ -30,6 +30,12 @@ const char *serve_name(const struct server *s);
  * unnamed VM without them runs on (with serve's one warning line) instead
  * of failing. */
 const char *serve_vsock_path(struct server *s);
+/* --jail: what the VM makes once confined (its vsock socket, a detached
+ * VM's log) goes into its own runtime folder (control_vm_dir()), the one
+ * its jail lets it write; the names clients look for in the runtime
+ * folder (NAME.vsock, NAME.log) are links into it. Before
+ * serve_vsock_path() and serve_detach(). Returns a CLI exit code. */
+int serve_use_own_folder(struct server *s);
 /* --detach: forks. The child (*parent false) goes on to build and run the
  * VM with its console in a log file (`smolvm logs NAME`); the parent waits
  * until the VM runs or fails and returns the exit code to leave with. */
@@ -40,7 +46,8 @@ int serve_detach(struct server *s, bool *parent);
 /* The log file of VM NAME (malloc'd). */
 char *serve_log_path(const char *name);
 
-/* Gives the name up again when the VM could not be built. */
+/* Gives the name up again when the VM could not be built; err_msg() stays
+ * the reason the caller is about to give. */
 void serve_abort(struct server *s);
 
 /* Runs m until it stops; destroys m and s; returns the exit code. */

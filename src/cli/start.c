@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -27,6 +28,59 @@ static const struct vm_options_help start_help = {
     "Exit status: 0 when the guest powers off or is stopped, 1 on errors (a corrupt\n"
     "or truncated bundle included), 2 on a bad command line.\n",
 };
+
+/* --jail leaves the store out of the VMM's view (its instance.json
+ * read-only, its lock absent): a process left outside marks a store
+ * instance resumed once the VMM asks (one byte), and answers 'y' when it
+ * did. Made before the jail; the VMM's end of the pair, or -1. */
+static int resume_marker(const char *name)
+{
+    int pair[2];
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+        return err_set(errno, "socketpair");
+    if ((pid = fork()) < 0) {
+        close(pair[0]);
+        close(pair[1]);
+        return err_set(errno, "fork");
+    }
+    if (pid == 0) {
+        char asked, answer = 'n';
+        /* Only its end of the pair (and stdio): the VM's sockets, and a
+         * detached start's pipe to its parent, are not held open here. */
+        if (dup2(pair[1], STDERR_FILENO + 1) < 0)
+            _exit(1);
+        close_range(STDERR_FILENO + 2, ~0u, 0);
+        pair[1] = STDERR_FILENO + 1;
+        if (read(pair[1], &asked, 1) == 1) {
+            if (machine_instance_resumed(name) == 0)
+                answer = 'y';
+            else
+                fprintf(stderr, "smolvm: start: %s\n", err_msg());
+            if (write(pair[1], &answer, 1) != 1) {
+                /* the VMM is gone: it starts nothing */
+            }
+        }
+        _exit(0);
+    }
+    close(pair[1]);
+    return pair[0];
+}
+
+/* The instance's saved state now runs: later starts boot (directly, or
+ * through resume_marker()'s process). Before the guest runs. */
+static int mark_resumed(const char *name, int marker)
+{
+    char answer = 'n';
+
+    if (marker < 0)
+        return machine_instance_resumed(name);
+    if (write(marker, "r", 1) != 1 || read(marker, &answer, 1) != 1 || answer != 'y')
+        return err_plain(EIO, "instance '%s': its saved state was not marked resumed", name);
+    close(marker);
+    return 0;
+}
 
 int cli_start(int argc, char **argv)
 {
@@ -59,6 +113,8 @@ int cli_start(int argc, char **argv)
         confine_seccomp_set(o.serve.seccomp, "start") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     code = serve_open(name, &server);
+    if (code == CLI_OK && o.jail && (code = serve_use_own_folder(server)) != CLI_OK)
+        serve_abort(server);
     if (code != CLI_OK)
         return code;
     if (o.detach) {
@@ -70,15 +126,30 @@ int cli_start(int argc, char **argv)
     }
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
-    code = cli_confine(&o, so.name, true, argv[optind]);
+    /* The store is read, and written, outside the jail. */
+    const char *what = argv[optind];
+    bool instance = instance_named(what);
+    int marker = -1;
+    if (machine_start_named_prepare(what) < 0 ||
+        (instance && o.jail && (marker = resume_marker(what)) < 0)) {
+        serve_abort(server);
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
+    code = cli_confine(&o, so.name, true, what);
     if (code != CLI_OK) {
         serve_abort(server);
         return code;
     }
     trace_mark(TRACE_VMM_READY);
-    if (machine_start_named(argv[optind], &so, &m) < 0) {
+    if (machine_start_named(what, &so, &m) < 0) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
+    }
+    if (instance && machine_resumed(m) && mark_resumed(what, marker) < 0) {
+        code = cli_fail(CLI_FAILED, "%s", err_msg());
+        machine_destroy(m); /* resumed twice, the state would meet a disk moved on */
+        serve_abort(server);
+        return code;
     }
     return serve_machine(server, m, &o.serve);
 }

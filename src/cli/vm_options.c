@@ -294,7 +294,8 @@ static const struct vm_option vm_option_table[] = {
      "the guest's vsock address (default 3); the host end is\n"
      "the unix socket RUNTIME/NAME.vsock (Firecracker's protocol:\n"
      "'CONNECT PORT'; guest connections to host port P go to\n"
-     "RUNTIME/NAME.vsock_P)", parse_vsock_cid},
+     "RUNTIME/NAME.vsock_P, RUNTIME/NAME.vm/NAME.vsock_P\n"
+     "under --jail)", parse_vsock_cid},
     {"no-kernel-cache", 0, NULL, BOOTS, 0,
      "boot a bzImage as it is, not from its cached\n"
      "unpacked vmlinux", NULL, SET(vm.kernel_cache, false)},

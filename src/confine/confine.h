@@ -60,8 +60,10 @@ void confine_thread(enum confine_thread kind, const char *name);
 
 /* The jail's relay (jail.c), once it has forked the VMM: its filter lets
  * it wait for the VMM, pass signals on to it, end itself as the VMM ended,
- * and remove the VM's cgroup from cgroup_folder (-1: none) -- nothing else. */
-void confine_relay(pid_t vmm, int cgroup_folder);
+ * remove the VM's cgroup from cgroup_folder (-1: none), and look at and
+ * remove names in the folders it holds open (leftover_dirs: the VM's
+ * sockets and folders, jail.h) -- nothing else. */
+void confine_relay(pid_t vmm, int cgroup_folder, const int *leftover_dirs, unsigned count);
 
 /* The mode, for the VM's status ("seccomp"): "on", "log" or "off". */
 const char *confine_seccomp_name(void);

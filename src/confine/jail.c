@@ -65,21 +65,34 @@ static int map_ids(uid_t uid, gid_t gid)
     return 0;
 }
 
+/* A folder on the way to a mount point, with the host folder's mode: the
+ * VMM checks some of them as it would outside (smolvm's cache root must
+ * be 0700, util/cache.h) and could not change them in the read-only root. */
+static int make_folder_as_host(const char *at, const char *host)
+{
+    struct stat st;
+    mode_t mode = stat(host, &st) == 0 ? st.st_mode & 07777 : 0755;
+
+    if (mkdir(at, mode) < 0)
+        return stat(at, &st) < 0 ? broken("cannot make", at) : 0;
+    return chmod(at, mode) < 0 ? broken("cannot make", at) : 0; /* past the umask */
+}
+
 /* The mount point of path under root: its folders, then a folder or an
  * empty file to bind onto. */
 static int make_mount_point(const char *target, size_t root_len, bool folder)
 {
     char dir[PATH_MAX];
     struct stat st;
-    int fd;
+    int fd, r;
 
     if (stat(target, &st) == 0)
         return 0; /* inside a folder bound before */
     snprintf(dir, sizeof(dir), "%s", target);
     for (char *slash = strchr(dir + root_len + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        if (mkdir(dir, 0755) < 0 && stat(dir, &st) < 0)
-            return broken("cannot make", dir);
+        if ((r = make_folder_as_host(dir, dir + root_len)) < 0)
+            return r;
         *slash = '/';
     }
     if (folder)
@@ -260,6 +273,50 @@ static int drop_capabilities(void)
 static pid_t host_pid; /* the VMM's pid in the host's namespace; 0: not jailed */
 static pid_t vmm;      /* the relay's: its child, the VMM */
 
+/* The plan's leftovers as the relay holds them: each folder open (the
+ * VMM's pivot_root moves the relay's root too: names would reach the
+ * jail's), and what the name was when the jail was made. */
+struct held_leftover {
+    int dir;
+    const char *name;
+    dev_t dev;
+    ino_t ino;
+};
+static struct held_leftover held[CONFINE_MAX_LEFTOVERS];
+static unsigned held_count;
+
+static void hold_leftovers(const struct confine_plan *p)
+{
+    for (unsigned i = 0; i < p->leftover_count; i++) {
+        const struct confine_leftover *l = &p->leftovers[i];
+        int dir = open(l->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        struct stat st;
+
+        if (dir >= 0 && fstatat(dir, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino};
+        else if (dir >= 0)
+            close(dir);
+    }
+}
+
+/* The VMM must not keep a way out of its root. */
+static void let_go_of_leftovers(void)
+{
+    for (unsigned i = 0; i < held_count; i++)
+        close(held[i].dir);
+    held_count = 0;
+}
+
+static void remove_leftovers(void)
+{
+    for (unsigned i = 0; i < held_count; i++) {
+        struct stat st;
+        if (fstatat(held[i].dir, held[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            st.st_dev == held[i].dev && st.st_ino == held[i].ino)
+            unlinkat(held[i].dir, held[i].name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+    }
+}
+
 pid_t confine_host_pid(void)
 {
     return host_pid ? host_pid : getpid();
@@ -276,18 +333,21 @@ static void forward(int sig)
 static void __attribute__((noreturn)) relay(pid_t child)
 {
     struct sigaction sa = {.sa_handler = forward};
-    int status;
+    int status, dirs[CONFINE_MAX_LEFTOVERS];
 
     vmm = child;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
-    confine_relay(child, cgroup_held_folder());
+    for (unsigned i = 0; i < held_count; i++)
+        dirs[i] = held[i].dir;
+    confine_relay(child, cgroup_held_folder(), dirs, held_count);
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             _exit(1);
     cgroup_leave(); /* the cgroup made before the jail, held open (the VMM let it go) */
+    remove_leftovers();
     if (WIFEXITED(status))
         _exit(WEXITSTATUS(status));
     signal(WTERMSIG(status), SIG_DFL);
@@ -313,11 +373,13 @@ int jail_enter(const struct confine_plan *p)
         return -errno; /* not here: nothing changed */
     if ((r = map_ids(uid, gid)) < 0)
         return r;
+    hold_leftovers(p);
     fflush(NULL);
     if ((child = fork()) < 0)
         return broken("cannot fork", "into its pid namespace");
     if (child > 0)
         relay(child);
+    let_go_of_leftovers();
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay killed: the VM with it */
     cgroup_forget(); /* its limits stay its own: the relay leaves the cgroup after it */
     /* The host's /proc, still there, names this process as the host sees it. */

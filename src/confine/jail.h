@@ -33,11 +33,24 @@ struct confine_link {
 };
 #define CONFINE_MAX_LINKS 8
 
+/* A name in a folder outside the jail that the relay removes once the
+ * VMM has ended (jail only): what the VMM cannot remove itself, being out
+ * of its view (the control socket in the runtime folder) or a mount point
+ * in it (its own folders, bound in). Removed only if it is still the
+ * file the plan saw (a VM of the same name started since keeps its own);
+ * a folder only if empty. */
+struct confine_leftover {
+    char *dir, *name;
+};
+#define CONFINE_MAX_LEFTOVERS 8
+
 struct confine_plan {
     struct confine_path paths[CONFINE_MAX_PATHS];
     unsigned count;
     struct confine_link links[CONFINE_MAX_LINKS];
     unsigned link_count;
+    struct confine_leftover leftovers[CONFINE_MAX_LEFTOVERS];
+    unsigned leftover_count;
     char *root;    /* jail: the empty folder its tmpfs root is mounted on */
     bool new_net;  /* jail: a network namespace of its own (no TAP, no helper) */
 };
@@ -48,6 +61,8 @@ struct confine_plan {
  * when the plan is full. */
 int confine_plan_add(struct confine_plan *p, const char *path, bool writable);
 void confine_plan_release(struct confine_plan *p);
+/* Adds dir/name to what the relay removes after the VMM (see above). */
+int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *name);
 
 enum confine_kind { CONFINE_NONE, CONFINE_LANDLOCK, CONFINE_JAIL };
 
@@ -72,9 +87,12 @@ pid_t confine_host_pid(void);
 int jail_enter(const struct confine_plan *p);
 int landlock_enter(const struct confine_plan *p);
 
-/* Test builds only (SMOLVM_TEST_HOOKS): $SMOLVM_TEST_JAIL_PROBE names a host
- * file; once confined, the VMM tries to open it and says on stderr whether
- * it could ("confine probe: PATH: opened" or "...: denied (reason)"). */
+/* Test builds only (SMOLVM_TEST_HOOKS): $SMOLVM_TEST_JAIL_PROBE names host
+ * paths, ':' between them; once confined, the VMM tries each -- connects
+ * to a name ending in "sock" (another VM's NAME.sock, NAME.vsock), makes a file in a PATH/
+ * (a folder: the cache's root), opens anything else -- and says on stderr
+ * whether it could ("confine probe: PATH: opened" or "...: denied
+ * (reason)"). */
 void confine_probe(void);
 
 #endif

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -58,10 +60,29 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
     return 0;
 }
 
+int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *name)
+{
+    struct confine_leftover *l = &p->leftovers[p->leftover_count];
+
+    if (p->leftover_count == CONFINE_MAX_LEFTOVERS)
+        return err_plain(E2BIG, "--jail: more than %d names to remove after",
+                         CONFINE_MAX_LEFTOVERS);
+    if (!(l->dir = strdup(dir)) || !(l->name = strdup(name))) {
+        free(l->dir);
+        return err_set(ENOMEM, "--jail");
+    }
+    p->leftover_count++;
+    return 0;
+}
+
 void confine_plan_release(struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->count; i++)
         free(p->paths[i].path);
+    for (unsigned i = 0; i < p->leftover_count; i++) {
+        free(p->leftovers[i].dir);
+        free(p->leftovers[i].name);
+    }
     for (unsigned i = 0; i < p->link_count; i++) {
         free(p->links[i].path);
         free(p->links[i].target);
@@ -112,20 +133,55 @@ const char *confine_description(void)
     return description;
 }
 
+#ifdef SMOLVM_TEST_HOOKS
+/* One probe: a name ending in "sock" is connected to (another VM's
+ * control or vsock socket: opening one would fail even where it could be
+ * reached), one ending in '/' is a folder to make a file in (the
+ * cache's, the store's root), anything else is opened to read. 0 or -errno. */
+static int probe_one(const char *path)
+{
+    size_t n = strlen(path);
+    char made[PATH_MAX];
+    int fd;
+
+    if (n > 4 && strcmp(path + n - 4, "sock") == 0) {
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+    } else if (n > 0 && path[n - 1] == '/') {
+        snprintf(made, sizeof(made), "%sconfine-probe-%d", path, (int)getpid());
+        fd = open(made, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            unlink(made);
+    } else {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -errno;
+    close(fd);
+    return 0;
+}
+#endif
+
 void confine_probe(void)
 {
 #ifdef SMOLVM_TEST_HOOKS
-    const char *path = getenv("SMOLVM_TEST_JAIL_PROBE");
-    int fd;
+    const char *list = getenv("SMOLVM_TEST_JAIL_PROBE");
+    char *copy = list ? strdup(list) : NULL, *save = NULL;
 
-    if (!path)
-        return;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        fprintf(stderr, "confine probe: %s: opened\n", path);
-        close(fd);
-    } else {
-        fprintf(stderr, "confine probe: %s: denied (%s)\n", path, strerror(errno));
+    for (char *path = copy ? strtok_r(copy, ":", &save) : NULL; path;
+         path = strtok_r(NULL, ":", &save)) {
+        int r = probe_one(path);
+        if (r == 0)
+            fprintf(stderr, "confine probe: %s: opened\n", path);
+        else
+            fprintf(stderr, "confine probe: %s: denied (%s)\n", path, strerror(-r));
     }
+    free(copy);
 #endif
 }

@@ -28,6 +28,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "confine/jail.h"
 #include "util/err.h"
 #include "util/trace.h"
 
@@ -390,6 +391,8 @@ static int build_memory(scmp_filter_ctx ctx)
 /* The relay's VMM and the folder it may remove the cgroup from. */
 static pid_t relay_vmm;
 static int relay_cgroup_folder = -1;
+static int relay_leftover_dirs[CONFINE_MAX_LEFTOVERS];
+static unsigned relay_leftover_count;
 
 /* The relay (confine_relay()) runs no guest code and reads nothing of the
  * guest's, but it stays outside the VMM's pid namespace: a filter keeps
@@ -419,6 +422,16 @@ static int build_relay(scmp_filter_ctx ctx)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 2,
                              SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_cgroup_folder),
                              SCMP_A2(SCMP_CMP_EQ, AT_REMOVEDIR));
+    /* The VM's leftovers (jail.h): each looked at (still the file the
+     * jail saw?) and removed, by name in a folder held open. */
+    for (unsigned i = 0; i < relay_leftover_count && r == 0; i++) {
+        scmp_datum_t dir = (scmp_datum_t)relay_leftover_dirs[i];
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(newfstatat), 1,
+                             SCMP_A0(SCMP_CMP_EQ, dir));
+        if (r == 0)
+            r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 1,
+                                 SCMP_A0(SCMP_CMP_EQ, dir));
+    }
     return r;
 }
 
@@ -555,10 +568,12 @@ void confine_thread(enum confine_thread kind, const char *name)
     trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
 }
 
-void confine_relay(pid_t vmm, int cgroup_folder)
+void confine_relay(pid_t vmm, int cgroup_folder, const int *leftover_dirs, unsigned count)
 {
     relay_vmm = vmm;
     relay_cgroup_folder = cgroup_folder;
+    relay_leftover_count = count < CONFINE_MAX_LEFTOVERS ? count : CONFINE_MAX_LEFTOVERS;
+    memcpy(relay_leftover_dirs, leftover_dirs, relay_leftover_count * sizeof(int));
     confine_thread(CONFINE_RELAY, "jail-relay");
 }
 

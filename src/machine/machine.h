@@ -62,9 +62,15 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     __attribute__((warn_unused_result));
 
 /* A bundle file, or else (instance_named()) a store instance by name:
- * booted, or resumed from its saved state. */
+ * booted, or resumed from its saved state. An instance that resumed
+ * (machine_resumed()) is the caller's to mark so in the store
+ * (machine_instance_resumed()), before its guest runs. */
 int machine_start_named(const char *what, const struct machine_start_options *o,
                         struct machine **out) __attribute__((warn_unused_result));
+/* Reads store instance what's settings from the store for
+ * machine_start_named(), when what names one: before --jail confines the
+ * VMM, whose jail leaves the store out (docs/security.md). */
+int machine_start_named_prepare(const char *what) __attribute__((warn_unused_result));
 
 struct vm *machine_vm(struct machine *m);
 /* Whether m resumed a saved state (its guest did not boot). */

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bundle/signature.h"
 #include "machine/instance.h"
 #include "machine/stop_named.h"
 #include "util/err.h"
@@ -86,8 +87,28 @@ int machine_save_take_staged(const char *staging, const char *path)
     return r;
 }
 
-/* A confined VM cannot reach path: it saves into the runtime folder (its
- * own, and the caller's), and the bundle is moved to path from there.
+/* The bundle the confined VM staged, to path: signed on its way with
+ * key when there is one, read through the descriptor file_open_sole
+ * checked (never by the staged name, which the VM could change). */
+static int take_staged(const char *staging, const char *path, const char *key)
+{
+    struct stat st;
+    char checked[64];
+    int fd, r;
+
+    if (!key)
+        return machine_save_take_staged(staging, path);
+    if ((fd = file_open_sole(staging, "saved bundle", &st)) < 0)
+        return fd;
+    snprintf(checked, sizeof(checked), "/proc/self/fd/%d", fd);
+    r = bundle_sign_copy(checked, path, key);
+    close(fd);
+    return r;
+}
+
+/* A confined VM cannot reach path: it saves into its own runtime folder
+ * (control_vm_dir(), the one it may write, and the caller's too), and the
+ * bundle is moved to path from there.
  * Without --resume the VM is held paused over the move and stopped once
  * the bundle is in place; a move that fails gives the VM back as it was
  * and says so, as a save that fails in the VM does. */
@@ -95,13 +116,20 @@ static int ask_confined(const char *name, const struct machine_save_request *q, 
 {
     char *runtime, *staging = NULL, why[512];
     bool was_paused = false, hold = !q->resume;
-    int r = control_dir(&runtime);
+    /* --sign: the VM writes the bundle, save signs it on its way to path
+     * (the key never enters the jail). */
+    struct machine_save_request inside = *q;
+    int r = q->sign_key ? bundle_check_signing_key(q->sign_key) : 0;
 
-    if (r == 0 && asprintf(&staging, "%s/%s.save-%d.smolmachine", runtime, name, (int)getpid()) < 0)
+    inside.sign_key = NULL;
+    if (r == 0)
+        r = control_vm_dir(name, &runtime);
+    if (r == 0 && asprintf(&staging, "%s/save-%d.smolmachine", runtime, (int)getpid()) < 0)
         r = err_set(ENOMEM, "save"), staging = NULL;
-    free(runtime);
-    if (r == 0 && (r = ask(name, q, staging, hold, &was_paused)) == 0) {
-        if ((r = machine_save_take_staged(staging, path)) < 0) {
+    if (r == 0)
+        free(runtime);
+    if (r == 0 && (r = ask(name, &inside, staging, hold, &was_paused)) == 0) {
+        if ((r = take_staged(staging, path, q->sign_key)) < 0) {
             snprintf(why, sizeof(why), "%s", err_msg());
             if (hold && !was_paused && machine_command(name, "resume", NULL) < 0)
                 err_clear(); /* it went away meanwhile: nothing to give back */

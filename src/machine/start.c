@@ -190,47 +190,60 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     return 0;
 }
 
+/* A store instance's settings (machine_start_named_prepare()); its
+ * strings live as long as the VM. */
+static struct {
+    struct vm_config cfg;
+    const char *resume;
+    bool shared, read;
+} named;
+
+int machine_start_named_prepare(const char *what)
+{
+    int r;
+
+    if (!instance_named(what) || named.read)
+        return 0;
+    vm_config_defaults(&named.cfg);
+    r = machine_instance_config(what, &named.cfg, &named.resume, &named.shared);
+    named.read = r == 0;
+    return r;
+}
+
 int machine_start_named(const char *what, const struct machine_start_options *so,
                         struct machine **m)
 {
-    static struct vm_config cfg; /* its strings live as long as the VM */
+    struct vm_config *cfg = &named.cfg;
 
     if (!instance_named(what))
         return machine_start(what, so, m);
-    const char *resume;
-    bool shared;
     if (so->trusted_key)
         return err_plain(EINVAL, "--verify checks a bundle file; '%s' is an instance", what);
-    vm_config_defaults(&cfg);
-    cfg.interactive = so->interactive;
-    cfg.trace_until = so->trace_until;
-    cfg.vsock_path = so->vsock_path;
-    int r = machine_instance_config(what, &cfg, &resume, &shared);
-    if (r == 0)
-        r = vm_config_map_shares(&cfg, so->shares, so->share_count);
-    if (r == 0 && !resume && so->forwards) /* a saved state's own net: machine_start's */
-        r = net_replace_forwards(&cfg.net, so->forwards);
-    if (r < 0 || !resume)
-        return r < 0 ? r : machine_boot(&cfg, m);
+    int r = machine_start_named_prepare(what);
+    if (r < 0)
+        return r;
+    cfg->interactive = so->interactive;
+    cfg->trace_until = so->trace_until;
+    cfg->vsock_path = so->vsock_path;
+    r = vm_config_map_shares(cfg, so->shares, so->share_count);
+    if (r == 0 && !named.resume && so->forwards) /* a saved state's own net: machine_start's */
+        r = net_replace_forwards(&cfg->net, so->forwards);
+    if (r < 0 || !named.resume)
+        return r < 0 ? r : machine_boot(cfg, m);
     struct machine_start_options from_state = *so;
-    from_state.instance = &cfg;
+    from_state.instance = cfg;
     /* The instance's folders for the saved state's tags, then --share's. */
     static struct vm_share_config shares[2 * VM_MAX_SHARES];
     unsigned count = 0;
-    for (unsigned i = 0; i < cfg.share_count; i++)
-        shares[count++] = cfg.shares[i];
+    for (unsigned i = 0; i < cfg->share_count; i++)
+        shares[count++] = cfg->shares[i];
     for (unsigned i = 0; i < so->share_count; i++)
         shares[count++] = so->shares[i];
     from_state.shares = shares;
     from_state.share_count = count;
     /* A suspended state is read once: caching its memory would only fill
      * the cache. */
-    if (!shared && so->memory == MACHINE_MEMORY_DEFAULT)
+    if (!named.shared && so->memory == MACHINE_MEMORY_DEFAULT)
         from_state.memory = MACHINE_MEMORY_DECOMPRESS;
-    r = machine_start(resume, &from_state, m);
-    if (r == 0 && machine_instance_resumed(what) < 0) {
-        machine_destroy(*m);
-        return -EIO;
-    }
-    return r;
+    return machine_start(named.resume, &from_state, m);
 }

@@ -1912,6 +1912,7 @@ scenario_vsock() {
         t2=$(ms_now)
         echo "start of $b.smolmachine as $n: $((t1 - t0)) ms to start --detach returning, then $((t2 - t1)) ms to the first exec's output ($((t2 - t0)) ms in all)" >> "$figures"
         cp "$work/$n-start.err" "$work/$n-exec.err" "$results/" 2>/dev/null
+        [ "$rc" -eq 0 ] || "$SMOLVM" logs "$n" > "$results/$n-console.log" 2>&1
         expect "vsock-restored-$n" "exec right after start of $b.smolmachine (no --wait) answers" \
             test "$rc" -eq 0 -a "$out" = restored
     done
@@ -2002,11 +2003,23 @@ scenario_jail() {
     rc=$?
     cp "$work/jail-save.out" "$results/" 2>/dev/null
     expect jail-save "save of a jailed VM writes a bundle outside its jail" \
-        eval 'test "$rc" -eq 0 -a -s "$bundle" && ! ls "$XDG_RUNTIME_DIR" | grep -q "save-"'
-    timeout -k 10 120 "$real_smolvm" start "$bundle" --jail --detach --name jailed2 \
+        eval 'test "$rc" -eq 0 -a -s "$bundle" && ! find "$XDG_RUNTIME_DIR" -name "save-*" | grep -q .'
+    # What the other VMs of the user have is out of the second VM's reach:
+    # the first one's control socket and vsock socket (it still runs), an
+    # instance's disk, the cache's and the store's roots. The jailed VMM
+    # tries each (the test hook) once confined, before it unpacks the
+    # bundle into the cache folders it fills, and its start still works.
+    local runtime=$XDG_RUNTIME_DIR/smolvm cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/smolvm
+    local data_root=${XDG_DATA_HOME:-$HOME/.local/share}/smolvm
+    local neighbour=$data_root/instances/jneighbour/delta.qcow2
+    mkdir -p "${neighbour%/*}" "$cache_root" && echo disk > "$neighbour"
+    local probes=("$runtime/jailed.sock" "$runtime/jailed.vm/jailed.vsock" "$neighbour"
+                  "$cache_root/" "$data_root/")
+    SMOLVM_TEST_JAIL_PROBE=$(IFS=:; echo "${probes[*]}") \
+        timeout -k 10 120 "$real_smolvm_asan" start "$bundle" --jail --detach --name jailed2 \
         > "$work/jail-start.out" 2> "$work/jail-start.err"
     rc=$?
-    for i in $(seq 1 60); do
+    for i in $(seq 1 "$BOOT_TIMEOUT"); do # the ASan build (its probe hook), slower
         "$real_smolvm" logs jailed2 2>/dev/null | grep -q '^COUNT' && break
         sleep 1
     done
@@ -2017,8 +2030,25 @@ scenario_jail() {
     [ "$kind" = landlock ] && want=landlock
     expect jail-start "start --jail resumes the saved bundle, confined: $want" \
         eval 'test "$rc" -eq 0 && has jailed2 "^COUNT" && echo "$ps_out" | grep -qF "\"confinement\": \"$want\""'
+    if [ "$kind" = jail ]; then
+        # (landlock does not keep a VMM from connecting to a socket.)
+        local what=(socket vsock instance cache store)
+        for i in "${!probes[@]}"; do
+            expect "jail-probe-${what[$i]}" "the jailed VMM cannot reach ${probes[$i]}" \
+                has jailed2 "confine probe: ${probes[$i]}: denied"
+        done
+    fi
     "$real_smolvm" stop jailed2 --force > /dev/null 2>&1
     "$real_smolvm" stop jailed --force > /dev/null 2>&1
+    # Its relay, outside, removed its names from the runtime folder.
+    for i in $(seq 1 30); do
+        [ -e "$runtime/jailed.sock" ] || [ -e "$runtime/jailed2.sock" ] || break
+        sleep 1
+    done
+    ls -la "$runtime" "$runtime"/*.vm > "$results/jail-runtime-after.txt" 2>&1
+    expect jail-leftovers "the stopped jailed VMs' sockets are gone from the runtime folder (see jail-runtime-after.txt)" \
+        eval '! ls "$runtime" | grep -qE "^jailed2?\.(sock|console|vsock)$"'
+    rm -rf "$data_root/instances/jneighbour"
     # --cpu-quota and --mem-limit: its cgroup has them, where the L1 has a
     # cgroup v2 with the controllers; elsewhere one line says what is missing.
     timeout -k 10 120 "$real_smolvm" run --jail --detach --name jlim --cpu-quota 1.5 --mem-limit 1G \

@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include "api/control.h"
+#include "bundle/bundle.h"
+#include "bundle/signature.h"
 #include "control_loop.h"
 #include "scratch.h"
 
@@ -345,19 +347,32 @@ static char migrate_to[256];
 
 static char fake_vm_after_save[64]; /* the commands after its last save */
 static bool fake_vm_saved_held;
+static char fake_vm_saved_to[256]; /* the folder it was asked to save into */
+static char fake_vm_sign_key[256];  /* the key it was given to sign with, as it read it */
+static char fake_vm_sign_path[256];
 
 /* A jailed VM's save: the bundle written where asked (its runtime
  * folder), what it was asked to do after kept. */
 static json_t *fake_vm_save(json_t *req)
 {
     const char *path = json_string_value(json_object_get(req, "path"));
-    FILE *f = path ? fopen(path, "w") : NULL;
+    struct bundle_writer *w;
 
-    if (!f)
+    if (!path || bundle_writer_open(path, &w) < 0 ||
+        bundle_add(w, "config", "a bundle", 8, BUNDLE_RAW) < 0 || bundle_writer_commit(w) < 0)
         return control_error("cannot write the bundle");
-    fputs("a bundle", f);
-    fclose(f);
     fake_vm_saved_held = json_is_true(json_object_get(req, "hold"));
+    snprintf(fake_vm_saved_to, sizeof(fake_vm_saved_to), "%.*s",
+             (int)(strrchr(path, '/') - path), path);
+    const char *key = json_string_value(json_object_get(req, "sign"));
+    FILE *k = key ? fopen(key, "r") : NULL;
+    fake_vm_sign_key[0] = 0;
+    snprintf(fake_vm_sign_path, sizeof(fake_vm_sign_path), "%s", key ? key : "");
+    if (k) {
+        if (!fgets(fake_vm_sign_key, sizeof(fake_vm_sign_key), k))
+            fake_vm_sign_key[0] = 0;
+        fclose(k);
+    }
     fake_vm_after_save[0] = 0;
     return json_pack("{s:b,s:s,s:f,s:b}", "ok", 1, "path", path, "seconds", 0.1, "was_paused", 0);
 }
@@ -464,8 +479,8 @@ static void test_migrate_passes_the_link(void **state)
     close(listener);
 }
 
-/* save -o of a jailed VM: it saves into its runtime folder and save moves
- * the bundle where asked. The VM is held paused until the bundle is there,
+/* save -o of a jailed VM: it saves into its own runtime folder (NAME.vm,
+ * the one its jail lets it write) and save moves the bundle where asked. The VM is held paused until the bundle is there,
  * then stopped; a move that fails (-o names a folder) gives the VM back
  * running, says so in one line, and leaves no bundle in the runtime
  * folder. With --resume it is never held. */
@@ -482,16 +497,31 @@ static void test_jailed_save_moves_then_stops(void **state)
         fail_msg("save: exit %d, stderr: %s", status, err);
     assert_true(fake_vm_saved_held);
     assert_string_equal(fake_vm_after_save, "stop"); /* once the bundle was there */
-    assert_int_equal(sh("test \"$(cat kept.smolmachine)\" = 'a bundle'"), 0);
+    assert_int_equal(sh("grep -q 'a bundle' kept.smolmachine"), 0);
+    assert_non_null(strstr(fake_vm_saved_to, "/smolvm/kept.vm"));
 
     assert_one_line(smolvm("save kept -o %s/a-folder", dir), 1, "save");
     assert_non_null(strstr(err, "a-folder"));
     assert_non_null(strstr(err, "(the VM runs on)"));
     assert_string_equal(fake_vm_after_save, "resume");
-    assert_int_equal(sh("ls run | grep -q save-"), 1); /* nothing left behind */
+    assert_int_equal(sh("find run -name 'save-*' | grep -q ."), 1); /* nothing left behind */
 
     assert_int_equal(smolvm("save kept -o %s/again.smolmachine --resume", dir), 0);
     assert_false(fake_vm_saved_held);
+    /* --sign: the VM is given no key (not even a copy): save signs the
+     * bundle it wrote on its way out. */
+    char pub[128], signed_path[128];
+    struct bundle *b;
+    assert_int_equal(smolvm("keygen outside"), 0);
+    int signed_status = smolvm("save kept -o %s/signed.smolmachine --resume --sign %s/outside.key", dir, dir);
+    if (signed_status != 0)
+        fail_msg("save --sign: exit %d, stderr: %s", signed_status, err);
+    assert_string_equal(fake_vm_sign_path, "");
+    snprintf(pub, sizeof(pub), "%s/outside.pub", dir);
+    snprintf(signed_path, sizeof(signed_path), "%s/signed.smolmachine", dir);
+    assert_int_equal(bundle_open(signed_path, &b), 0);
+    assert_int_equal(bundle_check_signature(b, pub), 0);
+    bundle_close(b);
     assert_string_equal(fake_vm_after_save, "");
 
     stop_fake_vm(t);

@@ -12,7 +12,9 @@
 #include <cmocka.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 
 #include "api/control.h"
 #include "cli/cli.h"
@@ -23,6 +25,7 @@
 #include "machine/ram_faults.h"
 #include "store/store.h"
 #include "scratch.h"
+#include "util/cache.h"
 #include "util/err.h"
 
 #define UNAVAILABLE 77
@@ -191,26 +194,128 @@ static void test_landlock_keeps_to_plan(void **state)
     run_confined(landlock_enter, false);
 }
 
+/* Whether a file can be made (or opened for writing) at path. */
+static bool makes(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
+/* The user's smolvm folders in the scratch ($XDG_RUNTIME_DIR, _DATA_HOME,
+ * _CACHE_HOME under dir/PREFIX-*), as another VM left them: its control
+ * socket listening, an instance's disk, a cached memory file. */
+struct xdg {
+    char runtime[128], data[128], cache[128];
+    char other_sock[192], other_disk[192], other_cache[192];
+};
+
+static int listen_at(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%.*s", (int)sizeof(addr.sun_path) - 1, path);
+    return fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 1) < 0
+               ? -1
+               : fd;
+}
+
+static int xdg_in_scratch(const char *prefix, struct xdg *x)
+{
+    char smolvm[3][160];
+    const char *vars[3] = {"XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CACHE_HOME"};
+    char *dirs[3] = {x->runtime, x->data, x->cache};
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(dirs[i], sizeof(x->runtime), "%s/%s-%d", dir, prefix, i);
+        snprintf(smolvm[i], sizeof(smolvm[i]), "%s/smolvm", dirs[i]);
+        if (mkdir(dirs[i], 0700) < 0 || mkdir(smolvm[i], 0700) < 0 || setenv(vars[i], dirs[i], 1) < 0)
+            return -1;
+    }
+    snprintf(x->other_sock, sizeof(x->other_sock), "%s/other.sock", smolvm[0]);
+    snprintf(x->other_disk, sizeof(x->other_disk), "%s/instances/other/delta.qcow2", smolvm[1]);
+    snprintf(x->other_cache, sizeof(x->other_cache), "%s/memory/other.ram", smolvm[2]);
+    return listen_at(x->other_sock) < 0 ||
+                   sh("mkdir -p %s/instances/other %s/memory && echo d > %s && echo m > %s",
+                      smolvm[1], smolvm[2], x->other_disk, x->other_cache) != 0
+               ? -1
+               : 0;
+}
+
+/* In the jailed child: what another VM has is out of reach. 0, or the
+ * check that failed (of 20 and up). */
+static int others_out_of_reach(const struct xdg *x)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    char made[192];
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    if ((size_t)snprintf(addr.sun_path, sizeof(addr.sun_path), "%.*s",
+                         (int)sizeof(addr.sun_path) - 1, x->other_sock) >= sizeof(addr.sun_path))
+        return 26;
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+        return 20; /* another VM's control socket */
+    close(fd);
+    if (open(x->other_disk, O_RDONLY) >= 0)
+        return 21; /* another instance's disk */
+    if (open(x->other_cache, O_RDONLY) >= 0)
+        return 22; /* a cache entry (run fills none) */
+    snprintf(made, sizeof(made), "%s/smolvm/planted", x->cache);
+    if (makes(made))
+        return 23; /* the cache's root */
+    snprintf(made, sizeof(made), "%s/smolvm/planted", x->data);
+    if (makes(made))
+        return 24; /* the store's root */
+    snprintf(made, sizeof(made), "%s/smolvm/planted", x->runtime);
+    if (makes(made))
+        return 25; /* the runtime folder, beside the VMs' sockets */
+    return 0;
+}
+
+/* In the jailed child: a file made in VM name's own runtime folder. */
+static int own_runtime_writable(const char *name)
+{
+    char *own, made[192];
+    int fd;
+
+    if (control_vm_dir(name, &own) < 0)
+        return 30;
+    snprintf(made, sizeof(made), "%s/%s.vsock", own, name);
+    free(own);
+    if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        return 31;
+    close(fd);
+    return unlink(made) < 0 ? 32 : 0;
+}
+
 /* run --jail's plan (cli/jail.c), as run makes it: in a forked child, the
  * jailed VMM opens its kernel (not for writing), its disk and share, makes
- * files in its runtime folder, and cannot open a file beside them. */
+ * files in its own runtime folder, and cannot open a file beside them,
+ * connect to another VM's socket, read another instance's disk or a cache
+ * entry, or write the runtime, cache or store's root. Once it has ended,
+ * its relay has removed its names in the runtime folder (not a newer
+ * VM's). */
 static void test_run_jail_plan(void **state)
 {
+    struct xdg x;
+    char sock[192], own[192];
     (void)state;
+
+    assert_int_equal(xdg_in_scratch("run", &x), 0);
+    snprintf(sock, sizeof(sock), "%s/smolvm/t.sock", x.runtime);
+    snprintf(own, sizeof(own), "%s/smolvm/t.vm", x.runtime);
+    assert_true(listen_at(sock) >= 0); /* as serve_open makes it */
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        char xdg[3][128], disk[128], made[160], *runtime;
-        const char *vars[3] = {"XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CACHE_HOME"};
+        char disk[128], made[160];
         struct vm_options o = {0};
-        int fd;
+        int fd, r;
 
-        for (int i = 0; i < 3; i++) {
-            snprintf(xdg[i], sizeof(xdg[i]), "%s/xdg%d", dir, i);
-            if (mkdir(xdg[i], 0700) < 0 || setenv(vars[i], xdg[i], 1) < 0)
-                _exit(100);
-        }
         snprintf(disk, sizeof(disk), "%s/disk.raw", dir);
         if ((fd = open(disk, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 20) < 0)
             _exit(100);
@@ -223,7 +328,9 @@ static void test_run_jail_plan(void **state)
         o.vm.shares[0] = (struct vm_share_config){.path = inside, .tag = "s"};
         o.jail = true;
         cli_set_verb("run");
-        if (cli_confine(&o, "t", false, NULL) != CLI_OK)
+        /* The relay removes the leftovers under its filter, as run's does. */
+        if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0 ||
+            cli_confine(&o, "t", false, NULL) != CLI_OK)
             _exit(101);
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc, net ns)") != 0)
             _exit(UNAVAILABLE);
@@ -236,35 +343,42 @@ static void test_run_jail_plan(void **state)
             _exit(3);
         close(fd);
         snprintf(made, sizeof(made), "%s/from-jail", inside);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(4);
-        close(fd);
-        if (control_dir(&runtime) < 0)
-            _exit(5);
-        snprintf(made, sizeof(made), "%s/t.sock", runtime);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
-            _exit(6);
-        close(fd);
+        if ((r = own_runtime_writable("t")) != 0 || (r = others_out_of_reach(&x)) != 0)
+            _exit(r);
         if ((fd = open("/dev/null", O_WRONLY)) < 0)
             _exit(7);
         _exit(0);
     }
     child_passed(pid);
+    assert_int_equal(access(sock, F_OK), -1); /* the relay removed them */
+    assert_int_equal(access(own, F_OK), -1);
+    assert_int_equal(access(x.other_sock, F_OK), 0); /* and nothing else */
 }
 
 /* start --jail's: the bundle (read-only), and the host network kept for
- * the net helper it may start, which is found now and runs in the jail. */
+ * the net helper it may start, which is found now and runs in the jail;
+ * its instance folder, the cache folders a start fills and the migration
+ * scratch are writable, nothing else of the user's smolvm folders. */
 static void test_start_jail_plan(void **state)
 {
+    struct xdg x;
     (void)state;
+
+    assert_int_equal(xdg_in_scratch("start", &x), 0);
+    assert_int_equal(sh("mkdir -p %s/smolvm/appliance && echo a > %s/smolvm/appliance/a.raw",
+                        x.cache, x.cache), 0);
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
+        static const char *const writable[] = {"instances/s/", "migrate/"};
+        static const char *const filled[] = {"disks/", "layers/", "memory/"};
         struct vm_options o = {.jail = true};
-        int fd;
+        char made[192];
+        int fd, r;
 
-        setenv("XDG_RUNTIME_DIR", inside, 1);
         /* Whether this host gives this user a userfaultfd (as a bundle's
          * first start is served): the jail must not take it away. */
         bool uffd = ram_faults_supported();
@@ -280,6 +394,25 @@ static void test_start_jail_plan(void **state)
         close(fd);
         if (open(outside, O_RDONLY) >= 0)
             _exit(2);
+        for (size_t i = 0; i < 5; i++) {
+            snprintf(made, sizeof(made), "%s/smolvm/%sfrom-jail", i < 2 ? x.data : x.cache,
+                     i < 2 ? writable[i] : filled[i - 2]);
+            if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+                _exit(40 + (int)i);
+            close(fd);
+        }
+        if ((r = own_runtime_writable("s")) != 0)
+            _exit(r);
+        /* The start's own check of the cache passes in the jail (its
+         * root 0700 there too, util/cache.h). */
+        char *filled_dir;
+        if (cache_dir_prepare("memory", &filled_dir) < 0)
+            _exit(6);
+        free(filled_dir);
+        /* The cache entry is the start's now (it fills memory/). */
+        snprintf(x.other_cache, sizeof(x.other_cache), "%s/smolvm/appliance/a.raw", x.cache);
+        if ((r = others_out_of_reach(&x)) != 0)
+            _exit(r);
         const char *helper = getenv("SMOLVM_NET_HELPER");
         if (!helper || strcmp(helper, "/usr/bin/true") != 0)
             _exit(3);
@@ -293,7 +426,10 @@ static void test_start_jail_plan(void **state)
 
 /* start NAME --jail of a store instance made with create --share: its
  * folder, named in instance.json and not on the command line, is in the
- * jail, writable. */
+ * jail, writable; so is its instance folder, but not its instance.json
+ * (read-only) or the store's lock (absent: the store does not open there,
+ * start reads and marks the instance outside); the store's layers are
+ * read-only, another instance out of reach. */
 static void test_start_instance_jail_plan(void **state)
 {
     (void)state;
@@ -301,7 +437,7 @@ static void test_start_instance_jail_plan(void **state)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        char data[128], layer[128], shared[128], made[160];
+        char data[128], layer[128], shared[128], made[256];
         struct vm_share_config share = {.path = shared, .tag = "w"};
         struct store_create_request q = {.name = "sharing", .from = layer, .kernel = layer,
                                          .shares = &share, .share_count = 1};
@@ -314,10 +450,12 @@ static void test_start_instance_jail_plan(void **state)
         snprintf(shared, sizeof(shared), "%s/instance-share", dir);
         if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
             setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", shared, 1) < 0 ||
             (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
             _exit(100);
         close(fd);
-        if (store_open(&s) < 0 || store_create_from(s, &q) < 0)
+        struct store_create_request other = {.name = "other", .from = layer, .kernel = layer};
+        if (store_open(&s) < 0 || store_create_from(s, &q) < 0 || store_create_from(s, &other) < 0)
             _exit(100);
         store_close(s);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
@@ -327,11 +465,27 @@ static void test_start_instance_jail_plan(void **state)
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
         snprintf(made, sizeof(made), "%s/from-instance", shared);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(1);
-        close(fd);
         if (open(outside, O_RDONLY) >= 0)
             _exit(2);
+        if (store_open(&s) == 0)
+            _exit(3); /* the store, its lock, is outside (start reads it first) */
+        snprintf(made, sizeof(made), "%s/smolvm/.lock", data);
+        if (open(made, O_RDONLY) >= 0)
+            _exit(7);
+        snprintf(made, sizeof(made), "%s/smolvm/instances/sharing/instance.json", data);
+        if (open(made, O_WRONLY) >= 0 || errno != EROFS || unlink(made) == 0)
+            _exit(8); /* its settings: read-only, not replaced */
+        snprintf(made, sizeof(made), "%s/smolvm/instances/sharing/from-jail", data);
+        if (!makes(made))
+            _exit(4);
+        snprintf(made, sizeof(made), "%s/smolvm/instances/other/instance.json", data);
+        if (open(made, O_RDONLY) >= 0)
+            _exit(5);
+        snprintf(made, sizeof(made), "%s/smolvm/layers/planted", data);
+        if (open(made, O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
+            _exit(6);
         _exit(0);
     }
     child_passed(pid);
@@ -363,7 +517,7 @@ static void test_receive_jail_plan(void **state)
         snprintf(data, sizeof(data), "%s/data", dir);
         snprintf(migrate, sizeof(migrate), "%s/smolvm/migrate", data);
         if (mkdir(data, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
-            setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
+            setenv("XDG_CACHE_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
             _exit(100);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("receive");
@@ -379,9 +533,8 @@ static void test_receive_jail_plan(void **state)
             _exit(3);
         close(fd);
         snprintf(made, sizeof(made), "%s/from-receiver", inside);
-        if ((fd = open(made, O_WRONLY | O_CREAT, 0600)) < 0)
+        if (!makes(made))
             _exit(4);
-        close(fd);
         execl(getenv("SMOLVM_NET_HELPER"), "true", (char *)NULL);
         _exit(5);
     }
@@ -612,6 +765,43 @@ static void test_falls_back_to_landlock(void **state)
     child_passed(pid);
 }
 
+/* The test hook's probes (test builds): a reachable NAME.vsock is
+ * connected to (opening a socket fails even when reachable), a folder is
+ * written in, a missing file is denied. */
+static void test_probe_reaches_what_is_there(void **state)
+{
+#ifdef SMOLVM_TEST_HOOKS
+    char sock[128], list[512], log[128], text[1024] = "";
+    int saved = dup(STDERR_FILENO), fd;
+    (void)state;
+
+    snprintf(sock, sizeof(sock), "%s/probe.vsock", dir);
+    snprintf(log, sizeof(log), "%s/probe.log", dir);
+    assert_true(listen_at(sock) >= 0);
+    snprintf(list, sizeof(list), "%s:%s/:%s/missing", sock, inside, dir);
+    setenv("SMOLVM_TEST_JAIL_PROBE", list, 1);
+    fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0 && dup2(fd, STDERR_FILENO) >= 0);
+    confine_probe();
+    dup2(saved, STDERR_FILENO);
+    close(fd);
+    close(saved);
+    unsetenv("SMOLVM_TEST_JAIL_PROBE");
+    fd = open(log, O_RDONLY);
+    assert_true(fd >= 0 && read(fd, text, sizeof(text) - 1) > 0);
+    close(fd);
+    snprintf(list, sizeof(list), "confine probe: %s: opened", sock);
+    assert_non_null(strstr(text, list));
+    snprintf(list, sizeof(list), "confine probe: %s/: opened", inside);
+    assert_non_null(strstr(text, list));
+    snprintf(list, sizeof(list), "confine probe: %s/missing: denied", dir);
+    assert_non_null(strstr(text, list));
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 static void test_plan_paths(void **state)
 {
     (void)state;
@@ -723,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
         cmocka_unit_test(test_falls_back_to_landlock),
+        cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),

@@ -117,6 +117,33 @@ static void forged_signature_sections_are_refused(void **state)
     signature_check(in_dir("f.smolmachine"), in_dir("k.pub"), -EINVAL, "bad signature section");
 }
 
+/* A jailed VM's save --sign: the bundle its VMM wrote (unsigned, or
+ * carrying a signature section of its own by another key) is signed on
+ * its way out, by a key the VMM never saw: the copy verifies with that
+ * key, has the VM's sections, and only the one signature. */
+static void copy_is_signed_outside(void **state)
+{
+    struct bundle *b;
+    uint8_t *data;
+    size_t len;
+    (void)state;
+    assert_int_equal(bundle_sign_copy(write_bundle("g.smolmachine", NULL, NULL),
+                                      in_dir("g-signed.smolmachine"), in_dir("k.key")), 0);
+    signature_check(in_dir("g-signed.smolmachine"), in_dir("k.pub"), 0, NULL);
+    assert_int_equal(bundle_sign_copy(write_bundle("i.smolmachine", in_dir("other.key"), NULL),
+                                      in_dir("i-signed.smolmachine"), in_dir("k.key")), 0);
+    signature_check(in_dir("i-signed.smolmachine"), in_dir("k.pub"), 0, NULL);
+    assert_int_equal(bundle_open(in_dir("i-signed.smolmachine"), &b), 0);
+    assert_int_equal(bundle_read(b, "kernel", &data, &len), 0);
+    assert_memory_equal(data, "kernel bytes", 12);
+    free(data);
+    bundle_close(b);
+    /* A public key signs nothing, and nothing is written. */
+    assert_true(bundle_sign_copy(in_dir("g.smolmachine"), in_dir("j.smolmachine"),
+                                 in_dir("k.pub")) < 0);
+    assert_int_equal(access(in_dir("j.smolmachine"), F_OK), -1);
+}
+
 static void bad_key_files_are_named(void **state)
 {
     struct bundle_writer *w;
@@ -185,6 +212,7 @@ int main(void)
         cmocka_unit_test(other_key_is_refused),
         cmocka_unit_test(section_added_after_signing_is_refused),
         cmocka_unit_test(forged_signature_sections_are_refused),
+        cmocka_unit_test(copy_is_signed_outside),
         cmocka_unit_test(bad_key_files_are_named),
         cmocka_unit_test(public_key_cannot_sign),
     };

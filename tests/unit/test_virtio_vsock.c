@@ -493,6 +493,36 @@ static void restore_sends_transport_reset(void **state)
     close(listener);
 }
 
+/* A host connection held while the guest has not handled a restore's
+ * transport reset is not closed by the CONNECT line's 2 s meanwhile, and
+ * the guest gets its whole answer time once the request reaches it
+ * (nested: a restored guest answered exec's first connect after the
+ * device had closed it, "no agent answers"). */
+static void held_request_gets_its_answer_time(void **state)
+{
+    struct blob saved = {0};
+    struct vsock_hdr h;
+    char got[32] = {0}, line[32];
+    int client, n;
+    (void)state;
+
+    assert_int_equal(vm_save_device_state(vm, &saved), 0);
+    assert_int_equal(vm_restore_device_state(vm, saved.data, saved.len), 0);
+    client = unix_connect(in_dir("vm.vsock"));
+    dprintf(client, "CONNECT 52\n");
+    /* The event buffer never comes back: the request is held past the
+     * line's 2 s, then goes. */
+    assert_true(recv_pkt(&h, NULL, VSOCK_RESET_ACK_MS + 1000));
+    assert_int_equal(h.op, VSOCK_OP_REQUEST);
+    usleep((VSOCK_ANSWER_TIMEOUT_MS - 500) * 1000); /* past the 2 s to reach it */
+    send_pkt(hdr(52, h.src_port, VSOCK_OP_RESPONSE), NULL, 0);
+    n = snprintf(line, sizeof(line), "OK %u\n", h.src_port);
+    read_exact(client, got, (size_t)n);
+    assert_string_equal(got, line);
+    close(client);
+    blob_free(&saved);
+}
+
 static void driver_reset_closes_host_connections(void **state)
 {
     int fd = unix_connect(in_dir("vm.vsock"));
@@ -530,6 +560,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(guest_without_credit_gets_no_data, setup, teardown),
         cmocka_unit_test_setup_teardown(connection_flood_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(restore_sends_transport_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(held_request_gets_its_answer_time, setup, teardown),
         cmocka_unit_test_setup_teardown(driver_reset_closes_host_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(host_client_let_go_without_a_driver, setup, teardown),
     };

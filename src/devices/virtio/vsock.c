@@ -38,7 +38,6 @@
 #define RST_BACKLOG 64 /* RSTs for unknown connections waiting for rx buffers */
 #define LINE_MAX_BYTES 32
 #define POLL_MS 250
-#define RESET_ACK_MS 1000
 
 enum conn_state {
     CONN_FREE,
@@ -93,7 +92,7 @@ struct vsock {
      * socket, so a connection it accepted before would die with the old
      * ones. Host connections wait until it re-posts its event buffer (the
      * avail index moves; a kick is no sign: a restore kicks every queue),
-     * or RESET_ACK_MS. */
+     * or VSOCK_RESET_ACK_MS. */
     bool awaiting_reset_ack;
     uint16_t event_avail_at_reset; /* the event queue's avail index then */
     uint64_t reset_ack_deadline_ms;
@@ -512,7 +511,10 @@ static uint32_t conn_emit(struct vsock *v, struct conn *c, struct vsock_hdr *h,
     case VSOCK_OP_RST:
         free_conn(c);
         break;
-    case VSOCK_OP_REQUEST: c->owed &= ~(unsigned)OWE_REQUEST; break;
+    case VSOCK_OP_REQUEST:
+        c->owed &= ~(unsigned)OWE_REQUEST;
+        c->deadline_ms = now_ms() + VSOCK_ANSWER_TIMEOUT_MS;
+        break;
     case VSOCK_OP_RESPONSE: c->owed &= ~(unsigned)OWE_RESPONSE; break;
     case VSOCK_OP_CREDIT_UPDATE: c->owed &= ~(unsigned)OWE_CREDIT_UPDATE; break;
     case VSOCK_OP_SHUTDOWN:
@@ -631,7 +633,7 @@ static void deliver_transport_reset(struct vsock *v)
         r = err_plain(EINVAL, "event buffer shorter than an event");
     if (r > 0) {
         v->awaiting_reset_ack = true;
-        v->reset_ack_deadline_ms = now_ms() + RESET_ACK_MS;
+        v->reset_ack_deadline_ms = now_ms() + VSOCK_RESET_ACK_MS;
         v->event_avail_at_reset = avail_index(q);
         put_le(event, VSOCK_EVENT_TRANSPORT_RESET, 4);
         virtq_chain_write(&v->chain, 0, event, sizeof(event));
@@ -646,15 +648,21 @@ static void deliver_transport_reset(struct vsock *v)
 }
 
 /* The guest handled the reset (it re-posted the event buffer), or gave no
- * sign for RESET_ACK_MS. */
+ * sign for VSOCK_RESET_ACK_MS: the requests held meanwhile get their time
+ * to reach it from now. */
 static void check_reset_ack(struct vsock *v)
 {
     struct virtq *q = virtio_mmio_queue(v->transport, VSOCK_EVENTQ);
+    uint64_t now = now_ms();
 
     if (!v->awaiting_reset_ack)
         return;
-    if (!q || avail_index(q) != v->event_avail_at_reset || now_ms() >= v->reset_ack_deadline_ms)
-        v->awaiting_reset_ack = false;
+    if (q && avail_index(q) == v->event_avail_at_reset && now < v->reset_ack_deadline_ms)
+        return;
+    v->awaiting_reset_ack = false;
+    for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++)
+        if (v->conns[i].owed & OWE_REQUEST)
+            v->conns[i].deadline_ms = now + VSOCK_CONNECT_TIMEOUT_MS;
 }
 
 /* ---- the host socket ---- */
@@ -766,7 +774,10 @@ static void expire(struct vsock *v)
     uint64_t now = now_ms();
     for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++) {
         struct conn *c = &v->conns[i];
-        if ((c->state == CONN_HOST_LINE || c->state == CONN_HOST_REQUESTED) &&
+        /* A request held for the guest's reset waits with it (bounded by
+         * VSOCK_RESET_ACK_MS), then gets its answer time. */
+        bool held = (c->owed & OWE_REQUEST) && v->awaiting_reset_ack;
+        if ((c->state == CONN_HOST_LINE || c->state == CONN_HOST_REQUESTED) && !held &&
             now >= c->deadline_ms)
             reset_conn(c); /* the client sees its connection closed */
     }

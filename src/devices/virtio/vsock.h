@@ -44,7 +44,17 @@ enum vsock_op {
 #define VSOCK_MAX_CONNS 64              /* open connections, both directions */
 #define VSOCK_BUF_ALLOC (256u << 10)    /* guest->host bytes buffered per connection */
 #define VSOCK_MAX_PAYLOAD (64u << 10)   /* one packet's payload */
-#define VSOCK_CONNECT_TIMEOUT_MS 2000   /* CONNECT line, and the guest's answer to it */
+#define VSOCK_CONNECT_TIMEOUT_MS 2000   /* CONNECT line, and the request reaching the guest */
+/* The guest's answer, counted from when it has the request (not while the
+ * request was held for a transport reset): a restored guest under nested
+ * emulation, faulting its RAM in, took over 2 s from the line. */
+#define VSOCK_ANSWER_TIMEOUT_MS 3000
+/* After a start from a bundle, host connections wait until the guest has
+ * handled the transport reset, at most this long (a driver that never
+ * says so): a loaded nested guest faulting its RAM in took over 1 s, and
+ * a connection let through before was killed by the reset it then
+ * handled ("the agent closed the connection"). */
+#define VSOCK_RESET_ACK_MS 4000
 
 struct vsock_hdr {
     uint64_t src_cid, dst_cid;
