@@ -43,10 +43,13 @@ struct machine_start_options {
     const struct vm_share_config *shares;
     unsigned share_count;
     const char *vsock_path; /* the host end of its vsock device, if it has one */
-    /* A live migration's destination: the guest's RAM as it arrived (the
-     * regions end to end), for a bundle whose state goes without memory;
-     * 0 when the bundle has its memory (the fd is never 0 here). */
-    int memory_fd;
+    /* A live migration's destination: the guest's RAM as it arrived
+     * (anonymous, the regions end to end: migrate_receive's memory), for a
+     * bundle whose state goes without memory. Moved into the VM as it is
+     * built, *received_ram NULL from then on. NULL: the bundle has its
+     * memory. */
+    uint8_t **received_ram;
+    uint64_t received_ram_bytes;
     /* ... and the layers it said it has (in the layer cache, checked), which
      * the bundle lists without carrying them. */
     const char (*have_layers)[HASH_HEX];

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -130,27 +131,42 @@ static uint32_t frame_crc(const uint8_t *header, const void *payload, uint32_t l
     return migrate_crc32c(migrate_crc32c(0, header, 12), payload, len);
 }
 
+/* All but the checksum. */
+static void header_encode(uint8_t *h, enum migrate_frame_type type, uint32_t len)
+{
+    put_le(h, MAGIC, 4);
+    put_le(h + 4, type, 2);
+    put_le(h + 6, 0, 2);
+    put_le(h + 8, len, 4);
+}
+
 void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void *payload,
                           uint32_t len)
 {
-    put_le(out, MAGIC, 4);
-    put_le(out + 4, type, 2);
-    put_le(out + 6, 0, 2);
-    put_le(out + 8, len, 4);
+    header_encode(out, type, len);
     if (len)
         memcpy(out + MIGRATE_HEADER, payload, len);
     put_le(out + 12, frame_crc(out, out + MIGRATE_HEADER, len), 4);
 }
 
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 /* Waits until fd is ready for events, at most the link's stall time. */
-static int wait_ready(const struct migrate_link *l, int fd, short events)
+static int wait_ready(struct migrate_link *l, int fd, short events)
 {
     struct pollfd p = {.fd = fd, .events = events};
+    double t0 = seconds();
     int n;
 
     do
         n = poll(&p, 1, l->stall_ms);
     while (n < 0 && errno == EINTR);
+    l->stats.waiting += seconds() - t0;
     if (n < 0)
         return err_set(errno, "migration link");
     if (n == 0)
@@ -158,13 +174,15 @@ static int wait_ready(const struct migrate_link *l, int fd, short events)
     return 0;
 }
 
-static int read_exact(const struct migrate_link *l, uint8_t *buf, size_t len, bool mid_frame)
+static int read_exact(struct migrate_link *l, uint8_t *buf, size_t len, bool mid_frame)
 {
     for (size_t done = 0; done < len;) {
         int r = wait_ready(l, l->in, POLLIN);
         if (r < 0)
             return r;
+        double t0 = seconds();
         ssize_t n = read(l->in, buf + done, len - done);
+        l->stats.io += seconds() - t0;
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0)
@@ -177,21 +195,37 @@ static int read_exact(const struct migrate_link *l, uint8_t *buf, size_t len, bo
     return 0;
 }
 
-static int write_exact(const struct migrate_link *l, const uint8_t *buf, size_t len)
+/* The pieces past the n bytes already written. */
+static int iov_advance(struct iovec *iov, int count, size_t n)
 {
-    for (size_t done = 0; done < len;) {
+    int i = 0;
+    for (; i < count && n >= iov[i].iov_len; i++)
+        n -= iov[i].iov_len;
+    if (i < count) {
+        iov[i].iov_base = (uint8_t *)iov[i].iov_base + n;
+        iov[i].iov_len -= n;
+    }
+    return i;
+}
+
+static int write_exactv(struct migrate_link *l, struct iovec *iov, int count)
+{
+    for (int at = 0; at < count;) {
         int r = wait_ready(l, l->out, POLLOUT);
         if (r < 0)
             return r;
         /* A peer gone is an error here, never a SIGPIPE. */
-        ssize_t n = send(l->out, buf + done, len - done, MSG_NOSIGNAL);
+        struct msghdr m = {.msg_iov = iov + at, .msg_iovlen = (size_t)(count - at)};
+        double t0 = seconds();
+        ssize_t n = sendmsg(l->out, &m, MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK)
-            n = write(l->out, buf + done, len - done);
+            n = writev(l->out, iov + at, count - at);
+        l->stats.io += seconds() - t0;
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0)
             return err_set(errno, "the migration link was cut");
-        done += (size_t)n;
+        at += iov_advance(iov + at, count - at, (size_t)n);
     }
     return 0;
 }
@@ -215,16 +249,40 @@ static int why_cut(struct migrate_link *l, int r)
     return err_plain(-r, "%s", cut);
 }
 
+int migrate_send_framev(struct migrate_link *l, enum migrate_frame_type type,
+                        const struct iovec *payload, int count)
+{
+    struct iovec iov[5] = {{0}};
+    uint8_t h[MIGRATE_HEADER];
+    uint64_t len = 0;
+    double t0 = seconds();
+
+    if (count > 4)
+        return err_plain(EINVAL, "migration frame in %d pieces", count);
+    for (int i = 0; i < count; i++)
+        len += payload[i].iov_len;
+    if (len > UINT32_MAX)
+        return err_plain(EINVAL, "migration frame of %llu bytes", (unsigned long long)len);
+    header_encode(h, type, (uint32_t)len);
+    uint32_t crc = migrate_crc32c(0, h, 12);
+    iov[0] = (struct iovec){h, sizeof(h)};
+    for (int i = 0; i < count; i++) {
+        crc = migrate_crc32c(crc, payload[i].iov_base, payload[i].iov_len);
+        iov[1 + i] = payload[i];
+    }
+    put_le(h + 12, crc, 4);
+    l->stats.crc += seconds() - t0;
+    l->stats.frames++;
+    l->stats.bytes += sizeof(h) + len;
+    int r = write_exactv(l, iov, 1 + count);
+    return r < 0 ? why_cut(l, r) : 0;
+}
+
 int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
                        uint32_t len)
 {
-    uint8_t *buf = malloc(MIGRATE_HEADER + (size_t)len);
-    if (!buf)
-        return err_set(ENOMEM, "migration frame");
-    migrate_frame_encode(buf, type, payload, len);
-    int r = write_exact(l, buf, MIGRATE_HEADER + (size_t)len);
-    free(buf);
-    return r < 0 ? why_cut(l, r) : 0;
+    struct iovec iov = {(void *)payload, len};
+    return migrate_send_framev(l, type, &iov, len ? 1 : 0);
 }
 
 int migrate_peer_check(struct migrate_link *l)
@@ -279,8 +337,53 @@ static int peer_error(const struct migrate_frame *f)
     return err_plain(ECANCELED, "the other side refused: %s", (const char *)f->payload);
 }
 
-int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
-                       struct migrate_frame *out)
+/* The payload's checksum against the header's, then an ERROR's text or
+ * a type other than expect (0: any) as the error. */
+static int check_frame(struct migrate_link *l, const uint8_t *h, uint32_t crc,
+                       enum migrate_frame_type expect, struct migrate_frame *f)
+{
+    if (crc != le32(h + 12))
+        return err_plain(EPROTO, "migration frame %s fails its checksum",
+                         migrate_frame_name(f->type));
+    l->stats.frames++;
+    l->stats.bytes += MIGRATE_HEADER + (uint64_t)f->len;
+    if (f->type == MIGRATE_ERROR)
+        return peer_error(f);
+    if (expect && f->type != expect)
+        return err_plain(EPROTO, "migration frame %s where %s was due",
+                         migrate_frame_name(f->type), migrate_frame_name(expect));
+    return 0;
+}
+
+static uint32_t timed_crc(struct migrate_link *l, uint32_t crc, const void *p, size_t len)
+{
+    double t0 = seconds();
+    crc = migrate_crc32c(crc, p, len);
+    l->stats.crc += seconds() - t0;
+    return crc;
+}
+
+/* A PAGES frame's pages into place, its offset (the payload's first 8
+ * bytes) checked by place first; out->payload stays NULL. */
+static int recv_placed(struct migrate_link *l, const uint8_t *h, migrate_place_fn place,
+                       void *opaque, struct migrate_frame *out)
+{
+    uint8_t at[8];
+    uint8_t *to;
+    int r = out->len >= 8 ? read_exact(l, at, 8, true)
+                          : err_plain(EPROTO, "migration PAGES frame of %u bytes", out->len);
+
+    if (r < 0)
+        return r;
+    if ((r = place(opaque, le64(at), out->len - 8, &to)) < 0 ||
+        (r = read_exact(l, to, out->len - 8, true)) < 0)
+        return r;
+    uint32_t crc = timed_crc(l, timed_crc(l, migrate_crc32c(0, h, 12), at, 8), to, out->len - 8);
+    return check_frame(l, h, crc, 0, out);
+}
+
+static int recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
+                      migrate_place_fn place, void *opaque, struct migrate_frame *out)
 {
     uint8_t h[MIGRATE_HEADER];
     int r = read_exact(l, h, sizeof(h), false);
@@ -290,23 +393,32 @@ int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
         r = migrate_header_parse(h, &out->type, &out->len);
     if (r < 0)
         return r;
+    if (place && out->type == MIGRATE_PAGES)
+        return recv_placed(l, h, place, opaque, out);
     if (!(out->payload = malloc((size_t)out->len + 1)))
         return err_set(ENOMEM, "migration frame");
     out->payload[out->len] = 0;
     r = read_exact(l, out->payload, out->len, true);
-    if (r == 0 && frame_crc(h, out->payload, out->len) != le32(h + 12))
-        r = err_plain(EPROTO, "migration frame %s fails its checksum",
-                      migrate_frame_name(out->type));
-    if (r == 0 && out->type == MIGRATE_ERROR)
-        r = peer_error(out);
-    else if (r == 0 && expect && out->type != expect)
-        r = err_plain(EPROTO, "migration frame %s where %s was due", migrate_frame_name(out->type),
-                      migrate_frame_name(expect));
+    if (r == 0)
+        r = check_frame(l, h, timed_crc(l, migrate_crc32c(0, h, 12), out->payload, out->len),
+                        expect, out);
     if (r < 0) {
         free(out->payload);
         out->payload = NULL;
     }
     return r;
+}
+
+int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
+                       struct migrate_frame *out)
+{
+    return recv_frame(l, expect, NULL, NULL, out);
+}
+
+int migrate_recv_frame_placing(struct migrate_link *l, migrate_place_fn place, void *opaque,
+                               struct migrate_frame *out)
+{
+    return recv_frame(l, 0, place, opaque, out);
 }
 
 int migrate_hello_encode(const struct x86_cpuid_entry *cpuid, size_t n, uint8_t **out,

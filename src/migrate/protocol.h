@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "arch/x86/cpuid.h"
 #include "util/hash.h"
@@ -63,11 +64,22 @@ struct migrate_frame {
     uint8_t *payload; /* malloc'd, len bytes (plus a NUL) */
 };
 
+/* Where a link's time went (seconds), counted as frames pass: what a
+ * slow migration is traced by (the source's --json "link", the
+ * destination's $SMOLVM_MIGRATE_STATS). waiting: in poll() for the peer
+ * (its bytes, or room in the socket); io: in read()/write(); crc: the
+ * checksums. */
+struct migrate_link_stats {
+    double waiting, io, crc;
+    uint64_t frames, bytes;
+};
+
 /* The two ends of a link: in and out are the same socket but for tests
  * and the fuzzer. stall_ms: how long a read or write may wait. */
 struct migrate_link {
     int in, out;
     int stall_ms;
+    struct migrate_link_stats stats;
 };
 
 /* CRC-32C (Castagnoli) of len bytes, continued from crc (0 to begin):
@@ -92,11 +104,26 @@ void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void
  * ERROR it sent before it did, if one comes within 1 s, as the message. */
 int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
                        uint32_t len) __attribute__((warn_unused_result));
+/* The same, its payload in pieces (at most 4), written as they are:
+ * nothing copied. */
+int migrate_send_framev(struct migrate_link *l, enum migrate_frame_type type,
+                        const struct iovec *payload, int count) __attribute__((warn_unused_result));
 /* The next frame, checked whole (out->payload freed with free()). A frame
  * of another type than expect (0: any) is an error, but for ERROR, whose
  * text becomes the message. */
 int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
                        struct migrate_frame *out) __attribute__((warn_unused_result));
+/* Where a PAGES frame's pages go: *to, len bytes for RAM offset at; or a
+ * negative errno with the message set when they do not fit the RAM. */
+typedef int (*migrate_place_fn)(void *opaque, uint64_t at, uint64_t len, uint8_t **to);
+/* As migrate_recv_frame(expect 0), but a PAGES frame's pages are read
+ * straight into place(opaque, offset, bytes) -- its offset checked by
+ * place before a page is read -- and not kept in out (out->payload
+ * NULL): RAM is copied once, from the socket. Their checksum is checked
+ * after; a frame that fails it leaves its bytes in that RAM, which the
+ * caller then drops. */
+int migrate_recv_frame_placing(struct migrate_link *l, migrate_place_fn place, void *opaque,
+                               struct migrate_frame *out) __attribute__((warn_unused_result));
 /* An ERROR frame with message, best effort; the current message stays
  * (a send that fails does not replace it). */
 void migrate_send_error(struct migrate_link *l, const char *message);

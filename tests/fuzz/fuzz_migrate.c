@@ -65,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      .scratch_dir = "/tmp", .have_layer = has_some_layers};
         if (migrate_receive_bundle(&l, &rx) < 0)
             err_clear();
-        if (rx.memory_fd >= 0)
-            close(rx.memory_fd);
+        if (rx.memory)
+            munmap(rx.memory, rx.memory_bytes);
         free(rx.have);
     }
     close(in);
