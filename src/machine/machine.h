@@ -104,6 +104,10 @@ int machine_save_begin(struct machine *m, const char *path, const struct machine
  * [BUNDLE_HEADER_SIZE, *end) of it, and finish leaves them as they are. */
 int machine_saving_file(const struct machine_saving *s, uint64_t *end);
 int machine_save_finish(struct machine_saving *s) __attribute__((warn_unused_result));
+/* Returns once all of m's RAM is in place (a first start's may still be
+ * coming from its bundle, served as the guest touches it): what reads
+ * RAM as a whole -- a save, a migration -- calls it first. */
+int machine_ram_whole(struct machine *m) __attribute__((warn_unused_result));
 void machine_save_abort(struct machine_saving *s);
 
 /* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when

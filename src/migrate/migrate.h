@@ -41,6 +41,7 @@ struct migrate_send_result {
      * them out of the running guest, waiting for the cap, fetching the
      * dirty log; and the link's (frames, checksums, writes). */
     double scan, copy, pace, fetch;
+    uint64_t untouched; /* pages round 0 left unread: never touched, zeros */
     struct migrate_link_stats link;
 };
 

@@ -445,6 +445,13 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
     r = migrate_send_frame(l, MIGRATE_RAM, total, sizeof(total));
     if (r == 0)
         r = vm_dirty_log(vm, true);
+    /* Pages the guest never touched are zeros: round 0 need not read
+     * them (for an idle guest most of its RAM). Asked after the dirty log
+     * is on: a page touched after the answer is in the log. */
+    for (unsigned i = 0; r == 0 && i < mem->count; i++) {
+        int64_t n = guest_memory_untouched(&mem->regions[i], d->bits[i]);
+        res->untouched += n > 0 ? (uint64_t)n : 0;
+    }
     for (enum precopy_step step = PRECOPY_AGAIN; r == 0 && step == PRECOPY_AGAIN;) {
         uint64_t before = res->bytes;
         double t0 = now();
@@ -534,6 +541,8 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
                                           .omit_layer_count = omit.count};
         r = send_early(&l, m, &out, &so, o, &res->bytes);
     }
+    if (r == 0) /* untouched pages must be zeros: none still to come from a bundle */
+        r = machine_ram_whole(m);
     if (r == 0)
         r = precopy(&l, vm, o, &d, res, &paused_at);
     if (r == 0)
