@@ -101,6 +101,56 @@ uint32_t migrate_crc32c_portable(uint32_t crc, const void *data, size_t len)
     return ~crc32c_table(~crc, data, len);
 }
 
+/* splitmix64's finalizer: every bit of z moves about half of the result. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ z >> 30) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ z >> 27) * 0x94d049bb133111ebull;
+    return z ^ z >> 31;
+}
+
+uint32_t migrate_pages_sum(const void *pages, size_t len)
+{
+    typedef uint64_t lanes __attribute__((vector_size(16)));
+    const uint8_t *p = pages;
+    lanes a = {0, 0}, b = {0, 0}, w;
+
+    for (; len >= 16; p += 16, len -= 16) {
+        memcpy(&w, p, 16);
+        a += w;
+        b += a;
+    }
+    if (len) {
+        uint8_t last[16] = {0};
+        memcpy(last, p, len);
+        memcpy(&w, last, 16);
+        a += w;
+        b += a;
+    }
+    /* Chained through a mixer, not added: a change in one sum and one in
+     * another cannot cancel out (a bit flipped in a page moves the top
+     * bit of both of its lane's sums). */
+    uint64_t x = mix64(mix64(mix64(mix64(a[0]) ^ a[1]) ^ b[0]) ^ b[1]);
+    return (uint32_t)(x ^ x >> 32);
+}
+
+/* From version 4 a PAGES frame's pages (after its u64 offset) are summed. */
+static bool pages_summed(unsigned version, uint32_t type, uint64_t len)
+{
+    return version >= MIGRATE_PAGES_SUMMED && type == MIGRATE_PAGES && len >= 8;
+}
+
+uint32_t migrate_frame_check(unsigned version, const uint8_t *header, const void *payload,
+                             uint32_t len)
+{
+    uint32_t crc = migrate_crc32c(0, header, 12);
+
+    if (!pages_summed(version, le16(header + 4), len))
+        return migrate_crc32c(crc, payload, len);
+    return migrate_crc32c(crc, payload, 8) ^
+           migrate_pages_sum((const uint8_t *)payload + 8, len - 8);
+}
+
 const char *migrate_frame_name(uint32_t type)
 {
     return type < sizeof(types) / sizeof(types[0]) ? types[type].name : NULL;
@@ -126,11 +176,6 @@ int migrate_header_parse(const uint8_t h[MIGRATE_HEADER], enum migrate_frame_typ
     return 0;
 }
 
-static uint32_t frame_crc(const uint8_t *header, const void *payload, uint32_t len)
-{
-    return migrate_crc32c(migrate_crc32c(0, header, 12), payload, len);
-}
-
 /* All but the checksum. */
 static void header_encode(uint8_t *h, enum migrate_frame_type type, uint32_t len)
 {
@@ -146,7 +191,7 @@ void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void
     header_encode(out, type, len);
     if (len)
         memcpy(out + MIGRATE_HEADER, payload, len);
-    put_le(out + 12, frame_crc(out, out + MIGRATE_HEADER, len), 4);
+    put_le(out + 12, migrate_frame_check(MIGRATE_VERSION, out, out + MIGRATE_HEADER, len), 4);
 }
 
 static double seconds(void)
@@ -249,10 +294,29 @@ static int why_cut(struct migrate_link *l, int r)
     return err_plain(-r, "%s", cut);
 }
 
+/* The frame's pieces after its header; a summed PAGES frame's offset a
+ * piece of its own (split off the first), its pages the one after. */
+static int frame_pieces(bool summed, const struct iovec *payload, int count, struct iovec *iov)
+{
+    int n = 0;
+
+    for (int i = 0; i < count; i++) {
+        if (summed && i == 0 && payload[0].iov_len > 8) {
+            iov[n++] = (struct iovec){payload[0].iov_base, 8};
+            iov[n++] = (struct iovec){(uint8_t *)payload[0].iov_base + 8, payload[0].iov_len - 8};
+        } else {
+            iov[n++] = payload[i];
+        }
+    }
+    if (summed && (n != 2 || iov[0].iov_len != 8))
+        return err_plain(EINVAL, "migration PAGES in pieces other than its offset and pages");
+    return n;
+}
+
 int migrate_send_framev(struct migrate_link *l, enum migrate_frame_type type,
                         const struct iovec *payload, int count)
 {
-    struct iovec iov[5] = {{0}};
+    struct iovec iov[6] = {{0}};
     uint8_t h[MIGRATE_HEADER];
     uint64_t len = 0;
     double t0 = seconds();
@@ -263,18 +327,24 @@ int migrate_send_framev(struct migrate_link *l, enum migrate_frame_type type,
         len += payload[i].iov_len;
     if (len > UINT32_MAX)
         return err_plain(EINVAL, "migration frame of %llu bytes", (unsigned long long)len);
+    bool summed = pages_summed(l->version, type, len);
+    int n = frame_pieces(summed, payload, count, iov + 1);
+    if (n < 0)
+        return n;
     header_encode(h, type, (uint32_t)len);
-    uint32_t crc = migrate_crc32c(0, h, 12);
     iov[0] = (struct iovec){h, sizeof(h)};
-    for (int i = 0; i < count; i++) {
-        crc = migrate_crc32c(crc, payload[i].iov_base, payload[i].iov_len);
-        iov[1 + i] = payload[i];
+    uint32_t crc = migrate_crc32c(0, h, 12), sum = 0;
+    for (int i = 1; i <= n; i++) {
+        if (summed && i == 2)
+            sum = migrate_pages_sum(iov[i].iov_base, iov[i].iov_len);
+        else
+            crc = migrate_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
     }
-    put_le(h + 12, crc, 4);
+    put_le(h + 12, crc ^ sum, 4);
     l->stats.crc += seconds() - t0;
     l->stats.frames++;
     l->stats.bytes += sizeof(h) + len;
-    int r = write_exactv(l, iov, 1 + count);
+    int r = write_exactv(l, iov, 1 + n);
     return r < 0 ? why_cut(l, r) : 0;
 }
 
@@ -355,12 +425,22 @@ static int check_frame(struct migrate_link *l, const uint8_t *h, uint32_t crc,
     return 0;
 }
 
-static uint32_t timed_crc(struct migrate_link *l, uint32_t crc, const void *p, size_t len)
+/* The check of a frame read (in pieces when its pages were placed),
+ * its time counted. */
+static uint32_t timed_check(struct migrate_link *l, const uint8_t *h, const uint8_t *at,
+                            const uint8_t *payload, uint32_t len)
 {
     double t0 = seconds();
-    crc = migrate_crc32c(crc, p, len);
+    uint32_t check;
+
+    if (!at)
+        check = migrate_frame_check(l->version, h, payload, len);
+    else if (l->version >= MIGRATE_PAGES_SUMMED)
+        check = migrate_crc32c(migrate_crc32c(0, h, 12), at, 8) ^ migrate_pages_sum(payload, len);
+    else
+        check = migrate_crc32c(migrate_crc32c(migrate_crc32c(0, h, 12), at, 8), payload, len);
     l->stats.crc += seconds() - t0;
-    return crc;
+    return check;
 }
 
 /* A PAGES frame's pages into place, its offset (the payload's first 8
@@ -378,8 +458,7 @@ static int recv_placed(struct migrate_link *l, const uint8_t *h, migrate_place_f
     if ((r = place(opaque, le64(at), out->len - 8, &to)) < 0 ||
         (r = read_exact(l, to, out->len - 8, true)) < 0)
         return r;
-    uint32_t crc = timed_crc(l, timed_crc(l, migrate_crc32c(0, h, 12), at, 8), to, out->len - 8);
-    return check_frame(l, h, crc, 0, out);
+    return check_frame(l, h, timed_check(l, h, at, to, out->len - 8), 0, out);
 }
 
 static int recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
@@ -400,8 +479,7 @@ static int recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
     out->payload[out->len] = 0;
     r = read_exact(l, out->payload, out->len, true);
     if (r == 0)
-        r = check_frame(l, h, timed_crc(l, migrate_crc32c(0, h, 12), out->payload, out->len),
-                        expect, out);
+        r = check_frame(l, h, timed_check(l, h, NULL, out->payload, out->len), expect, out);
     if (r < 0) {
         free(out->payload);
         out->payload = NULL;

@@ -29,6 +29,8 @@ static int check_hello(struct migrate_link *l, const struct x86_cpuid_entry *hos
     if (r < 0)
         return r;
     r = migrate_hello_check(f.payload, f.len, host, host_n);
+    if (r == 0) /* checked: 1 up to this smolvm's; the source's frames go by it */
+        l->version = le32(f.payload);
     free(f.payload);
     return r < 0 ? r : accept_step(l);
 }

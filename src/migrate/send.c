@@ -519,7 +519,9 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
                  struct migrate_send_result *res)
 {
     struct vm *vm = machine_vm(m);
-    struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS};
+    /* Its own version: a destination that speaks an older one refuses
+     * HELLO, before any PAGES. */
+    struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS, .version = MIGRATE_VERSION};
     struct dirty d = {0};
     struct layer_list omit = {0};
     struct outgoing out = {0};

@@ -38,7 +38,8 @@ static struct migrate_link link_over(const void *bytes, size_t len, int fds[2])
     assert_int_equal(pipe(fds), 0);
     assert_int_equal(write(fds[1], bytes, len), (ssize_t)len);
     close(fds[1]);
-    return (struct migrate_link){.in = fds[0], .out = -1, .stall_ms = 1000};
+    return (struct migrate_link){.in = fds[0], .out = -1, .stall_ms = 1000,
+                                 .version = MIGRATE_VERSION};
 }
 
 /* recv_frame on bytes: its result, message in *msg (static). */
@@ -72,6 +73,33 @@ static void zero_pages_found_exactly(void **state)
         assert_true(buf_is_zero(page, at) && buf_is_zero(page + at + 1, sizeof(page) - at - 1));
         page[at] = 0;
     }
+}
+
+/* Version 4's sum of PAGES: any one bit flipped in a page, two of its
+ * 16-byte words or the halves of one swapped -- each changes it. */
+static void pages_sum_sees_changes(void **state)
+{
+    static uint8_t page[MIGRATE_PAGE];
+    (void)state;
+    for (size_t i = 0; i < sizeof(page); i++)
+        page[i] = (uint8_t)(i * 7 + 1);
+    uint32_t sum = migrate_pages_sum(page, sizeof(page));
+    for (size_t bit = 0; bit < sizeof(page) * 8; bit += 13) {
+        page[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_not_equal(migrate_pages_sum(page, sizeof(page)), sum);
+        page[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    uint8_t word[16];
+    memcpy(word, page + 32, 16);
+    memcpy(page + 32, page + 256, 16);
+    memcpy(page + 256, word, 16);
+    assert_int_not_equal(migrate_pages_sum(page, sizeof(page)), sum);
+    memcpy(page + 256, page + 32, 16);
+    memcpy(page + 32, word, 16);
+    assert_int_equal(migrate_pages_sum(page, sizeof(page)), sum);
+    memcpy(page + 32, word + 8, 8);
+    memcpy(page + 40, word, 8);
+    assert_int_not_equal(migrate_pages_sum(page, sizeof(page)), sum);
 }
 
 /* A RAM of two pages for placing_pages(). */
@@ -242,7 +270,7 @@ static void hello_checks_version_and_cpu(void **state)
     assert_non_null(strstr(err_msg(), "(avx2)"));
     put_le(p, MIGRATE_VERSION + 1, 4); /* too new */
     assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTONOSUPPORT);
-    assert_non_null(strstr(err_msg(), "version 4; this smolvm speaks version 3"));
+    assert_non_null(strstr(err_msg(), "version 5; this smolvm speaks version 4"));
     put_le(p, 1, 4); /* a version 1 source (it offers no layers) is taken */
     assert_int_equal(migrate_hello_check(p, len, host, 2), 0);
     put_le(p, MIGRATE_VERSION, 4);
@@ -272,6 +300,7 @@ static void addresses(void **state)
 
 struct source {
     int fd;
+    unsigned version;  /* the protocol it speaks (0: this smolvm's) */
     int pages;         /* live: RAM of 4 pages, then this many PAGES frames */
     uint64_t page_at;  /* where the last one goes */
     bool corrupt_end;  /* END's hash differs from the bytes */
@@ -354,7 +383,8 @@ static void send_parts(struct source *s, struct migrate_link *l, int from, int t
 static void *run_source(void *opaque)
 {
     struct source *s = opaque;
-    struct migrate_link l = {.in = s->fd, .out = s->fd, .stall_ms = 5000};
+    struct migrate_link l = {.in = s->fd, .out = s->fd, .stall_ms = 5000,
+                             .version = s->version ? s->version : MIGRATE_VERSION};
     struct migrate_frame f;
     struct vm_config cfg;
     uint8_t *hello, end[8 + HASH_BYTES];
@@ -363,6 +393,7 @@ static void *run_source(void *opaque)
     struct hash_state h;
 
     assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+    put_le(hello, l.version, 4);
     source_send(&l, MIGRATE_HELLO, hello, len);
     free(hello);
     if (migrate_recv_frame(&l, MIGRATE_ACCEPT, &f) == 0)
@@ -649,6 +680,21 @@ static void a_cut_link_leaves_nothing(void **state)
     rmdir(scratch);
 }
 
+/* A version 3 source checks its PAGES with CRC-32C, as they all did: its
+ * pages are taken so (a destination that summed them would refuse). */
+static void a_version_3_source_is_taken(void **state)
+{
+    static const uint64_t parts[][2] = {{0, sizeof(bundle_bytes)}};
+    struct source s = {.version = 3, .parts = parts, .part_count = 1, .pages = 2,
+                       .page_at = MIGRATE_PAGE};
+    char got[64];
+    struct ram ram;
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), &ram), 0);
+    assert_int_equal(ram.host[MIGRATE_PAGE], 'b');
+    munmap(ram.host, ram.bytes);
+}
+
 /* A page past the RAM, or not on a page boundary: refused, nothing kept. */
 static void refuses_pages_outside_ram(void **state)
 {
@@ -902,6 +948,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crc32c_known_and_agreed),
         cmocka_unit_test(zero_pages_found_exactly),
+        cmocka_unit_test(pages_sum_sees_changes),
         cmocka_unit_test(placing_pages),
         cmocka_unit_test(frames_round_trip),
         cmocka_unit_test(hostile_frames_refused),
@@ -917,6 +964,7 @@ int main(void)
         cmocka_unit_test(refuses_parts_out_of_place),
         cmocka_unit_test(refuses_a_config_too_big),
         cmocka_unit_test(receives_live_pages),
+        cmocka_unit_test(a_version_3_source_is_taken),
         cmocka_unit_test(refuses_pages_outside_ram),
         cmocka_unit_test(a_cut_link_leaves_nothing),
         cmocka_unit_test(refuses_short_ram_and_part_frames),
