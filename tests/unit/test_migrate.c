@@ -908,8 +908,26 @@ static void fast_dirtier_gets_throttled(void **state)
     assert_int_equal(p.throttle, PRECOPY_THROTTLE_STEP);
     assert_int_equal(precopy_round(&p, 300 * mib, 200 * mib, 200 * mib, 3.15), PRECOPY_AGAIN);
     assert_int_equal(p.throttle, 2 * PRECOPY_THROTTLE_STEP);
-    /* Slowed enough: 8 MiB left at 100 MB/s is 84 ms. */
-    assert_int_equal(precopy_round(&p, 200 * mib, 8 * mib, 8 * mib, 2.1), PRECOPY_STOP);
+    /* Slowed enough: 8 MiB left at 100 MB/s is 84 ms, within the limit,
+     * but more than half of it while a round still halves what is left:
+     * one more, which leaves 6 MiB (63 ms) -- no longer halving: stop. */
+    assert_int_equal(precopy_round(&p, 200 * mib, 8 * mib, 8 * mib, 2.1), PRECOPY_AGAIN);
+    assert_int_equal(precopy_round(&p, 8 * mib, 6 * mib, 6 * mib, 0.084), PRECOPY_STOP);
+}
+
+/* What is left fits the limit but would take most of it, and each round
+ * halves it: more rounds, until the pages take at most half (the pause
+ * also saves the devices and builds the VM there). */
+static void rounds_go_on_while_they_halve(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 300, .max_bandwidth = 100000000};
+    uint64_t mib = 1 << 20;
+    (void)state;
+    /* 27 MiB left at 100 MB/s: 283 ms */
+    assert_int_equal(precopy_round(&p, 1ull << 30, 27 * mib, 27 * mib, 10.7), PRECOPY_AGAIN);
+    assert_true(p.expected_downtime_ms > 280 && p.expected_downtime_ms < 300);
+    /* 4 MiB: 42 ms */
+    assert_int_equal(precopy_round(&p, 27 * mib, 4 * mib, 4 * mib, 0.28), PRECOPY_STOP);
 }
 
 /* The link never measures faster than the cap, and a guest that never
@@ -972,6 +990,7 @@ int main(void)
         cmocka_unit_test(a_reset_link_still_says_why),
         cmocka_unit_test(idle_guest_stops_after_one_round),
         cmocka_unit_test(fast_dirtier_gets_throttled),
+        cmocka_unit_test(rounds_go_on_while_they_halve),
         cmocka_unit_test(cap_and_round_limit),
         cmocka_unit_test(warm_is_round_zero_alone),
     };
