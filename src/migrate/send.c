@@ -549,6 +549,9 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         r = precopy(&l, vm, o, &d, res, &paused_at);
     if (r == 0)
         r = save_and_send(&l, &out, o, res, &committed);
+    /* The VM runs there from DONE on: the dirty log's teardown here is
+     * not its downtime. */
+    double ended = now();
     r = wind_down(&l, vm, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);
@@ -557,6 +560,6 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     close(fd);
     res->link = l.stats;
     res->seconds = now() - start;
-    res->downtime = paused_at ? now() - paused_at : 0;
+    res->downtime = paused_at ? ended - paused_at : 0;
     return r;
 }
