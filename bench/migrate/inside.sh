@@ -22,6 +22,8 @@
 #   period-K     the median gap between counts in the 3 s before it (the
 #                guest's own pace under this hypervisor: gap's floor)
 # Each console line is stamped by the host as it comes out (bash's clock).
+# The log also says where each smolvm migration's time went, on the
+# source (--json "stats_ms") and the destination ($SMOLVM_MIGRATE_STATS).
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
 set -u
 results=$1
@@ -114,7 +116,7 @@ for kind in idle dirty; do
     settle "$from" "$kind"
     for i in $(seq 1 "$RUNS"); do
         to="s$kind-$i" port=$((port + 1))
-        stamped "$to" "$SMOLVM" receive --listen "tcp:127.0.0.1:$port" --name "$to"
+        stamped "$to" env SMOLVM_MIGRATE_STATS=1 "$SMOLVM" receive --listen "tcp:127.0.0.1:$port" --name "$to"
         listening "$port"
         t0=${EPOCHREALTIME/./}
         "$SMOLVM" migrate "$from" --to "tcp:127.0.0.1:$port" --live --max-bandwidth "$cap_bytes" \
@@ -124,6 +126,9 @@ for kind in idle dirty; do
         record smolvm "total-$kind" "$(field seconds "$work/$to.json" | awk '{printf "%d", $1 * 1000}')"
         record smolvm "downtime-$kind" "$(field downtime_ms "$work/$to.json" | awk '{printf "%d", $1}')"
         cat "$work/$to.json" >> "$results/migrations.json"
+        # where the time went: the source's (its --json "stats_ms"), the destination's
+        echo "$to: $(grep -o '"stats_ms":{[^}]*}' "$work/$to.json")"
+        grep -a 'smolvm: receive:' "$work/$to.err" | sed "s/^/$to: /"
         from=$to
         settle "$from" "$kind"
     done

@@ -1,8 +1,11 @@
 #include "core/memory.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -85,6 +88,66 @@ int guest_memory_map_file(struct guest_memory *mem, int fd)
         off += g->size;
     }
     return 0;
+}
+
+int guest_memory_adopt(struct guest_memory *mem, uint8_t **ram, uint64_t bytes)
+{
+    uint64_t off = 0;
+    unsigned i = 0;
+    int r = bytes == mem->total ? 0 : err_plain(EIO, "the RAM received has the wrong size");
+
+    for (; r == 0 && i < mem->count; i++) {
+        struct guest_region *g = &mem->regions[i];
+        if (mremap(*ram + off, g->size, g->size, MREMAP_MAYMOVE | MREMAP_FIXED, g->host) ==
+            MAP_FAILED) {
+            r = err_set(errno, "moving the RAM received into place");
+            break;
+        }
+        /* received without huge pages (migrate/receive.c): they may come back now */
+        madvise(g->host, g->size, MADV_HUGEPAGE);
+        off += g->size;
+    }
+    if (off < bytes)
+        munmap(*ram + off, bytes - off);
+    *ram = NULL;
+    return r;
+}
+
+#define PAGEMAP_PRESENT (1ull << 63)
+#define PAGEMAP_SWAPPED (1ull << 62)
+#define PAGEMAP_STEP 4096 /* entries read at a time */
+
+int64_t guest_memory_untouched(const struct guest_region *g, uint64_t *bits)
+{
+    uint64_t pages = g->size / GUEST_PAGE, first = (uintptr_t)g->host / GUEST_PAGE;
+    int64_t cleared = 0;
+    uint64_t *entry;
+    int fd;
+
+    if (g->file_backed)
+        return -ENOTSUP;
+    if ((fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
+        return -errno;
+    if (!(entry = malloc(PAGEMAP_STEP * sizeof(*entry)))) {
+        close(fd);
+        return -ENOMEM;
+    }
+    for (uint64_t p = 0; p < pages && cleared >= 0;) {
+        uint64_t n = pages - p < PAGEMAP_STEP ? pages - p : PAGEMAP_STEP;
+        if (pread(fd, entry, n * 8, (off_t)((first + p) * 8)) != (ssize_t)(n * 8)) {
+            cleared = -EIO;
+            break;
+        }
+        for (uint64_t k = 0; k < n; k++, p++)
+            if (!(entry[k] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) &&
+                (bits[p / 64] >> (p % 64) & 1)) {
+                bits[p / 64] &= ~(1ull << (p % 64));
+                cleared++;
+            }
+    }
+    free(entry);
+    close(fd);
+    return cleared;
 }
 
 void *gpa_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len)

@@ -30,6 +30,7 @@ struct guest_memory {
 /* The host's huge page: each region's host address is congruent with its
  * gpa modulo this, so KVM can map the guest's RAM with huge pages. */
 #define GUEST_HUGE_PAGE (2ull << 20)
+#define GUEST_PAGE 4096ull
 
 /* Maps anonymous host memory for each (gpa, size) in layout. Sizes must be
  * page multiples and regions must not overlap. */
@@ -43,6 +44,24 @@ void guest_memory_free(struct guest_memory *mem);
  * core dumps like the anonymous ones (a restored guest's RAM is its
  * secrets too). Every mapping of guest RAM is made here. */
 int guest_memory_map_file(struct guest_memory *mem, int fd) __attribute__((warn_unused_result));
+/* The guest's RAM already in this process (a live migration's, as it
+ * arrived: anonymous, the regions end to end, exactly mem->total bytes)
+ * moved in place of mem's regions, page tables and all: nothing copied,
+ * pages never written stay unallocated. *ram is NULL after (its range is
+ * mem's now), also after a failure (what moved is mem's, the rest
+ * unmapped). */
+int guest_memory_adopt(struct guest_memory *mem, uint8_t **ram, uint64_t bytes)
+    __attribute__((warn_unused_result));
+
+/* Clears in bits (one per page of g) the pages never touched: anonymous
+ * memory with nothing in this process's page tables there, not even in
+ * swap, which reads as zeros (Linux's /proc/self/pagemap says). A live
+ * migration's round 0 need not read them. The count cleared, or a
+ * negative errno when it cannot tell (a file-backed region: an untouched
+ * page holds the file's bytes; no /proc) -- bits then as they were, or
+ * with some cleared, each rightly. Only for memory no userfaultfd serves
+ * (a page it has not placed is not zeros). */
+int64_t guest_memory_untouched(const struct guest_region *g, uint64_t *bits);
 
 /* Host pointer for [gpa, gpa+len) or NULL when any byte of it lies outside
  * one region (overflow included). len 0 is checked as len 1. */

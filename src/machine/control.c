@@ -195,11 +195,17 @@ static json_t *migrate(struct machine_control *s, json_t *req)
         return control_error("%s", err_msg());
     }
     vm_request_stop(machine_vm(s->m), VM_STOP_USER); /* it runs there now */
-    return json_pack("{s:b,s:f,s:f,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f}}", "ok", 1, "seconds",
-                     res.seconds, "downtime_ms", res.downtime * 1000, "bytes",
-                     (json_int_t)res.bytes, "rounds", mig.rounds, "downtime_split_ms", "pages",
-                     res.pages * 1000, "save", res.save * 1000, "send", res.send * 1000, "build",
-                     res.build * 1000, "handover", res.handover * 1000);
+    return json_pack("{s:b,s:f,s:f,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f,s:f,s:f,"
+                     "s:f,s:I,s:I}}",
+                     "ok", 1, "seconds", res.seconds, "downtime_ms", res.downtime * 1000,
+                     "bytes", (json_int_t)res.bytes, "rounds", mig.rounds, "downtime_split_ms",
+                     "pages", res.pages * 1000, "save", res.save * 1000, "send",
+                     res.send * 1000, "build", res.build * 1000, "handover",
+                     res.handover * 1000, "stats_ms", "scan", res.scan * 1000, "copy",
+                     res.copy * 1000, "pace", res.pace * 1000, "fetch", res.fetch * 1000,
+                     "link_waiting", res.link.waiting * 1000, "link_io", res.link.io * 1000,
+                     "checksums", res.link.crc * 1000, "frames", (json_int_t)res.link.frames,
+                     "untouched_pages", (json_int_t)res.untouched);
 }
 
 /* The boot trace so far, as --trace-boot --json prints it at the end

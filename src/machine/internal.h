@@ -15,7 +15,8 @@ struct machine {
     char *working_set; /* to record, a while after the start */
     struct working_set_recorder *recorder;
     struct ram_faults *faults; /* a first start's RAM, served as touched */
-    int memory_fd; /* machine_start_options' */
+    uint8_t **received_ram; /* machine_start_options' */
+    uint64_t received_ram_bytes;
     bool disks_private; /* machine_start_options' */
 };
 

@@ -43,10 +43,13 @@ struct machine_start_options {
     const struct vm_share_config *shares;
     unsigned share_count;
     const char *vsock_path; /* the host end of its vsock device, if it has one */
-    /* A live migration's destination: the guest's RAM as it arrived (the
-     * regions end to end), for a bundle whose state goes without memory;
-     * 0 when the bundle has its memory (the fd is never 0 here). */
-    int memory_fd;
+    /* A live migration's destination: the guest's RAM as it arrived
+     * (anonymous, the regions end to end: migrate_receive's memory), for a
+     * bundle whose state goes without memory. Moved into the VM as it is
+     * built, *received_ram NULL from then on. NULL: the bundle has its
+     * memory. */
+    uint8_t **received_ram;
+    uint64_t received_ram_bytes;
     /* ... and the layers it said it has (in the layer cache, checked), which
      * the bundle lists without carrying them. */
     const char (*have_layers)[HASH_HEX];
@@ -107,6 +110,10 @@ int machine_save_begin(struct machine *m, const char *path, const struct machine
  * [BUNDLE_HEADER_SIZE, *end) of it, and finish leaves them as they are. */
 int machine_saving_file(const struct machine_saving *s, uint64_t *end);
 int machine_save_finish(struct machine_saving *s) __attribute__((warn_unused_result));
+/* Returns once all of m's RAM is in place (a first start's may still be
+ * coming from its bundle, served as the guest touches it): what reads
+ * RAM as a whole -- a save, a migration -- calls it first. */
+int machine_ram_whole(struct machine *m) __attribute__((warn_unused_result));
 void machine_save_abort(struct machine_saving *s);
 
 /* Writes FILE from a VM at rest: cfg's kernel, initrd and disks, and when

@@ -211,6 +211,11 @@ int machine_saving_file(const struct machine_saving *s, uint64_t *end)
     return bundle_writer_file(s->w, end);
 }
 
+int machine_ram_whole(struct machine *m)
+{
+    return m->faults ? ram_faults_complete(m->faults) : 0;
+}
+
 int machine_save_finish(struct machine_saving *s)
 {
     struct bundle_writer *w = s->w;
@@ -219,9 +224,8 @@ int machine_save_finish(struct machine_saving *s)
     /* Its disks are read beside their writer: the guest must not write. */
     if (!vm_paused(s->m->vm))
         r = err_plain(EBUSY, "the VM must be paused to save it");
-    /* RAM still coming from the bundle is read whole from here on. */
-    if (r == 0 && s->m->faults)
-        r = ram_faults_complete(s->m->faults);
+    if (r == 0)
+        r = machine_ram_whole(s->m);
     if (r == 0 && s->o.with_state)
         r = add_state(w, s->m->vm, &s->o);
     if (r == 0)

@@ -109,8 +109,8 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    if (m->memory_fd > 0)
-        return guest_memory_map_file(mem, m->memory_fd);
+    if (m->received_ram && *m->received_ram)
+        return guest_memory_adopt(mem, m->received_ram, m->received_ram_bytes);
     return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults);
 }
 
@@ -164,7 +164,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         if (o->forwards)
             r = net_replace_forwards(&m->cfg.net, o->forwards);
         m->memory = o->memory;
-        m->memory_fd = o->memory_fd;
+        m->received_ram = o->received_ram;
+        m->received_ram_bytes = o->received_ram_bytes;
         m->disks_private = o->disks_private;
         /* A store instance has its folder (and disks) already. */
         if (r == 0 && !o->instance)

@@ -36,6 +36,13 @@ struct migrate_send_result {
      * the last dirty pages, saving the bundle, sending it, the destination
      * building the VM (READY), the hand-over (GO, DONE). */
     double pages, save, send, build, handover;
+    /* Where the rounds' time went (seconds; --json "stats"): finding the
+     * pages to send (the dirty bits, round 0's check for zeros), copying
+     * them out of the running guest, waiting for the cap, fetching the
+     * dirty log; and the link's (frames, checksums, writes). */
+    double scan, copy, pace, fetch;
+    uint64_t untouched; /* pages round 0 left unread: never touched, zeros */
+    struct migrate_link_stats link;
 };
 
 /* Warm migration of m over o->link: checks the destination takes it (version, CPU,
@@ -51,13 +58,15 @@ struct migrate_receive {
     const struct x86_cpuid_entry *host; /* this host's CPU */
     size_t host_n;
     int bundle_fd;           /* the bundle goes here: a file in scratch_dir */
-    const char *scratch_dir; /* a live migration's RAM goes into a file here */
+    const char *scratch_dir; /* where bundle_fd is (its messages name it) */
     /* Whether this host has a layer the source offers (its bytes checked
      * against its hash): *have set; <0 with the message set when it cannot
      * tell. NULL: it has none. */
     int (*have_layer)(const char *hash, const char *format, bool *have);
-    /* out: the RAM of a live migration (regions end to end), or -1 */
-    int memory_fd;
+    /* out: the RAM of a live migration (regions end to end), anonymous
+     * memory of memory_bytes (munmap() it unless the VM took it:
+     * machine_start_options.received_ram), or NULL */
+    uint8_t *memory;
     uint64_t memory_bytes;
     /* out: the layers it said it has, which the bundle lists without
      * carrying them (malloc'd; freed by the caller) */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +101,56 @@ uint32_t migrate_crc32c_portable(uint32_t crc, const void *data, size_t len)
     return ~crc32c_table(~crc, data, len);
 }
 
+/* splitmix64's finalizer: every bit of z moves about half of the result. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ z >> 30) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ z >> 27) * 0x94d049bb133111ebull;
+    return z ^ z >> 31;
+}
+
+uint32_t migrate_pages_sum(const void *pages, size_t len)
+{
+    typedef uint64_t lanes __attribute__((vector_size(16)));
+    const uint8_t *p = pages;
+    lanes a = {0, 0}, b = {0, 0}, w;
+
+    for (; len >= 16; p += 16, len -= 16) {
+        memcpy(&w, p, 16);
+        a += w;
+        b += a;
+    }
+    if (len) {
+        uint8_t last[16] = {0};
+        memcpy(last, p, len);
+        memcpy(&w, last, 16);
+        a += w;
+        b += a;
+    }
+    /* Chained through a mixer, not added: a change in one sum and one in
+     * another cannot cancel out (a bit flipped in a page moves the top
+     * bit of both of its lane's sums). */
+    uint64_t x = mix64(mix64(mix64(mix64(a[0]) ^ a[1]) ^ b[0]) ^ b[1]);
+    return (uint32_t)(x ^ x >> 32);
+}
+
+/* From version 4 a PAGES frame's pages (after its u64 offset) are summed. */
+static bool pages_summed(unsigned version, uint32_t type, uint64_t len)
+{
+    return version >= MIGRATE_PAGES_SUMMED && type == MIGRATE_PAGES && len >= 8;
+}
+
+uint32_t migrate_frame_check(unsigned version, const uint8_t *header, const void *payload,
+                             uint32_t len)
+{
+    uint32_t crc = migrate_crc32c(0, header, 12);
+
+    if (!pages_summed(version, le16(header + 4), len))
+        return migrate_crc32c(crc, payload, len);
+    return migrate_crc32c(crc, payload, 8) ^
+           migrate_pages_sum((const uint8_t *)payload + 8, len - 8);
+}
+
 const char *migrate_frame_name(uint32_t type)
 {
     return type < sizeof(types) / sizeof(types[0]) ? types[type].name : NULL;
@@ -125,32 +176,42 @@ int migrate_header_parse(const uint8_t h[MIGRATE_HEADER], enum migrate_frame_typ
     return 0;
 }
 
-static uint32_t frame_crc(const uint8_t *header, const void *payload, uint32_t len)
+/* All but the checksum. */
+static void header_encode(uint8_t *h, enum migrate_frame_type type, uint32_t len)
 {
-    return migrate_crc32c(migrate_crc32c(0, header, 12), payload, len);
+    put_le(h, MAGIC, 4);
+    put_le(h + 4, type, 2);
+    put_le(h + 6, 0, 2);
+    put_le(h + 8, len, 4);
 }
 
 void migrate_frame_encode(uint8_t *out, enum migrate_frame_type type, const void *payload,
                           uint32_t len)
 {
-    put_le(out, MAGIC, 4);
-    put_le(out + 4, type, 2);
-    put_le(out + 6, 0, 2);
-    put_le(out + 8, len, 4);
+    header_encode(out, type, len);
     if (len)
         memcpy(out + MIGRATE_HEADER, payload, len);
-    put_le(out + 12, frame_crc(out, out + MIGRATE_HEADER, len), 4);
+    put_le(out + 12, migrate_frame_check(MIGRATE_VERSION, out, out + MIGRATE_HEADER, len), 4);
+}
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 /* Waits until fd is ready for events, at most the link's stall time. */
-static int wait_ready(const struct migrate_link *l, int fd, short events)
+static int wait_ready(struct migrate_link *l, int fd, short events)
 {
     struct pollfd p = {.fd = fd, .events = events};
+    double t0 = seconds();
     int n;
 
     do
         n = poll(&p, 1, l->stall_ms);
     while (n < 0 && errno == EINTR);
+    l->stats.waiting += seconds() - t0;
     if (n < 0)
         return err_set(errno, "migration link");
     if (n == 0)
@@ -158,13 +219,15 @@ static int wait_ready(const struct migrate_link *l, int fd, short events)
     return 0;
 }
 
-static int read_exact(const struct migrate_link *l, uint8_t *buf, size_t len, bool mid_frame)
+static int read_exact(struct migrate_link *l, uint8_t *buf, size_t len, bool mid_frame)
 {
     for (size_t done = 0; done < len;) {
         int r = wait_ready(l, l->in, POLLIN);
         if (r < 0)
             return r;
+        double t0 = seconds();
         ssize_t n = read(l->in, buf + done, len - done);
+        l->stats.io += seconds() - t0;
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0)
@@ -177,21 +240,37 @@ static int read_exact(const struct migrate_link *l, uint8_t *buf, size_t len, bo
     return 0;
 }
 
-static int write_exact(const struct migrate_link *l, const uint8_t *buf, size_t len)
+/* The pieces past the n bytes already written. */
+static int iov_advance(struct iovec *iov, int count, size_t n)
 {
-    for (size_t done = 0; done < len;) {
+    int i = 0;
+    for (; i < count && n >= iov[i].iov_len; i++)
+        n -= iov[i].iov_len;
+    if (i < count) {
+        iov[i].iov_base = (uint8_t *)iov[i].iov_base + n;
+        iov[i].iov_len -= n;
+    }
+    return i;
+}
+
+static int write_exactv(struct migrate_link *l, struct iovec *iov, int count)
+{
+    for (int at = 0; at < count;) {
         int r = wait_ready(l, l->out, POLLOUT);
         if (r < 0)
             return r;
         /* A peer gone is an error here, never a SIGPIPE. */
-        ssize_t n = send(l->out, buf + done, len - done, MSG_NOSIGNAL);
+        struct msghdr m = {.msg_iov = iov + at, .msg_iovlen = (size_t)(count - at)};
+        double t0 = seconds();
+        ssize_t n = sendmsg(l->out, &m, MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK)
-            n = write(l->out, buf + done, len - done);
+            n = writev(l->out, iov + at, count - at);
+        l->stats.io += seconds() - t0;
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0)
             return err_set(errno, "the migration link was cut");
-        done += (size_t)n;
+        at += iov_advance(iov + at, count - at, (size_t)n);
     }
     return 0;
 }
@@ -215,16 +294,65 @@ static int why_cut(struct migrate_link *l, int r)
     return err_plain(-r, "%s", cut);
 }
 
+/* The frame's pieces after its header; a summed PAGES frame's offset a
+ * piece of its own (split off the first), its pages the one after. */
+static int frame_pieces(bool summed, const struct iovec *payload, int count, struct iovec *iov)
+{
+    int n = 0;
+
+    for (int i = 0; i < count; i++) {
+        if (summed && i == 0 && payload[0].iov_len > 8) {
+            iov[n++] = (struct iovec){payload[0].iov_base, 8};
+            iov[n++] = (struct iovec){(uint8_t *)payload[0].iov_base + 8, payload[0].iov_len - 8};
+        } else {
+            iov[n++] = payload[i];
+        }
+    }
+    if (summed && (n != 2 || iov[0].iov_len != 8))
+        return err_plain(EINVAL, "migration PAGES in pieces other than its offset and pages");
+    return n;
+}
+
+int migrate_send_framev(struct migrate_link *l, enum migrate_frame_type type,
+                        const struct iovec *payload, int count)
+{
+    struct iovec iov[6] = {{0}};
+    uint8_t h[MIGRATE_HEADER];
+    uint64_t len = 0;
+    double t0 = seconds();
+
+    if (count > 4)
+        return err_plain(EINVAL, "migration frame in %d pieces", count);
+    for (int i = 0; i < count; i++)
+        len += payload[i].iov_len;
+    if (len > UINT32_MAX)
+        return err_plain(EINVAL, "migration frame of %llu bytes", (unsigned long long)len);
+    bool summed = pages_summed(l->version, type, len);
+    int n = frame_pieces(summed, payload, count, iov + 1);
+    if (n < 0)
+        return n;
+    header_encode(h, type, (uint32_t)len);
+    iov[0] = (struct iovec){h, sizeof(h)};
+    uint32_t crc = migrate_crc32c(0, h, 12), sum = 0;
+    for (int i = 1; i <= n; i++) {
+        if (summed && i == 2)
+            sum = migrate_pages_sum(iov[i].iov_base, iov[i].iov_len);
+        else
+            crc = migrate_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+    }
+    put_le(h + 12, crc ^ sum, 4);
+    l->stats.crc += seconds() - t0;
+    l->stats.frames++;
+    l->stats.bytes += sizeof(h) + len;
+    int r = write_exactv(l, iov, 1 + n);
+    return r < 0 ? why_cut(l, r) : 0;
+}
+
 int migrate_send_frame(struct migrate_link *l, enum migrate_frame_type type, const void *payload,
                        uint32_t len)
 {
-    uint8_t *buf = malloc(MIGRATE_HEADER + (size_t)len);
-    if (!buf)
-        return err_set(ENOMEM, "migration frame");
-    migrate_frame_encode(buf, type, payload, len);
-    int r = write_exact(l, buf, MIGRATE_HEADER + (size_t)len);
-    free(buf);
-    return r < 0 ? why_cut(l, r) : 0;
+    struct iovec iov = {(void *)payload, len};
+    return migrate_send_framev(l, type, &iov, len ? 1 : 0);
 }
 
 int migrate_peer_check(struct migrate_link *l)
@@ -279,8 +407,62 @@ static int peer_error(const struct migrate_frame *f)
     return err_plain(ECANCELED, "the other side refused: %s", (const char *)f->payload);
 }
 
-int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
-                       struct migrate_frame *out)
+/* The payload's checksum against the header's, then an ERROR's text or
+ * a type other than expect (0: any) as the error. */
+static int check_frame(struct migrate_link *l, const uint8_t *h, uint32_t crc,
+                       enum migrate_frame_type expect, struct migrate_frame *f)
+{
+    if (crc != le32(h + 12))
+        return err_plain(EPROTO, "migration frame %s fails its checksum",
+                         migrate_frame_name(f->type));
+    l->stats.frames++;
+    l->stats.bytes += MIGRATE_HEADER + (uint64_t)f->len;
+    if (f->type == MIGRATE_ERROR)
+        return peer_error(f);
+    if (expect && f->type != expect)
+        return err_plain(EPROTO, "migration frame %s where %s was due",
+                         migrate_frame_name(f->type), migrate_frame_name(expect));
+    return 0;
+}
+
+/* The check of a frame read (in pieces when its pages were placed),
+ * its time counted. */
+static uint32_t timed_check(struct migrate_link *l, const uint8_t *h, const uint8_t *at,
+                            const uint8_t *payload, uint32_t len)
+{
+    double t0 = seconds();
+    uint32_t check;
+
+    if (!at)
+        check = migrate_frame_check(l->version, h, payload, len);
+    else if (l->version >= MIGRATE_PAGES_SUMMED)
+        check = migrate_crc32c(migrate_crc32c(0, h, 12), at, 8) ^ migrate_pages_sum(payload, len);
+    else
+        check = migrate_crc32c(migrate_crc32c(migrate_crc32c(0, h, 12), at, 8), payload, len);
+    l->stats.crc += seconds() - t0;
+    return check;
+}
+
+/* A PAGES frame's pages into place, its offset (the payload's first 8
+ * bytes) checked by place first; out->payload stays NULL. */
+static int recv_placed(struct migrate_link *l, const uint8_t *h, migrate_place_fn place,
+                       void *opaque, struct migrate_frame *out)
+{
+    uint8_t at[8];
+    uint8_t *to;
+    int r = out->len >= 8 ? read_exact(l, at, 8, true)
+                          : err_plain(EPROTO, "migration PAGES frame of %u bytes", out->len);
+
+    if (r < 0)
+        return r;
+    if ((r = place(opaque, le64(at), out->len - 8, &to)) < 0 ||
+        (r = read_exact(l, to, out->len - 8, true)) < 0)
+        return r;
+    return check_frame(l, h, timed_check(l, h, at, to, out->len - 8), 0, out);
+}
+
+static int recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
+                      migrate_place_fn place, void *opaque, struct migrate_frame *out)
 {
     uint8_t h[MIGRATE_HEADER];
     int r = read_exact(l, h, sizeof(h), false);
@@ -290,23 +472,31 @@ int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
         r = migrate_header_parse(h, &out->type, &out->len);
     if (r < 0)
         return r;
+    if (place && out->type == MIGRATE_PAGES)
+        return recv_placed(l, h, place, opaque, out);
     if (!(out->payload = malloc((size_t)out->len + 1)))
         return err_set(ENOMEM, "migration frame");
     out->payload[out->len] = 0;
     r = read_exact(l, out->payload, out->len, true);
-    if (r == 0 && frame_crc(h, out->payload, out->len) != le32(h + 12))
-        r = err_plain(EPROTO, "migration frame %s fails its checksum",
-                      migrate_frame_name(out->type));
-    if (r == 0 && out->type == MIGRATE_ERROR)
-        r = peer_error(out);
-    else if (r == 0 && expect && out->type != expect)
-        r = err_plain(EPROTO, "migration frame %s where %s was due", migrate_frame_name(out->type),
-                      migrate_frame_name(expect));
+    if (r == 0)
+        r = check_frame(l, h, timed_check(l, h, NULL, out->payload, out->len), expect, out);
     if (r < 0) {
         free(out->payload);
         out->payload = NULL;
     }
     return r;
+}
+
+int migrate_recv_frame(struct migrate_link *l, enum migrate_frame_type expect,
+                       struct migrate_frame *out)
+{
+    return recv_frame(l, expect, NULL, NULL, out);
+}
+
+int migrate_recv_frame_placing(struct migrate_link *l, migrate_place_fn place, void *opaque,
+                               struct migrate_frame *out)
+{
+    return recv_frame(l, 0, place, opaque, out);
 }
 
 int migrate_hello_encode(const struct x86_cpuid_entry *cpuid, size_t n, uint8_t **out,

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -28,6 +29,8 @@ static int check_hello(struct migrate_link *l, const struct x86_cpuid_entry *hos
     if (r < 0)
         return r;
     r = migrate_hello_check(f.payload, f.len, host, host_n);
+    if (r == 0) /* checked: 1 up to this smolvm's; the source's frames go by it */
+        l->version = le32(f.payload);
     free(f.payload);
     return r < 0 ? r : accept_step(l);
 }
@@ -106,61 +109,59 @@ static int check_end(const struct migrate_frame *f, struct bundle_stream *s)
     return 0;
 }
 
-/* RAM (live): a file of its size, sparse, in the scratch folder. */
+/* RAM (live): anonymous memory of its size, which the VM built here
+ * takes as it is (guest_memory_adopt): no file, so no file system to
+ * fill, and pages never sent (zeros) take no room, as on the source.
+ * Without huge pages while pages come: each page placed would fault in,
+ * and zero, the 2 MiB around it -- for an idle guest's scattered pages,
+ * all of RAM. */
 static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f, uint64_t mem_bytes)
 {
-    if (f->len != 8 || rx->memory_fd >= 0)
+    if (f->len != 8 || rx->memory)
         return err_plain(EPROTO, "migration RAM frame out of place");
     uint64_t total = le64(f->payload);
     if (!total || total > mem_bytes || total % MIGRATE_PAGE)
         return err_plain(EPROTO, "migration RAM of %llu bytes for a VM of %llu",
                          (unsigned long long)total, (unsigned long long)mem_bytes);
-    rx->memory_fd = open(rx->scratch_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (rx->memory_fd < 0)
-        return err_set(errno, "a file in '%s' for the VM's RAM", rx->scratch_dir);
-    if (ftruncate(rx->memory_fd, (off_t)total) < 0)
-        return err_set(errno, "sizing the VM's RAM");
-    /* All of it, now: the VM maps this file, and a page the source never
-     * sent (zeros) that the guest touches there would take room then --
-     * on a full file system (a tmpfs) a SIGBUS after the source has
-     * stopped, the VM lost. Here a full one fails before any RAM moves. */
-    int e = posix_fallocate(rx->memory_fd, 0, (off_t)total);
-    if (e)
-        return err_set(e, "no room for the VM's RAM (%llu MiB) in '%s'",
-                       (unsigned long long)(total >> 20), rx->scratch_dir);
+    void *ram = mmap(NULL, total, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ram == MAP_FAILED)
+        return err_set(errno, "no room for the VM's RAM (%llu MiB)",
+                       (unsigned long long)(total >> 20));
+    madvise(ram, total, MADV_NOHUGEPAGE);
+    madvise(ram, total, MADV_DONTDUMP); /* the guest's secrets */
+    rx->memory = ram;
     rx->memory_bytes = total;
     return 0;
 }
 
-/* A write into the scratch folder failed (its file system full, most
- * likely): one line naming the folder the file without a name is in. */
-static int scratch_failed(const struct migrate_receive *rx, int errnum, const char *what)
+/* A PAGES frame's place: whole pages inside the RAM (migrate_place_fn). */
+static int place_pages(void *opaque, uint64_t at, uint64_t len, uint8_t **to)
 {
-    return err_set(errnum, "writing the VM's %s into a file without a name in '%s'", what,
-                   rx->scratch_dir);
-}
+    const struct migrate_receive *rx = opaque;
 
-/* len bytes at offset at of one of the receiver's unnamed files (RAM, bundle). */
-static int write_scratch(const struct migrate_receive *rx, int fd, const uint8_t *p, uint64_t len,
-                         uint64_t at, const char *what)
-{
-    for (uint64_t done = 0; done < len;) {
-        ssize_t n = pwrite(fd, p + done, len - done, (off_t)(at + done));
-        if (n <= 0)
-            return scratch_failed(rx, n < 0 ? errno : EIO, what);
-        done += (uint64_t)n;
-    }
+    if (!rx->memory || len < MIGRATE_PAGE || len % MIGRATE_PAGE || at % MIGRATE_PAGE ||
+        at > rx->memory_bytes || len > rx->memory_bytes - at)
+        return err_plain(EPROTO, "migration PAGES frame out of place or outside the RAM");
+    *to = rx->memory + at;
     return 0;
 }
 
-static int write_pages(struct migrate_receive *rx, const struct migrate_frame *f)
+/* len bytes at offset at of the receiver's unnamed bundle file; a write
+ * that fails (its file system full, most likely) names the folder the
+ * file without a name is in. */
+static int write_scratch(const struct migrate_receive *rx, const uint8_t *p, uint64_t len,
+                         uint64_t at)
 {
-    uint64_t at = f->len >= 8 ? le64(f->payload) : 0, len = f->len >= 8 ? f->len - 8 : 0;
-
-    if (rx->memory_fd < 0 || f->len < 8 + MIGRATE_PAGE || len % MIGRATE_PAGE ||
-        at % MIGRATE_PAGE || at > rx->memory_bytes || len > rx->memory_bytes - at)
-        return err_plain(EPROTO, "migration PAGES frame out of place or outside the RAM");
-    return write_scratch(rx, rx->memory_fd, f->payload + 8, len, at, "RAM");
+    for (uint64_t done = 0; done < len;) {
+        ssize_t n = pwrite(rx->bundle_fd, p + done, len - done, (off_t)(at + done));
+        if (n <= 0)
+            return err_set(n < 0 ? errno : EIO,
+                           "writing the VM's bundle into a file without a name in '%s'",
+                           rx->scratch_dir);
+        done += (uint64_t)n;
+    }
+    return 0;
 }
 
 /* OFFER: each layer this host has (rx->have_layer) is answered 1 in HAVE
@@ -209,7 +210,7 @@ static int write_bundle(struct migrate_receive *rx, struct bundle_stream *s,
     if ((r = stream_place(s, at, len)) < 0)
         return r;
     hash_add(&s->hash, p, len);
-    return write_scratch(rx, rx->bundle_fd, p, len, at, "bundle");
+    return write_scratch(rx, p, len, at);
 }
 
 static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint64_t mem_bytes)
@@ -219,18 +220,18 @@ static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint
     hash_begin(&s.hash);
     for (;;) {
         struct migrate_frame f;
-        int r = migrate_recv_frame(l, 0, &f);
+        int r = migrate_recv_frame_placing(l, place_pages, rx, &f);
         if (r < 0)
             return r;
-        if (f.type == MIGRATE_DATA || f.type == MIGRATE_PART) {
+        if (f.type == MIGRATE_PAGES) {
+            /* in place already */
+        } else if (f.type == MIGRATE_DATA || f.type == MIGRATE_PART) {
             r = write_bundle(rx, &s, &f);
-        } else if (f.type == MIGRATE_OFFER && !s.started && !offered && rx->memory_fd < 0) {
+        } else if (f.type == MIGRATE_OFFER && !s.started && !offered && !rx->memory) {
             offered = true;
             r = answer_offer(rx, l, &f);
         } else if (f.type == MIGRATE_RAM) { /* live RAM goes while the bundle's first run may */
             r = open_ram(rx, &f, mem_bytes);
-        } else if (f.type == MIGRATE_PAGES) {
-            r = write_pages(rx, &f);
         } else if (f.type == MIGRATE_END) {
             r = check_end(&f, &s);
             if (r == 0) {
@@ -252,20 +253,19 @@ int migrate_receive_bundle(struct migrate_link *l, struct migrate_receive *rx)
     uint64_t mem_bytes = 0;
     int r = check_hello(l, rx->host, rx->host_n);
 
-    rx->memory_fd = -1;
+    rx->memory = NULL;
+    rx->memory_bytes = 0;
     rx->have = NULL;
     rx->have_count = 0;
     if (r == 0)
         r = check_config(l, &mem_bytes);
     if (r == 0)
         r = receive_data(rx, l, mem_bytes);
-    if (r == 0 && rx->memory_fd >= 0 && fsync(rx->memory_fd) < 0)
-        r = err_set(errno, "the VM's RAM");
     if (r < 0) {
         migrate_send_error(l, err_msg());
-        if (rx->memory_fd >= 0)
-            close(rx->memory_fd);
-        rx->memory_fd = -1;
+        if (rx->memory)
+            munmap(rx->memory, rx->memory_bytes);
+        rx->memory = NULL;
     }
     return r;
 }

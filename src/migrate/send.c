@@ -18,6 +18,7 @@
 #include "migrate/migrate.h"
 #include "util/err.h"
 #include "util/hash.h"
+#include "util/iov.h"
 #include "util/le.h"
 
 /* The destination builds the VM (unpacks RAM, disks) before READY, and
@@ -330,47 +331,71 @@ static uint64_t words(const struct guest_region *g)
     return (g->size / MIGRATE_PAGE + 63) / 64;
 }
 
-static bool page_is_zero(const uint8_t *p)
+/* Page p is to go: marked, and (skip_zero: round 0) not zeros. */
+static bool sendable(const uint64_t *bits, const uint8_t *host, uint64_t p, bool skip_zero)
 {
-    static const uint8_t zero[MIGRATE_PAGE];
-    return memcmp(p, zero, MIGRATE_PAGE) == 0;
+    return (bits[p / 64] >> (p % 64) & 1) &&
+           !(skip_zero && buf_is_zero(host + p * MIGRATE_PAGE, MIGRATE_PAGE));
+}
+
+/* From *p on, the next run of pages to go (at most a frame's): its
+ * length, *p its first page. The pages passed over are unmarked. */
+static unsigned next_run(uint64_t *bits, const uint8_t *host, uint64_t pages, uint64_t *p,
+                         bool skip_zero)
+{
+    uint64_t at = *p;
+    unsigned n = 0;
+
+    while (at < pages && !sendable(bits, host, at, skip_zero)) {
+        if (!bits[at / 64] && at % 64 == 0) { /* 64 clean pages: a word */
+            at += 64;
+            continue;
+        }
+        bits[at / 64] &= ~(1ull << (at % 64));
+        at++;
+    }
+    while (at + n < pages && n < MIGRATE_PAGES_MAX && sendable(bits, host, at + n, skip_zero))
+        n++;
+    *p = at;
+    return n;
 }
 
 /* Sends the marked pages (clearing the marks), runs of them a frame each;
  * in the first round pages of zeros are left out (the destination's RAM
  * starts as zeros). The cap and the vCPU throttle are kept meanwhile. */
 static int send_pages(struct migrate_link *l, struct vm *vm, struct dirty *d, bool skip_zero,
-                      uint64_t cap, uint64_t *sent)
+                      uint64_t cap, struct migrate_send_result *res)
 {
     const struct guest_memory *mem = vm_memory(vm);
     uint8_t *frame = malloc(8 + MIGRATE_PAGES_MAX * MIGRATE_PAGE);
     double start = now();
-    uint64_t base = 0, before = *sent;
+    uint64_t base = 0, before = res->bytes;
     int r = frame ? 0 : err_set(ENOMEM, "migration");
 
     for (unsigned i = 0; r == 0 && i < mem->count; base += mem->regions[i++].size) {
         const struct guest_region *g = &mem->regions[i];
         uint64_t pages = g->size / MIGRATE_PAGE;
         for (uint64_t p = 0; r == 0 && p < pages;) {
-            unsigned n = 0;
-            while (p + n < pages && n < MIGRATE_PAGES_MAX &&
-                   (d->bits[i][(p + n) / 64] >> ((p + n) % 64) & 1) &&
-                   !(skip_zero && page_is_zero(g->host + (p + n) * MIGRATE_PAGE)))
-                n++;
-            if (!n) {
-                d->bits[i][p / 64] &= ~(1ull << (p % 64));
-                p++;
-                continue;
-            }
+            double t0 = now();
+            unsigned n = next_run(d->bits[i], g->host, pages, &p, skip_zero);
+            double t1 = now();
+            res->scan += t1 - t0;
+            if (!n)
+                break;
+            /* A copy, not the guest's pages themselves: the checksum must
+             * be of the bytes that go, and the guest writes on. */
             put_le(frame, base + p * MIGRATE_PAGE, 8);
             memcpy(frame + 8, g->host + p * MIGRATE_PAGE, (size_t)n * MIGRATE_PAGE);
             for (unsigned k = 0; k < n; k++, p++)
                 d->bits[i][p / 64] &= ~(1ull << (p % 64));
+            res->copy += now() - t1;
             r = send_watched(l, MIGRATE_PAGES, frame, 8 + n * MIGRATE_PAGE);
-            *sent += (uint64_t)n * MIGRATE_PAGE;
+            res->bytes += (uint64_t)n * MIGRATE_PAGE;
             if (skip_zero) /* round 0 */
                 cut_when_due(l, false, base + p * MIGRATE_PAGE, mem->total);
-            pace(*sent - before, start, cap);
+            t0 = now();
+            pace(res->bytes - before, start, cap);
+            res->pace += now() - t0;
             vm_throttle_tick(vm);
         }
     }
@@ -420,12 +445,21 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
     r = migrate_send_frame(l, MIGRATE_RAM, total, sizeof(total));
     if (r == 0)
         r = vm_dirty_log(vm, true);
+    /* Pages the guest never touched are zeros: round 0 need not read
+     * them (for an idle guest most of its RAM). Asked after the dirty log
+     * is on: a page touched after the answer is in the log. */
+    for (unsigned i = 0; r == 0 && i < mem->count; i++) {
+        int64_t n = guest_memory_untouched(&mem->regions[i], d->bits[i]);
+        res->untouched += n > 0 ? (uint64_t)n : 0;
+    }
     for (enum precopy_step step = PRECOPY_AGAIN; r == 0 && step == PRECOPY_AGAIN;) {
         uint64_t before = res->bytes;
         double t0 = now();
-        r = send_pages(l, vm, d, p.round == 0, o->max_bandwidth, &res->bytes);
+        r = send_pages(l, vm, d, p.round == 0, o->max_bandwidth, res);
+        double t1 = now();
         if (r == 0)
             r = fetch_dirty(vm, d, false, &left);
+        res->fetch += now() - t1;
         if (r < 0)
             break;
         step = precopy_round(&p, res->bytes - before, left, left, now() - t0);
@@ -440,7 +474,7 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
     if (r == 0)
         r = fetch_dirty(vm, d, true, &left);
     if (r == 0)
-        r = send_pages(l, vm, d, false, o->max_bandwidth, &res->bytes);
+        r = send_pages(l, vm, d, false, o->max_bandwidth, res);
     res->pages = now() - *paused_at;
     return r;
 }
@@ -485,7 +519,9 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
                  struct migrate_send_result *res)
 {
     struct vm *vm = machine_vm(m);
-    struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS};
+    /* Its own version: a destination that speaks an older one refuses
+     * HELLO, before any PAGES. */
+    struct migrate_link l = {.stall_ms = MIGRATE_STALL_MS, .version = MIGRATE_VERSION};
     struct dirty d = {0};
     struct layer_list omit = {0};
     struct outgoing out = {0};
@@ -507,17 +543,23 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
                                           .omit_layer_count = omit.count};
         r = send_early(&l, m, &out, &so, o, &res->bytes);
     }
+    if (r == 0) /* untouched pages must be zeros: none still to come from a bundle */
+        r = machine_ram_whole(m);
     if (r == 0)
         r = precopy(&l, vm, o, &d, res, &paused_at);
     if (r == 0)
         r = save_and_send(&l, &out, o, res, &committed);
+    /* The VM runs there from DONE on: the dirty log's teardown here is
+     * not its downtime. */
+    double ended = now();
     r = wind_down(&l, vm, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);
     outgoing_free(&out);
     free(omit.hashes);
     close(fd);
+    res->link = l.stats;
     res->seconds = now() - start;
-    res->downtime = paused_at ? now() - paused_at : 0;
+    res->downtime = paused_at ? ended - paused_at : 0;
     return r;
 }

@@ -8,7 +8,7 @@
  *
  * Input: the stream itself. Byte 0 bit 0 set: checksums are fixed up
  * before the stream is read, so the fuzzer gets past them to what the
- * frames carry (each frame's CRC recomputed from its header's length). */
+ * frames carry (each frame's check recomputed from its header's length). */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,16 +34,19 @@ static int has_some_layers(const char *hash, const char *format, bool *have)
     return 0;
 }
 
-/* Walks the frames, recomputing each CRC-32C. */
+/* Walks the frames, recomputing each check as the version the first
+ * frame's HELLO names (a PAGES frame is summed from version 4). */
 static void fix_checksums(uint8_t *p, size_t size)
 {
+    unsigned version = 0;
+
     for (size_t at = 0; at + MIGRATE_HEADER <= size;) {
         uint32_t len = le32(p + at + 8);
         if (len > size - at - MIGRATE_HEADER)
             break;
-        uint32_t crc = migrate_crc32c(0, p + at, 12);
-        crc = migrate_crc32c(crc, p + at + MIGRATE_HEADER, len);
-        put_le(p + at + 12, crc, 4);
+        if (at == 0 && le16(p + 4) == MIGRATE_HELLO && len >= 4)
+            version = le32(p + MIGRATE_HEADER);
+        put_le(p + at + 12, migrate_frame_check(version, p + at, p + at + MIGRATE_HEADER, len), 4);
         at += MIGRATE_HEADER + len;
     }
 }
@@ -65,8 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      .scratch_dir = "/tmp", .have_layer = has_some_layers};
         if (migrate_receive_bundle(&l, &rx) < 0)
             err_clear();
-        if (rx.memory_fd >= 0)
-            close(rx.memory_fd);
+        if (rx.memory)
+            munmap(rx.memory, rx.memory_bytes);
         free(rx.have);
     }
     close(in);

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -144,6 +145,67 @@ static void x86_layout_splits_around_hole(void **state)
     assert_int_equal(r[0].size + r[1].size, 4ull << 30);
 }
 
+/* Round 0 of a live migration skips the pages the guest never touched:
+ * only those (a page written, or read, is read), never in a file-backed
+ * region, where an untouched page holds the file's bytes. */
+static void untouched_pages_found(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 64 * GUEST_PAGE}};
+    struct guest_memory mem;
+    uint64_t bits = ~0ull;
+    volatile uint8_t sink;
+    (void)state;
+
+    assert_int_equal(guest_memory_alloc(&mem, layout, 1), 0);
+    madvise(mem.regions[0].host, layout[0].size, MADV_NOHUGEPAGE); /* page by page */
+    mem.regions[0].host[3 * GUEST_PAGE + 5] = 1;
+    sink = mem.regions[0].host[40 * GUEST_PAGE];
+    (void)sink;
+    assert_int_equal(guest_memory_untouched(&mem.regions[0], &bits), 62);
+    assert_int_equal(bits, (1ull << 3) | (1ull << 40));
+    mem.regions[0].file_backed = true;
+    bits = ~0ull;
+    assert_int_equal(guest_memory_untouched(&mem.regions[0], &bits), -ENOTSUP);
+    assert_int_equal(bits, ~0ull);
+    mem.regions[0].file_backed = false;
+    guest_memory_free(&mem);
+}
+
+/* A live migration's RAM, as it arrived, becomes the VM's: each region
+ * its part, the bytes where they were; the wrong size refused. Either
+ * way the RAM given is gone (NULL, unmapped). */
+static void received_ram_adopted(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 16 * GUEST_PAGE},
+                                    {.gpa = 4ull << 30, .size = 8 * GUEST_PAGE}};
+    uint64_t bytes = 24 * GUEST_PAGE;
+    struct guest_memory mem;
+    (void)state;
+
+    for (int wrong = 0; wrong < 2; wrong++) {
+        uint8_t *ram = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                            -1, 0), *was = ram;
+        assert_true(ram != MAP_FAILED);
+        ram[0] = 'a';
+        ram[16 * GUEST_PAGE] = 'b';
+        ram[bytes - 1] = 'c';
+        assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
+        assert_int_equal(guest_memory_adopt(&mem, &ram, wrong ? bytes - GUEST_PAGE : bytes),
+                         wrong ? -EIO : 0);
+        assert_null(ram);
+        if (!wrong) {
+            assert_int_equal(mem.regions[0].host[0], 'a');
+            assert_int_equal(mem.regions[1].host[0], 'b');
+            assert_int_equal(mem.regions[1].host[8 * GUEST_PAGE - 1], 'c');
+        }
+        if (wrong) /* the page past the size given: the test's own */
+            munmap(was + bytes - GUEST_PAGE, GUEST_PAGE);
+        /* moved or dropped: nothing mapped where it was */
+        assert_int_equal(msync(was, GUEST_PAGE, MS_ASYNC), -1);
+        guest_memory_free(&mem);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +215,8 @@ int main(void)
         cmocka_unit_test(guest_write_marks_pages_dirty),
         cmocka_unit_test(x86_layout_splits_around_hole),
         cmocka_unit_test(file_mapped_ram_is_not_dumped),
+        cmocka_unit_test(untouched_pages_found),
+        cmocka_unit_test(received_ram_adopted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 #include "migrate/migrate.h"
 #include "util/err.h"
 #include "util/hash.h"
+#include "util/iov.h"
 #include "util/le.h"
 
 /* A host with SSE4.2 and AVX2 (CPUID 1 ECX bit 20, 7.0 EBX bit 5). */
@@ -37,7 +38,8 @@ static struct migrate_link link_over(const void *bytes, size_t len, int fds[2])
     assert_int_equal(pipe(fds), 0);
     assert_int_equal(write(fds[1], bytes, len), (ssize_t)len);
     close(fds[1]);
-    return (struct migrate_link){.in = fds[0], .out = -1, .stall_ms = 1000};
+    return (struct migrate_link){.in = fds[0], .out = -1, .stall_ms = 1000,
+                                 .version = MIGRATE_VERSION};
 }
 
 /* recv_frame on bytes: its result, message in *msg (static). */
@@ -55,6 +57,97 @@ static size_t frame(uint8_t *buf, enum migrate_frame_type type, const void *payl
 {
     migrate_frame_encode(buf, type, payload, len);
     return MIGRATE_HEADER + len;
+}
+
+/* Round 0's check for pages of zeros: one byte set anywhere in a page
+ * (or in the tail of a length that is no multiple of its step) is seen. */
+static void zero_pages_found_exactly(void **state)
+{
+    static uint8_t page[MIGRATE_PAGE + 64];
+    (void)state;
+    assert_true(buf_is_zero(page, sizeof(page)));
+    assert_true(buf_is_zero(page, 0));
+    for (size_t at = 0; at < sizeof(page); at++) {
+        page[at] = (uint8_t)(1u << (at % 8));
+        assert_false(buf_is_zero(page, sizeof(page)));
+        assert_true(buf_is_zero(page, at) && buf_is_zero(page + at + 1, sizeof(page) - at - 1));
+        page[at] = 0;
+    }
+}
+
+/* Version 4's sum of PAGES: any one bit flipped in a page, two of its
+ * 16-byte words or the halves of one swapped -- each changes it. */
+static void pages_sum_sees_changes(void **state)
+{
+    static uint8_t page[MIGRATE_PAGE];
+    (void)state;
+    for (size_t i = 0; i < sizeof(page); i++)
+        page[i] = (uint8_t)(i * 7 + 1);
+    uint32_t sum = migrate_pages_sum(page, sizeof(page));
+    for (size_t bit = 0; bit < sizeof(page) * 8; bit += 13) {
+        page[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_not_equal(migrate_pages_sum(page, sizeof(page)), sum);
+        page[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    uint8_t word[16];
+    memcpy(word, page + 32, 16);
+    memcpy(page + 32, page + 256, 16);
+    memcpy(page + 256, word, 16);
+    assert_int_not_equal(migrate_pages_sum(page, sizeof(page)), sum);
+    memcpy(page + 256, page + 32, 16);
+    memcpy(page + 32, word, 16);
+    assert_int_equal(migrate_pages_sum(page, sizeof(page)), sum);
+    memcpy(page + 32, word + 8, 8);
+    memcpy(page + 40, word, 8);
+    assert_int_not_equal(migrate_pages_sum(page, sizeof(page)), sum);
+}
+
+/* A RAM of two pages for placing_pages(). */
+static uint8_t placed_ram[2 * MIGRATE_PAGE];
+
+static int place_in_ram(void *opaque, uint64_t at, uint64_t len, uint8_t **to)
+{
+    (void)opaque;
+    if (at > sizeof(placed_ram) || len > sizeof(placed_ram) - at)
+        return err_plain(EPROTO, "outside the RAM");
+    *to = placed_ram + at;
+    return 0;
+}
+
+/* PAGES read straight into place: where the offset says, checked by the
+ * placer before a byte lands (one past the RAM lands nothing), and the
+ * checksum over the pages as placed (a byte flipped on the way: refused). */
+static void placing_pages(void **state)
+{
+    static uint8_t payload[8 + MIGRATE_PAGE], stream[MIGRATE_HEADER + sizeof(payload)];
+    struct migrate_frame f;
+    int fds[2];
+    (void)state;
+
+    memset(payload + 8, 'x', MIGRATE_PAGE);
+    for (int i = 0; i < 3; i++) {
+        put_le(payload, i == 2 ? 2 * MIGRATE_PAGE : MIGRATE_PAGE, 8);
+        size_t n = frame(stream, MIGRATE_PAGES, payload, sizeof(payload));
+        if (i == 1)
+            stream[MIGRATE_HEADER + 100] ^= 1;
+        memset(placed_ram, 0, sizeof(placed_ram));
+        struct migrate_link l = link_over(stream, n, fds);
+        int r = migrate_recv_frame_placing(&l, place_in_ram, NULL, &f);
+        close(fds[0]);
+        assert_null(f.payload);
+        if (i == 0) {
+            assert_int_equal(r, 0);
+            assert_int_equal(f.type, MIGRATE_PAGES);
+            assert_int_equal(placed_ram[MIGRATE_PAGE], 'x');
+            assert_int_equal(placed_ram[2 * MIGRATE_PAGE - 1], 'x');
+            assert_int_equal(placed_ram[MIGRATE_PAGE - 1], 0);
+        } else {
+            assert_int_equal(r, -EPROTO);
+            assert_string_equal(err_msg(), i == 1 ? "migration frame PAGES fails its checksum"
+                                                  : "outside the RAM");
+            assert_true(i == 1 || buf_is_zero(placed_ram, sizeof(placed_ram)));
+        }
+    }
 }
 
 /* CRC-32C's check value ("123456789": 0xe3069283), from the CPU's
@@ -177,7 +270,7 @@ static void hello_checks_version_and_cpu(void **state)
     assert_non_null(strstr(err_msg(), "(avx2)"));
     put_le(p, MIGRATE_VERSION + 1, 4); /* too new */
     assert_int_equal(migrate_hello_check(p, len, host, 2), -EPROTONOSUPPORT);
-    assert_non_null(strstr(err_msg(), "version 4; this smolvm speaks version 3"));
+    assert_non_null(strstr(err_msg(), "version 5; this smolvm speaks version 4"));
     put_le(p, 1, 4); /* a version 1 source (it offers no layers) is taken */
     assert_int_equal(migrate_hello_check(p, len, host, 2), 0);
     put_le(p, MIGRATE_VERSION, 4);
@@ -207,6 +300,7 @@ static void addresses(void **state)
 
 struct source {
     int fd;
+    unsigned version;  /* the protocol it speaks (0: this smolvm's) */
     int pages;         /* live: RAM of 4 pages, then this many PAGES frames */
     uint64_t page_at;  /* where the last one goes */
     bool corrupt_end;  /* END's hash differs from the bytes */
@@ -289,7 +383,8 @@ static void send_parts(struct source *s, struct migrate_link *l, int from, int t
 static void *run_source(void *opaque)
 {
     struct source *s = opaque;
-    struct migrate_link l = {.in = s->fd, .out = s->fd, .stall_ms = 5000};
+    struct migrate_link l = {.in = s->fd, .out = s->fd, .stall_ms = 5000,
+                             .version = s->version ? s->version : MIGRATE_VERSION};
     struct migrate_frame f;
     struct vm_config cfg;
     uint8_t *hello, end[8 + HASH_BYTES];
@@ -298,6 +393,7 @@ static void *run_source(void *opaque)
     struct hash_state h;
 
     assert_int_equal(migrate_hello_encode(host, 2, &hello, &len), 0);
+    put_le(hello, l.version, 4);
     source_send(&l, MIGRATE_HELLO, hello, len);
     free(hello);
     if (migrate_recv_frame(&l, MIGRATE_ACCEPT, &f) == 0)
@@ -355,7 +451,13 @@ static void *run_source(void *opaque)
 static char (*received_have)[HASH_HEX]; /* the last receive's rx.have */
 static size_t received_have_count;
 
-static int receive_from(struct source *s, char *got, size_t got_size, int *memory_fd)
+/* The RAM a live receive left (rx.memory): munmap()'d by the test. */
+struct ram {
+    uint8_t *host;
+    uint64_t bytes;
+};
+
+static int receive_from(struct source *s, char *got, size_t got_size, struct ram *ram)
 {
     int sv[2], out = memfd_create("bundle", 0);
     pthread_t t;
@@ -370,10 +472,10 @@ static int receive_from(struct source *s, char *got, size_t got_size, int *memor
     free(received_have);
     received_have = rx.have;
     received_have_count = rx.have_count;
-    if (memory_fd)
-        *memory_fd = rx.memory_fd;
-    else if (rx.memory_fd >= 0)
-        close(rx.memory_fd);
+    if (ram)
+        *ram = (struct ram){rx.memory, rx.memory_bytes};
+    else if (rx.memory)
+        munmap(rx.memory, rx.memory_bytes);
     if (r == 0)
         assert_int_equal(migrate_send_frame(&l, MIGRATE_READY, NULL, 0), 0);
     else
@@ -520,27 +622,26 @@ static void hostile_offers_refused(void **state)
     err_clear();
 }
 
-/* Live: RAM pages land where they say, inside the RAM, in a file the
- * machine maps, whose room is taken before any page comes. */
+/* Live: RAM pages land where they say, inside the RAM: memory the
+ * machine takes as it is, where pages never sent are zeros and take no
+ * room. */
 static void receives_live_pages(void **state)
 {
     struct source s = {.pages = 3, .page_at = 3 * MIGRATE_PAGE};
     char got[64];
-    uint8_t page[MIGRATE_PAGE];
-    int fd;
+    unsigned char resident[4];
+    struct ram ram;
     (void)state;
-    assert_int_equal(receive_from(&s, got, sizeof(got), &fd), 0);
-    assert_true(fd >= 0);
-    assert_int_equal(lseek(fd, 0, SEEK_END), 4 * MIGRATE_PAGE);
-    assert_int_equal(pread(fd, page, sizeof(page), 3 * MIGRATE_PAGE), MIGRATE_PAGE);
-    assert_int_equal(page[0], 'c');
-    assert_int_equal(pread(fd, page, sizeof(page), 2 * MIGRATE_PAGE), MIGRATE_PAGE);
-    assert_int_equal(page[MIGRATE_PAGE - 1], 0); /* never sent: zeros */
-    /* ... and allocated all the same: no room taken once the VM runs */
-    struct stat st;
-    assert_int_equal(fstat(fd, &st), 0);
-    assert_true((uint64_t)st.st_blocks * 512 >= 4 * MIGRATE_PAGE);
-    close(fd);
+    assert_int_equal(receive_from(&s, got, sizeof(got), &ram), 0);
+    assert_non_null(ram.host);
+    assert_int_equal(ram.bytes, 4 * MIGRATE_PAGE);
+    assert_int_equal(ram.host[0], 'a');
+    assert_int_equal(ram.host[MIGRATE_PAGE], 'b');
+    assert_int_equal(ram.host[3 * MIGRATE_PAGE + MIGRATE_PAGE - 1], 'c');
+    assert_int_equal(mincore(ram.host, ram.bytes, resident), 0);
+    assert_false(resident[2] & 1); /* never sent: no page there */
+    assert_true(buf_is_zero(ram.host + 2 * MIGRATE_PAGE, MIGRATE_PAGE));
+    munmap(ram.host, ram.bytes);
 }
 
 /* The link cut at 10%, at 50% of the RAM and in the final stop-and-copy:
@@ -569,7 +670,7 @@ static void a_cut_link_leaves_nothing(void **state)
         assert_int_equal(migrate_receive_bundle(&l, &rx), -ECONNRESET);
         pthread_join(t, NULL);
         assert_string_equal(err_msg(), "the migration link was closed");
-        assert_int_equal(rx.memory_fd, -1); /* the RAM received so far: closed, gone */
+        assert_null(rx.memory); /* the RAM received so far: unmapped, gone */
         close(bundle); /* as smolvm receive does: its bundle had no name */
         close(sv[0]);
         close(sv[1]);
@@ -579,19 +680,34 @@ static void a_cut_link_leaves_nothing(void **state)
     rmdir(scratch);
 }
 
+/* A version 3 source checks its PAGES with CRC-32C, as they all did: its
+ * pages are taken so (a destination that summed them would refuse). */
+static void a_version_3_source_is_taken(void **state)
+{
+    static const uint64_t parts[][2] = {{0, sizeof(bundle_bytes)}};
+    struct source s = {.version = 3, .parts = parts, .part_count = 1, .pages = 2,
+                       .page_at = MIGRATE_PAGE};
+    char got[64];
+    struct ram ram;
+    (void)state;
+    assert_int_equal(receive_from(&s, got, sizeof(got), &ram), 0);
+    assert_int_equal(ram.host[MIGRATE_PAGE], 'b');
+    munmap(ram.host, ram.bytes);
+}
+
 /* A page past the RAM, or not on a page boundary: refused, nothing kept. */
 static void refuses_pages_outside_ram(void **state)
 {
     struct source past = {.pages = 2, .page_at = 4 * MIGRATE_PAGE};
     struct source odd = {.pages = 1, .page_at = 100};
     char got[64];
-    int fd;
+    struct ram ram;
     (void)state;
-    assert_int_equal(receive_from(&past, got, sizeof(got), &fd), -EPROTO);
+    assert_int_equal(receive_from(&past, got, sizeof(got), &ram), -EPROTO);
     assert_non_null(strstr(err_msg(), "outside the RAM"));
-    assert_int_equal(fd, -1);
-    assert_int_equal(receive_from(&odd, got, sizeof(got), &fd), -EPROTO);
-    assert_int_equal(fd, -1);
+    assert_null(ram.host);
+    assert_int_equal(receive_from(&odd, got, sizeof(got), &ram), -EPROTO);
+    assert_null(ram.host);
 }
 
 /* A RAM or PART frame shorter than its u64 (the fuzzer found both read past the
@@ -632,7 +748,7 @@ static void refuses_short_ram_and_part_frames(void **state)
                                      .scratch_dir = "/tmp"};
         assert_int_equal(migrate_receive_bundle(&l, &rx), -EPROTO);
         assert_string_equal(err_msg(), cases[i].why);
-        assert_int_equal(rx.memory_fd, -1);
+        assert_null(rx.memory);
         close(fds[0]);
         close(bundle);
         close(out);
@@ -792,8 +908,26 @@ static void fast_dirtier_gets_throttled(void **state)
     assert_int_equal(p.throttle, PRECOPY_THROTTLE_STEP);
     assert_int_equal(precopy_round(&p, 300 * mib, 200 * mib, 200 * mib, 3.15), PRECOPY_AGAIN);
     assert_int_equal(p.throttle, 2 * PRECOPY_THROTTLE_STEP);
-    /* Slowed enough: 8 MiB left at 100 MB/s is 84 ms. */
-    assert_int_equal(precopy_round(&p, 200 * mib, 8 * mib, 8 * mib, 2.1), PRECOPY_STOP);
+    /* Slowed enough: 8 MiB left at 100 MB/s is 84 ms, within the limit,
+     * but more than half of it while a round still halves what is left:
+     * one more, which leaves 6 MiB (63 ms) -- no longer halving: stop. */
+    assert_int_equal(precopy_round(&p, 200 * mib, 8 * mib, 8 * mib, 2.1), PRECOPY_AGAIN);
+    assert_int_equal(precopy_round(&p, 8 * mib, 6 * mib, 6 * mib, 0.084), PRECOPY_STOP);
+}
+
+/* What is left fits the limit but would take most of it, and each round
+ * halves it: more rounds, until the pages take at most half (the pause
+ * also saves the devices and builds the VM there). */
+static void rounds_go_on_while_they_halve(void **state)
+{
+    struct precopy p = {.max_downtime_ms = 300, .max_bandwidth = 100000000};
+    uint64_t mib = 1 << 20;
+    (void)state;
+    /* 27 MiB left at 100 MB/s: 283 ms */
+    assert_int_equal(precopy_round(&p, 1ull << 30, 27 * mib, 27 * mib, 10.7), PRECOPY_AGAIN);
+    assert_true(p.expected_downtime_ms > 280 && p.expected_downtime_ms < 300);
+    /* 4 MiB: 42 ms */
+    assert_int_equal(precopy_round(&p, 27 * mib, 4 * mib, 4 * mib, 0.28), PRECOPY_STOP);
 }
 
 /* The link never measures faster than the cap, and a guest that never
@@ -831,6 +965,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crc32c_known_and_agreed),
+        cmocka_unit_test(zero_pages_found_exactly),
+        cmocka_unit_test(pages_sum_sees_changes),
+        cmocka_unit_test(placing_pages),
         cmocka_unit_test(frames_round_trip),
         cmocka_unit_test(hostile_frames_refused),
         cmocka_unit_test(wrong_frame_for_the_step),
@@ -845,6 +982,7 @@ int main(void)
         cmocka_unit_test(refuses_parts_out_of_place),
         cmocka_unit_test(refuses_a_config_too_big),
         cmocka_unit_test(receives_live_pages),
+        cmocka_unit_test(a_version_3_source_is_taken),
         cmocka_unit_test(refuses_pages_outside_ram),
         cmocka_unit_test(a_cut_link_leaves_nothing),
         cmocka_unit_test(refuses_short_ram_and_part_frames),
@@ -852,6 +990,7 @@ int main(void)
         cmocka_unit_test(a_reset_link_still_says_why),
         cmocka_unit_test(idle_guest_stops_after_one_round),
         cmocka_unit_test(fast_dirtier_gets_throttled),
+        cmocka_unit_test(rounds_go_on_while_they_halve),
         cmocka_unit_test(cap_and_round_limit),
         cmocka_unit_test(warm_is_round_zero_alone),
     };
