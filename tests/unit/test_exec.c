@@ -309,7 +309,7 @@ static void *fake_vm(void *arg)
     if (read(c, line, sizeof(line)) <= 0 || mode[0] == 'r') {
         close(c);
     } else {
-        sleep(8);
+        sleep(10); /* past the client's wait (api/agent.c CONNECT_ANSWER_MS, 8 s) */
         close(c);
     }
     close(fd);
