@@ -64,16 +64,19 @@ struct received {
     char *dir;               /* its instance folder, when this receive made it */
 };
 
-/* Instance NAME's folder, made here when there is none yet (mkdir's own
- * answer, not a look before: a folder made meanwhile, an instance the
- * user created, is never this receive's to remove): a failed migration
- * removes it again. NULL when it was there. */
-static char *new_instance_dir(const char *name)
+/* Instance NAME's folder when there is none yet, which a failed migration
+ * removes again; NULL when it was there. make (a jailed receive, whose
+ * jail binds it and whose VMM cannot make it): made here, and mkdir's own
+ * answer decides (a folder the user made meanwhile is never this
+ * receive's to remove). Else it is only named: the VM's start makes it
+ * once the VM has arrived, so a receiver killed before leaves nothing. */
+static char *new_instance_dir(const char *name, bool make)
 {
     char *root = paths_instances_dir(), *dir = NULL;
+    struct stat st;
 
-    if (root && paths_mkdirs(root) == 0 && asprintf(&dir, "%s/%s", root, name) >= 0 &&
-        mkdir(dir, 0700) < 0) {
+    if (root && asprintf(&dir, "%s/%s", root, name) >= 0 &&
+        (make ? paths_mkdirs(root) < 0 || mkdir(dir, 0700) < 0 : stat(dir, &st) == 0)) {
         free(dir);
         dir = NULL;
     }
@@ -239,9 +242,9 @@ int cli_receive(int argc, char **argv)
         return code;
     }
     int fd = accept_source(&o, listener), r = fd;
-    /* Made before the jail, which binds it (its VMM cannot make it), and
-     * named by this receiver (--name or vm-PID), never by the source. */
-    rc.dir = fd >= 0 ? new_instance_dir(serve_name(server)) : NULL;
+    /* Named by this receiver (--name or vm-PID), never by the source;
+     * jailed, made before the jail. */
+    rc.dir = fd >= 0 ? new_instance_dir(serve_name(server), o.jail) : NULL;
     /* Confined before the source's first frame is read (the listener was
      * made, and its socket file removed, outside). */
     if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
