@@ -723,7 +723,7 @@ scenario_migrate_jailed() {
 # checks run inside expect, whose own "name" would hide it.)
 cut_and_count() {
     local point=$1 to=tcp:127.0.0.1:$2 cut=cut$1 before after recv_rc
-    echo "$point" > "$work/cut-plan"
+    echo "$point" > "$cut_plan"
     receiver "$cut" 8 --listen "$to"
     until_listening "$to"
     migrate_to cuts "$to" "$cut" --live --max-bandwidth 32M
@@ -750,12 +750,16 @@ cut_and_count() {
 scenario_migrate_load() {
     local disk=$work/cuts.ext4 ddisk=$work/dirt.ext4 point port=47020 src_pid src_rc first last
     local ok=tcp:127.0.0.1:47030 dirt_to=tcp:127.0.0.1:47031 BOOT_TIMEOUT=900 raw
+    # The hook's plan (cut_and_count writes it) where the VMM reads it,
+    # jailed too: in its own runtime folder, which its jail holds.
+    local cut_plan=$XDG_RUNTIME_DIR/smolvm/cuts.vm/cut-plan
+    mkdir -m 0700 -p "$XDG_RUNTIME_DIR/smolvm" "${cut_plan%/*}"
     ip link set lo up 2>/dev/null || busybox ip link set lo up
     if [ "$SMOLVM_ASAN" = "$SMOLVM" ]; then
         fail migrate-cut "no test build (build-asan) to pull the cut hook"
     else
         mkfs.ext4 -q -F "$disk" 32M
-        SMOLVM=$SMOLVM_ASAN SMOLVM_TEST_MIGRATE_CUT=$work/cut-plan background cuts run --name cuts \
+        SMOLVM=$SMOLVM_ASAN SMOLVM_TEST_MIGRATE_CUT=$cut_plan background cuts run --name cuts \
             --cpus 2 --mem 256M --console virtio --kernel "$KERNEL" --initrd "$INITRD" \
             --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
         src_pid=$bg_pid
@@ -763,7 +767,7 @@ scenario_migrate_load() {
         for point in 10 50 final; do
             cut_and_count "$point" $((port++))
         done
-        rm -f "$work/cut-plan"
+        rm -f "$cut_plan"
         receiver cutok 8 --listen "$ok"
         local ok_pid=$recv_pid
         until_listening "$ok"
