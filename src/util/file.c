@@ -15,23 +15,35 @@
 
 #include "util/err.h"
 
+/* fd's file: a regular one (sole: also ours, with one name), or fd closed
+ * and -errno with a message naming path as what. */
+static int checked(int fd, const char *what, const char *path, struct stat *st, bool sole)
+{
+    int e = fstat(fd, st) < 0 ? errno : 0;
+
+    if (!e && !S_ISREG(st->st_mode))
+        e = EINVAL;
+    if (!e && sole && (st->st_nlink != 1 || st->st_uid != geteuid()))
+        e = EPERM;
+    if (!e)
+        return fd;
+    close(fd);
+    if (e == EINVAL)
+        return err_plain(e, "%s '%s' is not a regular file", what, path);
+    if (e == EPERM)
+        return err_plain(e, "%s '%s' has another name or owner (a link to another file?)", what,
+                         path);
+    return err_set(e, "cannot stat %s '%s'", what, path);
+}
+
 /* Opens a non-empty regular file; its fd, or -errno with a message. */
 static int open_regular(const char *path, const char *what, struct stat *st)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC), e;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
         return err_set(errno, "cannot open %s '%s'", what, path);
-    if (fstat(fd, st) < 0) {
-        e = errno;
-        close(fd);
-        return err_set(e, "cannot stat %s '%s'", what, path);
-    }
-    if (!S_ISREG(st->st_mode)) {
-        close(fd);
-        return err_plain(EINVAL, "%s '%s' is not a regular file", what, path);
-    }
-    if (st->st_size == 0) {
+    if ((fd = checked(fd, what, path, st, false)) >= 0 && st->st_size == 0) {
         close(fd);
         return err_plain(ENOEXEC, "%s '%s' is empty", what, path);
     }
@@ -253,27 +265,6 @@ int file_copy_fd(int fd, const char *to)
         close(out);
     free(buf);
     return r;
-}
-
-/* fd's file, checked as file_open_beneath and file_open_sole say; fd
- * closed when it is not one. */
-static int checked(int fd, const char *what, const char *path, struct stat *st, bool sole)
-{
-    int e = fstat(fd, st) < 0 ? errno : 0;
-
-    if (!e && !S_ISREG(st->st_mode))
-        e = EINVAL;
-    if (!e && sole && (st->st_nlink != 1 || st->st_uid != geteuid()))
-        e = EPERM;
-    if (!e)
-        return fd;
-    close(fd);
-    if (e == EINVAL)
-        return err_plain(e, "%s '%s' is not a regular file", what, path);
-    if (e == EPERM)
-        return err_plain(e, "%s '%s' has another name or owner (a link to another file?)", what,
-                         path);
-    return err_set(e, "cannot stat %s '%s'", what, path);
 }
 
 static int openat_beneath(int dirfd, const char *name)
