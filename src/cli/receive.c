@@ -250,8 +250,8 @@ int cli_receive(int argc, char **argv)
     if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
                                                 serve_name(server))) != CLI_OK) {
         close(fd);
-        if (rc.dir)
-            rmdir(rc.dir); /* empty: made just now */
+        if (rc.dir && o.jail)
+            rmdir(rc.dir); /* empty: made just now (un-jailed it was only named) */
         free(rc.dir);
         serve_abort(server);
         return code;
