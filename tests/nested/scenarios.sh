@@ -2104,7 +2104,8 @@ scenario_jail() {
 # The confinement's cost (issue 23's benchmark): boot to init, and start of
 # a saved bundle until its vCPU runs again, RUNS times each, alternated in
 # one L1: "plain" is neither (--seccomp=off, no --jail), "confined" is
-# --jail with the filters on (the default). Milliseconds since the VMM
+# --jail with the filters on (the default); "jail" (--jail --seccomp=off)
+# and "seccomp" (the filters, no --jail) split the cost between the two. Milliseconds since the VMM
 # started, from --trace-boot's JSON (the clock starts before the jail is
 # made, so its setup is inside the figure). The first start of the bundle
 # unpacks its memory cache: it is made once, untimed, so every timed start
@@ -2113,6 +2114,9 @@ jail_bench_median() { # jail_bench_median KIND MODE: the median of FIGURES' line
     awk -v k="$1" -v m="$2" '$1 == k && $2 == m && $4 != "?" { print $4 }' "$figures" | sort -n |
         awk '{ a[NR] = $1 } END { if (!NR) print "?"; else if (NR % 2) print a[(NR + 1) / 2];
                                    else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+jail_bench_ratio() { # jail_bench_ratio A B: A/B, or ? when either is not a figure
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b; else print "?" }'
 }
 scenario_jail_bench() {
     local bundle=$work/jb.smolmachine figures=$results/jail-bench.txt mode n v opts kind
@@ -2128,9 +2132,13 @@ scenario_jail_bench() {
     "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
     finish jb-warm
     for n in $(seq 1 "${RUNS:-3}"); do
-        for mode in plain confined; do
-            opts=--seccomp=off
-            [ "$mode" = confined ] && opts=--jail
+        for mode in plain jail seccomp confined; do
+            case $mode in
+            plain) opts=--seccomp=off ;;
+            jail) opts="--jail --seccomp=off" ;;
+            seccomp) opts= ;;
+            confined) opts=--jail ;;
+            esac
             SMOLVM=$real_smolvm boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
                 --cmdline "$GUEST_CMDLINE" --trace-until SMOLVM-GUEST-UP --json
             v=$(grep -o '"marker_seen":[0-9.]*' "$work/jb-boot-$mode-$n.err" | cut -d: -f2)
@@ -2145,19 +2153,23 @@ scenario_jail_bench() {
         done
     done
     {
-        echo "# plain: --seccomp=off, no --jail; confined: --jail, filters on. ms since the VMM started."
+        echo "# plain: --seccomp=off, no --jail; jail: --jail --seccomp=off; seccomp: filters, no --jail;"
+        echo "# confined: --jail, filters on. ms since the VMM started."
         for kind in boot start; do
-            for mode in plain confined; do
+            for mode in plain jail seccomp confined; do
                 median[$mode]=$(jail_bench_median "$kind" "$mode")
             done
-            echo "$kind median: plain ${median[plain]} ms, confined ${median[confined]} ms, confined/plain $(awk -v c="${median[confined]}" -v p="${median[plain]}" 'BEGIN { if (p + 0 > 0 && c + 0 > 0) printf "%.3f", c / p; else print "?" }')"
+            echo "$kind median: plain ${median[plain]} ms, jail ${median[jail]} ms, seccomp ${median[seccomp]} ms, confined ${median[confined]} ms;" \
+                "jail/plain $(jail_bench_ratio "${median[jail]}" "${median[plain]}")," \
+                "seccomp/plain $(jail_bench_ratio "${median[seccomp]}" "${median[plain]}")," \
+                "confined/plain $(jail_bench_ratio "${median[confined]}" "${median[plain]}")"
         done
         echo "load: $(cat /proc/loadavg)"
     } >> "$figures"
     expect jail-bench "figures for both, plain and confined (jail-bench.txt)" \
         eval '! grep -q "?" "$figures" && grep -q "^start median" "$figures"'
-    expect jail-bench-confined "the confined runs said they were jailed (see jb-*-confined-*.err)" \
-        eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err 2>/dev/null | grep -q .'
+    expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
+        eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"
     rm -f "$bundle"
 }
