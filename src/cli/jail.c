@@ -273,6 +273,7 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if (!o->jail)
         return CLI_OK;
+    paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     r = make_plan(o, name, start, bundle, &plan);
     if (r == 0)
         r = confine_enter(&plan, &got);

@@ -67,17 +67,34 @@ static char *runtime_dir(const char *kind, const char *sub, char **root)
     return dir;
 }
 
+/* One of the user's folders: $VAR/smolvm (default ~/FALLBACK/smolvm), or
+ * RUNTIME/KIND when that cannot be written. */
+struct base {
+    const char *var, *fallback, *kind;
+    char *decided; /* paths_decide()'s folder: SUB is below it, nothing tried again */
+};
+static struct base cache_base = {"XDG_CACHE_HOME", ".cache", "cache", NULL};
+static struct base data_base = {"XDG_DATA_HOME", ".local/share", "data", NULL};
+
 /* BASE/SUB when it can be written; when it is read-only (or not ours),
  * KIND/SUB in the runtime folder, said once (for caches and data alike). */
-static char *writable_dir(const char *var, const char *fallback, const char *kind, const char *sub)
+static char *writable_dir(const struct base *b, const char *sub)
 {
     static bool warned;
-    char *base = xdg_base(var, fallback), *dir = base ? join(base, sub) : NULL, *alt = NULL;
-    char *root = NULL;
-    int r = dir ? writable(dir) : 0;
+    char *base, *dir, *alt = NULL, *root = NULL;
+    int r;
 
+    if (b->decided) {
+        dir = join(b->decided, sub);
+        if (dir)
+            paths_mkdirs(dir); /* best effort, as below: a jail's is there already */
+        return dir;
+    }
+    base = xdg_base(b->var, b->fallback);
+    dir = base ? join(base, sub) : NULL;
+    r = dir ? writable(dir) : 0;
     if (r < 0 && paths_needs_fallback(-r))
-        alt = runtime_dir(kind, sub, &root);
+        alt = runtime_dir(b->kind, sub, &root);
     if (alt) {
         if (!warned)
             fprintf(stderr, "smolvm: %s cannot be written (%s): using %s instead (lost at "
@@ -91,6 +108,15 @@ static char *writable_dir(const char *var, const char *fallback, const char *kin
     return dir;
 }
 
+void paths_decide(void)
+{
+    struct base *bases[] = {&cache_base, &data_base};
+
+    for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++)
+        if (!bases[i]->decided)
+            bases[i]->decided = writable_dir(bases[i], "");
+}
+
 bool paths_needs_fallback(int err)
 {
     return err == EROFS || err == EACCES || err == EPERM;
@@ -98,12 +124,12 @@ bool paths_needs_fallback(int err)
 
 char *paths_cache_dir(const char *sub)
 {
-    return writable_dir("XDG_CACHE_HOME", ".cache", "cache", sub);
+    return writable_dir(&cache_base, sub);
 }
 
 char *paths_data_dir(const char *sub)
 {
-    return writable_dir("XDG_DATA_HOME", ".local/share", "data", sub);
+    return writable_dir(&data_base, sub);
 }
 
 char *paths_instances_dir(void)

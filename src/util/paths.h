@@ -18,6 +18,13 @@ char *paths_data_dir(const char *sub);
  * files in NAME/ below it (machine/instance.h: instance_dir(); the store's
  * instances are there too). */
 char *paths_instances_dir(void);
+/* Decides the cache and data folders now, fallback and all, for this
+ * process and the processes it forks: after it, paths_cache_dir() and
+ * paths_data_dir() give SUB below them and never look again. A jailed
+ * VMM (cli/jail.c) sees only its own folders, read-only around them: the
+ * runtime folder a read-only home fell back to, looked for again there,
+ * could not be written and the home would be taken instead. */
+void paths_decide(void);
 /* Whether a folder that failed with err is worth replacing by the fallback. */
 bool paths_needs_fallback(int err);
 

@@ -10,7 +10,9 @@
 #include <stddef.h>
 #include <dirent.h>
 #include <cmocka.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -22,11 +24,13 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "confine/jail.h"
+#include "machine/instance.h"
 #include "machine/ram_faults.h"
 #include "store/store.h"
 #include "scratch.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/paths.h"
 
 #define UNAVAILABLE 77
 
@@ -420,6 +424,65 @@ static void test_start_jail_plan(void **state)
             _exit(5);
         execl(helper, "true", (char *)NULL);
         _exit(4);
+    }
+    child_passed(pid);
+}
+
+/* start --jail in a read-only home (a child in its own mount namespace,
+ * as root): the data and cache folders fell back to the runtime folder
+ * outside, and the jailed VMM finds them there too -- its instance
+ * folder, the migration scratch, a cache it fills -- not in the home it
+ * would have taken again, its fallback out of its view. */
+static void test_start_jail_in_readonly_home(void **state)
+{
+    char home[128], run[128];
+    (void)state;
+
+    if (geteuid() != 0)
+        skip();
+    snprintf(home, sizeof(home), "%s/rohome", dir);
+    snprintf(run, sizeof(run), "%s/rohome-run", dir);
+    assert_int_equal(mkdir(home, 0700), 0);
+    assert_int_equal(mkdir(run, 0700), 0);
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        char want[256], made[300], *got = NULL;
+        int fd;
+
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("tmpfs", home, "tmpfs", MS_RDONLY, NULL) < 0)
+            _exit(UNAVAILABLE);
+        unsetenv("XDG_DATA_HOME");
+        unsetenv("XDG_CACHE_HOME");
+        setenv("HOME", home, 1);
+        setenv("XDG_RUNTIME_DIR", run, 1);
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        cli_set_verb("start");
+        if (cli_confine(&o, "ro", true, readonly) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        snprintf(want, sizeof(want), "%s/smolvm/data/instances/ro", run);
+        if (instance_dir("ro", &got) < 0 || strcmp(got, want) != 0)
+            _exit(1);
+        snprintf(made, sizeof(made), "%s/delta", got);
+        if (!makes(made))
+            _exit(2);
+        free(got);
+        snprintf(want, sizeof(want), "%s/smolvm/data/migrate", run);
+        if (!(got = paths_data_dir("migrate")) || strcmp(got, want) != 0 ||
+            (fd = open(got, O_TMPFILE | O_RDWR, 0600)) < 0)
+            _exit(3);
+        close(fd);
+        free(got);
+        snprintf(want, sizeof(want), "%s/smolvm/cache/memory", run);
+        if (cache_dir_prepare("memory", &got) < 0 || strcmp(got, want) != 0)
+            _exit(4);
+        free(got);
+        _exit(0);
     }
     child_passed(pid);
 }
@@ -908,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
+        cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_files_inside_folders),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
