@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "api/control.h"
+#include "arch/x86/unpack.h"
 #include "cli/cli.h"
 #include "confine/cgroup.h"
 #include "confine/jail.h"
@@ -139,6 +140,29 @@ static int add_caches(struct confine_plan *p)
     return r;
 }
 
+/* The unpacked kernels' cache (arch/x86/unpack.h), read-only: a jailed
+ * VMM boots a bzImage from its unpacked vmlinux as outside, not through
+ * the guest's own decompressor (seconds: most of what a jailed boot cost
+ * more, bench jail_bench). run's kernel, a file the user named, is
+ * unpacked into it here first when it is not there yet; a bundle's is
+ * not (its bytes are decompressed only in the jail), but found when one
+ * was unpacked before. The VMM cannot write it: the kernels it holds are
+ * booted by other VMs. */
+static int add_kernel_cache(struct confine_plan *p, const struct vm_config *cfg, bool start)
+{
+    char *dir;
+
+    if (!cfg->kernel_cache)
+        return 0;
+    if (!start && cfg->kernel_path)
+        x86_kernel_unpack_ahead(cfg->kernel_path);
+    if (!(dir = x86_kernel_cache_dir()))
+        return 0; /* no cache: the bzImage boots as it is, as outside */
+    int r = confine_plan_add(p, dir, false);
+    free(dir);
+    return r;
+}
+
 /* A folder of the data folder, made if missing (without a data folder,
  * what needs it fails in the VM, as outside). */
 static int add_data(struct confine_plan *p, const char *sub, bool writable)
@@ -231,6 +255,8 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
         r = confine_plan_add(p, modules[i], false);
     if (r == 0)
         r = confine_plan_add(p, cfg->kernel_path, false);
+    if (r == 0)
+        r = add_kernel_cache(p, cfg, start);
     if (r == 0)
         r = confine_plan_add(p, cfg->initrd_path, false);
     if (r == 0)

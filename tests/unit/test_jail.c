@@ -4,6 +4,7 @@
  * allows neither mechanism skips those cases. */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,8 @@
 #include <sys/un.h>
 
 #include "api/control.h"
+#include "arch/x86/kernel_file.h"
+#include "arch/x86/unpack.h"
 #include "cli/cli.h"
 #include "cli/jail.h"
 #include "confine/cgroup.h"
@@ -359,6 +362,54 @@ static void test_run_jail_plan(void **state)
     assert_int_equal(access(sock, F_OK), -1); /* the relay removed them */
     assert_int_equal(access(own, F_OK), -1);
     assert_int_equal(access(x.other_sock, F_OK), 0); /* and nothing else */
+}
+
+/* run --jail of a bzImage (this host's kernel): the VMM boots it from its
+ * unpacked vmlinux, as outside -- made in the cache before the jail, and
+ * found there read-only (the kernels are other VMs' too), not unpacked
+ * again nor left to the guest's own decompressor (seconds: most of what
+ * a jailed boot cost, bench jail_bench). */
+static void test_run_jail_finds_unpacked_kernel(void **state)
+{
+    struct xdg x;
+    glob_t g;
+    (void)state;
+
+    if (glob("/boot/vmlinuz-*", 0, NULL, &g) != 0)
+        skip();
+    assert_int_equal(xdg_in_scratch("kernel", &x), 0);
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        struct x86_kernel_file k;
+        char *cache, *unpacked = NULL, made[256];
+        int fd;
+
+        vm_config_defaults(&o.vm);
+        o.vm.kernel_path = g.gl_pathv[g.gl_pathc - 1];
+        cli_set_verb("run");
+        if (cli_confine(&o, "k", false, NULL) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc, net ns)") != 0)
+            _exit(UNAVAILABLE);
+        if (x86_kernel_open(o.vm.kernel_path, "kernel", &k) < 0 || !x86_kernel_is_bzimage(&k))
+            _exit(UNAVAILABLE); /* not a bzImage smolvm unpacks */
+        if (!(cache = x86_kernel_cache_dir()))
+            _exit(1);
+        if (x86_unpacked_kernel(k.image.data, k.image.len, cache, &unpacked) < 0 || !unpacked)
+            _exit(2);
+        if ((fd = open(unpacked, O_RDONLY)) < 0)
+            _exit(3);
+        close(fd);
+        snprintf(made, sizeof(made), "%s/planted", cache);
+        if (makes(made))
+            _exit(4);
+        _exit(0);
+    }
+    child_passed(pid);
+    globfree(&g);
 }
 
 /* start --jail's: the bundle (read-only), and the host network kept for
@@ -969,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
+        cmocka_unit_test(test_run_jail_finds_unpacked_kernel),
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_start_jail_in_readonly_home),

@@ -13,6 +13,7 @@
 
 #include "arch/x86/bzimage.h"
 #include "arch/x86/elf.h"
+#include "arch/x86/kernel_file.h"
 #include "util/cache.h"
 #include "util/err.h"
 #include "util/hash.h"
@@ -230,4 +231,22 @@ char *x86_kernel_cache_dir(void)
         return NULL;
     }
     return dir;
+}
+
+void x86_kernel_unpack_ahead(const char *path)
+{
+    struct x86_kernel_file k;
+    char *dir, *unpacked = NULL;
+
+    if (x86_kernel_open(path, "kernel", &k) < 0) {
+        err_clear(); /* the VM's own error to report */
+        return;
+    }
+    if (x86_kernel_is_bzimage(&k) && (dir = x86_kernel_cache_dir())) {
+        if (x86_unpacked_kernel(k.image.data, k.image.len, dir, &unpacked) < 0)
+            err_clear();
+        free(unpacked);
+        free(dir);
+    }
+    x86_kernel_close(&k);
 }

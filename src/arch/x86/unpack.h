@@ -26,4 +26,10 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
  * neither variable is set. malloc'd. */
 char *x86_kernel_cache_dir(void);
 
+/* Makes the cache entry of the kernel file at path now, if it is a
+ * bzImage not unpacked yet (run --jail: the jailed VMM finds it in the
+ * cache it may read but not write, cli/jail.c). Any failure: nothing made,
+ * nothing said (the VM boots the bzImage, or says what is wrong). */
+void x86_kernel_unpack_ahead(const char *path);
+
 #endif
