@@ -220,11 +220,15 @@ static int add_store_instance(struct confine_plan *p, const char *name)
  * scratch -- never the whole folders (another VM's sockets, another
  * instance's disks, the store). */
 static int add_own_folders(struct confine_plan *p, const char *name, bool start,
-                           const char *bundle)
+                           const char *bundle, const struct instance_receiving *receiving)
 {
     int r = add_runtime(p, name);
 
-    if (r == 0)
+    /* A jailed receive's: named once the VM has arrived (confine/jail.h). */
+    if (r == 0 && receiving && receiving->temporary)
+        r = confine_plan_arrival(p, receiving->instances, receiving->temporary, name,
+                                 receiving->lock_fd);
+    else if (r == 0)
         r = add_instance(p, name, start);
     if (r == 0 && start)
         r = add_caches(p);
@@ -240,14 +244,15 @@ static int add_own_folders(struct confine_plan *p, const char *name, bool start,
 }
 
 static int make_plan(const struct vm_options *o, const char *name, bool start,
-                     const char *bundle, struct confine_plan *p)
+                     const char *bundle, const struct instance_receiving *receiving,
+                     struct confine_plan *p)
 {
     static const char *const devices[] = {"/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"};
     /* hv/kvm.c tells PVM hosts by which modules are there. */
     static const char *const modules[] = {"/sys/module/kvm_pvm", "/sys/module/kvm_intel",
                                           "/sys/module/kvm_amd"};
     const struct vm_config *cfg = &o->vm;
-    int r = add_own_folders(p, name, start, bundle);
+    int r = add_own_folders(p, name, start, bundle, receiving);
 
     for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
         r = confine_plan_add(p, devices[i], true);
@@ -288,7 +293,8 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
     return r;
 }
 
-int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
+static int confine_as(const struct vm_options *o, const char *name, bool start,
+                      const char *bundle, const struct instance_receiving *receiving)
 {
     struct confine_plan plan = {0};
     struct cgroup_limits limits = {o->cpu_quota_milli, o->mem_limit};
@@ -300,7 +306,7 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
     if (!o->jail)
         return CLI_OK;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
-    r = make_plan(o, name, start, bundle, &plan);
+    r = make_plan(o, name, start, bundle, receiving, &plan);
     if (r == 0)
         r = confine_enter(&plan, &got);
     confine_plan_release(&plan);
@@ -315,8 +321,13 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
     return CLI_OK;
 }
 
+int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
+{
+    return confine_as(o, name, start, bundle, NULL);
+}
+
 int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsigned share_count,
-                         const char *name)
+                         const char *name, const struct instance_receiving *receiving)
 {
     struct vm_options o = {.jail = jail};
 
@@ -324,7 +335,7 @@ int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsign
         return cli_fail(CLI_USAGE, "too many shares");
     memcpy(o.vm.shares, shares, share_count * sizeof(*shares));
     o.vm.share_count = share_count;
-    return cli_confine(&o, name, true, NULL);
+    return confine_as(&o, name, true, NULL, receiving);
 }
 
 int cli_parse_seccomp(const char *word, enum confine_seccomp *mode)

@@ -17,10 +17,13 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
 
 /* receive's, once the source has connected and before a byte of it is
  * read: with jail, the VMM of the VM it will start (start's plan: the data
- * folder, where the VM arrives, the shares, the net helper). Returns a CLI
- * exit code. */
+ * folder, where the VM arrives, the shares, the net helper), its instance
+ * folder receiving's temporary one when it has one (machine/instance.h:
+ * bound where NAME's is, named NAME once the VM has arrived), else NAME's.
+ * Returns a CLI exit code. */
+struct instance_receiving;
 int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsigned share_count,
-                         const char *name);
+                         const char *name, const struct instance_receiving *receiving);
 
 /* --seccomp's word (on, off, log): 0 and *mode, or -1 after err_set(). */
 int cli_parse_seccomp(const char *word, enum confine_seccomp *mode);

@@ -12,10 +12,12 @@
 #include "arch/x86/cpuid.h"
 #include "cli/cli.h"
 #include "cli/jail.h"
+#include "confine/jail.h"
 #include "cli/serve.h"
 #include "core/config.h"
 #include "hv/hv.h"
 #include "machine/cache.h"
+#include "machine/instance.h"
 #include "migrate/link.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
@@ -65,23 +67,37 @@ struct received {
 };
 
 /* Instance NAME's folder when there is none yet, which a failed migration
- * removes again; NULL when it was there. make (a jailed receive, whose
- * jail binds it and whose VMM cannot make it): made here, and mkdir's own
- * answer decides (a folder the user made meanwhile is never this
- * receive's to remove). Else it is only named: the VM's start makes it
- * once the VM has arrived, so a receiver killed before leaves nothing. */
-static char *new_instance_dir(const char *name, bool make)
+ * removes again; NULL when it was there. It is only named: the VM's start
+ * makes it once the VM has arrived, so a receiver killed before leaves
+ * nothing. (Jailed, it is made before the jail under a temporary name,
+ * bound in at this one: instance_receiving_make().) */
+static char *new_instance_dir(const char *name)
 {
     char *root = paths_instances_dir(), *dir = NULL;
     struct stat st;
 
-    if (root && asprintf(&dir, "%s/%s", root, name) >= 0 &&
-        (make ? paths_mkdirs(root) < 0 || mkdir(dir, 0700) < 0 : stat(dir, &st) == 0)) {
+    if (root && asprintf(&dir, "%s/%s", root, name) >= 0 && stat(dir, &st) == 0) {
         free(dir);
         dir = NULL;
     }
     free(root);
     return dir;
+}
+
+/* Jailed: the instance folder made under its temporary name (receiving),
+ * and rc->dir its name in the jail, where the VMM empties it when the
+ * migration fails (the relay removes it after). 0 or an error (err.h). */
+static int make_jailed_instance_dir(const char *name, struct instance_receiving *receiving,
+                                    char **dir)
+{
+    int r;
+
+    paths_decide(); /* the folder the jail binds is the one its VMM takes (util/paths.h) */
+    if ((r = instance_receiving_make(name, receiving)) < 0)
+        return r;
+    if (receiving->temporary && asprintf(dir, "%s/%s", receiving->instances, name) < 0)
+        return *dir = NULL, err_set(ENOMEM, "instance folder");
+    return 0;
 }
 
 /* Into a file without a name (O_TMPFILE): a receiver killed at any
@@ -142,6 +158,8 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
     if ((r = migrate_receive_commit(&rc->link)) < 0) {
         machine_destroy(*m);
         *m = NULL;
+    } else {
+        confine_arrived(); /* jailed: the relay names its folder now */
     }
     return r;
 }
@@ -216,6 +234,7 @@ int cli_receive(int argc, char **argv)
 {
     struct receive_options o = {0};
     struct received rc = {.bundle_fd = -1};
+    struct instance_receiving receiving = {.lock_fd = -1};
     struct server *server;
     struct machine *m = NULL;
     int code = parse(argc, argv, &o), listener;
@@ -243,19 +262,25 @@ int cli_receive(int argc, char **argv)
     }
     int fd = accept_source(&o, listener), r = fd;
     /* Named by this receiver (--name or vm-PID), never by the source;
-     * jailed, made before the jail. */
-    rc.dir = fd >= 0 ? new_instance_dir(serve_name(server), o.jail) : NULL;
+     * jailed, made before the jail under a temporary name. */
+    if (fd >= 0 && o.jail && make_jailed_instance_dir(serve_name(server), &receiving, &rc.dir) < 0)
+        code = cli_fail(CLI_FAILED, "%s", err_msg());
+    else if (fd >= 0 && !o.jail)
+        rc.dir = new_instance_dir(serve_name(server));
     /* Confined before the source's first frame is read (the listener was
      * made, and its socket file removed, outside). */
-    if (fd >= 0 && (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
-                                                serve_name(server))) != CLI_OK) {
+    if (fd >= 0 && (code != CLI_OK ||
+                    (code = cli_confine_receiver(o.jail, o.shares, o.share_count,
+                                                 serve_name(server), &receiving)) != CLI_OK)) {
         close(fd);
-        if (rc.dir && o.jail)
-            rmdir(rc.dir); /* empty: made just now (un-jailed it was only named) */
+        instance_receiving_remove(&receiving); /* empty: made just now */
         free(rc.dir);
         serve_abort(server);
         return code;
     }
+    /* The relay keeps the folder's lock; the VMM let go of it (jail.c). */
+    free(receiving.instances);
+    free(receiving.temporary);
     if (fd >= 0) {
         rc.link = (struct migrate_link){.in = fd, .out = fd, .stall_ms = MIGRATE_STALL_MS};
         r = receive(&rc, &o, server, &m);

@@ -124,27 +124,47 @@ static unsigned long kept_flags(const char *path)
     return ms;
 }
 
-static int bind_in(const char *root, const struct confine_path *cp)
+/* source, bound under root at the path at (its own path, but for an
+ * arrival's folder). */
+static int bind_at(const char *root, const char *source, const char *at, bool writable)
 {
     char target[PATH_MAX];
     struct stat st;
     int r;
 
-    if (stat(cp->path, &st) < 0)
-        return broken("cannot find", cp->path);
-    if ((size_t)snprintf(target, sizeof(target), "%s%s", root, cp->path) >= sizeof(target))
-        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", cp->path), -ENOTRECOVERABLE;
+    if (stat(source, &st) < 0)
+        return broken("cannot find", source);
+    if ((size_t)snprintf(target, sizeof(target), "%s%s", root, at) >= sizeof(target))
+        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", at), -ENOTRECOVERABLE;
     if ((r = make_mount_point(target, strlen(root), S_ISDIR(st.st_mode))) < 0)
         return r;
     /* Without MS_REC: the folders under it mounted elsewhere stay out,
      * unless the kernel insists (EINVAL: they are locked to this one). */
-    if (mount(cp->path, target, NULL, MS_BIND, NULL) < 0 &&
-        (errno != EINVAL || mount(cp->path, target, NULL, MS_BIND | MS_REC, NULL) < 0))
-        return broken("cannot bind", cp->path);
-    if (!cp->writable && mount(NULL, target, NULL,
-                               MS_REMOUNT | MS_BIND | MS_RDONLY | kept_flags(cp->path), NULL) < 0)
-        return broken("cannot make read-only", cp->path);
+    if (mount(source, target, NULL, MS_BIND, NULL) < 0 &&
+        (errno != EINVAL || mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0))
+        return broken("cannot bind", source);
+    if (!writable && mount(NULL, target, NULL,
+                           MS_REMOUNT | MS_BIND | MS_RDONLY | kept_flags(source), NULL) < 0)
+        return broken("cannot make read-only", source);
     return 0;
+}
+
+static int bind_in(const char *root, const struct confine_path *cp)
+{
+    return bind_at(root, cp->path, cp->path, cp->writable);
+}
+
+/* The arrival's folder (jail.h), at the name it will take. */
+static int bind_arrival(const char *root, const struct confine_arrival *a)
+{
+    char source[PATH_MAX], at[PATH_MAX];
+
+    if (!a->name)
+        return 0;
+    if ((size_t)snprintf(source, sizeof(source), "%s/%s", a->dir, a->temporary) >= sizeof(source) ||
+        (size_t)snprintf(at, sizeof(at), "%s/%s", a->dir, a->name) >= sizeof(at))
+        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", a->dir), -ENOTRECOVERABLE;
+    return bind_at(root, source, at, true);
 }
 
 static int by_length(const void *a, const void *b)
@@ -239,7 +259,7 @@ static int build_root(const struct confine_plan *p)
     for (unsigned i = 0; i < p->count; i++)
         if (!reached_through_folder(order, i) && (r = bind_in(p->root, order[i])) < 0)
             return r;
-    if ((r = mount_proc(p->root)) < 0)
+    if ((r = bind_arrival(p->root, &p->arrival)) < 0 || (r = mount_proc(p->root)) < 0)
         return r;
     for (unsigned i = 0; i < p->link_count; i++)
         if ((r = make_link(p->root, &p->links[i])) < 0)
@@ -307,6 +327,59 @@ static void let_go_of_leftovers(void)
     held_count = 0;
 }
 
+/* The arrival (jail.h): the pipe's end each keeps (the VMM writes a byte
+ * once the VM has arrived; the relay reads it, or its end as the VMM ends
+ * first), and the plan's names. */
+static int arrival_pipe = -1;
+static const struct confine_arrival *arrival;
+
+/* The relay, before its filter (which renames nothing): waits for the
+ * VMM's word, then gives the arrival's folder its name -- never over a
+ * folder of that name made meanwhile, which stays the user's. */
+static void name_arrival(void)
+{
+    char byte;
+    ssize_t n;
+
+    if (arrival_pipe < 0)
+        return;
+    while ((n = read(arrival_pipe, &byte, 1)) < 0 && errno == EINTR)
+        ;
+    close(arrival_pipe);
+    for (unsigned i = 0; n == 1 && i < held_count; i++) {
+        if (strcmp(held[i].name, arrival->temporary) != 0)
+            continue;
+        if (renameat2(held[i].dir, arrival->temporary, held[i].dir, arrival->name,
+                      RENAME_NOREPLACE) == 0)
+            held[i].name = arrival->name; /* the same folder: removed after if empty */
+        else
+            fprintf(stderr, "smolvm: the VM's folder stays '%s/%s' (%s: %s)\n", arrival->dir,
+                    arrival->temporary, arrival->name, strerror(errno));
+        return;
+    }
+}
+
+void confine_arrived(void)
+{
+    if (arrival_pipe < 0)
+        return;
+    if (write(arrival_pipe, "", 1) != 1) {
+        /* the relay is gone: the VM ends with it (PR_SET_PDEATHSIG) */
+    }
+    close(arrival_pipe);
+    arrival_pipe = -1;
+}
+
+/* The VMM's and relay's ends of the arrival's pipe: 0, or an error. */
+static int plan_arrival(const struct confine_plan *p, int ends[2])
+{
+    ends[0] = ends[1] = -1;
+    if (!p->arrival.name)
+        return 0;
+    arrival = &p->arrival;
+    return pipe2(ends, O_CLOEXEC) < 0 ? broken("cannot make", "the arrival's pipe") : 0;
+}
+
 static void remove_leftovers(void)
 {
     for (unsigned i = 0; i < held_count; i++) {
@@ -340,6 +413,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
+    name_arrival();
     for (unsigned i = 0; i < held_count; i++)
         dirs[i] = held[i].dir;
     confine_relay(child, cgroup_held_folder(), dirs, held_count);
@@ -365,21 +439,26 @@ int jail_enter(const struct confine_plan *p)
     int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID;
     char self[32] = "";
     pid_t child;
-    int r;
+    int r, ends[2];
 
     if (!p->root)
         return -EINVAL;
     if (unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
         return -errno; /* not here: nothing changed */
-    if ((r = map_ids(uid, gid)) < 0)
+    if ((r = map_ids(uid, gid)) < 0 || (r = plan_arrival(p, ends)) < 0)
         return r;
     hold_leftovers(p);
     fflush(NULL);
     if ((child = fork()) < 0)
         return broken("cannot fork", "into its pid namespace");
+    arrival_pipe = child > 0 ? ends[0] : ends[1];
+    if (ends[0] >= 0)
+        close(child > 0 ? ends[1] : ends[0]);
     if (child > 0)
         relay(child);
     let_go_of_leftovers();
+    if (p->arrival.name)
+        close(p->arrival.lock_fd); /* a way out of its root: the relay holds the lock */
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay killed: the VM with it */
     cgroup_forget(); /* its limits stay its own: the relay leaves the cgroup after it */
     /* The host's /proc, still there, names this process as the host sees it. */

@@ -44,6 +44,19 @@ struct confine_leftover {
 };
 #define CONFINE_MAX_LEFTOVERS 8
 
+/* A folder made under a temporary name that takes its own only once the
+ * VM has arrived (receive --jail): a receiver killed before leaves no
+ * folder of that name. The jail binds dir/temporary at dir/name, where
+ * the VMM looks for it; the relay renames it when the VMM says the VM
+ * arrived (confine_arrived()), and keeps lock_fd (the folder, flock'd:
+ * its receiver lives) open for as long as it lives; the VMM does not keep
+ * it. Without a jail, no process stays outside: renamed at once. The
+ * temporary name is also a leftover of the plan (removed after if empty). */
+struct confine_arrival {
+    char *dir, *temporary, *name; /* name NULL: none */
+    int lock_fd;
+};
+
 struct confine_plan {
     struct confine_path paths[CONFINE_MAX_PATHS];
     unsigned count;
@@ -51,6 +64,7 @@ struct confine_plan {
     unsigned link_count;
     struct confine_leftover leftovers[CONFINE_MAX_LEFTOVERS];
     unsigned leftover_count;
+    struct confine_arrival arrival;
     char *root;    /* jail: the empty folder its tmpfs root is mounted on */
     bool new_net;  /* jail: a network namespace of its own (no TAP, no helper) */
 };
@@ -63,6 +77,15 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable);
 void confine_plan_release(struct confine_plan *p);
 /* Adds dir/name to what the relay removes after the VMM (see above). */
 int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *name);
+/* Plans dir/temporary (a folder, made and flock'd through lock_fd by the
+ * caller, which keeps lock_fd) to be bound at dir/name and take that
+ * name once the VM has arrived (see above). */
+int confine_plan_arrival(struct confine_plan *p, const char *dir, const char *temporary,
+                         const char *name, int lock_fd);
+
+/* The VMM, once the VM has arrived: the relay names its folder (above).
+ * Does nothing when no arrival was planned or it was named at once. */
+void confine_arrived(void);
 
 enum confine_kind { CONFINE_NONE, CONFINE_LANDLOCK, CONFINE_JAIL };
 

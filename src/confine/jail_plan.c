@@ -75,6 +75,22 @@ int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *n
     return 0;
 }
 
+int confine_plan_arrival(struct confine_plan *p, const char *dir, const char *temporary,
+                         const char *name, int lock_fd)
+{
+    struct confine_arrival *a = &p->arrival;
+
+    if (!(a->dir = strdup(dir)) || !(a->temporary = strdup(temporary)) ||
+        !(a->name = strdup(name))) {
+        free(a->dir);
+        free(a->temporary);
+        *a = (struct confine_arrival){0};
+        return err_set(ENOMEM, "--jail");
+    }
+    a->lock_fd = lock_fd;
+    return confine_plan_leftover(p, dir, temporary);
+}
+
 void confine_plan_release(struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->count; i++)
@@ -87,6 +103,9 @@ void confine_plan_release(struct confine_plan *p)
         free(p->links[i].path);
         free(p->links[i].target);
     }
+    free(p->arrival.dir);
+    free(p->arrival.temporary);
+    free(p->arrival.name);
     free(p->root);
     memset(p, 0, sizeof(*p));
 }
@@ -97,6 +116,25 @@ static bool unavailable(int r)
 {
     return r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC ||
            r == -EACCES;
+}
+
+/* Where no process stays outside to rename it later (landlock, none):
+ * the arrival's folder takes its name now. */
+static int arrive_at_once(const struct confine_arrival *a)
+{
+    char *from = NULL, *to = NULL;
+    int r = 0;
+
+    if (!a->name)
+        return 0;
+    if (asprintf(&from, "%s/%s", a->dir, a->temporary) < 0 ||
+        asprintf(&to, "%s/%s", a->dir, a->name) < 0)
+        r = err_set(ENOMEM, "--jail");
+    else if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) < 0)
+        r = err_set(errno, "--jail: cannot name '%s' '%s'", from, to);
+    free(from);
+    free(to);
+    return r;
 }
 
 int confine_enter(const struct confine_plan *p, enum confine_kind *got)
@@ -112,6 +150,8 @@ int confine_enter(const struct confine_plan *p, enum confine_kind *got)
     if (!unavailable(r))
         return r;
     err_clear();
+    if ((r = arrive_at_once(&p->arrival)) < 0)
+        return r;
     *got = CONFINE_LANDLOCK;
     r = landlock_enter(p);
     if (r == 0) {

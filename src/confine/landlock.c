@@ -11,6 +11,7 @@
 #include <linux/landlock.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -91,6 +92,15 @@ int landlock_enter(const struct confine_plan *p)
         return -errno;
     for (unsigned i = 0; i < p->count && r == 0; i++)
         r = allow(ruleset, &p->paths[i], attr.handled_access_fs);
+    /* An arrival's folder, by the name it took at once (jail.h). */
+    char *arrived = NULL;
+    if (r == 0 && p->arrival.name &&
+        asprintf(&arrived, "%s/%s", p->arrival.dir, p->arrival.name) < 0)
+        r = err_set(ENOMEM, "--jail: landlock"), arrived = NULL;
+    if (r == 0 && arrived)
+        r = allow(ruleset, &(struct confine_path){.path = arrived, .writable = true},
+                  attr.handled_access_fs);
+    free(arrived);
     /* Its own /proc/PID (the jail mounts a procfs of its own instead): the
      * shares reopen files through /proc/self/fd. */
     char self[32];

@@ -1,8 +1,14 @@
 #include "machine/instance.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +55,115 @@ void instance_dir_remove_unnamed(const char *name)
         file_remove_tree(path);
     free(store);
     free(path);
+}
+
+#define RECEIVING ".receiving-"
+
+/* .NAME.receiving-PID's PID, or 0 when name is not one. */
+static pid_t receiving_pid(const char *name)
+{
+    const char *mark = name[0] == '.' ? strstr(name, RECEIVING) : NULL;
+    char *end;
+    long pid;
+
+    if (!mark || mark == name + 1)
+        return 0;
+    while (strstr(mark + 1, RECEIVING))
+        mark = strstr(mark + 1, RECEIVING); /* NAME may hold the mark too */
+    pid = strtol(mark + strlen(RECEIVING), &end, 10);
+    return *end == '\0' && pid > 0 && pid <= INT_MAX ? (pid_t)pid : 0;
+}
+
+/* Whether a receiver still holds the folder dir/name: its process is
+ * there (kill() would reach it: between its mkdir and its lock), or the
+ * lock is taken (a receiver in another pid namespace). */
+static bool receiving_held(int dir, const char *name, pid_t pid)
+{
+    int fd;
+    bool held;
+
+    if (kill(pid, 0) == 0 || errno != ESRCH)
+        return true;
+    fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return true; /* not a folder of ours to judge */
+    held = flock(fd, LOCK_EX | LOCK_NB) < 0;
+    close(fd);
+    return held;
+}
+
+void instance_receiving_sweep(const char *instances)
+{
+    DIR *d = opendir(instances);
+    struct dirent *e;
+    char *path;
+    pid_t pid;
+
+    while (d && (e = readdir(d))) {
+        if (!(pid = receiving_pid(e->d_name)) || receiving_held(dirfd(d), e->d_name, pid))
+            continue;
+        if (asprintf(&path, "%s/%s", instances, e->d_name) >= 0) {
+            file_remove_tree(path);
+            free(path);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+int instance_receiving_make(const char *name, struct instance_receiving *out)
+{
+    char *instances = paths_instances_dir(), *temporary = NULL, *path = NULL;
+    struct stat st;
+    int r = instances ? paths_mkdirs(instances) : -ENOENT, fd = -1;
+
+    *out = (struct instance_receiving){.lock_fd = -1};
+    if (r < 0) {
+        free(instances);
+        return err_plain(-r, "no folder for instances (set HOME or XDG_DATA_HOME)");
+    }
+    instance_receiving_sweep(instances);
+    if (asprintf(&path, "%s/%s", instances, name) < 0)
+        path = NULL;
+    if (path && stat(path, &st) == 0) {
+        out->instances = instances; /* there already: the VM's, as it is */
+        free(path);
+        return 0;
+    }
+    free(path);
+    path = NULL;
+    if (asprintf(&temporary, "." "%s" RECEIVING "%d", name, (int)getpid()) < 0 ||
+        asprintf(&path, "%s/%s", instances, temporary) < 0)
+        r = err_set(ENOMEM, "instance folder");
+    else if (mkdir(path, 0700) < 0)
+        r = err_set(errno, "cannot create '%s'", path);
+    else if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+             flock(fd, LOCK_EX) < 0)
+        r = err_set(errno, "cannot lock '%s'", path), rmdir(path);
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
+        free(temporary);
+        free(instances);
+    } else {
+        *out = (struct instance_receiving){instances, temporary, fd};
+    }
+    free(path);
+    return r;
+}
+
+void instance_receiving_remove(struct instance_receiving *r)
+{
+    char *path = NULL;
+
+    if (r->temporary && asprintf(&path, "%s/%s", r->instances, r->temporary) >= 0)
+        rmdir(path);
+    if (r->lock_fd >= 0)
+        close(r->lock_fd);
+    free(path);
+    free(r->temporary);
+    free(r->instances);
+    *r = (struct instance_receiving){.lock_fd = -1};
 }
 
 int instance_overlay_at(const char *path, const char *base, const char *base_format)

@@ -19,6 +19,26 @@ int instance_dir(const char *name, char **out) __attribute__((warn_unused_result
  * instance of that name keeps its folder. */
 void instance_dir_remove_unnamed(const char *name);
 
+/* A jailed receive's folder for NAME (cli/receive.c), made before the
+ * jail and named only once the VM has arrived (confine/jail.h: the
+ * arrival): .NAME.receiving-PID in the instances folder, PID this
+ * process's, held flock'd through an open descriptor for as long as its
+ * receiver lives. Such folders of receivers that are gone (no such
+ * process, and unlocked) are removed first; a live receiver's never.
+ * Neither is made when NAME's folder is there already (*temporary NULL:
+ * the VM uses it, as an un-jailed receive would). 0 with *instances and
+ * *temporary malloc'd and *lock_fd, or an error (err.h). */
+struct instance_receiving {
+    char *instances, *temporary;
+    int lock_fd;
+};
+int instance_receiving_make(const char *name, struct instance_receiving *out)
+    __attribute__((warn_unused_result));
+/* Removes the folder again (a receive that failed before its jail). */
+void instance_receiving_remove(struct instance_receiving *r);
+/* Removes the folders of gone receivers in instances (see above). */
+void instance_receiving_sweep(const char *instances);
+
 /* A fresh, empty qcow2 delta at path on top of base (never written). */
 int instance_overlay_at(const char *path, const char *base, const char *base_format)
     __attribute__((warn_unused_result));

@@ -640,6 +640,11 @@ scenario_migrate() {
     expect migrate-source-stops "the source smolvm ended with 0 once the VM ran on the destination" test "$src_rc" -eq 0
     expect migrate-continues-count "the destination goes on at the next count (source's last $last, destination's first ${first:-none})" \
         eval 'test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1)) && ! has migdst SMOLVM-GUEST-UP'
+    # Jailed, the killed receiver's folder had a temporary name
+    # (.migcut.receiving-PID); this receive removed it (its receiver gone),
+    # and its own took its name as the VM arrived.
+    expect migrate-cut-swept "no temporary folder of a receiver is left, the received VM's folder has its name (see instances.txt)" \
+        eval 'ls -a "$XDG_DATA_HOME/smolvm/instances/" > "$results/instances.txt" 2>&1; ! grep -q "\.receiving-" "$results/instances.txt" && { test -z "$jailed" || grep -qx migdst "$results/instances.txt"; }'
     # 3. And back, live, over loopback TCP into a third process.
     receiver migback 9 --listen "$back"
     pids="$pids $recv_pid"

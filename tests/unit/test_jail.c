@@ -635,7 +635,7 @@ static void test_receive_jail_plan(void **state)
             _exit(100);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("receive");
-        if (cli_confine_receiver(true, &share, 1, "r") != CLI_OK)
+        if (cli_confine_receiver(true, &share, 1, "r", NULL) != CLI_OK)
             _exit(101);
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
