@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -658,6 +659,135 @@ static void test_receive_jail_plan(void **state)
     assert_int_equal(unlink(made), 0);
 }
 
+/* The jailed receiver of VM name, forked: makes its temporary folder and
+ * confines itself (it stays outside as the relay; the VMM goes on in the
+ * jail). The VMM writes a file in its folder, says so on told (a byte),
+ * waits for a byte on go and says the VM arrived, tells again, and ends
+ * when go closes. Exit UNAVAILABLE where there is no jail. */
+static pid_t jailed_receiver(const char *name, const int told[2], const int go[2])
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(told[0]);
+        close(go[1]); /* go's end is the test's alone: closed, the VMM ends */
+        struct instance_receiving receiving;
+        char *own = NULL, made[256], byte;
+
+        cli_set_verb("receive");
+        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        if (instance_receiving_make(name, &receiving) < 0 || !receiving.temporary ||
+            cli_confine_receiver(true, NULL, 0, name, &receiving) != CLI_OK)
+            _exit(101);
+        if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
+            _exit(UNAVAILABLE);
+        if (instance_dir(name, &own) < 0) /* where a receive's VM writes */
+            _exit(1);
+        snprintf(made, sizeof(made), "%s/delta", own);
+        if (!makes(made) || write(told[1], "m", 1) != 1)
+            _exit(2);
+        if (read(go[0], &byte, 1) != 1)
+            _exit(0); /* killed, or not wanted */
+        confine_arrived();
+        if (write(told[1], "a", 1) != 1)
+            _exit(3);
+        while (read(go[0], &byte, 1) > 0)
+            ;
+        _exit(0);
+    }
+    return pid;
+}
+
+/* The receiver's VMM's next word on told, or the receiver's end: skipped
+ * where there is no jail, failed otherwise. */
+static void receiver_told(int told, pid_t receiver)
+{
+    struct pollfd p = {.fd = told, .events = POLLIN};
+    char byte;
+    int status;
+
+    while (poll(&p, 1, 100) == 0) {
+        if (waitpid(receiver, &status, WNOHANG) != receiver)
+            continue;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == UNAVAILABLE)
+            skip();
+        fail_msg("receiver: status %#x", status);
+    }
+    assert_int_equal(read(told, &byte, 1), 1);
+}
+
+/* The host's folders of instances matching pattern (a glob). */
+static size_t instances_matching(const char *data, const char *pattern)
+{
+    char path[256];
+    glob_t g;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/smolvm/instances/%s", data, pattern);
+    if (glob(path, GLOB_PERIOD, NULL, &g) != 0)
+        return 0;
+    n = g.gl_pathc;
+    globfree(&g);
+    return n;
+}
+
+/* receive --jail's instance folder (machine/instance.h, confine/jail.h):
+ * made as .r.receiving-PID, and the VMM writes it as instances/r; the host
+ * has no folder r until the VMM says the VM arrived, then r holds what it
+ * wrote and the temporary name is gone. A receiver SIGKILLed before
+ * leaves only its temporary folder, which the next receive's sweep
+ * removes -- but never a live receiver's. */
+static void test_receive_jail_names_folder_on_arrival(void **state)
+{
+    struct xdg x;
+    struct instance_receiving live;
+    int told[2], go[2], status;
+    char *instances;
+    (void)state;
+
+    assert_int_equal(xdg_in_scratch("arrival", &x), 0);
+    assert_int_equal(pipe(told), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t receiver = jailed_receiver("r", told, go);
+    receiver_told(told[0], receiver);
+    assert_int_equal(instances_matching(x.data, "r"), 0);
+    assert_int_equal(instances_matching(x.data, ".r.receiving-*/delta"), 1);
+    assert_int_equal(write(go[1], "1", 1), 1);
+    receiver_told(told[0], receiver);
+    for (int i = 0; i < 200 && instances_matching(x.data, "r/delta") == 0; i++)
+        usleep(10000); /* the relay renames it */
+    assert_int_equal(instances_matching(x.data, "r/delta"), 1);
+    assert_int_equal(instances_matching(x.data, ".r.receiving-*"), 0);
+    close(go[1]);
+    child_passed(receiver);
+    assert_int_equal(instances_matching(x.data, "r/delta"), 1); /* not a leftover: it holds a file */
+
+    /* Killed before the VM arrived: the temporary folder is all it left. */
+    close(go[0]);
+    assert_int_equal(pipe(go), 0);
+    receiver = jailed_receiver("k", told, go);
+    receiver_told(told[0], receiver);
+    assert_int_equal(kill(receiver, SIGKILL), 0);
+    assert_int_equal(waitpid(receiver, &status, 0), receiver);
+    assert_int_equal(instances_matching(x.data, "k"), 0);
+    assert_int_equal(instances_matching(x.data, ".k.receiving-*"), 1);
+    /* The next receive sweeps it, but not a live one's (this process's). */
+    assert_int_equal(instance_receiving_make("live", &live), 0);
+    assert_non_null(live.temporary);
+    assert_non_null(instances = paths_instances_dir());
+    instance_receiving_sweep(instances);
+    assert_int_equal(instances_matching(x.data, ".k.receiving-*"), 0);
+    assert_int_equal(instances_matching(x.data, ".live.receiving-*"), 1);
+    instance_receiving_remove(&live);
+    assert_int_equal(instances_matching(x.data, ".live.receiving-*"), 0);
+    free(instances);
+    close(go[0]);
+    close(go[1]);
+    close(told[0]);
+    close(told[1]);
+}
+
 /* In a forked child: into the jail of plan, or exit UNAVAILABLE where
  * this host allows none (exit 101: it failed halfway). */
 static void jail_or_skip(const struct confine_plan *plan)
@@ -1025,6 +1155,7 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
+        cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
         cmocka_unit_test(test_files_inside_folders),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
