@@ -22,6 +22,7 @@
 #include "util/cache.h"
 #include "util/err.h"
 #include "util/paths.h"
+#include "util/trace.h"
 
 /* A folder the paths module names (made if missing), writable. */
 static int add_owned(struct confine_plan *p, char *dir)
@@ -305,10 +306,13 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if (!o->jail)
         return CLI_OK;
+    uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     r = make_plan(o, name, start, bundle, receiving, &plan);
+    trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
     if (r == 0)
         r = confine_enter(&plan, &got);
+    trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - planned);
     confine_plan_release(&plan);
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());

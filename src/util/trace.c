@@ -30,6 +30,8 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_FAULT_CHECK_US] = "fault_check_us",
     [TRACE_FAULTED_WINDOWS] = "faulted_windows",
     [TRACE_SECCOMP_US] = "seccomp_us",
+    [TRACE_JAIL_PLAN_US] = "jail_plan_us",
+    [TRACE_JAIL_ENTER_US] = "jail_enter_us",
 };
 
 static int64_t time_zero;

@@ -2169,6 +2169,14 @@ scenario_jail_bench() {
                 "seccomp/plain $(jail_bench_ratio "${median[seccomp]}" "${median[plain]}")," \
                 "confined/plain $(jail_bench_ratio "${median[confined]}" "${median[plain]}")"
         done
+        # Where a confined start's own setup went (util/trace.h counts, µs).
+        for kind in boot start; do
+            for mode in jail seccomp confined; do
+                for n in $(seq 1 "${RUNS:-3}"); do
+                    echo "counts $kind $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jb-$kind-$mode-$n.err" | tr -d '"{}' | sed 's/^counts://')"
+                done
+            done
+        done
         echo "load: $(cat /proc/loadavg)"
     } >> "$figures"
     expect jail-bench "figures for both, plain and confined (jail-bench.txt)" \
