@@ -76,13 +76,14 @@ static pid_t receiving_pid(const char *name)
 
 /* Whether a receiver still holds the folder dir/name: its process is
  * there (kill() would reach it: between its mkdir and its lock), or the
- * lock is taken (a receiver in another pid namespace). */
+ * lock is taken (a receiver in another pid namespace). This process's own
+ * pid is a gone receiver's reused when the lock is free. */
 static bool receiving_held(int dir, const char *name, pid_t pid)
 {
     int fd;
     bool held;
 
-    if (kill(pid, 0) == 0 || errno != ESRCH)
+    if (pid != getpid() && (kill(pid, 0) == 0 || errno != ESRCH))
         return true;
     fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
