@@ -42,7 +42,7 @@ enum precopy_step precopy_round(struct precopy *p, uint64_t sent, uint64_t dirti
         seconds = 1e-6;
     p->round++;
     p->sent = sent;
-    if (sent)
+    if (sent >= PRECOPY_MEASURE_MIN || (sent && p->bandwidth <= 0))
         p->bandwidth = (double)sent / seconds;
     if (p->max_bandwidth && p->bandwidth > (double)p->max_bandwidth)
         p->bandwidth = (double)p->max_bandwidth;

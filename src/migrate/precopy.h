@@ -19,6 +19,10 @@
 /* The rounds' patience: after round k the last pages may take k/8 of the
  * time the limit leaves them, from round 8 on all of it. */
 #define PRECOPY_PATIENT_ROUNDS 8
+/* A round that sends less than this measures the round's fixed costs
+ * (fetching the dirty log, the scan), not the link: the bandwidth of the
+ * last round that sent more is kept. */
+#define PRECOPY_MEASURE_MIN (1u << 20)
 
 struct precopy {
     /* set by the caller */

@@ -978,6 +978,13 @@ static void bursty_guest_stops_between_bursts(void **state)
     assert_int_equal(precopy_round(&p, 20 * mib, 20 * mib, 20 * mib, 0.21), PRECOPY_AGAIN);
     assert_int_equal(precopy_round(&p, 20 * mib, 1 * mib, 1 * mib, 0.21), PRECOPY_STOP);
     assert_int_equal(p.throttle, 0);
+    /* A round that sent 64 KiB in 20 ms timed the dirty log's fetch, not
+     * the link: 1 MiB left is still 10 ms at the last measured rate (at
+     * 3 MB/s it would be 320 ms), stop. */
+    struct precopy q = {.max_downtime_ms = 300, .max_bandwidth = 100000000};
+    assert_int_equal(precopy_round(&q, 1ull << 30, 20 * mib, 20 * mib, 10.7), PRECOPY_AGAIN);
+    assert_int_equal(precopy_round(&q, 64 << 10, 1 * mib, 1 * mib, 0.02), PRECOPY_STOP);
+    assert_true(q.bandwidth > 99e6);
 }
 
 /* Patience runs out: a guest that leaves 20 MiB after every round (210 ms
