@@ -504,14 +504,9 @@ bool vm_bus_access(struct vm *vm, bool pio, uint64_t addr, void *data, unsigned 
     return bus_dispatch(pio ? &vm->pio : &vm->mmio, addr, data, size, write);
 }
 
-static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+/* A VM whose building ended with r: *out, or destroyed. */
+static int built(struct vm *vm, int r, struct vm **out)
 {
-    struct vm *vm;
-    int r = alloc_vm(cfg, snap, &vm);
-
-    if (r < 0)
-        return r;
-    r = setup(vm);
     if (r < 0) {
         vm_destroy(vm);
         return r;
@@ -519,6 +514,14 @@ static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, s
     vm->restoring = NULL;
     *out = vm;
     return 0;
+}
+
+static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+{
+    struct vm *vm;
+    int r = alloc_vm(cfg, snap, &vm);
+
+    return r < 0 ? r : built(vm, setup(vm), out);
 }
 
 int vm_create(const struct vm_config *cfg, struct vm **out)
@@ -546,13 +549,9 @@ int vm_prepare(uint64_t mem_bytes, unsigned cpus, struct vm **out)
         r = setup_memory(vm);
     if (r == 0)
         r = create_vcpus(vm, NULL);
-    if (r < 0) {
-        vm_destroy(vm);
-        return r;
-    }
-    huge_pages(vm, false);
-    *out = vm;
-    return 0;
+    if (r == 0)
+        huge_pages(vm, false);
+    return built(vm, r, out);
 }
 
 /* The rest of a prepared restore: the console, the devices, the state. */
@@ -569,8 +568,7 @@ static int finish_prepared(const struct vm_config *cfg, const struct vm_snapshot
                       "its RAM came for",
                       cfg->cpus, (unsigned long long)(cfg->mem_bytes >> 20), vm->cfg.cpus,
                       (unsigned long long)(vm->cfg.mem_bytes >> 20));
-        vm_destroy(vm);
-        return r;
+        return built(vm, r, out);
     }
     vm->cfg = *cfg;
     vm->restoring = snap;
@@ -580,13 +578,7 @@ static int finish_prepared(const struct vm_config *cfg, const struct vm_snapshot
         r = create_devices(vm);
     if (r == 0)
         r = restore_machine(vm);
-    if (r < 0) {
-        vm_destroy(vm);
-        return r;
-    }
-    vm->restoring = NULL;
-    *out = vm;
-    return 0;
+    return built(vm, r, out);
 }
 
 int vm_restore(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
