@@ -21,8 +21,8 @@
 #include "util/iov.h"
 #include "util/le.h"
 
-/* The destination builds the VM (unpacks RAM, disks) before READY, and
- * hashes the layers it has before HAVE. */
+/* The destination finishes the VM (unpacks disks, makes the devices)
+ * before READY, and hashes the layers it has before HAVE. */
 #define BUILD_WAIT_MS 300000
 
 /* A frame the destination sends after slow work of its own (hashing its
