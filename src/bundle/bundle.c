@@ -233,23 +233,29 @@ static void writer_free(struct bundle_writer *w)
     free(w);
 }
 
+void bundle_writer_scratch(struct bundle_writer *w)
+{
+    w->scratch = true;
+}
+
 int bundle_writer_commit(struct bundle_writer *w)
 {
     uint8_t header[BUNDLE_HEADER_SIZE];
+    bool sync = !w->scratch;
     int r;
 
     encode_header(w, header);
     /* Data first, then the header that makes it a bundle, then the name. */
     r = ftruncate(w->fd, (off_t)w->end) < 0 ? err_set(errno, "bundle: sizing") : 0;
-    if (r == 0 && fdatasync(w->fd) < 0)
+    if (r == 0 && sync && fdatasync(w->fd) < 0)
         r = err_set(errno, "syncing '%s'", w->tmp_path);
     if (r == 0)
         r = bundle_write_at(w, 0, header, sizeof(header));
-    if (r == 0 && fsync(w->fd) < 0)
+    if (r == 0 && sync && fsync(w->fd) < 0)
         r = err_set(errno, "syncing '%s'", w->tmp_path);
     if (r == 0 && rename(w->tmp_path, w->path) < 0)
         r = err_set(errno, "renaming '%s' to '%s'", w->tmp_path, w->path);
-    if (r == 0)
+    if (r == 0 && sync)
         r = sync_dir_of(w->path);
     if (r < 0)
         unlink(w->tmp_path);

@@ -46,6 +46,10 @@ int bundle_copy_section(struct bundle_writer *w, const struct bundle *src, const
 /* The file being written (w keeps it: read it, do not close it) and
  * where its sections end so far: bytes written stay as they are. */
 int bundle_writer_file(const struct bundle_writer *w, uint64_t *end);
+/* A file read once and removed (a migration's, streamed as it is
+ * written): its commit does not sync it to the disk, which can take as
+ * long as the rest of a migration's pause. */
+void bundle_writer_scratch(struct bundle_writer *w);
 /* Writes the header, syncs, renames into place; frees w either way. */
 int bundle_writer_commit(struct bundle_writer *w) __attribute__((warn_unused_result));
 /* Drops the temporary file; frees w. */

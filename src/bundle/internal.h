@@ -11,6 +11,7 @@ struct bundle_writer {
     uint64_t end; /* where the next section may start */
     struct bundle_section sections[BUNDLE_MAX_SECTIONS];
     unsigned count;
+    bool scratch; /* bundle_writer_scratch() */
 };
 
 struct bundle {

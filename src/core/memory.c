@@ -90,29 +90,6 @@ int guest_memory_map_file(struct guest_memory *mem, int fd)
     return 0;
 }
 
-int guest_memory_adopt(struct guest_memory *mem, uint8_t **ram, uint64_t bytes)
-{
-    uint64_t off = 0;
-    unsigned i = 0;
-    int r = bytes == mem->total ? 0 : err_plain(EIO, "the RAM received has the wrong size");
-
-    for (; r == 0 && i < mem->count; i++) {
-        struct guest_region *g = &mem->regions[i];
-        if (mremap(*ram + off, g->size, g->size, MREMAP_MAYMOVE | MREMAP_FIXED, g->host) ==
-            MAP_FAILED) {
-            r = err_set(errno, "moving the RAM received into place");
-            break;
-        }
-        /* received without huge pages (migrate/receive.c): they may come back now */
-        madvise(g->host, g->size, MADV_HUGEPAGE);
-        off += g->size;
-    }
-    if (off < bytes)
-        munmap(*ram + off, bytes - off);
-    *ram = NULL;
-    return r;
-}
-
 #define PAGEMAP_PRESENT (1ull << 63)
 #define PAGEMAP_SWAPPED (1ull << 62)
 #define PAGEMAP_STEP 4096 /* entries read at a time */

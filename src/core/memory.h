@@ -44,15 +44,6 @@ void guest_memory_free(struct guest_memory *mem);
  * core dumps like the anonymous ones (a restored guest's RAM is its
  * secrets too). Every mapping of guest RAM is made here. */
 int guest_memory_map_file(struct guest_memory *mem, int fd) __attribute__((warn_unused_result));
-/* The guest's RAM already in this process (a live migration's, as it
- * arrived: anonymous, the regions end to end, exactly mem->total bytes)
- * moved in place of mem's regions, page tables and all: nothing copied,
- * pages never written stay unallocated. *ram is NULL after (its range is
- * mem's now), also after a failure (what moved is mem's, the rest
- * unmapped). */
-int guest_memory_adopt(struct guest_memory *mem, uint8_t **ram, uint64_t bytes)
-    __attribute__((warn_unused_result));
-
 /* Clears in bits (one per page of g) the pages never touched: anonymous
  * memory with nothing in this process's page tables there, not even in
  * swap, which reads as zeros (Linux's /proc/self/pagemap says). A live

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "arch/x86/acpi.h"
@@ -385,7 +386,7 @@ static int create_vcpus(struct vm *vm, const struct x86_cpu_state *bsp)
 static int restore_machine(struct vm *vm)
 {
     const struct vm_snapshot *snap = vm->restoring;
-    int r = snap->load_memory(snap->opaque, &vm->mem);
+    int r = snap->prepared ? 0 : snap->load_memory(snap->opaque, &vm->mem);
 
     if (r == 0) {
         trace_mark(TRACE_MEMORY_RESTORED);
@@ -394,6 +395,22 @@ static int restore_machine(struct vm *vm)
     if (r == 0)
         trace_mark(TRACE_STATE_RESTORED);
     return r;
+}
+
+static int check_cpus(struct vm *vm)
+{
+    if (vm->cfg.cpus > hv_max_vcpus(vm->hv))
+        return err_plain(EINVAL, "--cpus %u is more than this host's KVM allows (%u)",
+                         vm->cfg.cpus, hv_max_vcpus(vm->hv));
+    return 0;
+}
+
+/* Huge pages for the guest's RAM (the host allowing), or none. */
+static void huge_pages(struct vm *vm, bool on)
+{
+    for (unsigned i = 0; i < vm->mem.count; i++)
+        madvise(vm->mem.regions[i].host, vm->mem.regions[i].size,
+                on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 }
 
 static int setup(struct vm *vm)
@@ -418,10 +435,9 @@ static int setup(struct vm *vm)
     if (r < 0)
         return r;
     trace_mark(TRACE_HV_READY);
-    if (vm->cfg.cpus > hv_max_vcpus(vm->hv))
-        return err_plain(EINVAL, "--cpus %u is more than this host's KVM allows (%u)",
-                         vm->cfg.cpus, hv_max_vcpus(vm->hv));
-    r = setup_memory(vm);
+    r = check_cpus(vm);
+    if (r == 0)
+        r = setup_memory(vm);
     if (r < 0)
         return r;
     trace_mark(TRACE_MEMORY_MAPPED);
@@ -488,14 +504,9 @@ bool vm_bus_access(struct vm *vm, bool pio, uint64_t addr, void *data, unsigned 
     return bus_dispatch(pio ? &vm->pio : &vm->mmio, addr, data, size, write);
 }
 
-static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+/* A VM whose building ended with r: *out, or destroyed. */
+static int built(struct vm *vm, int r, struct vm **out)
 {
-    struct vm *vm;
-    int r = alloc_vm(cfg, snap, &vm);
-
-    if (r < 0)
-        return r;
-    r = setup(vm);
     if (r < 0) {
         vm_destroy(vm);
         return r;
@@ -505,14 +516,74 @@ static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, s
     return 0;
 }
 
+static int create(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
+{
+    struct vm *vm;
+    int r = alloc_vm(cfg, snap, &vm);
+
+    return r < 0 ? r : built(vm, setup(vm), out);
+}
+
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
     return create(cfg, NULL, out);
 }
 
+int vm_prepare(uint64_t mem_bytes, unsigned cpus, struct vm **out)
+{
+    struct vm_config cfg;
+    struct vm *vm;
+    int r;
+
+    vm_config_defaults(&cfg);
+    cfg.mem_bytes = mem_bytes;
+    cfg.cpus = cpus;
+    if ((r = alloc_vm(&cfg, NULL, &vm)) < 0)
+        return r;
+    r = vm_config_check(&vm->cfg);
+    if (r == 0)
+        r = hv_vm_create(&vm->hv);
+    if (r == 0)
+        r = check_cpus(vm);
+    if (r == 0)
+        r = setup_memory(vm);
+    if (r == 0)
+        r = create_vcpus(vm, NULL);
+    if (r == 0)
+        huge_pages(vm, false);
+    return built(vm, r, out);
+}
+
+/* The rest of a prepared restore: the console, the devices, the state. */
+static int finish_prepared(const struct vm_config *cfg, const struct vm_snapshot *snap,
+                           struct vm **out)
+{
+    struct vm *vm = snap->prepared;
+    int r = 0;
+
+    /* Checked before cfg is taken: the vCPUs made are vm->cfg.cpus. */
+    if (cfg->mem_bytes != vm->cfg.mem_bytes || cfg->cpus != vm->cfg.cpus) {
+        r = err_plain(EINVAL,
+                      "the saved VM has %u CPUs and %llu MiB of RAM, not the %u and %llu MiB "
+                      "its RAM came for",
+                      cfg->cpus, (unsigned long long)(cfg->mem_bytes >> 20), vm->cfg.cpus,
+                      (unsigned long long)(vm->cfg.mem_bytes >> 20));
+        return built(vm, r, out);
+    }
+    vm->cfg = *cfg;
+    vm->restoring = snap;
+    huge_pages(vm, true);
+    r = console_open(&vm->console, vm->cfg.interactive, vm->cfg.trace_until);
+    if (r == 0)
+        r = create_devices(vm);
+    if (r == 0)
+        r = restore_machine(vm);
+    return built(vm, r, out);
+}
+
 int vm_restore(const struct vm_config *cfg, const struct vm_snapshot *snap, struct vm **out)
 {
-    return create(cfg, snap, out);
+    return snap->prepared ? finish_prepared(cfg, snap, out) : create(cfg, snap, out);
 }
 
 static void dispatch(const struct bus *bus, const struct hv_exit *e)

@@ -15,8 +15,7 @@ struct machine {
     char *working_set; /* to record, a while after the start */
     struct working_set_recorder *recorder;
     struct ram_faults *faults; /* a first start's RAM, served as touched */
-    uint8_t **received_ram; /* machine_start_options' */
-    uint64_t received_ram_bytes;
+    struct vm **prepared; /* machine_start_options' */
     bool disks_private; /* machine_start_options' */
 };
 

@@ -43,13 +43,13 @@ struct machine_start_options {
     const struct vm_share_config *shares;
     unsigned share_count;
     const char *vsock_path; /* the host end of its vsock device, if it has one */
-    /* A live migration's destination: the guest's RAM as it arrived
-     * (anonymous, the regions end to end: migrate_receive's memory), for a
-     * bundle whose state goes without memory. Moved into the VM as it is
-     * built, *received_ram NULL from then on. NULL: the bundle has its
-     * memory. */
-    uint8_t **received_ram;
-    uint64_t received_ram_bytes;
+    /* A live migration's destination: the VM, built there while the
+     * rounds ran (vm_prepare()), the guest's RAM received into it already,
+     * for a bundle whose state goes without memory; finished from the
+     * bundle's state. Taken as it is built (*prepared NULL from then on,
+     * even when that fails), the caller's to destroy while it is not NULL.
+     * NULL, or *prepared NULL: the bundle has its memory. */
+    struct vm **prepared;
     /* ... and the layers it said it has (in the layer cache, checked), which
      * the bundle lists without carrying them. */
     const char (*have_layers)[HASH_HEX];
@@ -85,6 +85,7 @@ struct machine_save_options {
     bool state_only; /* config, state and memory only: the disks stay where they are */
     bool flatten;    /* every disk as its whole content, even a store instance's chain */
     bool memory_elsewhere; /* state without its memory: a live migration sent it */
+    bool scratch; /* read once and removed (a migration's): not synced to the disk */
     const char *sign_key; /* a private key file: the bundle is signed with it */
     /* Layers listed but not carried (a migration's destination has them). */
     const char (*omit_layers)[HASH_HEX];

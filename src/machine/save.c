@@ -196,6 +196,8 @@ int machine_save_begin(struct machine *m, const char *path, const struct machine
                                .chains = {.omit = o->omit_layers,
                                           .omit_count = o->omit_layer_count}};
     r = bundle_writer_open(path, &s->w);
+    if (r == 0 && o->scratch)
+        bundle_writer_scratch(s->w);
     if (r == 0 && !o->state_only)
         r = add_boot_files(s->w, &s->job);
     if (r < 0) {

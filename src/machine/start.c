@@ -109,8 +109,6 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    if (m->received_ram && *m->received_ram)
-        return guest_memory_adopt(mem, m->received_ram, m->received_ram_bytes);
     return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults);
 }
 
@@ -121,11 +119,17 @@ static int build(struct machine *s)
     size_t len;
     int r;
 
+    if (s->prepared && *s->prepared && !bundle_has_state(s->source))
+        return err_plain(EINVAL, "the VM's bundle has no saved state for the RAM it sent");
     if (!bundle_has_state(s->source))
         return vm_create(&s->cfg, &s->vm);
     r = bundle_read(s->source, SECTION_STATE, &state, &len);
     if (r < 0)
         return r;
+    if (s->prepared) { /* vm_restore() takes it, built or not */
+        snap.prepared = *s->prepared;
+        *s->prepared = NULL;
+    }
     snap.state = state;
     snap.state_len = len;
     r = vm_restore(&s->cfg, &snap, &s->vm);
@@ -164,8 +168,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         if (o->forwards)
             r = net_replace_forwards(&m->cfg.net, o->forwards);
         m->memory = o->memory;
-        m->received_ram = o->received_ram;
-        m->received_ram_bytes = o->received_ram_bytes;
+        m->prepared = o->prepared;
         m->disks_private = o->disks_private;
         /* A store instance has its folder (and disks) already. */
         if (r == 0 && !o->instance)

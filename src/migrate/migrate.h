@@ -63,11 +63,18 @@ struct migrate_receive {
      * against its hash): *have set; <0 with the message set when it cannot
      * tell. NULL: it has none. */
     int (*have_layer)(const char *hash, const char *format, bool *have);
-    /* out: the RAM of a live migration (regions end to end), anonymous
-     * memory of memory_bytes (munmap() it unless the VM took it:
-     * machine_start_options.received_ram), or NULL */
-    uint8_t *memory;
-    uint64_t memory_bytes;
+    /* Where the RAM's pages go: called as the RAM comes (its size checked
+     * against the config's memory), with the config's memory and CPUs,
+     * it builds the VM there (vm_prepare()) and sets *home to its memory,
+     * the regions end to end as the pages' offsets count them; 0, or a
+     * negative errno with the message set. The VM stays the caller's (to
+     * finish from the bundle, or destroy), also when the migration fails.
+     * NULL: RAM is refused (only a bundle with its memory is taken). */
+    int (*ram_home)(void *opaque, uint64_t mem_bytes, unsigned cpus,
+                    const struct guest_memory **home);
+    void *opaque;
+    /* out: ram_home's memory, once it has been asked (or NULL) */
+    const struct guest_memory *home;
     /* out: the layers it said it has, which the bundle lists without
      * carrying them (malloc'd; freed by the caller) */
     char (*have)[HASH_HEX];

@@ -11,6 +11,18 @@
 #define PRECOPY_MAX_ROUNDS 30
 #define PRECOPY_THROTTLE_STEP 20 /* percent of vCPU time taken per step */
 #define PRECOPY_THROTTLE_MAX 90
+/* What the pause takes besides the last pages (the devices saved, the
+ * rest of the bundle sent, the hand-over; the VM is built on the
+ * destination before it): 20-80 ms in a nested host. At most half of
+ * the limit is set aside for it. */
+#define PRECOPY_PAUSE_REST_MS 50
+/* The rounds' patience: after round k the last pages may take k/8 of the
+ * time the limit leaves them, from round 8 on all of it. */
+#define PRECOPY_PATIENT_ROUNDS 8
+/* A round that sends less than this measures the round's fixed costs
+ * (fetching the dirty log, the scan), not the link: the bandwidth of the
+ * last round that sent more is kept. */
+#define PRECOPY_MEASURE_MIN (1u << 20)
 
 struct precopy {
     /* set by the caller */
@@ -23,7 +35,7 @@ struct precopy {
     double bandwidth;         /* bytes/s the link carried last round */
     double dirty_rate;        /* bytes/s the guest dirtied last round */
     uint64_t remaining;       /* bytes dirty now (what a stop would send) */
-    double expected_downtime_ms;
+    double expected_downtime_ms; /* those bytes at that rate, and the pause's rest */
     unsigned throttle;        /* percent of vCPU time taken away */
     unsigned slow_rounds;     /* rounds in a row the guest outran the link */
 };
@@ -36,7 +48,16 @@ enum precopy_step {
 
 /* A round ended: sent bytes took seconds on the link, while the guest
  * dirtied dirty bytes (remaining: all now dirty). Returns the next step;
- * may raise p->throttle (the caller slows the vCPUs to it). */
+ * may raise p->throttle (the caller slows the vCPUs to it).
+ *
+ * The stop point: the pages left, sent at the bandwidth measured, must
+ * fit what the limit leaves after the pause's rest (PRECOPY_PAUSE_REST_MS,
+ * at most half the limit) -- as QEMU's rule, which stops once they fit --
+ * but early rounds ask for less: after round k, k/PRECOPY_PATIENT_ROUNDS
+ * of it. A guest that dirties in bursts leaves little after a round that
+ * ends between them, and a few rounds' patience finds one; one that always
+ * leaves too much is stopped once the full limit is reached, and one that
+ * never fits it is throttled, then given up on after max_rounds. */
 enum precopy_step precopy_round(struct precopy *p, uint64_t sent, uint64_t dirtied,
                                 uint64_t remaining, double seconds);
 

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -35,9 +34,15 @@ static int check_hello(struct migrate_link *l, const struct x86_cpuid_entry *hos
     return r < 0 ? r : accept_step(l);
 }
 
+/* What the config announces: the RAM's size, the CPUs. */
+struct announced {
+    uint64_t mem_bytes;
+    unsigned cpus;
+};
+
 /* The config the VM ran under must be one this host can run (memory,
  * CPUs) before its RAM comes. */
-static int check_config(struct migrate_link *l, uint64_t *mem_bytes)
+static int check_config(struct migrate_link *l, struct announced *vm)
 {
     struct migrate_frame f;
     struct vm_config cfg = {0};
@@ -48,7 +53,8 @@ static int check_config(struct migrate_link *l, uint64_t *mem_bytes)
     r = vm_config_from_json((const char *)f.payload, &cfg);
     if (r == 0 && (r = vm_config_check(&cfg)) < 0)
         err_prefix("the VM cannot run on this host");
-    *mem_bytes = cfg.mem_bytes;
+    vm->mem_bytes = cfg.mem_bytes;
+    vm->cpus = cfg.cpus;
     vm_config_release(&cfg);
     free(f.payload);
     return r < 0 ? r : accept_step(l);
@@ -109,30 +115,36 @@ static int check_end(const struct migrate_frame *f, struct bundle_stream *s)
     return 0;
 }
 
-/* RAM (live): anonymous memory of its size, which the VM built here
- * takes as it is (guest_memory_adopt): no file, so no file system to
- * fill, and pages never sent (zeros) take no room, as on the source.
- * Without huge pages while pages come: each page placed would fault in,
- * and zero, the 2 MiB around it -- for an idle guest's scattered pages,
- * all of RAM. */
-static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f, uint64_t mem_bytes)
+/* RAM (live): the VM is built here now, while the source's rounds run
+ * (rx->ram_home), and its pages go straight into its memory: anonymous,
+ * so pages never sent (zeros) take no room, as on the source; nothing
+ * copied, no file system to fill. The size must be the VM's whole RAM. */
+static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f,
+                    const struct announced *vm)
 {
-    if (f->len != 8 || rx->memory)
+    if (f->len != 8 || rx->home)
         return err_plain(EPROTO, "migration RAM frame out of place");
     uint64_t total = le64(f->payload);
-    if (!total || total > mem_bytes || total % MIGRATE_PAGE)
+    if (!total || total > vm->mem_bytes || total % MIGRATE_PAGE)
         return err_plain(EPROTO, "migration RAM of %llu bytes for a VM of %llu",
-                         (unsigned long long)total, (unsigned long long)mem_bytes);
-    void *ram = mmap(NULL, total, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (ram == MAP_FAILED)
-        return err_set(errno, "no room for the VM's RAM (%llu MiB)",
-                       (unsigned long long)(total >> 20));
-    madvise(ram, total, MADV_NOHUGEPAGE);
-    madvise(ram, total, MADV_DONTDUMP); /* the guest's secrets */
-    rx->memory = ram;
-    rx->memory_bytes = total;
-    return 0;
+                         (unsigned long long)total, (unsigned long long)vm->mem_bytes);
+    if (!rx->ram_home)
+        return err_plain(EPROTO, "this destination takes no RAM apart from the bundle");
+    int r = rx->ram_home(rx->opaque, vm->mem_bytes, vm->cpus, &rx->home);
+    if (r == 0 && rx->home->total != total)
+        r = err_plain(EPROTO, "migration RAM of %llu bytes for a VM of %llu",
+                      (unsigned long long)total, (unsigned long long)rx->home->total);
+    return r;
+}
+
+/* Where in the VM's memory [at, at + len) of its regions end to end is:
+ * inside one region, or NULL. */
+static uint8_t *in_home(const struct guest_memory *mem, uint64_t at, uint64_t len)
+{
+    for (unsigned i = 0; i < mem->count; at -= mem->regions[i++].size)
+        if (at < mem->regions[i].size)
+            return len <= mem->regions[i].size - at ? mem->regions[i].host + at : NULL;
+    return NULL;
 }
 
 /* A PAGES frame's place: whole pages inside the RAM (migrate_place_fn). */
@@ -140,11 +152,10 @@ static int place_pages(void *opaque, uint64_t at, uint64_t len, uint8_t **to)
 {
     const struct migrate_receive *rx = opaque;
 
-    if (!rx->memory || len < MIGRATE_PAGE || len % MIGRATE_PAGE || at % MIGRATE_PAGE ||
-        at > rx->memory_bytes || len > rx->memory_bytes - at)
-        return err_plain(EPROTO, "migration PAGES frame out of place or outside the RAM");
-    *to = rx->memory + at;
-    return 0;
+    *to = rx->home && len >= MIGRATE_PAGE && len % MIGRATE_PAGE == 0 && at % MIGRATE_PAGE == 0
+              ? in_home(rx->home, at, len)
+              : NULL;
+    return *to ? 0 : err_plain(EPROTO, "migration PAGES frame out of place or outside the RAM");
 }
 
 /* len bytes at offset at of the receiver's unnamed bundle file; a write
@@ -213,7 +224,8 @@ static int write_bundle(struct migrate_receive *rx, struct bundle_stream *s,
     return write_scratch(rx, p, len, at);
 }
 
-static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint64_t mem_bytes)
+static int receive_data(struct migrate_receive *rx, struct migrate_link *l,
+                        const struct announced *vm)
 {
     bool offered = false;
     struct bundle_stream s = {0};
@@ -227,11 +239,11 @@ static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint
             /* in place already */
         } else if (f.type == MIGRATE_DATA || f.type == MIGRATE_PART) {
             r = write_bundle(rx, &s, &f);
-        } else if (f.type == MIGRATE_OFFER && !s.started && !offered && !rx->memory) {
+        } else if (f.type == MIGRATE_OFFER && !s.started && !offered && !rx->home) {
             offered = true;
             r = answer_offer(rx, l, &f);
         } else if (f.type == MIGRATE_RAM) { /* live RAM goes while the bundle's first run may */
-            r = open_ram(rx, &f, mem_bytes);
+            r = open_ram(rx, &f, vm);
         } else if (f.type == MIGRATE_END) {
             r = check_end(&f, &s);
             if (r == 0) {
@@ -250,22 +262,18 @@ static int receive_data(struct migrate_receive *rx, struct migrate_link *l, uint
 
 int migrate_receive_bundle(struct migrate_link *l, struct migrate_receive *rx)
 {
-    uint64_t mem_bytes = 0;
+    struct announced vm = {0};
     int r = check_hello(l, rx->host, rx->host_n);
 
-    rx->memory = NULL;
-    rx->memory_bytes = 0;
+    rx->home = NULL;
     rx->have = NULL;
     rx->have_count = 0;
     if (r == 0)
-        r = check_config(l, &mem_bytes);
+        r = check_config(l, &vm);
     if (r == 0)
-        r = receive_data(rx, l, mem_bytes);
+        r = receive_data(rx, l, &vm);
     if (r < 0) {
         migrate_send_error(l, err_msg());
-        if (rx->memory)
-            munmap(rx->memory, rx->memory_bytes);
-        rx->memory = NULL;
     }
     return r;
 }

@@ -21,8 +21,8 @@
 #include "util/iov.h"
 #include "util/le.h"
 
-/* The destination builds the VM (unpacks RAM, disks) before READY, and
- * hashes the layers it has before HAVE. */
+/* The destination finishes the VM (unpacks disks, makes the devices)
+ * before READY, and hashes the layers it has before HAVE. */
 #define BUILD_WAIT_MS 300000
 
 /* A frame the destination sends after slow work of its own (hashing its
@@ -217,11 +217,12 @@ struct outgoing {
     uint8_t *frame; /* u64 offset, then up to MIGRATE_DATA_MAX bytes */
 };
 
-/* Bytes [from, to) of fd as PARTs, at the cap. stop_and_copy: the bulk
- * sent while the VM is paused (the cut hook's "final", the progress). */
+/* Bytes [from, to) of fd as PARTs, at most cap bytes/s (0: no cap).
+ * stop_and_copy: the bulk sent while the VM is paused (the cut hook's
+ * "final", the progress). */
 static int send_range(struct migrate_link *l, struct outgoing *out, int fd, uint64_t from,
-                      uint64_t to, bool stop_and_copy, const struct migrate_send_options *o,
-                      uint64_t *sent)
+                      uint64_t to, bool stop_and_copy, uint64_t cap,
+                      const struct migrate_send_options *o, uint64_t *sent)
 {
     double start = now();
     int r = 0;
@@ -241,7 +242,7 @@ static int send_range(struct migrate_link *l, struct outgoing *out, int fd, uint
             if (o->progress)
                 o->progress(o->opaque, at - from, to - from);
         }
-        pace(at - from, start, o->max_bandwidth);
+        pace(at - from, start, cap);
     }
     return r;
 }
@@ -262,7 +263,8 @@ static int send_early(struct migrate_link *l, struct machine *m, struct outgoing
     if (r < 0)
         return r;
     fd = machine_saving_file(out->saving, &out->early);
-    return send_range(l, out, fd, BUNDLE_HEADER_SIZE, out->early, false, o, sent);
+    return send_range(l, out, fd, BUNDLE_HEADER_SIZE, out->early, false, o->max_bandwidth, o,
+                      sent);
 }
 
 /* After it: the rest of the bundle from where the early bytes ended, the
@@ -275,10 +277,11 @@ static int send_rest(struct migrate_link *l, struct outgoing *out,
     uint8_t end[8 + HASH_BYTES];
     int r = fd < 0 || total < 0 ? err_set(errno, "reading '%s'", out->path) : 0;
 
+    /* Paused: at the link's own speed (precopy()'s last pages say why). */
     if (r == 0)
-        r = send_range(l, out, fd, out->early, (uint64_t)total, true, o, sent);
+        r = send_range(l, out, fd, out->early, (uint64_t)total, true, 0, o, sent);
     if (r == 0)
-        r = send_range(l, out, fd, 0, BUNDLE_HEADER_SIZE, false, o, sent);
+        r = send_range(l, out, fd, 0, BUNDLE_HEADER_SIZE, false, 0, o, sent);
     if (r == 0) {
         put_le(end, (uint64_t)total, 8);
         hash_end(&out->hash, end + 8);
@@ -473,8 +476,12 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
         r = vm_pause(vm);
     if (r == 0)
         r = fetch_dirty(vm, d, true, &left);
+    /* Paused, the cap no longer holds: the pause is the guest's downtime,
+     * and the cap is for the rounds, which share the link with the
+     * guest's own traffic for seconds (QEMU lifts its cap at this point
+     * too). */
     if (r == 0)
-        r = send_pages(l, vm, d, false, o->max_bandwidth, res);
+        r = send_pages(l, vm, d, false, 0, res);
     res->pages = now() - *paused_at;
     return r;
 }
@@ -539,6 +546,7 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
         /* A store instance's disk goes as its chain (the layers the
          * destination has listed, not carried); any other disk whole. */
         struct machine_save_options so = {.with_state = true, .memory_elsewhere = true,
+                                          .scratch = true,
                                           .omit_layers = (const char(*)[HASH_HEX])omit.hashes,
                                           .omit_layer_count = omit.count};
         r = send_early(&l, m, &out, &so, o, &res->bytes);

@@ -2,7 +2,9 @@
  * stream from a hostile source (migrate_receive_bundle(): frame headers,
  * lengths, checksums, HELLO's version and CPUID table, the config JSON,
  * OFFER (the host "has" layers whose hash starts with a digit), a live
- * migration's RAM and PAGES, DATA and END in any order). Its answers go to /dev/null, the bundle to
+ * migration's RAM and PAGES (into a VM's memory of two regions, 16
+ * pages in all, as smolvm receive's prepared VM has), DATA and END in any
+ * order). Its answers go to /dev/null, the bundle to
  * a memfd. Any crash, sanitizer report, hang or leak is a bug; refusals
  * are expected.
  *
@@ -32,6 +34,23 @@ static int has_some_layers(const char *hash, const char *format, bool *have)
     (void)format;
     *have = hash[0] >= '0' && hash[0] <= '9';
     return 0;
+}
+
+/* The memory PAGES go into: two regions of 8 pages, far apart. */
+static struct guest_memory home;
+
+static int ram_home(void *opaque, uint64_t mem_bytes, unsigned cpus,
+                    const struct guest_memory **out)
+{
+    static const struct guest_region layout[] = {{.gpa = 0, .size = 8 * MIGRATE_PAGE},
+                                                 {.gpa = 1ull << 32, .size = 8 * MIGRATE_PAGE}};
+    int r = guest_memory_alloc(&home, layout, 2);
+    (void)opaque;
+    (void)mem_bytes;
+    (void)cpus;
+    if (r == 0)
+        *out = &home;
+    return r;
 }
 
 /* Walks the frames, recomputing each check as the version the first
@@ -65,11 +84,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lseek(in, 0, SEEK_SET) == 0 && bundle >= 0 && out >= 0) {
         struct migrate_link l = {.in = in, .out = out, .stall_ms = 10};
         struct migrate_receive rx = {.host = host, .host_n = 2, .bundle_fd = bundle,
-                                     .scratch_dir = "/tmp", .have_layer = has_some_layers};
+                                     .scratch_dir = "/tmp", .have_layer = has_some_layers,
+                                     .ram_home = ram_home};
         if (migrate_receive_bundle(&l, &rx) < 0)
             err_clear();
-        if (rx.memory)
-            munmap(rx.memory, rx.memory_bytes);
+        guest_memory_free(&home);
         free(rx.have);
     }
     close(in);

@@ -171,41 +171,6 @@ static void untouched_pages_found(void **state)
     guest_memory_free(&mem);
 }
 
-/* A live migration's RAM, as it arrived, becomes the VM's: each region
- * its part, the bytes where they were; the wrong size refused. Either
- * way the RAM given is gone (NULL, unmapped). */
-static void received_ram_adopted(void **state)
-{
-    struct guest_region layout[] = {{.gpa = 0, .size = 16 * GUEST_PAGE},
-                                    {.gpa = 4ull << 30, .size = 8 * GUEST_PAGE}};
-    uint64_t bytes = 24 * GUEST_PAGE;
-    struct guest_memory mem;
-    (void)state;
-
-    for (int wrong = 0; wrong < 2; wrong++) {
-        uint8_t *ram = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                            -1, 0), *was = ram;
-        assert_true(ram != MAP_FAILED);
-        ram[0] = 'a';
-        ram[16 * GUEST_PAGE] = 'b';
-        ram[bytes - 1] = 'c';
-        assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
-        assert_int_equal(guest_memory_adopt(&mem, &ram, wrong ? bytes - GUEST_PAGE : bytes),
-                         wrong ? -EIO : 0);
-        assert_null(ram);
-        if (!wrong) {
-            assert_int_equal(mem.regions[0].host[0], 'a');
-            assert_int_equal(mem.regions[1].host[0], 'b');
-            assert_int_equal(mem.regions[1].host[8 * GUEST_PAGE - 1], 'c');
-        }
-        if (wrong) /* the page past the size given: the test's own */
-            munmap(was + bytes - GUEST_PAGE, GUEST_PAGE);
-        /* moved or dropped: nothing mapped where it was */
-        assert_int_equal(msync(was, GUEST_PAGE, MS_ASYNC), -1);
-        guest_memory_free(&mem);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,7 +181,6 @@ int main(void)
         cmocka_unit_test(x86_layout_splits_around_hole),
         cmocka_unit_test(file_mapped_ram_is_not_dumped),
         cmocka_unit_test(untouched_pages_found),
-        cmocka_unit_test(received_ram_adopted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
