@@ -126,8 +126,10 @@ static void a_sentinel_left_or_missing_is_refused(void **state)
     patch_expect(-EINVAL, insns, len, SECCOMP_RULES_NAMING_SELF);
     free(insns);
 
-    /* The sentinel in another kind of instruction (a load). */
+    /* The sentinel in another kind of instruction (a load), as many times
+     * as expected: the comparison's moved there. */
     insns = sentinel_program(&len, &at);
+    insns[at].k = 4242;
     insns[0].k = SECCOMP_SENTINEL_SELF;
     patch_expect(-EINVAL, insns, len, SECCOMP_RULES_NAMING_SELF);
     free(insns);
