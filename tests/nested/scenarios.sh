@@ -2127,15 +2127,19 @@ scenario_jail_bench() {
     wait_for jb-warm '^COUNT'
     "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
     finish jb-warm
+    # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
+    local modes="plain confined" bin
+    [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
     for n in $(seq 1 "${RUNS:-3}"); do
-        for mode in plain confined; do
-            opts=--seccomp=off
-            [ "$mode" = confined ] && opts=--jail
-            SMOLVM=$real_smolvm boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
+        for mode in $modes; do
+            opts=--seccomp=off bin=$real_smolvm
+            [ "$mode" = plain ] || opts=--jail
+            [ "$mode" = confined-baseline ] && bin=$SMOLVM_BASELINE
+            SMOLVM=$bin boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
                 --cmdline "$GUEST_CMDLINE" --trace-until SMOLVM-GUEST-UP --json
             v=$(grep -o '"marker_seen":[0-9.]*' "$work/jb-boot-$mode-$n.err" | cut -d: -f2)
             echo "boot $mode $n ${v:-?}" >> "$figures"
-            SMOLVM=$real_smolvm background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
+            SMOLVM=$bin background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
                 --trace-boot --json
             wait_for "jb-start-$mode-$n" '^COUNT'
             "$real_smolvm" stop "jb-$mode" --force > /dev/null 2>&1
@@ -2147,10 +2151,12 @@ scenario_jail_bench() {
     {
         echo "# plain: --seccomp=off, no --jail; confined: --jail, filters on. ms since the VMM started."
         for kind in boot start; do
-            for mode in plain confined; do
+            for mode in $modes; do
                 median[$mode]=$(jail_bench_median "$kind" "$mode")
             done
             echo "$kind median: plain ${median[plain]} ms, confined ${median[confined]} ms, confined/plain $(awk -v c="${median[confined]}" -v p="${median[plain]}" 'BEGIN { if (p + 0 > 0 && c + 0 > 0) printf "%.3f", c / p; else print "?" }')"
+            [ -z "${SMOLVM_BASELINE:-}" ] ||
+                echo "$kind median, SMOLVM_BASELINE confined: ${median[confined-baseline]} ms, its confined/plain $(awk -v c="${median[confined-baseline]}" -v p="${median[plain]}" 'BEGIN { if (p + 0 > 0 && c + 0 > 0) printf "%.3f", c / p; else print "?" }')"
         done
         echo "load: $(cat /proc/loadavg)"
     } >> "$figures"
