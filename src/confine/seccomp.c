@@ -147,6 +147,9 @@ int seccomp_prebuilt_program(enum confine_thread kind, enum confine_seccomp m, p
                              struct sock_fprog *out)
 {
     const struct seccomp_prebuilt *p;
+    const struct sock_filter *insns;
+    unsigned short len;
+    unsigned sentinels;
     int r;
 
     *out = (struct sock_fprog){0};
@@ -157,13 +160,19 @@ int seccomp_prebuilt_program(enum confine_thread kind, enum confine_seccomp m, p
         return -ENOENT;
     if (self <= 0)
         return -EINVAL;
+    insns = p->insns;
+    len = p->len;
+    sentinels = p->self_count;
     for (unsigned i = 0; i < p->for_pid_count; i++)
-        if (p->for_pids[i].pid == self) /* made for this pid: nothing to put in */
-            return copy_program(p->for_pids[i].insns, p->for_pids[i].len, out);
-    r = copy_program(p->insns, p->len, out);
+        if (p->for_pids[i].pid == self) { /* made for this pid: no sentinel in it */
+            insns = p->for_pids[i].insns;
+            len = p->for_pids[i].len;
+            sentinels = 0;
+        }
+    r = copy_program(insns, len, out);
     if (r == 0)
         r = seccomp_patch(out->filter, out->len, SECCOMP_SENTINEL_SELF, (uint32_t)self,
-                          p->self_count);
+                          sentinels);
     if (r < 0) {
         free(out->filter);
         *out = (struct sock_fprog){0};
