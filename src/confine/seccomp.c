@@ -57,7 +57,7 @@ static void on_violation(int sig, siginfo_t *si, void *context)
 {
     char line[256];
     unsigned nr = (unsigned)si->si_syscall;
-    const char *name = nr < SECCOMP_SYSCALL_NAMES && seccomp_syscall_names[nr]
+    const char *name = nr < SECCOMP_SYSCALL_NAMES && seccomp_syscall_names[nr][0]
                            ? seccomp_syscall_names[nr] : "?";
     size_t n = 0;
 

@@ -162,16 +162,23 @@ static void write_table(FILE *out, struct pid_programs written[CONFINE_THREAD_KI
     fprintf(out, "};\n\n");
 }
 
-static void write_syscall_names(FILE *out)
+/* In place (no pointers: nothing for the loader to relocate at start). */
+static int write_syscall_names(FILE *out)
 {
-    fprintf(out, "const char *const seccomp_syscall_names[SECCOMP_SYSCALL_NAMES] = {\n");
+    int r = 0;
+    fprintf(out, "const char seccomp_syscall_names[SECCOMP_SYSCALL_NAMES][SECCOMP_SYSCALL_NAME_MAX] = {\n");
     for (int nr = 0; nr < SECCOMP_SYSCALL_NAMES; nr++) {
         char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-        if (name)
+        if (name && strlen(name) >= SECCOMP_SYSCALL_NAME_MAX) {
+            fprintf(stderr, "seccomp-gen: call %d's name '%s' is too long\n", nr, name);
+            r = -ENAMETOOLONG;
+        } else if (name) {
             fprintf(out, "    [%d] = \"%s\",\n", nr, name);
+        }
         free(name);
     }
     fprintf(out, "};\n");
+    return r;
 }
 
 int main(int argc, char **argv)
@@ -205,7 +212,7 @@ int main(int argc, char **argv)
     if (r == 0) {
         fprintf(out, "\n");
         write_table(out, written);
-        write_syscall_names(out);
+        r = write_syscall_names(out);
     }
     if (fclose(out) != 0 || r < 0) {
         if (r == 0)

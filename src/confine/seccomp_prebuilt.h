@@ -34,7 +34,8 @@ extern const struct seccomp_prebuilt seccomp_prebuilt[CONFINE_THREAD_KINDS][2];
 /* The kernel's names of this architecture's calls, for the violation's
  * line (the SIGSYS handler may call neither malloc nor libseccomp). */
 #define SECCOMP_SYSCALL_NAMES 512
-extern const char *const seccomp_syscall_names[SECCOMP_SYSCALL_NAMES];
+#define SECCOMP_SYSCALL_NAME_MAX 32 /* with its '\0'; "" for a number that names none */
+extern const char seccomp_syscall_names[SECCOMP_SYSCALL_NAMES][SECCOMP_SYSCALL_NAME_MAX];
 
 /* kind's build-time program for mode with self as the own pid, in
  * out->filter (malloc'd, the caller frees it). -ENOENT when kind has

@@ -147,10 +147,7 @@ static void call_names_are_libseccomps(void **state)
     (void)state;
     for (int nr = 0; nr < SECCOMP_SYSCALL_NAMES; nr++) {
         char *want = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-        if (!want || !seccomp_syscall_names[nr])
-            assert_ptr_equal(want, seccomp_syscall_names[nr]);
-        else
-            assert_string_equal(want, seccomp_syscall_names[nr]);
+        assert_string_equal(want ? want : "", seccomp_syscall_names[nr]);
         free(want);
     }
     assert_string_equal(seccomp_syscall_names[59], "execve");
