@@ -92,6 +92,12 @@ busybox=$(command -v busybox || true)
 echo "launch and exit (ms each): smolvm --version $(launch_ms "$SMOLVM" --version) from the shared tree," \
     "$(launch_ms "$work/smolvm" --version) from the local disk${busybox:+; busybox true $(launch_ms "$busybox" true) shared, $(launch_ms "$work/busybox" true) local}" >> "$facts"
 SMOLVM=$work/smolvm
+# Another smolvm (SMOLVM_BASELINE: before a change) times the later starts
+# too, alternated with this one's, from a local copy as well.
+baseline=
+if [ -n "${SMOLVM_BASELINE:-}" ]; then
+    cp "$SMOLVM_BASELINE" "$work/smolvm-baseline" && baseline=$work/smolvm-baseline
+fi
 
 for mem in ${MEMS:-256M 2G}; do
     # The timer-driven guest: a line every 20 ms, saved mid-count; a start
@@ -119,6 +125,7 @@ for mem in ${MEMS:-256M 2G}; do
     for i in $(seq 1 "$RUNS"); do
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
+        [ -z "$baseline" ] || INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm-baseline "tick-start-baseline-$mem" "TICK " "$baseline" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 ms_to smolvm "tick-boot-$mem" "TICK 1" "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
             --initrd "$INITRD" --cmdline "$BASE_CMDLINE smolvm.test=tick"
     done
@@ -142,6 +149,8 @@ for mem in ${MEMS:-256M 2G}; do
                 --memory "$mode" --trace-boot --trace-until GUEST-GOT=go --json
             [ "$i" = 1 ] && echo "$mode start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
         done
+        [ -z "$baseline" ] || ms_to smolvm-baseline "start-map-baseline-$mem" GUEST-GOT=go "$baseline" start "$bundle" \
+            --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
         # With the page cache dropped (after a reboot, or among many
         # bundles), where fetching the working set at once should pay most.
         for mode in map lazy; do
@@ -183,6 +192,13 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
             if (med["start-map-" x] > 0)
                 printf "mem %s, input-driven guest: first start / later start %.2f (target <= 2; served as touched: %.2f)\n",
                     x, med["start-first-map-" x] / med["start-map-" x], med["start-first-" x] / med["start-map-" x]
+        }
+        for (i = 1; i <= n; i++) {
+            x = sizes[i]
+            if (med["tick-start-baseline-" x] > 0 && med["start-map-baseline-" x] > 0)
+                printf "mem %s, later start, this build vs SMOLVM_BASELINE: timer-driven %.0f vs %.0f ms (%.3f), input-driven %.0f vs %.0f ms (%.3f)\n",
+                    x, med["tick-start-" x], med["tick-start-baseline-" x], med["tick-start-" x] / med["tick-start-baseline-" x],
+                    med["start-map-" x], med["start-map-baseline-" x], med["start-map-" x] / med["start-map-baseline-" x]
         }
         if (med["start-map-256M"] > 0 && med["start-map-2G"] > 0)
             printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-map-2G"] / med["start-map-256M"]

@@ -1,139 +1,33 @@
-/* One seccomp filter per kind of VMM thread (confine.h), built with
- * libseccomp from lists of the calls each kind makes once the guest runs:
- * everything before (opening files, mapping memory, making the VM and its
- * threads) is done by then. Each list names why its calls are there. */
+/* One seccomp filter per kind of VMM thread (confine.h), its rules those of
+ * seccomp_rules.c. Their programs are made at build time (seccomp_gen.c),
+ * so a thread only copies its kind's, puts the process's pid in where the
+ * rules name it (seccomp_patch(): refused, and the process ended, unless
+ * it is exactly there) and loads it: libseccomp built every filter at
+ * every start before (bench/coldstart in the nested L1: 65 ms of a start;
+ * a detached or jailed VM, a forked process, built each on its thread).
+ * Only the relay's filter, which names the folders it holds open, is
+ * built when it starts (off the VMM's way: the relay forked it already). */
 #include "confine/confine.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/if_tun.h>
-#include <linux/kvm.h>
-#include <linux/userfaultfd.h>
 #include <pthread.h>
-#include <sched.h>
-#include <seccomp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "confine/jail.h"
+#include "confine/seccomp_prebuilt.h"
 #include "util/err.h"
 #include "util/trace.h"
 
-#define END NULL
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-/* Every thread: the C library, malloc, locks, and the signal handlers that
- * may run on any thread. */
-static const char *const runtime_calls[] = {
-    "futex",                                  /* mutexes, condition variables, joins */
-    "mmap", "munmap", "mremap", "mprotect",   /* malloc's arenas grow and shrink */
-    "brk", "madvise",                         /* malloc's main heap; giving memory back */
-    "rt_sigreturn",                           /* the end of a signal handler (the vCPU kick, SIGTERM's stop) */
-    "rt_sigprocmask",                         /* pthread functions block signals around their work */
-    "exit", "exit_group",                     /* a thread ends; the process ends after a violation */
-    "gettid", "getpid",                       /* log lines; tgkill's own process */
-    "clock_gettime", "clock_nanosleep",       /* timeouts and trace marks (the vDSO's fallback) */
-    "gettimeofday", "time",                   /* time() and the log's dates, where the vDSO has none */
-    "nanosleep", "sched_yield",               /* waits and spins of the C library */
-    "restart_syscall",                        /* an interrupted sleep goes on */
-    "getrandom",                              /* malloc's and the hash tables' seeds */
-    "write", "close",                         /* log lines on stderr; eventfd signals; an fd done with */
-    END,
-};
-
-/* I/O on files and eventfds already open: a disk, an eventfd, a socket
- * given to the thread. Nothing here opens anything. */
-static const char *const fd_io_calls[] = {
-    "read", "readv", "pread64", "preadv", "preadv2",       /* disk reads, eventfd counts */
-    "write", "writev", "pwrite64", "pwritev", "pwritev2",  /* disk writes, eventfd signals */
-    "lseek", "fstat", "newfstatat", "statx",               /* a file's size (fstat is newfstatat(fd, "")) */
-    "poll", "ppoll",                                       /* waiting on queue kicks and sockets */
-    "fcntl",                                               /* O_NONBLOCK of a socket */
-    "fsync", "fdatasync",                                  /* a guest's flush reaches the disk */
-    "ftruncate", "fallocate",                              /* a qcow2 file grows; discard punches holes */
-    END,
-};
-
-/* Sockets already connected (the slirp helper's, an accepted vsock peer):
- * a thread with write() could write to them anyway. */
-static const char *const socket_io_calls[] = {
-    "sendto", "recvfrom", "sendmsg", "recvmsg", /* send() and recv() are these */
-    "shutdown",                                 /* a vsock stream's half close */
-    "getsockopt",                               /* SO_ERROR of a non-blocking connect */
-    END,
-};
-
-/* File operations by name below a folder the thread holds (a share's
- * root, the VM's instance and runtime folders). */
-static const char *const path_calls[] = {
-    "open", "openat",                           /* save's new files; the share's /proc/self/fd reopens */
-    "openat2",                                  /* a share's names, one component RESOLVE_BENEATH */
-    "mkdir", "mkdirat", "rmdir",                /* folders of a share; save's and stop's folders */
-    "unlink", "unlinkat",                       /* deletion in a share; stop removes its sockets */
-    "rename", "renameat", "renameat2",          /* rename in a share; save and log rotation replace files */
-    "link", "linkat", "symlink", "symlinkat",   /* links made in a share */
-    "readlink", "readlinkat",                   /* a link read in a share */
-    "stat", "lstat", "access", "faccessat", "faccessat2",
-    "chmod", "fchmod", "fchmodat",              /* FUSE_SETATTR; a socket's mode */
-    "fchown", "fchownat",                       /* FUSE_SETATTR */
-    "utimensat",                                /* FUSE_SETATTR (futimens is utimensat(fd, NULL)) */
-    "statfs", "fstatfs",                        /* FUSE_STATFS */
-    "getdents64",                               /* FUSE_READDIR; stop's folder removal */
-    "flock",                                    /* locks of the store and instance files */
-    END,
-};
-
-/* The event loop (the control socket, save, stop and the teardown), the
- * working-set recorder, and threads these start (save's compressors). */
-static const char *const vmm_calls[] = {
-    "accept", "accept4",                        /* a client of the control socket */
-    "rt_sigaction",                             /* the stop signals are handed back after the run */
-    "sigaltstack",                              /* a thread's signal stack */
-    "wait4", "kill",                            /* the slirp helper process is ended and reaped */
-    "getuid", "geteuid", "getgid", "getegid",   /* the runtime folder's owner */
-    "getcwd",                                   /* realpath() of a relative path (a bundle's layers) */
-    "sched_getaffinity", "sysinfo",             /* sysconf(): save's compressor threads, RAM size */
-    "set_robust_list", "rseq",                  /* a thread save starts sets these up */
-    /* No socket(), no connect(): migrate's link comes connected with the
-     * request (recvmsg), made by `smolvm migrate` outside the VMM. */
-    END,
-};
-
-/* The sanitizer runtimes (ASan, LSan, UBSan of the test builds) make calls
- * of their own on any thread: their allocator's memory, their reports
- * (which read /proc/self/maps), and LeakSanitizer's check at exit, which
- * stops the threads from a tracer it clones. The shipped build has none.
- * The tracer gets the exiting thread's filter with SIGSYS blocked, so a
- * call refused here kills it without a word and the exit spins forever
- * waiting for it (it lists the threads with getdents, the old call). */
-#ifdef CONFINE_SANITIZED
-static const char *const sanitizer_calls[] = {
-    "sigaltstack", "prctl", "prlimit64", "sched_getaffinity",
-    "open", "openat", "readlink", "getdents", "getdents64", "getppid",
-    "clone", "ptrace", "wait4", "process_vm_readv", "rt_sigaction", "kill",
-    END,
-};
-#endif
-
-/* Thread names for the violation line and the kernel's names of calls,
- * resolved before any filter exists: the SIGSYS handler may not call
- * malloc or libseccomp. */
-#define MAX_SYSCALL 512
-#define SYSCALL_NAME_MAX 24
-static char syscall_names[MAX_SYSCALL][SYSCALL_NAME_MAX];
+/* The thread's name for the violation line (the SIGSYS handler may not
+ * call malloc or libseccomp; the calls' names are seccomp_programs.c's). */
 static __thread char thread_name[16] = "main";
 static enum confine_seccomp mode = CONFINE_SECCOMP_OFF;
 static char verb[16] = "run";
@@ -163,7 +57,8 @@ static void on_violation(int sig, siginfo_t *si, void *context)
 {
     char line[256];
     unsigned nr = (unsigned)si->si_syscall;
-    const char *name = nr < MAX_SYSCALL && syscall_names[nr][0] ? syscall_names[nr] : "?";
+    const char *name = nr < SECCOMP_SYSCALL_NAMES && seccomp_syscall_names[nr][0]
+                           ? seccomp_syscall_names[nr] : "?";
     size_t n = 0;
 
     (void)sig;
@@ -183,17 +78,13 @@ static void on_violation(int sig, siginfo_t *si, void *context)
     syscall(SYS_exit_group, 1);
 }
 
-static void resolve_syscall_names(void)
+/* SECCOMP_RET_LOG (Linux 4.14): libseccomp checked it when it built a
+ * filter; a program made at build time is not checked again. */
+static bool kernel_logs_filtered_calls(void)
 {
-    for (int nr = 0; nr < MAX_SYSCALL; nr++) {
-        char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-        if (name)
-            snprintf(syscall_names[nr], SYSCALL_NAME_MAX, "%s", name);
-        free(name);
-    }
+    uint32_t action = SECCOMP_RET_LOG;
+    return syscall(SYS_seccomp, SECCOMP_GET_ACTION_AVAIL, 0, &action) == 0;
 }
-
-static void build_programs(void);
 
 int confine_seccomp_set(enum confine_seccomp m, const char *v)
 {
@@ -207,12 +98,13 @@ int confine_seccomp_set(enum confine_seccomp m, const char *v)
         sa.sa_sigaction = on_violation;
         sa.sa_flags = SA_SIGINFO;
         sigemptyset(&sa.sa_mask);
-        resolve_syscall_names();
         if (sigaction(SIGSYS, &sa, NULL) < 0)
             return err_set(errno, "seccomp: SIGSYS handler");
     }
+    if (m == CONFINE_SECCOMP_LOG && !kernel_logs_filtered_calls())
+        return err_set(EOPNOTSUPP, "seccomp: this kernel cannot log filtered calls "
+                                   "(--seccomp=on or off)");
     mode = m;
-    build_programs();
     return 0;
 }
 
@@ -233,235 +125,6 @@ const char *confine_seccomp_name(void)
     }
 }
 
-static int allow_all(scmp_filter_ctx ctx, const char *const *names)
-{
-    for (; *names; names++) {
-        int nr = seccomp_syscall_resolve_name(*names);
-        if (nr == __NR_SCMP_ERROR)
-            continue; /* not a call of this architecture */
-        int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-        if (r < 0 && r != -EEXIST)
-            return r;
-    }
-    return 0;
-}
-
-/* ioctl(fd, request): request's low 32 bits are the number (the C
- * library's unsigned long may carry garbage above them). */
-static int allow_ioctl(scmp_filter_ctx ctx, unsigned long request)
-{
-    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-                            SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, request));
-}
-
-static int allow_ioctls(scmp_filter_ctx ctx, const unsigned long *requests, size_t n)
-{
-    int r = 0;
-    for (size_t i = 0; i < n && r == 0; i++)
-        r = allow_ioctl(ctx, requests[i]);
-    return r;
-}
-
-/* The kick of a vCPU, pthread_cancel and abort() signal threads of this
- * process only. */
-static int allow_own_signals(scmp_filter_ctx ctx)
-{
-    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
-                            SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
-}
-
-/* Every device thread raises its interrupt: through an irqfd (a write) or,
- * where the kernel has none, KVM_IRQ_LINE on the VM. isatty() of stdio.
- * virtio-net's threads set a TAP's offloads to what the guest negotiated. */
-static const unsigned long device_ioctls[] = {KVM_IRQ_LINE, TCGETS, TUNSETOFFLOAD};
-
-/* The terminal: its mode (put back at exit) and size. */
-static const unsigned long terminal_ioctls[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ};
-
-static int build_vcpu(scmp_filter_ctx ctx)
-{
-    /* KVM_RUN enters the guest; a device the exit lands on raises its
-     * interrupt with KVM_IRQ_LINE (the serial port, i8042); stdio's
-     * isatty() is TCGETS. The devices' synchronous paths (without a
-     * queue thread) do their disk I/O and send frames on this thread. */
-    static const unsigned long ioctls[] = {KVM_RUN};
-    int r = allow_all(ctx, fd_io_calls);
-    if (r == 0)
-        r = allow_all(ctx, socket_io_calls);
-    if (r == 0)
-        r = allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
-    return r ? r : allow_ioctls(ctx, ioctls, COUNT(ioctls));
-}
-
-/* A device's queue thread: a disk's reads and writes, virtio-net's frames
- * (send and recv on the slirp helper's socket: its queue thread sends what
- * the guest queued, its own thread receives). */
-static int build_device(scmp_filter_ctx ctx)
-{
-    int r = allow_all(ctx, fd_io_calls);
-    if (r == 0)
-        r = allow_all(ctx, socket_io_calls);
-    return r ? r : allow_ioctls(ctx, device_ioctls, COUNT(device_ioctls));
-}
-
-/* Unix sockets only: a guest that takes the vsock thread can reach the
- * host's unix sockets it could already name, not the network. */
-static int allow_unix_sockets(scmp_filter_ctx ctx)
-{
-    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-                            SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
-}
-
-static int build_vsock(scmp_filter_ctx ctx)
-{
-    /* accept4: exec and cp connect to the VM's socket; connect: a guest
-     * connection to a host port is a unix socket "PATH_PORT"; FIONREAD:
-     * how much a host peer has sent. */
-    static const char *const calls[] = {"accept4", "connect", END};
-    int r = build_device(ctx);
-    if (r == 0)
-        r = allow_all(ctx, calls);
-    if (r == 0)
-        r = allow_unix_sockets(ctx);
-    return r ? r : allow_ioctl(ctx, FIONREAD);
-}
-
-static int build_fs(scmp_filter_ctx ctx)
-{
-    int r = build_device(ctx);
-    return r ? r : allow_all(ctx, path_calls);
-}
-
-static int build_console(scmp_filter_ctx ctx)
-{
-    /* The log: rotated by rename, the new one opened and put in place
-     * with dup2. */
-    static const char *const calls[] = {"open", "openat", "rename", "renameat", "renameat2",
-                                        "dup2", END};
-    int r = allow_all(ctx, fd_io_calls);
-    if (r == 0)
-        r = allow_all(ctx, calls);
-    return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
-}
-
-static int build_vmm(scmp_filter_ctx ctx)
-{
-    int r = build_fs(ctx);
-    if (r == 0)
-        r = allow_all(ctx, vmm_calls);
-    if (r == 0)
-        r = allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
-    /* Save reads the vCPUs' and the VM's state, a restored guest's clock
-     * is set: the KVM ioctls (type 0xAE), on the fds KVM gave us. */
-    if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-                             SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, (scmp_datum_t)KVMIO << 8));
-    /* A first start's RAM is plain memory again when the VM stops before
-     * every chunk was placed (machine/ram_faults.c). */
-    if (r == 0)
-        r = allow_ioctl(ctx, UFFDIO_UNREGISTER);
-    /* Threads (save's compressors), never a new process. */
-    if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
-    return r;
-}
-
-/* A first start's two threads (machine/ram_faults.c): one places the
- * chunks the guest faults on, the other fills the rest in and writes the
- * memory cache, names it when whole and writes the working set beside it.
- * They read the bundle and write the cache through descriptors opened
- * before; a chunk that fails its check puts the terminal back. */
-static int build_memory(scmp_filter_ctx ctx)
-{
-    static const unsigned long ioctls[] = {UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE,
-                                           UFFDIO_UNREGISTER};
-    /* sched_setscheduler: the filler runs at SCHED_IDLE, behind the guest. */
-    static const char *const calls[] = {"sched_setscheduler", END};
-    int r = allow_all(ctx, fd_io_calls);
-    if (r == 0)
-        r = allow_all(ctx, path_calls);
-    if (r == 0)
-        r = allow_all(ctx, calls);
-    if (r == 0)
-        r = allow_ioctls(ctx, ioctls, COUNT(ioctls));
-    return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
-}
-
-/* The relay's VMM and the folder it may remove the cgroup from. */
-static pid_t relay_vmm;
-static int relay_cgroup_folder = -1;
-static int relay_leftover_dirs[CONFINE_MAX_LEFTOVERS];
-static unsigned relay_leftover_count;
-
-/* The relay (confine_relay()) runs no guest code and reads nothing of the
- * guest's, but it stays outside the VMM's pid namespace: a filter keeps
- * it to waiting and passing signals on even so. */
-static int build_relay(scmp_filter_ctx ctx)
-{
-    int r = 0;
-
-    /* waitpid(): the VMM's end, its status. SIGTERM and SIGHUP go on to
-     * the VMM. (Never pid 0 or -1: a process group, every process.) */
-    if (relay_vmm > 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(wait4), 1,
-                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_vmm));
-    if (r == 0 && relay_vmm > 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
-                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_vmm));
-    /* A VMM killed by a signal is passed on as the relay's own end, its
-     * handler reset first. */
-    if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
-                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
-    if (r == 0)
-        r = allow_all(ctx, (const char *const[]){"rt_sigaction", END});
-    /* cgroup_leave(): its pid written to cgroup.procs held open (write),
-     * the VM's cgroup removed from the folder held open. */
-    if (r == 0 && relay_cgroup_folder >= 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 2,
-                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)relay_cgroup_folder),
-                             SCMP_A2(SCMP_CMP_EQ, AT_REMOVEDIR));
-    /* The VM's leftovers (jail.h): each looked at (still the file the
-     * jail saw?) and removed, by name in a folder held open. */
-    for (unsigned i = 0; i < relay_leftover_count && r == 0; i++) {
-        scmp_datum_t dir = (scmp_datum_t)relay_leftover_dirs[i];
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(newfstatat), 1,
-                             SCMP_A0(SCMP_CMP_EQ, dir));
-        if (r == 0)
-            r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 1,
-                                 SCMP_A0(SCMP_CMP_EQ, dir));
-    }
-    return r;
-}
-
-static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
-    [CONFINE_VCPU] = build_vcpu,
-    [CONFINE_DEVICE] = build_device,
-    [CONFINE_VSOCK] = build_vsock,
-    [CONFINE_FS] = build_fs,
-    [CONFINE_CONSOLE] = build_console,
-    [CONFINE_VMM] = build_vmm,
-    [CONFINE_MEMORY] = build_memory,
-    [CONFINE_RELAY] = build_relay,
-};
-
-static int build(scmp_filter_ctx ctx, enum confine_thread kind)
-{
-    int r = allow_all(ctx, runtime_calls);
-    if (r == 0)
-        r = allow_own_signals(ctx);
-    /* clone3's arguments are out of a filter's reach: ENOSYS makes the C
-     * library's pthread_create fall back to clone, which it can check. */
-    if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-#ifdef CONFINE_SANITIZED
-    if (r == 0)
-        r = allow_all(ctx, sanitizer_calls);
-#endif
-    return r ? r : builders[kind](ctx);
-}
-
 static void fail(const char *what, int r)
 {
     fprintf(stderr, "smolvm: %s: seccomp: cannot confine thread %s: %s: %s\n", verb,
@@ -469,112 +132,105 @@ static void fail(const char *what, int r)
     syscall(SYS_exit_group, 1);
 }
 
-/* The kinds most starts run (the rest are built by their thread), built
- * once by confine_seccomp_set on the main thread before any other thread
- * exists: a thread then only loads its kind's program. Built on each
- * thread instead, every filter cost a start its own libseccomp pass in a
- * fresh malloc arena (bench/coldstart in the nested L1: seccomp_us 50-200
- * ms a start). For this process only (the tgkill rule names its pid) and
- * this mode. */
-static const bool built_early[CONFINE_THREAD_KINDS] = {
-    [CONFINE_VCPU] = true, [CONFINE_DEVICE] = true, [CONFINE_CONSOLE] = true,
-    [CONFINE_VMM] = true, [CONFINE_MEMORY] = true,
-};
-static struct sock_fprog programs[CONFINE_THREAD_KINDS];
-static pid_t programs_pid;
-static enum confine_seccomp programs_mode;
-
-static scmp_filter_ctx build_filter(enum confine_thread kind, int *r)
+static int copy_program(const struct sock_filter *insns, unsigned short len,
+                        struct sock_fprog *out)
 {
-    scmp_filter_ctx ctx = seccomp_init(mode == CONFINE_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
-    *r = ctx ? build(ctx, kind) : -ENOMEM;
-    if (*r < 0 && ctx) {
-        seccomp_release(ctx);
-        ctx = NULL;
-    }
-    return ctx;
+    out->filter = malloc(len * sizeof(*insns));
+    if (!out->filter)
+        return -ENOMEM;
+    memcpy(out->filter, insns, len * sizeof(*insns));
+    out->len = len;
+    return 0;
 }
 
-/* kind's program as seccomp_load would load it (libseccomp 2.5 exports
- * only to a file), or nothing (that kind's thread builds its own). */
-static void build_program(enum confine_thread kind)
+int seccomp_prebuilt_program(enum confine_thread kind, enum confine_seccomp m, pid_t self,
+                             struct sock_fprog *out)
 {
-    int r, fd = memfd_create("smolvm-seccomp", MFD_CLOEXEC);
-    scmp_filter_ctx ctx = fd >= 0 ? build_filter(kind, &r) : NULL;
-    struct stat st;
+    const struct seccomp_prebuilt *p;
+    const struct sock_filter *insns;
+    unsigned short len;
+    unsigned sentinels;
+    int r;
 
-    if (ctx && seccomp_export_bpf(ctx, fd) == 0 && fstat(fd, &st) == 0 && st.st_size > 0 &&
-        st.st_size % sizeof(struct sock_filter) == 0 &&
-        st.st_size / sizeof(struct sock_filter) <= BPF_MAXINSNS &&
-        (programs[kind].filter = malloc((size_t)st.st_size)) &&
-        pread(fd, programs[kind].filter, (size_t)st.st_size, 0) == st.st_size) {
-        programs[kind].len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
-    } else {
-        free(programs[kind].filter);
-        programs[kind] = (struct sock_fprog){0};
+    *out = (struct sock_fprog){0};
+    if (kind >= CONFINE_THREAD_KINDS || m == CONFINE_SECCOMP_OFF)
+        return -EINVAL;
+    p = &seccomp_prebuilt[kind][m == CONFINE_SECCOMP_LOG];
+    if (!p->len)
+        return -ENOENT;
+    if (self <= 0)
+        return -EINVAL;
+    insns = p->insns;
+    len = p->len;
+    sentinels = p->self_count;
+    for (unsigned i = 0; i < p->for_pid_count; i++)
+        if (p->for_pids[i].pid == self) { /* made for this pid: no sentinel in it */
+            insns = p->for_pids[i].insns;
+            len = p->for_pids[i].len;
+            sentinels = 0;
+        }
+    r = copy_program(insns, len, out);
+    if (r == 0)
+        r = seccomp_patch(out->filter, out->len, SECCOMP_SENTINEL_SELF, (uint32_t)self,
+                          sentinels);
+    if (r < 0) {
+        free(out->filter);
+        *out = (struct sock_fprog){0};
     }
-    if (ctx)
-        seccomp_release(ctx);
-    if (fd >= 0)
-        close(fd);
-}
-
-static void build_programs(void)
-{
-    uint64_t start = trace_now_us();
-    if (programs_pid == getpid() && programs_mode == mode)
-        return; /* built already: a thread may be loading one */
-    for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++) {
-        free(programs[kind].filter);
-        programs[kind] = (struct sock_fprog){0};
-        if (mode != CONFINE_SECCOMP_OFF && built_early[kind])
-            build_program(kind);
-    }
-    programs_pid = getpid();
-    programs_mode = mode;
-    if (mode != CONFINE_SECCOMP_OFF)
-        trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
+    return r;
 }
 
 /* What seccomp_load does with libseccomp's default attributes: no new
- * privileges, then the filter, on this thread only. */
-static bool load_program(enum confine_thread kind)
+ * privileges, then the filter, on this thread only. The program is freed. */
+static void load(struct sock_fprog *program)
 {
-    if (!programs[kind].filter || programs_pid != getpid())
-        return false;
+    int r = 0;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &programs[kind]) < 0)
-        fail("loading its filter", -errno);
-    return true;
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, program) < 0)
+        r = -errno;
+    free(program->filter);
+    if (r < 0)
+        fail("loading its filter", r);
 }
 
-void confine_thread(enum confine_thread kind, const char *name)
+/* kind's program for this process: made at build time, or (the relay's,
+ * naming what only it holds) built now from values. */
+static void confine_with(enum confine_thread kind, const char *name,
+                         const struct seccomp_values *values)
 {
+    struct sock_fprog program;
+    int r;
+
     snprintf(thread_name, sizeof(thread_name), "%s", name);
     if (mode == CONFINE_SECCOMP_OFF)
         return;
     pthread_setname_np(pthread_self(), thread_name);
     uint64_t start = trace_now_us();
-    if (!load_program(kind)) {
-        int r;
-        scmp_filter_ctx ctx = build_filter(kind, &r);
-        if (!ctx)
-            fail("building its filter", r);
-        r = seccomp_load(ctx);
-        if (r < 0)
-            fail("seccomp_load", r);
-        seccomp_release(ctx);
-    }
+    r = seccomp_prebuilt_program(kind, mode, values->self, &program);
+    if (r == -ENOENT && (r = seccomp_rules_program(kind, mode, values, &program)) < 0)
+        fail("building its filter", r);
+    if (r < 0)
+        fail("putting its pid in its built-in filter", r);
+    load(&program);
     trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
+}
+
+void confine_thread(enum confine_thread kind, const char *name)
+{
+    struct seccomp_values v = {.self = getpid(), .relay_cgroup_folder = -1};
+    confine_with(kind, name, &v);
 }
 
 void confine_relay(pid_t vmm, int cgroup_folder, const int *leftover_dirs, unsigned count)
 {
-    relay_vmm = vmm;
-    relay_cgroup_folder = cgroup_folder;
-    relay_leftover_count = count < CONFINE_MAX_LEFTOVERS ? count : CONFINE_MAX_LEFTOVERS;
-    memcpy(relay_leftover_dirs, leftover_dirs, relay_leftover_count * sizeof(int));
-    confine_thread(CONFINE_RELAY, "jail-relay");
+    struct seccomp_values v = {
+        .self = getpid(),
+        .relay_vmm = vmm,
+        .relay_cgroup_folder = cgroup_folder,
+        .relay_leftover_dirs = leftover_dirs,
+        .relay_leftover_count = count < CONFINE_MAX_LEFTOVERS ? count : CONFINE_MAX_LEFTOVERS,
+    };
+    confine_with(CONFINE_RELAY, "jail-relay", &v);
 }
 
 void confine_test_violation(void)

@@ -34,7 +34,7 @@ enum trace_count {
     TRACE_FAULT_PLACE_US,   /* of which placing them (UFFDIO_COPY) */
     TRACE_FAULT_CHECK_US,   /* and reading them and checking their hash */
     TRACE_FAULTED_WINDOWS,  /* the windows of those chunks the guest waited for (the rest placed after) */
-    TRACE_SECCOMP_US,       /* every thread's time building and loading its seccomp filter */
+    TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
     TRACE_JAIL_PLAN_US,     /* --jail: making its plan (cli/jail.c), outside */
     TRACE_JAIL_ENTER_US,    /* --jail: entering it (namespaces, mounts, the relay's fork) */
     TRACE_COUNT_COUNT

@@ -64,6 +64,19 @@ scenario_boot_and_trace() {
     expect poweroff-exits-0 "poweroff -f ends smolvm with 0" test "$rc" -eq 0
     expect trace-boot-json "JSON trace with the marker time" \
         grep -q '"marker_seen":[0-9.]*.*"marker":"SMOLVM-GUEST-UP"' "$work/boot.err"
+    # The VM the check before any work makes is the one the guest runs in
+    # (hv/kvm.c): one KVM_CREATE_VM a run, as strace counts them (jailed,
+    # two: the VMM is a child, which cannot use its parent's).
+    local vms=1
+    [ -z "$jailed" ] || vms=2
+    if command -v strace > /dev/null; then
+        timeout -k 10 "$BOOT_TIMEOUT" strace -f -e trace=ioctl -o "$work/boot-ioctls.txt" "$SMOLVM" run \
+            --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE" < /dev/null > "$work/boot-strace.out" 2>&1
+        rc=$?
+        cp "$work/boot-ioctls.txt" "$results/" 2>/dev/null
+        expect one-vm-a-run "a run makes $vms VM(s) and boots (KVM_CREATE_VM; see boot-ioctls.txt)" \
+            eval 'test "$(grep -c "KVM_CREATE_VM" "$work/boot-ioctls.txt")" -eq "$vms" && grep -q SMOLVM-GUEST-UP "$work/boot-strace.out"'
+    fi
 }
 
 scenario_two_cpus() {
@@ -2136,19 +2149,24 @@ scenario_jail_bench() {
     wait_for jb-warm '^COUNT'
     "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
     finish jb-warm
+    # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
+    local modes="plain jail seccomp confined" bin
+    [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
     for n in $(seq 1 "${RUNS:-3}"); do
-        for mode in plain jail seccomp confined; do
+        for mode in $modes; do
+            bin=$real_smolvm
             case $mode in
             plain) opts=--seccomp=off ;;
             jail) opts="--jail --seccomp=off" ;;
             seccomp) opts= ;;
             confined) opts=--jail ;;
+            confined-baseline) opts=--jail bin=$SMOLVM_BASELINE ;;
             esac
-            SMOLVM=$real_smolvm boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
+            SMOLVM=$bin boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
                 --cmdline "$GUEST_CMDLINE" --trace-until SMOLVM-GUEST-UP --json
             v=$(grep -o '"marker_seen":[0-9.]*' "$work/jb-boot-$mode-$n.err" | cut -d: -f2)
             echo "boot $mode $n ${v:-?}" >> "$figures"
-            SMOLVM=$real_smolvm background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
+            SMOLVM=$bin background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
                 --trace-boot --json
             wait_for "jb-start-$mode-$n" '^COUNT'
             "$real_smolvm" stop "jb-$mode" --force > /dev/null 2>&1
@@ -2161,13 +2179,15 @@ scenario_jail_bench() {
         echo "# plain: --seccomp=off, no --jail; jail: --jail --seccomp=off; seccomp: filters, no --jail;"
         echo "# confined: --jail, filters on. ms since the VMM started."
         for kind in boot start; do
-            for mode in plain jail seccomp confined; do
+            for mode in $modes; do
                 median[$mode]=$(jail_bench_median "$kind" "$mode")
             done
             echo "$kind median: plain ${median[plain]} ms, jail ${median[jail]} ms, seccomp ${median[seccomp]} ms, confined ${median[confined]} ms;" \
                 "jail/plain $(jail_bench_ratio "${median[jail]}" "${median[plain]}")," \
                 "seccomp/plain $(jail_bench_ratio "${median[seccomp]}" "${median[plain]}")," \
                 "confined/plain $(jail_bench_ratio "${median[confined]}" "${median[plain]}")"
+            [ -z "${SMOLVM_BASELINE:-}" ] ||
+                echo "$kind median, SMOLVM_BASELINE confined: ${median[confined-baseline]} ms, its confined/plain $(jail_bench_ratio "${median[confined-baseline]}" "${median[plain]}")"
         done
         # Where a confined start's own setup went (util/trace.h counts, µs).
         for kind in boot start; do

@@ -1,0 +1,224 @@
+/* Run at build time: writes seccomp_programs.c (seccomp_prebuilt.h), the
+ * BPF program of each kind of thread in each mode as libseccomp exports it
+ * for the rules of seccomp_rules.c, the own pid a sentinel that loading
+ * replaces, and the names of this architecture's calls. Built in the same
+ * build as the smolvm it belongs to (so CONFINE_SANITIZED agrees, checked
+ * when the output is compiled).
+ *
+ * It checks each program against libseccomp before writing it: the
+ * sentinel sits only where the rules name the pid, and the program with a
+ * pid put in is byte for byte what libseccomp builds for that pid -- for a
+ * few pids, and for every pid the program compares with elsewhere (where
+ * libseccomp may share blocks between the two comparisons). A pid whose
+ * program differs so is written out whole for that pid; any other
+ * difference fails the build, not a VM.
+ *
+ * Usage: seccomp-gen OUTPUT.c */
+#include <errno.h>
+#include <seccomp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "confine/seccomp_prebuilt.h"
+
+#define MAX_PID_PROGRAMS 16
+
+static const char *const mode_names[2] = {"on", "log"};
+static const enum confine_seccomp modes[2] = {CONFINE_SECCOMP_ON, CONFINE_SECCOMP_LOG};
+
+/* The pids one program was written out for. */
+struct pid_programs {
+    pid_t pids[MAX_PID_PROGRAMS];
+    unsigned count;
+};
+
+static int export_for(enum confine_thread kind, int m, pid_t self, struct sock_fprog *out)
+{
+    struct seccomp_values v = {.self = self, .relay_cgroup_folder = -1};
+    return seccomp_rules_program(kind, modes[m], &v, out);
+}
+
+static void write_insns(FILE *out, const char *name, const struct sock_fprog *p)
+{
+    fprintf(out, "static const struct sock_filter %s[%u] = {\n", name, p->len);
+    for (unsigned i = 0; i < p->len; i++)
+        fprintf(out, "    {0x%04x, %u, %u, 0x%08x},\n", p->filter[i].code, p->filter[i].jt,
+                p->filter[i].jf, p->filter[i].k);
+    fprintf(out, "};\n");
+}
+
+/* Whether pid is a value the sentinel's program compares with elsewhere. */
+static bool compared_with(const struct sock_fprog *sentinel, pid_t pid)
+{
+    for (unsigned i = 0; i < sentinel->len; i++)
+        if (sentinel->filter[i].k == (uint32_t)pid)
+            return true;
+    return false;
+}
+
+/* The sentinel program with pid put in is libseccomp's program for pid;
+ * or pid is compared with elsewhere and libseccomp's goes into out. */
+static int check_pid(FILE *out, const char *name, enum confine_thread kind, int m,
+                     const struct sock_fprog *sentinel, pid_t pid, struct pid_programs *written)
+{
+    size_t size = sentinel->len * sizeof(*sentinel->filter);
+    struct sock_fprog want, got = {sentinel->len, malloc(size)};
+    int r = got.filter ? export_for(kind, m, pid, &want) : -ENOMEM;
+
+    if (r < 0) {
+        free(got.filter);
+        return r;
+    }
+    memcpy(got.filter, sentinel->filter, size);
+    r = seccomp_patch(got.filter, got.len, SECCOMP_SENTINEL_SELF, (uint32_t)pid,
+                      SECCOMP_RULES_NAMING_SELF);
+    if (r == 0 && (want.len != got.len || memcmp(want.filter, got.filter, size))) {
+        if (compared_with(sentinel, pid) && written->count < MAX_PID_PROGRAMS) {
+            char pid_name[64];
+            snprintf(pid_name, sizeof(pid_name), "%s_pid%d", name, pid);
+            write_insns(out, pid_name, &want);
+            written->pids[written->count++] = pid;
+        } else {
+            fprintf(stderr, "seccomp-gen: %s: the program differs from libseccomp's once "
+                            "pid %d is put in\n", name, pid);
+            r = -EDOM;
+        }
+    }
+    free(want.filter);
+    free(got.filter);
+    return r;
+}
+
+/* Every pid to check: a few, and each value the program compares with
+ * that could be a pid, once. */
+static int check_pids(FILE *out, const char *name, enum confine_thread kind, int m,
+                      const struct sock_fprog *p, struct pid_programs *written)
+{
+    static const pid_t pids[] = {2, 4242, 65535, 65536, SECCOMP_PID_MAX};
+    int r = 0;
+
+    for (size_t i = 0; r == 0 && i < sizeof(pids) / sizeof(pids[0]); i++)
+        if (!compared_with(p, pids[i]))
+            r = check_pid(out, name, kind, m, p, pids[i], written);
+    for (unsigned i = 0; r == 0 && i < p->len; i++) {
+        uint32_t k = p->filter[i].k;
+        bool seen = false;
+        for (unsigned j = 0; j < i && !seen; j++)
+            seen = p->filter[j].k == k;
+        if (!seen && k >= 1 && k <= SECCOMP_PID_MAX)
+            r = check_pid(out, name, kind, m, p, (pid_t)k, written);
+    }
+    return r;
+}
+
+static int write_program(FILE *out, enum confine_thread kind, int m, struct pid_programs *written)
+{
+    char name[32];
+    struct sock_fprog p;
+    int r = export_for(kind, m, (pid_t)SECCOMP_SENTINEL_SELF, &p);
+
+    snprintf(name, sizeof(name), "kind%d_%s", kind, mode_names[m]);
+    if (r < 0) {
+        fprintf(stderr, "seccomp-gen: %s: %s\n", name, strerror(-r));
+        return r;
+    }
+    write_insns(out, name, &p);
+    r = check_pids(out, name, kind, m, &p, written);
+    if (r == -EINVAL)
+        fprintf(stderr, "seccomp-gen: %s: the sentinel pid is not (only) where the rules "
+                        "name the pid\n", name);
+    if (r == 0 && written->count) {
+        fprintf(out, "static const struct seccomp_pid_program %s_pids[] = {\n", name);
+        for (unsigned i = 0; i < written->count; i++)
+            fprintf(out, "    {%d, %s_pid%d, sizeof(%s_pid%d) / sizeof(%s_pid%d[0])},\n",
+                    written->pids[i], name, written->pids[i], name, written->pids[i], name,
+                    written->pids[i]);
+        fprintf(out, "};\n");
+    }
+    free(p.filter);
+    return r;
+}
+
+static void write_table(FILE *out, struct pid_programs written[CONFINE_THREAD_KINDS][2])
+{
+    fprintf(out, "const struct seccomp_prebuilt seccomp_prebuilt[CONFINE_THREAD_KINDS][2] = {\n");
+    for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++) {
+        if (!seccomp_rules_prebuildable((enum confine_thread)kind))
+            continue;
+        fprintf(out, "    [%d] = {\n", kind);
+        for (int m = 0; m < 2; m++) {
+            char name[32];
+            snprintf(name, sizeof(name), "kind%d_%s", kind, mode_names[m]);
+            fprintf(out, "        {%s, sizeof(%s) / sizeof(%s[0]), %d, ", name, name, name,
+                    SECCOMP_RULES_NAMING_SELF);
+            if (written[kind][m].count)
+                fprintf(out, "%s_pids, %u},\n", name, written[kind][m].count);
+            else
+                fprintf(out, "NULL, 0},\n");
+        }
+        fprintf(out, "    },\n");
+    }
+    fprintf(out, "};\n\n");
+}
+
+/* In place (no pointers: nothing for the loader to relocate at start). */
+static int write_syscall_names(FILE *out)
+{
+    int r = 0;
+    fprintf(out, "const char seccomp_syscall_names[SECCOMP_SYSCALL_NAMES][SECCOMP_SYSCALL_NAME_MAX] = {\n");
+    for (int nr = 0; nr < SECCOMP_SYSCALL_NAMES; nr++) {
+        char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+        if (name && strlen(name) >= SECCOMP_SYSCALL_NAME_MAX) {
+            fprintf(stderr, "seccomp-gen: call %d's name '%s' is too long\n", nr, name);
+            r = -ENAMETOOLONG;
+        } else if (name) {
+            fprintf(out, "    [%d] = \"%s\",\n", nr, name);
+        }
+        free(name);
+    }
+    fprintf(out, "};\n");
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    static struct pid_programs written[CONFINE_THREAD_KINDS][2];
+    FILE *out = argc == 2 ? fopen(argv[1], "w") : NULL;
+    int r = 0;
+
+    if (!out) {
+        fprintf(stderr, "seccomp-gen: usage: seccomp-gen OUTPUT.c\n");
+        return 2;
+    }
+    fprintf(out, "/* Made by src/confine/seccomp_gen.c at build time: do not edit. */\n"
+                 "#include <stddef.h>\n\n"
+                 "#include \"confine/seccomp_prebuilt.h\"\n\n"
+                 "/* The programs allow the sanitizer runtimes' calls only in the builds\n"
+                 " * that have them (seccomp_rules.c). */\n"
+                 "#if defined(CONFINE_SANITIZED) != %d\n"
+                 "#error \"seccomp programs generated for another kind of build\"\n"
+                 "#endif\n\n",
+#ifdef CONFINE_SANITIZED
+            1
+#else
+            0
+#endif
+    );
+    for (int kind = 0; kind < CONFINE_THREAD_KINDS && r == 0; kind++)
+        for (int m = 0; m < 2 && r == 0; m++)
+            if (seccomp_rules_prebuildable((enum confine_thread)kind))
+                r = write_program(out, (enum confine_thread)kind, m, &written[kind][m]);
+    if (r == 0) {
+        fprintf(out, "\n");
+        write_table(out, written);
+        r = write_syscall_names(out);
+    }
+    if (fclose(out) != 0 || r < 0) {
+        if (r == 0)
+            perror("seccomp-gen: writing the programs");
+        remove(argv[1]);
+        return 1;
+    }
+    return 0;
+}

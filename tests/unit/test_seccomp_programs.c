@@ -1,0 +1,165 @@
+/* The seccomp programs made at build time (confine/seccomp_gen.c): with a
+ * pid put in, each is byte for byte what libseccomp builds at run time
+ * from the same rules for that pid (libseccomp is the oracle), for every
+ * kind and mode; a program whose sentinel is not exactly where the rules
+ * name the pid is refused; the calls' names are libseccomp's. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <seccomp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "confine/seccomp_prebuilt.h"
+
+static const enum confine_seccomp modes[] = {CONFINE_SECCOMP_ON, CONFINE_SECCOMP_LOG};
+
+static void expect_same_as_libseccomp(enum confine_thread kind, enum confine_seccomp mode,
+                                      pid_t pid)
+{
+    struct seccomp_values v = {.self = pid, .relay_cgroup_folder = -1};
+    struct sock_fprog built, loaded;
+
+    assert_int_equal(seccomp_rules_program(kind, mode, &v, &built), 0);
+    assert_int_equal(seccomp_prebuilt_program(kind, mode, pid, &loaded), 0);
+    if (built.len != loaded.len ||
+        memcmp(built.filter, loaded.filter, built.len * sizeof(*built.filter)))
+        fail_msg("kind %d, mode %d, pid %d: the build-time program (%u instructions) is not "
+                 "libseccomp's (%u)", kind, mode, pid, loaded.len, built.len);
+    free(built.filter);
+    free(loaded.filter);
+}
+
+/* For a few pids, and for every value the program compares with that
+ * could be a pid (where libseccomp lays a program out otherwise: a jailed
+ * VMM is pid 1, the vsock thread's socket() compares with AF_UNIX, 1). */
+static void every_kind_and_mode_is_libseccomps_program(void **state)
+{
+    const pid_t pids[] = {1, 2, 3, 99, 300, 4242, 32767, 32768, 65536, SECCOMP_PID_MAX, getpid()};
+    (void)state;
+    for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++) {
+        if (kind == CONFINE_RELAY)
+            continue;
+        for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+            const struct seccomp_prebuilt *p = &seccomp_prebuilt[kind][m];
+            for (size_t i = 0; i < sizeof(pids) / sizeof(pids[0]); i++)
+                expect_same_as_libseccomp((enum confine_thread)kind, modes[m], pids[i]);
+            for (unsigned i = 0; i < p->len; i++)
+                if (p->insns[i].k >= 1 && p->insns[i].k <= SECCOMP_PID_MAX)
+                    expect_same_as_libseccomp((enum confine_thread)kind, modes[m],
+                                              (pid_t)p->insns[i].k);
+        }
+    }
+}
+
+/* The relay's filter names the folders it holds: built when it starts. */
+static void only_the_relay_is_built_at_run_time(void **state)
+{
+    struct sock_fprog p;
+    const int dirs[] = {5, 9};
+    struct seccomp_values v = {.self = 1, .relay_vmm = 2, .relay_cgroup_folder = 7,
+                               .relay_leftover_dirs = dirs, .relay_leftover_count = 2};
+    (void)state;
+    for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++)
+        assert_int_equal(seccomp_rules_prebuildable((enum confine_thread)kind),
+                         kind != CONFINE_RELAY);
+    assert_int_equal(seccomp_prebuilt_program(CONFINE_RELAY, CONFINE_SECCOMP_ON, 1, &p), -ENOENT);
+    assert_null(p.filter);
+    assert_int_equal(seccomp_rules_program(CONFINE_RELAY, CONFINE_SECCOMP_ON, &v, &p), 0);
+    assert_true(p.len > 0);
+    free(p.filter);
+    /* No pid of this process's own (0: the caller's process group). */
+    assert_int_equal(seccomp_prebuilt_program(CONFINE_VCPU, CONFINE_SECCOMP_ON, 0, &p), -EINVAL);
+    assert_int_equal(seccomp_prebuilt_program(CONFINE_VCPU, CONFINE_SECCOMP_OFF, 1, &p), -EINVAL);
+}
+
+/* A copy of the vCPU's build-time program, its sentinel still in. */
+static struct sock_filter *sentinel_program(unsigned short *len, size_t *at)
+{
+    const struct seccomp_prebuilt *p = &seccomp_prebuilt[CONFINE_VCPU][0];
+    struct sock_filter *insns = malloc(p->len * sizeof(*insns));
+    assert_non_null(insns);
+    memcpy(insns, p->insns, p->len * sizeof(*insns));
+    *len = p->len;
+    for (*at = 0; *at < *len && insns[*at].k != SECCOMP_SENTINEL_SELF; (*at)++)
+        ;
+    assert_true(*at < *len);
+    assert_int_equal(p->self_count, SECCOMP_RULES_NAMING_SELF);
+    return insns;
+}
+
+static void patch_expect(int want, struct sock_filter *insns, unsigned short len,
+                         unsigned expected)
+{
+    struct sock_filter before[BPF_MAXINSNS];
+    memcpy(before, insns, len * sizeof(*insns));
+    assert_int_equal(seccomp_patch(insns, len, SECCOMP_SENTINEL_SELF, 1234, expected), want);
+    if (want < 0) /* refused: nothing half put in */
+        assert_memory_equal(before, insns, len * sizeof(*insns));
+}
+
+static void a_sentinel_left_or_missing_is_refused(void **state)
+{
+    unsigned short len;
+    size_t at;
+    (void)state;
+
+    /* As built: the one place, patched. */
+    struct sock_filter *insns = sentinel_program(&len, &at);
+    patch_expect(0, insns, len, SECCOMP_RULES_NAMING_SELF);
+    assert_int_equal(insns[at].k, 1234);
+    /* Patched already (no sentinel): refused. */
+    patch_expect(-EINVAL, insns, len, SECCOMP_RULES_NAMING_SELF);
+    free(insns);
+
+    /* A second comparison with the sentinel: one would be left unknown. */
+    insns = sentinel_program(&len, &at);
+    for (size_t i = 0; i < len; i++)
+        if (i != at && insns[i].code == (BPF_JMP | BPF_JEQ | BPF_K)) {
+            insns[i].k = SECCOMP_SENTINEL_SELF;
+            break;
+        }
+    patch_expect(-EINVAL, insns, len, SECCOMP_RULES_NAMING_SELF);
+    free(insns);
+
+    /* The sentinel in another kind of instruction (a load), as many times
+     * as expected: the comparison's moved there. */
+    insns = sentinel_program(&len, &at);
+    insns[at].k = 4242;
+    insns[0].k = SECCOMP_SENTINEL_SELF;
+    patch_expect(-EINVAL, insns, len, SECCOMP_RULES_NAMING_SELF);
+    free(insns);
+
+    /* A count the program does not match. */
+    insns = sentinel_program(&len, &at);
+    patch_expect(-EINVAL, insns, len, SECCOMP_RULES_NAMING_SELF + 1);
+    patch_expect(-EINVAL, insns, len, 0);
+    free(insns);
+}
+
+/* The violation line names calls from the build-time table. */
+static void call_names_are_libseccomps(void **state)
+{
+    (void)state;
+    for (int nr = 0; nr < SECCOMP_SYSCALL_NAMES; nr++) {
+        char *want = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+        assert_string_equal(want ? want : "", seccomp_syscall_names[nr]);
+        free(want);
+    }
+    assert_string_equal(seccomp_syscall_names[59], "execve");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_kind_and_mode_is_libseccomps_program),
+        cmocka_unit_test(only_the_relay_is_built_at_run_time),
+        cmocka_unit_test(a_sentinel_left_or_missing_is_refused),
+        cmocka_unit_test(call_names_are_libseccomps),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
