@@ -58,12 +58,21 @@ enum confine_seccomp confine_seccomp_mode(void);
  * asked to confine never runs unconfined. */
 void confine_thread(enum confine_thread kind, const char *name);
 
-/* The jail's relay (jail.c), once it has forked the VMM: its filter lets
- * it wait for the VMM, pass signals on to it, end itself as the VMM ended,
- * remove the VM's cgroup from cgroup_folder (-1: none), and look at and
- * remove names in the folders it holds open (leftover_dirs: the VM's
- * sockets and folders, jail.h) -- nothing else. */
-void confine_relay(pid_t vmm, int cgroup_folder, const int *leftover_dirs, unsigned count);
+/* What the jail's relay (jail.c) holds once it has forked the VMM. */
+struct confine_relay_holds {
+    int cgroup_folder;        /* the VM's cgroup is removed from it (-1: none) */
+    const int *leftover_dirs; /* folders it removes the VM's names from (jail.h) */
+    unsigned leftover_count;
+    int arrival_pipe;         /* a receive's: the VMM's one byte (-1: none) */
+    int arrival_dir;          /* where the arrival's folder is renamed (-1: none) */
+};
+
+/* The relay's filter lets it wait for the VMM, pass signals on to it, end
+ * itself as the VMM ended, remove the VM's cgroup, look at and remove
+ * names in the folders it holds open, read the arrival's byte and rename
+ * within the arrival's folder (never over a name: RENAME_NOREPLACE) --
+ * nothing else. */
+void confine_relay(pid_t vmm, const struct confine_relay_holds *holds);
 
 /* The mode, for the VM's status ("seccomp"): "on", "log" or "off". */
 const char *confine_seccomp_name(void);

@@ -333,11 +333,22 @@ static void let_go_of_leftovers(void)
 static int arrival_pipe = -1;
 static const struct confine_arrival *arrival;
 
-/* The relay, before its filter (which renames nothing): waits for the
- * VMM's word, then gives the arrival's folder its name -- never over a
- * folder of that name made meanwhile, which stays the user's. */
+/* The held folder the arrival's folder is in (held[]'s index), or -1. */
+static int arrival_held(void)
+{
+    for (unsigned i = 0; arrival_pipe >= 0 && i < held_count; i++)
+        if (strcmp(held[i].name, arrival->temporary) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The relay, under its filter (confine_relay(): this read and rename
+ * only): waits for the VMM's word, then gives the arrival's folder its
+ * name -- never over a folder of that name made meanwhile, which stays
+ * the user's. */
 static void name_arrival(void)
 {
+    int i = arrival_held();
     char byte;
     ssize_t n;
 
@@ -346,17 +357,14 @@ static void name_arrival(void)
     while ((n = read(arrival_pipe, &byte, 1)) < 0 && errno == EINTR)
         ;
     close(arrival_pipe);
-    for (unsigned i = 0; n == 1 && i < held_count; i++) {
-        if (strcmp(held[i].name, arrival->temporary) != 0)
-            continue;
-        if (renameat2(held[i].dir, arrival->temporary, held[i].dir, arrival->name,
-                      RENAME_NOREPLACE) == 0)
-            held[i].name = arrival->name; /* the same folder: removed after if empty */
-        else
-            fprintf(stderr, "smolvm: the VM's folder stays '%s/%s' (%s: %s)\n", arrival->dir,
-                    arrival->temporary, arrival->name, strerror(errno));
+    if (n != 1 || i < 0)
         return;
-    }
+    if (renameat2(held[i].dir, arrival->temporary, held[i].dir, arrival->name,
+                  RENAME_NOREPLACE) == 0)
+        held[i].name = arrival->name; /* the same folder: removed after if empty */
+    else
+        fprintf(stderr, "smolvm: the VM's folder stays '%s/%s' (%s: %s)\n", arrival->dir,
+                arrival->temporary, arrival->name, strerror(errno));
 }
 
 void confine_arrived(void)
@@ -413,10 +421,17 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
-    name_arrival();
     for (unsigned i = 0; i < held_count; i++)
         dirs[i] = held[i].dir;
-    confine_relay(child, cgroup_held_folder(), dirs, held_count);
+    int at = arrival_held();
+    confine_relay(child, &(struct confine_relay_holds){
+                             .cgroup_folder = cgroup_held_folder(),
+                             .leftover_dirs = dirs,
+                             .leftover_count = held_count,
+                             .arrival_pipe = arrival_pipe,
+                             .arrival_dir = at >= 0 ? held[at].dir : -1,
+                         });
+    name_arrival();
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             _exit(1);

@@ -221,14 +221,17 @@ void confine_thread(enum confine_thread kind, const char *name)
     confine_with(kind, name, &v);
 }
 
-void confine_relay(pid_t vmm, int cgroup_folder, const int *leftover_dirs, unsigned count)
+void confine_relay(pid_t vmm, const struct confine_relay_holds *holds)
 {
+    unsigned count = holds->leftover_count;
     struct seccomp_values v = {
         .self = getpid(),
         .relay_vmm = vmm,
-        .relay_cgroup_folder = cgroup_folder,
-        .relay_leftover_dirs = leftover_dirs,
+        .relay_cgroup_folder = holds->cgroup_folder,
+        .relay_leftover_dirs = holds->leftover_dirs,
         .relay_leftover_count = count < CONFINE_MAX_LEFTOVERS ? count : CONFINE_MAX_LEFTOVERS,
+        .relay_arrival_pipe = holds->arrival_pipe,
+        .relay_arrival_dir = holds->arrival_dir,
     };
     confine_with(CONFINE_RELAY, "jail-relay", &v);
 }

@@ -11,6 +11,7 @@
 #include <linux/userfaultfd.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stdio.h> /* RENAME_NOREPLACE */
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -270,6 +271,24 @@ static int build_memory(scmp_filter_ctx ctx)
     return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
 }
 
+/* A receive's relay waits for the VMM's byte (the VM has arrived), then
+ * gives the arrival's folder its name in the folder it holds, never over
+ * another (jail.c name_arrival()). */
+static int allow_arrival(scmp_filter_ctx ctx, const struct seccomp_values *v)
+{
+    int r = 0;
+
+    if (v->relay_arrival_pipe >= 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(read), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)v->relay_arrival_pipe));
+    if (r == 0 && v->relay_arrival_dir >= 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(renameat2), 3,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)v->relay_arrival_dir),
+                             SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)v->relay_arrival_dir),
+                             SCMP_A4(SCMP_CMP_EQ, RENAME_NOREPLACE));
+    return r;
+}
+
 /* The relay (confine_relay()) runs no guest code and reads nothing of the
  * guest's, but it stays outside the VMM's pid namespace: a filter keeps
  * it to waiting and passing signals on even so. */
@@ -308,7 +327,7 @@ static int build_relay(scmp_filter_ctx ctx, const struct seccomp_values *v)
             r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unlinkat), 1,
                                  SCMP_A0(SCMP_CMP_EQ, dir));
     }
-    return r;
+    return r ? r : allow_arrival(ctx, v);
 }
 
 /* The kinds whose rules name nothing but constants (and the own pid, in

@@ -19,6 +19,8 @@ struct seccomp_values {
     int relay_cgroup_folder;      /* the folder the relay removes the cgroup from (-1: none) */
     const int *relay_leftover_dirs; /* folders the relay removes the VM's names from */
     unsigned relay_leftover_count;
+    int relay_arrival_pipe;       /* the arrival's byte is read from it (-1: none) */
+    int relay_arrival_dir;        /* the arrival's folder is renamed in it (-1: none) */
 };
 
 /* How many rules of kind name values->self: each is one BPF_JMP|BPF_JEQ|

@@ -677,7 +677,9 @@ static pid_t jailed_receiver(const char *name, const int told[2], const int go[2
 
         cli_set_verb("receive");
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
-        if (instance_receiving_make(name, &receiving) < 0 || !receiving.temporary ||
+        /* Filters on: the relay waits and renames under its own. */
+        if (confine_seccomp_set(CONFINE_SECCOMP_ON, "receive") < 0 ||
+            instance_receiving_make(name, &receiving) < 0 || !receiving.temporary ||
             cli_confine_receiver(true, NULL, 0, name, &receiving) != CLI_OK)
             _exit(101);
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)

@@ -62,7 +62,8 @@ static void only_the_relay_is_built_at_run_time(void **state)
     struct sock_fprog p;
     const int dirs[] = {5, 9};
     struct seccomp_values v = {.self = 1, .relay_vmm = 2, .relay_cgroup_folder = 7,
-                               .relay_leftover_dirs = dirs, .relay_leftover_count = 2};
+                               .relay_leftover_dirs = dirs, .relay_leftover_count = 2,
+                               .relay_arrival_pipe = -1, .relay_arrival_dir = -1};
     (void)state;
     for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++)
         assert_int_equal(seccomp_rules_prebuildable((enum confine_thread)kind),
