@@ -368,6 +368,28 @@ case "$test" in
         step grep grep -r zebra /mnt/s/x
         step write dd if=/dev/zero of=/mnt/s/big bs=1M count="${mb:-256}" conv=fsync
         step read dd if=/mnt/s/big of=/dev/null bs=1M
+        # virtio-fs only, no target either: the read again in 64 KiB and in
+        # 256 KiB readahead windows (one READ each; the default is 128 KiB):
+        # whether the guest's cost per page follows the window's size
+        # (1 MiB windows doubled it).
+        if ! grep -q 'fsbench.fs=9p' /proc/cmdline; then
+            bdi=/sys/class/bdi/$(awk '$5 == "/mnt/s" { print $3 }' /proc/self/mountinfo)
+            for kb in 64 256; do
+                echo "$kb" > "$bdi/read_ahead_kb" && step "read-ra$kb" dd if=/mnt/s/big of=/dev/null bs=1M
+            done
+            echo 128 > "$bdi/read_ahead_kb"
+        fi
+        # The read step's yardstick (no target): this guest's own cost, in
+        # this L1, of filling the same number of page-cache pages (a page
+        # taken and written each) and of copying them out again, with no
+        # device at all (tmpfs, which drop_caches leaves). A buffered
+        # virtio-fs read does both in the guest; 9p's cache=none read does
+        # neither (the host writes into the reader's buffer); DAX would
+        # leave only the copy.
+        mkdir -p /calib && mount -t tmpfs -o size=$((${mb:-256} + 16))m calib /calib
+        step tmpfs-fill dd if=/dev/zero of=/calib/big bs=1M count="${mb:-256}"
+        step tmpfs-read dd if=/calib/big of=/dev/null bs=1M
+        umount /calib
         echo "BENCH-FILES $(find /mnt/s/x -type f | wc -l)"
         kill "$ticker"
         umount /mnt/s
