@@ -1316,8 +1316,9 @@ int pt_fsync(struct pt_fs *fs, uint64_t node, uint64_t fh, bool datasync)
         f.fd = f.h->fd;
     else
         r = file_take(fs, node, 0, O_RDONLY, &f);
-    /* A file only its owner may write (mode 0200) is synced through a
-     * write-only descriptor; never on a read-only share, where the host
+    /* A file we may write but not read (another user's, mode 0220 with
+     * our group; ours are reopened as their owner may) is synced through
+     * a write-only descriptor; never on a read-only share, where the host
      * file must not be opened for writing at all. */
     if (r == -EACCES && !fs->read_only)
         r = file_take(fs, node, 0, O_WRONLY, &f);

@@ -898,6 +898,14 @@ static void mode_overrides(bool on)
     assert_int_equal(syscall(SYS_capset, &head, caps), 0);
 }
 
+/* A test that failed without them gives them back. */
+static int overrides_back(void **state)
+{
+    (void)state;
+    mode_overrides(true);
+    return 0;
+}
+
 /* git writes each object through a temporary file it creates 0444; cp
  * makes a copy of a 0555 program 0555, then writes it. The guest's
  * kernel lets the creator's descriptor write, but a guest that opens
@@ -1439,7 +1447,8 @@ int main(void)
         cmocka_unit_test(write_only_files_bypass_the_guest_cache),
         cmocka_unit_test(files_opened_without_asking),
         cmocka_unit_test(read_only_share_keeps_open),
-        cmocka_unit_test(files_made_read_only_are_written_by_their_maker),
+        cmocka_unit_test_teardown(files_made_read_only_are_written_by_their_maker,
+                                  overrides_back),
         cmocka_unit_test(names_and_links),
         cmocka_unit_test(sparse_files),
         cmocka_unit_test(directories),
