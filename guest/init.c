@@ -39,6 +39,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -200,6 +201,33 @@ static void make_dirs(char *path)
     mkdir(path, 0755);
 }
 
+/* A share's file is read in the page cache's readahead windows, a READ
+ * each, 128 KiB by default (the server can only lower it). Measured in
+ * the nested fs bench (a re-read of 64 MiB, guest pages already touched):
+ * 256 KiB windows took 0.55-0.70 s where 128 KiB ones took 0.79-0.83 s.
+ * (1 MiB windows were slower, but measured only on a first read, which
+ * also pays the L1 for each guest page's first touch: not yet compared
+ * fairly.) The stat waits for the server's answer to INIT, which would
+ * lower a window set before it to the kernel's default. */
+#define SHARE_READAHEAD_KB "256"
+
+static void widen_readahead(const char *dir)
+{
+    char path[64];
+    struct stat st;
+    int fd;
+
+    if (stat(dir, &st) < 0)
+        return;
+    snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
+             minor(st.st_dev));
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, SHARE_READAHEAD_KB, strlen(SHARE_READAHEAD_KB)) < 0)
+        say("share at %s: readahead: %s", dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 static void mount_shares(const char *cmdline)
 {
     char list[CMDLINE_MAX], dir[CMDLINE_MAX], *save = NULL;
@@ -216,6 +244,8 @@ static void mount_shares(const char *cmdline)
         make_dirs(dir);
         if (mount(tag, dir, "virtiofs", 0, NULL) < 0)
             say("share %s at %s: %s", tag, dir, strerror(errno));
+        else
+            widen_readahead(dir);
     }
 }
 

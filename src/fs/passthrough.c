@@ -51,8 +51,13 @@ struct pt_handle {
 
 struct pt_fs {
     bool read_only;
+    uid_t owner; /* our effective user: whose files we may chmod */
     int proc_fd; /* /proc/self/fd, to reopen our own O_PATH descriptors */
     pthread_mutex_t lock;
+    /* Held across a mode that is briefly not the file's own (reopen_owned)
+     * and by every other mode change, which must neither be undone by
+     * that restore nor read the brief mode as the file's. */
+    pthread_mutex_t mode_lock;
     uint32_t max_inodes, max_handles, inode_count, handle_count;
     struct pt_inode *inodes; /* [0] is the root */
     uint32_t *buckets;       /* max_inodes entries: slot + 1, 0 empty */
@@ -327,8 +332,10 @@ int pt_new(const char *root, bool read_only, const struct pt_limits *limits, str
     fs->read_only = read_only;
     fs->max_inodes = l.max_inodes;
     fs->max_handles = l.max_handles;
+    fs->owner = geteuid();
     fs->proc_fd = -1;
     pthread_mutex_init(&fs->lock, NULL);
+    pthread_mutex_init(&fs->mode_lock, NULL);
     fs->inodes = calloc(l.max_inodes, sizeof(*fs->inodes));
     fs->buckets = calloc(l.max_inodes, sizeof(*fs->buckets));
     fs->free_inodes = calloc(l.max_inodes, sizeof(*fs->free_inodes));
@@ -396,6 +403,7 @@ void pt_free(struct pt_fs *fs)
     if (fs->proc_fd >= 0)
         close(fs->proc_fd);
     pthread_mutex_destroy(&fs->lock);
+    pthread_mutex_destroy(&fs->mode_lock);
     free(fs->inodes);
     free(fs->buckets);
     free(fs->free_inodes);
@@ -490,6 +498,74 @@ static int stat_fd(int fd, struct stat *st)
     return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
+/* The owner bits that let us open a file with flags. */
+static mode_t owner_bits(int flags)
+{
+    return ((flags & O_ACCMODE) != O_WRONLY ? S_IRUSR : 0) |
+           ((flags & O_ACCMODE) != O_RDONLY ? S_IWUSR : 0);
+}
+
+/* A file of ours whose mode refuses us the access asked (git writes its
+ * objects through a file it creates 0444; cp copies a 0555 program into
+ * a file made 0555, then writes it): opened with the owner's bit for that
+ * access added for the open, then the mode put back. The guest's kernel
+ * checked the access when the guest opened the file (virtio-fs mounts
+ * with default_permissions), but a guest that opens without asking
+ * (FUSE_NO_OPEN_SUPPORT) has each READ or WRITE reopen the file, and
+ * without CAP_DAC_OVERRIDE (jailed, or smolvm not run by root) the host
+ * would refuse what a local file system allows the creator's descriptor.
+ * This grants the guest nothing new: it may chmod our files (SETATTR)
+ * anyway. Never another user's file (the mode is theirs), never on a
+ * read-only share (which changes nothing on the host). The brief mode
+ * adds only our own bit; mode_lock keeps every other mode change from
+ * reading it or being undone by the restore. fd or a negative errno. */
+static int reopen_owned(struct pt_fs *fs, int path_fd, int flags)
+{
+    mode_t need = owner_bits(flags);
+    struct stat st;
+    char name[16];
+    int fd;
+
+    if (fs->read_only)
+        return -EACCES;
+    snprintf(name, sizeof(name), "%d", path_fd);
+    pthread_mutex_lock(&fs->mode_lock);
+    fd = stat_fd(path_fd, &st);
+    if (fd == 0 && (st.st_uid != fs->owner || (st.st_mode & need) == need))
+        fd = -EACCES; /* not ours, or refused for another reason */
+    if (fd == 0 && fchmodat(fs->proc_fd, name, (st.st_mode & 07777) | need, 0) < 0)
+        fd = -errno;
+    if (fd == 0) {
+        fd = reopen(fs, path_fd, flags);
+        if (fchmodat(fs->proc_fd, name, st.st_mode & 07777, 0) < 0 && fd >= 0) {
+            int err = errno;
+            close(fd);
+            fd = -err;
+        }
+    }
+    pthread_mutex_unlock(&fs->mode_lock);
+    return fd;
+}
+
+/* The regular file in opened with flags: as the guest's kernel allowed
+ * it (reopen_owned). */
+static int reopen_file(struct pt_fs *fs, struct pt_inode *in, int flags)
+{
+    int fd = reopen(fs, in->fd, flags);
+
+    return fd == -EACCES ? reopen_owned(fs, in->fd, flags) : fd;
+}
+
+/* The set-ID bits a change to the file kills (kill_privs). */
+static mode_t privs_to_kill(const struct stat *st)
+{
+    mode_t kill = st->st_mode & S_ISUID;
+
+    if ((st->st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+        kill |= S_ISGID;
+    return kill;
+}
+
 /* A file the guest changes (write, truncate) loses its set-user-ID bit
  * and its set-group-ID bit (when group-executable, as Linux does) first,
  * whoever writes in the guest: INIT leaves this to us
@@ -498,19 +574,20 @@ static int stat_fd(int fd, struct stat *st)
  * as a guest kernel keeps them for its root. Else a set-user-ID program
  * the host keeps in the share would run what a guest wrote with its
  * owner's rights. fd: open for writing. */
-static int kill_privs(int fd)
+static int kill_privs(struct pt_fs *fs, int fd)
 {
     struct stat st;
-    mode_t kill;
+    int r = 0;
 
     if (fstat(fd, &st) < 0)
         return -errno;
-    kill = st.st_mode & S_ISUID;
-    if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-        kill |= S_ISGID;
-    if (!kill)
-        return 0;
-    return fchmod(fd, st.st_mode & 07777 & ~kill) < 0 ? -errno : 0;
+    if (!privs_to_kill(&st))
+        return 0; /* the common case: no lock taken */
+    pthread_mutex_lock(&fs->mode_lock);
+    if (fstat(fd, &st) < 0 || fchmod(fd, st.st_mode & 07777 & ~privs_to_kill(&st)) < 0)
+        r = -errno;
+    pthread_mutex_unlock(&fs->mode_lock);
+    return r;
 }
 
 /* ---- names ---- */
@@ -619,9 +696,9 @@ static int set_times(struct pt_fs *fs, struct pt_inode *in, int fd, const struct
     return utimensat(fs->proc_fd, name, ts, 0) < 0 ? -errno : 0;
 }
 
-static int truncate_fd(int fd, uint64_t size)
+static int truncate_fd(struct pt_fs *fs, int fd, uint64_t size)
 {
-    int r = kill_privs(fd);
+    int r = kill_privs(fs, fd);
 
     return r < 0 ? r : ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
 }
@@ -637,11 +714,11 @@ static int set_size(struct pt_fs *fs, struct pt_inode *in, int fd, uint64_t size
     if (size > INT64_MAX)
         return -EFBIG;
     if (fd >= 0)
-        return truncate_fd(fd, size);
-    fd = reopen(fs, in->fd, O_WRONLY);
+        return truncate_fd(fs, fd, size);
+    fd = reopen_file(fs, in, O_WRONLY);
     if (fd < 0)
         return fd;
-    r = truncate_fd(fd, size);
+    r = truncate_fd(fs, fd, size);
     close(fd);
     return r;
 }
@@ -657,9 +734,12 @@ static int apply_setattr(struct pt_fs *fs, struct pt_inode *in, int fd,
         if (in->type == S_IFLNK)
             return -EOPNOTSUPP;
         mode_t mode = guest_mode(s->mode, in->type == S_IFDIR);
+        pthread_mutex_lock(&fs->mode_lock);
         r = fd >= 0 ? fchmod(fd, mode) : fchmodat(fs->proc_fd, name, mode, 0);
+        r = r < 0 ? -errno : 0;
+        pthread_mutex_unlock(&fs->mode_lock);
         if (r < 0)
-            return -errno;
+            return r;
     }
     if (s->valid & (FATTR_UID | FATTR_GID)) {
         uid_t uid = (s->valid & FATTR_UID) ? s->uid : (uid_t)-1;
@@ -1031,9 +1111,9 @@ static struct fuse_open_out open_reply(uint32_t flags)
 /* fd, just opened with the guest's flags: an O_TRUNC open truncated it,
  * which kills privileges as a write does. fd, or a negative errno (fd
  * closed). */
-static int kill_privs_after_trunc(int fd, uint32_t flags)
+static int kill_privs_after_trunc(struct pt_fs *fs, int fd, uint32_t flags)
 {
-    int r = fd >= 0 && (flags & O_TRUNC) ? kill_privs(fd) : 0;
+    int r = fd >= 0 && (flags & O_TRUNC) ? kill_privs(fs, fd) : 0;
 
     if (r < 0)
         close(fd);
@@ -1051,7 +1131,7 @@ static int node_file(struct pt_fs *fs, uint64_t node, int flags)
 
     if (!in)
         return -ESTALE;
-    fd = in->type == S_IFREG ? reopen(fs, in->fd, flags)
+    fd = in->type == S_IFREG ? reopen_file(fs, in, flags)
          : in->type == S_IFDIR ? -EISDIR
          : in->type == S_IFLNK ? -ELOOP
                                : -EACCES;
@@ -1068,7 +1148,7 @@ int pt_open(struct pt_fs *fs, uint64_t node, uint32_t flags, struct fuse_open_ou
     if (fs->read_only && writes(flags))
         return -EROFS;
     fd = node_file(fs, node, host_open_flags(flags));
-    fd = kill_privs_after_trunc(fd, flags);
+    fd = kill_privs_after_trunc(fs, fd, flags);
     if (fd < 0)
         return fd;
     *o = open_reply(flags);
@@ -1095,7 +1175,7 @@ int pt_create(struct pt_fs *fs, uint64_t parent, const char *name, uint32_t flag
                       host_open_flags(flags) | O_CREAT | O_NONBLOCK | (int)(flags & O_EXCL),
                       guest_mode(mode, false));
     inode_put(fs, dir);
-    fd = kill_privs_after_trunc(fd, flags);
+    fd = kill_privs_after_trunc(fs, fd, flags);
     if (fd < 0)
         return fd;
     path_fd = reopen(fs, fd, O_PATH);
@@ -1217,7 +1297,7 @@ long pt_write(struct pt_fs *fs, uint64_t node, uint64_t fh, uint32_t flags, uint
                   &f);
     if (r < 0)
         return r;
-    r = kill_privs(f.fd);
+    r = kill_privs(fs, f.fd);
     n = r < 0 ? (errno = -r, -1)
         : offset > INT64_MAX ? (errno = EINVAL, -1)
                              : pwritev(f.fd, iov, count, (off_t)offset);
@@ -1236,8 +1316,9 @@ int pt_fsync(struct pt_fs *fs, uint64_t node, uint64_t fh, bool datasync)
         f.fd = f.h->fd;
     else
         r = file_take(fs, node, 0, O_RDONLY, &f);
-    /* A file only its owner may write (mode 0200) is synced through a
-     * write-only descriptor; never on a read-only share, where the host
+    /* A file we may write but not read (another user's, mode 0220 with
+     * our group; ours are reopened as their owner may) is synced through
+     * a write-only descriptor; never on a read-only share, where the host
      * file must not be opened for writing at all. */
     if (r == -EACCES && !fs->read_only)
         r = file_take(fs, node, 0, O_WRONLY, &f);

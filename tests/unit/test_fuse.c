@@ -11,9 +11,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -158,10 +160,10 @@ static int32_t open_node(uint64_t node, uint32_t flags, uint64_t *fh)
     return err;
 }
 
-static int32_t create(uint64_t parent, const char *name, uint32_t flags, uint64_t *node,
-                      uint64_t *fh)
+static int32_t create_mode(uint64_t parent, const char *name, uint32_t flags, uint32_t mode,
+                           uint64_t *node, uint64_t *fh)
 {
-    struct fuse_create_in c = {.flags = flags, .mode = 0644};
+    struct fuse_create_in c = {.flags = flags, .mode = mode};
     struct {
         struct fuse_entry_out e;
         struct fuse_open_out o;
@@ -175,6 +177,12 @@ static int32_t create(uint64_t parent, const char *name, uint32_t flags, uint64_
         *fh = r.o.fh;
     }
     return err;
+}
+
+static int32_t create(uint64_t parent, const char *name, uint32_t flags, uint64_t *node,
+                      uint64_t *fh)
+{
+    return create_mode(parent, name, flags, 0644, node, fh);
 }
 
 /* A WRITE of data on node through fh (0: the node's own file), flags the
@@ -872,6 +880,96 @@ static void files_opened_without_asking(void **state)
     stop();
 }
 
+/* This thread's effective capabilities (the server runs on it here)
+ * without those that override file modes (CAP_DAC_OVERRIDE,
+ * CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID), as a jailed smolvm (which
+ * drops all) or one a user runs has; mode_overrides(true) gives them back.
+ * Nothing to do for a user who never had them. */
+static void mode_overrides(bool on)
+{
+    static const uint32_t overrides = 1u << CAP_DAC_OVERRIDE | 1u << CAP_DAC_READ_SEARCH |
+                                      1u << CAP_FOWNER | 1u << CAP_FSETID;
+    struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct caps[2];
+
+    assert_int_equal(syscall(SYS_capget, &head, caps), 0);
+    caps[0].effective = on ? caps[0].permitted : caps[0].effective & ~overrides;
+    caps[1].effective = on ? caps[1].permitted : caps[1].effective;
+    assert_int_equal(syscall(SYS_capset, &head, caps), 0);
+}
+
+/* A test that failed without them gives them back. */
+static int overrides_back(void **state)
+{
+    (void)state;
+    mode_overrides(true);
+    return 0;
+}
+
+/* git writes each object through a temporary file it creates 0444; cp
+ * makes a copy of a 0555 program 0555, then writes it. The guest's
+ * kernel lets the creator's descriptor write, but a guest that opens
+ * without asking sends each WRITE with fh 0, for which the server opens
+ * the file again: without the capabilities that override modes (jailed,
+ * or run by a user) the host refused that open (EACCES: "unable to write
+ * loose object file" in a jailed VM's git commit). A file of the
+ * server's is opened as its creator may, its mode left as the guest made
+ * it; another user's file, and anything on a read-only share, as before. */
+static void files_made_read_only_are_written_by_their_maker(void **state)
+{
+    struct fuse_setattr_in trunc = {.valid = FATTR_SIZE, .size = 4};
+    uint64_t obj, wo, theirs, fh = 99;
+    char buf[64], host[64];
+    bool root = geteuid() == 0;
+    (void)state;
+
+    start(false, NULL);
+    init_no_open();
+    if (root) /* a file of another user's that only they may write */
+        assert_int_equal(sh("echo theirs > share/theirs && chmod 0644 share/theirs && "
+                            "chown 65534 share/theirs"),
+                         0);
+    mode_overrides(false);
+    assert_int_equal(create_mode(FUSE_ROOT_ID, "tmp_obj_1", O_RDWR | O_EXCL, 0444, &obj, &fh), 0);
+    assert_int_equal(fh, 0);
+    assert_int_equal(write_node(obj, 0, O_RDWR, 0, "blob 7"), 0);
+    assert_int_equal(write_node(obj, 0, O_RDWR, 6, "\ncontent"), 0);
+    assert_int_equal(read_node(obj, 0, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "blob 7\ncontent");
+    /* ftruncate through the creator's descriptor (fh 0 with FATTR_FH) */
+    trunc.valid |= FATTR_FH;
+    assert_int_equal(call(FUSE_SETATTR, obj, &trunc, sizeof(trunc), NULL, NULL), 0);
+    /* made write-only, read back */
+    assert_int_equal(create_mode(FUSE_ROOT_ID, "wo", O_WRONLY | O_EXCL, 0200, &wo, &fh), 0);
+    assert_int_equal(write_node(wo, 0, O_WRONLY, 0, "w"), 0);
+    assert_int_equal(read_node(wo, 0, 0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "w");
+    if (root) {
+        theirs = must_lookup(FUSE_ROOT_ID, "theirs");
+        assert_int_equal(write_node(theirs, 0, O_WRONLY, 0, "mine"), -EACCES);
+    }
+    mode_overrides(true);
+    slurp("share/tmp_obj_1", host, sizeof(host));
+    assert_string_equal(host, "blob");
+    assert_int_equal(host_mode("tmp_obj_1"), 0444);
+    assert_int_equal(host_mode("wo"), 0200);
+    if (root) {
+        slurp("share/theirs", host, sizeof(host));
+        assert_string_equal(host, "theirs\n");
+        assert_int_equal(host_mode("theirs"), 0644);
+    }
+    stop();
+
+    /* A read-only share changes no mode to read a file. */
+    start(true, NULL);
+    assert_int_equal(sh("chmod 0 share/hello"), 0);
+    mode_overrides(false);
+    assert_int_equal(open_node(must_lookup(FUSE_ROOT_ID, "hello"), O_RDONLY, &fh), -EACCES);
+    mode_overrides(true);
+    assert_int_equal(host_mode("hello"), 0);
+    stop();
+}
+
 /* A read-only share keeps OPEN (an open for writing fails at once, EROFS,
  * not at its first write), and refuses writes through the node's own file
  * too (fh 0, which a guest may send anyway). */
@@ -1349,6 +1447,8 @@ int main(void)
         cmocka_unit_test(write_only_files_bypass_the_guest_cache),
         cmocka_unit_test(files_opened_without_asking),
         cmocka_unit_test(read_only_share_keeps_open),
+        cmocka_unit_test_teardown(files_made_read_only_are_written_by_their_maker,
+                                  overrides_back),
         cmocka_unit_test(names_and_links),
         cmocka_unit_test(sparse_files),
         cmocka_unit_test(directories),
