@@ -337,7 +337,8 @@ int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsign
 
     if (share_count > VM_MAX_SHARES)
         return cli_fail(CLI_USAGE, "too many shares");
-    memcpy(o.vm.shares, shares, share_count * sizeof(*shares));
+    if (share_count) /* shares may be NULL then: memcpy's source never may */
+        memcpy(o.vm.shares, shares, share_count * sizeof(*shares));
     o.vm.share_count = share_count;
     return confine_as(&o, name, true, NULL, receiving);
 }
