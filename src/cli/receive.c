@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "arch/x86/cpuid.h"
@@ -23,6 +22,7 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "util/paths.h"
+#include "util/trace.h"
 
 static const char receive_help[] =
     "usage: smolvm receive --listen tcp:ADDR:PORT|unix:PATH [options]\n"
@@ -102,23 +102,16 @@ static int make_jailed_instance_dir(const char *name, struct instance_receiving 
     return 0;
 }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* The VM built as its RAM comes, while the source's rounds run: its pause
  * then waits only for the devices and the state (vm_prepare()). */
 static int build_ahead(void *opaque, uint64_t mem_bytes, unsigned cpus,
                        const struct guest_memory **home)
 {
     struct received *rc = opaque;
-    double t0 = now();
+    uint64_t t0 = trace_now_us();
     int r = vm_prepare(mem_bytes, cpus, &rc->prepared);
 
-    rc->prepare_s = now() - t0;
+    rc->prepare_s = (double)(trace_now_us() - t0) / 1e6;
     if (r == 0)
         *home = vm_memory(rc->prepared);
     return r;
@@ -172,9 +165,9 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
     so.prepared = &rc->prepared;
     so.have_layers = (const char(*)[HASH_HEX])rc->have;
     so.have_layer_count = rc->have_count;
-    double t0 = now();
+    uint64_t t0 = trace_now_us();
     r = machine_start(rc->bundle, &so, m);
-    rc->start_s = now() - t0;
+    rc->start_s = (double)(trace_now_us() - t0) / 1e6;
     if (r < 0) {
         migrate_send_error(&rc->link, err_msg());
         return r;
