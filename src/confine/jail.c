@@ -343,12 +343,11 @@ static int arrival_held(void)
 }
 
 /* The relay, under its filter (confine_relay(): this read and rename
- * only): waits for the VMM's word, then gives the arrival's folder its
- * name -- never over a folder of that name made meanwhile, which stays
- * the user's. */
-static void name_arrival(void)
+ * only): waits for the VMM's word, then gives the arrival's folder (held
+ * as held[i], arrival_held()) its name -- never over a folder of that
+ * name made meanwhile, which stays the user's. */
+static void name_arrival(int i)
 {
-    int i = arrival_held();
     char byte;
     ssize_t n;
 
@@ -431,7 +430,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
                              .arrival_pipe = arrival_pipe,
                              .arrival_dir = at >= 0 ? held[at].dir : -1,
                          });
-    name_arrival();
+    name_arrival(at);
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             _exit(1);
