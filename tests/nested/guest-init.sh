@@ -395,12 +395,19 @@ case "$test" in
         umount /calib
         step write dd if=/dev/zero of=/mnt/s/big bs=1M count="${mb:-256}" conv=fsync
         step read dd if=/mnt/s/big of=/dev/null bs=1M
-        # virtio-fs only, no target: the read again in the kernel's default
-        # 128 KiB windows, as a guest that mounts the share without
-        # widening them reads it.
+        # virtio-fs only, no target: the read again in other readahead
+        # windows (128 KiB: the kernel's default, as a guest that mounts
+        # the share without widening them reads it; 512 KiB and 1 MiB:
+        # fewer, larger READs, 512 KiB each at most), then in the widened
+        # window again (read-ra256: the drift since the first read), and
+        # without the page cache (read-direct, O_DIRECT: the reader's
+        # pages filled by the host, as 9p's uncached read does).
         if ! grep -q 'fsbench.fs=9p' /proc/cmdline; then
-            echo 128 > "$(share_bdi /mnt/s)/read_ahead_kb" &&
-                step read-ra128 dd if=/mnt/s/big of=/dev/null bs=1M
+            for kb in 128 512 1024 256; do
+                echo "$kb" > "$(share_bdi /mnt/s)/read_ahead_kb" &&
+                    step "read-ra$kb" dd if=/mnt/s/big of=/dev/null bs=1M
+            done
+            step read-direct dd if=/mnt/s/big of=/dev/null bs=1M iflag=direct
         fi
         echo "BENCH-FILES $(find /mnt/s/x -type f | wc -l)"
         kill "$ticker"
