@@ -202,14 +202,16 @@ static void make_dirs(char *path)
 }
 
 /* A share's file is read in the page cache's readahead windows, a READ
- * each, 128 KiB by default (the server can only lower it). Measured in
- * the nested fs bench (a re-read of 64 MiB, guest pages already touched):
- * 256 KiB windows took 0.55-0.70 s where 128 KiB ones took 0.79-0.83 s.
- * (1 MiB windows were slower, but measured only on a first read, which
- * also pays the L1 for each guest page's first touch: not yet compared
- * fairly.) The stat waits for the server's answer to INIT, which would
- * lower a window set before it to the kernel's default. */
-#define SHARE_READAHEAD_KB "256"
+ * each up to 512 KiB (the server's max_pages), 128 KiB by default (the
+ * server can only lower it). Nested fs bench, a 64 MiB re-read, guest
+ * pages already touched, one boot each: 512 KiB windows 0.94 and 0.91 s,
+ * 256 KiB 0.82-3.34 s, 1 MiB (two READs each) 0.95 and 1.19 s, 128 KiB
+ * 1.82 and 3.00 s (a loaded host): each READ costs the guest and the
+ * VMM about the same whatever its size, so the fewer the better up to
+ * the largest one READ carries. The stat waits for the server's answer
+ * to INIT, which would lower a window set before it to the kernel's
+ * default. */
+#define SHARE_READAHEAD_KB "512"
 
 static void widen_readahead(const char *dir)
 {

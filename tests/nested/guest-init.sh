@@ -17,10 +17,10 @@ load_modules() {
     done
 }
 # mount_share TAG DIR: the virtiofs tag at DIR as smolvm's appliance init
-# mounts it (guest/init.c widen_readahead: 256 KiB readahead windows, set
+# mounts it (guest/init.c widen_readahead: 512 KiB readahead windows, set
 # once the stat has waited for the server's INIT answer).
 mount_share() {
-    mount -t virtiofs "$1" "$2" && stat "$2" > /dev/null && echo 256 > "$(share_bdi "$2")/read_ahead_kb"
+    mount -t virtiofs "$1" "$2" && stat "$2" > /dev/null && echo 512 > "$(share_bdi "$2")/read_ahead_kb"
 }
 # share_bdi DIR: the sysfs folder of the backing device (readahead) of the
 # file system mounted at DIR.
@@ -397,13 +397,13 @@ case "$test" in
         step read dd if=/mnt/s/big of=/dev/null bs=1M
         # virtio-fs only, no target: the read again in other readahead
         # windows (128 KiB: the kernel's default, as a guest that mounts
-        # the share without widening them reads it; 512 KiB and 1 MiB:
-        # fewer, larger READs, 512 KiB each at most), then in the widened
-        # window again (read-ra256: the drift since the first read), and
+        # the share without widening them reads it; 256 KiB: the window
+        # before; 1 MiB: two 512 KiB READs each), then in the widened
+        # window again (read-ra512: the drift since the first read), and
         # without the page cache (read-direct, O_DIRECT: the reader's
         # pages filled by the host, as 9p's uncached read does).
         if ! grep -q 'fsbench.fs=9p' /proc/cmdline; then
-            for kb in 128 512 1024 256; do
+            for kb in 128 256 1024 512; do
                 echo "$kb" > "$(share_bdi /mnt/s)/read_ahead_kb" &&
                     step "read-ra$kb" dd if=/mnt/s/big of=/dev/null bs=1M
             done
