@@ -203,14 +203,15 @@ static void make_dirs(char *path)
 
 /* A share's file is read in the page cache's readahead windows, a READ
  * each up to 512 KiB (the server's max_pages), 128 KiB by default (the
- * server can only lower it). Nested fs bench, a 64 MiB re-read, guest
- * pages already touched, one boot each: 512 KiB windows 0.94 and 0.91 s,
- * 256 KiB 0.82-3.34 s, 1 MiB (two READs each) 0.95 and 1.19 s, 128 KiB
- * 1.82 and 3.00 s (a loaded host): each READ costs the guest and the
- * VMM about the same whatever its size, so the fewer the better up to
- * the largest one READ carries. The stat waits for the server's answer
- * to INIT, which would lower a window set before it to the kernel's
- * default. */
+ * server can only lower it). Nested fs bench (--bench, boots 1/2/3), a
+ * 64 MiB read, guest pages already touched: 512 KiB windows 0.53/1.91/
+ * 0.58 s (and again after the others 1.57/0.83/0.46), 256 KiB 0.98/1.32/
+ * 0.72, 1 MiB (two READs each) 0.87/0.87/0.50, 128 KiB 0.95/2.55/0.95;
+ * QEMU's 9p 1.43/0.93/1.27. Most of a READ's cost (the guest's side,
+ * its notification and interrupt) does not grow with its size: the
+ * fewer the better, up to the largest one READ carries. The stat waits
+ * for the server's answer to INIT, which would lower a window set before
+ * it to the kernel's default. */
 #define SHARE_READAHEAD_KB "512"
 
 static void widen_readahead(const char *dir)
