@@ -444,6 +444,7 @@ static int setup(struct vm *vm)
     r = create_devices(vm);
     if (r < 0)
         return r;
+    trace_mark(TRACE_DEVICES_CREATED);
     if (vm->restoring)
         return create_vcpus(vm, NULL) ?: restore_machine(vm);
     r = build_machine(vm, &bsp);

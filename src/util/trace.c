@@ -13,6 +13,7 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_INPUTS_READ] = "inputs_read",
     [TRACE_HV_READY] = "hypervisor_ready",
     [TRACE_MEMORY_MAPPED] = "guest_memory_mapped",
+    [TRACE_DEVICES_CREATED] = "devices_created",
     [TRACE_KERNEL_LOADED] = "kernel_loaded",
     [TRACE_MEMORY_RESTORED] = "memory_restored",
     [TRACE_STATE_RESTORED] = "state_restored",

@@ -16,6 +16,7 @@ enum trace_point {
     TRACE_INPUTS_READ, /* kernel and initrd in memory (and a bzImage unpacked) */
     TRACE_HV_READY,
     TRACE_MEMORY_MAPPED,
+    TRACE_DEVICES_CREATED, /* the devices made (their threads, eventfds, KVM's irqfds and ioeventfds) */
     TRACE_KERNEL_LOADED,
     TRACE_MEMORY_RESTORED, /* a .smolmachine's RAM is mapped or read */
     TRACE_STATE_RESTORED, /* a .smolmachine's memory and state are in place */
