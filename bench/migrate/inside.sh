@@ -103,6 +103,20 @@ measure() {
     echo "$to: the source's last count $(ticks "$from" | tail -n 1 | cut -d' ' -f3), the destination's first $(ticks "$to" | head -n 1 | cut -d' ' -f3)"
 }
 
+# huge_pages_of NAME: how much of receiver NAME's resident memory lies in
+# huge pages (its guest's RAM in 4 KiB pages costs the guest a nested page
+# fault per page it touches after the hand-over)
+huge_pages_of() {
+    local p
+    for p in /proc/[0-9]*; do
+        case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+        *" receive "*"--name $1 "*)
+            awk '/^Rss:/ { r = $2 } /^AnonHugePages:/ { h = $2 } END { printf "%d of %d kB", h, r }' \
+                "$p/smaps_rollup" 2>/dev/null ;;
+        esac
+    done
+}
+
 ip link set lo up 2>/dev/null || busybox ip link set lo up 2>/dev/null
 field() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
 port=47100
@@ -123,6 +137,7 @@ for kind in idle dirty; do
             --max-downtime "$DOWNTIME_MS" --json > "$work/$to.json" ||
             { cat "$work/$to.json" "$work/$to.err"; break; }
         measure smolvm "$kind" "$from" "$to" "$t0" || break
+        echo "$to: in huge pages: $(huge_pages_of "$to")"
         record smolvm "total-$kind" "$(field seconds "$work/$to.json" | awk '{printf "%d", $1 * 1000}')"
         record smolvm "downtime-$kind" "$(field downtime_ms "$work/$to.json" | awk '{printf "%d", $1}')"
         cat "$work/$to.json" >> "$results/migrations.json"

@@ -234,6 +234,11 @@ static int build_vmm(scmp_filter_ctx ctx)
         r = allow_all(ctx, vmm_calls);
     if (r == 0)
         r = allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
+    /* A migrated VM's teardown runs at SCHED_IDLE (machine_destroy()):
+     * that policy only, no other. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sched_setscheduler), 1,
+                             SCMP_A1(SCMP_CMP_EQ, SCHED_IDLE));
     /* Save reads the vCPUs' and the VM's state, a restored guest's clock
      * is set: the KVM ioctls (type 0xAE), on the fds KVM gave us. */
     if (r == 0)

@@ -194,6 +194,7 @@ static json_t *migrate(struct machine_control *s, json_t *req)
         json_decref(mig.rounds);
         return control_error("%s", err_msg());
     }
+    machine_handed_over(s->m);
     vm_request_stop(machine_vm(s->m), VM_STOP_USER); /* it runs there now */
     return json_pack("{s:b,s:f,s:f,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f,s:f,s:f,"
                      "s:f,s:I,s:I}}",

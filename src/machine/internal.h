@@ -17,6 +17,7 @@ struct machine {
     struct ram_faults *faults; /* a first start's RAM, served as touched */
     struct vm **prepared; /* machine_start_options' */
     bool disks_private; /* machine_start_options' */
+    bool handed_over; /* machine_handed_over() */
 };
 
 #endif

@@ -78,6 +78,10 @@ int machine_start_named_prepare(const char *what) __attribute__((warn_unused_res
 struct vm *machine_vm(struct machine *m);
 /* Whether m resumed a saved state (its guest did not boot). */
 bool machine_resumed(const struct machine *m);
+/* m's VM runs elsewhere now (migrated): whatever is left of m here is
+ * cleaning up, and machine_destroy() does it behind every other task of
+ * the host (SCHED_IDLE), which may be the VM's new home. */
+void machine_handed_over(struct machine *m);
 void machine_destroy(struct machine *m);
 
 struct machine_save_options {

@@ -11,6 +11,7 @@
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,6 +287,31 @@ static void vmm_sends_on_a_passed_link_but_dials_nothing(void **state)
     expect_killed(&local, "socket");
 }
 
+/* A migrated VM's teardown (machine_destroy()) puts the VMM thread at
+ * SCHED_IDLE; no other policy (a higher one needs no filter to be
+ * refused, a lower one is all the teardown wants). */
+static void idle_policy(void)
+{
+    struct sched_param none = {0};
+    runtime();
+    assert_int_equal(pthread_setschedparam(pthread_self(), SCHED_IDLE, &none), 0);
+}
+
+static void batch_policy(void)
+{
+    struct sched_param none = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
+}
+
+static void vmm_may_step_back_to_idle_only(void **state)
+{
+    (void)state;
+    struct job idle = {CONFINE_VMM, idle_policy, NULL};
+    expect_lives(CONFINE_SECCOMP_ON, &idle);
+    struct job batch = {CONFINE_VMM, runtime, batch_policy};
+    expect_killed(&batch, "sched_setscheduler");
+}
+
 static void log_mode_and_off_let_the_call_happen(void **state)
 {
     (void)state;
@@ -365,6 +391,7 @@ int main(void)
         cmocka_unit_test(fs_opens_files),
         cmocka_unit_test(vmm_makes_threads_not_processes),
         cmocka_unit_test(vmm_sends_on_a_passed_link_but_dials_nothing),
+        cmocka_unit_test(vmm_may_step_back_to_idle_only),
         cmocka_unit_test(log_mode_and_off_let_the_call_happen),
         cmocka_unit_test(the_thread_shows_seccomp_2),
         cmocka_unit_test(vmm_exit_ends),

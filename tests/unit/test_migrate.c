@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "machine/internal.h"
 #include "migrate/link.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
@@ -1040,6 +1042,39 @@ static void warm_is_round_zero_alone(void **state)
     assert_int_equal(p.throttle, 0);
 }
 
+/* The source, once its VM runs on the destination, tears down behind
+ * every other task (SCHED_IDLE): in a one-CPU host the destination's
+ * guest must not wait for the old copy's RAM to be freed. A machine that
+ * was not handed over tears down as it ran. */
+static void *destroy_and_tell_policy(void *arg)
+{
+    bool *handed_over = arg;
+    struct machine *m = calloc(1, sizeof(*m));
+
+    assert_non_null(m);
+    if (*handed_over)
+        machine_handed_over(m);
+    machine_destroy(m);
+    return (void *)(intptr_t)sched_getscheduler(0);
+}
+
+static int teardown_policy(bool handed_over)
+{
+    pthread_t t;
+    void *policy;
+
+    assert_int_equal(pthread_create(&t, NULL, destroy_and_tell_policy, &handed_over), 0);
+    assert_int_equal(pthread_join(t, &policy), 0);
+    return (int)(intptr_t)policy;
+}
+
+static void handed_over_source_tears_down_idle(void **state)
+{
+    (void)state;
+    assert_int_equal(teardown_policy(true), SCHED_IDLE);
+    assert_int_equal(teardown_policy(false), SCHED_OTHER);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1070,6 +1105,7 @@ int main(void)
         cmocka_unit_test(idle_guest_stops_after_one_round),
         cmocka_unit_test(fast_dirtier_gets_throttled),
         cmocka_unit_test(bursty_guest_stops_between_bursts),
+        cmocka_unit_test(handed_over_source_tears_down_idle),
         cmocka_unit_test(patience_runs_out_within_the_limit),
         cmocka_unit_test(cap_and_round_limit),
         cmocka_unit_test(warm_is_round_zero_alone),
