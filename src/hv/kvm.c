@@ -57,11 +57,22 @@ static void install_kick_handler(void)
 }
 
 /* kvm-pvm (Pagetable-based Virtual Machine) offers /dev/kvm without
- * hardware virtualization, but runs only PVM-enabled guest kernels. */
+ * hardware virtualization, but runs only PVM-enabled guest kernels. Told
+ * by the modules loaded, looked at once (hv_decide()). */
+static int pvm_only = -1; /* -1: not looked at yet */
+
+void hv_decide(void)
+{
+    if (pvm_only < 0)
+        pvm_only = access("/sys/module/kvm_pvm", F_OK) == 0 &&
+                   access("/sys/module/kvm_intel", F_OK) != 0 &&
+                   access("/sys/module/kvm_amd", F_OK) != 0;
+}
+
 static bool only_pvm_kvm(void)
 {
-    return access("/sys/module/kvm_pvm", F_OK) == 0 && access("/sys/module/kvm_intel", F_OK) != 0 &&
-           access("/sys/module/kvm_amd", F_OK) != 0;
+    hv_decide();
+    return pvm_only == 1;
 }
 
 static int open_kvm(void)
