@@ -1078,6 +1078,14 @@ static void test_plan_paths(void **state)
     snprintf(relative, sizeof(relative), "./inside/../inside");
     assert_int_equal(confine_plan_add(&plan, relative, false), 0);
     assert_string_equal(plan.paths[1].path, inside); /* made absolute */
+    /* A link: what it names (let in once), and the link made again. */
+    snprintf(relative, sizeof(relative), "%s/alias-of-inside", dir);
+    assert_int_equal(symlink(inside, relative), 0);
+    assert_int_equal(confine_plan_add(&plan, relative, false), 0);
+    unlink(relative);
+    assert_int_equal(plan.count, 2);
+    assert_int_equal(plan.link_count, 1);
+    assert_string_equal(plan.links[0].target, inside);
     for (int i = plan.count; i < CONFINE_MAX_PATHS; i++)
         plan.paths[plan.count++].path = strdup("/x");
     assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
