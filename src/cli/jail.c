@@ -17,6 +17,7 @@
 #include "confine/cgroup.h"
 #include "confine/jail.h"
 #include "disk/disk.h"
+#include "hv/hv.h"
 #include "machine/instance.h"
 #include "net/backend.h"
 #include "util/cache.h"
@@ -249,16 +250,11 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
                      struct confine_plan *p)
 {
     static const char *const devices[] = {"/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"};
-    /* hv/kvm.c tells PVM hosts by which modules are there. */
-    static const char *const modules[] = {"/sys/module/kvm_pvm", "/sys/module/kvm_intel",
-                                          "/sys/module/kvm_amd"};
     const struct vm_config *cfg = &o->vm;
     int r = add_own_folders(p, name, start, bundle, receiving);
 
     for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
         r = confine_plan_add(p, devices[i], true);
-    for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]) && r == 0; i++)
-        r = confine_plan_add(p, modules[i], false);
     if (r == 0)
         r = confine_plan_add(p, cfg->kernel_path, false);
     if (r == 0)
@@ -308,6 +304,7 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
         return CLI_OK;
     uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
+    hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
     r = make_plan(o, name, start, bundle, receiving, &plan);
     trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
     if (r == 0)

@@ -1,5 +1,6 @@
 #include "core/vm.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -226,7 +227,8 @@ int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd)
 }
 
 /* Swaps a bzImage for its cached, unpacked vmlinux when there is one: the
- * guest then skips its own decompressor. Any failure keeps the bzImage. */
+ * guest then skips its own decompressor, and the file's identity names it
+ * from now on (open_kernel()). Any failure keeps the bzImage. */
 static void use_unpacked_kernel(struct vm *vm)
 {
     struct x86_kernel_file unpacked;
@@ -234,15 +236,39 @@ static void use_unpacked_kernel(struct vm *vm)
 
     if (!vm->cfg.kernel_cache || !x86_kernel_is_bzimage(&vm->kernel))
         return;
+    uint64_t began = trace_now_us();
     dir = x86_kernel_cache_dir();
     if (x86_unpacked_kernel(vm->kernel.image.data, vm->kernel.image.len, dir, &path) == 0 &&
         path && x86_kernel_open(path, "unpacked kernel", &unpacked) == 0) {
+        x86_unpacked_kernel_remember(vm->cfg.kernel_path, &vm->kernel_seen, dir, path);
         x86_kernel_close(&vm->kernel);
         vm->kernel = unpacked;
     }
     err_clear();
     free(path);
     free(dir);
+    trace_add_count(TRACE_KERNEL_READ_US, trace_now_us() - began);
+}
+
+/* The kernel to boot: the unpacked vmlinux its file is known by
+ * (arch/x86/unpack.h) without reading or hashing the file -- a jailed
+ * boot's plan recorded it outside --, else the file itself. */
+static int open_kernel(struct vm *vm)
+{
+    uint64_t began = trace_now_us();
+    char *dir = vm->cfg.kernel_cache ? x86_kernel_cache_dir() : NULL;
+    char *known = dir ? x86_unpacked_kernel_known(vm->cfg.kernel_path, dir, &vm->kernel_seen)
+                      : NULL;
+    int r = known ? x86_kernel_open(known, "unpacked kernel", &vm->kernel) : -ENOENT;
+
+    if (known && r < 0)
+        err_clear(); /* the file itself, then */
+    free(known);
+    free(dir);
+    if (r < 0)
+        r = x86_kernel_open(vm->cfg.kernel_path, "kernel", &vm->kernel);
+    trace_add_count(TRACE_KERNEL_READ_US, trace_now_us() - began);
+    return r;
 }
 
 static int load_inputs(struct vm *vm)
@@ -251,7 +277,7 @@ static int load_inputs(struct vm *vm)
 
     if (!vm->cfg.kernel_path)
         return err_plain(EINVAL, "no kernel given (--kernel PATH)");
-    r = x86_kernel_open(vm->cfg.kernel_path, "kernel", &vm->kernel);
+    r = open_kernel(vm);
     if (r == 0 && vm->cfg.initrd_path) {
         vm->initrd_fd = file_open_read(vm->cfg.initrd_path, "initrd", &vm->initrd_len);
         r = vm->initrd_fd < 0 ? vm->initrd_fd : 0;

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "arch/x86/acpi.h"
 #include "arch/x86/kernel_file.h"
@@ -48,6 +49,9 @@ struct vm {
     unsigned slot_count, device_count;
     /* Open from the inputs' check until loaded into guest memory. */
     struct x86_kernel_file kernel;
+    /* The kernel file as seen before it was read (arch/x86/unpack.h: its
+     * identity, recorded once its unpacked vmlinux is known). */
+    struct stat kernel_seen;
     /* The initrd is read once, into guest memory where it goes: its file
      * stays open until then (-1: none). */
     int initrd_fd;

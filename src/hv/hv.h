@@ -39,6 +39,11 @@ struct hv_exit {
  * 0, or the message saying what to do. */
 int hv_check(void) __attribute__((warn_unused_result));
 
+/* Looks at the host's hypervisor now (which KVM modules /sys shows), for
+ * hv_check() and hv_vm_create() to use after: a jail (cli/jail.c) has no
+ * /sys. Done by hv_check() too. */
+void hv_decide(void);
+
 /* Opens the hypervisor and creates a VM with an in-kernel interrupt
  * controller and timer. Fails with a message saying how to get KVM when
  * there is none. */

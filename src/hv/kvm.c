@@ -57,11 +57,22 @@ static void install_kick_handler(void)
 }
 
 /* kvm-pvm (Pagetable-based Virtual Machine) offers /dev/kvm without
- * hardware virtualization, but runs only PVM-enabled guest kernels. */
+ * hardware virtualization, but runs only PVM-enabled guest kernels. Told
+ * by the modules loaded, looked at once (hv_decide()). */
+static int pvm_only = -1; /* -1: not looked at yet */
+
+void hv_decide(void)
+{
+    if (pvm_only < 0)
+        pvm_only = access("/sys/module/kvm_pvm", F_OK) == 0 &&
+                   access("/sys/module/kvm_intel", F_OK) != 0 &&
+                   access("/sys/module/kvm_amd", F_OK) != 0;
+}
+
 static bool only_pvm_kvm(void)
 {
-    return access("/sys/module/kvm_pvm", F_OK) == 0 && access("/sys/module/kvm_intel", F_OK) != 0 &&
-           access("/sys/module/kvm_amd", F_OK) != 0;
+    hv_decide();
+    return pvm_only == 1;
 }
 
 static int open_kvm(void)
@@ -159,8 +170,11 @@ int hv_host_cpuid(struct x86_cpuid_entry **out, size_t *count)
  * KVM_CREATE_VM and a VM's teardown more (nested L1, strace -T: 16 ms and
  * 12 ms). KVM ties a VM to the memory of the process that made it, so a
  * process forked after the check (a jail's VMM, a detached one) cannot
- * use it: it is closed just before any fork, as the check closed it
- * before, and the child makes its own. */
+ * use it: the child lets go of its copy (the parent's reference keeps the
+ * VM: no teardown) and makes its own. The parent keeps it -- a jail's
+ * relay until it ends, a detaching parent until it exits at once --:
+ * closed before the fork, its teardown was on a jailed VMM's way to its
+ * guest (jail_fork_us, bench jail_bench). */
 static struct {
     int kvm_fd, vm_fd;
     pid_t pid;
@@ -177,7 +191,7 @@ static void let_go_of_checked(void)
 
 static void register_fork_handlers(void)
 {
-    pthread_atfork(let_go_of_checked, NULL, NULL);
+    pthread_atfork(NULL, NULL, let_go_of_checked);
 }
 
 static int setup_vm(struct hv_vm *vm)

@@ -33,6 +33,9 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_SECCOMP_US] = "seccomp_us",
     [TRACE_JAIL_PLAN_US] = "jail_plan_us",
     [TRACE_JAIL_ENTER_US] = "jail_enter_us",
+    [TRACE_JAIL_FORK_US] = "jail_fork_us",
+    [TRACE_JAIL_ROOT_US] = "jail_root_us",
+    [TRACE_KERNEL_READ_US] = "kernel_read_us",
 };
 
 static int64_t time_zero;

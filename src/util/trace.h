@@ -38,6 +38,9 @@ enum trace_count {
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
     TRACE_JAIL_PLAN_US,     /* --jail: making its plan (cli/jail.c), outside */
     TRACE_JAIL_ENTER_US,    /* --jail: entering it (namespaces, mounts, the relay's fork) */
+    TRACE_JAIL_FORK_US,     /* of which the relay's fork, as the VMM sees it (in its child) */
+    TRACE_JAIL_ROOT_US,     /* and the jail's root: its mounts and pivot_root */
+    TRACE_KERNEL_READ_US,   /* reading and hashing a bzImage to find its unpacked vmlinux (arch/x86/unpack.h) */
     TRACE_COUNT_COUNT
 };
 

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -191,6 +193,108 @@ static void cache_is_named_by_sha256(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* sha256sum's digest of path (the oracle of the cache's names). */
+static void sha256sum(const char *path, char want[65])
+{
+    char cmd[512];
+    FILE *f;
+
+    snprintf(cmd, sizeof(cmd), "sha256sum '%s'", path);
+    assert_non_null(f = popen(cmd, "r"));
+    assert_int_equal(fscanf(f, "%64s", want), 1);
+    pclose(f);
+}
+
+/* What the VMM (core/vm.c) and a jail's plan (x86_kernel_unpack_ahead) do
+ * with a kernel file not known yet: stat it, read and hash it, unpack it,
+ * remember its identity. The unpacked vmlinux's path. */
+static char *unpack_and_remember(const char *kernel, const char *dir)
+{
+    struct mapped_file k;
+    struct stat before;
+    char *known = x86_unpacked_kernel_known(kernel, dir, &before), *path = NULL;
+
+    assert_null(known);
+    assert_int_equal(file_map(kernel, "kernel", &k), 0);
+    assert_int_equal(x86_unpacked_kernel(k.data, k.len, dir, &path), 0);
+    assert_non_null(path);
+    x86_unpacked_kernel_remember(kernel, &before, dir, path);
+    file_unmap(&k);
+    return path;
+}
+
+static void __attribute__((format(printf, 1, 2))) run(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A kernel file is known by its identity once settled, and never by a
+ * stale one: a changed file (another size; the same size rewritten in
+ * place, same inode) is hashed again, and names its own unpacked kernel. */
+static void kernel_file_known_by_identity_until_changed(void **state)
+{
+    char dir[] = "/tmp/smolvm-unpack-identity-XXXXXX", kernel[128], want[65], *p1, *p2, *known;
+    struct stat st;
+    glob_t g;
+    (void)state;
+
+    if (glob("/boot/vmlinuz-*", 0, NULL, &g) != 0) {
+        skip();
+        return;
+    }
+    assert_non_null(mkdtemp(dir));
+    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", dir);
+    run("cp '%s' '%s'", g.gl_pathv[g.gl_pathc - 1], kernel);
+    globfree(&g);
+
+    /* Just written: not recorded (a second write in the same tick of the
+     * file system's clock would not change its times). */
+    free(unpack_and_remember(kernel, dir));
+    assert_null(x86_unpacked_kernel_known(kernel, dir, &st));
+
+    sleep(X86_KERNEL_SETTLED_SECONDS + 1);
+    p1 = unpack_and_remember(kernel, dir);
+    assert_non_null(known = x86_unpacked_kernel_known(kernel, dir, &st));
+    assert_string_equal(known, p1);
+    free(known);
+
+    /* Another size, the same inode: not known, and its own kernel. */
+    run("printf '\\0' >> '%s'", kernel);
+    assert_null(x86_unpacked_kernel_known(kernel, dir, &st));
+    sleep(X86_KERNEL_SETTLED_SECONDS + 1);
+    p2 = unpack_and_remember(kernel, dir);
+    sha256sum(kernel, want);
+    if (!strstr(p2, want) || strcmp(p1, p2) == 0)
+        fail_msg("the changed kernel unpacks to '%s', not to one named by %s", p2, want);
+    assert_non_null(known = x86_unpacked_kernel_known(kernel, dir, &st));
+    assert_string_equal(known, p2);
+    free(known);
+
+    /* A link naming anything but one of the cache's kernels by its name
+     * (here the same kernel, through the folder above) is not followed. */
+    run("for l in '%s'/file-v*; do ln -sfn \"../$(basename '%s')/$(basename '%s')\" \"$l\"; done",
+        dir, dir, p2);
+    assert_null(x86_unpacked_kernel_known(kernel, dir, &st));
+    run("for l in '%s'/file-v*; do ln -sfn \"$(basename '%s')\" \"$l\"; done", dir, p2);
+    assert_non_null(known = x86_unpacked_kernel_known(kernel, dir, &st));
+    free(known);
+
+    /* The same size rewritten in place: its times changed, not known. */
+    run("cp '%s' '%s.copy'", kernel, kernel);
+    run("cat '%s.copy' > '%s'", kernel, kernel);
+    assert_null(x86_unpacked_kernel_known(kernel, dir, &st));
+
+    free(p1);
+    free(p2);
+    run("rm -rf '%s'", dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +302,7 @@ int main(void)
         cmocka_unit_test(unpacks_zstd),
         cmocka_unit_test(unpacks_gzip),
         cmocka_unit_test(corrupt_or_unknown_payloads_are_refused),
+        cmocka_unit_test(kernel_file_known_by_identity_until_changed),
         cmocka_unit_test(host_kernel_unpacks_like_xz),
         cmocka_unit_test(cache_is_named_by_sha256),
     };

@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lzma.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -223,6 +225,94 @@ int x86_unpacked_kernel(const uint8_t *image, size_t len, const char *cache_dir,
     return 0;
 }
 
+/* The name of the link recording a kernel file's identity (unpack.h). */
+static void identity_name(const struct stat *st, char name[160])
+{
+    snprintf(name, 160, "file-v%d-%llx-%llx-%llx-%llx.%09ld-%llx.%09ld", CACHE_FORMAT_VERSION,
+             (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+             (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
+             st->st_mtim.tv_nsec, (unsigned long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Unchanged for X86_KERNEL_SETTLED_SECONDS (unpack.h: why). */
+static bool settled(const struct stat *st)
+{
+    struct timespec now;
+    return clock_gettime(CLOCK_REALTIME, &now) == 0 &&
+           now.tv_sec - st->st_ctim.tv_sec >= X86_KERNEL_SETTLED_SECONDS &&
+           now.tv_sec - st->st_mtim.tv_sec >= X86_KERNEL_SETTLED_SECONDS;
+}
+
+/* A link's target is one of this cache's unpacked kernels by name, never
+ * a path elsewhere. */
+static bool unpacked_name(const char *target)
+{
+    char prefix[32];
+    size_t n = (size_t)snprintf(prefix, sizeof(prefix), "vmlinux-v%d-", CACHE_FORMAT_VERSION);
+
+    if (strncmp(target, prefix, n) != 0 || strlen(target + n) != HASH_HEX - 1)
+        return false;
+    return strspn(target + n, "0123456789abcdef") == HASH_HEX - 1;
+}
+
+char *x86_unpacked_kernel_known(const char *path, const char *cache_dir, struct stat *before)
+{
+    char name[160], target[128], *unpacked = NULL;
+    ssize_t n;
+    int dir;
+
+    memset(before, 0, sizeof(*before));
+    if (!cache_dir || stat(path, before) < 0 || !S_ISREG(before->st_mode)) {
+        memset(before, 0, sizeof(*before));
+        return NULL;
+    }
+    identity_name(before, name);
+    if (!settled(before))
+        before->st_ino = 0; /* not to be recorded: changed just before this look */
+    if ((dir = open(cache_dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return NULL;
+    n = readlinkat(dir, name, target, sizeof(target) - 1);
+    close(dir);
+    if (n <= 0)
+        return NULL;
+    target[n] = '\0';
+    if (!unpacked_name(target) || asprintf(&unpacked, "%s/%s", cache_dir, target) < 0)
+        return NULL;
+    if (!cache_file_usable(unpacked)) {
+        free(unpacked);
+        return NULL;
+    }
+    return unpacked;
+}
+
+void x86_unpacked_kernel_remember(const char *path, const struct stat *before,
+                                  const char *cache_dir, const char *unpacked)
+{
+    const char *target = strrchr(unpacked, '/');
+    char name[160], tmp[200];
+    struct stat now;
+    int dir;
+
+    if (!before->st_ino || !target || !unpacked_name(++target) || stat(path, &now) < 0 ||
+        !same_file(before, &now))
+        return;
+    identity_name(&now, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", name, (int)getpid());
+    if ((dir = open(cache_dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return;
+    /* Made aside and renamed: a reader never sees half a link. */
+    if (symlinkat(target, dir, tmp) == 0 && renameat(dir, tmp, dir, name) < 0)
+        unlinkat(dir, tmp, 0);
+    close(dir);
+}
+
 char *x86_kernel_cache_dir(void)
 {
     char *dir;
@@ -236,17 +326,28 @@ char *x86_kernel_cache_dir(void)
 void x86_kernel_unpack_ahead(const char *path)
 {
     struct x86_kernel_file k;
-    char *dir, *unpacked = NULL;
+    struct stat before;
+    char *dir = x86_kernel_cache_dir(), *unpacked;
 
-    if (x86_kernel_open(path, "kernel", &k) < 0) {
-        err_clear(); /* the VM's own error to report */
+    if (!dir)
+        return;
+    if ((unpacked = x86_unpacked_kernel_known(path, dir, &before))) {
+        free(unpacked); /* known: nothing to read */
+        free(dir);
         return;
     }
-    if (x86_kernel_is_bzimage(&k) && (dir = x86_kernel_cache_dir())) {
+    if (x86_kernel_open(path, "kernel", &k) < 0) {
+        err_clear(); /* the VM's own error to report */
+        free(dir);
+        return;
+    }
+    if (x86_kernel_is_bzimage(&k)) {
         if (x86_unpacked_kernel(k.image.data, k.image.len, dir, &unpacked) < 0)
             err_clear();
+        else if (unpacked)
+            x86_unpacked_kernel_remember(path, &before, dir, unpacked);
         free(unpacked);
-        free(dir);
     }
     x86_kernel_close(&k);
+    free(dir);
 }
