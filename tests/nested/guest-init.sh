@@ -378,8 +378,8 @@ case "$test" in
         step stat sh -c 'find /mnt/s/x | xargs stat'
         step grep grep -r zebra /mnt/s/x
         # The read step's yardstick (no target): this guest's own cost, in
-        # this L1, of filling 64 MiB of page-cache pages (each taken and
-        # written) and of copying them out again, with no device at all
+        # this L1, of filling the big file's size in page-cache pages (each
+        # taken and written) and of copying them out again, with no device at all
         # (tmpfs, which drop_caches leaves). A buffered virtio-fs read does
         # both in the guest; 9p's cache=none read neither (the host writes
         # into the reader's buffer); DAX would leave only the copy. Run
@@ -389,8 +389,9 @@ case "$test" in
         # smolvm's read (page cache) and not in 9p's (a first read of the
         # 64 MiB took 0.32-0.38 s longer than a re-read in the run that
         # showed it), and which on hardware cost next to nothing.
-        # At most 256 MiB: the guest's RAM (512 MiB) holds no more, and a
-        # 1 GiB run (the issue's size) keeps its yardstick per MiB.
+        # At most 256 MiB of them: a tmpfs lives in the guest's RAM (512
+        # MiB), which a 1 GiB run (FS_BENCH_MB=1024, issue 21's size) would
+        # overflow; there the yardstick is a quarter of the file.
         calib_mb=$(( ${mb:-256} < 256 ? ${mb:-256} : 256 ))
         mkdir -p /calib && mount -t tmpfs -o size=$((calib_mb + 16))m calib /calib
         step tmpfs-fill dd if=/dev/zero of=/calib/big bs=1M count="$calib_mb"
