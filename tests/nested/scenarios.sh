@@ -2455,8 +2455,8 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
 # part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
 # api_bench, fs_bench, coldstart_bench;
-# and migrate_load (cuts at three points, a dirtying guest: long under TCG,
-# not yet seen green in an L1) and migrate_layers, also only when named.
+# and migrate_load (cuts at three points, a dirtying guest; needs the test
+# build's cut hook) and migrate_layers, also only when named.
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
