@@ -90,6 +90,85 @@ int guest_memory_map_file(struct guest_memory *mem, int fd)
     return 0;
 }
 
+/* Where [at, at + GUEST_HUGE_PAGE) of the RAM laid end to end lies: the
+ * region holding all of it, whose gpa there is 2 MiB aligned; NULL else. */
+static struct guest_region *huge_block_region(struct guest_memory *mem, uint64_t at,
+                                              uint64_t *in_region)
+{
+    uint64_t base = 0;
+    for (unsigned i = 0; i < mem->count; i++) {
+        struct guest_region *g = &mem->regions[i];
+        if (at >= base && at - base < g->size) {
+            uint64_t off = at - base;
+            bool fits = g->size - off >= GUEST_HUGE_PAGE && ((g->gpa + off) & (GUEST_HUGE_PAGE - 1)) == 0;
+            *in_region = off;
+            return fits ? g : NULL;
+        }
+        base += g->size;
+    }
+    return NULL;
+}
+
+/* Reads the file's data extents in [from, from + len) to dst (holes: the
+ * zeros dst holds already). */
+static int read_data(int fd, uint8_t *dst, off_t from, off_t len)
+{
+    off_t pos = from, end = from + len;
+    while (pos < end) {
+        off_t data = lseek(fd, pos, SEEK_DATA), hole;
+        if (data < 0 || data >= end)
+            break;
+        hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0 || hole > end)
+            hole = end;
+        for (off_t at = data; at < hole;) {
+            ssize_t n = pread(fd, dst + (at - from), (size_t)(hole - at), at);
+            if (n <= 0)
+                return err_set(n < 0 ? errno : EIO, "reading the memory cache");
+            at += n;
+        }
+        pos = hole;
+    }
+    return 0;
+}
+
+int guest_memory_read_file(const struct guest_memory *mem, int fd)
+{
+    uint64_t base = 0;
+    struct stat st;
+    int r = 0;
+
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
+        return err_plain(EIO, "memory cache file has the wrong size");
+    for (unsigned i = 0; r == 0 && i < mem->count; i++) {
+        r = read_data(fd, mem->regions[i].host, (off_t)base, (off_t)mem->regions[i].size);
+        base += mem->regions[i].size;
+    }
+    return r;
+}
+
+int guest_memory_copy_huge(struct guest_memory *mem, int fd, uint64_t at)
+{
+    uint64_t off;
+    struct guest_region *g = (at & (GUEST_HUGE_PAGE - 1)) ? NULL : huge_block_region(mem, at, &off);
+
+    if (!g || !g->file_backed)
+        return err_plain(EINVAL, "no 2 MiB block of mapped guest RAM at 0x%llx", (unsigned long long)at);
+    uint8_t *host = g->host + off;
+    /* host is 2 MiB aligned: the region's host address is congruent with
+     * its gpa, which is aligned here. */
+    if (mmap(host, GUEST_HUGE_PAGE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+        return err_set(errno, "mapping a block of guest memory");
+    madvise(host, GUEST_HUGE_PAGE, MADV_HUGEPAGE);
+    keep_out_of_core_dumps(host, GUEST_HUGE_PAGE);
+    int r = read_data(fd, host, (off_t)at, (off_t)GUEST_HUGE_PAGE);
+    if (r < 0 && mmap(host, GUEST_HUGE_PAGE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)at) == MAP_FAILED)
+        return err_set(EFAULT, "guest memory at 0x%llx lost: %s", (unsigned long long)at, strerror(errno));
+    return r;
+}
+
 #define PAGEMAP_PRESENT (1ull << 63)
 #define PAGEMAP_SWAPPED (1ull << 62)
 #define PAGEMAP_STEP 4096 /* entries read at a time */
