@@ -57,6 +57,36 @@ ms_to() {
         }' >> "$splits"
 }
 
+# The L1's KVM tracepoints (tracefs), where there are: kvm_events LABEL
+# MARKER COMMAND... runs one start more, untimed (tracing slows every
+# exit), with kvm_page_fault (the guest's NPT faults: its first touch of
+# each page, or of each huge page) and kvm_exit on, up to MARKER, and
+# writes their counts to facts.txt: where the guest's time after its first
+# entry goes.
+tracing=
+if [ -n "${SMOLVM_IN_L1:-}" ]; then
+    tracing=/sys/kernel/tracing
+    [ -d "$tracing/events/kvm" ] || mount -t tracefs nodev "$tracing" 2>/dev/null
+    [ -d "$tracing/events/kvm/kvm_page_fault" ] || tracing=
+fi
+kvm_events() {
+    local label=$1 marker=$2 ms e
+    shift 2
+    [ -n "$tracing" ] || return 0
+    echo 0 > "$tracing/tracing_on"
+    echo 16384 > "$tracing/buffer_size_kb"
+    : > "$tracing/trace"
+    for e in kvm_page_fault kvm_exit; do echo 1 > "$tracing/events/kvm/$e/enable"; done
+    echo 1 > "$tracing/tracing_on"
+    BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM bench_ms_to ms "$marker" "$@"
+    echo 0 > "$tracing/tracing_on"
+    for e in kvm_page_fault kvm_exit; do echo 0 > "$tracing/events/kvm/$e/enable"; done
+    echo "kvm events, $label (one untimed start, $ms ms traced): $(grep -c 'kvm_page_fault:' "$tracing/trace") NPT faults," \
+        "$(grep -c 'kvm_exit:' "$tracing/trace") exits; by reason: $(grep -o 'kvm_exit: .*reason [A-Za-z_0-9]*' "$tracing/trace" |
+            awk '{ n[$NF]++ } END { for (r in n) printf "%s %d ", r, n[r] }')" >> "$facts"
+    : > "$tracing/trace"
+}
+
 # save_at MEM BUNDLE TEST MARKER: boots the test guest TEST (its console
 # input never comes), waits for MARKER and a second more, saves.
 save_at() {
@@ -129,6 +159,8 @@ for mem in ${MEMS:-256M 2G}; do
         INPUT=none BENCH_KILL_AT_MARKER=1 ms_to smolvm "tick-boot-$mem" "TICK 1" "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
             --initrd "$INITRD" --cmdline "$BASE_CMDLINE smolvm.test=tick"
     done
+    kvm_events "tick start $mem" "TICK " "$SMOLVM" start "$tick" --name s < "$work/quiet"
+    [ -z "$baseline" ] || kvm_events "tick start $mem, baseline" "TICK " "$baseline" start "$tick" --name s < "$work/quiet"
     rm -f "$tick"
 
     bundle=$work/ready-$mem.smolmachine
@@ -164,6 +196,8 @@ for mem in ${MEMS:-256M 2G}; do
         BENCH_KILL_AT_MARKER=1 ms_to smolvm "boot-$mem" SMOLVM-GUEST-UP "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
             --initrd "$INITRD" --cmdline "$CMDLINE"
     done
+    kvm_events "input-driven start $mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s <<< go
+    [ -z "$baseline" ] || kvm_events "input-driven start $mem, baseline" GUEST-GOT=go "$baseline" start "$bundle" --name s <<< go
 done
 awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3 }
     END {
