@@ -100,7 +100,8 @@ static struct guest_region *huge_block_region(struct guest_memory *mem, uint64_t
         struct guest_region *g = &mem->regions[i];
         if (at >= base && at - base < g->size) {
             uint64_t off = at - base;
-            bool fits = g->size - off >= GUEST_HUGE_PAGE && ((g->gpa + off) & (GUEST_HUGE_PAGE - 1)) == 0;
+            bool fits = g->size - off >= GUEST_HUGE_PAGE &&
+                        ((g->gpa + off) & (GUEST_HUGE_PAGE - 1)) == 0;
             *in_region = off;
             return fits ? g : NULL;
         }
@@ -153,7 +154,8 @@ int guest_memory_copy_huge(struct guest_memory *mem, int fd, uint64_t at)
     struct guest_region *g = (at & (GUEST_HUGE_PAGE - 1)) ? NULL : huge_block_region(mem, at, &off);
 
     if (!g || !g->file_backed)
-        return err_plain(EINVAL, "no 2 MiB block of mapped guest RAM at 0x%llx", (unsigned long long)at);
+        return err_plain(EINVAL, "no 2 MiB block of mapped guest RAM at 0x%llx",
+                         (unsigned long long)at);
     uint8_t *host = g->host + off;
     /* host is 2 MiB aligned: the region's host address is congruent with
      * its gpa, which is aligned here. */
@@ -165,7 +167,8 @@ int guest_memory_copy_huge(struct guest_memory *mem, int fd, uint64_t at)
     int r = read_data(fd, host, (off_t)at, (off_t)GUEST_HUGE_PAGE);
     if (r < 0 && mmap(host, GUEST_HUGE_PAGE, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)at) == MAP_FAILED)
-        return err_set(EFAULT, "guest memory at 0x%llx lost: %s", (unsigned long long)at, strerror(errno));
+        return err_set(EFAULT, "guest memory at 0x%llx lost: %s", (unsigned long long)at,
+                       strerror(errno));
     return r;
 }
 

@@ -162,19 +162,22 @@ static void expect_refused(const void *bytes, size_t len)
     err_clear();
 }
 
-struct ws_file_image {
-    char magic[8];
-    uint64_t ram_total;
-    uint32_t count, reserved;
-    struct {
-        uint64_t first_page;
-        uint32_t pages, written;
-    } range[2];
-};
+/* A working set file's bytes, with n ranges. */
+#define WS_FILE_IMAGE(n)                                                                           \
+    struct {                                                                                       \
+        char magic[8];                                                                             \
+        uint64_t ram_total;                                                                        \
+        uint32_t count, reserved;                                                                  \
+        struct {                                                                                   \
+            uint64_t first_page;                                                                   \
+            uint32_t pages, written;                                                               \
+        } range[n];                                                                                \
+    }
+typedef WS_FILE_IMAGE(2) ws_file_image;
 
 static void test_hostile_files(void **state)
 {
-    struct ws_file_image good = {"SMOLWS\0\1", 2 * REGION_PAGES * PAGE, 2, 0,
+    ws_file_image good = {"SMOLWS\0\1", 2 * REGION_PAGES * PAGE, 2, 0,
                                  {{1, 2, 0}, {40, 1, 1}}},
                          f;
     (void)state;
@@ -235,15 +238,7 @@ static int big_ram(void)
 
 static void write_big_set(const char *name, uint32_t reserved)
 {
-    struct {
-        char magic[8];
-        uint64_t ram_total;
-        uint32_t count, reserved;
-        struct {
-            uint64_t first_page;
-            uint32_t pages, written;
-        } range[4];
-    } f = {"SMOLWS\0\1", (uint64_t)BIG_BLOCKS * BLOCK_PAGES * PAGE, 4, reserved,
+    WS_FILE_IMAGE(4) f = {"SMOLWS\0\1", (uint64_t)BIG_BLOCKS * BLOCK_PAGES * PAGE, 4, reserved,
            {{0, 200, 0}, {200, 100, 1}, {BLOCK_PAGES, 9, 0}, {2 * BLOCK_PAGES, 255, 0}}};
     unlink(in_dir(name));
     assert_int_equal(file_write_new(in_dir(name), &f, sizeof(f)), 0);
