@@ -44,21 +44,6 @@ void guest_memory_free(struct guest_memory *mem);
  * core dumps like the anonymous ones (a restored guest's RAM is its
  * secrets too). Every mapping of guest RAM is made here. */
 int guest_memory_map_file(struct guest_memory *mem, int fd) __attribute__((warn_unused_result));
-/* Reads the file fd (laid out as guest_memory_map_file's) into mem's
- * anonymous RAM: its data extents only (holes are zero RAM already). */
-int guest_memory_read_file(const struct guest_memory *mem, int fd)
-    __attribute__((warn_unused_result));
-/* Replaces the 2 MiB of mapped RAM at offset at of the RAM laid end to
- * end (the file's offset: 2 MiB aligned, in one region, at a 2 MiB
- * aligned gpa) with anonymous memory holding the same bytes, read from
- * fd: the host can back it with one huge page, and KVM map it with one
- * entry (one fault, not 512). Before the vCPUs run: the block's pages
- * the guest wrote since guest_memory_map_file would be lost. On failure
- * the block is mapped from the file again, as it was; -EFAULT only when
- * even that failed: the block holds part of the file, the guest must not
- * run. -EINVAL: no such block (nothing changed). */
-int guest_memory_copy_huge(struct guest_memory *mem, int fd, uint64_t at)
-    __attribute__((warn_unused_result));
 /* Clears in bits (one per page of g) the pages never touched: anonymous
  * memory with nothing in this process's page tables there, not even in
  * swap, which reads as zeros (Linux's /proc/self/pagemap says). A live

@@ -141,15 +141,43 @@ static int unpack_to_cache(const struct bundle *b, const char *name,
     return r;
 }
 
-/* machine_memory_cache, the cache file left open in *kept (-1 when the
- * RAM could not be placed from it). */
-static int memory_cache_kept(const struct bundle *b, const char *name, struct guest_memory *mem,
-                             const char *cache_dir, enum machine_memory_use use, int *kept)
+/* Copies the file's data extents (holes are zero RAM already). */
+static int copy_regions(const struct guest_memory *mem, int fd)
+{
+    uint64_t base = 0;
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != mem->total)
+        return err_plain(EIO, "memory cache file has the wrong size");
+    for (unsigned i = 0; i < mem->count; i++) {
+        const struct guest_region *g = &mem->regions[i];
+        off_t pos = (off_t)base, end = (off_t)(base + g->size);
+        while (pos < end) {
+            off_t data = lseek(fd, pos, SEEK_DATA), hole;
+            if (data < 0 || data >= end)
+                break;
+            hole = lseek(fd, data, SEEK_HOLE);
+            if (hole < 0 || hole > end)
+                hole = end;
+            for (off_t at = data; at < hole;) {
+                ssize_t n = pread(fd, g->host + (at - (off_t)base), (size_t)(hole - at), at);
+                if (n <= 0)
+                    return err_set(n < 0 ? errno : EIO, "reading the memory cache");
+                at += n;
+            }
+            pos = hole;
+        }
+        base += g->size;
+    }
+    return 0;
+}
+
+int machine_memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
+                         const char *cache_dir, enum machine_memory_use use)
 {
     char key[65], *path;
     int fd, r = bundle_memory_key(b, name, key);
 
-    *kept = -1;
     if (r < 0)
         return r;
     if (asprintf(&path, "%s/%s.ram", cache_dir, key) < 0)
@@ -167,47 +195,27 @@ static int memory_cache_kept(const struct bundle *b, const char *name, struct gu
             r = err_set(errno, "'%s'", path);
     }
     if (r == 0)
-        r = use == MEMORY_CACHE_MAP ? guest_memory_map_file(mem, fd) : guest_memory_read_file(mem, fd);
-    if (r == 0)
-        *kept = fd;
-    else if (fd >= 0)
+        r = use == MEMORY_CACHE_MAP ? guest_memory_map_file(mem, fd) : copy_regions(mem, fd);
+    if (fd >= 0)
         close(fd);
     free(path);
     return r;
 }
 
-int machine_memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
-                         const char *cache_dir, enum machine_memory_use use)
-{
-    int fd, r = memory_cache_kept(b, name, mem, cache_dir, use, &fd);
-    if (fd >= 0)
-        close(fd);
-    return r;
-}
-
-/* The working set recorded next to the memory cache is faulted in (its
- * dense blocks copied from cache_fd into huge pages); when there is none
- * (or it does not fit this RAM, or it is a first start's provisional one)
- * this start records one. An error only when the RAM is lost. */
-static int prefetch(const struct bundle *b, const char *dir, struct guest_memory *mem,
-                    int cache_fd, char **record)
+/* The working set recorded next to the memory cache is faulted in; when
+ * there is none (or it does not fit this RAM, or it is a first start's
+ * provisional one) this start records one. */
+static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
+                     char **record)
 {
     char key[65], *path;
     if (bundle_section_key(b, SECTION_MEMORY, key) < 0 ||
-        asprintf(&path, "%s/%s.ws", dir, key) < 0) {
-        err_clear();
-        return 0;
-    }
+        asprintf(&path, "%s/%s.ws", dir, key) < 0)
+        return;
     struct working_set_counts c;
-    int r = working_set_prefetch(path, mem, cache_fd, &c);
-    if (r == -EFAULT) {
-        free(path);
-        return r;
-    }
-    if (r == 0) {
+    int r = working_set_prefetch(path, mem, &c);
+    if (r == 0)
         trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
-        trace_set_count(TRACE_PREFETCHED_HUGE_BLOCKS, c.huge_blocks);
-    }
     if (r == -EINVAL)
         unlink(path);
     if (r < 0 || c.provisional)
@@ -215,7 +223,6 @@ static int prefetch(const struct bundle *b, const char *dir, struct guest_memory
     else
         free(path);
     err_clear();
-    return 0;
 }
 
 /* A first start: the memory index checked, then the guest runs while
@@ -271,17 +278,12 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
         }
         err_clear(); /* as before: unpacked into the cache, or loaded */
     }
-    int cache_fd = -1;
     if (dir)
-        r = memory_cache_kept(b, SECTION_MEMORY, mem, dir, use, &cache_fd);
+        r = machine_memory_cache(b, SECTION_MEMORY, mem, dir, use);
     if (r == 0 && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_MAP ||
                    how == MACHINE_MEMORY_SERVE))
-        r = prefetch(b, dir, mem, cache_fd, record);
-    if (cache_fd >= 0)
-        close(cache_fd);
+        prefetch(b, dir, mem, record);
     free(dir);
-    if (r == -EFAULT)
-        return r; /* not loaded again over RAM half placed */
     if (r == 0 || r == -EINVAL)
         return r;
     err_clear();

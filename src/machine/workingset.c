@@ -222,99 +222,13 @@ static int read_file(const char *path, const struct guest_memory *mem, struct ws
     return r;
 }
 
-/* A block of the RAM laid end to end that holds at least this many pages
- * of the working set is copied into a huge page whole (the rest of its
- * pages too: reading them costs at most as much again as its working set
- * pages, and KVM then maps the block with one fault, not one per page). */
-#define PAGES_PER_BLOCK (GUEST_HUGE_PAGE / PAGE)
-#define DENSE_BLOCK_PAGES (PAGES_PER_BLOCK / 2)
-
-/* The 2 MiB blocks the working set covers densely, one bit each (NULL:
- * no memory, the start goes on page by page). */
-static uint64_t *dense_blocks(const struct ws_file *f, uint64_t ram_total)
-{
-    uint64_t blocks = (ram_total + GUEST_HUGE_PAGE - 1) / GUEST_HUGE_PAGE;
-    uint32_t *pages = calloc(blocks, sizeof(*pages));
-    uint64_t *dense = calloc((blocks + 63) / 64, sizeof(*dense));
-
-    if (!pages || !dense) {
-        free(pages);
-        free(dense);
-        return NULL;
-    }
-    for (size_t i = 0; i < f->count; i++) { /* ranges lie in the RAM: read_file */
-        const struct ws_range *w = range_at(f, i);
-        for (uint64_t p = w->first_page; p < w->first_page + w->pages; p++)
-            pages[p / PAGES_PER_BLOCK]++;
-    }
-    for (uint64_t b = 0; b < blocks; b++)
-        if (pages[b] >= DENSE_BLOCK_PAGES)
-            dense[b / 64] |= 1ull << (b % 64);
-    free(pages);
-    return dense;
-}
-
-static bool block_set(const uint64_t *bits, uint64_t block)
-{
-    return bits && (bits[block / 64] >> (block % 64) & 1);
-}
-
-/* Copies the dense blocks into huge pages; a block that cannot be one (not
- * 2 MiB aligned in the guest, across a region's end, or not read) is left
- * to the page by page prefetch, and cleared in dense. -EFAULT: a block
- * lost (guest_memory_copy_huge). */
-static int copy_dense_blocks(struct guest_memory *mem, int cache_fd, uint64_t *dense,
-                             uint64_t *copied)
-{
-    uint64_t blocks = (mem->total + GUEST_HUGE_PAGE - 1) / GUEST_HUGE_PAGE;
-    for (uint64_t b = 0; b < blocks; b++) {
-        if (!block_set(dense, b))
-            continue;
-        int r = guest_memory_copy_huge(mem, cache_fd, b * GUEST_HUGE_PAGE);
-        if (r == -EFAULT)
-            return r;
-        if (r < 0) { /* still the file's: faulted in page by page */
-            err_clear();
-            dense[b / 64] &= ~(1ull << (b % 64));
-            continue;
-        }
-        (*copied)++;
-    }
-    return 0;
-}
-
-/* Faults in the pages of w outside the blocks copied whole. */
-static void populate_range(const struct guest_memory *mem, const struct ws_range *w,
-                           const uint64_t *copied)
-{
-    uint64_t end = w->first_page + w->pages;
-    for (uint64_t p = w->first_page; p < end;) {
-        uint64_t block_end = (p / PAGES_PER_BLOCK + 1) * PAGES_PER_BLOCK;
-        uint64_t n = (block_end < end ? block_end : end) - p;
-        if (!block_set(copied, p / PAGES_PER_BLOCK))
-            populate(host_of(mem, p, n), n, w->written);
-        p += n;
-    }
-}
-
-int working_set_prefetch(const char *path, struct guest_memory *mem, int cache_fd,
+int working_set_prefetch(const char *path, const struct guest_memory *mem,
                          struct working_set_counts *counts)
 {
     struct ws_file f = {0};
-    uint64_t *dense = NULL, huge = 0;
-    bool provisional = false;
     if (access(path, F_OK) < 0)
         return err_set(errno, "'%s'", path);
     int r = read_file(path, mem, &f);
-    if (r == 0) {
-        struct ws_header h;
-        memcpy(&h, f.bytes, sizeof(h));
-        provisional = h.reserved == 1;
-    }
-    /* A provisional set is whole chunks: the start that records the exact
-     * one must see the guest's own pages, not blocks copied whole. */
-    if (r == 0 && cache_fd >= 0 && !provisional && (dense = dense_blocks(&f, mem->total)))
-        r = copy_dense_blocks(mem, cache_fd, dense, &huge);
     /* Every range's reads are queued at once (the cache file may be out of
      * the page cache, after a reboot or with many bundles) before each is
      * waited for and mapped. */
@@ -322,14 +236,16 @@ int working_set_prefetch(const char *path, struct guest_memory *mem, int cache_f
         const struct ws_range *w = range_at(&f, i);
         madvise(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, MADV_WILLNEED);
     }
-    for (size_t i = 0; r == 0 && i < f.count; i++)
-        populate_range(mem, range_at(&f, i), dense);
+    for (size_t i = 0; r == 0 && i < f.count; i++) {
+        const struct ws_range *w = range_at(&f, i);
+        populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
+    }
     if (r == 0 && counts) {
         count_pages(&f, counts);
-        counts->provisional = provisional;
-        counts->huge_blocks = huge;
+        struct ws_header h;
+        memcpy(&h, f.bytes, sizeof(h));
+        counts->provisional = h.reserved == 1;
     }
-    free(dense);
     free(f.bytes);
     return r;
 }

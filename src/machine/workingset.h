@@ -16,7 +16,6 @@
 struct working_set_counts {
     uint64_t read_pages, written_pages, ranges;
     bool provisional; /* written by working_set_write_chunks */
-    uint64_t huge_blocks; /* prefetched: 2 MiB blocks copied whole into huge pages */
 };
 
 /* Writes down which pages of mem (mapped from a file, MAP_PRIVATE) are
@@ -38,14 +37,8 @@ int working_set_write_chunks(const char *path, const struct guest_memory *mem,
     __attribute__((warn_unused_result));
 
 /* Faults in the pages path lists. -ENOENT: none recorded; -EINVAL: the
- * file is not a working set of this RAM layout (nothing was touched).
- * With cache_fd (the file mem is mapped from; -1: none), each 2 MiB block
- * the working set covers at least half of is copied from it whole into
- * anonymous memory a huge page can back (guest_memory_copy_huge): the
- * guest's first touches there cost KVM one fault per block. Not for a
- * provisional set (the recorder would take the blocks for the guest's).
- * -EFAULT: a block is lost (guest_memory_copy_huge): the guest must not run. */
-int working_set_prefetch(const char *path, struct guest_memory *mem, int cache_fd,
+ * file is not a working set of this RAM layout (nothing was touched). */
+int working_set_prefetch(const char *path, const struct guest_memory *mem,
                          struct working_set_counts *counts) __attribute__((warn_unused_result));
 
 /* Records path from mem (which must stay mapped) delay_ms from now, or

@@ -30,7 +30,6 @@ enum trace_point {
 /* Counts recorded beside the timestamps (what a start did). */
 enum trace_count {
     TRACE_PREFETCHED_PAGES, /* the working set faulted in before the guest ran */
-    TRACE_PREFETCHED_HUGE_BLOCKS, /* of its 2 MiB blocks, those copied whole into huge pages */
     TRACE_FAULTED_CHUNKS,   /* a first start's RAM chunks placed as the guest touched them */
     TRACE_FAULT_SERVE_US,   /* the time those took: read, checked, decoded and placed */
     TRACE_FAULT_PLACE_US,   /* of which placing them (UFFDIO_COPY) */

@@ -367,9 +367,6 @@ start_counter() {
     local name=$1 first
     background "$name" start "$2" --name "$name" --trace-boot --json
     wait_for "$name" 'COUNT '
-    # The started VMM's anonymous huge pages (kB), once the guest runs.
-    awk '/^AnonHugePages:/ { kb += $2 } END { print kb + 0 }' \
-        "/proc/$(pgrep -P "$bg_pid" | head -n 1)/smaps" > "$work/$name.huge" 2>/dev/null
     first=$(first_count "$name")
     wait_for "$name" "COUNT $((first + $3)) "
     quit_counter "$name"
@@ -495,15 +492,6 @@ scenario_snapshot_counter() {
     prefetched=$(grep -a -o '"prefetched_pages":[0-9]*' "$work/cnt2.err" | cut -d: -f2)
     expect snapshot-working-set "the first start recorded its working set, the second faulted ${prefetched:-no} pages in before running (and went on from the same count)" \
         eval '! grep -q prefetched_pages "$work/cnt1.err" && test "${prefetched:-0}" -gt 100'
-    # Its dense 2 MiB blocks copied into anonymous RAM before the guest
-    # ran, backed by huge pages where the L1 gives them (THP not "never"):
-    # more than the first start (its RAM all mapped from the cache) had.
-    local blocks huge1 huge2
-    blocks=$(grep -a -o '"prefetched_huge_blocks":[0-9]*' "$work/cnt2.err" | cut -d: -f2)
-    huge1=$(cat "$work/cnt1.huge" 2>/dev/null) huge2=$(cat "$work/cnt2.huge" 2>/dev/null)
-    if grep -q '\[never\]' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null; then huge2=$((${huge1:-0} + 2048 * ${blocks:-0})); fi
-    expect snapshot-working-set-huge "the second start copied ${blocks:-no} blocks of its working set whole, and runs with ${huge2:-?} kB of anonymous huge pages (the first: ${huge1:-?} kB)" \
-        eval 'test "${blocks:-0}" -gt 0 && test "${huge2:-0}" -ge $((${huge1:-0} + 2048))'
     # COUNT f1 can be a line the guest queued before the save and the
     # restored console sends out: the first count made after the start is
     # f1 + 1, and the original printed f1 before the save.

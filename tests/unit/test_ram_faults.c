@@ -186,7 +186,7 @@ static void first_start_serves_faults(void **state)
     struct working_set_counts counts;
     assert_non_null(cache_file(".ws"));
     assert_int_equal(guest_memory_alloc(&again, layout, 2), 0);
-    assert_int_equal(working_set_prefetch(cache_file(".ws"), &again, -1, &counts), 0);
+    assert_int_equal(working_set_prefetch(cache_file(".ws"), &again, &counts), 0);
     assert_true(counts.provisional);
     assert_true(counts.read_pages > 0 && counts.read_pages % 128 == 0);
     faults = NULL;
