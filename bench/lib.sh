@@ -60,6 +60,14 @@ bench_ms_to() {
         [ "$_bms_rc" = 0 ] || break
     done
     [ "$_bms_rc" -gt 128 ] && kill -"${BENCH_KILL_SIGNAL:-9}" "$_bms_pid" 2>/dev/null
+    # What it prints as it ends goes to the log too (a start stopped by
+    # SIGTERM at its marker prints its --trace-boot split then; one killed
+    # prints nothing, and a child of it could hold the pipe open).
+    if [ -n "${BENCH_LOG:-}" ] && [ "$_bms_rc" = 255 ] && [ "${BENCH_KILL_SIGNAL:-9}" != 9 ]; then
+        while IFS= read -r -t 30 -u "$_bms_fd" _bms_line; do
+            printf '%s\n' "$_bms_line" >> "$BENCH_LOG"
+        done
+    fi
     exec {_bms_fd}<&-
     wait "$_bms_pid" 2>/dev/null
     printf -v "$_bms_var" '%s' "${_bms_ms:-timeout}"

@@ -155,7 +155,7 @@ for mem in ${MEMS:-256M 2G}; do
     for i in $(seq 1 "$RUNS"); do
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
-        [ -z "$baseline" ] || INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm-baseline "tick-start-baseline-$mem" "TICK " "$baseline" start "$tick" --name s --trace-boot --trace-until "TICK " --json
+        [ -z "$baseline" ] || INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-baseline-$mem" "TICK " "$baseline" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 ms_to smolvm "tick-boot-$mem" "TICK 1" "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
             --initrd "$INITRD" --cmdline "$BASE_CMDLINE smolvm.test=tick"
     done
@@ -181,7 +181,7 @@ for mem in ${MEMS:-256M 2G}; do
                 --memory "$mode" --trace-boot --trace-until GUEST-GOT=go --json
             [ "$i" = 1 ] && echo "$mode start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
         done
-        [ -z "$baseline" ] || ms_to smolvm-baseline "start-map-baseline-$mem" GUEST-GOT=go "$baseline" start "$bundle" \
+        [ -z "$baseline" ] || ms_to smolvm "start-map-baseline-$mem" GUEST-GOT=go "$baseline" start "$bundle" \
             --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
         # With the page cache dropped (after a reboot, or among many
         # bundles), where fetching the working set at once should pay most.
