@@ -66,8 +66,9 @@ smolvm_boot() {
         --cmdline "$CMDLINE"
 }
 qemu_boot() {
+    # (debug-threads: its vCPU thread named, for mapping.tsv's split)
     boot_one qemu-microvm "$1" qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 512M \
-        -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
+        -smp 1 -name ramtouch,debug-threads=on -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
 }
 
