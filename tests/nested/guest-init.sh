@@ -463,6 +463,40 @@ case "$test" in
             read -t "$tick_s" -r _ <&3
         done
         ;;
+    ramtouch)
+        # bench/ram and scenario ram_huge_pages: the guest's first touch of
+        # its own RAM, no device involved. It fills ramtouch.mb MiB (default
+        # 128) of tmpfs: pages never touched, each taken and written (fill);
+        # reads them back (read); frees and fills them again (refill: the
+        # same pages, touched before). "RAMTOUCH-AT NAME" then 3 s of quiet
+        # before and after the fill: the host looks at how the guest's RAM
+        # is mapped then. BENCH-STEAL: the guest's steal ticks in the step
+        # (its vCPU runnable in the host but not running).
+        mb=$(sed -n 's/.*ramtouch\.mb=\([0-9]*\).*/\1/p' /proc/cmdline)
+        mb=${mb:-128}
+        mkdir -p /touch && mount -t tmpfs -o size=$((mb + 16))m touch /touch
+        steal() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
+        ramstep() { # ramstep NAME COMMAND...
+            local name=$1 a b s
+            shift
+            s=$(steal)
+            a=$(cut -d' ' -f1 /proc/uptime)
+            "$@" > /dev/null 2>&1 || echo "BENCH-FAILED $name"
+            b=$(cut -d' ' -f1 /proc/uptime)
+            echo "BENCH $name $(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
+            echo "BENCH-STEAL $name $(($(steal) - s))"
+        }
+        echo "RAMTOUCH-AT before"
+        sleep 3
+        ramstep fill dd if=/dev/zero of=/touch/big bs=1M count="$mb"
+        echo "RAMTOUCH-AT filled"
+        sleep 3
+        ramstep read dd if=/touch/big of=/dev/null bs=1M
+        rm /touch/big
+        ramstep refill dd if=/dev/zero of=/touch/big bs=1M count="$mb"
+        umount /touch
+        echo RAMTOUCH-DONE
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

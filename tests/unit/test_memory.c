@@ -63,6 +63,22 @@ static void regions_are_congruent_with_their_gpa(void **state)
     }
 }
 
+/* The host backs guest RAM with huge pages where it gives them only to who
+ * asks (THP "madvise"): every region asks (VmFlag hg). Without, KVM maps
+ * the guest's RAM page by page (nested scenario ram_huge_pages). */
+static void regions_ask_for_huge_pages(void **state)
+{
+    struct guest_region layout[] = {{.gpa = 0, .size = 4 << 20},
+                                    {.gpa = 4ull << 30, .size = 2 << 20}};
+    struct guest_memory mem;
+    (void)state;
+
+    assert_int_equal(guest_memory_alloc(&mem, layout, 2), 0);
+    for (unsigned i = 0; i < 2; i++)
+        assert_true(smaps_has_flag(mem.regions[i].host, "hg"));
+    guest_memory_free(&mem);
+}
+
 static void guest_write_refuses_outside_ram(void **state)
 {
     struct guest_region layout[] = {{.gpa = 0, .size = 8192}};
@@ -176,6 +192,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gpa_ptr_checks_bounds),
         cmocka_unit_test(regions_are_congruent_with_their_gpa),
+        cmocka_unit_test(regions_ask_for_huge_pages),
         cmocka_unit_test(guest_write_refuses_outside_ram),
         cmocka_unit_test(guest_write_marks_pages_dirty),
         cmocka_unit_test(x86_layout_splits_around_hole),
