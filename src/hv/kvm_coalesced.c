@@ -12,6 +12,7 @@
 #include "hv/hv.h"
 #include "hv/kvm_internal.h"
 #include "util/err.h"
+#include "util/trace.h"
 
 uint32_t kvm_coalesced_ring_entries(long page_size)
 {
@@ -100,6 +101,7 @@ void kvm_coalesced_flush(struct hv_vcpu *vcpu)
         __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE))
         return;
     pthread_mutex_lock(&vm->ring_lock);
-    kvm_coalesced_drain(ring, vm->ring_entries, deliver_to_zone, vm);
+    trace_add_count(TRACE_COALESCED_WRITES,
+                    kvm_coalesced_drain(ring, vm->ring_entries, deliver_to_zone, vm));
     pthread_mutex_unlock(&vm->ring_lock);
 }
