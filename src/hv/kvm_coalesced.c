@@ -71,18 +71,20 @@ int hv_vm_coalesce_writes(struct hv_vm *vm, uint64_t gpa, uint64_t len, hv_write
                           void *opaque)
 {
     struct kvm_coalesced_mmio_zone zone = {.addr = gpa, .size = (uint32_t)len};
+    long page = sysconf(_SC_PAGESIZE);
     int offset;
 
     if (vm->zone_count == sizeof(vm->zones) / sizeof(vm->zones[0]) || len == 0 ||
         len > UINT32_MAX)
         return err_plain(ENOSPC, "no room for another coalesced MMIO zone");
+    /* The ring's page in the vCPUs' kvm_run mapping, 0: no coalescing. */
     offset = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_COALESCED_MMIO);
-    if (offset <= 0 || (long)(offset + 1) * sysconf(_SC_PAGESIZE) > vm->run_size)
+    if (offset <= 0 || page <= 0 || (long)(offset + 1) * page > vm->run_size)
         return err_plain(ENOTSUP, "this KVM does not coalesce MMIO writes");
     if (ioctl(vm->vm_fd, KVM_REGISTER_COALESCED_MMIO, &zone) < 0)
         return err_set(errno, "KVM_REGISTER_COALESCED_MMIO at 0x%llx", (unsigned long long)gpa);
-    vm->ring_offset = (size_t)offset * (size_t)sysconf(_SC_PAGESIZE);
-    vm->ring_entries = kvm_coalesced_ring_entries(sysconf(_SC_PAGESIZE));
+    vm->ring_offset = (size_t)offset * (size_t)page;
+    vm->ring_entries = kvm_coalesced_ring_entries(page);
     vm->zones[vm->zone_count++] = (struct kvm_coalesced_zone){gpa, (uint32_t)len, fn, opaque};
     return 0;
 }
