@@ -221,6 +221,20 @@ int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int 
     return vm->hv ? hv_vm_ioeventfd(vm->hv, gpa, len, value, notify_fd) : no_hv();
 }
 
+static void coalesced_write(void *opaque, uint64_t gpa, const uint8_t *data, uint32_t len)
+{
+    struct vm *vm = opaque;
+    uint8_t copy[8];
+
+    memcpy(copy, data, len <= sizeof(copy) ? len : sizeof(copy));
+    bus_dispatch(&vm->mmio, gpa, copy, len <= sizeof(copy) ? len : sizeof(copy), true);
+}
+
+int vm_coalesce_writes(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+    return vm->hv ? hv_vm_coalesce_writes(vm->hv, gpa, len, coalesced_write, vm) : no_hv();
+}
+
 int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd)
 {
     return vm->hv ? hv_vm_irqfd(vm->hv, gsi, irq_fd) : no_hv();

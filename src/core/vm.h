@@ -174,6 +174,12 @@ bool vm_restoring(const struct vm *vm);
 int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int notify_fd)
     __attribute__((warn_unused_result));
 int vm_irq_fd(struct vm *vm, unsigned gsi, int irq_fd) __attribute__((warn_unused_result));
+/* Guest writes inside [gpa, gpa + len) of a device's MMIO range reach its
+ * handler later, in order, without a vCPU exit each (hv_vm_coalesce_writes):
+ * only for registers whose writes have no effect before the device's next
+ * access. A failure leaves the writes exiting as before. */
+int vm_coalesce_writes(struct vm *vm, uint64_t gpa, uint64_t len)
+    __attribute__((warn_unused_result));
 struct console *vm_console(struct vm *vm);
 
 #endif

@@ -72,6 +72,18 @@ int hv_vm_set_irq(struct hv_vm *vm, unsigned gsi, bool level);
 int hv_vm_ioeventfd(struct hv_vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int fd)
     __attribute__((warn_unused_result));
 
+/* Guest writes that only latch a value (a register select, a queue's
+ * address) need not stop the vCPU: writes of at most 8 bytes inside
+ * [gpa, gpa + len) are queued by the hypervisor and handed to fn, in the
+ * order the guest made them, before hv_vcpu_run() returns any exit of any
+ * vCPU (so before any read, and before a pause completes). Reads there
+ * still exit. Called while the VM is built, before any vCPU runs. Fails
+ * (ENOTSUP: the hypervisor cannot) with the writes exiting as before; an
+ * optimisation only. */
+typedef void (*hv_write_fn)(void *opaque, uint64_t gpa, const uint8_t *data, uint32_t len);
+int hv_vm_coalesce_writes(struct hv_vm *vm, uint64_t gpa, uint64_t len, hv_write_fn fn,
+                          void *opaque) __attribute__((warn_unused_result));
+
 /* A write to the eventfd fd raises interrupt line gsi (edge). */
 int hv_vm_irqfd(struct hv_vm *vm, unsigned gsi, int fd) __attribute__((warn_unused_result));
 

@@ -259,6 +259,7 @@ int hv_vm_create(struct hv_vm **out)
     if (!vm)
         return err_set(ENOMEM, "hv_vm");
     vm->vm_fd = -1;
+    pthread_mutex_init(&vm->ring_lock, NULL);
     if (checked.vm_fd >= 0 && checked.pid == getpid()) {
         vm->kvm_fd = checked.kvm_fd; /* the check's, this process's */
         vm->vm_fd = checked.vm_fd;
@@ -269,6 +270,7 @@ int hv_vm_create(struct hv_vm **out)
     }
     if (vm->kvm_fd < 0) {
         r = vm->kvm_fd;
+        pthread_mutex_destroy(&vm->ring_lock);
         free(vm);
         return r;
     }
@@ -290,6 +292,7 @@ void hv_vm_destroy(struct hv_vm *vm)
     close(vm->kvm_fd);
     free(vm->cpuid);
     free(vm->snapshot_msrs);
+    pthread_mutex_destroy(&vm->ring_lock);
     free(vm);
 }
 
@@ -565,12 +568,19 @@ static void fill_exit(const struct kvm_run *run, struct hv_exit *exit)
 
 int hv_vcpu_run(struct hv_vcpu *vcpu, struct hv_exit *exit)
 {
+    int r, saved_errno;
+
     if (!atomic_load(&vcpu->thread_known)) {
         vcpu->thread = pthread_self();
         atomic_store(&vcpu->thread_known, true);
     }
     memset(exit, 0, sizeof(*exit));
-    if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+    r = ioctl(vcpu->fd, KVM_RUN, 0);
+    saved_errno = errno;
+    /* Whatever ended the run, the writes queued before it come first. */
+    kvm_coalesced_flush(vcpu);
+    errno = saved_errno;
+    if (r < 0) {
         if (errno == EINTR || errno == EAGAIN) {
             vcpu->run->immediate_exit = 0;
             exit->kind = HV_EXIT_INTERRUPTED;

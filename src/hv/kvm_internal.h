@@ -6,7 +6,19 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "hv/hv.h"
+
+/* A range of guest-physical addresses whose writes KVM queues in the
+ * coalesced MMIO ring; fn takes them when they are replayed. */
+struct kvm_coalesced_zone {
+    uint64_t gpa;
+    uint32_t len;
+    hv_write_fn fn;
+    void *opaque;
+};
 
 struct hv_vm {
     int kvm_fd;
@@ -21,6 +33,14 @@ struct hv_vm {
      * back; found on the first save (kvm_state.c). */
     uint32_t *snapshot_msrs;
     unsigned snapshot_msr_count;
+    /* Coalesced MMIO (kvm_coalesced.c): the zones, and where the ring sits
+     * in every vCPU's kvm_run mapping. ring_lock keeps one vCPU replaying
+     * at a time, so the writes reach the devices in the guest's order. */
+    struct kvm_coalesced_zone zones[128];
+    unsigned zone_count;
+    size_t ring_offset;
+    uint32_t ring_entries;
+    pthread_mutex_t ring_lock;
 };
 
 struct hv_vcpu {
@@ -36,6 +56,23 @@ struct hv_vcpu {
  * (KVM_CLOCK_REALTIME) when the record and this host allow, else here. */
 struct kvm_clock_data kvm_clock_for_restore(const struct kvm_clock_data *saved,
                                             uint64_t now_realtime_ns, bool kvm_adds_realtime);
+
+/* The entries of a coalesced MMIO ring in a page of page_size bytes. */
+uint32_t kvm_coalesced_ring_entries(long page_size);
+
+typedef void (*kvm_coalesced_deliver)(void *opaque, uint64_t gpa, const uint8_t *data,
+                                      uint32_t len);
+
+/* Hands each write queued in ring (of entries entries) to deliver, oldest
+ * first, freeing its slot only once deliver returned; an entry longer than
+ * 8 bytes is dropped, a ring index out of range stops the replay. Returns
+ * the entries taken. The caller keeps other replays out. */
+unsigned kvm_coalesced_drain(struct kvm_coalesced_mmio_ring *ring, uint32_t entries,
+                             kvm_coalesced_deliver deliver, void *opaque);
+
+/* Replays the VM's queued writes (if any) before vcpu's exit is handled. */
+struct hv_vcpu;
+void kvm_coalesced_flush(struct hv_vcpu *vcpu);
 
 /* ioctl() retried on EINTR. */
 int kvm_xioctl(int fd, unsigned long request, void *arg);

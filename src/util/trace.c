@@ -36,6 +36,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_FORK_US] = "jail_fork_us",
     [TRACE_JAIL_ROOT_US] = "jail_root_us",
     [TRACE_KERNEL_READ_US] = "kernel_read_us",
+    [TRACE_COALESCED_WRITES] = "coalesced_writes",
 };
 
 static int64_t time_zero;

@@ -42,6 +42,30 @@ enum {
     REG_CONFIG = 0x100,
 };
 
+/* Registers whose writes only latch a value the device uses at a later
+ * access (a select, a queue's size and addresses before QueueReady; the
+ * reserved and read-only words between them ignore writes): the guest's
+ * writes there are coalesced, replayed before its next exit (so before
+ * any read, QueueReady, Status or a pause). A write with an effect of its
+ * own -- QueueReady, QueueNotify, InterruptACK, Status, config space --
+ * must stay out: it would take effect late. */
+static const struct {
+    uint32_t offset, len;
+} latch_ranges[] = {
+    {REG_DEVICE_FEATURES_SEL, REG_DRIVER_FEATURES_SEL + 4 - REG_DEVICE_FEATURES_SEL},
+    {REG_QUEUE_SEL, REG_QUEUE_NUM + 4 - REG_QUEUE_SEL},
+    {REG_QUEUE_DESC_LOW, REG_QUEUE_DEVICE_HIGH + 4 - REG_QUEUE_DESC_LOW},
+};
+
+bool virtio_mmio_write_latches(uint64_t offset)
+{
+    for (size_t i = 0; i < sizeof(latch_ranges) / sizeof(latch_ranges[0]); i++)
+        if (offset >= latch_ranges[i].offset &&
+            offset < latch_ranges[i].offset + latch_ranges[i].len)
+            return true;
+    return false;
+}
+
 #define MAGIC 0x74726976u /* "virt" */
 #define VENDOR_SMOLVM 0x4c4f4d53u /* "SMOL" */
 #define INTERRUPT_USED 1
@@ -551,6 +575,10 @@ int virtio_mmio_create(struct vm *vm, const struct device_slot *slot,
     }
     if (ops->io_thread && ops->queue_notify)
         start_io_thread(t);
+    /* An optimisation only: without it each such write is an exit. */
+    for (size_t i = 0; i < sizeof(latch_ranges) / sizeof(latch_ranges[0]); i++)
+        if (vm_coalesce_writes(vm, t->base + latch_ranges[i].offset, latch_ranges[i].len) < 0)
+            break;
     err_clear();
     *out = t;
     return 0;

@@ -90,6 +90,10 @@ void virtio_mmio_destroy(struct virtio_mmio *t);
 void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
                         bool is_write);
 
+/* Whether a write at offset in the register file only latches a value for
+ * a later access (such writes are coalesced: vm_coalesce_writes). */
+bool virtio_mmio_write_latches(uint64_t offset);
+
 /* Queue q of a live device, or NULL when not ready or broken. */
 struct virtq *virtio_mmio_queue(struct virtio_mmio *t, unsigned q);
 
