@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <signal.h>
@@ -460,18 +461,19 @@ static void forward(int sig)
 
 /* The process that made the jail stays outside it, as the VMM's parent:
  * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
- * the terminal itself) and leaves as the VMM does. It runs only when the
- * VMM leaves the CPU free (SCHED_IDLE): building its filter (libseccomp,
- * at run time: it names what it holds) took the one CPU of a nested L1
- * from the VMM on its way to the guest (bench jail_bench, jail_fork_us).
- * It takes nothing from the VMM before its filter (the arrival's byte is
- * read after), and waiting is all it does after. */
+ * the terminal itself) and leaves as the VMM does. It yields the CPU to
+ * the VMM (nice 19): building its filter (libseccomp, at run time: it
+ * names what it holds) took the one CPU of a nested L1 from the VMM on
+ * its way to the guest (bench jail_bench, jail_fork_us). Not SCHED_IDLE:
+ * woken (the arrival's byte, the VMM's end), it still runs within a
+ * slice or so beside a busy guest. It takes nothing from the VMM before
+ * its filter (the arrival's byte is read after). */
 static void __attribute__((noreturn)) relay(pid_t child)
 {
     struct sigaction sa = {.sa_handler = forward};
     int status, dirs[CONFINE_MAX_LEFTOVERS];
 
-    sched_setscheduler(0, SCHED_IDLE, &(struct sched_param){0}); /* refused: as before */
+    setpriority(PRIO_PROCESS, 0, 19); /* refused: as before */
     vmm = child;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
