@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <signal.h>
@@ -66,48 +67,71 @@ static int map_ids(uid_t uid, gid_t gid)
     return 0;
 }
 
+/* The root is built from inside it (build_root(): its folder is the
+ * working folder, the umask 0), so each call below walks the path in the
+ * jail, not the host's folders above the root too: a jailed start makes
+ * ~20 mount points, and each call costs in a TCG L1. AT is a path as the
+ * jail will see it (absolute); in_root(AT) names it from the root. */
+static const char *in_root(const char *at)
+{
+    return at[1] ? at + 1 : ".";
+}
+
 /* A folder on the way to a mount point, with the host folder's mode: the
  * VMM checks some of them as it would outside (smolvm's cache root must
- * be 0700, util/cache.h) and could not change them in the read-only root. */
-static int make_folder_as_host(const char *at, const char *host)
+ * be 0700, util/cache.h) and could not change them in the read-only root.
+ * *setgid: in, whether the folder it is in is set-gid (mkdir() makes it
+ * set-gid then, whatever its mode); out, whether it is. */
+static int make_folder_as_host(const char *at, bool *setgid)
 {
     struct stat st;
     mode_t mode;
 
-    /* Most are there already (made for a path before): one call, not
-     * three, for each (a jailed start makes ~20 mount points). */
-    if (stat(at, &st) == 0)
+    /* Most are there already (made for a path before): one call each. */
+    if (stat(in_root(at), &st) == 0) {
+        *setgid = st.st_mode & S_ISGID;
         return 0;
-    mode = stat(host, &st) == 0 ? st.st_mode & 07777 : 0755;
-    if (mkdir(at, mode) < 0)
+    }
+    mode = stat(at, &st) == 0 ? st.st_mode & 07777 : 0755;
+    if (mkdir(in_root(at), mode) < 0)
         return broken("cannot make", at);
-    return chmod(at, mode) < 0 ? broken("cannot make", at) : 0; /* past the umask */
+    /* mkdir() leaves set-id bits out of the mode it is given, and takes
+     * its folder's set-gid bit. */
+    if (((mode & (S_ISUID | S_ISGID)) || *setgid) && chmod(in_root(at), mode) < 0)
+        return broken("cannot make", at);
+    *setgid = mode & S_ISGID;
+    return 0;
 }
 
-/* The mount point of path under root: its folders, then a folder or an
- * empty file to bind onto. */
-static int make_mount_point(const char *target, size_t root_len, bool folder)
+/* The mount point itself: a folder, or an empty file to bind onto. 0, or
+ * -errno (-EEXIST: inside a folder bound before, there already). */
+static int make_point(const char *at, bool folder)
+{
+    int r = folder ? mkdir(in_root(at), 0755) : mknod(in_root(at), S_IFREG | 0644, 0);
+    return r < 0 ? -errno : 0;
+}
+
+/* The mount point of AT: one call when its folder is there (most are),
+ * else its folders first. */
+static int make_mount_point(const char *at, bool folder)
 {
     char dir[PATH_MAX];
-    struct stat st;
-    int fd, r;
+    int r = make_point(at, folder);
 
-    if (stat(target, &st) == 0)
-        return 0; /* inside a folder bound before */
-    snprintf(dir, sizeof(dir), "%s", target);
-    for (char *slash = strchr(dir + root_len + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+    if (r == 0 || r == -EEXIST)
+        return 0;
+    if (r != -ENOENT)
+        return errno = -r, broken("cannot make", at);
+    bool setgid = false; /* the root's tmpfs is not */
+    snprintf(dir, sizeof(dir), "%s", at);
+    for (char *slash = strchr(dir + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        if ((r = make_folder_as_host(dir, dir + root_len)) < 0)
+        if ((r = make_folder_as_host(dir, &setgid)) < 0)
             return r;
         *slash = '/';
     }
-    if (folder)
-        return mkdir(target, 0755) < 0 ? broken("cannot make", target) : 0;
-    fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return broken("cannot make", target);
-    close(fd);
-    return 0;
+    r = make_point(at, folder);
+    return r == 0 || r == -EEXIST ? 0 : (errno = -r, broken("cannot make", at));
 }
 
 /* A read-only remount must keep the flags the source's mount has (nosuid,
@@ -130,38 +154,47 @@ static unsigned long kept_flags(const char *path)
     return ms;
 }
 
-/* source, bound under root at the path at (its own path, but for an
- * arrival's folder). */
-static int bind_at(const char *root, const char *source, const char *at, bool writable)
+/* Read-only, keeping the flags the source's mount has (nosuid, nodev,
+ * noexec...: a user namespace may not lift them): mount_setattr() sets
+ * only this one, in one call; the remount, where the kernel lacks it,
+ * must name them all (kept_flags()). */
+static int make_read_only(const char *source, const char *target)
 {
-    char target[PATH_MAX];
-    struct stat st;
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+
+    if (mount_setattr(AT_FDCWD, target, 0, &ro, sizeof(ro)) == 0)
+        return 0;
+    if (errno != ENOSYS)
+        return -1;
+    return mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | kept_flags(source), NULL);
+}
+
+/* source, bound in the root at the path at (its own path, but for an
+ * arrival's folder), onto a folder or a file as planned. */
+static int bind_at(const char *source, const char *at, bool folder, bool writable)
+{
     int r;
 
-    if (stat(source, &st) < 0)
-        return broken("cannot find", source);
-    if ((size_t)snprintf(target, sizeof(target), "%s%s", root, at) >= sizeof(target))
-        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", at), -ENOTRECOVERABLE;
-    if ((r = make_mount_point(target, strlen(root), S_ISDIR(st.st_mode))) < 0)
+    /* A folder or file that is no longer what the plan saw fails to bind. */
+    if ((r = make_mount_point(at, folder)) < 0)
         return r;
     /* Without MS_REC: the folders under it mounted elsewhere stay out,
      * unless the kernel insists (EINVAL: they are locked to this one). */
-    if (mount(source, target, NULL, MS_BIND, NULL) < 0 &&
-        (errno != EINVAL || mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0))
+    if (mount(source, in_root(at), NULL, MS_BIND, NULL) < 0 &&
+        (errno != EINVAL || mount(source, in_root(at), NULL, MS_BIND | MS_REC, NULL) < 0))
         return broken("cannot bind", source);
-    if (!writable && mount(NULL, target, NULL,
-                           MS_REMOUNT | MS_BIND | MS_RDONLY | kept_flags(source), NULL) < 0)
+    if (!writable && make_read_only(source, in_root(at)) < 0)
         return broken("cannot make read-only", source);
     return 0;
 }
 
-static int bind_in(const char *root, const struct confine_path *cp)
+static int bind_in(const struct confine_path *cp)
 {
-    return bind_at(root, cp->path, cp->path, cp->writable);
+    return bind_at(cp->path, cp->path, cp->folder, cp->writable);
 }
 
 /* The arrival's folder (jail.h), at the name it will take. */
-static int bind_arrival(const char *root, const struct confine_arrival *a)
+static int bind_arrival(const struct confine_arrival *a)
 {
     char source[PATH_MAX], at[PATH_MAX];
 
@@ -170,7 +203,7 @@ static int bind_arrival(const char *root, const struct confine_arrival *a)
     if ((size_t)snprintf(source, sizeof(source), "%s/%s", a->dir, a->temporary) >= sizeof(source) ||
         (size_t)snprintf(at, sizeof(at), "%s/%s", a->dir, a->name) >= sizeof(at))
         return err_plain(ENAMETOOLONG, "--jail: %s: path too long", a->dir), -ENOTRECOVERABLE;
-    return bind_at(root, source, at, true);
+    return bind_at(source, at, true, true); /* a folder (jail.h) */
 }
 
 static int by_length(const void *a, const void *b)
@@ -180,21 +213,20 @@ static int by_length(const void *a, const void *b)
     return (la > lb) - (la < lb);
 }
 
-static int make_link(const char *root, const struct confine_link *l)
+static int make_link(const struct confine_link *l)
 {
-    char at[PATH_MAX];
-    struct stat st;
+    const char *at = in_root(l->path);
     int r;
 
-    if ((size_t)snprintf(at, sizeof(at), "%s%s", root, l->path) >= sizeof(at))
-        return err_plain(ENAMETOOLONG, "--jail: %s: path too long", l->path), -ENOTRECOVERABLE;
-    if (lstat(at, &st) == 0)
-        return 0; /* inside a folder bound in: there already */
+    if (symlink(l->target, at) == 0 || errno == EEXIST)
+        return 0; /* EEXIST: inside a folder bound in, there already */
+    if (errno != ENOENT)
+        return broken("cannot make", l->path);
     /* Its folders, as a mount point's (the link stands for a folder). */
-    if ((r = make_mount_point(at, strlen(root), true)) < 0)
+    if ((r = make_mount_point(l->path, true)) < 0)
         return r;
     if (rmdir(at) < 0 || symlink(l->target, at) < 0)
-        return broken("cannot make", at);
+        return broken("cannot make", l->path);
     return 0;
 }
 
@@ -202,15 +234,12 @@ static int make_link(const char *root, const struct confine_link *l)
  * other process (the shares reopen files through /proc/self/fd, saves
  * read /proc/self/pagemap). Mounted while the host's /proc is still
  * there: the kernel lets a namespace mount one only then. */
-static int mount_proc(const char *root)
+static int mount_proc(void)
 {
-    char dir[PATH_MAX];
-
-    snprintf(dir, sizeof(dir), "%s/proc", root);
-    if (mkdir(dir, 0555) < 0 && errno != EEXIST)
-        return broken("cannot make", dir);
-    if (mount("proc", dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-        return broken("cannot mount a procfs on", dir);
+    if (mkdir("proc", 0555) < 0 && errno != EEXIST)
+        return broken("cannot make", "/proc");
+    if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return broken("cannot mount a procfs on", "/proc");
     return 0;
 }
 
@@ -246,11 +275,32 @@ static bool reached_through_folder(const struct confine_path *const *order, unsi
     return false;
 }
 
+/* The plan's paths, the arrival's folder, a procfs and the links, made
+ * in the root, which is the working folder (see in_root()). */
+static int fill_root(const struct confine_plan *p)
+{
+    const struct confine_path *order[CONFINE_MAX_PATHS];
+    int r;
+
+    for (unsigned i = 0; i < p->count; i++)
+        order[i] = &p->paths[i];
+    qsort(order, p->count, sizeof(order[0]), by_length);
+    for (unsigned i = 0; i < p->count; i++)
+        if (!reached_through_folder(order, i) && (r = bind_in(order[i])) < 0)
+            return r;
+    if ((r = bind_arrival(&p->arrival)) < 0 || (r = mount_proc()) < 0)
+        return r;
+    for (unsigned i = 0; i < p->link_count; i++)
+        if ((r = make_link(&p->links[i])) < 0)
+            return r;
+    return 0;
+}
+
 /* A tmpfs on p->root holding the plan's paths (outer folders bound before
  * what is inside them), read-only itself, then made /. */
 static int build_root(const struct confine_plan *p)
 {
-    const struct confine_path *order[CONFINE_MAX_PATHS];
+    mode_t umask_was;
     int r;
 
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -259,21 +309,17 @@ static int build_root(const struct confine_plan *p)
         return broken("cannot make", p->root);
     if (mount("smolvm-jail", p->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
         return broken("cannot mount a tmpfs on", p->root);
-    for (unsigned i = 0; i < p->count; i++)
-        order[i] = &p->paths[i];
-    qsort(order, p->count, sizeof(order[0]), by_length);
-    for (unsigned i = 0; i < p->count; i++)
-        if (!reached_through_folder(order, i) && (r = bind_in(p->root, order[i])) < 0)
-            return r;
-    if ((r = bind_arrival(p->root, &p->arrival)) < 0 || (r = mount_proc(p->root)) < 0)
+    if (chdir(p->root) < 0)
+        return broken("cannot enter", p->root);
+    umask_was = umask(0); /* the folders take the host's modes as they are made */
+    r = fill_root(p);
+    umask(umask_was);
+    if (r < 0)
         return r;
-    for (unsigned i = 0; i < p->link_count; i++)
-        if ((r = make_link(p->root, &p->links[i])) < 0)
-            return r;
-    if (mount(NULL, p->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+    if (mount(NULL, ".", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         return broken("cannot make read-only", p->root);
     /* pivot_root(".", "."): the old root ends up on top, detached at once. */
-    if (chdir(p->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
         return broken("cannot pivot_root into", p->root);
     if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return broken("cannot detach the host's root from", p->root);
@@ -415,12 +461,19 @@ static void forward(int sig)
 
 /* The process that made the jail stays outside it, as the VMM's parent:
  * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
- * the terminal itself) and leaves as the VMM does. */
+ * the terminal itself) and leaves as the VMM does. It yields the CPU to
+ * the VMM (nice 19): building its filter (libseccomp, at run time: it
+ * names what it holds) took the one CPU of a nested L1 from the VMM on
+ * its way to the guest (bench jail_bench, jail_fork_us). Not SCHED_IDLE:
+ * woken (the arrival's byte, the VMM's end), it still runs within a
+ * slice or so beside a busy guest. It takes nothing from the VMM before
+ * its filter (the arrival's byte is read after). */
 static void __attribute__((noreturn)) relay(pid_t child)
 {
     struct sigaction sa = {.sa_handler = forward};
     int status, dirs[CONFINE_MAX_LEFTOVERS];
 
+    setpriority(PRIO_PROCESS, 0, 19); /* refused: as before */
     vmm = child;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);

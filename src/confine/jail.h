@@ -24,6 +24,7 @@
 struct confine_path {
     char *path;     /* absolute; a file or a folder (with what is under it) */
     bool writable;
+    bool folder;    /* as planned: the jail binds it onto a folder, else a file */
 };
 
 /* A symbolic link the jail makes again (/lib64 -> usr/lib64: programs

@@ -63,11 +63,14 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
     struct stat st;
     int r;
 
-    if (!path || !resolve(path, real))
+    if (!path || !resolve(path, real) || lstat(path, &st) < 0)
         return 0; /* nothing there: nothing the VMM can need */
-    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && strcmp(path, "/proc/self") != 0 &&
-        (r = add_link(p, path)) < 0)
+    if (S_ISLNK(st.st_mode) && strcmp(path, "/proc/self") != 0 && (r = add_link(p, path)) < 0)
         return r;
+    /* What it is, known now: the jail makes its mount point without
+     * looking again (one call fewer for each path, bench jail_bench). */
+    if (S_ISLNK(st.st_mode) && stat(real, &st) < 0)
+        return 0;
     for (unsigned i = 0; i < p->count; i++)
         if (strcmp(p->paths[i].path, real) == 0) {
             p->paths[i].writable |= writable;
@@ -78,6 +81,7 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
                          CONFINE_MAX_PATHS);
     if (!(p->paths[p->count].path = strdup(real)))
         return err_set(ENOMEM, "--jail");
+    p->paths[p->count].folder = S_ISDIR(st.st_mode);
     p->paths[p->count++].writable = writable;
     return 0;
 }

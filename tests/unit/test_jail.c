@@ -15,7 +15,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -852,6 +854,63 @@ static void test_files_inside_folders(void **state)
     assert_int_equal(unlink(base), 0);
 }
 
+/* The root's mount points are made from inside it, with the umask off:
+ * the folders on the way keep the host's modes exactly (sticky, set-gid,
+ * 0711), and a read-only bind keeps the flags of the mount it comes from
+ * (/dev's nosuid: a user namespace may not lift them) while it is
+ * read-only; a file and a folder of the plan are bound as what they are. */
+static void test_root_keeps_modes_and_flags(void **state)
+{
+    char folders[3][192], leaf[224];
+    mode_t host_mode[3];
+    struct statvfs host_dev;
+    struct stat st;
+    (void)state;
+
+    snprintf(folders[0], sizeof(folders[0]), "%s/sticky", dir);
+    snprintf(folders[1], sizeof(folders[1]), "%s/sticky/setgid", dir);
+    snprintf(folders[2], sizeof(folders[2]), "%s/sticky/setgid/private", dir);
+    snprintf(leaf, sizeof(leaf), "%s/sticky/setgid/private/leaf.txt", dir);
+    assert_int_equal(sh("mkdir -p '%s' && chmod 1777 '%s' && chmod 2755 '%s' && chmod 711 '%s' && "
+                        "echo l > '%s'",
+                        folders[2], folders[0], folders[1], folders[2], leaf),
+                     0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(stat(folders[i], &st), 0);
+        host_mode[i] = st.st_mode & 07777;
+    }
+    assert_int_equal(host_mode[0], 01777);
+    assert_int_equal(host_mode[1] & 02000, 02000);
+    assert_int_equal(statvfs("/dev/null", &host_dev), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {0};
+        struct statvfs sv;
+
+        if (confine_plan_add(&plan, leaf, false) < 0 || confine_plan_add(&plan, inside, true) < 0 ||
+            confine_plan_add(&plan, "/dev/null", false) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        jail_or_skip(&plan);
+        for (int i = 0; i < 3; i++)
+            if (stat(folders[i], &st) < 0 || (st.st_mode & 07777) != host_mode[i])
+                _exit(1 + i); /* the folders on the way: the host's modes */
+        if (stat(leaf, &st) < 0 || !S_ISREG(st.st_mode) || stat(inside, &st) < 0 ||
+            !S_ISDIR(st.st_mode))
+            _exit(4);
+        if (statvfs("/dev/null", &sv) < 0 || !(sv.f_flag & ST_RDONLY))
+            _exit(5);
+        if ((host_dev.f_flag & ST_NOSUID) && !(sv.f_flag & ST_NOSUID))
+            _exit(6);
+        if (statvfs(leaf, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || statvfs(inside, &sv) < 0 ||
+            (sv.f_flag & ST_RDONLY))
+            _exit(7);
+        _exit(0);
+    }
+    child_passed(pid);
+    assert_int_equal(sh("rm -rf '%s'", folders[0]), 0);
+}
+
 /* The net helper runs in the jail: a dynamically linked program does, given
  * /usr and the links (/lib64 -> usr/lib64) its loader is named through. */
 static void test_jail_runs_a_dynamic_program(void **state)
@@ -965,7 +1024,8 @@ static pid_t relay_ready(int ready[2])
  * filter of its own (a process of the VMM's, unfiltered, was what the
  * nested seccomp check found under --jail). Under it, it still passes
  * SIGTERM on to the VMM and ends with the VMM's exit status, and when the
- * VMM is killed (SIGKILL) it ends by the same signal. */
+ * VMM is killed (SIGKILL) it ends by the same signal. It runs at nice
+ * 19, off the VMM's way to its guest. */
 static void test_relay_is_filtered_and_relays(void **state)
 {
     int ready[2], status;
@@ -975,6 +1035,9 @@ static void test_relay_is_filtered_and_relays(void **state)
     pid_t relay = relay_ready(ready);
     if (!filtered(relay))
         relay_failed(relay, "the relay shows no Seccomp: 2");
+    errno = 0;
+    if (getpriority(PRIO_PROCESS, (id_t)relay) != 19) /* off the VMM's way (jail.c) */
+        relay_failed(relay, "the relay does not run at nice 19");
     assert_int_equal(kill(relay, SIGTERM), 0);
     assert_int_equal(waitpid(relay, &status, 0), relay);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 42)
@@ -1181,6 +1244,7 @@ int main(void)
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
         cmocka_unit_test(test_files_inside_folders),
+        cmocka_unit_test(test_root_keeps_modes_and_flags),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
         cmocka_unit_test(test_falls_back_to_landlock),
