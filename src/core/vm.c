@@ -224,10 +224,11 @@ int vm_notify_fd(struct vm *vm, uint64_t gpa, uint32_t len, uint64_t value, int 
 static void coalesced_write(void *opaque, uint64_t gpa, const uint8_t *data, uint32_t len)
 {
     struct vm *vm = opaque;
-    uint8_t copy[8];
+    uint8_t copy[8]; /* the bus takes bytes it may write (reads share its path) */
+    uint32_t n = len <= sizeof(copy) ? len : sizeof(copy);
 
-    memcpy(copy, data, len <= sizeof(copy) ? len : sizeof(copy));
-    bus_dispatch(&vm->mmio, gpa, copy, len <= sizeof(copy) ? len : sizeof(copy), true);
+    memcpy(copy, data, n);
+    bus_dispatch(&vm->mmio, gpa, copy, n, true);
 }
 
 int vm_coalesce_writes(struct vm *vm, uint64_t gpa, uint64_t len)

@@ -21,7 +21,7 @@ uint32_t kvm_coalesced_ring_entries(long page_size)
 }
 
 unsigned kvm_coalesced_drain(struct kvm_coalesced_mmio_ring *ring, uint32_t entries,
-                             kvm_coalesced_deliver deliver, void *opaque)
+                             hv_write_fn deliver, void *opaque)
 {
     unsigned handled = 0;
     uint32_t first = __atomic_load_n(&ring->first, __ATOMIC_RELAXED);

@@ -60,15 +60,12 @@ struct kvm_clock_data kvm_clock_for_restore(const struct kvm_clock_data *saved,
 /* The entries of a coalesced MMIO ring in a page of page_size bytes. */
 uint32_t kvm_coalesced_ring_entries(long page_size);
 
-typedef void (*kvm_coalesced_deliver)(void *opaque, uint64_t gpa, const uint8_t *data,
-                                      uint32_t len);
-
 /* Hands each write queued in ring (of entries entries) to deliver, oldest
  * first, freeing its slot only once deliver returned; an entry longer than
  * 8 bytes is dropped, a ring index out of range stops the replay. Returns
  * the entries taken. The caller keeps other replays out. */
 unsigned kvm_coalesced_drain(struct kvm_coalesced_mmio_ring *ring, uint32_t entries,
-                             kvm_coalesced_deliver deliver, void *opaque);
+                             hv_write_fn deliver, void *opaque);
 
 /* Replays the VM's queued writes (if any) before vcpu's exit is handled. */
 struct hv_vcpu;
