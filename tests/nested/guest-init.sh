@@ -22,6 +22,16 @@ load_modules() {
 mount_share() {
     mount -t virtiofs "$1" "$2" && stat "$2" > /dev/null && echo 512 > "$(share_bdi "$2")/read_ahead_kb"
 }
+# timed NAME COMMAND...: runs it, quiet, and prints "BENCH NAME SECONDS"
+# by the guest's clock (bench/fs, bench/ram read these lines).
+timed() {
+    local name=$1 a b
+    shift
+    a=$(cut -d' ' -f1 /proc/uptime)
+    "$@" > /dev/null 2>&1 || echo "BENCH-FAILED $name"
+    b=$(cut -d' ' -f1 /proc/uptime)
+    echo "BENCH $name $(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
+}
 # share_bdi DIR: the sysfs folder of the backing device (readahead) of the
 # file system mounted at DIR.
 share_bdi() {
@@ -362,14 +372,9 @@ case "$test" in
         else
             mount_share bench /mnt/s
         fi || echo BENCH-MOUNT-FAILED
-        step() { # step NAME COMMAND...: "BENCH NAME SECONDS"
-            local name=$1 a b
-            shift
+        step() { # step NAME COMMAND...: timed, caches dropped before it
             sync; echo 3 > /proc/sys/vm/drop_caches
-            a=$(cut -d' ' -f1 /proc/uptime)
-            "$@" > /dev/null 2>&1 || echo "BENCH-FAILED $name"
-            b=$(cut -d' ' -f1 /proc/uptime)
-            echo "BENCH $name $(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
+            timed "$@"
         }
         # A line a minute: the L1's watchdog takes a silent console for a hang.
         (while sleep 60; do echo BENCH-TICK; done) &
@@ -476,15 +481,11 @@ case "$test" in
         mb=${mb:-128}
         mkdir -p /touch && mount -t tmpfs -o size=$((mb + 16))m touch /touch
         steal() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
-        ramstep() { # ramstep NAME COMMAND...
-            local name=$1 a b s
-            shift
+        ramstep() { # ramstep NAME COMMAND...: timed, with its steal ticks
+            local s
             s=$(steal)
-            a=$(cut -d' ' -f1 /proc/uptime)
-            "$@" > /dev/null 2>&1 || echo "BENCH-FAILED $name"
-            b=$(cut -d' ' -f1 /proc/uptime)
-            echo "BENCH $name $(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
-            echo "BENCH-STEAL $name $(($(steal) - s))"
+            timed "$@"
+            echo "BENCH-STEAL $1 $(($(steal) - s))"
         }
         echo "RAMTOUCH-AT before"
         sleep 3
