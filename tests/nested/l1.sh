@@ -10,6 +10,8 @@
 #        L1_TIMEOUT    seconds before the L1 is killed (default 2100)
 #        L1_STALL      seconds without new output in RESULTS before the L1 is
 #                      taken for hung and killed (default 420)
+#        L1_SILENT seconds without the L1's heartbeat (its console) before it
+#                      is taken for wedged and killed (default 200)
 #        L1_SMP        vCPUs of the L1 (default 1: multi-threaded TCG with
 #                      nested SVM was seen to lock up the L1 kernel)
 #        L1_DISK       a raw image the L1 sees as a virtio disk (/dev/vda,
@@ -73,18 +75,28 @@ qemu=$!
 # A hung L1 must not eat CI's time: no file the scenarios write in RESULTS
 # changing for L1_STALL seconds ends it (the L1's own console log does not
 # count: a locked-up L1 kernel keeps printing there).
-stall=${L1_STALL:-420}
-last=$(date +%s)
+# A wedged L1 (its kernel stopped: no heartbeat, once a minute from
+# l1-init.sh, on its console) is known sooner by that silence: L1_SILENT
+# seconds (default 200) without a heartbeat, counted from the L1's start.
+stall=${L1_STALL:-420} silent=${L1_SILENT:-200}
+last=$(date +%s) beat_at=$(date +%s) beats=0
 while kill -0 "$qemu" 2>/dev/null; do
     sleep 5
+    now=$(date +%s)
     newest=$(find "$results" -type f ! -name l1-serial.log ! -name qemu-l1.err \
         -printf '%T@\n' | sort -n | tail -n 1)
     [ -n "$newest" ] && [ "${newest%.*}" -gt "$last" ] && last=${newest%.*}
-    if [ $(( $(date +%s) - last )) -gt "$stall" ]; then
+    n=$(grep -a -c "^l1: heartbeat" "$results/l1-serial.log" 2>/dev/null || true)
+    [ "${n:-0}" -gt "$beats" ] && beats=$n beat_at=$now
+    if [ $((now - last)) -gt "$stall" ]; then
         echo "l1: no progress for ${stall}s; killing the L1 guest" >&2
-        kill "$qemu" 2>/dev/null
-        break
+    elif [ $((now - beat_at)) -gt "$silent" ]; then
+        echo "l1: no heartbeat for ${silent}s (wedged); killing the L1 guest" >&2
+    else
+        continue
     fi
+    kill "$qemu" 2>/dev/null
+    break
 done
 wait "$qemu" 2>/dev/null || true
 grep -v -e "Unhandled WRMSR" -e "^$" -e "^l1: heartbeat" "$results/l1-serial.log" || true
