@@ -204,7 +204,8 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
 
 /* The working set recorded next to the memory cache is faulted in; when
  * there is none (or it does not fit this RAM, or it is a first start's
- * provisional one) this start records one. */
+ * provisional one, not faulted in) this start records one, every page
+ * faulted in as touched until then. */
 static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
                      char **record)
 {

@@ -17,8 +17,9 @@
 #include "core/memory.h"
 #include "machine/machine.h"
 
-/* How long after a start the pages present make its working set: the
- * guest's first second (REAP's window). */
+/* How long after a start the pages present make its working set when
+ * the guest says nothing sooner (see machine/workingset.h): its first
+ * second (REAP's window). */
 #define WORKING_SET_WINDOW_MS 1000
 
 /* The cached base of b's section (a disk carried whole); *out malloc'd. */

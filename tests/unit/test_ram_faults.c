@@ -192,7 +192,7 @@ static void first_start_serves_faults(void **state)
     faults = NULL;
     assert_int_equal(machine_cached_memory(b, &again, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
     assert_null(faults);
-    assert_non_null(record); /* prefetched, and this start records the exact one */
+    assert_non_null(record); /* not prefetched: this start records the exact one */
     assert_same_ram(&mem, &again);
     free(record);
     guest_memory_free(&again);
