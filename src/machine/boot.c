@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "bundle/sections.h"
+#include "machine/cache.h"
 #include "machine/internal.h"
 #include "machine/ram_faults.h"
 #include "machine/workingset.h"
@@ -50,6 +51,7 @@ void machine_destroy(struct machine *m)
     if (m->faults && m->vm && ram_faults_complete(m->faults) < 0)
         err_clear();
     ram_faults_stop(m->faults);
+    machine_memory_cache_published(m->publisher);
     free(m->working_set);
     vm_destroy(m->vm);
     vm_config_release(&m->cfg);

@@ -109,7 +109,8 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults);
+    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults,
+                                 &m->publisher);
 }
 
 static void record_now(void *recorder)
