@@ -294,7 +294,7 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
         return;
     struct working_set_counts c;
     int r = working_set_prefetch(path, mem, &c);
-    if (r == 0)
+    if (r == 0 && !c.provisional) /* a provisional one is not faulted in */
         trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
     if (r == -EINVAL)
         unlink(path);
