@@ -257,7 +257,9 @@ static int build_vmm(scmp_filter_ctx ctx)
 
 /* A first start's two threads (machine/ram_faults.c): one places the
  * chunks the guest faults on, the other fills the rest in and writes the
- * memory cache, names it when whole and writes the working set beside it.
+ * memory cache, names it when whole and writes the working set beside it;
+ * the thread that syncs and names a cache unpacked before the guest ran
+ * (machine/cache.c) is under it as well.
  * They read the bundle and write the cache through descriptors opened
  * before; a chunk that fails its check puts the terminal back. */
 static int build_memory(scmp_filter_ctx ctx)

@@ -35,6 +35,8 @@ struct console {
     pthread_mutex_t lock;
     console_input_fn input;
     void *input_opaque;
+    console_output_fn next_output; /* console_on_next_output() */
+    void *next_output_opaque;
     char marker[MARKER_MAX];
     size_t marker_len;
     char window[MARKER_MAX]; /* the last marker_len output bytes */
@@ -325,6 +327,11 @@ void console_output(struct console *con, const uint8_t *buf, size_t len)
         return;
     trace_mark(TRACE_FIRST_SERIAL_BYTE);
     pthread_mutex_lock(&con->lock);
+    if (con->next_output) {
+        console_output_fn fn = con->next_output;
+        con->next_output = NULL;
+        fn(con->next_output_opaque);
+    }
     for (size_t i = 0; i < len; i++) {
         watch_marker(con, buf[i]);
         if (lines)
@@ -342,6 +349,14 @@ void console_set_input(struct console *con, console_input_fn fn, void *opaque)
     pthread_mutex_lock(&con->lock);
     con->input = fn;
     con->input_opaque = opaque;
+    pthread_mutex_unlock(&con->lock);
+}
+
+void console_on_next_output(struct console *con, console_output_fn fn, void *opaque)
+{
+    pthread_mutex_lock(&con->lock);
+    con->next_output = fn;
+    con->next_output_opaque = opaque;
     pthread_mutex_unlock(&con->lock);
 }
 

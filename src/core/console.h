@@ -33,6 +33,11 @@ uint64_t console_dropped(struct console *con);
  * the guest runs. */
 void console_log_to(struct console *con, const char *path, uint64_t limit);
 void console_set_input(struct console *con, console_input_fn fn, void *opaque);
+/* fn(opaque) is called once, by the thread that outputs it, with the
+ * guest's next output (under the console's lock: fn must not block);
+ * fn NULL cancels it, and no call is under way once that returns. */
+typedef void (*console_output_fn)(void *opaque);
+void console_on_next_output(struct console *con, console_output_fn fn, void *opaque);
 
 struct loop;
 /* Forwards stdin to the input device from the loop; the user typing

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "bundle/sections.h"
+#include "machine/cache.h"
 #include "machine/internal.h"
 #include "machine/ram_faults.h"
 #include "machine/workingset.h"
@@ -42,12 +43,15 @@ void machine_destroy(struct machine *m)
         return;
     if (m->handed_over)
         yield_to_others();
+    if (m->recorder) /* no call from a vCPU under way past this */
+        console_on_next_output(vm_console(m->vm), NULL, NULL);
     working_set_recorder_stop(m->recorder);
     /* A guest that ran: its RAM's cache is finished first, so the next
      * start maps it even when this one was short. */
     if (m->faults && m->vm && ram_faults_complete(m->faults) < 0)
         err_clear();
     ram_faults_stop(m->faults);
+    machine_memory_cache_published(m->publisher);
     free(m->working_set);
     vm_destroy(m->vm);
     vm_config_release(&m->cfg);

@@ -1,6 +1,8 @@
 #include "machine/cache.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include "bundle/sections.h"
+#include "confine/confine.h"
 #include "machine/ram_faults.h"
 #include "machine/workingset.h"
 #include "util/cache.h"
@@ -115,30 +118,89 @@ int machine_layer_at_hand(const char *hash, const char *format, bool *have)
     return r;
 }
 
-/* Unpacks the section into path: a sparse file (zero chunks are holes),
- * complete and synced before it gets its name. */
-static int unpack_to_cache(const struct bundle *b, const char *name,
-                           const struct guest_memory *mem, const char *path)
+/* Unpacks the section into a fresh file next to path (*tmp, its name): a
+ * sparse file (zero chunks are holes). Returns its fd, or <0. */
+static int unpack_to_tmp(const struct bundle *b, const char *name,
+                         const struct guest_memory *mem, const char *path, char **tmp)
 {
-    char *tmp;
     int fd, r;
 
-    if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
+    if (asprintf(tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
+        *tmp = NULL;
         return err_set(ENOMEM, "memory cache");
-    fd = file_create_fresh(tmp, 0600);
-    r = fd < 0 ? fd : ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", tmp) : 0;
+    }
+    fd = file_create_fresh(*tmp, 0600);
+    r = fd < 0 ? fd : ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", *tmp) : 0;
     if (r == 0)
         r = bundle_unpack_memory(b, name, mem, fd);
-    if (r == 0 && fdatasync(fd) < 0)
-        r = err_set(errno, "syncing '%s'", tmp);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = err_set(errno, "naming '%s'", path);
+    if (r == 0)
+        return fd;
     if (fd >= 0)
         close(fd);
+    unlink(*tmp);
+    free(*tmp);
+    *tmp = NULL;
+    return r;
+}
+
+/* The unpacked file gets its name once synced: a crash never leaves a
+ * file there that is not whole. Takes fd (closed) and tmp (freed). */
+static int publish(int fd, char *tmp, const char *path)
+{
+    int r = fdatasync(fd) < 0 ? err_set(errno, "syncing '%s'", tmp) : 0;
+    if (r == 0 && rename(tmp, path) < 0)
+        r = err_set(errno, "naming '%s'", path);
     if (r < 0)
         unlink(tmp);
+    close(fd);
     free(tmp);
     return r;
+}
+
+struct memory_cache_publisher {
+    pthread_t thread;
+    int fd;
+    char *tmp, *path;
+};
+
+static void *publisher_main(void *arg)
+{
+    struct memory_cache_publisher *p = arg;
+    struct sched_param none = {0};
+    /* Behind the guest: its first output does not wait for the disk. */
+    confine_thread(CONFINE_MEMORY, "memory-cache");
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+    if (publish(p->fd, p->tmp, p->path) < 0)
+        err_clear(); /* the next start unpacks it again */
+    return NULL;
+}
+
+/* publish() in a thread of its own; where none can be made, here. */
+static void publish_later(int fd, char *tmp, const char *path,
+                          struct memory_cache_publisher **out)
+{
+    struct memory_cache_publisher *p = calloc(1, sizeof(*p));
+    if (p && (p->path = strdup(path))) {
+        p->fd = fd;
+        p->tmp = tmp;
+        if (pthread_create(&p->thread, NULL, publisher_main, p) == 0) {
+            *out = p;
+            return;
+        }
+        free(p->path);
+    }
+    free(p);
+    if (publish(fd, tmp, path) < 0)
+        err_clear(); /* the next start unpacks it again */
+}
+
+void machine_memory_cache_published(struct memory_cache_publisher *p)
+{
+    if (!p)
+        return;
+    pthread_join(p->thread, NULL);
+    free(p->path);
+    free(p);
 }
 
 /* Copies the file's data extents (holes are zero RAM already). */
@@ -172,10 +234,13 @@ static int copy_regions(const struct guest_memory *mem, int fd)
     return 0;
 }
 
-int machine_memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
-                         const char *cache_dir, enum machine_memory_use use)
+/* machine_memory_cache(), naming an unpacked file behind the guest where
+ * later is not NULL (*later then set, or left NULL when named already). */
+static int memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
+                        const char *cache_dir, enum machine_memory_use use,
+                        struct memory_cache_publisher **later)
 {
-    char key[65], *path;
+    char key[65], *path, *tmp = NULL;
     int fd, r = bundle_memory_key(b, name, key);
 
     if (r < 0)
@@ -189,22 +254,37 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
         unlink(path);
     }
     if (fd < 0) {
-        r = unpack_to_cache(b, name, mem, path);
-        fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-        if (r == 0 && fd < 0)
-            r = err_set(errno, "'%s'", path);
+        fd = unpack_to_tmp(b, name, mem, path, &tmp);
+        r = fd < 0 ? fd : 0;
     }
     if (r == 0)
         r = use == MEMORY_CACHE_MAP ? guest_memory_map_file(mem, fd) : copy_regions(mem, fd);
-    if (fd >= 0)
-        close(fd);
+    if (r == 0 && tmp) { /* named once synced; RAM is mapped from it meanwhile */
+        if (later)
+            publish_later(fd, tmp, path, later);
+        else if (publish(fd, tmp, path) < 0)
+            err_clear(); /* this start has its RAM; the next unpacks again */
+    } else {
+        if (fd >= 0)
+            close(fd);
+        if (tmp)
+            unlink(tmp);
+        free(tmp);
+    }
     free(path);
     return r;
 }
 
+int machine_memory_cache(const struct bundle *b, const char *name, struct guest_memory *mem,
+                         const char *cache_dir, enum machine_memory_use use)
+{
+    return memory_cache(b, name, mem, cache_dir, use, NULL);
+}
+
 /* The working set recorded next to the memory cache is faulted in; when
  * there is none (or it does not fit this RAM, or it is a first start's
- * provisional one) this start records one. */
+ * provisional one, not faulted in) this start records one, every page
+ * faulted in as touched until then. */
 static void prefetch(const struct bundle *b, const char *dir, const struct guest_memory *mem,
                      char **record)
 {
@@ -214,7 +294,7 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
         return;
     struct working_set_counts c;
     int r = working_set_prefetch(path, mem, &c);
-    if (r == 0)
+    if (r == 0 && !c.provisional) /* a provisional one is not faulted in */
         trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
     if (r == -EINVAL)
         unlink(path);
@@ -262,7 +342,8 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
  * lets go of its RAM first (machine/ram_faults.h; nested
  * first_start_served ends a served start with SIGTERM and SIGKILL). */
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
-                          enum machine_memory how, char **record, struct ram_faults **faults)
+                          enum machine_memory how, char **record, struct ram_faults **faults,
+                          struct memory_cache_publisher **later)
 {
     char *dir = NULL;
     enum machine_memory_use use = how == MACHINE_MEMORY_COPY ? MEMORY_CACHE_COPY : MEMORY_CACHE_MAP;
@@ -279,7 +360,7 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
         err_clear(); /* as before: unpacked into the cache, or loaded */
     }
     if (dir)
-        r = machine_memory_cache(b, SECTION_MEMORY, mem, dir, use);
+        r = memory_cache(b, SECTION_MEMORY, mem, dir, use, later);
     if (r == 0 && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_MAP ||
                    how == MACHINE_MEMORY_SERVE))
         prefetch(b, dir, mem, record);

@@ -17,8 +17,9 @@
 #include "core/memory.h"
 #include "machine/machine.h"
 
-/* How long after a start the pages present make its working set: the
- * guest's first second (REAP's window). */
+/* How long after a start the pages present make its working set when
+ * the guest says nothing sooner (see machine/workingset.h): its first
+ * second (REAP's window). */
 #define WORKING_SET_WINDOW_MS 1000
 
 /* The cached base of b's section (a disk carried whole); *out malloc'd. */
@@ -51,8 +52,16 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
  * serving RAM as the guest touches it while the cache fills behind it
  * (machine/ram_faults.h), where this host gives smolvm a userfaultfd. */
 struct ram_faults;
+struct memory_cache_publisher;
 int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
-                          enum machine_memory how, char **record, struct ram_faults **faults)
+                          enum machine_memory how, char **record, struct ram_faults **faults,
+                          struct memory_cache_publisher **later)
     __attribute__((warn_unused_result));
+/* A memory cache file this start unpacked is synced and named behind the
+ * guest, which runs from it meanwhile (a first start's fdatasync of the
+ * whole RAM is not in its time to the guest's first output), where later
+ * is not NULL: *later is then what machine_memory_cache_published() waits
+ * for and frees (NULL: nothing), before the process ends. */
+void machine_memory_cache_published(struct memory_cache_publisher *p);
 
 #endif

@@ -15,6 +15,7 @@ struct machine {
     char *working_set; /* to record, a while after the start */
     struct working_set_recorder *recorder;
     struct ram_faults *faults; /* a first start's RAM, served as touched */
+    struct memory_cache_publisher *publisher; /* its unpacked cache, named behind it */
     struct vm **prepared; /* machine_start_options' */
     bool disks_private; /* machine_start_options' */
     bool handed_over; /* machine_handed_over() */

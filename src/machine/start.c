@@ -109,7 +109,25 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults);
+    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults,
+                                 &m->publisher);
+}
+
+static void record_now(void *recorder)
+{
+    working_set_recorder_now(recorder);
+}
+
+/* The pages the guest touched up to its first output: what a later start
+ * waits for before the user sees anything (machine/workingset.h). */
+static void record_working_set(struct machine *m)
+{
+    if (working_set_recorder_start(m->working_set, vm_memory(m->vm), WORKING_SET_WINDOW_MS,
+                                   &m->recorder) < 0) {
+        err_clear(); /* only later starts lose */
+        return;
+    }
+    console_on_next_output(vm_console(m->vm), record_now, m->recorder);
 }
 
 static int build(struct machine *s)
@@ -182,10 +200,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         r = extract_files(m, !bundle_has_state(m->source));
     if (r == 0)
         r = build(m);
-    if (r == 0 && m->working_set &&
-        working_set_recorder_start(m->working_set, vm_memory(m->vm), WORKING_SET_WINDOW_MS,
-                                   &m->recorder) < 0)
-        err_clear(); /* only later starts lose */
+    if (r == 0 && m->working_set)
+        record_working_set(m);
     if (r < 0) {
         machine_destroy(m);
         return r;

@@ -226,24 +226,26 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
                          struct working_set_counts *counts)
 {
     struct ws_file f = {0};
+    struct ws_header h = {0};
     if (access(path, F_OK) < 0)
         return err_set(errno, "'%s'", path);
     int r = read_file(path, mem, &f);
+    if (r == 0)
+        memcpy(&h, f.bytes, sizeof(h));
+    size_t ranges = h.reserved == 1 ? 0 : f.count; /* provisional: none */
     /* Every range's reads are queued at once (the cache file may be out of
      * the page cache, after a reboot or with many bundles) before each is
      * waited for and mapped. */
-    for (size_t i = 0; r == 0 && i < f.count; i++) {
+    for (size_t i = 0; r == 0 && i < ranges; i++) {
         const struct ws_range *w = range_at(&f, i);
         madvise(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, MADV_WILLNEED);
     }
-    for (size_t i = 0; r == 0 && i < f.count; i++) {
+    for (size_t i = 0; r == 0 && i < ranges; i++) {
         const struct ws_range *w = range_at(&f, i);
         populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
     }
     if (r == 0 && counts) {
         count_pages(&f, counts);
-        struct ws_header h;
-        memcpy(&h, f.bytes, sizeof(h));
         counts->provisional = h.reserved == 1;
     }
     free(f.bytes);
@@ -256,20 +258,11 @@ struct working_set_recorder {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool stopping, recorded;
+    bool stopping, now;
     unsigned delay_ms;
     char *path;
     const struct guest_memory *mem;
 };
-
-static void record_once(struct working_set_recorder *w)
-{
-    if (w->recorded)
-        return;
-    w->recorded = true;
-    if (working_set_record(w->path, w->mem, NULL) < 0)
-        fprintf(stderr, "smolvm: the working set was not recorded: %s\n", err_msg());
-}
 
 static void *recorder_main(void *arg)
 {
@@ -285,10 +278,13 @@ static void *recorder_main(void *arg)
         until.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&w->lock);
-    while (!w->stopping && pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
+    while (!w->stopping && !w->now &&
+           pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
         ;
-    record_once(w);
     pthread_mutex_unlock(&w->lock);
+    /* Outside the lock: working_set_recorder_now() never waits for it. */
+    if (working_set_record(w->path, w->mem, NULL) < 0)
+        fprintf(stderr, "smolvm: the working set was not recorded: %s\n", err_msg());
     return NULL;
 }
 
@@ -316,6 +312,14 @@ int working_set_recorder_start(const char *path, const struct guest_memory *mem,
     }
     *out = w;
     return 0;
+}
+
+void working_set_recorder_now(struct working_set_recorder *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->now = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
 }
 
 void working_set_recorder_stop(struct working_set_recorder *w)

@@ -1,10 +1,14 @@
 /* A restored guest's working set (after REAP, ASPLOS'21: record the pages
  * a restored function touches, prefetch them on later starts). RAM mapped
  * MAP_PRIVATE from the unpacked cache faults in page by page as the guest
- * touches it; the pages present a while after the first start are written
- * down once, next to the cache file, and faulted in before the vCPUs run
- * on every later start: read ones mapped from the page cache (still shared
- * between instances), written ones copied. */
+ * touches it; the pages present at the guest's first output after the
+ * first start (what a start as the user sees it waits for; at most a
+ * second after it) are written down once, next to the cache file, and
+ * faulted in before the vCPUs run on every later start: read ones mapped
+ * from the page cache (still shared between instances), written ones
+ * copied. Recorded later, the set also held what the guest touched after
+ * that output (9.5k pages a second in, in bench/coldstart): a later start
+ * prefetching it lost to one faulting every page in as touched. */
 #ifndef SMOLVM_MACHINE_WORKINGSET_H
 #define SMOLVM_MACHINE_WORKINGSET_H
 
@@ -37,16 +41,23 @@ int working_set_write_chunks(const char *path, const struct guest_memory *mem,
     __attribute__((warn_unused_result));
 
 /* Faults in the pages path lists. -ENOENT: none recorded; -EINVAL: the
- * file is not a working set of this RAM layout (nothing was touched). */
+ * file is not a working set of this RAM layout (nothing was touched). A
+ * provisional one is checked and counted, not faulted in: whole chunks
+ * (nearly every one, in bench/coldstart) are far more than the guest
+ * touches before its first output; the start records the exact one. */
 int working_set_prefetch(const char *path, const struct guest_memory *mem,
                          struct working_set_counts *counts) __attribute__((warn_unused_result));
 
 /* Records path from mem (which must stay mapped) delay_ms from now, or
- * when stopped if that comes first. */
+ * when told to (working_set_recorder_now) or stopped if that comes
+ * first: once. */
 struct working_set_recorder;
 int working_set_recorder_start(const char *path, const struct guest_memory *mem,
                                unsigned delay_ms, struct working_set_recorder **out)
     __attribute__((warn_unused_result));
+/* Records now (in the recorder's thread: returns at once, from any
+ * thread) unless it has. */
+void working_set_recorder_now(struct working_set_recorder *w);
 /* Records now unless it has, and frees w (NULL: nothing). */
 void working_set_recorder_stop(struct working_set_recorder *w);
 

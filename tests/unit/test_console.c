@@ -110,6 +110,36 @@ static void reader_gets_everything_in_order(void **state)
     close(fd);
 }
 
+static void count_call(void *opaque)
+{
+    (*(int *)opaque)++;
+}
+
+/* console_on_next_output: called once, with the next output (none
+ * before), and never once cancelled. */
+static void next_output_is_told_once(void **state)
+{
+    struct console *con;
+    int fd = open(in_dir("next.txt"), O_RDWR | O_CREAT | O_TRUNC, 0600), calls = 0;
+    (void)state;
+
+    assert_true(fd >= 0);
+    assert_int_equal(console_open_fd(&con, false, NULL, fd), 0);
+    console_on_next_output(con, count_call, &calls);
+    console_output(con, (const uint8_t *)"", 0);
+    assert_int_equal(calls, 0);
+    console_output(con, (const uint8_t *)"a", 1);
+    assert_int_equal(calls, 1);
+    console_output(con, (const uint8_t *)"b", 1);
+    assert_int_equal(calls, 1);
+    console_on_next_output(con, count_call, &calls);
+    console_on_next_output(con, NULL, NULL);
+    console_output(con, (const uint8_t *)"c", 1);
+    assert_int_equal(calls, 1);
+    console_close(con);
+    close(fd);
+}
+
 /* At the limit the log becomes NAME.log.1 (one generation) and a fresh
  * NAME.log goes on: never more than twice the limit in all. */
 static void log_is_rotated_at_its_limit(void **state)
@@ -406,6 +436,7 @@ int main(void)
         cmocka_unit_test(ring_full_drops_and_counts),
         cmocka_unit_test(unread_pipe_never_blocks_the_writer),
         cmocka_unit_test(reader_gets_everything_in_order),
+        cmocka_unit_test(next_output_is_told_once),
         cmocka_unit_test(log_is_rotated_at_its_limit),
         cmocka_unit_test(escapes_are_stripped),
         cmocka_unit_test(split_sequences_are_stripped),

@@ -143,7 +143,7 @@ static void start_first(struct guest_memory *back, struct bundle **b, struct ram
     assert_int_equal(bundle_open(path, b), 0);
     assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
     back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults), 0);
+    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults, NULL), 0);
     assert_non_null(*faults);
     assert_null(record);
 }
@@ -190,9 +190,9 @@ static void first_start_serves_faults(void **state)
     assert_true(counts.provisional);
     assert_true(counts.read_pages > 0 && counts.read_pages % 128 == 0);
     faults = NULL;
-    assert_int_equal(machine_cached_memory(b, &again, MACHINE_MEMORY_DEFAULT, &record, &faults), 0);
+    assert_int_equal(machine_cached_memory(b, &again, MACHINE_MEMORY_DEFAULT, &record, &faults, NULL), 0);
     assert_null(faults);
-    assert_non_null(record); /* prefetched, and this start records the exact one */
+    assert_non_null(record); /* not prefetched: this start records the exact one */
     assert_same_ram(&mem, &again);
     free(record);
     guest_memory_free(&again);
@@ -213,7 +213,7 @@ static void unpacked_first(enum machine_memory how, const struct guest_memory *m
     assert_int_equal(system(rm), 0);
     assert_int_equal(bundle_open(path, &b), 0);
     assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, how, &record, &faults), 0);
+    assert_int_equal(machine_cached_memory(b, &back, how, &record, &faults, NULL), 0);
     assert_null(faults);
     assert_non_null(cache_file(".ram")); /* unpacked before the guest runs */
     assert_same_ram(mem, &back);
@@ -221,6 +221,43 @@ static void unpacked_first(enum machine_memory how, const struct guest_memory *m
     bundle_close(b);
     guest_memory_free(&back);
     assert_int_equal(system(rm), 0);
+}
+
+/* A start's unpacked cache named behind the guest (machine_start's way):
+ * the RAM mapped from it at once, the file synced and named once waited
+ * for, no temporary left; a later start maps it. */
+static void cache_named_behind_the_guest(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct memory_cache_publisher *later = NULL;
+    struct bundle *b;
+    char *record = NULL;
+    (void)state;
+
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults,
+                                           &later), 0);
+    assert_non_null(later);
+    assert_same_ram(&mem, &back);
+    machine_memory_cache_published(later);
+    assert_cache_is_ram(&mem);
+    assert_false(any_tmp());
+    guest_memory_free(&back);
+    free(record);
+    record = NULL;
+    later = NULL;
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults,
+                                           &later), 0);
+    assert_null(later); /* mapped from the named file */
+    assert_same_ram(&mem, &back);
+    free(record);
+    bundle_close(b);
+    guest_memory_free(&back);
+    guest_memory_free(&mem);
 }
 
 static void first_start_unpacks_by_default_served_on_request(void **state)
@@ -934,6 +971,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(first_start_unpacks_by_default_served_on_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(cache_named_behind_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
