@@ -104,6 +104,21 @@ if [ -n "${MICRO_KERNEL:-}" ]; then
         --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1 smolvm.end=reboot" \
         --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
 fi
+# The quiet boot as its kernel saw it, under smolvm and QEMU side by side:
+# initcall_debug times each initcall, and the init prints the kernel's log
+# after the marker (smolvm.test=dmesg), so the console's cost (tens of ms
+# a line in an L1) is not in the times. Ended at the log's end (QEMU's
+# guest may spin after the reboot). Not timed.
+if [ -n "${MICRO_KERNEL:-}" ]; then
+    profile_cmdline="$MICRO_CMDLINE initcall_debug log_buf_len=1M smolvm.test=dmesg"
+    BENCH_KILL_AT_MARKER=1 BENCH_LOG=$results/micro-profile.out bench_ms_to ms DMESG-END \
+        "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
+        --virtio-discovery cmdline --cmdline "$profile_cmdline" < /dev/null
+    BENCH_KILL_AT_MARKER=1 BENCH_LOG=$results/qemu-micro-profile.out bench_ms_to ms DMESG-END \
+        qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults \
+        -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL" \
+        -initrd "$INITRD" -append "$profile_cmdline" < /dev/null
+fi
 # The timed (quiet) boot's split: VMM until the first vCPU entry, then the guest.
 if [ -n "${MICRO_KERNEL:-}" ]; then
     timeout -k 10 300 "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
