@@ -144,19 +144,30 @@ int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t
     return 0;
 }
 
-int vm_discovery_cmdline(const char *base, const struct acpi_mmio_device *d, unsigned n,
-                         char *out, size_t size)
+/* Facts about smolvm's machine every kernel is told. no_timer_check: the
+ * I/O APIC's timer pin is KVM's in-kernel PIT and works. Without it Linux
+ * busy-waits in check_timer() for five PIT ticks (up to 40e9/HZ TSC cycles,
+ * about 76 ms) before it trusts the pin: 25 ms of a micro kernel's quiet
+ * boot in a nested L1, 172 ms when that L1 was loaded (bench/boot's
+ * profile), and a timer tick late enough there fails the check and panics
+ * the guest ("IO-APIC + timer doesn't work"), as it did the L1 itself. */
+#define MACHINE_CMDLINE "no_timer_check"
+
+int vm_kernel_cmdline(const char *base, bool devices_on_cmdline, const struct acpi_mmio_device *d,
+                      unsigned n, char *out, size_t size)
 {
     /* Under hardware-reduced ACPI Linux numbers its IRQs apart from the
      * GSIs, so "IRQ 5" would be nothing; with ACPI's interrupt routing
      * off it takes the MP table's, where IRQ N is GSI N. */
-    int len = snprintf(out, size, "%s%sacpi=noirq", base ? base : "", base && *base ? " " : "");
-    for (unsigned i = 0; i < n && len >= 0 && (size_t)len < size; i++)
+    int len = snprintf(out, size, "%s%s" MACHINE_CMDLINE "%s", base ? base : "",
+                       base && *base ? " " : "", devices_on_cmdline ? " acpi=noirq" : "");
+    for (unsigned i = 0; devices_on_cmdline && i < n && len >= 0 && (size_t)len < size; i++)
         len += snprintf(out + len, size - (size_t)len, " virtio_mmio.device=0x%x@0x%llx:%u",
                         d[i].size, (unsigned long long)d[i].base, d[i].irq);
     if (len < 0 || (size_t)len >= size)
-        return err_plain(E2BIG, "the kernel command line with %u virtio_mmio.device= entries "
-                                "is longer than %zu bytes", n, size - 1);
+        return err_plain(E2BIG, "the kernel command line with smolvm's additions (%u "
+                                "virtio_mmio.device= entries) is longer than %zu bytes",
+                         devices_on_cmdline ? n : 0, size - 1);
     return 0;
 }
 
@@ -376,15 +387,16 @@ static int build_machine(struct vm *vm, struct x86_cpu_state *bsp)
     long used;
     int r;
 
+    bool devices_on_cmdline = vm->cfg.discovery == VM_DISCOVERY_CMDLINE;
+
+    if (vm_kernel_cmdline(vm->cfg.cmdline, devices_on_cmdline, tables.mmio, tables.mmio_count,
+                          cmdline, sizeof(cmdline)) < 0)
+        return -E2BIG;
+    req.cmdline = cmdline;
     /* Devices on the command line are left out of the DSDT: the guest
      * would find them twice. */
-    if (vm->cfg.discovery == VM_DISCOVERY_CMDLINE) {
-        if (vm_discovery_cmdline(vm->cfg.cmdline, tables.mmio, tables.mmio_count, cmdline,
-                                 sizeof(cmdline)) < 0)
-            return -E2BIG;
-        req.cmdline = cmdline;
+    if (devices_on_cmdline)
         tables.mmio_count = 0;
-    }
     tables.cpus = vm->cfg.cpus;
     used = acpi ? acpi_build(acpi, X86_ACPI_SIZE, X86_ACPI_ADDR, &tables) : -ENOSPC;
     if (used < 0)

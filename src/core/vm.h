@@ -142,12 +142,14 @@ int vm_register_mmio(struct vm *vm, uint64_t gpa, uint64_t len, bus_handler fn, 
 /* Adds an LNRO0005 virtio-mmio node to the DSDT. */
 int vm_describe_mmio_device(struct vm *vm, uint64_t gpa, uint32_t size, uint32_t irq)
     __attribute__((warn_unused_result));
-/* The kernel command line base with acpi=noirq (the MP table's IRQ
- * numbers) and a virtio_mmio.device=<size>@<base>:<irq> entry per device
- * appended, into out (size bytes); -E2BIG when it does not fit. */
+/* The kernel command line smolvm boots: base, then the machine's facts
+ * every kernel is told (no_timer_check), then, with the devices on the
+ * command line, acpi=noirq (the MP table's IRQ numbers) and a
+ * virtio_mmio.device=<size>@<base>:<irq> entry per device; into out (size
+ * bytes), -E2BIG when it does not fit. */
 struct acpi_mmio_device;
-int vm_discovery_cmdline(const char *base, const struct acpi_mmio_device *d, unsigned n,
-                         char *out, size_t size) __attribute__((warn_unused_result));
+int vm_kernel_cmdline(const char *base, bool devices_on_cmdline, const struct acpi_mmio_device *d,
+                      unsigned n, char *out, size_t size) __attribute__((warn_unused_result));
 /* Adds a legacy port-I/O device (EISA id such as "PNP0501") to the DSDT. */
 int vm_describe_isa_device(struct vm *vm, const char *hid, uint16_t port, uint8_t len,
                            uint8_t irq) __attribute__((warn_unused_result));

@@ -504,6 +504,12 @@ case "$test" in
         umount /touch
         echo RAMTOUCH-DONE
         ;;
+    dmesg)
+        # The kernel's log after a quiet boot (bench/boot's profile: the
+        # guest's phases by its own clock, without the console's cost).
+        dmesg | sed 's/^/DMESG /'
+        echo DMESG-END
+        ;;
     echo)
         # One line in from the host over the serial console, one line back.
         read -r line

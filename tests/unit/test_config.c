@@ -91,20 +91,29 @@ static void old_bundle_has_no_vsock(void **state)
     assert_int_equal(c.vsock_cid, 3); /* new VMs have one */
 }
 
-/* virtio_mmio.device=<size>@<base>:<irq> in the form Linux's
- * virtio_mmio module parses, after the command line given and acpi=noirq;
- * too long is an error, never a cut line. */
-static void discovery_cmdline(void **state)
+/* Every kernel gets the command line given, then no_timer_check (the
+ * machine's timer pin works: no busy-wait for PIT ticks at boot); with the
+ * devices on the command line also acpi=noirq and virtio_mmio.device=
+ * <size>@<base>:<irq> in the form Linux's virtio_mmio module parses. Too
+ * long is an error, never a cut line. */
+static void kernel_cmdline(void **state)
 {
     struct acpi_mmio_device d[2] = {{0xd0000000, 0x200, 5}, {0xd0000200, 0x200, 6}};
     char out[160];
     (void)state;
-    assert_int_equal(vm_discovery_cmdline("console=ttyS0", d, 2, out, sizeof(out)), 0);
-    assert_string_equal(out, "console=ttyS0 acpi=noirq virtio_mmio.device=0x200@0xd0000000:5 "
+    assert_int_equal(vm_kernel_cmdline("console=ttyS0", true, d, 2, out, sizeof(out)), 0);
+    assert_string_equal(out, "console=ttyS0 no_timer_check acpi=noirq "
+                             "virtio_mmio.device=0x200@0xd0000000:5 "
                              "virtio_mmio.device=0x200@0xd0000200:6");
-    assert_int_equal(vm_discovery_cmdline(NULL, d, 1, out, sizeof(out)), 0);
-    assert_string_equal(out, "acpi=noirq virtio_mmio.device=0x200@0xd0000000:5");
-    assert_true(vm_discovery_cmdline("console=ttyS0", d, 2, out, 60) < 0);
+    assert_int_equal(vm_kernel_cmdline(NULL, true, d, 1, out, sizeof(out)), 0);
+    assert_string_equal(out, "no_timer_check acpi=noirq virtio_mmio.device=0x200@0xd0000000:5");
+    /* ACPI discovery: the devices are in the DSDT, not here */
+    assert_int_equal(vm_kernel_cmdline("console=ttyS0", false, d, 2, out, sizeof(out)), 0);
+    assert_string_equal(out, "console=ttyS0 no_timer_check");
+    assert_int_equal(vm_kernel_cmdline("", false, NULL, 0, out, sizeof(out)), 0);
+    assert_string_equal(out, "no_timer_check");
+    assert_true(vm_kernel_cmdline("console=ttyS0", true, d, 2, out, 60) < 0);
+    assert_true(vm_kernel_cmdline("console=ttyS0", false, d, 2, out, 20) < 0);
 }
 
 /* Shares go into a bundle as tags: the host folders are not carried, and
@@ -191,7 +200,7 @@ int main(void)
         cmocka_unit_test(hostile_json_is_refused),
         cmocka_unit_test(vm_names),
         cmocka_unit_test(shares_carry_tags_not_paths),
-        cmocka_unit_test(discovery_cmdline),
+        cmocka_unit_test(kernel_cmdline),
         cmocka_unit_test(old_bundle_has_no_vsock),
         cmocka_unit_test(share_param_names_the_tags),
     };
