@@ -462,16 +462,22 @@ static size_t received_have_count;
 static unsigned home_pages = 4;
 static struct guest_memory home;
 
-static int ram_home(void *opaque, uint64_t mem_bytes, unsigned cpus,
+static int ram_home(void *opaque, const char *config, uint64_t mem_bytes, unsigned cpus,
                     const struct guest_memory **out)
 {
     struct guest_region layout[] = {
         {.gpa = 0, .size = home_pages / 2 * MIGRATE_PAGE},
         {.gpa = 1ull << 30, .size = (home_pages - home_pages / 2) * MIGRATE_PAGE}};
     int r = guest_memory_alloc(&home, layout, 2);
+    struct vm_config sent;
     (void)opaque;
     assert_int_equal(mem_bytes, VM_DEFAULT_MEM); /* the config's, not the frame's */
     assert_int_equal(cpus, 1);
+    /* ... and the config itself, the VM's devices are built from ahead */
+    vm_config_defaults(&sent);
+    char *json = vm_config_to_json(&sent);
+    assert_string_equal(config, json);
+    free(json);
     if (r == 0)
         *out = &home;
     return r;
