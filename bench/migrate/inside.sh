@@ -128,30 +128,17 @@ huge_pages_of() {
 # and TO's first count
 split_gap() {
     local paused down last first
-    paused=$(field paused_at_unix_ms "$work/$3.json" | awk '{printf "%d", $1 * 1000}')
-    down=$(field downtime_ms "$work/$3.json" | awk '{printf "%d", $1 * 1000}')
+    # µs, as the stamps (%.0f: a 32-bit awk's %d stops at 2^31)
+    paused=$(field paused_at_unix_ms "$work/$3.json" | awk '{printf "%.0f", $1 * 1000}')
+    down=$(field downtime_ms "$work/$3.json" | awk '{printf "%.0f", $1 * 1000}')
     [ -n "$paused" ] && [ -n "$down" ] || return 0
-    last=$(ticks "$2" | awk -v p="$paused" '$1 <= p { l = $1 } END { print l + 0 }')
+    last=$(ticks "$2" | awk -v p="$paused" '$1 <= p { l = $1 } END { printf "%.0f", l }')
     first=$(first_tick "$3")
     record smolvm "to-pause-$1" $(((paused - last) / 1000))
     record smolvm "after-done-$1" $(((first - paused - down) / 1000))
 }
 
-ip link set lo up 2>/dev/null || busybox # split_gap KIND FROM TO: the gap's parts outside smolvm's pause (to-pause,
-# after-done above), from the stamps of FROM's last count before the pause
-# and TO's first count
-split_gap() {
-    local paused down last first
-    paused=$(field paused_at_unix_ms "$work/$3.json" | awk '{printf "%d", $1 * 1000}')
-    down=$(field downtime_ms "$work/$3.json" | awk '{printf "%d", $1 * 1000}')
-    [ -n "$paused" ] && [ -n "$down" ] || return 0
-    last=$(ticks "$2" | awk -v p="$paused" '$1 <= p { l = $1 } END { print l + 0 }')
-    first=$(first_tick "$3")
-    record smolvm "to-pause-$1" $(((paused - last) / 1000))
-    record smolvm "after-done-$1" $(((first - paused - down) / 1000))
-}
-
-ip link set lo up 2>/dev/null
+ip link set lo up 2>/dev/null || busybox ip link set lo up 2>/dev/null
 field() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
 port=47100
 
