@@ -231,15 +231,15 @@ static int parse(int argc, char **argv, struct receive_options *o)
     return CLI_OK;
 }
 
-/* $SMOLVM_MIGRATE_STATS (smolvm's environment): where the link's time
- * went here, and building the VM (ahead, and after the bundle came), on
- * stderr (bench/migrate keeps it beside its figures). */
 static bool stats_wanted(void)
 {
     const char *want = getenv("SMOLVM_MIGRATE_STATS");
     return want && *want;
 }
 
+/* $SMOLVM_MIGRATE_STATS (smolvm's environment): where the link's time
+ * went here, and building the VM (ahead, and after the bundle came), on
+ * stderr (bench/migrate keeps it beside its figures). */
 static void say_stats(const struct received *rc)
 {
     const struct migrate_link_stats *s = &rc->link.stats;
