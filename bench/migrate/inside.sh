@@ -21,6 +21,12 @@
 #                migrate sent) to the destination's first count
 #   period-K     the median gap between counts in the 3 s before it (the
 #                guest's own pace under this hypervisor: gap's floor)
+#   to-pause-K   (smolvm) the gap's parts around the pause: the source's
+#   after-done-K last count to the pause (--json "paused_at_unix_ms"), and
+#                the pause's end (DONE: that + "downtime_ms") to the
+#                destination's first count; the destination's own split of
+#                the latter (GO to its vCPU's entry and its first console
+#                byte) is in the log, as each receiver ends
 # Each console line is stamped by the host as it comes out (bash's clock).
 # The log also says where each smolvm migration's time went, on the
 # source (--json "stats_ms") and the destination ($SMOLVM_MIGRATE_STATS).
@@ -117,6 +123,21 @@ huge_pages_of() {
     done
 }
 
+# split_gap KIND FROM TO: the gap's parts outside smolvm's pause (to-pause,
+# after-done above), from the stamps of FROM's last count before the pause
+# and TO's first count
+split_gap() {
+    local paused down last first
+    # µs, as the stamps (%.0f: a 32-bit awk's %d stops at 2^31)
+    paused=$(field paused_at_unix_ms "$work/$3.json" | awk '{printf "%.0f", $1 * 1000}')
+    down=$(field downtime_ms "$work/$3.json" | awk '{printf "%.0f", $1 * 1000}')
+    [ -n "$paused" ] && [ -n "$down" ] || return 0
+    last=$(ticks "$2" | awk -v p="$paused" '$1 <= p { l = $1 } END { printf "%.0f", l }')
+    first=$(first_tick "$3")
+    record smolvm "to-pause-$1" $(((paused - last) / 1000))
+    record smolvm "after-done-$1" $(((first - paused - down) / 1000))
+}
+
 ip link set lo up 2>/dev/null || busybox ip link set lo up 2>/dev/null
 field() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
 port=47100
@@ -140,6 +161,7 @@ for kind in idle dirty; do
         echo "$to: in huge pages: $(huge_pages_of "$to")"
         record smolvm "total-$kind" "$(field seconds "$work/$to.json" | awk '{printf "%d", $1 * 1000}')"
         record smolvm "downtime-$kind" "$(field downtime_ms "$work/$to.json" | awk '{printf "%d", $1}')"
+        split_gap "$kind" "$from" "$to"
         cat "$work/$to.json" >> "$results/migrations.json"
         # where the time went: the source's (its --json "stats_ms"), the destination's
         echo "$to: $(grep -o '"stats_ms":{[^}]*}' "$work/$to.json")"
@@ -149,6 +171,8 @@ for kind in idle dirty; do
     done
     "$SMOLVM" stop "$from" --force > /dev/null 2>&1
 done
+# each receiver's own account of its start, once it ended (migrated on)
+grep -a 'after the hand-over' "$work"/s*-[0-9]*.err 2>/dev/null | sed "s|^$work/||"
 
 # qmp PORT COMMAND...: each command's answer (events skipped), one QMP
 # session over bash's /dev/tcp; qmp_sent: when the last command went (µs).

@@ -60,7 +60,9 @@ struct received {
     /* built as the RAM comes, its memory where the pages go; the machine
      * takes it once the bundle is there */
     struct vm *prepared;
+    const struct machine_start_options *start; /* how it is built and started */
     double prepare_s, start_s; /* building it, and the rest after the bundle */
+    bool devices_ahead;        /* its devices made before the bundle was all there */
     char (*have)[HASH_HEX];  /* layers it has, the bundle lists without them */
     size_t have_count;
     int bundle_fd;           /* the VM as it arrived: a file without a name, */
@@ -102,14 +104,18 @@ static int make_jailed_instance_dir(const char *name, struct instance_receiving 
     return 0;
 }
 
-/* The VM built as its RAM comes, while the source's rounds run: its pause
- * then waits only for the devices and the state (vm_prepare()). */
-static int build_ahead(void *opaque, uint64_t mem_bytes, unsigned cpus,
+/* The VM built from its config as its RAM comes, while the source's
+ * rounds run: its pause then waits only for its state (vm_prepare(); and
+ * a disk's devices, whose files come in the pause). */
+static int build_ahead(void *opaque, const char *config, uint64_t mem_bytes, unsigned cpus,
                        const struct guest_memory **home)
 {
     struct received *rc = opaque;
     uint64_t t0 = trace_now_us();
-    int r = vm_prepare(mem_bytes, cpus, &rc->prepared);
+    int r = machine_prepare(config, rc->start, &rc->prepared);
+
+    (void)mem_bytes; /* the config's, which the VM has */
+    (void)cpus;
 
     rc->prepare_s = (double)(trace_now_us() - t0) / 1e6;
     if (r == 0)
@@ -156,12 +162,14 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
                                        .memory = MACHINE_MEMORY_DECOMPRESS,
                                        .disks_private = true,
                                        .shares = ro->shares, .share_count = ro->share_count};
-    int r = receive_bundle(rc);
-
-    if (r < 0)
-        return r;
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
+    rc->start = &so;
+    int r = receive_bundle(rc);
+
+    rc->devices_ahead = trace_recorded(TRACE_DEVICES_CREATED);
+    if (r < 0)
+        return r;
     so.prepared = &rc->prepared;
     so.have_layers = (const char(*)[HASH_HEX])rc->have;
     so.have_layer_count = rc->have_count;
@@ -176,6 +184,7 @@ static int receive(struct received *rc, const struct receive_options *ro, struct
         machine_destroy(*m);
         *m = NULL;
     } else {
+        trace_mark(TRACE_MIGRATED_IN);
         confine_arrived(); /* jailed: the relay names its folder now */
     }
     return r;
@@ -222,21 +231,42 @@ static int parse(int argc, char **argv, struct receive_options *o)
     return CLI_OK;
 }
 
+static bool stats_wanted(void)
+{
+    const char *want = getenv("SMOLVM_MIGRATE_STATS");
+    return want && *want;
+}
+
 /* $SMOLVM_MIGRATE_STATS (smolvm's environment): where the link's time
  * went here, and building the VM (ahead, and after the bundle came), on
  * stderr (bench/migrate keeps it beside its figures). */
 static void say_stats(const struct received *rc)
 {
     const struct migrate_link_stats *s = &rc->link.stats;
-    const char *want = getenv("SMOLVM_MIGRATE_STATS");
 
-    if (want && *want)
+    if (stats_wanted())
         fprintf(stderr,
                 "smolvm: receive: %llu frames, %llu MB; waiting for the source %.3f s, "
-                "reading %.3f s, checksums %.3f s; the VM built ahead %.3f s, "
+                "reading %.3f s, checksums %.3f s; the VM built ahead %.3f s (its devices %s), "
                 "finished from the bundle %.3f s\n",
                 (unsigned long long)s->frames, (unsigned long long)(s->bytes / 1000000),
-                s->waiting, s->io, s->crc, rc->prepare_s, rc->start_s);
+                s->waiting, s->io, s->crc, rc->prepare_s,
+                rc->devices_ahead ? "before the pause" : "in the pause", rc->start_s);
+}
+
+/* ... and, once the VM has run here, how long after the hand-over (GO)
+ * its vCPU first entered the guest and its console's first byte came
+ * (the guest's downtime past the source's pause). */
+static void say_resume_stats(void)
+{
+    int64_t in = trace_ns(TRACE_MIGRATED_IN), entry = trace_ns(TRACE_FIRST_VCPU_ENTRY),
+            byte = trace_ns(TRACE_FIRST_SERIAL_BYTE);
+
+    if (stats_wanted() && in >= 0)
+        fprintf(stderr, "smolvm: receive: after the hand-over: the guest entered at %.1f ms, "
+                        "its first console byte at %.1f ms\n",
+                entry >= 0 ? (double)(entry - in) / 1e6 : -1.0,
+                byte >= 0 ? (double)(byte - in) / 1e6 : -1.0);
 }
 
 /* Waits for the source on listen: the link, or an error (err.h). */
@@ -322,5 +352,7 @@ int cli_receive(int argc, char **argv)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }
     free(rc.dir);
-    return serve_machine(server, m, &(struct serve_options){.json = cli_json()});
+    code = serve_machine(server, m, &(struct serve_options){.json = cli_json()});
+    say_resume_stats();
+    return code;
 }

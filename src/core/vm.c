@@ -368,6 +368,8 @@ static int create_devices(struct vm *vm)
         else
             vm->device_count++;
     }
+    if (r == 0)
+        trace_mark(TRACE_DEVICES_CREATED);
     return r;
 }
 
@@ -488,7 +490,6 @@ static int setup(struct vm *vm)
     r = create_devices(vm);
     if (r < 0)
         return r;
-    trace_mark(TRACE_DEVICES_CREATED);
     if (vm->restoring)
         return create_vcpus(vm, NULL) ?: restore_machine(vm);
     r = build_machine(vm, &bsp);
@@ -574,17 +575,32 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     return create(cfg, NULL, out);
 }
 
-int vm_prepare(uint64_t mem_bytes, unsigned cpus, struct vm **out)
+/* The console and the devices of a prepared VM, made as for a restore
+ * (no device writes the guest's RAM, which is still coming). */
+static int make_devices_ahead(struct vm *vm)
 {
-    struct vm_config cfg;
+    static const struct vm_snapshot ahead; /* only vm_restoring() looks */
+    int r = console_open(&vm->console, vm->cfg.interactive, vm->cfg.trace_until);
+
+    vm->restoring = &ahead;
+    if (r == 0)
+        r = create_devices(vm);
+    vm->restoring = NULL;
+    vm->devices_ahead = r == 0;
+    return r;
+}
+
+int vm_prepare(struct vm_config *cfg, struct vm **out)
+{
     struct vm *vm;
     int r;
 
-    vm_config_defaults(&cfg);
-    cfg.mem_bytes = mem_bytes;
-    cfg.cpus = cpus;
-    if ((r = alloc_vm(&cfg, NULL, &vm)) < 0)
+    if ((r = alloc_vm(cfg, NULL, &vm)) < 0) {
+        vm_config_release(cfg);
         return r;
+    }
+    vm->owns_cfg = true; /* cfg is taken: vm_destroy() releases it */
+    cfg->owns_strings = false;
     r = vm_config_check(&vm->cfg);
     if (r == 0)
         r = hv_vm_create(&vm->hv);
@@ -600,10 +616,31 @@ int vm_prepare(uint64_t mem_bytes, unsigned cpus, struct vm **out)
      * first line, in a nested L1 where each costs the guest's vCPU). */
     if (r == 0)
         r = create_vcpus(vm, NULL);
+    /* A disk's file comes with the bundle, in the pause: a VM with disks
+     * makes its devices then. */
+    if (r == 0 && vm->cfg.disk_count == 0)
+        r = make_devices_ahead(vm);
     return built(vm, r, out);
 }
 
-/* The rest of a prepared restore: the console, the devices, the state. */
+/* Whether cfg (a bundle's) is the config vm was prepared from: the same
+ * JSON, as the guest sees it; the host's parts (shares' folders, the
+ * console's terminal, the vsock socket) came from the same start. */
+static int check_same_config(const struct vm *vm, const struct vm_config *cfg)
+{
+    char *had = vm_config_to_json(&vm->cfg), *got = vm_config_to_json(cfg);
+    int r = had && got ? 0 : err_set(ENOMEM, "config");
+
+    if (r == 0 && strcmp(had, got) != 0)
+        r = err_plain(EINVAL, "the VM's bundle has another config than the one its RAM came "
+                              "with (its devices are made from that one)");
+    free(had);
+    free(got);
+    return r;
+}
+
+/* The rest of a prepared restore: the console and the devices unless
+ * they were made ahead, the state. */
 static int finish_prepared(const struct vm_config *cfg, const struct vm_snapshot *snap,
                            struct vm **out)
 {
@@ -619,8 +656,13 @@ static int finish_prepared(const struct vm_config *cfg, const struct vm_snapshot
                       (unsigned long long)(vm->cfg.mem_bytes >> 20));
         return built(vm, r, out);
     }
-    vm->cfg = *cfg;
     vm->restoring = snap;
+    if (vm->devices_ahead) /* they keep the config they were made from */
+        return built(vm, check_same_config(vm, cfg) ?: restore_machine(vm), out);
+    if (vm->owns_cfg)
+        vm_config_release(&vm->cfg);
+    vm->owns_cfg = false;
+    vm->cfg = *cfg;
     r = console_open(&vm->console, vm->cfg.interactive, vm->cfg.trace_until);
     if (r == 0)
         r = create_devices(vm);
@@ -794,6 +836,8 @@ void vm_destroy(struct vm *vm)
     bus_free(&vm->pio);
     bus_free(&vm->mmio);
     console_close(vm->console);
+    if (vm->owns_cfg)
+        vm_config_release(&vm->cfg);
     x86_kernel_close(&vm->kernel);
     close_initrd(vm);
     close(vm->stop_fd);

@@ -95,20 +95,20 @@ struct vm_snapshot {
     void *opaque;
     /* vm_prepare()'s VM, whose RAM holds the guest's already (load_memory
      * is not called): vm_restore() finishes it, or destroys it when it
-     * fails (a cfg of other RAM or CPUs than it was prepared for, too). */
+     * fails (a cfg of other RAM or CPUs than it was prepared for, or
+     * another config than its devices were made from, too). */
     struct vm *prepared;
 };
 
-/* A restore in two steps, for a live migration's destination: the part
- * that depends on nothing but the RAM's size and the CPU count -- the
- * hypervisor's VM, the RAM mapped into it (vm_memory(), which the caller
- * fills meanwhile), the vCPUs -- built while the guest still runs on the
- * source, so that its pause only waits for the console, the devices and
- * the state (vm_restore() with it as snap->prepared). Its RAM has no huge
- * pages until then: pages placed one by one would each fault in, and
- * zero, the 2 MiB around them. */
-int vm_prepare(uint64_t mem_bytes, unsigned cpus, struct vm **out)
-    __attribute__((warn_unused_result));
+/* A restore in two steps, for a live migration's destination: all that
+ * the saved state does not decide -- the hypervisor's VM, the RAM mapped
+ * into it (vm_memory(), which the caller fills meanwhile), the vCPUs, and
+ * for a cfg without disks (a disk's file comes with the state) the
+ * console and the devices -- built from the config while the guest still
+ * runs on the source, so that its pause only waits for the state loaded
+ * (vm_restore() with it as snap->prepared, whose cfg must then be this
+ * one). cfg is taken (its strings freed with the VM), also on failure. */
+int vm_prepare(struct vm_config *cfg, struct vm **out) __attribute__((warn_unused_result));
 
 /* Creates a VM from cfg (kernel and initrd are not read) and puts it into
  * the saved state; vm_run() then resumes the guest where it was saved. */

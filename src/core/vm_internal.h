@@ -59,6 +59,9 @@ struct vm {
     struct vm_state_part parts[VM_MAX_STATE_PARTS];
     unsigned part_count;
     const struct vm_snapshot *restoring; /* non-NULL while vm_restore() builds the VM */
+    /* vm_prepare(): cfg is the VM's own (its strings freed with it), and
+     * its console and devices were made from it ahead of the state. */
+    bool owns_cfg, devices_ahead;
     struct loop loop;
     pthread_mutex_t pause_lock;
     pthread_cond_t pause_cond;

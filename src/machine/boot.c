@@ -21,11 +21,6 @@ bool machine_resumed(const struct machine *m)
     return m->source && bundle_has_state(m->source);
 }
 
-void machine_handed_over(struct machine *m)
-{
-    m->handed_over = true;
-}
-
 /* A migrated VM's teardown (its RAM unmapped, the hypervisor's VM freed,
  * the process's exit) ran for 400 ms in a one-CPU nested L1 right as the
  * destination there resumed the guest, and took 119 ms of that CPU
@@ -35,6 +30,12 @@ static void yield_to_others(void)
     struct sched_param none = {0};
 
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+}
+
+void machine_handed_over(struct machine *m)
+{
+    m->handed_over = true;
+    yield_to_others(); /* from the hand-over on, not once the answer went */
 }
 
 void machine_destroy(struct machine *m)

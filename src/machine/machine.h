@@ -60,6 +60,13 @@ struct machine_start_options {
     bool disks_private;
 };
 
+/* A live migration's destination: the VM built from config (the JSON
+ * the source sent, checked against this host) with o's settings, as
+ * machine_start() would from a bundle of that config, all but its saved
+ * state (vm_prepare()): o->prepared's VM for the start of that bundle. */
+int machine_prepare(const char *config, const struct machine_start_options *o, struct vm **out)
+    __attribute__((warn_unused_result));
+
 /* Opens FILE, checks it, and builds the VM: restored, or ready to boot. */
 int machine_start(const char *path, const struct machine_start_options *o, struct machine **out)
     __attribute__((warn_unused_result));
@@ -79,8 +86,9 @@ struct vm *machine_vm(struct machine *m);
 /* Whether m resumed a saved state (its guest did not boot). */
 bool machine_resumed(const struct machine *m);
 /* m's VM runs elsewhere now (migrated): whatever is left of m here is
- * cleaning up, and machine_destroy() does it behind every other task of
- * the host (SCHED_IDLE), which may be the VM's new home. */
+ * cleaning up, and the calling thread (which machine_destroy() runs on
+ * later) does it from now on behind every other task of the host
+ * (SCHED_IDLE), which may be the VM's new home. */
 void machine_handed_over(struct machine *m);
 void machine_destroy(struct machine *m);
 

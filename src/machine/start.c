@@ -155,6 +155,29 @@ static int build(struct machine *s)
     return r;
 }
 
+/* What a start's options set in a config: the terminal, the trace's
+ * marker, the vsock socket, the shares' folders, the port forwards. */
+static int apply_options(struct vm_config *cfg, const struct machine_start_options *o)
+{
+    cfg->interactive = o->interactive;
+    cfg->trace_until = o->trace_until;
+    cfg->vsock_path = o->vsock_path;
+    int r = vm_config_map_shares(cfg, o->shares, o->share_count);
+    if (r == 0 && o->forwards)
+        r = net_replace_forwards(&cfg->net, o->forwards);
+    return r;
+}
+
+int machine_prepare(const char *config, const struct machine_start_options *o, struct vm **out)
+{
+    struct vm_config cfg;
+    int r = vm_config_from_json(config, &cfg);
+
+    if (r == 0 && (r = apply_options(&cfg, o)) < 0)
+        vm_config_release(&cfg);
+    return r < 0 ? r : vm_prepare(&cfg, out);
+}
+
 int machine_start(const char *path, const struct machine_start_options *o, struct machine **out)
 {
     struct machine *m = calloc(1, sizeof(*m));
@@ -177,14 +200,9 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0 && (r = vm_config_check(&m->cfg)) < 0)
         err_prefix("'%s' cannot start on this host", path);
     if (r == 0)
-        r = vm_config_map_shares(&m->cfg, o->shares, o->share_count);
+        r = apply_options(&m->cfg, o);
     trace_mark(TRACE_BUNDLE_OPENED);
     if (r == 0) {
-        m->cfg.interactive = o->interactive;
-        m->cfg.trace_until = o->trace_until;
-        m->cfg.vsock_path = o->vsock_path;
-        if (o->forwards)
-            r = net_replace_forwards(&m->cfg.net, o->forwards);
         m->memory = o->memory;
         m->prepared = o->prepared;
         m->disks_private = o->disks_private;

@@ -30,6 +30,7 @@ struct migrate_send_options {
 struct migrate_send_result {
     double seconds;  /* from the call to the destination running */
     double downtime; /* from the pause to the destination running */
+    double paused_wall; /* when the pause began: CLOCK_REALTIME, seconds (0: never) */
     uint64_t bytes;  /* of the VM sent */
     unsigned rounds; /* pre-copy rounds (warm: 1) */
     /* Where the downtime went (seconds; what a slow one is traced by):
@@ -64,13 +65,15 @@ struct migrate_receive {
      * tell. NULL: it has none. */
     int (*have_layer)(const char *hash, const char *format, bool *have);
     /* Where the RAM's pages go: called as the RAM comes (its size checked
-     * against the config's memory), with the config's memory and CPUs,
-     * it builds the VM there (vm_prepare()) and sets *home to its memory,
-     * the regions end to end as the pages' offsets count them; 0, or a
-     * negative errno with the message set. The VM stays the caller's (to
-     * finish from the bundle, or destroy), also when the migration fails.
-     * NULL: RAM is refused (only a bundle with its memory is taken). */
-    int (*ram_home)(void *opaque, uint64_t mem_bytes, unsigned cpus,
+     * against the config's memory), with the config's memory and CPUs and
+     * the config itself (CONFIG's JSON, checked against this host), it
+     * builds the VM there (vm_prepare(): all of it the bundle's state does
+     * not decide) and sets *home to its memory, the regions end to end as
+     * the pages' offsets count them; 0, or a negative errno with the
+     * message set. The VM stays the caller's (to finish from the bundle,
+     * whose config must be this one, or destroy), also when the migration
+     * fails. NULL: RAM is refused (only a bundle with its memory is taken). */
+    int (*ram_home)(void *opaque, const char *config, uint64_t mem_bytes, unsigned cpus,
                     const struct guest_memory **home);
     void *opaque;
     /* out: ram_home's memory, once it has been asked (or NULL) */

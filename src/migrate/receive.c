@@ -34,10 +34,12 @@ static int check_hello(struct migrate_link *l, const struct x86_cpuid_entry *hos
     return r < 0 ? r : accept_step(l);
 }
 
-/* What the config announces: the RAM's size, the CPUs. */
+/* What the config announces: the RAM's size, the CPUs, and the config
+ * itself (its JSON, malloc'd), which the VM is built from ahead. */
 struct announced {
     uint64_t mem_bytes;
     unsigned cpus;
+    char *config;
 };
 
 /* The config the VM ran under must be one this host can run (memory,
@@ -56,8 +58,12 @@ static int check_config(struct migrate_link *l, struct announced *vm)
     vm->mem_bytes = cfg.mem_bytes;
     vm->cpus = cfg.cpus;
     vm_config_release(&cfg);
-    free(f.payload);
-    return r < 0 ? r : accept_step(l);
+    if (r < 0) {
+        free(f.payload);
+        return r;
+    }
+    vm->config = (char *)f.payload; /* NUL-terminated (migrate_recv_frame) */
+    return accept_step(l);
 }
 
 /* Where the bundle's bytes go. DATA continues where the last bytes
@@ -130,7 +136,7 @@ static int open_ram(struct migrate_receive *rx, const struct migrate_frame *f,
                          (unsigned long long)total, (unsigned long long)vm->mem_bytes);
     if (!rx->ram_home)
         return err_plain(EPROTO, "this destination takes no RAM apart from the bundle");
-    int r = rx->ram_home(rx->opaque, vm->mem_bytes, vm->cpus, &rx->home);
+    int r = rx->ram_home(rx->opaque, vm->config, vm->mem_bytes, vm->cpus, &rx->home);
     if (r == 0 && rx->home->total != total)
         r = err_plain(EPROTO, "migration RAM of %llu bytes for a VM of %llu",
                       (unsigned long long)total, (unsigned long long)rx->home->total);
@@ -272,6 +278,7 @@ int migrate_receive_bundle(struct migrate_link *l, struct migrate_receive *rx)
         r = check_config(l, &vm);
     if (r == 0)
         r = receive_data(rx, l, &vm);
+    free(vm.config);
     if (r < 0) {
         migrate_send_error(l, err_msg());
     }

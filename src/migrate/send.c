@@ -38,11 +38,16 @@ static int recv_after_work(struct migrate_link *l, enum migrate_frame_type type,
     return r;
 }
 
-static double now(void)
+static double seconds_of(clockid_t clock)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(clock, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static double now(void)
+{
+    return seconds_of(CLOCK_MONOTONIC);
 }
 
 /* Version and CPU first, then the config: a destination that cannot take
@@ -472,6 +477,9 @@ static int precopy(struct migrate_link *l, struct vm *vm, const struct migrate_s
     }
     res->rounds = p.round;
     *paused_at = now();
+    /* The wall clock: a benchmark lines it up with the guest's console
+     * lines, which it stamps by that clock. */
+    res->paused_wall = seconds_of(CLOCK_REALTIME);
     if (r == 0)
         r = vm_pause(vm);
     if (r == 0)
@@ -511,7 +519,10 @@ static int wind_down(struct migrate_link *l, struct vm *vm, int r, bool was_paus
     snprintf(why, sizeof(why), "%s", r < 0 ? err_msg() : "");
     if (r < 0 && !committed)
         migrate_send_error(l, why);
-    if (vm_dirty_log(vm, false) < 0)
+    /* A VM handed over never runs here again: its log is left to its
+     * teardown, not switched off (each memory slot re-registered) while
+     * the guest resumes there, maybe on the same CPU. */
+    if (!committed && vm_dirty_log(vm, false) < 0)
         err_clear();
     if (r < 0 && !committed && !was_paused && vm_paused(vm))
         vm_resume(vm);
@@ -560,6 +571,8 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     /* The VM runs there from DONE on: the dirty log's teardown here is
      * not its downtime. */
     double ended = now();
+    if (r == 0)
+        machine_handed_over(m); /* what is left here yields to the guest there */
     r = wind_down(&l, vm, r, was_paused, committed);
     for (unsigned i = 0; i < GUEST_MEMORY_MAX_REGIONS; i++)
         free(d.bits[i]);

@@ -17,6 +17,7 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_KERNEL_LOADED] = "kernel_loaded",
     [TRACE_MEMORY_RESTORED] = "memory_restored",
     [TRACE_STATE_RESTORED] = "state_restored",
+    [TRACE_MIGRATED_IN] = "migrated_in",
     [TRACE_FIRST_VCPU_ENTRY] = "first_vcpu_entry",
     [TRACE_FIRST_SERIAL_BYTE] = "first_serial_byte",
     [TRACE_MARKER_SEEN] = "marker_seen",

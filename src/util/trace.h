@@ -20,6 +20,7 @@ enum trace_point {
     TRACE_KERNEL_LOADED,
     TRACE_MEMORY_RESTORED, /* a .smolmachine's RAM is mapped or read */
     TRACE_STATE_RESTORED, /* a .smolmachine's memory and state are in place */
+    TRACE_MIGRATED_IN, /* a migration's destination: the source has stopped (GO), the VM runs here next */
     TRACE_FIRST_VCPU_ENTRY,
     TRACE_FIRST_SERIAL_BYTE,
     TRACE_MARKER_SEEN,

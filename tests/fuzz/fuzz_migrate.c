@@ -39,13 +39,14 @@ static int has_some_layers(const char *hash, const char *format, bool *have)
 /* The memory PAGES go into: two regions of 8 pages, far apart. */
 static struct guest_memory home;
 
-static int ram_home(void *opaque, uint64_t mem_bytes, unsigned cpus,
+static int ram_home(void *opaque, const char *config, uint64_t mem_bytes, unsigned cpus,
                     const struct guest_memory **out)
 {
     static const struct guest_region layout[] = {{.gpa = 0, .size = 8 * MIGRATE_PAGE},
                                                  {.gpa = 1ull << 32, .size = 8 * MIGRATE_PAGE}};
     int r = guest_memory_alloc(&home, layout, 2);
     (void)opaque;
+    (void)config;
     (void)mem_bytes;
     (void)cpus;
     if (r == 0)

@@ -751,8 +751,9 @@ scenario_migrate_jailed() {
     echo "$ps_out" > "$results/migjdst-ps.txt"
     expect migrate-jailed-unix "the jailed VM moved over a unix socket into a jailed receiver and counts on there (source's last $last, destination's first ${first:-none}; source exit $src_rc; see migjdst.mig, migjdst-ps.txt)" \
         eval 'test "$src_rc" -eq 0 && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1)) && ! has migjdst SMOLVM-GUEST-UP && echo "$ps_out" | grep -q "\"confinement\": \"jail ("'
-    # 2. Live, over loopback TCP, from that jailed receiver into another.
-    receiver migjback 9 --listen "$back" --jail
+    # 2. Live, over loopback TCP, from that jailed receiver into another,
+    # which says where its time went (stderr).
+    SMOLVM_MIGRATE_STATS=1 receiver migjback 9 --listen "$back" --jail
     pids="$pids $recv_pid"
     until_listening "$back"
     migrate_to migjdst "$back" migjback --live --max-downtime 500 --json
@@ -767,6 +768,11 @@ scenario_migrate_jailed() {
     exec 8>&-
     expect migrate-jailed-live-tcp "live over TCP from one jailed receiver to another: rounds, then the count goes on (last $last, first ${first:-none}; see migjback.mig)" \
         eval 'test "$rc" -eq 0 && grep -q "\"rounds\":\[{\"round\":1" "$work/migjback.mig" && test -n "$first" && test "$first" -ge "$last" && test "$first" -le $((last + 1))'
+    # A VM without disks is built whole from its config while the rounds
+    # run: the pause only loads its state (its devices made in the pause
+    # were half or more of it).
+    expect migrate-devices-ahead "the receiver made the VM's devices before the pause (see migjback.err)" \
+        grep -q "its devices before the pause" "$work/migjback.err"
     exec 7>&9 9>&-
     quit_counter migjback
     cp "$work/migjback.out" "$work/migjback.err" "$results/" 2>/dev/null

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -462,16 +463,22 @@ static size_t received_have_count;
 static unsigned home_pages = 4;
 static struct guest_memory home;
 
-static int ram_home(void *opaque, uint64_t mem_bytes, unsigned cpus,
+static int ram_home(void *opaque, const char *config, uint64_t mem_bytes, unsigned cpus,
                     const struct guest_memory **out)
 {
     struct guest_region layout[] = {
         {.gpa = 0, .size = home_pages / 2 * MIGRATE_PAGE},
         {.gpa = 1ull << 30, .size = (home_pages - home_pages / 2) * MIGRATE_PAGE}};
     int r = guest_memory_alloc(&home, layout, 2);
+    struct vm_config sent;
     (void)opaque;
     assert_int_equal(mem_bytes, VM_DEFAULT_MEM); /* the config's, not the frame's */
     assert_int_equal(cpus, 1);
+    /* ... and the config itself, the VM's devices are built from ahead */
+    vm_config_defaults(&sent);
+    char *json = vm_config_to_json(&sent);
+    assert_string_equal(config, json);
+    free(json);
     if (r == 0)
         *out = &home;
     return r;
@@ -1043,36 +1050,79 @@ static void warm_is_round_zero_alone(void **state)
 }
 
 /* The source, once its VM runs on the destination, tears down behind
- * every other task (SCHED_IDLE): in a one-CPU host the destination's
- * guest must not wait for the old copy's RAM to be freed. A machine that
- * was not handed over tears down as it ran. */
+ * every other task (SCHED_IDLE), from the hand-over on (DONE: its answer
+ * and the rest of its end too): in a one-CPU host the destination's guest
+ * must not wait for the old copy's RAM to be freed. A machine that was
+ * not handed over tears down as it ran. */
+struct teardown {
+    bool handed_over;
+    int policy_then, policy_after; /* right after the hand-over; after the teardown */
+};
+
 static void *destroy_and_tell_policy(void *arg)
 {
-    bool *handed_over = arg;
+    struct teardown *t = arg;
     struct machine *m = calloc(1, sizeof(*m));
 
     assert_non_null(m);
-    if (*handed_over)
+    if (t->handed_over)
         machine_handed_over(m);
+    t->policy_then = sched_getscheduler(0);
     machine_destroy(m);
-    return (void *)(intptr_t)sched_getscheduler(0);
+    t->policy_after = sched_getscheduler(0);
+    return NULL;
 }
 
-static int teardown_policy(bool handed_over)
+static struct teardown teardown_policy(bool handed_over)
 {
-    pthread_t t;
-    void *policy;
+    struct teardown t = {.handed_over = handed_over};
+    pthread_t thread;
 
-    assert_int_equal(pthread_create(&t, NULL, destroy_and_tell_policy, &handed_over), 0);
-    assert_int_equal(pthread_join(t, &policy), 0);
-    return (int)(intptr_t)policy;
+    assert_int_equal(pthread_create(&thread, NULL, destroy_and_tell_policy, &t), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    return t;
 }
 
 static void handed_over_source_tears_down_idle(void **state)
 {
     (void)state;
-    assert_int_equal(teardown_policy(true), SCHED_IDLE);
-    assert_int_equal(teardown_policy(false), SCHED_OTHER);
+    assert_int_equal(teardown_policy(true).policy_then, SCHED_IDLE);
+    assert_int_equal(teardown_policy(true).policy_after, SCHED_IDLE);
+    assert_int_equal(teardown_policy(false).policy_after, SCHED_OTHER);
+}
+
+static int tcp_no_delay(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof(on);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    return on;
+}
+
+/* A TCP link sends each frame at once, both ways (TCP_NODELAY): Nagle's
+ * algorithm held END behind unacknowledged bytes until the destination's
+ * delayed ACK, up to 40 ms of the pause. */
+static void tcp_links_send_at_once(void **state)
+{
+    char address[32];
+    int listener = -1, out, in;
+
+    (void)state;
+    for (unsigned port = 47900; listener < 0 && port < 48000; port++) {
+        snprintf(address, sizeof(address), "tcp:127.0.0.1:%u", port);
+        if ((listener = migrate_listen(address)) < 0)
+            err_clear();
+    }
+    assert_true(listener >= 0);
+    out = migrate_connect(address);
+    assert_true(out >= 0);
+    in = migrate_accept(listener);
+    assert_true(in >= 0);
+    assert_int_equal(tcp_no_delay(out), 1);
+    assert_int_equal(tcp_no_delay(in), 1);
+    close(in);
+    close(out);
+    close(listener);
 }
 
 int main(void)
@@ -1106,6 +1156,7 @@ int main(void)
         cmocka_unit_test(fast_dirtier_gets_throttled),
         cmocka_unit_test(bursty_guest_stops_between_bursts),
         cmocka_unit_test(handed_over_source_tears_down_idle),
+        cmocka_unit_test(tcp_links_send_at_once),
         cmocka_unit_test(patience_runs_out_within_the_limit),
         cmocka_unit_test(cap_and_round_limit),
         cmocka_unit_test(warm_is_round_zero_alone),
