@@ -10,7 +10,9 @@
 # Writes RESULTS/times.tsv ("vmm<TAB>metric<TAB>ms"), for each kind (idle,
 # dirty):
 #   total-K      the migration's length as the VMM reports it (smolvm
-#                --json "seconds", QEMU query-migrate "total-time")
+#                --json "seconds", QEMU query-migrate "total-time"; both
+#                end at the hand-over, smolvm's source teardown after it is
+#                "wind_down_ms")
 #   downtime-K   the pause as the VMM reports it (downtime_ms, "downtime")
 #   gap-K        the user's downtime: the largest gap between two counts,
 #                the source's and the destination's console lines merged,

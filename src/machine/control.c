@@ -195,10 +195,10 @@ static json_t *migrate(struct machine_control *s, json_t *req)
         return control_error("%s", err_msg());
     }
     vm_request_stop(machine_vm(s->m), VM_STOP_USER); /* it runs there now */
-    return json_pack("{s:b,s:f,s:f,s:f,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f,s:f,"
+    return json_pack("{s:b,s:f,s:f,s:f,s:f,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f,s:f,"
                      "s:f,s:f,s:I,s:I}}",
                      "ok", 1, "seconds", res.seconds, "downtime_ms", res.downtime * 1000,
-                     "paused_at_unix_ms", res.paused_wall * 1000,
+                     "wind_down_ms", res.wind_down * 1000, "paused_at_unix_ms", res.paused_wall * 1000,
                      "bytes", (json_int_t)res.bytes, "rounds", mig.rounds, "downtime_split_ms",
                      "pages", res.pages * 1000, "save", res.save * 1000, "send",
                      res.send * 1000, "build", res.build * 1000, "handover",

@@ -29,6 +29,10 @@ struct migrate_send_options {
 
 struct migrate_send_result {
     double seconds;  /* from the call to the destination running */
+    /* After the hand-over: this side's teardown (the dirty log, the link),
+     * which runs idle behind the guest there; not in seconds, as QEMU's
+     * total-time ends at completion. */
+    double wind_down;
     double downtime; /* from the pause to the destination running */
     double paused_wall; /* when the pause began: CLOCK_REALTIME, seconds (0: never) */
     uint64_t bytes;  /* of the VM sent */

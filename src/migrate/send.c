@@ -580,7 +580,8 @@ int migrate_send(struct machine *m, const struct migrate_send_options *o,
     free(omit.hashes);
     close(fd);
     res->link = l.stats;
-    res->seconds = now() - start;
+    res->wind_down = now() - ended;
+    res->seconds = ended - start;
     res->downtime = paused_at ? ended - paused_at : 0;
     return r;
 }

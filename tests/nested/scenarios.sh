@@ -657,8 +657,8 @@ scenario_migrate() {
     pids="$pids $recv_pid"
     until_listening "$sock"
     migrate_to mig "$sock" migdst --json
-    expect migrate-unix "migrate over a unix socket exits 0 with its figures (see migdst.mig)" \
-        eval 'test "$rc" -eq 0 && grep -q "\"downtime_ms\"" "$work/migdst.mig"'
+    expect migrate-unix "migrate over a unix socket exits 0 with its figures, the source's teardown apart (see migdst.mig)" \
+        eval 'test "$rc" -eq 0 && grep -q "\"downtime_ms\"" "$work/migdst.mig" && grep -q "\"wind_down_ms\"" "$work/migdst.mig"'
     # Warm sends RAM once while the VM runs (one round), so the pause is
     # what changed since, not all of RAM compressed (4.1 s here before).
     local warm_ms
