@@ -104,6 +104,21 @@ static int make_jailed_instance_dir(const char *name, struct instance_receiving 
     return 0;
 }
 
+/* The RAM frames are checked against the sizes the receiver read from the
+ * config; the VM machine_prepare() made of it must have the same, or a
+ * page could be meant for RAM this VM does not have. */
+static int prepared_as_told(const struct vm *vm, uint64_t mem_bytes, unsigned cpus)
+{
+    uint64_t have = vm_memory(vm)->total;
+    unsigned have_cpus = vm_config(vm)->cpus;
+
+    if (have == mem_bytes && have_cpus == cpus)
+        return 0;
+    return err_set(EPROTO, "the VM made from the config has %llu bytes of RAM and %u CPUs, "
+                   "not the %llu and %u it gives", (unsigned long long)have, have_cpus,
+                   (unsigned long long)mem_bytes, cpus);
+}
+
 /* The VM built from its config as its RAM comes, while the source's
  * rounds run: its pause then waits only for its state (vm_prepare(); and
  * a disk's devices, whose files come in the pause). */
@@ -114,10 +129,9 @@ static int build_ahead(void *opaque, const char *config, uint64_t mem_bytes, uns
     uint64_t t0 = trace_now_us();
     int r = machine_prepare(config, rc->start, &rc->prepared);
 
-    (void)mem_bytes; /* the config's, which the VM has */
-    (void)cpus;
-
     rc->prepare_s = (double)(trace_now_us() - t0) / 1e6;
+    if (r == 0)
+        r = prepared_as_told(rc->prepared, mem_bytes, cpus);
     if (r == 0)
         *home = vm_memory(rc->prepared);
     return r;
