@@ -1,15 +1,9 @@
 #!/bin/sh
-# /init of the test guests that smolvm boots in the nested scenarios. The
-# kernel command line picks what it does: smolvm.test=NAME.
+# /init.sh of the test guests that smolvm boots in the nested scenarios,
+# run by their /init (guest-preinit.c) once it has printed the marker
+# SMOLVM-GUEST-UP. The kernel command line picks what it does:
+# smolvm.test=NAME.
 export PATH=/bin:/sbin
-# The marker first: it is the init's first line, what bench/boot times as
-# "boot to init" (the kernel opened the console for it). The mounts after
-# it are the init's own work: three forks of busybox, tens of ms in a
-# nested guest, that were in every boot figure. /dev/kmsg (a node in the
-# initrd, under devtmpfs once mounted) stamps the marker with the
-# kernel's clock for bench/boot's profile (smolvm.test=dmesg).
-echo "SMOLVM-GUEST-UP"
-[ -c /dev/kmsg ] && echo "smolvm-guest-init: SMOLVM-GUEST-UP printed" > /dev/kmsg
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null

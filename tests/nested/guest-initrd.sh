@@ -5,6 +5,8 @@
 # initrd-micro: the same busybox and init without Debian's modules, what
 # smolvm's micro kernel boots: it has all it uses built in, and a micro
 # appliance carries no modules either, `image build --kernel micro`).
+# Their /init is guest-preinit.c (the marker first), their /init.sh
+# guest-init.sh (what the test asks for).
 # Also extracts the PVH vmlinux from the host's bzImage when asked:
 # guest-initrd.sh vmlinux
 set -euo pipefail
@@ -17,7 +19,8 @@ GUEST_MODULES="virtio_mmio virtio_blk virtio_rng virtio_console virtio_net ext4 
 # build_initrd [micro]: with "micro", no modules (guest-micro-KEY.cpio).
 build_initrd() {
     local flavour=${1:-} key out stage
-    key=$( (cat "$here/guest-init.sh" "$0" /bin/busybox; echo "$kver $flavour") | sha256sum | cut -c1-16)
+    key=$( (cat "$here/guest-init.sh" "$here/guest-preinit.c" "$0" /bin/busybox; echo "$kver $flavour") |
+        sha256sum | cut -c1-16)
     out=$cache/guest-${flavour:+$flavour-}$key.cpio
     if [ ! -s "$out" ]; then
         stage=$(mktemp -d)
@@ -26,7 +29,11 @@ build_initrd() {
         for applet in $(/bin/busybox --list); do
             [ "$applet" = busybox ] || ln -sf busybox "$stage/bin/$applet"
         done
-        install -m 0755 "$here/guest-init.sh" "$stage/init"
+        # /init prints the marker and runs /init.sh (guest-preinit.c: no
+        # libc, so nothing before its first line).
+        gcc -Os -static -nostdlib -no-pie -fno-stack-protector -fno-asynchronous-unwind-tables \
+            -fcf-protection=none -Wall -Wextra -Werror -o "$stage/init" "$here/guest-preinit.c"
+        install -m 0755 "$here/guest-init.sh" "$stage/init.sh"
         mknod "$stage/dev/console" c 5 1 2>/dev/null || true
         mknod "$stage/dev/kmsg" c 1 11 2>/dev/null || true
         # The Debian kernel has these as modules: carry them with their
