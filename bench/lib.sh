@@ -14,6 +14,7 @@ bench_prepare() {
         echo "SMOLVM=$bench_repo/build/smolvm"
         echo "KERNEL=/boot/vmlinuz-$kver"
         echo "INITRD=$("$bench_repo/tests/nested/guest-initrd.sh" initrd)"
+        echo "INITRD_MICRO=$("$bench_repo/tests/nested/guest-initrd.sh" initrd-micro)"
         echo "RUNS=${RUNS:-$1}"
         [ -z "${MEMS:-}" ] || echo "MEMS=\"$MEMS\""
         [ -z "${SMOLVM_BASELINE:-}" ] || echo "SMOLVM_BASELINE=$(realpath "$SMOLVM_BASELINE")"

@@ -4,7 +4,9 @@
 # time from launch to the init's first line; with MICRO_KERNEL, smolvm's
 # micro kernel too, under smolvm, QEMU -M microvm and kvmtool (when there),
 # and one smolvm --trace-boot of it (RESULTS/micro-trace.txt: the split
-# between VMM, kernel and init). Writes RESULTS/times.tsv.
+# between VMM, kernel and init). The micro kernel's rows boot INITRD_MICRO
+# (no modules), the stock kernel's INITRD (RESULTS/initrds.tsv: which, and
+# their sizes). Writes RESULTS/times.tsv.
 # With SMOLVM_BASELINE (another smolvm binary), that one's micro boots too;
 # with MICRO_KERNEL_VARIANT (another micro kernel), that one under both VMMs.
 # usage: inside.sh RESULTS_DIR   (RESULTS_DIR/params.sh as for the nested tier)
@@ -18,8 +20,18 @@ RUNS=${RUNS:-5}
 MARKER=SMOLVM-GUEST-UP
 CMDLINE="console=ttyS0 quiet panic=-1"
 MICRO_CMDLINE="$CMDLINE smolvm.end=reboot"
+# The micro kernel's rows (smolvm, QEMU, kvmtool alike) boot the initrd a
+# micro appliance has: busybox and the init, no modules (INITRD_MICRO: the
+# kernel has all it uses built in, and `image build --kernel micro` puts
+# no modules in either). The stock kernel's row keeps INITRD, with the
+# Debian modules it needs to find its virtio devices (4.4 MB of 6.4 MB,
+# unpacked by the kernel before /init runs). (An older params.sh without
+# INITRD_MICRO: the one initrd for all rows, as before.)
+MICRO_INITRD=${INITRD_MICRO:-$INITRD}
 out=$results/times.tsv
 : > "$out"
+printf 'stock\t%s\t%s\nmicro\t%s\t%s\n' "$INITRD" "$(stat -c %s "$INITRD")" \
+    "$MICRO_INITRD" "$(stat -c %s "$MICRO_INITRD")" > "$results/initrds.tsv"
 
 # time_to_marker LABEL METRIC COMMAND...: milliseconds from launch to MARKER
 # (the console's lines kept in RESULTS/LABEL-METRIC.log).
@@ -33,23 +45,26 @@ time_to_marker() {
 # (Ended at the marker, as QEMU's: kvmtool resets on the micro kernel's
 # reboot through its i8042, not asked for here.)
 kvmtool_micro=("${KVMTOOL:-}" run --nodefaults --network mode=none -k "${MICRO_BZIMAGE:-}"
-    -i "$INITRD" -m 256 -c 1 -p "$MICRO_CMDLINE")
+    -i "$MICRO_INITRD" -m 256 -c 1 -p "$MICRO_CMDLINE")
 
 # The micro kernel's boot under smolvm and under QEMU (QEMU's ended at the
 # marker: after the micro kernel's reboot its guest was seen to spin until
 # the 300 s timeout; the figure is the marker's).
-smolvm_micro=(run --kernel "${MICRO_KERNEL:-}" --initrd "$INITRD" --mem 256M
-    --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE")
+# One vCPU, as QEMU's -smp 1 and kvmtool's -c 1 (smolvm's default, said).
+# micro_args: all but the command line (the runs below that add to it).
+micro_args=(--cpus 1 --kernel "${MICRO_KERNEL:-}" --initrd "$MICRO_INITRD" --mem 256M
+    --virtio-discovery cmdline)
+smolvm_micro=(run "${micro_args[@]}" --cmdline "$MICRO_CMDLINE")
 qemu_micro=(qemu-system-x86_64 -M "microvm,acpi=off" -accel kvm -cpu host -m 256M -smp 1
     -nodefaults -no-user-config -nographic -no-reboot -serial stdio -kernel "${MICRO_KERNEL:-}"
-    -initrd "$INITRD" -append "$MICRO_CMDLINE")
+    -initrd "$MICRO_INITRD" -append "$MICRO_CMDLINE")
 
 # One boot of the micro kernel under each VMM first, not timed, and the
 # stock kernel's files read: the first boot of a file in the L1 reads it
 # over 9p (the host's tree) and warms the L1, and round 1 charged that to
 # whoever booted it first (smolvm-micro, first: 2533 ms in round 1, then
 # 1055 and 730; the baseline, second: 1806, then 1132 and 945).
-cat "$KERNEL" "$INITRD" > /dev/null
+cat "$KERNEL" "$INITRD" "$MICRO_INITRD" > /dev/null
 if [ -n "${MICRO_KERNEL:-}" ]; then
     bench_ms_to ms "$MARKER" "$SMOLVM" "${smolvm_micro[@]}" < /dev/null
     [ -z "${SMOLVM_BASELINE:-}" ] ||
@@ -76,22 +91,34 @@ for i in $(seq 1 "$RUNS"); do
     if [ -n "${SMOLVM_BASELINE:-}" ]; then
         time_to_marker smolvm-baseline-micro boot-to-init "$SMOLVM_BASELINE" "${smolvm_micro[@]}"
     fi
+    # The same boot with the stock row's initrd (Debian's modules in it,
+    # unused by the micro kernel): what those 4.4 MB cost it.
+    time_to_marker smolvm-micro-stock-initrd boot-to-init "$SMOLVM" run \
+        "${micro_args[@]/#"$MICRO_INITRD"/$INITRD}" --cmdline "$MICRO_CMDLINE"
     # The same devices as QEMU's guest here (a serial port only): smolvm
     # adds a virtio-rng and a virtio-vsock by default.
     time_to_marker smolvm-micro-same-devices boot-to-init "$SMOLVM" "${smolvm_micro[@]}" \
         --no-rng --no-vsock
     BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro boot-to-init "${qemu_micro[@]}"
+    # Both with a serial port and a virtio-rng (QEMU's on virtio-mmio, on
+    # the command line by microvm itself): whether the rng's cost in
+    # smolvm's guest (its probe, the hwrng thread feeding the crng before
+    # /init) is the guest's, paid under QEMU too. (vsock under QEMU needs
+    # vhost in the L1: left out.)
+    time_to_marker smolvm-micro-rng boot-to-init "$SMOLVM" "${smolvm_micro[@]}" --no-vsock
+    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-rng boot-to-init "${qemu_micro[@]}" \
+        -device virtio-rng-device
     # Another micro kernel (MICRO_KERNEL_VARIANT: a configuration being
     # tried), under both VMMs, same devices as the cached one's runs.
     # (Skipped while its file is not there yet: it may still be building.)
     if [ -n "${MICRO_KERNEL_VARIANT:-}" ] && [ -s "$MICRO_KERNEL_VARIANT" ]; then
         time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" run \
-            --kernel "$MICRO_KERNEL_VARIANT" --initrd "$INITRD" --mem 256M \
+            --kernel "$MICRO_KERNEL_VARIANT" --initrd "$MICRO_INITRD" --mem 256M \
             --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
         BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-variant boot-to-init \
             qemu-system-x86_64 -M microvm,acpi=off \
             -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic \
-            -no-reboot -serial stdio -kernel "$MICRO_KERNEL_VARIANT" -initrd "$INITRD" \
+            -no-reboot -serial stdio -kernel "$MICRO_KERNEL_VARIANT" -initrd "$MICRO_INITRD" \
             -append "$MICRO_CMDLINE"
     fi
     # kvmtool (KVMTOOL, with the micro kernel's vmlinux wrapped as a
@@ -104,7 +131,7 @@ for i in $(seq 1 "$RUNS"); do
     if [ -n "${MICRO_BZIMAGE:-}" ]; then
         BENCH_KILL_AT_MARKER=1 time_to_marker kvmtool-micro boot-to-init "${kvmtool_micro[@]}"
         time_to_marker smolvm-micro-bzimage boot-to-init "$SMOLVM" run --no-kernel-cache \
-            --kernel "$MICRO_BZIMAGE" --initrd "$INITRD" --mem 256M --virtio-discovery cmdline \
+            --kernel "$MICRO_BZIMAGE" --initrd "$MICRO_INITRD" --mem 256M --virtio-discovery cmdline \
             --cmdline "$MICRO_CMDLINE"
     fi
 done
@@ -115,9 +142,8 @@ timeout -k 10 300 "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 256M
     --cmdline "console=ttyS0 panic=-1" --trace-until "$MARKER" \
     < /dev/null > "$results/stock-trace.out" 2> "$results/stock-trace.txt"
 if [ -n "${MICRO_KERNEL:-}" ]; then
-    timeout -k 10 300 "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
-        --virtio-discovery cmdline --cmdline "console=ttyS0 panic=-1 smolvm.end=reboot" \
-        --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
+    timeout -k 10 300 "$SMOLVM" run "${micro_args[@]}" \
+        --cmdline "console=ttyS0 panic=-1 smolvm.end=reboot" --trace-until "$MARKER" < /dev/null > "$results/micro-trace.out" 2> "$results/micro-trace.txt"
 fi
 # The quiet boot as its kernel saw it, under smolvm and QEMU side by side:
 # initcall_debug times each initcall, and the init prints the kernel's log
@@ -127,16 +153,19 @@ fi
 if [ -n "${MICRO_KERNEL:-}" ]; then
     profile_cmdline="$MICRO_CMDLINE initcall_debug log_buf_len=1M smolvm.test=dmesg"
     BENCH_KILL_AT_MARKER=1 BENCH_LOG=$results/micro-profile.out bench_ms_to ms DMESG-END \
-        "$SMOLVM" run --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M \
-        --virtio-discovery cmdline --cmdline "$profile_cmdline" < /dev/null
+        "$SMOLVM" run "${micro_args[@]}" --cmdline "$profile_cmdline" < /dev/null
     BENCH_KILL_AT_MARKER=1 BENCH_LOG=$results/qemu-micro-profile.out bench_ms_to ms DMESG-END \
         qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults \
         -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL" \
-        -initrd "$INITRD" -append "$profile_cmdline" < /dev/null
+        -initrd "$MICRO_INITRD" -append "$profile_cmdline" < /dev/null
 fi
-# The timed (quiet) boot's split: VMM until the first vCPU entry, then the guest.
+# The timed (quiet) boot's split: VMM until the first vCPU entry (the
+# trace), then the kernel until it ran /init and the init until it printed
+# the marker, by the kernel's clock: the init prints the kernel's log after
+# the marker (smolvm.test=dmesg; not in the time to the marker).
 if [ -n "${MICRO_KERNEL:-}" ]; then
-    timeout -k 10 300 "$SMOLVM" "${smolvm_micro[@]}" --trace-until "$MARKER" \
+    timeout -k 10 300 "$SMOLVM" run "${micro_args[@]}" --cmdline "$MICRO_CMDLINE smolvm.test=dmesg" \
+        --trace-until "$MARKER" \
         < /dev/null > "$results/micro-quiet-trace.out" 2> "$results/micro-quiet-trace.txt"
 fi
 # Each VMM's exits on the micro kernel's quiet boot (the timed one), by
@@ -173,15 +202,14 @@ if [ -n "${MICRO_KERNEL:-}" ] && command -v perf > /dev/null; then
     # -T: where the VMM's share goes; the guest's exits to smolvm show as
     # KVM_RUN returns). Slowed by strace: for the proportions.
     if command -v strace > /dev/null; then
-        timeout -k 10 300 strace -f -r -T -o "$results/smolvm-micro.strace" "$SMOLVM" run \
-            --kernel "$MICRO_KERNEL" --initrd "$INITRD" --mem 256M --virtio-discovery cmdline \
-            --cmdline "$MICRO_CMDLINE" < /dev/null > /dev/null 2>&1
+        timeout -k 10 300 strace -f -r -T -o "$results/smolvm-micro.strace" "$SMOLVM" \
+            "${smolvm_micro[@]}" < /dev/null > /dev/null 2>&1
     fi
     # QEMU's guest timeline without quiet, beside smolvm's micro-trace.out
     # (bounded tighter: it may spin after the reboot, as above).
     timeout -k 10 120 qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host \
         -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
-        -kernel "$MICRO_KERNEL" -initrd "$INITRD" -append "console=ttyS0 panic=-1 smolvm.end=reboot" \
+        -kernel "$MICRO_KERNEL" -initrd "$MICRO_INITRD" -append "console=ttyS0 panic=-1 smolvm.end=reboot" \
         < /dev/null > "$results/qemu-micro-trace.out" 2>&1
     # kvmtool's likewise (its guest decompresses before the kernel's first
     # timestamp; the wall time to the marker, last, shows what comes before).

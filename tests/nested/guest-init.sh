@@ -1,11 +1,12 @@
 #!/bin/sh
-# /init of the test guests that smolvm boots in the nested scenarios. The
-# kernel command line picks what it does: smolvm.test=NAME.
+# /init.sh of the test guests that smolvm boots in the nested scenarios,
+# run by their /init (guest-preinit.c) once it has printed the marker
+# SMOLVM-GUEST-UP. The kernel command line picks what it does:
+# smolvm.test=NAME.
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-echo "SMOLVM-GUEST-UP"
 # Each module gets its parameters from the command line (name.param=value),
 # as modprobe passes them: the kernel applies those only to built-in code.
 load_modules() {

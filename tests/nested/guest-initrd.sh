@@ -1,7 +1,12 @@
 #!/bin/bash
 # Builds (once, cached by content) the busybox initrd of the nested test
 # guests and prints its path (initrd-net: the net scenario's, with iperf3;
-# initrd-tools: shares_git_make's, with git, make and a C compiler).
+# initrd-tools: shares_git_make's, with git, make and a C compiler;
+# initrd-micro: the same busybox and init without Debian's modules, what
+# smolvm's micro kernel boots: it has all it uses built in, and a micro
+# appliance carries no modules either, `image build --kernel micro`).
+# Their /init is guest-preinit.c (the marker first), their /init.sh
+# guest-init.sh (what the test asks for).
 # Also extracts the PVH vmlinux from the host's bzImage when asked:
 # guest-initrd.sh vmlinux
 set -euo pipefail
@@ -11,10 +16,12 @@ kver=$(ls /lib/modules | sort -V | tail -n 1)
 mkdir -p "$cache"
 GUEST_MODULES="virtio_mmio virtio_blk virtio_rng virtio_console virtio_net ext4 virtiofs 9p 9pnet_virtio button evdev"
 
+# build_initrd [micro]: with "micro", no modules (guest-micro-KEY.cpio).
 build_initrd() {
-    local key out stage
-    key=$( (cat "$here/guest-init.sh" "$0" /bin/busybox; echo "$kver") | sha256sum | cut -c1-16)
-    out=$cache/guest-$key.cpio
+    local flavour=${1:-} key out stage
+    key=$( (cat "$here/guest-init.sh" "$here/guest-preinit.c" "$0" /bin/busybox; echo "$kver $flavour") |
+        sha256sum | cut -c1-16)
+    out=$cache/guest-${flavour:+$flavour-}$key.cpio
     if [ ! -s "$out" ]; then
         stage=$(mktemp -d)
         mkdir -p "$stage"/{bin,sbin,proc,sys,dev,tmp}
@@ -22,22 +29,33 @@ build_initrd() {
         for applet in $(/bin/busybox --list); do
             [ "$applet" = busybox ] || ln -sf busybox "$stage/bin/$applet"
         done
-        install -m 0755 "$here/guest-init.sh" "$stage/init"
+        # /init prints the marker and runs /init.sh (guest-preinit.c: no
+        # libc, so nothing before its first line).
+        gcc -Os -static -nostdlib -no-pie -fno-stack-protector -fno-asynchronous-unwind-tables \
+            -fcf-protection=none -Wall -Wextra -Werror -o "$stage/init" "$here/guest-preinit.c"
+        install -m 0755 "$here/guest-init.sh" "$stage/init.sh"
         mknod "$stage/dev/console" c 5 1 2>/dev/null || true
+        mknod "$stage/dev/kmsg" c 1 11 2>/dev/null || true
         # The Debian kernel has these as modules: carry them with their
-        # dependencies, in load order.
-        mkdir -p "$stage/modules"
-        for m in $GUEST_MODULES; do
-            modprobe --show-depends -S "$kver" "$m" | awk '$1 == "insmod" { print $2 }'
-        done | awk '!seen[$0]++' | while read -r ko; do
-            cp "$ko" "$stage/modules/"
-            basename "$ko" >> "$stage/modules/order"
-        done
+        # dependencies, in load order (4.4 MB of the 6.4 MB archive).
+        [ "$flavour" = micro ] || add_modules "$stage"
         (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out.tmp"
         mv "$out.tmp" "$out"
         rm -rf "$stage"
     fi
     echo "$out"
+}
+
+# add_modules STAGE: GUEST_MODULES and what they need, and their order.
+add_modules() {
+    local m ko
+    mkdir -p "$1/modules"
+    for m in $GUEST_MODULES; do
+        modprobe --show-depends -S "$kver" "$m" | awk '$1 == "insmod" { print $2 }'
+    done | awk '!seen[$0]++' | while read -r ko; do
+        cp "$ko" "$1/modules/"
+        basename "$ko" >> "$1/modules/order"
+    done
 }
 
 # build_extra_initrd NAME FILE...: the initrd above with Debian's own FILEs
@@ -97,6 +115,7 @@ extract_vmlinux() {
 
 case "${1:-initrd}" in
     initrd) build_initrd ;;
+    initrd-micro) build_initrd micro ;;
     initrd-net) build_extra_initrd net /usr/bin/iperf3 ;;
     initrd-tools)
         command -v tcc > /dev/null || { echo "guest-initrd: no tcc (tools/deps.sh installs it)" >&2; exit 1; }
