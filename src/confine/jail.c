@@ -321,8 +321,10 @@ static int build_root(const struct confine_plan *p)
     /* pivot_root(".", "."): the old root ends up on top, detached at once. */
     if (syscall(SYS_pivot_root, ".", ".") < 0)
         return broken("cannot pivot_root into", p->root);
+    uint64_t detaching = trace_now_us();
     if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return broken("cannot detach the host's root from", p->root);
+    trace_add_count(TRACE_JAIL_DETACH_US, trace_now_us() - detaching);
     rmdir(p->root); /* the host's empty folder, seen through the runtime folder */
     return 0;
 }
@@ -516,10 +518,12 @@ int jail_enter(const struct confine_plan *p)
 
     if (!p->root)
         return -EINVAL;
+    uint64_t unsharing = trace_now_us();
     if (unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
         return -errno; /* not here: nothing changed */
     if ((r = map_ids(uid, gid)) < 0 || (r = plan_arrival(p, ends)) < 0)
         return r;
+    trace_add_count(TRACE_JAIL_UNSHARE_US, trace_now_us() - unsharing);
     hold_leftovers(p);
     fflush(NULL);
     uint64_t forking = trace_now_us();

@@ -36,6 +36,8 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_ENTER_US] = "jail_enter_us",
     [TRACE_JAIL_FORK_US] = "jail_fork_us",
     [TRACE_JAIL_ROOT_US] = "jail_root_us",
+    [TRACE_JAIL_DETACH_US] = "jail_detach_us",
+    [TRACE_JAIL_UNSHARE_US] = "jail_unshare_us",
     [TRACE_KERNEL_READ_US] = "kernel_read_us",
     [TRACE_COALESCED_WRITES] = "coalesced_writes",
 };
