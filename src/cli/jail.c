@@ -307,6 +307,7 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
     r = make_plan(o, name, start, bundle, receiving, &plan);
     trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
+    trace_add_count(TRACE_JAIL_PATHS, plan.count);
     if (r == 0)
         r = confine_enter(&plan, &got);
     trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - planned);

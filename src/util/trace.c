@@ -38,6 +38,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_ROOT_US] = "jail_root_us",
     [TRACE_JAIL_DETACH_US] = "jail_detach_us",
     [TRACE_JAIL_UNSHARE_US] = "jail_unshare_us",
+    [TRACE_JAIL_PATHS] = "jail_paths",
     [TRACE_KERNEL_READ_US] = "kernel_read_us",
     [TRACE_COALESCED_WRITES] = "coalesced_writes",
 };

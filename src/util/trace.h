@@ -43,6 +43,7 @@ enum trace_count {
     TRACE_JAIL_ROOT_US,     /* and the jail's root: its mounts and pivot_root */
     TRACE_JAIL_DETACH_US,   /* of which detaching the host's mount tree after pivot_root */
     TRACE_JAIL_UNSHARE_US,  /* and its namespaces: unshare() and the id maps */
+    TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
     TRACE_KERNEL_READ_US,   /* reading and hashing a bzImage to find its unpacked vmlinux (arch/x86/unpack.h) */
     TRACE_COALESCED_WRITES, /* guest MMIO writes queued by the hypervisor and replayed, each an exit saved */
     TRACE_COUNT_COUNT
