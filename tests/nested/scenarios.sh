@@ -2234,7 +2234,7 @@ scenario_jail_bench() {
         done
         # Where a confined start's own setup went (util/trace.h counts, µs).
         for kind in boot start; do
-            for mode in jail seccomp confined; do
+            for mode in jail seccomp confined ${SMOLVM_BASELINE:+confined-baseline}; do
                 for n in $(seq 1 "${RUNS:-3}"); do
                     echo "counts $kind $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jb-$kind-$mode-$n.err" | tr -d '"{}' | sed 's/^counts://')"
                 done
