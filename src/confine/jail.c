@@ -285,9 +285,11 @@ static int fill_root(const struct confine_plan *p)
     for (unsigned i = 0; i < p->count; i++)
         order[i] = &p->paths[i];
     qsort(order, p->count, sizeof(order[0]), by_length);
+    uint64_t binding = trace_now_us();
     for (unsigned i = 0; i < p->count; i++)
         if (!reached_through_folder(order, i) && (r = bind_in(order[i])) < 0)
             return r;
+    trace_add_count(TRACE_JAIL_BINDS_US, trace_now_us() - binding);
     if ((r = bind_arrival(&p->arrival)) < 0 || (r = mount_proc()) < 0)
         return r;
     for (unsigned i = 0; i < p->link_count; i++)
@@ -303,8 +305,10 @@ static int build_root(const struct confine_plan *p)
     mode_t umask_was;
     int r;
 
+    uint64_t privating = trace_now_us();
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return broken("cannot make private", "/");
+    trace_add_count(TRACE_JAIL_PRIVATE_US, trace_now_us() - privating);
     if (mkdir(p->root, 0700) < 0 && errno != EEXIST)
         return broken("cannot make", p->root);
     if (mount("smolvm-jail", p->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)

@@ -42,6 +42,8 @@ enum trace_count {
     TRACE_JAIL_FORK_US,     /* of which the relay's fork, as the VMM sees it (in its child) */
     TRACE_JAIL_ROOT_US,     /* and the jail's root: its mounts and pivot_root */
     TRACE_JAIL_DETACH_US,   /* of which detaching the host's mount tree after pivot_root */
+    TRACE_JAIL_PRIVATE_US,  /* and making that tree private first (no propagation out) */
+    TRACE_JAIL_BINDS_US,    /* and binding the plan's paths in */
     TRACE_JAIL_UNSHARE_US,  /* and its namespaces: unshare() and the id maps */
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
     TRACE_KERNEL_READ_US,   /* reading and hashing a bzImage to find its unpacked vmlinux (arch/x86/unpack.h) */
