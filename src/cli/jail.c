@@ -19,6 +19,7 @@
 #include "disk/disk.h"
 #include "hv/hv.h"
 #include "machine/instance.h"
+#include "machine/machine.h"
 #include "net/backend.h"
 #include "util/cache.h"
 #include "util/err.h"
@@ -279,13 +280,17 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
      * permissions decide, as outside. */
     if (r == 0 && start)
         r = confine_plan_add(p, "/dev/userfaultfd", true);
-    /* start: the bundle's network is not known yet; run: only --net none
-     * may lose the host's network (a TAP is attached, the helper
-     * connects, in the host's). */
+    /* start: the bundle's network is not known yet (but a store
+     * instance's, read outside: without one, no helper, nor the 6 host
+     * paths it needs -- ~60 calls of a jailed start, bench jail_bench);
+     * run: only --net none may lose the host's network (a TAP is
+     * attached, the helper connects, in the host's). */
     p->new_net = !start && cfg->net.mode == VM_NET_NONE;
+    bool helper = start ? !(bundle && machine_start_named_without_net(bundle))
+                        : cfg->net.mode == VM_NET_USER;
     if (r == 0 && cfg->net.mode == VM_NET_TAP)
         r = confine_plan_add(p, "/dev/net/tun", true);
-    if (r == 0 && (start || cfg->net.mode == VM_NET_USER))
+    if (r == 0 && helper)
         r = add_net_helper(p);
     return r;
 }

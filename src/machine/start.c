@@ -248,6 +248,12 @@ int machine_start_named_prepare(const char *what)
     return r;
 }
 
+bool machine_start_named_without_net(const char *what)
+{
+    return instance_named(what) && named.read && !named.resume &&
+           named.cfg.net.mode == VM_NET_NONE;
+}
+
 int machine_start_named(const char *what, const struct machine_start_options *so,
                         struct machine **m)
 {
