@@ -236,10 +236,12 @@ static int make_link(const struct confine_link *l)
  * there: the kernel lets a namespace mount one only then. */
 static int mount_proc(void)
 {
+    uint64_t start = trace_now_us();
     if (mkdir("proc", 0555) < 0 && errno != EEXIST)
         return broken("cannot make", "/proc");
     if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         return broken("cannot mount a procfs on", "/proc");
+    trace_add_count(TRACE_JAIL_PROC_US, trace_now_us() - start);
     return 0;
 }
 
@@ -337,6 +339,7 @@ static int drop_capabilities(void)
 {
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct none[2] = {{0}};
+    uint64_t start = trace_now_us();
 
     for (int cap = 0; cap < 64; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
@@ -345,6 +348,7 @@ static int drop_capabilities(void)
         return broken("cannot clear", "the ambient capabilities");
     if (syscall(SYS_capset, &head, none) < 0)
         return broken("cannot drop", "the capabilities");
+    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
     return 0;
 }
 
