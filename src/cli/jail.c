@@ -118,6 +118,9 @@ static int add_runtime(struct confine_plan *p, const char *name)
                                                            : confine_plan_leftover(p, runtime, entry);
         free(entry);
     }
+    /* The jail's root (p->root, in it): removed before its folder. */
+    if (r == 0)
+        r = confine_plan_leftover(p, own, "root");
     if (r == 0)
         r = confine_plan_leftover(p, runtime, strrchr(own, '/') + 1);
     free(runtime);
