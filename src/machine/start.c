@@ -202,6 +202,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0)
         r = apply_options(&m->cfg, o);
     trace_mark(TRACE_BUNDLE_OPENED);
+    uint64_t filing = trace_now_us();
     if (r == 0) {
         m->memory = o->memory;
         m->prepared = o->prepared;
@@ -216,6 +217,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         r = adopt_instance(&m->cfg, o->instance);
     else if (r == 0)
         r = extract_files(m, !bundle_has_state(m->source));
+    trace_add_count(TRACE_START_FILES_US, trace_now_us() - filing);
     if (r == 0)
         r = build(m);
     if (r == 0 && m->working_set)

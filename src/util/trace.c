@@ -45,6 +45,9 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_PROC_US] = "jail_proc_us",
     [TRACE_JAIL_CAPS_US] = "jail_caps_us",
     [TRACE_JAIL_PATHS] = "jail_paths",
+    [TRACE_START_FILES_US] = "start_files_us",
+    [TRACE_HV_CREATE_US] = "hv_create_us",
+    [TRACE_MINOR_FAULTS] = "minor_faults",
     [TRACE_KERNEL_READ_US] = "kernel_read_us",
     [TRACE_COALESCED_WRITES] = "coalesced_writes",
 };

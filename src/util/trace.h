@@ -50,6 +50,9 @@ enum trace_count {
     TRACE_JAIL_PROC_US,     /* and mounting its pid namespace's procfs */
     TRACE_JAIL_CAPS_US,     /* and dropping the capabilities, after the root (in jail_root_us) */
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
+    TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
+    TRACE_HV_CREATE_US,     /* the hypervisor's VM made (KVM_CREATE_VM and its checks) */
+    TRACE_MINOR_FAULTS,     /* the VMM's page faults until its inputs are read (a jailed one's since the relay's fork) */
     TRACE_KERNEL_READ_US,   /* reading and hashing a bzImage to find its unpacked vmlinux (arch/x86/unpack.h) */
     TRACE_COALESCED_WRITES, /* guest MMIO writes queued by the hypervisor and replayed, each an exit saved */
     TRACE_COUNT_COUNT

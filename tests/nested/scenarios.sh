@@ -2223,9 +2223,9 @@ scenario_jail_bench() {
         echo "# confined: --jail, filters on. ms since the VMM started; odd rounds ran the modes in this"
         echo "# order, even rounds in the reverse one: $modes"
         bash "$report" "$figures"
-        # Where a confined start's own setup went (util/trace.h counts, µs).
+        # Where a start's own setup went (util/trace.h counts, µs), plain's too.
         for kind in boot start; do
-            for mode in jail seccomp confined ${SMOLVM_BASELINE:+confined-baseline}; do
+            for mode in plain jail seccomp confined ${SMOLVM_BASELINE:+confined-baseline}; do
                 for n in $(seq 1 "$runs"); do
                     echo "counts $kind $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jb-$kind-$mode-$n.err" | tr -d '"{}' | sed 's/^counts://')"
                 done
