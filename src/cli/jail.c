@@ -19,6 +19,7 @@
 #include "disk/disk.h"
 #include "hv/hv.h"
 #include "machine/instance.h"
+#include "machine/machine.h"
 #include "net/backend.h"
 #include "util/cache.h"
 #include "util/err.h"
@@ -117,6 +118,9 @@ static int add_runtime(struct confine_plan *p, const char *name)
                                                            : confine_plan_leftover(p, runtime, entry);
         free(entry);
     }
+    /* The jail's root (p->root, in it): removed before its folder. */
+    if (r == 0)
+        r = confine_plan_leftover(p, own, "root");
     if (r == 0)
         r = confine_plan_leftover(p, runtime, strrchr(own, '/') + 1);
     free(runtime);
@@ -279,13 +283,17 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
      * permissions decide, as outside. */
     if (r == 0 && start)
         r = confine_plan_add(p, "/dev/userfaultfd", true);
-    /* start: the bundle's network is not known yet; run: only --net none
-     * may lose the host's network (a TAP is attached, the helper
-     * connects, in the host's). */
+    /* start: the bundle's network is not known yet (but a store
+     * instance's, read outside: without one, no helper, nor the 6 host
+     * paths it needs -- ~60 calls of a jailed start, bench jail_bench);
+     * run: only --net none may lose the host's network (a TAP is
+     * attached, the helper connects, in the host's). */
     p->new_net = !start && cfg->net.mode == VM_NET_NONE;
+    bool helper = start ? !(bundle && machine_start_named_without_net(bundle))
+                        : cfg->net.mode == VM_NET_USER;
     if (r == 0 && cfg->net.mode == VM_NET_TAP)
         r = confine_plan_add(p, "/dev/net/tun", true);
-    if (r == 0 && (start || cfg->net.mode == VM_NET_USER))
+    if (r == 0 && helper)
         r = add_net_helper(p);
     return r;
 }
@@ -307,6 +315,7 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
     r = make_plan(o, name, start, bundle, receiving, &plan);
     trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
+    trace_add_count(TRACE_JAIL_PATHS, plan.count);
     if (r == 0)
         r = confine_enter(&plan, &got);
     trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - planned);

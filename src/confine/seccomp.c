@@ -205,7 +205,7 @@ static void confine_with(enum confine_thread kind, const char *name,
     if (mode == CONFINE_SECCOMP_OFF)
         return;
     pthread_setname_np(pthread_self(), thread_name);
-    uint64_t start = trace_now_us();
+    uint64_t start = trace_now_us(), cpu = trace_thread_cpu_us();
     r = seccomp_prebuilt_program(kind, mode, values->self, &program);
     if (r == -ENOENT && (r = seccomp_rules_program(kind, mode, values, &program)) < 0)
         fail("building its filter", r);
@@ -213,6 +213,8 @@ static void confine_with(enum confine_thread kind, const char *name,
         fail("putting its pid in its built-in filter", r);
     load(&program);
     trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
+    trace_add_count(TRACE_SECCOMP_CPU_US, trace_thread_cpu_us() - cpu);
+    trace_add_count(TRACE_SECCOMP_LOADS, 1);
 }
 
 void confine_thread(enum confine_thread kind, const char *name)

@@ -81,6 +81,11 @@ int machine_start_named(const char *what, const struct machine_start_options *o,
  * machine_start_named(), when what names one: before --jail confines the
  * VMM, whose jail leaves the store out (docs/security.md). */
 int machine_start_named_prepare(const char *what) __attribute__((warn_unused_result));
+/* Whether what's start is known, before the jail, to give its VM no
+ * network: a store instance whose settings machine_start_named_prepare()
+ * read, with none, booting (a saved state brings its own config, read in
+ * the jail). A bundle file's is not looked at outside (docs/security.md). */
+bool machine_start_named_without_net(const char *what);
 
 struct vm *machine_vm(struct machine *m);
 /* Whether m resumed a saved state (its guest did not boot). */

@@ -202,6 +202,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     if (r == 0)
         r = apply_options(&m->cfg, o);
     trace_mark(TRACE_BUNDLE_OPENED);
+    uint64_t filing = trace_now_us();
     if (r == 0) {
         m->memory = o->memory;
         m->prepared = o->prepared;
@@ -216,6 +217,7 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
         r = adopt_instance(&m->cfg, o->instance);
     else if (r == 0)
         r = extract_files(m, !bundle_has_state(m->source));
+    trace_add_count(TRACE_START_FILES_US, trace_now_us() - filing);
     if (r == 0)
         r = build(m);
     if (r == 0 && m->working_set)
@@ -246,6 +248,12 @@ int machine_start_named_prepare(const char *what)
     r = machine_instance_config(what, &named.cfg, &named.resume, &named.shared);
     named.read = r == 0;
     return r;
+}
+
+bool machine_start_named_without_net(const char *what)
+{
+    return instance_named(what) && named.read && !named.resume &&
+           named.cfg.net.mode == VM_NET_NONE;
 }
 
 int machine_start_named(const char *what, const struct machine_start_options *so,

@@ -32,10 +32,22 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_FAULT_CHECK_US] = "fault_check_us",
     [TRACE_FAULTED_WINDOWS] = "faulted_windows",
     [TRACE_SECCOMP_US] = "seccomp_us",
+    [TRACE_SECCOMP_CPU_US] = "seccomp_cpu_us",
+    [TRACE_SECCOMP_LOADS] = "seccomp_loads",
     [TRACE_JAIL_PLAN_US] = "jail_plan_us",
     [TRACE_JAIL_ENTER_US] = "jail_enter_us",
     [TRACE_JAIL_FORK_US] = "jail_fork_us",
     [TRACE_JAIL_ROOT_US] = "jail_root_us",
+    [TRACE_JAIL_DETACH_US] = "jail_detach_us",
+    [TRACE_JAIL_PRIVATE_US] = "jail_private_us",
+    [TRACE_JAIL_BINDS_US] = "jail_binds_us",
+    [TRACE_JAIL_UNSHARE_US] = "jail_unshare_us",
+    [TRACE_JAIL_PROC_US] = "jail_proc_us",
+    [TRACE_JAIL_CAPS_US] = "jail_caps_us",
+    [TRACE_JAIL_PATHS] = "jail_paths",
+    [TRACE_START_FILES_US] = "start_files_us",
+    [TRACE_HV_CREATE_US] = "hv_create_us",
+    [TRACE_MINOR_FAULTS] = "minor_faults",
     [TRACE_KERNEL_READ_US] = "kernel_read_us",
     [TRACE_COALESCED_WRITES] = "coalesced_writes",
 };
@@ -215,6 +227,13 @@ void trace_add_count(enum trace_count count, uint64_t value)
 uint64_t trace_now_us(void)
 {
     return (uint64_t)now_ns() / 1000;
+}
+
+uint64_t trace_thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 bool trace_recorded(enum trace_point point)

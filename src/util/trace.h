@@ -37,10 +37,22 @@ enum trace_count {
     TRACE_FAULT_CHECK_US,   /* and reading them and checking their hash */
     TRACE_FAULTED_WINDOWS,  /* the windows of those chunks the guest waited for (the rest placed after) */
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
+    TRACE_SECCOMP_CPU_US,   /* of which the threads' own CPU time (the rest: waiting for the CPU) */
+    TRACE_SECCOMP_LOADS,    /* the filters loaded (one per thread) */
     TRACE_JAIL_PLAN_US,     /* --jail: making its plan (cli/jail.c), outside */
     TRACE_JAIL_ENTER_US,    /* --jail: entering it (namespaces, mounts, the relay's fork) */
     TRACE_JAIL_FORK_US,     /* of which the relay's fork, as the VMM sees it (in its child) */
     TRACE_JAIL_ROOT_US,     /* and the jail's root: its mounts and pivot_root */
+    TRACE_JAIL_DETACH_US,   /* of which detaching the host's mount tree after pivot_root */
+    TRACE_JAIL_PRIVATE_US,  /* and making that tree private first (no propagation out) */
+    TRACE_JAIL_BINDS_US,    /* and binding the plan's paths in */
+    TRACE_JAIL_UNSHARE_US,  /* and its namespaces: unshare() and the id maps */
+    TRACE_JAIL_PROC_US,     /* and mounting its pid namespace's procfs */
+    TRACE_JAIL_CAPS_US,     /* and dropping the capabilities, after the root (in jail_root_us) */
+    TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
+    TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
+    TRACE_HV_CREATE_US,     /* the hypervisor's VM made (KVM_CREATE_VM and its checks) */
+    TRACE_MINOR_FAULTS,     /* the VMM's page faults until its inputs are read (a jailed one's since the relay's fork) */
     TRACE_KERNEL_READ_US,   /* reading and hashing a bzImage to find its unpacked vmlinux (arch/x86/unpack.h) */
     TRACE_COALESCED_WRITES, /* guest MMIO writes queued by the hypervisor and replayed, each an exit saved */
     TRACE_COUNT_COUNT
@@ -63,6 +75,9 @@ void trace_set_count(enum trace_count count, uint64_t value);
 void trace_add_count(enum trace_count count, uint64_t value);
 /* Microseconds since some fixed point, for the durations trace_add_count sums. */
 uint64_t trace_now_us(void);
+/* Microseconds of CPU the calling thread has used (what of a duration was
+ * its own work, not waiting for the CPU). */
+uint64_t trace_thread_cpu_us(void);
 
 /* The guest's own phases, on the same timeline (--trace-boot continued
  * into the guest, as tslog does): lines of its console that carry a printk

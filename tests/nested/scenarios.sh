@@ -2163,25 +2163,23 @@ scenario_jail() {
 }
 
 # The confinement's cost (issue 23's benchmark): boot to init, and start of
-# a saved bundle until its vCPU runs again, RUNS times each, alternated in
-# one L1: "plain" is neither (--seccomp=off, no --jail), "confined" is
-# --jail with the filters on (the default); "jail" (--jail --seccomp=off)
-# and "seccomp" (the filters, no --jail) split the cost between the two. Milliseconds since the VMM
-# started, from --trace-boot's JSON (the clock starts before the jail is
-# made, so its setup is inside the figure). The first start of the bundle
-# unpacks its memory cache: it is made once, untimed, so every timed start
-# is a later start. Medians and confined/plain in jail-bench.txt.
-jail_bench_median() { # jail_bench_median KIND MODE: the median of FIGURES' lines (of two: their mean)
-    awk -v k="$1" -v m="$2" '$1 == k && $2 == m && $4 != "?" { print $4 }' "$figures" | sort -n |
-        awk '{ a[NR] = $1 } END { if (!NR) print "?"; else if (NR % 2) print a[(NR + 1) / 2];
-                                   else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-jail_bench_ratio() { # jail_bench_ratio A B: A/B, or ? when either is not a figure
-    awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b; else print "?" }'
-}
+# a saved bundle until its vCPU runs again, RUNS (5) rounds in one L1:
+# "plain" is neither (--seccomp=off, no --jail), "confined" is --jail with
+# the filters on (the default); "jail" (--jail --seccomp=off) and
+# "seccomp" (the filters, no --jail) split the cost between the two.
+# Milliseconds since the VMM started, from --trace-boot's JSON (the clock
+# starts before the jail is made, so its setup is inside the figure). The
+# first start of the bundle unpacks its memory cache: it is made once,
+# untimed, so every timed start is a later start. The modes run in one
+# order in odd rounds and the reverse in even ones, so a drift of the
+# host's load (or the L1's caches warming) does not favour one side.
+# bench/jail/report writes the raw rounds, medians, least, and each
+# mode/plain of the medians and round by round into jail-bench.txt, then
+# each jailed or filtered run's own trace counts (where its cost went).
 scenario_jail_bench() {
     local bundle=$work/jb.smolmachine figures=$results/jail-bench.txt mode n v opts kind
-    local -A median
+    local report runs=${RUNS:-5}
+    report=$(dirname "$(realpath "$0")")/../../bench/jail/report
     : > "$figures"
     SMOLVM=$real_smolvm background jb-src run --name jb-src --kernel "$KERNEL" --initrd "$INITRD" \
         --cmdline "$GUEST_CMDLINE smolvm.test=counter"
@@ -2193,10 +2191,12 @@ scenario_jail_bench() {
     "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
     finish jb-warm
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
-    local modes="plain jail seccomp confined" bin
+    local modes="plain jail seccomp confined" bin order
     [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
-    for n in $(seq 1 "${RUNS:-3}"); do
-        for mode in $modes; do
+    for n in $(seq 1 "$runs"); do
+        order=$modes
+        [ $((n % 2)) -eq 1 ] || order=$(echo "$modes" | awk '{ for (i = NF; i > 0; i--) printf "%s ", $i }')
+        for mode in $order; do
             bin=$real_smolvm
             case $mode in
             plain) opts=--seccomp=off ;;
@@ -2220,30 +2220,23 @@ scenario_jail_bench() {
     done
     {
         echo "# plain: --seccomp=off, no --jail; jail: --jail --seccomp=off; seccomp: filters, no --jail;"
-        echo "# confined: --jail, filters on. ms since the VMM started."
+        echo "# confined: --jail, filters on. ms since the VMM started; odd rounds ran the modes in this"
+        echo "# order, even rounds in the reverse one: $modes"
+        bash "$report" "$figures"
+        # Where a start's own setup went (util/trace.h counts, µs), plain's too.
         for kind in boot start; do
-            for mode in $modes; do
-                median[$mode]=$(jail_bench_median "$kind" "$mode")
-            done
-            echo "$kind median: plain ${median[plain]} ms, jail ${median[jail]} ms, seccomp ${median[seccomp]} ms, confined ${median[confined]} ms;" \
-                "jail/plain $(jail_bench_ratio "${median[jail]}" "${median[plain]}")," \
-                "seccomp/plain $(jail_bench_ratio "${median[seccomp]}" "${median[plain]}")," \
-                "confined/plain $(jail_bench_ratio "${median[confined]}" "${median[plain]}")"
-            [ -z "${SMOLVM_BASELINE:-}" ] ||
-                echo "$kind median, SMOLVM_BASELINE confined: ${median[confined-baseline]} ms, its confined/plain $(jail_bench_ratio "${median[confined-baseline]}" "${median[plain]}")"
-        done
-        # Where a confined start's own setup went (util/trace.h counts, µs).
-        for kind in boot start; do
-            for mode in jail seccomp confined; do
-                for n in $(seq 1 "${RUNS:-3}"); do
+            for mode in plain jail seccomp confined ${SMOLVM_BASELINE:+confined-baseline}; do
+                for n in $(seq 1 "$runs"); do
                     echo "counts $kind $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jb-$kind-$mode-$n.err" | tr -d '"{}' | sed 's/^counts://')"
                 done
             done
         done
         echo "load: $(cat /proc/loadavg)"
-    } >> "$figures"
-    expect jail-bench "figures for both, plain and confined (jail-bench.txt)" \
-        eval '! grep -q "?" "$figures" && grep -q "^start median" "$figures"'
+    } > "$figures.report"
+    cat "$figures.report" >> "$figures"
+    rm -f "$figures.report"
+    expect jail-bench "figures for both, plain and confined, and their ratios (jail-bench.txt)" \
+        eval '! grep -q "?" "$figures" && grep -q "^  confined/plain" "$figures"'
     expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
         eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"

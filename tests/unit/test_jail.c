@@ -31,6 +31,7 @@
 #include "confine/confine.h"
 #include "confine/jail.h"
 #include "machine/instance.h"
+#include "machine/machine.h"
 #include "machine/ram_faults.h"
 #include "store/store.h"
 #include "scratch.h"
@@ -168,7 +169,8 @@ static void run_confined(int (*enter)(const struct confine_plan *), bool jailed)
             confine_plan_add(&plan, readonly, false) < 0 ||
             confine_plan_add(&plan, link_to_inside, false) < 0 ||
             confine_plan_add(&plan, "/nonexistent-smolvm", false) < 0 ||
-            !(plan.root = strdup(root)))
+            !(plan.root = strdup(root)) ||
+            confine_plan_leftover(&plan, inside, "vm.jail") < 0) /* as cli/jail.c's */
             _exit(100);
         int r = enter(&plan);
         if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
@@ -194,7 +196,8 @@ static void test_jail_keeps_to_plan(void **state)
 {
     (void)state;
     run_confined(jail_enter, true);
-    /* Its root's mount point is gone from the host again. */
+    /* Its root's mount point is gone from the host again (the relay's
+     * leftover, once the VMM has ended). */
     assert_int_equal(access(root, F_OK), -1);
 }
 
@@ -583,7 +586,9 @@ static void test_start_instance_jail_plan(void **state)
         store_close(s);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
-        if (chdir(dir) < 0 || cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
+        /* As start does: the store read outside, then the jail. */
+        if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
+            cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
             _exit(101);
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
@@ -609,6 +614,9 @@ static void test_start_instance_jail_plan(void **state)
         snprintf(made, sizeof(made), "%s/smolvm/layers/planted", data);
         if (open(made, O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
             _exit(6);
+        /* Its settings say no network: no net helper, nor /usr for it. */
+        if (open("/usr/bin/true", O_RDONLY) >= 0)
+            _exit(9);
         _exit(0);
     }
     child_passed(pid);
