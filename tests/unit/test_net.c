@@ -597,6 +597,11 @@ static void a_frame_waits_for_a_second_buffer(const uint8_t *frame, size_t len)
     kick(RXQ);
     assert_int_equal(send(peer, frame, len, 0), (ssize_t)len);
     assert_true(wait_avail_event(RXQ, 1));
+    /* A register write waits for the device's io lock: the pass that asked
+     * for the kick, and its own look at the ring after asking, are over
+     * before the caller adds buffers (a buffer added in between was found
+     * by that look, not as unkicked: seen once on a loaded host). */
+    mmio_write(0x000, 0); /* MagicValue: read-only, the write is ignored */
     assert_int_equal(used_idx(RXQ), 0);
 }
 
