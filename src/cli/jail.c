@@ -364,3 +364,8 @@ int cli_parse_seccomp(const char *word, enum confine_seccomp *mode)
         }
     return err_plain(EINVAL, "must be one of 'on', 'off', 'log'");
 }
+
+int cli_hv_check(bool vmm_forked)
+{
+    return (vmm_forked ? hv_check_elsewhere() : hv_check()) < 0 ? -1 : 0;
+}

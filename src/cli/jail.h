@@ -25,6 +25,12 @@ struct instance_receiving;
 int cli_confine_receiver(bool jail, const struct vm_share_config *shares, unsigned share_count,
                          const char *name, const struct instance_receiving *receiving);
 
+/* Before any work, whether KVM can run a VM here (hv_check()); when the
+ * VMM will be another process -- a jail's, forked into its namespaces, or
+ * a detached one -- without making the VM that KVM would tie to this
+ * process (hv_check_elsewhere()). 0, or -1 with the message set. */
+int cli_hv_check(bool vmm_forked);
+
 /* --seccomp's word (on, off, log): 0 and *mode, or -1 after err_set(). */
 int cli_parse_seccomp(const char *word, enum confine_seccomp *mode);
 

@@ -305,7 +305,7 @@ int cli_receive(int argc, char **argv)
 
     if (code != CLI_OK)
         return code < 0 ? CLI_OK : code;
-    if (hv_check() < 0 || confine_seccomp_set(o.seccomp, "receive") < 0)
+    if (cli_hv_check(o.jail || o.detach) < 0 || confine_seccomp_set(o.seccomp, "receive") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if ((listener = migrate_listen(o.listen)) < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());

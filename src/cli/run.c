@@ -170,14 +170,14 @@ static int check_file(const char *path, const char *what)
 
 /* Before any work (a socket, an instance folder, an unpacked kernel): the
  * files named exist, then KVM can run a VM here. */
-static int preflight(const struct vm_config *cfg)
+static int preflight(const struct vm_config *cfg, bool vmm_forked)
 {
     int r = check_file(cfg->kernel_path, "kernel");
     if (r == 0)
         r = check_file(cfg->initrd_path, "initrd");
     if (r == 0)
         r = vm_check_disks(cfg);
-    return r ? r : hv_check();
+    return r ? r : cli_hv_check(vmm_forked);
 }
 
 int cli_run(int argc, char **argv)
@@ -190,7 +190,8 @@ int cli_run(int argc, char **argv)
     if (code == CLI_OK && (o.output || o.sign_key))
         return cli_fail(CLI_USAGE, "run writes no bundle: use 'smolvm pack -o FILE'");
 
-    if (code == CLI_OK && (preflight(&o.vm) < 0 || confine_seccomp_set(o.serve.seccomp, "run") < 0))
+    if (code == CLI_OK && (preflight(&o.vm, o.jail || o.detach) < 0 ||
+                          confine_seccomp_set(o.serve.seccomp, "run") < 0))
         return cli_fail(CLI_FAILED, "%s", err_msg());
     if (code == CLI_OK)
         code = serve_open(o.name, &server);

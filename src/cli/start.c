@@ -109,7 +109,7 @@ int cli_start(int argc, char **argv)
         return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");
     if (!name && instance_named(argv[optind]))
         name = argv[optind]; /* an instance runs under its own name */
-    if (hv_check() < 0 || /* before any work, say what to do */
+    if (cli_hv_check(o.jail || o.detach) < 0 || /* before any work, say what to do */
         confine_seccomp_set(o.serve.seccomp, "start") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     code = serve_open(name, &server);

@@ -194,6 +194,12 @@ static void register_fork_handlers(void)
     pthread_atfork(NULL, NULL, let_go_of_checked);
 }
 
+static int cannot_create_vm(int e)
+{
+    return err_set(e, "/dev/kvm cannot create a VM (is virtualisation enabled in the "
+                      "firmware, or nested virtualisation in the host of this VM?)");
+}
+
 static int setup_vm(struct hv_vm *vm)
 {
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
@@ -207,7 +213,7 @@ static int setup_vm(struct hv_vm *vm)
     if (vm->vm_fd < 0)
         vm->vm_fd = kvm_xioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
     if (vm->vm_fd < 0)
-        return err_set(errno, "KVM_CREATE_VM");
+        return cannot_create_vm(errno);
     vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (vm->run_size <= 0)
         return err_set(errno, "KVM_GET_VCPU_MMAP_SIZE");
@@ -226,6 +232,17 @@ static int setup_vm(struct hv_vm *vm)
     return fetch_supported_cpuid(vm);
 }
 
+int hv_check_elsewhere(void)
+{
+    int kvm = open_kvm();
+    bool usable = kvm >= 0 && ioctl(kvm, KVM_GET_API_VERSION, 0) == KVM_API_VERSION;
+
+    if (kvm < 0)
+        return kvm;
+    close(kvm);
+    return usable ? 0 : err_plain(ENOTSUP, "unsupported KVM API version");
+}
+
 int hv_check(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -235,8 +252,7 @@ int hv_check(void)
         return kvm;
     vm = kvm_xioctl(kvm, KVM_CREATE_VM, 0);
     if (vm < 0) {
-        int r = err_set(errno, "/dev/kvm cannot create a VM (is virtualisation enabled in the "
-                               "firmware, or nested virtualisation in the host of this VM?)");
+        int r = cannot_create_vm(errno);
         close(kvm);
         return r;
     }
