@@ -299,13 +299,13 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
 }
 
 /* The jailed VMM's VM, made on a thread as its root is built (jail.h's
- * vmm_ahead): KVM_CREATE_VM mostly sleeps (an RCU grace period, 12-14 ms
- * of a jailed start in the nested L1), and hv_vm_create() takes the VM
- * made here (hv_check() keeps it for this process). A failure is said
- * there, when it makes the VM again. */
+ * vmm_ahead): making it mostly sleeps (KVM_CREATE_VM waits for an RCU
+ * grace period, 12-14 ms of a jailed start in the nested L1; its
+ * interrupt controller and timer for SRCU's), and hv_vm_create() takes
+ * the VM made here. A failure is said there, when it makes the VM again. */
 static void make_vm_ahead(void)
 {
-    if (hv_check() < 0)
+    if (hv_vm_create_ahead() < 0)
         err_clear();
 }
 
