@@ -527,8 +527,13 @@ static bool ahead_begin(const struct confine_plan *p, pthread_t *thread)
 {
     if (!p->vmm_ahead)
         return false;
-    if (pthread_create(thread, NULL, run_ahead, (void *)p) == 0)
+    if (pthread_create(thread, NULL, run_ahead, (void *)p) == 0) {
+        /* Its first calls now, until it sleeps: on one CPU (the nested
+         * L1) it would wait for the VMM's slice to end, and what it sleeps
+         * for is what the root's building should overlap. */
+        sched_yield();
         return true;
+    }
     run_ahead((void *)p);
     return false;
 }
