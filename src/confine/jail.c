@@ -542,10 +542,9 @@ static bool ahead_begin(const struct confine_plan *p, pthread_t *thread)
  * way out of the jail's making (jail.h). */
 static void ahead_end(bool begun, pthread_t thread)
 {
-    uint64_t start = trace_now_us();
-
     if (!begun)
         return;
+    uint64_t start = trace_now_us();
     pthread_join(thread, NULL);
     trace_add_count(TRACE_JAIL_AHEAD_WAIT_US, trace_now_us() - start);
 }

@@ -209,6 +209,15 @@ static void register_fork_handlers(void)
     pthread_atfork(NULL, NULL, let_go_in_child);
 }
 
+/* Once a process, whichever of hv_check() and hv_vm_create_ahead() keeps
+ * a VM first. */
+static void let_children_go_of_kept_vms(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, register_fork_handlers);
+}
+
 static int cannot_create_vm(int e)
 {
     return err_set(e, "/dev/kvm cannot create a VM (is virtualisation enabled in the "
@@ -261,7 +270,6 @@ int hv_check_elsewhere(void)
 
 int hv_check(void)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
     int kvm = open_kvm(), vm;
 
     if (kvm < 0)
@@ -273,7 +281,7 @@ int hv_check(void)
         return r;
     }
     let_go_of_checked();
-    pthread_once(&once, register_fork_handlers);
+    let_children_go_of_kept_vms();
     checked.kvm_fd = kvm;
     checked.vm_fd = vm;
     checked.pid = getpid();
@@ -322,13 +330,12 @@ int hv_vm_create(struct hv_vm **out)
 
 int hv_vm_create_ahead(void)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct hv_vm *vm;
     int r = hv_vm_create(&vm);
 
     if (r < 0)
         return r;
-    pthread_once(&once, register_fork_handlers);
+    let_children_go_of_kept_vms();
     hv_vm_destroy(ahead.vm);
     ahead.vm = vm;
     ahead.pid = getpid();
