@@ -116,17 +116,13 @@ row_qemu_micro_rng() {
 # (Skipped while its file is not there yet: it may still be building.)
 row_smolvm_micro_variant() {
     [ -s "$MICRO_KERNEL_VARIANT" ] || return 0
-    time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" run \
-        --kernel "$MICRO_KERNEL_VARIANT" --initrd "$MICRO_INITRD" --mem 256M \
-        --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
+    time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" \
+        "${smolvm_micro[@]/#"$MICRO_KERNEL"/$MICRO_KERNEL_VARIANT}"
 }
 row_qemu_micro_variant() {
     [ -s "$MICRO_KERNEL_VARIANT" ] || return 0
     BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-variant boot-to-init \
-        qemu-system-x86_64 -M microvm,acpi=off \
-        -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic \
-        -no-reboot -serial stdio -kernel "$MICRO_KERNEL_VARIANT" -initrd "$MICRO_INITRD" \
-        -append "$MICRO_CMDLINE"
+        "${qemu_micro[@]/#"$MICRO_KERNEL"/$MICRO_KERNEL_VARIANT}"
 }
 # kvmtool (KVMTOOL, with the micro kernel's vmlinux wrapped as a
 # bzImage: all it boots; its guest decompresses it). --nodefaults: the
