@@ -537,6 +537,48 @@ static void hostile_fields_are_refused(void **state)
     assert_refused(recs, n, "a device this VM does not have (virtio-rng@0xd0009000)");
 }
 
+/* virtio-vsock offers 128-entry queues; smolvm offered 256 before, and a
+ * bundle saved then (its guest's queues that size) still restores; a
+ * queue larger than any smolvm offered is refused. */
+static void vsock_queues_of_before_restore(void **state)
+{
+    static struct record recs[MAX_RECORDS];
+    const uint64_t vsock_base = 0xd0004000;
+    struct vm_config cfg;
+    struct blob saved, edited;
+    struct record *vsock;
+    struct vm *vm;
+    unsigned n;
+    (void)state;
+
+    config(&cfg, 2);
+    cfg.vsock_cid = 3;
+    assert_int_equal(vm_create_devices_only(&cfg, &vm), 0);
+    mmio_write(vm, vsock_base + 0x030, 0);
+    assert_int_equal(mmio_read(vm, vsock_base + 0x034), 128);
+    for (unsigned i = 0; i < 5; i++)
+        set_up_virtio(vm, i);
+    save(vm, &saved);
+    vm_destroy(vm);
+    n = parse(&saved, recs);
+    vsock = find(recs, n, "virtio-vsock");
+    for (unsigned size = 256; size <= 512; size *= 2) {
+        put_le(vsock->payload + QUEUE0_SIZE, size, 2);
+        build(recs, n, &edited);
+        assert_int_equal(vm_create_devices_only(&cfg, &vm), 0);
+        err_clear();
+        if (size == 256)
+            assert_int_equal(vm_restore_device_state(vm, edited.data, edited.len), 0);
+        else {
+            assert_true(vm_restore_device_state(vm, edited.data, edited.len) < 0);
+            assert_non_null(strstr(err_msg(), "queue 0: size 512 above QueueNumMax 256"));
+        }
+        vm_destroy(vm);
+        blob_free(&edited);
+    }
+    blob_free(&saved);
+}
+
 static int linked_types(void **state)
 {
     (void)state;
@@ -569,6 +611,7 @@ int main(void)
         cmocka_unit_test(vsock_is_placed_last_and_round_trips),
         cmocka_unit_test(truncated_or_oversized_records_are_refused),
         cmocka_unit_test(hostile_fields_are_refused),
+        cmocka_unit_test(vsock_queues_of_before_restore),
     };
     return cmocka_run_group_tests(tests, make_disks, NULL);
 }

@@ -428,8 +428,15 @@ uint64_t virtio_mmio_features(struct virtio_mmio *t)
 
 /* ---- snapshots: the registers and each queue's place in its rings ---- */
 
+/* The largest queue a saved record may hold: what this device offers, or
+ * what an older smolvm offered if that was more. */
+static uint16_t restorable_queue_max(const struct virtio_device_ops *ops)
+{
+    return ops->queue_max_saved > ops->queue_max ? ops->queue_max_saved : ops->queue_max;
+}
+
 /* A saved queue is as hostile as one the guest sets up: it passes the same
- * checks as at QueueReady. */
+ * checks as at QueueReady (but for a size an older smolvm offered). */
 static void queue_state(struct virtio_mmio *t, unsigned index, struct state_io *io)
 {
     struct virtq *q = &t->queues[index];
@@ -447,8 +454,8 @@ static void queue_state(struct virtio_mmio *t, unsigned index, struct state_io *
     state_bool(io, &q->signalled_valid);
     if (!state_restoring(io) || state_failed(io) || !q->ready)
         return;
-    state_check(io, q->size <= t->ops->queue_max, "queue %u: size %u above QueueNumMax %u",
-                index, q->size, t->ops->queue_max);
+    uint16_t max = restorable_queue_max(t->ops);
+    state_check(io, q->size <= max, "queue %u: size %u above QueueNumMax %u", index, q->size, max);
     if (!state_failed(io) && virtq_validate(q) < 0)
         state_check(io, false, "queue %u: %s", index, err_msg());
 }
@@ -526,7 +533,7 @@ int virtio_mmio_create(struct vm *vm, const struct device_slot *slot,
     struct virtio_mmio *t;
     int r;
 
-    if (ops->num_queues > VIRTIO_MMIO_MAX_QUEUES || ops->queue_max > VIRTQ_MAX_SIZE)
+    if (ops->num_queues > VIRTIO_MMIO_MAX_QUEUES || restorable_queue_max(ops) > VIRTQ_MAX_SIZE)
         return err_plain(EINVAL, "virtio-%s: too many or too large queues", ops->name);
     t = calloc(1, sizeof(*t));
     if (!t)

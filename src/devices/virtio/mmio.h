@@ -37,6 +37,10 @@ struct virtio_device_ops {
     uint64_t features; /* the transport adds VERSION_1, EVENT_IDX, INDIRECT_DESC */
     unsigned num_queues;
     uint16_t queue_max;
+    /* The largest QueueNumMax an older smolvm offered, when larger than
+     * queue_max (0: none): the queues of bundles it saved are that size,
+     * and they still restore. */
+    uint16_t queue_max_saved;
     /* Device config space: reads of [offset, offset+size) within
      * config_size; writes are ignored unless write_config is set. */
     uint32_t config_size;
