@@ -74,6 +74,24 @@ bench_ms_to() {
     printf -v "$_bms_var" '%s' "${_bms_ms:-timeout}"
 }
 
+# bench_settle: returns once the machine has been idle (>= 90% of a quarter
+# second) or after 5 s. In boot_bench, of two near-identical smolvm
+# binaries booted one after the other, whichever went first in a round was
+# the faster in all 10 rounds: likely the first VM's teardown (the kernel
+# freeing its memory, some of it deferred) still running on the L1's one
+# CPU. Timed runs start from a settled machine instead.
+bench_settle() {
+    local _bs_try _bs_a _bs_b
+    for _bs_try in $(seq 1 20); do
+        _bs_a=$(awk '/^cpu /{ print $2 + $3 + $4 + $5 + $6 + $7 + $8, $5 + $6 }' /proc/stat)
+        sleep 0.25
+        _bs_b=$(awk '/^cpu /{ print $2 + $3 + $4 + $5 + $6 + $7 + $8, $5 + $6 }' /proc/stat)
+        awk -v a="$_bs_a" -v b="$_bs_b" 'BEGIN { split(a, x, " "); split(b, y, " ")
+            exit !(y[1] > x[1] && (y[2] - x[2]) >= 0.9 * (y[1] - x[1])) }' && return 0
+    done
+    return 0
+}
+
 # An awk function for the programs here: the median of a space-separated list.
 # shellcheck disable=SC2016
 BENCH_MEDIAN_AWK='

@@ -38,6 +38,7 @@ printf 'stock\t%s\t%s\nmicro\t%s\t%s\n' "$INITRD" "$(stat -c %s "$INITRD")" \
 time_to_marker() {
     local label=$1 metric=$2 ms
     shift 2
+    bench_settle
     BENCH_LOG=$results/$label-$metric.log bench_ms_to ms "$MARKER" "$@" < /dev/null
     echo -e "$label\t$metric\t$ms" | tee -a "$out"
 }
@@ -156,15 +157,14 @@ for i in $(seq 1 "$RUNS"); do
         -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
     [ -n "${MICRO_KERNEL:-}" ] || continue
-    # The micro rows run forward in odd rounds and backward in even ones,
-    # so that each compared pair takes each place equally often: a row's
-    # place in the round moved its time (the baseline binary, always right
-    # after smolvm-micro, was 1/0.72 slower with near-identical code).
-    if [ $((i % 2)) -eq 1 ]; then
-        for row in "${micro_rows[@]}"; do "$row"; done
-    else
-        for ((r = ${#micro_rows[@]} - 1; r >= 0; r--)); do "${micro_rows[r]}"; done
-    fi
+    # The micro rows rotate: round i starts at row i - 1 and wraps, so with
+    # RUNS a multiple of the rows' count each row takes each place, and
+    # follows each other row, equally often. A row's place moved its time
+    # (forward/backward alternation still left smolvm/QEMU at 0.45 in odd
+    # rounds and 0.66 in even ones).
+    for ((r = 0; r < ${#micro_rows[@]}; r++)); do
+        "${micro_rows[(r + i - 1) % ${#micro_rows[@]}]}"
+    done
 done
 # Where each kernel's boot goes (without quiet: the kernel's lines are
 # what the trace reads, so the console's cost is in the kernel's share);
