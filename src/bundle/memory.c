@@ -22,7 +22,7 @@
 
 #define MAX_WORKERS 4
 #define PAGE 4096u
-#define BATCH_CHUNKS 64
+#define BATCH_BYTES (32u << 20) /* RAM compressed in parallel, then appended */
 #define ZSTD_LEVEL 1 /* RAM is large and mostly easy; level 1 keeps saves quick */
 
 struct chunk {
@@ -41,6 +41,7 @@ struct chunk {
 struct chunk_list {
     struct chunk *chunks;
     size_t count;
+    size_t chunk_size; /* every chunk's but a region's last */
     int pagemap; /* /proc/self/pagemap, or -1 */
 };
 
@@ -108,22 +109,25 @@ static int run_parallel(size_t first, size_t end, int (*job)(void *, size_t), vo
     return p.result;
 }
 
-static int list_chunks(const struct guest_memory *mem, struct chunk_list *out)
+size_t bundle_memory_chunk_size = MEMORY_CHUNK;
+
+static int list_chunks(const struct guest_memory *mem, size_t chunk_size, struct chunk_list *out)
 {
     size_t n = 0, k = 0;
     uint64_t at = 0;
 
+    out->chunk_size = chunk_size;
     for (unsigned r = 0; r < mem->count; r++)
-        n += (mem->regions[r].size + MEMORY_CHUNK - 1) / MEMORY_CHUNK;
+        n += (mem->regions[r].size + chunk_size - 1) / chunk_size;
     out->chunks = calloc(n ? n : 1, sizeof(*out->chunks));
     if (!out->chunks)
         return err_set(ENOMEM, "memory chunk table");
     for (unsigned r = 0; r < mem->count; r++) {
-        for (uint64_t off = 0; off < mem->regions[r].size; off += MEMORY_CHUNK) {
+        for (uint64_t off = 0; off < mem->regions[r].size; off += chunk_size) {
             uint64_t left = mem->regions[r].size - off;
             out->chunks[k].host = mem->regions[r].host + off;
             out->chunks[k].at = at + off;
-            out->chunks[k].len = left < MEMORY_CHUNK ? (size_t)left : MEMORY_CHUNK;
+            out->chunks[k].len = left < chunk_size ? (size_t)left : chunk_size;
             out->chunks[k].anonymous = !mem->regions[r].file_backed;
             k++;
         }
@@ -144,7 +148,7 @@ static bool pagemap_covers(const struct chunk *c)
  * used. One pagemap read covers chunks that lie end to end. */
 static void mark_untouched(struct chunk_list *l, size_t first, size_t end)
 {
-    uint64_t *entries = l->pagemap >= 0 ? malloc(BATCH_CHUNKS * (MEMORY_CHUNK / PAGE) * 8) : NULL;
+    uint64_t *entries = l->pagemap >= 0 ? malloc((end - first) * (l->chunk_size / PAGE) * 8) : NULL;
 
     for (size_t i = first; entries && i < end;) {
         const struct chunk *c = &l->chunks[i];
@@ -203,7 +207,7 @@ static size_t index_size(const struct guest_memory *mem, size_t chunks)
 static void encode_index(const struct guest_memory *mem, const struct chunk_list *l, uint8_t *p)
 {
     memcpy(p, MEMORY_MAGIC, 8);
-    put_le(p + 8, MEMORY_CHUNK, 4);
+    put_le(p + 8, l->chunk_size, 4);
     put_le(p + 12, mem->count, 4);
     p += 16;
     for (unsigned r = 0; r < mem->count; r++, p += 16) {
@@ -224,8 +228,10 @@ static void encode_index(const struct guest_memory *mem, const struct chunk_list
 static int write_chunks(struct bundle_writer *w, struct bundle_section *s, struct chunk_list *l,
                         uint64_t *pos, bundle_progress_fn progress, void *opaque)
 {
-    for (size_t first = 0; first < l->count; first += BATCH_CHUNKS) {
-        size_t end = first + BATCH_CHUNKS < l->count ? first + BATCH_CHUNKS : l->count;
+    size_t batch = BATCH_BYTES / l->chunk_size;
+
+    for (size_t first = 0; first < l->count; first += batch) {
+        size_t end = first + batch < l->count ? first + batch : l->count;
         mark_untouched(l, first, end);
         int r = run_parallel(first, end, pack_chunk, l);
 
@@ -242,7 +248,7 @@ static int write_chunks(struct bundle_writer *w, struct bundle_section *s, struc
         if (r < 0)
             return r;
         if (progress)
-            progress(opaque, (uint64_t)end * MEMORY_CHUNK, (uint64_t)l->count * MEMORY_CHUNK);
+            progress(opaque, (uint64_t)end * l->chunk_size, (uint64_t)l->count * l->chunk_size);
     }
     return 0;
 }
@@ -259,7 +265,10 @@ int bundle_add_memory(struct bundle_writer *w, const char *name, const struct gu
 
     if (!s)
         return -ENOSPC;
-    r = list_chunks(mem, &l);
+    if (bundle_memory_chunk_size < MEMORY_CHUNK_MIN || bundle_memory_chunk_size > MEMORY_CHUNK_MAX ||
+        (bundle_memory_chunk_size & (bundle_memory_chunk_size - 1)))
+        return err_plain(EINVAL, "memory chunks of %zu bytes", bundle_memory_chunk_size);
+    r = list_chunks(mem, bundle_memory_chunk_size, &l);
     if (r < 0)
         return r;
     l.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -299,14 +308,21 @@ static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *
 {
     const struct bundle_section *s = ld->s;
     uint8_t head[16], *p;
-    size_t len;
+    size_t len, chunk_size;
 
     if (s->stored < 16 || bundle_pread(ld->b, s->offset, head, sizeof(head)) < 0 ||
-        memcmp(head, MEMORY_MAGIC, 8) != 0 || le32(head + 8) != MEMORY_CHUNK)
+        memcmp(head, MEMORY_MAGIC, 8) != 0)
         return err_plain(EINVAL, "'%s' is corrupt: bad memory index", ld->b->path);
+    /* Any power of two a reader has room for (the index that follows must
+     * lie within the section, which bounds how many chunks there are). */
+    chunk_size = le32(head + 8);
+    if (chunk_size < MEMORY_CHUNK_MIN || chunk_size > MEMORY_CHUNK_MAX ||
+        (chunk_size & (chunk_size - 1)))
+        return err_plain(EINVAL, "'%s' is corrupt: memory chunks of %zu bytes", ld->b->path,
+                         chunk_size);
     if (le32(head + 12) != mem->count)
         return err_plain(EINVAL, "'%s': saved RAM layout differs from this VM's", ld->b->path);
-    if (list_chunks(mem, &ld->l) < 0)
+    if (list_chunks(mem, chunk_size, &ld->l) < 0)
         return -ENOMEM;
     len = index_size(mem, ld->l.count);
     if (len > s->stored)
@@ -361,7 +377,7 @@ static int read_checked(const struct load *ld, size_t i, uint8_t *packed)
  * block by block straight into dst, where the blocks before stay as its
  * window), from stored bytes read and checked whole first. */
 struct bundle_chunk_decoder {
-    uint8_t *packed; /* MEMORY_CHUNK: a zstd chunk is stored in fewer bytes than it holds */
+    uint8_t *packed; /* MEMORY_CHUNK_MAX: a zstd chunk is stored in fewer bytes than it holds */
     ZSTD_DCtx *zstd;
     const struct load *ld; /* the chunk begun: */
     size_t chunk;
@@ -373,7 +389,7 @@ int bundle_chunk_decoder_new(struct bundle_chunk_decoder **out)
 {
     struct bundle_chunk_decoder *d = calloc(1, sizeof(*d));
 
-    if (d && (!(d->packed = malloc(MEMORY_CHUNK)) || !(d->zstd = ZSTD_createDCtx()))) {
+    if (d && (!(d->packed = malloc(MEMORY_CHUNK_MAX)) || !(d->zstd = ZSTD_createDCtx()))) {
         bundle_chunk_decoder_free(d);
         d = NULL;
     }
@@ -423,7 +439,7 @@ static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero
     if (*zero)
         return 0;
     if (c->kind == CHUNK_ZSTD)
-        packed = malloc(c->stored); /* stored < len <= MEMORY_CHUNK */
+        packed = malloc(c->stored); /* stored < len <= MEMORY_CHUNK_MAX */
     if (!packed)
         return err_set(ENOMEM, "memory chunk %zu", i);
     r = read_checked(ld, i, packed);
@@ -446,7 +462,7 @@ static int load_chunk(void *ctx, size_t i)
 static int file_chunk(void *ctx, size_t i)
 {
     struct load *ld = ctx;
-    uint8_t buffer[MEMORY_CHUNK];
+    uint8_t buffer[MEMORY_CHUNK_MAX];
     bool zero;
     int r = chunk_bytes(ld, i, buffer, &zero);
 
