@@ -408,8 +408,10 @@ void bundle_chunk_decoder_free(struct bundle_chunk_decoder *d)
     free(d);
 }
 
-/* A checked chunk's stored bytes (packed) decoded into dst. */
-static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, uint8_t *dst)
+/* A checked chunk's stored bytes (packed) decoded into dst (zstd: with
+ * dctx, or a context of its own where NULL). */
+static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, uint8_t *dst,
+                        ZSTD_DCtx *dctx)
 {
     const struct chunk *c = &ld->l.chunks[i];
     size_t n;
@@ -419,7 +421,8 @@ static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, 
             memcpy(dst, packed, c->len);
         return 0;
     }
-    n = ZSTD_decompress(dst, c->len, packed, c->stored);
+    n = dctx ? ZSTD_decompressDCtx(dctx, dst, c->len, packed, c->stored)
+             : ZSTD_decompress(dst, c->len, packed, c->stored);
     if (ZSTD_isError(n) || n != c->len)
         return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu does not decompress",
                          ld->b->path, i);
@@ -444,7 +447,7 @@ static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero
         return err_set(ENOMEM, "memory chunk %zu", i);
     r = read_checked(ld, i, packed);
     if (r == 0)
-        r = decode_chunk(ld, i, packed, dst);
+        r = decode_chunk(ld, i, packed, dst, NULL);
     if (packed != dst)
         free(packed);
     return r;
@@ -457,19 +460,103 @@ static int load_chunk(void *ctx, size_t i)
     return chunk_bytes(ld, i, (uint8_t *)ld->l.chunks[i].host, &zero);
 }
 
-/* Into the file through a buffer: decompressed into a shared
+/* The file is written a group of chunks at a time, MEMORY_CHUNK_MAX of
+ * RAM (one chunk of a 512 KiB bundle): one read of their stored bytes
+ * (written one after another), one decoder, one write per run of chunks
+ * that are not zero. Smaller chunks then cost no more calls than before. */
+static size_t group_chunks(const struct load *ld)
+{
+    return MEMORY_CHUNK_MAX / ld->l.chunk_size;
+}
+
+static size_t group_count(const struct load *ld)
+{
+    return (ld->l.count + group_chunks(ld) - 1) / group_chunks(ld);
+}
+
+/* Whether the stored bytes of chunks [first, end) that are not zero lie
+ * one after another (as smolvm writes them); *from, *len: where. */
+static bool stored_in_one_run(const struct load *ld, size_t first, size_t end, uint64_t *from,
+                              size_t *len)
+{
+    uint64_t next = 0;
+    bool any = false;
+
+    for (size_t i = first; i < end; i++) {
+        const struct chunk *c = &ld->l.chunks[i];
+        if (c->kind == CHUNK_ZERO)
+            continue;
+        if (any && c->offset != next)
+            return false;
+        if (!any)
+            *from = c->offset;
+        any = true;
+        next = c->offset + c->stored;
+    }
+    *len = any ? (size_t)(next - *from) : 0;
+    return true;
+}
+
+/* Chunks [first, end) read, checked and decoded into out (laid end to
+ * end from chunk first's place); each chunk's hash checked on the very
+ * bytes decoded (private memory). */
+static int group_bytes(const struct load *ld, size_t first, size_t end, uint8_t *packed,
+                       uint8_t *out, ZSTD_DCtx *dctx)
+{
+    uint64_t from = 0;
+    size_t len;
+    bool one_read = stored_in_one_run(ld, first, end, &from, &len) && len <= MEMORY_CHUNK_MAX;
+    int r = one_read && len ? bundle_pread(ld->b, ld->s->offset + from, packed, len) : 0;
+
+    for (size_t i = first; r == 0 && i < end; i++) {
+        const struct chunk *c = &ld->l.chunks[i];
+        const uint8_t *stored = packed + (c->offset - from);
+        char what[48];
+        if (c->kind == CHUNK_ZERO)
+            continue;
+        snprintf(what, sizeof(what), "memory chunk %zu", i);
+        if (!one_read) { /* a writer other than smolvm's: a chunk at a time */
+            r = bundle_pread(ld->b, ld->s->offset + c->offset, packed, c->stored);
+            stored = packed;
+        }
+        if (r == 0)
+            r = bundle_verify(ld->b, stored, c->stored, c->sha256, what);
+        if (r == 0)
+            r = decode_chunk(ld, i, stored, out + (c->at - ld->l.chunks[first].at), dctx);
+    }
+    return r;
+}
+
+/* Group g into the file through a buffer: decompressed into a shared
  * mapping of the file instead, every page of it would be a fault. */
-static int file_chunk(void *ctx, size_t i)
+static int file_group(void *ctx, size_t g)
 {
     struct load *ld = ctx;
-    uint8_t buffer[MEMORY_CHUNK_MAX];
-    bool zero;
-    int r = chunk_bytes(ld, i, buffer, &zero);
+    size_t first = g * group_chunks(ld), end = first + group_chunks(ld);
+    uint8_t *packed = malloc(MEMORY_CHUNK_MAX), *out = malloc(MEMORY_CHUNK_MAX);
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    int r = packed && out && dctx ? 0 : err_set(ENOMEM, "memory chunk decoder");
 
-    if (r < 0 || zero)
-        return r;
-    r = disk_pwrite_all(ld->fd, buffer, ld->l.chunks[i].len, ld->l.chunks[i].at);
-    return r < 0 ? err_set(-r, "writing the memory cache") : 0;
+    if (end > ld->l.count)
+        end = ld->l.count;
+    if (r == 0)
+        r = group_bytes(ld, first, end, packed, out, dctx);
+    /* Runs of chunks that are not zero: zero ones stay holes. */
+    for (size_t i = first; r == 0 && i < end;) {
+        size_t run = i, bytes = 0;
+        while (run < end && ld->l.chunks[run].kind != CHUNK_ZERO)
+            bytes += ld->l.chunks[run++].len;
+        int w = bytes ? disk_pwrite_all(ld->fd, out + (ld->l.chunks[i].at - ld->l.chunks[first].at),
+                                        bytes, ld->l.chunks[i].at)
+                      : 0;
+        if (w < 0)
+            r = err_set(-w, "writing the memory cache");
+        i = run == i ? i + 1 : run;
+    }
+    ZSTD_freeDCtx(dctx);
+    free(packed);
+    free(out);
+    return r;
 }
 
 /* Parses and checks the section's index and chunk table against the
@@ -521,7 +608,7 @@ int bundle_unpack_memory(const struct bundle *b, const char *name,
 
     ld.fd = fd;
     if (r == 0)
-        r = run_parallel(0, ld.l.count, file_chunk, &ld);
+        r = run_parallel(0, group_count(&ld), file_group, &ld);
     free(ld.l.chunks);
     free(ld.index);
     return r;

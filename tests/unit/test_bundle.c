@@ -447,6 +447,41 @@ static void corrupt_memory_chunk_is_refused(void **state)
     guest_memory_free(&mem);
 }
 
+/* The same when unpacked into the memory cache (a first start's default,
+ * a group of chunks read at once): refused by name, no cache file left,
+ * for the chunks written now and the 512 KiB ones older smolvm wrote. */
+static void corrupt_memory_chunk_is_refused_when_unpacked(void **state)
+{
+    struct guest_memory mem, back;
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    static const size_t sizes[] = {MEMORY_CHUNK, 512u << 10};
+    char cache[128], cmd[300];
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        bundle_memory_chunk_size = sizes[i];
+        write_bundle(&mem);
+        bundle_memory_chunk_size = MEMORY_CHUNK;
+        flip_byte(find_raw_chunk(&mem) + 5000);
+        assert_int_equal(bundle_open(path, &b), 0);
+        assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+        assert_int_equal(machine_memory_cache(b, "memory", &back, cache, MEMORY_CACHE_MAP), -EINVAL);
+        char named[32];
+        snprintf(named, sizeof(named), "memory chunk %zu ", (2u << 20) / sizes[i] + 5000 / sizes[i]);
+        if (!strstr(err_msg(), named))
+            fail_msg("'%s' does not name %s", err_msg(), named);
+        snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", cache);
+        assert_int_equal(system(cmd), 0);
+        bundle_close(b);
+        guest_memory_free(&back);
+    }
+    guest_memory_free(&mem);
+}
+
 /* docs/smolmachine-format.md is enough to read a bundle: the reader written
  * from it alone (docs/smolmachine_ls.py) lists what smolvm wrote and checks
  * every hash (table, sections, memory index and chunks), and catches a
@@ -1400,6 +1435,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_chunk_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused_when_unpacked, setup, teardown),
         cmocka_unit_test_setup_teardown(format_document_reader_agrees, setup, teardown),
         cmocka_unit_test_setup_teardown(cache_key_covers_encoding, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),
