@@ -224,6 +224,43 @@ static void encode_index(const struct guest_memory *mem, const struct chunk_list
     }
 }
 
+/* The batch's chunks [first, end) appended in order, gathered into writes
+ * of up to WRITE_BYTES (64 KiB chunks are small: a write each would be
+ * 8x the system calls of 512 KiB ones), unless r (their compression)
+ * failed; their compressed bytes freed either way. Returns r or the
+ * writes' failure. */
+#define WRITE_BYTES (1u << 20)
+
+static int append_batch(struct bundle_writer *w, const struct bundle_section *s,
+                        struct chunk_list *l, size_t first, size_t end, uint64_t *pos, int r)
+{
+    uint8_t *gathered = r == 0 ? malloc(WRITE_BYTES) : NULL;
+    size_t held = 0;
+
+    if (r == 0 && !gathered)
+        r = err_set(ENOMEM, "writing memory");
+
+    for (size_t i = first; i < end; i++) {
+        struct chunk *c = &l->chunks[i];
+        if (r == 0 && c->kind != CHUNK_ZERO) {
+            if (held + c->stored > WRITE_BYTES) { /* stored <= MEMORY_CHUNK_MAX < WRITE_BYTES */
+                r = bundle_write_at(w, s->offset + *pos - held, gathered, held);
+                held = 0;
+            }
+            c->offset = *pos;
+            memcpy(gathered + held, c->packed, c->stored);
+            held += c->stored;
+            *pos += c->stored;
+        }
+        free(c->packed);
+        c->packed = NULL;
+    }
+    if (r == 0 && held)
+        r = bundle_write_at(w, s->offset + *pos - held, gathered, held);
+    free(gathered);
+    return r;
+}
+
 /* Compresses a batch in parallel, then appends it in order. */
 static int write_chunks(struct bundle_writer *w, struct bundle_section *s, struct chunk_list *l,
                         uint64_t *pos, bundle_progress_fn progress, void *opaque)
@@ -233,18 +270,7 @@ static int write_chunks(struct bundle_writer *w, struct bundle_section *s, struc
     for (size_t first = 0; first < l->count; first += batch) {
         size_t end = first + batch < l->count ? first + batch : l->count;
         mark_untouched(l, first, end);
-        int r = run_parallel(first, end, pack_chunk, l);
-
-        for (size_t i = first; i < end; i++) {
-            struct chunk *c = &l->chunks[i];
-            if (r == 0 && c->kind != CHUNK_ZERO) {
-                c->offset = *pos;
-                r = bundle_write_at(w, s->offset + *pos, c->packed, c->stored);
-                *pos += c->stored;
-            }
-            free(c->packed);
-            c->packed = NULL;
-        }
+        int r = append_batch(w, s, l, first, end, pos, run_parallel(first, end, pack_chunk, l));
         if (r < 0)
             return r;
         if (progress)
