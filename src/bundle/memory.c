@@ -172,20 +172,50 @@ static void mark_untouched(struct chunk_list *l, size_t first, size_t end)
     free(entries);
 }
 
+/* The calling thread's compression context, made once and freed when the
+ * thread ends: a fresh one per 64 KiB chunk (ZSTD_compress) spends as
+ * long setting itself up as compressing (in the L1, saves took 1.4x as
+ * long as with 512 KiB chunks). NULL: none could be made. */
+static pthread_key_t cctx_key;
+
+static void free_cctx(void *cctx)
+{
+    ZSTD_freeCCtx(cctx);
+}
+
+static void make_cctx_key(void)
+{
+    if (pthread_key_create(&cctx_key, free_cctx) != 0)
+        abort(); /* only when the process has run out of keys: a bug here */
+}
+
+static ZSTD_CCtx *thread_cctx(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, make_cctx_key);
+    ZSTD_CCtx *c = pthread_getspecific(cctx_key);
+    if (!c && (c = ZSTD_createCCtx()) && pthread_setspecific(cctx_key, c) != 0) {
+        ZSTD_freeCCtx(c);
+        c = NULL;
+    }
+    return c;
+}
+
 static int pack_chunk(void *ctx, size_t i)
 {
     struct chunk_list *l = ctx;
     struct chunk *c = &l->chunks[i];
     size_t cap = ZSTD_compressBound(c->len);
+    ZSTD_CCtx *cctx;
 
     if (c->untouched || buf_is_zero(c->host, c->len)) {
         c->kind = CHUNK_ZERO;
         return 0;
     }
     c->packed = malloc(cap);
-    if (!c->packed)
+    if (!c->packed || !(cctx = thread_cctx()))
         return err_set(ENOMEM, "compressing memory");
-    c->stored = ZSTD_compress(c->packed, cap, c->host, c->len, ZSTD_LEVEL);
+    c->stored = ZSTD_compressCCtx(cctx, c->packed, cap, c->host, c->len, ZSTD_LEVEL);
     if (ZSTD_isError(c->stored))
         return err_plain(EIO, "zstd: %s", ZSTD_getErrorName(c->stored));
     if (c->stored >= c->len) { /* incompressible: keep it raw */
