@@ -40,7 +40,7 @@ struct bundle_section {
  * first output (bench/coldstart): smaller chunks hash and decode only that. */
 #define MEMORY_CHUNK (64u << 10)
 /* What a reader takes (bundles saved before 64 KiB chunks: 512 KiB). */
-#define MEMORY_CHUNK_MIN (4u << 10)
+#define MEMORY_CHUNK_MIN (64u << 10) /* the index: at most 48 bytes per 64 KiB of RAM */
 #define MEMORY_CHUNK_MAX (512u << 10)
 #define MEMORY_CHUNK_ENTRY 48
 enum memory_chunk_kind { CHUNK_ZERO = 0, CHUNK_ZSTD = 1, CHUNK_RAW = 2 };

@@ -378,11 +378,15 @@ static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *
                          chunk_size);
     if (le32(head + 12) != mem->count)
         return err_plain(EINVAL, "'%s': saved RAM layout differs from this VM's", ld->b->path);
-    if (list_chunks(mem, chunk_size, &ld->l) < 0)
-        return -ENOMEM;
-    len = index_size(mem, ld->l.count);
+    /* The index is in the section before anything is made for its chunks. */
+    size_t chunks = 0;
+    for (unsigned r = 0; r < mem->count; r++)
+        chunks += (mem->regions[r].size + chunk_size - 1) / chunk_size;
+    len = index_size(mem, chunks);
     if (len > s->stored)
         return err_plain(EINVAL, "'%s' is corrupt: memory index truncated", ld->b->path);
+    if (list_chunks(mem, chunk_size, &ld->l) < 0)
+        return -ENOMEM;
     if (!(p = ld->index = malloc(len)))
         return err_set(ENOMEM, "memory index");
     if (bundle_pread(ld->b, s->offset, p, len) < 0 ||
@@ -566,15 +570,15 @@ static int group_bytes(const struct load *ld, size_t first, size_t end, uint8_t 
 
     for (size_t i = first; r == 0 && i < end; i++) {
         const struct chunk *c = &ld->l.chunks[i];
-        const uint8_t *stored = packed + (c->offset - from);
+        const uint8_t *stored = packed;
         char what[48];
         if (c->kind == CHUNK_ZERO)
             continue;
         snprintf(what, sizeof(what), "memory chunk %zu", i);
-        if (!one_read) { /* a writer other than smolvm's: a chunk at a time */
+        if (one_read) /* from..from + len holds every chunk's stored bytes */
+            stored = packed + (c->offset - from);
+        else /* a writer other than smolvm's: a chunk at a time */
             r = bundle_pread(ld->b, ld->s->offset + c->offset, packed, c->stored);
-            stored = packed;
-        }
         if (r == 0)
             r = bundle_verify(ld->b, stored, c->stored, c->sha256, what);
         if (r == 0)

@@ -554,7 +554,7 @@ static void memory_chunk_sizes(void **state)
     struct guest_memory mem, back;
     struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
     static const size_t sizes[] = {MEMORY_CHUNK, 512u << 10};
-    static const uint32_t hostile[] = {0, 2048, 3u << 16, 1u << 20, UINT32_MAX};
+    static const uint32_t hostile[] = {0, 2048, 32u << 10, 3u << 16, 1u << 20, UINT32_MAX};
     struct bundle *b;
     (void)state;
 
