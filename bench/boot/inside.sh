@@ -74,6 +74,78 @@ if [ -n "${MICRO_KERNEL:-}" ]; then
         BENCH_KILL_AT_MARKER=1 bench_ms_to ms "$MARKER" "${kvmtool_micro[@]}" < /dev/null
 fi
 
+# The micro kernel's rows of a round, each a function (run in either order).
+# The micro kernel has no ACPI: its devices on the command line, and it
+# cannot power off (it would halt and the VMM wait): the init reboots.
+row_smolvm_micro() {
+    time_to_marker smolvm-micro boot-to-init "$SMOLVM" "${smolvm_micro[@]}"
+}
+# Another smolvm binary (SMOLVM_BASELINE: before a change), same boot.
+row_baseline_micro() {
+    time_to_marker smolvm-baseline-micro boot-to-init "$SMOLVM_BASELINE" "${smolvm_micro[@]}"
+}
+# The same boot with the stock row's initrd (Debian's modules in it,
+# unused by the micro kernel): what those 4.4 MB cost it.
+row_smolvm_micro_stock_initrd() {
+    time_to_marker smolvm-micro-stock-initrd boot-to-init "$SMOLVM" run \
+        "${micro_args[@]/#"$MICRO_INITRD"/$INITRD}" --cmdline "$MICRO_CMDLINE"
+}
+# The same devices as QEMU's guest here (a serial port only): smolvm
+# adds a virtio-rng and a virtio-vsock by default.
+row_smolvm_micro_same_devices() {
+    time_to_marker smolvm-micro-same-devices boot-to-init "$SMOLVM" "${smolvm_micro[@]}" \
+        --no-rng --no-vsock
+}
+row_qemu_micro() {
+    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro boot-to-init "${qemu_micro[@]}"
+}
+# Both with a serial port and a virtio-rng (QEMU's on virtio-mmio, on
+# the command line by microvm itself): whether the rng's cost in
+# smolvm's guest (its probe, the hwrng thread feeding the crng before
+# /init) is the guest's, paid under QEMU too. (vsock under QEMU needs
+# vhost in the L1: left out.)
+row_smolvm_micro_rng() {
+    time_to_marker smolvm-micro-rng boot-to-init "$SMOLVM" "${smolvm_micro[@]}" --no-vsock
+}
+row_qemu_micro_rng() {
+    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-rng boot-to-init "${qemu_micro[@]}" \
+        -device virtio-rng-device
+}
+# Another micro kernel (MICRO_KERNEL_VARIANT: a configuration being
+# tried), under both VMMs, same devices as the cached one's runs.
+# (Skipped while its file is not there yet: it may still be building.)
+row_smolvm_micro_variant() {
+    [ -s "$MICRO_KERNEL_VARIANT" ] || return 0
+    time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" \
+        "${smolvm_micro[@]/#"$MICRO_KERNEL"/$MICRO_KERNEL_VARIANT}"
+}
+row_qemu_micro_variant() {
+    [ -s "$MICRO_KERNEL_VARIANT" ] || return 0
+    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-variant boot-to-init \
+        "${qemu_micro[@]/#"$MICRO_KERNEL"/$MICRO_KERNEL_VARIANT}"
+}
+# kvmtool (KVMTOOL, with the micro kernel's vmlinux wrapped as a
+# bzImage: all it boots; its guest decompresses it). --nodefaults: the
+# same command line as the others' (kvmtool would add its own options
+# and root=/dev/vda); its console is the same 8250 at ttyS0; no network
+# (QEMU's guest has none; the micro kernel has no PCI to find one on).
+row_kvmtool_micro() {
+    BENCH_KILL_AT_MARKER=1 time_to_marker kvmtool-micro boot-to-init "${kvmtool_micro[@]}"
+}
+# smolvm booting that bzImage as it is (--no-kernel-cache: its guest
+# decompresses too) is the same file under both.
+row_smolvm_micro_bzimage() {
+    time_to_marker smolvm-micro-bzimage boot-to-init "$SMOLVM" run --no-kernel-cache \
+        --kernel "$MICRO_BZIMAGE" --initrd "$MICRO_INITRD" --mem 256M --virtio-discovery cmdline \
+        --cmdline "$MICRO_CMDLINE"
+}
+micro_rows=(row_smolvm_micro)
+[ -z "${SMOLVM_BASELINE:-}" ] || micro_rows+=(row_baseline_micro)
+micro_rows+=(row_smolvm_micro_stock_initrd row_smolvm_micro_same_devices row_qemu_micro
+    row_smolvm_micro_rng row_qemu_micro_rng)
+[ -z "${MICRO_KERNEL_VARIANT:-}" ] || micro_rows+=(row_smolvm_micro_variant row_qemu_micro_variant)
+[ -z "${MICRO_BZIMAGE:-}" ] || micro_rows+=(row_kvmtool_micro row_smolvm_micro_bzimage)
+
 for i in $(seq 1 "$RUNS"); do
     time_to_marker smolvm boot-to-init "$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" \
         --mem 256M --cmdline "$CMDLINE"
@@ -84,55 +156,14 @@ for i in $(seq 1 "$RUNS"); do
         -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
     [ -n "${MICRO_KERNEL:-}" ] || continue
-    # The micro kernel has no ACPI: its devices on the command line, and it
-    # cannot power off (it would halt and the VMM wait): the init reboots.
-    time_to_marker smolvm-micro boot-to-init "$SMOLVM" "${smolvm_micro[@]}"
-    # Another smolvm binary (SMOLVM_BASELINE: before a change), same boot.
-    if [ -n "${SMOLVM_BASELINE:-}" ]; then
-        time_to_marker smolvm-baseline-micro boot-to-init "$SMOLVM_BASELINE" "${smolvm_micro[@]}"
-    fi
-    # The same boot with the stock row's initrd (Debian's modules in it,
-    # unused by the micro kernel): what those 4.4 MB cost it.
-    time_to_marker smolvm-micro-stock-initrd boot-to-init "$SMOLVM" run \
-        "${micro_args[@]/#"$MICRO_INITRD"/$INITRD}" --cmdline "$MICRO_CMDLINE"
-    # The same devices as QEMU's guest here (a serial port only): smolvm
-    # adds a virtio-rng and a virtio-vsock by default.
-    time_to_marker smolvm-micro-same-devices boot-to-init "$SMOLVM" "${smolvm_micro[@]}" \
-        --no-rng --no-vsock
-    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro boot-to-init "${qemu_micro[@]}"
-    # Both with a serial port and a virtio-rng (QEMU's on virtio-mmio, on
-    # the command line by microvm itself): whether the rng's cost in
-    # smolvm's guest (its probe, the hwrng thread feeding the crng before
-    # /init) is the guest's, paid under QEMU too. (vsock under QEMU needs
-    # vhost in the L1: left out.)
-    time_to_marker smolvm-micro-rng boot-to-init "$SMOLVM" "${smolvm_micro[@]}" --no-vsock
-    BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-rng boot-to-init "${qemu_micro[@]}" \
-        -device virtio-rng-device
-    # Another micro kernel (MICRO_KERNEL_VARIANT: a configuration being
-    # tried), under both VMMs, same devices as the cached one's runs.
-    # (Skipped while its file is not there yet: it may still be building.)
-    if [ -n "${MICRO_KERNEL_VARIANT:-}" ] && [ -s "$MICRO_KERNEL_VARIANT" ]; then
-        time_to_marker smolvm-micro-variant boot-to-init "$SMOLVM" run \
-            --kernel "$MICRO_KERNEL_VARIANT" --initrd "$MICRO_INITRD" --mem 256M \
-            --virtio-discovery cmdline --cmdline "$MICRO_CMDLINE"
-        BENCH_KILL_AT_MARKER=1 time_to_marker qemu-microvm-micro-variant boot-to-init \
-            qemu-system-x86_64 -M microvm,acpi=off \
-            -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -nographic \
-            -no-reboot -serial stdio -kernel "$MICRO_KERNEL_VARIANT" -initrd "$MICRO_INITRD" \
-            -append "$MICRO_CMDLINE"
-    fi
-    # kvmtool (KVMTOOL, with the micro kernel's vmlinux wrapped as a
-    # bzImage: all it boots; its guest decompresses it). --nodefaults: the
-    # same command line as the others' (kvmtool would add its own options
-    # and root=/dev/vda); its console is the same 8250 at ttyS0; no network
-    # (QEMU's guest has none; the micro kernel has no PCI to find one on).
-    # smolvm booting that bzImage as it is (--no-kernel-cache: its guest
-    # decompresses too) is the same file under both.
-    if [ -n "${MICRO_BZIMAGE:-}" ]; then
-        BENCH_KILL_AT_MARKER=1 time_to_marker kvmtool-micro boot-to-init "${kvmtool_micro[@]}"
-        time_to_marker smolvm-micro-bzimage boot-to-init "$SMOLVM" run --no-kernel-cache \
-            --kernel "$MICRO_BZIMAGE" --initrd "$MICRO_INITRD" --mem 256M --virtio-discovery cmdline \
-            --cmdline "$MICRO_CMDLINE"
+    # The micro rows run forward in odd rounds and backward in even ones,
+    # so that each compared pair takes each place equally often: a row's
+    # place in the round moved its time (the baseline binary, always right
+    # after smolvm-micro, was 1/0.72 slower with near-identical code).
+    if [ $((i % 2)) -eq 1 ]; then
+        for row in "${micro_rows[@]}"; do "$row"; done
+    else
+        for ((r = ${#micro_rows[@]} - 1; r >= 0; r--)); do "${micro_rows[r]}"; done
     fi
 done
 # Where each kernel's boot goes (without quiet: the kernel's lines are

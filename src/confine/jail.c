@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -509,6 +510,45 @@ static void __attribute__((noreturn)) relay(pid_t child)
     _exit(128 + WTERMSIG(status));
 }
 
+/* The plan's vmm_ahead (jail.h), on the thread ahead_begin() made. */
+static void *run_ahead(void *plan)
+{
+    uint64_t start = trace_now_us();
+
+    ((const struct confine_plan *)plan)->vmm_ahead();
+    trace_add_count(TRACE_JAIL_AHEAD_US, trace_now_us() - start);
+    return NULL;
+}
+
+/* In the VMM, just forked: the plan's vmm_ahead begun beside the root's
+ * building. Without a thread for it, it runs here and now, as it would
+ * have later. */
+static bool ahead_begin(const struct confine_plan *p, pthread_t *thread)
+{
+    if (!p->vmm_ahead)
+        return false;
+    if (pthread_create(thread, NULL, run_ahead, (void *)p) == 0) {
+        /* Its first calls now, until it sleeps: on one CPU (the nested
+         * L1) it would wait for the VMM's slice to end, and what it sleeps
+         * for is what the root's building should overlap. */
+        sched_yield();
+        return true;
+    }
+    run_ahead((void *)p);
+    return false;
+}
+
+/* The VMM one thread again: before it drops its capabilities, on every
+ * way out of the jail's making (jail.h). */
+static void ahead_end(bool begun, pthread_t thread)
+{
+    if (!begun)
+        return;
+    uint64_t start = trace_now_us();
+    pthread_join(thread, NULL);
+    trace_add_count(TRACE_JAIL_AHEAD_WAIT_US, trace_now_us() - start);
+}
+
 /* The VMM is pid 1 of a pid namespace of its own: it forks into it here,
  * before any thread (KVM's VM, made later, belongs to the process that
  * makes it). Returns in the child; the parent never returns (relay()). */
@@ -547,6 +587,8 @@ int jail_enter(const struct confine_plan *p)
     if (child > 0)
         relay(child);
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - forking);
+    pthread_t thread;
+    bool ahead = ahead_begin(p, &thread);
     let_go_of_leftovers();
     if (p->arrival.name)
         close(p->arrival.lock_fd); /* a way out of its root: the relay holds the lock */
@@ -556,7 +598,9 @@ int jail_enter(const struct confine_plan *p)
     if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
         host_pid = (pid_t)atoi(self);
     uint64_t rooting = trace_now_us();
-    if ((r = build_root(p)) < 0 || (r = drop_capabilities()) < 0)
+    r = build_root(p);
+    ahead_end(ahead, thread);
+    if (r < 0 || (r = drop_capabilities()) < 0)
         return r;
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

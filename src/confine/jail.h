@@ -68,6 +68,14 @@ struct confine_plan {
     struct confine_arrival arrival;
     char *root;    /* jail: the empty folder its tmpfs root is mounted on */
     bool new_net;  /* jail: a network namespace of its own (no TAP, no helper) */
+    /* jail: work of the VMM's own that mostly sleeps (KVM_CREATE_VM waits
+     * for an RCU grace period: 2 or 12-14 ms in the nested L1), run on a
+     * thread of the VMM from its fork on, beside the building of its root,
+     * and waited for before the capabilities are dropped: the VMM is one
+     * thread again before it is powerless (capabilities and no_new_privs
+     * are per thread) and before it reads anything a bundle or guest
+     * controls. It must read none itself. NULL: none. */
+    void (*vmm_ahead)(void);
 };
 
 /* Adds path (made absolute, links resolved; a path that does not exist is

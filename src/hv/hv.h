@@ -56,6 +56,11 @@ void hv_decide(void);
  * there is none. */
 int hv_vm_create(struct hv_vm **out) __attribute__((warn_unused_result));
 void hv_vm_destroy(struct hv_vm *vm);
+/* hv_vm_create() now, on any thread, for this process's next
+ * hv_vm_create() to take (a jailed VMM's, made as its root is built:
+ * cli/jail.c). A forked child does not inherit it. 0, or what
+ * hv_vm_create() said (it says it again when called). */
+int hv_vm_create_ahead(void) __attribute__((warn_unused_result));
 
 /* Most vCPUs the hypervisor allows in one VM. */
 unsigned hv_max_vcpus(struct hv_vm *vm);

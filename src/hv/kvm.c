@@ -178,6 +178,15 @@ static struct {
     pid_t pid;
 } checked = {-1, -1, 0};
 
+/* The VM hv_vm_create_ahead() made, whole, for this process's next
+ * hv_vm_create(): its setup sleeps too (KVM_CREATE_IRQCHIP and
+ * KVM_CREATE_PIT2 each wait for an SRCU grace period as they register
+ * their devices). Tied to the process that made it, as the check's. */
+static struct {
+    struct hv_vm *vm;
+    pid_t pid;
+} ahead = {NULL, 0};
+
 static void let_go_of_checked(void)
 {
     if (checked.vm_fd >= 0)
@@ -187,9 +196,26 @@ static void let_go_of_checked(void)
     checked.vm_fd = checked.kvm_fd = -1;
 }
 
+/* A forked child's copies: the parent's references keep the VMs. */
+static void let_go_in_child(void)
+{
+    let_go_of_checked();
+    hv_vm_destroy(ahead.vm);
+    ahead.vm = NULL;
+}
+
 static void register_fork_handlers(void)
 {
-    pthread_atfork(NULL, NULL, let_go_of_checked);
+    pthread_atfork(NULL, NULL, let_go_in_child);
+}
+
+/* Once a process, whichever of hv_check() and hv_vm_create_ahead() keeps
+ * a VM first. */
+static void let_children_go_of_kept_vms(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, register_fork_handlers);
 }
 
 static int cannot_create_vm(int e)
@@ -244,7 +270,6 @@ int hv_check_elsewhere(void)
 
 int hv_check(void)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
     int kvm = open_kvm(), vm;
 
     if (kvm < 0)
@@ -256,7 +281,7 @@ int hv_check(void)
         return r;
     }
     let_go_of_checked();
-    pthread_once(&once, register_fork_handlers);
+    let_children_go_of_kept_vms();
     checked.kvm_fd = kvm;
     checked.vm_fd = vm;
     checked.pid = getpid();
@@ -270,6 +295,11 @@ int hv_vm_create(struct hv_vm **out)
     int r;
 
     pthread_once(&once, install_kick_handler);
+    if (ahead.vm && ahead.pid == getpid()) {
+        *out = ahead.vm;
+        ahead.vm = NULL;
+        return 0;
+    }
     vm = calloc(1, sizeof(*vm));
     if (!vm)
         return err_set(ENOMEM, "hv_vm");
@@ -295,6 +325,20 @@ int hv_vm_create(struct hv_vm **out)
         return r;
     }
     *out = vm;
+    return 0;
+}
+
+int hv_vm_create_ahead(void)
+{
+    struct hv_vm *vm;
+    int r = hv_vm_create(&vm);
+
+    if (r < 0)
+        return r;
+    let_children_go_of_kept_vms();
+    hv_vm_destroy(ahead.vm);
+    ahead.vm = vm;
+    ahead.pid = getpid();
     return 0;
 }
 

@@ -51,6 +51,8 @@ enum trace_count {
     TRACE_JAIL_PROC_US,     /* and mounting its pid namespace's procfs */
     TRACE_JAIL_CAPS_US,     /* and dropping the capabilities, after the root (in jail_root_us) */
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
+    TRACE_JAIL_AHEAD_US,    /* the VMM's own work on a thread beside its root's building (its VM made) */
+    TRACE_JAIL_AHEAD_WAIT_US, /* of which the VMM, its root built, still waited for (in jail_root_us) */
     TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
     TRACE_HV_CREATE_US,     /* the hypervisor's VM made (KVM_CREATE_VM and its checks) */
     TRACE_MINOR_FAULTS,     /* the VMM's page faults until its inputs are read (a jailed one's since the relay's fork) */

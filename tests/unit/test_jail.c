@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "api/control.h"
 #include "arch/x86/kernel_file.h"
@@ -199,6 +200,69 @@ static void test_jail_keeps_to_plan(void **state)
     /* Its root's mount point is gone from the host again (the relay's
      * leftover, once the VMM has ended). */
     assert_int_equal(access(root, F_OK), -1);
+}
+
+/* What the plan's vmm_ahead saw (jail.h), in the VMM. */
+static struct {
+    pid_t pid, tid;
+    bool done;
+} ahead_saw;
+
+static void look_ahead(void)
+{
+    ahead_saw.pid = getpid();
+    ahead_saw.tid = (pid_t)syscall(SYS_gettid);
+    /* Long enough that a jail that did not wait for it would return first. */
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+    ahead_saw.done = true;
+}
+
+/* The count of threads /proc/self/status gives, -1 when it gives none. */
+static int threads(void)
+{
+    char line[256];
+    int n = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "Threads:", 8) == 0)
+            n = atoi(line + 8);
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* The plan's vmm_ahead runs in the VMM (pid 1 of its namespace), on a
+ * thread of its own, and is over before the VMM is confined: one thread
+ * then, powerless. */
+static void test_jail_runs_ahead_in_vmm(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {.vmm_ahead = look_ahead};
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
+            confine_plan_leftover(&plan, inside, "vm.jail") < 0)
+            _exit(100);
+        int r = jail_enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        if (r < 0)
+            _exit(101);
+        confine_plan_release(&plan);
+        if (!ahead_saw.done)
+            exit(1); /* not waited for */
+        if (ahead_saw.pid != 1)
+            exit(2); /* not in the VMM */
+        if (ahead_saw.tid == 1)
+            exit(3); /* not on a thread of its own */
+        if (threads() != 1)
+            exit(4);
+        exit(powerless(true) ? 0 : 5);
+    }
+    child_passed(pid);
 }
 
 static void test_landlock_keeps_to_plan(void **state)
@@ -1243,6 +1307,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
+        cmocka_unit_test(test_jail_runs_ahead_in_vmm),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_run_jail_finds_unpacked_kernel),
