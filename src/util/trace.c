@@ -32,6 +32,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_FAULT_CHECK_US] = "fault_check_us",
     [TRACE_FAULTED_WINDOWS] = "faulted_windows",
     [TRACE_FAULT_SERVE_CPU_US] = "fault_serve_cpu_us",
+    [TRACE_FAULT_PLACE_CPU_US] = "fault_place_cpu_us",
     [TRACE_SECCOMP_US] = "seccomp_us",
     [TRACE_SECCOMP_CPU_US] = "seccomp_cpu_us",
     [TRACE_SECCOMP_LOADS] = "seccomp_loads",
