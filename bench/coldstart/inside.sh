@@ -106,6 +106,25 @@ save_at() {
     echo "mem $1, $3 guest: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms" >> "$facts"
 }
 
+# first_starts MAP_METRIC SERVE_METRIC MARKER COMMAND...: a round's first
+# starts: the memory cache (and working set) the later starts use is kept
+# aside, and a first start that unpacks first (--memory map, the default)
+# and one served as touched (--memory serve) each start with none, as a
+# freshly copied bundle's does.
+first_starts() {
+    local map_metric=$1 serve_metric=$2 marker=$3
+    shift 3
+    rm -rf "$work/memory-kept"
+    mv "$XDG_CACHE_HOME/smolvm/memory" "$work/memory-kept"
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    ms_to smolvm "$map_metric" "$marker" "$@" --memory map
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    ms_to smolvm "$serve_metric" "$marker" "$@" --memory serve
+    echo "$serve_metric round trace: $(grep -o '"counts".*' "$work/last.log")" >> "$facts"
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    mv "$work/memory-kept" "$XDG_CACHE_HOME/smolvm/memory"
+}
+
 # The floor under every start: launching a program and its exit. Against
 # a trivial static program (busybox true), from the tree shared into the
 # L1 (9p: every page of the binary read through it) and from a copy on
@@ -155,6 +174,7 @@ for mem in ${MEMS:-256M 2G}; do
         kill -TERM $! && wait $!
     done
     for i in $(seq 1 "$RUNS"); do
+        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM first_starts "tick-first-map-$mem" "tick-first-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
         # Against every page faulted in as touched (no working set).
@@ -180,6 +200,7 @@ for mem in ${MEMS:-256M 2G}; do
     # touched (not zero) when saved, what the bundle's size follows.
     echo "mem $mem: RAM touched at the save $(du -sm "$XDG_CACHE_HOME/smolvm/memory" | cut -f1) MiB" >> "$facts"
     for i in $(seq 1 "$RUNS"); do
+        first_starts "start-first-map-$mem" "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --trace-boot --trace-until GUEST-GOT=go --json
         for mode in copy map lazy decompress; do
             ms_to smolvm "start-$mode-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s \
                 --memory "$mode" --trace-boot --trace-until GUEST-GOT=go --json
@@ -243,6 +264,29 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         }
         if (med["start-map-256M"] > 0 && med["start-map-2G"] > 0)
             printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-map-2G"] / med["start-map-256M"]
+        for (i = 1; i <= n; i++) {
+            x = sizes[i]
+            rounds("input-driven later/cold", "start-map-" x, "boot-" x, x)
+            rounds("timer-driven later/cold", "tick-start-" x, "tick-boot-" x, x)
+            rounds("input-driven later (SMOLVM_BASELINE)/cold", "start-map-baseline-" x, "boot-" x, x)
+            rounds("timer-driven later (SMOLVM_BASELINE)/cold", "tick-start-baseline-" x, "tick-boot-" x, x)
+            rounds("input-driven first (unpacking first)/later", "start-first-map-" x, "start-map-" x, x)
+            rounds("input-driven first (served)/later", "start-first-" x, "start-map-" x, x)
+            rounds("timer-driven first (unpacking first)/later", "tick-first-map-" x, "tick-start-" x, x)
+            rounds("timer-driven first (served)/later", "tick-first-" x, "tick-start-" x, x)
+        }
+    }
+    # A ratio round by round (the rows last of each, in order: a first
+    # start before the rounds is left out), and the median of those.
+    function rounds(what, top, bottom, x,   a, b, na, nb, k, list) {
+        na = split(v[top], a, " ")
+        nb = split(v[bottom], b, " ")
+        for (k = 0; k < na && k < nb; k++)
+            if (b[nb - k] > 0) {
+                list = sprintf("%.3f", a[na - k] / b[nb - k]) " " list
+            }
+        if (list != "")
+            printf "mem %s, %s per round: %s(median %.3f)\n", x, what, list, median(list)
     }' "$out" >> "$facts"
 # Each start's split, medians, in ms from the launch.
 awk -F'\t' "$BENCH_MEDIAN_AWK"'{ for (c = 2; c <= 6; c++) v[$1, c] = v[$1, c] " " $c; seen[$1] = 1 }

@@ -37,6 +37,9 @@ int bundle_add(struct bundle_writer *w, const char *name, const void *data, size
                enum bundle_encoding enc) __attribute__((warn_unused_result));
 int bundle_add_file(struct bundle_writer *w, const char *name, const char *path,
                     enum bundle_encoding enc) __attribute__((warn_unused_result));
+/* The chunk size bundle_add_memory writes (MEMORY_CHUNK; a test sets the
+ * 512 KiB older smolvm wrote). */
+extern size_t bundle_memory_chunk_size;
 int bundle_add_memory(struct bundle_writer *w, const char *name, const struct guest_memory *mem,
                       bundle_progress_fn progress, void *opaque) __attribute__((warn_unused_result));
 /* Copies a section of another bundle as it is stored (no re-encoding). */

@@ -399,16 +399,18 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
         ioctl(f->uffd, UFFDIO_WAKE, &page);
         return 0;
     }
-    uint64_t start = trace_now_us();
+    uint64_t start = trace_now_us(), cpu = trace_thread_cpu_us();
     struct decoded *d = decoded_chunk(f, i);
     size_t window_end = (size_t)(w + 1) * WINDOW;
     if (!d || decoded_to(f, d, window_end < len ? window_end : len) < 0)
         return -EBADMSG;
-    uint64_t placing = trace_now_us();
+    uint64_t placing = trace_now_us(), placing_cpu = trace_thread_cpu_us();
     int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes, true);
-    uint64_t end = trace_now_us();
+    uint64_t end = trace_now_us(), end_cpu = trace_thread_cpu_us();
     trace_add_count(TRACE_FAULT_PLACE_US, end - placing);
+    trace_add_count(TRACE_FAULT_PLACE_CPU_US, end_cpu - placing_cpu);
     trace_add_count(TRACE_FAULT_SERVE_US, end - start);
+    trace_add_count(TRACE_FAULT_SERVE_CPU_US, end_cpu - cpu);
     trace_add_count(TRACE_FAULTED_WINDOWS, 1);
     return r;
 }

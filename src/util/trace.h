@@ -36,6 +36,8 @@ enum trace_count {
     TRACE_FAULT_PLACE_US,   /* of which placing them (UFFDIO_COPY) */
     TRACE_FAULT_CHECK_US,   /* and reading them and checking their hash */
     TRACE_FAULTED_WINDOWS,  /* the windows of those chunks the guest waited for (the rest placed after) */
+    TRACE_FAULT_SERVE_CPU_US, /* of fault_serve_us, the fault thread's own CPU (the rest: waiting for it) */
+    TRACE_FAULT_PLACE_CPU_US, /* of fault_place_us, the fault thread's own CPU (the rest: the woken guest ran first) */
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
     TRACE_SECCOMP_CPU_US,   /* of which the threads' own CPU time (the rest: waiting for the CPU) */
     TRACE_SECCOMP_LOADS,    /* the filters loaded (one per thread) */

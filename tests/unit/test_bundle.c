@@ -17,6 +17,7 @@
 #include <zstd.h>
 
 #include "bundle/bundle.h"
+#include "bundle/format.h"
 #include "machine/cache.h"
 #include "bundle/internal.h"
 #include "machine/machine.h"
@@ -446,6 +447,41 @@ static void corrupt_memory_chunk_is_refused(void **state)
     guest_memory_free(&mem);
 }
 
+/* The same when unpacked into the memory cache (a first start's default,
+ * a group of chunks read at once): refused by name, no cache file left,
+ * for the chunks written now and the 512 KiB ones older smolvm wrote. */
+static void corrupt_memory_chunk_is_refused_when_unpacked(void **state)
+{
+    struct guest_memory mem, back;
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    static const size_t sizes[] = {MEMORY_CHUNK, 512u << 10};
+    char cache[128], cmd[300];
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        bundle_memory_chunk_size = sizes[i];
+        write_bundle(&mem);
+        bundle_memory_chunk_size = MEMORY_CHUNK;
+        flip_byte(find_raw_chunk(&mem) + 5000);
+        assert_int_equal(bundle_open(path, &b), 0);
+        assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+        assert_int_equal(machine_memory_cache(b, "memory", &back, cache, MEMORY_CACHE_MAP), -EINVAL);
+        char named[32];
+        snprintf(named, sizeof(named), "memory chunk %zu ", (2u << 20) / sizes[i] + 5000 / sizes[i]);
+        if (!strstr(err_msg(), named))
+            fail_msg("'%s' does not name %s", err_msg(), named);
+        snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", cache);
+        assert_int_equal(system(cmd), 0);
+        bundle_close(b);
+        guest_memory_free(&back);
+    }
+    guest_memory_free(&mem);
+}
+
 /* docs/smolmachine-format.md is enough to read a bundle: the reader written
  * from it alone (docs/smolmachine_ls.py) lists what smolvm wrote and checks
  * every hash (table, sections, memory index and chunks), and catches a
@@ -507,6 +543,53 @@ static void cache_key_covers_encoding(void **state)
     assert_int_equal(bundle_section_key(b, "kernel", relabelled), 0);
     bundle_close(b);
     assert_string_not_equal(genuine, relabelled);
+    guest_memory_free(&mem);
+}
+
+/* RAM in the chunks written now and in the 512 KiB ones older smolvm
+ * wrote reads back the same; a chunk size that is no power of two, or
+ * outside what a reader has room for, is refused by name. */
+static void memory_chunk_sizes(void **state)
+{
+    struct guest_memory mem, back;
+    struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
+    static const size_t sizes[] = {MEMORY_CHUNK, 512u << 10};
+    static const uint32_t hostile[] = {0, 2048, 32u << 10, 3u << 16, 1u << 20, UINT32_MAX};
+    struct bundle *b;
+    (void)state;
+
+    fake_ram(&mem);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        bundle_memory_chunk_size = sizes[i];
+        write_bundle(&mem);
+        bundle_memory_chunk_size = MEMORY_CHUNK;
+        assert_int_equal(bundle_open(path, &b), 0);
+        assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+        assert_int_equal(bundle_load_memory(b, "memory", &back), 0);
+        assert_memory_equal(back.regions[0].host, mem.regions[0].host, RAM_LOW);
+        assert_memory_equal(back.regions[1].host, mem.regions[1].host, RAM_HIGH);
+        bundle_close(b);
+        guest_memory_free(&back);
+    }
+    long size = file_size();
+    uint8_t *all = malloc((size_t)size);
+    int fd = open(path, O_RDWR);
+    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
+    const uint8_t *index = memmem(all, (size_t)size, "SMOLMEM1", 8);
+    assert_non_null(index);
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        uint8_t le[4] = {(uint8_t)hostile[i], (uint8_t)(hostile[i] >> 8),
+                         (uint8_t)(hostile[i] >> 16), (uint8_t)(hostile[i] >> 24)};
+        assert_int_equal(pwrite(fd, le, 4, index + 8 - all), 4);
+        assert_int_equal(bundle_open(path, &b), 0);
+        assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+        assert_true(bundle_load_memory(b, "memory", &back) < 0);
+        assert_non_null(strstr(err_msg(), "memory chunks of"));
+        bundle_close(b);
+        guest_memory_free(&back);
+    }
+    close(fd);
+    free(all);
     guest_memory_free(&mem);
 }
 
@@ -1351,6 +1434,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_header_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_layout_must_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(memory_chunk_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_memory_chunk_is_refused_when_unpacked, setup, teardown),
         cmocka_unit_test_setup_teardown(format_document_reader_agrees, setup, teardown),
         cmocka_unit_test_setup_teardown(cache_key_covers_encoding, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_random_corruption, setup, teardown),

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
+#include "bundle/format.h"
 #include "bundle/sections.h"
 #include "confine/confine.h"
 #include "machine/cache.h"
@@ -40,9 +41,15 @@
 static char dir[64], path[128], cache[128];
 static const struct guest_region layout[2] = {{0, RAM_LOW, NULL}, {1ull << 32, RAM_HIGH, NULL}};
 
+/* Most tests here save RAM in 512 KiB chunks, as smolvm did before 64 KiB
+ * ones (bundles that keep starting): a chunk of 8 windows, served a
+ * window at a time. The tests of the chunks written now say so. */
+#define OLD_CHUNK (512u << 10)
+
 static int setup(void **state)
 {
     (void)state;
+    bundle_memory_chunk_size = OLD_CHUNK;
     snprintf(dir, sizeof(dir), "/tmp/smolvm-test-uffd.XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/m.smolmachine", dir);
@@ -56,6 +63,7 @@ static int teardown(void **state)
 {
     char cmd[128];
     (void)state;
+    bundle_memory_chunk_size = MEMORY_CHUNK;
     unsetenv("XDG_CACHE_HOME");
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -369,8 +377,8 @@ static void count_placing(const uint8_t *at, size_t len)
 }
 
 /* How often each chunk was decoded (begun), by either thread. */
-#define CHUNKS (PAGES / 128)
-static atomic_uint decodings[CHUNKS];
+#define CHUNKS (PAGES / (bundle_memory_chunk_size / 4096))
+static atomic_uint decodings[PAGES / (MEMORY_CHUNK_MIN / 4096)];
 
 static void count_decoding(size_t chunk)
 {
@@ -645,6 +653,54 @@ static void chunk_decodes_only_as_far_as_asked(void **state)
     end(b, &back, &mem);
 }
 
+/* Chunks as written now (64 KiB, one window each): a touch reads, checks
+ * and decodes that chunk alone, places its 16 pages in one call, and
+ * nothing else before the fill runs; the fill does the rest, each chunk
+ * decoded once. */
+static void touch_checks_its_chunk_alone(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    sem_t fill;
+    const size_t touched = 2 * 128 + 40, chunk = touched / 16; /* pages: a zstd chunk */
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    bundle_memory_chunk_size = MEMORY_CHUNK;
+    saved_ram(&mem);
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    alarm(20);
+    t.at = back.regions[0].host + touched * 4096 + 100;
+    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    pthread_join(thread, NULL);
+    assert_memory_equal(t.seen, mem.regions[0].host + touched * 4096 + 100, 4);
+    assert_int_equal(atomic_load(&placing_calls), 1);
+    assert_int_equal(placed_pages(chunk * 16, 16), 16);
+    assert_int_equal(placed_pages(0, PAGES), 16);
+    for (size_t c = 0; c < CHUNKS; c++)
+        assert_int_equal(atomic_load(&decodings[c]), c == chunk);
+
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    assert_each_page_placed_once();
+    assert_each_chunk_decoded_once();
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    end(b, &back, &mem);
+}
+
 /* One changed byte in a chunk: it is never placed. The server stops with
  * one message naming the chunk, the page touched stays unserved (zero once
  * the server is gone, never the changed bytes), no cache file is left. */
@@ -710,6 +766,57 @@ static void corrupt_chunk_is_refused(void **state)
     ram_faults_stop(faults);
     pthread_join(thread, NULL);
     assert_memory_equal(t.seen, zero, 4);
+    ram_faults_broken = was;
+    end(b, &back, &mem);
+}
+
+/* A corrupt chunk the guest has not touched (64 KiB chunks: only the one
+ * touched is checked at its fault) is refused when the fill comes to it:
+ * none of it is placed, the start fails with the chunk named, and no
+ * cache file is named. */
+static void corrupt_chunk_touched_late_is_refused(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    const size_t corrupt = (2u << 20) / MEMORY_CHUNK; /* the first chunk of random bytes */
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    bundle_memory_chunk_size = MEMORY_CHUNK;
+    saved_ram(&mem);
+    corrupt_chunk_4(&mem);
+    void (*was)(const char *) = ram_faults_broken;
+    ram_faults_broken = note_broken;
+    broken[0] = 0;
+    sem_t gate;
+    sem_init(&gate, 0, 0);
+    ram_faults_fill_gate = &gate;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    alarm(20);
+    t.at = back.regions[0].host + 3 * 4096 + 17; /* a good chunk: served */
+    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    pthread_join(thread, NULL);
+    assert_memory_equal(t.seen, mem.regions[0].host + 3 * 4096 + 17, 4);
+    assert_int_equal(broken[0], 0);
+    sem_post(&gate);
+    assert_true(ram_faults_complete(faults) < 0);
+    alarm(0);
+    char named[32];
+    snprintf(named, sizeof(named), "memory chunk %zu", corrupt);
+    assert_non_null(strstr(broken, named));
+    assert_int_equal(placed_pages(corrupt * 16, 16), 0);
+    assert_int_equal(present_pages(&back, corrupt * 16, 16), 0);
+    stop_counting();
+    assert_null(cache_file(".ram"));
+    assert_false(any_tmp());
+    ram_faults_stop(faults);
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&gate);
     ram_faults_broken = was;
     end(b, &back, &mem);
 }
@@ -978,6 +1085,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_signal_while_serving_ends, setup, teardown),
