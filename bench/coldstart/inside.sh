@@ -87,30 +87,31 @@ kvm_events() {
     : > "$tracing/trace"
 }
 
-# save_at MEM BUNDLE TEST MARKER: boots the test guest TEST (its console
-# input never comes), waits for MARKER and a second more, saves.
+# save_at MEM BUNDLE TEST MARKER [SMOLVM]: boots the test guest TEST (its
+# console input never comes) with SMOLVM (default: this build), waits for
+# MARKER and a second more, saves.
 save_at() {
-    local fifo=$work/fifo log=$work/boot.log pid i t0 t1
+    local fifo=$work/fifo log=$work/boot.log pid i t0 t1 vmm=${5:-$SMOLVM}
     rm -f "$fifo"; mkfifo "$fifo"
-    "$SMOLVM" run --name bench --mem "$1" --kernel "$KERNEL" --initrd "$INITRD" \
+    "$vmm" run --name bench --mem "$1" --kernel "$KERNEL" --initrd "$INITRD" \
         --cmdline "$BASE_CMDLINE smolvm.test=$3" < "$fifo" > "$log" 2>&1 &
     pid=$!
     exec 7> "$fifo"
     for i in $(seq 1 300); do grep -q "$4" "$log" && break; sleep 0.5; done
     sleep 1
     t0=${EPOCHREALTIME/./}
-    "$SMOLVM" save bench -o "$2" > /dev/null
+    "$vmm" save bench -o "$2" > /dev/null
     t1=${EPOCHREALTIME/./}
     wait "$pid"
     exec 7>&-
-    echo "mem $1, $3 guest: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms" >> "$facts"
+    echo "mem $1, $3 guest${5:+ (SMOLVM_BASELINE)}: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms" >> "$facts"
 }
 
 # first_starts MAP_METRIC SERVE_METRIC MARKER COMMAND...: a round's first
 # starts: the memory cache (and working set) the later starts use is kept
-# aside, and a first start that unpacks first (--memory map, the default)
-# and one served as touched (--memory serve) each start with none, as a
-# freshly copied bundle's does.
+# aside, and a first start that unpacks first (--memory map) and one
+# served as touched (--memory serve, this build's default) each start with
+# none, as a freshly copied bundle's does.
 first_starts() {
     local map_metric=$1 serve_metric=$2 marker=$3
     shift 3
@@ -143,10 +144,29 @@ echo "launch and exit (ms each): smolvm --version $(launch_ms "$SMOLVM" --versio
 SMOLVM=$work/smolvm
 # Another smolvm (SMOLVM_BASELINE: before a change) times the later starts
 # too, alternated with this one's, from a local copy as well.
+# Its first starts start a bundle it saved itself (it may not read this
+# build's format), in the same rounds, which of the two goes first
+# alternating round by round.
 baseline=
 if [ -n "${SMOLVM_BASELINE:-}" ]; then
     cp "$SMOLVM_BASELINE" "$work/smolvm-baseline" && baseline=$work/smolvm-baseline
 fi
+# rounds_first_starts ROUND PREFIX MARKER THIS_BUNDLE BASELINE_BUNDLE
+# OPTION...: this build's first starts of THIS_BUNDLE (PREFIX-first-map-MEM,
+# PREFIX-first-MEM) and, with a baseline, the baseline's of its own
+# (...-baseline-MEM), odd rounds this build first, even ones the baseline.
+rounds_first_starts() {
+    local round=$1 prefix=$2 marker=$3 this=$4 base=$5 order=this who
+    shift 5
+    [ -z "$baseline" ] || { [ $((round % 2)) = 1 ] && order="this baseline" || order="baseline this"; }
+    for who in $order; do
+        if [ "$who" = this ]; then
+            first_starts "$prefix-first-map-$mem" "$prefix-first-$mem" "$marker" "$SMOLVM" start "$this" "$@"
+        else
+            first_starts "$prefix-first-map-baseline-$mem" "$prefix-first-baseline-$mem" "$marker" "$baseline" start "$base" "$@"
+        fi
+    done
+}
 
 for mem in ${MEMS:-256M 2G}; do
     # The timer-driven guest: a line every 20 ms, saved mid-count; a start
@@ -155,9 +175,10 @@ for mem in ${MEMS:-256M 2G}; do
     # its first line.
     tick=$work/tick-$mem.smolmachine
     save_at "$mem" "$tick" tick "TICK 10"
+    [ -z "$baseline" ] || save_at "$mem" "$tick.baseline" tick "TICK 10" "$baseline"
     # This guest never ends: each timed start is stopped (SIGTERM) at its
-    # line. A first start that unpacks first (--memory map, the default),
-    # then one served as touched (--memory serve).
+    # line. A first start that unpacks first (--memory map), then one
+    # served as touched (--memory serve, the default).
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-first-map-$mem" "TICK " "$SMOLVM" start "$tick" --name s --memory map --trace-boot --trace-until "TICK " --json
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
@@ -174,7 +195,7 @@ for mem in ${MEMS:-256M 2G}; do
         kill -TERM $! && wait $!
     done
     for i in $(seq 1 "$RUNS"); do
-        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM first_starts "tick-first-map-$mem" "tick-first-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
+        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM rounds_first_starts "$i" tick "TICK " "$tick" "$tick.baseline" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
         # Against every page faulted in as touched (no working set).
@@ -185,12 +206,14 @@ for mem in ${MEMS:-256M 2G}; do
     done
     kvm_events "tick start $mem" "TICK " "$SMOLVM" start "$tick" --name s < "$work/quiet"
     [ -z "$baseline" ] || kvm_events "tick start $mem, baseline" "TICK " "$baseline" start "$tick" --name s < "$work/quiet"
-    rm -f "$tick"
+    rm -f "$tick" "$tick.baseline"
 
     bundle=$work/ready-$mem.smolmachine
     save_at "$mem" "$bundle" echo SMOLVM-GUEST-UP
-    # A first start that unpacks every chunk before the guest runs (the
-    # default, --memory map), then one served as touched (--memory serve).
+    [ -z "$baseline" ] || save_at "$mem" "$bundle.baseline" echo SMOLVM-GUEST-UP "$baseline"
+    # A first start that unpacks every chunk before the guest runs
+    # (--memory map), then one served as touched (--memory serve, the
+    # default).
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     ms_to smolvm "start-first-map-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
@@ -200,7 +223,7 @@ for mem in ${MEMS:-256M 2G}; do
     # touched (not zero) when saved, what the bundle's size follows.
     echo "mem $mem: RAM touched at the save $(du -sm "$XDG_CACHE_HOME/smolvm/memory" | cut -f1) MiB" >> "$facts"
     for i in $(seq 1 "$RUNS"); do
-        first_starts "start-first-map-$mem" "start-first-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --trace-boot --trace-until GUEST-GOT=go --json
+        rounds_first_starts "$i" start GUEST-GOT=go "$bundle" "$bundle.baseline" --name s --trace-boot --trace-until GUEST-GOT=go --json
         for mode in copy map lazy decompress; do
             ms_to smolvm "start-$mode-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s \
                 --memory "$mode" --trace-boot --trace-until GUEST-GOT=go --json
@@ -231,7 +254,7 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         for (i = 1; i <= n; i++) {
             x = sizes[i]
             if (med["boot-" x] > 0)
-                printf "mem %s: start (map + working set, the default) %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05; --memory lazy: %.3f); first start served as touched (--memory serve) %.0f ms, unpacking first (--memory map, the default) %.0f ms; --memory lazy %.0f ms (map/lazy %.2f), copy %.0f ms, decompress %.0f ms\n",
+                printf "mem %s: start (map + working set, the default) %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05; --memory lazy: %.3f); first start served as touched (--memory serve, the default) %.0f ms, unpacking first (--memory map) %.0f ms; --memory lazy %.0f ms (map/lazy %.2f), copy %.0f ms, decompress %.0f ms\n",
                     x, med["start-map-" x], med["boot-" x], med["start-map-" x] / med["boot-" x],
                     med["start-lazy-" x] / med["boot-" x],
                     med["start-first-" x], med["start-first-map-" x], med["start-lazy-" x], med["start-map-" x] / med["start-lazy-" x],
@@ -245,15 +268,15 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         for (i = 1; i <= n; i++) {
             x = sizes[i]
             if (med["tick-boot-" x] > 0)
-                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); --memory lazy %.0f ms (ratio %.3f; start/lazy %.2f); first start (unpacking first, the default) %.0f ms: %.2f of a later start (target <= 2); served as touched (--memory serve) %.0f ms: %.2f\n",
+                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); --memory lazy %.0f ms (ratio %.3f; start/lazy %.2f); first start unpacking first (--memory map) %.0f ms: %.2f of a later start; served as touched (--memory serve, the default) %.0f ms: %.2f (target <= 2)\n",
                     x, med["tick-start-" x], med["tick-boot-" x], med["tick-start-" x] / med["tick-boot-" x],
                     med["tick-start-lazy-" x], med["tick-start-lazy-" x] / med["tick-boot-" x],
                     med["tick-start-" x] / med["tick-start-lazy-" x],
                     med["tick-first-map-" x], med["tick-first-map-" x] / med["tick-start-" x],
                     med["tick-first-" x], med["tick-first-" x] / med["tick-start-" x]
             if (med["start-map-" x] > 0)
-                printf "mem %s, input-driven guest: first start / later start %.2f (target <= 2; served as touched: %.2f)\n",
-                    x, med["start-first-map-" x] / med["start-map-" x], med["start-first-" x] / med["start-map-" x]
+                printf "mem %s, input-driven guest: first start served (the default) / later start %.2f (target <= 2; unpacking first: %.2f)\n",
+                    x, med["start-first-" x] / med["start-map-" x], med["start-first-map-" x] / med["start-map-" x]
         }
         for (i = 1; i <= n; i++) {
             x = sizes[i]
@@ -261,6 +284,12 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
                 printf "mem %s, later start, this build vs SMOLVM_BASELINE: timer-driven %.0f vs %.0f ms (%.3f), input-driven %.0f vs %.0f ms (%.3f)\n",
                     x, med["tick-start-" x], med["tick-start-baseline-" x], med["tick-start-" x] / med["tick-start-baseline-" x],
                     med["start-map-" x], med["start-map-baseline-" x], med["start-map-" x] / med["start-map-baseline-" x]
+            if (med["start-first-map-baseline-" x] > 0 && med["tick-first-map-baseline-" x] > 0)
+                printf "mem %s, first start, this build vs SMOLVM_BASELINE (each its own bundle): unpacking first: input-driven %.0f vs %.0f ms (%.3f), timer-driven %.0f vs %.0f ms (%.3f); served: input-driven %.0f vs %.0f ms (%.3f), timer-driven %.0f vs %.0f ms (%.3f)\n",
+                    x, med["start-first-map-" x], med["start-first-map-baseline-" x], med["start-first-map-" x] / med["start-first-map-baseline-" x],
+                    med["tick-first-map-" x], med["tick-first-map-baseline-" x], med["tick-first-map-" x] / med["tick-first-map-baseline-" x],
+                    med["start-first-" x], med["start-first-baseline-" x], med["start-first-" x] / med["start-first-baseline-" x],
+                    med["tick-first-" x], med["tick-first-baseline-" x], med["tick-first-" x] / med["tick-first-baseline-" x]
         }
         if (med["start-map-256M"] > 0 && med["start-map-2G"] > 0)
             printf "start 2G / start 256M: %.2f (flat is 1.0)\n", med["start-map-2G"] / med["start-map-256M"]
@@ -274,6 +303,12 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
             rounds("input-driven first (served)/later", "start-first-" x, "start-map-" x, x)
             rounds("timer-driven first (unpacking first)/later", "tick-first-map-" x, "tick-start-" x, x)
             rounds("timer-driven first (served)/later", "tick-first-" x, "tick-start-" x, x)
+            rounds("input-driven first (unpacking first), this build/SMOLVM_BASELINE", "start-first-map-" x, "start-first-map-baseline-" x, x)
+            rounds("input-driven first (served), this build/SMOLVM_BASELINE", "start-first-" x, "start-first-baseline-" x, x)
+            rounds("timer-driven first (unpacking first), this build/SMOLVM_BASELINE", "tick-first-map-" x, "tick-first-map-baseline-" x, x)
+            rounds("timer-driven first (served), this build/SMOLVM_BASELINE", "tick-first-" x, "tick-first-baseline-" x, x)
+            rounds("input-driven first (unpacking first)/later, SMOLVM_BASELINE", "start-first-map-baseline-" x, "start-map-baseline-" x, x)
+            rounds("timer-driven first (unpacking first)/later, SMOLVM_BASELINE", "tick-first-map-baseline-" x, "tick-start-baseline-" x, x)
         }
     }
     # A ratio round by round (the rows last of each, in order: a first
