@@ -110,7 +110,7 @@ save_at() {
 # first_starts MAP_METRIC SERVE_METRIC MARKER COMMAND...: a round's first
 # starts: the memory cache (and working set) the later starts use is kept
 # aside, and a first start that unpacks first (--memory map) and one
-# served as touched (--memory serve, this build's default) each start with
+# served as touched (--memory serve) each start with
 # none, as a freshly copied bundle's does.
 first_starts() {
     local map_metric=$1 serve_metric=$2 marker=$3
@@ -178,7 +178,7 @@ for mem in ${MEMS:-256M 2G}; do
     [ -z "$baseline" ] || save_at "$mem" "$tick.baseline" tick "TICK 10" "$baseline"
     # This guest never ends: each timed start is stopped (SIGTERM) at its
     # line. A first start that unpacks first (--memory map), then one
-    # served as touched (--memory serve, the default).
+    # served as touched (--memory serve).
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-first-map-$mem" "TICK " "$SMOLVM" start "$tick" --name s --memory map --trace-boot --trace-until "TICK " --json
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
@@ -212,8 +212,7 @@ for mem in ${MEMS:-256M 2G}; do
     save_at "$mem" "$bundle" echo SMOLVM-GUEST-UP
     [ -z "$baseline" ] || save_at "$mem" "$bundle.baseline" echo SMOLVM-GUEST-UP "$baseline"
     # A first start that unpacks every chunk before the guest runs
-    # (--memory map), then one served as touched (--memory serve, the
-    # default).
+    # (--memory map), then one served as touched (--memory serve).
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     ms_to smolvm "start-first-map-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
@@ -254,7 +253,7 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         for (i = 1; i <= n; i++) {
             x = sizes[i]
             if (med["boot-" x] > 0)
-                printf "mem %s: start (map + working set, the default) %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05; --memory lazy: %.3f); first start served as touched (--memory serve, the default) %.0f ms, unpacking first (--memory map) %.0f ms; --memory lazy %.0f ms (map/lazy %.2f), copy %.0f ms, decompress %.0f ms\n",
+                printf "mem %s: start (map + working set, the default) %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05; --memory lazy: %.3f); first start served as touched (--memory serve) %.0f ms, unpacking first (--memory map) %.0f ms; --memory lazy %.0f ms (map/lazy %.2f), copy %.0f ms, decompress %.0f ms\n",
                     x, med["start-map-" x], med["boot-" x], med["start-map-" x] / med["boot-" x],
                     med["start-lazy-" x] / med["boot-" x],
                     med["start-first-" x], med["start-first-map-" x], med["start-lazy-" x], med["start-map-" x] / med["start-lazy-" x],
@@ -268,14 +267,14 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
         for (i = 1; i <= n; i++) {
             x = sizes[i]
             if (med["tick-boot-" x] > 0)
-                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); --memory lazy %.0f ms (ratio %.3f; start/lazy %.2f); first start unpacking first (--memory map) %.0f ms: %.2f of a later start; served as touched (--memory serve, the default) %.0f ms: %.2f (target <= 2)\n",
+                printf "mem %s, timer-driven guest: start %.0f ms vs cold boot %.0f ms: ratio %.3f (target <= 0.05); --memory lazy %.0f ms (ratio %.3f; start/lazy %.2f); first start unpacking first (--memory map) %.0f ms: %.2f of a later start; served as touched (--memory serve) %.0f ms: %.2f (target <= 2)\n",
                     x, med["tick-start-" x], med["tick-boot-" x], med["tick-start-" x] / med["tick-boot-" x],
                     med["tick-start-lazy-" x], med["tick-start-lazy-" x] / med["tick-boot-" x],
                     med["tick-start-" x] / med["tick-start-lazy-" x],
                     med["tick-first-map-" x], med["tick-first-map-" x] / med["tick-start-" x],
                     med["tick-first-" x], med["tick-first-" x] / med["tick-start-" x]
             if (med["start-map-" x] > 0)
-                printf "mem %s, input-driven guest: first start served (the default) / later start %.2f (target <= 2; unpacking first: %.2f)\n",
+                printf "mem %s, input-driven guest: first start served / later start %.2f (target <= 2; unpacking first: %.2f)\n",
                     x, med["start-first-" x] / med["start-map-" x], med["start-first-map-" x] / med["start-map-" x]
         }
         for (i = 1; i <= n; i++) {
