@@ -293,9 +293,13 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
         asprintf(&path, "%s/%s.ws", dir, key) < 0)
         return;
     struct working_set_counts c;
+    uint64_t t0 = trace_now_us();
     int r = working_set_prefetch(path, mem, &c);
-    if (r == 0 && !c.provisional) /* a provisional one is not faulted in */
+    if (r == 0 && !c.provisional) { /* a provisional one is not faulted in */
         trace_set_count(TRACE_PREFETCHED_PAGES, c.read_pages + c.written_pages);
+        trace_set_count(TRACE_PREFETCH_US, trace_now_us() - t0);
+        trace_set_count(TRACE_PREFETCH_CALLS, c.resident_checks + c.readahead_calls + c.ranges);
+    }
     if (r == -EINVAL)
         unlink(path);
     if (r < 0 || c.provisional)

@@ -178,6 +178,58 @@ static uint8_t *host_of(const struct guest_memory *mem, uint64_t first, uint64_t
     return NULL;
 }
 
+/* Near ranges (at most this many pages apart, in one region) are asked
+ * about in one mincore() call: a recorded working set has hundreds of
+ * ranges, most a few pages apart. */
+#define RESIDENT_GAP_PAGES 256
+
+static bool all_resident(const unsigned char *vec, uint64_t pages)
+{
+    for (uint64_t i = 0; i < pages; i++)
+        if (!(vec[i] & 1))
+            return false;
+    return true;
+}
+
+/* Queues the reads of every range not wholly in the page cache (after a
+ * reboot, or with many bundles), MADV_WILLNEED on each, before any is
+ * waited for and mapped. Which ranges those are is asked once per span of
+ * near ranges (mincore): a later start usually finds them all cached, and
+ * then made one call per range for nothing. Where mincore fails, every
+ * range is queued. */
+static void queue_reads(const struct ws_file *f, size_t ranges, const struct guest_memory *mem,
+                        struct working_set_counts *c)
+{
+    unsigned char *vec = NULL;
+    size_t vec_len = 0;
+    for (size_t i = 0, j; i < ranges; i = j) {
+        uint64_t first = range_at(f, i)->first_page, end = first + range_at(f, i)->pages;
+        for (j = i + 1; j < ranges; j++) {
+            const struct ws_range *w = range_at(f, j);
+            if (w->first_page < end || w->first_page - end > RESIDENT_GAP_PAGES ||
+                !host_of(mem, first, w->first_page + w->pages - first))
+                break;
+            end = w->first_page + w->pages;
+        }
+        size_t pages = (size_t)(end - first);
+        if (pages > vec_len) {
+            free(vec);
+            vec = malloc(pages);
+            vec_len = vec ? pages : 0;
+        }
+        bool known = vec && mincore(host_of(mem, first, pages), pages * PAGE, vec) == 0;
+        c->resident_checks++;
+        for (size_t k = i; k < j; k++) {
+            const struct ws_range *w = range_at(f, k);
+            if (known && all_resident(vec + (w->first_page - first), w->pages))
+                continue;
+            madvise(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, MADV_WILLNEED);
+            c->readahead_calls++;
+        }
+    }
+    free(vec);
+}
+
 /* Faults a range in: MADV_POPULATE_* (Linux 5.14+), else by touching
  * each page (the vCPUs do not run yet, so writing a byte back is safe). */
 static void populate(uint8_t *at, uint64_t pages, bool written)
@@ -232,21 +284,18 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     int r = read_file(path, mem, &f);
     if (r == 0)
         memcpy(&h, f.bytes, sizeof(h));
-    size_t ranges = h.reserved == 1 ? 0 : f.count; /* provisional: none */
-    /* Every range's reads are queued at once (the cache file may be out of
-     * the page cache, after a reboot or with many bundles) before each is
-     * waited for and mapped. */
-    for (size_t i = 0; r == 0 && i < ranges; i++) {
-        const struct ws_range *w = range_at(&f, i);
-        madvise(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, MADV_WILLNEED);
-    }
-    for (size_t i = 0; r == 0 && i < ranges; i++) {
+    size_t ranges = r < 0 || h.reserved == 1 ? 0 : f.count; /* provisional: none */
+    struct working_set_counts calls = {0};
+    queue_reads(&f, ranges, mem, &calls);
+    for (size_t i = 0; i < ranges; i++) {
         const struct ws_range *w = range_at(&f, i);
         populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
     }
     if (r == 0 && counts) {
         count_pages(&f, counts);
         counts->provisional = h.reserved == 1;
+        counts->resident_checks = calls.resident_checks;
+        counts->readahead_calls = calls.readahead_calls;
     }
     free(f.bytes);
     return r;

@@ -19,7 +19,10 @@
 
 struct working_set_counts {
     uint64_t read_pages, written_pages, ranges;
-    bool provisional; /* written by working_set_write_chunks */
+    /* prefetch: mincore calls (one per span of near ranges), and
+     * MADV_WILLNEED calls (one per range not wholly in the page cache) */
+    uint64_t resident_checks, readahead_calls;
+    bool provisional;         /* written by working_set_write_chunks */
 };
 
 /* Writes down which pages of mem (mapped from a file, MAP_PRIVATE) are

@@ -26,6 +26,8 @@ static const char *const point_names[TRACE_POINT_COUNT] = {
 
 static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_PREFETCHED_PAGES] = "prefetched_pages",
+    [TRACE_PREFETCH_US] = "prefetch_us",
+    [TRACE_PREFETCH_CALLS] = "prefetch_calls",
     [TRACE_FAULTED_CHUNKS] = "faulted_chunks",
     [TRACE_FAULT_SERVE_US] = "fault_serve_us",
     [TRACE_FAULT_PLACE_US] = "fault_place_us",

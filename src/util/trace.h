@@ -31,6 +31,8 @@ enum trace_point {
 /* Counts recorded beside the timestamps (what a start did). */
 enum trace_count {
     TRACE_PREFETCHED_PAGES, /* the working set faulted in before the guest ran */
+    TRACE_PREFETCH_US,      /* the time that took (its reads queued, then each range faulted in) */
+    TRACE_PREFETCH_CALLS,   /* and its system calls: mincore, MADV_WILLNEED (ranges not cached), MADV_POPULATE_* */
     TRACE_FAULTED_CHUNKS,   /* a first start's RAM chunks placed as the guest touched them */
     TRACE_FAULT_SERVE_US,   /* the time those took: read, checked, decoded and placed */
     TRACE_FAULT_PLACE_US,   /* of which placing them (UFFDIO_COPY) */

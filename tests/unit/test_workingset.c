@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,12 +30,17 @@ static int ram_fd = -1;
 static struct guest_memory mem;
 
 /* Two regions, as a restore maps them: the RAM file's halves MAP_PRIVATE.
- * Out of the page cache and without readahead, so a read fault maps only
- * the page read (the kernel maps cached neighbours with it otherwise). */
-static void map_ram(void)
+ * Out of the page cache (unless cached) and without readahead, so a read
+ * fault maps only the page read (the kernel maps cached neighbours with it
+ * otherwise). */
+static void map_ram_cached(bool cached)
 {
     mem = (struct guest_memory){.count = 2, .total = 2 * REGION_PAGES * PAGE};
     posix_fadvise(ram_fd, 0, 0, POSIX_FADV_DONTNEED);
+    for (unsigned n = 0; cached && n < 2 * REGION_PAGES; n++) {
+        uint8_t b[PAGE];
+        assert_int_equal(pread(ram_fd, b, PAGE, (off_t)n * PAGE), PAGE);
+    }
     for (unsigned i = 0; i < 2; i++) {
         uint8_t *at = mmap(NULL, REGION_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, ram_fd,
                            (off_t)i * REGION_PAGES * PAGE);
@@ -43,6 +49,11 @@ static void map_ram(void)
         mem.regions[i] = (struct guest_region){.gpa = i ? 1ull << 32 : 0,
                                                .size = REGION_PAGES * PAGE, .host = at};
     }
+}
+
+static void map_ram(void)
+{
+    map_ram_cached(false);
 }
 
 static void unmap_ram(void)
@@ -144,9 +155,38 @@ static void test_record_then_prefetch(void **state)
     assert_int_equal(working_set_prefetch(in_dir("ram.ws"), &mem, &p), 0);
     present_map(again);
     assert_string_equal(again, first);
+    /* Out of the page cache: one question per region (its ranges are
+     * near), then every range's reads queued. */
+    assert_int_equal(p.resident_checks, 2);
+    assert_int_equal(p.readahead_calls, c.ranges);
+    p.resident_checks = p.readahead_calls = 0;
     assert_memory_equal(&p, &c, sizeof(p));
     assert_int_equal(*page(40), 41);
     assert_int_equal(*page(5), 6);
+    unmap_ram();
+}
+
+/* A later start's usual case: the cache file's pages all in the page
+ * cache. Nothing is queued (one question per region), and every page of
+ * the working set is present all the same. */
+static void test_cached_ranges_not_queued(void **state)
+{
+    struct working_set_counts c, p;
+    (void)state;
+    map_ram();
+    touch();
+    assert_int_equal(working_set_record(in_dir("ram.ws"), &mem, &c), 0);
+    unmap_ram();
+    map_ram_cached(true);
+    assert_int_equal(working_set_prefetch(in_dir("ram.ws"), &mem, &p), 0);
+    assert_int_equal(p.resident_checks, 2);
+    assert_int_equal(p.readahead_calls, 0);
+    assert_int_equal(p.read_pages + p.written_pages, c.read_pages + c.written_pages);
+    for (size_t i = 0; i < sizeof(read_pages) / sizeof(read_pages[0]); i++)
+        assert_true(pagemap_entry(read_pages[i]) & PM_PRESENT);
+    for (size_t i = 0; i < sizeof(written_pages) / sizeof(written_pages[0]); i++)
+        assert_int_equal(pagemap_entry(written_pages[i]) & (PM_PRESENT | PM_FILE), PM_PRESENT);
+    assert_int_equal(*page(40), 41);
     unmap_ram();
 }
 
@@ -272,6 +312,7 @@ int main(void)
     confine_seccomp_set(CONFINE_SECCOMP_ON, "test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_then_prefetch),
+        cmocka_unit_test(test_cached_ranges_not_queued),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_recorder),
         cmocka_unit_test(test_recorder_now),
