@@ -217,8 +217,11 @@ static void queue_reads(const struct ws_file *f, size_t ranges, const struct gue
             vec = malloc(pages);
             vec_len = vec ? pages : 0;
         }
-        bool known = vec && mincore(host_of(mem, first, pages), pages * PAGE, vec) == 0;
-        c->resident_checks++;
+        bool known = false;
+        if (vec) {
+            known = mincore(host_of(mem, first, pages), pages * PAGE, vec) == 0;
+            c->resident_checks++;
+        }
         for (size_t k = i; k < j; k++) {
             const struct ws_range *w = range_at(f, k);
             if (known && all_resident(vec + (w->first_page - first), w->pages))
