@@ -441,6 +441,26 @@ static size_t placed_pages(size_t first, size_t n)
     return count;
 }
 
+/* Lets the waiting fill (gated by fill) place the rest, then checks the
+ * whole RAM: each page placed once, each chunk decoded once, RAM and the
+ * cache file the saved RAM; stops serving and frees all. */
+static void fill_the_rest_and_check(sem_t *fill, struct ram_faults *faults, struct bundle *b,
+                                    struct guest_memory *mem, struct guest_memory *back)
+{
+    sem_post(fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    assert_each_page_placed_once();
+    assert_each_chunk_decoded_once();
+    assert_same_ram(mem, back);
+    assert_cache_is_ram(mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(fill);
+    end(b, back, mem);
+}
+
 /* A touch is served by the 64 KiB window around it (16 pages) before
  * anything else of its chunk; the rest of that chunk is placed by the
  * fill from the fault thread's copy (decoded once); each page placed
@@ -477,18 +497,7 @@ static void fault_places_window_then_rest(void **state)
 
     /* The rest, after: the whole RAM, each page once, each chunk decoded
      * once (chunk 1 by the fault thread, finished by the fill). */
-    sem_post(&fill);
-    assert_int_equal(ram_faults_complete(faults), 0);
-    alarm(0);
-    assert_each_page_placed_once();
-    assert_each_chunk_decoded_once();
-    assert_same_ram(&mem, &back);
-    assert_cache_is_ram(&mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(&fill);
-    end(b, &back, &mem);
+    fill_the_rest_and_check(&fill, faults, b, &mem, &back);
 }
 
 /* Faults in several chunks while the fill waits, then the fill, which
@@ -687,18 +696,7 @@ static void touch_checks_its_chunk_alone(void **state)
     for (size_t c = 0; c < CHUNKS; c++)
         assert_int_equal(atomic_load(&decodings[c]), c == chunk);
 
-    sem_post(&fill);
-    assert_int_equal(ram_faults_complete(faults), 0);
-    alarm(0);
-    assert_each_page_placed_once();
-    assert_each_chunk_decoded_once();
-    assert_same_ram(&mem, &back);
-    assert_cache_is_ram(&mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(&fill);
-    end(b, &back, &mem);
+    fill_the_rest_and_check(&fill, faults, b, &mem, &back);
 }
 
 /* One changed byte in a chunk: it is never placed. The server stops with
