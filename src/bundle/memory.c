@@ -111,14 +111,22 @@ static int run_parallel(size_t first, size_t end, int (*job)(void *, size_t), vo
 
 size_t bundle_memory_chunk_size = MEMORY_CHUNK;
 
+/* How many chunks of chunk_size the RAM's regions make (each region's
+ * last may be short). */
+static size_t chunk_count(const struct guest_memory *mem, size_t chunk_size)
+{
+    size_t n = 0;
+    for (unsigned r = 0; r < mem->count; r++)
+        n += (mem->regions[r].size + chunk_size - 1) / chunk_size;
+    return n;
+}
+
 static int list_chunks(const struct guest_memory *mem, size_t chunk_size, struct chunk_list *out)
 {
-    size_t n = 0, k = 0;
+    size_t n = chunk_count(mem, chunk_size), k = 0;
     uint64_t at = 0;
 
     out->chunk_size = chunk_size;
-    for (unsigned r = 0; r < mem->count; r++)
-        n += (mem->regions[r].size + chunk_size - 1) / chunk_size;
     out->chunks = calloc(n ? n : 1, sizeof(*out->chunks));
     if (!out->chunks)
         return err_set(ENOMEM, "memory chunk table");
@@ -379,10 +387,7 @@ static int parse_index(struct load *ld, const struct guest_memory *mem, size_t *
     if (le32(head + 12) != mem->count)
         return err_plain(EINVAL, "'%s': saved RAM layout differs from this VM's", ld->b->path);
     /* The index is in the section before anything is made for its chunks. */
-    size_t chunks = 0;
-    for (unsigned r = 0; r < mem->count; r++)
-        chunks += (mem->regions[r].size + chunk_size - 1) / chunk_size;
-    len = index_size(mem, chunks);
+    len = index_size(mem, chunk_count(mem, chunk_size));
     if (len > s->stored)
         return err_plain(EINVAL, "'%s' is corrupt: memory index truncated", ld->b->path);
     if (list_chunks(mem, chunk_size, &ld->l) < 0)
