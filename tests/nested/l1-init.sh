@@ -43,6 +43,9 @@ mkdir -p /host/run/tmp /host/run/home /host/run/l1-results
 case "$script" in /tmp/*) ;; *) mount -t tmpfs -o size=2g tmp /host/tmp ;; esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /host/run/l1-results \
     || echo "l1: no results share"
+# The kernel's text symbols (fixed: nokaslr), for the host to name where a
+# wedged L1's vCPU stopped (tests/nested/l1-wedge-facts.py).
+grep -i ' t ' /proc/kallsyms > /host/run/l1-results/l1-kallsyms 2>/dev/null || true
 
 # Once a minute a line on the console, not in the results (the host's stall
 # watchdog must not take it for progress): a wedged L1 falls silent; a

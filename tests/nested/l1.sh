@@ -62,11 +62,15 @@ disk=()
 # both VMMs' figures swing 5-10x within one run; the L1 runs ahead of them.
 nice=()
 [ "$(id -u)" -ne 0 ] || nice=(nice -n "${L1_NICE:--10}")
+# QEMU's monitor, asked what a wedged L1 is doing before it is killed.
+monitor_dir=$(mktemp -d)
+trap 'rm -rf "$monitor_dir"' EXIT
 "${nice[@]}" timeout "${L1_TIMEOUT:-2100}" qemu-system-x86_64 \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 quiet panic=-1 no_timer_check smolvm.script=$script" \
+    -append "console=ttyS0 quiet panic=-1 no_timer_check nokaslr smolvm.script=$script" \
+    -monitor "unix:$monitor_dir/monitor,server=on,wait=off" \
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
     -virtfs local,path="$results",mount_tag=results,security_model=none,multidevs=remap \
     "${disk[@]}" \
@@ -92,6 +96,11 @@ while kill -0 "$qemu" 2>/dev/null; do
         echo "l1: no progress for ${stall}s; killing the L1 guest" >&2
     elif [ $((now - beat_at)) -gt "$silent" ]; then
         echo "l1: no heartbeat for ${silent}s (wedged); killing the L1 guest" >&2
+        # Seen at random scenarios, with nothing on the L1's console: where
+        # its vCPU is, and whether it spins or waits, are the clues.
+        timeout 60 "$here/l1-wedge-facts.py" "$monitor_dir/monitor" "$(pgrep -P "$qemu" | head -n 1)" \
+            "$results/l1-kallsyms" > "$results/l1-wedge.txt" 2>&1 || true
+        echo "l1: what the wedged L1 was doing: $(grep -m1 'RIP is' "$results/l1-wedge.txt" 2>/dev/null)" >&2
     else
         continue
     fi
