@@ -2544,14 +2544,16 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
 # What is to run and what has run (tests/nested/run gives a wedged L1's
 # unfinished scenarios another one).
 echo ${SCENARIOS:-$all_scenarios} > "$results/todo"
-# The scratch space each scenario leaves (a full tier once ran out of it).
+# The time each scenario took and the scratch space it leaves (a full tier
+# once ran out of it).
 for s in ${SCENARIOS:-$all_scenarios}; do
+    scenario_started=$SECONDS
     case $s in
     *+jail) use_jail yes; "scenario_${s%+jail}"; use_jail "${SMOLVM_TEST_JAIL:+yes}" ;;
     *) "scenario_$s" ;;
     esac
     echo "$s" >> "$results/done"
-    echo "$s: $(du -sm "$work" 2>/dev/null | cut -f1) MB in $work; $(df -m "$work" | awk 'NR == 2 { print $4 }') MB free" \
+    echo "$s: $((SECONDS - scenario_started)) s; $(du -sm "$work" 2>/dev/null | cut -f1) MB in $work; $(df -m "$work" | awk 'NR == 2 { print $4 }') MB free" \
         >> "$results/space.log"
     # Bundles' memory caches are RAM-sized and only refilled when dropped:
     # the next scenario unpacks what it starts again.
