@@ -7,7 +7,9 @@
 #
 # usage: l1.sh SCRIPT RESULTS_DIR
 # env:   SMOLVM_CACHE  where the L1 initrd is cached (default ~/.cache/smolvm-ci)
-#        L1_TIMEOUT    seconds before the L1 is killed (default 2100)
+#        L1_TIMEOUT    seconds before the L1 is killed (default 3000: the
+#                      whole tier takes 30-40 min of one L1; a hung L1 is
+#                      caught sooner by L1_STALL and L1_SILENT)
 #        L1_STALL      seconds without new output in RESULTS before the L1 is
 #                      taken for hung and killed (default 420)
 #        L1_SILENT seconds without the L1's heartbeat (its console) before it
@@ -65,7 +67,7 @@ nice=()
 # QEMU's monitor, asked what a wedged L1 is doing before it is killed.
 monitor_dir=$(mktemp -d)
 trap 'rm -rf "$monitor_dir"' EXIT
-"${nice[@]}" timeout "${L1_TIMEOUT:-2100}" qemu-system-x86_64 \
+"${nice[@]}" timeout "${L1_TIMEOUT:-3000}" qemu-system-x86_64 \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
