@@ -44,7 +44,7 @@ case "$script" in /tmp/*) ;; *) mount -t tmpfs -o size=2g tmp /host/tmp ;; esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /host/run/l1-results \
     || echo "l1: no results share"
 # The kernel's text symbols (fixed: nokaslr), for the host to name where a
-# wedged L1's vCPU stopped (tests/nested/l1-wedge-facts.py).
+# wedged L1's vCPU stopped (tests/nested/l1-monitor.py).
 grep -i ' t ' /proc/kallsyms > /host/run/l1-results/l1-kallsyms 2>/dev/null || true
 
 # Once a minute a line on the console, not in the results (the host's stall

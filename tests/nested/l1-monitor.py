@@ -1,11 +1,20 @@
 #!/usr/bin/python3
-"""What a wedged L1 is doing, asked of the QEMU that runs it (its human
-monitor on a unix socket) and of the host's /proc: is its vCPU thread
-spinning (CPU time grows) or idle (halted, waiting for an interrupt that
-never comes), where is its RIP (a kernel symbol: the L1 boots nokaslr), and
-is its local APIC timer armed. Printed on stdout; three samples 3 s apart.
+"""The L1's QEMU, through its human monitor on a unix socket.
 
-usage: l1-wedge-facts.py MONITOR_SOCKET QEMU_PID KALLSYMS
+kick: every INTERVAL seconds, until QEMU ends, a key event (shift, which
+types nothing) on the L1's i8042. QEMU 7.2's TCG loses a wake-up: wedged
+L1s were found halted in native_safe_halt with IF set and their APIC
+timer's vector (236) pending in IRR above PPR, QEMU's threads idle, for
+good. Any new interrupt makes QEMU look at the APIC again and deliver it;
+the keyboard's is one the L1 ignores.
+
+facts: what a wedged L1 is doing, from the monitor and the host's /proc:
+is its vCPU thread spinning (CPU time grows) or idle, where is its RIP (a
+kernel symbol: the L1 boots nokaslr), what is pending in its APIC.
+Printed on stdout; three samples 3 s apart.
+
+usage: l1-monitor.py kick MONITOR_SOCKET INTERVAL
+       l1-monitor.py facts MONITOR_SOCKET QEMU_PID KALLSYMS
 """
 import bisect
 import os
@@ -35,7 +44,7 @@ def thread_ticks(pid):
 def ask_monitor(path, command):
     """One monitor command's answer (the text up to the next prompt)."""
     with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
+        s.settimeout(10)
         s.connect(path)
         answer = b""
         for text in (None, command):
@@ -52,7 +61,18 @@ def ask_monitor(path, command):
         # the first line is the monitor's echo of the command; the FPU and
         # vector registers say nothing here
         lines = text.replace("(qemu)", "").strip().split("\n")[1:]
-        return "\n".join(l for l in lines if not re.match(r"(FPR|XMM|FCW|DR[0-7])", l))
+        return "\n".join(l for l in lines if not re.match(r"(FPR|XMM|YMM|FCW|DR[0-7])", l))
+
+
+def ask_monitor_again(monitor, command):
+    """The kicker may hold the monitor for a moment: try a few times."""
+    for attempt in range(5):
+        try:
+            return ask_monitor(monitor, command)
+        except OSError as e:
+            error = e
+            time.sleep(0.5)
+    return f"(monitor: {error})"
 
 
 def load_symbols(path):
@@ -76,8 +96,20 @@ def symbolize(symbols, rip):
     return f"{symbols[i][1]}+{rip - symbols[i][0]:#x}"
 
 
-def main():
-    monitor, qemu, kallsyms = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def kick(monitor, interval):
+    """One connection per kick: the monitor takes one client at a time,
+    and facts needs it between kicks."""
+    while True:
+        time.sleep(interval)
+        try:
+            ask_monitor(monitor, "sendkey shift")
+        except (FileNotFoundError, ConnectionRefusedError):
+            return  # QEMU has ended
+        except OSError:
+            continue
+
+
+def facts(monitor, qemu, kallsyms):
     symbols = load_symbols(kallsyms)
     before = thread_ticks(qemu)
     for sample in range(3):
@@ -88,10 +120,7 @@ def main():
               ", ".join(f"{t} {n}" for t, n in sorted(busy.items()) if n))
         before = now
         for command in COMMANDS:
-            try:
-                answer = ask_monitor(monitor, command)
-            except OSError as e:
-                answer = f"(monitor: {e})"
+            answer = ask_monitor_again(monitor, command)
             print(f"-- {command}:\n{answer}")
             m = re.search(r"RIP=([0-9a-f]+)", answer)
             if m:
@@ -100,4 +129,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["kick"] and len(sys.argv) == 4:
+        kick(sys.argv[2], float(sys.argv[3]))
+    elif sys.argv[1:2] == ["facts"] and len(sys.argv) == 5:
+        facts(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        sys.exit(__doc__)
