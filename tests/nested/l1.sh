@@ -92,7 +92,7 @@ kicker=$!
 # l1-init.sh, on its console) is known sooner by that silence: L1_SILENT
 # seconds (default 200) without a heartbeat, counted from the L1's start.
 stall=${L1_STALL:-420} silent=${L1_SILENT:-200}
-last=$(date +%s) beat_at=$(date +%s) beats=0
+last=$(date +%s) beat_at=$(date +%s) beats=0 longest_gap=0
 while kill -0 "$qemu" 2>/dev/null; do
     sleep 5
     now=$(date +%s)
@@ -100,7 +100,10 @@ while kill -0 "$qemu" 2>/dev/null; do
         -printf '%T@\n' | sort -n | tail -n 1)
     [ -n "$newest" ] && [ "${newest%.*}" -gt "$last" ] && last=${newest%.*}
     n=$(grep -a -c "^l1: heartbeat" "$results/l1-serial.log" 2>/dev/null || true)
-    [ "${n:-0}" -gt "$beats" ] && beats=$n beat_at=$now
+    if [ "${n:-0}" -gt "$beats" ]; then
+        [ "$beats" -eq 0 ] || [ $((now - beat_at)) -le "$longest_gap" ] || longest_gap=$((now - beat_at))
+        beats=$n beat_at=$now
+    fi
     if [ $((now - last)) -gt "$stall" ]; then
         echo "l1: no progress for ${stall}s; killing the L1 guest" >&2
     elif [ $((now - beat_at)) -gt "$silent" ]; then
@@ -120,6 +123,8 @@ wait "$qemu" 2>/dev/null || true
 kill "$kicker" 2>/dev/null || true
 grep -v -e "Unhandled WRMSR" -e "^$" -e "^l1: heartbeat" "$results/l1-serial.log" || true
 grep "^l1: heartbeat" "$results/l1-serial.log" | tail -n 1 || true
+# Once a minute when all is well; a gap near L1_SILENT is a near-wedge.
+echo "l1: $beats heartbeats, the longest gap between two ${longest_gap}s"
 
 if [ ! -f "$results/l1.rc" ]; then
     echo "l1: the L1 guest did not finish (timeout or crash)" >&2
