@@ -1221,6 +1221,26 @@ static void test_plan_paths(void **state)
     assert_int_equal(plan.count, 2);
     assert_int_equal(plan.link_count, 1);
     assert_string_equal(plan.links[0].target, inside);
+    assert_true(plan.paths[1].folder);
+    /* A link to a file: a file's mount point; a name through a link
+     * (link/f) adds no link of its own. */
+    char file[160], alias[160], through[160];
+    snprintf(file, sizeof(file), "%s/planned-file", inside);
+    snprintf(alias, sizeof(alias), "%s/alias-of-file", dir);
+    snprintf(through, sizeof(through), "%s/planned-file", link_to_inside);
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(symlink(file, alias), 0);
+    assert_int_equal(confine_plan_add(&plan, alias, false), 0);
+    assert_int_equal(confine_plan_add(&plan, through, false), 0);
+    unlink(alias);
+    unlink(file);
+    assert_int_equal(plan.count, 3);
+    assert_string_equal(plan.paths[2].path, file);
+    assert_false(plan.paths[2].folder);
+    assert_int_equal(plan.link_count, 2);
+    assert_string_equal(plan.links[1].path, alias);
     for (int i = plan.count; i < CONFINE_MAX_PATHS; i++)
         plan.paths[plan.count++].path = strdup("/x");
     assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
