@@ -1016,13 +1016,13 @@ static void vmm_stops(int sig)
     _exit(42);
 }
 
-static pid_t jailed_vmm(int ready)
+static pid_t jailed_vmm(int ready, void (*ahead)(void))
 {
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct confine_plan plan = {0};
+        struct confine_plan plan = {.vmm_ahead = ahead};
         if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
             _exit(100);
         if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
@@ -1084,7 +1084,7 @@ static void relay_failed(pid_t relay, const char *why)
 static pid_t relay_ready(int ready[2])
 {
     char c;
-    pid_t relay = jailed_vmm(ready[1]);
+    pid_t relay = jailed_vmm(ready[1], NULL);
     if (read(ready[0], &c, 1) != 1) {
         child_passed(relay); /* its reason: skipped, or failed */
         fail_msg("the jailed child said nothing");
@@ -1125,6 +1125,75 @@ static void test_relay_is_filtered_and_relays(void **state)
         fail_msg("relay: status %#x, not ended by the VMM's SIGKILL", status);
     close(ready[0]);
     close(ready[1]);
+}
+
+/* The pipes between test_relay_waits_for_the_root() and its VMM's ahead
+ * thread: "the root is being built" (the thread's byte), "go on" (the
+ * test's). */
+static int ahead_says[2], ahead_hears[2];
+
+static void ahead_waits_for_test(void)
+{
+    char c;
+    if (write(ahead_says[1], "a", 1) != 1 || read(ahead_hears[0], &c, 1) != 1)
+        _exit(103);
+}
+
+/* "State" and "Seccomp" of PID's status, read at once. */
+static bool relay_state(pid_t pid, char *state, int *seccomp)
+{
+    char path[64], text[4096], *at;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = 0;
+    if (!(at = strstr(text, "\nState:\t")) || sscanf(at, "\nState:\t%c", state) != 1)
+        return false;
+    return (at = strstr(text, "\nSeccomp:\t")) && sscanf(at, "\nSeccomp:\t%d", seccomp) == 1;
+}
+
+/* While the VMM builds its root (its ahead thread runs then, held here),
+ * the relay sleeps and has loaded no filter yet: it takes no CPU from the
+ * VMM (jail.c relay()). Once the root is built it loads its filter. */
+static void test_relay_waits_for_the_root(void **state)
+{
+    int ready[2], seccomp = -1;
+    char c, st = '?';
+    (void)state;
+
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(ahead_says), 0);
+    assert_int_equal(pipe(ahead_hears), 0);
+    pid_t relay = jailed_vmm(ready[1], ahead_waits_for_test);
+    close(ahead_says[1]); /* the child's alone: its end is this test's end of the wait */
+    close(ahead_hears[0]);
+    struct pollfd said = {.fd = ahead_says[0], .events = POLLIN};
+    if (poll(&said, 1, 10000) != 1 || read(ahead_says[0], &c, 1) != 1) {
+        child_passed(relay); /* its reason: skipped, or failed */
+        fail_msg("the jailed VMM's ahead thread said nothing");
+    }
+    /* Asleep (within 5 s: it may not have run since the fork), unfiltered. */
+    for (int i = 0; i < 250 && relay_state(relay, &st, &seccomp) && st != 'S'; i++)
+        usleep(20000);
+    assert_int_equal(write(ahead_hears[1], "g", 1), 1);
+    if (st != 'S' || seccomp != 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "while the root is built, the relay is '%c', Seccomp %d", st,
+                 seccomp);
+        relay_failed(relay, why);
+    }
+    if (read(ready[0], &c, 1) != 1)
+        relay_failed(relay, "the jailed VMM did not get ready");
+    if (!filtered(relay))
+        relay_failed(relay, "the relay shows no Seccomp: 2 after the root");
+    assert_int_equal(kill(relay, SIGTERM), 0);
+    assert_int_equal(waitpid(relay, NULL, 0), relay);
+    close(ready[0]);
+    close(ready[1]);
+    close(ahead_says[0]);
+    close(ahead_hears[1]);
 }
 
 static void *idle(void *opaque)
@@ -1340,6 +1409,7 @@ int main(void)
         cmocka_unit_test(test_root_keeps_modes_and_flags),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
+        cmocka_unit_test(test_relay_waits_for_the_root),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
