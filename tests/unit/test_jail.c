@@ -1310,6 +1310,16 @@ static void test_plan_paths(void **state)
     assert_false(plan.paths[2].folder);
     assert_int_equal(plan.link_count, 2);
     assert_string_equal(plan.links[1].path, alias);
+    /* A link to a folder not planned before: a folder's mount point. */
+    snprintf(file, sizeof(file), "%s/planned-folder", inside);
+    snprintf(alias, sizeof(alias), "%s/alias-of-folder", dir);
+    assert_int_equal(mkdir(file, 0700), 0);
+    assert_int_equal(symlink(file, alias), 0);
+    assert_int_equal(confine_plan_add(&plan, alias, false), 0);
+    unlink(alias);
+    rmdir(file);
+    assert_int_equal(plan.count, 4);
+    assert_true(plan.paths[3].folder);
     for (int i = plan.count; i < CONFINE_MAX_PATHS; i++)
         plan.paths[plan.count++].path = strdup("/x");
     assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
