@@ -559,16 +559,18 @@ static void *run_ahead(void *plan)
 
 /* In the VMM, just forked: the plan's vmm_ahead begun beside the root's
  * building. Without a thread for it, it runs here and now, as it would
- * have later. The VMM does not yield to it: on one CPU (the nested L1)
- * a sched_yield() here handed it the CPU, and its wake-ups then took the
- * CPU from the root's building (fork to root ~17.7 ms for 0.8 ms of
- * work, jail23e's marks); it runs when the VMM waits or its slice ends. */
+ * have later. */
 static bool ahead_begin(const struct confine_plan *p, pthread_t *thread)
 {
     if (!p->vmm_ahead)
         return false;
-    if (pthread_create(thread, NULL, run_ahead, (void *)p) == 0)
+    if (pthread_create(thread, NULL, run_ahead, (void *)p) == 0) {
+        /* Its first calls now, until it sleeps: on one CPU (the nested
+         * L1) it would wait for the VMM's slice to end, and what it sleeps
+         * for is what the root's building should overlap. */
+        sched_yield();
         return true;
+    }
     run_ahead((void *)p);
     return false;
 }
