@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -467,15 +468,50 @@ static void forward(int sig)
     kill(vmm, sig);
 }
 
+/* The relay's and the VMM's ends of the pipe the VMM closes once its root
+ * is built (root_built()): the relay waits for that before it does
+ * anything that takes the CPU. */
+static int root_pipe[2] = {-1, -1};
+
+/* In the relay: waits until the VMM has closed its end (its root is built,
+ * or it has ended). poll(), not read(): the relay takes no byte, nothing
+ * at all from the VMM before its filter is loaded; all a VMM could do
+ * with this pipe is end the wait early. */
+static void wait_for_root(void)
+{
+    struct pollfd end = {.fd = root_pipe[0], .events = POLLIN};
+
+    if (end.fd < 0)
+        return;
+    while (poll(&end, 1, -1) < 0 && errno == EINTR)
+        ;
+    close(end.fd);
+    root_pipe[0] = -1;
+}
+
+/* In the VMM, its root built and its capabilities dropped: the relay may
+ * go on (wait_for_root()). */
+static void root_built(void)
+{
+    if (root_pipe[1] >= 0)
+        close(root_pipe[1]);
+    root_pipe[1] = -1;
+}
+
 /* The process that made the jail stays outside it, as the VMM's parent:
  * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
- * the terminal itself) and leaves as the VMM does. It yields the CPU to
- * the VMM (nice 19): building its filter (libseccomp, at run time: it
- * names what it holds) took the one CPU of a nested L1 from the VMM on
- * its way to the guest (bench jail_bench, jail_fork_us). Not SCHED_IDLE:
- * woken (the arrival's byte, the VMM's end), it still runs within a
- * slice or so beside a busy guest. It takes nothing from the VMM before
- * its filter (the arrival's byte is read after). */
+ * the terminal itself) and leaves as the VMM does. It keeps off the VMM's
+ * way to its guest: right after the fork it only sets its nice (19), its
+ * signal handlers, and sleeps until the VMM has built its root (a nested
+ * L1 has one CPU: the relay, run first after the fork, building its filter
+ * -- libseccomp, at run time: it names what it holds -- took 4-6.5 ms of
+ * it before the VMM first ran, and more during its binds; jail_fork_us,
+ * jail_binds_us). Then it builds and loads its filter at nice 19. Not
+ * SCHED_IDLE: woken (the arrival's byte, the VMM's end), it still runs
+ * within a slice or so beside a busy guest. Until its filter is loaded it
+ * reads nothing: no byte from the VMM (wait_for_root() polls), nothing of
+ * the bundle or the guest; it is outside the jail, as it always was, and
+ * the VMM has not run the guest yet when it is let go. */
 static void __attribute__((noreturn)) relay(pid_t child)
 {
     struct sigaction sa = {.sa_handler = forward};
@@ -487,6 +523,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
+    wait_for_root();
     for (unsigned i = 0; i < held_count; i++)
         dirs[i] = held[i].dir;
     int at = arrival_held();
@@ -577,6 +614,8 @@ int jail_enter(const struct confine_plan *p)
     if (mkdir(p->root, 0700) < 0 && errno != EEXIST)
         return broken("cannot make", p->root);
     hold_leftovers(p);
+    if (pipe2(root_pipe, O_CLOEXEC) < 0)
+        return broken("cannot make", "the root's pipe");
     fflush(NULL);
     uint64_t forking = trace_now_us();
     if ((child = fork()) < 0)
@@ -584,6 +623,8 @@ int jail_enter(const struct confine_plan *p)
     arrival_pipe = child > 0 ? ends[0] : ends[1];
     if (ends[0] >= 0)
         close(child > 0 ? ends[1] : ends[0]);
+    close(root_pipe[child > 0 ? 1 : 0]);
+    root_pipe[child > 0 ? 1 : 0] = -1;
     if (child > 0)
         relay(child);
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - forking);
@@ -603,6 +644,7 @@ int jail_enter(const struct confine_plan *p)
     if (r < 0 || (r = drop_capabilities()) < 0)
         return r;
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
+    root_built();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return broken("cannot set", "no_new_privs");
     return 0;
