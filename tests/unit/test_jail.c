@@ -933,8 +933,8 @@ static void test_files_inside_folders(void **state)
  * read-only; a file and a folder of the plan are bound as what they are. */
 static void test_root_keeps_modes_and_flags(void **state)
 {
-    char folders[3][192], leaf[224];
-    mode_t host_mode[3];
+    char folders[4][192], leaf[224], other[224];
+    mode_t host_mode[4];
     struct statvfs host_dev;
     struct stat st;
     (void)state;
@@ -942,17 +942,25 @@ static void test_root_keeps_modes_and_flags(void **state)
     snprintf(folders[0], sizeof(folders[0]), "%s/sticky", dir);
     snprintf(folders[1], sizeof(folders[1]), "%s/sticky/setgid", dir);
     snprintf(folders[2], sizeof(folders[2]), "%s/sticky/setgid/private", dir);
+    /* A second path below the set-gid folder, made in the root for a path
+     * bound before (a shorter one: other/ below setgid/ without its bit):
+     * the root remembers the set-gid folder it made, and what mkdir()
+     * gives private/ from it is taken back as for the first. */
+    snprintf(folders[3], sizeof(folders[3]), "%s/sticky/setgid/other", dir);
     snprintf(leaf, sizeof(leaf), "%s/sticky/setgid/private/leaf.txt", dir);
-    assert_int_equal(sh("mkdir -p '%s' && chmod 1777 '%s' && chmod 2755 '%s' && chmod 711 '%s' && "
-                        "echo l > '%s'",
-                        folders[2], folders[0], folders[1], folders[2], leaf),
+    snprintf(other, sizeof(other), "%s/sticky/setgid/other/o.txt", dir);
+    assert_int_equal(sh("mkdir -p '%s' '%s' && chmod 1777 '%s' && chmod 2755 '%s' && chmod 711 '%s' && "
+                        "chmod 00750 '%s' && echo l > '%s' && echo o > '%s'",
+                        folders[2], folders[3], folders[0], folders[1], folders[2], folders[3],
+                        leaf, other),
                      0);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(stat(folders[i], &st), 0);
         host_mode[i] = st.st_mode & 07777;
     }
     assert_int_equal(host_mode[0], 01777);
     assert_int_equal(host_mode[1] & 02000, 02000);
+    assert_int_equal(host_mode[3], 0750);
     assert_int_equal(statvfs("/dev/null", &host_dev), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -960,13 +968,14 @@ static void test_root_keeps_modes_and_flags(void **state)
         struct confine_plan plan = {0};
         struct statvfs sv;
 
-        if (confine_plan_add(&plan, leaf, false) < 0 || confine_plan_add(&plan, inside, true) < 0 ||
+        if (confine_plan_add(&plan, leaf, false) < 0 || confine_plan_add(&plan, other, false) < 0 ||
+            confine_plan_add(&plan, inside, true) < 0 ||
             confine_plan_add(&plan, "/dev/null", false) < 0 || !(plan.root = strdup(root)))
             _exit(100);
         jail_or_skip(&plan);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (stat(folders[i], &st) < 0 || (st.st_mode & 07777) != host_mode[i])
-                _exit(1 + i); /* the folders on the way: the host's modes */
+                _exit(10 + i); /* the folders on the way: the host's modes */
         if (stat(leaf, &st) < 0 || !S_ISREG(st.st_mode) || stat(inside, &st) < 0 ||
             !S_ISDIR(st.st_mode))
             _exit(4);
