@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -78,29 +79,78 @@ static const char *in_root(const char *at)
     return at[1] ? at + 1 : ".";
 }
 
+/* The folders in the root so far, as build_root() made or bound them:
+ * the root is a tmpfs of its own, so a folder it made holds only what it
+ * made in it since. A mount point's folders are then looked at once, not
+ * once for each path below them, nor is a folder known to be missing
+ * looked for (a jailed start in the nested L1 made its 19 paths' points
+ * in 89 calls, each a path walk, ~0.1-0.3 ms there: jail_binds_us). */
+struct root_folder {
+    char *at;
+    bool setgid; /* made set-gid (what mkdir() passes on inside it) */
+    bool bound;  /* a host folder bound there: what it holds is the host's */
+};
+static struct root_folder root_folders[4 * CONFINE_MAX_PATHS];
+static unsigned root_folder_count;
+
+/* Unrecorded past the table's end: such a folder is looked at again. */
+static void remember_folder(const char *at, bool setgid, bool bound)
+{
+    char *copy;
+
+    if (root_folder_count == sizeof(root_folders) / sizeof(root_folders[0]) ||
+        !(copy = strdup(at)))
+        return;
+    root_folders[root_folder_count++] = (struct root_folder){copy, setgid, bound};
+}
+
+static void forget_folders(void)
+{
+    for (unsigned i = 0; i < root_folder_count; i++)
+        free(root_folders[i].at);
+    root_folder_count = 0;
+}
+
+/* The deepest folder recorded that AT is inside, or NULL (the root's). */
+static const struct root_folder *known_folder_of(const char *at)
+{
+    const struct root_folder *best = NULL;
+
+    for (unsigned i = 0; i < root_folder_count; i++) {
+        size_t n = strlen(root_folders[i].at);
+        if (strncmp(at, root_folders[i].at, n) == 0 && at[n] == '/' &&
+            (!best || n > strlen(best->at)))
+            best = &root_folders[i];
+    }
+    return best;
+}
+
 /* A folder on the way to a mount point, with the host folder's mode: the
  * VMM checks some of them as it would outside (smolvm's cache root must
  * be 0700, util/cache.h) and could not change them in the read-only root.
  * *setgid: in, whether the folder it is in is set-gid (mkdir() makes it
- * set-gid then, whatever its mode); out, whether it is. */
-static int make_folder_as_host(const char *at, bool *setgid)
+ * set-gid then, whatever its mode); out, whether it is. MISSING: known
+ * not to be there yet (in a folder made here), else looked for first. */
+static int make_folder_as_host(const char *at, bool missing, bool *setgid)
 {
     struct stat st;
     mode_t mode;
 
-    /* Most are there already (made for a path before): one call each. */
-    if (stat(in_root(at), &st) == 0) {
+    /* Inside a bound folder, most are there already: one call each. */
+    if (!missing && stat(in_root(at), &st) == 0) {
         *setgid = st.st_mode & S_ISGID;
         return 0;
     }
     mode = stat(at, &st) == 0 ? st.st_mode & 07777 : 0755;
     if (mkdir(in_root(at), mode) < 0)
-        return broken("cannot make", at);
+        return missing && errno == EEXIST ? make_folder_as_host(at, false, setgid)
+                                          : broken("cannot make", at);
     /* mkdir() leaves set-id bits out of the mode it is given, and takes
      * its folder's set-gid bit. */
     if (((mode & (S_ISUID | S_ISGID)) || *setgid) && chmod(in_root(at), mode) < 0)
         return broken("cannot make", at);
     *setgid = mode & S_ISGID;
+    remember_folder(at, *setgid, false);
     return 0;
 }
 
@@ -113,21 +163,37 @@ static int make_point(const char *at, bool folder)
 }
 
 /* The mount point of AT: one call when its folder is there (most are),
- * else its folders first. */
+ * else its folders first -- those below a folder made here without
+ * looking for them (not there), those in a bound folder each looked for. */
 static int make_mount_point(const char *at, bool folder)
 {
+    const struct root_folder *known = known_folder_of(at);
+    const char *rest = known ? at + strlen(known->at) : at;
+    bool missing = !known || !known->bound, setgid = false; /* the root's tmpfs is not */
     char dir[PATH_MAX];
-    int r = make_point(at, folder);
+    int r;
 
-    if (r == 0 || r == -EEXIST)
-        return 0;
-    if (r != -ENOENT)
-        return errno = -r, broken("cannot make", at);
-    bool setgid = false; /* the root's tmpfs is not */
+    /* In a folder recorded, or in one bound (what is in it is there). */
+    if (!missing || !strchr(rest + 1, '/')) {
+        r = make_point(at, folder);
+        if (r == 0 || r == -EEXIST)
+            return 0;
+        if (r != -ENOENT)
+            return errno = -r, broken("cannot make", at);
+    }
+    /* Walked from below the folder made here, or from the bound one
+     * itself (looked at: its set-gid bit is the host's), or the root. */
     snprintf(dir, sizeof(dir), "%s", at);
-    for (char *slash = strchr(dir + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+    char *slash = dir;
+    if (known && missing) {
+        slash += rest - at;
+        setgid = known->setgid;
+    } else if (known) {
+        slash += strrchr(known->at, '/') - known->at;
+    }
+    for (slash = strchr(slash + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        if ((r = make_folder_as_host(dir, &setgid)) < 0)
+        if ((r = make_folder_as_host(dir, missing, &setgid)) < 0)
             return r;
         *slash = '/';
     }
@@ -186,6 +252,8 @@ static int bind_at(const char *source, const char *at, bool folder, bool writabl
         return broken("cannot bind", source);
     if (!writable && make_read_only(source, in_root(at)) < 0)
         return broken("cannot make read-only", source);
+    if (folder)
+        remember_folder(at, false, true);
     return 0;
 }
 
@@ -318,6 +386,7 @@ static int build_root(const struct confine_plan *p)
         return broken("cannot enter", p->root);
     umask_was = umask(0); /* the folders take the host's modes as they are made */
     r = fill_root(p);
+    forget_folders();
     umask(umask_was);
     if (r < 0)
         return r;
@@ -467,15 +536,50 @@ static void forward(int sig)
     kill(vmm, sig);
 }
 
+/* The relay's and the VMM's ends of the pipe the VMM closes once its root
+ * is built (root_built()): the relay waits for that before it does
+ * anything that takes the CPU. */
+static int root_pipe[2] = {-1, -1};
+
+/* In the relay: waits until the VMM has closed its end (its root is built,
+ * or it has ended). poll(), not read(): the relay takes no byte, nothing
+ * at all from the VMM before its filter is loaded; all a VMM could do
+ * with this pipe is end the wait early. */
+static void wait_for_root(void)
+{
+    struct pollfd end = {.fd = root_pipe[0], .events = POLLIN};
+
+    if (end.fd < 0)
+        return;
+    while (poll(&end, 1, -1) < 0 && errno == EINTR)
+        ;
+    close(end.fd);
+    root_pipe[0] = -1;
+}
+
+/* In the VMM, its root built and its capabilities dropped: the relay may
+ * go on (wait_for_root()). */
+static void root_built(void)
+{
+    if (root_pipe[1] >= 0)
+        close(root_pipe[1]);
+    root_pipe[1] = -1;
+}
+
 /* The process that made the jail stays outside it, as the VMM's parent:
  * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
- * the terminal itself) and leaves as the VMM does. It yields the CPU to
- * the VMM (nice 19): building its filter (libseccomp, at run time: it
- * names what it holds) took the one CPU of a nested L1 from the VMM on
- * its way to the guest (bench jail_bench, jail_fork_us). Not SCHED_IDLE:
- * woken (the arrival's byte, the VMM's end), it still runs within a
- * slice or so beside a busy guest. It takes nothing from the VMM before
- * its filter (the arrival's byte is read after). */
+ * the terminal itself) and leaves as the VMM does. It keeps off the VMM's
+ * way to its guest: right after the fork it only sets its nice (19), its
+ * signal handlers, and sleeps until the VMM has built its root (a nested
+ * L1 has one CPU: the relay, run first after the fork, building its filter
+ * -- libseccomp, at run time: it names what it holds -- took 4-6.5 ms of
+ * it before the VMM first ran, and more during its binds; jail_fork_us,
+ * jail_binds_us). Then it builds and loads its filter at nice 19. Not
+ * SCHED_IDLE: woken (the arrival's byte, the VMM's end), it still runs
+ * within a slice or so beside a busy guest. Until its filter is loaded it
+ * reads nothing: no byte from the VMM (wait_for_root() polls), nothing of
+ * the bundle or the guest; it is outside the jail, as it always was, and
+ * the VMM has not run the guest yet when it is let go. */
 static void __attribute__((noreturn)) relay(pid_t child)
 {
     struct sigaction sa = {.sa_handler = forward};
@@ -487,6 +591,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
+    wait_for_root();
     for (unsigned i = 0; i < held_count; i++)
         dirs[i] = held[i].dir;
     int at = arrival_held();
@@ -577,6 +682,8 @@ int jail_enter(const struct confine_plan *p)
     if (mkdir(p->root, 0700) < 0 && errno != EEXIST)
         return broken("cannot make", p->root);
     hold_leftovers(p);
+    if (pipe2(root_pipe, O_CLOEXEC) < 0)
+        return broken("cannot make", "the root's pipe");
     fflush(NULL);
     uint64_t forking = trace_now_us();
     if ((child = fork()) < 0)
@@ -584,6 +691,8 @@ int jail_enter(const struct confine_plan *p)
     arrival_pipe = child > 0 ? ends[0] : ends[1];
     if (ends[0] >= 0)
         close(child > 0 ? ends[1] : ends[0]);
+    close(root_pipe[child > 0 ? 1 : 0]);
+    root_pipe[child > 0 ? 1 : 0] = -1;
     if (child > 0)
         relay(child);
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - forking);
@@ -603,6 +712,7 @@ int jail_enter(const struct confine_plan *p)
     if (r < 0 || (r = drop_capabilities()) < 0)
         return r;
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
+    root_built();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return broken("cannot set", "no_new_privs");
     return 0;

@@ -35,26 +35,28 @@ static int add_link(struct confine_plan *p, const char *path)
     return 0;
 }
 
-/* realpath()'s answer in three calls, not one per folder of the path (a
- * jailed start plans ~20 paths; each call is costly in a TCG L1): the
- * kernel resolves the path once, on open. realpath() itself where /proc
- * does not say. */
-static bool resolve(const char *path, char real[PATH_MAX])
+/* realpath()'s answer, and what it names (*st, followed), from one open
+ * (a jailed start plans ~20 paths; each call is costly in a TCG L1): the
+ * kernel resolves the path once, /proc names what it opened, fstat() says
+ * what that is without walking the path again. realpath() itself where
+ * /proc does not say. */
+static bool resolve(const char *path, char real[PATH_MAX], struct stat *st)
 {
     char link[32];
     int fd = open(path, O_PATH | O_CLOEXEC);
     ssize_t n;
+    bool named;
 
     if (fd < 0)
         return false;
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     n = readlink(link, real, PATH_MAX - 1);
-    close(fd);
-    if (n > 0 && n < PATH_MAX - 1 && real[0] == '/') {
+    named = n > 0 && n < PATH_MAX - 1 && real[0] == '/';
+    if (named)
         real[n] = '\0';
-        return true;
-    }
-    return realpath(path, real) != NULL;
+    named = fstat(fd, st) == 0 && (named || realpath(path, real) != NULL);
+    close(fd);
+    return named;
 }
 
 int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
@@ -63,14 +65,16 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
     struct stat st;
     int r;
 
-    if (!path || !resolve(path, real) || lstat(path, &st) < 0)
+    if (!path || !resolve(path, real, &st))
         return 0; /* nothing there: nothing the VMM can need */
-    if (S_ISLNK(st.st_mode) && strcmp(path, "/proc/self") != 0 && (r = add_link(p, path)) < 0)
+    /* A name the kernel resolved to another may end in a link (/lib, to
+     * usr/lib), made again in the root (add_link() reads it: not a link,
+     * as /lib/x of /usr/lib/x, it adds none). A name that is its own real
+     * path has no link in it: no call for it (no lstat(), no stat() of
+     * what a link names: st is what was opened). */
+    if (strcmp(path, real) != 0 && strcmp(path, "/proc/self") != 0 &&
+        (r = add_link(p, path)) < 0)
         return r;
-    /* What it is, known now: the jail makes its mount point without
-     * looking again (one call fewer for each path, bench jail_bench). */
-    if (S_ISLNK(st.st_mode) && stat(real, &st) < 0)
-        return 0;
     for (unsigned i = 0; i < p->count; i++)
         if (strcmp(p->paths[i].path, real) == 0) {
             p->paths[i].writable |= writable;
@@ -81,6 +85,8 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
                          CONFINE_MAX_PATHS);
     if (!(p->paths[p->count].path = strdup(real)))
         return err_set(ENOMEM, "--jail");
+    /* What it is, known now: the jail makes its mount point without
+     * looking again (one call fewer for each path, bench jail_bench). */
     p->paths[p->count].folder = S_ISDIR(st.st_mode);
     p->paths[p->count++].writable = writable;
     return 0;

@@ -933,8 +933,8 @@ static void test_files_inside_folders(void **state)
  * read-only; a file and a folder of the plan are bound as what they are. */
 static void test_root_keeps_modes_and_flags(void **state)
 {
-    char folders[3][192], leaf[224];
-    mode_t host_mode[3];
+    char folders[4][192], leaf[224], other[224];
+    mode_t host_mode[4];
     struct statvfs host_dev;
     struct stat st;
     (void)state;
@@ -942,17 +942,25 @@ static void test_root_keeps_modes_and_flags(void **state)
     snprintf(folders[0], sizeof(folders[0]), "%s/sticky", dir);
     snprintf(folders[1], sizeof(folders[1]), "%s/sticky/setgid", dir);
     snprintf(folders[2], sizeof(folders[2]), "%s/sticky/setgid/private", dir);
+    /* A second path below the set-gid folder, made in the root for a path
+     * bound before (a shorter one: other/ below setgid/ without its bit):
+     * the root remembers the set-gid folder it made, and what mkdir()
+     * gives private/ from it is taken back as for the first. */
+    snprintf(folders[3], sizeof(folders[3]), "%s/sticky/setgid/other", dir);
     snprintf(leaf, sizeof(leaf), "%s/sticky/setgid/private/leaf.txt", dir);
-    assert_int_equal(sh("mkdir -p '%s' && chmod 1777 '%s' && chmod 2755 '%s' && chmod 711 '%s' && "
-                        "echo l > '%s'",
-                        folders[2], folders[0], folders[1], folders[2], leaf),
+    snprintf(other, sizeof(other), "%s/sticky/setgid/other/o.txt", dir);
+    assert_int_equal(sh("mkdir -p '%s' '%s' && chmod 1777 '%s' && chmod 2755 '%s' && chmod 711 '%s' && "
+                        "chmod 00750 '%s' && echo l > '%s' && echo o > '%s'",
+                        folders[2], folders[3], folders[0], folders[1], folders[2], folders[3],
+                        leaf, other),
                      0);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(stat(folders[i], &st), 0);
         host_mode[i] = st.st_mode & 07777;
     }
     assert_int_equal(host_mode[0], 01777);
     assert_int_equal(host_mode[1] & 02000, 02000);
+    assert_int_equal(host_mode[3], 0750);
     assert_int_equal(statvfs("/dev/null", &host_dev), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -960,13 +968,14 @@ static void test_root_keeps_modes_and_flags(void **state)
         struct confine_plan plan = {0};
         struct statvfs sv;
 
-        if (confine_plan_add(&plan, leaf, false) < 0 || confine_plan_add(&plan, inside, true) < 0 ||
+        if (confine_plan_add(&plan, leaf, false) < 0 || confine_plan_add(&plan, other, false) < 0 ||
+            confine_plan_add(&plan, inside, true) < 0 ||
             confine_plan_add(&plan, "/dev/null", false) < 0 || !(plan.root = strdup(root)))
             _exit(100);
         jail_or_skip(&plan);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (stat(folders[i], &st) < 0 || (st.st_mode & 07777) != host_mode[i])
-                _exit(1 + i); /* the folders on the way: the host's modes */
+                _exit(10 + i); /* the folders on the way: the host's modes */
         if (stat(leaf, &st) < 0 || !S_ISREG(st.st_mode) || stat(inside, &st) < 0 ||
             !S_ISDIR(st.st_mode))
             _exit(4);
@@ -1016,13 +1025,13 @@ static void vmm_stops(int sig)
     _exit(42);
 }
 
-static pid_t jailed_vmm(int ready)
+static pid_t jailed_vmm(int ready, void (*ahead)(void))
 {
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct confine_plan plan = {0};
+        struct confine_plan plan = {.vmm_ahead = ahead};
         if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
             _exit(100);
         if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
@@ -1084,7 +1093,7 @@ static void relay_failed(pid_t relay, const char *why)
 static pid_t relay_ready(int ready[2])
 {
     char c;
-    pid_t relay = jailed_vmm(ready[1]);
+    pid_t relay = jailed_vmm(ready[1], NULL);
     if (read(ready[0], &c, 1) != 1) {
         child_passed(relay); /* its reason: skipped, or failed */
         fail_msg("the jailed child said nothing");
@@ -1125,6 +1134,75 @@ static void test_relay_is_filtered_and_relays(void **state)
         fail_msg("relay: status %#x, not ended by the VMM's SIGKILL", status);
     close(ready[0]);
     close(ready[1]);
+}
+
+/* The pipes between test_relay_waits_for_the_root() and its VMM's ahead
+ * thread: "the root is being built" (the thread's byte), "go on" (the
+ * test's). */
+static int ahead_says[2], ahead_hears[2];
+
+static void ahead_waits_for_test(void)
+{
+    char c;
+    if (write(ahead_says[1], "a", 1) != 1 || read(ahead_hears[0], &c, 1) != 1)
+        _exit(103);
+}
+
+/* "State" and "Seccomp" of PID's status, read at once. */
+static bool relay_state(pid_t pid, char *state, int *seccomp)
+{
+    char path[64], text[4096], *at;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = 0;
+    if (!(at = strstr(text, "\nState:\t")) || sscanf(at, "\nState:\t%c", state) != 1)
+        return false;
+    return (at = strstr(text, "\nSeccomp:\t")) && sscanf(at, "\nSeccomp:\t%d", seccomp) == 1;
+}
+
+/* While the VMM builds its root (its ahead thread runs then, held here),
+ * the relay sleeps and has loaded no filter yet: it takes no CPU from the
+ * VMM (jail.c relay()). Once the root is built it loads its filter. */
+static void test_relay_waits_for_the_root(void **state)
+{
+    int ready[2], seccomp = -1;
+    char c, st = '?';
+    (void)state;
+
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(ahead_says), 0);
+    assert_int_equal(pipe(ahead_hears), 0);
+    pid_t relay = jailed_vmm(ready[1], ahead_waits_for_test);
+    close(ahead_says[1]); /* the child's alone: its end is this test's end of the wait */
+    close(ahead_hears[0]);
+    struct pollfd said = {.fd = ahead_says[0], .events = POLLIN};
+    if (poll(&said, 1, 10000) != 1 || read(ahead_says[0], &c, 1) != 1) {
+        child_passed(relay); /* its reason: skipped, or failed */
+        fail_msg("the jailed VMM's ahead thread said nothing");
+    }
+    /* Asleep (within 5 s: it may not have run since the fork), unfiltered. */
+    for (int i = 0; i < 250 && relay_state(relay, &st, &seccomp) && st != 'S'; i++)
+        usleep(20000);
+    assert_int_equal(write(ahead_hears[1], "g", 1), 1);
+    if (st != 'S' || seccomp != 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "while the root is built, the relay is '%c', Seccomp %d", st,
+                 seccomp);
+        relay_failed(relay, why);
+    }
+    if (read(ready[0], &c, 1) != 1)
+        relay_failed(relay, "the jailed VMM did not get ready");
+    if (!filtered(relay))
+        relay_failed(relay, "the relay shows no Seccomp: 2 after the root");
+    assert_int_equal(kill(relay, SIGTERM), 0);
+    assert_int_equal(waitpid(relay, NULL, 0), relay);
+    close(ready[0]);
+    close(ready[1]);
+    close(ahead_says[0]);
+    close(ahead_hears[1]);
 }
 
 static void *idle(void *opaque)
@@ -1221,6 +1299,36 @@ static void test_plan_paths(void **state)
     assert_int_equal(plan.count, 2);
     assert_int_equal(plan.link_count, 1);
     assert_string_equal(plan.links[0].target, inside);
+    assert_true(plan.paths[1].folder);
+    /* A link to a file: a file's mount point; a name through a link
+     * (link/f) adds no link of its own. */
+    char file[160], alias[160], through[160];
+    snprintf(file, sizeof(file), "%s/planned-file", inside);
+    snprintf(alias, sizeof(alias), "%s/alias-of-file", dir);
+    snprintf(through, sizeof(through), "%s/planned-file", link_to_inside);
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(symlink(file, alias), 0);
+    assert_int_equal(confine_plan_add(&plan, alias, false), 0);
+    assert_int_equal(confine_plan_add(&plan, through, false), 0);
+    unlink(alias);
+    unlink(file);
+    assert_int_equal(plan.count, 3);
+    assert_string_equal(plan.paths[2].path, file);
+    assert_false(plan.paths[2].folder);
+    assert_int_equal(plan.link_count, 2);
+    assert_string_equal(plan.links[1].path, alias);
+    /* A link to a folder not planned before: a folder's mount point. */
+    snprintf(file, sizeof(file), "%s/planned-folder", inside);
+    snprintf(alias, sizeof(alias), "%s/alias-of-folder", dir);
+    assert_int_equal(mkdir(file, 0700), 0);
+    assert_int_equal(symlink(file, alias), 0);
+    assert_int_equal(confine_plan_add(&plan, alias, false), 0);
+    unlink(alias);
+    rmdir(file);
+    assert_int_equal(plan.count, 4);
+    assert_true(plan.paths[3].folder);
     for (int i = plan.count; i < CONFINE_MAX_PATHS; i++)
         plan.paths[plan.count++].path = strdup("/x");
     assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
@@ -1320,6 +1428,7 @@ int main(void)
         cmocka_unit_test(test_root_keeps_modes_and_flags),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
+        cmocka_unit_test(test_relay_waits_for_the_root),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
