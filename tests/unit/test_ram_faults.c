@@ -142,18 +142,24 @@ static void assert_cache_is_ram(const struct guest_memory *mem)
     close(fd);
 }
 
-/* A first start (--memory serve) of the bundle at path into fresh RAM
- * (back): served. */
-static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
+/* A first start (how: the default or --memory serve) of the bundle at
+ * path into fresh RAM (back): served. */
+static void start_first_as(enum machine_memory how, struct guest_memory *back, struct bundle **b,
+                           struct ram_faults **faults)
 {
     char *record = NULL;
     *faults = NULL;
     assert_int_equal(bundle_open(path, b), 0);
     assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
     back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults, NULL), 0);
+    assert_int_equal(machine_cached_memory(*b, back, how, &record, faults, NULL), 0);
     assert_non_null(*faults);
     assert_null(record);
+}
+
+static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
+{
+    start_first_as(MACHINE_MEMORY_SERVE, back, b, faults);
 }
 
 static void end(struct bundle *b, struct guest_memory *back, struct guest_memory *mem)
@@ -207,8 +213,8 @@ static void first_start_serves_faults(void **state)
     end(b, &back, &mem);
 }
 
-/* A first start unpacks the whole cache before it returns by default (no
- * server), as --memory map does; --memory serve serves it. */
+/* A first start with --memory map unpacks the whole cache before it
+ * returns (no server). */
 static void unpacked_first(enum machine_memory how, const struct guest_memory *mem)
 {
     struct guest_memory back;
@@ -246,7 +252,7 @@ static void cache_named_behind_the_guest(void **state)
     saved_ram(&mem);
     assert_int_equal(bundle_open(path, &b), 0);
     assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults,
+    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_MAP, &record, &faults,
                                            &later), 0);
     assert_non_null(later);
     assert_same_ram(&mem, &back);
@@ -268,24 +274,33 @@ static void cache_named_behind_the_guest(void **state)
     guest_memory_free(&mem);
 }
 
-static void first_start_unpacks_by_default_served_on_request(void **state)
+/* A first start is served by default (and with --memory serve); --memory
+ * map unpacks it first. */
+static void first_start_served_by_default_unpacked_on_request(void **state)
 {
+    static const enum machine_memory served[] = {MACHINE_MEMORY_DEFAULT, MACHINE_MEMORY_SERVE};
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
+    char rm[300];
     (void)state;
 
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    unpacked_first(MACHINE_MEMORY_DEFAULT, &mem);
     unpacked_first(MACHINE_MEMORY_MAP, &mem);
-    start_first(&back, &b, &faults);
-    assert_same_ram(&mem, &back);
-    assert_int_equal(ram_faults_complete(faults), 0);
-    ram_faults_stop(faults);
-    assert_cache_is_ram(&mem);
-    end(b, &back, &mem);
+    snprintf(rm, sizeof(rm), "rm -rf '%s/smolvm/memory'", cache);
+    for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++) {
+        start_first_as(served[i], &back, &b, &faults);
+        assert_same_ram(&mem, &back);
+        assert_int_equal(ram_faults_complete(faults), 0);
+        ram_faults_stop(faults);
+        assert_cache_is_ram(&mem);
+        bundle_close(b);
+        guest_memory_free(&back);
+        assert_int_equal(system(rm), 0);
+    }
+    guest_memory_free(&mem);
 }
 
 /* A fault from another thread is served while the server runs: the bytes
@@ -1075,7 +1090,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
-        cmocka_unit_test_setup_teardown(first_start_unpacks_by_default_served_on_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_start_served_by_default_unpacked_on_request, setup, teardown),
         cmocka_unit_test_setup_teardown(cache_named_behind_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
