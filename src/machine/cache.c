@@ -311,12 +311,18 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
 
 /* A first start: the memory index checked, then the guest runs while
  * each chunk it touches is read, checked and placed, the rest behind it
- * and into the cache file. 1: not here (a cache file is there already,
- * or no userfaultfd): the caller goes on as before. */
+ * and into the cache file. Where a working set of this memory is known
+ * (recorded by an earlier start whose cache file is gone), its chunks are
+ * decoded into place first, and it is kept as it is; otherwise the chunks
+ * the guest faulted in are written down as a provisional one. 1: not here
+ * (a cache file is there already, or no userfaultfd): the caller goes on
+ * as before. */
 static int serve_first_start(const struct bundle *b, const struct guest_memory *mem,
                              const char *dir, struct ram_faults **faults)
 {
     struct bundle_memory_image *img;
+    struct working_set_chunk *known = NULL;
+    size_t known_count = 0;
     char key[65], *path, *ws = NULL;
     int r = bundle_memory_key(b, SECTION_MEMORY, key);
 
@@ -328,10 +334,19 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
     if (r == 0 && (bundle_section_key(b, SECTION_MEMORY, key) < 0 ||
                    asprintf(&ws, "%s/%s.ws", dir, key) < 0))
         ws = NULL; /* only later starts lose */
-    if (r == 0 && ram_faults_start(img, mem, path, ws, faults) < 0) {
-        err_clear();
-        r = 1;
+    if (ws && working_set_read_ranges(ws, mem, &known, &known_count) == 0) {
+        free(ws); /* kept as it is: what the next start prefetches, or records from */
+        ws = NULL;
+    } else if (ws) {
+        err_clear(); /* none known (or not of this RAM): as without */
     }
+    if (r == 0 && (r = ram_faults_start(img, mem, path, ws, known, known_count, faults)) < 0) {
+        if (r != -EINVAL) { /* a corrupt chunk of the working set fails the start */
+            err_clear();
+            r = 1;
+        }
+    }
+    free(known);
     free(path);
     free(ws);
     return r;

@@ -415,6 +415,16 @@ scenario_first_start_served() {
         eval 'test "$(ls "$cache/smolvm/memory" | grep -c "\.ram$")" = 1 && ! ls "$cache/smolvm/memory" | grep -q tmp'
     expect second-start-maps-cache "the second start maps the cache (no faults served) and goes on from the same count" \
         eval 'test "$first2" = "$first1" && ! grep -q faulted_chunks "$work/tick-2.err"'
+    # A first start that finds the working set the second start recorded
+    # (its cache file gone) decodes the chunks holding it into place before
+    # the guest runs; the rest is served as touched.
+    rm -f "$cache"/smolvm/memory/*.ram
+    XDG_CACHE_HOME=$cache background tick-known start "$copy" --name tick-known --trace-boot --json
+    wait_for tick-known "TICK $((saved + 20))"
+    kill -TERM "$bg_pid"
+    finish tick-known
+    expect first-start-known-working-set "a first start with a working set known decodes its chunks before the guest runs and goes on from the same count" \
+        eval 'test "$(ticks tick-known | head -n 1)" = "$first1" && ticks tick-known | grep -qx $((saved + 20)) && grep -q "\"prefilled_chunks\":[1-9]" "$work/tick-known.err"'
     # --memory map unpacks the whole cache before the guest runs.
     rm -rf "$cache/smolvm/memory"
     XDG_CACHE_HOME=$cache background tick-map start "$copy" --name tick-map --memory map --trace-boot --json

@@ -329,7 +329,7 @@ static void serve_faults_only(struct guest_memory *mem, struct guest_memory *bac
     assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
     ram_faults_fill_behind = false;
     alarm(20);
-    assert_int_equal(ram_faults_start(img, back, NULL, NULL, faults), 0);
+    assert_int_equal(ram_faults_start(img, back, NULL, NULL, NULL, 0, faults), 0);
 }
 
 static void end_faults_only(struct guest_memory *mem, struct guest_memory *back, struct bundle *b,
@@ -740,6 +740,110 @@ static void corrupt_chunk_4(const struct guest_memory *mem)
     close(fd);
 }
 
+/* The working set file a later start would have left next to the memory
+ * cache (here: a few pages of chunks 1 and 4 and of the zero chunk 3),
+ * with the cache file itself gone; its path. */
+static const char *known_working_set(const struct guest_memory *mem, struct bundle *b)
+{
+    static char ws[300];
+    static const struct working_set_chunk known[3] = {{130, 3}, {3 * 128 + 9, 2}, {4 * 128 + 40, 1}};
+    char key[65];
+
+    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
+    snprintf(ws, sizeof(ws), "%s/smolvm", cache);
+    mkdir(ws, 0700);
+    snprintf(ws, sizeof(ws), "%s/smolvm/memory", cache);
+    mkdir(ws, 0700);
+    snprintf(ws, sizeof(ws), "%s/smolvm/memory/%s.ws", cache, key);
+    assert_int_equal(working_set_write_chunks(ws, mem, known, 3), 0);
+    return ws;
+}
+
+/* A first start that finds a working set of the bundle's RAM (its cache
+ * file gone) decodes the chunks holding it into place before the guest
+ * runs (none of the zero ones): touching them serves no fault; a touch
+ * elsewhere is served as before. The fill writes the whole cache, and the
+ * working set is kept as it was (not replaced by the faulted chunks). */
+static void known_working_set_decoded_before_the_guest(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct working_set_chunk *kept = NULL;
+    struct bundle *b;
+    struct toucher t[3];
+    pthread_t thread;
+    size_t kept_count = 0;
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    const char *ws = known_working_set(&mem, b);
+    bundle_close(b);
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    alarm(20);
+    /* In place before any touch: chunks 1 and 4 whole, the zero chunk 3
+     * and chunk 2 (not in the set) not at all. */
+    assert_int_equal(present_pages(&back, 128, 128), 128);
+    assert_int_equal(present_pages(&back, 4 * 128, 128), 128);
+    assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
+    assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
+    static const size_t pages[3] = {131, 4 * 128 + 40, 3 * 128 + 9}; /* the last: a fault */
+    for (int i = 0; i < 3; i++) {
+        t[i].at = back.regions[0].host + pages[i] * 4096 + 33;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, mem.regions[0].host + pages[i] * 4096 + 33, 4);
+        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
+    }
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    assert_int_equal(placed_pages(128, 128) + placed_pages(4 * 128, 128), 0);
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    assert_int_equal(working_set_read_ranges(ws, &mem, &kept, &kept_count), 0);
+    assert_int_equal(kept_count, 3);
+    free(kept);
+    end(b, &back, &mem);
+}
+
+/* A chunk of the known working set that fails its check fails the start
+ * there, naming the chunk (before the guest runs: nothing is served). */
+static void known_working_set_corrupt_chunk_fails_start(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char *record = NULL;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    corrupt_chunk_4(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults, NULL),
+                     -EINVAL);
+    assert_null(faults);
+    assert_non_null(strstr(err_msg(), "memory chunk 4"));
+    err_clear();
+    assert_false(any_tmp());
+    free(record);
+    end(b, &back, &mem);
+}
+
 static void corrupt_chunk_is_refused(void **state)
 {
     struct guest_memory mem, back;
@@ -957,7 +1061,7 @@ static _Noreturn void serve_then_end(enum ending how, int ready)
     join_at_exit = how == EXIT_FROM_A_THREAD;
     if (bundle_open(path, &b) < 0 || guest_memory_alloc(&back, layout, 2) < 0 ||
         bundle_memory_image_read(b, SECTION_MEMORY, &back, &img) < 0 ||
-        ram_faults_start(img, &back, NULL, NULL, &faults) < 0)
+        ram_faults_start(img, &back, NULL, NULL, NULL, 0, &faults) < 0)
         _exit(90);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     if (pthread_create(&waiters[0], NULL, wait_in_touch, &t) != 0 ||
@@ -1098,6 +1202,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
         cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
