@@ -785,26 +785,22 @@ static size_t chunk_at(const struct ram_faults *f, uint64_t at)
 }
 
 /* The chunks (not zero: those are left to faults) holding the known
- * working set's pages, each once, in order, into list; their count. */
+ * working set's pages, each once, in order, into list; their count. Each
+ * range marks where its chunks begin and end (starts[] counts the ranges
+ * open at a chunk): however many ranges, and however large, one pass. */
 static size_t known_chunks(const struct ram_faults *f, const struct working_set_chunk *known,
-                           size_t count, uint8_t *wanted, size_t *list)
+                           size_t count, int64_t *starts, size_t *list)
 {
     size_t n = 0;
+    int64_t open = 0;
 
     for (size_t k = 0; k < count && f->chunks; k++) {
-        uint64_t from = known[k].first_page * PAGE, end = from + (uint64_t)known[k].pages * PAGE;
-        for (size_t i = chunk_at(f, from); i < f->chunks; i++) {
-            uint64_t at;
-            size_t len;
-            uint8_t *host;
-            bundle_memory_image_place(f->img, i, &at, &len, &host);
-            if (at >= end)
-                break;
-            wanted[i] = !bundle_memory_image_zero(f->img, i);
-        }
+        uint64_t from = known[k].first_page * PAGE, last = from + (uint64_t)known[k].pages * PAGE - 1;
+        starts[chunk_at(f, from)]++;
+        starts[chunk_at(f, last) + 1]--;
     }
     for (size_t i = 0; i < f->chunks; i++)
-        if (wanted[i])
+        if ((open += starts[i]) > 0 && !bundle_memory_image_zero(f->img, i))
             list[n++] = i;
     return n;
 }
@@ -818,12 +814,12 @@ static size_t known_chunks(const struct ram_faults *f, const struct working_set_
  * its check fails the start. */
 static int load_known(struct ram_faults *f, const struct working_set_chunk *known, size_t count)
 {
-    uint8_t *wanted = calloc(f->chunks ? f->chunks : 1, 1);
-    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n;
+    int64_t *starts = calloc(f->chunks + 1, sizeof(*starts));
+    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n = 0;
     uint64_t start = trace_now_us();
-    int r = wanted && list ? 0 : err_set(ENOMEM, "guest memory server");
+    int r = starts && list ? 0 : err_set(ENOMEM, "guest memory server");
 
-    if (r == 0 && (n = known_chunks(f, known, count, wanted, list)) > 0)
+    if (r == 0 && (n = known_chunks(f, known, count, starts, list)) > 0)
         r = bundle_memory_image_load(f->img, list, n);
     for (size_t k = 0; r == 0 && k < n; k++) {
         uint32_t all = all_windows(f, list[k]);
@@ -835,7 +831,7 @@ static int load_known(struct ram_faults *f, const struct working_set_chunk *know
         trace_set_count(TRACE_PREFILLED_CHUNKS, n);
         trace_set_count(TRACE_PREFILL_US, trace_now_us() - start);
     }
-    free(wanted);
+    free(starts);
     free(list);
     return r;
 }

@@ -817,6 +817,38 @@ static void known_working_set_decoded_before_the_guest(void **state)
     end(b, &back, &mem);
 }
 
+/* Ranges that overlap, and ones as large as a region, mark each chunk
+ * once: every chunk of region 0 that is not zero is in place before the
+ * guest runs (each decoded once), the zero ones are not. */
+static void known_working_set_overlapping_ranges(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char key[65], ws[300];
+    const size_t low_pages = RAM_LOW / 4096;
+    const struct working_set_chunk known[4] = {{0, low_pages}, {130, 3}, {0, low_pages}, {low_pages - 1, 1}};
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b);
+    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
+    snprintf(ws, sizeof(ws), "%s/smolvm/memory/%s.ws", cache, key);
+    assert_int_equal(working_set_write_chunks(ws, &mem, known, 4), 0);
+    bundle_close(b);
+    ram_faults_fill_behind = false; /* nothing but the prefill places anything */
+    start_first(&back, &b, &faults);
+    for (size_t c = 0; c < RAM_LOW / OLD_CHUNK; c++) /* chunks 0, 3, 6, 9: zero */
+        assert_int_equal(present_pages(&back, c * 128, 128), c % 3 ? 128 : 0);
+    assert_memory_equal(back.regions[0].host + 128 * 4096, mem.regions[0].host + 128 * 4096, 2 * OLD_CHUNK);
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+    end(b, &back, &mem);
+}
+
 /* A chunk of the known working set that fails its check fails the start
  * there, naming the chunk (before the guest runs: nothing is served). */
 static void known_working_set_corrupt_chunk_fails_start(void **state)
@@ -1204,6 +1236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
         cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
