@@ -107,14 +107,17 @@ save_at() {
     echo "mem $1, $3 guest${5:+ (SMOLVM_BASELINE)}: bundle $(($(stat -c %s "$2") >> 10)) KiB, saved in $(((t1 - t0) / 1000)) ms" >> "$facts"
 }
 
-# first_starts MAP_METRIC SERVE_METRIC MARKER COMMAND...: a round's first
-# starts: the memory cache (and working set) the later starts use is kept
-# aside, and a first start that unpacks first (--memory map) and one
-# served as touched (--memory serve) each start with
-# none, as a freshly copied bundle's does.
+# first_starts MAP_METRIC SERVE_METRIC KNOWN_METRIC MARKER COMMAND...: a
+# round's first starts: the memory cache (and working set) the later
+# starts use is kept aside, and a first start that unpacks first (--memory
+# map) and one served as touched (--memory serve) each start with none,
+# as a freshly copied bundle's does; then (KNOWN_METRIC, unless -) one
+# served with the later starts' working set known, their cache file
+# still gone: what a first start could do with a working set carried in
+# the bundle.
 first_starts() {
-    local map_metric=$1 serve_metric=$2 marker=$3
-    shift 3
+    local map_metric=$1 serve_metric=$2 known_metric=$3 marker=$4
+    shift 4
     rm -rf "$work/memory-kept"
     mv "$XDG_CACHE_HOME/smolvm/memory" "$work/memory-kept"
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
@@ -123,6 +126,13 @@ first_starts() {
     ms_to smolvm "$serve_metric" "$marker" "$@" --memory serve
     echo "$serve_metric round trace: $(grep -o '"counts".*' "$work/last.log")" >> "$facts"
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    if [ "$known_metric" != - ]; then
+        mkdir -p "$XDG_CACHE_HOME/smolvm/memory"
+        cp "$work"/memory-kept/*.ws "$XDG_CACHE_HOME/smolvm/memory/" 2>/dev/null
+        ms_to smolvm "$known_metric" "$marker" "$@" --memory serve
+        echo "$known_metric round trace: $(grep -o '"counts".*' "$work/last.log")" >> "$facts"
+        rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    fi
     mv "$work/memory-kept" "$XDG_CACHE_HOME/smolvm/memory"
 }
 
@@ -161,9 +171,9 @@ rounds_first_starts() {
     [ -z "$baseline" ] || { [ $((round % 2)) = 1 ] && order="this baseline" || order="baseline this"; }
     for who in $order; do
         if [ "$who" = this ]; then
-            first_starts "$prefix-first-map-$mem" "$prefix-first-$mem" "$marker" "$SMOLVM" start "$this" "$@"
+            first_starts "$prefix-first-map-$mem" "$prefix-first-$mem" "$prefix-first-known-$mem" "$marker" "$SMOLVM" start "$this" "$@"
         else
-            first_starts "$prefix-first-map-baseline-$mem" "$prefix-first-baseline-$mem" "$marker" "$baseline" start "$base" "$@"
+            first_starts "$prefix-first-map-baseline-$mem" "$prefix-first-baseline-$mem" - "$marker" "$baseline" start "$base" "$@"
         fi
     done
 }
@@ -302,6 +312,8 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
             rounds("input-driven first (served)/later", "start-first-" x, "start-map-" x, x)
             rounds("timer-driven first (unpacking first)/later", "tick-first-map-" x, "tick-start-" x, x)
             rounds("timer-driven first (served)/later", "tick-first-" x, "tick-start-" x, x)
+            rounds("input-driven first (served, working set known)/later", "start-first-known-" x, "start-map-" x, x)
+            rounds("timer-driven first (served, working set known)/later", "tick-first-known-" x, "tick-start-" x, x)
             rounds("input-driven first (unpacking first), this build/SMOLVM_BASELINE", "start-first-map-" x, "start-first-map-baseline-" x, x)
             rounds("input-driven first (served), this build/SMOLVM_BASELINE", "start-first-" x, "start-first-baseline-" x, x)
             rounds("timer-driven first (unpacking first), this build/SMOLVM_BASELINE", "tick-first-map-" x, "tick-first-map-baseline-" x, x)

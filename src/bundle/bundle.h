@@ -111,6 +111,8 @@ size_t bundle_memory_image_chunks(const struct bundle_memory_image *img);
  * where it lies in mem (the mem the image was read for). */
 void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, uint64_t *at,
                                size_t *len, uint8_t **host);
+/* Whether chunk i is all zero (left out of the bundle: nothing to decode). */
+bool bundle_memory_image_zero(const struct bundle_memory_image *img, size_t i);
 /* What decoding chunks needs (a buffer for a chunk's stored bytes, a zstd
  * context), kept by a thread that decodes many: nothing is allocated (and
  * faulted in) per chunk. */
@@ -135,6 +137,12 @@ int bundle_chunk_decode_to(struct bundle_chunk_decoder *d, size_t upto, size_t *
 int bundle_memory_image_decode(const struct bundle_memory_image *img,
                                struct bundle_chunk_decoder *d, size_t i, uint8_t *dst,
                                bool *zero) __attribute__((warn_unused_result));
+/* Reads, checks and decodes the count chunks listed straight into their
+ * place in mem (a few threads; RAM nobody else touches yet: no guest runs,
+ * no userfaultfd is registered there). A chunk that fails its check is
+ * said (-EINVAL); what was decoded before stays. */
+int bundle_memory_image_load(struct bundle_memory_image *img, const size_t *chunks, size_t count)
+    __attribute__((warn_unused_result));
 void bundle_memory_image_free(struct bundle_memory_image *img);
 
 #endif

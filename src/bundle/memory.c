@@ -716,6 +716,11 @@ void bundle_memory_image_place(const struct bundle_memory_image *img, size_t i, 
     *host = (uint8_t *)c->host;
 }
 
+bool bundle_memory_image_zero(const struct bundle_memory_image *img, size_t i)
+{
+    return img->ld.l.chunks[i].kind == CHUNK_ZERO;
+}
+
 int bundle_memory_image_begin(const struct bundle_memory_image *img,
                               struct bundle_chunk_decoder *d, size_t i, uint8_t *dst, bool *zero)
 {
@@ -775,6 +780,28 @@ int bundle_memory_image_decode(const struct bundle_memory_image *img,
     size_t ready;
     int r = bundle_memory_image_begin(img, d, i, dst, zero);
     return r < 0 ? r : bundle_chunk_decode_to(d, img->ld.l.chunks[i].len, &ready);
+}
+
+/* The chunks a list names, loaded straight into place. */
+struct listed {
+    struct load *ld;
+    const size_t *chunks;
+};
+
+static int load_listed(void *ctx, size_t k)
+{
+    struct listed *l = ctx;
+    return load_chunk(l->ld, l->chunks[k]);
+}
+
+int bundle_memory_image_load(struct bundle_memory_image *img, const size_t *chunks, size_t count)
+{
+    struct listed l = {&img->ld, chunks};
+
+    for (size_t k = 0; k < count; k++)
+        if (chunks[k] >= img->ld.l.count)
+            return err_plain(EINVAL, "memory chunk %zu: no such chunk", chunks[k]);
+    return count ? run_parallel(0, count, load_listed, &l) : 0;
 }
 
 void bundle_memory_image_free(struct bundle_memory_image *img)

@@ -331,10 +331,10 @@ static const struct vm_option vm_option_table[] = {
      "how saved RAM comes back: mapped from the copy unpacked\n"
      "(once, verified) in ~/.cache/smolvm/memory, with the pages\n"
      "the first start touched in its first second faulted in\n"
-     "before the guest runs; a first start (no copy yet) unpacks\n"
-     "the copy first (map, the default). serve: the same, but a\n"
-     "first start is served chunk by chunk as the guest touches it\n"
-     "while the copy fills (userfaultfd); lazy:\n"
+     "before the guest runs; a first start (no copy yet) is served\n"
+     "chunk by chunk as the guest touches it while the copy fills\n"
+     "(userfaultfd; serve, the default). map: the same, but a\n"
+     "first start unpacks the whole copy first; lazy:\n"
      "every page left to fault in when touched; copy: copied from\n"
      "it; decompress: from the bundle, no copy", parse_memory},
     {"verify", 0, "KEY.pub", START | CREATE, 0,

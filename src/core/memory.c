@@ -64,6 +64,12 @@ int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layo
     return 0;
 }
 
+void guest_memory_huge_pages(const struct guest_memory *mem, bool on)
+{
+    for (unsigned i = 0; i < mem->count; i++)
+        madvise(mem->regions[i].host, mem->regions[i].size, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+}
+
 void guest_memory_free(struct guest_memory *mem)
 {
     for (unsigned i = 0; i < mem->count; i++)

@@ -37,6 +37,11 @@ struct guest_memory {
 int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
                        unsigned count) __attribute__((warn_unused_result));
 void guest_memory_free(struct guest_memory *mem);
+/* Whether the regions may be backed with huge pages (as allocated: yes).
+ * Off while RAM is written in part before a userfaultfd serves the rest:
+ * a write's huge page would make its whole 2 MiB present, the rest as
+ * zero, where no fault would then fetch the saved bytes. */
+void guest_memory_huge_pages(const struct guest_memory *mem, bool on);
 /* Maps the file fd over mem's regions in place, MAP_PRIVATE (the guest's
  * writes stay its own; a page never touched is read from the file), the
  * regions one after the other from offset 0: a restored RAM cache. The

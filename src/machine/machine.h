@@ -24,12 +24,12 @@ struct machine_start_options {
     bool interactive;
     const char *trace_until;
     enum machine_memory {
-        MACHINE_MEMORY_DEFAULT,    /* map */
+        MACHINE_MEMORY_DEFAULT,    /* serve */
         MACHINE_MEMORY_MAP,        /* map the unpacked cache (unpacked first, also on a first start), its working set faulted in */
         MACHINE_MEMORY_LAZY,       /* map it, every page faulted in when touched */
         MACHINE_MEMORY_COPY,       /* copy the unpacked cache's data */
         MACHINE_MEMORY_DECOMPRESS, /* decompress from the bundle, no cache */
-        MACHINE_MEMORY_SERVE,      /* map; a first start served by userfaultfd while the cache fills */
+        MACHINE_MEMORY_SERVE,      /* map; a first start served by userfaultfd while the cache fills (the default) */
     } memory;
     /* A store instance resuming from a bundle of its state: its kernel,
      * initrd and disks replace the bundle's (which has none). */

@@ -756,7 +756,87 @@ static int open_cache_file(struct ram_faults *f, const char *path, uint64_t tota
 }
 
 /* Fresh RAM, nothing present (anything written meanwhile is dropped: the
- * saved RAM replaces it whole, as a load would), then registered. */
+ * saved RAM replaces it whole, as a load would). */
+static int fresh_regions(struct ram_faults *f)
+{
+    for (unsigned r = 0; r < f->region_count; r++)
+        if (madvise(f->regions[r].host, f->regions[r].size, MADV_DONTNEED) < 0)
+            return -EOPNOTSUPP;
+    return 0;
+}
+
+/* The chunk holding byte at of the RAM laid end to end (chunks lie in
+ * that order). */
+static size_t chunk_at(const struct ram_faults *f, uint64_t at)
+{
+    size_t lo = 0, hi = f->chunks;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t mid_at;
+        size_t len;
+        uint8_t *host;
+        bundle_memory_image_place(f->img, mid, &mid_at, &len, &host);
+        if (mid_at <= at)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The chunks (not zero: those are left to faults) holding the known
+ * working set's pages, each once, in order, into list; their count. Each
+ * range marks where its chunks begin and end (starts[] counts the ranges
+ * open at a chunk): however many ranges, and however large, one pass. */
+static size_t known_chunks(const struct ram_faults *f, const struct working_set_chunk *known,
+                           size_t count, int64_t *starts, size_t *list)
+{
+    size_t n = 0;
+    int64_t open = 0;
+
+    for (size_t k = 0; k < count && f->chunks; k++) {
+        uint64_t from = known[k].first_page * PAGE, last = from + (uint64_t)known[k].pages * PAGE - 1;
+        starts[chunk_at(f, from)]++;
+        starts[chunk_at(f, last) + 1]--;
+    }
+    for (size_t i = 0; i < f->chunks; i++)
+        if ((open += starts[i]) > 0 && !bundle_memory_image_zero(f->img, i))
+            list[n++] = i;
+    return n;
+}
+
+/* A known working set (the pages a later start touches) decoded straight
+ * into place before anything is registered or the guest runs: the guest
+ * finds those pages there and waits for no fault of theirs; one pass, on
+ * a few threads, no placing. Its chunks count as placed for both threads
+ * but not as filled: the fill decodes them again behind the guest for the
+ * cache file (the guest may have written RAM by then). A chunk that fails
+ * its check fails the start. */
+static int load_known(struct ram_faults *f, const struct working_set_chunk *known, size_t count)
+{
+    int64_t *starts = calloc(f->chunks + 1, sizeof(*starts));
+    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n = 0;
+    uint64_t start = trace_now_us();
+    int r = starts && list ? 0 : err_set(ENOMEM, "guest memory server");
+
+    if (r == 0 && (n = known_chunks(f, known, count, starts, list)) > 0)
+        r = bundle_memory_image_load(f->img, list, n);
+    for (size_t k = 0; r == 0 && k < n; k++) {
+        uint32_t all = all_windows(f, list[k]);
+        atomic_store(&f->claimed[list[k]], all);
+        atomic_store(&f->placed[list[k]], all);
+        f->windows_left -= (size_t)__builtin_popcount(all);
+    }
+    if (r == 0) {
+        trace_set_count(TRACE_PREFILLED_CHUNKS, n);
+        trace_set_count(TRACE_PREFILL_US, trace_now_us() - start);
+    }
+    free(starts);
+    free(list);
+    return r;
+}
+
+/* The regions registered: a touch of a page not present waits for us. */
 static int register_regions(struct ram_faults *f)
 {
     struct uffdio_api api = {.api = UFFD_API};
@@ -768,8 +848,7 @@ static int register_regions(struct ram_faults *f)
         struct uffdio_register reg = {
             .range = {(uintptr_t)f->regions[r].host, f->regions[r].size},
             .mode = UFFDIO_REGISTER_MODE_MISSING};
-        if (madvise(f->regions[r].host, f->regions[r].size, MADV_DONTNEED) < 0 ||
-            ioctl(f->uffd, UFFDIO_REGISTER, &reg) < 0 || (reg.ioctls & needed) != needed)
+        if (ioctl(f->uffd, UFFDIO_REGISTER, &reg) < 0 || (reg.ioctls & needed) != needed)
             return -EOPNOTSUPP;
     }
     return 0;
@@ -824,7 +903,9 @@ static void release(struct ram_faults *f)
 }
 
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
-                     const char *cache_path, const char *working_set, struct ram_faults **out)
+                     const char *cache_path, const char *working_set,
+                     const struct working_set_chunk *known, size_t known_count,
+                     struct ram_faults **out)
 {
     struct ram_faults *f = calloc(1, sizeof(*f));
     int r;
@@ -844,7 +925,15 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
     if (r == 0)
         r = hold(f);
     if (r == 0)
+        r = fresh_regions(f);
+    if (r == 0 && known_count) { /* no huge page may make the rest present as zero */
+        guest_memory_huge_pages(&f->mem, false);
+        r = load_known(f, known, known_count);
+    }
+    if (r == 0)
         r = register_regions(f);
+    if (known_count) /* registered: a page not present waits for us, huge or not */
+        guest_memory_huge_pages(&f->mem, true);
     if (r == 0)
         r = open_cache_file(f, cache_path, mem->total);
     if (r == 0 && working_set && !(f->working_set = strdup(working_set)))

@@ -21,6 +21,7 @@
 
 #include "bundle/bundle.h"
 #include "core/memory.h"
+#include "machine/workingset.h"
 
 struct ram_faults;
 
@@ -32,11 +33,16 @@ bool ram_faults_supported(void);
  * cache_path: the memory cache file to fill (through a temporary file
  * renamed when whole), or NULL; working_set: where the chunks the guest
  * faulted in before the fill was done are written down then (a
- * provisional working set, machine/workingset.h), or NULL. -EOPNOTSUPP, no message: this host gives
- * smolvm no userfaultfd (the caller unpacks as before). */
+ * provisional working set, machine/workingset.h), or NULL. known: page
+ * ranges the guest will touch (a working set: machine/workingset.h), whose
+ * chunks are decoded into place before the regions are registered (the
+ * guest takes no fault for them), or none. -EOPNOTSUPP, no message: this
+ * host gives smolvm no userfaultfd (the caller unpacks as before);
+ * -EINVAL: a chunk of known failed its check (said). */
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
-                     const char *cache_path, const char *working_set, struct ram_faults **out)
-    __attribute__((warn_unused_result));
+                     const char *cache_path, const char *working_set,
+                     const struct working_set_chunk *known, size_t known_count,
+                     struct ram_faults **out) __attribute__((warn_unused_result));
 
 /* Returns once every chunk is in RAM (and the cache file named): what
  * reads RAM as a whole (a save) calls it first, and a VM that stopped.

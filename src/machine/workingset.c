@@ -304,6 +304,27 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     return r;
 }
 
+int working_set_read_ranges(const char *path, const struct guest_memory *mem,
+                            struct working_set_chunk **out, size_t *count)
+{
+    struct ws_file f = {0};
+    int r = access(path, F_OK) < 0 ? err_set(errno, "'%s'", path) : read_file(path, mem, &f);
+    struct working_set_chunk *list = r == 0 ? calloc(f.count + 1, sizeof(*list)) : NULL;
+
+    if (r == 0 && !list)
+        r = err_set(ENOMEM, "working set");
+    for (size_t i = 0; r == 0 && i < f.count; i++)
+        list[i] = (struct working_set_chunk){range_at(&f, i)->first_page, range_at(&f, i)->pages};
+    free(f.bytes);
+    if (r < 0) {
+        free(list);
+        return r;
+    }
+    *out = list;
+    *count = f.count;
+    return 0;
+}
+
 /* ---- recording a while after the start ---- */
 
 struct working_set_recorder {

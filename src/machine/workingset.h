@@ -43,6 +43,15 @@ int working_set_write_chunks(const char *path, const struct guest_memory *mem,
                              const struct working_set_chunk *chunks, size_t count)
     __attribute__((warn_unused_result));
 
+/* The page ranges path lists ({first page of the RAM laid end to end,
+ * pages} each, none crossing a region; written or not, exact or
+ * provisional alike), checked against mem's layout as a prefetch checks
+ * them, into *out (freed by the caller). -ENOENT: none recorded; -EINVAL:
+ * not a working set of this RAM. */
+int working_set_read_ranges(const char *path, const struct guest_memory *mem,
+                            struct working_set_chunk **out, size_t *count)
+    __attribute__((warn_unused_result));
+
 /* Faults in the pages path lists. -ENOENT: none recorded; -EINVAL: the
  * file is not a working set of this RAM layout (nothing was touched). A
  * provisional one is checked and counted, not faulted in: whole chunks

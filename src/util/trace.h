@@ -40,6 +40,8 @@ enum trace_count {
     TRACE_FAULTED_WINDOWS,  /* the windows of those chunks the guest waited for (the rest placed after) */
     TRACE_FAULT_SERVE_CPU_US, /* of fault_serve_us, the fault thread's own CPU (the rest: waiting for it) */
     TRACE_FAULT_PLACE_CPU_US, /* of fault_place_us, the fault thread's own CPU (the rest: the woken guest ran first) */
+    TRACE_PREFILLED_CHUNKS, /* a first start's chunks holding a known working set, decoded into place before the guest ran */
+    TRACE_PREFILL_US,       /* the time that took (read, checked, decoded on a few threads) */
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
     TRACE_SECCOMP_CPU_US,   /* of which the threads' own CPU time (the rest: waiting for the CPU) */
     TRACE_SECCOMP_LOADS,    /* the filters loaded (one per thread) */

@@ -385,19 +385,19 @@ quit_counter() {
     finish "$1"
 }
 
-# start_counter NAME BUNDLE AFTER: starts BUNDLE, lets it count AFTER more
-# times, quits it. Its instance disk ends up in $XDG_DATA_HOME.
+# start_counter NAME BUNDLE AFTER [OPTION...]: starts BUNDLE (with the
+# start OPTIONs), lets it count AFTER more times, quits it. Its instance disk ends up in $XDG_DATA_HOME.
 start_counter() {
     local name=$1 first
-    background "$name" start "$2" --name "$name" --trace-boot --json
+    background "$name" start "$2" --name "$name" --trace-boot --json "${@:4}"
     wait_for "$name" 'COUNT '
     first=$(first_count "$name")
     wait_for "$name" "COUNT $((first + $3)) "
     quit_counter "$name"
 }
 
-# A bundle's first start (a fresh copy, its memory cache empty) with
-# --memory serve runs the guest while its RAM is served as touched
+# A bundle's first start (a fresh copy, its memory cache empty) by default
+# (--memory serve) runs the guest while its RAM is served as touched
 # (userfaultfd): the timer-driven
 # guest goes on from its saved count, the trace counts the chunks it
 # faulted in, the cache is whole after it, and a second start (mapping the
@@ -419,7 +419,7 @@ scenario_first_start_served() {
     # The guest never ends: stopped (SIGTERM) 20 lines on, which also
     # finishes the first start's memory cache.
     for i in 1 2; do
-        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --memory serve --trace-boot --json
+        XDG_CACHE_HOME=$cache background "tick-$i" start "$copy" --name "tick-$i" --trace-boot --json
         wait_for "tick-$i" "TICK $((saved + 20))"
         kill -TERM "$bg_pid"
         finish "tick-$i"
@@ -429,19 +429,29 @@ scenario_first_start_served() {
     cp "$work/tick.facts" "$results/"
     expect first-start-served-resumes "the first start's first line is the one after the saved count (tick.facts)" \
         eval 'test -n "$saved" && test -n "$first1" && test "$first1" -gt "$saved" && test "$first1" -le $((saved + 2)) && ticks tick-1 | grep -qx $((saved + 20))'
-    expect first-start-served-by-faults "the first start's trace counts chunks placed as the guest touched them" \
+    expect first-start-served-by-faults "by default the first start's trace counts chunks placed as the guest touched them" \
         grep -q '"faulted_chunks":[1-9]' "$work/tick-1.err"
     expect first-start-fills-cache "the memory cache is whole after the first start (one .ram, no .tmp)" \
         eval 'test "$(ls "$cache/smolvm/memory" | grep -c "\.ram$")" = 1 && ! ls "$cache/smolvm/memory" | grep -q tmp'
     expect second-start-maps-cache "the second start maps the cache (no faults served) and goes on from the same count" \
         eval 'test "$first2" = "$first1" && ! grep -q faulted_chunks "$work/tick-2.err"'
-    # The default (--memory map) unpacks the whole cache before the guest runs.
+    # A first start that finds the working set the second start recorded
+    # (its cache file gone) decodes the chunks holding it into place before
+    # the guest runs; the rest is served as touched.
+    rm -f "$cache"/smolvm/memory/*.ram
+    XDG_CACHE_HOME=$cache background tick-known start "$copy" --name tick-known --trace-boot --json
+    wait_for tick-known "TICK $((saved + 20))"
+    kill -TERM "$bg_pid"
+    finish tick-known
+    expect first-start-known-working-set "a first start with a working set known decodes its chunks before the guest runs and goes on from the same count" \
+        eval 'test "$(ticks tick-known | head -n 1)" = "$first1" && ticks tick-known | grep -qx $((saved + 20)) && grep -q "\"prefilled_chunks\":[1-9]" "$work/tick-known.err"'
+    # --memory map unpacks the whole cache before the guest runs.
     rm -rf "$cache/smolvm/memory"
-    XDG_CACHE_HOME=$cache background tick-map start "$copy" --name tick-map --trace-boot --json
+    XDG_CACHE_HOME=$cache background tick-map start "$copy" --name tick-map --memory map --trace-boot --json
     wait_for tick-map "TICK $((saved + 5))"
     kill -TERM "$bg_pid"
     finish tick-map
-    expect first-start-map-unpacks "by default (map) the first start serves no faults and goes on from the saved count" \
+    expect first-start-map-unpacks "with --memory map the first start serves no faults and goes on from the saved count" \
         eval 'test "$(ticks tick-map | head -n 1)" = "$first1" && ! grep -q faulted_chunks "$work/tick-map.err" && grep -q "\"state_restored\":" "$work/tick-map.err"'
     rm -rf "$cache" "$copy"
     first_start_ended_mid_serve TERM "$bundle" "$saved"
@@ -510,7 +520,10 @@ scenario_snapshot_counter() {
         eval 'test "$rc" -eq 0 && test "$(last_count cnt)" -ge $((saved + 10)) && e2fsck -fn "$disk" > /dev/null 2>&1'
     sum1=$(sha256sum < "$bundle")
     sleep 5 # the guest's clock must move over this gap
-    start_counter cnt1 "$bundle" 30
+    # Unpacked first (--memory map): its working set is the exact one,
+    # which the second start prefetches (a served start's is the chunks
+    # it faulted in, which the next start records again instead).
+    start_counter cnt1 "$bundle" 30 --memory map
     r1=$(instance_raw cnt1) # the first start's disk before the second runs
     c1=$(disk_counter "$r1") h1=$(sha256sum < "$r1")
     start_counter cnt2 "$bundle" 10

@@ -142,18 +142,24 @@ static void assert_cache_is_ram(const struct guest_memory *mem)
     close(fd);
 }
 
-/* A first start (--memory serve) of the bundle at path into fresh RAM
- * (back): served. */
-static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
+/* A first start (how: the default or --memory serve) of the bundle at
+ * path into fresh RAM (back): served. */
+static void start_first_as(enum machine_memory how, struct guest_memory *back, struct bundle **b,
+                           struct ram_faults **faults)
 {
     char *record = NULL;
     *faults = NULL;
     assert_int_equal(bundle_open(path, b), 0);
     assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
     back->regions[0].host[4096] = 0x5a; /* written before: the saved RAM wins */
-    assert_int_equal(machine_cached_memory(*b, back, MACHINE_MEMORY_SERVE, &record, faults, NULL), 0);
+    assert_int_equal(machine_cached_memory(*b, back, how, &record, faults, NULL), 0);
     assert_non_null(*faults);
     assert_null(record);
+}
+
+static void start_first(struct guest_memory *back, struct bundle **b, struct ram_faults **faults)
+{
+    start_first_as(MACHINE_MEMORY_SERVE, back, b, faults);
 }
 
 static void end(struct bundle *b, struct guest_memory *back, struct guest_memory *mem)
@@ -207,8 +213,8 @@ static void first_start_serves_faults(void **state)
     end(b, &back, &mem);
 }
 
-/* A first start unpacks the whole cache before it returns by default (no
- * server), as --memory map does; --memory serve serves it. */
+/* A first start with --memory map unpacks the whole cache before it
+ * returns (no server). */
 static void unpacked_first(enum machine_memory how, const struct guest_memory *mem)
 {
     struct guest_memory back;
@@ -246,7 +252,7 @@ static void cache_named_behind_the_guest(void **state)
     saved_ram(&mem);
     assert_int_equal(bundle_open(path, &b), 0);
     assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
-    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults,
+    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_MAP, &record, &faults,
                                            &later), 0);
     assert_non_null(later);
     assert_same_ram(&mem, &back);
@@ -268,24 +274,33 @@ static void cache_named_behind_the_guest(void **state)
     guest_memory_free(&mem);
 }
 
-static void first_start_unpacks_by_default_served_on_request(void **state)
+/* A first start is served by default (and with --memory serve); --memory
+ * map unpacks it first. */
+static void first_start_served_by_default_unpacked_on_request(void **state)
 {
+    static const enum machine_memory served[] = {MACHINE_MEMORY_DEFAULT, MACHINE_MEMORY_SERVE};
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
+    char rm[300];
     (void)state;
 
     if (!ram_faults_supported())
         skip();
     saved_ram(&mem);
-    unpacked_first(MACHINE_MEMORY_DEFAULT, &mem);
     unpacked_first(MACHINE_MEMORY_MAP, &mem);
-    start_first(&back, &b, &faults);
-    assert_same_ram(&mem, &back);
-    assert_int_equal(ram_faults_complete(faults), 0);
-    ram_faults_stop(faults);
-    assert_cache_is_ram(&mem);
-    end(b, &back, &mem);
+    snprintf(rm, sizeof(rm), "rm -rf '%s/smolvm/memory'", cache);
+    for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++) {
+        start_first_as(served[i], &back, &b, &faults);
+        assert_same_ram(&mem, &back);
+        assert_int_equal(ram_faults_complete(faults), 0);
+        ram_faults_stop(faults);
+        assert_cache_is_ram(&mem);
+        bundle_close(b);
+        guest_memory_free(&back);
+        assert_int_equal(system(rm), 0);
+    }
+    guest_memory_free(&mem);
 }
 
 /* A fault from another thread is served while the server runs: the bytes
@@ -314,7 +329,7 @@ static void serve_faults_only(struct guest_memory *mem, struct guest_memory *bac
     assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
     ram_faults_fill_behind = false;
     alarm(20);
-    assert_int_equal(ram_faults_start(img, back, NULL, NULL, faults), 0);
+    assert_int_equal(ram_faults_start(img, back, NULL, NULL, NULL, 0, faults), 0);
 }
 
 static void end_faults_only(struct guest_memory *mem, struct guest_memory *back, struct bundle *b,
@@ -725,6 +740,142 @@ static void corrupt_chunk_4(const struct guest_memory *mem)
     close(fd);
 }
 
+/* The working set file a later start would have left next to the memory
+ * cache (here: a few pages of chunks 1 and 4 and of the zero chunk 3),
+ * with the cache file itself gone; its path. */
+static const char *known_working_set(const struct guest_memory *mem, struct bundle *b)
+{
+    static char ws[300];
+    static const struct working_set_chunk known[3] = {{130, 3}, {3 * 128 + 9, 2}, {4 * 128 + 40, 1}};
+    char key[65];
+
+    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
+    snprintf(ws, sizeof(ws), "%s/smolvm", cache);
+    mkdir(ws, 0700);
+    snprintf(ws, sizeof(ws), "%s/smolvm/memory", cache);
+    mkdir(ws, 0700);
+    snprintf(ws, sizeof(ws), "%s/smolvm/memory/%s.ws", cache, key);
+    assert_int_equal(working_set_write_chunks(ws, mem, known, 3), 0);
+    return ws;
+}
+
+/* A first start that finds a working set of the bundle's RAM (its cache
+ * file gone) decodes the chunks holding it into place before the guest
+ * runs (none of the zero ones): touching them serves no fault; a touch
+ * elsewhere is served as before. The fill writes the whole cache, and the
+ * working set is kept as it was (not replaced by the faulted chunks). */
+static void known_working_set_decoded_before_the_guest(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct working_set_chunk *kept = NULL;
+    struct bundle *b;
+    struct toucher t[3];
+    pthread_t thread;
+    size_t kept_count = 0;
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    const char *ws = known_working_set(&mem, b);
+    bundle_close(b);
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    alarm(20);
+    /* In place before any touch: chunks 1 and 4 whole, the zero chunk 3
+     * and chunk 2 (not in the set) not at all. */
+    assert_int_equal(present_pages(&back, 128, 128), 128);
+    assert_int_equal(present_pages(&back, 4 * 128, 128), 128);
+    assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
+    assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
+    static const size_t pages[3] = {131, 4 * 128 + 40, 3 * 128 + 9}; /* the last: a fault */
+    for (int i = 0; i < 3; i++) {
+        t[i].at = back.regions[0].host + pages[i] * 4096 + 33;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, mem.regions[0].host + pages[i] * 4096 + 33, 4);
+        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
+    }
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    assert_int_equal(placed_pages(128, 128) + placed_pages(4 * 128, 128), 0);
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    assert_int_equal(working_set_read_ranges(ws, &mem, &kept, &kept_count), 0);
+    assert_int_equal(kept_count, 3);
+    free(kept);
+    end(b, &back, &mem);
+}
+
+/* Ranges that overlap, and ones as large as a region, mark each chunk
+ * once: every chunk of region 0 that is not zero is in place before the
+ * guest runs (each decoded once), the zero ones are not. */
+static void known_working_set_overlapping_ranges(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char key[65], ws[300];
+    const size_t low_pages = RAM_LOW / 4096;
+    const struct working_set_chunk known[4] = {{0, low_pages}, {130, 3}, {0, low_pages}, {low_pages - 1, 1}};
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b);
+    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
+    snprintf(ws, sizeof(ws), "%s/smolvm/memory/%s.ws", cache, key);
+    assert_int_equal(working_set_write_chunks(ws, &mem, known, 4), 0);
+    bundle_close(b);
+    ram_faults_fill_behind = false; /* nothing but the prefill places anything */
+    start_first(&back, &b, &faults);
+    for (size_t c = 0; c < RAM_LOW / OLD_CHUNK; c++) /* chunks 0, 3, 6, 9: zero */
+        assert_int_equal(present_pages(&back, c * 128, 128), c % 3 ? 128 : 0);
+    assert_memory_equal(back.regions[0].host + 128 * 4096, mem.regions[0].host + 128 * 4096, 2 * OLD_CHUNK);
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+    end(b, &back, &mem);
+}
+
+/* A chunk of the known working set that fails its check fails the start
+ * there, naming the chunk (before the guest runs: nothing is served). */
+static void known_working_set_corrupt_chunk_fails_start(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char *record = NULL;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    corrupt_chunk_4(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b);
+    assert_int_equal(guest_memory_alloc(&back, layout, 2), 0);
+    assert_int_equal(machine_cached_memory(b, &back, MACHINE_MEMORY_DEFAULT, &record, &faults, NULL),
+                     -EINVAL);
+    assert_null(faults);
+    assert_non_null(strstr(err_msg(), "memory chunk 4"));
+    err_clear();
+    assert_false(any_tmp());
+    free(record);
+    end(b, &back, &mem);
+}
+
 static void corrupt_chunk_is_refused(void **state)
 {
     struct guest_memory mem, back;
@@ -942,7 +1093,7 @@ static _Noreturn void serve_then_end(enum ending how, int ready)
     join_at_exit = how == EXIT_FROM_A_THREAD;
     if (bundle_open(path, &b) < 0 || guest_memory_alloc(&back, layout, 2) < 0 ||
         bundle_memory_image_read(b, SECTION_MEMORY, &back, &img) < 0 ||
-        ram_faults_start(img, &back, NULL, NULL, &faults) < 0)
+        ram_faults_start(img, &back, NULL, NULL, NULL, 0, &faults) < 0)
         _exit(90);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     if (pthread_create(&waiters[0], NULL, wait_in_touch, &t) != 0 ||
@@ -1075,7 +1226,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(first_start_serves_faults, setup, teardown),
-        cmocka_unit_test_setup_teardown(first_start_unpacks_by_default_served_on_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_start_served_by_default_unpacked_on_request, setup, teardown),
         cmocka_unit_test_setup_teardown(cache_named_behind_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
@@ -1083,6 +1234,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
         cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
