@@ -140,6 +140,28 @@ row_smolvm_micro_bzimage() {
         --kernel "$MICRO_BZIMAGE" --initrd "$MICRO_INITRD" --mem 256M --virtio-discovery cmdline \
         --cmdline "$MICRO_CMDLINE"
 }
+# round_order I N: the order of N rows in round I (their indexes, one a
+# line), a Williams design: round I starts at row I - 1 and goes 0, +1, -1,
+# +2, -2, ... from it, even rounds backwards. Each row takes each place
+# about equally often and follows several other rows: with N = 9 and 9
+# rounds, each place at most twice and at least 5 rows before each row.
+# A row's place and the boot before it moved its time: forward/backward
+# alternation left smolvm/QEMU at 0.45 in odd rounds and 0.66 in even
+# ones; plain rotation (each round starting one row later) kept every row
+# after the same row in every round (the virtio-rng row always after a
+# QEMU killed at its marker).
+round_order() {
+    local i=$1 n=$2 lo=1 hi=$(($2 - 1)) step=() r
+    [ "$n" -gt 0 ] || return 0
+    step=(0)
+    while [ "${#step[@]}" -lt "$n" ]; do
+        step+=("$lo") && lo=$((lo + 1))
+        [ "${#step[@]}" -lt "$n" ] && step+=("$hi") && hi=$((hi - 1))
+    done
+    for ((r = 0; r < n; r++)); do
+        echo $(((i - 1 + step[i % 2 ? r : n - 1 - r]) % n))
+    done
+}
 micro_rows=(row_smolvm_micro)
 [ -z "${SMOLVM_BASELINE:-}" ] || micro_rows+=(row_baseline_micro)
 micro_rows+=(row_smolvm_micro_stock_initrd row_smolvm_micro_same_devices row_qemu_micro
@@ -157,13 +179,8 @@ for i in $(seq 1 "$RUNS"); do
         -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
     [ -n "${MICRO_KERNEL:-}" ] || continue
-    # The micro rows rotate: round i starts at row i - 1 and wraps, so with
-    # RUNS a multiple of the rows' count each row takes each place, and
-    # follows each other row, equally often. A row's place moved its time
-    # (forward/backward alternation still left smolvm/QEMU at 0.45 in odd
-    # rounds and 0.66 in even ones).
-    for ((r = 0; r < ${#micro_rows[@]}; r++)); do
-        "${micro_rows[(r + i - 1) % ${#micro_rows[@]}]}"
+    for r in $(round_order "$i" "${#micro_rows[@]}"); do
+        "${micro_rows[r]}"
     done
 done
 # Where each kernel's boot goes (without quiet: the kernel's lines are
