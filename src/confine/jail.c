@@ -183,7 +183,8 @@ static int make_mount_point(const char *at, bool folder)
     }
     /* Walked from below the folder made here, or from the bound one
      * itself (looked at: its set-gid bit is the host's), or the root. */
-    snprintf(dir, sizeof(dir), "%s", at);
+    if ((size_t)snprintf(dir, sizeof(dir), "%s", at) >= sizeof(dir))
+        return errno = ENAMETOOLONG, broken("cannot make", at);
     char *slash = dir;
     if (known && missing) {
         slash += rest - at;

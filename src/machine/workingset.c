@@ -252,7 +252,8 @@ static int read_file(const char *path, const struct guest_memory *mem, struct ws
 {
     struct mapped_file m;
     struct ws_header h;
-    int r = file_map(path, "working set", &m);
+    int r = file_map_at_most(path, "working set",
+                             sizeof(h) + (size_t)MAX_RANGES * sizeof(struct ws_range), &m);
     if (r < 0)
         return r;
     memset(&h, 0, sizeof(h));

@@ -36,10 +36,13 @@ static int checked(int fd, const char *what, const char *path, struct stat *st, 
     return err_set(e, "cannot stat %s '%s'", what, path);
 }
 
-/* Opens a non-empty regular file; its fd, or -errno with a message. */
+/* Opens a non-empty regular file; its fd, or -errno with a message.
+ * O_NONBLOCK: a FIFO (or a link to one) put where a file is expected must
+ * be refused by checked(), not block the open forever; reads of a regular
+ * file ignore the flag. */
 static int open_regular(const char *path, const char *what, struct stat *st)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
     if (fd < 0)
         return err_set(errno, "cannot open %s '%s'", what, path);
@@ -104,6 +107,11 @@ int file_pread_exact(int fd, void *dst, size_t len, uint64_t offset, const char 
 
 int file_map(const char *path, const char *what, struct mapped_file *out)
 {
+    return file_map_at_most(path, what, SIZE_MAX, out);
+}
+
+int file_map_at_most(const char *path, const char *what, size_t max_len, struct mapped_file *out)
+{
     struct stat st;
     void *p;
     int fd;
@@ -112,6 +120,11 @@ int file_map(const char *path, const char *what, struct mapped_file *out)
     fd = open_regular(path, what, &st);
     if (fd < 0)
         return fd;
+    if ((uint64_t)st.st_size > max_len) {
+        close(fd);
+        return err_plain(EFBIG, "%s '%s' is larger than any %s (%jd bytes)", what, path, what,
+                         (intmax_t)st.st_size);
+    }
     /* One read() of the whole file rather than an mmap: on network and 9p
      * file systems page-by-page faults are many times slower. */
     p = malloc((size_t)st.st_size);

@@ -20,7 +20,11 @@ struct mapped_file {
  * directories and unreadable files are errors. */
 int file_map(const char *path, const char *what, struct mapped_file *out)
     __attribute__((warn_unused_result));
-/* The same, mapped instead of read: for large files of which only parts
+/* file_map of a file that is refused, before it is read, when larger than
+ * max_len (a file of a known format whose size has a bound). */
+int file_map_at_most(const char *path, const char *what, size_t max_len, struct mapped_file *out)
+    __attribute__((warn_unused_result));
+/* As file_map, but mapped instead of read: for large files of which only parts
  * are used (a bundle's memory section on a start from the cache). The file
  * must not shrink while mapped. */
 int file_map_lazy(const char *path, const char *what, struct mapped_file *out)

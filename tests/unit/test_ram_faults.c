@@ -64,6 +64,11 @@ static int teardown(void **state)
     char cmd[128];
     (void)state;
     bundle_memory_chunk_size = MEMORY_CHUNK;
+    /* A test that failed between setting a hook and setting it back must
+     * not leave the next tests without their fill. */
+    ram_faults_fill_behind = true;
+    ram_faults_fill_gate = NULL;
+    ram_faults_serve_gate = NULL;
     unsetenv("XDG_CACHE_HOME");
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;

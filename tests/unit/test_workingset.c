@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -245,6 +246,28 @@ static void test_hostile_files(void **state)
     unmap_ram();
 }
 
+/* What a hostile VMM could leave in the cache for the next start: a FIFO
+ * (or a link to one) is refused, not waited on forever; a file larger than
+ * any working set is refused before it is read. */
+static void test_fifo_and_oversized_files(void **state)
+{
+    int fd;
+
+    (void)state;
+    map_ram();
+    assert_int_equal(mkfifo(in_dir("fifo.ws"), 0600), 0);
+    assert_int_equal(working_set_prefetch(in_dir("fifo.ws"), &mem, NULL), -EINVAL);
+    assert_int_equal(symlink(in_dir("fifo.ws"), in_dir("to-fifo.ws")), 0);
+    assert_int_equal(working_set_prefetch(in_dir("to-fifo.ws"), &mem, NULL), -EINVAL);
+    fd = open(in_dir("huge.ws"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)1 << 40), 0); /* sparse: 1 TiB */
+    close(fd);
+    assert_int_equal(working_set_prefetch(in_dir("huge.ws"), &mem, NULL), -EFBIG);
+    err_clear();
+    unmap_ram();
+}
+
 /* The recorder writes the file after its delay, or when stopped sooner. */
 static void test_recorder(void **state)
 {
@@ -314,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_record_then_prefetch),
         cmocka_unit_test(test_cached_ranges_not_queued),
         cmocka_unit_test(test_hostile_files),
+        cmocka_unit_test(test_fifo_and_oversized_files),
         cmocka_unit_test(test_recorder),
         cmocka_unit_test(test_recorder_now),
         cmocka_unit_test(test_provisional_not_prefetched),
