@@ -17,6 +17,23 @@
 
 static const char *description = "none";
 
+/* Whether an absolute name has a '.', '..' or empty part: made again
+ * under the root as typed, "/a/../../x" would climb out of it. */
+static bool has_dot_or_empty_part(const char *path)
+{
+    for (const char *part = path + 1;; ) {
+        size_t len = strcspn(part, "/");
+        bool last = part[len] == '\0';
+
+        if ((len == 0 && !last) || (len == 1 && part[0] == '.') ||
+            (len == 2 && part[0] == '.' && part[1] == '.'))
+            return true;
+        if (last)
+            return false;
+        part += len + 1;
+    }
+}
+
 static int add_link(struct confine_plan *p, const char *path)
 {
     char target[PATH_MAX];
@@ -24,6 +41,11 @@ static int add_link(struct confine_plan *p, const char *path)
 
     if (n <= 0 || path[0] != '/')
         return 0; /* a relative name: what it resolves to is enough */
+    if (has_dot_or_empty_part(path))
+        return err_plain(EINVAL,
+                         "--jail: '%s' names a link through '.', '..' or '//': give its path "
+                         "without them",
+                         path);
     target[n] = '\0';
     if (p->link_count == CONFINE_MAX_LINKS)
         return err_plain(E2BIG, "--jail: more than %d links to make", CONFINE_MAX_LINKS);
