@@ -93,11 +93,18 @@ struct root_folder {
 static struct root_folder root_folders[4 * CONFINE_MAX_PATHS];
 static unsigned root_folder_count;
 
-/* Unrecorded past the table's end: such a folder is looked at again. */
+/* Unrecorded past the table's end: such a folder is looked at again. A
+ * folder made, then bound over, is one entry, bound: what it holds is the
+ * host's from then on. */
 static void remember_folder(const char *at, bool setgid, bool bound)
 {
     char *copy;
 
+    for (unsigned i = 0; i < root_folder_count; i++)
+        if (strcmp(root_folders[i].at, at) == 0) {
+            root_folders[i].bound |= bound;
+            return;
+        }
     if (root_folder_count == sizeof(root_folders) / sizeof(root_folders[0]) ||
         !(copy = strdup(at)))
         return;
