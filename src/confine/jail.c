@@ -438,19 +438,30 @@ struct held_leftover {
     const char *name;
     dev_t dev;
     ino_t ino;
+    unsigned planned; /* its index in the plan's leftovers */
 };
 static struct held_leftover held[CONFINE_MAX_LEFTOVERS];
 static unsigned held_count;
+
+/* The folder of leftover i, opened: a dup() of one held already for the
+ * same folder (most are in the runtime folder: one path walk, not four). */
+static int open_leftover_dir(const struct confine_plan *p, unsigned i)
+{
+    for (unsigned h = 0; h < held_count; h++)
+        if (strcmp(p->leftovers[held[h].planned].dir, p->leftovers[i].dir) == 0)
+            return fcntl(held[h].dir, F_DUPFD_CLOEXEC, 0);
+    return open(p->leftovers[i].dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
 
 static void hold_leftovers(const struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->leftover_count; i++) {
         const struct confine_leftover *l = &p->leftovers[i];
-        int dir = open(l->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        int dir = open_leftover_dir(p, i);
         struct stat st;
 
         if (dir >= 0 && fstatat(dir, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-            held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino};
+            held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino, i};
         else if (dir >= 0)
             close(dir);
     }

@@ -1293,6 +1293,9 @@ static void test_plan_paths(void **state)
     snprintf(relative, sizeof(relative), "./inside/../inside");
     assert_int_equal(confine_plan_add(&plan, relative, false), 0);
     assert_string_equal(plan.paths[1].path, inside); /* made absolute */
+    snprintf(relative, sizeof(relative), "%s/", inside);
+    assert_int_equal(confine_plan_add(&plan, relative, false), 0);
+    assert_int_equal(plan.count, 2); /* its real name has no '/' at its end */
     /* A link: what it names (let in once), and the link made again. */
     snprintf(relative, sizeof(relative), "%s/alias-of-inside", dir);
     assert_int_equal(symlink(inside, relative), 0);
