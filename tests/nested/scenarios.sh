@@ -2320,6 +2320,57 @@ scenario_jail_bench() {
     rm -f "$bundle"
 }
 
+# What a jailed start costs in calls (named in SCENARIOS only, like
+# jail_bench): one start of a saved bundle under strace -f for each of
+# plain, confined and (SMOLVM_BASELINE) the baseline's confined; the calls
+# made before the VMM opens the bundle to read it (the plan, the jail, the
+# filters), by name, in jail-calls.txt. Each call that walks a path costs
+# ~0.1-0.3 ms in a TCG L1: a cut in them is seen here exactly, where the
+# wall clock of one start would hide it.
+scenario_jail_calls() {
+    local bundle=$work/jc.smolmachine out=$results/jail-calls.txt mode bin opts trace n
+    command -v strace > /dev/null || { fail jail-calls "no strace in this L1"; return; }
+    SMOLVM=$real_smolvm background jc-src run --name jc-src --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for jc-src '^COUNT 3 '
+    "$real_smolvm" save jc-src -o "$bundle" > /dev/null 2>&1
+    finish jc-src
+    for n in 1 2; do # as jail_bench: the memory cache, then the working set
+        SMOLVM=$real_smolvm background jc-warm start "$bundle" --name jc-warm
+        wait_for jc-warm '^COUNT'
+        "$real_smolvm" stop jc-warm --force > /dev/null 2>&1
+        finish jc-warm
+    done
+    : > "$out"
+    for mode in plain confined ${SMOLVM_BASELINE:+confined-baseline}; do
+        bin=$real_smolvm opts=--jail
+        case $mode in
+        plain) opts=--seccomp=off ;;
+        confined-baseline) bin=$SMOLVM_BASELINE ;;
+        esac
+        trace=$work/jc-$mode.strace
+        printf '#!/bin/sh\nexec strace -f -o %s %s "$@"\n' "$trace" "$bin" > "$work/jc-strace"
+        chmod +x "$work/jc-strace"
+        SMOLVM=$work/jc-strace background "jc-$mode" start "$bundle" $opts --name "jc-$mode"
+        wait_for_line "jc-$mode" '^COUNT'
+        "$real_smolvm" stop "jc-$mode" --force > /dev/null 2>&1
+        finish "jc-$mode"
+        # strace -f: "PID name(args...) = result"; up to the bundle's open
+        # for reading (the plan opens it O_PATH, outside the jail).
+        awk -v mode="$mode" -v b="$bundle\", O_RDONLY" '
+            index($0, b) { done = 1 }
+            done { next }
+            { sub(/^[0-9]+ +/, ""); if (match($0, /^[a-z_0-9]+\(/)) { n[substr($0, 1, RLENGTH - 1)]++; all++ } }
+            END { printf "%s: %d calls before the bundle is read:", mode, all
+                  for (c in n) printf " %s %d", c, n[c]; printf "\n" }' "$trace" >> "$out"
+        cp "$trace" "$results/"
+    done
+    cat "$out"
+    expect jail-calls "calls counted for plain and confined (jail-calls.txt)" \
+        eval 'grep -q "^plain: [1-9]" "$out" && grep -q "^confined: [1-9]" "$out"'
+    rm -f "$bundle"
+}
+
 # bench/migrate in this L1 (named in SCENARIOS only, not CI's tier):
 # smolvm's migrations against QEMU's of the same guest, RUNS of each;
 # the figures in migrate-bench.txt.
@@ -2598,7 +2649,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     migrate migrate_jailed seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make
     ram_huge_pages boot_and_trace+jail"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
+# part of the tier CI runs): jail_bench, jail_calls, boot_bench, net_bench, migrate_bench,
 # api_bench, fs_bench, coldstart_bench, ram_bench;
 # and migrate_load (cuts at three points, a dirtying guest; needs the test
 # build's cut hook) and migrate_layers, also only when named.
