@@ -38,9 +38,9 @@ static int own_dir(const char *dir)
  * before its first folder: *root_checked). Each folder is looked at once
  * where it is there already (a jailed start prepares three in its plan,
  * each call a path walk in a TCG L1). */
-static int prepare_one(const char *sub, bool *root_checked, char **out)
+static int prepare_one(const char *root, const char *sub, bool *root_checked, char **out)
 {
-    char *root = paths_cache_dir(""), *dir = paths_cache_dir(sub);
+    char *dir = paths_cache_dir(sub);
     struct stat st = {0};
     int r = root && dir ? 0 : -ENOENT;
 
@@ -54,7 +54,6 @@ static int prepare_one(const char *sub, bool *root_checked, char **out)
         *root_checked = true;
     if (r == 0)
         r = own_dir_as(dir, &st);
-    free(root);
     if (r < 0) {
         free(dir);
         return r;
@@ -65,22 +64,28 @@ static int prepare_one(const char *sub, bool *root_checked, char **out)
 
 int cache_dir_prepare(const char *sub, char **out)
 {
+    char *root = paths_cache_dir("");
     bool root_checked = false;
-    return prepare_one(sub, &root_checked, out);
+    int r = prepare_one(root, sub, &root_checked, out);
+
+    free(root);
+    return r;
 }
 
 int cache_dirs_prepare(const char *const *subs, size_t count, char **outs)
 {
+    char *root = paths_cache_dir("");
     bool root_checked = false;
     int r = 0;
 
     for (size_t i = 0; i < count; i++) {
         outs[i] = NULL;
-        if (prepare_one(subs[i], &root_checked, &outs[i]) < 0) {
+        if (prepare_one(root, subs[i], &root_checked, &outs[i]) < 0) {
             r = -1;
             err_clear();
         }
     }
+    free(root);
     return r;
 }
 
