@@ -2261,7 +2261,7 @@ scenario_jail_bench() {
         # side), and each pair starts one mode further along the list, so
         # every mode takes every place and follows every other (with a
         # fixed order, plain was always first or last: its even rounds'
-        # starts were 2-3x its odd ones').
+        # setup, vmm_ready, took 2-3x its odd ones', December 2026).
         order=$(echo "$modes" | awk -v shift=$(((n - 1) / 2)) -v back=$((n % 2 == 0)) '{
             for (i = 0; i < NF; i++) o[i] = $(((i + shift) % NF) + 1)
             for (i = 0; i < NF; i++) printf "%s ", back ? o[NF - 1 - i] : o[i] }')
