@@ -134,14 +134,17 @@ static int add_runtime(struct confine_plan *p, const char *name)
 static int add_caches(struct confine_plan *p)
 {
     static const char *const filled[] = {"disks", "layers", "memory"};
+    char *dirs[sizeof(filled) / sizeof(filled[0])];
     int r = 0;
 
-    for (size_t i = 0; i < sizeof(filled) / sizeof(filled[0]) && r == 0; i++) {
-        char *dir;
-        if (cache_dir_prepare(filled[i], &dir) == 0)
-            r = add_owned(p, dir);
+    /* One not made (NULL): no cache, the start unpacks from the bundle, as outside. */
+    if (cache_dirs_prepare(filled, sizeof(filled) / sizeof(filled[0]), dirs) < 0)
+        err_clear();
+    for (size_t i = 0; i < sizeof(filled) / sizeof(filled[0]); i++) {
+        if (r == 0)
+            r = add_owned(p, dirs[i]); /* frees it */
         else
-            err_clear(); /* no cache: the start unpacks from the bundle, as outside */
+            free(dirs[i]);
     }
     return r;
 }

@@ -438,19 +438,30 @@ struct held_leftover {
     const char *name;
     dev_t dev;
     ino_t ino;
+    unsigned planned; /* its index in the plan's leftovers */
 };
 static struct held_leftover held[CONFINE_MAX_LEFTOVERS];
 static unsigned held_count;
+
+/* The folder of leftover i, opened: a dup() of one held already for the
+ * same folder (most are in the runtime folder: one path walk, not four). */
+static int open_leftover_dir(const struct confine_plan *p, unsigned i)
+{
+    for (unsigned h = 0; h < held_count; h++)
+        if (strcmp(p->leftovers[held[h].planned].dir, p->leftovers[i].dir) == 0)
+            return fcntl(held[h].dir, F_DUPFD_CLOEXEC, 0);
+    return open(p->leftovers[i].dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
 
 static void hold_leftovers(const struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->leftover_count; i++) {
         const struct confine_leftover *l = &p->leftovers[i];
-        int dir = open(l->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        int dir = open_leftover_dir(p, i);
         struct stat st;
 
         if (dir >= 0 && fstatat(dir, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-            held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino};
+            held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino, i};
         else if (dir >= 0)
             close(dir);
     }
@@ -662,6 +673,21 @@ static void ahead_end(bool begun, pthread_t thread)
     trace_add_count(TRACE_JAIL_AHEAD_WAIT_US, trace_now_us() - start);
 }
 
+/* jail_enter() failed before its fork: what it opened so far closed (the
+ * arrival's pipe, ends; the root's; the leftovers' folders), r returned. */
+static int unmade(int r, int ends[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (ends[i] >= 0)
+            close(ends[i]);
+        if (root_pipe[i] >= 0)
+            close(root_pipe[i]);
+        ends[i] = root_pipe[i] = -1;
+    }
+    let_go_of_leftovers();
+    return r;
+}
+
 /* The VMM is pid 1 of a pid namespace of its own: it forks into it here,
  * before any thread (KVM's VM, made later, belongs to the process that
  * makes it). Returns in the child; the parent never returns (relay()). */
@@ -688,14 +714,14 @@ int jail_enter(const struct confine_plan *p)
      * host strace of test_jail: mean 25 ms, waiting for the file system,
      * not the CPU). */
     if (mkdir(p->root, 0700) < 0 && errno != EEXIST)
-        return broken("cannot make", p->root);
+        return unmade(broken("cannot make", p->root), ends);
     hold_leftovers(p);
     if (pipe2(root_pipe, O_CLOEXEC) < 0)
-        return broken("cannot make", "the root's pipe");
+        return unmade(broken("cannot make", "the root's pipe"), ends);
     fflush(NULL);
     uint64_t forking = trace_now_us();
     if ((child = fork()) < 0)
-        return broken("cannot fork", "into its pid namespace");
+        return unmade(broken("cannot fork", "into its pid namespace"), ends);
     arrival_pipe = child > 0 ? ends[0] : ends[1];
     if (ends[0] >= 0)
         close(child > 0 ? ends[1] : ends[0]);

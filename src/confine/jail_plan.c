@@ -4,12 +4,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -57,25 +59,58 @@ static int add_link(struct confine_plan *p, const char *path)
     return 0;
 }
 
-/* realpath()'s answer, and what it names (*st, followed), from one open
- * (a jailed start plans ~20 paths; each call is costly in a TCG L1): the
- * kernel resolves the path once, /proc names what it opened, fstat() says
- * what that is without walking the path again. realpath() itself where
- * /proc does not say. */
-static bool resolve(const char *path, char real[PATH_MAX], struct stat *st)
+/* Whether path is absolute and written as realpath() would write it
+ * (no '.', '..', empty part, nor a '/' at its end): with no link on its
+ * way either, it is its own real path. */
+static bool canonical(const char *path)
+{
+    size_t n = strlen(path);
+    return path[0] == '/' && (n == 1 || (path[n - 1] != '/' && !has_dot_or_empty_part(path)));
+}
+
+/* An open (O_PATH) of path that follows no link on its way: -1 where one
+ * is there (ELOOP), or openat2 is not (before Linux 5.6: ENOSYS). */
+static int open_linkless(const char *path)
+{
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS};
+    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+}
+
+/* /proc's name of what fd opened (its path as this process sees it). */
+static bool named_by_proc(int fd, char real[PATH_MAX])
 {
     char link[32];
-    int fd = open(path, O_PATH | O_CLOEXEC);
     ssize_t n;
-    bool named;
 
-    if (fd < 0)
-        return false;
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     n = readlink(link, real, PATH_MAX - 1);
-    named = n > 0 && n < PATH_MAX - 1 && real[0] == '/';
+    if (n <= 0 || n >= PATH_MAX - 1 || real[0] != '/')
+        return false;
+    real[n] = '\0';
+    return true;
+}
+
+/* realpath()'s answer, and what it names (*st, followed), from one open
+ * (a jailed start plans ~20 paths; each call is costly in a TCG L1): the
+ * kernel resolves the path once, fstat() says what that is without
+ * walking the path again. A canonical name (most of a plan's: its own
+ * folders, the caches, the devices) opened through no link is its own
+ * real path; another is named by /proc as it was opened (a second path
+ * walk, in /proc), or by realpath() itself where /proc does not say. */
+static bool resolve(const char *path, char real[PATH_MAX], struct stat *st)
+{
+    bool as_written = strlen(path) < PATH_MAX && canonical(path);
+    int fd = as_written ? open_linkless(path) : -1;
+    bool named = fd >= 0;
+
     if (named)
-        real[n] = '\0';
+        strcpy(real, path);
+    else if (as_written && (errno == ENOENT || errno == ENOTDIR || errno == EACCES))
+        return false; /* met before any link: open() would meet it too */
+    else if ((fd = open(path, O_PATH | O_CLOEXEC)) < 0)
+        return false;
+    else
+        named = named_by_proc(fd, real);
     named = fstat(fd, st) == 0 && (named || realpath(path, real) != NULL);
     close(fd);
     return named;

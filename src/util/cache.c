@@ -11,43 +11,82 @@
 #include "util/err.h"
 #include "util/paths.h"
 
-/* dir is the user's own, and only theirs to enter (fixed if it is not). */
+/* dir (st: what stat() said of it) is the user's own, and only theirs to
+ * enter (fixed if it is not). */
+static int own_dir_as(const char *dir, const struct stat *st)
+{
+    if (!S_ISDIR(st->st_mode))
+        return err_plain(ENOTDIR, "cache folder '%s' is not a folder", dir);
+    if (st->st_uid != geteuid())
+        return err_plain(EPERM, "cache folder '%s' belongs to uid %u, not to this user: not used",
+                         dir, (unsigned)st->st_uid);
+    if ((st->st_mode & 0777) != 0700 && chmod(dir, 0700) < 0)
+        return err_set(errno, "cannot make cache folder '%s' private", dir);
+    return 0;
+}
+
 static int own_dir(const char *dir)
 {
     struct stat st;
 
     if (stat(dir, &st) < 0)
         return err_set(errno, "cache folder '%s'", dir);
-    if (!S_ISDIR(st.st_mode))
-        return err_plain(ENOTDIR, "cache folder '%s' is not a folder", dir);
-    if (st.st_uid != geteuid())
-        return err_plain(EPERM, "cache folder '%s' belongs to uid %u, not to this user: not used",
-                         dir, (unsigned)st.st_uid);
-    if ((st.st_mode & 0777) != 0700 && chmod(dir, 0700) < 0)
-        return err_set(errno, "cannot make cache folder '%s' private", dir);
-    return 0;
+    return own_dir_as(dir, &st);
 }
 
-int cache_dir_prepare(const char *sub, char **out)
+/* paths_cache_dir(sub), made if missing, and checked (the root once,
+ * before its first folder: *root_checked). Each folder is looked at once
+ * where it is there already (a jailed start prepares three in its plan,
+ * each call a path walk in a TCG L1). */
+static int prepare_one(const char *root, const char *sub, bool *root_checked, char **out)
 {
-    char *root = paths_cache_dir(""), *dir = paths_cache_dir(sub);
-    int r = root && dir ? paths_mkdirs(dir) : -ENOENT;
+    char *dir = paths_cache_dir(sub);
+    struct stat st = {0};
+    int r = root && dir ? 0 : -ENOENT;
 
+    if (r == 0 && stat(dir, &st) < 0 && (r = paths_mkdirs(dir)) == 0 && stat(dir, &st) < 0)
+        r = -errno;
     if (r == -ENOENT && (!root || !dir))
         err_plain(ENOENT, "no cache folder (set HOME or XDG_CACHE_HOME)");
     else if (r < 0)
         err_set(-r, "cannot create cache folder '%s'", dir);
+    if (r == 0 && !*root_checked && (r = own_dir(root)) == 0)
+        *root_checked = true;
     if (r == 0)
-        r = own_dir(root);
-    if (r == 0)
-        r = own_dir(dir);
-    free(root);
+        r = own_dir_as(dir, &st);
     if (r < 0) {
         free(dir);
         return r;
     }
     *out = dir;
     return 0;
+}
+
+int cache_dir_prepare(const char *sub, char **out)
+{
+    char *root = paths_cache_dir("");
+    bool root_checked = false;
+    int r = prepare_one(root, sub, &root_checked, out);
+
+    free(root);
+    return r;
+}
+
+int cache_dirs_prepare(const char *const *subs, size_t count, char **outs)
+{
+    char *root = paths_cache_dir("");
+    bool root_checked = false;
+    int r = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        outs[i] = NULL;
+        if (prepare_one(root, subs[i], &root_checked, &outs[i]) < 0) {
+            r = -1;
+            err_clear();
+        }
+    }
+    free(root);
+    return r;
 }
 
 static bool trusted(const struct stat *st)

@@ -16,10 +16,16 @@
 #define SMOLVM_UTIL_CACHE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* paths_cache_dir(sub), created, with it and smolvm's cache root checked
  * as above. *out malloc'd. 0, or <0 with the message set. */
 int cache_dir_prepare(const char *sub, char **out) __attribute__((warn_unused_result));
+
+/* cache_dir_prepare() of each of subs, the root checked once: outs[i]
+ * malloc'd, or NULL where that folder could not be (its message
+ * dropped). 0, or -1 when any could not. */
+int cache_dirs_prepare(const char *const *subs, size_t count, char **outs);
 
 /* Whether fd (a cache file just opened) may be used. */
 bool cache_fd_trusted(int fd);

@@ -197,6 +197,10 @@ int paths_mkdirs(const char *dir)
      * jailed start's plan makes a dozen, ~20 calls each in a TCG L1). */
     if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
         return 0;
+    /* Missing, its own folder mostly is not (an instance's, a VM's
+     * runtime folder): one call, not one per folder from the root. */
+    if (mkdir(dir, 0700) == 0)
+        return 0;
     if (!(path = strdup(dir)))
         return -ENOMEM;
     for (char *q = path + 1; *q && r == 0; q++) {

@@ -2218,16 +2218,19 @@ scenario_jail() {
 # "seccomp" (the filters, no --jail) split the cost between the two.
 # Milliseconds since the VMM started, from --trace-boot's JSON (the clock
 # starts before the jail is made, so its setup is inside the figure). The
-# first start of the bundle unpacks its memory cache: it is made once,
-# untimed, so every timed start is a later start. The modes run in one
-# order in odd rounds and the reverse in even ones, so a drift of the
-# host's load (or the L1's caches warming) does not favour one side.
+# first start of the bundle unpacks its memory cache, the second records
+# its working set: both are made untimed, so every timed start is a later
+# start that prefetches. Rounds go in pairs, the
+# second in the reverse order of the first, so a drift of the host's load
+# (or the L1's caches warming) does not favour one side; each pair starts
+# one mode further along. JAIL_BENCH_KINDS=start times starts only (the
+# boots take ~2/3 of the time); JAIL_BENCH_MODES names the modes to run.
 # bench/jail/report writes the raw rounds, medians, least, and each
 # mode/plain of the medians and round by round into jail-bench.txt, then
 # each jailed or filtered run's own trace counts (where its cost went).
 scenario_jail_bench() {
     local bundle=$work/jb.smolmachine figures=$results/jail-bench.txt mode n v opts kind
-    local report runs=${RUNS:-5} bench
+    local report runs=${RUNS:-5} bench kinds=${JAIL_BENCH_KINDS:-boot start}
     bench=$(dirname "$(realpath "$0")")/../../bench
     report=$bench/jail/report
     # shellcheck source=../../bench/lib.sh
@@ -2238,16 +2241,30 @@ scenario_jail_bench() {
     wait_for jb-src '^COUNT 3 '
     "$real_smolvm" save jb-src -o "$bundle" > /dev/null 2>&1
     finish jb-src
-    SMOLVM=$real_smolvm background jb-warm start "$bundle" --name jb-warm
-    wait_for jb-warm '^COUNT'
-    "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
-    finish jb-warm
+    # Two untimed starts: the first unpacks the memory cache (served, it
+    # records only a provisional working set), the second records the
+    # working set every later start prefetches. With one, the first timed
+    # start (round 1's first mode) was the only one not to prefetch.
+    for n in 1 2; do
+        SMOLVM=$real_smolvm background jb-warm start "$bundle" --name jb-warm
+        wait_for jb-warm '^COUNT'
+        "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
+        finish jb-warm
+    done
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
     local modes="plain jail seccomp confined" bin order
     [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
+    [ -z "${JAIL_BENCH_MODES:-}" ] || modes=$JAIL_BENCH_MODES
     for n in $(seq 1 "$runs"); do
-        order=$modes
-        [ $((n % 2)) -eq 1 ] || order=$(echo "$modes" | awk '{ for (i = NF; i > 0; i--) printf "%s ", $i }')
+        # Rounds in pairs: the second of a pair runs the modes in the
+        # reverse order of the first (a drift of the host's load favours no
+        # side), and each pair starts one mode further along the list, so
+        # every mode takes every place and follows every other (with a
+        # fixed order, plain was always first or last: its even rounds'
+        # setup, vmm_ready, took 2-3x its odd ones', December 2026).
+        order=$(echo "$modes" | awk -v shift=$(((n - 1) / 2)) -v back=$((n % 2 == 0)) '{
+            for (i = 0; i < NF; i++) o[i] = $(((i + shift) % NF) + 1)
+            for (i = 0; i < NF; i++) printf "%s ", back ? o[NF - 1 - i] : o[i] }')
         for mode in $order; do
             bin=$real_smolvm
             case $mode in
@@ -2261,11 +2278,13 @@ scenario_jail_bench() {
             # teardown, a jailed one's namespaces too, off its CPU), and
             # the start's line waited for blocked, not by a poll forked
             # each second (wait_for_line): neither is on a user's way.
-            bench_settle
-            SMOLVM=$bin boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
-                --cmdline "$GUEST_CMDLINE" --trace-until SMOLVM-GUEST-UP --json
-            v=$(grep -o '"marker_seen":[0-9.]*' "$work/jb-boot-$mode-$n.err" | cut -d: -f2)
-            echo "boot $mode $n ${v:-?}" >> "$figures"
+            if [ "$kinds" != start ]; then
+                bench_settle
+                SMOLVM=$bin boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
+                    --cmdline "$GUEST_CMDLINE" --trace-until SMOLVM-GUEST-UP --json
+                v=$(grep -o '"marker_seen":[0-9.]*' "$work/jb-boot-$mode-$n.err" | cut -d: -f2)
+                echo "boot $mode $n ${v:-?}" >> "$figures"
+            fi
             bench_settle
             SMOLVM=$bin background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
                 --trace-boot --json
@@ -2278,12 +2297,12 @@ scenario_jail_bench() {
     done
     {
         echo "# plain: --seccomp=off, no --jail; jail: --jail --seccomp=off; seccomp: filters, no --jail;"
-        echo "# confined: --jail, filters on. ms since the VMM started; odd rounds ran the modes in this"
-        echo "# order, even rounds in the reverse one: $modes"
+        echo "# confined: --jail, filters on. ms since the VMM started; rounds in pairs, the second in the"
+        echo "# reverse order of the first, each pair one mode further along: $modes"
         bash "$report" "$figures"
         # Where a start's own setup went (util/trace.h counts, µs), plain's too.
-        for kind in boot start; do
-            for mode in plain jail seccomp confined ${SMOLVM_BASELINE:+confined-baseline}; do
+        for kind in $kinds; do
+            for mode in $modes; do
                 for n in $(seq 1 "$runs"); do
                     echo "counts $kind $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jb-$kind-$mode-$n.err" | tr -d '"{}' | sed 's/^counts://')"
                 done
@@ -2298,6 +2317,58 @@ scenario_jail_bench() {
     expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
         eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"
+    rm -f "$bundle"
+}
+
+# What a jailed start costs in calls (named in SCENARIOS only, like
+# jail_bench): one start of a saved bundle under strace -f for each of
+# plain, confined and (SMOLVM_BASELINE) the baseline's confined; the calls
+# made before the VMM opens the bundle to read it (the plan, the jail, the
+# filters), by name, in jail-calls.txt. Each call that walks a path costs
+# ~0.1-0.3 ms in a TCG L1: a cut in them is seen here exactly, where the
+# wall clock of one start would hide it.
+scenario_jail_calls() {
+    local bundle=$work/jc.smolmachine out=$results/jail-calls.txt mode bin opts trace n
+    command -v strace > /dev/null || { fail jail-calls "no strace in this L1"; return; }
+    SMOLVM=$real_smolvm background jc-src run --name jc-src --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for jc-src '^COUNT 3 '
+    "$real_smolvm" save jc-src -o "$bundle" > /dev/null 2>&1
+    finish jc-src
+    for n in 1 2; do # as jail_bench: the memory cache, then the working set
+        SMOLVM=$real_smolvm background jc-warm start "$bundle" --name jc-warm
+        wait_for jc-warm '^COUNT'
+        "$real_smolvm" stop jc-warm --force > /dev/null 2>&1
+        finish jc-warm
+    done
+    : > "$out"
+    for mode in plain confined ${SMOLVM_BASELINE:+confined-baseline}; do
+        bin=$real_smolvm opts=--jail
+        case $mode in
+        plain) opts=--seccomp=off ;;
+        confined-baseline) bin=$SMOLVM_BASELINE ;;
+        esac
+        trace=$work/jc-$mode.strace
+        printf '#!/bin/sh\nexec strace -f -o %s %s "$@"\n' "$trace" "$bin" > "$work/jc-strace"
+        chmod +x "$work/jc-strace"
+        SMOLVM=$work/jc-strace background "jc-$mode" start "$bundle" $opts --name "jc-$mode"
+        wait_for_line "jc-$mode" '^COUNT'
+        "$real_smolvm" stop "jc-$mode" --force > /dev/null 2>&1
+        finish "jc-$mode"
+        # strace -f: "PID name(args...) = result"; up to the bundle's open
+        # for reading (the plan opens it O_PATH, outside the jail: strace
+        # writes that O_RDONLY|O_CLOEXEC|O_PATH).
+        awk -v mode="$mode" -v b="$bundle\", O_RDONLY" '
+            index($0, b) && !index($0, "O_PATH") { done = 1 }
+            done { next }
+            { sub(/^[0-9]+ +/, ""); if (match($0, /^[a-z_0-9]+\(/)) { n[substr($0, 1, RLENGTH - 1)]++; all++ } }
+            END { printf "%s: %d calls before the bundle is read:", mode, all
+                  for (c in n) printf " %s %d", c, n[c]; printf "\n" }' "$trace" >> "$out"
+        cp "$trace" "$results/"
+    done
+    cat "$out"
+    expect jail-calls "calls counted for plain and confined (jail-calls.txt)" \
+        eval 'grep -q "^plain: [1-9]" "$out" && grep -q "^confined: [1-9]" "$out"'
     rm -f "$bundle"
 }
 
@@ -2579,7 +2650,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     migrate migrate_jailed seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make
     ram_huge_pages boot_and_trace+jail"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench, boot_bench, net_bench, migrate_bench,
+# part of the tier CI runs): jail_bench, jail_calls, boot_bench, net_bench, migrate_bench,
 # api_bench, fs_bench, coldstart_bench, ram_bench;
 # and migrate_load (cuts at three points, a dirtying guest; needs the test
 # build's cut hook) and migrate_layers, also only when named.

@@ -1414,6 +1414,49 @@ static void tampered_cache_is_not_used(void **state)
     guest_memory_free(&mem);
 }
 
+/* The cache folders a jailed start's plan prepares together: the root
+ * checked once, but checked (made private), each folder made private, and
+ * one that is not a folder left out without the others. */
+static void cache_dirs_are_prepared_together(void **state)
+{
+    static const char *const subs[] = {"disks", "layers", "memory"};
+    char xdg[128], root[160], layers[192], *dirs[3];
+    struct stat st;
+    (void)state;
+
+    snprintf(xdg, sizeof(xdg), "%s/xdg", dir);
+    snprintf(root, sizeof(root), "%s/smolvm", xdg);
+    snprintf(layers, sizeof(layers), "%s/layers", root);
+    setenv("XDG_CACHE_HOME", xdg, 1);
+    assert_int_equal(cache_dirs_prepare(subs, 3, dirs), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(dirs[i]);
+        assert_int_equal(stat(dirs[i], &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+        assert_int_equal(st.st_mode & 0777, 0700);
+        assert_int_equal(chmod(dirs[i], 0755), 0);
+        free(dirs[i]);
+    }
+    assert_int_equal(chmod(root, 0755), 0);
+    assert_int_equal(rmdir(layers), 0);
+    int fd = open(layers, O_WRONLY | O_CREAT | O_EXCL, 0600); /* not a folder */
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(cache_dirs_prepare(subs, 3, dirs), -1);
+    assert_non_null(dirs[0]);
+    assert_null(dirs[1]);
+    assert_non_null(dirs[2]);
+    assert_int_equal(stat(root, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700); /* checked, once */
+    for (int i = 0; i < 3; i += 2) {
+        assert_int_equal(stat(dirs[i], &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0700);
+        free(dirs[i]);
+    }
+    unlink(layers);
+    unsetenv("XDG_CACHE_HOME");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1448,6 +1491,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(config_bomb_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
+        cmocka_unit_test_setup_teardown(cache_dirs_are_prepared_together, setup, teardown),
         cmocka_unit_test_setup_teardown(started_disk_is_not_a_layer_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(omitted_layers_are_listed_not_carried, setup, teardown),
         cmocka_unit_test_setup_teardown(private_disks_skip_the_disk_cache, setup, teardown),

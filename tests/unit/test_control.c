@@ -430,6 +430,35 @@ static void runtime_folders_in_order(void **state)
     paths_free(d, n);
 }
 
+/* paths_mkdirs: a folder whose own folder is there, and one with none of
+ * its folders there, are made (each the user's only); one there already
+ * is left as it is. */
+static void folders_are_made_private(void **state)
+{
+    char one[160], deep[192], part[192];
+    struct stat st;
+    (void)state;
+
+    snprintf(one, sizeof(one), "%s/made-one", dir);
+    assert_int_equal(paths_mkdirs(one), 0);
+    assert_int_equal(stat(one, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(chmod(one, 0750), 0);
+    assert_int_equal(paths_mkdirs(one), 0); /* there: untouched */
+    assert_int_equal(stat(one, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0750);
+    snprintf(deep, sizeof(deep), "%s/made-a/b/c", dir);
+    assert_int_equal(paths_mkdirs(deep), 0);
+    for (const char *end = deep + strlen(dir) + 1; end; end = strchr(end + 1, '/')) {
+        snprintf(part, sizeof(part), "%.*s", (int)(end - deep), deep);
+        assert_int_equal(stat(part, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0700);
+    }
+    assert_int_equal(stat(deep, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
 /* A runtime folder where no socket can be made (here: its path too long
  * for a unix socket, as 9p or NFS refuse them): the next one is used, and
  * clients find the VM there. */
@@ -534,6 +563,7 @@ int main(void)
         cmocka_unit_test(passed_descriptor_reaches_the_handler),
         cmocka_unit_test(descriptors_not_taken_are_closed),
         cmocka_unit_test(runtime_folders_in_order),
+        cmocka_unit_test(folders_are_made_private),
         cmocka_unit_test(socket_falls_back_to_the_next_folder),
         cmocka_unit_test(read_only_cache_falls_back),
         cmocka_unit_test(temporary_file_is_not_a_planted_link),

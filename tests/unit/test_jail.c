@@ -13,8 +13,10 @@
 #include <dirent.h>
 #include <cmocka.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -1291,6 +1293,9 @@ static void test_plan_paths(void **state)
     snprintf(relative, sizeof(relative), "./inside/../inside");
     assert_int_equal(confine_plan_add(&plan, relative, false), 0);
     assert_string_equal(plan.paths[1].path, inside); /* made absolute */
+    snprintf(relative, sizeof(relative), "%s/", inside);
+    assert_int_equal(confine_plan_add(&plan, relative, false), 0);
+    assert_int_equal(plan.count, 2); /* its real name has no '/' at its end */
     /* A link: what it names (let in once), and the link made again. */
     snprintf(relative, sizeof(relative), "%s/alias-of-inside", dir);
     assert_int_equal(symlink(inside, relative), 0);
@@ -1345,6 +1350,90 @@ static void test_plan_paths(void **state)
     assert_int_equal(confine_plan_add(&plan, "/", false), -E2BIG);
     confine_plan_release(&plan);
     assert_int_equal(plan.count, 0);
+}
+
+/* In a forked child: only descriptors 0-2 open (a hole among them filled
+ * with /dev/null), so what jail_enter() opens next is 3, 4, ... */
+static void only_standard_descriptors(void)
+{
+    int fd;
+
+    close_range(3, ~0u, 0);
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd < 3)
+        ;
+    if (fd > 2)
+        close(fd);
+}
+
+/* Each of descriptors 3..63 closed: 0, else the first open one. */
+static int first_open_descriptor(void)
+{
+    for (int fd = 3; fd < 64; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            return fd;
+    return 0;
+}
+
+enum broken_step { ROOT_PIPE_REFUSED, FORK_REFUSED };
+
+/* In a forked child: jail_enter() with an arrival's pipe and a leftover
+ * held, failing at STEP -- the root's pipe (no descriptor left: the
+ * arrival's pipe takes 3-4, the leftover's folder 5, the limit is 6) or
+ * the fork (a filter refuses clone) -- must close what it opened. Exit 0,
+ * UNAVAILABLE, or 102 (it did not fail there), 103 (a descriptor left). */
+static void __attribute__((noreturn)) enter_failing_at(enum broken_step step)
+{
+    struct confine_plan plan = {0};
+    char arriving[160];
+
+    snprintf(arriving, sizeof(arriving), "%s/arriving", inside);
+    if (mkdir(arriving, 0700) < 0 && errno != EEXIST)
+        _exit(100);
+    if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
+        confine_plan_leftover(&plan, inside, "vm.jail") < 0 ||
+        confine_plan_arrival(&plan, inside, "arriving", "arrived", -1) < 0)
+        _exit(100);
+    if (step == ROOT_PIPE_REFUSED) {
+        struct rlimit six = {6, 6};
+        if (setrlimit(RLIMIT_NOFILE, &six) < 0)
+            _exit(100);
+    } else {
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+        if (!ctx || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(clone), 0) < 0 ||
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(clone3), 0) < 0 ||
+            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || seccomp_load(ctx) < 0)
+            _exit(100);
+        seccomp_release(ctx);
+    }
+    only_standard_descriptors();
+    int r = jail_enter(&plan);
+    if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -ENOSPC || r == -EACCES)
+        _exit(UNAVAILABLE);
+    if (r != -ENOTRECOVERABLE ||
+        !strstr(err_msg(), step == ROOT_PIPE_REFUSED ? "the root's pipe" : "cannot fork"))
+        _exit(102);
+    int left = first_open_descriptor();
+    if (left)
+        fprintf(stderr, "descriptor %d left open\n", left);
+    _exit(left ? 103 : 0);
+}
+
+/* jail_enter() failing before its fork closes the pipes and folders it
+ * opened (the caller ends, but a descriptor must not outlive its use). */
+static void test_failure_before_fork_closes_what_it_opened(void **state)
+{
+    (void)state;
+    for (enum broken_step step = ROOT_PIPE_REFUSED; step <= FORK_REFUSED; step++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            enter_failing_at(step);
+        child_passed(pid);
+    }
+    char arriving[160];
+    snprintf(arriving, sizeof(arriving), "%s/arriving", inside);
+    rmdir(arriving);
+    rmdir(root); /* made on the host's file system before the fork */
 }
 
 static void test_cgroup_own_path(void **state)
@@ -1443,6 +1532,7 @@ int main(void)
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
+        cmocka_unit_test(test_failure_before_fork_closes_what_it_opened),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),
         cmocka_unit_test(test_cgroup_limits),
