@@ -25,33 +25,60 @@ static int own_dir_as(const char *dir, const struct stat *st)
     return 0;
 }
 
-static int own_dir(const char *dir)
+/* The root checked (made private), once: before any folder in it is
+ * looked at, so no folder is taken from a look made while the root was
+ * still open to others (one swapped for another user's after the look).
+ * A root not there yet is made below by us, private, and checked then. */
+static int check_root(const char *root, bool *checked)
 {
     struct stat st;
+    int r;
 
-    if (stat(dir, &st) < 0)
+    if (*checked)
+        return 0;
+    if (stat(root, &st) < 0)
+        return errno == ENOENT ? 0 : err_set(errno, "cache folder '%s'", root);
+    r = own_dir_as(root, &st);
+    *checked = r == 0;
+    return r;
+}
+
+/* What dir is, into st: -ENOENT (no message) when it is not there. A link
+ * is followed only when this user made it (one another user planted while
+ * the root was open to them would pass as the user's own folder). */
+static int look_at_folder(const char *dir, struct stat *st)
+{
+    if (lstat(dir, st) < 0)
+        return errno == ENOENT ? -ENOENT : err_set(errno, "cache folder '%s'", dir);
+    if (!S_ISLNK(st->st_mode))
+        return 0;
+    if (st->st_uid != geteuid())
+        return err_plain(EPERM, "cache folder '%s' is a link made by uid %u, not by this user: "
+                                "not used", dir, (unsigned)st->st_uid);
+    if (stat(dir, st) < 0)
         return err_set(errno, "cache folder '%s'", dir);
-    return own_dir_as(dir, &st);
+    return 0;
 }
 
 /* paths_cache_dir(sub), made if missing, and checked (the root once,
- * before its first folder: *root_checked). Each folder is looked at once
- * where it is there already (a jailed start prepares three in its plan,
- * each call a path walk in a TCG L1). */
+ * first: *root_checked). Each folder is looked at once where it is there
+ * already (a jailed start prepares three in its plan, each call a path
+ * walk in a TCG L1). */
 static int prepare_one(const char *root, const char *sub, bool *root_checked, char **out)
 {
     char *dir = paths_cache_dir(sub);
     struct stat st = {0};
-    int r = root && dir ? 0 : -ENOENT;
+    int r = root && dir ? check_root(root, root_checked)
+                        : err_plain(ENOENT, "no cache folder (set HOME or XDG_CACHE_HOME)");
 
-    if (r == 0 && stat(dir, &st) < 0 && (r = paths_mkdirs(dir)) == 0 && stat(dir, &st) < 0)
-        r = -errno;
-    if (r == -ENOENT && (!root || !dir))
-        err_plain(ENOENT, "no cache folder (set HOME or XDG_CACHE_HOME)");
-    else if (r < 0)
-        err_set(-r, "cannot create cache folder '%s'", dir);
-    if (r == 0 && !*root_checked && (r = own_dir(root)) == 0)
-        *root_checked = true;
+    if (r == 0 && (r = look_at_folder(dir, &st)) == -ENOENT) {
+        if ((r = paths_mkdirs(dir)) < 0)
+            err_set(-r, "cannot create cache folder '%s'", dir);
+        else if ((r = look_at_folder(dir, &st)) == -ENOENT)
+            err_set(ENOENT, "cannot create cache folder '%s'", dir);
+    }
+    if (r == 0)
+        r = check_root(root, root_checked); /* made just now, if it was not there */
     if (r == 0)
         r = own_dir_as(dir, &st);
     if (r < 0) {

@@ -1457,6 +1457,42 @@ static void cache_dirs_are_prepared_together(void **state)
     unsetenv("XDG_CACHE_HOME");
 }
 
+/* Another user's hands in the cache (as root, the test plays them with
+ * chown): a root of theirs is refused, and a folder that is a link they
+ * made is refused though it leads to a folder of ours. */
+static void cache_refuses_what_another_user_made(void **state)
+{
+    static const char *const subs[] = {"disks"};
+    char xdg[128], root[160], disks[192], ours[192], *dirs[1];
+    (void)state;
+
+    if (geteuid() != 0)
+        skip(); /* chown to another uid needs root */
+    snprintf(xdg, sizeof(xdg), "%s/xdg2", dir);
+    snprintf(root, sizeof(root), "%s/smolvm", xdg);
+    snprintf(disks, sizeof(disks), "%s/disks", root);
+    snprintf(ours, sizeof(ours), "%s/ours", xdg);
+    assert_int_equal(mkdir(xdg, 0700), 0);
+    assert_int_equal(mkdir(root, 0777), 0);
+    assert_int_equal(chown(root, 12345, 12345), 0);
+    setenv("XDG_CACHE_HOME", xdg, 1);
+    assert_int_equal(cache_dirs_prepare(subs, 1, dirs), -1);
+    assert_null(dirs[0]);
+    assert_int_equal(chown(root, 0, 0), 0);
+    assert_int_equal(rmdir(disks), 0); /* paths_cache_dir() made it, ours, before the check */
+    assert_int_equal(mkdir(ours, 0700), 0);
+    assert_int_equal(symlink(ours, disks), 0);
+    assert_int_equal(lchown(disks, 12345, 12345), 0);
+    assert_int_equal(cache_dir_prepare("disks", &dirs[0]), -EPERM);
+    assert_non_null(strstr(err_msg(), "is a link made by uid 12345"));
+    err_clear();
+    assert_int_equal(lchown(disks, 0, 0), 0); /* the user's own link is followed */
+    assert_int_equal(cache_dir_prepare("disks", &dirs[0]), 0);
+    free(dirs[0]);
+    unlink(disks);
+    unsetenv("XDG_CACHE_HOME");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1492,6 +1528,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(ram_bundle_is_private, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_cache_is_not_used, setup, teardown),
         cmocka_unit_test_setup_teardown(cache_dirs_are_prepared_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(cache_refuses_what_another_user_made, setup, teardown),
         cmocka_unit_test_setup_teardown(started_disk_is_not_a_layer_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(omitted_layers_are_listed_not_carried, setup, teardown),
         cmocka_unit_test_setup_teardown(private_disks_skip_the_disk_cache, setup, teardown),
