@@ -233,6 +233,8 @@ static void test_hostile_files(void **state)
     expect_refused(&f, sizeof(f));
     f = good, f.range[0].first_page = 30, f.range[0].pages = 4; /* across two regions */
     expect_refused(&f, sizeof(f));
+    f = good, f.range[1].first_page = 2 * REGION_PAGES - 2, f.range[1].pages = 3; /* one past */
+    expect_refused(&f, sizeof(f));
     f = good, f.range[0].pages = 0;
     expect_refused(&f, sizeof(f));
     f = good, f.range[0].written = 7;
@@ -243,6 +245,15 @@ static void test_hostile_files(void **state)
     assert_int_equal(file_write_new(in_dir("good.ws"), &good, sizeof(good)), 0);
     assert_int_equal(working_set_prefetch(in_dir("good.ws"), &mem, NULL), 0);
     assert_true(pagemap_entry(2) & PM_PRESENT);
+    unmap_ram();
+    /* Ranges ending on a region's last page, and on the RAM's, are its own. */
+    f = good, f.range[0].first_page = REGION_PAGES - 2, f.range[0].pages = 2;
+    f.range[1].first_page = 2 * REGION_PAGES - 3, f.range[1].pages = 3;
+    map_ram();
+    assert_int_equal(file_write_new(in_dir("edges.ws"), &f, sizeof(f)), 0);
+    assert_int_equal(working_set_prefetch(in_dir("edges.ws"), &mem, NULL), 0);
+    assert_true(pagemap_entry(REGION_PAGES - 1) & PM_PRESENT);
+    assert_true(pagemap_entry(2 * REGION_PAGES - 1) & PM_PRESENT);
     unmap_ram();
 }
 
