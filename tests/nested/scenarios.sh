@@ -465,7 +465,7 @@ scenario_first_start_served() {
 # instead of serving its guest too (the trace: memory_cache_wait_us, no
 # faulted_chunks), and goes on from the same count (FIRST).
 first_start_waits_for_fill() {
-    local copy=$work/tick-fill.smolmachine cache=$work/tick-cache-fill waiter t
+    local copy=$work/tick-fill.smolmachine cache=$work/tick-cache-fill waiter t first=$2
     cp "$1" "$copy"
     mkdir -m 0700 -p "$cache"
     XDG_CACHE_HOME=$cache background tick-fill start "$copy" --name tick-fill --trace-boot --json
@@ -477,7 +477,7 @@ first_start_waits_for_fill() {
         --trace-boot --json < /dev/null > "$work/tick-wait.out" 2> "$work/tick-wait.err" &
     waiter=$!
     for t in $(seq 1 60); do
-        grep -q "TICK $(($2 + 3))" "$work/tick-wait.out" && break
+        grep -q "TICK $((first + 3))" "$work/tick-wait.out" && break
         kill -0 "$waiter" 2>/dev/null || break
         sleep 1
     done
@@ -489,7 +489,7 @@ first_start_waits_for_fill() {
     echo "waiting start: $(grep -a -o '"memory_cache_wait_us":[0-9]*' "$work/tick-wait.err"), first line $(ticks tick-wait | head -n 1)" >> "$work/tick.facts"
     cp "$work/tick.facts" "$results/"
     expect first-start-waits-for-fill "a start finding another first start filling the cache waits for it and maps it (no faults served), going on from the same count (tick.facts)" \
-        eval 'grep -q "\"memory_cache_wait_us\":[1-9]" "$work/tick-wait.err" && ! grep -q faulted_chunks "$work/tick-wait.err" && test "$(ticks tick-wait | head -n 1)" = "$2"'
+        eval 'grep -q "\"memory_cache_wait_us\":[1-9]" "$work/tick-wait.err" && ! grep -q faulted_chunks "$work/tick-wait.err" && test "$(ticks tick-wait | head -n 1)" = "$first"'
     rm -rf "$copy" "$cache"
 }
 
@@ -527,8 +527,10 @@ first_start_ended_mid_serve() {
 }
 
 # A first start (served) of the counter bundle with one stored chunk
-# changed, the last in RAM (the fill comes to it after the guest has run
-# and written its disk; a touch of it by the guest is the same failure):
+# changed, one the guest did not touch in a first start of the same bundle
+# (its provisional working set) and past 40% of the stored chunks: the
+# fill comes to it after the guest has run and written its disk (a touch
+# of it by the guest would be the same failure, sooner):
 # the VM stops the normal way -- exit 1, one line "smolvm: start: ...
 # memory chunk N ...", its vCPUs joined, its disk flushed and closed. The
 # instance's qcow2 overlay checks clean: a VMM that ended with _exit left
@@ -541,7 +543,14 @@ scenario_first_start_corrupt_chunk() {
         quit_counter cnt
     fi
     cp "$bundle" "$copy"
-    chunk=$(python3 "$(dirname "$(realpath "$0")")/corrupt-chunk.py" "$copy")
+    mkdir -m 0700 -p "$cache"
+    XDG_CACHE_HOME=$cache background corrupt-probe start "$copy" --name corrupt-probe
+    wait_for corrupt-probe 'COUNT '
+    sleep 5 # the fill done: the chunks the guest faulted in written down
+    kill -TERM "$bg_pid"
+    finish corrupt-probe
+    chunk=$(python3 "$(dirname "$(realpath "$0")")/corrupt-chunk.py" "$copy" 0.4 "$cache"/smolvm/memory/*.ws)
+    rm -rf "$cache" "$XDG_DATA_HOME/smolvm/instances/corrupt-probe"
     mkdir -m 0700 -p "$cache"
     XDG_CACHE_HOME=$cache background corrupt start "$copy" --name corrupt
     for t in $(seq 1 120); do
