@@ -130,8 +130,6 @@ static int unpack_to_tmp(const struct bundle *b, const char *name,
         return err_set(ENOMEM, "memory cache");
     }
     fd = file_create_fresh(*tmp, 0600);
-    if (fd >= 0)
-        cache_file_filling(fd); /* until named: another start waits for it */
     r = fd < 0 ? fd : ftruncate(fd, (off_t)mem->total) < 0 ? err_set(errno, "'%s'", *tmp) : 0;
     if (r == 0)
         r = bundle_unpack_memory(b, name, mem, fd);
@@ -311,25 +309,6 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
     err_clear();
 }
 
-/* The memory cache file at path is there, or another start (a first one
- * serving its guest, one unpacking) is filling it and names it within
- * FILL_WAIT_MS: this start maps it then instead of serving its guest
- * beside the other. Serving both at once cost the second ~8x its start
- * (a vsock guest's first exec, nested L1: 3.5 s against 0.45 s). The
- * wait is bounded: a fill that runs behind a busy guest may take long,
- * and this start then serves its own, as before. */
-#define FILL_WAIT_MS 5000
-
-static bool cache_file_there(const char *path)
-{
-    unsigned waited_ms;
-    bool there = cache_file_awaited(path, FILL_WAIT_MS, &waited_ms);
-
-    if (waited_ms)
-        trace_set_count(TRACE_MEMORY_CACHE_WAIT_US, (uint64_t)waited_ms * 1000);
-    return there;
-}
-
 /* A first start: the memory index checked, then the guest runs while
  * each chunk it touches is read, checked and placed, the rest behind it
  * and into the cache file. Where a working set of this memory is known
@@ -351,7 +330,7 @@ static int serve_first_start(const struct bundle *b, const struct guest_memory *
         return r < 0 ? r : 1;
     if (asprintf(&path, "%s/%s.ram", dir, key) < 0)
         return err_set(ENOMEM, "memory cache");
-    r = cache_file_there(path) ? 1 : bundle_memory_image_read(b, SECTION_MEMORY, mem, &img);
+    r = access(path, F_OK) == 0 ? 1 : bundle_memory_image_read(b, SECTION_MEMORY, mem, &img);
     if (r == 0 && (bundle_section_key(b, SECTION_MEMORY, key) < 0 ||
                    asprintf(&ws, "%s/%s.ws", dir, key) < 0))
         ws = NULL; /* only later starts lose */

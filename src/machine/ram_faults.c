@@ -33,7 +33,6 @@
 #include "confine/confine.h"
 #include "disk/fileio.h"
 #include "machine/workingset.h"
-#include "util/cache.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/trace.h"
@@ -775,9 +774,7 @@ static int open_cache_file(struct ram_faults *f, const char *path, uint64_t tota
     f->cache_fd = file_create_fresh(f->tmp_path, 0600);
     if (f->cache_fd < 0)
         err_clear();
-    else
-        cache_file_filling(f->cache_fd); /* until named: another start waits for it */
-    if (f->cache_fd >= 0 && ftruncate(f->cache_fd, (off_t)total) < 0)
+    else if (ftruncate(f->cache_fd, (off_t)total) < 0)
         close_cache_file(f, false);
     return 0; /* no cache file: only later starts lose */
 }

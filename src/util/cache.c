@@ -1,12 +1,10 @@
 #include "util/cache.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,53 +71,4 @@ bool cache_file_usable(const char *path)
         return true;
     unlink(path);
     return false;
-}
-
-void cache_file_filling(int fd)
-{
-    /* Without the lock a later start only fills a cache of its own. */
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-    }
-}
-
-/* Whether a writer holds the file at dir/name locked (cache_file_filling). */
-static bool held_by_a_writer(int dir, const char *name)
-{
-    int fd = openat(dir, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-    bool held = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
-
-    if (fd >= 0)
-        close(fd);
-    return held;
-}
-
-/* Whether a temporary file of path ("NAME.tmp-*" in its folder) is held
- * by its writer. */
-static bool being_filled(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *folder = slash ? strndup(path, (size_t)(slash - path)) : NULL;
-    DIR *d = folder ? opendir(folder) : NULL;
-    size_t stem = slash ? strlen(slash + 1) : 0;
-    struct dirent *e;
-    bool held = false;
-
-    while (d && !held && (e = readdir(d)))
-        held = strncmp(e->d_name, slash + 1, stem) == 0 &&
-               strncmp(e->d_name + stem, ".tmp-", 5) == 0 && held_by_a_writer(dirfd(d), e->d_name);
-    if (d)
-        closedir(d);
-    free(folder);
-    return held;
-}
-
-bool cache_file_awaited(const char *path, unsigned max_ms, unsigned *waited_ms)
-{
-    for (*waited_ms = 0;; *waited_ms += 10) {
-        if (access(path, F_OK) == 0)
-            return true;
-        if (*waited_ms >= max_ms || !being_filled(path))
-            return false;
-        usleep(10000);
-    }
 }

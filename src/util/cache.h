@@ -28,17 +28,4 @@ bool cache_fd_trusted(int fd);
  * there but may not is removed (so the caller rebuilds it). */
 bool cache_file_usable(const char *path);
 
-/* A cache file being written under a temporary name ("PATH.tmp-PID"),
- * fd open on it: locked (flock) while its writer fills it, until it is
- * named or dropped and fd closed, so another start can tell a file being
- * filled from one a dead writer left (the lock goes with its process). */
-void cache_file_filling(int fd);
-
-/* Whether the cache file at path is there, or arrives within max_ms while
- * a writer holds a temporary file of it (cache_file_filling): a start
- * that finds another filling the cache waits for it instead of doing the
- * same work beside it. False at once when nobody fills it. *waited_ms:
- * how long it waited (in steps of 10 ms). */
-bool cache_file_awaited(const char *path, unsigned max_ms, unsigned *waited_ms);
-
 #endif

@@ -40,7 +40,6 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_PREFILL_READ_CPU_US] = "prefill_read_cpu_us",
     [TRACE_PREFILL_HASH_CPU_US] = "prefill_hash_cpu_us",
     [TRACE_PREFILL_DECODE_CPU_US] = "prefill_decode_cpu_us",
-    [TRACE_MEMORY_CACHE_WAIT_US] = "memory_cache_wait_us",
     [TRACE_SECCOMP_US] = "seccomp_us",
     [TRACE_SECCOMP_CPU_US] = "seccomp_cpu_us",
     [TRACE_SECCOMP_LOADS] = "seccomp_loads",

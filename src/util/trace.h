@@ -45,7 +45,6 @@ enum trace_count {
     TRACE_PREFILL_READ_CPU_US,   /* of the prefill, the threads' CPU reading its chunks (summed) */
     TRACE_PREFILL_HASH_CPU_US,   /* and checking their SHA-256 */
     TRACE_PREFILL_DECODE_CPU_US, /* and decoding them (zstd, or a copy) */
-    TRACE_MEMORY_CACHE_WAIT_US, /* a start's wait for the memory cache another start was filling */
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
     TRACE_SECCOMP_CPU_US,   /* of which the threads' own CPU time (the rest: waiting for the CPU) */
     TRACE_SECCOMP_LOADS,    /* the filters loaded (one per thread) */

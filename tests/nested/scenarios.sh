@@ -454,43 +454,8 @@ scenario_first_start_served() {
     expect first-start-map-unpacks "with --memory map the first start serves no faults and goes on from the saved count" \
         eval 'test "$(ticks tick-map | head -n 1)" = "$first1" && ! grep -q faulted_chunks "$work/tick-map.err" && grep -q "\"state_restored\":" "$work/tick-map.err"'
     rm -rf "$cache" "$copy"
-    first_start_waits_for_fill "$bundle" "$first1"
     first_start_ended_mid_serve TERM "$bundle" "$saved"
     first_start_ended_mid_serve KILL "$bundle" "$saved"
-}
-
-# first_start_waits_for_fill BUNDLE FIRST: a start launched while a first
-# start of the same bundle (served) still fills the memory cache -- as soon
-# as its temporary cache file is there -- waits for that cache and maps it
-# instead of serving its guest too (the trace: memory_cache_wait_us, no
-# faulted_chunks), and goes on from the same count (FIRST).
-first_start_waits_for_fill() {
-    local copy=$work/tick-fill.smolmachine cache=$work/tick-cache-fill waiter t first=$2
-    cp "$1" "$copy"
-    mkdir -m 0700 -p "$cache"
-    XDG_CACHE_HOME=$cache background tick-fill start "$copy" --name tick-fill --trace-boot --json
-    for t in $(seq 1 300); do
-        ls "$cache/smolvm/memory" 2>/dev/null | grep -q '\.ram\.tmp-' && break
-        sleep 0.1
-    done
-    XDG_CACHE_HOME=$cache timeout -k 10 "$BOOT_TIMEOUT" "$SMOLVM" start "$copy" --name tick-wait \
-        --trace-boot --json < /dev/null > "$work/tick-wait.out" 2> "$work/tick-wait.err" &
-    waiter=$!
-    for t in $(seq 1 60); do
-        grep -q "TICK $((first + 3))" "$work/tick-wait.out" && break
-        kill -0 "$waiter" 2>/dev/null || break
-        sleep 1
-    done
-    kill -TERM "$waiter" 2>/dev/null
-    wait "$waiter"
-    kill -TERM "$bg_pid"
-    finish tick-fill
-    cp "$work/tick-wait.out" "$work/tick-wait.err" "$results/" 2>/dev/null
-    echo "waiting start: $(grep -a -o '"memory_cache_wait_us":[0-9]*' "$work/tick-wait.err"), first line $(ticks tick-wait | head -n 1)" >> "$work/tick.facts"
-    cp "$work/tick.facts" "$results/"
-    expect first-start-waits-for-fill "a start finding another first start filling the cache waits for it and maps it (no faults served), going on from the same count (tick.facts)" \
-        eval 'grep -q "\"memory_cache_wait_us\":[1-9]" "$work/tick-wait.err" && ! grep -q faulted_chunks "$work/tick-wait.err" && test "$(ticks tick-wait | head -n 1)" = "$first"'
-    rm -rf "$copy" "$cache"
 }
 
 runs() { case "$(ps -o stat= -p "$1" 2>/dev/null)" in "" | Z*) return 1 ;; esac; }
@@ -560,8 +525,10 @@ scenario_first_start_corrupt_chunk() {
     kill -TERM "$bg_pid" 2>/dev/null # (a VM still running after 120 s fails below)
     finish corrupt
     qemu-img check "$overlay" > "$work/corrupt-check.txt" 2>&1
-    local checked=$?
+    local checked=$? left
+    left=$(find "$XDG_RUNTIME_DIR" -name 'corrupt*' | tr '\n' ' ')
     {
+        echo "left in the runtime folder: ${left:-nothing}"
         echo "chunk $chunk changed; exit $rc after ~${t}s; counts $(first_count corrupt)..$(last_count corrupt)"
         echo "stderr:"
         cat "$work/corrupt.err"
@@ -572,6 +539,8 @@ scenario_first_start_corrupt_chunk() {
         eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/corrupt.err")" -eq 1 && grep -q "^smolvm: start: .*memory chunk $chunk\b" "$work/corrupt.err"'
     expect first-start-corrupt-chunk-disk-closed "the guest wrote its disk before, and the instance's overlay checks clean (no leaked clusters: closed, not cut off)" \
         eval 'test -n "$(last_count corrupt)" && test "$checked" -eq 0'
+    expect first-start-corrupt-chunk-cleans-up "and it ended as a VM that stops: its control and console sockets removed (an _exit left them)" \
+        test -z "$left"
     rm -rf "$cache" "$copy"
 }
 

@@ -33,7 +33,6 @@
 #include "machine/cache.h"
 #include "machine/ram_faults.h"
 #include "machine/workingset.h"
-#include "util/cache.h"
 #include "util/err.h"
 
 #define RAM_LOW (6u << 20)
@@ -1226,97 +1225,6 @@ static void stop_signal_while_serving_ends(void **state)
     guest_memory_free(&mem);
 }
 
-/* A second start that finds a first one still filling the memory cache
- * (its temporary file, locked) waits for that cache and maps it: it
- * serves nothing beside the first. */
-struct second_start {
-    struct bundle *b;
-    struct guest_memory back;
-    struct ram_faults *faults;
-    char *record;
-    int r;
-};
-
-static void *start_second(void *arg)
-{
-    struct second_start *s = arg;
-    s->r = machine_cached_memory(s->b, &s->back, MACHINE_MEMORY_DEFAULT, &s->record, &s->faults,
-                                 NULL);
-    return NULL;
-}
-
-static void second_start_waits_for_the_first_fill(void **state)
-{
-    struct guest_memory mem, back;
-    struct ram_faults *faults = NULL;
-    struct second_start second = {0};
-    struct bundle *b;
-    pthread_t thread;
-    sem_t gate;
-    (void)state;
-
-    if (!ram_faults_supported())
-        skip();
-    saved_ram(&mem);
-    sem_init(&gate, 0, 0);
-    ram_faults_fill_gate = &gate; /* the first's fill holds still */
-    alarm(60);
-    start_first(&back, &b, &faults);
-    assert_true(any_tmp());
-    assert_int_equal(bundle_open(path, &second.b), 0);
-    assert_int_equal(guest_memory_alloc(&second.back, layout, 2), 0);
-    assert_int_equal(pthread_create(&thread, NULL, start_second, &second), 0);
-    usleep(200000); /* (the second at its wait by now, or it finds the cache named: no harm) */
-    sem_post(&gate);
-    assert_int_equal(ram_faults_complete(faults), 0);
-    pthread_join(thread, NULL);
-    alarm(0);
-    assert_int_equal(second.r, 0);
-    assert_null(second.faults); /* mapped, not served */
-    assert_same_ram(&mem, &second.back);
-    ram_faults_stop(faults);
-    ram_faults_fill_gate = NULL;
-    sem_destroy(&gate);
-    free(second.record);
-    bundle_close(second.b);
-    guest_memory_free(&second.back);
-    end(b, &back, &mem);
-}
-
-/* cache_file_awaited(): a temporary file its writer holds is waited for
- * until the cache file is named (or for at most the bound); one nobody
- * holds (its writer died) is not waited for at all. */
-static char held_tmp[220], held_named[200];
-
-static void *name_later(void *arg)
-{
-    (void)arg;
-    usleep(100000);
-    rename(held_tmp, held_named);
-    return NULL;
-}
-
-static void only_a_held_cache_file_is_waited_for(void **state)
-{
-    unsigned waited;
-    pthread_t thread;
-    (void)state;
-
-    snprintf(held_named, sizeof(held_named), "%s/k.ram", dir);
-    snprintf(held_tmp, sizeof(held_tmp), "%s.tmp-99999", held_named);
-    int fd = open(held_tmp, O_RDWR | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    assert_false(cache_file_awaited(held_named, 5000, &waited)); /* nobody holds it */
-    assert_int_equal(waited, 0);
-    cache_file_filling(fd);
-    assert_false(cache_file_awaited(held_named, 50, &waited)); /* held, never named: the bound */
-    assert_true(waited >= 50);
-    assert_int_equal(pthread_create(&thread, NULL, name_later, NULL), 0);
-    assert_true(cache_file_awaited(held_named, 60000, &waited));
-    pthread_join(thread, NULL);
-    close(fd);
-}
-
 /* A corrupt chunk a thread waits in: the owner named is told first, on
  * the server's thread, while that thread still waits (the machine stops
  * its VM and kicks its vCPUs before any of them wakes to a zero page);
@@ -1431,8 +1339,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(stop_signal_while_serving_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(broken_owner_told_while_threads_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(broken_before_named_is_told_when_named, setup, teardown),
-        cmocka_unit_test_setup_teardown(second_start_waits_for_the_first_fill, setup, teardown),
-        cmocka_unit_test_setup_teardown(only_a_held_cache_file_is_waited_for, setup, teardown),
     };
     atexit(join_waiters_at_exit);
     /* The fault and fill threads run under their seccomp filter, as in a
