@@ -115,6 +115,22 @@ save_at() {
 # served with the later starts' working set known, their cache file
 # still gone: what a first start could do with a working set carried in
 # the bundle.
+# prefill_per_chunk METRIC LOG: what one chunk of a start's prefill cost,
+# from its trace: the wall time (prefill_us, on a few threads), and the
+# threads' CPU reading, checking (SHA-256) and decoding it, each summed
+# over the threads, divided by the chunks (µs).
+prefill_per_chunk() {
+    local n c v line
+    n=$(grep -o '"prefilled_chunks":[0-9]*' "$2" | cut -d: -f2)
+    [ -n "$n" ] && [ "$n" -gt 0 ] || return 0
+    line="$1 prefill per chunk ($n chunks), us:"
+    for c in prefill_us prefill_read_cpu_us prefill_hash_cpu_us prefill_decode_cpu_us; do
+        v=$(grep -o "\"$c\":[0-9]*" "$2" | cut -d: -f2)
+        line="$line ${c%_us} $((${v:-0} / n))"
+    done
+    echo "$line" >> "$facts"
+}
+
 first_starts() {
     local map_metric=$1 serve_metric=$2 known_metric=$3 marker=$4
     shift 4
@@ -131,6 +147,7 @@ first_starts() {
         cp "$work"/memory-kept/*.ws "$XDG_CACHE_HOME/smolvm/memory/" 2>/dev/null
         ms_to smolvm "$known_metric" "$marker" "$@" --memory serve
         echo "$known_metric round trace: $(grep -o '"counts".*' "$work/last.log")" >> "$facts"
+        prefill_per_chunk "$known_metric" "$work/last.log"
         rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     fi
     mv "$work/memory-kept" "$XDG_CACHE_HOME/smolvm/memory"

@@ -261,7 +261,8 @@ static int build_vmm(scmp_filter_ctx ctx)
  * the thread that syncs and names a cache unpacked before the guest ran
  * (machine/cache.c) is under it as well.
  * They read the bundle and write the cache through descriptors opened
- * before; a chunk that fails its check puts the terminal back. */
+ * before; a chunk that fails its check stops the VM (a write to its stop
+ * eventfd, the vCPUs' kicks: every thread's calls). */
 static int build_memory(scmp_filter_ctx ctx)
 {
     static const unsigned long ioctls[] = {UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE,
@@ -273,9 +274,7 @@ static int build_memory(scmp_filter_ctx ctx)
         r = allow_all(ctx, path_calls);
     if (r == 0)
         r = allow_all(ctx, calls);
-    if (r == 0)
-        r = allow_ioctls(ctx, ioctls, COUNT(ioctls));
-    return r ? r : allow_ioctls(ctx, terminal_ioctls, COUNT(terminal_ioctls));
+    return r ? r : allow_ioctls(ctx, ioctls, COUNT(ioctls));
 }
 
 /* A receive's relay waits for the VMM's byte (the VM has arrived), then

@@ -58,6 +58,25 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason why)
     stop_with(vm, why, NULL);
 }
 
+void vm_fail(struct vm *vm, const char *fmt, ...)
+{
+    char message[sizeof(vm->stop_message)];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    stop_with(vm, VM_STOP_ERROR, "%s", message);
+    /* Out of the guest now, not when vm_run() gets to it: a vCPU that
+     * waits in a fault leaves KVM with the kick pending once it is
+     * woken, before it runs the guest again. */
+    pthread_mutex_lock(&vm->stop_lock);
+    for (unsigned i = 0; !vm->vcpus_ending && vm->vcpus && i < vm->cfg.cpus; i++)
+        if (vm->vcpus[i].hv)
+            hv_vcpu_kick(vm->vcpus[i].hv);
+    pthread_mutex_unlock(&vm->stop_lock);
+}
+
 void vm_signal_stop(struct vm *vm)
 {
     int running = VM_RUNNING;
@@ -823,6 +842,9 @@ enum vm_stop_reason vm_run(struct vm *vm)
     if (console_quit_requested(vm->console))
         vm_request_stop(vm, VM_STOP_USER);
     vm_resume(vm); /* a paused VM stopped from outside */
+    pthread_mutex_lock(&vm->stop_lock);
+    vm->vcpus_ending = true;
+    pthread_mutex_unlock(&vm->stop_lock);
     for (unsigned i = 0; i < vm->cfg.cpus; i++)
         if (vm->vcpus[i].started)
             hv_vcpu_kick(vm->vcpus[i].hv);

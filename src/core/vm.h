@@ -46,6 +46,12 @@ void vm_destroy(struct vm *vm);
 /* Async-signal-safe: makes vm_run() return VM_STOP_SIGNAL. */
 void vm_signal_stop(struct vm *vm);
 
+/* Stops the VM for an error (VM_STOP_ERROR, fmt its vm_stop_message();
+ * a stop asked for before keeps its reason) and kicks every vCPU out of
+ * the guest at once. Any thread, also one under a memory server's
+ * seccomp filter (futex, write, tgkill). */
+void vm_fail(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Asks vm_run() to return `why` (VM_STOP_USER for a stop from outside). */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
 

@@ -70,6 +70,9 @@ struct vm {
     bool devices_paused;
     int stop_fd;
     pthread_mutex_t stop_lock;
+    /* vm_run() kicks the vCPUs to join them: vm_fail() kicks none from
+     * then on (a joined thread is no thread to signal). Under stop_lock. */
+    bool vcpus_ending;
     atomic_int stop_reason;
     /* Live migration: percent of each vCPU's time taken away (auto-
      * converge), and the VMM's dirty bitmaps (kept until destroy: device

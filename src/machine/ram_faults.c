@@ -28,7 +28,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "confine/confine.h"
@@ -132,22 +131,13 @@ struct ram_faults {
     bool done; /* every chunk in, or given up: under lock */
     int result;
     unsigned held_slot; /* held[]: the regions, for an exit */
+    /* Who is told when serving fails for good (ram_faults_when_broken),
+     * and what was said (empty: nothing yet): under lock. */
+    void (*on_broken)(void *opaque, const char *message);
+    void *broken_opaque;
+    char broken_message[256];
 };
 
-static void exit_broken(const char *message)
-{
-    struct termios t;
-    fprintf(stderr, "smolvm: %s: the guest cannot go on\n", message);
-    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &t) == 0) { /* the console's raw mode */
-        t.c_lflag |= ICANON | ECHO | ISIG;
-        t.c_iflag |= ICRNL;
-        t.c_oflag |= OPOST;
-        tcsetattr(STDIN_FILENO, TCSANOW, &t);
-    }
-    _exit(1);
-}
-
-void (*ram_faults_broken)(const char *message) = exit_broken;
 bool ram_faults_fill_behind = true;
 sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
 void (*ram_faults_placed)(const uint8_t *at, size_t len);
@@ -244,16 +234,49 @@ static uint32_t all_windows(const struct ram_faults *f, size_t i)
     return n >= 32 ? UINT32_MAX : (1u << n) - 1;
 }
 
+/* Serving failed for good: said once, to whoever ram_faults_when_broken()
+ * named (the machine, which stops its VM), on this thread, before any
+ * thread waiting for a page is let go; kept for one not named yet. The
+ * message and the callback are read in one critical section with the
+ * naming, so exactly one of the two calls it. */
+static void report_broken(struct ram_faults *f, const char *message)
+{
+    void (*tell)(void *, const char *);
+
+    if (atomic_exchange(&f->reported, true))
+        return;
+    pthread_mutex_lock(&f->lock);
+    snprintf(f->broken_message, sizeof(f->broken_message), "%s",
+             message && *message ? message : "the guest's memory could not be served");
+    tell = f->on_broken;
+    pthread_mutex_unlock(&f->lock);
+    if (tell)
+        tell(f->broken_opaque, f->broken_message);
+}
+
+void ram_faults_when_broken(struct ram_faults *f, void (*fn)(void *opaque, const char *message),
+                            void *opaque)
+{
+    bool already;
+
+    pthread_mutex_lock(&f->lock);
+    f->on_broken = fn;
+    f->broken_opaque = opaque;
+    already = f->broken_message[0] != 0;
+    pthread_mutex_unlock(&f->lock);
+    if (already && fn)
+        fn(opaque, f->broken_message);
+}
+
 /* r: a chunk's check or decoding (<0: it failed, message set), said once
- * when it failed (by default the process ends there): none of a chunk
- * that fails its check is ever placed. */
+ * when it failed (report_broken: the VM stops): none of a chunk that
+ * fails its check is ever placed. */
 static int refused(struct ram_faults *f, int r)
 {
     if (r < 0) {
         if (f->cache_fd >= 0)
-            unlink(f->tmp_path); /* now: the default ram_faults_broken exits */
-        if (!atomic_exchange(&f->reported, true))
-            ram_faults_broken(err_msg());
+            unlink(f->tmp_path); /* no cache of RAM that cannot be whole */
+        report_broken(f, err_msg());
     }
     return r;
 }
@@ -474,13 +497,14 @@ static void exit_lets_go(void)
 }
 
 /* Serving failed for good (message set): the guest cannot go on. Said
- * once, through ram_faults_broken (by default the process ends there);
- * then the regions are let go, so nothing waits for a chunk nobody will
- * place: a VM that goes on to stop (vCPUs joined first) can stop. */
+ * first (report_broken: the VM is told to stop, its vCPUs kicked), then
+ * the regions are let go, so nothing waits for a chunk nobody will place:
+ * a vCPU woken to a zero page there finds its kick pending and leaves
+ * KVM before it enters the guest again, and the VM stops the normal way
+ * (vCPUs joined, disks flushed and closed). */
 static void give_up(struct ram_faults *f)
 {
-    if (!atomic_exchange(&f->reported, true))
-        ram_faults_broken(err_msg());
+    report_broken(f, err_msg());
     unregister(f);
 }
 

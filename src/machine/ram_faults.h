@@ -8,10 +8,12 @@
  * placed first. The rest follows behind the guest, and the memory cache
  * file is written from the same decoded chunks, so later starts map it. A
  * chunk that fails its check is never placed: the guest, which needs it,
- * cannot go on (ram_faults_broken). Two threads (faults; the fill); their
- * system calls (their seccomp filter: confine/seccomp.c build_memory): poll (ppoll), read, pread64, ioctl (UFFDIO_COPY,
- * UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_UNREGISTER; TCGETS/TCSETS when
- * broken), pwrite64, fdatasync, rename, unlink, close, write,
+ * cannot go on: the VM is stopped (ram_faults_when_broken). Two threads
+ * (faults; the fill); their system calls (their seccomp filter:
+ * confine/seccomp_rules.c build_memory): poll (ppoll), read, pread64, ioctl
+ * (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_UNREGISTER),
+ * pwrite64, fdatasync, rename, unlink, close, write, tgkill (a stop's
+ * vCPU kicks, when broken),
  * sched_setscheduler (SCHED_IDLE), futex, mmap/munmap/madvise (malloc),
  * exit, exit_group. */
 #ifndef SMOLVM_MACHINE_RAM_FAULTS_H
@@ -54,19 +56,27 @@ int ram_faults_complete(struct ram_faults *f) __attribute__((warn_unused_result)
  * is dropped. mem must still be mapped. */
 void ram_faults_stop(struct ram_faults *f);
 
-/* What a thread does when serving fails for good (a chunk fails its
- * check or, in a forged bundle, does not decompress; a chunk cannot be
- * placed): the guest cannot go on without it, and a vCPU waiting for it
- * in KVM cannot be kicked out (Linux 6.1 waits killable there). By
- * default one line on stderr, the terminal out of raw mode, and the
- * process exits 1; a test sets its own. When it returns, the regions are
- * let go: every thread waiting for a page wakes to a zero page, so the
- * vCPUs can be joined and the VM stopped.
+/* Who is told when serving fails for good (a chunk fails its check or,
+ * in a forged bundle, does not decompress; a chunk cannot be placed): fn,
+ * once, with the message (no "smolvm:" prefix), on the thread that found
+ * it (a server thread, under its seccomp filter: futex, write, tgkill
+ * only) -- or at once on the caller's thread when that happened before
+ * (a restore that touched the chunk). The guest cannot go on without the
+ * chunk, and a vCPU waiting for it in KVM cannot be kicked out (Linux 6.1
+ * waits killable there): fn stops the VM and kicks its vCPUs; when it
+ * returns, the regions are let go, so every thread waiting for a page
+ * wakes (to a zero page: a kicked vCPU leaves KVM before it runs the
+ * guest again) and the vCPUs can be joined, the disks flushed and the VM
+ * stopped as any other. Nobody named: nobody told (the VMM goes on).
+ * Not covered: a device thread that reads a page not yet placed after
+ * the regions are let go (a request the guest queued before the stop)
+ * reads zeros there, as a disk write it makes then would write.
  *
  * Every other end lets go too: ram_faults_stop; exit() from any thread
  * (an exit handler); _exit, a crash and SIGKILL through the kernel (the
  * waits are killable, the uffd is released with the last thread). */
-extern void (*ram_faults_broken)(const char *message);
+void ram_faults_when_broken(struct ram_faults *f, void (*fn)(void *opaque, const char *message),
+                            void *opaque);
 
 /* Test seam: false serves faults only (no fill behind the guest). */
 extern bool ram_faults_fill_behind;

@@ -10,6 +10,7 @@
 #include "machine/cache.h"
 #include "machine/instance.h"
 #include "machine/internal.h"
+#include "machine/ram_faults.h"
 #include "machine/workingset.h"
 #include "net/config.h"
 #include "util/err.h"
@@ -130,6 +131,13 @@ static void record_working_set(struct machine *m)
     console_on_next_output(vm_console(m->vm), record_now, m->recorder);
 }
 
+/* A first start's RAM that cannot be served whole (a corrupt chunk):
+ * the VM stops as for any other error, its disks flushed and closed. */
+static void stop_broken(void *vm, const char *message)
+{
+    vm_fail(vm, "%s: the guest cannot go on", message);
+}
+
 static int build(struct machine *s)
 {
     struct vm_snapshot snap = {.load_memory = load_memory, .opaque = s};
@@ -220,6 +228,8 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     trace_add_count(TRACE_START_FILES_US, trace_now_us() - filing);
     if (r == 0)
         r = build(m);
+    if (r == 0 && m->faults)
+        ram_faults_when_broken(m->faults, stop_broken, m->vm);
     if (r == 0 && m->working_set)
         record_working_set(m);
     if (r < 0) {

@@ -491,6 +491,59 @@ first_start_ended_mid_serve() {
     rm -rf "$copy" "$cache"
 }
 
+# A first start (served) of the counter bundle with one stored chunk
+# changed, one the guest did not touch in a first start of the same bundle
+# (its provisional working set) and past 40% of the stored chunks: the
+# fill comes to it after the guest has run and written its disk (a touch
+# of it by the guest would be the same failure, sooner):
+# the VM stops the normal way -- exit 1, one line "smolvm: start: ...
+# memory chunk N ...", its vCPUs joined, its disk flushed and closed. The
+# instance's qcow2 overlay checks clean: a VMM that ended with _exit left
+# the clusters its writes had set aside leaked.
+scenario_first_start_corrupt_chunk() {
+    local bundle=$work/counter.smolmachine copy=$work/corrupt.smolmachine cache=$work/corrupt-cache
+    local chunk saved overlay=$XDG_DATA_HOME/smolvm/instances/corrupt/disk.0.qcow2 t
+    if [ ! -s "$bundle" ]; then
+        save_counter_bundle
+        quit_counter cnt
+    fi
+    cp "$bundle" "$copy"
+    mkdir -m 0700 -p "$cache"
+    XDG_CACHE_HOME=$cache background corrupt-probe start "$copy" --name corrupt-probe
+    wait_for corrupt-probe 'COUNT '
+    sleep 5 # the fill done: the chunks the guest faulted in written down
+    kill -TERM "$bg_pid"
+    finish corrupt-probe
+    chunk=$(python3 "$(dirname "$(realpath "$0")")/corrupt-chunk.py" "$copy" 0.4 "$cache"/smolvm/memory/*.ws)
+    rm -rf "$cache" "$XDG_DATA_HOME/smolvm/instances/corrupt-probe"
+    mkdir -m 0700 -p "$cache"
+    XDG_CACHE_HOME=$cache background corrupt start "$copy" --name corrupt
+    for t in $(seq 1 120); do
+        kill -0 "$bg_pid" 2>/dev/null || break
+        sleep 1
+    done
+    kill -TERM "$bg_pid" 2>/dev/null # (a VM still running after 120 s fails below)
+    finish corrupt
+    qemu-img check "$overlay" > "$work/corrupt-check.txt" 2>&1
+    local checked=$? left
+    left=$(find "$XDG_RUNTIME_DIR" -name 'corrupt*' | tr '\n' ' ')
+    {
+        echo "left in the runtime folder: ${left:-nothing}"
+        echo "chunk $chunk changed; exit $rc after ~${t}s; counts $(first_count corrupt)..$(last_count corrupt)"
+        echo "stderr:"
+        cat "$work/corrupt.err"
+        echo "qemu-img check (exit $checked):"
+        cat "$work/corrupt-check.txt"
+    } > "$results/first-start-corrupt.txt"
+    expect first-start-corrupt-chunk-stops "a served start meeting a corrupt chunk ends: exit 1, one line 'smolvm: start: ... memory chunk $chunk ...' (first-start-corrupt.txt)" \
+        eval 'test "$rc" -eq 1 && test "$(wc -l < "$work/corrupt.err")" -eq 1 && grep -q "^smolvm: start: .*memory chunk $chunk\b" "$work/corrupt.err"'
+    expect first-start-corrupt-chunk-disk-closed "the guest wrote its disk before, and the instance's overlay checks clean (no leaked clusters: closed, not cut off)" \
+        eval 'test -n "$(last_count corrupt)" && test "$checked" -eq 0'
+    expect first-start-corrupt-chunk-cleans-up "and it ended as a VM that stops: its control and console sockets removed (an _exit left them)" \
+        test -z "$left"
+    rm -rf "$cache" "$copy"
+}
+
 # The issue's own test: a 2-vCPU guest with virtio-blk and virtio-console
 # counting in RAM and on disk is saved with --resume mid-I/O; the bundle is
 # started twice; each start continues from the saved count with the saved
@@ -2649,7 +2702,7 @@ scenario_api_bench() {
 
 all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disks
     cmdline_discovery virtio_console smp_io bad_inputs snapshot snapshot_counter first_start_served
-    compat_bundles instance_state detach power_button appliance instances bundle_refusals
+    first_start_corrupt_chunk compat_bundles instance_state detach power_button appliance instances bundle_refusals
     save_disk_consistent console_stalled readonly_home no_control_socket shares api vsock net tap
     migrate migrate_jailed seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make
     ram_huge_pages boot_and_trace+jail"

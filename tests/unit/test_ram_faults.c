@@ -724,8 +724,9 @@ static void touch_checks_its_chunk_alone(void **state)
  * the server is gone, never the changed bytes), no cache file is left. */
 static char broken[256];
 
-static void note_broken(const char *message)
+static void note_broken(void *opaque, const char *message)
 {
+    (void)opaque;
     snprintf(broken, sizeof(broken), "%s", message);
 }
 
@@ -895,13 +896,12 @@ static void corrupt_chunk_is_refused(void **state)
         skip();
     saved_ram(&mem);
     corrupt_chunk_4(&mem);
-    void (*was)(const char *) = ram_faults_broken;
-    ram_faults_broken = note_broken;
     broken[0] = 0;
     sem_t gate;
     sem_init(&gate, 0, 0);
     ram_faults_fill_gate = &gate; /* the touch below is a fault */
     start_first(&back, &b, &faults);
+    ram_faults_when_broken(faults, note_broken, NULL);
     count_placings_in(&back);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
@@ -920,7 +920,6 @@ static void corrupt_chunk_is_refused(void **state)
     ram_faults_stop(faults);
     pthread_join(thread, NULL);
     assert_memory_equal(t.seen, zero, 4);
-    ram_faults_broken = was;
     end(b, &back, &mem);
 }
 
@@ -943,13 +942,12 @@ static void corrupt_chunk_touched_late_is_refused(void **state)
     bundle_memory_chunk_size = MEMORY_CHUNK;
     saved_ram(&mem);
     corrupt_chunk_4(&mem);
-    void (*was)(const char *) = ram_faults_broken;
-    ram_faults_broken = note_broken;
     broken[0] = 0;
     sem_t gate;
     sem_init(&gate, 0, 0);
     ram_faults_fill_gate = &gate;
     start_first(&back, &b, &faults);
+    ram_faults_when_broken(faults, note_broken, NULL);
     count_placings_in(&back);
     alarm(20);
     t.at = back.regions[0].host + 3 * 4096 + 17; /* a good chunk: served */
@@ -971,7 +969,6 @@ static void corrupt_chunk_touched_late_is_refused(void **state)
     ram_faults_stop(faults);
     ram_faults_fill_gate = NULL;
     sem_destroy(&gate);
-    ram_faults_broken = was;
     end(b, &back, &mem);
 }
 
@@ -1063,9 +1060,10 @@ static void join_waiters_at_exit(void)
         join_waiters();
 }
 
-static void crash(const char *message)
+static void crash(void *opaque, const char *message)
 {
     int *nowhere = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    (void)opaque;
     (void)message;
     *(volatile int *)nowhere = 1; /* SIGSEGV */
 }
@@ -1094,12 +1092,12 @@ static _Noreturn void serve_then_end(enum ending how, int ready)
     sem_init(&gate, 0, 0);
     ram_faults_serve_gate = &gate;
     ram_faults_fill_behind = false;
-    ram_faults_broken = how == SERVER_CRASHES ? crash : note_broken;
     join_at_exit = how == EXIT_FROM_A_THREAD;
     if (bundle_open(path, &b) < 0 || guest_memory_alloc(&back, layout, 2) < 0 ||
         bundle_memory_image_read(b, SECTION_MEMORY, &back, &img) < 0 ||
         ram_faults_start(img, &back, NULL, NULL, NULL, 0, &faults) < 0)
         _exit(90);
+    ram_faults_when_broken(faults, how == SERVER_CRASHES ? crash : note_broken, NULL);
     t.at = back.regions[0].host + (2u << 20) + 1000;
     if (pthread_create(&waiters[0], NULL, wait_in_touch, &t) != 0 ||
         pthread_create(&waiters[1], NULL, wait_in_kernel_write,
@@ -1227,6 +1225,98 @@ static void stop_signal_while_serving_ends(void **state)
     guest_memory_free(&mem);
 }
 
+/* A corrupt chunk a thread waits in: the owner named is told first, on
+ * the server's thread, while that thread still waits (the machine stops
+ * its VM and kicks its vCPUs before any of them wakes to a zero page);
+ * the process goes on, and the thread is let go once the owner returns. */
+static sem_t told, looked;
+
+/* serve_faults_only() of a bundle whose chunk 4 fails its check. */
+static void serve_corrupt_faults_only(struct guest_memory *mem, struct guest_memory *back,
+                                      struct bundle **b, struct ram_faults **faults)
+{
+    struct bundle_memory_image *img;
+    saved_ram(mem);
+    corrupt_chunk_4(mem);
+    assert_int_equal(bundle_open(path, b), 0);
+    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
+    ram_faults_fill_behind = false;
+    alarm(20);
+    assert_int_equal(ram_faults_start(img, back, NULL, NULL, NULL, 0, faults), 0);
+}
+
+static void note_broken_and_hold(void *opaque, const char *message)
+{
+    note_broken(opaque, message);
+    sem_post(&told);
+    sem_wait(&looked); /* while the test looks at the waiting thread */
+}
+
+static bool still_waits(pid_t tid)
+{
+    for (int i = 0; i < 100; i++, usleep(10000))
+        if (waits_in_fault(tid))
+            return true;
+    return false;
+}
+
+static void broken_owner_told_while_threads_wait(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    serve_corrupt_faults_only(&mem, &back, &b, &faults);
+    sem_init(&told, 0, 0);
+    sem_init(&looked, 0, 0);
+    broken[0] = 0;
+    waiter_tids[0] = 0;
+    ram_faults_when_broken(faults, note_broken_and_hold, NULL);
+    t.at = back.regions[0].host + (2u << 20) + 1000;
+    assert_int_equal(pthread_create(&thread, NULL, wait_in_touch, &t), 0);
+    sem_wait(&told); /* (the alarm ends a server that never tells) */
+    bool waited = still_waits(waiter_tids[0]);
+    sem_post(&looked);
+    pthread_join(thread, NULL); /* let go once told */
+    assert_true(ram_faults_complete(faults) < 0);
+    assert_true(waited);
+    assert_non_null(strstr(broken, "memory chunk 4"));
+    sem_destroy(&told);
+    sem_destroy(&looked);
+    end_faults_only(&mem, &back, b, faults);
+}
+
+/* A failure before anyone is named (a restore that touched the chunk) is
+ * kept and told when the owner is named, at once; meanwhile nobody ends
+ * the process. */
+static void broken_before_named_is_told_when_named(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t;
+    pthread_t thread;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    serve_corrupt_faults_only(&mem, &back, &b, &faults);
+    t.at = back.regions[0].host + (2u << 20) + 1000;
+    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    pthread_join(thread, NULL); /* let go (to a zero page), nobody told */
+    assert_true(ram_faults_complete(faults) < 0);
+    broken[0] = 0;
+    ram_faults_when_broken(faults, note_broken, NULL);
+    assert_non_null(strstr(broken, "memory chunk 4"));
+    end_faults_only(&mem, &back, b, faults);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1247,6 +1337,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(abnormal_ends_end_within_seconds, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_signal_while_serving_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(broken_owner_told_while_threads_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(broken_before_named_is_told_when_named, setup, teardown),
     };
     atexit(join_waiters_at_exit);
     /* The fault and fill threads run under their seccomp filter, as in a
