@@ -8,8 +8,10 @@
 # usage (inside the L1): SCENARIOS=boot_bench tests/nested/run bench/boot/probe-cmdline.sh
 set -u
 results=$1
+# shellcheck source=/dev/null
 . "$results/params.sh"
-. "$(dirname "$(realpath "$0")")/../lib.sh"
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh" # bench_ms_to, bench_settle
 out=$results/probe-cmdline
 mkdir -p "$out"
 : > "$results/summary"

@@ -8,9 +8,11 @@
 # usage (inside the L1): tests/nested/run bench/boot/probe-guest-time.sh
 set -u
 results=$1
+# shellcheck source=/dev/null
 . "$results/params.sh"
 here=$(dirname "$(realpath "$0")")
-. "$here/../lib.sh"
+# shellcheck source=../lib.sh
+. "$here/../lib.sh" # bench_ms_to, bench_settle
 out=$results/probe
 mkdir -p "$out"
 summary=$results/summary
@@ -38,6 +40,7 @@ if command -v perf > /dev/null; then
         rm -f "$out/$who.perf"
     done
 fi
+ms= # set by bench_ms_to
 # Does the guest's part grow with its RAM (struct pages, free lists)?
 for round in 1 2; do
     for mem in 128M 256M 512M; do
