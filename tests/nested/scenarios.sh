@@ -1295,6 +1295,10 @@ scenario_micro_kernel() {
     # check_timer() would busy-wait for PIT ticks, long in a loaded L1.
     expect micro-kernel-no-timer-check "the kernel's command line carries no_timer_check before the devices" \
         has micro "Command line: .* no_timer_check acpi=noirq virtio_mmio.device="
+    # Its built-in command line (kernel/micro.config) comes first: one vCPU
+    # and no rewrite of every LOCK prefix at boot (noreplace-smp).
+    expect micro-kernel-noreplace-smp "the kernel's command line starts with its built-in noreplace-smp" \
+        has micro "Kernel command line: noreplace-smp "
     expect micro-kernel-trace "--trace-boot shows the kernel's and the init's phases on the VMM's timeline, and the split" \
         eval 'grep -q "^kernel_start " "$work/micro.err" && grep -q "^kernel_run_init " "$work/micro.err" && grep -q "^init_command_started " "$work/micro.err" && grep -q "^split: vmm [0-9.]* ms, kernel [0-9.]* ms, init [0-9.]* ms" "$work/micro.err"'
     # An instance of the appliance (create --from) keeps its devices on the

@@ -95,7 +95,9 @@ static void micro_config_is_built_in(void **state)
                                          "CONFIG_VIRTIO_VSOCKETS=y", "CONFIG_VIRTIO_FS=y",
                                          "CONFIG_9P_FS=y", "CONFIG_EXT4_FS=y",
                                          "CONFIG_VIRTIO_CONSOLE=y", "CONFIG_HW_RANDOM_VIRTIO=y",
-                                         "CONFIG_PRINTK_TIME=y", "CONFIG_KVM_GUEST=y"};
+                                         "CONFIG_PRINTK_TIME=y", "CONFIG_KVM_GUEST=y",
+                                         /* no SMP-to-UP text_poke of every LOCK at boot */
+                                         "CONFIG_CMDLINE_BOOL=y", "CONFIG_CMDLINE=\"noreplace-smp\""};
     for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
         assert_non_null(strstr(kernel_micro_config, wanted[i]));
     assert_null(strstr(kernel_micro_config, "CONFIG_MODULES=y"));

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Names the guest kernel's functions in what the L1 recorded of a boot.
+
+usage: guest-functions.py samples PERF_DATA VMLINUX [N]
+       guest-functions.py exits EXITS_TXT VMLINUX [N]
+
+samples: the cpu-clock samples `perf record -a` took while a vCPU was in
+guest mode (perf marks them guest-kernel: KVM tells it the guest's RIP),
+counted by the guest function they landed in. exits: lines "reason rip
+info1 info2" (kvm:kvm_exit, as probe-guest-time.sh writes them), counted
+by reason and guest function. VMLINUX: the guest's kernel with its symbols
+(the micro kernel keeps them; no KASLR).
+"""
+import bisect
+import collections
+import re
+import subprocess
+import sys
+
+
+def symbols(vmlinux):
+    """Text symbols of VMLINUX, sorted by address."""
+    nm = subprocess.run(["nm", "-n", vmlinux], capture_output=True, text=True, check=True)
+    syms = []
+    for line in nm.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1] in "tTwW":
+            syms.append((int(fields[0], 16), fields[2]))
+    return syms
+
+
+def namer(syms):
+    addrs = [a for a, _ in syms]
+
+    def name(ip):
+        i = bisect.bisect_right(addrs, ip) - 1
+        return syms[i][1] if i >= 0 and ip - addrs[i] < 0x10000 else hex(ip)
+    return name
+
+
+def samples(data, name, top):
+    dump = subprocess.run(["perf", "script", "-i", data, "-D"], capture_output=True,
+                          text=True, check=True).stdout
+    kinds = collections.Counter()
+    functions = collections.Counter()
+    # "PERF_RECORD_SAMPLE(IP, 0x4): pid/tid: 0xip": misc 4 is guest kernel
+    for m in re.finditer(r"PERF_RECORD_SAMPLE\(IP, (0x[0-9a-f]+)\): \d+/\d+: (0x[0-9a-f]+)", dump):
+        misc = int(m.group(1), 16) & 7
+        kinds[misc] += 1
+        if misc == 4:
+            functions[name(int(m.group(2), 16))] += 1
+    labels = {1: "L1 kernel", 2: "L1 user", 4: "guest kernel", 5: "guest user"}
+    print("samples:", ", ".join(f"{labels.get(k, k)} {n}" for k, n in kinds.most_common()))
+    guest = max(kinds[4], 1)
+    for function, n in functions.most_common(top):
+        print(f"{n:7d} {100 * n / guest:5.1f}%  {function}")
+
+
+def exits(path, name, top):
+    reasons = collections.Counter()
+    by_function = collections.Counter()
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 2:
+                reasons[fields[0]] += 1
+                by_function[(fields[0], name(int(fields[1], 16)))] += 1
+    print(sum(reasons.values()), "exits:", ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
+    for (reason, function), n in by_function.most_common(top):
+        print(f"{n:7d} {reason:12s} {function}")
+
+
+def main():
+    if len(sys.argv) < 4 or sys.argv[1] not in ("samples", "exits"):
+        sys.exit(__doc__.strip().split("\n\n")[1])
+    top = int(sys.argv[4]) if len(sys.argv) > 4 else 40
+    name = namer(symbols(sys.argv[3]))
+    (samples if sys.argv[1] == "samples" else exits)(sys.argv[2], name, top)
+
+
+main()
