@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "util/err.h"
 
@@ -68,6 +69,19 @@ void guest_memory_huge_pages(const struct guest_memory *mem, bool on)
 {
     for (unsigned i = 0; i < mem->count; i++)
         madvise(mem->regions[i].host, mem->regions[i].size, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+}
+
+bool guest_memory_holds_data(const struct guest_memory *mem, const struct iovec *iov,
+                             unsigned count)
+{
+    for (unsigned i = 0; i < count; i++) {
+        const volatile uint8_t *at = iov[i].iov_base, *end = at + iov[i].iov_len;
+        while (at < end) {
+            (void)*at;
+            at = (const volatile uint8_t *)(((uintptr_t)at | (GUEST_PAGE - 1)) + 1);
+        }
+    }
+    return !atomic_load(&mem->lost);
 }
 
 void guest_memory_free(struct guest_memory *mem)

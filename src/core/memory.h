@@ -25,6 +25,10 @@ struct guest_memory {
     struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
     unsigned count;
     uint64_t total;
+    /* A first start's RAM can no longer be served whole (a chunk failed
+     * its check): set before the pages still missing are let go, which
+     * from then on read as zeros (guest_memory_holds_data). */
+    _Atomic bool lost;
 };
 
 /* The host's huge page: each region's host address is congruent with its
@@ -37,6 +41,15 @@ struct guest_memory {
 int guest_memory_alloc(struct guest_memory *mem, const struct guest_region *layout,
                        unsigned count) __attribute__((warn_unused_result));
 void guest_memory_free(struct guest_memory *mem);
+/* Whether the bytes iov[0..count) point at (in mem's regions) are the
+ * guest's and may go out to a disk or a host file: every page is touched
+ * first (one still to be served is waited for), then mem->lost looked
+ * at. A page let go reads as zero, and was let go after lost was set: a
+ * write of a page the guest dirtied before its save, served late, is
+ * refused, not written as zeros. */
+struct iovec;
+bool guest_memory_holds_data(const struct guest_memory *mem, const struct iovec *iov,
+                             unsigned count);
 /* Whether the regions may be backed with huge pages (as allocated: yes).
  * Off while RAM is written in part before a userfaultfd serves the rest:
  * a write's huge page would make its whole 2 MiB present, the rest as

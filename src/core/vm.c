@@ -77,6 +77,11 @@ void vm_fail(struct vm *vm, const char *fmt, ...)
     pthread_mutex_unlock(&vm->stop_lock);
 }
 
+void vm_memory_lost(struct vm *vm)
+{
+    atomic_store(&vm->mem.lost, true);
+}
+
 void vm_signal_stop(struct vm *vm)
 {
     int running = VM_RUNNING;

@@ -52,6 +52,10 @@ void vm_signal_stop(struct vm *vm);
  * seccomp filter (futex, write, tgkill). */
 void vm_fail(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The guest's RAM cannot be served whole any more (guest_memory.lost):
+ * called before the pages still missing are let go. Any thread. */
+void vm_memory_lost(struct vm *vm);
+
 /* Asks vm_run() to return `why` (VM_STOP_USER for a stop from outside). */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
 

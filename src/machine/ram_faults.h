@@ -68,9 +68,11 @@ void ram_faults_stop(struct ram_faults *f);
  * wakes (to a zero page: a kicked vCPU leaves KVM before it runs the
  * guest again) and the vCPUs can be joined, the disks flushed and the VM
  * stopped as any other. Nobody named: nobody told (the VMM goes on).
- * Not covered: a device thread that reads a page not yet placed after
- * the regions are let go (a request the guest queued before the stop)
- * reads zeros there, as a disk write it makes then would write.
+ * A device thread that reads a page not yet placed after the regions are
+ * let go (a request the guest queued before the stop) reads zeros there:
+ * the machine's fn marks the RAM lost first (vm_memory_lost), and the
+ * devices that write guest pages out to host files (virtio-blk, virtio-fs)
+ * refuse such writes (core/memory.h guest_memory_holds_data).
  *
  * Every other end lets go too: ram_faults_stop; exit() from any thread
  * (an exit handler); _exit, a crash and SIGKILL through the kernel (the

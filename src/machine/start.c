@@ -135,6 +135,7 @@ static void record_working_set(struct machine *m)
  * the VM stops as for any other error, its disks flushed and closed. */
 static void stop_broken(void *vm, const char *message)
 {
+    vm_memory_lost(vm); /* devices write out no page let go as zeros */
     vm_fail(vm, "%s: the guest cannot go on", message);
 }
 

@@ -9,10 +9,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/memory.h"
 #include "devices/virtio/blk.h"
 #include "disk/disk.h"
 #include "scratch.h"
@@ -220,6 +222,30 @@ static void read_only_disk_refuses_writes(void **state)
 
 /* A hostile guest's requests: each is answered with a status (or refused
  * as malformed) and nothing outside the disk is touched. */
+/* A first start whose RAM could not be served whole (core/memory.h lost):
+ * a write from the guest's pages is refused, the disk left as it was (a
+ * page let go reads as zeros, and zeros must not reach the disk). */
+static void no_write_once_the_guest_memory_is_lost(void **state)
+{
+    static struct guest_memory mem;
+    uint8_t data[SECTOR], host[SECTOR];
+    struct request r;
+    (void)state;
+    memset(data, 0x55, sizeof(data));
+    virtio_blk_check_memory(blk, &mem);
+    request(&r, T_OUT, 1, data, sizeof(data));
+    assert_int_equal(serve(&r, 1), S_OK);
+    atomic_store(&mem.lost, true);
+    memset(data, 0, sizeof(data));
+    request(&r, T_OUT, 1, data, sizeof(data));
+    assert_int_equal(serve(&r, 1), S_IOERR);
+    file_bytes(SECTOR, host, sizeof(host));
+    memset(data, 0x55, sizeof(data));
+    assert_memory_equal(host, data, sizeof(data));
+    request(&r, T_IN, 1, host, sizeof(host)); /* reads still work */
+    assert_int_equal(serve(&r, SECTOR + 1), S_OK);
+}
+
 static void hostile_requests(void **state)
 {
     static uint8_t data[SECTOR];
@@ -280,6 +306,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(answers_its_id, setup, teardown),
         cmocka_unit_test_setup_teardown(discards_and_zeroes, setup, teardown),
         cmocka_unit_test_setup_teardown(read_only_disk_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_write_once_the_guest_memory_is_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(hostile_requests, setup, teardown),
     };
     if (scratch_setup("virtio-blk") < 0)

@@ -55,6 +55,7 @@ struct blk_range {
 
 struct blk {
     struct disk *disk;
+    const struct guest_memory *mem; /* NULL: not checked (a test's) */
     char id[VIRTIO_BLK_ID_BYTES];
     struct virtio_device_ops ops;
     struct virtio_mmio *transport;
@@ -127,6 +128,18 @@ static uint8_t do_ranges(struct blk *b, const struct virtq_chain *c, uint32_t ty
     return VIRTIO_BLK_S_OK;
 }
 
+void virtio_blk_check_memory(struct blk *b, const struct guest_memory *mem)
+{
+    b->mem = mem;
+}
+
+/* The guest's pages b->iov[0..n) may be written to the disk: none was let
+ * go as zeros (core/memory.h guest_memory_holds_data). */
+static bool written_out_whole(const struct blk *b, int n)
+{
+    return !b->mem || guest_memory_holds_data(b->mem, b->iov, (unsigned)n);
+}
+
 static uint8_t do_request(struct blk *b, const struct virtq_chain *c, const struct blk_header *h,
                           uint32_t *written)
 {
@@ -140,8 +153,9 @@ static uint8_t do_request(struct blk *b, const struct virtq_chain *c, const stru
             return VIRTIO_BLK_S_IOERR;
         n = data_iov(b, c, h->type == VIRTIO_BLK_T_IN);
         if (h->type == VIRTIO_BLK_T_OUT)
-            return disk_write(b->disk, b->iov, n, offset) < 0 ? VIRTIO_BLK_S_IOERR
-                                                              : VIRTIO_BLK_S_OK;
+            return !written_out_whole(b, n) || disk_write(b->disk, b->iov, n, offset) < 0
+                       ? VIRTIO_BLK_S_IOERR
+                       : VIRTIO_BLK_S_OK;
         if (disk_read(b->disk, b->iov, n, offset) < 0)
             return VIRTIO_BLK_S_IOERR;
         *written = (uint32_t)(c->writable_bytes - 1);
@@ -238,6 +252,7 @@ static int blk_create(struct vm *vm, const struct device_slot *slot, void **stat
         disk_close(disk);
         return err_set(ENOMEM, "virtio-blk");
     }
+    virtio_blk_check_memory(b, vm_memory(vm));
     b->ops = (struct virtio_device_ops){
         .name = "blk",
         .device_id = VIRTIO_ID_BLOCK,

@@ -74,6 +74,7 @@ struct worker {
 
 struct virtio_fs {
     struct pt_fs *pt;
+    const struct guest_memory *mem;
     struct fuse_server *server;
     char tag[VM_SHARE_TAG_MAX];
     struct virtio_device_ops ops;
@@ -186,8 +187,8 @@ static void complete(struct virtio_fs *d, struct job *j, const uint8_t *reply, s
  * other request is copied whole into in. A request longer than any FUSE
  * request is cut, and then answered EINVAL by the server (its header's
  * length is past the end). */
-size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chain *c, uint8_t *in,
-                             uint8_t *out, size_t *head)
+size_t virtio_fs_serve_chain(struct fuse_server *server, const struct guest_memory *mem,
+                             const struct virtq_chain *c, uint8_t *in, uint8_t *out, size_t *head)
 {
     const size_t write_head = sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in);
     size_t out_cap = c->writable_bytes < FUSE_SERVER_OUT_MAX ? c->writable_bytes
@@ -202,6 +203,8 @@ size_t virtio_fs_serve_chain(struct fuse_server *server, const struct virtq_chai
 
     if (in_len == write_head && opcode == FUSE_WRITE) {
         data_count = virtq_chain_readable_iov(c, write_head, data, VIRTQ_MAX_CHAIN, &data_len);
+        if (mem && !guest_memory_holds_data(mem, data, data_count))
+            return *head = fuse_serve(server, in, in_len, out, out_cap); /* no payload: EINVAL */
         return *head = fuse_serve_data(server, in, in_len, data, data_count, out, out_cap);
     }
     in_len += virtq_chain_read(c, in_len, in + in_len, FUSE_SERVER_IN_MAX - in_len);
@@ -311,7 +314,7 @@ static void *worker_main(void *arg)
 
         taken = trace_now_us();
         opcode = chain_opcode(&j->chain);
-        len = virtio_fs_serve_chain(d->server, &j->chain, w->in, w->out, &head);
+        len = virtio_fs_serve_chain(d->server, d->mem, &j->chain, w->in, w->out, &head);
         served = trace_now_us();
         pthread_mutex_lock(&d->lock);
         d->serving--;
@@ -486,6 +489,7 @@ static int fs_create(struct vm *vm, const struct device_slot *slot, void **state
     pthread_cond_init(&d->work, NULL);
     pthread_cond_init(&d->idle, NULL);
     memcpy(d->tag, cfg->tag, strnlen(cfg->tag, sizeof(d->tag)));
+    d->mem = vm_memory(vm);
     d->jobs = calloc(MAX_JOBS, sizeof(*d->jobs));
     if (!d->jobs) {
         fs_free(d);
