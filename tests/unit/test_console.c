@@ -76,7 +76,10 @@ static void unread_pipe_never_blocks_the_writer(void **state)
     for (int i = 0; i < 64; i++)
         console_output(con, chunk, sizeof(chunk));
     t1 = now_s();
-    assert_true(t1 - t0 < 0.5);
+    /* A writer that waited for the pipe would wait forever (nobody reads
+     * it); 4 MiB copied takes milliseconds. The bound is loose for a
+     * loaded host: 0.5 s failed once beside two L1s (ASan, stop 43). */
+    assert_true(t1 - t0 < 5);
     /* The pipe (64 KiB) and the queue (256 KiB) took some; the rest is gone. */
     assert_true(console_dropped(con) >= (4u << 20) - (512u << 10));
     console_close(con);
