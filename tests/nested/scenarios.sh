@@ -103,8 +103,18 @@ scenario_pvh() {
         return
     fi
     boot pvh --kernel "$VMLINUX" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE"
-    expect pvh-vmlinux "the ELF vmlinux boots through its PVH entry" \
+    expect pvh-vmlinux "the ELF vmlinux boots (Linux's: through its 64-bit entry, startup_64)" \
         eval 'test "$rc" -eq 0 && has pvh SMOLVM-GUEST-UP'
+    # The same vmlinux with no e_entry (zeroed in the ELF header): not
+    # startup_64 among its loaded bytes, so through its PVH note, as any
+    # ELF kernel that is not Linux's (src/arch/x86/elf.c).
+    local pvh_only=$work/vmlinux-pvh-only
+    cp "$VMLINUX" "$pvh_only"
+    head -c 8 /dev/zero | dd of="$pvh_only" bs=1 seek=24 conv=notrunc status=none
+    boot pvh-entry --kernel "$pvh_only" --initrd "$INITRD" --cmdline "$GUEST_CMDLINE"
+    rm -f "$pvh_only"
+    expect pvh-entry "an ELF vmlinux without a 64-bit entry boots through its PVH entry" \
+        eval 'test "$rc" -eq 0 && has pvh-entry SMOLVM-GUEST-UP'
 }
 
 # background NAME VERB ARGS...: smolvm VERB in the background, its stdin a

@@ -141,6 +141,90 @@ static void loads_with_start_info(void **state)
     guest_memory_free(&mem);
 }
 
+/* The fake made Linux's: a second note owned by "Linux" (as every vmlinux
+ * has: its build salt), and e_entry inside the loaded bytes. */
+#define LINUX_ENTRY (LOAD_PADDR + 0x10)
+static void make_linux_fake(struct fake *f)
+{
+    Elf64_Nhdr nh = {.n_namesz = 6, .n_descsz = 4, .n_type = 0x100};
+    uint8_t *note = f->img + 0x800 + 20;
+
+    make_fake(f);
+    memcpy(note, &nh, sizeof(nh));
+    memcpy(note + 12, "Linux", 6);
+    f->ph[1].p_filesz = 20 + 12 + 8 + 4;
+    f->eh->e_entry = LINUX_ENTRY;
+}
+
+static void linux_vmlinux_has_its_64bit_entry(void **state)
+{
+    struct fake f;
+    struct elf_kernel k;
+    (void)state;
+
+    make_linux_fake(&f);
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), 0);
+    assert_int_equal(k.linux_entry, LINUX_ENTRY);
+    assert_int_equal(k.pvh_entry, ENTRY);
+    /* Not Linux's: its e_entry means nothing to this loader. */
+    make_fake(&f);
+    f.eh->e_entry = LINUX_ENTRY;
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), 0);
+    assert_int_equal(k.linux_entry, 0);
+    /* An entry outside the bytes loaded from the file: the PVH entry. */
+    make_linux_fake(&f);
+    f.eh->e_entry = LOAD_PADDR + 0x1800; /* in the zeroed part */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), 0);
+    assert_int_equal(k.linux_entry, 0);
+    make_linux_fake(&f);
+    f.eh->e_entry = 0xffffffff81000010ull; /* a virtual address */
+    assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), 0);
+    assert_int_equal(k.linux_entry, 0);
+}
+
+/* Linux's vmlinux is entered as its bzImage's decompressor enters it:
+ * long mode on the identity map, RIP at startup_64, RSI at a zero page
+ * with the command line, the initrd and the memory map; no PVH start
+ * info (the PVH entry first scans 256 CPUID leaves for Xen). */
+static void linux_vmlinux_boots_through_its_64bit_entry(void **state)
+{
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct fake f;
+    struct x86_cpu_state bsp;
+    uint8_t initrd[5000];
+    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN, .initrd = initrd,
+                                   .initrd_len = sizeof(initrd), .cmdline = "console=ttyS0",
+                                   .rsdp_gpa = X86_ACPI_ADDR};
+    const uint8_t *zp;
+    uint32_t ramdisk;
+    (void)state;
+
+    make_linux_fake(&f);
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    assert_int_equal(bsp.rip, LINUX_ENTRY);
+    assert_int_equal(bsp.rsi, X86_ZERO_PAGE_ADDR);
+    assert_true(bsp.cr0 & X86_CR0_PG);
+    assert_true(bsp.efer & X86_EFER_LMA);
+    assert_int_equal(bsp.cr3, X86_PML4_ADDR);
+    assert_int_equal(bsp.cs.l, 1);
+    zp = gpa_ptr(&mem, X86_ZERO_PAGE_ADDR, 4096);
+    assert_memory_equal(zp + 0x202, "HdrS", 4);
+    assert_int_equal(zp[0x1fe] | zp[0x1ff] << 8, 0xaa55);
+    assert_int_not_equal(zp[0x210], 0); /* type_of_loader: the kernel keeps the initrd */
+    assert_int_equal(*(const uint32_t *)(zp + 0x228), X86_CMDLINE_ADDR);
+    memcpy(&ramdisk, zp + 0x218, 4);
+    assert_true(ramdisk >= LOAD_PADDR + 0x2000);
+    assert_int_equal(*(const uint32_t *)(zp + 0x21c), sizeof(initrd));
+    assert_int_equal(*(const uint64_t *)(zp + 0x070), X86_ACPI_ADDR);
+    assert_true(zp[0x1e8] >= 2); /* e820 entries */
+    assert_string_equal((const char *)gpa_ptr(&mem, X86_CMDLINE_ADDR, 14), "console=ttyS0");
+    assert_int_equal(*(const uint32_t *)gpa_ptr(&mem, X86_PVH_INFO_ADDR, 4), 0);
+    assert_int_equal(*(uint8_t *)gpa_ptr(&mem, LOAD_PADDR, 1), 0x90);
+    guest_memory_free(&mem);
+}
+
 struct initrd_file {
     int fd;
     const char *path;
@@ -420,6 +504,7 @@ static void parses_debian_vmlinux(void **state)
         skip();
     assert_int_equal(elf_kernel_parse(file.data, file.len, &k), 0);
     assert_int_equal(k.pvh_entry, 0x1000850);
+    assert_int_equal(k.linux_entry, 0x1000000); /* phys_startup_64 */
     file_unmap(&file);
 }
 
@@ -461,6 +546,8 @@ int main(void)
         cmocka_unit_test(parses_pvh_kernel),
         cmocka_unit_test(rejects_malformed_files),
         cmocka_unit_test(loads_with_start_info),
+        cmocka_unit_test(linux_vmlinux_has_its_64bit_entry),
+        cmocka_unit_test(linux_vmlinux_boots_through_its_64bit_entry),
         cmocka_unit_test(initrd_is_read_into_guest_memory),
         cmocka_unit_test(segment_outside_ram_is_an_error),
         cmocka_unit_test(kernel_segments_are_read_from_the_file),

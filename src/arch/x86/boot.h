@@ -1,6 +1,7 @@
 /* Loading a Linux kernel into guest memory the way a boot loader would:
- * a bzImage through the x86 Linux boot protocol (64-bit entry), or an ELF
- * vmlinux through its PVH entry note. Pure functions of their inputs and
+ * a bzImage through the x86 Linux boot protocol (64-bit entry), an ELF
+ * vmlinux of Linux's through the same entry (its startup_64), any other
+ * ELF kernel through its PVH entry note. Pure functions of their inputs and
  * guest memory, so unit tests drive them without a hypervisor. */
 #ifndef SMOLVM_ARCH_X86_BOOT_H
 #define SMOLVM_ARCH_X86_BOOT_H
@@ -87,5 +88,11 @@ int x86_bzimage_load(const struct guest_memory *mem, const struct x86_boot_reque
                      struct x86_cpu_state *bsp) __attribute__((warn_unused_result));
 int x86_pvh_load(const struct guest_memory *mem, const struct x86_boot_request *req,
                  struct x86_cpu_state *bsp) __attribute__((warn_unused_result));
+/* A Linux vmlinux already in guest memory entered at its 64-bit entry
+ * (startup_64's physical address) with a zero page, as a bzImage's
+ * decompressor enters it: no PVH entry and its Xen probes. */
+int x86_vmlinux_enter(const struct guest_memory *mem, const struct x86_boot_request *req,
+                      uint64_t initrd_addr, uint64_t entry, struct x86_cpu_state *bsp)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -90,19 +90,23 @@ static int place_initrd(const struct guest_memory *mem, const struct x86_boot_re
     return x86_place_initrd(mem, req, limit, min_addr, addr);
 }
 
+/* The zero page the 64-bit entry finds at RSI: the setup header (header:
+ * the image's first header_end bytes, fields from 0x1f1 on), then what a
+ * boot loader fills in: command line, initrd, RSDP, memory map. */
 static int write_zero_page(const struct guest_memory *mem, const struct x86_boot_request *req,
-                           const struct bzimage_header *h, uint64_t initrd_addr)
+                           const uint8_t *header, size_t header_end, uint32_t cmdline_size,
+                           uint64_t initrd_addr)
 {
     uint8_t zp[ZERO_PAGE_SIZE];
     struct e820_entry e820[BP_E820_MAX];
     unsigned n;
     size_t cmdline_len = req->cmdline ? strlen(req->cmdline) : 0;
 
-    if (h->cmdline_size && cmdline_len > h->cmdline_size)
+    if (cmdline_size && cmdline_len > cmdline_size)
         return err_plain(E2BIG, "kernel command line of %zu bytes exceeds this kernel's %u",
-                         cmdline_len, h->cmdline_size);
+                         cmdline_len, cmdline_size);
     memset(zp, 0, sizeof(zp));
-    memcpy(zp + HDR_SETUP_SECTS, req->kernel + HDR_SETUP_SECTS, h->header_end - HDR_SETUP_SECTS);
+    memcpy(zp + HDR_SETUP_SECTS, header + HDR_SETUP_SECTS, header_end - HDR_SETUP_SECTS);
     put_le(zp + BP_VID_MODE, VID_MODE_NORMAL, 2);
     zp[HDR_TYPE_OF_LOADER] = LOADER_UNDEFINED;
     zp[HDR_LOADFLAGS] |= LOADFLAG_CAN_USE_HEAP;
@@ -118,6 +122,44 @@ static int write_zero_page(const struct guest_memory *mem, const struct x86_boot
     zp[BP_E820_ENTRIES] = (uint8_t)n;
     memcpy(zp + BP_E820_TABLE, e820, n * sizeof(e820[0]));
     return guest_write(mem, X86_ZERO_PAGE_ADDR, zp, sizeof(zp));
+}
+
+/* Long mode on the identity map, RIP at a 64-bit entry, RSI at the zero
+ * page, as the boot protocol's 64-bit entry wants the CPU. */
+static int enter_long_mode(const struct guest_memory *mem, uint64_t entry,
+                           struct x86_cpu_state *bsp)
+{
+    int r = x86_write_identity_page_tables(mem);
+
+    if (r < 0)
+        return r;
+    x86_flat_segments(bsp, 1);
+    bsp->cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
+    bsp->cr3 = X86_PML4_ADDR;
+    bsp->cr4 = X86_CR4_PAE;
+    bsp->efer = X86_EFER_LME | X86_EFER_LMA;
+    bsp->rip = entry;
+    bsp->rsi = X86_ZERO_PAGE_ADDR;
+    bsp->rsp = X86_BOOT_STACK_TOP;
+    return 0;
+}
+
+int x86_vmlinux_enter(const struct guest_memory *mem, const struct x86_boot_request *req,
+                      uint64_t initrd_addr, uint64_t entry, struct x86_cpu_state *bsp)
+{
+    /* No setup header in a vmlinux: the one a boot loader would have
+     * read from its bzImage, with what the kernel itself looks at (the
+     * boot flag and magic; version 2.12, the protocol spoken here). */
+    uint8_t header[HDR_MIN_END];
+    int r;
+
+    memset(header, 0, sizeof(header));
+    put_le(header + HDR_BOOT_FLAG, 0xaa55, 2);
+    memcpy(header + HDR_MAGIC, "HdrS", 4);
+    put_le(header + HDR_VERSION, BOOT_PROTOCOL_MIN, 2);
+    put_le(header + HDR_XLOADFLAGS, XLF_KERNEL_64, 2);
+    r = write_zero_page(mem, req, header, sizeof(header), 0, initrd_addr);
+    return r < 0 ? r : enter_long_mode(mem, entry, bsp);
 }
 
 int x86_bzimage_load(const struct guest_memory *mem, const struct x86_boot_request *req,
@@ -137,18 +179,6 @@ int x86_bzimage_load(const struct guest_memory *mem, const struct x86_boot_reque
                          kernel_bytes >> 10);
     r = place_initrd(mem, req, &h, X86_HIGH_MEMORY + kernel_bytes, &initrd_addr);
     if (r == 0)
-        r = write_zero_page(mem, req, &h, initrd_addr);
-    if (r == 0)
-        r = x86_write_identity_page_tables(mem);
-    if (r < 0)
-        return r;
-    x86_flat_segments(bsp, 1);
-    bsp->cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
-    bsp->cr3 = X86_PML4_ADDR;
-    bsp->cr4 = X86_CR4_PAE;
-    bsp->efer = X86_EFER_LME | X86_EFER_LMA;
-    bsp->rip = X86_HIGH_MEMORY + ENTRY_64_OFFSET;
-    bsp->rsi = X86_ZERO_PAGE_ADDR;
-    bsp->rsp = X86_BOOT_STACK_TOP;
-    return 0;
+        r = write_zero_page(mem, req, req->kernel, h.header_end, h.cmdline_size, initrd_addr);
+    return r < 0 ? r : enter_long_mode(mem, X86_HIGH_MEMORY + ENTRY_64_OFFSET, bsp);
 }

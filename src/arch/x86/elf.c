@@ -1,6 +1,7 @@
 #include "arch/x86/elf.h"
 
 #include <elf.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,21 @@ const struct elf_source *elf_memory_source(struct elf_memory_source *m, const ui
     return &m->source;
 }
 
-/* Walks one PT_NOTE segment's bytes looking for Xen's PHYS32_ENTRY note. */
-static int scan_notes(const uint8_t *p, uint64_t size, uint64_t *entry)
+/* What the notes say: the PVH entry (0: none), and whether one of them is
+ * owned by "Linux" (Linux's build notes, in every vmlinux since 5.x). */
+struct elf_notes {
+    uint64_t pvh_entry;
+    bool linux_owned;
+};
+
+static bool note_named(const uint8_t *name, uint32_t namesz, const char *want)
+{
+    return namesz == strlen(want) + 1 && memcmp(name, want, namesz) == 0;
+}
+
+/* Walks one PT_NOTE segment's bytes looking for Xen's PHYS32_ENTRY note
+ * and for a note of Linux's. */
+static int scan_notes(const uint8_t *p, uint64_t size, struct elf_notes *found)
 {
     uint64_t off = 0;
 
@@ -53,16 +67,17 @@ static int scan_notes(const uint8_t *p, uint64_t size, uint64_t *entry)
         next = desc_off + align4(n.n_descsz);
         if (desc_off > size || next > size || next <= off)
             return err_plain(ENOEXEC, "ELF kernel has a malformed note");
-        if (n.n_type == XEN_ELFNOTE_PHYS32_ENTRY && n.n_namesz == 4 &&
-            memcmp(p + name_off, "Xen", 4) == 0) {
+        if (note_named(p + name_off, n.n_namesz, "Linux"))
+            found->linux_owned = true;
+        if (n.n_type == XEN_ELFNOTE_PHYS32_ENTRY && note_named(p + name_off, n.n_namesz, "Xen")) {
             uint32_t e32;
             uint64_t e64;
             if (n.n_descsz == 4) {
                 memcpy(&e32, p + desc_off, 4);
-                *entry = e32;
+                found->pvh_entry = e32;
             } else if (n.n_descsz == 8) {
                 memcpy(&e64, p + desc_off, 8);
-                *entry = e64;
+                found->pvh_entry = e64;
             } else {
                 return err_plain(ENOEXEC, "ELF kernel's PVH note has %u bytes", n.n_descsz);
             }
@@ -73,7 +88,8 @@ static int scan_notes(const uint8_t *p, uint64_t size, uint64_t *entry)
 }
 
 /* Reads one PT_NOTE segment (bounded) and scans it. */
-static int read_notes(const struct elf_source *src, const Elf64_Phdr *ph, uint64_t *entry)
+static int read_notes(const struct elf_source *src, const Elf64_Phdr *ph,
+                      struct elf_notes *found)
 {
     uint8_t *notes;
     int r;
@@ -88,7 +104,7 @@ static int read_notes(const struct elf_source *src, const Elf64_Phdr *ph, uint64
         return err_set(ENOMEM, "ELF kernel notes");
     r = src->read(src, notes, ph->p_filesz, ph->p_offset);
     if (r == 0)
-        r = scan_notes(notes, ph->p_filesz, entry);
+        r = scan_notes(notes, ph->p_filesz, found);
     free(notes);
     return r;
 }
@@ -125,6 +141,19 @@ static int add_segment(struct elf_kernel *k, const Elf64_Phdr *ph, uint64_t len)
     return 0;
 }
 
+/* A Linux vmlinux's e_entry is startup_64's physical address: it must be
+ * among the bytes loaded from the file, and under 4 GiB (what the boot
+ * page tables map), else the kernel boots through PVH. */
+static bool entry_is_loaded(const struct elf_kernel *k, uint64_t entry)
+{
+    if (entry >= (1ull << 32))
+        return false;
+    for (unsigned i = 0; i < k->count; i++)
+        if (entry >= k->segments[i].paddr && entry - k->segments[i].paddr < k->segments[i].filesz)
+            return true;
+    return false;
+}
+
 static int check_header(const Elf64_Ehdr *eh, uint64_t len)
 {
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0)
@@ -144,6 +173,7 @@ static int check_header(const Elf64_Ehdr *eh, uint64_t len)
 int elf_kernel_read(const struct elf_source *src, struct elf_kernel *k)
 {
     Elf64_Phdr ph[ELF_KERNEL_MAX_PHDRS];
+    struct elf_notes notes = {0};
     Elf64_Ehdr eh;
     int r;
 
@@ -159,15 +189,18 @@ int elf_kernel_read(const struct elf_source *src, struct elf_kernel *k)
         if (ph[i].p_type == PT_LOAD)
             r = add_segment(k, &ph[i], src->size);
         else if (ph[i].p_type == PT_NOTE)
-            r = read_notes(src, &ph[i], &k->pvh_entry);
+            r = read_notes(src, &ph[i], &notes);
     }
     if (r < 0)
         return r;
     if (k->count == 0)
         return err_plain(ENOEXEC, "ELF kernel has no loadable segment");
+    k->pvh_entry = notes.pvh_entry;
     if (!k->pvh_entry)
         return err_plain(ENOEXEC, "ELF kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
                                   "boot its bzImage instead");
+    if (notes.linux_owned && entry_is_loaded(k, eh.e_entry))
+        k->linux_entry = eh.e_entry;
     return 0;
 }
 

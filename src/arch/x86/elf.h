@@ -1,5 +1,7 @@
-/* An x86-64 ELF vmlinux as a PVH boot loader sees it: its loadable
- * segments and the XEN_ELFNOTE_PHYS32_ENTRY note. Only the ELF header, the
+/* An x86-64 ELF vmlinux as a boot loader sees it: its loadable segments,
+ * the XEN_ELFNOTE_PHYS32_ENTRY note, and whether it is Linux's (a note
+ * owned by "Linux"), whose e_entry is then startup_64's physical address:
+ * the x86 Linux boot protocol's 64-bit entry. Only the ELF header, the
  * program headers and the note segments are read (bounded reads), never
  * the whole file: the segments go from the file straight into guest RAM. */
 #ifndef SMOLVM_ARCH_X86_ELF_H
@@ -25,7 +27,10 @@ struct elf_kernel {
     struct elf_kernel_segment segments[ELF_KERNEL_MAX_SEGMENTS];
     unsigned count;
     uint64_t pvh_entry; /* 0: no PVH note */
-    uint64_t end;       /* highest paddr + memsz over all segments */
+    /* A Linux vmlinux's 64-bit entry (its e_entry, inside the file bytes
+     * of a loaded segment); 0: none, boot it through its PVH note. */
+    uint64_t linux_entry;
+    uint64_t end; /* highest paddr + memsz over all segments */
 };
 
 /* Where an ELF kernel's bytes come from: read() fills dst with the len

@@ -76,6 +76,11 @@ int x86_pvh_load(const struct guest_memory *mem, const struct x86_boot_request *
     r = x86_place_initrd(mem, req, UINT64_MAX, k.end, &initrd_addr);
     if (r < 0)
         return r;
+    /* Linux's own 64-bit entry when it has one: the PVH entry starts by
+     * looking for Xen (xen_prepare_pvh: 256 CPUID leaves, each an exit
+     * to KVM) and goes through 32-bit mode. */
+    if (k.linux_entry)
+        return x86_vmlinux_enter(mem, req, initrd_addr, k.linux_entry, bsp);
     r = write_start_info(mem, req, initrd_addr);
     if (r < 0)
         return r;
