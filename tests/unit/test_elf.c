@@ -106,28 +106,38 @@ static void rejects_malformed_files(void **state)
     assert_int_equal(elf_kernel_parse(f.img, IMG_LEN, &k), -ENOEXEC);
 }
 
+#define FAKE_INITRD_LEN 5000
+
+/* Boots f in 64 MiB of fresh guest memory with an initrd, a command line
+ * and an RSDP, as a VM does. */
+static void boot_fake(const struct fake *f, struct guest_memory *mem, struct x86_cpu_state *bsp)
+{
+    static const uint8_t initrd[FAKE_INITRD_LEN];
+    struct guest_region r[2];
+    struct x86_boot_request req = {.kernel = f->img, .kernel_len = IMG_LEN, .initrd = initrd,
+                                   .initrd_len = sizeof(initrd), .cmdline = "console=ttyS0",
+                                   .rsdp_gpa = X86_ACPI_ADDR};
+
+    assert_int_equal(guest_memory_alloc(mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(mem, &req, bsp), 0);
+}
+
 static void loads_with_start_info(void **state)
 {
-    struct guest_region r[2];
     struct guest_memory mem;
     struct fake f;
     struct x86_cpu_state bsp;
-    uint8_t initrd[5000];
-    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN, .initrd = initrd,
-                                   .initrd_len = sizeof(initrd), .cmdline = "console=ttyS0",
-                                   .rsdp_gpa = X86_ACPI_ADDR};
     uint32_t *info;
     uint64_t *mod;
     (void)state;
 
     make_fake(&f);
-    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
-    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    boot_fake(&f, &mem, &bsp);
     info = gpa_ptr(&mem, X86_PVH_INFO_ADDR, 56);
     assert_int_equal(info[0], 0x336ec578);       /* magic */
     assert_int_equal(info[3], 1);                /* nr_modules */
     mod = gpa_ptr(&mem, *(uint64_t *)&info[4], 32);
-    assert_int_equal(mod[1], sizeof(initrd));
+    assert_int_equal(mod[1], FAKE_INITRD_LEN);
     assert_true(mod[0] >= LOAD_PADDR + 0x2000);
     assert_int_equal(*(uint64_t *)&info[6], X86_CMDLINE_ADDR);
     assert_int_equal(*(uint64_t *)&info[8], X86_ACPI_ADDR);
@@ -188,21 +198,15 @@ static void linux_vmlinux_has_its_64bit_entry(void **state)
  * info (the PVH entry first scans 256 CPUID leaves for Xen). */
 static void linux_vmlinux_boots_through_its_64bit_entry(void **state)
 {
-    struct guest_region r[2];
     struct guest_memory mem;
     struct fake f;
     struct x86_cpu_state bsp;
-    uint8_t initrd[5000];
-    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN, .initrd = initrd,
-                                   .initrd_len = sizeof(initrd), .cmdline = "console=ttyS0",
-                                   .rsdp_gpa = X86_ACPI_ADDR};
     const uint8_t *zp;
     uint32_t ramdisk;
     (void)state;
 
     make_linux_fake(&f);
-    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
-    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    boot_fake(&f, &mem, &bsp);
     assert_int_equal(bsp.rip, LINUX_ENTRY);
     assert_int_equal(bsp.rsi, X86_ZERO_PAGE_ADDR);
     assert_true(bsp.cr0 & X86_CR0_PG);
@@ -216,7 +220,7 @@ static void linux_vmlinux_boots_through_its_64bit_entry(void **state)
     assert_int_equal(*(const uint32_t *)(zp + 0x228), X86_CMDLINE_ADDR);
     memcpy(&ramdisk, zp + 0x218, 4);
     assert_true(ramdisk >= LOAD_PADDR + 0x2000);
-    assert_int_equal(*(const uint32_t *)(zp + 0x21c), sizeof(initrd));
+    assert_int_equal(*(const uint32_t *)(zp + 0x21c), FAKE_INITRD_LEN);
     assert_int_equal(*(const uint64_t *)(zp + 0x070), X86_ACPI_ADDR);
     assert_true(zp[0x1e8] >= 2); /* e820 entries */
     assert_string_equal((const char *)gpa_ptr(&mem, X86_CMDLINE_ADDR, 14), "console=ttyS0");
