@@ -20,11 +20,6 @@
 #include "util/file.h"
 #include "confine/confine.h"
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#define MADV_POPULATE_WRITE 23
-#endif
-
 #define PAGE 4096u
 #define MAGIC "SMOLWS\0\1"
 #define MAX_RANGES (1u << 20)
@@ -233,20 +228,6 @@ static void queue_reads(const struct ws_file *f, size_t ranges, const struct gue
     free(vec);
 }
 
-/* Faults a range in: MADV_POPULATE_* (Linux 5.14+), else by touching
- * each page (the vCPUs do not run yet, so writing a byte back is safe). */
-static void populate(uint8_t *at, uint64_t pages, bool written)
-{
-    if (madvise(at, pages * PAGE, written ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0)
-        return;
-    for (uint64_t i = 0; i < pages; i++) {
-        volatile uint8_t *p = at + i * PAGE;
-        uint8_t v = *p;
-        if (written)
-            *p = v;
-    }
-}
-
 /* Reads and checks the whole file before anything is touched. */
 static int read_file(const char *path, const struct guest_memory *mem, struct ws_file *f)
 {
@@ -293,7 +274,7 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     queue_reads(&f, ranges, mem, &calls);
     for (size_t i = 0; i < ranges; i++) {
         const struct ws_range *w = range_at(&f, i);
-        populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
+        guest_memory_populate(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, w->written);
     }
     if (r == 0 && counts) {
         count_pages(&f, counts);

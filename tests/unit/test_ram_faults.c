@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
+#include "bundle/internal.h"
 #include "bundle/format.h"
 #include "bundle/sections.h"
 #include "confine/confine.h"
@@ -855,6 +856,48 @@ static void known_working_set_overlapping_ranges(void **state)
     end(b, &back, &mem);
 }
 
+/* Each chunk of a known working set is decoded into pages already present
+ * (made so in one call per chunk), not faulted in page by page as the
+ * decoder first writes each (in the nested L1, most of a chunk's cost). */
+static atomic_uint decoded_chunks, decoded_into_missing_pages;
+
+static void note_missing_pages(const uint8_t *dst, size_t len)
+{
+    unsigned char vec[MEMORY_CHUNK_MAX / 4096];
+    assert_true(len <= sizeof(vec) * 4096);
+    assert_int_equal(mincore((void *)dst, len, vec), 0);
+    for (size_t p = 0; p < len / 4096; p++)
+        if (!(vec[p] & 1))
+            atomic_fetch_add(&decoded_into_missing_pages, 1);
+    atomic_fetch_add(&decoded_chunks, 1);
+}
+
+static void known_working_set_decoded_into_present_pages(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b);
+    bundle_close(b);
+    ram_faults_fill_behind = false; /* only the prefill decodes through the hook */
+    atomic_store(&decoded_chunks, 0);
+    atomic_store(&decoded_into_missing_pages, 0);
+    bundle_decode_hook = note_missing_pages;
+    start_first(&back, &b, &faults);
+    bundle_decode_hook = NULL;
+    assert_int_equal(atomic_load(&decoded_chunks), 2); /* chunks 1 and 4 */
+    assert_int_equal(atomic_load(&decoded_into_missing_pages), 0);
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+    end(b, &back, &mem);
+}
+
 /* A chunk of the known working set that fails its check fails the start
  * there, naming the chunk (before the guest runs: nothing is served). */
 static void known_working_set_corrupt_chunk_fails_start(void **state)
@@ -1332,6 +1375,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_decoded_into_present_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
