@@ -76,8 +76,8 @@ static int teardown(void **state)
 }
 
 /* Every chunk its own pattern, one of random bytes (stored raw), some
- * zero; written into a bundle. */
-static void saved_ram(struct guest_memory *mem)
+ * zero; written into a bundle, with a working set section when ws. */
+static void saved_ram_with(struct guest_memory *mem, const uint8_t *ws, size_t ws_len)
 {
     struct bundle_writer *w;
     assert_int_equal(guest_memory_alloc(mem, layout, 2), 0);
@@ -90,7 +90,14 @@ static void saved_ram(struct guest_memory *mem)
     assert_int_equal(bundle_writer_open(path, &w), 0);
     assert_int_equal(bundle_add(w, SECTION_CONFIG, "{}", 2, BUNDLE_RAW), 0);
     assert_int_equal(bundle_add_memory(w, SECTION_MEMORY, mem, NULL, NULL), 0);
+    if (ws)
+        assert_int_equal(bundle_add(w, SECTION_WORKINGSET, ws, ws_len, BUNDLE_RAW), 0);
     assert_int_equal(bundle_writer_commit(w), 0);
+}
+
+static void saved_ram(struct guest_memory *mem)
+{
+    saved_ram_with(mem, NULL, 0);
 }
 
 static void assert_same_ram(const struct guest_memory *a, const struct guest_memory *b)
@@ -766,6 +773,29 @@ static const char *known_working_set(const struct guest_memory *mem, struct bund
     return ws;
 }
 
+/* Where a start keeps the working set of b's RAM, next to its cache. */
+static void cached_working_set(struct bundle *b, char ws[300])
+{
+    char key[65];
+    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
+    snprintf(ws, 300, "%s/smolvm/memory/%s.ws", cache, key);
+}
+
+/* A first start with no fill behind the guest: nothing but the prefill
+ * places anything; and its end. */
+static void start_first_prefill_only(struct guest_memory *back, struct bundle **b,
+                                     struct ram_faults **faults)
+{
+    ram_faults_fill_behind = false;
+    start_first(back, b, faults);
+}
+
+static void stop_prefill_only(struct ram_faults *faults)
+{
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+}
+
 /* A first start that finds a working set of the bundle's RAM (its cache
  * file gone) decodes the chunks holding it into place before the guest
  * runs (none of the zero ones): touching them serves no fault; a touch
@@ -832,7 +862,7 @@ static void known_working_set_overlapping_ranges(void **state)
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
-    char key[65], ws[300];
+    char ws[300];
     const size_t low_pages = RAM_LOW / 4096;
     const struct working_set_chunk known[4] = {{0, low_pages}, {130, 3}, {0, low_pages}, {low_pages - 1, 1}};
     (void)state;
@@ -842,17 +872,14 @@ static void known_working_set_overlapping_ranges(void **state)
     saved_ram(&mem);
     assert_int_equal(bundle_open(path, &b), 0);
     known_working_set(&mem, b);
-    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
-    snprintf(ws, sizeof(ws), "%s/smolvm/memory/%s.ws", cache, key);
+    cached_working_set(b, ws);
     assert_int_equal(working_set_write_chunks(ws, &mem, known, 4), 0);
     bundle_close(b);
-    ram_faults_fill_behind = false; /* nothing but the prefill places anything */
-    start_first(&back, &b, &faults);
+    start_first_prefill_only(&back, &b, &faults);
     for (size_t c = 0; c < RAM_LOW / OLD_CHUNK; c++) /* chunks 0, 3, 6, 9: zero */
         assert_int_equal(present_pages(&back, c * 128, 128), c % 3 ? 128 : 0);
     assert_memory_equal(back.regions[0].host + 128 * 4096, mem.regions[0].host + 128 * 4096, 2 * OLD_CHUNK);
-    ram_faults_stop(faults);
-    ram_faults_fill_behind = true;
+    stop_prefill_only(faults);
     end(b, &back, &mem);
 }
 
@@ -885,16 +912,93 @@ static void known_working_set_decoded_into_present_pages(void **state)
     assert_int_equal(bundle_open(path, &b), 0);
     known_working_set(&mem, b);
     bundle_close(b);
-    ram_faults_fill_behind = false; /* only the prefill decodes through the hook */
     atomic_store(&decoded_chunks, 0);
     atomic_store(&decoded_into_missing_pages, 0);
     bundle_decode_hook = note_missing_pages;
-    start_first(&back, &b, &faults);
+    start_first_prefill_only(&back, &b, &faults); /* only the prefill decodes through the hook */
     bundle_decode_hook = NULL;
     assert_int_equal(atomic_load(&decoded_chunks), 2); /* chunks 1 and 4 */
     assert_int_equal(atomic_load(&decoded_into_missing_pages), 0);
-    ram_faults_stop(faults);
-    ram_faults_fill_behind = true;
+    stop_prefill_only(faults);
+    end(b, &back, &mem);
+}
+
+/* The encoding of an exact working set a later start would record: the
+ * pages it touched, a few of chunks 1 and 4 (*len bytes, malloc'd). */
+static uint8_t *exact_working_set(size_t *len)
+{
+    struct guest_memory touched, fits;
+    char ws[200];
+    uint8_t *data = NULL;
+
+    assert_int_equal(guest_memory_alloc(&touched, layout, 2), 0);
+    assert_int_equal(guest_memory_alloc(&fits, layout, 2), 0);
+    guest_memory_huge_pages(&touched, false); /* a touch makes one page present, not 2 MiB */
+    touched.regions[0].host[130 * 4096] = 1;
+    touched.regions[0].host[(4 * 128 + 40) * 4096] = 1;
+    snprintf(ws, sizeof(ws), "%s/exact.ws", dir);
+    assert_int_equal(working_set_record(ws, &touched, NULL), 0);
+    assert_int_equal(working_set_encoding(ws, &fits, SECTION_WORKINGSET_MAX, &data, len), 0);
+    unlink(ws);
+    guest_memory_free(&touched);
+    guest_memory_free(&fits);
+    return data;
+}
+
+/* A first start of a bundle that carries a working set (saved from a VM
+ * whose start had recorded one), none of its RAM kept yet, decodes the
+ * chunks holding it before the guest runs, as with one kept; the set is
+ * kept as a provisional one (the next start records this RAM's own). */
+static void bundled_working_set_decoded_before_the_guest(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct working_set_counts counts;
+    struct bundle *b;
+    char ws[300];
+    size_t len;
+    uint8_t *data = exact_working_set(&len);
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram_with(&mem, data, len);
+    free(data);
+    start_first_prefill_only(&back, &b, &faults);
+    assert_int_equal(present_pages(&back, 128, 128), 128);
+    assert_int_equal(present_pages(&back, 4 * 128, 128), 128);
+    assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
+    assert_memory_equal(back.regions[0].host + 128 * 4096, mem.regions[0].host + 128 * 4096, OLD_CHUNK);
+    stop_prefill_only(faults);
+    cached_working_set(b, ws);
+    assert_int_equal(working_set_prefetch(ws, &mem, &counts), 0);
+    assert_true(counts.provisional);
+    end(b, &back, &mem);
+}
+
+/* A bundle's working set section that is not one of its RAM (hostile, or
+ * of another layout) is left unused: the first start is served as
+ * without one, and keeps none. */
+static void bundled_working_set_of_other_ram_unused(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char ws[300];
+    size_t len;
+    uint8_t *data = exact_working_set(&len);
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    data[8] ^= 1; /* its RAM's size */
+    saved_ram_with(&mem, data, len);
+    free(data);
+    start_first_prefill_only(&back, &b, &faults);
+    assert_int_equal(present_pages(&back, 128, 128), 0);
+    stop_prefill_only(faults);
+    cached_working_set(b, ws);
+    assert_int_equal(access(ws, F_OK), -1);
     end(b, &back, &mem);
 }
 
@@ -1376,6 +1480,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_decoded_into_present_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(bundled_working_set_decoded_before_the_guest, setup, teardown),
+        cmocka_unit_test_setup_teardown(bundled_working_set_of_other_ram_unused, setup, teardown),
         cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
