@@ -405,18 +405,23 @@ start_counter() {
 # faulted in, the cache is whole after it, and a second start (mapping the
 # cache) goes on from the same count.
 ticks() { grep -a -o 'TICK [0-9]*' "$work/$1.out" | cut -d' ' -f2; }
+# tick_saved NAME BUNDLE: the tick guest booted as NAME, saved into BUNDLE
+# 20 lines on; $saved: its last count before the save.
+tick_saved() {
+    background "$1-run" run --name "$1" --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=tick"
+    wait_for "$1-run" "TICK 20"
+    "$SMOLVM" save "$1" -o "$2" > "$work/$1-save.out" 2>&1
+    finish "$1-run"
+    # The last whole line: the save may cut the line after it (seen:
+    # "TICK 2" saved, "5" the resumed guest's first output).
+    saved=$(ticks "$1-run" | tail -n 2 | head -n 1)
+}
 scenario_first_start_served() {
     local bundle=$work/tick.smolmachine copy=$work/tick-copy.smolmachine cache=$work/tick-cache
     local saved first1 first2 i
     mkdir -m 0700 -p "$cache"
-    background tick-run run --name tick --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$GUEST_CMDLINE smolvm.test=tick"
-    wait_for tick-run "TICK 20"
-    "$SMOLVM" save tick -o "$bundle" > "$work/tick-save.out" 2>&1
-    finish tick-run
-    # The last whole line: the save may cut the line after it (seen:
-    # "TICK 2" saved, "5" the resumed guest's first output).
-    saved=$(ticks tick-run | tail -n 2 | head -n 1)
+    tick_saved tick "$bundle"
     cp "$bundle" "$copy"
     # The guest never ends: stopped (SIGTERM) 20 lines on, which also
     # finishes the first start's memory cache.
@@ -470,12 +475,7 @@ scenario_bundled_working_set() {
     local bundle=$work/ws.smolmachine resaved=$work/ws-resaved.smolmachine
     local cache=$work/ws-cache fresh=$work/ws-fresh saved i
     mkdir -m 0700 -p "$cache" "$fresh"
-    background ws-run run --name ws --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$GUEST_CMDLINE smolvm.test=tick"
-    wait_for ws-run "TICK 20"
-    "$SMOLVM" save ws -o "$bundle" > "$work/ws-save.out" 2>&1
-    finish ws-run
-    saved=$(ticks ws-run | tail -n 2 | head -n 1)
+    tick_saved ws "$bundle"
     # The first start (served) leaves a provisional set; the second maps
     # the cache and records the exact one at its first line; saved again
     # 20 lines on.

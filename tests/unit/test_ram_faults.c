@@ -1379,18 +1379,27 @@ static void stop_signal_while_serving_ends(void **state)
 static sem_t told, looked;
 
 /* serve_faults_only() of a bundle whose chunk 4 fails its check. */
-static void serve_corrupt_faults_only(struct guest_memory *mem, struct guest_memory *back,
-                                      struct bundle **b, struct ram_faults **faults)
+/* RAM served from a bundle whose chunk 4 fails its check, faults only
+ * (no fill behind, no cache), and a touch aimed at that chunk. */
+struct served_corrupt {
+    struct guest_memory mem, back;
+    struct bundle *b;
+    struct ram_faults *faults;
+    struct toucher t;
+};
+
+static void serve_corrupt_faults_only(struct served_corrupt *s)
 {
     struct bundle_memory_image *img;
-    saved_ram(mem);
-    corrupt_chunk_4(mem);
-    assert_int_equal(bundle_open(path, b), 0);
-    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
-    assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
+    saved_ram(&s->mem);
+    corrupt_chunk_4(&s->mem);
+    assert_int_equal(bundle_open(path, &s->b), 0);
+    assert_int_equal(guest_memory_alloc(&s->back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(s->b, SECTION_MEMORY, &s->back, &img), 0);
     ram_faults_fill_behind = false;
     alarm(20);
-    assert_int_equal(ram_faults_start(img, back, NULL, NULL, NULL, 0, faults), 0);
+    assert_int_equal(ram_faults_start(img, &s->back, NULL, NULL, NULL, 0, &s->faults), 0);
+    s->t.at = s->back.regions[0].host + (2u << 20) + 1000;
 }
 
 static void note_broken_and_hold(void *opaque, const char *message)
@@ -1410,33 +1419,29 @@ static bool still_waits(pid_t tid)
 
 static void broken_owner_told_while_threads_wait(void **state)
 {
-    struct guest_memory mem, back;
-    struct ram_faults *faults = NULL;
-    struct bundle *b;
-    struct toucher t;
+    struct served_corrupt s = {0};
     pthread_t thread;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    serve_corrupt_faults_only(&mem, &back, &b, &faults);
+    serve_corrupt_faults_only(&s);
     sem_init(&told, 0, 0);
     sem_init(&looked, 0, 0);
     broken[0] = 0;
     waiter_tids[0] = 0;
-    ram_faults_when_broken(faults, note_broken_and_hold, NULL);
-    t.at = back.regions[0].host + (2u << 20) + 1000;
-    assert_int_equal(pthread_create(&thread, NULL, wait_in_touch, &t), 0);
+    ram_faults_when_broken(s.faults, note_broken_and_hold, NULL);
+    assert_int_equal(pthread_create(&thread, NULL, wait_in_touch, &s.t), 0);
     sem_wait(&told); /* (the alarm ends a server that never tells) */
     bool waited = still_waits(waiter_tids[0]);
     sem_post(&looked);
     pthread_join(thread, NULL); /* let go once told */
-    assert_true(ram_faults_complete(faults) < 0);
+    assert_true(ram_faults_complete(s.faults) < 0);
     assert_true(waited);
     assert_non_null(strstr(broken, "memory chunk 4"));
     sem_destroy(&told);
     sem_destroy(&looked);
-    end_faults_only(&mem, &back, b, faults);
+    end_faults_only(&s.mem, &s.back, s.b, s.faults);
 }
 
 /* A failure before anyone is named (a restore that touched the chunk) is
@@ -1444,24 +1449,20 @@ static void broken_owner_told_while_threads_wait(void **state)
  * the process. */
 static void broken_before_named_is_told_when_named(void **state)
 {
-    struct guest_memory mem, back;
-    struct ram_faults *faults = NULL;
-    struct bundle *b;
-    struct toucher t;
+    struct served_corrupt s = {0};
     pthread_t thread;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    serve_corrupt_faults_only(&mem, &back, &b, &faults);
-    t.at = back.regions[0].host + (2u << 20) + 1000;
-    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    serve_corrupt_faults_only(&s);
+    assert_int_equal(pthread_create(&thread, NULL, touch, &s.t), 0);
     pthread_join(thread, NULL); /* let go (to a zero page), nobody told */
-    assert_true(ram_faults_complete(faults) < 0);
+    assert_true(ram_faults_complete(s.faults) < 0);
     broken[0] = 0;
-    ram_faults_when_broken(faults, note_broken, NULL);
+    ram_faults_when_broken(s.faults, note_broken, NULL);
     assert_non_null(strstr(broken, "memory chunk 4"));
-    end_faults_only(&mem, &back, b, faults);
+    end_faults_only(&s.mem, &s.back, s.b, s.faults);
 }
 
 int main(void)
