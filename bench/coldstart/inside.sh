@@ -117,14 +117,14 @@ save_at() {
 # the bundle.
 # prefill_per_chunk METRIC LOG: what one chunk of a start's prefill cost,
 # from its trace: the wall time (prefill_us, on a few threads), and the
-# threads' CPU reading, checking (SHA-256) and decoding it, each summed
-# over the threads, divided by the chunks (µs).
+# threads' CPU making its pages present, reading, checking (SHA-256) and
+# decoding it, each summed over the threads, divided by the chunks (µs).
 prefill_per_chunk() {
     local n c v line
     n=$(grep -o '"prefilled_chunks":[0-9]*' "$2" | cut -d: -f2)
     [ -n "$n" ] && [ "$n" -gt 0 ] || return 0
     line="$1 prefill per chunk ($n chunks), us:"
-    for c in prefill_us prefill_read_cpu_us prefill_hash_cpu_us prefill_decode_cpu_us; do
+    for c in prefill_us prefill_populate_cpu_us prefill_read_cpu_us prefill_hash_cpu_us prefill_decode_cpu_us; do
         v=$(grep -o "\"$c\":[0-9]*" "$2" | cut -d: -f2)
         line="$line ${c%_us} $((${v:-0} / n))"
     done
@@ -169,6 +169,33 @@ busybox=$(command -v busybox || true)
 echo "launch and exit (ms each): smolvm --version $(launch_ms "$SMOLVM" --version) from the shared tree," \
     "$(launch_ms "$work/smolvm" --version) from the local disk${busybox:+; busybox true $(launch_ms "$busybox" true) shared, $(launch_ms "$work/busybox" true) local}" >> "$facts"
 SMOLVM=$work/smolvm
+# The L1 is QEMU-TCG (7.2), whose translated code is keyed by virtual
+# address: a position-independent program placed afresh each launch (ASLR)
+# has all the code it runs translated again, every launch (in an L1,
+# smolvm --version took 23 ms with ASLR, 10 without; a later start ~45 ms
+# more). Hardware runs no translator: these rows (NAME-noaslr) time the
+# later starts with the L1's ASLR off beside the usual ones, to tell
+# smolvm's own time from the emulator's. Only in the L1 (its sysctl).
+# Each is timed after one start more the same way (NAME-noaslr-warmup):
+# the translations of one start outlive the next only while the
+# emulator's code buffer is not flushed, and the other starts fill it.
+aslr_sysctl=/proc/sys/kernel/randomize_va_space
+without_aslr() {
+    local was
+    [ -n "${SMOLVM_IN_L1:-}" ] && was=$(cat "$aslr_sysctl" 2>/dev/null) && echo 0 > "$aslr_sysctl" 2>/dev/null || return 0
+    "$@"
+    echo "$was" > "$aslr_sysctl"
+}
+# noaslr_ms_to LABEL METRIC MARKER COMMAND...: ms_to with ASLR off, twice
+# (METRIC-warmup, then METRIC).
+noaslr_ms_to() {
+    local label=$1 metric=$2
+    shift 2
+    without_aslr ms_to "$label" "$metric-warmup" "$@"
+    without_aslr ms_to "$label" "$metric" "$@"
+}
+launch_without_aslr=$(without_aslr launch_ms "$SMOLVM" --version)
+[ -z "$launch_without_aslr" ] || echo "launch and exit with the L1's ASLR off (ms each): smolvm --version $launch_without_aslr from the local disk" >> "$facts"
 # Another smolvm (SMOLVM_BASELINE: before a change) times the later starts
 # too, alternated with this one's, from a local copy as well.
 # Its first starts start a bundle it saved itself (it may not read this
@@ -225,6 +252,7 @@ for mem in ${MEMS:-256M 2G}; do
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM rounds_first_starts "$i" tick "TICK " "$tick" "$tick.baseline" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
+        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM noaslr_ms_to smolvm "tick-start-noaslr-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         # Against every page faulted in as touched (no working set).
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-lazy-$mem" "TICK " "$SMOLVM" start "$tick" --name s --memory lazy --trace-boot --trace-until "TICK " --json
         [ -z "$baseline" ] || INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-baseline-$mem" "TICK " "$baseline" start "$tick" --name s --trace-boot --trace-until "TICK " --json
@@ -255,6 +283,8 @@ for mem in ${MEMS:-256M 2G}; do
                 --memory "$mode" --trace-boot --trace-until GUEST-GOT=go --json
             [ "$i" = 1 ] && echo "$mode start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
         done
+        noaslr_ms_to smolvm "start-map-noaslr-$mem" GUEST-GOT=go "$SMOLVM" start "$bundle" --name s \
+            --memory map --trace-boot --trace-until GUEST-GOT=go --json
         [ -z "$baseline" ] || ms_to smolvm "start-map-baseline-$mem" GUEST-GOT=go "$baseline" start "$bundle" \
             --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
         # With the page cache dropped (after a reboot, or among many
@@ -323,6 +353,8 @@ awk -F'\t' -v mems="${MEMS:-256M 2G}" "$BENCH_MEDIAN_AWK"'{ v[$2] = v[$2] " " $3
             x = sizes[i]
             rounds("input-driven later/cold", "start-map-" x, "boot-" x, x)
             rounds("timer-driven later/cold", "tick-start-" x, "tick-boot-" x, x)
+            rounds("input-driven later, ASLR off in the L1/cold", "start-map-noaslr-" x, "boot-" x, x)
+            rounds("timer-driven later, ASLR off in the L1/cold", "tick-start-noaslr-" x, "tick-boot-" x, x)
             rounds("input-driven later (SMOLVM_BASELINE)/cold", "start-map-baseline-" x, "boot-" x, x)
             rounds("timer-driven later (SMOLVM_BASELINE)/cold", "tick-start-baseline-" x, "tick-boot-" x, x)
             rounds("input-driven first (unpacking first)/later", "start-first-map-" x, "start-map-" x, x)

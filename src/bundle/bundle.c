@@ -31,6 +31,7 @@ static const struct section_limit {
     {SECTION_LAYERS, 4ull << 20},
     {SECTION_STATE, 16ull << 20},
     {SECTION_SIGNATURE, 4096},
+    {SECTION_WORKINGSET, SECTION_WORKINGSET_MAX},
 };
 #define SECTION_READ_MAX_OTHER (16ull << 20)
 

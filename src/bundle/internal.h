@@ -46,6 +46,9 @@ int bundle_pread(const struct bundle *b, uint64_t offset, void *buf, size_t len)
 /* Test seam: called after each successful bundle_pread, so a test can
  * change or truncate the file between two reads. NULL in smolvm. */
 extern void (*bundle_read_hook)(const struct bundle *b, uint64_t offset, size_t len);
+/* Test seam: called as a chunk is about to be decoded into guest RAM
+ * (bundle_load_memory, bundle_memory_image_load). NULL in smolvm. */
+extern void (*bundle_decode_hook)(const uint8_t *dst, size_t len);
 
 /* The section, its sizes checked against what its encoding allows (its
  * hash is checked on the bytes as they are read); NULL, message set. */

@@ -17,6 +17,11 @@
 #define SECTION_MEMORY "memory"       /* guest RAM (BUNDLE_MEMORY) */
 #define SECTION_LAYERS "layers"       /* the table of disks carried as layers (layers.h) */
 #define SECTION_SIGNATURE "signature" /* ed25519 over every other section (signature.h) */
+/* Optional: the pages a start of the saved state touched before its first
+ * output (machine/workingset.h's encoding), for a first start to decode
+ * before the guest runs. */
+#define SECTION_WORKINGSET "workingset"
+#define SECTION_WORKINGSET_MAX (1u << 20)
 #define SECTION_DISK_PREFIX "disk."   /* disk.N: disk N as its whole content, zstd */
 #define SECTION_LAYER_PREFIX "layer." /* layer.N: one layer's file, zstd */
 

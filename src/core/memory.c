@@ -71,6 +71,23 @@ void guest_memory_huge_pages(const struct guest_memory *mem, bool on)
         madvise(mem->regions[i].host, mem->regions[i].size, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void guest_memory_populate(uint8_t *at, size_t len, bool written)
+{
+    if (madvise(at, len, written ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0)
+        return;
+    for (size_t off = 0; off < len; off += GUEST_PAGE) {
+        volatile uint8_t *p = at + off;
+        uint8_t v = *p;
+        if (written)
+            *p = v;
+    }
+}
+
 bool guest_memory_holds_data(const struct guest_memory *mem, const struct iovec *iov,
                              unsigned count)
 {

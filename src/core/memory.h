@@ -55,6 +55,11 @@ bool guest_memory_holds_data(const struct guest_memory *mem, const struct iovec 
  * a write's huge page would make its whole 2 MiB present, the rest as
  * zero, where no fault would then fetch the saved bytes. */
 void guest_memory_huge_pages(const struct guest_memory *mem, bool on);
+/* Makes the len bytes of RAM at at (page-aligned) present before anything
+ * runs in them: MADV_POPULATE_WRITE or _READ (Linux 5.14+), else each
+ * page touched (written: a byte written back, so only while no vCPU runs).
+ * One call in place of a fault per page. */
+void guest_memory_populate(uint8_t *at, size_t len, bool written);
 /* Maps the file fd over mem's regions in place, MAP_PRIVATE (the guest's
  * writes stay its own; a page never touched is read from the file), the
  * regions one after the other from offset 0: a restored RAM cache. The

@@ -54,6 +54,7 @@ void machine_destroy(struct machine *m)
     ram_faults_stop(m->faults);
     machine_memory_cache_published(m->publisher);
     free(m->working_set);
+    free(m->known_working_set);
     vm_destroy(m->vm);
     vm_config_release(&m->cfg);
     free(m->dir);

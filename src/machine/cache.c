@@ -281,6 +281,55 @@ int machine_memory_cache(const struct bundle *b, const char *name, struct guest_
     return memory_cache(b, name, mem, cache_dir, use, NULL);
 }
 
+static int working_set_path_in(const struct bundle *b, const char *dir, char **path)
+{
+    char key[65];
+    int r = bundle_section_key(b, SECTION_MEMORY, key);
+    if (r == 0 && asprintf(path, "%s/%s.ws", dir, key) < 0)
+        r = err_set(ENOMEM, "working set");
+    if (r < 0)
+        *path = NULL;
+    return r;
+}
+
+int machine_working_set_path(const struct bundle *b, char **path)
+{
+    char *dir;
+    int r = cache_dir_prepare("memory", &dir);
+    if (r == 0)
+        r = working_set_path_in(b, dir, path);
+    free(dir);
+    return r;
+}
+
+/* A bundle that carries a working set (SECTION_WORKINGSET: saved from a
+ * VM whose start had recorded one), where none of its RAM is kept yet:
+ * written there as a provisional one, for this first start to decode
+ * before the guest runs (machine/workingset.h). A section that fails its
+ * hash is a corrupt bundle (-EINVAL); one that is not a working set of
+ * this RAM is left unused. */
+static int adopt_bundled_working_set(const struct bundle *b, const char *dir,
+                                     const struct guest_memory *mem)
+{
+    uint8_t *data = NULL;
+    size_t len;
+    char *path = NULL;
+    int r = 0;
+
+    if (!bundle_has(b, SECTION_WORKINGSET) || working_set_path_in(b, dir, &path) < 0 ||
+        access(path, F_OK) == 0) {
+        err_clear();
+        free(path);
+        return 0;
+    }
+    r = bundle_read(b, SECTION_WORKINGSET, &data, &len);
+    if (r == 0 && working_set_adopt(path, mem, data, len) < 0)
+        err_clear(); /* only this first start loses */
+    free(data);
+    free(path);
+    return r == -EFBIG ? -EINVAL : r;
+}
+
 /* The working set recorded next to the memory cache is faulted in; when
  * there is none (or it does not fit this RAM, or it is a first start's
  * provisional one, not faulted in) this start records one, every page
@@ -371,6 +420,11 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
 
     if (how != MACHINE_MEMORY_DECOMPRESS && cache_dir_prepare("memory", &dir) < 0)
         err_clear(); /* no usable cache: decompressed from the bundle */
+    if (dir && (r = adopt_bundled_working_set(b, dir, mem)) < 0) { /* a corrupt bundle */
+        free(dir);
+        return r;
+    }
+    r = -ENOENT;
     if (dir && (how == MACHINE_MEMORY_DEFAULT || how == MACHINE_MEMORY_SERVE)) {
         r = serve_first_start(b, mem, dir, faults);
         if (r == 0 || r == -EINVAL) { /* served, or a corrupt bundle */

@@ -64,4 +64,10 @@ int machine_cached_memory(const struct bundle *b, struct guest_memory *mem,
  * for and frees (NULL: nothing), before the process ends. */
 void machine_memory_cache_published(struct memory_cache_publisher *p);
 
+/* Where the working set of b's RAM is kept (recorded by a later start;
+ * machine/workingset.h), *path malloc'd: a save of the VM started from b
+ * carries it in its bundle (SECTION_WORKINGSET). */
+int machine_working_set_path(const struct bundle *b, char **path)
+    __attribute__((warn_unused_result));
+
 #endif

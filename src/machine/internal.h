@@ -13,6 +13,7 @@ struct machine {
     char *dir;
     enum machine_memory memory;
     char *working_set; /* to record, a while after the start */
+    char *known_working_set; /* where its RAM's is kept (a save carries it), or NULL */
     struct working_set_recorder *recorder;
     struct ram_faults *faults; /* a first start's RAM, served as touched */
     struct memory_cache_publisher *publisher; /* its unpacked cache, named behind it */

@@ -11,6 +11,7 @@
 #include "disk/disk.h"
 #include "machine/internal.h"
 #include "machine/ram_faults.h"
+#include "machine/workingset.h"
 #include "util/blob.h"
 #include "util/err.h"
 
@@ -145,16 +146,40 @@ static int add_inputs(struct bundle_writer *w, struct save_job *job)
     return r ? r : add_disks(w, job);
 }
 
-static int add_state(struct bundle_writer *w, struct vm *vm, const struct machine_save_options *o)
+/* The working set a later start of the bundle m started from recorded
+ * (the pages the guest touched before its first output), when there is an
+ * exact one of this RAM: a first start of the new bundle decodes its
+ * chunks before the guest runs, as a later start would find them. None is
+ * no failure (the section is optional). */
+static int add_working_set(struct bundle_writer *w, const struct machine *m)
+{
+    uint8_t *data;
+    size_t len;
+
+    if (!m->known_working_set ||
+        working_set_encoding(m->known_working_set, vm_memory(m->vm), SECTION_WORKINGSET_MAX, &data,
+                             &len) < 0) {
+        err_clear();
+        return 0;
+    }
+    int r = bundle_add(w, SECTION_WORKINGSET, data, len, BUNDLE_RAW);
+    free(data);
+    return r;
+}
+
+static int add_state(struct bundle_writer *w, const struct machine *m,
+                     const struct machine_save_options *o)
 {
     struct blob state = {0};
-    int r = vm_save_state(vm, &state);
+    int r = vm_save_state(m->vm, &state);
 
     if (r == 0)
         r = bundle_add(w, SECTION_STATE, state.data, state.len, BUNDLE_RAW);
     blob_free(&state);
     if (r == 0 && !o->memory_elsewhere)
-        r = bundle_add_memory(w, SECTION_MEMORY, vm_memory(vm), o->progress, o->opaque);
+        r = bundle_add_memory(w, SECTION_MEMORY, vm_memory(m->vm), o->progress, o->opaque);
+    if (r == 0 && !o->memory_elsewhere)
+        r = add_working_set(w, m);
     return r;
 }
 
@@ -229,7 +254,7 @@ int machine_save_finish(struct machine_saving *s)
     if (r == 0)
         r = machine_ram_whole(s->m);
     if (r == 0 && s->o.with_state)
-        r = add_state(w, s->m->vm, &s->o);
+        r = add_state(w, s->m, &s->o);
     if (r == 0)
         r = add_config(w, &s->job);
     if (r == 0 && !s->o.state_only)
@@ -282,6 +307,8 @@ int machine_export(const struct vm_config *cfg, const char *state, const char *p
         r = bundle_copy_section(w, source, SECTION_STATE);
     if (r == 0 && source)
         r = bundle_copy_section(w, source, SECTION_MEMORY);
+    if (r == 0 && source && bundle_has(source, SECTION_WORKINGSET))
+        r = bundle_copy_section(w, source, SECTION_WORKINGSET);
     if (r == 0)
         r = source ? bundle_copy_section(w, source, SECTION_CONFIG) : add_config(w, &job);
     if (r == 0)

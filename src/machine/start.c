@@ -110,8 +110,11 @@ static int extract_files(struct machine *s, bool boots)
 static int load_memory(void *opaque, struct guest_memory *mem)
 {
     struct machine *m = opaque;
-    return machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults,
-                                 &m->publisher);
+    int r = machine_cached_memory(m->source, mem, m->memory, &m->working_set, &m->faults,
+                                  &m->publisher);
+    if (r == 0 && machine_working_set_path(m->source, &m->known_working_set) < 0)
+        err_clear(); /* only a save loses: it carries none */
+    return r;
 }
 
 static void record_now(void *recorder)

@@ -6,6 +6,7 @@
  * bit 62 that it was swapped out (only a written page can be). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <time.h>
 #include <stdbool.h>
@@ -19,11 +20,6 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "confine/confine.h"
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#define MADV_POPULATE_WRITE 23
-#endif
 
 #define PAGE 4096u
 #define MAGIC "SMOLWS\0\1"
@@ -233,48 +229,86 @@ static void queue_reads(const struct ws_file *f, size_t ranges, const struct gue
     free(vec);
 }
 
-/* Faults a range in: MADV_POPULATE_* (Linux 5.14+), else by touching
- * each page (the vCPUs do not run yet, so writing a byte back is safe). */
-static void populate(uint8_t *at, uint64_t pages, bool written)
+/* Checks a working set's encoding (len bytes at data: a file's, or a
+ * bundle's section; what names it) against mem's layout, and copies it
+ * into f; *h: its header. */
+static int check_encoding(const uint8_t *data, size_t len, const struct guest_memory *mem,
+                          const char *what, struct ws_file *f, struct ws_header *h)
 {
-    if (madvise(at, pages * PAGE, written ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0)
-        return;
-    for (uint64_t i = 0; i < pages; i++) {
-        volatile uint8_t *p = at + i * PAGE;
-        uint8_t v = *p;
-        if (written)
-            *p = v;
-    }
-}
-
-/* Reads and checks the whole file before anything is touched. */
-static int read_file(const char *path, const struct guest_memory *mem, struct ws_file *f)
-{
-    struct mapped_file m;
-    struct ws_header h;
-    int r = file_map_at_most(path, "working set",
-                             sizeof(h) + (size_t)MAX_RANGES * sizeof(struct ws_range), &m);
-    if (r < 0)
-        return r;
-    memset(&h, 0, sizeof(h));
-    if (m.len >= sizeof(h))
-        memcpy(&h, m.data, sizeof(h));
-    r = m.len < sizeof(h) || memcmp(h.magic, MAGIC, sizeof(h.magic)) != 0 ||
-                h.ram_total != mem->total || h.count > MAX_RANGES || h.reserved > 1 ||
-                m.len != sizeof(h) + (size_t)h.count * sizeof(struct ws_range)
-            ? err_plain(EINVAL, "'%s' is not a working set of this guest's RAM", path)
-            : 0;
-    f->count = h.count;
-    f->bytes = r == 0 ? malloc(m.len) : NULL;
+    memset(h, 0, sizeof(*h));
+    if (len >= sizeof(*h))
+        memcpy(h, data, sizeof(*h));
+    int r = len < sizeof(*h) || memcmp(h->magic, MAGIC, sizeof(h->magic)) != 0 ||
+                    h->ram_total != mem->total || h->count > MAX_RANGES || h->reserved > 1 ||
+                    len != sizeof(*h) + (size_t)h->count * sizeof(struct ws_range)
+                ? err_plain(EINVAL, "%s is not a working set of this guest's RAM", what)
+                : 0;
+    f->count = h->count;
+    f->bytes = r == 0 ? malloc(len) : NULL;
     if (r == 0 && !f->bytes)
         r = err_set(ENOMEM, "working set");
     if (r == 0)
-        memcpy(f->bytes, m.data, m.len);
+        memcpy(f->bytes, data, len);
     for (size_t i = 0; r == 0 && i < f->count; i++)
         if (!range_at(f, i)->pages || range_at(f, i)->written > 1 ||
             !host_of(mem, range_at(f, i)->first_page, range_at(f, i)->pages))
-            r = err_plain(EINVAL, "'%s': range %zu lies outside the guest's RAM", path, i);
+            r = err_plain(EINVAL, "%s: range %zu lies outside the guest's RAM", what, i);
+    if (r < 0) {
+        free(f->bytes);
+        f->bytes = NULL;
+    }
+    return r;
+}
+
+/* Reads and checks the whole file before anything is touched. */
+static int read_file(const char *path, const struct guest_memory *mem, struct ws_file *f,
+                     struct ws_header *h)
+{
+    struct mapped_file m;
+    char what[PATH_MAX + 2];
+    int r = file_map_at_most(path, "working set",
+                             sizeof(*h) + (size_t)MAX_RANGES * sizeof(struct ws_range), &m);
+    if (r < 0)
+        return r;
+    snprintf(what, sizeof(what), "'%s'", path);
+    r = check_encoding(m.data, m.len, mem, what, f, h);
     file_unmap(&m);
+    return r;
+}
+
+int working_set_encoding(const char *path, const struct guest_memory *mem, size_t most,
+                         uint8_t **out, size_t *len)
+{
+    struct ws_file f = {0};
+    struct ws_header h;
+    int r = read_file(path, mem, &f, &h);
+
+    if (r == 0 && h.reserved != 0)
+        r = err_plain(EINVAL, "'%s' is a provisional working set", path);
+    size_t bytes = sizeof(h) + f.count * sizeof(struct ws_range);
+    if (r == 0 && bytes > most)
+        r = err_plain(E2BIG, "'%s' is larger than %zu bytes", path, most);
+    if (r < 0) {
+        free(f.bytes);
+        return r;
+    }
+    *out = f.bytes;
+    *len = bytes;
+    return 0;
+}
+
+int working_set_adopt(const char *path, const struct guest_memory *mem, const uint8_t *data,
+                      size_t len)
+{
+    struct ws_file f = {0};
+    struct ws_header h;
+    int r = check_encoding(data, len, mem, "the bundle's working set", &f, &h);
+
+    if (r == 0 && h.reserved != 0)
+        r = err_plain(EINVAL, "the bundle's working set is not an exact one");
+    if (r == 0)
+        r = write_file(path, &f, mem->total, 1);
+    free(f.bytes);
     return r;
 }
 
@@ -285,15 +319,13 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     struct ws_header h = {0};
     if (access(path, F_OK) < 0)
         return err_set(errno, "'%s'", path);
-    int r = read_file(path, mem, &f);
-    if (r == 0)
-        memcpy(&h, f.bytes, sizeof(h));
+    int r = read_file(path, mem, &f, &h);
     size_t ranges = r < 0 || h.reserved == 1 ? 0 : f.count; /* provisional: none */
     struct working_set_counts calls = {0};
     queue_reads(&f, ranges, mem, &calls);
     for (size_t i = 0; i < ranges; i++) {
         const struct ws_range *w = range_at(&f, i);
-        populate(host_of(mem, w->first_page, w->pages), w->pages, w->written);
+        guest_memory_populate(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, w->written);
     }
     if (r == 0 && counts) {
         count_pages(&f, counts);
@@ -309,7 +341,8 @@ int working_set_read_ranges(const char *path, const struct guest_memory *mem,
                             struct working_set_chunk **out, size_t *count)
 {
     struct ws_file f = {0};
-    int r = access(path, F_OK) < 0 ? err_set(errno, "'%s'", path) : read_file(path, mem, &f);
+    struct ws_header h;
+    int r = access(path, F_OK) < 0 ? err_set(errno, "'%s'", path) : read_file(path, mem, &f, &h);
     struct working_set_chunk *list = r == 0 ? calloc(f.count + 1, sizeof(*list)) : NULL;
 
     if (r == 0 && !list)

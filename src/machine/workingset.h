@@ -52,6 +52,21 @@ int working_set_read_ranges(const char *path, const struct guest_memory *mem,
                             struct working_set_chunk **out, size_t *count)
     __attribute__((warn_unused_result));
 
+/* An exact working set recorded at path (as a later start left it next to
+ * the memory cache), checked against mem's layout, in its encoding (at
+ * most most bytes): what a save carries in its bundle (SECTION_WORKINGSET,
+ * docs/smolmachine-format.md) into *out (freed by the caller). -ENOENT:
+ * none; -EINVAL: not of this RAM, or provisional; -E2BIG: larger. */
+int working_set_encoding(const char *path, const struct guest_memory *mem, size_t most,
+                         uint8_t **out, size_t *len) __attribute__((warn_unused_result));
+
+/* A bundle's working set (len bytes of its encoding, hostile: checked as
+ * a file's is, and exact) written to path as a provisional one: a first
+ * start decodes its chunks into place before the guest runs, and the next
+ * start, prefetching none of it, records this RAM's exact set. */
+int working_set_adopt(const char *path, const struct guest_memory *mem, const uint8_t *data,
+                      size_t len) __attribute__((warn_unused_result));
+
 /* Faults in the pages path lists. -ENOENT: none recorded; -EINVAL: the
  * file is not a working set of this RAM layout (nothing was touched). A
  * provisional one is checked and counted, not faulted in: whole chunks

@@ -37,6 +37,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_FAULT_PLACE_CPU_US] = "fault_place_cpu_us",
     [TRACE_PREFILLED_CHUNKS] = "prefilled_chunks",
     [TRACE_PREFILL_US] = "prefill_us",
+    [TRACE_PREFILL_POPULATE_CPU_US] = "prefill_populate_cpu_us",
     [TRACE_PREFILL_READ_CPU_US] = "prefill_read_cpu_us",
     [TRACE_PREFILL_HASH_CPU_US] = "prefill_hash_cpu_us",
     [TRACE_PREFILL_DECODE_CPU_US] = "prefill_decode_cpu_us",

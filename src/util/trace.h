@@ -42,7 +42,8 @@ enum trace_count {
     TRACE_FAULT_PLACE_CPU_US, /* of fault_place_us, the fault thread's own CPU (the rest: the woken guest ran first) */
     TRACE_PREFILLED_CHUNKS, /* a first start's chunks holding a known working set, decoded into place before the guest ran */
     TRACE_PREFILL_US,       /* the time that took (read, checked, decoded on a few threads) */
-    TRACE_PREFILL_READ_CPU_US,   /* of the prefill, the threads' CPU reading its chunks (summed) */
+    TRACE_PREFILL_POPULATE_CPU_US, /* of the prefill, the threads' CPU making its chunks' pages present (summed) */
+    TRACE_PREFILL_READ_CPU_US,   /* and reading its chunks */
     TRACE_PREFILL_HASH_CPU_US,   /* and checking their SHA-256 */
     TRACE_PREFILL_DECODE_CPU_US, /* and decoding them (zstd, or a copy) */
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */

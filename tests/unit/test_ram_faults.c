@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "bundle/bundle.h"
+#include "bundle/internal.h"
 #include "bundle/format.h"
 #include "bundle/sections.h"
 #include "confine/confine.h"
@@ -75,8 +76,8 @@ static int teardown(void **state)
 }
 
 /* Every chunk its own pattern, one of random bytes (stored raw), some
- * zero; written into a bundle. */
-static void saved_ram(struct guest_memory *mem)
+ * zero; written into a bundle, with a working set section when ws. */
+static void saved_ram_with(struct guest_memory *mem, const uint8_t *ws, size_t ws_len)
 {
     struct bundle_writer *w;
     assert_int_equal(guest_memory_alloc(mem, layout, 2), 0);
@@ -89,7 +90,14 @@ static void saved_ram(struct guest_memory *mem)
     assert_int_equal(bundle_writer_open(path, &w), 0);
     assert_int_equal(bundle_add(w, SECTION_CONFIG, "{}", 2, BUNDLE_RAW), 0);
     assert_int_equal(bundle_add_memory(w, SECTION_MEMORY, mem, NULL, NULL), 0);
+    if (ws)
+        assert_int_equal(bundle_add(w, SECTION_WORKINGSET, ws, ws_len, BUNDLE_RAW), 0);
     assert_int_equal(bundle_writer_commit(w), 0);
+}
+
+static void saved_ram(struct guest_memory *mem)
+{
+    saved_ram_with(mem, NULL, 0);
 }
 
 static void assert_same_ram(const struct guest_memory *a, const struct guest_memory *b)
@@ -765,6 +773,29 @@ static const char *known_working_set(const struct guest_memory *mem, struct bund
     return ws;
 }
 
+/* Where a start keeps the working set of b's RAM, next to its cache. */
+static void cached_working_set(struct bundle *b, char ws[300])
+{
+    char key[65];
+    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
+    snprintf(ws, 300, "%s/smolvm/memory/%s.ws", cache, key);
+}
+
+/* A first start with no fill behind the guest: nothing but the prefill
+ * places anything; and its end. */
+static void start_first_prefill_only(struct guest_memory *back, struct bundle **b,
+                                     struct ram_faults **faults)
+{
+    ram_faults_fill_behind = false;
+    start_first(back, b, faults);
+}
+
+static void stop_prefill_only(struct ram_faults *faults)
+{
+    ram_faults_stop(faults);
+    ram_faults_fill_behind = true;
+}
+
 /* A first start that finds a working set of the bundle's RAM (its cache
  * file gone) decodes the chunks holding it into place before the guest
  * runs (none of the zero ones): touching them serves no fault; a touch
@@ -831,7 +862,7 @@ static void known_working_set_overlapping_ranges(void **state)
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
-    char key[65], ws[300];
+    char ws[300];
     const size_t low_pages = RAM_LOW / 4096;
     const struct working_set_chunk known[4] = {{0, low_pages}, {130, 3}, {0, low_pages}, {low_pages - 1, 1}};
     (void)state;
@@ -841,17 +872,133 @@ static void known_working_set_overlapping_ranges(void **state)
     saved_ram(&mem);
     assert_int_equal(bundle_open(path, &b), 0);
     known_working_set(&mem, b);
-    assert_int_equal(bundle_section_key(b, SECTION_MEMORY, key), 0);
-    snprintf(ws, sizeof(ws), "%s/smolvm/memory/%s.ws", cache, key);
+    cached_working_set(b, ws);
     assert_int_equal(working_set_write_chunks(ws, &mem, known, 4), 0);
     bundle_close(b);
-    ram_faults_fill_behind = false; /* nothing but the prefill places anything */
-    start_first(&back, &b, &faults);
+    start_first_prefill_only(&back, &b, &faults);
     for (size_t c = 0; c < RAM_LOW / OLD_CHUNK; c++) /* chunks 0, 3, 6, 9: zero */
         assert_int_equal(present_pages(&back, c * 128, 128), c % 3 ? 128 : 0);
     assert_memory_equal(back.regions[0].host + 128 * 4096, mem.regions[0].host + 128 * 4096, 2 * OLD_CHUNK);
-    ram_faults_stop(faults);
-    ram_faults_fill_behind = true;
+    stop_prefill_only(faults);
+    end(b, &back, &mem);
+}
+
+/* Each chunk of a known working set is decoded into pages already present
+ * (made so in one call per chunk), not faulted in page by page as the
+ * decoder first writes each (in the nested L1, most of a chunk's cost). */
+static atomic_uint decoded_chunks, decoded_into_missing_pages;
+
+static void note_missing_pages(const uint8_t *dst, size_t len)
+{
+    unsigned char vec[MEMORY_CHUNK_MAX / 4096];
+    assert_true(len <= sizeof(vec) * 4096);
+    assert_int_equal(mincore((void *)dst, len, vec), 0);
+    for (size_t p = 0; p < len / 4096; p++)
+        if (!(vec[p] & 1))
+            atomic_fetch_add(&decoded_into_missing_pages, 1);
+    atomic_fetch_add(&decoded_chunks, 1);
+}
+
+static void known_working_set_decoded_into_present_pages(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b);
+    bundle_close(b);
+    atomic_store(&decoded_chunks, 0);
+    atomic_store(&decoded_into_missing_pages, 0);
+    bundle_decode_hook = note_missing_pages;
+    start_first_prefill_only(&back, &b, &faults); /* only the prefill decodes through the hook */
+    bundle_decode_hook = NULL;
+    assert_int_equal(atomic_load(&decoded_chunks), 2); /* chunks 1 and 4 */
+    assert_int_equal(atomic_load(&decoded_into_missing_pages), 0);
+    stop_prefill_only(faults);
+    end(b, &back, &mem);
+}
+
+/* The encoding of an exact working set a later start would record: the
+ * pages it touched, a few of chunks 1 and 4 (*len bytes, malloc'd). */
+static uint8_t *exact_working_set(size_t *len)
+{
+    struct guest_memory touched, fits;
+    char ws[200];
+    uint8_t *data = NULL;
+
+    assert_int_equal(guest_memory_alloc(&touched, layout, 2), 0);
+    assert_int_equal(guest_memory_alloc(&fits, layout, 2), 0);
+    guest_memory_huge_pages(&touched, false); /* a touch makes one page present, not 2 MiB */
+    touched.regions[0].host[130 * 4096] = 1;
+    touched.regions[0].host[(4 * 128 + 40) * 4096] = 1;
+    snprintf(ws, sizeof(ws), "%s/exact.ws", dir);
+    assert_int_equal(working_set_record(ws, &touched, NULL), 0);
+    assert_int_equal(working_set_encoding(ws, &fits, SECTION_WORKINGSET_MAX, &data, len), 0);
+    unlink(ws);
+    guest_memory_free(&touched);
+    guest_memory_free(&fits);
+    return data;
+}
+
+/* A first start of a bundle that carries a working set (saved from a VM
+ * whose start had recorded one), none of its RAM kept yet, decodes the
+ * chunks holding it before the guest runs, as with one kept; the set is
+ * kept as a provisional one (the next start records this RAM's own). */
+static void bundled_working_set_decoded_before_the_guest(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct working_set_counts counts;
+    struct bundle *b;
+    char ws[300];
+    size_t len;
+    uint8_t *data = exact_working_set(&len);
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    saved_ram_with(&mem, data, len);
+    free(data);
+    start_first_prefill_only(&back, &b, &faults);
+    assert_int_equal(present_pages(&back, 128, 128), 128);
+    assert_int_equal(present_pages(&back, 4 * 128, 128), 128);
+    assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
+    assert_memory_equal(back.regions[0].host + 128 * 4096, mem.regions[0].host + 128 * 4096, OLD_CHUNK);
+    stop_prefill_only(faults);
+    cached_working_set(b, ws);
+    assert_int_equal(working_set_prefetch(ws, &mem, &counts), 0);
+    assert_true(counts.provisional);
+    end(b, &back, &mem);
+}
+
+/* A bundle's working set section that is not one of its RAM (hostile, or
+ * of another layout) is left unused: the first start is served as
+ * without one, and keeps none. */
+static void bundled_working_set_of_other_ram_unused(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    char ws[300];
+    size_t len;
+    uint8_t *data = exact_working_set(&len);
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    data[8] ^= 1; /* its RAM's size */
+    saved_ram_with(&mem, data, len);
+    free(data);
+    start_first_prefill_only(&back, &b, &faults);
+    assert_int_equal(present_pages(&back, 128, 128), 0);
+    stop_prefill_only(faults);
+    cached_working_set(b, ws);
+    assert_int_equal(access(ws, F_OK), -1);
     end(b, &back, &mem);
 }
 
@@ -1232,18 +1379,27 @@ static void stop_signal_while_serving_ends(void **state)
 static sem_t told, looked;
 
 /* serve_faults_only() of a bundle whose chunk 4 fails its check. */
-static void serve_corrupt_faults_only(struct guest_memory *mem, struct guest_memory *back,
-                                      struct bundle **b, struct ram_faults **faults)
+/* RAM served from a bundle whose chunk 4 fails its check, faults only
+ * (no fill behind, no cache), and a touch aimed at that chunk. */
+struct served_corrupt {
+    struct guest_memory mem, back;
+    struct bundle *b;
+    struct ram_faults *faults;
+    struct toucher t;
+};
+
+static void serve_corrupt_faults_only(struct served_corrupt *s)
 {
     struct bundle_memory_image *img;
-    saved_ram(mem);
-    corrupt_chunk_4(mem);
-    assert_int_equal(bundle_open(path, b), 0);
-    assert_int_equal(guest_memory_alloc(back, layout, 2), 0);
-    assert_int_equal(bundle_memory_image_read(*b, SECTION_MEMORY, back, &img), 0);
+    saved_ram(&s->mem);
+    corrupt_chunk_4(&s->mem);
+    assert_int_equal(bundle_open(path, &s->b), 0);
+    assert_int_equal(guest_memory_alloc(&s->back, layout, 2), 0);
+    assert_int_equal(bundle_memory_image_read(s->b, SECTION_MEMORY, &s->back, &img), 0);
     ram_faults_fill_behind = false;
     alarm(20);
-    assert_int_equal(ram_faults_start(img, back, NULL, NULL, NULL, 0, faults), 0);
+    assert_int_equal(ram_faults_start(img, &s->back, NULL, NULL, NULL, 0, &s->faults), 0);
+    s->t.at = s->back.regions[0].host + (2u << 20) + 1000;
 }
 
 static void note_broken_and_hold(void *opaque, const char *message)
@@ -1263,33 +1419,29 @@ static bool still_waits(pid_t tid)
 
 static void broken_owner_told_while_threads_wait(void **state)
 {
-    struct guest_memory mem, back;
-    struct ram_faults *faults = NULL;
-    struct bundle *b;
-    struct toucher t;
+    struct served_corrupt s = {0};
     pthread_t thread;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    serve_corrupt_faults_only(&mem, &back, &b, &faults);
+    serve_corrupt_faults_only(&s);
     sem_init(&told, 0, 0);
     sem_init(&looked, 0, 0);
     broken[0] = 0;
     waiter_tids[0] = 0;
-    ram_faults_when_broken(faults, note_broken_and_hold, NULL);
-    t.at = back.regions[0].host + (2u << 20) + 1000;
-    assert_int_equal(pthread_create(&thread, NULL, wait_in_touch, &t), 0);
+    ram_faults_when_broken(s.faults, note_broken_and_hold, NULL);
+    assert_int_equal(pthread_create(&thread, NULL, wait_in_touch, &s.t), 0);
     sem_wait(&told); /* (the alarm ends a server that never tells) */
     bool waited = still_waits(waiter_tids[0]);
     sem_post(&looked);
     pthread_join(thread, NULL); /* let go once told */
-    assert_true(ram_faults_complete(faults) < 0);
+    assert_true(ram_faults_complete(s.faults) < 0);
     assert_true(waited);
     assert_non_null(strstr(broken, "memory chunk 4"));
     sem_destroy(&told);
     sem_destroy(&looked);
-    end_faults_only(&mem, &back, b, faults);
+    end_faults_only(&s.mem, &s.back, s.b, s.faults);
 }
 
 /* A failure before anyone is named (a restore that touched the chunk) is
@@ -1297,24 +1449,20 @@ static void broken_owner_told_while_threads_wait(void **state)
  * the process. */
 static void broken_before_named_is_told_when_named(void **state)
 {
-    struct guest_memory mem, back;
-    struct ram_faults *faults = NULL;
-    struct bundle *b;
-    struct toucher t;
+    struct served_corrupt s = {0};
     pthread_t thread;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    serve_corrupt_faults_only(&mem, &back, &b, &faults);
-    t.at = back.regions[0].host + (2u << 20) + 1000;
-    assert_int_equal(pthread_create(&thread, NULL, touch, &t), 0);
+    serve_corrupt_faults_only(&s);
+    assert_int_equal(pthread_create(&thread, NULL, touch, &s.t), 0);
     pthread_join(thread, NULL); /* let go (to a zero page), nobody told */
-    assert_true(ram_faults_complete(faults) < 0);
+    assert_true(ram_faults_complete(s.faults) < 0);
     broken[0] = 0;
-    ram_faults_when_broken(faults, note_broken, NULL);
+    ram_faults_when_broken(s.faults, note_broken, NULL);
     assert_non_null(strstr(broken, "memory chunk 4"));
-    end_faults_only(&mem, &back, b, faults);
+    end_faults_only(&s.mem, &s.back, s.b, s.faults);
 }
 
 int main(void)
@@ -1332,6 +1480,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_decoded_into_present_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(bundled_working_set_decoded_before_the_guest, setup, teardown),
+        cmocka_unit_test_setup_teardown(bundled_working_set_of_other_ram_unused, setup, teardown),
         cmocka_unit_test_setup_teardown(touch_checks_its_chunk_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_chunk_touched_late_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_early_leaves_no_partial_cache, setup, teardown),
