@@ -8,6 +8,7 @@
 
 static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_VMM_START] = "vmm_start",
+    [TRACE_SPARE_NAMED] = "spare_named",
     [TRACE_VMM_READY] = "vmm_ready",
     [TRACE_BUNDLE_OPENED] = "bundle_opened",
     [TRACE_INPUTS_READ] = "inputs_read",
@@ -56,6 +57,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_PATHS] = "jail_paths",
     [TRACE_JAIL_AHEAD_US] = "jail_ahead_us",
     [TRACE_JAIL_AHEAD_WAIT_US] = "jail_ahead_wait_us",
+    [TRACE_SPARE_AHEAD_US] = "spare_ahead_us",
     [TRACE_START_FILES_US] = "start_files_us",
     [TRACE_HV_CREATE_US] = "hv_create_us",
     [TRACE_MINOR_FAULTS] = "minor_faults",

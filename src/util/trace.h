@@ -11,6 +11,7 @@
 
 enum trace_point {
     TRACE_VMM_START,
+    TRACE_SPARE_NAMED, /* a spare VMM (serve keeps one ready) was told what to start */
     TRACE_VMM_READY, /* a start's own setup done (its control socket, filters, confinement) */
     TRACE_BUNDLE_OPENED, /* a .smolmachine's header checked, its config read */
     TRACE_INPUTS_READ, /* kernel and initrd in memory (and a bzImage unpacked) */
@@ -61,6 +62,7 @@ enum trace_count {
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
     TRACE_JAIL_AHEAD_US,    /* the VMM's own work on a thread beside its root's building (its VM made) */
     TRACE_JAIL_AHEAD_WAIT_US, /* of which the VMM, its root built, still waited for (in jail_root_us) */
+    TRACE_SPARE_AHEAD_US,   /* a spare VMM: its plan's common parts and its jail's template made before it was told what to start */
     TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
     TRACE_HV_CREATE_US,     /* the hypervisor's VM made (KVM_CREATE_VM and its checks) */
     TRACE_MINOR_FAULTS,     /* the VMM's page faults until its inputs are read (a jailed one's since the relay's fork) */

@@ -622,14 +622,18 @@ static void test_start_jail_in_readonly_home(void **state)
  * (read-only) or the store's lock (absent: the store does not open there,
  * start reads and marks the instance outside); the store's layers are
  * read-only, another instance out of reach. */
-static void test_start_instance_jail_plan(void **state)
+/* over_template: as a spare VMM of smolvm serve starts it (api/spare.h):
+ * the plan's common parts and the jail's root made ahead, before the
+ * machine is named; the same checks hold, the jail was made over that
+ * root (no root folder of its own in its runtime folder), and the
+ * template's folder is gone once the VMM has ended. */
+static void start_instance_jail(bool over_template)
 {
-    (void)state;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        char data[128], layer[128], shared[128], made[256];
+        char data[128], layer[128], shared[128], cache[128], made[256];
         struct vm_share_config share = {.path = shared, .tag = "w"};
         struct store_create_request q = {.name = "sharing", .from = layer, .kernel = layer,
                                          .shares = &share, .share_count = 1};
@@ -637,12 +641,17 @@ static void test_start_instance_jail_plan(void **state)
         struct store *s;
         int fd;
 
-        snprintf(data, sizeof(data), "%s/instance-data", dir);
-        snprintf(layer, sizeof(layer), "%s/instance-layer.raw", dir);
-        snprintf(shared, sizeof(shared), "%s/instance-share", dir);
-        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
+        /* Each case its own folders; over the template, the caches are
+         * not inside the share (a template's folder holding one of the
+         * start's paths does not fit it: the jail is made whole then). */
+        const char *as = over_template ? "spare-" : "";
+        snprintf(data, sizeof(data), "%s/%sinstance-data", dir, as);
+        snprintf(layer, sizeof(layer), "%s/%sinstance-layer.raw", dir, as);
+        snprintf(shared, sizeof(shared), "%s/%sinstance-share", dir, as);
+        snprintf(cache, sizeof(cache), "%s/%sinstance-cache", dir, as);
+        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 || mkdir(cache, 0700) < 0 ||
             setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", shared, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", over_template ? cache : shared, 1) < 0 ||
             (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
             _exit(100);
         close(fd);
@@ -652,10 +661,19 @@ static void test_start_instance_jail_plan(void **state)
         store_close(s);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
+        if (over_template) {
+            cli_confine_ahead(&o);
+            snprintf(made, sizeof(made), "%s/smolvm/spare-%d.root", inside, (int)getpid());
+            if (access(made, F_OK) < 0)
+                _exit(UNAVAILABLE); /* no namespaces here: no template */
+        }
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
             _exit(101);
+        snprintf(made, sizeof(made), "%s/smolvm/sharing.vm/root", inside);
+        if ((access(made, F_OK) == 0) == over_template)
+            _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
         snprintf(made, sizeof(made), "%s/from-instance", shared);
@@ -686,6 +704,21 @@ static void test_start_instance_jail_plan(void **state)
         _exit(0);
     }
     child_passed(pid);
+    char template[160];
+    snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
+    assert_int_equal(access(template, F_OK), -1);
+}
+
+static void test_start_instance_jail_plan(void **state)
+{
+    (void)state;
+    start_instance_jail(false);
+}
+
+static void test_start_instance_jail_over_spare_template(void **state)
+{
+    (void)state;
+    start_instance_jail(true);
 }
 
 /* receive --jail's, made once the source has connected: the VM arrives
@@ -1521,6 +1554,7 @@ int main(void)
         cmocka_unit_test(test_run_jail_finds_unpacked_kernel),
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
+        cmocka_unit_test(test_start_instance_jail_over_spare_template),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
