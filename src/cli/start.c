@@ -93,11 +93,14 @@ static int spare_told(const struct vm_options *o, char *told, size_t size)
 
     close(o->spare_fd);
     if (r == -ECONNRESET) {
+        cli_confine_ahead_release(); /* its template's folder too (a daemon killed) */
         *told = '\0';
         return CLI_OK;
     }
     if (r < 0)
         return cli_fail(CLI_USAGE, "--spare-fd: %s", r == -EINVAL ? err_msg() : strerror(-r));
+    /* Timed from here, as a start is from its exec: its own work. */
+    trace_set_count(TRACE_SPARE_WAITED_US, (uint64_t)trace_restart() / 1000);
     trace_mark(TRACE_SPARE_NAMED);
     return CLI_OK;
 }

@@ -58,6 +58,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_AHEAD_US] = "jail_ahead_us",
     [TRACE_JAIL_AHEAD_WAIT_US] = "jail_ahead_wait_us",
     [TRACE_SPARE_AHEAD_US] = "spare_ahead_us",
+    [TRACE_SPARE_WAITED_US] = "spare_waited_us",
     [TRACE_START_FILES_US] = "start_files_us",
     [TRACE_HV_CREATE_US] = "hv_create_us",
     [TRACE_MINOR_FAULTS] = "minor_faults",
@@ -217,6 +218,17 @@ void trace_start(void)
     for (int i = 0; i < TRACE_COUNT_COUNT; i++)
         atomic_store(&counts[i], 0);
     trace_mark(TRACE_VMM_START);
+}
+
+int64_t trace_restart(void)
+{
+    int64_t now = now_ns(), since = now - time_zero;
+
+    time_zero = now;
+    for (int i = 0; i < TRACE_POINT_COUNT; i++)
+        atomic_store(&recorded[i], 0);
+    trace_mark(TRACE_VMM_START);
+    return since;
 }
 
 void trace_mark(enum trace_point point)
