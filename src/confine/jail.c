@@ -172,6 +172,34 @@ static int make_point(const char *at, bool folder)
     return r < 0 ? -errno : 0;
 }
 
+/* Over a root built ahead (its folders not recorded here): where in DIR
+ * (AT, a copy) the deepest folder of AT's that is there ends -- looked
+ * for from AT's own folder up, one call each (most of a start's points
+ * are a folder or two below one of the template's) -- and its set-gid
+ * bit; 0 when none is (the root's). Never inside a folder the template
+ * bound (cli/jail.c's template_fits()): what is made below is the jail's. */
+static size_t deepest_there(char *dir, bool *setgid)
+{
+    size_t at = strlen(dir);
+    struct stat st;
+
+    while (at > 0) {
+        do
+            at--;
+        while (at > 0 && dir[at] != '/');
+        if (at == 0)
+            break;
+        dir[at] = '\0';
+        int r = stat(in_root(dir), &st);
+        dir[at] = '/';
+        if (r == 0) {
+            *setgid = st.st_mode & S_ISGID;
+            return at;
+        }
+    }
+    return 0;
+}
+
 /* The mount point of AT: one call when its folder is there (most are),
  * else its folders first -- those below a folder made here without
  * looking for them (not there), those in a bound folder each looked for. */
@@ -198,7 +226,9 @@ static int make_mount_point(const char *at, bool folder)
     if ((size_t)snprintf(dir, sizeof(dir), "%s", at) >= sizeof(dir))
         return errno = ENAMETOOLONG, broken("cannot make", at);
     char *slash = dir;
-    if (known && missing) {
+    if (!known && root_prebuilt) {
+        slash += deepest_there(dir, &setgid);
+    } else if (known && missing) {
         slash += rest - at;
         setgid = known->setgid;
     } else if (known) {
@@ -804,14 +834,20 @@ int jail_enter(const struct confine_plan *p)
      * its mount namespace, the template's tmpfs is on it. */
     if (p->template_ns[0] > 0 && !p->new_net) {
         hold_leftovers(p);
-        if ((r = join_template(p)) == -ENOTRECOVERABLE)
+        uint64_t joining = trace_now_us();
+        r = join_template(p);
+        trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - joining);
+        if (r == -ENOTRECOVERABLE)
             return unmade(r, (int[2]){-1, -1});
         root_prebuilt = r == 0;
         if (!root_prebuilt)
             let_go_of_leftovers();
     }
+    uint64_t calling = trace_now_us();
     if (!root_prebuilt && unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
         return -errno; /* not here: nothing changed */
+    if (!root_prebuilt)
+        trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - calling);
     if ((!root_prebuilt && (r = map_ids(uid, gid)) < 0) || (r = plan_arrival(p, ends)) < 0)
         return unmade(r, (int[2]){-1, -1});
     trace_add_count(TRACE_JAIL_UNSHARE_US, trace_now_us() - unsharing);

@@ -52,6 +52,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_PRIVATE_US] = "jail_private_us",
     [TRACE_JAIL_BINDS_US] = "jail_binds_us",
     [TRACE_JAIL_UNSHARE_US] = "jail_unshare_us",
+    [TRACE_JAIL_UNSHARE_CALL_US] = "jail_unshare_call_us",
     [TRACE_JAIL_PROC_US] = "jail_proc_us",
     [TRACE_JAIL_CAPS_US] = "jail_caps_us",
     [TRACE_JAIL_PATHS] = "jail_paths",

@@ -57,6 +57,7 @@ enum trace_count {
     TRACE_JAIL_PRIVATE_US,  /* and making that tree private first (no propagation out) */
     TRACE_JAIL_BINDS_US,    /* and binding the plan's paths in */
     TRACE_JAIL_UNSHARE_US,  /* and its namespaces: unshare() and the id maps */
+    TRACE_JAIL_UNSHARE_CALL_US, /* of which the unshare() (or a spare's setns()) call itself */
     TRACE_JAIL_PROC_US,     /* and mounting its pid namespace's procfs */
     TRACE_JAIL_CAPS_US,     /* and dropping the capabilities, after the root (in jail_root_us) */
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */

@@ -2389,7 +2389,7 @@ scenario_jail_bench() {
         "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
         finish jb-warm
     done
-    case $kinds in *" api "*) jail_bench_api_begin "$bundle" && api_modes="plain confined" ;; esac
+    case $kinds in *" api "*) jail_bench_api_begin && api_modes="plain confined" ;; esac
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
     local modes="plain jail seccomp confined" bin order
     [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
@@ -2477,18 +2477,72 @@ scenario_jail_bench() {
     rm -f "$bundle"
 }
 
+# Whether a jailed start's namespaces wait for the last VM's teardown
+# (named in SCENARIOS only): jail_bench's jail-only rows were bimodal
+# (jail_unshare_us 14-25 ms in 9 of 16 rounds, else 1-4). RUNS pairs of
+# jailed starts of a saved bundle (--seccomp=off), each from a settled L1
+# (bench_settle: CPU idle), the second of a pair after a further rest of
+# JAIL_UNSHARE_REST (3) s, in turn first; each start's jail_unshare_us and
+# of it the unshare() call (jail_unshare_call_us) in jail-unshare.txt.
+scenario_jail_unshare() {
+    local bundle=$work/ju.smolmachine out=$results/jail-unshare.txt n rest bench v
+    bench=$(dirname "$(realpath "$0")")/../../bench
+    # shellcheck source=../../bench/lib.sh
+    . "$bench/lib.sh"
+    SMOLVM=$real_smolvm background ju-src run --name ju-src --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for ju-src '^COUNT 3 '
+    "$real_smolvm" save ju-src -o "$bundle" > /dev/null 2>&1
+    finish ju-src
+    : > "$out"
+    for n in $(seq 0 $((2 * ${RUNS:-5}))); do
+        # n 0: untimed (the memory cache); then rests 0 and R, in turn first.
+        rest=0
+        [ $(((n + (n + 1) / 2) % 2)) = 1 ] || [ "$n" = 0 ] || rest=${JAIL_UNSHARE_REST:-3}
+        bench_settle
+        sleep "$rest"
+        SMOLVM=$real_smolvm background "ju-$n" start "$bundle" --jail --seccomp=off --name ju \
+            --trace-boot --json
+        wait_for_line "ju-$n" '^COUNT'
+        "$real_smolvm" stop ju --force > /dev/null 2>&1
+        finish "ju-$n"
+        [ "$n" -gt 0 ] || continue
+        v=$(grep -o '"counts":{[^}]*}' "$work/ju-$n.err" | grep -o '"jail_unshare[a-z_]*":[0-9]*' | tr -d '"' | tr '\n' ' ')
+        echo "rest $rest: $v" >> "$out"
+    done
+    cat "$out"
+    expect jail-unshare "jail_unshare_us for each start, both rests (jail-unshare.txt)" \
+        eval 'grep -q "^rest 0: jail_unshare_us:" "$out" && grep -q "^rest [1-9][0-9]*: jail_unshare_us:" "$out"'
+    rm -f "$bundle"
+}
+
+# A saved counter guest with a disk (an instance is made of one), for the
+# API's starts: jail_api_bundle FILE NAME.
+jail_api_bundle() {
+    local disk=$work/$2.ext4
+    mkfs.ext4 -q -F "$disk" 32M
+    SMOLVM=$real_smolvm background "$2" run --name "$2" --kernel "$KERNEL" --initrd "$INITRD" \
+        --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for "$2" '^COUNT 3 '
+    "$real_smolvm" save "$2" -o "$1" > "$work/$2.save" 2>&1
+    finish "$2"
+}
+
 # jail_bench's API side: a daemon for each mode, its spare made, and an
-# instance of the bundle for each (jba-MODE), started twice untimed (its
-# memory cache, its working set), as the bundle was.
+# instance for each (jba-MODE) of a bundle like the CLI's but with a disk
+# (jail_api_bundle), started twice untimed (its memory cache, its working
+# set), as the bundle was.
 jail_bench_api_begin() {
-    local bundle=$1 mode opts
+    local bundle=$work/jba.smolmachine mode opts
+    jail_api_bundle "$bundle" jba-src
     for mode in plain confined; do
         opts=
         [ "$mode" = confined ] || opts=--no-confine
         bench_daemon "$work/jba-$mode.sock" "$work/jba-$mode.serve" "$opts" "$real_smolvm" ||
             { fail jail-bench-api "the $mode daemon did not answer"; return 1; }
         eval "jba_daemon_$mode=\$daemon_pid"
-        "$real_smolvm" create "jba-$mode" --from "$bundle" > "$work/jba-$mode.create" 2>&1
+        "$real_smolvm" create "jba-$mode" --from "$bundle" > "$work/jba-$mode.create" 2>&1 ||
+            { fail jail-bench-api "create jba-$mode: $(tail -n 1 "$work/jba-$mode.create")"; return 1; }
         for _ in 1 2; do
             "$real_smolvm" reset "jba-$mode" > /dev/null 2>&1
             bench_api "$work/jba-$mode.sock" POST "/machines/jba-$mode/start" > /dev/null
@@ -2521,6 +2575,7 @@ jail_bench_api_end() {
         [ -z "$daemon_pid" ] || bench_daemon_end
         "$real_smolvm" rm "jba-$mode" > /dev/null 2>&1
     done
+    rm -f "$work/jba.smolmachine" "$work/jba-src.ext4"
 }
 
 # What a jailed start costs in calls (named in SCENARIOS only, like
@@ -2576,10 +2631,19 @@ scenario_jail_calls() {
     # threads') from its read of the name to the first KVM_RUN: the
     # restore's calls are in both, the jail's per-start part is the rest.
     local name sock
+    jail_api_bundle "$work/jca.smolmachine" jca-src
     for mode in plain confined; do
         name=jca-$mode sock=$work/jca-$mode.sock trace=$work/jca-$mode.strace opts=
         [ "$mode" = confined ] || opts=--no-confine
-        "$real_smolvm" create "$name" --from "$bundle" > /dev/null 2>&1
+        "$real_smolvm" create "$name" --from "$work/jca.smolmachine" > "$work/jca-$mode.create" 2>&1 ||
+            { fail jail-calls-api "create $name: $(tail -n 1 "$work/jca-$mode.create")"; continue; }
+        # Its first start makes the memory cache (untimed, uncounted).
+        bench_daemon "$sock" "$work/jca-$mode.serve0" "$opts" "$real_smolvm" &&
+            bench_api "$sock" POST "/machines/$name/start" > /dev/null &&
+            bench_api_counting "$sock" "$name"
+        bench_api "$sock" POST "/machines/$name/stop" '{"force":true}' > /dev/null
+        bench_daemon_end
+        "$real_smolvm" reset "$name" > /dev/null 2>&1
         bench_daemon "$sock" "$work/jca-$mode.serve" "$opts" strace -f -o "$trace" "$real_smolvm" ||
             { fail jail-calls "the $mode daemon did not answer under strace"; continue; }
         bench_api "$sock" POST "/machines/$name/start" > "$work/jca-$mode.start"
@@ -2608,6 +2672,7 @@ scenario_jail_calls() {
                 for (c in n) printf " %s %d", c, n[c]; printf "\n" }' "$trace" >> "$out"
         cp "$trace" "$results/"
     done
+    rm -f "$work/jca.smolmachine" "$work/jca-src.ext4"
     cat "$out"
     # Counted up to the cut-off, never to the end of the run (a cut-off no
     # longer matched counted everything and still looked like figures).

@@ -626,9 +626,15 @@ static void test_start_jail_in_readonly_home(void **state)
  * the plan's common parts and the jail's root made ahead, before the
  * machine is named; the same checks hold, the jail was made over that
  * root (no root folder of its own in its runtime folder), and the
- * template's folder is gone once the VMM has ended. */
-static void start_instance_jail(bool over_template)
+ * template's folder is gone once the VMM has ended. unfit: the caches
+ * inside the instance's share, as in the first case: a template holding
+ * the caches does not fit, and the jail is made whole (its own root
+ * folder) with the same checks holding. */
+enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT };
+
+static void start_instance_jail(enum template_case how)
 {
+    bool over_template = how == OVER_TEMPLATE, ahead = how != NO_TEMPLATE;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
@@ -644,7 +650,7 @@ static void start_instance_jail(bool over_template)
         /* Each case its own folders; over the template, the caches are
          * not inside the share (a template's folder holding one of the
          * start's paths does not fit it: the jail is made whole then). */
-        const char *as = over_template ? "spare-" : "";
+        const char *as = how == OVER_TEMPLATE ? "spare-" : how == TEMPLATE_UNFIT ? "unfit-" : "";
         snprintf(data, sizeof(data), "%s/%sinstance-data", dir, as);
         snprintf(layer, sizeof(layer), "%s/%sinstance-layer.raw", dir, as);
         snprintf(shared, sizeof(shared), "%s/%sinstance-share", dir, as);
@@ -661,7 +667,7 @@ static void start_instance_jail(bool over_template)
         store_close(s);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
-        if (over_template) {
+        if (ahead) {
             cli_confine_ahead(&o);
             snprintf(made, sizeof(made), "%s/smolvm/spare-%d.root", inside, (int)getpid());
             if (access(made, F_OK) < 0)
@@ -712,13 +718,19 @@ static void start_instance_jail(bool over_template)
 static void test_start_instance_jail_plan(void **state)
 {
     (void)state;
-    start_instance_jail(false);
+    start_instance_jail(NO_TEMPLATE);
 }
 
 static void test_start_instance_jail_over_spare_template(void **state)
 {
     (void)state;
-    start_instance_jail(true);
+    start_instance_jail(OVER_TEMPLATE);
+}
+
+static void test_start_instance_jail_template_unfit(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_UNFIT);
 }
 
 /* receive --jail's, made once the source has connected: the VM arrives
@@ -1555,6 +1567,7 @@ int main(void)
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_start_instance_jail_over_spare_template),
+        cmocka_unit_test(test_start_instance_jail_template_unfit),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
