@@ -2479,9 +2479,10 @@ scenario_jail_bench() {
 
 # Whether a jailed start's namespaces wait for the last VM's teardown
 # (named in SCENARIOS only): jail_bench's jail-only rows were bimodal
-# (jail_unshare_us 14-25 ms in 9 of 16 rounds, else 1-4). RUNS pairs of
-# jailed starts of a saved bundle (--seccomp=off), each from a settled L1
-# (bench_settle: CPU idle), the second of a pair after a further rest of
+# (jail_unshare_us 14-25 ms in 9 of 16 rounds, else 1-4). Pairs of jailed
+# starts of a saved bundle (--seccomp=off; JAIL_UNSHARE_RUNS pairs, default
+# RUNS), each from a settled L1
+# (bench_settle: CPU idle), one of each pair after a further rest of
 # JAIL_UNSHARE_REST (3) s, in turn first; each start's jail_unshare_us and
 # of it the unshare() call (jail_unshare_call_us) in jail-unshare.txt.
 scenario_jail_unshare() {
@@ -2495,7 +2496,7 @@ scenario_jail_unshare() {
     "$real_smolvm" save ju-src -o "$bundle" > /dev/null 2>&1
     finish ju-src
     : > "$out"
-    for n in $(seq 0 $((2 * ${RUNS:-5}))); do
+    for n in $(seq 0 $((2 * ${JAIL_UNSHARE_RUNS:-${RUNS:-5}}))); do
         # n 0: untimed (the memory cache); then rests 0 and R, in turn first.
         rest=0
         [ $(((n + (n + 1) / 2) % 2)) = 1 ] || [ "$n" = 0 ] || rest=${JAIL_UNSHARE_REST:-3}
