@@ -2645,7 +2645,10 @@ scenario_jail_calls() {
         bench_api "$sock" POST "/machines/$name/stop" '{"force":true}' > /dev/null
         bench_daemon_end
         "$real_smolvm" reset "$name" > /dev/null 2>&1
-        bench_daemon "$sock" "$work/jca-$mode.serve" "$opts" strace -f -o "$trace" "$real_smolvm" ||
+        # --decode-pids=pidns: a jailed VMM's threads are 2, 3... in its pid
+        # namespace, which clone3 returns; strace adds what they are here.
+        bench_daemon "$sock" "$work/jca-$mode.serve" "$opts" \
+            strace -f --decode-pids=pidns -o "$trace" "$real_smolvm" ||
             { fail jail-calls "the $mode daemon did not answer under strace"; continue; }
         bench_api "$sock" POST "/machines/$name/start" > "$work/jca-$mode.start"
         bench_api_counting "$sock" "$name"
@@ -2660,7 +2663,9 @@ scenario_jail_calls() {
             { pid = $1; line = $0; sub(/^[0-9]+ +/, "", line) }
             !on { if (index(line, "\"" ENVIRON["N"] "\\n\"") && index(line, "read") && !index(line, "send")) { on = 1; root = pid }
                   next }
-            { if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid
+            { if ((index(line, "clone") || index(line, "fork")) && match(line, /[0-9]+ in strace.s PID NS \*\/$/)) {
+                  child = substr(line, RSTART); sub(/ .*/, "", child); parent[child] = pid
+              } else if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid
               if (match(line, /^[a-z_0-9]+\(/)) { who[NR] = pid; what[NR] = substr(line, 1, RLENGTH - 1) }
               if (index(line, "KVM_RUN")) run[NR] = pid }
             END {
