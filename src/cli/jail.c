@@ -317,7 +317,9 @@ static int add_part(struct confine_plan *p, enum plan_part part, const struct vm
 
 /* A spare's jail made ahead (jail_template_make()): its namespaces and
  * the plan its root holds -- the parts every instance start's plan has,
- * but the net helper's (not every machine may reach /usr). Used once. */
+ * and the net helper's (most do: an appliance's user network, a saved
+ * state whose network is read only in the jail), taken out again for a
+ * start that has no helper (plan.template_drop). Used once. */
 static struct confine_plan template_plan;
 static int template_ns[3];
 static bool template_made;
@@ -337,8 +339,8 @@ static void template_discard(void)
 
 static void template_make(void)
 {
-    static const enum plan_part held[] = {PART_CACHES, PART_LAYERS, PART_MIGRATE, PART_DEVICES,
-                                          PART_KERNEL_CACHE};
+    static const enum plan_part held[] = {PART_CACHES,  PART_LAYERS,       PART_MIGRATE,
+                                          PART_DEVICES, PART_KERNEL_CACHE, PART_NET_HELPER};
     int r = 0;
 
     for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && r == 0; i++)
@@ -350,6 +352,14 @@ static void template_make(void)
     }
     template_discard(); /* the start makes its jail whole */
     err_clear();
+}
+
+static const struct confine_path *plan_path(const struct confine_plan *p, const char *path)
+{
+    for (unsigned i = 0; i < p->count; i++)
+        if (strcmp(p->paths[i].path, path) == 0)
+            return &p->paths[i];
+    return NULL;
 }
 
 static const struct confine_path *template_path(const char *path)
@@ -393,6 +403,20 @@ static int template_take(struct confine_plan *p)
     unsigned kept = 0, links = 0;
     char *root = strdup(template_plan.root), *dir = root ? strdup(root) : NULL;
     int r = root && dir ? 0 : err_set(ENOMEM, "--jail");
+
+    /* What the template holds that p does not let in: taken out of its
+     * root (one inside another of the template's goes with that one, or
+     * stays in reach through it as in p). */
+    for (unsigned i = 0; i < template_plan.count && r == 0; i++) {
+        const char *held = template_plan.paths[i].path;
+        bool inside = false;
+        for (unsigned j = 0; j < template_plan.count; j++)
+            inside |= nested(held, template_plan.paths[j].path) &&
+                      strlen(template_plan.paths[j].path) < strlen(held);
+        if (!plan_path(p, held) && !inside &&
+            !(p->template_drop[p->template_drop_count++] = strdup(held)))
+            r = err_set(ENOMEM, "--jail");
+    }
 
     for (unsigned i = 0; i < p->count; i++) {
         if (template_path(p->paths[i].path))

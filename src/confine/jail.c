@@ -441,6 +441,17 @@ static int fill_root_at(const struct confine_plan *p, bool with_proc)
     return r;
 }
 
+/* Over a template: what it holds that the plan does not let in, taken
+ * out of the root (jail.h). Each was bound there: one that will not
+ * unmount is an error, never left in reach. */
+static int drop_template_paths(const struct confine_plan *p)
+{
+    for (unsigned i = 0; i < p->template_drop_count; i++)
+        if (umount2(in_root(p->template_drop[i]), MNT_DETACH) < 0)
+            return broken("cannot take out of the spare's root", p->template_drop[i]);
+    return 0;
+}
+
 /* A tmpfs on p->root holding the plan's paths (outer folders bound before
  * what is inside them), read-only itself, then made /. Over a root built
  * ahead (p->template_ns), only the plan's paths are added: the rest is
@@ -449,7 +460,8 @@ static int build_root(const struct confine_plan *p)
 {
     int r;
 
-    if ((!root_prebuilt && (r = begin_root(p)) < 0) || (r = fill_root_at(p, true)) < 0)
+    if ((!root_prebuilt && (r = begin_root(p)) < 0) || (r = fill_root_at(p, true)) < 0 ||
+        (root_prebuilt && (r = drop_template_paths(p)) < 0))
         return r;
     if (mount(NULL, ".", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         return broken("cannot make read-only", p->root);

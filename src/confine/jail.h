@@ -82,6 +82,11 @@ struct confine_plan {
      * pid namespace made). The fds are closed once joined. 0: none, the
      * jail made whole. */
     int template_ns[3];
+    /* jail over a template: the template's paths this plan does not let
+     * in (the net helper's, which every template holds), unmounted before
+     * the root is made read-only; none inside another of the template's. */
+    char *template_drop[CONFINE_MAX_PATHS];
+    unsigned template_drop_count;
 };
 
 /* Adds path (made absolute, links resolved; a path that does not exist is

@@ -233,6 +233,8 @@ void confine_plan_release(struct confine_plan *p)
         free(p->links[i].path);
         free(p->links[i].target);
     }
+    for (unsigned i = 0; i < p->template_drop_count; i++)
+        free(p->template_drop[i]);
     free(p->arrival.dir);
     free(p->arrival.temporary);
     free(p->arrival.name);

@@ -630,11 +630,12 @@ static void test_start_jail_in_readonly_home(void **state)
  * inside the instance's share, as in the first case: a template holding
  * the caches does not fit, and the jail is made whole (its own root
  * folder) with the same checks holding. */
-enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT };
+enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT, OVER_TEMPLATE_NET };
 
 static void start_instance_jail(enum template_case how)
 {
-    bool over_template = how == OVER_TEMPLATE, ahead = how != NO_TEMPLATE;
+    bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET,
+         ahead = how != NO_TEMPLATE, net = how == OVER_TEMPLATE_NET;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
@@ -650,7 +651,10 @@ static void start_instance_jail(enum template_case how)
         /* Each case its own folders; over the template, the caches are
          * not inside the share (a template's folder holding one of the
          * start's paths does not fit it: the jail is made whole then). */
-        const char *as = how == OVER_TEMPLATE ? "spare-" : how == TEMPLATE_UNFIT ? "unfit-" : "";
+        const char *as = how == OVER_TEMPLATE ? "spare-" : how == TEMPLATE_UNFIT ? "unfit-"
+                         : net ? "net-" : "";
+        static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
+        q.net = net ? &user_net : NULL;
         snprintf(data, sizeof(data), "%s/%sinstance-data", dir, as);
         snprintf(layer, sizeof(layer), "%s/%sinstance-layer.raw", dir, as);
         snprintf(shared, sizeof(shared), "%s/%sinstance-share", dir, as);
@@ -704,8 +708,10 @@ static void start_instance_jail(enum template_case how)
         snprintf(made, sizeof(made), "%s/smolvm/layers/planted", data);
         if (open(made, O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
             _exit(6);
-        /* Its settings say no network: no net helper, nor /usr for it. */
-        if (open("/usr/bin/true", O_RDONLY) >= 0)
+        /* Its settings say no network: no net helper, nor /usr for it
+         * (over a template, which holds them, taken out); with --net user
+         * the helper is there. */
+        if ((open("/usr/bin/true", O_RDONLY) >= 0) != net)
             _exit(9);
         _exit(0);
     }
@@ -731,6 +737,12 @@ static void test_start_instance_jail_template_unfit(void **state)
 {
     (void)state;
     start_instance_jail(TEMPLATE_UNFIT);
+}
+
+static void test_start_instance_jail_over_template_with_net(void **state)
+{
+    (void)state;
+    start_instance_jail(OVER_TEMPLATE_NET);
 }
 
 /* receive --jail's, made once the source has connected: the VM arrives
@@ -1568,6 +1580,7 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_start_instance_jail_over_spare_template),
         cmocka_unit_test(test_start_instance_jail_template_unfit),
+        cmocka_unit_test(test_start_instance_jail_over_template_with_net),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
