@@ -151,6 +151,10 @@ int cli_start(int argc, char **argv)
         if (parent || code != CLI_OK)
             return code;
         so.interactive = false;
+        /* The VMM now: its VM made beside the store's reading and the
+         * bundle's (a jailed one makes it beside its root's building). */
+        if (!o.jail)
+            hv_vm_create_begin();
     }
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
