@@ -1,12 +1,16 @@
 /* The spare VMM's words with the daemon (api/spare.h). */
 #include "api/spare.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "api/control.h"
@@ -77,4 +81,40 @@ char *spare_root_dir(pid_t spare)
     }
     free(dir);
     return root;
+}
+
+/* PID of a spare's root folder name ("spare-PID.root"), 0 when the name
+ * is not one. */
+static pid_t spare_of(const char *name)
+{
+    char *end;
+    long pid;
+
+    if (strncmp(name, "spare-", 6) != 0 || name[6] < '1' || name[6] > '9')
+        return 0;
+    errno = 0;
+    pid = strtol(name + 6, &end, 10);
+    return errno == 0 && pid > 0 && pid <= INT32_MAX && strcmp(end, ".root") == 0 ? (pid_t)pid
+                                                                                : 0;
+}
+
+void spare_roots_sweep(void)
+{
+    char *dir;
+    DIR *d;
+    struct dirent *e;
+
+    if (control_dir(&dir) < 0) {
+        err_clear(); /* no runtime folder: nothing left in one */
+        return;
+    }
+    d = opendir(dir);
+    while (d && (e = readdir(d))) {
+        pid_t pid = spare_of(e->d_name);
+        if (pid && kill(pid, 0) < 0 && errno == ESRCH)
+            unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
 }

@@ -42,4 +42,10 @@ int spare_give_name(int fd, const char *name, int timeout_ms);
  * without a runtime folder. */
 char *spare_root_dir(pid_t spare);
 
+/* The folders spares of this user left in the runtime folder (one killed
+ * -9, or whose VM's relay was) removed: those of processes no longer
+ * there. A live one's (another daemon's spare) stays; a folder that is
+ * not empty stays (rmdir). The daemon does it before its first spare. */
+void spare_roots_sweep(void);
+
 #endif

@@ -4,6 +4,7 @@
 #include "cli/jail.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,57 @@ static int add_part(struct confine_plan *p, enum plan_part part, const struct vm
 static struct confine_plan template_plan;
 static int template_ns[3];
 static bool template_made;
+/* The host's mount table when the template was made: its root is a copy
+ * of the mounts then (binds, the tree under them). A start after the host
+ * mounted or unmounted anything makes its jail whole instead, so a VM
+ * never sees a volume since unmounted, nor the folder under one since
+ * mounted (a fresh jail sees the host as it is). */
+static char *template_mounts;
+static size_t template_mounts_len;
+
+/* The whole of /proc/self/mountinfo (bounded: a larger table is not
+ * snapshotted, and no template is used). NULL when unread. */
+static char *mount_table(size_t *len)
+{
+    enum { MOUNT_TABLE_MAX = 1 << 20 };
+    size_t size = 16384, used = 0;
+    char *buf = malloc(size);
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    ssize_t n = 1;
+
+    while (buf && fd >= 0 && n > 0) {
+        if (used == size) {
+            char *bigger = size < MOUNT_TABLE_MAX ? realloc(buf, size * 2) : NULL;
+            if (!bigger)
+                break;
+            buf = bigger, size *= 2;
+        }
+        n = read(fd, buf + used, size - used);
+        if (n < 0 && errno == EINTR)
+            n = 1;
+        else if (n > 0)
+            used += (size_t)n;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!buf || fd < 0 || n != 0) {
+        free(buf);
+        return NULL;
+    }
+    *len = used;
+    return buf;
+}
+
+/* Whether the host's mounts are still those the template was made over. */
+static bool template_mounts_current(void)
+{
+    size_t len = 0;
+    char *now = template_mounts ? mount_table(&len) : NULL;
+    bool same = now && len == template_mounts_len && memcmp(now, template_mounts, len) == 0;
+
+    free(now);
+    return same;
+}
 
 /* The template let go unused: its namespaces (and its root with them),
  * its folder. */
@@ -335,6 +387,8 @@ static void template_discard(void)
         rmdir(template_plan.root);
     confine_plan_release(&template_plan);
     template_made = false;
+    free(template_mounts);
+    template_mounts = NULL;
 }
 
 static void template_make(void)
@@ -345,7 +399,11 @@ static void template_make(void)
 
     for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && r == 0; i++)
         r = confine_plan_merge(&template_plan, &ahead_parts[held[i]]);
-    if (r == 0 && (template_plan.root = spare_root_dir(getpid())) &&
+    /* Read before the template copies the mounts: a change in between
+     * is seen as one. */
+    if (r == 0)
+        template_mounts = mount_table(&template_mounts_len);
+    if (r == 0 && template_mounts && (template_plan.root = spare_root_dir(getpid())) &&
         jail_template_make(&template_plan, template_ns) == 0) {
         template_made = true;
         return;
@@ -376,6 +434,9 @@ static const struct confine_path *template_path(const char *path)
 static bool nested(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b), n = la < lb ? la : lb;
+
+    if (strcmp(a, "/") == 0 || strcmp(b, "/") == 0) /* holds every other path */
+        return la != lb;
     return la != lb && strncmp(a, b, n) == 0 && (la < lb ? b : a)[n] == '/';
 }
 
@@ -445,6 +506,8 @@ static int template_take(struct confine_plan *p)
         memcpy(p->template_ns, template_ns, sizeof(template_ns));
         template_made = false; /* jail_enter() closes the namespaces */
         confine_plan_release(&template_plan);
+        free(template_mounts);
+        template_mounts = NULL;
     }
     free(root);
     free(dir);
@@ -457,7 +520,8 @@ static int template_use(struct confine_plan *p, bool start, const char *bundle)
 {
     if (!template_made)
         return 0;
-    if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p))
+    if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p) &&
+        template_mounts_current())
         return template_take(p);
     template_discard();
     return 0;

@@ -92,8 +92,9 @@ static int spare_told(const struct vm_options *o, char *told, size_t size)
     int r = spare_take_name(o->spare_fd, told, size);
 
     close(o->spare_fd);
+    if (r < 0) /* its template's folder too (a daemon killed, even after its name) */
+        cli_confine_ahead_release();
     if (r == -ECONNRESET) {
-        cli_confine_ahead_release(); /* its template's folder too (a daemon killed) */
         *told = '\0';
         return CLI_OK;
     }

@@ -413,14 +413,27 @@ static int fill_root(const struct confine_plan *p, bool with_proc)
     return 0;
 }
 
-/* The mount tree made private (nothing propagates out), and a tmpfs on
- * p->root made the working folder, to fill. */
-static int begin_root(const struct confine_plan *p)
+/* The mount tree made private (nothing propagates in or out: the jail
+ * keeps the host's mounts as they were when the VM began). */
+static int make_private(void)
 {
     uint64_t privating = trace_now_us();
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return broken("cannot make private", "/");
     trace_add_count(TRACE_JAIL_PRIVATE_US, trace_now_us() - privating);
+    return 0;
+}
+
+/* The mount tree made private, or for a template a slave (the host's
+ * unmounts reach it: a volume the user unmounts while a spare waits is
+ * not held busy by it; the VM makes it private when it joins), and a
+ * tmpfs on p->root made the working folder, to fill. */
+static int begin_root(const struct confine_plan *p, bool template)
+{
+    if (!template && make_private() < 0)
+        return -ENOTRECOVERABLE;
+    if (template && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        return broken("cannot make a slave", "/");
     if (mount("smolvm-jail", p->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
         return broken("cannot mount a tmpfs on", p->root);
     return 0;
@@ -460,7 +473,8 @@ static int build_root(const struct confine_plan *p)
 {
     int r;
 
-    if ((!root_prebuilt && (r = begin_root(p)) < 0) || (r = fill_root_at(p, true)) < 0 ||
+    if ((!root_prebuilt && (r = begin_root(p, false)) < 0) ||
+        (root_prebuilt && (r = make_private()) < 0) || (r = fill_root_at(p, true)) < 0 ||
         (root_prebuilt && (r = drop_template_paths(p)) < 0))
         return r;
     if (mount(NULL, ".", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
@@ -784,7 +798,7 @@ int jail_template_make(const struct confine_plan *common, int ns[3])
         close(ready[0]);
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* the spare gone: its template with it */
         if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC) == 0 &&
-            map_ids(uid, gid) == 0 && begin_root(common) == 0 && fill_root_at(common, false) == 0)
+            map_ids(uid, gid) == 0 && begin_root(common, true) == 0 && fill_root_at(common, false) == 0)
             ok = 'y';
         if (write(ready[1], &ok, 1) == 1)
             pause(); /* until the spare has its namespaces: killed then */

@@ -194,6 +194,11 @@ int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *n
 {
     struct confine_leftover *l = &p->leftovers[p->leftover_count];
 
+    /* One name asked for twice (an instance folder is both the start's
+     * own and the store's) is removed once: a slot each would run out. */
+    for (unsigned i = 0; i < p->leftover_count; i++)
+        if (strcmp(p->leftovers[i].dir, dir) == 0 && strcmp(p->leftovers[i].name, name) == 0)
+            return 0;
     if (p->leftover_count == CONFINE_MAX_LEFTOVERS)
         return err_plain(E2BIG, "--jail: more than %d names to remove after",
                          CONFINE_MAX_LEFTOVERS);

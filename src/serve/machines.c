@@ -462,7 +462,11 @@ void api_spare_make(void)
     char *argv[8];
     int pair[2];
 
+    static bool swept;
+
     pthread_mutex_lock(&spare_lock);
+    if (spare_kept && !swept)
+        spare_roots_sweep(), swept = true;
     if (spare_kept && !spare.pid && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0) {
         start_argv(argv, "--spare-fd", "3");
         if (spawn_start(argv, pair[1], &spare.pid, &spare.output) == 0)

@@ -630,7 +630,10 @@ static void test_start_jail_in_readonly_home(void **state)
  * inside the instance's share, as in the first case: a template holding
  * the caches does not fit, and the jail is made whole (its own root
  * folder) with the same checks holding. */
-enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT, OVER_TEMPLATE_NET };
+/* TEMPLATE_STALE: the mounts changed after the template was made (a
+ * tmpfs mounted, in the test's own mount namespace): the jail is made
+ * whole, as the host is now. */
+enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT, OVER_TEMPLATE_NET, TEMPLATE_STALE };
 
 static void start_instance_jail(enum template_case how)
 {
@@ -651,8 +654,11 @@ static void start_instance_jail(enum template_case how)
         /* Each case its own folders; over the template, the caches are
          * not inside the share (a template's folder holding one of the
          * start's paths does not fit it: the jail is made whole then). */
-        const char *as = how == OVER_TEMPLATE ? "spare-" : how == TEMPLATE_UNFIT ? "unfit-"
-                         : net ? "net-" : "";
+        const char *as = how == OVER_TEMPLATE    ? "spare-"
+                         : how == TEMPLATE_UNFIT ? "unfit-"
+                         : how == TEMPLATE_STALE ? "stale-"
+                         : net                   ? "net-"
+                                                 : "";
         static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
         q.net = net ? &user_net : NULL;
         snprintf(data, sizeof(data), "%s/%sinstance-data", dir, as);
@@ -661,7 +667,7 @@ static void start_instance_jail(enum template_case how)
         snprintf(cache, sizeof(cache), "%s/%sinstance-cache", dir, as);
         if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 || mkdir(cache, 0700) < 0 ||
             setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", over_template ? cache : shared, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", over_template || how == TEMPLATE_STALE ? cache : shared, 1) < 0 ||
             (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
             _exit(100);
         close(fd);
@@ -671,11 +677,20 @@ static void start_instance_jail(enum template_case how)
         store_close(s);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
+        /* Its mount made where the host does not see it. */
+        if (how == TEMPLATE_STALE &&
+            (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0))
+            _exit(UNAVAILABLE);
         if (ahead) {
             cli_confine_ahead(&o);
             snprintf(made, sizeof(made), "%s/smolvm/spare-%d.root", inside, (int)getpid());
             if (access(made, F_OK) < 0)
                 _exit(UNAVAILABLE); /* no namespaces here: no template */
+        }
+        if (how == TEMPLATE_STALE) {
+            snprintf(made, sizeof(made), "%s/stale-mount", dir);
+            if (mkdir(made, 0700) < 0 || mount("stale", made, "tmpfs", 0, "size=64k") < 0)
+                _exit(100);
         }
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
@@ -731,6 +746,12 @@ static void test_start_instance_jail_over_spare_template(void **state)
 {
     (void)state;
     start_instance_jail(OVER_TEMPLATE);
+}
+
+static void test_start_instance_jail_template_stale(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_STALE);
 }
 
 static void test_start_instance_jail_template_unfit(void **state)
@@ -1334,6 +1355,22 @@ static void test_probe_reaches_what_is_there(void **state)
 #endif
 }
 
+/* A name to remove after asked for twice (an instance folder is the
+ * start's own and the store's) takes one of the few slots, not two. */
+static void test_plan_leftover_once(void **state)
+{
+    (void)state;
+    struct confine_plan plan = {0};
+
+    assert_int_equal(confine_plan_leftover(&plan, "/run/x", "a"), 0);
+    assert_int_equal(confine_plan_leftover(&plan, "/run/x", "a"), 0);
+    assert_int_equal(plan.leftover_count, 1);
+    assert_int_equal(confine_plan_leftover(&plan, "/run/x", "b"), 0);
+    assert_int_equal(confine_plan_leftover(&plan, "/run/y", "a"), 0);
+    assert_int_equal(plan.leftover_count, 3);
+    confine_plan_release(&plan);
+}
+
 static void test_plan_paths(void **state)
 {
     (void)state;
@@ -1579,6 +1616,7 @@ int main(void)
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
         cmocka_unit_test(test_start_instance_jail_over_spare_template),
+        cmocka_unit_test(test_start_instance_jail_template_stale),
         cmocka_unit_test(test_start_instance_jail_template_unfit),
         cmocka_unit_test(test_start_instance_jail_over_template_with_net),
         cmocka_unit_test(test_start_jail_in_readonly_home),
@@ -1592,6 +1630,7 @@ int main(void)
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
+        cmocka_unit_test(test_plan_leftover_once),
         cmocka_unit_test(test_failure_before_fork_closes_what_it_opened),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),

@@ -9,7 +9,10 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/control.h"
@@ -170,6 +173,52 @@ static void root_is_in_the_runtime_folder(void **state)
     rmdir(runtime);
 }
 
+/* A dead process's pid: a child reaped. */
+static pid_t gone_pid(void)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    return pid;
+}
+
+static void dead_spares_roots_swept(void **state)
+{
+    char runtime[] = "/tmp/smolvm-test-spare.XXXXXX", dead[128], live[128], full[128], other[128];
+    (void)state;
+
+    assert_non_null(mkdtemp(runtime));
+    setenv("XDG_RUNTIME_DIR", runtime, 1);
+    snprintf(dead, sizeof(dead), "%s/smolvm/spare-%d.root", runtime, (int)gone_pid());
+    snprintf(live, sizeof(live), "%s/smolvm/spare-%d.root", runtime, (int)getpid());
+    snprintf(full, sizeof(full), "%s/smolvm/spare-%d.root", runtime, (int)gone_pid());
+    snprintf(other, sizeof(other), "%s/smolvm/spare-x.root", runtime);
+    char *made = spare_root_dir(1); /* makes RUNTIME/smolvm */
+    free(made);
+    assert_int_equal(mkdir(dead, 0700), 0);
+    assert_int_equal(mkdir(live, 0700), 0);
+    assert_int_equal(mkdir(full, 0700), 0);
+    assert_int_equal(mkdir(other, 0700), 0);
+    char inside[160];
+    snprintf(inside, sizeof(inside), "%s/kept", full);
+    assert_int_equal(mkdir(inside, 0700), 0);
+
+    spare_roots_sweep();
+    assert_int_equal(access(dead, F_OK), -1); /* its spare is gone */
+    assert_int_equal(access(live, F_OK), 0);  /* a spare still there */
+    assert_int_equal(access(full, F_OK), 0);  /* not empty: not ours to empty */
+    assert_int_equal(access(other, F_OK), 0); /* not a spare's name */
+    rmdir(inside);
+    rmdir(full);
+    rmdir(live);
+    rmdir(other);
+    snprintf(other, sizeof(other), "%s/smolvm", runtime);
+    rmdir(other);
+    rmdir(runtime);
+}
+
 int main(void)
 {
 #define PAIRED(t) cmocka_unit_test_setup_teardown(t, open_pair, close_pair)
@@ -187,6 +236,7 @@ int main(void)
         PAIRED(daemon_hears_a_spare_gone_after_the_name),
         PAIRED(daemon_gives_up_on_a_silent_spare),
         cmocka_unit_test(root_is_in_the_runtime_folder),
+        cmocka_unit_test(dead_spares_roots_swept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
