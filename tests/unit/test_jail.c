@@ -1371,6 +1371,45 @@ static void test_plan_leftover_once(void **state)
     confine_plan_release(&plan);
 }
 
+/* A part of a plan made ahead (a spare's, cli/jail.h), merged into
+ * another as it was resolved: each path once (writable when either is),
+ * what it is (folder or file) kept, its links made again; a plan full is
+ * an error, not a path left out. */
+static void test_plan_merge(void **state)
+{
+    (void)state;
+    struct confine_plan part = {0}, plan = {0};
+    char alias[128];
+
+    snprintf(alias, sizeof(alias), "%s/alias-for-merge", dir);
+    assert_int_equal(symlink(inside, alias), 0);
+    assert_int_equal(confine_plan_add(&part, readonly, false), 0);
+    assert_int_equal(confine_plan_add(&part, alias, true), 0);
+    unlink(alias);
+    assert_int_equal(confine_plan_add(&plan, readonly, true), 0);
+    assert_int_equal(confine_plan_merge(&plan, &part), 0);
+    assert_int_equal(plan.count, 2);
+    assert_string_equal(plan.paths[0].path, readonly);
+    assert_true(plan.paths[0].writable); /* the plan's own, kept */
+    assert_false(plan.paths[0].folder);
+    assert_string_equal(plan.paths[1].path, inside);
+    assert_true(plan.paths[1].writable && plan.paths[1].folder);
+    assert_int_equal(plan.link_count, 1);
+    assert_string_equal(plan.links[0].path, alias);
+    assert_string_equal(plan.links[0].target, inside);
+    confine_plan_release(&plan);
+    /* Full: refused whole. */
+    for (unsigned i = 0; i < CONFINE_MAX_PATHS; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "/merge-%u", i);
+        plan.paths[i].path = strdup(name);
+    }
+    plan.count = CONFINE_MAX_PATHS;
+    assert_int_equal(confine_plan_merge(&plan, &part), -E2BIG);
+    confine_plan_release(&plan);
+    confine_plan_release(&part);
+}
+
 static void test_plan_paths(void **state)
 {
     (void)state;
@@ -1631,6 +1670,7 @@ int main(void)
         cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
         cmocka_unit_test(test_plan_leftover_once),
+        cmocka_unit_test(test_plan_merge),
         cmocka_unit_test(test_failure_before_fork_closes_what_it_opened),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),
