@@ -25,7 +25,7 @@
 /* A client's limit for connecting and for the server's first line: the
  * server may first finish another client's request. */
 #define CLIENT_ANSWER_S 5
-#define NAME_MAX_LEN 64
+#define NAME_MAX_LEN CONTROL_NAME_MAX
 
 /* Descriptors a client may pass with a request (SCM_RIGHTS): the first is
  * kept for the handler, any more are closed. */

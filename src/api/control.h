@@ -13,7 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* A VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+/* A VM name: 1-CONTROL_NAME_MAX of [A-Za-z0-9._-], not starting with '.' or '-'. */
+#define CONTROL_NAME_MAX 64
 bool control_name_ok(const char *name);
 
 /* The first usable runtime folder, created if missing (malloc'd). */

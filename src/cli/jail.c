@@ -4,6 +4,7 @@
 #include "cli/jail.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "api/control.h"
+#include "api/spare.h"
 #include "arch/x86/unpack.h"
 #include "cli/cli.h"
 #include "confine/cgroup.h"
@@ -25,6 +27,17 @@
 #include "util/err.h"
 #include "util/paths.h"
 #include "util/trace.h"
+
+/* The parts of a plan that are the same for every start (make_part()). */
+enum plan_part {
+    PART_CACHES,       /* the cache folders a start fills */
+    PART_LAYERS,       /* the store's layers, read-only */
+    PART_MIGRATE,      /* a migration's scratch */
+    PART_DEVICES,      /* /dev/kvm and the like */
+    PART_KERNEL_CACHE, /* the unpacked kernels, read-only */
+    PART_NET_HELPER,   /* --net user's helper and what it loads */
+    PART_COUNT
+};
 
 /* A folder the paths module names (made if missing), writable. */
 static int add_owned(struct confine_plan *p, char *dir)
@@ -208,10 +221,14 @@ static int add_instance(struct confine_plan *p, const char *name, bool make)
  * delta's chain). The store itself -- instance.json written, its lock --
  * stays outside (cli/start.c reads and marks the instance there); so do
  * the other instances and the keys. */
-static int add_store_instance(struct confine_plan *p, const char *name)
+static int add_part(struct confine_plan *p, enum plan_part part, const struct vm_options *o,
+                    bool start);
+
+static int add_store_instance(struct confine_plan *p, const struct vm_options *o,
+                              const char *name)
 {
     char *instances = paths_instances_dir(), *settings = NULL;
-    int r = add_data(p, "layers", false);
+    int r = add_part(p, PART_LAYERS, o, true);
 
     if (r == 0)
         r = add_instance(p, name, false);
@@ -228,8 +245,9 @@ static int add_store_instance(struct confine_plan *p, const char *name)
  * folder, its instance folder, the caches a start fills, a migration's
  * scratch -- never the whole folders (another VM's sockets, another
  * instance's disks, the store). */
-static int add_own_folders(struct confine_plan *p, const char *name, bool start,
-                           const char *bundle, const struct instance_receiving *receiving)
+static int add_own_folders(struct confine_plan *p, const struct vm_options *o, const char *name,
+                           bool start, const char *bundle,
+                           const struct instance_receiving *receiving)
 {
     int r = add_runtime(p, name);
 
@@ -240,32 +258,317 @@ static int add_own_folders(struct confine_plan *p, const char *name, bool start,
     else if (r == 0)
         r = add_instance(p, name, start);
     if (r == 0 && start)
-        r = add_caches(p);
+        r = add_part(p, PART_CACHES, o, start);
     if (r == 0 && start && bundle && instance_named(bundle))
-        r = add_store_instance(p, bundle);
+        r = add_store_instance(p, o, bundle);
     /* receive (a start of no bundle file): the layers the store has need
      * not come over the link (machine_layer_at_hand()). */
     if (r == 0 && start && !bundle)
-        r = add_data(p, "layers", false);
-    if (r == 0) /* a migration's scratch, both ways (migrate/migrate.h) */
-        r = add_data(p, "migrate", true);
+        r = add_part(p, PART_LAYERS, o, start);
+    if (r == 0)
+        r = add_part(p, PART_MIGRATE, o, start);
     return r;
+}
+
+/* The parts of a plan that do not depend on what a start starts: made
+ * once ahead by a spare VMM (cli_confine_ahead()), or by each plan. */
+static int make_part(struct confine_plan *p, enum plan_part part, const struct vm_options *o,
+                     bool start)
+{
+    static const char *const devices[] = {"/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"};
+    int r = 0;
+
+    switch (part) {
+    case PART_CACHES:
+        return add_caches(p);
+    case PART_LAYERS:
+        return add_data(p, "layers", false);
+    case PART_MIGRATE: /* a migration's scratch, both ways (migrate/migrate.h) */
+        return add_data(p, "migrate", true);
+    case PART_DEVICES:
+        for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
+            r = confine_plan_add(p, devices[i], true);
+        /* A bundle's first start is served by a userfaultfd (machine/
+         * ram_faults.c), which the jail's user namespace cannot make by the
+         * system call (that needs privilege in the host's): the device's
+         * permissions decide, as outside. */
+        if (r == 0 && start)
+            r = confine_plan_add(p, "/dev/userfaultfd", true);
+        return r;
+    case PART_KERNEL_CACHE:
+        return add_kernel_cache(p, &o->vm, start);
+    case PART_NET_HELPER:
+        return add_net_helper(p);
+    case PART_COUNT:
+        break;
+    }
+    return 0;
+}
+
+/* A spare's parts made ahead (start only), each a plan of its own. */
+static struct confine_plan ahead_parts[PART_COUNT];
+static bool ahead_made;
+
+static int add_part(struct confine_plan *p, enum plan_part part, const struct vm_options *o,
+                    bool start)
+{
+    return ahead_made && start ? confine_plan_merge(p, &ahead_parts[part])
+                               : make_part(p, part, o, start);
+}
+
+/* A spare's jail made ahead (jail_template_make()): its namespaces and
+ * the plan its root holds -- the parts every instance start's plan has,
+ * and the net helper's (most do: an appliance's user network, a saved
+ * state whose network is read only in the jail), taken out again for a
+ * start that has no helper (plan.template_drop). Used once. */
+static struct confine_plan template_plan;
+static int template_ns[3];
+static bool template_made;
+/* The host's mount table when the template was made: its root is a copy
+ * of the mounts then (binds, the tree under them). A start after the host
+ * mounted or unmounted anything makes its jail whole instead, so a VM
+ * never sees a volume since unmounted, nor the folder under one since
+ * mounted (a fresh jail sees the host as it is). */
+static char *template_mounts;
+static size_t template_mounts_len;
+
+/* The whole of /proc/self/mountinfo (bounded: a larger table is not
+ * snapshotted, and no template is used). NULL when unread. */
+static char *mount_table(size_t *len)
+{
+    enum { MOUNT_TABLE_MAX = 1 << 20 };
+    size_t size = 16384, used = 0;
+    char *buf = malloc(size);
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    ssize_t n = 1;
+
+    while (buf && fd >= 0 && n > 0) {
+        if (used == size) {
+            char *bigger = size < MOUNT_TABLE_MAX ? realloc(buf, size * 2) : NULL;
+            if (!bigger)
+                break;
+            buf = bigger, size *= 2;
+        }
+        n = read(fd, buf + used, size - used);
+        if (n < 0 && errno == EINTR)
+            n = 1;
+        else if (n > 0)
+            used += (size_t)n;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!buf || fd < 0 || n != 0) {
+        free(buf);
+        return NULL;
+    }
+    *len = used;
+    return buf;
+}
+
+/* Whether the host's mounts are still those the template was made over. */
+static bool template_mounts_current(void)
+{
+    size_t len = 0;
+    char *now = template_mounts ? mount_table(&len) : NULL;
+    bool same = now && len == template_mounts_len && memcmp(now, template_mounts, len) == 0;
+
+    free(now);
+    return same;
+}
+
+/* The template let go unused: its namespaces (and its root with them),
+ * its folder. */
+static void template_discard(void)
+{
+    if (template_made)
+        for (int i = 0; i < 3; i++)
+            close(template_ns[i]);
+    if (template_plan.root)
+        rmdir(template_plan.root);
+    confine_plan_release(&template_plan);
+    template_made = false;
+    free(template_mounts);
+    template_mounts = NULL;
+}
+
+static void template_make(void)
+{
+    static const enum plan_part held[] = {PART_CACHES,  PART_LAYERS,       PART_MIGRATE,
+                                          PART_DEVICES, PART_KERNEL_CACHE, PART_NET_HELPER};
+    int r = 0;
+
+    for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && r == 0; i++)
+        r = confine_plan_merge(&template_plan, &ahead_parts[held[i]]);
+    /* Read before the template copies the mounts: a change in between
+     * is seen as one. */
+    if (r == 0)
+        template_mounts = mount_table(&template_mounts_len);
+    if (r == 0 && template_mounts && (template_plan.root = spare_root_dir(getpid())) &&
+        jail_template_make(&template_plan, template_ns) == 0) {
+        template_made = true;
+        return;
+    }
+    template_discard(); /* the start makes its jail whole */
+    err_clear();
+}
+
+static const struct confine_path *plan_path(const struct confine_plan *p, const char *path)
+{
+    for (unsigned i = 0; i < p->count; i++)
+        if (strcmp(p->paths[i].path, path) == 0)
+            return &p->paths[i];
+    return NULL;
+}
+
+static const struct confine_path *template_path(const char *path)
+{
+    for (unsigned i = 0; i < template_plan.count; i++)
+        if (strcmp(template_plan.paths[i].path, path) == 0)
+            return &template_plan.paths[i];
+    return NULL;
+}
+
+/* Whether a or b is inside the other (a folder of the template holding a
+ * path of the start's, or the other way): bound in the template's root,
+ * the order fill_root() keeps (outer first) would not hold. */
+static bool nested(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), n = la < lb ? la : lb;
+
+    if (strcmp(a, "/") == 0 || strcmp(b, "/") == 0) /* holds every other path */
+        return la != lb;
+    return la != lb && strncmp(a, b, n) == 0 && (la < lb ? b : a)[n] == '/';
+}
+
+/* Whether the template's root suits plan p: every path of p's that the
+ * template holds, it holds as p would (not read-only where p writes);
+ * none of p's others is inside one of the template's, nor holds one. */
+static bool template_fits(const struct confine_plan *p)
+{
+    for (unsigned i = 0; i < p->count; i++) {
+        const struct confine_path *held = template_path(p->paths[i].path);
+        if (held ? p->paths[i].writable && !held->writable : false)
+            return false;
+        for (unsigned j = 0; !held && j < template_plan.count; j++)
+            if (nested(p->paths[i].path, template_plan.paths[j].path))
+                return false;
+    }
+    return true;
+}
+
+/* p made a plan of what the template's root lacks: the paths and links
+ * it holds taken out, its root the template's (removed by the relay after
+ * the VM), its namespaces joined by jail_enter(). */
+static int template_take(struct confine_plan *p)
+{
+    unsigned kept = 0, links = 0;
+    char *root = strdup(template_plan.root), *dir = root ? strdup(root) : NULL;
+    int r = root && dir ? 0 : err_set(ENOMEM, "--jail");
+
+    /* What the template holds that p does not let in: taken out of its
+     * root (one inside another of the template's goes with that one, or
+     * stays in reach through it as in p). */
+    for (unsigned i = 0; i < template_plan.count && r == 0; i++) {
+        const char *held = template_plan.paths[i].path;
+        bool inside = false;
+        for (unsigned j = 0; j < template_plan.count; j++)
+            inside |= nested(held, template_plan.paths[j].path) &&
+                      strlen(template_plan.paths[j].path) < strlen(held);
+        if (!plan_path(p, held) && !inside &&
+            !(p->template_drop[p->template_drop_count++] = strdup(held)))
+            r = err_set(ENOMEM, "--jail");
+    }
+
+    for (unsigned i = 0; i < p->count; i++) {
+        if (template_path(p->paths[i].path))
+            free(p->paths[i].path);
+        else
+            p->paths[kept++] = p->paths[i];
+    }
+    p->count = kept;
+    for (unsigned i = 0; i < p->link_count; i++) {
+        bool held = false;
+        for (unsigned j = 0; j < template_plan.link_count; j++)
+            held |= strcmp(template_plan.links[j].path, p->links[i].path) == 0;
+        if (held)
+            free(p->links[i].path), free(p->links[i].target);
+        else
+            p->links[links++] = p->links[i];
+    }
+    p->link_count = links;
+    if (r == 0) {
+        *strrchr(dir, '/') = '\0';
+        r = confine_plan_leftover(p, dir, strrchr(root, '/') + 1);
+    }
+    if (r == 0) {
+        free(p->root);
+        p->root = root, root = NULL;
+        memcpy(p->template_ns, template_ns, sizeof(template_ns));
+        template_made = false; /* jail_enter() closes the namespaces */
+        confine_plan_release(&template_plan);
+        free(template_mounts);
+        template_mounts = NULL;
+    }
+    free(root);
+    free(dir);
+    return r;
+}
+
+/* An instance start's plan p (start NAME, the daemon's): over the spare's
+ * template when there is one and it fits; else the template let go. */
+static int template_use(struct confine_plan *p, bool start, const char *bundle)
+{
+    if (!template_made)
+        return 0;
+    if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p) &&
+        template_mounts_current())
+        return template_take(p);
+    template_discard();
+    return 0;
+}
+
+void cli_confine_ahead_release(void)
+{
+    for (unsigned i = 0; i < PART_COUNT; i++)
+        confine_plan_release(&ahead_parts[i]);
+    ahead_made = false;
+    template_discard();
+}
+
+void cli_confine_ahead(const struct vm_options *o)
+{
+    int r = 0;
+
+    if (!o->jail || ahead_made)
+        return;
+    uint64_t began = trace_now_us();
+    paths_decide();
+    hv_decide();
+    for (unsigned i = 0; i < PART_COUNT && r == 0; i++)
+        r = make_part(&ahead_parts[i], i, o, true);
+    if (r < 0) { /* the start makes its plan whole, and says what fails */
+        cli_confine_ahead_release();
+        err_clear();
+        return;
+    }
+    ahead_made = true;
+    template_make();
+    trace_add_count(TRACE_SPARE_AHEAD_US, trace_now_us() - began);
 }
 
 static int make_plan(const struct vm_options *o, const char *name, bool start,
                      const char *bundle, const struct instance_receiving *receiving,
                      struct confine_plan *p)
 {
-    static const char *const devices[] = {"/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"};
     const struct vm_config *cfg = &o->vm;
-    int r = add_own_folders(p, name, start, bundle, receiving);
+    int r = add_own_folders(p, o, name, start, bundle, receiving);
 
-    for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && r == 0; i++)
-        r = confine_plan_add(p, devices[i], true);
+    if (r == 0)
+        r = add_part(p, PART_DEVICES, o, start);
     if (r == 0)
         r = confine_plan_add(p, cfg->kernel_path, false);
     if (r == 0)
-        r = add_kernel_cache(p, cfg, start);
+        r = add_part(p, PART_KERNEL_CACHE, o, start);
     if (r == 0)
         r = confine_plan_add(p, cfg->initrd_path, false);
     if (r == 0)
@@ -280,12 +583,6 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
         r = add_share(p, &cfg->shares[i]);
     if (r == 0 && start && bundle && instance_named(bundle))
         r = add_instance_shares(p, bundle);
-    /* A bundle's first start is served by a userfaultfd (machine/
-     * ram_faults.c), which the jail's user namespace cannot make by the
-     * system call (that needs privilege in the host's): the device's
-     * permissions decide, as outside. */
-    if (r == 0 && start)
-        r = confine_plan_add(p, "/dev/userfaultfd", true);
     /* start: the bundle's network is not known yet (but a store
      * instance's, read outside: without one, no helper, nor the 6 host
      * paths it needs -- ~60 calls of a jailed start, bench jail_bench);
@@ -297,7 +594,7 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
     if (r == 0 && cfg->net.mode == VM_NET_TAP)
         r = confine_plan_add(p, "/dev/net/tun", true);
     if (r == 0 && helper)
-        r = add_net_helper(p);
+        r = add_part(p, PART_NET_HELPER, o, start);
     return r;
 }
 
@@ -328,6 +625,8 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
     r = make_plan(o, name, start, bundle, receiving, &plan);
+    if (r == 0)
+        r = template_use(&plan, start, bundle);
     trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
     trace_add_count(TRACE_JAIL_PATHS, plan.count);
     if (r == 0)

@@ -15,6 +15,16 @@
  * got when it is less than a jail. Returns a CLI exit code. */
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle);
 
+/* A spare VMM (smolvm serve keeps one ready, cli/start.c): the parts of a
+ * start's jail plan that do not depend on what it starts -- devices,
+ * caches, layers, the net helper's files -- made now, before it is told,
+ * so cli_confine() only adds the VM's own. Does nothing without o->jail;
+ * a failure is forgotten (the start then makes its plan whole, and says
+ * what fails). */
+void cli_confine_ahead(const struct vm_options *o);
+/* Forgets what cli_confine_ahead() made (tests). */
+void cli_confine_ahead_release(void);
+
 /* receive's, once the source has connected and before a byte of it is
  * read: with jail, the VMM of the VM it will start (start's plan: the data
  * folder, where the VM arrives, the shares, the net helper), its instance

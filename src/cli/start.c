@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "api/control.h"
+#include "api/spare.h"
 #include "cli/cli.h"
 #include "cli/jail.h"
 #include "cli/serve.h"
@@ -82,6 +84,28 @@ static int mark_resumed(const char *name, int marker)
     return 0;
 }
 
+/* A spare (api/spare.h): what does not depend on the machine done, then
+ * its name awaited. CLI_OK and told "" when the daemon ended it unused. */
+static int spare_told(const struct vm_options *o, char *told, size_t size)
+{
+    cli_confine_ahead(o);
+    int r = spare_take_name(o->spare_fd, told, size);
+
+    close(o->spare_fd);
+    if (r < 0) /* its template's folder too (a daemon killed, even after its name) */
+        cli_confine_ahead_release();
+    if (r == -ECONNRESET) {
+        *told = '\0';
+        return CLI_OK;
+    }
+    if (r < 0)
+        return cli_fail(CLI_USAGE, "--spare-fd: %s", r == -EINVAL ? err_msg() : strerror(-r));
+    /* Timed from here, as a start is from its exec: its own work. */
+    trace_set_count(TRACE_SPARE_WAITED_US, (uint64_t)trace_restart() / 1000);
+    trace_mark(TRACE_SPARE_NAMED);
+    return CLI_OK;
+}
+
 int cli_start(int argc, char **argv)
 {
     struct vm_options o = {0};
@@ -104,14 +128,19 @@ int cli_start(int argc, char **argv)
     so.forwards = &o.vm.net; /* -p: replaces the bundle's forwards */
     so.shares = o.vm.shares;
     so.share_count = o.vm.share_count;
-    const char *name = o.name;
-    if (optind != argc - 1)
-        return cli_fail(CLI_USAGE, "start takes one bundle (try 'smolvm start --help')");
-    if (!name && instance_named(argv[optind]))
-        name = argv[optind]; /* an instance runs under its own name */
+    const char *name = o.name, *what;
+    char told[CONTROL_NAME_MAX + 2];
+    if (o.spare_fd ? optind != argc : optind != argc - 1)
+        return cli_fail(CLI_USAGE, o.spare_fd ? "--spare-fd: the machine is named on FD, not here"
+                                              : "start takes one bundle (try 'smolvm start --help')");
     if (cli_hv_check(o.jail || o.detach) < 0 || /* before any work, say what to do */
         confine_seccomp_set(o.serve.seccomp, "start") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (o.spare_fd && ((code = spare_told(&o, told, sizeof(told))) != CLI_OK || !*told))
+        return code;
+    what = o.spare_fd ? told : argv[optind];
+    if (!name && instance_named(what))
+        name = what; /* an instance runs under its own name */
     code = serve_open(name, &server);
     if (code == CLI_OK && o.jail && (code = serve_use_own_folder(server)) != CLI_OK)
         serve_abort(server);
@@ -123,11 +152,14 @@ int cli_start(int argc, char **argv)
         if (parent || code != CLI_OK)
             return code;
         so.interactive = false;
+        /* The VMM now: its VM made beside the store's reading and the
+         * bundle's (a jailed one makes it beside its root's building). */
+        if (!o.jail)
+            hv_vm_create_begin();
     }
     so.name = serve_name(server);
     so.vsock_path = serve_vsock_path(server);
     /* The store is read, and written, outside the jail. */
-    const char *what = argv[optind];
     bool instance = instance_named(what);
     int marker = -1;
     if (machine_start_named_prepare(what) < 0 ||

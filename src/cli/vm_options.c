@@ -4,10 +4,13 @@
 #include "cli/vm_options.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/agent.h"
 #include "cli/cli.h"
@@ -189,6 +192,20 @@ static int parse_seccomp(struct vm_options *o, char *value)
     return cli_parse_seccomp(value, &o->serve.seccomp);
 }
 
+static int parse_spare_fd(struct vm_options *o, char *value)
+{
+    char *end;
+    long fd;
+
+    errno = 0;
+    fd = strtol(value, &end, 10);
+    if (errno || end == value || *end || fd <= STDERR_FILENO || fd > INT_MAX ||
+        fcntl((int)fd, F_GETFD) < 0)
+        return err_plain(EINVAL, "'%s' is not an open descriptor past stderr", value);
+    o->spare_fd = (int)fd;
+    return 0;
+}
+
 static int parse_trace_until(struct vm_options *o, char *value)
 {
     o->vm.trace_until = o->serve.trace_until = value;
@@ -347,6 +364,9 @@ static const struct vm_option vm_option_table[] = {
      "each VMM thread may make only the system calls it needs (on, the\n"
      "default); a forbidden one ends the VM with one line. log: the kernel\n"
      "logs them instead (dmesg), for debugging", parse_seccomp},
+    /* smolvm serve's spare VMM (api/spare.h): told the machine later. */
+    {"spare-fd", 0, "FD", START, START,
+     "for smolvm serve only: wait on FD for the machine's name", parse_spare_fd},
     {"trace-boot", 0, NULL, BOOTS | START, PACK,
      "print boot timestamps (tslog style; a restore's\n"
      "included) to stderr when the guest stops", NULL, SET(serve.trace_boot, true)},

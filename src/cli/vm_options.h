@@ -59,6 +59,7 @@ struct vm_options {
     const char *from;           /* create: what the instance starts from */
     enum machine_memory memory; /* start: how saved RAM comes back */
     bool jail;                  /* run, start: confine the VMM (cli/jail.h) */
+    int spare_fd;               /* start: a spare's pair with smolvm serve (api/spare.h); 0: none */
     uint64_t cpu_quota_milli;   /* run, start: CPU time, thousandths of a CPU; 0: no limit */
     uint64_t mem_limit;         /* run, start: the VMM's memory in bytes; 0: no limit */
     bool cpus_given, mem_given, cmdline_given, discovery_given, net_given;

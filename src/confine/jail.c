@@ -92,6 +92,9 @@ struct root_folder {
 };
 static struct root_folder root_folders[4 * CONFINE_MAX_PATHS];
 static unsigned root_folder_count;
+/* The root was built ahead, by another process (jail_template_make()):
+ * its folders are there, but not in root_folders. */
+static bool root_prebuilt;
 
 /* Unrecorded past the table's end: such a folder is looked at again. A
  * folder made, then bound over, is one entry, bound: what it holds is the
@@ -169,6 +172,34 @@ static int make_point(const char *at, bool folder)
     return r < 0 ? -errno : 0;
 }
 
+/* Over a root built ahead (its folders not recorded here): where in DIR
+ * (AT, a copy) the deepest folder of AT's that is there ends -- looked
+ * for from AT's own folder up, one call each (most of a start's points
+ * are a folder or two below one of the template's) -- and its set-gid
+ * bit; 0 when none is (the root's). Never inside a folder the template
+ * bound (cli/jail.c's template_fits()): what is made below is the jail's. */
+static size_t deepest_there(char *dir, bool *setgid)
+{
+    size_t at = strlen(dir);
+    struct stat st;
+
+    while (at > 0) {
+        do
+            at--;
+        while (at > 0 && dir[at] != '/');
+        if (at == 0)
+            break;
+        dir[at] = '\0';
+        int r = stat(in_root(dir), &st);
+        dir[at] = '/';
+        if (r == 0) {
+            *setgid = st.st_mode & S_ISGID;
+            return at;
+        }
+    }
+    return 0;
+}
+
 /* The mount point of AT: one call when its folder is there (most are),
  * else its folders first -- those below a folder made here without
  * looking for them (not there), those in a bound folder each looked for. */
@@ -180,8 +211,10 @@ static int make_mount_point(const char *at, bool folder)
     char dir[PATH_MAX];
     int r;
 
-    /* In a folder recorded, or in one bound (what is in it is there). */
-    if (!missing || !strchr(rest + 1, '/')) {
+    /* In a folder recorded, or in one bound (what is in it is there), or
+     * in a root built ahead (the template's folders are not recorded
+     * here: most of a start's own points are in one of them). */
+    if (!missing || !strchr(rest + 1, '/') || root_prebuilt) {
         r = make_point(at, folder);
         if (r == 0 || r == -EEXIST)
             return 0;
@@ -193,7 +226,9 @@ static int make_mount_point(const char *at, bool folder)
     if ((size_t)snprintf(dir, sizeof(dir), "%s", at) >= sizeof(dir))
         return errno = ENAMETOOLONG, broken("cannot make", at);
     char *slash = dir;
-    if (known && missing) {
+    if (!known && root_prebuilt) {
+        slash += deepest_there(dir, &setgid);
+    } else if (known && missing) {
         slash += rest - at;
         setgid = known->setgid;
     } else if (known) {
@@ -354,9 +389,10 @@ static bool reached_through_folder(const struct confine_path *const *order, unsi
     return false;
 }
 
-/* The plan's paths, the arrival's folder, a procfs and the links, made
+/* The plan's paths, the arrival's folder, a procfs (with_proc: only a
+ * process of the jail's pid namespace can mount it) and the links, made
  * in the root, which is the working folder (see in_root()). */
-static int fill_root(const struct confine_plan *p)
+static int fill_root(const struct confine_plan *p, bool with_proc)
 {
     const struct confine_path *order[CONFINE_MAX_PATHS];
     int r;
@@ -369,7 +405,7 @@ static int fill_root(const struct confine_plan *p)
         if (!reached_through_folder(order, i) && (r = bind_in(order[i])) < 0)
             return r;
     trace_add_count(TRACE_JAIL_BINDS_US, trace_now_us() - binding);
-    if ((r = bind_arrival(&p->arrival)) < 0 || (r = mount_proc()) < 0)
+    if ((r = bind_arrival(&p->arrival)) < 0 || (with_proc && (r = mount_proc()) < 0))
         return r;
     for (unsigned i = 0; i < p->link_count; i++)
         if ((r = make_link(&p->links[i])) < 0)
@@ -377,26 +413,69 @@ static int fill_root(const struct confine_plan *p)
     return 0;
 }
 
-/* A tmpfs on p->root holding the plan's paths (outer folders bound before
- * what is inside them), read-only itself, then made /. */
-static int build_root(const struct confine_plan *p)
+/* The mount tree made private (nothing propagates in or out: the jail
+ * keeps the host's mounts as they were when the VM began). */
+static int make_private(void)
 {
-    mode_t umask_was;
-    int r;
-
     uint64_t privating = trace_now_us();
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return broken("cannot make private", "/");
     trace_add_count(TRACE_JAIL_PRIVATE_US, trace_now_us() - privating);
+    return 0;
+}
+
+/* The mount tree made private, or for a template a slave (the host's
+ * unmounts reach it: a volume the user unmounts while a spare waits is
+ * not held busy by it; the VM makes it private when it joins), and a
+ * tmpfs on p->root made the working folder, to fill. */
+static int begin_root(const struct confine_plan *p, bool template)
+{
+    if (!template && make_private() < 0)
+        return -ENOTRECOVERABLE;
+    if (template && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        return broken("cannot make a slave", "/");
     if (mount("smolvm-jail", p->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
         return broken("cannot mount a tmpfs on", p->root);
+    return 0;
+}
+
+/* The plan's paths in the root (p->root, the working folder then). */
+static int fill_root_at(const struct confine_plan *p, bool with_proc)
+{
+    mode_t umask_was;
+    int r;
+
     if (chdir(p->root) < 0)
         return broken("cannot enter", p->root);
     umask_was = umask(0); /* the folders take the host's modes as they are made */
-    r = fill_root(p);
+    r = fill_root(p, with_proc);
     forget_folders();
     umask(umask_was);
-    if (r < 0)
+    return r;
+}
+
+/* Over a template: what it holds that the plan does not let in, taken
+ * out of the root (jail.h). Each was bound there: one that will not
+ * unmount is an error, never left in reach. */
+static int drop_template_paths(const struct confine_plan *p)
+{
+    for (unsigned i = 0; i < p->template_drop_count; i++)
+        if (umount2(in_root(p->template_drop[i]), MNT_DETACH) < 0)
+            return broken("cannot take out of the spare's root", p->template_drop[i]);
+    return 0;
+}
+
+/* A tmpfs on p->root holding the plan's paths (outer folders bound before
+ * what is inside them), read-only itself, then made /. Over a root built
+ * ahead (p->template_ns), only the plan's paths are added: the rest is
+ * there. */
+static int build_root(const struct confine_plan *p)
+{
+    int r;
+
+    if ((!root_prebuilt && (r = begin_root(p, false)) < 0) ||
+        (root_prebuilt && (r = make_private()) < 0) || (r = fill_root_at(p, true)) < 0 ||
+        (root_prebuilt && (r = drop_template_paths(p)) < 0))
         return r;
     if (mount(NULL, ".", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         return broken("cannot make read-only", p->root);
@@ -688,6 +767,79 @@ static int unmade(int r, int ends[2])
     return r;
 }
 
+/* The namespaces a template holds, in the order they are joined. Not a
+ * pid namespace: the kernel lets none be joined before its first process
+ * (the VMM, pid 1) is in it; a start unshares its own. */
+static const int template_kinds[3] = {CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWIPC};
+
+int jail_template_make(const struct confine_plan *common, int ns[3])
+{
+    static const char *const names[3] = {"user", "mnt", "ipc"};
+    char ok = 'n', path[64];
+    int ready[2], r = 0;
+    pid_t maker;
+
+    for (int i = 0; i < 3; i++)
+        ns[i] = -1;
+    if (!common->root)
+        return -EINVAL;
+    if ((mkdir(common->root, 0700) < 0 && errno != EEXIST) || pipe2(ready, O_CLOEXEC) < 0)
+        return -errno;
+    fflush(NULL);
+    if ((maker = fork()) < 0) {
+        r = -errno;
+        close(ready[0]);
+        close(ready[1]);
+        return r;
+    }
+    if (maker == 0) {
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        close(ready[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the spare gone: its template with it */
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC) == 0 &&
+            map_ids(uid, gid) == 0 && begin_root(common, true) == 0 && fill_root_at(common, false) == 0)
+            ok = 'y';
+        if (write(ready[1], &ok, 1) == 1)
+            pause(); /* until the spare has its namespaces: killed then */
+        _exit(0);
+    }
+    close(ready[1]);
+    while (read(ready[0], &ok, 1) < 0 && errno == EINTR)
+        ;
+    close(ready[0]);
+    for (int i = 0; i < 3 && ok == 'y'; i++) {
+        snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)maker, names[i]);
+        if ((ns[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            ok = 'n';
+    }
+    kill(maker, SIGKILL);
+    while (waitpid(maker, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (ok == 'y')
+        return 0;
+    for (int i = 0; i < 3; i++)
+        if (ns[i] >= 0)
+            close(ns[i]), ns[i] = -1;
+    return -EPERM;
+}
+
+/* The template's namespaces joined (jail.h): 0; -errno when not even the
+ * first was (nothing changed: the jail is made whole); past it, broken. */
+static int join_template(const struct confine_plan *p)
+{
+    int r = 0;
+
+    for (int i = 0; i < 3 && r == 0; i++)
+        if (setns(p->template_ns[i], template_kinds[i]) < 0)
+            r = i == 0 ? -errno : broken("cannot enter", "the spare's namespaces");
+    if (r == 0 && unshare(CLONE_NEWPID) < 0)
+        r = broken("cannot make", "a pid namespace in the spare's");
+    for (int i = 0; i < 3; i++)
+        close(p->template_ns[i]); /* a way out: neither the relay nor the VMM keeps them */
+    return r;
+}
+
 /* The VMM is pid 1 of a pid namespace of its own: it forks into it here,
  * before any thread (KVM's VM, made later, belongs to the process that
  * makes it). Returns in the child; the parent never returns (relay()). */
@@ -703,19 +855,37 @@ int jail_enter(const struct confine_plan *p)
     if (!p->root)
         return -EINVAL;
     uint64_t unsharing = trace_now_us();
-    if (unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
+    root_prebuilt = false;
+    /* A template's root is held as the host sees it, before joining: in
+     * its mount namespace, the template's tmpfs is on it. */
+    if (p->template_ns[0] > 0 && !p->new_net) {
+        hold_leftovers(p);
+        uint64_t joining = trace_now_us();
+        r = join_template(p);
+        trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - joining);
+        if (r == -ENOTRECOVERABLE)
+            return unmade(r, (int[2]){-1, -1});
+        root_prebuilt = r == 0;
+        if (!root_prebuilt)
+            let_go_of_leftovers();
+    }
+    uint64_t calling = trace_now_us();
+    if (!root_prebuilt && unshare(flags | (p->new_net ? CLONE_NEWNET : 0)) < 0)
         return -errno; /* not here: nothing changed */
-    if ((r = map_ids(uid, gid)) < 0 || (r = plan_arrival(p, ends)) < 0)
-        return r;
+    if (!root_prebuilt)
+        trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - calling);
+    if ((!root_prebuilt && (r = map_ids(uid, gid)) < 0) || (r = plan_arrival(p, ends)) < 0)
+        return unmade(r, (int[2]){-1, -1});
     trace_add_count(TRACE_JAIL_UNSHARE_US, trace_now_us() - unsharing);
     /* The root's mount point, made before the relay holds the leftovers:
      * it is one (jail.h), removed by the relay once the VM has ended. Its
      * rmdir after pivot_root took 3-109 ms on a VM's way to its guest (a
      * host strace of test_jail: mean 25 ms, waiting for the file system,
      * not the CPU). */
-    if (mkdir(p->root, 0700) < 0 && errno != EEXIST)
+    if (!root_prebuilt && mkdir(p->root, 0700) < 0 && errno != EEXIST)
         return unmade(broken("cannot make", p->root), ends);
-    hold_leftovers(p);
+    if (!root_prebuilt)
+        hold_leftovers(p);
     if (pipe2(root_pipe, O_CLOEXEC) < 0)
         return unmade(broken("cannot make", "the root's pipe"), ends);
     fflush(NULL);

@@ -76,6 +76,17 @@ struct confine_plan {
      * are per thread) and before it reads anything a bundle or guest
      * controls. It must read none itself. NULL: none. */
     void (*vmm_ahead)(void);
+    /* jail: a root built ahead (jail_template_make()): the user, mount
+     * and ipc namespaces to join, in that order (> 0), p->root the
+     * template's, already holding its paths: the plan's are added (and a
+     * pid namespace made). The fds are closed once joined. 0: none, the
+     * jail made whole. */
+    int template_ns[3];
+    /* jail over a template: the template's paths this plan does not let
+     * in (the net helper's, which every template holds), unmounted before
+     * the root is made read-only; none inside another of the template's. */
+    char *template_drop[CONFINE_MAX_PATHS];
+    unsigned template_drop_count;
 };
 
 /* Adds path (made absolute, links resolved; a path that does not exist is
@@ -84,6 +95,10 @@ struct confine_plan {
  * when the plan is full. */
 int confine_plan_add(struct confine_plan *p, const char *path, bool writable);
 void confine_plan_release(struct confine_plan *p);
+/* Adds from's paths and links to `to`, as from resolved them (no path
+ * looked at again: a part of a plan made ahead, cli/jail.h). 0, or an
+ * error (err.h) when `to` is full. */
+int confine_plan_merge(struct confine_plan *to, const struct confine_plan *from);
 /* Adds dir/name to what the relay removes after the VMM (see above). */
 int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *name);
 /* Plans dir/temporary (a folder, made and flock'd through lock_fd by the
@@ -112,6 +127,15 @@ const char *confine_description(void);
 /* This process's pid as the host sees it (status's "pid"): inside the jail
  * the VMM is pid 1. */
 pid_t confine_host_pid(void);
+
+/* A spare VMM's jail made ahead (api/spare.h): a child makes the user,
+ * mount and ipc namespaces, and in them the root -- a tmpfs on
+ * common->root (made here if missing) holding common's paths and links,
+ * not yet read-only, no procfs -- then ends; its namespaces stay, held
+ * by the fds put in ns[3] (jail_enter() joins them: plan.template_ns).
+ * 0, or -errno (nothing left but the folder common->root) when this host
+ * allows no namespaces or the root could not be built. */
+int jail_template_make(const struct confine_plan *common, int ns[3]);
 
 /* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
  * allow them (nothing changed, try the next), other errors (err.h) when

@@ -149,10 +149,56 @@ int confine_plan_add(struct confine_plan *p, const char *path, bool writable)
     return 0;
 }
 
+/* One path of another plan, as it was resolved there (no call made). */
+static int merge_path(struct confine_plan *to, const struct confine_path *path)
+{
+    for (unsigned i = 0; i < to->count; i++)
+        if (strcmp(to->paths[i].path, path->path) == 0) {
+            to->paths[i].writable |= path->writable;
+            return 0;
+        }
+    if (to->count == CONFINE_MAX_PATHS)
+        return err_plain(E2BIG, "--jail: more than %d files and folders to let in",
+                         CONFINE_MAX_PATHS);
+    if (!(to->paths[to->count].path = strdup(path->path)))
+        return err_set(ENOMEM, "--jail");
+    to->paths[to->count].folder = path->folder;
+    to->paths[to->count++].writable = path->writable;
+    return 0;
+}
+
+int confine_plan_merge(struct confine_plan *to, const struct confine_plan *from)
+{
+    int r = 0;
+
+    for (unsigned i = 0; i < from->link_count && r == 0; i++) {
+        struct confine_link *l = &to->links[to->link_count];
+        if (to->link_count == CONFINE_MAX_LINKS)
+            return err_plain(E2BIG, "--jail: more than %d links to make", CONFINE_MAX_LINKS);
+        l->path = strdup(from->links[i].path);
+        l->target = strdup(from->links[i].target);
+        if (!l->path || !l->target) {
+            free(l->path);
+            free(l->target);
+            *l = (struct confine_link){0};
+            return err_set(ENOMEM, "--jail");
+        }
+        to->link_count++;
+    }
+    for (unsigned i = 0; i < from->count && r == 0; i++)
+        r = merge_path(to, &from->paths[i]);
+    return r;
+}
+
 int confine_plan_leftover(struct confine_plan *p, const char *dir, const char *name)
 {
     struct confine_leftover *l = &p->leftovers[p->leftover_count];
 
+    /* One name asked for twice (an instance folder is both the start's
+     * own and the store's) is removed once: a slot each would run out. */
+    for (unsigned i = 0; i < p->leftover_count; i++)
+        if (strcmp(p->leftovers[i].dir, dir) == 0 && strcmp(p->leftovers[i].name, name) == 0)
+            return 0;
     if (p->leftover_count == CONFINE_MAX_LEFTOVERS)
         return err_plain(E2BIG, "--jail: more than %d names to remove after",
                          CONFINE_MAX_LEFTOVERS);
@@ -192,6 +238,8 @@ void confine_plan_release(struct confine_plan *p)
         free(p->links[i].path);
         free(p->links[i].target);
     }
+    for (unsigned i = 0; i < p->template_drop_count; i++)
+        free(p->template_drop[i]);
     free(p->arrival.dir);
     free(p->arrival.temporary);
     free(p->arrival.name);

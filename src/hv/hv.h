@@ -61,6 +61,13 @@ void hv_vm_destroy(struct hv_vm *vm);
  * cli/jail.c). A forked child does not inherit it. 0, or what
  * hv_vm_create() said (it says it again when called). */
 int hv_vm_create_ahead(void) __attribute__((warn_unused_result));
+/* hv_vm_create_ahead() on a thread of its own, begun now; this process's
+ * next hv_vm_create() waits for it and takes its VM. For a VMM with other
+ * work before its VM that does not need it (a detached start without a
+ * jail: KVM_CREATE_VM mostly sleeps for RCU, 50-60 ms in a nested L1, the
+ * jail's VMM overlaps it with its root's building). Not while the process
+ * must stay one thread (a jail to enter). */
+void hv_vm_create_begin(void);
 
 /* Most vCPUs the hypervisor allows in one VM. */
 unsigned hv_max_vcpus(struct hv_vm *vm);

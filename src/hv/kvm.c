@@ -288,12 +288,37 @@ int hv_check(void)
     return 0;
 }
 
+/* hv_vm_create_begin()'s thread, while it runs (this process's: a forked
+ * child has none). */
+static struct {
+    pthread_t thread;
+    pid_t pid;
+} begun;
+
+static void *create_ahead(void *unused)
+{
+    (void)unused;
+    if (hv_vm_create_ahead() < 0)
+        err_clear(); /* said again by hv_vm_create(), which makes it again */
+    return NULL;
+}
+
+void hv_vm_create_begin(void)
+{
+    if (begun.pid != getpid() && pthread_create(&begun.thread, NULL, create_ahead, NULL) == 0)
+        begun.pid = getpid();
+}
+
 int hv_vm_create(struct hv_vm **out)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct hv_vm *vm;
     int r;
 
+    if (begun.pid && begun.pid == getpid()) {
+        pthread_join(begun.thread, NULL); /* its VM is ahead.vm, or it failed */
+        begun.pid = 0;
+    }
     pthread_once(&once, install_kick_handler);
     if (ahead.vm && ahead.pid == getpid()) {
         *out = ahead.vm;

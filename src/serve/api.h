@@ -106,6 +106,15 @@ void api_upload_abort(struct api_upload *up);
 
 /* The smolvm executable `start` runs (default: smolvm beside this one). */
 void api_set_executable(const char *path);
+/* How the daemon starts VMs: confined (--jail; false, for tests and
+ * benchmarks only: --seccomp=off, no jail) and through a spare VMM made
+ * ahead (api/spare.h). Before api_spare_make(). */
+void api_set_vm_options(bool confined, bool keep_spare);
+/* The spare VMM made, when kept and there is none (the daemon's start,
+ * and each start after its own); ended (nothing left behind) at the
+ * daemon's end. */
+void api_spare_make(void);
+void api_spare_end(void);
 
 /* Generated at build time from docs/openapi.yaml. */
 extern const char api_openapi_json[];

@@ -49,6 +49,7 @@ struct daemon_options {
     const char *listen; /* HOST:PORT */
     const char *token_file;
     bool allow_remote;
+    bool no_confine, no_spare; /* tests and benchmarks only (usage) */
 };
 
 static char token[256];
@@ -633,13 +634,21 @@ static const char usage[] =
     "  --listen HOST:PORT  also TCP, loopback only unless --allow-remote; needs\n"
     "  --token-file FILE   a file (mode 0600) whose first line is the token clients\n"
     "                      send as 'Authorization: Bearer TOKEN'\n"
-    "  --allow-remote      let --listen take an address other than 127.x\n";
+    "  --allow-remote      let --listen take an address other than 127.x\n"
+    "\n"
+    "A VM is started as 'smolvm start NAME --detach --jail' would start it, through\n"
+    "a spare VMM the daemon keeps ready ahead of the next start (only what does\n"
+    "not depend on the machine done in it: the start is the same, sooner).\n"
+    "For tests and benchmarks only:\n"
+    "  --no-confine        start VMs without --jail and with --seccomp=off\n"
+    "  --no-spare          keep no spare VMM: each start is a new process\n";
 
 static int parse(int argc, char **argv, struct daemon_options *o)
 {
     static const struct option longs[] = {
         {"socket", required_argument, NULL, 's'}, {"listen", required_argument, NULL, 'l'},
         {"token-file", required_argument, NULL, 't'}, {"allow-remote", no_argument, NULL, 'r'},
+        {"no-confine", no_argument, NULL, 'c'}, {"no-spare", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'}, {0},
     };
     int c;
@@ -651,6 +660,8 @@ static int parse(int argc, char **argv, struct daemon_options *o)
         case 'l': o->listen = optarg; break;
         case 't': o->token_file = optarg; break;
         case 'r': o->allow_remote = true; break;
+        case 'c': o->no_confine = true; break;
+        case 'n': o->no_spare = true; break;
         case 'h': fputs(usage, stdout); return -1;
         default:
             fprintf(stderr, "smolvm: serve: %s '%s' (try 'smolvm serve --help')\n",
@@ -741,12 +752,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "smolvm: serve: chdir /: %s\n", strerror(errno));
         return 1;
     }
+    api_set_vm_options(!o.no_confine, !o.no_spare);
+    api_spare_make();
     printf("serving on %s%s%s\n", socket_path, o.listen ? " and " : "", o.listen ? o.listen : "");
     fflush(stdout);
     while (sigwait(&stop, &sig) != 0)
         ;
     MHD_stop_daemon(tcp_daemon);
     MHD_stop_daemon(unix_daemon);
+    api_spare_end();
     unlink(socket_path);
     free(socket_path);
     return 0;

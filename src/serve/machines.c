@@ -11,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api/control.h"
+#include "api/spare.h"
 #include "core/config.h"
 #include "image/appliance.h"
 #include "machine/instance.h"
@@ -367,6 +370,160 @@ void machines_delete(const char *name, struct api_reply *r)
     api_ok(r, 200, json_pack("{s:s,s:b}", "name", name, "removed", 1));
 }
 
+/* How the daemon starts VMs (api_set_vm_options()): the spare only once
+ * the daemon asks (the API's tests in process start none). */
+static bool vms_confined = true, spare_kept = false;
+
+void api_set_vm_options(bool confined, bool keep_spare)
+{
+    vms_confined = confined;
+    spare_kept = keep_spare;
+}
+
+/* `smolvm start` with the daemon's options after the first of argv's (a
+ * name, or --spare-fd FD): --detach, and --jail (the daemon's VMs are
+ * confined) or, for tests and benchmarks only, --seccomp=off. */
+static void start_argv(char *argv[8], char *first, char *second)
+{
+    unsigned n = 0;
+
+    argv[n++] = "smolvm";
+    argv[n++] = "start";
+    argv[n++] = first;
+    if (second)
+        argv[n++] = second;
+    argv[n++] = "--detach";
+    argv[n++] = vms_confined ? "--jail" : "--seccomp=off";
+    argv[n] = NULL;
+}
+
+/* A `smolvm start` process: stdin /dev/null, stdout and stderr into a pipe
+ * whose end *output is (read until its end, then the process waited for:
+ * start_outcome()); fd 3 pair when it is >= 0 (a spare's). 0 or an errno. */
+static int spawn_start(char *const argv[], int pair, pid_t *pid, int *output)
+{
+    posix_spawn_file_actions_t fa;
+    int fds[2];
+
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return errno;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
+    if (pair >= 0)
+        posix_spawn_file_actions_adddup2(&fa, pair, 3);
+    int e = posix_spawn(pid, executable, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (e)
+        close(fds[0]);
+    else
+        *output = fds[0];
+    return e;
+}
+
+/* The spare VMM (api/spare.h): one `smolvm start --spare-fd 3 --detach`
+ * made ahead of the next start, its end of the pair, its output. */
+struct spare {
+    pid_t pid; /* 0: none */
+    int pair, output;
+};
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct spare spare;
+
+/* What a jailed spare leaves when no VM of its own removes it: the
+ * folder its root was built on ahead (api/spare.h; empty on the host). */
+static void spare_root_remove(pid_t pid)
+{
+    char *root = spare_root_dir(pid);
+
+    if (root)
+        rmdir(root);
+    free(root);
+}
+
+/* A spare that will start nothing: killed (it made nothing yet but its
+ * root's folder: it answers before its first step that does) and waited
+ * for. */
+static void spare_discard(struct spare *s)
+{
+    kill(s->pid, SIGKILL);
+    while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    close(s->pair);
+    close(s->output);
+    spare_root_remove(s->pid);
+    s->pid = 0;
+}
+
+void api_spare_make(void)
+{
+    char *argv[8];
+    int pair[2];
+
+    static bool swept;
+
+    pthread_mutex_lock(&spare_lock);
+    if (spare_kept && !swept)
+        spare_roots_sweep(), swept = true;
+    if (spare_kept && !spare.pid && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0) {
+        start_argv(argv, "--spare-fd", "3");
+        if (spawn_start(argv, pair[1], &spare.pid, &spare.output) == 0)
+            spare.pair = pair[0];
+        else
+            spare.pid = 0, close(pair[0]);
+        close(pair[1]);
+    }
+    pthread_mutex_unlock(&spare_lock);
+}
+
+/* The spare told to start name: *pid and *output, as spawn_start() gives
+ * them. false when there was none, or it did not take the name (died,
+ * never answered): the start goes the normal way. */
+static bool spare_take(const char *name, pid_t *pid, int *output)
+{
+    struct spare s;
+
+    pthread_mutex_lock(&spare_lock);
+    s = spare;
+    spare.pid = 0;
+    pthread_mutex_unlock(&spare_lock);
+    if (!s.pid)
+        return false;
+    if (spare_give_name(s.pair, name, SPARE_ANSWER_MS) < 0) {
+        spare_discard(&s);
+        return false;
+    }
+    close(s.pair);
+    *pid = s.pid;
+    *output = s.output;
+    return true;
+}
+
+void api_spare_end(void)
+{
+    pthread_mutex_lock(&spare_lock);
+    if (spare.pid) {
+        /* Its pair closed: a spare waiting for a name ends at once, as
+         * one still planning does once it would wait. Not waited for
+         * longer than a second or so: then killed. */
+        close(spare.pair);
+        spare.pair = -1;
+        pid_t ended = 0;
+        for (int i = 0; i < 100 && (ended = waitpid(spare.pid, NULL, WNOHANG)) == 0; i++)
+            usleep(10000);
+        if (ended == spare.pid) {
+            close(spare.output);
+            spare_root_remove(spare.pid);
+            spare.pid = 0;
+        } else {
+            spare_discard(&spare);
+        }
+    }
+    pthread_mutex_unlock(&spare_lock);
+}
+
 /* The last line a command printed, without "smolvm: VERB: ". */
 static const char *last_line(char *out)
 {
@@ -380,37 +537,21 @@ static const char *last_line(char *out)
     return *line ? line : "the VM did not start";
 }
 
-/* `smolvm start NAME --detach`: the VM becomes a process of its own (in
- * its own session: it outlives this daemon), started exactly as the CLI
- * starts it, and confined (--jail: the daemon's VMs are always jailed). */
-static void start(const char *name, struct api_reply *r)
+/* A start's output read to its end, the process waited for, the reply;
+ * whether it started. */
+static bool start_outcome(const char *name, pid_t pid, int output, struct api_reply *r)
 {
-    char *argv[] = {"smolvm", "start", (char *)name, "--detach", "--jail", NULL}, out[4096];
-    posix_spawn_file_actions_t fa;
-    int fds[2], status;
+    char out[4096];
     size_t len = 0;
     ssize_t n;
-    pid_t pid;
+    int status;
 
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return api_fail(r, 500, "failed", "pipe: %s", strerror(errno));
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
-    int e = posix_spawn(&pid, executable, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    if (e) {
-        close(fds[0]);
-        return api_fail(r, 500, "failed", "%s: %s", executable, strerror(e));
-    }
-    while ((n = read(fds[0], out + len, sizeof(out) - 1 - len)) > 0 ||
+    while ((n = read(output, out + len, sizeof(out) - 1 - len)) > 0 ||
            (n < 0 && errno == EINTR))
         if (n > 0 && (len += (size_t)n) == sizeof(out) - 1)
             len = 0; /* only the end matters */
     out[len] = 0;
-    close(fds[0]);
+    close(output);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
@@ -419,7 +560,7 @@ static void start(const char *name, struct api_reply *r)
         store_close(s);
         api_ok(r, 200, m ? m : json_pack("{s:s,s:s,s:b}", "name", name, "state", "stopped",
                                          "instance", 1));
-        return;
+        return true;
     }
     const char *why = last_line(out);
     if (strstr(why, "is already running")) /* a start of the same name won the race */
@@ -428,6 +569,30 @@ static void start(const char *name, struct api_reply *r)
         api_fail(r, 400, "invalid_value", "%s", why);
     else
         api_fail(r, 500, "start_failed", "%s", why);
+    return false;
+}
+
+/* `smolvm start NAME --detach`: the VM becomes a process of its own (in
+ * its own session: it outlives this daemon), started exactly as the CLI
+ * starts it, and confined (--jail: the daemon's VMs are always jailed,
+ * but for tests' --no-confine). Through the spare when there is one (the
+ * same start, made ahead: api/spare.h), then the next spare made. */
+static void start(const char *name, struct api_reply *r)
+{
+    char *argv[8];
+    int output, e = 0;
+    pid_t pid;
+    bool spared = spare_take(name, &pid, &output);
+
+    if (!spared) {
+        start_argv(argv, (char *)name, NULL);
+        e = spawn_start(argv, -1, &pid, &output);
+    }
+    if (e)
+        api_fail(r, 500, "failed", "%s: %s", executable, strerror(e));
+    else if (!start_outcome(name, pid, output, r) && spared)
+        spare_root_remove(pid); /* a VM that started removes it when it ends */
+    api_spare_make();
 }
 
 /* Sends one request to a running VM; the answer (minus "ok") or the

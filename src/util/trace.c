@@ -8,6 +8,7 @@
 
 static const char *const point_names[TRACE_POINT_COUNT] = {
     [TRACE_VMM_START] = "vmm_start",
+    [TRACE_SPARE_NAMED] = "spare_named",
     [TRACE_VMM_READY] = "vmm_ready",
     [TRACE_BUNDLE_OPENED] = "bundle_opened",
     [TRACE_INPUTS_READ] = "inputs_read",
@@ -52,11 +53,14 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_PRIVATE_US] = "jail_private_us",
     [TRACE_JAIL_BINDS_US] = "jail_binds_us",
     [TRACE_JAIL_UNSHARE_US] = "jail_unshare_us",
+    [TRACE_JAIL_UNSHARE_CALL_US] = "jail_unshare_call_us",
     [TRACE_JAIL_PROC_US] = "jail_proc_us",
     [TRACE_JAIL_CAPS_US] = "jail_caps_us",
     [TRACE_JAIL_PATHS] = "jail_paths",
     [TRACE_JAIL_AHEAD_US] = "jail_ahead_us",
     [TRACE_JAIL_AHEAD_WAIT_US] = "jail_ahead_wait_us",
+    [TRACE_SPARE_AHEAD_US] = "spare_ahead_us",
+    [TRACE_SPARE_WAITED_US] = "spare_waited_us",
     [TRACE_START_FILES_US] = "start_files_us",
     [TRACE_HV_CREATE_US] = "hv_create_us",
     [TRACE_MINOR_FAULTS] = "minor_faults",
@@ -216,6 +220,17 @@ void trace_start(void)
     for (int i = 0; i < TRACE_COUNT_COUNT; i++)
         atomic_store(&counts[i], 0);
     trace_mark(TRACE_VMM_START);
+}
+
+int64_t trace_restart(void)
+{
+    int64_t now = now_ns(), since = now - time_zero;
+
+    time_zero = now;
+    for (int i = 0; i < TRACE_POINT_COUNT; i++)
+        atomic_store(&recorded[i], 0);
+    trace_mark(TRACE_VMM_START);
+    return since;
 }
 
 void trace_mark(enum trace_point point)

@@ -11,6 +11,7 @@
 
 enum trace_point {
     TRACE_VMM_START,
+    TRACE_SPARE_NAMED, /* a spare VMM (serve keeps one ready) was told what to start: at 0, its clock restarted (spare_waited_us) */
     TRACE_VMM_READY, /* a start's own setup done (its control socket, filters, confinement) */
     TRACE_BUNDLE_OPENED, /* a .smolmachine's header checked, its config read */
     TRACE_INPUTS_READ, /* kernel and initrd in memory (and a bzImage unpacked) */
@@ -57,11 +58,14 @@ enum trace_count {
     TRACE_JAIL_PRIVATE_US,  /* and making that tree private first (no propagation out) */
     TRACE_JAIL_BINDS_US,    /* and binding the plan's paths in */
     TRACE_JAIL_UNSHARE_US,  /* and its namespaces: unshare() and the id maps */
+    TRACE_JAIL_UNSHARE_CALL_US, /* of which the unshare() (or a spare's setns()) call itself */
     TRACE_JAIL_PROC_US,     /* and mounting its pid namespace's procfs */
     TRACE_JAIL_CAPS_US,     /* and dropping the capabilities, after the root (in jail_root_us) */
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
     TRACE_JAIL_AHEAD_US,    /* the VMM's own work on a thread beside its root's building (its VM made) */
     TRACE_JAIL_AHEAD_WAIT_US, /* of which the VMM, its root built, still waited for (in jail_root_us) */
+    TRACE_SPARE_AHEAD_US,   /* a spare VMM: its plan's common parts and its jail's template made before it was told what to start */
+    TRACE_SPARE_WAITED_US,  /* a spare VMM: from its exec to being told what to start (its clock starts again there) */
     TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
     TRACE_HV_CREATE_US,     /* the hypervisor's VM made (KVM_CREATE_VM and its checks) */
     TRACE_MINOR_FAULTS,     /* the VMM's page faults until its inputs are read (a jailed one's since the relay's fork) */
@@ -72,6 +76,12 @@ enum trace_count {
 
 /* Sets time zero. Called first thing in main(). */
 void trace_start(void);
+
+/* Time zero moved to now, the points recorded dropped and vmm_start
+ * marked again; the counts kept. A spare VMM told what to start (api/
+ * spare.h): its start is timed from there, as a start's from its exec.
+ * Returns the ns since the old zero. */
+int64_t trace_restart(void);
 
 /* Records the point unless it was already recorded. */
 void trace_mark(enum trace_point point);

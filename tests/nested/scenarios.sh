@@ -1822,6 +1822,16 @@ api_daemon() {
     done
 }
 
+# The spare VMMs (api/spare.h: `smolvm start --spare-fd ...`) whose parent
+# is $1, or of any parent without one.
+api_spares() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ -z "${1:-}" ] || [ "$(cut -d' ' -f4 "$p/stat" 2>/dev/null)" = "$1" ] || continue
+        tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q -- ' --spare-fd ' && echo "${p#/proc/}"
+    done
+}
+
 api_wait_log() { # api_wait_log NAME TEXT
     for _ in $(seq 1 "$BOOT_TIMEOUT"); do
         api GET "/machines/$1/logs"
@@ -1853,6 +1863,11 @@ scenario_api() {
     api GET /machines/apivm/trace
     expect api-trace "GET trace: the running VM's boot phases: $(echo "$api_body" | head -c 300)" \
         eval 'test "$api_status" = 200 && echo "$api_body" | grep -q "\"first_vcpu_entry\":"'
+    # The daemon keeps a spare VMM made ahead (api/spare.h): this start
+    # went through it (its clock restarted when it was named, after
+    # waiting since the daemon began), and the next one stands ready.
+    expect api-spare "the start went through the daemon's spare VMM (trace: spare_named, spare_waited_us > 0; next spare: $(api_spares "$api_pid"))" \
+        eval 'echo "$api_body" | grep -q "\"spare_named\":" && echo "$api_body" | grep -q "\"spare_waited_us\":[1-9]" && test -n "$(api_spares "$api_pid")"'
     # Exec and files through the guest agent (the requests smolvm exec and cp make).
     api POST /machines/apivm/exec '{"command":["sh","-c","echo in-guest-$((6*7)); cat; exit 3"],"stdin":"from-api"}'
     expect api-exec "POST exec runs in the guest, output and status streamed: $(echo "$api_body" | tr '\n' ' ' | head -c 300)" \
@@ -1905,12 +1920,21 @@ scenario_api() {
     api GET /machines/apivm
     expect api-save "POST save suspends it into its folder ($save_status: $save_body): $api_body" \
         eval 'test "$save_status" = 200 && echo "$api_body" | grep -q "\"state\":\"stopped\"" && echo "$api_body" | grep -q "resumes suspended"'
+    # Its spare killed first: the start goes the normal way, and a new
+    # spare is made behind it.
+    local spare next
+    spare=$(api_spares "$api_pid" | head -n 1)
+    [ -z "$spare" ] || kill -9 "$spare"
     api POST /machines/apivm/start
     local start_status=$api_status first
     api_wait_log apivm 'TICK [0-9]'
     first=$(grep -ao 'TICK [0-9]*' "$work/api/$(printf %03d "$api_n").body" | head -n 1 | cut -d' ' -f2)
     expect api-resume-saved "start ($start_status) resumes the suspended guest: its count goes on (first TICK ${first:-none}, was past 3)" \
         eval 'test "$start_status" = 200 && test -n "$first" && test "$first" -gt 3'
+    next=$(api_spares "$api_pid" | head -n 1)
+    api GET /machines/apivm/trace
+    expect api-spare-killed "a spare killed (${spare:-none found}) is passed over: that start works (above) without it (no spare_named in its trace), and a new spare stands ready (${next:-none})" \
+        eval 'test -n "$spare" && test -n "$next" && test "$next" != "$spare" && test "$api_status" = 200 && ! echo "$api_body" | grep -q spare_named'
     api POST /machines/apivm/start
     expect api-start-twice "a second start is refused: 409 already_running" \
         eval 'test "$api_status" = 409 && echo "$api_body" | grep -q already_running'
@@ -1929,6 +1953,11 @@ scenario_api() {
     api GET /metrics
     kill "$api_pid"
     wait "$api_pid" 2>/dev/null
+    # The first daemon's spare ended with it (killed -9: its pair closed),
+    # the second's at its end; neither leaves its root's folder.
+    sleep 1
+    expect api-spare-ended "the daemons' spares ended and left nothing (spares: $(api_spares | tr '\n' ' '); $(ls -d "$XDG_RUNTIME_DIR"/smolvm/spare-* 2>/dev/null | tr '\n' ' '))" \
+        eval 'test -z "$(api_spares)" && ! ls -d "$XDG_RUNTIME_DIR"/smolvm/spare-* > /dev/null 2>&1'
     python3 "$(dirname "$(realpath "$0")")/../api/openapi_check.py" recorded "$work/api" \
         > "$work/api-openapi.out" 2>&1
     rc=$?
@@ -2318,6 +2347,51 @@ scenario_jail() {
     fi
 }
 
+# smolvm serve for the benchmarks: bench_daemon SOCK LOG "OPTS" CMD...
+# runs CMD serve --socket SOCK OPTS (CMD: smolvm, or strace ... smolvm),
+# its pid in $daemon_pid once it answers; bench_api SOCK METHOD PATH
+# [BODY] prints the answer's body; bench_daemon_end SOCK ends it (the
+# smolvm-serve process, under a strace too) and waits.
+bench_daemon() {
+    local sock=$1 log=$2 opts=$3
+    shift 3
+    # shellcheck disable=SC2086
+    "$@" serve --socket "$sock" $opts > "$log" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 1 150); do
+        [ -S "$sock" ] && curl -s -m 5 --unix-socket "$sock" http://smolvm/machines > /dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+bench_api() {
+    if [ $# -ge 4 ]; then
+        curl -s -m 120 --unix-socket "$1" -X "$2" -H 'Content-Type: application/json' --data "$4" "http://smolvm$3"
+    else
+        curl -s -m 120 --unix-socket "$1" -X "$2" "http://smolvm$3"
+    fi
+}
+
+bench_daemon_end() { # the daemon itself: $daemon_pid, or its child under strace
+    local p serve=$daemon_pid
+    for p in /proc/[0-9]*; do
+        [ "$(cut -d' ' -f4 "$p/stat" 2>/dev/null)" = "$daemon_pid" ] && serve=${p#/proc/}
+    done
+    kill "$serve" 2>/dev/null
+    timeout 30 tail --pid="$daemon_pid" -f /dev/null 2>/dev/null || kill -9 "$daemon_pid" 2>/dev/null
+    wait "$daemon_pid" 2>/dev/null
+}
+
+# Until instance $2's log (daemon on $1) shows a COUNT line (60 s at most).
+bench_api_counting() {
+    for _ in $(seq 1 120); do
+        bench_api "$1" GET "/machines/$2/logs" | grep -q '^COUNT' && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
 # The confinement's cost (issue 23's benchmark): boot to init, and start of
 # a saved bundle until its vCPU runs again, RUNS (5) rounds in one L1:
 # "plain" is neither (--seccomp=off, no --jail), "confined" is --jail with
@@ -2332,12 +2406,19 @@ scenario_jail() {
 # (or the L1's caches warming) does not favour one side; each pair starts
 # one mode further along. JAIL_BENCH_KINDS=start times starts only (the
 # boots take ~2/3 of the time); JAIL_BENCH_MODES names the modes to run.
+# Kind "api": starts through smolvm serve, whose spare VMM (api/spare.h)
+# has done what does not depend on the machine before the request: two
+# daemons, plain (--no-confine: no jail, --seccomp=off, a plain spare) and
+# confined (the default), each an instance of the bundle reset to its
+# saved state before each round's start (it resumes, as start of the
+# bundle does); "api" is the request's time at the client (curl), "apivmm"
+# the spare's own from its name to its first vCPU entry (its trace).
 # bench/jail/report writes the raw rounds, medians, least, and each
 # mode/plain of the medians and round by round into jail-bench.txt, then
 # each jailed or filtered run's own trace counts (where its cost went).
 scenario_jail_bench() {
     local bundle=$work/jb.smolmachine figures=$results/jail-bench.txt mode n v opts kind
-    local report runs=${RUNS:-5} bench kinds=${JAIL_BENCH_KINDS:-boot start}
+    local report runs=${RUNS:-5} bench kinds=" ${JAIL_BENCH_KINDS:-boot start} " api_modes=""
     bench=$(dirname "$(realpath "$0")")/../../bench
     report=$bench/jail/report
     # shellcheck source=../../bench/lib.sh
@@ -2358,6 +2439,7 @@ scenario_jail_bench() {
         "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
         finish jb-warm
     done
+    case $kinds in *" api "*) jail_bench_api_begin && api_modes="plain confined" ;; esac
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
     local modes="plain jail seccomp confined" bin order
     [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
@@ -2385,13 +2467,14 @@ scenario_jail_bench() {
             # teardown, a jailed one's namespaces too, off its CPU), and
             # the start's line waited for blocked, not by a poll forked
             # each second (wait_for_line): neither is on a user's way.
-            if [ "$kinds" != start ]; then
+            if [[ $kinds == *" boot "* ]]; then
                 bench_settle
                 SMOLVM=$bin boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
                     --cmdline "$GUEST_CMDLINE" --trace-until SMOLVM-GUEST-UP --json
                 v=$(grep -o '"marker_seen":[0-9.]*' "$work/jb-boot-$mode-$n.err" | cut -d: -f2)
                 echo "boot $mode $n ${v:-?}" >> "$figures"
             fi
+            [[ $kinds == *" start "* ]] || continue
             bench_settle
             SMOLVM=$bin background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
                 --trace-boot --json
@@ -2401,7 +2484,15 @@ scenario_jail_bench() {
             v=$(grep -o '"first_vcpu_entry":[0-9.]*' "$work/jb-start-$mode-$n.err" | cut -d: -f2)
             echo "start $mode $n ${v:-?}" >> "$figures"
         done
+        # Through the API, in the same round, in turn first (odd rounds
+        # plain first, even confined first).
+        order=$api_modes
+        [ $((n % 2)) = 1 ] || order=$(echo "$api_modes" | awk '{ for (i = NF; i > 0; i--) printf "%s ", $i }')
+        for mode in $order; do
+            jail_bench_api_start "$mode" "$n" "$figures"
+        done
     done
+    [ -z "$api_modes" ] || jail_bench_api_end
     {
         echo "# plain: --seccomp=off, no --jail; jail: --jail --seccomp=off; seccomp: filters, no --jail;"
         echo "# confined: --jail, filters on. ms since the VMM started; rounds in pairs, the second in the"
@@ -2409,10 +2500,16 @@ scenario_jail_bench() {
         bash "$report" "$figures"
         # Where a start's own setup went (util/trace.h counts, µs), plain's too.
         for kind in $kinds; do
+            [ "$kind" != api ] || continue
             for mode in $modes; do
                 for n in $(seq 1 "$runs"); do
                     echo "counts $kind $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jb-$kind-$mode-$n.err" | tr -d '"{}' | sed 's/^counts://')"
                 done
+            done
+        done
+        for mode in $api_modes; do
+            for n in $(seq 1 "$runs"); do
+                echo "counts api $mode $n: $(grep -o '"counts":{[^}]*}' "$work/jba-$mode-$n.trace" | tr -d '"{}' | sed 's/^counts://')"
             done
         done
         echo "load: $(cat /proc/loadavg)"
@@ -2421,10 +2518,115 @@ scenario_jail_bench() {
     rm -f "$figures.report"
     expect jail-bench "figures for both, plain and confined, and their ratios (jail-bench.txt)" \
         eval '! grep -q "?" "$figures" && grep -q "^  confined/plain" "$figures"'
+    [ -z "$api_modes" ] ||
+        expect jail-bench-api "API starts through the spare, both modes (each trace has spare_named; jba-*.trace)" \
+            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
     expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
         eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"
     rm -f "$bundle"
+}
+
+# Whether a jailed start's namespaces wait for the last VM's teardown
+# (named in SCENARIOS only): jail_bench's jail-only rows were bimodal
+# (jail_unshare_us 14-25 ms in 9 of 16 rounds, else 1-4). Pairs of jailed
+# starts of a saved bundle (--seccomp=off; JAIL_UNSHARE_RUNS pairs, default
+# RUNS), each from a settled L1
+# (bench_settle: CPU idle), one of each pair after a further rest of
+# JAIL_UNSHARE_REST (3) s, in turn first; each start's jail_unshare_us and
+# of it the unshare() call (jail_unshare_call_us) in jail-unshare.txt.
+scenario_jail_unshare() {
+    local bundle=$work/ju.smolmachine out=$results/jail-unshare.txt n rest bench v
+    bench=$(dirname "$(realpath "$0")")/../../bench
+    # shellcheck source=../../bench/lib.sh
+    . "$bench/lib.sh"
+    SMOLVM=$real_smolvm background ju-src run --name ju-src --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for ju-src '^COUNT 3 '
+    "$real_smolvm" save ju-src -o "$bundle" > /dev/null 2>&1
+    finish ju-src
+    : > "$out"
+    for n in $(seq 0 $((2 * ${JAIL_UNSHARE_RUNS:-${RUNS:-5}}))); do
+        # n 0: untimed (the memory cache); then rests 0 and R, in turn first.
+        rest=0
+        [ $(((n + (n + 1) / 2) % 2)) = 1 ] || [ "$n" = 0 ] || rest=${JAIL_UNSHARE_REST:-3}
+        bench_settle
+        sleep "$rest"
+        SMOLVM=$real_smolvm background "ju-$n" start "$bundle" --jail --seccomp=off --name ju \
+            --trace-boot --json
+        wait_for_line "ju-$n" '^COUNT'
+        "$real_smolvm" stop ju --force > /dev/null 2>&1
+        finish "ju-$n"
+        [ "$n" -gt 0 ] || continue
+        v=$(grep -o '"counts":{[^}]*}' "$work/ju-$n.err" | grep -o '"jail_unshare[a-z_]*":[0-9]*' | tr -d '"' | tr '\n' ' ')
+        echo "rest $rest: $v" >> "$out"
+    done
+    cat "$out"
+    expect jail-unshare "jail_unshare_us for each start, both rests (jail-unshare.txt)" \
+        eval 'grep -q "^rest 0: jail_unshare_us:" "$out" && grep -q "^rest [1-9][0-9]*: jail_unshare_us:" "$out"'
+    rm -f "$bundle"
+}
+
+# A saved counter guest with a disk (an instance is made of one), for the
+# API's starts: jail_api_bundle FILE NAME.
+jail_api_bundle() {
+    local disk=$work/$2.ext4
+    mkfs.ext4 -q -F "$disk" 32M
+    SMOLVM=$real_smolvm background "$2" run --name "$2" --kernel "$KERNEL" --initrd "$INITRD" \
+        --disk "$disk" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for "$2" '^COUNT 3 '
+    "$real_smolvm" save "$2" -o "$1" > "$work/$2.save" 2>&1
+    finish "$2"
+}
+
+# jail_bench's API side: a daemon for each mode, its spare made, and an
+# instance for each (jba-MODE) of a bundle like the CLI's but with a disk
+# (jail_api_bundle), started twice untimed (its memory cache, its working
+# set), as the bundle was.
+jail_bench_api_begin() {
+    local bundle=$work/jba.smolmachine mode opts
+    jail_api_bundle "$bundle" jba-src
+    for mode in plain confined; do
+        opts=
+        [ "$mode" = confined ] || opts=--no-confine
+        bench_daemon "$work/jba-$mode.sock" "$work/jba-$mode.serve" "$opts" "$real_smolvm" ||
+            { fail jail-bench-api "the $mode daemon did not answer"; return 1; }
+        eval "jba_daemon_$mode=\$daemon_pid"
+        "$real_smolvm" create "jba-$mode" --from "$bundle" > "$work/jba-$mode.create" 2>&1 ||
+            { fail jail-bench-api "create jba-$mode: $(tail -n 1 "$work/jba-$mode.create")"; return 1; }
+        for _ in 1 2; do
+            "$real_smolvm" reset "jba-$mode" > /dev/null 2>&1
+            bench_api "$work/jba-$mode.sock" POST "/machines/jba-$mode/start" > /dev/null
+            bench_api_counting "$work/jba-$mode.sock" "jba-$mode"
+            bench_api "$work/jba-$mode.sock" POST "/machines/jba-$mode/stop" '{"force":true}' > /dev/null
+        done
+    done
+}
+
+# One timed start of jba-MODE through its daemon (round N), into FIGURES.
+jail_bench_api_start() {
+    local mode=$1 n=$2 figures=$3 sock=$work/jba-$1.sock wall v
+    "$real_smolvm" reset "jba-$mode" > /dev/null 2>&1
+    bench_settle
+    wall=$(curl -s -m 120 --unix-socket "$sock" -X POST -o "$work/jba-$mode-$n.json" \
+        -w '%{time_total}' "http://smolvm/machines/jba-$mode/start")
+    bench_api "$sock" GET "/machines/jba-$mode/trace" > "$work/jba-$mode-$n.trace"
+    bench_api_counting "$sock" "jba-$mode"
+    bench_api "$sock" POST "/machines/jba-$mode/stop" '{"force":true}' > /dev/null
+    grep -q '"state":"running"' "$work/jba-$mode-$n.json" || wall=
+    echo "api $mode $n $(awk -v s="${wall:-x}" 'BEGIN { if (s ~ /^[0-9.]+$/) printf "%.1f", s * 1000; else print "?" }')" >> "$figures"
+    v=$(grep -o '"first_vcpu_entry":[0-9.]*' "$work/jba-$mode-$n.trace" | cut -d: -f2)
+    echo "apivmm $mode $n ${v:-?}" >> "$figures"
+}
+
+jail_bench_api_end() {
+    local mode
+    for mode in plain confined; do
+        daemon_pid=$(eval "echo \${jba_daemon_$mode:-}")
+        [ -z "$daemon_pid" ] || bench_daemon_end
+        "$real_smolvm" rm "jba-$mode" > /dev/null 2>&1
+    done
+    rm -f "$work/jba.smolmachine" "$work/jba-src.ext4"
 }
 
 # What a jailed start costs in calls (named in SCENARIOS only, like
@@ -2474,12 +2676,71 @@ scenario_jail_calls() {
                   for (c in n) printf " %s %d", c, n[c]; printf "\n" }' "$trace" >> "$out"
         cp "$trace" "$results/"
     done
+    # Through smolvm serve's spare VMM (api/spare.h), plain (--no-confine)
+    # and confined: an instance of the bundle started by the API, the
+    # daemon under strace -f; the spare's calls (and its children's, its
+    # threads') from its read of the name to the first KVM_RUN: the
+    # restore's calls are in both, the jail's per-start part is the rest.
+    local name sock
+    jail_api_bundle "$work/jca.smolmachine" jca-src
+    for mode in plain confined; do
+        name=jca-$mode sock=$work/jca-$mode.sock trace=$work/jca-$mode.strace opts=
+        [ "$mode" = confined ] || opts=--no-confine
+        "$real_smolvm" create "$name" --from "$work/jca.smolmachine" > "$work/jca-$mode.create" 2>&1 ||
+            { fail jail-calls-api "create $name: $(tail -n 1 "$work/jca-$mode.create")"; continue; }
+        # Two starts uncounted, as jail_bench's: the memory cache (the first
+        # mode's), the working set; the counted one prefetches it.
+        bench_daemon "$sock" "$work/jca-$mode.serve0" "$opts" "$real_smolvm"
+        for n in 1 2; do
+            bench_api "$sock" POST "/machines/$name/start" > /dev/null &&
+                bench_api_counting "$sock" "$name"
+            bench_api "$sock" POST "/machines/$name/stop" '{"force":true}' > /dev/null
+            "$real_smolvm" reset "$name" > /dev/null 2>&1
+        done
+        bench_daemon_end
+        # --decode-pids=pidns: a jailed VMM's threads are 2, 3... in its pid
+        # namespace, which clone3 returns; strace adds what they are here.
+        bench_daemon "$sock" "$work/jca-$mode.serve" "$opts" \
+            strace -f --decode-pids=pidns -o "$trace" "$real_smolvm" ||
+            { fail jail-calls "the $mode daemon did not answer under strace"; continue; }
+        bench_api "$sock" POST "/machines/$name/start" > "$work/jca-$mode.start"
+        bench_api_counting "$sock" "$name"
+        bench_api "$sock" POST "/machines/$name/stop" '{"force":true}' > /dev/null
+        bench_daemon_end
+        "$real_smolvm" rm "$name" > /dev/null 2>&1
+        N=$name awk -v mode="api-$mode" '
+            function in_spare(p) {
+                for (; p != ""; p = (p in parent) ? parent[p] : "") if (p == root) return 1
+                return 0
+            }
+            { pid = $1; line = $0; sub(/^[0-9]+ +/, "", line) }
+            !on { if (index(line, "\"" ENVIRON["N"] "\\n\"") && index(line, "read") && !index(line, "send")) { on = 1; root = pid }
+                  next }
+            { if ((index(line, "clone") || index(line, "fork")) && match(line, /[0-9]+ in strace.s PID NS \*\/$/)) {
+                  child = substr(line, RSTART); sub(/ .*/, "", child); parent[child] = pid
+              } else if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid
+              if (match(line, /^[a-z_0-9]+\(/)) { who[NR] = pid; what[NR] = substr(line, 1, RLENGTH - 1) }
+              if (index(line, "KVM_RUN")) run[NR] = pid }
+            END {
+                if (!on) { printf "%s: the spare was never named (no cut-off)\n", mode; exit }
+                cut = 0
+                for (i = 1; i <= NR; i++) if ((i in run) && in_spare(run[i])) { cut = i; break }
+                if (!cut) { printf "%s: no KVM_RUN (no cut-off)\n", mode; exit }
+                for (i = 1; i < cut; i++) if ((i in who) && in_spare(who[i])) { n[what[i]]++; all++ }
+                printf "%s: %d calls from the name to the first KVM_RUN:", mode, all
+                for (c in n) printf " %s %d", c, n[c]; printf "\n" }' "$trace" >> "$out"
+        cp "$trace" "$results/"
+    done
+    rm -f "$work/jca.smolmachine" "$work/jca-src.ext4"
     cat "$out"
     # Counted up to the cut-off, never to the end of the run (a cut-off no
     # longer matched counted everything and still looked like figures).
     expect jail-calls "calls counted for plain and confined up to the bundle's read (jail-calls.txt)" \
         eval 'grep -q "^plain: [1-9]" "$out" && grep -q "^confined: [1-9]" "$out" &&
               ! grep -q "never read" "$out"'
+    expect jail-calls-api "calls counted for the API's plain and confined spares up to their first KVM_RUN (jail-calls.txt)" \
+        eval 'grep -q "^api-plain: [1-9]" "$out" && grep -q "^api-confined: [1-9]" "$out" &&
+              ! grep -q "no cut-off" "$out"'
     rm -f "$bundle"
 }
 

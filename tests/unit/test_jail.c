@@ -622,14 +622,28 @@ static void test_start_jail_in_readonly_home(void **state)
  * (read-only) or the store's lock (absent: the store does not open there,
  * start reads and marks the instance outside); the store's layers are
  * read-only, another instance out of reach. */
-static void test_start_instance_jail_plan(void **state)
+/* over_template: as a spare VMM of smolvm serve starts it (api/spare.h):
+ * the plan's common parts and the jail's root made ahead, before the
+ * machine is named; the same checks hold, the jail was made over that
+ * root (no root folder of its own in its runtime folder), and the
+ * template's folder is gone once the VMM has ended. unfit: the caches
+ * inside the instance's share, as in the first case: a template holding
+ * the caches does not fit, and the jail is made whole (its own root
+ * folder) with the same checks holding. */
+/* TEMPLATE_STALE: the mounts changed after the template was made (a
+ * tmpfs mounted, in the test's own mount namespace): the jail is made
+ * whole, as the host is now. */
+enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT, OVER_TEMPLATE_NET, TEMPLATE_STALE };
+
+static void start_instance_jail(enum template_case how)
 {
-    (void)state;
+    bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET,
+         ahead = how != NO_TEMPLATE, net = how == OVER_TEMPLATE_NET;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        char data[128], layer[128], shared[128], made[256];
+        char data[128], layer[128], shared[128], cache[128], made[256];
         struct vm_share_config share = {.path = shared, .tag = "w"};
         struct store_create_request q = {.name = "sharing", .from = layer, .kernel = layer,
                                          .shares = &share, .share_count = 1};
@@ -637,12 +651,23 @@ static void test_start_instance_jail_plan(void **state)
         struct store *s;
         int fd;
 
-        snprintf(data, sizeof(data), "%s/instance-data", dir);
-        snprintf(layer, sizeof(layer), "%s/instance-layer.raw", dir);
-        snprintf(shared, sizeof(shared), "%s/instance-share", dir);
-        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
+        /* Each case its own folders; over the template, the caches are
+         * not inside the share (a template's folder holding one of the
+         * start's paths does not fit it: the jail is made whole then). */
+        const char *as = how == OVER_TEMPLATE    ? "spare-"
+                         : how == TEMPLATE_UNFIT ? "unfit-"
+                         : how == TEMPLATE_STALE ? "stale-"
+                         : net                   ? "net-"
+                                                 : "";
+        static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
+        q.net = net ? &user_net : NULL;
+        snprintf(data, sizeof(data), "%s/%sinstance-data", dir, as);
+        snprintf(layer, sizeof(layer), "%s/%sinstance-layer.raw", dir, as);
+        snprintf(shared, sizeof(shared), "%s/%sinstance-share", dir, as);
+        snprintf(cache, sizeof(cache), "%s/%sinstance-cache", dir, as);
+        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 || mkdir(cache, 0700) < 0 ||
             setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", shared, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", over_template || how == TEMPLATE_STALE ? cache : shared, 1) < 0 ||
             (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
             _exit(100);
         close(fd);
@@ -652,10 +677,28 @@ static void test_start_instance_jail_plan(void **state)
         store_close(s);
         setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
         cli_set_verb("start");
+        /* Its mount made where the host does not see it. */
+        if (how == TEMPLATE_STALE &&
+            (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0))
+            _exit(UNAVAILABLE);
+        if (ahead) {
+            cli_confine_ahead(&o);
+            snprintf(made, sizeof(made), "%s/smolvm/spare-%d.root", inside, (int)getpid());
+            if (access(made, F_OK) < 0)
+                _exit(UNAVAILABLE); /* no namespaces here: no template */
+        }
+        if (how == TEMPLATE_STALE) {
+            snprintf(made, sizeof(made), "%s/stale-mount", dir);
+            if (mkdir(made, 0700) < 0 || mount("stale", made, "tmpfs", 0, "size=64k") < 0)
+                _exit(100);
+        }
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
             _exit(101);
+        snprintf(made, sizeof(made), "%s/smolvm/sharing.vm/root", inside);
+        if ((access(made, F_OK) == 0) == over_template)
+            _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
         snprintf(made, sizeof(made), "%s/from-instance", shared);
@@ -680,12 +723,47 @@ static void test_start_instance_jail_plan(void **state)
         snprintf(made, sizeof(made), "%s/smolvm/layers/planted", data);
         if (open(made, O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
             _exit(6);
-        /* Its settings say no network: no net helper, nor /usr for it. */
-        if (open("/usr/bin/true", O_RDONLY) >= 0)
+        /* Its settings say no network: no net helper, nor /usr for it
+         * (over a template, which holds them, taken out); with --net user
+         * the helper is there. */
+        if ((open("/usr/bin/true", O_RDONLY) >= 0) != net)
             _exit(9);
         _exit(0);
     }
     child_passed(pid);
+    char template[160];
+    snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
+    assert_int_equal(access(template, F_OK), -1);
+}
+
+static void test_start_instance_jail_plan(void **state)
+{
+    (void)state;
+    start_instance_jail(NO_TEMPLATE);
+}
+
+static void test_start_instance_jail_over_spare_template(void **state)
+{
+    (void)state;
+    start_instance_jail(OVER_TEMPLATE);
+}
+
+static void test_start_instance_jail_template_stale(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_STALE);
+}
+
+static void test_start_instance_jail_template_unfit(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_UNFIT);
+}
+
+static void test_start_instance_jail_over_template_with_net(void **state)
+{
+    (void)state;
+    start_instance_jail(OVER_TEMPLATE_NET);
 }
 
 /* receive --jail's, made once the source has connected: the VM arrives
@@ -1277,6 +1355,61 @@ static void test_probe_reaches_what_is_there(void **state)
 #endif
 }
 
+/* A name to remove after asked for twice (an instance folder is the
+ * start's own and the store's) takes one of the few slots, not two. */
+static void test_plan_leftover_once(void **state)
+{
+    (void)state;
+    struct confine_plan plan = {0};
+
+    assert_int_equal(confine_plan_leftover(&plan, "/run/x", "a"), 0);
+    assert_int_equal(confine_plan_leftover(&plan, "/run/x", "a"), 0);
+    assert_int_equal(plan.leftover_count, 1);
+    assert_int_equal(confine_plan_leftover(&plan, "/run/x", "b"), 0);
+    assert_int_equal(confine_plan_leftover(&plan, "/run/y", "a"), 0);
+    assert_int_equal(plan.leftover_count, 3);
+    confine_plan_release(&plan);
+}
+
+/* A part of a plan made ahead (a spare's, cli/jail.h), merged into
+ * another as it was resolved: each path once (writable when either is),
+ * what it is (folder or file) kept, its links made again; a plan full is
+ * an error, not a path left out. */
+static void test_plan_merge(void **state)
+{
+    (void)state;
+    struct confine_plan part = {0}, plan = {0};
+    char alias[128];
+
+    snprintf(alias, sizeof(alias), "%s/alias-for-merge", dir);
+    assert_int_equal(symlink(inside, alias), 0);
+    assert_int_equal(confine_plan_add(&part, readonly, false), 0);
+    assert_int_equal(confine_plan_add(&part, alias, true), 0);
+    unlink(alias);
+    assert_int_equal(confine_plan_add(&plan, readonly, true), 0);
+    assert_int_equal(confine_plan_merge(&plan, &part), 0);
+    assert_int_equal(plan.count, 2);
+    assert_string_equal(plan.paths[0].path, readonly);
+    assert_true(plan.paths[0].writable); /* the plan's own, kept */
+    assert_false(plan.paths[0].folder);
+    assert_string_equal(plan.paths[1].path, inside);
+    assert_true(plan.paths[1].writable && plan.paths[1].folder);
+    assert_int_equal(plan.link_count, 1);
+    assert_string_equal(plan.links[0].path, alias);
+    assert_string_equal(plan.links[0].target, inside);
+    confine_plan_release(&plan);
+    /* Full: refused whole. */
+    for (unsigned i = 0; i < CONFINE_MAX_PATHS; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "/merge-%u", i);
+        plan.paths[i].path = strdup(name);
+    }
+    plan.count = CONFINE_MAX_PATHS;
+    assert_int_equal(confine_plan_merge(&plan, &part), -E2BIG);
+    confine_plan_release(&plan);
+    confine_plan_release(&part);
+}
+
 static void test_plan_paths(void **state)
 {
     (void)state;
@@ -1521,6 +1654,10 @@ int main(void)
         cmocka_unit_test(test_run_jail_finds_unpacked_kernel),
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
+        cmocka_unit_test(test_start_instance_jail_over_spare_template),
+        cmocka_unit_test(test_start_instance_jail_template_stale),
+        cmocka_unit_test(test_start_instance_jail_template_unfit),
+        cmocka_unit_test(test_start_instance_jail_over_template_with_net),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
@@ -1532,6 +1669,8 @@ int main(void)
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),
         cmocka_unit_test(test_plan_paths),
+        cmocka_unit_test(test_plan_leftover_once),
+        cmocka_unit_test(test_plan_merge),
         cmocka_unit_test(test_failure_before_fork_closes_what_it_opened),
         cmocka_unit_test(test_cgroup_own_path),
         cmocka_unit_test(test_cgroup_cpu_max),

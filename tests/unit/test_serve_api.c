@@ -187,6 +187,37 @@ static int group_teardown(void **state)
     return scratch_teardown();
 }
 
+/* The daemon's spare VMM (api/spare.h), a stand-in smolvm again: a start
+ * goes through it (told its name on fd 3, it answers), with the options
+ * the daemon's VMs get; a spare that died is passed over and the start
+ * goes the normal way; --no-confine's spare is plain. */
+static void starts_through_a_spare(void)
+{
+    assert_int_equal(sh("printf '#!/bin/sh\\nif [ \"$2\" = --spare-fd ]; then "
+                        "[ -z \"$SPARE_DIES\" ] || exit 1; read name <&3; printf k >&3; "
+                        "echo \"spare $name $*\" > args; else echo \"$*\" > args; fi\\n' "
+                        "> fake-spare && chmod +x fake-spare"), 0);
+    api_set_executable(in_dir("fake-spare"));
+    unsetenv("SPARE_DIES");
+    api_set_vm_options(true, true);
+    api_spare_make();
+    json_decref(call("POST", "/machines/web/start", "", 200));
+    assert_int_equal(sh("grep -qx 'spare web start --spare-fd 3 --detach --jail' args"), 0);
+    api_spare_end(); /* the one made behind it */
+    setenv("SPARE_DIES", "1", 1);
+    api_spare_make();
+    json_decref(call("POST", "/machines/web/start", "", 200));
+    assert_int_equal(sh("grep -qx 'start web --detach --jail' args"), 0);
+    api_spare_end();
+    unsetenv("SPARE_DIES");
+    api_set_vm_options(false, true);
+    api_spare_make();
+    json_decref(call("POST", "/machines/web/start", "", 200));
+    assert_int_equal(sh("grep -qx 'spare web start --spare-fd 3 --detach --seccomp=off' args"), 0);
+    api_spare_end();
+    api_set_vm_options(true, false);
+}
+
 static void instances(void **state)
 {
     char body[512];
@@ -250,6 +281,7 @@ static void instances(void **state)
     setenv("CODE", "2", 1);
     setenv("WHY", "bad option", 1);
     code_is(call("POST", "/machines/web/start", "", 400), "invalid_value");
+    starts_through_a_spare();
     api_set_executable("/nonexistent/smolvm");
     code_is(call("POST", "/machines/web/start", "{\"x\":1}", 400), "unknown_field");
 
