@@ -229,6 +229,28 @@ static void linux_vmlinux_boots_through_its_64bit_entry(void **state)
     guest_memory_free(&mem);
 }
 
+/* A vmlinux has no header saying how long a command line its kernel
+ * takes: Linux x86's 2047 bytes hold, one more is refused (the kernel
+ * would cut it short without a word), as a bzImage's header has it. */
+static void linux_vmlinux_command_line_bounded(void **state)
+{
+    static char line[2049];
+    struct guest_region r[2];
+    struct guest_memory mem;
+    struct x86_cpu_state bsp;
+    struct fake f;
+    (void)state;
+
+    make_linux_fake(&f);
+    memset(line, 'a', 2047);
+    struct x86_boot_request req = {.kernel = f.img, .kernel_len = IMG_LEN, .cmdline = line};
+    assert_int_equal(guest_memory_alloc(&mem, r, x86_ram_layout(64ull << 20, r)), 0);
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), 0);
+    line[2047] = 'a';
+    assert_int_equal(x86_boot_load(&mem, &req, &bsp), -E2BIG);
+    guest_memory_free(&mem);
+}
+
 struct initrd_file {
     int fd;
     const char *path;
@@ -552,6 +574,7 @@ int main(void)
         cmocka_unit_test(loads_with_start_info),
         cmocka_unit_test(linux_vmlinux_has_its_64bit_entry),
         cmocka_unit_test(linux_vmlinux_boots_through_its_64bit_entry),
+        cmocka_unit_test(linux_vmlinux_command_line_bounded),
         cmocka_unit_test(initrd_is_read_into_guest_memory),
         cmocka_unit_test(segment_outside_ram_is_an_error),
         cmocka_unit_test(kernel_segments_are_read_from_the_file),

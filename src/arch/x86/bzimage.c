@@ -144,6 +144,12 @@ static int enter_long_mode(const struct guest_memory *mem, uint64_t entry,
     return 0;
 }
 
+/* Linux x86's COMMAND_LINE_SIZE (2048 with its NUL), fixed for the
+ * architecture: what a bzImage's header says in cmdline_size. A vmlinux
+ * has no header to say it; a longer line would be cut short by the
+ * kernel without a word, so it is refused here, as for a bzImage. */
+#define LINUX_X86_CMDLINE_MAX 2047
+
 int x86_vmlinux_enter(const struct guest_memory *mem, const struct x86_boot_request *req,
                       uint64_t initrd_addr, uint64_t entry, struct x86_cpu_state *bsp)
 {
@@ -158,7 +164,7 @@ int x86_vmlinux_enter(const struct guest_memory *mem, const struct x86_boot_requ
     memcpy(header + HDR_MAGIC, "HdrS", 4);
     put_le(header + HDR_VERSION, BOOT_PROTOCOL_MIN, 2);
     put_le(header + HDR_XLOADFLAGS, XLF_KERNEL_64, 2);
-    r = write_zero_page(mem, req, header, sizeof(header), 0, initrd_addr);
+    r = write_zero_page(mem, req, header, sizeof(header), LINUX_X86_CMDLINE_MAX, initrd_addr);
     return r < 0 ? r : enter_long_mode(mem, entry, bsp);
 }
 
