@@ -422,10 +422,7 @@ static const struct confine_path *plan_path(const struct confine_plan *p, const 
 
 static const struct confine_path *template_path(const char *path)
 {
-    for (unsigned i = 0; i < template_plan.count; i++)
-        if (strcmp(template_plan.paths[i].path, path) == 0)
-            return &template_plan.paths[i];
-    return NULL;
+    return plan_path(&template_plan, path);
 }
 
 /* Whether a or b is inside the other (a folder of the template holding a

@@ -945,6 +945,25 @@ static uint8_t *exact_working_set(size_t *len)
     return data;
 }
 
+/* RAM saved with a working set section (other_ram: one whose RAM size
+ * is not this RAM's), then a first start of it up to its prefill. Skips
+ * where there is no userfaultfd, before anything is made. */
+static void start_with_bundled_set(struct guest_memory *mem, struct guest_memory *back,
+                                   struct bundle **b, struct ram_faults **faults, bool other_ram)
+{
+    size_t len;
+    uint8_t *data;
+
+    if (!ram_faults_supported())
+        skip();
+    data = exact_working_set(&len);
+    if (other_ram)
+        data[8] ^= 1; /* its RAM's size */
+    saved_ram_with(mem, data, len);
+    free(data);
+    start_first_prefill_only(back, b, faults);
+}
+
 /* A first start of a bundle that carries a working set (saved from a VM
  * whose start had recorded one), none of its RAM kept yet, decodes the
  * chunks holding it before the guest runs, as with one kept; the set is
@@ -956,15 +975,9 @@ static void bundled_working_set_decoded_before_the_guest(void **state)
     struct working_set_counts counts;
     struct bundle *b;
     char ws[300];
-    size_t len;
-    uint8_t *data = exact_working_set(&len);
     (void)state;
 
-    if (!ram_faults_supported())
-        skip();
-    saved_ram_with(&mem, data, len);
-    free(data);
-    start_first_prefill_only(&back, &b, &faults);
+    start_with_bundled_set(&mem, &back, &b, &faults, false);
     assert_int_equal(present_pages(&back, 128, 128), 128);
     assert_int_equal(present_pages(&back, 4 * 128, 128), 128);
     assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
@@ -985,16 +998,9 @@ static void bundled_working_set_of_other_ram_unused(void **state)
     struct ram_faults *faults = NULL;
     struct bundle *b;
     char ws[300];
-    size_t len;
-    uint8_t *data = exact_working_set(&len);
     (void)state;
 
-    if (!ram_faults_supported())
-        skip();
-    data[8] ^= 1; /* its RAM's size */
-    saved_ram_with(&mem, data, len);
-    free(data);
-    start_first_prefill_only(&back, &b, &faults);
+    start_with_bundled_set(&mem, &back, &b, &faults, true);
     assert_int_equal(present_pages(&back, 128, 128), 0);
     stop_prefill_only(faults);
     cached_working_set(b, ws);
