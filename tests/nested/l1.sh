@@ -21,6 +21,8 @@
 #        L1_DISK       a raw image the L1 sees as a virtio disk (/dev/vda,
 #                      host page cache bypassed): files whose page cache a
 #                      script drops must come back from a disk, not tmpfs
+#        L1_QEMU=system  the system's QEMU as the emulator, not the one
+#                      tools/l1-qemu.sh unpacked (see there why)
 set -euo pipefail
 
 script=$(realpath "$1")
@@ -66,10 +68,14 @@ disk=()
 # both VMMs' figures swing 5-10x within one run; the L1 runs ahead of them.
 nice=()
 [ "$(id -u)" -ne 0 ] || nice=(nice -n "${L1_NICE:--10}")
+mapfile -t emulator < <("$here/../../tools/l1-qemu.sh" path)
+[ -z "${emulator[1]:-}" ] || emulator+=(-L "${emulator[1]}")
+unset 'emulator[1]'
+"${emulator[0]}" --version | head -n 1 > "$results/l1-emulator.txt"
 # QEMU's monitor, asked what a wedged L1 is doing before it is killed.
 monitor_dir=$(mktemp -d)
 trap 'rm -rf "$monitor_dir"' EXIT
-"${nice[@]}" timeout "${L1_TIMEOUT:-3000}" qemu-system-x86_64 \
+"${nice[@]}" timeout "${L1_TIMEOUT:-3000}" "${emulator[@]}" \
     -M q35 -accel tcg,thread=multi -cpu EPYC,+svm -m 10240 -smp "${L1_SMP:-1}" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$initrd" \
