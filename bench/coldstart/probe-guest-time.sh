@@ -1,0 +1,103 @@
+#!/bin/bash
+# Probe (not a test): what a restored guest does between its first vCPU
+# entry and its first output (issue 18). For the timer-driven guest (a
+# line every 20 ms, saved mid-count) and the input-driven one (saved at
+# its ready line, answering a line on stdin), a later start (memory cache
+# and working set made by two starts before) is traced with every KVM
+# event of the L1 (exits and their reasons, MSR writes such as the
+# TSC deadline, LAPIC accesses, injected interrupts, port I/O, NPT faults,
+# kvmclock updates) and the scheduler's switches, from the launch
+# (a trace_marker line) to the marker. RESULTS/probe-guest/NAME-N.trace
+# and .log (the start's --trace-boot --json).
+# usage: SCENARIOS=x tests/nested/run bench/coldstart/probe-guest-time.sh
+set -u
+results=$1
+# shellcheck source=/dev/null
+. "$results/params.sh"
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=../lib.sh
+. "$here/../lib.sh" # bench_ms_to
+out=$results/probe-guest
+mkdir -p "$out"
+: > "$results/summary"
+BASE_CMDLINE="console=ttyS0 quiet panic=-1"
+work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-probe.XXXXXX")
+export XDG_RUNTIME_DIR=$work/run XDG_DATA_HOME=$work/data XDG_CACHE_HOME=$work/cache
+mkdir -m 0700 -p "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME" "$XDG_CACHE_HOME"
+cp "$SMOLVM" "$work/smolvm"
+SMOLVM=$work/smolvm
+mkfifo "$work/quiet"
+exec 8<> "$work/quiet"
+tracing=/sys/kernel/tracing
+[ -d "$tracing/events/kvm" ] || mount -t tracefs nodev "$tracing" 2> /dev/null
+
+# save_at BUNDLE TEST MARKER: boots TEST, waits for MARKER and a second, saves.
+save_at() {
+    local fifo=$work/fifo log=$work/boot.log pid
+    rm -f "$fifo"; mkfifo "$fifo"
+    "$SMOLVM" run --name probe --mem 256M --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$BASE_CMDLINE smolvm.test=$2" < "$fifo" > "$log" 2>&1 &
+    pid=$!
+    exec 7> "$fifo"
+    for _ in $(seq 1 300); do grep -q "$3" "$log" && break; sleep 0.5; done
+    sleep 1
+    "$SMOLVM" save probe -o "$1" > /dev/null
+    timeout 60 tail --pid="$pid" -f /dev/null
+    wait "$pid"
+    exec 7>&-
+}
+
+# start_to NAME MARKER INPUT COMMAND...: one start to MARKER (stdin: INPUT
+# as a line, or none), stopped by SIGTERM there.
+start_to() {
+    local name=$1 marker=$2 input=$3 ms
+    shift 3
+    : > "$out/$name.log"
+    if [ "$input" = none ]; then
+        BENCH_LOG=$out/$name.log BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM bench_ms_to ms "$marker" "$@" < "$work/quiet"
+    else
+        BENCH_LOG=$out/$name.log BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM bench_ms_to ms "$marker" "$@" <<< "$input"
+    fi
+    echo "$name: $ms ms" >> "$out/times.txt"
+}
+
+# traced NAME MARKER INPUT COMMAND...: start_to with every KVM event and
+# the scheduler's switches and wake-ups traced.
+traced() {
+    local name=$1 e
+    echo 0 > "$tracing/tracing_on"
+    echo 65536 > "$tracing/buffer_size_kb"
+    : > "$tracing/trace"
+    echo 1 > "$tracing/events/kvm/enable"
+    for e in sched_switch sched_wakeup; do echo 1 > "$tracing/events/sched/$e/enable"; done
+    echo 1 > "$tracing/tracing_on"
+    echo "LAUNCH $name" > "$tracing/trace_marker"
+    start_to "$@"
+    echo "MARKER-SEEN $name" > "$tracing/trace_marker"
+    echo 0 > "$tracing/tracing_on"
+    echo 0 > "$tracing/events/kvm/enable"
+    for e in sched_switch sched_wakeup; do echo 0 > "$tracing/events/sched/$e/enable"; done
+    cp "$tracing/trace" "$out/$name.trace"
+    : > "$tracing/trace"
+}
+
+# guest NAME TEST SAVE_MARKER MARKER INPUT: save, make the cache and the
+# working set, then time three later starts, the middle one traced.
+guest() {
+    local name=$1 test=$2 save_marker=$3 marker=$4 input=$5 bundle=$work/$1.smolmachine n
+    save_at "$bundle" "$test" "$save_marker"
+    rm -rf "$XDG_CACHE_HOME/smolvm/memory"
+    start_to "$name-first" "$marker" "$input" "$SMOLVM" start "$bundle" --name s --trace-boot --json
+    start_to "$name-second" "$marker" "$input" "$SMOLVM" start "$bundle" --name s --trace-boot --json
+    for n in 1 2 3; do
+        start_to "$name-later-$n" "$marker" "$input" "$SMOLVM" start "$bundle" --name s --trace-boot --trace-until "$marker" --json
+        traced "$name-traced-$n" "$marker" "$input" "$SMOLVM" start "$bundle" --name s --trace-boot --trace-until "$marker" --json
+    done
+    rm -f "$bundle"
+}
+
+guest tick tick "TICK 10" "TICK " none
+guest input echo SMOLVM-GUEST-UP GUEST-GOT=go go
+exec 8>&-
+rm -rf "$work"
+echo "PASS probe-guest-time" >> "$results/summary"
