@@ -8,7 +8,9 @@
 # TSC deadline, LAPIC accesses, injected interrupts, port I/O, NPT faults,
 # kvmclock updates) and the scheduler's switches, from the launch
 # (a trace_marker line) to the marker. RESULTS/probe-guest/NAME-N.trace
-# and .log (the start's --trace-boot --json).
+# and .log (the start's --trace-boot --json); RESULTS/probe-guest/summary.txt:
+# each traced start's first entry and first byte out (ms from the launch)
+# and the exits between them by reason (npf: the guest's NPT faults).
 # usage: SCENARIOS=x tests/nested/run bench/coldstart/probe-guest-time.sh
 set -u
 results=$1
@@ -79,7 +81,33 @@ traced() {
     for e in sched_switch sched_wakeup; do echo 0 > "$tracing/events/sched/$e/enable"; done
     cp "$tracing/trace" "$out/$name.trace"
     : > "$tracing/trace"
+    echo "$name: $(awk "$SPLIT_AWK" "$out/$name.trace")" >> "$out/summary.txt"
 }
+
+# From a trace of one start (the trace_marker LAUNCH line first): the
+# first vCPU entry and the guest's first byte to the UART (THR, port
+# 0x3f8), in ms from the launch, and the exits between them by reason.
+# shellcheck disable=SC2016
+SPLIT_AWK='
+{
+    ts = ""
+    for (i = 1; i <= NF; i++)
+        if ($i ~ /^[0-9]+\.[0-9]+:$/) { ts = substr($i, 1, length($i) - 1) * 1000; ev = $(i + 1); break }
+    if (ts == "") next
+    if (ev == "tracing_mark_write:" && launch == "") launch = ts
+    if (launch == "" || out != "") next
+    if (ev == "kvm_entry:" && entry == "") entry = ts
+    if (entry == "") next
+    if (ev == "kvm_pio:" && /pio_write at 0x3f8 /) { out = ts; next }
+    if (ev == "kvm_exit:") { r = $0; sub(/.*reason /, "", r); sub(/ .*/, "", r); exits[r]++; total++ }
+}
+END {
+    if (entry == "" || out == "") { print "no first entry or no output traced"; exit }
+    line = sprintf("first vCPU entry %.1f ms from the launch, first byte out %.1f (+%.1f ms): %d exits,", entry - launch, out - launch, out - entry, total)
+    for (r in exits) line = line sprintf(" %s %d", r, exits[r])
+    print line
+}'
+
 
 # guest NAME TEST SAVE_MARKER MARKER INPUT: save, make the cache and the
 # working set, then time three later starts, the middle one traced.
