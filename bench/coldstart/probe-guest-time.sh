@@ -22,32 +22,13 @@ here=$(dirname "$(realpath "$0")")
 out=$results/probe-guest
 mkdir -p "$out"
 : > "$results/summary"
-BASE_CMDLINE="console=ttyS0 quiet panic=-1"
-work=$(mktemp -d "${TMPDIR:-/tmp}/smolvm-probe.XXXXXX")
-export XDG_RUNTIME_DIR=$work/run XDG_DATA_HOME=$work/data XDG_CACHE_HOME=$work/cache
-mkdir -m 0700 -p "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME" "$XDG_CACHE_HOME"
+# shellcheck source=probe-lib.sh
+. "$here/probe-lib.sh" # PROBE_WORK, probe_save_at
+work=$PROBE_WORK
 cp "$SMOLVM" "$work/smolvm"
 SMOLVM=$work/smolvm
-mkfifo "$work/quiet"
-exec 8<> "$work/quiet"
 tracing=/sys/kernel/tracing
 [ -d "$tracing/events/kvm" ] || mount -t tracefs nodev "$tracing" 2> /dev/null
-
-# save_at BUNDLE TEST MARKER: boots TEST, waits for MARKER and a second, saves.
-save_at() {
-    local fifo=$work/fifo log=$work/boot.log pid
-    rm -f "$fifo"; mkfifo "$fifo"
-    "$SMOLVM" run --name probe --mem 256M --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$BASE_CMDLINE smolvm.test=$2" < "$fifo" > "$log" 2>&1 &
-    pid=$!
-    exec 7> "$fifo"
-    for _ in $(seq 1 300); do grep -q "$3" "$log" && break; sleep 0.5; done
-    sleep 1
-    "$SMOLVM" save probe -o "$1" > /dev/null
-    timeout 60 tail --pid="$pid" -f /dev/null
-    wait "$pid"
-    exec 7>&-
-}
 
 # start_to NAME MARKER INPUT COMMAND...: one start to MARKER (stdin: INPUT
 # as a line, or none), stopped by SIGTERM there.
@@ -113,7 +94,7 @@ END {
 # working set, then time three later starts, the middle one traced.
 guest() {
     local name=$1 test=$2 save_marker=$3 marker=$4 input=$5 bundle=$work/$1.smolmachine n
-    save_at "$bundle" "$test" "$save_marker"
+    probe_save_at "$bundle" "$test" "$save_marker"
     rm -rf "$XDG_CACHE_HOME/smolvm/memory"
     start_to "$name-first" "$marker" "$input" "$SMOLVM" start "$bundle" --name s --trace-boot --json
     start_to "$name-second" "$marker" "$input" "$SMOLVM" start "$bundle" --name s --trace-boot --json
@@ -126,6 +107,5 @@ guest() {
 
 guest tick tick "TICK 10" "TICK " none
 guest input echo SMOLVM-GUEST-UP GUEST-GOT=go go
-exec 8>&-
-rm -rf "$work"
+probe_done
 echo "PASS probe-guest-time" >> "$results/summary"
