@@ -155,7 +155,9 @@ first_starts() {
 
 # carried_first METRIC MARKER SAVE_AFTER BUNDLE OPTION...: the first start
 # of a bundle that carries a working set (a fresh copy's, issue 18): BUNDLE
-# is started (a later start: an exact set of its RAM is kept), and once
+# is started (a later start; run after the round's later starts, so the
+# exact set of its RAM they recorded is there and this start, never fed its
+# input, records none: run before them, in a first round, it did), and once
 # SAVE_AFTER shows on its console (- : after 2 s; the input-driven guest
 # prints nothing before its input) it is saved to a new bundle, which
 # carries that set; the new bundle's first start (no memory cache at all,
@@ -292,7 +294,6 @@ for mem in ${MEMS:-256M 2G}; do
     done
     for i in $(seq 1 "$RUNS"); do
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM rounds_first_starts "$i" tick "TICK " "$tick" "$tick.baseline" --name s --trace-boot --trace-until "TICK " --json
-        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM carried_first "tick-first-carried-$mem" "TICK " "TICK " "$tick" --name s --trace-boot --trace-until "TICK " --json
         ! baseline_first "$i" || INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-baseline-$mem" "TICK " "$baseline" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-$mem" "TICK " "$SMOLVM" start "$tick" --name s --trace-boot --trace-until "TICK " --json
         [ "$i" = 1 ] && echo "tick start $mem trace: $(grep -o '"events".*' "$work/last.log")" >> "$facts"
@@ -300,6 +301,7 @@ for mem in ${MEMS:-256M 2G}; do
         # Against every page faulted in as touched (no working set).
         INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-lazy-$mem" "TICK " "$SMOLVM" start "$tick" --name s --memory lazy --trace-boot --trace-until "TICK " --json
         [ -z "$baseline" ] || baseline_first "$i" || INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM ms_to smolvm "tick-start-baseline-$mem" "TICK " "$baseline" start "$tick" --name s --trace-boot --trace-until "TICK " --json
+        INPUT=none BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=TERM carried_first "tick-first-carried-$mem" "TICK " "TICK " "$tick" --name s --trace-boot --trace-until "TICK " --json
         INPUT=none BENCH_KILL_AT_MARKER=1 ms_to smolvm "tick-boot-$mem" "TICK 1" "$SMOLVM" run --mem "$mem" --kernel "$KERNEL" \
             --initrd "$INITRD" --cmdline "$BASE_CMDLINE smolvm.test=tick"
     done
@@ -322,7 +324,6 @@ for mem in ${MEMS:-256M 2G}; do
     echo "mem $mem: RAM touched at the save $(du -sm "$XDG_CACHE_HOME/smolvm/memory" | cut -f1) MiB" >> "$facts"
     for i in $(seq 1 "$RUNS"); do
         rounds_first_starts "$i" start GUEST-GOT=go "$bundle" "$bundle.baseline" --name s --trace-boot --trace-until GUEST-GOT=go --json
-        carried_first "start-first-carried-$mem" GUEST-GOT=go - "$bundle" --name s --trace-boot --trace-until GUEST-GOT=go --json
         ! baseline_first "$i" || ms_to smolvm "start-map-baseline-$mem" GUEST-GOT=go "$baseline" start "$bundle" \
             --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
         for mode in copy map lazy decompress; do
@@ -334,6 +335,7 @@ for mem in ${MEMS:-256M 2G}; do
             --memory map --trace-boot --trace-until GUEST-GOT=go --json
         [ -z "$baseline" ] || baseline_first "$i" || ms_to smolvm "start-map-baseline-$mem" GUEST-GOT=go "$baseline" start "$bundle" \
             --name s --memory map --trace-boot --trace-until GUEST-GOT=go --json
+        carried_first "start-first-carried-$mem" GUEST-GOT=go - "$bundle" --name s --trace-boot --trace-until GUEST-GOT=go --json
         # With the page cache dropped (after a reboot, or among many
         # bundles), where fetching the working set at once should pay most.
         for mode in map lazy; do
