@@ -87,9 +87,21 @@ static int add_instance_shares(struct confine_plan *p, const char *name)
 {
     struct instance_shares s = {p, 0};
 
-    if (machine_instance_each_share(name, add_instance_share, &s) < 0 && s.r == 0)
+    if (machine_start_named_each_share(name, add_instance_share, &s) < 0 && s.r == 0)
         err_clear();
     return s.r;
+}
+
+/* Whether $SMOLVM_NET_HELPER was set here (add_net_helper()), not by the
+ * user: a spare sets it ahead, for every start; one whose VM has no
+ * helper takes it out again (forget_net_helper()). */
+static bool helper_named_here;
+
+static void forget_net_helper(void)
+{
+    if (helper_named_here)
+        unsetenv("SMOLVM_NET_HELPER");
+    helper_named_here = false;
 }
 
 /* --net user's helper runs in the jail too: its executable (found now,
@@ -104,6 +116,8 @@ static int add_net_helper(struct confine_plan *p)
 
     if (r == 0)
         r = confine_plan_add(p, helper, false);
+    if (r == 0 && !getenv("SMOLVM_NET_HELPER"))
+        helper_named_here = true;
     if (r == 0 && setenv("SMOLVM_NET_HELPER", helper, 1) < 0)
         r = err_set(errno, "--jail");
     for (size_t i = 0; i < sizeof(host_files) / sizeof(host_files[0]) && r == 0; i++)
@@ -453,14 +467,29 @@ static bool template_fits(const struct confine_plan *p)
     return true;
 }
 
+/* The template's folder (RUNTIME/spare-PID.root) among p's leftovers:
+ * the relay removes it after the VM. */
+static int template_folder_left(struct confine_plan *p)
+{
+    char *dir = strdup(template_plan.root);
+    int r = dir ? 0 : err_set(ENOMEM, "--jail");
+
+    if (r == 0) {
+        *strrchr(dir, '/') = '\0';
+        r = confine_plan_leftover(p, dir, strrchr(template_plan.root, '/') + 1);
+    }
+    free(dir);
+    return r;
+}
+
 /* p made a plan of what the template's root lacks: the paths and links
  * it holds taken out, its root the template's (removed by the relay after
  * the VM), its namespaces joined by jail_enter(). */
 static int template_take(struct confine_plan *p)
 {
     unsigned kept = 0, links = 0;
-    char *root = strdup(template_plan.root), *dir = root ? strdup(root) : NULL;
-    int r = root && dir ? 0 : err_set(ENOMEM, "--jail");
+    char *root = strdup(template_plan.root);
+    int r = root ? 0 : err_set(ENOMEM, "--jail");
 
     /* What the template holds that p does not let in: taken out of its
      * root (one inside another of the template's goes with that one, or
@@ -493,10 +522,8 @@ static int template_take(struct confine_plan *p)
             p->links[links++] = p->links[i];
     }
     p->link_count = links;
-    if (r == 0) {
-        *strrchr(dir, '/') = '\0';
-        r = confine_plan_leftover(p, dir, strrchr(root, '/') + 1);
-    }
+    if (r == 0)
+        r = template_folder_left(p);
     if (r == 0) {
         free(p->root);
         p->root = root, root = NULL;
@@ -507,21 +534,31 @@ static int template_take(struct confine_plan *p)
         template_mounts = NULL;
     }
     free(root);
-    free(dir);
     return r;
 }
+
+/* This process forked its VMM before making its plan (fork_vmm_ahead()):
+ * the template's namespaces joined, it is the relay to be. */
+static bool vmm_forked_ahead;
 
 /* An instance start's plan p (start NAME, the daemon's): over the spare's
  * template when there is one and it fits; else the template let go. */
 static int template_use(struct confine_plan *p, bool start, const char *bundle)
 {
+    int r = 0;
+
     if (!template_made)
         return 0;
     if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p) &&
-        template_mounts_current())
+        (vmm_forked_ahead || template_mounts_current()))
         return template_take(p);
+    /* A VMM forked ahead makes its root whole in the template's
+     * namespaces (joined), where the template's folder is a mount point:
+     * the relay removes it after. */
+    if (vmm_forked_ahead)
+        r = template_folder_left(p);
     template_discard();
-    return 0;
+    return r;
 }
 
 void cli_confine_ahead_release(void)
@@ -551,6 +588,13 @@ void cli_confine_ahead(const struct vm_options *o)
     ahead_made = true;
     template_make();
     trace_add_count(TRACE_SPARE_AHEAD_US, trace_now_us() - began);
+}
+
+/* Whether the VM may run --net user's helper (make_plan()). */
+static bool needs_net_helper(const struct vm_config *cfg, bool start, const char *bundle)
+{
+    return start ? !(bundle && machine_start_named_without_net(bundle))
+                 : cfg->net.mode == VM_NET_USER;
 }
 
 static int make_plan(const struct vm_options *o, const char *name, bool start,
@@ -586,12 +630,12 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
      * run: only --net none may lose the host's network (a TAP is
      * attached, the helper connects, in the host's). */
     p->new_net = !start && cfg->net.mode == VM_NET_NONE;
-    bool helper = start ? !(bundle && machine_start_named_without_net(bundle))
-                        : cfg->net.mode == VM_NET_USER;
     if (r == 0 && cfg->net.mode == VM_NET_TAP)
         r = confine_plan_add(p, "/dev/net/tun", true);
-    if (r == 0 && helper)
+    if (r == 0 && needs_net_helper(cfg, start, bundle))
         r = add_part(p, PART_NET_HELPER, o, start);
+    else
+        forget_net_helper(); /* a spare's, set ahead */
     return r;
 }
 
@@ -604,6 +648,46 @@ static void make_vm_ahead(void)
 {
     if (hv_vm_create_ahead() < 0)
         err_clear();
+}
+
+/* A start through a spare (start NAME over its template, the host's
+ * mounts unchanged, no cgroup to enter first): its VMM forked now, its
+ * VM made as this process makes the plan (jail_fork_ahead()). 1 in the
+ * VMM, confined; 0 here (forked or not: vmm_forked_ahead); an error. */
+static int fork_vmm_ahead(bool start, const char *bundle,
+                          const struct instance_receiving *receiving,
+                          const struct cgroup_limits *limits)
+{
+    int r;
+
+    if (!template_made || !start || !bundle || !instance_named(bundle) || receiving ||
+        limits->cpu_quota_milli || limits->mem_bytes)
+        return 0;
+    if (!template_mounts_current()) {
+        template_discard(); /* the start makes its jail whole */
+        return 0;
+    }
+    r = confine_fork_ahead(template_ns, make_vm_ahead);
+    if (r == 0)
+        vmm_forked_ahead = true;
+    else if (r < 0 && r != -ENOTRECOVERABLE) { /* nothing changed */
+        template_discard();
+        err_clear();
+        r = 0;
+    }
+    return r;
+}
+
+/* Confined as asked (got): a jail that is less is said. */
+static int confined(enum confine_kind got)
+{
+    /* Asked for a jail, the user hears when it is less (status says it
+     * always: 'smolvm ps --json'). */
+    if (got != CONFINE_JAIL)
+        fprintf(stderr, "smolvm: %s: --jail: no namespaces allowed here; confinement: %s\n",
+                cli_verb(), confine_description());
+    confine_probe();
+    return CLI_OK;
 }
 
 static int confine_as(const struct vm_options *o, const char *name, bool start,
@@ -621,6 +705,15 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
+    if ((r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
+        if (!needs_net_helper(&o->vm, start, bundle))
+            forget_net_helper(); /* as its relay's plan does */
+        return confined(CONFINE_JAIL);
+    }
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (vmm_forked_ahead)
+        began = trace_now_us(); /* the plan's own time, sent to the VMM's trace */
     r = make_plan(o, name, start, bundle, receiving, &plan);
     if (r == 0)
         r = template_use(&plan, start, bundle);
@@ -632,13 +725,7 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     confine_plan_release(&plan);
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    /* Asked for a jail, the user hears when it is less (status says it
-     * always: 'smolvm ps --json'). */
-    if (got != CONFINE_JAIL)
-        fprintf(stderr, "smolvm: %s: --jail: no namespaces allowed here; confinement: %s\n",
-                cli_verb(), confine_description());
-    confine_probe();
-    return CLI_OK;
+    return confined(got);
 }
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
