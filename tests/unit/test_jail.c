@@ -267,6 +267,64 @@ static void test_jail_runs_ahead_in_vmm(void **state)
     child_passed(pid);
 }
 
+/* A spare's VMM forked before its plan (jail_fork_ahead()): its
+ * vmm_ahead runs in it (pid 1, on a thread of its own, over before it is
+ * confined), and the plan its relay makes after the fork -- naming a file
+ * made only then -- is the one it keeps to, over the template's root. */
+static void test_vmm_forked_before_its_plan(void **state)
+{
+    (void)state;
+    char later[128], spare_root[128];
+    pid_t pid;
+
+    snprintf(later, sizeof(later), "%s/made-after-the-fork.txt", dir);
+    snprintf(spare_root, sizeof(spare_root), "%s/spare.root", inside);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan common = {0}, plan = {0};
+        enum confine_kind got;
+        int ns[3], fd;
+
+        if (confine_plan_add(&common, readonly, false) < 0 || !(common.root = strdup(spare_root)))
+            _exit(100);
+        if (jail_template_make(&common, ns) < 0)
+            _exit(UNAVAILABLE);
+        int r = jail_fork_ahead(ns, look_ahead);
+        if (r == 1) { /* the VMM, confined */
+            if (!ahead_saw.done || ahead_saw.pid != 1 || ahead_saw.tid == 1)
+                exit(1); /* not run in it, on a thread, and waited for */
+            if (threads() != 1 || !powerless(true) || getpid() != 1)
+                exit(2);
+            if ((fd = open(later, O_RDONLY)) < 0)
+                exit(3); /* the plan made after the fork is the one it got */
+            close(fd);
+            if ((fd = open(readonly, O_RDONLY)) < 0)
+                exit(4); /* the template's paths are there */
+            close(fd);
+            if (open(outside, O_RDONLY) >= 0 || open(later, O_WRONLY) >= 0)
+                exit(5);
+            exit(0);
+        }
+        if (r < 0)
+            _exit(r == -EPERM || r == -ENOSYS || r == -EINVAL ? UNAVAILABLE : 101);
+        /* The relay to be: the plan made now. */
+        if ((fd = open(later, O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0)
+            _exit(102);
+        close(fd);
+        if (confine_plan_add(&plan, later, false) < 0 || !(plan.root = strdup(spare_root)) ||
+            confine_plan_leftover(&plan, inside, "spare.root") < 0)
+            _exit(100);
+        memcpy(plan.template_ns, ns, sizeof(ns));
+        r = confine_enter(&plan, &got); /* relays: returns only on failure */
+        fprintf(stderr, "%s\n", err_msg());
+        _exit(103);
+    }
+    child_passed(pid);
+    unlink(later);
+    assert_int_equal(access(spare_root, F_OK), -1); /* the relay's leftover */
+}
+
 static void test_landlock_keeps_to_plan(void **state)
 {
     (void)state;
@@ -734,6 +792,58 @@ static void start_instance_jail(enum template_case how)
     char template[160];
     snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
     assert_int_equal(access(template, F_OK), -1);
+}
+
+/* What start NAME's plan learns of the instance's shares. */
+static int count_share(void *ctx, const struct vm_share_config *share)
+{
+    char *shared = ctx;
+    if (strcmp(share->path, shared) != 0)
+        return -EINVAL;
+    shared[0] = '\0'; /* seen */
+    return 0;
+}
+
+/* A start reads its instance's settings once (machine_start_named_prepare(),
+ * outside): the jail's plan takes the shares from them, not from
+ * instance.json read again. */
+static void test_start_reads_instance_settings_once(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char data[128], layer[128], shared[128], settings[192];
+        struct vm_share_config share = {.path = shared, .tag = "w"};
+        struct store_create_request q = {.name = "once", .from = layer, .kernel = layer,
+                                         .shares = &share, .share_count = 1};
+        struct store *s;
+        int fd;
+
+        snprintf(data, sizeof(data), "%s/once-data", dir);
+        snprintf(layer, sizeof(layer), "%s/once-layer.raw", dir);
+        snprintf(shared, sizeof(shared), "%s/once-share", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
+            setenv("XDG_DATA_HOME", data, 1) < 0 ||
+            (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
+            _exit(100);
+        close(fd);
+        if (store_open(&s) < 0 || store_create_from(s, &q) < 0)
+            _exit(100);
+        store_close(s);
+        if (machine_start_named_prepare("once") < 0)
+            _exit(101);
+        /* Changed after it was read: not read again. */
+        snprintf(settings, sizeof(settings), "%s/smolvm/instances/once/instance.json", data);
+        if ((fd = open(settings, O_WRONLY | O_TRUNC)) < 0 || write(fd, "{", 1) != 1)
+            _exit(100);
+        close(fd);
+        if (machine_start_named_each_share("once", count_share, shared) < 0)
+            _exit(1);
+        _exit(shared[0] == '\0' ? 0 : 2);
+    }
+    child_passed(pid);
 }
 
 static void test_start_instance_jail_plan(void **state)
@@ -1649,11 +1759,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_jail_runs_ahead_in_vmm),
+        cmocka_unit_test(test_vmm_forked_before_its_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_run_jail_finds_unpacked_kernel),
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
+        cmocka_unit_test(test_start_reads_instance_settings_once),
         cmocka_unit_test(test_start_instance_jail_over_spare_template),
         cmocka_unit_test(test_start_instance_jail_template_stale),
         cmocka_unit_test(test_start_instance_jail_template_unfit),
