@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -379,6 +380,100 @@ static char *mount_table(size_t *len)
     return buf;
 }
 
+/* The template's paths, watched (inotify) from before it was made: one
+ * removed, renamed or replaced -- or a folder on its way -- while the
+ * spare waits is still the old one in the template's root (a cache folder
+ * removed and made again: the VM's writes to it lost). A start after one
+ * did makes its jail whole, as it makes it when the mounts changed. Each
+ * watch is a folder's or file's (in wd), and for a folder on a path's
+ * way, the name on that way (a change of another name there is none of
+ * the template's); NULL: the path itself (any change). */
+enum { TEMPLATE_WATCHES_MAX = 4 * CONFINE_MAX_PATHS };
+static struct {
+    int wd;
+    char *name;
+} watches[TEMPLATE_WATCHES_MAX];
+static unsigned watch_count;
+static int watch_fd = -1;
+
+static void template_unwatch(void)
+{
+    if (watch_fd >= 0)
+        close(watch_fd);
+    watch_fd = -1;
+    for (unsigned i = 0; i < watch_count; i++)
+        free(watches[i].name);
+    watch_count = 0;
+}
+
+/* path (absolute, as resolved: no link on its way) and the folders on its
+ * way watched. 0, or -1 (the template unused). */
+static int watch_path(const char *path)
+{
+    char *way = strdup(path), *slash = NULL;
+    int r = way ? 0 : -1;
+
+    for (bool self = true; r == 0; self = false) {
+        const char *name = self ? NULL : slash + 1;
+        uint32_t mask = IN_DELETE_SELF | IN_MOVE_SELF | IN_DONT_FOLLOW | IN_MASK_ADD |
+                        (self ? 0 : IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_CREATE);
+        int wd = inotify_add_watch(watch_fd, *way ? way : "/", mask);
+        if (wd < 0 || watch_count == TEMPLATE_WATCHES_MAX ||
+            (name && !(name = strdup(name))))
+            r = -1;
+        else
+            watches[watch_count++] = (typeof(watches[0])){wd, (char *)name};
+        if (r < 0 || !*way)
+            break;
+        slash = strrchr(way, '/');
+        *slash = '\0'; /* its folder next ("" is /), watched for slash + 1 */
+    }
+    free(way);
+    return r;
+}
+
+static int template_watch(void)
+{
+    template_unwatch();
+    if ((watch_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0)
+        return -1;
+    for (unsigned i = 0; i < template_plan.count; i++)
+        if (watch_path(template_plan.paths[i].path) < 0)
+            return -1;
+    return 0;
+}
+
+/* Whether an event on wd naming name (NULL: none) is one of the template's. */
+static bool watched(int wd, const char *name)
+{
+    for (unsigned i = 0; i < watch_count; i++)
+        if (watches[i].wd == wd && (!watches[i].name || !name || strcmp(watches[i].name, name) == 0))
+            return true;
+    return false;
+}
+
+/* Whether none of the template's paths changed since it was made (one
+ * read of the events queued). The watches let go of: asked once. */
+static bool template_paths_unchanged(void)
+{
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    bool changed = watch_fd < 0;
+
+    while (!changed && (n = read(watch_fd, buf, sizeof(buf))) > 0)
+        for (char *at = buf; at < buf + n && !changed;) {
+            const struct inotify_event *e = (const struct inotify_event *)at;
+            /* One with no name is the watched path's own (or the queue
+             * overflowed, or a watch went): a change. */
+            changed = (e->mask & IN_Q_OVERFLOW) || watched(e->wd, e->len ? e->name : NULL);
+            at += sizeof(*e) + e->len;
+        }
+    if (!changed && errno != EAGAIN)
+        changed = true; /* unread: not known unchanged */
+    template_unwatch();
+    return !changed;
+}
+
 /* Whether the host's mounts are still those the template was made over. */
 static bool template_mounts_current(void)
 {
@@ -394,6 +489,7 @@ static bool template_mounts_current(void)
  * its folder. */
 static void template_discard(void)
 {
+    template_unwatch();
     if (template_made)
         for (int i = 0; i < 3; i++)
             close(template_ns[i]);
@@ -413,8 +509,10 @@ static void template_make(void)
 
     for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && r == 0; i++)
         r = confine_plan_merge(&template_plan, &ahead_parts[held[i]]);
-    /* Read before the template copies the mounts: a change in between
-     * is seen as one. */
+    /* Read, and watched, before the template copies the mounts and binds
+     * its paths: a change in between is seen as one. */
+    if (r == 0 && template_watch() < 0)
+        r = -1;
     if (r == 0)
         template_mounts = mount_table(&template_mounts_len);
     if (r == 0 && template_mounts && (template_plan.root = spare_root_dir(getpid())) &&
@@ -424,6 +522,14 @@ static void template_make(void)
     }
     template_discard(); /* the start makes its jail whole */
     err_clear();
+}
+
+/* Whether the template's root is the host's as it is now: the mounts it
+ * copied, the paths it holds (each asked once a start). */
+static bool template_current(void)
+{
+    bool paths = template_paths_unchanged(); /* asked whatever the mounts say: let go of */
+    return template_mounts_current() && paths;
 }
 
 static const struct confine_path *plan_path(const struct confine_plan *p, const char *path)
@@ -529,6 +635,7 @@ static int template_take(struct confine_plan *p)
         p->root = root, root = NULL;
         memcpy(p->template_ns, template_ns, sizeof(template_ns));
         template_made = false; /* jail_enter() closes the namespaces */
+        template_unwatch();
         confine_plan_release(&template_plan);
         free(template_mounts);
         template_mounts = NULL;
@@ -550,7 +657,7 @@ static int template_use(struct confine_plan *p, bool start, const char *bundle)
     if (!template_made)
         return 0;
     if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p) &&
-        (vmm_forked_ahead || template_mounts_current()))
+        (vmm_forked_ahead || template_current()))
         return template_take(p);
     /* A VMM forked ahead makes its root whole in the template's
      * namespaces (joined), where the template's folder is a mount point:
@@ -663,7 +770,7 @@ static int fork_vmm_ahead(bool start, const char *bundle,
     if (!template_made || !start || !bundle || !instance_named(bundle) || receiving ||
         limits->cpu_quota_milli || limits->mem_bytes)
         return 0;
-    if (!template_mounts_current()) {
+    if (!template_current()) {
         template_discard(); /* the start makes its jail whole */
         return 0;
     }

@@ -691,7 +691,17 @@ static void test_start_jail_in_readonly_home(void **state)
 /* TEMPLATE_STALE: the mounts changed after the template was made (a
  * tmpfs mounted, in the test's own mount namespace): the jail is made
  * whole, as the host is now. */
-enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT, OVER_TEMPLATE_NET, TEMPLATE_STALE };
+/* TEMPLATE_REMADE: a cache folder the template holds was moved away
+ * and made again while the spare waited: the jail is made whole, and the
+ * VM writes into the new one. */
+enum template_case {
+    NO_TEMPLATE,
+    OVER_TEMPLATE,
+    TEMPLATE_UNFIT,
+    OVER_TEMPLATE_NET,
+    TEMPLATE_STALE,
+    TEMPLATE_REMADE
+};
 
 static void start_instance_jail(enum template_case how)
 {
@@ -715,6 +725,7 @@ static void start_instance_jail(enum template_case how)
         const char *as = how == OVER_TEMPLATE    ? "spare-"
                          : how == TEMPLATE_UNFIT ? "unfit-"
                          : how == TEMPLATE_STALE ? "stale-"
+                         : how == TEMPLATE_REMADE ? "remade-"
                          : net                   ? "net-"
                                                  : "";
         static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
@@ -725,7 +736,7 @@ static void start_instance_jail(enum template_case how)
         snprintf(cache, sizeof(cache), "%s/%sinstance-cache", dir, as);
         if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 || mkdir(cache, 0700) < 0 ||
             setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", over_template || how == TEMPLATE_STALE ? cache : shared, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", how == TEMPLATE_UNFIT || how == NO_TEMPLATE ? shared : cache, 1) < 0 ||
             (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
             _exit(100);
         close(fd);
@@ -750,6 +761,11 @@ static void start_instance_jail(enum template_case how)
             if (mkdir(made, 0700) < 0 || mount("stale", made, "tmpfs", 0, "size=64k") < 0)
                 _exit(100);
         }
+        char disks[192], moved[200];
+        snprintf(disks, sizeof(disks), "%s/smolvm/disks", cache);
+        snprintf(moved, sizeof(moved), "%s.old", disks);
+        if (how == TEMPLATE_REMADE && (rename(disks, moved) < 0 || mkdir(disks, 0700) < 0))
+            _exit(100);
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
@@ -759,6 +775,9 @@ static void start_instance_jail(enum template_case how)
             _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
+        snprintf(made, sizeof(made), "%s/from-jail", disks);
+        if (how == TEMPLATE_REMADE && !makes(made))
+            _exit(11); /* the cache folder as it is now */
         snprintf(made, sizeof(made), "%s/from-instance", shared);
         if (!makes(made))
             _exit(1);
@@ -792,6 +811,11 @@ static void start_instance_jail(enum template_case how)
     char template[160];
     snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
     assert_int_equal(access(template, F_OK), -1);
+    if (how == TEMPLATE_REMADE) {
+        char made[192];
+        snprintf(made, sizeof(made), "%s/remade-instance-cache/smolvm/disks/from-jail", dir);
+        assert_int_equal(access(made, F_OK), 0);
+    }
 }
 
 /* What start NAME's plan learns of the instance's shares. */
@@ -868,6 +892,12 @@ static void test_start_instance_jail_template_unfit(void **state)
 {
     (void)state;
     start_instance_jail(TEMPLATE_UNFIT);
+}
+
+static void test_start_instance_jail_template_remade(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_REMADE);
 }
 
 static void test_start_instance_jail_over_template_with_net(void **state)
@@ -1770,6 +1800,7 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_template_stale),
         cmocka_unit_test(test_start_instance_jail_template_unfit),
         cmocka_unit_test(test_start_instance_jail_over_template_with_net),
+        cmocka_unit_test(test_start_instance_jail_template_remade),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
