@@ -744,7 +744,10 @@ static void start_instance_jail(enum template_case how)
         if (store_open(&s) < 0 || store_create_from(s, &q) < 0 || store_create_from(s, &other) < 0)
             _exit(100);
         store_close(s);
-        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        /* The user's, a stand-in; over a template, none: the spare names
+         * the helper itself (beside this program: not there). */
+        if (!over_template)
+            setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1);
         cli_set_verb("start");
         /* Its mount made where the host does not see it. */
         if (how == TEMPLATE_STALE &&
@@ -805,6 +808,11 @@ static void start_instance_jail(enum template_case how)
          * the helper is there. */
         if ((open("/usr/bin/true", O_RDONLY) >= 0) != net)
             _exit(9);
+        /* The helper named for a VM that may run it (the spare's, set
+         * ahead, taken out again for one that has none); the user's kept. */
+        const char *helper = getenv("SMOLVM_NET_HELPER");
+        if (over_template ? (helper != NULL) != net : !helper || strcmp(helper, "/usr/bin/true"))
+            _exit(12);
         _exit(0);
     }
     child_passed(pid);
