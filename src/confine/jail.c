@@ -540,9 +540,17 @@ static int open_host_dir(const char *dir)
     struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
                            .resolve = RESOLVE_IN_ROOT};
 
+    int fd;
+
     if (early.host_root < 0)
         return open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    return (int)syscall(SYS_openat2, early.host_root, dir, &how, sizeof(how));
+    fd = (int)syscall(SYS_openat2, early.host_root, dir, &how, sizeof(how));
+    /* Before Linux 5.6: from the host's root all the same (a link on the
+     * way naming an absolute path resolves in the template's, the same
+     * folders but the spare's root). */
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(early.host_root, dir + 1, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return fd;
 }
 
 /* The folder of leftover i, opened: a dup() of one held already for the
