@@ -995,7 +995,7 @@ static int receive_plan(int fd, struct confine_plan *p, char **buf, bool *prebui
 /* The VMM forked ahead: its VM begun on a thread, its plan awaited, then
  * its root built and its capabilities dropped, as jail_enter()'s child.
  * 1, or an error. */
-static int vmm_forked_ahead(int plan_up, void (*vmm_ahead)(void), uint64_t began)
+static int vmm_forked_ahead(int plan_up, int begun, void (*vmm_ahead)(void), uint64_t began)
 {
     static struct confine_plan ahead_plan, plan;
     char self[32] = "", *strings = NULL;
@@ -1007,6 +1007,7 @@ static int vmm_forked_ahead(int plan_up, void (*vmm_ahead)(void), uint64_t began
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - began);
     ahead_plan.vmm_ahead = vmm_ahead;
     bool ahead = ahead_begin(&ahead_plan, &thread);
+    close(begun); /* the relay may make the plan now */
     if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
         host_pid = (pid_t)atoi(self);
     uint64_t waiting = trace_now_us();
@@ -1035,7 +1036,7 @@ static int vmm_forked_ahead(int plan_up, void (*vmm_ahead)(void), uint64_t began
 int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
 {
     uint64_t began = trace_now_us();
-    int down[2] = {-1, -1}, r = 0;
+    int down[2] = {-1, -1}, begun[2] = {-1, -1}, r = 0;
     pid_t child = -1;
 
     early.host_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -1048,7 +1049,8 @@ int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
         r = broken("cannot make", "a pid namespace in the spare's");
     trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - began);
     trace_add_count(TRACE_JAIL_UNSHARE_US, trace_now_us() - began);
-    if (r == 0 && (pipe2(down, O_CLOEXEC) < 0 || pipe2(root_pipe, O_CLOEXEC) < 0))
+    if (r == 0 && (pipe2(down, O_CLOEXEC) < 0 || pipe2(root_pipe, O_CLOEXEC) < 0 ||
+                   pipe2(begun, O_CLOEXEC) < 0))
         r = broken("cannot make", "the VMM's pipes");
     fflush(NULL);
     if (r == 0 && (child = fork()) < 0)
@@ -1056,21 +1058,33 @@ int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
     if (r < 0) {
         close(early.host_root), early.host_root = -1;
         unmade(0, down);
+        unmade(0, begun);
         return r;
     }
     close(root_pipe[child > 0 ? 1 : 0]);
     root_pipe[child > 0 ? 1 : 0] = -1;
     if (child > 0) {
         close(down[0]);
+        close(begun[1]);
+        /* The VMM's VM begun (its thread asleep in KVM_CREATE_VM) before
+         * this process takes the CPU for the plan: run first, the plan
+         * left nothing for the VM to overlap (one CPU, a nested L1). Its
+         * end closed, not a byte read: the relay reads nothing of the
+         * VMM's (relay()). */
+        struct pollfd end = {.fd = begun[0], .events = POLLIN};
+        while (poll(&end, 1, -1) < 0 && errno == EINTR)
+            ;
+        close(begun[0]);
         early = (typeof(early)){early.host_root, down[1], child, true};
         return 0;
     }
     /* The VMM keeps no way out: the host's root, the namespaces' fds. */
     close(down[1]);
+    close(begun[0]);
     close(early.host_root), early.host_root = -1;
     for (int i = 0; i < 3; i++)
         close(ns[i]);
-    return vmm_forked_ahead(down[0], vmm_ahead, began);
+    return vmm_forked_ahead(down[0], begun[1], vmm_ahead, began);
 }
 
 /* The relay of a VMM forked ahead, its plan made: it holds the plan's
