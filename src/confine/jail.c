@@ -30,6 +30,7 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/trace.h"
 
 /* Past the point of no return: the process is half confined and must not
@@ -783,6 +784,24 @@ static void ahead_end(bool begun, pthread_t thread)
     trace_add_count(TRACE_JAIL_AHEAD_WAIT_US, trace_now_us() - start);
 }
 
+/* The VMM, forked: its root built (the plan's paths), its vmm_ahead
+ * waited for (one thread again), its capabilities dropped, the relay let
+ * go on, no_new_privs. 0, or an error (broken). */
+static int confine_to_root(const struct confine_plan *p, bool ahead, pthread_t thread)
+{
+    uint64_t rooting = trace_now_us();
+    int r = build_root(p);
+
+    ahead_end(ahead, thread);
+    if (r < 0 || (r = drop_capabilities()) < 0)
+        return r;
+    trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
+    root_built();
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return broken("cannot set", "no_new_privs");
+    return 0;
+}
+
 /* jail_enter() failed before its fork: what it opened so far closed (the
  * arrival's pipe, ends; the root's; the leftovers' folders), r returned. */
 static int unmade(int r, int ends[2])
@@ -885,19 +904,8 @@ struct plan_head {
     uint64_t planned_us, paths; /* the relay's trace of it, for the VMM's */
 };
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    for (const char *at = buf; len > 0;) {
-        ssize_t n = write(fd, at, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        at += n, len -= (size_t)n;
-    }
-    return 0;
-}
-
+/* len bytes from the pipe fd (util/file.h's reads are of files, at an
+ * offset): 0, or -1 at its end first. */
 static int read_all(int fd, void *buf, size_t len)
 {
     for (char *at = buf; len > 0;) {
@@ -942,10 +950,10 @@ static int send_plan(int fd, const struct confine_plan *p, bool prebuilt)
     head.size = (uint32_t)size;
     for (unsigned i = 0; i < p->count; i++)
         head.writable[i] = p->paths[i].writable, head.folder[i] = p->paths[i].folder;
-    if (write_all(fd, &head, sizeof(head)) < 0)
+    if (file_write_all(fd, &head, sizeof(head), "the VMM's plan") < 0)
         return -1;
     for (size_t i = 0; i < n; i++)
-        if (write_all(fd, strings[i], strlen(strings[i]) + 1) < 0)
+        if (file_write_all(fd, strings[i], strlen(strings[i]) + 1, "the VMM's plan") < 0)
             return -1;
     return 0;
 }
@@ -1019,18 +1027,10 @@ static int vmm_forked_ahead(int plan_up, int begun, void (*vmm_ahead)(void), uin
         _exit(1);
     }
     root_prebuilt = prebuilt;
-    uint64_t rooting = trace_now_us();
-    r = build_root(&plan);
-    ahead_end(ahead, thread);
+    r = confine_to_root(&plan, ahead, thread);
     free(strings); /* the plan's names: the mounts are made */
-    if (r < 0 || (r = drop_capabilities()) < 0)
-        return r;
-    trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
-    root_built();
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return broken("cannot set", "no_new_privs");
     trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - began);
-    return 1;
+    return r < 0 ? r : 1;
 }
 
 int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
@@ -1181,14 +1181,5 @@ int jail_enter(const struct confine_plan *p)
     /* The host's /proc, still there, names this process as the host sees it. */
     if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
         host_pid = (pid_t)atoi(self);
-    uint64_t rooting = trace_now_us();
-    r = build_root(p);
-    ahead_end(ahead, thread);
-    if (r < 0 || (r = drop_capabilities()) < 0)
-        return r;
-    trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
-    root_built();
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return broken("cannot set", "no_new_privs");
-    return 0;
+    return confine_to_root(p, ahead, thread);
 }
