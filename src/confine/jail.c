@@ -1102,7 +1102,11 @@ static int relay_forked_ahead(const struct confine_plan *p)
         return unmade(broken("cannot make", p->root), (int[2]){early.plan_down, -1});
     hold_leftovers(p);
     close(early.host_root), early.host_root = -1;
+    /* A VMM gone before its plan is an error said here, not a SIGPIPE
+     * that ends this process before it removes what the start made. */
+    void (*was)(int) = signal(SIGPIPE, SIG_IGN);
     r = send_plan(early.plan_down, p, prebuilt);
+    signal(SIGPIPE, was);
     close(early.plan_down), early.plan_down = -1;
     if (r < 0)
         return unmade(broken("cannot send", "the VMM its plan"), (int[2]){-1, -1});
