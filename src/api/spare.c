@@ -41,10 +41,19 @@ int spare_take_name(int fd, char *name, size_t size)
     if (!control_name_ok(name))
         return err_plain(EINVAL, "'%s' is not a machine name", name);
     const char taken = SPARE_TAKEN;
-    while (write(fd, &taken, 1) != 1)
+    char go = 0;
+    ssize_t n;
+    while (send(fd, &taken, 1, MSG_NOSIGNAL) != 1)
         if (errno != EINTR)
-            return -errno;
-    return 0;
+            return errno == EPIPE ? -ECONNRESET : -errno;
+    /* Nothing of the machine's made before the daemon says so: one it
+     * gave up on (spare_give_name()'s timeout) kills a spare that made
+     * nothing. */
+    while ((n = read(fd, &go, 1)) < 0 && errno == EINTR)
+        ;
+    if (n < 0)
+        return errno == ECONNRESET ? -ECONNRESET : -errno;
+    return n == 1 && go == SPARE_GO ? 0 : -ECONNRESET;
 }
 
 int spare_give_name(int fd, const char *name, int timeout_ms)
@@ -66,7 +75,10 @@ int spare_give_name(int fd, const char *name, int timeout_ms)
         return n < 0 ? -errno : -ETIMEDOUT;
     while ((n = read(fd, &answer, 1)) < 0 && errno == EINTR)
         ;
-    return n == 1 && answer == SPARE_TAKEN ? 0 : -ECONNRESET;
+    if (n != 1 || answer != SPARE_TAKEN)
+        return -ECONNRESET;
+    const char go = SPARE_GO;
+    return send(fd, &go, 1, MSG_NOSIGNAL) == 1 ? 0 : -ECONNRESET;
 }
 
 char *spare_root_dir(pid_t spare)

@@ -8,10 +8,14 @@
  *
  * The words on the pair: the daemon writes "NAME\n"; the spare answers
  * one byte, SPARE_TAKEN, once it has read a name it will start (anything
- * else: it says why on stderr and exits 2, as start would). A daemon that
- * sees no answer (the pair closed: the spare died) starts the machine the
- * normal way. The daemon closing its end without a name ends the spare
- * (exit 0, nothing made). */
+ * else: it says why on stderr and exits 2, as start would); the daemon,
+ * having read it, writes SPARE_GO, and only then does the spare make
+ * anything of the machine's. A daemon that sees no answer in time (the
+ * spare died, or is slow) closes the pair and kills it: a spare that
+ * answered late is still waiting for SPARE_GO and has made nothing (no
+ * NAME.sock left half made), and the machine starts the normal way. The
+ * daemon closing its end without a name, or without SPARE_GO, ends the
+ * spare (exit 0, nothing made). */
 #ifndef SMOLVM_API_SPARE_H
 #define SMOLVM_API_SPARE_H
 
@@ -19,20 +23,23 @@
 #include <sys/types.h>
 
 #define SPARE_TAKEN 'k'
+#define SPARE_GO 'g'
 /* How long the daemon waits for SPARE_TAKEN: the spare is blocked in
  * read() once ready, so it answers at once; one still making its plan on
  * a busy host is given time, not a race. */
 #define SPARE_ANSWER_MS 10000
 
 /* The spare's side: the name read from fd into name (size bytes at
- * least 2), checked (control_name_ok()); SPARE_TAKEN sent back. 0;
- * -ECONNRESET when fd closed before a whole name (the daemon ends us);
- * -EINVAL (message set, err.h) for what is not a machine name; -errno. */
+ * least 2), checked (control_name_ok()); SPARE_TAKEN sent back, and
+ * SPARE_GO awaited. 0; -ECONNRESET when fd closed before a whole name or
+ * SPARE_GO (the daemon ends us); -EINVAL (message set, err.h) for what is
+ * not a machine name; -errno. */
 int spare_take_name(int fd, char *name, size_t size);
 
-/* The daemon's side: name sent on fd, and SPARE_TAKEN waited for (up to
- * timeout_ms). 0 when the spare took it; -errno when it did not (it
- * died, or never answered: start the machine another way). */
+/* The daemon's side: name sent on fd, SPARE_TAKEN waited for (up to
+ * timeout_ms), SPARE_GO sent. 0 when the spare took it; -errno when it
+ * did not (it died, or did not answer in time: start the machine another
+ * way, the spare killed -- it has made nothing). */
 int spare_give_name(int fd, const char *name, int timeout_ms);
 
 /* The folder a jailed spare's root is built on ahead (confine/jail.h's

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,9 +88,21 @@ static int add_instance_shares(struct confine_plan *p, const char *name)
 {
     struct instance_shares s = {p, 0};
 
-    if (machine_instance_each_share(name, add_instance_share, &s) < 0 && s.r == 0)
+    if (machine_start_named_each_share(name, add_instance_share, &s) < 0 && s.r == 0)
         err_clear();
     return s.r;
+}
+
+/* Whether $SMOLVM_NET_HELPER was set here (add_net_helper()), not by the
+ * user: a spare sets it ahead, for every start; one whose VM has no
+ * helper takes it out again (forget_net_helper()). */
+static bool helper_named_here;
+
+static void forget_net_helper(void)
+{
+    if (helper_named_here)
+        unsetenv("SMOLVM_NET_HELPER");
+    helper_named_here = false;
 }
 
 /* --net user's helper runs in the jail too: its executable (found now,
@@ -104,6 +117,8 @@ static int add_net_helper(struct confine_plan *p)
 
     if (r == 0)
         r = confine_plan_add(p, helper, false);
+    if (r == 0 && !getenv("SMOLVM_NET_HELPER"))
+        helper_named_here = true;
     if (r == 0 && setenv("SMOLVM_NET_HELPER", helper, 1) < 0)
         r = err_set(errno, "--jail");
     for (size_t i = 0; i < sizeof(host_files) / sizeof(host_files[0]) && r == 0; i++)
@@ -365,6 +380,100 @@ static char *mount_table(size_t *len)
     return buf;
 }
 
+/* The template's paths, watched (inotify) from before it was made: one
+ * removed, renamed or replaced -- or a folder on its way -- while the
+ * spare waits is still the old one in the template's root (a cache folder
+ * removed and made again: the VM's writes to it lost). A start after one
+ * did makes its jail whole, as it makes it when the mounts changed. Each
+ * watch is a folder's or file's (in wd), and for a folder on a path's
+ * way, the name on that way (a change of another name there is none of
+ * the template's); NULL: the path itself (any change). */
+enum { TEMPLATE_WATCHES_MAX = 4 * CONFINE_MAX_PATHS };
+static struct {
+    int wd;
+    char *name;
+} watches[TEMPLATE_WATCHES_MAX];
+static unsigned watch_count;
+static int watch_fd = -1;
+
+static void template_unwatch(void)
+{
+    if (watch_fd >= 0)
+        close(watch_fd);
+    watch_fd = -1;
+    for (unsigned i = 0; i < watch_count; i++)
+        free(watches[i].name);
+    watch_count = 0;
+}
+
+/* path (absolute, as resolved: no link on its way) and the folders on its
+ * way watched. 0, or -1 (the template unused). */
+static int watch_path(const char *path)
+{
+    char *way = strdup(path), *slash = NULL;
+    int r = way ? 0 : -1;
+
+    for (bool self = true; r == 0; self = false) {
+        const char *name = self ? NULL : slash + 1;
+        uint32_t mask = IN_DELETE_SELF | IN_MOVE_SELF | IN_DONT_FOLLOW | IN_MASK_ADD |
+                        (self ? 0 : IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_CREATE);
+        int wd = inotify_add_watch(watch_fd, *way ? way : "/", mask);
+        if (wd < 0 || watch_count == TEMPLATE_WATCHES_MAX ||
+            (name && !(name = strdup(name))))
+            r = -1;
+        else
+            watches[watch_count++] = (typeof(watches[0])){wd, (char *)name};
+        if (r < 0 || !*way)
+            break;
+        slash = strrchr(way, '/');
+        *slash = '\0'; /* its folder next ("" is /), watched for slash + 1 */
+    }
+    free(way);
+    return r;
+}
+
+static int template_watch(void)
+{
+    template_unwatch();
+    if ((watch_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0)
+        return -1;
+    for (unsigned i = 0; i < template_plan.count; i++)
+        if (watch_path(template_plan.paths[i].path) < 0)
+            return -1;
+    return 0;
+}
+
+/* Whether an event on wd naming name (NULL: none) is one of the template's. */
+static bool watched(int wd, const char *name)
+{
+    for (unsigned i = 0; i < watch_count; i++)
+        if (watches[i].wd == wd && (!watches[i].name || !name || strcmp(watches[i].name, name) == 0))
+            return true;
+    return false;
+}
+
+/* Whether none of the template's paths changed since it was made (one
+ * read of the events queued). The watches let go of: asked once. */
+static bool template_paths_unchanged(void)
+{
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    bool changed = watch_fd < 0;
+
+    while (!changed && (n = read(watch_fd, buf, sizeof(buf))) > 0)
+        for (char *at = buf; at < buf + n && !changed;) {
+            const struct inotify_event *e = (const struct inotify_event *)at;
+            /* One with no name is the watched path's own (or the queue
+             * overflowed, or a watch went): a change. */
+            changed = (e->mask & IN_Q_OVERFLOW) || watched(e->wd, e->len ? e->name : NULL);
+            at += sizeof(*e) + e->len;
+        }
+    if (!changed && errno != EAGAIN)
+        changed = true; /* unread: not known unchanged */
+    template_unwatch();
+    return !changed;
+}
+
 /* Whether the host's mounts are still those the template was made over. */
 static bool template_mounts_current(void)
 {
@@ -380,6 +489,7 @@ static bool template_mounts_current(void)
  * its folder. */
 static void template_discard(void)
 {
+    template_unwatch();
     if (template_made)
         for (int i = 0; i < 3; i++)
             close(template_ns[i]);
@@ -399,8 +509,10 @@ static void template_make(void)
 
     for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && r == 0; i++)
         r = confine_plan_merge(&template_plan, &ahead_parts[held[i]]);
-    /* Read before the template copies the mounts: a change in between
-     * is seen as one. */
+    /* Read, and watched, before the template copies the mounts and binds
+     * its paths: a change in between is seen as one. */
+    if (r == 0 && template_watch() < 0)
+        r = -1;
     if (r == 0)
         template_mounts = mount_table(&template_mounts_len);
     if (r == 0 && template_mounts && (template_plan.root = spare_root_dir(getpid())) &&
@@ -410,6 +522,14 @@ static void template_make(void)
     }
     template_discard(); /* the start makes its jail whole */
     err_clear();
+}
+
+/* Whether the template's root is the host's as it is now: the mounts it
+ * copied, the paths it holds (each asked once a start). */
+static bool template_current(void)
+{
+    bool paths = template_paths_unchanged(); /* asked whatever the mounts say: let go of */
+    return template_mounts_current() && paths;
 }
 
 static const struct confine_path *plan_path(const struct confine_plan *p, const char *path)
@@ -453,14 +573,29 @@ static bool template_fits(const struct confine_plan *p)
     return true;
 }
 
+/* The template's folder (RUNTIME/spare-PID.root) among p's leftovers:
+ * the relay removes it after the VM. */
+static int template_folder_left(struct confine_plan *p)
+{
+    char *dir = strdup(template_plan.root);
+    int r = dir ? 0 : err_set(ENOMEM, "--jail");
+
+    if (r == 0) {
+        *strrchr(dir, '/') = '\0';
+        r = confine_plan_leftover(p, dir, strrchr(template_plan.root, '/') + 1);
+    }
+    free(dir);
+    return r;
+}
+
 /* p made a plan of what the template's root lacks: the paths and links
  * it holds taken out, its root the template's (removed by the relay after
  * the VM), its namespaces joined by jail_enter(). */
 static int template_take(struct confine_plan *p)
 {
     unsigned kept = 0, links = 0;
-    char *root = strdup(template_plan.root), *dir = root ? strdup(root) : NULL;
-    int r = root && dir ? 0 : err_set(ENOMEM, "--jail");
+    char *root = strdup(template_plan.root);
+    int r = root ? 0 : err_set(ENOMEM, "--jail");
 
     /* What the template holds that p does not let in: taken out of its
      * root (one inside another of the template's goes with that one, or
@@ -493,35 +628,44 @@ static int template_take(struct confine_plan *p)
             p->links[links++] = p->links[i];
     }
     p->link_count = links;
-    if (r == 0) {
-        *strrchr(dir, '/') = '\0';
-        r = confine_plan_leftover(p, dir, strrchr(root, '/') + 1);
-    }
+    if (r == 0)
+        r = template_folder_left(p);
     if (r == 0) {
         free(p->root);
         p->root = root, root = NULL;
         memcpy(p->template_ns, template_ns, sizeof(template_ns));
         template_made = false; /* jail_enter() closes the namespaces */
+        template_unwatch();
         confine_plan_release(&template_plan);
         free(template_mounts);
         template_mounts = NULL;
     }
     free(root);
-    free(dir);
     return r;
 }
+
+/* This process forked its VMM before making its plan (fork_vmm_ahead()):
+ * the template's namespaces joined, it is the relay to be. */
+static bool vmm_forked_ahead;
 
 /* An instance start's plan p (start NAME, the daemon's): over the spare's
  * template when there is one and it fits; else the template let go. */
 static int template_use(struct confine_plan *p, bool start, const char *bundle)
 {
+    int r = 0;
+
     if (!template_made)
         return 0;
     if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p) &&
-        template_mounts_current())
+        (vmm_forked_ahead || template_current()))
         return template_take(p);
+    /* A VMM forked ahead makes its root whole in the template's
+     * namespaces (joined), where the template's folder is a mount point:
+     * the relay removes it after. */
+    if (vmm_forked_ahead)
+        r = template_folder_left(p);
     template_discard();
-    return 0;
+    return r;
 }
 
 void cli_confine_ahead_release(void)
@@ -551,6 +695,13 @@ void cli_confine_ahead(const struct vm_options *o)
     ahead_made = true;
     template_make();
     trace_add_count(TRACE_SPARE_AHEAD_US, trace_now_us() - began);
+}
+
+/* Whether the VM may run --net user's helper (make_plan()). */
+static bool needs_net_helper(const struct vm_config *cfg, bool start, const char *bundle)
+{
+    return start ? !(bundle && machine_start_named_without_net(bundle))
+                 : cfg->net.mode == VM_NET_USER;
 }
 
 static int make_plan(const struct vm_options *o, const char *name, bool start,
@@ -586,12 +737,12 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
      * run: only --net none may lose the host's network (a TAP is
      * attached, the helper connects, in the host's). */
     p->new_net = !start && cfg->net.mode == VM_NET_NONE;
-    bool helper = start ? !(bundle && machine_start_named_without_net(bundle))
-                        : cfg->net.mode == VM_NET_USER;
     if (r == 0 && cfg->net.mode == VM_NET_TAP)
         r = confine_plan_add(p, "/dev/net/tun", true);
-    if (r == 0 && helper)
+    if (r == 0 && needs_net_helper(cfg, start, bundle))
         r = add_part(p, PART_NET_HELPER, o, start);
+    else
+        forget_net_helper(); /* a spare's, set ahead */
     return r;
 }
 
@@ -604,6 +755,46 @@ static void make_vm_ahead(void)
 {
     if (hv_vm_create_ahead() < 0)
         err_clear();
+}
+
+/* A start through a spare (start NAME over its template, the host's
+ * mounts unchanged, no cgroup to enter first): its VMM forked now, its
+ * VM made as this process makes the plan (jail_fork_ahead()). 1 in the
+ * VMM, confined; 0 here (forked or not: vmm_forked_ahead); an error. */
+static int fork_vmm_ahead(bool start, const char *bundle,
+                          const struct instance_receiving *receiving,
+                          const struct cgroup_limits *limits)
+{
+    int r;
+
+    if (!template_made || !start || !bundle || !instance_named(bundle) || receiving ||
+        limits->cpu_quota_milli || limits->mem_bytes)
+        return 0;
+    if (!template_current()) {
+        template_discard(); /* the start makes its jail whole */
+        return 0;
+    }
+    r = confine_fork_ahead(template_ns, make_vm_ahead);
+    if (r == 0)
+        vmm_forked_ahead = true;
+    else if (r < 0 && r != -ENOTRECOVERABLE) { /* nothing changed */
+        template_discard();
+        err_clear();
+        r = 0;
+    }
+    return r;
+}
+
+/* Confined as asked (got): a jail that is less is said. */
+static int confined(enum confine_kind got)
+{
+    /* Asked for a jail, the user hears when it is less (status says it
+     * always: 'smolvm ps --json'). */
+    if (got != CONFINE_JAIL)
+        fprintf(stderr, "smolvm: %s: --jail: no namespaces allowed here; confinement: %s\n",
+                cli_verb(), confine_description());
+    confine_probe();
+    return CLI_OK;
 }
 
 static int confine_as(const struct vm_options *o, const char *name, bool start,
@@ -621,6 +812,15 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
+    if ((r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
+        if (!needs_net_helper(&o->vm, start, bundle))
+            forget_net_helper(); /* as its relay's plan does */
+        return confined(CONFINE_JAIL);
+    }
+    if (r < 0)
+        return cli_fail(CLI_FAILED, "%s", err_msg());
+    if (vmm_forked_ahead)
+        began = trace_now_us(); /* the plan's own time, sent to the VMM's trace */
     r = make_plan(o, name, start, bundle, receiving, &plan);
     if (r == 0)
         r = template_use(&plan, start, bundle);
@@ -632,13 +832,7 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     confine_plan_release(&plan);
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    /* Asked for a jail, the user hears when it is less (status says it
-     * always: 'smolvm ps --json'). */
-    if (got != CONFINE_JAIL)
-        fprintf(stderr, "smolvm: %s: --jail: no namespaces allowed here; confinement: %s\n",
-                cli_verb(), confine_description());
-    confine_probe();
-    return CLI_OK;
+    return confined(got);
 }
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)

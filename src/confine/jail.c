@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -29,6 +30,7 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/trace.h"
 
 /* Past the point of no return: the process is half confined and must not
@@ -522,6 +524,36 @@ struct held_leftover {
 static struct held_leftover held[CONFINE_MAX_LEFTOVERS];
 static unsigned held_count;
 
+/* A VMM forked ahead of its plan (jail_fork_ahead()), as its relay sees
+ * it: the host's root, opened before the template's namespaces were
+ * joined (the leftovers are held through it, as the host sees them: in
+ * the template's mount namespace a spare's root folder is a tmpfs), the
+ * pipe its plan goes down, and its pid. */
+static struct {
+    int host_root, plan_down;
+    pid_t vmm;
+    bool forked;
+} early = {-1, -1, 0, false};
+
+/* Folder dir (absolute), opened as the host sees it. */
+static int open_host_dir(const char *dir)
+{
+    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT};
+
+    int fd;
+
+    if (early.host_root < 0)
+        return open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    fd = (int)syscall(SYS_openat2, early.host_root, dir, &how, sizeof(how));
+    /* Before Linux 5.6: from the host's root all the same (a link on the
+     * way naming an absolute path resolves in the template's, the same
+     * folders but the spare's root). */
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(early.host_root, dir + 1, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return fd;
+}
+
 /* The folder of leftover i, opened: a dup() of one held already for the
  * same folder (most are in the runtime folder: one path walk, not four). */
 static int open_leftover_dir(const struct confine_plan *p, unsigned i)
@@ -529,7 +561,7 @@ static int open_leftover_dir(const struct confine_plan *p, unsigned i)
     for (unsigned h = 0; h < held_count; h++)
         if (strcmp(p->leftovers[held[h].planned].dir, p->leftovers[i].dir) == 0)
             return fcntl(held[h].dir, F_DUPFD_CLOEXEC, 0);
-    return open(p->leftovers[i].dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return open_host_dir(p->leftovers[i].dir);
 }
 
 static void hold_leftovers(const struct confine_plan *p)
@@ -752,6 +784,24 @@ static void ahead_end(bool begun, pthread_t thread)
     trace_add_count(TRACE_JAIL_AHEAD_WAIT_US, trace_now_us() - start);
 }
 
+/* The VMM, forked: its root built (the plan's paths), its vmm_ahead
+ * waited for (one thread again), its capabilities dropped, the relay let
+ * go on, no_new_privs. 0, or an error (broken). */
+static int confine_to_root(const struct confine_plan *p, bool ahead, pthread_t thread)
+{
+    uint64_t rooting = trace_now_us();
+    int r = build_root(p);
+
+    ahead_end(ahead, thread);
+    if (r < 0 || (r = drop_capabilities()) < 0)
+        return r;
+    trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
+    root_built();
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return broken("cannot set", "no_new_privs");
+    return 0;
+}
+
 /* jail_enter() failed before its fork: what it opened so far closed (the
  * arrival's pipe, ends; the root's; the leftovers' folders), r returned. */
 static int unmade(int r, int ends[2])
@@ -840,6 +890,229 @@ static int join_template(const struct confine_plan *p)
     return r;
 }
 
+/* A spare's VMM forked before its plan is made (jail.h's
+ * jail_fork_ahead()): its relay makes the plan meanwhile and sends it down
+ * a pipe -- the relay's own words to its child, never the other way (the
+ * relay reads nothing from the VMM). The head, then the strings, each
+ * ending in a NUL: the root, the paths, each link's path and target, the
+ * template's paths to take out. */
+struct plan_head {
+    uint32_t size; /* of the strings */
+    uint32_t count, link_count, drop_count;
+    uint8_t writable[CONFINE_MAX_PATHS], folder[CONFINE_MAX_PATHS];
+    uint8_t prebuilt; /* over the template's root (else made whole, in its namespaces) */
+    uint64_t planned_us, paths; /* the relay's trace of it, for the VMM's */
+};
+
+/* len bytes from the pipe fd (util/file.h's reads are of files, at an
+ * offset): 0, or -1 at its end first. */
+static int read_all(int fd, void *buf, size_t len)
+{
+    for (char *at = buf; len > 0;) {
+        ssize_t n = read(fd, at, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        at += n, len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The strings of p in the order plan_head says, one after another. */
+static size_t plan_strings(const struct confine_plan *p, const char **out)
+{
+    size_t n = 0;
+
+    out[n++] = p->root;
+    for (unsigned i = 0; i < p->count; i++)
+        out[n++] = p->paths[i].path;
+    for (unsigned i = 0; i < p->link_count; i++)
+        out[n++] = p->links[i].path, out[n++] = p->links[i].target;
+    for (unsigned i = 0; i < p->template_drop_count; i++)
+        out[n++] = p->template_drop[i];
+    return n;
+}
+
+static int send_plan(int fd, const struct confine_plan *p, bool prebuilt)
+{
+    const char *strings[1 + CONFINE_MAX_PATHS + 2 * CONFINE_MAX_LINKS + CONFINE_MAX_PATHS];
+    size_t n = plan_strings(p, strings), size = 0;
+    struct plan_head head = {.count = p->count,
+                             .link_count = p->link_count,
+                             .drop_count = p->template_drop_count,
+                             .prebuilt = prebuilt,
+                             .planned_us = trace_count(TRACE_JAIL_PLAN_US),
+                             .paths = trace_count(TRACE_JAIL_PATHS)};
+
+    for (size_t i = 0; i < n; i++)
+        size += strlen(strings[i]) + 1;
+    head.size = (uint32_t)size;
+    for (unsigned i = 0; i < p->count; i++)
+        head.writable[i] = p->paths[i].writable, head.folder[i] = p->paths[i].folder;
+    if (file_write_all(fd, &head, sizeof(head), "the VMM's plan") < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (file_write_all(fd, strings[i], strlen(strings[i]) + 1, "the VMM's plan") < 0)
+            return -1;
+    return 0;
+}
+
+/* The next string of buf (at *at, below end), or NULL. */
+static char *next_string(char *buf, size_t *at, size_t end)
+{
+    char *s = buf + *at, *nul = *at < end ? memchr(s, '\0', end - *at) : NULL;
+
+    if (!nul)
+        return NULL;
+    *at += (size_t)(nul - s) + 1;
+    return s;
+}
+
+/* The plan the relay sent (send_plan()), into p; its strings point into
+ * one buffer (*buf, the caller's to free). 0, or -1. */
+static int receive_plan(int fd, struct confine_plan *p, char **buf, bool *prebuilt)
+{
+    struct plan_head head;
+    size_t at = 0;
+    char *s = NULL;
+
+    if (read_all(fd, &head, sizeof(head)) < 0 || head.count > CONFINE_MAX_PATHS ||
+        head.link_count > CONFINE_MAX_LINKS || head.drop_count > CONFINE_MAX_PATHS ||
+        head.size > (1u << 20) || !(*buf = malloc(head.size ? head.size : 1)) ||
+        read_all(fd, *buf, head.size) < 0 || !(p->root = next_string(*buf, &at, head.size)))
+        return -1;
+    for (unsigned i = 0; i < head.count; i++, p->count++)
+        if (!(s = next_string(*buf, &at, head.size)))
+            return -1;
+        else
+            p->paths[i] = (struct confine_path){s, head.writable[i], head.folder[i]};
+    for (unsigned i = 0; i < head.link_count; i++, p->link_count++)
+        if (!(p->links[i].path = next_string(*buf, &at, head.size)) ||
+            !(p->links[i].target = next_string(*buf, &at, head.size)))
+            return -1;
+    for (unsigned i = 0; i < head.drop_count; i++, p->template_drop_count++)
+        if (!(p->template_drop[i] = next_string(*buf, &at, head.size)))
+            return -1;
+    *prebuilt = head.prebuilt;
+    trace_add_count(TRACE_JAIL_PLAN_US, head.planned_us);
+    trace_add_count(TRACE_JAIL_PATHS, head.paths);
+    return 0;
+}
+
+/* The VMM forked ahead: its VM begun on a thread, its plan awaited, then
+ * its root built and its capabilities dropped, as jail_enter()'s child.
+ * 1, or an error. */
+static int vmm_forked_ahead(int plan_up, int begun, void (*vmm_ahead)(void), uint64_t began)
+{
+    static struct confine_plan ahead_plan, plan;
+    char self[32] = "", *strings = NULL;
+    bool prebuilt = false;
+    pthread_t thread;
+    int r;
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay gone: the VM with it */
+    trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - began);
+    ahead_plan.vmm_ahead = vmm_ahead;
+    bool ahead = ahead_begin(&ahead_plan, &thread);
+    close(begun); /* the relay may make the plan now */
+    if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
+        host_pid = (pid_t)atoi(self);
+    uint64_t waiting = trace_now_us();
+    r = receive_plan(plan_up, &plan, &strings, &prebuilt);
+    close(plan_up);
+    trace_add_count(TRACE_JAIL_PLAN_WAIT_US, trace_now_us() - waiting);
+    if (r < 0) { /* the relay failed its plan, and says why */
+        ahead_end(ahead, thread);
+        _exit(1);
+    }
+    root_prebuilt = prebuilt;
+    r = confine_to_root(&plan, ahead, thread);
+    free(strings); /* the plan's names: the mounts are made */
+    trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - began);
+    return r < 0 ? r : 1;
+}
+
+int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
+{
+    uint64_t began = trace_now_us();
+    int down[2] = {-1, -1}, begun[2] = {-1, -1}, r = 0;
+    pid_t child = -1;
+
+    early.host_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (early.host_root < 0)
+        return -errno;
+    for (int i = 0; i < 3 && r == 0; i++)
+        if (setns(ns[i], template_kinds[i]) < 0)
+            r = i == 0 ? -errno : broken("cannot enter", "the spare's namespaces");
+    if (r == 0 && unshare(CLONE_NEWPID) < 0)
+        r = broken("cannot make", "a pid namespace in the spare's");
+    trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - began);
+    trace_add_count(TRACE_JAIL_UNSHARE_US, trace_now_us() - began);
+    if (r == 0 && (pipe2(down, O_CLOEXEC) < 0 || pipe2(root_pipe, O_CLOEXEC) < 0 ||
+                   pipe2(begun, O_CLOEXEC) < 0))
+        r = broken("cannot make", "the VMM's pipes");
+    fflush(NULL);
+    if (r == 0 && (child = fork()) < 0)
+        r = broken("cannot fork", "into its pid namespace");
+    if (r < 0) {
+        close(early.host_root), early.host_root = -1;
+        unmade(0, down);
+        unmade(0, begun);
+        return r;
+    }
+    close(root_pipe[child > 0 ? 1 : 0]);
+    root_pipe[child > 0 ? 1 : 0] = -1;
+    if (child > 0) {
+        close(down[0]);
+        close(begun[1]);
+        /* The VMM's VM begun (its thread asleep in KVM_CREATE_VM) before
+         * this process takes the CPU for the plan: run first, the plan
+         * left nothing for the VM to overlap (one CPU, a nested L1). Its
+         * end closed, not a byte read: the relay reads nothing of the
+         * VMM's (relay()). */
+        struct pollfd end = {.fd = begun[0], .events = POLLIN};
+        while (poll(&end, 1, -1) < 0 && errno == EINTR)
+            ;
+        close(begun[0]);
+        early = (typeof(early)){early.host_root, down[1], child, true};
+        return 0;
+    }
+    /* The VMM keeps no way out: the host's root, the namespaces' fds. */
+    close(down[1]);
+    close(begun[0]);
+    close(early.host_root), early.host_root = -1;
+    for (int i = 0; i < 3; i++)
+        close(ns[i]);
+    return vmm_forked_ahead(down[0], begun[1], vmm_ahead, began);
+}
+
+/* The relay of a VMM forked ahead, its plan made: it holds the plan's
+ * leftovers (as the host sees them), sends the VMM the plan, and relays. */
+static int relay_forked_ahead(const struct confine_plan *p)
+{
+    bool prebuilt = p->template_ns[0] > 0;
+    int r;
+
+    if (prebuilt)
+        for (int i = 0; i < 3; i++)
+            close(p->template_ns[i]); /* joined ahead */
+    /* Its mount point, made before the leftovers are held (jail_enter()). */
+    if (!prebuilt && mkdir(p->root, 0700) < 0 && errno != EEXIST)
+        return unmade(broken("cannot make", p->root), (int[2]){early.plan_down, -1});
+    hold_leftovers(p);
+    close(early.host_root), early.host_root = -1;
+    /* A VMM gone before its plan is an error said here, not a SIGPIPE
+     * that ends this process before it removes what the start made. */
+    void (*was)(int) = signal(SIGPIPE, SIG_IGN);
+    r = send_plan(early.plan_down, p, prebuilt);
+    signal(SIGPIPE, was);
+    close(early.plan_down), early.plan_down = -1;
+    if (r < 0)
+        return unmade(broken("cannot send", "the VMM its plan"), (int[2]){-1, -1});
+    relay(early.vmm);
+}
+
 /* The VMM is pid 1 of a pid namespace of its own: it forks into it here,
  * before any thread (KVM's VM, made later, belongs to the process that
  * makes it). Returns in the child; the parent never returns (relay()). */
@@ -852,6 +1125,8 @@ int jail_enter(const struct confine_plan *p)
     pid_t child;
     int r, ends[2];
 
+    if (early.forked)
+        return relay_forked_ahead(p);
     if (!p->root)
         return -EINVAL;
     uint64_t unsharing = trace_now_us();
@@ -910,14 +1185,5 @@ int jail_enter(const struct confine_plan *p)
     /* The host's /proc, still there, names this process as the host sees it. */
     if (readlink("/proc/self", self, sizeof(self) - 1) > 0)
         host_pid = (pid_t)atoi(self);
-    uint64_t rooting = trace_now_us();
-    r = build_root(p);
-    ahead_end(ahead, thread);
-    if (r < 0 || (r = drop_capabilities()) < 0)
-        return r;
-    trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
-    root_built();
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return broken("cannot set", "no_new_privs");
-    return 0;
+    return confine_to_root(p, ahead, thread);
 }

@@ -118,6 +118,9 @@ enum confine_kind { CONFINE_NONE, CONFINE_LANDLOCK, CONFINE_JAIL };
  * error (err.h): the caller must not run the VM half confined. */
 int confine_enter(const struct confine_plan *p, enum confine_kind *got)
     __attribute__((warn_unused_result));
+/* jail_fork_ahead(), and in the VMM (1) confine_description() said. */
+int confine_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
+    __attribute__((warn_unused_result));
 
 /* What confine_enter() gave this process, in one phrase ("jail (user,
  * mount, pid, ipc, net ns)", "landlock", "none"), for its stderr line and
@@ -136,6 +139,21 @@ pid_t confine_host_pid(void);
  * 0, or -errno (nothing left but the folder common->root) when this host
  * allows no namespaces or the root could not be built. */
 int jail_template_make(const struct confine_plan *common, int ns[3]);
+
+/* A spare's start (cli/jail.c), its VMM forked before its plan is made:
+ * this process joins the template's namespaces ns (jail_template_make()),
+ * makes the pid namespace and forks the VMM into it, which begins
+ * vmm_ahead (its VM: KVM_CREATE_VM mostly sleeps, now beside the plan's
+ * making) and waits for its plan. Returns 0 in this process, which makes
+ * the plan and gives it to confine_enter(): it is sent to the VMM (over
+ * the template's root when p->template_ns[0] > 0, else a root made whole
+ * in these namespaces), and this process becomes the relay (never
+ * returns). Returns 1 in the VMM once it is confined as jail_enter()'s
+ * would be. -errno when the first namespace could not be joined (nothing
+ * changed: make the jail whole); other errors (err.h) past that. The host's
+ * mounts must be checked unchanged since the template first: in its
+ * namespace this process no longer sees them. */
+int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void));
 
 /* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
  * allow them (nothing changed, try the next), other errors (err.h) when

@@ -305,6 +305,15 @@ int confine_enter(const struct confine_plan *p, enum confine_kind *got)
     return 0;
 }
 
+int confine_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
+{
+    int r = jail_fork_ahead(ns, vmm_ahead);
+
+    if (r == 1)
+        description = "jail (user, mount, pid, ipc ns)";
+    return r;
+}
+
 const char *confine_description(void)
 {
     return description;

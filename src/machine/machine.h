@@ -86,6 +86,13 @@ int machine_start_named_prepare(const char *what) __attribute__((warn_unused_res
  * read, with none, booting (a saved state brings its own config, read in
  * the jail). A bundle file's is not looked at outside (docs/security.md). */
 bool machine_start_named_without_net(const char *what);
+/* The folders store instance what maps by default (create --share), each
+ * given to add (a non-zero answer stops and is returned): from the
+ * settings machine_start_named_prepare() read when it did (instance.json
+ * read once a start, not again for the jail's plan), else read now. */
+int machine_start_named_each_share(const char *what,
+                                   int (*add)(void *ctx, const struct vm_share_config *share),
+                                   void *ctx);
 
 struct vm *machine_vm(struct machine *m);
 /* Whether m resumed a saved state (its guest did not boot). */

@@ -270,6 +270,20 @@ bool machine_start_named_without_net(const char *what)
            named.cfg.net.mode == VM_NET_NONE;
 }
 
+int machine_start_named_each_share(const char *what,
+                                   int (*add)(void *ctx, const struct vm_share_config *share),
+                                   void *ctx)
+{
+    int r = 0;
+
+    if (!instance_named(what) || !named.read)
+        return machine_instance_each_share(what, add, ctx);
+    /* Not yet remapped by --share (machine_start_named() does that). */
+    for (unsigned k = 0; k < named.cfg.share_count && r == 0; k++)
+        r = add(ctx, &named.cfg.shares[k]);
+    return r;
+}
+
 int machine_start_named(const char *what, const struct machine_start_options *so,
                         struct machine **m)
 {

@@ -444,8 +444,8 @@ static void spare_root_remove(pid_t pid)
 }
 
 /* A spare that will start nothing: killed (it made nothing yet but its
- * root's folder: it answers before its first step that does) and waited
- * for. */
+ * root's folder: it makes the machine's only once told SPARE_GO, which a
+ * daemon that gave up on its answer never sends) and waited for. */
 static void spare_discard(struct spare *s)
 {
     kill(s->pid, SIGKILL);

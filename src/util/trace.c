@@ -58,6 +58,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_CAPS_US] = "jail_caps_us",
     [TRACE_JAIL_PATHS] = "jail_paths",
     [TRACE_JAIL_AHEAD_US] = "jail_ahead_us",
+    [TRACE_JAIL_PLAN_WAIT_US] = "jail_plan_wait_us",
     [TRACE_JAIL_AHEAD_WAIT_US] = "jail_ahead_wait_us",
     [TRACE_SPARE_AHEAD_US] = "spare_ahead_us",
     [TRACE_SPARE_WAITED_US] = "spare_waited_us",
@@ -249,6 +250,12 @@ void trace_add_count(enum trace_count count, uint64_t value)
     uint64_t old = atomic_load(&counts[count]);
     while (!atomic_compare_exchange_weak(&counts[count], &old, (old ? old : 1) + value))
         ;
+}
+
+uint64_t trace_count(enum trace_count count)
+{
+    uint64_t value = atomic_load(&counts[count]);
+    return value ? value - 1 : 0;
 }
 
 uint64_t trace_now_us(void)

@@ -64,6 +64,7 @@ enum trace_count {
     TRACE_JAIL_PATHS,       /* the files and folders its plan lets in (the net helper's 6 or not) */
     TRACE_JAIL_AHEAD_US,    /* the VMM's own work on a thread beside its root's building (its VM made) */
     TRACE_JAIL_AHEAD_WAIT_US, /* of which the VMM, its root built, still waited for (in jail_root_us) */
+    TRACE_JAIL_PLAN_WAIT_US, /* a spare's VMM, forked before its plan was made: waiting for it (in jail_enter_us; jail_plan_us is the relay's, meanwhile) */
     TRACE_SPARE_AHEAD_US,   /* a spare VMM: its plan's common parts and its jail's template made before it was told what to start */
     TRACE_SPARE_WAITED_US,  /* a spare VMM: from its exec to being told what to start (its clock starts again there) */
     TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
@@ -95,6 +96,8 @@ int64_t trace_ns(enum trace_point point);
 void trace_set_count(enum trace_count count, uint64_t value);
 /* Adds to a count (from any thread; a count never set starts at 0). */
 void trace_add_count(enum trace_count count, uint64_t value);
+/* A count's value (0 when never set). */
+uint64_t trace_count(enum trace_count count);
 /* Microseconds since some fixed point, for the durations trace_add_count sums. */
 uint64_t trace_now_us(void);
 /* Microseconds of CPU the calling thread has used (what of a duration was

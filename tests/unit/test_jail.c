@@ -267,6 +267,64 @@ static void test_jail_runs_ahead_in_vmm(void **state)
     child_passed(pid);
 }
 
+/* A spare's VMM forked before its plan (jail_fork_ahead()): its
+ * vmm_ahead runs in it (pid 1, on a thread of its own, over before it is
+ * confined), and the plan its relay makes after the fork -- naming a file
+ * made only then -- is the one it keeps to, over the template's root. */
+static void test_vmm_forked_before_its_plan(void **state)
+{
+    (void)state;
+    char later[128], spare_root[128];
+    pid_t pid;
+
+    snprintf(later, sizeof(later), "%s/made-after-the-fork.txt", dir);
+    snprintf(spare_root, sizeof(spare_root), "%s/spare.root", inside);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan common = {0}, plan = {0};
+        enum confine_kind got;
+        int ns[3], fd;
+
+        if (confine_plan_add(&common, readonly, false) < 0 || !(common.root = strdup(spare_root)))
+            _exit(100);
+        if (jail_template_make(&common, ns) < 0)
+            _exit(UNAVAILABLE);
+        int r = jail_fork_ahead(ns, look_ahead);
+        if (r == 1) { /* the VMM, confined */
+            if (!ahead_saw.done || ahead_saw.pid != 1 || ahead_saw.tid == 1)
+                exit(1); /* not run in it, on a thread, and waited for */
+            if (threads() != 1 || !powerless(true) || getpid() != 1)
+                exit(2);
+            if ((fd = open(later, O_RDONLY)) < 0)
+                exit(3); /* the plan made after the fork is the one it got */
+            close(fd);
+            if ((fd = open(readonly, O_RDONLY)) < 0)
+                exit(4); /* the template's paths are there */
+            close(fd);
+            if (open(outside, O_RDONLY) >= 0 || open(later, O_WRONLY) >= 0)
+                exit(5);
+            exit(0);
+        }
+        if (r < 0)
+            _exit(r == -EPERM || r == -ENOSYS || r == -EINVAL ? UNAVAILABLE : 101);
+        /* The relay to be: the plan made now. */
+        if ((fd = open(later, O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0)
+            _exit(102);
+        close(fd);
+        if (confine_plan_add(&plan, later, false) < 0 || !(plan.root = strdup(spare_root)) ||
+            confine_plan_leftover(&plan, inside, "spare.root") < 0)
+            _exit(100);
+        memcpy(plan.template_ns, ns, sizeof(ns));
+        r = confine_enter(&plan, &got); /* relays: returns only on failure */
+        fprintf(stderr, "%s\n", err_msg());
+        _exit(103);
+    }
+    child_passed(pid);
+    unlink(later);
+    assert_int_equal(access(spare_root, F_OK), -1); /* the relay's leftover */
+}
+
 static void test_landlock_keeps_to_plan(void **state)
 {
     (void)state;
@@ -633,7 +691,17 @@ static void test_start_jail_in_readonly_home(void **state)
 /* TEMPLATE_STALE: the mounts changed after the template was made (a
  * tmpfs mounted, in the test's own mount namespace): the jail is made
  * whole, as the host is now. */
-enum template_case { NO_TEMPLATE, OVER_TEMPLATE, TEMPLATE_UNFIT, OVER_TEMPLATE_NET, TEMPLATE_STALE };
+/* TEMPLATE_REMADE: a cache folder the template holds was moved away
+ * and made again while the spare waited: the jail is made whole, and the
+ * VM writes into the new one. */
+enum template_case {
+    NO_TEMPLATE,
+    OVER_TEMPLATE,
+    TEMPLATE_UNFIT,
+    OVER_TEMPLATE_NET,
+    TEMPLATE_STALE,
+    TEMPLATE_REMADE
+};
 
 static void start_instance_jail(enum template_case how)
 {
@@ -657,6 +725,7 @@ static void start_instance_jail(enum template_case how)
         const char *as = how == OVER_TEMPLATE    ? "spare-"
                          : how == TEMPLATE_UNFIT ? "unfit-"
                          : how == TEMPLATE_STALE ? "stale-"
+                         : how == TEMPLATE_REMADE ? "remade-"
                          : net                   ? "net-"
                                                  : "";
         static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
@@ -667,7 +736,7 @@ static void start_instance_jail(enum template_case how)
         snprintf(cache, sizeof(cache), "%s/%sinstance-cache", dir, as);
         if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 || mkdir(cache, 0700) < 0 ||
             setenv("XDG_DATA_HOME", data, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", over_template || how == TEMPLATE_STALE ? cache : shared, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", how == TEMPLATE_UNFIT || how == NO_TEMPLATE ? shared : cache, 1) < 0 ||
             (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
             _exit(100);
         close(fd);
@@ -675,7 +744,10 @@ static void start_instance_jail(enum template_case how)
         if (store_open(&s) < 0 || store_create_from(s, &q) < 0 || store_create_from(s, &other) < 0)
             _exit(100);
         store_close(s);
-        setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1); /* a stand-in */
+        /* The user's, a stand-in; over a template, none: the spare names
+         * the helper itself (beside this program: not there). */
+        if (!over_template)
+            setenv("SMOLVM_NET_HELPER", "/usr/bin/true", 1);
         cli_set_verb("start");
         /* Its mount made where the host does not see it. */
         if (how == TEMPLATE_STALE &&
@@ -692,6 +764,11 @@ static void start_instance_jail(enum template_case how)
             if (mkdir(made, 0700) < 0 || mount("stale", made, "tmpfs", 0, "size=64k") < 0)
                 _exit(100);
         }
+        char disks[192], moved[200];
+        snprintf(disks, sizeof(disks), "%s/smolvm/disks", cache);
+        snprintf(moved, sizeof(moved), "%s.old", disks);
+        if (how == TEMPLATE_REMADE && (rename(disks, moved) < 0 || mkdir(disks, 0700) < 0))
+            _exit(100);
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
@@ -701,6 +778,9 @@ static void start_instance_jail(enum template_case how)
             _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
+        snprintf(made, sizeof(made), "%s/from-jail", disks);
+        if (how == TEMPLATE_REMADE && !makes(made))
+            _exit(11); /* the cache folder as it is now */
         snprintf(made, sizeof(made), "%s/from-instance", shared);
         if (!makes(made))
             _exit(1);
@@ -728,12 +808,74 @@ static void start_instance_jail(enum template_case how)
          * the helper is there. */
         if ((open("/usr/bin/true", O_RDONLY) >= 0) != net)
             _exit(9);
+        /* The helper named for a VM that may run it (the spare's, set
+         * ahead, taken out again for one that has none); the user's kept. */
+        const char *helper = getenv("SMOLVM_NET_HELPER");
+        if (over_template ? (helper != NULL) != net : !helper || strcmp(helper, "/usr/bin/true"))
+            _exit(12);
         _exit(0);
     }
     child_passed(pid);
     char template[160];
     snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
     assert_int_equal(access(template, F_OK), -1);
+    if (how == TEMPLATE_REMADE) {
+        char made[192];
+        snprintf(made, sizeof(made), "%s/remade-instance-cache/smolvm/disks/from-jail", dir);
+        assert_int_equal(access(made, F_OK), 0);
+    }
+}
+
+/* What start NAME's plan learns of the instance's shares. */
+static int count_share(void *ctx, const struct vm_share_config *share)
+{
+    char *shared = ctx;
+    if (strcmp(share->path, shared) != 0)
+        return -EINVAL;
+    shared[0] = '\0'; /* seen */
+    return 0;
+}
+
+/* A start reads its instance's settings once (machine_start_named_prepare(),
+ * outside): the jail's plan takes the shares from them, not from
+ * instance.json read again. */
+static void test_start_reads_instance_settings_once(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char data[128], layer[128], shared[128], settings[192];
+        struct vm_share_config share = {.path = shared, .tag = "w"};
+        struct store_create_request q = {.name = "once", .from = layer, .kernel = layer,
+                                         .shares = &share, .share_count = 1};
+        struct store *s;
+        int fd;
+
+        snprintf(data, sizeof(data), "%s/once-data", dir);
+        snprintf(layer, sizeof(layer), "%s/once-layer.raw", dir);
+        snprintf(shared, sizeof(shared), "%s/once-share", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(shared, 0700) < 0 ||
+            setenv("XDG_DATA_HOME", data, 1) < 0 ||
+            (fd = open(layer, O_WRONLY | O_CREAT, 0600)) < 0 || ftruncate(fd, 1 << 16) < 0)
+            _exit(100);
+        close(fd);
+        if (store_open(&s) < 0 || store_create_from(s, &q) < 0)
+            _exit(100);
+        store_close(s);
+        if (machine_start_named_prepare("once") < 0)
+            _exit(101);
+        /* Changed after it was read: not read again. */
+        snprintf(settings, sizeof(settings), "%s/smolvm/instances/once/instance.json", data);
+        if ((fd = open(settings, O_WRONLY | O_TRUNC)) < 0 || write(fd, "{", 1) != 1)
+            _exit(100);
+        close(fd);
+        if (machine_start_named_each_share("once", count_share, shared) < 0)
+            _exit(1);
+        _exit(shared[0] == '\0' ? 0 : 2);
+    }
+    child_passed(pid);
 }
 
 static void test_start_instance_jail_plan(void **state)
@@ -758,6 +900,12 @@ static void test_start_instance_jail_template_unfit(void **state)
 {
     (void)state;
     start_instance_jail(TEMPLATE_UNFIT);
+}
+
+static void test_start_instance_jail_template_remade(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_REMADE);
 }
 
 static void test_start_instance_jail_over_template_with_net(void **state)
@@ -1649,15 +1797,18 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_jail_runs_ahead_in_vmm),
+        cmocka_unit_test(test_vmm_forked_before_its_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
         cmocka_unit_test(test_run_jail_finds_unpacked_kernel),
         cmocka_unit_test(test_start_jail_plan),
         cmocka_unit_test(test_start_instance_jail_plan),
+        cmocka_unit_test(test_start_reads_instance_settings_once),
         cmocka_unit_test(test_start_instance_jail_over_spare_template),
         cmocka_unit_test(test_start_instance_jail_template_stale),
         cmocka_unit_test(test_start_instance_jail_template_unfit),
         cmocka_unit_test(test_start_instance_jail_over_template_with_net),
+        cmocka_unit_test(test_start_instance_jail_template_remade),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),

@@ -1,6 +1,7 @@
 /* The spare VMM's words with smolvm serve (api/spare.h): a name taken and
- * answered; anything that is not one machine name refused, unanswered; a
- * pair closed before a name ends the spare quietly; the daemon hears no
+ * answered, then gone on with at the daemon's word only; anything that
+ * is not one machine name refused, unanswered; a pair closed before a
+ * name, or before the daemon's word, ends the spare quietly; the daemon hears no
  * answer from a spare gone or silent. */
 #include <errno.h>
 #include <setjmp.h>
@@ -47,15 +48,49 @@ static bool answered(void)
     return n == 1 && byte == SPARE_TAKEN;
 }
 
+/* A daemon in a child of its own: gives name to the spare's end; its
+ * exit status 0 when the spare took it. */
+static pid_t daemon_gives(const char *name)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(spare_give_name(pair[0], name, 5000) == 0 ? 0 : 1);
+    return pid;
+}
+
+static void daemon_took(pid_t pid)
+{
+    int status;
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void takes_a_name_and_answers(void **state)
 {
     char name[CONTROL_NAME_MAX + 2];
     (void)state;
 
-    say("web-1\n", 6);
+    pid_t daemon = daemon_gives("web-1");
     assert_int_equal(spare_take_name(pair[1], name, sizeof(name)), 0);
     assert_string_equal(name, "web-1");
-    assert_true(answered());
+    daemon_took(daemon);
+}
+
+/* The daemon gave up (its answer timed out) and closed the pair before
+ * SPARE_GO: the spare starts nothing, though it answered. */
+static void a_name_given_up_on_starts_nothing(void **state)
+{
+    char name[CONTROL_NAME_MAX + 2];
+    (void)state;
+
+    say("web-1\n", 6);
+    shutdown(pair[0], SHUT_WR); /* no SPARE_GO will come */
+    assert_int_equal(spare_take_name(pair[1], name, sizeof(name)), -ECONNRESET);
+    assert_true(answered()); /* it had answered: too late */
 }
 
 static void takes_the_longest_name(void **state)
@@ -64,10 +99,11 @@ static void takes_the_longest_name(void **state)
     (void)state;
 
     memset(line, 'a', CONTROL_NAME_MAX);
-    line[CONTROL_NAME_MAX] = '\n';
-    say(line, sizeof(line));
+    line[CONTROL_NAME_MAX] = '\0';
+    pid_t daemon = daemon_gives(line);
     assert_int_equal(spare_take_name(pair[1], name, sizeof(name)), 0);
     assert_int_equal(strlen(name), CONTROL_NAME_MAX);
+    daemon_took(daemon);
 }
 
 static void refused(const void *bytes, size_t len)
@@ -130,8 +166,9 @@ static void daemon_hears_the_answer(void **state)
 
     assert_int_equal(write(pair[1], (char[]){SPARE_TAKEN}, 1), 1); /* answered at once */
     assert_int_equal(spare_give_name(pair[0], "vm", 1000), 0);
-    assert_int_equal(read(pair[1], line, sizeof(line)), 3);
+    assert_int_equal(read(pair[1], line, sizeof(line)), 4);
     assert_memory_equal(line, "vm\n", 3);
+    assert_int_equal(line[3], SPARE_GO); /* after the answer: go on */
 }
 
 static void daemon_hears_a_dead_spare(void **state)
@@ -151,8 +188,10 @@ static void daemon_hears_a_spare_gone_after_the_name(void **state)
 
 static void daemon_gives_up_on_a_silent_spare(void **state)
 {
+    char line[16];
     (void)state;
     assert_int_equal(spare_give_name(pair[0], "vm", 20), -ETIMEDOUT);
+    assert_int_equal(recv(pair[1], line, sizeof(line), MSG_DONTWAIT), 3); /* no SPARE_GO */
 }
 
 static void root_is_in_the_runtime_folder(void **state)
@@ -224,6 +263,7 @@ int main(void)
 #define PAIRED(t) cmocka_unit_test_setup_teardown(t, open_pair, close_pair)
     const struct CMUnitTest tests[] = {
         PAIRED(takes_a_name_and_answers),
+        PAIRED(a_name_given_up_on_starts_nothing),
         PAIRED(takes_the_longest_name),
         PAIRED(refuses_what_is_not_a_name),
         PAIRED(refuses_an_option),
