@@ -440,6 +440,12 @@ static int template_watch(void)
     for (unsigned i = 0; i < template_plan.count; i++)
         if (watch_path(template_plan.paths[i].path) < 0)
             return -1;
+    /* A link the template made (/etc/resolv.conf, /lib) re-pointed, as
+     * `ln -sfn` does, is a change too: the watch on the link itself does
+     * not follow it (review 45). */
+    for (unsigned i = 0; i < template_plan.link_count; i++)
+        if (watch_path(template_plan.links[i].path) < 0)
+            return -1;
     return 0;
 }
 
@@ -656,8 +662,7 @@ static int template_use(struct confine_plan *p, bool start, const char *bundle)
 
     if (!template_made)
         return 0;
-    if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p) &&
-        (vmm_forked_ahead || template_current()))
+    if (start && bundle && instance_named(bundle) && !p->new_net && template_fits(p))
         return template_take(p);
     /* A VMM forked ahead makes its root whole in the template's
      * namespaces (joined), where the template's folder is a mount point:
@@ -674,6 +679,18 @@ void cli_confine_ahead_release(void)
         confine_plan_release(&ahead_parts[i]);
     ahead_made = false;
     template_discard();
+}
+
+/* Before any plan: a template the host has moved on from (mounts, a
+ * path or a link of its own changed as the spare waited) is let go of
+ * with the parts made ahead beside it, which name the same paths and
+ * links: the plan is made as the host is now (review 45: a link
+ * re-pointed stayed old in the parts). Without a template nothing
+ * watched them: made again too. */
+static void ahead_check(void)
+{
+    if (ahead_made && !(template_made && template_current()))
+        cli_confine_ahead_release();
 }
 
 void cli_confine_ahead(const struct vm_options *o)
@@ -770,12 +787,17 @@ static int fork_vmm_ahead(bool start, const char *bundle,
     if (!template_made || !start || !bundle || !instance_named(bundle) || receiving ||
         limits->cpu_quota_milli || limits->mem_bytes)
         return 0;
-    if (!template_current()) {
-        template_discard(); /* the start makes its jail whole */
-        return 0;
-    }
     r = confine_fork_ahead(template_ns, make_vm_ahead);
-    if (r == 0)
+    if (r == 1) {
+        /* The VMM keeps nothing of the template's: the host's mount table
+         * in particular (review 45). Not template_discard(): the
+         * namespaces' fds were closed by the fork's child, their numbers
+         * maybe another file's now. */
+        template_made = false;
+        confine_plan_release(&template_plan);
+        free(template_mounts);
+        template_mounts = NULL;
+    } else if (r == 0)
         vmm_forked_ahead = true;
     else if (r < 0 && r != -ENOTRECOVERABLE) { /* nothing changed */
         template_discard();
@@ -812,6 +834,7 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
+    ahead_check();
     if ((r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
         if (!needs_net_helper(&o->vm, start, bundle))
             forget_net_helper(); /* as its relay's plan does */

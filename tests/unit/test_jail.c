@@ -74,21 +74,49 @@ static int teardown(void **state)
     return scratch_teardown();
 }
 
-/* "NoNewPrivs:\t1" in /proc/self/status, and "CapEff:\t0000000000000000"
- * unless landlock's (which leaves what the user has). */
+/* "NoNewPrivs:\t1" in /proc/self/status, and no effective, permitted or
+ * bounding capability unless landlock's (which leaves what the user has):
+ * an empty bounding set too, or an exec could gain back what was dropped. */
 static bool powerless(bool jailed)
 {
+    static const char *const none[] = {"CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n",
+                                       "CapBnd:\t0000000000000000\n"};
     char line[256];
-    bool caps = false, nnp = false;
+    unsigned caps = 0;
+    bool nnp = false;
     FILE *f = fopen("/proc/self/status", "r");
 
     while (f && fgets(line, sizeof(line), f)) {
-        caps |= strcmp(line, "CapEff:\t0000000000000000\n") == 0;
+        for (unsigned i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+            caps += strcmp(line, none[i]) == 0;
         nnp |= strcmp(line, "NoNewPrivs:\t1\n") == 0;
     }
     if (f)
         fclose(f);
-    return (caps || !jailed) && nnp;
+    return (caps == sizeof(none) / sizeof(none[0]) || !jailed) && nnp;
+}
+
+/* An fd of this process through which the host's /etc/passwd opens: a
+ * way out of the jail's root (review 45). */
+static bool fd_reaches_host(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    bool out = false;
+
+    while (d && (e = readdir(d))) {
+        int fd = atoi(e->d_name), f;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
+            continue;
+        if ((f = openat(fd, "etc/passwd", O_RDONLY | O_CLOEXEC)) >= 0) {
+            fprintf(stderr, "fd %d reaches the host's /etc/passwd\n", fd);
+            close(f);
+            out = true;
+        }
+    }
+    if (d)
+        closedir(d);
+    return out;
 }
 
 /* In the child, once confined: each check's number is its exit code. */
@@ -304,6 +332,8 @@ static void test_vmm_forked_before_its_plan(void **state)
             close(fd);
             if (open(outside, O_RDONLY) >= 0 || open(later, O_WRONLY) >= 0)
                 exit(5);
+            if (fd_reaches_host())
+                exit(6); /* the relay's handle on the host's root kept */
             exit(0);
         }
         if (r < 0)
@@ -339,6 +369,15 @@ static bool makes(const char *path)
     if (fd >= 0)
         close(fd);
     return fd >= 0;
+}
+
+/* Whether path was made holding text. */
+static bool writes(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    bool done = f && fputs(text, f) >= 0;
+
+    return (f ? fclose(f) == 0 : false) && done;
 }
 
 /* The user's smolvm folders in the scratch ($XDG_RUNTIME_DIR, _DATA_HOME,
@@ -694,19 +733,38 @@ static void test_start_jail_in_readonly_home(void **state)
 /* TEMPLATE_REMADE: a cache folder the template holds was moved away
  * and made again while the spare waited: the jail is made whole, and the
  * VM writes into the new one. */
+/* TEMPLATE_LINK_MOVED: a link the template made for the net helper
+ * (/etc/resolv.conf, in the test's own mount namespace over an /etc of
+ * its own) re-pointed while the spare waited, as `ln -sfn` does: the VM
+ * reads the link's new target, as a fresh jail would (review 45). */
 enum template_case {
     NO_TEMPLATE,
     OVER_TEMPLATE,
     TEMPLATE_UNFIT,
     OVER_TEMPLATE_NET,
     TEMPLATE_STALE,
-    TEMPLATE_REMADE
+    TEMPLATE_REMADE,
+    TEMPLATE_LINK_MOVED
 };
+
+/* In a mount namespace of this process's own: an /etc (etc) with the
+ * files the net helper's plan names, its resolv.conf a link to a (reading
+ * "A"), b ("B") beside it, mounted over the host's. */
+static bool etc_with_resolv_link(const char *etc, const char *a, const char *b, const char *resolv)
+{
+    char cache[200], hosts[200];
+    snprintf(cache, sizeof(cache), "%s/ld.so.cache", etc);
+    snprintf(hosts, sizeof(hosts), "%s/hosts", etc);
+    return unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+           mkdir(etc, 0755) == 0 && writes(a, "A\n") && writes(b, "B\n") &&
+           makes(cache) && makes(hosts) && symlink(a, resolv) == 0 &&
+           mount(etc, "/etc", NULL, MS_BIND, NULL) == 0;
+}
 
 static void start_instance_jail(enum template_case how)
 {
     bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET,
-         ahead = how != NO_TEMPLATE, net = how == OVER_TEMPLATE_NET;
+         ahead = how != NO_TEMPLATE, net = how == OVER_TEMPLATE_NET || how == TEMPLATE_LINK_MOVED;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
@@ -726,6 +784,7 @@ static void start_instance_jail(enum template_case how)
                          : how == TEMPLATE_UNFIT ? "unfit-"
                          : how == TEMPLATE_STALE ? "stale-"
                          : how == TEMPLATE_REMADE ? "remade-"
+                         : how == TEMPLATE_LINK_MOVED ? "link-"
                          : net                   ? "net-"
                                                  : "";
         static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
@@ -753,6 +812,14 @@ static void start_instance_jail(enum template_case how)
         if (how == TEMPLATE_STALE &&
             (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0))
             _exit(UNAVAILABLE);
+        char etc[160], resolv_a[160], resolv_b[160], resolv[200], resolv_new[208];
+        snprintf(etc, sizeof(etc), "%s/link-etc", dir);
+        snprintf(resolv_a, sizeof(resolv_a), "%s/link-resolv-a", dir);
+        snprintf(resolv_b, sizeof(resolv_b), "%s/link-resolv-b", dir);
+        snprintf(resolv, sizeof(resolv), "%s/resolv.conf", etc);
+        snprintf(resolv_new, sizeof(resolv_new), "%s.new", resolv);
+        if (how == TEMPLATE_LINK_MOVED && !etc_with_resolv_link(etc, resolv_a, resolv_b, resolv))
+            _exit(UNAVAILABLE);
         if (ahead) {
             cli_confine_ahead(&o);
             snprintf(made, sizeof(made), "%s/smolvm/spare-%d.root", inside, (int)getpid());
@@ -769,10 +836,17 @@ static void start_instance_jail(enum template_case how)
         snprintf(moved, sizeof(moved), "%s.old", disks);
         if (how == TEMPLATE_REMADE && (rename(disks, moved) < 0 || mkdir(disks, 0700) < 0))
             _exit(100);
+        if (how == TEMPLATE_LINK_MOVED && (symlink(resolv_b, resolv_new) < 0 || rename(resolv_new, resolv) < 0))
+            _exit(100);
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
             _exit(101);
+        if (how == TEMPLATE_LINK_MOVED) {
+            char got[8] = "";
+            FILE *f = fopen("/etc/resolv.conf", "r");
+            _exit(f && fgets(got, sizeof(got), f) && got[0] == 'B' ? 0 : !f ? 15 : got[0] == 'A' ? 16 : 14);
+        }
         snprintf(made, sizeof(made), "%s/smolvm/sharing.vm/root", inside);
         if ((access(made, F_OK) == 0) == over_template)
             _exit(10); /* its own root folder made, or not, as it should be */
@@ -813,6 +887,8 @@ static void start_instance_jail(enum template_case how)
         const char *helper = getenv("SMOLVM_NET_HELPER");
         if (over_template ? (helper != NULL) != net : !helper || strcmp(helper, "/usr/bin/true"))
             _exit(12);
+        if (fd_reaches_host())
+            _exit(13);
         _exit(0);
     }
     child_passed(pid);
@@ -906,6 +982,12 @@ static void test_start_instance_jail_template_remade(void **state)
 {
     (void)state;
     start_instance_jail(TEMPLATE_REMADE);
+}
+
+static void test_start_instance_jail_template_link_moved(void **state)
+{
+    (void)state;
+    start_instance_jail(TEMPLATE_LINK_MOVED);
 }
 
 static void test_start_instance_jail_over_template_with_net(void **state)
@@ -1809,6 +1891,7 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_template_unfit),
         cmocka_unit_test(test_start_instance_jail_over_template_with_net),
         cmocka_unit_test(test_start_instance_jail_template_remade),
+        cmocka_unit_test(test_start_instance_jail_template_link_moved),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),

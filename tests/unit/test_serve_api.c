@@ -194,7 +194,7 @@ static int group_teardown(void **state)
 static void starts_through_a_spare(void)
 {
     assert_int_equal(sh("printf '#!/bin/sh\\nif [ \"$2\" = --spare-fd ]; then "
-                        "[ -z \"$SPARE_DIES\" ] || exit 1; read name <&3; printf k >&3; "
+                        "[ -z \"$SPARE_DIES\" ] || exit 1; read name <&3; printf k >&3; head -c 1 <&3 > /dev/null; "
                         "echo \"spare $name $*\" > args; else echo \"$*\" > args; fi\\n' "
                         "> fake-spare && chmod +x fake-spare"), 0);
     api_set_executable(in_dir("fake-spare"));
