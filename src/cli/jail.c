@@ -491,20 +491,28 @@ static bool template_mounts_current(void)
     return same;
 }
 
+/* What this process knows of the template let go (its watches, plan and
+ * the host's mount table), its namespaces' fds left alone: taken by
+ * jail_enter(), or already closed (a VMM forked ahead). */
+static void template_forget(void)
+{
+    template_unwatch();
+    confine_plan_release(&template_plan);
+    template_made = false;
+    free(template_mounts);
+    template_mounts = NULL;
+}
+
 /* The template let go unused: its namespaces (and its root with them),
  * its folder. */
 static void template_discard(void)
 {
-    template_unwatch();
     if (template_made)
         for (int i = 0; i < 3; i++)
             close(template_ns[i]);
     if (template_plan.root)
         rmdir(template_plan.root);
-    confine_plan_release(&template_plan);
-    template_made = false;
-    free(template_mounts);
-    template_mounts = NULL;
+    template_forget();
 }
 
 static void template_make(void)
@@ -640,11 +648,7 @@ static int template_take(struct confine_plan *p)
         free(p->root);
         p->root = root, root = NULL;
         memcpy(p->template_ns, template_ns, sizeof(template_ns));
-        template_made = false; /* jail_enter() closes the namespaces */
-        template_unwatch();
-        confine_plan_release(&template_plan);
-        free(template_mounts);
-        template_mounts = NULL;
+        template_forget(); /* jail_enter() closes the namespaces */
     }
     free(root);
     return r;
@@ -793,10 +797,7 @@ static int fork_vmm_ahead(bool start, const char *bundle,
          * in particular (review 45). Not template_discard(): the
          * namespaces' fds were closed by the fork's child, their numbers
          * maybe another file's now. */
-        template_made = false;
-        confine_plan_release(&template_plan);
-        free(template_mounts);
-        template_mounts = NULL;
+        template_forget();
     } else if (r == 0)
         vmm_forked_ahead = true;
     else if (r < 0 && r != -ENOTRECOVERABLE) { /* nothing changed */
