@@ -33,6 +33,7 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "confine/jail.h"
+#include "util/file.h"
 #include "machine/instance.h"
 #include "machine/machine.h"
 #include "machine/ram_faults.h"
@@ -369,15 +370,6 @@ static bool makes(const char *path)
     if (fd >= 0)
         close(fd);
     return fd >= 0;
-}
-
-/* Whether path was made holding text. */
-static bool writes(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    bool done = f && fputs(text, f) >= 0;
-
-    return (f ? fclose(f) == 0 : false) && done;
 }
 
 /* The user's smolvm folders in the scratch ($XDG_RUNTIME_DIR, _DATA_HOME,
@@ -756,7 +748,7 @@ static bool etc_with_resolv_link(const char *etc, const char *a, const char *b, 
     snprintf(cache, sizeof(cache), "%s/ld.so.cache", etc);
     snprintf(hosts, sizeof(hosts), "%s/hosts", etc);
     return unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
-           mkdir(etc, 0755) == 0 && writes(a, "A\n") && writes(b, "B\n") &&
+           mkdir(etc, 0755) == 0 && file_write_new(a, "A\n", 2) == 0 && file_write_new(b, "B\n", 2) == 0 &&
            makes(cache) && makes(hosts) && symlink(a, resolv) == 0 &&
            mount(etc, "/etc", NULL, MS_BIND, NULL) == 0;
 }
