@@ -7,40 +7,26 @@
 # creation). RESULTS/probe-cmdline/times.tsv: row, ms, guest ms.
 # usage (inside the L1): SCENARIOS=boot_bench tests/nested/run bench/boot/probe-cmdline.sh
 set -u
-results=$1
-# shellcheck source=/dev/null
-. "$results/params.sh"
-# shellcheck source=../lib.sh
-. "$(dirname "$(realpath "$0")")/../lib.sh" # bench_ms_to, bench_settle
-out=$results/probe-cmdline
-mkdir -p "$out"
-: > "$results/summary"
+# shellcheck source=probe-lib.sh
+. "$(dirname "$(realpath "$0")")/probe-lib.sh"
+probe_begin "$1" probe-cmdline
 option=${PROBE_OPTION:-noreplace-smp}
 rounds=${PROBE_RUNS:-7}
-MARKER=SMOLVM-GUEST-UP
-CMDLINE="console=ttyS0 quiet panic=-1 smolvm.end=reboot"
-smolvm_micro=("$SMOLVM" run --cpus 1 --kernel "$MICRO_KERNEL" --initrd "$INITRD_MICRO" --mem 256M
-    --virtio-discovery cmdline --cmdline)
-qemu_micro=(qemu-system-x86_64 -M "microvm,acpi=off" -accel kvm -cpu host -m 256M -smp 1
-    -nodefaults -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL"
-    -initrd "$INITRD_MICRO" -append)
 smolvm_stock=("$SMOLVM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 256M --cmdline)
 # row LABEL: one boot (QEMU's ended at the marker: its guest spins after
 # the micro kernel's reboot), appended to times.tsv.
 row() {
-    local label=$1 ms tsc cmd kill=
+    local label=$1 ms cmd kill=
+    case $label in *+opt) micro_commands "$PROBE_CMDLINE $option" ;; *) micro_commands "$PROBE_CMDLINE" ;; esac
     case $label in
-    smolvm-micro) cmd=("${smolvm_micro[@]}" "$CMDLINE") ;;
-    smolvm-micro+opt) cmd=("${smolvm_micro[@]}" "$CMDLINE $option") ;;
-    qemu-micro) cmd=("${qemu_micro[@]}" "$CMDLINE") kill=1 ;;
-    qemu-micro+opt) cmd=("${qemu_micro[@]}" "$CMDLINE $option") kill=1 ;;
+    smolvm-micro*) cmd=("${smolvm_micro[@]}") ;;
+    qemu-micro*) cmd=("${qemu_micro[@]}") kill=1 ;;
     smolvm-stock) cmd=("${smolvm_stock[@]}" "console=ttyS0 panic=-1 quiet") ;;
     smolvm-stock+opt) cmd=("${smolvm_stock[@]}" "console=ttyS0 panic=-1 quiet $option") ;;
     esac
     bench_settle
-    BENCH_KILL_AT_MARKER=$kill BENCH_LOG=$out/$label.log bench_ms_to ms "$MARKER" "${cmd[@]}" < /dev/null
-    tsc=$(tr -d '\r' < "$out/$label.log" | sed -n 's/.*SMOLVM-GUEST-UP tsc=\([0-9]*\).*/\1/p' | tail -n 1)
-    printf '%s\t%s\t%s\n' "$label" "$ms" "$((${tsc:-0} / 2793522))" >> "$out/times.tsv"
+    BENCH_KILL_AT_MARKER=$kill BENCH_LOG=$out/$label.log bench_ms_to ms "$PROBE_MARKER" "${cmd[@]}" < /dev/null
+    printf '%s\t%s\t%s\n' "$label" "$ms" "$(guest_ms "$out/$label.log")" >> "$out/times.tsv"
 }
 rows=(smolvm-micro smolvm-micro+opt qemu-micro qemu-micro+opt)
 cat "$MICRO_KERNEL" "$INITRD_MICRO" "$KERNEL" "$INITRD" > /dev/null

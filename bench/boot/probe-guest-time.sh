@@ -7,23 +7,12 @@
 # RESULTS/probe: exits-VMM-named.txt, prof-VMM-guest.txt, mem.txt.
 # usage (inside the L1): tests/nested/run bench/boot/probe-guest-time.sh
 set -u
-results=$1
-# shellcheck source=/dev/null
-. "$results/params.sh"
 here=$(dirname "$(realpath "$0")")
-# shellcheck source=../lib.sh
-. "$here/../lib.sh" # bench_ms_to, bench_settle
-out=$results/probe
-mkdir -p "$out"
+# shellcheck source=probe-lib.sh
+. "$here/probe-lib.sh"
+probe_begin "$1" probe
 summary=$results/summary
-: > "$summary"
-MARKER=SMOLVM-GUEST-UP
-CMDLINE="console=ttyS0 quiet panic=-1 smolvm.end=reboot"
-smolvm_micro=("$SMOLVM" run --cpus 1 --kernel "$MICRO_KERNEL" --initrd "$INITRD_MICRO" --mem 256M
-    --virtio-discovery cmdline --cmdline "$CMDLINE" --trace-boot)
-qemu_micro=(qemu-system-x86_64 -M "microvm,acpi=off" -accel kvm -cpu host -m 256M -smp 1
-    -nodefaults -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL"
-    -initrd "$INITRD_MICRO" -append "$CMDLINE")
+micro_commands "$PROBE_CMDLINE"
 # warm-up: each file read once
 cat "$MICRO_KERNEL" "$INITRD_MICRO" > /dev/null
 # Each exit of one smolvm micro boot with the guest's RIP (to name the
@@ -31,10 +20,10 @@ cat "$MICRO_KERNEL" "$INITRD_MICRO" > /dev/null
 if command -v perf > /dev/null; then
     [ -d /sys/kernel/tracing/events/kvm ] || mount -t tracefs tracefs /sys/kernel/tracing 2> /dev/null
     for who in smolvm qemu; do
-        if [ $who = smolvm ]; then cmd=("${smolvm_micro[@]:0:${#smolvm_micro[@]}-1}"); else cmd=("${qemu_micro[@]}"); fi
+        if [ $who = smolvm ]; then cmd=("${smolvm_micro[@]}"); else cmd=("${qemu_micro[@]}"); fi
         bench_settle
         BENCH_KILL_AT_MARKER=1 BENCH_KILL_SIGNAL=INT BENCH_LOG=$out/exits-$who.out \
-            bench_ms_to ms "$MARKER" perf record -q -m 1024 -o "$out/$who.perf" -e kvm:kvm_exit -- "${cmd[@]}" < /dev/null
+            bench_ms_to ms "$PROBE_MARKER" perf record -q -m 1024 -o "$out/$who.perf" -e kvm:kvm_exit -- "${cmd[@]}" < /dev/null
         perf script -i "$out/$who.perf" -F trace 2> /dev/null |
             sed -n 's/.*reason \([A-Za-z_0-9]*\).* rip \(0x[0-9a-f]*\) info1 \(0x[0-9a-f]*\) info2 \(0x[0-9a-f]*\).*/\1 \2 \3 \4/p' > "$out/exits-$who.txt"
         rm -f "$out/$who.perf"
@@ -45,8 +34,9 @@ ms= # set by bench_ms_to
 for round in 1 2; do
     for mem in 128M 256M 512M; do
         bench_settle
-        BENCH_LOG=$out/mem-$mem-$round.log bench_ms_to ms "$MARKER" \
-            "${smolvm_micro[@]/#256M/$mem}" < /dev/null
+        micro_commands "$PROBE_CMDLINE" "$mem"
+        BENCH_LOG=$out/mem-$mem-$round.log bench_ms_to ms "$PROBE_MARKER" \
+            "${smolvm_micro[@]}" --trace-boot < /dev/null
         echo "mem $mem: $ms ms $(tr -d '\r' < "$out/mem-$mem-$round.log" | sed -n 's/.*SMOLVM-GUEST-UP tsc=\([0-9]*\).*/tsc \1/p') $(grep -o 'first_vcpu_entry *[0-9.]*' "$out/mem-$mem-$round.log" | tr -s ' ')" >> "$out/mem.txt"
     done
 done
@@ -54,8 +44,9 @@ done
 # the vCPU was in guest mode carry the guest's RIP (KVM tells perf);
 # several boots in one recording, each VMM.
 if command -v perf > /dev/null; then
+    micro_commands "$PROBE_CMDLINE"
     for who in smolvm qemu; do
-        if [ $who = smolvm ]; then cmd=("${smolvm_micro[@]:0:${#smolvm_micro[@]}-1}"); else cmd=("${qemu_micro[@]}"); fi
+        if [ $who = smolvm ]; then cmd=("${smolvm_micro[@]}"); else cmd=("${qemu_micro[@]}"); fi
         printf '#!/bin/bash\nfor i in 1 2 3 4; do timeout -k 5 60 "$@" < /dev/null > /dev/null 2>&1; done\n' > "$out/boots.sh"
         [ $who = qemu ] && printf '#!/bin/bash\nfor i in 1 2 3 4; do timeout -s KILL 3 "$@" < /dev/null > /dev/null 2>&1; done\n' > "$out/boots.sh"
         bench_settle

@@ -8,21 +8,11 @@
 # each boot's console; bench/boot/initcalls-report reads them.
 # usage (inside the L1): SCENARIOS=boot_bench tests/nested/run bench/boot/probe-initcalls.sh
 set -u
-results=$1
-# shellcheck source=/dev/null
-. "$results/params.sh"
-# shellcheck source=../lib.sh
-. "$(dirname "$(realpath "$0")")/../lib.sh" # bench_ms_to, bench_settle
-out=$results/probe-initcalls
-mkdir -p "$out"
-: > "$results/summary"
+# shellcheck source=probe-lib.sh
+. "$(dirname "$(realpath "$0")")/probe-lib.sh"
+probe_begin "$1" probe-initcalls
 rounds=${PROBE_RUNS:-2}
-CMDLINE="console=ttyS0 quiet panic=-1 smolvm.end=reboot initcall_debug log_buf_len=1M smolvm.test=dmesg ${PROBE_EXTRA:-}"
-smolvm_micro=("$SMOLVM" run --cpus 1 --kernel "$MICRO_KERNEL" --initrd "$INITRD_MICRO" --mem 256M
-    --virtio-discovery cmdline --cmdline "$CMDLINE")
-qemu_micro=(qemu-system-x86_64 -M "microvm,acpi=off" -accel kvm -cpu host -m 256M -smp 1
-    -nodefaults -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL"
-    -initrd "$INITRD_MICRO" -append "$CMDLINE")
+micro_commands "$PROBE_CMDLINE initcall_debug log_buf_len=1M smolvm.test=dmesg ${PROBE_EXTRA:-}"
 # row LABEL N: one boot to the end of the printed log (QEMU killed there:
 # its guest spins after the micro kernel's reboot).
 row() {

@@ -7,27 +7,15 @@
 # VMM's AnonHugePages. Rows alternate. RESULTS/probe-npf/rows.txt.
 # usage (inside the L1): SCENARIOS=boot_bench tests/nested/run bench/boot/probe-npf.sh
 set -u
-results=$1
-# shellcheck source=/dev/null
-. "$results/params.sh"
 here=$(dirname "$(realpath "$0")")
-# shellcheck source=../lib.sh
-. "$here/../lib.sh" # bench_settle
+# shellcheck source=probe-lib.sh
+. "$here/probe-lib.sh"
+probe_begin "$1" probe-npf
 # shellcheck source=../ram/mapping.sh
 . "$here/../ram/mapping.sh" # ram_mapping
-out=$results/probe-npf
-mkdir -p "$out"
-: > "$results/summary"
-MARKER=SMOLVM-GUEST-UP
 # No smolvm.end=reboot: the guest stays up after its marker (the micro
 # kernel halts) while its mapping is read, then it is killed.
-CMDLINE="console=ttyS0 quiet panic=-1"
-mem=${PROBE_MEM:-256M}
-smolvm_micro=("$SMOLVM" run --cpus 1 --kernel "$MICRO_KERNEL" --initrd "$INITRD_MICRO" --mem "$mem"
-    --virtio-discovery cmdline --cmdline "$CMDLINE")
-qemu_micro=(qemu-system-x86_64 -M "microvm,acpi=off" -accel kvm -cpu host -m "$mem" -smp 1
-    -nodefaults -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL"
-    -initrd "$INITRD_MICRO" -append "$CMDLINE")
+micro_commands "console=ttyS0 quiet panic=-1" "${PROBE_MEM:-256M}"
 {
     echo "thp enabled: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
     echo "thp defrag: $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
@@ -48,7 +36,7 @@ row() {
         -- "${cmd[@]}" < /dev/null > "$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 1200); do
-        grep -q "$MARKER" "$log" 2> /dev/null && { ms=$(((${EPOCHREALTIME/./} - start) / 1000)); break; }
+        grep -q "$PROBE_MARKER" "$log" 2> /dev/null && { ms=$(((${EPOCHREALTIME/./} - start) / 1000)); break; }
         sleep 0.05
     done
     map=$(ram_mapping "$pid")

@@ -9,37 +9,25 @@
 # RESULTS/probe-thp/times.tsv: mode, row, ms, guest ms.
 # usage (inside the L1): SCENARIOS=boot_bench tests/nested/run bench/boot/probe-thp.sh
 set -u
-results=$1
-# shellcheck source=/dev/null
-. "$results/params.sh"
-# shellcheck source=../lib.sh
-. "$(dirname "$(realpath "$0")")/../lib.sh" # bench_ms_to, bench_settle
-out=$results/probe-thp
-mkdir -p "$out"
-: > "$results/summary"
+# shellcheck source=probe-lib.sh
+. "$(dirname "$(realpath "$0")")/probe-lib.sh"
+probe_begin "$1" probe-thp
 rounds=${PROBE_RUNS:-5}
 thp=/sys/kernel/mm/transparent_hugepage/enabled
-MARKER=SMOLVM-GUEST-UP
-CMDLINE="console=ttyS0 quiet panic=-1 smolvm.end=reboot"
-smolvm_micro=("$SMOLVM" run --cpus 1 --kernel "$MICRO_KERNEL" --initrd "$INITRD_MICRO" --mem 256M
-    --virtio-discovery cmdline --cmdline "$CMDLINE")
-qemu_micro=(qemu-system-x86_64 -M "microvm,acpi=off" -accel kvm -cpu host -m 256M -smp 1
-    -nodefaults -no-user-config -nographic -no-reboot -serial stdio -kernel "$MICRO_KERNEL"
-    -initrd "$INITRD_MICRO" -append "$CMDLINE")
+micro_commands "$PROBE_CMDLINE"
 row() {
-    local mode=$1 who=$2 ms tsc kill='' cmd
+    local mode=$1 who=$2 ms kill='' cmd
     if [ "$who" = smolvm ]; then cmd=("${smolvm_micro[@]}"); else cmd=("${qemu_micro[@]}") kill=1; fi
     echo "$mode" > "$thp"
     bench_settle
-    BENCH_KILL_AT_MARKER=$kill BENCH_LOG=$out/$mode-$who.log bench_ms_to ms "$MARKER" "${cmd[@]}" < /dev/null
-    tsc=$(tr -d '\r' < "$out/$mode-$who.log" | sed -n 's/.*SMOLVM-GUEST-UP tsc=\([0-9]*\).*/\1/p' | tail -n 1)
-    printf '%s\t%s\t%s\t%s\n' "$mode" "$who" "$ms" "$((${tsc:-0} / 2793524))" >> "$out/times.tsv"
+    BENCH_KILL_AT_MARKER=$kill BENCH_LOG=$out/$mode-$who.log bench_ms_to ms "$PROBE_MARKER" "${cmd[@]}" < /dev/null
+    printf '%s\t%s\t%s\t%s\n' "$mode" "$who" "$ms" "$(guest_ms "$out/$mode-$who.log")" >> "$out/times.tsv"
 }
 before=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")
 cat "$MICRO_KERNEL" "$INITRD_MICRO" > /dev/null
 ms=
-bench_ms_to ms "$MARKER" "${smolvm_micro[@]}" < /dev/null
-BENCH_KILL_AT_MARKER=1 bench_ms_to ms "$MARKER" "${qemu_micro[@]}" < /dev/null
+bench_ms_to ms "$PROBE_MARKER" "${smolvm_micro[@]}" < /dev/null
+BENCH_KILL_AT_MARKER=1 bench_ms_to ms "$PROBE_MARKER" "${qemu_micro[@]}" < /dev/null
 : > "$out/times.tsv"
 rows=("always smolvm" "never smolvm" "always qemu" "never qemu")
 for ((i = 0; i < rounds; i++)); do

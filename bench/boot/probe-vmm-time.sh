@@ -7,19 +7,10 @@
 # RESULTS/probe-vmm/: rows.txt, prof-*.txt.
 # usage (inside the L1): SCENARIOS=boot_bench tests/nested/run bench/boot/probe-vmm-time.sh
 set -u
-results=$1
-# shellcheck source=/dev/null
-. "$results/params.sh"
-here=$(dirname "$(realpath "$0")")
-# shellcheck source=../lib.sh
-. "$here/../lib.sh" # bench_ms_to, bench_settle
-out=$results/probe-vmm
-mkdir -p "$out"
-: > "$results/summary"
-MARKER=SMOLVM-GUEST-UP
-CMDLINE="console=ttyS0 quiet panic=-1 smolvm.end=reboot"
-smolvm_micro=("$SMOLVM" run --cpus 1 --kernel "$MICRO_KERNEL" --initrd "$INITRD_MICRO" --mem 256M
-    --virtio-discovery cmdline --cmdline "$CMDLINE")
+# shellcheck source=probe-lib.sh
+. "$(dirname "$(realpath "$0")")/probe-lib.sh"
+probe_begin "$1" probe-vmm
+micro_commands "$PROBE_CMDLINE"
 cat "$MICRO_KERNEL" "$INITRD_MICRO" "$SMOLVM" > /dev/null
 ms=
 for n in 1 2 3 4 5; do
@@ -29,9 +20,8 @@ for n in 1 2 3 4 5; do
 done
 for n in 1 2 3 4 5; do
     bench_settle
-    BENCH_LOG=$out/boot-$n.log bench_ms_to ms "$MARKER" "${smolvm_micro[@]}" --trace-boot < /dev/null
-    tsc=$(tr -d '\r' < "$out/boot-$n.log" | sed -n 's/.*SMOLVM-GUEST-UP tsc=\([0-9]*\).*/\1/p' | tail -n 1)
-    echo "boot $n: $ms ms; guest $((${tsc:-0} / 2793524)) ms; $(grep -E '^(inputs_read|hypervisor_ready|guest_memory_mapped|devices_created|kernel_loaded|first_vcpu_entry|first_serial_byte|marker_seen) ' "$out/boot-$n.log" | awk '{ printf "%s %s; ", $1, $2 }')" >> "$out/rows.txt"
+    BENCH_LOG=$out/boot-$n.log bench_ms_to ms "$PROBE_MARKER" "${smolvm_micro[@]}" --trace-boot < /dev/null
+    echo "boot $n: $ms ms; guest $(guest_ms "$out/boot-$n.log") ms; $(grep -E '^(inputs_read|hypervisor_ready|guest_memory_mapped|devices_created|kernel_loaded|first_vcpu_entry|first_serial_byte|marker_seen) ' "$out/boot-$n.log" | awk '{ printf "%s %s; ", $1, $2 }')" >> "$out/rows.txt"
 done
 if command -v perf > /dev/null; then
     printf '#!/bin/bash\nfor i in 1 2 3 4; do timeout -k 5 60 "$@" < /dev/null > /dev/null 2>&1; done\n' > "$out/boots.sh"
