@@ -15,8 +15,8 @@
 #include "net/backend.h"
 #include "net/config.h"
 #include "net/filter.h"
+#include "fuzz_queue.h"
 
-#define RAM_BYTES (64u << 10)
 #define MAX_REQUESTS 32
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,35 +29,14 @@ static struct vm_net_config allowlist;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *ram;
     struct virtq q;
 
     if (!allowlist.allow_count &&
         (net_parse_mode("user,allow=10.0.0.0/8,allow=1.2.3.4", &allowlist) < 0 ||
          net_parse_forward("5353:53/udp", &allowlist) < 0))
         abort();
-    if (!mem.count) {
-        struct guest_region r = {.gpa = 0x100000, .size = RAM_BYTES};
-        if (guest_memory_alloc(&mem, &r, 1) < 0)
-            abort();
-    }
-    if (size < 4)
-        return 0;
-    ram = gpa_ptr(&mem, 0x100000, RAM_BYTES);
-    memset(ram, 0, RAM_BYTES);
-    memcpy(ram, data + 4, size - 4 < RAM_BYTES ? size - 4 : RAM_BYTES);
-    /* The first bytes choose the queue's shape and the offloads; the rest
-     * is guest RAM. */
-    q = (struct virtq){
-        .mem = &mem,
-        .size = (uint16_t)(1u << (data[0] % 9)),
-        .ready = true,
-        .event_idx = data[1] & 1,
-        .desc_gpa = 0x100000 + (data[2] & 0xf0) * 16ull,
-        .avail_gpa = 0x104000,
-        .used_gpa = 0x108000 + (data[3] & 0x3) * 4ull,
-    };
-    if (virtq_validate(&q) < 0)
+    /* data[1] also chooses the offloads. */
+    if (!fuzz_queue_from(&mem, data, size, &q))
         return 0;
     for (int i = 0; i < MAX_REQUESTS; i++) {
         size_t len = 0;

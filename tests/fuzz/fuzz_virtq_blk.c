@@ -12,8 +12,8 @@
 #include "devices/virtio/blk.h"
 #include "devices/virtio/queue.h"
 #include "disk/disk.h"
+#include "fuzz_queue.h"
 
-#define RAM_BYTES (64u << 10)
 #define DISK_BYTES (1u << 20)
 #define MAX_REQUESTS 32
 
@@ -25,13 +25,10 @@ static struct virtq_chain chain;
 
 static void setup_once(void)
 {
-    struct guest_region r = {.gpa = 0x100000, .size = RAM_BYTES};
     char path[64];
     struct disk *disk;
     int fd;
 
-    if (guest_memory_alloc(&mem, &r, 1) < 0)
-        abort();
     fd = memfd_create("fuzz-disk", 0);
     if (fd < 0 || ftruncate(fd, DISK_BYTES) < 0)
         abort();
@@ -43,27 +40,11 @@ static void setup_once(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *ram;
     struct virtq q;
 
     if (!blk)
         setup_once();
-    if (size < 4)
-        return 0;
-    ram = gpa_ptr(&mem, 0x100000, RAM_BYTES);
-    memset(ram, 0, RAM_BYTES);
-    memcpy(ram, data + 4, size - 4 < RAM_BYTES ? size - 4 : RAM_BYTES);
-    /* The first bytes choose the queue's shape; the rest is guest RAM. */
-    q = (struct virtq){
-        .mem = &mem,
-        .size = (uint16_t)(1u << (data[0] % 9)),
-        .ready = true,
-        .event_idx = data[1] & 1,
-        .desc_gpa = 0x100000 + (data[2] & 0xf0) * 16ull,
-        .avail_gpa = 0x104000,
-        .used_gpa = 0x108000 + (data[3] & 0x3) * 4ull,
-    };
-    if (virtq_validate(&q) < 0)
+    if (!fuzz_queue_from(&mem, data, size, &q))
         return 0;
     for (int i = 0; i < MAX_REQUESTS; i++) {
         long written;

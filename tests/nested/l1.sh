@@ -17,7 +17,9 @@
 #        L1_KICK       seconds between the key events that wake an L1 QEMU
 #                      left halted with an interrupt pending (default 3)
 #        L1_SMP        vCPUs of the L1 (default 1: multi-threaded TCG with
-#                      nested SVM was seen to lock up the L1 kernel)
+#                      nested SVM locks up the L1 kernel, under QEMU 10.0
+#                      as under 7.2: a soft lockup of CPU#1, then a wedge,
+#                      seen again December 2026)
 #        L1_DISK       a raw image the L1 sees as a virtio disk (/dev/vda,
 #                      host page cache bypassed): files whose page cache a
 #                      script drops must come back from a disk, not tmpfs
