@@ -182,33 +182,73 @@ static void mark_untouched(struct chunk_list *l, size_t first, size_t end)
     free(entries);
 }
 
-/* The calling thread's compression context, made once and freed when the
- * thread ends: a fresh one per 64 KiB chunk (ZSTD_compress) spends as
- * long setting itself up as compressing (in the L1, saves took 1.4x as
- * long as with 512 KiB chunks). NULL: none could be made. */
-static pthread_key_t cctx_key;
+/* The calling thread's own compression context and decoding scratch, each
+ * made once and freed when the thread ends: a fresh context per 64 KiB
+ * chunk spends as long setting itself up as the work (in the L1, saves
+ * took 1.4x as long as with 512 KiB chunks; a restore made and freed a
+ * 96 KiB decoding context for every chunk). NULL: none could be made. */
+struct decode_scratch {
+    ZSTD_DCtx *dctx;
+    uint8_t *packed; /* MEMORY_CHUNK_MAX: a chunk's stored bytes */
+};
+
+static pthread_key_t cctx_key, decode_key;
 
 static void free_cctx(void *cctx)
 {
     ZSTD_freeCCtx(cctx);
 }
 
-static void make_cctx_key(void)
+static void *make_cctx(void)
 {
-    if (pthread_key_create(&cctx_key, free_cctx) != 0)
+    return ZSTD_createCCtx();
+}
+
+static void free_decode_scratch(void *p)
+{
+    struct decode_scratch *d = p;
+    ZSTD_freeDCtx(d->dctx);
+    free(d->packed);
+    free(d);
+}
+
+static void *make_decode_scratch(void)
+{
+    struct decode_scratch *d = calloc(1, sizeof(*d));
+    if (d && (!(d->dctx = ZSTD_createDCtx()) || !(d->packed = malloc(MEMORY_CHUNK_MAX)))) {
+        free_decode_scratch(d);
+        d = NULL;
+    }
+    return d;
+}
+
+static void make_keys(void)
+{
+    if (pthread_key_create(&cctx_key, free_cctx) != 0 ||
+        pthread_key_create(&decode_key, free_decode_scratch) != 0)
         abort(); /* only when the process has run out of keys: a bug here */
+}
+
+static void *thread_own(pthread_key_t *key, void *(*make)(void), void (*drop)(void *))
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, make_keys);
+    void *p = pthread_getspecific(*key);
+    if (!p && (p = make()) && pthread_setspecific(*key, p) != 0) {
+        drop(p);
+        p = NULL;
+    }
+    return p;
 }
 
 static ZSTD_CCtx *thread_cctx(void)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, make_cctx_key);
-    ZSTD_CCtx *c = pthread_getspecific(cctx_key);
-    if (!c && (c = ZSTD_createCCtx()) && pthread_setspecific(cctx_key, c) != 0) {
-        ZSTD_freeCCtx(c);
-        c = NULL;
-    }
-    return c;
+    return thread_own(&cctx_key, make_cctx, free_cctx);
+}
+
+static struct decode_scratch *thread_decode_scratch(void)
+{
+    return thread_own(&decode_key, make_decode_scratch, free_decode_scratch);
 }
 
 static int pack_chunk(void *ctx, size_t i)
@@ -489,7 +529,7 @@ void bundle_chunk_decoder_free(struct bundle_chunk_decoder *d)
 }
 
 /* A checked chunk's stored bytes (packed) decoded into dst (zstd: with
- * dctx, or a context of its own where NULL). */
+ * dctx, the caller's own). */
 static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, uint8_t *dst,
                         ZSTD_DCtx *dctx)
 {
@@ -501,8 +541,7 @@ static int decode_chunk(const struct load *ld, size_t i, const uint8_t *packed, 
             memcpy(dst, packed, c->len);
         return 0;
     }
-    n = dctx ? ZSTD_decompressDCtx(dctx, dst, c->len, packed, c->stored)
-             : ZSTD_decompress(dst, c->len, packed, c->stored);
+    n = ZSTD_decompressDCtx(dctx, dst, c->len, packed, c->stored);
     if (ZSTD_isError(n) || n != c->len)
         return err_plain(EINVAL, "'%s' is corrupt: memory chunk %zu does not decompress",
                          ld->b->path, i);
@@ -524,16 +563,17 @@ void (*bundle_decode_hook)(const uint8_t *dst, size_t len);
 static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero)
 {
     const struct chunk *c = &ld->l.chunks[i];
+    struct decode_scratch *scratch = NULL;
     uint8_t *packed = dst;
     int r;
 
     *zero = c->kind == CHUNK_ZERO;
     if (*zero)
         return 0;
-    if (c->kind == CHUNK_ZSTD)
-        packed = malloc(c->stored); /* stored < len <= MEMORY_CHUNK_MAX */
-    if (!packed)
+    if (c->kind == CHUNK_ZSTD && !(scratch = thread_decode_scratch()))
         return err_set(ENOMEM, "memory chunk %zu", i);
+    if (scratch)
+        packed = scratch->packed; /* stored < len <= MEMORY_CHUNK_MAX */
     uint64_t populating = trace_thread_cpu_us();
     guest_memory_populate(dst, c->len, true);
     trace_add_count(TRACE_PREFILL_POPULATE_CPU_US, trace_thread_cpu_us() - populating);
@@ -542,10 +582,8 @@ static int chunk_bytes(const struct load *ld, size_t i, uint8_t *dst, bool *zero
     if (r == 0 && bundle_decode_hook)
         bundle_decode_hook(dst, c->len);
     if (r == 0)
-        r = decode_chunk(ld, i, packed, dst, NULL);
+        r = decode_chunk(ld, i, packed, dst, scratch ? scratch->dctx : NULL); /* NULL: raw */
     trace_add_count(TRACE_PREFILL_DECODE_CPU_US, trace_thread_cpu_us() - decoding);
-    if (packed != dst)
-        free(packed);
     return r;
 }
 

@@ -26,6 +26,8 @@
 #define OUTPUT_BUFFER (256u << 10)
 /* At the end, a writer that made no progress for this long is given up. */
 #define DRAIN_PATIENCE_NS 1000000000L
+/* Input whose echo is looked for (a typed line; more is not looked for). */
+#define ECHO_MAX 64
 
 struct console {
     bool interactive;
@@ -37,6 +39,11 @@ struct console {
     void *input_opaque;
     console_output_fn next_output; /* console_on_next_output() */
     void *next_output_opaque;
+    /* Input given to the guest whose echo has not come out yet: the
+     * guest's terminal echoing it back is no answer (echo_at: the next
+     * byte expected; a newline as "\n" or "\r\n"). */
+    uint8_t echo[ECHO_MAX];
+    size_t echo_len, echo_at;
     char marker[MARKER_MAX];
     size_t marker_len;
     char window[MARKER_MAX]; /* the last marker_len output bytes */
@@ -320,6 +327,37 @@ static void watch_line(struct console *con, uint8_t byte)
     }
 }
 
+/* Whether output byte is the echo of the input given (consumed then);
+ * any other output ends the echo looked for. */
+static bool is_echo(struct console *con, uint8_t byte)
+{
+    if (con->echo_at < con->echo_len) {
+        uint8_t want = con->echo[con->echo_at];
+        if (byte == '\r' && want == '\n')
+            return true; /* a terminal's "\r\n" for a newline */
+        if (byte == want) {
+            con->echo_at++;
+            return true;
+        }
+    }
+    con->echo_len = con->echo_at = 0;
+    return false;
+}
+
+/* The output told to console_on_next_output()'s function: the first
+ * byte that is not an echo of the input given (with nobody told and no
+ * echo looked for, no byte is looked at). */
+static void watch_answer(struct console *con, const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len && (con->next_output || con->echo_len); i++)
+        if (!is_echo(con, buf[i]) && con->next_output) {
+            console_output_fn fn = con->next_output;
+            con->next_output = NULL;
+            fn(con->next_output_opaque);
+            return;
+        }
+}
+
 void console_output(struct console *con, const uint8_t *buf, size_t len)
 {
     bool lines = trace_guest_enabled();
@@ -327,11 +365,7 @@ void console_output(struct console *con, const uint8_t *buf, size_t len)
         return;
     trace_mark(TRACE_FIRST_SERIAL_BYTE);
     pthread_mutex_lock(&con->lock);
-    if (con->next_output) {
-        console_output_fn fn = con->next_output;
-        con->next_output = NULL;
-        fn(con->next_output_opaque);
-    }
+    watch_answer(con, buf, len);
     for (size_t i = 0; i < len; i++) {
         watch_marker(con, buf[i]);
         if (lines)
@@ -385,6 +419,16 @@ static size_t filter_escapes(struct console *con, uint8_t *buf, size_t len, int 
     return out;
 }
 
+/* Input given to the guest, as far as ECHO_MAX: its echo is looked for
+ * (a carriage return as the newline a terminal makes of it). */
+static void expect_echo(struct console *con, const uint8_t *buf, size_t len)
+{
+    if (con->echo_at == con->echo_len)
+        con->echo_len = con->echo_at = 0;
+    for (size_t i = 0; i < len && con->echo_len < ECHO_MAX; i++)
+        con->echo[con->echo_len++] = buf[i] == '\r' ? '\n' : buf[i];
+}
+
 /* The device's input function runs outside con->lock: the device holds its
  * own lock while it calls console_output(), so taking them in the other
  * order here would deadlock. */
@@ -396,6 +440,8 @@ static void deliver(struct console *con, const uint8_t *buf, size_t len)
     pthread_mutex_lock(&con->lock);
     fn = con->input;
     opaque = con->input_opaque;
+    if (fn)
+        expect_echo(con, buf, len);
     pthread_mutex_unlock(&con->lock);
     if (fn && len)
         fn(opaque, buf, len);

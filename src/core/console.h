@@ -34,7 +34,9 @@ uint64_t console_dropped(struct console *con);
 void console_log_to(struct console *con, const char *path, uint64_t limit);
 void console_set_input(struct console *con, console_input_fn fn, void *opaque);
 /* fn(opaque) is called once, by the thread that outputs it, with the
- * guest's next output (under the console's lock: fn must not block);
+ * guest's next output that is not the echo of input given to it (its
+ * terminal echoing a typed line back is no answer yet: the first byte
+ * that differs is; under the console's lock: fn must not block);
  * fn NULL cancels it, and no call is under way once that returns. */
 typedef void (*console_output_fn)(void *opaque);
 void console_on_next_output(struct console *con, console_output_fn fn, void *opaque);

@@ -122,7 +122,8 @@ static void record_now(void *recorder)
     working_set_recorder_now(recorder);
 }
 
-/* The pages the guest touched up to its first output: what a later start
+/* The pages the guest touched up to its first output (its answer, not an
+ * echo of its input: core/console.h): what a later start
  * waits for before the user sees anything (machine/workingset.h). */
 static void record_working_set(struct machine *m)
 {

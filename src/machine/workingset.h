@@ -2,7 +2,8 @@
  * a restored function touches, prefetch them on later starts). RAM mapped
  * MAP_PRIVATE from the unpacked cache faults in page by page as the guest
  * touches it; the pages present at the guest's first output after the
- * first start (what a start as the user sees it waits for; at most a
+ * first start (its answer: an echo of its input does not count,
+ * core/console.h) (what a start as the user sees it waits for; at most a
  * second after it) are written down once, next to the cache file, and
  * faulted in before the vCPUs run on every later start: read ones mapped
  * from the page cache (still shared between instances), written ones

@@ -358,6 +358,47 @@ static void socket_input_reaches_the_device(void **state)
     close(sv[1]);
 }
 
+/* The input given to the guest comes back first as its terminal's echo
+ * ("go\r\n" for "go\n", or "go\n"): console_on_next_output's function
+ * is told with the answer after it, not with the echo (a start records
+ * the pages touched until the guest answers). Output that is no echo
+ * ends the echo looked for: later input is looked for afresh. */
+static void next_output_is_the_answer_not_the_echo(void **state)
+{
+    struct rig r;
+    int calls = 0;
+    (void)state;
+
+    rig_open(&r, 3);
+    assert_int_equal(write(r.stdin_pipe[1], "go\n", 3), 3);
+    loop_run(&r.loop);
+    console_on_next_output(r.con, count_call, &calls);
+    console_output(r.con, (const uint8_t *)"g", 1);
+    console_output(r.con, (const uint8_t *)"o\r\n", 3);
+    assert_int_equal(calls, 0);
+    console_output(r.con, (const uint8_t *)"GUEST-GOT=go\r\n", 14);
+    assert_int_equal(calls, 1);
+
+    /* A newline typed as a carriage return, echoed as "\n"; an answer that
+     * begins as the echo did is told where it differs. */
+    char done;
+    assert_int_equal(read(r.done[0], &done, 1), 1);
+    r.typed->until += 3;
+    assert_int_equal(write(r.stdin_pipe[1], "hi\r", 3), 3);
+    loop_run(&r.loop);
+    console_on_next_output(r.con, count_call, &calls);
+    console_output(r.con, (const uint8_t *)"hi\n", 3);
+    assert_int_equal(calls, 1);
+    console_output(r.con, (const uint8_t *)"x", 1);
+    assert_int_equal(calls, 2);
+
+    /* No input given: the first byte is the answer. */
+    console_on_next_output(r.con, count_call, &calls);
+    console_output(r.con, (const uint8_t *)"g", 1);
+    assert_int_equal(calls, 3);
+    rig_close(&r);
+}
+
 /* A client flooding the console is read 256 bytes at a time, each round of
  * the loop (which also serves the stop request and the control socket). */
 static void a_flood_is_read_in_bounded_chunks(void **state)
@@ -440,6 +481,7 @@ int main(void)
         cmocka_unit_test(unread_pipe_never_blocks_the_writer),
         cmocka_unit_test(reader_gets_everything_in_order),
         cmocka_unit_test(next_output_is_told_once),
+        cmocka_unit_test(next_output_is_the_answer_not_the_echo),
         cmocka_unit_test(log_is_rotated_at_its_limit),
         cmocka_unit_test(escapes_are_stripped),
         cmocka_unit_test(split_sequences_are_stripped),
