@@ -200,12 +200,15 @@ static int add_kernel_cache(struct confine_plan *p, const struct vm_config *cfg,
     return r;
 }
 
-/* A folder of the data folder, made if missing (without a data folder,
- * what needs it fails in the VM, as outside). */
+/* A folder of the data folder, made if missing: paths_data_dir() made it
+ * (paths_mkdirs() again was one more path walk of the plan's, bench
+ * jail_calls); one it could not make is not there, and the plan leaves
+ * out what is not there (without a data folder, what needs it fails in
+ * the VM, as outside). */
 static int add_data(struct confine_plan *p, const char *sub, bool writable)
 {
     char *dir = paths_data_dir(sub);
-    int r = dir && paths_mkdirs(dir) == 0 ? confine_plan_add(p, dir, writable) : 0;
+    int r = dir ? confine_plan_add(p, dir, writable) : 0;
 
     free(dir);
     return r;
@@ -218,13 +221,20 @@ static int add_data(struct confine_plan *p, const char *sub, bool writable)
  * could name later). */
 static int add_instance(struct confine_plan *p, const char *name, bool make)
 {
-    char *dir = NULL, *instances = paths_instances_dir();
+    char *dir = NULL, *instances = NULL;
     int r = make ? instance_dir(name, &dir) : 0;
 
-    if (r == 0 && !make && instances && asprintf(&dir, "%s/%s", instances, name) < 0)
+    /* Made: its folder is the instances' (INSTANCES/NAME), there, not
+     * looked for again (two path walks fewer, bench jail_calls). */
+    if (r == 0 && make && !(instances = strdup(dir)))
+        r = err_set(ENOMEM, "--jail");
+    else if (r == 0 && make)
+        *strrchr(instances, '/') = '\0';
+    else if (r == 0 && (instances = paths_instances_dir()) &&
+             asprintf(&dir, "%s/%s", instances, name) < 0)
         r = err_set(ENOMEM, "--jail"), dir = NULL;
-    if (r == 0 && dir && access(dir, F_OK) == 0 && (r = confine_plan_add(p, dir, true)) == 0 &&
-        instances)
+    if (r == 0 && dir && (make || access(dir, F_OK) == 0) &&
+        (r = confine_plan_add(p, dir, true)) == 0 && instances)
         r = confine_plan_leftover(p, instances, name);
     free(dir);
     free(instances);

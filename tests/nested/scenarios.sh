@@ -2744,6 +2744,62 @@ scenario_jail_calls() {
     rm -f "$bundle"
 }
 
+# Where the CPU of a start's window goes (bench/jail/cpu-report): the L1
+# has one vCPU, so a start's time from its exec to its first KVM_RUN is its
+# own CPU, the CPU of whatever else ran meanwhile (the harness's waiter,
+# kernel threads) and idle time; strace would slow every call many times
+# over, the kernel's own trace (ftrace: raw_syscalls, sched_switch, forks
+# and execs) does not. Plain (--seccomp=off) and confined (--jail), RUNS
+# rounds, alternating which goes first; jail-cpu.txt says per start and
+# per mode (medians) the window, the start's processes' CPU, the others',
+# idle.
+scenario_jail_cpu() {
+    local bundle=$work/jcpu.smolmachine out=$results/jail-cpu.txt mode n opts order
+    local tracing=/sys/kernel/tracing runs=${RUNS:-3} event
+    [ -d "$tracing/events/raw_syscalls" ] || mount -t tracefs nodev "$tracing" 2> /dev/null
+    [ -d "$tracing/events/raw_syscalls" ] || { fail jail-cpu "no tracefs in this L1"; return; }
+    SMOLVM=$real_smolvm background jcpu-src run --name jcpu-src --kernel "$KERNEL" --initrd "$INITRD" \
+        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for jcpu-src '^COUNT 3 '
+    "$real_smolvm" save jcpu-src -o "$bundle" > /dev/null 2>&1
+    finish jcpu-src
+    for n in 1 2; do # as jail_bench: the memory cache, then the working set
+        SMOLVM=$real_smolvm background jcpu-warm start "$bundle" --name jcpu-warm
+        wait_for jcpu-warm '^COUNT'
+        "$real_smolvm" stop jcpu-warm --force > /dev/null 2>&1
+        finish jcpu-warm
+    done
+    for n in $(seq 1 "$runs"); do
+        order="plain confined"
+        [ $((n % 2)) = 1 ] || order="confined plain"
+        for mode in $order; do
+            opts=--jail
+            [ "$mode" = confined ] || opts=--seccomp=off
+            echo 0 > "$tracing/tracing_on"
+            echo 32768 > "$tracing/buffer_size_kb"
+            : > "$tracing/trace"
+            echo 1 > "$tracing/events/raw_syscalls/enable"
+            for event in sched_switch sched_process_fork sched_process_exec; do
+                echo 1 > "$tracing/events/sched/$event/enable"
+            done
+            echo 1 > "$tracing/tracing_on"
+            SMOLVM=$real_smolvm background "jcpu-$mode" start "$bundle" $opts --name "jcpu-$mode" \
+                --trace-boot --json
+            wait_for_line "jcpu-$mode" '^COUNT'
+            echo 0 > "$tracing/tracing_on"
+            "$real_smolvm" stop "jcpu-$mode" --force > /dev/null 2>&1
+            finish "jcpu-$mode"
+            gzip -c "$tracing/trace" > "$results/jail-cpu-$mode-$n.trace.gz"
+            echo 0 > "$tracing/events/enable"
+            : > "$tracing/trace"
+        done
+    done
+    python3 "$(dirname "$(realpath "$0")")/../../bench/jail/cpu-report" "$results"/jail-cpu-*.trace.gz > "$out" 2>&1
+    expect jail-cpu "the start's CPU of both modes, and their ratio (jail-cpu.txt)" \
+        grep -q "^confined/plain" "$out"
+    rm -f "$bundle"
+}
+
 # bench/migrate in this L1 (named in SCENARIOS only, not CI's tier):
 # smolvm's migrations against QEMU's of the same guest, RUNS of each;
 # the figures in migrate-bench.txt.
@@ -3022,7 +3078,7 @@ all_scenarios="boot_and_trace two_cpus reboot panic pvh serial_input virtio_disk
     migrate migrate_jailed seccomp jail guest_trace micro_kernel shares_two_vms shares_git_make
     ram_huge_pages boot_and_trace+jail"
 # Benchmarks in the nested harness, run only when named in SCENARIOS (not
-# part of the tier CI runs): jail_bench, jail_calls, boot_bench, net_bench, migrate_bench,
+# part of the tier CI runs): jail_bench, jail_calls, jail_cpu, boot_bench, net_bench, migrate_bench,
 # api_bench, fs_bench, coldstart_bench, ram_bench;
 # and migrate_load (cuts at three points, a dirtying guest; needs the test
 # build's cut hook) and migrate_layers, also only when named.
