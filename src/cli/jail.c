@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -503,11 +504,17 @@ static void template_forget(void)
     template_mounts = NULL;
 }
 
+/* A spare's VMM forked before its name, or its relay to be
+ * (cli_confine_fork_waiting()): the template's namespaces joined, their
+ * fds closed by the fork. In the VMM, its plan is made here and taken
+ * over the template (template_ns then only says there is one). */
+static bool template_ns_joined, vmm_waiting;
+
 /* The template let go unused: its namespaces (and its root with them),
  * its folder. */
 static void template_discard(void)
 {
-    if (template_made)
+    if (template_made && !template_ns_joined)
         for (int i = 0; i < 3; i++)
             close(template_ns[i]);
     if (template_plan.root)
@@ -835,8 +842,9 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
-    ahead_check();
-    if ((r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
+    if (!vmm_waiting) /* its spare checked the template as it was named */
+        ahead_check();
+    if (!vmm_waiting && (r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
         if (!needs_net_helper(&o->vm, start, bundle))
             forget_net_helper(); /* as its relay's plan does */
         return confined(CONFINE_JAIL);
@@ -857,6 +865,57 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     return confined(got);
+}
+
+bool cli_confine_template_made(void)
+{
+    return template_made;
+}
+
+bool cli_confine_ahead_current(void)
+{
+    ahead_check();
+    return template_made;
+}
+
+int cli_confine_fork_waiting(void)
+{
+    int r = jail_fork_waiting(template_ns);
+
+    if (r >= 0 || r == -ENOTRECOVERABLE)
+        template_ns_joined = true; /* closed by the fork */
+    if (r == 1) {
+        vmm_waiting = true;
+        /* What the spare checks as it is named (ahead_check()): not the VMM's. */
+        template_unwatch();
+        free(template_mounts);
+        template_mounts = NULL;
+    }
+    return r;
+}
+
+void cli_confine_relay_waiting(const char *name, int vmm_name_fd)
+{
+    struct confine_plan p = {0};
+    char line[CONTROL_NAME_MAX + 2];
+    int len = snprintf(line, sizeof(line), "%s\n", name);
+
+    /* What the VM's plan names to remove after it (add_runtime(),
+     * add_instance(), the template's folder), made from its name as the
+     * host is now: before the VMM is told it (its pivot_root moves this
+     * process's root too). */
+    if (add_runtime(&p, name) < 0 || add_instance(&p, name, false) < 0 ||
+        template_folder_left(&p) < 0)
+        err_clear(); /* what was planned is held */
+    /* One write (a pipe's, atomic); a VMM gone first is relayed as it
+     * ended, not this process ended by SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    if (write(vmm_name_fd, line, (size_t)len) != len) {
+        /* the VMM is gone: its relay ends as it did */
+    }
+    signal(SIGPIPE, SIG_DFL);
+    close(vmm_name_fd);
+    jail_relay_waiting(&p);
 }
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)
