@@ -858,7 +858,9 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
         r = template_use(&plan, start, bundle);
     trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
     trace_add_count(TRACE_JAIL_PATHS, plan.count);
-    if (r == 0)
+    if (r == 0 && vmm_waiting) /* its spare's VMM, forked before it was named */
+        r = confine_waited(&plan), got = CONFINE_JAIL;
+    else if (r == 0)
         r = confine_enter(&plan, &got);
     trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - planned);
     confine_plan_release(&plan);

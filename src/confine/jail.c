@@ -540,7 +540,6 @@ static struct {
  * so with a byte (root_built()), not only its pipe's end, which its exit
  * would close too (jail_relay_waiting()). */
 static bool waiting_vmm;
-static int confine_waiting_vmm(const struct confine_plan *p);
 
 /* Folder dir (absolute), opened as the host sees it. */
 static int open_host_dir(const char *dir)
@@ -719,7 +718,9 @@ static void root_built(void)
  * within a slice or so beside a busy guest. Until its filter is loaded it
  * reads nothing: no byte from the VMM (wait_for_root() polls), nothing of
  * the bundle or the guest; it is outside the jail, as it always was, and
- * the VMM has not run the guest yet when it is let go. */
+ * the VMM has not run the guest yet when it is let go. (A spare's VMM
+ * forked before its name writes one byte on that pipe, its root built:
+ * jail_relay_waiting() reads it, and only whether it came.) */
 static void __attribute__((noreturn)) relay(pid_t child)
 {
     struct sigaction sa = {.sa_handler = forward};
@@ -1137,8 +1138,6 @@ int jail_enter(const struct confine_plan *p)
 
     if (early.forked)
         return relay_forked_ahead(p);
-    if (waiting_vmm)
-        return confine_waiting_vmm(p);
     if (!p->root)
         return -EINVAL;
     uint64_t unsharing = trace_now_us();
@@ -1240,13 +1239,10 @@ int jail_fork_waiting(const int ns[3])
     return 1;
 }
 
-/* jail_enter() in a VMM forked before its name: its root built (over the
- * template's when p->template_ns[0] > 0 -- joined at the fork, the
- * numbers kept only to say so -- else whole, in the template's
- * namespaces), its capabilities dropped. Its relay holds the leftovers
- * (jail_relay_waiting()). */
-static int confine_waiting_vmm(const struct confine_plan *p)
+int jail_confine_waited(const struct confine_plan *p)
 {
+    if (!waiting_vmm)
+        return -EINVAL;
     root_prebuilt = p->template_ns[0] > 0;
     if (!root_prebuilt && mkdir(p->root, 0700) < 0 && errno != EEXIST)
         return broken("cannot make", p->root);

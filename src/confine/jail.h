@@ -165,6 +165,14 @@ int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void));
  * the relay to be (jail_relay_waiting()). -errno when the first namespace
  * could not be joined (nothing changed); other errors (err.h) past it. */
 int jail_fork_waiting(const int ns[3]);
+/* In jail_fork_waiting()'s VMM, named, its plan p made: its root built
+ * (over the template's when p->template_ns[0] > 0 -- joined at the fork,
+ * the numbers kept only to say so -- else whole, in the template's
+ * namespaces), its capabilities dropped, no_new_privs; its relay holds
+ * the leftovers. 0, or an error (err.h): it must not run the VM. */
+int jail_confine_waited(const struct confine_plan *p);
+/* The same, in confine's words: confine_description() says the jail. */
+int confine_waited(const struct confine_plan *p) __attribute__((warn_unused_result));
 /* The relay of jail_fork_waiting()'s VMM: once the VMM has built its root,
  * p's leftovers (as the host sees them, made from the VM's name before
  * the VMM was told it) are held, and it relays (never returns). A VMM

@@ -1868,6 +1868,10 @@ scenario_api() {
     # waiting since the daemon began), and the next one stands ready.
     expect api-spare "the start went through the daemon's spare VMM (trace: spare_named, spare_waited_us > 0; next spare: $(api_spares "$api_pid"))" \
         eval 'echo "$api_body" | grep -q "\"spare_named\":" && echo "$api_body" | grep -q "\"spare_waited_us\":[1-9]" && test -n "$(api_spares "$api_pid")"'
+    # Its VMM was forked, into the template's namespaces, and its VM made
+    # before the spare was named (src/cli/start.c: fork_waiting_vmm()).
+    expect api-spare-vmm-ahead "the spare's VMM and its VM were made before it was named (trace: spare_vmm_ahead_us > 0)" \
+        eval 'echo "$api_body" | grep -q "\"spare_vmm_ahead_us\":[1-9]"'
     # Exec and files through the guest agent (the requests smolvm exec and cp make).
     api POST /machines/apivm/exec '{"command":["sh","-c","echo in-guest-$((6*7)); cat; exit 3"],"stdin":"from-api"}'
     expect api-exec "POST exec runs in the guest, output and status streamed: $(echo "$api_body" | tr '\n' ' ' | head -c 300)" \
