@@ -2718,12 +2718,14 @@ scenario_jail_calls() {
                 return 0
             }
             { pid = $1; line = $0; sub(/^[0-9]+ +/, "", line) }
-            !on { if (index(line, "\"" ENVIRON["N"] "\\n\"") && index(line, "read") && !index(line, "send")) { on = 1; root = pid }
-                  next }
+            # Who forked whom, from the start: the spare forks its VMM (and
+            # under --jail its relay and resume marker) before it is named.
             { if ((index(line, "clone") || index(line, "fork")) && match(line, /[0-9]+ in strace.s PID NS \*\/$/)) {
                   child = substr(line, RSTART); sub(/ .*/, "", child); parent[child] = pid
-              } else if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid
-              if (match(line, /^[a-z_0-9]+\(/)) { who[NR] = pid; what[NR] = substr(line, 1, RLENGTH - 1) }
+              } else if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid }
+            !on { if (index(line, "\"" ENVIRON["N"] "\\n\"") && index(line, "read") && !index(line, "send")) { on = 1; root = pid }
+                  next }
+            { if (match(line, /^[a-z_0-9]+\(/)) { who[NR] = pid; what[NR] = substr(line, 1, RLENGTH - 1) }
               if (index(line, "KVM_RUN")) run[NR] = pid }
             END {
                 if (!on) { printf "%s: the spare was never named (no cut-off)\n", mode; exit }
