@@ -1939,6 +1939,19 @@ scenario_api() {
     api GET /machines/apivm/trace
     expect api-spare-killed "a spare killed (${spare:-none found}) is passed over: that start works (above) without it (no spare_named in its trace), and a new spare stands ready (${next:-none})" \
         eval 'test -n "$spare" && test -n "$next" && test "$next" != "$spare" && test "$api_status" = 200 && ! echo "$api_body" | grep -q spare_named'
+    # Saved again and started through the spare that stands ready, its
+    # VMM made before it was named: the guest resumes, its saved state
+    # marked resumed by the marker that spare forked ahead (unmarked, the
+    # start fails).
+    api POST /machines/apivm/save
+    sleep 1
+    api POST /machines/apivm/start
+    start_status=$api_status
+    api_wait_log apivm 'TICK [0-9]'
+    first=$(grep -ao 'TICK [0-9]*' "$work/api/$(printf %03d "$api_n").body" | head -n 1 | cut -d' ' -f2)
+    api GET /machines/apivm/trace
+    expect api-spare-resumes "a saved guest started through the spare's VMM made ahead ($start_status) resumes (first TICK ${first:-none}, was past 3; trace has spare_vmm_ahead_us)" \
+        eval 'test "$start_status" = 200 && test -n "$first" && test "$first" -gt 3 && echo "$api_body" | grep -q "\"spare_vmm_ahead_us\":[1-9]"'
     api POST /machines/apivm/start
     expect api-start-twice "a second start is refused: 409 already_running" \
         eval 'test "$api_status" = 409 && echo "$api_body" | grep -q already_running'
