@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -110,27 +111,33 @@ struct waiting_vmm {
 static int waited_ready_fd = -1, waited_marker_fd = -1;
 
 /* A machine's name, one line from fd (the spare's own pipes: the name was
- * checked as the daemon gave it). 0, or -1 at the pipe's end first. */
+ * checked as the daemon gave it, and each comes in one write: send_name()).
+ * 0, or -1 at the pipe's end first. */
 static int read_name(int fd, char *name, size_t size)
 {
     size_t len = 0;
     ssize_t n;
+    char *end = NULL;
 
-    while (len < size - 1 && ((n = read(fd, name + len, 1)) == 1 || (n < 0 && errno == EINTR)))
-        if (n == 1 && name[len++] == '\n') {
-            name[len - 1] = '\0';
-            close(fd);
-            return 0;
-        }
+    while (!end && len < size - 1 &&
+           ((n = read(fd, name + len, size - 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+        if (n > 0)
+            end = memchr(name + len, '\n', (size_t)n), len += (size_t)n;
     close(fd);
-    return -1;
+    if (!end || end != name + len - 1)
+        return -1;
+    *end = '\0';
+    return 0;
 }
 
+/* name and its newline in one write (a pipe's: atomic), to a child that
+ * may have ended (said, not this process ended by SIGPIPE). */
 static int send_name(int fd, const char *name)
 {
-    size_t len = strlen(name);
-    void (*was)(int) = signal(SIGPIPE, SIG_IGN); /* a child gone is said, not our end */
-    int r = write(fd, name, len) == (ssize_t)len && write(fd, "\n", 1) == 1 ? 0 : -1;
+    char line[CONTROL_NAME_MAX + 2];
+    int len = snprintf(line, sizeof(line), "%s\n", name);
+    void (*was)(int) = signal(SIGPIPE, SIG_IGN);
+    int r = len > 0 && (size_t)len < sizeof(line) && write(fd, line, (size_t)len) == len ? 0 : -1;
 
     signal(SIGPIPE, was);
     return r;
@@ -149,6 +156,7 @@ static pid_t fork_marker(int pair, int name_fd)
     if (pid != 0)
         return pid;
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the spare gone unnamed: with it */
+    setpriority(PRIO_PROCESS, 0, 19); /* off the VMM's way: it waits, then marks once */
     if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0 || dup2(null, STDIN_FILENO) < 0 ||
         dup2(null, STDOUT_FILENO) < 0 || dup2(null, STDERR_FILENO) < 0 ||
         dup2(pair, STDERR_FILENO + 1) < 0 || dup2(name_fd, STDERR_FILENO + 2) < 0)
@@ -263,6 +271,8 @@ static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, c
  * only a whole jail fits), let go of -- it ends -- and false. */
 static bool tell_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, const char *told)
 {
+    /* The marker first (at nice 19: it only reads it now): a VMM told
+     * its name is committed to, one the spare could not tell is not. */
     bool told_it = w->child && told &&
                    (!o->jail || (instance_named(told) && cli_confine_ahead_current())) &&
                    (!w->marker || send_name(w->marker_name_fd, told) == 0) &&
