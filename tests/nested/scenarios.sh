@@ -2536,8 +2536,8 @@ scenario_jail_bench() {
     expect jail-bench "figures for both, plain and confined, and their ratios (jail-bench.txt)" \
         eval '! grep -q "?" "$figures" && grep -q "^  confined/plain" "$figures"'
     [ -z "$api_modes" ] ||
-        expect jail-bench-api "API starts through the spare, both modes (each trace has spare_named; jba-*.trace)" \
-            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
+        expect jail-bench-api "API starts through the spare, both modes (each trace has spare_named, and spare_vmm_ahead_us: its VMM and VM made before the name; jba-*.trace)" \
+            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && test "$(grep -l "\"spare_vmm_ahead_us\":[1-9]" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
     expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
         eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"
