@@ -2456,7 +2456,7 @@ scenario_jail_bench() {
         "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
         finish jb-warm
     done
-    case $kinds in *" api "*) jail_bench_api_begin && api_modes="plain confined" ;; esac
+    case $kinds in *" api "*) jail_bench_api_begin && api_modes=$jba_modes ;; esac
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
     local modes="plain jail seccomp confined" bin order
     [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
@@ -2537,7 +2537,7 @@ scenario_jail_bench() {
         eval '! grep -q "?" "$figures" && grep -q "^  confined/plain" "$figures"'
     [ -z "$api_modes" ] ||
         expect jail-bench-api "API starts through the spare, both modes (each trace has spare_named, and spare_vmm_ahead_us: its VMM and VM made before the name; jba-*.trace)" \
-            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && test "$(grep -l "\"spare_vmm_ahead_us\":[1-9]" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
+            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $(($(echo $api_modes | wc -w) * runs)) && test "$(grep -l "\"spare_vmm_ahead_us\":[1-9]" "$work"/jba-plain-[0-9]*.trace "$work"/jba-confined-[0-9]*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
     expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
         eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"
@@ -2600,15 +2600,21 @@ jail_api_bundle() {
 # instance for each (jba-MODE) of a bundle like the CLI's but with a disk
 # (jail_api_bundle), started twice untimed (its memory cache, its working
 # set), as the bundle was.
+# The API's modes (jba_modes): plain and confined, and with SMOLVM_BASELINE
+# the same two of that smolvm's daemon (its own spares), to see what a
+# user of the API gains or loses against it in the same L1.
 jail_bench_api_begin() {
-    local bundle=$work/jba.smolmachine mode opts
+    local bundle=$work/jba.smolmachine mode opts bin
     jail_api_bundle "$bundle" jba-src
-    for mode in plain confined; do
-        opts=
-        [ "$mode" = confined ] || opts=--no-confine
-        bench_daemon "$work/jba-$mode.sock" "$work/jba-$mode.serve" "$opts" "$real_smolvm" ||
+    jba_modes="plain confined"
+    [ -z "${SMOLVM_BASELINE:-}" ] || jba_modes="$jba_modes plain-baseline confined-baseline"
+    for mode in $jba_modes; do
+        opts= bin=$real_smolvm
+        [ "${mode%-baseline}" = confined ] || opts=--no-confine
+        [ "$mode" = "${mode%-baseline}" ] || bin=$SMOLVM_BASELINE
+        bench_daemon "$work/jba-$mode.sock" "$work/jba-$mode.serve" "$opts" "$bin" ||
             { fail jail-bench-api "the $mode daemon did not answer"; return 1; }
-        eval "jba_daemon_$mode=\$daemon_pid"
+        eval "jba_daemon_${mode//-/_}=\$daemon_pid"
         "$real_smolvm" create "jba-$mode" --from "$bundle" > "$work/jba-$mode.create" 2>&1 ||
             { fail jail-bench-api "create jba-$mode: $(tail -n 1 "$work/jba-$mode.create")"; return 1; }
         for _ in 1 2; do
@@ -2638,8 +2644,8 @@ jail_bench_api_start() {
 
 jail_bench_api_end() {
     local mode
-    for mode in plain confined; do
-        daemon_pid=$(eval "echo \${jba_daemon_$mode:-}")
+    for mode in $jba_modes; do
+        daemon_pid=$(eval "echo \${jba_daemon_${mode//-/_}:-}")
         [ -z "$daemon_pid" ] || bench_daemon_end
         "$real_smolvm" rm "jba-$mode" > /dev/null 2>&1
     done
