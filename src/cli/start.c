@@ -146,7 +146,7 @@ static int send_name(int fd, const char *name)
 /* The resume marker made ahead: it waits for the name on name_fd, then
  * as resume_marker()'s. Its output goes nowhere: it must not hold the
  * daemon's pipe, which ends once the spare has (the VMM says that the
- * instance was not marked). 0, or -1. */
+ * instance was not marked). Its pid, or -1. */
 static pid_t fork_marker(int pair, int name_fd)
 {
     pid_t pid = fork();
@@ -244,11 +244,14 @@ static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, c
     }
     fflush(NULL);
     pid_t pid = fork();
-    if (pid != 0) {
+    if (pid < 0) { /* the marker ends at its pipe's end (tell_waiting_vmm()) */
+        close_all((int[]){name[0], name[1], ready[0], ready[1], pair[0], pair[1], marker_name[0]}, 7);
+        w->marker_name_fd = marker_name[1];
+        return 0;
+    }
+    if (pid > 0) {
         close_all((int[]){name[0], ready[1], pair[0], pair[1], marker_name[0]}, 5);
-        *w = (struct waiting_vmm){pid > 0 ? pid : 0, w->marker, name[1], ready[0], marker_name[1]};
-        if (pid < 0)
-            close_all((int[]){name[1], ready[0]}, 2); /* the marker ends at its pipe's end */
+        *w = (struct waiting_vmm){pid, w->marker, name[1], ready[0], marker_name[1]};
         return 0;
     }
     close_all((int[]){o->spare_fd, name[1], ready[0], pair[1], marker_name[0], marker_name[1]}, 6);
@@ -266,9 +269,10 @@ static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, c
     return 1;
 }
 
-/* The spare named (told; NULL: ended): its waiting VMM told (the marker first), or, when the
- * template is no longer the host's (or what is named is no instance, which
- * only a whole jail fits), let go of -- it ends -- and false. */
+/* The spare named (told; NULL: ended): its waiting VMM told (the marker
+ * first), or, when the template is no longer the host's (or what is named
+ * is no instance, which only a whole jail fits), let go of -- it ends,
+ * and so does the marker -- and false. */
 static bool tell_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, const char *told)
 {
     /* The marker first (at nice 19: it only reads it now): a VMM told
@@ -279,10 +283,11 @@ static bool tell_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, 
                    send_name(w->name_fd, told) == 0;
 
     close_all((int[]){w->name_fd, w->marker_name_fd}, 2);
-    if (told_it || !w->child)
-        return told_it;
-    close(w->ready_fd);
-    while (waitpid(w->child, NULL, 0) < 0 && errno == EINTR)
+    if (told_it)
+        return true;
+    if (w->ready_fd >= 0)
+        close(w->ready_fd);
+    while (w->child && waitpid(w->child, NULL, 0) < 0 && errno == EINTR)
         ;
     while (w->marker && waitpid(w->marker, NULL, 0) < 0 && errno == EINTR)
         ;
