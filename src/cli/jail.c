@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,31 +127,45 @@ static int add_net_helper(struct confine_plan *p)
     return r;
 }
 
-/* The VM's own runtime folder (control_vm_dir(): its root's mount point
- * too), writable; the names it has in the runtime folder, which the relay
- * removes after it (the VMM cannot: they are out of its view). */
-static int add_runtime(struct confine_plan *p, const char *name)
+/* The names VM name has in the runtime folder (runtime: NAME.sock,
+ * .console, .vsock, its own folder own, DIR/NAME.vm) and its jail's root
+ * in own, which the relay removes after it (the VMM cannot: they are out
+ * of its view), in the order they are removed: the root before its
+ * folder. Strings only: made before the name too (cli_confine_relay_waiting()). */
+static int add_runtime_leftovers(struct confine_plan *p, const char *runtime, const char *own,
+                                 const char *name)
 {
     static const char *const beside[] = {"sock", "console", "vsock"};
-    char *own, *runtime = NULL, *entry = NULL;
+    char *entry = NULL;
+    int r = 0;
+
+    for (size_t i = 0; i < sizeof(beside) / sizeof(beside[0]) && r == 0; i++) {
+        r = asprintf(&entry, "%s.%s", name, beside[i]) < 0 ? err_set(ENOMEM, "--jail")
+                                                           : confine_plan_leftover(p, runtime, entry);
+        free(entry);
+    }
+    if (r == 0)
+        r = confine_plan_leftover(p, own, "root");
+    if (r == 0)
+        r = confine_plan_leftover(p, runtime, strrchr(own, '/') + 1);
+    return r;
+}
+
+/* The VM's own runtime folder (control_vm_dir(): its root's mount point
+ * too), writable, and what it leaves there (add_runtime_leftovers()). */
+static int add_runtime(struct confine_plan *p, const char *name)
+{
+    char *own, *runtime = NULL;
     int r = control_vm_dir(name, &own);
 
     if (r == 0 && (asprintf(&p->root, "%s/root", own) < 0 || !(runtime = strdup(own))))
         r = err_set(ENOMEM, "--jail"), p->root = NULL;
     if (r == 0)
         r = confine_plan_add(p, own, true);
-    if (r == 0) /* DIR/NAME.vm: the folder, and the name of each beside it */
+    if (r == 0) { /* DIR/NAME.vm: the folder, and the name of each beside it */
         *strrchr(runtime, '/') = '\0';
-    for (size_t i = 0; i < sizeof(beside) / sizeof(beside[0]) && r == 0; i++) {
-        r = asprintf(&entry, "%s.%s", name, beside[i]) < 0 ? err_set(ENOMEM, "--jail")
-                                                           : confine_plan_leftover(p, runtime, entry);
-        free(entry);
+        r = add_runtime_leftovers(p, runtime, own, name);
     }
-    /* The jail's root (p->root, in it): removed before its folder. */
-    if (r == 0)
-        r = confine_plan_leftover(p, own, "root");
-    if (r == 0)
-        r = confine_plan_leftover(p, runtime, strrchr(own, '/') + 1);
     free(runtime);
     free(own);
     return r;
@@ -513,11 +528,17 @@ static void template_forget(void)
     template_mounts = NULL;
 }
 
+/* A spare's VMM forked before its name, or its relay to be
+ * (cli_confine_fork_waiting()): the template's namespaces joined, their
+ * fds closed by the fork. In the VMM, its plan is made here and taken
+ * over the template (template_ns then only says there is one). */
+static bool template_ns_joined, vmm_waiting;
+
 /* The template let go unused: its namespaces (and its root with them),
  * its folder. */
 static void template_discard(void)
 {
-    if (template_made)
+    if (template_made && !template_ns_joined)
         for (int i = 0; i < 3; i++)
             close(template_ns[i]);
     if (template_plan.root)
@@ -845,8 +866,9 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
     uint64_t began = trace_now_us(), planned;
     paths_decide(); /* here, outside: the VMM could not look again (util/paths.h) */
     hv_decide();    /* which KVM this is: no /sys in the jail (hv/hv.h) */
-    ahead_check();
-    if ((r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
+    if (!vmm_waiting) /* its spare checked the template as it was named */
+        ahead_check();
+    if (!vmm_waiting && (r = fork_vmm_ahead(start, bundle, receiving, &limits)) == 1) {
         if (!needs_net_helper(&o->vm, start, bundle))
             forget_net_helper(); /* as its relay's plan does */
         return confined(CONFINE_JAIL);
@@ -860,13 +882,78 @@ static int confine_as(const struct vm_options *o, const char *name, bool start,
         r = template_use(&plan, start, bundle);
     trace_add_count(TRACE_JAIL_PLAN_US, (planned = trace_now_us()) - began);
     trace_add_count(TRACE_JAIL_PATHS, plan.count);
-    if (r == 0)
+    if (r == 0 && vmm_waiting) /* its spare's VMM, forked before it was named */
+        r = confine_waited(&plan), got = CONFINE_JAIL;
+    else if (r == 0)
         r = confine_enter(&plan, &got);
     trace_add_count(TRACE_JAIL_ENTER_US, trace_now_us() - planned);
     confine_plan_release(&plan);
     if (r < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
     return confined(got);
+}
+
+bool cli_confine_template_made(void)
+{
+    return template_made;
+}
+
+bool cli_confine_ahead_current(void)
+{
+    ahead_check();
+    return template_made;
+}
+
+/* A relay to be's folders (cli_confine_fork_waiting()), found before
+ * the name: the runtime folder, the instances folder (NULL: none). */
+static char *relay_runtime, *relay_instances;
+
+int cli_confine_fork_waiting(void)
+{
+    int r = jail_fork_waiting(template_ns);
+
+    if (r >= 0 || r == -ENOTRECOVERABLE)
+        template_ns_joined = true; /* closed by the fork */
+    if (r == 0 && control_dir(&relay_runtime) < 0)
+        err_clear(), relay_runtime = NULL; /* no runtime folder: no VM starts */
+    if (r == 0)
+        relay_instances = paths_instances_dir();
+    if (r == 1) {
+        vmm_waiting = true;
+        /* What the spare checks as it is named (ahead_check()): not the VMM's. */
+        template_unwatch();
+        free(template_mounts);
+        template_mounts = NULL;
+    }
+    return r;
+}
+
+void cli_confine_relay_waiting(const char *name, int vmm_name_fd)
+{
+    struct confine_plan p = {0};
+    char line[CONTROL_NAME_MAX + 2], *own = NULL;
+    int len = snprintf(line, sizeof(line), "%s\n", name);
+
+    /* What the VM's plan names to remove after it (add_runtime(),
+     * add_instance(), the template's folder), from its name and the
+     * folders found before it: not a path looked at on the VMM's way
+     * (hold_leftovers() passes over a name that is not there). */
+    if (!relay_runtime ||
+        asprintf(&own, "%s/%s" CONTROL_VM_DIR_SUFFIX, relay_runtime, name) < 0 ||
+        add_runtime_leftovers(&p, relay_runtime, own, name) < 0 ||
+        (relay_instances && confine_plan_leftover(&p, relay_instances, name) < 0) ||
+        template_folder_left(&p) < 0)
+        err_clear(); /* what was planned is held */
+    free(own);
+    /* One write (a pipe's, atomic); a VMM gone first is relayed as it
+     * ended, not this process ended by SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    if (write(vmm_name_fd, line, (size_t)len) != len) {
+        /* the VMM is gone: its relay ends as it did */
+    }
+    signal(SIGPIPE, SIG_DFL);
+    close(vmm_name_fd);
+    jail_relay_waiting(&p);
 }
 
 int cli_confine(const struct vm_options *o, const char *name, bool start, const char *bundle)

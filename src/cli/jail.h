@@ -22,6 +22,21 @@ int cli_confine(const struct vm_options *o, const char *name, bool start, const 
  * a failure is forgotten (the start then makes its plan whole, and says
  * what fails). */
 void cli_confine_ahead(const struct vm_options *o);
+/* A spare as it is named: whether the jail's template it made ahead is
+ * still the host's (mounts, paths, links unchanged); not, it is let go of
+ * with the parts made ahead (the start makes its plan as the host is now). */
+bool cli_confine_ahead_current(void);
+/* Whether cli_confine_ahead() made the jail's template (not checked). */
+bool cli_confine_template_made(void);
+/* A spare's VMM forked before its name (cli/start.c), over the template
+ * cli_confine_ahead() made (cli_confine_ahead_current(): there is one):
+ * confine/jail.h's jail_fork_waiting(). 1 in the VMM, whose cli_confine()
+ * then makes its plan and confines it over the template; 0 in its relay
+ * to be, which, once the VM's name is known, calls
+ * cli_confine_relay_waiting(): what the VM leaves planned, the VMM told
+ * the name on vmm_name_fd, and relays. -errno, or an error (err.h). */
+int cli_confine_fork_waiting(void);
+void cli_confine_relay_waiting(const char *name, int vmm_name_fd) __attribute__((noreturn));
 /* Forgets what cli_confine_ahead() made (tests). */
 void cli_confine_ahead_release(void);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -180,21 +181,12 @@ char *serve_log_path(const char *name)
     return path;
 }
 
-/* The parent's side: "ok" on the pipe means the VM runs; anything else,
- * the child failed and its log says why. */
-static int wait_for_child(struct server *s, int fd)
+/* The VM name's log, its last line said: why its detached VMM failed. */
+static int say_why_from_log(const char *name)
 {
-    char buf[8] = {0}, *log = serve_log_path(s->name), line[512] = "", last[512] = "";
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    FILE *f;
+    char *log = serve_log_path(name), line[512] = "", last[512] = "";
+    FILE *f = log ? fopen(log, "r") : NULL;
 
-    close(fd);
-    if (n == 2 && strcmp(buf, "ok") == 0) {
-        free(log);
-        puts(s->name);
-        return CLI_OK;
-    }
-    f = log ? fopen(log, "r") : NULL;
     while (f && fgets(line, sizeof(line), f))
         snprintf(last, sizeof(last), "%s", line);
     if (f)
@@ -203,6 +195,45 @@ static int wait_for_child(struct server *s, int fd)
     last[strcspn(last, "\n")] = 0;
     fprintf(stderr, "%s\n", last[0] ? last : "smolvm: the VM did not start");
     return CLI_FAILED;
+}
+
+/* The parent's side: "ok" on the pipe means the VM runs; anything else,
+ * the child failed and its log says why. */
+static int wait_for_child(struct server *s, int fd)
+{
+    char buf[8] = {0};
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+
+    close(fd);
+    if (n == 2 && strcmp(buf, "ok") == 0) {
+        puts(s->name);
+        return CLI_OK;
+    }
+    return say_why_from_log(s->name);
+}
+
+int serve_wait_for_vmm(const char *name, int fd, pid_t vmm)
+{
+    char buf[4] = "";
+    size_t len = 0;
+    ssize_t n;
+    int status;
+
+    while (len < sizeof(buf) - 1 && ((n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0 ||
+                                     (n < 0 && errno == EINTR)))
+        len += n > 0 ? (size_t)n : 0;
+    close(fd);
+    if (strcmp(buf, "Lok") == 0) {
+        puts(name);
+        return CLI_OK;
+    }
+    if (buf[0] == 'L')
+        return say_why_from_log(name);
+    /* Ended before its log: it said why here, and its status is ours. */
+    while (waitpid(vmm, &status, 0) < 0)
+        if (errno != EINTR)
+            return CLI_FAILED;
+    return WIFEXITED(status) && WEXITSTATUS(status) != CLI_OK ? WEXITSTATUS(status) : CLI_FAILED;
 }
 
 /* Where the VM's console log is written: in its own folder when it has
@@ -289,6 +320,21 @@ int serve_detach(struct server *s, bool *parent)
     if (redirect_to_log(s) < 0)
         _exit(CLI_FAILED);
     s->ready_fd = fds[1];
+    s->detached = true;
+    return CLI_OK;
+}
+
+int serve_detached_ahead(struct server *s, int ready_fd)
+{
+    if (s->no_control)
+        return cli_fail(CLI_FAILED, "--detach: %s", s->no_control);
+    setsid();
+    if (redirect_to_log(s) < 0)
+        _exit(CLI_FAILED);
+    if (write(ready_fd, "L", 1) != 1) {
+        /* the spare is gone: the VM starts all the same, as a detached one does */
+    }
+    s->ready_fd = ready_fd;
     s->detached = true;
     return CLI_OK;
 }

@@ -4,6 +4,7 @@
 #define SMOLVM_CLI_SERVE_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "confine/confine.h"
 #include "machine/machine.h"
@@ -40,6 +41,16 @@ int serve_use_own_folder(struct server *s);
  * VM with its console in a log file (`smolvm logs NAME`); the parent waits
  * until the VM runs or fails and returns the exit code to leave with. */
 int serve_detach(struct server *s, bool *parent);
+/* --detach of a VMM forked before its spare was told what to start
+ * (cli/start.c): no fork, the spare (its parent, or its relay's) is the
+ * one waiting. Its own session, its console into the log, then "L" on
+ * ready_fd (its stderr is the log from there), "ok" once the VM runs. */
+int serve_detached_ahead(struct server *s, int ready_fd);
+/* The spare's side of serve_detached_ahead(), vmm the child it forked (the
+ * VMM, or its relay, which ends as the VMM does): name printed and CLI_OK
+ * once the VM runs; a VMM that failed after its log opened, its last line
+ * said; one that ended before, its exit status (it said why itself). */
+int serve_wait_for_vmm(const char *name, int fd, pid_t vmm);
 /* A detached VM's log is rotated at this size (NAME.log -> NAME.log.1):
  * it lives in $XDG_RUNTIME_DIR, often RAM. */
 #define SERVE_LOG_LIMIT (1u << 20)

@@ -3,7 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/control.h"
@@ -31,6 +36,23 @@ static const struct vm_options_help start_help = {
     "or truncated bundle included), 2 on a bad command line.\n",
 };
 
+/* The resume marker's work (resume_marker()), on its end of the pair. */
+static void __attribute__((noreturn)) mark_when_asked(int pair, const char *name)
+{
+    char asked, answer = 'n';
+
+    if (read(pair, &asked, 1) == 1) {
+        if (machine_instance_resumed(name) == 0)
+            answer = 'y';
+        else
+            fprintf(stderr, "smolvm: start: %s\n", err_msg());
+        if (write(pair, &answer, 1) != 1) {
+            /* the VMM is gone: it starts nothing */
+        }
+    }
+    _exit(0);
+}
+
 /* --jail leaves the store out of the VMM's view (its instance.json
  * read-only, its lock absent): a process left outside marks a store
  * instance resumed once the VMM asks (one byte), and answers 'y' when it
@@ -48,23 +70,12 @@ static int resume_marker(const char *name)
         return err_set(errno, "fork");
     }
     if (pid == 0) {
-        char asked, answer = 'n';
         /* Only its end of the pair (and stdio): the VM's sockets, and a
          * detached start's pipe to its parent, are not held open here. */
         if (dup2(pair[1], STDERR_FILENO + 1) < 0)
             _exit(1);
         close_range(STDERR_FILENO + 2, ~0u, 0);
-        pair[1] = STDERR_FILENO + 1;
-        if (read(pair[1], &asked, 1) == 1) {
-            if (machine_instance_resumed(name) == 0)
-                answer = 'y';
-            else
-                fprintf(stderr, "smolvm: start: %s\n", err_msg());
-            if (write(pair[1], &answer, 1) != 1) {
-                /* the VMM is gone: it starts nothing */
-            }
-        }
-        _exit(0);
+        mark_when_asked(STDERR_FILENO + 1, name);
     }
     close(pair[1]);
     return pair[0];
@@ -84,22 +95,235 @@ static int mark_resumed(const char *name, int marker)
     return 0;
 }
 
-/* A spare (api/spare.h): what does not depend on the machine done, then
- * its name awaited. CLI_OK and told "" when the daemon ended it unused. */
-static int spare_told(const struct vm_options *o, char *told, size_t size)
+/* A spare's VMM forked before the spare is told what to start
+ * (fork_waiting_vmm()), as the spare sees it: the child it forked (the
+ * VMM; under --jail, its relay to be), the pipe the name goes down, the
+ * one the VMM says it runs on (serve_detached_ahead()); under --jail,
+ * the resume marker (resume_marker(), made ahead: outside the
+ * namespaces the VMM's relay joins) and its name's pipe. */
+struct waiting_vmm {
+    pid_t child, marker; /* 0: none */
+    int name_fd, ready_fd, marker_name_fd;
+};
+
+/* In the VMM forked ahead, once named: its ends of the ready pipe and
+ * (--jail) of the resume marker's pair; -1: this is no such VMM. */
+static int waited_ready_fd = -1, waited_marker_fd = -1;
+
+/* A machine's name, one line from fd (the spare's own pipes: the name was
+ * checked as the daemon gave it, and each comes in one write: send_name()).
+ * 0, or -1 at the pipe's end first. */
+static int read_name(int fd, char *name, size_t size)
 {
+    size_t len = 0;
+    ssize_t n;
+    char *end = NULL;
+
+    while (!end && len < size - 1 &&
+           ((n = read(fd, name + len, size - 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+        if (n > 0)
+            end = memchr(name + len, '\n', (size_t)n), len += (size_t)n;
+    close(fd);
+    if (!end || end != name + len - 1)
+        return -1;
+    *end = '\0';
+    return 0;
+}
+
+/* name and its newline in one write (a pipe's: atomic), to a child that
+ * may have ended (said, not this process ended by SIGPIPE). */
+static int send_name(int fd, const char *name)
+{
+    char line[CONTROL_NAME_MAX + 2];
+    int len = snprintf(line, sizeof(line), "%s\n", name);
+    void (*was)(int) = signal(SIGPIPE, SIG_IGN);
+    int r = len > 0 && (size_t)len < sizeof(line) && write(fd, line, (size_t)len) == len ? 0 : -1;
+
+    signal(SIGPIPE, was);
+    return r;
+}
+
+/* The resume marker made ahead: it waits for the name on name_fd, then
+ * as resume_marker()'s. Its output goes nowhere: it must not hold the
+ * daemon's pipe, which ends once the spare has (the VMM says that the
+ * instance was not marked). Its pid, or -1. */
+static pid_t fork_marker(int pair, int name_fd)
+{
+    pid_t pid = fork();
+    char name[CONTROL_NAME_MAX + 2];
+    int null;
+
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the spare gone unnamed: with it */
+    setpriority(PRIO_PROCESS, 0, 19); /* off the VMM's way: it waits, then marks once */
+    if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0 || dup2(null, STDIN_FILENO) < 0 ||
+        dup2(null, STDOUT_FILENO) < 0 || dup2(null, STDERR_FILENO) < 0 ||
+        dup2(pair, STDERR_FILENO + 1) < 0 || dup2(name_fd, STDERR_FILENO + 2) < 0)
+        _exit(1);
+    close_range(STDERR_FILENO + 3, ~0u, 0);
+    if (read_name(STDERR_FILENO + 2, name, sizeof(name)) < 0)
+        _exit(0);
+    prctl(PR_SET_PDEATHSIG, 0); /* it outlives the spare, as the VM does */
+    mark_when_asked(STDERR_FILENO + 1, name);
+}
+
+static void close_all(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]), fds[i] = -1;
+}
+
+/* In the child fork_waiting_vmm() made, under --jail: the VMM forked into
+ * the template's namespaces (returns in it, down its end of the pipe its
+ * relay names it down); this process its relay, which learns the name on
+ * name_fd, holds what the VM leaves (cli_confine_relay_waiting()) and
+ * relays, never returning; vmms, the VMM's ends of the spare's pipes, it
+ * does not keep. An error: this child ends (the spare starts
+ * the machine the normal way). */
+static int fork_into_template(int name_fd, int vmms[2])
+{
+    int down[2];
+    char name[CONTROL_NAME_MAX + 2];
+
+    if (pipe2(down, O_CLOEXEC) < 0)
+        _exit(1);
+    int r = cli_confine_fork_waiting();
+    if (r < 0) { /* said, in case it is named before the spare sees it gone */
+        fprintf(stderr, "smolvm: start: --jail: %s\n",
+                r == -ENOTRECOVERABLE ? err_msg() : strerror(-r));
+        _exit(1);
+    }
+    if (r == 1) {
+        close(down[1]);
+        close(name_fd);
+        return down[0];
+    }
+    close(down[0]);
+    close_all(vmms, 2); /* the VMM's ends alone: its end closes them */
+    if (read_name(name_fd, name, sizeof(name)) < 0)
+        _exit(0); /* ended unnamed: the VMM with it (its pipe's end) */
+    /* The VM outlives the spare; the relay with it, in its session, its
+     * output nowhere (the daemon reads the spare's to its end). */
+    prctl(PR_SET_PDEATHSIG, 0);
+    setsid();
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(null, STDOUT_FILENO) < 0 ||
+        dup2(null, STDERR_FILENO) < 0)
+        _exit(1);
+    close(null);
+    cli_confine_relay_waiting(name, down[1]);
+}
+
+/* A spare's VMM, forked now, before the spare is told what to start: its
+ * VM made (KVM_CREATE_VM and its devices: 10-25 ms of a start in the
+ * nested L1), and under --jail, the template's namespaces joined and its
+ * pid namespace made (jail_fork_waiting()). It makes nothing of a
+ * machine's before it is named, which the spare does only once the daemon
+ * said SPARE_GO and (--jail) the template is still the host's. Returns 1
+ * in the VMM once named (told); 0 in the spare (w->child 0: none forked,
+ * the start goes on here as ever). */
+static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, char *told,
+                            size_t size)
+{
+    int name[2] = {-1, -1}, ready[2] = {-1, -1}, pair[2] = {-1, -1}, marker_name[2] = {-1, -1};
+    uint64_t began = trace_now_us();
+
+    *w = (struct waiting_vmm){0, 0, -1, -1, -1};
+    if (!o->detach || (o->jail && !cli_confine_template_made()))
+        return 0; /* no template (no namespaces here): the start makes its jail whole */
+    if (pipe2(name, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
+        (o->jail && (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0 ||
+                     pipe2(marker_name, O_CLOEXEC) < 0 ||
+                     (w->marker = fork_marker(pair[1], marker_name[0])) < 0))) {
+        w->marker = 0;
+        close_all((int[]){name[0], name[1], ready[0], ready[1], pair[0], pair[1],
+                          marker_name[0], marker_name[1]}, 8);
+        return 0;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) { /* the marker ends at its pipe's end (tell_waiting_vmm()) */
+        close_all((int[]){name[0], name[1], ready[0], ready[1], pair[0], pair[1], marker_name[0]}, 7);
+        w->marker_name_fd = marker_name[1];
+        return 0;
+    }
+    if (pid > 0) {
+        close_all((int[]){name[0], ready[1], pair[0], pair[1], marker_name[0]}, 5);
+        *w = (struct waiting_vmm){pid, w->marker, name[1], ready[0], marker_name[1]};
+        return 0;
+    }
+    close_all((int[]){o->spare_fd, name[1], ready[0], pair[1], marker_name[0], marker_name[1]}, 6);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the spare gone unnamed: with it */
+    int from = o->jail ? fork_into_template(name[0], (int[2]){ready[1], pair[0]}) : name[0];
+    if (hv_vm_create_ahead() < 0)
+        err_clear(); /* said where the VM is made again */
+    trace_add_count(TRACE_SPARE_VMM_AHEAD_US, trace_now_us() - began);
+    if (read_name(from, told, size) < 0)
+        _exit(0); /* the spare ended unnamed, or starts the machine itself */
+    if (!o->jail)
+        prctl(PR_SET_PDEATHSIG, 0); /* it outlives the spare; a jailed one its relay's */
+    waited_ready_fd = ready[1];
+    waited_marker_fd = pair[0];
+    return 1;
+}
+
+/* The spare named (told; NULL: ended): its waiting VMM told (the marker
+ * first), or, when the template is no longer the host's (or what is named
+ * is no instance, which only a whole jail fits), let go of -- it ends,
+ * and so does the marker -- and false. */
+static bool tell_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, const char *told)
+{
+    /* The marker first (at nice 19: it only reads it now): a VMM told
+     * its name is committed to, one the spare could not tell is not. */
+    bool told_it = w->child && told &&
+                   (!o->jail || (instance_named(told) && cli_confine_ahead_current())) &&
+                   (!w->marker || send_name(w->marker_name_fd, told) == 0) &&
+                   send_name(w->name_fd, told) == 0;
+
+    close_all((int[]){w->name_fd, w->marker_name_fd}, 2);
+    if (told_it)
+        return true;
+    if (w->ready_fd >= 0)
+        close(w->ready_fd);
+    while (w->child && waitpid(w->child, NULL, 0) < 0 && errno == EINTR)
+        ;
+    while (w->marker && waitpid(w->marker, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return false;
+}
+
+/* A spare (api/spare.h): what does not depend on the machine done, then
+ * its name awaited. CLI_OK and told "" when the daemon ended it unused.
+ * In a VMM forked ahead, *waited set: its name told. */
+static int spare_told(const struct vm_options *o, char *told, size_t size, bool *waited)
+{
+    struct waiting_vmm w;
+
     cli_confine_ahead(o);
+    if ((*waited = fork_waiting_vmm(o, &w, told, size) == 1))
+        goto named;
     int r = spare_take_name(o->spare_fd, told, size);
 
     close(o->spare_fd);
-    if (r < 0) /* its template's folder too (a daemon killed, even after its name) */
+    if (r < 0) { /* its template's folder too (a daemon killed, even after its name) */
+        tell_waiting_vmm(o, &w, NULL);
         cli_confine_ahead_release();
+    }
     if (r == -ECONNRESET) {
         *told = '\0';
         return CLI_OK;
     }
     if (r < 0)
         return cli_fail(CLI_USAGE, "--spare-fd: %s", r == -EINVAL ? err_msg() : strerror(-r));
+    if (tell_waiting_vmm(o, &w, told)) {
+        /* The VMM starts it: this process says how it went. */
+        int code = serve_wait_for_vmm(told, w.ready_fd, w.child);
+        *told = '\0';
+        return code;
+    }
+named:
     /* Timed from here, as a start is from its exec: its own work. */
     trace_set_count(TRACE_SPARE_WAITED_US, (uint64_t)trace_restart() / 1000);
     trace_mark(TRACE_SPARE_NAMED);
@@ -136,7 +360,8 @@ int cli_start(int argc, char **argv)
     if (cli_hv_check(o.jail || o.detach) < 0 || /* before any work, say what to do */
         confine_seccomp_set(o.serve.seccomp, "start") < 0)
         return cli_fail(CLI_FAILED, "%s", err_msg());
-    if (o.spare_fd && ((code = spare_told(&o, told, sizeof(told))) != CLI_OK || !*told))
+    bool waited = false; /* a spare's VMM forked before it was named (fork_waiting_vmm()) */
+    if (o.spare_fd && ((code = spare_told(&o, told, sizeof(told), &waited)) != CLI_OK || !*told))
         return code;
     what = o.spare_fd ? told : argv[optind];
     if (!name && instance_named(what))
@@ -146,7 +371,11 @@ int cli_start(int argc, char **argv)
         serve_abort(server);
     if (code != CLI_OK)
         return code;
-    if (o.detach) {
+    if (o.detach && waited) {
+        if ((code = serve_detached_ahead(server, waited_ready_fd)) != CLI_OK)
+            return code;
+        so.interactive = false; /* its VM made before it was named */
+    } else if (o.detach) {
         bool parent;
         code = serve_detach(server, &parent);
         if (parent || code != CLI_OK)
@@ -163,7 +392,7 @@ int cli_start(int argc, char **argv)
     bool instance = instance_named(what);
     int marker = -1;
     if (machine_start_named_prepare(what) < 0 ||
-        (instance && o.jail && (marker = resume_marker(what)) < 0)) {
+        (instance && o.jail && (marker = waited ? waited_marker_fd : resume_marker(what)) < 0)) {
         serve_abort(server);
         return cli_fail(CLI_FAILED, "%s", err_msg());
     }

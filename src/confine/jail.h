@@ -155,6 +155,30 @@ int jail_template_make(const struct confine_plan *common, int ns[3]);
  * namespace this process no longer sees them. */
 int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void));
 
+/* A spare's VMM forked before it is told what to start (cli/start.c):
+ * this process joins the template's namespaces ns (jail_template_make(),
+ * closed here), makes the pid namespace and forks the VMM into it.
+ * Returns 1 in the VMM, which may make its VM now and, once named, starts
+ * as a start does: its plan made there, jail_enter() builds its root (over
+ * the template's when p->template_ns[0] > 0, else whole) and drops its
+ * capabilities, as jail_fork_ahead()'s VMM. Returns 0 in this process,
+ * the relay to be (jail_relay_waiting()). -errno when the first namespace
+ * could not be joined (nothing changed); other errors (err.h) past it. */
+int jail_fork_waiting(const int ns[3]);
+/* In jail_fork_waiting()'s VMM, named, its plan p made: its root built
+ * (over the template's when p->template_ns[0] > 0 -- joined at the fork,
+ * the numbers kept only to say so -- else whole, in the template's
+ * namespaces), its capabilities dropped, no_new_privs; its relay holds
+ * the leftovers. 0, or an error (err.h): it must not run the VM. */
+int jail_confine_waited(const struct confine_plan *p);
+/* The same, in confine's words: confine_description() says the jail. */
+int confine_waited(const struct confine_plan *p) __attribute__((warn_unused_result));
+/* The relay of jail_fork_waiting()'s VMM: once the VMM has built its root,
+ * p's leftovers (as the host sees them, made from the VM's name before
+ * the VMM was told it) are held, and it relays (never returns). A VMM
+ * that ended first holds nothing: its exit status is this process's. */
+void jail_relay_waiting(const struct confine_plan *p) __attribute__((noreturn));
+
 /* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
  * allow them (nothing changed, try the next), other errors (err.h) when
  * it failed halfway. */

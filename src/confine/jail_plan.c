@@ -314,6 +314,15 @@ int confine_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
     return r;
 }
 
+int confine_waited(const struct confine_plan *p)
+{
+    int r = jail_confine_waited(p);
+
+    if (r == 0)
+        description = "jail (user, mount, pid, ipc ns)";
+    return r;
+}
+
 const char *confine_description(void)
 {
     return description;

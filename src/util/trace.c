@@ -62,6 +62,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_JAIL_AHEAD_WAIT_US] = "jail_ahead_wait_us",
     [TRACE_SPARE_AHEAD_US] = "spare_ahead_us",
     [TRACE_SPARE_WAITED_US] = "spare_waited_us",
+    [TRACE_SPARE_VMM_AHEAD_US] = "spare_vmm_ahead_us",
     [TRACE_START_FILES_US] = "start_files_us",
     [TRACE_HV_CREATE_US] = "hv_create_us",
     [TRACE_MINOR_FAULTS] = "minor_faults",

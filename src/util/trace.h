@@ -67,6 +67,7 @@ enum trace_count {
     TRACE_JAIL_PLAN_WAIT_US, /* a spare's VMM, forked before its plan was made: waiting for it (in jail_enter_us; jail_plan_us is the relay's, meanwhile) */
     TRACE_SPARE_AHEAD_US,   /* a spare VMM: its plan's common parts and its jail's template made before it was told what to start */
     TRACE_SPARE_WAITED_US,  /* a spare VMM: from its exec to being told what to start (its clock starts again there) */
+    TRACE_SPARE_VMM_AHEAD_US, /* a spare VMM: its VMM forked (a jailed one's into its namespaces) and its VM made before it was told what to start */
     TRACE_START_FILES_US,   /* a start's instance folder, layer chains and files out of the bundle (machine/start.c) */
     TRACE_HV_CREATE_US,     /* the hypervisor's VM made (KVM_CREATE_VM and its checks) */
     TRACE_MINOR_FAULTS,     /* the VMM's page faults until its inputs are read (a jailed one's since the relay's fork) */

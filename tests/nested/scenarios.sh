@@ -1868,6 +1868,10 @@ scenario_api() {
     # waiting since the daemon began), and the next one stands ready.
     expect api-spare "the start went through the daemon's spare VMM (trace: spare_named, spare_waited_us > 0; next spare: $(api_spares "$api_pid"))" \
         eval 'echo "$api_body" | grep -q "\"spare_named\":" && echo "$api_body" | grep -q "\"spare_waited_us\":[1-9]" && test -n "$(api_spares "$api_pid")"'
+    # Its VMM was forked, into the template's namespaces, and its VM made
+    # before the spare was named (src/cli/start.c: fork_waiting_vmm()).
+    expect api-spare-vmm-ahead "the spare's VMM and its VM were made before it was named (trace: spare_vmm_ahead_us > 0)" \
+        eval 'echo "$api_body" | grep -q "\"spare_vmm_ahead_us\":[1-9]"'
     # Exec and files through the guest agent (the requests smolvm exec and cp make).
     api POST /machines/apivm/exec '{"command":["sh","-c","echo in-guest-$((6*7)); cat; exit 3"],"stdin":"from-api"}'
     expect api-exec "POST exec runs in the guest, output and status streamed: $(echo "$api_body" | tr '\n' ' ' | head -c 300)" \
@@ -1935,6 +1939,19 @@ scenario_api() {
     api GET /machines/apivm/trace
     expect api-spare-killed "a spare killed (${spare:-none found}) is passed over: that start works (above) without it (no spare_named in its trace), and a new spare stands ready (${next:-none})" \
         eval 'test -n "$spare" && test -n "$next" && test "$next" != "$spare" && test "$api_status" = 200 && ! echo "$api_body" | grep -q spare_named'
+    # Saved again and started through the spare that stands ready, its
+    # VMM made before it was named: the guest resumes, its saved state
+    # marked resumed by the marker that spare forked ahead (unmarked, the
+    # start fails).
+    api POST /machines/apivm/save
+    sleep 1
+    api POST /machines/apivm/start
+    start_status=$api_status
+    api_wait_log apivm 'TICK [0-9]'
+    first=$(grep -ao 'TICK [0-9]*' "$work/api/$(printf %03d "$api_n").body" | head -n 1 | cut -d' ' -f2)
+    api GET /machines/apivm/trace
+    expect api-spare-resumes "a saved guest started through the spare's VMM made ahead ($start_status) resumes (first TICK ${first:-none}, was past 3; trace has spare_vmm_ahead_us)" \
+        eval 'test "$start_status" = 200 && test -n "$first" && test "$first" -gt 3 && echo "$api_body" | grep -q "\"spare_vmm_ahead_us\":[1-9]"'
     api POST /machines/apivm/start
     expect api-start-twice "a second start is refused: 409 already_running" \
         eval 'test "$api_status" = 409 && echo "$api_body" | grep -q already_running'
@@ -2439,7 +2456,7 @@ scenario_jail_bench() {
         "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
         finish jb-warm
     done
-    case $kinds in *" api "*) jail_bench_api_begin && api_modes="plain confined" ;; esac
+    case $kinds in *" api "*) jail_bench_api_begin && api_modes=$jba_modes ;; esac
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
     local modes="plain jail seccomp confined" bin order
     [ -z "${SMOLVM_BASELINE:-}" ] || modes="$modes confined-baseline"
@@ -2519,8 +2536,8 @@ scenario_jail_bench() {
     expect jail-bench "figures for both, plain and confined, and their ratios (jail-bench.txt)" \
         eval '! grep -q "?" "$figures" && grep -q "^  confined/plain" "$figures"'
     [ -z "$api_modes" ] ||
-        expect jail-bench-api "API starts through the spare, both modes (each trace has spare_named; jba-*.trace)" \
-            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
+        expect jail-bench-api "API starts through the spare, both modes (each trace has spare_named, and spare_vmm_ahead_us: its VMM and VM made before the name; jba-*.trace)" \
+            eval 'test "$(grep -l "\"spare_named\":" "$work"/jba-*.trace | wc -l)" = $(($(echo $api_modes | wc -w) * runs)) && test "$(grep -l "\"spare_vmm_ahead_us\":[1-9]" "$work"/jba-plain-[0-9]*.trace "$work"/jba-confined-[0-9]*.trace | wc -l)" = $((2 * runs)) && grep -q "^api plain" "$figures"'
     expect jail-bench-confined "the confined and jail runs said they were jailed (see jb-*-{confined,jail}-*.err)" \
         eval '! grep -l "no namespaces allowed" "$work"/jb-*-confined-*.err "$work"/jb-*-jail-*.err 2>/dev/null | grep -q .'
     cat "$figures"
@@ -2583,15 +2600,21 @@ jail_api_bundle() {
 # instance for each (jba-MODE) of a bundle like the CLI's but with a disk
 # (jail_api_bundle), started twice untimed (its memory cache, its working
 # set), as the bundle was.
+# The API's modes (jba_modes): plain and confined, and with SMOLVM_BASELINE
+# the same two of that smolvm's daemon (its own spares), to see what a
+# user of the API gains or loses against it in the same L1.
 jail_bench_api_begin() {
-    local bundle=$work/jba.smolmachine mode opts
+    local bundle=$work/jba.smolmachine mode opts bin
     jail_api_bundle "$bundle" jba-src
-    for mode in plain confined; do
-        opts=
-        [ "$mode" = confined ] || opts=--no-confine
-        bench_daemon "$work/jba-$mode.sock" "$work/jba-$mode.serve" "$opts" "$real_smolvm" ||
+    jba_modes="plain confined"
+    [ -z "${SMOLVM_BASELINE:-}" ] || jba_modes="$jba_modes plain-baseline confined-baseline"
+    for mode in $jba_modes; do
+        opts= bin=$real_smolvm
+        [ "${mode%-baseline}" = confined ] || opts=--no-confine
+        [ "$mode" = "${mode%-baseline}" ] || bin=$SMOLVM_BASELINE
+        bench_daemon "$work/jba-$mode.sock" "$work/jba-$mode.serve" "$opts" "$bin" ||
             { fail jail-bench-api "the $mode daemon did not answer"; return 1; }
-        eval "jba_daemon_$mode=\$daemon_pid"
+        eval "jba_daemon_${mode//-/_}=\$daemon_pid"
         "$real_smolvm" create "jba-$mode" --from "$bundle" > "$work/jba-$mode.create" 2>&1 ||
             { fail jail-bench-api "create jba-$mode: $(tail -n 1 "$work/jba-$mode.create")"; return 1; }
         for _ in 1 2; do
@@ -2621,8 +2644,8 @@ jail_bench_api_start() {
 
 jail_bench_api_end() {
     local mode
-    for mode in plain confined; do
-        daemon_pid=$(eval "echo \${jba_daemon_$mode:-}")
+    for mode in $jba_modes; do
+        daemon_pid=$(eval "echo \${jba_daemon_${mode//-/_}:-}")
         [ -z "$daemon_pid" ] || bench_daemon_end
         "$real_smolvm" rm "jba-$mode" > /dev/null 2>&1
     done
@@ -2714,12 +2737,14 @@ scenario_jail_calls() {
                 return 0
             }
             { pid = $1; line = $0; sub(/^[0-9]+ +/, "", line) }
-            !on { if (index(line, "\"" ENVIRON["N"] "\\n\"") && index(line, "read") && !index(line, "send")) { on = 1; root = pid }
-                  next }
+            # Who forked whom, from the start: the spare forks its VMM (and
+            # under --jail its relay and resume marker) before it is named.
             { if ((index(line, "clone") || index(line, "fork")) && match(line, /[0-9]+ in strace.s PID NS \*\/$/)) {
                   child = substr(line, RSTART); sub(/ .*/, "", child); parent[child] = pid
-              } else if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid
-              if (match(line, /^[a-z_0-9]+\(/)) { who[NR] = pid; what[NR] = substr(line, 1, RLENGTH - 1) }
+              } else if ((index(line, "clone") || index(line, "fork")) && match(line, /= [0-9]+$/)) parent[substr(line, RSTART + 2)] = pid }
+            !on { if (index(line, "\"" ENVIRON["N"] "\\n\"") && index(line, "read") && !index(line, "send")) { on = 1; root = pid }
+                  next }
+            { if (match(line, /^[a-z_0-9]+\(/)) { who[NR] = pid; what[NR] = substr(line, 1, RLENGTH - 1) }
               if (index(line, "KVM_RUN")) run[NR] = pid }
             END {
                 if (!on) { printf "%s: the spare was never named (no cut-off)\n", mode; exit }

@@ -725,6 +725,9 @@ static void test_start_jail_in_readonly_home(void **state)
 /* TEMPLATE_REMADE: a cache folder the template holds was moved away
  * and made again while the spare waited: the jail is made whole, and the
  * VM writes into the new one. */
+/* VMM_WAITED: as OVER_TEMPLATE, the VMM forked before the machine was
+ * named (vmm_waits_for_name()) makes its plan itself and is confined over
+ * the template; its relay removes the template's folder after it. */
 /* TEMPLATE_LINK_MOVED: a link the template made for the net helper
  * (/etc/resolv.conf, in the test's own mount namespace over an /etc of
  * its own) re-pointed while the spare waited, as `ln -sfn` does: the VM
@@ -736,8 +739,35 @@ enum template_case {
     OVER_TEMPLATE_NET,
     TEMPLATE_STALE,
     TEMPLATE_REMADE,
-    TEMPLATE_LINK_MOVED
+    TEMPLATE_LINK_MOVED,
+    VMM_WAITED
 };
+
+/* As a spare's child does (cli/start.c's fork_waiting_vmm()): the VMM
+ * forked into the template's namespaces before the machine is named --
+ * pid 1 of its own pid namespace then -- and told the name by this
+ * process, its relay, which holds what the VM leaves and ends as the VMM
+ * does (it never returns). In the VMM: whether it was, and was told name. */
+static bool vmm_waits_for_name(const char *name)
+{
+    int down[2];
+    char got[64] = "";
+
+    if (pipe(down) < 0)
+        return false;
+    int r = cli_confine_fork_waiting();
+    if (r == 0) {
+        close(down[0]);
+        cli_confine_relay_waiting(name, down[1]);
+    }
+    if (r != 1)
+        return false;
+    close(down[1]);
+    bool before_its_name = getpid() == 1;
+    ssize_t n = read(down[0], got, sizeof(got) - 1);
+    close(down[0]);
+    return before_its_name && n == (ssize_t)strlen(name) + 1 && strncmp(got, name, strlen(name)) == 0;
+}
 
 /* In a mount namespace of this process's own: an /etc (etc) with the
  * files the net helper's plan names, its resolv.conf a link to a (reading
@@ -755,7 +785,7 @@ static bool etc_with_resolv_link(const char *etc, const char *a, const char *b, 
 
 static void start_instance_jail(enum template_case how)
 {
-    bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET,
+    bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET || how == VMM_WAITED,
          ahead = how != NO_TEMPLATE, net = how == OVER_TEMPLATE_NET || how == TEMPLATE_LINK_MOVED;
     pid_t pid = fork();
 
@@ -777,6 +807,7 @@ static void start_instance_jail(enum template_case how)
                          : how == TEMPLATE_STALE ? "stale-"
                          : how == TEMPLATE_REMADE ? "remade-"
                          : how == TEMPLATE_LINK_MOVED ? "link-"
+                         : how == VMM_WAITED ? "waited-"
                          : net                   ? "net-"
                                                  : "";
         static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
@@ -830,6 +861,8 @@ static void start_instance_jail(enum template_case how)
             _exit(100);
         if (how == TEMPLATE_LINK_MOVED && (symlink(resolv_b, resolv_new) < 0 || rename(resolv_new, resolv) < 0))
             _exit(100);
+        if (how == VMM_WAITED && !vmm_waits_for_name("sharing"))
+            _exit(17);
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
@@ -980,6 +1013,54 @@ static void test_start_instance_jail_template_link_moved(void **state)
 {
     (void)state;
     start_instance_jail(TEMPLATE_LINK_MOVED);
+}
+
+static void test_start_instance_jail_vmm_waited_for_name(void **state)
+{
+    (void)state;
+    start_instance_jail(VMM_WAITED);
+}
+
+/* A VMM forked before its name that ends before its root is built (the
+ * name is another running VM's: its start fails there) leaves what it was
+ * named alone: its relay holds nothing (the other VM's socket stays) and
+ * ends with the VMM's status. */
+static void test_vmm_waited_failing_first_holds_nothing(void **state)
+{
+    (void)state;
+    char busy[192], template[192];
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        char data[128], cache[128];
+        snprintf(data, sizeof(data), "%s/busy-data", dir);
+        snprintf(cache, sizeof(cache), "%s/busy-cache", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(cache, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", cache, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
+            _exit(100);
+        cli_confine_ahead(&o);
+        if (!cli_confine_template_made())
+            _exit(UNAVAILABLE); /* no namespaces here */
+        snprintf(busy, sizeof(busy), "%s/smolvm/busy.sock", inside);
+        if (!makes(busy))
+            _exit(100);
+        if (!vmm_waits_for_name("busy"))
+            _exit(101);
+        _exit(3); /* as start does: 'busy' is already running */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
+    rmdir(template); /* the spare's daemon removes it then */
+    if (WIFEXITED(status) && WEXITSTATUS(status) == UNAVAILABLE)
+        skip();
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 3);
+    snprintf(busy, sizeof(busy), "%s/smolvm/busy.sock", inside);
+    assert_int_equal(access(busy, F_OK), 0);
+    unlink(busy);
 }
 
 static void test_start_instance_jail_over_template_with_net(void **state)
@@ -1884,6 +1965,8 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_over_template_with_net),
         cmocka_unit_test(test_start_instance_jail_template_remade),
         cmocka_unit_test(test_start_instance_jail_template_link_moved),
+        cmocka_unit_test(test_start_instance_jail_vmm_waited_for_name),
+        cmocka_unit_test(test_vmm_waited_failing_first_holds_nothing),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
