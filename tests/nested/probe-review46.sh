@@ -111,6 +111,56 @@ for m in json.load(open(sys.argv[1])):
     cp -r "$work/api" "$results/r46-api" 2>/dev/null
 }
 
+# review46b: the plain spare's save, against a plain start without a spare
+# and a jailed one through the spare, each in a daemon of its own:
+#   r46b-LABEL  start, logs, save, start again (resumes), stop
+scenario_review46b() {
+    local app=$work/r46-app
+    api_sock=$work/api.sock
+    api_n=0
+    mkdir -p "$work/api"
+    "$SMOLVM" image build -o "$app" > /dev/null 2>&1
+    r46_cycle plain-spare "$app" --no-confine
+    r46_cycle plain-nospare "$app" --no-confine --no-spare
+    r46_cycle jail-spare "$app"
+    r46_cycle plain-spare-again "$app" --no-confine
+    cp -r "$work/api" "$results/r46b-api" 2>/dev/null
+}
+
+# r46_cycle LABEL APP SERVE-FLAGS...: a daemon with those flags; its VM
+# r46LABEL started, saved, started again and stopped.
+r46_cycle() {
+    local label=$1 app=$2 vm=r46${1//-/} start1 logs save start2 first stop
+    shift 2
+    "$SMOLVM" serve --socket "$api_sock" "$@" > "$work/serve-r46b-$label.out" 2>&1 &
+    api_pid=$!
+    for _ in $(seq 1 50); do
+        [ -S "$api_sock" ] && curl -s --unix-socket "$api_sock" http://smolvm/machines > /dev/null && break
+        sleep 0.2
+    done
+    sleep 3 # its spare ready
+    api POST /machines '{"name":"'$vm'","from":"'$app'","mem":"128M","cmdline":"console=ttyS0 panic=-1 quiet smolvm.run=\"i=0; while :; do i=$((i+1)); echo TICK $i; sleep 1; done\""}'
+    api POST /machines/$vm/start
+    start1=$api_status
+    api_wait_log $vm 'TICK 3'
+    logs=$?
+    api POST /machines/$vm/save
+    save=$api_status
+    cp "${XDG_RUNTIME_DIR}/smolvm/$vm.log" "$results/r46b-$label-after-save.log" 2>/dev/null
+    sleep 1
+    api POST /machines/$vm/start
+    start2=$api_status
+    api_wait_log $vm 'TICK [0-9]'
+    first=$(grep -ao 'TICK [0-9]*' "$work/api/$(printf %03d "$api_n").body" | head -n 1 | cut -d' ' -f2)
+    api POST /machines/$vm/stop '{"timeout":60}'
+    stop=$api_status
+    expect "r46b-$label" "$label ($*): start $start1, logs $logs, save $save, start again $start2 resumes (first TICK ${first:-none} > 3), stop $stop" \
+        eval 'test "$start1" = 200 && test "$logs" = 0 && test "$save" = 200 && test "$start2" = 200 && test -n "$first" && test "$first" -gt 3 && test "$stop" = 200'
+    kill "$api_pid"
+    wait "$api_pid" 2>/dev/null
+    cp "$work/serve-r46b-$label.out" "$results/" 2>/dev/null
+}
+
 # r46_fingerprint PID NAME: what confines the process, with its own pids and
 # the VM's name taken out (so two VMs' prints compare).
 r46_fingerprint() {

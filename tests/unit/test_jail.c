@@ -1199,6 +1199,60 @@ static void test_vmm_waited_failing_first_holds_nothing(void **state)
     unlink(busy);
 }
 
+/* The relay of a VMM forked before its name lives as long as the VM: it
+ * keeps nothing of the template's watch (the spare checks the template,
+ * not the relay). Kept, each VM started through a spare pins an inotify
+ * instance of the user's (fs.inotify.max_user_instances, 128 by default)
+ * and its queue, for the VM's life (review 46: seen in the L1 as
+ * anon_inode:inotify among a running API VM's relay's fds). */
+static void test_relay_waiting_keeps_no_template_watch(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        char data[128], cache[128];
+        snprintf(data, sizeof(data), "%s/watch-data", dir);
+        snprintf(cache, sizeof(cache), "%s/watch-cache", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(cache, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", cache, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
+            _exit(100);
+        cli_confine_ahead(&o);
+        if (!cli_confine_template_made())
+            _exit(UNAVAILABLE); /* no namespaces here */
+        int r = cli_confine_fork_waiting();
+        if (r == 1)
+            _exit(0); /* the VMM: let go at once */
+        if (r != 0)
+            _exit(100);
+        /* The relay to be, as it waits for the name and then relays. */
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        char at[300], target[64];
+        int watches = 0;
+        while (d && (e = readdir(d))) {
+            ssize_t n;
+            snprintf(at, sizeof(at), "/proc/self/fd/%s", e->d_name);
+            if ((n = readlink(at, target, sizeof(target) - 1)) > 0) {
+                target[n] = '\0';
+                watches += strcmp(target, "anon_inode:inotify") == 0;
+            }
+        }
+        if (d)
+            closedir(d);
+        while (wait(NULL) > 0)
+            ;
+        cli_confine_ahead_release();
+        _exit(watches ? 1 : 0);
+    }
+    char template[160];
+    snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
+    child_passed(pid);
+    rmdir(template); /* the spare's daemon removes it then */
+}
+
 static void test_start_instance_jail_over_template_with_net(void **state)
 {
     (void)state;
@@ -2106,6 +2160,7 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_vmm_waited_link_moved),
         cmocka_unit_test(test_start_instance_jail_root_fails_leaves_nothing),
         cmocka_unit_test(test_vmm_waited_root_fails_leaves_nothing),
+        cmocka_unit_test(test_relay_waiting_keeps_no_template_watch),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
