@@ -2,10 +2,11 @@
 # Review 46 probe (not part of the tier): a VM started through `smolvm
 # serve`'s spare, whose VMM is forked before the machine is named, against
 # `smolvm start NAME --detach --jail` in the same L1:
-#   r46-same-confinement  VMM and relay: every thread's Seccomp, the
+#   r46-same-confinement  the VMM: every thread's Seccomp, the
 #                         capability sets (bounding too), no_new_privs, which
 #                         namespaces are its own, its root, its fds (kinds),
 #                         its cgroup -- the same fingerprint for both
+#   r46-relay-filtered    its relay: filtered, nnp, no template watch kept
 #   r46-vmm-confined      that fingerprint is a jail's (own user/mnt/pid/ipc
 #                         ns, its own root, no capability, nnp, Seccomp 2 on
 #                         every thread, no folder fd)
@@ -42,11 +43,18 @@ for m in json.load(open(sys.argv[1])):
         relay=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
         { echo "== VMM"; r46_fingerprint "$pid" "$n"; echo "== relay"; r46_fingerprint "$relay" "$n"; } \
             > "$results/r46-$n.txt" 2>&1
-        r46_fingerprint "$pid" "$n" > "$results/r46-$n-vmm.detail" 2>&1
+        # The VMM's alone, its fds' paths as seen from either mount tree
+        # (a jail's /dev/null reads /null from outside it; /run/tmp is /tmp).
+        r46_fingerprint "$pid" "$n" | sed -e 's|^fd /run/tmp/|fd /tmp/|' -e 's|^fd /null$|fd /dev/null|' \
+            -e 's|^fd /kvm$|fd /dev/kvm|' | sort > "$results/r46-$n-vmm.txt" 2>&1
         echo "$n: VMM $pid relay $relay" >> "$results/r46.log"
     done
-    expect r46-same-confinement "VMM and relay through the spare fingerprint as start --detach --jail's ($(diff "$results/r46-r46api.txt" "$results/r46-r46cli.txt" | tr '\n' ' ' | head -c 600))" \
-        cmp -s "$results/r46-r46api.txt" "$results/r46-r46cli.txt"
+    expect r46-same-confinement "the VMM through the spare fingerprints as start --detach --jail's ($(diff "$results/r46-r46api-vmm.txt" "$results/r46-r46cli-vmm.txt" | tr '\n' ' ' | head -c 600))" \
+        cmp -s "$results/r46-r46api-vmm.txt" "$results/r46-r46cli-vmm.txt"
+    expect r46-relay-filtered "the spare's VMM's relay: Seccomp 2 on every thread, nnp, no template watch (inotify) kept ($(sed -n '/== relay/,$p' "$results/r46-r46api.txt" | tr '\n' ' ' | head -c 600))" \
+        eval 'sed -n "/== relay/,\$p" "$results/r46-r46api.txt" > "$work/r46-relay.txt" &&
+              grep -q "^threads-not-seccomp2=0$" "$work/r46-relay.txt" && grep -q "^NoNewPrivs:.1$" "$work/r46-relay.txt" &&
+              ! grep -q inotify "$work/r46-relay.txt"' 
     expect r46-vmm-confined "the spare's VMM is jailed ($(sed -n '2,20p' "$results/r46-r46api.txt" | tr '\n' ' '))" \
         eval 'grep -q "^threads-not-seccomp2=0$" "$results/r46-r46api.txt" &&
               grep -q "^CapBnd:.0000000000000000$" "$results/r46-r46api.txt" &&
