@@ -918,13 +918,16 @@ int cli_confine_fork_waiting(void)
         err_clear(), relay_runtime = NULL; /* no runtime folder: no VM starts */
     if (r == 0)
         relay_instances = paths_instances_dir();
-    if (r == 1) {
-        vmm_waiting = true;
-        /* What the spare checks as it is named (ahead_check()): not the VMM's. */
+    if (r >= 0) {
+        /* What the spare checks as it is named (ahead_check()): neither
+         * the VMM's nor its relay's, which lives as long as the VM (a kept
+         * watch pins one of the user's inotify instances: review 46). */
         template_unwatch();
         free(template_mounts);
         template_mounts = NULL;
     }
+    if (r == 1)
+        vmm_waiting = true;
     return r;
 }
 

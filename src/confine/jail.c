@@ -477,13 +477,18 @@ static int build_root(const struct confine_plan *p)
 
     if ((!root_prebuilt && (r = begin_root(p, false)) < 0) ||
         (root_prebuilt && (r = make_private()) < 0) || (r = fill_root_at(p, true)) < 0 ||
-        (root_prebuilt && (r = drop_template_paths(p)) < 0))
+        (root_prebuilt && (r = drop_template_paths(p)) < 0) ||
+        (mount(NULL, ".", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0 &&
+         (r = broken("cannot make read-only", p->root)) < 0) ||
+        /* pivot_root(".", "."): the old root ends up on top, detached at once. */
+        (syscall(SYS_pivot_root, ".", ".") < 0 && (r = broken("cannot pivot_root into", p->root)) < 0)) {
+        /* Not made: its tmpfs off the mount point, which the relay (in
+         * this mount namespace) then finds as it held it and removes
+         * (review 46: NAME.vm/root was left). */
+        if (!root_prebuilt && chdir("/") == 0)
+            umount2(p->root, MNT_DETACH);
         return r;
-    if (mount(NULL, ".", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-        return broken("cannot make read-only", p->root);
-    /* pivot_root(".", "."): the old root ends up on top, detached at once. */
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        return broken("cannot pivot_root into", p->root);
+    }
     uint64_t detaching = trace_now_us();
     if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return broken("cannot detach the host's root from", p->root);
@@ -536,9 +541,10 @@ static struct {
 } early = {-1, -1, 0, false};
 
 /* In a spare's VMM forked before its name (jail_fork_waiting()): it makes
- * its own plan, the template's namespaces joined; its root built, it says
- * so with a byte (root_built()), not only its pipe's end, which its exit
- * would close too (jail_relay_waiting()). */
+ * its own plan, the template's namespaces joined; as it begins its root
+ * (its names its own), it says so with a byte (jail_confine_waited()), not
+ * only its pipe's end, which its exit would close too
+ * (jail_relay_waiting()); the end then says its root is built. */
 static bool waiting_vmm;
 
 /* Folder dir (absolute), opened as the host sees it. */
@@ -697,9 +703,6 @@ static void wait_for_root(void)
  * go on (wait_for_root()). */
 static void root_built(void)
 {
-    if (root_pipe[1] >= 0 && waiting_vmm && write(root_pipe[1], "", 1) != 1) {
-        /* the relay is gone: so is this VMM (PR_SET_PDEATHSIG) */
-    }
     if (root_pipe[1] >= 0)
         close(root_pipe[1]);
     root_pipe[1] = -1;
@@ -1246,6 +1249,13 @@ int jail_confine_waited(const struct confine_plan *p)
     root_prebuilt = p->template_ns[0] > 0;
     if (!root_prebuilt && mkdir(p->root, 0700) < 0 && errno != EEXIST)
         return broken("cannot make", p->root);
+    /* Its names are its own from here (its socket made, its root's
+     * mount point): the relay holds them now, so a root that cannot be
+     * built leaves none behind (review 46), and goes on once the root is
+     * (root_built() closes the pipe). */
+    if (write(root_pipe[1], "", 1) != 1) {
+        /* the relay is gone: so is this VMM (PR_SET_PDEATHSIG) */
+    }
     return confine_to_root(p, false, (pthread_t){0});
 }
 
@@ -1259,15 +1269,16 @@ void jail_relay_waiting(const struct confine_plan *p)
      * nice 0, this process took the one CPU of the nested L1 from the VMM
      * (jail_enter_us 3-5.5 ms of which jail_root_us 2). */
     setpriority(PRIO_PROCESS, 0, 19); /* refused: as before */
-    /* Nothing held before the VMM has built its root: one that failed
+    /* Nothing held before the VMM begins its root: one that failed
      * first (its name taken: another VM's socket) ended, and what it
-     * named is not its own to remove. Its byte (root_built()), or the
-     * pipe's end: nothing else is read, and it comes before the VMM has
-     * read anything a bundle or guest controls. */
+     * named is not its own to remove. Its byte (jail_confine_waited()),
+     * or the pipe's end: nothing else is read, and it comes before the
+     * VMM has read anything a bundle or guest controls. relay() then
+     * waits for the root as ever (the pipe's end, root_built()). */
     while ((n = read(root_pipe[0], &built, 1)) < 0 && errno == EINTR)
         ;
-    close(root_pipe[0]), root_pipe[0] = -1;
     if (n != 1) {
+        close(root_pipe[0]), root_pipe[0] = -1;
         while (waitpid(early.vmm, &status, 0) < 0 && errno == EINTR)
             ;
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);

@@ -740,8 +740,19 @@ enum template_case {
     TEMPLATE_STALE,
     TEMPLATE_REMADE,
     TEMPLATE_LINK_MOVED,
-    VMM_WAITED
+    VMM_WAITED,
+    VMM_WAITED_LINK_MOVED,
+    ROOT_FAILS,
+    VMM_WAITED_ROOT_FAILS
 };
+/* VMM_WAITED_LINK_MOVED (review 46): as TEMPLATE_LINK_MOVED, but the link
+ * re-pointed while a VMM forked before its name waits (the spare's
+ * order: fork_waiting_vmm(), then tell_waiting_vmm()'s check): the spare
+ * lets that VMM go and the VM reads the new target.
+ * ROOT_FAILS, VMM_WAITED_ROOT_FAILS (review 46): the VMM's root cannot be
+ * built (pivot_root refused by a filter the test loads): the start fails,
+ * and what it made in the runtime folder (NAME.vm) is removed by its
+ * relay -- in the CLI's jail_enter() and in a VMM forked before its name. */
 
 /* As a spare's child does (cli/start.c's fork_waiting_vmm()): the VMM
  * forked into the template's namespaces before the machine is named --
@@ -769,6 +780,56 @@ static bool vmm_waits_for_name(const char *name)
     return before_its_name && n == (ssize_t)strlen(name) + 1 && strncmp(got, name, strlen(name)) == 0;
 }
 
+/* As fork_waiting_vmm() and its child do: this process forks the relay
+ * to be, which forks the VMM into the template's namespaces; both wait for
+ * the name the spare (this process) writes on the pipe *named. Returns the
+ * relay's pid here; in the VMM, 0 once named (an unnamed one ends). */
+static pid_t vmm_forked_waiting(int *named)
+{
+    int spare[2], down[2];
+    char name[64] = "";
+    ssize_t n;
+
+    if (pipe(spare) < 0)
+        return -1;
+    pid_t relay = fork();
+    if (relay != 0) {
+        close(spare[0]);
+        *named = spare[1];
+        return relay;
+    }
+    close(spare[1]);
+    if (pipe(down) < 0)
+        _exit(100);
+    int r = cli_confine_fork_waiting();
+    if (r == 0) {
+        close(down[0]);
+        if ((n = read(spare[0], name, sizeof(name) - 1)) <= 0)
+            _exit(0); /* let go */
+        name[n - 1] = '\0';
+        cli_confine_relay_waiting(name, down[1]);
+    }
+    if (r != 1)
+        _exit(100);
+    close(down[1]);
+    close(spare[0]);
+    if (read(down[0], name, sizeof(name)) <= 0)
+        _exit(0);
+    close(down[0]);
+    return 0;
+}
+
+/* A filter refusing pivot_root (EPERM): the jail's root cannot be made. */
+static bool pivot_root_refused(void)
+{
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    bool ok = ctx && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(pivot_root), 0) == 0 &&
+              seccomp_load(ctx) == 0;
+
+    seccomp_release(ctx);
+    return ok;
+}
+
 /* In a mount namespace of this process's own: an /etc (etc) with the
  * files the net helper's plan names, its resolv.conf a link to a (reading
  * "A"), b ("B") beside it, mounted over the host's. */
@@ -785,8 +846,18 @@ static bool etc_with_resolv_link(const char *etc, const char *a, const char *b, 
 
 static void start_instance_jail(enum template_case how)
 {
-    bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET || how == VMM_WAITED,
-         ahead = how != NO_TEMPLATE, net = how == OVER_TEMPLATE_NET || how == TEMPLATE_LINK_MOVED;
+    bool over_template = how == OVER_TEMPLATE || how == OVER_TEMPLATE_NET || how == VMM_WAITED ||
+                         how == VMM_WAITED_ROOT_FAILS,
+         ahead = how != NO_TEMPLATE && how != ROOT_FAILS,
+         link_moved = how == TEMPLATE_LINK_MOVED || how == VMM_WAITED_LINK_MOVED,
+         net = how == OVER_TEMPLATE_NET || link_moved,
+         root_fails = how == ROOT_FAILS || how == VMM_WAITED_ROOT_FAILS;
+    char own[192], own_root[200];
+
+    snprintf(own, sizeof(own), "%s/smolvm/sharing.vm", inside);
+    snprintf(own_root, sizeof(own_root), "%s/root", own);
+    rmdir(own_root); /* an earlier case's, were they left */
+    rmdir(own);
     pid_t pid = fork();
 
     assert_true(pid >= 0);
@@ -808,6 +879,9 @@ static void start_instance_jail(enum template_case how)
                          : how == TEMPLATE_REMADE ? "remade-"
                          : how == TEMPLATE_LINK_MOVED ? "link-"
                          : how == VMM_WAITED ? "waited-"
+                         : how == VMM_WAITED_LINK_MOVED ? "wlink-"
+                         : how == ROOT_FAILS ? "rootfail-"
+                         : how == VMM_WAITED_ROOT_FAILS ? "wrootfail-"
                          : net                   ? "net-"
                                                  : "";
         static const struct vm_net_config user_net = {.mode = VM_NET_USER, .fd = -1};
@@ -836,12 +910,12 @@ static void start_instance_jail(enum template_case how)
             (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0))
             _exit(UNAVAILABLE);
         char etc[160], resolv_a[160], resolv_b[160], resolv[200], resolv_new[208];
-        snprintf(etc, sizeof(etc), "%s/link-etc", dir);
-        snprintf(resolv_a, sizeof(resolv_a), "%s/link-resolv-a", dir);
-        snprintf(resolv_b, sizeof(resolv_b), "%s/link-resolv-b", dir);
+        snprintf(etc, sizeof(etc), "%s/%setc", dir, as);
+        snprintf(resolv_a, sizeof(resolv_a), "%s/%sresolv-a", dir, as);
+        snprintf(resolv_b, sizeof(resolv_b), "%s/%sresolv-b", dir, as);
         snprintf(resolv, sizeof(resolv), "%s/resolv.conf", etc);
         snprintf(resolv_new, sizeof(resolv_new), "%s.new", resolv);
-        if (how == TEMPLATE_LINK_MOVED && !etc_with_resolv_link(etc, resolv_a, resolv_b, resolv))
+        if (link_moved && !etc_with_resolv_link(etc, resolv_a, resolv_b, resolv))
             _exit(UNAVAILABLE);
         if (ahead) {
             cli_confine_ahead(&o);
@@ -859,15 +933,35 @@ static void start_instance_jail(enum template_case how)
         snprintf(moved, sizeof(moved), "%s.old", disks);
         if (how == TEMPLATE_REMADE && (rename(disks, moved) < 0 || mkdir(disks, 0700) < 0))
             _exit(100);
-        if (how == TEMPLATE_LINK_MOVED && (symlink(resolv_b, resolv_new) < 0 || rename(resolv_new, resolv) < 0))
+        int named = -1;
+        pid_t waiting = how == VMM_WAITED_LINK_MOVED ? vmm_forked_waiting(&named) : 1;
+        if (waiting < 0)
             _exit(100);
-        if (how == VMM_WAITED && !vmm_waits_for_name("sharing"))
+        if (link_moved && waiting > 0 &&
+            (symlink(resolv_b, resolv_new) < 0 || rename(resolv_new, resolv) < 0))
+            _exit(100);
+        if (how == VMM_WAITED_LINK_MOVED && waiting > 0) {
+            /* The spare named: tell_waiting_vmm()'s check, then the VMM
+             * told (its status is the start's) or let go. */
+            int status;
+            if (cli_confine_ahead_current()) {
+                if (write(named, "sharing\n", 8) != 8 || waitpid(waiting, &status, 0) != waiting)
+                    _exit(100);
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 100);
+            }
+            close(named);
+            if (waitpid(waiting, &status, 0) != waiting)
+                _exit(100);
+        }
+        if ((how == VMM_WAITED || how == VMM_WAITED_ROOT_FAILS) && !vmm_waits_for_name("sharing"))
             _exit(17);
+        if (root_fails && !pivot_root_refused())
+            _exit(100);
         /* As start does: the store read outside, then the jail. */
         if (chdir(dir) < 0 || machine_start_named_prepare("sharing") < 0 ||
             cli_confine(&o, "sharing", true, "sharing") != CLI_OK)
             _exit(101);
-        if (how == TEMPLATE_LINK_MOVED) {
+        if (link_moved) {
             char got[8] = "";
             FILE *f = fopen("/etc/resolv.conf", "r");
             _exit(f && fgets(got, sizeof(got), f) && got[0] == 'B' ? 0 : !f ? 15 : got[0] == 'A' ? 16 : 14);
@@ -877,6 +971,10 @@ static void start_instance_jail(enum template_case how)
             _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
+        /* As the CLI's start --jail (review 46): one thread, pid 1 of its
+         * own pid namespace, no capability (bounding set too), no_new_privs. */
+        if (threads() != 1 || getpid() != 1 || !powerless(true))
+            _exit(18);
         snprintf(made, sizeof(made), "%s/from-jail", disks);
         if (how == TEMPLATE_REMADE && !makes(made))
             _exit(11); /* the cache folder as it is now */
@@ -916,9 +1014,29 @@ static void start_instance_jail(enum template_case how)
             _exit(13);
         _exit(0);
     }
-    child_passed(pid);
     char template[160];
     snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
+    if (root_fails) {
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        rmdir(template); /* the spare's daemon removes it after a failed start */
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == UNAVAILABLE)
+            skip();
+        assert_int_equal(WEXITSTATUS(status), 101); /* its start failed, and said so */
+        bool left = access(own, F_OK) == 0;
+        if (left) { /* what is left, said */
+            char ls[512];
+            snprintf(ls, sizeof(ls), "ls -la %s %s/smolvm >&2", own, inside);
+            if (system(ls) != 0) {
+            }
+        }
+        rmdir(own_root);
+        rmdir(own);
+        assert_false(left); /* NAME.vm: removed by the relay */
+        return;
+    }
+    child_passed(pid);
     assert_int_equal(access(template, F_OK), -1);
     if (how == TEMPLATE_REMADE) {
         char made[192];
@@ -1021,6 +1139,24 @@ static void test_start_instance_jail_vmm_waited_for_name(void **state)
     start_instance_jail(VMM_WAITED);
 }
 
+static void test_start_instance_jail_vmm_waited_link_moved(void **state)
+{
+    (void)state;
+    start_instance_jail(VMM_WAITED_LINK_MOVED);
+}
+
+static void test_start_instance_jail_root_fails_leaves_nothing(void **state)
+{
+    (void)state;
+    start_instance_jail(ROOT_FAILS);
+}
+
+static void test_vmm_waited_root_fails_leaves_nothing(void **state)
+{
+    (void)state;
+    start_instance_jail(VMM_WAITED_ROOT_FAILS);
+}
+
 /* A VMM forked before its name that ends before its root is built (the
  * name is another running VM's: its start fails there) leaves what it was
  * named alone: its relay holds nothing (the other VM's socket stays) and
@@ -1061,6 +1197,60 @@ static void test_vmm_waited_failing_first_holds_nothing(void **state)
     snprintf(busy, sizeof(busy), "%s/smolvm/busy.sock", inside);
     assert_int_equal(access(busy, F_OK), 0);
     unlink(busy);
+}
+
+/* The relay of a VMM forked before its name lives as long as the VM: it
+ * keeps nothing of the template's watch (the spare checks the template,
+ * not the relay). Kept, each VM started through a spare pins an inotify
+ * instance of the user's (fs.inotify.max_user_instances, 128 by default)
+ * and its queue, for the VM's life (review 46: seen in the L1 as
+ * anon_inode:inotify among a running API VM's relay's fds). */
+static void test_relay_waiting_keeps_no_template_watch(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct vm_options o = {.jail = true};
+        char data[128], cache[128];
+        snprintf(data, sizeof(data), "%s/watch-data", dir);
+        snprintf(cache, sizeof(cache), "%s/watch-cache", dir);
+        if (mkdir(data, 0700) < 0 || mkdir(cache, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
+            setenv("XDG_CACHE_HOME", cache, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
+            _exit(100);
+        cli_confine_ahead(&o);
+        if (!cli_confine_template_made())
+            _exit(UNAVAILABLE); /* no namespaces here */
+        int r = cli_confine_fork_waiting();
+        if (r == 1)
+            _exit(0); /* the VMM: let go at once */
+        if (r != 0)
+            _exit(100);
+        /* The relay to be, as it waits for the name and then relays. */
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        char at[300], target[64];
+        int watches = 0;
+        while (d && (e = readdir(d))) {
+            ssize_t n;
+            snprintf(at, sizeof(at), "/proc/self/fd/%s", e->d_name);
+            if ((n = readlink(at, target, sizeof(target) - 1)) > 0) {
+                target[n] = '\0';
+                watches += strcmp(target, "anon_inode:inotify") == 0;
+            }
+        }
+        if (d)
+            closedir(d);
+        while (wait(NULL) > 0)
+            ;
+        cli_confine_ahead_release();
+        _exit(watches ? 1 : 0);
+    }
+    char template[160];
+    snprintf(template, sizeof(template), "%s/smolvm/spare-%d.root", inside, (int)pid);
+    child_passed(pid);
+    rmdir(template); /* the spare's daemon removes it then */
 }
 
 static void test_start_instance_jail_over_template_with_net(void **state)
@@ -1967,6 +2157,10 @@ int main(void)
         cmocka_unit_test(test_start_instance_jail_template_link_moved),
         cmocka_unit_test(test_start_instance_jail_vmm_waited_for_name),
         cmocka_unit_test(test_vmm_waited_failing_first_holds_nothing),
+        cmocka_unit_test(test_start_instance_jail_vmm_waited_link_moved),
+        cmocka_unit_test(test_start_instance_jail_root_fails_leaves_nothing),
+        cmocka_unit_test(test_vmm_waited_root_fails_leaves_nothing),
+        cmocka_unit_test(test_relay_waiting_keeps_no_template_watch),
         cmocka_unit_test(test_start_jail_in_readonly_home),
         cmocka_unit_test(test_receive_jail_plan),
         cmocka_unit_test(test_receive_jail_names_folder_on_arrival),
