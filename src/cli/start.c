@@ -233,6 +233,8 @@ static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, c
     *w = (struct waiting_vmm){0, 0, -1, -1, -1};
     if (!o->detach || (o->jail && !cli_confine_template_made()))
         return 0; /* no template (no namespaces here): the start makes its jail whole */
+    if (o->cpu_quota_milli || o->mem_limit)
+        return 0; /* a cgroup to enter first, its relay too: as fork_vmm_ahead() (review 46) */
     if (pipe2(name, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
         (o->jail && (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0 ||
                      pipe2(marker_name, O_CLOEXEC) < 0 ||
