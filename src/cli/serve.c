@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -179,6 +180,50 @@ char *serve_log_path(const char *name)
         path = NULL;
     free(dir);
     return path;
+}
+
+/* line appended to the log a jailed VM NAME writes in its own folder
+ * (serve_use_own_folder()), by a process outside it: opened only now, as
+ * its VMM made it before asking, and it may have replaced it since --
+ * never created, followed or blocked on (a FIFO). 0, or -1. */
+static int say_in_own_log(const char *name, const char *line)
+{
+    char *runtime, *log = NULL;
+    struct stat st;
+    int fd = -1, r = -1;
+
+    if (control_dir(&runtime) < 0)
+        return -1;
+    if (asprintf(&log, "%s/%s" CONTROL_VM_DIR_SUFFIX "/%s.log", runtime, name, name) < 0)
+        log = NULL;
+    free(runtime);
+    if (log && (fd = open(log, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) >= 0 &&
+        fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        r = dprintf(fd, "%s\n", line) > 0 ? 0 : -1;
+    if (fd >= 0)
+        close(fd);
+    free(log);
+    return r;
+}
+
+void serve_mark_resumed_when_asked(int pair, const char *name, bool say_in_vm_log)
+{
+    char asked, answer = 'n', why[600];
+
+    if (read(pair, &asked, 1) == 1) {
+        if (machine_instance_resumed(name) == 0) {
+            answer = 'y';
+        } else {
+            /* Said before the answer: the VMM's line that follows is not the reason. */
+            snprintf(why, sizeof(why), "smolvm: start: %s", err_msg());
+            if (!say_in_vm_log || say_in_own_log(name, why) < 0)
+                fprintf(stderr, "%s\n", why);
+        }
+        if (write(pair, &answer, 1) != 1) {
+            /* the VMM is gone: it starts nothing */
+        }
+    }
+    _exit(0);
 }
 
 /* The VM name's log, its last line said: why its detached VMM failed. */

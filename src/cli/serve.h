@@ -57,6 +57,15 @@ int serve_wait_for_vmm(const char *name, int fd, pid_t vmm);
 /* The log file of VM NAME (malloc'd). */
 char *serve_log_path(const char *name);
 
+/* The resume marker's work (cli/start.c: a process outside the VM's
+ * jail, which leaves the store out of its view): once the VMM asks (one
+ * byte on pair), instance NAME marked resumed, answered 'y' when it was,
+ * else why not said -- on stderr, or, say_in_vm_log (a marker made ahead
+ * of its name, its stderr nowhere), in the jailed VM's log (its own
+ * folder's) -- and 'n'. Ends the process. */
+void serve_mark_resumed_when_asked(int pair, const char *name, bool say_in_vm_log)
+    __attribute__((noreturn));
+
 /* Gives the name up again when the VM could not be built; err_msg() stays
  * the reason the caller is about to give. */
 void serve_abort(struct server *s);

@@ -36,23 +36,6 @@ static const struct vm_options_help start_help = {
     "or truncated bundle included), 2 on a bad command line.\n",
 };
 
-/* The resume marker's work (resume_marker()), on its end of the pair. */
-static void __attribute__((noreturn)) mark_when_asked(int pair, const char *name)
-{
-    char asked, answer = 'n';
-
-    if (read(pair, &asked, 1) == 1) {
-        if (machine_instance_resumed(name) == 0)
-            answer = 'y';
-        else
-            fprintf(stderr, "smolvm: start: %s\n", err_msg());
-        if (write(pair, &answer, 1) != 1) {
-            /* the VMM is gone: it starts nothing */
-        }
-    }
-    _exit(0);
-}
-
 /* --jail leaves the store out of the VMM's view (its instance.json
  * read-only, its lock absent): a process left outside marks a store
  * instance resumed once the VMM asks (one byte), and answers 'y' when it
@@ -75,7 +58,7 @@ static int resume_marker(const char *name)
         if (dup2(pair[1], STDERR_FILENO + 1) < 0)
             _exit(1);
         close_range(STDERR_FILENO + 2, ~0u, 0);
-        mark_when_asked(STDERR_FILENO + 1, name);
+        serve_mark_resumed_when_asked(STDERR_FILENO + 1, name, false);
     }
     close(pair[1]);
     return pair[0];
@@ -145,8 +128,8 @@ static int send_name(int fd, const char *name)
 
 /* The resume marker made ahead: it waits for the name on name_fd, then
  * as resume_marker()'s. Its output goes nowhere: it must not hold the
- * daemon's pipe, which ends once the spare has (the VMM says that the
- * instance was not marked). Its pid, or -1. */
+ * daemon's pipe, which ends once the spare has; why it did not mark goes
+ * to the VM's log, which the VMM made before asking. Its pid, or -1. */
 static pid_t fork_marker(int pair, int name_fd)
 {
     pid_t pid = fork();
@@ -165,7 +148,7 @@ static pid_t fork_marker(int pair, int name_fd)
     if (read_name(STDERR_FILENO + 2, name, sizeof(name)) < 0)
         _exit(0);
     prctl(PR_SET_PDEATHSIG, 0); /* it outlives the spare, as the VM does */
-    mark_when_asked(STDERR_FILENO + 1, name);
+    serve_mark_resumed_when_asked(STDERR_FILENO + 1, name, true);
 }
 
 static void close_all(int *fds, size_t n)

@@ -1,14 +1,17 @@
 /* The CLI's VM server (src/cli/serve.c) before any VM: --detach's child
  * gets its console log as a fresh file, whatever an earlier VM of the name
  * left there, jailed (its own folder) or not; a server given up keeps the
- * reason the caller is about to print. No KVM needed. */
+ * reason the caller is about to print; a resume marker that could not mark
+ * says why in the VM's log. No KVM needed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "cli/cli.h"
 #include "cli/serve.h"
@@ -115,6 +118,50 @@ static void test_detach_replaces_planted_log(void **state)
     assert_false(file_has(victim, "wrote"));
 }
 
+/* A resume marker that cannot mark instance name (none of the name is in
+ * the store), its reason for the VM's log (say_in_vm_log): its answer. */
+static char ask_marker(const char *name)
+{
+    char answer = 0;
+    int pair[2], status;
+    pid_t marker;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    assert_true((marker = fork()) >= 0);
+    if (marker == 0) {
+        close(pair[0]);
+        serve_mark_resumed_when_asked(pair[1], name, true);
+    }
+    close(pair[1]);
+    assert_int_equal(write(pair[0], "r", 1), 1);
+    assert_int_equal(read(pair[0], &answer, 1), 1);
+    close(pair[0]);
+    assert_int_equal(waitpid(marker, &status, 0), marker);
+    return answer;
+}
+
+/* The resume marker made ahead (its stderr nowhere), asked to mark an
+ * instance it cannot: its VMM hears 'n', and the VM's log -- which
+ * `smolvm logs` reads -- says why, as the VMM's own lines do. A link the
+ * (jailed) VMM left in its log's place is not written through. */
+static void test_marker_says_why_in_the_log(void **state)
+{
+    char log[160], own[192], victim[128];
+
+    (void)state;
+    detach_and_write("unmarked", true, log, sizeof(log));
+    assert_int_equal(ask_marker("unmarked"), 'n');
+    assert_true(file_has(log, "child of unmarked wrote its log"));
+    assert_true(file_has(log, "\nsmolvm: start: no instance 'unmarked'\n"));
+    snprintf(own, sizeof(own), "%s/run/smolvm/unmarked.vm/unmarked.log", dir);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    assert_int_equal(sh("echo untouched > %s && rm %s && ln -s %s %s", victim, own, victim, own),
+                     0);
+    assert_int_equal(ask_marker("unmarked"), 'n');
+    assert_true(file_has(victim, "untouched"));
+    assert_false(file_has(victim, "smolvm"));
+}
+
 /* A server given up (the VM failed to build) keeps the reason, even where
  * finding its instance folder falls back and clears messages (the data
  * folder cannot be written: a jail's, or here sysfs's EPERM). */
@@ -136,6 +183,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detach_writes_its_log),
         cmocka_unit_test(test_detach_replaces_planted_log),
+        cmocka_unit_test(test_marker_says_why_in_the_log),
         cmocka_unit_test(test_abort_keeps_the_reason),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
