@@ -162,6 +162,33 @@ wait_for_line() {
     return "$found"
 }
 
+# line_watch NAME TEXT: before NAME is started (background), a reader of
+# its console blocked until TEXT is on a whole line; line_seen NAME waits
+# for it (false: not within BOOT_TIMEOUT). For a benchmark's timed start:
+# wait_for_line forks its rm, mkfifo, tail and grep just after the start
+# is launched, and they took ~45 ms of the L1's one CPU from the window
+# timed (an ftrace of the L1: bench/jail/cpu-report, December 2026).
+line_watch() {
+    local lines=$work/$1.lines
+    rm -f "$lines"
+    mkfifo "$lines"
+    : > "$work/$1.out"
+    tail -n +1 -F "$work/$1.out" > "$lines" 2> /dev/null &
+    line_follower=$!
+    timeout -k 5 "$BOOT_TIMEOUT" grep -q -m1 -- "$2" < "$lines" &
+    line_reader=$!
+}
+
+line_seen() {
+    local found
+    wait "$line_reader"
+    found=$?
+    kill "$line_follower" 2> /dev/null
+    wait "$line_follower" 2> /dev/null
+    rm -f "$work/$1.lines"
+    return "$found"
+}
+
 finish() { # finish NAME: waits for the background smolvm; rc and logs
     wait "$bg_pid"
     rc=$?
@@ -2482,8 +2509,9 @@ scenario_jail_bench() {
             esac
             # Each timed run from a settled L1 (bench/lib.sh: the last VM's
             # teardown, a jailed one's namespaces too, off its CPU), and
-            # the start's line waited for blocked, not by a poll forked
-            # each second (wait_for_line): neither is on a user's way.
+            # the start's line waited for by a reader forked before it
+            # and blocked (line_watch), not by a poll forked each second:
+            # neither is on a user's way.
             if [[ $kinds == *" boot "* ]]; then
                 bench_settle
                 SMOLVM=$bin boot "jb-boot-$mode-$n" $opts --kernel "$KERNEL" --initrd "$INITRD" \
@@ -2492,10 +2520,11 @@ scenario_jail_bench() {
                 echo "boot $mode $n ${v:-?}" >> "$figures"
             fi
             [[ $kinds == *" start "* ]] || continue
+            line_watch "jb-start-$mode-$n" '^COUNT'
             bench_settle
             SMOLVM=$bin background "jb-start-$mode-$n" start "$bundle" $opts --name "jb-$mode" \
                 --trace-boot --json
-            wait_for_line "jb-start-$mode-$n" '^COUNT'
+            line_seen "jb-start-$mode-$n"
             "$real_smolvm" stop "jb-$mode" --force > /dev/null 2>&1
             finish "jb-start-$mode-$n"
             v=$(grep -o '"first_vcpu_entry":[0-9.]*' "$work/jb-start-$mode-$n.err" | cut -d: -f2)
@@ -2567,11 +2596,12 @@ scenario_jail_unshare() {
         # n 0: untimed (the memory cache); then rests 0 and R, in turn first.
         rest=0
         [ $(((n + (n + 1) / 2) % 2)) = 1 ] || [ "$n" = 0 ] || rest=${JAIL_UNSHARE_REST:-3}
+        line_watch "ju-$n" '^COUNT'
         bench_settle
         sleep "$rest"
         SMOLVM=$real_smolvm background "ju-$n" start "$bundle" --jail --seccomp=off --name ju \
             --trace-boot --json
-        wait_for_line "ju-$n" '^COUNT'
+        line_seen "ju-$n"
         "$real_smolvm" stop ju --force > /dev/null 2>&1
         finish "ju-$n"
         [ "$n" -gt 0 ] || continue
