@@ -890,15 +890,24 @@ int jail_template_make(const struct confine_plan *common, int ns[3])
 
 /* The template's namespaces joined (jail.h): 0; -errno when not even the
  * first was (nothing changed: the jail is made whole); past it, broken. */
+/* The template's user, mount and ipc namespaces (ns) joined, in that
+ * order, and a pid namespace of its own made in them (this process's
+ * children are born into it). 0; -errno when the user namespace cannot be
+ * joined (no message: the caller may make its jail whole); else said. */
+static int enter_template(const int ns[3])
+{
+    for (int i = 0; i < 3; i++)
+        if (setns(ns[i], template_kinds[i]) < 0)
+            return i == 0 ? -errno : broken("cannot enter", "the spare's namespaces");
+    if (unshare(CLONE_NEWPID) < 0)
+        return broken("cannot make", "a pid namespace in the spare's");
+    return 0;
+}
+
 static int join_template(const struct confine_plan *p)
 {
-    int r = 0;
+    int r = enter_template(p->template_ns);
 
-    for (int i = 0; i < 3 && r == 0; i++)
-        if (setns(p->template_ns[i], template_kinds[i]) < 0)
-            r = i == 0 ? -errno : broken("cannot enter", "the spare's namespaces");
-    if (r == 0 && unshare(CLONE_NEWPID) < 0)
-        r = broken("cannot make", "a pid namespace in the spare's");
     for (int i = 0; i < 3; i++)
         close(p->template_ns[i]); /* a way out: neither the relay nor the VMM keeps them */
     return r;
@@ -1050,17 +1059,13 @@ static int vmm_forked_ahead(int plan_up, int begun, void (*vmm_ahead)(void), uin
 int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void))
 {
     uint64_t began = trace_now_us();
-    int down[2] = {-1, -1}, begun[2] = {-1, -1}, r = 0;
+    int down[2] = {-1, -1}, begun[2] = {-1, -1}, r;
     pid_t child = -1;
 
     early.host_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (early.host_root < 0)
         return -errno;
-    for (int i = 0; i < 3 && r == 0; i++)
-        if (setns(ns[i], template_kinds[i]) < 0)
-            r = i == 0 ? -errno : broken("cannot enter", "the spare's namespaces");
-    if (r == 0 && unshare(CLONE_NEWPID) < 0)
-        r = broken("cannot make", "a pid namespace in the spare's");
+    r = enter_template(ns);
     trace_add_count(TRACE_JAIL_UNSHARE_CALL_US, trace_now_us() - began);
     trace_add_count(TRACE_JAIL_UNSHARE_US, trace_now_us() - began);
     if (r == 0 && (pipe2(down, O_CLOEXEC) < 0 || pipe2(root_pipe, O_CLOEXEC) < 0 ||
@@ -1204,17 +1209,13 @@ int jail_enter(const struct confine_plan *p)
 
 int jail_fork_waiting(const int ns[3])
 {
-    int r = 0;
+    int r;
     pid_t child = -1;
 
     early.host_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (early.host_root < 0)
         return -errno;
-    for (int i = 0; i < 3 && r == 0; i++)
-        if (setns(ns[i], template_kinds[i]) < 0)
-            r = i == 0 ? -errno : broken("cannot enter", "the spare's namespaces");
-    if (r == 0 && unshare(CLONE_NEWPID) < 0)
-        r = broken("cannot make", "a pid namespace in the spare's");
+    r = enter_template(ns);
     if (r == 0 && pipe2(root_pipe, O_CLOEXEC) < 0)
         r = broken("cannot make", "the root's pipe");
     fflush(NULL);
