@@ -754,6 +754,25 @@ enum template_case {
  * and what it made in the runtime folder (NAME.vm) is removed by its
  * relay -- in the CLI's jail_enter() and in a VMM forked before its name. */
 
+/* In a test's forked child, as a spare under --jail begins: its own data
+ * and cache folders (DIR/WHO-data, DIR/WHO-cache), the runtime folder
+ * inside, and the template made. Returns only when it was made; else the
+ * child ends (UNAVAILABLE: no namespaces here; 100: its folders). */
+static void spare_template_made(const char *who)
+{
+    struct vm_options o = {.jail = true};
+    char data[128], cache[128];
+
+    snprintf(data, sizeof(data), "%s/%s-data", dir, who);
+    snprintf(cache, sizeof(cache), "%s/%s-cache", dir, who);
+    if (mkdir(data, 0700) < 0 || mkdir(cache, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
+        setenv("XDG_CACHE_HOME", cache, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
+        _exit(100);
+    cli_confine_ahead(&o);
+    if (!cli_confine_template_made())
+        _exit(UNAVAILABLE); /* no namespaces here */
+}
+
 /* As a spare's child does (cli/start.c's fork_waiting_vmm()): the VMM
  * forked into the template's namespaces before the machine is named --
  * pid 1 of its own pid namespace then -- and told the name by this
@@ -1169,16 +1188,7 @@ static void test_vmm_waited_failing_first_holds_nothing(void **state)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct vm_options o = {.jail = true};
-        char data[128], cache[128];
-        snprintf(data, sizeof(data), "%s/busy-data", dir);
-        snprintf(cache, sizeof(cache), "%s/busy-cache", dir);
-        if (mkdir(data, 0700) < 0 || mkdir(cache, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", cache, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
-            _exit(100);
-        cli_confine_ahead(&o);
-        if (!cli_confine_template_made())
-            _exit(UNAVAILABLE); /* no namespaces here */
+        spare_template_made("busy");
         snprintf(busy, sizeof(busy), "%s/smolvm/busy.sock", inside);
         if (!makes(busy))
             _exit(100);
@@ -1212,16 +1222,7 @@ static void test_relay_waiting_keeps_no_template_watch(void **state)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct vm_options o = {.jail = true};
-        char data[128], cache[128];
-        snprintf(data, sizeof(data), "%s/watch-data", dir);
-        snprintf(cache, sizeof(cache), "%s/watch-cache", dir);
-        if (mkdir(data, 0700) < 0 || mkdir(cache, 0700) < 0 || setenv("XDG_DATA_HOME", data, 1) < 0 ||
-            setenv("XDG_CACHE_HOME", cache, 1) < 0 || setenv("XDG_RUNTIME_DIR", inside, 1) < 0)
-            _exit(100);
-        cli_confine_ahead(&o);
-        if (!cli_confine_template_made())
-            _exit(UNAVAILABLE); /* no namespaces here */
+        spare_template_made("watch");
         int r = cli_confine_fork_waiting();
         if (r == 1)
             _exit(0); /* the VMM: let go at once */
