@@ -2436,6 +2436,27 @@ bench_api_counting() {
     return 1
 }
 
+# counter_bundle_warmed PREFIX BUNDLE: the counter guest (PREFIX-src)
+# saved mid-count into BUNDLE, then started twice untimed (PREFIX-warm):
+# the first unpacks the memory cache (served, it records only a
+# provisional working set), the second records the working set every
+# later start prefetches. With one, the first timed start (jail_bench's
+# round 1's first mode) was the only one not to prefetch.
+counter_bundle_warmed() {
+    local pre=$1 bundle=$2 n
+    SMOLVM=$real_smolvm background "$pre-src" run --name "$pre-src" --kernel "$KERNEL" \
+        --initrd "$INITRD" --cmdline "$GUEST_CMDLINE smolvm.test=counter"
+    wait_for "$pre-src" '^COUNT 3 '
+    "$real_smolvm" save "$pre-src" -o "$bundle" > /dev/null 2>&1
+    finish "$pre-src"
+    for n in 1 2; do
+        SMOLVM=$real_smolvm background "$pre-warm" start "$bundle" --name "$pre-warm"
+        wait_for "$pre-warm" '^COUNT'
+        "$real_smolvm" stop "$pre-warm" --force > /dev/null 2>&1
+        finish "$pre-warm"
+    done
+}
+
 # The confinement's cost (issue 23's benchmark): boot to init, and start of
 # a saved bundle until its vCPU runs again, RUNS (5) rounds in one L1:
 # "plain" is neither (--seccomp=off, no --jail), "confined" is --jail with
@@ -2468,21 +2489,7 @@ scenario_jail_bench() {
     # shellcheck source=../../bench/lib.sh
     . "$bench/lib.sh" # bench_settle
     : > "$figures"
-    SMOLVM=$real_smolvm background jb-src run --name jb-src --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
-    wait_for jb-src '^COUNT 3 '
-    "$real_smolvm" save jb-src -o "$bundle" > /dev/null 2>&1
-    finish jb-src
-    # Two untimed starts: the first unpacks the memory cache (served, it
-    # records only a provisional working set), the second records the
-    # working set every later start prefetches. With one, the first timed
-    # start (round 1's first mode) was the only one not to prefetch.
-    for n in 1 2; do
-        SMOLVM=$real_smolvm background jb-warm start "$bundle" --name jb-warm
-        wait_for jb-warm '^COUNT'
-        "$real_smolvm" stop jb-warm --force > /dev/null 2>&1
-        finish jb-warm
-    done
+    counter_bundle_warmed jb "$bundle"
     case $kinds in *" api "*) jail_bench_api_begin && api_modes=$jba_modes ;; esac
     # SMOLVM_BASELINE (another smolvm, before a change): its confined runs too.
     local modes="plain jail seccomp confined" bin order
@@ -2692,17 +2699,7 @@ jail_bench_api_end() {
 scenario_jail_calls() {
     local bundle=$work/jc.smolmachine out=$results/jail-calls.txt mode bin opts trace n
     command -v strace > /dev/null || { fail jail-calls "no strace in this L1"; return; }
-    SMOLVM=$real_smolvm background jc-src run --name jc-src --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
-    wait_for jc-src '^COUNT 3 '
-    "$real_smolvm" save jc-src -o "$bundle" > /dev/null 2>&1
-    finish jc-src
-    for n in 1 2; do # as jail_bench: the memory cache, then the working set
-        SMOLVM=$real_smolvm background jc-warm start "$bundle" --name jc-warm
-        wait_for jc-warm '^COUNT'
-        "$real_smolvm" stop jc-warm --force > /dev/null 2>&1
-        finish jc-warm
-    done
+    counter_bundle_warmed jc "$bundle"
     : > "$out"
     for mode in plain confined ${SMOLVM_BASELINE:+confined-baseline}; do
         bin=$real_smolvm opts=--jail
@@ -2813,17 +2810,7 @@ scenario_jail_cpu() {
     local tracing=/sys/kernel/tracing runs=${RUNS:-3} event
     [ -d "$tracing/events/raw_syscalls" ] || mount -t tracefs nodev "$tracing" 2> /dev/null
     [ -d "$tracing/events/raw_syscalls" ] || { fail jail-cpu "no tracefs in this L1"; return; }
-    SMOLVM=$real_smolvm background jcpu-src run --name jcpu-src --kernel "$KERNEL" --initrd "$INITRD" \
-        --cmdline "$GUEST_CMDLINE smolvm.test=counter"
-    wait_for jcpu-src '^COUNT 3 '
-    "$real_smolvm" save jcpu-src -o "$bundle" > /dev/null 2>&1
-    finish jcpu-src
-    for n in 1 2; do # as jail_bench: the memory cache, then the working set
-        SMOLVM=$real_smolvm background jcpu-warm start "$bundle" --name jcpu-warm
-        wait_for jcpu-warm '^COUNT'
-        "$real_smolvm" stop jcpu-warm --force > /dev/null 2>&1
-        finish jcpu-warm
-    done
+    counter_bundle_warmed jcpu "$bundle"
     for n in $(seq 1 "$runs"); do
         order="plain confined"
         [ $((n % 2)) = 1 ] || order="confined plain"
