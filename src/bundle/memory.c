@@ -186,10 +186,11 @@ static void mark_untouched(struct chunk_list *l, size_t first, size_t end)
  * made once and freed when the thread ends: a fresh context per 64 KiB
  * chunk spends as long setting itself up as the work (in the L1, saves
  * took 1.4x as long as with 512 KiB chunks; a restore made and freed a
- * 96 KiB decoding context for every chunk). NULL: none could be made. */
+ * 96 KiB decoding context for every chunk, and unpacking to the
+ * cache one for every group). NULL: none could be made. */
 struct decode_scratch {
     ZSTD_DCtx *dctx;
-    uint8_t *packed; /* MEMORY_CHUNK_MAX: a chunk's stored bytes */
+    uint8_t *packed; /* MEMORY_CHUNK_MAX: stored bytes, a chunk's or a group's (file_group()) */
 };
 
 static pthread_key_t cctx_key, decode_key;
@@ -667,14 +668,14 @@ static int file_group(void *ctx, size_t g)
 {
     struct load *ld = ctx;
     size_t first = g * group_chunks(ld), end = first + group_chunks(ld);
-    uint8_t *packed = malloc(MEMORY_CHUNK_MAX), *out = malloc(MEMORY_CHUNK_MAX);
-    ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    int r = packed && out && dctx ? 0 : err_set(ENOMEM, "memory chunk decoder");
+    struct decode_scratch *scratch = thread_decode_scratch();
+    uint8_t *out = malloc(MEMORY_CHUNK_MAX);
+    int r = scratch && out ? 0 : err_set(ENOMEM, "memory chunk decoder");
 
     if (end > ld->l.count)
         end = ld->l.count;
     if (r == 0)
-        r = group_bytes(ld, first, end, packed, out, dctx);
+        r = group_bytes(ld, first, end, scratch->packed, out, scratch->dctx);
     /* Runs of chunks that are not zero: zero ones stay holes. */
     for (size_t i = first; r == 0 && i < end;) {
         size_t run = i, bytes = 0;
@@ -687,8 +688,6 @@ static int file_group(void *ctx, size_t g)
             r = err_set(-w, "writing the memory cache");
         i = run == i ? i + 1 : run;
     }
-    ZSTD_freeDCtx(dctx);
-    free(packed);
     free(out);
     return r;
 }
