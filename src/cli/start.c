@@ -247,6 +247,7 @@ static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, c
     trace_add_count(TRACE_SPARE_VMM_AHEAD_US, trace_now_us() - began);
     if (read_name(from, told, size) < 0)
         _exit(0); /* the spare ended unnamed, or starts the machine itself */
+    instance_name_told(told);
     if (!o->jail)
         prctl(PR_SET_PDEATHSIG, 0); /* it outlives the spare; a jailed one its relay's */
     waited_ready_fd = ready[1];
@@ -292,6 +293,8 @@ static int spare_told(const struct vm_options *o, char *told, size_t size, bool 
     int r = spare_take_name(o->spare_fd, told, size);
 
     close(o->spare_fd);
+    if (r == 0)
+        instance_name_told(told);
     if (r < 0) { /* its template's folder too (a daemon killed, even after its name) */
         tell_waiting_vmm(o, &w, NULL);
         cli_confine_ahead_release();

@@ -204,9 +204,19 @@ int machine_instance_overlay(const char *name, const char *file, const char *bas
     return 0;
 }
 
+/* The name a spare was told (instance_name_told()), or NULL. */
+static const char *told_name;
+
+void instance_name_told(const char *name)
+{
+    told_name = name;
+}
+
 bool instance_named(const char *what)
 {
     struct stat st;
+    if (told_name && strcmp(what, told_name) == 0)
+        return true;
     /* The '/' first: a path is never a name, and needs no path walk (a
      * jailed start asks five times of its bundle). */
     return !strchr(what, '/') && stat(what, &st) < 0;

@@ -51,6 +51,11 @@ int machine_instance_overlay(const char *name, const char *file, const char *bas
 /* Whether what names a store instance rather than a bundle file (there is
  * no such file and it has no '/'). */
 bool instance_named(const char *what);
+/* name (kept, not copied) names a store instance from here on, whatever
+ * the working folder holds: a spare is told a machine's name, never a
+ * file's (api/spare.h), and runs in its daemon's working folder ("/",
+ * where an instance named "tmp" or "srv" would be taken for a folder). */
+void instance_name_told(const char *name);
 
 /* An instance's boot settings and delta into cfg, and the state bundle it
  * resumes from (NULL: it boots; shared: the pristine state, which stays).

@@ -18,6 +18,7 @@
 
 #include "api/control.h"
 #include "api/spare.h"
+#include "machine/instance.h"
 
 static int pair[2]; /* [0] the daemon's end, [1] the spare's */
 
@@ -258,6 +259,29 @@ static void dead_spares_roots_swept(void **state)
     rmdir(runtime);
 }
 
+/* A spare runs in its daemon's working folder ("/"): the name it is told
+ * is an instance's even where a folder there has that name. */
+static void told_name_is_an_instance_whatever_the_folder_holds(void **state)
+{
+    char here[] = "/tmp/smolvm-test-spare.XXXXXX", cwd[4096], folder[64] = "srv";
+    (void)state;
+
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_non_null(mkdtemp(here));
+    assert_int_equal(chdir(here), 0);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    assert_false(instance_named(folder)); /* a file or folder of that name is a bundle's path */
+    assert_true(instance_named("web"));
+    instance_name_told(folder);
+    assert_true(instance_named("srv"));
+    assert_false(instance_named("srv/x"));
+    instance_name_told(NULL);
+    assert_false(instance_named(folder));
+    rmdir(folder);
+    assert_int_equal(chdir(cwd), 0);
+    rmdir(here);
+}
+
 int main(void)
 {
 #define PAIRED(t) cmocka_unit_test_setup_teardown(t, open_pair, close_pair)
@@ -277,6 +301,7 @@ int main(void)
         PAIRED(daemon_gives_up_on_a_silent_spare),
         cmocka_unit_test(root_is_in_the_runtime_folder),
         cmocka_unit_test(dead_spares_roots_swept),
+        cmocka_unit_test(told_name_is_an_instance_whatever_the_folder_holds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
