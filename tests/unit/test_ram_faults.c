@@ -51,6 +51,11 @@ static int setup(void **state)
 {
     (void)state;
     bundle_memory_chunk_size = OLD_CHUNK;
+    /* Most tests here look at windows placed from the first fault on, as
+     * before a first start recorded its guest's touches (a page at a time,
+     * the fill waiting, up to the guest's first output); the test of that
+     * says so. */
+    ram_faults_record_pages = false;
     snprintf(dir, sizeof(dir), "/tmp/smolvm-test-uffd.XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/m.smolmachine", dir);
@@ -68,6 +73,7 @@ static int teardown(void **state)
     /* A test that failed between setting a hook and setting it back must
      * not leave the next tests without their fill. */
     ram_faults_fill_behind = true;
+    ram_faults_record_pages = true;
     ram_faults_fill_gate = NULL;
     ram_faults_serve_gate = NULL;
     unsetenv("XDG_CACHE_HOME");
@@ -526,6 +532,61 @@ static void fault_places_window_then_rest(void **state)
     /* The rest, after: the whole RAM, each page once, each chunk decoded
      * once (chunk 1 by the fault thread, finished by the fill). */
     fill_the_rest_and_check(&fill, faults, b, &mem, &back);
+}
+
+/* Up to the guest's first output a first start places each touched page
+ * alone (a neighbour's touch is a fault too) and nothing behind the
+ * guest; then it writes down exactly the pages touched, as a provisional
+ * set, and fills the rest. */
+static void first_start_records_touched_pages(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t[4];
+    pthread_t thread;
+    /* pages 131 and 133 of one window of chunk 1, 300 (chunk 2), the
+     * high region's third */
+    static const size_t pages[4] = {131, 133, 300, RAM_LOW / 4096 + 2};
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    ram_faults_record_pages = true;
+    saved_ram(&mem);
+    alarm(60);
+    start_first(&back, &b, &faults);
+    for (int i = 0; i < 4; i++) {
+        t[i].at = (pages[i] < RAM_LOW / 4096 ? back.regions[0].host + pages[i] * 4096
+                                              : back.regions[1].host + (pages[i] - RAM_LOW / 4096) * 4096) + 9;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, (pages[i] < RAM_LOW / 4096
+                                            ? mem.regions[0].host + pages[i] * 4096
+                                            : mem.regions[1].host + (pages[i] - RAM_LOW / 4096) * 4096) + 9, 4);
+    }
+    assert_int_equal(present_pages(&back, 128, 16), 2); /* 131 and 133 alone: no window yet */
+    ram_faults_record_now(faults);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    ram_faults_stop(faults);
+    alarm(0);
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+
+    struct working_set_chunk *ranges = NULL;
+    size_t count = 0;
+    assert_non_null(cache_file(".ws"));
+    assert_int_equal(working_set_read_ranges(cache_file(".ws"), &back, &ranges, &count), 0);
+    assert_int_equal(count, 4);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(ranges[i].first_page, pages[i]);
+        assert_int_equal(ranges[i].pages, 1);
+    }
+    free(ranges);
+    struct working_set_counts counts;
+    assert_int_equal(working_set_prefetch(cache_file(".ws"), &back, &counts), 0);
+    assert_true(counts.provisional); /* the next start records which it wrote */
+    end(b, &back, &mem);
 }
 
 /* Faults in several chunks while the fill waits, then the fill, which
@@ -1479,6 +1540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(cache_named_behind_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_start_records_touched_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
