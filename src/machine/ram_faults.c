@@ -152,6 +152,7 @@ struct ram_faults {
 
 bool ram_faults_fill_behind = true;
 bool ram_faults_record_pages = true;
+bool ram_faults_prefill_pages = true;
 sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
 void (*ram_faults_placed)(const uint8_t *at, size_t len);
 void (*ram_faults_decoding)(size_t chunk);
@@ -911,32 +912,131 @@ static size_t known_chunks(const struct ram_faults *f, const struct working_set_
     return n;
 }
 
+static int by_first_page(const void *a, const void *b)
+{
+    uint64_t x = ((const struct working_set_chunk *)a)->first_page;
+    uint64_t y = ((const struct working_set_chunk *)b)->first_page;
+    return x < y ? -1 : x > y;
+}
+
+/* The known working set's pages, a bit each, in a bitmap of the RAM laid
+ * end to end (*out, freed by the caller; its ranges checked to lie in
+ * it): each page set once, however many ranges overlap (sorted first). */
+static int known_page_bits(const struct ram_faults *f, const struct working_set_chunk *known,
+                           size_t count, uint64_t **out)
+{
+    struct working_set_chunk *sorted = malloc((count ? count : 1) * sizeof(*sorted));
+    uint64_t *bits = calloc(f->mem.total / PAGE / 64 + 1, sizeof(*bits)), done = 0;
+
+    if (!sorted || !bits) {
+        free(sorted);
+        free(bits);
+        return err_set(ENOMEM, "guest memory server");
+    }
+    memcpy(sorted, known, count * sizeof(*sorted));
+    qsort(sorted, count, sizeof(*sorted), by_first_page);
+    for (size_t k = 0; k < count; k++)
+        for (uint64_t p = sorted[k].first_page > done ? sorted[k].first_page : done;
+             p < sorted[k].first_page + sorted[k].pages; p++, done = p)
+            bits[p / 64] |= 1ull << (p % 64);
+    free(sorted);
+    *out = bits;
+    return 0;
+}
+
+/* Chunk i's pages that bits (known_page_bits) names. */
+static struct bundle_chunk_pages pages_of_chunk(const struct ram_faults *f, const uint64_t *bits,
+                                                size_t i)
+{
+    struct bundle_chunk_pages want = {{0}};
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    for (uint64_t p = 0, first = at / PAGE; p < len / PAGE; p++)
+        if (bits[(first + p) / 64] >> ((first + p) % 64) & 1)
+            want.bits[p / 64] |= 1ull << (p % 64);
+    return want;
+}
+
+/* Whether want is every page of chunk i. */
+static bool whole_chunk(const struct ram_faults *f, const struct bundle_chunk_pages *want, size_t i)
+{
+    struct bundle_chunk_pages all = {{0}};
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    for (size_t p = 0; p < len / PAGE; p++)
+        all.bits[p / 64] |= 1ull << (p % 64);
+    return memcmp(&all, want, sizeof(all)) == 0;
+}
+
+/* Of each listed chunk, the known pages (ram_faults_prefill_pages), or
+ * NULL: every listed chunk whole. */
+static int known_pages(const struct ram_faults *f, const struct working_set_chunk *known,
+                       size_t count, const size_t *list, size_t n,
+                       struct bundle_chunk_pages **out)
+{
+    uint64_t *bits = NULL;
+    *out = NULL;
+    if (!ram_faults_prefill_pages || !n)
+        return 0;
+    int r = known_page_bits(f, known, count, &bits);
+    if (r == 0 && !(*out = calloc(n, sizeof(**out))))
+        r = err_set(ENOMEM, "guest memory server");
+    for (size_t k = 0; r == 0 && k < n; k++)
+        (*out)[k] = pages_of_chunk(f, bits, list[k]);
+    free(bits);
+    return r;
+}
+
 /* A known working set (the pages a later start touches) decoded straight
  * into place before anything is registered or the guest runs: the guest
  * finds those pages there and waits for no fault of theirs; one pass, on
- * a few threads, no placing. Its chunks count as placed for both threads
- * but not as filled: the fill decodes them again behind the guest for the
+ * a few threads, no placing. Each chunk holding some of it is read and
+ * checked whole, and only the set's pages of it placed (recorded from the
+ * guest's own touches, a few of a chunk's 16): a chunk placed whole counts
+ * as placed for both threads, the rest of one placed in part is left to
+ * them (a page there is skipped: UFFDIO_COPY never replaces one). Neither
+ * counts as filled: the fill decodes them again behind the guest for the
  * cache file (the guest may have written RAM by then). A chunk that fails
  * its check fails the start. */
 static int load_known(struct ram_faults *f, const struct working_set_chunk *known, size_t count)
 {
     int64_t *starts = calloc(f->chunks + 1, sizeof(*starts));
-    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n = 0;
+    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n = 0, pages = 0;
+    struct bundle_chunk_pages *want = NULL;
     uint64_t start = trace_now_us();
     int r = starts && list ? 0 : err_set(ENOMEM, "guest memory server");
 
     if (r == 0 && (n = known_chunks(f, known, count, starts, list)) > 0)
-        r = bundle_memory_image_load(f->img, list, n);
+        r = known_pages(f, known, count, list, n, &want);
+    if (r == 0 && n)
+        r = bundle_memory_image_load(f->img, list, want, n);
     for (size_t k = 0; r == 0 && k < n; k++) {
         uint32_t all = all_windows(f, list[k]);
+        if (want && !whole_chunk(f, &want[k], list[k])) {
+            pages += (size_t)__builtin_popcountll(want[k].bits[0]) + (size_t)__builtin_popcountll(want[k].bits[1]);
+            continue;
+        }
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        bundle_memory_image_place(f->img, list[k], &at, &len, &host);
+        pages += len / PAGE;
         atomic_store(&f->claimed[list[k]], all);
         atomic_store(&f->placed[list[k]], all);
         f->windows_left -= (size_t)__builtin_popcount(all);
     }
     if (r == 0) {
         trace_set_count(TRACE_PREFILLED_CHUNKS, n);
+        trace_set_count(TRACE_PREFILLED_PAGES, pages);
         trace_set_count(TRACE_PREFILL_US, trace_now_us() - start);
     }
+    free(want);
     free(starts);
     free(list);
     return r;

@@ -40,8 +40,9 @@ bool ram_faults_supported(void);
  * touch is a fault as well, and written down: no 64 KiB around a touch
  * counts as touched) and the fill waits. known: page
  * ranges the guest will touch (a working set: machine/workingset.h), whose
- * chunks are decoded into place before the regions are registered (the
- * guest takes no fault for them), or none. -EOPNOTSUPP, no message: this
+ * pages are decoded into place before the regions are registered (the
+ * guest takes no fault for them; each chunk holding some checked whole),
+ * or none. -EOPNOTSUPP, no message: this
  * host gives smolvm no userfaultfd (the caller unpacks as before);
  * -EINVAL: a chunk of known failed its check (said). */
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
@@ -94,6 +95,9 @@ extern bool ram_faults_fill_behind;
  * faulted in before the fill was done, as smolvm did before; windows are
  * placed from the first fault on). */
 extern bool ram_faults_record_pages;
+/* Test seam: false places known's chunks whole (as smolvm did before),
+ * not only the pages known names. */
+extern bool ram_faults_prefill_pages;
 /* Test seam: when set, the fill waits for it to be posted before it
  * places anything (so a test's touches are faults, whatever the load). */
 extern sem_t *ram_faults_fill_gate;

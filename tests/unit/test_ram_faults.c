@@ -56,6 +56,7 @@ static int setup(void **state)
      * the fill waiting, up to the guest's first output); the test of that
      * says so. */
     ram_faults_record_pages = false;
+    ram_faults_prefill_pages = false; /* chunks of a known set placed whole, as before */
     snprintf(dir, sizeof(dir), "/tmp/smolvm-test-uffd.XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/m.smolmachine", dir);
@@ -74,6 +75,7 @@ static int teardown(void **state)
      * not leave the next tests without their fill. */
     ram_faults_fill_behind = true;
     ram_faults_record_pages = true;
+    ram_faults_prefill_pages = true;
     ram_faults_fill_gate = NULL;
     ram_faults_serve_gate = NULL;
     unsetenv("XDG_CACHE_HOME");
@@ -915,6 +917,57 @@ static void known_working_set_decoded_before_the_guest(void **state)
     end(b, &back, &mem);
 }
 
+/* A known working set's pages alone are placed before the guest runs
+ * (each chunk holding some still checked whole): a touch of one of them
+ * serves no fault; a touch of another page of the same chunk is served as
+ * any other, and the fill places the rest around the set's pages. */
+static void known_working_set_pages_alone(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t[3];
+    pthread_t thread;
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    ram_faults_prefill_pages = true;
+    saved_ram(&mem);
+    assert_int_equal(bundle_open(path, &b), 0);
+    known_working_set(&mem, b); /* pages 130-132, 393-394 (a zero chunk), 552 */
+    bundle_close(b);
+    sem_init(&fill, 0, 0);
+    ram_faults_fill_gate = &fill;
+    start_first(&back, &b, &faults);
+    count_placings_in(&back);
+    alarm(20);
+    assert_int_equal(present_pages(&back, 128, 128), 3);
+    assert_int_equal(present_pages(&back, 130, 3), 3);
+    assert_int_equal(present_pages(&back, 4 * 128, 128), 1);
+    assert_int_equal(present_pages(&back, 4 * 128 + 40, 1), 1);
+    assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
+    static const size_t pages[3] = {131, 4 * 128 + 40, 140}; /* the last: a fault */
+    for (int i = 0; i < 3; i++) {
+        t[i].at = back.regions[0].host + pages[i] * 4096 + 33;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, mem.regions[0].host + pages[i] * 4096 + 33, 4);
+        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
+    }
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(&fill);
+    end(b, &back, &mem);
+}
+
 /* Ranges that overlap, and ones as large as a region, mark each chunk
  * once: every chunk of region 0 that is not zero is in place before the
  * guest runs (each decoded once), the zero ones are not. */
@@ -1548,6 +1601,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_pages_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_decoded_into_present_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(bundled_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(bundled_working_set_of_other_ram_unused, setup, teardown),
