@@ -477,6 +477,19 @@ static size_t placed_pages(size_t first, size_t n)
     return count;
 }
 
+/* After the fill (gated by fill): RAM and the cache file the saved RAM;
+ * the server stopped, the counting and the gate ended. */
+static void stop_served_whole(struct ram_faults *faults, sem_t *fill, struct guest_memory *mem,
+                              struct guest_memory *back)
+{
+    assert_same_ram(mem, back);
+    assert_cache_is_ram(mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(fill);
+}
+
 /* Lets the waiting fill (gated by fill) place the rest, then checks the
  * whole RAM: each page placed once, each chunk decoded once, RAM and the
  * cache file the saved RAM; stops serving and frees all. */
@@ -488,12 +501,7 @@ static void fill_the_rest_and_check(sem_t *fill, struct ram_faults *faults, stru
     alarm(0);
     assert_each_page_placed_once();
     assert_each_chunk_decoded_once();
-    assert_same_ram(mem, back);
-    assert_cache_is_ram(mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(fill);
+    stop_served_whole(faults, fill, mem, back);
     end(b, back, mem);
 }
 
@@ -859,6 +867,39 @@ static void stop_prefill_only(struct ram_faults *faults)
     ram_faults_fill_behind = true;
 }
 
+/* RAM saved, its working set known (known_working_set: its path), a
+ * first start served with the fill gated by fill, placings counted. */
+static const char *start_with_known_set(struct guest_memory *mem, struct guest_memory *back,
+                                        struct bundle **b, struct ram_faults **faults, sem_t *fill)
+{
+    saved_ram(mem);
+    assert_int_equal(bundle_open(path, b), 0);
+    const char *ws = known_working_set(mem, *b);
+    bundle_close(*b);
+    sem_init(fill, 0, 0);
+    ram_faults_fill_gate = fill;
+    start_first(back, b, faults);
+    count_placings_in(back);
+    alarm(20);
+    return ws;
+}
+
+/* Touches pages[0] and pages[1] (of a known working set, in place: no
+ * placing) and pages[2] (not: placed by a fault), each seen as saved. */
+static void touch_known_twice_then_other(struct guest_memory *back, const struct guest_memory *mem,
+                                         const size_t pages[3])
+{
+    struct toucher t[3];
+    pthread_t thread;
+    for (int i = 0; i < 3; i++) {
+        t[i].at = back->regions[0].host + pages[i] * 4096 + 33;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, mem->regions[0].host + pages[i] * 4096 + 33, 4);
+        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
+    }
+}
+
 /* A first start that finds a working set of the bundle's RAM (its cache
  * file gone) decodes the chunks holding it into place before the guest
  * runs (none of the zero ones): touching them serves no fault; a touch
@@ -870,23 +911,13 @@ static void known_working_set_decoded_before_the_guest(void **state)
     struct ram_faults *faults = NULL;
     struct working_set_chunk *kept = NULL;
     struct bundle *b;
-    struct toucher t[3];
-    pthread_t thread;
     size_t kept_count = 0;
     sem_t fill;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    const char *ws = known_working_set(&mem, b);
-    bundle_close(b);
-    sem_init(&fill, 0, 0);
-    ram_faults_fill_gate = &fill;
-    start_first(&back, &b, &faults);
-    count_placings_in(&back);
-    alarm(20);
+    const char *ws = start_with_known_set(&mem, &back, &b, &faults, &fill);
     /* In place before any touch: chunks 1 and 4 whole, the zero chunk 3
      * and chunk 2 (not in the set) not at all. */
     assert_int_equal(present_pages(&back, 128, 128), 128);
@@ -894,23 +925,12 @@ static void known_working_set_decoded_before_the_guest(void **state)
     assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
     assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
     static const size_t pages[3] = {131, 4 * 128 + 40, 3 * 128 + 9}; /* the last: a fault */
-    for (int i = 0; i < 3; i++) {
-        t[i].at = back.regions[0].host + pages[i] * 4096 + 33;
-        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
-        pthread_join(thread, NULL);
-        assert_memory_equal(t[i].seen, mem.regions[0].host + pages[i] * 4096 + 33, 4);
-        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
-    }
+    touch_known_twice_then_other(&back, &mem, pages);
     sem_post(&fill);
     assert_int_equal(ram_faults_complete(faults), 0);
     alarm(0);
     assert_int_equal(placed_pages(128, 128) + placed_pages(4 * 128, 128), 0);
-    assert_same_ram(&mem, &back);
-    assert_cache_is_ram(&mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(&fill);
+    stop_served_whole(faults, &fill, &mem, &back);
     assert_int_equal(working_set_read_ranges(ws, &mem, &kept, &kept_count), 0);
     assert_int_equal(kept_count, 3);
     free(kept);
@@ -926,45 +946,24 @@ static void known_working_set_pages_alone(void **state)
     struct guest_memory mem, back;
     struct ram_faults *faults = NULL;
     struct bundle *b;
-    struct toucher t[3];
-    pthread_t thread;
     sem_t fill;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
     ram_faults_prefill_pages = true;
-    saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    known_working_set(&mem, b); /* pages 130-132, 393-394 (a zero chunk), 552 */
-    bundle_close(b);
-    sem_init(&fill, 0, 0);
-    ram_faults_fill_gate = &fill;
-    start_first(&back, &b, &faults);
-    count_placings_in(&back);
-    alarm(20);
+    start_with_known_set(&mem, &back, &b, &faults, &fill); /* pages 130-132, 393-394 (a zero chunk), 552 */
     assert_int_equal(present_pages(&back, 128, 128), 3);
     assert_int_equal(present_pages(&back, 130, 3), 3);
     assert_int_equal(present_pages(&back, 4 * 128, 128), 1);
     assert_int_equal(present_pages(&back, 4 * 128 + 40, 1), 1);
     assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
     static const size_t pages[3] = {131, 4 * 128 + 40, 140}; /* the last: a fault */
-    for (int i = 0; i < 3; i++) {
-        t[i].at = back.regions[0].host + pages[i] * 4096 + 33;
-        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
-        pthread_join(thread, NULL);
-        assert_memory_equal(t[i].seen, mem.regions[0].host + pages[i] * 4096 + 33, 4);
-        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
-    }
+    touch_known_twice_then_other(&back, &mem, pages);
     sem_post(&fill);
     assert_int_equal(ram_faults_complete(faults), 0);
     alarm(0);
-    assert_same_ram(&mem, &back);
-    assert_cache_is_ram(&mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(&fill);
+    stop_served_whole(faults, &fill, &mem, &back);
     end(b, &back, &mem);
 }
 
