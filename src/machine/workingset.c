@@ -351,6 +351,46 @@ int working_set_adopt(const char *path, const struct guest_memory *mem, const ui
     return r;
 }
 
+/* Read ranges at most this many pages apart (in one region) are faulted
+ * in with one call: the kernel maps a file's cached pages up to 64 KiB
+ * around each read fault anyway, and a set recorded from the guest's own
+ * touches lists a few pages of each such window, apart. */
+#define READ_SPAN_GAP_PAGES 16
+
+static void populate_span(const struct guest_memory *mem, uint64_t first, uint64_t end,
+                          bool written)
+{
+    guest_memory_populate(host_of(mem, first, end - first), (size_t)(end - first) * PAGE, written);
+}
+
+/* Faults in the first ranges of f: written ones one call each
+ * (MADV_POPULATE_WRITE: copied), read ones near each other in one. */
+static void populate_ranges(const struct ws_file *f, size_t ranges, const struct guest_memory *mem)
+{
+    uint64_t first = 0, end = 0;
+    bool open = false;
+
+    for (size_t i = 0; i <= ranges; i++) {
+        const struct ws_range *w = i < ranges ? range_at(f, i) : NULL;
+        if (w && w->written) {
+            populate_span(mem, w->first_page, w->first_page + w->pages, true);
+            continue;
+        }
+        if (w && open && w->first_page >= end && w->first_page - end <= READ_SPAN_GAP_PAGES &&
+            host_of(mem, first, w->first_page + w->pages - first)) {
+            end = w->first_page + w->pages;
+            continue;
+        }
+        if (open)
+            populate_span(mem, first, end, false);
+        open = w != NULL;
+        if (w) {
+            first = w->first_page;
+            end = first + w->pages;
+        }
+    }
+}
+
 int working_set_prefetch(const char *path, const struct guest_memory *mem,
                          struct working_set_counts *counts)
 {
@@ -362,10 +402,7 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     size_t ranges = r < 0 || h.reserved == 1 ? 0 : f.count; /* provisional: none */
     struct working_set_counts calls = {0};
     queue_reads(&f, ranges, mem, &calls);
-    for (size_t i = 0; i < ranges; i++) {
-        const struct ws_range *w = range_at(&f, i);
-        guest_memory_populate(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, w->written);
-    }
+    populate_ranges(&f, ranges, mem);
     if (r == 0 && counts) {
         count_pages(&f, counts);
         counts->provisional = h.reserved == 1;
