@@ -137,11 +137,20 @@ int bundle_chunk_decode_to(struct bundle_chunk_decoder *d, size_t upto, size_t *
 int bundle_memory_image_decode(const struct bundle_memory_image *img,
                                struct bundle_chunk_decoder *d, size_t i, uint8_t *dst,
                                bool *zero) __attribute__((warn_unused_result));
+/* Pages of one chunk: bit p (of word p / 64), its page p (a chunk holds
+ * at most 128: MEMORY_CHUNK_MAX). */
+struct bundle_chunk_pages {
+    uint64_t bits[2];
+};
 /* Reads, checks and decodes the count chunks listed straight into their
  * place in mem (a few threads; RAM nobody else touches yet: no guest runs,
- * no userfaultfd is registered there). A chunk that fails its check is
- * said (-EINVAL); what was decoded before stays. */
-int bundle_memory_image_load(struct bundle_memory_image *img, const size_t *chunks, size_t count)
+ * no userfaultfd is registered there). pages (NULL: every chunk whole):
+ * of chunks[k] only the pages pages[k] names are placed (the chunk is
+ * still checked whole, and decoded aside); the others stay as they were.
+ * A chunk that fails its check is said (-EINVAL); what was decoded before
+ * stays. */
+int bundle_memory_image_load(struct bundle_memory_image *img, const size_t *chunks,
+                             const struct bundle_chunk_pages *pages, size_t count)
     __attribute__((warn_unused_result));
 void bundle_memory_image_free(struct bundle_memory_image *img);
 

@@ -44,7 +44,7 @@ void machine_destroy(struct machine *m)
         return;
     if (m->handed_over)
         yield_to_others();
-    if (m->recorder) /* no call from a vCPU under way past this */
+    if (m->recorder || m->faults) /* no call from a vCPU under way past this */
         console_on_next_output(vm_console(m->vm), NULL, NULL);
     working_set_recorder_stop(m->recorder);
     /* A guest that ran: its RAM's cache is finished first, so the next

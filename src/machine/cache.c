@@ -362,8 +362,9 @@ static void prefetch(const struct bundle *b, const char *dir, const struct guest
  * each chunk it touches is read, checked and placed, the rest behind it
  * and into the cache file. Where a working set of this memory is known
  * (recorded by an earlier start whose cache file is gone), its chunks are
- * decoded into place first, and it is kept as it is; otherwise the chunks
- * the guest faulted in are written down as a provisional one. 1: not here
+ * decoded into place first, and it is kept as it is; otherwise the pages
+ * the guest touched up to its first output are written down as a
+ * provisional one (machine/ram_faults.h). 1: not here
  * (a cache file is there already, or no userfaultfd): the caller goes on
  * as before. */
 static int serve_first_start(const struct bundle *b, const struct guest_memory *mem,

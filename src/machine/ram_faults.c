@@ -49,6 +49,9 @@
 #define DECODED_SLOTS 4
 #define SPARE_SLOTS 2
 #define SLOTS (DECODED_SLOTS + SPARE_SLOTS)
+/* How long a start's touches are recorded at most when the guest says
+ * nothing sooner: WORKING_SET_WINDOW_MS (machine/cache.h). */
+#define RECORD_MS 1000u
 
 /* A chunk the fault thread began to decode (only as far as the guest
  * touched it): its windows are placed from here as the guest touches
@@ -120,6 +123,15 @@ struct ram_faults {
     size_t filled_n, fill_from;
     char *working_set;
     struct guest_memory mem; /* the layout (for the working set) */
+    /* Recording the guest's own touches (working_set set and
+     * ram_faults_record_pages): until its first output (asked), or
+     * RECORD_MS in, a fault places its page alone and writes it down
+     * (touched_pages: a bit per page of the RAM laid end to end, the
+     * fault thread's while recording), and the fill waits. */
+    atomic_bool recording, record_asked;
+    uint64_t record_until_us;
+    uint64_t *touched_pages;
+    uint64_t region_first_page[GUEST_MEMORY_MAX_REGIONS];
     uint8_t *fill_buffer;
     struct bundle_chunk_decoder *fill_decoder;
     char *cache_path, *tmp_path;
@@ -139,6 +151,8 @@ struct ram_faults {
 };
 
 bool ram_faults_fill_behind = true;
+bool ram_faults_record_pages = true;
+bool ram_faults_prefill_pages = true;
 sem_t *ram_faults_fill_gate, *ram_faults_serve_gate;
 void (*ram_faults_placed)(const uint8_t *at, size_t len);
 void (*ram_faults_decoding)(size_t chunk);
@@ -406,6 +420,39 @@ static size_t chunk_of(const struct ram_faults *f, uint64_t addr)
     return f->chunks;
 }
 
+/* Page number of addr (in one of the regions) in the RAM laid end to end. */
+static uint64_t page_number(const struct ram_faults *f, uint64_t addr)
+{
+    for (unsigned r = 0; r < f->region_count; r++) {
+        uintptr_t host = (uintptr_t)f->regions[r].host;
+        if (addr >= host && addr - host < f->regions[r].size)
+            return f->region_first_page[r] + (addr - host) / PAGE;
+    }
+    return 0; /* (never: chunk_of found it) */
+}
+
+/* While recording: the page at addr alone placed from slot d (its chunk,
+ * decoded past it; host: where the chunk lies) and written down, so the
+ * guest's next touch of a neighbour is a fault too: the set holds what
+ * the guest touched, not what was placed around it. */
+static int place_recorded_page(struct ram_faults *f, const struct decoded *d, const uint8_t *host,
+                               uint64_t addr)
+{
+    uint64_t page = page_number(f, addr);
+    f->touched_pages[page / 64] |= 1ull << (page % 64);
+    size_t off = (size_t)(addr - (uintptr_t)host);
+    int r = place(f->uffd, (uint8_t *)(uintptr_t)addr, d->zero ? NULL : d->bytes + off, PAGE);
+    return r < 0 ? err_set(-r, "placing a page of memory chunk %zu", d->chunk) : 0;
+}
+
+/* Recording ends (asked, or its time is up): the fill may go on. */
+static void end_recording_when_due(struct ram_faults *f)
+{
+    if (atomic_load(&f->recording) &&
+        (atomic_load(&f->record_asked) || trace_now_us() >= f->record_until_us))
+        atomic_store(&f->recording, false);
+}
+
 /* The page at addr, in chunk i, touched: its window placed (waking the
  * guest), the rest of the chunk left to the fill, which does it next. */
 static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
@@ -428,7 +475,8 @@ static int serve_page(struct ram_faults *f, size_t i, uint64_t addr)
     if (!d || decoded_to(f, d, window_end < len ? window_end : len) < 0)
         return -EBADMSG;
     uint64_t placing = trace_now_us(), placing_cpu = trace_thread_cpu_us();
-    int r = place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes, true);
+    int r = atomic_load(&f->recording) ? place_recorded_page(f, d, host, addr)
+                                       : place_windows(f, i, 1u << w, d->zero ? NULL : d->bytes, true);
     uint64_t end = trace_now_us(), end_cpu = trace_thread_cpu_us();
     trace_add_count(TRACE_FAULT_PLACE_US, end - placing);
     trace_add_count(TRACE_FAULT_PLACE_CPU_US, end_cpu - placing_cpu);
@@ -545,6 +593,7 @@ static void *fault_main(void *arg)
     /* The flags are looked at between waits of at most 20 ms. */
     while (!atomic_load(&f->stopping) && !atomic_load(&f->finished) && !atomic_load(&f->gave_up)) {
         int r = poll(&p, 1, 20) > 0 && (p.revents & POLLIN) ? serve_faults(f) : 0;
+        end_recording_when_due(f);
         hand_over_held(f);
         /* Once finished, the regions are unregistered under it (and every
          * chunk is in): a failed placing is no failure then. */
@@ -554,10 +603,35 @@ static void *fault_main(void *arg)
     return NULL;
 }
 
-/* The chunks the guest faulted in, for the next start to prefetch. */
+/* The pages the guest touched while recording, in runs, as a
+ * provisional working set (the next start records which of them it
+ * touches as well, and which it wrote). */
+static void write_touched_pages(struct ram_faults *f)
+{
+    uint64_t pages = f->mem.total / PAGE;
+    struct working_set_chunk *list = calloc(pages / 2 + 2, sizeof(*list));
+    size_t n = 0;
+
+    for (uint64_t p = 0; list && p < pages; p++) {
+        if (!(f->touched_pages[p / 64] >> (p % 64) & 1))
+            continue;
+        if (n && list[n - 1].first_page + list[n - 1].pages == p)
+            list[n - 1].pages++;
+        else
+            list[n++] = (struct working_set_chunk){p, 1};
+    }
+    if (list && n && working_set_write_chunks(f->working_set, &f->mem, list, n) < 0)
+        err_clear(); /* only later starts lose */
+    free(list);
+}
+
+/* The chunks the guest faulted in, for the next start to prefetch (when
+ * its touches were not recorded). */
 static void write_working_set(struct ram_faults *f)
 {
-    struct working_set_chunk *list = f->working_set ? calloc(f->chunks + 1, sizeof(*list)) : NULL;
+    struct working_set_chunk *list = f->working_set && !f->touched_pages
+                                         ? calloc(f->chunks + 1, sizeof(*list))
+                                         : NULL;
     size_t n = 0;
 
     for (size_t i = 0; list && i < f->chunks; i++) {
@@ -679,6 +753,15 @@ static void *fill_main(void *arg)
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
     if (ram_faults_fill_gate)
         sem_wait(ram_faults_fill_gate);
+    /* Nothing placed behind the guest while its touches are written down:
+     * each would be one fewer. */
+    while (atomic_load(&f->recording)) {
+        if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
+            return NULL;
+        usleep(1000);
+    }
+    if (f->touched_pages && f->working_set)
+        write_touched_pages(f);
     /* Only this thread writes the cache file. */
     while (r == 0) {
         if (atomic_load(&f->stopping) || atomic_load(&f->gave_up))
@@ -829,32 +912,131 @@ static size_t known_chunks(const struct ram_faults *f, const struct working_set_
     return n;
 }
 
+static int by_first_page(const void *a, const void *b)
+{
+    uint64_t x = ((const struct working_set_chunk *)a)->first_page;
+    uint64_t y = ((const struct working_set_chunk *)b)->first_page;
+    return x < y ? -1 : x > y;
+}
+
+/* The known working set's pages, a bit each, in a bitmap of the RAM laid
+ * end to end (*out, freed by the caller; its ranges checked to lie in
+ * it): each page set once, however many ranges overlap (sorted first). */
+static int known_page_bits(const struct ram_faults *f, const struct working_set_chunk *known,
+                           size_t count, uint64_t **out)
+{
+    struct working_set_chunk *sorted = malloc((count ? count : 1) * sizeof(*sorted));
+    uint64_t *bits = calloc(f->mem.total / PAGE / 64 + 1, sizeof(*bits)), done = 0;
+
+    if (!sorted || !bits) {
+        free(sorted);
+        free(bits);
+        return err_set(ENOMEM, "guest memory server");
+    }
+    memcpy(sorted, known, count * sizeof(*sorted));
+    qsort(sorted, count, sizeof(*sorted), by_first_page);
+    for (size_t k = 0; k < count; k++)
+        for (uint64_t p = sorted[k].first_page > done ? sorted[k].first_page : done;
+             p < sorted[k].first_page + sorted[k].pages; p++, done = p)
+            bits[p / 64] |= 1ull << (p % 64);
+    free(sorted);
+    *out = bits;
+    return 0;
+}
+
+/* Chunk i's pages that bits (known_page_bits) names. */
+static struct bundle_chunk_pages pages_of_chunk(const struct ram_faults *f, const uint64_t *bits,
+                                                size_t i)
+{
+    struct bundle_chunk_pages want = {{0}};
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    for (uint64_t p = 0, first = at / PAGE; p < len / PAGE; p++)
+        if (bits[(first + p) / 64] >> ((first + p) % 64) & 1)
+            want.bits[p / 64] |= 1ull << (p % 64);
+    return want;
+}
+
+/* Whether want is every page of chunk i. */
+static bool whole_chunk(const struct ram_faults *f, const struct bundle_chunk_pages *want, size_t i)
+{
+    struct bundle_chunk_pages all = {{0}};
+    uint64_t at;
+    size_t len;
+    uint8_t *host;
+
+    bundle_memory_image_place(f->img, i, &at, &len, &host);
+    for (size_t p = 0; p < len / PAGE; p++)
+        all.bits[p / 64] |= 1ull << (p % 64);
+    return memcmp(&all, want, sizeof(all)) == 0;
+}
+
+/* Of each listed chunk, the known pages (ram_faults_prefill_pages), or
+ * NULL: every listed chunk whole. */
+static int known_pages(const struct ram_faults *f, const struct working_set_chunk *known,
+                       size_t count, const size_t *list, size_t n,
+                       struct bundle_chunk_pages **out)
+{
+    uint64_t *bits = NULL;
+    *out = NULL;
+    if (!ram_faults_prefill_pages || !n)
+        return 0;
+    int r = known_page_bits(f, known, count, &bits);
+    if (r == 0 && !(*out = calloc(n, sizeof(**out))))
+        r = err_set(ENOMEM, "guest memory server");
+    for (size_t k = 0; r == 0 && k < n; k++)
+        (*out)[k] = pages_of_chunk(f, bits, list[k]);
+    free(bits);
+    return r;
+}
+
 /* A known working set (the pages a later start touches) decoded straight
  * into place before anything is registered or the guest runs: the guest
  * finds those pages there and waits for no fault of theirs; one pass, on
- * a few threads, no placing. Its chunks count as placed for both threads
- * but not as filled: the fill decodes them again behind the guest for the
+ * a few threads, no placing. Each chunk holding some of it is read and
+ * checked whole, and only the set's pages of it placed (recorded from the
+ * guest's own touches, a few of a chunk's 16): a chunk placed whole counts
+ * as placed for both threads, the rest of one placed in part is left to
+ * them (a page there is skipped: UFFDIO_COPY never replaces one). Neither
+ * counts as filled: the fill decodes them again behind the guest for the
  * cache file (the guest may have written RAM by then). A chunk that fails
  * its check fails the start. */
 static int load_known(struct ram_faults *f, const struct working_set_chunk *known, size_t count)
 {
     int64_t *starts = calloc(f->chunks + 1, sizeof(*starts));
-    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n = 0;
+    size_t *list = calloc(f->chunks ? f->chunks : 1, sizeof(*list)), n = 0, pages = 0;
+    struct bundle_chunk_pages *want = NULL;
     uint64_t start = trace_now_us();
     int r = starts && list ? 0 : err_set(ENOMEM, "guest memory server");
 
     if (r == 0 && (n = known_chunks(f, known, count, starts, list)) > 0)
-        r = bundle_memory_image_load(f->img, list, n);
+        r = known_pages(f, known, count, list, n, &want);
+    if (r == 0 && n)
+        r = bundle_memory_image_load(f->img, list, want, n);
     for (size_t k = 0; r == 0 && k < n; k++) {
         uint32_t all = all_windows(f, list[k]);
+        if (want && !whole_chunk(f, &want[k], list[k])) {
+            pages += (size_t)__builtin_popcountll(want[k].bits[0]) + (size_t)__builtin_popcountll(want[k].bits[1]);
+            continue;
+        }
+        uint64_t at;
+        size_t len;
+        uint8_t *host;
+        bundle_memory_image_place(f->img, list[k], &at, &len, &host);
+        pages += len / PAGE;
         atomic_store(&f->claimed[list[k]], all);
         atomic_store(&f->placed[list[k]], all);
         f->windows_left -= (size_t)__builtin_popcount(all);
     }
     if (r == 0) {
         trace_set_count(TRACE_PREFILLED_CHUNKS, n);
+        trace_set_count(TRACE_PREFILLED_PAGES, pages);
         trace_set_count(TRACE_PREFILL_US, trace_now_us() - start);
     }
+    free(want);
     free(starts);
     free(list);
     return r;
@@ -914,6 +1096,7 @@ static void release(struct ram_faults *f)
     free(f->touched);
     free(f->held);
     free(f->filled);
+    free(f->touched_pages);
     free(f->working_set);
     for (unsigned k = 0; k < SLOTS; k++) {
         free(f->slots[k].bytes);
@@ -924,6 +1107,23 @@ static void release(struct ram_faults *f)
     free(f->cache_path);
     free(f->tmp_path);
     free(f);
+}
+
+/* The guest's touches written down from its first fault on (the fill
+ * waits meanwhile), for at most RECORD_MS. */
+static int start_recording(struct ram_faults *f)
+{
+    uint64_t first = 0;
+    for (unsigned r = 0; r < f->region_count; r++) {
+        f->region_first_page[r] = first;
+        first += f->regions[r].size / PAGE;
+    }
+    f->touched_pages = calloc(first / 64 + 1, sizeof(*f->touched_pages));
+    if (!f->touched_pages)
+        return err_set(ENOMEM, "working set");
+    f->record_until_us = trace_now_us() + RECORD_MS * 1000ull;
+    atomic_store(&f->recording, true);
+    return 0;
 }
 
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
@@ -962,6 +1162,8 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
         r = open_cache_file(f, cache_path, mem->total);
     if (r == 0 && working_set && !(f->working_set = strdup(working_set)))
         r = err_set(ENOMEM, "working set");
+    if (r == 0 && working_set && ram_faults_record_pages)
+        r = start_recording(f);
     if (r == 0 && ram_faults_fill_behind) {
         r = -pthread_create(&f->fill_thread, NULL, fill_main, f);
         f->fill_started = r == 0;
@@ -981,8 +1183,14 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
     return 0;
 }
 
+void ram_faults_record_now(struct ram_faults *f)
+{
+    atomic_store(&f->record_asked, true);
+}
+
 int ram_faults_complete(struct ram_faults *f)
 {
+    atomic_store(&f->record_asked, true); /* the fill waits for no recording */
     atomic_store(&f->hurry, true);
     pthread_mutex_lock(&f->lock);
     while (!f->done)

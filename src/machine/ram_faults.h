@@ -33,18 +33,27 @@ bool ram_faults_supported(void);
 /* Registers mem's regions (fresh anonymous RAM, nothing touched yet) and
  * starts serving them from img (owned from here on, also on failure).
  * cache_path: the memory cache file to fill (through a temporary file
- * renamed when whole), or NULL; working_set: where the chunks the guest
- * faulted in before the fill was done are written down then (a
- * provisional working set, machine/workingset.h), or NULL. known: page
+ * renamed when whole), or NULL; working_set: where the pages the guest
+ * touched up to its first output (ram_faults_record_now) or a second in
+ * are written down (a provisional working set, machine/workingset.h), or
+ * NULL: until then each fault places its page alone (so a neighbour's
+ * touch is a fault as well, and written down: no 64 KiB around a touch
+ * counts as touched) and the fill waits. known: page
  * ranges the guest will touch (a working set: machine/workingset.h), whose
- * chunks are decoded into place before the regions are registered (the
- * guest takes no fault for them), or none. -EOPNOTSUPP, no message: this
+ * pages are decoded into place before the regions are registered (the
+ * guest takes no fault for them; each chunk holding some checked whole),
+ * or none. -EOPNOTSUPP, no message: this
  * host gives smolvm no userfaultfd (the caller unpacks as before);
  * -EINVAL: a chunk of known failed its check (said). */
 int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory *mem,
                      const char *cache_path, const char *working_set,
                      const struct working_set_chunk *known, size_t known_count,
                      struct ram_faults **out) __attribute__((warn_unused_result));
+
+/* The guest's first output came (core/console.h: its answer): the
+ * recording of its touches ends (see ram_faults_start), from any thread;
+ * the fill goes on behind it. */
+void ram_faults_record_now(struct ram_faults *f);
 
 /* Returns once every chunk is in RAM (and the cache file named): what
  * reads RAM as a whole (a save) calls it first, and a VM that stopped.
@@ -82,6 +91,13 @@ void ram_faults_when_broken(struct ram_faults *f, void (*fn)(void *opaque, const
 
 /* Test seam: false serves faults only (no fill behind the guest). */
 extern bool ram_faults_fill_behind;
+/* Test seam: false records no touches (working_set then lists the chunks
+ * faulted in before the fill was done, as smolvm did before; windows are
+ * placed from the first fault on). */
+extern bool ram_faults_record_pages;
+/* Test seam: false places known's chunks whole (as smolvm did before),
+ * not only the pages known names. */
+extern bool ram_faults_prefill_pages;
 /* Test seam: when set, the fill waits for it to be posted before it
  * places anything (so a test's touches are faults, whatever the load). */
 extern sem_t *ram_faults_fill_gate;

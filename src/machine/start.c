@@ -135,6 +135,11 @@ static void record_working_set(struct machine *m)
     console_on_next_output(vm_console(m->vm), record_now, m->recorder);
 }
 
+static void faults_record_now(void *faults)
+{
+    ram_faults_record_now(faults);
+}
+
 /* A first start's RAM that cannot be served whole (a corrupt chunk):
  * the VM stops as for any other error, its disks flushed and closed. */
 static void stop_broken(void *vm, const char *message)
@@ -233,8 +238,10 @@ int machine_start(const char *path, const struct machine_start_options *o, struc
     trace_add_count(TRACE_START_FILES_US, trace_now_us() - filing);
     if (r == 0)
         r = build(m);
-    if (r == 0 && m->faults)
+    if (r == 0 && m->faults) {
         ram_faults_when_broken(m->faults, stop_broken, m->vm);
+        console_on_next_output(vm_console(m->vm), faults_record_now, m->faults);
+    }
     if (r == 0 && m->working_set)
         record_working_set(m);
     if (r < 0) {

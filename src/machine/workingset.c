@@ -75,10 +75,19 @@ static int add_page(struct ws_file *f, uint64_t page, bool written, bool may_joi
     return 0;
 }
 
+/* Whether page is one the first start recorded the guest touching (only:
+ * a bit per page of the RAM laid end to end; NULL: none recorded, any). */
+static bool first_touched(const uint64_t *only, uint64_t page)
+{
+    return !only || (only[page / 64] >> (page % 64) & 1);
+}
+
 /* The present pages of one region; first_page: its first page's number
- * in the RAM laid end to end. */
+ * in the RAM laid end to end. A page read and not in only was mapped
+ * around another one (the kernel's fault-around, up to 64 KiB about each
+ * read fault of a file mapping), not touched: left out. */
 static int scan_region(int pagemap, const struct guest_region *g, uint64_t first_page,
-                       struct ws_file *f)
+                       const uint64_t *only, struct ws_file *f)
 {
     uint64_t entries[PAGEMAP_BATCH], pages = g->size / PAGE, vpage = (uintptr_t)g->host / PAGE;
     bool may_join = false;
@@ -90,9 +99,11 @@ static int scan_region(int pagemap, const struct guest_region *g, uint64_t first
             return err_set(n < 0 ? errno : EIO, "reading /proc/self/pagemap");
         for (size_t i = 0; i < (size_t)n / 8; i++) {
             uint64_t e = entries[i];
-            if (!(e & (PM_PRESENT | PM_SWAPPED)))
+            bool written = (e & PM_SWAPPED) || !(e & PM_FILE);
+            if (!(e & (PM_PRESENT | PM_SWAPPED)) ||
+                (!written && !first_touched(only, first_page + done + i)))
                 continue;
-            int r = add_page(f, first_page + done + i, (e & PM_SWAPPED) || !(e & PM_FILE), may_join);
+            int r = add_page(f, first_page + done + i, written, may_join);
             if (r < 0)
                 return r;
             may_join = true;
@@ -119,19 +130,46 @@ static int write_file(const char *path, const struct ws_file *f, uint64_t ram_to
     return file_replace(path, f->bytes, sizeof(h) + f->count * sizeof(struct ws_range));
 }
 
+static int read_file(const char *path, const struct guest_memory *mem, struct ws_file *f,
+                     struct ws_header *h);
+
+/* The pages a provisional working set at path lists (what a first start
+ * recorded its guest touching), a bit each, into *out (freed by the
+ * caller); NULL when there is none (or not of this RAM). */
+static int provisional_pages(const char *path, const struct guest_memory *mem, uint64_t **out)
+{
+    struct ws_file f = {0};
+    struct ws_header h;
+
+    *out = NULL;
+    if (access(path, F_OK) < 0 || read_file(path, mem, &f, &h) < 0 || h.reserved != 1) {
+        err_clear(); /* none: every present page counts */
+        free(f.bytes);
+        return 0;
+    }
+    uint64_t *bits = calloc(mem->total / PAGE / 64 + 1, sizeof(*bits));
+    for (size_t i = 0; bits && i < f.count; i++)
+        for (uint64_t p = range_at(&f, i)->first_page; p < range_at(&f, i)->first_page + range_at(&f, i)->pages; p++)
+            bits[p / 64] |= 1ull << (p % 64);
+    free(f.bytes);
+    *out = bits;
+    return bits ? 0 : err_set(ENOMEM, "working set");
+}
+
 int working_set_record(const char *path, const struct guest_memory *mem,
                        struct working_set_counts *counts)
 {
     struct ws_file f = {.bytes = malloc(sizeof(struct ws_header))};
-    uint64_t first_page = 0;
+    uint64_t first_page = 0, *only = NULL;
     int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), r = 0;
 
     if (pagemap < 0 || !f.bytes) {
         r = pagemap < 0 ? err_set(errno, "opening /proc/self/pagemap") : err_set(ENOMEM, "working set");
         goto out;
     }
+    r = provisional_pages(path, mem, &only);
     for (unsigned i = 0; r == 0 && i < mem->count; i++) {
-        r = scan_region(pagemap, &mem->regions[i], first_page, &f);
+        r = scan_region(pagemap, &mem->regions[i], first_page, only, &f);
         first_page += mem->regions[i].size / PAGE;
     }
     if (r == 0)
@@ -141,6 +179,7 @@ int working_set_record(const char *path, const struct guest_memory *mem,
 out:
     if (pagemap >= 0)
         close(pagemap);
+    free(only);
     free(f.bytes);
     return r;
 }
@@ -312,6 +351,46 @@ int working_set_adopt(const char *path, const struct guest_memory *mem, const ui
     return r;
 }
 
+/* Read ranges at most this many pages apart (in one region) are faulted
+ * in with one call: the kernel maps a file's cached pages up to 64 KiB
+ * around each read fault anyway, and a set recorded from the guest's own
+ * touches lists a few pages of each such window, apart. */
+#define READ_SPAN_GAP_PAGES 16
+
+static void populate_span(const struct guest_memory *mem, uint64_t first, uint64_t end,
+                          bool written)
+{
+    guest_memory_populate(host_of(mem, first, end - first), (size_t)(end - first) * PAGE, written);
+}
+
+/* Faults in the first ranges of f: written ones one call each
+ * (MADV_POPULATE_WRITE: copied), read ones near each other in one. */
+static void populate_ranges(const struct ws_file *f, size_t ranges, const struct guest_memory *mem)
+{
+    uint64_t first = 0, end = 0;
+    bool open = false;
+
+    for (size_t i = 0; i <= ranges; i++) {
+        const struct ws_range *w = i < ranges ? range_at(f, i) : NULL;
+        if (w && w->written) {
+            populate_span(mem, w->first_page, w->first_page + w->pages, true);
+            continue;
+        }
+        if (w && open && w->first_page >= end && w->first_page - end <= READ_SPAN_GAP_PAGES &&
+            host_of(mem, first, w->first_page + w->pages - first)) {
+            end = w->first_page + w->pages;
+            continue;
+        }
+        if (open)
+            populate_span(mem, first, end, false);
+        open = w != NULL;
+        if (w) {
+            first = w->first_page;
+            end = first + w->pages;
+        }
+    }
+}
+
 int working_set_prefetch(const char *path, const struct guest_memory *mem,
                          struct working_set_counts *counts)
 {
@@ -323,10 +402,7 @@ int working_set_prefetch(const char *path, const struct guest_memory *mem,
     size_t ranges = r < 0 || h.reserved == 1 ? 0 : f.count; /* provisional: none */
     struct working_set_counts calls = {0};
     queue_reads(&f, ranges, mem, &calls);
-    for (size_t i = 0; i < ranges; i++) {
-        const struct ws_range *w = range_at(&f, i);
-        guest_memory_populate(host_of(mem, w->first_page, w->pages), (size_t)w->pages * PAGE, w->written);
-    }
+    populate_ranges(&f, ranges, mem);
     if (r == 0 && counts) {
         count_pages(&f, counts);
         counts->provisional = h.reserved == 1;

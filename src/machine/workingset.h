@@ -28,14 +28,19 @@ struct working_set_counts {
 
 /* Writes down which pages of mem (mapped from a file, MAP_PRIVATE) are
  * present (read: still the file's; written: copied) into path, through a
- * temporary file and a rename. counts may be NULL. */
+ * temporary file and a rename. Where path holds a provisional set (a
+ * first start's: the pages its guest touched, machine/ram_faults.h), of
+ * the pages read only those it lists are kept: the kernel maps up to 64
+ * KiB of the file's cached pages around each read fault (fault-around),
+ * which pagemap cannot tell from the guest's touches. counts may be
+ * NULL. */
 int working_set_record(const char *path, const struct guest_memory *mem,
                        struct working_set_counts *counts) __attribute__((warn_unused_result));
 
-/* Writes a provisional working set into path: whole chunks of the RAM
- * laid end to end ({first page, pages} each, none crossing a region), all
- * read. A first start served by userfaultfd knows only which chunks the
- * guest faulted in; the start that prefetches it records the exact one. */
+/* Writes a provisional working set into path: ranges of the RAM laid end
+ * to end ({first page, pages} each, none crossing a region), all read. A
+ * first start served by userfaultfd knows which pages the guest touched,
+ * not which it wrote; the next start records the exact one from them. */
 struct working_set_chunk {
     uint64_t first_page;
     uint32_t pages;

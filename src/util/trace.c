@@ -37,6 +37,7 @@ static const char *const count_names[TRACE_COUNT_COUNT] = {
     [TRACE_FAULT_SERVE_CPU_US] = "fault_serve_cpu_us",
     [TRACE_FAULT_PLACE_CPU_US] = "fault_place_cpu_us",
     [TRACE_PREFILLED_CHUNKS] = "prefilled_chunks",
+    [TRACE_PREFILLED_PAGES] = "prefilled_pages",
     [TRACE_PREFILL_US] = "prefill_us",
     [TRACE_PREFILL_POPULATE_CPU_US] = "prefill_populate_cpu_us",
     [TRACE_PREFILL_READ_CPU_US] = "prefill_read_cpu_us",

@@ -42,6 +42,7 @@ enum trace_count {
     TRACE_FAULT_SERVE_CPU_US, /* of fault_serve_us, the fault thread's own CPU (the rest: waiting for it) */
     TRACE_FAULT_PLACE_CPU_US, /* of fault_place_us, the fault thread's own CPU (the rest: the woken guest ran first) */
     TRACE_PREFILLED_CHUNKS, /* a first start's chunks holding a known working set, decoded into place before the guest ran */
+    TRACE_PREFILLED_PAGES,  /* the pages of them placed then (the set's; a chunk wholly in it, whole) */
     TRACE_PREFILL_US,       /* the time that took (read, checked, decoded on a few threads) */
     TRACE_PREFILL_POPULATE_CPU_US, /* of the prefill, the threads' CPU making its chunks' pages present (summed) */
     TRACE_PREFILL_READ_CPU_US,   /* and reading its chunks */

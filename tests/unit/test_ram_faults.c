@@ -51,6 +51,12 @@ static int setup(void **state)
 {
     (void)state;
     bundle_memory_chunk_size = OLD_CHUNK;
+    /* Most tests here look at windows placed from the first fault on, as
+     * before a first start recorded its guest's touches (a page at a time,
+     * the fill waiting, up to the guest's first output); the test of that
+     * says so. */
+    ram_faults_record_pages = false;
+    ram_faults_prefill_pages = false; /* chunks of a known set placed whole, as before */
     snprintf(dir, sizeof(dir), "/tmp/smolvm-test-uffd.XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/m.smolmachine", dir);
@@ -68,6 +74,8 @@ static int teardown(void **state)
     /* A test that failed between setting a hook and setting it back must
      * not leave the next tests without their fill. */
     ram_faults_fill_behind = true;
+    ram_faults_record_pages = true;
+    ram_faults_prefill_pages = true;
     ram_faults_fill_gate = NULL;
     ram_faults_serve_gate = NULL;
     unsetenv("XDG_CACHE_HOME");
@@ -469,6 +477,19 @@ static size_t placed_pages(size_t first, size_t n)
     return count;
 }
 
+/* After the fill (gated by fill): RAM and the cache file the saved RAM;
+ * the server stopped, the counting and the gate ended. */
+static void stop_served_whole(struct ram_faults *faults, sem_t *fill, struct guest_memory *mem,
+                              struct guest_memory *back)
+{
+    assert_same_ram(mem, back);
+    assert_cache_is_ram(mem);
+    ram_faults_stop(faults);
+    stop_counting();
+    ram_faults_fill_gate = NULL;
+    sem_destroy(fill);
+}
+
 /* Lets the waiting fill (gated by fill) place the rest, then checks the
  * whole RAM: each page placed once, each chunk decoded once, RAM and the
  * cache file the saved RAM; stops serving and frees all. */
@@ -480,12 +501,7 @@ static void fill_the_rest_and_check(sem_t *fill, struct ram_faults *faults, stru
     alarm(0);
     assert_each_page_placed_once();
     assert_each_chunk_decoded_once();
-    assert_same_ram(mem, back);
-    assert_cache_is_ram(mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(fill);
+    stop_served_whole(faults, fill, mem, back);
     end(b, back, mem);
 }
 
@@ -526,6 +542,61 @@ static void fault_places_window_then_rest(void **state)
     /* The rest, after: the whole RAM, each page once, each chunk decoded
      * once (chunk 1 by the fault thread, finished by the fill). */
     fill_the_rest_and_check(&fill, faults, b, &mem, &back);
+}
+
+/* Up to the guest's first output a first start places each touched page
+ * alone (a neighbour's touch is a fault too) and nothing behind the
+ * guest; then it writes down exactly the pages touched, as a provisional
+ * set, and fills the rest. */
+static void first_start_records_touched_pages(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    struct toucher t[4];
+    pthread_t thread;
+    /* pages 131 and 133 of one window of chunk 1, 300 (chunk 2), the
+     * high region's third */
+    static const size_t pages[4] = {131, 133, 300, RAM_LOW / 4096 + 2};
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    ram_faults_record_pages = true;
+    saved_ram(&mem);
+    alarm(60);
+    start_first(&back, &b, &faults);
+    for (int i = 0; i < 4; i++) {
+        t[i].at = (pages[i] < RAM_LOW / 4096 ? back.regions[0].host + pages[i] * 4096
+                                              : back.regions[1].host + (pages[i] - RAM_LOW / 4096) * 4096) + 9;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, (pages[i] < RAM_LOW / 4096
+                                            ? mem.regions[0].host + pages[i] * 4096
+                                            : mem.regions[1].host + (pages[i] - RAM_LOW / 4096) * 4096) + 9, 4);
+    }
+    assert_int_equal(present_pages(&back, 128, 16), 2); /* 131 and 133 alone: no window yet */
+    ram_faults_record_now(faults);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    ram_faults_stop(faults);
+    alarm(0);
+    assert_same_ram(&mem, &back);
+    assert_cache_is_ram(&mem);
+
+    struct working_set_chunk *ranges = NULL;
+    size_t count = 0;
+    assert_non_null(cache_file(".ws"));
+    assert_int_equal(working_set_read_ranges(cache_file(".ws"), &back, &ranges, &count), 0);
+    assert_int_equal(count, 4);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(ranges[i].first_page, pages[i]);
+        assert_int_equal(ranges[i].pages, 1);
+    }
+    free(ranges);
+    struct working_set_counts counts;
+    assert_int_equal(working_set_prefetch(cache_file(".ws"), &back, &counts), 0);
+    assert_true(counts.provisional); /* the next start records which it wrote */
+    end(b, &back, &mem);
 }
 
 /* Faults in several chunks while the fill waits, then the fill, which
@@ -796,6 +867,39 @@ static void stop_prefill_only(struct ram_faults *faults)
     ram_faults_fill_behind = true;
 }
 
+/* RAM saved, its working set known (known_working_set: its path), a
+ * first start served with the fill gated by fill, placings counted. */
+static const char *start_with_known_set(struct guest_memory *mem, struct guest_memory *back,
+                                        struct bundle **b, struct ram_faults **faults, sem_t *fill)
+{
+    saved_ram(mem);
+    assert_int_equal(bundle_open(path, b), 0);
+    const char *ws = known_working_set(mem, *b);
+    bundle_close(*b);
+    sem_init(fill, 0, 0);
+    ram_faults_fill_gate = fill;
+    start_first(back, b, faults);
+    count_placings_in(back);
+    alarm(20);
+    return ws;
+}
+
+/* Touches pages[0] and pages[1] (of a known working set, in place: no
+ * placing) and pages[2] (not: placed by a fault), each seen as saved. */
+static void touch_known_twice_then_other(struct guest_memory *back, const struct guest_memory *mem,
+                                         const size_t pages[3])
+{
+    struct toucher t[3];
+    pthread_t thread;
+    for (int i = 0; i < 3; i++) {
+        t[i].at = back->regions[0].host + pages[i] * 4096 + 33;
+        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
+        pthread_join(thread, NULL);
+        assert_memory_equal(t[i].seen, mem->regions[0].host + pages[i] * 4096 + 33, 4);
+        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
+    }
+}
+
 /* A first start that finds a working set of the bundle's RAM (its cache
  * file gone) decodes the chunks holding it into place before the guest
  * runs (none of the zero ones): touching them serves no fault; a touch
@@ -807,23 +911,13 @@ static void known_working_set_decoded_before_the_guest(void **state)
     struct ram_faults *faults = NULL;
     struct working_set_chunk *kept = NULL;
     struct bundle *b;
-    struct toucher t[3];
-    pthread_t thread;
     size_t kept_count = 0;
     sem_t fill;
     (void)state;
 
     if (!ram_faults_supported())
         skip();
-    saved_ram(&mem);
-    assert_int_equal(bundle_open(path, &b), 0);
-    const char *ws = known_working_set(&mem, b);
-    bundle_close(b);
-    sem_init(&fill, 0, 0);
-    ram_faults_fill_gate = &fill;
-    start_first(&back, &b, &faults);
-    count_placings_in(&back);
-    alarm(20);
+    const char *ws = start_with_known_set(&mem, &back, &b, &faults, &fill);
     /* In place before any touch: chunks 1 and 4 whole, the zero chunk 3
      * and chunk 2 (not in the set) not at all. */
     assert_int_equal(present_pages(&back, 128, 128), 128);
@@ -831,26 +925,45 @@ static void known_working_set_decoded_before_the_guest(void **state)
     assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
     assert_int_equal(present_pages(&back, 2 * 128, 128), 0);
     static const size_t pages[3] = {131, 4 * 128 + 40, 3 * 128 + 9}; /* the last: a fault */
-    for (int i = 0; i < 3; i++) {
-        t[i].at = back.regions[0].host + pages[i] * 4096 + 33;
-        assert_int_equal(pthread_create(&thread, NULL, touch, &t[i]), 0);
-        pthread_join(thread, NULL);
-        assert_memory_equal(t[i].seen, mem.regions[0].host + pages[i] * 4096 + 33, 4);
-        assert_int_equal(atomic_load(&placing_calls), i < 2 ? 0 : 1);
-    }
+    touch_known_twice_then_other(&back, &mem, pages);
     sem_post(&fill);
     assert_int_equal(ram_faults_complete(faults), 0);
     alarm(0);
     assert_int_equal(placed_pages(128, 128) + placed_pages(4 * 128, 128), 0);
-    assert_same_ram(&mem, &back);
-    assert_cache_is_ram(&mem);
-    ram_faults_stop(faults);
-    stop_counting();
-    ram_faults_fill_gate = NULL;
-    sem_destroy(&fill);
+    stop_served_whole(faults, &fill, &mem, &back);
     assert_int_equal(working_set_read_ranges(ws, &mem, &kept, &kept_count), 0);
     assert_int_equal(kept_count, 3);
     free(kept);
+    end(b, &back, &mem);
+}
+
+/* A known working set's pages alone are placed before the guest runs
+ * (each chunk holding some still checked whole): a touch of one of them
+ * serves no fault; a touch of another page of the same chunk is served as
+ * any other, and the fill places the rest around the set's pages. */
+static void known_working_set_pages_alone(void **state)
+{
+    struct guest_memory mem, back;
+    struct ram_faults *faults = NULL;
+    struct bundle *b;
+    sem_t fill;
+    (void)state;
+
+    if (!ram_faults_supported())
+        skip();
+    ram_faults_prefill_pages = true;
+    start_with_known_set(&mem, &back, &b, &faults, &fill); /* pages 130-132, 393-394 (a zero chunk), 552 */
+    assert_int_equal(present_pages(&back, 128, 128), 3);
+    assert_int_equal(present_pages(&back, 130, 3), 3);
+    assert_int_equal(present_pages(&back, 4 * 128, 128), 1);
+    assert_int_equal(present_pages(&back, 4 * 128 + 40, 1), 1);
+    assert_int_equal(present_pages(&back, 3 * 128, 128), 0);
+    static const size_t pages[3] = {131, 4 * 128 + 40, 140}; /* the last: a fault */
+    touch_known_twice_then_other(&back, &mem, pages);
+    sem_post(&fill);
+    assert_int_equal(ram_faults_complete(faults), 0);
+    alarm(0);
+    stop_served_whole(faults, &fill, &mem, &back);
     end(b, &back, &mem);
 }
 
@@ -1479,6 +1592,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(cache_named_behind_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(faults_from_other_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_places_window_then_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_start_records_touched_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(every_page_placed_once, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_never_waits_for_the_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(chunk_decodes_only_as_far_as_asked, setup, teardown),
@@ -1486,6 +1600,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(known_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_corrupt_chunk_fails_start, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_overlapping_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(known_working_set_pages_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(known_working_set_decoded_into_present_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(bundled_working_set_decoded_before_the_guest, setup, teardown),
         cmocka_unit_test_setup_teardown(bundled_working_set_of_other_ram_unused, setup, teardown),

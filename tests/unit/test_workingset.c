@@ -340,6 +340,68 @@ static void test_provisional_not_prefetched(void **state)
     unmap_ram();
 }
 
+/* The next start after a first one that recorded its guest's touches (a
+ * provisional set of exact pages) keeps, of the pages it read, only those:
+ * the kernel maps cached neighbours around each read fault of the file
+ * (fault-around), which the guest never touched. Every written page
+ * counts. */
+static void test_record_keeps_first_touches(void **state)
+{
+    const struct working_set_chunk touched[] = {{1, 1}, {33, 1}};
+    struct working_set_counts c;
+    char map[2 * REGION_PAGES + 1];
+    volatile uint8_t sum = 0;
+    (void)state;
+    map_ram_cached(true);
+    madvise(mem.regions[0].host, REGION_PAGES * PAGE, MADV_NORMAL);
+    sum += *page(1);
+    *page(5) = 0xee;
+    (void)sum;
+    present_map(map);
+    if (count_of(map, 'r') < 2) { /* no fault-around here: nothing to leave out */
+        unmap_ram();
+        skip();
+    }
+    assert_int_equal(working_set_write_chunks(in_dir("touched.ws"), &mem, touched, 2), 0);
+    assert_int_equal(working_set_record(in_dir("touched.ws"), &mem, &c), 0);
+    assert_int_equal(c.read_pages, 1); /* page 1 (33 was not read here) */
+    assert_int_equal(c.written_pages, 1);
+    assert_int_equal(working_set_prefetch(in_dir("touched.ws"), &mem, &c), 0);
+    assert_false(c.provisional);
+    unmap_ram();
+}
+
+/* Read ranges a few pages apart are faulted in with one call (the kernel
+ * maps a cached file's pages around each read fault anyway): out of the
+ * page cache and without readahead, the pages between them are present
+ * too; not those up to a range far off. */
+static void test_near_read_ranges_one_call(void **state)
+{
+    const struct working_set_chunk read[] = {{1, 1}, {4, 2}, {10, 1}, {30, 1}};
+    struct working_set_counts c;
+    uint8_t bytes[4096];
+    (void)state;
+    map_ram();
+    /* An exact set, as recorded: written from a provisional one's pages. */
+    assert_int_equal(working_set_write_chunks(in_dir("near.ws"), &mem, read, 4), 0);
+    int fd = open(in_dir("near.ws"), O_RDWR);
+    assert_true(fd >= 0);
+    ssize_t n = pread(fd, bytes, sizeof(bytes), 0);
+    assert_true(n > 24);
+    bytes[20] = 0; /* reserved: not provisional */
+    assert_int_equal(pwrite(fd, bytes, (size_t)n, 0), n);
+    close(fd);
+    assert_int_equal(working_set_prefetch(in_dir("near.ws"), &mem, &c), 0);
+    assert_false(c.provisional);
+    assert_int_equal(c.read_pages, 5);
+    for (unsigned p = 1; p <= 10; p++) /* one span */
+        assert_true(pagemap_entry(p) & PM_PRESENT);
+    for (unsigned p = 11; p < 30; p++) /* 30: another */
+        assert_false(pagemap_entry(p) & PM_PRESENT);
+    assert_true(pagemap_entry(30) & PM_PRESENT);
+    unmap_ram();
+}
+
 int main(void)
 {
     /* The device threads under their seccomp filters, as in run and start. */
@@ -352,6 +414,8 @@ int main(void)
         cmocka_unit_test(test_recorder),
         cmocka_unit_test(test_recorder_now),
         cmocka_unit_test(test_provisional_not_prefetched),
+        cmocka_unit_test(test_record_keeps_first_touches),
+        cmocka_unit_test(test_near_read_ranges_one_call),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
