@@ -29,6 +29,7 @@
 
 #include "confine/cgroup.h"
 #include "confine/confine.h"
+#include "confine/seccomp_rules.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/trace.h"
@@ -708,6 +709,36 @@ static void root_built(void)
     root_pipe[1] = -1;
 }
 
+_Static_assert(SECCOMP_RELAY_SLOTS >= CONFINE_MAX_LEFTOVERS, "a slot for every leftover's folder");
+
+/* The relay's held folders moved to the numbers its build-time filter
+ * names (seccomp_rules.h): it loads that program, not one libseccomp
+ * builds now. Only when every one of those numbers is free -- one that
+ * held another file would be in its filter's reach -- and it holds no
+ * cgroup and no arrival (their filter is built); else, or where a move
+ * fails, they stay where they are and its filter names them. */
+static void hold_in_slots(void)
+{
+    struct pollfd slots[SECCOMP_RELAY_SLOTS];
+
+    if (cgroup_held_folder() >= 0 || arrival_pipe >= 0)
+        return;
+    /* Each number free: POLLNVAL (one call for them all). */
+    for (int i = 0; i < SECCOMP_RELAY_SLOTS; i++)
+        slots[i] = (struct pollfd){.fd = SECCOMP_RELAY_FD_BASE + i};
+    if (poll(slots, SECCOMP_RELAY_SLOTS, 0) != SECCOMP_RELAY_SLOTS)
+        return;
+    for (int i = 0; i < SECCOMP_RELAY_SLOTS; i++)
+        if (slots[i].revents != POLLNVAL)
+            return;
+    for (unsigned i = 0; i < held_count; i++) {
+        if (dup3(held[i].dir, SECCOMP_RELAY_FD_BASE + (int)i, O_CLOEXEC) < 0)
+            return;
+        close(held[i].dir);
+        held[i].dir = SECCOMP_RELAY_FD_BASE + (int)i;
+    }
+}
+
 /* The process that made the jail stays outside it, as the VMM's parent:
  * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
  * the terminal itself) and leaves as the VMM does. It keeps off the VMM's
@@ -716,7 +747,9 @@ static void root_built(void)
  * L1 has one CPU: the relay, run first after the fork, building its filter
  * -- libseccomp, at run time: it names what it holds -- took 4-6.5 ms of
  * it before the VMM first ran, and more during its binds; jail_fork_us,
- * jail_binds_us). Then it builds and loads its filter at nice 19. Not
+ * jail_binds_us). Then it loads its filter at nice 19 (made at build time
+ * for its folders moved to fixed numbers, hold_in_slots(); built now for
+ * a relay that holds a cgroup or an arrival). Not
  * SCHED_IDLE: woken (the arrival's byte, the VMM's end), it still runs
  * within a slice or so beside a busy guest. Until its filter is loaded it
  * reads nothing: no byte from the VMM (wait_for_root() polls), nothing of
@@ -736,6 +769,7 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
     wait_for_root();
+    hold_in_slots();
     for (unsigned i = 0; i < held_count; i++)
         dirs[i] = held[i].dir;
     int at = arrival_held();

@@ -33,6 +33,7 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "confine/jail.h"
+#include "confine/seccomp_rules.h"
 #include "util/file.h"
 #include "machine/instance.h"
 #include "machine/machine.h"
@@ -1599,14 +1600,19 @@ static void vmm_stops(int sig)
     _exit(42);
 }
 
-static pid_t jailed_vmm(int ready, void (*ahead)(void))
+static pid_t jailed_vmm_leaving(int ready, void (*ahead)(void), const char *leftover,
+                                bool slot_taken)
 {
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
         struct confine_plan plan = {.vmm_ahead = ahead};
-        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
+            (leftover && confine_plan_leftover(&plan, dir, leftover) < 0))
+            _exit(100);
+        /* Another file at one of the relay's slots (seccomp_rules.h). */
+        if (slot_taken && dup2(STDIN_FILENO, SECCOMP_RELAY_FD_BASE + 5) < 0)
             _exit(100);
         if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
             _exit(UNAVAILABLE);
@@ -1618,6 +1624,11 @@ static pid_t jailed_vmm(int ready, void (*ahead)(void))
             pause();
     }
     return pid;
+}
+
+static pid_t jailed_vmm(int ready, void (*ahead)(void))
+{
+    return jailed_vmm_leaving(ready, ahead, NULL, false);
 }
 
 /* "Seccomp:\t2" in /proc/PID/status within 5 s (the relay installs its
@@ -1706,6 +1717,57 @@ static void test_relay_is_filtered_and_relays(void **state)
     assert_int_equal(waitpid(relay, &status, 0), relay);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
         fail_msg("relay: status %#x, not ended by the VMM's SIGKILL", status);
+    close(ready[0]);
+    close(ready[1]);
+}
+
+/* What the relay holds at fd (its /proc link), "" for nothing. */
+static void relay_fd(pid_t relay, int fd, char *target, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)relay, fd);
+    ssize_t n = readlink(path, target, size - 1);
+    target[n > 0 ? n : 0] = '\0';
+}
+
+/* The relay moves the folders it holds to the numbers its build-time
+ * filter names (seccomp_rules.h: no libseccomp building it as the VM
+ * starts), and removes its leftovers under that filter once the VMM has
+ * ended. Another file at one of those numbers -- which that filter would
+ * reach -- leaves them where they were (its filter built, naming them);
+ * it removes them all the same. */
+static void test_relay_holds_its_folders_in_slots(void **state)
+{
+    char left[160], there[PATH_MAX], want[PATH_MAX];
+    int ready[2], status;
+    char c;
+    (void)state;
+
+    assert_non_null(realpath(dir, want));
+    assert_int_equal(pipe(ready), 0);
+    for (int taken = 0; taken < 2; taken++) {
+        snprintf(left, sizeof(left), "%s/left-%d", dir, taken);
+        assert_int_equal(mkdir(left, 0700), 0);
+        pid_t relay = jailed_vmm_leaving(ready[1], NULL, strrchr(left, '/') + 1, taken);
+        if (read(ready[0], &c, 1) != 1) {
+            child_passed(relay); /* its reason: skipped, or failed */
+            fail_msg("the jailed child said nothing");
+        }
+        if (!filtered(relay))
+            relay_failed(relay, "the relay shows no Seccomp: 2");
+        relay_fd(relay, SECCOMP_RELAY_FD_BASE, there, sizeof(there));
+        if (strcmp(there, taken ? "" : want) != 0) {
+            char why[PATH_MAX + 64];
+            snprintf(why, sizeof(why), "%s: the relay's first slot holds '%s'",
+                     taken ? "a slot taken" : "its slots free", there);
+            relay_failed(relay, why);
+        }
+        assert_int_equal(kill(relay, SIGTERM), 0);
+        assert_int_equal(waitpid(relay, &status, 0), relay);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 42)
+            fail_msg("relay: status %#x, not the VMM's exit 42 after SIGTERM", status);
+        assert_int_equal(access(left, F_OK), -1); /* removed, under its filter */
+    }
     close(ready[0]);
     close(ready[1]);
 }
@@ -2169,6 +2231,7 @@ int main(void)
         cmocka_unit_test(test_root_keeps_modes_and_flags),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
+        cmocka_unit_test(test_relay_holds_its_folders_in_slots),
         cmocka_unit_test(test_relay_waits_for_the_root),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),
