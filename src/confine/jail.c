@@ -567,26 +567,37 @@ static int open_host_dir(const char *dir)
     return fd;
 }
 
-/* The folder of leftover i, opened: a dup() of one held already for the
- * same folder (most are in the runtime folder: one path walk, not four). */
-static int open_leftover_dir(const struct confine_plan *p, unsigned i)
+/* The held folder of leftover i: the descriptor of one held already for
+ * the same folder, shared (most are in the runtime folder: one path walk
+ * and one descriptor, not four), else -1. */
+static int held_dir_of(const struct confine_plan *p, unsigned i)
 {
     for (unsigned h = 0; h < held_count; h++)
         if (strcmp(p->leftovers[held[h].planned].dir, p->leftovers[i].dir) == 0)
-            return fcntl(held[h].dir, F_DUPFD_CLOEXEC, 0);
-    return open_host_dir(p->leftovers[i].dir);
+            return held[h].dir;
+    return -1;
+}
+
+/* Whether held[i]'s folder is the first entry to hold its descriptor
+ * (each is closed, or moved, once). */
+static bool first_to_hold(unsigned i)
+{
+    for (unsigned h = 0; h < i; h++)
+        if (held[h].dir == held[i].dir)
+            return false;
+    return true;
 }
 
 static void hold_leftovers(const struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->leftover_count; i++) {
         const struct confine_leftover *l = &p->leftovers[i];
-        int dir = open_leftover_dir(p, i);
+        int shared = held_dir_of(p, i), dir = shared >= 0 ? shared : open_host_dir(l->dir);
         struct stat st;
 
         if (dir >= 0 && fstatat(dir, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
             held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino, i};
-        else if (dir >= 0)
+        else if (dir >= 0 && shared < 0)
             close(dir);
     }
 }
@@ -595,7 +606,8 @@ static void hold_leftovers(const struct confine_plan *p)
 static void let_go_of_leftovers(void)
 {
     for (unsigned i = 0; i < held_count; i++)
-        close(held[i].dir);
+        if (first_to_hold(i))
+            close(held[i].dir);
     held_count = 0;
 }
 
@@ -720,6 +732,7 @@ _Static_assert(SECCOMP_RELAY_SLOTS >= CONFINE_MAX_LEFTOVERS, "a slot for every l
 static void hold_in_slots(void)
 {
     struct pollfd slots[SECCOMP_RELAY_SLOTS];
+    int slot = SECCOMP_RELAY_FD_BASE;
 
     if (cgroup_held_folder() >= 0 || arrival_pipe >= 0)
         return;
@@ -732,11 +745,28 @@ static void hold_in_slots(void)
         if (slots[i].revents != POLLNVAL)
             return;
     for (unsigned i = 0; i < held_count; i++) {
-        if (dup3(held[i].dir, SECCOMP_RELAY_FD_BASE + (int)i, O_CLOEXEC) < 0)
+        int was = held[i].dir;
+        if (!first_to_hold(i))
+            continue; /* moved with the first that held it */
+        if (dup3(was, slot, O_CLOEXEC) < 0)
             return;
-        close(held[i].dir);
-        held[i].dir = SECCOMP_RELAY_FD_BASE + (int)i;
+        close(was);
+        for (unsigned j = i; j < held_count; j++)
+            if (held[j].dir == was)
+                held[j].dir = slot;
+        slot++;
     }
+}
+
+/* The held folders' descriptors, each once, in the order first held. */
+static unsigned held_dirs(int dirs[CONFINE_MAX_LEFTOVERS])
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < held_count; i++)
+        if (first_to_hold(i))
+            dirs[n++] = held[i].dir;
+    return n;
 }
 
 /* The process that made the jail stays outside it, as the VMM's parent:
@@ -770,13 +800,12 @@ static void __attribute__((noreturn)) relay(pid_t child)
     signal(SIGINT, SIG_IGN);
     wait_for_root();
     hold_in_slots();
-    for (unsigned i = 0; i < held_count; i++)
-        dirs[i] = held[i].dir;
+    unsigned dir_count = held_dirs(dirs);
     int at = arrival_held();
     confine_relay(child, &(struct confine_relay_holds){
                              .cgroup_folder = cgroup_held_folder(),
                              .leftover_dirs = dirs,
-                             .leftover_count = held_count,
+                             .leftover_count = dir_count,
                              .arrival_pipe = arrival_pipe,
                              .arrival_dir = at >= 0 ? held[at].dir : -1,
                          });

@@ -1600,7 +1600,9 @@ static void vmm_stops(int sig)
     _exit(42);
 }
 
-static pid_t jailed_vmm_leaving(int ready, void (*ahead)(void), const char *leftover,
+/* leftovers: paths the relay removes after the VMM, NULL at the end (or
+ * none); slot_taken: another file at one of the relay's slots. */
+static pid_t jailed_vmm_leaving(int ready, void (*ahead)(void), char *const *leftovers,
                                 bool slot_taken)
 {
     pid_t pid = fork();
@@ -1608,9 +1610,15 @@ static pid_t jailed_vmm_leaving(int ready, void (*ahead)(void), const char *left
     assert_true(pid >= 0);
     if (pid == 0) {
         struct confine_plan plan = {.vmm_ahead = ahead};
-        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
-            (leftover && confine_plan_leftover(&plan, dir, leftover) < 0))
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
             _exit(100);
+        for (char *const *left = leftovers; left && *left; left++) {
+            char *slash = strrchr(*left, '/');
+            *slash = '\0';
+            if (confine_plan_leftover(&plan, *left, slash + 1) < 0)
+                _exit(100);
+            *slash = '/';
+        }
         /* Another file at one of the relay's slots (seccomp_rules.h). */
         if (slot_taken && dup2(STDIN_FILENO, SECCOMP_RELAY_FD_BASE + 5) < 0)
             _exit(100);
@@ -1732,41 +1740,51 @@ static void relay_fd(pid_t relay, int fd, char *target, size_t size)
 
 /* The relay moves the folders it holds to the numbers its build-time
  * filter names (seccomp_rules.h: no libseccomp building it as the VM
- * starts), and removes its leftovers under that filter once the VMM has
- * ended. Another file at one of those numbers -- which that filter would
- * reach -- leaves them where they were (its filter built, naming them);
- * it removes them all the same. */
+ * starts), each folder once (two leftovers in one folder share its
+ * descriptor), and removes its leftovers under that filter once the VMM
+ * has ended. Another file at one of those numbers -- which that filter
+ * would reach -- leaves them where they were (its filter built, naming
+ * them); it removes them all the same. */
 static void test_relay_holds_its_folders_in_slots(void **state)
 {
-    char left[160], there[PATH_MAX], want[PATH_MAX];
+    char left[3][160], there[3][PATH_MAX], want[2][PATH_MAX];
     int ready[2], status;
     char c;
     (void)state;
 
-    assert_non_null(realpath(dir, want));
+    assert_non_null(realpath(dir, want[0]));
+    assert_non_null(realpath(inside, want[1]));
     assert_int_equal(pipe(ready), 0);
     for (int taken = 0; taken < 2; taken++) {
-        snprintf(left, sizeof(left), "%s/left-%d", dir, taken);
-        assert_int_equal(mkdir(left, 0700), 0);
-        pid_t relay = jailed_vmm_leaving(ready[1], NULL, strrchr(left, '/') + 1, taken);
+        snprintf(left[0], sizeof(left[0]), "%s/left-%d", dir, taken);
+        snprintf(left[1], sizeof(left[1]), "%s/left-%d", inside, taken);
+        snprintf(left[2], sizeof(left[2]), "%s/left-%d.b", dir, taken);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(mkdir(left[i], 0700), 0);
+        pid_t relay = jailed_vmm_leaving(ready[1], NULL, (char *[]){left[0], left[1], left[2], NULL},
+                                         taken);
         if (read(ready[0], &c, 1) != 1) {
             child_passed(relay); /* its reason: skipped, or failed */
             fail_msg("the jailed child said nothing");
         }
         if (!filtered(relay))
             relay_failed(relay, "the relay shows no Seccomp: 2");
-        relay_fd(relay, SECCOMP_RELAY_FD_BASE, there, sizeof(there));
-        if (strcmp(there, taken ? "" : want) != 0) {
-            char why[PATH_MAX + 64];
-            snprintf(why, sizeof(why), "%s: the relay's first slot holds '%s'",
-                     taken ? "a slot taken" : "its slots free", there);
+        for (int i = 0; i < 3; i++)
+            relay_fd(relay, SECCOMP_RELAY_FD_BASE + i, there[i], sizeof(there[i]));
+        if (strcmp(there[0], taken ? "" : want[0]) != 0 ||
+            strcmp(there[1], taken ? "" : want[1]) != 0 || strcmp(there[2], "") != 0) {
+            char why[3 * PATH_MAX + 64];
+            snprintf(why, sizeof(why), "%s: the relay's slots hold '%s', '%s', '%s'",
+                     taken ? "a slot taken" : "its slots free", there[0], there[1], there[2]);
             relay_failed(relay, why);
         }
         assert_int_equal(kill(relay, SIGTERM), 0);
         assert_int_equal(waitpid(relay, &status, 0), relay);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 42)
             fail_msg("relay: status %#x, not the VMM's exit 42 after SIGTERM", status);
-        assert_int_equal(access(left, F_OK), -1); /* removed, under its filter */
+        for (int i = 0; i < 3; i++) /* removed, under its filter */
+            if (access(left[i], F_OK) == 0)
+                fail_msg("%s is left", left[i]);
     }
     close(ready[0]);
     close(ready[1]);
