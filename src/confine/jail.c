@@ -9,10 +9,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/futex.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,21 +499,65 @@ static int build_root(const struct confine_plan *p)
     return 0;
 }
 
-static int drop_capabilities(void)
+/* Emptied before a thread is made that must be powerless from its start
+ * (plan.vmm_begin): threads inherit it, and its drop is one call per
+ * capability. */
+static bool bounding_set_dropped;
+
+/* The bounding set emptied (what any exec could give back), as far as
+ * this kernel knows capabilities. The other sets stay: the root is built
+ * with them. */
+static void drop_bounding_set(void)
+{
+    for (int cap = 0; cap < 64 && !bounding_set_dropped; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
+            break; /* past the last this kernel knows */
+    bounding_set_dropped = true;
+}
+
+/* The calling thread's ambient, inheritable, permitted and effective
+ * capabilities dropped: 0, or -1 (errno). */
+static int drop_thread_capabilities(void)
 {
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct none[2] = {{0}};
+
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    return syscall(SYS_capset, &head, none) < 0 ? -1 : 0;
+}
+
+static int drop_capabilities(void)
+{
     uint64_t start = trace_now_us();
 
-    for (int cap = 0; cap < 64; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
-            break; /* past the last this kernel knows */
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-        return broken("cannot clear", "the ambient capabilities");
-    if (syscall(SYS_capset, &head, none) < 0)
+    drop_bounding_set();
+    if (drop_thread_capabilities() < 0)
         return broken("cannot drop", "the capabilities");
     trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
     return 0;
+}
+
+/* plan.vmm_begin's thread: made and not yet disarmed (1), or not (0). */
+static _Atomic int arming;
+
+/* plan.vmm_begin's disarm, first on the thread it makes (jail.h): no
+ * capability (its bounding set was emptied before it was made), no new
+ * privileges; else the process ends. The VMM waits for it to have
+ * (wait_for_disarm()). */
+static void disarm_thread(void)
+{
+    static const char line[] = "smolvm: --jail: a thread of the VMM cannot drop its capabilities\n";
+
+    if (drop_thread_capabilities() == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0) {
+        atomic_store(&arming, 0);
+        syscall(SYS_futex, &arming, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        return;
+    }
+    if (write(STDERR_FILENO, line, sizeof(line) - 1) < 0) {
+        /* the exit status says it still */
+    }
+    syscall(SYS_exit_group, 1);
 }
 
 static pid_t host_pid; /* the VMM's pid in the host's namespace; 0: not jailed */
@@ -850,6 +896,29 @@ static bool ahead_begin(const struct confine_plan *p, pthread_t *thread)
     return false;
 }
 
+/* In the VMM, just forked: the plan's vmm_begin begun (jail.h), on a
+ * thread that disarms itself, its bounding set emptied first; then, as
+ * ahead_begin(), the CPU given to it until it sleeps. */
+static void begin_disarmed(const struct confine_plan *p)
+{
+    uint64_t start = trace_now_us();
+
+    drop_bounding_set();
+    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
+    atomic_store(&arming, 1);
+    if (!p->vmm_begin(disarm_thread))
+        atomic_store(&arming, 0);
+    sched_yield();
+}
+
+/* No thread of the VMM's with a capability left: plan.vmm_begin's has
+ * disarmed (it mostly has, the CPU given to it as it began). */
+static void wait_for_disarm(void)
+{
+    while (atomic_load(&arming))
+        syscall(SYS_futex, &arming, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+}
+
 /* The VMM one thread again: before it drops its capabilities, on every
  * way out of the jail's making (jail.h). */
 static void ahead_end(bool begun, pthread_t thread)
@@ -870,6 +939,7 @@ static int confine_to_root(const struct confine_plan *p, bool ahead, pthread_t t
     int r = build_root(p);
 
     ahead_end(ahead, thread);
+    wait_for_disarm();
     if (r < 0 || (r = drop_capabilities()) < 0)
         return r;
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
@@ -1258,7 +1328,9 @@ int jail_enter(const struct confine_plan *p)
         relay(child);
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - forking);
     pthread_t thread;
-    bool ahead = ahead_begin(p, &thread);
+    bool ahead = !p->vmm_begin && ahead_begin(p, &thread);
+    if (p->vmm_begin)
+        begin_disarmed(p);
     let_go_of_leftovers();
     if (p->arrival.name)
         close(p->arrival.lock_fd); /* a way out of its root: the relay holds the lock */

@@ -79,14 +79,15 @@ static int teardown(void **state)
 /* "NoNewPrivs:\t1" in /proc/self/status, and no effective, permitted or
  * bounding capability unless landlock's (which leaves what the user has):
  * an empty bounding set too, or an exec could gain back what was dropped. */
-static bool powerless(bool jailed)
+/* As powerless(), of the thread or process whose status is at path. */
+static bool powerless_at(const char *path, bool jailed)
 {
     static const char *const none[] = {"CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n",
                                        "CapBnd:\t0000000000000000\n"};
     char line[256];
     unsigned caps = 0;
     bool nnp = false;
-    FILE *f = fopen("/proc/self/status", "r");
+    FILE *f = fopen(path, "r");
 
     while (f && fgets(line, sizeof(line), f)) {
         for (unsigned i = 0; i < sizeof(none) / sizeof(none[0]); i++)
@@ -96,6 +97,30 @@ static bool powerless(bool jailed)
     if (f)
         fclose(f);
     return (caps == sizeof(none) / sizeof(none[0]) || !jailed) && nnp;
+}
+
+static bool powerless(bool jailed)
+{
+    return powerless_at("/proc/self/status", jailed);
+}
+
+/* Every thread of this process powerless (as powerless(true)). */
+static bool every_thread_powerless(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    bool all = d != NULL;
+    char path[64];
+
+    while (all && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof(path), "/proc/self/task/%.16s/status", e->d_name);
+            /* Unread, it has ended meanwhile (the VM's maker, done). */
+            all = powerless_at(path, true) || access(path, F_OK) < 0;
+        }
+    if (d)
+        closedir(d);
+    return all;
 }
 
 /* An fd of this process through which the host's /etc/passwd opens: a
@@ -293,6 +318,72 @@ static void test_jail_runs_ahead_in_vmm(void **state)
         if (threads() != 1)
             exit(4);
         exit(powerless(true) ? 0 : 5);
+    }
+    child_passed(pid);
+}
+
+/* What the thread the plan's vmm_begin made saw (jail.h), in the VMM. */
+static struct {
+    void (*disarm)(void);
+    pthread_t thread;
+    int go[2];
+    pid_t pid, tid;
+    bool waited_for, powerless;
+} begun_saw;
+
+static void *held_thread(void *unused)
+{
+    struct pollfd go = {.events = POLLIN};
+
+    begun_saw.disarm();
+    go.fd = begun_saw.go[0];
+    /* Held until the VMM is confined: a jail that waited for it times out. */
+    begun_saw.waited_for = poll(&go, 1, 2000) != 1;
+    begun_saw.pid = getpid();
+    begun_saw.tid = (pid_t)syscall(SYS_gettid);
+    begun_saw.powerless = powerless_at("/proc/thread-self/status", true);
+    return unused;
+}
+
+static bool begin_held(void (*disarm)(void))
+{
+    begun_saw.disarm = disarm;
+    if (pipe(begun_saw.go) < 0 || pthread_create(&begun_saw.thread, NULL, held_thread, NULL) != 0)
+        _exit(102);
+    return true;
+}
+
+/* The plan's vmm_begin runs in the VMM (pid 1 of its namespace) on a
+ * thread it makes, which is powerless from its start (disarm: no
+ * capability, none in its bounding set, no_new_privs), and the VMM is
+ * confined -- root built, powerless -- without waiting for it. */
+static void test_jail_begins_disarmed_in_vmm(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct confine_plan plan = {.vmm_begin = begin_held};
+        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
+            confine_plan_leftover(&plan, inside, "vm.jail") < 0)
+            _exit(100);
+        int r = jail_enter(&plan);
+        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
+            _exit(UNAVAILABLE);
+        if (r < 0)
+            _exit(101);
+        confine_plan_release(&plan);
+        bool confined = powerless(true);
+        if (write(begun_saw.go[1], "g", 1) != 1 || pthread_join(begun_saw.thread, NULL) != 0)
+            exit(1);
+        if (begun_saw.waited_for)
+            exit(2); /* the jail waited for it */
+        if (begun_saw.pid != 1 || begun_saw.tid == 1)
+            exit(3); /* not in the VMM, on a thread of its own */
+        if (!begun_saw.powerless)
+            exit(4);
+        exit(confined ? 0 : 5);
     }
     child_passed(pid);
 }
@@ -991,9 +1082,11 @@ static void start_instance_jail(enum template_case how)
             _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
-        /* As the CLI's start --jail (review 46): one thread, pid 1 of its
-         * own pid namespace, no capability (bounding set too), no_new_privs. */
-        if (threads() != 1 || getpid() != 1 || !powerless(true))
+        /* As the CLI's start --jail (review 46): pid 1 of its own pid
+         * namespace, every thread -- its VM's maker too, still at work
+         * (jail.h's vmm_begin) -- with no capability (bounding set too)
+         * and no_new_privs. */
+        if (getpid() != 1 || !every_thread_powerless())
             _exit(18);
         snprintf(made, sizeof(made), "%s/from-jail", disks);
         if (how == TEMPLATE_REMADE && !makes(made))
@@ -2223,6 +2316,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_jail_runs_ahead_in_vmm),
+        cmocka_unit_test(test_jail_begins_disarmed_in_vmm),
         cmocka_unit_test(test_vmm_forked_before_its_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
