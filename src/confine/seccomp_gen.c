@@ -55,36 +55,56 @@ static bool compared_with(const struct sock_fprog *sentinel, pid_t pid)
     return seccomp_program_holds(sentinel->filter, sentinel->len, (uint32_t)pid);
 }
 
+/* A value put in for a sentinel, where the rules name it (count times). */
+struct put_in {
+    uint32_t sentinel, value;
+    unsigned count;
+};
+
+/* Whether the sentinel program with each of puts put in differs from
+ * want (libseccomp's for those values): 1 or 0, or seccomp_patch()'s
+ * error (a sentinel not only where the rules name it). */
+static int differs_once_put_in(const struct sock_fprog *sentinel, const struct sock_fprog *want,
+                               const struct put_in *puts, unsigned n)
+{
+    size_t size = sentinel->len * sizeof(*sentinel->filter);
+    struct sock_fprog got = {sentinel->len, malloc(size)};
+    int r = got.filter ? 0 : -ENOMEM;
+
+    if (r == 0)
+        memcpy(got.filter, sentinel->filter, size);
+    for (unsigned i = 0; i < n && r == 0; i++)
+        r = seccomp_patch(got.filter, got.len, puts[i].sentinel, puts[i].value, puts[i].count);
+    if (r == 0)
+        r = want->len != got.len || memcmp(want->filter, got.filter, size) != 0;
+    free(got.filter);
+    return r;
+}
+
 /* The sentinel program with pid put in is libseccomp's program for pid;
  * or pid is compared with elsewhere and libseccomp's goes into out. */
 static int check_pid(FILE *out, const char *name, enum confine_thread kind, int m,
                      const struct sock_fprog *sentinel, pid_t pid, struct pid_programs *written)
 {
-    size_t size = sentinel->len * sizeof(*sentinel->filter);
-    struct sock_fprog want, got = {sentinel->len, malloc(size)};
-    int r = got.filter ? export_for(kind, m, pid, &want) : -ENOMEM;
+    const struct put_in self = {SECCOMP_SENTINEL_SELF, (uint32_t)pid, SECCOMP_RULES_NAMING_SELF};
+    struct sock_fprog want;
+    int r = export_for(kind, m, pid, &want);
 
-    if (r < 0) {
-        free(got.filter);
+    if (r < 0)
         return r;
-    }
-    memcpy(got.filter, sentinel->filter, size);
-    r = seccomp_patch(got.filter, got.len, SECCOMP_SENTINEL_SELF, (uint32_t)pid,
-                      SECCOMP_RULES_NAMING_SELF);
-    if (r == 0 && (want.len != got.len || memcmp(want.filter, got.filter, size))) {
-        if (compared_with(sentinel, pid) && written->count < MAX_PID_PROGRAMS) {
-            char pid_name[64];
-            snprintf(pid_name, sizeof(pid_name), "%s_pid%d", name, pid);
-            write_insns(out, pid_name, &want);
-            written->pids[written->count++] = pid;
-        } else {
-            fprintf(stderr, "seccomp-gen: %s: the program differs from libseccomp's once "
-                            "pid %d is put in\n", name, pid);
-            r = -EDOM;
-        }
+    r = differs_once_put_in(sentinel, &want, &self, 1);
+    if (r == 1 && compared_with(sentinel, pid) && written->count < MAX_PID_PROGRAMS) {
+        char pid_name[64];
+        snprintf(pid_name, sizeof(pid_name), "%s_pid%d", name, pid);
+        write_insns(out, pid_name, &want);
+        written->pids[written->count++] = pid;
+        r = 0;
+    } else if (r == 1) {
+        fprintf(stderr, "seccomp-gen: %s: the program differs from libseccomp's once "
+                        "pid %d is put in\n", name, pid);
+        r = -EDOM;
     }
     free(want.filter);
-    free(got.filter);
     return r;
 }
 
@@ -153,27 +173,22 @@ static int export_relay(int m, pid_t self, pid_t vmm, struct sock_fprog *out)
 static int check_relay_pids(const struct sock_fprog *sentinel, int m, uint32_t vmm_sentinel,
                             pid_t self, pid_t vmm)
 {
-    size_t size = sentinel->len * sizeof(*sentinel->filter);
-    struct sock_fprog want, got = {sentinel->len, malloc(size)};
-    int r = got.filter ? export_relay(m, self, vmm, &want) : -ENOMEM;
+    const struct put_in puts[] = {
+        {SECCOMP_SENTINEL_SELF, (uint32_t)self, SECCOMP_RELAY_NAMING_SELF},
+        {vmm_sentinel, (uint32_t)vmm, SECCOMP_RELAY_NAMING_VMM},
+    };
+    struct sock_fprog want;
+    int r = export_relay(m, self, vmm, &want);
 
-    if (r < 0) {
-        free(got.filter);
+    if (r < 0)
         return r;
-    }
-    memcpy(got.filter, sentinel->filter, size);
-    r = seccomp_patch(got.filter, got.len, SECCOMP_SENTINEL_SELF, (uint32_t)self,
-                      SECCOMP_RELAY_NAMING_SELF);
-    if (r == 0)
-        r = seccomp_patch(got.filter, got.len, vmm_sentinel, (uint32_t)vmm,
-                          SECCOMP_RELAY_NAMING_VMM);
-    if (r == 0 && (want.len != got.len || memcmp(want.filter, got.filter, size))) {
+    r = differs_once_put_in(sentinel, &want, puts, 2);
+    if (r == 1) {
         fprintf(stderr, "seccomp-gen: the relay's program differs from libseccomp's once "
                         "pids %d (own) and %d (VMM) are put in\n", self, vmm);
         r = -EDOM;
     }
     free(want.filter);
-    free(got.filter);
     return r;
 }
 

@@ -289,6 +289,22 @@ static int threads(void)
     return n;
 }
 
+/* In a forked child: plan, with inside (writable) and the root folder,
+ * entered as a jail; returns in the VMM (the child ends when the host
+ * allows no jail, or it failed). */
+static void jail_with_inside(struct confine_plan *plan)
+{
+    if (confine_plan_add(plan, inside, true) < 0 || !(plan->root = strdup(root)) ||
+        confine_plan_leftover(plan, inside, "vm.jail") < 0)
+        _exit(100);
+    int r = jail_enter(plan);
+    if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
+        _exit(UNAVAILABLE);
+    if (r < 0)
+        _exit(101);
+    confine_plan_release(plan);
+}
+
 /* The plan's vmm_ahead runs in the VMM (pid 1 of its namespace), on a
  * thread of its own, and is over before the VMM is confined: one thread
  * then, powerless. */
@@ -299,16 +315,7 @@ static void test_jail_runs_ahead_in_vmm(void **state)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct confine_plan plan = {.vmm_ahead = look_ahead};
-        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
-            confine_plan_leftover(&plan, inside, "vm.jail") < 0)
-            _exit(100);
-        int r = jail_enter(&plan);
-        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
-            _exit(UNAVAILABLE);
-        if (r < 0)
-            _exit(101);
-        confine_plan_release(&plan);
+        jail_with_inside(&(struct confine_plan){.vmm_ahead = look_ahead});
         if (!ahead_saw.done)
             exit(1); /* not waited for */
         if (ahead_saw.pid != 1)
@@ -364,16 +371,7 @@ static void test_jail_begins_disarmed_in_vmm(void **state)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct confine_plan plan = {.vmm_begin = begin_held};
-        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
-            confine_plan_leftover(&plan, inside, "vm.jail") < 0)
-            _exit(100);
-        int r = jail_enter(&plan);
-        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
-            _exit(UNAVAILABLE);
-        if (r < 0)
-            _exit(101);
-        confine_plan_release(&plan);
+        jail_with_inside(&(struct confine_plan){.vmm_begin = begin_held});
         bool confined = powerless(true);
         if (write(begun_saw.go[1], "g", 1) != 1 || pthread_join(begun_saw.thread, NULL) != 0)
             exit(1);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <seccomp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,20 +22,29 @@
 
 static const enum confine_seccomp modes[] = {CONFINE_SECCOMP_ON, CONFINE_SECCOMP_LOG};
 
+/* loaded (the build-time program) is built (libseccomp's); both freed. */
+static void expect_same_program(struct sock_fprog *built, struct sock_fprog *loaded,
+                                const char *what)
+{
+    if (built->len != loaded->len ||
+        memcmp(built->filter, loaded->filter, built->len * sizeof(*built->filter)))
+        fail_msg("%s: the build-time program (%u instructions) is not libseccomp's (%u)", what,
+                 loaded->len, built->len);
+    free(built->filter);
+    free(loaded->filter);
+}
+
 static void expect_same_as_libseccomp(enum confine_thread kind, enum confine_seccomp mode,
                                       pid_t pid)
 {
     struct seccomp_values v = {.self = pid, .relay_cgroup_folder = -1};
     struct sock_fprog built, loaded;
+    char what[64];
 
     assert_int_equal(seccomp_rules_program(kind, mode, &v, &built), 0);
     assert_int_equal(seccomp_prebuilt_program(kind, mode, pid, &loaded), 0);
-    if (built.len != loaded.len ||
-        memcmp(built.filter, loaded.filter, built.len * sizeof(*built.filter)))
-        fail_msg("kind %d, mode %d, pid %d: the build-time program (%u instructions) is not "
-                 "libseccomp's (%u)", kind, mode, pid, loaded.len, built.len);
-    free(built.filter);
-    free(loaded.filter);
+    snprintf(what, sizeof(what), "kind %d, mode %d, pid %d", kind, mode, pid);
+    expect_same_program(&built, &loaded, what);
 }
 
 /* For a few pids, and for every value the program compares with that
@@ -66,6 +76,7 @@ static void expect_relay_same_as_libseccomp(enum confine_seccomp mode, pid_t sel
 {
     struct seccomp_values v;
     struct sock_fprog built, loaded;
+    char what[80];
     int r = seccomp_relay_prebuilt_program(mode, self, vmm, &loaded);
 
     if (r == -ENOENT) {
@@ -79,12 +90,8 @@ static void expect_relay_same_as_libseccomp(enum confine_seccomp mode, pid_t sel
     seccomp_relay_slot_values(&v, self, vmm);
     assert_true(seccomp_relay_in_slots(&v));
     assert_int_equal(seccomp_rules_program(CONFINE_RELAY, mode, &v, &built), 0);
-    if (built.len != loaded.len ||
-        memcmp(built.filter, loaded.filter, built.len * sizeof(*built.filter)))
-        fail_msg("relay, mode %d, pids %d (own) and %d (VMM): the build-time program (%u "
-                 "instructions) is not libseccomp's (%u)", mode, self, vmm, loaded.len, built.len);
-    free(built.filter);
-    free(loaded.filter);
+    snprintf(what, sizeof(what), "relay, mode %d, pids %d (own) and %d (VMM)", mode, self, vmm);
+    expect_same_program(&built, &loaded, what);
 }
 
 /* Both orders of the two pids (libseccomp orders kill's comparisons by
