@@ -798,9 +798,10 @@ static int make_plan(const struct vm_options *o, const char *name, bool start,
     return r;
 }
 
-/* The jailed VMM's VM, made on a thread as its root is built (jail.h's
- * vmm_ahead): making it mostly sleeps (KVM_CREATE_VM waits for an RCU
- * grace period, 12-14 ms of a jailed start in the nested L1; its
+/* A spare's VMM's VM, made on a thread as its root is built (jail.h's
+ * vmm_ahead; a start's own jail begins it as plan.vmm_begin): making it
+ * mostly sleeps (KVM_CREATE_VM waits for an RCU grace period, 12-14 ms
+ * of a jailed start in the nested L1; its
  * interrupt controller and timer for SRCU's), and hv_vm_create() takes
  * the VM made here. A failure is said there, when it makes the VM again. */
 static void make_vm_ahead(void)
@@ -854,7 +855,10 @@ static int confined(enum confine_kind got)
 static int confine_as(const struct vm_options *o, const char *name, bool start,
                       const char *bundle, const struct instance_receiving *receiving)
 {
-    struct confine_plan plan = {.vmm_ahead = make_vm_ahead};
+    /* The VMM's VM made on a thread of its own from its fork on, beside
+     * its root's building and what follows until it takes the VM
+     * (hv_vm_create() waits for it there): the thread powerless first. */
+    struct confine_plan plan = {.vmm_begin = hv_vm_create_begin_after};
     struct cgroup_limits limits = {o->cpu_quota_milli, o->mem_limit};
     enum confine_kind got;
     int r = 0;

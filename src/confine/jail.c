@@ -9,10 +9,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/futex.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@
 
 #include "confine/cgroup.h"
 #include "confine/confine.h"
+#include "confine/seccomp_rules.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/trace.h"
@@ -496,21 +499,65 @@ static int build_root(const struct confine_plan *p)
     return 0;
 }
 
-static int drop_capabilities(void)
+/* Emptied before a thread is made that must be powerless from its start
+ * (plan.vmm_begin): threads inherit it, and its drop is one call per
+ * capability. */
+static bool bounding_set_dropped;
+
+/* The bounding set emptied (what any exec could give back), as far as
+ * this kernel knows capabilities. The other sets stay: the root is built
+ * with them. */
+static void drop_bounding_set(void)
+{
+    for (int cap = 0; cap < 64 && !bounding_set_dropped; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
+            break; /* past the last this kernel knows */
+    bounding_set_dropped = true;
+}
+
+/* The calling thread's ambient, inheritable, permitted and effective
+ * capabilities dropped: 0, or -1 (errno). */
+static int drop_thread_capabilities(void)
 {
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct none[2] = {{0}};
+
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    return syscall(SYS_capset, &head, none) < 0 ? -1 : 0;
+}
+
+static int drop_capabilities(void)
+{
     uint64_t start = trace_now_us();
 
-    for (int cap = 0; cap < 64; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
-            break; /* past the last this kernel knows */
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-        return broken("cannot clear", "the ambient capabilities");
-    if (syscall(SYS_capset, &head, none) < 0)
+    drop_bounding_set();
+    if (drop_thread_capabilities() < 0)
         return broken("cannot drop", "the capabilities");
     trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
     return 0;
+}
+
+/* plan.vmm_begin's thread: made and not yet disarmed (1), or not (0). */
+static _Atomic int arming;
+
+/* plan.vmm_begin's disarm, first on the thread it makes (jail.h): no
+ * capability (its bounding set was emptied before it was made), no new
+ * privileges; else the process ends. The VMM waits for it to have
+ * (wait_for_disarm()). */
+static void disarm_thread(void)
+{
+    static const char line[] = "smolvm: --jail: a thread of the VMM cannot drop its capabilities\n";
+
+    if (drop_thread_capabilities() == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0) {
+        atomic_store(&arming, 0);
+        syscall(SYS_futex, &arming, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        return;
+    }
+    if (write(STDERR_FILENO, line, sizeof(line) - 1) < 0) {
+        /* the exit status says it still */
+    }
+    syscall(SYS_exit_group, 1);
 }
 
 static pid_t host_pid; /* the VMM's pid in the host's namespace; 0: not jailed */
@@ -566,26 +613,37 @@ static int open_host_dir(const char *dir)
     return fd;
 }
 
-/* The folder of leftover i, opened: a dup() of one held already for the
- * same folder (most are in the runtime folder: one path walk, not four). */
-static int open_leftover_dir(const struct confine_plan *p, unsigned i)
+/* The held folder of leftover i: the descriptor of one held already for
+ * the same folder, shared (most are in the runtime folder: one path walk
+ * and one descriptor, not four), else -1. */
+static int held_dir_of(const struct confine_plan *p, unsigned i)
 {
     for (unsigned h = 0; h < held_count; h++)
         if (strcmp(p->leftovers[held[h].planned].dir, p->leftovers[i].dir) == 0)
-            return fcntl(held[h].dir, F_DUPFD_CLOEXEC, 0);
-    return open_host_dir(p->leftovers[i].dir);
+            return held[h].dir;
+    return -1;
+}
+
+/* Whether held[i]'s folder is the first entry to hold its descriptor
+ * (each is closed, or moved, once). */
+static bool first_to_hold(unsigned i)
+{
+    for (unsigned h = 0; h < i; h++)
+        if (held[h].dir == held[i].dir)
+            return false;
+    return true;
 }
 
 static void hold_leftovers(const struct confine_plan *p)
 {
     for (unsigned i = 0; i < p->leftover_count; i++) {
         const struct confine_leftover *l = &p->leftovers[i];
-        int dir = open_leftover_dir(p, i);
+        int shared = held_dir_of(p, i), dir = shared >= 0 ? shared : open_host_dir(l->dir);
         struct stat st;
 
         if (dir >= 0 && fstatat(dir, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
             held[held_count++] = (struct held_leftover){dir, l->name, st.st_dev, st.st_ino, i};
-        else if (dir >= 0)
+        else if (dir >= 0 && shared < 0)
             close(dir);
     }
 }
@@ -594,7 +652,8 @@ static void hold_leftovers(const struct confine_plan *p)
 static void let_go_of_leftovers(void)
 {
     for (unsigned i = 0; i < held_count; i++)
-        close(held[i].dir);
+        if (first_to_hold(i))
+            close(held[i].dir);
     held_count = 0;
 }
 
@@ -708,6 +767,54 @@ static void root_built(void)
     root_pipe[1] = -1;
 }
 
+_Static_assert(SECCOMP_RELAY_SLOTS >= CONFINE_MAX_LEFTOVERS, "a slot for every leftover's folder");
+
+/* The relay's held folders moved to the numbers its build-time filter
+ * names (seccomp_rules.h): it loads that program, not one libseccomp
+ * builds now. Only when every one of those numbers is free -- one that
+ * held another file would be in its filter's reach -- and it holds no
+ * cgroup and no arrival (their filter is built); else, or where a move
+ * fails, they stay where they are and its filter names them. */
+static void hold_in_slots(void)
+{
+    struct pollfd slots[SECCOMP_RELAY_SLOTS];
+    int slot = SECCOMP_RELAY_FD_BASE;
+
+    if (cgroup_held_folder() >= 0 || arrival_pipe >= 0)
+        return;
+    /* Each number free: POLLNVAL (one call for them all). */
+    for (int i = 0; i < SECCOMP_RELAY_SLOTS; i++)
+        slots[i] = (struct pollfd){.fd = SECCOMP_RELAY_FD_BASE + i};
+    if (poll(slots, SECCOMP_RELAY_SLOTS, 0) != SECCOMP_RELAY_SLOTS)
+        return;
+    for (int i = 0; i < SECCOMP_RELAY_SLOTS; i++)
+        if (slots[i].revents != POLLNVAL)
+            return;
+    for (unsigned i = 0; i < held_count; i++) {
+        int was = held[i].dir;
+        if (!first_to_hold(i))
+            continue; /* moved with the first that held it */
+        if (dup3(was, slot, O_CLOEXEC) < 0)
+            return;
+        close(was);
+        for (unsigned j = i; j < held_count; j++)
+            if (held[j].dir == was)
+                held[j].dir = slot;
+        slot++;
+    }
+}
+
+/* The held folders' descriptors, each once, in the order first held. */
+static unsigned held_dirs(int dirs[CONFINE_MAX_LEFTOVERS])
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < held_count; i++)
+        if (first_to_hold(i))
+            dirs[n++] = held[i].dir;
+    return n;
+}
+
 /* The process that made the jail stays outside it, as the VMM's parent:
  * it passes on the signals meant for the VM (Ctrl-C reaches the VMM from
  * the terminal itself) and leaves as the VMM does. It keeps off the VMM's
@@ -716,7 +823,9 @@ static void root_built(void)
  * L1 has one CPU: the relay, run first after the fork, building its filter
  * -- libseccomp, at run time: it names what it holds -- took 4-6.5 ms of
  * it before the VMM first ran, and more during its binds; jail_fork_us,
- * jail_binds_us). Then it builds and loads its filter at nice 19. Not
+ * jail_binds_us). Then it loads its filter at nice 19 (made at build time
+ * for its folders moved to fixed numbers, hold_in_slots(); built now for
+ * a relay that holds a cgroup or an arrival). Not
  * SCHED_IDLE: woken (the arrival's byte, the VMM's end), it still runs
  * within a slice or so beside a busy guest. Until its filter is loaded it
  * reads nothing: no byte from the VMM (wait_for_root() polls), nothing of
@@ -736,13 +845,13 @@ static void __attribute__((noreturn)) relay(pid_t child)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGINT, SIG_IGN);
     wait_for_root();
-    for (unsigned i = 0; i < held_count; i++)
-        dirs[i] = held[i].dir;
+    hold_in_slots();
+    unsigned dir_count = held_dirs(dirs);
     int at = arrival_held();
     confine_relay(child, &(struct confine_relay_holds){
                              .cgroup_folder = cgroup_held_folder(),
                              .leftover_dirs = dirs,
-                             .leftover_count = held_count,
+                             .leftover_count = dir_count,
                              .arrival_pipe = arrival_pipe,
                              .arrival_dir = at >= 0 ? held[at].dir : -1,
                          });
@@ -787,6 +896,29 @@ static bool ahead_begin(const struct confine_plan *p, pthread_t *thread)
     return false;
 }
 
+/* In the VMM, just forked: the plan's vmm_begin begun (jail.h), on a
+ * thread that disarms itself, its bounding set emptied first; then, as
+ * ahead_begin(), the CPU given to it until it sleeps. */
+static void begin_disarmed(const struct confine_plan *p)
+{
+    uint64_t start = trace_now_us();
+
+    drop_bounding_set();
+    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
+    atomic_store(&arming, 1);
+    if (!p->vmm_begin(disarm_thread))
+        atomic_store(&arming, 0);
+    sched_yield();
+}
+
+/* No thread of the VMM's with a capability left: plan.vmm_begin's has
+ * disarmed (it mostly has, the CPU given to it as it began). */
+static void wait_for_disarm(void)
+{
+    while (atomic_load(&arming))
+        syscall(SYS_futex, &arming, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+}
+
 /* The VMM one thread again: before it drops its capabilities, on every
  * way out of the jail's making (jail.h). */
 static void ahead_end(bool begun, pthread_t thread)
@@ -807,6 +939,7 @@ static int confine_to_root(const struct confine_plan *p, bool ahead, pthread_t t
     int r = build_root(p);
 
     ahead_end(ahead, thread);
+    wait_for_disarm();
     if (r < 0 || (r = drop_capabilities()) < 0)
         return r;
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
@@ -1195,7 +1328,9 @@ int jail_enter(const struct confine_plan *p)
         relay(child);
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - forking);
     pthread_t thread;
-    bool ahead = ahead_begin(p, &thread);
+    bool ahead = !p->vmm_begin && ahead_begin(p, &thread);
+    if (p->vmm_begin)
+        begin_disarmed(p);
     let_go_of_leftovers();
     if (p->arrival.name)
         close(p->arrival.lock_fd); /* a way out of its root: the relay holds the lock */

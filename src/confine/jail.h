@@ -76,6 +76,19 @@ struct confine_plan {
      * are per thread) and before it reads anything a bundle or guest
      * controls. It must read none itself. NULL: none. */
     void (*vmm_ahead)(void);
+    /* jail, instead of vmm_ahead: the same work begun by the VMM on a
+     * thread it makes itself (hv_vm_create_begin_after()) right after its
+     * fork, and not waited for: that thread calls disarm first (its
+     * capabilities dropped, none left in its bounding set -- the VMM
+     * empties that before it makes the thread -- no_new_privs), so it is
+     * powerless before the VMM reads anything a bundle or guest controls,
+     * and whoever takes its work waits for it (hv_vm_create()). The VMM
+     * drops its own once its root is built, without waiting: KVM_CREATE_VM
+     * sleeps on beside what follows; it is confined only once the thread
+     * has disarmed (at once, mostly: the VMM yields to it first). disarm
+     * ends the process (one line) when a thread cannot be made powerless.
+     * It returns whether it made its thread. NULL: none. */
+    bool (*vmm_begin)(void (*disarm)(void));
     /* jail: a root built ahead (jail_template_make()): the user, mount
      * and ipc namespaces to join, in that order (> 0), p->root the
      * template's, already holding its paths: the plan's are added (and a

@@ -5,8 +5,10 @@
  * it is exactly there) and loads it: libseccomp built every filter at
  * every start before (bench/coldstart in the nested L1: 65 ms of a start;
  * a detached or jailed VM, a forked process, built each on its thread).
- * Only the relay's filter, which names the folders it holds open, is
- * built when it starts (off the VMM's way: the relay forked it already). */
+ * The relay's, which names the folders it holds open and its VMM, is
+ * made for its folders at fixed numbers (seccomp_rules.h), its VMM's pid
+ * a second sentinel; one that holds more (a cgroup, an arrival) builds
+ * its own as it starts. */
 #include "confine/confine.h"
 
 #include <errno.h>
@@ -180,6 +182,36 @@ int seccomp_prebuilt_program(enum confine_thread kind, enum confine_seccomp m, p
     return r;
 }
 
+int seccomp_relay_prebuilt_program(enum confine_seccomp m, pid_t self, pid_t vmm,
+                                   struct sock_fprog *out)
+{
+    bool self_above = self > vmm;
+    const struct seccomp_prebuilt *p;
+    int r;
+
+    *out = (struct sock_fprog){0};
+    if (m == CONFINE_SECCOMP_OFF || self <= 0 || vmm <= 0 || self == vmm ||
+        self > SECCOMP_PID_MAX || vmm > SECCOMP_PID_MAX)
+        return -EINVAL;
+    p = &seccomp_relay_prebuilt[m == CONFINE_SECCOMP_LOG][self_above];
+    if (seccomp_program_holds(p->insns, p->len, (uint32_t)self) ||
+        seccomp_program_holds(p->insns, p->len, (uint32_t)vmm))
+        return -ENOENT;
+    r = copy_program(p->insns, p->len, out);
+    if (r == 0)
+        r = seccomp_patch(out->filter, out->len, SECCOMP_SENTINEL_SELF, (uint32_t)self,
+                          SECCOMP_RELAY_NAMING_SELF);
+    if (r == 0)
+        r = seccomp_patch(out->filter, out->len,
+                          self_above ? SECCOMP_SENTINEL_VMM_BELOW : SECCOMP_SENTINEL_VMM_ABOVE,
+                          (uint32_t)vmm, SECCOMP_RELAY_NAMING_VMM);
+    if (r < 0) {
+        free(out->filter);
+        *out = (struct sock_fprog){0};
+    }
+    return r;
+}
+
 /* What seccomp_load does with libseccomp's default attributes: no new
  * privileges, then the filter, on this thread only. The program is freed. */
 static void load(struct sock_fprog *program)
@@ -193,8 +225,21 @@ static void load(struct sock_fprog *program)
         fail("loading its filter", r);
 }
 
-/* kind's program for this process: made at build time, or (the relay's,
- * naming what only it holds) built now from values. */
+/* kind's program made at build time for values: the relay's only when
+ * its folders are in their slots (seccomp_rules.h). -ENOENT: none. */
+static int prebuilt_for(enum confine_thread kind, const struct seccomp_values *values,
+                        struct sock_fprog *program)
+{
+    if (kind != CONFINE_RELAY)
+        return seccomp_prebuilt_program(kind, mode, values->self, program);
+    if (!seccomp_relay_in_slots(values))
+        return -ENOENT;
+    return seccomp_relay_prebuilt_program(mode, values->self, values->relay_vmm, program);
+}
+
+/* kind's program for this process: made at build time, or (a relay's
+ * that holds a cgroup or an arrival, or whose pids its program compares
+ * with elsewhere) built now from values. */
 static void confine_with(enum confine_thread kind, const char *name,
                          const struct seccomp_values *values)
 {
@@ -206,7 +251,7 @@ static void confine_with(enum confine_thread kind, const char *name,
         return;
     pthread_setname_np(pthread_self(), thread_name);
     uint64_t start = trace_now_us(), cpu = trace_thread_cpu_us();
-    r = seccomp_prebuilt_program(kind, mode, values->self, &program);
+    r = prebuilt_for(kind, values, &program);
     if (r == -ENOENT && (r = seccomp_rules_program(kind, mode, values, &program)) < 0)
         fail("building its filter", r);
     if (r < 0)

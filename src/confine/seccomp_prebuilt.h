@@ -31,6 +31,13 @@ struct seccomp_prebuilt {
  * CONFINE_SECCOMP_LOG. */
 extern const struct seccomp_prebuilt seccomp_prebuilt[CONFINE_THREAD_KINDS][2];
 
+/* The relay's programs for its folders in their slots (seccomp_rules.h):
+ * [mode as above][whether its own pid is above its VMM's], the own pid's
+ * sentinel in SECCOMP_RELAY_NAMING_SELF comparisons, the VMM's
+ * (SECCOMP_SENTINEL_VMM_ABOVE, or _BELOW in [..][1]) in
+ * SECCOMP_RELAY_NAMING_VMM. */
+extern const struct seccomp_prebuilt seccomp_relay_prebuilt[2][2];
+
 /* The kernel's names of this architecture's calls, for the violation's
  * line (the SIGSYS handler may call neither malloc nor libseccomp). */
 #define SECCOMP_SYSCALL_NAMES 512
@@ -39,9 +46,17 @@ extern const char seccomp_syscall_names[SECCOMP_SYSCALL_NAMES][SECCOMP_SYSCALL_N
 
 /* kind's build-time program for mode with self as the own pid, in
  * out->filter (malloc'd, the caller frees it). -ENOENT when kind has
- * none (the relay's is built at run time), -EINVAL from seccomp_patch(),
+ * none (the relay's: seccomp_relay_prebuilt_program()), -EINVAL from seccomp_patch(),
  * -ENOMEM. */
 int seccomp_prebuilt_program(enum confine_thread kind, enum confine_seccomp mode, pid_t self,
                              struct sock_fprog *out);
+
+/* The relay's build-time program for mode with its folders in their
+ * slots, self its own pid and vmm its VMM's, in out->filter (malloc'd).
+ * -ENOENT when a pid is a value the program compares with elsewhere
+ * (libseccomp would lay it out otherwise: built at run time), -EINVAL
+ * (a pid not > 0, the two equal, a sentinel not where expected), -ENOMEM. */
+int seccomp_relay_prebuilt_program(enum confine_seccomp mode, pid_t self, pid_t vmm,
+                                   struct sock_fprog *out);
 
 #endif

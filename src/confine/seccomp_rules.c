@@ -336,6 +336,36 @@ static int build_relay(scmp_filter_ctx ctx, const struct seccomp_values *v)
     return r ? r : allow_arrival(ctx, v);
 }
 
+static const int relay_slots[SECCOMP_RELAY_SLOTS] = {
+    SECCOMP_RELAY_FD_BASE,     SECCOMP_RELAY_FD_BASE + 1, SECCOMP_RELAY_FD_BASE + 2,
+    SECCOMP_RELAY_FD_BASE + 3, SECCOMP_RELAY_FD_BASE + 4, SECCOMP_RELAY_FD_BASE + 5,
+    SECCOMP_RELAY_FD_BASE + 6, SECCOMP_RELAY_FD_BASE + 7,
+};
+
+void seccomp_relay_slot_values(struct seccomp_values *v, pid_t self, pid_t vmm)
+{
+    *v = (struct seccomp_values){
+        .self = self,
+        .relay_vmm = vmm,
+        .relay_cgroup_folder = -1,
+        .relay_leftover_dirs = relay_slots,
+        .relay_leftover_count = SECCOMP_RELAY_SLOTS,
+        .relay_arrival_pipe = -1,
+        .relay_arrival_dir = -1,
+    };
+}
+
+bool seccomp_relay_in_slots(const struct seccomp_values *v)
+{
+    if (v->relay_vmm <= 0 || v->relay_cgroup_folder >= 0 || v->relay_arrival_pipe >= 0 ||
+        v->relay_arrival_dir >= 0 || v->relay_leftover_count > SECCOMP_RELAY_SLOTS)
+        return false;
+    for (unsigned i = 0; i < v->relay_leftover_count; i++)
+        if (v->relay_leftover_dirs[i] != relay_slots[i])
+            return false;
+    return true;
+}
+
 /* The kinds whose rules name nothing but constants (and the own pid, in
  * build()); the relay's are built apart. */
 static int (*const builders[CONFINE_THREAD_KINDS])(scmp_filter_ctx) = {
@@ -440,4 +470,12 @@ int seccomp_patch(struct sock_filter *insns, size_t len, uint32_t sentinel, uint
         if (insns[i].k == sentinel)
             insns[i].k = value;
     return 0;
+}
+
+bool seccomp_program_holds(const struct sock_filter *insns, size_t len, uint32_t k)
+{
+    for (size_t i = 0; i < len; i++)
+        if (insns[i].k == k)
+            return true;
+    return false;
 }

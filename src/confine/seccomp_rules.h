@@ -36,6 +36,39 @@ struct seccomp_values {
  * (the generator checks it names only the rules that name the pid). */
 #define SECCOMP_SENTINEL_SELF 0x5ecc0b1du
 
+/* The relay's held folders at fixed numbers (jail.c moves them there as
+ * it relays): its rules then name nothing known only at run time but two
+ * pids, its own and its VMM's, and its program is made at build time too
+ * (libseccomp building it as the relay began took ~2.6 ms of a jailed
+ * start's CPU in the nested L1, bench jail_cpu). SECCOMP_RELAY_SLOTS
+ * numbers from SECCOMP_RELAY_FD_BASE, each a leftover's folder or
+ * closed (the relay's filter lets it make no file descriptor): below 64,
+ * in the table of descriptors a process begins with. No cgroup and no
+ * arrival: a relay that holds either builds its filter as it starts. */
+#define SECCOMP_RELAY_FD_BASE 48
+#define SECCOMP_RELAY_SLOTS 8
+
+/* The relay's rules name its own pid twice (tgkill, kill) and its VMM's
+ * twice (wait4, kill). libseccomp orders the two comparisons of kill by
+ * their values: a program is made for each order, the VMM's sentinel
+ * above the own one's or below. */
+#ifndef CONFINE_SANITIZED
+#define SECCOMP_RELAY_NAMING_SELF 2
+#define SECCOMP_RELAY_NAMING_VMM 2
+#else /* the sanitizers' calls allow kill and wait4 whatever their pid */
+#define SECCOMP_RELAY_NAMING_SELF 1
+#define SECCOMP_RELAY_NAMING_VMM 0
+#endif
+#define SECCOMP_SENTINEL_VMM_ABOVE (SECCOMP_SENTINEL_SELF + 1)
+#define SECCOMP_SENTINEL_VMM_BELOW (SECCOMP_SENTINEL_SELF - 1)
+
+/* The relay's values with its folders in their slots (all of them), its
+ * own pid self and its VMM's vmm. */
+void seccomp_relay_slot_values(struct seccomp_values *v, pid_t self, pid_t vmm);
+/* Whether v is a relay's that its build-time program fits: its VMM
+ * named, its folders in their slots, in order, no cgroup, no arrival. */
+bool seccomp_relay_in_slots(const struct seccomp_values *v);
+
 /* Puts value in every BPF_JMP|BPF_JEQ|BPF_K instruction of insns whose k is
  * sentinel. Fails closed, -EINVAL, when that is not exactly expected of
  * them, or when any other instruction holds the sentinel (a value left
@@ -43,10 +76,14 @@ struct seccomp_values {
 int seccomp_patch(struct sock_filter *insns, size_t len, uint32_t sentinel, uint32_t value,
                   unsigned expected);
 
+/* Whether any instruction of insns holds k (a pid equal to a value the
+ * program compares with elsewhere: libseccomp may share their blocks). */
+bool seccomp_program_holds(const struct sock_filter *insns, size_t len, uint32_t k);
+
 /* Whether kind's rules name nothing known only at run time but the own
  * pid, so that its program can be made at build time and the pid put in
- * when it is loaded. The relay's name a varying number of folders, in an
- * order libseccomp gives by their values: built when it starts. */
+ * when it is loaded. The relay's name its folders and its VMM too: made
+ * apart, for its folders in their slots (above). */
 bool seccomp_rules_prebuildable(enum confine_thread kind);
 
 /* kind's filter for mode (CONFINE_SECCOMP_ON: a forbidden call traps;

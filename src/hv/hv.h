@@ -68,6 +68,11 @@ int hv_vm_create_ahead(void) __attribute__((warn_unused_result));
  * jail's VMM overlaps it with its root's building). Not while the process
  * must stay one thread (a jail to enter). */
 void hv_vm_create_begin(void);
+/* hv_vm_create_begin(), its thread calling first() before anything else
+ * (a jailed VMM's: it gives up its capabilities there, confine/jail.h's
+ * vmm_begin, made right after the VMM's fork, before its jail is whole).
+ * Whether that thread was made (else no VM is made ahead). */
+bool hv_vm_create_begin_after(void (*first)(void));
 
 /* Most vCPUs the hypervisor allows in one VM. */
 unsigned hv_max_vcpus(struct hv_vm *vm);

@@ -293,11 +293,14 @@ int hv_check(void)
 static struct {
     pthread_t thread;
     pid_t pid;
+    void (*first)(void); /* hv_vm_create_begin_after()'s */
 } begun;
 
 static void *create_ahead(void *unused)
 {
     (void)unused;
+    if (begun.first)
+        begun.first();
     if (hv_vm_create_ahead() < 0)
         err_clear(); /* said again by hv_vm_create(), which makes it again */
     return NULL;
@@ -307,6 +310,15 @@ void hv_vm_create_begin(void)
 {
     if (begun.pid != getpid() && pthread_create(&begun.thread, NULL, create_ahead, NULL) == 0)
         begun.pid = getpid();
+}
+
+bool hv_vm_create_begin_after(void (*first)(void))
+{
+    if (begun.pid == getpid())
+        return false; /* begun already, without first: none here (the jail makes none before) */
+    begun.first = first;
+    hv_vm_create_begin();
+    return begun.pid == getpid();
 }
 
 int hv_vm_create(struct hv_vm **out)

@@ -33,6 +33,7 @@
 #include "confine/cgroup.h"
 #include "confine/confine.h"
 #include "confine/jail.h"
+#include "confine/seccomp_rules.h"
 #include "util/file.h"
 #include "machine/instance.h"
 #include "machine/machine.h"
@@ -78,14 +79,15 @@ static int teardown(void **state)
 /* "NoNewPrivs:\t1" in /proc/self/status, and no effective, permitted or
  * bounding capability unless landlock's (which leaves what the user has):
  * an empty bounding set too, or an exec could gain back what was dropped. */
-static bool powerless(bool jailed)
+/* As powerless(), of the thread or process whose status is at path. */
+static bool powerless_at(const char *path, bool jailed)
 {
     static const char *const none[] = {"CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n",
                                        "CapBnd:\t0000000000000000\n"};
     char line[256];
     unsigned caps = 0;
     bool nnp = false;
-    FILE *f = fopen("/proc/self/status", "r");
+    FILE *f = fopen(path, "r");
 
     while (f && fgets(line, sizeof(line), f)) {
         for (unsigned i = 0; i < sizeof(none) / sizeof(none[0]); i++)
@@ -95,6 +97,30 @@ static bool powerless(bool jailed)
     if (f)
         fclose(f);
     return (caps == sizeof(none) / sizeof(none[0]) || !jailed) && nnp;
+}
+
+static bool powerless(bool jailed)
+{
+    return powerless_at("/proc/self/status", jailed);
+}
+
+/* Every thread of this process powerless (as powerless(true)). */
+static bool every_thread_powerless(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    bool all = d != NULL;
+    char path[64];
+
+    while (all && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof(path), "/proc/self/task/%.16s/status", e->d_name);
+            /* Unread, it has ended meanwhile (the VM's maker, done). */
+            all = powerless_at(path, true) || access(path, F_OK) < 0;
+        }
+    if (d)
+        closedir(d);
+    return all;
 }
 
 /* An fd of this process through which the host's /etc/passwd opens: a
@@ -263,6 +289,22 @@ static int threads(void)
     return n;
 }
 
+/* In a forked child: plan, with inside (writable) and the root folder,
+ * entered as a jail; returns in the VMM (the child ends when the host
+ * allows no jail, or it failed). */
+static void jail_with_inside(struct confine_plan *plan)
+{
+    if (confine_plan_add(plan, inside, true) < 0 || !(plan->root = strdup(root)) ||
+        confine_plan_leftover(plan, inside, "vm.jail") < 0)
+        _exit(100);
+    int r = jail_enter(plan);
+    if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
+        _exit(UNAVAILABLE);
+    if (r < 0)
+        _exit(101);
+    confine_plan_release(plan);
+}
+
 /* The plan's vmm_ahead runs in the VMM (pid 1 of its namespace), on a
  * thread of its own, and is over before the VMM is confined: one thread
  * then, powerless. */
@@ -273,16 +315,7 @@ static void test_jail_runs_ahead_in_vmm(void **state)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        struct confine_plan plan = {.vmm_ahead = look_ahead};
-        if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)) ||
-            confine_plan_leftover(&plan, inside, "vm.jail") < 0)
-            _exit(100);
-        int r = jail_enter(&plan);
-        if (r == -EPERM || r == -ENOSYS || r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSPC)
-            _exit(UNAVAILABLE);
-        if (r < 0)
-            _exit(101);
-        confine_plan_release(&plan);
+        jail_with_inside(&(struct confine_plan){.vmm_ahead = look_ahead});
         if (!ahead_saw.done)
             exit(1); /* not waited for */
         if (ahead_saw.pid != 1)
@@ -292,6 +325,63 @@ static void test_jail_runs_ahead_in_vmm(void **state)
         if (threads() != 1)
             exit(4);
         exit(powerless(true) ? 0 : 5);
+    }
+    child_passed(pid);
+}
+
+/* What the thread the plan's vmm_begin made saw (jail.h), in the VMM. */
+static struct {
+    void (*disarm)(void);
+    pthread_t thread;
+    int go[2];
+    pid_t pid, tid;
+    bool waited_for, powerless;
+} begun_saw;
+
+static void *held_thread(void *unused)
+{
+    struct pollfd go = {.events = POLLIN};
+
+    begun_saw.disarm();
+    go.fd = begun_saw.go[0];
+    /* Held until the VMM is confined: a jail that waited for it times out. */
+    begun_saw.waited_for = poll(&go, 1, 2000) != 1;
+    begun_saw.pid = getpid();
+    begun_saw.tid = (pid_t)syscall(SYS_gettid);
+    begun_saw.powerless = powerless_at("/proc/thread-self/status", true);
+    return unused;
+}
+
+static bool begin_held(void (*disarm)(void))
+{
+    begun_saw.disarm = disarm;
+    if (pipe(begun_saw.go) < 0 || pthread_create(&begun_saw.thread, NULL, held_thread, NULL) != 0)
+        _exit(102);
+    return true;
+}
+
+/* The plan's vmm_begin runs in the VMM (pid 1 of its namespace) on a
+ * thread it makes, which is powerless from its start (disarm: no
+ * capability, none in its bounding set, no_new_privs), and the VMM is
+ * confined -- root built, powerless -- without waiting for it. */
+static void test_jail_begins_disarmed_in_vmm(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        jail_with_inside(&(struct confine_plan){.vmm_begin = begin_held});
+        bool confined = powerless(true);
+        if (write(begun_saw.go[1], "g", 1) != 1 || pthread_join(begun_saw.thread, NULL) != 0)
+            exit(1);
+        if (begun_saw.waited_for)
+            exit(2); /* the jail waited for it */
+        if (begun_saw.pid != 1 || begun_saw.tid == 1)
+            exit(3); /* not in the VMM, on a thread of its own */
+        if (!begun_saw.powerless)
+            exit(4);
+        exit(confined ? 0 : 5);
     }
     child_passed(pid);
 }
@@ -990,9 +1080,11 @@ static void start_instance_jail(enum template_case how)
             _exit(10); /* its own root folder made, or not, as it should be */
         if (strcmp(confine_description(), "jail (user, mount, pid, ipc ns)") != 0)
             _exit(UNAVAILABLE);
-        /* As the CLI's start --jail (review 46): one thread, pid 1 of its
-         * own pid namespace, no capability (bounding set too), no_new_privs. */
-        if (threads() != 1 || getpid() != 1 || !powerless(true))
+        /* As the CLI's start --jail (review 46): pid 1 of its own pid
+         * namespace, every thread -- its VM's maker too, still at work
+         * (jail.h's vmm_begin) -- with no capability (bounding set too)
+         * and no_new_privs. */
+        if (getpid() != 1 || !every_thread_powerless())
             _exit(18);
         snprintf(made, sizeof(made), "%s/from-jail", disks);
         if (how == TEMPLATE_REMADE && !makes(made))
@@ -1599,7 +1691,10 @@ static void vmm_stops(int sig)
     _exit(42);
 }
 
-static pid_t jailed_vmm(int ready, void (*ahead)(void))
+/* leftovers: paths the relay removes after the VMM, NULL at the end (or
+ * none); slot_taken: another file at one of the relay's slots. */
+static pid_t jailed_vmm_leaving(int ready, void (*ahead)(void), char *const *leftovers,
+                                bool slot_taken)
 {
     pid_t pid = fork();
 
@@ -1607,6 +1702,16 @@ static pid_t jailed_vmm(int ready, void (*ahead)(void))
     if (pid == 0) {
         struct confine_plan plan = {.vmm_ahead = ahead};
         if (confine_plan_add(&plan, inside, true) < 0 || !(plan.root = strdup(root)))
+            _exit(100);
+        for (char *const *left = leftovers; left && *left; left++) {
+            char *slash = strrchr(*left, '/');
+            *slash = '\0';
+            if (confine_plan_leftover(&plan, *left, slash + 1) < 0)
+                _exit(100);
+            *slash = '/';
+        }
+        /* Another file at one of the relay's slots (seccomp_rules.h). */
+        if (slot_taken && dup2(STDIN_FILENO, SECCOMP_RELAY_FD_BASE + 5) < 0)
             _exit(100);
         if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
             _exit(UNAVAILABLE);
@@ -1618,6 +1723,11 @@ static pid_t jailed_vmm(int ready, void (*ahead)(void))
             pause();
     }
     return pid;
+}
+
+static pid_t jailed_vmm(int ready, void (*ahead)(void))
+{
+    return jailed_vmm_leaving(ready, ahead, NULL, false);
 }
 
 /* "Seccomp:\t2" in /proc/PID/status within 5 s (the relay installs its
@@ -1706,6 +1816,67 @@ static void test_relay_is_filtered_and_relays(void **state)
     assert_int_equal(waitpid(relay, &status, 0), relay);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
         fail_msg("relay: status %#x, not ended by the VMM's SIGKILL", status);
+    close(ready[0]);
+    close(ready[1]);
+}
+
+/* What the relay holds at fd (its /proc link), "" for nothing. */
+static void relay_fd(pid_t relay, int fd, char *target, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)relay, fd);
+    ssize_t n = readlink(path, target, size - 1);
+    target[n > 0 ? n : 0] = '\0';
+}
+
+/* The relay moves the folders it holds to the numbers its build-time
+ * filter names (seccomp_rules.h: no libseccomp building it as the VM
+ * starts), each folder once (two leftovers in one folder share its
+ * descriptor), and removes its leftovers under that filter once the VMM
+ * has ended. Another file at one of those numbers -- which that filter
+ * would reach -- leaves them where they were (its filter built, naming
+ * them); it removes them all the same. */
+static void test_relay_holds_its_folders_in_slots(void **state)
+{
+    char left[3][160], there[3][PATH_MAX], want[2][PATH_MAX];
+    int ready[2], status;
+    char c;
+    (void)state;
+
+    assert_non_null(realpath(dir, want[0]));
+    assert_non_null(realpath(inside, want[1]));
+    assert_int_equal(pipe(ready), 0);
+    for (int taken = 0; taken < 2; taken++) {
+        snprintf(left[0], sizeof(left[0]), "%s/left-%d", dir, taken);
+        snprintf(left[1], sizeof(left[1]), "%s/left-%d", inside, taken);
+        snprintf(left[2], sizeof(left[2]), "%s/left-%d.b", dir, taken);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(mkdir(left[i], 0700), 0);
+        pid_t relay = jailed_vmm_leaving(ready[1], NULL, (char *[]){left[0], left[1], left[2], NULL},
+                                         taken);
+        if (read(ready[0], &c, 1) != 1) {
+            child_passed(relay); /* its reason: skipped, or failed */
+            fail_msg("the jailed child said nothing");
+        }
+        if (!filtered(relay))
+            relay_failed(relay, "the relay shows no Seccomp: 2");
+        for (int i = 0; i < 3; i++)
+            relay_fd(relay, SECCOMP_RELAY_FD_BASE + i, there[i], sizeof(there[i]));
+        if (strcmp(there[0], taken ? "" : want[0]) != 0 ||
+            strcmp(there[1], taken ? "" : want[1]) != 0 || strcmp(there[2], "") != 0) {
+            char why[3 * PATH_MAX + 64];
+            snprintf(why, sizeof(why), "%s: the relay's slots hold '%s', '%s', '%s'",
+                     taken ? "a slot taken" : "its slots free", there[0], there[1], there[2]);
+            relay_failed(relay, why);
+        }
+        assert_int_equal(kill(relay, SIGTERM), 0);
+        assert_int_equal(waitpid(relay, &status, 0), relay);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 42)
+            fail_msg("relay: status %#x, not the VMM's exit 42 after SIGTERM", status);
+        for (int i = 0; i < 3; i++) /* removed, under its filter */
+            if (access(left[i], F_OK) == 0)
+                fail_msg("%s is left", left[i]);
+    }
     close(ready[0]);
     close(ready[1]);
 }
@@ -2143,6 +2314,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jail_keeps_to_plan),
         cmocka_unit_test(test_jail_runs_ahead_in_vmm),
+        cmocka_unit_test(test_jail_begins_disarmed_in_vmm),
         cmocka_unit_test(test_vmm_forked_before_its_plan),
         cmocka_unit_test(test_landlock_keeps_to_plan),
         cmocka_unit_test(test_run_jail_plan),
@@ -2169,6 +2341,7 @@ int main(void)
         cmocka_unit_test(test_root_keeps_modes_and_flags),
         cmocka_unit_test(test_jail_runs_a_dynamic_program),
         cmocka_unit_test(test_relay_is_filtered_and_relays),
+        cmocka_unit_test(test_relay_holds_its_folders_in_slots),
         cmocka_unit_test(test_relay_waits_for_the_root),
         cmocka_unit_test(test_falls_back_to_landlock),
         cmocka_unit_test(test_probe_reaches_what_is_there),

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <seccomp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,20 +22,29 @@
 
 static const enum confine_seccomp modes[] = {CONFINE_SECCOMP_ON, CONFINE_SECCOMP_LOG};
 
+/* loaded (the build-time program) is built (libseccomp's); both freed. */
+static void expect_same_program(struct sock_fprog *built, struct sock_fprog *loaded,
+                                const char *what)
+{
+    if (built->len != loaded->len ||
+        memcmp(built->filter, loaded->filter, built->len * sizeof(*built->filter)))
+        fail_msg("%s: the build-time program (%u instructions) is not libseccomp's (%u)", what,
+                 loaded->len, built->len);
+    free(built->filter);
+    free(loaded->filter);
+}
+
 static void expect_same_as_libseccomp(enum confine_thread kind, enum confine_seccomp mode,
                                       pid_t pid)
 {
     struct seccomp_values v = {.self = pid, .relay_cgroup_folder = -1};
     struct sock_fprog built, loaded;
+    char what[64];
 
     assert_int_equal(seccomp_rules_program(kind, mode, &v, &built), 0);
     assert_int_equal(seccomp_prebuilt_program(kind, mode, pid, &loaded), 0);
-    if (built.len != loaded.len ||
-        memcmp(built.filter, loaded.filter, built.len * sizeof(*built.filter)))
-        fail_msg("kind %d, mode %d, pid %d: the build-time program (%u instructions) is not "
-                 "libseccomp's (%u)", kind, mode, pid, loaded.len, built.len);
-    free(built.filter);
-    free(loaded.filter);
+    snprintf(what, sizeof(what), "kind %d, mode %d, pid %d", kind, mode, pid);
+    expect_same_program(&built, &loaded, what);
 }
 
 /* For a few pids, and for every value the program compares with that
@@ -59,7 +69,99 @@ static void every_kind_and_mode_is_libseccomps_program(void **state)
     }
 }
 
-/* The relay's filter names the folders it holds: built when it starts. */
+/* The relay's program for its folders in their slots, its own pid self and
+ * its VMM's vmm: libseccomp's byte for byte, or -ENOENT where a pid is a
+ * value the program compares with elsewhere (built at run time then). */
+static void expect_relay_same_as_libseccomp(enum confine_seccomp mode, pid_t self, pid_t vmm)
+{
+    struct seccomp_values v;
+    struct sock_fprog built, loaded;
+    char what[80];
+    int r = seccomp_relay_prebuilt_program(mode, self, vmm, &loaded);
+
+    if (r == -ENOENT) {
+        const struct seccomp_prebuilt *p = &seccomp_relay_prebuilt[mode == CONFINE_SECCOMP_LOG][self > vmm];
+        assert_true(seccomp_program_holds(p->insns, p->len, (uint32_t)self) ||
+                    seccomp_program_holds(p->insns, p->len, (uint32_t)vmm));
+        assert_null(loaded.filter);
+        return;
+    }
+    assert_int_equal(r, 0);
+    seccomp_relay_slot_values(&v, self, vmm);
+    assert_true(seccomp_relay_in_slots(&v));
+    assert_int_equal(seccomp_rules_program(CONFINE_RELAY, mode, &v, &built), 0);
+    snprintf(what, sizeof(what), "relay, mode %d, pids %d (own) and %d (VMM)", mode, self, vmm);
+    expect_same_program(&built, &loaded, what);
+}
+
+/* Both orders of the two pids (libseccomp orders kill's comparisons by
+ * value), and every value a program compares with that could be a pid,
+ * as either. */
+static void the_relays_program_is_libseccomps(void **state)
+{
+    const pid_t pids[] = {1, 2, 3, 48, 99, 300, 512, 4242, 32768, 65536, SECCOMP_PID_MAX,
+                          getpid()};
+    const size_t n = sizeof(pids) / sizeof(pids[0]);
+    (void)state;
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++)
+                if (pids[i] != pids[j])
+                    expect_relay_same_as_libseccomp(modes[m], pids[i], pids[j]);
+        for (int above = 0; above < 2; above++) {
+            const struct seccomp_prebuilt *p = &seccomp_relay_prebuilt[m][above];
+            assert_int_equal(p->self_count, SECCOMP_RELAY_NAMING_SELF);
+            for (unsigned i = 0; i < p->len; i++)
+                if (p->insns[i].k >= 2 && p->insns[i].k <= SECCOMP_PID_MAX) {
+                    expect_relay_same_as_libseccomp(modes[m], (pid_t)p->insns[i].k, 4242);
+                    expect_relay_same_as_libseccomp(modes[m], 4242, (pid_t)p->insns[i].k);
+                }
+        }
+    }
+}
+
+/* Only a relay with its folders in their slots (in order, none but
+ * them) and no cgroup or arrival fits the build-time program; no pid of
+ * its own or its VMM's that is not one. */
+static void only_a_relay_in_its_slots_is_prebuilt(void **state)
+{
+    struct seccomp_values v;
+    struct sock_fprog p;
+    const int two[] = {SECCOMP_RELAY_FD_BASE, SECCOMP_RELAY_FD_BASE + 1};
+    const int swapped[] = {SECCOMP_RELAY_FD_BASE + 1, SECCOMP_RELAY_FD_BASE};
+    const int elsewhere[] = {SECCOMP_RELAY_FD_BASE, 7};
+    (void)state;
+
+    seccomp_relay_slot_values(&v, 100, 200);
+    assert_true(seccomp_relay_in_slots(&v));
+    v.relay_leftover_dirs = two, v.relay_leftover_count = 2;
+    assert_true(seccomp_relay_in_slots(&v));
+    v.relay_leftover_count = 0;
+    assert_true(seccomp_relay_in_slots(&v));
+    v.relay_leftover_dirs = swapped, v.relay_leftover_count = 2;
+    assert_false(seccomp_relay_in_slots(&v));
+    v.relay_leftover_dirs = elsewhere;
+    assert_false(seccomp_relay_in_slots(&v));
+    v.relay_leftover_dirs = two;
+    v.relay_leftover_count = SECCOMP_RELAY_SLOTS + 1;
+    assert_false(seccomp_relay_in_slots(&v));
+    v.relay_leftover_count = 2;
+    v.relay_cgroup_folder = 7;
+    assert_false(seccomp_relay_in_slots(&v));
+    v.relay_cgroup_folder = -1, v.relay_arrival_pipe = 7;
+    assert_false(seccomp_relay_in_slots(&v));
+    v.relay_arrival_pipe = -1, v.relay_arrival_dir = SECCOMP_RELAY_FD_BASE;
+    assert_false(seccomp_relay_in_slots(&v));
+    v.relay_arrival_dir = -1, v.relay_vmm = 0;
+    assert_false(seccomp_relay_in_slots(&v));
+    assert_int_equal(seccomp_relay_prebuilt_program(CONFINE_SECCOMP_ON, 100, 100, &p), -EINVAL);
+    assert_int_equal(seccomp_relay_prebuilt_program(CONFINE_SECCOMP_ON, 0, 100, &p), -EINVAL);
+    assert_int_equal(seccomp_relay_prebuilt_program(CONFINE_SECCOMP_ON, 100, -1, &p), -EINVAL);
+    assert_int_equal(seccomp_relay_prebuilt_program(CONFINE_SECCOMP_OFF, 100, 200, &p), -EINVAL);
+    assert_null(p.filter);
+}
+
+/* The relay's filter naming a cgroup or an arrival is built when it starts. */
 static void only_the_relay_is_built_at_run_time(void **state)
 {
     struct sock_fprog p;
@@ -225,12 +327,13 @@ static void every_call_is_judged_in_few_steps(void **state)
 {
     (void)state;
     for (int kind = 0; kind < CONFINE_THREAD_KINDS; kind++) {
-        if (kind == CONFINE_RELAY)
-            continue;
         for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
             struct sock_fprog program;
-            assert_int_equal(seccomp_prebuilt_program((enum confine_thread)kind, modes[m], 4242,
-                                                      &program), 0);
+            /* The relay's, its folders in their slots. */
+            assert_int_equal(kind == CONFINE_RELAY
+                                 ? seccomp_relay_prebuilt_program(modes[m], 4242, 4343, &program)
+                                 : seccomp_prebuilt_program((enum confine_thread)kind, modes[m],
+                                                            4242, &program), 0);
             for (uint32_t nr = 0; nr < SECCOMP_SYSCALL_NAMES; nr++) {
                 int steps = steps_to_judge(program.filter, program.len, nr);
                 if (steps < 0 || steps > 40)
@@ -247,6 +350,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_kind_and_mode_is_libseccomps_program),
         cmocka_unit_test(only_the_relay_is_built_at_run_time),
+        cmocka_unit_test(the_relays_program_is_libseccomps),
+        cmocka_unit_test(only_a_relay_in_its_slots_is_prebuilt),
         cmocka_unit_test(a_sentinel_left_or_missing_is_refused),
         cmocka_unit_test(call_names_are_libseccomps),
         cmocka_unit_test(every_call_is_judged_in_few_steps),
