@@ -496,11 +496,10 @@ static int build_root(const struct confine_plan *p)
     return 0;
 }
 
-static int drop_capabilities(void)
+int jail_drop_capabilities(void)
 {
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct none[2] = {{0}};
-    uint64_t start = trace_now_us();
 
     for (int cap = 0; cap < 64; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
@@ -509,7 +508,6 @@ static int drop_capabilities(void)
         return broken("cannot clear", "the ambient capabilities");
     if (syscall(SYS_capset, &head, none) < 0)
         return broken("cannot drop", "the capabilities");
-    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
     return 0;
 }
 
@@ -807,8 +805,10 @@ static int confine_to_root(const struct confine_plan *p, bool ahead, pthread_t t
     int r = build_root(p);
 
     ahead_end(ahead, thread);
-    if (r < 0 || (r = drop_capabilities()) < 0)
+    uint64_t dropping = trace_now_us();
+    if (r < 0 || (r = jail_drop_capabilities()) < 0)
         return r;
+    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - dropping);
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
     root_built();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

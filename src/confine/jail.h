@@ -179,6 +179,11 @@ int confine_waited(const struct confine_plan *p) __attribute__((warn_unused_resu
  * that ended first holds nothing: its exit status is this process's. */
 void jail_relay_waiting(const struct confine_plan *p) __attribute__((noreturn));
 
+/* Every capability of the calling thread dropped (bounding, ambient,
+ * effective, permitted, inheritable: each thread's own), as the jail's
+ * VMM drops them once its root is built. 0, or an error (err.h). */
+int jail_drop_capabilities(void);
+
 /* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
  * allow them (nothing changed, try the next), other errors (err.h) when
  * it failed halfway. */
