@@ -17,6 +17,7 @@
 #include "cli/jail.h"
 #include "cli/serve.h"
 #include "cli/vm_options.h"
+#include "confine/confine.h"
 #include "hv/hv.h"
 #include "machine/instance.h"
 #include "util/err.h"
@@ -199,6 +200,17 @@ static int fork_into_template(int name_fd, int vmms[2])
     cli_confine_relay_waiting(name, down[1]);
 }
 
+/* The threads a started machine's VMM makes besides its main thread, but
+ * for the disks, shares and vCPUs some add: made ahead in a spare's VMM,
+ * each with its filter loaded (confine_threads_ahead()). */
+static const unsigned threads_ahead[CONFINE_THREAD_KINDS] = {
+    [CONFINE_VCPU] = 1,
+    [CONFINE_DEVICE] = 1,  /* a disk's queue thread */
+    [CONFINE_CONSOLE] = 1, /* the console's writer */
+    [CONFINE_VSOCK] = 1,
+    [CONFINE_MEMORY] = 1,  /* the memory cache's, or a first start's */
+};
+
 /* A spare's VMM, forked now, before the spare is told what to start: its
  * VM made (KVM_CREATE_VM and its devices: 10-25 ms of a start in the
  * nested L1), and under --jail, the template's namespaces joined and its
@@ -244,6 +256,7 @@ static int fork_waiting_vmm(const struct vm_options *o, struct waiting_vmm *w, c
     int from = o->jail ? fork_into_template(name[0], (int[2]){ready[1], pair[0]}) : name[0];
     if (hv_vm_create_ahead() < 0)
         err_clear(); /* said where the VM is made again */
+    confine_threads_ahead(threads_ahead, o->jail);
     trace_add_count(TRACE_SPARE_VMM_AHEAD_US, trace_now_us() - began);
     if (read_name(from, told, size) < 0)
         _exit(0); /* the spare ended unnamed, or starts the machine itself */

@@ -14,6 +14,8 @@
 #ifndef SMOLVM_CONFINE_CONFINE_H
 #define SMOLVM_CONFINE_CONFINE_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -57,6 +59,29 @@ enum confine_seccomp confine_seccomp_mode(void);
  * that cannot be installed ends the process with one line: a VM the user
  * asked to confine never runs unconfined. */
 void confine_thread(enum confine_thread kind, const char *name);
+
+/* Threads made ahead (thread_ahead.c), for a VMM that waits before it
+ * knows its machine (a spare's, cli/start.c): counts[kind] threads of each
+ * kind made now, each with its filter loaded (and, drop_capabilities,
+ * its capabilities dropped first: a jailed VMM's main thread drops its
+ * own once its root is built), waiting for the work
+ * confine_thread_start() hands one; returns once all are. Nothing when
+ * the mode is off; a thread that cannot be made is made later, as ever. */
+void confine_threads_ahead(const unsigned counts[CONFINE_THREAD_KINDS], bool drop_capabilities);
+
+/* pthread_create(thread, NULL, fn, arg) for a thread of kind (whose fn
+ * calls confine_thread(kind, ...) first): one made ahead of that kind
+ * when one waits, so its confine_thread() loads nothing; a new thread
+ * otherwise. 0 or an error number, as pthread_create. */
+int confine_thread_start(pthread_t *thread, enum confine_thread kind, void *(*fn)(void *),
+                         void *arg);
+
+/* Those made ahead and never handed work end (joined), and every later
+ * confine_thread_start() makes a new thread. */
+void confine_threads_ahead_end(void);
+
+/* confine_thread() of a thread made ahead: its load counted apart. */
+void confine_thread_ahead(enum confine_thread kind, const char *name);
 
 /* What the jail's relay (jail.c) holds once it has forked the VMM. */
 struct confine_relay_holds {

@@ -501,8 +501,9 @@ static int build_root(const struct confine_plan *p)
 
 /* Emptied before a thread is made that must be powerless from its start
  * (plan.vmm_begin): threads inherit it, and its drop is one call per
- * capability. */
-static bool bounding_set_dropped;
+ * capability. Per thread, as the set is: a thread made ahead
+ * (thread_ahead.c) empties its own. */
+static __thread bool bounding_set_dropped;
 
 /* The bounding set emptied (what any exec could give back), as far as
  * this kernel knows capabilities. The other sets stay: the root is built
@@ -527,14 +528,11 @@ static int drop_thread_capabilities(void)
     return syscall(SYS_capset, &head, none) < 0 ? -1 : 0;
 }
 
-static int drop_capabilities(void)
+int jail_drop_capabilities(void)
 {
-    uint64_t start = trace_now_us();
-
     drop_bounding_set();
     if (drop_thread_capabilities() < 0)
         return broken("cannot drop", "the capabilities");
-    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - start);
     return 0;
 }
 
@@ -940,8 +938,10 @@ static int confine_to_root(const struct confine_plan *p, bool ahead, pthread_t t
 
     ahead_end(ahead, thread);
     wait_for_disarm();
-    if (r < 0 || (r = drop_capabilities()) < 0)
+    uint64_t dropping = trace_now_us();
+    if (r < 0 || (r = jail_drop_capabilities()) < 0)
         return r;
+    trace_add_count(TRACE_JAIL_CAPS_US, trace_now_us() - dropping);
     trace_add_count(TRACE_JAIL_ROOT_US, trace_now_us() - rooting);
     root_built();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

@@ -176,7 +176,10 @@ int jail_fork_ahead(const int ns[3], void (*vmm_ahead)(void));
  * the template's when p->template_ns[0] > 0, else whole) and drops its
  * capabilities, as jail_fork_ahead()'s VMM. Returns 0 in this process,
  * the relay to be (jail_relay_waiting()). -errno when the first namespace
- * could not be joined (nothing changed); other errors (err.h) past it. */
+ * could not be joined (nothing changed); other errors (err.h) past it.
+ * Threads the VMM makes while it waits (confine_threads_ahead()) are in
+ * its namespaces already, and share its root once built (CLONE_FS); its
+ * capabilities are each thread's own: each drops its own. */
 int jail_fork_waiting(const int ns[3]);
 /* In jail_fork_waiting()'s VMM, named, its plan p made: its root built
  * (over the template's when p->template_ns[0] > 0 -- joined at the fork,
@@ -191,6 +194,11 @@ int confine_waited(const struct confine_plan *p) __attribute__((warn_unused_resu
  * the VMM was told it) are held, and it relays (never returns). A VMM
  * that ended first holds nothing: its exit status is this process's. */
 void jail_relay_waiting(const struct confine_plan *p) __attribute__((noreturn));
+
+/* Every capability of the calling thread dropped (bounding, ambient,
+ * effective, permitted, inheritable: each thread's own), as the jail's
+ * VMM drops them once its root is built. 0, or an error (err.h). */
+int jail_drop_capabilities(void);
 
 /* The two mechanisms: 0, -EPERM/-ENOSYS/-EINVAL when the host does not
  * allow them (nothing changed, try the next), other errors (err.h) when

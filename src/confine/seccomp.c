@@ -31,6 +31,8 @@
 /* The thread's name for the violation line (the SIGSYS handler may not
  * call malloc or libseccomp; the calls' names are seccomp_programs.c's). */
 static __thread char thread_name[16] = "main";
+/* The kind whose filter this thread loaded; CONFINE_THREAD_KINDS: none. */
+static __thread enum confine_thread loaded = CONFINE_THREAD_KINDS;
 static enum confine_seccomp mode = CONFINE_SECCOMP_OFF;
 static char verb[16] = "run";
 
@@ -239,15 +241,18 @@ static int prebuilt_for(enum confine_thread kind, const struct seccomp_values *v
 
 /* kind's program for this process: made at build time, or (a relay's
  * that holds a cgroup or an arrival, or whose pids its program compares
- * with elsewhere) built now from values. */
+ * with elsewhere) built now from values. A thread made ahead
+ * (thread_ahead.c) with kind's loaded is only named, for the violation
+ * line (its name in /proc stays: renaming is no call its filter allows);
+ * its load is counted apart from those of a start's own time. */
 static void confine_with(enum confine_thread kind, const char *name,
-                         const struct seccomp_values *values)
+                         const struct seccomp_values *values, bool ahead)
 {
     struct sock_fprog program;
     int r;
 
     snprintf(thread_name, sizeof(thread_name), "%s", name);
-    if (mode == CONFINE_SECCOMP_OFF)
+    if (mode == CONFINE_SECCOMP_OFF || loaded == kind)
         return;
     pthread_setname_np(pthread_self(), thread_name);
     uint64_t start = trace_now_us(), cpu = trace_thread_cpu_us();
@@ -257,6 +262,11 @@ static void confine_with(enum confine_thread kind, const char *name,
     if (r < 0)
         fail("putting its pid in its built-in filter", r);
     load(&program);
+    loaded = kind;
+    if (ahead) {
+        trace_add_count(TRACE_SECCOMP_AHEAD_LOADS, 1);
+        return;
+    }
     trace_add_count(TRACE_SECCOMP_US, trace_now_us() - start);
     trace_add_count(TRACE_SECCOMP_CPU_US, trace_thread_cpu_us() - cpu);
     trace_add_count(TRACE_SECCOMP_LOADS, 1);
@@ -265,7 +275,13 @@ static void confine_with(enum confine_thread kind, const char *name,
 void confine_thread(enum confine_thread kind, const char *name)
 {
     struct seccomp_values v = {.self = getpid(), .relay_cgroup_folder = -1};
-    confine_with(kind, name, &v);
+    confine_with(kind, name, &v, false);
+}
+
+void confine_thread_ahead(enum confine_thread kind, const char *name)
+{
+    struct seccomp_values v = {.self = getpid(), .relay_cgroup_folder = -1};
+    confine_with(kind, name, &v, true);
 }
 
 void confine_relay(pid_t vmm, const struct confine_relay_holds *holds)
@@ -280,7 +296,7 @@ void confine_relay(pid_t vmm, const struct confine_relay_holds *holds)
         .relay_arrival_pipe = holds->arrival_pipe,
         .relay_arrival_dir = holds->arrival_dir,
     };
-    confine_with(CONFINE_RELAY, "jail-relay", &v);
+    confine_with(CONFINE_RELAY, "jail-relay", &v, false);
 }
 
 void confine_test_violation(void)

@@ -85,7 +85,7 @@ static int start_output(struct console *con, int out_fd)
     pthread_cond_init(&con->out_queued, NULL);
     pthread_cond_init(&con->out_written, &attr);
     pthread_condattr_destroy(&attr);
-    if (pthread_create(&con->writer, NULL, writer_thread, con) != 0)
+    if (confine_thread_start(&con->writer, CONFINE_CONSOLE, writer_thread, con) != 0)
         return err_plain(EAGAIN, "cannot start the console's output thread");
     con->writer_started = true;
     return 0;

@@ -831,7 +831,7 @@ enum vm_stop_reason vm_run(struct vm *vm)
 {
     for (unsigned i = 0; i < vm->cfg.cpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
-        if (pthread_create(&v->thread, NULL, vcpu_thread, v) != 0) {
+        if (confine_thread_start(&v->thread, CONFINE_VCPU, vcpu_thread, v) != 0) {
             stop_with(vm, VM_STOP_ERROR, "cannot start the thread of vCPU %u", i);
             break;
         }
@@ -856,6 +856,7 @@ enum vm_stop_reason vm_run(struct vm *vm)
     for (unsigned i = 0; i < vm->cfg.cpus; i++)
         if (vm->vcpus[i].started)
             pthread_join(vm->vcpus[i].thread, NULL);
+    confine_threads_ahead_end(); /* a spare's, its machine did not want */
     trace_mark(TRACE_GUEST_STOPPED);
     return (enum vm_stop_reason)atomic_load(&vm->stop_reason);
 }

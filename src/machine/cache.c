@@ -183,7 +183,7 @@ static void publish_later(int fd, char *tmp, const char *path,
     if (p && (p->path = strdup(path))) {
         p->fd = fd;
         p->tmp = tmp;
-        if (pthread_create(&p->thread, NULL, publisher_main, p) == 0) {
+        if (confine_thread_start(&p->thread, CONFINE_MEMORY, publisher_main, p) == 0) {
             *out = p;
             return;
         }

@@ -1165,11 +1165,11 @@ int ram_faults_start(struct bundle_memory_image *img, const struct guest_memory 
     if (r == 0 && working_set && ram_faults_record_pages)
         r = start_recording(f);
     if (r == 0 && ram_faults_fill_behind) {
-        r = -pthread_create(&f->fill_thread, NULL, fill_main, f);
+        r = -confine_thread_start(&f->fill_thread, CONFINE_MEMORY, fill_main, f);
         f->fill_started = r == 0;
     }
     if (r == 0)
-        r = -pthread_create(&f->fault_thread, NULL, fault_main, f);
+        r = -confine_thread_start(&f->fault_thread, CONFINE_MEMORY, fault_main, f);
     if (r < 0) { /* what the fill placed meanwhile is the saved RAM too */
         atomic_store(&f->stopping, true);
         if (f->fill_started)

@@ -487,7 +487,7 @@ int working_set_recorder_start(const char *path, const struct guest_memory *mem,
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &attr);
     pthread_condattr_destroy(&attr);
-    int r = pthread_create(&w->thread, NULL, recorder_main, w);
+    int r = confine_thread_start(&w->thread, CONFINE_VMM, recorder_main, w);
     if (r != 0) {
         free(w->path);
         free(w);

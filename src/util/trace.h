@@ -51,6 +51,8 @@ enum trace_count {
     TRACE_SECCOMP_US,       /* every thread's time putting its pid in its seccomp filter and loading it */
     TRACE_SECCOMP_CPU_US,   /* of which the threads' own CPU time (the rest: waiting for the CPU) */
     TRACE_SECCOMP_LOADS,    /* the filters loaded (one per thread) */
+    TRACE_SECCOMP_AHEAD_US, /* a spare VMM: its threads made ahead, their filters loaded, before it was told what to start */
+    TRACE_SECCOMP_AHEAD_LOADS, /* the filters loaded so, not in seccomp_loads */
     TRACE_JAIL_PLAN_US,     /* --jail: making its plan (cli/jail.c), outside */
     TRACE_JAIL_ENTER_US,    /* --jail: entering it (namespaces, mounts, the relay's fork) */
     TRACE_JAIL_FORK_US,     /* of which the relay's fork, as the VMM sees it (in its child) */

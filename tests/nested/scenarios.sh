@@ -1859,6 +1859,27 @@ api_spares() {
     done
 }
 
+# vm_pid NAME [PS_JSON]: the VMM's pid, as `smolvm ps --json` (or
+# PS_JSON, its output) says it.
+vm_pid() {
+    local ps_out=${2:-$("$real_smolvm" ps --json 2>&1)} pid
+    pid=$(echo "$ps_out" | tr -d ' \n' | grep -o "\"name\":\"$1\"[^}]*" | grep -o '"pid":[0-9]*' | cut -d: -f2)
+    [ -n "$pid" ] || pid=$(echo "$ps_out" | tr -d ' \n' | grep -o "\"pid\":[0-9]*,[^}]*\"name\":\"$1\"" | grep -o '"pid":[0-9]*' | cut -d: -f2)
+    echo "$pid"
+}
+
+# threads_loose PID: each thread of PID not under a seccomp filter, with
+# a capability (inheritable, permitted, effective, bounding, ambient) or
+# without no_new_privs, as "TID Line" (none: nothing).
+threads_loose() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        awk -v tid="${t##*/}" '($1 == "Seccomp:" && $2 != 2) || ($1 == "NoNewPrivs:" && $2 != 1) ||
+            ($1 ~ /^Cap(Inh|Prm|Eff|Bnd|Amb):$/ && $2 !~ /^0+$/) { printf "%s %s %s; ", tid, $1, $2 }' \
+            "$t/status" 2>/dev/null
+    done
+}
+
 api_wait_log() { # api_wait_log NAME TEXT
     for _ in $(seq 1 "$BOOT_TIMEOUT"); do
         api GET "/machines/$1/logs"
@@ -1899,6 +1920,15 @@ scenario_api() {
     # before the spare was named (src/cli/start.c: fork_waiting_vmm()).
     expect api-spare-vmm-ahead "the spare's VMM and its VM were made before it was named (trace: spare_vmm_ahead_us > 0)" \
         eval 'echo "$api_body" | grep -q "\"spare_vmm_ahead_us\":[1-9]"'
+    # Its threads too, each with its filter loaded, its capabilities
+    # dropped (confine_threads_ahead()): the start took them, and every
+    # thread of the VM's VMM, those it did not take as well, is under a
+    # filter and powerless.
+    local vmm loose
+    vmm=$(vm_pid apivm)
+    loose=$(threads_loose "$vmm")
+    expect api-spare-threads-ahead "the spare's VMM made threads ahead that the start took (trace: seccomp_ahead_loads > 0), and each thread of its VMM (${vmm:-none found}) has Seccomp 2, no capabilities, NoNewPrivs 1 (${loose:-all do})" \
+        eval 'echo "$api_body" | grep -q "\"seccomp_ahead_loads\":[1-9]" && test -n "$vmm" && test -d "/proc/$vmm/task" && test -z "$loose"'
     # Exec and files through the guest agent (the requests smolvm exec and cp make).
     api POST /machines/apivm/exec '{"command":["sh","-c","echo in-guest-$((6*7)); cat; exit 3"],"stdin":"from-api"}'
     expect api-exec "POST exec runs in the guest, output and status streamed: $(echo "$api_body" | tr '\n' ' ' | head -c 300)" \
@@ -2297,8 +2327,7 @@ scenario_jail() {
         expect jail-no-fallback "run says nothing of a weaker confinement" \
             eval '! grep -q "no namespaces allowed" "$work/jail-run.err"'
     fi
-    pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"name":"jailed"[^}]*' | grep -o '"pid":[0-9]*' | cut -d: -f2)
-    [ -z "$pid" ] && pid=$(echo "$ps_out" | tr -d ' \n' | grep -o '"pid":[0-9]*,[^}]*"name":"jailed"' | grep -o '"pid":[0-9]*' | cut -d: -f2)
+    pid=$(vm_pid jailed "$ps_out")
     if [ "$kind" = jail ]; then
         expect jail-powerless "no capabilities, no_new_privs, its own user and mount namespaces" \
             eval 'grep -q "^CapEff:.0000000000000000" /proc/$pid/status && grep -q "^NoNewPrivs:.1" /proc/$pid/status && [ "$(readlink /proc/$pid/ns/user)" != "$(readlink /proc/self/ns/user)" ] && [ "$(readlink /proc/$pid/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ]'

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "confine/confine.h"
+#include "util/trace.h"
 
 struct job {
     enum confine_thread kind;
@@ -74,7 +76,21 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-/* Runs j on a thread of a forked child with the filters in mode; returns
+/* Threads the child makes ahead (confine_threads_ahead()) before it hands
+ * j to one of j's kind (confine_thread_start()); NULL: none, j gets a
+ * thread of its own. */
+static const unsigned *jobs_ahead;
+
+/* j's thread, made or handed j (jobs_ahead). 0 or an error number. */
+static int start_job(const struct job *j, pthread_t *t)
+{
+    if (!jobs_ahead)
+        return pthread_create(t, NULL, thread_main, (void *)j);
+    confine_threads_ahead(jobs_ahead, false);
+    return confine_thread_start(t, j->kind, thread_main, (void *)j);
+}
+
+/* Runs j on a thread of a forked child with the filters in mode (made ahead: jobs_ahead); returns
  * the child's wait status, its stderr in err. */
 static int run_job(enum confine_seccomp mode, const struct job *j, char *err, size_t size)
 {
@@ -88,7 +104,7 @@ static int run_job(enum confine_seccomp mode, const struct job *j, char *err, si
     if (pid == 0) {
         pthread_t t;
         dup2(pipe_fds[1], STDERR_FILENO);
-        if (confine_seccomp_set(mode, "run") < 0 || pthread_create(&t, NULL, thread_main, (void *)j))
+        if (confine_seccomp_set(mode, "run") < 0 || start_job(j, &t))
             _exit(3);
         pthread_join(t, NULL);
         _exit(0);
@@ -344,6 +360,107 @@ static void the_thread_shows_seccomp_2(void **state)
     assert_string_equal(confine_seccomp_name(), "off");
 }
 
+/* How many threads of this process show "Seccomp:\t2", their ids into
+ * tids (up to 8); powerless: all of them without capabilities too (as
+ * root: unprivileged, the bounding set cannot be dropped). */
+static unsigned threads_confined(pid_t tids[8], bool *powerless)
+{
+    char path[300], buf[4096];
+    unsigned n = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+
+    *powerless = true;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t got = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+        if (fd >= 0)
+            close(fd);
+        buf[got > 0 ? got : 0] = '\0';
+        if (!strstr(buf, "\nSeccomp:\t2\n") || n >= 8)
+            continue;
+        tids[n++] = (pid_t)atoi(e->d_name);
+        if (!strstr(buf, "\nCapEff:\t0000000000000000\n") ||
+            (geteuid() == 0 && !strstr(buf, "\nCapBnd:\t0000000000000000\n")))
+            *powerless = false;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static pid_t worked_on;
+
+static void *note_thread(void *arg)
+{
+    confine_thread(CONFINE_DEVICE, "test");
+    worked_on = gettid();
+    return arg;
+}
+
+/* What the child of made_ahead_threads_take_the_work() checks: its exit
+ * status says which failed (0: none). */
+static int check_made_ahead(void)
+{
+    static const unsigned counts[CONFINE_THREAD_KINDS] = {[CONFINE_DEVICE] = 1, [CONFINE_VCPU] = 1};
+    pid_t tids[8];
+    pthread_t t;
+    bool powerless;
+
+    if (confine_seccomp_set(CONFINE_SECCOMP_ON, "run") < 0)
+        return 3;
+    confine_threads_ahead(counts, true);
+    if (threads_confined(tids, &powerless) != 2) /* each under its filter, no work handed yet */
+        return 10;
+    if (!powerless)
+        return 17; /* their capabilities kept */
+    if (confine_thread_start(&t, CONFINE_DEVICE, note_thread, NULL) || pthread_join(t, NULL))
+        return 11;
+    if (worked_on != tids[0] && worked_on != tids[1])
+        return 12; /* not on a thread made ahead */
+    if (trace_count(TRACE_SECCOMP_LOADS) != 0 || trace_count(TRACE_SECCOMP_AHEAD_LOADS) != 2)
+        return 13; /* its confine_thread() loaded the filter again */
+    if (confine_thread_start(&t, CONFINE_DEVICE, note_thread, NULL) || pthread_join(t, NULL))
+        return 14;
+    if (trace_count(TRACE_SECCOMP_LOADS) != 1)
+        return 15; /* none of the kind left: a new thread, which loads its own */
+    confine_threads_ahead_end(); /* the vCPU's, never taken, ends */
+    if (threads_confined(tids, &powerless) != 0)
+        return 16;
+    return 0;
+}
+
+/* Threads made ahead (a spare's VMM, before its name): each under its
+ * kind's filter before any work is handed to it; the work of its kind
+ * runs on it without loading the filter again; with none of the kind
+ * left a thread is made as ever; those not taken end. */
+static void made_ahead_threads_take_the_work(void **state)
+{
+    (void)state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(check_made_ahead());
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A thread made ahead is its kind's filter: the device checks above, on
+ * one, end the same (the line naming the work's thread). */
+static void made_ahead_threads_die_on_a_forbidden_call(void **state)
+{
+    static const unsigned counts[CONFINE_THREAD_KINDS] = {[CONFINE_DEVICE] = 1};
+    jobs_ahead = counts;
+    devices_open_nothing_and_make_no_sockets(state);
+    jobs_ahead = NULL;
+}
+
 /* A VMM's end as the real one ends: the VMM's own thread confined, a
  * vCPU thread started and joined, then exit() -- not _exit() -- so the
  * exit handlers run. In the test builds that is LeakSanitizer's check: it
@@ -395,6 +512,8 @@ int main(void)
         cmocka_unit_test(log_mode_and_off_let_the_call_happen),
         cmocka_unit_test(the_thread_shows_seccomp_2),
         cmocka_unit_test(vmm_exit_ends),
+        cmocka_unit_test(made_ahead_threads_take_the_work),
+        cmocka_unit_test(made_ahead_threads_die_on_a_forbidden_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

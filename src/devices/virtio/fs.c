@@ -461,7 +461,7 @@ static int start_workers(struct virtio_fs *d)
         w->dev = d;
         w->in = malloc(FUSE_SERVER_IN_MAX);
         w->out = malloc(FUSE_SERVER_OUT_MAX);
-        if (!w->in || !w->out || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        if (!w->in || !w->out || confine_thread_start(&w->thread, CONFINE_FS, worker_main, w) != 0) {
             free(w->in);
             free(w->out);
             return err_set(ENOMEM, "virtio-fs: server threads");

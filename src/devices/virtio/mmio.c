@@ -383,7 +383,7 @@ static void start_io_thread(struct virtio_mmio *t)
             return;
         }
     }
-    if (t->stop_fd >= 0 && pthread_create(&t->thread, NULL, io_thread, t) == 0)
+    if (t->stop_fd >= 0 && confine_thread_start(&t->thread, CONFINE_DEVICE, io_thread, t) == 0)
         t->thread_running = true;
 }
 

@@ -863,7 +863,7 @@ static int vnet_create(struct vm *vm, const struct device_slot *slot, void **sta
         n->ops.features |= OFFLOAD_FEATURES;
     if (r == 0)
         r = virtio_mmio_create(vm, slot, &n->ops, n, &n->transport);
-    if (r == 0 && pthread_create(&n->thread, NULL, vnet_thread, n) != 0)
+    if (r == 0 && confine_thread_start(&n->thread, CONFINE_DEVICE, vnet_thread, n) != 0)
         r = err_plain(EAGAIN, "virtio-net: cannot start its thread");
     if (r < 0) {
         vnet_destroy(n);

@@ -1069,7 +1069,7 @@ static int vsock_create(struct vm *vm, const struct device_slot *slot, void **st
         r = virtio_mmio_create(vm, slot, &vsock_ops, v, &v->transport);
     if (r == 0 && cfg->vsock_path)
         r = listen_on(v, cfg->vsock_path);
-    if (r == 0 && pthread_create(&v->thread, NULL, vsock_thread, v) != 0)
+    if (r == 0 && confine_thread_start(&v->thread, CONFINE_VSOCK, vsock_thread, v) != 0)
         r = err_plain(EAGAIN, "virtio-vsock: no thread");
     v->thread_running = r == 0;
     if (r < 0) {
