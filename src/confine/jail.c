@@ -1327,7 +1327,7 @@ int jail_enter(const struct confine_plan *p)
     if (child > 0)
         relay(child);
     trace_add_count(TRACE_JAIL_FORK_US, trace_now_us() - forking);
-    pthread_t thread;
+    pthread_t thread = 0; /* read only when ahead_begin() made it */
     bool ahead = !p->vmm_begin && ahead_begin(p, &thread);
     if (p->vmm_begin)
         begin_disarmed(p);

@@ -1413,7 +1413,7 @@ static size_t put_dirent(struct pt_fs *fs, int dirfd, const struct linux_dirent6
 static long fill_dir(struct pt_fs *fs, int fd, uint64_t offset, uint8_t *out, size_t size,
                      bool plus)
 {
-    static __thread uint8_t buf[DIRENT_BUF];
+    static __thread _Alignas(struct linux_dirent64) uint8_t buf[DIRENT_BUF];
     size_t used = 0;
 
     if (offset > INT64_MAX || lseek(fd, (off_t)offset, SEEK_SET) < 0)
