@@ -960,18 +960,13 @@ static struct bundle_chunk_pages pages_of_chunk(const struct ram_faults *f, cons
     return want;
 }
 
-/* Whether want is every page of chunk i. */
-static bool whole_chunk(const struct ram_faults *f, const struct bundle_chunk_pages *want, size_t i)
+/* How many pages want names (pages_of_chunk() names none past its chunk). */
+static size_t pages_named(const struct bundle_chunk_pages *want)
 {
-    struct bundle_chunk_pages all = {{0}};
-    uint64_t at;
-    size_t len;
-    uint8_t *host;
-
-    bundle_memory_image_place(f->img, i, &at, &len, &host);
-    for (size_t p = 0; p < len / PAGE; p++)
-        all.bits[p / 64] |= 1ull << (p % 64);
-    return memcmp(&all, want, sizeof(all)) == 0;
+    size_t n = 0;
+    for (size_t w = 0; w < sizeof(want->bits) / sizeof(want->bits[0]); w++)
+        n += (size_t)__builtin_popcountll(want->bits[w]);
+    return n;
 }
 
 /* Of each listed chunk, the known pages (ram_faults_prefill_pages), or
@@ -1018,14 +1013,14 @@ static int load_known(struct ram_faults *f, const struct working_set_chunk *know
         r = bundle_memory_image_load(f->img, list, want, n);
     for (size_t k = 0; r == 0 && k < n; k++) {
         uint32_t all = all_windows(f, list[k]);
-        if (want && !whole_chunk(f, &want[k], list[k])) {
-            pages += (size_t)__builtin_popcountll(want[k].bits[0]) + (size_t)__builtin_popcountll(want[k].bits[1]);
-            continue;
-        }
         uint64_t at;
         size_t len;
         uint8_t *host;
         bundle_memory_image_place(f->img, list[k], &at, &len, &host);
+        if (want && pages_named(&want[k]) < len / PAGE) { /* placed in part */
+            pages += pages_named(&want[k]);
+            continue;
+        }
         pages += len / PAGE;
         atomic_store(&f->claimed[list[k]], all);
         atomic_store(&f->placed[list[k]], all);
